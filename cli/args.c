@@ -1,0 +1,186 @@
+/* args.c - see args.h */
+#include "args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int usage_error(const mk_cmd_spec *spec, const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "mergekit-c: error: %s: ", spec->name);
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, " (see 'mergekit-c %s --help')\n", spec->name);
+    return 2;
+}
+
+static const mk_opt *find_long(const mk_cmd_spec *spec, const char *name, size_t len)
+{
+    for (const mk_opt *o = spec->opts; o->name; o++)
+        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
+    return NULL;
+}
+
+static int set_value(const mk_cmd_spec *spec, const mk_opt *o, const char *v)
+{
+    char *end;
+    errno = 0;
+    switch (o->kind) {
+    case MK_OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (end == v || *end || errno) return usage_error(spec, "--%s expects an integer, got '%s'", o->name, v);
+        *(long *)o->dst = x;
+        return 0;
+    }
+    case MK_OPT_U64: {
+        if (*v == '-') return usage_error(spec, "--%s expects a non-negative integer, got '%s'", o->name, v);
+        unsigned long long x = strtoull(v, &end, 10);
+        if (end == v || *end || errno) return usage_error(spec, "--%s expects a non-negative integer, got '%s'", o->name, v);
+        *(uint64_t *)o->dst = x;
+        return 0;
+    }
+    case MK_OPT_DOUBLE: {
+        double x = strtod(v, &end);
+        if (end == v || *end || errno || !isfinite(x)) return usage_error(spec, "--%s expects a number, got '%s'", o->name, v);
+        *(double *)o->dst = x;
+        return 0;
+    }
+    case MK_OPT_SIZE:
+        if (!mk_parse_size(v, (uint64_t *)o->dst))
+            return usage_error(spec, "--%s expects a size such as 5e9, 500M or 2G, got '%s'", o->name, v);
+        return 0;
+    case MK_OPT_STR:
+    case MK_OPT_OPTSTR:
+        *(const char **)o->dst = v;
+        return 0;
+    case MK_OPT_LIST: {
+        const char *old = *(const char **)o->dst;
+        if (!old) {
+            *(const char **)o->dst = v;
+            return 0;
+        }
+        /* repeated: join (kept for the life of the process) */
+        char *j = mk_asprintf("%s,%s", old, v);
+        if (!j) return 2;
+        *(const char **)o->dst = j;
+        return 0;
+    }
+    default: return 0;
+    }
+}
+
+static bool takes_value(const mk_opt *o)
+{
+    return o->kind != MK_OPT_FLAG && o->kind != MK_OPT_COUNT && o->kind != MK_OPT_OPTSTR;
+}
+
+int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos)
+{
+    *npos = 0;
+    bool only_pos = false;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (only_pos || a[0] != '-' || a[1] == 0) {
+            if (*npos >= spec->max_pos) return usage_error(spec, "unexpected argument '%s'%s", a, "");
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            mk_args_help(spec, stdout);
+            return 1;
+        }
+        const mk_opt *o = NULL;
+        const char *val = NULL;
+        if (a[1] == '-') {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            o = find_long(spec, name, len);
+            if (!o) {
+                const char *names[128];
+                size_t n = 0;
+                for (const mk_opt *q = spec->opts; q->name && n < 128; q++) names[n++] = q->name;
+                char word[128];
+                snprintf(word, sizeof word, "%.*s", (int)(len < 120 ? len : 120), name);
+                const char *hint = mk_did_you_mean(word, names, n);
+                if (hint) return usage_error(spec, "unknown option '--%s' (did you mean '--%s'?)", word, hint);
+                return usage_error(spec, "unknown option '--%s'%s", word, "");
+            }
+            if (eq) {
+                if (!takes_value(o) && o->kind != MK_OPT_OPTSTR)
+                    return usage_error(spec, "option '--%s' takes no value%s", o->name, "");
+                val = eq + 1;
+            }
+        } else {
+            for (const mk_opt *q = spec->opts; q->name; q++)
+                if (q->short_name && q->short_name == a[1]) o = q;
+            if (!o || (a[2] && takes_value(o))) {
+                /* allow bundled flags like -vv */
+                bool all = a[1] != 0;
+                for (const char *c = a + 1; *c && all; c++) {
+                    const mk_opt *f = NULL;
+                    for (const mk_opt *q = spec->opts; q->name; q++)
+                        if (q->short_name == *c) f = q;
+                    if (!f || takes_value(f)) all = false;
+                }
+                if (!all) return usage_error(spec, "unknown option '%s'%s", a, "");
+                for (const char *c = a + 1; *c; c++)
+                    for (const mk_opt *q = spec->opts; q->name; q++)
+                        if (q->short_name == *c) {
+                            if (q->kind == MK_OPT_COUNT) (*(int *)q->dst)++;
+                            else *(bool *)q->dst = true;
+                        }
+                continue;
+            }
+            if (a[2] && !takes_value(o)) {
+                /* -vq style bundle handled above; -v2 not supported */
+                return usage_error(spec, "unknown option '%s'%s", a, "");
+            }
+        }
+        switch (o->kind) {
+        case MK_OPT_FLAG: *(bool *)o->dst = true; break;
+        case MK_OPT_COUNT: (*(int *)o->dst)++; break;
+        case MK_OPT_OPTSTR: *(const char **)o->dst = val ? val : ""; break;
+        default:
+            if (!val) {
+                if (i + 1 >= argc) return usage_error(spec, "option '--%s' needs a value (%s)", o->name, o->metavar ? o->metavar : "VALUE");
+                val = argv[++i];
+            }
+            if (set_value(spec, o, val)) return 2;
+        }
+    }
+    if (*npos < spec->min_pos) {
+        fprintf(stderr, "mergekit-c: error: %s: missing arguments; usage: mergekit-c %s %s\n", spec->name, spec->name,
+                spec->usage);
+        return 2;
+    }
+    return 0;
+}
+
+void mk_args_help(const mk_cmd_spec *spec, FILE *f)
+{
+    fprintf(f, "usage: mergekit-c %s %s\n\n%s\n", spec->name, spec->usage, spec->summary);
+    if (spec->details) fprintf(f, "\n%s\n", spec->details);
+    fprintf(f, "\noptions:\n");
+    for (const mk_opt *o = spec->opts; o->name; o++) {
+        char left[64];
+        const char *mv = o->metavar ? o->metavar : "X";
+        if (o->kind == MK_OPT_FLAG || o->kind == MK_OPT_COUNT)
+            snprintf(left, sizeof left, "%s%c%s--%s", o->short_name ? "-" : "", o->short_name ? o->short_name : ' ',
+                     o->short_name ? ", " : "  ", o->name);
+        else if (o->kind == MK_OPT_OPTSTR)
+            snprintf(left, sizeof left, "    --%s[=%s]", o->name, mv);
+        else
+            snprintf(left, sizeof left, "%s%c%s--%s %s", o->short_name ? "-" : "", o->short_name ? o->short_name : ' ',
+                     o->short_name ? ", " : "  ", o->name, mv);
+        if (!o->short_name && (o->kind == MK_OPT_FLAG || o->kind == MK_OPT_COUNT)) snprintf(left, sizeof left, "    --%s", o->name);
+        else if (!o->short_name && o->kind != MK_OPT_OPTSTR) snprintf(left, sizeof left, "    --%s %s", o->name, mv);
+        fprintf(f, "  %-28s %s", left, o->help);
+        if (o->def) fprintf(f, " (default: %s)", o->def);
+        fprintf(f, "\n");
+    }
+    fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
+}

@@ -1,0 +1,47 @@
+/* args.h - declarative option tables: one table per command drives both parsing and the
+ * generated --help text.
+ */
+#ifndef MK_ARGS_H
+#define MK_ARGS_H
+
+#include "../core/mk_core.h"
+
+#include <stdio.h>
+
+typedef enum mk_opt_kind {
+    MK_OPT_FLAG,   /* bool, set true */
+    MK_OPT_COUNT,  /* int, incremented (-v -v) */
+    MK_OPT_INT,    /* long */
+    MK_OPT_U64,    /* uint64_t */
+    MK_OPT_DOUBLE, /* double */
+    MK_OPT_SIZE,   /* uint64_t, with K/M/G suffixes */
+    MK_OPT_STR,    /* const char * */
+    MK_OPT_LIST,   /* const char *, repeatable: values joined with ',' */
+    MK_OPT_OPTSTR, /* const char *: "--x" sets "" , "--x=V" sets V (optional value) */
+} mk_opt_kind;
+
+typedef struct mk_opt {
+    const char *name;    /* long name without dashes, e.g. "out-shard-size" */
+    char short_name;     /* 'v', or 0 */
+    mk_opt_kind kind;
+    void *dst;
+    const char *metavar; /* e.g. "SIZE" */
+    const char *help;
+    const char *def;     /* default shown in help, or NULL */
+} mk_opt;
+
+typedef struct mk_cmd_spec {
+    const char *name;      /* "merge" */
+    const char *usage;     /* "RECIPE OUT [options]" */
+    const char *summary;   /* one line */
+    const char *details;   /* paragraphs after the usage, or NULL */
+    const mk_opt *opts;    /* terminated by {0} */
+    size_t min_pos, max_pos;
+} mk_cmd_spec;
+
+/* Parse argv (argv[0] is the command name). Positionals go to pos[0..*npos). Returns
+ * 0 on success, 1 when --help was printed (exit 0), 2 after printing a usage error. */
+int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos);
+void mk_args_help(const mk_cmd_spec *spec, FILE *f);
+
+#endif

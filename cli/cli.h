@@ -1,0 +1,48 @@
+/* cli.h - shared pieces of the command-line front end: common options, error reporting
+ * (the only place that prints errors and chooses exit codes), progress display, and the
+ * command entry points.
+ */
+#ifndef MK_CLI_H
+#define MK_CLI_H
+
+#include "../core/mk_core.h"
+#include "../core/mk_tensor.h"
+#include "args.h"
+
+typedef struct mk_common {
+    int verbose;
+    bool quiet;
+    long threads;
+    bool json;
+} mk_common;
+
+#define MK_COMMON_OPTS(c)                                                                                     \
+    {"quiet", 'q', MK_OPT_FLAG, &(c).quiet, NULL, "errors only: no progress, no warnings", NULL},            \
+    {"verbose", 'v', MK_OPT_COUNT, &(c).verbose, NULL, "more detail; -vv for debug output", NULL},           \
+    {"threads", 'j', MK_OPT_INT, &(c).threads, "N", "worker threads", "all cores"},                           \
+    {"json", 0, MK_OPT_FLAG, &(c).json, NULL, "print a machine-readable summary on stdout", NULL}
+
+/* Apply -q/-v/--threads. */
+void mk_cli_common(const mk_common *c);
+/* Print "mergekit-c: error: <detail>" and return the exit code for s. */
+int mk_cli_fail(mk_status s);
+
+/* Progress on stderr: a bar on a terminal, one line per item at -v otherwise. */
+typedef struct mk_progress {
+    const char *what;   /* "merge", "quantize" */
+    bool tty, enabled, per_item;
+    double t0, last;
+} mk_progress;
+void mk_progress_init(mk_progress *p, const char *what, const mk_common *c);
+void mk_progress_cb(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
+void mk_progress_end(mk_progress *p);
+
+/* Open every input path named on a command line or in a recipe (any format). */
+mk_status mk_cli_open_model(const char *path, mk_source **out);
+
+int mk_cmd_merge(int argc, char **argv);
+int mk_cmd_synth(int argc, char **argv);
+int mk_cmd_inspect(int argc, char **argv);
+int mk_cmd_compare(int argc, char **argv);
+
+#endif

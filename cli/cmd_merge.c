@@ -1,0 +1,567 @@
+/* cmd_merge.c - `mergekit-c merge RECIPE OUT` (and `mergekit-c RECIPE OUT`).
+ *
+ * recipe -> open models (headers only) -> plan (all validation) -> [--dry-run: print] ->
+ * hash inputs -> OUT.tmp: shards streamed by the executor, config.json, tokenizer files,
+ * mergekit_config.yml, mergekit-c.json (provenance), README.md -> fsync -> rename to OUT.
+ * --check re-runs the recorded merge into a temporary folder and compares file hashes.
+ */
+#include "cli.h"
+
+#include "../core/mk_hash.h"
+#include "../core/mk_io.h"
+#include "../core/mk_json.h"
+#include "../core/mk_thread.h"
+#include "../formats/hfconfig.h"
+#include "../formats/safetensors.h"
+#include "../merge/exec.h"
+#include "../merge/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROVENANCE_FILE "mergekit-c.json"
+#define RECIPE_COPY "mergekit_config.yml"
+
+typedef struct merge_opts {
+    mk_common c;
+    uint64_t shard_size;
+    bool dry_run, force, resume, check, allow_crimes;
+    const char *seed_str;
+    uint64_t chunk;
+    const char *out_dtype;
+} merge_opts;
+
+typedef struct input_hashes {
+    size_t n;
+    mk_out_file *files; /* name = full path */
+    size_t *model_of;   /* model index per file */
+} input_hashes;
+
+typedef struct merge_run {
+    const mk_recipe *r;
+    const char *out;
+    merge_opts *o;
+    uint64_t seed;
+    mk_dtype out_dtype;
+    mk_source **src;
+    const mk_model_ref *refs[1024];
+    size_t n_refs;
+    mk_plan plan;
+    input_hashes ih;
+    mk_buf outfiles;    /* JSON array body of the output files, for provenance */
+    size_t n_written;
+    mk_out_file written[64]; /* aux files written, for provenance */
+} merge_run;
+
+/* ---- inputs ---------------------------------------------------------------------------- */
+
+static mk_status open_inputs(merge_run *m)
+{
+    const mk_recipe *r = m->r;
+    m->n_refs = mk_recipe_models(r, m->refs, 1024);
+    m->src = mk_calloc(m->n_refs ? m->n_refs : 1, sizeof *m->src);
+    if (!m->src) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_refs; i++) {
+        const mk_model_ref *ref = m->refs[i];
+        if (ref->lora)
+            return mk_error(MK_ERR_UNSUPPORTED, "%s:%d:%d: model '%s': LoRA adapter inputs (+adapter) are not supported yet",
+                            r->path, ref->pos.line, ref->pos.col, ref->text);
+        if (!mk_path_exists(ref->path))
+            return mk_error(MK_ERR_RECIPE,
+                            "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and .safetensors files; "
+                            "download Hub models first)",
+                            r->path, ref->pos.line, ref->pos.col, ref->path);
+        MK_TRY(mk_cli_open_model(ref->path, &m->src[i]));
+    }
+    return MK_OK;
+}
+
+/* OUT must not be an input, inside one, or contain one (--force would delete it). */
+static mk_status check_out_path(merge_run *m)
+{
+    char *out_abs = mk_path_absolute(m->out);
+    if (!out_abs) return MK_ERR_IO;
+    char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
+    mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
+        char *in_abs = mk_path_absolute(m->refs[i]->path);
+        if (!in_abs) {
+            s = MK_ERR_IO;
+            break;
+        }
+        char *in_dir = mk_is_dir(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
+        if (!in_dir) s = MK_ERR_NOMEM;
+        else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
+                 mk_path_is_within(in_abs, tmp_abs))
+            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out,
+                         m->refs[i]->path);
+        free(in_dir);
+        free(in_abs);
+    }
+    free(out_abs);
+    free(tmp_abs);
+    return s;
+}
+
+static mk_status hash_inputs(merge_run *m)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_refs; i++) n += m->src[i]->n_files;
+    m->ih.files = mk_calloc(n ? n : 1, sizeof *m->ih.files);
+    m->ih.model_of = mk_calloc(n ? n : 1, sizeof *m->ih.model_of);
+    if (!m->ih.files || !m->ih.model_of) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_refs; i++) {
+        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+            mk_out_file *of = &m->ih.files[m->ih.n];
+            mk_hash128 h;
+            mk_info("hashing %s", m->src[i]->files[f]);
+            MK_TRY(mk_hash_file(m->src[i]->files[f], &h));
+            mk_hash128_hex(h, of->hash);
+            of->name = mk_strdup(m->src[i]->files[f]);
+            if (!of->name) return MK_ERR_NOMEM;
+            m->ih.model_of[m->ih.n++] = i;
+        }
+    }
+    return MK_OK;
+}
+
+/* ---- outputs --------------------------------------------------------------------------- */
+
+static mk_status add_aux(merge_run *m, mk_sink *k, const char *name, const void *data, size_t len)
+{
+    MK_TRY(k->ops->add_file(k, name, data, len));
+    if (m->n_written >= sizeof m->written / sizeof m->written[0]) MK_BUG("too many auxiliary files");
+    mk_out_file *f = &m->written[m->n_written++];
+    f->name = mk_strdup(name);
+    f->size = len;
+    mk_hash128_hex(mk_hash128_bytes(data, len), f->hash);
+    return f->name ? MK_OK : MK_ERR_NOMEM;
+}
+
+static mk_status write_config(merge_run *m, mk_sink *k)
+{
+    const mk_plan *p = &m->plan;
+    mk_source *donor = p->models[p->donor].src;
+    char *cfg = NULL, *out = NULL;
+    size_t len = 0;
+    MK_TRY(donor->ops->aux_read(donor, "config.json", 16u << 20, &cfg, &len));
+    if (!cfg) {
+        mk_warn("%s has no config.json; the output has none either", donor->path);
+        return MK_OK;
+    }
+    const mk_arch *a = &p->models[p->donor].arch;
+    mk_dtype od = p->n ? p->t[0].out.dtype : MK_BF16;
+    for (size_t i = 0; i < p->n; i++)
+        if (mk_dtype_info(p->t[i].out.dtype)->is_float) {
+            od = p->t[i].out.dtype;
+            break;
+        }
+    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0};
+    if (p->out_layers >= 0) {
+        e.layers_key = a->def ? a->def->num_layers_key : "num_hidden_layers";
+        e.layers = p->out_layers;
+    }
+    if (p->vocab_rows) {
+        e.vocab_key = a->def ? a->def->vocab_key : "vocab_size";
+        e.vocab = (long)p->vocab_rows;
+    }
+    mk_status s = mk_hfconfig_rewrite(cfg, donor->path, &e, &out);
+    free(cfg);
+    if (s == MK_OK) s = add_aux(m, k, "config.json", out, strlen(out));
+    free(out);
+    return s;
+}
+
+static mk_status copy_tokenizer(merge_run *m, mk_sink *k)
+{
+    const mk_plan *p = &m->plan;
+    size_t tok = (size_t)p->donor;
+    const char *ts = m->r->tokenizer_source;
+    if (ts && strcmp(ts, "base") != 0) {
+        bool found = false;
+        for (size_t i = 0; i < p->n_models; i++)
+            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->path, ts) == 0) {
+                tok = i;
+                found = true;
+            }
+        if (!found)
+            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
+                            m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
+    }
+    mk_source *src = p->models[tok].src;
+    for (const char *const *f = mk_tokenizer_files; *f; f++) {
+        char *data = NULL;
+        size_t len = 0;
+        MK_TRY(src->ops->aux_read(src, *f, 512u << 20, &data, &len));
+        if (!data) continue;
+        mk_status s = add_aux(m, k, *f, data, len);
+        free(data);
+        MK_TRY(s);
+    }
+    return MK_OK;
+}
+
+static void json_file_list(mk_buf *b, const mk_out_file *f, size_t n, bool *first)
+{
+    for (size_t i = 0; i < n; i++) {
+        mk_buf_puts(b, *first ? "\n    " : ",\n    ");
+        *first = false;
+        mk_buf_puts(b, "{\"name\": ");
+        mk_buf_json_str(b, f[i].name);
+        mk_buf_printf(b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[i].size, f[i].hash);
+    }
+}
+
+static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
+{
+    mk_hash128 rh = mk_hash128_bytes(m->r->text, m->r->text_len);
+    char rhex[33];
+    mk_hash128_hex(rh, rhex);
+    mk_buf_printf(b, "{\n  \"tool\": \"mergekit-c %s\",\n  \"recipe\": \"%s\",\n  \"recipe_xxh128\": \"%s\",\n", MK_VERSION,
+                  RECIPE_COPY, rhex);
+    mk_buf_printf(b, "  \"options\": {\"out_shard_size\": %llu, \"random_seed\": %llu, \"allow_crimes\": %s, \"out_dtype\": ",
+                  (unsigned long long)m->o->shard_size, (unsigned long long)m->seed, m->o->allow_crimes ? "true" : "false");
+    if (m->out_dtype != MK_DTYPE_NONE) mk_buf_json_str(b, mk_dtype_info(m->out_dtype)->torch_name);
+    else mk_buf_puts(b, "null");
+    mk_buf_puts(b, "},\n  \"inputs\": [");
+    for (size_t i = 0; i < m->ih.n; i++) {
+        mk_buf_puts(b, i ? ",\n    " : "\n    ");
+        mk_buf_puts(b, "{\"model\": ");
+        mk_buf_json_str(b, m->refs[m->ih.model_of[i]]->text);
+        mk_buf_puts(b, ", \"file\": ");
+        mk_buf_json_str(b, m->ih.files[i].name);
+        mk_buf_printf(b, ", \"xxh128\": \"%s\"}", m->ih.files[i].hash);
+    }
+    mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
+    bool first = true;
+    json_file_list(b, k->out_files, k->n_out_files, &first);
+    json_file_list(b, m->written, m->n_written, &first);
+    mk_buf_puts(b, "\n  ]\n}\n");
+}
+
+static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
+{
+    char *title = mk_path_basename(m->out);
+    const mk_plan *p = &m->plan;
+    mk_buf_printf(b, "---\nlibrary_name: transformers\ntags:\n- mergekit-c\n- merge\n---\n# %s\n\n", title ? title : "merge");
+    mk_buf_printf(b, "This is a merge of pre-trained language models created with mergekit-c %s.\n\n", MK_VERSION);
+    mk_buf_printf(b, "## Merge details\n\nMethod: `%s` (%s).", p->method->name, p->method->summary);
+    if (m->r->has_base) mk_buf_printf(b, " Base model: `%s`.", m->r->base.text);
+    mk_buf_puts(b, "\n\nModels merged:\n\n");
+    for (size_t i = 0; i < p->n_models; i++) mk_buf_printf(b, "- `%s`\n", p->models[i].ref->text);
+    mk_buf_puts(b, "\n## Configuration\n\n```yaml\n");
+    mk_buf_put(b, m->r->text, m->r->text_len);
+    if (m->r->text_len && m->r->text[m->r->text_len - 1] != '\n') mk_buf_puts(b, "\n");
+    mk_buf_puts(b, "```\n\n## Provenance\n\nXXH3-128 hashes (check one with `xxhsum -H2 FILE`).\n\n| input file | xxh128 |\n|---|---|\n");
+    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(b, "| `%s` | `%s` |\n", m->ih.files[i].name, m->ih.files[i].hash);
+    mk_buf_puts(b, "\n| output file | bytes | xxh128 |\n|---|---|---|\n");
+    for (size_t i = 0; i < k->n_out_files; i++)
+        mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", k->out_files[i].name, (unsigned long long)k->out_files[i].size,
+                      k->out_files[i].hash);
+    for (size_t i = 0; i < m->n_written; i++)
+        mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
+                      m->written[i].hash);
+    mk_buf_printf(b, "\nTo prove the merge reproduces: `mergekit-c %s %s --check` (re-derives every output hash from "
+                     "the recorded inputs).\n",
+                  RECIPE_COPY, title ? title : "OUT");
+    free(title);
+}
+
+/* ---- dry run ----------------------------------------------------------------------------- */
+
+static void print_plan(merge_run *m)
+{
+    const mk_plan *p = &m->plan;
+    uint32_t *shard_of = mk_calloc(p->n ? p->n : 1, sizeof *shard_of);
+    size_t ns = shard_of ? mk_st_assign_shards(p->outs, p->n, m->o->shard_size, shard_of) : 1;
+    int threads = mk_threads_get();
+    uint64_t peak = mk_plan_peak_memory(p, threads, m->o->chunk ? m->o->chunk : MK_EXEC_CHUNK_DEFAULT);
+    char a[32], b[32];
+    if (m->o->c.json) {
+        mk_buf j = {0};
+        mk_buf_printf(&j, "{\"method\": \"%s\", \"models\": %zu, \"tensors\": %zu, \"bytes\": %llu, \"shards\": [", p->method->name,
+                      p->n_models, p->n, (unsigned long long)p->total_bytes);
+        for (size_t s = 0; s < ns; s++) {
+            uint64_t bytes = 0;
+            size_t cnt = 0;
+            for (size_t i = 0; i < p->n; i++)
+                if (shard_of && shard_of[i] == s) bytes += p->outs[i].nbytes, cnt++;
+            char *nm = mk_st_shard_name(s, ns);
+            mk_buf_printf(&j, "%s{\"name\": \"%s\", \"tensors\": %zu, \"bytes\": %llu}", s ? ", " : "", nm ? nm : "?", cnt,
+                          (unsigned long long)bytes);
+            free(nm);
+        }
+        mk_buf_printf(&j, "], \"threads\": %d, \"peak_memory_bytes\": %llu, \"out_layers\": %ld, \"plan\": [", threads,
+                      (unsigned long long)peak, p->out_layers);
+        for (size_t i = 0; i < p->n; i++) {
+            const mk_plan_tensor *t = &p->t[i];
+            char sh[160];
+            mk_buf_puts(&j, i ? ",\n  " : "\n  ");
+            mk_buf_puts(&j, "{\"name\": ");
+            mk_buf_json_str(&j, t->out.name);
+            mk_buf_printf(&j, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"op\": \"%s\", \"t\": %.17g, \"inputs\": [",
+                          mk_dtype_name(t->out.dtype), mk_shape_str(&t->out, sh), (unsigned long long)t->out.nbytes,
+                          t->identity ? "copy" : p->method->name, t->t);
+            for (size_t k = 0; k < t->job.n_in; k++) {
+                const mk_plan_model *pm = &p->models[t->in[k].model];
+                mk_buf_puts(&j, k ? ", {\"model\": " : "{\"model\": ");
+                mk_buf_json_str(&j, pm->ref->text);
+                mk_buf_puts(&j, ", \"tensor\": ");
+                mk_buf_json_str(&j, pm->src->tensors[t->in[k].tensor].name);
+                mk_buf_puts(&j, "}");
+            }
+            mk_buf_puts(&j, "]}");
+        }
+        mk_buf_puts(&j, "\n]}\n");
+        fputs(j.data ? j.data : "{}\n", stdout);
+        mk_buf_free(&j);
+    } else {
+        printf("plan: %s over %zu model(s): %zu tensors, %s in %zu shard(s)\n", p->method->name, p->n_models, p->n,
+               mk_fmt_bytes(p->total_bytes, a), ns);
+        if (p->out_layers >= 0) printf("output layers: %ld\n", p->out_layers);
+        printf("peak memory estimate: %s at %d thread(s)\n", mk_fmt_bytes(peak, b), threads);
+        for (size_t i = 0; i < p->n; i++) {
+            const mk_plan_tensor *t = &p->t[i];
+            char sh[160];
+            printf("  %-60s %-5s %-16s %-11s", t->out.name, mk_dtype_name(t->out.dtype), mk_shape_str(&t->out, sh),
+                   t->identity ? "copy" : p->method->name);
+            for (size_t k = 0; k < t->job.n_in; k++) {
+                const mk_plan_model *pm = &p->models[t->in[k].model];
+                const char *in_name = pm->src->tensors[t->in[k].tensor].name;
+                printf(" %s%s%s", pm->ref->text, strcmp(in_name, t->out.name) ? ":" : "",
+                       strcmp(in_name, t->out.name) ? in_name : "");
+            }
+            printf("\n");
+        }
+    }
+    free(shard_of);
+}
+
+/* ---- the merge ---------------------------------------------------------------------------- */
+
+static char *resume_key(merge_run *m)
+{
+    mk_buf b = {0};
+    mk_buf_printf(&b, "mergekit-c %s|%llu|%llu|%d|%d|", MK_VERSION, (unsigned long long)m->o->shard_size,
+                  (unsigned long long)m->seed, m->o->allow_crimes, (int)m->out_dtype);
+    mk_buf_put(&b, m->r->text, m->r->text_len);
+    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(&b, "|%s", m->ih.files[i].hash);
+    char hex[33];
+    mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
+    mk_buf_free(&b);
+    return mk_strdup(hex);
+}
+
+/* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
+ * `expect` and removed). */
+static mk_status run_merge(merge_run *m, const mk_json *expect)
+{
+    MK_TRY(open_inputs(m));
+    if (!expect) MK_TRY(check_out_path(m));
+    mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
+    MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
+    if (m->o->dry_run) {
+        print_plan(m);
+        return MK_OK;
+    }
+    MK_TRY(hash_inputs(m));
+    if (expect) {
+        /* the inputs must be the ones recorded */
+        uint32_t ins = mk_json_get(expect, 0, "inputs");
+        for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
+            uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
+            if (!f || !h) continue;
+            bool ok = false, seen = false;
+            for (size_t i = 0; i < m->ih.n; i++) {
+                const char *fn = mk_json_strv(expect, f);
+                if (strcmp(m->ih.files[i].name, fn) != 0) continue;
+                seen = true;
+                ok = strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+            }
+            if (!seen) return mk_error(MK_ERR_MISMATCH, "input file %s recorded in the output is not used by the recipe now", mk_json_strv(expect, f));
+            if (!ok) return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (xxh128 differs from the record)", mk_json_strv(expect, f));
+        }
+    }
+
+    mk_outdir od;
+    char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
+    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, false, m->o->force || expect, m->o->resume && !expect);
+    free(scratch);
+    if (s != MK_OK) return s;
+    mk_sink *k = NULL;
+    mk_consumer cons = {0};
+    char *key = resume_key(m);
+    mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
+    if (!key) s = MK_ERR_NOMEM;
+    if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
+    if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
+    if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    mk_progress prog;
+    mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
+    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog};
+    double t0 = mk_now();
+    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
+    mk_progress_end(&prog);
+    if (s == MK_OK) s = write_config(m, k);
+    if (s == MK_OK) s = copy_tokenizer(m, k);
+    if (s == MK_OK) s = add_aux(m, k, RECIPE_COPY, m->r->text, m->r->text_len);
+    if (s == MK_OK) s = k->ops->commit(k);
+    mk_buf prov = {0}, card = {0};
+    if (s == MK_OK) {
+        provenance_json(m, k, &prov);
+        card_text(m, k, &card);
+        if (prov.failed || card.failed) s = mk_error(MK_ERR_NOMEM, "out of memory writing the model card");
+    }
+    if (s == MK_OK && !expect) s = k->ops->add_file(k, PROVENANCE_FILE, prov.data, prov.len);
+    if (s == MK_OK && !expect) s = k->ops->add_file(k, "README.md", card.data, card.len);
+    if (s == MK_OK && expect) {
+        /* compare every recorded output with what we just made */
+        size_t compared = 0;
+        uint32_t outs = mk_json_get(expect, 0, "outputs");
+        for (uint32_t c = outs ? mk_json_at(expect, outs)->first : 0; c && s == MK_OK; c = mk_json_at(expect, c)->next) {
+            uint32_t nn = mk_json_get(expect, c, "name"), hh = mk_json_get(expect, c, "xxh128");
+            if (!nn || !hh) continue;
+            const char *name = mk_json_strv(expect, nn), *want = mk_json_strv(expect, hh);
+            const char *got = NULL;
+            for (size_t i = 0; i < k->n_out_files; i++)
+                if (strcmp(k->out_files[i].name, name) == 0) got = k->out_files[i].hash;
+            for (size_t i = 0; i < m->n_written; i++)
+                if (strcmp(m->written[i].name, name) == 0) got = m->written[i].hash;
+            if (!got) s = mk_error(MK_ERR_MISMATCH, "%s: recorded output %s was not produced again", m->out, name);
+            else if (strcmp(got, want) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs: recorded %s, re-derived %s", m->out, name, want, got);
+            compared++;
+        }
+        if (s == MK_OK && !m->o->c.quiet)
+            fprintf(stderr, "mergekit-c: %s: reproducible: %zu output file(s) match their recorded hashes\n", m->out,
+                    compared);
+        if (s == MK_OK && m->o->c.json) printf("{\"check\": \"ok\", \"files\": %zu}\n", compared);
+    }
+    if (s == MK_OK && !expect) s = mk_outdir_commit(&od);
+    else mk_outdir_abort(&od);
+    if (s == MK_OK && !expect) {
+        double el = mk_now() - t0;
+        char a[32];
+        if (!m->o->c.quiet)
+            fprintf(stderr, "mergekit-c: wrote %s: %zu tensors, %s in %.1f s\n", m->out, m->plan.n,
+                    mk_fmt_bytes(m->plan.total_bytes, a), el);
+        if (m->o->c.json) fputs(prov.data, stdout);
+    }
+    mk_buf_free(&prov);
+    mk_buf_free(&card);
+    cons.ops ? cons.ops->close(&cons) : (void)0;
+    mk_sink_close(k);
+    free(key);
+    return s;
+}
+
+static void merge_run_free(merge_run *m)
+{
+    mk_plan_free(&m->plan);
+    for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);
+    free(m->src);
+    for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
+    free(m->ih.files);
+    free(m->ih.model_of);
+    for (size_t i = 0; i < m->n_written; i++) free(m->written[i].name);
+}
+
+/* --check: options come from the record, not the command line. */
+static mk_status run_check(merge_run *m, const char *out)
+{
+    char *path = mk_path_join(out, PROVENANCE_FILE);
+    char *text = NULL;
+    size_t len = 0;
+    mk_status s = path ? mk_read_file(path, 64u << 20, &text, &len) : MK_ERR_NOMEM;
+    if (s != MK_OK) {
+        free(path);
+        return mk_error(s, "%s: no provenance record (%s); was it written by mergekit-c?", out, PROVENANCE_FILE);
+    }
+    mk_json j;
+    mk_json_limits lim = {16, len / 2 + 16};
+    s = mk_json_parse(&j, text, len, &lim, path);
+    free(text);
+    free(path);
+    MK_TRY(s);
+    uint32_t opts = mk_json_get(&j, 0, "options"), rh = mk_json_get(&j, 0, "recipe_xxh128");
+    if (opts) {
+        uint32_t v;
+        if ((v = mk_json_get(&j, opts, "out_shard_size")) && mk_json_at(&j, v)->is_uint) m->o->shard_size = mk_json_at(&j, v)->u;
+        if ((v = mk_json_get(&j, opts, "random_seed")) && mk_json_at(&j, v)->is_uint) m->seed = mk_json_at(&j, v)->u;
+        if ((v = mk_json_get(&j, opts, "allow_crimes"))) m->o->allow_crimes = mk_json_at(&j, v)->b;
+        if ((v = mk_json_get(&j, opts, "out_dtype")) && mk_json_at(&j, v)->type == MK_JSON_STR)
+            m->out_dtype = mk_dtype_from_user(mk_json_strv(&j, v));
+    }
+    char hex[33];
+    mk_hash128_hex(mk_hash128_bytes(m->r->text, m->r->text_len), hex);
+    if (rh && strcmp(mk_json_strv(&j, rh), hex) != 0)
+        s = mk_error(MK_ERR_MISMATCH, "%s: the recipe differs from the one recorded in %s/%s", m->r->path, out, RECIPE_COPY);
+    if (s == MK_OK) s = run_merge(m, &j);
+    mk_json_free(&j);
+    return s;
+}
+
+int mk_cmd_merge(int argc, char **argv)
+{
+    merge_opts o = {.shard_size = 5000000000ull};
+    const mk_opt opts[] = {
+        {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
+        {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
+        {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
+        {"resume", 0, MK_OPT_FLAG, &o.resume, NULL, "continue an interrupted run, keeping shards recorded as complete", NULL},
+        {"check", 0, MK_OPT_FLAG, &o.check, NULL, "re-derive OUT from its recorded inputs and compare every file hash", NULL},
+        {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
+        {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
+        {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "1048576"},
+        MK_COMMON_OPTS(o.c),
+        {0},
+    };
+    const mk_cmd_spec spec = {
+        "merge", "RECIPE.yaml OUT [options]", "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
+        "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
+        "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
+        "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
+        "(input and output XXH3-128 hashes; see --check).",
+        opts, 2, 2};
+    char *pos[2];
+    size_t npos;
+    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
+    if (rc) return rc == 1 ? 0 : rc;
+    mk_cli_common(&o.c);
+    mk_signal_install();
+
+    mk_recipe r;
+    mk_status s = mk_recipe_load(pos[0], &r);
+    if (s != MK_OK) {
+        if (s == MK_ERR_USAGE) mk_error_prefix(s, "cannot read recipe");
+        rc = mk_cli_fail(s);
+        mk_recipe_free(&r);
+        return rc;
+    }
+    merge_run m;
+    memset(&m, 0, sizeof m);
+    m.r = &r;
+    m.out = pos[1];
+    m.o = &o;
+    m.seed = r.has_seed ? r.seed : 0;
+    m.out_dtype = MK_DTYPE_NONE;
+    if (o.seed_str) {
+        char *end;
+        unsigned long long v = strtoull(o.seed_str, &end, 10);
+        if (end == o.seed_str || *end || o.seed_str[0] == '-') s = mk_error(MK_ERR_USAGE, "--random-seed expects a non-negative integer, got '%s'", o.seed_str);
+        m.seed = v;
+    }
+    if (s == MK_OK && o.out_dtype) {
+        m.out_dtype = mk_dtype_from_user(o.out_dtype);
+        if (m.out_dtype != MK_F32 && m.out_dtype != MK_F16 && m.out_dtype != MK_BF16)
+            s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
+    }
+    if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
+    rc = s == MK_OK ? 0 : mk_cli_fail(s);
+    merge_run_free(&m);
+    mk_recipe_free(&r);
+    return rc;
+}

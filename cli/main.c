@@ -1,0 +1,82 @@
+/* main.c - the command table and dispatch. `mergekit-c RECIPE OUT` is `merge`; the
+ * program installed as `quantize` runs the quantize command. */
+#include "cli.h"
+
+#include "../core/mk_thread.h"
+#include "../formats/model.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"merge", mk_cmd_merge, "merge models by a mergekit YAML recipe (also: mergekit-c RECIPE OUT)"},
+    {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
+    {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
+    {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+void mk_cli_common(const mk_common *c)
+{
+    mk_log_set_level(c->quiet ? MK_LOG_ERROR : MK_LOG_WARN + c->verbose);
+    mk_threads_set((int)c->threads);
+}
+
+int mk_cli_fail(mk_status s)
+{
+    fprintf(stderr, "mergekit-c: error: %s\n", mk_errmsg());
+    return mk_status_exit_code(s);
+}
+
+mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
+
+static void top_help(FILE *f)
+{
+    fprintf(f,
+            "mergekit-c %s - merge, stack and quantize open-weight LLM checkpoints, streaming, on the CPU\n\n"
+            "usage: mergekit-c RECIPE.yaml OUT [options]     merge by a mergekit recipe\n"
+            "       mergekit-c COMMAND [args] [options]\n\ncommands:\n",
+            MK_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'mergekit-c COMMAND --help' shows a command's options.\n"
+               "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *prog = strrchr(argv[0], '/');
+    prog = prog ? prog + 1 : argv[0];
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(prog, commands[i].name) == 0 && strcmp(prog, "merge") != 0) return commands[i].fn(argc, argv);
+    if (argc < 2) {
+        top_help(stderr);
+        return 2;
+    }
+    const char *a = argv[1];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0) {
+        top_help(stdout);
+        return 0;
+    }
+    if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+        printf("mergekit-c %s\n", MK_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(a, commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+    if (mk_str_ends_with(a, ".yaml") || mk_str_ends_with(a, ".yml") || strchr(a, '/') || strchr(a, '.')) {
+        argv[0] = "merge";
+        return mk_cmd_merge(argc, argv);
+    }
+    const char *names[N_COMMANDS];
+    for (size_t i = 0; i < N_COMMANDS; i++) names[i] = commands[i].name;
+    const char *hint = mk_did_you_mean(a, names, N_COMMANDS);
+    if (hint) fprintf(stderr, "mergekit-c: error: unknown command '%s' (did you mean '%s'?)\n", a, hint);
+    else fprintf(stderr, "mergekit-c: error: unknown command '%s' (see 'mergekit-c --help')\n", a);
+    return 2;
+}

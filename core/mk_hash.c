@@ -1,0 +1,92 @@
+/* mk_hash.c - see mk_hash.h. Uses Debian's libxxhash. */
+#include "mk_hash.h"
+#include "mk_io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+uint64_t mk_hash64(const void *data, size_t len) { return XXH3_64bits(data, len); }
+uint64_t mk_hash64_str(const char *s) { return XXH3_64bits(s, strlen(s)); }
+
+mk_hash128 mk_hash128_bytes(const void *data, size_t len)
+{
+    XXH128_hash_t h = XXH3_128bits(data, len);
+    return (mk_hash128){h.high64, h.low64};
+}
+
+void mk_hash128_hex(mk_hash128 h, char out[33])
+{
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.hi, (unsigned long long)h.lo);
+}
+
+bool mk_hash128_parse(const char *hex, mk_hash128 *out)
+{
+    if (strlen(hex) != 32) return false;
+    uint64_t v[2] = {0, 0};
+    for (int i = 0; i < 32; i++) {
+        char c = hex[i];
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        if (d < 0) return false;
+        v[i / 16] = v[i / 16] << 4 | (uint64_t)d;
+    }
+    out->hi = v[0];
+    out->lo = v[1];
+    return true;
+}
+
+struct mk_hasher {
+    XXH3_state_t *st;
+};
+
+mk_hasher *mk_hasher_new(void)
+{
+    mk_hasher *h = mk_malloc(sizeof *h);
+    if (!h) return NULL;
+    h->st = XXH3_createState();
+    if (!h->st) {
+        free(h);
+        mk_error(MK_ERR_NOMEM, "out of memory for a hash state");
+        return NULL;
+    }
+    XXH3_128bits_reset(h->st);
+    return h;
+}
+
+void mk_hasher_update(mk_hasher *h, const void *data, size_t len) { XXH3_128bits_update(h->st, data, len); }
+
+mk_hash128 mk_hasher_digest(const mk_hasher *h)
+{
+    XXH128_hash_t r = XXH3_128bits_digest(h->st);
+    return (mk_hash128){r.high64, r.low64};
+}
+
+void mk_hasher_free(mk_hasher *h)
+{
+    if (!h) return;
+    XXH3_freeState(h->st);
+    free(h);
+}
+
+mk_status mk_hash_file(const char *path, mk_hash128 *out)
+{
+    mk_map m;
+    MK_TRY(mk_map_open(&m, path));
+    mk_hasher *h = mk_hasher_new();
+    if (!h) {
+        mk_map_close(&m);
+        return MK_ERR_NOMEM;
+    }
+    const uint64_t win = 8u << 20;
+    for (uint64_t off = 0; off < m.size; off += win) {
+        uint64_t n = m.size - off < win ? m.size - off : win;
+        if (off + n < m.size) mk_map_willneed(&m, off + n, win);
+        mk_hasher_update(h, m.data + off, (size_t)n);
+        mk_map_done(&m, off, n);
+    }
+    *out = mk_hasher_digest(h);
+    mk_hasher_free(h);
+    mk_map_close(&m);
+    return MK_OK;
+}

@@ -1,0 +1,35 @@
+/* mk_rng.h - counter-based random numbers (Philox4x32-10, Salmon et al., SC'11,
+ * "Parallel random numbers: as easy as 1, 2, 3").
+ *
+ * A value depends only on (key, stream, counter): key from (seed, tensor name), stream
+ * picks an independent sequence (e.g. the model index), counter is the element index / 4.
+ * So results never depend on thread count or chunking.
+ * Also deterministic transcendental helpers built only from +, -, *, / and sqrt (which
+ * IEEE 754 rounds exactly), so synthetic weights are bit-identical on every platform.
+ */
+#ifndef MK_RNG_H
+#define MK_RNG_H
+
+#include <stdint.h>
+
+typedef struct mk_rng {
+    uint32_t k0, k1;
+} mk_rng;
+
+/* Key from a seed and a name (the name's XXH3 hash). */
+mk_rng mk_rng_key(uint64_t seed, const char *name);
+/* Four 32-bit words for block `counter` of `stream`. */
+void mk_rng_block(mk_rng key, uint64_t stream, uint64_t counter, uint32_t out[4]);
+/* Uniform in [0, 1) with 24 random bits, for element `index` of `stream`. */
+float mk_rng_uniform(mk_rng key, uint64_t stream, uint64_t index);
+/* 32 random bits for element `index` of `stream`. */
+uint32_t mk_rng_u32(mk_rng key, uint64_t stream, uint64_t index);
+
+/* ln(x) for x > 0, accurate to ~1 ulp of double, using only exact IEEE operations. */
+double mk_det_log(double x);
+/* sin and cos of x in [-pi, pi] (range-reduced from any x), same property. */
+void mk_det_sincos(double x, double *s, double *c);
+/* A standard normal pair from two uniforms in (0, 1] (Box-Muller, deterministic). */
+void mk_det_normal2(double u1, double u2, double *z0, double *z1);
+
+#endif

@@ -1,0 +1,83 @@
+/* hfconfig.c - see hfconfig.h */
+#include "hfconfig.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const mk_tokenizer_files[] = {
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json", "generation_config.json", NULL,
+};
+
+static mk_status set_number(cJSON *cfg, const char *key, double v)
+{
+    cJSON *item = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (item) {
+        cJSON_SetNumberValue(item, v);
+        if (!cJSON_IsNumber(item)) return mk_error(MK_ERR_FORMAT, "config.json: '%s' is not a number", key);
+        return MK_OK;
+    }
+    return cJSON_AddNumberToObject(cfg, key, v) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory editing config.json");
+}
+
+static mk_status set_string(cJSON *cfg, const char *key, const char *v)
+{
+    cJSON *s = cJSON_CreateString(v);
+    if (!s) return mk_error(MK_ERR_NOMEM, "out of memory editing config.json");
+    if (cJSON_GetObjectItemCaseSensitive(cfg, key)) cJSON_ReplaceItemInObjectCaseSensitive(cfg, key, s);
+    else cJSON_AddItemToObject(cfg, key, s);
+    return MK_OK;
+}
+
+/* cJSON indents with tabs; Hugging Face files use two spaces. */
+static char *tabs_to_spaces(const char *s)
+{
+    size_t n = 0;
+    for (const char *p = s; *p; p++) n += *p == '\t' ? 2 : 1;
+    char *o = mk_malloc(n + 2);
+    if (!o) return NULL;
+    char *q = o;
+    bool in_str = false;
+    for (const char *p = s; *p; p++) {
+        if (*p == '"' && (p == s || p[-1] != '\\')) in_str = !in_str;
+        if (*p == '\t' && !in_str) {
+            *q++ = ' ';
+            if (p == s || p[-1] != ':') *q++ = ' '; /* "key": value, with one space */
+        } else {
+            *q++ = *p;
+        }
+    }
+    *q++ = '\n';
+    *q = 0;
+    return o;
+}
+
+mk_status mk_hfconfig_rewrite(const char *text, const char *what, const mk_hfconfig_edit *e, char **out)
+{
+    *out = NULL;
+    cJSON *cfg = cJSON_Parse(text);
+    if (!cfg || !cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return mk_error(MK_ERR_FORMAT, "%s: config.json is not a JSON object", what);
+    }
+    mk_status s = MK_OK;
+    if (e->torch_dtype) {
+        s = set_string(cfg, "torch_dtype", e->torch_dtype);
+        /* transformers 5 writes "dtype"; keep both in step when the donor has it */
+        if (s == MK_OK && cJSON_GetObjectItemCaseSensitive(cfg, "dtype")) s = set_string(cfg, "dtype", e->torch_dtype);
+    }
+    if (s == MK_OK && e->layers_key) s = set_number(cfg, e->layers_key, (double)e->layers);
+    if (s == MK_OK && e->vocab_key) s = set_number(cfg, e->vocab_key, (double)e->vocab);
+    if (s == MK_OK) {
+        char *p = cJSON_Print(cfg);
+        if (!p) s = mk_error(MK_ERR_NOMEM, "out of memory writing config.json");
+        else {
+            *out = tabs_to_spaces(p);
+            cJSON_free(p);
+            if (!*out) s = MK_ERR_NOMEM;
+        }
+    }
+    cJSON_Delete(cfg);
+    return s;
+}

@@ -1,0 +1,10 @@
+/* model.h - open any model input by what it is: a safetensors file or folder (and, as
+ * formats are added, our compressed container). One entry point for every command. */
+#ifndef MK_MODEL_H
+#define MK_MODEL_H
+
+#include "../core/mk_tensor.h"
+
+mk_status mk_model_open(const char *path, mk_source **out);
+
+#endif

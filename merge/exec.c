@@ -1,0 +1,202 @@
+/* exec.c - see exec.h */
+#include "exec.h"
+
+#include "../core/mk_io.h"
+#include "../core/mk_thread.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define MK_OMP(x) _Pragma(x)
+#else
+#define MK_OMP(x)
+#endif
+
+typedef struct exec_state {
+    mk_plan *p;
+    mk_consumer *c;
+    size_t ti;
+    const mk_plan_tensor *pt;
+    uint64_t rows_per_chunk;
+} exec_state;
+
+static mk_source *input_source(const exec_state *ex, size_t k)
+{
+    return ex->p->models[ex->pt->in[k].model].src;
+}
+
+static mk_status read_input(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows, float *dst, void *scratch)
+{
+    const mk_plan_input *pi = &ex->pt->in[k];
+    mk_source *src = input_source(ex, k);
+    return mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch);
+}
+
+static void release_input(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows)
+{
+    const mk_plan_input *pi = &ex->pt->in[k];
+    mk_source *src = input_source(ex, k);
+    if (!src->ops->release) return;
+    unsigned es = mk_dtype_size(src->tensors[pi->tensor].dtype);
+    src->ops->release(src, pi->tensor, row0 * pi->src_cols * es, nrows * pi->src_cols * es);
+}
+
+static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
+{
+    exec_state *ex = job->exec;
+    const uint64_t nch = job->n_chunks, rpc = ex->rows_per_chunk, cols = job->cols;
+    const size_t nin = job->n_in;
+    uint64_t max_elems = rpc * cols < job->numel ? rpc * cols : job->numel;
+    mk_status first = MK_OK;
+    uint64_t first_chunk = UINT64_MAX;
+    char first_msg[1024] = "";
+    int stop = 0;
+
+    MK_OMP("omp parallel")
+    {
+        float *buf = malloc((size_t)((nin + 1) * max_elems * sizeof(float)) + 1);
+        void *scratch = malloc((size_t)(max_elems * 8) + 1);
+        const float **in = malloc((nin + 1) * sizeof *in);
+        mk_status tst = (buf && scratch && in) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
+        if (tst != MK_OK) {
+            MK_OMP("omp critical(mk_exec_err)")
+            {
+                if (first == MK_OK) {
+                    first = tst;
+                    snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
+                }
+                stop = 1;
+            }
+        }
+        MK_OMP("omp for schedule(dynamic, 1)")
+        for (int64_t ci = 0; ci < (int64_t)nch; ci++) {
+            int stopped;
+            MK_OMP("omp atomic read")
+            stopped = stop;
+            if (stopped || tst != MK_OK) continue;
+            uint64_t c = (uint64_t)ci;
+            uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
+            mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, in, buf + nin * max_elems};
+            mk_status st = MK_OK;
+            for (size_t k = 0; k < nin && st == MK_OK; k++) {
+                float *dst = buf + k * max_elems;
+                in[k] = dst;
+                st = read_input(ex, k, row0, nrows, dst, scratch);
+            }
+            if (st == MK_OK) st = fn(job, &ch, user);
+            if (st == MK_OK && emit) st = ex->c->ops->rows(ex->c, ex->ti, ch.elem0, ch.out, ch.n);
+            for (size_t k = 0; k < nin; k++) release_input(ex, k, row0, nrows);
+            if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");
+            if (st != MK_OK) {
+                MK_OMP("omp critical(mk_exec_err)")
+                {
+                    if (c < first_chunk) {
+                        first = st;
+                        first_chunk = c;
+                        snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
+                    }
+                }
+                MK_OMP("omp atomic write")
+                stop = 1;
+            }
+        }
+        free(buf);
+        free(scratch);
+        free(in);
+    }
+    if (first != MK_OK) return mk_error(first, "%s", first_msg);
+    return MK_OK;
+}
+
+static mk_status identity_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    (void)job;
+    (void)user;
+    memcpy(ch->out, ch->in[0], (size_t)ch->n * sizeof(float));
+    return MK_OK;
+}
+
+/* Copy the single input's bytes unchanged (same dtype, same shape). */
+static mk_status copy_raw(exec_state *ex)
+{
+    mk_source *src = input_source(ex, 0);
+    size_t ti = ex->pt->in[0].tensor;
+    uint64_t total = src->tensors[ti].nbytes, step = 8u << 20;
+    void *buf = NULL;
+    mk_status s = MK_OK;
+    for (uint64_t off = 0; off < total && s == MK_OK; off += step) {
+        uint64_t len = total - off < step ? total - off : step;
+        const void *p = src->ops->borrow ? src->ops->borrow(src, ti, off, len) : NULL;
+        if (!p) {
+            if (!buf && !(buf = mk_malloc((size_t)step))) return MK_ERR_NOMEM;
+            s = src->ops->read(src, ti, off, len, buf);
+            p = buf;
+        }
+        if (s == MK_OK) s = ex->c->ops->raw(ex->c, ex->ti, off, p, len);
+        if (src->ops->release) src->ops->release(src, ti, off, len);
+        if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");
+    }
+    free(buf);
+    return s;
+}
+
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
+{
+    uint64_t chunk = o->chunk_elems ? o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
+    uint64_t done_bytes = 0;
+    exec_state ex = {p, c, 0, NULL, 1};
+    for (size_t i = 0; i < p->n; i++) {
+        mk_plan_tensor *pt = &p->t[i];
+        ex.ti = i;
+        ex.pt = pt;
+        if (c->ops->is_done && c->ops->is_done(c, i)) {
+            done_bytes += pt->out.nbytes;
+            if (o->progress) o->progress(o->progress_ctx, i + 1, p->n, done_bytes, p->total_bytes, pt->out.name);
+            continue;
+        }
+        mk_merge_job job = pt->job;
+        job.pass = job_pass;
+        job.exec = &ex;
+        job.rng = mk_rng_key(o->seed, pt->out.name);
+        uint64_t cols = job.cols ? job.cols : 1;
+        uint64_t align = c->ops->align ? c->ops->align(c, &pt->out) : 1;
+        if (!align) align = 1;
+        /* chunks are whole rows whose element count is a multiple of `align` */
+        uint64_t unit = align / gcd64(cols, align);
+        uint64_t rpc = chunk / cols;
+        if (rpc < unit) rpc = unit;
+        rpc -= rpc % unit;
+        ex.rows_per_chunk = rpc;
+        job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
+
+        for (size_t k = 0; k < job.n_in; k++) {
+            mk_source *src = input_source(&ex, k);
+            if (src->ops->prefetch) src->ops->prefetch(src, pt->in[k].tensor, 0, src->tensors[pt->in[k].tensor].nbytes);
+        }
+        mk_status s = c->ops->begin(c, i, &pt->out);
+        if (s == MK_OK) {
+            mk_dtype sd = input_source(&ex, 0)->tensors[pt->in[0].tensor].dtype;
+            if (pt->identity && c->ops->raw_ok(c, i, &pt->out, sd)) s = copy_raw(&ex);
+            else if (pt->identity) s = job_pass(&job, identity_chunk, NULL, true);
+            else s = p->method->run(&job);
+        }
+        if (s == MK_OK) s = c->ops->end(c, i);
+        if (s != MK_OK) return s;
+        done_bytes += pt->out.nbytes;
+        if (o->progress) o->progress(o->progress_ctx, i + 1, p->n, done_bytes, p->total_bytes, pt->out.name);
+    }
+    return MK_OK;
+}

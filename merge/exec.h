@@ -1,0 +1,28 @@
+/* exec.h - the streaming executor: runs a plan one output tensor at a time, in row
+ * chunks, OpenMP over chunks, handing results to a consumer.
+ *
+ * Memory: per thread, one chunk of every input and of the output as f32 (about
+ * chunk_elems x 4 x (inputs + 1) bytes), whatever the model size; mapped input pages are
+ * dropped from the resident set as soon as a chunk is done. Chunk boundaries depend only
+ * on the tensor shape and chunk_elems, never on the thread count, so results are the
+ * same bytes at any thread count.
+ * Must not: know file formats or output layout (the consumer and its sink do).
+ */
+#ifndef MK_EXEC_H
+#define MK_EXEC_H
+
+#include "plan.h"
+
+#define MK_EXEC_CHUNK_DEFAULT (1u << 20) /* elements per chunk (4 MiB of f32) */
+
+typedef struct mk_exec_opts {
+    uint64_t chunk_elems; /* 0 = MK_EXEC_CHUNK_DEFAULT */
+    uint64_t seed;
+    /* Called after each output tensor from the calling thread. May be NULL. */
+    void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
+    void *progress_ctx;
+} mk_exec_opts;
+
+mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o);
+
+#endif

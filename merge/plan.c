@@ -1,0 +1,582 @@
+/* plan.c - see plan.h */
+#include "plan.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_CAP (16u << 20)
+
+/* One model's tensors grouped by layer. */
+typedef struct layer_map {
+    long n_layers;       /* from the names: max layer + 1 */
+    size_t *counts;      /* [n_layers] tensors per layer */
+    size_t **idx;        /* [n_layers][counts] tensor indices, in file order */
+    size_t n_other;
+    size_t *other;       /* non-layer tensors, in file order */
+    size_t *pre, *rest;  /* per tensor: name split around the layer number */
+} layer_map;
+
+typedef struct isrc {
+    uint32_t model;
+    long start, end;
+    const mk_params *params;
+    mk_pos pos;
+} isrc;
+
+typedef struct islice {
+    size_t n;
+    isrc *src;
+    const mk_params *params;
+    int base; /* model index, -1 = none */
+    mk_pos pos;
+} islice;
+
+typedef struct builder {
+    const mk_recipe *r;
+    const mk_plan_opts *o;
+    mk_plan *p;
+    layer_map *lm;
+    size_t cap;
+} builder;
+
+static mk_status rerr(const mk_recipe *r, mk_pos pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static mk_status rerr(const mk_recipe *r, mk_pos pos, const char *fmt, ...)
+{
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (pos.line) return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %s", r->path, pos.line, pos.col, msg);
+    return mk_error(MK_ERR_RECIPE, "%s: %s", r->path, msg);
+}
+
+static void layer_map_free(layer_map *m)
+{
+    if (!m) return;
+    for (long l = 0; l < m->n_layers; l++) free(m->idx[l]);
+    free(m->idx);
+    free(m->counts);
+    free(m->other);
+    free(m->pre);
+    free(m->rest);
+}
+
+static mk_status layer_map_build(const mk_plan_model *pm, layer_map *m)
+{
+    memset(m, 0, sizeof *m);
+    const mk_source *s = pm->src;
+    size_t n = s->n_tensors;
+    long *lay = mk_calloc(n ? n : 1, sizeof *lay);
+    m->pre = mk_calloc(n ? n : 1, sizeof *m->pre);
+    m->rest = mk_calloc(n ? n : 1, sizeof *m->rest);
+    m->other = mk_calloc(n ? n : 1, sizeof *m->other);
+    if (!lay || !m->pre || !m->rest || !m->other) {
+        free(lay);
+        return MK_ERR_NOMEM;
+    }
+    long maxl = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (mk_arch_layer(&pm->arch, s->tensors[i].name, &lay[i], &m->pre[i], &m->rest[i])) {
+            if (lay[i] > maxl) maxl = lay[i];
+        } else {
+            lay[i] = -1;
+            m->other[m->n_other++] = i;
+        }
+    }
+    m->n_layers = maxl + 1;
+    m->counts = mk_calloc(m->n_layers ? (size_t)m->n_layers : 1, sizeof *m->counts);
+    m->idx = mk_calloc(m->n_layers ? (size_t)m->n_layers : 1, sizeof *m->idx);
+    if (!m->counts || !m->idx) {
+        free(lay);
+        return MK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (lay[i] >= 0) m->counts[lay[i]]++;
+    for (long l = 0; l < m->n_layers; l++) {
+        m->idx[l] = mk_calloc(m->counts[l] ? m->counts[l] : 1, sizeof **m->idx);
+        if (!m->idx[l]) {
+            free(lay);
+            return MK_ERR_NOMEM;
+        }
+        m->counts[l] = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (lay[i] >= 0) m->idx[lay[i]][m->counts[lay[i]]++] = i;
+    free(lay);
+    return MK_OK;
+}
+
+/* ---- parameter names --------------------------------------------------------------- */
+
+static mk_status check_param_block(const mk_recipe *r, const mk_method *m, const mk_params *ps)
+{
+    size_t np = mk_method_nparams(m);
+    const char *names[MK_MAX_PARAMS + 1];
+    for (size_t i = 0; i < np; i++) names[i] = m->params[i].name;
+    for (size_t i = 0; i < ps->n; i++) {
+        const mk_param *p = &ps->p[i];
+        if (mk_method_param(m, p->name) >= 0) continue;
+        const char *hint = mk_did_you_mean(p->name, names, np);
+        if (hint) return rerr(r, p->pos, "unknown parameter '%s' for merge_method '%s' (did you mean '%s'?)", p->name, m->name, hint);
+        if (mk_param_known_anywhere(p->name)) {
+            mk_warn("%s:%d:%d: parameter '%s' is not used by merge_method '%s'; ignored", r->path, p->pos.line,
+                    p->pos.col, p->name, m->name);
+            continue;
+        }
+        return rerr(r, p->pos, "unknown parameter '%s' for merge_method '%s'", p->name, m->name);
+    }
+    return MK_OK;
+}
+
+static mk_status check_params(const mk_recipe *r, const mk_method *m)
+{
+    MK_TRY(check_param_block(r, m, &r->params));
+    for (size_t i = 0; i < r->n_models; i++) MK_TRY(check_param_block(r, m, &r->models[i].params));
+    for (size_t i = 0; i < r->n_slices; i++) {
+        MK_TRY(check_param_block(r, m, &r->slices[i].params));
+        for (size_t k = 0; k < r->slices[i].n_sources; k++) MK_TRY(check_param_block(r, m, &r->slices[i].sources[k].params));
+    }
+    return MK_OK;
+}
+
+/* ---- models ---------------------------------------------------------------------------- */
+
+static int model_index(const mk_plan *p, const mk_model_ref *ref)
+{
+    for (size_t i = 0; i < p->n_models; i++)
+        if (strcmp(p->models[i].ref->text, ref->text) == 0) return (int)i;
+    return -1;
+}
+
+static mk_status open_models(builder *b, const mk_model_ref **refs, mk_source *const *sources, size_t n)
+{
+    mk_plan *p = b->p;
+    p->models = mk_calloc(n ? n : 1, sizeof *p->models);
+    b->lm = mk_calloc(n ? n : 1, sizeof *b->lm);
+    if (!p->models || !b->lm) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        mk_plan_model *pm = &p->models[p->n_models++];
+        pm->ref = refs[i];
+        pm->src = sources[i];
+        char *cfg = NULL;
+        size_t len = 0;
+        MK_TRY(pm->src->ops->aux_read(pm->src, "config.json", CONFIG_CAP, &cfg, &len));
+        mk_status s = mk_arch_from_config(cfg, pm->src->path, &pm->arch);
+        free(cfg);
+        MK_TRY(s);
+        MK_TRY(layer_map_build(pm, &b->lm[i]));
+        pm->n_layers = b->lm[i].n_layers;
+        if (pm->arch.num_layers >= 0 && pm->arch.num_layers != pm->n_layers)
+            mk_warn("%s: config.json says %ld layers but the tensors have %ld", pm->src->path, pm->arch.num_layers,
+                    pm->n_layers);
+    }
+    /* mergekit requires one architecture unless --allow-crimes */
+    for (size_t i = 1; i < n; i++) {
+        const char *a = p->models[0].arch.arch_name, *c = p->models[i].arch.arch_name;
+        if (a && c && strcmp(a, c) != 0 && !b->o->allow_crimes)
+            return mk_error(MK_ERR_RECIPE, "%s is %s but %s is %s; pass --allow-crimes to merge different architectures",
+                            p->models[0].ref->text, a, p->models[i].ref->text, c);
+    }
+    return MK_OK;
+}
+
+/* ---- slices ------------------------------------------------------------------------------ */
+
+static void islices_free(islice *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(s[i].src);
+    free(s);
+}
+
+static mk_status normalize_slices(builder *b, islice **out, size_t *n_out)
+{
+    const mk_recipe *r = b->r;
+    mk_plan *p = b->p;
+    int gbase = r->has_base ? model_index(p, &r->base) : -1;
+    if (r->n_models) {
+        islice *s = mk_calloc(1, sizeof *s);
+        if (!s) return MK_ERR_NOMEM;
+        s->src = mk_calloc(r->n_models + 1, sizeof *s->src);
+        if (!s->src) {
+            free(s);
+            return MK_ERR_NOMEM;
+        }
+        s->base = gbase;
+        bool base_listed = false;
+        for (size_t i = 0; i < r->n_models; i++) {
+            int mi = model_index(p, &r->models[i].ref);
+            bool dup = false;
+            for (size_t k = 0; k < s->n; k++) dup |= s->src[k].model == (uint32_t)mi;
+            if (dup) {
+                mk_warn("%s:%d: model %s is listed twice; mergekit uses it once", r->path, r->models[i].ref.pos.line,
+                        r->models[i].ref.text);
+                continue;
+            }
+            base_listed |= mi == gbase;
+            s->src[s->n++] = (isrc){(uint32_t)mi, 0, p->models[mi].n_layers, &r->models[i].params, r->models[i].ref.pos};
+        }
+        /* mergekit appends a base that is not listed as an extra input */
+        if (gbase >= 0 && !base_listed)
+            s->src[s->n++] = (isrc){(uint32_t)gbase, 0, p->models[gbase].n_layers, NULL, r->base.pos};
+        for (size_t k = 1; k < s->n; k++) {
+            long a = s->src[0].end, c = s->src[k].end;
+            if (a != c) {
+                mk_status st = rerr(r, s->src[k].pos, "models have different layer counts: %s has %ld, %s has %ld",
+                                    p->models[s->src[0].model].ref->text, a, p->models[s->src[k].model].ref->text, c);
+                islices_free(s, 1);
+                return st;
+            }
+        }
+        *out = s;
+        *n_out = 1;
+        return MK_OK;
+    }
+    islice *s = mk_calloc(r->n_slices, sizeof *s);
+    if (!s) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < r->n_slices; i++) {
+        const mk_output_slice *os = &r->slices[i];
+        islice *is = &s[i];
+        is->params = &os->params;
+        is->pos = os->pos;
+        is->base = os->has_base ? model_index(p, &os->base) : gbase;
+        is->src = mk_calloc(os->n_sources, sizeof *is->src);
+        if (!is->src) {
+            islices_free(s, r->n_slices);
+            return MK_ERR_NOMEM;
+        }
+        for (size_t k = 0; k < os->n_sources; k++) {
+            const mk_input_slice *in = &os->sources[k];
+            int mi = model_index(p, &in->ref);
+            long nl = p->models[mi].n_layers;
+            long a = in->has_range ? in->start : 0, e = in->has_range ? in->end : nl;
+            if (e > nl) {
+                mk_status st = rerr(r, in->pos, "slices[%zu].sources[%zu]: layer_range [%ld, %ld] but %s has %ld layers",
+                                    i, k, a, e, in->ref.text, nl);
+                islices_free(s, r->n_slices);
+                return st;
+            }
+            bool dup = false;
+            for (size_t q = 0; q < is->n; q++) dup |= is->src[q].model == (uint32_t)mi;
+            if (dup) continue; /* the same model twice in one slice collapses to one input */
+            is->src[is->n++] = (isrc){(uint32_t)mi, a, e, &in->params, in->pos};
+            if (e - a != is->src[0].end - is->src[0].start) {
+                mk_status st = rerr(r, in->pos, "slices[%zu]: sources cover different numbers of layers (%ld vs %ld)", i,
+                                    is->src[0].end - is->src[0].start, e - a);
+                islices_free(s, r->n_slices);
+                return st;
+            }
+        }
+    }
+    *out = s;
+    *n_out = r->n_slices;
+    return MK_OK;
+}
+
+/* ---- parameters -------------------------------------------------------------------------- */
+
+static bool lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
+{
+    if (!ps) return false;
+    const mk_param *p = mk_params_find(ps, pname);
+    return p && mk_pvalue_eval(&p->value, tname, t, v);
+}
+
+static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt, const isrc *const *srcs,
+                                char *const *in_names)
+{
+    const mk_recipe *r = b->r;
+    const mk_method *m = b->p->method;
+    mk_merge_job *job = &pt->job;
+    for (int i = 0; m->params[i].name; i++) {
+        const mk_param_def *d = &m->params[i];
+        if (d->scope == MK_PS_GLOBAL) {
+            double v = d->def;
+            bool set = lookup(sl->params, d->name, pt->out.name, pt->t, &v) ||
+                       lookup(&r->params, d->name, pt->out.name, pt->t, &v);
+            if (!set && d->required)
+                return mk_error(MK_ERR_RECIPE, "%s: tensor %s: missing required parameter '%s'", r->path, pt->out.name,
+                                d->name);
+            job->g[i] = v;
+            continue;
+        }
+        for (size_t k = 0; k < job->n_in; k++) {
+            double v = d->def;
+            const char *tn = in_names[k];
+            bool set = lookup(srcs[k]->params, d->name, tn, pt->t, &v) || lookup(sl->params, d->name, tn, pt->t, &v) ||
+                       lookup(&r->params, d->name, tn, pt->t, &v);
+            if (!set && d->required && (int)k != job->base)
+                return mk_error(MK_ERR_RECIPE, "%s: tensor %s: model %s has no '%s' (give it under the model's parameters or in the top-level parameters)",
+                                r->path, tn, b->p->models[srcs[k]->model].ref->text, d->name);
+            pt->m[k][i] = v;
+            pt->m_set[k][i] = set;
+        }
+    }
+    return MK_OK;
+}
+
+/* ---- output tensors --------------------------------------------------------------------- */
+
+static bool is_optional(const char *name) { return mk_str_starts_with(name, "lm_head."); }
+
+/* Add one output tensor. `li` = layer of each source (-1 for non-layer tensors); `ref`
+ * = source whose tensor `ref_tensor` names the output. */
+static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref_tensor, long out_layer, long j)
+{
+    mk_plan *p = b->p;
+    const mk_recipe *r = b->r;
+    if (p->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        mk_plan_tensor *nt = mk_realloc_array(p->t, cap, sizeof *nt);
+        if (!nt) return MK_ERR_NOMEM;
+        p->t = nt;
+        b->cap = cap;
+    }
+    mk_plan_tensor *pt = &p->t[p->n];
+    memset(pt, 0, sizeof *pt);
+    const isrc *rs = &sl->src[ref];
+    const mk_source *rsrc = p->models[rs->model].src;
+    const layer_map *rlm = &b->lm[rs->model];
+    const mk_tensor_info *rt = &rsrc->tensors[ref_tensor];
+    pt->out_layer = out_layer;
+    pt->out.name = out_layer >= 0 ? mk_arch_rename_layer(rt->name, rlm->pre[ref_tensor], rlm->rest[ref_tensor], out_layer)
+                                  : mk_strdup(rt->name);
+    if (!pt->out.name) return MK_ERR_NOMEM;
+    p->n++; /* owned from here: mk_plan_free releases it on error */
+    long n_layers = out_layer >= 0 ? sl->src[0].end - sl->src[0].start : 0;
+    pt->t = out_layer < 0 ? 0.0 : (n_layers <= 1 ? 1.0 : (double)j / (double)(n_layers - 1));
+
+    pt->in = mk_calloc(sl->n, sizeof *pt->in);
+    pt->m = mk_calloc(sl->n, sizeof *pt->m);
+    pt->m_set = mk_calloc(sl->n, sizeof *pt->m_set);
+    char **in_names = mk_calloc(sl->n, sizeof *in_names);
+    const isrc **srcs = mk_calloc(sl->n, sizeof *srcs);
+    mk_status s = (pt->in && pt->m && pt->m_set && in_names && srcs) ? MK_OK : MK_ERR_NOMEM;
+    mk_merge_job *job = &pt->job;
+    job->base = -1;
+    uint64_t rows = 0, cols = 0;
+    bool cut = false, embed = mk_arch_is_embed(&p->models[rs->model].arch, rt->name);
+    for (size_t k = 0; k < sl->n && s == MK_OK; k++) {
+        const isrc *is = &sl->src[k];
+        const mk_plan_model *pm = &p->models[is->model];
+        char *iname = out_layer >= 0 ? mk_arch_rename_layer(rt->name, rlm->pre[ref_tensor], rlm->rest[ref_tensor],
+                                                            is->start + j)
+                                     : mk_strdup(rt->name);
+        if (!iname) {
+            s = MK_ERR_NOMEM;
+            break;
+        }
+        long ti = mk_source_find(pm->src, iname);
+        if (ti < 0) {
+            if (is_optional(iname)) {
+                free(iname);
+                continue;
+            }
+            s = mk_error(MK_ERR_RECIPE, "tensor %s required but not present in model %s", iname, pm->ref->text);
+            free(iname);
+            break;
+        }
+        const mk_tensor_info *it = &pm->src->tensors[ti];
+        size_t k2 = job->n_in++;
+        in_names[k2] = iname;
+        srcs[k2] = is;
+        pt->in[k2] = (mk_plan_input){is->model, (uint32_t)ti, mk_tensor_cols(it)};
+        if ((int)is->model == sl->base) job->base = (int)k2;
+        if (k2 == 0) {
+            pt->out.ndim = it->ndim;
+            memcpy(pt->out.shape, it->shape, sizeof it->shape);
+            rows = mk_tensor_rows(it);
+            cols = mk_tensor_cols(it);
+            continue;
+        }
+        const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
+        if (mk_shape_eq(it, f)) continue;
+        char a[160], c2[160];
+        if (embed && it->ndim == 2 && f->ndim == 2) {
+            uint64_t rr = mk_tensor_rows(it), cc = mk_tensor_cols(it);
+            if (rr < rows) rows = rr;
+            if (cc < cols) cols = cc;
+            cut = true;
+            continue;
+        }
+        s = mk_error(MK_ERR_RECIPE, "tensor %s: shape %s in model %s vs %s in model %s", pt->out.name,
+                     mk_shape_str(f, a), p->models[pt->in[0].model].ref->text, mk_shape_str(it, c2), pm->ref->text);
+    }
+    if (s == MK_OK && job->n_in == 0)
+        s = mk_error(MK_ERR_RECIPE, "tensor %s: no model has it", pt->out.name);
+    if (s == MK_OK && cut) {
+        char a[160];
+        pt->out.shape[0] = (int64_t)rows;
+        pt->out.shape[1] = (int64_t)cols;
+        mk_warn("tensor %s: models differ in size; using the common block %s (as mergekit does)", pt->out.name,
+                (pt->out.ndim = 2, mk_shape_str(&pt->out, a)));
+        if (!p->vocab_rows || rows < p->vocab_rows) p->vocab_rows = rows;
+    }
+    if (s == MK_OK) {
+        const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
+        mk_dtype od = b->o->out_dtype != MK_DTYPE_NONE ? b->o->out_dtype
+                      : r->out_dtype != MK_DTYPE_NONE  ? r->out_dtype
+                      : r->dtype != MK_DTYPE_NONE      ? r->dtype
+                                                       : f->dtype;
+        job->compute_dtype = r->dtype != MK_DTYPE_NONE ? r->dtype : f->dtype;
+        if (!mk_dtype_info(f->dtype)->is_float) {
+            /* integer and bool buffers (position ids, masks) are copied from the first model */
+            od = f->dtype;
+            job->n_in = 1;
+            job->base = -1;
+            pt->identity = true;
+        }
+        pt->out.dtype = od;
+        s = mk_tensor_info_finish(&pt->out);
+    }
+    if (s == MK_OK) {
+        job->name = pt->out.name;
+        job->numel = pt->out.numel;
+        job->cols = mk_tensor_cols(&pt->out);
+        job->rows = mk_tensor_rows(&pt->out);
+        job->m = (const double(*)[MK_MAX_PARAMS])pt->m;
+        job->m_set = (const bool(*)[MK_MAX_PARAMS])pt->m_set;
+        job->is_embed = embed;
+        if (!pt->identity) s = resolve_params(b, sl, pt, srcs, in_names);
+    }
+    if (s == MK_OK && !pt->identity) {
+        const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
+        pt->identity = p->method->is_identity && p->method->is_identity(job) && f->dtype == pt->out.dtype && !cut;
+    }
+    for (size_t k = 0; k < sl->n; k++) free(in_names ? in_names[k] : NULL);
+    free(in_names);
+    free(srcs);
+    return s;
+}
+
+static mk_status add_slice_layers(builder *b, const islice *sl, long *out_layer)
+{
+    const isrc *rs = &sl->src[0];
+    const layer_map *rlm = &b->lm[rs->model];
+    long n = rs->end - rs->start;
+    for (long j = 0; j < n; j++) {
+        long l = rs->start + j;
+        if (l >= rlm->n_layers || rlm->counts[l] == 0)
+            return mk_error(MK_ERR_RECIPE, "model %s has no tensors for layer %ld", b->p->models[rs->model].ref->text, l);
+        for (size_t q = 0; q < rlm->counts[l]; q++) MK_TRY(add_tensor(b, sl, 0, rlm->idx[l][q], *out_layer, j));
+        (*out_layer)++;
+    }
+    return MK_OK;
+}
+
+mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_sources, const mk_plan_opts *o,
+                        mk_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->recipe = r;
+    p->out_layers = -1;
+    builder b = {r, o, p, NULL, 0};
+
+    const mk_method *m = mk_method_find(r->method);
+    if (!m) {
+        const char *names[64];
+        size_t n = 0;
+        for (const mk_method *const *q = mk_methods; *q && n < 64; q++) names[n++] = (*q)->name;
+        const char *hint = mk_did_you_mean(r->method, names, n);
+        char h[96] = "";
+        if (hint) snprintf(h, sizeof h, " (did you mean '%s'?)", hint);
+        return rerr(r, r->method_pos, "unknown merge_method '%s'%s", r->method, h);
+    }
+    if (!m->run) return rerr(r, r->method_pos, "merge_method '%s' is not supported yet", r->method);
+    p->method = m;
+    MK_TRY(check_params(r, m));
+    if ((m->flags & MK_M_NEEDS_BASE) && !r->has_base)
+        return rerr(r, r->method_pos, "merge_method '%s' needs a base_model", m->name);
+
+    const mk_model_ref *refs[1024];
+    size_t nr = mk_recipe_models(r, refs, 1024);
+    if (nr != n_sources) MK_BUG("plan: sources do not match the recipe's models");
+    mk_status s = open_models(&b, refs, sources, nr);
+    islice *sl = NULL;
+    size_t ns = 0;
+    if (s == MK_OK) s = normalize_slices(&b, &sl, &ns);
+    if (s == MK_OK) {
+        int donor = r->has_base ? model_index(p, &r->base) : (int)sl[0].src[0].model;
+        p->donor = donor;
+        /* pre weights from the first slice, layers in order, post weights from the last */
+        const isrc *fr = &sl[0].src[0];
+        const layer_map *flm = &b.lm[fr->model];
+        for (size_t q = 0; q < flm->n_other && s == MK_OK; q++) {
+            const char *nm = p->models[fr->model].src->tensors[flm->other[q]].name;
+            if (!mk_arch_is_post(&p->models[fr->model].arch, nm)) s = add_tensor(&b, &sl[0], 0, flm->other[q], -1, 0);
+        }
+        long out_layer = 0;
+        for (size_t i = 0; i < ns && s == MK_OK; i++) s = add_slice_layers(&b, &sl[i], &out_layer);
+        const isrc *lr = &sl[ns - 1].src[0];
+        const layer_map *llm = &b.lm[lr->model];
+        for (size_t q = 0; q < llm->n_other && s == MK_OK; q++) {
+            const char *nm = p->models[lr->model].src->tensors[llm->other[q]].name;
+            if (mk_arch_is_post(&p->models[lr->model].arch, nm)) s = add_tensor(&b, &sl[ns - 1], 0, llm->other[q], -1, 0);
+        }
+        if (r->n_slices) p->out_layers = out_layer;
+    }
+    if (s == MK_OK) {
+        p->outs = mk_calloc(p->n ? p->n : 1, sizeof *p->outs);
+        if (!p->outs) s = MK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < p->n && s == MK_OK; i++) {
+        p->outs[i] = p->t[i].out;
+        p->total_bytes += p->t[i].out.nbytes;
+        if (p->t[i].out.numel > p->max_numel) p->max_numel = p->t[i].out.numel;
+    }
+    if (s == MK_OK) {
+        mk_name_index ix;
+        size_t dup = 0;
+        s = mk_name_index_build(&ix, p->outs, p->n, &dup);
+        if (s != MK_OK) s = mk_error(MK_ERR_RECIPE, "%s: the recipe produces tensor %s twice", r->path, p->outs[dup].name);
+        mk_name_index_free(&ix);
+    }
+    /* method rules last, so every structural error above is reported first */
+    for (size_t i = 0; i < p->n && s == MK_OK; i++) {
+        if (p->t[i].identity && !m->is_identity) continue; /* forced copies of integer tensors */
+        s = m->check(&p->t[i].job);
+        if (s != MK_OK) mk_error_prefix(s, "%s", r->path);
+    }
+    if (b.lm)
+        for (size_t i = 0; i < p->n_models; i++) layer_map_free(&b.lm[i]);
+    free(b.lm);
+    islices_free(sl, ns);
+    if (s != MK_OK) mk_plan_free(p);
+    return s;
+}
+
+void mk_plan_free(mk_plan *p)
+{
+    if (!p) return;
+    for (size_t i = 0; i < p->n; i++) {
+        free(p->t[i].out.name);
+        free(p->t[i].in);
+        free(p->t[i].m);
+        free(p->t[i].m_set);
+    }
+    free(p->t);
+    free(p->outs);
+    for (size_t i = 0; i < p->n_models; i++) mk_arch_free(&p->models[i].arch);
+    free(p->models);
+    memset(p, 0, sizeof *p);
+}
+
+uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems)
+{
+    uint64_t per_thread = 0, meta = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const mk_plan_tensor *t = &p->t[i];
+        uint64_t cols = t->job.cols ? t->job.cols : 1;
+        uint64_t rows = chunk_elems / cols ? chunk_elems / cols : 1;
+        uint64_t ce = rows * cols < t->out.numel ? rows * cols : t->out.numel;
+        /* inputs + output as f32, a raw-read scratch (8-byte elements at most), the
+         * dtype conversion buffer on the way out */
+        uint64_t need = ce * (4 * (t->job.n_in + 1) + 8 + 8);
+        if (need > per_thread) per_thread = need;
+        meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
+    }
+    for (size_t i = 0; i < p->n_models; i++) meta += p->models[i].src->n_tensors * (sizeof(mk_tensor_info) + 64);
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta;
+}

@@ -1,0 +1,644 @@
+/* recipe.c - see recipe.h.
+ *
+ * Walks the libyaml document directly. Aliases make a document a graph, so every walk is
+ * bounded: a visit budget (alias "billion laughs" bombs) and a depth limit. */
+#include "recipe.h"
+
+#include "../core/mk_io.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#define RECIPE_MAX_BYTES (4u << 20)
+#define RECIPE_MAX_VISITS 1000000
+#define RECIPE_MAX_DEPTH 32
+
+typedef struct ctx {
+    yaml_document_t *doc;
+    const char *path;
+    long visits;
+    mk_status err;
+} ctx;
+
+static mk_pos node_pos(const yaml_node_t *n)
+{
+    return (mk_pos){(int)n->start_mark.line + 1, (int)n->start_mark.column + 1};
+}
+
+static mk_status ferr(ctx *c, const yaml_node_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static mk_status ferr(ctx *c, const yaml_node_t *n, const char *fmt, ...)
+{
+    if (c->err != MK_OK) return c->err;
+    char msg[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mk_pos p = n ? node_pos(n) : (mk_pos){0, 0};
+    if (p.line) c->err = mk_error(MK_ERR_RECIPE, "%s:%d:%d: %s", c->path, p.line, p.col, msg);
+    else c->err = mk_error(MK_ERR_RECIPE, "%s: %s", c->path, msg);
+    return c->err;
+}
+
+static yaml_node_t *get(ctx *c, int idx)
+{
+    if (++c->visits > RECIPE_MAX_VISITS) {
+        ferr(c, NULL, "recipe expands to too many values (alias bomb?)");
+        return NULL;
+    }
+    return yaml_document_get_node(c->doc, idx);
+}
+
+static const char *kind_name(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE: return "a scalar";
+    case YAML_SEQUENCE_NODE: return "a list";
+    case YAML_MAPPING_NODE: return "a mapping";
+    default: return "nothing";
+    }
+}
+
+static const char *sval(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+static bool is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return false;
+    const char *s = sval(n);
+    return !*s || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 || strcmp(s, "NULL") == 0;
+}
+
+/* YAML 1.1 booleans (what PyYAML's safe_load, and so mergekit, accepts). */
+static int parse_bool(const char *s)
+{
+    static const char *const t[] = {"true", "yes", "on"}, *const f[] = {"false", "no", "off"};
+    for (int i = 0; i < 3; i++) {
+        if (strcasecmp(s, t[i]) == 0) return 1;
+        if (strcasecmp(s, f[i]) == 0) return 0;
+    }
+    return -1;
+}
+
+/* A number as mergekit's pydantic models accept it: numeric scalars (quoted or not,
+ * "1e-3" included) and booleans. Non-finite values are refused. */
+static mk_status scalar_number(ctx *c, const yaml_node_t *n, const char *what, double *out)
+{
+    if (n->type != YAML_SCALAR_NODE) return ferr(c, n, "%s must be a number, found %s", what, kind_name(n));
+    const char *s = sval(n);
+    int b = parse_bool(s);
+    if (b >= 0 && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+        *out = b;
+        return MK_OK;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE) {
+        /* YAML spellings of special floats */
+        if (strcasecmp(s, ".nan") == 0 || strcasecmp(s, ".inf") == 0 || strcasecmp(s, "-.inf") == 0 ||
+            strcasecmp(s, "+.inf") == 0)
+            return ferr(c, n, "%s must be a finite number, found '%s'", what, s);
+        return ferr(c, n, "%s must be a number, found '%.60s'", what, s);
+    }
+    if (!isfinite(v)) return ferr(c, n, "%s must be a finite number, found '%s'", what, s);
+    *out = v;
+    return MK_OK;
+}
+
+static mk_status scalar_int(ctx *c, const yaml_node_t *n, const char *what, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (n->type != YAML_SCALAR_NODE) return ferr(c, n, "%s must be an integer, found %s", what, kind_name(n));
+    const char *s = sval(n);
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end || errno == ERANGE) return ferr(c, n, "%s must be an integer, found '%.60s'", what, s);
+    if (v < lo || v > hi) return ferr(c, n, "%s must be between %lld and %lld, found %lld", what, (long long)lo, (long long)hi, v);
+    *out = v;
+    return MK_OK;
+}
+
+static mk_status scalar_string(ctx *c, const yaml_node_t *n, const char *what, char **out)
+{
+    if (n->type != YAML_SCALAR_NODE) return ferr(c, n, "%s must be a string, found %s", what, kind_name(n));
+    if (strlen(sval(n)) != n->data.scalar.length) return ferr(c, n, "%s contains a NUL character", what);
+    *out = mk_strdup(sval(n));
+    return *out ? MK_OK : (c->err = MK_ERR_NOMEM);
+}
+
+/* Check a mapping: keys are scalars, known (when `keys` is given), and not repeated. */
+static mk_status map_check(ctx *c, const yaml_node_t *n, const char *what, const char *const *keys, size_t nkeys)
+{
+    if (n->type != YAML_MAPPING_NODE) return ferr(c, n, "%s must be a mapping, found %s", what, kind_name(n));
+    yaml_node_pair_t *a = n->data.mapping.pairs.start, *e = n->data.mapping.pairs.top;
+    for (yaml_node_pair_t *p = a; p < e; p++) {
+        yaml_node_t *k = get(c, p->key);
+        if (!k) return c->err;
+        if (k->type != YAML_SCALAR_NODE) return ferr(c, k, "%s: keys must be strings", what);
+        for (yaml_node_pair_t *q = a; q < p; q++) {
+            yaml_node_t *k2 = get(c, q->key);
+            if (!k2) return c->err;
+            if (k2->type == YAML_SCALAR_NODE && strcmp(sval(k2), sval(k)) == 0)
+                return ferr(c, k, "%s: key '%s' is given twice", what, sval(k));
+        }
+        if (!keys) continue;
+        bool known = false;
+        for (size_t i = 0; i < nkeys && !known; i++) known = strcmp(keys[i], sval(k)) == 0;
+        if (!known) {
+            const char *hint = mk_did_you_mean(sval(k), keys, nkeys);
+            if (hint) return ferr(c, k, "unknown key '%s' in %s (did you mean '%s'?)", sval(k), what, hint);
+            return ferr(c, k, "unknown key '%s' in %s", sval(k), what);
+        }
+    }
+    return MK_OK;
+}
+
+/* Value for key `key` in mapping n, or NULL. Keys were checked by map_check. */
+static yaml_node_t *map_get(ctx *c, const yaml_node_t *n, const char *key)
+{
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = get(c, p->key);
+        if (!k) return NULL;
+        if (k->type == YAML_SCALAR_NODE && strcmp(sval(k), key) == 0) return get(c, p->value);
+    }
+    return NULL;
+}
+
+/* ---- parameter values ------------------------------------------------------------------ */
+
+static void pvalue_free(mk_pvalue *v)
+{
+    if (!v) return;
+    free(v->grad);
+    if (v->cond) {
+        for (size_t i = 0; i < v->n; i++) {
+            free(v->cond[i].filter);
+            pvalue_free(v->cond[i].value);
+            free(v->cond[i].value);
+        }
+    }
+    free(v->cond);
+    memset(v, 0, sizeof *v);
+}
+
+static mk_status parse_pvalue(ctx *c, const yaml_node_t *n, const char *what, int depth, mk_pvalue *v)
+{
+    memset(v, 0, sizeof *v);
+    v->pos = node_pos(n);
+    if (depth > RECIPE_MAX_DEPTH) return ferr(c, n, "%s: nested too deeply", what);
+    if (n->type == YAML_SCALAR_NODE) {
+        v->kind = MK_PV_SCALAR;
+        return scalar_number(c, n, what, &v->scalar);
+    }
+    if (n->type == YAML_MAPPING_NODE)
+        return ferr(c, n, "%s: a {filter, value} entry must be inside a list (write '- filter: ...')", what);
+    if (n->type != YAML_SEQUENCE_NODE) return ferr(c, n, "%s: unexpected value", what);
+    size_t len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (len == 0) return ferr(c, n, "%s: empty list", what);
+    yaml_node_t *first = get(c, n->data.sequence.items.start[0]);
+    if (!first) return c->err;
+    if (first->type == YAML_SCALAR_NODE) {
+        v->kind = MK_PV_GRADIENT;
+        v->grad = mk_calloc(len, sizeof *v->grad);
+        if (!v->grad) return c->err = MK_ERR_NOMEM;
+        v->n = len;
+        for (size_t i = 0; i < len; i++) {
+            yaml_node_t *e = get(c, n->data.sequence.items.start[i]);
+            if (!e) return c->err;
+            if (e->type != YAML_SCALAR_NODE)
+                return ferr(c, e, "%s: a gradient is a list of numbers; element %zu is %s", what, i, kind_name(e));
+            MK_TRY(scalar_number(c, e, what, &v->grad[i]));
+        }
+        return MK_OK;
+    }
+    v->kind = MK_PV_COND;
+    v->cond = mk_calloc(len, sizeof *v->cond);
+    if (!v->cond) return c->err = MK_ERR_NOMEM;
+    v->n = len;
+    static const char *const keys[] = {"filter", "value"};
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *e = get(c, n->data.sequence.items.start[i]);
+        if (!e) return c->err;
+        if (e->type != YAML_MAPPING_NODE)
+            return ferr(c, e, "%s: expected a list of numbers or of {filter, value} entries; element %zu is %s", what,
+                        i, kind_name(e));
+        MK_TRY(map_check(c, e, what, keys, 2));
+        yaml_node_t *f = map_get(c, e, "filter"), *val = map_get(c, e, "value");
+        if (c->err) return c->err;
+        if (!val) return ferr(c, e, "%s: entry %zu has no 'value'", what, i);
+        if (f && !is_null(f)) MK_TRY(scalar_string(c, f, "filter", &v->cond[i].filter));
+        v->cond[i].value = mk_calloc(1, sizeof(mk_pvalue));
+        if (!v->cond[i].value) return c->err = MK_ERR_NOMEM;
+        MK_TRY(parse_pvalue(c, val, what, depth + 1, v->cond[i].value));
+    }
+    return MK_OK;
+}
+
+static void params_free(mk_params *ps)
+{
+    for (size_t i = 0; i < ps->n; i++) {
+        free(ps->p[i].name);
+        pvalue_free(&ps->p[i].value);
+    }
+    free(ps->p);
+    memset(ps, 0, sizeof *ps);
+}
+
+static mk_status parse_params(ctx *c, const yaml_node_t *n, mk_params *ps)
+{
+    if (is_null(n)) return MK_OK;
+    MK_TRY(map_check(c, n, "parameters", NULL, 0));
+    size_t len = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+    ps->p = mk_calloc(len ? len : 1, sizeof *ps->p);
+    if (!ps->p) return c->err = MK_ERR_NOMEM;
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_pair_t *pr = &n->data.mapping.pairs.start[i];
+        yaml_node_t *k = get(c, pr->key), *v = get(c, pr->value);
+        if (!k || !v) return c->err;
+        mk_param *p = &ps->p[ps->n++];
+        p->name = mk_strdup(sval(k));
+        p->pos = node_pos(k);
+        if (!p->name) return c->err = MK_ERR_NOMEM;
+        char what[200];
+        snprintf(what, sizeof what, "parameter '%s'", sval(k));
+        MK_TRY(parse_pvalue(c, v, what, 0, &p->value));
+    }
+    return MK_OK;
+}
+
+/* ---- model references --------------------------------------------------------------- */
+
+static void ref_free(mk_model_ref *r)
+{
+    free(r->text);
+    free(r->path);
+    free(r->lora);
+    memset(r, 0, sizeof *r);
+}
+
+static mk_status split_rev(ctx *c, const yaml_node_t *n, const char *part, char **path)
+{
+    const char *at = strchr(part, '@');
+    if (at && strchr(at + 1, '@')) return ferr(c, n, "model reference '%s' has more than one '@'", part);
+    size_t len = at ? (size_t)(at - part) : strlen(part);
+    if (!len) return ferr(c, n, "model reference '%s' has an empty path", part);
+    if (at) mk_warn("%s:%d: revision '%s' ignored: mergekit-c reads local folders only", c->path, node_pos(n).line, at + 1);
+    *path = mk_strndup(part, len);
+    return *path ? MK_OK : (c->err = MK_ERR_NOMEM);
+}
+
+static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_model_ref *r)
+{
+    memset(r, 0, sizeof *r);
+    r->pos = node_pos(n);
+    if (n->type == YAML_SCALAR_NODE) {
+        const char *s = sval(n);
+        if (!*s) return ferr(c, n, "%s is empty", what);
+        const char *plus = strchr(s, '+');
+        if (plus && strchr(plus + 1, '+')) return ferr(c, n, "model reference '%s' has more than one '+'", s);
+        r->text = mk_strdup(s);
+        if (!r->text) return c->err = MK_ERR_NOMEM;
+        char *base = plus ? mk_strndup(s, (size_t)(plus - s)) : mk_strdup(s);
+        if (!base) return c->err = MK_ERR_NOMEM;
+        mk_status st = split_rev(c, n, base, &r->path);
+        free(base);
+        MK_TRY(st);
+        if (plus) MK_TRY(split_rev(c, n, plus + 1, &r->lora));
+        return MK_OK;
+    }
+    /* dict form: {model: {path, revision}, lora: {path, revision}, override_architecture} */
+    static const char *const keys[] = {"model", "lora", "override_architecture"};
+    MK_TRY(map_check(c, n, what, keys, 3));
+    static const char *const pkeys[] = {"path", "revision"};
+    yaml_node_t *m = map_get(c, n, "model"), *l = map_get(c, n, "lora");
+    if (c->err) return c->err;
+    if (!m) return ferr(c, n, "%s has no 'model'", what);
+    if (map_get(c, n, "override_architecture"))
+        return ferr(c, n, "override_architecture is not supported yet");
+    for (int pass = 0; pass < 2; pass++) {
+        yaml_node_t *x = pass ? l : m;
+        if (!x || is_null(x)) continue;
+        char **dst = pass ? &r->lora : &r->path;
+        if (x->type == YAML_SCALAR_NODE) {
+            MK_TRY(scalar_string(c, x, "path", dst));
+            continue;
+        }
+        MK_TRY(map_check(c, x, pass ? "lora" : "model", pkeys, 2));
+        yaml_node_t *p = map_get(c, x, "path");
+        if (!p) return ferr(c, x, "'%s' has no 'path'", pass ? "lora" : "model");
+        MK_TRY(scalar_string(c, p, "path", dst));
+        if (map_get(c, x, "revision")) mk_warn("%s:%d: revision ignored: mergekit-c reads local folders only", c->path, node_pos(x).line);
+    }
+    r->text = r->lora ? mk_asprintf("%s+%s", r->path, r->lora) : mk_strdup(r->path);
+    return r->text ? MK_OK : (c->err = MK_ERR_NOMEM);
+}
+
+/* ---- the recipe ------------------------------------------------------------------------ */
+
+static mk_status parse_dtype(ctx *c, const yaml_node_t *n, const char *what, mk_dtype *out)
+{
+    char *s = NULL;
+    MK_TRY(scalar_string(c, n, what, &s));
+    mk_dtype t = mk_dtype_from_user(s);
+    mk_status st = MK_OK;
+    if (t != MK_F32 && t != MK_F16 && t != MK_BF16 && t != MK_F64)
+        st = ferr(c, n, "%s '%s' is not supported (use bfloat16, float16 or float32)", what, s);
+    free(s);
+    *out = t;
+    return st;
+}
+
+static mk_status parse_models(ctx *c, const yaml_node_t *n, mk_recipe *r)
+{
+    if (n->type != YAML_SEQUENCE_NODE) return ferr(c, n, "'models' must be a list, found %s", kind_name(n));
+    size_t len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (!len) return ferr(c, n, "'models' is empty");
+    r->models = mk_calloc(len, sizeof *r->models);
+    if (!r->models) return c->err = MK_ERR_NOMEM;
+    static const char *const keys[] = {"model", "parameters"};
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *e = get(c, n->data.sequence.items.start[i]);
+        if (!e) return c->err;
+        mk_input_model *m = &r->models[r->n_models++];
+        if (e->type == YAML_SCALAR_NODE) { /* "- path" shorthand */
+            MK_TRY(parse_ref(c, e, "model", &m->ref));
+            continue;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "models[%zu]", i);
+        MK_TRY(map_check(c, e, what, keys, 2));
+        yaml_node_t *mm = map_get(c, e, "model"), *pp = map_get(c, e, "parameters");
+        if (c->err) return c->err;
+        if (!mm) return ferr(c, e, "%s has no 'model'", what);
+        MK_TRY(parse_ref(c, mm, "model", &m->ref));
+        if (pp) MK_TRY(parse_params(c, pp, &m->params));
+    }
+    return MK_OK;
+}
+
+static mk_status parse_slices(ctx *c, const yaml_node_t *n, mk_recipe *r)
+{
+    if (n->type != YAML_SEQUENCE_NODE) return ferr(c, n, "'slices' must be a list, found %s", kind_name(n));
+    size_t len = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (!len) return ferr(c, n, "'slices' is empty");
+    r->slices = mk_calloc(len, sizeof *r->slices);
+    if (!r->slices) return c->err = MK_ERR_NOMEM;
+    static const char *const keys[] = {"sources", "parameters", "base_model", "residual_weight"};
+    static const char *const skeys[] = {"model", "layer_range", "parameters"};
+    for (size_t i = 0; i < len; i++) {
+        yaml_node_t *e = get(c, n->data.sequence.items.start[i]);
+        if (!e) return c->err;
+        char what[64];
+        snprintf(what, sizeof what, "slices[%zu]", i);
+        MK_TRY(map_check(c, e, what, keys, 4));
+        mk_output_slice *sl = &r->slices[r->n_slices++];
+        sl->pos = node_pos(e);
+        yaml_node_t *src = map_get(c, e, "sources"), *pp = map_get(c, e, "parameters"), *bm = map_get(c, e, "base_model");
+        if (c->err) return c->err;
+        if (pp) MK_TRY(parse_params(c, pp, &sl->params));
+        if (bm && !is_null(bm)) {
+            MK_TRY(parse_ref(c, bm, "base_model", &sl->base));
+            sl->has_base = true;
+        }
+        if (!src) return ferr(c, e, "%s has no 'sources'", what);
+        if (src->type != YAML_SEQUENCE_NODE) return ferr(c, src, "%s.sources must be a list", what);
+        size_t ns = (size_t)(src->data.sequence.items.top - src->data.sequence.items.start);
+        if (!ns) return ferr(c, src, "%s.sources is empty", what);
+        sl->sources = mk_calloc(ns, sizeof *sl->sources);
+        if (!sl->sources) return c->err = MK_ERR_NOMEM;
+        for (size_t k = 0; k < ns; k++) {
+            yaml_node_t *s = get(c, src->data.sequence.items.start[k]);
+            if (!s) return c->err;
+            char swhat[96];
+            snprintf(swhat, sizeof swhat, "%s.sources[%zu]", what, k);
+            MK_TRY(map_check(c, s, swhat, skeys, 3));
+            mk_input_slice *is = &sl->sources[sl->n_sources++];
+            is->pos = node_pos(s);
+            yaml_node_t *m = map_get(c, s, "model"), *lr = map_get(c, s, "layer_range"), *sp = map_get(c, s, "parameters");
+            if (c->err) return c->err;
+            if (!m) return ferr(c, s, "%s has no 'model'", swhat);
+            MK_TRY(parse_ref(c, m, "model", &is->ref));
+            if (sp) MK_TRY(parse_params(c, sp, &is->params));
+            if (lr) {
+                if (lr->type != YAML_SEQUENCE_NODE || lr->data.sequence.items.top - lr->data.sequence.items.start != 2)
+                    return ferr(c, lr, "%s.layer_range must be a list [start, end]", swhat);
+                yaml_node_t *a = get(c, lr->data.sequence.items.start[0]), *b = get(c, lr->data.sequence.items.start[1]);
+                if (!a || !b) return c->err;
+                MK_TRY(scalar_int(c, a, "layer_range start", 0, 1000000, &is->start));
+                MK_TRY(scalar_int(c, b, "layer_range end", 0, 1000000, &is->end));
+                if (is->end < is->start)
+                    return ferr(c, lr, "%s.layer_range [%lld, %lld] ends before it starts", swhat, (long long)is->start,
+                                (long long)is->end);
+                is->has_range = true;
+            }
+        }
+    }
+    return MK_OK;
+}
+
+static const char *const top_keys[] = {"merge_method", "base_model", "models", "slices", "modules", "parameters",
+                                       "dtype", "out_dtype", "tokenizer_source", "tokenizer", "chat_template",
+                                       "random_seed", "name"};
+
+static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
+{
+    MK_TRY(map_check(c, root, "the recipe", top_keys, sizeof top_keys / sizeof *top_keys));
+    yaml_node_t *n;
+    if ((n = map_get(c, root, "merge_method")) && !is_null(n)) {
+        MK_TRY(scalar_string(c, n, "merge_method", &r->method));
+        r->method_pos = node_pos(n);
+    } else {
+        return ferr(c, root, "missing 'merge_method'");
+    }
+    if ((n = map_get(c, root, "base_model")) && !is_null(n)) {
+        MK_TRY(parse_ref(c, n, "base_model", &r->base));
+        r->has_base = true;
+    }
+    yaml_node_t *models = map_get(c, root, "models"), *slices = map_get(c, root, "slices"),
+                *modules = map_get(c, root, "modules");
+    if (c->err) return c->err;
+    int have = (models && !is_null(models)) + (slices && !is_null(slices)) + (modules && !is_null(modules));
+    if (have != 1) return ferr(c, root, "exactly one of 'models', 'slices' or 'modules' must be present");
+    if (modules && !is_null(modules))
+        return ferr(c, modules, "'modules' (multi-module architectures) is not supported yet; use 'models' or 'slices'");
+    if (models && !is_null(models)) MK_TRY(parse_models(c, models, r));
+    if (slices && !is_null(slices)) MK_TRY(parse_slices(c, slices, r));
+    if ((n = map_get(c, root, "parameters"))) MK_TRY(parse_params(c, n, &r->params));
+    if ((n = map_get(c, root, "dtype")) && !is_null(n)) MK_TRY(parse_dtype(c, n, "dtype", &r->dtype));
+    if ((n = map_get(c, root, "out_dtype")) && !is_null(n)) MK_TRY(parse_dtype(c, n, "out_dtype", &r->out_dtype));
+    yaml_node_t *ts = map_get(c, root, "tokenizer_source"), *tk = map_get(c, root, "tokenizer");
+    if (c->err) return c->err;
+    if (ts && !is_null(ts) && tk && !is_null(tk))
+        return ferr(c, tk, "'tokenizer' and 'tokenizer_source' cannot both be set");
+    if (tk && !is_null(tk)) {
+        static const char *const tkeys[] = {"source", "tokens", "pad_to_multiple_of"};
+        MK_TRY(map_check(c, tk, "tokenizer", tkeys, 3));
+        if (map_get(c, tk, "tokens") || map_get(c, tk, "pad_to_multiple_of"))
+            return ferr(c, tk, "tokenizer 'tokens' and 'pad_to_multiple_of' are not supported yet");
+        ts = map_get(c, tk, "source");
+        if (!ts) return ferr(c, tk, "tokenizer has no 'source' (mergekit's default, 'union', is not supported yet)");
+    }
+    if (ts && !is_null(ts)) {
+        MK_TRY(scalar_string(c, ts, "tokenizer_source", &r->tokenizer_source));
+        r->tokenizer_pos = node_pos(ts);
+        if (strcmp(r->tokenizer_source, "union") == 0)
+            return ferr(c, ts, "tokenizer_source 'union' is not supported yet (use 'base' or a model)");
+    }
+    if ((n = map_get(c, root, "chat_template")) && !is_null(n))
+        return ferr(c, n, "'chat_template' is not supported yet");
+    if ((n = map_get(c, root, "random_seed")) && !is_null(n)) {
+        int64_t v;
+        MK_TRY(scalar_int(c, n, "random_seed", 0, INT64_MAX, &v));
+        r->seed = (uint64_t)v;
+        r->has_seed = true;
+    }
+    return c->err;
+}
+
+mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r)
+{
+    memset(r, 0, sizeof *r);
+    r->dtype = r->out_dtype = MK_DTYPE_NONE;
+    r->path = mk_strdup(path);
+    r->text = mk_strndup(text, len);
+    r->text_len = len;
+    if (!r->path || !r->text) return MK_ERR_NOMEM;
+    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: recipe is over %u bytes", path, RECIPE_MAX_BYTES);
+    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: recipe contains a NUL byte", path);
+
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&parser)) return mk_error(MK_ERR_NOMEM, "out of memory starting the YAML parser");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    mk_status s = MK_OK;
+    if (!yaml_parser_load(&parser, &doc)) {
+        s = mk_error(MK_ERR_RECIPE, "%s:%zu:%zu: YAML error: %s%s%s", path, parser.problem_mark.line + 1,
+                     parser.problem_mark.column + 1, parser.problem ? parser.problem : "invalid YAML",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+        yaml_parser_delete(&parser);
+        return s;
+    }
+    ctx c = {&doc, path, 0, MK_OK};
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) {
+        s = mk_error(MK_ERR_RECIPE, "%s: recipe is empty", path);
+    } else {
+        s = parse_root(&c, root, r);
+        if (s == MK_OK) {
+            /* a second document means a mergekit-multi file */
+            yaml_document_t doc2;
+            if (yaml_parser_load(&parser, &doc2)) {
+                if (yaml_document_get_root_node(&doc2))
+                    s = mk_error(MK_ERR_RECIPE, "%s: several YAML documents (mergekit-multi) are not supported", path);
+                yaml_document_delete(&doc2);
+            }
+        }
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return s;
+}
+
+mk_status mk_recipe_load(const char *path, mk_recipe *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, &text, &len);
+    if (s != MK_OK) {
+        memset(r, 0, sizeof *r);
+        /* a missing or unreadable recipe is a usage problem, not a runtime failure */
+        return s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
+    }
+    s = mk_recipe_parse(text, len, path, r);
+    free(text);
+    return s;
+}
+
+void mk_recipe_free(mk_recipe *r)
+{
+    if (!r) return;
+    free(r->path);
+    free(r->text);
+    free(r->method);
+    ref_free(&r->base);
+    for (size_t i = 0; i < r->n_models; i++) {
+        ref_free(&r->models[i].ref);
+        params_free(&r->models[i].params);
+    }
+    free(r->models);
+    for (size_t i = 0; i < r->n_slices; i++) {
+        mk_output_slice *sl = &r->slices[i];
+        for (size_t k = 0; k < sl->n_sources; k++) {
+            ref_free(&sl->sources[k].ref);
+            params_free(&sl->sources[k].params);
+        }
+        free(sl->sources);
+        params_free(&sl->params);
+        ref_free(&sl->base);
+    }
+    free(r->slices);
+    params_free(&r->params);
+    free(r->tokenizer_source);
+    memset(r, 0, sizeof *r);
+}
+
+static void add_ref(const mk_model_ref **out, size_t max, size_t *n, const mk_model_ref *ref)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(out[i]->text, ref->text) == 0) return;
+    if (*n < max) out[(*n)++] = ref;
+}
+
+size_t mk_recipe_models(const mk_recipe *r, const mk_model_ref **out, size_t max)
+{
+    size_t n = 0;
+    if (r->has_base) add_ref(out, max, &n, &r->base);
+    for (size_t i = 0; i < r->n_models; i++) add_ref(out, max, &n, &r->models[i].ref);
+    for (size_t i = 0; i < r->n_slices; i++) {
+        if (r->slices[i].has_base) add_ref(out, max, &n, &r->slices[i].base);
+        for (size_t k = 0; k < r->slices[i].n_sources; k++) add_ref(out, max, &n, &r->slices[i].sources[k].ref);
+    }
+    return n;
+}
+
+bool mk_pvalue_eval(const mk_pvalue *v, const char *name, double t, double *out)
+{
+    switch (v->kind) {
+    case MK_PV_SCALAR: *out = v->scalar; return true;
+    case MK_PV_GRADIENT: {
+        /* mergekit: s = t*(L-1), i0 = floor(s), i1 = min(L-1, i0+1), f = s - i0 */
+        size_t L = v->n;
+        if (L == 1) {
+            *out = v->grad[0];
+            return true;
+        }
+        double s = t * (double)(L - 1);
+        double fi = floor(s);
+        size_t i0 = fi < 0 ? 0 : (size_t)fi;
+        if (i0 > L - 1) i0 = L - 1;
+        size_t i1 = i0 + 1 > L - 1 ? L - 1 : i0 + 1;
+        double f = s - (double)i0;
+        *out = (1.0 - f) * v->grad[i0] + f * v->grad[i1];
+        return true;
+    }
+    case MK_PV_COND:
+        for (size_t i = 0; i < v->n; i++) {
+            const char *f = v->cond[i].filter;
+            if (!f || strcmp(f, "*") == 0 || strstr(name, f)) return mk_pvalue_eval(v->cond[i].value, name, t, out);
+        }
+        return false;
+    }
+    return false;
+}
+
+const mk_param *mk_params_find(const mk_params *ps, const char *name)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (strcmp(ps->p[i].name, name) == 0) return &ps->p[i];
+    return NULL;
+}

@@ -1,0 +1,56 @@
+# lib.sh - helpers for end-to-end tests (sourced). Each test runs in its own scratch
+# folder, removed on exit. Checks print "ok - NAME" or "not ok - NAME: why".
+MK=${MK_BIN:?MK_BIN not set}
+ROOT=${MK_ROOT:?MK_ROOT not set}
+T=$(mktemp -d /tmp/mk-e2e-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+cd "$T" || exit 1
+
+ok() { echo "ok - $1"; }
+notok() { echo "not ok - $1: $2"; }
+
+# t_ok NAME CMD...: the command succeeds.
+t_ok() {
+    _n=$1; shift
+    if "$@" >"$T/.out" 2>"$T/.err"; then ok "$_n"; else notok "$_n" "exit $? from: $* :: $(tail -n 3 "$T/.err")"; fi
+}
+
+# t_fail NAME CODE PATTERN CMD...: the command exits CODE, prints exactly one line on
+# stderr, that line matches PATTERN (grep -E) and names what was wrong.
+t_fail() {
+    _n=$1; _code=$2; _pat=$3; shift 3
+    "$@" >"$T/.out" 2>"$T/.err"
+    _rc=$?
+    _lines=$(grep -c . "$T/.err")
+    if [ "$_rc" -ne "$_code" ]; then
+        notok "$_n" "exit $_rc, want $_code; stderr: $(head -c 400 "$T/.err")"
+    elif [ "$_lines" -ne 1 ]; then
+        notok "$_n" "want one error line, got $_lines: $(head -c 600 "$T/.err")"
+    elif ! grep -Eq -- "$_pat" "$T/.err"; then
+        notok "$_n" "error line does not match /$_pat/: $(cat "$T/.err")"
+    else
+        ok "$_n"
+    fi
+}
+
+# t_absent NAME PATH...: none of the paths exist (no partial output).
+t_absent() {
+    _n=$1; shift
+    for _p in "$@"; do
+        if [ -e "$_p" ]; then notok "$_n" "$_p exists"; return; fi
+    done
+    ok "$_n"
+}
+
+# t_same NAME A B: files are byte-identical.
+t_same() {
+    if cmp -s "$2" "$3"; then ok "$1"; else notok "$1" "$2 and $3 differ"; fi
+}
+
+# The quick-start models (small): base/, ft1/, ft2/ in bf16.
+make_models() {
+    _dt=${1:-bfloat16}
+    "$MK" synth base/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 176 --vocab 128 --dtype "$_dt" --seed 1 -q &&
+    "$MK" synth ft1/ --finetune-of base/ --delta 0.05 --seed 2 -q &&
+    "$MK" synth ft2/ --finetune-of base/ --delta 0.05 --seed 3 -q
+}

@@ -1,0 +1,57 @@
+#!/bin/sh
+# The whole suite: the C unit tests, then every end-to-end script in tests/e2e/.
+# Each e2e script prints "ok - NAME" or "not ok - NAME: why" per check.
+# Ends with "N passed, N failed"; exits 1 if anything failed.
+# Env: MK_BIN (the mergekit-c binary), MK_UNIT (the unit-test binary), MK_FILTER (run only
+# e2e scripts whose name contains it).
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+MK_BIN=${MK_BIN:-$root/mergekit-c}
+MK_UNIT=${MK_UNIT:-$root/build/test-unit}
+MK_ROOT=$root
+export MK_BIN MK_ROOT
+passed=0
+failed=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+t0=$(date +%s)
+if [ -z "${MK_FILTER:-}" ]; then
+    "$MK_UNIT" >"$out" 2>&1
+    p=$(grep -c '^ok ' "$out")
+    f=$(grep -c '^FAIL ' "$out")
+    grep -v '^ok ' "$out" | grep -v 'passed, .* failed$'
+    if ! tail -n 1 "$out" | grep -q 'passed, .* failed$'; then
+        echo "FAIL unit tests: the unit-test binary did not finish (crash?)"
+        tail -n 5 "$out"
+        f=$((f + 1))
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    echo "unit: $p passed, $f failed"
+fi
+
+for t in "$root"/tests/e2e/*.sh; do
+    name=$(basename "$t" .sh)
+    case "$name" in lib) continue ;; esac
+    if [ -n "${MK_FILTER:-}" ]; then
+        case "$name" in *"$MK_FILTER"*) ;; *) continue ;; esac
+    fi
+    s0=$(date +%s)
+    sh "$t" >"$out" 2>&1
+    rc=$?
+    p=$(grep -c '^ok - ' "$out")
+    f=$(grep -c '^not ok - ' "$out")
+    grep '^not ok - ' "$out"
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "not ok - $name: script exited $rc"
+        tail -n 20 "$out"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    echo "$name: $p passed, $f failed ($(($(date +%s) - s0)) s)"
+done
+echo "time: $(($(date +%s) - t0)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,15 @@
+#!/bin/sh
+# Create the Python venv used only by tools/ (golden generation, load checks).
+# mergekit-c itself and `make test` never need Python.
+# Usage: tools/setup-venv.sh [VENV_DIR]   (default: .venv-tools at the repository root)
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+venv=${1:-"$here/../.venv-tools"}
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mergekit, bitsandbytes, compressed_tensors, peft, transformers' 2>/dev/null; then
+    exit 0
+fi
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q -r "$here/requirements.txt"
+"$venv/bin/pip" freeze > "$here/venv-versions.txt.new"
+mv "$here/venv-versions.txt.new" "$here/venv-versions.txt"
