@@ -5,7 +5,8 @@
  * An element passes when it is bit-equal after converting both values to WANT's dtype,
  * or within --max-ulp units in the last place of that dtype, or within --rel times the
  * largest magnitude in WANT's tensor. --max-diff-share bounds the share of elements that
- * may differ at all.
+ * may differ at all; --max-bad-share lets that share of a tensor's elements be out of
+ * tolerance (for methods whose per-element decisions sit on a rounding knife-edge).
  */
 #include "cli.h"
 
@@ -44,13 +45,15 @@ typedef struct cmp_stats {
 int mk_cmd_compare(int argc, char **argv)
 {
     mk_common c = {0};
-    double rel = 0, share = 1;
+    double rel = 0, share = 1, bad_share = 0;
     long max_ulp = 0;
     bool subset = false;
     const mk_opt opts[] = {
         {"rel", 0, MK_OPT_DOUBLE, &rel, "R", "allow |got - want| <= R x (largest |want| in the tensor)", "0"},
         {"max-ulp", 0, MK_OPT_INT, &max_ulp, "N", "allow N units in the last place of WANT's dtype", "0"},
         {"max-diff-share", 0, MK_OPT_DOUBLE, &share, "S", "allow at most this share of elements to differ at all", "1"},
+        {"max-bad-share", 0, MK_OPT_DOUBLE, &bad_share, "S", "allow this share of a tensor's elements to be out of tolerance",
+         "0"},
         {"subset", 0, MK_OPT_FLAG, &subset, NULL, "GOT may have tensors WANT lacks", NULL},
         MK_COMMON_OPTS(c),
         {0},
@@ -129,7 +132,8 @@ int mk_cmd_compare(int argc, char **argv)
         total_differ += st.differ;
         compared++;
         bool share_bad = st.n && (double)st.differ / (double)st.n > share;
-        if (st.bad || share_bad) {
+        bool too_bad = st.bad && (double)st.bad > bad_share * (double)st.n;
+        if (too_bad || share_bad) {
             n_bad_tensors++;
             printf("%s: %llu of %llu elements differ (%llu out of tolerance), max |diff| %.9g, max ulp %lld; "
                    "worst at [%llu]: got %.9g, want %.9g\n",
@@ -155,7 +159,8 @@ int mk_cmd_compare(int argc, char **argv)
     mk_source_close(b);
     if (s != MK_OK) return mk_cli_fail(s);
     printf("compared %zu tensors, %llu elements: %llu differ, %zu tensor(s) out of tolerance (rel %g, max-ulp %ld, "
-           "max-diff-share %g)\n",
-           compared, (unsigned long long)total, (unsigned long long)total_differ, n_bad_tensors, rel, max_ulp, share);
+           "max-diff-share %g, max-bad-share %g)\n",
+           compared, (unsigned long long)total, (unsigned long long)total_differ, n_bad_tensors, rel, max_ulp, share,
+           bad_share);
     return n_bad_tensors ? 1 : 0;
 }

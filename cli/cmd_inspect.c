@@ -3,6 +3,7 @@
  * is reported (one line, exit 1), not crashed on. */
 #include "cli.h"
 
+#include "../core/mk_hash.h"
 #include "../core/mk_io.h"
 #include "../merge/arch.h"
 
@@ -17,12 +18,37 @@ static const char *file_base(const mk_source *s, uint32_t f)
     return b ? b + 1 : p;
 }
 
+/* XXH3-128 of tensor i's raw bytes, as hex. */
+static mk_status tensor_hash(mk_source *s, size_t i, char out[33])
+{
+    const uint64_t total = s->tensors[i].nbytes, step = 8u << 20;
+    mk_hasher *h = mk_hasher_new();
+    void *buf = NULL;
+    mk_status st = h ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
+    for (uint64_t off = 0; off < total && st == MK_OK; off += step) {
+        uint64_t len = total - off < step ? total - off : step;
+        const void *p = s->ops->borrow ? s->ops->borrow(s, i, off, len) : NULL;
+        if (!p) {
+            if (!buf && !(buf = mk_malloc((size_t)step))) st = MK_ERR_NOMEM;
+            if (st == MK_OK) st = s->ops->read(s, i, off, len, buf);
+            p = buf;
+        }
+        if (st == MK_OK) mk_hasher_update(h, p, (size_t)len);
+        if (s->ops->release) s->ops->release(s, i, off, len);
+    }
+    if (st == MK_OK) mk_hash128_hex(mk_hasher_digest(h), out);
+    mk_hasher_free(h);
+    free(buf);
+    return st;
+}
+
 int mk_cmd_inspect(int argc, char **argv)
 {
     mk_common c = {0};
-    bool quiet_list = false;
+    bool quiet_list = false, hashes = false;
     const mk_opt opts[] = {
         {"summary", 's', MK_OPT_FLAG, &quiet_list, NULL, "totals only, no per-tensor lines", NULL},
+        {"hashes", 0, MK_OPT_FLAG, &hashes, NULL, "also the XXH3-128 of each tensor's bytes", NULL},
         MK_COMMON_OPTS(c),
         {0},
     };
@@ -86,11 +112,13 @@ int mk_cmd_inspect(int argc, char **argv)
             mk_buf_printf(&b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
                           mk_shape_str(t, sh), (unsigned long long)t->nbytes);
             mk_buf_json_str(&b, file_base(s, t->file));
+            char hx[33];
+            if (hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(&b, ", \"xxh3\": \"%s\"", hx);
             mk_buf_puts(&b, "}");
         }
         mk_buf_puts(&b, "]}\n");
         if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
-        else fputs(b.data, stdout);
+        else if (st == MK_OK) fputs(b.data, stdout);
         mk_buf_free(&b);
     } else {
         char a[32];
@@ -102,8 +130,10 @@ int mk_cmd_inspect(int argc, char **argv)
             for (size_t i = 0; i < s->n_tensors; i++) {
                 const mk_tensor_info *t = &s->tensors[i];
                 char sh[160];
-                printf("  %-60s %-8s %-18s %14llu  %s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
-                       (unsigned long long)t->nbytes, file_base(s, t->file));
+                char hx[33] = "";
+                if (hashes && st == MK_OK) st = tensor_hash(s, i, hx);
+                printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
+                       (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
             }
         }
         printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)params, mk_fmt_bytes(bytes, a));

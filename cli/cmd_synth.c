@@ -73,26 +73,57 @@ static mk_status add(synth_model *m, mk_dtype dt, gen_kind kind, const char *fmt
     return mk_tensor_info_finish(&t->info);
 }
 
-/* Llama-family layout (transformers' modeling_llama.py names). qwen2 adds q/k/v biases. */
-static mk_status build_llama(synth_model *m, const synth_opts *o, mk_dtype dt, bool qkv_bias)
+/* The architectures synth can write: transformers' module names (modeling_llama.py,
+ * modeling_qwen2.py, modeling_qwen3.py, modeling_gemma.py, modeling_gemma2.py,
+ * modeling_phi3.py, modeling_gpt2.py) and the config keys they read. */
+typedef enum { A_LLAMA, A_MISTRAL, A_QWEN2, A_QWEN3, A_GEMMA, A_GEMMA2, A_PHI3, A_GPT2 } synth_arch;
+
+static const struct {
+    const char *name, *arch_name, *model_type;
+    synth_arch id;
+} synth_archs[] = {
+    {"llama", "LlamaForCausalLM", "llama", A_LLAMA},    {"mistral", "MistralForCausalLM", "mistral", A_MISTRAL},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2", A_QWEN2},    {"qwen3", "Qwen3ForCausalLM", "qwen3", A_QWEN3},
+    {"gemma", "GemmaForCausalLM", "gemma", A_GEMMA},    {"gemma2", "Gemma2ForCausalLM", "gemma2", A_GEMMA2},
+    {"phi3", "Phi3ForCausalLM", "phi3", A_PHI3},        {"gpt2", "GPT2LMHeadModel", "gpt2", A_GPT2},
+};
+
+/* Llama-family layout (model.layers.N...), with each architecture's differences. */
+static mk_status build_llama(synth_model *m, const synth_opts *o, mk_dtype dt, synth_arch a)
 {
     long hd = o->hidden / o->heads;
     int64_t h = o->hidden, q = o->heads * hd, kv = o->kv_heads * hd, f = o->intermediate;
     MK_TRY(add(m, dt, GEN_MATRIX, "model.embed_tokens.weight", 0, 2, o->vocab, h));
     for (long l = 0; l < o->layers; l++) {
         MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.input_layernorm.weight", l, 1, h, 0));
-        MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.q_proj.weight", l, 2, q, h));
-        MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.k_proj.weight", l, 2, kv, h));
-        MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.v_proj.weight", l, 2, kv, h));
-        if (qkv_bias) {
+        if (a == A_PHI3) {
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.qkv_proj.weight", l, 2, q + 2 * kv, h));
+        } else {
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.q_proj.weight", l, 2, q, h));
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.k_proj.weight", l, 2, kv, h));
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.v_proj.weight", l, 2, kv, h));
+        }
+        if (a == A_QWEN2) {
             MK_TRY(add(m, dt, GEN_BIAS, "model.layers.%ld.self_attn.q_proj.bias", l, 1, q, 0));
             MK_TRY(add(m, dt, GEN_BIAS, "model.layers.%ld.self_attn.k_proj.bias", l, 1, kv, 0));
             MK_TRY(add(m, dt, GEN_BIAS, "model.layers.%ld.self_attn.v_proj.bias", l, 1, kv, 0));
         }
+        if (a == A_QWEN3) {
+            MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.self_attn.q_norm.weight", l, 1, hd, 0));
+            MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.self_attn.k_norm.weight", l, 1, hd, 0));
+        }
         MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.self_attn.o_proj.weight", l, 2, h, q));
         MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.post_attention_layernorm.weight", l, 1, h, 0));
-        MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.gate_proj.weight", l, 2, f, h));
-        MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.up_proj.weight", l, 2, f, h));
+        if (a == A_GEMMA2) {
+            MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.pre_feedforward_layernorm.weight", l, 1, h, 0));
+            MK_TRY(add(m, dt, GEN_NORM, "model.layers.%ld.post_feedforward_layernorm.weight", l, 1, h, 0));
+        }
+        if (a == A_PHI3) {
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.gate_up_proj.weight", l, 2, 2 * f, h));
+        } else {
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.gate_proj.weight", l, 2, f, h));
+            MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.up_proj.weight", l, 2, f, h));
+        }
         MK_TRY(add(m, dt, GEN_MATRIX, "model.layers.%ld.mlp.down_proj.weight", l, 2, h, f));
     }
     MK_TRY(add(m, dt, GEN_NORM, "model.norm.weight", 0, 1, h, 0));
@@ -100,19 +131,67 @@ static mk_status build_llama(synth_model *m, const synth_opts *o, mk_dtype dt, b
     return MK_OK;
 }
 
-static char *llama_config(const synth_opts *o, const char *arch_name, const char *model_type, mk_dtype dt)
+/* GPT-2 as the original checkpoints store it: no "transformer." prefix, Conv1D weights
+ * [in, out], lm_head tied to wte. */
+static mk_status build_gpt2(synth_model *m, const synth_opts *o, mk_dtype dt)
+{
+    int64_t h = o->hidden, f = o->intermediate;
+    MK_TRY(add(m, dt, GEN_MATRIX, "wte.weight", 0, 2, o->vocab, h));
+    MK_TRY(add(m, dt, GEN_MATRIX, "wpe.weight", 0, 2, o->max_pos, h));
+    for (long l = 0; l < o->layers; l++) {
+        MK_TRY(add(m, dt, GEN_NORM, "h.%ld.ln_1.weight", l, 1, h, 0));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.ln_1.bias", l, 1, h, 0));
+        MK_TRY(add(m, dt, GEN_MATRIX, "h.%ld.attn.c_attn.weight", l, 2, h, 3 * h));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.attn.c_attn.bias", l, 1, 3 * h, 0));
+        MK_TRY(add(m, dt, GEN_MATRIX, "h.%ld.attn.c_proj.weight", l, 2, h, h));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.attn.c_proj.bias", l, 1, h, 0));
+        MK_TRY(add(m, dt, GEN_NORM, "h.%ld.ln_2.weight", l, 1, h, 0));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.ln_2.bias", l, 1, h, 0));
+        MK_TRY(add(m, dt, GEN_MATRIX, "h.%ld.mlp.c_fc.weight", l, 2, h, f));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.mlp.c_fc.bias", l, 1, f, 0));
+        MK_TRY(add(m, dt, GEN_MATRIX, "h.%ld.mlp.c_proj.weight", l, 2, f, h));
+        MK_TRY(add(m, dt, GEN_BIAS, "h.%ld.mlp.c_proj.bias", l, 1, h, 0));
+    }
+    MK_TRY(add(m, dt, GEN_NORM, "ln_f.weight", 0, 1, h, 0));
+    MK_TRY(add(m, dt, GEN_BIAS, "ln_f.bias", 0, 1, h, 0));
+    return MK_OK;
+}
+
+static char *llama_config(const synth_opts *o, const char *arch_name, const char *model_type, synth_arch a, mk_dtype dt)
 {
     mk_buf b = {0};
+    long hd = o->hidden / o->heads;
+    if (a == A_GPT2) {
+        mk_buf_printf(&b,
+                      "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"n_embd\": %ld,\n"
+                      "  \"n_head\": %ld,\n  \"n_layer\": %ld,\n  \"n_inner\": %ld,\n  \"n_positions\": %ld,\n"
+                      "  \"n_ctx\": %ld,\n  \"vocab_size\": %ld,\n  \"activation_function\": \"gelu_new\",\n"
+                      "  \"layer_norm_epsilon\": 1e-05,\n  \"initializer_range\": 0.02,\n"
+                      "  \"tie_word_embeddings\": true,\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2,\n"
+                      "  \"use_cache\": true,\n  \"torch_dtype\": \"%s\"\n}\n",
+                      arch_name, model_type, o->hidden, o->heads, o->layers, o->intermediate, o->max_pos, o->max_pos,
+                      o->vocab, mk_dtype_info(dt)->torch_name);
+        return b.failed ? (free(b.data), NULL) : b.data;
+    }
+    const char *act = a == A_GEMMA || a == A_GEMMA2 ? "gelu_pytorch_tanh" : "silu";
     mk_buf_printf(&b,
                   "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"hidden_size\": %ld,\n"
                   "  \"intermediate_size\": %ld,\n  \"num_attention_heads\": %ld,\n  \"num_key_value_heads\": %ld,\n"
                   "  \"head_dim\": %ld,\n  \"num_hidden_layers\": %ld,\n  \"vocab_size\": %ld,\n"
                   "  \"max_position_embeddings\": %ld,\n  \"rms_norm_eps\": 1e-05,\n  \"rope_theta\": 10000.0,\n"
-                  "  \"hidden_act\": \"silu\",\n  \"initializer_range\": 0.02,\n  \"attention_bias\": %s,\n"
+                  "  \"hidden_act\": \"%s\",\n  \"initializer_range\": 0.02,\n  \"attention_bias\": %s,\n",
+                  arch_name, model_type, o->hidden, o->intermediate, o->heads, o->kv_heads, hd, o->layers, o->vocab,
+                  o->max_pos, act, a == A_QWEN2 ? "true" : "false");
+    if (a == A_GEMMA || a == A_GEMMA2) mk_buf_printf(&b, "  \"hidden_activation\": \"%s\",\n", act);
+    if (a == A_PHI3) mk_buf_puts(&b, "  \"pad_token_id\": 0,\n"); /* Phi3Config defaults to 32000 */
+    if (a == A_GEMMA2)
+        mk_buf_printf(&b,
+                      "  \"query_pre_attn_scalar\": %ld,\n  \"sliding_window\": 4096,\n"
+                      "  \"final_logit_softcapping\": 30.0,\n  \"attn_logit_softcapping\": 50.0,\n",
+                      hd);
+    mk_buf_printf(&b,
                   "  \"tie_word_embeddings\": %s,\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2,\n"
                   "  \"use_cache\": true,\n  \"torch_dtype\": \"%s\"\n}\n",
-                  arch_name, model_type, o->hidden, o->intermediate, o->heads, o->kv_heads, o->hidden / o->heads,
-                  o->layers, o->vocab, o->max_pos, strcmp(model_type, "qwen2") == 0 ? "true" : "false",
                   o->tie ? "true" : "false", mk_dtype_info(dt)->torch_name);
     return b.failed ? (free(b.data), NULL) : b.data;
 }
@@ -275,15 +354,19 @@ static mk_status synth_base(const char *out, synth_opts *o)
     if (o->hidden <= 0 || o->layers < 0 || o->heads <= 0 || o->vocab <= 0 || o->intermediate <= 0 || o->hidden % o->heads ||
         o->heads % o->kv_heads)
         return mk_error(MK_ERR_USAGE, "shape: need hidden > 0 divisible by heads, heads divisible by kv-heads, vocab > 0");
-    const char *arch_name, *model_type;
-    bool qkv_bias = false;
-    if (strcmp(o->arch, "llama") == 0) arch_name = "LlamaForCausalLM", model_type = "llama";
-    else if (strcmp(o->arch, "mistral") == 0) arch_name = "MistralForCausalLM", model_type = "mistral";
-    else if (strcmp(o->arch, "qwen2") == 0) arch_name = "Qwen2ForCausalLM", model_type = "qwen2", qkv_bias = true;
-    else return mk_error(MK_ERR_USAGE, "--arch '%s': use llama, mistral or qwen2", o->arch);
+    size_t ai = 0;
+    while (ai < sizeof synth_archs / sizeof synth_archs[0] && strcmp(synth_archs[ai].name, o->arch) != 0) ai++;
+    if (ai == sizeof synth_archs / sizeof synth_archs[0])
+        return mk_error(MK_ERR_USAGE, "--arch '%s': use llama, mistral, qwen2, qwen3, gemma, gemma2, phi3 or gpt2", o->arch);
+    const char *arch_name = synth_archs[ai].arch_name, *model_type = synth_archs[ai].model_type;
+    synth_arch arch = synth_archs[ai].id;
+    /* Gemma and GPT-2 checkpoints always tie lm_head to the input embeddings */
+    if (arch == A_GEMMA || arch == A_GEMMA2 || arch == A_GPT2) o->tie = true;
+    if (arch == A_GPT2 && o->kv_heads != o->heads)
+        return mk_error(MK_ERR_USAGE, "--kv-heads: gpt2 has no grouped-query attention");
 
     synth_model m = {0};
-    mk_status s = build_llama(&m, o, dt, qkv_bias);
+    mk_status s = arch == A_GPT2 ? build_gpt2(&m, o, dt) : build_llama(&m, o, dt, arch);
     for (size_t i = 0; i < m.n && s == MK_OK; i++)
         m.t[i].std = o->std * (0.75 + 0.5 * unit_hash(o->seed, m.t[i].info.name));
     mk_tensor_info *infos = mk_calloc(m.n ? m.n : 1, sizeof *infos);
@@ -296,7 +379,7 @@ static mk_status synth_base(const char *out, synth_opts *o)
     base_ctx bc = {&m, o};
     if (s == MK_OK) s = generate(&w, infos, m.n, base_gen, &bc, &prog);
     mk_progress_end(&prog);
-    char *cfg = s == MK_OK ? llama_config(o, arch_name, model_type, dt) : NULL;
+    char *cfg = s == MK_OK ? llama_config(o, arch_name, model_type, arch, dt) : NULL;
     char *tok = s == MK_OK ? tokenizer_json(o->vocab) : NULL;
     if (s == MK_OK && (!cfg || !tok)) s = mk_error(MK_ERR_NOMEM, "out of memory");
     if (s == MK_OK) s = w.sink->ops->add_file(w.sink, "config.json", cfg, strlen(cfg));
@@ -418,7 +501,10 @@ int mk_cmd_synth(int argc, char **argv)
         {"intermediate", 0, MK_OPT_INT, &o.intermediate, "N", "MLP size", "8/3 x hidden, rounded up to 16"},
         {"vocab", 0, MK_OPT_INT, &o.vocab, "N", "vocabulary size", "1000"},
         {"max-position", 0, MK_OPT_INT, &o.max_pos, "N", "max_position_embeddings in config.json", "2048"},
-        {"arch", 0, MK_OPT_STR, &o.arch, "NAME", "llama, mistral or qwen2 (q/k/v biases)", "llama"},
+        {"arch", 0, MK_OPT_STR, &o.arch, "NAME",
+         "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms), gemma, gemma2 (tied), phi3 (fused q/k/v and "
+         "gate/up), gpt2 (tied, unprefixed names)",
+         "llama"},
         {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "bfloat16, float16 or float32", "bfloat16"},
         {"tie", 0, MK_OPT_FLAG, &o.tie, NULL, "tie lm_head to the embeddings (no lm_head tensor)", NULL},
         {"std", 0, MK_OPT_DOUBLE, &o.std, "X", "typical standard deviation of weight matrices", "0.02"},

@@ -34,6 +34,12 @@ uint16_t mk_f32_to_bf16(float f)
 
 float mk_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
+void mk_dtype_round_f32(mk_dtype t, float *v, size_t n)
+{
+    if (t != MK_BF16 && t != MK_F16) return;
+    for (size_t i = 0; i < n; i++) v[i] = mk_dtype_round(t, v[i]);
+}
+
 /* ---- IEEE half ------------------------------------------------------------------- */
 
 uint16_t mk_f32_to_f16(float f)

@@ -73,6 +73,24 @@ float mk_e4m3_to_f32(uint8_t v);
 uint8_t mk_f32_to_e5m2(float f);
 float mk_e5m2_to_f32(uint8_t v);
 
+/* x rounded to the nearest value of float dtype t (ties to even) and returned as f32:
+ * what a framework that computes in t (bf16, fp16) stores after each operation. F32 and
+ * wider types return x unchanged. */
+static inline float mk_dtype_round(mk_dtype t, float x)
+{
+    if (t == MK_BF16) {
+        union { float f; uint32_t u; } v = {x};
+        if ((v.u & 0x7fffffffu) > 0x7f800000u) return x; /* NaN stays NaN */
+        v.u += 0x7fffu + ((v.u >> 16) & 1u);
+        v.u &= 0xffff0000u;
+        return v.f;
+    }
+    if (t == MK_F16) return mk_f16_to_f32(mk_f32_to_f16(x));
+    return x;
+}
+/* The same over n values in place. */
+void mk_dtype_round_f32(mk_dtype t, float *v, size_t n);
+
 /* Count of values in src (f32) that are finite but become non-finite in dtype `t`;
  * *first receives the index of the first one. Used to refuse overflowing narrowing. */
 size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *first);

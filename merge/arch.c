@@ -14,23 +14,29 @@
 #define LLAMA_LIKE_POST LIST("model.norm.", "lm_head.")
 #define LLAMA_LIKE_EMBED LIST("model.embed_tokens.", "lm_head.")
 
+/* Name lists from mergekit's _data/architectures JSON files (llama, mistral, qwen2, qwen3,
+ * gemma, gemma2, phi3, gpt2): pre weights, layer templates, post weights. */
 const mk_arch_def mk_arch_defs[] = {
-    {"llama", LIST("LlamaForCausalLM", "LLaMAForCausalLM"), LIST("llama"), LLAMA_LIKE_PREFIXES, "num_hidden_layers",
-     LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size"},
+    {"llama", LIST("LlamaForCausalLM", "LLaMaForCausalLM", "LLaMAForCausalLM"), LIST("llama"), LLAMA_LIKE_PREFIXES,
+     "num_hidden_layers", LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
     {"mistral", LIST("MistralForCausalLM"), LIST("mistral"), LLAMA_LIKE_PREFIXES, "num_hidden_layers",
-     LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size"},
+     LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
     {"qwen2", LIST("Qwen2ForCausalLM"), LIST("qwen2"), LLAMA_LIKE_PREFIXES, "num_hidden_layers", LLAMA_LIKE_POST,
-     LLAMA_LIKE_EMBED, "vocab_size"},
+     LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
     {"qwen3", LIST("Qwen3ForCausalLM"), LIST("qwen3"), LLAMA_LIKE_PREFIXES, "num_hidden_layers", LLAMA_LIKE_POST,
-     LLAMA_LIKE_EMBED, "vocab_size"},
+     LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
+    /* Gemma always ties lm_head to the embeddings; the checkpoint has no lm_head */
     {"gemma", LIST("GemmaForCausalLM"), LIST("gemma"), LLAMA_LIKE_PREFIXES, "num_hidden_layers", LLAMA_LIKE_POST,
-     LLAMA_LIKE_EMBED, "vocab_size"},
+     LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
     {"gemma2", LIST("Gemma2ForCausalLM"), LIST("gemma2"), LLAMA_LIKE_PREFIXES, "num_hidden_layers",
-     LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size"},
+     LLAMA_LIKE_POST, LLAMA_LIKE_EMBED, "vocab_size", NULL, "model.embed_tokens.weight"},
+    /* Phi-3 fuses q/k/v (self_attn.qkv_proj) and gate/up (mlp.gate_up_proj); lm_head is
+     * required (not optional) in mergekit's phi3.json */
     {"phi3", LIST("Phi3ForCausalLM"), LIST("phi3"), LLAMA_LIKE_PREFIXES, "num_hidden_layers", LLAMA_LIKE_POST,
-     LLAMA_LIKE_EMBED, "vocab_size"},
-    {"gpt2", LIST("GPT2LMHeadModel", "GPT2Model"), LIST("gpt2"), LIST("transformer.h.", "h."), "n_layer",
-     LIST("transformer.ln_f.", "ln_f.", "lm_head."), LIST("transformer.wte.", "wte.", "lm_head."), "vocab_size"},
+     LLAMA_LIKE_EMBED, "vocab_size", NULL, NULL},
+    {"gpt2", LIST("GPT2LMHeadModel"), LIST("gpt2"), LIST("transformer.h.", "h."), "n_layer",
+     LIST("transformer.ln_f.", "ln_f.", "lm_head."), LIST("transformer.wte.", "wte.", "lm_head."), "vocab_size",
+     "transformer.", "transformer.wte.weight"},
 };
 const size_t mk_arch_ndefs = sizeof mk_arch_defs / sizeof mk_arch_defs[0];
 
@@ -136,6 +142,35 @@ bool mk_arch_is_embed(const mk_arch *a, const char *name)
     static const char *const embed[] = {"model.embed_tokens.", "lm_head.", "transformer.wte.", "embed_out.",
                                         "gpt_neox.embed_in.", "wte.", NULL};
     return prefix_in(embed, name);
+}
+
+char *mk_arch_canonical(const mk_arch *a, const char *name)
+{
+    const char *cp = a->def ? a->def->canonical_prefix : NULL;
+    if (cp && !mk_str_starts_with(name, cp) && !mk_str_starts_with(name, "lm_head."))
+        return mk_asprintf("%s%s", cp, name);
+    return mk_strdup(name);
+}
+
+char *mk_arch_alias(const mk_arch *a, const char *name)
+{
+    const char *cp = a->def ? a->def->canonical_prefix : NULL;
+    if (!cp || mk_str_starts_with(name, "lm_head.")) return NULL;
+    if (mk_str_starts_with(name, cp)) return mk_strdup(name + strlen(cp));
+    return mk_asprintf("%s%s", cp, name);
+}
+
+bool mk_arch_is_optional(const mk_arch *a, const char *name)
+{
+    if (a->def && !a->def->tied_embed) return false; /* e.g. phi3: lm_head is required */
+    return mk_str_starts_with(name, "lm_head.");
+}
+
+const char *mk_arch_tied_name(const mk_arch *a, const char *name)
+{
+    if (strcmp(name, "lm_head.weight") != 0) return NULL;
+    if (a->def) return a->def->tied_embed;
+    return "model.embed_tokens.weight";
 }
 
 char *mk_arch_rename_layer(const char *name, size_t pre, size_t rest, long layer)

@@ -22,6 +22,12 @@ typedef struct mk_arch_def {
     const char *const *post;        /* name prefixes of post weights */
     const char *const *embed;       /* name prefixes of vocabulary-sized weights */
     const char *vocab_key;          /* e.g. "vocab_size" */
+    /* Checkpoints of some architectures store names without the module prefix
+     * (GPT-2's "h.0.attn..." for "transformer.h.0.attn..."); mergekit lists them as
+     * aliases and writes the prefixed (canonical) name. NULL = none. */
+    const char *canonical_prefix;
+    /* Where a tied lm_head's values live: the input embedding's name. */
+    const char *tied_embed;
 } mk_arch_def;
 
 typedef struct mk_arch {
@@ -41,6 +47,18 @@ void mk_arch_free(mk_arch *a);
 bool mk_arch_layer(const mk_arch *a, const char *name, long *layer, size_t *pre, size_t *rest);
 bool mk_arch_is_post(const mk_arch *a, const char *name);
 bool mk_arch_is_embed(const mk_arch *a, const char *name);
+/* The canonical (output) spelling of a tensor name: `name` itself, or with the
+ * architecture's prefix added. Allocates. */
+char *mk_arch_canonical(const mk_arch *a, const char *name);
+/* The other spelling of `name` under which a checkpoint may store it (prefix added or
+ * removed), or NULL. Allocates. */
+char *mk_arch_alias(const mk_arch *a, const char *name);
+/* For an optional head tensor ("lm_head.weight") missing from a model with tied
+ * embeddings: the tensor that holds its values ("model.embed_tokens.weight"), or NULL. */
+const char *mk_arch_tied_name(const mk_arch *a, const char *name);
+/* Optional tensors (lm_head): a model may lack them (tied embeddings). */
+bool mk_arch_is_optional(const mk_arch *a, const char *name);
+
 /* "prefix" + layer + "rest" for a renumbered layer. Allocates. */
 char *mk_arch_rename_layer(const char *name, size_t pre, size_t rest, long layer);
 

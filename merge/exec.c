@@ -32,7 +32,12 @@ static mk_status read_input(const exec_state *ex, size_t k, uint64_t row0, uint6
 {
     const mk_plan_input *pi = &ex->pt->in[k];
     mk_source *src = input_source(ex, k);
-    return mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch);
+    MK_TRY(mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch));
+    /* inputs are cast to the compute dtype first, as mergekit loads them */
+    mk_dtype cd = ex->pt->job.compute_dtype, sd = src->tensors[pi->tensor].dtype;
+    if ((cd == MK_BF16 || cd == MK_F16) && sd != cd && mk_dtype_info(sd)->is_float)
+        mk_dtype_round_f32(cd, dst, (size_t)(nrows * ex->pt->job.cols));
+    return MK_OK;
 }
 
 static void release_input(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows)
@@ -189,7 +194,7 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
         mk_status s = c->ops->begin(c, i, &pt->out);
         if (s == MK_OK) {
             mk_dtype sd = input_source(&ex, 0)->tensors[pt->in[0].tensor].dtype;
-            if (pt->identity && c->ops->raw_ok(c, i, &pt->out, sd)) s = copy_raw(&ex);
+            if (pt->raw && c->ops->raw_ok(c, i, &pt->out, sd)) s = copy_raw(&ex);
             else if (pt->identity) s = job_pass(&job, identity_chunk, NULL, true);
             else s = p->method->run(&job);
         }

@@ -4,36 +4,35 @@
 
 #include <string.h>
 
-extern const mk_method mk_method_linear, mk_method_passthrough;
+extern const mk_method mk_method_linear, mk_method_passthrough, mk_method_slerp, mk_method_nuslerp,
+    mk_method_multislerp, mk_method_karcher, mk_method_task_arithmetic, mk_method_ties, mk_method_dare_ties,
+    mk_method_dare_linear, mk_method_breadcrumbs, mk_method_breadcrumbs_ties, mk_method_della, mk_method_della_linear,
+    mk_method_model_stock, mk_method_sce, mk_method_nearswap, mk_method_arcee_fusion, mk_method_ram,
+    mk_method_ramplus_tl;
 
-/* Methods mergekit has that this build does not compute yet: a recipe naming one fails
- * at plan time with "not supported yet", never silently does something else. */
-#define PENDING(n) static const mk_method pending_##n = {.name = #n, .summary = "not supported yet", .params = (const mk_param_def[]){{0}}}
-PENDING(slerp);
-PENDING(nuslerp);
-PENDING(multislerp);
-PENDING(karcher);
-PENDING(task_arithmetic);
-PENDING(ties);
-PENDING(dare_ties);
-PENDING(dare_linear);
-PENDING(breadcrumbs);
-PENDING(breadcrumbs_ties);
-PENDING(della);
-PENDING(della_linear);
-PENDING(model_stock);
-PENDING(sce);
-PENDING(nearswap);
-PENDING(arcee_fusion);
-PENDING(ram);
-PENDING(ramplus_tl);
-
+/* Every method mergekit 0.1.5 registers (merge_methods/registry.py), in its order of
+ * families: interpolation, task vectors, the rest. */
 const mk_method *const mk_methods[] = {
-    &mk_method_linear, &mk_method_passthrough,
-    &pending_slerp, &pending_nuslerp, &pending_multislerp, &pending_karcher, &pending_task_arithmetic,
-    &pending_ties, &pending_dare_ties, &pending_dare_linear, &pending_breadcrumbs, &pending_breadcrumbs_ties,
-    &pending_della, &pending_della_linear, &pending_model_stock, &pending_sce, &pending_nearswap,
-    &pending_arcee_fusion, &pending_ram, &pending_ramplus_tl,
+    &mk_method_linear,
+    &mk_method_slerp,
+    &mk_method_nuslerp,
+    &mk_method_multislerp,
+    &mk_method_karcher,
+    &mk_method_task_arithmetic,
+    &mk_method_ties,
+    &mk_method_dare_ties,
+    &mk_method_dare_linear,
+    &mk_method_breadcrumbs,
+    &mk_method_breadcrumbs_ties,
+    &mk_method_della,
+    &mk_method_della_linear,
+    &mk_method_model_stock,
+    &mk_method_sce,
+    &mk_method_ram,
+    &mk_method_ramplus_tl,
+    &mk_method_nearswap,
+    &mk_method_arcee_fusion,
+    &mk_method_passthrough,
     NULL,
 };
 

@@ -22,7 +22,9 @@
 
 typedef enum mk_param_scope {
     MK_PS_GLOBAL = 0, /* one value per tensor (read with the output tensor's name) */
-    MK_PS_MODEL,      /* one value per input model (read with that input's tensor name) */
+    MK_PS_MODEL,      /* one value per non-base input (read with that input's tensor name);
+                         the base gets none (mergekit's NON_BASE scope) */
+    MK_PS_INPUT,      /* one value per input, the base included (mergekit's INPUT scope) */
 } mk_param_scope;
 
 typedef struct mk_param_def {
@@ -49,6 +51,8 @@ typedef mk_status (*mk_chunk_fn)(const mk_merge_job *job, const mk_chunk *ch, vo
 struct mk_merge_job {
     const char *name;        /* output tensor name */
     uint64_t numel, rows, cols;
+    int ndim;                /* shape of the output tensor (rows x cols is its 2-D view) */
+    const int64_t *shape;
     size_t n_in;             /* inputs that have this tensor */
     int base;                /* index of the base model among the inputs, or -1 */
     double g[MK_MAX_PARAMS]; /* global parameters, in the method's parameter order */
@@ -67,26 +71,48 @@ struct mk_merge_job {
 };
 
 enum {
-    MK_M_NEEDS_BASE = 1u << 0,  /* base_model is required */
-    MK_M_SINGLE = 1u << 1,      /* exactly one input (passthrough) */
+    MK_M_RESULT_F32 = 1u << 0, /* mergekit returns float32 whatever the compute dtype, so
+                                  without out_dtype the output tensor is F32 */
 };
+
+/* What a method does with base_model (mergekit's InputContract.base). */
+typedef enum mk_base_policy {
+    MK_BASE_IGNORED = 0, /* the base is an ordinary input (linear, karcher, passthrough) */
+    MK_BASE_OPTIONAL,    /* used when given (nuslerp, multislerp) */
+    MK_BASE_REQUIRED,    /* task-vector methods, slerp, model_stock, ... */
+} mk_base_policy;
+
+/* What happens to an optional tensor (lm_head) that only some inputs have
+ * (mergekit's OptionalTensorPolicy). */
+typedef enum mk_missing_policy {
+    MK_MISSING_ERROR = 0,       /* merge the inputs that have it; the input rules still apply */
+    MK_MISSING_SINGLETON,       /* only one input has it: copy it */
+    MK_MISSING_BASE_SINGLETON,  /* only the base has it: copy it */
+    MK_MISSING_BASE_OR_SKIP,    /* too few inputs: copy the base if it alone has it, else drop */
+} mk_missing_policy;
 
 typedef struct mk_method {
     const char *name;
     const char *summary;
     const mk_param_def *params; /* terminated by an entry with name == NULL */
     unsigned flags;
-    /* Plan-time validation of one output tensor (input count, base, parameter ranges).
-     * job->pass is NULL here. MK_ERR_RECIPE with a message naming the tensor. */
+    mk_base_policy base;
+    /* Input counts per tensor (0 = no limit), counting the base unless IGNORED makes it
+     * an ordinary input; non-base counts only when the base policy is not IGNORED. */
+    unsigned min_inputs, max_inputs, min_non_base, max_non_base;
+    mk_missing_policy missing;
+    /* Plan-time validation of one output tensor (parameter ranges, method rules beyond
+     * the input counts above). job->pass is NULL here. MK_ERR_RECIPE with a message
+     * naming the tensor. May be NULL. */
     mk_status (*check)(const mk_merge_job *job);
-    /* Compute the tensor; NULL for methods mergekit has that we do not implement yet. */
+    /* Compute the tensor. */
     mk_status (*run)(const mk_merge_job *job);
     /* Optional: true when the output is exactly input 0 (the executor then copies raw
      * bytes, keeping integer and exotic dtypes exact). */
     bool (*is_identity)(const mk_merge_job *job);
 } mk_method;
 
-/* All methods mergekit ships (implemented ones have run != NULL), NULL-terminated. */
+/* All methods mergekit ships, NULL-terminated. */
 extern const mk_method *const mk_methods[];
 const mk_method *mk_method_find(const char *name);
 /* Index of parameter `name` in m->params, or -1. */
@@ -95,7 +121,14 @@ size_t mk_method_nparams(const mk_method *m);
 /* Is `name` a parameter of any method (so a recipe written for another method)? */
 bool mk_param_known_anywhere(const char *name);
 
-/* Helpers for kernels. */
-static inline double mk_job_w(const mk_merge_job *job, size_t k, int p) { return job->m[k][p]; }
+/* Index of the k-th non-base input (inputs in recipe order, the base skipped). */
+static inline size_t mk_job_nonbase(const mk_merge_job *job, size_t k)
+{
+    return (job->base >= 0 && k >= (size_t)job->base) ? k + 1 : k;
+}
+static inline size_t mk_job_n_nonbase(const mk_merge_job *job)
+{
+    return job->n_in - (job->base >= 0 ? 1 : 0);
+}
 
 #endif

@@ -211,9 +211,11 @@ static mk_status normalize_slices(builder *b, islice **out, size_t *n_out)
             bool dup = false;
             for (size_t k = 0; k < s->n; k++) dup |= s->src[k].model == (uint32_t)mi;
             if (dup) {
-                mk_warn("%s:%d: model %s is listed twice; mergekit uses it once", r->path, r->models[i].ref.pos.line,
-                        r->models[i].ref.text);
-                continue;
+                /* mergekit 0.1.5 InputContract.validate_ids: "Duplicate merge inputs" */
+                mk_status st = rerr(r, r->models[i].ref.pos, "model %s is listed twice; each model can be merged once",
+                                    r->models[i].ref.text);
+                islices_free(s, 1);
+                return st;
             }
             base_listed |= mi == gbase;
             s->src[s->n++] = (isrc){(uint32_t)mi, 0, p->models[mi].n_layers, &r->models[i].params, r->models[i].ref.pos};
@@ -260,7 +262,15 @@ static mk_status normalize_slices(builder *b, islice **out, size_t *n_out)
             }
             bool dup = false;
             for (size_t q = 0; q < is->n; q++) dup |= is->src[q].model == (uint32_t)mi;
-            if (dup) continue; /* the same model twice in one slice collapses to one input */
+            if (dup) {
+                /* mergekit 0.1.5 InputContract.validate_ids: "Duplicate merge inputs" */
+                mk_status st = rerr(r, in->pos,
+                                    "slices[%zu]: model %s appears twice in one slice; each model can be merged once per "
+                                    "slice (use another slice, or a copy of the model)",
+                                    i, in->ref.text);
+                islices_free(s, r->n_slices);
+                return st;
+            }
             is->src[is->n++] = (isrc){(uint32_t)mi, a, e, &in->params, in->pos};
             if (e - a != is->src[0].end - is->src[0].start) {
                 mk_status st = rerr(r, in->pos, "slices[%zu]: sources cover different numbers of layers (%ld vs %ld)", i,
@@ -275,6 +285,55 @@ static mk_status normalize_slices(builder *b, islice **out, size_t *n_out)
     return MK_OK;
 }
 
+/* ---- method input rules ----------------------------------------------------------------- */
+
+/* mergekit 0.1.5 InputContract.validate_ids for one slice or tensor: `n` inputs, the base
+ * configured or not, present among them or not. `what` names the slice or tensor. */
+static mk_status check_contract(const mk_method *m, size_t n, bool base_configured, bool base_present, const char *what)
+{
+    bool has_base = m->base != MK_BASE_IGNORED && base_present;
+    if (m->base != MK_BASE_IGNORED && base_configured && !base_present)
+        return mk_error(MK_ERR_RECIPE, "%s: the base model is not among the inputs (merge_method '%s' uses it)", what,
+                        m->name);
+    if (m->base == MK_BASE_REQUIRED && !has_base)
+        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' needs a base_model among its inputs", what, m->name);
+    size_t nb = n - (has_base ? 1 : 0);
+    char range[64];
+    if (m->min_inputs && n < m->min_inputs) {
+        if (m->max_inputs == m->min_inputs) snprintf(range, sizeof range, "exactly %u", m->min_inputs);
+        else snprintf(range, sizeof range, "at least %u", m->min_inputs);
+        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models, got %zu", what, m->name, range, n);
+    }
+    if (m->max_inputs && n > m->max_inputs) {
+        if (m->max_inputs == m->min_inputs) snprintf(range, sizeof range, "exactly %u", m->max_inputs);
+        else snprintf(range, sizeof range, "at most %u", m->max_inputs);
+        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models, got %zu", what, m->name, range, n);
+    }
+    if ((m->min_non_base && nb < m->min_non_base) || (m->max_non_base && nb > m->max_non_base)) {
+        if (m->min_non_base == m->max_non_base) snprintf(range, sizeof range, "exactly %u", m->min_non_base);
+        else if (nb < m->min_non_base) snprintf(range, sizeof range, "at least %u", m->min_non_base);
+        else snprintf(range, sizeof range, "at most %u", m->max_non_base);
+        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models besides the base, got %zu", what, m->name,
+                        range, nb);
+    }
+    return MK_OK;
+}
+
+static mk_status check_slices(builder *b, const islice *sl, size_t ns)
+{
+    const mk_recipe *r = b->r;
+    for (size_t i = 0; i < ns; i++) {
+        bool present = false;
+        for (size_t k = 0; k < sl[i].n; k++) present |= (int)sl[i].src[k].model == sl[i].base;
+        char what[64];
+        if (r->n_slices) snprintf(what, sizeof what, "slices[%zu]", i);
+        else snprintf(what, sizeof what, "models");
+        mk_status s = check_contract(b->p->method, sl[i].n, sl[i].base >= 0, present, what);
+        if (s != MK_OK) return mk_error_prefix(s, "%s:%d:%d", r->path, sl[i].pos.line, sl[i].pos.col);
+    }
+    return MK_OK;
+}
+
 /* ---- parameters -------------------------------------------------------------------------- */
 
 static bool lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
@@ -284,6 +343,10 @@ static bool lookup(const mk_params *ps, const char *pname, const char *tname, do
     return p && mk_pvalue_eval(&p->value, tname, t, v);
 }
 
+/* Precedence (mergekit ConfigReader.parameter_sources): the input's own parameters, the
+ * slice's, the top level's, then the default. Global parameters are read with the output
+ * tensor name, per-input ones with that input's tensor name. The base gets no value of
+ * a per-model (non-base) parameter. */
 static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt, const isrc *const *srcs,
                                 char *const *in_names)
 {
@@ -304,10 +367,13 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
         }
         for (size_t k = 0; k < job->n_in; k++) {
             double v = d->def;
+            pt->m[k][i] = v;
+            pt->m_set[k][i] = false;
+            if (d->scope == MK_PS_MODEL && (int)k == job->base) continue;
             const char *tn = in_names[k];
             bool set = lookup(srcs[k]->params, d->name, tn, pt->t, &v) || lookup(sl->params, d->name, tn, pt->t, &v) ||
                        lookup(&r->params, d->name, tn, pt->t, &v);
-            if (!set && d->required && (int)k != job->base)
+            if (!set && d->required)
                 return mk_error(MK_ERR_RECIPE, "%s: tensor %s: model %s has no '%s' (give it under the model's parameters or in the top-level parameters)",
                                 r->path, tn, b->p->models[srcs[k]->model].ref->text, d->name);
             pt->m[k][i] = v;
@@ -319,14 +385,35 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
 
 /* ---- output tensors --------------------------------------------------------------------- */
 
-static bool is_optional(const char *name) { return mk_str_starts_with(name, "lm_head."); }
+/* torch.promote_types for the float dtypes we read: equal -> itself, bf16 + f16 -> f32,
+ * anything + f32 -> f32, anything + f64 -> f64. */
+static mk_dtype promote(mk_dtype a, mk_dtype c)
+{
+    if (a == c) return a;
+    if (a == MK_F64 || c == MK_F64) return MK_F64;
+    return MK_F32;
+}
 
-/* Add one output tensor. `li` = layer of each source (-1 for non-layer tensors); `ref`
- * = source whose tensor `ref_tensor` names the output. */
-static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref_tensor, long out_layer, long j)
+/* Tensor `name` in model pm, under its own spelling or its alias; -1 when absent. */
+static long find_tensor(const mk_plan_model *pm, const char *name)
+{
+    long ti = mk_source_find(pm->src, name);
+    if (ti >= 0) return ti;
+    char *alt = mk_arch_alias(&pm->arch, name);
+    if (alt) ti = mk_source_find(pm->src, alt);
+    free(alt);
+    return ti;
+}
+
+/* Add one output tensor named after tensor `ref_tensor` of source `ref` of the slice.
+ * out_layer: output layer (-1 outside the layers); j: layer offset within the slice;
+ * n_use: how many of the slice's sources take part. */
+static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref_tensor, long out_layer, long j,
+                            size_t n_use)
 {
     mk_plan *p = b->p;
     const mk_recipe *r = b->r;
+    const mk_method *m = p->method;
     if (p->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         mk_plan_tensor *nt = mk_realloc_array(p->t, cap, sizeof *nt);
@@ -337,12 +424,14 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
     mk_plan_tensor *pt = &p->t[p->n];
     memset(pt, 0, sizeof *pt);
     const isrc *rs = &sl->src[ref];
-    const mk_source *rsrc = p->models[rs->model].src;
+    const mk_plan_model *rpm = &p->models[rs->model];
     const layer_map *rlm = &b->lm[rs->model];
-    const mk_tensor_info *rt = &rsrc->tensors[ref_tensor];
+    const mk_tensor_info *rt = &rpm->src->tensors[ref_tensor];
     pt->out_layer = out_layer;
-    pt->out.name = out_layer >= 0 ? mk_arch_rename_layer(rt->name, rlm->pre[ref_tensor], rlm->rest[ref_tensor], out_layer)
-                                  : mk_strdup(rt->name);
+    char *renamed = out_layer >= 0 ? mk_arch_rename_layer(rt->name, rlm->pre[ref_tensor], rlm->rest[ref_tensor], out_layer)
+                                   : mk_strdup(rt->name);
+    pt->out.name = renamed ? mk_arch_canonical(&rpm->arch, renamed) : NULL;
+    free(renamed);
     if (!pt->out.name) return MK_ERR_NOMEM;
     p->n++; /* owned from here: mk_plan_free releases it on error */
     long n_layers = out_layer >= 0 ? sl->src[0].end - sl->src[0].start : 0;
@@ -356,9 +445,12 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
     mk_status s = (pt->in && pt->m && pt->m_set && in_names && srcs) ? MK_OK : MK_ERR_NOMEM;
     mk_merge_job *job = &pt->job;
     job->base = -1;
-    uint64_t rows = 0, cols = 0;
-    bool cut = false, embed = mk_arch_is_embed(&p->models[rs->model].arch, rt->name);
-    for (size_t k = 0; k < sl->n && s == MK_OK; k++) {
+    uint64_t rows = 0;
+    bool cut = false, embed = mk_arch_is_embed(&rpm->arch, rt->name);
+    bool optional = mk_arch_is_optional(&rpm->arch, rt->name);
+    size_t missing = 0;
+    mk_dtype cdt = MK_DTYPE_NONE;
+    for (size_t k = 0; k < n_use && s == MK_OK; k++) {
         const isrc *is = &sl->src[k];
         const mk_plan_model *pm = &p->models[is->model];
         char *iname = out_layer >= 0 ? mk_arch_rename_layer(rt->name, rlm->pre[ref_tensor], rlm->rest[ref_tensor],
@@ -368,12 +460,18 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
             s = MK_ERR_NOMEM;
             break;
         }
-        long ti = mk_source_find(pm->src, iname);
-        if (ti < 0) {
-            if (is_optional(iname)) {
+        long ti = find_tensor(pm, iname);
+        if (ti < 0 && optional) {
+            /* a model with tied embeddings lends its input embedding (mergekit tied_names) */
+            const char *tied = mk_arch_tied_name(&pm->arch, iname);
+            if (tied) ti = find_tensor(pm, tied);
+            if (ti < 0) {
+                missing++;
                 free(iname);
                 continue;
             }
+        }
+        if (ti < 0) {
             s = mk_error(MK_ERR_RECIPE, "tensor %s required but not present in model %s", iname, pm->ref->text);
             free(iname);
             break;
@@ -384,46 +482,75 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         srcs[k2] = is;
         pt->in[k2] = (mk_plan_input){is->model, (uint32_t)ti, mk_tensor_cols(it)};
         if ((int)is->model == sl->base) job->base = (int)k2;
+        if (mk_dtype_info(it->dtype)->is_float) cdt = cdt == MK_DTYPE_NONE ? it->dtype : promote(cdt, it->dtype);
         if (k2 == 0) {
             pt->out.ndim = it->ndim;
             memcpy(pt->out.shape, it->shape, sizeof it->shape);
             rows = mk_tensor_rows(it);
-            cols = mk_tensor_cols(it);
             continue;
         }
         const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
         if (mk_shape_eq(it, f)) continue;
         char a[160], c2[160];
-        if (embed && it->ndim == 2 && f->ndim == 2) {
-            uint64_t rr = mk_tensor_rows(it), cc = mk_tensor_cols(it);
-            if (rr < rows) rows = rr;
-            if (cc < cols) cols = cc;
+        if (embed && it->ndim == 2 && f->ndim == 2 && it->shape[1] == f->shape[1]) {
+            /* vocabulary sizes differ: keep the common first rows (mergekit 0.1.5 does this
+             * with --unsafe-truncate-embeddings; without it, it refuses) */
+            if ((uint64_t)it->shape[0] < rows) rows = (uint64_t)it->shape[0];
             cut = true;
             continue;
         }
-        s = mk_error(MK_ERR_RECIPE, "tensor %s: shape %s in model %s vs %s in model %s", pt->out.name,
-                     mk_shape_str(f, a), p->models[pt->in[0].model].ref->text, mk_shape_str(it, c2), pm->ref->text);
+        s = mk_error(MK_ERR_RECIPE, "tensor %s: shape %s in model %s vs %s in model %s%s", pt->out.name,
+                     mk_shape_str(f, a), p->models[pt->in[0].model].ref->text, mk_shape_str(it, c2), pm->ref->text,
+                     embed ? " (only the vocabulary dimension may differ)" : "");
     }
-    if (s == MK_OK && job->n_in == 0)
-        s = mk_error(MK_ERR_RECIPE, "tensor %s: no model has it", pt->out.name);
+    /* optional tensors that only some inputs have (mergekit OptionalTensorPolicy) */
+    bool passthrough = false, skip = false;
+    if (s == MK_OK && missing && job->n_in) {
+        bool only_base = job->n_in == 1 && job->base == 0;
+        switch (m->missing) {
+        case MK_MISSING_SINGLETON: passthrough = job->n_in == 1; break;
+        case MK_MISSING_BASE_SINGLETON: passthrough = only_base; break;
+        case MK_MISSING_BASE_OR_SKIP:
+            if (m->min_inputs && job->n_in < m->min_inputs) {
+                passthrough = only_base;
+                skip = !only_base;
+            }
+            break;
+        case MK_MISSING_ERROR: break;
+        }
+        if (skip) mk_warn("tensor %s: only %zu model(s) have it, too few for %s; left out", pt->out.name, job->n_in, m->name);
+        else if (!passthrough) {
+            char what[300];
+            snprintf(what, sizeof what, "tensor %s (missing from %zu model(s))", pt->out.name, missing);
+            s = check_contract(m, job->n_in, sl->base >= 0, job->base >= 0, what);
+            if (s != MK_OK) mk_error_prefix(s, "%s", r->path);
+        }
+    }
     if (s == MK_OK && cut) {
-        char a[160];
+        char a[160], c2[160];
+        mk_tensor_info want = pt->out;
         pt->out.shape[0] = (int64_t)rows;
-        pt->out.shape[1] = (int64_t)cols;
-        mk_warn("tensor %s: models differ in size; using the common block %s (as mergekit does)", pt->out.name,
-                (pt->out.ndim = 2, mk_shape_str(&pt->out, a)));
+        mk_warn("tensor %s: vocabulary sizes differ (%s in %s, ...); keeping the first %llu rows of every model "
+                "(their token ids must mean the same)",
+                pt->out.name, mk_shape_str(&want, a), p->models[pt->in[0].model].ref->text, (unsigned long long)rows);
+        (void)c2;
         if (!p->vocab_rows || rows < p->vocab_rows) p->vocab_rows = rows;
     }
-    if (s == MK_OK) {
+    if (s == MK_OK && !skip) {
         const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
+        mk_dtype compute = r->dtype != MK_DTYPE_NONE ? r->dtype : cdt != MK_DTYPE_NONE ? cdt : f->dtype;
+        bool runs = !passthrough;
         mk_dtype od = b->o->out_dtype != MK_DTYPE_NONE ? b->o->out_dtype
                       : r->out_dtype != MK_DTYPE_NONE  ? r->out_dtype
-                      : r->dtype != MK_DTYPE_NONE      ? r->dtype
-                                                       : f->dtype;
-        job->compute_dtype = r->dtype != MK_DTYPE_NONE ? r->dtype : f->dtype;
+                      : runs && (m->flags & MK_M_RESULT_F32) && mk_dtype_info(compute)->is_float ? MK_F32
+                                                       : compute;
+        job->compute_dtype = compute;
         if (!mk_dtype_info(f->dtype)->is_float) {
             /* integer and bool buffers (position ids, masks) are copied from the first model */
             od = f->dtype;
+            passthrough = true;
+        }
+        if (passthrough) {
             job->n_in = 1;
             job->base = -1;
             pt->identity = true;
@@ -431,23 +558,36 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         pt->out.dtype = od;
         s = mk_tensor_info_finish(&pt->out);
     }
-    if (s == MK_OK) {
+    if (s == MK_OK && !skip) {
         job->name = pt->out.name;
         job->numel = pt->out.numel;
         job->cols = mk_tensor_cols(&pt->out);
         job->rows = mk_tensor_rows(&pt->out);
+        job->ndim = pt->out.ndim;
+        job->shape = pt->out.shape;
         job->m = (const double(*)[MK_MAX_PARAMS])pt->m;
         job->m_set = (const bool(*)[MK_MAX_PARAMS])pt->m_set;
         job->is_embed = embed;
         if (!pt->identity) s = resolve_params(b, sl, pt, srcs, in_names);
     }
-    if (s == MK_OK && !pt->identity) {
+    if (s == MK_OK && !skip && !pt->identity && m->is_identity && m->is_identity(job)) pt->identity = true;
+    if (s == MK_OK && !skip && pt->identity) {
+        /* raw bytes only when nothing would round them: same dtype in, computed and out */
         const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
-        pt->identity = p->method->is_identity && p->method->is_identity(job) && f->dtype == pt->out.dtype && !cut;
+        bool is_float = mk_dtype_info(f->dtype)->is_float;
+        pt->raw = f->dtype == pt->out.dtype && (!is_float || f->dtype == job->compute_dtype) && !cut;
     }
     for (size_t k = 0; k < sl->n; k++) free(in_names ? in_names[k] : NULL);
     free(in_names);
     free(srcs);
+    if (s == MK_OK && skip) {
+        p->n--;
+        free(pt->out.name);
+        free(pt->in);
+        free(pt->m);
+        free(pt->m_set);
+        memset(pt, 0, sizeof *pt);
+    }
     return s;
 }
 
@@ -460,8 +600,32 @@ static mk_status add_slice_layers(builder *b, const islice *sl, long *out_layer)
         long l = rs->start + j;
         if (l >= rlm->n_layers || rlm->counts[l] == 0)
             return mk_error(MK_ERR_RECIPE, "model %s has no tensors for layer %ld", b->p->models[rs->model].ref->text, l);
-        for (size_t q = 0; q < rlm->counts[l]; q++) MK_TRY(add_tensor(b, sl, 0, rlm->idx[l][q], *out_layer, j));
+        for (size_t q = 0; q < rlm->counts[l]; q++) MK_TRY(add_tensor(b, sl, 0, rlm->idx[l][q], *out_layer, j, sl->n));
         (*out_layer)++;
+    }
+    return MK_OK;
+}
+
+/* Non-layer tensors of the slice's first n_use sources, pre (post = false) or post
+ * weights, in source order then file order, each name once. */
+static mk_status add_non_layer(builder *b, const islice *sl, bool post, size_t n_use)
+{
+    mk_plan *p = b->p;
+    size_t first = p->n;
+    for (size_t k = 0; k < n_use; k++) {
+        const isrc *is = &sl->src[k];
+        const mk_plan_model *pm = &p->models[is->model];
+        const layer_map *lm = &b->lm[is->model];
+        for (size_t q = 0; q < lm->n_other; q++) {
+            const char *nm = pm->src->tensors[lm->other[q]].name;
+            if (mk_arch_is_post(&pm->arch, nm) != post) continue;
+            char *canon = mk_arch_canonical(&pm->arch, nm);
+            if (!canon) return MK_ERR_NOMEM;
+            bool seen = false;
+            for (size_t i = first; i < p->n && !seen; i++) seen = strcmp(p->t[i].out.name, canon) == 0;
+            free(canon);
+            if (!seen) MK_TRY(add_tensor(b, sl, k, lm->other[q], -1, 0, n_use));
+        }
     }
     return MK_OK;
 }
@@ -484,11 +648,13 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
         if (hint) snprintf(h, sizeof h, " (did you mean '%s'?)", hint);
         return rerr(r, r->method_pos, "unknown merge_method '%s'%s", r->method, h);
     }
-    if (!m->run) return rerr(r, r->method_pos, "merge_method '%s' is not supported yet", r->method);
     p->method = m;
     MK_TRY(check_params(r, m));
-    if ((m->flags & MK_M_NEEDS_BASE) && !r->has_base)
-        return rerr(r, r->method_pos, "merge_method '%s' needs a base_model", m->name);
+    if (m->base == MK_BASE_REQUIRED && !r->has_base) {
+        bool all = r->n_slices > 0;
+        for (size_t i = 0; i < r->n_slices; i++) all &= r->slices[i].has_base;
+        if (!all) return rerr(r, r->method_pos, "merge_method '%s' needs a base_model", m->name);
+    }
 
     const mk_model_ref *refs[1024];
     size_t nr = mk_recipe_models(r, refs, 1024);
@@ -497,24 +663,22 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
     islice *sl = NULL;
     size_t ns = 0;
     if (s == MK_OK) s = normalize_slices(&b, &sl, &ns);
+    if (s == MK_OK) s = check_slices(&b, sl, ns);
     if (s == MK_OK) {
         int donor = r->has_base ? model_index(p, &r->base) : (int)sl[0].src[0].model;
         p->donor = donor;
         /* pre weights from the first slice, layers in order, post weights from the last */
-        const isrc *fr = &sl[0].src[0];
-        const layer_map *flm = &b.lm[fr->model];
-        for (size_t q = 0; q < flm->n_other && s == MK_OK; q++) {
-            const char *nm = p->models[fr->model].src->tensors[flm->other[q]].name;
-            if (!mk_arch_is_post(&p->models[fr->model].arch, nm)) s = add_tensor(&b, &sl[0], 0, flm->other[q], -1, 0);
-        }
+        s = add_non_layer(&b, &sl[0], false, sl[0].n);
         long out_layer = 0;
         for (size_t i = 0; i < ns && s == MK_OK; i++) s = add_slice_layers(&b, &sl[i], &out_layer);
-        const isrc *lr = &sl[ns - 1].src[0];
-        const layer_map *llm = &b.lm[lr->model];
-        for (size_t q = 0; q < llm->n_other && s == MK_OK; q++) {
-            const char *nm = p->models[lr->model].src->tensors[llm->other[q]].name;
-            if (mk_arch_is_post(&p->models[lr->model].arch, nm)) s = add_tensor(&b, &sl[ns - 1], 0, llm->other[q], -1, 0);
-        }
+        /* mergekit 0.1.5 (plan.py plan_module) pairs the last slice's sources with as many
+         * weight names as the FIRST slice has sources, so only that many take part */
+        size_t n_post = sl[ns - 1].n < sl[0].n ? sl[ns - 1].n : sl[0].n;
+        if (s == MK_OK && n_post < sl[ns - 1].n)
+            mk_warn("%s: the final norm and lm_head are merged from the first %zu source(s) of the last slice only, "
+                    "as mergekit does (the first slice has %zu)",
+                    r->path, n_post, sl[0].n);
+        if (s == MK_OK) s = add_non_layer(&b, &sl[ns - 1], true, n_post);
         if (r->n_slices) p->out_layers = out_layer;
     }
     if (s == MK_OK) {
@@ -535,7 +699,7 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
     }
     /* method rules last, so every structural error above is reported first */
     for (size_t i = 0; i < p->n && s == MK_OK; i++) {
-        if (p->t[i].identity && !m->is_identity) continue; /* forced copies of integer tensors */
+        if (p->t[i].identity || !m->check) continue;
         s = m->check(&p->t[i].job);
         if (s != MK_OK) mk_error_prefix(s, "%s", r->path);
     }

@@ -33,7 +33,8 @@ typedef struct mk_plan_tensor {
     bool (*m_set)[MK_MAX_PARAMS];
     double t;                /* interpolation position used for gradients */
     long out_layer;          /* -1 outside the layers */
-    bool identity;           /* output == input 0 byte for byte: copy raw */
+    bool identity;           /* output == input 0's values (a copy, maybe converted) */
+    bool raw;                /* ...and byte for byte: copy the raw bytes */
 } mk_plan_tensor;
 
 typedef struct mk_plan_model {

@@ -1,33 +1,27 @@
-/* linear.c - weighted average ("model soups", Wortsman et al. 2022), as mergekit's
- * linear method: out = sum_k w_k x_k, divided by sum_k w_k when normalize (default). */
-#include "../method.h"
-
-#include <math.h>
-#include <string.h>
+/* linear.c - weighted average ("model soups", Wortsman et al. 2022,
+ * https://arxiv.org/abs/2203.05482), as mergekit 0.1.5's linear method:
+ * out = sum_k w_k x_k, divided by sum_k w_k when normalize (the default).
+ *
+ * mergekit 0.1.5 packs the weights as float32 and accumulates in float32 whatever the
+ * compute dtype, then casts the result to it (0.1.4 and older materialised the weights
+ * in the compute dtype, so bf16 merges used 0.30078125 for 0.3). The base model is an
+ * ordinary input here and needs a weight like the others. */
+#include "kernel.h"
 
 enum { P_WEIGHT, P_NORMALIZE };
 
 static const mk_param_def linear_params[] = {
-    [P_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model"},
+    [P_WEIGHT] = {"weight", MK_PS_INPUT, 0, true, false, "weight of this model"},
     [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, 1, false, true, "divide by the sum of the weights"},
     {0},
 };
 
-/* mergekit builds torch.tensor(weights, dtype=compute dtype), so with bf16 or fp16
- * the weights themselves are rounded first (0.3 -> 0.30078125 in bf16). */
-static double round_to(mk_dtype t, double w)
-{
-    if (t == MK_BF16) return mk_bf16_to_f32(mk_f32_to_bf16((float)w));
-    if (t == MK_F16) return mk_f16_to_f32(mk_f32_to_f16((float)w));
-    return (float)w;
-}
-
 static mk_status linear_check(const mk_merge_job *job)
 {
-    if (job->n_in == 0) return mk_error(MK_ERR_RECIPE, "tensor %s: no input model has it", job->name);
+    MK_TRY(mk_check_inputs_max(job, "linear"));
     if (job->g[P_NORMALIZE] != 0) {
-        double sum = 0;
-        for (size_t k = 0; k < job->n_in; k++) sum += round_to(job->compute_dtype, job->m[k][P_WEIGHT]);
+        float sum = 0;
+        for (size_t k = 0; k < job->n_in; k++) sum += (float)job->m[k][P_WEIGHT];
         if (sum == 0)
             return mk_error(MK_ERR_RECIPE,
                             "tensor %s: the weights sum to 0, so normalize would divide by zero "
@@ -37,8 +31,33 @@ static mk_status linear_check(const mk_merge_job *job)
     return MK_OK;
 }
 
+/* out[i] = fma(x[i], w, out[i]): PyTorch's addcmul_ (which mergekit's linear uses) is a
+ * fused multiply-add on CPUs that have one, so each term is added with one rounding.
+ * fmaf() is exactly rounded everywhere (hardware or not), so results do not depend on
+ * the CPU; the FMA build of the loop is only faster. */
+static void fma_row(float *out, const float *x, float w, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) out[i] = fmaf(x[i], w, out[i]);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("fma"))) static void fma_row_hw(float *out, const float *x, float w, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) out[i] = __builtin_fmaf(x[i], w, out[i]);
+}
+static void fma_any(float *out, const float *x, float w, uint64_t n)
+{
+    static int hw = -1;
+    if (hw < 0) hw = __builtin_cpu_supports("fma") ? 1 : 0;
+    if (hw) fma_row_hw(out, x, w, n);
+    else fma_row(out, x, w, n);
+}
+#else
+static void fma_any(float *out, const float *x, float w, uint64_t n) { fma_row(out, x, w, n); }
+#endif
+
 typedef struct linear_state {
-    float w[64];
+    float w[MK_KMAX];
     float sum;
     bool normalize;
 } linear_state;
@@ -46,20 +65,15 @@ typedef struct linear_state {
 static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     const linear_state *st = user;
+    const mk_dtype dt = job->compute_dtype;
     float *out = ch->out;
-    const float *x0 = ch->in[0];
-    float w0 = st->w[0];
-    for (uint64_t i = 0; i < ch->n; i++) out[i] = w0 * x0[i];
-    for (size_t k = 1; k < job->n_in; k++) {
-        const float *x = ch->in[k];
-        float w = st->w[k];
-        for (uint64_t i = 0; i < ch->n; i++) out[i] += w * x[i];
-    }
-    if (st->normalize) {
-        /* a true division, as torch does, not a multiply by the reciprocal */
-        float s = st->sum;
-        for (uint64_t i = 0; i < ch->n; i++) out[i] = out[i] / s;
-    }
+    memset(out, 0, (size_t)ch->n * sizeof *out); /* torch starts from zeros */
+    for (size_t k = 0; k < job->n_in; k++) fma_any(out, ch->in[k], st->w[k], ch->n);
+    /* a true division, as torch does, not a multiply by the reciprocal */
+    if (st->normalize)
+        for (uint64_t i = 0; i < ch->n; i++) out[i] = RD(out[i] / st->sum);
+    else
+        for (uint64_t i = 0; i < ch->n; i++) out[i] = RD(out[i]);
     return MK_OK;
 }
 
@@ -67,9 +81,9 @@ static mk_status linear_run(const mk_merge_job *job)
 {
     linear_state st;
     memset(&st, 0, sizeof st);
-    if (job->n_in > 64) return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: linear supports at most 64 models", job->name);
+    MK_TRY(mk_check_inputs_max(job, "linear"));
     for (size_t k = 0; k < job->n_in; k++) {
-        st.w[k] = (float)round_to(job->compute_dtype, job->m[k][P_WEIGHT]);
+        st.w[k] = (float)job->m[k][P_WEIGHT];
         st.sum += st.w[k];
     }
     st.normalize = job->g[P_NORMALIZE] != 0;
@@ -80,6 +94,8 @@ const mk_method mk_method_linear = {
     .name = "linear",
     .summary = "weighted average of the models (model soups)",
     .params = linear_params,
+    .base = MK_BASE_IGNORED,
+    .min_inputs = 1,
     .check = linear_check,
     .run = linear_run,
 };

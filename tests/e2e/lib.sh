@@ -54,3 +54,11 @@ make_models() {
     "$MK" synth ft1/ --finetune-of base/ --delta 0.05 --seed 2 -q &&
     "$MK" synth ft2/ --finetune-of base/ --delta 0.05 --seed 3 -q
 }
+
+# t_same_quiet A B: true when files are byte-identical (no output).
+t_same_quiet() { cmp -s "$1" "$2"; }
+
+# tensor_hashes MODEL: "name xxh3" lines, one per tensor.
+tensor_hashes() {
+    "$MK" inspect "$1" --json --hashes | sed -n 's/.*"name": "\([^"]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p'
+}

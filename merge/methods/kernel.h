@@ -1,0 +1,156 @@
+/* kernel.h - helpers shared by the method kernels in merge/methods/.
+ *
+ * Owns: rounding to the compute dtype, order-preserving keys of floats, per-chunk partial
+ * sums reduced in chunk order (so a whole-tensor statistic is the same number at any
+ * thread count), and small per-chunk scratch buffers.
+ *
+ * How methods match mergekit: mergekit computes in the compute dtype (the recipe's
+ * `dtype`, else the inputs' promoted dtype) and PyTorch rounds every elementwise result
+ * to it; a reduction (sum, norm, dot) accumulates in f32 and rounds once. Kernels compute
+ * each step in f32 and round with RD() exactly where PyTorch materialises a tensor, and
+ * reduce in double before rounding; with a float32 compute dtype RD() is the identity.
+ * Must not: do I/O, threading, or allocate per element.
+ */
+#ifndef MK_KERNEL_H
+#define MK_KERNEL_H
+
+#include "../method.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Round to the job's compute dtype (a no-op for float32). */
+#define RD(x) mk_dtype_round(dt, (x))
+
+/* How PyTorch (CPU) mixes a tensor of a 16-bit dtype with a scalar (a Python number or a
+ * 0-dim float32 tensor), found by experiment against torch 2.x and relied on below:
+ *   tensor * s, tensor / s      s stays float32:            RD(x * s)
+ *   s * tensor (0-dim tensor s) s is first cast to the dtype: RD(RD(s) * x)
+ *   Python s * tensor           as tensor * s
+ *   tensor +- s, s +- tensor    s is first cast to the dtype
+ *   Python s / tensor           reciprocal, then multiply:  RD(RD(1 / x) * s)
+ *   comparisons, clamp bounds   s is first cast to the dtype */
+
+/* Order-preserving uint32 key of |x| (NaN sorts above +Inf, as the bits say). */
+static inline uint32_t mk_key_abs(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u & 0x7fffffffu;
+}
+
+/* Order-preserving uint32 key of a signed float (-Inf < ... < -0 < +0 < ... < +Inf).
+ * -0 and +0 get different keys; callers that need them equal pass x + 0.0f. */
+static inline uint32_t mk_key_f32(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+static inline float mk_key_f32_value(uint32_t k)
+{
+    uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* Python's int(x) for a finite non-negative double (truncation toward zero). */
+static inline uint64_t mk_trunc_u64(double x) { return x <= 0 ? 0 : (uint64_t)x; }
+
+/* Per-chunk partial sums: width values per chunk, each chunk writes its own row, the
+ * reduction adds rows in chunk order. */
+typedef struct mk_partials {
+    uint64_t n_chunks;
+    size_t width;
+    double *v; /* [n_chunks][width] */
+} mk_partials;
+
+static inline mk_status mk_partials_init(mk_partials *p, uint64_t n_chunks, size_t width)
+{
+    p->n_chunks = n_chunks;
+    p->width = width;
+    size_t n;
+    if (!mk_mul_size((size_t)n_chunks, width, &n)) return mk_error(MK_ERR_NOMEM, "partial sums: size overflow");
+    p->v = mk_calloc(n ? n : 1, sizeof *p->v);
+    return p->v ? MK_OK : MK_ERR_NOMEM;
+}
+
+static inline double *mk_partials_row(const mk_partials *p, uint64_t chunk) { return p->v + chunk * p->width; }
+
+/* out[j] = sum over chunks (in chunk order) of row[j]. */
+static inline void mk_partials_sum(const mk_partials *p, double *out)
+{
+    for (size_t j = 0; j < p->width; j++) out[j] = 0;
+    for (uint64_t c = 0; c < p->n_chunks; c++) {
+        const double *r = mk_partials_row(p, c);
+        for (size_t j = 0; j < p->width; j++) out[j] += r[j];
+    }
+}
+
+static inline void mk_partials_free(mk_partials *p)
+{
+    free(p->v);
+    p->v = NULL;
+}
+
+/* A reduction PyTorch does in f32 and stores in the compute dtype: the double sum
+ * rounded to f32, then to dt. */
+static inline float mk_reduced(mk_dtype dt, double sum) { return mk_dtype_round(dt, (float)sum); }
+
+/* Uniforms of one (key, stream), read in increasing element order: the same values as
+ * mk_rng_uniform(key, stream, e), one Philox block per four elements. */
+typedef struct mk_rng_cursor {
+    mk_rng key;
+    uint64_t stream, block;
+    uint32_t w[4];
+} mk_rng_cursor;
+
+static inline mk_rng_cursor mk_rng_cursor_init(mk_rng key, uint64_t stream)
+{
+    mk_rng_cursor c = {key, stream, UINT64_MAX, {0}};
+    return c;
+}
+
+static inline float mk_rng_cursor_uniform(mk_rng_cursor *c, uint64_t e)
+{
+    if ((e >> 2) != c->block) {
+        c->block = e >> 2;
+        mk_rng_block(c->key, c->stream, c->block, c->w);
+    }
+    return (float)(c->w[e & 3] >> 8) * 0x1p-24f;
+}
+
+/* Up to this many inputs per tensor (stack arrays in kernels). */
+#define MK_KMAX 64
+
+static inline mk_status mk_check_inputs_max(const mk_merge_job *job, const char *method)
+{
+    if (job->n_in > MK_KMAX)
+        return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: %s takes at most %d models, %zu given", job->name, method,
+                        MK_KMAX, job->n_in);
+    return MK_OK;
+}
+
+/* Output = input k as it is (methods that return one of their inputs unchanged). */
+static mk_status mk_copy_chunk_(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    (void)job;
+    memcpy(ch->out, ch->in[*(const size_t *)user], (size_t)ch->n * sizeof(float));
+    return MK_OK;
+}
+static inline mk_status mk_emit_input(const mk_merge_job *job, size_t k) { return job->pass(job, mk_copy_chunk_, &k, true); }
+
+/* Output = zeros. */
+static mk_status mk_zero_chunk_(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    (void)job;
+    (void)user;
+    memset(ch->out, 0, (size_t)ch->n * sizeof(float));
+    return MK_OK;
+}
+static inline mk_status mk_emit_zeros(const mk_merge_job *job) { return job->pass(job, mk_zero_chunk_, NULL, true); }
+
+#endif

@@ -1,0 +1,222 @@
+/* select.c - see select.h */
+#include "select.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+mk_status mk_sel_init(mk_select *s, uint64_t n, uint64_t n_chunks, size_t n_streams, size_t n_queries)
+{
+    memset(s, 0, sizeof *s);
+    s->n = n;
+    s->n_chunks = n_chunks;
+    s->n_streams = n_streams;
+    s->n_queries = n_queries;
+    s->hi_hist = mk_calloc(n_streams * (size_t)MK_SEL_BINS, sizeof *s->hi_hist);
+    s->lo_or = mk_calloc(n_streams ? n_streams : 1, sizeof *s->lo_or);
+    s->q = mk_calloc(n_queries ? n_queries : 1, sizeof *s->q);
+    if (!s->hi_hist || !s->lo_or || !s->q) {
+        mk_sel_free(s);
+        return MK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n_queries; i++) {
+        mk_sel_query *q = &s->q[i];
+        q->lo_hist = mk_calloc(MK_SEL_BINS, sizeof *q->lo_hist);
+        q->bin_chunk = mk_calloc(n_chunks ? n_chunks : 1, sizeof *q->bin_chunk);
+        q->eq_before = mk_calloc(n_chunks ? n_chunks : 1, sizeof *q->eq_before);
+        if (!q->lo_hist || !q->bin_chunk || !q->eq_before) {
+            mk_sel_free(s);
+            return MK_ERR_NOMEM;
+        }
+    }
+    return MK_OK;
+}
+
+void mk_sel_free(mk_select *s)
+{
+    if (!s) return;
+    for (size_t i = 0; s->q && i < s->n_queries; i++) {
+        free(s->q[i].lo_hist);
+        free(s->q[i].bin_chunk);
+        free(s->q[i].eq_before);
+    }
+    free(s->q);
+    free(s->hi_hist);
+    free(s->lo_or);
+    memset(s, 0, sizeof *s);
+}
+
+static bool any_pending(const mk_select *s)
+{
+    for (size_t i = 0; i < s->n_queries; i++)
+        if (!s->q[i].done) return true;
+    return false;
+}
+
+bool mk_sel_start(mk_select *s)
+{
+    for (size_t i = 0; i < s->n_queries; i++) {
+        mk_sel_query *q = &s->q[i];
+        if (q->pos > s->n) q->pos = s->n;
+        if (q->value && q->pos >= s->n) MK_BUG("select: a value query past the end");
+        if (!q->value && (q->pos == 0 || q->pos == s->n)) {
+            q->all = q->pos == s->n && s->n > 0;
+            q->done = true;
+        }
+    }
+    s->phase = MK_SEL_HI;
+    if (!any_pending(s)) s->phase = MK_SEL_DONE;
+    return s->phase != MK_SEL_DONE;
+}
+
+void mk_sel_set_pos(mk_select *s, size_t qi, uint64_t pos)
+{
+    mk_sel_query *q = &s->q[qi];
+    q->pos = pos > s->n ? s->n : pos;
+    q->done = false;
+    q->all = false;
+    if (!q->value && (q->pos == 0 || q->pos == s->n)) {
+        q->all = q->pos == s->n && s->n > 0;
+        q->done = true;
+    }
+}
+
+/* Find the bin holding rank r (0-based) of hist, scanning up (asc) or down (desc);
+ * *before = count in the bins scanned before it. */
+static uint32_t find_bin(const uint64_t *hist, uint64_t r, bool desc, uint64_t *before)
+{
+    uint64_t cum = 0;
+    for (uint32_t i = 0; i < MK_SEL_BINS; i++) {
+        uint32_t b = desc ? MK_SEL_BINS - 1 - i : i;
+        if (r < cum + hist[b]) {
+            *before = cum;
+            return b;
+        }
+        cum += hist[b];
+    }
+    MK_BUG("select: rank beyond the histogram");
+}
+
+mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
+{
+    if (s->phase == MK_SEL_HI) {
+        uint32_t *h = calloc(MK_SEL_BINS, sizeof *h);
+        if (!h) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
+        uint32_t lo_or = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            h[keys[i] >> 16]++;
+            lo_or |= keys[i];
+        }
+        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
+        for (uint32_t b = 0; b < MK_SEL_BINS; b++)
+            if (h[b]) __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+        __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
+        free(h);
+        return MK_OK;
+    }
+    for (size_t qi = 0; qi < s->n_queries; qi++) {
+        mk_sel_query *q = &s->q[qi];
+        if (q->done || q->stream != st) continue;
+        if (s->phase == MK_SEL_LO && !q->need_tie) {
+            uint64_t in_bin = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                if ((keys[i] >> 16) != q->hi) continue;
+                __atomic_fetch_add(&q->lo_hist[keys[i] & 0xffffu], 1, __ATOMIC_RELAXED);
+                in_bin++;
+            }
+            q->bin_chunk[chunk] = in_bin;
+        } else if (s->phase == MK_SEL_TIE && q->need_tie) {
+            uint64_t eq = 0;
+            for (uint64_t i = 0; i < n; i++) eq += keys[i] == q->key;
+            q->eq_before[chunk] = eq; /* made exclusive prefix sums in mk_sel_next */
+        }
+    }
+    return MK_OK;
+}
+
+static void prefix(uint64_t *v, uint64_t n)
+{
+    uint64_t run = 0;
+    for (uint64_t c = 0; c < n; c++) {
+        uint64_t x = v[c];
+        v[c] = run;
+        run += x;
+    }
+}
+
+/* The cut key is known: either the cut is decided, or the ties need per-chunk counts. */
+static void after_key(mk_sel_query *q)
+{
+    q->take = q->pos - q->strict;
+    if (q->value || q->take == 0 || q->take >= q->equal) q->done = true;
+    else q->need_tie = true;
+}
+
+bool mk_sel_next(mk_select *s)
+{
+    switch (s->phase) {
+    case MK_SEL_HI: {
+        bool need_lo = false;
+        for (size_t i = 0; i < s->n_queries; i++) {
+            mk_sel_query *q = &s->q[i];
+            if (q->done) continue;
+            const uint64_t *h = s->hi_hist + q->stream * (size_t)MK_SEL_BINS;
+            uint64_t before = 0;
+            q->hi = find_bin(h, q->pos, q->desc, &before);
+            if (s->lo_or[q->stream] == 0) {
+                /* every key has zero low bits: the bin is the key */
+                q->key = q->hi << 16;
+                q->strict = before;
+                q->equal = h[q->hi];
+                after_key(q);
+            } else {
+                q->strict = before; /* completed by the LO pass */
+                need_lo = true;
+            }
+        }
+        if (need_lo) {
+            s->phase = MK_SEL_LO;
+            return true;
+        }
+        break;
+    }
+    case MK_SEL_LO:
+        for (size_t i = 0; i < s->n_queries; i++) {
+            mk_sel_query *q = &s->q[i];
+            if (q->done || q->need_tie) continue;
+            uint64_t before = 0;
+            uint32_t lo = find_bin(q->lo_hist, q->pos - q->strict, q->desc, &before);
+            q->key = (q->hi << 16) | lo;
+            q->strict += before;
+            q->equal = q->lo_hist[lo];
+            after_key(q);
+            if (q->done) continue;
+            /* one distinct key in the bin: the per-chunk bin counts are the tie counts */
+            uint64_t distinct = 0;
+            for (uint32_t b = 0; b < MK_SEL_BINS && distinct < 2; b++) distinct += q->lo_hist[b] != 0;
+            if (distinct == 1) {
+                memcpy(q->eq_before, q->bin_chunk, (size_t)s->n_chunks * sizeof *q->eq_before);
+                prefix(q->eq_before, s->n_chunks);
+                q->need_tie = false;
+                q->done = true;
+            }
+        }
+        break;
+    case MK_SEL_TIE:
+        for (size_t i = 0; i < s->n_queries; i++) {
+            mk_sel_query *q = &s->q[i];
+            if (q->done || !q->need_tie) continue;
+            prefix(q->eq_before, s->n_chunks);
+            q->need_tie = false;
+            q->done = true;
+        }
+        break;
+    case MK_SEL_DONE: return false;
+    }
+    for (size_t i = 0; i < s->n_queries; i++)
+        if (!s->q[i].done && s->q[i].need_tie) {
+            s->phase = MK_SEL_TIE;
+            return true;
+        }
+    s->phase = MK_SEL_DONE;
+    return false;
+}

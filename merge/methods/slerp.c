@@ -1,0 +1,673 @@
+/* slerp.c - interpolation on the sphere, as mergekit 0.1.5 computes it:
+ *   slerp       two models, t in [0, 1] (Shoemake 1985); near-colinear pairs fall back
+ *               to linear interpolation of the original tensors
+ *   nuslerp     two weighted models, optionally as task vectors of a base, per tensor,
+ *               per row or per column
+ *   multislerp  barycentric interpolation of several models on the hypersphere
+ *               (https://goddard.blog/posts/multislerp-wow-what-a-cool-idea)
+ *   karcher     the Riemannian (Frechet) mean of all inputs on the unit sphere
+ * Whole-tensor norms and dot products are gathered per chunk and reduced in chunk order.
+ * slerp and karcher's norms are float32 whatever the compute dtype (as mergekit does);
+ * everything else is rounded to the compute dtype where PyTorch would (kernel.h). */
+#include "kernel.h"
+
+/* ======================================================================================
+ * slerp
+ * ====================================================================================== */
+
+enum { SLERP_T };
+
+static const mk_param_def slerp_params[] = {
+    [SLERP_T] = {"t", MK_PS_GLOBAL, 0, true, false, "0 = the base model, 1 = the other model"},
+    {0},
+};
+
+#define SLERP_DOT_THRESHOLD 0.9995f /* mergekit slerp.py: |cos| above this -> lerp */
+#define SLERP_EPS 1e-8f             /* norms at or below this are not divided by */
+
+typedef struct slerp_state {
+    int phase;
+    size_t ia, ib; /* base, other */
+    mk_partials part;
+    float na, nb, ca, cb;
+} slerp_state;
+
+static mk_status slerp_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    slerp_state *st = user;
+    const float *a = ch->in[st->ia], *b = ch->in[st->ib];
+    if (st->phase == 0) {
+        double sa = 0, sb = 0;
+        for (uint64_t i = 0; i < ch->n; i++) {
+            sa += (double)a[i] * a[i];
+            sb += (double)b[i] * b[i];
+        }
+        double *r = mk_partials_row(&st->part, ch->index);
+        r[0] = sa;
+        r[1] = sb;
+    } else if (st->phase == 1) {
+        double d = 0;
+        for (uint64_t i = 0; i < ch->n; i++) {
+            float x = a[i] / st->na, y = b[i] / st->nb;
+            d += (double)(x * y);
+        }
+        mk_partials_row(&st->part, ch->index)[0] = d;
+    } else {
+        const mk_dtype dt = job->compute_dtype;
+        for (uint64_t i = 0; i < ch->n; i++) ch->out[i] = RD(st->ca * a[i] + st->cb * b[i]);
+    }
+    return MK_OK;
+}
+
+static mk_status slerp_run(const mk_merge_job *job)
+{
+    slerp_state st = {0};
+    st.ia = (size_t)job->base;
+    st.ib = job->base == 0 ? 1 : 0;
+    MK_TRY(mk_partials_init(&st.part, job->n_chunks, 2));
+    double s[2];
+    mk_status r = job->pass(job, slerp_chunk, &st, false);
+    if (r == MK_OK) {
+        mk_partials_sum(&st.part, s);
+        st.na = (float)sqrt(s[0]);
+        st.nb = (float)sqrt(s[1]);
+        if (!(st.na > SLERP_EPS)) st.na = 1;
+        if (!(st.nb > SLERP_EPS)) st.nb = 1;
+        st.phase = 1;
+        r = job->pass(job, slerp_chunk, &st, false);
+    }
+    if (r == MK_OK) {
+        mk_partials_sum(&st.part, s);
+        float dot = (float)s[0];
+        if (dot > 1) dot = 1;
+        if (dot < -1) dot = -1;
+        float t = (float)job->g[SLERP_T], omt = 1.0f - t;
+        if (fabsf(dot) > SLERP_DOT_THRESHOLD) {
+            st.ca = omt;
+            st.cb = t;
+        } else {
+            float theta = acosf(dot), sin_theta = sinf(theta);
+            st.ca = sinf(omt * theta) / sin_theta;
+            st.cb = sinf(t * theta) / sin_theta;
+        }
+        st.phase = 2;
+        r = job->pass(job, slerp_chunk, &st, true);
+    }
+    mk_partials_free(&st.part);
+    return r;
+}
+
+const mk_method mk_method_slerp = {
+    .name = "slerp",
+    .summary = "spherical interpolation between the base and one other model",
+    .params = slerp_params,
+    .base = MK_BASE_REQUIRED,
+    .min_inputs = 2,
+    .max_inputs = 2,
+    .missing = MK_MISSING_SINGLETON,
+    .run = slerp_run,
+};
+
+/* ======================================================================================
+ * nuslerp
+ * ====================================================================================== */
+
+enum { NU_WEIGHT, NU_ROW_WISE, NU_FLATTEN };
+
+static const mk_param_def nuslerp_params[] = {
+    [NU_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "relative weight of this model"},
+    [NU_ROW_WISE] = {"nuslerp_row_wise", MK_PS_GLOBAL, 0, false, true, "interpolate along dim 0 (columns of a matrix)"},
+    [NU_FLATTEN] = {"nuslerp_flatten", MK_PS_GLOBAL, 1, false, true, "treat the whole tensor as one vector"},
+    {0},
+};
+
+#define NU_NORM_EPS 1e-7f /* nuslerp.py _normalize clamp */
+#define NU_EPS 1e-8       /* colinear when 1 - cos^2 <= eps^2 */
+
+enum { NU_WHOLE, NU_ROWS, NU_COLS };
+
+typedef struct nu_state {
+    int mode, phase;
+    size_t i0, i1;
+    int ib;
+    float t, omt;
+    mk_partials part;
+    uint64_t nvec;              /* vectors (1, rows or cols) */
+    float *n0, *n1, *cosv;      /* [nvec] for the whole / column modes */
+} nu_state;
+
+typedef struct nu_coef {
+    bool colinear;
+    float sa, sb, sin_theta;
+} nu_coef;
+
+/* The shared tail: from cos(theta) (already in dt) to the coefficients. */
+static nu_coef nu_coefs(mk_dtype dt, float cos, float t, float omt)
+{
+    nu_coef c;
+    if (cos > 1) cos = 1;
+    if (cos < -1) cos = -1;
+    c.colinear = (double)RD(1.0f - RD(cos * cos)) <= NU_EPS * NU_EPS;
+    float theta = RD(acosf(c.colinear ? 0.0f : cos));
+    c.sin_theta = RD(sinf(theta));
+    c.sa = RD(sinf(RD(omt * theta)));
+    c.sb = RD(sinf(RD(t * theta)));
+    return c;
+}
+
+static inline float nu_apply(mk_dtype dt, const nu_coef *c, float v0, float v1, float t, float omt)
+{
+    if (c->colinear) return RD(RD(omt * v0) + RD(t * v1));
+    return RD(RD(RD(c->sa * v0) + RD(c->sb * v1)) / c->sin_theta);
+}
+
+/* v0, v1 of element i: task vectors when there is a base. */
+static inline void nu_vecs(mk_dtype dt, const nu_state *st, const mk_chunk *ch, uint64_t i, float *v0, float *v1)
+{
+    float x0 = ch->in[st->i0][i], x1 = ch->in[st->i1][i];
+    if (st->ib >= 0) {
+        float b = ch->in[st->ib][i];
+        x0 = RD(x0 - b);
+        x1 = RD(x1 - b);
+    }
+    *v0 = x0;
+    *v1 = x1;
+}
+
+static inline float nu_norm(mk_dtype dt, double sumsq)
+{
+    float n = mk_reduced(dt, sqrt(sumsq));
+    float lo = RD(NU_NORM_EPS);
+    return n < lo ? lo : n;
+}
+
+static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    nu_state *st = user;
+    const mk_dtype dt = job->compute_dtype;
+    const uint64_t cols = job->cols;
+    if (st->mode == NU_ROWS) {
+        /* every row is a vector and lies whole in this chunk */
+        for (uint64_t r = 0; r < ch->nrows; r++) {
+            uint64_t o = r * cols;
+            double s0 = 0, s1 = 0, d = 0;
+            for (uint64_t j = 0; j < cols; j++) {
+                float v0, v1;
+                nu_vecs(dt, st, ch, o + j, &v0, &v1);
+                s0 += (double)v0 * v0;
+                s1 += (double)v1 * v1;
+            }
+            float n0 = nu_norm(dt, s0), n1 = nu_norm(dt, s1);
+            for (uint64_t j = 0; j < cols; j++) {
+                float v0, v1;
+                nu_vecs(dt, st, ch, o + j, &v0, &v1);
+                d += (double)RD(RD(v0 / n0) * RD(v1 / n1));
+            }
+            nu_coef c = nu_coefs(dt, mk_reduced(dt, d), st->t, st->omt);
+            for (uint64_t j = 0; j < cols; j++) {
+                float v0, v1;
+                nu_vecs(dt, st, ch, o + j, &v0, &v1);
+                float res = nu_apply(dt, &c, v0, v1, st->t, st->omt);
+                ch->out[o + j] = st->ib >= 0 ? RD(ch->in[st->ib][o + j] + res) : res;
+            }
+        }
+        return MK_OK;
+    }
+    /* whole tensor (one vector) or columns (cols vectors): gather, then apply */
+    double *row = st->phase < 2 ? mk_partials_row(&st->part, ch->index) : NULL;
+    for (uint64_t i = 0; i < ch->n; i++) {
+        uint64_t v = st->mode == NU_COLS ? i % cols : 0;
+        float v0, v1;
+        nu_vecs(dt, st, ch, i, &v0, &v1);
+        if (st->phase == 0) {
+            row[2 * v] += (double)v0 * v0;
+            row[2 * v + 1] += (double)v1 * v1;
+        } else if (st->phase == 1) {
+            row[v] += (double)RD(RD(v0 / st->n0[v]) * RD(v1 / st->n1[v]));
+        } else {
+            nu_coef c = nu_coefs(dt, st->cosv[v], st->t, st->omt);
+            float res = nu_apply(dt, &c, v0, v1, st->t, st->omt);
+            ch->out[i] = st->ib >= 0 ? RD(ch->in[st->ib][i] + res) : res;
+        }
+    }
+    return MK_OK;
+}
+
+static mk_status nuslerp_run(const mk_merge_job *job)
+{
+    nu_state st = {0};
+    const mk_dtype dt = job->compute_dtype;
+    st.i0 = mk_job_nonbase(job, 0);
+    st.i1 = mk_job_nonbase(job, 1);
+    st.ib = job->base;
+    double w0 = job->m[st.i0][NU_WEIGHT], w1 = job->m[st.i1][NU_WEIGHT];
+    double t = fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1); /* Python floats */
+    st.t = (float)t;
+    st.omt = (float)(1.0 - t);
+    bool flatten = job->g[NU_FLATTEN] != 0, row_wise = job->g[NU_ROW_WISE] != 0;
+    /* dim 0 of a 1-D tensor is its only dim: the whole tensor is the vector */
+    st.mode = flatten || job->ndim <= 1 ? NU_WHOLE : row_wise ? NU_COLS : NU_ROWS;
+    if (st.mode == NU_COLS && job->ndim > 2)
+        return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: nuslerp_row_wise on a %d-D tensor is not supported", job->name,
+                        job->ndim);
+    if (st.mode == NU_ROWS) return job->pass(job, nu_chunk, &st, true);
+
+    st.nvec = st.mode == NU_COLS ? job->cols : 1;
+    st.n0 = mk_calloc((size_t)st.nvec, sizeof *st.n0);
+    st.n1 = mk_calloc((size_t)st.nvec, sizeof *st.n1);
+    st.cosv = mk_calloc((size_t)st.nvec, sizeof *st.cosv);
+    double *sum = mk_calloc((size_t)st.nvec * 2, sizeof *sum);
+    mk_status r = st.n0 && st.n1 && st.cosv && sum ? MK_OK : MK_ERR_NOMEM;
+    if (r == MK_OK) r = mk_partials_init(&st.part, job->n_chunks, (size_t)st.nvec * 2);
+    if (r == MK_OK) r = job->pass(job, nu_chunk, &st, false);
+    if (r == MK_OK) {
+        mk_partials_sum(&st.part, sum);
+        for (uint64_t v = 0; v < st.nvec; v++) {
+            st.n0[v] = nu_norm(dt, sum[2 * v]);
+            st.n1[v] = nu_norm(dt, sum[2 * v + 1]);
+        }
+        memset(st.part.v, 0, (size_t)(st.part.n_chunks * st.part.width) * sizeof(double));
+        st.phase = 1;
+        r = job->pass(job, nu_chunk, &st, false);
+    }
+    if (r == MK_OK) {
+        mk_partials_sum(&st.part, sum);
+        for (uint64_t v = 0; v < st.nvec; v++) st.cosv[v] = mk_reduced(dt, sum[v]);
+        st.phase = 2;
+        r = job->pass(job, nu_chunk, &st, true);
+    }
+    mk_partials_free(&st.part);
+    free(st.n0);
+    free(st.n1);
+    free(st.cosv);
+    free(sum);
+    return r;
+}
+
+const mk_method mk_method_nuslerp = {
+    .name = "nuslerp",
+    .summary = "slerp of two weighted models, optionally of their task vectors",
+    .params = nuslerp_params,
+    .base = MK_BASE_OPTIONAL,
+    .min_inputs = 1,
+    .min_non_base = 2,
+    .max_non_base = 2,
+    .missing = MK_MISSING_SINGLETON,
+    .run = nuslerp_run,
+};
+
+/* ======================================================================================
+ * multislerp
+ * ====================================================================================== */
+
+enum { MS_WEIGHT, MS_NORMALIZE, MS_EPS };
+
+static const mk_param_def multislerp_params[] = {
+    [MS_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model"},
+    [MS_NORMALIZE] = {"normalize_weights", MK_PS_GLOBAL, 1, false, true, "divide the weights by their sum"},
+    [MS_EPS] = {"eps", MK_PS_GLOBAL, 1e-8, false, false, "numerical floor"},
+    {0},
+};
+
+typedef struct ms_state {
+    int phase;
+    size_t K;
+    size_t idx[MK_KMAX]; /* input index of non-base k */
+    int ib;
+    float eps;
+    float w[MK_KMAX];    /* weights in dt, normalised */
+    float nrm[MK_KMAX];  /* ||T_k|| in dt */
+    float den[MK_KMAX];  /* ||T_k|| + eps in dt */
+    float mean_norm, dots[MK_KMAX], cos_tn, sin_over, avg_norm;
+    bool fallback;
+    mk_partials part;
+} ms_state;
+
+static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    ms_state *st = user;
+    const mk_dtype dt = job->compute_dtype;
+    const size_t K = st->K;
+    double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
+    for (uint64_t i = 0; i < ch->n; i++) {
+        float T[MK_KMAX], u[MK_KMAX];
+        float b = st->ib >= 0 ? ch->in[st->ib][i] : 0;
+        for (size_t k = 0; k < K; k++) T[k] = st->ib >= 0 ? RD(ch->in[st->idx[k]][i] - b) : ch->in[st->idx[k]][i];
+        if (st->phase == 0) {
+            for (size_t k = 0; k < K; k++) row[k] += (double)T[k] * T[k];
+            continue;
+        }
+        if (st->fallback) { /* two antipodal inputs: the weighted sum */
+            float res = RD(RD(T[0] * st->w[0]) + RD(T[1] * st->w[1]));
+            ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
+            continue;
+        }
+        float acc = 0;
+        for (size_t k = 0; k < K; k++) {
+            u[k] = RD(T[k] / st->den[k]);
+            acc += RD(u[k] * st->w[k]);
+        }
+        float mean = RD(acc);
+        if (st->phase == 1) {
+            row[0] += (double)mean * mean;
+            continue;
+        }
+        mean = RD(mean / st->mean_norm);
+        if (st->phase == 2) {
+            for (size_t k = 0; k < K; k++) row[k] += (double)RD(u[k] * mean);
+            continue;
+        }
+        float tacc = 0;
+        for (size_t k = 0; k < K; k++) {
+            float tan = RD(u[k] - RD(st->dots[k] * mean));
+            tacc += RD(tan * st->w[k]);
+        }
+        float tr = RD(tacc);
+        if (st->phase == 3) {
+            row[0] += (double)tr * tr;
+            continue;
+        }
+        float res = RD(RD(mean * st->cos_tn) + RD(tr * st->sin_over));
+        res = RD(res * st->avg_norm);
+        ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
+    }
+    return MK_OK;
+}
+
+static mk_status ms_pass(const mk_merge_job *job, ms_state *st, int phase, double *sum)
+{
+    st->phase = phase;
+    if (phase < 4) memset(st->part.v, 0, (size_t)(st->part.n_chunks * st->part.width) * sizeof(double));
+    MK_TRY(job->pass(job, ms_chunk, st, phase == 4));
+    if (phase < 4) mk_partials_sum(&st->part, sum);
+    return MK_OK;
+}
+
+static bool ms_identity(const mk_merge_job *job) { return job->n_in == 1; }
+
+static mk_status multislerp_run(const mk_merge_job *job)
+{
+    const mk_dtype dt = job->compute_dtype;
+    ms_state st = {0};
+    MK_TRY(mk_check_inputs_max(job, "multislerp"));
+    st.K = mk_job_n_nonbase(job);
+    st.ib = job->base;
+    for (size_t k = 0; k < st.K; k++) st.idx[k] = mk_job_nonbase(job, k);
+    /* one model: returned as it is (the base, if any, is not used) */
+    if (st.K == 1) return mk_emit_input(job, st.idx[0]);
+    st.eps = (float)job->g[MS_EPS];
+    float wsum = 0;
+    for (size_t k = 0; k < st.K; k++) {
+        st.w[k] = RD((float)job->m[st.idx[k]][MS_WEIGHT]);
+        wsum += st.w[k];
+    }
+    if (job->g[MS_NORMALIZE] != 0) {
+        wsum = RD(wsum);
+        for (size_t k = 0; k < st.K; k++) st.w[k] = RD(st.w[k] / wsum);
+    }
+    double sum[MK_KMAX];
+    MK_TRY(mk_partials_init(&st.part, job->n_chunks, st.K));
+    mk_status r = ms_pass(job, &st, 0, sum);
+    if (r == MK_OK) {
+        for (size_t k = 0; k < st.K; k++) {
+            st.nrm[k] = mk_reduced(dt, sqrt(sum[k]));
+            st.den[k] = RD(st.nrm[k] + RD(st.eps)); /* tensor + Python scalar */
+        }
+        r = ms_pass(job, &st, 1, sum);
+    }
+    if (r == MK_OK) {
+        st.mean_norm = mk_reduced(dt, sqrt(sum[0]));
+        if (st.mean_norm < RD(st.eps)) {
+            if (st.K != 2)
+                r = mk_error(MK_ERR_NUMERIC,
+                             "tensor %s: multislerp: the weighted sum of the unit vectors is zero (antipodal models "
+                             "with balancing weights); change the weights",
+                             job->name);
+            st.fallback = true;
+            if (r == MK_OK) r = ms_pass(job, &st, 4, sum);
+            mk_partials_free(&st.part);
+            return r;
+        }
+        r = ms_pass(job, &st, 2, sum);
+    }
+    if (r == MK_OK) {
+        for (size_t k = 0; k < st.K; k++) st.dots[k] = mk_reduced(dt, sum[k]);
+        r = ms_pass(job, &st, 3, sum);
+    }
+    if (r == MK_OK) {
+        float tn = RD(mk_reduced(dt, sqrt(sum[0])) + RD(st.eps));
+        st.cos_tn = RD(cosf(tn));
+        st.sin_over = RD(RD(sinf(tn)) / tn);
+        float acc = 0;
+        for (size_t k = 0; k < st.K; k++) acc += RD(st.nrm[k] * st.w[k]);
+        st.avg_norm = RD(acc);
+        r = ms_pass(job, &st, 4, sum);
+    }
+    mk_partials_free(&st.part);
+    return r;
+}
+
+const mk_method mk_method_multislerp = {
+    .name = "multislerp",
+    .summary = "barycentric interpolation of several models on the hypersphere",
+    .params = multislerp_params,
+    .base = MK_BASE_OPTIONAL,
+    .min_inputs = 1,
+    .min_non_base = 1,
+    .run = multislerp_run,
+    .is_identity = ms_identity,
+};
+
+/* ======================================================================================
+ * karcher
+ * ====================================================================================== */
+
+enum { KA_MAX_ITER, KA_TOL };
+
+static const mk_param_def karcher_params[] = {
+    [KA_MAX_ITER] = {"max_iter", MK_PS_GLOBAL, 10, false, false, "iterations at most"},
+    [KA_TOL] = {"tol", MK_PS_GLOBAL, 1e-5, false, false, "stop when the tangent norm is below this"},
+    {0},
+};
+
+#define KA_ITER_CAP 1000
+
+/* Scalars of one iteration, enough to replay it element by element. */
+typedef struct ka_iter {
+    float dot[MK_KMAX], coef[MK_KMAX];
+    bool skip[MK_KMAX];
+    float tn, cos_tn, sin_tn;
+    float un;
+    bool renorm;
+} ka_iter;
+
+typedef struct ka_state {
+    int phase;           /* 0 norms, 1 init norm, 2 dots, 3 tangent norm, 4 new-mean norm, 5 emit */
+    size_t N, nv;
+    size_t valid[MK_KMAX];
+    float norm[MK_KMAX];
+    float na[MK_KMAX];   /* normalised alphas of the valid inputs, as f32 */
+    float mean_norm;     /* of the initial sum, f32 */
+    bool first_unit;     /* the initial mean is the first valid unit vector */
+    size_t iters;        /* completed iterations */
+    ka_iter *it;         /* [max_iter] */
+    float scale;
+    mk_partials part;
+} ka_state;
+
+static inline float ka_unit(mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
+{
+    return st->norm[i] == 0.0f ? 0.0f : RD(ch->in[i][e] / st->norm[i]);
+}
+
+/* The initial mean before normalisation: sum of alpha_v * u_v, rounded at each step. */
+static float ka_init_sum(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
+{
+    float mean = 0;
+    for (size_t v = 0; v < st->nv; v++) mean = RD(mean + RD(st->na[v] * ka_unit(dt, st, ch, st->valid[v], e)));
+    return mean;
+}
+
+/* Element e's mean after `iters` completed iterations, replayed from the inputs and the
+ * recorded scalars. With tan_out, also iteration `iters`'s tangent (its dots known); with
+ * new_out, also its unnormalised new mean (its tangent norm known). */
+static float ka_mean(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t iters, float *tan_out,
+                     float *new_out)
+{
+    float mean = st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
+    for (size_t j = 0;; j++) {
+        bool last = j == iters;
+        if (last && !tan_out && !new_out) return mean;
+        const ka_iter *it = &st->it[j];
+        float tan = 0;
+        for (size_t v = 0; v < st->nv; v++) {
+            if (it->skip[v]) continue;
+            float u = ka_unit(dt, st, ch, st->valid[v], e);
+            tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+        }
+        if (last && tan_out) *tan_out = tan;
+        if (last && !new_out) return mean;
+        float mn = RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
+        if (last) {
+            *new_out = mn;
+            return mean;
+        }
+        mean = it->renorm ? RD(mn / it->un) : mn;
+    }
+}
+
+static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    ka_state *st = user;
+    const mk_dtype dt = job->compute_dtype;
+    double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
+    for (uint64_t e = 0; e < ch->n; e++) {
+        float m, x = 0;
+        switch (st->phase) {
+        case 0:
+            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
+            break;
+        case 1:
+            m = ka_init_sum(dt, st, ch, e);
+            row[0] += (double)m * m;
+            break;
+        case 2:
+            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
+            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
+            break;
+        case 3:
+            ka_mean(dt, st, ch, e, st->iters, &x, NULL);
+            row[0] += (double)x * x;
+            break;
+        case 4:
+            ka_mean(dt, st, ch, e, st->iters, NULL, &x);
+            row[0] += (double)x * x;
+            break;
+        default:
+            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
+            ch->out[e] = RD(st->scale * m);
+        }
+    }
+    return MK_OK;
+}
+
+static mk_status ka_pass(const mk_merge_job *job, ka_state *st, int phase, double *sum)
+{
+    st->phase = phase;
+    if (phase < 5) memset(st->part.v, 0, (size_t)(st->part.n_chunks * st->part.width) * sizeof(double));
+    MK_TRY(job->pass(job, ka_chunk, st, phase == 5));
+    if (phase < 5) mk_partials_sum(&st->part, sum);
+    return MK_OK;
+}
+
+static mk_status karcher_check(const mk_merge_job *job)
+{
+    MK_TRY(mk_check_inputs_max(job, "karcher"));
+    double mi = job->g[KA_MAX_ITER];
+    if (!(mi >= 0 && mi <= KA_ITER_CAP) || mi != floor(mi))
+        return mk_error(MK_ERR_RECIPE, "tensor %s: karcher max_iter must be an integer in [0, %d], got %g", job->name,
+                        KA_ITER_CAP, mi);
+    return MK_OK;
+}
+
+static bool ka_identity(const mk_merge_job *job) { return job->n_in == 1; }
+
+static mk_status karcher_run(const mk_merge_job *job)
+{
+    const mk_dtype dt = job->compute_dtype;
+    ka_state st = {0};
+    MK_TRY(mk_check_inputs_max(job, "karcher"));
+    st.N = job->n_in;
+    double tol = job->g[KA_TOL];
+    size_t max_iter = (size_t)job->g[KA_MAX_ITER];
+    double alpha = 1.0 / (double)st.N;
+    double sum[MK_KMAX];
+    MK_TRY(mk_partials_init(&st.part, job->n_chunks, st.N));
+    st.it = mk_calloc(max_iter ? max_iter : 1, sizeof *st.it);
+    mk_status r = st.it ? ka_pass(job, &st, 0, sum) : MK_ERR_NOMEM;
+    if (r == MK_OK) {
+        double asum = 0;
+        for (size_t i = 0; i < st.N; i++) {
+            st.norm[i] = (float)sqrt(sum[i]);
+            if ((double)st.norm[i] > tol) {
+                st.valid[st.nv++] = i;
+                asum += alpha;
+            }
+        }
+        for (size_t v = 0; v < st.nv; v++) st.na[v] = (float)(alpha / asum);
+        float sc = 0;
+        for (size_t i = 0; i < st.N; i++) sc += (float)alpha * st.norm[i];
+        st.scale = RD(sc); /* scale * mean: cast first, as cos and sin above */
+        if (st.nv == 0) {
+            /* every input is (nearly) zero: mergekit returns zeros */
+            mk_partials_free(&st.part);
+            free(st.it);
+            return mk_emit_zeros(job);
+        }
+        r = ka_pass(job, &st, 1, sum);
+        if (r == MK_OK) {
+            st.mean_norm = (float)sqrt(sum[0]);
+            st.first_unit = (double)st.mean_norm < tol;
+        }
+    }
+    for (size_t j = 0; j < max_iter && r == MK_OK; j++) {
+        ka_iter *it = &st.it[j];
+        r = ka_pass(job, &st, 2, sum);
+        if (r != MK_OK) break;
+        for (size_t v = 0; v < st.nv; v++) {
+            float d = mk_reduced(dt, sum[v]);
+            d = d > 1 ? 1 : d < -1 ? -1 : d;
+            float theta = RD(acosf(d));
+            it->dot[v] = d;
+            it->skip[v] = (double)theta < tol;
+            it->coef[v] = RD(st.na[v] * RD(theta / RD(sinf(theta))));
+        }
+        r = ka_pass(job, &st, 3, sum);
+        if (r != MK_OK) break;
+        it->tn = (float)sqrt(sum[0]);
+        if ((double)it->tn < tol) break;
+        /* cos(tn) * mean: a 0-dim float32 tensor on the left is cast to the dtype first */
+        it->cos_tn = RD(cosf(it->tn));
+        it->sin_tn = RD(sinf(it->tn));
+        r = ka_pass(job, &st, 4, sum);
+        if (r != MK_OK) break;
+        it->un = (float)sqrt(sum[0]);
+        it->renorm = (double)it->un > tol;
+        st.iters = j + 1;
+    }
+    if (r == MK_OK) r = ka_pass(job, &st, 5, sum);
+    mk_partials_free(&st.part);
+    free(st.it);
+    return r;
+}
+
+const mk_method mk_method_karcher = {
+    .name = "karcher",
+    .summary = "Riemannian (Karcher) mean of the models on the unit sphere",
+    .params = karcher_params,
+    .base = MK_BASE_IGNORED,
+    .min_inputs = 1,
+    .check = karcher_check,
+    .run = karcher_run,
+    .is_identity = ka_identity,
+};

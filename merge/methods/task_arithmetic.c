@@ -1,0 +1,491 @@
+/* task_arithmetic.c - the task-vector family, one implementation configured per method
+ * as mergekit 0.1.5's generalized task arithmetic (generalized_task_arithmetic.py,
+ * sparsify.py):
+ *
+ *   method            sparsification          sign consensus  normalize  rescale
+ *   task_arithmetic   none                    -               false      false
+ *   ties              magnitude top-k         sum             true       false
+ *   dare_ties         random (Bernoulli)      sum             false      true
+ *   dare_linear       random                  -               false      true
+ *   breadcrumbs       magnitude outliers      -               false      false
+ *   breadcrumbs_ties  magnitude outliers      sum             false      false
+ *   della             della magprune          sum             true       true
+ *   della_linear      della magprune          -               false      true
+ *
+ * Per tensor: delta_k = x_k - base for every non-base model; sparsify it (density < 1);
+ * with rescale, multiply what is kept by ||delta||_1 / ||kept||_1 (mergekit >= 0.1.0;
+ * older versions divided DARE deltas by the density); weight it; with sign consensus
+ * keep only the weighted deltas whose sign matches the sign of their sum (ties -> +);
+ * sum; with normalize divide by the sum of the weights that were kept; times lambda;
+ * add the base.
+ *
+ * Magnitude selections keep exactly the count mergekit keeps (top k = max(1,
+ * int(density * numel)); breadcrumbs the ranks [n_bot, n_bot + int(density * numel))
+ * of the ascending order), found with select.h in bounded memory; equal magnitudes are
+ * ordered by flat index, lower first (mergekit's torch.argsort is unstable there).
+ * Random masks come from the counter-based generator keyed by (seed, tensor name),
+ * stream = input index, counter = flat element index: the same bytes at any thread
+ * count, but not mergekit's torch masks.
+ */
+#include "kernel.h"
+#include "select.h"
+
+typedef enum { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } sp_kind;
+
+enum { P_INT8_MASK, P_NORMALIZE, P_RESCALE, P_LAMBDA, P_WEIGHT, P_DENSITY, P_EXTRA };
+
+#define GTA_PARAMS(norm, resc)                                                                                        \
+    [P_INT8_MASK] = {"int8_mask", MK_PS_GLOBAL, 0, false, true, "store the sign mask as int8 (memory only; no effect here)"}, \
+    [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, norm, false, true, "divide by the sum of the weights kept"},          \
+    [P_RESCALE] = {"rescale", MK_PS_GLOBAL, resc, false, true, "rescale kept deltas to the L1 norm of the whole delta"}, \
+    [P_LAMBDA] = {"lambda", MK_PS_GLOBAL, 1, false, false, "scale the merged delta"},                                \
+    [P_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model's delta"},                            \
+    [P_DENSITY] = {"density", MK_PS_MODEL, 1, false, false, "fraction of the delta kept"}
+
+#define GTA_END {0}
+#define P_GAMMA_DEF {"gamma", MK_PS_MODEL, 0.01, false, false, "fraction of the largest deltas removed"}
+#define P_EPSILON_DEF {"epsilon", MK_PS_MODEL, 0.15, false, false, "keep probability spread around density"}
+
+static const mk_param_def ta_params[] = {GTA_PARAMS(0, 0), GTA_END};
+static const mk_param_def ties_params[] = {GTA_PARAMS(1, 0), GTA_END};
+static const mk_param_def dare_ties_params[] = {GTA_PARAMS(0, 1), GTA_END};
+static const mk_param_def dare_linear_params[] = {GTA_PARAMS(0, 1), GTA_END};
+static const mk_param_def bc_params[] = {GTA_PARAMS(0, 0), [P_EXTRA] = P_GAMMA_DEF, GTA_END};
+static const mk_param_def bc_ties_params[] = {GTA_PARAMS(0, 0), [P_EXTRA] = P_GAMMA_DEF, GTA_END};
+static const mk_param_def della_params[] = {GTA_PARAMS(1, 1), [P_EXTRA] = P_EPSILON_DEF, GTA_END};
+static const mk_param_def della_linear_params[] = {GTA_PARAMS(0, 1), [P_EXTRA] = P_EPSILON_DEF, GTA_END};
+
+typedef struct gta_def {
+    sp_kind sp;
+    bool consensus;
+} gta_def;
+
+/* What happens to one model's delta. */
+typedef enum { MK_KEEP_ALL, MK_KEEP_NONE, MK_KEEP_TOPK, MK_KEEP_BAND, MK_KEEP_RANDOM, MK_KEEP_DELLA } keep_kind;
+
+typedef struct gta_model {
+    size_t in;          /* input index */
+    keep_kind keep;
+    size_t q0, q1;      /* selection queries (top-k: q0; band: [q0 cut, q1 cut)) */
+    float p;            /* keep probability (random), in the work dtype */
+    float dm, eps;      /* della: density - epsilon as f32, epsilon as f32 */
+    mk_dtype wd;        /* dtype of the random / della masking work */
+    bool rescale;       /* L1 rescale applies to this model */
+    float factor;       /* rescale factor (1 = none), in the work dtype */
+    float w;            /* weight in the compute dtype */
+} gta_model;
+
+typedef struct gta_state {
+    gta_def d;
+    int phase;          /* 0 select, 1 L1 sums, 2 emit */
+    size_t K;
+    gta_model mdl[MK_KMAX];
+    size_t ib;
+    bool normalize, need_select, need_l1;
+    float lambda, wsum;
+    mk_select sel;
+    mk_partials part;   /* phase 1: [2K] sums of |delta| and |kept| */
+} gta_state;
+
+static mk_status gta_check(const mk_merge_job *job, gta_def d)
+{
+    MK_TRY(mk_check_inputs_max(job, "this method"));
+    if (d.sp != SP_DELLA) return MK_OK;
+    for (size_t k = 0; k < mk_job_n_nonbase(job); k++) {
+        size_t i = mk_job_nonbase(job, k);
+        double den = job->m[i][P_DENSITY], eps = job->m[i][P_EXTRA];
+        if (den >= 1 || den <= 0) continue;
+        /* sparsify.py della_magprune */
+        if (den + eps >= 1 || den - eps <= 0)
+            return mk_error(MK_ERR_RECIPE,
+                            "tensor %s: della needs density - epsilon > 0 and density + epsilon < 1, got density %g, "
+                            "epsilon %g",
+                            job->name, den, eps);
+        if (job->cols < 2)
+            return mk_error(MK_ERR_RECIPE, "tensor %s: della ranks each row, and rows of one element have no rank",
+                            job->name);
+    }
+    return MK_OK;
+}
+
+/* ---- DELLA: ranks of |delta| within each row -------------------------------------------- */
+
+/* Stable LSD radix sort of (key, index) pairs by key: equal keys stay in index order. */
+static void radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, uint32_t *ti, uint64_t n)
+{
+    for (int shift = 0; shift < 32; shift += 8) {
+        uint64_t cnt[257] = {0};
+        for (uint64_t i = 0; i < n; i++) cnt[((key[i] >> shift) & 0xff) + 1]++;
+        for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t d = cnt[(key[i] >> shift) & 0xff]++;
+            tk[d] = key[i];
+            ti[d] = idx[i];
+        }
+        memcpy(key, tk, (size_t)n * sizeof *key);
+        memcpy(idx, ti, (size_t)n * sizeof *idx);
+    }
+}
+
+/* Scratch for one chunk's della rows. */
+typedef struct della_buf {
+    uint32_t *key, *idx, *tk, *ti;
+    float *p; /* [cols] keep probability by column */
+} della_buf;
+
+static mk_status della_buf_init(della_buf *b, uint64_t cols)
+{
+    b->key = malloc((size_t)cols * 4);
+    b->idx = malloc((size_t)cols * 4);
+    b->tk = malloc((size_t)cols * 4);
+    b->ti = malloc((size_t)cols * 4);
+    b->p = malloc((size_t)cols * 4);
+    if (b->key && b->idx && b->tk && b->ti && b->p) return MK_OK;
+    return mk_error(MK_ERR_NOMEM, "out of memory for della ranks");
+}
+
+static void della_buf_free(della_buf *b)
+{
+    free(b->key);
+    free(b->idx);
+    free(b->tk);
+    free(b->ti);
+    free(b->p);
+}
+
+/* Keep probabilities of one row of model m (sparsify.py della_magprune): rank r (1..n,
+ * ascending |delta|) -> (r - 1)/(n - 1) -> density - eps + 2 eps * that, each step in the
+ * work dtype. */
+static void della_row_probs(const gta_model *m, const float *delta, uint64_t n, della_buf *b)
+{
+    const mk_dtype dt = m->wd;
+    for (uint64_t j = 0; j < n; j++) {
+        b->key[j] = mk_key_abs(delta[j]);
+        b->idx[j] = (uint32_t)j;
+    }
+    radix_sort(b->key, b->idx, b->tk, b->ti, n);
+    float rmin = RD(RD(0.0f) + 1.0f), rmax = RD(RD((float)(n - 1)) + 1.0f);
+    float span = RD(rmax - rmin);
+    for (uint64_t r = 0; r < n; r++) {
+        float rank = RD(RD((float)r) + 1.0f);
+        float rn = RD(RD(rank - rmin) / span);
+        rn = rn < 0 ? 0 : rn > 1 ? 1 : rn;
+        b->p[b->idx[r]] = RD(m->dm + RD(RD(rn * 2.0f) * m->eps));
+    }
+}
+
+/* ---- the chunk kernel ------------------------------------------------------------------- */
+
+typedef struct chunk_ctx {
+    float *delta;      /* [K][n] deltas in the compute dtype */
+    uint32_t *keys;    /* [n] */
+    uint8_t *keep;     /* [K][n] */
+    della_buf db;
+} chunk_ctx;
+
+static void ctx_free(chunk_ctx *c)
+{
+    free(c->delta);
+    free(c->keys);
+    free(c->keep);
+    della_buf_free(&c->db);
+}
+
+/* keep[k][i] for every model of this chunk. */
+static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_chunk *ch, chunk_ctx *c)
+{
+    const uint64_t n = ch->n;
+    for (size_t k = 0; k < st->K; k++) {
+        const gta_model *m = &st->mdl[k];
+        const float *dk = c->delta + k * n;
+        uint8_t *kp = c->keep + k * n;
+        switch (m->keep) {
+        case MK_KEEP_ALL: memset(kp, 1, (size_t)n); break;
+        case MK_KEEP_NONE: memset(kp, 0, (size_t)n); break;
+        case MK_KEEP_TOPK: {
+            const mk_sel_query *q = &st->sel.q[m->q0];
+            uint64_t seen = 0;
+            for (uint64_t i = 0; i < n; i++) kp[i] = mk_sel_before(q, ch->index, mk_key_abs(dk[i]), &seen);
+            break;
+        }
+        case MK_KEEP_BAND: {
+            const mk_sel_query *lo = &st->sel.q[m->q0], *hi = &st->sel.q[m->q1];
+            uint64_t s0 = 0, s1 = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                uint32_t key = mk_key_abs(dk[i]);
+                bool below_lo = mk_sel_before(lo, ch->index, key, &s0);
+                bool below_hi = mk_sel_before(hi, ch->index, key, &s1);
+                kp[i] = below_hi && !below_lo;
+            }
+            break;
+        }
+        case MK_KEEP_RANDOM: {
+            mk_rng_cursor rc = mk_rng_cursor_init(job->rng, m->in);
+            for (uint64_t i = 0; i < n; i++) kp[i] = mk_rng_cursor_uniform(&rc, ch->elem0 + i) < m->p;
+            break;
+        }
+        case MK_KEEP_DELLA: {
+            mk_rng_cursor rc = mk_rng_cursor_init(job->rng, m->in);
+            const uint64_t cols = job->cols;
+            for (uint64_t r = 0; r < ch->nrows; r++) {
+                const float *row = dk + r * cols;
+                della_row_probs(m, row, cols, &c->db);
+                for (uint64_t j = 0; j < cols; j++) {
+                    uint64_t i = r * cols + j;
+                    kp[i] = mk_rng_cursor_uniform(&rc, ch->elem0 + i) < c->db.p[j];
+                }
+            }
+            break;
+        }
+        }
+    }
+    return MK_OK;
+}
+
+static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    gta_state *st = user;
+    const mk_dtype dt = job->compute_dtype;
+    const uint64_t n = ch->n;
+    const size_t K = st->K;
+    const float *b = ch->in[st->ib];
+    chunk_ctx c = {0};
+    c.delta = malloc((size_t)(K * n) * sizeof *c.delta);
+    c.keep = malloc((size_t)(K * n) + 1);
+    c.keys = st->phase == 0 ? malloc((size_t)n * sizeof *c.keys + 1) : NULL;
+    mk_status r = c.delta && c.keep && (st->phase != 0 || c.keys) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
+    bool della = false;
+    for (size_t k = 0; k < K; k++) della |= st->mdl[k].keep == MK_KEEP_DELLA;
+    if (r == MK_OK && della && st->phase > 0) r = della_buf_init(&c.db, job->cols);
+    if (r != MK_OK) {
+        ctx_free(&c);
+        return r;
+    }
+    for (size_t k = 0; k < K; k++) {
+        const float *x = ch->in[st->mdl[k].in];
+        float *dk = c.delta + k * n;
+        for (uint64_t i = 0; i < n; i++) dk[i] = RD(x[i] - b[i]);
+    }
+    if (st->phase == 0) {
+        /* selection: magnitude keys of the models that need them */
+        for (size_t k = 0; k < K && r == MK_OK; k++) {
+            if (st->mdl[k].keep != MK_KEEP_TOPK && st->mdl[k].keep != MK_KEEP_BAND) continue;
+            const float *dk = c.delta + k * n;
+            for (uint64_t i = 0; i < n; i++) c.keys[i] = mk_key_abs(dk[i]);
+            r = mk_sel_count(&st->sel, k, ch->index, c.keys, n);
+        }
+        ctx_free(&c);
+        return r;
+    }
+    compute_keep(job, st, ch, &c);
+    if (st->phase == 1) {
+        /* L1 norms of each delta and of what is kept, in the work dtype */
+        double *row = mk_partials_row(&st->part, ch->index);
+        for (size_t k = 0; k < K; k++) {
+            if (!st->mdl[k].rescale) continue;
+            const float *dk = c.delta + k * n;
+            const uint8_t *kp = c.keep + k * n;
+            double all = 0, kept = 0;
+            for (uint64_t i = 0; i < n; i++) {
+                double a = fabs((double)dk[i]);
+                all += a;
+                if (kp[i]) kept += a;
+            }
+            row[2 * k] = all;
+            row[2 * k + 1] = kept;
+        }
+        ctx_free(&c);
+        return MK_OK;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        float wd[MK_KMAX];
+        float sum = 0;
+        for (size_t k = 0; k < K; k++) {
+            const gta_model *m = &st->mdl[k];
+            float dv = c.keep[k * n + i] ? c.delta[k * n + i] : 0.0f;
+            if (m->factor != 1.0f) dv = RD(mk_dtype_round(m->wd, dv * m->factor));
+            wd[k] = RD(dv * m->w);
+            sum += wd[k];
+        }
+        float mixed, div;
+        if (st->d.consensus) {
+            /* majority sign by sum, ties to +; zero deltas never agree */
+            bool pos = RD(sum) >= 0;
+            float ms = 0, ws = 0;
+            for (size_t k = 0; k < K; k++) {
+                bool agree = pos ? wd[k] > 0 : wd[k] < 0;
+                if (!agree) continue;
+                ms += wd[k];
+                ws += st->mdl[k].w;
+            }
+            mixed = RD(ms);
+            div = RD(ws);
+            if (div == 0) div = 1;
+        } else {
+            mixed = RD(sum);
+            div = st->wsum;
+        }
+        if (st->normalize) mixed = RD(mixed / div);
+        if (st->lambda != 1.0f) mixed = RD(mixed * st->lambda);
+        ch->out[i] = RD(b[i] + mixed);
+    }
+    ctx_free(&c);
+    return MK_OK;
+}
+
+static bool gta_identity(const mk_merge_job *job) { return job->n_in == 1 && job->base == 0; }
+
+static mk_status gta_run(const mk_merge_job *job, gta_def d)
+{
+    const mk_dtype dt = job->compute_dtype;
+    MK_TRY(mk_check_inputs_max(job, "this method"));
+    gta_state st = {0};
+    st.d = d;
+    st.K = mk_job_n_nonbase(job);
+    st.ib = (size_t)job->base;
+    if (st.K == 0) return mk_emit_input(job, st.ib);
+    st.normalize = job->g[P_NORMALIZE] != 0;
+    bool rescale = job->g[P_RESCALE] != 0;
+    st.lambda = (float)job->g[P_LAMBDA];
+    const uint64_t N = job->numel;
+    size_t nq = 0;
+    float wsum = 0;
+    for (size_t k = 0; k < st.K; k++) {
+        gta_model *m = &st.mdl[k];
+        m->in = mk_job_nonbase(job, k);
+        m->w = RD((float)job->m[m->in][P_WEIGHT]);
+        m->factor = 1.0f;
+        m->wd = dt;
+        wsum += m->w;
+        double den = job->m[m->in][P_DENSITY];
+        if (st.d.sp == SP_NONE || den >= 1) {
+            m->keep = MK_KEEP_ALL;
+            continue;
+        }
+        m->rescale = rescale;
+        switch (st.d.sp) {
+        case SP_MAGNITUDE:
+            if (den <= 0 || N == 0) {
+                m->keep = MK_KEEP_NONE;
+                m->rescale = false;
+            } else {
+                m->keep = MK_KEEP_TOPK;
+                m->q0 = nq++;
+            }
+            break;
+        case SP_OUTLIERS: {
+            double target = trunc(den * (double)N), n_top = trunc(job->m[m->in][P_EXTRA] * (double)N);
+            double n_bot = (double)N - target - n_top;
+            if (n_bot < 0) n_bot = 0;
+            if (target <= 0) {
+                m->keep = MK_KEEP_NONE;
+                m->rescale = false;
+                break;
+            }
+            m->keep = MK_KEEP_BAND;
+            m->q0 = nq++;
+            m->q1 = nq++;
+            break;
+        }
+        case SP_RANDOM:
+            /* torch.bernoulli works in bf16 for bf16 tensors, in f32 otherwise (CPU) */
+            m->wd = dt == MK_BF16 ? MK_BF16 : MK_F32;
+            m->keep = MK_KEEP_RANDOM;
+            m->p = mk_dtype_round(m->wd, (float)den);
+            break;
+        case SP_DELLA:
+            m->wd = dt == MK_BF16 ? MK_BF16 : MK_F32;
+            if (den <= 0) {
+                m->keep = MK_KEEP_NONE;
+                m->rescale = false;
+                break;
+            }
+            m->keep = MK_KEEP_DELLA;
+            /* (density - epsilon) + tensor: the Python number is cast to the work dtype */
+            m->dm = mk_dtype_round(m->wd, (float)(den - job->m[m->in][P_EXTRA]));
+            m->eps = (float)job->m[m->in][P_EXTRA];
+            break;
+        case SP_NONE: break;
+        }
+    }
+    st.wsum = RD(wsum);
+    if (fabsf(st.wsum) < 1e-8f) st.wsum = 1;
+    mk_status r = MK_OK;
+    if (nq) {
+        r = mk_sel_init(&st.sel, N, job->n_chunks, st.K, nq);
+        for (size_t k = 0; k < st.K && r == MK_OK; k++) {
+            gta_model *m = &st.mdl[k];
+            double den = job->m[m->in][P_DENSITY];
+            if (m->keep == MK_KEEP_TOPK) {
+                /* sparsify.py magnitude: k = max(1, int(density * numel)), largest first */
+                uint64_t kc = mk_trunc_u64(den * (double)N);
+                mk_sel_query_set(&st.sel, m->q0, (uint32_t)k, kc ? kc : 1, true, false);
+            } else if (m->keep == MK_KEEP_BAND) {
+                /* sparsify.py magnitude_outliers: ascending ranks [n_bot, n_bot + target) */
+                double target = trunc(den * (double)N), n_top = trunc(job->m[m->in][P_EXTRA] * (double)N);
+                double n_bot = (double)N - target - n_top;
+                if (n_bot < 0) n_bot = 0;
+                double hi = n_bot + target;
+                mk_sel_query_set(&st.sel, m->q0, (uint32_t)k, (uint64_t)(n_bot < (double)N ? n_bot : (double)N), false, false);
+                mk_sel_query_set(&st.sel, m->q1, (uint32_t)k, (uint64_t)(hi < (double)N ? hi : (double)N), false, false);
+            }
+        }
+        if (r == MK_OK && mk_sel_start(&st.sel)) {
+            do {
+                st.phase = 0;
+                r = job->pass(job, gta_chunk, &st, false);
+            } while (r == MK_OK && mk_sel_next(&st.sel));
+        }
+    }
+    bool need_l1 = false;
+    for (size_t k = 0; k < st.K; k++) need_l1 |= st.mdl[k].rescale;
+    if (r == MK_OK && need_l1) {
+        r = mk_partials_init(&st.part, job->n_chunks, 2 * st.K);
+        if (r == MK_OK) {
+            st.phase = 1;
+            r = job->pass(job, gta_chunk, &st, false);
+        }
+        if (r == MK_OK) {
+            double sums[2 * MK_KMAX];
+            mk_partials_sum(&st.part, sums);
+            for (size_t k = 0; k < st.K; k++) {
+                gta_model *m = &st.mdl[k];
+                if (!m->rescale) continue;
+                /* sparsify.py rescaled_masked_tensor: norms below 1e-7 -> no rescale */
+                float before = mk_reduced(m->wd, sums[2 * k]), after = mk_reduced(m->wd, sums[2 * k + 1]);
+                if (before < 1e-7f || after < 1e-7f) continue;
+                m->factor = mk_dtype_round(m->wd, before / after);
+            }
+        }
+        mk_partials_free(&st.part);
+    }
+    if (r == MK_OK) {
+        st.phase = 2;
+        r = job->pass(job, gta_chunk, &st, true);
+    }
+    if (nq) mk_sel_free(&st.sel);
+    return r;
+}
+
+#define GTA_METHOD(id, sp, cons, summ, prm)                                                                           \
+    static mk_status id##_check(const mk_merge_job *job) { return gta_check(job, (gta_def){sp, cons}); }             \
+    static mk_status id##_run(const mk_merge_job *job) { return gta_run(job, (gta_def){sp, cons}); }                 \
+    const mk_method mk_method_##id = {                                                                                \
+        .name = #id,                                                                                                  \
+        .summary = summ,                                                                                              \
+        .params = prm,                                                                                                \
+        .base = MK_BASE_REQUIRED,                                                                                     \
+        .min_inputs = 1,                                                                                              \
+        .check = id##_check,                                                                                          \
+        .run = id##_run,                                                                                              \
+        .is_identity = gta_identity,                                                                                  \
+    }
+
+GTA_METHOD(task_arithmetic, SP_NONE, false, "add the weighted task vectors (model - base) to the base", ta_params);
+GTA_METHOD(ties, SP_MAGNITUDE, true, "TIES: trim each task vector to its largest entries, elect signs, merge", ties_params);
+GTA_METHOD(dare_ties, SP_RANDOM, true, "DARE random drop and rescale, then TIES sign election", dare_ties_params);
+GTA_METHOD(dare_linear, SP_RANDOM, false, "DARE random drop and rescale, then a weighted sum", dare_linear_params);
+GTA_METHOD(breadcrumbs, SP_OUTLIERS, false, "drop the smallest and the largest (outlier) deltas", bc_params);
+GTA_METHOD(breadcrumbs_ties, SP_OUTLIERS, true, "breadcrumbs with TIES sign election", bc_ties_params);
+GTA_METHOD(della, SP_DELLA, true, "DELLA: magnitude-ranked random drop per row, rescale, TIES signs", della_params);
+GTA_METHOD(della_linear, SP_DELLA, false, "DELLA drop and rescale, then a weighted sum", della_linear_params);

@@ -1,0 +1,205 @@
+/* test_methods_random.c - DARE and DELLA cannot match mergekit's torch masks bit for bit,
+ * so their rules are tested statistically, each bound stated next to it:
+ *   keep rate = density (binomial: 6 standard deviations),
+ *   rescale keeps the L1 norm of every delta (float32 sums: relative 1e-5),
+ *   DELLA keeps small magnitudes with probability density - epsilon and large ones with
+ *   density + epsilon (per decile of rank, 6 standard deviations),
+ *   sign election keeps only deltas that agree with the sign of the weighted sum,
+ *   and masks depend only on (seed, tensor name, model, element).
+ */
+#include "harness.h"
+#include "methods_run.h"
+
+#include "../../core/mk_rng.h"
+
+#include <stdlib.h>
+
+#define ROWS 500
+#define COLS 400
+#define N ((uint64_t)ROWS * COLS)
+
+/* base = 0; model k's delta is a random field with no zeros. */
+static float *field(uint64_t stream, float scale)
+{
+    float *x = malloc(N * sizeof *x);
+    mk_rng key = mk_rng_key(21, "field");
+    for (uint64_t i = 0; i < N; i++) {
+        float u = mk_rng_uniform(key, stream, i) - 0.5f;
+        x[i] = scale * (u + (u < 0 ? -0.01f : 0.01f));
+    }
+    return x;
+}
+
+static double l1(const float *x)
+{
+    double s = 0;
+    for (uint64_t i = 0; i < N; i++) s += fabs((double)x[i]);
+    return s;
+}
+
+MK_TEST(dare_keep_rate_and_l1_rescale)
+{
+    float *zero = calloc(N, sizeof *zero), *x = field(1, 0.02f), *out = malloc(N * sizeof *out);
+    const float *in[2] = {zero, x};
+    double dens[] = {0.1, 0.3, 0.9};
+    for (int d = 0; d < 3; d++) {
+        for (int rescale = 0; rescale < 2; rescale++) {
+            mt_run r = {.method = "dare_linear", .name = "model.layers.3.mlp.down_proj.weight", .rows = ROWS, .cols = COLS,
+                        .n_in = 2, .base = 0, .in = in, .seed = 1, .m_names = {"weight", "density"},
+                        .m_vals = {{0, 1}, {0, dens[d]}}, .g_names = {"rescale"}, .g_vals = {rescale}};
+            CHECK_OK(mt_run_method(&r, out));
+            uint64_t kept = 0, changed = 0;
+            double ratio = 0;
+            for (uint64_t i = 0; i < N; i++) {
+                if (out[i] == 0) continue;
+                kept++;
+                if (!rescale && out[i] != x[i]) changed++;
+                ratio = out[i] / x[i];
+            }
+            /* KEEP_RATE: binomial(N, p), 6 standard deviations */
+            double p = dens[d], sd = sqrt(p * (1 - p) / (double)N);
+            double rate = (double)kept / (double)N;
+            CHECK_MSG(fabs(rate - p) < 6 * sd, "density %g: keep rate %.5f, want within %.5f", p, rate, 6 * sd);
+            if (!rescale) {
+                CHECK_MSG(changed == 0, "rescale off: %llu kept values changed", (unsigned long long)changed);
+            } else {
+                /* L1_RESCALE: kept values scaled by ||delta||_1 / ||kept||_1 (one factor) */
+                double got = l1(out), want = l1(x);
+                CHECK_MSG(fabs(got - want) <= 1e-5 * want, "density %g: L1 %.9g after rescale, want %.9g", p, got, want);
+                CHECK_MSG(fabs(ratio - 1.0 / rate) < 0.05 / rate, "density %g: rescale factor %g, expected near 1/rate %g", p,
+                          ratio, 1.0 / rate);
+            }
+        }
+    }
+    free(zero);
+    free(x);
+    free(out);
+}
+
+MK_TEST(dare_masks_are_keyed_and_reproducible)
+{
+    float *zero = calloc(N, sizeof *zero), *x = field(1, 0.02f);
+    float *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    const float *in[3] = {zero, x, x};
+    mt_run r = {.method = "dare_linear", .name = "a.weight", .rows = ROWS, .cols = COLS, .n_in = 2, .base = 0, .in = in,
+                .seed = 1, .m_names = {"weight", "density"}, .m_vals = {{0, 1, 1}, {0, 0.5, 0.5}},
+                .g_names = {"rescale"}, .g_vals = {0}};
+    CHECK_OK(mt_run_method(&r, a));
+    r.chunk_rows = 64;
+    r.order = 1;
+    CHECK_OK(mt_run_method(&r, b));
+    CHECK_MSG(memcmp(a, b, N * sizeof *a) == 0, "same seed and name, other chunking: masks differ");
+    uint64_t same = 0;
+    r.seed = 2;
+    CHECK_OK(mt_run_method(&r, b));
+    for (uint64_t i = 0; i < N; i++) same += (a[i] != 0) == (b[i] != 0);
+    /* independent masks agree on about half the elements (p^2 + (1-p)^2 = 0.5) */
+    CHECK_MSG(fabs((double)same / N - 0.5) < 0.01, "another seed: %.4f of the mask agrees, want ~0.5", (double)same / N);
+    r.seed = 1;
+    r.name = "b.weight";
+    CHECK_OK(mt_run_method(&r, b));
+    same = 0;
+    for (uint64_t i = 0; i < N; i++) same += (a[i] != 0) == (b[i] != 0);
+    CHECK_MSG(fabs((double)same / N - 0.5) < 0.01, "another tensor name: %.4f of the mask agrees", (double)same / N);
+    /* two models: independent streams (with weights 1 and no rescale, out = m1 x + m2 x) */
+    r.name = "a.weight";
+    r.n_in = 3;
+    CHECK_OK(mt_run_method(&r, b));
+    uint64_t both = 0;
+    for (uint64_t i = 0; i < N; i++) both += b[i] == 2 * x[i];
+    CHECK_MSG(fabs((double)both / N - 0.25) < 0.01, "two models: both kept on %.4f, want ~0.25", (double)both / N);
+    free(zero);
+    free(x);
+    free(a);
+    free(b);
+}
+
+MK_TEST(dare_ties_sign_election)
+{
+    float *zero = calloc(N, sizeof *zero), *x1 = field(1, 0.02f), *x2 = field(2, 0.03f), *x3 = field(3, 0.01f);
+    float *out = malloc(N * sizeof *out);
+    const float *in[4] = {zero, x1, x2, x3};
+    mt_run r = {.method = "dare_ties", .name = "t.weight", .rows = ROWS, .cols = COLS, .n_in = 4, .base = 0, .in = in,
+                .seed = 4, .m_names = {"weight", "density"}, .m_vals = {{0, 0.5, 0.3, 0.9}, {0, 0.7, 0.7, 0.7}},
+                .g_names = {"rescale"}, .g_vals = {0}};
+    CHECK_OK(mt_run_method(&r, out));
+    /* rebuild every element from the three masks: kept deltas are x_k exactly (rescale
+     * off), so out = sum of the agreeing weighted deltas */
+    uint64_t bad = 0, first = 0;
+    const float *xs[3] = {x1, x2, x3};
+    const double w[3] = {0.5, 0.3, 0.9};
+    mk_rng key = mk_rng_key(4, "t.weight");
+    for (uint64_t i = 0; i < N; i++) {
+        double wd[3], sum = 0;
+        for (int k = 0; k < 3; k++) {
+            bool keep = mk_rng_uniform(key, (uint64_t)k + 1, i) < 0.7f;
+            wd[k] = keep ? (double)(float)(xs[k][i] * (float)w[k]) : 0;
+            sum += wd[k];
+        }
+        double want = 0;
+        for (int k = 0; k < 3; k++)
+            if ((sum >= 0 && wd[k] > 0) || (sum < 0 && wd[k] < 0)) want += wd[k];
+        if (fabs(out[i] - want) > 1e-6 * fabs(want) + 1e-12 && !bad++) first = i;
+    }
+    CHECK_MSG(bad == 0, "%llu elements break the sign-election rule; first [%llu]: got %g", (unsigned long long)bad,
+              (unsigned long long)first, out[first]);
+    free(zero);
+    free(x1);
+    free(x2);
+    free(x3);
+    free(out);
+}
+
+MK_TEST(della_keep_probability_follows_rank)
+{
+    float *zero = calloc(N, sizeof *zero), *x = field(5, 0.02f), *out = malloc(N * sizeof *out);
+    const float *in[2] = {zero, x};
+    const double dens = 0.5, eps = 0.2;
+    mt_run r = {.method = "della_linear", .name = "d.weight", .rows = ROWS, .cols = COLS, .n_in = 2, .base = 0, .in = in,
+                .seed = 9, .m_names = {"weight", "density", "epsilon"}, .m_vals = {{0, 1}, {0, dens}, {0, eps}},
+                .g_names = {"rescale"}, .g_vals = {1}};
+    CHECK_OK(mt_run_method(&r, out));
+    /* per row, rank by |delta|; decile 0 = smallest magnitudes */
+    uint64_t kept[10] = {0}, total[10] = {0}, all = 0;
+    uint32_t *rank = malloc(COLS * sizeof *rank);
+    for (uint64_t row = 0; row < ROWS; row++) {
+        const float *xr = x + row * COLS;
+        for (uint64_t j = 0; j < COLS; j++) {
+            uint32_t rk = 0;
+            for (uint64_t q = 0; q < COLS; q++) rk += fabsf(xr[q]) < fabsf(xr[j]) || (fabsf(xr[q]) == fabsf(xr[j]) && q < j);
+            rank[j] = rk;
+        }
+        for (uint64_t j = 0; j < COLS; j++) {
+            int dec = (int)(rank[j] * 10 / COLS);
+            total[dec]++;
+            bool k = out[row * COLS + j] != 0;
+            kept[dec] += k;
+            all += k;
+        }
+    }
+    /* DELLA_RATE: p(rank) = density - eps + 2 eps (rank - 1)/(n - 1); decile mean, 6 sd */
+    for (int d = 0; d < 10; d++) {
+        double p = dens - eps + 2 * eps * (d + 0.5) / 10.0;
+        double sd = sqrt(p * (1 - p) / (double)total[d]);
+        double got = (double)kept[d] / (double)total[d];
+        CHECK_MSG(fabs(got - p) < 6 * sd + 0.002, "decile %d: keep rate %.4f, want %.4f +- %.4f", d, got, p, 6 * sd);
+    }
+    double rate = (double)all / N;
+    CHECK_MSG(fabs(rate - dens) < 6 * sqrt(dens * (1 - dens) / N), "overall keep rate %.4f, want %.2f", rate, dens);
+    /* L1_RESCALE */
+    double got = l1(out), want = l1(x);
+    CHECK_MSG(fabs(got - want) <= 1e-5 * want, "L1 after rescale %.9g, want %.9g", got, want);
+    free(rank);
+    free(zero);
+    free(x);
+    free(out);
+}
+
+MK_TEST(della_rejects_epsilon_out_of_range)
+{
+    float z[4] = {0}, x[4] = {1, 2, 3, 4}, out[4];
+    const float *in[2] = {z, x};
+    mt_run r = {.method = "della", .rows = 1, .cols = 4, .n_in = 2, .base = 0, .in = in,
+                .m_names = {"weight", "density", "epsilon"}, .m_vals = {{0, 1}, {0, 0.9}, {0, 0.15}}};
+    CHECK_ERR(mt_run_method(&r, out), MK_ERR_RECIPE, "density + epsilon < 1");
+}
