@@ -298,25 +298,22 @@ static mk_status check_contract(const mk_method *m, size_t n, bool base_configur
     if (m->base == MK_BASE_REQUIRED && !has_base)
         return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' needs a base_model among its inputs", what, m->name);
     size_t nb = n - (has_base ? 1 : 0);
+    unsigned lo = 0, hi = 0;
+    size_t got = 0;
+    const char *which = "";
+    if ((m->min_inputs && n < m->min_inputs) || (m->max_inputs && n > m->max_inputs)) {
+        lo = m->min_inputs, hi = m->max_inputs, got = n;
+    } else if ((m->min_non_base && nb < m->min_non_base) || (m->max_non_base && nb > m->max_non_base)) {
+        lo = m->min_non_base, hi = m->max_non_base, got = nb, which = " besides the base";
+    } else {
+        return MK_OK;
+    }
     char range[64];
-    if (m->min_inputs && n < m->min_inputs) {
-        if (m->max_inputs == m->min_inputs) snprintf(range, sizeof range, "exactly %u", m->min_inputs);
-        else snprintf(range, sizeof range, "at least %u", m->min_inputs);
-        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models, got %zu", what, m->name, range, n);
-    }
-    if (m->max_inputs && n > m->max_inputs) {
-        if (m->max_inputs == m->min_inputs) snprintf(range, sizeof range, "exactly %u", m->max_inputs);
-        else snprintf(range, sizeof range, "at most %u", m->max_inputs);
-        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models, got %zu", what, m->name, range, n);
-    }
-    if ((m->min_non_base && nb < m->min_non_base) || (m->max_non_base && nb > m->max_non_base)) {
-        if (m->min_non_base == m->max_non_base) snprintf(range, sizeof range, "exactly %u", m->min_non_base);
-        else if (nb < m->min_non_base) snprintf(range, sizeof range, "at least %u", m->min_non_base);
-        else snprintf(range, sizeof range, "at most %u", m->max_non_base);
-        return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s models besides the base, got %zu", what, m->name,
-                        range, nb);
-    }
-    return MK_OK;
+    unsigned lim = got < lo ? lo : hi;
+    if (lo == hi) snprintf(range, sizeof range, "exactly %u", lim);
+    else snprintf(range, sizeof range, "%s %u", got < lo ? "at least" : "at most", lim);
+    return mk_error(MK_ERR_RECIPE, "%s: merge_method '%s' takes %s model%s%s, got %zu", what, m->name, range,
+                    lim == 1 ? "" : "s", which, got);
 }
 
 static mk_status check_slices(builder *b, const islice *sl, size_t ns)
@@ -329,7 +326,8 @@ static mk_status check_slices(builder *b, const islice *sl, size_t ns)
         if (r->n_slices) snprintf(what, sizeof what, "slices[%zu]", i);
         else snprintf(what, sizeof what, "models");
         mk_status s = check_contract(b->p->method, sl[i].n, sl[i].base >= 0, present, what);
-        if (s != MK_OK) return mk_error_prefix(s, "%s:%d:%d", r->path, sl[i].pos.line, sl[i].pos.col);
+        mk_pos pos = sl[i].pos.line ? sl[i].pos : r->method_pos;
+        if (s != MK_OK) return mk_error_prefix(s, "%s:%d:%d", r->path, pos.line, pos.col);
     }
     return MK_OK;
 }
@@ -503,6 +501,7 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
                      mk_shape_str(f, a), p->models[pt->in[0].model].ref->text, mk_shape_str(it, c2), pm->ref->text,
                      embed ? " (only the vocabulary dimension may differ)" : "");
     }
+    if (s == MK_OK && job->n_in == 0) s = mk_error(MK_ERR_RECIPE, "tensor %s: no model has it", pt->out.name);
     /* optional tensors that only some inputs have (mergekit OptionalTensorPolicy) */
     bool passthrough = false, skip = false;
     if (s == MK_OK && missing && job->n_in) {
@@ -736,11 +735,15 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
         uint64_t rows = chunk_elems / cols ? chunk_elems / cols : 1;
         uint64_t ce = rows * cols < t->out.numel ? rows * cols : t->out.numel;
         /* inputs + output as f32, a raw-read scratch (8-byte elements at most), the
-         * dtype conversion buffer on the way out */
-        uint64_t need = ce * (4 * (t->job.n_in + 1) + 8 + 8);
+         * dtype conversion buffer on the way out; method scratch: deltas, keep flags and
+         * keys of task-vector methods (5 bytes per input element + 4), a 256 KiB
+         * histogram while selecting */
+        uint64_t need = ce * (4 * (t->job.n_in + 1) + 8 + 8) + ce * (5 * t->job.n_in + 4) + (256u << 10);
         if (need > per_thread) per_thread = need;
         meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
     }
     for (size_t i = 0; i < p->n_models; i++) meta += p->models[i].src->n_tensors * (sizeof(mk_tensor_info) + 64);
+    /* selections: two 512 KiB histograms per input model (select.h) */
+    meta += (uint64_t)p->n_models * (1u << 20);
     return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta;
 }

@@ -23,6 +23,23 @@
 /* Round to the job's compute dtype (a no-op for float32). */
 #define RD(x) mk_dtype_round(dt, (x))
 
+/* An elementwise loop (no value carried from one iteration to the next) that should be
+ * vectorised: each element gets exactly the same operations, so results do not change. */
+#define MK_SIMD _Pragma("omp simd")
+
+/* Run f(dt, ...) with dt a compile-time constant for the common compute dtypes, so RD()
+ * inlines to nothing (float32) or a few integer operations (bf16) and loops vectorise.
+ * f must be `static inline MK_HOT` and take the dtype as its first argument. */
+#define MK_HOT __attribute__((always_inline))
+#define MK_DT_DISPATCH(dt, f, ...)                                                                                     \
+    do {                                                                                                               \
+        switch (dt) {                                                                                                  \
+        case MK_F32: f(MK_F32, __VA_ARGS__); break;                                                                    \
+        case MK_BF16: f(MK_BF16, __VA_ARGS__); break;                                                                  \
+        default: f(dt, __VA_ARGS__); break;                                                                            \
+        }                                                                                                              \
+    } while (0)
+
 /* How PyTorch (CPU) mixes a tensor of a 16-bit dtype with a scalar (a Python number or a
  * 0-dim float32 tensor), found by experiment against torch 2.x and relied on below:
  *   tensor * s, tensor / s      s stays float32:            RD(x * s)

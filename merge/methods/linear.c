@@ -43,7 +43,7 @@ static void fma_row(float *out, const float *x, float w, uint64_t n)
 #if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("fma"))) static void fma_row_hw(float *out, const float *x, float w, uint64_t n)
 {
-    for (uint64_t i = 0; i < n; i++) out[i] = __builtin_fmaf(x[i], w, out[i]);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = __builtin_fmaf(x[i], w, out[i]);
 }
 static void fma_any(float *out, const float *x, float w, uint64_t n)
 {
@@ -62,6 +62,15 @@ typedef struct linear_state {
     bool normalize;
 } linear_state;
 
+static inline MK_HOT void linear_finish(const mk_dtype dt, float *out, uint64_t n, bool normalize, float sum)
+{
+    if (normalize) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] / sum);
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i]);
+    }
+}
+
 static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     const linear_state *st = user;
@@ -70,10 +79,7 @@ static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void 
     memset(out, 0, (size_t)ch->n * sizeof *out); /* torch starts from zeros */
     for (size_t k = 0; k < job->n_in; k++) fma_any(out, ch->in[k], st->w[k], ch->n);
     /* a true division, as torch does, not a multiply by the reciprocal */
-    if (st->normalize)
-        for (uint64_t i = 0; i < ch->n; i++) out[i] = RD(out[i] / st->sum);
-    else
-        for (uint64_t i = 0; i < ch->n; i++) out[i] = RD(out[i]);
+    MK_DT_DISPATCH(dt, linear_finish, out, ch->n, st->normalize, st->sum);
     return MK_OK;
 }
 

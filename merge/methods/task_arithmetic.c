@@ -242,6 +242,75 @@ static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_c
     return MK_OK;
 }
 
+static inline MK_HOT void gta_deltas(const mk_dtype dt, float *d, const float *x, const float *b, uint64_t n)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD(x[i] - b[i]);
+}
+
+/* The merged output of one chunk from the deltas and keep flags; delta is overwritten
+ * with the weighted deltas, acc and div are scratch of n floats. */
+static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const float *b, float *delta,
+                                   const uint8_t *keep, uint64_t n, float *out, float *acc, float *div)
+{
+    const size_t K = st->K;
+    for (size_t k = 0; k < K; k++) {
+        const gta_model *m = &st->mdl[k];
+        float *d = delta + k * n;
+        const uint8_t *kp = keep + k * n;
+        const float w = m->w, f = m->factor;
+        if (f != 1.0f) {
+            const mk_dtype wd = m->wd;
+            MK_SIMD for (uint64_t i = 0; i < n; i++) {
+                float v = kp[i] ? d[i] : 0.0f;
+                v = RD(mk_dtype_round(wd, v * f));
+                d[i] = RD(v * w);
+            }
+        } else {
+            MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD((kp[i] ? d[i] : 0.0f) * w);
+        }
+    }
+    memset(acc, 0, (size_t)n * sizeof *acc);
+    for (size_t k = 0; k < K; k++) {
+        const float *d = delta + k * n;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] += d[i];
+    }
+    const float lambda = st->lambda;
+    const bool norm = st->normalize, scale = lambda != 1.0f;
+    if (!st->d.consensus) {
+        const float ws = st->wsum;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            float mx = RD(acc[i]);
+            if (norm) mx = RD(mx / ws);
+            if (scale) mx = RD(mx * lambda);
+            out[i] = RD(b[i] + mx);
+        }
+        return;
+    }
+    /* majority sign by sum (ties to +); zero deltas never agree */
+    MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = RD(acc[i]);
+    memset(out, 0, (size_t)n * sizeof *out);
+    memset(div, 0, (size_t)n * sizeof *div);
+    for (size_t k = 0; k < K; k++) {
+        const float *d = delta + k * n;
+        const float w = st->mdl[k].w;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            /* branch-free so it vectorises: sign(d) == (acc >= 0 ? +1 : -1) */
+            const float di = d[i];
+            const int pos = acc[i] >= 0.0f;
+            const int agree = (pos & (di > 0.0f)) | ((pos ^ 1) & (di < 0.0f));
+            out[i] += agree ? di : 0.0f;
+            div[i] += agree ? w : 0.0f;
+        }
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        float mx = RD(out[i]), dv = RD(div[i]);
+        if (dv == 0) dv = 1;
+        if (norm) mx = RD(mx / dv);
+        if (scale) mx = RD(mx * lambda);
+        out[i] = RD(b[i] + mx);
+    }
+}
+
 static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     gta_state *st = user;
@@ -250,7 +319,7 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
     const size_t K = st->K;
     const float *b = ch->in[st->ib];
     chunk_ctx c = {0};
-    c.delta = malloc((size_t)(K * n) * sizeof *c.delta);
+    c.delta = malloc((size_t)((K + 2) * n) * sizeof *c.delta + 4);
     c.keep = malloc((size_t)(K * n) + 1);
     c.keys = st->phase == 0 ? malloc((size_t)n * sizeof *c.keys + 1) : NULL;
     mk_status r = c.delta && c.keep && (st->phase != 0 || c.keys) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
@@ -261,17 +330,13 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
         ctx_free(&c);
         return r;
     }
-    for (size_t k = 0; k < K; k++) {
-        const float *x = ch->in[st->mdl[k].in];
-        float *dk = c.delta + k * n;
-        for (uint64_t i = 0; i < n; i++) dk[i] = RD(x[i] - b[i]);
-    }
+    for (size_t k = 0; k < K; k++) MK_DT_DISPATCH(dt, gta_deltas, c.delta + k * n, ch->in[st->mdl[k].in], b, n);
     if (st->phase == 0) {
         /* selection: magnitude keys of the models that need them */
         for (size_t k = 0; k < K && r == MK_OK; k++) {
             if (st->mdl[k].keep != MK_KEEP_TOPK && st->mdl[k].keep != MK_KEEP_BAND) continue;
             const float *dk = c.delta + k * n;
-            for (uint64_t i = 0; i < n; i++) c.keys[i] = mk_key_abs(dk[i]);
+            MK_SIMD for (uint64_t i = 0; i < n; i++) c.keys[i] = mk_key_abs(dk[i]);
             r = mk_sel_count(&st->sel, k, ch->index, c.keys, n);
         }
         ctx_free(&c);
@@ -297,38 +362,7 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
         ctx_free(&c);
         return MK_OK;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        float wd[MK_KMAX];
-        float sum = 0;
-        for (size_t k = 0; k < K; k++) {
-            const gta_model *m = &st->mdl[k];
-            float dv = c.keep[k * n + i] ? c.delta[k * n + i] : 0.0f;
-            if (m->factor != 1.0f) dv = RD(mk_dtype_round(m->wd, dv * m->factor));
-            wd[k] = RD(dv * m->w);
-            sum += wd[k];
-        }
-        float mixed, div;
-        if (st->d.consensus) {
-            /* majority sign by sum, ties to +; zero deltas never agree */
-            bool pos = RD(sum) >= 0;
-            float ms = 0, ws = 0;
-            for (size_t k = 0; k < K; k++) {
-                bool agree = pos ? wd[k] > 0 : wd[k] < 0;
-                if (!agree) continue;
-                ms += wd[k];
-                ws += st->mdl[k].w;
-            }
-            mixed = RD(ms);
-            div = RD(ws);
-            if (div == 0) div = 1;
-        } else {
-            mixed = RD(sum);
-            div = st->wsum;
-        }
-        if (st->normalize) mixed = RD(mixed / div);
-        if (st->lambda != 1.0f) mixed = RD(mixed * st->lambda);
-        ch->out[i] = RD(b[i] + mixed);
-    }
+    MK_DT_DISPATCH(dt, gta_emit, st, b, c.delta, c.keep, n, ch->out, c.delta + K * n, c.delta + (K + 1) * n);
     ctx_free(&c);
     return MK_OK;
 }
