@@ -192,62 +192,58 @@ grep -q "first 1 source(s) of the last slice" "$T/.err" && ok "post weights: mer
 same_tensor "post weights: only the first source of the last slice" out-quirk model.norm.weight base model.norm.weight
 
 # ---- errors ------------------------------------------------------------------------------
-cat >e1.yaml <<'EOF'
+# bad_recipe NAME PATTERN: the recipe on stdin fails with exit 2 and one error line matching PATTERN
+bad_recipe() {
+    cat >bad.yaml
+    t_fail "$1" 2 "$2" "$MK" bad.yaml o -q
+}
+bad_recipe "layer past the end" "bad.yaml:3:.*layer_range \[20, 40\] but base/ has 32 layers" <<'EOF'
 merge_method: passthrough
 slices:
   - sources: [{model: base/, layer_range: [20, 40]}]
 EOF
-t_fail "layer past the end" 2 "e1.yaml:3:.*layer_range \[20, 40\] but base/ has 32 layers" "$MK" e1.yaml o -q
-cat >e2.yaml <<'EOF'
+bad_recipe "a model twice in one slice" "model base/ appears twice in one slice" <<'EOF'
 merge_method: linear
 slices:
   - sources: [{model: base/, layer_range: [0, 8]}, {model: base/, layer_range: [8, 16]}]
 parameters: {weight: 1}
 EOF
-t_fail "a model twice in one slice" 2 "model base/ appears twice in one slice" "$MK" e2.yaml o -q
-cat >e3.yaml <<'EOF'
+bad_recipe "slerp with three models" "merge_method 'slerp' takes exactly 2 models, got 3" <<'EOF'
 merge_method: slerp
 base_model: base/
 models: [{model: base/}, {model: ft1/}, {model: big/}]
 parameters: {t: 0.5}
 EOF
-t_fail "slerp with three models" 2 "merge_method 'slerp' takes exactly 2 models, got 3" "$MK" e3.yaml o -q
-cat >e4.yaml <<'EOF'
+bad_recipe "ties without a base" "merge_method 'ties' needs a base_model" <<'EOF'
 merge_method: ties
 models: [{model: ft1/, parameters: {weight: 1, density: 0.5}}]
 EOF
-t_fail "ties without a base" 2 "merge_method 'ties' needs a base_model" "$MK" e4.yaml o -q
-cat >e5.yaml <<'EOF'
+bad_recipe "base not among a slice's sources" "slices\[0\]: the base model is not among the inputs" <<'EOF'
 merge_method: task_arithmetic
 base_model: base/
 slices:
   - sources: [{model: ft1/, layer_range: [0, 32], parameters: {weight: 1}}]
 EOF
-t_fail "base not among a slice's sources" 2 "slices\[0\]: the base model is not among the inputs" "$MK" e5.yaml o -q
-cat >e6.yaml <<'EOF'
+bad_recipe "model_stock with one finetune" "takes at least 3 models, got 2" <<'EOF'
 merge_method: model_stock
 base_model: base/
 models: [{model: ft1/}]
 EOF
-t_fail "model_stock with one finetune" 2 "takes at least 3 models, got 2" "$MK" e6.yaml o -q
-cat >e7.yaml <<'EOF'
+bad_recipe "della epsilon out of range" "della needs density - epsilon > 0 and density \+ epsilon < 1, got density 0.9, epsilon 0.2" <<'EOF'
 merge_method: della
 base_model: base/
 models: [{model: ft1/, parameters: {weight: 1, density: 0.9, epsilon: 0.2}}]
 EOF
-t_fail "della epsilon out of range" 2 "della needs density - epsilon > 0 and density \+ epsilon < 1, got density 0.9, epsilon 0.2" "$MK" e7.yaml o -q
-cat >e8.yaml <<'EOF2'
+bad_recipe "linear: the added base needs a weight too" "model base/ has no 'weight'" <<'EOF'
 merge_method: linear
 base_model: base/
 models: [{model: ft1/, parameters: {weight: 1}}]
-EOF2
-t_fail "linear: the added base needs a weight too" 2 "model base/ has no 'weight'" "$MK" e8.yaml o -q
-cat >e9.yaml <<'EOF2'
+EOF
+bad_recipe "passthrough with an added base" "merge_method 'passthrough' takes exactly 1 model, got 2" <<'EOF'
 merge_method: passthrough
 base_model: base/
 models: [{model: ft1/}]
-EOF2
-t_fail "passthrough with an added base" 2 "merge_method 'passthrough' takes exactly 1 model, got 2" "$MK" e9.yaml o -q
+EOF
 t_absent "no partial output after errors" o o.tmp
 
 # ---- result dtypes: ramplus_tl and arcee_fusion return float32 in mergekit -----------------
