@@ -113,6 +113,44 @@ static inline void mk_partials_free(mk_partials *p)
     p->v = NULL;
 }
 
+/* Sums over a chunk in 8 double lanes (element i goes to lane i % 8, lanes added in
+ * order at the end): the same association on every compiler and thread count, and
+ * vectorisable, unlike one running sum. */
+#define MK_LANES 8
+static inline double mk_lanes_total(const double *l)
+{
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+/* sum of x[i]^2 */
+static inline double mk_sum_sq(const float *x, uint64_t n)
+{
+    double l[MK_LANES] = {0};
+    uint64_t i = 0;
+    for (; i + MK_LANES <= n; i += MK_LANES) MK_SIMD for (int j = 0; j < MK_LANES; j++) l[j] += (double)x[i + j] * (double)x[i + j];
+    for (int j = 0; i < n; i++, j++) l[j] += (double)x[i] * (double)x[i];
+    return mk_lanes_total(l);
+}
+
+/* sum of |x[i]|, and of |x[i]| where keep[i] */
+static inline void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t n, double *all, double *kept)
+{
+    double a[MK_LANES] = {0}, k[MK_LANES] = {0};
+    uint64_t i = 0;
+    for (; i + MK_LANES <= n; i += MK_LANES) MK_SIMD for (int j = 0; j < MK_LANES; j++) {
+            double v = fabs((double)x[i + j]);
+            a[j] += v;
+            k[j] += v * (double)keep[i + j]; /* keep is 0 or 1: exact */
+        }
+    for (int j = 0; i < n; i++, j++) {
+        double v = fabs((double)x[i]);
+        a[j] += v;
+        k[j] += v * (double)keep[i];
+    }
+    *all = mk_lanes_total(a);
+    *kept = mk_lanes_total(k);
+}
+
 /* A reduction PyTorch does in f32 and stores in the compute dtype: the double sum
  * rounded to f32, then to dt. */
 static inline float mk_reduced(mk_dtype dt, double sum) { return mk_dtype_round(dt, (float)sum); }

@@ -45,51 +45,84 @@ static float stock_t(mk_dtype dt, size_t N, const double *sq, const double *dots
     return RD(RD((float)N * cos) / den);
 }
 
-static inline float stock_out(mk_dtype dt, const stock_state *st, const mk_chunk *ch, uint64_t i, float t)
+/* offsets o_k = RD(w_k - w_0) of rows [e0, e0 + n) into o[k * n ...] */
+static inline MK_HOT void stock_offsets(const mk_dtype dt, const stock_state *st, const mk_chunk *ch, uint64_t e0,
+                                        uint64_t n, float *o)
 {
-    float sum = ch->in[st->in[0]][i];
-    for (size_t k = 1; k < st->N; k++) sum = RD(sum + ch->in[st->in[k]][i]);
-    float avg = RD(sum / (float)st->N), w0 = ch->in[st->ib][i];
-    return RD(RD(t * avg) + RD(RD(1.0f - t) * w0));
+    const float *w0 = ch->in[st->ib] + e0;
+    for (size_t k = 0; k < st->N; k++) {
+        const float *w = ch->in[st->in[k]] + e0;
+        float *ok = o + k * n;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) ok[i] = RD(w[i] - w0[i]);
+    }
 }
 
-/* The per-element sums of one vector (a row, or a chunk's share of the whole tensor). */
-static void stock_sums(mk_dtype dt, const stock_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n, double *sq,
-                       double *dots)
+/* sum of RD(a[i] * b[i]) in lanes */
+static inline MK_HOT double stock_dot(const mk_dtype dt, const float *a, const float *b, uint64_t n)
 {
-    const float *w0 = ch->in[st->ib];
-    for (uint64_t e = e0; e < e0 + n; e++) {
-        float o[MS_MAXN];
-        for (size_t k = 0; k < st->N; k++) {
-            o[k] = RD(ch->in[st->in[k]][e] - w0[e]);
-            sq[k] += (double)o[k] * o[k];
-        }
-        size_t p = 0;
-        for (size_t i = 0; i < st->N; i++)
-            for (size_t j = i + 1; j < st->N; j++, p++) dots[p] += (double)RD(o[i] * o[j]);
+    double l[MK_LANES] = {0};
+    uint64_t i = 0;
+    for (; i + MK_LANES <= n; i += MK_LANES) MK_SIMD for (int j = 0; j < MK_LANES; j++) l[j] += (double)RD(a[i + j] * b[i + j]);
+    for (int j = 0; i < n; i++, j++) l[j] += (double)RD(a[i] * b[i]);
+    return mk_lanes_total(l);
+}
+
+static double stock_dot_any(mk_dtype dt, const float *a, const float *b, uint64_t n)
+{
+    switch (dt) {
+    case MK_F32: return stock_dot(MK_F32, a, b, n);
+    case MK_BF16: return stock_dot(MK_BF16, a, b, n);
+    default: return stock_dot(dt, a, b, n);
     }
+}
+
+/* The per-model sums of squares and pair dot products of one vector. */
+static void stock_sums(mk_dtype dt, const stock_state *st, const float *o, uint64_t n, double *sq, double *dots)
+{
+    for (size_t k = 0; k < st->N; k++) sq[k] = mk_sum_sq(o + k * n, n);
+    size_t p = 0;
+    for (size_t i = 0; i < st->N; i++)
+        for (size_t j = i + 1; j < st->N; j++, p++) dots[p] = stock_dot_any(dt, o + i * n, o + j * n, n);
+}
+
+/* out = t * mean(w_k) + (1 - t) * w_0 for elements [e0, e0 + n); acc: n floats */
+static inline MK_HOT void stock_out(const mk_dtype dt, const stock_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                    float t, float *acc)
+{
+    const float *w1 = ch->in[st->in[0]] + e0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = 0.0f + w1[i]; /* Python's sum() starts at 0 */
+    for (size_t k = 1; k < st->N; k++) {
+        const float *w = ch->in[st->in[k]] + e0;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = RD(acc[i] + w[i]);
+    }
+    const float *w0 = ch->in[st->ib] + e0, cnt = (float)st->N, omt = RD(1.0f - t);
+    float *out = ch->out + e0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t * RD(acc[i] / cnt)) + RD(omt * w0[i]));
 }
 
 static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     stock_state *st = user;
     const mk_dtype dt = job->compute_dtype;
+    const uint64_t cols = job->cols;
+    float *o = malloc((size_t)((st->N + 1) * ch->n) * sizeof *o + 4);
+    if (!o) return mk_error(MK_ERR_NOMEM, "out of memory");
     if (st->filter_wise) {
         for (uint64_t r = 0; r < ch->nrows; r++) {
-            double sq[MS_MAXN] = {0}, dots[MS_MAXN * (MS_MAXN - 1) / 2] = {0};
-            uint64_t o = r * job->cols;
-            stock_sums(dt, st, ch, o, job->cols, sq, dots);
+            double sq[MS_MAXN], dots[MS_MAXN * (MS_MAXN - 1) / 2];
+            MK_DT_DISPATCH(dt, stock_offsets, st, ch, r * cols, cols, o);
+            stock_sums(dt, st, o, cols, sq, dots);
             float t = stock_t(dt, st->N, sq, dots);
-            for (uint64_t j = 0; j < job->cols; j++) ch->out[o + j] = stock_out(dt, st, ch, o + j, t);
+            MK_DT_DISPATCH(dt, stock_out, st, ch, r * cols, cols, t, o);
         }
-        return MK_OK;
-    }
-    if (st->phase == 0) {
+    } else if (st->phase == 0) {
         double *row = mk_partials_row(&st->part, ch->index);
-        stock_sums(dt, st, ch, 0, ch->n, row, row + st->N);
-        return MK_OK;
+        MK_DT_DISPATCH(dt, stock_offsets, st, ch, 0, ch->n, o);
+        stock_sums(dt, st, o, ch->n, row, row + st->N);
+    } else {
+        MK_DT_DISPATCH(dt, stock_out, st, ch, 0, ch->n, st->t, o);
     }
-    for (uint64_t i = 0; i < ch->n; i++) ch->out[i] = stock_out(dt, st, ch, i, st->t);
+    free(o);
     return MK_OK;
 }
 

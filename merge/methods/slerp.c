@@ -32,29 +32,31 @@ typedef struct slerp_state {
     float na, nb, ca, cb;
 } slerp_state;
 
+static inline MK_HOT void slerp_emit(const mk_dtype dt, const float *a, const float *b, float ca, float cb, float *out,
+                                     uint64_t n)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(ca * a[i] + cb * b[i]);
+}
+
 static mk_status slerp_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     slerp_state *st = user;
     const float *a = ch->in[st->ia], *b = ch->in[st->ib];
     if (st->phase == 0) {
-        double sa = 0, sb = 0;
-        for (uint64_t i = 0; i < ch->n; i++) {
-            sa += (double)a[i] * a[i];
-            sb += (double)b[i] * b[i];
-        }
         double *r = mk_partials_row(&st->part, ch->index);
-        r[0] = sa;
-        r[1] = sb;
+        r[0] = mk_sum_sq(a, ch->n);
+        r[1] = mk_sum_sq(b, ch->n);
     } else if (st->phase == 1) {
-        double d = 0;
-        for (uint64_t i = 0; i < ch->n; i++) {
-            float x = a[i] / st->na, y = b[i] / st->nb;
-            d += (double)(x * y);
-        }
-        mk_partials_row(&st->part, ch->index)[0] = d;
+        /* sum of (a/|a|) (b/|b|), each factor rounded to f32 as torch does */
+        const float na = st->na, nb = st->nb;
+        double l[MK_LANES] = {0};
+        uint64_t i = 0, n = ch->n;
+        for (; i + MK_LANES <= n; i += MK_LANES)
+            for (int j = 0; j < MK_LANES; j++) l[j] += (double)((a[i + j] / na) * (b[i + j] / nb));
+        for (int j = 0; i < n; i++, j++) l[j] += (double)((a[i] / na) * (b[i] / nb));
+        mk_partials_row(&st->part, ch->index)[0] = mk_lanes_total(l);
     } else {
-        const mk_dtype dt = job->compute_dtype;
-        for (uint64_t i = 0; i < ch->n; i++) ch->out[i] = RD(st->ca * a[i] + st->cb * b[i]);
+        MK_DT_DISPATCH(job->compute_dtype, slerp_emit, a, b, st->ca, st->cb, ch->out, ch->n);
     }
     return MK_OK;
 }

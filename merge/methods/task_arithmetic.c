@@ -259,12 +259,9 @@ static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const
         const uint8_t *kp = keep + k * n;
         const float w = m->w, f = m->factor;
         if (f != 1.0f) {
-            const mk_dtype wd = m->wd;
-            MK_SIMD for (uint64_t i = 0; i < n; i++) {
-                float v = kp[i] ? d[i] : 0.0f;
-                v = RD(mk_dtype_round(wd, v * f));
-                d[i] = RD(v * w);
-            }
+            /* rescaled in the work dtype (the compute dtype, or float32 for fp16 random
+             * masks), then cast to the compute dtype: one rounding to dt either way */
+            MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD(RD((kp[i] ? d[i] : 0.0f) * f) * w);
         } else {
             MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD((kp[i] ? d[i] : 0.0f) * w);
         }
@@ -275,15 +272,10 @@ static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const
         MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] += d[i];
     }
     const float lambda = st->lambda;
-    const bool norm = st->normalize, scale = lambda != 1.0f;
+    const bool norm = st->normalize;
     if (!st->d.consensus) {
-        const float ws = st->wsum;
-        MK_SIMD for (uint64_t i = 0; i < n; i++) {
-            float mx = RD(acc[i]);
-            if (norm) mx = RD(mx / ws);
-            if (scale) mx = RD(mx * lambda);
-            out[i] = RD(b[i] + mx);
-        }
+        const float ws = norm ? st->wsum : 1.0f;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(b[i] + RD(RD(RD(acc[i]) / ws) * lambda));
         return;
     }
     /* majority sign by sum (ties to +); zero deltas never agree */
@@ -294,20 +286,19 @@ static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const
         const float *d = delta + k * n;
         const float w = st->mdl[k].w;
         MK_SIMD for (uint64_t i = 0; i < n; i++) {
-            /* branch-free so it vectorises: sign(d) == (acc >= 0 ? +1 : -1) */
-            const float di = d[i];
-            const int pos = acc[i] >= 0.0f;
-            const int agree = (pos & (di > 0.0f)) | ((pos ^ 1) & (di < 0.0f));
+            /* sign(d) == (acc >= 0 ? +1 : -1): d times that sign is positive (never for
+             * zeros or NaN); branch-free so it vectorises */
+            const float di = d[i], sgn = acc[i] >= 0.0f ? 1.0f : -1.0f;
+            const bool agree = di * sgn > 0.0f;
             out[i] += agree ? di : 0.0f;
             div[i] += agree ? w : 0.0f;
         }
     }
+    /* without normalize the divisor is 1 and x / 1 == x; with lambda 1, x * 1 == x */
     MK_SIMD for (uint64_t i = 0; i < n; i++) {
-        float mx = RD(out[i]), dv = RD(div[i]);
-        if (dv == 0) dv = 1;
-        if (norm) mx = RD(mx / dv);
-        if (scale) mx = RD(mx * lambda);
-        out[i] = RD(b[i] + mx);
+        float dv = RD(div[i]);
+        dv = !norm || dv == 0.0f ? 1.0f : dv;
+        out[i] = RD(b[i] + RD(RD(RD(out[i]) / dv) * lambda));
     }
 }
 
@@ -350,14 +341,7 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
             if (!st->mdl[k].rescale) continue;
             const float *dk = c.delta + k * n;
             const uint8_t *kp = c.keep + k * n;
-            double all = 0, kept = 0;
-            for (uint64_t i = 0; i < n; i++) {
-                double a = fabs((double)dk[i]);
-                all += a;
-                if (kp[i]) kept += a;
-            }
-            row[2 * k] = all;
-            row[2 * k + 1] = kept;
+            mk_sum_abs_kept(dk, kp, n, &row[2 * k], &row[2 * k + 1]);
         }
         ctx_free(&c);
         return MK_OK;
