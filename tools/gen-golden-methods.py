@@ -73,6 +73,7 @@ VARIANTS = {
     "vocab": ["gqa-float32", "gqa-bfloat16"],
     "model_stock_f16": ["pow2-float32"],
     "multislerp_f16": ["pow2-float32"],
+    "slerp_slices": ["pow2-float32", "pow2-bfloat16"],
 }
 # recipes whose result depends on the order of equal magnitudes at a cut
 TIE_SENSITIVE = {"ties", "breadcrumbs", "breadcrumbs_ties", "sce_topk", "ties_rescale", "ties_bf16compute"}

@@ -13,7 +13,7 @@
 layers_of() {
     case "$1" in
         solar-depth-upscale) echo 48 ;;
-        solar-summed-overlap) echo 40 ;;
+        solar-summed-overlap | solar-slerp-overlap) echo 40 ;;
         goliath-interleave) echo 72 ;;
         *) echo 32 ;;
     esac

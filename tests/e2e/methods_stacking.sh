@@ -67,6 +67,12 @@ b=$(tensor_hashes base | awk '$1 == "model.layers.20.mlp.up_proj.weight" {print 
 c=$(tensor_hashes ft1 | awk '$1 == "model.layers.12.mlp.up_proj.weight" {print $2}')
 [ "$a" != "$b" ] && [ "$a" != "$c" ] && ok "summed overlap: layer 20 is a blend" || notok "summed overlap: layer 20 is a blend" "copied"
 
+# the same with slerp: t = 0 and t = 1 slices copy one model exactly
+t_ok "slerp overlap: merge" "$MK" "$ROOT/recipes/solar-slerp-overlap.yaml" slerped -q
+[ "$(layers_of slerped)" = "40 40" ] && ok "slerp overlap: 40 layers" || notok "slerp overlap: 40 layers" "got $(layers_of slerped)"
+check_map "slerp overlap: t = 0 and t = 1 slices" slerped "0 15 base 0
+24 39 ft1 8"
+
 # ---- Goliath-style interleave of two models: 72 layers ------------------------------------
 t_ok "goliath: merge" "$MK" "$ROOT/recipes/goliath-interleave.yaml" goliath -q
 [ "$(layers_of goliath)" = "72 72" ] && ok "goliath: 72 layers" || notok "goliath: 72 layers" "got $(layers_of goliath)"
