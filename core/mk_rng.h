@@ -10,6 +10,7 @@
 #ifndef MK_RNG_H
 #define MK_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct mk_rng {
@@ -20,6 +21,9 @@ typedef struct mk_rng {
 mk_rng mk_rng_key(uint64_t seed, const char *name);
 /* Four 32-bit words for block `counter` of `stream`. */
 void mk_rng_block(mk_rng key, uint64_t stream, uint64_t counter, uint32_t out[4]);
+/* Blocks counter0 .. counter0 + n - 1 of `stream`: out[4 * b + j] = word j of block
+ * counter0 + b, the same values as mk_rng_block, computed several blocks at a time. */
+void mk_rng_blocks(mk_rng key, uint64_t stream, uint64_t counter0, size_t n, uint32_t *out);
 /* Uniform in [0, 1) with 24 random bits, for element `index` of `stream`. */
 float mk_rng_uniform(mk_rng key, uint64_t stream, uint64_t index);
 /* 32 random bits for element `index` of `stream`. */

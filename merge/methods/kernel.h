@@ -155,27 +155,15 @@ static inline void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t
  * rounded to f32, then to dt. */
 static inline float mk_reduced(mk_dtype dt, double sum) { return mk_dtype_round(dt, (float)sum); }
 
-/* Uniforms of one (key, stream), read in increasing element order: the same values as
- * mk_rng_uniform(key, stream, e), one Philox block per four elements. */
-typedef struct mk_rng_cursor {
-    mk_rng key;
-    uint64_t stream, block;
-    uint32_t w[4];
-} mk_rng_cursor;
-
-static inline mk_rng_cursor mk_rng_cursor_init(mk_rng key, uint64_t stream)
+/* Uniforms of elements [e0, e0 + n) of one (key, stream), as mk_rng_uniform gives them,
+ * several Philox blocks at a time; words must hold n + 8 values. */
+static inline void mk_uniforms(mk_rng key, uint64_t stream, uint64_t e0, uint64_t n, float *u, uint32_t *words)
 {
-    mk_rng_cursor c = {key, stream, UINT64_MAX, {0}};
-    return c;
-}
-
-static inline float mk_rng_cursor_uniform(mk_rng_cursor *c, uint64_t e)
-{
-    if ((e >> 2) != c->block) {
-        c->block = e >> 2;
-        mk_rng_block(c->key, c->stream, c->block, c->w);
-    }
-    return (float)(c->w[e & 3] >> 8) * 0x1p-24f;
+    if (!n) return;
+    uint64_t b0 = e0 >> 2, nb = ((e0 + n - 1) >> 2) - b0 + 1;
+    mk_rng_blocks(key, stream, b0, (size_t)nb, words);
+    const uint32_t *w = words + (e0 - 4 * b0);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) u[i] = (float)(w[i] >> 8) * 0x1p-24f;
 }
 
 /* Up to this many inputs per tensor (stack arrays in kernels). */

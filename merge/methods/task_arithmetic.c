@@ -177,6 +177,8 @@ static void della_row_probs(const gta_model *m, const float *delta, uint64_t n, 
 /* ---- the chunk kernel ------------------------------------------------------------------- */
 
 typedef struct chunk_ctx {
+    float *u;          /* [n] uniforms (random masks) */
+    uint32_t *words;   /* [n + 8] random words */
     float *delta;      /* [K][n] deltas in the compute dtype */
     uint32_t *keys;    /* [n] */
     uint8_t *keep;     /* [K][n] */
@@ -185,6 +187,8 @@ typedef struct chunk_ctx {
 
 static void ctx_free(chunk_ctx *c)
 {
+    free(c->u);
+    free(c->words);
     free(c->delta);
     free(c->keys);
     free(c->keep);
@@ -220,20 +224,18 @@ static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_c
             break;
         }
         case MK_KEEP_RANDOM: {
-            mk_rng_cursor rc = mk_rng_cursor_init(job->rng, m->in);
-            for (uint64_t i = 0; i < n; i++) kp[i] = mk_rng_cursor_uniform(&rc, ch->elem0 + i) < m->p;
+            /* torch.bernoulli(p): keep with probability p */
+            mk_uniforms(job->rng, m->in, ch->elem0, n, c->u, c->words);
+            const float p = m->p, *u = c->u;
+            MK_SIMD for (uint64_t i = 0; i < n; i++) kp[i] = u[i] < p;
             break;
         }
         case MK_KEEP_DELLA: {
-            mk_rng_cursor rc = mk_rng_cursor_init(job->rng, m->in);
+            mk_uniforms(job->rng, m->in, ch->elem0, n, c->u, c->words);
             const uint64_t cols = job->cols;
             for (uint64_t r = 0; r < ch->nrows; r++) {
-                const float *row = dk + r * cols;
-                della_row_probs(m, row, cols, &c->db);
-                for (uint64_t j = 0; j < cols; j++) {
-                    uint64_t i = r * cols + j;
-                    kp[i] = mk_rng_cursor_uniform(&rc, ch->elem0 + i) < c->db.p[j];
-                }
+                della_row_probs(m, dk + r * cols, cols, &c->db);
+                for (uint64_t j = 0; j < cols; j++) kp[r * cols + j] = c->u[r * cols + j] < c->db.p[j];
             }
             break;
         }
@@ -314,9 +316,17 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
     c.keep = malloc((size_t)(K * n) + 1);
     c.keys = st->phase == 0 ? malloc((size_t)n * sizeof *c.keys + 1) : NULL;
     mk_status r = c.delta && c.keep && (st->phase != 0 || c.keys) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
-    bool della = false;
-    for (size_t k = 0; k < K; k++) della |= st->mdl[k].keep == MK_KEEP_DELLA;
+    bool della = false, random = false;
+    for (size_t k = 0; k < K; k++) {
+        della |= st->mdl[k].keep == MK_KEEP_DELLA;
+        random |= st->mdl[k].keep == MK_KEEP_DELLA || st->mdl[k].keep == MK_KEEP_RANDOM;
+    }
     if (r == MK_OK && della && st->phase > 0) r = della_buf_init(&c.db, job->cols);
+    if (r == MK_OK && random && st->phase > 0) {
+        c.u = malloc((size_t)n * sizeof *c.u + 4);
+        c.words = malloc((size_t)(n + 8) * sizeof *c.words);
+        if (!c.u || !c.words) r = mk_error(MK_ERR_NOMEM, "out of memory");
+    }
     if (r != MK_OK) {
         ctx_free(&c);
         return r;

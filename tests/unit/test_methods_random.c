@@ -203,3 +203,14 @@ MK_TEST(della_rejects_epsilon_out_of_range)
                 .m_names = {"weight", "density", "epsilon"}, .m_vals = {{0, 1}, {0, 0.9}, {0, 0.15}}};
     CHECK_ERR(mt_run_method(&r, out), MK_ERR_RECIPE, "density + epsilon < 1");
 }
+
+MK_TEST(rng_blocks_match_single_blocks)
+{
+    mk_rng key = mk_rng_key(77, "blocks");
+    uint32_t many[4 * 37], one[4];
+    mk_rng_blocks(key, 3, 0xfffffff0u, 37, many); /* crosses a 32-bit counter boundary */
+    for (uint64_t b = 0; b < 37; b++) {
+        mk_rng_block(key, 3, 0xfffffff0u + b, one);
+        CHECK_MSG(memcmp(one, many + 4 * b, sizeof one) == 0, "block %llu differs", (unsigned long long)b);
+    }
+}
