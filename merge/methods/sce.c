@@ -109,8 +109,9 @@ static mk_status sce_run(const mk_merge_job *job)
             r = job->pass(job, sce_chunk, &st, false);
         }
         if (r == MK_OK) {
-            double nz;
-            mk_partials_sum(&st.part, &nz);
+            double sums[MK_KMAX];
+            mk_partials_sum(&st.part, sums);
+            double nz = sums[0];
             /* sce.py: int(count_nonzero * density), an int64 tensor times a float: float32 */
             uint64_t k = mk_trunc_u64((double)((float)nz * (float)topk));
             if (k == 0) st.none = true;

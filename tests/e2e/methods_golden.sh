@@ -22,9 +22,17 @@ BF16_ULP="--max-ulp 1 --max-diff-share 0.01"
 #   from the base; 1e-4 of the tensor's largest magnitude bounds that here.
 BF16_F32OUT="--rel 1e-4 --max-diff-share 0.01"
 
+# ARCEE_FLIP: arcee_fusion takes an entry from the other model when its importance
+#   reaches a threshold; importances are |change| x the KL divergence of the row's softmax,
+#   and mergekit's softmax uses PyTorch's vectorised exp (not correctly rounded), which we
+#   do not replay. A row's KL then differs in its last bits and an entry right at the
+#   threshold can fall on the other side: at most 0.5% of a tensor's entries (seen: 0.3%).
+ARCEE_FLIP="--rel 1e-5 --max-bad-share 0.005"
+
 tol_for() { # CONFIG RECIPE
     case "$1/$2" in
-        *-bfloat16/ramplus_tl | *-bfloat16/arcee_fusion | */ties_bf16compute) echo "$BF16_F32OUT" ;;
+        */arcee_fusion) echo "$ARCEE_FLIP" ;;
+        *-bfloat16/ramplus_tl | */ties_bf16compute) echo "$BF16_F32OUT" ;;
         */linear_dtype) echo "$BF16_ULP" ;;
         *-float32/*) echo "$F32_REL" ;;
         *) echo "$BF16_ULP" ;;
