@@ -158,6 +158,7 @@ static void f16_from(const float *s, void *d, size_t n) { for (size_t i = 0; i <
 static void bf16_to(const void *s, float *d, size_t n)
 {
     const unsigned char *p = s;
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         uint32_t u = (uint32_t)p[2 * i] << 16 | (uint32_t)p[2 * i + 1] << 24; /* little-endian */
         memcpy(&d[i], &u, 4);

@@ -13,7 +13,10 @@
 
 #include "plan.h"
 
-#define MK_EXEC_CHUNK_DEFAULT (1u << 20) /* elements per chunk (4 MiB of f32) */
+/* Elements per chunk (256 KiB of f32): small enough that a chunk of every input stays in
+ * cache while a method sweeps it several times (measured 1.3-2.3x faster than 1 Mi
+ * elements on the method benchmark), large enough that per-chunk costs vanish. */
+#define MK_EXEC_CHUNK_DEFAULT (1u << 16)
 
 typedef struct mk_exec_opts {
     uint64_t chunk_elems; /* 0 = MK_EXEC_CHUNK_DEFAULT */

@@ -99,18 +99,24 @@ static uint32_t find_bin(const uint64_t *hist, uint64_t r, bool desc, uint64_t *
 mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
     if (s->phase == MK_SEL_HI) {
-        uint32_t *h = calloc(MK_SEL_BINS, sizeof *h);
-        if (!h) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
+        /* a per-thread histogram that is all zeros between calls: counts go in, then the
+         * bins these keys touched are added to the shared histogram and cleared again, so
+         * a call costs O(n), not O(bins) */
+        static _Thread_local uint32_t *h;
+        if (!h && !(h = calloc(MK_SEL_BINS, sizeof *h))) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
         uint32_t lo_or = 0;
         for (uint64_t i = 0; i < n; i++) {
             h[keys[i] >> 16]++;
             lo_or |= keys[i];
         }
         uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
-        for (uint32_t b = 0; b < MK_SEL_BINS; b++)
-            if (h[b]) __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t b = keys[i] >> 16;
+            if (!h[b]) continue;
+            __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+            h[b] = 0;
+        }
         __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
-        free(h);
         return MK_OK;
     }
     for (size_t qi = 0; qi < s->n_queries; qi++) {
