@@ -30,6 +30,70 @@ static mk_status set_string(cJSON *cfg, const char *key, const char *v)
     return MK_OK;
 }
 
+/* cJSON keeps numbers as doubles and prints 30.0 as 30, which transformers' strict config
+ * classes reject where they expect a float (Gemma2's softcapping values). So every number
+ * written with a fraction or exponent keeps its original text: the number tokens of the
+ * text, in document order, pair with the number nodes of the tree in the same order. */
+typedef struct num_tokens {
+    size_t n, i;
+    const char **start;
+    size_t *len;
+} num_tokens;
+
+static bool scan_numbers(const char *text, num_tokens *t)
+{
+    size_t cap = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p == '"') { /* skip a string, escapes included */
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1]) p++;
+            if (!*p) break;
+            continue;
+        }
+        if (*p != '-' && (*p < '0' || *p > '9')) continue;
+        const char *q = p;
+        while (*q && strchr("+-0123456789.eE", *q)) q++;
+        if (t->n == cap) {
+            cap = cap ? 2 * cap : 64;
+            const char **ns = mk_realloc_array(t->start, cap, sizeof *ns);
+            if (!ns) return false;
+            t->start = ns;
+            size_t *nl = mk_realloc_array(t->len, cap, sizeof *nl);
+            if (!nl) return false;
+            t->len = nl;
+        }
+        t->start[t->n] = p;
+        t->len[t->n++] = (size_t)(q - p);
+        p = q - 1;
+    }
+    return true;
+}
+
+static bool keep_float_literals(cJSON *node, num_tokens *t)
+{
+    for (cJSON *c = node->child; c; c = c->next) {
+        if (cJSON_IsNumber(c)) {
+            if (t->i >= t->n) return true; /* cannot happen for text cJSON parsed */
+            const char *tok = t->start[t->i];
+            size_t len = t->len[t->i++];
+            bool is_float = false;
+            for (size_t k = 0; k < len; k++) is_float |= tok[k] == '.' || tok[k] == 'e' || tok[k] == 'E';
+            if (!is_float) continue;
+            char *lit = mk_strndup(tok, len);
+            cJSON *raw = lit ? cJSON_CreateRaw(lit) : NULL;
+            free(lit);
+            if (!raw) return false;
+            raw->string = c->string; /* the member's key moves to the new node */
+            c->string = NULL;
+            cJSON_ReplaceItemViaPointer(node, c, raw);
+            c = raw;
+        } else if (cJSON_IsObject(c) || cJSON_IsArray(c)) {
+            if (!keep_float_literals(c, t)) return false;
+        }
+    }
+    return true;
+}
+
 /* cJSON indents with tabs; Hugging Face files use two spaces. */
 static char *tabs_to_spaces(const char *s)
 {
@@ -61,8 +125,12 @@ mk_status mk_hfconfig_rewrite(const char *text, const char *what, const mk_hfcon
         cJSON_Delete(cfg);
         return mk_error(MK_ERR_FORMAT, "%s: config.json is not a JSON object", what);
     }
-    mk_status s = MK_OK;
-    if (e->torch_dtype) {
+    num_tokens nt = {0};
+    mk_status s = scan_numbers(text, &nt) && keep_float_literals(cfg, &nt) ? MK_OK
+                                                                          : mk_error(MK_ERR_NOMEM, "out of memory editing config.json");
+    free(nt.start);
+    free(nt.len);
+    if (s == MK_OK && e->torch_dtype) {
         s = set_string(cfg, "torch_dtype", e->torch_dtype);
         /* transformers 5 writes "dtype"; keep both in step when the donor has it */
         if (s == MK_OK && cJSON_GetObjectItemCaseSensitive(cfg, "dtype")) s = set_string(cfg, "dtype", e->torch_dtype);

@@ -111,6 +111,8 @@ models:
 EOF
     t_ok "$arch: ties merge" "$MK" "$arch-ties.yaml" "ties-$arch" -q
 done
+grep -q '"final_logit_softcapping": 30.0,' out-gemma2/config.json && grep -q '"num_hidden_layers": 4,' out-gemma2/config.json &&
+    ok "gemma2: config keeps float literals (30.0), layer count rewritten" || notok "gemma2: config floats" "$(grep -n 'softcapping\|num_hidden' out-gemma2/config.json)"
 "$MK" inspect out-gemma --json | grep -q '"name": "lm_head' && notok "gemma: tied, no lm_head" "lm_head written" || ok "gemma: tied, no lm_head written"
 
 # GPT-2 checkpoints store names without "transformer."; mergekit writes the prefixed names
