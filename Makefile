@@ -37,7 +37,7 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # -ffp-contract=off: no fused multiply-add contraction, so results are the same bytes
 # with every compiler and CPU (a recipe plus a seed must reproduce exactly).
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-               -Wstrict-prototypes -Wmissing-prototypes -ffp-contract=off -fno-strict-aliasing
+               -Wstrict-prototypes -Wmissing-prototypes -Wno-psabi -ffp-contract=off -fno-strict-aliasing
 ifeq ($(DEBUG),1)
 OPT := -O0
 else

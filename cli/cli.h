@@ -40,9 +40,21 @@ void mk_progress_end(mk_progress *p);
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
 
+/* Copy the tokenizer and generation files of a model (formats/hfconfig.h's list). */
+mk_status mk_cli_copy_tokenizer(mk_source *src, mk_sink *k);
+/* OUT must not be IN, inside it, or contain it (--force would delete it). */
+mk_status mk_cli_check_out(const char *in, const char *out);
+
+struct mk_qplan;
+/* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
+ * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
+void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json);
+
 int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
+int mk_cmd_quantize(int argc, char **argv);
+int mk_cmd_dequantize(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "../core/mk_io.h"
 #include "../merge/arch.h"
+#include "../quant/qsource.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,15 @@ int mk_cmd_inspect(int argc, char **argv)
         mk_source_close(s);
         return mk_cli_fail(st);
     }
+    mk_qinfo qi;
+    st = mk_qsource_probe(s, &qi); /* quantized checkpoints: format, block or group, bits per weight */
+    if (st != MK_OK) {
+        mk_arch_free(&arch);
+        mk_source_close(s);
+        return mk_cli_fail(st);
+    }
+    double bpw = qi.q_numel ? 8.0 * (double)qi.q_bytes / (double)qi.q_numel : 0;
+    char qdesc[160];
     uint64_t params = 0, bytes = 0, by_dtype[MK_DTYPE_COUNT] = {0}, n_dtype[MK_DTYPE_COUNT] = {0};
     for (size_t i = 0; i < s->n_tensors; i++) {
         params += s->tensors[i].numel;
@@ -76,7 +86,18 @@ int mk_cmd_inspect(int argc, char **argv)
                           (unsigned long long)n_dtype[d], (unsigned long long)by_dtype[d]);
             first = false;
         }
-        mk_buf_puts(&b, "}, \"tensor_list\": [");
+        mk_buf_puts(&b, "}, \"quantization\": ");
+        if (qi.quantized) {
+            mk_buf_printf(&b, "{\"format\": \"%s\", \"layout\": \"%s\", \"bits\": %u, \"block_size\": %llu, \"per_row\": %s, "
+                              "\"per_tensor\": %s, \"double_quant\": %s, \"zero_points\": %s, \"quantized_tensors\": %zu, "
+                              "\"quantized_parameters\": %llu, \"quantized_bytes\": %llu, \"bits_per_weight\": %.4f}",
+                          qi.format, qi.layout, qi.bits, (unsigned long long)qi.block, qi.per_channel ? "true" : "false",
+                          qi.per_tensor ? "true" : "false", qi.double_quant ? "true" : "false", qi.asym ? "true" : "false",
+                          qi.n_quantized, (unsigned long long)qi.q_numel, (unsigned long long)qi.q_bytes, bpw);
+        } else {
+            mk_buf_puts(&b, "null");
+        }
+        mk_buf_puts(&b, ", \"tensor_list\": [");
         for (size_t i = 0; i < s->n_tensors && !quiet_list; i++) {
             const mk_tensor_info *t = &s->tensors[i];
             char sh[160];
@@ -111,6 +132,9 @@ int mk_cmd_inspect(int argc, char **argv)
             if (n_dtype[d])
                 printf("  %-8s %6llu tensors  %s\n", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
                        mk_fmt_bytes(by_dtype[d], a));
+        if (qi.quantized)
+            printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&qi, qdesc),
+                   qi.n_quantized, (unsigned long long)qi.q_numel, bpw);
     }
     mk_arch_free(&arch);
     mk_source_close(s);

@@ -15,6 +15,7 @@
 #include "../formats/safetensors.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
+#include "../quant/quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ typedef struct merge_opts {
     const char *seed_str;
     uint64_t chunk;
     const char *out_dtype;
+    const char *quantize;   /* --quantize SPEC, or NULL */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -52,6 +54,9 @@ typedef struct merge_run {
     mk_buf outfiles;    /* JSON array body of the output files, for provenance */
     size_t n_written;
     mk_out_file written[64]; /* aux files written, for provenance */
+    mk_qopts qo;             /* with --quantize */
+    mk_qplan qplan;
+    char *quantize_rec;      /* --check: the recorded --quantize */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -157,7 +162,12 @@ static mk_status write_config(merge_run *m, mk_sink *k)
             od = p->t[i].out.dtype;
             break;
         }
-    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0};
+    char *qc = m->o->quantize ? mk_qplan_config_json(&m->qplan) : NULL;
+    if (m->o->quantize && !qc) {
+        free(cfg);
+        return MK_ERR_NOMEM;
+    }
+    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
     if (p->out_layers >= 0) {
         e.layers_key = a->def ? a->def->num_layers_key : "num_hidden_layers";
         e.layers = p->out_layers;
@@ -168,6 +178,7 @@ static mk_status write_config(merge_run *m, mk_sink *k)
     }
     mk_status s = mk_hfconfig_rewrite(cfg, donor->path, &e, &out);
     free(cfg);
+    free(qc);
     if (s == MK_OK) s = add_aux(m, k, "config.json", out, strlen(out));
     free(out);
     return s;
@@ -223,6 +234,9 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
     mk_buf_printf(b, "  \"options\": {\"out_shard_size\": %llu, \"random_seed\": %llu, \"allow_crimes\": %s, \"out_dtype\": ",
                   (unsigned long long)m->o->shard_size, (unsigned long long)m->seed, m->o->allow_crimes ? "true" : "false");
     if (m->out_dtype != MK_DTYPE_NONE) mk_buf_json_str(b, mk_dtype_info(m->out_dtype)->torch_name);
+    else mk_buf_puts(b, "null");
+    mk_buf_puts(b, ", \"quantize\": ");
+    if (m->o->quantize) mk_buf_json_str(b, m->o->quantize);
     else mk_buf_puts(b, "null");
     mk_buf_puts(b, "},\n  \"inputs\": [");
     for (size_t i = 0; i < m->ih.n; i++) {
@@ -347,6 +361,7 @@ static char *resume_key(merge_run *m)
                   (unsigned long long)m->seed, m->o->allow_crimes, (int)m->out_dtype);
     mk_buf_put(&b, m->r->text, m->r->text_len);
     for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(&b, "|%s", m->ih.files[i].hash);
+    if (m->o->quantize) mk_buf_printf(&b, "|quantize %s", m->o->quantize);
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
     mk_buf_free(&b);
@@ -395,8 +410,16 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
     if (!key) s = MK_ERR_NOMEM;
     if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
-    if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    if (s == MK_OK && m->o->quantize) {
+        /* quantize while streaming: each merged tensor becomes its stored tensors */
+        s = mk_qplan_init(&m->qplan, &m->qo, m->plan.outs, m->plan.n);
+        if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
+        if (s == MK_OK) s = mk_quant_consumer(&cons, k, &m->qplan, false, m->o->allow_crimes);
+        if (s == MK_OK) s = k->ops->begin(k, m->qplan.out, m->qplan.n_out);
+    } else {
+        if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
+        if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    }
     mk_progress prog;
     mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog};
@@ -443,9 +466,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK && !expect) {
         double el = mk_now() - t0;
         char a[32];
+        if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
         if (!m->o->c.quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %zu tensors, %s in %.1f s\n", m->out, m->plan.n,
-                    mk_fmt_bytes(m->plan.total_bytes, a), el);
+                    mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
     }
     mk_buf_free(&prov);
@@ -459,6 +483,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 static void merge_run_free(merge_run *m)
 {
     mk_plan_free(&m->plan);
+    mk_qplan_free(&m->qplan);
+    free(m->quantize_rec);
     for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);
     free(m->src);
     for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
@@ -492,6 +518,12 @@ static mk_status run_check(merge_run *m, const char *out)
         if ((v = mk_json_get(&j, opts, "allow_crimes"))) m->o->allow_crimes = mk_json_at(&j, v)->b;
         if ((v = mk_json_get(&j, opts, "out_dtype")) && mk_json_at(&j, v)->type == MK_JSON_STR)
             m->out_dtype = mk_dtype_from_user(mk_json_strv(&j, v));
+        m->o->quantize = NULL;
+        if ((v = mk_json_get(&j, opts, "quantize")) && mk_json_at(&j, v)->type == MK_JSON_STR) {
+            m->o->quantize = m->quantize_rec = mk_strdup(mk_json_strv(&j, v));
+            s = m->o->quantize ? mk_qopts_parse(m->o->quantize, &m->qo) : MK_ERR_NOMEM;
+            if (s == MK_OK) s = mk_qopts_resolve(&m->qo, true);
+        }
     }
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(m->r->text, m->r->text_len), hex);
@@ -514,6 +546,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "1048576"},
         MK_COMMON_OPTS(o.c),
         {0},
@@ -559,6 +592,9 @@ int mk_cmd_merge(int argc, char **argv)
             s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
     }
     if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    if (s == MK_OK && o.check && o.quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
+    if (s == MK_OK && o.quantize) s = mk_qopts_parse(o.quantize, &m.qo);
+    if (s == MK_OK && o.quantize) s = mk_qopts_resolve(&m.qo, true);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

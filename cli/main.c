@@ -19,6 +19,8 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts"},
+    {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
