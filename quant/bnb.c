@@ -152,20 +152,22 @@ void mk_bnb4_quantize_ref(mk_bnb4_type t, unsigned block, const float *x, size_t
 
 /* Count of the 15 midpoints below each lane of s: the compare masks (-1 / 0) summed in
  * three chains, so the additions do not form one long dependency chain. */
-MK_VINLINE mk_vi count15(const mk_vf *vb, mk_vf s)
+MK_VINLINE void count15(const mk_vf *vb, const mk_vf *sp, mk_vi *out)
 {
+    const mk_vf s = *sp;
     mk_vi a = (mk_vi)(vb[0] < s), b = (mk_vi)(vb[1] < s), c = (mk_vi)(vb[2] < s);
     for (int k = 3; k < 15; k += 3) {
         a += (mk_vi)(vb[k] < s);
         b += (mk_vi)(vb[k + 1] < s);
         c += (mk_vi)(vb[k + 2] < s);
     }
-    return -(a + b + c);
+    *out = -(a + b + c);
 }
 
 /* Two lanes of counts per byte, first in the high nibble: 8 counts -> 4 bytes (as a u32). */
-MK_VINLINE uint32_t pack8(mk_vi c)
+MK_VINLINE uint32_t pack8(const mk_vi *cp)
 {
+    const mk_vi c = *cp;
     mk_vi p = (c << 4) | __builtin_shufflevector(c, c, 1, 0, 3, 2, 5, 4, 7, 6);
     typedef uint8_t vb32 __attribute__((vector_size(32)));
     vb32 bytes = (vb32)p;
@@ -173,6 +175,14 @@ MK_VINLINE uint32_t pack8(mk_vi c)
     uint32_t w;
     memcpy(&w, &b, 4);
     return w;
+}
+
+/* The 4 bytes of 8 values: count the midpoints below each scaled value, pack. */
+MK_VINLINE uint32_t encode8(const mk_vf *vb, const mk_vf *s)
+{
+    mk_vi c;
+    count15(vb, s, &c);
+    return pack8(&c);
 }
 
 /* Per-type tables for the fast path: the packed byte of two sorted-order counts mapped to
@@ -227,7 +237,8 @@ void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, 
             /* no clamp to [-1, 1] as in the reference: every midpoint is inside, so the
              * count of midpoints below is the same */
             mk_vf x0 = mk_vf_load(xb + i), x1 = mk_vf_load(xb + i + 8);
-            uint32_t w[2] = {pack8(count15(vb, x0 * inv)), pack8(count15(vb, x1 * inv))};
+            const mk_vf s0 = x0 * inv, s1 = x1 * inv;
+            uint32_t w[2] = {encode8(vb, &s0), encode8(vb, &s1)};
             for (int h = 0; h < 2; h++) {
                 if (t != MK_BNB_NF4) /* NF4 codes are the counts */
                     w[h] = (uint32_t)tb->code_byte[w[h] & 255] | (uint32_t)tb->code_byte[(w[h] >> 8) & 255] << 8 |

@@ -202,16 +202,16 @@ static void fp8_k_init(fp8_k *k, bool e5m2)
     k->min_normal = mk_vf_set1(ldexpf(1.0f, 1 - bias));
 }
 
-MK_VINLINE mk_vu fp8_round8(const fp8_k *k, mk_vf v, mk_vf *r)
+MK_VINLINE void fp8_round8(const fp8_k *k, const mk_vf *v, mk_vf *r, mk_vu *code)
 {
-    const mk_vu u = (mk_vu)v, a = u & 0x7fffffffu, sign = (u >> 24) & 0x80u;
+    const mk_vu u = (mk_vu)*v, a = u & 0x7fffffffu, sign = (u >> 24) & 0x80u;
     mk_vu an = (a + k->half + ((a >> k->shift) & k->one)) & k->keep;
     mk_vu cn = (an >> k->shift) - k->rebias;
     mk_vf as = ((mk_vf)a + k->magic) - k->magic;
     mk_vu cs = (mk_vu)__builtin_convertvector(as * k->scale_sub, mk_vi);
     mk_vu sub = (mk_vu)((mk_vf)a < k->min_normal);
     *r = (mk_vf)(((sub & (mk_vu)as) | (~sub & an)) | (u & 0x80000000u));
-    return (sub & cs) | (~sub & cn) | sign;
+    *code = (sub & cs) | (~sub & cn) | sign;
 }
 
 MK_QKERNEL
@@ -230,7 +230,9 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
             if (t == MK_BF16) s = mk_vf_round_bf16(s);
             else if (t == MK_F16) s = mk_vf_round_f16(s);
             s = mk_vf_min(mk_vf_max(s + zero, lo), hi); /* + 0: the zero point; -0 becomes +0 */
-            mk_vu_store_u8(q + i, fp8_round8(&k, s, &r));
+            mk_vu code;
+            fp8_round8(&k, &s, &r, &code);
+            mk_vu_store_u8(q + i, code);
             if (err) {
                 mk_vf d = r * vs;
                 if (t == MK_BF16) d = mk_vf_round_bf16(d);

@@ -472,6 +472,10 @@ static mk_status scan(mk_source *in, const qs_cfg *c, qs_scan *sc, mk_qinfo *inf
         info->q_numel += q->numel;
         info->q_bytes += bytes;
     }
+    if (info->quantized && !strcmp(info->layout, "compressed-tensors") && c->ct_group > 0 && !strcmp(c->strategy, "group")) {
+        info->block = (uint64_t)c->ct_group; /* the config says; narrow weights have one group per row */
+        info->per_channel = false;
+    }
     for (size_t i = 0; i < n; i++) {
         if (sc->t[i].kind != QS_PASS) sc->aux[i] = false;
         if (!sc->aux[i]) sc->n_logical++;

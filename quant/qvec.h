@@ -1,7 +1,7 @@
 /* qvec.h - portable SIMD for the quantizer fast paths: GCC/Clang vector extensions of 8
  * f32 / i32 lanes, unaligned loads and stores through memcpy, branch-free helpers, and
- * MK_QKERNEL, which builds a kernel twice on x86-64 (baseline SSE2, where each 8-lane
- * operation becomes two, and AVX2) and picks one when the program starts (ifunc).
+ * MK_QKERNEL, which builds a kernel twice on x86-64 with GCC (baseline SSE2, where each
+ * 8-lane operation becomes two, and AVX2) and picks one when the program starts (ifunc).
  * Only +, -, *, / and comparisons, which IEEE 754 rounds the same way in every lane, in
  * every instruction set and in scalar code (no FMA: AVX2 alone does not enable it, and we
  * build with -ffp-contract=off), so a fast path gives the same bytes on every machine as
@@ -20,7 +20,9 @@
  * helpers are always inlined and never cross a call, so the Makefile's -Wno-psabi only
  * silences a note that does not apply. */
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(MK_NO_CLONES)
+/* GCC only: clang 14 emits the ifunc of a target_clones function only in a translation
+ * unit that calls it, so with clang the kernels are built for the baseline alone. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
 #define MK_QKERNEL __attribute__((target_clones("avx2", "default")))
 #else
 #define MK_QKERNEL
@@ -37,69 +39,87 @@ typedef uint8_t mk_vu8x4 __attribute__((vector_size(4)));
 typedef uint8_t mk_vu8x8 __attribute__((vector_size(8)));
 typedef uint16_t mk_vu16 __attribute__((vector_size(32)));
 
-MK_VINLINE mk_vf mk_vf_load(const float *p)
-{
-    mk_vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-MK_VINLINE void mk_vf_store(float *p, mk_vf v) { memcpy(p, &v, sizeof v); }
+/* The helpers are macros (GNU statement expressions): clang refuses to pass a 32-byte
+ * vector by value to or from a function in code built without AVX, even an inline one. */
+#define mk_vf_load(p)                                                                    \
+    ({                                                                                   \
+        mk_vf mk_ld_;                                                                    \
+        memcpy(&mk_ld_, (p), sizeof mk_ld_);                                             \
+        mk_ld_;                                                                          \
+    })
+#define mk_vf_store(p, v)                                                                \
+    do {                                                                                 \
+        mk_vf mk_st_ = (v);                                                              \
+        memcpy((p), &mk_st_, sizeof mk_st_);                                             \
+    } while (0)
+#define mk_vf_set1(x)                                                                    \
+    ({                                                                                   \
+        float mk_s1_ = (x);                                                              \
+        (mk_vf){mk_s1_, mk_s1_, mk_s1_, mk_s1_, mk_s1_, mk_s1_, mk_s1_, mk_s1_};          \
+    })
+#define mk_vi_set1(x)                                                                    \
+    ({                                                                                   \
+        int32_t mk_i1_ = (x);                                                            \
+        (mk_vi){mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_};          \
+    })
+/* Lane-wise select: m is all-ones or all-zeros per lane (a comparison). */
+#define mk_vf_sel(m, a, b) ((mk_vf)(((mk_vi)(m) & (mk_vi)(a)) | (~(mk_vi)(m) & (mk_vi)(b))))
+#define mk_vf_abs(a) ((mk_vf)((mk_vi)(a) & 0x7fffffff))
+#define mk_vf_max(a, b)                                                                  \
+    ({                                                                                   \
+        mk_vf mk_mxa_ = (a), mk_mxb_ = (b);                                              \
+        mk_vf_sel(mk_mxa_ > mk_mxb_, mk_mxa_, mk_mxb_);                                  \
+    })
+#define mk_vf_min(a, b)                                                                  \
+    ({                                                                                   \
+        mk_vf mk_mna_ = (a), mk_mnb_ = (b);                                              \
+        mk_vf_sel(mk_mna_ < mk_mnb_, mk_mna_, mk_mnb_);                                  \
+    })
+#define mk_vf_hmax(a)                                                                    \
+    ({                                                                                   \
+        mk_vf mk_hx_ = (a);                                                              \
+        float mk_hm_ = mk_hx_[0];                                                        \
+        for (int mk_hi_ = 1; mk_hi_ < MK_VL; mk_hi_++) mk_hm_ = mk_hx_[mk_hi_] > mk_hm_ ? mk_hx_[mk_hi_] : mk_hm_; \
+        mk_hm_;                                                                          \
+    })
+#define mk_vf_hmin(a)                                                                    \
+    ({                                                                                   \
+        mk_vf mk_nx_ = (a);                                                              \
+        float mk_nm_ = mk_nx_[0];                                                        \
+        for (int mk_ni_ = 1; mk_ni_ < MK_VL; mk_ni_++) mk_nm_ = mk_nx_[mk_ni_] < mk_nm_ ? mk_nx_[mk_ni_] : mk_nm_; \
+        mk_nm_;                                                                          \
+    })
 /* The low byte of each lane (two's complement for negative ints) to 8 bytes at dst. */
-MK_VINLINE void mk_vu_store_u8(uint8_t *dst, mk_vu c)
-{
-    typedef uint8_t vb32 __attribute__((vector_size(32)));
-    vb32 b = (vb32)c;
-    mk_vu8x8 o = __builtin_shufflevector(b, b, 0, 4, 8, 12, 16, 20, 24, 28);
-    memcpy(dst, &o, 8);
-}
-MK_VINLINE mk_vf mk_vf_set1(float x) { return (mk_vf){x, x, x, x, x, x, x, x}; }
-MK_VINLINE mk_vi mk_vi_set1(int32_t x) { return (mk_vi){x, x, x, x, x, x, x, x}; }
-/* Lane-wise select: m is all-ones or all-zeros per lane. */
-MK_VINLINE mk_vf mk_vf_sel(mk_vi m, mk_vf a, mk_vf b) { return (mk_vf)((m & (mk_vi)a) | (~m & (mk_vi)b)); }
-MK_VINLINE mk_vf mk_vf_abs(mk_vf a) { return (mk_vf)((mk_vi)a & mk_vi_set1(0x7fffffff)); }
-MK_VINLINE mk_vf mk_vf_max(mk_vf a, mk_vf b) { return mk_vf_sel(a > b, a, b); }
-MK_VINLINE mk_vf mk_vf_min(mk_vf a, mk_vf b) { return mk_vf_sel(a < b, a, b); }
-MK_VINLINE float mk_vf_hmax(mk_vf a)
-{
-    float m = a[0];
-    for (int i = 1; i < MK_VL; i++) m = a[i] > m ? a[i] : m;
-    return m;
-}
-MK_VINLINE float mk_vf_hmin(mk_vf a)
-{
-    float m = a[0];
-    for (int i = 1; i < MK_VL; i++) m = a[i] < m ? a[i] : m;
-    return m;
-}
+#define mk_vu_store_u8(dst, c)                                                           \
+    do {                                                                                 \
+        typedef uint8_t mk_vb32_ __attribute__((vector_size(32)));                       \
+        mk_vb32_ mk_sb_ = (mk_vb32_)(c);                                                 \
+        mk_vu8x8 mk_so_ = __builtin_shufflevector(mk_sb_, mk_sb_, 0, 4, 8, 12, 16, 20, 24, 28); \
+        memcpy((dst), &mk_so_, 8);                                                       \
+    } while (0)
 /* Round to the nearest integer, ties to even, for |x| < 2^22: adding and removing
  * 1.5 * 2^23 leaves an integer-valued f32 (the FPU's round-to-nearest-even). The compiler
  * may not reassociate it: we never build with -ffast-math. */
 #define MK_RINT_MAGIC 12582912.0f
-MK_VINLINE mk_vf mk_vf_rint_small(mk_vf x)
-{
-    mk_vf m = mk_vf_set1(MK_RINT_MAGIC);
-    return (x + m) - m;
-}
+#define mk_vf_rint_small(x) (((x) + mk_vf_set1(MK_RINT_MAGIC)) - mk_vf_set1(MK_RINT_MAGIC))
 static inline float mk_rint_small(float x) { return (x + MK_RINT_MAGIC) - MK_RINT_MAGIC; }
 /* f32 -> nearest bf16 value (ties to even), as f32; finite input. */
-MK_VINLINE mk_vf mk_vf_round_bf16(mk_vf x)
-{
-    mk_vu u = (mk_vu)x;
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    return (mk_vf)u;
-}
+#define mk_vf_round_bf16(x)                                                              \
+    ({                                                                                   \
+        mk_vu mk_bu_ = (mk_vu)(x);                                                       \
+        (mk_vf)((mk_bu_ + 0x7fffu + ((mk_bu_ >> 16) & 1u)) & 0xffff0000u);                \
+    })
 /* f32 -> nearest f16 value (ties to even), as f32, for finite |x| < 65520, without
  * branches: the normal f16 range by rounding the mantissa on the bits, the subnormal range
  * (|x| < 2^-14) by adding and removing 0.5, whose f32 ulp is the f16 subnormal step 2^-24. */
-MK_VINLINE mk_vf mk_vf_round_f16(mk_vf x)
-{
-    const mk_vu u = (mk_vu)x, a = u & 0x7fffffffu, sign = u & 0x80000000u;
-    mk_vu nrm = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;
-    mk_vf half = mk_vf_set1(0.5f);
-    mk_vu sub = (mk_vu)(((mk_vf)a + half) - half);
-    mk_vu is_sub = (mk_vu)((mk_vi)a < mk_vi_set1(0x38800000));
-    return (mk_vf)((is_sub & sub) | (~is_sub & nrm) | sign);
-}
+#define mk_vf_round_f16(x)                                                               \
+    ({                                                                                   \
+        const mk_vu mk_hu_ = (mk_vu)(x), mk_ha_ = mk_hu_ & 0x7fffffffu;                   \
+        mk_vu mk_hn_ = (mk_ha_ + 0xfffu + ((mk_ha_ >> 13) & 1u)) & ~0x1fffu;              \
+        mk_vu mk_hs_ = (mk_vu)(((mk_vf)mk_ha_ + mk_vf_set1(0.5f)) - mk_vf_set1(0.5f));    \
+        mk_vu mk_hb_ = (mk_vu)((mk_vi)mk_ha_ < 0x38800000);                              \
+        (mk_vf)((mk_hb_ & mk_hs_) | (~mk_hb_ & mk_hn_) | (mk_hu_ & 0x80000000u));         \
+    })
 static inline float mk_round_bf16(float x)
 {
     uint32_t u;
@@ -115,13 +135,13 @@ typedef struct mk_qacc {
 } mk_qacc;
 
 MK_VINLINE void mk_qacc_init(mk_qacc *a) { a->x2 = a->e2 = a->m = mk_vf_set1(0.0f); }
-MK_VINLINE void mk_qacc_add(mk_qacc *a, mk_vf x, mk_vf xh)
-{
-    mk_vf d = x - xh;
-    a->x2 += x * x;
-    a->e2 += d * d;
-    a->m = mk_vf_max(a->m, mk_vf_abs(d));
-}
+#define mk_qacc_add(acc, x, xh)                                                          \
+    do {                                                                                 \
+        mk_vf mk_qx_ = (x), mk_qd_ = mk_qx_ - (xh);                                      \
+        (acc)->x2 += mk_qx_ * mk_qx_;                                                    \
+        (acc)->e2 += mk_qd_ * mk_qd_;                                                    \
+        (acc)->m = mk_vf_max((acc)->m, mk_vf_abs(mk_qd_));                               \
+    } while (0)
 /* One value into lane 0 (tails). */
 MK_VINLINE void mk_qacc_add1(mk_qacc *a, float x, float xh)
 {
