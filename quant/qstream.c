@@ -193,6 +193,9 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
                 }
                 MK_TRY(pass(src, si, i, cols, rpc, rows_fn, c));
             }
+            /* again as a whole: the kernel's fault-around maps pages next to each one read,
+             * some in chunks already released, which would otherwise stay resident */
+            if (src->ops->release) src->ops->release(src, si, 0, in->nbytes);
             MK_TRY(c->ops->end(c, i));
         }
         done += t->nbytes;
@@ -226,6 +229,7 @@ mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p,
         if (!a.absmax) return MK_ERR_NOMEM;
         uint64_t rpc = rows_per_chunk(q->cols, p->o.block, chunk);
         mk_status s = pass(src, src_idx[i], i, q->cols, rpc, absmax_fn, &a);
+        if (src->ops->release) src->ops->release(src, src_idx[i], 0, src->tensors[src_idx[i]].nbytes);
         if (s == MK_OK) mk_qplan_set_offset(p, i, mk_bnb_absmax_mean(a.absmax, (size_t)mk_bnb_nblocks(q->numel, p->o.block)));
         free(a.absmax);
         MK_TRY(s);
