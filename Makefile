@@ -18,7 +18,8 @@ SAN ?= 0
 WERROR ?= 0
 BUILD ?= build
 
-PKGS := libzstd libcjson libxxhash yaml-0.1
+# lapacke + openblas: LAPACK's SVD (through OpenBLAS) for LoRA extraction and combination
+PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas
 
 # Install missing Debian packages before anything asks pkg-config for flags.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
@@ -64,7 +65,7 @@ Q := @
 endif
 
 LIB_SRC := $(wildcard core/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
-           $(wildcard quant/*.c)
+           $(wildcard quant/*.c) $(wildcard lora/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 

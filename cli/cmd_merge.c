@@ -64,15 +64,18 @@ static mk_status open_inputs(merge_run *m)
     if (!m->src) return MK_ERR_NOMEM;
     for (size_t i = 0; i < m->n_refs; i++) {
         const mk_model_ref *ref = m->refs[i];
-        if (ref->lora)
-            return mk_error(MK_ERR_UNSUPPORTED, "%s:%d:%d: model '%s': LoRA adapter inputs (+adapter) are not supported yet",
-                            r->path, ref->pos.line, ref->pos.col, ref->text);
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
                             "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and .safetensors files; "
                             "download Hub models first)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
-        MK_TRY(mk_cli_open_model(ref->path, &m->src[i]));
+        if (ref->lora && !mk_path_exists(ref->lora))
+            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
+                            r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
+        /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
+        MK_TRY(s);
     }
     return MK_OK;
 }
@@ -84,8 +87,11 @@ static mk_status check_out_path(merge_run *m)
     if (!out_abs) return MK_ERR_IO;
     char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
     mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
-    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
-        char *in_abs = mk_path_absolute(m->refs[i]->path);
+    for (size_t q = 0; q < 2 * m->n_refs && s == MK_OK; q++) {
+        size_t i = q / 2;
+        const char *in_path = q % 2 ? m->refs[i]->lora : m->refs[i]->path; /* the model, then its adapter */
+        if (!in_path) continue;
+        char *in_abs = mk_path_absolute(in_path);
         if (!in_abs) {
             s = MK_ERR_IO;
             break;
@@ -94,8 +100,7 @@ static mk_status check_out_path(merge_run *m)
         if (!in_dir) s = MK_ERR_NOMEM;
         else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
                  mk_path_is_within(in_abs, tmp_abs))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out,
-                         m->refs[i]->path);
+            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out, in_path);
         free(in_dir);
         free(in_abs);
     }

@@ -19,6 +19,8 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
+    {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

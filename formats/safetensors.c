@@ -627,11 +627,13 @@ size_t mk_st_assign_shards(const mk_tensor_info *t, size_t n, uint64_t shard_siz
     return ns ? ns : 1; /* a model with no tensors still gets one (empty) file */
 }
 
-char *mk_st_shard_name(size_t k, size_t n_shards)
+static char *shard_name(const char *stem, size_t k, size_t n_shards)
 {
-    if (n_shards == 1) return mk_strdup("model.safetensors");
-    return mk_asprintf("model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
+    if (n_shards == 1) return mk_asprintf("%s.safetensors", stem);
+    return mk_asprintf("%s-%05zu-of-%05zu.safetensors", stem, k + 1, n_shards);
 }
+
+char *mk_st_shard_name(size_t k, size_t n_shards) { return shard_name("model", k, n_shards); }
 
 typedef struct st_shard {
     char *name;
@@ -657,6 +659,7 @@ typedef struct st_sink {
     uint64_t total;
     int journal_fd;
     char *journal_path;
+    char *stem;           /* shard file stem, "model" by default */
 } st_sink;
 
 static int cmp_by_size_desc(const void *a, const void *b, void *ctx)
@@ -754,7 +757,7 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
     for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
         st_shard *S = &w->shards[sh];
         S->fd = -1;
-        S->name = mk_st_shard_name(sh, ns);
+        S->name = shard_name(w->stem, sh, ns);
         S->path = S->name ? mk_path_join(k->dir, S->name) : NULL;
         if (!S->path) {
             s = MK_ERR_NOMEM;
@@ -939,14 +942,16 @@ static mk_status sink_commit(mk_sink *k)
         mk_name_index_free(&nix);
         free(names);
         if (b.failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
-        s = sink_add_file(k, "model.safetensors.index.json", b.data, b.len);
+        char *ixname = mk_asprintf("%s.safetensors.index.json", w->stem);
+        s = ixname ? sink_add_file(k, ixname, b.data, b.len) : MK_ERR_NOMEM;
         if (s == MK_OK) {
             mk_out_file *f = &k->out_files[k->n_out_files++];
-            f->name = mk_strdup("model.safetensors.index.json");
+            f->name = ixname;
+            ixname = NULL;
             f->size = b.len;
             mk_hash128_hex(mk_hash128_bytes(b.data, b.len), f->hash);
-            if (!f->name) s = MK_ERR_NOMEM;
         }
+        free(ixname);
         mk_buf_free(&b);
         MK_TRY(s);
     }
@@ -971,6 +976,7 @@ static void sink_close(mk_sink *k)
         }
         if (w->journal_fd >= 0) close(w->journal_fd);
         free(w->journal_path);
+        free(w->stem);
         free(w->resume_key);
         free(w->shards);
         free(w->t);
@@ -989,6 +995,11 @@ static const mk_sink_ops st_sink_ops = {sink_begin,  sink_is_done, sink_write, s
 
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out)
 {
+    return mk_safetensors_sink_stem(dir, "model", opts, out);
+}
+
+mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out)
+{
     mk_sink *k = mk_calloc(1, sizeof *k);
     st_sink *w = mk_calloc(1, sizeof *w);
     if (!k || !w) {
@@ -1001,7 +1012,8 @@ mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_s
     k->ops = &st_sink_ops;
     k->impl = w;
     k->dir = mk_strdup(dir);
-    if (!k->dir) {
+    w->stem = mk_strdup(stem);
+    if (!k->dir || !w->stem) {
         sink_close(k);
         return MK_ERR_NOMEM;
     }

@@ -5,7 +5,7 @@
 set -eu
 
 # pkg-config module -> Debian package
-DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev"
+DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev"
 # build tools that the test suite and fuzzers use (no pkg-config module)
 TOOLS="pkg-config:pkg-config"
 
