@@ -54,7 +54,8 @@ mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_s
     }
     if (s == MK_OK) {
         for (size_t i = 0; i < bind.n; i++)
-            t[i] = (mk_lora_target){bind.t[i].base, bind.t[i].a, bind.t[i].b, bind.t[i].transposed, bind.t[i].r, bind.t[i].scale};
+            t[i] = (mk_lora_target){bind.t[i].base, bind.t[i].a,     bind.t[i].b,    bind.t[i].transposed,
+                                    bind.t[i].r,    bind.t[i].scale, bind.t[i].wsrc, bind.t[i].round_update};
         for (size_t i = 0; i < bind.n_extra; i++)
             x[i] = (mk_lora_extra){bind.x[i].base, bind.x[i].src, bind.x[i].add, bind.x[i].scale};
         mk_info("%s: %zu LoRA module(s), %zu replaced tensor(s) merged into %s", adapter_path, bind.n, bind.n_extra, base_path);

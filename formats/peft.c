@@ -531,7 +531,10 @@ mk_status mk_peft_layout_build(const mk_peft_config *c, const mk_tensor_info *t,
                 break;
             }
             mk_peft_full *f = &out->full[out->n_full];
-            f->name = mk_strdup(rest);
+            /* PEFT saves the base weight of a targeted embedding (save_embedding_layers) as
+             * <module>.base_layer.weight: it is the base's <module>.weight */
+            const char *bl = strstr(rest, ".base_layer.");
+            f->name = bl ? mk_asprintf("%.*s%s", (int)(bl - rest), rest, bl + 11) : mk_strdup(rest);
             f->index = i;
             if (!f->name) s = MK_ERR_NOMEM;
             else out->n_full++;
@@ -810,6 +813,8 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
         bd->transposed = transposed;
         bd->r = m->r;
         bd->scale = m->scale;
+        bd->wsrc = -1;
+        bd->round_update = m->embedding;
         if (m->bias >= 0) {
             if (!a->cfg.lora_bias) {
                 mk_warn("%s: module %s has lora_B.bias but lora_bias is false; PEFT ignores it and so do we", what, m->module);
@@ -849,13 +854,13 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
                          what, MK_PEFT_PREFIX, f->name, mk_shape_str(F, sf), f->name, mk_shape_str(W, sw));
             break;
         }
+        bool updated = false;
         for (size_t q = 0; q < out->n; q++)
             if (out->t[q].base == (size_t)bi) {
-                s = mk_error(MK_ERR_FORMAT, "%s: tensor %s is both replaced (%s%s) and updated by LoRA", what, f->name,
-                             MK_PEFT_PREFIX, f->name);
-                break;
+                out->t[q].wsrc = (long)f->index; /* replaced, then updated */
+                updated = true;
             }
-        if (s != MK_OK) break;
+        if (updated) continue;
         mk_peft_bound_extra *x = &out->x[out->n_extra++];
         x->base = (size_t)bi;
         x->src = f->index;

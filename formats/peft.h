@@ -124,6 +124,10 @@ typedef struct mk_peft_bound {
     bool transposed;   /* delta = (B A)^T: embeddings and Conv1D (fan_in_fan_out) weights */
     long r;
     double scale;
+    long wsrc;         /* adapter tensor that replaces W before the update (PEFT saves a
+                          targeted embedding's base_layer.weight), or -1 */
+    bool round_update; /* round the update to W's dtype before adding it (PEFT's
+                          Embedding.merge casts it; Linear.merge adds the f32 update) */
 } mk_peft_bound;
 
 typedef struct mk_peft_bound_extra {

@@ -1,6 +1,8 @@
 /* lora.c - see lora.h */
 #include "lora.h"
 
+#include "../core/mk_simd.h"
+
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
@@ -10,19 +12,13 @@
 
 /* ---- the update ------------------------------------------------------------------------- */
 
-void mk_lora_update_rows(const float *C, const float *V, uint64_t r, uint64_t nrows, uint64_t cols, float scale,
-                         float *out, double *acc)
+void mk_lora_update_rows(const float *C, const float *V, uint64_t r, uint64_t nrows, uint64_t cols, float scale, float *out)
 {
     for (uint64_t i = 0; i < nrows; i++) {
-        for (uint64_t j = 0; j < cols; j++) acc[j] = 0;
-        const float *c = C + i * r;
-        for (uint64_t k = 0; k < r; k++) {
-            double ck = c[k];
-            const float *v = V + k * cols;
-            for (uint64_t j = 0; j < cols; j++) acc[j] += ck * (double)v[j];
-        }
         float *o = out + i * cols;
-        for (uint64_t j = 0; j < cols; j++) o[j] = (float)acc[j] * scale;
+        memset(o, 0, (size_t)cols * sizeof *o);
+        for (uint64_t k = 0; k < r; k++) mk_axpy_fma(o, V + k * cols, C[i * r + k], (size_t)cols);
+        for (uint64_t j = 0; j < cols; j++) o[j] *= scale;
     }
 }
 
@@ -44,8 +40,7 @@ mk_status mk_lora_update_read(mk_source *ad, size_t a, size_t b, bool transposed
     uint64_t r = (uint64_t)ad->tensors[a].shape[0];
     float *C = mk_malloc((size_t)(nrows * r) * sizeof *C + 1);
     float *V = mk_malloc((size_t)(r * cols) * sizeof *V + 1);
-    double *acc = mk_malloc((size_t)cols * sizeof *acc + 1);
-    mk_status s = (C && V && acc) ? MK_OK : MK_ERR_NOMEM;
+    mk_status s = (C && V) ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK && !transposed) {
         /* C = B[row0 .. row0+nrows) [nrows, r]; V = A [r, cols] */
         s = read_f32(ad, b, row0 * r, nrows * r, C);
@@ -63,10 +58,9 @@ mk_status mk_lora_update_read(mk_source *ad, size_t a, size_t b, bool transposed
             for (uint64_t k = 0; k < r; k++) V[k * cols + j] = tmp[j * r + k];
         free(tmp);
     }
-    if (s == MK_OK) mk_lora_update_rows(C, V, r, nrows, cols, (float)scale, out, acc);
+    if (s == MK_OK) mk_lora_update_rows(C, V, r, nrows, cols, (float)scale, out);
     free(C);
     free(V);
-    free(acc);
     return s;
 }
 
@@ -103,7 +97,18 @@ static mk_status merged_f32(lora_src *L, size_t i, uint64_t e0, uint64_t n, floa
     float *upd = mk_malloc((size_t)((r1 - r0) * cols) * sizeof *upd + 1);
     if (!upd) return MK_ERR_NOMEM;
     mk_status s = mk_lora_update_read(L->adapter, t->a, t->b, t->transposed, t->scale, rows, cols, r0, r1 - r0, upd);
-    if (s == MK_OK) s = read_f32(L->base, i, e0, n, dst);
+    if (s == MK_OK) s = t->wsrc >= 0 ? read_f32(L->adapter, (size_t)t->wsrc, e0, n, dst) : read_f32(L->base, i, e0, n, dst);
+    if (s == MK_OK && t->round_update && W->dtype != MK_F32) {
+        const mk_dtype_traits *dt = mk_dtype_info(W->dtype);
+        size_t nu = (size_t)((r1 - r0) * cols);
+        void *tmp = mk_malloc(nu * dt->size + 1);
+        if (!tmp) s = MK_ERR_NOMEM;
+        else {
+            dt->from_f32(upd, tmp, nu);
+            dt->to_f32(tmp, upd, nu);
+            free(tmp);
+        }
+    }
     const float *u = upd + (e0 - r0 * cols);
     for (uint64_t q = 0; q < n && s == MK_OK; q++) dst[q] += u[q];
     free(upd);
@@ -236,7 +241,9 @@ mk_status mk_lora_source_open(mk_source *base, mk_source *adapter, const mk_lora
         L->nx = nx;
         for (size_t i = 0; i < nb; i++) L->target_of[i] = L->extra_of[i] = -1;
         for (size_t q = 0; q < nt && st == MK_OK; q++) {
-            if (t[q].base >= nb || t[q].a >= adapter->n_tensors || t[q].b >= adapter->n_tensors) MK_BUG("bad LoRA target");
+            if (t[q].base >= nb || t[q].a >= adapter->n_tensors || t[q].b >= adapter->n_tensors ||
+                t[q].wsrc >= (long)adapter->n_tensors)
+                MK_BUG("bad LoRA target");
             if (L->target_of[t[q].base] >= 0)
                 st = mk_error(MK_ERR_FORMAT, "%s: tensor %s is updated twice", name, base->tensors[t[q].base].name);
             L->target_of[t[q].base] = (long)q;

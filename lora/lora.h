@@ -8,9 +8,10 @@
  * Conventions (PEFT, reference/formats-security-compression.md 1.7): A is [r, in], B is
  * [out, r]; the update of a Linear weight [out, in] is B A; for embeddings (A [r, vocab],
  * B [dim, r]) and Conv1D weights stored [in, out] (fan_in_fan_out) it is (B A)^T.
- * Rounding: each update element is the f32 rounding of sum_k B[i,k] A[k,j] accumulated in
- * double in k order, times the f32 scale (torch multiplies an f32 tensor by a Python float
- * in f32); the merged weight is round(W + update) in W's dtype.
+ * Rounding: each update element is sum_k B[i,k] A[k,j] as f32 fused multiply-adds in k
+ * order (as torch's CPU matmul computes it for these shapes), times the f32 scale (torch
+ * multiplies an f32 tensor by a Python float in f32); the merged weight is round(W + update)
+ * in W's dtype.
  * Must not: know file formats (the CLI binds adapters to bases and hands us indices) or
  * print. LAPACK is called only outside parallel regions.
  */
@@ -22,11 +23,12 @@
 
 /* ---- the update ------------------------------------------------------------------------- */
 
-/* out[i*cols + j] = fl32(sum_k C[i*r + k] * V[k*cols + j]) * scale for i < nrows, j < cols.
- * `acc` holds cols doubles. C is [nrows, r] (rows of B, or for a transposed update the
- * columns of A), V is [r, cols] (A, or B transposed). */
+/* out[i*cols + j] = (sum_k C[i*r + k] * V[k*cols + j]) * scale for i < nrows, j < cols, the
+ * sum as a chain of f32 fused multiply-adds in k order from 0, then one f32 multiply: the
+ * bits torch's CPU matmul and `* scaling` give (checked against PEFT). C is [nrows, r] (rows
+ * of B, or for a transposed update the columns of A), V is [r, cols] (A, or B transposed). */
 void mk_lora_update_rows(const float *C, const float *V, uint64_t r, uint64_t nrows, uint64_t cols, float scale,
-                         float *out, double *acc);
+                         float *out);
 
 /* Rows [row0, row0+nrows) of the update of one module into out[nrows * cols], reading A and
  * B from `adapter` (tensor indices a, b). rows x cols is the updated weight's shape. */
@@ -41,6 +43,8 @@ typedef struct mk_lora_target {
     bool transposed;  /* update = (B A)^T */
     long r;
     double scale;
+    long wsrc;        /* adapter tensor read as W instead of the base's, or -1 */
+    bool round_update; /* round the update to W's dtype first (PEFT embeddings) */
 } mk_lora_target;
 
 typedef struct mk_lora_extra {
