@@ -257,6 +257,7 @@ int mk_cmd_estimate(int argc, char **argv)
             else
                 mk_buf_printf(&out, "  %-34s %10s   %s\n", "trainable parameters", mk_est_fmt_count(trainable, a),
                               mk_est_fmt_int(trainable, b));
+            if (t_lora || t_qlora) row(&out, "adapter weights", mk_est_weights(lora, bpv), NULL);
             row(&out, t_qlora ? "weights (NF4 base + adapters)" : (t_lora ? "weights (base + adapters)" : "weights"), tw, NULL);
             if (o.batch) row(&out, "activations", act, NULL);
             row(&out, "gradients", grads, NULL);
@@ -267,7 +268,7 @@ int mk_cmd_estimate(int argc, char **argv)
         }
         if (o.adapters) {
             mk_buf_printf(&out, "\n%llu finetunes (LoRA rank %ld on %s: %s parameters each)\n", (unsigned long long)o.adapters,
-                          o.rank, o.targets, mk_est_fmt_int(lora, a));
+                          o.rank, m.shape.matrix ? "the matrix" : o.targets, mk_est_fmt_int(lora, a));
             mk_buf_printf(&out, "  %-34s %10s   %s\n", "as full copies", mk_est_fmt_count(fleet_full, a),
                           mk_est_fmt_bytes(mk_est_weights(fleet_full, bpv), b));
             mk_buf_printf(&out, "  %-34s %10s   %s\n", "as one base + adapters", mk_est_fmt_count(fleet_shared, a),

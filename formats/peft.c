@@ -131,7 +131,7 @@ static mk_status json_alpha(const mk_json *j, uint32_t v, const char *what, cons
 {
     const mk_json_node *n = mk_json_at(j, v);
     if (n->type != MK_JSON_NUM || !isfinite(n->d))
-        return mk_error(MK_ERR_FORMAT, "%s: %s: expected a number (lora_alpha), found %s", what, key,
+        return mk_error(MK_ERR_FORMAT, "%s: %s: expected a number, found %s", what, key,
                         mk_json_type_name(n->type));
     *out = n->d;
     return MK_OK;
