@@ -515,12 +515,13 @@ static int cmd_extract(int argc, char **argv)
     mk_common c = {0};
     long rank = 0;
     bool force = false, embed_lora = false, skip_undecomp = false;
-    const char *modules = NULL, *save = NULL, *dtype = NULL;
+    const char *modules = NULL, *save = NULL, *dtype = NULL, *exclude = NULL;
     const mk_opt opts[] = {
         {"rank", 'r', MK_OPT_INT, &rank, "R", "rank of every LoRA module (smaller where a matrix is smaller)", NULL},
         {"modules", 0, MK_OPT_LIST, &modules, "LIST", "only these modules (last name component, e.g. q_proj,v_proj, or full names)", "all linear layers"},
         {"embed-lora", 0, MK_OPT_FLAG, &embed_lora, NULL, "LoRA on embeddings and lm_head too (default: saved whole, in modules_to_save)", NULL},
         {"save-module", 0, MK_OPT_LIST, &save, "NAME", "save these modules whole (modules_to_save)", NULL},
+        {"exclude", 0, MK_OPT_LIST, &exclude, "LIST", "leave these modules out entirely (embeddings too), like mergekit's --exclude-regex", NULL},
         {"skip-undecomposable", 0, MK_OPT_FLAG, &skip_undecomp, NULL, "leave out changed norms and other non-matrix weights", NULL},
         {"dtype", 0, MK_OPT_STR, &dtype, "DTYPE", "adapter dtype: float32, bfloat16, float16", "the finetuned weights' dtype"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists", NULL},
@@ -589,7 +590,9 @@ static int cmd_extract(int argc, char **argv)
             break;
         }
         bool full = false, lora = false;
-        if (emb && (!embed_lora || vocab_changed)) {
+        if (in_list(exclude, module)) {
+            /* left out */
+        } else if (emb && (!embed_lora || vocab_changed)) {
             if (vocab_changed && embed_lora) mk_warn("%s: vocabulary size changed; saving it whole, not as LoRA", F->name);
             full = true;
         } else if (in_list(save, module)) {
