@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK_ELEMS (1u << 16) /* elements per row block of a merged read */
+#define BLOCK_ELEMS (1u << 18) /* elements per row block of a merged read */
 
 /* ---- the update ------------------------------------------------------------------------- */
 
