@@ -497,6 +497,26 @@ static mk_status run_check(merge_run *m, const char *out)
     mk_hash128_hex(mk_hash128_bytes(m->r->text, m->r->text_len), hex);
     if (rh && strcmp(mk_json_strv(&j, rh), hex) != 0)
         s = mk_error(MK_ERR_MISMATCH, "%s: the recipe differs from the one recorded in %s/%s", m->r->path, out, RECIPE_COPY);
+    /* the files in OUT must still be the recorded ones */
+    uint32_t outs = mk_json_get(&j, 0, "outputs");
+    for (uint32_t c = outs ? mk_json_at(&j, outs)->first : 0; c && s == MK_OK; c = mk_json_at(&j, c)->next) {
+        uint32_t nn = mk_json_get(&j, c, "name"), hh = mk_json_get(&j, c, "xxh128");
+        if (!nn || !hh || mk_json_at(&j, nn)->type != MK_JSON_STR || strchr(mk_json_strv(&j, nn), '/')) {
+            s = mk_error(MK_ERR_FORMAT, "%s/%s: malformed outputs entry", out, PROVENANCE_FILE);
+            break;
+        }
+        char *fp = mk_path_join(out, mk_json_strv(&j, nn));
+        mk_hash128 h;
+        char got[33];
+        s = fp ? mk_hash_file(fp, &h) : MK_ERR_NOMEM;
+        if (s == MK_OK) {
+            mk_hash128_hex(h, got);
+            if (strcmp(got, mk_json_strv(&j, hh)) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out,
+                             mk_json_strv(&j, nn));
+        }
+        free(fp);
+    }
     if (s == MK_OK) s = run_merge(m, &j);
     mk_json_free(&j);
     return s;

@@ -204,7 +204,11 @@ const char *mk_did_you_mean(const char *word, const char *const *candidates, siz
     }
     size_t len = strlen(word);
     unsigned limit = len <= 4 ? 1 : len <= 8 ? 2 : 3;
-    return best_d <= limit ? best : NULL;
+    if (best_d <= limit) return best;
+    /* a part of a longer name ("shard-size" for "out-shard-size") */
+    for (size_t i = 0; len >= 4 && i < n; i++)
+        if (strstr(candidates[i], word)) return candidates[i];
+    return NULL;
 }
 
 bool mk_parse_size(const char *s, uint64_t *out)
