@@ -16,9 +16,11 @@
 #include "../merge/exec.h"
 #include "../merge/plan.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define PROVENANCE_FILE "mergekit-c.json"
 #define RECIPE_COPY "mergekit_config.yml"
@@ -124,6 +126,41 @@ static mk_status hash_inputs(merge_run *m)
         }
     }
     return MK_OK;
+}
+
+/* Input hashing runs beside the merge: both read the same pages, so the inputs are read
+ * from disk once and the hash costs no extra wall time. */
+typedef struct hash_job {
+    merge_run *m;
+    mk_status status;
+    char msg[1024];
+    pthread_t thread;
+    bool started;
+} hash_job;
+
+static void *hash_thread(void *arg)
+{
+    hash_job *h = arg;
+    h->status = hash_inputs(h->m);
+    if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
+    return NULL;
+}
+
+static mk_status hash_start(hash_job *h, merge_run *m)
+{
+    memset(h, 0, sizeof *h);
+    h->m = m;
+    if (pthread_create(&h->thread, NULL, hash_thread, h) != 0) return hash_inputs(m); /* fall back: inline */
+    h->started = true;
+    return MK_OK;
+}
+
+static mk_status hash_join(hash_job *h)
+{
+    if (!h->started) return MK_OK;
+    pthread_join(h->thread, NULL);
+    h->started = false;
+    return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
 }
 
 /* ---- outputs --------------------------------------------------------------------------- */
@@ -340,13 +377,21 @@ static void print_plan(merge_run *m)
 
 /* ---- the merge ---------------------------------------------------------------------------- */
 
+/* Identity of the job for --resume: tool version, options, recipe, and each input file's
+ * path, size, modification time and inode (content hashes come later, from the thread). */
 static char *resume_key(merge_run *m)
 {
     mk_buf b = {0};
     mk_buf_printf(&b, "mergekit-c %s|%llu|%llu|%d|%d|", MK_VERSION, (unsigned long long)m->o->shard_size,
                   (unsigned long long)m->seed, m->o->allow_crimes, (int)m->out_dtype);
     mk_buf_put(&b, m->r->text, m->r->text_len);
-    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(&b, "|%s", m->ih.files[i].hash);
+    for (size_t i = 0; i < m->n_refs; i++)
+        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+            struct stat st;
+            if (stat(m->src[i]->files[f], &st) != 0) memset(&st, 0, sizeof st);
+            mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
+                          (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+        }
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
     mk_buf_free(&b);
@@ -365,8 +410,9 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         print_plan(m);
         return MK_OK;
     }
-    MK_TRY(hash_inputs(m));
+    hash_job hj = {0};
     if (expect) {
+        MK_TRY(hash_inputs(m));
         /* the inputs must be the ones recorded */
         uint32_t ins = mk_json_get(expect, 0, "inputs");
         for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
@@ -397,12 +443,16 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
     if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
     if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    if (s == MK_OK && !expect) s = hash_start(&hj, m);
     mk_progress prog;
     mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog};
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
     mk_progress_end(&prog);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", m->plan.n, mk_now() - t0);
+    mk_status hs = hash_join(&hj);
+    if (s == MK_OK) s = hs;
     if (s == MK_OK) s = write_config(m, k);
     if (s == MK_OK) s = copy_tokenizer(m, k);
     if (s == MK_OK) s = add_aux(m, k, RECIPE_COPY, m->r->text, m->r->text_len);

@@ -879,6 +879,9 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     st_sink *w = k->impl;
     st_shard *S = &w->shards[w->shard_of[i]];
     if (S->done) return MK_OK;
+    /* start writing this tensor back now, so the disk works while we compute the next one
+     * and the final fsync has little left to wait for (advisory: fsync reports errors) */
+    if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;
 }
