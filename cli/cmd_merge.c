@@ -299,9 +299,9 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     for (size_t i = 0; i < m->n_written; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
                       m->written[i].hash);
-    mk_buf_printf(b, "\nTo prove the merge reproduces: `mergekit-c %s %s --check` (re-derives every output hash from "
-                     "the recorded inputs).\n",
-                  RECIPE_COPY, title ? title : "OUT");
+    mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c %s/%s %s --check` "
+                     "(re-derives every output hash from the recorded inputs).\n",
+                  m->out, RECIPE_COPY, m->out);
     free(title);
 }
 
