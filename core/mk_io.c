@@ -385,7 +385,23 @@ static mk_status take_lock(mk_outdir *o, const char *marker)
     return MK_OK;
 }
 
+static mk_status outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume);
+
 mk_status mk_outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume)
+{
+    mk_status s = outdir_begin(o, out, as_file, force, resume);
+    if (s != MK_OK) {
+        /* nothing of ours was created unless the lock was taken; release what we hold */
+        if (o->lock_fd >= 0) close(o->lock_fd);
+        free(o->final_path);
+        free(o->tmp_path);
+        memset(o, 0, sizeof *o);
+        o->lock_fd = -1;
+    }
+    return s;
+}
+
+static mk_status outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume)
 {
     memset(o, 0, sizeof *o);
     o->lock_fd = -1;
