@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,3 +336,15 @@ double mk_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+static long tp_arm, tp_count;
+
+void mk_testpoint_arm(long n) { tp_arm = n; }
+
+void mk_testpoint(void)
+{
+    long c = __atomic_add_fetch(&tp_count, 1, __ATOMIC_SEQ_CST);
+    if (tp_arm > 0 && c == tp_arm) raise(SIGKILL);
+}
+
+long mk_testpoint_count(void) { return __atomic_load_n(&tp_count, __ATOMIC_SEQ_CST); }

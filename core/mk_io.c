@@ -465,6 +465,7 @@ mk_status mk_outdir_commit(mk_outdir *o)
     mk_status s = (parent && old) ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK && !o->as_file) s = mk_fsync_dir(o->tmp_path);
     bool moved_old = false;
+    mk_testpoint(); /* everything written, nothing renamed */
     if (s == MK_OK && mk_path_exists(o->final_path)) {
         if (rename(o->final_path, old) != 0) s = io_err("cannot move the existing output aside", o->final_path);
         else moved_old = true;
@@ -474,6 +475,7 @@ mk_status mk_outdir_commit(mk_outdir *o)
         if (moved_old) rename(old, o->final_path); /* put the user's data back */
         moved_old = false;
     }
+    mk_testpoint(); /* renamed into place, marker not yet removed */
     if (s == MK_OK) s = mk_fsync_dir(parent);
     if (s == MK_OK && !o->as_file) {
         char *marker = mk_path_join(o->final_path, MK_OUTDIR_MARKER);

@@ -871,7 +871,9 @@ static mk_status finish_shard(st_sink *w, st_shard *S)
     MK_TRY(mk_hash_file(S->path, &h));
     mk_hash128_hex(h, S->hash);
     S->done = true;
-    return journal_append(w, S);
+    MK_TRY(journal_append(w, S));
+    mk_testpoint(); /* between shards */
+    return MK_OK;
 }
 
 static mk_status sink_tensor_done(mk_sink *k, size_t i)
@@ -882,6 +884,7 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     /* start writing this tensor back now, so the disk works while we compute the next one
      * and the final fsync has little left to wait for (advisory: fsync reports errors) */
     if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
+    mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;
 }
