@@ -21,6 +21,7 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
