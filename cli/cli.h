@@ -44,6 +44,7 @@ int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
+int mk_cmd_methods(int argc, char **argv);
 int mk_cmd_lora(int argc, char **argv);
 int mk_cmd_estimate(int argc, char **argv);
 

@@ -268,3 +268,26 @@ size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *f
     }
     return count;
 }
+
+size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first)
+{
+    const unsigned char *p = src;
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool bad;
+        switch (t) {
+        case MK_F32: { uint32_t u; memcpy(&u, p + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
+        case MK_F64: { uint64_t u; memcpy(&u, p + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; break; }
+        case MK_F16: { uint16_t u; memcpy(&u, p + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
+        case MK_BF16: { uint16_t u; memcpy(&u, p + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
+        case MK_F8_E4M3: bad = (p[i] & 0x7f) == 0x7f; break;
+        case MK_F8_E5M2: bad = (p[i] & 0x7c) == 0x7c; break;
+        default: return 0;
+        }
+        if (bad) {
+            if (!count && first) *first = i;
+            count++;
+        }
+    }
+    return count;
+}
