@@ -343,6 +343,34 @@ static void transpose(const float *in, uint64_t rows, uint64_t cols, float *out)
         for (uint64_t j = 0; j < cols; j++) out[j * rows + i] = in[i * cols + j];
 }
 
+/* --svd exact|randomized: LAPACK's full SVD, or a randomized one (--power-iters passes,
+ * 10 extra sketch columns), its sketch keyed by the module name. */
+typedef struct svd_opts {
+    const char *kind;
+    long power;
+    bool randomized;
+} svd_opts;
+
+static mk_status svd_opts_check(svd_opts *o)
+{
+    if (strcmp(o->kind, "exact") == 0) o->randomized = false;
+    else if (strcmp(o->kind, "randomized") == 0) o->randomized = true;
+    else return mk_error(MK_ERR_USAGE, "--svd: '%s' is not exact or randomized", o->kind);
+    if (o->power < 0 || o->power > 20) return mk_error(MK_ERR_USAGE, "--power-iters: %ld is not between 0 and 20", o->power);
+    return MK_OK;
+}
+
+static mk_status factor(const svd_opts *o, const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k,
+                        double *kept, const char *what)
+{
+    if (!o->randomized) return mk_lora_svd(d, m, n, rank, B, A, k, kept, NULL, what);
+    return mk_lora_rsvd(d, m, n, rank, (unsigned)o->power, 10, mk_rng_key(0, what), B, A, k, kept, what);
+}
+
+#define SVD_OPTS(o)                                                                                                     \
+    {"svd", 0, MK_OPT_STR, &(o).kind, "KIND", "exact (LAPACK sgesdd) or randomized (much faster for low ranks of big matrices)", "exact"}, \
+    {"power-iters", 0, MK_OPT_INT, &(o).power, "N", "power iterations of the randomized SVD", "2"}
+
 static mk_dtype parse_out_dtype(const char *s)
 {
     mk_dtype d = mk_dtype_from_user(s);
@@ -516,6 +544,7 @@ static int cmd_extract(int argc, char **argv)
     long rank = 0;
     bool force = false, embed_lora = false, skip_undecomp = false;
     const char *modules = NULL, *save = NULL, *dtype = NULL, *exclude = NULL;
+    svd_opts so = {"exact", 2, false};
     const mk_opt opts[] = {
         {"rank", 'r', MK_OPT_INT, &rank, "R", "rank of every LoRA module (smaller where a matrix is smaller)", NULL},
         {"modules", 0, MK_OPT_LIST, &modules, "LIST", "only these modules (last name component, e.g. q_proj,v_proj, or full names)", "all linear layers"},
@@ -524,6 +553,7 @@ static int cmd_extract(int argc, char **argv)
         {"exclude", 0, MK_OPT_LIST, &exclude, "LIST", "leave these modules out entirely (embeddings too), like mergekit's --exclude-regex", NULL},
         {"skip-undecomposable", 0, MK_OPT_FLAG, &skip_undecomp, NULL, "leave out changed norms and other non-matrix weights", NULL},
         {"dtype", 0, MK_OPT_STR, &dtype, "DTYPE", "adapter dtype: float32, bfloat16, float16", "the finetuned weights' dtype"},
+        SVD_OPTS(so),
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists", NULL},
         MK_COMMON_OPTS(c),
         {0},
@@ -549,6 +579,7 @@ static int cmd_extract(int argc, char **argv)
     if (rank <= 0 || rank > MK_PEFT_MAX_R) s = mk_error(MK_ERR_USAGE, "--rank: give a rank between 1 and %d", MK_PEFT_MAX_R);
     else if (dtype && (odt = parse_out_dtype(dtype)) == MK_DTYPE_NONE)
         s = mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16 or float16", dtype);
+    if (s == MK_OK) s = svd_opts_check(&so);
     const char *ins[2] = {pos[0], pos[1]};
     if (s == MK_OK) s = check_out(pos[2], ins, 2);
     mk_source *base = NULL, *ft = NULL;
@@ -678,7 +709,7 @@ static int cmd_extract(int argc, char **argv)
         float *Bs = mk_malloc((size_t)(rows * (uint64_t)m->k) * sizeof *Bs);
         float *As = mk_malloc((size_t)((uint64_t)m->k * cols) * sizeof *As);
         long kk = 0;
-        s = Bs && As ? mk_lora_svd(d, rows, cols, m->k, Bs, As, &kk, &m->kept, NULL, F->name) : MK_ERR_NOMEM;
+        s = Bs && As ? factor(&so, d, rows, cols, m->k, Bs, As, &kk, &m->kept, F->name) : MK_ERR_NOMEM;
         free(d);
         if (s == MK_OK && kk != m->k) MK_BUG("rank mismatch");
         if (s == MK_OK && m->transposed) {
@@ -778,6 +809,7 @@ static int cmd_combine(int argc, char **argv)
     double density = -1;
     uint64_t seed = 0;
     bool force = false;
+    svd_opts so = {"exact", 2, false};
     const mk_opt opts[] = {
         {"method", 'm', MK_OPT_STR, &method, "NAME", "cat, linear, svd, ties or dare_linear", NULL},
         {"weights", 'w', MK_OPT_STR, &weights, "W1,W2,..", "one weight per adapter", "1 each"},
@@ -785,6 +817,7 @@ static int cmd_combine(int argc, char **argv)
         {"density", 0, MK_OPT_DOUBLE, &density, "D", "share of each update kept (ties: by magnitude; dare_linear: at random)", NULL},
         {"seed", 0, MK_OPT_U64, &seed, "N", "seed for dare_linear", "0"},
         {"dtype", 0, MK_OPT_STR, &dtype, "DTYPE", "adapter dtype: float32, bfloat16, float16", "float32"},
+        SVD_OPTS(so),
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists", NULL},
         MK_COMMON_OPTS(c),
         {0},
@@ -831,6 +864,7 @@ static int cmd_combine(int argc, char **argv)
         s = mk_error(MK_ERR_USAGE, "--method %s needs --density D with 0 < D <= 1", method);
     else if (meth != CB_TIES && meth != CB_DARE_LINEAR && density != -1)
         s = mk_error(MK_ERR_USAGE, "--density applies to ties and dare_linear only");
+    if (s == MK_OK) s = svd_opts_check(&so);
     if (s == MK_OK) s = parse_weights(weights, na, w);
     if (s == MK_OK) s = check_out(out, (const char *const *)pos, na);
     mk_peft_adapter **ad = mk_calloc(na, sizeof *ad);
@@ -1009,7 +1043,7 @@ static int cmd_combine(int argc, char **argv)
             free(d);
             free(dw);
             long got = 0;
-            if (s == MK_OK) s = mk_lora_svd(D, m->out, m->in, m->k, B, A, &got, &m->kept, NULL, m->module);
+            if (s == MK_OK) s = factor(&so, D, m->out, m->in, m->k, B, A, &got, &m->kept, m->module);
             if (s == MK_OK && got != m->k) MK_BUG("rank mismatch");
             free(D);
         }

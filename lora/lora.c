@@ -3,6 +3,7 @@
 
 #include "../core/mk_simd.h"
 
+#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
@@ -278,58 +279,148 @@ mk_status mk_lora_source_open(mk_source *base, mk_source *adapter, const mk_lora
 
 /* ---- factorisation ------------------------------------------------------------------------ */
 
-mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k_out, double *kept,
-                      float *sv, const char *what)
+/* B [m, k] = U_k diag(sqrt S_k), A [k, n] = diag(sqrt S_k) Vh_k from row-major U [m, ku] and
+ * Vh [ku rows, n], each pair signed so that the largest |U[i, q]| (first on ties) is positive. */
+static void split_factors(const float *u, uint64_t ku, const float *s, const float *vh, uint64_t m, uint64_t n, long k,
+                          float *B, float *A)
 {
-    if (m == 0 || n == 0 || rank <= 0) MK_BUG("empty SVD");
+    for (long q = 0; q < k; q++) {
+        uint64_t best = 0;
+        float bv = -1;
+        for (uint64_t i = 0; i < m; i++) {
+            float v = fabsf(u[i * ku + q]);
+            if (v > bv) bv = v, best = i;
+        }
+        float sg = u[best * ku + q] < 0 ? -1.0f : 1.0f;
+        float rs = sqrtf(s[q]);
+        for (uint64_t i = 0; i < m; i++) B[i * k + q] = sg * u[i * ku + q] * rs;
+        for (uint64_t j = 0; j < n; j++) A[q * n + j] = sg * vh[q * n + j] * rs;
+    }
+}
+
+static mk_status check_lapack_size(uint64_t m, uint64_t n, const char *what)
+{
     uint64_t mn;
     if (m > INT32_MAX || n > INT32_MAX || !mk_mul_u64(m, n, &mn) || mn > INT32_MAX)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: a [%llu, %llu] matrix is too large for LAPACK's 32-bit indices", what,
                         (unsigned long long)m, (unsigned long long)n);
+    return MK_OK;
+}
+
+/* Thin SVD of row-major d [m, n]: u [m, kf], s [kf], vh [kf, n], kf = min(m, n). */
+static mk_status thin_svd(const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh, const char *what)
+{
     uint64_t kf = m < n ? m : n;
-    long k = rank < (long)kf ? rank : (long)kf;
+    float *a = mk_malloc((size_t)(m * n) * sizeof *a);
+    if (!a) return MK_ERR_NOMEM;
+    memcpy(a, d, (size_t)(m * n) * sizeof *a);
     /* Our row-major [m, n] is LAPACK's column-major [n, m] = d^T = V S U^T, so LAPACK's "U"
      * ([n, kf] column-major) is Vh ([kf, n] row-major) and its "VT" ([kf, m] column-major)
      * is U ([m, kf] row-major): no transposes needed. */
-    float *a = mk_malloc((size_t)mn * sizeof *a);
+    lapack_int info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, a, (lapack_int)n, s, vh,
+                                     (lapack_int)n, u, (lapack_int)kf);
+    free(a);
+    if (info < 0) MK_BUG("bad sgesdd argument");
+    if (info > 0)
+        return mk_error(MK_ERR_NUMERIC, "%s: the SVD of a [%llu, %llu] matrix did not converge (LAPACK sgesdd info %d)",
+                        what, (unsigned long long)m, (unsigned long long)n, (int)info);
+    if (!isfinite(s[0])) return mk_error(MK_ERR_NUMERIC, "%s: the weight difference has NaN or Inf values", what);
+    return MK_OK;
+}
+
+mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k_out, double *kept,
+                      float *sv, const char *what)
+{
+    if (m == 0 || n == 0 || rank <= 0) MK_BUG("empty SVD");
+    MK_TRY(check_lapack_size(m, n, what));
+    uint64_t kf = m < n ? m : n;
+    long k = rank < (long)kf ? rank : (long)kf;
     float *s = mk_malloc((size_t)kf * sizeof *s);
     float *vh = mk_malloc((size_t)(kf * n) * sizeof *vh);
     float *u = mk_malloc((size_t)(m * kf) * sizeof *u);
-    mk_status st = (a && s && vh && u) ? MK_OK : MK_ERR_NOMEM;
-    if (st == MK_OK) {
-        memcpy(a, d, (size_t)mn * sizeof *a);
-        lapack_int info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, a, (lapack_int)n, s, vh,
-                                         (lapack_int)n, u, (lapack_int)kf);
-        if (info < 0) MK_BUG("bad sgesdd argument");
-        if (info > 0)
-            st = mk_error(MK_ERR_NUMERIC, "%s: the SVD of the [%llu, %llu] difference did not converge (LAPACK sgesdd info %d)",
-                          what, (unsigned long long)m, (unsigned long long)n, (int)info);
-        else if (!isfinite(s[0]))
-            st = mk_error(MK_ERR_NUMERIC, "%s: the weight difference has NaN or Inf values", what);
-    }
+    mk_status st = (s && vh && u) ? thin_svd(d, m, n, u, s, vh, what) : MK_ERR_NOMEM;
     if (st == MK_OK) {
         double tot = 0, keep = 0;
         for (uint64_t q = kf; q-- > 0;) tot += (double)s[q] * s[q];
         for (long q = k; q-- > 0;) keep += (double)s[q] * s[q];
         *kept = tot > 0 ? keep / tot : 1.0;
         if (sv) memcpy(sv, s, (size_t)kf * sizeof *s);
-        for (long q = 0; q < k; q++) {
-            /* sign: the largest |U[i, q]| (first on ties) is positive */
-            uint64_t best = 0;
-            float bv = -1;
-            for (uint64_t i = 0; i < m; i++) {
-                float v = fabsf(u[i * kf + q]);
-                if (v > bv) bv = v, best = i;
-            }
-            float sg = u[best * kf + q] < 0 ? -1.0f : 1.0f;
-            float rs = sqrtf(s[q]);
-            for (uint64_t i = 0; i < m; i++) B[i * k + q] = sg * u[i * kf + q] * rs;
-            for (uint64_t j = 0; j < n; j++) A[q * n + j] = sg * vh[q * n + j] * rs;
-        }
+        split_factors(u, kf, s, vh, m, n, k, B, A);
         *k_out = k;
     }
-    free(a);
     free(s);
+    free(vh);
+    free(u);
+    return st;
+}
+
+/* Orthonormal basis of the columns of row-major y [m, l] (m >= l), in place (Householder QR). */
+static mk_status orth(float *y, uint64_t m, uint64_t l, float *tau, const char *what)
+{
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info < 0) MK_BUG("bad QR argument");
+    if (info > 0) return mk_error(MK_ERR_NUMERIC, "%s: QR factorisation failed (LAPACK info %d)", what, (int)info);
+    return MK_OK;
+}
+
+mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
+                       float *B, float *A, long *k_out, double *kept, const char *what)
+{
+    if (m == 0 || n == 0 || rank <= 0) MK_BUG("empty SVD");
+    MK_TRY(check_lapack_size(m, n, what));
+    uint64_t kf = m < n ? m : n;
+    long k = rank < (long)kf ? rank : (long)kf;
+    uint64_t l = (uint64_t)k + oversample < kf ? (uint64_t)k + oversample : kf;
+    if (l == kf) return mk_lora_svd(d, m, n, rank, B, A, k_out, kept, NULL, what); /* nothing to save */
+    /* Halko, Martinsson & Tropp 2011, algorithms 4.4 (power iterations) and 5.1:
+     * Y = d W (W [n, l] random), then q times Q = orth(Y), Z = orth(d^T Q), Y = d Z; Q = orth(Y);
+     * C = Q^T d [l, n] = Uc S Vh; U = Q Uc. */
+    float *w = mk_malloc((size_t)(n * l) * sizeof *w), *y = mk_malloc((size_t)(m * l) * sizeof *y);
+    float *z = mk_malloc((size_t)(n * l) * sizeof *z), *c = mk_malloc((size_t)(l * n) * sizeof *c);
+    float *tau = mk_malloc((size_t)l * sizeof *tau), *s = mk_malloc((size_t)l * sizeof *s);
+    float *uc = mk_malloc((size_t)(l * l) * sizeof *uc), *vh = mk_malloc((size_t)(l * n) * sizeof *vh);
+    float *u = mk_malloc((size_t)(m * l) * sizeof *u);
+    mk_status st = (w && y && z && c && tau && s && uc && vh && u) ? MK_OK : MK_ERR_NOMEM;
+    if (st == MK_OK) {
+        for (uint64_t e = 0; e < n * l; e++) w[e] = 2.0f * mk_rng_uniform(rng, 0, e) - 1.0f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)n, 1.0f, d, (blasint)n, w,
+                    (blasint)l, 0.0f, y, (blasint)l);
+        for (unsigned it = 0; it < power && st == MK_OK; it++) {
+            st = orth(y, m, l, tau, what);
+            if (st != MK_OK) break;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)n, (blasint)l, (blasint)m, 1.0f, d, (blasint)n, y,
+                        (blasint)l, 0.0f, z, (blasint)l);
+            st = orth(z, n, l, tau, what);
+            if (st != MK_OK) break;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)n, 1.0f, d, (blasint)n,
+                        z, (blasint)l, 0.0f, y, (blasint)l);
+        }
+        if (st == MK_OK) st = orth(y, m, l, tau, what);
+    }
+    if (st == MK_OK) {
+        /* C = Q^T d */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)l, (blasint)n, (blasint)m, 1.0f, y, (blasint)l, d,
+                    (blasint)n, 0.0f, c, (blasint)n);
+        st = thin_svd(c, l, n, uc, s, vh, what);
+    }
+    if (st == MK_OK) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)l, 1.0f, y, (blasint)l, uc,
+                    (blasint)l, 0.0f, u, (blasint)l);
+        double tot = 0, keep = 0;
+        for (uint64_t e = 0; e < m * n; e++) tot += (double)d[e] * d[e];
+        for (long q = k; q-- > 0;) keep += (double)s[q] * s[q];
+        *kept = tot > 0 ? (keep < tot ? keep / tot : 1.0) : 1.0;
+        split_factors(u, l, s, vh, m, n, k, B, A);
+        *k_out = k;
+    }
+    free(w);
+    free(y);
+    free(z);
+    free(c);
+    free(tau);
+    free(s);
+    free(uc);
     free(vh);
     free(u);
     return st;

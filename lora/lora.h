@@ -3,7 +3,8 @@
  * (W' = W + s B A, rounded once to W's dtype, as PEFT's merge_and_unload does with f32
  * adapter weights); the truncated SVD that turns a weight difference into a LoRA pair
  * (LAPACK's sgesdd); and the PEFT add_weighted_adapter kernels on full updates
- * (task arithmetic, TIES, DARE) for combining adapters.
+ * (task arithmetic, TIES, DARE) for combining adapters; or a randomized SVD on the same
+ * libraries when the exact one is too slow.
  *
  * Conventions (PEFT, reference/formats-security-compression.md 1.7): A is [r, in], B is
  * [out, r]; the update of a Linear weight [out, in] is B A; for embeddings (A [r, vocab],
@@ -13,7 +14,7 @@
  * multiplies an f32 tensor by a Python float in f32); the merged weight is round(W + update)
  * in W's dtype.
  * Must not: know file formats (the CLI binds adapters to bases and hands us indices) or
- * print. LAPACK is called only outside parallel regions.
+ * print. LAPACK and BLAS are called only outside parallel regions.
  */
 #ifndef MK_LORA_H
 #define MK_LORA_H
@@ -71,6 +72,14 @@ mk_status mk_lora_source_open(mk_source *base, mk_source *adapter, const mk_lora
  * a zero matrix). sv (optional) receives min(m, n) singular values. `what` names it. */
 mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k, double *kept,
                       float *sv, const char *what);
+
+/* The same by randomized SVD (Halko, Martinsson & Tropp 2011: a Gaussian-like sketch of
+ * k + oversample columns, `power` power iterations with re-orthonormalisation, then an exact
+ * SVD of the small projection), on LAPACK and BLAS: far faster when the rank is much smaller
+ * than the matrix, and close to the exact result when the spectrum decays; the sketch comes
+ * from `rng` (deterministic). *kept is exact (the denominator is ||d||^2). */
+mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
+                       float *B, float *A, long *k, double *kept, const char *what);
 
 /* ---- combining (PEFT merge_utils on full updates; all f32, in PEFT's order) ----------------- */
 

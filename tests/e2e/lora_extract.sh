@@ -48,6 +48,15 @@ t_same "extract -j1 == -j8" adj1/adapter_model.safetensors adj8/adapter_model.sa
 for j in 1 8; do "$MK" lora apply b16/ adj1/ "apj$j" -j $j -q; done
 t_same "apply -j1 == -j8" apj1/model.safetensors apj8/model.safetensors
 
+# randomized SVD: never keeps more energy than the exact one, same bytes at 1 and 8 threads
+for j in 1 8; do "$MK" lora extract b32/ f32/ "adr$j" --rank 4 --svd randomized -j $j --json -q >"r$j.json"; done
+t_same "randomized: -j1 == -j8" adr1/adapter_model.safetensors adr8/adapter_model.safetensors
+grep -o '"energy_kept": [0-9.e-]*' r4.json | awk '{print $2}' >exact.txt
+grep -o '"energy_kept": [0-9.e-]*' r1.json | awk '{print $2}' >rand.txt
+paste exact.txt rand.txt | awk '{ if ($2 > $1 + 1e-6 || $2 < 0.8 * $1) print }' >worse
+t_ok "randomized keeps 80-100% of the exact SVD's energy" test ! -s worse
+t_fail "bad --svd" 2 "--svd: 'fast'" "$MK" lora extract b32/ f32/ bad/ --rank 4 --svd fast
+
 # errors: one line, nothing left behind
 t_fail "rank 0" 2 "--rank" "$MK" lora extract b32/ f32/ bad/ --rank 0
 t_fail "different shapes" 2 "o/: tensor .* is \\[16\\] but \\[32\\] in the base" "$MK" lora extract b32/ "$($MK synth o/ --hidden 16 --heads 2 --layers 2 --vocab 64 -q; echo o/)" bad/ --rank 4

@@ -298,3 +298,47 @@ MK_TEST(lora_prune_random_rescales_and_is_keyed)
     free(x);
     free(y);
 }
+
+MK_TEST(lora_randomized_svd_close_to_exact)
+{
+    /* a [60, 40] matrix with singular values 0.7^q (a decaying spectrum, as finetune
+     * differences have): rank 5 by randomized SVD keeps the same energy as the exact SVD and
+     * gives the same approximation, to f32 precision */
+    enum { M = 60, N = 40, K = 5 };
+    static float d[M * N], g1[M * N], g2[N * N], B1[M * K], A1[K * N], B2[M * K], A2[K * N], sv[N];
+    fill(g1, M * N, 50);
+    fill(g2, N * N, 51);
+    /* orthonormal-ish bases from exact SVDs of random matrices */
+    static float U[M * N], Vt[N * N], tmpB[M * N], tmpA[N * N];
+    long k;
+    double kept;
+    CHECK_OK(mk_lora_svd(g1, M, N, N, tmpB, tmpA, &k, &kept, sv, "g1"));
+    for (int i = 0; i < M; i++)
+        for (int q = 0; q < N; q++) U[i * N + q] = tmpB[i * N + q] / sqrtf(sv[q]);
+    CHECK_OK(mk_lora_svd(g2, N, N, N, tmpB, tmpA, &k, &kept, sv, "g2"));
+    for (int q = 0; q < N; q++)
+        for (int j = 0; j < N; j++) Vt[q * N + j] = tmpA[q * N + j] / sqrtf(sv[q]);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0, s = 1;
+            for (int q = 0; q < N; q++, s *= 0.7) acc += (double)U[i * N + q] * s * Vt[q * N + j];
+            d[i * N + j] = (float)acc;
+        }
+    double k1, k2;
+    CHECK_OK(mk_lora_svd(d, M, N, K, B1, A1, &k, &k1, NULL, "d"));
+    CHECK_OK(mk_lora_rsvd(d, M, N, K, 2, 10, mk_rng_key(1, "d"), B2, A2, &k, &k2, "d"));
+    CHECK_EQ_INT(k, K);
+    /* tolerance: energy shares agree to 1e-5; approximations to 1e-4 of the largest element */
+    CHECK_MSG(fabs(k1 - k2) < 1e-5, "energy kept: exact %.9f, randomized %.9f", k1, k2);
+    static float r1[M * N], r2[M * N];
+    float mag = 0;
+    for (int e = 0; e < M * N; e++) mag = fmaxf(mag, fabsf(d[e]));
+    mk_lora_update_rows(B1, A1, K, M, N, 1.0f, r1);
+    mk_lora_update_rows(B2, A2, K, M, N, 1.0f, r2);
+    CHECK_CLOSE("randomized vs exact rank-5 approximation", r2, r1, M * N, 1e-4 * mag, 0);
+    /* a flat spectrum: never more than the optimum, and most of it */
+    fill(d, M * N, 52);
+    CHECK_OK(mk_lora_svd(d, M, N, K, B1, A1, &k, &k1, NULL, "flat"));
+    CHECK_OK(mk_lora_rsvd(d, M, N, K, 2, 10, mk_rng_key(1, "flat"), B2, A2, &k, &k2, "flat"));
+    CHECK_MSG(k2 <= k1 + 1e-6 && k2 >= 0.8 * k1, "flat spectrum: randomized keeps %.6f, exact %.6f", k2, k1);
+}
