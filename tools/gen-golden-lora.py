@@ -94,8 +94,15 @@ def randomize(model, seed):
                 p.copy_((torch.randn(p.shape, generator=g) * 0.05).to(p.dtype))
 
 
-def save_adapter(model, path, dtype):
+def save_adapter(model, path, dtype, base_name):
     model.save_pretrained(path)
+    cfg_path = os.path.join(path, "adapter_config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["base_model_name_or_path"] = base_name  # not the temporary folder it was made in
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
     st = os.path.join(path, "adapter_model.safetensors")
     sd = load_file(st)
     save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, st, metadata={"format": "pt"})
@@ -136,7 +143,7 @@ def main():
             cfg = LoraConfig(lora_dropout=0.0, **kw)
             model = get_peft_model(load_base(base_dir, dt), cfg)
             randomize(model, seed)
-            save_adapter(model, os.path.join(cdir, "adapter"), save_dt)
+            save_adapter(model, os.path.join(cdir, "adapter"), save_dt, f"base-{dt}")
             # what PEFT makes of the saved adapter
             merged = PeftModel.from_pretrained(load_base(base_dir, dt), os.path.join(cdir, "adapter")).merge_and_unload()
             save_file(merged_state(merged), os.path.join(cdir, "expected.safetensors"), metadata={"format": "pt"})
@@ -148,7 +155,7 @@ def main():
         for i, (name, kw) in enumerate(COMBINE_ADAPTERS.items()):
             model = get_peft_model(load_base(base_dir, "float32"), LoraConfig(lora_dropout=0.0, **kw))
             randomize(model, 100 + i)
-            save_adapter(model, os.path.join(adir, name), torch.float32)
+            save_adapter(model, os.path.join(adir, name), torch.float32, "base-float32")
         for case, (ctype, kw, ours) in COMBINE.items():
             cdir = os.path.join(OUT, f"combine_{case}")
             os.makedirs(cdir)
