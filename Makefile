@@ -42,7 +42,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-para
 ifeq ($(DEBUG),1)
 OPT := -O0
 else
-OPT := -O2
+OPT := -O2 -ftree-vectorize -fvect-cost-model=dynamic
 endif
 ifeq ($(OMP),1)
 OMPFLAGS := -fopenmp

@@ -31,13 +31,16 @@ typedef struct exec_state {
 static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float *v, uint64_t n)
 {
     if (k >= 64) return;
+    /* a vectorizable count of all-ones exponents first; the index only when there are some */
+    const uint32_t *bits = (const uint32_t *)v;
     uint64_t cnt = 0, first = 0;
+    for (uint64_t i = 0; i < n; i++) cnt += (bits[i] & 0x7f800000u) == 0x7f800000u;
+    if (!cnt) return;
     for (uint64_t i = 0; i < n; i++)
         if (!isfinite(v[i])) {
-            if (!cnt) first = elem0 + i;
-            cnt++;
+            first = elem0 + i;
+            break;
         }
-    if (!cnt) return;
     MK_OMP("omp critical(mk_exec_nonfinite)")
     {
         if (!ex->bad[k] || first < ex->first[k]) ex->first[k] = first;
