@@ -42,7 +42,9 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-para
 ifeq ($(DEBUG),1)
 OPT := -O0
 else
-OPT := -O2 -ftree-vectorize -fvect-cost-model=dynamic
+# -fvect-cost-model is GCC's; clang rejects it
+VECT_COST := $(shell $(CC) -fvect-cost-model=dynamic -E -x c /dev/null >/dev/null 2>&1 && echo -fvect-cost-model=dynamic)
+OPT := -O2 -ftree-vectorize $(VECT_COST)
 endif
 ifeq ($(OMP),1)
 OMPFLAGS := -fopenmp
