@@ -5,7 +5,9 @@
 #include "../core/mk_thread.h"
 #include "../formats/model.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct command {
@@ -21,6 +23,9 @@ static const command commands[] = {
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
     {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts"},
     {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors"},
+    {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
+    {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
+    {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -50,8 +55,17 @@ static void top_help(FILE *f)
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 
+static void report_testpoints(void) { fprintf(stderr, "mergekit-c: test points: %ld\n", mk_testpoint_count()); }
+
 int main(int argc, char **argv)
 {
+    /* test hook: MK_TEST_KILL_AT=N kills the process at its N-th write step (see mk_testpoint) */
+    const char *kill_at = getenv("MK_TEST_KILL_AT");
+    if (kill_at) mk_testpoint_arm(strtol(kill_at, NULL, 10));
+    if (getenv("MK_TEST_POINTS")) atexit(report_testpoints);
+    /* over a file-size limit, let write() fail with EFBIG (reported, cleaned up) instead of
+     * being killed by SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
     const char *prog = strrchr(argv[0], '/');
     prog = prog ? prog + 1 : argv[0];
     for (size_t i = 0; i < N_COMMANDS; i++)

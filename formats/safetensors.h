@@ -70,6 +70,8 @@ char *mk_st_shard_name(size_t k, size_t n_shards);
 
 /* A sink writing into folder `dir` (which must exist). */
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out);
+/* The same with another file stem than "model" (PEFT adapters: "adapter_model"). */
+mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out);
 
 #define MK_ST_JOURNAL ".mergekit-c-journal"
 

@@ -158,6 +158,7 @@ static mk_status parse_bnb4(mk_source *in, const char *mod, long js, mk_bnb4_typ
     free(blob);
     if (s != MK_OK) return mk_error_prefix(s, "%s", in->path);
 #define BAD(...) do { s = mk_error(MK_ERR_FORMAT, __VA_ARGS__); goto out; } while (0)
+#define CHK(expr) do { if ((s = (expr)) != MK_OK) goto out; } while (0)
     {
         uint32_t qt = mk_json_get(&j, 0, "quant_type"), bs = mk_json_get(&j, 0, "blocksize"), dt = mk_json_get(&j, 0, "dtype");
         uint32_t sh = mk_json_get(&j, 0, "shape");
@@ -186,13 +187,13 @@ static mk_status parse_bnb4(mk_source *in, const char *mod, long js, mk_bnb4_typ
         q->rows = n / last;
         q->type = type;
         uint64_t nb = mk_bnb_nblocks(n, q->block);
-        MK_TRY(expect(in, (long)q->main, MK_U8, 2, (int64_t[]){(int64_t)((n + 1) / 2), 1}, "packed 4-bit codes"));
-        if (q->aux[A_QMAP] >= 0) MK_TRY(expect(in, q->aux[A_QMAP], MK_F32, 1, (int64_t[]){16}, "quant_map"));
+        CHK(expect(in, (long)q->main, MK_U8, 2, (int64_t[]){(int64_t)((n + 1) / 2), 1}, "packed 4-bit codes"));
+        if (q->aux[A_QMAP] >= 0) CHK(expect(in, q->aux[A_QMAP], MK_F32, 1, (int64_t[]){16}, "quant_map"));
         else BAD("%s: %s.weight.quant_map is missing", in->path, mod);
         if (q->aux[A_ABSMAX] < 0) BAD("%s: %s.weight.absmax is missing", in->path, mod);
         q->dq = q->aux[A_NESTED] >= 0;
         if (!q->dq) {
-            MK_TRY(expect(in, q->aux[A_ABSMAX], MK_F32, 1, (int64_t[]){(int64_t)nb}, "absmax"));
+            CHK(expect(in, q->aux[A_ABSMAX], MK_F32, 1, (int64_t[]){(int64_t)nb}, "absmax"));
             goto out;
         }
         uint32_t nbk = mk_json_get(&j, 0, "nested_blocksize"), off = mk_json_get(&j, 0, "nested_offset");
@@ -202,15 +203,16 @@ static mk_status parse_bnb4(mk_source *in, const char *mod, long js, mk_bnb4_typ
             BAD("%s: tensor %s: nested_offset must be a finite number", in->path, jname);
         q->offset = (float)mk_json_at(&j, off)->d;
         if (q->aux[A_NMAP] < 0) BAD("%s: %s.weight.nested_quant_map is missing", in->path, mod);
-        MK_TRY(expect(in, q->aux[A_ABSMAX], MK_U8, 1, (int64_t[]){(int64_t)nb}, "nested absmax codes"));
-        MK_TRY(expect(in, q->aux[A_NESTED], MK_F32, 1, (int64_t[]){(int64_t)mk_bnb_nblocks(nb, MK_BNB_NESTED_BLOCK)}, "nested_absmax"));
-        MK_TRY(expect(in, q->aux[A_NMAP], MK_F32, 1, (int64_t[]){256}, "nested_quant_map"));
+        CHK(expect(in, q->aux[A_ABSMAX], MK_U8, 1, (int64_t[]){(int64_t)nb}, "nested absmax codes"));
+        CHK(expect(in, q->aux[A_NESTED], MK_F32, 1, (int64_t[]){(int64_t)mk_bnb_nblocks(nb, MK_BNB_NESTED_BLOCK)}, "nested_absmax"));
+        CHK(expect(in, q->aux[A_NMAP], MK_F32, 1, (int64_t[]){256}, "nested_quant_map"));
         s = in->ops->read(in, (size_t)q->aux[A_NMAP], 0, 1024, q->nmap);
         for (int k = 0; s == MK_OK && k < 256; k++)
             if (!isfinite(q->nmap[k])) BAD("%s: %s.weight.nested_quant_map: entry %d is not finite", in->path, mod, k);
     }
 out:
 #undef BAD
+#undef CHK
     mk_json_free(&j);
     return s;
 }

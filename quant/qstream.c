@@ -2,7 +2,6 @@
  * chunks of whole rows, OpenMP over the chunks of a tensor. Per thread one chunk as f32
  * plus its raw bytes; mapped input pages are released behind each chunk. */
 #include "bnb.h"
-#include "qvec.h"
 #include "quant.h"
 
 #include "../core/mk_io.h"
@@ -18,42 +17,6 @@
 #endif
 
 #define QSTREAM_CHUNK (1u << 18) /* 1 MiB of f32: the passes over a chunk stay in L2 */
-
-/* bf16 -> f32 is a 16-bit shift; 4 lanes at a time (the dtype table's converter goes
- * byte by byte). */
-MK_QKERNEL
-static void bf16_to_f32(const void *src, float *dst, size_t n)
-{
-    const unsigned char *p = src;
-    size_t i = 0;
-    const mk_vu16 z = {0};
-    for (; i + 16 <= n; i += 16) {
-        mk_vu16 h;
-        memcpy(&h, p + 2 * i, 32);
-        /* little-endian: (0, h) pairs are the f32 bit patterns h << 16 */
-        mk_vu16 lo = __builtin_shufflevector(z, h, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        mk_vu16 hi = __builtin_shufflevector(z, h, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        memcpy(dst + i, &lo, 32);
-        memcpy(dst + i + 8, &hi, 32);
-    }
-    for (; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, p + 2 * i, 2);
-        dst[i] = mk_bf16_to_f32(h);
-    }
-}
-
-static mk_status read_f32(mk_source *src, size_t si, uint64_t e0, uint64_t n, float *buf, void *scratch)
-{
-    if (src->tensors[si].dtype == MK_BF16 && src->ops->borrow) {
-        const void *p = src->ops->borrow(src, si, e0 * 2, n * 2);
-        if (p) {
-            bf16_to_f32(p, buf, (size_t)n);
-            return MK_OK;
-        }
-    }
-    return mk_source_read_f32(src, si, e0, n, buf, scratch);
-}
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
 
@@ -112,7 +75,7 @@ static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64
             if (stopped || tst != MK_OK) continue;
             uint64_t c = (uint64_t)ci, e0 = c * rpc * cols;
             uint64_t n = (rows - c * rpc < rpc ? rows - c * rpc : rpc) * cols;
-            mk_status st = read_f32(src, si, e0, n, buf, scratch);
+            mk_status st = mk_source_read_f32(src, si, e0, n, buf, scratch);
             if (st == MK_OK) st = fn(ctx, i, e0, buf, n);
             if (src->ops->release) src->ops->release(src, si, e0 * es, n * es);
             if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");

@@ -1,6 +1,14 @@
 /* linear.c - weighted average ("model soups", Wortsman et al. 2022), as mergekit's
- * linear method: out = sum_k w_k x_k, divided by sum_k w_k when normalize (default). */
+ * linear method: out = sum_k w_k x_k, divided by sum_k w_k when normalize (default).
+ *
+ * mergekit 0.1.5 computes in f32 whatever the recipe dtype: weights as f32, a running sum
+ * with PyTorch's addcmul_ (one fused multiply-add per model, so one rounding), then a true
+ * division by the f32 sum of the weights, then the cast to the output dtype. We do the
+ * same operations in the same order, so results match bit for bit. (Before 0.1.5 the
+ * weights were materialised in the compute dtype: 0.3 became 0.30078125 in bf16.) */
 #include "../method.h"
+
+#include "../../core/mk_simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -13,21 +21,12 @@ static const mk_param_def linear_params[] = {
     {0},
 };
 
-/* mergekit builds torch.tensor(weights, dtype=compute dtype), so with bf16 or fp16
- * the weights themselves are rounded first (0.3 -> 0.30078125 in bf16). */
-static double round_to(mk_dtype t, double w)
-{
-    if (t == MK_BF16) return mk_bf16_to_f32(mk_f32_to_bf16((float)w));
-    if (t == MK_F16) return mk_f16_to_f32(mk_f32_to_f16((float)w));
-    return (float)w;
-}
-
 static mk_status linear_check(const mk_merge_job *job)
 {
     if (job->n_in == 0) return mk_error(MK_ERR_RECIPE, "tensor %s: no input model has it", job->name);
     if (job->g[P_NORMALIZE] != 0) {
         double sum = 0;
-        for (size_t k = 0; k < job->n_in; k++) sum += round_to(job->compute_dtype, job->m[k][P_WEIGHT]);
+        for (size_t k = 0; k < job->n_in; k++) sum += (float)job->m[k][P_WEIGHT];
         if (sum == 0)
             return mk_error(MK_ERR_RECIPE,
                             "tensor %s: the weights sum to 0, so normalize would divide by zero "
@@ -47,14 +46,8 @@ static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void 
 {
     const linear_state *st = user;
     float *out = ch->out;
-    const float *x0 = ch->in[0];
-    float w0 = st->w[0];
-    for (uint64_t i = 0; i < ch->n; i++) out[i] = w0 * x0[i];
-    for (size_t k = 1; k < job->n_in; k++) {
-        const float *x = ch->in[k];
-        float w = st->w[k];
-        for (uint64_t i = 0; i < ch->n; i++) out[i] += w * x[i];
-    }
+    memset(out, 0, (size_t)ch->n * sizeof *out);
+    for (size_t k = 0; k < job->n_in; k++) mk_axpy_fma(out, ch->in[k], st->w[k], (size_t)ch->n);
     if (st->normalize) {
         /* a true division, as torch does, not a multiply by the reciprocal */
         float s = st->sum;
@@ -69,7 +62,7 @@ static mk_status linear_run(const mk_merge_job *job)
     memset(&st, 0, sizeof st);
     if (job->n_in > 64) return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: linear supports at most 64 models", job->name);
     for (size_t k = 0; k < job->n_in; k++) {
-        st.w[k] = (float)round_to(job->compute_dtype, job->m[k][P_WEIGHT]);
+        st.w[k] = (float)job->m[k][P_WEIGHT];
         st.sum += st.w[k];
     }
     st.normalize = job->g[P_NORMALIZE] != 0;
