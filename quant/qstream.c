@@ -1,6 +1,7 @@
 /* qstream.c - see quant.h: streams the tensors of one source through a consumer, in
  * chunks of whole rows, OpenMP over the chunks of a tensor. Per thread one chunk as f32
- * plus its raw bytes; mapped input pages are released behind each chunk. */
+ * plus its raw bytes; a source that maps its files is told to release each chunk, and each
+ * tensor again when it is done. */
 #include "bnb.h"
 #include "quant.h"
 
@@ -156,8 +157,8 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
                 }
                 MK_TRY(pass(src, si, i, cols, rpc, rows_fn, c));
             }
-            /* again as a whole: the kernel's fault-around maps pages next to each one read,
-             * some in chunks already released, which would otherwise stay resident */
+            /* again as a whole: for a mapped source, the kernel's fault-around maps pages next
+             * to each one read, some in chunks already released, which would stay resident */
             if (src->ops->release) src->ops->release(src, si, 0, in->nbytes);
             MK_TRY(c->ops->end(c, i));
         }

@@ -7,11 +7,11 @@
 # The I/O floor is measured in the same run with plain tools: reading the model's shards
 # (cat > /dev/null) plus writing as many bytes as the output has (dd, fsync).
 # Then the kernels alone on one core, data in cache (tools/bench-quant-kernels.c).
-# Usage: tools/bench-quant.sh [WORKDIR]
+# Usage: tools/bench-quant.sh [WORKDIR]   (default: $BENCH_DIR, else bench-work/ at the root)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 mk=$root/mergekit-c
-work=${1:-$root/bench-work}
+work=${1:-${BENCH_DIR:-$root/bench-work}}
 model=$work/quant-model
 [ -x "$mk" ] || { echo "bench-quant: build mergekit-c first (make)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench-quant: needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
