@@ -44,5 +44,8 @@ int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
+int mk_cmd_pack(int argc, char **argv);
+int mk_cmd_unpack(int argc, char **argv);
+int mk_cmd_verify(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
 #include "../formats/hfconfig.h"
+#include "../formats/mkz.h"
 #include "../formats/safetensors.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
@@ -30,6 +31,9 @@ typedef struct merge_opts {
     const char *seed_str;
     uint64_t chunk;
     const char *out_dtype;
+    const char *compress; /* --compress[=LEVEL]: "" or the level */
+    int level;
+    bool mkz;             /* OUT is a .mkz container */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -90,7 +94,8 @@ static mk_status check_out_path(merge_run *m)
             s = MK_ERR_IO;
             break;
         }
-        char *in_dir = mk_is_dir(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
+        /* a .safetensors file brings its folder's config and tokenizer; a container is whole */
+        char *in_dir = mk_is_dir(in_abs) || mk_mkz_probe(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
         if (!in_dir) s = MK_ERR_NOMEM;
         else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
                  mk_path_is_within(in_abs, tmp_abs))
@@ -386,7 +391,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 
     mk_outdir od;
     char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
-    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, false, m->o->force || expect, m->o->resume && !expect);
+    bool as_mkz = m->o->mkz && !expect; /* --check re-derives into a plain folder: same shard hashes */
+    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, as_mkz, m->o->force || expect, m->o->resume && !expect);
     free(scratch);
     if (s != MK_OK) return s;
     mk_sink *k = NULL;
@@ -394,7 +400,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     char *key = resume_key(m);
     mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
     if (!key) s = MK_ERR_NOMEM;
-    if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
+    mk_mkz_sink_opts zo = {m->o->level, m->o->shard_size, 0};
+    if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
     if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
     if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
     mk_progress prog;
@@ -415,6 +422,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     if (s == MK_OK && !expect) s = k->ops->add_file(k, PROVENANCE_FILE, prov.data, prov.len);
     if (s == MK_OK && !expect) s = k->ops->add_file(k, "README.md", card.data, card.len);
+    if (s == MK_OK) s = mk_sink_finish(k);
     if (s == MK_OK && expect) {
         /* compare every recorded output with what we just made */
         size_t compared = 0;
@@ -470,10 +478,23 @@ static void merge_run_free(merge_run *m)
 /* --check: options come from the record, not the command line. */
 static mk_status run_check(merge_run *m, const char *out)
 {
-    char *path = mk_path_join(out, PROVENANCE_FILE);
+    char *path = m->o->mkz ? mk_asprintf("%s:%s", out, PROVENANCE_FILE) : mk_path_join(out, PROVENANCE_FILE);
     char *text = NULL;
     size_t len = 0;
-    mk_status s = path ? mk_read_file(path, 64u << 20, &text, &len) : MK_ERR_NOMEM;
+    mk_status s = path ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && m->o->mkz) {
+        mk_source *z = NULL;
+        s = mk_cli_open_model(out, &z);
+        if (s == MK_OK) s = z->ops->aux_read(z, PROVENANCE_FILE, 64u << 20, &text, &len);
+        mk_source_close(z);
+        if (s != MK_OK) {
+            free(path);
+            return s; /* a damaged container says what is damaged */
+        }
+        if (!text) s = MK_ERR_IO;
+    } else if (s == MK_OK) {
+        s = mk_read_file(path, 64u << 20, &text, &len);
+    }
     if (s != MK_OK) {
         free(path);
         return mk_error(s, "%s: no provenance record (%s); was it written by mergekit-c?", out, PROVENANCE_FILE);
@@ -515,6 +536,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "1048576"},
+        {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_COMMON_OPTS(o.c),
         {0},
     };
@@ -523,7 +545,8 @@ int mk_cmd_merge(int argc, char **argv)
         "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
         "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
         "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
-        "(input and output XXH3-128 hashes; see --check).",
+        "(input and output XXH3-128 hashes; see --check). With OUT ending in .mkz, or --compress,\n"
+        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).",
         opts, 2, 2};
     char *pos[2];
     size_t npos;
@@ -559,6 +582,16 @@ int mk_cmd_merge(int argc, char **argv)
             s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
     }
     if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    o.level = MK_MKZ_LEVEL_DEFAULT;
+    if (s == MK_OK && o.compress && o.compress[0]) {
+        char *end;
+        long v = strtol(o.compress, &end, 10);
+        if (end == o.compress || *end || v < 1 || v > MK_MKZ_LEVEL_MAX)
+            s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o.compress, MK_MKZ_LEVEL_MAX);
+        o.level = (int)v;
+    }
+    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz") || (o.check && mk_mkz_probe(pos[1]));
+    if (s == MK_OK && o.mkz && o.resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

@@ -19,6 +19,9 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
+    {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
+    {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
