@@ -898,7 +898,7 @@ static mk_status walk_streams(walker *w, const uint32_t *list, size_t n, mk_hash
         mk_status first = MK_OK;
         size_t first_q = SIZE_MAX;
         char msg[1024] = "";
-        MK_OMP("omp parallel for schedule(dynamic, 1)")
+        MK_OMP("omp parallel for schedule(dynamic, 1) if (m > 1)")
         for (int64_t qq = 0; qq < (int64_t)m; qq++) {
             size_t q = (size_t)qq;
             uint32_t k = list[w->ents[q].si], j = w->ents[q].j;
