@@ -528,6 +528,21 @@ static mk_status parse_index(const uint8_t *ib, uint64_t isz, uint64_t file_size
         used[k] = 1;
         ix->model[i] = k;
     }
+    if (h.n_model) {
+        /* the model's tensor names are unique */
+        mk_tensor_info *mt = mk_calloc(h.n_model, sizeof *mt);
+        mk_name_index nix;
+        size_t dup = 0;
+        if (!mt) {
+            s = MK_ERR_NOMEM;
+            goto done;
+        }
+        for (uint32_t i = 0; i < h.n_model; i++) mt[i] = ix->streams[ix->model[i]].t;
+        s = mk_name_index_build(&nix, mt, h.n_model, &dup);
+        if (s == MK_ERR_FORMAT) s = damaged(what, "index damaged: the model lists tensor %s twice", mt[dup].name);
+        mk_name_index_free(&nix);
+        free(mt);
+    }
 done:
     free(used);
     free(order);
@@ -622,49 +637,85 @@ mk_status mk_mkz_parse(const unsigned char *buf, size_t len, const mk_mkz_limits
 /* ---- byte planes ---------------------------------------------------------------------------- */
 
 /* Element i's byte p goes to plane p (little-endian bytes: plane es-1 holds the sign and
- * the high exponent bits of a float). */
+ * the high exponent bits of a float). SSE2 (baseline on x86-64) does 16 elements a step;
+ * the scalar loops are the reference and finish the tails. */
+static void split_scalar(const uint8_t *in, unsigned np, size_t i, size_t n, uint8_t *out)
+{
+    for (; i < n; i++)
+        for (unsigned p = 0; p < np; p++) out[p * n + i] = in[i * np + p];
+}
+
+static void merge_scalar(const uint8_t *const *pl, unsigned np, size_t i, size_t n, uint8_t *out)
+{
+    for (; i < n; i++)
+        for (unsigned p = 0; p < np; p++) out[i * np + p] = pl[p][i];
+}
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#define LD(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
+#define ST(p, v) _mm_storeu_si128((__m128i *)(void *)(p), (v))
+
+/* 32 bytes of 16-bit lanes -> their 16 low bytes and their 16 high bytes */
+static inline void unzip8(__m128i x, __m128i y, __m128i *even, __m128i *odd)
+{
+    const __m128i m = _mm_set1_epi16(0x00ff);
+    *even = _mm_packus_epi16(_mm_and_si128(x, m), _mm_and_si128(y, m));
+    *odd = _mm_packus_epi16(_mm_srli_epi16(x, 8), _mm_srli_epi16(y, 8));
+}
+#endif
+
 static void planes_split(const uint8_t *in, unsigned np, size_t n, uint8_t *out)
 {
+    size_t i = 0;
+#ifdef __SSE2__
     if (np == 2) {
-        uint8_t *p0 = out, *p1 = out + n;
-        for (size_t i = 0; i < n; i++) {
-            p0[i] = in[2 * i];
-            p1[i] = in[2 * i + 1];
+        for (; i + 16 <= n; i += 16) {
+            __m128i e, o;
+            unzip8(LD(in + 2 * i), LD(in + 2 * i + 16), &e, &o);
+            ST(out + i, e);
+            ST(out + n + i, o);
         }
     } else if (np == 4) {
-        uint8_t *p0 = out, *p1 = out + n, *p2 = out + 2 * n, *p3 = out + 3 * n;
-        for (size_t i = 0; i < n; i++) {
-            p0[i] = in[4 * i];
-            p1[i] = in[4 * i + 1];
-            p2[i] = in[4 * i + 2];
-            p3[i] = in[4 * i + 3];
+        for (; i + 16 <= n; i += 16) {
+            __m128i e0, o0, e1, o1, p0, p1, p2, p3;
+            unzip8(LD(in + 4 * i), LD(in + 4 * i + 16), &e0, &o0);      /* bytes 0,2 / 1,3 of elements 0..7 */
+            unzip8(LD(in + 4 * i + 32), LD(in + 4 * i + 48), &e1, &o1); /* ... of elements 8..15 */
+            unzip8(e0, e1, &p0, &p2);
+            unzip8(o0, o1, &p1, &p3);
+            ST(out + i, p0);
+            ST(out + n + i, p1);
+            ST(out + 2 * n + i, p2);
+            ST(out + 3 * n + i, p3);
         }
-    } else {
-        for (size_t i = 0; i < n; i++)
-            for (unsigned p = 0; p < np; p++) out[p * n + i] = in[i * np + p];
     }
+#endif
+    split_scalar(in, np, i, n, out);
 }
 
 static void planes_merge(const uint8_t *const *pl, unsigned np, size_t n, uint8_t *out)
 {
+    size_t i = 0;
+#ifdef __SSE2__
     if (np == 2) {
-        const uint8_t *p0 = pl[0], *p1 = pl[1];
-        for (size_t i = 0; i < n; i++) {
-            out[2 * i] = p0[i];
-            out[2 * i + 1] = p1[i];
+        for (; i + 16 <= n; i += 16) {
+            __m128i a = LD(pl[0] + i), b = LD(pl[1] + i);
+            ST(out + 2 * i, _mm_unpacklo_epi8(a, b));
+            ST(out + 2 * i + 16, _mm_unpackhi_epi8(a, b));
         }
     } else if (np == 4) {
-        const uint8_t *p0 = pl[0], *p1 = pl[1], *p2 = pl[2], *p3 = pl[3];
-        for (size_t i = 0; i < n; i++) {
-            out[4 * i] = p0[i];
-            out[4 * i + 1] = p1[i];
-            out[4 * i + 2] = p2[i];
-            out[4 * i + 3] = p3[i];
+        for (; i + 16 <= n; i += 16) {
+            __m128i a = LD(pl[0] + i), b = LD(pl[1] + i), c = LD(pl[2] + i), d = LD(pl[3] + i);
+            __m128i ab0 = _mm_unpacklo_epi8(a, b), ab1 = _mm_unpackhi_epi8(a, b);
+            __m128i cd0 = _mm_unpacklo_epi8(c, d), cd1 = _mm_unpackhi_epi8(c, d);
+            ST(out + 4 * i, _mm_unpacklo_epi16(ab0, cd0));
+            ST(out + 4 * i + 16, _mm_unpackhi_epi16(ab0, cd0));
+            ST(out + 4 * i + 32, _mm_unpacklo_epi16(ab1, cd1));
+            ST(out + 4 * i + 48, _mm_unpackhi_epi16(ab1, cd1));
         }
-    } else {
-        for (size_t i = 0; i < n; i++)
-            for (unsigned p = 0; p < np; p++) out[i * np + p] = pl[p][i];
     }
+#endif
+    merge_scalar(pl, np, i, n, out);
 }
 
 /* ---- block decoding ------------------------------------------------------------------------- */
@@ -1252,11 +1303,7 @@ mk_status mk_mkz_open(const char *path, mk_source **out)
         if (nm[0] == '.' || mk_modeldir_is_weight_name(nm)) continue;
         if (!(z->aux[n++] = mk_strdup(nm))) r = MK_ERR_NOMEM;
     }
-    if (r == MK_OK) {
-        size_t dup = 0;
-        r = mk_name_index_build(&s->index, s->tensors, s->n_tensors, &dup);
-        if (r != MK_OK) r = damaged(path, "index damaged: the model lists tensor %s twice", s->tensors[dup].name);
-    }
+    if (r == MK_OK) r = mk_name_index_build(&s->index, s->tensors, s->n_tensors, NULL); /* unique: checked by the parser */
     if (r != MK_OK) {
         src_close(s);
         return r;

@@ -2,6 +2,8 @@
 # Install the Debian packages mergekit-c builds against, if any are missing.
 # Run by `make` when pkg-config cannot find a dependency. As root it calls apt-get;
 # otherwise it prints the exact command to run.
+# `install-deps.sh bench` also installs what tools/bench-mkz.sh compares against (the zstd
+# CLI and GNU time).
 set -eu
 
 # pkg-config module -> Debian package
@@ -11,6 +13,10 @@ TOOLS="pkg-config:pkg-config"
 
 missing=""
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+if [ "${1:-}" = bench ]; then
+    command -v zstd >/dev/null 2>&1 || missing="$missing zstd"
+    [ -x /usr/bin/time ] || missing="$missing time"
+fi
 for d in $DEPS; do
     mod=${d%%:*}; pkg=${d#*:}
     if ! pkg-config --exists "$mod" 2>/dev/null; then

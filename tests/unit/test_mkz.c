@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #ifdef _OPENMP
 #define T_OMP(x) _Pragma(x)
@@ -580,6 +581,15 @@ MK_TEST(mkz_forged_index_rejected_before_allocating)
         reseal(w, len);
         CHECK_ERR(mk_mkz_verify_buffer(w, len, NULL, "f.mkz"), MK_ERR_FORMAT, "not a plain file name");
     }
+    /* two model tensors with one name */
+    memcpy(w, img, len);
+    nm = memmem(w + io, len - io, "b.weight", 8);
+    CHECK(nm != NULL);
+    if (nm) {
+        nm[0] = 'a';
+        reseal(w, len);
+        CHECK_ERR(mk_mkz_verify_buffer(w, len, NULL, "f.mkz"), MK_ERR_FORMAT, "lists tensor a.weight twice");
+    }
     free(w);
     free(img);
 }
@@ -616,6 +626,50 @@ MK_TEST(mkz_forged_frame_size_rejected)
         wr64(rec + 56, h);
         reseal((unsigned char *)img, len);
         CHECK_ERR(mk_mkz_verify_buffer((unsigned char *)img, len, NULL, "fr.mkz"), MK_ERR_FORMAT, "declares 4294967280");
+    }
+    mk_mkz_index_free(&ix);
+    free(img);
+    free_model(&m);
+    free(dir);
+    free(z);
+}
+
+/* The bytes on disk are what docs/mkz-format.md says, read here with plain zstd and no
+ * mergekit-c decoder: plane p of a block is byte p of each element, in element order. */
+MK_TEST(mkz_planes_on_disk_follow_the_spec)
+{
+    tmodel m = {0};
+    rng_state = 13;
+    add_t(&m, "h", MK_BF16, 2, 300, 333); /* 99900 elements: SIMD body and scalar tail */
+    add_t(&m, "s", MK_F32, 2, 77, 1001);
+    char *dir = tpath("spec"), *z = tpath("spec.mkz");
+    CHECK_OK(write_folder(dir, &m, 0));
+    CHECK_OK(pack(dir, z));
+    size_t len = 0;
+    char *img = NULL;
+    CHECK_OK(mk_read_file(z, 1 << 26, &img, &len));
+    mk_mkz_index ix;
+    CHECK_OK(mk_mkz_parse((unsigned char *)img, len, NULL, "spec.mkz", &ix));
+    for (size_t i = 0; i < ix.n_model; i++) {
+        const mk_mkz_stream *S = &ix.streams[ix.model[i]];
+        size_t ti = strcmp(S->name, "h") == 0 ? 0 : 1;
+        CHECK_EQ_INT(S->n_blocks, 1);
+        const mk_mkz_block *B = &ix.blocks[S->first_block];
+        size_t n = (size_t)S->n_elems, at = (size_t)B->offset;
+        unsigned char *plane = malloc(n);
+        for (unsigned p = 0; p < S->n_planes; p++) {
+            if (B->method[p] == 1) {
+                size_t r = ZSTD_decompress(plane, n, img + at, B->plane_csize[p]);
+                CHECK_MSG(r == n, "tensor %s plane %u: zstd gives %zu bytes, want %zu", S->name, p, r, n);
+            } else {
+                memcpy(plane, img + at, n);
+            }
+            size_t bad = 0;
+            for (size_t e = 0; e < n; e++) bad += plane[e] != m.data[ti][e * S->es + p];
+            CHECK_MSG(bad == 0, "tensor %s plane %u: %zu bytes differ from byte %u of the elements", S->name, p, bad, p);
+            at += B->plane_csize[p];
+        }
+        free(plane);
     }
     mk_mkz_index_free(&ix);
     free(img);
