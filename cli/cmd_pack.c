@@ -53,7 +53,7 @@ int mk_cmd_pack(int argc, char **argv)
     long level = MK_MKZ_LEVEL_DEFAULT;
     bool force = false;
     const mk_opt opts[] = {
-        {"level", 'l', MK_OPT_INT, &level, "N", "zstd level 1..22; 1 is fastest, higher levels also try LZ matching", "1"},
+        {"level", 'l', MK_OPT_INT, &level, "N", "zstd level 1..22; higher levels also try LZ matching on the exponent planes: much slower, rarely smaller", "1"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new one is complete)", NULL},
         MK_COMMON_OPTS(c),
         {0},

@@ -1084,8 +1084,8 @@ static mk_status decode_to(mkz_src *z, uint32_t k, uint32_t j, uint8_t *out)
 }
 
 /* A decoded block, shared: reads of part of a block (row windows, chunks that do not
- * line up with blocks) decode it once. *temp = true when it could not be cached and the
- * caller frees the data. */
+ * line up with blocks) decode it once. When every entry is in use the block is decoded
+ * into *temp instead, which the caller frees. */
 static mk_status cache_get(mkz_src *z, uint32_t k, uint32_t j, cache_ent **out, uint8_t **temp)
 {
     uint32_t g = z->ix.streams[k].first_block + j;
@@ -1469,7 +1469,7 @@ static wctx *wctx_new(void)
     }
     int lvl = ZSTD_minCLevel() > ENTROPY_LEVEL ? ZSTD_minCLevel() : ENTROPY_LEVEL;
     ZSTD_CCtx_setParameter(c->ent, ZSTD_c_compressionLevel, lvl);
-#ifdef ZSTD_c_literalCompressionMode
+#if defined(ZSTD_c_literalCompressionMode) && ZSTD_VERSION_NUMBER >= 10501 /* ZSTD_ps_enable since 1.5.1 */
     ZSTD_CCtx_setParameter(c->ent, ZSTD_c_literalCompressionMode, ZSTD_ps_enable);
 #else
     ZSTD_CCtx_setParameter(c->ent, ZSTD_c_compressionLevel, 1); /* no literal-only mode: plain level 1 */
@@ -1509,9 +1509,10 @@ static mk_status lz_compress(wctx *c, int level, uint8_t *dst, size_t cap, const
 
 /* One plane into dst (capacity ZSTD_compressBound(n)). Tensor planes: entropy mode, which
  * is both smaller and 2-3x faster than LZ on exponent planes (3.4 of the notes); LZ is
- * also tried at levels >= 2, or when the plane is so skewed (ratio > 3.5) that runs are
- * likely. Byte streams (JSON, text): LZ at level >= 3. A plane that gains less than 5 %
- * is stored. */
+ * also tried at levels >= 2 on planes that entropy mode compresses at all (mantissa planes
+ * are noise: no level finds anything there), or at any level when the plane is so skewed
+ * (ratio > 3.5) that runs are likely. Byte streams (JSON, text): LZ at level >= 3. A plane
+ * that gains less than 5 % is stored. */
 static mk_status plane_encode(mkz_writer *w, wctx *c, bool tensor, const uint8_t *src, size_t n, uint8_t *dst,
                               uint8_t *method, uint32_t *csize)
 {
@@ -1521,7 +1522,8 @@ static mk_status plane_encode(mkz_writer *w, wctx *c, bool tensor, const uint8_t
         if (ZSTD_isError(r)) return mk_error(MK_ERR_NOMEM, "zstd compression failed: %s", ZSTD_getErrorName(r));
         best = r;
     }
-    if (!tensor || w->level >= 2 || (uint64_t)best * 7 < (uint64_t)n * 2) {
+    bool gains = best < n - n / 20;
+    if (!tensor || (w->level >= 2 && gains) || (uint64_t)best * 7 < (uint64_t)n * 2) {
         uint8_t *out = tensor ? c->tmp : dst;
         size_t r = 0;
         MK_TRY(lz_compress(c, tensor ? w->level : (w->level > 3 ? w->level : 3), out, cap, src, n, &r));
@@ -1741,6 +1743,9 @@ static mk_status w_add_stream(mkz_writer *w, const mk_tensor_info *t, uint64_t r
     S->file = NO_FILE;
     if (t) {
         if (!dtype_code(t->dtype)) return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: dtype %s has no .mkz code", t->name, mk_dtype_name(t->dtype));
+        if (strlen(t->name) > MK_MKZ_LIMITS_DEFAULT.max_name)
+            return mk_error(MK_ERR_UNSUPPORTED, "tensor %.100s...: a name of %zu bytes is over the .mkz limit of %llu",
+                            t->name, strlen(t->name), (unsigned long long)MK_MKZ_LIMITS_DEFAULT.max_name);
         if (!(S->name = mk_strdup(t->name))) return MK_ERR_NOMEM;
         S->is_tensor = true;
         S->t = *t;
