@@ -44,8 +44,14 @@ int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
+int mk_cmd_methods(int argc, char **argv);
+int mk_cmd_lora(int argc, char **argv);
+int mk_cmd_estimate(int argc, char **argv);
 int mk_cmd_pack(int argc, char **argv);
 int mk_cmd_unpack(int argc, char **argv);
 int mk_cmd_verify(int argc, char **argv);
+
+/* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */
+mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out);
 
 #endif

@@ -17,9 +17,12 @@
 #include "../merge/exec.h"
 #include "../merge/plan.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PROVENANCE_FILE "mergekit-c.json"
 #define RECIPE_COPY "mergekit_config.yml"
@@ -31,6 +34,7 @@ typedef struct merge_opts {
     const char *seed_str;
     uint64_t chunk;
     const char *out_dtype;
+    const char *on_nonfinite;
     const char *compress; /* --compress[=LEVEL]: "" or the level */
     int level;
     bool mkz;             /* OUT is a .mkz container */
@@ -68,15 +72,18 @@ static mk_status open_inputs(merge_run *m)
     if (!m->src) return MK_ERR_NOMEM;
     for (size_t i = 0; i < m->n_refs; i++) {
         const mk_model_ref *ref = m->refs[i];
-        if (ref->lora)
-            return mk_error(MK_ERR_UNSUPPORTED, "%s:%d:%d: model '%s': LoRA adapter inputs (+adapter) are not supported yet",
-                            r->path, ref->pos.line, ref->pos.col, ref->text);
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
                             "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and .safetensors files; "
                             "download Hub models first)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
-        MK_TRY(mk_cli_open_model(ref->path, &m->src[i]));
+        if (ref->lora && !mk_path_exists(ref->lora))
+            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
+                            r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
+        /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
+        MK_TRY(s);
     }
     return MK_OK;
 }
@@ -88,8 +95,11 @@ static mk_status check_out_path(merge_run *m)
     if (!out_abs) return MK_ERR_IO;
     char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
     mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
-    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
-        char *in_abs = mk_path_absolute(m->refs[i]->path);
+    for (size_t q = 0; q < 2 * m->n_refs && s == MK_OK; q++) {
+        size_t i = q / 2;
+        const char *in_path = q % 2 ? m->refs[i]->lora : m->refs[i]->path; /* the model, then its adapter */
+        if (!in_path) continue;
+        char *in_abs = mk_path_absolute(in_path);
         if (!in_abs) {
             s = MK_ERR_IO;
             break;
@@ -99,8 +109,7 @@ static mk_status check_out_path(merge_run *m)
         if (!in_dir) s = MK_ERR_NOMEM;
         else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
                  mk_path_is_within(in_abs, tmp_abs))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out,
-                         m->refs[i]->path);
+            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out, in_path);
         free(in_dir);
         free(in_abs);
     }
@@ -129,6 +138,41 @@ static mk_status hash_inputs(merge_run *m)
         }
     }
     return MK_OK;
+}
+
+/* Input hashing runs beside the merge: both read the same pages, so the inputs are read
+ * from disk once and the hash costs no extra wall time. */
+typedef struct hash_job {
+    merge_run *m;
+    mk_status status;
+    char msg[1024];
+    pthread_t thread;
+    bool started;
+} hash_job;
+
+static void *hash_thread(void *arg)
+{
+    hash_job *h = arg;
+    h->status = hash_inputs(h->m);
+    if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
+    return NULL;
+}
+
+static mk_status hash_start(hash_job *h, merge_run *m)
+{
+    memset(h, 0, sizeof *h);
+    h->m = m;
+    if (pthread_create(&h->thread, NULL, hash_thread, h) != 0) return hash_inputs(m); /* fall back: inline */
+    h->started = true;
+    return MK_OK;
+}
+
+static mk_status hash_join(hash_job *h)
+{
+    if (!h->started) return MK_OK;
+    pthread_join(h->thread, NULL);
+    h->started = false;
+    return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
 }
 
 /* ---- outputs --------------------------------------------------------------------------- */
@@ -267,9 +311,14 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     for (size_t i = 0; i < m->n_written; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
                       m->written[i].hash);
-    mk_buf_printf(b, "\nTo prove the merge reproduces: `mergekit-c %s %s --check` (re-derives every output hash from "
-                     "the recorded inputs).\n",
-                  RECIPE_COPY, title ? title : "OUT");
+    if (m->o->mkz) /* the recipe copy is inside the container */
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c unpack %s %s.d && "
+                         "mergekit-c %s.d/%s %s --check` (re-derives every output hash from the recorded inputs).\n",
+                      m->out, m->out, m->out, RECIPE_COPY, m->out);
+    else
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c %s/%s %s --check` "
+                         "(re-derives every output hash from the recorded inputs).\n",
+                      m->out, RECIPE_COPY, m->out);
     free(title);
 }
 
@@ -345,23 +394,39 @@ static void print_plan(merge_run *m)
 
 /* ---- the merge ---------------------------------------------------------------------------- */
 
+/* Identity of the job for --resume: tool version, options, recipe, and each input file's
+ * path, size, modification time and inode (content hashes come later, from the thread). */
 static char *resume_key(merge_run *m)
 {
     mk_buf b = {0};
     mk_buf_printf(&b, "mergekit-c %s|%llu|%llu|%d|%d|", MK_VERSION, (unsigned long long)m->o->shard_size,
                   (unsigned long long)m->seed, m->o->allow_crimes, (int)m->out_dtype);
     mk_buf_put(&b, m->r->text, m->r->text_len);
-    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(&b, "|%s", m->ih.files[i].hash);
+    for (size_t i = 0; i < m->n_refs; i++)
+        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+            struct stat st;
+            if (stat(m->src[i]->files[f], &st) != 0) memset(&st, 0, sizeof st);
+            mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
+                          (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+        }
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
     mk_buf_free(&b);
     return mk_strdup(hex);
 }
 
+static mk_status resume_complete(merge_run *m);
+
 /* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
+    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out)) {
+        char *tmp = mk_asprintf("%s.tmp", m->out);
+        bool partial = tmp && mk_path_exists(tmp);
+        free(tmp);
+        if (!partial) return resume_complete(m);
+    }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
@@ -370,8 +435,9 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         print_plan(m);
         return MK_OK;
     }
-    MK_TRY(hash_inputs(m));
+    hash_job hj = {0};
     if (expect) {
+        MK_TRY(hash_inputs(m));
         /* the inputs must be the ones recorded */
         uint32_t ins = mk_json_get(expect, 0, "inputs");
         for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
@@ -404,16 +470,24 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
     if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
     if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    if (s == MK_OK && !expect) s = hash_start(&hj, m);
+    mk_testpoint(); /* shards created, nothing computed */
     mk_progress prog;
     mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
-    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog};
+    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
     mk_progress_end(&prog);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", m->plan.n, mk_now() - t0);
+    mk_status hs = hash_join(&hj);
+    if (s == MK_OK) s = hs;
+    mk_testpoint(); /* every tensor written */
     if (s == MK_OK) s = write_config(m, k);
     if (s == MK_OK) s = copy_tokenizer(m, k);
     if (s == MK_OK) s = add_aux(m, k, RECIPE_COPY, m->r->text, m->r->text_len);
     if (s == MK_OK) s = k->ops->commit(k);
+    mk_testpoint(); /* index written */
     mk_buf prov = {0}, card = {0};
     if (s == MK_OK) {
         provenance_json(m, k, &prov);
@@ -475,16 +549,61 @@ static void merge_run_free(merge_run *m)
     for (size_t i = 0; i < m->n_written; i++) free(m->written[i].name);
 }
 
-/* --check: options come from the record, not the command line. */
-static mk_status run_check(merge_run *m, const char *out)
+/* Every output file recorded in OUT's provenance still has its recorded hash. A .mkz OUT
+ * (a file): every checksum of the container, and the recorded hashes are its files'. */
+static mk_status verify_recorded(const char *out, const mk_json *j)
 {
-    char *path = m->o->mkz ? mk_asprintf("%s:%s", out, PROVENANCE_FILE) : mk_path_join(out, PROVENANCE_FILE);
+    mk_status s = MK_OK;
+    uint32_t outs = mk_json_get(j, 0, "outputs");
+    if (!outs || mk_json_at(j, outs)->type != MK_JSON_ARR)
+        return mk_error(MK_ERR_FORMAT, "%s/%s: no outputs list", out, PROVENANCE_FILE);
+    if (mk_is_file(out)) {
+        mk_source *z = NULL;
+        MK_TRY(mk_mkz_open(out, &z));
+        s = mk_mkz_verify(z, NULL, NULL);
+        const mk_mkz_index *ix = mk_mkz_source_index(z);
+        for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
+            uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
+            const char *name = nn ? mk_json_strv(j, nn) : "", *want = hh ? mk_json_strv(j, hh) : "";
+            char got[33] = "";
+            for (size_t f = 0; f < ix->n_files; f++)
+                if (strcmp(ix->files[f].name, name) == 0) mk_hash128_hex(ix->files[f].hash, got);
+            if (strcmp(got, want) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out, name);
+        }
+        mk_source_close(z);
+        return s;
+    }
+    for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
+        uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
+        if (!nn || !hh || mk_json_at(j, nn)->type != MK_JSON_STR || mk_json_at(j, hh)->type != MK_JSON_STR ||
+            strchr(mk_json_strv(j, nn), '/'))
+            return mk_error(MK_ERR_FORMAT, "%s/%s: malformed outputs entry", out, PROVENANCE_FILE);
+        char *fp = mk_path_join(out, mk_json_strv(j, nn));
+        mk_hash128 h;
+        char got[33];
+        s = fp ? mk_hash_file(fp, &h) : MK_ERR_NOMEM;
+        if (s == MK_OK) {
+            mk_hash128_hex(h, got);
+            if (strcmp(got, mk_json_strv(j, hh)) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out,
+                             mk_json_strv(j, nn));
+        }
+        free(fp);
+    }
+    return s;
+}
+
+static mk_status load_record(const char *out, mk_json *j)
+{
+    bool container = mk_is_file(out); /* a .mkz output */
+    char *path = container ? mk_asprintf("%s:%s", out, PROVENANCE_FILE) : mk_path_join(out, PROVENANCE_FILE);
     char *text = NULL;
     size_t len = 0;
     mk_status s = path ? MK_OK : MK_ERR_NOMEM;
-    if (s == MK_OK && m->o->mkz) {
+    if (s == MK_OK && container) {
         mk_source *z = NULL;
-        s = mk_cli_open_model(out, &z);
+        s = mk_mkz_open(out, &z);
         if (s == MK_OK) s = z->ops->aux_read(z, PROVENANCE_FILE, 64u << 20, &text, &len);
         mk_source_close(z);
         if (s != MK_OK) {
@@ -499,12 +618,35 @@ static mk_status run_check(merge_run *m, const char *out)
         free(path);
         return mk_error(s, "%s: no provenance record (%s); was it written by mergekit-c?", out, PROVENANCE_FILE);
     }
-    mk_json j;
     mk_json_limits lim = {16, len / 2 + 16};
-    s = mk_json_parse(&j, text, len, &lim, path);
+    s = mk_json_parse(j, text, len, &lim, path);
     free(text);
     free(path);
-    MK_TRY(s);
+    return s;
+}
+
+/* --resume after a run that had already finished: OUT is complete when its files match the
+ * record; a marker left by a kill between the final rename and its removal is cleaned up. */
+static mk_status resume_complete(merge_run *m)
+{
+    mk_json j;
+    MK_TRY(load_record(m->out, &j));
+    mk_status s = verify_recorded(m->out, &j);
+    mk_json_free(&j);
+    if (s != MK_OK) return mk_error_prefix(s, "--resume: %s exists but is not a complete output", m->out);
+    char *marker = mk_path_join(m->out, MK_OUTDIR_MARKER);
+    if (marker) unlink(marker);
+    free(marker);
+    if (!m->o->c.quiet) fprintf(stderr, "mergekit-c: %s is already complete; nothing to resume\n", m->out);
+    return MK_OK;
+}
+
+/* --check: options come from the record, not the command line. */
+static mk_status run_check(merge_run *m, const char *out)
+{
+    mk_json j;
+    MK_TRY(load_record(out, &j));
+    mk_status s = MK_OK;
     uint32_t opts = mk_json_get(&j, 0, "options"), rh = mk_json_get(&j, 0, "recipe_xxh128");
     if (opts) {
         uint32_t v;
@@ -518,6 +660,7 @@ static mk_status run_check(merge_run *m, const char *out)
     mk_hash128_hex(mk_hash128_bytes(m->r->text, m->r->text_len), hex);
     if (rh && strcmp(mk_json_strv(&j, rh), hex) != 0)
         s = mk_error(MK_ERR_MISMATCH, "%s: the recipe differs from the one recorded in %s/%s", m->r->path, out, RECIPE_COPY);
+    if (s == MK_OK) s = verify_recorded(out, &j);
     if (s == MK_OK) s = run_merge(m, &j);
     mk_json_free(&j);
     return s;
@@ -535,6 +678,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "1048576"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_COMMON_OPTS(o.c),
@@ -581,6 +725,8 @@ int mk_cmd_merge(int argc, char **argv)
         if (m.out_dtype != MK_F32 && m.out_dtype != MK_F16 && m.out_dtype != MK_BF16)
             s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
     }
+    if (s == MK_OK && o.on_nonfinite && strcmp(o.on_nonfinite, "error") != 0 && strcmp(o.on_nonfinite, "warn") != 0)
+        s = mk_error(MK_ERR_USAGE, "--on-nonfinite expects error or warn, got '%s'", o.on_nonfinite);
     if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
     o.level = MK_MKZ_LEVEL_DEFAULT;
     if (s == MK_OK && o.compress && o.compress[0]) {
@@ -590,7 +736,7 @@ int mk_cmd_merge(int argc, char **argv)
             s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o.compress, MK_MKZ_LEVEL_MAX);
         o.level = (int)v;
     }
-    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz") || (o.check && mk_mkz_probe(pos[1]));
+    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz");
     if (s == MK_OK && o.mkz && o.resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);

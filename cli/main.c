@@ -5,7 +5,9 @@
 #include "../core/mk_thread.h"
 #include "../formats/model.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct command {
@@ -19,6 +21,9 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
+    {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
+    {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
@@ -51,8 +56,17 @@ static void top_help(FILE *f)
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 
+static void report_testpoints(void) { fprintf(stderr, "mergekit-c: test points: %ld\n", mk_testpoint_count()); }
+
 int main(int argc, char **argv)
 {
+    /* test hook: MK_TEST_KILL_AT=N kills the process at its N-th write step (see mk_testpoint) */
+    const char *kill_at = getenv("MK_TEST_KILL_AT");
+    if (kill_at) mk_testpoint_arm(strtol(kill_at, NULL, 10));
+    if (getenv("MK_TEST_POINTS")) atexit(report_testpoints);
+    /* over a file-size limit, let write() fail with EFBIG (reported, cleaned up) instead of
+     * being killed by SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
     const char *prog = strrchr(argv[0], '/');
     prog = prog ? prog + 1 : argv[0];
     for (size_t i = 0; i < N_COMMANDS; i++)

@@ -77,4 +77,8 @@ float mk_e5m2_to_f32(uint8_t v);
  * *first receives the index of the first one. Used to refuse overflowing narrowing. */
 size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *first);
 
+/* Count of NaN/Inf values among n raw elements of dtype t (0 for integer dtypes);
+ * *first receives the index of the first one. */
+size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first);
+
 #endif

@@ -2355,7 +2355,7 @@ static mk_status zs_commit(mk_sink *k)
     if (!t) return MK_ERR_NOMEM;
     for (size_t i = 0; i < z->n; i++) t[i] = w->ix.streams[i].t;
     mk_st_layout L;
-    mk_status s = mk_st_layout_build(t, z->n, z->o.shard_size, &L);
+    mk_status s = mk_st_layout_build(t, z->n, z->o.shard_size, NULL, &L);
     if (s != MK_OK) {
         free(t);
         return s;

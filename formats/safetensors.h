@@ -81,7 +81,8 @@ typedef struct mk_st_layout {
     uint64_t *size;       /* [n_shards] */
     size_t *n_tensors;    /* [n_shards] */
 } mk_st_layout;
-mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, mk_st_layout *L);
+/* stem: shard file stem ("model" when NULL). */
+mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, const char *stem, mk_st_layout *L);
 void mk_st_layout_free(mk_st_layout *L);
 /* model.safetensors.index.json for tensors t[n] in shards shard_of[i] (huggingface_hub's
  * format: keys sorted, indent 2). */
@@ -90,6 +91,8 @@ mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *sh
 
 /* A sink writing into folder `dir` (which must exist). */
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out);
+/* The same with another file stem than "model" (PEFT adapters: "adapter_model"). */
+mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out);
 
 #define MK_ST_JOURNAL ".mergekit-c-journal"
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench-mkz.sh - the .mkz container against plain zstd on the same safetensors files.
 #
-#   tools/bench-mkz.sh [WORKDIR]        (default /tmp/mkz-bench; models are made once, kept)
+#   tools/bench-mkz.sh [WORKDIR]   (default $BENCH_DIR/mkz when run by `make bench`, else
+#                                   /tmp/mkz-bench; the models are made once and kept there)
 #
 # Models (mergekit-c synth: normal weights, std about 0.02, a few outliers):
 #   bf16  --hidden 2048 --layers 16 --intermediate 5504 --vocab 32000   (1.88 GB)
@@ -11,16 +12,18 @@
 # `unpack` checked byte for byte, against `zstd -1 -T1` compress/decompress on the same
 # file; `zstd -19` on a 64 MiB slice (a full run would take about 20 minutes per GB).
 # MB/s per core = input bytes / (user + sys CPU seconds) of the one-thread run; the wall
-# figure includes the disk. Env: MK (the binary; default ./mergekit-c), MKZ_BENCH_QUICK=1
+# figure includes the disk. Env: MK (the binary; default the checkout's), MKZ_BENCH_QUICK=1
 # (small models: a smoke run), MKZ_BENCH_OUT (folder for the containers, e.g. /dev/shm to
 # keep the disk out of the wall times; default WORKDIR).
 set -eu
-MK=${MK:-$(pwd)/mergekit-c}
-W=${1:-/tmp/mkz-bench}
+root=$(cd "$(dirname "$0")/.." && pwd)
+MK=${MK:-$root/mergekit-c}
+W=${1:-${BENCH_DIR:+$BENCH_DIR/mkz}}
+W=${W:-/tmp/mkz-bench}
 OUT=${MKZ_BENCH_OUT:-$W}
 mkdir -p "$W" "$OUT"
 if ! command -v zstd >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
-    sh "$(dirname "$0")/install-deps.sh" bench
+    sh "$root/tools/install-deps.sh" --tools
 fi
 NPROC=$(nproc)
 

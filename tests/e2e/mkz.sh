@@ -20,6 +20,7 @@ make_models bfloat16 || exit 1
 "$MK" synth f16/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 176 --vocab 128 --dtype float16 --seed 5 \
     --out-shard-size 40K -q
 printf 'hello\n' >base/notes.txt
+: >base/empty.txt
 
 for m in base f32 f16; do
     t_ok "pack $m" "$MK" pack $m/ $m.mkz -q
@@ -28,7 +29,7 @@ for m in base f32 f16; do
 done
 t_ok "sharded model packs" test -f f16/model.safetensors.index.json
 t_ok "verify" "$MK" verify base.mkz
-grep -q "base.mkz: ok: 7 files, 21 tensors" .out && ok "verify summary" || notok "verify summary" "$(cat .out)"
+grep -q "base.mkz: ok: 8 files, 21 tensors" .out && ok "verify summary" || notok "verify summary" "$(cat .out)"
 t_ok "pack one file" "$MK" pack base/model.safetensors one.mkz -q
 t_ok "unpack one file" "$MK" unpack one.mkz one/ -q
 t_same "one file restored" base/model.safetensors one/model.safetensors
@@ -39,7 +40,7 @@ t_same "pack: same bytes at 1 and 2 threads" j1.mkz j2l1.mkz
 
 "$MK" inspect base.mkz >insp.txt 2>&1
 if grep -q "model.layers.0.mlp.up_proj.weight .* [0-9.]*x$" insp.txt && grep -q "BF16 .* stored .*(1\.[0-9]*x)" insp.txt &&
-    grep -q "^container: 7 files" insp.txt; then ok "inspect shows ratios"; else notok "inspect shows ratios" "$(tail -4 insp.txt)"; fi
+    grep -q "^container: 8 files" insp.txt; then ok "inspect shows ratios"; else notok "inspect shows ratios" "$(tail -4 insp.txt)"; fi
 "$MK" inspect base.mkz --json -s >insp.json 2>&1
 grep -q '"format": "mkz"' insp.json && grep -q '"stored_bytes"' insp.json && ok "inspect --json" || notok "inspect --json" "$(head -c 300 insp.json)"
 
@@ -66,8 +67,13 @@ for f in model.safetensors config.json tokenizer.json mergekit_config.yml; do
     t_same "merged .mkz holds $f" out-plain/$f out-back/$f
 done
 t_ok "merge --check on a .mkz output" "$MK" plain.yaml out.mkz --check -q
-mkdir -p j1 && t_ok "merge into .mkz -j1" "$MK" plain.yaml j1/out.mkz -q -j 1
-t_same "merged .mkz: same bytes at 1 and 2 threads" out.mkz j1/out.mkz
+card_cmd=$(sed -n 's/.*reproduces, from the folder it was run in: `\(.*\)` (re-derives.*/\1/p' out-back/README.md |
+    sed "s#^mergekit-c#$MK#; s#&& mergekit-c#\&\& $MK#")
+t_ok "the card names a check command" test -n "$card_cmd"
+t_ok "the card's check command works" sh -c "$card_cmd"
+cp out.mkz out-j2.mkz
+t_ok "merge into .mkz -j1" "$MK" plain.yaml out.mkz -q -j 1 --force
+t_same "merged .mkz: same bytes at 1 and 2 threads" out.mkz out-j2.mkz
 t_ok "merge --compress=5" "$MK" plain.yaml outc --compress=5 -q
 t_ok "--compress output is a container" "$MK" verify outc -q
 t_ok "merge sharded into .mkz" "$MK" plain.yaml sh.mkz --out-shard-size 100K -q
