@@ -17,6 +17,7 @@
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
 #include "../formats/hfconfig.h"
+#include "../formats/mkz.h"
 #include "../formats/peft.h"
 #include "../formats/safetensors.h"
 #include "../lora/lora.h"
@@ -88,7 +89,7 @@ static mk_status check_out(const char *out, const char *const *inputs, size_t n)
             s = MK_ERR_IO;
             break;
         }
-        char *id = mk_is_dir(ia) ? mk_strdup(ia) : mk_path_dirname(ia);
+        char *id = mk_is_dir(ia) || mk_mkz_probe(ia) ? mk_strdup(ia) : mk_path_dirname(ia); /* a container is whole */
         if (!id) s = MK_ERR_NOMEM;
         else if (mk_path_is_within(oa, id) || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta))
             s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", out, inputs[i]);

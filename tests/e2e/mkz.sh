@@ -85,6 +85,20 @@ done
 t_fail "merge --compress level" 2 "--compress=0: the level" "$MK" plain.yaml bad.mkz --compress=0
 t_fail "merge --resume into .mkz" 2 "resume is not supported" "$MK" plain.yaml bad.mkz --resume
 
+# the other commands read containers too
+t_ok "compare a .mkz with its folder" "$MK" compare base.mkz base/ -q
+t_ok "estimate a .mkz" "$MK" estimate base.mkz
+grep -q "base.mkz (parameters from tensors)" .out && ok "estimate counts the container's tensors" ||
+    notok "estimate counts the container's tensors" "$(head -2 .out)"
+t_ok "lora extract from .mkz" "$MK" lora extract base.mkz ft1.mkz ad-z --rank 4 -q
+t_ok "lora extract from folders" "$MK" lora extract base ft1 ad-f --rank 4 -q
+t_same "lora extract: same adapter" ad-z/adapter_model.safetensors ad-f/adapter_model.safetensors
+t_ok "lora apply onto a .mkz" "$MK" lora apply base.mkz ad-f ap-z -q
+t_ok "lora apply onto a folder" "$MK" lora apply base ad-f ap-f -q
+t_same "lora apply: same result" ap-z/model.safetensors ap-f/model.safetensors
+t_ok "synth --finetune-of a .mkz" "$MK" synth ft-z/ --finetune-of base.mkz --delta 0.05 --seed 2 -q
+t_same "synth --finetune-of: same finetune" ft-z/model.safetensors ft1/model.safetensors
+
 # usage errors
 t_fail "pack: output exists" 2 "j1.mkz: output already exists" "$MK" pack base/ j1.mkz
 t_fail "pack: level" 2 "level 30 is out of range" "$MK" pack base/ x.mkz --level 30
