@@ -37,6 +37,10 @@ void mk_progress_init(mk_progress *p, const char *what, const mk_common *c);
 void mk_progress_cb(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
 void mk_progress_end(mk_progress *p);
 
+/* OUT (and OUT.tmp) must not be an input file, lie inside an input folder, or contain an
+ * input (--force would delete it). NULL entries are skipped. */
+mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n);
+
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
 

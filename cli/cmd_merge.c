@@ -88,34 +88,16 @@ static mk_status open_inputs(merge_run *m)
     return MK_OK;
 }
 
-/* OUT must not be an input, inside one, or contain one (--force would delete it). */
+/* OUT must not overlap any model or adapter the recipe reads. */
 static mk_status check_out_path(merge_run *m)
 {
-    char *out_abs = mk_path_absolute(m->out);
-    if (!out_abs) return MK_ERR_IO;
-    char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
-    mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
-    for (size_t q = 0; q < 2 * m->n_refs && s == MK_OK; q++) {
-        size_t i = q / 2;
-        const char *in_path = q % 2 ? m->refs[i]->lora : m->refs[i]->path; /* the model, then its adapter */
-        if (!in_path) continue;
-        char *in_abs = mk_path_absolute(in_path);
-        if (!in_abs) {
-            s = MK_ERR_IO;
-            break;
-        }
-        /* a .safetensors file brings its folder's config and tokenizer; a container is whole */
-        char *in_dir = mk_is_dir(in_abs) || mk_mkz_probe(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
-        if (!in_dir) s = MK_ERR_NOMEM;
-        else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
-                 mk_path_is_within(in_abs, tmp_abs))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out, in_path);
-        free(in_dir);
-        free(in_abs);
+    const char *ins[2048];
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_refs && n + 2 <= 2048; i++) {
+        ins[n++] = m->refs[i]->path;
+        ins[n++] = m->refs[i]->lora;
     }
-    free(out_abs);
-    free(tmp_abs);
-    return s;
+    return mk_cli_check_output(m->out, ins, n);
 }
 
 static mk_status hash_inputs(merge_run *m)

@@ -14,22 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* `inner` (an output) must not be `outer` (an input) or lie inside it, and with
- * contains_ok false it must not contain it either (--force would delete it). */
-static mk_status check_overlap(const char *in, const char *out, bool out_may_contain_in)
-{
-    char *a = mk_path_absolute(in), *b = mk_path_absolute(out);
-    char *bt = b ? mk_asprintf("%s.tmp", b) : NULL;
-    mk_status s = a && b && bt ? MK_OK : MK_ERR_IO;
-    if (s == MK_OK && (mk_path_is_within(b, a) || mk_path_is_within(bt, a) ||
-                       (!out_may_contain_in && (mk_path_is_within(a, b) || mk_path_is_within(a, bt)))))
-        s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output", out, in);
-    free(a);
-    free(b);
-    free(bt);
-    return s;
-}
-
 static double ratio(uint64_t raw, uint64_t stored) { return stored ? (double)raw / (double)stored : 0.0; }
 
 /* {"k1": "path1", "k2": "path2", <rest>} on stdout, the paths JSON-escaped. */
@@ -74,7 +58,7 @@ int mk_cmd_pack(int argc, char **argv)
     if (level < 1 || level > MK_MKZ_LEVEL_MAX)
         return mk_cli_fail(mk_error(MK_ERR_USAGE, "--level %ld is out of range (1..%d)", level, MK_MKZ_LEVEL_MAX));
     if (!mk_path_exists(pos[0])) return mk_cli_fail(mk_error(MK_ERR_IO, "%s: no such file or folder", pos[0]));
-    mk_status s = check_overlap(pos[0], pos[1], false);
+    mk_status s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
     if (s != MK_OK) return mk_cli_fail(s);
     mk_outdir od;
     s = mk_outdir_begin(&od, pos[1], true, force, false);
@@ -133,7 +117,7 @@ int mk_cmd_unpack(int argc, char **argv)
     mk_signal_install();
     mk_source *src = NULL;
     mk_status s = open_container(pos[0], &src);
-    if (s == MK_OK) s = check_overlap(pos[0], pos[1], false);
+    if (s == MK_OK) s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
     mk_outdir od;
     bool began = false;
     if (s == MK_OK) began = (s = mk_outdir_begin(&od, pos[1], false, force, false)) == MK_OK;
