@@ -75,31 +75,6 @@ mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_s
     return s;
 }
 
-/* OUT must not be, contain, or lie inside any input. */
-static mk_status check_out(const char *out, const char *const *inputs, size_t n)
-{
-    char *oa = mk_path_absolute(out);
-    if (!oa) return MK_ERR_IO;
-    char *ta = mk_asprintf("%s.tmp", oa);
-    mk_status s = ta ? MK_OK : MK_ERR_NOMEM;
-    for (size_t i = 0; i < n && s == MK_OK; i++) {
-        char *ia = mk_path_absolute(inputs[i]);
-        if (!ia) {
-            s = MK_ERR_IO;
-            break;
-        }
-        char *id = mk_is_dir(ia) ? mk_strdup(ia) : mk_path_dirname(ia);
-        if (!id) s = MK_ERR_NOMEM;
-        else if (mk_path_is_within(oa, id) || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", out, inputs[i]);
-        free(id);
-        free(ia);
-    }
-    free(oa);
-    free(ta);
-    return s;
-}
-
 /* ---- apply ----------------------------------------------------------------------------------- */
 
 typedef struct copy_err {
@@ -195,7 +170,7 @@ static int cmd_apply(int argc, char **argv)
     mk_cli_common(&c);
     mk_signal_install();
     const char *ins[2] = {pos[0], pos[1]};
-    mk_status s = check_out(pos[2], ins, 2);
+    mk_status s = mk_cli_check_output(pos[2], ins, 2);
     mk_source *src = NULL;
     if (s == MK_OK) s = mk_cli_open_lora(pos[0], pos[1], &src);
     if (s != MK_OK) return mk_cli_fail(s);
@@ -581,7 +556,7 @@ static int cmd_extract(int argc, char **argv)
         s = mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16 or float16", dtype);
     if (s == MK_OK) s = svd_opts_check(&so);
     const char *ins[2] = {pos[0], pos[1]};
-    if (s == MK_OK) s = check_out(pos[2], ins, 2);
+    if (s == MK_OK) s = mk_cli_check_output(pos[2], ins, 2);
     mk_source *base = NULL, *ft = NULL;
     if (s == MK_OK) s = mk_cli_open_model(pos[0], &base);
     if (s == MK_OK) s = mk_cli_open_model(pos[1], &ft);
@@ -866,7 +841,7 @@ static int cmd_combine(int argc, char **argv)
         s = mk_error(MK_ERR_USAGE, "--density applies to ties and dare_linear only");
     if (s == MK_OK) s = svd_opts_check(&so);
     if (s == MK_OK) s = parse_weights(weights, na, w);
-    if (s == MK_OK) s = check_out(out, (const char *const *)pos, na);
+    if (s == MK_OK) s = mk_cli_check_output(out, (const char *const *)pos, na);
     mk_peft_adapter **ad = mk_calloc(na, sizeof *ad);
     if (!ad && s == MK_OK) s = MK_ERR_NOMEM;
     for (size_t i = 0; i < na && s == MK_OK; i++) s = mk_peft_open(pos[i], &ad[i]);

@@ -12,6 +12,7 @@
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
 #include "../formats/hfconfig.h"
+#include "../formats/mkz.h"
 #include "../formats/safetensors.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
@@ -36,6 +37,9 @@ typedef struct merge_opts {
     const char *out_dtype;
     const char *quantize;   /* --quantize SPEC, or NULL */
     const char *on_nonfinite;
+    const char *compress; /* --compress[=LEVEL]: "" or the level */
+    int level;
+    bool mkz;             /* OUT is a .mkz container */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -89,33 +93,16 @@ static mk_status open_inputs(merge_run *m)
     return MK_OK;
 }
 
-/* OUT must not be an input, inside one, or contain one (--force would delete it). */
+/* OUT must not overlap any model or adapter the recipe reads. */
 static mk_status check_out_path(merge_run *m)
 {
-    char *out_abs = mk_path_absolute(m->out);
-    if (!out_abs) return MK_ERR_IO;
-    char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
-    mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
-    for (size_t q = 0; q < 2 * m->n_refs && s == MK_OK; q++) {
-        size_t i = q / 2;
-        const char *in_path = q % 2 ? m->refs[i]->lora : m->refs[i]->path; /* the model, then its adapter */
-        if (!in_path) continue;
-        char *in_abs = mk_path_absolute(in_path);
-        if (!in_abs) {
-            s = MK_ERR_IO;
-            break;
-        }
-        char *in_dir = mk_is_dir(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
-        if (!in_dir) s = MK_ERR_NOMEM;
-        else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
-                 mk_path_is_within(in_abs, tmp_abs))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out, in_path);
-        free(in_dir);
-        free(in_abs);
+    const char *ins[2048];
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_refs && n + 2 <= 2048; i++) {
+        ins[n++] = m->refs[i]->path;
+        ins[n++] = m->refs[i]->lora;
     }
-    free(out_abs);
-    free(tmp_abs);
-    return s;
+    return mk_cli_check_output(m->out, ins, n);
 }
 
 static mk_status hash_inputs(merge_run *m)
@@ -320,9 +307,14 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     for (size_t i = 0; i < m->n_written; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
                       m->written[i].hash);
-    mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c %s/%s %s --check` "
-                     "(re-derives every output hash from the recorded inputs).\n",
-                  m->out, RECIPE_COPY, m->out);
+    if (m->o->mkz) /* the recipe copy is inside the container */
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c unpack %s %s.d && "
+                         "mergekit-c %s.d/%s %s --check` (re-derives every output hash from the recorded inputs).\n",
+                      m->out, m->out, m->out, RECIPE_COPY, m->out);
+    else
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c %s/%s %s --check` "
+                         "(re-derives every output hash from the recorded inputs).\n",
+                      m->out, RECIPE_COPY, m->out);
     free(title);
 }
 
@@ -462,7 +454,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 
     mk_outdir od;
     char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
-    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, false, m->o->force || expect, m->o->resume && !expect);
+    bool as_mkz = m->o->mkz && !expect; /* --check re-derives into a plain folder: same shard hashes */
+    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, as_mkz, m->o->force || expect, m->o->resume && !expect);
     free(scratch);
     if (s != MK_OK) return s;
     mk_sink *k = NULL;
@@ -470,7 +463,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     char *key = resume_key(m);
     mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
     if (!key) s = MK_ERR_NOMEM;
-    if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
+    mk_mkz_sink_opts zo = {m->o->level, m->o->shard_size, 0};
+    if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
     if (s == MK_OK && m->o->quantize) {
         /* quantize while streaming: each merged tensor becomes its stored tensors */
         s = mk_qplan_init(&m->qplan, &m->qo, m->plan.outs, m->plan.n);
@@ -507,6 +501,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     if (s == MK_OK && !expect) s = k->ops->add_file(k, PROVENANCE_FILE, prov.data, prov.len);
     if (s == MK_OK && !expect) s = k->ops->add_file(k, "README.md", card.data, card.len);
+    if (s == MK_OK) s = mk_sink_finish(k);
     if (s == MK_OK && expect) {
         /* compare every recorded output with what we just made */
         size_t compared = 0;
@@ -562,13 +557,31 @@ static void merge_run_free(merge_run *m)
     for (size_t i = 0; i < m->n_written; i++) free(m->written[i].name);
 }
 
-/* Every output file recorded in OUT's provenance still has its recorded hash. */
+/* Every output file recorded in OUT's provenance still has its recorded hash. A .mkz OUT
+ * (a file): every checksum of the container, and the recorded hashes are its files'. */
 static mk_status verify_recorded(const char *out, const mk_json *j)
 {
     mk_status s = MK_OK;
     uint32_t outs = mk_json_get(j, 0, "outputs");
     if (!outs || mk_json_at(j, outs)->type != MK_JSON_ARR)
         return mk_error(MK_ERR_FORMAT, "%s/%s: no outputs list", out, PROVENANCE_FILE);
+    if (mk_is_file(out)) {
+        mk_source *z = NULL;
+        MK_TRY(mk_mkz_open(out, &z));
+        s = mk_mkz_verify(z, NULL, NULL);
+        const mk_mkz_index *ix = mk_mkz_source_index(z);
+        for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
+            uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
+            const char *name = nn ? mk_json_strv(j, nn) : "", *want = hh ? mk_json_strv(j, hh) : "";
+            char got[33] = "";
+            for (size_t f = 0; f < ix->n_files; f++)
+                if (strcmp(ix->files[f].name, name) == 0) mk_hash128_hex(ix->files[f].hash, got);
+            if (strcmp(got, want) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out, name);
+        }
+        mk_source_close(z);
+        return s;
+    }
     for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
         uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
         if (!nn || !hh || mk_json_at(j, nn)->type != MK_JSON_STR || mk_json_at(j, hh)->type != MK_JSON_STR ||
@@ -591,10 +604,24 @@ static mk_status verify_recorded(const char *out, const mk_json *j)
 
 static mk_status load_record(const char *out, mk_json *j)
 {
-    char *path = mk_path_join(out, PROVENANCE_FILE);
+    bool container = mk_is_file(out); /* a .mkz output */
+    char *path = container ? mk_asprintf("%s:%s", out, PROVENANCE_FILE) : mk_path_join(out, PROVENANCE_FILE);
     char *text = NULL;
     size_t len = 0;
-    mk_status s = path ? mk_read_file(path, 64u << 20, &text, &len) : MK_ERR_NOMEM;
+    mk_status s = path ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && container) {
+        mk_source *z = NULL;
+        s = mk_mkz_open(out, &z);
+        if (s == MK_OK) s = z->ops->aux_read(z, PROVENANCE_FILE, 64u << 20, &text, &len);
+        mk_source_close(z);
+        if (s != MK_OK) {
+            free(path);
+            return s; /* a damaged container says what is damaged */
+        }
+        if (!text) s = MK_ERR_IO;
+    } else if (s == MK_OK) {
+        s = mk_read_file(path, 64u << 20, &text, &len);
+    }
     if (s != MK_OK) {
         free(path);
         return mk_error(s, "%s: no provenance record (%s); was it written by mergekit-c?", out, PROVENANCE_FILE);
@@ -668,6 +695,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "1048576"},
+        {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_COMMON_OPTS(o.c),
         {0},
     };
@@ -676,7 +704,8 @@ int mk_cmd_merge(int argc, char **argv)
         "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
         "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
         "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
-        "(input and output XXH3-128 hashes; see --check).",
+        "(input and output XXH3-128 hashes; see --check). With OUT ending in .mkz, or --compress,\n"
+        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).",
         opts, 2, 2};
     char *pos[2];
     size_t npos;
@@ -714,6 +743,16 @@ int mk_cmd_merge(int argc, char **argv)
     if (s == MK_OK && o.on_nonfinite && strcmp(o.on_nonfinite, "error") != 0 && strcmp(o.on_nonfinite, "warn") != 0)
         s = mk_error(MK_ERR_USAGE, "--on-nonfinite expects error or warn, got '%s'", o.on_nonfinite);
     if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    o.level = MK_MKZ_LEVEL_DEFAULT;
+    if (s == MK_OK && o.compress && o.compress[0]) {
+        char *end;
+        long v = strtol(o.compress, &end, 10);
+        if (end == o.compress || *end || v < 1 || v > MK_MKZ_LEVEL_MAX)
+            s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o.compress, MK_MKZ_LEVEL_MAX);
+        o.level = (int)v;
+    }
+    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz");
+    if (s == MK_OK && o.mkz && o.resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK && o.check && o.quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
     if (s == MK_OK && o.quantize) s = mk_qopts_parse(o.quantize, &m.qo);
     if (s == MK_OK && o.quantize) s = mk_qopts_resolve(&m.qo, true);

@@ -115,21 +115,6 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
-mk_status mk_cli_check_out(const char *in, const char *out)
-{
-    char *ia = mk_path_absolute(in), *oa = mk_path_absolute(out);
-    char *ta = oa ? mk_asprintf("%s.tmp", oa) : NULL;
-    char *idir = ia ? (mk_is_dir(ia) ? mk_strdup(ia) : mk_path_dirname(ia)) : NULL;
-    mk_status s = ia && oa && ta && idir ? MK_OK : MK_ERR_NOMEM;
-    if (s == MK_OK && (mk_path_is_within(oa, idir) || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta)))
-        s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", out, in);
-    free(ia);
-    free(oa);
-    free(ta);
-    free(idir);
-    return s;
-}
-
 mk_status mk_cli_copy_tokenizer(mk_source *src, mk_sink *k)
 {
     mk_status s = MK_OK;
@@ -234,7 +219,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
         s = mk_error(MK_ERR_USAGE, "%s is already quantized (%s); dequantize it first (mergekit-c dequantize)", in,
                      mk_qinfo_describe(&qi, d));
     }
-    if (s == MK_OK && !o->dry_run) s = mk_cli_check_out(in, out);
+    if (s == MK_OK && !o->dry_run) s = mk_cli_check_output(out, &in, 1);
     if (s == MK_OK) s = mk_qplan_init(&plan, qo, src->tensors, src->n_tensors);
     if (s == MK_OK && !plan.n_quantized)
         mk_warn("%s: no tensor is quantized (no 2-D float weight outside embeddings and lm_head, or all skipped)", in);

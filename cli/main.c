@@ -2,6 +2,7 @@
  * program installed as `quantize` runs the quantize command. */
 #include "cli.h"
 
+#include "../core/mk_io.h"
 #include "../core/mk_thread.h"
 #include "../formats/model.h"
 
@@ -26,6 +27,9 @@ static const command commands[] = {
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
     {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
     {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
+    {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
+    {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
+    {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -42,6 +46,30 @@ int mk_cli_fail(mk_status s)
 }
 
 mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
+
+mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n)
+{
+    char *oa = mk_path_absolute(out);
+    if (!oa) return MK_ERR_IO;
+    char *ta = mk_asprintf("%s.tmp", oa);
+    mk_status s = ta ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < n && s == MK_OK; i++) {
+        if (!inputs[i]) continue;
+        char *ia = mk_path_absolute(inputs[i]);
+        if (!ia) {
+            s = MK_ERR_IO;
+            break;
+        }
+        /* inside an input folder, or the input file itself, or containing an input */
+        bool inside = mk_is_dir(ia) ? mk_path_is_within(oa, ia) || mk_path_is_within(ta, ia) : !strcmp(oa, ia) || !strcmp(ta, ia);
+        if (inside || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta))
+            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output", out, inputs[i]);
+        free(ia);
+    }
+    free(oa);
+    free(ta);
+    return s;
+}
 
 static void top_help(FILE *f)
 {

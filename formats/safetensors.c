@@ -399,14 +399,7 @@ static void st_close(mk_source *s)
         mk_modeldir_free(&st->aux);
         free(st);
     }
-    for (size_t i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
-    free(s->tensors);
-    mk_name_index_free(&s->index);
-    for (size_t i = 0; i < s->n_files; i++) free(s->files[i]);
-    free(s->files);
-    free(s->path);
-    free(s->kind);
-    free(s);
+    mk_source_free_fields(s);
 }
 
 static const mk_source_ops st_ops = {st_read, NULL, NULL, st_prefetch, st_aux_read, st_aux_list, st_close};
@@ -736,40 +729,55 @@ static mk_status prealloc(int fd, uint64_t size, const char *path)
     return MK_OK;
 }
 
-static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
+void mk_st_layout_free(mk_st_layout *L)
 {
-    st_sink *w = k->impl;
-    w->n = n;
-    w->t = mk_calloc(n ? n : 1, sizeof *w->t);
-    w->shard_of = mk_calloc(n ? n : 1, sizeof *w->shard_of);
-    w->offset = mk_calloc(n ? n : 1, sizeof *w->offset);
+    if (!L) return;
+    for (size_t sh = 0; sh < L->n_shards; sh++) {
+        free(L->names ? L->names[sh] : NULL);
+        if (L->header) mk_buf_free(&L->header[sh]);
+    }
+    free(L->names);
+    free(L->header);
+    free(L->size);
+    free(L->n_tensors);
+    free(L->shard_of);
+    free(L->offset);
+    memset(L, 0, sizeof *L);
+}
+
+mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, const char *stem, mk_st_layout *L)
+{
+    memset(L, 0, sizeof *L);
+    L->n = n;
+    L->shard_of = mk_calloc(n ? n : 1, sizeof *L->shard_of);
+    L->offset = mk_calloc(n ? n : 1, sizeof *L->offset);
     size_t *order = mk_calloc(n ? n : 1, sizeof *order);
-    w->shards = mk_calloc(n ? n : 1, sizeof *w->shards);
-    if (!w->t || !w->shard_of || !w->offset || !order || !w->shards) {
+    size_t cap = n ? n : 1; /* at most one shard per tensor */
+    L->names = mk_calloc(cap, sizeof *L->names);
+    L->header = mk_calloc(cap, sizeof *L->header);
+    L->size = mk_calloc(cap, sizeof *L->size);
+    L->n_tensors = mk_calloc(cap, sizeof *L->n_tensors);
+    if (!L->shard_of || !L->offset || !order || !L->names || !L->header || !L->size || !L->n_tensors) {
         free(order);
+        mk_st_layout_free(L);
         return MK_ERR_NOMEM;
     }
-    memcpy(w->t, t, n * sizeof *t);
-    for (size_t i = 0; i < n; i++) w->total += t[i].nbytes;
-    size_t ns = mk_st_assign_shards(t, n, w->opts.shard_size, w->shard_of);
-    w->n_shards = ns;
+    size_t ns = mk_st_assign_shards(t, n, shard_size, L->shard_of);
+    L->n_shards = ns;
     mk_status s = MK_OK;
     for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
-        st_shard *S = &w->shards[sh];
-        S->fd = -1;
-        S->name = shard_name(w->stem, sh, ns);
-        S->path = S->name ? mk_path_join(k->dir, S->name) : NULL;
-        if (!S->path) {
+        L->names[sh] = shard_name(stem ? stem : "model", sh, ns);
+        if (!L->names[sh]) {
             s = MK_ERR_NOMEM;
             break;
         }
         /* tensors of this shard, largest element size first: natural alignment */
         size_t m = 0;
         for (size_t i = 0; i < n; i++)
-            if (w->shard_of[i] == sh) order[m++] = i;
+            if (L->shard_of[i] == sh) order[m++] = i;
         qsort_r(order, m, sizeof *order, cmp_by_size_desc, (void *)t);
-        S->n_tensors = m;
-        mk_buf *hb = &S->header;
+        L->n_tensors[sh] = m;
+        mk_buf *hb = &L->header[sh];
         mk_buf_puts(hb, "{\"__metadata__\":{\"format\":\"pt\"}");
         uint64_t off = 0;
         for (size_t q = 0; q < m; q++) {
@@ -780,7 +788,7 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
             for (int d = 0; d < ti->ndim; d++) mk_buf_printf(hb, "%s%lld", d ? "," : "", (long long)ti->shape[d]);
             mk_buf_printf(hb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                           (unsigned long long)(off + ti->nbytes));
-            w->offset[order[q]] = off; /* relative for now */
+            L->offset[order[q]] = off; /* relative for now */
             off += ti->nbytes;
         }
         mk_buf_puts(hb, "}");
@@ -790,14 +798,50 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
             break;
         }
         if (hb->len > MK_ST_MAX_HEADER) {
-            s = mk_error(MK_ERR_UNSUPPORTED, "%s: header would be %zu bytes, over the safetensors limit", S->name, hb->len);
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: header would be %zu bytes, over the safetensors limit", L->names[sh],
+                         hb->len);
             break;
         }
-        S->data_start = 8 + hb->len;
-        S->size = S->data_start + off;
-        for (size_t q = 0; q < m; q++) w->offset[order[q]] += S->data_start;
+        L->size[sh] = 8 + hb->len + off;
+        for (size_t q = 0; q < m; q++) L->offset[order[q]] += 8 + hb->len;
     }
     free(order);
+    if (s != MK_OK) mk_st_layout_free(L);
+    return s;
+}
+
+static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
+{
+    st_sink *w = k->impl;
+    w->n = n;
+    w->t = mk_calloc(n ? n : 1, sizeof *w->t);
+    w->shards = mk_calloc(n ? n : 1, sizeof *w->shards);
+    if (!w->t || !w->shards) return MK_ERR_NOMEM;
+    memcpy(w->t, t, n * sizeof *t);
+    for (size_t i = 0; i < n; i++) w->total += t[i].nbytes;
+    mk_st_layout L;
+    MK_TRY(mk_st_layout_build(t, n, w->opts.shard_size, w->stem, &L));
+    size_t ns = L.n_shards;
+    w->n_shards = ns;
+    w->shard_of = L.shard_of;
+    w->offset = L.offset;
+    L.shard_of = NULL;
+    L.offset = NULL;
+    mk_status s = MK_OK;
+    for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
+        st_shard *S = &w->shards[sh];
+        S->fd = -1;
+        S->name = L.names[sh];
+        L.names[sh] = NULL;
+        S->header = L.header[sh];
+        memset(&L.header[sh], 0, sizeof L.header[sh]);
+        S->path = mk_path_join(k->dir, S->name);
+        if (!S->path) s = MK_ERR_NOMEM;
+        S->n_tensors = L.n_tensors[sh];
+        S->data_start = 8 + S->header.len;
+        S->size = L.size[sh];
+    }
+    mk_st_layout_free(&L);
     MK_TRY(s);
 
     if (w->opts.resume_key) {
@@ -903,6 +947,39 @@ static mk_status sink_add_file(mk_sink *k, const char *name, const void *data, s
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *shard_of, const char *const *shard_names,
+                           mk_buf *b)
+{
+    /* model.safetensors.index.json as huggingface_hub writes it (keys sorted, indent 2) */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += t[i].nbytes;
+    mk_buf_printf(b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {", (unsigned long long)total);
+    const char **names = mk_calloc(n ? n : 1, sizeof *names);
+    if (!names) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
+    qsort(names, n, sizeof *names, cmp_str);
+    /* a name -> index lookup keeps this O(n) */
+    mk_name_index nix;
+    mk_status s = mk_name_index_build(&nix, t, n, NULL);
+    if (s != MK_OK) {
+        free(names);
+        mk_name_index_free(&nix);
+        return s;
+    }
+    for (size_t q = 0; q < n; q++) {
+        long i = mk_name_index_find(&nix, names[q]);
+        mk_buf_puts(b, q ? ",\n    " : "\n    ");
+        mk_buf_json_str(b, names[q]);
+        mk_buf_puts(b, ": ");
+        mk_buf_json_str(b, shard_names[shard_of[i]]);
+    }
+    mk_buf_puts(b, "\n  }\n}\n");
+    mk_name_index_free(&nix);
+    free(names);
+    if (b->failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
+    return MK_OK;
+}
+
 static mk_status sink_commit(mk_sink *k)
 {
     st_sink *w = k->impl;
@@ -921,33 +998,16 @@ static mk_status sink_commit(mk_sink *k)
         if (!f->name) return MK_ERR_NOMEM;
     }
     if (w->n_shards > 1) {
-        /* model.safetensors.index.json as huggingface_hub writes it (keys sorted, indent 2) */
         mk_buf b = {0};
-        mk_buf_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {",
-                      (unsigned long long)w->total);
-        const char **names = mk_calloc(w->n ? w->n : 1, sizeof *names);
+        const char **names = mk_calloc(w->n_shards, sizeof *names);
         if (!names) return MK_ERR_NOMEM;
-        for (size_t i = 0; i < w->n; i++) names[i] = w->t[i].name;
-        qsort(names, w->n, sizeof *names, cmp_str);
-        /* a name -> index lookup keeps this O(n) */
-        mk_name_index nix;
-        mk_status s = mk_name_index_build(&nix, w->t, w->n, NULL);
+        for (size_t sh = 0; sh < w->n_shards; sh++) names[sh] = w->shards[sh].name;
+        mk_status s = mk_st_index_json(w->t, w->n, w->shard_of, names, &b);
+        free(names);
         if (s != MK_OK) {
-            free(names);
             mk_buf_free(&b);
             return s;
         }
-        for (size_t q = 0; q < w->n; q++) {
-            long i = mk_name_index_find(&nix, names[q]);
-            mk_buf_puts(&b, q ? ",\n    " : "\n    ");
-            mk_buf_json_str(&b, names[q]);
-            mk_buf_puts(&b, ": ");
-            mk_buf_json_str(&b, w->shards[w->shard_of[i]].name);
-        }
-        mk_buf_puts(&b, "\n  }\n}\n");
-        mk_name_index_free(&nix);
-        free(names);
-        if (b.failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
         char *ixname = mk_asprintf("%s.safetensors.index.json", w->stem);
         s = ixname ? sink_add_file(k, ixname, b.data, b.len) : MK_ERR_NOMEM;
         if (s == MK_OK) {
@@ -996,8 +1056,8 @@ static void sink_close(mk_sink *k)
     free(k);
 }
 
-static const mk_sink_ops st_sink_ops = {sink_begin,  sink_is_done, sink_write, sink_tensor_done,
-                                        sink_add_file, sink_commit, sink_close};
+static const mk_sink_ops st_sink_ops = {sink_begin,    sink_is_done, sink_write, sink_tensor_done,
+                                        sink_add_file, sink_commit,  sink_close, NULL};
 
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out)
 {

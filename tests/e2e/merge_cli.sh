@@ -37,6 +37,10 @@ t_ok "--force replaces OUT" "$MK" "$ROOT/recipes/linear.yaml" out/ --force -q
 t_fail "OUT equal to an input refused" 2 "overlaps input" "$MK" "$ROOT/recipes/linear.yaml" ft1/ --force
 t_fail "OUT inside an input refused" 2 "overlaps input" "$MK" "$ROOT/recipes/linear.yaml" base/sub --force
 [ -f ft1/model.safetensors ] && ok "inputs untouched" || notok "inputs untouched" "ft1 damaged"
+cp base/model.safetensors single.safetensors
+printf 'merge_method: passthrough\nmodels:\n  - model: single.safetensors\n' >single.yaml
+t_ok "a .safetensors file input, output beside it" "$MK" single.yaml single-out/ -q
+t_fail "OUT equal to a file input refused" 2 "output single.safetensors overlaps input single.safetensors" "$MK" single.yaml single.safetensors --force
 
 # ---- dry run and json ---------------------------------------------------------------------------
 t_ok "--dry-run" "$MK" "$ROOT/recipes/linear.yaml" dry/ --dry-run

@@ -427,7 +427,7 @@ static void ms_free(mk_sink *k)
     free(m->t);
     free(m);
 }
-static const mk_sink_ops ms_ops = {ms_begin, NULL, ms_write, ms_done, NULL, NULL, NULL};
+static const mk_sink_ops ms_ops = {ms_begin, NULL, ms_write, ms_done, NULL, NULL, NULL, NULL};
 
 /* Quantize one weight through the consumer in chunks of `chunk_rows` rows; optionally
  * with the prepass. Returns the sink (caller frees) and copies the stats. */
