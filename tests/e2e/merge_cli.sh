@@ -61,7 +61,7 @@ grep -q '"total_size": 6828544' sh/model.safetensors.index.json && ok "index tot
 t_ok "sharded output equals single file" "$MK" compare sh/ out/
 
 # ---- determinism: threads and chunk size ------------------------------------------------------
-t_ok "merge -j1" "$MK" "$ROOT/recipes/linear.yaml" j1/ -j 1 -q
+t_ok "merge -j1" "$MK" "$ROOT/recipes/linear.yaml" j1/ -j1 -q
 t_ok "merge -j8" "$MK" "$ROOT/recipes/linear.yaml" j8/ -j 8 -q
 t_ok "merge with small chunks" "$MK" "$ROOT/recipes/linear.yaml" c7/ --chunk 7000 -q
 t_same "same bytes at 1 and 2 threads" j1/model.safetensors out/model.safetensors
