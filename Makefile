@@ -18,7 +18,8 @@ SAN ?= 0
 WERROR ?= 0
 BUILD ?= build
 
-PKGS := libzstd libcjson libxxhash yaml-0.1
+# lapacke + openblas: LAPACK's SVD (through OpenBLAS) for LoRA extraction and combination
+PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas
 
 # Install missing Debian packages before anything asks pkg-config for flags.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
@@ -41,12 +42,14 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # exception flags, so comparisons and selects may be if-converted (clang's default; the
 # values computed do not change).
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-               -Wstrict-prototypes -Wmissing-prototypes -ffp-contract=off -fno-strict-aliasing -fopenmp-simd \
+               -Wstrict-prototypes -Wmissing-prototypes -Wno-psabi -ffp-contract=off -fno-strict-aliasing -fopenmp-simd \
                -fno-trapping-math
 ifeq ($(DEBUG),1)
 OPT := -O0
 else
-OPT := -O2
+# -fvect-cost-model is GCC's; clang rejects it
+VECT_COST := $(shell $(CC) -fvect-cost-model=dynamic -E -x c /dev/null >/dev/null 2>&1 && echo -fvect-cost-model=dynamic)
+OPT := -O2 -ftree-vectorize $(VECT_COST)
 endif
 ifeq ($(OMP),1)
 OMPFLAGS := -fopenmp
@@ -69,9 +72,11 @@ Q := @
 endif
 
 LIB_SRC := $(wildcard core/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
-           $(wildcard quant/*.c)
+           $(wildcard quant/*.c) $(wildcard lora/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+REPLAY_BIN := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay-%)
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -79,6 +84,8 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LIBA := $(BUILD)/libmergekit.a
 
 .PHONY: all test check demo bench bench-methods fuzz compat install clean unit
+# keep intermediate objects (fuzz targets), so nothing is printed after the test summary
+.SECONDARY:
 all: mergekit-c quantize
 
 $(BUILD)/%.o: %.c
@@ -104,16 +111,20 @@ $(BUILD)/test-unit: $(UNIT_OBJ) $(LIBA)
 
 unit: $(BUILD)/test-unit
 
-test: all $(BUILD)/test-unit
-	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit sh tests/run.sh
+# Each fuzz target also links with a plain driver, so the suite replays its corpus.
+$(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+test: all $(BUILD)/test-unit $(REPLAY_BIN)
+	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) sh tests/run.sh
 
 # Sanitizers and the no-OpenMP build each get their own build folder and binary.
 check:
 	$(MAKE) --no-print-directory BUILD=build-san SAN=1 DEBUG=0 OMP=1 MK_SUFFIX=-san check-one
 	$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 check-one
 
-check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit
-	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit \
+check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN)
+	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
 	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh tests/run.sh
 
@@ -143,4 +154,4 @@ install: all
 clean:
 	rm -rf build build-san build-noomp build-fuzz mergekit-c quantize
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d)

@@ -117,7 +117,9 @@ int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
         } else {
             for (const mk_opt *q = spec->opts; q->name; q++)
                 if (q->short_name && q->short_name == a[1]) o = q;
-            if (!o || (a[2] && takes_value(o))) {
+            if (o && a[2] && takes_value(o)) {
+                val = a + 2; /* -j4: the value attached */
+            } else if (!o || a[2]) {
                 /* allow bundled flags like -vv */
                 bool all = a[1] != 0;
                 for (const char *c = a + 1; *c && all; c++) {
@@ -134,10 +136,6 @@ int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
                             else *(bool *)q->dst = true;
                         }
                 continue;
-            }
-            if (a[2] && !takes_value(o)) {
-                /* -vq style bundle handled above; -v2 not supported */
-                return usage_error(spec, "unknown option '%s'%s", a, "");
             }
         }
         switch (o->kind) {

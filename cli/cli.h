@@ -37,12 +37,35 @@ void mk_progress_init(mk_progress *p, const char *what, const mk_common *c);
 void mk_progress_cb(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
 void mk_progress_end(mk_progress *p);
 
+/* OUT (and OUT.tmp) must not be an input file, lie inside an input folder, or contain an
+ * input (--force would delete it). NULL entries are skipped. */
+mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n);
+
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
+
+/* Copy the tokenizer and generation files of a model (formats/hfconfig.h's list). */
+mk_status mk_cli_copy_tokenizer(mk_source *src, mk_sink *k);
+
+struct mk_qplan;
+/* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
+ * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
+void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json);
 
 int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
+int mk_cmd_quantize(int argc, char **argv);
+int mk_cmd_dequantize(int argc, char **argv);
+int mk_cmd_methods(int argc, char **argv);
+int mk_cmd_lora(int argc, char **argv);
+int mk_cmd_estimate(int argc, char **argv);
+int mk_cmd_pack(int argc, char **argv);
+int mk_cmd_unpack(int argc, char **argv);
+int mk_cmd_verify(int argc, char **argv);
+
+/* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */
+mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out);
 
 #endif

@@ -5,7 +5,9 @@
 
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
+#include "../formats/mkz.h"
 #include "../merge/arch.h"
+#include "../quant/qsource.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +56,8 @@ int mk_cmd_inspect(int argc, char **argv)
     };
     const mk_cmd_spec spec = {"inspect", "PATH [options]",
                               "Show a model's tensors (name, dtype, shape, bytes, shard), totals, parameter count and\n"
-                              "architecture. PATH is a model folder or a .safetensors file; every header is validated.",
+                              "architecture. PATH is a model folder, a .safetensors file or a .mkz container (then also\n"
+                              "the stored bytes and compression ratio per tensor and per dtype); every header is validated.",
                               NULL, opts, 1, 1};
     char *pos[1];
     size_t npos;
@@ -74,12 +77,28 @@ int mk_cmd_inspect(int argc, char **argv)
         mk_source_close(s);
         return mk_cli_fail(st);
     }
+    mk_qinfo qi;
+    st = mk_qsource_probe(s, &qi); /* quantized checkpoints: format, block or group, bits per weight */
+    if (st != MK_OK) {
+        mk_arch_free(&arch);
+        mk_source_close(s);
+        return mk_cli_fail(st);
+    }
+    double bpw = qi.q_numel ? 8.0 * (double)qi.q_bytes / (double)qi.q_numel : 0;
+    char qdesc[160];
     uint64_t params = 0, bytes = 0, by_dtype[MK_DTYPE_COUNT] = {0}, n_dtype[MK_DTYPE_COUNT] = {0};
+    /* a .mkz container: bytes each tensor takes stored */
+    const mk_mkz_index *zx = mk_mkz_source_index(s);
+    uint64_t stored = 0, st_dtype[MK_DTYPE_COUNT] = {0};
     for (size_t i = 0; i < s->n_tensors; i++) {
         params += s->tensors[i].numel;
         bytes += s->tensors[i].nbytes;
         by_dtype[s->tensors[i].dtype] += s->tensors[i].nbytes;
         n_dtype[s->tensors[i].dtype]++;
+        if (zx) {
+            stored += zx->streams[zx->model[i]].stored;
+            st_dtype[s->tensors[i].dtype] += zx->streams[zx->model[i]].stored;
+        }
     }
     if (c.json) {
         mk_buf b = {0};
@@ -98,11 +117,26 @@ int mk_cmd_inspect(int argc, char **argv)
         bool first = true;
         for (int d = 0; d < MK_DTYPE_COUNT; d++) {
             if (!n_dtype[d]) continue;
-            mk_buf_printf(&b, "%s\"%s\": {\"tensors\": %llu, \"bytes\": %llu}", first ? "" : ", ", mk_dtype_name((mk_dtype)d),
+            mk_buf_printf(&b, "%s\"%s\": {\"tensors\": %llu, \"bytes\": %llu", first ? "" : ", ", mk_dtype_name((mk_dtype)d),
                           (unsigned long long)n_dtype[d], (unsigned long long)by_dtype[d]);
+            if (zx)
+                mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)st_dtype[d],
+                              st_dtype[d] ? (double)by_dtype[d] / (double)st_dtype[d] : 0.0);
+            mk_buf_puts(&b, "}");
             first = false;
         }
-        mk_buf_puts(&b, "}, \"tensor_list\": [");
+        mk_buf_puts(&b, "}, \"quantization\": ");
+        if (qi.quantized) {
+            mk_buf_printf(&b, "{\"format\": \"%s\", \"layout\": \"%s\", \"bits\": %u, \"block_size\": %llu, \"per_row\": %s, "
+                              "\"per_tensor\": %s, \"double_quant\": %s, \"zero_points\": %s, \"quantized_tensors\": %zu, "
+                              "\"quantized_parameters\": %llu, \"quantized_bytes\": %llu, \"bits_per_weight\": %.4f}",
+                          qi.format, qi.layout, qi.bits, (unsigned long long)qi.block, qi.per_channel ? "true" : "false",
+                          qi.per_tensor ? "true" : "false", qi.double_quant ? "true" : "false", qi.asym ? "true" : "false",
+                          qi.n_quantized, (unsigned long long)qi.q_numel, (unsigned long long)qi.q_bytes, bpw);
+        } else {
+            mk_buf_puts(&b, "null");
+        }
+        mk_buf_puts(&b, ", \"tensor_list\": [");
         for (size_t i = 0; i < s->n_tensors && !quiet_list; i++) {
             const mk_tensor_info *t = &s->tensors[i];
             char sh[160];
@@ -112,11 +146,26 @@ int mk_cmd_inspect(int argc, char **argv)
             mk_buf_printf(&b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
                           mk_shape_str(t, sh), (unsigned long long)t->nbytes);
             mk_buf_json_str(&b, file_base(s, t->file));
+            if (zx) {
+                uint64_t sb = zx->streams[zx->model[i]].stored;
+                mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)sb,
+                              sb ? (double)t->nbytes / (double)sb : 0.0);
+            }
             char hx[33];
             if (hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(&b, ", \"xxh3\": \"%s\"", hx);
             mk_buf_puts(&b, "}");
         }
-        mk_buf_puts(&b, "]}\n");
+        mk_buf_puts(&b, "]");
+        if (zx) {
+            uint64_t fb = 0;
+            for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
+            mk_buf_printf(&b, ", \"container\": {\"bytes\": %llu, \"files\": %zu, \"file_bytes\": %llu, \"ratio\": %.4f, "
+                              "\"tensor_stored_bytes\": %llu, \"tensor_ratio\": %.4f}",
+                          (unsigned long long)zx->file_size, zx->n_files, (unsigned long long)fb,
+                          zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)stored,
+                          stored ? (double)bytes / (double)stored : 0.0);
+        }
+        mk_buf_puts(&b, "}\n");
         if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
         else if (st == MK_OK) fputs(b.data, stdout);
         mk_buf_free(&b);
@@ -132,15 +181,36 @@ int mk_cmd_inspect(int argc, char **argv)
                 char sh[160];
                 char hx[33] = "";
                 if (hashes && st == MK_OK) st = tensor_hash(s, i, hx);
-                printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
-                       (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
+                if (zx) {
+                    uint64_t sb = zx->streams[zx->model[i]].stored;
+                    printf("  %-60s %-8s %-18s %14llu %14llu %7.3fx%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
+                           (unsigned long long)t->nbytes, (unsigned long long)sb, sb ? (double)t->nbytes / (double)sb : 0.0,
+                           hashes ? "  " : "", hx);
+                } else {
+                    printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
+                           (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
+                }
             }
         }
         printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)params, mk_fmt_bytes(bytes, a));
-        for (int d = 0; d < MK_DTYPE_COUNT; d++)
-            if (n_dtype[d])
-                printf("  %-8s %6llu tensors  %s\n", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
-                       mk_fmt_bytes(by_dtype[d], a));
+        for (int d = 0; d < MK_DTYPE_COUNT; d++) {
+            if (!n_dtype[d]) continue;
+            printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
+                   mk_fmt_bytes(by_dtype[d], a));
+            if (zx) printf("  stored %s (%.3fx)", mk_fmt_bytes(st_dtype[d], a), st_dtype[d] ? (double)by_dtype[d] / st_dtype[d] : 0.0);
+            printf("\n");
+        }
+        if (zx) {
+            uint64_t fb = 0;
+            for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
+            char c2[32], c3[32], c4[32];
+            printf("container: %zu files, %s in %s (%.3fx); tensors %s in %s (%.3fx)\n", zx->n_files, mk_fmt_bytes(fb, a),
+                   mk_fmt_bytes(zx->file_size, c2), zx->file_size ? (double)fb / zx->file_size : 0.0,
+                   mk_fmt_bytes(bytes, c3), mk_fmt_bytes(stored, c4), stored ? (double)bytes / stored : 0.0);
+        }
+        if (qi.quantized)
+            printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&qi, qdesc),
+                   qi.n_quantized, (unsigned long long)qi.q_numel, bpw);
     }
     mk_arch_free(&arch);
     mk_source_close(s);

@@ -12,13 +12,18 @@
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
 #include "../formats/hfconfig.h"
+#include "../formats/mkz.h"
 #include "../formats/safetensors.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
+#include "../quant/quant.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define PROVENANCE_FILE "mergekit-c.json"
 #define RECIPE_COPY "mergekit_config.yml"
@@ -30,6 +35,11 @@ typedef struct merge_opts {
     const char *seed_str;
     uint64_t chunk;
     const char *out_dtype;
+    const char *quantize;   /* --quantize SPEC, or NULL */
+    const char *on_nonfinite;
+    const char *compress; /* --compress[=LEVEL]: "" or the level */
+    int level;
+    bool mkz;             /* OUT is a .mkz container */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -52,6 +62,9 @@ typedef struct merge_run {
     mk_buf outfiles;    /* JSON array body of the output files, for provenance */
     size_t n_written;
     mk_out_file written[64]; /* aux files written, for provenance */
+    mk_qopts qo;             /* with --quantize */
+    mk_qplan qplan;
+    char *quantize_rec;      /* --check: the recorded --quantize */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -64,44 +77,32 @@ static mk_status open_inputs(merge_run *m)
     if (!m->src) return MK_ERR_NOMEM;
     for (size_t i = 0; i < m->n_refs; i++) {
         const mk_model_ref *ref = m->refs[i];
-        if (ref->lora)
-            return mk_error(MK_ERR_UNSUPPORTED, "%s:%d:%d: model '%s': LoRA adapter inputs (+adapter) are not supported yet",
-                            r->path, ref->pos.line, ref->pos.col, ref->text);
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
                             "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and .safetensors files; "
                             "download Hub models first)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
-        MK_TRY(mk_cli_open_model(ref->path, &m->src[i]));
+        if (ref->lora && !mk_path_exists(ref->lora))
+            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
+                            r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
+        /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
+        MK_TRY(s);
     }
     return MK_OK;
 }
 
-/* OUT must not be an input, inside one, or contain one (--force would delete it). */
+/* OUT must not overlap any model or adapter the recipe reads. */
 static mk_status check_out_path(merge_run *m)
 {
-    char *out_abs = mk_path_absolute(m->out);
-    if (!out_abs) return MK_ERR_IO;
-    char *tmp_abs = mk_asprintf("%s.tmp", out_abs);
-    mk_status s = tmp_abs ? MK_OK : MK_ERR_NOMEM;
-    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
-        char *in_abs = mk_path_absolute(m->refs[i]->path);
-        if (!in_abs) {
-            s = MK_ERR_IO;
-            break;
-        }
-        char *in_dir = mk_is_dir(in_abs) ? mk_strdup(in_abs) : mk_path_dirname(in_abs);
-        if (!in_dir) s = MK_ERR_NOMEM;
-        else if (mk_path_is_within(out_abs, in_dir) || mk_path_is_within(in_abs, out_abs) ||
-                 mk_path_is_within(in_abs, tmp_abs))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output folder", m->out,
-                         m->refs[i]->path);
-        free(in_dir);
-        free(in_abs);
+    const char *ins[2048];
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_refs && n + 2 <= 2048; i++) {
+        ins[n++] = m->refs[i]->path;
+        ins[n++] = m->refs[i]->lora;
     }
-    free(out_abs);
-    free(tmp_abs);
-    return s;
+    return mk_cli_check_output(m->out, ins, n);
 }
 
 static mk_status hash_inputs(merge_run *m)
@@ -124,6 +125,41 @@ static mk_status hash_inputs(merge_run *m)
         }
     }
     return MK_OK;
+}
+
+/* Input hashing runs beside the merge: both read the same pages, so the inputs are read
+ * from disk once and the hash costs no extra wall time. */
+typedef struct hash_job {
+    merge_run *m;
+    mk_status status;
+    char msg[1024];
+    pthread_t thread;
+    bool started;
+} hash_job;
+
+static void *hash_thread(void *arg)
+{
+    hash_job *h = arg;
+    h->status = hash_inputs(h->m);
+    if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
+    return NULL;
+}
+
+static mk_status hash_start(hash_job *h, merge_run *m)
+{
+    memset(h, 0, sizeof *h);
+    h->m = m;
+    if (pthread_create(&h->thread, NULL, hash_thread, h) != 0) return hash_inputs(m); /* fall back: inline */
+    h->started = true;
+    return MK_OK;
+}
+
+static mk_status hash_join(hash_job *h)
+{
+    if (!h->started) return MK_OK;
+    pthread_join(h->thread, NULL);
+    h->started = false;
+    return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
 }
 
 /* ---- outputs --------------------------------------------------------------------------- */
@@ -157,7 +193,12 @@ static mk_status write_config(merge_run *m, mk_sink *k)
             od = p->t[i].out.dtype;
             break;
         }
-    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0};
+    char *qc = m->o->quantize ? mk_qplan_config_json(&m->qplan) : NULL;
+    if (m->o->quantize && !qc) {
+        free(cfg);
+        return MK_ERR_NOMEM;
+    }
+    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
     if (p->out_layers >= 0) {
         e.layers_key = a->def ? a->def->num_layers_key : "num_hidden_layers";
         e.layers = p->out_layers;
@@ -168,6 +209,7 @@ static mk_status write_config(merge_run *m, mk_sink *k)
     }
     mk_status s = mk_hfconfig_rewrite(cfg, donor->path, &e, &out);
     free(cfg);
+    free(qc);
     if (s == MK_OK) s = add_aux(m, k, "config.json", out, strlen(out));
     free(out);
     return s;
@@ -224,6 +266,9 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
                   (unsigned long long)m->o->shard_size, (unsigned long long)m->seed, m->o->allow_crimes ? "true" : "false");
     if (m->out_dtype != MK_DTYPE_NONE) mk_buf_json_str(b, mk_dtype_info(m->out_dtype)->torch_name);
     else mk_buf_puts(b, "null");
+    mk_buf_puts(b, ", \"quantize\": ");
+    if (m->o->quantize) mk_buf_json_str(b, m->o->quantize);
+    else mk_buf_puts(b, "null");
     mk_buf_puts(b, "},\n  \"inputs\": [");
     for (size_t i = 0; i < m->ih.n; i++) {
         mk_buf_puts(b, i ? ",\n    " : "\n    ");
@@ -262,9 +307,14 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     for (size_t i = 0; i < m->n_written; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
                       m->written[i].hash);
-    mk_buf_printf(b, "\nTo prove the merge reproduces: `mergekit-c %s %s --check` (re-derives every output hash from "
-                     "the recorded inputs).\n",
-                  RECIPE_COPY, title ? title : "OUT");
+    if (m->o->mkz) /* the recipe copy is inside the container */
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c unpack %s %s.d && "
+                         "mergekit-c %s.d/%s %s --check` (re-derives every output hash from the recorded inputs).\n",
+                      m->out, m->out, m->out, RECIPE_COPY, m->out);
+    else
+        mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c %s/%s %s --check` "
+                         "(re-derives every output hash from the recorded inputs).\n",
+                      m->out, RECIPE_COPY, m->out);
     free(title);
 }
 
@@ -340,23 +390,40 @@ static void print_plan(merge_run *m)
 
 /* ---- the merge ---------------------------------------------------------------------------- */
 
+/* Identity of the job for --resume: tool version, options, recipe, and each input file's
+ * path, size, modification time and inode (content hashes come later, from the thread). */
 static char *resume_key(merge_run *m)
 {
     mk_buf b = {0};
     mk_buf_printf(&b, "mergekit-c %s|%llu|%llu|%d|%d|", MK_VERSION, (unsigned long long)m->o->shard_size,
                   (unsigned long long)m->seed, m->o->allow_crimes, (int)m->out_dtype);
     mk_buf_put(&b, m->r->text, m->r->text_len);
-    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(&b, "|%s", m->ih.files[i].hash);
+    for (size_t i = 0; i < m->n_refs; i++)
+        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+            struct stat st;
+            if (stat(m->src[i]->files[f], &st) != 0) memset(&st, 0, sizeof st);
+            mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
+                          (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+        }
+    if (m->o->quantize) mk_buf_printf(&b, "|quantize %s", m->o->quantize);
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
     mk_buf_free(&b);
     return mk_strdup(hex);
 }
 
+static mk_status resume_complete(merge_run *m);
+
 /* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
+    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out)) {
+        char *tmp = mk_asprintf("%s.tmp", m->out);
+        bool partial = tmp && mk_path_exists(tmp);
+        free(tmp);
+        if (!partial) return resume_complete(m);
+    }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
@@ -365,8 +432,9 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         print_plan(m);
         return MK_OK;
     }
-    MK_TRY(hash_inputs(m));
+    hash_job hj = {0};
     if (expect) {
+        MK_TRY(hash_inputs(m));
         /* the inputs must be the ones recorded */
         uint32_t ins = mk_json_get(expect, 0, "inputs");
         for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
@@ -386,7 +454,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 
     mk_outdir od;
     char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
-    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, false, m->o->force || expect, m->o->resume && !expect);
+    bool as_mkz = m->o->mkz && !expect; /* --check re-derives into a plain folder: same shard hashes */
+    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, as_mkz, m->o->force || expect, m->o->resume && !expect);
     free(scratch);
     if (s != MK_OK) return s;
     mk_sink *k = NULL;
@@ -394,19 +463,36 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     char *key = resume_key(m);
     mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
     if (!key) s = MK_ERR_NOMEM;
-    if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
-    if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    mk_mkz_sink_opts zo = {m->o->level, m->o->shard_size, 0};
+    if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
+    if (s == MK_OK && m->o->quantize) {
+        /* quantize while streaming: each merged tensor becomes its stored tensors */
+        s = mk_qplan_init(&m->qplan, &m->qo, m->plan.outs, m->plan.n);
+        if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
+        if (s == MK_OK) s = mk_quant_consumer(&cons, k, &m->qplan, false, m->o->allow_crimes);
+        if (s == MK_OK) s = k->ops->begin(k, m->qplan.out, m->qplan.n_out);
+    } else {
+        if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
+        if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
+    }
+    if (s == MK_OK && !expect) s = hash_start(&hj, m);
+    mk_testpoint(); /* shards created, nothing computed */
     mk_progress prog;
     mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
-    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog};
+    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
     mk_progress_end(&prog);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", m->plan.n, mk_now() - t0);
+    mk_status hs = hash_join(&hj);
+    if (s == MK_OK) s = hs;
+    mk_testpoint(); /* every tensor written */
     if (s == MK_OK) s = write_config(m, k);
     if (s == MK_OK) s = copy_tokenizer(m, k);
     if (s == MK_OK) s = add_aux(m, k, RECIPE_COPY, m->r->text, m->r->text_len);
     if (s == MK_OK) s = k->ops->commit(k);
+    mk_testpoint(); /* index written */
     mk_buf prov = {0}, card = {0};
     if (s == MK_OK) {
         provenance_json(m, k, &prov);
@@ -415,6 +501,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     if (s == MK_OK && !expect) s = k->ops->add_file(k, PROVENANCE_FILE, prov.data, prov.len);
     if (s == MK_OK && !expect) s = k->ops->add_file(k, "README.md", card.data, card.len);
+    if (s == MK_OK) s = mk_sink_finish(k);
     if (s == MK_OK && expect) {
         /* compare every recorded output with what we just made */
         size_t compared = 0;
@@ -443,9 +530,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK && !expect) {
         double el = mk_now() - t0;
         char a[32];
+        if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
         if (!m->o->c.quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %zu tensors, %s in %.1f s\n", m->out, m->plan.n,
-                    mk_fmt_bytes(m->plan.total_bytes, a), el);
+                    mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
     }
     mk_buf_free(&prov);
@@ -459,6 +547,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 static void merge_run_free(merge_run *m)
 {
     mk_plan_free(&m->plan);
+    mk_qplan_free(&m->qplan);
+    free(m->quantize_rec);
     for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);
     free(m->src);
     for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
@@ -467,23 +557,104 @@ static void merge_run_free(merge_run *m)
     for (size_t i = 0; i < m->n_written; i++) free(m->written[i].name);
 }
 
-/* --check: options come from the record, not the command line. */
-static mk_status run_check(merge_run *m, const char *out)
+/* Every output file recorded in OUT's provenance still has its recorded hash. A .mkz OUT
+ * (a file): every checksum of the container, and the recorded hashes are its files'. */
+static mk_status verify_recorded(const char *out, const mk_json *j)
 {
-    char *path = mk_path_join(out, PROVENANCE_FILE);
+    mk_status s = MK_OK;
+    uint32_t outs = mk_json_get(j, 0, "outputs");
+    if (!outs || mk_json_at(j, outs)->type != MK_JSON_ARR)
+        return mk_error(MK_ERR_FORMAT, "%s/%s: no outputs list", out, PROVENANCE_FILE);
+    if (mk_is_file(out)) {
+        mk_source *z = NULL;
+        MK_TRY(mk_mkz_open(out, &z));
+        s = mk_mkz_verify(z, NULL, NULL);
+        const mk_mkz_index *ix = mk_mkz_source_index(z);
+        for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
+            uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
+            const char *name = nn ? mk_json_strv(j, nn) : "", *want = hh ? mk_json_strv(j, hh) : "";
+            char got[33] = "";
+            for (size_t f = 0; f < ix->n_files; f++)
+                if (strcmp(ix->files[f].name, name) == 0) mk_hash128_hex(ix->files[f].hash, got);
+            if (strcmp(got, want) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out, name);
+        }
+        mk_source_close(z);
+        return s;
+    }
+    for (uint32_t c = mk_json_at(j, outs)->first; c && s == MK_OK; c = mk_json_at(j, c)->next) {
+        uint32_t nn = mk_json_get(j, c, "name"), hh = mk_json_get(j, c, "xxh128");
+        if (!nn || !hh || mk_json_at(j, nn)->type != MK_JSON_STR || mk_json_at(j, hh)->type != MK_JSON_STR ||
+            strchr(mk_json_strv(j, nn), '/'))
+            return mk_error(MK_ERR_FORMAT, "%s/%s: malformed outputs entry", out, PROVENANCE_FILE);
+        char *fp = mk_path_join(out, mk_json_strv(j, nn));
+        mk_hash128 h;
+        char got[33];
+        s = fp ? mk_hash_file(fp, &h) : MK_ERR_NOMEM;
+        if (s == MK_OK) {
+            mk_hash128_hex(h, got);
+            if (strcmp(got, mk_json_strv(j, hh)) != 0)
+                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs from its recorded hash (changed after the merge)", out,
+                             mk_json_strv(j, nn));
+        }
+        free(fp);
+    }
+    return s;
+}
+
+static mk_status load_record(const char *out, mk_json *j)
+{
+    bool container = mk_is_file(out); /* a .mkz output */
+    char *path = container ? mk_asprintf("%s:%s", out, PROVENANCE_FILE) : mk_path_join(out, PROVENANCE_FILE);
     char *text = NULL;
     size_t len = 0;
-    mk_status s = path ? mk_read_file(path, 64u << 20, &text, &len) : MK_ERR_NOMEM;
+    mk_status s = path ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && container) {
+        mk_source *z = NULL;
+        s = mk_mkz_open(out, &z);
+        if (s == MK_OK) s = z->ops->aux_read(z, PROVENANCE_FILE, 64u << 20, &text, &len);
+        mk_source_close(z);
+        if (s != MK_OK) {
+            free(path);
+            return s; /* a damaged container says what is damaged */
+        }
+        if (!text) s = MK_ERR_IO;
+    } else if (s == MK_OK) {
+        s = mk_read_file(path, 64u << 20, &text, &len);
+    }
     if (s != MK_OK) {
         free(path);
         return mk_error(s, "%s: no provenance record (%s); was it written by mergekit-c?", out, PROVENANCE_FILE);
     }
-    mk_json j;
     mk_json_limits lim = {16, len / 2 + 16};
-    s = mk_json_parse(&j, text, len, &lim, path);
+    s = mk_json_parse(j, text, len, &lim, path);
     free(text);
     free(path);
-    MK_TRY(s);
+    return s;
+}
+
+/* --resume after a run that had already finished: OUT is complete when its files match the
+ * record; a marker left by a kill between the final rename and its removal is cleaned up. */
+static mk_status resume_complete(merge_run *m)
+{
+    mk_json j;
+    MK_TRY(load_record(m->out, &j));
+    mk_status s = verify_recorded(m->out, &j);
+    mk_json_free(&j);
+    if (s != MK_OK) return mk_error_prefix(s, "--resume: %s exists but is not a complete output", m->out);
+    char *marker = mk_path_join(m->out, MK_OUTDIR_MARKER);
+    if (marker) unlink(marker);
+    free(marker);
+    if (!m->o->c.quiet) fprintf(stderr, "mergekit-c: %s is already complete; nothing to resume\n", m->out);
+    return MK_OK;
+}
+
+/* --check: options come from the record, not the command line. */
+static mk_status run_check(merge_run *m, const char *out)
+{
+    mk_json j;
+    MK_TRY(load_record(out, &j));
+    mk_status s = MK_OK;
     uint32_t opts = mk_json_get(&j, 0, "options"), rh = mk_json_get(&j, 0, "recipe_xxh128");
     if (opts) {
         uint32_t v;
@@ -492,11 +663,18 @@ static mk_status run_check(merge_run *m, const char *out)
         if ((v = mk_json_get(&j, opts, "allow_crimes"))) m->o->allow_crimes = mk_json_at(&j, v)->b;
         if ((v = mk_json_get(&j, opts, "out_dtype")) && mk_json_at(&j, v)->type == MK_JSON_STR)
             m->out_dtype = mk_dtype_from_user(mk_json_strv(&j, v));
+        m->o->quantize = NULL;
+        if ((v = mk_json_get(&j, opts, "quantize")) && mk_json_at(&j, v)->type == MK_JSON_STR) {
+            m->o->quantize = m->quantize_rec = mk_strdup(mk_json_strv(&j, v));
+            s = m->o->quantize ? mk_qopts_parse(m->o->quantize, &m->qo) : MK_ERR_NOMEM;
+            if (s == MK_OK) s = mk_qopts_resolve(&m->qo, true);
+        }
     }
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(m->r->text, m->r->text_len), hex);
     if (rh && strcmp(mk_json_strv(&j, rh), hex) != 0)
         s = mk_error(MK_ERR_MISMATCH, "%s: the recipe differs from the one recorded in %s/%s", m->r->path, out, RECIPE_COPY);
+    if (s == MK_OK) s = verify_recorded(out, &j);
     if (s == MK_OK) s = run_merge(m, &j);
     mk_json_free(&j);
     return s;
@@ -514,7 +692,10 @@ int mk_cmd_merge(int argc, char **argv)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
+        {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
+        {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_COMMON_OPTS(o.c),
         {0},
     };
@@ -523,7 +704,8 @@ int mk_cmd_merge(int argc, char **argv)
         "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
         "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
         "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
-        "(input and output XXH3-128 hashes; see --check).",
+        "(input and output XXH3-128 hashes; see --check). With OUT ending in .mkz, or --compress,\n"
+        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).",
         opts, 2, 2};
     char *pos[2];
     size_t npos;
@@ -558,7 +740,22 @@ int mk_cmd_merge(int argc, char **argv)
         if (m.out_dtype != MK_F32 && m.out_dtype != MK_F16 && m.out_dtype != MK_BF16)
             s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
     }
+    if (s == MK_OK && o.on_nonfinite && strcmp(o.on_nonfinite, "error") != 0 && strcmp(o.on_nonfinite, "warn") != 0)
+        s = mk_error(MK_ERR_USAGE, "--on-nonfinite expects error or warn, got '%s'", o.on_nonfinite);
     if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    o.level = MK_MKZ_LEVEL_DEFAULT;
+    if (s == MK_OK && o.compress && o.compress[0]) {
+        char *end;
+        long v = strtol(o.compress, &end, 10);
+        if (end == o.compress || *end || v < 1 || v > MK_MKZ_LEVEL_MAX)
+            s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o.compress, MK_MKZ_LEVEL_MAX);
+        o.level = (int)v;
+    }
+    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz");
+    if (s == MK_OK && o.mkz && o.resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
+    if (s == MK_OK && o.check && o.quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
+    if (s == MK_OK && o.quantize) s = mk_qopts_parse(o.quantize, &m.qo);
+    if (s == MK_OK && o.quantize) s = mk_qopts_resolve(&m.qo, true);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

@@ -347,8 +347,8 @@ static void base_gen(void *ctx, size_t ti, uint64_t e0, uint64_t n, float *out)
 static mk_status synth_base(const char *out, synth_opts *o)
 {
     mk_dtype dt = mk_dtype_from_user(o->dtype);
-    if (dt != MK_F32 && dt != MK_F16 && dt != MK_BF16)
-        return mk_error(MK_ERR_USAGE, "--dtype '%s': use float32, float16 or bfloat16", o->dtype);
+    if (dt != MK_F32 && dt != MK_F16 && dt != MK_BF16 && dt != MK_F8_E4M3)
+        return mk_error(MK_ERR_USAGE, "--dtype '%s': use float32, float16, bfloat16 or float8_e4m3fn", o->dtype);
     if (o->kv_heads <= 0) o->kv_heads = o->heads;
     if (o->intermediate <= 0) o->intermediate = (8 * o->hidden / 3 + 15) / 16 * 16;
     if (o->hidden <= 0 || o->layers < 0 || o->heads <= 0 || o->vocab <= 0 || o->intermediate <= 0 || o->hidden % o->heads ||
@@ -505,7 +505,7 @@ int mk_cmd_synth(int argc, char **argv)
          "llama, mistral, qwen2 (q/k/v biases), qwen3 (q/k norms), gemma, gemma2 (tied), phi3 (fused q/k/v and "
          "gate/up), gpt2 (tied, unprefixed names)",
          "llama"},
-        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "bfloat16, float16 or float32", "bfloat16"},
+        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "bfloat16, float16, float32 or float8_e4m3fn (fp8: use --std 4 or so, as per-tensor scaled weights)", "bfloat16"},
         {"tie", 0, MK_OPT_FLAG, &o.tie, NULL, "tie lm_head to the embeddings (no lm_head tensor)", NULL},
         {"std", 0, MK_OPT_DOUBLE, &o.std, "X", "typical standard deviation of weight matrices", "0.02"},
         {"seed", 0, MK_OPT_U64, &o.seed, "N", "random seed", "1"},

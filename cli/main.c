@@ -2,10 +2,13 @@
  * program installed as `quantize` runs the quantize command. */
 #include "cli.h"
 
+#include "../core/mk_io.h"
 #include "../core/mk_thread.h"
 #include "../formats/model.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct command {
@@ -19,6 +22,14 @@ static const command commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one"},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files"},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances"},
+    {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts"},
+    {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors"},
+    {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
+    {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
+    {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
+    {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
+    {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
+    {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -36,6 +47,30 @@ int mk_cli_fail(mk_status s)
 
 mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
 
+mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n)
+{
+    char *oa = mk_path_absolute(out);
+    if (!oa) return MK_ERR_IO;
+    char *ta = mk_asprintf("%s.tmp", oa);
+    mk_status s = ta ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < n && s == MK_OK; i++) {
+        if (!inputs[i]) continue;
+        char *ia = mk_path_absolute(inputs[i]);
+        if (!ia) {
+            s = MK_ERR_IO;
+            break;
+        }
+        /* inside an input folder, or the input file itself, or containing an input */
+        bool inside = mk_is_dir(ia) ? mk_path_is_within(oa, ia) || mk_path_is_within(ta, ia) : !strcmp(oa, ia) || !strcmp(ta, ia);
+        if (inside || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta))
+            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output", out, inputs[i]);
+        free(ia);
+    }
+    free(oa);
+    free(ta);
+    return s;
+}
+
 static void top_help(FILE *f)
 {
     fprintf(f,
@@ -48,8 +83,17 @@ static void top_help(FILE *f)
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 
+static void report_testpoints(void) { fprintf(stderr, "mergekit-c: test points: %ld\n", mk_testpoint_count()); }
+
 int main(int argc, char **argv)
 {
+    /* test hook: MK_TEST_KILL_AT=N kills the process at its N-th write step (see mk_testpoint) */
+    const char *kill_at = getenv("MK_TEST_KILL_AT");
+    if (kill_at) mk_testpoint_arm(strtol(kill_at, NULL, 10));
+    if (getenv("MK_TEST_POINTS")) atexit(report_testpoints);
+    /* over a file-size limit, let write() fail with EFBIG (reported, cleaned up) instead of
+     * being killed by SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
     const char *prog = strrchr(argv[0], '/');
     prog = prog ? prog + 1 : argv[0];
     for (size_t i = 0; i < N_COMMANDS; i++)

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,11 @@ const char *mk_did_you_mean(const char *word, const char *const *candidates, siz
     }
     size_t len = strlen(word);
     unsigned limit = len <= 4 ? 1 : len <= 8 ? 2 : 3;
-    return best_d <= limit ? best : NULL;
+    if (best_d <= limit) return best;
+    /* a part of a longer name ("shard-size" for "out-shard-size") */
+    for (size_t i = 0; len >= 4 && i < n; i++)
+        if (strstr(candidates[i], word)) return candidates[i];
+    return NULL;
 }
 
 bool mk_parse_size(const char *s, uint64_t *out)
@@ -331,3 +336,15 @@ double mk_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+static long tp_arm, tp_count;
+
+void mk_testpoint_arm(long n) { tp_arm = n; }
+
+void mk_testpoint(void)
+{
+    long c = __atomic_add_fetch(&tp_count, 1, __ATOMIC_SEQ_CST);
+    if (tp_arm > 0 && c == tp_arm) raise(SIGKILL);
+}
+
+long mk_testpoint_count(void) { return __atomic_load_n(&tp_count, __ATOMIC_SEQ_CST); }

@@ -109,4 +109,12 @@ void mk_buf_free(mk_buf *b);
 /* Monotonic seconds. */
 double mk_now(void);
 
+/* Crash-safety test points: the writers call mk_testpoint() at every step where a kill
+ * could leave something behind (each tensor done, each shard made durable, each step of the
+ * final commit). When armed with n > 0 (the CLI does this from MK_TEST_KILL_AT), the n-th
+ * call kills the process with SIGKILL, so tests can stop a run at chosen points. */
+void mk_testpoint_arm(long n);
+void mk_testpoint(void);
+long mk_testpoint_count(void);
+
 #endif

@@ -157,14 +157,30 @@ static void f16_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n
 static void f16_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) STOREU(uint16_t, d, i, mk_f32_to_f16(s[i])); }
 static void bf16_to(const void *s, float *d, size_t n)
 {
-    const unsigned char *p = s;
-#pragma omp simd
+    /* little-endian: the bf16 bits are the top half of the f32 (vectorizes: load, widen, shift) */
+    const uint16_t *p = s;
+    uint32_t *o = (uint32_t *)d;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = (uint32_t)p[2 * i] << 16 | (uint32_t)p[2 * i + 1] << 24; /* little-endian */
-        memcpy(&d[i], &u, 4);
+        uint16_t h;
+        memcpy(&h, p + i, 2);
+        o[i] = (uint32_t)h << 16;
     }
 }
-static void bf16_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) STOREU(uint16_t, d, i, mk_f32_to_bf16(s[i])); }
+/* Branch-free round-to-nearest-even with NaN kept quiet, so the loop vectorizes; the same
+ * bits as mk_f32_to_bf16. */
+static void bf16_from(const float *s, void *d, size_t n)
+{
+    const uint32_t *in = (const uint32_t *)s;
+    uint16_t *out = d;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = in[i];
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t nan = (u >> 16) | 0x40u;
+        uint32_t is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+        uint16_t r = (uint16_t)(is_nan ? nan : rounded);
+        memcpy(out + i, &r, 2);
+    }
+}
 static void e4m3_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_e4m3_to_f32(((const uint8_t *)s)[i]); }
 static void e4m3_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) ((uint8_t *)d)[i] = mk_f32_to_e4m3(s[i]); }
 static void e5m2_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_e5m2_to_f32(((const uint8_t *)s)[i]); }
@@ -264,11 +280,46 @@ size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *f
     case MK_F8_E5M2: lim = 61440.0; break;             /* 57344 + 4096 */
     default: return 0;
     }
+    /* nearly always nothing overflows: one vectorizable pass over |x| (NaN and Inf masked
+     * out, they are not overflows) decides whether to look closer */
+    float maxa = 0;
+    const uint32_t *bits = (const uint32_t *)src;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a = bits[i] & 0x7fffffffu;
+        float f;
+        a = a >= 0x7f800000u ? 0 : a;
+        memcpy(&f, &a, 4);
+        maxa = f > maxa ? f : maxa;
+    }
+    if ((double)maxa < lim) return 0;
     size_t count = 0;
     for (size_t i = 0; i < n; i++) {
         float a = fabsf(src[i]);
         bool over = (t == MK_F8_E4M3) ? (a > lim) : (a >= lim);
         if (over && a != INFINITY) {
+            if (!count && first) *first = i;
+            count++;
+        }
+    }
+    return count;
+}
+
+size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first)
+{
+    const unsigned char *p = src;
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool bad;
+        switch (t) {
+        case MK_F32: { uint32_t u; memcpy(&u, p + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
+        case MK_F64: { uint64_t u; memcpy(&u, p + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; break; }
+        case MK_F16: { uint16_t u; memcpy(&u, p + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
+        case MK_BF16: { uint16_t u; memcpy(&u, p + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
+        case MK_F8_E4M3: bad = (p[i] & 0x7f) == 0x7f; break;
+        case MK_F8_E5M2: bad = (p[i] & 0x7c) == 0x7c; break;
+        default: return 0;
+        }
+        if (bad) {
             if (!count && first) *first = i;
             count++;
         }

@@ -95,4 +95,8 @@ void mk_dtype_round_f32(mk_dtype t, float *v, size_t n);
  * *first receives the index of the first one. Used to refuse overflowing narrowing. */
 size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *first);
 
+/* Count of NaN/Inf values among n raw elements of dtype t (0 for integer dtypes);
+ * *first receives the index of the first one. */
+size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first);
+
 #endif

@@ -71,22 +71,20 @@ void mk_hasher_free(mk_hasher *h)
 
 mk_status mk_hash_file(const char *path, mk_hash128 *out)
 {
-    mk_map m;
-    MK_TRY(mk_map_open(&m, path));
-    mk_hasher *h = mk_hasher_new();
-    if (!h) {
-        mk_map_close(&m);
-        return MK_ERR_NOMEM;
+    mk_rfile f;
+    MK_TRY(mk_rfile_open(&f, path));
+    const size_t win = 8u << 20;
+    void *buf = mk_malloc(win);
+    mk_hasher *h = buf ? mk_hasher_new() : NULL;
+    mk_status s = h ? MK_OK : MK_ERR_NOMEM;
+    for (uint64_t off = 0; off < f.size && s == MK_OK; off += win) {
+        size_t n = f.size - off < win ? (size_t)(f.size - off) : win;
+        s = mk_rfile_read(&f, off, buf, n);
+        if (s == MK_OK) mk_hasher_update(h, buf, n);
     }
-    const uint64_t win = 8u << 20;
-    for (uint64_t off = 0; off < m.size; off += win) {
-        uint64_t n = m.size - off < win ? m.size - off : win;
-        if (off + n < m.size) mk_map_willneed(&m, off + n, win);
-        mk_hasher_update(h, m.data + off, (size_t)n);
-        mk_map_done(&m, off, n);
-    }
-    *out = mk_hasher_digest(h);
+    if (s == MK_OK) *out = mk_hasher_digest(h);
     mk_hasher_free(h);
-    mk_map_close(&m);
-    return MK_OK;
+    free(buf);
+    mk_rfile_close(&f);
+    return s;
 }

@@ -94,6 +94,61 @@ void mk_map_done(const mk_map *m, uint64_t off, uint64_t len)
     madvise((void *)(m->data + a), (size_t)(b - a), MADV_DONTNEED);
 }
 
+/* ---- pread files ---------------------------------------------------------------------- */
+
+mk_status mk_rfile_open(mk_rfile *f, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (f->fd < 0) return io_err("cannot open", path);
+    struct stat st;
+    if (fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        mk_status s = S_ISREG(st.st_mode) ? io_err("cannot stat", path) : mk_error(MK_ERR_FORMAT, "%s: not a regular file", path);
+        close(f->fd);
+        f->fd = -1;
+        return s;
+    }
+    f->size = (uint64_t)st.st_size;
+    f->path = mk_strdup(path);
+    if (!f->path) {
+        close(f->fd);
+        f->fd = -1;
+        return MK_ERR_NOMEM;
+    }
+    return MK_OK;
+}
+
+mk_status mk_rfile_read(const mk_rfile *f, uint64_t off, void *dst, size_t len)
+{
+    char *p = dst;
+    while (len) {
+        ssize_t r = pread(f->fd, p, len > (1u << 30) ? (1u << 30) : len, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return io_err("read failed", f->path);
+        if (r == 0)
+            return mk_error(MK_ERR_IO, "%s: file ended at byte %llu while reading (was it truncated during the run?)",
+                            f->path, (unsigned long long)off);
+        p += r;
+        len -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return MK_OK;
+}
+
+void mk_rfile_willneed(const mk_rfile *f, uint64_t off, uint64_t len)
+{
+    if (f->fd >= 0 && len) posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
+void mk_rfile_close(mk_rfile *f)
+{
+    if (!f) return;
+    if (f->fd >= 0) close(f->fd);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+    f->fd = -1;
+}
+
 /* ---- whole files ----------------------------------------------------------------------- */
 
 mk_status mk_read_file(const char *path, uint64_t cap, char **out, size_t *len)
@@ -385,7 +440,23 @@ static mk_status take_lock(mk_outdir *o, const char *marker)
     return MK_OK;
 }
 
+static mk_status outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume);
+
 mk_status mk_outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume)
+{
+    mk_status s = outdir_begin(o, out, as_file, force, resume);
+    if (s != MK_OK) {
+        /* nothing of ours was created unless the lock was taken; release what we hold */
+        if (o->lock_fd >= 0) close(o->lock_fd);
+        free(o->final_path);
+        free(o->tmp_path);
+        memset(o, 0, sizeof *o);
+        o->lock_fd = -1;
+    }
+    return s;
+}
+
+static mk_status outdir_begin(mk_outdir *o, const char *out, bool as_file, bool force, bool resume)
 {
     memset(o, 0, sizeof *o);
     o->lock_fd = -1;
@@ -449,6 +520,7 @@ mk_status mk_outdir_commit(mk_outdir *o)
     mk_status s = (parent && old) ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK && !o->as_file) s = mk_fsync_dir(o->tmp_path);
     bool moved_old = false;
+    mk_testpoint(); /* everything written, nothing renamed */
     if (s == MK_OK && mk_path_exists(o->final_path)) {
         if (rename(o->final_path, old) != 0) s = io_err("cannot move the existing output aside", o->final_path);
         else moved_old = true;
@@ -458,6 +530,7 @@ mk_status mk_outdir_commit(mk_outdir *o)
         if (moved_old) rename(old, o->final_path); /* put the user's data back */
         moved_old = false;
     }
+    mk_testpoint(); /* renamed into place, marker not yet removed */
     if (s == MK_OK) s = mk_fsync_dir(parent);
     if (s == MK_OK && !o->as_file) {
         char *marker = mk_path_join(o->final_path, MK_OUTDIR_MARKER);

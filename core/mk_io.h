@@ -30,6 +30,21 @@ void mk_map_close(mk_map *m);
 void mk_map_willneed(const mk_map *m, uint64_t off, uint64_t len);
 void mk_map_done(const mk_map *m, uint64_t off, uint64_t len);
 
+/* A read-only file read with pread, for tensor data. No mapping: a file that shrinks or
+ * fails while we read it gives an error naming it, never SIGBUS. Safe from many threads. */
+typedef struct mk_rfile {
+    int fd;
+    uint64_t size;
+    char *path;
+} mk_rfile;
+
+mk_status mk_rfile_open(mk_rfile *f, const char *path);
+/* Exactly len bytes at off, or an error. */
+mk_status mk_rfile_read(const mk_rfile *f, uint64_t off, void *dst, size_t len);
+/* Start reading [off, off+len) ahead (POSIX_FADV_WILLNEED). */
+void mk_rfile_willneed(const mk_rfile *f, uint64_t off, uint64_t len);
+void mk_rfile_close(mk_rfile *f);
+
 /* Read a whole (small) file into a NUL-terminated buffer; refuses files over `cap`. */
 mk_status mk_read_file(const char *path, uint64_t cap, char **out, size_t *len);
 

@@ -124,9 +124,26 @@ void mk_source_close(mk_source *s)
     if (s && s->ops && s->ops->close) s->ops->close(s);
 }
 
+void mk_source_free_fields(mk_source *s)
+{
+    for (size_t i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
+    free(s->tensors);
+    mk_name_index_free(&s->index);
+    for (size_t i = 0; i < s->n_files; i++) free(s->files[i]);
+    free(s->files);
+    free(s->path);
+    free(s->kind);
+    free(s);
+}
+
 void mk_sink_close(mk_sink *k)
 {
     if (k && k->ops && k->ops->close) k->ops->close(k);
+}
+
+mk_status mk_sink_finish(mk_sink *k)
+{
+    return k->ops->finish ? k->ops->finish(k) : MK_OK;
 }
 
 /* ---- the plain consumer ---------------------------------------------------------------- */

@@ -93,6 +93,9 @@ mk_status mk_source_read_f32(mk_source *s, size_t i, uint64_t elem0, uint64_t n,
 mk_status mk_source_read_f32_window(mk_source *s, size_t i, uint64_t src_cols, uint64_t row0, uint64_t nrows,
                                     uint64_t ncols, float *dst, void *scratch);
 void mk_source_close(mk_source *s);
+/* For close implementations: free the tensors, name index, file list, path, kind and s
+ * itself (impl is the caller's). */
+void mk_source_free_fields(mk_source *s);
 
 /* ---- sink -------------------------------------------------------------------------- */
 typedef struct mk_sink mk_sink;
@@ -113,6 +116,9 @@ typedef struct mk_sink_ops {
     /* Make everything durable and write the index. */
     mk_status (*commit)(mk_sink *k);
     void (*close)(mk_sink *k);
+    /* After commit and the add_file calls that follow it: write what must come last (a
+     * single-file container's index). May be NULL; callers use mk_sink_finish. */
+    mk_status (*finish)(mk_sink *k);
 } mk_sink_ops;
 
 /* Hashes of the files a sink produced, for provenance and --check. */
@@ -131,6 +137,8 @@ struct mk_sink {
 };
 
 void mk_sink_close(mk_sink *k);
+/* Call finish when the sink has one. */
+mk_status mk_sink_finish(mk_sink *k);
 
 /* ---- f32 consumer -------------------------------------------------------------------- */
 typedef struct mk_consumer mk_consumer;

@@ -117,6 +117,25 @@ static char *tabs_to_spaces(const char *s)
     return o;
 }
 
+/* Continuation lines of a nested raw value get the two spaces of its nesting level. */
+static char *indent_raw(const char *t)
+{
+    size_t n = 0;
+    for (const char *p = t; *p; p++) n += *p == '\n' ? 3 : 1;
+    char *o = mk_malloc(n + 1);
+    if (!o) return NULL;
+    char *q = o;
+    for (const char *p = t; *p; p++) {
+        *q++ = *p;
+        if (*p == '\n') {
+            *q++ = ' ';
+            *q++ = ' ';
+        }
+    }
+    *q = 0;
+    return o;
+}
+
 mk_status mk_hfconfig_rewrite(const char *text, const char *what, const mk_hfconfig_edit *e, char **out)
 {
     *out = NULL;
@@ -137,6 +156,19 @@ mk_status mk_hfconfig_rewrite(const char *text, const char *what, const mk_hfcon
     }
     if (s == MK_OK && e->layers_key) s = set_number(cfg, e->layers_key, (double)e->layers);
     if (s == MK_OK && e->vocab_key) s = set_number(cfg, e->vocab_key, (double)e->vocab);
+    if (s == MK_OK && (e->drop_quant_config || e->quant_config)) cJSON_DeleteItemFromObjectCaseSensitive(cfg, "quantization_config");
+    if (s == MK_OK && e->quant_config) {
+        /* verbatim, indented one level: the text is already formatted as its tools write it */
+        cJSON *q = cJSON_Parse(e->quant_config);
+        bool obj = cJSON_IsObject(q);
+        cJSON_Delete(q);
+        char *ind = obj ? indent_raw(e->quant_config) : NULL;
+        cJSON *raw = ind ? cJSON_CreateRaw(ind) : NULL;
+        free(ind);
+        if (!obj) s = mk_error(MK_ERR_FORMAT, "quantization_config is not a JSON object");
+        else if (!raw) s = mk_error(MK_ERR_NOMEM, "out of memory editing config.json");
+        else cJSON_AddItemToObject(cfg, "quantization_config", raw);
+    }
     if (s == MK_OK) {
         char *p = cJSON_Print(cfg);
         if (!p) s = mk_error(MK_ERR_NOMEM, "out of memory writing config.json");

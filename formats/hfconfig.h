@@ -16,6 +16,9 @@ typedef struct mk_hfconfig_edit {
     long layers;
     const char *vocab_key;    /* e.g. "vocab_size"; NULL = leave */
     long vocab;
+    const char *quant_config; /* JSON object text to set as "quantization_config", written
+                                 as given (2-space indented); NULL = leave */
+    bool drop_quant_config;   /* remove "quantization_config" (dequantized output) */
 } mk_hfconfig_edit;
 
 /* Apply `e` to config.json text; *out is the new text (2-space indented JSON). */

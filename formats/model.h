@@ -1,5 +1,6 @@
-/* model.h - open any model input by what it is: a safetensors file or folder (and, as
- * formats are added, our compressed container). One entry point for every command. */
+/* model.h - open any model input by what it is: a safetensors file or folder, or a .mkz
+ * container (recognised by its magic number or its name). One entry point for every
+ * command. */
 #ifndef MK_MODEL_H
 #define MK_MODEL_H
 

@@ -355,9 +355,11 @@ done:
 
 /* ---- source --------------------------------------------------------------------------- */
 
+/* Tensor data is read with pread, not mapped: a shard truncated or failing during a long run
+ * gives an error naming it instead of SIGBUS, and resident memory is only our buffers. */
 typedef struct st_source {
-    mk_map *maps;
-    size_t n_maps;
+    mk_rfile *files;
+    size_t n_files;
     mk_modeldir aux;
 } st_source;
 
@@ -365,30 +367,14 @@ static mk_status st_read(mk_source *s, size_t i, uint64_t off, uint64_t len, voi
 {
     st_source *st = s->impl;
     const mk_tensor_info *t = &s->tensors[i];
-    memcpy(dst, st->maps[t->file].data + t->offset + off, (size_t)len);
-    return MK_OK;
-}
-
-static const void *st_borrow(mk_source *s, size_t i, uint64_t off, uint64_t len)
-{
-    (void)len;
-    st_source *st = s->impl;
-    const mk_tensor_info *t = &s->tensors[i];
-    return st->maps[t->file].data + t->offset + off;
-}
-
-static void st_release(mk_source *s, size_t i, uint64_t off, uint64_t len)
-{
-    st_source *st = s->impl;
-    const mk_tensor_info *t = &s->tensors[i];
-    mk_map_done(&st->maps[t->file], t->offset + off, len);
+    return mk_rfile_read(&st->files[t->file], t->offset + off, dst, (size_t)len);
 }
 
 static void st_prefetch(mk_source *s, size_t i, uint64_t off, uint64_t len)
 {
     st_source *st = s->impl;
     const mk_tensor_info *t = &s->tensors[i];
-    mk_map_willneed(&st->maps[t->file], t->offset + off, len);
+    mk_rfile_willneed(&st->files[t->file], t->offset + off, len);
 }
 
 static mk_status st_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
@@ -408,28 +394,35 @@ static void st_close(mk_source *s)
     if (!s) return;
     st_source *st = s->impl;
     if (st) {
-        for (size_t i = 0; i < st->n_maps; i++) mk_map_close(&st->maps[i]);
-        free(st->maps);
+        for (size_t i = 0; i < st->n_files; i++) mk_rfile_close(&st->files[i]);
+        free(st->files);
         mk_modeldir_free(&st->aux);
         free(st);
     }
-    for (size_t i = 0; i < s->n_tensors; i++) free(s->tensors[i].name);
-    free(s->tensors);
-    mk_name_index_free(&s->index);
-    for (size_t i = 0; i < s->n_files; i++) free(s->files[i]);
-    free(s->files);
-    free(s->path);
-    free(s->kind);
-    free(s);
+    mk_source_free_fields(s);
 }
 
-static const mk_source_ops st_ops = {st_read, st_borrow, st_release, st_prefetch, st_aux_read, st_aux_list, st_close};
+static const mk_source_ops st_ops = {st_read, NULL, NULL, st_prefetch, st_aux_read, st_aux_list, st_close};
 
-static mk_status map_and_parse(const char *path, mk_map *m, mk_st_header *h)
+/* Open a shard and validate its header (read with pread: the 8-byte length, then at most
+ * MK_ST_MAX_HEADER bytes, never more than the file holds). */
+static mk_status open_and_parse(const char *path, mk_rfile *f, mk_st_header *h)
 {
-    MK_TRY(mk_map_open(m, path));
-    mk_status s = mk_st_parse(m->data ? m->data : (const unsigned char *)"", (size_t)m->size, m->size, path, h);
-    if (s != MK_OK) mk_map_close(m);
+    MK_TRY(mk_rfile_open(f, path));
+    unsigned char len8[8] = {0};
+    mk_status s = MK_OK;
+    size_t got = f->size < 8 ? (size_t)f->size : 8;
+    if (got) s = mk_rfile_read(f, 0, len8, got);
+    uint64_t n = le64(len8);
+    size_t take = got;
+    if (s == MK_OK && f->size >= 8 && n <= MK_ST_MAX_HEADER && n <= f->size - 8) take = (size_t)(8 + n);
+    unsigned char *buf = s == MK_OK ? mk_malloc(take ? take : 1) : NULL;
+    if (s == MK_OK && !buf) s = MK_ERR_NOMEM;
+    if (s == MK_OK && take) s = mk_rfile_read(f, 0, buf, take);
+    /* mk_st_parse reports the short-file and bad-length cases from the first 8 bytes */
+    if (s == MK_OK) s = mk_st_parse(buf, take, f->size, path, h);
+    free(buf);
+    if (s != MK_OK) mk_rfile_close(f);
     return s;
 }
 
@@ -465,13 +458,13 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
 
     if (r == MK_OK && mk_is_file(path)) {
         dir = mk_path_dirname(path);
-        st->maps = mk_calloc(1, sizeof *st->maps);
+        st->files = mk_calloc(1, sizeof *st->files);
         s->files = mk_calloc(1, sizeof *s->files);
         hs = mk_calloc(1, sizeof *hs);
-        if (!dir || !st->maps || !s->files || !hs) r = MK_ERR_NOMEM;
-        if (r == MK_OK) r = map_and_parse(path, &st->maps[0], &hs[0]);
+        if (!dir || !st->files || !s->files || !hs) r = MK_ERR_NOMEM;
+        if (r == MK_OK) r = open_and_parse(path, &st->files[0], &hs[0]);
         if (r == MK_OK) {
-            st->n_maps = 1;
+            st->n_files = 1;
             s->files[0] = mk_strdup(path);
             s->n_files = 1;
             s->tensors = hs[0].t;
@@ -502,10 +495,10 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
         if (r == MK_OK) r = mk_st_index_parse(text, len, index_path, &ix);
         free(text);
         if (r != MK_OK) goto finish;
-        st->maps = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *st->maps);
+        st->files = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *st->files);
         s->files = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *s->files);
         hs = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *hs);
-        if (!st->maps || !s->files || !hs) {
+        if (!st->files || !s->files || !hs) {
             r = MK_ERR_NOMEM;
             goto finish;
         }
@@ -519,9 +512,9 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
             }
             s->files[k] = sp;
             s->n_files++;
-            r = map_and_parse(sp, &st->maps[k], &hs[k]);
+            r = open_and_parse(sp, &st->files[k], &hs[k]);
             if (r != MK_OK) goto finish;
-            st->n_maps++;
+            st->n_files++;
             total += hs[k].n;
         }
         /* each index entry must be in its shard; a tensor must not be in two shards */
@@ -573,19 +566,19 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
             r = mk_error(MK_ERR_FORMAT, "%s: no model.safetensors or model.safetensors.index.json in this folder", path);
             goto finish;
         }
-        st->maps = mk_calloc(1, sizeof *st->maps);
+        st->files = mk_calloc(1, sizeof *st->files);
         s->files = mk_calloc(1, sizeof *s->files);
         hs = mk_calloc(1, sizeof *hs);
-        if (!st->maps || !s->files || !hs) {
+        if (!st->files || !s->files || !hs) {
             free(single);
             r = MK_ERR_NOMEM;
             goto finish;
         }
         s->files[0] = single;
         s->n_files = 1;
-        r = map_and_parse(single, &st->maps[0], &hs[0]);
+        r = open_and_parse(single, &st->files[0], &hs[0]);
         if (r == MK_OK) {
-            st->n_maps = 1;
+            st->n_files = 1;
             s->tensors = hs[0].t;
             s->n_tensors = hs[0].n;
             hs[0].t = NULL;
@@ -627,11 +620,13 @@ size_t mk_st_assign_shards(const mk_tensor_info *t, size_t n, uint64_t shard_siz
     return ns ? ns : 1; /* a model with no tensors still gets one (empty) file */
 }
 
-char *mk_st_shard_name(size_t k, size_t n_shards)
+static char *shard_name(const char *stem, size_t k, size_t n_shards)
 {
-    if (n_shards == 1) return mk_strdup("model.safetensors");
-    return mk_asprintf("model-%05zu-of-%05zu.safetensors", k + 1, n_shards);
+    if (n_shards == 1) return mk_asprintf("%s.safetensors", stem);
+    return mk_asprintf("%s-%05zu-of-%05zu.safetensors", stem, k + 1, n_shards);
 }
+
+char *mk_st_shard_name(size_t k, size_t n_shards) { return shard_name("model", k, n_shards); }
 
 typedef struct st_shard {
     char *name;
@@ -657,6 +652,7 @@ typedef struct st_sink {
     uint64_t total;
     int journal_fd;
     char *journal_path;
+    char *stem;           /* shard file stem, "model" by default */
 } st_sink;
 
 static int cmp_by_size_desc(const void *a, const void *b, void *ctx)
@@ -733,40 +729,55 @@ static mk_status prealloc(int fd, uint64_t size, const char *path)
     return MK_OK;
 }
 
-static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
+void mk_st_layout_free(mk_st_layout *L)
 {
-    st_sink *w = k->impl;
-    w->n = n;
-    w->t = mk_calloc(n ? n : 1, sizeof *w->t);
-    w->shard_of = mk_calloc(n ? n : 1, sizeof *w->shard_of);
-    w->offset = mk_calloc(n ? n : 1, sizeof *w->offset);
+    if (!L) return;
+    for (size_t sh = 0; sh < L->n_shards; sh++) {
+        free(L->names ? L->names[sh] : NULL);
+        if (L->header) mk_buf_free(&L->header[sh]);
+    }
+    free(L->names);
+    free(L->header);
+    free(L->size);
+    free(L->n_tensors);
+    free(L->shard_of);
+    free(L->offset);
+    memset(L, 0, sizeof *L);
+}
+
+mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, const char *stem, mk_st_layout *L)
+{
+    memset(L, 0, sizeof *L);
+    L->n = n;
+    L->shard_of = mk_calloc(n ? n : 1, sizeof *L->shard_of);
+    L->offset = mk_calloc(n ? n : 1, sizeof *L->offset);
     size_t *order = mk_calloc(n ? n : 1, sizeof *order);
-    w->shards = mk_calloc(n ? n : 1, sizeof *w->shards);
-    if (!w->t || !w->shard_of || !w->offset || !order || !w->shards) {
+    size_t cap = n ? n : 1; /* at most one shard per tensor */
+    L->names = mk_calloc(cap, sizeof *L->names);
+    L->header = mk_calloc(cap, sizeof *L->header);
+    L->size = mk_calloc(cap, sizeof *L->size);
+    L->n_tensors = mk_calloc(cap, sizeof *L->n_tensors);
+    if (!L->shard_of || !L->offset || !order || !L->names || !L->header || !L->size || !L->n_tensors) {
         free(order);
+        mk_st_layout_free(L);
         return MK_ERR_NOMEM;
     }
-    memcpy(w->t, t, n * sizeof *t);
-    for (size_t i = 0; i < n; i++) w->total += t[i].nbytes;
-    size_t ns = mk_st_assign_shards(t, n, w->opts.shard_size, w->shard_of);
-    w->n_shards = ns;
+    size_t ns = mk_st_assign_shards(t, n, shard_size, L->shard_of);
+    L->n_shards = ns;
     mk_status s = MK_OK;
     for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
-        st_shard *S = &w->shards[sh];
-        S->fd = -1;
-        S->name = mk_st_shard_name(sh, ns);
-        S->path = S->name ? mk_path_join(k->dir, S->name) : NULL;
-        if (!S->path) {
+        L->names[sh] = shard_name(stem ? stem : "model", sh, ns);
+        if (!L->names[sh]) {
             s = MK_ERR_NOMEM;
             break;
         }
         /* tensors of this shard, largest element size first: natural alignment */
         size_t m = 0;
         for (size_t i = 0; i < n; i++)
-            if (w->shard_of[i] == sh) order[m++] = i;
+            if (L->shard_of[i] == sh) order[m++] = i;
         qsort_r(order, m, sizeof *order, cmp_by_size_desc, (void *)t);
-        S->n_tensors = m;
-        mk_buf *hb = &S->header;
+        L->n_tensors[sh] = m;
+        mk_buf *hb = &L->header[sh];
         mk_buf_puts(hb, "{\"__metadata__\":{\"format\":\"pt\"}");
         uint64_t off = 0;
         for (size_t q = 0; q < m; q++) {
@@ -777,7 +788,7 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
             for (int d = 0; d < ti->ndim; d++) mk_buf_printf(hb, "%s%lld", d ? "," : "", (long long)ti->shape[d]);
             mk_buf_printf(hb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                           (unsigned long long)(off + ti->nbytes));
-            w->offset[order[q]] = off; /* relative for now */
+            L->offset[order[q]] = off; /* relative for now */
             off += ti->nbytes;
         }
         mk_buf_puts(hb, "}");
@@ -787,14 +798,50 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
             break;
         }
         if (hb->len > MK_ST_MAX_HEADER) {
-            s = mk_error(MK_ERR_UNSUPPORTED, "%s: header would be %zu bytes, over the safetensors limit", S->name, hb->len);
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: header would be %zu bytes, over the safetensors limit", L->names[sh],
+                         hb->len);
             break;
         }
-        S->data_start = 8 + hb->len;
-        S->size = S->data_start + off;
-        for (size_t q = 0; q < m; q++) w->offset[order[q]] += S->data_start;
+        L->size[sh] = 8 + hb->len + off;
+        for (size_t q = 0; q < m; q++) L->offset[order[q]] += 8 + hb->len;
     }
     free(order);
+    if (s != MK_OK) mk_st_layout_free(L);
+    return s;
+}
+
+static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
+{
+    st_sink *w = k->impl;
+    w->n = n;
+    w->t = mk_calloc(n ? n : 1, sizeof *w->t);
+    w->shards = mk_calloc(n ? n : 1, sizeof *w->shards);
+    if (!w->t || !w->shards) return MK_ERR_NOMEM;
+    memcpy(w->t, t, n * sizeof *t);
+    for (size_t i = 0; i < n; i++) w->total += t[i].nbytes;
+    mk_st_layout L;
+    MK_TRY(mk_st_layout_build(t, n, w->opts.shard_size, w->stem, &L));
+    size_t ns = L.n_shards;
+    w->n_shards = ns;
+    w->shard_of = L.shard_of;
+    w->offset = L.offset;
+    L.shard_of = NULL;
+    L.offset = NULL;
+    mk_status s = MK_OK;
+    for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
+        st_shard *S = &w->shards[sh];
+        S->fd = -1;
+        S->name = L.names[sh];
+        L.names[sh] = NULL;
+        S->header = L.header[sh];
+        memset(&L.header[sh], 0, sizeof L.header[sh]);
+        S->path = mk_path_join(k->dir, S->name);
+        if (!S->path) s = MK_ERR_NOMEM;
+        S->n_tensors = L.n_tensors[sh];
+        S->data_start = 8 + S->header.len;
+        S->size = L.size[sh];
+    }
+    mk_st_layout_free(&L);
     MK_TRY(s);
 
     if (w->opts.resume_key) {
@@ -871,7 +918,9 @@ static mk_status finish_shard(st_sink *w, st_shard *S)
     MK_TRY(mk_hash_file(S->path, &h));
     mk_hash128_hex(h, S->hash);
     S->done = true;
-    return journal_append(w, S);
+    MK_TRY(journal_append(w, S));
+    mk_testpoint(); /* between shards */
+    return MK_OK;
 }
 
 static mk_status sink_tensor_done(mk_sink *k, size_t i)
@@ -879,6 +928,10 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     st_sink *w = k->impl;
     st_shard *S = &w->shards[w->shard_of[i]];
     if (S->done) return MK_OK;
+    /* start writing this tensor back now, so the disk works while we compute the next one
+     * and the final fsync has little left to wait for (advisory: fsync reports errors) */
+    if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
+    mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;
 }
@@ -893,6 +946,39 @@ static mk_status sink_add_file(mk_sink *k, const char *name, const void *data, s
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *shard_of, const char *const *shard_names,
+                           mk_buf *b)
+{
+    /* model.safetensors.index.json as huggingface_hub writes it (keys sorted, indent 2) */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) total += t[i].nbytes;
+    mk_buf_printf(b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {", (unsigned long long)total);
+    const char **names = mk_calloc(n ? n : 1, sizeof *names);
+    if (!names) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
+    qsort(names, n, sizeof *names, cmp_str);
+    /* a name -> index lookup keeps this O(n) */
+    mk_name_index nix;
+    mk_status s = mk_name_index_build(&nix, t, n, NULL);
+    if (s != MK_OK) {
+        free(names);
+        mk_name_index_free(&nix);
+        return s;
+    }
+    for (size_t q = 0; q < n; q++) {
+        long i = mk_name_index_find(&nix, names[q]);
+        mk_buf_puts(b, q ? ",\n    " : "\n    ");
+        mk_buf_json_str(b, names[q]);
+        mk_buf_puts(b, ": ");
+        mk_buf_json_str(b, shard_names[shard_of[i]]);
+    }
+    mk_buf_puts(b, "\n  }\n}\n");
+    mk_name_index_free(&nix);
+    free(names);
+    if (b->failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
+    return MK_OK;
+}
 
 static mk_status sink_commit(mk_sink *k)
 {
@@ -912,41 +998,26 @@ static mk_status sink_commit(mk_sink *k)
         if (!f->name) return MK_ERR_NOMEM;
     }
     if (w->n_shards > 1) {
-        /* model.safetensors.index.json as huggingface_hub writes it (keys sorted, indent 2) */
         mk_buf b = {0};
-        mk_buf_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {",
-                      (unsigned long long)w->total);
-        const char **names = mk_calloc(w->n ? w->n : 1, sizeof *names);
+        const char **names = mk_calloc(w->n_shards, sizeof *names);
         if (!names) return MK_ERR_NOMEM;
-        for (size_t i = 0; i < w->n; i++) names[i] = w->t[i].name;
-        qsort(names, w->n, sizeof *names, cmp_str);
-        /* a name -> index lookup keeps this O(n) */
-        mk_name_index nix;
-        mk_status s = mk_name_index_build(&nix, w->t, w->n, NULL);
+        for (size_t sh = 0; sh < w->n_shards; sh++) names[sh] = w->shards[sh].name;
+        mk_status s = mk_st_index_json(w->t, w->n, w->shard_of, names, &b);
+        free(names);
         if (s != MK_OK) {
-            free(names);
             mk_buf_free(&b);
             return s;
         }
-        for (size_t q = 0; q < w->n; q++) {
-            long i = mk_name_index_find(&nix, names[q]);
-            mk_buf_puts(&b, q ? ",\n    " : "\n    ");
-            mk_buf_json_str(&b, names[q]);
-            mk_buf_puts(&b, ": ");
-            mk_buf_json_str(&b, w->shards[w->shard_of[i]].name);
-        }
-        mk_buf_puts(&b, "\n  }\n}\n");
-        mk_name_index_free(&nix);
-        free(names);
-        if (b.failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
-        s = sink_add_file(k, "model.safetensors.index.json", b.data, b.len);
+        char *ixname = mk_asprintf("%s.safetensors.index.json", w->stem);
+        s = ixname ? sink_add_file(k, ixname, b.data, b.len) : MK_ERR_NOMEM;
         if (s == MK_OK) {
             mk_out_file *f = &k->out_files[k->n_out_files++];
-            f->name = mk_strdup("model.safetensors.index.json");
+            f->name = ixname;
+            ixname = NULL;
             f->size = b.len;
             mk_hash128_hex(mk_hash128_bytes(b.data, b.len), f->hash);
-            if (!f->name) s = MK_ERR_NOMEM;
         }
+        free(ixname);
         mk_buf_free(&b);
         MK_TRY(s);
     }
@@ -971,6 +1042,7 @@ static void sink_close(mk_sink *k)
         }
         if (w->journal_fd >= 0) close(w->journal_fd);
         free(w->journal_path);
+        free(w->stem);
         free(w->resume_key);
         free(w->shards);
         free(w->t);
@@ -984,10 +1056,15 @@ static void sink_close(mk_sink *k)
     free(k);
 }
 
-static const mk_sink_ops st_sink_ops = {sink_begin,  sink_is_done, sink_write, sink_tensor_done,
-                                        sink_add_file, sink_commit, sink_close};
+static const mk_sink_ops st_sink_ops = {sink_begin,    sink_is_done, sink_write, sink_tensor_done,
+                                        sink_add_file, sink_commit,  sink_close, NULL};
 
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out)
+{
+    return mk_safetensors_sink_stem(dir, "model", opts, out);
+}
+
+mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out)
 {
     mk_sink *k = mk_calloc(1, sizeof *k);
     st_sink *w = mk_calloc(1, sizeof *w);
@@ -1001,7 +1078,8 @@ mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_s
     k->ops = &st_sink_ops;
     k->impl = w;
     k->dir = mk_strdup(dir);
-    if (!k->dir) {
+    w->stem = mk_strdup(stem);
+    if (!k->dir || !w->stem) {
         sink_close(k);
         return MK_ERR_NOMEM;
     }

@@ -68,8 +68,31 @@ size_t mk_st_assign_shards(const mk_tensor_info *t, size_t n, uint64_t shard_siz
 /* Shard file name: model.safetensors, or model-0000k-of-0000N.safetensors. Allocates. */
 char *mk_st_shard_name(size_t k, size_t n_shards);
 
+/* The files the sink writes for these tensors, fixed before any data: each tensor's
+ * shard and absolute offset in it, each shard's name, header JSON (space-padded to a
+ * multiple of 8; the file starts with its u64 length) and file size. Shared with writers
+ * that must restore the same shards byte for byte (the .mkz container). */
+typedef struct mk_st_layout {
+    size_t n, n_shards;
+    uint32_t *shard_of;   /* [n] */
+    uint64_t *offset;     /* [n] */
+    char **names;         /* [n_shards] */
+    mk_buf *header;       /* [n_shards] */
+    uint64_t *size;       /* [n_shards] */
+    size_t *n_tensors;    /* [n_shards] */
+} mk_st_layout;
+/* stem: shard file stem ("model" when NULL). */
+mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, const char *stem, mk_st_layout *L);
+void mk_st_layout_free(mk_st_layout *L);
+/* model.safetensors.index.json for tensors t[n] in shards shard_of[i] (huggingface_hub's
+ * format: keys sorted, indent 2). */
+mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *shard_of, const char *const *shard_names,
+                           mk_buf *b);
+
 /* A sink writing into folder `dir` (which must exist). */
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out);
+/* The same with another file stem than "model" (PEFT adapters: "adapter_model"). */
+mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out);
 
 #define MK_ST_JOURNAL ".mergekit-c-journal"
 

@@ -4,6 +4,7 @@
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,50 @@ typedef struct exec_state {
     size_t ti;
     const mk_plan_tensor *pt;
     uint64_t rows_per_chunk;
+    const mk_exec_opts *o;
+    bool scanned;            /* this tensor's inputs were checked for NaN/Inf */
+    uint64_t bad[64], first[64]; /* per input: non-finite count, first element */
 } exec_state;
+
+/* NaN/Inf in input k's values [elem0, elem0+n): counted for the tensor's report. */
+static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float *v, uint64_t n)
+{
+    if (k >= 64) return;
+    /* a vectorizable count of all-ones exponents first; the index only when there are some */
+    const uint32_t *bits = (const uint32_t *)v;
+    uint64_t cnt = 0, first = 0;
+    for (uint64_t i = 0; i < n; i++) cnt += (bits[i] & 0x7f800000u) == 0x7f800000u;
+    if (!cnt) return;
+    for (uint64_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            first = elem0 + i;
+            break;
+        }
+    MK_OMP("omp critical(mk_exec_nonfinite)")
+    {
+        if (!ex->bad[k] || first < ex->first[k]) ex->first[k] = first;
+        ex->bad[k] += cnt;
+    }
+}
+
+/* After the first pass over a tensor: report (or refuse) inputs with NaN/Inf. */
+static mk_status report_nonfinite(exec_state *ex)
+{
+    for (size_t k = 0; k < ex->pt->job.n_in && k < 64; k++) {
+        if (!ex->bad[k]) continue;
+        const mk_plan_input *pi = &ex->pt->in[k];
+        const mk_plan_model *pm = &ex->p->models[pi->model];
+        const char *name = pm->src->tensors[pi->tensor].name;
+        if (ex->o->on_nonfinite == MK_NONFINITE_ERROR)
+            return mk_error(MK_ERR_NUMERIC,
+                            "tensor %s in model %s: %llu NaN/Inf value(s), first at element %llu "
+                            "(--on-nonfinite warn to merge anyway)",
+                            name, pm->ref->text, (unsigned long long)ex->bad[k], (unsigned long long)ex->first[k]);
+        mk_warn("tensor %s in model %s: %llu NaN/Inf value(s), first at element %llu", name, pm->ref->text,
+                (unsigned long long)ex->bad[k], (unsigned long long)ex->first[k]);
+    }
+    return MK_OK;
+}
 
 static mk_source *input_source(const exec_state *ex, size_t k)
 {
@@ -90,6 +134,7 @@ static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, b
                 float *dst = buf + k * max_elems;
                 in[k] = dst;
                 st = read_input(ex, k, row0, nrows, dst, scratch);
+                if (st == MK_OK && !ex->scanned) note_nonfinite(ex, k, ch.elem0, dst, ch.n);
             }
             if (st == MK_OK) st = fn(job, &ch, user);
             if (st == MK_OK && emit) st = ex->c->ops->rows(ex->c, ex->ti, ch.elem0, ch.out, ch.n);
@@ -113,6 +158,10 @@ static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, b
         free(in);
     }
     if (first != MK_OK) return mk_error(first, "%s", first_msg);
+    if (!ex->scanned) {
+        ex->scanned = true;
+        MK_TRY(report_nonfinite(ex));
+    }
     return MK_OK;
 }
 
@@ -140,11 +189,22 @@ static mk_status copy_raw(exec_state *ex)
             s = src->ops->read(src, ti, off, len, buf);
             p = buf;
         }
-        if (s == MK_OK) s = ex->c->ops->raw(ex->c, ex->ti, off, p, len);
+        if (s == MK_OK) {
+            mk_dtype dt = src->tensors[ti].dtype;
+            unsigned es = mk_dtype_size(dt);
+            size_t f = 0, bad = mk_dtype_count_nonfinite(dt, p, (size_t)(len / es), &f);
+            if (bad) {
+                if (!ex->bad[0]) ex->first[0] = off / es + f;
+                ex->bad[0] += bad;
+            }
+            s = ex->c->ops->raw(ex->c, ex->ti, off, p, len);
+        }
         if (src->ops->release) src->ops->release(src, ti, off, len);
         if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");
     }
     free(buf);
+    ex->scanned = true;
+    if (s == MK_OK) s = report_nonfinite(ex);
     return s;
 }
 
@@ -162,11 +222,18 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
 {
     uint64_t chunk = o->chunk_elems ? o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
     uint64_t done_bytes = 0;
-    exec_state ex = {p, c, 0, NULL, 1};
+    exec_state ex;
+    memset(&ex, 0, sizeof ex);
+    ex.p = p;
+    ex.c = c;
+    ex.o = o;
     for (size_t i = 0; i < p->n; i++) {
         mk_plan_tensor *pt = &p->t[i];
         ex.ti = i;
         ex.pt = pt;
+        ex.scanned = false;
+        memset(ex.bad, 0, sizeof ex.bad);
+        memset(ex.first, 0, sizeof ex.first);
         if (c->ops->is_done && c->ops->is_done(c, i)) {
             done_bytes += pt->out.nbytes;
             if (o->progress) o->progress(o->progress_ctx, i + 1, p->n, done_bytes, p->total_bytes, pt->out.name);

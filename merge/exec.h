@@ -18,12 +18,18 @@
  * elements on the method benchmark), large enough that per-chunk costs vanish. */
 #define MK_EXEC_CHUNK_DEFAULT (1u << 16)
 
+typedef enum mk_nonfinite {
+    MK_NONFINITE_WARN = 0, /* report each input tensor holding NaN/Inf, carry on */
+    MK_NONFINITE_ERROR,    /* stop at the first such tensor */
+} mk_nonfinite;
+
 typedef struct mk_exec_opts {
     uint64_t chunk_elems; /* 0 = MK_EXEC_CHUNK_DEFAULT */
     uint64_t seed;
     /* Called after each output tensor from the calling thread. May be NULL. */
     void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
     void *progress_ctx;
+    mk_nonfinite on_nonfinite;
 } mk_exec_opts;
 
 mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o);

@@ -31,6 +31,26 @@ if [ -z "${MK_FILTER:-}" ]; then
     echo "unit: $p passed, $f failed"
 fi
 
+# fuzz corpora: every committed input replayed through its target (no crash, no sanitizer report)
+if [ -z "${MK_FILTER:-}" ] && [ -n "${MK_REPLAY:-}" ]; then
+    for c in "$root"/tests/fuzz/corpus/*/; do
+        tgt=$(basename "$c")
+        bin="$MK_REPLAY/fuzz-replay-$tgt"
+        if [ ! -x "$bin" ]; then
+            echo "not ok - fuzz corpus $tgt: no replay binary"
+            failed=$((failed + 1))
+            continue
+        fi
+        if "$bin" "$c"* >"$out" 2>&1; then
+            passed=$((passed + 1))
+            echo "fuzz corpus $tgt: $(tail -n 1 "$out")"
+        else
+            echo "not ok - fuzz corpus $tgt: $(tail -n 5 "$out")"
+            failed=$((failed + 1))
+        fi
+    done
+fi
+
 for t in "$root"/tests/e2e/*.sh; do
     name=$(basename "$t" .sh)
     case "$name" in lib) continue ;; esac

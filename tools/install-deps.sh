@@ -1,13 +1,17 @@
 #!/bin/sh
-# Install the Debian packages mergekit-c builds against, if any are missing.
-# Run by `make` when pkg-config cannot find a dependency. As root it calls apt-get;
-# otherwise it prints the exact command to run.
+# Install the Debian packages mergekit-c needs, if any are missing.
+#   tools/install-deps.sh          build dependencies (run by `make` when pkg-config cannot
+#                                  find one): pkg-config, libzstd, libcjson, libxxhash, libyaml,
+#                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction)
+#   tools/install-deps.sh --tools  also what tools/ uses: GNU time (bench peak memory),
+#                                  python3-venv (the reference-tool venv), zstd, clang (fuzzing)
+# As root it calls apt-get; otherwise it prints the exact command to run.
 set -eu
 
 # pkg-config module -> Debian package
-DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev"
-# build tools that the test suite and fuzzers use (no pkg-config module)
-TOOLS="pkg-config:pkg-config"
+DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev"
+# command -> Debian package, for --tools
+TOOLS="/usr/bin/time:time zstd:zstd clang:clang"
 
 missing=""
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
@@ -17,6 +21,17 @@ for d in $DEPS; do
         missing="$missing $pkg"
     fi
 done
+if [ "${1:-}" = "--tools" ]; then
+    for d in $TOOLS; do
+        cmd=${d%%:*}; pkg=${d#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing="$missing $pkg"
+    done
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$missing python3-venv"
+    else
+        missing="$missing python3 python3-venv"
+    fi
+fi
 
 if [ -z "$missing" ]; then
     exit 0
@@ -24,7 +39,7 @@ fi
 
 cmd="apt-get install -y --no-install-recommends$missing"
 if [ "$(id -u)" -ne 0 ]; then
-    echo "mergekit-c: missing build dependencies:$missing" >&2
+    echo "mergekit-c: missing packages:$missing" >&2
     echo "mergekit-c: run as root: apt-get update && $cmd" >&2
     exit 1
 fi

@@ -8,6 +8,7 @@ venv=${1:-"$here/../.venv-tools"}
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import mergekit, bitsandbytes, compressed_tensors, peft, transformers' 2>/dev/null; then
     exit 0
 fi
+sh "$here/install-deps.sh" --tools
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -r "$here/requirements.txt"

@@ -4,9 +4,13 @@
  *
  * mergekit 0.1.5 packs the weights as float32 and accumulates in float32 whatever the
  * compute dtype, then casts the result to it (0.1.4 and older materialised the weights
- * in the compute dtype, so bf16 merges used 0.30078125 for 0.3). The base model is an
- * ordinary input here and needs a weight like the others. */
+ * in the compute dtype, so bf16 merges used 0.30078125 for 0.3). PyTorch's addcmul_ is a
+ * fused multiply-add on CPU (one rounding per model): mk_axpy_fma does the same, so results
+ * match bit for bit. The base model is an ordinary input here and needs a weight like the
+ * others. */
 #include "kernel.h"
+
+#include "../../core/mk_simd.h"
 
 enum { P_WEIGHT, P_NORMALIZE };
 
@@ -31,31 +35,6 @@ static mk_status linear_check(const mk_merge_job *job)
     return MK_OK;
 }
 
-/* out[i] = fma(x[i], w, out[i]): PyTorch's addcmul_ (which mergekit's linear uses) is a
- * fused multiply-add on CPUs that have one, so each term is added with one rounding.
- * fmaf() is exactly rounded everywhere (hardware or not), so results do not depend on
- * the CPU; the FMA build of the loop is only faster. */
-static void fma_row(float *out, const float *x, float w, uint64_t n)
-{
-    for (uint64_t i = 0; i < n; i++) out[i] = fmaf(x[i], w, out[i]);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("fma"))) static void fma_row_hw(float *out, const float *x, float w, uint64_t n)
-{
-    MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = __builtin_fmaf(x[i], w, out[i]);
-}
-static void fma_any(float *out, const float *x, float w, uint64_t n)
-{
-    static int hw = -1;
-    if (hw < 0) hw = __builtin_cpu_supports("fma") ? 1 : 0;
-    if (hw) fma_row_hw(out, x, w, n);
-    else fma_row(out, x, w, n);
-}
-#else
-static void fma_any(float *out, const float *x, float w, uint64_t n) { fma_row(out, x, w, n); }
-#endif
-
 typedef struct linear_state {
     float w[MK_KMAX];
     float sum;
@@ -77,7 +56,7 @@ static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void 
     const mk_dtype dt = job->compute_dtype;
     float *out = ch->out;
     memset(out, 0, (size_t)ch->n * sizeof *out); /* torch starts from zeros */
-    for (size_t k = 0; k < job->n_in; k++) fma_any(out, ch->in[k], st->w[k], ch->n);
+    for (size_t k = 0; k < job->n_in; k++) mk_axpy_fma(out, ch->in[k], st->w[k], (size_t)ch->n);
     /* a true division, as torch does, not a multiply by the reciprocal */
     MK_DT_DISPATCH(dt, linear_finish, out, ch->n, st->normalize, st->sum);
     return MK_OK;

@@ -1,0 +1,368 @@
+/* estimate.c - see estimate.h */
+#include "estimate.h"
+
+#include "../core/mk_json.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DIM 100000000L /* any dimension past this is a broken config */
+
+const char *const mk_est_optim_names[MK_OPTIM_COUNT] = {"sgd", "momentum", "adam"};
+
+unsigned mk_est_optim_states(mk_est_optim o) { return (unsigned)o; }
+
+/* ---- shape ---------------------------------------------------------------------------------- */
+
+/* First of `keys` present as a number; 0 when none (or null). */
+static mk_status cfg_long(const mk_json *j, const char *const *keys, const char *what, long *out, bool *found)
+{
+    *found = false;
+    for (const char *const *k = keys; *k; k++) {
+        uint32_t v = mk_json_get(j, 0, *k);
+        if (!v || mk_json_at(j, v)->type == MK_JSON_NULL) continue;
+        const mk_json_node *n = mk_json_at(j, v);
+        if (n->type != MK_JSON_NUM || !n->is_uint || n->u == 0 || n->u > (uint64_t)MAX_DIM)
+            return mk_error(MK_ERR_FORMAT, "%s: %s: expected a positive integer, found %s%s", what, *k,
+                            n->type == MK_JSON_NUM ? "" : mk_json_type_name(n->type),
+                            n->type == MK_JSON_NUM ? "a value out of range" : "");
+        *out = (long)n->u;
+        *found = true;
+        return MK_OK;
+    }
+    return MK_OK;
+}
+
+static bool cfg_bool(const mk_json *j, const char *key, bool def)
+{
+    uint32_t v = mk_json_get(j, 0, key);
+    return v && mk_json_at(j, v)->type == MK_JSON_BOOL ? mk_json_at(j, v)->b : def;
+}
+
+mk_status mk_est_shape_from_config(const char *text, size_t len, const char *what, mk_est_shape *s)
+{
+    memset(s, 0, sizeof *s);
+    mk_json j;
+    mk_json_limits lim = {64, len / 2 + 16};
+    MK_TRY(mk_json_parse(&j, text, len, &lim, what));
+    mk_status st = MK_OK;
+    const char *mt = "";
+    uint32_t v = mk_json_get(&j, 0, "model_type");
+    if (v && mk_json_at(&j, v)->type == MK_JSON_STR) mt = mk_json_strv(&j, v);
+    bool gpt2 = strcmp(mt, "gpt2") == 0 || strcmp(mt, "openai-gpt") == 0;
+    static const char *const k_hidden[] = {"hidden_size", "n_embd", "d_model", NULL};
+    static const char *const k_layers[] = {"num_hidden_layers", "n_layer", "num_layers", NULL};
+    static const char *const k_heads[] = {"num_attention_heads", "n_head", NULL};
+    static const char *const k_kv[] = {"num_key_value_heads", NULL};
+    static const char *const k_hd[] = {"head_dim", NULL};
+    static const char *const k_ff[] = {"intermediate_size", "n_inner", "ffn_dim", NULL};
+    static const char *const k_vocab[] = {"vocab_size", NULL};
+    static const char *const k_pos[] = {"n_positions", NULL};
+    bool f_h, f_l, f_a, f_kv, f_hd, f_ff, f_v, f_p;
+    if (mk_json_at(&j, 0)->type != MK_JSON_OBJ) st = mk_error(MK_ERR_FORMAT, "%s: expected a JSON object", what);
+    if (st == MK_OK) st = cfg_long(&j, k_hidden, what, &s->hidden, &f_h);
+    if (st == MK_OK) st = cfg_long(&j, k_layers, what, &s->layers, &f_l);
+    if (st == MK_OK) st = cfg_long(&j, k_heads, what, &s->heads, &f_a);
+    if (st == MK_OK) st = cfg_long(&j, k_kv, what, &s->kv_heads, &f_kv);
+    if (st == MK_OK) st = cfg_long(&j, k_hd, what, &s->head_dim, &f_hd);
+    if (st == MK_OK) st = cfg_long(&j, k_ff, what, &s->intermediate, &f_ff);
+    if (st == MK_OK) st = cfg_long(&j, k_vocab, what, &s->vocab, &f_v);
+    if (st == MK_OK) st = cfg_long(&j, k_pos, what, &s->positions, &f_p);
+    if (st == MK_OK && (!f_h || !f_l || !f_a || !f_v))
+        st = mk_error(MK_ERR_FORMAT, "%s: missing %s (need the hidden size, layer count, attention heads and vocab size)",
+                      what, !f_h ? "hidden_size" : !f_l ? "num_hidden_layers" : !f_a ? "num_attention_heads" : "vocab_size");
+    if (st == MK_OK) {
+        if (!f_kv) s->kv_heads = s->heads;
+        if (!f_hd) {
+            if (s->hidden % s->heads)
+                st = mk_error(MK_ERR_FORMAT, "%s: hidden size %ld is not a multiple of %ld heads and head_dim is absent", what,
+                              s->hidden, s->heads);
+            s->head_dim = s->hidden / s->heads;
+        }
+        if (!f_ff) s->intermediate = 4 * s->hidden;
+        if (s->kv_heads > s->heads || s->heads % s->kv_heads)
+            st = mk_error(MK_ERR_FORMAT, "%s: %ld key/value heads do not divide %ld attention heads", what, s->kv_heads,
+                          s->heads);
+        s->gated = !gpt2;
+        s->biases = gpt2;
+        if (!gpt2) s->positions = 0; /* rotary: no position matrix */
+        s->qkv_bias = !gpt2 && (strcmp(mt, "qwen2") == 0 || cfg_bool(&j, "attention_bias", false));
+        s->tied = cfg_bool(&j, "tie_word_embeddings", gpt2 || strncmp(mt, "gemma", 5) == 0);
+    }
+    mk_json_free(&j);
+    return st;
+}
+
+void mk_est_shape_matrix(mk_est_shape *s, long out, long in)
+{
+    memset(s, 0, sizeof *s);
+    s->layers = 1;
+    s->hidden = in;
+    s->intermediate = out;
+    s->heads = s->kv_heads = 1;
+    s->head_dim = in;
+    s->gated = false;
+    s->tied = true;
+    s->matrix = true;
+}
+
+static void layer_mats(const mk_est_shape *s, uint64_t q[7][2], int *n)
+{
+    /* [out, in] of q, k, v, o, gate, up, down */
+    uint64_t h = (uint64_t)s->hidden, f = (uint64_t)s->intermediate;
+    uint64_t qd = (uint64_t)s->heads * (uint64_t)s->head_dim, kvd = (uint64_t)s->kv_heads * (uint64_t)s->head_dim;
+    uint64_t m[7][2] = {{qd, h}, {kvd, h}, {kvd, h}, {h, qd}, {s->gated ? f : 0, h}, {f, h}, {h, f}};
+    memcpy(q, m, sizeof m);
+    *n = 7;
+}
+
+void mk_est_params_shape(const mk_est_shape *s, uint64_t *total, uint64_t *linear)
+{
+    if (s->matrix) {
+        *total = *linear = (uint64_t)s->intermediate * (uint64_t)s->hidden;
+        return;
+    }
+    uint64_t m[7][2];
+    int nm;
+    layer_mats(s, m, &nm);
+    uint64_t h = (uint64_t)s->hidden, L = (uint64_t)s->layers;
+    uint64_t lin = 0;
+    for (int i = 0; i < nm; i++) lin += m[i][0] * m[i][1];
+    uint64_t per = lin + (s->biases ? 4 * h : 2 * h); /* two norms (LayerNorm has a bias too) */
+    if (s->biases) per += m[0][0] + m[1][0] + m[2][0] + h + (uint64_t)s->intermediate + h;
+    else if (s->qkv_bias) per += m[0][0] + m[1][0] + m[2][0];
+    uint64_t emb = (uint64_t)s->vocab * h + (uint64_t)s->positions * h;
+    uint64_t t = emb + per * L + (s->biases ? 2 * h : h) + (s->tied ? 0 : (uint64_t)s->vocab * h);
+    *total = t;
+    *linear = lin * L;
+}
+
+static bool is_embed_name(const char *n)
+{
+    return strstr(n, "embed") || strstr(n, "lm_head") || strstr(n, "wte.") || strstr(n, "wpe.") ||
+           strstr(n, "word_embeddings") || strstr(n, "position_embeddings");
+}
+
+void mk_est_params_tensors(const mk_tensor_info *t, size_t n, uint64_t *total, uint64_t *linear)
+{
+    *total = *linear = 0;
+    for (size_t i = 0; i < n; i++) {
+        *total += t[i].numel;
+        if (t[i].ndim == 2 && !is_embed_name(t[i].name)) *linear += t[i].numel;
+    }
+}
+
+/* ---- LoRA targets ------------------------------------------------------------------------- */
+
+typedef struct target_alias {
+    const char *name;
+    int mat; /* index into layer_mats, or -1 */
+    const char *const names[6];
+} target_alias;
+
+static const target_alias aliases[] = {
+    {"q", 0, {"q_proj", "query", "q", "wq", NULL}},
+    {"k", 1, {"k_proj", "key", "k", "wk", NULL}},
+    {"v", 2, {"v_proj", "value", "v", "wv", NULL}},
+    {"o", 3, {"o_proj", "out_proj", "wo", "o", NULL}},
+    {"gate", 4, {"gate_proj", "w1", "gate", NULL}},
+    {"up", 5, {"up_proj", "w3", "c_fc", "fc1", "up", NULL}},
+    {"down", 6, {"down_proj", "w2", "fc2", "down", NULL}},
+};
+#define N_ALIASES (sizeof aliases / sizeof aliases[0])
+
+static const target_alias *find_alias(const char *tok)
+{
+    for (size_t a = 0; a < N_ALIASES; a++) {
+        if (strcmp(tok, aliases[a].name) == 0) return &aliases[a];
+        for (const char *const *n = aliases[a].names; *n; n++)
+            if (strcmp(tok, *n) == 0) return &aliases[a];
+    }
+    return NULL;
+}
+
+/* Split the comma list into tokens (trimmed, non-empty); returns the count or -1. */
+static int split_targets(const char *targets, char tok[32][64])
+{
+    int n = 0;
+    const char *p = targets;
+    while (*p) {
+        while (*p == ' ' || *p == ',') p++;
+        if (!*p) break;
+        const char *e = p;
+        while (*e && *e != ',') e++;
+        const char *te = e;
+        while (te > p && te[-1] == ' ') te--;
+        if (n == 32 || te - p >= 64) return -1;
+        memcpy(tok[n], p, (size_t)(te - p));
+        tok[n][te - p] = 0;
+        n++;
+        p = e;
+    }
+    return n;
+}
+
+static bool is_all(const char *tok) { return strcmp(tok, "all-linear") == 0 || strcmp(tok, "all") == 0; }
+
+mk_status mk_est_lora_shape(const mk_est_shape *s, const char *targets, long r, uint64_t *out)
+{
+    char tok[32][64];
+    int nt = split_targets(targets, tok);
+    if (nt <= 0) return mk_error(MK_ERR_USAGE, "--lora-targets: expected a comma list such as q,k,v,o, got '%s'", targets);
+    uint64_t m[7][2];
+    int nm;
+    layer_mats(s, m, &nm);
+    bool use[7] = {0};
+    bool matrix = s->matrix;
+    for (int i = 0; i < nt; i++) {
+        if (matrix || is_all(tok[i])) {
+            for (int q = 0; q < nm; q++) use[q] = true;
+            continue;
+        }
+        const target_alias *a = find_alias(tok[i]);
+        if (!a)
+            return mk_error(MK_ERR_USAGE,
+                            "--lora-targets: unknown target '%s' for a shape read from config.json (known: q, k, v, o, gate, "
+                            "up, down, all-linear)", tok[i]);
+        if (a->mat == 4 && !s->gated)
+            return mk_error(MK_ERR_USAGE, "--lora-targets: this model's MLP has no gate projection");
+        use[a->mat] = true;
+    }
+    uint64_t per = 0;
+    if (matrix) {
+        per = (uint64_t)r * ((uint64_t)s->intermediate + (uint64_t)s->hidden);
+    } else {
+        for (int q = 0; q < nm; q++)
+            if (use[q] && m[q][0]) per += (uint64_t)r * (m[q][0] + m[q][1]);
+    }
+    *out = per * (uint64_t)s->layers;
+    return MK_OK;
+}
+
+mk_status mk_est_lora_tensors(const mk_tensor_info *t, size_t n, const char *targets, long r, uint64_t *out,
+                              uint64_t *matched)
+{
+    char tok[32][64];
+    int nt = split_targets(targets, tok);
+    if (nt <= 0) return mk_error(MK_ERR_USAGE, "--lora-targets: expected a comma list such as q,k,v,o, got '%s'", targets);
+    *out = *matched = 0;
+    bool any[32] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const mk_tensor_info *w = &t[i];
+        if (w->ndim != 2 || !mk_str_ends_with(w->name, ".weight")) continue;
+        size_t ml = strlen(w->name) - 7;
+        const char *last = w->name;
+        for (size_t c = 0; c < ml; c++)
+            if (w->name[c] == '.') last = w->name + c + 1;
+        size_t ll = (size_t)(w->name + ml - last);
+        char comp[64];
+        if (ll >= sizeof comp) continue;
+        memcpy(comp, last, ll);
+        comp[ll] = 0;
+        bool hit = false;
+        for (int k = 0; k < nt && !hit; k++) {
+            if (is_all(tok[k])) hit = !is_embed_name(w->name);
+            else {
+                const target_alias *a = find_alias(tok[k]);
+                if (a) {
+                    for (const char *const *nm = a->names; *nm && !hit; nm++) hit = strcmp(comp, *nm) == 0;
+                } else {
+                    hit = strcmp(comp, tok[k]) == 0;
+                }
+            }
+            if (hit) any[k] = true;
+        }
+        if (!hit) continue;
+        *out += (uint64_t)r * (uint64_t)(w->shape[0] + w->shape[1]);
+        (*matched)++;
+    }
+    for (int k = 0; k < nt; k++)
+        if (!any[k]) return mk_error(MK_ERR_USAGE, "--lora-targets: '%s' matches no weight matrix of this model", tok[k]);
+    return MK_OK;
+}
+
+/* ---- memory --------------------------------------------------------------------------------- */
+
+double mk_est_weights(uint64_t n, double bpv) { return (double)n * bpv; }
+
+double mk_est_serve(double w) { return w * 6.0 / 5.0; }
+
+double mk_est_grad_optim(uint64_t trainable, double bpv, mk_est_optim o)
+{
+    return (double)trainable * bpv * (double)(1 + mk_est_optim_states(o));
+}
+
+double mk_est_kv_cache(const mk_est_shape *s, uint64_t batch, uint64_t seq, double bpv)
+{
+    return 2.0 * (double)s->layers * (double)s->kv_heads * (double)s->head_dim * (double)batch * (double)seq * bpv;
+}
+
+double mk_est_activations(const mk_est_shape *s, uint64_t batch, uint64_t seq, double bpv)
+{
+    double per_tok_layer = 6.0 * (double)s->hidden + 2.0 * (double)s->kv_heads * (double)s->head_dim +
+                           3.0 * (double)s->intermediate;
+    double tokens = (double)batch * (double)seq;
+    return tokens * (double)s->layers * bpv * per_tok_layer + tokens * (double)s->vocab * 4.0;
+}
+
+double mk_est_qlora_weights(uint64_t linear, uint64_t other, double bpv)
+{
+    return (double)linear * MK_EST_NF4_BITS / 8.0 + (double)other * bpv;
+}
+
+void mk_est_fleet(uint64_t base, uint64_t adapter, uint64_t n, uint64_t *full, uint64_t *shared)
+{
+    *full = base * n;
+    *shared = base + adapter * n;
+}
+
+/* ---- formatting ------------------------------------------------------------------------------ */
+
+static const char *three_digits(double v, const char *const *units, int nu, const char *sep, char buf[32])
+{
+    int u = 0;
+    double x = v;
+    while (u + 1 < nu && fabs(x) >= 999.5) {
+        x /= 1000.0;
+        u++;
+    }
+    /* round to three significant digits, then re-check the unit (999.6 -> 1.00 next unit) */
+    const char *fmt = fabs(x) >= 99.95 ? "%.0f%s%s" : fabs(x) >= 9.995 ? "%.1f%s%s" : "%.2f%s%s";
+    snprintf(buf, 32, fmt, x, sep, units[u]);
+    return buf;
+}
+
+const char *mk_est_fmt_bytes(double bytes, char buf[32])
+{
+    static const char *const u[] = {"B", "KB", "MB", "GB", "TB", "PB"};
+    if (bytes < 1000) {
+        snprintf(buf, 32, "%.0f B", bytes);
+        return buf;
+    }
+    return three_digits(bytes, u, 6, " ", buf);
+}
+
+const char *mk_est_fmt_count(uint64_t v, char buf[32])
+{
+    static const char *const u[] = {"", "K", "M", "B", "T"};
+    if (v < 1000) {
+        snprintf(buf, 32, "%llu", (unsigned long long)v);
+        return buf;
+    }
+    return three_digits((double)v, u, 5, "", buf);
+}
+
+const char *mk_est_fmt_int(uint64_t v, char buf[32])
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
+    int o = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}

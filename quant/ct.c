@@ -1,0 +1,260 @@
+/* ct.c - see ct.h */
+#include "ct.h"
+#include "qvec.h"
+
+#include <math.h>
+
+float mk_ct_round(mk_dtype t, float x)
+{
+    switch (t) {
+    case MK_BF16: return mk_round_bf16(x);
+    case MK_F16: return mk_f16_to_f32(mk_f32_to_f16(x));
+    default: return x;
+    }
+}
+
+float mk_ct_eps(mk_dtype t)
+{
+    switch (t) {
+    case MK_BF16: return 0x1p-7f;  /* torch.finfo(torch.bfloat16).eps */
+    case MK_F16: return 0x1p-10f;  /* torch.finfo(torch.float16).eps */
+    default: return 0x1p-23f;      /* torch.finfo(torch.float32).eps */
+    }
+}
+
+/* ---- integers ------------------------------------------------------------------------- */
+
+MK_QKERNEL
+void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+{
+    const mk_dtype t = a->wdtype;
+    /* min(min(x), 0), max(max(x), 0): zero stays representable */
+    mk_vf vmn = mk_vf_set1(0.0f), vmx = vmn;
+    size_t i8 = n / 8 * 8;
+    for (size_t i = 0; i < i8; i += 8) {
+        mk_vf v = mk_vf_load(x + i);
+        vmn = mk_vf_min(vmn, v);
+        vmx = mk_vf_max(vmx, v);
+    }
+    float mn = mk_vf_hmin(vmn), mx = mk_vf_hmax(vmx);
+    for (size_t i = i8; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    const float range = mk_ct_round(t, (float)((1 << a->bits) - 1)); /* bit_range.to(dtype) */
+    const float qmin = (float)mk_ct_qmin(a), qmax = (float)mk_ct_qmax(a);
+    float s;
+    int32_t z = 0;
+    if (!a->asym) {
+        float m = -mn > mx ? -mn : mx;
+        s = mk_ct_round(t, m / mk_ct_round(t, range / 2.0f));
+    } else {
+        s = mk_ct_round(t, mk_ct_round(t, mx - mn) / range);
+        /* IEEE as torch: a scale that underflowed to 0 gives -Inf (min < 0, zero point
+         * clamped to qmax) or 0 / 0 = NaN, which the int8 cast turns into 0 */
+        float zf = mk_ct_round(t, qmin - mk_ct_round(t, mn / s));
+        zf = zf < qmin ? qmin : zf > qmax ? qmax : zf;
+        z = zf != zf ? 0 : (int32_t)rintf(zf);
+    }
+    if (s == 0.0f) s = mk_ct_eps(t);
+    *scale = s;
+    *zp = z;
+}
+
+void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q)
+{
+    const mk_dtype t = a->wdtype;
+    const float qmin = (float)mk_ct_qmin(a), qmax = (float)mk_ct_qmax(a);
+    for (size_t i = 0; i < n; i++) {
+        float s = mk_ct_round(t, x[i] / scale);
+        if (a->asym) s = mk_ct_round(t, s + (float)zp);
+        s = s < qmin ? qmin : s > qmax ? qmax : s;
+        q[i] = (int8_t)rintf(s);
+    }
+}
+
+MK_QKERNEL
+void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
+{
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    size_t i = 0;
+    if (a->wdtype == MK_BF16 || a->wdtype == MK_F32) {
+        const bool bf = a->wdtype == MK_BF16;
+        const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(a->asym ? (float)zp : 0.0f);
+        const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
+        for (; i + 8 <= n; i += 8) {
+            mk_vf xv = mk_vf_load(x + i), s = xv / vs;
+            if (bf) s = mk_vf_round_bf16(s);
+            if (a->asym) {
+                s = s + vz;
+                if (bf) s = mk_vf_round_bf16(s);
+            }
+            s = mk_vf_rint_small(mk_vf_min(mk_vf_max(s, lo), hi));
+            mk_vu_store_u8((uint8_t *)q + i, (mk_vu)__builtin_convertvector(s, mk_vi));
+            if (err) {
+                mk_vf d = (s - vz) * vs; /* (q - zp) is an exact small integer */
+                mk_qacc_add(&acc, xv, bf ? mk_vf_round_bf16(d) : d);
+            }
+        }
+    }
+    if (i < n) {
+        mk_ct_int_codes_ref(a, x + i, n - i, scale, zp, q + i);
+        for (; err && i < n; i++) mk_qacc_add1(&acc, x[i], mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+
+void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale);
+}
+
+void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
+{
+    const unsigned per = 32 / bits;
+    const uint32_t off = 1u << (bits - 1), mask = (1u << bits) - 1u;
+    for (size_t w = 0; w < (n + per - 1) / per; w++) {
+        uint32_t v = 0;
+        for (unsigned k = 0; k < per && w * per + k < n; k++)
+            v |= ((uint32_t)((int32_t)q[w * per + k] + (int32_t)off) & mask) << (k * bits);
+        words[w] = v;
+    }
+}
+
+void mk_ct_unpack_row(unsigned bits, const uint32_t *words, size_t n, int8_t *q)
+{
+    const unsigned per = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    for (size_t i = 0; i < n; i++)
+        q[i] = (int8_t)((int32_t)((words[i / per] >> ((i % per) * bits)) & mask) - (1 << (bits - 1)));
+}
+
+void mk_ct_pack_zp(unsigned bits, const int32_t *zp, size_t nr, size_t ng, uint32_t *words)
+{
+    const uint32_t off = 1u << (bits - 1), mask = (1u << bits) - 1u;
+    for (size_t g = 0; g < ng; g++) {
+        uint32_t v = 0;
+        for (size_t r = 0; r < nr; r++) v |= ((uint32_t)(zp[r * ng + g] + (int32_t)off) & mask) << (r * bits);
+        words[g] = v;
+    }
+}
+
+/* ---- FP8 ----------------------------------------------------------------------------------- */
+
+MK_QKERNEL
+float mk_ct_absmax(const float *x, size_t n)
+{
+    mk_vf m0 = mk_vf_set1(0.0f), m1 = m0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_load(x + i)));
+        m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_load(x + i + 8)));
+    }
+    float am = mk_vf_hmax(mk_vf_max(m0, m1));
+    for (; i < n; i++) am = fabsf(x[i]) > am ? fabsf(x[i]) : am;
+    return am;
+}
+
+float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax)
+{
+    /* calculate_qparams: max_val_pos / (bit_range.to(dtype) / 2), bit_range = 2 * max */
+    float half = mk_ct_round(a->wdtype, mk_ct_round(a->wdtype, 2.0f * mk_ct_fp8_max(a)) / 2.0f);
+    float s = mk_ct_round(a->wdtype, absmax / half);
+    return s == 0.0f ? mk_ct_eps(a->wdtype) : s;
+}
+
+static inline uint8_t fp8_encode(const mk_ct_fp8 *a, float v)
+{
+    float m = mk_ct_fp8_max(a);
+    v = v + 0.0f; /* the symmetric zero point compressed-tensors adds: -0 becomes +0 */
+    v = v < -m ? -m : v > m ? m : v; /* clamp first: the cast is not saturating */
+    return a->e5m2 ? mk_f32_to_e5m2(v) : mk_f32_to_e4m3(v);
+}
+
+void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q)
+{
+    for (size_t i = 0; i < n; i++) q[i] = fp8_encode(a, mk_ct_round(a->wdtype, x[i] / scale));
+}
+
+/* FP8 round-to-nearest-even of 8 lanes already clamped to [-max, max] (and without -0),
+ * branch-free: r is the rounded value, the return value the codes. Normal range: round
+ * the f32 mantissa to `mbits` bits on the bit pattern (a carry moves to the exponent, as
+ * it should); subnormal range: adding and removing 2^(23 + emin - mbits) leaves |v|
+ * rounded to the subnormal step 2^(emin - mbits). Constants are splatted once (fp8_k). */
+typedef struct fp8_k {
+    mk_vu half, keep, rebias, one;
+    mk_vf magic, scale_sub, min_normal;
+    int shift;
+} fp8_k;
+
+static void fp8_k_init(fp8_k *k, bool e5m2)
+{
+    const int mbits = e5m2 ? 2 : 3, bias = e5m2 ? 15 : 7;
+    k->shift = 23 - mbits;
+    uint32_t half = (1u << (k->shift - 1)) - 1u, keep = ~((1u << k->shift) - 1u), rebias = (uint32_t)((127 - bias) << mbits);
+    k->half = (mk_vu){half, half, half, half, half, half, half, half};
+    k->keep = (mk_vu){keep, keep, keep, keep, keep, keep, keep, keep};
+    k->rebias = (mk_vu){rebias, rebias, rebias, rebias, rebias, rebias, rebias, rebias};
+    k->one = (mk_vu){1, 1, 1, 1, 1, 1, 1, 1};
+    k->magic = mk_vf_set1(ldexpf(1.0f, 23 + (1 - bias) - mbits));
+    k->scale_sub = mk_vf_set1(ldexpf(1.0f, bias - 1 + mbits));
+    k->min_normal = mk_vf_set1(ldexpf(1.0f, 1 - bias));
+}
+
+MK_VINLINE void fp8_round8(const fp8_k *k, const mk_vf *v, mk_vf *r, mk_vu *code)
+{
+    const mk_vu u = (mk_vu)*v, a = u & 0x7fffffffu, sign = (u >> 24) & 0x80u;
+    mk_vu an = (a + k->half + ((a >> k->shift) & k->one)) & k->keep;
+    mk_vu cn = (an >> k->shift) - k->rebias;
+    mk_vf as = ((mk_vf)a + k->magic) - k->magic;
+    mk_vu cs = (mk_vu)__builtin_convertvector(as * k->scale_sub, mk_vi);
+    mk_vu sub = (mk_vu)((mk_vf)a < k->min_normal);
+    *r = (mk_vf)(((sub & (mk_vu)as) | (~sub & an)) | (u & 0x80000000u));
+    *code = (sub & cs) | (~sub & cn) | sign;
+}
+
+MK_QKERNEL
+void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+{
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    size_t i = 0;
+    const mk_dtype t = a->wdtype;
+    if (t == MK_BF16 || t == MK_F16 || t == MK_F32) {
+        const mk_vf vs = mk_vf_set1(scale), hi = mk_vf_set1(mk_ct_fp8_max(a)), lo = -hi, zero = mk_vf_set1(0.0f);
+        fp8_k k;
+        fp8_k_init(&k, a->e5m2);
+        for (; i + 8 <= n; i += 8) {
+            mk_vf xv = mk_vf_load(x + i), s = xv / vs, r;
+            if (t == MK_BF16) s = mk_vf_round_bf16(s);
+            else if (t == MK_F16) s = mk_vf_round_f16(s);
+            s = mk_vf_min(mk_vf_max(s + zero, lo), hi); /* + 0: the zero point; -0 becomes +0 */
+            mk_vu code;
+            fp8_round8(&k, &s, &r, &code);
+            mk_vu_store_u8(q + i, code);
+            if (err) {
+                mk_vf d = r * vs;
+                if (t == MK_BF16) d = mk_vf_round_bf16(d);
+                else if (t == MK_F16) d = mk_vf_round_f16(d);
+                mk_qacc_add(&acc, xv, d);
+            }
+        }
+    }
+    if (i < n) {
+        mk_ct_fp8_quantize_ref(a, x + i, n - i, scale, q + i);
+        for (; err && i < n; i++) {
+            float v = a->e5m2 ? mk_e5m2_to_f32(q[i]) : mk_e4m3_to_f32(q[i]);
+            mk_qacc_add1(&acc, x[i], mk_ct_round(t, v * scale));
+        }
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+
+void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = a->e5m2 ? mk_e5m2_to_f32(q[i]) : mk_e4m3_to_f32(q[i]);
+        out[i] = mk_ct_round(a->wdtype, v * scale);
+    }
+}

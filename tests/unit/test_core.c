@@ -1,0 +1,187 @@
+/* test_core.c - strict JSON reader, counter-based RNG, deterministic math helpers, atomic
+ * output folders and path helpers. */
+#include "harness.h"
+
+#include "../../core/mk_hash.h"
+#include "../../core/mk_io.h"
+#include "../../core/mk_json.h"
+#include "../../core/mk_rng.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+static mk_status jparse(const char *text, mk_json *j)
+{
+    mk_json_limits lim = {16, strlen(text) / 2 + 16};
+    return mk_json_parse(j, text, strlen(text), &lim, "t.json");
+}
+
+MK_TEST(json_values)
+{
+    mk_json j;
+    CHECK_OK(jparse("{\"a\": [1, 18446744073709551615, -2, 3.5, 1e2, true, null, \"x\\u00e9\\ud83d\\ude00\"], \"b\": {}}", &j));
+    uint32_t a = mk_json_get(&j, 0, "a");
+    CHECK(a && mk_json_at(&j, a)->count == 8);
+    uint32_t e = mk_json_at(&j, a)->first;
+    CHECK(mk_json_at(&j, e)->is_uint && mk_json_at(&j, e)->u == 1);
+    e = mk_json_at(&j, e)->next;
+    CHECK(mk_json_at(&j, e)->is_uint && mk_json_at(&j, e)->u == UINT64_MAX); /* exact beyond 2^53 */
+    e = mk_json_at(&j, e)->next;
+    CHECK(!mk_json_at(&j, e)->is_uint && mk_json_at(&j, e)->d == -2);
+    e = mk_json_at(&j, e)->next;
+    CHECK(!mk_json_at(&j, e)->is_uint && mk_json_at(&j, e)->d == 3.5);
+    e = mk_json_at(&j, e)->next;
+    CHECK(!mk_json_at(&j, e)->is_uint && mk_json_at(&j, e)->d == 100);
+    e = mk_json_at(&j, e)->next;
+    CHECK(mk_json_at(&j, e)->type == MK_JSON_BOOL && mk_json_at(&j, e)->b);
+    e = mk_json_at(&j, e)->next;
+    CHECK(mk_json_at(&j, e)->type == MK_JSON_NULL);
+    e = mk_json_at(&j, e)->next;
+    CHECK_STR(mk_json_strv(&j, e), "x\xc3\xa9\xf0\x9f\x98\x80");
+    CHECK(mk_json_get(&j, 0, "b") && mk_json_get(&j, 0, "c") == 0);
+    mk_json_free(&j);
+    /* 18446744073709551616 does not fit: a number, but not an exact uint */
+    CHECK_OK(jparse("[18446744073709551616]", &j));
+    CHECK(!mk_json_at(&j, mk_json_at(&j, 0)->first)->is_uint);
+    mk_json_free(&j);
+}
+
+MK_TEST(json_rejects)
+{
+    static const char *const bad[] = {
+        "", "{", "[1,]", "{\"a\":1,}", "{'a':1}", "[01]", "[1.]", "[.5]", "[1e]", "[-]", "[+1]", "[tru]",
+        "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"a\nb\"", "[1] [2]", "nul",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        mk_json j;
+        mk_status s = jparse(bad[i], &j);
+        CHECK_MSG(s == MK_ERR_FORMAT && strstr(mk_errmsg(), "t.json: invalid JSON at byte"), "'%s' accepted or wrong message: %s",
+                  bad[i], s ? mk_errmsg() : "ok");
+    }
+    mk_json j;
+    CHECK_OK(jparse("{\"k\":1,\"k\":2}", &j));
+    CHECK(mk_json_dup_key(&j, 0) != 0);
+    mk_json_free(&j);
+    /* node budget: a huge flat array in a small budget */
+    mk_json_limits lim = {16, 10};
+    CHECK_ERR(mk_json_parse(&j, "[1,1,1,1,1,1,1,1,1,1,1,1]", 25, &lim, "t"), MK_ERR_FORMAT, "too many values");
+}
+
+MK_TEST(rng_counter_based)
+{
+    mk_rng k1 = mk_rng_key(7, "model.layers.0.mlp.up_proj.weight");
+    mk_rng k2 = mk_rng_key(7, "model.layers.1.mlp.up_proj.weight");
+    mk_rng k3 = mk_rng_key(8, "model.layers.0.mlp.up_proj.weight");
+    CHECK(k1.k0 != k2.k0 || k1.k1 != k2.k1);
+    CHECK(k1.k0 != k3.k0 || k1.k1 != k3.k1);
+    /* the same (key, stream, index) gives the same value, in any order */
+    uint32_t a = mk_rng_u32(k1, 3, 1000003), b = mk_rng_u32(k1, 3, 5);
+    CHECK(mk_rng_u32(k1, 3, 5) == b && mk_rng_u32(k1, 3, 1000003) == a);
+    CHECK(mk_rng_u32(k1, 4, 5) != b);
+    /* uniform: mean and a coarse chi-square over 16 bins, 1e6 draws */
+    double sum = 0;
+    long bins[16] = {0};
+    const long n = 1000000;
+    for (long i = 0; i < n; i++) {
+        float u = mk_rng_uniform(k1, 0, (uint64_t)i);
+        CHECK_MSG(u >= 0 && u < 1, "uniform out of range: %g", u);
+        sum += u;
+        bins[(int)(u * 16)]++;
+    }
+    CHECK_MSG(fabs(sum / n - 0.5) < 0.002, "mean %g", sum / n);
+    double chi = 0, expect = n / 16.0;
+    for (int i = 0; i < 16; i++) chi += (bins[i] - expect) * (bins[i] - expect) / expect;
+    CHECK_MSG(chi < 40, "chi-square %g over 15 degrees of freedom", chi); /* p ~ 0.0005 */
+}
+
+MK_TEST(det_math_accuracy)
+{
+    for (double x = 1e-12; x < 1e6; x *= 1.37) CHECK_MSG(fabs(mk_det_log(x) - log(x)) <= 4e-16 * fmax(1, fabs(log(x))), "log(%g)", x);
+    for (double x = -3.2; x <= 3.2; x += 0.013) {
+        double s, c;
+        mk_det_sincos(x, &s, &c);
+        CHECK_MSG(fabs(s - sin(x)) < 1e-15 && fabs(c - cos(x)) < 1e-15, "sincos(%g)", x);
+    }
+    /* Box-Muller: standard normal moments over 2e5 pairs */
+    mk_rng k = mk_rng_key(1, "n");
+    double m1 = 0, m2 = 0;
+    const int n = 200000;
+    for (int i = 0; i < n; i++) {
+        double z0, z1, u1 = (mk_rng_u32(k, 0, 2 * i) + 1.0) * 0x1p-32, u2 = mk_rng_u32(k, 0, 2 * i + 1) * 0x1p-32;
+        mk_det_normal2(u1, u2, &z0, &z1);
+        m1 += z0 + z1;
+        m2 += z0 * z0 + z1 * z1;
+    }
+    m1 /= 2 * n;
+    m2 /= 2 * n;
+    CHECK_MSG(fabs(m1) < 0.01 && fabs(m2 - 1) < 0.01, "normal mean %g, variance %g", m1, m2);
+}
+
+MK_TEST(hash_formats)
+{
+    mk_hash128 h = mk_hash128_bytes("abc", 3);
+    char hex[33];
+    mk_hash128_hex(h, hex);
+    mk_hash128 back;
+    CHECK(mk_hash128_parse(hex, &back) && mk_hash128_eq(h, back));
+    CHECK(!mk_hash128_parse("xyz", &back));
+    /* XXH3-128 of "abc" as xxhsum -H2 prints it (a published test vector of xxHash 0.8) */
+    CHECK_STR(hex, "06b05ab6733a618578af5f94892f3950");
+    char *p = mk_path_join(mk_test_tmpdir(), "h.bin");
+    CHECK_OK(mk_write_file_atomic(p, "abc", 3));
+    mk_hash128 fh;
+    CHECK_OK(mk_hash_file(p, &fh));
+    CHECK(mk_hash128_eq(fh, h));
+    free(p);
+}
+
+MK_TEST(outdir_atomic)
+{
+    char *out = mk_path_join(mk_test_tmpdir(), "o1");
+    mk_outdir o;
+    CHECK_OK(mk_outdir_begin(&o, out, false, false, false));
+    char *f = mk_path_join(o.tmp_path, "x");
+    CHECK_OK(mk_write_file_atomic(f, "1", 1));
+    CHECK(!mk_path_exists(out));
+    CHECK_OK(mk_outdir_commit(&o));
+    char *fin = mk_path_join(out, "x"), *tmp = mk_asprintf("%s.tmp", out), *marker = mk_path_join(out, MK_OUTDIR_MARKER);
+    CHECK(mk_is_file(fin) && !mk_path_exists(tmp) && !mk_path_exists(marker));
+    /* exists: refused without force; with force replaced, old content gone only after */
+    CHECK_ERR(mk_outdir_begin(&o, out, false, false, false), MK_ERR_EXISTS, "already exists");
+    CHECK_OK(mk_outdir_begin(&o, out, false, true, false));
+    CHECK(mk_is_file(fin)); /* the old output stays while the new one is written */
+    mk_outdir_abort(&o);
+    CHECK(mk_is_file(fin) && !mk_path_exists(tmp)); /* abort keeps the old one */
+    /* a foreign OUT.tmp is not ours to delete */
+    char *out2 = mk_path_join(mk_test_tmpdir(), "o2"), *tmp2 = mk_asprintf("%s.tmp", out2);
+    CHECK_OK(mk_mkdir_p(tmp2));
+    CHECK_ERR(mk_outdir_begin(&o, out2, false, false, false), MK_ERR_EXISTS, "not made by mergekit-c");
+    CHECK(mk_is_dir(tmp2));
+    /* ours (left by a killed run): cleared without resume, kept with resume */
+    char *m2 = mk_path_join(tmp2, MK_OUTDIR_MARKER), *keep = mk_path_join(tmp2, "keep");
+    CHECK_OK(mk_write_file_atomic(m2, "", 0));
+    CHECK_OK(mk_write_file_atomic(keep, "k", 1));
+    CHECK_OK(mk_outdir_begin(&o, out2, false, false, true));
+    CHECK(o.resumed && mk_is_file(keep));
+    mk_outdir_abort(&o);
+    CHECK_OK(mk_mkdir_p(tmp2));
+    CHECK_OK(mk_write_file_atomic(m2, "", 0));
+    CHECK_OK(mk_write_file_atomic(keep, "k", 1));
+    CHECK_OK(mk_outdir_begin(&o, out2, false, false, false));
+    CHECK(!o.resumed && !mk_path_exists(keep));
+    mk_outdir_abort(&o);
+    free(out); free(f); free(fin); free(tmp); free(marker); free(out2); free(tmp2); free(m2); free(keep);
+}
+
+MK_TEST(path_helpers)
+{
+    char *a = mk_path_dirname("a/b/c/"), *b = mk_path_basename("a/b/c/"), *c = mk_path_dirname("x"), *d = mk_path_join("a//", "b");
+    CHECK_STR(a, "a/b");
+    CHECK_STR(b, "c");
+    CHECK_STR(c, ".");
+    CHECK_STR(d, "a/b");
+    CHECK(mk_path_is_within("/x/y/z", "/x/y"));
+    CHECK(mk_path_is_within("/x/y", "/x/y"));
+    CHECK(!mk_path_is_within("/x/yz", "/x/y"));
+    free(a); free(b); free(c); free(d);
+}

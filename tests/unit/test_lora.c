@@ -1,0 +1,344 @@
+/* test_lora.c - LoRA arithmetic: the update kernel against a plain sum, the merged source
+ * (normal, transposed, replaced and added tensors, reads that start and end mid-row), the
+ * truncated SVD (Eckart-Young: energy kept, reconstruction), extract-then-apply at full
+ * rank, and the PEFT combination kernels on hand-checked values. */
+#include "harness.h"
+
+#include "../../core/mk_io.h"
+#include "../../formats/safetensors.h"
+#include "../../lora/lora.h"
+
+#include <stdlib.h>
+
+/* Deterministic values in [-1, 1). */
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    mk_rng k = mk_rng_key(seed, "test");
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * mk_rng_uniform(k, 0, i) - 1.0f;
+}
+
+/* Write tensors (f32 data, or bf16 when bf16[i]) to dir/name and open it. */
+typedef struct tdef {
+    const char *name;
+    int64_t d0, d1; /* d1 = 0: a vector */
+    const float *v;
+    mk_dtype dt;
+} tdef;
+
+static mk_source *write_open(const char *file, const tdef *d, size_t n)
+{
+    char *dir = mk_path_join(mk_test_tmpdir(), file);
+    mk_mkdir_p(dir);
+    mk_tensor_info *t = calloc(n, sizeof *t);
+    for (size_t i = 0; i < n; i++) {
+        t[i].name = (char *)d[i].name;
+        t[i].dtype = d[i].dt;
+        t[i].ndim = d[i].d1 ? 2 : 1;
+        t[i].shape[0] = d[i].d0;
+        t[i].shape[1] = d[i].d1;
+        mk_tensor_info_finish(&t[i]);
+    }
+    mk_sink *k = NULL;
+    mk_st_sink_opts so = {0, NULL, false};
+    mk_source *s = NULL;
+    if (mk_safetensors_sink(dir, &so, &k) == MK_OK && k->ops->begin(k, t, n) == MK_OK) {
+        for (size_t i = 0; i < n; i++) {
+            void *buf = malloc(t[i].nbytes);
+            mk_dtype_info(t[i].dtype)->from_f32(d[i].v, buf, (size_t)t[i].numel);
+            k->ops->write(k, i, 0, buf, t[i].nbytes);
+            k->ops->tensor_done(k, i);
+            free(buf);
+        }
+        if (k->ops->commit(k) == MK_OK) {
+            char *p = mk_path_join(dir, "model.safetensors");
+            if (mk_safetensors_open(p, &s) != MK_OK) s = NULL;
+            free(p);
+        }
+    }
+    mk_sink_close(k);
+    free(t);
+    free(dir);
+    return s;
+}
+
+MK_TEST(lora_update_rows_is_fma_chain)
+{
+    enum { R = 3, N = 2, C = 5 };
+    float Cm[N * R], V[R * C], out[N * C];
+    fill(Cm, N * R, 1);
+    fill(V, R * C, 2);
+    mk_lora_update_rows(Cm, V, R, N, C, 0.75f, out);
+    float want[N * C];
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < C; j++) {
+            float acc = 0;
+            for (int k = 0; k < R; k++) acc = fmaf(Cm[i * R + k], V[k * C + j], acc);
+            want[i * C + j] = acc * 0.75f;
+        }
+    /* tolerance: exact (the definition of the kernel) */
+    CHECK_CLOSE("update", out, want, N * C, 0, 0);
+}
+
+MK_TEST(lora_merged_source)
+{
+    /* base: W [6, 4] (normal update), E [5, 3] (embedding: transposed update), b [6]
+     * (lora_B.bias added), n [4] (replaced) */
+    enum { O = 6, I = 4, R = 2, V = 5, D = 3 };
+    float W[O * I], E[V * D], bvec[O], nvec[I];
+    float A[R * I], B[O * R], EA[R * V], EB[D * R], bb[O], nrep[I];
+    fill(W, O * I, 3);
+    fill(E, V * D, 4);
+    fill(bvec, O, 5);
+    fill(nvec, I, 6);
+    fill(A, R * I, 7);
+    fill(B, O * R, 8);
+    fill(EA, R * V, 9);
+    fill(EB, D * R, 10);
+    fill(bb, O, 11);
+    fill(nrep, I, 12);
+    tdef bd[] = {{"w.weight", O, I, W, MK_F32}, {"e.weight", V, D, E, MK_BF16}, {"w.bias", O, 0, bvec, MK_F32},
+                 {"n.weight", I, 0, nvec, MK_F32}};
+    tdef ad[] = {{"A", R, I, A, MK_F32}, {"B", O, R, B, MK_F32},  {"EA", R, V, EA, MK_F32},
+                 {"EB", D, R, EB, MK_F32}, {"bb", O, 0, bb, MK_F32}, {"n", I, 0, nrep, MK_F32}};
+    mk_source *base = write_open("ms_base", bd, 4), *adp = write_open("ms_ad", ad, 6);
+    CHECK(base && adp);
+    if (!base || !adp) return;
+    long ia = mk_source_find(adp, "A"), ib = mk_source_find(adp, "B"), iea = mk_source_find(adp, "EA"),
+         ieb = mk_source_find(adp, "EB"), ibb = mk_source_find(adp, "bb"), in = mk_source_find(adp, "n");
+    long bw = mk_source_find(base, "w.weight"), be = mk_source_find(base, "e.weight"), bbias = mk_source_find(base, "w.bias"),
+         bn = mk_source_find(base, "n.weight");
+    mk_lora_target t[2] = {{(size_t)bw, (size_t)ia, (size_t)ib, false, R, 1.5, -1, false},
+                           {(size_t)be, (size_t)iea, (size_t)ieb, true, R, 0.5, -1, true}};
+    mk_lora_extra x[2] = {{(size_t)bbias, (size_t)ibb, true, 1.5}, {(size_t)bn, (size_t)in, false, 1}};
+    mk_source *m = NULL;
+    CHECK_OK(mk_lora_source_open(base, adp, t, 2, x, 2, "base+ad", &m));
+    if (!m) return;
+    CHECK_EQ_INT(m->n_tensors, 4);
+    CHECK_EQ_INT(m->n_files, 2);
+    /* W' = W + fl(sum B A) * 1.5, single rounding (f32 here) */
+    float got[O * I], want[O * I];
+    char scratch[256];
+    CHECK_OK(mk_source_read_f32(m, (size_t)mk_source_find(m, "w.weight"), 0, O * I, got, scratch));
+    for (int i = 0; i < O; i++)
+        for (int j = 0; j < I; j++) {
+            float acc = 0;
+            for (int k = 0; k < R; k++) acc = fmaf(B[i * R + k], A[k * I + j], acc);
+            want[i * I + j] = W[i * I + j] + acc * 1.5f;
+        }
+    CHECK_CLOSE("merged W", got, want, O * I, 0, 0);
+    /* a read that starts and ends mid-row equals the same slice of a whole read */
+    float part[9];
+    CHECK_OK(mk_source_read_f32(m, (size_t)mk_source_find(m, "w.weight"), 5, 9, part, scratch));
+    CHECK_CLOSE("mid-row read", part, want + 5, 9, 0, 0);
+    /* embedding: E' = bf16(E + bf16(update)), update[v][d] = sum_k EB[d][k] EA[k][v] * 0.5 */
+    float ge[V * D], we[V * D];
+    CHECK_OK(mk_source_read_f32(m, (size_t)mk_source_find(m, "e.weight"), 0, V * D, ge, scratch));
+    for (int v = 0; v < V; v++)
+        for (int d = 0; d < D; d++) {
+            float acc = 0;
+            for (int k = 0; k < R; k++) acc = fmaf(EA[k * V + v], EB[d * R + k], acc);
+            float u = mk_bf16_to_f32(mk_f32_to_bf16(acc * 0.5f));
+            float e = mk_bf16_to_f32(mk_f32_to_bf16(E[v * D + d]));
+            we[v * D + d] = mk_bf16_to_f32(mk_f32_to_bf16(e + u));
+        }
+    CHECK_CLOSE("merged embedding", ge, we, V * D, 0, 0);
+    float gb[O], wb[O], gn[I];
+    CHECK_OK(mk_source_read_f32(m, (size_t)mk_source_find(m, "w.bias"), 0, O, gb, scratch));
+    for (int i = 0; i < O; i++) wb[i] = bvec[i] + bb[i] * 1.5f;
+    CHECK_CLOSE("bias + s lora_B.bias", gb, wb, O, 0, 0);
+    CHECK_OK(mk_source_read_f32(m, (size_t)mk_source_find(m, "n.weight"), 0, I, gn, scratch));
+    CHECK_CLOSE("replaced", gn, nrep, I, 0, 0);
+    mk_source_close(m);
+}
+
+/* max |B A - d| / max |d| */
+static double recon_err(const float *d, const float *B, const float *A, int m, int n, long k)
+{
+    double worst = 0, mag = 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (long q = 0; q < k; q++) s += (double)B[i * k + q] * A[q * n + j];
+            double e = fabs(s - d[i * n + j]);
+            if (e > worst) worst = e;
+            if (fabs(d[i * n + j]) > mag) mag = fabs(d[i * n + j]);
+        }
+    return worst / mag;
+}
+
+MK_TEST(lora_svd_full_rank_reconstructs)
+{
+    enum { M = 9, N = 6 };
+    float d[M * N], B[M * N], A[N * N], sv[N];
+    fill(d, M * N, 20);
+    long k = 0;
+    double kept = 0;
+    CHECK_OK(mk_lora_svd(d, M, N, 100, B, A, &k, &kept, sv, "d"));
+    CHECK_EQ_INT(k, N);
+    /* tolerance: f32 SVD, 1e-5 of the largest element */
+    double e = recon_err(d, B, A, M, N, k);
+    CHECK_MSG(e < 1e-5, "full-rank reconstruction error %g (tolerance 1e-5)", e);
+    CHECK_MSG(fabs(kept - 1.0) < 1e-12, "energy kept %.17g, want 1", kept);
+    for (int q = 1; q < N; q++) CHECK_MSG(sv[q] <= sv[q - 1], "singular values not descending at %d", q);
+    /* sign rule: the largest |U[:, q]| is positive, so B's largest |entry| per column is too */
+    for (long q = 0; q < k; q++) {
+        float best = 0;
+        for (int i = 0; i < M; i++)
+            if (fabsf(B[i * k + q]) > fabsf(best)) best = B[i * k + q];
+        CHECK_MSG(best > 0, "column %ld: largest entry %g is negative", q, (double)best);
+    }
+}
+
+MK_TEST(lora_svd_truncation_is_best_rank_k)
+{
+    /* d = sum of three rank-1 terms with known singular values 4, 2, 1 along orthogonal
+     * directions: rank 2 keeps (16 + 4) / 21 of the energy, and B A = the first two terms */
+    enum { M = 4, N = 3 };
+    const float u[3][M] = {{0.5f, 0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f, -0.5f}, {0.5f, 0.5f, -0.5f, -0.5f}};
+    const float v[3][N] = {{1, 0, 0}, {0, 0.6f, 0.8f}, {0, 0.8f, -0.6f}};
+    const float s[3] = {4, 2, 1};
+    float d[M * N] = {0}, want[M * N] = {0};
+    for (int t = 0; t < 3; t++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                d[i * N + j] += s[t] * u[t][i] * v[t][j];
+                if (t < 2) want[i * N + j] += s[t] * u[t][i] * v[t][j];
+            }
+    float B[M * 2], A[2 * N], sv[3], got[M * N];
+    long k = 0;
+    double kept = 0;
+    CHECK_OK(mk_lora_svd(d, M, N, 2, B, A, &k, &kept, sv, "d"));
+    CHECK_EQ_INT(k, 2);
+    /* tolerance: 1e-6 on values of order 1 (f32 SVD) */
+    CHECK_MSG(fabs(kept - 20.0 / 21.0) < 1e-6, "energy kept %.9f, want %.9f", kept, 20.0 / 21.0);
+    float wsv[3] = {4, 2, 1};
+    CHECK_CLOSE("singular values", sv, wsv, 3, 1e-5, 0);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) got[i * N + j] = B[i * 2] * A[j] + B[i * 2 + 1] * A[N + j];
+    CHECK_CLOSE("rank-2 approximation", got, want, M * N, 1e-5, 0);
+    /* a zero difference keeps "all" of nothing */
+    float z[M * N] = {0};
+    CHECK_OK(mk_lora_svd(z, M, N, 2, B, A, &k, &kept, NULL, "z"));
+    CHECK_MSG(kept == 1.0, "zero matrix: energy kept %g, want 1", kept);
+}
+
+MK_TEST(lora_extract_then_apply_full_rank_reproduces)
+{
+    /* base W, finetune F; delta = F - W factored at full rank; W + update == F */
+    enum { M = 12, N = 7 };
+    float W[M * N], F[M * N], d[M * N], B[M * N], A[N * N], C[M * N], got[M * N];
+    fill(W, M * N, 30);
+    fill(F, M * N, 31);
+    for (int e = 0; e < M * N; e++) F[e] = W[e] + 0.05f * F[e];
+    for (int e = 0; e < M * N; e++) d[e] = F[e] - W[e];
+    long k = 0;
+    double kept;
+    CHECK_OK(mk_lora_svd(d, M, N, N, B, A, &k, &kept, NULL, "d"));
+    /* the update kernel with C = B rows, V = A, scale 1 (alpha = r) */
+    mk_lora_update_rows(B, A, (uint64_t)k, M, N, 1.0f, C);
+    for (int e = 0; e < M * N; e++) got[e] = W[e] + C[e];
+    /* tolerance: f32 SVD of a difference of size 0.05: 1e-6 absolute */
+    CHECK_CLOSE("W + B A", got, F, M * N, 1e-6, 0);
+}
+
+MK_TEST(lora_prune_magnitude_keeps_top_k)
+{
+    float x[8] = {0.1f, -0.9f, 0.3f, -0.3f, 0.5f, 0.0f, 0.3f, -0.2f};
+    /* k = int(0.5 * 8) = 4: |x| ranks 0.9, 0.5, then three 0.3s tie -> the first two by index */
+    CHECK_OK(mk_lora_prune_magnitude(x, 8, 0.5));
+    const float want[8] = {0, -0.9f, 0.3f, -0.3f, 0.5f, 0, 0, 0};
+    CHECK_CLOSE("top-4", x, want, 8, 0, 0);
+    float y[3] = {1, 2, 3};
+    CHECK_OK(mk_lora_prune_magnitude(y, 3, 0.2)); /* k = int(0.6) = 0 */
+    const float z[3] = {0, 0, 0};
+    CHECK_CLOSE("k = 0", y, z, 3, 0, 0);
+    float w[3] = {1, 2, 3};
+    CHECK_OK(mk_lora_prune_magnitude(w, 3, 1.0));
+    const float all[3] = {1, 2, 3};
+    CHECK_CLOSE("density 1", w, all, 3, 0, 0);
+}
+
+MK_TEST(lora_ties_and_sum_as_peft)
+{
+    /* two tasks, weights 0.5 and 2: element 0 both positive -> mean of weighted; element 1
+     * signs differ, sum -1 -> majority negative -> only task 1; element 2 sum 0 -> majority
+     * positive (>= 0) -> only task 0; element 3 zeros -> 0 */
+    const float d0[4] = {1, 1, 2, 0}, d1[4] = {3, -2, -2, 0};
+    const float *d[2] = {d0, d1};
+    const float w[2] = {0.5f, 2.0f};
+    float out[4];
+    mk_lora_ties_merge(d, w, 2, 4, out);
+    const float want[4] = {(0.5f + 6.0f) / 2, -4.0f, 1.0f, 0.0f};
+    CHECK_CLOSE("ties", out, want, 4, 0, 0);
+    mk_lora_weighted_sum(d, w, 2, 4, out);
+    const float ws[4] = {6.5f, -3.5f, -3.0f, 0};
+    CHECK_CLOSE("weighted sum", out, ws, 4, 0, 0);
+}
+
+MK_TEST(lora_prune_random_rescales_and_is_keyed)
+{
+    enum { N = 20000 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    for (int i = 0; i < N; i++) x[i] = y[i] = 1.0f + (float)(i % 7);
+    mk_rng k = mk_rng_key(5, "m");
+    mk_lora_prune_random(x, N, 0.25, k, 1);
+    mk_lora_prune_random(y, N, 0.25, k, 1);
+    size_t kept = 0, bad = 0, same = 0;
+    for (int i = 0; i < N; i++) {
+        same += x[i] == y[i];
+        if (x[i] != 0) {
+            kept++;
+            bad += x[i] != (1.0f + (float)(i % 7)) / 0.25f;
+        }
+    }
+    CHECK_EQ_INT(same, N);   /* same key, same mask */
+    CHECK_EQ_INT(bad, 0);    /* survivors divided by the density */
+    /* kept share within 4 standard deviations of 0.25 (sd = sqrt(.25 .75 / N) = 0.003) */
+    CHECK_MSG(fabs((double)kept / N - 0.25) < 0.012, "kept share %g, want 0.25 +- 0.012", (double)kept / N);
+    free(x);
+    free(y);
+}
+
+MK_TEST(lora_randomized_svd_close_to_exact)
+{
+    /* a [60, 40] matrix with singular values 0.7^q (a decaying spectrum, as finetune
+     * differences have): rank 5 by randomized SVD keeps the same energy as the exact SVD and
+     * gives the same approximation, to f32 precision */
+    enum { M = 60, N = 40, K = 5 };
+    static float d[M * N], g1[M * N], g2[N * N], B1[M * K], A1[K * N], B2[M * K], A2[K * N], sv[N];
+    fill(g1, M * N, 50);
+    fill(g2, N * N, 51);
+    /* orthonormal-ish bases from exact SVDs of random matrices */
+    static float U[M * N], Vt[N * N], tmpB[M * N], tmpA[N * N];
+    long k;
+    double kept;
+    CHECK_OK(mk_lora_svd(g1, M, N, N, tmpB, tmpA, &k, &kept, sv, "g1"));
+    for (int i = 0; i < M; i++)
+        for (int q = 0; q < N; q++) U[i * N + q] = tmpB[i * N + q] / sqrtf(sv[q]);
+    CHECK_OK(mk_lora_svd(g2, N, N, N, tmpB, tmpA, &k, &kept, sv, "g2"));
+    for (int q = 0; q < N; q++)
+        for (int j = 0; j < N; j++) Vt[q * N + j] = tmpA[q * N + j] / sqrtf(sv[q]);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double acc = 0, s = 1;
+            for (int q = 0; q < N; q++, s *= 0.7) acc += (double)U[i * N + q] * s * Vt[q * N + j];
+            d[i * N + j] = (float)acc;
+        }
+    double k1, k2;
+    CHECK_OK(mk_lora_svd(d, M, N, K, B1, A1, &k, &k1, NULL, "d"));
+    CHECK_OK(mk_lora_rsvd(d, M, N, K, 2, 10, mk_rng_key(1, "d"), B2, A2, &k, &k2, "d"));
+    CHECK_EQ_INT(k, K);
+    /* tolerance: energy shares agree to 1e-5; approximations to 1e-4 of the largest element */
+    CHECK_MSG(fabs(k1 - k2) < 1e-5, "energy kept: exact %.9f, randomized %.9f", k1, k2);
+    static float r1[M * N], r2[M * N];
+    float mag = 0;
+    for (int e = 0; e < M * N; e++) mag = fmaxf(mag, fabsf(d[e]));
+    mk_lora_update_rows(B1, A1, K, M, N, 1.0f, r1);
+    mk_lora_update_rows(B2, A2, K, M, N, 1.0f, r2);
+    CHECK_CLOSE("randomized vs exact rank-5 approximation", r2, r1, M * N, 1e-4 * mag, 0);
+    /* a flat spectrum: never more than the optimum, and most of it */
+    fill(d, M * N, 52);
+    CHECK_OK(mk_lora_svd(d, M, N, K, B1, A1, &k, &k1, NULL, "flat"));
+    CHECK_OK(mk_lora_rsvd(d, M, N, K, 2, 10, mk_rng_key(1, "flat"), B2, A2, &k, &k2, "flat"));
+    CHECK_MSG(k2 <= k1 + 1e-6 && k2 >= 0.8 * k1, "flat spectrum: randomized keeps %.6f, exact %.6f", k2, k1);
+}

@@ -1,0 +1,103 @@
+#!/bin/sh
+# bench-mkz.sh - the .mkz container against plain zstd on the same safetensors files.
+#
+#   tools/bench-mkz.sh [WORKDIR]   (default $BENCH_DIR/mkz when run by `make bench`, else
+#                                   /tmp/mkz-bench; the models are made once and kept there)
+#
+# Models (mergekit-c synth: normal weights, std about 0.02, a few outliers):
+#   bf16  --hidden 2048 --layers 16 --intermediate 5504 --vocab 32000   (1.88 GB)
+#   f32   the same shape with 8 layers                                  (2.0 GB)
+#   fp8   the same shape, F8_E4M3 with --std 4 (as per-tensor scaled)   (0.94 GB)
+# For each: `pack` and `verify` at one thread (verify decodes and hashes everything), and
+# `unpack` checked byte for byte, against `zstd -1 -T1` compress/decompress on the same
+# file; `zstd -19` on a 64 MiB slice (a full run would take about 20 minutes per GB).
+# MB/s per core = input bytes / (user + sys CPU seconds) of the one-thread run; the wall
+# figure includes the disk. Env: MK (the binary; default the checkout's), MKZ_BENCH_QUICK=1
+# (small models: a smoke run), MKZ_BENCH_OUT (folder for the containers, e.g. /dev/shm to
+# keep the disk out of the wall times; default WORKDIR).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+MK=${MK:-$root/mergekit-c}
+W=${1:-${BENCH_DIR:+$BENCH_DIR/mkz}}
+W=${W:-/tmp/mkz-bench}
+OUT=${MKZ_BENCH_OUT:-$W}
+mkdir -p "$W" "$OUT"
+if ! command -v zstd >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
+    sh "$root/tools/install-deps.sh" --tools
+fi
+NPROC=$(nproc)
+
+if [ "${MKZ_BENCH_QUICK:-0}" = 1 ]; then
+    SHAPE="--hidden 512 --layers 2 --intermediate 1376 --vocab 4000"
+    SHAPE_F32=$SHAPE
+else
+    SHAPE="--hidden 2048 --layers 16 --intermediate 5504 --vocab 32000"
+    SHAPE_F32="--hidden 2048 --layers 8 --intermediate 5504 --vocab 32000"
+fi
+# model folders are named by their synth options, so a changed shape makes a new one
+folder() { echo "$W/$1-$(echo "$2" | tr -d ' -')"; }
+[ -f "$(folder bf16 "$SHAPE")/model.safetensors" ] || "$MK" synth "$(folder bf16 "$SHAPE")" $SHAPE -q -f
+[ -f "$(folder f32 "$SHAPE_F32")/model.safetensors" ] || "$MK" synth "$(folder f32 "$SHAPE_F32")" $SHAPE_F32 --dtype float32 -q -f
+[ -f "$(folder fp8 "$SHAPE")/model.safetensors" ] ||
+    "$MK" synth "$(folder fp8 "$SHAPE")" $SHAPE --dtype float8_e4m3fn --std 4 -q -f
+
+# run NAME CMD...: time a command; sets T_WALL T_CPU T_RSS (seconds, seconds, KiB)
+run() {
+    _n=$1
+    shift
+    if ! /usr/bin/time -f "%e %U %S %M" -o "$W/.time" "$@" >"$W/.out" 2>"$W/.err"; then
+        echo "bench-mkz: $_n failed: $(tail -n 3 "$W/.err")" >&2
+        exit 1
+    fi
+    read -r T_WALL _u _s T_RSS <"$W/.time"
+    T_CPU=$(echo "$_u $_s" | awk '{printf "%.3f", $1 + $2}')
+}
+mbs() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.0f", $1 / 1e6 / $2; else print "-" }'; }
+ratio() { echo "$1 $2" | awk '{ printf "%.3f", $1 / $2 }'; }
+size() { wc -c <"$1" | tr -d ' '; }
+
+echo "| model | tool | ratio | compress MB/s/core | compress MB/s wall | decompress MB/s/core | decompress MB/s wall | peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
+for m in bf16 f32 fp8; do
+    if [ $m = f32 ]; then d=$(folder $m "$SHAPE_F32"); else d=$(folder $m "$SHAPE"); fi
+    f="$d/model.safetensors"
+    raw=$(size "$f")
+    cat "$f" >/dev/null # warm the page cache: every tool reads from memory
+
+    z="$OUT/$m.mkz"
+    run "pack $m" "$MK" pack "$f" "$z" -j 1 -f -q
+    c_cpu=$T_CPU c_wall=$T_WALL c_rss=$T_RSS
+    stored=$(size "$z")
+    run "verify $m" "$MK" verify "$z" -j 1 -q
+    v_cpu=$T_CPU v_wall=$T_WALL v_rss=$T_RSS
+    rm -rf "$OUT/$m.back"
+    run "unpack $m" "$MK" unpack "$z" "$OUT/$m.back" -j 1 -q
+    cmp -s "$f" "$OUT/$m.back/model.safetensors" || { echo "bench-mkz: $m: unpack is not byte-identical" >&2; exit 1; }
+    u_wall=$T_WALL
+    rm -rf "$OUT/$m.back"
+    run "pack $m -j$NPROC" "$MK" pack "$f" "$OUT/$m-par.mkz" -j "$NPROC" -f -q
+    p_wall=$T_WALL
+    cmp -s "$z" "$OUT/$m-par.mkz" || { echo "bench-mkz: $m: pack differs between 1 and $NPROC threads" >&2; exit 1; }
+    rm -f "$OUT/$m-par.mkz"
+    rss=$(echo "$c_rss $v_rss" | awk '{ printf "%.0f", ($1 > $2 ? $1 : $2) / 1024 }')
+    echo "| $m $(echo $raw | awk '{printf "%.2f GB", $1/1e9}') | mkz level 1 | $(ratio $raw $stored) | $(mbs $raw $c_cpu) | $(mbs $raw $c_wall) | $(mbs $raw $v_cpu) | $(mbs $raw $v_wall) | $rss |"
+
+    run "zstd -1 $m" sh -c "zstd -1 -T1 -q -c '$f' >'$OUT/$m.zst'"
+    zc_cpu=$T_CPU zc_wall=$T_WALL
+    zs=$(size "$OUT/$m.zst")
+    run "zstd -d $m" sh -c "zstd -d -q -c '$OUT/$m.zst' >/dev/null"
+    echo "| | zstd -1 | $(ratio $raw $zs) | $(mbs $raw $zc_cpu) | $(mbs $raw $zc_wall) | $(mbs $raw $T_CPU) | $(mbs $raw $T_WALL) | |"
+    rm -f "$OUT/$m.zst"
+
+    head -c 67108864 "$f" >"$W/slice"
+    sl=$(size "$W/slice")
+    run "zstd -19 $m" sh -c "zstd -19 -T1 -q -c '$W/slice' >'$OUT/$m.slice.zst'"
+    s19=$(size "$OUT/$m.slice.zst")
+    s19_cpu=$T_CPU
+    run "zstd -1 slice $m" sh -c "zstd -1 -T1 -q -c '$W/slice' >'$OUT/$m.slice1.zst'"
+    s1=$(size "$OUT/$m.slice1.zst")
+    echo "| | zstd -19 (first $((sl / 1048576)) MiB; zstd -1 on them: $(ratio $sl $s1)) | $(ratio $sl $s19) | $(mbs $sl $s19_cpu) | | | | |"
+    rm -f "$OUT/$m.slice.zst" "$OUT/$m.slice1.zst" "$W/slice"
+    echo "|  | (mkz: unpack -j1 $(mbs $raw $u_wall) MB/s wall with the disk; pack -j$NPROC $(mbs $raw $p_wall) MB/s wall, same bytes) | | | | | | |"
+done
+rm -f "$W/.time" "$W/.out" "$W/.err"

@@ -1,0 +1,95 @@
+#!/bin/sh
+# make bench: merge speed as a ratio to the I/O floor measured in the same run, and peak
+# resident memory, on synthetic bf16 model pairs of about 1.5 GB and 6 GB each; then every
+# tools/bench-*.sh (other areas' benchmarks).
+#
+# I/O floor = the time plain tools take to read both inputs and write one output of the
+# same size, including the final fsync (cat IN1 > /dev/null; dd if=IN2 of=OUT conv=fsync),
+# from a cold page cache, exactly as the merge is timed.
+#
+# Each figure is the median of BENCH_REPS runs (default 3), floor and merge alternating, since
+# a shared machine is noisy; the ratio is median run / median floor.
+#
+# Env: BENCH_DIR (work folder, default ./bench-work; needs ~25 GB free for both sizes),
+#      BENCH_SIZES ("1.5G 6G" by default; e.g. "1.5G" for a quick run), BENCH_REPS,
+#      BENCH_MERGEKIT=0 to skip the timing of mergekit itself (tools venv).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+sh "$root/tools/install-deps.sh" --tools
+mk="$root/mergekit-c"
+dir=${BENCH_DIR:-$root/bench-work}
+sizes=${BENCH_SIZES:-1.5G 6G}
+mkdir -p "$dir"
+cd "$dir"
+
+reps=${BENCH_REPS:-3}
+now() { date +%s.%N; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Drop the page cache (root) or at least these files' pages, so every run reads from disk.
+cold() {
+    sync
+    if ! (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+        for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none 2>/dev/null || true; done
+    fi
+}
+peak_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6 / 1024}' "$1"; }
+
+shape() {
+    case "$1" in
+        1.5G) echo "--hidden 2048 --layers 12 --heads 16 --intermediate 5504 --vocab 32000" ;;
+        6G) echo "--hidden 4096 --layers 12 --heads 32 --intermediate 11008 --vocab 32000" ;;
+        *) echo "unknown size $1" >&2; exit 2 ;;
+    esac
+}
+
+printf '%-22s %12s %9s %9s %7s %9s\n' case bytes floor_s run_s ratio peak_MB
+for sz in $sizes; do
+    a=a-$sz b=b-$sz
+    [ -f "$a/model.safetensors" ] || "$mk" synth "$a/" $(shape "$sz") --dtype bf16 --seed 1 -q --force
+    [ -f "$b/model.safetensors" ] || "$mk" synth "$b/" --finetune-of "$a/" --delta 0.01 --seed 2 -q --force
+    printf 'merge_method: linear\nmodels:\n  - model: %s/\n    parameters:\n      weight: 0.5\n  - model: %s/\n    parameters:\n      weight: 0.5\n' "$a" "$b" >linear-$sz.yaml
+    bytes=$(stat -c %s "$a/model.safetensors")
+
+    floors= runs= peak=0
+    r=0
+    while [ $r -lt "$reps" ]; do
+        cold "$a/model.safetensors" "$b/model.safetensors"
+        t0=$(now)
+        cat "$a/model.safetensors" >/dev/null
+        dd if="$b/model.safetensors" of=floor.bin bs=8M conv=fsync status=none
+        t1=$(now)
+        rm -f floor.bin
+        floors="$floors $(sub "$t1" "$t0")"
+        cold "$a/model.safetensors" "$b/model.safetensors"
+        t0=$(now)
+        /usr/bin/time -v "$mk" linear-$sz.yaml out-$sz/ --force -q 2>time.log
+        t1=$(now)
+        runs="$runs $(sub "$t1" "$t0")"
+        p=$(peak_mb time.log)
+        [ "$p" -gt "$peak" ] && peak=$p
+        rm -rf out-$sz
+        r=$((r + 1))
+    done
+    floor=$(echo "$floors" | median)
+    run=$(echo "$runs" | median)
+    printf '%-22s %12s %9.2f %9.2f %7.2f %9s   (runs:%s; floors:%s)\n' "linear $sz" "$bytes" "$floor" "$run" "$(div "$run" "$floor")" "$peak" "$runs" "$floors"
+
+    if [ "$sz" = 1.5G ] && [ "${BENCH_MERGEKIT:-1}" = 1 ] && "$root/tools/setup-venv.sh" >/dev/null 2>&1; then
+        cold "$a/model.safetensors" "$b/model.safetensors"
+        t0=$(now)
+        /usr/bin/time -v "$root/.venv-tools/bin/mergekit-yaml" linear-$sz.yaml ref-$sz/ --quiet >/dev/null 2>time.log
+        t1=$(now)
+        ref=$(sub "$t1" "$t0")
+        printf '%-22s %12s %9.2f %9.2f %7.2f %9s   (mergekit-c is %sx faster)\n' "mergekit linear $sz" "$bytes" "$floor" "$ref" \
+            "$(div "$ref" "$floor")" "$(peak_mb time.log)" "$(div "$ref" "$run")"
+        rm -rf ref-$sz
+    fi
+done
+
+for s in "$root"/tools/bench-*.sh; do
+    [ -e "$s" ] || continue
+    echo "== $(basename "$s")"
+    BENCH_DIR=$dir sh "$s"
+done
