@@ -21,32 +21,10 @@ mk_rng mk_rng_key(uint64_t seed, const char *name)
     return (mk_rng){(uint32_t)h, (uint32_t)(h >> 32)};
 }
 
-void mk_rng_block(mk_rng key, uint64_t stream, uint64_t counter, uint32_t out[4])
-{
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32);
-    uint32_t c2 = (uint32_t)stream, c3 = (uint32_t)(stream >> 32);
-    uint32_t k0 = key.k0, k1 = key.k1;
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)PHILOX_M0 * c0, p1 = (uint64_t)PHILOX_M1 * c2;
-        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-        uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-        k0 += PHILOX_W0;
-        k1 += PHILOX_W1;
-    }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
-}
-
 void mk_rng_blocks(mk_rng key, uint64_t stream, uint64_t counter0, size_t n, uint32_t *out)
 {
     const uint32_t c2i = (uint32_t)stream, c3i = (uint32_t)(stream >> 32);
-    /* the same rounds as mk_rng_block, one block per iteration: vectorisable */
+    /* Philox4x32-10: ten rounds per block, one block per iteration (vectorisable) */
 #pragma omp simd
     for (size_t b = 0; b < n; b++) {
         uint64_t counter = counter0 + b;
@@ -68,6 +46,11 @@ void mk_rng_blocks(mk_rng key, uint64_t stream, uint64_t counter0, size_t n, uin
         out[4 * b + 2] = c2;
         out[4 * b + 3] = c3;
     }
+}
+
+void mk_rng_block(mk_rng key, uint64_t stream, uint64_t counter, uint32_t out[4])
+{
+    mk_rng_blocks(key, stream, counter, 1, out);
 }
 
 uint32_t mk_rng_u32(mk_rng key, uint64_t stream, uint64_t index)
