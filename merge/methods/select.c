@@ -23,7 +23,9 @@ mk_status mk_sel_init(mk_select *s, uint64_t n, uint64_t n_chunks, size_t n_stre
         q->lo_hist = mk_calloc(MK_SEL_BINS, sizeof *q->lo_hist);
         q->bin_chunk = mk_calloc(n_chunks ? n_chunks : 1, sizeof *q->bin_chunk);
         q->eq_before = mk_calloc(n_chunks ? n_chunks : 1, sizeof *q->eq_before);
-        if (!q->lo_hist || !q->bin_chunk || !q->eq_before) {
+        q->win = mk_calloc((size_t)(n_chunks ? n_chunks : 1) * MK_SEL_WIN, sizeof *q->win);
+        q->win_lo = mk_calloc(n_chunks ? n_chunks : 1, sizeof *q->win_lo);
+        if (!q->lo_hist || !q->bin_chunk || !q->eq_before || !q->win || !q->win_lo) {
             mk_sel_free(s);
             return MK_ERR_NOMEM;
         }
@@ -38,6 +40,8 @@ void mk_sel_free(mk_select *s)
         free(s->q[i].lo_hist);
         free(s->q[i].bin_chunk);
         free(s->q[i].eq_before);
+        free(s->q[i].win);
+        free(s->q[i].win_lo);
     }
     free(s->q);
     free(s->hi_hist);
@@ -96,6 +100,42 @@ static uint32_t find_bin(const uint64_t *hist, uint64_t r, bool desc, uint64_t *
     MK_BUG("select: rank beyond the histogram");
 }
 
+/* HI pass: for each cut query on stream st, the chunk's counts of the MK_SEL_WIN bins
+ * around the bin where this chunk's own cut would fall (same rank fraction). Only useful
+ * when the bin is the whole key (no low bits), else recorded as absent. */
+static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t *h, uint64_t n, bool whole_keys)
+{
+    for (size_t qi = 0; qi < s->n_queries; qi++) {
+        mk_sel_query *q = &s->q[qi];
+        if (q->done || q->value || q->stream != st) continue;
+        q->win_lo[chunk] = MK_SEL_NO_WIN;
+        if (!whole_keys || !n) continue;
+        uint64_t r = (uint64_t)((double)q->pos / (double)s->n * (double)n), cum = 0;
+        if (r >= n) r = n - 1;
+        uint32_t b = 0;
+        for (uint32_t i = 0; i < MK_SEL_BINS; i++) {
+            b = q->desc ? MK_SEL_BINS - 1 - i : i;
+            cum += h[b];
+            if (cum > r) break;
+        }
+        uint32_t lo = b < MK_SEL_WIN / 2 ? 0 : b - MK_SEL_WIN / 2;
+        if (lo > MK_SEL_BINS - MK_SEL_WIN) lo = MK_SEL_BINS - MK_SEL_WIN;
+        q->win_lo[chunk] = lo;
+        memcpy(q->win + chunk * MK_SEL_WIN, h + lo, MK_SEL_WIN * sizeof *h);
+    }
+}
+
+/* The windows of every chunk hold bin `bin`: per-chunk counts from them. */
+static bool counts_from_windows(const mk_select *s, mk_sel_query *q, uint32_t bin)
+{
+    for (uint64_t c = 0; c < s->n_chunks; c++) {
+        uint32_t lo = q->win_lo[c];
+        if (lo == MK_SEL_NO_WIN || bin < lo || bin >= lo + MK_SEL_WIN) return false;
+    }
+    for (uint64_t c = 0; c < s->n_chunks; c++) q->eq_before[c] = q->win[c * MK_SEL_WIN + (bin - q->win_lo[c])];
+    return true;
+}
+
 mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
     if (s->phase == MK_SEL_HI) {
@@ -109,6 +149,7 @@ mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *
             h[keys[i] >> 16]++;
             lo_or |= keys[i];
         }
+        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0);
         uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
         for (uint64_t i = 0; i < n; i++) {
             uint32_t b = keys[i] >> 16;
@@ -174,6 +215,11 @@ bool mk_sel_next(mk_select *s)
                 q->strict = before;
                 q->equal = h[q->hi];
                 after_key(q);
+                if (q->need_tie && counts_from_windows(s, q, q->hi)) {
+                    prefix(q->eq_before, s->n_chunks);
+                    q->need_tie = false;
+                    q->done = true;
+                }
             } else {
                 q->strict = before; /* completed by the LO pass */
                 need_lo = true;

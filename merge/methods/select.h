@@ -13,9 +13,11 @@
  *   LO   histogram of the low 16 bits inside that bin, and per-chunk bin counts ->
  *        the cut key (skipped when every key's low bits are 0, e.g. bf16 data)
  *   TIE  per-chunk counts of keys equal to the cut key, only when the cut splits a run
- *        of equal keys and the LO pass could not count them
+ *        of equal keys and neither the LO pass nor the HI pass's per-chunk windows around
+ *        each chunk's own cut (MK_SEL_WIN) counted them
  * Counts are integers added atomically, so the result is the same at any thread count
- * and chunk order. Memory: 512 KiB per stream and per query, plus 16 bytes per chunk.
+ * and chunk order. Memory: 512 KiB per stream and per query, plus 276 bytes per chunk and
+ * query.
  * Must not: read tensors itself or allocate per element.
  */
 #ifndef MK_SELECT_H
@@ -24,6 +26,10 @@
 #include "../../core/mk_core.h"
 
 #define MK_SEL_BINS 65536u
+/* Bins of each chunk's own histogram kept around the chunk's local cut (HI pass): when
+ * every chunk's window holds the global cut bin, bf16-like keys need no TIE pass. */
+#define MK_SEL_WIN 64u
+#define MK_SEL_NO_WIN UINT32_MAX
 
 typedef enum mk_sel_phase { MK_SEL_HI = 0, MK_SEL_LO, MK_SEL_TIE, MK_SEL_DONE } mk_sel_phase;
 
@@ -43,6 +49,8 @@ typedef struct mk_sel_query {
     uint64_t *lo_hist;   /* [MK_SEL_BINS] */
     uint64_t *bin_chunk; /* [n_chunks] keys in bin `hi` per chunk (LO pass) */
     uint64_t *eq_before; /* [n_chunks] keys equal to `key` in earlier chunks */
+    uint32_t *win;       /* [n_chunks][MK_SEL_WIN] counts of bins win_lo[c] ... */
+    uint32_t *win_lo;    /* [n_chunks] first bin of chunk c's window, or MK_SEL_NO_WIN */
     bool need_tie;
 } mk_sel_query;
 

@@ -57,7 +57,8 @@ static void run_select(const uint32_t *keys, uint64_t n, uint64_t chunk, uint64_
     mk_sel_free(&s);
 }
 
-static void check_select(const char *what, const uint32_t *keys, uint64_t n, uint64_t chunk, uint64_t pos, bool desc)
+/* Returns the passes the selection took. */
+static int check_select(const char *what, const uint32_t *keys, uint64_t n, uint64_t chunk, uint64_t pos, bool desc)
 {
     kv *v = malloc(n * sizeof *v);
     uint8_t *want = calloc(n, 1), *got = calloc(n, 1);
@@ -76,12 +77,14 @@ static void check_select(const char *what, const uint32_t *keys, uint64_t n, uin
     free(v);
     free(want);
     free(got);
+    return passes;
 }
 
 MK_TEST(select_matches_sort_with_ties)
 {
     const uint64_t n = 20011;
     uint32_t *k_f32 = malloc(n * 4), *k_bf16 = malloc(n * 4), *k_few = malloc(n * 4), *k_lo = malloc(n * 4);
+    uint32_t *k_drift = malloc(n * 4);
     mk_rng key = mk_rng_key(7, "select");
     for (uint64_t i = 0; i < n; i++) {
         float x = (mk_rng_uniform(key, 0, i) - 0.5f) * 0.1f;
@@ -90,21 +93,29 @@ MK_TEST(select_matches_sort_with_ties)
         k_few[i] = mk_rng_u32(key, 1, i) % 5;               /* one top bin, huge ties */
         /* equal keys spread over one top bin with several low values: needs the TIE pass */
         k_lo[i] = 0x3c000000u | (mk_rng_u32(key, 2, i) % 3);
+        /* bf16-like keys whose scale grows along the tensor: chunks' own cuts lie far
+         * apart, so their windows miss the global cut and the TIE pass must count */
+        k_drift[i] = mk_key_abs(mk_dtype_round(MK_BF16, x * (1.0f + (float)i / 200.0f)));
     }
     uint64_t poss[] = {0, 1, 2, 777, n / 2, n - 1, n};
     uint64_t chunks[] = {1000, 4096, n};
+    int one_pass = 0, tie_pass = 0;
     for (size_t c = 0; c < 3; c++)
         for (size_t p = 0; p < sizeof poss / sizeof poss[0]; p++)
             for (int d = 0; d < 2; d++) {
                 check_select("f32 magnitudes", k_f32, n, chunks[c], poss[p], d);
-                check_select("bf16 magnitudes", k_bf16, n, chunks[c], poss[p], d);
+                one_pass += check_select("bf16 magnitudes", k_bf16, n, chunks[c], poss[p], d) == 1;
                 check_select("five keys", k_few, n, chunks[c], poss[p], d);
                 check_select("three low values", k_lo, n, chunks[c], poss[p], d);
+                tie_pass += check_select("drifting bf16 magnitudes", k_drift, n, chunks[c], poss[p], d) == 2;
             }
+    /* both ways of counting ties ran: chunk windows (one pass) and the TIE pass */
+    CHECK_MSG(one_pass >= 20 && tie_pass >= 5, "one-pass bf16 selections %d, with a TIE pass %d", one_pass, tie_pass);
     free(k_f32);
     free(k_bf16);
     free(k_few);
     free(k_lo);
+    free(k_drift);
 }
 
 MK_TEST(select_signed_keys_order)
