@@ -210,4 +210,31 @@ rc bad-dtype "dtype 'float8' is not supported"
 printf 'merge_method: linear\nmodels:\n  - model: /nonexistent/model\n' >"$in"
 rc missing-model "model '/nonexistent/model' not found"
 
+# ---- compressed containers that lie (forged with their checksums recomputed) --------------------
+py="$root/.venv-tools/bin/python"
+"$root/tools/setup-venv.sh"
+w=$(mktemp -d)
+"$mk" synth "$w/small/" --hidden 16 --layers 1 --heads 2 --intermediate 16 --vocab 16 -q
+"$mk" synth "$w/large/" --hidden 256 --layers 1 --heads 2 --intermediate 16 --vocab 260 --tie -q
+rm -f "$w"/*/tokenizer.json
+"$mk" pack "$w/small/" "$w/small.mkz" -q
+"$mk" pack "$w/large/" "$w/large.mkz" -q
+"$py" "$root/tools/make-bad-mkz.py" "$w/small.mkz" "$w/large.mkz" "$w/forged"
+# mkz NAME REGEX [CMD]: verify (or CMD on) the forged container m.mkz
+mkz() {
+    case_dir "mkz-$1" 1 "$2" "${3:-verify m.mkz}"
+    cp "$w/forged/$1.mkz" m.mkz
+}
+mkz frame-size "m.mkz: tensor model.embed_tokens.weight: block 0 plane 1: the zstd frame declares 4294967280 bytes"
+mkz frame-size "m.mkz: tensor model.embed_tokens.weight: block 0 plane 1: the zstd frame declares 4294967280 bytes" "r.yaml out/"
+printf 'merge_method: passthrough\nmodels:\n  - model: m.mkz\n' >r.yaml
+mkz raw-size "m.mkz: index damaged: tensor [a-z_.0-9]+: 1152921504606846976 bytes recorded, its shape and dtype need"
+mkz block-count "m.mkz: index damaged: tensor [a-z_.0-9]+: blocks \[[0-9]+, \+[0-9]+\) where \[[0-9]+, \+[0-9]+\) was expected"
+mkz index-counts "m.mkz: index damaged: .* do not add up to the index size"
+mkz index-size "m.mkz: footer damaged or file truncated: index of 1099511627776 bytes"
+mkz file-name "m.mkz: index damaged: file [0-9]+: '../onfig.js' is not a plain file name"
+mkz plane-bound "m.mkz: index damaged: byte stream [0-9]+: block 0 plane 0: method 1 with 2147483647 bytes for [0-9]+ raw bytes"
+mkz plane-bound "m.mkz: index damaged" "inspect m.mkz"
+rm -rf "$w"
+
 echo "tests/bad: $n cases"
