@@ -74,6 +74,70 @@ static char *py_to_ere(const char *py, const char *what, const char *key, mk_sta
     return b.data ? b.data : mk_strdup("");
 }
 
+/* glibc's regcomp copies the sub-expression under `+` and `{n,m}` (x+ is compiled as x x*), so
+ * stacked or nested repetitions grow the compiled program exponentially: a hostile adapter
+ * exhausted gigabytes with a 700-byte exclude_modules pattern (found by fuzz_peft). Estimate
+ * the compiled size of an ERE and refuse it over a bound that no real module pattern nears. */
+#define RE_MAX_COST 20000.0
+
+static bool ere_too_costly(const char *e)
+{
+    double stack[64], cur = 0, last = 0;
+    int depth = 0;
+    for (const char *p = e; *p; p++) {
+        switch (*p) {
+        case '\\':
+            if (p[1]) p++;
+            cur += 1;
+            last = 1;
+            break;
+        case '[':
+            p++;
+            if (*p == '^') p++;
+            if (*p == ']') p++;
+            while (*p && *p != ']') p++;
+            if (!*p) return false; /* unterminated: regcomp reports it */
+            cur += 1;
+            last = 1;
+            break;
+        case '(':
+            if (depth == 64) return true;
+            stack[depth++] = cur;
+            cur = 0;
+            last = 0;
+            break;
+        case ')':
+            if (depth == 0) return false; /* unbalanced: regcomp reports it */
+            last = cur;
+            cur = stack[--depth] + cur;
+            break;
+        case '+':
+            cur += last;
+            last *= 2;
+            break;
+        case '{': {
+            double n = 0, m = -1;
+            const char *q = p + 1;
+            while (*q >= '0' && *q <= '9' && n < 1e6) n = n * 10 + (*q++ - '0');
+            if (*q == ',') {
+                q++;
+                if (*q >= '0' && *q <= '9') m = 0;
+                while (*q >= '0' && *q <= '9' && m < 1e6) m = m * 10 + (*q++ - '0');
+            }
+            double k = (m > n ? m : n) + 1;
+            cur += last * (k - 1);
+            last *= k;
+            break;
+        }
+        default:
+            cur += 1;
+            last = 1;
+        }
+        if (cur > RE_MAX_COST) return true;
+    }
+    return cur > RE_MAX_COST;
+}
+
 /* Compile `^(prefix)(body)(suffix)$` from a Python expression. */
 static mk_status compile_re(regex_t *re, const char *prefix, const char *py, const char *suffix, const char *what,
                             const char *key)
@@ -81,6 +145,10 @@ static mk_status compile_re(regex_t *re, const char *prefix, const char *py, con
     mk_status st;
     char *ere = py_to_ere(py, what, key, &st);
     if (!ere) return st;
+    if (ere_too_costly(ere)) {
+        free(ere);
+        return mk_error(MK_ERR_FORMAT, "%s: %s: regular expression is too complex (nested or stacked repetitions)", what, key);
+    }
     char *full = mk_asprintf("^%s(%s)%s$", prefix, ere, suffix);
     free(ere);
     if (!full) return MK_ERR_NOMEM;

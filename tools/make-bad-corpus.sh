@@ -210,6 +210,14 @@ rc bad-dtype "dtype 'float8' is not supported"
 printf 'merge_method: linear\nmodels:\n  - model: /nonexistent/model\n' >"$in"
 rc missing-model "model '/nonexistent/model' not found"
 
+# ---- PEFT adapters ------------------------------------------------------------------------------------
+case_dir adapter-regex-blowup 1 "ad/adapter_config.json: target_modules: regular expression is too complex" "lora apply m/ ad/ out/"
+"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
+rm -f m/tokenizer.json
+mkdir ad
+printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": "((((((((((((((((q+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+_proj"}' >ad/adapter_config.json
+{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
+
 # ---- compressed containers that lie (forged with their checksums recomputed) --------------------
 py="$root/.venv-tools/bin/python"
 "$root/tools/setup-venv.sh"
