@@ -47,8 +47,9 @@ shape() {
 printf '%-22s %12s %9s %9s %7s %9s\n' case bytes floor_s run_s ratio peak_MB
 for sz in $sizes; do
     a=a-$sz b=b-$sz
-    [ -f "$a/model.safetensors" ] || "$mk" synth "$a/" $(shape "$sz") --dtype bf16 --seed 1 -q --force
-    [ -f "$b/model.safetensors" ] || "$mk" synth "$b/" --finetune-of "$a/" --delta 0.01 --seed 2 -q --force
+    # one file per model (--out-shard-size 1T), so the floor can read it with plain tools
+    [ -f "$a/model.safetensors" ] || "$mk" synth "$a/" $(shape "$sz") --dtype bf16 --seed 1 -q --force --out-shard-size 1T
+    [ -f "$b/model.safetensors" ] || "$mk" synth "$b/" --finetune-of "$a/" --delta 0.01 --seed 2 -q --force --out-shard-size 1T
     printf 'merge_method: linear\nmodels:\n  - model: %s/\n    parameters:\n      weight: 0.5\n  - model: %s/\n    parameters:\n      weight: 0.5\n' "$a" "$b" >linear-$sz.yaml
     bytes=$(stat -c %s "$a/model.safetensors")
 
