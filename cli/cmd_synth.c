@@ -10,6 +10,7 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
+#include "../core/mk_parallel.h"
 #include "../core/mk_rng.h"
 #include "../formats/safetensors.h"
 
@@ -17,12 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#define MK_OMP(x) _Pragma(x)
-#else
-#define MK_OMP(x)
-#endif
 
 #define SYNTH_CHUNK (1u << 20)
 #define OUTLIER_RATE (1.0 / 5000.0)
@@ -292,6 +287,28 @@ static void writer_close(writer *w, bool ok)
 
 typedef void (*gen_fn)(void *ctx, size_t ti, uint64_t e0, uint64_t n, float *out);
 
+typedef struct gen_pass {
+    writer *w;
+    const mk_tensor_info *t;
+    size_t ti;
+    gen_fn fn;
+    void *ctx;
+} gen_pass;
+
+static void *gen_tls_new(void *ctx)
+{
+    (void)ctx;
+    return mk_malloc(SYNTH_CHUNK * sizeof(float));
+}
+
+static mk_status gen_chunk(void *ctx, uint64_t c, void *buf)
+{
+    const gen_pass *g = ctx;
+    uint64_t e0 = c * SYNTH_CHUNK, n = g->t->numel - e0 < SYNTH_CHUNK ? g->t->numel - e0 : SYNTH_CHUNK;
+    g->fn(g->ctx, g->ti, e0, n, buf);
+    return g->w->cons.ops->rows(&g->w->cons, g->ti, e0, buf, n);
+}
+
 /* Generate every tensor chunk by chunk, in parallel, through the plain consumer. */
 static mk_status generate(writer *w, const mk_tensor_info *infos, size_t n, gen_fn fn, void *ctx, mk_progress *prog)
 {
@@ -299,36 +316,12 @@ static mk_status generate(writer *w, const mk_tensor_info *infos, size_t n, gen_
     for (size_t i = 0; i < n; i++) total += infos[i].nbytes;
     for (size_t ti = 0; ti < n; ti++) {
         const mk_tensor_info *t = &infos[ti];
-        uint64_t nch = (t->numel + SYNTH_CHUNK - 1) / SYNTH_CHUNK;
-        mk_status first = w->cons.ops->begin(&w->cons, ti, t);
-        char msg[1024] = "";
-        if (first != MK_OK) return first;
-        MK_OMP("omp parallel")
-        {
-            float *buf = malloc(SYNTH_CHUNK * sizeof(float));
-            MK_OMP("omp for schedule(dynamic, 1)")
-            for (int64_t c = 0; c < (int64_t)nch; c++) {
-                uint64_t e0 = (uint64_t)c * SYNTH_CHUNK, cn = t->numel - e0 < SYNTH_CHUNK ? t->numel - e0 : SYNTH_CHUNK;
-                mk_status s = buf ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
-                if (s == MK_OK) {
-                    fn(ctx, ti, e0, cn, buf);
-                    s = w->cons.ops->rows(&w->cons, ti, e0, buf, cn);
-                }
-                if (s != MK_OK) {
-                    MK_OMP("omp critical(synth_err)")
-                    if (first == MK_OK) {
-                        first = s;
-                        snprintf(msg, sizeof msg, "%s", mk_errmsg());
-                    }
-                }
-            }
-            free(buf);
-        }
-        if (first != MK_OK) return mk_error(first, "%s", msg);
+        gen_pass g = {w, t, ti, fn, ctx};
+        MK_TRY(w->cons.ops->begin(&w->cons, ti, t));
+        MK_TRY(mk_parallel_chunks((t->numel + SYNTH_CHUNK - 1) / SYNTH_CHUNK, gen_chunk, &g, gen_tls_new, free));
         MK_TRY(w->cons.ops->end(&w->cons, ti));
         done += t->nbytes;
         mk_progress_cb(prog, ti + 1, n, done, total, t->name);
-        if (mk_interrupted()) return mk_error(MK_ERR_IO, "interrupted");
     }
     return MK_OK;
 }

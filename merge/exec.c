@@ -2,6 +2,7 @@
 #include "exec.h"
 
 #include "../core/mk_io.h"
+#include "../core/mk_parallel.h"
 #include "../core/mk_thread.h"
 
 #include <math.h>
@@ -93,71 +94,80 @@ static void release_input(const exec_state *ex, size_t k, uint64_t row0, uint64_
     src->ops->release(src, pi->tensor, row0 * pi->src_cols * es, nrows * pi->src_cols * es);
 }
 
+/* One pass of a method over every chunk of the current tensor. */
+typedef struct pass_ctx {
+    const mk_merge_job *job;
+    exec_state *ex;
+    mk_chunk_fn fn;
+    void *user;
+    bool emit;
+    uint64_t max_elems;
+} pass_ctx;
+
+/* Per thread: every input's chunk and the output chunk as f32, and a raw-read scratch. */
+typedef struct pass_tls {
+    float *buf;
+    void *scratch;
+    const float **in;
+} pass_tls;
+
+static void pass_tls_free(void *p)
+{
+    pass_tls *t = p;
+    if (!t) return;
+    free(t->buf);
+    free(t->scratch);
+    free(t->in);
+    free(t);
+}
+
+static void *pass_tls_new(void *ctx)
+{
+    const pass_ctx *pc = ctx;
+    size_t nin = pc->job->n_in;
+    pass_tls *t = calloc(1, sizeof *t);
+    if (t) {
+        t->buf = malloc((size_t)((nin + 1) * pc->max_elems * sizeof(float)) + 1);
+        t->scratch = malloc((size_t)(pc->max_elems * 8) + 1);
+        t->in = malloc((nin + 1) * sizeof *t->in);
+    }
+    if (!t || !t->buf || !t->scratch || !t->in) {
+        pass_tls_free(t);
+        mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
+        return NULL;
+    }
+    return t;
+}
+
+static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
+{
+    const pass_ctx *pc = ctx;
+    pass_tls *t = tlsp;
+    const mk_merge_job *job = pc->job;
+    exec_state *ex = pc->ex;
+    const uint64_t rpc = ex->rows_per_chunk, cols = job->cols, max_elems = pc->max_elems;
+    const size_t nin = job->n_in;
+    uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
+    mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, t->in, t->buf + nin * max_elems};
+    mk_status st = MK_OK;
+    for (size_t k = 0; k < nin && st == MK_OK; k++) {
+        float *dst = t->buf + k * max_elems;
+        t->in[k] = dst;
+        st = read_input(ex, k, row0, nrows, dst, t->scratch);
+        if (st == MK_OK && !ex->scanned) note_nonfinite(ex, k, ch.elem0, dst, ch.n);
+    }
+    if (st == MK_OK) st = pc->fn(job, &ch, pc->user);
+    if (st == MK_OK && pc->emit) st = ex->c->ops->rows(ex->c, ex->ti, ch.elem0, ch.out, ch.n);
+    for (size_t k = 0; k < nin; k++) release_input(ex, k, row0, nrows);
+    return st;
+}
+
 static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
 {
     exec_state *ex = job->exec;
-    const uint64_t nch = job->n_chunks, rpc = ex->rows_per_chunk, cols = job->cols;
-    const size_t nin = job->n_in;
-    uint64_t max_elems = rpc * cols < job->numel ? rpc * cols : job->numel;
-    mk_status first = MK_OK;
-    uint64_t first_chunk = UINT64_MAX;
-    char first_msg[1024] = "";
-    int stop = 0;
-
-    MK_OMP("omp parallel")
-    {
-        float *buf = malloc((size_t)((nin + 1) * max_elems * sizeof(float)) + 1);
-        void *scratch = malloc((size_t)(max_elems * 8) + 1);
-        const float **in = malloc((nin + 1) * sizeof *in);
-        mk_status tst = (buf && scratch && in) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
-        if (tst != MK_OK) {
-            MK_OMP("omp critical(mk_exec_err)")
-            {
-                if (first == MK_OK) {
-                    first = tst;
-                    snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
-                }
-                stop = 1;
-            }
-        }
-        MK_OMP("omp for schedule(dynamic, 1)")
-        for (int64_t ci = 0; ci < (int64_t)nch; ci++) {
-            int stopped;
-            MK_OMP("omp atomic read")
-            stopped = stop;
-            if (stopped || tst != MK_OK) continue;
-            uint64_t c = (uint64_t)ci;
-            uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
-            mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, in, buf + nin * max_elems};
-            mk_status st = MK_OK;
-            for (size_t k = 0; k < nin && st == MK_OK; k++) {
-                float *dst = buf + k * max_elems;
-                in[k] = dst;
-                st = read_input(ex, k, row0, nrows, dst, scratch);
-                if (st == MK_OK && !ex->scanned) note_nonfinite(ex, k, ch.elem0, dst, ch.n);
-            }
-            if (st == MK_OK) st = fn(job, &ch, user);
-            if (st == MK_OK && emit) st = ex->c->ops->rows(ex->c, ex->ti, ch.elem0, ch.out, ch.n);
-            for (size_t k = 0; k < nin; k++) release_input(ex, k, row0, nrows);
-            if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");
-            if (st != MK_OK) {
-                MK_OMP("omp critical(mk_exec_err)")
-                {
-                    if (c < first_chunk) {
-                        first = st;
-                        first_chunk = c;
-                        snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
-                    }
-                }
-                MK_OMP("omp atomic write")
-                stop = 1;
-            }
-        }
-        free(buf);
-        free(scratch);
-        free(in);
-    }
-    if (first != MK_OK) return mk_error(first, "%s", first_msg);
+    uint64_t span = ex->rows_per_chunk * job->cols;
+    pass_ctx pc = {job, ex, fn, user, emit, span < job->numel ? span : job->numel};
+    MK_TRY(mk_parallel_chunks(job->n_chunks, pass_chunk, &pc, pass_tls_new, pass_tls_free));
     if (!ex->scanned) {
         ex->scanned = true;
         MK_TRY(report_nonfinite(ex));
@@ -173,49 +183,26 @@ static mk_status identity_chunk(const mk_merge_job *job, const mk_chunk *ch, voi
     return MK_OK;
 }
 
-/* Copy the single input's bytes unchanged (same dtype, same shape). */
+/* Copy the single input's bytes unchanged (same dtype, same shape), counting NaN/Inf. */
+static mk_status raw_slice(void *ctx, uint64_t off, const void *p, uint64_t len)
+{
+    exec_state *ex = ctx;
+    mk_dtype dt = input_source(ex, 0)->tensors[ex->pt->in[0].tensor].dtype;
+    unsigned es = mk_dtype_size(dt);
+    size_t f = 0, bad = mk_dtype_count_nonfinite(dt, p, (size_t)(len / es), &f);
+    if (bad) {
+        if (!ex->bad[0]) ex->first[0] = off / es + f;
+        ex->bad[0] += bad;
+    }
+    return ex->c->ops->raw(ex->c, ex->ti, off, p, len);
+}
+
 static mk_status copy_raw(exec_state *ex)
 {
-    mk_source *src = input_source(ex, 0);
-    size_t ti = ex->pt->in[0].tensor;
-    uint64_t total = src->tensors[ti].nbytes, step = 8u << 20;
-    void *buf = NULL;
-    mk_status s = MK_OK;
-    for (uint64_t off = 0; off < total && s == MK_OK; off += step) {
-        uint64_t len = total - off < step ? total - off : step;
-        const void *p = src->ops->borrow ? src->ops->borrow(src, ti, off, len) : NULL;
-        if (!p) {
-            if (!buf && !(buf = mk_malloc((size_t)step))) return MK_ERR_NOMEM;
-            s = src->ops->read(src, ti, off, len, buf);
-            p = buf;
-        }
-        if (s == MK_OK) {
-            mk_dtype dt = src->tensors[ti].dtype;
-            unsigned es = mk_dtype_size(dt);
-            size_t f = 0, bad = mk_dtype_count_nonfinite(dt, p, (size_t)(len / es), &f);
-            if (bad) {
-                if (!ex->bad[0]) ex->first[0] = off / es + f;
-                ex->bad[0] += bad;
-            }
-            s = ex->c->ops->raw(ex->c, ex->ti, off, p, len);
-        }
-        if (src->ops->release) src->ops->release(src, ti, off, len);
-        if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");
-    }
-    free(buf);
+    mk_status s = mk_source_copy_raw(input_source(ex, 0), ex->pt->in[0].tensor, raw_slice, ex);
     ex->scanned = true;
     if (s == MK_OK) s = report_nonfinite(ex);
     return s;
-}
-
-static uint64_t gcd64(uint64_t a, uint64_t b)
-{
-    while (b) {
-        uint64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
 }
 
 mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
@@ -247,10 +234,7 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
         uint64_t align = c->ops->align ? c->ops->align(c, &pt->out) : 1;
         if (!align) align = 1;
         /* chunks are whole rows whose element count is a multiple of `align` */
-        uint64_t unit = align / gcd64(cols, align);
-        uint64_t rpc = chunk / cols;
-        if (rpc < unit) rpc = unit;
-        rpc -= rpc % unit;
+        uint64_t rpc = mk_rows_per_chunk(cols, align, chunk);
         ex.rows_per_chunk = rpc;
         job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
 

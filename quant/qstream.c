@@ -6,119 +6,85 @@
 #include "quant.h"
 
 #include "../core/mk_io.h"
+#include "../core/mk_parallel.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#define MK_OMP(x) _Pragma(x)
-#else
-#define MK_OMP(x)
-#endif
-
 #define QSTREAM_CHUNK (1u << 18) /* 1 MiB of f32: the passes over a chunk stay in L2 */
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
 
-static uint64_t gcd64(uint64_t a, uint64_t b)
-{
-    while (b) {
-        uint64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
-/* Rows per chunk: about `chunk` elements, a multiple of the rows that make `align`. */
-static uint64_t rows_per_chunk(uint64_t cols, uint64_t align, uint64_t chunk)
-{
-    if (!align) align = 1;
-    uint64_t unit = align / gcd64(cols, align);
-    uint64_t rpc = chunk / cols;
-    if (rpc < unit) rpc = unit;
-    return rpc - rpc % unit;
-}
-
 /* One pass over source tensor si (numel elements in rows of `cols`), calling fn per chunk. */
+typedef struct qpass {
+    mk_source *src;
+    size_t si, i;
+    uint64_t cols, rpc, rows, max_elems;
+    unsigned es;
+    chunk_fn fn;
+    void *ctx;
+} qpass;
+
+typedef struct qpass_tls {
+    float *buf;
+    void *scratch;
+} qpass_tls;
+
+static void qpass_tls_free(void *p)
+{
+    qpass_tls *t = p;
+    if (!t) return;
+    free(t->buf);
+    free(t->scratch);
+    free(t);
+}
+
+static void *qpass_tls_new(void *ctx)
+{
+    const qpass *q = ctx;
+    qpass_tls *t = calloc(1, sizeof *t);
+    if (t) {
+        t->buf = malloc((size_t)(q->max_elems * sizeof(float)) + 1);
+        t->scratch = malloc((size_t)(q->max_elems * (q->es > 4 ? q->es : 4)) + 1);
+    }
+    if (!t || !t->buf || !t->scratch) {
+        qpass_tls_free(t);
+        mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
+        return NULL;
+    }
+    return t;
+}
+
+static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
+{
+    const qpass *q = ctx;
+    qpass_tls *t = tlsp;
+    uint64_t e0 = c * q->rpc * q->cols;
+    uint64_t n = (q->rows - c * q->rpc < q->rpc ? q->rows - c * q->rpc : q->rpc) * q->cols;
+    mk_status st = mk_source_read_f32(q->src, q->si, e0, n, t->buf, t->scratch);
+    if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, t->buf, n);
+    if (q->src->ops->release) q->src->ops->release(q->src, q->si, e0 * q->es, n * q->es);
+    return st;
+}
+
 static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
 {
     const mk_tensor_info *t = &src->tensors[si];
-    const uint64_t rows = cols ? t->numel / cols : 0, nch = (rows + rpc - 1) / rpc;
-    const uint64_t max_elems = rpc * cols < t->numel ? rpc * cols : t->numel;
-    const unsigned es = mk_dtype_size(t->dtype);
-    mk_status first = MK_OK;
-    uint64_t first_chunk = UINT64_MAX;
-    char first_msg[1024] = "";
-    int stop = 0;
-    MK_OMP("omp parallel")
-    {
-        float *buf = malloc((size_t)(max_elems * sizeof(float)) + 1);
-        void *scratch = malloc((size_t)(max_elems * (es > 4 ? es : 4)) + 1);
-        mk_status tst = buf && scratch ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
-        if (tst != MK_OK) {
-            MK_OMP("omp critical(mk_qstream_err)")
-            {
-                if (first == MK_OK) {
-                    first = tst;
-                    snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
-                }
-            }
-            MK_OMP("omp atomic write")
-            stop = 1;
-        }
-        MK_OMP("omp for schedule(dynamic, 1)")
-        for (int64_t ci = 0; ci < (int64_t)nch; ci++) {
-            int stopped;
-            MK_OMP("omp atomic read")
-            stopped = stop;
-            if (stopped || tst != MK_OK) continue;
-            uint64_t c = (uint64_t)ci, e0 = c * rpc * cols;
-            uint64_t n = (rows - c * rpc < rpc ? rows - c * rpc : rpc) * cols;
-            mk_status st = mk_source_read_f32(src, si, e0, n, buf, scratch);
-            if (st == MK_OK) st = fn(ctx, i, e0, buf, n);
-            if (src->ops->release) src->ops->release(src, si, e0 * es, n * es);
-            if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");
-            if (st != MK_OK) {
-                MK_OMP("omp critical(mk_qstream_err)")
-                {
-                    if (c < first_chunk) {
-                        first = st;
-                        first_chunk = c;
-                        snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
-                    }
-                }
-                MK_OMP("omp atomic write")
-                stop = 1;
-            }
-        }
-        free(buf);
-        free(scratch);
-    }
-    if (first != MK_OK) return mk_error(first, "%s", first_msg);
-    return MK_OK;
+    const uint64_t rows = cols ? t->numel / cols : 0;
+    qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx};
+    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, qpass_tls_new, qpass_tls_free);
 }
 
-static mk_status copy_raw(mk_source *src, size_t si, mk_consumer *c, size_t i)
+typedef struct raw_ctx {
+    mk_consumer *c;
+    size_t i;
+} raw_ctx;
+
+static mk_status raw_slice(void *ctx, uint64_t off, const void *data, uint64_t len)
 {
-    const uint64_t total = src->tensors[si].nbytes, step = 8u << 20;
-    void *buf = NULL;
-    mk_status s = MK_OK;
-    for (uint64_t off = 0; off < total && s == MK_OK; off += step) {
-        uint64_t len = total - off < step ? total - off : step;
-        const void *p = src->ops->borrow ? src->ops->borrow(src, si, off, len) : NULL;
-        if (!p) {
-            if (!buf && !(buf = mk_malloc((size_t)step))) return MK_ERR_NOMEM;
-            s = src->ops->read(src, si, off, len, buf);
-            p = buf;
-        }
-        if (s == MK_OK) s = c->ops->raw(c, i, off, p, len);
-        if (src->ops->release) src->ops->release(src, si, off, len);
-        if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");
-    }
-    free(buf);
-    return s;
+    raw_ctx *r = ctx;
+    return r->c->ops->raw(r->c, r->i, off, data, len);
 }
 
 static mk_status rows_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n)
@@ -147,10 +113,11 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
             MK_TRY(c->ops->begin(c, i, t));
             if (src->ops->prefetch) src->ops->prefetch(src, si, 0, in->nbytes);
             if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
-                MK_TRY(copy_raw(src, si, c, i));
+                raw_ctx rc = {c, i};
+                MK_TRY(mk_source_copy_raw(src, si, raw_slice, &rc));
             } else if (t->numel) {
                 uint64_t cols = mk_tensor_cols(t);
-                uint64_t rpc = rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
+                uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
                 if (o->quant && mk_quant_wants_prepass(c, i)) {
                     MK_TRY(pass(src, si, i, cols, rpc, observe_fn, c));
                     MK_TRY(mk_quant_observe_end(c, i));
@@ -191,7 +158,7 @@ mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p,
         const mk_qtensor *q = &p->t[i];
         absmax_ctx a = {mk_malloc((size_t)mk_bnb_nblocks(q->numel, p->o.block) * sizeof(float)), p->o.block};
         if (!a.absmax) return MK_ERR_NOMEM;
-        uint64_t rpc = rows_per_chunk(q->cols, p->o.block, chunk);
+        uint64_t rpc = mk_rows_per_chunk(q->cols, p->o.block, chunk);
         mk_status s = pass(src, src_idx[i], i, q->cols, rpc, absmax_fn, &a);
         if (src->ops->release) src->ops->release(src, src_idx[i], 0, src->tensors[src_idx[i]].nbytes);
         if (s == MK_OK) mk_qplan_set_offset(p, i, mk_bnb_absmax_mean(a.absmax, (size_t)mk_bnb_nblocks(q->numel, p->o.block)));
