@@ -34,7 +34,7 @@ status=0
 for tgt in $targets; do
     mkdir -p "$b/corpus/$tgt"
     echo "== fuzz_$tgt for $t s"
-    if ! "$b/fuzz_$tgt" -max_total_time="$t" -rss_limit_mb=2048 -max_len=65536 -timeout=10 \
+    if ! "$b/fuzz_$tgt" -max_total_time="$t" -rss_limit_mb=2048 -max_len=65536 -timeout=60 \
         -artifact_prefix="$b/crash-$tgt-" -print_final_stats=1 "$b/corpus/$tgt" "tests/fuzz/corpus/$tgt" \
         2>"$b/fuzz_$tgt.log"; then
         echo "fuzz_$tgt: FOUND A PROBLEM, see $b/fuzz_$tgt.log and $b/crash-$tgt-*"
