@@ -42,12 +42,21 @@ int mk_status_exit_code(mk_status s)
     }
 }
 
+/* Messages quote names and values from input files: control characters become '?', so an
+ * error or warning always stays on one line of the terminal. */
+static void one_line(char *m)
+{
+    for (unsigned char *p = (unsigned char *)m; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) *p = '?';
+}
+
 mk_status mk_error(mk_status s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tl_msg, sizeof tl_msg, fmt, ap);
     va_end(ap);
+    one_line(tl_msg);
     return s;
 }
 
@@ -58,6 +67,7 @@ mk_status mk_error_prefix(mk_status s, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    one_line(prefix);
     memcpy(old, tl_msg, sizeof old);
     int n = snprintf(tl_msg, sizeof tl_msg, "%s: ", prefix);
     if (n > 0 && (size_t)n < sizeof tl_msg) {
@@ -96,6 +106,7 @@ void mk_log(mk_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    one_line(line);
     /* one fprintf per line so lines from threads do not interleave */
     fprintf(stderr, "mergekit-c: %s%s\n", tag[lvl], line);
 }

@@ -80,7 +80,7 @@ static char *py_to_ere(const char *py, const char *what, const char *key, mk_sta
  * the compiled size of an ERE and refuse it over a bound that no real module pattern nears. */
 #define RE_MAX_COST 20000.0
 
-static bool ere_too_costly(const char *e)
+static const char *ere_problem(const char *e)
 {
     double stack[64], cur = 0, last = 0;
     int depth = 0;
@@ -96,21 +96,25 @@ static bool ere_too_costly(const char *e)
             if (*p == '^') p++;
             if (*p == ']') p++;
             while (*p && *p != ']') p++;
-            if (!*p) return false; /* unterminated: regcomp reports it */
+            if (!*p) return NULL; /* unterminated: regcomp reports it */
             cur += 1;
             last = 1;
             break;
         case '(':
-            if (depth == 64) return true;
+            if (depth == 64) return "is nested too deeply";
             stack[depth++] = cur;
             cur = 0;
             last = 0;
             break;
         case ')':
-            if (depth == 0) return false; /* unbalanced: regcomp reports it */
+            /* a stray ')' would close the group compile_re wraps the pattern in */
+            if (depth == 0) return "has an unbalanced parenthesis";
             last = cur;
             cur = stack[--depth] + cur;
             break;
+        case '*':
+        case '?':
+            break; /* x* and x? are compiled without copying x */
         case '+':
             cur += last;
             last *= 2;
@@ -133,9 +137,9 @@ static bool ere_too_costly(const char *e)
             cur += 1;
             last = 1;
         }
-        if (cur > RE_MAX_COST) return true;
+        if (cur > RE_MAX_COST) return "is too complex (nested or stacked repetitions)";
     }
-    return cur > RE_MAX_COST;
+    return depth != 0 ? "has an unbalanced parenthesis" : NULL;
 }
 
 /* Compile `^(prefix)(body)(suffix)$` from a Python expression. */
@@ -145,9 +149,10 @@ static mk_status compile_re(regex_t *re, const char *prefix, const char *py, con
     mk_status st;
     char *ere = py_to_ere(py, what, key, &st);
     if (!ere) return st;
-    if (ere_too_costly(ere)) {
+    const char *why = ere_problem(ere);
+    if (why) {
         free(ere);
-        return mk_error(MK_ERR_FORMAT, "%s: %s: regular expression is too complex (nested or stacked repetitions)", what, key);
+        return mk_error(MK_ERR_FORMAT, "%s: %s: regular expression '%s' %s", what, key, py, why);
     }
     char *full = mk_asprintf("^%s(%s)%s$", prefix, ere, suffix);
     free(ere);

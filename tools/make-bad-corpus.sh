@@ -211,11 +211,25 @@ printf 'merge_method: linear\nmodels:\n  - model: /nonexistent/model\n' >"$in"
 rc missing-model "model '/nonexistent/model' not found"
 
 # ---- PEFT adapters ------------------------------------------------------------------------------------
-case_dir adapter-regex-blowup 1 "ad/adapter_config.json: target_modules: regular expression is too complex" "lora apply m/ ad/ out/"
+case_dir adapter-regex-blowup 1 "ad/adapter_config.json: target_modules: regular expression .* is too complex" "lora apply m/ ad/ out/"
 "$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
 rm -f m/tokenizer.json
 mkdir ad
 printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": "((((((((((((((((q+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+_proj"}' >ad/adapter_config.json
+{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
+# a stray ')' would close the group the pattern is wrapped in (and let '+' stack on it; fuzz_peft)
+case_dir adapter-regex-paren 1 "ad/adapter_config.json: exclude_modules: regular expression .* has an unbalanced parenthesis" "lora apply m/ ad/ out/"
+"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
+rm -f m/tokenizer.json
+mkdir ad
+printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": "a)++++++++++++++++++++++++(b"}' >ad/adapter_config.json
+{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
+# a newline inside a quoted name must not split the error line
+case_dir adapter-newline-in-name 1 "ad/adapter_config.json: .*q\\?proj" "lora apply m/ ad/ out/"
+"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
+rm -f m/tokenizer.json
+mkdir ad
+printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q\\nproj"]}' >ad/adapter_config.json
 { le64 2; printf '{}'; } >ad/adapter_model.safetensors
 
 # ---- compressed containers that lie (forged with their checksums recomputed) --------------------

@@ -95,7 +95,7 @@ MK_TEST(peft_config_hostile)
     CHECK_ERR(parse("{\"peft_type\": \"IA3\", \"target_modules\": [\"q\"]}", &c), MK_ERR_UNSUPPORTED, "expected \"LORA\"");
     CHECK_ERR(parse("{\"use_dora\": true, \"target_modules\": [\"q\"]}", &c), MK_ERR_UNSUPPORTED, "DoRA");
     CHECK_ERR(parse("{\"target_modules\": \"(?<=x)q\"}", &c), MK_ERR_UNSUPPORTED, "not supported");
-    CHECK_ERR(parse("{\"target_modules\": \"q(\"}", &c), MK_ERR_FORMAT, "not a valid regular expression");
+    CHECK_ERR(parse("{\"target_modules\": \"q(\"}", &c), MK_ERR_FORMAT, "has an unbalanced parenthesis");
     CHECK_ERR(parse("{\"rank_pattern\": {\"q\": 0}, \"target_modules\": [\"q\"]}", &c), MK_ERR_FORMAT, "rank_pattern['q']");
     CHECK_ERR(parse("{\"r\": 4}", &c), MK_ERR_FORMAT, "target_modules is missing");
     CHECK_ERR(parse("[1, 2]", &c), MK_ERR_FORMAT, "expected a JSON object");
@@ -191,4 +191,29 @@ MK_TEST(peft_config_text_roundtrip)
     CHECK_EQ_INT(c.n_save, 1);
     mk_peft_config_free(&c);
     free(text);
+}
+
+/* glibc compiles x+ as x x*, so stacked or nested repetitions grow exponentially; a stray ')'
+ * would close the group the pattern is wrapped in. Such patterns are refused before regcomp,
+ * while ordinary ones (groups, classes, *, ?, +, {n,m}) still work. Inputs found by fuzz_peft. */
+MK_TEST(peft_regex_hostile_patterns_refused)
+{
+    mk_peft_config c;
+    CHECK_ERR(parse("{\"target_modules\": \"((((((((((((((((q+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+_proj\"}", &c), MK_ERR_FORMAT,
+              "is too complex");
+    CHECK_ERR(parse("{\"target_modules\": [\"q\"], \"exclude_modules\": \"a)++++++++++++++++++++++++(b\"}", &c),
+              MK_ERR_FORMAT, "has an unbalanced parenthesis");
+    CHECK_ERR(parse("{\"target_modules\": \"(q_proj\"}", &c), MK_ERR_FORMAT, "has an unbalanced parenthesis");
+    /* '*' between stacked '+' does not reset the growth */
+    CHECK_ERR(parse("{\"target_modules\": \"(m_+m_head+++++/+++++++++++*++++++k+++++++*)\"}", &c), MK_ERR_FORMAT,
+              "is too complex");
+    CHECK_ERR(parse("{\"target_modules\": \"(a{1000}){1000}\"}", &c), MK_ERR_FORMAT, "is too complex");
+    CHECK_OK(parse("{\"target_modules\": \"model\\\\.layers\\\\.(1|2)+\\\\.(self_attn|mlp)\\\\.[a-z_]*proj?\", "
+                   "\"exclude_modules\": \".*layers\\\\.[0-9]{1,2}\\\\.mlp\\\\.(up|gate)_proj\"}",
+                   &c));
+    CHECK(mk_peft_targets(&c, "model.layers.12.self_attn.q_proj"));
+    CHECK(mk_peft_targets(&c, "model.layers.2.mlp.down_proj"));
+    CHECK(!mk_peft_targets(&c, "model.layers.2.mlp.up_proj"));
+    CHECK(!mk_peft_targets(&c, "model.layers.3.self_attn.q_proj"));
+    mk_peft_config_free(&c);
 }
