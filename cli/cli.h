@@ -24,6 +24,11 @@ typedef struct mk_common {
 
 /* Apply -q/-v/--threads. */
 void mk_cli_common(const mk_common *c);
+/* Start a command: parse argv against spec, apply the common options, and for commands that
+ * write (writes = true) catch SIGINT/SIGTERM so partial outputs are cleaned up. Returns false
+ * when the command must stop now with *exit_code (0 after --help, 2 after a usage error). */
+bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos, const mk_common *c,
+                  bool writes, int *exit_code);
 /* Print "mergekit-c: error: <detail>" and return the exit code for s. */
 int mk_cli_fail(mk_status s);
 

@@ -64,9 +64,8 @@ int mk_cmd_compare(int argc, char **argv)
                               NULL, opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, false, &rc)) return rc;
     mk_source *a = NULL, *b = NULL;
     mk_status s = mk_cli_open_model(pos[0], &a);
     if (s == MK_OK) s = mk_cli_open_model(pos[1], &b);

@@ -132,10 +132,8 @@ int mk_cmd_dequantize(int argc, char **argv)
         opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = run(&c, pos[0], pos[1], dtype, shard, force, chunk);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }

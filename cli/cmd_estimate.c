@@ -128,9 +128,8 @@ int mk_cmd_estimate(int argc, char **argv)
         opts, 0, 1};
     char *pos[1];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&o.c);
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, false, &rc)) return rc;
 
     est_model m = {0};
     mk_status s = MK_OK;

@@ -61,9 +61,8 @@ int mk_cmd_inspect(int argc, char **argv)
                               NULL, opts, 1, 1};
     char *pos[1];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, false, &rc)) return rc;
     mk_source *s = NULL;
     mk_status st = mk_cli_open_model(pos[0], &s);
     if (st != MK_OK) return mk_cli_fail(st);

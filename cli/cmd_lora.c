@@ -165,10 +165,8 @@ static int cmd_apply(int argc, char **argv)
         opts, 3, 3};
     char *pos[3];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     const char *ins[2] = {pos[0], pos[1]};
     mk_status s = mk_cli_check_output(pos[2], ins, 2);
     mk_source *src = NULL;
@@ -545,10 +543,8 @@ static int cmd_extract(int argc, char **argv)
         opts, 3, 3};
     char *pos[3];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = MK_OK;
     mk_dtype odt = MK_DTYPE_NONE;
     if (rank <= 0 || rank > MK_PEFT_MAX_R) s = mk_error(MK_ERR_USAGE, "--rank: give a rank between 1 and %d", MK_PEFT_MAX_R);
@@ -813,10 +809,8 @@ static int cmd_combine(int argc, char **argv)
         opts, 3, 64};
     char *pos[64];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     size_t na = npos - 1;
     const char *out = pos[npos - 1];
     mk_status s = MK_OK;

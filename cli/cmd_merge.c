@@ -709,10 +709,8 @@ int mk_cmd_merge(int argc, char **argv)
         opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&o.c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
 
     mk_recipe r;
     mk_status s = mk_recipe_load(pos[0], &r);

@@ -20,9 +20,8 @@ int mk_cmd_methods(int argc, char **argv)
                               NULL, opts, 0, 0};
     char *pos[1];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, false, &rc)) return rc;
     if (c.json) printf("[");
     int k = 0;
     for (const mk_method *const *m = mk_methods; *m; m++, k++) {

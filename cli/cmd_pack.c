@@ -51,10 +51,8 @@ int mk_cmd_pack(int argc, char **argv)
         opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     if (level < 1 || level > MK_MKZ_LEVEL_MAX)
         return mk_cli_fail(mk_error(MK_ERR_USAGE, "--level %ld is out of range (1..%d)", level, MK_MKZ_LEVEL_MAX));
     if (!mk_path_exists(pos[0])) return mk_cli_fail(mk_error(MK_ERR_IO, "%s: no such file or folder", pos[0]));
@@ -111,10 +109,8 @@ int mk_cmd_unpack(int argc, char **argv)
                               opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_source *src = NULL;
     mk_status s = open_container(pos[0], &src);
     if (s == MK_OK) s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
@@ -156,10 +152,8 @@ int mk_cmd_verify(int argc, char **argv)
                               opts, 1, 1};
     char *pos[1];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_source *src = NULL;
     mk_status s = open_container(pos[0], &src);
     mk_progress prog;

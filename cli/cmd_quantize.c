@@ -348,10 +348,8 @@ int mk_cmd_quantize(int argc, char **argv)
         opts, 2, 2};
     char *pos[2];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&o.c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
     mk_qopts qo;
     mk_status s = to_qopts(&o, &qo);
     if (s == MK_OK) s = run(&o, &qo, pos[0], pos[1]);

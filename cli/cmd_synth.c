@@ -516,10 +516,8 @@ int mk_cmd_synth(int argc, char **argv)
                               "The same options give the same bytes on every machine and at any thread count.", opts, 1, 1};
     char *pos[1];
     size_t npos;
-    int rc = mk_args_parse(&spec, argc, argv, pos, &npos);
-    if (rc) return rc == 1 ? 0 : rc;
-    mk_cli_common(&o.c);
-    mk_signal_install();
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
     mk_status s = o.finetune_of ? synth_finetune(pos[0], &o) : synth_base(pos[0], &o);
     if (s != MK_OK) return mk_cli_fail(s);
     if (!o.c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", pos[0]);

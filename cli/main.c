@@ -39,6 +39,19 @@ void mk_cli_common(const mk_common *c)
     mk_threads_set((int)c->threads);
 }
 
+bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos, const mk_common *c,
+                  bool writes, int *exit_code)
+{
+    int rc = mk_args_parse(spec, argc, argv, pos, npos);
+    if (rc) {
+        *exit_code = rc == 1 ? 0 : rc;
+        return false;
+    }
+    mk_cli_common(c);
+    if (writes) mk_signal_install();
+    return true;
+}
+
 int mk_cli_fail(mk_status s)
 {
     fprintf(stderr, "mergekit-c: error: %s\n", mk_errmsg());
