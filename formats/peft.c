@@ -74,17 +74,27 @@ static char *py_to_ere(const char *py, const char *what, const char *key, mk_sta
     return b.data ? b.data : mk_strdup("");
 }
 
+#define MK_STR_(x) #x
+#define MK_STR(x) MK_STR_(x)
+
 /* glibc's regcomp copies the sub-expression under `+` and `{n,m}` (x+ is compiled as x x*), so
  * stacked or nested repetitions grow the compiled program exponentially: a hostile adapter
  * exhausted gigabytes with a 700-byte exclude_modules pattern (found by fuzz_peft). Estimate
  * the compiled size of an ERE and refuse it over a bound that no real module pattern nears. */
 #define RE_MAX_COST 20000.0
+/* Every repetition adds epsilon transitions, and regcomp's closure computation grows with
+ * their product (nested groups, or many optional alternatives under one star: a 9 KB
+ * pattern took gigabytes). Real module patterns use a handful of each. */
+#define RE_MAX_DEPTH 16
+#define RE_MAX_REPS 100
 
 static const char *ere_problem(const char *e)
 {
-    double stack[64], cur = 0, last = 0;
-    int depth = 0;
+    double stack[RE_MAX_DEPTH], cur = 0, last = 0;
+    int depth = 0, n_rep = 0;
+    bool after_rep = false; /* the previous token was a repetition operator */
     for (const char *p = e; *p; p++) {
+        bool rep = false;
         switch (*p) {
         case '\\':
             if (p[1]) p++;
@@ -101,7 +111,7 @@ static const char *ere_problem(const char *e)
             last = 1;
             break;
         case '(':
-            if (depth == 64) return "is nested too deeply";
+            if (depth == RE_MAX_DEPTH) return "is nested too deeply (more than " MK_STR(RE_MAX_DEPTH) " groups)";
             stack[depth++] = cur;
             cur = 0;
             last = 0;
@@ -112,10 +122,16 @@ static const char *ere_problem(const char *e)
             last = cur;
             cur = stack[--depth] + cur;
             break;
+        case '|':
+            cur += 1;
+            last = 0;
+            break;
         case '*':
         case '?':
-            break; /* x* and x? are compiled without copying x */
+            rep = true; /* x* and x? are compiled without copying x */
+            break;
         case '+':
+            rep = true;
             cur += last;
             last *= 2;
             break;
@@ -128,15 +144,28 @@ static const char *ere_problem(const char *e)
                 if (*q >= '0' && *q <= '9') m = 0;
                 while (*q >= '0' && *q <= '9' && m < 1e6) m = m * 10 + (*q++ - '0');
             }
+            if (*q != '}') { /* not a bound: a literal brace */
+                cur += 1;
+                last = 1;
+                break;
+            }
+            rep = true;
             double k = (m > n ? m : n) + 1;
             cur += last * (k - 1);
             last *= k;
+            p = q;
             break;
         }
         default:
             cur += 1;
             last = 1;
         }
+        /* x** or x+{2}: Python refuses these ("multiple repeat") or reads them as possessive,
+         * and glibc's closure computation grows with every stacked operator */
+        if (rep && after_rep) return "stacks repetition operators (like a** or a+*)";
+        if (rep && ++n_rep > RE_MAX_REPS) return "has more than " MK_STR(RE_MAX_REPS) " repetition operators";
+        if (rep && last == 0) return "has a repetition with nothing to repeat";
+        after_rep = rep;
         if (cur > RE_MAX_COST) return "is too complex (nested or stacked repetitions)";
     }
     return depth != 0 ? "has an unbalanced parenthesis" : NULL;

@@ -204,10 +204,26 @@ MK_TEST(peft_regex_hostile_patterns_refused)
     CHECK_ERR(parse("{\"target_modules\": [\"q\"], \"exclude_modules\": \"a)++++++++++++++++++++++++(b\"}", &c),
               MK_ERR_FORMAT, "has an unbalanced parenthesis");
     CHECK_ERR(parse("{\"target_modules\": \"(q_proj\"}", &c), MK_ERR_FORMAT, "has an unbalanced parenthesis");
-    /* '*' between stacked '+' does not reset the growth */
     CHECK_ERR(parse("{\"target_modules\": \"(m_+m_head+++++/+++++++++++*++++++k+++++++*)\"}", &c), MK_ERR_FORMAT,
-              "is too complex");
+              "stacks repetition operators");
+    /* '*' and '?' keep their operand's size: (x?){n} still copies x n times */
+    CHECK_ERR(parse("{\"target_modules\": \"((((((a{20})?){20})?){20})?){20}\"}", &c), MK_ERR_FORMAT, "is too complex");
     CHECK_ERR(parse("{\"target_modules\": \"(a{1000}){1000}\"}", &c), MK_ERR_FORMAT, "is too complex");
+    /* stacked stars do not grow the program but regcomp's closures (seconds for 100 of them);
+     * Python refuses them too ("multiple repeat") */
+    CHECK_ERR(parse("{\"target_modules\": \"q_proj**\"}", &c), MK_ERR_FORMAT, "stacks repetition operators");
+    CHECK_ERR(parse("{\"target_modules\": \"q{2}+\"}", &c), MK_ERR_FORMAT, "stacks repetition operators");
+    CHECK_ERR(parse("{\"target_modules\": \"(|*q)\"}", &c), MK_ERR_FORMAT, "nothing to repeat");
+    /* closures also grow with nesting and with the number of repetitions */
+    CHECK_ERR(parse("{\"target_modules\": \"(((((((((((((((((a)*)*)*)*)*)*)*)*)*)*)*)*)*)*)*)*)*\"}", &c), MK_ERR_FORMAT,
+              "is nested too deeply");
+    {
+        char big[400] = "{\"target_modules\": \"(";
+        for (int i = 0; i < 101; i++) strcat(big, "a*");
+        strcat(big, ")\"}");
+        CHECK_ERR(parse(big, &c), MK_ERR_FORMAT, "more than 100 repetition operators");
+    }
+
     CHECK_OK(parse("{\"target_modules\": \"model\\\\.layers\\\\.(1|2)+\\\\.(self_attn|mlp)\\\\.[a-z_]*proj?\", "
                    "\"exclude_modules\": \".*layers\\\\.[0-9]{1,2}\\\\.mlp\\\\.(up|gate)_proj\"}",
                    &c));
