@@ -36,11 +36,13 @@ fi
 # permissions, as an unprivileged user (root bypasses them)
 if command -v setpriv >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+    # the program and recipe are copied in: the checkout may sit where nobody cannot read
+    cp "$MK" ./mk-nobody && cp "$R" ./r-nobody.yaml
     chmod 755 "$T" && chmod -R a+rX "$T"
     mkdir ro rw && chmod 555 ro && chmod 777 rw
-    t_fail "read-only output location" 1 "ro/out.tmp: cannot create directory: Permission denied" as_nobody "$MK" "$R" ro/out/
+    t_fail "read-only output location" 1 "ro/out.tmp: cannot create directory: Permission denied" as_nobody ./mk-nobody r-nobody.yaml ro/out/
     chmod 000 ft1/model.safetensors
-    t_fail "unreadable input" 1 "ft1/model.safetensors: cannot open: Permission denied" as_nobody "$MK" "$R" rw/out/
+    t_fail "unreadable input" 1 "ft1/model.safetensors: cannot open: Permission denied" as_nobody ./mk-nobody r-nobody.yaml rw/out/
     t_absent "no output after permission errors" ro/out ro/out.tmp rw/out rw/out.tmp
     chmod 644 ft1/model.safetensors
 fi
