@@ -549,6 +549,7 @@ static long layer_index(const mk_peft_config *c, const char *module)
     for (size_t i = 0; i < c->n_layers_pattern; i++) {
         const char *pat = c->layers_pattern[i];
         size_t pl = strlen(pat);
+        if (pl == 0) continue; /* PEFT's r"\.{pattern}\.(\d+)\." would need an empty name component */
         for (const char *p = module; (p = strstr(p, pat)) != NULL; p++) {
             if (p != module && p[-1] != '.') continue;
             if (p[pl] != '.') continue;
