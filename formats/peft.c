@@ -270,6 +270,7 @@ static mk_status parse_names(const mk_json *j, uint32_t obj, const char *what, c
     for (uint32_t c = n->first; c; c = mk_json_at(j, c)->next) {
         MK_TRY(json_str(j, c, what, key, &nm->names[nm->n]));
         nm->n++;
+        if (!nm->names[nm->n - 1][0]) return mk_error(MK_ERR_FORMAT, "%s: %s: an empty module name", what, key);
         if (allow_all_linear && strcasecmp(nm->names[nm->n - 1], "all-linear") == 0 && n->count == 1)
             nm->kind = MK_PEFT_MATCH_ALL_LINEAR;
     }
@@ -521,6 +522,7 @@ static bool list_match(const mk_peft_names *nm, const char *module)
 static bool component_match(const char *module, const char *m)
 {
     size_t kl = strlen(m);
+    if (kl == 0) return false; /* the parser refuses empty names; strstr would never advance */
     for (const char *p = module; (p = strstr(p, m)) != NULL; p++) {
         bool start = p == module || p[-1] == '.';
         bool end = p[kl] == 0 || p[kl] == '.';
@@ -549,7 +551,7 @@ static long layer_index(const mk_peft_config *c, const char *module)
     for (size_t i = 0; i < c->n_layers_pattern; i++) {
         const char *pat = c->layers_pattern[i];
         size_t pl = strlen(pat);
-        if (pl == 0) continue; /* PEFT's r"\.{pattern}\.(\d+)\." would need an empty name component */
+        if (pl == 0) continue; /* the parser refuses empty names; strstr would never advance */
         for (const char *p = module; (p = strstr(p, pat)) != NULL; p++) {
             if (p != module && p[-1] != '.') continue;
             if (p[pl] != '.') continue;
