@@ -211,26 +211,23 @@ printf 'merge_method: linear\nmodels:\n  - model: /nonexistent/model\n' >"$in"
 rc missing-model "model '/nonexistent/model' not found"
 
 # ---- PEFT adapters ------------------------------------------------------------------------------------
-case_dir adapter-regex-blowup 1 "ad/adapter_config.json: target_modules: regular expression .* is too complex" "lora apply m/ ad/ out/"
-"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
-rm -f m/tokenizer.json
-mkdir ad
-printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": "((((((((((((((((q+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+_proj"}' >ad/adapter_config.json
-{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
+# adapter NAME REGEX CONFIG: a tiny base m/ and an adapter ad/ with this adapter_config.json text
+adapter() {
+    case_dir "$1" 1 "$2" "lora apply m/ ad/ out/"
+    "$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
+    rm -f m/tokenizer.json
+    mkdir ad
+    printf '%s' "$3" >ad/adapter_config.json
+    { le64 2; printf '{}'; } >ad/adapter_model.safetensors
+}
+adapter adapter-regex-blowup "ad/adapter_config.json: target_modules: regular expression .* is too complex" \
+    '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": "((((((((((((((((q+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+_proj"}'
 # a stray ')' would close the group the pattern is wrapped in (and let '+' stack on it; fuzz_peft)
-case_dir adapter-regex-paren 1 "ad/adapter_config.json: exclude_modules: regular expression .* has an unbalanced parenthesis" "lora apply m/ ad/ out/"
-"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
-rm -f m/tokenizer.json
-mkdir ad
-printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": "a)++++++++++++++++++++++++(b"}' >ad/adapter_config.json
-{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
-# a newline inside a quoted name must not split the error line
-case_dir adapter-newline-in-name 1 "ad/adapter_config.json: .*q\\?proj" "lora apply m/ ad/ out/"
-"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
-rm -f m/tokenizer.json
-mkdir ad
-printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q\\nproj"]}' >ad/adapter_config.json
-{ le64 2; printf '{}'; } >ad/adapter_model.safetensors
+adapter adapter-regex-paren "ad/adapter_config.json: exclude_modules: regular expression .* has an unbalanced parenthesis" \
+    '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q_proj"], "exclude_modules": "a)++++++++++++++++++++++++(b"}'
+# a newline (JSON \n) inside a quoted name must not split the error line
+adapter adapter-newline-in-name "ad/adapter_config.json: .*q\\?proj" \
+    '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q\nproj"]}'
 
 # ---- compressed containers that lie (forged with their checksums recomputed) --------------------
 py="$root/.venv-tools/bin/python"
