@@ -71,7 +71,7 @@ else
 Q := @
 endif
 
-LIB_SRC := $(wildcard core/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
+LIB_SRC := $(wildcard core/*.c) $(wildcard model/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
            $(wildcard quant/*.c) $(wildcard lora/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)

@@ -1,5 +1,5 @@
 /* cmd_estimate.c - `mergekit-c estimate [MODEL]`: what a model needs to serve, to fully
- * finetune, or to LoRA / QLoRA finetune (lora/estimate.h has the formulas and sources).
+ * finetune, or to LoRA / QLoRA finetune (model/estimate.h has the formulas and sources).
  * The parameter count comes from the tensors when MODEL has weights (exact), else from
  * config.json (formula), or from --params / --matrix for a model that is not on disk.
  */
@@ -7,7 +7,7 @@
 
 #include "../core/mk_io.h"
 #include "../formats/mkz.h"
-#include "../lora/estimate.h"
+#include "../model/estimate.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +27,7 @@ typedef struct est_model {
     mk_est_shape shape;
     uint64_t params, linear;
     mk_source *src;
+    mk_arch arch;          /* roles of the tensors' names */
 } est_model;
 
 /* Bytes per value of --dtype: float types from the dtype table, plus 8- and 4-bit names. */
@@ -74,12 +75,13 @@ static mk_status load_model(const char *path, est_model *m)
             }
             m->has_tensors = true;
             m->source = "tensors";
-            mk_est_params_tensors(m->src->tensors, m->src->n_tensors, &m->params, &m->linear);
             s = m->src->ops->aux_read(m->src, "config.json", 16u << 20, &cfg, &len);
         }
     }
     if (!cfg_path) return MK_ERR_NOMEM;
     if (s == MK_OK && !cfg && mk_is_file(cfg_path)) s = mk_read_file(cfg_path, 16u << 20, &cfg, &len);
+    if (s == MK_OK && m->has_tensors) s = mk_arch_from_config(cfg, cfg_path, &m->arch);
+    if (s == MK_OK && m->has_tensors) mk_est_params_tensors(&m->arch, m->src->tensors, m->src->n_tensors, &m->params, &m->linear);
     if (s == MK_OK && cfg) {
         s = mk_est_shape_from_config(cfg, len, cfg_path, &m->shape);
         m->has_shape = s == MK_OK;
@@ -183,11 +185,12 @@ int mk_cmd_estimate(int argc, char **argv)
     uint64_t lora = 0, matched = 0;
     bool need_lora = t_lora || t_qlora || o.adapters;
     if (s == MK_OK && need_lora) {
-        if (m.has_tensors) s = mk_est_lora_tensors(m.src->tensors, m.src->n_tensors, o.targets, o.rank, &lora, &matched);
+        if (m.has_tensors) s = mk_est_lora_tensors(&m.arch, m.src->tensors, m.src->n_tensors, o.targets, o.rank, &lora, &matched);
         else if (m.has_shape) s = mk_est_lora_shape(&m.shape, o.targets, o.rank, &lora);
         else s = mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
     }
     if (s != MK_OK) {
+        mk_arch_free(&m.arch);
         mk_source_close(m.src);
         return mk_cli_fail(s);
     }
@@ -278,6 +281,7 @@ int mk_cmd_estimate(int argc, char **argv)
     }
     fputs(out.data ? out.data : "", stdout);
     mk_buf_free(&out);
+    mk_arch_free(&m.arch);
     mk_source_close(m.src);
     return 0;
 }

@@ -6,7 +6,7 @@
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
 #include "../formats/mkz.h"
-#include "../merge/arch.h"
+#include "../model/arch.h"
 #include "../quant/qsource.h"
 
 #include <stdio.h>

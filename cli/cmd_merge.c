@@ -200,11 +200,11 @@ static mk_status write_config(merge_run *m, mk_sink *k)
     }
     mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
     if (p->out_layers >= 0) {
-        e.layers_key = a->def ? a->def->num_layers_key : "num_hidden_layers";
+        e.layers_key = mk_arch_layers_key(a);
         e.layers = p->out_layers;
     }
     if (p->vocab_rows) {
-        e.vocab_key = a->def ? a->def->vocab_key : "vocab_size";
+        e.vocab_key = mk_arch_vocab_key(a);
         e.vocab = (long)p->vocab_rows;
     }
     mk_status s = mk_hfconfig_rewrite(cfg, donor->path, &e, &out);

@@ -15,7 +15,7 @@
 #define MK_PLAN_H
 
 #include "../core/mk_tensor.h"
-#include "arch.h"
+#include "../model/arch.h"
 #include "method.h"
 #include "recipe.h"
 

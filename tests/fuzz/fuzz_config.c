@@ -3,7 +3,7 @@
 
 #include "../../core/mk_core.h"
 #include "../../formats/hfconfig.h"
-#include "../../merge/arch.h"
+#include "../../model/arch.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
 #include "fuzz.h"
 
 #include "../../core/mk_core.h"
-#include "../../lora/estimate.h"
+#include "../../model/estimate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

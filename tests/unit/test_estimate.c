@@ -3,7 +3,7 @@
  * config.json, and the formatting of the printed figures. */
 #include "harness.h"
 
-#include "../../lora/estimate.h"
+#include "../../model/estimate.h"
 
 #define GB 1e9
 #define MB 1e6

@@ -1,14 +1,12 @@
 /* estimate.c - see estimate.h */
 #include "estimate.h"
 
-#include "../core/mk_json.h"
+#include "config.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_DIM 100000000L /* any dimension past this is a broken config */
 
 const char *const mk_est_optim_names[MK_OPTIM_COUNT] = {"sgd", "momentum", "adam"};
 
@@ -16,83 +14,27 @@ unsigned mk_est_optim_states(mk_est_optim o) { return (unsigned)o; }
 
 /* ---- shape ---------------------------------------------------------------------------------- */
 
-/* First of `keys` present as a number; 0 when none (or null). */
-static mk_status cfg_long(const mk_json *j, const char *const *keys, const char *what, long *out, bool *found)
-{
-    *found = false;
-    for (const char *const *k = keys; *k; k++) {
-        uint32_t v = mk_json_get(j, 0, *k);
-        if (!v || mk_json_at(j, v)->type == MK_JSON_NULL) continue;
-        const mk_json_node *n = mk_json_at(j, v);
-        if (n->type != MK_JSON_NUM || !n->is_uint || n->u == 0 || n->u > (uint64_t)MAX_DIM)
-            return mk_error(MK_ERR_FORMAT, "%s: %s: expected a positive integer, found %s%s", what, *k,
-                            n->type == MK_JSON_NUM ? "" : mk_json_type_name(n->type),
-                            n->type == MK_JSON_NUM ? "a value out of range" : "");
-        *out = (long)n->u;
-        *found = true;
-        return MK_OK;
-    }
-    return MK_OK;
-}
-
-static bool cfg_bool(const mk_json *j, const char *key, bool def)
-{
-    uint32_t v = mk_json_get(j, 0, key);
-    return v && mk_json_at(j, v)->type == MK_JSON_BOOL ? mk_json_at(j, v)->b : def;
-}
-
 mk_status mk_est_shape_from_config(const char *text, size_t len, const char *what, mk_est_shape *s)
 {
     memset(s, 0, sizeof *s);
-    mk_json j;
-    mk_json_limits lim = {64, len / 2 + 16};
-    MK_TRY(mk_json_parse(&j, text, len, &lim, what));
-    mk_status st = MK_OK;
-    const char *mt = "";
-    uint32_t v = mk_json_get(&j, 0, "model_type");
-    if (v && mk_json_at(&j, v)->type == MK_JSON_STR) mt = mk_json_strv(&j, v);
-    bool gpt2 = strcmp(mt, "gpt2") == 0 || strcmp(mt, "openai-gpt") == 0;
-    static const char *const k_hidden[] = {"hidden_size", "n_embd", "d_model", NULL};
-    static const char *const k_layers[] = {"num_hidden_layers", "n_layer", "num_layers", NULL};
-    static const char *const k_heads[] = {"num_attention_heads", "n_head", NULL};
-    static const char *const k_kv[] = {"num_key_value_heads", NULL};
-    static const char *const k_hd[] = {"head_dim", NULL};
-    static const char *const k_ff[] = {"intermediate_size", "n_inner", "ffn_dim", NULL};
-    static const char *const k_vocab[] = {"vocab_size", NULL};
-    static const char *const k_pos[] = {"n_positions", NULL};
-    bool f_h, f_l, f_a, f_kv, f_hd, f_ff, f_v, f_p;
-    if (mk_json_at(&j, 0)->type != MK_JSON_OBJ) st = mk_error(MK_ERR_FORMAT, "%s: expected a JSON object", what);
-    if (st == MK_OK) st = cfg_long(&j, k_hidden, what, &s->hidden, &f_h);
-    if (st == MK_OK) st = cfg_long(&j, k_layers, what, &s->layers, &f_l);
-    if (st == MK_OK) st = cfg_long(&j, k_heads, what, &s->heads, &f_a);
-    if (st == MK_OK) st = cfg_long(&j, k_kv, what, &s->kv_heads, &f_kv);
-    if (st == MK_OK) st = cfg_long(&j, k_hd, what, &s->head_dim, &f_hd);
-    if (st == MK_OK) st = cfg_long(&j, k_ff, what, &s->intermediate, &f_ff);
-    if (st == MK_OK) st = cfg_long(&j, k_vocab, what, &s->vocab, &f_v);
-    if (st == MK_OK) st = cfg_long(&j, k_pos, what, &s->positions, &f_p);
-    if (st == MK_OK && (!f_h || !f_l || !f_a || !f_v))
-        st = mk_error(MK_ERR_FORMAT, "%s: missing %s (need the hidden size, layer count, attention heads and vocab size)",
-                      what, !f_h ? "hidden_size" : !f_l ? "num_hidden_layers" : !f_a ? "num_attention_heads" : "vocab_size");
-    if (st == MK_OK) {
-        if (!f_kv) s->kv_heads = s->heads;
-        if (!f_hd) {
-            if (s->hidden % s->heads)
-                st = mk_error(MK_ERR_FORMAT, "%s: hidden size %ld is not a multiple of %ld heads and head_dim is absent", what,
-                              s->hidden, s->heads);
-            s->head_dim = s->hidden / s->heads;
-        }
-        if (!f_ff) s->intermediate = 4 * s->hidden;
-        if (s->kv_heads > s->heads || s->heads % s->kv_heads)
-            st = mk_error(MK_ERR_FORMAT, "%s: %ld key/value heads do not divide %ld attention heads", what, s->kv_heads,
-                          s->heads);
-        s->gated = !gpt2;
-        s->biases = gpt2;
-        if (!gpt2) s->positions = 0; /* rotary: no position matrix */
-        s->qkv_bias = !gpt2 && (strcmp(mt, "qwen2") == 0 || cfg_bool(&j, "attention_bias", false));
-        s->tied = cfg_bool(&j, "tie_word_embeddings", gpt2 || strncmp(mt, "gemma", 5) == 0);
-    }
-    mk_json_free(&j);
-    return st;
+    mk_model_config c;
+    MK_TRY(mk_model_config_parse(text, len, what, &c));
+    /* learned positions and biases everywhere: GPT-2 style; else a Llama-style block */
+    bool gpt2 = mk_arch_is_conv1d(&c.arch);
+    s->layers = c.layers;
+    s->hidden = c.hidden;
+    s->heads = c.heads;
+    s->kv_heads = c.kv_heads;
+    s->head_dim = c.head_dim;
+    s->intermediate = c.intermediate;
+    s->vocab = c.vocab;
+    s->positions = gpt2 ? c.max_pos : 0; /* rotary: no position matrix */
+    s->gated = !gpt2;
+    s->biases = gpt2;
+    s->qkv_bias = !gpt2 && c.qkv_bias;
+    s->tied = c.tied;
+    mk_model_config_free(&c);
+    return MK_OK;
 }
 
 void mk_est_shape_matrix(mk_est_shape *s, long out, long in)
@@ -139,26 +81,28 @@ void mk_est_params_shape(const mk_est_shape *s, uint64_t *total, uint64_t *linea
     *linear = lin * L;
 }
 
-static bool is_embed_name(const char *n)
+/* Weights a LoRA or QLoRA treats as linear layers: 2-D, not an embedding table or lm_head. */
+static bool is_linear(const mk_arch *a, const mk_tensor_info *t)
 {
-    return strstr(n, "embed") || strstr(n, "lm_head") || strstr(n, "wte.") || strstr(n, "wpe.") ||
-           strstr(n, "word_embeddings") || strstr(n, "position_embeddings");
+    mk_role r = mk_arch_role(a, t->name).role;
+    return t->ndim == 2 && !mk_role_is_embedding(r) && r != MK_ROLE_LM_HEAD;
 }
 
-void mk_est_params_tensors(const mk_tensor_info *t, size_t n, uint64_t *total, uint64_t *linear)
+void mk_est_params_tensors(const mk_arch *a, const mk_tensor_info *t, size_t n, uint64_t *total, uint64_t *linear)
 {
     *total = *linear = 0;
     for (size_t i = 0; i < n; i++) {
         *total += t[i].numel;
-        if (t[i].ndim == 2 && !is_embed_name(t[i].name)) *linear += t[i].numel;
+        if (is_linear(a, &t[i])) *linear += t[i].numel;
     }
 }
 
 /* ---- LoRA targets ------------------------------------------------------------------------- */
 
+/* Target names users write (PEFT's and the papers' spellings) for the seven matrices. */
 typedef struct target_alias {
     const char *name;
-    int mat; /* index into layer_mats, or -1 */
+    int mat; /* index into layer_mats */
     const char *const names[6];
 } target_alias;
 
@@ -241,8 +185,24 @@ mk_status mk_est_lora_shape(const mk_est_shape *s, const char *targets, long r, 
     return MK_OK;
 }
 
-mk_status mk_est_lora_tensors(const mk_tensor_info *t, size_t n, const char *targets, long r, uint64_t *out,
-                              uint64_t *matched)
+/* The roles a target alias names (layer_mats order: q, k, v, o, gate, up, down); experts
+ * and shared experts are MLPs too. */
+static bool alias_has_role(const target_alias *al, mk_role r)
+{
+    static const mk_role roles[7][3] = {
+        {MK_ROLE_Q, MK_ROLE_Q, MK_ROLE_Q},
+        {MK_ROLE_K, MK_ROLE_K, MK_ROLE_K},
+        {MK_ROLE_V, MK_ROLE_V, MK_ROLE_V},
+        {MK_ROLE_O, MK_ROLE_O, MK_ROLE_O},
+        {MK_ROLE_GATE, MK_ROLE_EXPERT_GATE, MK_ROLE_SHARED_GATE},
+        {MK_ROLE_UP, MK_ROLE_EXPERT_UP, MK_ROLE_SHARED_UP},
+        {MK_ROLE_DOWN, MK_ROLE_EXPERT_DOWN, MK_ROLE_SHARED_DOWN},
+    };
+    return roles[al->mat][0] == r || roles[al->mat][1] == r || roles[al->mat][2] == r;
+}
+
+mk_status mk_est_lora_tensors(const mk_arch *arch, const mk_tensor_info *t, size_t n, const char *targets, long r,
+                              uint64_t *out, uint64_t *matched)
 {
     char tok[32][64];
     int nt = split_targets(targets, tok);
@@ -252,26 +212,19 @@ mk_status mk_est_lora_tensors(const mk_tensor_info *t, size_t n, const char *tar
     for (size_t i = 0; i < n; i++) {
         const mk_tensor_info *w = &t[i];
         if (w->ndim != 2 || !mk_str_ends_with(w->name, ".weight")) continue;
+        mk_role role = mk_arch_role(arch, w->name).role;
+        /* a name that is no alias matches the module's last component, as PEFT's target_modules */
         size_t ml = strlen(w->name) - 7;
         const char *last = w->name;
         for (size_t c = 0; c < ml; c++)
             if (w->name[c] == '.') last = w->name + c + 1;
         size_t ll = (size_t)(w->name + ml - last);
-        char comp[64];
-        if (ll >= sizeof comp) continue;
-        memcpy(comp, last, ll);
-        comp[ll] = 0;
         bool hit = false;
         for (int k = 0; k < nt && !hit; k++) {
-            if (is_all(tok[k])) hit = !is_embed_name(w->name);
-            else {
-                const target_alias *a = find_alias(tok[k]);
-                if (a) {
-                    for (const char *const *nm = a->names; *nm && !hit; nm++) hit = strcmp(comp, *nm) == 0;
-                } else {
-                    hit = strcmp(comp, tok[k]) == 0;
-                }
-            }
+            const target_alias *a = is_all(tok[k]) ? NULL : find_alias(tok[k]);
+            if (is_all(tok[k])) hit = is_linear(arch, w);
+            else if (a) hit = alias_has_role(a, role);
+            else hit = strlen(tok[k]) == ll && strncmp(last, tok[k], ll) == 0;
             if (hit) any[k] = true;
         }
         if (!hit) continue;

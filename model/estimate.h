@@ -25,7 +25,7 @@
 #ifndef MK_ESTIMATE_H
 #define MK_ESTIMATE_H
 
-#include "../core/mk_tensor.h"
+#include "arch.h"
 
 typedef struct mk_est_shape {
     long layers, hidden, heads, kv_heads, head_dim, intermediate, vocab, positions;
@@ -44,14 +44,15 @@ void mk_est_shape_matrix(mk_est_shape *s, long out, long in);
 void mk_est_params_shape(const mk_est_shape *s, uint64_t *total, uint64_t *linear);
 /* Parameters from tensor headers: total, and those of 2-D tensors other than
  * embeddings and lm_head (what QLoRA quantises). */
-void mk_est_params_tensors(const mk_tensor_info *t, size_t n, uint64_t *total, uint64_t *linear);
+void mk_est_params_tensors(const mk_arch *a, const mk_tensor_info *t, size_t n, uint64_t *total, uint64_t *linear);
 
 /* LoRA trainable parameters at rank r on `targets` (comma list: q,k,v,o,gate,up,down,
- * their HF names q_proj..down_proj, or all-linear). From the shape, or from tensors
- * (then any module name matches its last component; *matched counts matrices). */
+ * their HF names q_proj..down_proj, or all-linear). From the shape, or from tensors (then
+ * an alias takes the weights of that role, experts' included, and any other name matches
+ * a module's last component, as PEFT's target_modules; *matched counts matrices). */
 mk_status mk_est_lora_shape(const mk_est_shape *s, const char *targets, long r, uint64_t *out);
-mk_status mk_est_lora_tensors(const mk_tensor_info *t, size_t n, const char *targets, long r, uint64_t *out,
-                              uint64_t *matched);
+mk_status mk_est_lora_tensors(const mk_arch *a, const mk_tensor_info *t, size_t n, const char *targets, long r,
+                              uint64_t *out, uint64_t *matched);
 
 typedef enum mk_est_optim { MK_OPTIM_SGD = 0, MK_OPTIM_MOMENTUM, MK_OPTIM_ADAM, MK_OPTIM_COUNT } mk_est_optim;
 extern const char *const mk_est_optim_names[MK_OPTIM_COUNT];
