@@ -20,6 +20,7 @@
 #include "../formats/peft.h"
 #include "../formats/safetensors.h"
 #include "../lora/lora.h"
+#include "../model/arch.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -454,19 +455,6 @@ typedef struct full_t {
     size_t out;
 } full_t;
 
-static bool is_input_embed(const char *module)
-{
-    const char *d = strrchr(module, '.');
-    const char *last = d ? d + 1 : module;
-    return strcmp(last, "embed_tokens") == 0 || strcmp(last, "wte") == 0 || strcmp(last, "word_embeddings") == 0 ||
-           strcmp(last, "embed_in") == 0 || strcmp(last, "tok_embeddings") == 0;
-}
-
-static bool is_output_embed(const char *module)
-{
-    return strcmp(module, "lm_head") == 0 || mk_str_ends_with(module, ".lm_head") || strcmp(module, "embed_out") == 0;
-}
-
 static bool in_list(const char *list, const char *module)
 {
     if (!list) return false;
@@ -498,17 +486,6 @@ static bool same_bytes(mk_source *a, size_t ia, mk_source *b, size_t ib)
     free(p);
     free(q);
     return same;
-}
-
-static bool model_is_conv1d(mk_source *s)
-{
-    char *cfg = NULL;
-    size_t len = 0;
-    bool conv = false;
-    if (s->ops->aux_read(s, "config.json", 16u << 20, &cfg, &len) == MK_OK && cfg)
-        conv = strstr(cfg, "\"model_type\": \"gpt2\"") || strstr(cfg, "\"model_type\":\"gpt2\"");
-    free(cfg);
-    return conv;
 }
 
 static int cmd_extract(int argc, char **argv)
@@ -560,7 +537,9 @@ static int cmd_extract(int argc, char **argv)
     full_t *fulls = NULL;
     size_t nm = 0, nf = 0;
     out_list ol = {0};
-    bool conv1d = s == MK_OK && model_is_conv1d(base);
+    mk_arch arch = {0};
+    if (s == MK_OK) s = mk_arch_of_source(base, &arch);
+    bool conv1d = s == MK_OK && mk_arch_is_conv1d(&arch);
     if (s == MK_OK) {
         mods = mk_calloc(ft->n_tensors + 1, sizeof *mods);
         fulls = mk_calloc(ft->n_tensors + 1, sizeof *fulls);
@@ -582,7 +561,8 @@ static int cmd_extract(int argc, char **argv)
             s = MK_ERR_NOMEM;
             break;
         }
-        bool emb_in = is_input_embed(module), emb_out = is_output_embed(module), emb = emb_in || emb_out;
+        mk_role role = mk_arch_role(&arch, F->name).role;
+        bool emb_in = mk_role_is_embedding(role), emb_out = role == MK_ROLE_LM_HEAD, emb = emb_in || emb_out;
         bool vocab_changed = emb && !mk_shape_eq(F, Bt);
         if (!vocab_changed && !mk_shape_eq(F, Bt)) {
             char a[160], b[160];
@@ -730,6 +710,7 @@ static int cmd_extract(int argc, char **argv)
     mods_free(mods, nm);
     for (size_t q = 0; q < nf; q++) free(fulls[q].key);
     free(fulls);
+    mk_arch_free(&arch);
     mk_source_close(base);
     mk_source_close(ft);
     return s == MK_OK ? 0 : mk_cli_fail(s);

@@ -467,7 +467,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
     if (s == MK_OK && m->o->quantize) {
         /* quantize while streaming: each merged tensor becomes its stored tensors */
-        s = mk_qplan_init(&m->qplan, &m->qo, m->plan.outs, m->plan.n);
+        s = mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n);
         if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
         if (s == MK_OK) s = mk_quant_consumer(&cons, k, &m->qplan, false, m->o->allow_crimes);
         if (s == MK_OK) s = k->ops->begin(k, m->qplan.out, m->qplan.n_out);

@@ -220,7 +220,10 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
                      mk_qinfo_describe(&qi, d));
     }
     if (s == MK_OK && !o->dry_run) s = mk_cli_check_output(out, &in, 1);
-    if (s == MK_OK) s = mk_qplan_init(&plan, qo, src->tensors, src->n_tensors);
+    mk_arch arch = {0};
+    if (s == MK_OK) s = mk_arch_of_source(src, &arch);
+    if (s == MK_OK) s = mk_qplan_init(&plan, qo, &arch, src->tensors, src->n_tensors);
+    mk_arch_free(&arch);
     if (s == MK_OK && !plan.n_quantized)
         mk_warn("%s: no tensor is quantized (no 2-D float weight outside embeddings and lm_head, or all skipped)", in);
     if (s == MK_OK) {

@@ -3,6 +3,7 @@
 
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
+#include "../model/arch.h"
 #include "modeldir.h"
 #include "safetensors.h"
 
@@ -815,22 +816,11 @@ void mk_peft_close(mk_peft_adapter *a)
 
 static bool base_is_conv1d(mk_source *base)
 {
-    char *cfg = NULL;
-    size_t len = 0;
+    mk_arch a;
     bool conv = false;
-    if (base->ops->aux_read && base->ops->aux_read(base, "config.json", 16u << 20, &cfg, &len) == MK_OK && cfg) {
-        mk_json j;
-        mk_json_limits lim = {64, len / 2 + 16};
-        if (mk_json_parse(&j, cfg, len, &lim, "config.json") == MK_OK) {
-            uint32_t v = mk_json_get(&j, 0, "model_type");
-            if (v && mk_json_at(&j, v)->type == MK_JSON_STR)
-                conv = strcmp(mk_json_strv(&j, v), "gpt2") == 0 || strcmp(mk_json_strv(&j, v), "openai-gpt") == 0;
-            mk_json_free(&j);
-        } else {
-            mk_error_clear();
-        }
-    }
-    free(cfg);
+    if (mk_arch_of_source(base, &a) == MK_OK) conv = mk_arch_is_conv1d(&a);
+    else mk_error_clear();
+    mk_arch_free(&a);
     return conv;
 }
 

@@ -169,43 +169,13 @@ static bool name_matches(const char *list, const char *name)
     return false;
 }
 
-/* The last component of the module name (name without ".weight"). */
-static const char *module_leaf(const char *name, char buf[256])
-{
-    size_t n = strlen(name);
-    if (n >= 7 && strcmp(name + n - 7, ".weight") == 0) n -= 7;
-    size_t s = n;
-    while (s && name[s - 1] != '.') s--;
-    size_t len = n - s < 255 ? n - s : 255;
-    memcpy(buf, name + s, len);
-    buf[len] = 0;
-    return buf;
-}
-
-/* Output projections are Linear layers that stay unquantized by default (transformers
- * skips the output embeddings; compressed-tensors presets ignore lm_head). */
-static bool is_lm_head(const char *name)
-{
-    char b[256];
-    const char *leaf = module_leaf(name, b);
-    return strcmp(leaf, "lm_head") == 0 || strcmp(leaf, "embed_out") == 0;
-}
-
-/* Embedding tables (nn.Embedding): never Linear, never quantized by the loaders. */
-static bool is_embedding(const char *name)
-{
-    char b[256];
-    const char *leaf = module_leaf(name, b);
-    return !is_lm_head(name) && (strstr(leaf, "embed") || strcmp(leaf, "wte") == 0 || strcmp(leaf, "wpe") == 0);
-}
-
 static bool is_weight_matrix(const mk_tensor_info *t)
 {
     return t->ndim == 2 && mk_str_ends_with(t->name, ".weight") && strlen(t->name) > 7 &&
            (t->dtype == MK_BF16 || t->dtype == MK_F16 || t->dtype == MK_F32) && t->numel > 0;
 }
 
-mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_tensor_info *in, size_t n)
+mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, const mk_tensor_info *in, size_t n)
 {
     memset(p, 0, sizeof *p);
     p->o = *o;
@@ -225,11 +195,14 @@ mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_tensor_info *in
         q->cols = mk_tensor_cols(ti);
         q->rows = mk_tensor_rows(ti);
         p->in_bytes += ti->nbytes;
+        q->role = mk_arch_role(arch, ti->name).role;
         if (!is_weight_matrix(ti)) continue;
+        /* embedding tables are never Linear layers, and the loaders leave lm_head alone
+         * (transformers skips the output embeddings; compressed-tensors presets ignore it) */
         bool forced = name_matches(o->include, ti->name);
         if (name_matches(o->skip, ti->name)) q->kept_why = "--skip";
-        else if (is_embedding(ti->name) && !forced) q->kept_why = "embedding";
-        else if (is_lm_head(ti->name) && !forced) q->kept_why = "lm_head";
+        else if (mk_role_is_embedding(q->role) && !forced) q->kept_why = "embedding";
+        else if (q->role == MK_ROLE_LM_HEAD && !forced) q->kept_why = "lm_head";
         if (q->kept_why) continue;
         if (bnb4) q->kind = MK_QK_BNB4;
         else if (o->fmt == MK_QF_INT8 && o->target == MK_QT_BNB) q->kind = MK_QK_BNB8;
@@ -505,7 +478,8 @@ static bool module_list(const mk_qplan *p, mk_buf *b)
     }
     for (size_t i = 0; i < p->n; i++) {
         const char *nm = p->in[i].name;
-        if (!is_weight_matrix(&p->in[i]) || p->t[i].kind != MK_QK_KEEP || is_embedding(nm) || strcmp(nm, "lm_head.weight") == 0)
+        if (!is_weight_matrix(&p->in[i]) || p->t[i].kind != MK_QK_KEEP || mk_role_is_embedding(p->t[i].role) ||
+            strcmp(nm, "lm_head.weight") == 0)
             continue;
         char *mod = module_name(nm);
         if (!mod) {

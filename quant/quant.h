@@ -26,7 +26,7 @@
 #ifndef MK_QUANT_H
 #define MK_QUANT_H
 
-#include "../core/mk_tensor.h"
+#include "../model/arch.h"
 
 typedef enum mk_qfmt { MK_QF_NF4 = 0, MK_QF_FP4, MK_QF_INT8, MK_QF_INT4, MK_QF_FP8, MK_QF_FP8_E5M2, MK_QF_COUNT } mk_qfmt;
 typedef enum mk_qtarget { MK_QT_DEFAULT = 0, MK_QT_BNB, MK_QT_CT } mk_qtarget;
@@ -77,6 +77,7 @@ typedef enum mk_qkind { MK_QK_KEEP = 0, MK_QK_BNB4, MK_QK_BNB8, MK_QK_CT_INT, MK
 typedef struct mk_qtensor {
     mk_qkind kind;
     const char *kept_why;   /* for a kept 2-D weight: "embedding", "lm_head", "--skip", ... */
+    mk_role role;           /* what the tensor is (model/arch.h) */
     mk_dtype wdtype;        /* the logical tensor's dtype: arithmetic dtype and bnb "dtype" */
     uint64_t rows, cols, numel;
     uint64_t group;         /* ct int: columns per scale (cols for per channel) */
@@ -100,8 +101,9 @@ typedef struct mk_qplan {
     mk_name_index index;    /* logical name -> index */
 } mk_qplan;
 
-/* Decide each tensor's kind (warns about weights kept for their shape). */
-mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_tensor_info *in, size_t n);
+/* Decide each tensor's kind (warns about weights kept for their shape). `arch` names the
+ * tensors' roles (NULL: the automatic rules). */
+mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, const mk_tensor_info *in, size_t n);
 /* Double quant: the logical tensors whose absmax mean should be known before the layout
  * (for an exact-length JSON blob); set it with mk_qplan_set_offset. */
 bool mk_qplan_wants_offset(const mk_qplan *p, size_t i);

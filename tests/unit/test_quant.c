@@ -346,7 +346,7 @@ MK_TEST(quant_plan_selection_and_layout)
     mk_qplan p;
     CHECK_OK(mk_qopts_parse("int4", &o));
     CHECK_OK(mk_qopts_resolve(&o, false));
-    CHECK_OK(mk_qplan_init(&p, &o, in, n));
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
     CHECK_EQ_INT(p.n_quantized, 1); /* down_proj: 200 columns is not a multiple of 128 */
     CHECK(p.t[2].kind == MK_QK_CT_INT && p.t[4].kind == MK_QK_KEEP && p.t[0].kind == MK_QK_KEEP && p.t[6].kind == MK_QK_KEEP);
     CHECK_STR(p.t[4].kept_why, "columns not a multiple of the group size");
@@ -366,7 +366,7 @@ MK_TEST(quant_plan_selection_and_layout)
     CHECK_OK(mk_qopts_resolve(&o, false));
     o.skip = "*.down_proj.*";
     o.include = "embed_tokens";
-    CHECK_OK(mk_qplan_init(&p, &o, in, n));
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
     CHECK(p.t[0].kind == MK_QK_BNB4 && p.t[4].kind == MK_QK_KEEP && p.t[2].kind == MK_QK_BNB4);
     CHECK_OK(mk_qplan_layout(&p));
     const mk_tensor_info *w = &p.out[p.t[2].out0];
@@ -440,7 +440,7 @@ static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int
     *status = mk_qopts_parse(spec, &o);
     if (*status == MK_OK) *status = mk_qopts_resolve(&o, false);
     if (*status != MK_OK) return NULL;
-    CHECK_OK(mk_qplan_init(&p, &o, &w, 1));
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, &w, 1));
     CHECK_OK(mk_qplan_layout(&p));
     memsink *m = calloc(1, sizeof *m);
     mk_sink k = {&ms_ops, NULL, 0, NULL, m};

@@ -251,7 +251,7 @@ static void run_bnb4(golden *g, gcase *k)
     mk_tensor_info ti = {.name = "m.weight", .dtype = k->dtype, .ndim = 2, .shape = {(int64_t)k->rows, (int64_t)k->cols}};
     CHECK_OK(mk_tensor_info_finish(&ti));
     mk_qplan plan;
-    CHECK_OK(mk_qplan_init(&plan, &o, &ti, 1));
+    CHECK_OK(mk_qplan_init(&plan, &o, NULL, &ti, 1));
     if (dq) mk_qplan_set_offset(&plan, 0, offset);
     CHECK_OK(mk_qplan_layout(&plan));
     char js[64];
