@@ -6,31 +6,13 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
-#include "../formats/hfconfig.h"
-#include "../formats/safetensors.h"
+#include "../formats/output.h"
 #include "../quant/qsource.h"
 #include "../quant/quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static mk_status write_aux(mk_source *src, mk_sink *k, const char *in, const char *dtype)
-{
-    char *cfg = NULL, *text = NULL;
-    size_t len = 0;
-    MK_TRY(src->ops->aux_read(src, "config.json", 16u << 20, &cfg, &len));
-    mk_status s = MK_OK;
-    if (cfg) {
-        mk_hfconfig_edit e = {dtype, NULL, 0, NULL, 0, NULL, true};
-        s = mk_hfconfig_rewrite(cfg, in, &e, &text);
-        if (s == MK_OK) s = k->ops->add_file(k, "config.json", text, strlen(text));
-    }
-    if (s == MK_OK) s = mk_cli_copy_tokenizer(src, k);
-    free(cfg);
-    free(text);
-    return s;
-}
 
 static mk_status run(mk_common *c, const char *in, const char *out, const char *dtype_s, uint64_t shard, bool force, uint64_t chunk)
 {
@@ -67,28 +49,24 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
         outs[i].dtype = od;
         s = mk_tensor_info_finish(&outs[i]);
     }
-    mk_outdir od;
-    mk_sink *k = NULL;
+    mk_output o = {0};
     mk_consumer cons = {0};
-    bool begun = false;
-    if (s == MK_OK) s = mk_outdir_begin(&od, out, false, force, false);
-    begun = s == MK_OK;
-    mk_st_sink_opts so = {shard, NULL, false};
-    if (s == MK_OK) s = mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK) s = k->ops->begin(k, outs, src->n_tensors);
-    if (s == MK_OK) s = mk_consumer_plain(&cons, k, outs, src->n_tensors, false);
+    mk_output_opts oo = {.shard_size = shard, .force = force};
+    if (s == MK_OK) s = mk_output_begin(&o, out, &oo, outs, src->n_tensors);
+    if (s == MK_OK) s = mk_consumer_plain(&cons, o.k, outs, src->n_tensors, false);
     mk_progress prog;
     mk_progress_init(&prog, "dequantize", c);
     double t0 = mk_now();
     mk_qstream_opts qso = {chunk, mk_progress_cb, &prog, false};
     if (s == MK_OK) s = mk_qstream_run(src, idx, outs, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
-    if (s == MK_OK) s = write_aux(src, k, in, mk_dtype_info(cfg_dtype)->torch_name);
-    if (s == MK_OK) s = k->ops->commit(k);
-    if (begun) {
-        if (s == MK_OK) s = mk_outdir_commit(&od);
-        else mk_outdir_abort(&od);
-    }
+    /* config.json in the output dtype, without its quantization_config */
+    mk_hfconfig_edit e = {mk_dtype_info(cfg_dtype)->torch_name, NULL, 0, NULL, 0, NULL, true};
+    bool found;
+    if (s == MK_OK) s = mk_output_config(&o, src, &e, &found);
+    if (s == MK_OK) s = mk_output_tokenizer(&o, src);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
     if (s == MK_OK) {
         char a[32], d[160];
         uint64_t bytes = 0;
@@ -101,7 +79,7 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
                    out, qi.format, qi.layout, qi.n_quantized, src->n_tensors, (unsigned long long)bytes);
     }
     if (cons.ops) cons.ops->close(&cons);
-    mk_sink_close(k);
+    mk_output_close(&o);
     free(outs);
     free(idx);
     mk_source_close(src);

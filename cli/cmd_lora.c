@@ -16,9 +16,8 @@
 
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
-#include "../formats/hfconfig.h"
+#include "../formats/output.h"
 #include "../formats/peft.h"
-#include "../formats/safetensors.h"
 #include "../lora/lora.h"
 #include "../model/arch.h"
 
@@ -128,23 +127,6 @@ static mk_status stream_all(mk_source *src, mk_sink *k, mk_progress *prog)
     return MK_OK;
 }
 
-static mk_status copy_aux(mk_source *src, mk_sink *k)
-{
-    static const char *const extra[] = {"config.json", NULL};
-    for (int pass = 0; pass < 2; pass++) {
-        for (const char *const *f = pass ? mk_tokenizer_files : extra; *f; f++) {
-            char *data = NULL;
-            size_t len = 0;
-            MK_TRY(src->ops->aux_read(src, *f, 512u << 20, &data, &len));
-            if (!data) continue;
-            mk_status s = k->ops->add_file(k, *f, data, len);
-            free(data);
-            MK_TRY(s);
-        }
-    }
-    return MK_OK;
-}
-
 static int cmd_apply(int argc, char **argv)
 {
     mk_common c = {0};
@@ -173,25 +155,19 @@ static int cmd_apply(int argc, char **argv)
     mk_source *src = NULL;
     if (s == MK_OK) s = mk_cli_open_lora(pos[0], pos[1], &src);
     if (s != MK_OK) return mk_cli_fail(s);
-    mk_outdir od;
-    s = mk_outdir_begin(&od, pos[2], false, force, false);
-    if (s != MK_OK) {
-        mk_source_close(src);
-        return mk_cli_fail(s);
-    }
-    mk_sink *k = NULL;
-    mk_st_sink_opts so = {shard, NULL, false};
+    mk_output o;
+    mk_output_opts oo = {.shard_size = shard, .force = force};
     double t0 = mk_now();
-    s = mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK) s = k->ops->begin(k, src->tensors, src->n_tensors);
+    s = mk_output_begin(&o, pos[2], &oo, src->tensors, src->n_tensors);
     mk_progress prog;
     mk_progress_init(&prog, "lora apply", &c);
-    if (s == MK_OK) s = stream_all(src, k, &prog);
+    if (s == MK_OK) s = stream_all(src, o.k, &prog);
     mk_progress_end(&prog);
-    if (s == MK_OK) s = copy_aux(src, k);
-    if (s == MK_OK) s = k->ops->commit(k);
-    if (s == MK_OK) s = mk_outdir_commit(&od);
-    else mk_outdir_abort(&od);
+    bool found;
+    if (s == MK_OK) s = mk_output_config(&o, src, NULL, &found);
+    if (s == MK_OK) s = mk_output_tokenizer(&o, src);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
     uint64_t bytes = 0;
     for (size_t i = 0; i < src->n_tensors; i++) bytes += src->tensors[i].nbytes;
     if (s == MK_OK) {
@@ -206,13 +182,13 @@ static int cmd_apply(int argc, char **argv)
             printf("%s, \"tensors\": %zu, \"bytes\": %llu, \"files\": [", b.data ? b.data : "\"\"", src->n_tensors,
                    (unsigned long long)bytes);
             mk_buf_free(&b);
-            for (size_t i = 0; i < k->n_out_files; i++)
-                printf("%s{\"name\": \"%s\", \"size\": %llu, \"xxh128\": \"%s\"}", i ? ", " : "", k->out_files[i].name,
-                       (unsigned long long)k->out_files[i].size, k->out_files[i].hash);
+            for (size_t i = 0; i < o.k->n_out_files; i++)
+                printf("%s{\"name\": \"%s\", \"size\": %llu, \"xxh128\": \"%s\"}", i ? ", " : "", o.k->out_files[i].name,
+                       (unsigned long long)o.k->out_files[i].size, o.k->out_files[i].hash);
             printf("]}\n");
         }
     }
-    mk_sink_close(k);
+    mk_output_close(&o);
     mk_source_close(src);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }
@@ -351,15 +327,11 @@ static mk_dtype parse_out_dtype(const char *s)
     return d == MK_F32 || d == MK_F16 || d == MK_BF16 ? d : MK_DTYPE_NONE;
 }
 
-/* Begin OUT.tmp with an adapter sink declaring `l`. */
-static mk_status adapter_begin(const char *out, bool force, const out_list *l, mk_outdir *od, mk_sink **k)
+/* Begin OUT.tmp with an adapter sink (adapter_model.safetensors, one file) declaring `l`. */
+static mk_status adapter_begin(const char *out, bool force, const out_list *l, mk_output *o)
 {
-    MK_TRY(mk_outdir_begin(od, out, false, force, false));
-    mk_st_sink_opts so = {0, NULL, false};
-    mk_status s = mk_safetensors_sink_stem(od->tmp_path, "adapter_model", &so, k);
-    if (s == MK_OK) s = (*k)->ops->begin(*k, l->t, l->n);
-    if (s != MK_OK) mk_outdir_abort(od);
-    return s;
+    mk_output_opts oo = {.stem = "adapter_model", .force = force};
+    return mk_output_begin(o, out, &oo, l->t, l->n);
 }
 
 /* One LoRA module to write: per-module rank and the share of energy kept. */
@@ -631,10 +603,9 @@ static int cmd_extract(int argc, char **argv)
         fulls[q].out = ol.n;
         s = out_add_full(&ol, F, mk_asprintf("%s%s", MK_PEFT_PREFIX, F->name));
     }
-    mk_outdir od = {0};
-    mk_sink *k = NULL;
-    if (s == MK_OK) s = adapter_begin(pos[2], force, &ol, &od, &k);
-    bool begun = s == MK_OK;
+    mk_output o = {0};
+    if (s == MK_OK) s = adapter_begin(pos[2], force, &ol, &o);
+    mk_sink *k = o.k;
     mk_progress prog;
     mk_progress_init(&prog, "lora extract", &c);
     double t0 = mk_now();
@@ -695,9 +666,8 @@ static int cmd_extract(int argc, char **argv)
         if (!seen) keys[nk++] = fulls[q].key;
     }
     if (s == MK_OK) s = write_config(k, pos[0], mods, nm, keys, nk, conv1d);
-    if (s == MK_OK) s = k->ops->commit(k);
-    if (s == MK_OK) s = mk_outdir_commit(&od);
-    else if (begun) mk_outdir_abort(&od);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
     free(keys);
     if (s == MK_OK) {
         report(mods, nm, pos[2], "extract", &c, true);
@@ -705,7 +675,7 @@ static int cmd_extract(int argc, char **argv)
             fprintf(stderr, "mergekit-c: wrote %s: %zu LoRA module(s) at rank <= %ld, %zu whole tensor(s) in %.1f s\n", pos[2], nm,
                     rank, nf, mk_now() - t0);
     }
-    mk_sink_close(k);
+    mk_output_close(&o);
     out_free(&ol);
     mods_free(mods, nm);
     for (size_t q = 0; q < nf; q++) free(fulls[q].key);
@@ -924,10 +894,9 @@ static int cmd_combine(int argc, char **argv)
         }
     }
     if (s == MK_OK && nm == 0 && nf == 0) s = mk_error(MK_ERR_USAGE, "the adapters have no modules to combine");
-    mk_outdir od = {0};
-    mk_sink *k = NULL;
-    if (s == MK_OK) s = adapter_begin(out, force, &ol, &od, &k);
-    bool begun = s == MK_OK;
+    mk_output o = {0};
+    if (s == MK_OK) s = adapter_begin(out, force, &ol, &o);
+    mk_sink *k = o.k;
     float *fw = mk_calloc(na, sizeof *fw);
     if (!fw && s == MK_OK) s = MK_ERR_NOMEM;
     for (size_t i = 0; i < na && fw; i++) fw[i] = (float)w[i];
@@ -957,8 +926,8 @@ static int cmd_combine(int argc, char **argv)
                 uint64_t r = (uint64_t)pm->r;
                 float sc = (float)pm->scale;
                 for (uint64_t e = 0; e < r * m->in; e++) A[row * m->in + e] = (Ai[e] * fw[i]) * sc;
-                for (uint64_t o = 0; o < m->out; o++)
-                    for (uint64_t j = 0; j < r; j++) B[o * kk + row + j] = Bi[o * r + j];
+                for (uint64_t row_o = 0; row_o < m->out; row_o++)
+                    for (uint64_t j = 0; j < r; j++) B[row_o * kk + row + j] = Bi[row_o * r + j];
                 row += r;
                 m->kept = 1;
                 free(Ai);
@@ -1007,14 +976,13 @@ static int cmd_combine(int argc, char **argv)
         s = put_raw(k, full_out[q], a->src, a->lay.full[full_ix[q]].index);
     }
     if (s == MK_OK) s = write_config(k, na ? ad[0]->cfg.base_model : NULL, mods, nm, save, nsave, fifo);
-    if (s == MK_OK) s = k->ops->commit(k);
-    if (s == MK_OK) s = mk_outdir_commit(&od);
-    else if (begun) mk_outdir_abort(&od);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
     if (s == MK_OK) {
         report(mods, nm, out, method, &c, meth != CB_CAT);
         if (!c.quiet) fprintf(stderr, "mergekit-c: wrote %s: %zu module(s) combined by %s from %zu adapters\n", out, nm, method, na);
     }
-    mk_sink_close(k);
+    mk_output_close(&o);
     out_free(&ol);
     mods_free(mods, nm);
     free(full_ad);

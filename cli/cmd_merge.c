@@ -11,8 +11,8 @@
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
-#include "../formats/hfconfig.h"
 #include "../formats/mkz.h"
+#include "../formats/output.h"
 #include "../formats/safetensors.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
@@ -59,9 +59,7 @@ typedef struct merge_run {
     size_t n_refs;
     mk_plan plan;
     input_hashes ih;
-    mk_buf outfiles;    /* JSON array body of the output files, for provenance */
-    size_t n_written;
-    mk_out_file written[64]; /* aux files written, for provenance */
+    mk_output w;             /* OUT (or the --check scratch folder) and its side files */
     mk_qopts qo;             /* with --quantize */
     mk_qplan qplan;
     char *quantize_rec;      /* --check: the recorded --quantize */
@@ -164,28 +162,12 @@ static mk_status hash_join(hash_job *h)
 
 /* ---- outputs --------------------------------------------------------------------------- */
 
-static mk_status add_aux(merge_run *m, mk_sink *k, const char *name, const void *data, size_t len)
-{
-    MK_TRY(k->ops->add_file(k, name, data, len));
-    if (m->n_written >= sizeof m->written / sizeof m->written[0]) MK_BUG("too many auxiliary files");
-    mk_out_file *f = &m->written[m->n_written++];
-    f->name = mk_strdup(name);
-    f->size = len;
-    mk_hash128_hex(mk_hash128_bytes(data, len), f->hash);
-    return f->name ? MK_OK : MK_ERR_NOMEM;
-}
-
-static mk_status write_config(merge_run *m, mk_sink *k)
+/* The donor's config.json with the output dtype, layer count, vocabulary size and
+ * quantization_config of this merge. */
+static mk_status write_config(merge_run *m)
 {
     const mk_plan *p = &m->plan;
     mk_source *donor = p->models[p->donor].src;
-    char *cfg = NULL, *out = NULL;
-    size_t len = 0;
-    MK_TRY(donor->ops->aux_read(donor, "config.json", 16u << 20, &cfg, &len));
-    if (!cfg) {
-        mk_warn("%s has no config.json; the output has none either", donor->path);
-        return MK_OK;
-    }
     const mk_arch *a = &p->models[p->donor].arch;
     mk_dtype od = p->n ? p->t[0].out.dtype : MK_BF16;
     for (size_t i = 0; i < p->n; i++)
@@ -194,10 +176,7 @@ static mk_status write_config(merge_run *m, mk_sink *k)
             break;
         }
     char *qc = m->o->quantize ? mk_qplan_config_json(&m->qplan) : NULL;
-    if (m->o->quantize && !qc) {
-        free(cfg);
-        return MK_ERR_NOMEM;
-    }
+    if (m->o->quantize && !qc) return MK_ERR_NOMEM;
     mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
     if (p->out_layers >= 0) {
         e.layers_key = mk_arch_layers_key(a);
@@ -207,15 +186,14 @@ static mk_status write_config(merge_run *m, mk_sink *k)
         e.vocab_key = mk_arch_vocab_key(a);
         e.vocab = (long)p->vocab_rows;
     }
-    mk_status s = mk_hfconfig_rewrite(cfg, donor->path, &e, &out);
-    free(cfg);
+    bool found;
+    mk_status s = mk_output_config(&m->w, donor, &e, &found);
     free(qc);
-    if (s == MK_OK) s = add_aux(m, k, "config.json", out, strlen(out));
-    free(out);
+    if (s == MK_OK && !found) mk_warn("%s has no config.json; the output has none either", donor->path);
     return s;
 }
 
-static mk_status copy_tokenizer(merge_run *m, mk_sink *k)
+static mk_status copy_tokenizer(merge_run *m)
 {
     const mk_plan *p = &m->plan;
     size_t tok = (size_t)p->donor;
@@ -231,17 +209,7 @@ static mk_status copy_tokenizer(merge_run *m, mk_sink *k)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
                             m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
     }
-    mk_source *src = p->models[tok].src;
-    for (const char *const *f = mk_tokenizer_files; *f; f++) {
-        char *data = NULL;
-        size_t len = 0;
-        MK_TRY(src->ops->aux_read(src, *f, 512u << 20, &data, &len));
-        if (!data) continue;
-        mk_status s = add_aux(m, k, *f, data, len);
-        free(data);
-        MK_TRY(s);
-    }
-    return MK_OK;
+    return mk_output_tokenizer(&m->w, p->models[tok].src);
 }
 
 static void json_file_list(mk_buf *b, const mk_out_file *f, size_t n, bool *first)
@@ -281,7 +249,7 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
     mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
     bool first = true;
     json_file_list(b, k->out_files, k->n_out_files, &first);
-    json_file_list(b, m->written, m->n_written, &first);
+    json_file_list(b, m->w.files, m->w.n_files, &first);
     mk_buf_puts(b, "\n  ]\n}\n");
 }
 
@@ -304,9 +272,9 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     for (size_t i = 0; i < k->n_out_files; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", k->out_files[i].name, (unsigned long long)k->out_files[i].size,
                       k->out_files[i].hash);
-    for (size_t i = 0; i < m->n_written; i++)
-        mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->written[i].name, (unsigned long long)m->written[i].size,
-                      m->written[i].hash);
+    for (size_t i = 0; i < m->w.n_files; i++)
+        mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", m->w.files[i].name, (unsigned long long)m->w.files[i].size,
+                      m->w.files[i].hash);
     if (m->o->mkz) /* the recipe copy is inside the container */
         mk_buf_printf(b, "\nTo prove the merge reproduces, from the folder it was run in: `mergekit-c unpack %s %s.d && "
                          "mergekit-c %s.d/%s %s --check` (re-derives every output hash from the recorded inputs).\n",
@@ -414,6 +382,103 @@ static char *resume_key(merge_run *m)
 
 static mk_status resume_complete(merge_run *m);
 
+/* --check: the inputs must be the ones recorded in OUT's provenance. */
+static mk_status check_inputs(merge_run *m, const mk_json *expect)
+{
+    MK_TRY(hash_inputs(m));
+    uint32_t ins = mk_json_get(expect, 0, "inputs");
+    for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
+        uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
+        if (!f || !h) continue;
+        bool ok = false, seen = false;
+        const char *fn = mk_json_strv(expect, f);
+        for (size_t i = 0; i < m->ih.n; i++) {
+            if (strcmp(m->ih.files[i].name, fn) != 0) continue;
+            seen = true;
+            ok = strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+        }
+        if (!seen) return mk_error(MK_ERR_MISMATCH, "input file %s recorded in the output is not used by the recipe now", fn);
+        if (!ok) return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (xxh128 differs from the record)", fn);
+    }
+    return MK_OK;
+}
+
+/* OUT.tmp (or the --check scratch folder) with the sink for the plan's tensors, or for the
+ * stored tensors they become with --quantize, and the consumer that fills it. */
+static mk_status open_output(merge_run *m, const mk_json *expect, mk_consumer *cons)
+{
+    char *key = resume_key(m);
+    char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
+    if (!key || (expect && !scratch)) {
+        free(key);
+        free(scratch);
+        return MK_ERR_NOMEM;
+    }
+    /* --check re-derives into a plain folder: the same shard hashes */
+    mk_output_opts oo = {.shard_size = m->o->shard_size, .force = m->o->force || expect, .resume = m->o->resume && !expect,
+                         .resume_key = key, .compress = m->o->mkz && !expect, .level = m->o->level};
+    const char *out = expect ? scratch : m->out;
+    mk_status s = MK_OK;
+    if (m->o->quantize) {
+        /* quantize while streaming: each merged tensor becomes its stored tensors */
+        s = mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n);
+        if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
+        if (s == MK_OK) s = mk_output_begin(&m->w, out, &oo, m->qplan.out, m->qplan.n_out);
+        if (s == MK_OK) s = mk_quant_consumer(cons, m->w.k, &m->qplan, false, m->o->allow_crimes);
+    } else {
+        s = mk_output_begin(&m->w, out, &oo, m->plan.outs, m->plan.n);
+        if (s == MK_OK) s = mk_consumer_plain(cons, m->w.k, m->plan.outs, m->plan.n, m->o->allow_crimes);
+    }
+    free(key);
+    free(scratch);
+    return s;
+}
+
+/* --check: every output recorded in `expect` was made again with its recorded hash. */
+static mk_status compare_outputs(merge_run *m, const mk_json *expect)
+{
+    const mk_sink *k = m->w.k;
+    size_t compared = 0;
+    uint32_t outs = mk_json_get(expect, 0, "outputs");
+    for (uint32_t c = outs ? mk_json_at(expect, outs)->first : 0; c; c = mk_json_at(expect, c)->next) {
+        uint32_t nn = mk_json_get(expect, c, "name"), hh = mk_json_get(expect, c, "xxh128");
+        if (!nn || !hh) continue;
+        const char *name = mk_json_strv(expect, nn), *want = mk_json_strv(expect, hh);
+        const char *got = NULL;
+        for (size_t i = 0; i < k->n_out_files; i++)
+            if (strcmp(k->out_files[i].name, name) == 0) got = k->out_files[i].hash;
+        for (size_t i = 0; i < m->w.n_files; i++)
+            if (strcmp(m->w.files[i].name, name) == 0) got = m->w.files[i].hash;
+        if (!got) return mk_error(MK_ERR_MISMATCH, "%s: recorded output %s was not produced again", m->out, name);
+        if (strcmp(got, want) != 0)
+            return mk_error(MK_ERR_MISMATCH, "%s: %s differs: recorded %s, re-derived %s", m->out, name, want, got);
+        compared++;
+    }
+    if (!m->o->c.quiet)
+        fprintf(stderr, "mergekit-c: %s: reproducible: %zu output file(s) match their recorded hashes\n", m->out, compared);
+    if (m->o->c.json) printf("{\"check\": \"ok\", \"files\": %zu}\n", compared);
+    return MK_OK;
+}
+
+/* After the tensors: config, tokenizer, recipe; seal; then the provenance record and model
+ * card that list every file's hash (not for --check: the scratch output is compared). */
+static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
+{
+    MK_TRY(write_config(m));
+    MK_TRY(copy_tokenizer(m));
+    MK_TRY(mk_output_file(&m->w, RECIPE_COPY, m->r->text, m->r->text_len));
+    MK_TRY(mk_output_seal(&m->w));
+    mk_testpoint(); /* index written */
+    mk_buf card = {0};
+    provenance_json(m, m->w.k, prov);
+    card_text(m, m->w.k, &card);
+    mk_status s = prov->failed || card.failed ? mk_error(MK_ERR_NOMEM, "out of memory writing the model card") : MK_OK;
+    if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, PROVENANCE_FILE, prov->data, prov->len);
+    if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, "README.md", card.data, card.len);
+    mk_buf_free(&card);
+    return s;
+}
+
 /* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
@@ -432,49 +497,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         print_plan(m);
         return MK_OK;
     }
+    if (expect) MK_TRY(check_inputs(m, expect));
     hash_job hj = {0};
-    if (expect) {
-        MK_TRY(hash_inputs(m));
-        /* the inputs must be the ones recorded */
-        uint32_t ins = mk_json_get(expect, 0, "inputs");
-        for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
-            uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
-            if (!f || !h) continue;
-            bool ok = false, seen = false;
-            for (size_t i = 0; i < m->ih.n; i++) {
-                const char *fn = mk_json_strv(expect, f);
-                if (strcmp(m->ih.files[i].name, fn) != 0) continue;
-                seen = true;
-                ok = strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
-            }
-            if (!seen) return mk_error(MK_ERR_MISMATCH, "input file %s recorded in the output is not used by the recipe now", mk_json_strv(expect, f));
-            if (!ok) return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (xxh128 differs from the record)", mk_json_strv(expect, f));
-        }
-    }
-
-    mk_outdir od;
-    char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
-    bool as_mkz = m->o->mkz && !expect; /* --check re-derives into a plain folder: same shard hashes */
-    mk_status s = mk_outdir_begin(&od, expect ? scratch : m->out, as_mkz, m->o->force || expect, m->o->resume && !expect);
-    free(scratch);
-    if (s != MK_OK) return s;
-    mk_sink *k = NULL;
     mk_consumer cons = {0};
-    char *key = resume_key(m);
-    mk_st_sink_opts so = {m->o->shard_size, key, m->o->resume && !expect};
-    if (!key) s = MK_ERR_NOMEM;
-    mk_mkz_sink_opts zo = {m->o->level, m->o->shard_size, 0};
-    if (s == MK_OK) s = as_mkz ? mk_mkz_sink(od.tmp_path, &zo, &k) : mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK && m->o->quantize) {
-        /* quantize while streaming: each merged tensor becomes its stored tensors */
-        s = mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n);
-        if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
-        if (s == MK_OK) s = mk_quant_consumer(&cons, k, &m->qplan, false, m->o->allow_crimes);
-        if (s == MK_OK) s = k->ops->begin(k, m->qplan.out, m->qplan.n_out);
-    } else {
-        if (s == MK_OK) s = mk_consumer_plain(&cons, k, m->plan.outs, m->plan.n, m->o->allow_crimes);
-        if (s == MK_OK) s = k->ops->begin(k, m->plan.outs, m->plan.n);
-    }
+    mk_status s = open_output(m, expect, &cons);
     if (s == MK_OK && !expect) s = hash_start(&hj, m);
     mk_testpoint(); /* shards created, nothing computed */
     mk_progress prog;
@@ -488,45 +514,12 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_status hs = hash_join(&hj);
     if (s == MK_OK) s = hs;
     mk_testpoint(); /* every tensor written */
-    if (s == MK_OK) s = write_config(m, k);
-    if (s == MK_OK) s = copy_tokenizer(m, k);
-    if (s == MK_OK) s = add_aux(m, k, RECIPE_COPY, m->r->text, m->r->text_len);
-    if (s == MK_OK) s = k->ops->commit(k);
-    mk_testpoint(); /* index written */
-    mk_buf prov = {0}, card = {0};
-    if (s == MK_OK) {
-        provenance_json(m, k, &prov);
-        card_text(m, k, &card);
-        if (prov.failed || card.failed) s = mk_error(MK_ERR_NOMEM, "out of memory writing the model card");
-    }
-    if (s == MK_OK && !expect) s = k->ops->add_file(k, PROVENANCE_FILE, prov.data, prov.len);
-    if (s == MK_OK && !expect) s = k->ops->add_file(k, "README.md", card.data, card.len);
-    if (s == MK_OK) s = mk_sink_finish(k);
-    if (s == MK_OK && expect) {
-        /* compare every recorded output with what we just made */
-        size_t compared = 0;
-        uint32_t outs = mk_json_get(expect, 0, "outputs");
-        for (uint32_t c = outs ? mk_json_at(expect, outs)->first : 0; c && s == MK_OK; c = mk_json_at(expect, c)->next) {
-            uint32_t nn = mk_json_get(expect, c, "name"), hh = mk_json_get(expect, c, "xxh128");
-            if (!nn || !hh) continue;
-            const char *name = mk_json_strv(expect, nn), *want = mk_json_strv(expect, hh);
-            const char *got = NULL;
-            for (size_t i = 0; i < k->n_out_files; i++)
-                if (strcmp(k->out_files[i].name, name) == 0) got = k->out_files[i].hash;
-            for (size_t i = 0; i < m->n_written; i++)
-                if (strcmp(m->written[i].name, name) == 0) got = m->written[i].hash;
-            if (!got) s = mk_error(MK_ERR_MISMATCH, "%s: recorded output %s was not produced again", m->out, name);
-            else if (strcmp(got, want) != 0)
-                s = mk_error(MK_ERR_MISMATCH, "%s: %s differs: recorded %s, re-derived %s", m->out, name, want, got);
-            compared++;
-        }
-        if (s == MK_OK && !m->o->c.quiet)
-            fprintf(stderr, "mergekit-c: %s: reproducible: %zu output file(s) match their recorded hashes\n", m->out,
-                    compared);
-        if (s == MK_OK && m->o->c.json) printf("{\"check\": \"ok\", \"files\": %zu}\n", compared);
-    }
-    if (s == MK_OK && !expect) s = mk_outdir_commit(&od);
-    else mk_outdir_abort(&od);
+    mk_buf prov = {0};
+    if (s == MK_OK) s = write_side_files(m, expect != NULL, &prov);
+    /* the --check scratch output is compared, then removed by mk_output_close */
+    if (s == MK_OK && expect) s = mk_sink_finish(m->w.k);
+    if (s == MK_OK && expect) s = compare_outputs(m, expect);
+    if (s == MK_OK && !expect) s = mk_output_commit(&m->w);
     if (s == MK_OK && !expect) {
         double el = mk_now() - t0;
         char a[32];
@@ -537,10 +530,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         if (m->o->c.json) fputs(prov.data, stdout);
     }
     mk_buf_free(&prov);
-    mk_buf_free(&card);
-    cons.ops ? cons.ops->close(&cons) : (void)0;
-    mk_sink_close(k);
-    free(key);
+    if (cons.ops) cons.ops->close(&cons);
+    mk_output_close(&m->w);
     return s;
 }
 
@@ -554,7 +545,7 @@ static void merge_run_free(merge_run *m)
     for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
     free(m->ih.files);
     free(m->ih.model_of);
-    for (size_t i = 0; i < m->n_written; i++) free(m->written[i].name);
+    mk_output_close(&m->w);
 }
 
 /* Every output file recorded in OUT's provenance still has its recorded hash. A .mkz OUT

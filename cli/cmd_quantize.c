@@ -10,8 +10,7 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
-#include "../formats/hfconfig.h"
-#include "../formats/safetensors.h"
+#include "../formats/output.h"
 #include "../quant/qsource.h"
 #include "../quant/quant.h"
 
@@ -115,34 +114,18 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
 
 /* ---- the run ---------------------------------------------------------------------------------- */
 
-mk_status mk_cli_copy_tokenizer(mk_source *src, mk_sink *k)
+/* config.json with quantization_config, the tokenizer files, a model card. */
+static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, const char *in_path, const char *out_path)
 {
-    mk_status s = MK_OK;
-    for (const char *const *f = mk_tokenizer_files; *f && s == MK_OK; f++) {
-        char *data = NULL;
-        size_t dl = 0;
-        s = src->ops->aux_read(src, *f, 512u << 20, &data, &dl);
-        if (s == MK_OK && data) s = k->ops->add_file(k, *f, data, dl);
-        free(data);
-    }
-    return s;
-}
-
-static mk_status write_aux(mk_source *src, mk_sink *k, const mk_qplan *p, const char *in_path, const char *out_path)
-{
-    char *cfg = NULL, *text = NULL, *qc = NULL;
-    size_t len = 0;
-    MK_TRY(src->ops->aux_read(src, "config.json", 16u << 20, &cfg, &len));
-    mk_status s = MK_OK;
-    if (!cfg) {
+    char *qc = mk_qplan_config_json(p);
+    if (!qc) return MK_ERR_NOMEM;
+    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false};
+    bool found;
+    mk_status s = mk_output_config(o, src, &e, &found);
+    free(qc);
+    if (s == MK_OK && !found)
         mk_warn("%s has no config.json; the output has none, so loaders will not know its quantization", in_path);
-    } else {
-        qc = mk_qplan_config_json(p);
-        mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false};
-        s = qc ? mk_hfconfig_rewrite(cfg, in_path, &e, &text) : MK_ERR_NOMEM;
-        if (s == MK_OK) s = k->ops->add_file(k, "config.json", text, strlen(text));
-    }
-    if (s == MK_OK) s = mk_cli_copy_tokenizer(src, k);
+    if (s == MK_OK) s = mk_output_tokenizer(o, src);
     if (s == MK_OK) {
         char desc[160];
         char *title = mk_path_basename(out_path);
@@ -159,12 +142,9 @@ static mk_status write_aux(mk_source *src, mk_sink *k, const mk_qplan *p, const 
             mk_buf_puts(&b, "\nLoad it with vLLM, or with transformers and compressed-tensors "
                             "(`CompressedTensorsConfig(run_compressed=False)` to decompress).\n");
         free(title);
-        s = b.failed ? MK_ERR_NOMEM : k->ops->add_file(k, "README.md", b.data, b.len);
+        s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "README.md", b.data, b.len);
         mk_buf_free(&b);
     }
-    free(cfg);
-    free(text);
-    free(qc);
     return s;
 }
 
@@ -240,31 +220,26 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     if (s == MK_OK) s = mk_qstream_offsets(src, idx, &plan, o->chunk);
     if (s == MK_OK) s = mk_qplan_layout(&plan);
     if (s != MK_OK) goto done;
-    mk_outdir od;
-    s = mk_outdir_begin(&od, out, false, o->force, false);
-    if (s != MK_OK) goto done;
-    mk_sink *k = NULL;
+    mk_output out_o = {0};
     mk_consumer cons = {0};
-    mk_st_sink_opts so = {o->shard_size, NULL, false};
-    s = mk_safetensors_sink(od.tmp_path, &so, &k);
-    if (s == MK_OK) s = k->ops->begin(k, plan.out, plan.n_out);
-    if (s == MK_OK) s = mk_quant_consumer(&cons, k, &plan, true, false);
+    mk_output_opts oo = {.shard_size = o->shard_size, .force = o->force};
+    s = mk_output_begin(&out_o, out, &oo, plan.out, plan.n_out);
+    if (s == MK_OK) s = mk_quant_consumer(&cons, out_o.k, &plan, true, false);
     mk_progress prog;
     mk_progress_init(&prog, "quantize", &o->c);
     mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog, true};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
-    if (s == MK_OK) s = write_aux(src, k, &plan, in, out);
-    if (s == MK_OK) s = k->ops->commit(k);
-    if (s == MK_OK) s = mk_outdir_commit(&od);
-    else mk_outdir_abort(&od);
+    if (s == MK_OK) s = write_aux(src, &out_o, &plan, in, out);
+    if (s == MK_OK) s = mk_output_seal(&out_o);
+    if (s == MK_OK) s = mk_output_commit(&out_o);
     double secs = mk_now() - t0;
     if (s == MK_OK) {
         mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);
         if (!o->c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
     }
     if (cons.ops) cons.ops->close(&cons);
-    mk_sink_close(k);
+    mk_output_close(&out_o);
 done:
     free(idx);
     mk_qplan_free(&plan);

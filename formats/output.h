@@ -1,0 +1,62 @@
+/* output.h - a command's model output, start to finish: the sink for OUT picked from its
+ * path (a .mkz container when OUT ends in .mkz or compression is asked for, else a folder
+ * of safetensors shards), mirroring mk_model_open for inputs; the side files a model folder
+ * carries (config.json from a donor, edited; tokenizer and generation files; recipe, model
+ * card, provenance), each recorded with its size and XXH3-128; and the atomic commit
+ * (everything in OUT.tmp, renamed to OUT when complete; removed on failure).
+ *
+ * Order of use: mk_output_begin (declares the tensors), tensor data through o->k (or a
+ * consumer on it), side files, mk_output_seal (shards durable, o->k->out_files filled),
+ * files that list the shards' hashes (provenance, card), mk_output_commit. mk_output_close
+ * releases everything and removes OUT.tmp unless committed.
+ * Must not: decide what goes into the side files (callers pass the edits and texts).
+ */
+#ifndef MK_OUTPUT_H
+#define MK_OUTPUT_H
+
+#include "../core/mk_io.h"
+#include "../core/mk_tensor.h"
+#include "hfconfig.h"
+
+#define MK_OUTPUT_MAX_FILES 32
+
+typedef struct mk_output_opts {
+    uint64_t shard_size;      /* max bytes of tensor data per shard; 0 = one shard */
+    const char *stem;         /* shard file stem; NULL = "model" (PEFT adapters: "adapter_model") */
+    bool force;               /* replace an existing OUT (once the new one is complete) */
+    bool resume;              /* keep shards of an interrupted run recorded under resume_key */
+    const char *resume_key;   /* identity of the job for --resume; NULL = no journal */
+    bool compress;            /* a .mkz container even when OUT does not end in .mkz */
+    int level;                /* its zstd level; 0 = the default */
+} mk_output_opts;
+
+typedef struct mk_output {
+    mk_outdir od;
+    mk_sink *k;
+    bool container;           /* a .mkz file */
+    bool begun, committed;
+    size_t n_files;           /* side files written, in order */
+    mk_out_file files[MK_OUTPUT_MAX_FILES];
+} mk_output;
+
+/* True when OUT is written as a .mkz container. */
+bool mk_output_is_container(const char *out, const mk_output_opts *o);
+/* Create OUT.tmp and the sink, and declare the output tensors t[n] (in output order). */
+mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *opts, const mk_tensor_info *t, size_t n);
+/* A side file: written and recorded (name, size, hash). */
+mk_status mk_output_file(mk_output *o, const char *name, const void *data, size_t len);
+/* config.json of `donor` with `e` applied (NULL: copied as it is). *found = false (and
+ * nothing written) when the donor has none. */
+mk_status mk_output_config(mk_output *o, mk_source *donor, const mk_hfconfig_edit *e, bool *found);
+/* The donor's tokenizer and generation files (hfconfig.h's list), those it has. */
+mk_status mk_output_tokenizer(mk_output *o, mk_source *donor);
+/* Every auxiliary file of `donor` except those named in `skip` (NULL-terminated). */
+mk_status mk_output_copy_aux(mk_output *o, mk_source *donor, const char *const *skip);
+/* Make the tensor data and shard index durable; fills o->k->out_files. */
+mk_status mk_output_seal(mk_output *o);
+/* Finish the container (if one) and rename OUT.tmp to OUT. */
+mk_status mk_output_commit(mk_output *o);
+/* Release the sink; remove OUT.tmp unless committed. */
+void mk_output_close(mk_output *o);
+
+#endif
