@@ -49,9 +49,6 @@ mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
 
-/* Copy the tokenizer and generation files of a model (formats/hfconfig.h's list). */
-mk_status mk_cli_copy_tokenizer(mk_source *src, mk_sink *k);
-
 struct mk_qplan;
 /* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
  * abs error and sizes on stderr (unless -q); with json, the same on stdout. */

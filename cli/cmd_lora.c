@@ -34,47 +34,6 @@
 
 #define APPLY_CHUNK (1u << 20) /* elements per parallel work item */
 
-/* ---- base + adapter as one source ------------------------------------------------------------ */
-
-mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out)
-{
-    *out = NULL;
-    mk_source *base = NULL;
-    mk_peft_adapter *ad = NULL;
-    mk_peft_binding bind = {0};
-    MK_TRY(mk_cli_open_model(base_path, &base));
-    mk_status s = mk_peft_open(adapter_path, &ad);
-    if (s == MK_OK) s = mk_peft_bind(ad, base, &bind);
-    mk_lora_target *t = NULL;
-    mk_lora_extra *x = NULL;
-    if (s == MK_OK) {
-        t = mk_calloc(bind.n ? bind.n : 1, sizeof *t);
-        x = mk_calloc(bind.n_extra ? bind.n_extra : 1, sizeof *x);
-        if (!t || !x) s = MK_ERR_NOMEM;
-    }
-    if (s == MK_OK) {
-        for (size_t i = 0; i < bind.n; i++)
-            t[i] = (mk_lora_target){bind.t[i].base, bind.t[i].a,     bind.t[i].b,    bind.t[i].transposed,
-                                    bind.t[i].r,    bind.t[i].scale, bind.t[i].wsrc, bind.t[i].round_update};
-        for (size_t i = 0; i < bind.n_extra; i++)
-            x[i] = (mk_lora_extra){bind.x[i].base, bind.x[i].src, bind.x[i].add, bind.x[i].scale};
-        mk_info("%s: %zu LoRA module(s), %zu replaced tensor(s) merged into %s", adapter_path, bind.n, bind.n_extra, base_path);
-        char *name = mk_asprintf("%s+%s", base_path, adapter_path);
-        mk_source *adsrc = ad->src;
-        ad->src = NULL; /* the merged source owns it now */
-        s = name ? mk_lora_source_open(base, adsrc, t, bind.n, x, bind.n_extra, name, out) : MK_ERR_NOMEM;
-        if (!name) mk_source_close(adsrc);
-        base = NULL;
-        free(name);
-    }
-    free(t);
-    free(x);
-    mk_peft_binding_free(&bind);
-    mk_peft_close(ad);
-    mk_source_close(base);
-    return s;
-}
-
 /* ---- apply ----------------------------------------------------------------------------------- */
 
 typedef struct copy_err {

@@ -2,10 +2,6 @@
  * program installed as `quantize` runs the quantize command. */
 #include "cli.h"
 
-#include "../core/mk_io.h"
-#include "../core/mk_thread.h"
-#include "../formats/model.h"
-
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,57 +28,6 @@ static const command commands[] = {
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
-
-void mk_cli_common(const mk_common *c)
-{
-    mk_log_set_level(c->quiet ? MK_LOG_ERROR : MK_LOG_WARN + c->verbose);
-    mk_threads_set((int)c->threads);
-}
-
-bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos, const mk_common *c,
-                  bool writes, int *exit_code)
-{
-    int rc = mk_args_parse(spec, argc, argv, pos, npos);
-    if (rc) {
-        *exit_code = rc == 1 ? 0 : rc;
-        return false;
-    }
-    mk_cli_common(c);
-    if (writes) mk_signal_install();
-    return true;
-}
-
-int mk_cli_fail(mk_status s)
-{
-    fprintf(stderr, "mergekit-c: error: %s\n", mk_errmsg());
-    return mk_status_exit_code(s);
-}
-
-mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
-
-mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n)
-{
-    char *oa = mk_path_absolute(out);
-    if (!oa) return MK_ERR_IO;
-    char *ta = mk_asprintf("%s.tmp", oa);
-    mk_status s = ta ? MK_OK : MK_ERR_NOMEM;
-    for (size_t i = 0; i < n && s == MK_OK; i++) {
-        if (!inputs[i]) continue;
-        char *ia = mk_path_absolute(inputs[i]);
-        if (!ia) {
-            s = MK_ERR_IO;
-            break;
-        }
-        /* inside an input folder, or the input file itself, or containing an input */
-        bool inside = mk_is_dir(ia) ? mk_path_is_within(oa, ia) || mk_path_is_within(ta, ia) : !strcmp(oa, ia) || !strcmp(ta, ia);
-        if (inside || mk_path_is_within(ia, oa) || mk_path_is_within(ia, ta))
-            s = mk_error(MK_ERR_USAGE, "output %s overlaps input %s; choose another output", out, inputs[i]);
-        free(ia);
-    }
-    free(oa);
-    free(ta);
-    return s;
-}
 
 static void top_help(FILE *f)
 {
