@@ -74,6 +74,61 @@ static bool takes_value(const mk_opt *o)
     return o->kind != MK_OPT_FLAG && o->kind != MK_OPT_COUNT && o->kind != MK_OPT_OPTSTR;
 }
 
+/* "--name" or "--name=value": *o and *val (NULL when not attached). Returns 0 or 2. */
+static int parse_long(const mk_cmd_spec *spec, const char *a, const mk_opt **o, const char **val)
+{
+    const char *name = a + 2, *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    *o = find_long(spec, name, len);
+    if (!*o) {
+        const char *names[128];
+        size_t n = 0;
+        for (const mk_opt *q = spec->opts; q->name && n < 128; q++) names[n++] = q->name;
+        char word[128];
+        snprintf(word, sizeof word, "%.*s", (int)(len < 120 ? len : 120), name);
+        const char *hint = mk_did_you_mean(word, names, n);
+        if (hint) return usage_error(spec, "unknown option '--%s' (did you mean '--%s'?)", word, hint);
+        return usage_error(spec, "unknown option '--%s'%s", word, "");
+    }
+    if (eq) {
+        if (!takes_value(*o) && (*o)->kind != MK_OPT_OPTSTR)
+            return usage_error(spec, "option '--%s' takes no value%s", (*o)->name, "");
+        *val = eq + 1;
+    }
+    return 0;
+}
+
+/* "-x", "-j4" (value attached) or bundled flags "-vq". *o = NULL when the flags were set here.
+ * Returns 0 or 2. */
+static int parse_short(const mk_cmd_spec *spec, const char *a, const mk_opt **o, const char **val)
+{
+    *o = NULL;
+    for (const mk_opt *q = spec->opts; q->name; q++)
+        if (q->short_name && q->short_name == a[1]) *o = q;
+    if (*o && a[2] && takes_value(*o)) {
+        *val = a + 2; /* -j4: the value attached */
+        return 0;
+    }
+    if (*o && !a[2]) return 0;
+    /* bundled flags like -vv */
+    bool all = a[1] != 0;
+    for (const char *c = a + 1; *c && all; c++) {
+        const mk_opt *f = NULL;
+        for (const mk_opt *q = spec->opts; q->name; q++)
+            if (q->short_name == *c) f = q;
+        if (!f || takes_value(f)) all = false;
+    }
+    if (!all) return usage_error(spec, "unknown option '%s'%s", a, "");
+    for (const char *c = a + 1; *c; c++)
+        for (const mk_opt *q = spec->opts; q->name; q++)
+            if (q->short_name == *c) {
+                if (q->kind == MK_OPT_COUNT) (*(int *)q->dst)++;
+                else *(bool *)q->dst = true;
+            }
+    *o = NULL;
+    return 0;
+}
+
 int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos)
 {
     *npos = 0;
@@ -95,49 +150,9 @@ int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
         }
         const mk_opt *o = NULL;
         const char *val = NULL;
-        if (a[1] == '-') {
-            const char *name = a + 2, *eq = strchr(name, '=');
-            size_t len = eq ? (size_t)(eq - name) : strlen(name);
-            o = find_long(spec, name, len);
-            if (!o) {
-                const char *names[128];
-                size_t n = 0;
-                for (const mk_opt *q = spec->opts; q->name && n < 128; q++) names[n++] = q->name;
-                char word[128];
-                snprintf(word, sizeof word, "%.*s", (int)(len < 120 ? len : 120), name);
-                const char *hint = mk_did_you_mean(word, names, n);
-                if (hint) return usage_error(spec, "unknown option '--%s' (did you mean '--%s'?)", word, hint);
-                return usage_error(spec, "unknown option '--%s'%s", word, "");
-            }
-            if (eq) {
-                if (!takes_value(o) && o->kind != MK_OPT_OPTSTR)
-                    return usage_error(spec, "option '--%s' takes no value%s", o->name, "");
-                val = eq + 1;
-            }
-        } else {
-            for (const mk_opt *q = spec->opts; q->name; q++)
-                if (q->short_name && q->short_name == a[1]) o = q;
-            if (o && a[2] && takes_value(o)) {
-                val = a + 2; /* -j4: the value attached */
-            } else if (!o || a[2]) {
-                /* allow bundled flags like -vv */
-                bool all = a[1] != 0;
-                for (const char *c = a + 1; *c && all; c++) {
-                    const mk_opt *f = NULL;
-                    for (const mk_opt *q = spec->opts; q->name; q++)
-                        if (q->short_name == *c) f = q;
-                    if (!f || takes_value(f)) all = false;
-                }
-                if (!all) return usage_error(spec, "unknown option '%s'%s", a, "");
-                for (const char *c = a + 1; *c; c++)
-                    for (const mk_opt *q = spec->opts; q->name; q++)
-                        if (q->short_name == *c) {
-                            if (q->kind == MK_OPT_COUNT) (*(int *)q->dst)++;
-                            else *(bool *)q->dst = true;
-                        }
-                continue;
-            }
-        }
+        int rc = a[1] == '-' ? parse_long(spec, a, &o, &val) : parse_short(spec, a, &o, &val);
+        if (rc) return rc;
+        if (!o) continue; /* bundled flags, already set */
         switch (o->kind) {
         case MK_OPT_FLAG: *(bool *)o->dst = true; break;
         case MK_OPT_COUNT: (*(int *)o->dst)++; break;

@@ -103,6 +103,148 @@ static void row(mk_buf *b, const char *what, double bytes, const char *note)
     mk_buf_printf(b, "  %-34s %10s%s%s\n", what, mk_est_fmt_bytes(bytes, x), note ? "   " : "", note ? note : "");
 }
 
+/* Options -> request; a usage error names the option. */
+static mk_status check_opts(est_opts *o, size_t npos, mk_est_request *r, const char **dlabel)
+{
+    memset(r, 0, sizeof *r);
+    r->optim = MK_OPTIM_COUNT;
+    for (int i = 0; i < MK_OPTIM_COUNT; i++)
+        if (strcmp(o->optim, mk_est_optim_names[i]) == 0) r->optim = (mk_est_optim)i;
+    if (!o->train) o->train = o->rank ? "lora" : "full";
+    r->train = MK_TRAIN_COUNT;
+    for (int i = 0; i < MK_TRAIN_COUNT; i++)
+        if (strcmp(o->train, mk_est_train_names[i]) == 0) r->train = (mk_est_train)i;
+    if (!o->rank) o->rank = 8;
+    r->batch = o->batch;
+    r->seq = o->seq;
+    r->adapters = o->adapters;
+    if (!dtype_bytes(o->dtype, &r->bpv, dlabel))
+        return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16, float16, fp8, int8, int4 or nf4", o->dtype);
+    if (r->optim == MK_OPTIM_COUNT) return mk_error(MK_ERR_USAGE, "--optimizer: '%s' is not sgd, momentum or adam", o->optim);
+    if (r->train == MK_TRAIN_COUNT) return mk_error(MK_ERR_USAGE, "--train: '%s' is not none, full, lora or qlora", o->train);
+    if (o->rank < 1 || o->rank > 65536) return mk_error(MK_ERR_USAGE, "--lora-rank: %ld is not between 1 and 65536", o->rank);
+    if ((o->batch == 0) != (o->seq == 0))
+        return mk_error(MK_ERR_USAGE, "--batch and --seq go together (got only %s)", o->batch ? "--batch" : "--seq");
+    if (npos + (o->params != NULL) + (o->matrix != NULL) != 1)
+        return mk_error(MK_ERR_USAGE, "give exactly one of MODEL, --params or --matrix");
+    return MK_OK;
+}
+
+/* The model from --matrix, --params or MODEL, and its LoRA trainables when asked. */
+static mk_status load(est_opts *o, const char *path, const mk_est_request *r, est_model *m, uint64_t *lora, uint64_t *matched)
+{
+    if (o->matrix) {
+        long out = 0, in = 0;
+        char tail;
+        if (sscanf(o->matrix, "%ldx%ld%c", &out, &in, &tail) != 2 || out <= 0 || in <= 0 || out > 100000000L || in > 100000000L)
+            return mk_error(MK_ERR_USAGE, "--matrix: expected OUTxIN such as 4096x4096, got '%s'", o->matrix);
+        mk_est_shape_matrix(&m->shape, out, in);
+        m->has_shape = true;
+        mk_est_params_shape(&m->shape, &m->params, &m->linear);
+        m->source = "--matrix";
+    } else if (o->params) {
+        uint64_t n = 0;
+        if (!mk_parse_size(o->params, &n) || n == 0)
+            return mk_error(MK_ERR_USAGE, "--params: expected a count such as 7B, 13e9 or 70000000000, got '%s'", o->params);
+        m->params = m->linear = n;
+        m->source = "--params";
+    } else {
+        MK_TRY(load_model(path, m));
+    }
+    if (o->batch && !m->has_shape)
+        return mk_error(MK_ERR_USAGE, "--batch/--seq need the model's shape (a config.json), which %s does not give",
+                        path ? path : "--params");
+    *lora = *matched = 0;
+    if (r->train != MK_TRAIN_LORA && r->train != MK_TRAIN_QLORA && !o->adapters) return MK_OK;
+    if (m->has_tensors) return mk_est_lora_tensors(&m->arch, m->src->tensors, m->src->n_tensors, o->targets, o->rank, lora, matched);
+    if (m->has_shape) return mk_est_lora_shape(&m->shape, o->targets, o->rank, lora);
+    return mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
+}
+
+static void print_json(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
+                       const char *dlabel, const mk_est_figures *f, uint64_t lora, uint64_t matched)
+{
+    bool none = r->train == MK_TRAIN_NONE, need_lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA || o->adapters;
+    mk_buf_puts(out, "{\"model\": ");
+    if (path) mk_buf_json_str(out, path);
+    else mk_buf_puts(out, "null");
+    mk_buf_printf(out, ", \"params_from\": \"%s\", \"params\": %llu, \"linear_params\": %llu, \"dtype\": \"%s\", "
+                       "\"bytes_per_value\": %g,\n",
+                  m->source, (unsigned long long)m->params, (unsigned long long)m->linear, dlabel, r->bpv);
+    mk_buf_printf(out, " \"serve\": {\"weights_bytes\": %.0f, \"rule_of_thumb_bytes\": %.0f, \"batch\": %llu, \"seq\": %llu, "
+                       "\"kv_cache_bytes\": %.0f, \"total_bytes\": %.0f},\n",
+                  f->weights, f->serve, (unsigned long long)r->batch, (unsigned long long)r->seq, f->kv, f->serve + f->kv);
+    mk_buf_printf(out, " \"train\": {\"kind\": \"%s\", \"optimizer\": \"%s\", \"optimizer_states_per_value\": %u, "
+                       "\"trainable_params\": %llu, \"weights_bytes\": %.0f, \"activations_bytes\": %.0f, "
+                       "\"gradients_bytes\": %.0f, \"optimizer_bytes\": %.0f, \"total_bytes\": %.0f}",
+                  mk_est_train_names[r->train], mk_est_optim_names[r->optim], mk_est_optim_states(r->optim),
+                  (unsigned long long)f->trainable, none ? 0 : f->train_weights, none ? 0 : f->act, f->grads, f->states,
+                  none ? 0 : f->train_total);
+    if (need_lora) {
+        mk_buf_printf(out, ",\n \"lora\": {\"rank\": %ld, \"targets\": ", o->rank);
+        mk_buf_json_str(out, o->targets);
+        mk_buf_printf(out, ", \"params\": %llu, \"bytes\": %.0f", (unsigned long long)lora, mk_est_weights(lora, r->bpv));
+        if (m->has_tensors) mk_buf_printf(out, ", \"matrices\": %llu", (unsigned long long)matched);
+        mk_buf_puts(out, "}");
+    }
+    if (o->adapters)
+        mk_buf_printf(out, ",\n \"adapters\": {\"count\": %llu, \"full_copies_params\": %llu, \"base_plus_adapters_params\": %llu}",
+                      (unsigned long long)o->adapters, (unsigned long long)f->fleet_full, (unsigned long long)f->fleet_shared);
+    mk_buf_puts(out, "}\n");
+}
+
+static void print_train(mk_buf *out, const est_opts *o, const mk_est_request *r, const mk_est_figures *f, uint64_t lora)
+{
+    char a[32], b[32];
+    bool adapters = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
+    unsigned states = mk_est_optim_states(r->optim);
+    mk_buf_printf(out, "\ntrain: %s, %s (%u state%s per trainable value)\n", mk_est_train_names[r->train],
+                  mk_est_optim_names[r->optim], states, states == 1 ? "" : "s");
+    if (adapters)
+        mk_buf_printf(out, "  %-34s %10s   %s at rank %ld on %s\n", "trainable parameters", mk_est_fmt_count(f->trainable, a),
+                      mk_est_fmt_int(f->trainable, b), o->rank, o->targets);
+    else
+        mk_buf_printf(out, "  %-34s %10s   %s\n", "trainable parameters", mk_est_fmt_count(f->trainable, a),
+                      mk_est_fmt_int(f->trainable, b));
+    if (adapters) row(out, "adapter weights", mk_est_weights(lora, r->bpv), NULL);
+    row(out, r->train == MK_TRAIN_QLORA ? "weights (NF4 base + adapters)" : (adapters ? "weights (base + adapters)" : "weights"),
+        f->train_weights, NULL);
+    if (r->batch) row(out, "activations", f->act, NULL);
+    row(out, "gradients", f->grads, NULL);
+    row(out, "optimizer states", f->states, NULL);
+    mk_buf_printf(out, "  %-34s %10s\n", "gradients + optimizer states", mk_est_fmt_bytes(f->grad_optim, a));
+    row(out, r->batch ? "total" : "total (without activations)", f->train_total, NULL);
+}
+
+static void print_text(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
+                       const char *dlabel, const mk_est_figures *f, uint64_t lora)
+{
+    char a[32], b[32];
+    mk_buf_printf(out, "model: %s (parameters from %s)\n", path ? path : m->source, m->source);
+    mk_buf_printf(out, "parameters: %s (%s)", mk_est_fmt_int(m->params, a), mk_est_fmt_count(m->params, b));
+    if (m->has_shape && !m->shape.matrix)
+        mk_buf_printf(out, "; %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld", m->shape.layers,
+                      m->shape.hidden, m->shape.heads, m->shape.kv_heads, m->shape.intermediate, m->shape.vocab);
+    mk_buf_printf(out, "\nvalues: %s (%g bytes each); GB = 1e9 bytes\n\nserve\n", dlabel, r->bpv);
+    row(out, "weights", f->weights, NULL);
+    row(out, "weights x 1.2 (rule of thumb)", f->serve, NULL);
+    if (r->batch) {
+        char lbl[64];
+        snprintf(lbl, sizeof lbl, "KV cache (batch %llu x seq %llu)", (unsigned long long)r->batch, (unsigned long long)r->seq);
+        row(out, lbl, f->kv, NULL);
+        row(out, "total", f->serve + f->kv, NULL);
+    }
+    if (r->train != MK_TRAIN_NONE) print_train(out, o, r, f, lora);
+    if (o->adapters) {
+        mk_buf_printf(out, "\n%llu finetunes (LoRA rank %ld on %s: %s parameters each)\n", (unsigned long long)o->adapters,
+                      o->rank, m->shape.matrix ? "the matrix" : o->targets, mk_est_fmt_int(lora, a));
+        mk_buf_printf(out, "  %-34s %10s   %s\n", "as full copies", mk_est_fmt_count(f->fleet_full, a),
+                      mk_est_fmt_bytes(mk_est_weights(f->fleet_full, r->bpv), b));
+        mk_buf_printf(out, "  %-34s %10s   %s\n", "as one base + adapters", mk_est_fmt_count(f->fleet_shared, a),
+                      mk_est_fmt_bytes(mk_est_weights(f->fleet_shared, r->bpv), b));
+    }
+}
+
 int mk_cmd_estimate(int argc, char **argv)
 {
     est_opts o = {.dtype = "bfloat16", .optim = "adam", .targets = "q,k,v,o", .rank = 0};
@@ -132,156 +274,22 @@ int mk_cmd_estimate(int argc, char **argv)
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, false, &rc)) return rc;
-
     est_model m = {0};
-    mk_status s = MK_OK;
-    double bpv = 0;
-    const char *dlabel = NULL;
-    mk_est_optim optim = MK_OPTIM_COUNT;
-    for (int i = 0; i < MK_OPTIM_COUNT; i++)
-        if (strcmp(o.optim, mk_est_optim_names[i]) == 0) optim = (mk_est_optim)i;
-    bool lora_given = o.rank != 0;
-    const char *train = o.train ? o.train : lora_given ? "lora" : "full";
-    bool t_none = strcmp(train, "none") == 0, t_full = strcmp(train, "full") == 0, t_lora = strcmp(train, "lora") == 0,
-         t_qlora = strcmp(train, "qlora") == 0;
-    if (!o.rank) o.rank = 8;
-    if (!dtype_bytes(o.dtype, &bpv, &dlabel))
-        s = mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16, float16, fp8, int8, int4 or nf4", o.dtype);
-    else if (optim == MK_OPTIM_COUNT)
-        s = mk_error(MK_ERR_USAGE, "--optimizer: '%s' is not sgd, momentum or adam", o.optim);
-    else if (!t_none && !t_full && !t_lora && !t_qlora)
-        s = mk_error(MK_ERR_USAGE, "--train: '%s' is not none, full, lora or qlora", train);
-    else if (o.rank < 1 || o.rank > 65536)
-        s = mk_error(MK_ERR_USAGE, "--lora-rank: %ld is not between 1 and 65536", o.rank);
-    else if ((o.batch == 0) != (o.seq == 0))
-        s = mk_error(MK_ERR_USAGE, "--batch and --seq go together (got only %s)", o.batch ? "--batch" : "--seq");
-    else if (npos + (o.params != NULL) + (o.matrix != NULL) != 1)
-        s = mk_error(MK_ERR_USAGE, "give exactly one of MODEL, --params or --matrix");
-    if (s == MK_OK && o.matrix) {
-        long out = 0, in = 0;
-        char tail;
-        if (sscanf(o.matrix, "%ldx%ld%c", &out, &in, &tail) != 2 || out <= 0 || in <= 0 || out > 100000000L || in > 100000000L)
-            s = mk_error(MK_ERR_USAGE, "--matrix: expected OUTxIN such as 4096x4096, got '%s'", o.matrix);
-        else {
-            mk_est_shape_matrix(&m.shape, out, in);
-            m.has_shape = true;
-            mk_est_params_shape(&m.shape, &m.params, &m.linear);
-            m.source = "--matrix";
-        }
-    } else if (s == MK_OK && o.params) {
-        uint64_t n = 0;
-        if (!mk_parse_size(o.params, &n) || n == 0)
-            s = mk_error(MK_ERR_USAGE, "--params: expected a count such as 7B, 13e9 or 70000000000, got '%s'", o.params);
-        m.params = n;
-        m.linear = n;
-        m.source = "--params";
-    } else if (s == MK_OK) {
-        s = load_model(pos[0], &m);
-    }
-    if (s == MK_OK && o.batch && !m.has_shape)
-        s = mk_error(MK_ERR_USAGE, "--batch/--seq need the model's shape (a config.json), which %s does not give",
-                     npos ? pos[0] : "--params");
-    /* LoRA trainables */
+    mk_est_request r;
+    const char *dlabel = NULL, *path = npos ? pos[0] : NULL;
     uint64_t lora = 0, matched = 0;
-    bool need_lora = t_lora || t_qlora || o.adapters;
-    if (s == MK_OK && need_lora) {
-        if (m.has_tensors) s = mk_est_lora_tensors(&m.arch, m.src->tensors, m.src->n_tensors, o.targets, o.rank, &lora, &matched);
-        else if (m.has_shape) s = mk_est_lora_shape(&m.shape, o.targets, o.rank, &lora);
-        else s = mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
+    mk_status s = check_opts(&o, npos, &r, &dlabel);
+    if (s == MK_OK) s = load(&o, path, &r, &m, &lora, &matched);
+    if (s == MK_OK) {
+        mk_est_figures f;
+        mk_est_compute(m.has_shape ? &m.shape : NULL, m.params, m.linear, lora, &r, &f);
+        mk_buf out = {0};
+        if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched);
+        else print_text(&out, &o, path, &m, &r, dlabel, &f, lora);
+        fputs(out.data ? out.data : "", stdout);
+        mk_buf_free(&out);
     }
-    if (s != MK_OK) {
-        mk_arch_free(&m.arch);
-        mk_source_close(m.src);
-        return mk_cli_fail(s);
-    }
-
-    uint64_t N = m.params;
-    double w = mk_est_weights(N, bpv);
-    double serve = mk_est_serve(w);
-    double kv = o.batch ? mk_est_kv_cache(&m.shape, o.batch, o.seq, bpv) : 0;
-    double act = o.batch ? mk_est_activations(&m.shape, o.batch, o.seq, bpv) : 0;
-    uint64_t trainable = t_full ? N : (t_lora || t_qlora) ? lora : 0;
-    double tw = t_qlora ? mk_est_qlora_weights(m.linear, N - m.linear, bpv) : w;
-    if (t_lora || t_qlora) tw += mk_est_weights(lora, bpv);
-    double go = mk_est_grad_optim(trainable, bpv, optim);
-    double grads = mk_est_weights(trainable, bpv), states = go - grads;
-    double ttotal = tw + act + go;
-    uint64_t fleet_full = 0, fleet_shared = 0;
-    if (o.adapters) mk_est_fleet(N, lora, o.adapters, &fleet_full, &fleet_shared);
-
-    char a[32], b[32], c[32];
-    mk_buf out = {0};
-    if (o.c.json) {
-        mk_buf_puts(&out, "{\"model\": ");
-        if (npos) mk_buf_json_str(&out, pos[0]);
-        else mk_buf_puts(&out, "null");
-        mk_buf_printf(&out, ", \"params_from\": \"%s\", \"params\": %llu, \"linear_params\": %llu, \"dtype\": \"%s\", "
-                            "\"bytes_per_value\": %g,\n",
-                      m.source, (unsigned long long)N, (unsigned long long)m.linear, dlabel, bpv);
-        mk_buf_printf(&out, " \"serve\": {\"weights_bytes\": %.0f, \"rule_of_thumb_bytes\": %.0f, \"batch\": %llu, \"seq\": %llu, "
-                            "\"kv_cache_bytes\": %.0f, \"total_bytes\": %.0f},\n",
-                      w, serve, (unsigned long long)o.batch, (unsigned long long)o.seq, kv, serve + kv);
-        mk_buf_printf(&out, " \"train\": {\"kind\": \"%s\", \"optimizer\": \"%s\", \"optimizer_states_per_value\": %u, "
-                            "\"trainable_params\": %llu, \"weights_bytes\": %.0f, \"activations_bytes\": %.0f, "
-                            "\"gradients_bytes\": %.0f, \"optimizer_bytes\": %.0f, \"total_bytes\": %.0f}",
-                      train, mk_est_optim_names[optim], mk_est_optim_states(optim), (unsigned long long)trainable,
-                      t_none ? 0 : tw, t_none ? 0 : act, grads, states, t_none ? 0 : ttotal);
-        if (need_lora) {
-            mk_buf_printf(&out, ",\n \"lora\": {\"rank\": %ld, \"targets\": ", o.rank);
-            mk_buf_json_str(&out, o.targets);
-            mk_buf_printf(&out, ", \"params\": %llu, \"bytes\": %.0f", (unsigned long long)lora, mk_est_weights(lora, bpv));
-            if (m.has_tensors) mk_buf_printf(&out, ", \"matrices\": %llu", (unsigned long long)matched);
-            mk_buf_puts(&out, "}");
-        }
-        if (o.adapters)
-            mk_buf_printf(&out, ",\n \"adapters\": {\"count\": %llu, \"full_copies_params\": %llu, \"base_plus_adapters_params\": %llu}",
-                          (unsigned long long)o.adapters, (unsigned long long)fleet_full, (unsigned long long)fleet_shared);
-        mk_buf_puts(&out, "}\n");
-    } else {
-        mk_buf_printf(&out, "model: %s (parameters from %s)\n", npos ? pos[0] : m.source, m.source);
-        mk_buf_printf(&out, "parameters: %s (%s)", mk_est_fmt_int(N, a), mk_est_fmt_count(N, b));
-        if (m.has_shape && !m.shape.matrix)
-            mk_buf_printf(&out, "; %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld", m.shape.layers,
-                          m.shape.hidden, m.shape.heads, m.shape.kv_heads, m.shape.intermediate, m.shape.vocab);
-        mk_buf_printf(&out, "\nvalues: %s (%g bytes each); GB = 1e9 bytes\n\nserve\n", dlabel, bpv);
-        row(&out, "weights", w, NULL);
-        row(&out, "weights x 1.2 (rule of thumb)", serve, NULL);
-        if (o.batch) {
-            char lbl[64];
-            snprintf(lbl, sizeof lbl, "KV cache (batch %llu x seq %llu)", (unsigned long long)o.batch, (unsigned long long)o.seq);
-            row(&out, lbl, kv, NULL);
-            row(&out, "total", serve + kv, NULL);
-        }
-        if (!t_none) {
-            mk_buf_printf(&out, "\ntrain: %s, %s (%u state%s per trainable value)\n", train, mk_est_optim_names[optim],
-                          mk_est_optim_states(optim), mk_est_optim_states(optim) == 1 ? "" : "s");
-            if (t_lora || t_qlora)
-                mk_buf_printf(&out, "  %-34s %10s   %s at rank %ld on %s\n", "trainable parameters", mk_est_fmt_count(trainable, a),
-                              mk_est_fmt_int(trainable, b), o.rank, o.targets);
-            else
-                mk_buf_printf(&out, "  %-34s %10s   %s\n", "trainable parameters", mk_est_fmt_count(trainable, a),
-                              mk_est_fmt_int(trainable, b));
-            if (t_lora || t_qlora) row(&out, "adapter weights", mk_est_weights(lora, bpv), NULL);
-            row(&out, t_qlora ? "weights (NF4 base + adapters)" : (t_lora ? "weights (base + adapters)" : "weights"), tw, NULL);
-            if (o.batch) row(&out, "activations", act, NULL);
-            row(&out, "gradients", grads, NULL);
-            row(&out, "optimizer states", states, NULL);
-            snprintf(c, sizeof c, "%s", mk_est_fmt_bytes(go, a));
-            mk_buf_printf(&out, "  %-34s %10s\n", "gradients + optimizer states", c);
-            row(&out, o.batch ? "total" : "total (without activations)", ttotal, NULL);
-        }
-        if (o.adapters) {
-            mk_buf_printf(&out, "\n%llu finetunes (LoRA rank %ld on %s: %s parameters each)\n", (unsigned long long)o.adapters,
-                          o.rank, m.shape.matrix ? "the matrix" : o.targets, mk_est_fmt_int(lora, a));
-            mk_buf_printf(&out, "  %-34s %10s   %s\n", "as full copies", mk_est_fmt_count(fleet_full, a),
-                          mk_est_fmt_bytes(mk_est_weights(fleet_full, bpv), b));
-            mk_buf_printf(&out, "  %-34s %10s   %s\n", "as one base + adapters", mk_est_fmt_count(fleet_shared, a),
-                          mk_est_fmt_bytes(mk_est_weights(fleet_shared, bpv), b));
-        }
-    }
-    fputs(out.data ? out.data : "", stdout);
-    mk_buf_free(&out);
     mk_arch_free(&m.arch);
     mk_source_close(m.src);
-    return 0;
+    return s == MK_OK ? 0 : mk_cli_fail(s);
 }

@@ -44,6 +44,183 @@ static mk_status tensor_hash(mk_source *s, size_t i, char out[33])
     return st;
 }
 
+/* What inspect reports besides the tensor list. */
+typedef struct insp {
+    mk_source *s;
+    const char *path;
+    mk_arch arch;
+    mk_qinfo qi;
+    double bpw;                 /* quantized weights' bits per weight */
+    const mk_mkz_index *zx;     /* a .mkz container: bytes each tensor takes stored */
+    uint64_t params, bytes, stored;
+    uint64_t by_dtype[MK_DTYPE_COUNT], n_dtype[MK_DTYPE_COUNT], st_dtype[MK_DTYPE_COUNT];
+    bool list, hashes;
+} insp;
+
+static void totals(insp *x)
+{
+    mk_source *s = x->s;
+    x->bpw = x->qi.q_numel ? 8.0 * (double)x->qi.q_bytes / (double)x->qi.q_numel : 0;
+    x->zx = mk_mkz_source_index(s);
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        x->params += s->tensors[i].numel;
+        x->bytes += s->tensors[i].nbytes;
+        x->by_dtype[s->tensors[i].dtype] += s->tensors[i].nbytes;
+        x->n_dtype[s->tensors[i].dtype]++;
+        if (x->zx) {
+            x->stored += x->zx->streams[x->zx->model[i]].stored;
+            x->st_dtype[s->tensors[i].dtype] += x->zx->streams[x->zx->model[i]].stored;
+        }
+    }
+}
+
+static mk_status json_tensors(const insp *x, mk_buf *pb)
+{
+    mk_source *s = x->s;
+    const mk_mkz_index *zx = x->zx;
+    bool quiet_list = !x->list, hashes = x->hashes;
+    mk_status st = MK_OK;
+    mk_buf b = *pb;
+    mk_buf_puts(&b, ", \"tensor_list\": [");
+    for (size_t i = 0; i < s->n_tensors && !quiet_list; i++) {
+        const mk_tensor_info *t = &s->tensors[i];
+        char sh[160];
+        mk_buf_puts(&b, i ? ",\n  " : "\n  ");
+        mk_buf_puts(&b, "{\"name\": ");
+        mk_buf_json_str(&b, t->name);
+        mk_buf_printf(&b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
+                      mk_shape_str(t, sh), (unsigned long long)t->nbytes);
+        mk_buf_json_str(&b, file_base(s, t->file));
+        if (zx) {
+            uint64_t sb = zx->streams[zx->model[i]].stored;
+            mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)sb,
+                          sb ? (double)t->nbytes / (double)sb : 0.0);
+        }
+        char hx[33];
+        if (hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(&b, ", \"xxh3\": \"%s\"", hx);
+        mk_buf_puts(&b, "}");
+    }
+    *pb = b;
+    return st;
+}
+
+static mk_status print_json(const insp *x)
+{
+    mk_source *s = x->s;
+    const mk_mkz_index *zx = x->zx;
+    const mk_qinfo qi = x->qi;
+    const uint64_t *n_dtype = x->n_dtype, *by_dtype = x->by_dtype, *st_dtype = x->st_dtype;
+    uint64_t params = x->params, bytes = x->bytes, stored = x->stored;
+    double bpw = x->bpw;
+    mk_status st = MK_OK;
+    mk_buf b = {0};
+    mk_buf_puts(&b, "{\"path\": ");
+    mk_buf_json_str(&b, x->path);
+    mk_buf_printf(&b, ", \"format\": \"%s\", \"architecture\": ", s->kind);
+    if (x->arch.arch_name) mk_buf_json_str(&b, x->arch.arch_name);
+    else mk_buf_puts(&b, "null");
+    mk_buf_printf(&b, ", \"layers\": %ld, \"tensors\": %zu, \"parameters\": %llu, \"bytes\": %llu, \"files\": [",
+                  x->arch.num_layers, s->n_tensors, (unsigned long long)params, (unsigned long long)bytes);
+    for (size_t f = 0; f < s->n_files; f++) {
+        if (f) mk_buf_puts(&b, ", ");
+        mk_buf_json_str(&b, s->files[f]);
+    }
+    mk_buf_puts(&b, "], \"dtypes\": {");
+    bool first = true;
+    for (int d = 0; d < MK_DTYPE_COUNT; d++) {
+        if (!n_dtype[d]) continue;
+        mk_buf_printf(&b, "%s\"%s\": {\"tensors\": %llu, \"bytes\": %llu", first ? "" : ", ", mk_dtype_name((mk_dtype)d),
+                      (unsigned long long)n_dtype[d], (unsigned long long)by_dtype[d]);
+        if (zx)
+            mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)st_dtype[d],
+                          st_dtype[d] ? (double)by_dtype[d] / (double)st_dtype[d] : 0.0);
+        mk_buf_puts(&b, "}");
+        first = false;
+    }
+    mk_buf_puts(&b, "}, \"quantization\": ");
+    if (qi.quantized) {
+        mk_buf_printf(&b, "{\"format\": \"%s\", \"layout\": \"%s\", \"bits\": %u, \"block_size\": %llu, \"per_row\": %s, "
+                          "\"per_tensor\": %s, \"double_quant\": %s, \"zero_points\": %s, \"quantized_tensors\": %zu, "
+                          "\"quantized_parameters\": %llu, \"quantized_bytes\": %llu, \"bits_per_weight\": %.4f}",
+                      qi.format, qi.layout, qi.bits, (unsigned long long)qi.block, qi.per_channel ? "true" : "false",
+                      qi.per_tensor ? "true" : "false", qi.double_quant ? "true" : "false", qi.asym ? "true" : "false",
+                      qi.n_quantized, (unsigned long long)qi.q_numel, (unsigned long long)qi.q_bytes, bpw);
+    } else {
+        mk_buf_puts(&b, "null");
+    }
+    st = json_tensors(x, &b);
+    mk_buf_puts(&b, "]");
+    if (zx) {
+        uint64_t fb = 0;
+        for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
+        mk_buf_printf(&b, ", \"container\": {\"bytes\": %llu, \"files\": %zu, \"file_bytes\": %llu, \"ratio\": %.4f, "
+                          "\"tensor_stored_bytes\": %llu, \"tensor_ratio\": %.4f}",
+                      (unsigned long long)zx->file_size, zx->n_files, (unsigned long long)fb,
+                      zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)stored,
+                      stored ? (double)bytes / (double)stored : 0.0);
+    }
+    mk_buf_puts(&b, "}\n");
+    if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
+    else if (st == MK_OK) fputs(b.data, stdout);
+    mk_buf_free(&b);
+    return st;
+}
+
+static mk_status print_text(const insp *x)
+{
+    mk_source *s = x->s;
+    const mk_mkz_index *zx = x->zx;
+    const mk_qinfo qi = x->qi;
+    const uint64_t *n_dtype = x->n_dtype, *by_dtype = x->by_dtype, *st_dtype = x->st_dtype;
+    uint64_t params = x->params, bytes = x->bytes, stored = x->stored;
+    double bpw = x->bpw;
+    bool quiet_list = !x->list, hashes = x->hashes;
+    mk_status st = MK_OK;
+    char qdesc[160];
+    char a[32];
+    printf("%s: %s, %zu file(s)", x->path, s->kind, s->n_files);
+    if (x->arch.arch_name) printf(", %s", x->arch.arch_name);
+    if (x->arch.num_layers >= 0) printf(", %ld layers", x->arch.num_layers);
+    printf("\n");
+    if (!quiet_list) {
+        for (size_t i = 0; i < s->n_tensors; i++) {
+            const mk_tensor_info *t = &s->tensors[i];
+            char sh[160];
+            char hx[33] = "";
+            if (hashes && st == MK_OK) st = tensor_hash(s, i, hx);
+            if (zx) {
+                uint64_t sb = zx->streams[zx->model[i]].stored;
+                printf("  %-60s %-8s %-18s %14llu %14llu %7.3fx%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
+                       (unsigned long long)t->nbytes, (unsigned long long)sb, sb ? (double)t->nbytes / (double)sb : 0.0,
+                       hashes ? "  " : "", hx);
+            } else {
+                printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
+                       (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
+            }
+        }
+    }
+    printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)params, mk_fmt_bytes(bytes, a));
+    for (int d = 0; d < MK_DTYPE_COUNT; d++) {
+        if (!n_dtype[d]) continue;
+        printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
+               mk_fmt_bytes(by_dtype[d], a));
+        if (zx) printf("  stored %s (%.3fx)", mk_fmt_bytes(st_dtype[d], a), st_dtype[d] ? (double)by_dtype[d] / st_dtype[d] : 0.0);
+        printf("\n");
+    }
+    if (zx) {
+        uint64_t fb = 0;
+        for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
+        char c2[32], c3[32], c4[32];
+        printf("container: %zu files, %s in %s (%.3fx); tensors %s in %s (%.3fx)\n", zx->n_files, mk_fmt_bytes(fb, a),
+               mk_fmt_bytes(zx->file_size, c2), zx->file_size ? (double)fb / zx->file_size : 0.0,
+               mk_fmt_bytes(bytes, c3), mk_fmt_bytes(stored, c4), stored ? (double)bytes / stored : 0.0);
+    }
+    if (qi.quantized)
+        printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&qi, qdesc),
+               qi.n_quantized, (unsigned long long)qi.q_numel, bpw);
+    return st;
+}
+
 int mk_cmd_inspect(int argc, char **argv)
 {
     mk_common c = {0};
@@ -63,155 +240,15 @@ int mk_cmd_inspect(int argc, char **argv)
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, false, &rc)) return rc;
-    mk_source *s = NULL;
-    mk_status st = mk_cli_open_model(pos[0], &s);
-    if (st != MK_OK) return mk_cli_fail(st);
-    char *cfg = NULL;
-    size_t len = 0;
-    mk_arch arch = {0};
-    st = s->ops->aux_read(s, "config.json", 16u << 20, &cfg, &len);
-    if (st == MK_OK) st = mk_arch_from_config(cfg, pos[0], &arch);
-    free(cfg);
-    if (st != MK_OK) {
-        mk_source_close(s);
-        return mk_cli_fail(st);
+    insp x = {.path = pos[0], .list = !quiet_list, .hashes = hashes};
+    mk_status st = mk_cli_open_model(pos[0], &x.s);
+    if (st == MK_OK) st = mk_arch_of_source(x.s, &x.arch);
+    if (st == MK_OK) st = mk_qsource_probe(x.s, &x.qi); /* quantized checkpoints: format, block or group, bits per weight */
+    if (st == MK_OK) {
+        totals(&x);
+        st = c.json ? print_json(&x) : print_text(&x);
     }
-    mk_qinfo qi;
-    st = mk_qsource_probe(s, &qi); /* quantized checkpoints: format, block or group, bits per weight */
-    if (st != MK_OK) {
-        mk_arch_free(&arch);
-        mk_source_close(s);
-        return mk_cli_fail(st);
-    }
-    double bpw = qi.q_numel ? 8.0 * (double)qi.q_bytes / (double)qi.q_numel : 0;
-    char qdesc[160];
-    uint64_t params = 0, bytes = 0, by_dtype[MK_DTYPE_COUNT] = {0}, n_dtype[MK_DTYPE_COUNT] = {0};
-    /* a .mkz container: bytes each tensor takes stored */
-    const mk_mkz_index *zx = mk_mkz_source_index(s);
-    uint64_t stored = 0, st_dtype[MK_DTYPE_COUNT] = {0};
-    for (size_t i = 0; i < s->n_tensors; i++) {
-        params += s->tensors[i].numel;
-        bytes += s->tensors[i].nbytes;
-        by_dtype[s->tensors[i].dtype] += s->tensors[i].nbytes;
-        n_dtype[s->tensors[i].dtype]++;
-        if (zx) {
-            stored += zx->streams[zx->model[i]].stored;
-            st_dtype[s->tensors[i].dtype] += zx->streams[zx->model[i]].stored;
-        }
-    }
-    if (c.json) {
-        mk_buf b = {0};
-        mk_buf_puts(&b, "{\"path\": ");
-        mk_buf_json_str(&b, pos[0]);
-        mk_buf_printf(&b, ", \"format\": \"%s\", \"architecture\": ", s->kind);
-        if (arch.arch_name) mk_buf_json_str(&b, arch.arch_name);
-        else mk_buf_puts(&b, "null");
-        mk_buf_printf(&b, ", \"layers\": %ld, \"tensors\": %zu, \"parameters\": %llu, \"bytes\": %llu, \"files\": [",
-                      arch.num_layers, s->n_tensors, (unsigned long long)params, (unsigned long long)bytes);
-        for (size_t f = 0; f < s->n_files; f++) {
-            if (f) mk_buf_puts(&b, ", ");
-            mk_buf_json_str(&b, s->files[f]);
-        }
-        mk_buf_puts(&b, "], \"dtypes\": {");
-        bool first = true;
-        for (int d = 0; d < MK_DTYPE_COUNT; d++) {
-            if (!n_dtype[d]) continue;
-            mk_buf_printf(&b, "%s\"%s\": {\"tensors\": %llu, \"bytes\": %llu", first ? "" : ", ", mk_dtype_name((mk_dtype)d),
-                          (unsigned long long)n_dtype[d], (unsigned long long)by_dtype[d]);
-            if (zx)
-                mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)st_dtype[d],
-                              st_dtype[d] ? (double)by_dtype[d] / (double)st_dtype[d] : 0.0);
-            mk_buf_puts(&b, "}");
-            first = false;
-        }
-        mk_buf_puts(&b, "}, \"quantization\": ");
-        if (qi.quantized) {
-            mk_buf_printf(&b, "{\"format\": \"%s\", \"layout\": \"%s\", \"bits\": %u, \"block_size\": %llu, \"per_row\": %s, "
-                              "\"per_tensor\": %s, \"double_quant\": %s, \"zero_points\": %s, \"quantized_tensors\": %zu, "
-                              "\"quantized_parameters\": %llu, \"quantized_bytes\": %llu, \"bits_per_weight\": %.4f}",
-                          qi.format, qi.layout, qi.bits, (unsigned long long)qi.block, qi.per_channel ? "true" : "false",
-                          qi.per_tensor ? "true" : "false", qi.double_quant ? "true" : "false", qi.asym ? "true" : "false",
-                          qi.n_quantized, (unsigned long long)qi.q_numel, (unsigned long long)qi.q_bytes, bpw);
-        } else {
-            mk_buf_puts(&b, "null");
-        }
-        mk_buf_puts(&b, ", \"tensor_list\": [");
-        for (size_t i = 0; i < s->n_tensors && !quiet_list; i++) {
-            const mk_tensor_info *t = &s->tensors[i];
-            char sh[160];
-            mk_buf_puts(&b, i ? ",\n  " : "\n  ");
-            mk_buf_puts(&b, "{\"name\": ");
-            mk_buf_json_str(&b, t->name);
-            mk_buf_printf(&b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
-                          mk_shape_str(t, sh), (unsigned long long)t->nbytes);
-            mk_buf_json_str(&b, file_base(s, t->file));
-            if (zx) {
-                uint64_t sb = zx->streams[zx->model[i]].stored;
-                mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)sb,
-                              sb ? (double)t->nbytes / (double)sb : 0.0);
-            }
-            char hx[33];
-            if (hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(&b, ", \"xxh3\": \"%s\"", hx);
-            mk_buf_puts(&b, "}");
-        }
-        mk_buf_puts(&b, "]");
-        if (zx) {
-            uint64_t fb = 0;
-            for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
-            mk_buf_printf(&b, ", \"container\": {\"bytes\": %llu, \"files\": %zu, \"file_bytes\": %llu, \"ratio\": %.4f, "
-                              "\"tensor_stored_bytes\": %llu, \"tensor_ratio\": %.4f}",
-                          (unsigned long long)zx->file_size, zx->n_files, (unsigned long long)fb,
-                          zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)stored,
-                          stored ? (double)bytes / (double)stored : 0.0);
-        }
-        mk_buf_puts(&b, "}\n");
-        if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
-        else if (st == MK_OK) fputs(b.data, stdout);
-        mk_buf_free(&b);
-    } else {
-        char a[32];
-        printf("%s: %s, %zu file(s)", pos[0], s->kind, s->n_files);
-        if (arch.arch_name) printf(", %s", arch.arch_name);
-        if (arch.num_layers >= 0) printf(", %ld layers", arch.num_layers);
-        printf("\n");
-        if (!quiet_list) {
-            for (size_t i = 0; i < s->n_tensors; i++) {
-                const mk_tensor_info *t = &s->tensors[i];
-                char sh[160];
-                char hx[33] = "";
-                if (hashes && st == MK_OK) st = tensor_hash(s, i, hx);
-                if (zx) {
-                    uint64_t sb = zx->streams[zx->model[i]].stored;
-                    printf("  %-60s %-8s %-18s %14llu %14llu %7.3fx%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
-                           (unsigned long long)t->nbytes, (unsigned long long)sb, sb ? (double)t->nbytes / (double)sb : 0.0,
-                           hashes ? "  " : "", hx);
-                } else {
-                    printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
-                           (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
-                }
-            }
-        }
-        printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)params, mk_fmt_bytes(bytes, a));
-        for (int d = 0; d < MK_DTYPE_COUNT; d++) {
-            if (!n_dtype[d]) continue;
-            printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
-                   mk_fmt_bytes(by_dtype[d], a));
-            if (zx) printf("  stored %s (%.3fx)", mk_fmt_bytes(st_dtype[d], a), st_dtype[d] ? (double)by_dtype[d] / st_dtype[d] : 0.0);
-            printf("\n");
-        }
-        if (zx) {
-            uint64_t fb = 0;
-            for (size_t f = 0; f < zx->n_files; f++) fb += zx->files[f].size;
-            char c2[32], c3[32], c4[32];
-            printf("container: %zu files, %s in %s (%.3fx); tensors %s in %s (%.3fx)\n", zx->n_files, mk_fmt_bytes(fb, a),
-                   mk_fmt_bytes(zx->file_size, c2), zx->file_size ? (double)fb / zx->file_size : 0.0,
-                   mk_fmt_bytes(bytes, c3), mk_fmt_bytes(stored, c4), stored ? (double)bytes / stored : 0.0);
-        }
-        if (qi.quantized)
-            printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&qi, qdesc),
-                   qi.n_quantized, (unsigned long long)qi.q_numel, bpw);
-    }
-    mk_arch_free(&arch);
-    mk_source_close(s);
+    mk_arch_free(&x.arch);
+    mk_source_close(x.s);
     return st == MK_OK ? 0 : mk_cli_fail(st);
 }

@@ -271,6 +271,29 @@ void mk_est_fleet(uint64_t base, uint64_t adapter, uint64_t n, uint64_t *full, u
     *shared = base + adapter * n;
 }
 
+const char *const mk_est_train_names[MK_TRAIN_COUNT] = {"none", "full", "lora", "qlora"};
+
+void mk_est_compute(const mk_est_shape *shape, uint64_t N, uint64_t linear, uint64_t lora, const mk_est_request *r,
+                    mk_est_figures *f)
+{
+    memset(f, 0, sizeof *f);
+    bool adapters = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
+    f->weights = mk_est_weights(N, r->bpv);
+    f->serve = mk_est_serve(f->weights);
+    if (r->batch && shape) {
+        f->kv = mk_est_kv_cache(shape, r->batch, r->seq, r->bpv);
+        f->act = mk_est_activations(shape, r->batch, r->seq, r->bpv);
+    }
+    f->trainable = r->train == MK_TRAIN_FULL ? N : adapters ? lora : 0;
+    f->train_weights = r->train == MK_TRAIN_QLORA ? mk_est_qlora_weights(linear, N - linear, r->bpv) : f->weights;
+    if (adapters) f->train_weights += mk_est_weights(lora, r->bpv);
+    f->grad_optim = mk_est_grad_optim(f->trainable, r->bpv, r->optim);
+    f->grads = mk_est_weights(f->trainable, r->bpv);
+    f->states = f->grad_optim - f->grads;
+    f->train_total = f->train_weights + f->act + f->grad_optim;
+    if (r->adapters) mk_est_fleet(N, lora, r->adapters, &f->fleet_full, &f->fleet_shared);
+}
+
 /* ---- formatting ------------------------------------------------------------------------------ */
 
 static const char *three_digits(double v, const char *const *units, int nu, const char *sep, char buf[32])

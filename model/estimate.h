@@ -71,6 +71,30 @@ double mk_est_qlora_weights(uint64_t linear, uint64_t other, double bytes_per_va
  * adapters of `adapter` parameters. */
 void mk_est_fleet(uint64_t base, uint64_t adapter, uint64_t n, uint64_t *full, uint64_t *shared);
 
+/* Every figure `estimate` reports, from the model's counts and the request. */
+typedef enum mk_est_train { MK_TRAIN_NONE = 0, MK_TRAIN_FULL, MK_TRAIN_LORA, MK_TRAIN_QLORA, MK_TRAIN_COUNT } mk_est_train;
+extern const char *const mk_est_train_names[MK_TRAIN_COUNT];
+
+typedef struct mk_est_request {
+    double bpv;              /* bytes per value */
+    mk_est_train train;
+    mk_est_optim optim;
+    uint64_t batch, seq;     /* 0 = no KV cache or activations */
+    uint64_t adapters;       /* 0 = no fleet comparison */
+} mk_est_request;
+
+typedef struct mk_est_figures {
+    double weights, serve, kv, act;       /* serving: weights, x 1.2, KV cache */
+    uint64_t trainable;
+    double train_weights, grads, states, grad_optim, train_total;
+    uint64_t fleet_full, fleet_shared;    /* parameters of n full copies / base + n adapters */
+} mk_est_figures;
+
+/* shape may be NULL (only --params known: no KV cache or activations). lora = LoRA
+ * trainable parameters (for lora, qlora and the fleet). */
+void mk_est_compute(const mk_est_shape *shape, uint64_t params, uint64_t linear, uint64_t lora, const mk_est_request *r,
+                    mk_est_figures *f);
+
 /* Three significant digits: "26.0 GB", "6.55 MB", "140 GB" (decimal units). */
 const char *mk_est_fmt_bytes(double bytes, char buf[32]);
 /* "18,874,368" and "3.28M" / "1.68B" (K = 1e3, M = 1e6, B = 1e9, T = 1e12). */
