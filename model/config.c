@@ -152,7 +152,7 @@ static mk_status read_rope(const reader *top, mk_rope *rp, const char **unknown)
             if (strcmp(type, rope_names[i]) == 0) rp->type = (mk_rope_type)i;
         if (rp->type == MK_ROPE_COUNT) *unknown = type;
     }
-    MK_TRY(get_double(&r, KEYS("factor"), &rp->factor, &f));
+    MK_TRY(get_double(&r, KEYS("factor"), &rp->factor, &rp->factor_set));
     MK_TRY(get_long(&r, KEYS("original_max_position_embeddings"), false, &rp->original_max_pos, &f));
     rp->low_freq_factor = 1.0;
     rp->high_freq_factor = 4.0;
@@ -212,6 +212,9 @@ static mk_status read_extras(const reader *r, mk_model_config *c)
         if (strcmp(c->act_name, act_table[i].name) == 0) c->act = act_table[i].act;
     const char *unknown_rope = NULL;
     MK_TRY(read_rope(r, &c->rope, &unknown_rope));
+    long omp = 0;
+    MK_TRY(get_long(r, KEYS("original_max_position_embeddings"), false, &omp, &f));
+    if (f) c->rope.original_max_pos = omp;
     bool gpt2 = d && d->conv1d;
     c->tied = get_bool(r, "tie_word_embeddings", d ? d->tied_default : false);
     bool attn_bias = get_bool(r, "attention_bias", false);

@@ -37,7 +37,9 @@ typedef struct mk_rope {
     mk_rope_type type;
     double theta;              /* rope_theta, default 10000 */
     double factor;             /* scaling factor (1 = none) */
-    long original_max_pos;     /* original_max_position_embeddings; 0 = max_position_embeddings */
+    bool factor_set;           /* config.json gives it (yarn and longrope derive it otherwise) */
+    long original_max_pos;     /* original_max_position_embeddings (top level wins, as for Phi-3);
+                                  0 = max_position_embeddings */
     double low_freq_factor, high_freq_factor; /* llama3 */
     double beta_fast, beta_slow, attention_factor; /* yarn (attention_factor 0 = derived) */
     double mscale, mscale_all_dim;                 /* yarn variants (0 = absent) */

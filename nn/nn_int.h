@@ -1,0 +1,33 @@
+/* nn_int.h - what nn/model.c (binding, loading) and nn/forward.c share. Private to nn/. */
+#ifndef MK_NN_INT_H
+#define MK_NN_INT_H
+
+#include "nn.h"
+#include "ops.h"
+
+/* A layer's weights in f32, loaded for one forward pass: w[role][0] the weight,
+ * w[role][1] the bias, NULL when the model has none. */
+typedef struct nn_layer {
+    float *w[MK_ROLE_COUNT][2];
+} nn_layer;
+
+struct mk_nn_model {
+    mk_source *src;
+    const mk_model_config *cfg;
+    const mk_arch_def *def;
+    size_t H, nh, nkv, hd, F, V, L;
+    bool conv1d;              /* weights stored [in, out] */
+    long (*idx)[MK_ROLE_COUNT][2]; /* [L]: tensor index per role and weight/bias, -1 absent */
+    long g_idx[MK_ROLE_COUNT][2];  /* tensors outside the layers */
+    long head;                /* lm_head's tensor (the token embedding when tied) */
+    nn_layer cur;             /* the layer loaded now */
+    float *arena;             /* its storage */
+    size_t arena_cap;         /* floats */
+};
+
+/* Load layer l's weights into m->cur (reusing the arena). */
+mk_status mk_nn_load_layer(mk_nn_model *m, size_t l);
+/* Read tensor i's elements [e0, e0 + n) as f32 into dst, in parallel chunks. */
+mk_status mk_nn_read(mk_nn_model *m, size_t i, uint64_t e0, uint64_t n, float *dst);
+
+#endif

@@ -1,0 +1,166 @@
+/* ops.c - see ops.h. Formulas follow transformers' modeling code (LlamaRMSNorm,
+ * GemmaRMSNorm, apply_rotary_pos_emb / rotate_half, eager_attention_forward, ACT2FN). */
+#include "ops.h"
+
+#include "../core/mk_thread.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#define MK_OMP(x) _Pragma(x)
+static int thread_id(void) { return omp_get_thread_num(); }
+#else
+#define MK_OMP(x)
+static int thread_id(void) { return 0; }
+#endif
+
+void mk_nn_linear(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
+                  float *y)
+{
+    if (bias)
+        for (size_t t = 0; t < T; t++) memcpy(y + t * out, bias, out * sizeof *y);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_in_out ? CblasNoTrans : CblasTrans, (int)T, (int)out, (int)in, 1.0f, x,
+                (int)in, w, w_in_out ? (int)out : (int)in, bias ? 1.0f : 0.0f, y, (int)out);
+}
+
+void mk_nn_linear_into(const float *x, size_t T, size_t in, const float *w, size_t out, float *y, size_t ldy)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)out, (int)in, 1.0f, x, (int)in, w, (int)in, 0.0f, y,
+                (int)ldy);
+}
+
+void mk_nn_linear_ref(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
+                      float *y)
+{
+    for (size_t t = 0; t < T; t++)
+        for (size_t o = 0; o < out; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (size_t i = 0; i < in; i++) s += (double)x[t * in + i] * (double)(w_in_out ? w[i * out + o] : w[o * in + i]);
+            y[t * out + o] = (float)s;
+        }
+}
+
+void mk_nn_rmsnorm(float *out, const float *x, const float *w, size_t T, size_t d, float eps, bool one_plus)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * d > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d;
+        double ss = 0;
+        for (size_t i = 0; i < d; i++) ss += (double)r[i] * r[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
+        float *o = out + t * d;
+        if (one_plus)
+            for (size_t i = 0; i < d; i++) o[i] = (r[i] * inv) * (1.0f + w[i]);
+        else
+            for (size_t i = 0; i < d; i++) o[i] = w[i] * (r[i] * inv);
+    }
+}
+
+void mk_nn_layernorm(float *out, const float *x, const float *w, const float *b, size_t T, size_t d, float eps)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * d > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d;
+        double m = 0, v = 0;
+        for (size_t i = 0; i < d; i++) m += r[i];
+        m /= (double)d;
+        for (size_t i = 0; i < d; i++) v += ((double)r[i] - m) * ((double)r[i] - m);
+        v /= (double)d;
+        float inv = (float)(1.0 / sqrt(v + (double)eps)), mf = (float)m;
+        float *o = out + t * d;
+        for (size_t i = 0; i < d; i++) o[i] = (r[i] - mf) * inv * w[i] + (b ? b[i] : 0.0f);
+    }
+}
+
+void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
+{
+    size_t h2 = r->half;
+    MK_OMP("omp parallel for schedule(static) if (T * n_heads * head_dim > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *c = r->cos + t * h2, *s = r->sin + t * h2;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = x + t * n_heads * head_dim + h * head_dim;
+            for (size_t i = 0; i < h2; i++) {
+                float a = v[i], b = v[i + h2];
+                v[i] = a * c[i] - b * s[i];
+                v[i + h2] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                     float scale, float softcap, long window, float *out, float *scratch)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
+    MK_OMP("omp parallel for schedule(dynamic, 1) collapse(2)")
+    for (size_t h = 0; h < nh; h++) {
+        for (size_t i = 0; i < T; i++) {
+            float *p = scratch + (size_t)thread_id() * T;
+            const float *qi = q + i * qs + h * hd;
+            size_t kvh = h / group;
+            size_t j0 = window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
+            float mx = -INFINITY;
+            for (size_t j = j0; j <= i; j++) {
+                const float *kj = k + j * ks + kvh * hd;
+                float s = 0;
+                MK_OMP("omp simd reduction(+ : s)")
+                for (size_t d = 0; d < hd; d++) s += qi[d] * kj[d];
+                s *= scale;
+                if (softcap > 0) s = softcap * tanhf(s / softcap);
+                p[j] = s;
+                if (s > mx) mx = s;
+            }
+            double sum = 0;
+            for (size_t j = j0; j <= i; j++) {
+                p[j] = expf(p[j] - mx);
+                sum += p[j];
+            }
+            float inv = (float)(1.0 / sum);
+            float *o = out + i * qs + h * hd;
+            memset(o, 0, hd * sizeof *o);
+            for (size_t j = j0; j <= i; j++) {
+                const float *vj = v + j * ks + kvh * hd;
+                float pj = p[j] * inv;
+                MK_OMP("omp simd")
+                for (size_t d = 0; d < hd; d++) o[d] += pj * vj[d];
+            }
+        }
+    }
+}
+
+/* gelu tanh approximation: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
+static float gelu_tanh(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+
+static float act1(mk_act a, float x)
+{
+    switch (a) {
+    case MK_ACT_SILU: return x / (1.0f + expf(-x));
+    case MK_ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    case MK_ACT_GELU_TANH: return gelu_tanh(x);
+    case MK_ACT_RELU: return x > 0 ? x : 0;
+    default: return x;
+    }
+}
+
+void mk_nn_act(mk_act a, float *x, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) x[i] = act1(a, x[i]);
+}
+
+void mk_nn_act_gated(mk_act a, const float *gate, const float *up, float *out, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) out[i] = act1(a, gate[i]) * up[i];
+}
+
+void mk_nn_add(float *y, const float *x, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
