@@ -72,7 +72,7 @@ Q := @
 endif
 
 LIB_SRC := $(wildcard core/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
-           $(wildcard quant/*.c) $(wildcard lora/*.c)
+           $(wildcard quant/*.c) $(wildcard lora/*.c) $(wildcard nn/*.c)
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
