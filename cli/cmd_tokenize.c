@@ -17,7 +17,7 @@
 typedef struct tok_opts {
     mk_common c;
     const char *text_file, *decode;
-    bool ids_only, no_special;
+    bool ids_only, no_special, pieces;
 } tok_opts;
 
 /* tokenizer.json (required) and tokenizer_config.json (optional) of PATH */
@@ -114,6 +114,21 @@ static mk_status parse_ids(const char *s, int32_t **ids, size_t *n)
     return MK_OK;
 }
 
+static mk_status print_piece(void *ctx, const char *piece, size_t len)
+{
+    (void)ctx;
+    mk_buf b = {0};
+    char *z = mk_strndup(piece, len);
+    if (!z) return MK_ERR_NOMEM;
+    mk_buf_json_str(&b, z);
+    mk_buf_puts(&b, "\n");
+    free(z);
+    if (b.failed) return mk_error(MK_ERR_NOMEM, "out of memory");
+    fwrite(b.data, 1, b.len, stdout);
+    mk_buf_free(&b);
+    return MK_OK;
+}
+
 static int run(tok_opts *o, char **pos, size_t npos)
 {
     char *tj = NULL, *cj = NULL, *what = NULL, *text = NULL;
@@ -180,6 +195,10 @@ static int run(tok_opts *o, char **pos, size_t npos)
         text = b.data;
         text_len = b.len ? b.len - 1 : 0;
     }
+    if (s == MK_OK && o->pieces) {
+        s = mk_tokenizer_pretokenize(t, text ? text : "", text_len, print_piece, NULL);
+        goto done;
+    }
     double t0 = mk_now();
     if (s == MK_OK) s = mk_tokenizer_encode(t, text, text_len, !o->no_special, &ids, &n);
     double secs = mk_now() - t0;
@@ -224,6 +243,9 @@ int mk_cmd_tokenize(int argc, char **argv)
     const mk_opt opts[] = {
         {"text", 0, MK_OPT_STR, &o.text_file, "FILE", "tokenize the bytes of FILE ('-': standard input) instead of TEXT", NULL},
         {"ids", 0, MK_OPT_FLAG, &o.ids_only, NULL, "print only the ids, on one line", NULL},
+        {"pieces", 0, MK_OPT_FLAG, &o.pieces, NULL,
+         "print the pieces the model sees after normalization and pre-tokenization (one JSON string a line; no "
+         "added-token matching)", NULL},
         {"decode", 0, MK_OPT_STR, &o.decode, "IDS", "turn token ids (1,2,3 or \"1 2 3\") back into text", NULL},
         {"no-special", 0, MK_OPT_FLAG, &o.no_special, NULL,
          "encode without the post-processor's special tokens (BOS/EOS); decode without special tokens", NULL},

@@ -301,6 +301,43 @@ mk_status mk_tokenizer_encode(const mk_tokenizer *t, const char *text, size_t le
     return s;
 }
 
+typedef struct piece_cb {
+    mk_tok_piece_fn fn;
+    void *ctx;
+} piece_cb;
+
+static mk_status user_piece(tok_pipe *p, const char *s, size_t n)
+{
+    const piece_cb *cb = p->ctx;
+    return cb->fn(cb->ctx, s, n);
+}
+
+mk_status mk_tokenizer_pretokenize(const mk_tokenizer *t, const char *text, size_t len, mk_tok_piece_fn fn, void *ctx)
+{
+    mk_buf bufs[2 * MK_TOK_MAX_STAGES] = {{0}}, clean = {0}, n1 = {0}, n2 = {0};
+    piece_cb cb = {fn, ctx};
+    tok_pipe pipe = {t, bufs, user_piece, &cb};
+    if (!mk_utf8_valid(text, len)) {
+        mk_utf8_lossy(&clean, text, len);
+        text = clean.data;
+        len = clean.len;
+    }
+    mk_status s = MK_OK;
+    if (t->n_norm && len) {
+        mk_buf *res;
+        normalize2(t, text, len, &n1, &n2, &res);
+        text = res->data;
+        len = res->len;
+    }
+    if (clean.failed || n1.failed || n2.failed) s = mk_error(MK_ERR_NOMEM, "out of memory pre-tokenizing");
+    if (s == MK_OK) s = tok_pretok_run(&pipe, 0, text ? text : "", len, true);
+    for (size_t i = 0; i < 2 * MK_TOK_MAX_STAGES; i++) mk_buf_free(&bufs[i]);
+    mk_buf_free(&clean);
+    mk_buf_free(&n1);
+    mk_buf_free(&n2);
+    return s;
+}
+
 /* ---- decode --------------------------------------------------------------------------------- */
 
 /* A list of strings in one buffer. */

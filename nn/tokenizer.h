@@ -55,6 +55,13 @@ mk_status mk_tokenizer_encode(const mk_tokenizer *t, const char *text, size_t le
 mk_status mk_tokenizer_decode(const mk_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, char **text,
                               size_t *len);
 
+/* The pieces the model sees for text[0..len) after the normalizers and pre-tokenizers, with
+ * no added-token matching: what tokenizers' normalizer.normalize_str followed by
+ * pre_tokenizer.pre_tokenize_str gives (for tests and `tokenize --pieces`). fn may stop the
+ * walk by returning an error. */
+typedef mk_status (*mk_tok_piece_fn)(void *ctx, const char *piece, size_t len);
+mk_status mk_tokenizer_pretokenize(const mk_tokenizer *t, const char *text, size_t len, mk_tok_piece_fn fn, void *ctx);
+
 /* Number of ids (model vocabulary and added tokens): valid ids are [0, vocab_size). */
 size_t mk_tokenizer_vocab_size(const mk_tokenizer *t);
 /* The token string of id (not NUL-terminated; *len bytes), or NULL when out of range. */

@@ -12,7 +12,8 @@
 
 #include "../core/mk_core.h"
 
-/* Class byte: bits 0-2 a general-category group, bit 3 White_Space, bit 4 Join_Control. */
+/* Class byte: bits 0-2 a general-category group, bit 3 White_Space, bit 4 Join_Control,
+ * bit 5 the symbols (gc So) that are Other_Alphabetic (circled and squared Latin letters). */
 enum {
     MK_UNI_OTHER = 0,
     MK_UNI_L = 1,  /* Lu Ll Lt Lm Lo */
@@ -25,6 +26,7 @@ enum {
 #define MK_UNI_GROUP 7u
 #define MK_UNI_WS 8u
 #define MK_UNI_JOIN 16u
+#define MK_UNI_ALPHA_SO 32u
 
 typedef struct mk_uni_decomp {
     uint32_t cp;
@@ -71,13 +73,13 @@ static inline bool mk_uni_is_number(uint32_t cp)
 }
 /* \s of Oniguruma and Rust: the White_Space property */
 static inline bool mk_uni_is_space(uint32_t cp) { return (mk_uni_class(cp) & MK_UNI_WS) != 0; }
-/* \w of Rust's regex crate: Alphabetic, M, Nd, Pc, Join_Control. Alphabetic is taken as L
- * and Nl (its Other_Alphabetic members are nearly all marks, already in M). */
+/* \w of Rust's regex crate: Alphabetic (L, Nl, Other_Alphabetic: marks and a few symbols),
+ * M, Nd, Pc, Join_Control. */
 static inline bool mk_uni_is_word(uint32_t cp)
 {
     unsigned c = mk_uni_class(cp), g = c & MK_UNI_GROUP;
     return g == MK_UNI_L || g == MK_UNI_M || g == MK_UNI_ND || g == MK_UNI_NL || g == MK_UNI_PC ||
-           (c & MK_UNI_JOIN);
+           (c & (MK_UNI_JOIN | MK_UNI_ALPHA_SO));
 }
 
 /* ---- UTF-8 -------------------------------------------------------------------------- */

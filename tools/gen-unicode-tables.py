@@ -8,8 +8,9 @@ Tables (each a two-stage lookup for code points below U+40000: stage1[cp >> 7] n
 128-entry block of stage2; above, only the variation selectors U+E0100..U+E01EF are not
 class 0 / ccc 0, which main() asserts and nn/unicode.h hard-codes):
   - class byte per code point: general category group (L, M, Nd, Nl, No, Pc, other) in
-    bits 0-2, White_Space in bit 3, Join_Control in bit 4 (what \\p{L}, \\p{N}, \\s and \\w
-    of the regex engines used by Hugging Face tokenizers test);
+    bits 0-2, White_Space in bit 3, Join_Control in bit 4, Other_Alphabetic symbols in bit 5
+    (what \\p{L}, \\p{N}, \\s and \\w of the regex engines used by Hugging Face tokenizers
+    test);
   - canonical combining class per code point (NFC/NFD ordering);
   - full canonical decompositions (sorted by code point) and primary composites (sorted
     by the pair), for NFC and NFD. Hangul syllables are algorithmic and not listed.
@@ -27,6 +28,9 @@ WHITE_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 
                (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
                (0x3000, 0x3000)]
 JOIN_CONTROL = [(0x200C, 0x200D)]
+# Other_Alphabetic members that are not marks (PropList.txt): circled, parenthesized and
+# squared Latin letters (gc So). Rust's \w (Alphabetic) includes them, \p{L} does not.
+OTHER_ALPHA_SO = [(0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169), (0x1F170, 0x1F189)]
 
 GROUP = {'L': 1, 'M': 2, 'Nd': 3, 'Nl': 4, 'No': 5, 'Pc': 6}
 
@@ -40,6 +44,10 @@ def klass(cp):
     for a, b in JOIN_CONTROL:
         if a <= cp <= b:
             v |= 16
+    for a, b in OTHER_ALPHA_SO:
+        if a <= cp <= b:
+            assert unicodedata.category(chr(cp)) == 'So', hex(cp)
+            v |= 32
     return v
 
 
