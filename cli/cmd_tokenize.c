@@ -97,6 +97,7 @@ static mk_status parse_ids(const char *s, int32_t **ids, size_t *n)
         long v = strtol(p, &end, 10);
         if (end == p || errno || v < 0 || v > INT32_MAX || (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) {
             free(*ids);
+            *ids = NULL;
             return mk_error(MK_ERR_USAGE, "--decode: '%.40s' is not a list of token ids (e.g. 1,2,3)", p);
         }
         if (*n == cap) {
@@ -104,6 +105,7 @@ static mk_status parse_ids(const char *s, int32_t **ids, size_t *n)
             int32_t *q = mk_realloc_array(*ids, cap, sizeof *q);
             if (!q) {
                 free(*ids);
+                *ids = NULL;
                 return MK_ERR_NOMEM;
             }
             *ids = q;

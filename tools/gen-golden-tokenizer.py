@@ -359,7 +359,11 @@ def smollm2(dirname):
             ids = t.encode(data.decode("utf-8", errors="replace")).ids
             f.write("%s\t%s\t%s\n" % (p, hashlib.sha256(data).hexdigest(), " ".join(map(str, ids))))
     tj = open(os.path.join(dirname, "tokenizer.json"), "rb").read()
-    return {"tokenizer_json_sha256": hashlib.sha256(tj).hexdigest(), "texts": REAL_TEXTS}
+    r = {"tokenizer_json_sha256": hashlib.sha256(tj).hexdigest(), "texts": REAL_TEXTS}
+    src = os.path.join(dirname, "SOURCE.json")
+    if os.path.exists(src):
+        r["source"] = json.load(open(src))
+    return r
 
 
 def main():
