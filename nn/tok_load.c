@@ -216,6 +216,11 @@ static mk_status load_merges(ld *L, uint32_t mo, tok_model *m)
         size_t an, bn;
         snprintf(key, sizeof key, "model.merges[%zu]", idx);
         const mk_json_node *e = N(L, c);
+        /* one form for the whole list, as tokenizers reads it (an untagged enum) */
+        if (idx > 0 && (e->type == MK_JSON_STR) != (N(L, N(L, mo)->first)->type == MK_JSON_STR)) {
+            s = bad(L, key, "mixes \"a b\" strings and [\"a\", \"b\"] pairs");
+            break;
+        }
         if (e->type == MK_JSON_STR) {
             const char *str = S(L, c);
             /* "a b": exactly one space (tokenizers' convert_merges_to_hashmap); "#version"

@@ -320,7 +320,7 @@ static mk_tokenizer *load_text(const char *json)
 #define TINY_BPE(extra_model, extra_top)                                                                     \
     "{\"version\": \"1.0\", " extra_top "\"model\": {\"type\": \"BPE\", " extra_model                          \
     "\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"c\": 3, \"abc\": 4, \"<unk>\": 5, \"bc\": 6}, "                \
-    "\"merges\": [\"a b\", [\"ab\", \"c\"], \"b c\"]}}"
+    "\"merges\": [\"a b\", \"ab c\", \"b c\"]}}"
 
 MK_TEST(tokenizer_bpe_merges_and_api)
 {
@@ -406,6 +406,8 @@ MK_TEST(tokenizer_rejects_bad_files)
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\"]]}}", "model.merges[0]: expected",
          MK_ERR_FORMAT},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [7]}}", "found number", MK_ERR_FORMAT},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"aa\": 1}, \"merges\": [[\"a\", \"a\"], \"a a\"]}}",
+         "model.merges[1]: mixes", MK_ERR_FORMAT},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"dropout\": 0.1}}", "model.dropout",
          MK_ERR_UNSUPPORTED},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [], \"continuing_subword_prefix\": \"##\"}}",
