@@ -302,6 +302,24 @@ static mk_status load_model(ld *L, uint32_t mo)
     return MK_OK;
 }
 
+typedef mk_status (*load_fn)(ld *L, uint32_t o, const char *path, int depth);
+
+/* A Sequence: each element of o[member] through fn, one level deeper (the steps of nested
+ * Sequences run in the same order as one flat list). */
+static mk_status load_sequence(ld *L, uint32_t o, const char *path, int depth, const char *member, load_fn fn)
+{
+    if (depth >= MAX_NESTING) return bad(L, path, "Sequences nested more than %d deep", MAX_NESTING);
+    uint32_t arr;
+    MK_TRY(req(L, o, member, MK_JSON_ARR, path, &arr));
+    size_t i = 0;
+    for (uint32_t c = N(L, arr)->first; c; c = N(L, c)->next, i++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s.%s[%zu]", path, member, i);
+        MK_TRY(fn(L, c, key, depth + 1));
+    }
+    return MK_OK;
+}
+
 /* ---- normalizers ----------------------------------------------------------------------- */
 
 static mk_status add_stage(ld *L, const char *path, void **arr, size_t *n, size_t elem, void **slot)
@@ -321,18 +339,7 @@ static mk_status load_normalizer(ld *L, uint32_t o, const char *path, int depth)
     mk_tokenizer *t = L->t;
     const char *type;
     MK_TRY(type_of(L, o, path, &type));
-    if (strcmp(type, "Sequence") == 0) {
-        if (depth >= MAX_NESTING) return bad(L, path, "Sequences nested more than %d deep", MAX_NESTING);
-        uint32_t arr;
-        MK_TRY(req(L, o, "normalizers", MK_JSON_ARR, path, &arr));
-        size_t i = 0;
-        for (uint32_t c = N(L, arr)->first; c; c = N(L, c)->next, i++) {
-            char key[256];
-            snprintf(key, sizeof key, "%s.normalizers[%zu]", path, i);
-            MK_TRY(load_normalizer(L, c, key, depth + 1));
-        }
-        return MK_OK;
-    }
+    if (strcmp(type, "Sequence") == 0) return load_sequence(L, o, path, depth, "normalizers", load_normalizer);
     tok_norm *nm;
     static const char supported[] = "NFC, NFD, Prepend, Replace with a String pattern, Strip, Sequence";
     if (strcmp(type, "NFC") && strcmp(type, "NFD") && strcmp(type, "Prepend") && strcmp(type, "Replace") &&
@@ -392,18 +399,7 @@ static mk_status load_pretok(ld *L, uint32_t o, const char *path, int depth)
     mk_tokenizer *t = L->t;
     const char *type;
     MK_TRY(type_of(L, o, path, &type));
-    if (strcmp(type, "Sequence") == 0) {
-        if (depth >= MAX_NESTING) return bad(L, path, "Sequences nested more than %d deep", MAX_NESTING);
-        uint32_t arr;
-        MK_TRY(req(L, o, "pretokenizers", MK_JSON_ARR, path, &arr));
-        size_t i = 0;
-        for (uint32_t c = N(L, arr)->first; c; c = N(L, c)->next, i++) {
-            char key[256];
-            snprintf(key, sizeof key, "%s.pretokenizers[%zu]", path, i);
-            MK_TRY(load_pretok(L, c, key, depth + 1));
-        }
-        return MK_OK;
-    }
+    if (strcmp(type, "Sequence") == 0) return load_sequence(L, o, path, depth, "pretokenizers", load_pretok);
     static const char supported[] =
         "ByteLevel, Split (GPT-2, Llama-3 or Qwen2 regex, or a String), Digits, Whitespace, WhitespaceSplit, Metaspace, Sequence";
     static const char *const types[] = {"ByteLevel", "Split", "Digits", "Whitespace", "WhitespaceSplit", "Metaspace"};
@@ -487,18 +483,7 @@ static mk_status load_decoder(ld *L, uint32_t o, const char *path, int depth)
     mk_tokenizer *t = L->t;
     const char *type;
     MK_TRY(type_of(L, o, path, &type));
-    if (strcmp(type, "Sequence") == 0) {
-        if (depth >= MAX_NESTING) return bad(L, path, "Sequences nested more than %d deep", MAX_NESTING);
-        uint32_t arr;
-        MK_TRY(req(L, o, "decoders", MK_JSON_ARR, path, &arr));
-        size_t i = 0;
-        for (uint32_t c = N(L, arr)->first; c; c = N(L, c)->next, i++) {
-            char key[256];
-            snprintf(key, sizeof key, "%s.decoders[%zu]", path, i);
-            MK_TRY(load_decoder(L, c, key, depth + 1));
-        }
-        return MK_OK;
-    }
+    if (strcmp(type, "Sequence") == 0) return load_sequence(L, o, path, depth, "decoders", load_decoder);
     static const char *const types[] = {"ByteLevel", "Metaspace", "Replace", "ByteFallback", "Fuse", "Strip"};
     size_t ti = 0;
     while (ti < 6 && strcmp(type, types[ti])) ti++;

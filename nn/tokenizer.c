@@ -153,7 +153,7 @@ static mk_status split_added(enc *e, const tok_matcher *m, bool normalized, cons
 
 /* ---- encode ------------------------------------------------------------------------------- */
 
-#define CACHE_MAX_ENTRIES (1u << 16)
+#define CACHE_MAX_SLOTS (1u << 17)
 #define CACHE_MAX_PIECE 128u
 
 typedef struct cache_entry {
@@ -192,7 +192,8 @@ static mk_status model_piece(tok_pipe *p, const char *s, size_t n)
     }
     size_t before = e->ids.n;
     MK_TRY(tok_model_encode(m, &e->sc, s, n, &e->ids));
-    if (e->cache_n >= CACHE_MAX_ENTRIES || e->cache_strs.len > UINT32_MAX / 2 || e->cache_ids.n > UINT32_MAX / 2)
+    /* at most half full (so a probe always ends at an empty slot), and offsets fit u32 */
+    if (e->cache_n + 1 > (e->cache_mask + 1) / 2 || e->cache_strs.len > UINT32_MAX / 2 || e->cache_ids.n > UINT32_MAX / 2)
         return MK_OK;
     cache_entry ce = {h, (uint32_t)e->cache_strs.len, (uint32_t)n, (uint32_t)e->cache_ids.n, (uint32_t)(e->ids.n - before)};
     mk_buf_put(&e->cache_strs, s, n);
@@ -271,9 +272,9 @@ mk_status mk_tokenizer_encode(const mk_tokenizer *t, const char *text, size_t le
     e->t = t;
     e->pipe = (tok_pipe){t, e->bufs, model_piece, e};
     mk_status s = MK_OK;
-    /* a cache sized to the text (a piece per 4 bytes at most), up to its limit */
+    /* a cache sized to the text, up to its limit (64 Ki distinct pieces) */
     size_t cap = 64;
-    while (cap < 2 * CACHE_MAX_ENTRIES && cap < len / 2) cap *= 2;
+    while (cap < CACHE_MAX_SLOTS && cap < len / 2) cap *= 2;
     e->cache = calloc(cap, sizeof *e->cache);
     e->cache_mask = cap - 1;
     if (!e->cache) s = mk_error(MK_ERR_NOMEM, "out of memory tokenizing");

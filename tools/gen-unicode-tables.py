@@ -87,16 +87,19 @@ def main():
     two_stage(cls, 'mk_uni_class', out)
     two_stage(ccc, 'mk_uni_ccc', out)
 
-    # full canonical decompositions
-    decomp = []
+    # full canonical decompositions, and the primary composites: canonical pairs that NFC
+    # recomposes (not singletons, non-starter decompositions or composition exclusions)
+    decomp, comps = [], []
     for cp in range(MAXCP):
         if is_hangul_syllable(cp) or 0xD800 <= cp <= 0xDFFF:
             continue
         d = unicodedata.decomposition(chr(cp))
         if not d or d.startswith('<'):
             continue
-        full = unicodedata.normalize('NFD', chr(cp))
-        decomp.append((cp, [ord(c) for c in full]))
+        decomp.append((cp, [ord(c) for c in unicodedata.normalize('NFD', chr(cp))]))
+        parts = [int(x, 16) for x in d.split()]
+        if len(parts) == 2 and unicodedata.normalize('NFC', chr(cp)) == chr(cp):
+            comps.append(((parts[0] << 21) | parts[1], cp))
     pool = []
     out.append('const uint32_t mk_uni_decomp_pool[] = {')
     rows = []
@@ -112,21 +115,6 @@ def main():
     out.append('};')
     out.append('const size_t mk_uni_n_decomps = %d;' % len(rows))
 
-    # primary composites: canonical pairs that NFC recomposes (excludes singletons,
-    # non-starter decompositions and the composition exclusions)
-    comps = []
-    for cp in range(MAXCP):
-        if is_hangul_syllable(cp) or 0xD800 <= cp <= 0xDFFF:
-            continue
-        d = unicodedata.decomposition(chr(cp))
-        if not d or d.startswith('<'):
-            continue
-        parts = [int(x, 16) for x in d.split()]
-        if len(parts) != 2:
-            continue
-        if unicodedata.normalize('NFC', chr(cp)) != chr(cp):
-            continue
-        comps.append(((parts[0] << 21) | parts[1], cp))
     comps.sort()
     out.append('const mk_uni_comp mk_uni_comps[%d] = {' % len(comps))
     for key, cp in comps:

@@ -361,6 +361,34 @@ MK_TEST(tokenizer_bpe_merges_and_api)
     mk_tokenizer_free(NULL);
 }
 
+/* More distinct pieces than a short text's cache has slots (84 one-byte pieces, 84 bytes):
+ * the cache stops filling at half, so lookups always end. */
+MK_TEST(tokenizer_piece_cache_fills_up)
+{
+    mk_tokenizer *t = load_golden("bpe-gpt2");
+    if (!t) return;
+    const char *letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", *punct = "!\"#$%&()*+,-./:;=?@[\\]^_`{|}~";
+    char text[128];
+    size_t n = 0;
+    for (size_t i = 0; letters[i] && n + 2 < sizeof text; i++) {
+        text[n++] = letters[i];
+        text[n++] = punct[i % strlen(punct)];
+    }
+    for (int round = 0; round < 2; round++) {
+        int32_t *ids = NULL;
+        size_t k = 0;
+        CHECK_OK(mk_tokenizer_encode(t, text, n, false, &ids, &k));
+        CHECK(k >= n / 2);
+        char *out = NULL;
+        size_t ol = 0;
+        CHECK_OK(mk_tokenizer_decode(t, ids, k, false, &out, &ol));
+        CHECK(out && ol == n && memcmp(out, text, n) == 0);
+        free(out);
+        free(ids);
+    }
+    mk_tokenizer_free(t);
+}
+
 MK_TEST(tokenizer_config_bos_eos)
 {
     mk_tokenizer *t = load_golden("spm-llama2");
