@@ -66,6 +66,7 @@ int mk_cmd_estimate(int argc, char **argv);
 int mk_cmd_pack(int argc, char **argv);
 int mk_cmd_unpack(int argc, char **argv);
 int mk_cmd_verify(int argc, char **argv);
+int mk_cmd_tokenize(int argc, char **argv);
 
 /* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */
 mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out);

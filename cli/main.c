@@ -26,6 +26,7 @@ static const command commands[] = {
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container"},
+    {"tokenize", mk_cmd_tokenize, "text to token ids (or back) with a model's tokenizer.json"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole suite: the C unit tests, then every end-to-end script in tests/e2e/.
-# Each e2e script prints "ok - NAME" or "not ok - NAME: why" per check.
-# Ends with "N passed, N failed"; exits 1 if anything failed.
+# Each e2e script prints "ok - NAME" or "not ok - NAME: why" per check, or "skip - NAME: why"
+# for a check whose input is absent (shown, counted apart, never as passed).
+# Ends with "N passed, N failed" (", N skipped" when some were); exits 1 if anything failed.
 # Env: MK_BIN (the mergekit-c binary), MK_UNIT (the unit-test binary), MK_FILTER (run only
 # e2e scripts whose name contains it).
 set -u
@@ -12,6 +13,7 @@ MK_ROOT=$root
 export MK_BIN MK_ROOT
 passed=0
 failed=0
+skipped=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
@@ -62,7 +64,8 @@ for t in "$root"/tests/e2e/*.sh; do
     rc=$?
     p=$(grep -c '^ok - ' "$out")
     f=$(grep -c '^not ok - ' "$out")
-    grep '^not ok - ' "$out"
+    k=$(grep -c '^skip - ' "$out")
+    grep -E '^(not ok|skip) - ' "$out"
     if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "not ok - $name: script exited $rc"
         tail -n 20 "$out"
@@ -70,8 +73,9 @@ for t in "$root"/tests/e2e/*.sh; do
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    echo "$name: $p passed, $f failed ($(($(date +%s) - s0)) s)"
+    skipped=$((skipped + k))
+    echo "$name: $p passed, $f failed$([ "$k" -gt 0 ] && echo ", $k skipped") ($(($(date +%s) - s0)) s)"
 done
 echo "time: $(($(date +%s) - t0)) s"
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
 [ "$failed" -eq 0 ]

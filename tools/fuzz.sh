@@ -15,7 +15,7 @@ pk="libzstd libcjson libxxhash yaml-0.1 lapacke openblas"
 # shellcheck disable=SC2046
 flags="-std=c11 -D_GNU_SOURCE -g -O1 -ffp-contract=off -fno-omit-frame-pointer -fsanitize=address,undefined $(pkg-config --cflags $pk)"
 libs="$(pkg-config --libs $pk) -lm -lpthread"
-lib_src=$(ls core/*.c formats/*.c merge/*.c merge/methods/*.c quant/*.c lora/*.c 2>/dev/null || true)
+lib_src=$(ls core/*.c formats/*.c merge/*.c merge/methods/*.c quant/*.c lora/*.c nn/*.c 2>/dev/null || true)
 # the library once, instrumented for coverage
 objs=
 for f in $lib_src; do
