@@ -54,7 +54,20 @@ struct mk_qplan;
  * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
 void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json);
 
+/* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
+#define MK_CLI_EVAL_MAX_REFS 8
+typedef struct mk_cli_eval_opts {
+    const char *text;      /* the file to score */
+    long ctx, chunks, batch;
+} mk_cli_eval_opts;
+/* Score MODEL on o->text, with KL divergence to each of refs[n_refs] (same vocabulary), and
+ * print the report: on stdout (JSON with c->json) when `own` (the eval command), else on
+ * stderr after another command's output. */
+mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
+                      const mk_common *c, bool own);
+
 int mk_cmd_merge(int argc, char **argv);
+int mk_cmd_eval(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);

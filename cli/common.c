@@ -6,15 +6,20 @@
 
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
+#include "../eval/eval.h"
 #include "../formats/model.h"
 #include "../formats/peft.h"
 #include "../lora/lora.h"
+#include "../nn/tokenizer.h"
+#include "../quant/qsource.h"
 #include "../quant/quant.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define TEXT_CAP ((uint64_t)1 << 30) /* the largest text eval reads */
 
 /* ---- starting, failing, inputs and outputs ------------------------------------------------- */
 
@@ -194,3 +199,215 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
     mk_buf_free(&j);
 }
 
+
+/* ---- eval: open models, tokenize the text, run, report ----------------------------------------- */
+
+typedef struct eval_model {
+    const char *path;
+    mk_source *src;          /* dequantizing view when quantized */
+    mk_model_config cfg;
+    bool has_cfg;
+    mk_nn_model *nn;
+} eval_model;
+
+static void eval_model_close(eval_model *em)
+{
+    mk_nn_close(em->nn);
+    if (em->has_cfg) mk_model_config_free(&em->cfg);
+    mk_source_close(em->src);
+    memset(em, 0, sizeof *em);
+}
+
+static mk_status eval_model_open(const char *path, eval_model *em)
+{
+    memset(em, 0, sizeof *em);
+    em->path = path;
+    mk_source *raw = NULL;
+    MK_TRY(mk_cli_open_model(path, &raw));
+    mk_qinfo qi;
+    mk_status s = mk_qsource_open(raw, &em->src, &qi); /* quantized layouts read dequantized */
+    if (s != MK_OK) {
+        mk_source_close(raw);
+        return s;
+    }
+    s = mk_model_config_of_source(em->src, &em->cfg);
+    em->has_cfg = s == MK_OK;
+    if (s == MK_OK) s = mk_nn_open(em->src, &em->cfg, &em->nn);
+    return s;
+}
+
+/* The model's tokenizer (tokenizer.json, and tokenizer_config.json for BOS/EOS names). */
+static mk_status open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t)
+{
+    char *tj = NULL, *cj = NULL, *what = NULL;
+    size_t tl = 0, cl = 0;
+    *t = NULL;
+    MK_TRY(src->ops->aux_read(src, "tokenizer.json", MK_TOK_MAX_JSON, &tj, &tl));
+    if (!tj) return mk_error(MK_ERR_USAGE, "%s: no tokenizer.json (eval needs the model's tokenizer)", path);
+    mk_status s = src->ops->aux_read(src, "tokenizer_config.json", 16u << 20, &cj, &cl);
+    what = mk_asprintf("%s: tokenizer.json", path);
+    if (s == MK_OK) s = what ? mk_tokenizer_load(tj, tl, what, t) : MK_ERR_NOMEM;
+    free(what);
+    what = cj ? mk_asprintf("%s: tokenizer_config.json", path) : NULL;
+    if (s == MK_OK && cj) s = what ? mk_tokenizer_load_config(*t, cj, cl, what) : MK_ERR_NOMEM;
+    free(what);
+    free(tj);
+    free(cj);
+    return s;
+}
+
+/* The text as token ids; the BOS each window starts with (what encode adds before an empty
+ * text, when it adds anything); bytes per token id for bits per byte. */
+static mk_status tokenize_text(const mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos,
+                               uint32_t **bytes)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int32_t *pre = NULL;
+    size_t npre = 0;
+    *ids = NULL;
+    *bytes = NULL;
+    MK_TRY(mk_read_file(file, TEXT_CAP, &text, &len));
+    mk_status s = mk_tokenizer_encode(t, text, len, true, ids, n);
+    free(text);
+    if (s == MK_OK) s = mk_tokenizer_encode(t, "", 0, true, &pre, &npre);
+    *bos = s == MK_OK && npre ? pre[0] : -1;
+    free(pre);
+    size_t V = mk_tokenizer_vocab_size(t);
+    if (s == MK_OK) *bytes = mk_calloc(V ? V : 1, sizeof **bytes);
+    if (s == MK_OK && !*bytes) s = MK_ERR_NOMEM;
+    for (size_t id = 0; id < V && s == MK_OK; id++) {
+        char *piece = NULL;
+        size_t pl = 0;
+        int32_t one = (int32_t)id;
+        if (mk_tokenizer_is_special(t, one)) continue;
+        s = mk_tokenizer_decode(t, &one, 1, false, &piece, &pl);
+        (*bytes)[id] = (uint32_t)pl;
+        free(piece);
+    }
+    return s;
+}
+
+static void json_kl(mk_buf *b, const mk_eval_kl *k)
+{
+    mk_buf_printf(b, "\"kl_mean\": %.9g, \"kl_stderr\": %.9g, \"kl_median\": %.9g, \"kl_p90\": %.9g, \"kl_p95\": %.9g, "
+                     "\"kl_p99\": %.9g, \"kl_max\": %.9g, \"same_top\": %.9g, \"delta_p_mean\": %.9g, \"delta_p_rms\": %.9g, "
+                     "\"ppl_ratio\": %.9g, \"ppl_ratio_stderr\": %.9g, \"ref_ppl\": %.9g",
+                  k->kl_mean, k->kl_se, k->kl_median, k->kl_p90, k->kl_p95, k->kl_p99, k->kl_max, k->same_top, k->dp_mean,
+                  k->dp_rms, k->ppl_ratio, k->ppl_ratio_se, k->ppl_ref);
+}
+
+static void eval_json(mk_buf *b, const char *model, const char *const *refs, const mk_cli_eval_opts *o, size_t n_tok,
+                      const mk_eval_result *r)
+{
+    mk_buf_puts(b, "{\"model\": ");
+    mk_buf_json_str(b, model);
+    mk_buf_puts(b, ", \"text\": ");
+    mk_buf_json_str(b, o->text);
+    mk_buf_printf(b, ", \"tokens\": %zu, \"ctx\": %ld, \"windows\": %zu, \"scored\": %zu, \"ppl\": %.9g, \"ppl_stderr\": %.9g, "
+                     "\"nll_mean\": %.9g, \"bits_per_byte\": %.9g, \"seconds\": %.3f, \"tokens_per_second\": %.1f, \"refs\": [",
+                  n_tok, o->ctx, r->windows, r->scored, r->ppl, r->ppl_se, r->nll_mean, r->bits_per_byte, r->seconds,
+                  r->tokens_per_s);
+    for (size_t i = 0; i < r->n_refs; i++) {
+        mk_buf_puts(b, i ? ",\n  {\"ref\": " : "\n  {\"ref\": ");
+        mk_buf_json_str(b, refs[i]);
+        mk_buf_puts(b, ", ");
+        json_kl(b, &r->kl[i]);
+        mk_buf_puts(b, "}");
+    }
+    mk_buf_puts(b, r->n_refs ? "\n]" : "]");
+    if (r->has_pair) {
+        mk_buf_puts(b, ", \"between_refs\": {\"p\": ");
+        mk_buf_json_str(b, refs[0]);
+        mk_buf_puts(b, ", \"q\": ");
+        mk_buf_json_str(b, refs[1]);
+        mk_buf_puts(b, ", ");
+        json_kl(b, &r->pair);
+        mk_buf_puts(b, "}");
+    }
+    mk_buf_puts(b, "}\n");
+}
+
+static void text_kl(mk_buf *b, const char *label, const mk_eval_kl *k)
+{
+    mk_buf_printf(b, "%s (PPL %.4f)\n  KL divergence  mean %.6f +- %.6f  median %.6f  p90 %.6f  p95 %.6f  p99 %.6f  max %.6f\n"
+                     "  same top token %.2f %%   delta p  mean %+.3f %%  RMS %.3f %%   PPL ratio %.5f +- %.5f\n",
+                  label, k->ppl_ref, k->kl_mean, k->kl_se, k->kl_median, k->kl_p90, k->kl_p95, k->kl_p99, k->kl_max,
+                  100 * k->same_top, 100 * k->dp_mean, 100 * k->dp_rms, k->ppl_ratio, k->ppl_ratio_se);
+}
+
+static void eval_text(mk_buf *b, const char *model, const char *const *refs, const mk_cli_eval_opts *o, size_t n_tok,
+                      const mk_eval_result *r)
+{
+    mk_buf_printf(b, "eval %s on %s: %zu tokens, %zu windows of %ld, %zu scored\n", model, o->text, n_tok, r->windows, o->ctx,
+                  r->scored);
+    mk_buf_printf(b, "perplexity %.4f +- %.4f   mean NLL %.5f   bits per byte %.4f   (%.1f s, %.0f tokens/s)\n", r->ppl, r->ppl_se,
+                  r->nll_mean, r->bits_per_byte, r->seconds, r->tokens_per_s);
+    for (size_t i = 0; i < r->n_refs; i++) {
+        char *label = mk_asprintf("against %s", refs[i]);
+        text_kl(b, label ? label : refs[i], &r->kl[i]);
+        free(label);
+    }
+    if (r->has_pair) {
+        char *label = mk_asprintf("between the references: %s against %s", refs[1], refs[0]);
+        text_kl(b, label ? label : "between the references", &r->pair);
+        free(label);
+    }
+}
+
+/* Open every model, the tokenizer and the text; run; report. */
+static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, const mk_common *c, bool own)
+{
+    mk_tokenizer *t = NULL;
+    int32_t *ids = NULL, bos = -1;
+    uint32_t *bytes = NULL;
+    size_t n = 0;
+    mk_status s = MK_OK;
+    for (size_t i = 0; i < nm && s == MK_OK; i++) {
+        s = eval_model_open(em[i].path, &em[i]);
+        if (s == MK_OK && i && mk_nn_vocab(em[i].nn) != mk_nn_vocab(em[0].nn))
+            s = mk_error(MK_ERR_USAGE, "%s has a vocabulary of %zu tokens, %s has %zu; KL divergence needs one vocabulary",
+                         em[i].path, mk_nn_vocab(em[i].nn), em[0].path, mk_nn_vocab(em[0].nn));
+    }
+    if (s == MK_OK) s = open_tokenizer(em[0].src, em[0].path, &t);
+    if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos, &bytes);
+    if (s == MK_OK && n < (size_t)o->ctx)
+        s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %ld (--ctx)", o->text, n, o->ctx);
+    mk_nn_model *refs[MK_CLI_EVAL_MAX_REFS];
+    const char *ref_names[MK_CLI_EVAL_MAX_REFS];
+    for (size_t i = 1; i < nm; i++) refs[i - 1] = em[i].nn, ref_names[i - 1] = em[i].path;
+    mk_progress prog;
+    mk_progress_init(&prog, "eval", c);
+    mk_eval_opts eo = {(size_t)o->ctx, o->chunks > 0 ? (size_t)o->chunks : 0, o->batch > 0 ? (size_t)o->batch : 0, bos,
+                       mk_progress_cb, &prog};
+    mk_eval_result r;
+    if (s == MK_OK) s = mk_eval_run(em[0].nn, refs, nm - 1, ids, n, bytes, &eo, &r);
+    mk_progress_end(&prog);
+    if (s == MK_OK) {
+        mk_buf b = {0};
+        if (own && c->json) eval_json(&b, em[0].path, ref_names, o, n, &r);
+        else eval_text(&b, em[0].path, ref_names, o, n, &r);
+        if (b.failed) s = mk_error(MK_ERR_NOMEM, "out of memory");
+        else if (own) fputs(b.data, stdout);
+        else if (!c->quiet) fputs(b.data, stderr);
+        mk_buf_free(&b);
+    }
+    free(ids);
+    free(bytes);
+    mk_tokenizer_free(t);
+    return s;
+}
+
+mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
+                      const mk_common *c, bool own)
+{
+    if (n_refs > MK_CLI_EVAL_MAX_REFS) return mk_error(MK_ERR_USAGE, "at most %d reference models", MK_CLI_EVAL_MAX_REFS);
+    if (o->ctx < 8 || o->ctx > 1 << 20) return mk_error(MK_ERR_USAGE, "--ctx %ld: between 8 and 1048576 tokens", o->ctx);
+    eval_model em[1 + MK_CLI_EVAL_MAX_REFS];
+    memset(em, 0, sizeof em);
+    em[0].path = model;
+    for (size_t i = 0; i < n_refs; i++) em[1 + i].path = refs[i];
+    mk_status s = eval_all(em, 1 + n_refs, o, c, own);
+    for (size_t i = 0; i <= n_refs; i++) eval_model_close(&em[i]);
+    return s;
+}

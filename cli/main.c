@@ -22,6 +22,7 @@ static const command commands[] = {
     {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors"},
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults"},
     {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine"},
+    {"eval", mk_cmd_eval, "perplexity on a text, and KL divergence to reference models (merge parents, unquantized)"},
     {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA"},
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container"},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte"},
