@@ -40,6 +40,7 @@ typedef struct merge_opts {
     const char *compress; /* --compress[=LEVEL]: "" or the level */
     int level;
     bool mkz;             /* OUT is a .mkz container */
+    mk_cli_eval_opts eval; /* --eval-text: score OUT against its inputs at the end */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -671,9 +672,66 @@ static mk_status run_check(merge_run *m, const char *out)
     return s;
 }
 
+/* Options that need checking or parsing, into the run (a usage error names the option). */
+static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
+{
+    mk_status s = MK_OK;
+    m->seed = m->r->has_seed ? m->r->seed : 0;
+    m->out_dtype = MK_DTYPE_NONE;
+    if (o->seed_str) {
+        char *end;
+        unsigned long long v = strtoull(o->seed_str, &end, 10);
+        if (end == o->seed_str || *end || o->seed_str[0] == '-') s = mk_error(MK_ERR_USAGE, "--random-seed expects a non-negative integer, got '%s'", o->seed_str);
+        m->seed = v;
+    }
+    if (s == MK_OK && o->out_dtype) {
+        m->out_dtype = mk_dtype_from_user(o->out_dtype);
+        if (m->out_dtype != MK_F32 && m->out_dtype != MK_F16 && m->out_dtype != MK_BF16)
+            s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o->out_dtype);
+    }
+    if (s == MK_OK && o->on_nonfinite && strcmp(o->on_nonfinite, "error") != 0 && strcmp(o->on_nonfinite, "warn") != 0)
+        s = mk_error(MK_ERR_USAGE, "--on-nonfinite expects error or warn, got '%s'", o->on_nonfinite);
+    if (s == MK_OK && o->check && (o->dry_run || o->resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
+    o->level = MK_MKZ_LEVEL_DEFAULT;
+    if (s == MK_OK && o->compress && o->compress[0]) {
+        char *end;
+        long v = strtol(o->compress, &end, 10);
+        if (end == o->compress || *end || v < 1 || v > MK_MKZ_LEVEL_MAX)
+            s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o->compress, MK_MKZ_LEVEL_MAX);
+        o->level = (int)v;
+    }
+    o->mkz = o->compress || mk_str_ends_with(out, ".mkz");
+    if (s == MK_OK && o->mkz && o->resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
+    if (s == MK_OK && o->check && o->quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
+    if (s == MK_OK && o->quantize) s = mk_qopts_parse(o->quantize, &m->qo);
+    if (s == MK_OK && o->quantize) s = mk_qopts_resolve(&m->qo, true);
+    if (s == MK_OK && o->eval.text && (o->check || o->dry_run))
+        s = mk_error(MK_ERR_USAGE, "--eval-text scores a merge's output; not with --check or --dry-run");
+    return s;
+}
+
+/* --eval-text: OUT's perplexity and its KL divergence to each input model of the recipe. */
+static mk_status eval_output(merge_run *m)
+{
+    const char *refs[MK_CLI_EVAL_MAX_REFS];
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_refs; i++) {
+        if (m->refs[i]->lora) {
+            mk_warn("--eval-text: %s is a base with an adapter; it is not compared", m->refs[i]->text);
+            continue;
+        }
+        if (n == MK_CLI_EVAL_MAX_REFS) {
+            mk_warn("--eval-text: compared with the first %d input models only", MK_CLI_EVAL_MAX_REFS);
+            break;
+        }
+        refs[n++] = m->refs[i]->path;
+    }
+    return mk_cli_eval(m->out, refs, n, &m->o->eval, &m->o->c, false);
+}
+
 int mk_cmd_merge(int argc, char **argv)
 {
-    merge_opts o = {.shard_size = 5000000000ull};
+    merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}};
     const mk_opt opts[] = {
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
@@ -687,6 +745,9 @@ int mk_cmd_merge(int argc, char **argv)
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
+        {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to each input model (see 'eval --help')", NULL},
+        {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
+        {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
         {0},
     };
@@ -716,36 +777,9 @@ int mk_cmd_merge(int argc, char **argv)
     m.r = &r;
     m.out = pos[1];
     m.o = &o;
-    m.seed = r.has_seed ? r.seed : 0;
-    m.out_dtype = MK_DTYPE_NONE;
-    if (o.seed_str) {
-        char *end;
-        unsigned long long v = strtoull(o.seed_str, &end, 10);
-        if (end == o.seed_str || *end || o.seed_str[0] == '-') s = mk_error(MK_ERR_USAGE, "--random-seed expects a non-negative integer, got '%s'", o.seed_str);
-        m.seed = v;
-    }
-    if (s == MK_OK && o.out_dtype) {
-        m.out_dtype = mk_dtype_from_user(o.out_dtype);
-        if (m.out_dtype != MK_F32 && m.out_dtype != MK_F16 && m.out_dtype != MK_BF16)
-            s = mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not bfloat16, float16 or float32", o.out_dtype);
-    }
-    if (s == MK_OK && o.on_nonfinite && strcmp(o.on_nonfinite, "error") != 0 && strcmp(o.on_nonfinite, "warn") != 0)
-        s = mk_error(MK_ERR_USAGE, "--on-nonfinite expects error or warn, got '%s'", o.on_nonfinite);
-    if (s == MK_OK && o.check && (o.dry_run || o.resume)) s = mk_error(MK_ERR_USAGE, "--check cannot be combined with --dry-run or --resume");
-    o.level = MK_MKZ_LEVEL_DEFAULT;
-    if (s == MK_OK && o.compress && o.compress[0]) {
-        char *end;
-        long v = strtol(o.compress, &end, 10);
-        if (end == o.compress || *end || v < 1 || v > MK_MKZ_LEVEL_MAX)
-            s = mk_error(MK_ERR_USAGE, "--compress=%s: the level is an integer from 1 to %d", o.compress, MK_MKZ_LEVEL_MAX);
-        o.level = (int)v;
-    }
-    o.mkz = o.compress || mk_str_ends_with(pos[1], ".mkz");
-    if (s == MK_OK && o.mkz && o.resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
-    if (s == MK_OK && o.check && o.quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
-    if (s == MK_OK && o.quantize) s = mk_qopts_parse(o.quantize, &m.qo);
-    if (s == MK_OK && o.quantize) s = mk_qopts_resolve(&m.qo, true);
+    s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
+    if (s == MK_OK && o.eval.text && !o.check && !o.dry_run) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);
     mk_recipe_free(&r);

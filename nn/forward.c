@@ -27,7 +27,7 @@ static void acts_free(acts *a)
 static mk_status acts_alloc(const mk_nn_model *m, size_t N, size_t T, acts *a)
 {
     memset(a, 0, sizeof *a);
-    size_t q = m->nh * m->hd, kv = m->nkv * m->hd, f2 = 2 * m->F, th = (size_t)mk_threads_get();
+    size_t q = m->nh * m->hd, kv = m->nkv * m->hd, f2 = 2 * m->F;
     size_t qkv = q + 2 * kv > m->H * 3 ? q + 2 * kv : m->H * 3; /* fused outputs land in g */
     a->x = mk_malloc(N * m->H * sizeof(float));
     a->h = mk_malloc(N * m->H * sizeof(float));
@@ -38,7 +38,7 @@ static mk_status acts_alloc(const mk_nn_model *m, size_t N, size_t T, acts *a)
     a->o = mk_malloc(N * m->H * sizeof(float));
     a->g = mk_malloc(N * (f2 > qkv ? f2 : qkv) * sizeof(float));
     a->u = mk_malloc(N * m->F * sizeof(float));
-    a->scratch = mk_malloc((th ? th : 1) * T * sizeof(float));
+    a->scratch = mk_malloc(mk_nn_attention_scratch(T) * sizeof(float));
     if (!a->x || !a->h || !a->q || !a->k || !a->v || !a->att || !a->o || !a->g || !a->u || !a->scratch) {
         acts_free(a);
         return MK_ERR_NOMEM;
@@ -49,7 +49,7 @@ static mk_status acts_alloc(const mk_nn_model *m, size_t N, size_t T, acts *a)
 uint64_t mk_nn_memory(const mk_nn_model *m, size_t nseq, size_t T, size_t n_logit)
 {
     uint64_t N = (uint64_t)nseq * T, q = m->nh * m->hd, kv = m->nkv * m->hd;
-    uint64_t act = N * (3 * m->H + 2 * q + 2 * kv + 3 * m->F) + (uint64_t)mk_threads_get() * T;
+    uint64_t act = N * (3 * m->H + 2 * q + 2 * kv + 3 * m->F) + mk_nn_attention_scratch(T);
     uint64_t layer = 0;
     for (size_t l = 0; l < m->L; l++) {
         uint64_t t = 0;

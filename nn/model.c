@@ -181,6 +181,7 @@ mk_status mk_nn_open(mk_source *src, const mk_model_config *cfg, mk_nn_model **o
 {
     *out = NULL;
     MK_TRY(check_config(src, cfg));
+    mk_nn_blas_init();
     mk_nn_model *m = mk_calloc(1, sizeof *m);
     if (!m) return MK_ERR_NOMEM;
     m->src = src;

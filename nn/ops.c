@@ -18,19 +18,57 @@ static int thread_id(void) { return omp_get_thread_num(); }
 static int thread_id(void) { return 0; }
 #endif
 
+/* Below this many multiply-adds a product runs on one thread. */
+#define PAR_FLOPS (1u << 22)
+
+void mk_nn_blas_init(void)
+{
+    /* one BLAS thread: the kernels split work across OpenMP threads themselves, so the two
+     * thread pools never wait on each other */
+    openblas_set_num_threads(1);
+}
+
+/* Columns [o0, o1) of y = x W^T (+ b). */
+static void linear_cols(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
+                        float *y, size_t o0, size_t o1)
+{
+    size_t n = o1 - o0;
+    if (bias)
+        for (size_t t = 0; t < T; t++) memcpy(y + t * out + o0, bias + o0, n * sizeof *y);
+    const float *wb = w_in_out ? w + o0 : w + o0 * in;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_in_out ? CblasNoTrans : CblasTrans, (int)T, (int)n, (int)in, 1.0f, x, (int)in,
+                wb, w_in_out ? (int)out : (int)in, bias ? 1.0f : 0.0f, y + o0, (int)out);
+}
+
 void mk_nn_linear(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
                   float *y)
 {
-    if (bias)
-        for (size_t t = 0; t < T; t++) memcpy(y + t * out, bias, out * sizeof *y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, w_in_out ? CblasNoTrans : CblasTrans, (int)T, (int)out, (int)in, 1.0f, x,
-                (int)in, w, w_in_out ? (int)out : (int)in, bias ? 1.0f : 0.0f, y, (int)out);
+    int nt = mk_threads_get();
+    if (nt <= 1 || (double)T * (double)in * (double)out < PAR_FLOPS) {
+        linear_cols(x, T, in, w, out, w_in_out, bias, y, 0, out);
+        return;
+    }
+    /* column blocks, a multiple of 16 wide, one or more per thread */
+    size_t nb = (size_t)nt * 2, blk = ((out + nb - 1) / nb + 15) / 16 * 16;
+    nb = (out + blk - 1) / blk;
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t b = 0; b < nb; b++) {
+        size_t o0 = b * blk, o1 = o0 + blk < out ? o0 + blk : out;
+        linear_cols(x, T, in, w, out, w_in_out, bias, y, o0, o1);
+    }
 }
 
 void mk_nn_linear_into(const float *x, size_t T, size_t in, const float *w, size_t out, float *y, size_t ldy)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)out, (int)in, 1.0f, x, (int)in, w, (int)in, 0.0f, y,
-                (int)ldy);
+    int nt = mk_threads_get();
+    size_t nb = nt > 1 ? (size_t)nt * 2 : 1, blk = ((out + nb - 1) / nb + 15) / 16 * 16;
+    nb = (out + blk - 1) / blk;
+    MK_OMP("omp parallel for schedule(dynamic, 1) if (nb > 1)")
+    for (size_t b = 0; b < nb; b++) {
+        size_t o0 = b * blk, n = o0 + blk < out ? blk : out - o0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)in, 1.0f, x, (int)in, w + o0 * in, (int)in,
+                    0.0f, y + o0, (int)ldy);
+    }
 }
 
 void mk_nn_linear_ref(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
@@ -93,7 +131,59 @@ void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const
     }
 }
 
+/* Query rows per block of the BLAS attention: the scores of a block are ATT_BLOCK x T floats. */
+#define ATT_BLOCK 256
+
+/* Scores of query rows [i0, i1) against keys [0, i1) are in s (row stride ld): scale,
+ * soft-cap, mask (causal and window), softmax in place; entries outside become 0. */
+static void softmax_rows(float *s, size_t ld, size_t i0, size_t i1, float scale, float softcap, long window)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float *p = s + (i - i0) * ld;
+        size_t j0 = window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
+        float mx = -INFINITY;
+        for (size_t j = j0; j <= i; j++) {
+            float v = p[j] * scale;
+            if (softcap > 0) v = softcap * tanhf(v / softcap);
+            p[j] = v;
+            if (v > mx) mx = v;
+        }
+        double sum = 0;
+        for (size_t j = j0; j <= i; j++) {
+            p[j] = expf(p[j] - mx);
+            sum += p[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j < j0; j++) p[j] = 0;
+        for (size_t j = j0; j <= i; j++) p[j] *= inv;
+        for (size_t j = i + 1; j < i1; j++) p[j] = 0;
+    }
+}
+
+size_t mk_nn_attention_scratch(size_t T) { return (size_t)mk_threads_get() * (T < ATT_BLOCK ? T : ATT_BLOCK) * T; }
+
 void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                     float scale, float softcap, long window, float *out, float *scratch)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd, blk = T < ATT_BLOCK ? T : ATT_BLOCK;
+    size_t nblk = (T + blk - 1) / blk;
+    /* one (head, block of query rows) per work item, each thread with its own scores */
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t w = 0; w < nh * nblk; w++) {
+        size_t h = w / nblk, i0 = (w % nblk) * blk, kvh = h / group;
+        size_t i1 = T - i0 < blk ? T : i0 + blk, nb = i1 - i0;
+        float *sc = scratch + (size_t)thread_id() * blk * T;
+        /* S [nb, i1] = Q[i0:i1, h] K[0:i1, kvh]^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1, (int)hd, 1.0f, q + i0 * qs + h * hd, (int)qs,
+                    k + kvh * hd, (int)ks, 0.0f, sc, (int)i1);
+        softmax_rows(sc, i1, i0, i1, scale, softcap, window);
+        /* O[i0:i1, h] = P [nb, i1] V[0:i1, kvh] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd, (int)i1, 1.0f, sc, (int)i1, v + kvh * hd,
+                    (int)ks, 0.0f, out + i0 * qs + h * hd, (int)qs);
+    }
+}
+
+void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                      float scale, float softcap, long window, float *out, float *scratch)
 {
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;

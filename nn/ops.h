@@ -14,6 +14,9 @@
 
 #include "../model/config.h"
 
+/* BLAS runs single-threaded under the kernels' own OpenMP split; call once before using them. */
+void mk_nn_blas_init(void);
+
 /* y[T, out] = x[T, in] W^T (+ bias[out]); W is [out, in], or [in, out] when w_in_out. */
 void mk_nn_linear(const float *x, size_t T, size_t in, const float *w, size_t out, bool w_in_out, const float *bias,
                   float *y);
@@ -42,9 +45,14 @@ void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const
 /* Causal attention over one sequence: q [T, nh * hd], k and v [T, nkv * hd], out [T, nh *
  * hd]. Scores are q.k x scale, then softcap x tanh(s / softcap) when softcap > 0; a key j is
  * seen by query i when j <= i and (window == 0 or i - j < window). Head h reads key/value
- * head h / (nh / nkv). scratch holds T floats per thread (mk_threads_get()). */
+ * head h / (nh / nkv). Heads and blocks of query rows through BLAS, in parallel: scratch holds
+ * mk_nn_attention_scratch(T) floats. */
 void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                      float scale, float softcap, long window, float *out, float *scratch);
+size_t mk_nn_attention_scratch(size_t T);
+/* The same, one query and key at a time (the reference); scratch: T floats per thread. */
+void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                         float scale, float softcap, long window, float *out, float *scratch);
 
 /* x = act(x) in place. */
 void mk_nn_act(mk_act a, float *x, size_t n);
