@@ -2,7 +2,7 @@
 # The whole suite: the C unit tests, then every end-to-end script in tests/e2e/.
 # Each e2e script prints "ok - NAME" or "not ok - NAME: why" per check, or "skip - NAME: why"
 # for a check whose input is absent (shown, counted apart, never as passed).
-# Ends with "N passed, N failed" (", N skipped" when some were); exits 1 if anything failed.
+# Ends with "N passed, N failed" (after a "skipped: N" line when some were); exits 1 if anything failed.
 # Env: MK_BIN (the mergekit-c binary), MK_UNIT (the unit-test binary), MK_FILTER (run only
 # e2e scripts whose name contains it).
 set -u
@@ -77,5 +77,6 @@ for t in "$root"/tests/e2e/*.sh; do
     echo "$name: $p passed, $f failed$([ "$k" -gt 0 ] && echo ", $k skipped") ($(($(date +%s) - s0)) s)"
 done
 echo "time: $(($(date +%s) - t0)) s"
-echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
+[ "$skipped" -gt 0 ] && echo "skipped: $skipped (checks that need what this machine lacks; see the skip lines above)"
+echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
