@@ -86,11 +86,16 @@ static mk_status embed(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T
 {
     long e = m->g_idx[MK_ROLE_TOK_EMBED][0], p = m->g_idx[MK_ROLE_POS_EMBED][0];
     size_t H = m->H;
-    for (size_t t = 0; t < nseq * T; t++) {
+    void *scratch = mk_malloc(H * 8);
+    if (!scratch) return MK_ERR_NOMEM;
+    mk_status s = MK_OK;
+    for (size_t t = 0; t < nseq * T && s == MK_OK; t++) { /* one row per token: no thread team for a row */
         if (tok[t] < 0 || (size_t)tok[t] >= m->V)
-            return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[t], m->V);
-        MK_TRY(mk_nn_read(m, (size_t)e, (uint64_t)tok[t] * H, H, a->x + t * H));
+            s = mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[t], m->V);
+        else s = mk_source_read_f32(m->src, (size_t)e, (uint64_t)tok[t] * H, H, a->x + t * H, scratch);
     }
+    free(scratch);
+    MK_TRY(s);
     if (m->def->embed_scale) { /* Gemma: x * sqrt(hidden), the factor rounded to f32 */
         float sc = (float)sqrt((double)H);
         for (size_t i = 0; i < nseq * T * H; i++) a->x[i] *= sc;
@@ -100,7 +105,7 @@ static mk_status embed(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T
             return mk_error(MK_ERR_USAGE, "%s: a window of %zu tokens is longer than the model's %lld positions", m->src->path, T,
                             (long long)m->src->tensors[p].shape[0]);
         MK_TRY(mk_nn_read(m, (size_t)p, 0, T * H, a->h));
-        for (size_t s = 0; s < nseq; s++) mk_nn_add(a->x + s * T * H, a->h, T * H);
+        for (size_t q = 0; q < nseq; q++) mk_nn_add(a->x + q * T * H, a->h, T * H);
     }
     return MK_OK;
 }
