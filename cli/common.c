@@ -380,6 +380,13 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
     mk_progress_init(&prog, "eval", c);
     mk_eval_opts eo = {(size_t)o->ctx, o->chunks > 0 ? (size_t)o->chunks : 0, o->batch > 0 ? (size_t)o->batch : 0, bos,
                        mk_progress_cb, &prog};
+    if (s == MK_OK) {
+        size_t batch = eo.batch ? eo.batch : (size_t)(2048 / o->ctx ? 2048 / o->ctx : 1);
+        uint64_t mem = 0;
+        for (size_t i = 0; i < nm; i++) mem += mk_nn_memory(em[i].nn, batch, (size_t)o->ctx, (size_t)o->ctx / 2);
+        char mb[32];
+        mk_info("eval: %zu tokens, BOS %d, %zu window(s) per pass, about %s of memory", n, bos, batch, mk_fmt_bytes(mem, mb));
+    }
     mk_eval_result r;
     if (s == MK_OK) s = mk_eval_run(em[0].nn, refs, nm - 1, ids, n, bytes, &eo, &r);
     mk_progress_end(&prog);
