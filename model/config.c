@@ -171,6 +171,42 @@ static mk_status read_rope(const reader *top, mk_rope *rp, const char **unknown)
     return MK_OK;
 }
 
+/* layer_types (transformers 5): "sliding_attention" / "full_attention" per layer. A
+ * sliding entry makes the model slide even where the family's default says it does not. */
+static mk_status read_layer_types(const reader *r, mk_model_config *c)
+{
+    uint32_t v = mk_json_get(r->j, r->obj, "layer_types");
+    if (!v || mk_json_at(r->j, v)->type == MK_JSON_NULL) return MK_OK;
+    const mk_json_node *a = mk_json_at(r->j, v);
+    if (a->type != MK_JSON_ARR || a->count != (uint32_t)c->layers)
+        return mk_error(MK_ERR_FORMAT, "%s: layer_types: expected a list of %ld entries, one per layer", r->what, c->layers);
+    c->layer_sliding = mk_calloc(c->layers ? (size_t)c->layers : 1, 1);
+    if (!c->layer_sliding) return MK_ERR_NOMEM;
+    size_t i = 0;
+    bool any = false;
+    for (uint32_t e = a->first; e; e = mk_json_at(r->j, e)->next, i++) {
+        const mk_json_node *n = mk_json_at(r->j, e);
+        if (n->type != MK_JSON_STR)
+            return mk_error(MK_ERR_FORMAT, "%s: layer_types[%zu]: expected a string, found %s", r->what, i, mk_json_type_name(n->type));
+        const char *t = mk_json_strv(r->j, e);
+        if (strcmp(t, "sliding_attention") == 0) c->layer_sliding[i] = 1, any = true;
+        else if (strcmp(t, "full_attention") != 0)
+            return mk_error(MK_ERR_FORMAT, "%s: layer_types[%zu]: '%s' is not sliding_attention or full_attention", r->what, i, t);
+    }
+    if (any && !c->sliding_window) {
+        bool f;
+        MK_TRY(get_long(r, KEYS("sliding_window"), true, &c->sliding_window, &f));
+    }
+    return MK_OK;
+}
+
+bool mk_model_config_sliding(const mk_model_config *c, long l)
+{
+    if (c->sliding_window <= 0) return false;
+    if (c->layer_sliding) return l >= 0 && l < c->layers && c->layer_sliding[l];
+    return c->sliding_pattern <= 1 || l % c->sliding_pattern == 0;
+}
+
 static mk_status read_dims(const reader *r, mk_model_config *c)
 {
     bool f_h, f_l, f_a, f_kv, f_hd, f_ff, f_v, f;
@@ -225,6 +261,7 @@ static mk_status read_extras(const reader *r, mk_model_config *c)
     if (sliding || get_bool(r, "use_sliding_window", false))
         MK_TRY(get_long(r, KEYS("sliding_window"), true, &c->sliding_window, &f));
     c->sliding_pattern = d && strcmp(d->name, "gemma2") == 0 ? 2 : 1;
+    MK_TRY(read_layer_types(r, c));
     MK_TRY(get_double(r, KEYS("attn_logit_softcapping"), &c->attn_softcap, &f));
     MK_TRY(get_double(r, KEYS("final_logit_softcapping"), &c->final_softcap, &f));
     double qpas = 0;
@@ -285,5 +322,6 @@ void mk_model_config_free(mk_model_config *c)
     mk_arch_free(&c->arch);
     free(c->rope.long_factor);
     free(c->rope.short_factor);
+    free(c->layer_sliding);
     memset(c, 0, sizeof *c);
 }

@@ -59,7 +59,9 @@ typedef struct mk_model_config {
     bool qkv_bias;             /* q/k/v projections have biases */
     bool o_bias, mlp_bias;     /* attention output / MLP biases (attention_bias, mlp_bias keys) */
     long sliding_window;       /* 0 = none */
-    long sliding_pattern;      /* every n-th layer is global (Gemma2: 2); 0 = all sliding when set */
+    long sliding_pattern;      /* layers l with l % pattern == 0 slide (Gemma2: 2); 1 = all */
+    uint8_t *layer_sliding;    /* [layers] from config.json's layer_types (1 = sliding_attention),
+                                  which wins over the pattern; NULL when absent */
     double attn_softcap;       /* 0 = none (Gemma2 attn_logit_softcapping) */
     double final_softcap;      /* 0 = none (final_logit_softcapping) */
     double query_scale;        /* attention scores x this; default 1 / sqrt(head_dim) (Gemma2:
@@ -68,6 +70,9 @@ typedef struct mk_model_config {
     long moe_intermediate, shared_intermediate;
     long bos_id, eos_id;       /* -1 when absent */
 } mk_model_config;
+
+/* Whether layer l attends through the sliding window. */
+bool mk_model_config_sliding(const mk_model_config *c, long l);
 
 /* Parse config.json text. `what` names it in messages. Missing required fields (hidden
  * size, layers, heads, vocabulary) are errors naming the key. */

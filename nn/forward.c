@@ -136,7 +136,7 @@ static void attention_block(const mk_nn_model *m, const nn_layer *w, size_t l, s
     const mk_model_config *c = m->cfg;
     norm(m, w, MK_ROLE_ATTN_NORM, a->h, a->x, N, H);
     qkv(m, w, N, a);
-    long window = c->sliding_window > 0 && (c->sliding_pattern <= 1 || l % (size_t)c->sliding_pattern == 0) ? c->sliding_window : 0;
+    long window = mk_model_config_sliding(c, (long)l) ? c->sliding_window : 0;
     for (size_t s = 0; s < nseq; s++) {
         if (rope) {
             mk_nn_rope_apply(a->q + s * T * q, T, m->nh, m->hd, rope);

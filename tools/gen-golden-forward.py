@@ -42,6 +42,8 @@ CASES = {
     "mistral": ("mistral", 2, {"sliding_window": 5}, None),
     "qwen2": ("qwen2", 2, {}, None),
     "qwen3": ("qwen3", 2, {}, None),
+    "qwen2_layer_types": ("qwen2", 2, {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 0,
+                                       "layer_types": ["sliding_attention", "full_attention"]}, None),
     "gemma": ("gemma", 1, {}, None),
     "gemma2": ("gemma2", 2, {"sliding_window": 4}, None),
     "phi3": ("phi3", 4, {}, None),
