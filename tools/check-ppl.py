@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--chunks", type=int, default=0)
     ap.add_argument("--gguf")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-transformers", action="store_true", help="only llama.cpp (with --gguf)")
     ap.add_argument("--golden", help="write the result, the text's SHA-256 and the tool versions to this JSON file")
     a = ap.parse_args()
     from tokenizers import Tokenizer
@@ -56,8 +57,10 @@ def main():
     pre = tok.encode("", add_special_tokens=True).ids
     bos = pre[0] if pre else None
     n = windows(ids, a.ctx, a.chunks)
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager")
-    model.eval()
+    model = None
+    if not a.no_transformers:
+        model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
     total, count = 0.0, 0
     llm = None
     if a.gguf:
@@ -69,18 +72,20 @@ def main():
         run = list(win)
         if bos is not None:
             run[0] = bos
-        with torch.no_grad():
-            logits = model(torch.tensor([run])).logits[0].numpy()
-        s, c = score(logits, win, a.ctx)
-        total += s
-        count += c
+        if model is not None:
+            with torch.no_grad():
+                logits = model(torch.tensor([run])).logits[0].numpy()
+            total += score(logits, win, a.ctx)[0]
+        count += a.ctx - 1 - a.ctx // 2
         if llm is not None:
             llm.reset()
             llm.eval(run)
             gl = np.array(llm.scores[:a.ctx], dtype=np.float32)
             g_total += score(gl, win, a.ctx)[0]
     out = {"model": a.model, "text": a.text, "tokens": len(ids), "ctx": a.ctx, "windows": n, "scored": count,
-           "bos": bos, "ppl_transformers": math.exp(total / count)}
+           "bos": bos}
+    if model is not None:
+        out["ppl_transformers"] = math.exp(total / count)
     if llm is not None:
         out["ppl_llama_cpp"] = math.exp(g_total / count)
     if a.golden:
