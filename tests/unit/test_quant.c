@@ -11,8 +11,7 @@
 #include "../../formats/safetensors.h"
 #include "../../quant/bnb.h"
 #include "../../quant/ct.h"
-#include "../../quant/qsource.h"
-#include "../../quant/quant.h"
+#include "../../quant/qformat.h"
 #include "../../quant/search.h"
 
 #include <stdlib.h>
@@ -298,10 +297,10 @@ MK_TEST(quant_options)
     mk_qopts o;
     CHECK_OK(mk_qopts_parse("nf4,double-quant,block-size=128", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
-    CHECK(o.fmt == MK_QF_NF4 && o.double_quant && o.block == 128 && o.target == MK_QT_BNB);
+    CHECK(o.fmt == mk_qformat_find("nf4") && o.double_quant && o.block == 128 && !strcmp(mk_qfamily_layout(o.fam), "bitsandbytes"));
     CHECK_OK(mk_qopts_parse("int4", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
-    CHECK(o.group == 128 && o.target == MK_QT_CT && !o.asym);
+    CHECK(o.group == 128 && !strcmp(mk_qfamily_layout(o.fam), "compressed-tensors") && !o.asym);
     CHECK_OK(mk_qopts_parse("int8,target=compressed-tensors,scheme=asym,method=search", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
     CHECK(o.group == 0 && o.asym && o.method == MK_QM_SEARCH);
@@ -348,7 +347,7 @@ MK_TEST(quant_plan_selection_and_layout)
     CHECK_OK(mk_qopts_resolve(&o, false));
     CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
     CHECK_EQ_INT(p.n_quantized, 1); /* down_proj: 200 columns is not a multiple of 128 */
-    CHECK(p.t[2].kind == MK_QK_CT_INT && p.t[4].kind == MK_QK_KEEP && p.t[0].kind == MK_QK_KEEP && p.t[6].kind == MK_QK_KEEP);
+    CHECK(p.t[2].quantized && !p.t[4].quantized && !p.t[0].quantized && !p.t[6].quantized);
     CHECK_STR(p.t[4].kept_why, "columns not a multiple of the group size");
     CHECK_OK(mk_qplan_layout(&p));
     CHECK_STR(p.out[p.t[2].out0].name, "model.layers.0.self_attn.q_proj.weight_packed");
@@ -367,7 +366,7 @@ MK_TEST(quant_plan_selection_and_layout)
     o.skip = "*.down_proj.*";
     o.include = "embed_tokens";
     CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
-    CHECK(p.t[0].kind == MK_QK_BNB4 && p.t[4].kind == MK_QK_KEEP && p.t[2].kind == MK_QK_BNB4);
+    CHECK(p.t[0].quantized && !p.t[4].quantized && p.t[2].quantized);
     CHECK_OK(mk_qplan_layout(&p));
     const mk_tensor_info *w = &p.out[p.t[2].out0];
     CHECK(w->dtype == MK_U8 && w->shape[0] == 256 * 256 / 2 && w->shape[1] == 1);
@@ -451,12 +450,12 @@ static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int
     uint64_t al = c.ops->align(&c, &p.in[0]);
     CHECK_MSG((chunk_rows * (uint64_t)cols) % al == 0 || chunk_rows >= (size_t)rows, "chunk of %zu rows breaks alignment %llu", chunk_rows,
               (unsigned long long)al);
-    if (s == MK_OK && prepass && mk_quant_wants_prepass(&c, 0)) {
+    if (s == MK_OK && prepass && c.ops->wants_prepass(&c, 0)) {
         for (int64_t r = 0; r < rows && s == MK_OK; r += (int64_t)chunk_rows) {
             int64_t nr = rows - r < (int64_t)chunk_rows ? rows - r : (int64_t)chunk_rows;
-            s = mk_quant_observe(&c, 0, (uint64_t)(r * cols), x + r * cols, (uint64_t)(nr * cols));
+            s = c.ops->observe(&c, 0, (uint64_t)(r * cols), x + r * cols, (uint64_t)(nr * cols));
         }
-        if (s == MK_OK) s = mk_quant_observe_end(&c, 0);
+        if (s == MK_OK) s = c.ops->observe_end(&c, 0);
     }
     for (int64_t r = 0; r < rows && s == MK_OK; r += (int64_t)chunk_rows) {
         int64_t nr = rows - r < (int64_t)chunk_rows ? rows - r : (int64_t)chunk_rows;
