@@ -586,12 +586,7 @@ static mk_status b8_parse(mk_source *in, const char *mod, size_t scb, const mk_q
     if (w->dtype != MK_I8 || w->ndim != 2)
         return mk_error(MK_ERR_FORMAT, "%s: tensor %s: LLM.int8 weight must be I8 [rows, cols], found %s %s", in->path, w->name,
                         mk_dtype_name(w->dtype), mk_shape_str(w, sh));
-    d->rows = (uint64_t)w->shape[0];
-    d->cols = (uint64_t)w->shape[1];
-    d->numel = w->numel;
-    d->ndim = 2;
-    d->shape[0] = w->shape[0];
-    d->shape[1] = w->shape[1];
+    mk_qdec_shape2(d, (uint64_t)w->shape[0], (uint64_t)w->shape[1]);
     MK_TRY(mk_qdec_expect(in, d->aux[A_SCB], MK_F32, 1, MK_QSHAPE(w->shape[0]), "SCB"));
     if (d->aux[A_FORMAT] >= 0) {
         const mk_tensor_info *f = &in->tensors[d->aux[A_FORMAT]];

@@ -282,12 +282,7 @@ static mk_status int_shape(mk_source *in, const mk_tensor_info *w, long si, mk_q
     if (shp[0] != w->shape[0] || shp[1] <= 0 || shp[1] > (1ll << 32))
         return mk_error(MK_ERR_FORMAT, "%s: tensor %s: [%lld, %lld] does not fit %s %s", in->path, ws->name, (long long)shp[0],
                         (long long)shp[1], w->name, mk_shape_str(w, sh));
-    d->rows = (uint64_t)shp[0];
-    d->cols = (uint64_t)shp[1];
-    d->numel = d->rows * d->cols;
-    d->ndim = 2;
-    d->shape[0] = (int64_t)d->rows;
-    d->shape[1] = (int64_t)d->cols;
+    mk_qdec_shape2(d, (uint64_t)shp[0], (uint64_t)shp[1]);
     return MK_OK;
 }
 
@@ -521,12 +516,7 @@ static mk_status fp8_parse(mk_source *in, const char *mod, size_t i, const mk_qc
     char sh[160], sh2[160];
     if (w->ndim != 2)
         return mk_error(MK_ERR_FORMAT, "%s: tensor %s: FP8 weight must be 2-D, found %s", in->path, w->name, mk_shape_str(w, sh));
-    d->rows = (uint64_t)w->shape[0];
-    d->cols = (uint64_t)w->shape[1];
-    d->numel = w->numel;
-    d->ndim = 2;
-    d->shape[0] = w->shape[0];
-    d->shape[1] = w->shape[1];
+    mk_qdec_shape2(d, (uint64_t)w->shape[0], (uint64_t)w->shape[1]);
     d->fmt = mk_qformat_of(&mk_qfam_ct_fp8, w->dtype == MK_F8_E5M2, 8);
     if (!d->fmt) return mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s: %s weights are not read by this build", in->path, w->name, mk_dtype_name(w->dtype));
     if (!mk_qdec_is_float(sc->dtype))

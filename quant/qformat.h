@@ -165,6 +165,16 @@ mk_status mk_qdec_expect(const mk_source *in, long i, mk_dtype dt, int ndim, con
 mk_status mk_qdec_read_all(mk_source *in, size_t i, uint64_t cap, void **out);
 mk_status mk_qdec_read(mk_source *in, size_t i, uint64_t off, uint64_t len, void **buf);
 static inline bool mk_qdec_is_float(mk_dtype d) { return d == MK_F32 || d == MK_F16 || d == MK_BF16; }
+/* The weight is 2-D [rows, cols]. */
+static inline void mk_qdec_shape2(mk_qdec *d, uint64_t rows, uint64_t cols)
+{
+    d->rows = rows;
+    d->cols = cols;
+    d->numel = rows * cols;
+    d->ndim = 2;
+    d->shape[0] = (int64_t)rows;
+    d->shape[1] = (int64_t)cols;
+}
 /* Strip `suffix` from the end of `name` into mod[MK_QMOD_MAX]: false when it does not end so. */
 bool mk_qdec_module(const char *name, const char *suffix, char *mod);
 

@@ -429,6 +429,16 @@ static void ms_free(mk_sink *k)
 }
 static const mk_sink_ops ms_ops = {ms_begin, NULL, ms_write, ms_done, NULL, NULL, NULL, NULL};
 
+/* A sink in memory for p's stored tensors, begun, and the quantizing consumer into it. */
+static memsink *memsink_consumer(const mk_qplan *p, mk_sink *k, mk_consumer *c)
+{
+    memsink *m = calloc(1, sizeof *m);
+    *k = (mk_sink){&ms_ops, NULL, 0, NULL, m};
+    k->ops->begin(k, p->out, p->n_out);
+    CHECK_OK(mk_quant_consumer(c, k, p, true, false));
+    return m;
+}
+
 /* Quantize one weight through the consumer in chunks of `chunk_rows` rows; optionally
  * with the prepass. Returns the sink (caller frees) and copies the stats. */
 static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int64_t cols, size_t chunk_rows, bool prepass,
@@ -442,11 +452,9 @@ static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int
     if (*status != MK_OK) return NULL;
     CHECK_OK(mk_qplan_init(&p, &o, NULL, &w, 1));
     CHECK_OK(mk_qplan_layout(&p));
-    memsink *m = calloc(1, sizeof *m);
-    mk_sink k = {&ms_ops, NULL, 0, NULL, m};
-    k.ops->begin(&k, p.out, p.n_out);
+    mk_sink k;
     mk_consumer c;
-    CHECK_OK(mk_quant_consumer(&c, &k, &p, true, false));
+    memsink *m = memsink_consumer(&p, &k, &c);
     mk_status s = c.ops->begin(&c, 0, &p.in[0]);
     uint64_t al = c.ops->align(&c, &p.in[0]);
     CHECK_MSG((chunk_rows * (uint64_t)cols) % al == 0 || chunk_rows >= (size_t)rows, "chunk of %zu rows breaks alignment %llu", chunk_rows,
@@ -658,11 +666,9 @@ static void round_trip(const mk_qopts *o, const float *x, int64_t R, int64_t C, 
         free(sc);
     }
     CHECK_OK(mk_qplan_layout(&p));
-    memsink *m = calloc(1, sizeof *m);
-    mk_sink k = {&ms_ops, NULL, 0, NULL, m};
-    k.ops->begin(&k, p.out, p.n_out);
+    mk_sink k;
     mk_consumer c;
-    CHECK_OK(mk_quant_consumer(&c, &k, &p, true, false));
+    memsink *m = memsink_consumer(&p, &k, &c);
     const float *vals[2] = {x, norm};
     mk_qstats st = {0};
     for (size_t i = 0; i < 2; i++) {
