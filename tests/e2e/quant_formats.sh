@@ -2,8 +2,8 @@
 # The format table from the command line: `quantize --list-formats` (text and --json) lists
 # every format in every layout, and each one listed quantizes a synthetic model, reads back
 # as itself (inspect), and dequantizes to the model's tensors; `quantize --help` names every
-# format and which formats each option applies to; a bad combination names the formats
-# the option is for.
+# format and which formats each option applies to, and docs/quantization.md's table every
+# format; a bad combination names the formats the option is for.
 . "$MK_ROOT/tests/e2e/lib.sh"
 make_models || exit 1
 # weights 128 and 256 wide: every format's default group fits
@@ -30,6 +30,11 @@ if [ "$nj" -eq "$n" ] && grep -q '"name": "int4", "bits": 4, "layout": "compress
 else
     notok "--list-formats --json has the same entries" "$nj vs $n: $(head -c 400 "$T/.out")"
 fi
+
+for f in $(cut -d' ' -f1 list.txt | sort -u); do
+    grep -q "^| .*\`$f[\` ]" "$ROOT/docs/quantization.md" || echo "$f"
+done >missing.txt
+[ -s missing.txt ] && notok "docs/quantization.md's table has every format" "$(cat missing.txt)" || ok "docs/quantization.md's table has every format"
 
 "$MK" quantize --help >help.txt
 for f in $(cut -d' ' -f1 list.txt | sort -u); do
