@@ -114,19 +114,21 @@ static mk_status set_uint(const char *key, const char *val, const char *who, uns
     return MK_OK;
 }
 
+static const char *show_num(long v, char buf[48])
+{
+    snprintf(buf, 48, "%ld", v);
+    return buf;
+}
+
 static bool given_block(const mk_qopts *o) { return o->block != 0; }
 static mk_status set_block(mk_qopts *o, const char *val, const char *who)
 {
     unsigned long v = 0;
-    MK_TRY(set_uint("block-size", val, who, 1ul << 20, &v));
-    o->block = (unsigned)v;
-    return MK_OK;
+    mk_status s = set_uint("block-size", val, who, 1ul << 20, &v);
+    o->block = s == MK_OK ? (unsigned)v : o->block;
+    return s;
 }
-static const char *show_block(const mk_qopts *o, char buf[48])
-{
-    snprintf(buf, 48, "%u", o->block);
-    return buf;
-}
+static const char *show_block(const mk_qopts *o, char buf[48]) { return show_num((long)o->block, buf); }
 
 static bool given_dq(const mk_qopts *o) { return o->double_quant; }
 
@@ -134,15 +136,11 @@ static bool given_group(const mk_qopts *o) { return o->group >= 0; }
 static mk_status set_group(mk_qopts *o, const char *val, const char *who)
 {
     unsigned long v = 0;
-    MK_TRY(set_uint("group-size", val, who, 1ul << 20, &v));
-    o->group = (long)v;
-    return MK_OK;
+    mk_status s = set_uint("group-size", val, who, 1ul << 20, &v);
+    o->group = s == MK_OK ? (long)v : o->group;
+    return s;
 }
-static const char *show_group(const mk_qopts *o, char buf[48])
-{
-    snprintf(buf, 48, "%ld", o->group);
-    return buf;
-}
+static const char *show_group(const mk_qopts *o, char buf[48]) { return show_num(o->group, buf); }
 
 static bool given_asym(const mk_qopts *o) { return o->asym; }
 static mk_status set_scheme(mk_qopts *o, const char *val, const char *who)
