@@ -443,7 +443,7 @@ static mk_status b4_parse(mk_source *in, const char *mod, size_t js, const mk_qc
     free(blob);
     if (s != MK_OK) return mk_error_prefix(s, "%s", in->path);
     s = b4_parse_blob(in, js, d, &j);
-    uint64_t nb = mk_bnb_nblocks(d->numel, d->block);
+    uint64_t nb = s == MK_OK ? mk_bnb_nblocks(d->numel, d->block) : 0; /* block is checked non-zero */
     if (s == MK_OK) s = mk_qdec_expect(in, (long)d->main, MK_U8, 2, MK_QSHAPE((int64_t)((d->numel + 1) / 2), 1), "packed 4-bit codes");
     if (s == MK_OK && d->aux[A_QMAP] < 0) s = mk_error(MK_ERR_FORMAT, "%s: %s.weight.quant_map is missing", in->path, mod);
     if (s == MK_OK) s = mk_qdec_expect(in, d->aux[A_QMAP], MK_F32, 1, MK_QSHAPE(16), "quant_map");
