@@ -494,7 +494,6 @@ static mk_status b4_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t 
 }
 
 const mk_qfamily mk_qfam_bnb4 = {
-    .name = "bnb4",
     .layout = "bitsandbytes",
     .alias = "bnb",
     .loaders = "transformers + bitsandbytes (load_in_4bit)",
@@ -625,7 +624,6 @@ static mk_status b8_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t 
 }
 
 const mk_qfamily mk_qfam_bnb8 = {
-    .name = "bnb8",
     .layout = "bitsandbytes",
     .alias = "bnb",
     .loaders = "transformers + bitsandbytes (load_in_8bit)",

@@ -370,7 +370,6 @@ static mk_status int_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t
 }
 
 const mk_qfamily mk_qfam_ct_int = {
-    .name = "ct-int",
     .layout = "compressed-tensors",
     .loaders = "vLLM; transformers + compressed-tensors",
     .card = ct_card,
@@ -571,7 +570,6 @@ static mk_status fp8_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t
 }
 
 const mk_qfamily mk_qfam_ct_fp8 = {
-    .name = "ct-fp8",
     .layout = "compressed-tensors",
     .loaders = "vLLM; transformers + compressed-tensors",
     .card = ct_card,

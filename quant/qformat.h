@@ -23,7 +23,6 @@ typedef struct mk_qdec mk_qdec;
 typedef struct mk_qcfg mk_qcfg;
 
 struct mk_qfamily {
-    const char *name;       /* "bnb4", for messages */
     const char *layout;     /* "bitsandbytes": what --target names and inspect shows */
     const char *alias;      /* another name --target takes ("bnb"), or NULL */
     const char *loaders;    /* "transformers + bitsandbytes (load_in_4bit)" */
