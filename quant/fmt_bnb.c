@@ -63,7 +63,7 @@ static void config_json(const mk_qplan *p, mk_buf *b, bool b4)
 static mk_status b4_resolve(mk_qopts *o, bool streaming)
 {
     (void)streaming; /* double quant inside a merge pads its blob and bounds its max error */
-    if (!o->block) o->block = 64;
+    if (!o->block) o->block = o->fmt->block;
     if (o->block < 32 || o->block > 4096 || (o->block & (o->block - 1)))
         return mk_error(MK_ERR_USAGE, "--block-size must be a power of two from 32 to 4096 (bitsandbytes), got %u", o->block);
     return MK_OK;

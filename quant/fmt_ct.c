@@ -134,7 +134,7 @@ static void ct_info(const mk_qdec *d, const mk_qcfg *c, mk_qinfo *info)
 static mk_status int_resolve(mk_qopts *o, bool streaming)
 {
     (void)streaming;
-    if (o->group < 0) o->group = o->fmt->bits == 4 ? 128 : 0; /* int4: W4A16's groups; int8: W8A16's channels */
+    if (o->group < 0) o->group = o->fmt->group;
     if (o->group > (1L << 20)) return mk_error(MK_ERR_USAGE, "--group-size %ld is too large", o->group);
     return MK_OK;
 }

@@ -6,6 +6,7 @@
  * of "FORMAT,key=value" specs, describing options, and bits per weight from the layout.
  * Must not: know what a format stores or how it encodes (that is the family's).
  */
+#include "bnb.h"
 #include "qformat.h"
 
 #include <stdio.h>
@@ -18,15 +19,20 @@ extern const mk_qfamily mk_qfam_bnb4, mk_qfam_bnb8, mk_qfam_ct_int, mk_qfam_ct_f
  * MK_QUANT_REPORT=1): nf4 0.092, fp4 0.121, int8 0.0074 (bitsandbytes) / 0.0081
  * (compressed-tensors), int4 0.110, fp8 0.026, fp8-e5m2 0.053; the bounds leave room. */
 const mk_qformat mk_qformats[] = {
-    {"nf4", "4-bit NormalFloat, blocks of 64 with f32 absmax (bitsandbytes, QLoRA)", 4, 0, 0.11, NULL, {&mk_qfam_bnb4}},
-    {"fp4", "4-bit float (E2M1-style), blocks of 64 with f32 absmax (bitsandbytes)", 4, 1, 0.14, NULL, {&mk_qfam_bnb4}},
-    {"int8", "8-bit integers, one scale per row (LLM.int8; or compressed-tensors W8A16)", 8, 0, 0.01, NULL,
-     {&mk_qfam_bnb8, &mk_qfam_ct_int}},
-    {"int4", "4-bit integers, one scale per 128 columns (compressed-tensors W4A16)", 4, 0, 0.13, NULL, {&mk_qfam_ct_int}},
-    {"fp8", "FP8 E4M3, one scale per row (compressed-tensors FP8_DYNAMIC)", 8, 0, 0.03, NULL, {&mk_qfam_ct_fp8}},
-    {"fp8-e5m2", "FP8 E5M2, one scale per row (compressed-tensors layout)", 8, 1, 0.06,
-     "transformers + compressed-tensors (vLLM's FP8 kernels assume E4M3)", {&mk_qfam_ct_fp8}},
-    {NULL, NULL, 0, 0, 0, NULL, {NULL}},
+    {.name = "nf4", .summary = "4-bit NormalFloat, blocks of 64 with f32 absmax (bitsandbytes, QLoRA)", .bits = 4,
+     .variant = MK_BNB_NF4, .block = 64, .max_rel_rmse = 0.11, .layouts = {&mk_qfam_bnb4}},
+    {.name = "fp4", .summary = "4-bit float (E2M1-style), blocks of 64 with f32 absmax (bitsandbytes)", .bits = 4,
+     .variant = MK_BNB_FP4, .block = 64, .max_rel_rmse = 0.14, .layouts = {&mk_qfam_bnb4}},
+    {.name = "int8", .summary = "8-bit integers, one scale per row (LLM.int8; or compressed-tensors W8A16)", .bits = 8, .group = 0,
+     .max_rel_rmse = 0.01, .layouts = {&mk_qfam_bnb8, &mk_qfam_ct_int}},
+    {.name = "int4", .summary = "4-bit integers, one scale per 128 columns (compressed-tensors W4A16)", .bits = 4, .group = 128,
+     .max_rel_rmse = 0.13, .layouts = {&mk_qfam_ct_int}},
+    {.name = "fp8", .summary = "FP8 E4M3, one scale per row (compressed-tensors FP8_DYNAMIC)", .bits = 8, .max_rel_rmse = 0.03,
+     .layouts = {&mk_qfam_ct_fp8}},
+    {.name = "fp8-e5m2", .summary = "FP8 E5M2, one scale per row (compressed-tensors layout)", .bits = 8, .variant = 1 /* E5M2 */,
+     .max_rel_rmse = 0.06, .loaders = "transformers + compressed-tensors (vLLM's FP8 kernels assume E4M3)",
+     .layouts = {&mk_qfam_ct_fp8}},
+    {.name = NULL},
 };
 
 size_t mk_qformat_count(void)

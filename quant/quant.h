@@ -37,6 +37,9 @@ typedef struct mk_qformat {
     const char *summary;    /* one line for the help and --list-formats */
     unsigned bits;          /* bits per code */
     int variant;            /* the family's own choice (bitsandbytes 4-bit code table, E5M2) */
+    unsigned block;         /* default values per absmax, where the layout has blocks */
+    long group;             /* default columns per scale, where the layout groups columns
+                               (0: one scale per row) */
     /* Documented: the relative RMSE of N(0, 1) weights (a [64, 512] bf16 matrix) at the
      * default settings stays below this in every layout; a unit test holds every row to it. */
     double max_rel_rmse;
