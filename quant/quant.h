@@ -5,7 +5,8 @@
  * statistics, and a driver that streams a source through any consumer.
  *
  * One table drives the family (quant/formats.c): a row per format (name, summary, bits,
- * the layouts it is written in, its documented error bound), and behind each layout a
+ * default block or group size, the layouts it is written in, its documented error bound),
+ * and behind each layout a
  * family of functions (quant/qformat.h, one file per layout ecosystem: fmt_bnb.c,
  * fmt_ct.c) that checks the settings, plans the stored tensors, encodes rows, writes the
  * quantization_config and decodes the layout again. Option parsing, help, --list-formats
