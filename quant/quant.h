@@ -6,10 +6,9 @@
  *
  * One table drives the family (quant/formats.c): a row per format (name, summary, bits,
  * default block or group size, the layouts it is written in, its documented error bound),
- * and behind each layout a
- * family of functions (quant/qformat.h, one file per layout ecosystem: fmt_bnb.c,
- * fmt_ct.c) that checks the settings, plans the stored tensors, encodes rows, writes the
- * quantization_config and decodes the layout again. Option parsing, help, --list-formats
+ * and behind each layout a family of functions (quant/qformat.h, one file per layout
+ * ecosystem: fmt_bnb.c, fmt_ct.c) that checks the settings, plans the stored tensors,
+ * encodes rows, writes the quantization_config and decodes the layout again. Option parsing, help, --list-formats
  * and the tests read the table; nothing outside the table's files asks which format it is.
  * What each format stores: docs/quantization.md, "What is written".
  *
