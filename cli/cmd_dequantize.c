@@ -57,7 +57,7 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     mk_progress prog;
     mk_progress_init(&prog, "dequantize", c);
     double t0 = mk_now();
-    mk_qstream_opts qso = {chunk, mk_progress_cb, &prog, false};
+    mk_qstream_opts qso = {chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, outs, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
     /* config.json in the output dtype, without its quantization_config */

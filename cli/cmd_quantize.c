@@ -1,11 +1,13 @@
 /* cmd_quantize.c - `quantize IN OUT --format F` (also `mergekit-c quantize`): post-training
  * quantization of a checkpoint into the layouts transformers + bitsandbytes and
- * compressed-tensors / vLLM load.
+ * compressed-tensors / vLLM load; `quantize --list-formats` lists the format table.
  *
- * IN (headers) -> plan: which tensors are quantized and what they become -> [double quant:
- * one pass for the absmax means] -> OUT.tmp: shards streamed tensor by tensor, config.json
- * with quantization_config, tokenizer files, README.md -> rename to OUT. Then the report:
- * per tensor and in total, bits per weight, relative RMSE, SQNR, max abs error, sizes.
+ * IN (headers) -> plan: which tensors are quantized and what they become -> [the formats'
+ * offsets: one pass over the weights that need one] -> OUT.tmp: shards streamed tensor by
+ * tensor, config.json with quantization_config, tokenizer files, README.md -> rename to
+ * OUT. Then the report: per tensor and in total, bits per weight, relative RMSE, SQNR, max
+ * abs error, sizes. The format list, the format options, their help and their defaults come
+ * from quant/'s format and settings tables; this file names no format.
  */
 #include "cli.h"
 
@@ -19,11 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_SETTINGS 16
+
 typedef struct quant_cli {
     mk_common c;
-    const char *format, *scheme, *target, *method;
-    long block, group;
-    bool double_quant, per_tensor, force, dry_run;
+    const char *format;
+    const char *value[MAX_SETTINGS]; /* per entry of mk_qsettings: the value given */
+    bool flag[MAX_SETTINGS];         /* ... or the flag */
+    bool force, dry_run, list_formats;
     const char *skip, *include, *compute_dtype;
     uint64_t shard_size, chunk;
 } quant_cli;
@@ -47,16 +52,12 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, cons
         char *title = mk_path_basename(out_path);
         mk_buf b = {0};
         mk_buf_printf(&b, "---\nlibrary_name: transformers\ntags:\n- mergekit-c\n- quantized\n- %s\n---\n# %s\n\n",
-                      MK_QFORMATS[p->o.fmt].name, title ? title : "quantized");
+                      p->o.fmt->name, title ? title : "quantized");
         mk_buf_printf(&b, "`%s` quantized to %s with mergekit-c %s (`quantize`).\n\n", in_path, mk_qopts_describe(&p->o, desc),
                       MK_VERSION);
         mk_buf_printf(&b, "%zu of %zu tensors are quantized; embeddings, lm_head, norms and biases keep their dtype.\n",
                       p->n_quantized, p->n);
-        if (p->o.target == MK_QT_BNB)
-            mk_buf_puts(&b, "\nLoad it with transformers and bitsandbytes: `AutoModelForCausalLM.from_pretrained(path)`.\n");
-        else
-            mk_buf_puts(&b, "\nLoad it with vLLM, or with transformers and compressed-tensors "
-                            "(`CompressedTensorsConfig(run_compressed=False)` to decompress).\n");
+        mk_buf_puts(&b, mk_qplan_load_hint(p));
         free(title);
         s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "README.md", b.data, b.len);
         mk_buf_free(&b);
@@ -70,11 +71,11 @@ static void print_dry_run(const mk_qplan *p, const mk_common *c)
     if (c->json) {
         mk_buf j = {0};
         mk_buf_printf(&j, "{\"format\": \"%s\", \"quantized_tensors\": %zu, \"in_bytes\": %llu, \"out_bytes\": %llu, \"tensors\": [",
-                      MK_QFORMATS[p->o.fmt].name, p->n_quantized, (unsigned long long)p->in_bytes, (unsigned long long)p->out_bytes);
+                      p->o.fmt->name, p->n_quantized, (unsigned long long)p->in_bytes, (unsigned long long)p->out_bytes);
         for (size_t i = 0; i < p->n; i++) {
             mk_buf_puts(&j, i ? ",\n  {\"name\": " : "\n  {\"name\": ");
             mk_buf_json_str(&j, p->in[i].name);
-            mk_buf_printf(&j, ", \"quantized\": %s, \"stored\": [", p->t[i].kind ? "true" : "false");
+            mk_buf_printf(&j, ", \"quantized\": %s, \"stored\": [", p->t[i].quantized ? "true" : "false");
             for (size_t k = 0; k < p->t[i].nout; k++) {
                 const mk_tensor_info *o = &p->out[p->t[i].out0 + k];
                 char sh[160];
@@ -96,8 +97,8 @@ static void print_dry_run(const mk_qplan *p, const mk_common *c)
         const mk_qtensor *q = &p->t[i];
         uint64_t ob = 0;
         for (size_t k = 0; k < q->nout; k++) ob += p->out[q->out0 + k].nbytes;
-        printf("  %-60s %-6s %12llu -> %12llu  %s\n", p->in[i].name, q->kind ? MK_QFORMATS[p->o.fmt].name : "keep",
-               (unsigned long long)p->in[i].nbytes, (unsigned long long)ob, q->kind ? "" : (q->kept_why ? q->kept_why : ""));
+        printf("  %-60s %-6s %12llu -> %12llu  %s\n", p->in[i].name, q->quantized ? p->o.fmt->name : "keep",
+               (unsigned long long)p->in[i].nbytes, (unsigned long long)ob, q->quantized ? "" : (q->kept_why ? q->kept_why : ""));
     }
 }
 
@@ -143,7 +144,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     if (s == MK_OK) s = mk_quant_consumer(&cons, out_o.k, &plan, true, false);
     mk_progress prog;
     mk_progress_init(&prog, "quantize", &o->c);
-    mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog, true};
+    mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
     if (s == MK_OK) s = write_aux(src, &out_o, &plan, in, out);
@@ -163,89 +164,146 @@ done:
     return s;
 }
 
+/* ---- options ----------------------------------------------------------------------------------- */
+
 /* Flags -> options; a usage error names the flag. */
 static mk_status to_qopts(const quant_cli *o, mk_qopts *q)
 {
-    memset(q, 0, sizeof *q);
-    q->group = o->group;
-    if (!o->format) return mk_error(MK_ERR_USAGE, "--format is required (nf4, fp4, int8, int4, fp8 or fp8-e5m2)");
-    int f = mk_qformat_find(o->format);
-    if (f < 0) {
-        const char *names[MK_QF_COUNT];
-        for (int i = 0; i < MK_QF_COUNT; i++) names[i] = MK_QFORMATS[i].name;
-        const char *hint = mk_did_you_mean(o->format, names, MK_QF_COUNT);
-        return mk_error(MK_ERR_USAGE, "--format: unknown format '%s'%s%s%s (nf4, fp4, int8, int4, fp8, fp8-e5m2)", o->format,
-                        hint ? " (did you mean '" : "", hint ? hint : "", hint ? "'?)" : "");
+    char names[256];
+    if (!o->format) return mk_error(MK_ERR_USAGE, "--format is required (%s)", mk_qformat_names(names, sizeof names, " or "));
+    const mk_qformat *f;
+    MK_TRY(mk_qformat_lookup(o->format, "--format", &f));
+    mk_qopts_init(q, f);
+    for (size_t k = 0; mk_qsettings[k].key && k < MAX_SETTINGS; k++) {
+        const mk_qsetting *s = &mk_qsettings[k];
+        if ((s->metavar && o->value[k]) || (!s->metavar && o->flag[k]))
+            MK_TRY(mk_qopts_set(q, s->key, s->metavar ? o->value[k] : NULL, "--"));
     }
-    q->fmt = (mk_qfmt)f;
-    if (o->block < 0 || o->block > (1L << 20)) return mk_error(MK_ERR_USAGE, "--block-size %ld is out of range", o->block);
-    q->block = (unsigned)o->block;
-    q->double_quant = o->double_quant;
-    q->per_tensor = o->per_tensor;
     q->skip = o->skip;
     q->include = o->include;
     q->compute_dtype = o->compute_dtype;
-    if (o->group < -1) return mk_error(MK_ERR_USAGE, "--group-size must be 0 (per channel) or positive, got %ld", o->group);
-    if (o->scheme) {
-        if (strcmp(o->scheme, "sym") != 0 && strcmp(o->scheme, "asym") != 0)
-            return mk_error(MK_ERR_USAGE, "--scheme: expected sym or asym, got '%s'", o->scheme);
-        q->asym = o->scheme[0] == 'a';
-    }
-    if (o->method) {
-        if (strcmp(o->method, "rtn") != 0 && strcmp(o->method, "search") != 0)
-            return mk_error(MK_ERR_USAGE, "--method: expected rtn or search, got '%s'", o->method);
-        q->method = o->method[0] == 's' ? MK_QM_SEARCH : MK_QM_RTN;
-    }
-    if (o->target) {
-        if (strcmp(o->target, "bitsandbytes") == 0 || strcmp(o->target, "bnb") == 0) q->target = MK_QT_BNB;
-        else if (strcmp(o->target, "compressed-tensors") == 0) q->target = MK_QT_CT;
-        else return mk_error(MK_ERR_USAGE, "--target: expected bitsandbytes or compressed-tensors, got '%s'", o->target);
-    }
     return mk_qopts_resolve(q, false);
+}
+
+/* One option per setting, its help naming the formats it applies to and their defaults.
+ * The strings live as long as the program. */
+static size_t setting_opts(quant_cli *o, mk_opt *opts, size_t cap)
+{
+    static char help[MAX_SETTINGS][320], def[MAX_SETTINGS][128];
+    size_t n = 0;
+    for (size_t k = 0; mk_qsettings[k].key && k < MAX_SETTINGS && n < cap; k++) {
+        const mk_qsetting *s = &mk_qsettings[k];
+        char fmts[200];
+        snprintf(help[k], sizeof help[k], "%s: %s", mk_qsetting_formats(s, fmts, sizeof fmts), s->help);
+        const char *d = mk_qsetting_default(s, def[k], sizeof def[k]);
+        if (s->metavar) opts[n++] = (mk_opt){s->key, 0, MK_OPT_STR, &o->value[k], s->metavar, help[k], d};
+        else opts[n++] = (mk_opt){s->key, 0, MK_OPT_FLAG, &o->flag[k], NULL, help[k], NULL};
+    }
+    return n;
+}
+
+/* The help's paragraphs: the format table and what the output is. */
+static const char *details(void)
+{
+    static char text[4096];
+    size_t n = (size_t)snprintf(text, sizeof text, "formats (--list-formats: bits per weight, layouts and who loads them):\n");
+    for (const mk_qformat *f = mk_qformats; f->name && n < sizeof text; f++) {
+        n += (size_t)snprintf(text + n, sizeof text - n, "  %-9s %s", f->name, f->summary);
+        for (size_t k = 1; k < mk_qformat_nlayouts(f) && n < sizeof text; k++)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", k == 1 ? "; also --target " : ", ", mk_qfamily_layout(f->layouts[k]));
+        if (n < sizeof text) n += (size_t)snprintf(text + n, sizeof text - n, "\n");
+    }
+    if (n < sizeof text)
+        snprintf(text + n, sizeof text - n, "%s",
+                 "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
+                 "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
+                 "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).");
+    return text;
+}
+
+/* ---- --list-formats ---------------------------------------------------------------------------- */
+
+/* Format f written in its k-th layout with the default settings, its bits per weight, and
+ * " 4.127 with --double-quant" for each flag that changes them. */
+static mk_status list_one(const mk_qformat *f, size_t k, bool json, bool first)
+{
+    mk_qopts q;
+    mk_qopts_init(&q, f);
+    q.target = mk_qfamily_layout(f->layouts[k]);
+    double bpw;
+    char set[160], var[256] = "";
+    size_t nv = 0;
+    MK_TRY(mk_qopts_resolve(&q, false));
+    MK_TRY(mk_qopts_bits_per_weight(&q, &bpw));
+    for (const mk_qsetting *s = mk_qsettings; s->key && nv < sizeof var; s++) {
+        mk_qopts v;
+        double b2;
+        mk_qopts_init(&v, f);
+        v.target = q.target;
+        if (s->metavar || !mk_qsetting_applies(s, f, f->layouts[k]) || mk_qopts_set(&v, s->key, NULL, "") != MK_OK ||
+            mk_qopts_resolve(&v, false) != MK_OK || mk_qopts_bits_per_weight(&v, &b2) != MK_OK)
+            continue;
+        if (json) nv += (size_t)snprintf(var + nv, sizeof var - nv, "%s{\"option\": \"--%s\", \"bits_per_weight\": %.4f}", nv ? ", " : "", s->key, b2);
+        else nv += (size_t)snprintf(var + nv, sizeof var - nv, "; %.3f with --%s", b2, s->key);
+    }
+    const char *layout = mk_qfamily_layout(f->layouts[k]), *loaders = mk_qformat_loaders(f, f->layouts[k]);
+    mk_qopts_settings(&q, set);
+    if (!json) {
+        char d[400];
+        snprintf(d, sizeof d, "%s%s", set, var);
+        printf("%-9s %4u  %6.3f  %-19s %-44s %s\n", f->name, f->bits, bpw, layout, d, loaders);
+        return MK_OK;
+    }
+    printf("%s\n  {\"name\": \"%s\", \"bits\": %u, \"layout\": \"%s\", \"default_layout\": %s, \"settings\": \"%s\", ", first ? "" : ",",
+           f->name, f->bits, layout, k == 0 ? "true" : "false", set);
+    printf("\"bits_per_weight\": %.4f, \"variants\": [%s], \"loaded_by\": \"%s\", \"max_rel_rmse\": %g, \"summary\": \"%s\"}", bpw, var,
+           loaders, f->max_rel_rmse, f->summary);
+    return MK_OK;
+}
+
+/* One line (or JSON object) per format and layout. */
+static mk_status list_formats(bool json)
+{
+    if (json) printf("[");
+    else printf("%-9s %4s  %6s  %-19s %-44s %s\n", "format", "bits", "bpw", "layout", "settings (defaults)", "loaded by");
+    bool first = true;
+    for (const mk_qformat *f = mk_qformats; f->name; f++)
+        for (size_t k = 0; k < mk_qformat_nlayouts(f); k++, first = false) MK_TRY(list_one(f, k, json, first));
+    if (json) printf("\n]\n");
+    else printf("bpw: bits per weight of a bf16 [4096, 4096] weight with everything stored for it (codes, scales, maps, shapes).\n");
+    return MK_OK;
 }
 
 int mk_cmd_quantize(int argc, char **argv)
 {
-    quant_cli o = {.block = 0, .group = -1, .shard_size = 5000000000ull};
-    const mk_opt opts[] = {
-        {"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "nf4, fp4, int8, int4, fp8 or fp8-e5m2 (see below)", NULL},
-        {"double-quant", 0, MK_OPT_FLAG, &o.double_quant, NULL, "nf4/fp4: quantize the block absmax to 8 bits (QLoRA)", NULL},
-        {"block-size", 0, MK_OPT_INT, &o.block, "N", "nf4/fp4: values per absmax, a power of two 32..4096", "64"},
-        {"group-size", 0, MK_OPT_INT, &o.group, "N", "int4, compressed-tensors int8: columns per scale; 0 = one per row", "128 for int4, 0 for int8"},
-        {"scheme", 0, MK_OPT_STR, &o.scheme, "sym|asym", "int4, compressed-tensors int8: symmetric, or with zero points", "sym"},
-        {"method", 0, MK_OPT_STR, &o.method, "rtn|search", "int4, compressed-tensors int8: round to nearest, or search the scale that minimises the error", "rtn"},
-        {"target", 0, MK_OPT_STR, &o.target, "LAYOUT", "int8: bitsandbytes (LLM.int8) or compressed-tensors (W8A16)", "bitsandbytes"},
-        {"per-tensor", 0, MK_OPT_FLAG, &o.per_tensor, NULL, "fp8: one scale for the whole tensor instead of one per row", NULL},
+    quant_cli o = {.shard_size = 5000000000ull};
+    mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
+    size_t n = 1 + setting_opts(&o, opts + 1, 16);
+    const mk_opt rest[] = {
         {"skip", 0, MK_OPT_LIST, &o.skip, "PATTERN", "keep matching tensors unquantized (glob with * or substring; repeatable)", NULL},
         {"include", 0, MK_OPT_LIST, &o.include, "PATTERN", "quantize matching 2-D weights kept by default (embeddings, lm_head)", NULL},
-        {"compute-dtype", 0, MK_OPT_STR, &o.compute_dtype, "DTYPE", "nf4/fp4: bnb_4bit_compute_dtype in config.json", "the weights' dtype"},
+        {"compute-dtype", 0, MK_OPT_STR, &o.compute_dtype, "DTYPE", "bitsandbytes: bnb_4bit_compute_dtype in config.json", "the weights' dtype"},
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "print what each tensor becomes, with sizes; write nothing", NULL},
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
+        {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         MK_COMMON_OPTS(o.c),
-        {0},
     };
-    const mk_cmd_spec spec = {
-        "quantize", "IN OUT --format FORMAT [options]",
-        "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
-        "formats:\n"
-        "  nf4       4-bit NormalFloat, blocks of 64, bitsandbytes layout (transformers load_in_4bit)\n"
-        "  fp4       4-bit float, blocks of 64, bitsandbytes layout\n"
-        "  int8      LLM.int8: int8 per row + SCB (bitsandbytes load_in_8bit); --target compressed-tensors: W8A16\n"
-        "  int4      compressed-tensors pack-quantized W4A16 (vLLM), group 128, --scheme asym for zero points\n"
-        "  fp8       compressed-tensors float-quantized E4M3, one scale per row (FP8_DYNAMIC)\n"
-        "  fp8-e5m2  the same layout with E5M2 values\n"
-        "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
-        "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
-        "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).",
-        opts, 2, 2};
+    memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
+    const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT [options]",
+                              "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
+                              details(), opts, 0, 2};
     char *pos[2];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
+    mk_status s = MK_OK;
+    if (o.list_formats) s = list_formats(o.c.json);
+    else if (npos < 2)
+        s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
     mk_qopts qo;
-    mk_status s = to_qopts(&o, &qo);
-    if (s == MK_OK) s = run(&o, &qo, pos[0], pos[1]);
+    if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
+    if (s == MK_OK && !o.list_formats) s = run(&o, &qo, pos[0], pos[1]);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }

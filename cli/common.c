@@ -142,7 +142,7 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
         fprintf(stderr, "quantize: %s\n  %-56s %6s %10s %8s %11s %21s\n", mk_qopts_describe(&p->o, desc), "tensor", "bpw",
                 "rel RMSE", "SQNR dB", "max |err|", "bytes in -> out");
     mk_buf j = {0};
-    mk_buf_printf(&j, "{\"format\": \"%s\", \"description\": ", MK_QFORMATS[p->o.fmt].name);
+    mk_buf_printf(&j, "{\"format\": \"%s\", \"description\": ", p->o.fmt->name);
     mk_buf_json_str(&j, desc);
     mk_buf_puts(&j, ", \"tensors\": [");
     size_t nj = 0;

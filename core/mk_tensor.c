@@ -226,7 +226,14 @@ static void plain_close(mk_consumer *c)
 }
 
 static const mk_consumer_ops plain_ops = {
-    plain_align, plain_raw_ok, plain_begin, plain_rows, plain_raw, plain_end, plain_is_done, plain_close,
+    .align = plain_align,
+    .raw_ok = plain_raw_ok,
+    .begin = plain_begin,
+    .rows = plain_rows,
+    .raw = plain_raw,
+    .end = plain_end,
+    .is_done = plain_is_done,
+    .close = plain_close,
 };
 
 mk_status mk_consumer_plain(mk_consumer *c, mk_sink *sink, const mk_tensor_info *out, size_t n, bool allow_overflow)

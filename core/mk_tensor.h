@@ -159,6 +159,16 @@ typedef struct mk_consumer_ops {
     /* True if logical tensor i is already complete in the output (resume). May be NULL. */
     bool (*is_done)(mk_consumer *c, size_t i);
     void (*close)(mk_consumer *c);
+    /* Optional prepass, between begin and the first rows: a consumer that needs a
+     * whole-tensor statistic before its first output (a quantizer's per-tensor scale) says
+     * so for tensor i, then sees every value once through observe (several threads,
+     * disjoint ranges, the same chunking as rows) and observe_end. A driver that can
+     * read its values twice runs it (mk_qstream_run); one that cannot afford to (the
+     * merge executor, whose values are computed) never calls it, and the consumer must
+     * then manage without, or refuse such settings up front. All three may be NULL. */
+    bool (*wants_prepass)(mk_consumer *c, size_t i);
+    mk_status (*observe)(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n);
+    mk_status (*observe_end)(mk_consumer *c, size_t i);
 } mk_consumer_ops;
 
 struct mk_consumer {

@@ -8,6 +8,8 @@
  * (q - zero point) x scale rounded to the scale's dtype), and every other tensor as it is.
  * Auxiliary tensors (absmax, SCB, scales, shapes, JSON blobs) are not listed.
  *
+ * Each layout is recognised, checked and decoded by its family of the format table
+ * (qformat.h); this reader only walks the stored tensors and lists the result.
  * Every stored tensor is hostile: dtypes, shapes and byte counts are checked against the
  * JSON blob or the config before use, with overflow-checked arithmetic; a mismatch is an
  * error naming the tensor, what was expected and what was found.
@@ -23,7 +25,8 @@ typedef struct mk_qinfo {
     char format[16];        /* "nf4", "fp4", "int8", "int4", "fp8", "fp8-e5m2", "int2"... */
     const char *layout;     /* "bitsandbytes" or "compressed-tensors" */
     unsigned bits;
-    uint64_t block;         /* bnb block size, or the compressed-tensors group size */
+    uint64_t block;         /* values per absmax, or columns per scale; 0 = none */
+    const char *block_word; /* how the layout calls it: "block", "group" */
     bool per_channel;       /* one scale per row */
     bool per_tensor;        /* one scale per tensor */
     bool double_quant, asym;

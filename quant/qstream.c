@@ -1,9 +1,10 @@
 /* qstream.c - see quant.h: streams the tensors of one source through a consumer, in
- * chunks of whole rows, OpenMP over the chunks of a tensor. Per thread one chunk as f32
- * plus its raw bytes; a source that maps its files is told to release each chunk, and each
- * tensor again when it is done. */
-#include "bnb.h"
-#include "quant.h"
+ * chunks of whole rows, OpenMP over the chunks of a tensor, with the consumer's prepass
+ * when it asks for one; and the pass before the layout that finds the formats' offsets.
+ * Per thread one chunk as f32 plus its raw bytes; a source that maps its files is told to
+ * release each chunk, and each tensor again when it is done.
+ * Must not: know any consumer or format (it asks the consumer's ops and the family). */
+#include "qformat.h"
 
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
@@ -95,7 +96,8 @@ static mk_status rows_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint6
 
 static mk_status observe_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n)
 {
-    return mk_quant_observe(ctx, i, e0, v, n);
+    mk_consumer *c = ctx;
+    return c->ops->observe(c, i, e0, v, n);
 }
 
 mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
@@ -118,9 +120,9 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
             } else if (t->numel) {
                 uint64_t cols = mk_tensor_cols(t);
                 uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
-                if (o->quant && mk_quant_wants_prepass(c, i)) {
+                if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
                     MK_TRY(pass(src, si, i, cols, rpc, observe_fn, c));
-                    MK_TRY(mk_quant_observe_end(c, i));
+                    MK_TRY(c->ops->observe_end(c, i));
                 }
                 MK_TRY(pass(src, si, i, cols, rpc, rows_fn, c));
             }
@@ -135,34 +137,34 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
     return MK_OK;
 }
 
-/* ---- double-quant offsets ------------------------------------------------------------------------ */
+/* ---- offsets before the layout ------------------------------------------------------------------ */
 
-typedef struct absmax_ctx {
-    float *absmax;
-    unsigned block;
-} absmax_ctx;
+typedef struct offset_ctx {
+    const mk_qplan *p;
+    float *scratch;
+} offset_ctx;
 
-static mk_status absmax_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n)
+static mk_status offset_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n)
 {
-    absmax_ctx *a = ctx;
-    (void)i;
-    mk_bnb4_absmax(a->block, v, (size_t)n, a->absmax + e0 / a->block);
+    offset_ctx *a = ctx;
+    a->p->o.fam->offset_rows(a->p, i, a->scratch, e0, v, n);
     return MK_OK;
 }
 
 mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p, uint64_t chunk_elems)
 {
     const uint64_t chunk = chunk_elems ? chunk_elems : QSTREAM_CHUNK;
+    const mk_qfamily *f = p->o.fam;
     for (size_t i = 0; i < p->n; i++) {
         if (!mk_qplan_wants_offset(p, i)) continue;
         const mk_qtensor *q = &p->t[i];
-        absmax_ctx a = {mk_malloc((size_t)mk_bnb_nblocks(q->numel, p->o.block) * sizeof(float)), p->o.block};
-        if (!a.absmax) return MK_ERR_NOMEM;
-        uint64_t rpc = mk_rows_per_chunk(q->cols, p->o.block, chunk);
-        mk_status s = pass(src, src_idx[i], i, q->cols, rpc, absmax_fn, &a);
+        offset_ctx a = {p, mk_malloc((size_t)f->offset_scratch(p, i) * sizeof(float))};
+        if (!a.scratch) return MK_ERR_NOMEM;
+        uint64_t rpc = mk_rows_per_chunk(q->cols, f->align ? f->align(p, i) : 1, chunk);
+        mk_status s = pass(src, src_idx[i], i, q->cols, rpc, offset_fn, &a);
         if (src->ops->release) src->ops->release(src, src_idx[i], 0, src->tensors[src_idx[i]].nbytes);
-        if (s == MK_OK) mk_qplan_set_offset(p, i, mk_bnb_absmax_mean(a.absmax, (size_t)mk_bnb_nblocks(q->numel, p->o.block)));
-        free(a.absmax);
+        if (s == MK_OK) mk_qplan_set_offset(p, i, f->offset_end(p, i, a.scratch));
+        free(a.scratch);
         MK_TRY(s);
     }
     return MK_OK;

@@ -1,26 +1,22 @@
-/* quant.h - post-training quantization of checkpoints: the format table, which tensors
- * are quantized, the stored tensors each quantized weight becomes (in the layouts that
- * transformers + bitsandbytes and compressed-tensors / vLLM load), the
+/* quant.h - post-training quantization of checkpoints: the format table and its settings,
+ * which tensors are quantized, the stored tensors each quantized weight becomes (in the
+ * layouts that transformers + bitsandbytes and compressed-tensors / vLLM load), the
  * `quantization_config` for config.json, the quantizing consumer with its per-tensor error
  * statistics, and a driver that streams a source through any consumer.
  *
- * A quantized weight P.weight (2-D, row-major [rows, cols]) becomes:
- *   nf4/fp4  P.weight U8 [(n+1)/2, 1], P.weight.absmax F32 [ceil(n/block)] (U8 with
- *            double quant, plus P.weight.nested_absmax F32 and P.weight.nested_quant_map
- *            F32 [256]), P.weight.quant_map F32 [16], P.weight.quant_state.bitsandbytes__nf4
- *            U8 (the JSON blob); reference/quantization-formats.md 1.6
- *   int8     P.weight I8 [rows, cols], P.SCB F32 [rows], P.weight_format U8 [] (= 0); ref. 2
- *   int4 (and int8 with target compressed-tensors)  P.weight_packed I32 [rows, ceil(cols *
- *            bits / 32)], P.weight_scale [rows, groups] in the weight dtype, P.weight_shape
- *            I64 [2], with zero points P.weight_zero_point I32 [ceil(rows * bits / 32),
- *            groups]; ref. 5
- *   fp8      P.weight F8_E4M3 (or F8_E5M2) [rows, cols], P.weight_scale [rows, 1] (or [1])
- *            in the weight dtype; ref. 4.2
- * Everything else (embeddings, lm_head, norms, biases, 1-D tensors, and what --skip names)
- * is written unchanged.
+ * One table drives the family (quant/formats.c): a row per format (name, summary, bits,
+ * default block or group size, the layouts it is written in, its documented error bound),
+ * and behind each layout a family of functions (quant/qformat.h, one file per layout
+ * ecosystem: fmt_bnb.c, fmt_ct.c) that checks the settings, plans the stored tensors,
+ * encodes rows, writes the quantization_config and decodes the layout again. Option parsing, help, --list-formats
+ * and the tests read the table; nothing outside the table's files asks which format it is.
+ * What each format stores: docs/quantization.md, "What is written".
  *
- * Memory: chunk buffers per thread, plus per weight its block absmax with double quant
- * (n / 64 floats) and small per-chunk statistics records.
+ * Everything that is not quantized (embeddings, lm_head, norms, biases, 1-D tensors, and
+ * what --skip names) is written unchanged.
+ * Memory: chunk buffers per thread, plus per weight what its format keeps for the end
+ * (bitsandbytes double quant: the block absmax, n / 64 floats) and small per-chunk
+ * statistics records.
  * Must not: read files or know the container format; cli/ wires sources and sinks.
  */
 #ifndef MK_QUANT_H
@@ -28,63 +24,130 @@
 
 #include "../model/arch.h"
 
-typedef enum mk_qfmt { MK_QF_NF4 = 0, MK_QF_FP4, MK_QF_INT8, MK_QF_INT4, MK_QF_FP8, MK_QF_FP8_E5M2, MK_QF_COUNT } mk_qfmt;
-typedef enum mk_qtarget { MK_QT_DEFAULT = 0, MK_QT_BNB, MK_QT_CT } mk_qtarget;
+/* ---- the format table ------------------------------------------------------------------- */
+
+/* What a format does in one layout: its settings, plan, encoder, config text and decoder
+ * (quant/qformat.h). Opaque outside quant/. */
+typedef struct mk_qfamily mk_qfamily;
+
+#define MK_QFORMAT_MAX_LAYOUTS 4
+
+typedef struct mk_qformat {
+    const char *name;       /* "nf4": --format, --quantize, inspect */
+    const char *summary;    /* one line for the help and --list-formats */
+    unsigned bits;          /* bits per code */
+    int variant;            /* the family's own choice (bitsandbytes 4-bit code table, E5M2) */
+    unsigned block;         /* default values per absmax, where the layout has blocks */
+    long group;             /* default columns per scale, where the layout groups columns
+                               (0: one scale per row) */
+    /* Documented: the relative RMSE of N(0, 1) weights (a [64, 512] bf16 matrix) at the
+     * default settings stays below this in every layout; a unit test holds every row to it. */
+    double max_rel_rmse;
+    const char *loaders;    /* who loads it, when not what the family says; else NULL */
+    const mk_qfamily *layouts[MK_QFORMAT_MAX_LAYOUTS]; /* [0] is the default; NULL after the last */
+} mk_qformat;
+
+/* Every format, in help order; terminated by an entry with name == NULL. */
+extern const mk_qformat mk_qformats[];
+size_t mk_qformat_count(void);
+const mk_qformat *mk_qformat_find(const char *name);
+/* The same, or a usage error "WHAT: unknown format 'x' (did you mean 'y'?) (formats: ...)". */
+mk_status mk_qformat_lookup(const char *name, const char *what, const mk_qformat **out);
+/* "nf4, fp4, int8, int4, fp8 or fp8-e5m2" into buf (`last`: " or ", ", "...). */
+const char *mk_qformat_names(char *buf, size_t len, const char *last);
+size_t mk_qformat_nlayouts(const mk_qformat *f);
+/* The layout's name as --target takes it ("bitsandbytes", "compressed-tensors"). */
+const char *mk_qfamily_layout(const mk_qfamily *fam);
+/* Who loads format f written in layout fam ("transformers + bitsandbytes (load_in_4bit)"). */
+const char *mk_qformat_loaders(const mk_qformat *f, const mk_qfamily *fam);
+
 typedef enum mk_qmethod { MK_QM_RTN = 0, MK_QM_SEARCH } mk_qmethod;
 
-/* The format table: drives option parsing, help text and tests. */
-typedef struct mk_qformat_info {
-    const char *name;
-    const char *summary;
-    unsigned bits;
-    mk_qtarget target;      /* the default */
-    bool allow_bnb, allow_ct;
-} mk_qformat_info;
-extern const mk_qformat_info MK_QFORMATS[MK_QF_COUNT];
-/* Format by name ("nf4", "fp8-e5m2", ...); -1 when unknown. */
-int mk_qformat_find(const char *name);
-
 typedef struct mk_qopts {
-    mk_qfmt fmt;
-    mk_qtarget target;
+    const mk_qformat *fmt;
+    const char *target;     /* the layout asked for (a layout name or alias); NULL = the default */
+    const mk_qfamily *fam;  /* set by mk_qopts_resolve: the format in that layout */
     mk_qmethod method;
-    unsigned block;         /* nf4/fp4 block size; 0 = 64 */
-    bool double_quant;      /* nf4/fp4: nested 8-bit absmax */
-    long group;             /* compressed-tensors int: columns per scale; -1 = default
-                               (128 for int4, per channel for int8); 0 = per channel */
-    bool asym;              /* compressed-tensors int: zero points */
-    bool per_tensor;        /* fp8: one scale per tensor instead of one per row */
+    unsigned block;         /* values per absmax (bitsandbytes 4-bit); 0 = default */
+    bool double_quant;      /* nested 8-bit absmax (bitsandbytes 4-bit) */
+    long group;             /* columns per scale; -1 = the format's default; 0 = per channel */
+    bool asym;              /* zero points */
+    bool per_tensor;        /* one scale per tensor instead of one per row */
     const char *skip;       /* comma-separated patterns: keep matching tensors unquantized */
     const char *include;    /* comma-separated patterns: quantize matching tensors that
                                would be kept (2-D float weights only) */
     const char *compute_dtype; /* bnb_4bit_compute_dtype; NULL = the weights' dtype */
 } mk_qopts;
 
-/* Check the combination and fill defaults; a usage error names the option. `streaming`
- * refuses what needs a whole tensor before its first value can be written (fp8 with
- * --per-tensor inside a merge). */
+/* Unset settings for format f. */
+void mk_qopts_init(mk_qopts *o, const mk_qformat *f);
+/* Pick the layout, check that every setting given applies to the format in it (a usage
+ * error names the option and the formats it applies to), and fill defaults. `streaming`
+ * refuses what needs a whole tensor before its first value can be written (a merge). */
 mk_status mk_qopts_resolve(mk_qopts *o, bool streaming);
-/* Parse "FORMAT[,key=value...]" (merge --quantize): keys double-quant, block-size,
- * group-size, scheme=sym|asym, target=bnb|compressed-tensors, method=rtn|search,
- * per-tensor. `spec` must outlive o. */
+/* Parse "FORMAT[,key[=value]...]" (merge --quantize); the keys are the settings below.
+ * `spec` must outlive o. */
 mk_status mk_qopts_parse(const char *spec, mk_qopts *o);
-/* "nf4, block 64, double quant" into buf. */
+/* "nf4 (bitsandbytes, block 64, double quant)" into buf (resolved options). */
 const char *mk_qopts_describe(const mk_qopts *o, char buf[160]);
+/* The settings part alone: "block 64, double quant". */
+const char *mk_qopts_settings(const mk_qopts *o, char buf[160]);
+/* Bits per weight of a reference weight (bf16 [4096, 4096]) stored with resolved options
+ * o: codes, scales, maps, shapes and blobs, as the layout itself sizes them. */
+mk_status mk_qopts_bits_per_weight(const mk_qopts *o, double *bpw);
+
+/* ---- settings: the options of quantize and the keys of merge --quantize -------------------- */
+enum {
+    MK_QS_BLOCK = 1u << 0,
+    MK_QS_DOUBLE_QUANT = 1u << 1,
+    MK_QS_GROUP = 1u << 2,
+    MK_QS_SCHEME = 1u << 3,
+    MK_QS_METHOD = 1u << 4,
+    MK_QS_PER_TENSOR = 1u << 5,
+    MK_QS_TARGET = 1u << 6, /* taken by every format written in more than one layout */
+};
+
+typedef struct mk_qsetting {
+    const char *key;        /* "block-size": --block-size, and the --quantize key */
+    const char *metavar;    /* "N"; NULL for a flag */
+    const char *help;       /* what it does (the formats it applies to are added) */
+    const char *what;       /* how a usage error names it: "--scheme asym" */
+    unsigned bit;           /* MK_QS_* */
+    /* Whether o sets it (away from its unset value). */
+    bool (*given)(const mk_qopts *o);
+    /* Set it from text (NULL for a flag); errors are prefixed with `who`. */
+    mk_status (*set)(mk_qopts *o, const char *val, const char *who);
+    /* Its value in resolved options, for the defaults in the help; NULL for a flag. */
+    const char *(*show)(const mk_qopts *o, char buf[48]);
+} mk_qsetting;
+
+/* Terminated by an entry with key == NULL. */
+extern const mk_qsetting mk_qsettings[];
+const mk_qsetting *mk_qsetting_find(const char *key);
+/* The formats that take it: "nf4, fp4", "int8 (compressed-tensors), int4". */
+const char *mk_qsetting_formats(const mk_qsetting *s, char *buf, size_t len);
+/* Its default: "64", or "128 for int4, 0 for int8" where formats differ; NULL for a flag. */
+const char *mk_qsetting_default(const mk_qsetting *s, char *buf, size_t len);
+/* Whether format f in layout fam takes it. */
+bool mk_qsetting_applies(const mk_qsetting *s, const mk_qformat *f, const mk_qfamily *fam);
+/* Set `key` (NULL value for a flag). */
+mk_status mk_qopts_set(mk_qopts *o, const char *key, const char *val, const char *who);
 
 /* ---- plan: which tensor becomes what -------------------------------------------------- */
-typedef enum mk_qkind { MK_QK_KEEP = 0, MK_QK_BNB4, MK_QK_BNB8, MK_QK_CT_INT, MK_QK_CT_FP8 } mk_qkind;
-
 typedef struct mk_qtensor {
-    mk_qkind kind;
+    bool quantized;
     const char *kept_why;   /* for a kept 2-D weight: "embedding", "lm_head", "--skip", ... */
     mk_role role;           /* what the tensor is (model/arch.h) */
     mk_dtype wdtype;        /* the logical tensor's dtype: arithmetic dtype and bnb "dtype" */
     uint64_t rows, cols, numel;
-    uint64_t group;         /* ct int: columns per scale (cols for per channel) */
+    uint64_t group;         /* columns per scale, for the formats that group columns */
     size_t out0, nout;      /* its stored tensors: out[out0 .. out0 + nout) */
-    bool has_offset;        /* double quant: absmax mean known before the layout */
+    /* A number of the whole weight its layout depends on (bitsandbytes double quant: the
+     * absmax mean, which sets the length of the JSON blob), when known before the layout. */
+    bool has_offset;
     float offset;
-    char *json;             /* bnb 4-bit: the quant_state blob (padded when !has_offset) */
+    char *json;             /* the JSON blob stored with the weight, in layouts that have one
+                               (bitsandbytes 4-bit quant_state); padded when !has_offset */
 } mk_qtensor;
 
 typedef struct mk_qplan {
@@ -92,7 +155,7 @@ typedef struct mk_qplan {
     size_t n;               /* logical tensors */
     mk_tensor_info *in;     /* [n] copies; names borrowed from the caller */
     mk_qtensor *t;          /* [n] */
-    size_t n_out;
+    size_t n_out, out_cap;
     mk_tensor_info *out;    /* stored tensors, in order; names owned */
     size_t n_quantized;
     uint64_t q_numel;       /* elements of the quantized weights */
@@ -101,22 +164,20 @@ typedef struct mk_qplan {
     mk_name_index index;    /* logical name -> index */
 } mk_qplan;
 
-/* Decide each tensor's kind (warns about weights kept for their shape). `arch` names the
- * tensors' roles (NULL: the automatic rules). */
+/* Decide which tensors are quantized (warns about weights kept for their shape). `o` is
+ * resolved; `arch` names the tensors' roles (NULL: the automatic rules). */
 mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, const mk_tensor_info *in, size_t n);
-/* Double quant: the logical tensors whose absmax mean should be known before the layout
- * (for an exact-length JSON blob); set it with mk_qplan_set_offset. */
+/* The logical tensors whose offset (see mk_qtensor) should be known before the layout;
+ * mk_qstream_offsets finds them, or set one with mk_qplan_set_offset. */
 bool mk_qplan_wants_offset(const mk_qplan *p, size_t i);
 void mk_qplan_set_offset(mk_qplan *p, size_t i, float offset);
 /* Build the stored tensor list (after the offsets that are known are set). */
 mk_status mk_qplan_layout(mk_qplan *p);
-/* Internal to quant/: the bitsandbytes JSON blob of tensor i with its double-quant
- * offset, padded with spaces to `len` bytes (JSON allows trailing white space) when the
- * offset was not known at layout time. Allocated. */
-char *mk_qplan_final_json(const mk_qplan *p, size_t i, float offset, size_t len);
 /* The quantization_config object for config.json (2-space indented, keys sorted, as
  * transformers and compressed-tensors write it). Allocated. */
 char *mk_qplan_config_json(const mk_qplan *p);
+/* The model card's line on how to load the output. */
+const char *mk_qplan_load_hint(const mk_qplan *p);
 void mk_qplan_free(mk_qplan *p);
 /* Python's repr() of a float (shortest round-trip digits; "0.0123", "1e-05", "2.0"). */
 const char *mk_fmt_pyfloat(double v, char buf[40]);
@@ -134,13 +195,11 @@ typedef struct mk_qstats {
 /* Logical tensor i of `p` is written as its stored tensors into `sink` (already begun
  * with p->out). values_exact: the values arrive exactly representable in each tensor's
  * dtype (read from a source of that dtype); otherwise they are rounded to it first, and
- * a finite value that overflows it is an error unless allow_overflow. */
+ * a finite value that overflows it is an error unless allow_overflow. The consumer offers
+ * the prepass of mk_consumer_ops where its format wants the whole tensor before the first
+ * code (fp8 per-tensor scale; exact statistics with double quant), and works without it
+ * where the settings allow (a merge does not run it). */
 mk_status mk_quant_consumer(mk_consumer *c, mk_sink *sink, const mk_qplan *p, bool values_exact, bool allow_overflow);
-/* An optional first pass over tensor i, for what needs the whole tensor before its first
- * code (fp8 --per-tensor scale; exact statistics with double quant). */
-bool mk_quant_wants_prepass(mk_consumer *c, size_t i);
-mk_status mk_quant_observe(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n);
-mk_status mk_quant_observe_end(mk_consumer *c, size_t i);
 const mk_qstats *mk_quant_stats(mk_consumer *c, size_t i);
 
 /* ---- streaming a source through a consumer ------------------------------------------------ */
@@ -149,16 +208,16 @@ typedef struct mk_qstream_opts {
     /* Called after each tensor from the calling thread. May be NULL. */
     void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
     void *progress_ctx;
-    bool quant;             /* the consumer is mk_quant_consumer: run its prepasses */
 } mk_qstream_opts;
 
 /* Logical tensor i (info logical[i]) is source tensor src_idx[i] (same element count):
- * begin, [prepass,] rows in chunks of whole rows (OpenMP over chunks), end; raw copy when
- * the consumer allows it. Chunk boundaries depend only on shapes, never on threads. */
+ * begin, [the consumer's prepass,] rows in chunks of whole rows (OpenMP over chunks), end;
+ * raw copy when the consumer allows it. Chunk boundaries depend only on shapes, never on
+ * threads. */
 mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
                          const mk_qstream_opts *o);
-/* Double quant offsets for every tensor of p that wants one, read from the source
- * (quantize: an extra pass over those weights so the JSON blob has its exact length). */
+/* The offsets of every tensor of p that wants one, read from the source (quantize: an
+ * extra pass over those weights so the layout has its exact sizes). */
 mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p, uint64_t chunk_elems);
 
 #endif

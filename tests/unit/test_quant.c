@@ -2,7 +2,8 @@
  * kernels on many shapes (and exhaustively over every bf16 and f16 input for FP8), the
  * error sums they report, the scale search, the weight-error anchors of
  * reference/quantization-formats.md 7.3, options, tensor selection and layout, the
- * consumer (NaN, overflow, chunking, double quant statistics) and the reader's checks.
+ * consumer (NaN, overflow, chunking, double quant statistics), the reader's checks, and a
+ * round trip of every row of the format table in every layout.
  */
 #include "harness.h"
 
@@ -11,8 +12,7 @@
 #include "../../formats/safetensors.h"
 #include "../../quant/bnb.h"
 #include "../../quant/ct.h"
-#include "../../quant/qsource.h"
-#include "../../quant/quant.h"
+#include "../../quant/qformat.h"
 #include "../../quant/search.h"
 
 #include <stdlib.h>
@@ -298,10 +298,10 @@ MK_TEST(quant_options)
     mk_qopts o;
     CHECK_OK(mk_qopts_parse("nf4,double-quant,block-size=128", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
-    CHECK(o.fmt == MK_QF_NF4 && o.double_quant && o.block == 128 && o.target == MK_QT_BNB);
+    CHECK(o.fmt == mk_qformat_find("nf4") && o.double_quant && o.block == 128 && !strcmp(mk_qfamily_layout(o.fam), "bitsandbytes"));
     CHECK_OK(mk_qopts_parse("int4", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
-    CHECK(o.group == 128 && o.target == MK_QT_CT && !o.asym);
+    CHECK(o.group == 128 && !strcmp(mk_qfamily_layout(o.fam), "compressed-tensors") && !o.asym);
     CHECK_OK(mk_qopts_parse("int8,target=compressed-tensors,scheme=asym,method=search", &o));
     CHECK_OK(mk_qopts_resolve(&o, true));
     CHECK(o.group == 0 && o.asym && o.method == MK_QM_SEARCH);
@@ -348,7 +348,7 @@ MK_TEST(quant_plan_selection_and_layout)
     CHECK_OK(mk_qopts_resolve(&o, false));
     CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
     CHECK_EQ_INT(p.n_quantized, 1); /* down_proj: 200 columns is not a multiple of 128 */
-    CHECK(p.t[2].kind == MK_QK_CT_INT && p.t[4].kind == MK_QK_KEEP && p.t[0].kind == MK_QK_KEEP && p.t[6].kind == MK_QK_KEEP);
+    CHECK(p.t[2].quantized && !p.t[4].quantized && !p.t[0].quantized && !p.t[6].quantized);
     CHECK_STR(p.t[4].kept_why, "columns not a multiple of the group size");
     CHECK_OK(mk_qplan_layout(&p));
     CHECK_STR(p.out[p.t[2].out0].name, "model.layers.0.self_attn.q_proj.weight_packed");
@@ -367,7 +367,7 @@ MK_TEST(quant_plan_selection_and_layout)
     o.skip = "*.down_proj.*";
     o.include = "embed_tokens";
     CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
-    CHECK(p.t[0].kind == MK_QK_BNB4 && p.t[4].kind == MK_QK_KEEP && p.t[2].kind == MK_QK_BNB4);
+    CHECK(p.t[0].quantized && !p.t[4].quantized && p.t[2].quantized);
     CHECK_OK(mk_qplan_layout(&p));
     const mk_tensor_info *w = &p.out[p.t[2].out0];
     CHECK(w->dtype == MK_U8 && w->shape[0] == 256 * 256 / 2 && w->shape[1] == 1);
@@ -429,6 +429,16 @@ static void ms_free(mk_sink *k)
 }
 static const mk_sink_ops ms_ops = {ms_begin, NULL, ms_write, ms_done, NULL, NULL, NULL, NULL};
 
+/* A sink in memory for p's stored tensors, begun, and the quantizing consumer into it. */
+static memsink *memsink_consumer(const mk_qplan *p, mk_sink *k, mk_consumer *c)
+{
+    memsink *m = calloc(1, sizeof *m);
+    *k = (mk_sink){&ms_ops, NULL, 0, NULL, m};
+    k->ops->begin(k, p->out, p->n_out);
+    CHECK_OK(mk_quant_consumer(c, k, p, true, false));
+    return m;
+}
+
 /* Quantize one weight through the consumer in chunks of `chunk_rows` rows; optionally
  * with the prepass. Returns the sink (caller frees) and copies the stats. */
 static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int64_t cols, size_t chunk_rows, bool prepass,
@@ -442,21 +452,19 @@ static memsink *run_consumer(const char *spec, const float *x, int64_t rows, int
     if (*status != MK_OK) return NULL;
     CHECK_OK(mk_qplan_init(&p, &o, NULL, &w, 1));
     CHECK_OK(mk_qplan_layout(&p));
-    memsink *m = calloc(1, sizeof *m);
-    mk_sink k = {&ms_ops, NULL, 0, NULL, m};
-    k.ops->begin(&k, p.out, p.n_out);
+    mk_sink k;
     mk_consumer c;
-    CHECK_OK(mk_quant_consumer(&c, &k, &p, true, false));
+    memsink *m = memsink_consumer(&p, &k, &c);
     mk_status s = c.ops->begin(&c, 0, &p.in[0]);
     uint64_t al = c.ops->align(&c, &p.in[0]);
     CHECK_MSG((chunk_rows * (uint64_t)cols) % al == 0 || chunk_rows >= (size_t)rows, "chunk of %zu rows breaks alignment %llu", chunk_rows,
               (unsigned long long)al);
-    if (s == MK_OK && prepass && mk_quant_wants_prepass(&c, 0)) {
+    if (s == MK_OK && prepass && c.ops->wants_prepass(&c, 0)) {
         for (int64_t r = 0; r < rows && s == MK_OK; r += (int64_t)chunk_rows) {
             int64_t nr = rows - r < (int64_t)chunk_rows ? rows - r : (int64_t)chunk_rows;
-            s = mk_quant_observe(&c, 0, (uint64_t)(r * cols), x + r * cols, (uint64_t)(nr * cols));
+            s = c.ops->observe(&c, 0, (uint64_t)(r * cols), x + r * cols, (uint64_t)(nr * cols));
         }
-        if (s == MK_OK) s = mk_quant_observe_end(&c, 0);
+        if (s == MK_OK) s = c.ops->observe_end(&c, 0);
     }
     for (int64_t r = 0; r < rows && s == MK_OK; r += (int64_t)chunk_rows) {
         int64_t nr = rows - r < (int64_t)chunk_rows ? rows - r : (int64_t)chunk_rows;
@@ -632,4 +640,152 @@ MK_TEST(quant_reader_rejects_inconsistent_tensors)
     mk_tensor_info f[1] = {ti("c.weight", MK_F8_E4M3, 2, 4, 4)};
     const void *fd[1] = {zeros};
     CHECK_ERR(probe(write_model("fp8", f, fd, 1, NULL)), MK_ERR_FORMAT, "has no c.weight_scale");
+}
+
+/* ---- every row of the format table, in every layout ------------------------------------------ */
+
+/* Quantize w (one weight of N(0, 1) values plus a kept norm) with options o, write the
+ * stored tensors and the config as a checkpoint, read it back through the decoder: the
+ * decoded weight's error equals what the consumer reported (SUM_RTOL on the sum of
+ * squares; the max exactly, unless it is a bound), the reader names the format and layout, and with
+ * the default settings the relative RMSE stays within the row's documented bound. */
+static void round_trip(const mk_qopts *o, const float *x, int64_t R, int64_t C, bool dflt)
+{
+    char desc[160], what[200];
+    snprintf(what, sizeof what, "%s", mk_qopts_describe(o, desc));
+    static const float norm[4] = {1, 1, 1, 1};
+    mk_tensor_info in[2] = {ti("model.layers.0.mlp.up_proj.weight", MK_BF16, 2, R, C), ti("model.norm.weight", MK_F32, 1, 4, 0)};
+    mk_qplan p;
+    CHECK_OK(mk_qplan_init(&p, o, NULL, in, 2));
+    CHECK_MSG(p.n_quantized == 1, "%s: %zu weights quantized", what, p.n_quantized);
+    if (mk_qplan_wants_offset(&p, 0)) { /* what mk_qstream_offsets finds */
+        uint64_t nb = p.o.fam->offset_scratch(&p, 0);
+        float *sc = calloc(nb, sizeof *sc);
+        p.o.fam->offset_rows(&p, 0, sc, 0, x, (uint64_t)(R * C));
+        mk_qplan_set_offset(&p, 0, p.o.fam->offset_end(&p, 0, sc));
+        free(sc);
+    }
+    CHECK_OK(mk_qplan_layout(&p));
+    mk_sink k;
+    mk_consumer c;
+    memsink *m = memsink_consumer(&p, &k, &c);
+    const float *vals[2] = {x, norm};
+    mk_qstats st = {0};
+    for (size_t i = 0; i < 2; i++) {
+        uint64_t n = p.in[i].numel;
+        mk_status s = c.ops->begin(&c, i, &p.in[i]);
+        if (s == MK_OK && c.ops->wants_prepass(&c, i)) s = c.ops->observe(&c, i, 0, vals[i], n);
+        if (s == MK_OK && c.ops->wants_prepass(&c, i)) s = c.ops->observe_end(&c, i);
+        if (s == MK_OK) s = c.ops->rows(&c, i, 0, vals[i], n);
+        if (s == MK_OK) s = c.ops->end(&c, i);
+        CHECK_MSG(s == MK_OK, "%s: %s", what, mk_errmsg());
+    }
+    st = *mk_quant_stats(&c, 0);
+    c.ops->close(&c);
+    char *cfg = mk_qplan_config_json(&p), *config = mk_asprintf("{\"quantization_config\": %s}", cfg);
+    const void **data = calloc(m->n, sizeof *data);
+    for (size_t i = 0; i < m->n; i++) data[i] = m->data[i];
+    const char *dir = write_model("roundtrip", m->t, data, m->n, config);
+    mk_source *raw = NULL, *src = NULL;
+    mk_qinfo qi;
+    CHECK_OK(mk_safetensors_open(dir, &raw));
+    mk_status s = raw ? mk_qsource_open(raw, &src, &qi) : MK_ERR_IO;
+    CHECK_MSG(s == MK_OK, "%s: %s", what, mk_errmsg());
+    if (s == MK_OK) {
+        CHECK_MSG(!strcmp(qi.format, o->fmt->name) && !strcmp(qi.layout, mk_qfamily_layout(o->fam)), "%s: read as %s (%s)", what,
+                  qi.format, qi.layout);
+        long wi = mk_source_find(src, "model.layers.0.mlp.up_proj.weight");
+        float *y = malloc((size_t)(R * C) * sizeof *y);
+        CHECK_MSG(wi >= 0 && src->tensors[wi].dtype == MK_F32, "%s: the weight is not listed as F32", what);
+        if (wi >= 0) CHECK_OK(src->ops->read(src, (size_t)wi, 0, (uint64_t)(R * C) * 4, y));
+        double se2 = 0, sx2 = 0, maxe = 0;
+        size_t worst = 0;
+        for (size_t j = 0; wi >= 0 && j < (size_t)(R * C); j++) {
+            double d = (double)x[j] - y[j];
+            se2 += d * d, sx2 += (double)x[j] * x[j];
+            if (fabs(d) > maxe) maxe = fabs(d), worst = j;
+        }
+        double rel = sqrt(se2 / sx2);
+        if (getenv("MK_QUANT_REPORT")) printf("  %-60s relative RMSE %.4f (bound %.4f)\n", what, rel, o->fmt->max_rel_rmse);
+        CHECK_MSG(fabs(se2 - st.sum_e2) <= SUM_RTOL * se2, "%s: decoded sum e^2 %.12g, consumer's %.12g (rtol %g)", what, se2, st.sum_e2,
+                  SUM_RTOL);
+        CHECK_MSG(st.max_err_bound ? maxe <= st.max_err : maxe == st.max_err,
+                  "%s: decoded max |err| %.9g at element %zu (got %.9g, want %.9g), consumer's %.9g", what, maxe, worst, (double)y[worst],
+                  (double)x[worst], st.max_err);
+        if (dflt)
+            CHECK_MSG(rel <= o->fmt->max_rel_rmse, "%s: relative RMSE %.5f above the documented %.5f (worst element %zu: got %.6g, want %.6g)",
+                      what, rel, o->fmt->max_rel_rmse, worst, (double)y[worst], (double)x[worst]);
+        free(y);
+        mk_source_close(src);
+    } else {
+        mk_source_close(raw);
+    }
+    free(data);
+    free(cfg);
+    free(config);
+    free_memsink(m);
+    mk_qplan_free(&p);
+}
+
+MK_TEST(quant_every_format_round_trips)
+{
+    const int64_t R = 64, C = 512;
+    float *x = gaussian(1000, (size_t)(R * C), 1.0, 0, 1, MK_BF16);
+    size_t runs = 0;
+    for (const mk_qformat *f = mk_qformats; f->name; f++)
+        for (size_t k = 0; k < mk_qformat_nlayouts(f); k++) {
+            mk_qopts o;
+            mk_qopts_init(&o, f);
+            o.target = mk_qfamily_layout(f->layouts[k]);
+            CHECK_OK(mk_qopts_resolve(&o, false));
+            round_trip(&o, x, R, C, true), runs++;
+            /* and with each setting that has a second value, where it applies */
+            static const char *const alt[][2] = {{"double-quant", NULL}, {"per-tensor", NULL}, {"scheme", "asym"}, {"method", "search"},
+                                                 {"block-size", "128"}, {"group-size", "64"}};
+            for (size_t a = 0; a < sizeof alt / sizeof *alt; a++) {
+                const mk_qsetting *s = mk_qsetting_find(alt[a][0]);
+                CHECK_MSG(s != NULL, "no setting %s", alt[a][0]);
+                if (!s || !mk_qsetting_applies(s, f, f->layouts[k])) continue;
+                mk_qopts v;
+                mk_qopts_init(&v, f);
+                v.target = o.target;
+                CHECK_OK(mk_qopts_set(&v, alt[a][0], alt[a][1], ""));
+                CHECK_OK(mk_qopts_resolve(&v, false));
+                round_trip(&v, x, R, C, false), runs++;
+            }
+        }
+    CHECK_MSG(runs >= 2 * mk_qformat_count(), "only %zu round trips for %zu formats", runs, mk_qformat_count());
+    free(x);
+}
+
+/* Every setting the help lists applies to some format, and every format's default options
+ * resolve and describe themselves with the row's name and layout. */
+MK_TEST(quant_table_is_consistent)
+{
+    for (const mk_qsetting *s = mk_qsettings; s->key; s++) {
+        char b[256];
+        mk_qsetting_formats(s, b, sizeof b);
+        CHECK_MSG(b[0] != 0, "setting %s applies to no format", s->key);
+        mk_qopts o;
+        mk_qopts_init(&o, NULL);
+        CHECK_MSG(s->given(&o) == false, "setting %s is given in unset options", s->key);
+    }
+    for (const mk_qformat *f = mk_qformats; f->name; f++) {
+        CHECK_MSG(mk_qformat_find(f->name) == f && mk_qformat_nlayouts(f) >= 1 && f->max_rel_rmse > 0 && f->bits > 0,
+                  "row %s is incomplete", f->name);
+        for (size_t k = 0; k < mk_qformat_nlayouts(f); k++) {
+            mk_qopts o;
+            mk_qopts_init(&o, f);
+            o.target = mk_qfamily_layout(f->layouts[k]);
+            CHECK_OK(mk_qopts_resolve(&o, false));
+            char d[160], want[160];
+            snprintf(want, sizeof want, "%s (%s", f->name, o.target);
+            CHECK_MSG(strncmp(mk_qopts_describe(&o, d), want, strlen(want)) == 0, "%s describes itself as %s", want, d);
+            double bpw = 0;
+            CHECK_OK(mk_qopts_bits_per_weight(&o, &bpw));
+            CHECK_MSG(bpw > f->bits && bpw < f->bits + 1, "%s: %.4f bits per weight for %u-bit codes", want, bpw, f->bits);
+        }
+    }
+    const mk_qformat *f;
+    CHECK_ERR(mk_qformat_lookup("nf5", "--format", &f), MK_ERR_USAGE, "unknown format 'nf5' (did you mean 'nf4'?) (formats: nf4, fp4,");
 }

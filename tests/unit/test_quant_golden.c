@@ -246,7 +246,10 @@ static void run_bnb4(golden *g, gcase *k)
     if (mk_source_find(g->src, dn) >= 0) check_bytes(g, k->name, "deq", "dequantized", deq, k->n, 4);
     zero_sign_ok = false;
     /* the JSON blob, through the plan that writes it */
-    mk_qopts o = {.fmt = t == MK_BNB_NF4 ? MK_QF_NF4 : MK_QF_FP4, .block = block, .double_quant = dq, .group = -1};
+    mk_qopts o;
+    mk_qopts_init(&o, mk_qformat_find(t == MK_BNB_NF4 ? "nf4" : "fp4"));
+    o.block = block;
+    o.double_quant = dq;
     CHECK_OK(mk_qopts_resolve(&o, false));
     mk_tensor_info ti = {.name = "m.weight", .dtype = k->dtype, .ndim = 2, .shape = {(int64_t)k->rows, (int64_t)k->cols}};
     CHECK_OK(mk_tensor_info_finish(&ti));
