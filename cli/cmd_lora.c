@@ -15,7 +15,7 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
-#include "../core/mk_thread.h"
+#include "../core/mk_parallel.h"
 #include "../formats/output.h"
 #include "../formats/peft.h"
 #include "../lora/lora.h"
@@ -26,32 +26,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#define MK_OMP(x) _Pragma(x)
-#else
-#define MK_OMP(x)
-#endif
-
 #define APPLY_CHUNK (1u << 20) /* elements per parallel work item */
 
 /* ---- apply ----------------------------------------------------------------------------------- */
 
-typedef struct copy_err {
-    mk_status s;
-    uint64_t chunk;
-    char msg[512];
-} copy_err;
+/* One tensor of `src` copied chunk by chunk into the sink: chunks of whole rows, about
+ * APPLY_CHUNK elements, each read (the merged source computes W + s B A) into the thread's
+ * buffer and written at its offset. */
+typedef struct apply_pass {
+    mk_source *src;
+    mk_sink *k;
+    size_t i;
+    uint64_t chunk_elems, es;
+} apply_pass;
 
-static void note_err(copy_err *e, mk_status s, uint64_t chunk)
+static void *apply_tls_new(void *ctx)
 {
-    MK_OMP("omp critical(mk_lora_err)")
-    {
-        if (e->s == MK_OK || chunk < e->chunk) {
-            e->s = s;
-            e->chunk = chunk;
-            snprintf(e->msg, sizeof e->msg, "%s", mk_errmsg());
-        }
-    }
+    const apply_pass *p = ctx;
+    uint64_t numel = p->src->tensors[p->i].numel;
+    return mk_malloc((size_t)((numel < p->chunk_elems ? numel : p->chunk_elems) * p->es) + 1);
+}
+
+static mk_status apply_chunk(void *ctx, uint64_t c, void *buf)
+{
+    const apply_pass *p = ctx;
+    uint64_t numel = p->src->tensors[p->i].numel;
+    uint64_t e0 = c * p->chunk_elems, n = numel - e0 < p->chunk_elems ? numel - e0 : p->chunk_elems;
+    mk_status s = p->src->ops->read(p->src, p->i, e0 * p->es, n * p->es, buf);
+    if (s == MK_OK) s = p->k->ops->write(p->k, p->i, e0 * p->es, buf, n * p->es);
+    if (p->src->ops->release) p->src->ops->release(p->src, p->i, e0 * p->es, n * p->es);
+    return s;
 }
 
 /* Every tensor of `src`, in order, as raw bytes into `k` (declared with src's tensors). */
@@ -61,24 +65,9 @@ static mk_status stream_all(mk_source *src, mk_sink *k, mk_progress *prog)
     for (size_t i = 0; i < src->n_tensors; i++) total += src->tensors[i].nbytes;
     for (size_t i = 0; i < src->n_tensors; i++) {
         const mk_tensor_info *t = &src->tensors[i];
-        uint64_t cols = mk_tensor_cols(t), es = mk_dtype_size(t->dtype);
-        uint64_t rows_per = cols >= APPLY_CHUNK ? 1 : APPLY_CHUNK / (cols ? cols : 1);
-        uint64_t chunk_elems = rows_per * (cols ? cols : 1);
-        uint64_t nch = t->numel ? (t->numel + chunk_elems - 1) / chunk_elems : 0;
-        copy_err err = {MK_OK, 0, ""};
-        MK_OMP("omp parallel for schedule(dynamic, 1)")
-        for (uint64_t c = 0; c < nch; c++) {
-            if (err.s != MK_OK || mk_interrupted()) continue;
-            uint64_t e0 = c * chunk_elems, n = t->numel - e0 < chunk_elems ? t->numel - e0 : chunk_elems;
-            void *buf = malloc((size_t)(n * es));
-            mk_status s = buf ? src->ops->read(src, i, e0 * es, n * es, buf) : mk_error(MK_ERR_NOMEM, "out of memory");
-            if (s == MK_OK) s = k->ops->write(k, i, e0 * es, buf, n * es);
-            if (src->ops->release) src->ops->release(src, i, e0 * es, n * es);
-            free(buf);
-            if (s != MK_OK) note_err(&err, s, c);
-        }
-        if (err.s != MK_OK) return mk_error(err.s, "%s", err.msg);
-        if (mk_interrupted()) return mk_error(MK_ERR_IO, "interrupted");
+        uint64_t cols = mk_tensor_cols(t) ? mk_tensor_cols(t) : 1;
+        apply_pass p = {src, k, i, mk_rows_per_chunk(cols, 1, APPLY_CHUNK) * cols, mk_dtype_size(t->dtype)};
+        MK_TRY(mk_parallel_chunks((t->numel + p.chunk_elems - 1) / p.chunk_elems, apply_chunk, &p, apply_tls_new, free));
         MK_TRY(k->ops->tensor_done(k, i));
         done += t->nbytes;
         mk_progress_cb(prog, i + 1, src->n_tensors, done, total, t->name);
