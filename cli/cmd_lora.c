@@ -241,28 +241,21 @@ static void transpose(const float *in, uint64_t rows, uint64_t cols, float *out)
         for (uint64_t j = 0; j < cols; j++) out[j * rows + i] = in[i * cols + j];
 }
 
-/* --svd exact|randomized: LAPACK's full SVD, or a randomized one (--power-iters passes,
- * 10 extra sketch columns), its sketch keyed by the module name. */
+/* --svd exact|randomized and --power-iters, checked into lora's factoring options. */
 typedef struct svd_opts {
     const char *kind;
     long power;
-    bool randomized;
+    mk_lora_svd_opts lo;
 } svd_opts;
 
 static mk_status svd_opts_check(svd_opts *o)
 {
-    if (strcmp(o->kind, "exact") == 0) o->randomized = false;
-    else if (strcmp(o->kind, "randomized") == 0) o->randomized = true;
+    if (strcmp(o->kind, "exact") == 0) o->lo.randomized = false;
+    else if (strcmp(o->kind, "randomized") == 0) o->lo.randomized = true;
     else return mk_error(MK_ERR_USAGE, "--svd: '%s' is not exact or randomized", o->kind);
     if (o->power < 0 || o->power > 20) return mk_error(MK_ERR_USAGE, "--power-iters: %ld is not between 0 and 20", o->power);
+    o->lo.power = (unsigned)o->power;
     return MK_OK;
-}
-
-static mk_status factor(const svd_opts *o, const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k,
-                        double *kept, const char *what)
-{
-    if (!o->randomized) return mk_lora_svd(d, m, n, rank, B, A, k, kept, NULL, what);
-    return mk_lora_rsvd(d, m, n, rank, (unsigned)o->power, 10, mk_rng_key(0, what), B, A, k, kept, what);
 }
 
 #define SVD_OPTS(o)                                                                                                     \
@@ -414,7 +407,7 @@ static int cmd_extract(int argc, char **argv)
     long rank = 0;
     bool force = false, embed_lora = false, skip_undecomp = false;
     const char *modules = NULL, *save = NULL, *dtype = NULL, *exclude = NULL;
-    svd_opts so = {"exact", 2, false};
+    svd_opts so = {"exact", 2, {false, 0}};
     const mk_opt opts[] = {
         {"rank", 'r', MK_OPT_INT, &rank, "R", "rank of every LoRA module (smaller where a matrix is smaller)", NULL},
         {"modules", 0, MK_OPT_LIST, &modules, "LIST", "only these modules (last name component, e.g. q_proj,v_proj, or full names)", "all linear layers"},
@@ -579,7 +572,7 @@ static int cmd_extract(int argc, char **argv)
         float *Bs = mk_malloc((size_t)(rows * (uint64_t)m->k) * sizeof *Bs);
         float *As = mk_malloc((size_t)((uint64_t)m->k * cols) * sizeof *As);
         long kk = 0;
-        s = Bs && As ? factor(&so, d, rows, cols, m->k, Bs, As, &kk, &m->kept, F->name) : MK_ERR_NOMEM;
+        s = Bs && As ? mk_lora_factor(&so.lo, d, rows, cols, m->k, Bs, As, &kk, &m->kept, F->name) : MK_ERR_NOMEM;
         free(d);
         if (s == MK_OK && kk != m->k) MK_BUG("rank mismatch");
         if (s == MK_OK && m->transposed) {
@@ -679,7 +672,7 @@ static int cmd_combine(int argc, char **argv)
     double density = -1;
     uint64_t seed = 0;
     bool force = false;
-    svd_opts so = {"exact", 2, false};
+    svd_opts so = {"exact", 2, {false, 0}};
     const mk_opt opts[] = {
         {"method", 'm', MK_OPT_STR, &method, "NAME", "cat, linear, svd, ties or dare_linear", NULL},
         {"weights", 'w', MK_OPT_STR, &weights, "W1,W2,..", "one weight per adapter", "1 each"},
@@ -910,7 +903,7 @@ static int cmd_combine(int argc, char **argv)
             free(d);
             free(dw);
             long got = 0;
-            if (s == MK_OK) s = factor(&so, D, m->out, m->in, m->k, B, A, &got, &m->kept, m->module);
+            if (s == MK_OK) s = mk_lora_factor(&so.lo, D, m->out, m->in, m->k, B, A, &got, &m->kept, m->module);
             if (s == MK_OK && got != m->k) MK_BUG("rank mismatch");
             free(D);
         }

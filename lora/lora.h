@@ -81,6 +81,17 @@ mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *
 mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
                        float *B, float *A, long *k, double *kept, const char *what);
 
+/* How a difference is factored: LAPACK's exact SVD (mk_lora_svd), or the randomized one
+ * (mk_lora_rsvd) with `power` power iterations and 10 extra sketch columns, its sketch keyed
+ * by (seed 0, `what`) so that the same module gets the same factors in every run. */
+typedef struct mk_lora_svd_opts {
+    bool randomized;
+    unsigned power;
+} mk_lora_svd_opts;
+
+mk_status mk_lora_factor(const mk_lora_svd_opts *o, const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A,
+                         long *k, double *kept, const char *what);
+
 /* ---- combining (PEFT merge_utils on full updates; all f32, in PEFT's order) ----------------- */
 
 /* Keep the k = floor(density * n) largest |x| (ties: lower index first), zero the rest
