@@ -399,15 +399,30 @@ static void extract_models(mk_source **base, mk_source **ft, const char *tag)
     *ft = write_open(fn, f, 7);
 }
 
+/* Extract options as the CLI's defaults, rank r, messages naming the models b/ and f/. */
+static mk_lora_extract_opts xopts(long r)
+{
+    return (mk_lora_extract_opts){.rank = r, .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+}
+
+/* The architecture a config.json with this architectures[0] and model_type names. */
+static mk_arch arch_of(const char *name, const char *type)
+{
+    char cfg[160];
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], \"model_type\": \"%s\"}", name, type);
+    mk_arch a;
+    CHECK_OK(mk_arch_from_config(cfg, "config.json", &a));
+    return a;
+}
+
 MK_TEST(lora_extract_plan_follows_mergekit_rules)
 {
     mk_source *base, *ft;
     extract_models(&base, &ft, "rules");
     CHECK(base && ft);
     if (!base || !ft) return;
-    mk_arch arch;
-    CHECK_OK(mk_arch_from_config("{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\"}", "cfg", &arch));
-    mk_lora_extract_opts o = {.rank = 3, .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+    mk_arch arch = arch_of("LlamaForCausalLM", "llama");
+    mk_lora_extract_opts o = xopts(3);
     mk_lora_plan p;
     /* defaults: linear weights as pairs, embeddings / lm_head / the changed norm whole,
      * identical tensors (k_proj, model.norm) left out */
@@ -448,8 +463,10 @@ MK_TEST(lora_extract_plan_follows_mergekit_rules)
     CHECK(p.n_out && p.out[0].dtype == MK_BF16);
     mk_lora_plan_free(&p);
     /* --embed-lora with lm_head excluded: the embedding is a transposed embedding pair */
-    o = (mk_lora_extract_opts){.rank = 2, .embed_lora = true, .exclude = "lm_head", .save = "q_proj",
-                               .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+    o = xopts(2);
+    o.embed_lora = true;
+    o.exclude = "lm_head";
+    o.save = "q_proj";
     CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
     const mk_lora_module *e = find_mod(&p, "model.embed_tokens");
     CHECK(e && e->embedding && e->transposed && e->out == XH && e->in == XV);
@@ -458,7 +475,7 @@ MK_TEST(lora_extract_plan_follows_mergekit_rules)
     CHECK(!find_mod(&p, "model.layers.0.self_attn.q_proj") && has_out(&p, "p.model.layers.0.self_attn.q_proj.weight", XH, XH));
     mk_lora_plan_free(&p);
     /* errors name the models and the tensor */
-    o = (mk_lora_extract_opts){.rank = 2, .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+    o = xopts(2);
     CHECK_ERR(mk_lora_extract_plan(base, base, &arch, &o, &test_names, &p), MK_ERR_USAGE, "b/ and f/ do not differ");
     tdef odd[] = {{"model.norm.weight", XH + 1, 0, xv_e, MK_F32}, {"extra.weight", 2, 2, xv_e, MK_F32}};
     mk_source *o1 = write_open("xodd1", odd, 1), *o2 = write_open("xodd2", odd + 1, 1);
@@ -514,9 +531,8 @@ MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
     mk_source *base = write_open("g2b", b, 2), *ft = write_open("g2f", f, 2);
     CHECK(base && ft);
     if (!base || !ft) return;
-    mk_arch arch;
-    CHECK_OK(mk_arch_from_config("{\"architectures\": [\"GPT2LMHeadModel\"], \"model_type\": \"gpt2\"}", "cfg", &arch));
-    mk_lora_extract_opts o = {.rank = 8, .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+    mk_arch arch = arch_of("GPT2LMHeadModel", "gpt2");
+    mk_lora_extract_opts o = xopts(8);
     mk_lora_plan p;
     CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
     CHECK(p.conv1d);
