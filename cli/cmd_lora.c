@@ -62,6 +62,19 @@ static mk_status apply_chunk(void *ctx, uint64_t c, void *buf)
     return s;
 }
 
+/* The tensor's nch chunks on the shared loop; a tensor of one chunk (most norms and
+ * projections) is copied on this thread: waking the thread team for it costs more than it
+ * saves, as the idle threads spin at the loop's barriers. */
+static mk_status apply_tensor(apply_pass *p, uint64_t nch)
+{
+    if (nch != 1) return mk_parallel_chunks(nch, apply_chunk, p, apply_tls_new, free);
+    void *buf = apply_tls_new(p);
+    mk_status s = buf ? apply_chunk(p, 0, buf) : MK_ERR_NOMEM;
+    free(buf);
+    if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");
+    return s;
+}
+
 /* Every tensor of `src`, in order, as raw bytes into `k` (declared with src's tensors). */
 static mk_status stream_all(mk_source *src, mk_sink *k, mk_progress *prog)
 {
@@ -71,7 +84,7 @@ static mk_status stream_all(mk_source *src, mk_sink *k, mk_progress *prog)
         const mk_tensor_info *t = &src->tensors[i];
         uint64_t cols = mk_tensor_cols(t) ? mk_tensor_cols(t) : 1;
         apply_pass p = {src, k, i, mk_rows_per_chunk(cols, 1, APPLY_CHUNK) * cols, mk_dtype_size(t->dtype)};
-        MK_TRY(mk_parallel_chunks((t->numel + p.chunk_elems - 1) / p.chunk_elems, apply_chunk, &p, apply_tls_new, free));
+        MK_TRY(apply_tensor(&p, (t->numel + p.chunk_elems - 1) / p.chunk_elems));
         MK_TRY(k->ops->tensor_done(k, i));
         done += t->nbytes;
         mk_progress_cb(prog, i + 1, src->n_tensors, done, total, t->name);
@@ -329,7 +342,8 @@ static int cmd_extract(int argc, char **argv)
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = MK_OK;
-    if (a.lo.rank <= 0 || a.lo.rank > MK_PEFT_MAX_R) s = mk_error(MK_ERR_USAGE, "--rank: give a rank between 1 and %d", MK_PEFT_MAX_R);
+    if (a.lo.rank <= 0 || a.lo.rank > MK_PEFT_MAX_R)
+        s = mk_error(MK_ERR_USAGE, "--rank: give a rank between 1 and %d", MK_PEFT_MAX_R);
     if (s == MK_OK) s = parse_out_dtype(a.dtype, &a.lo.dtype);
     if (s == MK_OK) s = svd_opts_check(&a.so);
     if (s == MK_OK) s = extract(pos, &a, &c);
@@ -393,14 +407,15 @@ static mk_status cb_describe(cb_inputs *ci, size_t i, char *const *paths, double
     const mk_peft_adapter *a = ci->ad[i];
     if (i == 0) ci->fifo = a->cfg.fan_in_fan_out;
     else if (a->cfg.fan_in_fan_out != ci->fifo)
-        return mk_error(MK_ERR_USAGE, "%s: fan_in_fan_out differs from %s's; adapters of one base agree on it", paths[i], paths[0]);
+        return mk_error(MK_ERR_USAGE, "%s: fan_in_fan_out differs from %s's; adapters of one base agree on it", paths[i],
+                        paths[0]);
     for (size_t q = 0; q < a->lay.n_modules; q++)
         if (a->lay.m[q].bias >= 0)
             return mk_error(MK_ERR_UNSUPPORTED, "%s: module %s has lora_B.bias; adapters with LoRA biases cannot be combined",
                             paths[i], a->lay.m[q].module);
     mk_lora_input *in = &ci->in[i];
-    *in = (mk_lora_input){paths[i], a->src, *m, a->lay.n_modules, *w, a->lay.n_full, (const char *const *)a->cfg.modules_to_save,
-                          a->cfg.n_save, adapter_max_rank(&a->cfg), weight};
+    *in = (mk_lora_input){paths[i], a->src, *m, a->lay.n_modules, *w, a->lay.n_full,
+                          (const char *const *)a->cfg.modules_to_save, a->cfg.n_save, adapter_max_rank(&a->cfg), weight};
     for (size_t q = 0; q < a->lay.n_modules; q++) {
         const mk_peft_module *pm = &a->lay.m[q];
         *(*m)++ = (mk_lora_in_module){pm->module, pm->a, pm->b, pm->embedding, pm->r, pm->scale};

@@ -199,6 +199,7 @@ mk_status mk_lora_combine_run(mk_lora_plan *p, const mk_lora_input *in, size_t n
         free(B);
         MK_TRY(s);
     }
-    for (size_t q = 0; q < p->n_whole; q++) MK_TRY(mk_lora_put_raw(k, p->whole[q].out, in[p->whole[q].input].src, p->whole[q].src));
+    for (size_t q = 0; q < p->n_whole; q++)
+        MK_TRY(mk_lora_put_raw(k, p->whole[q].out, in[p->whole[q].input].src, p->whole[q].src));
     return MK_OK;
 }
