@@ -556,7 +556,7 @@ MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
         /* stored[i][o] = (B A)^T[i][o] = sum_q B[o][q] A[q][i]; tolerance: f32 SVD rounding,
          * 1e-5 of the largest |difference| */
         float A[I * I], B[O * I], got[I * O], want[I * O], mag = 0, ge[V * I];
-        char scratch[64];
+        char scratch[sizeof(float) * I * O]; /* raw bytes of the largest tensor read */
         CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.A"), 0, I * I, A, scratch));
         CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.B"), 0, O * I, B, scratch));
         for (int i = 0; i < I; i++)
@@ -708,7 +708,7 @@ MK_TEST(lora_combine_run_cat_and_linear_are_exact)
                 CHECK_OK(mk_lora_update_read(out, (size_t)ia, (size_t)ib, false, 1.0, O, I, 0, O, got));
             CHECK_CLOSE(c ? "linear m.a" : "cat m.a", got, want, O * I, 1e-5 * mag, 0);
             float gx[4];
-            char scratch[16];
+            char scratch[sizeof gx];
             CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "x"), 0, 4, gx, scratch));
             CHECK_CLOSE("x copied whole", gx, cv[4], 4, 0, 0);
             mk_source_close(out);
