@@ -426,6 +426,13 @@ mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsign
     return st;
 }
 
+mk_status mk_lora_factor(const mk_lora_svd_opts *o, const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A,
+                         long *k, double *kept, const char *what)
+{
+    if (!o->randomized) return mk_lora_svd(d, m, n, rank, B, A, k, kept, NULL, what);
+    return mk_lora_rsvd(d, m, n, rank, o->power, 10, mk_rng_key(0, what), B, A, k, kept, what);
+}
+
 /* ---- combining ---------------------------------------------------------------------------- */
 
 static int cmp_desc(const void *a, const void *b)

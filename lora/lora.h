@@ -5,6 +5,10 @@
  * (LAPACK's sgesdd); and the PEFT add_weighted_adapter kernels on full updates
  * (task arithmetic, TIES, DARE) for combining adapters; or a randomized SVD on the same
  * libraries when the exact one is too slow.
+ * The rest of lora/ builds on it: adapter.h plans an adapter we write (modules, whole
+ * tensors, output tensor list), extract.h plans and runs `lora extract` from two models,
+ * combine.h plans and runs `lora combine` from adapter descriptions. lora/ includes only
+ * core/ and model/.
  *
  * Conventions (PEFT, reference/formats-security-compression.md 1.7): A is [r, in], B is
  * [out, r]; the update of a Linear weight [out, in] is B A; for embeddings (A [r, vocab],
@@ -13,8 +17,9 @@
  * order (as torch's CPU matmul computes it for these shapes), times the f32 scale (torch
  * multiplies an f32 tensor by a Python float in f32); the merged weight is round(W + update)
  * in W's dtype.
- * Must not: know file formats (the CLI binds adapters to bases and hands us indices) or
- * print. LAPACK and BLAS are called only outside parallel regions.
+ * Must not: know file formats (the CLI binds and describes adapters and hands us tensor
+ * indices, output tensor names and writes adapter_config.json) or print. LAPACK and BLAS
+ * are called only outside parallel regions.
  */
 #ifndef MK_LORA_H
 #define MK_LORA_H
@@ -80,6 +85,17 @@ mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *
  * from `rng` (deterministic). *kept is exact (the denominator is ||d||^2). */
 mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
                        float *B, float *A, long *k, double *kept, const char *what);
+
+/* How a difference is factored: LAPACK's exact SVD (mk_lora_svd), or the randomized one
+ * (mk_lora_rsvd) with `power` power iterations and 10 extra sketch columns, its sketch keyed
+ * by (seed 0, `what`) so that the same module gets the same factors in every run. */
+typedef struct mk_lora_svd_opts {
+    bool randomized;
+    unsigned power;
+} mk_lora_svd_opts;
+
+mk_status mk_lora_factor(const mk_lora_svd_opts *o, const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A,
+                         long *k, double *kept, const char *what);
 
 /* ---- combining (PEFT merge_utils on full updates; all f32, in PEFT's order) ----------------- */
 

@@ -1,11 +1,16 @@
 /* test_lora.c - LoRA arithmetic: the update kernel against a plain sum, the merged source
  * (normal, transposed, replaced and added tensors, reads that start and end mid-row), the
  * truncated SVD (Eckart-Young: energy kept, reconstruction), extract-then-apply at full
- * rank, and the PEFT combination kernels on hand-checked values. */
+ * rank, and the PEFT combination kernels on hand-checked values. Then the adapter plans
+ * without the CLI: which tensors extract makes pairs, saves whole or leaves out (and the
+ * Conv1D orientation, run at full rank), and combine's union of modules, its sort, ranks,
+ * whole tensors and errors, with cat and linear run against the exact sum. */
 #include "harness.h"
 
 #include "../../core/mk_io.h"
 #include "../../formats/safetensors.h"
+#include "../../lora/combine.h"
+#include "../../lora/extract.h"
 #include "../../lora/lora.h"
 
 #include <stdlib.h>
@@ -341,4 +346,377 @@ MK_TEST(lora_randomized_svd_close_to_exact)
     CHECK_OK(mk_lora_svd(d, M, N, K, B1, A1, &k, &k1, NULL, "flat"));
     CHECK_OK(mk_lora_rsvd(d, M, N, K, 2, 10, mk_rng_key(1, "flat"), B2, A2, &k, &k2, "flat"));
     CHECK_MSG(k2 <= k1 + 1e-6 && k2 >= 0.8 * k1, "flat spectrum: randomized keeps %.6f, exact %.6f", k2, k1);
+}
+
+/* ---- extract and combine plans (lora/extract.h, lora/combine.h) ---------------------------- */
+
+static const mk_lora_names test_names = {"p.", "A", "B", "EA", "EB"};
+
+/* The plan's output tensor `name` has shape [d0, d1] (d1 = 0: a vector). */
+static bool has_out(const mk_lora_plan *p, const char *name, int64_t d0, int64_t d1)
+{
+    for (size_t i = 0; i < p->n_out; i++)
+        if (strcmp(p->out[i].name, name) == 0) return p->out[i].shape[0] == d0 && (d1 == 0 || p->out[i].shape[1] == d1);
+    return false;
+}
+
+static const mk_lora_module *find_mod(const mk_lora_plan *p, const char *module)
+{
+    for (size_t i = 0; i < p->n_modules; i++)
+        if (strcmp(p->m[i].module, module) == 0) return &p->m[i];
+    return NULL;
+}
+
+/* A Llama-like pair of models, H = 4, vocabulary 10: the finetune changes q_proj, down_proj,
+ * the first norm, the embeddings and lm_head; k_proj and the final norm are identical. */
+enum { XH = 4, XV = 10, XF = 6 };
+static float xv_e[XV * XH], xv_q[XH * XH], xv_k[2 * XH], xv_d[XH * XF], xv_n[XH], xv_fn[XH], xv_h[XV * XH];
+static float xf_e[XV * XH], xf_q[XH * XH], xf_d[XH * XF], xf_n[XH], xf_h[XV * XH];
+
+static void extract_models(mk_source **base, mk_source **ft, const char *tag)
+{
+    float *bv[] = {xv_e, xv_q, xv_k, xv_d, xv_n, xv_fn, xv_h}, *fv[] = {xf_e, xf_q, xv_k, xf_d, xf_n, xv_fn, xf_h};
+    size_t nv[] = {XV * XH, XH * XH, 2 * XH, XH * XF, XH, XH, XV * XH};
+    for (int i = 0; i < 7; i++) {
+        fill(bv[i], nv[i], 60 + (uint64_t)i);
+        if (fv[i] == bv[i]) continue;
+        fill(fv[i], nv[i], 70 + (uint64_t)i);
+        for (size_t e = 0; e < nv[i]; e++) fv[i][e] = bv[i][e] + 0.05f * fv[i][e];
+    }
+    const char *names[] = {"model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight",
+                           "model.layers.0.input_layernorm.weight", "model.norm.weight", "lm_head.weight"};
+    int64_t d0[] = {XV, XH, 2, XH, XH, XH, XV}, d1[] = {XH, XH, XH, XF, 0, 0, XH};
+    tdef b[7], f[7];
+    for (int i = 0; i < 7; i++) {
+        b[i] = (tdef){names[i], d0[i], d1[i], bv[i], MK_F32};
+        f[i] = (tdef){names[i], d0[i], d1[i], fv[i], MK_F32};
+    }
+    char bn[32], fn[32];
+    snprintf(bn, sizeof bn, "xb_%s", tag);
+    snprintf(fn, sizeof fn, "xf_%s", tag);
+    *base = write_open(bn, b, 7);
+    *ft = write_open(fn, f, 7);
+}
+
+/* Extract options as the CLI's defaults, rank r, messages naming the models b/ and f/. */
+static mk_lora_extract_opts xopts(long r)
+{
+    return (mk_lora_extract_opts){.rank = r, .dtype = MK_DTYPE_NONE, .base_name = "b/", .ft_name = "f/"};
+}
+
+/* The architecture a config.json with this architectures[0] and model_type names. */
+static mk_arch arch_of(const char *name, const char *type)
+{
+    char cfg[160];
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], \"model_type\": \"%s\"}", name, type);
+    mk_arch a;
+    CHECK_OK(mk_arch_from_config(cfg, "config.json", &a));
+    return a;
+}
+
+MK_TEST(lora_extract_plan_follows_mergekit_rules)
+{
+    mk_source *base, *ft;
+    extract_models(&base, &ft, "rules");
+    CHECK(base && ft);
+    if (!base || !ft) return;
+    mk_arch arch = arch_of("LlamaForCausalLM", "llama");
+    mk_lora_extract_opts o = xopts(3);
+    mk_lora_plan p;
+    /* defaults: linear weights as pairs, embeddings / lm_head / the changed norm whole,
+     * identical tensors (k_proj, model.norm) left out */
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 2);
+    CHECK_EQ_INT(p.n_whole, 3);
+    CHECK_EQ_INT(p.n_out, 7);
+    CHECK(!p.conv1d);
+    const mk_lora_module *q = find_mod(&p, "model.layers.0.self_attn.q_proj"), *d = find_mod(&p, "model.layers.0.mlp.down_proj");
+    CHECK(q && d && !find_mod(&p, "model.layers.0.self_attn.k_proj"));
+    if (q && d) {
+        CHECK(q->out == XH && q->in == XH && q->k == 3 && !q->transposed && !q->embedding);
+        CHECK(d->out == XH && d->in == XF && d->k == 3);
+        CHECK_EQ_INT(q->oa, 0);
+        CHECK_EQ_INT(q->ob, 1);
+    }
+    CHECK(has_out(&p, "p.model.layers.0.mlp.down_proj.A", 3, XF) && has_out(&p, "p.model.layers.0.mlp.down_proj.B", XH, 3));
+    CHECK(has_out(&p, "p.model.embed_tokens.weight", XV, XH) && has_out(&p, "p.lm_head.weight", XV, XH));
+    CHECK(has_out(&p, "p.model.layers.0.input_layernorm.weight", XH, 0));
+    CHECK(!has_out(&p, "p.model.norm.weight", XH, 0));
+    CHECK_EQ_INT(p.n_save, 3);
+    if (p.n_save == 3) {
+        CHECK_STR(p.save[0], "embed_tokens");
+        CHECK_STR(p.save[1], "input_layernorm");
+        CHECK_STR(p.save[2], "lm_head");
+    }
+    CHECK_EQ_INT(p.out[p.whole[0].out].dtype, MK_F32);
+    mk_lora_plan_free(&p);
+    /* --modules q_proj --skip-undecomposable --dtype bf16, a rank above the matrix size */
+    o.modules = "q_proj";
+    o.skip_undecomposable = true;
+    o.dtype = MK_BF16;
+    o.rank = 100;
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 1);
+    CHECK_EQ_INT(p.n_whole, 2); /* embeddings and lm_head are still saved whole */
+    if (p.n_modules == 1) CHECK_EQ_INT(p.m[0].k, XH);
+    CHECK(p.n_out && p.out[0].dtype == MK_BF16);
+    mk_lora_plan_free(&p);
+    /* --embed-lora with lm_head excluded: the embedding is a transposed embedding pair */
+    o = xopts(2);
+    o.embed_lora = true;
+    o.exclude = "lm_head";
+    o.save = "q_proj";
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    const mk_lora_module *e = find_mod(&p, "model.embed_tokens");
+    CHECK(e && e->embedding && e->transposed && e->out == XH && e->in == XV);
+    CHECK(has_out(&p, "p.model.embed_tokens.EA", 2, XV) && has_out(&p, "p.model.embed_tokens.EB", XH, 2));
+    CHECK(!find_mod(&p, "lm_head") && !has_out(&p, "p.lm_head.weight", XV, XH));
+    CHECK(!find_mod(&p, "model.layers.0.self_attn.q_proj") && has_out(&p, "p.model.layers.0.self_attn.q_proj.weight", XH, XH));
+    mk_lora_plan_free(&p);
+    /* errors name the models and the tensor */
+    o = xopts(2);
+    CHECK_ERR(mk_lora_extract_plan(base, base, &arch, &o, &test_names, &p), MK_ERR_USAGE, "b/ and f/ do not differ");
+    tdef odd[] = {{"model.norm.weight", XH + 1, 0, xv_e, MK_F32}, {"extra.weight", 2, 2, xv_e, MK_F32}};
+    mk_source *o1 = write_open("xodd1", odd, 1), *o2 = write_open("xodd2", odd + 1, 1);
+    CHECK_ERR(mk_lora_extract_plan(base, o1, &arch, &o, &test_names, &p), MK_ERR_USAGE,
+              "f/: tensor model.norm.weight is [5] but [4] in the base b/");
+    CHECK_ERR(mk_lora_extract_plan(base, o2, &arch, &o, &test_names, &p), MK_ERR_USAGE,
+              "f/: tensor extra.weight is not in the base model b/");
+    mk_source_close(o1);
+    mk_source_close(o2);
+    mk_arch_free(&arch);
+    mk_source_close(base);
+    mk_source_close(ft);
+}
+
+/* Commit sink k (in dir) and open what it wrote. */
+static mk_source *sink_reopen(mk_sink *k, const char *dir)
+{
+    mk_source *s = NULL;
+    if (k->ops->commit(k) == MK_OK) {
+        char *p = mk_path_join(dir, "model.safetensors");
+        if (mk_safetensors_open(p, &s) != MK_OK) s = NULL;
+        free(p);
+    }
+    mk_sink_close(k);
+    return s;
+}
+
+static mk_sink *plan_sink(const char *dir, const mk_lora_plan *p)
+{
+    mk_mkdir_p(dir);
+    mk_sink *k = NULL;
+    mk_st_sink_opts so = {0, NULL, false};
+    if (mk_safetensors_sink(dir, &so, &k) != MK_OK) return NULL;
+    if (k->ops->begin(k, p->out, p->n_out) != MK_OK) {
+        mk_sink_close(k);
+        return NULL;
+    }
+    return k;
+}
+
+MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
+{
+    /* GPT-2 stores c_attn as Conv1D [in 4, out 12]: the pair is A [k, 4], B [12, k] and
+     * (B A)^T reproduces the stored difference; wte is saved whole */
+    enum { I = 4, O = 12, V = 6 };
+    float bw[I * O], fw[I * O], be[V * I], fe[V * I];
+    fill(bw, I * O, 80);
+    fill(fw, I * O, 81);
+    fill(be, V * I, 82);
+    fill(fe, V * I, 83);
+    tdef b[] = {{"wte.weight", V, I, be, MK_F32}, {"h.0.attn.c_attn.weight", I, O, bw, MK_F32}};
+    tdef f[] = {{"wte.weight", V, I, fe, MK_F32}, {"h.0.attn.c_attn.weight", I, O, fw, MK_F32}};
+    mk_source *base = write_open("g2b", b, 2), *ft = write_open("g2f", f, 2);
+    CHECK(base && ft);
+    if (!base || !ft) return;
+    mk_arch arch = arch_of("GPT2LMHeadModel", "gpt2");
+    mk_lora_extract_opts o = xopts(8);
+    mk_lora_plan p;
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK(p.conv1d);
+    CHECK_EQ_INT(p.n_modules, 1);
+    CHECK_EQ_INT(p.n_whole, 1);
+    if (p.n_modules != 1) return;
+    const mk_lora_module *m = &p.m[0];
+    CHECK(m->transposed && !m->embedding && m->out == O && m->in == I && m->k == I);
+    char *dir = mk_path_join(mk_test_tmpdir(), "g2out");
+    mk_sink *k = plan_sink(dir, &p);
+    CHECK(k != NULL);
+    mk_lora_svd_opts svd = {false, 0};
+    mk_source *out = NULL;
+    if (k) {
+        CHECK_OK(mk_lora_extract_run(&p, base, ft, &svd, k, NULL, NULL));
+        out = sink_reopen(k, dir);
+    }
+    bool shaped = has_out(&p, "p.h.0.attn.c_attn.A", I, I) && has_out(&p, "p.h.0.attn.c_attn.B", O, I);
+    CHECK(out != NULL && shaped);
+    if (out && shaped) {
+        /* stored[i][o] = (B A)^T[i][o] = sum_q B[o][q] A[q][i]; tolerance: f32 SVD rounding,
+         * 1e-5 of the largest |difference| */
+        float A[I * I], B[O * I], got[I * O], want[I * O], mag = 0, ge[V * I];
+        char scratch[sizeof(float) * I * O]; /* raw bytes of the largest tensor read */
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.A"), 0, I * I, A, scratch));
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.B"), 0, O * I, B, scratch));
+        for (int i = 0; i < I; i++)
+            for (int j = 0; j < O; j++) {
+                double acc = 0;
+                for (int q = 0; q < I; q++) acc += (double)B[j * I + q] * A[q * I + i];
+                got[i * O + j] = (float)acc;
+                want[i * O + j] = fw[i * O + j] - bw[i * O + j];
+                mag = fmaxf(mag, fabsf(want[i * O + j]));
+            }
+        CHECK_CLOSE("(B A)^T vs the Conv1D difference", got, want, I * O, 1e-5 * mag, 0);
+        CHECK(m->kept > 0.999999);
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.wte.weight"), 0, V * I, ge, scratch));
+        CHECK_CLOSE("wte copied whole", ge, fe, V * I, 0, 0);
+        mk_source_close(out);
+    }
+    free(dir);
+    mk_lora_plan_free(&p);
+    mk_arch_free(&arch);
+    mk_source_close(base);
+    mk_source_close(ft);
+}
+
+/* Two adapters: one has modules m.b (update [3, 4], r 2) and m.a ([6, 5], r 2) and saves x
+ * whole; the other has m.c ([2, 7], r 3) and m.a (r 3) and saves y. */
+enum { CR = 3 };
+static float cv[8][64];
+
+static void combine_inputs(mk_source **s1, mk_source **s2, mk_lora_input in[2], mk_lora_in_module m[4],
+                           mk_lora_in_whole w[2], int64_t a_rows)
+{
+    for (int i = 0; i < 8; i++) fill(cv[i], 64, 90 + (uint64_t)i);
+    tdef d1[] = {{"bA", 2, 4, cv[0], MK_F32}, {"bB", 3, 2, cv[1], MK_F32}, {"aA", 2, 5, cv[2], MK_F32},
+                 {"aB", 6, 2, cv[3], MK_F32}, {"x", 4, 0, cv[4], MK_F32}};
+    tdef d2[] = {{"cA", CR, 7, cv[5], MK_F32}, {"cB", 2, CR, cv[6], MK_F32}, {"aA", CR, 5, cv[7], MK_F32},
+                 {"aB", a_rows, CR, cv[0], MK_F32}, {"y", 3, 0, cv[1], MK_F32}};
+    *s1 = write_open("cb1", d1, 5);
+    *s2 = write_open("cb2", d2, 5);
+    if (!*s1 || !*s2) return;
+#define IX(s, n) ((size_t)mk_source_find(s, n))
+    m[0] = (mk_lora_in_module){"m.b", IX(*s1, "bA"), IX(*s1, "bB"), false, 2, 0.5};
+    m[1] = (mk_lora_in_module){"m.a", IX(*s1, "aA"), IX(*s1, "aB"), false, 2, 2.0};
+    m[2] = (mk_lora_in_module){"m.c", IX(*s2, "cA"), IX(*s2, "cB"), false, CR, 1.0};
+    m[3] = (mk_lora_in_module){"m.a", IX(*s2, "aA"), IX(*s2, "aB"), false, CR, 0.25};
+    w[0] = (mk_lora_in_whole){"x.weight", IX(*s1, "x")};
+    w[1] = (mk_lora_in_whole){"y.weight", IX(*s2, "y")};
+#undef IX
+    static const char *const save1[] = {"x"}, *const save2[] = {"x", "y"};
+    in[0] = (mk_lora_input){"ad1", *s1, m, 2, w, 1, save1, 1, 2, 1.5};
+    in[1] = (mk_lora_input){"ad2", *s2, m + 2, 2, w + 1, 1, save2, 2, CR, -0.5};
+}
+
+MK_TEST(lora_combine_plan_unions_and_sorts)
+{
+    mk_source *s1, *s2;
+    mk_lora_input in[2];
+    mk_lora_in_module m[4];
+    mk_lora_in_whole w[2];
+    combine_inputs(&s1, &s2, in, m, w, 6);
+    CHECK(s1 && s2);
+    if (!s1 || !s2) return;
+    mk_lora_combine_opts o = {.method = MK_LORA_CAT, .dtype = MK_F16};
+    mk_lora_plan p;
+    CHECK_OK(mk_lora_combine_plan(in, 2, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 3);
+    if (p.n_modules == 3) {
+        /* sorted by name; from[] = each input's module index or -1; cat ranks add up */
+        CHECK_STR(p.m[0].module, "m.a");
+        CHECK_STR(p.m[1].module, "m.b");
+        CHECK_STR(p.m[2].module, "m.c");
+        CHECK(p.m[0].from[0] == 1 && p.m[0].from[1] == 1 && p.m[0].k == 2 + CR);
+        CHECK(p.m[1].from[0] == 0 && p.m[1].from[1] == -1 && p.m[1].k == 2);
+        CHECK(p.m[2].from[0] == -1 && p.m[2].from[1] == 0 && p.m[2].k == CR);
+        CHECK(p.m[0].out == 6 && p.m[0].in == 5);
+        CHECK(p.m[0].oa == 0 && p.m[0].ob == 1 && p.m[2].ob == 5);
+    }
+    CHECK(has_out(&p, "p.m.a.A", 5, 5) && has_out(&p, "p.m.a.B", 6, 5) && has_out(&p, "p.m.c.B", 2, CR));
+    CHECK(p.n_out == 8 && p.out[0].dtype == MK_F16);
+    /* whole tensors after the pairs, under their own names; modules_to_save united */
+    CHECK(p.n_whole == 2 && p.whole[0].input == 0 && p.whole[1].input == 1 && p.whole[1].out == 7);
+    CHECK(has_out(&p, "x", 4, 0) && has_out(&p, "y", 3, 0));
+    CHECK(p.n_save == 2 && strcmp(p.save[0], "x") == 0 && strcmp(p.save[1], "y") == 0);
+    mk_lora_plan_free(&p);
+    /* ranks: linear the sum of the largest ranks (2 + 3), svd the largest, --rank; never above
+     * min(out, in) */
+    long want[3][3] = {{5, 3, 2}, {3, 3, 2}, {2, 2, 2}}; /* per case: m.a, m.b, m.c */
+    mk_lora_combine_opts cases[3] = {{.method = MK_LORA_LINEAR}, {.method = MK_LORA_SVD}, {.method = MK_LORA_TIES, .rank = 2}};
+    for (int c = 0; c < 3; c++) {
+        CHECK_OK(mk_lora_combine_plan(in, 2, &cases[c], &test_names, &p));
+        for (size_t q = 0; q < p.n_modules && q < 3; q++)
+            CHECK_MSG(p.m[q].k == want[c][q], "case %d, %s: rank %ld, want %ld", c, p.m[q].module, p.m[q].k, want[c][q]);
+        mk_lora_plan_free(&p);
+    }
+    /* the same whole tensor twice; no modules at all */
+    mk_lora_input twice[2] = {in[0], in[0]};
+    twice[1].name = "ad3";
+    CHECK_ERR(mk_lora_combine_plan(twice, 2, &o, &test_names, &p), MK_ERR_USAGE, "ad1 and ad3 both save x.weight whole");
+    mk_lora_input none[2] = {{"e1", s1, NULL, 0, NULL, 0, NULL, 0, 1, 1}, {"e2", s2, NULL, 0, NULL, 0, NULL, 0, 1, 1}};
+    CHECK_ERR(mk_lora_combine_plan(none, 2, &o, &test_names, &p), MK_ERR_USAGE, "no modules to combine");
+    mk_source_close(s1);
+    mk_source_close(s2);
+    /* an update shape that differs between the adapters */
+    combine_inputs(&s1, &s2, in, m, w, 4);
+    if (s1 && s2)
+        CHECK_ERR(mk_lora_combine_plan(in, 2, &o, &test_names, &p), MK_ERR_USAGE,
+                  "ad2: module m.a has a [4, 5] update, but ad1's is [6, 5]; adapters of different bases?");
+    mk_source_close(s1);
+    mk_source_close(s2);
+}
+
+MK_TEST(lora_combine_run_cat_and_linear_are_exact)
+{
+    /* cat is exact: B A = sum_i w_i s_i B_i A_i; linear at full rank reproduces the same sum
+     * (tolerance: f32 rounding, 1e-5 of the largest |element|) */
+    mk_source *s1, *s2;
+    mk_lora_input in[2];
+    mk_lora_in_module m[4];
+    mk_lora_in_whole w[2];
+    combine_inputs(&s1, &s2, in, m, w, 6);
+    CHECK(s1 && s2);
+    if (!s1 || !s2) return;
+    enum { O = 6, I = 5 };
+    float want[O * I] = {0}, mag = 0;
+    for (int a = 0; a < 2; a++) {
+        float u[O * I];
+        const mk_lora_in_module *pm = &m[a == 0 ? 1 : 3];
+        CHECK_OK(mk_lora_update_read(in[a].src, pm->a, pm->b, false, pm->scale, O, I, 0, O, u));
+        for (int e = 0; e < O * I; e++) want[e] += (float)in[a].weight * u[e];
+    }
+    for (int e = 0; e < O * I; e++) mag = fmaxf(mag, fabsf(want[e]));
+    mk_lora_combine_method meths[2] = {MK_LORA_CAT, MK_LORA_LINEAR};
+    for (int c = 0; c < 2; c++) {
+        mk_lora_combine_opts o = {.method = meths[c], .dtype = MK_F32};
+        mk_lora_plan p;
+        CHECK_OK(mk_lora_combine_plan(in, 2, &o, &test_names, &p));
+        char *dir = mk_path_join(mk_test_tmpdir(), c ? "cbrun_linear" : "cbrun_cat");
+        mk_sink *k = plan_sink(dir, &p);
+        mk_source *out = NULL;
+        if (k) {
+            CHECK_OK(mk_lora_combine_run(&p, in, 2, &o, k));
+            out = sink_reopen(k, dir);
+        }
+        CHECK(out != NULL);
+        if (out) {
+            long ia = mk_source_find(out, "p.m.a.A"), ib = mk_source_find(out, "p.m.a.B");
+            float got[O * I];
+            CHECK(ia >= 0 && ib >= 0);
+            if (ia >= 0 && ib >= 0)
+                CHECK_OK(mk_lora_update_read(out, (size_t)ia, (size_t)ib, false, 1.0, O, I, 0, O, got));
+            CHECK_CLOSE(c ? "linear m.a" : "cat m.a", got, want, O * I, 1e-5 * mag, 0);
+            float gx[4];
+            char scratch[sizeof gx];
+            CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "x"), 0, 4, gx, scratch));
+            CHECK_CLOSE("x copied whole", gx, cv[4], 4, 0, 0);
+            mk_source_close(out);
+        }
+        CHECK(p.n_modules == 3 && p.m[0].kept > 0.999999);
+        mk_lora_plan_free(&p);
+        free(dir);
+    }
+    mk_source_close(s1);
+    mk_source_close(s2);
 }
