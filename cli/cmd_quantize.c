@@ -31,6 +31,7 @@ typedef struct quant_cli {
     bool force, dry_run, list_formats;
     const char *skip, *include, *compute_dtype;
     uint64_t shard_size, chunk;
+    mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
 } quant_cli;
 
 /* ---- the run ---------------------------------------------------------------------------------- */
@@ -276,7 +277,7 @@ static mk_status list_formats(bool json)
 
 int mk_cmd_quantize(int argc, char **argv)
 {
-    quant_cli o = {.shard_size = 5000000000ull};
+    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}};
     mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
     size_t n = 1 + setting_opts(&o, opts + 1, 16);
     const mk_opt rest[] = {
@@ -288,6 +289,9 @@ int mk_cmd_quantize(int argc, char **argv)
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
+        {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
+        {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
+        {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
@@ -304,6 +308,10 @@ int mk_cmd_quantize(int argc, char **argv)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
     mk_qopts qo;
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
+    if (s == MK_OK && !o.list_formats && o.eval.text && o.dry_run)
+        s = mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
     if (s == MK_OK && !o.list_formats) s = run(&o, &qo, pos[0], pos[1]);
+    const char *in = npos ? pos[0] : NULL;
+    if (s == MK_OK && !o.list_formats && o.eval.text) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }
