@@ -131,112 +131,129 @@ static mk_status print_piece(void *ctx, const char *piece, size_t len)
     return MK_OK;
 }
 
-static int run(tok_opts *o, char **pos, size_t npos)
+/* The tokenizer of PATH (tokenizer.json, and tokenizer_config.json's BOS/EOS when present). */
+static mk_status load(const char *path, mk_tokenizer **t)
 {
-    char *tj = NULL, *cj = NULL, *what = NULL, *text = NULL;
-    size_t tl = 0, cl = 0, text_len = 0;
-    mk_tokenizer *t = NULL;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    mk_status s = read_tokenizer_files(pos[0], &tj, &tl, &cj, &cl, &what);
-    if (s == MK_OK) s = mk_tokenizer_load(tj, tl, what, &t);
+    char *tj = NULL, *cj = NULL, *what = NULL;
+    size_t tl = 0, cl = 0;
+    *t = NULL;
+    mk_status s = read_tokenizer_files(path, &tj, &tl, &cj, &cl, &what);
+    if (s == MK_OK) s = mk_tokenizer_load(tj, tl, what, t);
     if (s == MK_OK && cj) {
-        char *cw = mk_asprintf("%s: tokenizer_config.json", pos[0]);
-        s = cw ? mk_tokenizer_load_config(t, cj, cl, cw) : MK_ERR_NOMEM;
+        char *cw = mk_asprintf("%s: tokenizer_config.json", path);
+        s = cw ? mk_tokenizer_load_config(*t, cj, cl, cw) : MK_ERR_NOMEM;
         free(cw);
     }
+    if (s == MK_OK) mk_info("%s: %s", what, mk_tokenizer_describe(*t));
     free(tj);
     free(cj);
-    if (s == MK_OK) mk_info("%s: %s", what, mk_tokenizer_describe(t));
     free(what);
-    if (s != MK_OK) {
-        mk_tokenizer_free(t);
-        return mk_cli_fail(s);
-    }
-    int rc = 0;
-    if (o->decode) {
-        char *out = NULL;
-        size_t olen = 0;
-        s = parse_ids(o->decode, &ids, &n);
-        if (s == MK_OK) s = mk_tokenizer_decode(t, ids, n, o->no_special, &out, &olen);
-        if (s == MK_OK) {
-            if (o->c.json) {
-                mk_buf b = {0};
-                mk_buf_printf(&b, "{\"tokens\": %zu, \"text\": ", n);
-                mk_buf_json_str(&b, out);
-                mk_buf_puts(&b, "}\n");
-                if (!b.failed) fputs(b.data, stdout);
-                mk_buf_free(&b);
-            } else {
-                fwrite(out, 1, olen, stdout);
-                fputc('\n', stdout);
-            }
-        }
-        free(out);
-        goto done;
-    }
-    if (o->text_file) {
-        if (strcmp(o->text_file, "-") == 0) {
-            s = read_stream(stdin, "stdin", &text, &text_len);
-        } else {
-            FILE *f = fopen(o->text_file, "rb");
-            if (!f) s = mk_error(MK_ERR_IO, "%s: %s", o->text_file, strerror(errno));
-            else {
-                s = read_stream(f, o->text_file, &text, &text_len);
-                fclose(f);
-            }
-        }
-    } else {
+    return s;
+}
+
+/* --decode IDS: the text (JSON with --json). */
+static mk_status decode(const tok_opts *o, const mk_tokenizer *t)
+{
+    int32_t *ids = NULL;
+    size_t n = 0, olen = 0;
+    char *out = NULL;
+    mk_status s = parse_ids(o->decode, &ids, &n);
+    if (s == MK_OK) s = mk_tokenizer_decode(t, ids, n, o->no_special, &out, &olen);
+    if (s == MK_OK && o->c.json) {
         mk_buf b = {0};
-        for (size_t i = 1; i < npos; i++) {
-            if (i > 1) mk_buf_put(&b, " ", 1);
-            mk_buf_puts(&b, pos[i]);
-        }
-        mk_buf_put(&b, "", 1);
-        if (b.failed) s = MK_ERR_NOMEM;
-        text = b.data;
-        text_len = b.len ? b.len - 1 : 0;
-    }
-    if (s == MK_OK && o->pieces) {
-        s = mk_tokenizer_pretokenize(t, text ? text : "", text_len, print_piece, NULL);
-        goto done;
-    }
-    double t0 = mk_now();
-    if (s == MK_OK) s = mk_tokenizer_encode(t, text, text_len, !o->no_special, &ids, &n);
-    double secs = mk_now() - t0;
-    if (s == MK_OK) {
-        mk_info("%zu bytes -> %zu tokens in %.3f s (%.0f tokens/s)", text_len, n, secs, secs > 0 ? (double)n / secs : 0.0);
-        mk_buf b = {0};
-        if (o->c.json) {
-            mk_buf_printf(&b, "{\"tokens\": %zu, \"bytes\": %zu, \"seconds\": %.6f, \"ids\": [", n, text_len, secs);
-            for (size_t i = 0; i < n; i++) mk_buf_printf(&b, "%s%d", i ? ", " : "", ids[i]);
-            mk_buf_puts(&b, "]}\n");
-        } else if (o->c.verbose && !o->ids_only) {
-            for (size_t i = 0; i < n; i++) {
-                size_t len;
-                const char *tok = mk_tokenizer_token(t, ids[i], &len);
-                char *z = mk_strndup(tok ? tok : "", tok ? len : 0);
-                mk_buf_printf(&b, "%d\t", ids[i]);
-                mk_buf_json_str(&b, z ? z : "");
-                mk_buf_puts(&b, "\n");
-                free(z);
-            }
-            mk_buf_printf(&b, "%zu tokens\n", n);
-        } else {
-            for (size_t i = 0; i < n; i++) mk_buf_printf(&b, "%s%d", i ? " " : "", ids[i]);
-            mk_buf_puts(&b, "\n");
-            if (!o->ids_only) mk_buf_printf(&b, "%zu tokens\n", n);
-        }
+        mk_buf_printf(&b, "{\"tokens\": %zu, \"text\": ", n);
+        mk_buf_json_str(&b, out);
+        mk_buf_puts(&b, "}\n");
         if (b.failed) s = mk_error(MK_ERR_NOMEM, "out of memory");
-        else fwrite(b.data, 1, b.len, stdout);
+        else fputs(b.data, stdout);
         mk_buf_free(&b);
+    } else if (s == MK_OK) {
+        fwrite(out, 1, olen, stdout);
+        fputc('\n', stdout);
     }
-done:
-    if (s != MK_OK) rc = mk_cli_fail(s);
-    free(text);
+    free(out);
     free(ids);
+    return s;
+}
+
+/* The text: --text FILE ('-': standard input), else the TEXT words joined by spaces. */
+static mk_status read_text(const tok_opts *o, char **pos, size_t npos, char **text, size_t *len)
+{
+    *text = NULL;
+    *len = 0;
+    if (o->text_file && strcmp(o->text_file, "-") == 0) return read_stream(stdin, "stdin", text, len);
+    if (o->text_file) {
+        FILE *f = fopen(o->text_file, "rb");
+        if (!f) return mk_error(MK_ERR_IO, "%s: %s", o->text_file, strerror(errno));
+        mk_status s = read_stream(f, o->text_file, text, len);
+        fclose(f);
+        return s;
+    }
+    mk_buf b = {0};
+    for (size_t i = 1; i < npos; i++) {
+        if (i > 1) mk_buf_put(&b, " ", 1);
+        mk_buf_puts(&b, pos[i]);
+    }
+    mk_buf_put(&b, "", 1);
+    if (b.failed) {
+        mk_buf_free(&b);
+        return MK_ERR_NOMEM;
+    }
+    *text = b.data;
+    *len = b.len ? b.len - 1 : 0;
+    return MK_OK;
+}
+
+/* The ids of text: one line, a line per id with its token (-v), or JSON. */
+static mk_status encode(const tok_opts *o, const mk_tokenizer *t, const char *text, size_t text_len)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    double t0 = mk_now();
+    MK_TRY(mk_tokenizer_encode(t, text, text_len, !o->no_special, &ids, &n));
+    double secs = mk_now() - t0;
+    mk_info("%zu bytes -> %zu tokens in %.3f s (%.0f tokens/s)", text_len, n, secs, secs > 0 ? (double)n / secs : 0.0);
+    mk_buf b = {0};
+    if (o->c.json) {
+        mk_buf_printf(&b, "{\"tokens\": %zu, \"bytes\": %zu, \"seconds\": %.6f, \"ids\": [", n, text_len, secs);
+        for (size_t i = 0; i < n; i++) mk_buf_printf(&b, "%s%d", i ? ", " : "", ids[i]);
+        mk_buf_puts(&b, "]}\n");
+    } else if (o->c.verbose && !o->ids_only) {
+        for (size_t i = 0; i < n; i++) {
+            size_t len;
+            const char *tok = mk_tokenizer_token(t, ids[i], &len);
+            char *z = mk_strndup(tok ? tok : "", tok ? len : 0);
+            mk_buf_printf(&b, "%d\t", ids[i]);
+            mk_buf_json_str(&b, z ? z : "");
+            mk_buf_puts(&b, "\n");
+            free(z);
+        }
+        mk_buf_printf(&b, "%zu tokens\n", n);
+    } else {
+        for (size_t i = 0; i < n; i++) mk_buf_printf(&b, "%s%d", i ? " " : "", ids[i]);
+        mk_buf_puts(&b, "\n");
+        if (!o->ids_only) mk_buf_printf(&b, "%zu tokens\n", n);
+    }
+    mk_status s = b.failed ? mk_error(MK_ERR_NOMEM, "out of memory") : MK_OK;
+    if (s == MK_OK) fwrite(b.data, 1, b.len, stdout);
+    mk_buf_free(&b);
+    free(ids);
+    return s;
+}
+
+static int run(tok_opts *o, char **pos, size_t npos)
+{
+    mk_tokenizer *t = NULL;
+    char *text = NULL;
+    size_t text_len = 0;
+    mk_status s = load(pos[0], &t);
+    if (s == MK_OK && o->decode) s = decode(o, t);
+    else if (s == MK_OK) s = read_text(o, pos, npos, &text, &text_len);
+    if (s == MK_OK && !o->decode && o->pieces) s = mk_tokenizer_pretokenize(t, text ? text : "", text_len, print_piece, NULL);
+    else if (s == MK_OK && !o->decode) s = encode(o, t, text, text_len);
+    free(text);
     mk_tokenizer_free(t);
-    return rc;
+    return s == MK_OK ? 0 : mk_cli_fail(s);
 }
 
 int mk_cmd_tokenize(int argc, char **argv)
