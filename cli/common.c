@@ -355,6 +355,22 @@ static void eval_text(mk_buf *b, const char *model, const char *const *refs, con
     }
 }
 
+/* A reference whose tokenizer.json differs from the model's is compared token id by token id:
+ * say so, since the same id may then mean different text. */
+static mk_status same_tokenizer(eval_model *a, eval_model *b)
+{
+    char *x = NULL, *y = NULL;
+    size_t xl = 0, yl = 0;
+    mk_status s = a->src->ops->aux_read(a->src, "tokenizer.json", MK_TOK_MAX_JSON, &x, &xl);
+    if (s == MK_OK) s = b->src->ops->aux_read(b->src, "tokenizer.json", MK_TOK_MAX_JSON, &y, &yl);
+    if (s == MK_OK && x && y && (xl != yl || memcmp(x, y, xl) != 0))
+        mk_warn("%s: its tokenizer.json differs from %s's; the KL divergence compares token ids, which may not mean the same "
+                "text", b->path, a->path);
+    free(x);
+    free(y);
+    return s;
+}
+
 /* Open every model, the tokenizer and the text; run; report. */
 static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, const mk_common *c, bool own)
 {
@@ -369,6 +385,7 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
             s = mk_error(MK_ERR_USAGE, "%s has a vocabulary of %zu tokens, %s has %zu; KL divergence needs one vocabulary",
                          em[i].path, mk_nn_vocab(em[i].nn), em[0].path, mk_nn_vocab(em[0].nn));
     }
+    for (size_t i = 1; i < nm && s == MK_OK; i++) s = same_tokenizer(&em[0], &em[i]);
     if (s == MK_OK) s = open_tokenizer(em[0].src, em[0].path, &t);
     if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos, &bytes);
     if (s == MK_OK && n < (size_t)o->ctx)
