@@ -1,11 +1,13 @@
 /* test_core.c - strict JSON reader, counter-based RNG, deterministic math helpers, atomic
- * output folders and path helpers. */
+ * output folders, path helpers and the parallel chunk loop. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
 #include "../../core/mk_io.h"
 #include "../../core/mk_json.h"
+#include "../../core/mk_parallel.h"
 #include "../../core/mk_rng.h"
+#include "../../core/mk_thread.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -184,4 +186,55 @@ MK_TEST(path_helpers)
     CHECK(mk_path_is_within("/x/y", "/x/y"));
     CHECK(!mk_path_is_within("/x/yz", "/x/y"));
     free(a); free(b); free(c); free(d);
+}
+
+/* ---- mk_parallel_chunks: the error of the lowest failing chunk, at any thread count ---- */
+
+#define PC_N 200
+typedef struct pc_ctx {
+    uint8_t ran[PC_N];
+} pc_ctx;
+
+/* Chunks 37, 61 and 150 fail at once; the others take a little time (longer the lower
+ * they are), so higher chunks fail while lower ones are still at work. */
+static mk_status pc_task(void *ctx, uint64_t c, void *tls)
+{
+    pc_ctx *p = ctx;
+    CHECK(tls == &p->ran[0]);
+    p->ran[c] = 1;
+    if (c == 37 || c == 61 || c == 150) return mk_error(MK_ERR_FORMAT, "chunk %llu failed", (unsigned long long)c);
+    volatile uint64_t spin = 0;
+    for (uint64_t i = 0; i < (PC_N - c) * 2000; i++) spin += i;
+    return MK_OK;
+}
+
+static void *pc_tls_new(void *ctx) { return &((pc_ctx *)ctx)->ran[0]; }
+static void *pc_tls_none(void *ctx)
+{
+    (void)ctx;
+    mk_error(MK_ERR_NOMEM, "no state for this thread");
+    return NULL;
+}
+
+MK_TEST(parallel_lowest_failure)
+{
+    int saved = mk_threads_get();
+    static const int threads[] = {1, 2, 3, 8};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+        mk_threads_set(threads[t]);
+        for (int rep = 0; rep < 10; rep++) {
+            pc_ctx p;
+            memset(&p, 0, sizeof p);
+            CHECK_ERR(mk_parallel_chunks(PC_N, pc_task, &p, pc_tls_new, NULL), MK_ERR_FORMAT, "chunk 37 failed");
+            size_t missing = 0;
+            for (size_t c = 0; c < 37; c++) missing += !p.ran[c];
+            CHECK_MSG(missing == 0, "%d threads: %zu chunks below the failing one did not run", threads[t], missing);
+        }
+        pc_ctx p;
+        memset(&p, 0, sizeof p);
+        CHECK_ERR(mk_parallel_chunks(PC_N, pc_task, &p, pc_tls_none, NULL), MK_ERR_NOMEM, "no state for this thread");
+        CHECK_OK(mk_parallel_chunks(30, pc_task, &p, pc_tls_new, NULL));
+        CHECK_OK(mk_parallel_chunks(0, pc_task, &p, pc_tls_new, NULL));
+    }
+    mk_threads_set(saved);
 }
