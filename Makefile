@@ -1,7 +1,8 @@
 # mergekit-c - one GNU Makefile.
 #   make            build ./mergekit-c (and ./quantize)
 #   make test       the whole suite; last line "N passed, N failed"
-#   make check      the suite under ASan+UBSan, then again built with OMP=0
+#   make check      the suite under ASan+UBSan, then again built with OMP=0, then with the
+#                   quant kernels built for baseline SSE2 only (MK_NO_CLONES)
 #   make demo       synthetic models + recipes/linear.yaml, end to end
 #   make bench      benchmarks (time / I/O floor, peak memory)
 #   make fuzz       libFuzzer targets (clang); FUZZ_TIME=seconds per target
@@ -118,10 +119,14 @@ $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.
 test: all $(BUILD)/test-unit $(REPLAY_BIN)
 	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) sh tests/run.sh
 
-# Sanitizers and the no-OpenMP build each get their own build folder and binary.
+# Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
+# folder and binary. MK_NO_CLONES (quant/qvec.h): the quant fast paths are built once, for
+# the baseline (SSE2 on x86-64), instead of also for AVX2 and picked at start; on an AVX2
+# machine this is the only way the suite runs the SSE2 builds against the references.
 check:
 	$(MAKE) --no-print-directory BUILD=build-san SAN=1 DEBUG=0 OMP=1 MK_SUFFIX=-san check-one
 	$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 check-one
+	$(MAKE) --no-print-directory BUILD=build-noclones CFLAGS="$(CFLAGS) -DMK_NO_CLONES" check-one
 
 check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN)
 	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
@@ -152,6 +157,6 @@ install: all
 	ln -sf mergekit-c $(DESTDIR)$(PREFIX)/bin/quantize
 
 clean:
-	rm -rf build build-san build-noomp build-fuzz mergekit-c quantize
+	rm -rf build build-san build-noomp build-noclones build-fuzz mergekit-c quantize
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d)

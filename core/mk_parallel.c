@@ -11,36 +11,38 @@
 #define MK_OMP(x)
 #endif
 
+/* Chunks are handed out in increasing order from one atomic counter (no OpenMP work-share:
+ * nothing to set up per loop, no barrier but the region's end; small loops run many times,
+ * such as one per batch of .mkz blocks, pay little). A chunk is skipped only when a lower
+ * chunk has already failed (first_chunk < c): every chunk below the lowest failing one
+ * runs, so the error reported is that chunk's however the chunks were shared out.
+ * (Skipping on any earlier failure would let a thread that had taken a lower chunk, but not
+ * yet started it, drop it: the error would then depend on timing.) A thread without its
+ * state fails as chunk 0, which stops everything. One chunk runs on the calling thread. */
 mk_status mk_parallel_chunks(uint64_t n, mk_chunk_task task, void *ctx, void *(*tls_new)(void *ctx),
                              void (*tls_free)(void *tls))
 {
     mk_status first = MK_OK;
-    uint64_t first_chunk = UINT64_MAX;
+    uint64_t first_chunk = UINT64_MAX; /* written in the critical section, read outside it */
+    uint64_t next = 0;
     char first_msg[1024] = "";
-    int stop = 0;
-    MK_OMP("omp parallel")
+    MK_OMP("omp parallel if (n > 1)")
     {
         void *tls = tls_new ? tls_new(ctx) : NULL;
-        bool ready = !tls_new || tls;
-        if (!ready) {
+        if (tls_new && !tls) {
             MK_OMP("omp critical(mk_parallel_err)")
             {
-                if (first == MK_OK) {
+                if (first_chunk > 0) {
                     first = MK_ERR_NOMEM;
-                    first_chunk = 0;
                     snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
+                    __atomic_store_n(&first_chunk, 0, __ATOMIC_RELAXED);
                 }
             }
-            MK_OMP("omp atomic write")
-            stop = 1;
         }
-        MK_OMP("omp for schedule(dynamic, 1)")
-        for (int64_t ci = 0; ci < (int64_t)n; ci++) {
-            int stopped;
-            MK_OMP("omp atomic read")
-            stopped = stop;
-            if (stopped || !ready) continue;
-            uint64_t c = (uint64_t)ci;
+        for (;;) {
+            uint64_t c = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);
+            /* later chunks of this thread are higher still: once one is skipped, all are */
+            if (c >= n || c >= __atomic_load_n(&first_chunk, __ATOMIC_RELAXED)) break;
             mk_status st = task(ctx, c, tls);
             if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");
             if (st != MK_OK) {
@@ -48,12 +50,10 @@ mk_status mk_parallel_chunks(uint64_t n, mk_chunk_task task, void *ctx, void *(*
                 {
                     if (c < first_chunk) {
                         first = st;
-                        first_chunk = c;
                         snprintf(first_msg, sizeof first_msg, "%s", mk_errmsg());
+                        __atomic_store_n(&first_chunk, c, __ATOMIC_RELAXED);
                     }
                 }
-                MK_OMP("omp atomic write")
-                stop = 1;
             }
         }
         if (tls && tls_free) tls_free(tls);

@@ -1,8 +1,9 @@
-/* mk_parallel.h - the one parallel loop over work chunks that the executor, the quantizer
- * and synth share: OpenMP over chunk numbers (dynamic schedule), per-thread state, the first
- * failure stops the remaining chunks, and the error reported is the lowest failing chunk's
- * (with its message), so a run fails the same way at any thread count. Ctrl-C (mk_interrupted)
- * stops it at a chunk boundary.
+/* mk_parallel.h - the one parallel loop over work chunks that the executor, the quantizer,
+ * synth and the .mkz reader and writer share: OpenMP threads take chunk numbers in
+ * increasing order, each with its own state; a failure stops the chunks above it while
+ * every chunk below it still runs, and the error reported is the lowest failing chunk's
+ * (with its message), so a run fails the same way at any thread count. Ctrl-C
+ * (mk_interrupted) stops it at a chunk boundary.
  * Must not: know what a chunk is (the task decides), allocate per chunk.
  */
 #ifndef MK_PARALLEL_H

@@ -1,11 +1,14 @@
 /* test_core.c - strict JSON reader, counter-based RNG, deterministic math helpers, atomic
- * output folders and path helpers. */
+ * output folders, path helpers, the parallel chunk loop and the fma kernel. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
 #include "../../core/mk_io.h"
 #include "../../core/mk_json.h"
+#include "../../core/mk_parallel.h"
 #include "../../core/mk_rng.h"
+#include "../../core/mk_simd.h"
+#include "../../core/mk_thread.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -184,4 +187,146 @@ MK_TEST(path_helpers)
     CHECK(mk_path_is_within("/x/y", "/x/y"));
     CHECK(!mk_path_is_within("/x/yz", "/x/y"));
     free(a); free(b); free(c); free(d);
+}
+
+/* ---- mk_parallel_chunks: the error of the lowest failing chunk, at any thread count ---- */
+
+#define PC_N 200
+typedef struct pc_ctx {
+    uint8_t ran[PC_N];
+} pc_ctx;
+
+/* Chunks 37, 61 and 150 fail at once; the others take a little time (longer the lower
+ * they are), so higher chunks fail while lower ones are still at work. */
+static mk_status pc_task(void *ctx, uint64_t c, void *tls)
+{
+    pc_ctx *p = ctx;
+    CHECK(tls == &p->ran[0]);
+    p->ran[c] = 1;
+    if (c == 37 || c == 61 || c == 150) return mk_error(MK_ERR_FORMAT, "chunk %llu failed", (unsigned long long)c);
+    volatile uint64_t spin = 0;
+    for (uint64_t i = 0; i < (PC_N - c) * 2000; i++) spin += i;
+    return MK_OK;
+}
+
+static void *pc_tls_new(void *ctx) { return &((pc_ctx *)ctx)->ran[0]; }
+static void *pc_tls_none(void *ctx)
+{
+    (void)ctx;
+    mk_error(MK_ERR_NOMEM, "no state for this thread");
+    return NULL;
+}
+
+MK_TEST(parallel_lowest_failure)
+{
+    int saved = mk_threads_get();
+    static const int threads[] = {1, 2, 3, 8};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+        mk_threads_set(threads[t]);
+        for (int rep = 0; rep < 10; rep++) {
+            pc_ctx p;
+            memset(&p, 0, sizeof p);
+            CHECK_ERR(mk_parallel_chunks(PC_N, pc_task, &p, pc_tls_new, NULL), MK_ERR_FORMAT, "chunk 37 failed");
+            size_t missing = 0;
+            for (size_t c = 0; c < 37; c++) missing += !p.ran[c];
+            CHECK_MSG(missing == 0, "%d threads: %zu chunks below the failing one did not run", threads[t], missing);
+        }
+        pc_ctx p;
+        memset(&p, 0, sizeof p);
+        CHECK_ERR(mk_parallel_chunks(PC_N, pc_task, &p, pc_tls_none, NULL), MK_ERR_NOMEM, "no state for this thread");
+        CHECK_OK(mk_parallel_chunks(30, pc_task, &p, pc_tls_new, NULL));
+        CHECK_OK(mk_parallel_chunks(0, pc_task, &p, pc_tls_new, NULL));
+    }
+    mk_threads_set(saved);
+}
+
+/* ---- mk_axpy_fma: the vector path (AVX2/FMA where the CPU has it) against the plain
+ * reference. Tolerance: none, the same bits (both round once, as IEEE fma does). ---- */
+
+static uint64_t ax_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A finite float: mostly near 1, some zeros, subnormals and values large enough that
+ * x * a + y overflows. */
+static float ax_float(uint64_t *s)
+{
+    uint64_t u = ax_next(s);
+    uint32_t sign = (uint32_t)(u >> 63) << 31, mant = (uint32_t)u & 0x7FFFFFu, e;
+    switch ((u >> 32) % 16) {
+    case 0: e = 0; break;                                    /* zero or subnormal */
+    case 1: e = 1 + (uint32_t)((u >> 40) % 254); break;      /* any normal exponent */
+    case 2: mant = 0; e = (u >> 40) & 1 ? 0 : 127; break;    /* +-0, +-1 */
+    default: e = 107 + (uint32_t)((u >> 40) % 40); break;    /* 2^-20 .. 2^19 */
+    }
+    uint32_t b = sign | e << 23 | mant;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static uint32_t ax_bits(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+/* Distance in units in the last place, on the integer line of float bit patterns. */
+static uint64_t ax_ulps(float a, float b)
+{
+    int64_t x = ax_bits(a), y = ax_bits(b);
+    if (x & 0x80000000) x = 0x80000000 - x;
+    if (y & 0x80000000) y = 0x80000000 - y;
+    return (uint64_t)(x > y ? x - y : y - x);
+}
+
+MK_TEST(axpy_fma_matches_reference)
+{
+    enum { MAXN = 4200, PAD = 24 }; /* (MAXN + PAD) * 4 bytes: a multiple of the alignment */
+    float *x0 = aligned_alloc(64, (MAXN + PAD) * 4), *yf0 = aligned_alloc(64, (MAXN + PAD) * 4);
+    float *yr0 = aligned_alloc(64, (MAXN + PAD) * 4), *y0 = malloc((MAXN + PAD) * 4);
+    static const size_t big[] = {127, 128, 129, 255, 256, 257, 1000, 1023, 4096, 4099, 4103};
+    uint64_t seed = 42, cases = 0, bad = 0, worst_ulps = 0;
+    char worst[300] = "";
+    for (size_t li = 0; li < 72 + sizeof big / sizeof big[0]; li++) {
+        size_t n = li < 72 ? li : big[li - 72];
+        for (size_t xo = 0; xo < 8; xo++)
+            for (size_t yo = 0; yo < 8; yo += (n > 200 ? 3 : 1)) {
+                for (size_t i = 0; i < MAXN + PAD; i++) {
+                    x0[i] = ax_float(&seed);
+                    y0[i] = ax_float(&seed);
+                }
+                float a = cases % 7 == 0 ? 1.0f : cases % 11 == 0 ? -0.0f : ax_float(&seed);
+                memcpy(yf0, y0, (MAXN + PAD) * 4);
+                memcpy(yr0, y0, (MAXN + PAD) * 4);
+                mk_axpy_fma(yf0 + yo, x0 + xo, a, n);
+                mk_axpy_fma_ref(yr0 + yo, x0 + xo, a, n);
+                cases++;
+                for (size_t i = 0; i < MAXN + PAD; i++) {
+                    if (ax_bits(yf0[i]) == ax_bits(yr0[i])) continue;
+                    bad++;
+                    uint64_t d = ax_ulps(yf0[i], yr0[i]);
+                    bool inside = i >= yo && i < yo + n;
+                    if (d >= worst_ulps) {
+                        worst_ulps = d;
+                        snprintf(worst, sizeof worst,
+                                 "n %zu, x at +%zu, y at +%zu, a %a: [%zu]%s got %a (0x%08x), want %a (0x%08x), %llu ulps",
+                                 n, xo, yo, (double)a, i - (inside ? yo : 0), inside ? "" : " (outside the range!)",
+                                 (double)yf0[i], ax_bits(yf0[i]), (double)yr0[i], ax_bits(yr0[i]), (unsigned long long)d);
+                    }
+                }
+            }
+    }
+    CHECK_MSG(bad == 0, "mk_axpy_fma differs from mk_axpy_fma_ref in %llu elements over %llu cases (tolerance: exact); worst: %s",
+              (unsigned long long)bad, (unsigned long long)cases, worst);
+    CHECK(cases > 4000);
+    free(x0);
+    free(yf0);
+    free(yr0);
+    free(y0);
 }

@@ -231,6 +231,7 @@ static void run_bnb4(golden *g, gcase *k)
         check_bytes(g, k->name, "absmax", "nested codes", q, nb, 1);
         check_bytes(g, k->name, "absmax", "nested codes, fast", qf, nb, 1);
         check_bytes(g, k->name, "nested_absmax", "reference", na, nn, 4);
+        check_bytes(g, k->name, "nested_absmax", "nested, fast", naf, nn, 4);
         check_bytes(g, k->name, "nested_quant_map", "table", mk_bnb_dynamic_map, 256, 4);
         mk_bnb_nested_dequant(q, na, offset, 0, nb, a2);
         mk_bnb4_dequant(t, block, pr, a2, 0, k->n, deq);
