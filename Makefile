@@ -84,7 +84,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LIBA := $(BUILD)/libmergekit.a
 
-.PHONY: all test check demo bench bench-methods fuzz compat install clean unit
+.PHONY: all test check demo bench bench-methods fuzz compat install clean unit print-lib-src print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
 all: mergekit-c quantize
@@ -155,6 +155,12 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 mergekit-c $(DESTDIR)$(PREFIX)/bin/mergekit-c
 	ln -sf mergekit-c $(DESTDIR)$(PREFIX)/bin/quantize
+
+# for scripts that build the library their own way (tools/fuzz.sh)
+print-lib-src:
+	@echo $(LIB_SRC)
+print-pkgs:
+	@echo $(PKGS)
 
 clean:
 	rm -rf build build-san build-noomp build-noclones build-fuzz mergekit-c quantize

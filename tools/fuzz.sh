@@ -11,11 +11,12 @@ t=${1:-${FUZZ_TIME:-60}}
 sh tools/install-deps.sh --tools
 b=build-fuzz
 mkdir -p "$b"
-pk="libzstd libcjson libxxhash yaml-0.1 lapacke openblas"
+pk=$(make -s --no-print-directory print-pkgs)
 # shellcheck disable=SC2046
 flags="-std=c11 -D_GNU_SOURCE -g -O1 -ffp-contract=off -fno-omit-frame-pointer -fsanitize=address,undefined $(pkg-config --cflags $pk)"
 libs="$(pkg-config --libs $pk) -lm -lpthread"
-lib_src=$(ls core/*.c formats/*.c merge/*.c merge/methods/*.c quant/*.c lora/*.c nn/*.c 2>/dev/null || true)
+# the library's sources as the Makefile lists them, so a new folder is never left out
+lib_src=$(make -s --no-print-directory print-lib-src)
 # the library once, instrumented for coverage
 objs=
 for f in $lib_src; do
