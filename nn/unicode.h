@@ -4,7 +4,7 @@
  * canonical normalization (NFC, NFD).
  *
  * The class and normalization data are generated from Python's unicodedata by
- * tools/gen-unicode-tables.py into unicode_tables.c.
+ * tools/gen-unicode-tables.py into unicode_tables.c and unicode_norm.c.
  * Must not: allocate except through the mk_buf it is given, or know any tokenizer.
  */
 #ifndef MK_UNICODE_H
