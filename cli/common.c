@@ -256,36 +256,40 @@ static mk_status open_tokenizer(mk_source *src, const char *path, mk_tokenizer *
     return s;
 }
 
-/* The text as token ids; the BOS each window starts with (what encode adds before an empty
- * text, when it adds anything); bytes per token id for bits per byte. */
-static mk_status tokenize_text(const mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos,
-                               uint32_t **bytes)
+/* The text as token ids, and the BOS each window starts with (what encode adds before an
+ * empty text, when it adds anything). */
+static mk_status tokenize_text(const mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos)
 {
     char *text = NULL;
     size_t len = 0;
     int32_t *pre = NULL;
     size_t npre = 0;
     *ids = NULL;
-    *bytes = NULL;
     MK_TRY(mk_read_file(file, TEXT_CAP, &text, &len));
     mk_status s = mk_tokenizer_encode(t, text, len, true, ids, n);
     free(text);
     if (s == MK_OK) s = mk_tokenizer_encode(t, "", 0, true, &pre, &npre);
     *bos = s == MK_OK && npre ? pre[0] : -1;
     free(pre);
-    size_t V = mk_tokenizer_vocab_size(t);
-    if (s == MK_OK) *bytes = mk_calloc(V ? V : 1, sizeof **bytes);
-    if (s == MK_OK && !*bytes) s = MK_ERR_NOMEM;
-    for (size_t id = 0; id < V && s == MK_OK; id++) {
-        char *piece = NULL;
-        size_t pl = 0;
-        int32_t one = (int32_t)id;
-        if (mk_tokenizer_is_special(t, one)) continue;
-        s = mk_tokenizer_decode(t, &one, 1, false, &piece, &pl);
-        (*bytes)[id] = (uint32_t)pl;
-        free(piece);
-    }
     return s;
+}
+
+/* Bits per byte: the scored NLL over the bytes of text the scored tokens decode to. */
+static mk_status bits_per_byte(const mk_tokenizer *t, const int32_t *ids, size_t n, const mk_eval_opts *eo,
+                               const mk_eval_result *r, double *bpb)
+{
+    size_t windows, first, scored;
+    double bytes = 0;
+    mk_eval_windows(n, eo, &windows, &first, &scored);
+    for (size_t w = 0; w < windows; w++) {
+        char *text = NULL;
+        size_t len = 0;
+        MK_TRY(mk_tokenizer_decode(t, ids + w * eo->ctx + first + 1, scored, true, &text, &len));
+        free(text);
+        bytes += (double)len;
+    }
+    *bpb = bytes > 0 ? r->nll_sum / log(2.0) / bytes : 0;
+    return MK_OK;
 }
 
 static void json_kl(mk_buf *b, const mk_eval_kl *k)
@@ -298,7 +302,7 @@ static void json_kl(mk_buf *b, const mk_eval_kl *k)
 }
 
 static void eval_json(mk_buf *b, const char *model, const char *const *refs, const mk_cli_eval_opts *o, size_t n_tok,
-                      const mk_eval_result *r)
+                      const mk_eval_result *r, double bpb)
 {
     mk_buf_puts(b, "{\"model\": ");
     mk_buf_json_str(b, model);
@@ -306,7 +310,7 @@ static void eval_json(mk_buf *b, const char *model, const char *const *refs, con
     mk_buf_json_str(b, o->text);
     mk_buf_printf(b, ", \"tokens\": %zu, \"ctx\": %ld, \"windows\": %zu, \"scored\": %zu, \"ppl\": %.9g, \"ppl_stderr\": %.9g, "
                      "\"nll_mean\": %.9g, \"bits_per_byte\": %.9g, \"seconds\": %.3f, \"tokens_per_second\": %.1f, \"refs\": [",
-                  n_tok, o->ctx, r->windows, r->scored, r->ppl, r->ppl_se, r->nll_mean, r->bits_per_byte, r->seconds,
+                  n_tok, o->ctx, r->windows, r->scored, r->ppl, r->ppl_se, r->nll_mean, bpb, r->seconds,
                   r->tokens_per_s);
     for (size_t i = 0; i < r->n_refs; i++) {
         mk_buf_puts(b, i ? ",\n  {\"ref\": " : "\n  {\"ref\": ");
@@ -337,12 +341,12 @@ static void text_kl(mk_buf *b, const char *label, const mk_eval_kl *k)
 }
 
 static void eval_text(mk_buf *b, const char *model, const char *const *refs, const mk_cli_eval_opts *o, size_t n_tok,
-                      const mk_eval_result *r)
+                      const mk_eval_result *r, double bpb)
 {
     mk_buf_printf(b, "eval %s on %s: %zu tokens, %zu windows of %ld, %zu scored\n", model, o->text, n_tok, r->windows, o->ctx,
                   r->scored);
     mk_buf_printf(b, "perplexity %.4f +- %.4f   mean NLL %.5f   bits per byte %.4f   (%.1f s, %.0f tokens/s)\n", r->ppl, r->ppl_se,
-                  r->nll_mean, r->bits_per_byte, r->seconds, r->tokens_per_s);
+                  r->nll_mean, bpb, r->seconds, r->tokens_per_s);
     for (size_t i = 0; i < r->n_refs; i++) {
         char *label = mk_asprintf("against %s", refs[i]);
         text_kl(b, label ? label : refs[i], &r->kl[i]);
@@ -376,7 +380,6 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
 {
     mk_tokenizer *t = NULL;
     int32_t *ids = NULL, bos = -1;
-    uint32_t *bytes = NULL;
     size_t n = 0;
     mk_status s = MK_OK;
     for (size_t i = 0; i < nm && s == MK_OK; i++) {
@@ -387,7 +390,7 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
     }
     for (size_t i = 1; i < nm && s == MK_OK; i++) s = same_tokenizer(&em[0], &em[i]);
     if (s == MK_OK) s = open_tokenizer(em[0].src, em[0].path, &t);
-    if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos, &bytes);
+    if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos);
     if (s == MK_OK && n < (size_t)o->ctx)
         s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %ld (--ctx)", o->text, n, o->ctx);
     mk_nn_model *refs[MK_CLI_EVAL_MAX_REFS];
@@ -405,19 +408,20 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
         mk_info("eval: %zu tokens, BOS %d, %zu window(s) per pass, about %s of memory", n, bos, batch, mk_fmt_bytes(mem, mb));
     }
     mk_eval_result r;
-    if (s == MK_OK) s = mk_eval_run(em[0].nn, refs, nm - 1, ids, n, bytes, &eo, &r);
+    if (s == MK_OK) s = mk_eval_run(em[0].nn, refs, nm - 1, ids, n, &eo, &r);
+    double bpb = 0;
+    if (s == MK_OK) s = bits_per_byte(t, ids, n, &eo, &r, &bpb);
     mk_progress_end(&prog);
     if (s == MK_OK) {
         mk_buf b = {0};
-        if (own && c->json) eval_json(&b, em[0].path, ref_names, o, n, &r);
-        else eval_text(&b, em[0].path, ref_names, o, n, &r);
+        if (own && c->json) eval_json(&b, em[0].path, ref_names, o, n, &r, bpb);
+        else eval_text(&b, em[0].path, ref_names, o, n, &r, bpb);
         if (b.failed) s = mk_error(MK_ERR_NOMEM, "out of memory");
         else if (own) fputs(b.data, stdout);
         else if (!c->quiet) fputs(b.data, stderr);
         mk_buf_free(&b);
     }
     free(ids);
-    free(bytes);
     mk_tokenizer_free(t);
     return s;
 }

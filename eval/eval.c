@@ -183,17 +183,24 @@ static mk_status run_batch(run *r, const int32_t *tokens, size_t w0, size_t nb, 
     return MK_OK;
 }
 
+void mk_eval_windows(size_t n, const mk_eval_opts *o, size_t *windows, size_t *first, size_t *scored)
+{
+    *windows = o->ctx ? n / o->ctx : 0;
+    if (o->chunks && o->chunks < *windows) *windows = o->chunks;
+    *first = o->ctx / 2;
+    *scored = o->ctx ? o->ctx - 1 - *first : 0;
+}
+
 mk_status mk_eval_run(mk_nn_model *model, mk_nn_model *const *refs, size_t n_refs, const int32_t *tokens, size_t n,
-                      const uint32_t *tok_bytes, const mk_eval_opts *o, mk_eval_result *res)
+                      const mk_eval_opts *o, mk_eval_result *res)
 {
     memset(res, 0, sizeof *res);
     if (n_refs > MK_EVAL_MAX_REFS) return mk_error(MK_ERR_USAGE, "at most %d reference models", MK_EVAL_MAX_REFS);
     if (o->ctx < 4) return mk_error(MK_ERR_USAGE, "--ctx %zu: a window needs at least 4 tokens", o->ctx);
-    size_t windows = n / o->ctx;
-    if (o->chunks && o->chunks < windows) windows = o->chunks;
+    size_t windows;
+    run r = {.nm = 1 + n_refs, .n_refs = n_refs, .ctx = o->ctx, .V = mk_nn_vocab(model)};
+    mk_eval_windows(n, o, &windows, &r.first, &r.scored);
     if (!windows) return mk_error(MK_ERR_USAGE, "%zu tokens are fewer than one window of %zu (--ctx)", n, o->ctx);
-    run r = {.nm = 1 + n_refs, .n_refs = n_refs, .ctx = o->ctx, .first = o->ctx / 2, .V = mk_nn_vocab(model)};
-    r.scored = o->ctx - 1 - r.first;
     r.m[0] = model;
     for (size_t i = 0; i < n_refs; i++) {
         r.m[1 + i] = refs[i];
@@ -220,12 +227,7 @@ mk_status mk_eval_run(mk_nn_model *model, mk_nn_model *const *refs, size_t n_ref
         res->ppl = exp(res->nll_mean);
         res->ppl_se *= res->ppl;
         res->tokens_per_s = res->seconds > 0 ? (double)(windows * o->ctx) / res->seconds : 0;
-        if (tok_bytes) {
-            double bytes = 0;
-            for (size_t w = 0; w < windows; w++)
-                for (size_t j = 0; j < r.scored; j++) bytes += tok_bytes[tokens[w * o->ctx + r.first + 1 + j]];
-            res->bits_per_byte = bytes > 0 ? res->nll_mean * (double)r.n_pos / log(2.0) / bytes : 0;
-        }
+        res->nll_sum = res->nll_mean * (double)r.n_pos;
         res->n_refs = n_refs;
         for (size_t i = 0; i < n_refs && s == MK_OK; i++) s = compare(&r, 1 + i, 0, r.ps.kl[i], &res->kl[i]);
         if (n_refs >= 2 && s == MK_OK) {

@@ -42,7 +42,8 @@ typedef struct mk_eval_kl {
 typedef struct mk_eval_result {
     size_t windows, scored;
     double nll_mean, ppl, ppl_se;
-    double bits_per_byte;  /* sum NLL / ln 2 / bytes of the scored tokens */
+    double nll_sum;        /* over the scored positions, in nats (bits per byte = nll_sum / ln 2 / the
+                              bytes of text the scored tokens stand for, which the caller knows) */
     double seconds, tokens_per_s;
     size_t n_refs;
     mk_eval_kl kl[8];      /* KL(ref_i || model) */
@@ -52,9 +53,12 @@ typedef struct mk_eval_result {
 
 #define MK_EVAL_MAX_REFS 8
 
-/* Score `model` (and compare it with refs[n_refs], all of one vocabulary) on tokens[n].
- * tok_bytes[id] = bytes of text token id stands for (bits per byte), may be NULL. */
+/* The windows: how many of ctx tokens fit n tokens (at most o->chunks when set), and which
+ * positions are scored: tokens[w * ctx + first + 1 ...] for `scored` tokens per window. */
+void mk_eval_windows(size_t n, const mk_eval_opts *o, size_t *windows, size_t *first, size_t *scored);
+
+/* Score `model` (and compare it with refs[n_refs], all of one vocabulary) on tokens[n]. */
 mk_status mk_eval_run(mk_nn_model *model, mk_nn_model *const *refs, size_t n_refs, const int32_t *tokens, size_t n,
-                      const uint32_t *tok_bytes, const mk_eval_opts *o, mk_eval_result *r);
+                      const mk_eval_opts *o, mk_eval_result *r);
 
 #endif
