@@ -129,7 +129,7 @@ one a >m/$S1
 printf '{"weight_map":{"a":"%s","b":"%s"}}' "$S1" "$S2" >m/model.safetensors.index.json
 
 # ---- model folders ------------------------------------------------------------------------------------
-case_dir no-model-file 1 "m/: no model.safetensors or model.safetensors.index.json in this folder" "inspect m/"
+case_dir no-model-file 1 "m/: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in this folder" "inspect m/"
 mkdir m
 printf '%s' "$CFG" >m/config.json
 case_dir symlink-escape 1 "m/config.json: symlink points outside the model folder" "inspect m/"
