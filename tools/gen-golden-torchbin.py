@@ -15,6 +15,10 @@ permutation, rows far apart, single elements far apart), a scalar and an empty t
   module/pytorch_model.bin     nn.Module.state_dict() (an OrderedDict with _metadata: BUILD)
   params/params.pth            a dict of nn.Parameter (torch._utils._rebuild_parameter)
   sharded/                     pytorch_model-0000k-of-00002.bin + pytorch_model.bin.index.json
+  adapter/                     tests/golden/lora/apply_plain_fp32's PEFT adapter saved as
+                               adapter_model.bin (PEFT's save_pretrained(safe_serialization=False)
+                               torch.saves the same dict); applying it must give that case's
+                               expected output
   <case>/expected.safetensors  torch.load(weights_only=True) of the case (weights_only=False for
                                proto4, which the weights-only unpickler refuses; the file is ours)
 
@@ -34,12 +38,13 @@ import sys
 
 import safetensors
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "golden", "torchbin")
 CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 1,
-          "hidden_size": 8, "vocab_size": 16}
+          "hidden_size": 8, "vocab_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2,
+          "intermediate_size": 5}
 
 
 def state_dict(v3=True):
@@ -131,6 +136,12 @@ def main():
     for k in range(len(parts)):
         loaded.update(expected(os.path.join(d, f"pytorch_model-{k + 1:05d}-of-{len(parts):05d}.bin")))
     save_file(loaded, os.path.join(d, "expected.safetensors"))
+
+    d = os.path.join(OUT, "adapter")
+    os.makedirs(d)
+    src = os.path.join(ROOT, "tests", "golden", "lora", "apply_plain_fp32", "adapter")
+    shutil.copy(os.path.join(src, "adapter_config.json"), d)
+    torch.save(load_file(os.path.join(src, "adapter_model.safetensors")), os.path.join(d, "adapter_model.bin"))
 
     lines = [f"torch {torch.__version__}", f"safetensors {safetensors.__version__}",
              f"python {platform.python_version()}", "generator tools/gen-golden-torchbin.py"]
