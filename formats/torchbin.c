@@ -141,7 +141,7 @@ static mk_status build_state_dict(const tb_pickle *p, const char *what, uint32_t
 {
     const tb_value *d = &p->v[root];
     if (d->type != TV_DICT)
-        return mk_error(MK_ERR_FORMAT, "%s: holds a %s, not a state dict (a dict of tensors): mergekit-c reads state dicts", what,
+        return mk_error(MK_ERR_FORMAT, "%s: holds %s, not a state dict (a dict of tensors): mergekit-c reads state dicts", what,
                         tb_value_type_name(p, root));
     size_t n = d->n / 2;
     f->t = mk_calloc(n ? n : 1, sizeof *f->t);
@@ -151,7 +151,7 @@ static mk_status build_state_dict(const tb_pickle *p, const char *what, uint32_t
         uint32_t k = d->u.items[2 * e], v = d->u.items[2 * e + 1];
         const tb_value *key = &p->v[k];
         if (key->type != TV_STR)
-            return mk_error(MK_ERR_FORMAT, "%s: state dict key %zu is a %s, expected a tensor name", what, e,
+            return mk_error(MK_ERR_FORMAT, "%s: state dict key %zu is %s, expected a tensor name", what, e,
                             tb_value_type_name(p, k));
         const char *name = (const char *)p->buf + key->u.s.off;
         size_t len = key->u.s.len;
@@ -163,7 +163,7 @@ static mk_status build_state_dict(const tb_pickle *p, const char *what, uint32_t
         f->n++;
         if (p->v[v].type != TV_TENSOR)
             return mk_error(MK_ERR_FORMAT,
-                            "%s: entry %s is a %s, not a tensor (mergekit-c reads plain state dicts: name -> tensor)", what,
+                            "%s: entry %s is %s, not a tensor (mergekit-c reads plain state dicts: name -> tensor)", what,
                             info->name, tb_value_type_name(p, v));
         MK_TRY(build_tensor(p, what, info->name, &p->tn[p->v[v].u.aux], info, &f->v[e]));
     }
@@ -305,7 +305,7 @@ static mk_status legacy_pickles(tb_pickle *p, const char *what, uint32_t *root, 
         return mk_error(MK_ERR_FORMAT, "%s: legacy protocol version is not %d", what, LEGACY_PROTOCOL);
     pos = end;
     MK_TRY(tb_pickle_run(p, pos, &end, &v));
-    if (p->v[v].type != TV_DICT) return mk_error(MK_ERR_FORMAT, "%s: sys_info is a %s, expected a dict", what, tb_value_type_name(p, v));
+    if (p->v[v].type != TV_DICT) return mk_error(MK_ERR_FORMAT, "%s: sys_info is %s, expected a dict", what, tb_value_type_name(p, v));
     uint32_t le = dict_get(p, v, "little_endian");
     if (le && !(p->v[le].type == TV_BOOL && p->v[le].u.i == 1))
         return mk_error(MK_ERR_UNSUPPORTED, "%s: written on a big-endian machine; only little-endian checkpoints are read", what);
@@ -314,7 +314,7 @@ static mk_status legacy_pickles(tb_pickle *p, const char *what, uint32_t *root, 
     pos = end;
     MK_TRY(tb_pickle_run(p, pos, &end, keys));
     if (p->v[*keys].type != TV_LIST)
-        return mk_error(MK_ERR_FORMAT, "%s: the storage key list is a %s", what, tb_value_type_name(p, *keys));
+        return mk_error(MK_ERR_FORMAT, "%s: the storage key list is %s", what, tb_value_type_name(p, *keys));
     *data_start = end;
     return MK_OK;
 }

@@ -130,6 +130,7 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
 void tb_pickle_free(tb_pickle *p);
 /* Index of the storage with this key, or -1. */
 long tb_pickle_find_storage(const tb_pickle *p, const uint8_t *key, size_t len);
+/* "a tuple", "an OrderedDict", "None" ... for messages */
 const char *tb_value_type_name(const tb_pickle *p, uint32_t v);
 
 /* The storage-type and dtype tables. dtype is MK_DTYPE_NONE for types torch has but

@@ -212,10 +212,11 @@ static mk_status add_item(tb_pickle *p, size_t pos, uint32_t c, uint32_t item)
 
 const char *tb_value_type_name(const tb_pickle *p, uint32_t v)
 {
-    static const char *const names[TV_COUNT] = {"None", "bool", "int", "int", "float", "str", "bytes",
-                                                "tuple", "list", "dict", "set", "global", "storage", "tensor"};
+    static const char *const names[TV_COUNT] = {"None",    "a bool", "an int",   "an int",    "a float",
+                                                "a str",   "bytes",  "a tuple",  "a list",    "a dict",
+                                                "a set",   "a global", "a storage", "a tensor"};
     const tb_value *x = &p->v[v];
-    if (x->type == TV_DICT && x->flag) return "OrderedDict";
+    if (x->type == TV_DICT && x->flag) return "an OrderedDict";
     return names[x->type];
 }
 
@@ -272,7 +273,7 @@ static mk_status storage_from_pid(tb_pickle *p, size_t pos, uint32_t pid, uint32
 {
     const tb_value *t = &p->v[pid];
     if (t->type != TV_TUPLE || t->n != (uint32_t)p->pid_arity)
-        return perr(p, pos, "persistent id is a %s of %u items; a storage reference is a tuple of %d",
+        return perr(p, pos, "persistent id is %s of %u items; a storage reference is a tuple of %d",
                     tb_value_type_name(p, pid), t->type == TV_TUPLE ? t->n : 0, p->pid_arity);
     const uint32_t *it = t->u.items;
     const tb_value *tag = &p->v[it[0]], *ty = &p->v[it[1]], *key = &p->v[it[2]], *loc = &p->v[it[3]],
@@ -280,7 +281,7 @@ static mk_status storage_from_pid(tb_pickle *p, size_t pos, uint32_t pid, uint32
     if (tag->type != TV_STR || !eq(p->buf + tag->u.s.off, tag->u.s.len, "storage"))
         return perr(p, pos, "persistent id is not a ('storage', ...) tuple: %s", REFUSAL);
     if (ty->type != TV_GLOBAL || ty->flag != G_STORAGE_TYPE)
-        return perr(p, pos, "storage reference: item 1 is a %s, expected a torch storage type", tb_value_type_name(p, it[1]));
+        return perr(p, pos, "storage reference: item 1 is %s, expected a torch storage type", tb_value_type_name(p, it[1]));
     if (key->type != TV_STR || key->u.s.len == 0 || key->u.s.len > TB_MAX_KEY)
         return perr(p, pos, "storage reference: the key is not a string of 1 to %d bytes", TB_MAX_KEY);
     for (uint32_t i = 0; i < key->u.s.len; i++) {
@@ -289,7 +290,7 @@ static mk_status storage_from_pid(tb_pickle *p, size_t pos, uint32_t pid, uint32
             return perr(p, pos, "storage reference: key '%.*s' is not a plain name", (int)key->u.s.len,
                         (const char *)p->buf + key->u.s.off);
     }
-    if (loc->type != TV_STR) return perr(p, pos, "storage reference: the location is a %s, expected a string", tb_value_type_name(p, it[3]));
+    if (loc->type != TV_STR) return perr(p, pos, "storage reference: the location is %s, expected a string", tb_value_type_name(p, it[3]));
     if (num->type != TV_INT || num->u.i < 0)
         return perr(p, pos, "storage reference: the element count is not a non-negative integer");
     if (p->pid_arity == 6 && p->v[it[5]].type != TV_NONE)
@@ -344,7 +345,7 @@ static mk_status storage_from_pid(tb_pickle *p, size_t pos, uint32_t pid, uint32
 static mk_status int_tuple(tb_pickle *p, size_t pos, uint32_t v, const char *what, int64_t out[MK_MAX_DIMS], int *n)
 {
     const tb_value *t = &p->v[v];
-    if (t->type != TV_TUPLE) return perr(p, pos, "tensor %s is a %s, expected a tuple", what, tb_value_type_name(p, v));
+    if (t->type != TV_TUPLE) return perr(p, pos, "tensor %s is %s, expected a tuple", what, tb_value_type_name(p, v));
     if (t->n > MK_MAX_DIMS) return perr(p, pos, "tensor %s has %u dimensions (at most %d supported)", what, t->n, MK_MAX_DIMS);
     for (uint32_t i = 0; i < t->n; i++) {
         const tb_value *x = &p->v[t->u.items[i]];
@@ -364,7 +365,7 @@ static mk_status rebuild_tensor(tb_pickle *p, size_t pos, tb_global kind, uint32
         return perr(p, pos, "a tensor rebuild call has %u arguments, expected %u%s", a->n, lo, hi > lo ? " or one more" : "");
     const uint32_t *it = a->u.items;
     if (p->v[it[0]].type != TV_STORAGE)
-        return perr(p, pos, "a tensor rebuild call's storage is a %s", tb_value_type_name(p, it[0]));
+        return perr(p, pos, "a tensor rebuild call's storage is %s", tb_value_type_name(p, it[0]));
     if (p->v[it[1]].type != TV_INT || p->v[it[1]].u.i < 0)
         return perr(p, pos, "a tensor's storage offset is not a non-negative integer");
     if (p->ntn >= TB_MAX_TENSORS) return perr(p, pos, "more than %u tensors", TB_MAX_TENSORS);
@@ -380,15 +381,15 @@ static mk_status rebuild_tensor(tb_pickle *p, size_t pos, tb_global kind, uint32
     if (ns != t->ndim) return perr(p, pos, "a tensor has %d sizes but %d strides", t->ndim, ns);
     t->type = p->st[t->storage].type;
     if (kind != G_REBUILD) {
-        if (p->v[it[4]].type != TV_BOOL) return perr(p, pos, "a tensor's requires_grad is a %s", tb_value_type_name(p, it[4]));
+        if (p->v[it[4]].type != TV_BOOL) return perr(p, pos, "a tensor's requires_grad is %s", tb_value_type_name(p, it[4]));
         if (p->v[it[5]].type != TV_DICT)
-            return perr(p, pos, "a tensor's backward hooks are a %s, expected an empty OrderedDict", tb_value_type_name(p, it[5]));
+            return perr(p, pos, "a tensor's backward hooks are %s, expected an empty OrderedDict", tb_value_type_name(p, it[5]));
     }
     uint32_t meta = 0;
     if (kind == G_REBUILD_V3) {
         const tb_value *d = &p->v[it[6]];
         if (d->type != TV_GLOBAL || d->flag != G_DTYPE)
-            return perr(p, pos, "a tensor's dtype is a %s, expected a torch dtype", tb_value_type_name(p, it[6]));
+            return perr(p, pos, "a tensor's dtype is %s, expected a torch dtype", tb_value_type_name(p, it[6]));
         t->type = &TB_DTYPES[d->u.aux];
         if (a->n == 8) meta = it[7];
     } else if (kind == G_REBUILD_V2 && a->n == 7) {
@@ -397,7 +398,7 @@ static mk_status rebuild_tensor(tb_pickle *p, size_t pos, tb_global kind, uint32
     if (meta) {
         /* torch._utils.get_tensor_metadata: {'conj': True} / {'neg': True} when a bit is set */
         const tb_value *m = &p->v[meta];
-        if (m->type != TV_DICT) return perr(p, pos, "a tensor's metadata is a %s, expected a dict", tb_value_type_name(p, meta));
+        if (m->type != TV_DICT) return perr(p, pos, "a tensor's metadata is %s, expected a dict", tb_value_type_name(p, meta));
         for (uint32_t i = 1; i < m->n; i += 2) {
             const tb_value *x = &p->v[m->u.items[i]];
             if (!(x->type == TV_BOOL && x->u.i == 0)) t->flagged = true;
@@ -416,11 +417,11 @@ static mk_status reduce(tb_pickle *p, size_t pos)
     MK_TRY(pop(p, pos, 'R', &args));
     MK_TRY(top(p, pos, 'R', &fn));
     const tb_value *f = &p->v[*fn];
-    if (f->type != TV_GLOBAL) return perr(p, pos, "REDUCE calls a %s, not an allowed global", tb_value_type_name(p, *fn));
+    if (f->type != TV_GLOBAL) return perr(p, pos, "REDUCE calls %s, not an allowed global", tb_value_type_name(p, *fn));
     char name[160];
     global_name(f, name, sizeof name);
     if (p->v[args].type != TV_TUPLE)
-        return perr(p, pos, "REDUCE of %s with a %s of arguments, expected a tuple", name, tb_value_type_name(p, args));
+        return perr(p, pos, "REDUCE of %s with %s of arguments, expected a tuple", name, tb_value_type_name(p, args));
     const tb_value *a = &p->v[args];
     uint32_t v = 0;
     switch ((tb_global)f->flag) {
@@ -441,8 +442,8 @@ static mk_status reduce(tb_pickle *p, size_t pos)
     case G_PARAM_STATE:
         /* nn.Parameter(data): the same values */
         if (a->n != (f->flag == G_PARAM ? 3u : 4u) || p->v[a->u.items[0]].type != TV_TENSOR)
-            return perr(p, pos, "%s called with %u arguments, the first a %s; expected a tensor and %d more", name, a->n,
-                        a->n ? tb_value_type_name(p, a->u.items[0]) : "nothing", f->flag == G_PARAM ? 2 : 3);
+            return perr(p, pos, "%s called with %u arguments, the first %s; expected a tensor and %d more", name, a->n,
+                        a->n ? tb_value_type_name(p, a->u.items[0]) : "missing", f->flag == G_PARAM ? 2 : 3);
         v = a->u.items[0];
         break;
     default: return perr(p, pos, "REDUCE calls %s, which is not a function mergekit-c allows: %s", name, REFUSAL);
@@ -639,14 +640,14 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
         case 'a':
             MK_TRY(pop(p, pos, op, &x));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPEND to a %s (only lists)", tb_value_type_name(p, *t));
+            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPEND to %s (only lists)", tb_value_type_name(p, *t));
             MK_TRY(add_item(p, pos, *t, x));
             break;
         case 'e': {
             size_t first = 0, k = 0;
             MK_TRY(pop_mark(p, pos, op, &first, &k));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPENDS to a %s (only lists)", tb_value_type_name(p, *t));
+            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPENDS to %s (only lists)", tb_value_type_name(p, *t));
             for (size_t j = 0; j < k; j++) MK_TRY(add_item(p, pos, *t, p->stack[first + j]));
             break;
         }
@@ -654,7 +655,7 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             MK_TRY(pop(p, pos, op, &v));
             MK_TRY(pop(p, pos, op, &x));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_DICT) return perr(p, pos, "SETITEM on a %s (only dicts)", tb_value_type_name(p, *t));
+            if (p->v[*t].type != TV_DICT) return perr(p, pos, "SETITEM on %s (only dicts)", tb_value_type_name(p, *t));
             MK_TRY(add_item(p, pos, *t, x));
             MK_TRY(add_item(p, pos, *t, v));
             break;
@@ -662,7 +663,7 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             size_t first = 0, k = 0;
             MK_TRY(pop_mark(p, pos, op, &first, &k));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_DICT) return perr(p, pos, "SETITEMS on a %s (only dicts)", tb_value_type_name(p, *t));
+            if (p->v[*t].type != TV_DICT) return perr(p, pos, "SETITEMS on %s (only dicts)", tb_value_type_name(p, *t));
             if (k % 2) return perr(p, pos, "SETITEMS with an odd number (%zu) of keys and values", k);
             for (size_t j = 0; j < k; j++) MK_TRY(add_item(p, pos, *t, p->stack[first + j]));
             break;
@@ -712,7 +713,7 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             MK_TRY(pop(p, pos, op, &mv));
             const tb_value *m = &p->v[mv], *nm = &p->v[nv];
             if (m->type != TV_STR || nm->type != TV_STR)
-                return perr(p, pos, "STACK_GLOBAL of a %s and a %s, expected two strings", tb_value_type_name(p, mv),
+                return perr(p, pos, "STACK_GLOBAL of %s and %s, expected two strings", tb_value_type_name(p, mv),
                             tb_value_type_name(p, nv));
             MK_TRY(global(p, pos, b + m->u.s.off, m->u.s.len, b + nm->u.s.off, nm->u.s.len, "STACK_GLOBAL"));
             break;
@@ -723,9 +724,9 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             MK_TRY(top(p, pos, op, &t));
             const tb_value *inst = &p->v[*t];
             if (!(inst->type == TV_DICT && inst->flag))
-                return perr(p, pos, "BUILD on a %s (only an OrderedDict's attributes): %s", tb_value_type_name(p, *t), REFUSAL);
+                return perr(p, pos, "BUILD on %s (only an OrderedDict's attributes): %s", tb_value_type_name(p, *t), REFUSAL);
             if (p->v[x].type != TV_DICT)
-                return perr(p, pos, "BUILD of an OrderedDict with a %s, expected a dict of attributes", tb_value_type_name(p, x));
+                return perr(p, pos, "BUILD of an OrderedDict with %s, expected a dict of attributes", tb_value_type_name(p, x));
             break;
         }
         case 'Q': /* BINPERSID */
