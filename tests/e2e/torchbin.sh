@@ -41,6 +41,9 @@ t_ok "synth the LoRA golden base" "$MK" $cmd -q
 t_ok "lora apply with adapter_model.bin" "$MK" lora apply base-float32/ "$G/adapter" applied -q
 t_ok "equals PEFT merge_and_unload bit for bit" "$MK" compare applied/model.safetensors "$L/apply_plain_fp32/expected.safetensors"
 
+t_fail "pack refuses a PyTorch checkpoint, saying why" 1 "zip/pytorch_model.bin: a PyTorch checkpoint; pack stores safetensors models" \
+    "$MK" pack "$G/zip/pytorch_model.bin" z.mkz
+
 # a folder with both: safetensors wins (the pickle is never opened)
 mkdir both && cp "$G/module/expected.safetensors" both/model.safetensors && printf 'not a pickle' >both/pytorch_model.bin
 "$MK" inspect both/ --json >both.json 2>&1
