@@ -93,13 +93,17 @@ MK_TEST(torchbin_golden_views)
 /* ---- hand-made legacy streams --------------------------------------------------------------- */
 
 typedef struct img {
-    uint8_t b[1 << 16];
-    size_t n;
+    uint8_t *b;
+    size_t n, cap;
 } img;
 
 static void put(img *m, const void *p, size_t n)
 {
-    if (m->n + n <= sizeof m->b) memcpy(m->b + m->n, p, n);
+    if (m->n + n > m->cap) {
+        m->cap = (m->n + n) * 2;
+        m->b = realloc(m->b, m->cap);
+    }
+    memcpy(m->b + m->n, p, n);
     m->n += n;
 }
 #define PUTS(m, lit) put(m, lit, sizeof lit - 1)
@@ -149,7 +153,7 @@ static mk_status parse(img *m, mk_tb_file *f)
 
 MK_TEST(torchbin_legacy_views)
 {
-    img m;
+    img m = {0};
     mk_tb_file f;
     /* a [2, 3] view at offset 0, row-major */
     static const char ok[] = PK(REBUILD("K\x00", "K\x02K\x03\x86", "K\x03K\x01\x86"));
@@ -193,11 +197,36 @@ MK_TEST(torchbin_legacy_views)
     legacy(&m, ok, sizeof ok - 1, 6);
     PUTS(&m, "xyz");
     CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "3 bytes after the last storage");
+    free(m.b);
+}
+
+/* The legacy stream is read as far as its pickles need: here an OrderedDict whose
+ * attributes (BUILD) hold a 1.5 MiB string, past the first 1 MiB read. */
+MK_TEST(torchbin_legacy_long_pickle)
+{
+    img m = {0}, obj = {0};
+    mk_tb_file f;
+    static const char head[] = "\x80\x02" REBUILD("K\x00", "K\x06\x85", "K\x01\x85");
+    put(&obj, head, sizeof head - 1);
+    PUTS(&obj, "}X\x09\x00\x00\x00_metadataX");
+    uint32_t len = 3u << 19;
+    put(&obj, &len, 4);
+    char *big = calloc(len, 1);
+    memset(big, 'a', len);
+    put(&obj, big, len);
+    PUTS(&obj, "sb.");
+    legacy(&m, (const char *)obj.b, obj.n, 6);
+    CHECK_OK(parse(&m, &f));
+    CHECK(f.n == 1 && f.t[0].numel == 6 && f.v[0].base == m.n - 24);
+    mk_tb_file_free(&f);
+    free(big);
+    free(obj.b);
+    free(m.b);
 }
 
 MK_TEST(torchbin_refusals)
 {
-    img m;
+    img m = {0};
     mk_tb_file f;
     static const struct {
         const char *body;
@@ -232,11 +261,12 @@ MK_TEST(torchbin_refusals)
                   s ? mk_errmsg() : "ok", cases[c].want);
         if (s == MK_OK) mk_tb_file_free(&f);
     }
+    free(m.b);
 }
 
 MK_TEST(torchbin_bombs)
 {
-    static img m;
+    img m = {0};
     mk_tb_file f;
     char body[8192];
     size_t n = 0;
@@ -270,11 +300,12 @@ MK_TEST(torchbin_bombs)
     double t0 = mk_now();
     CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "holds a list, not a state dict");
     CHECK_MSG(mk_now() - t0 < 1.0, "the billion laughs took %.2f s", mk_now() - t0);
+    free(m.b);
 }
 
 MK_TEST(torchbin_not_a_checkpoint)
 {
-    img m;
+    img m = {0};
     mk_tb_file f;
     m.n = 0;
     PUTS(&m, "hello world");
@@ -285,4 +316,5 @@ MK_TEST(torchbin_not_a_checkpoint)
     m.n = 0;
     PUTS(&m, "PK\3\4                              ");
     CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "no zip end-of-central-directory record");
+    free(m.b);
 }
