@@ -640,17 +640,9 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
         case 'a':
             MK_TRY(pop(p, pos, op, &x));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPEND to %s (only lists)", tb_value_type_name(p, *t));
+            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPEND on %s (only lists)", tb_value_type_name(p, *t));
             MK_TRY(add_item(p, pos, *t, x));
             break;
-        case 'e': {
-            size_t first = 0, k = 0;
-            MK_TRY(pop_mark(p, pos, op, &first, &k));
-            MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_LIST) return perr(p, pos, "APPENDS to %s (only lists)", tb_value_type_name(p, *t));
-            for (size_t j = 0; j < k; j++) MK_TRY(add_item(p, pos, *t, p->stack[first + j]));
-            break;
-        }
         case 's':
             MK_TRY(pop(p, pos, op, &v));
             MK_TRY(pop(p, pos, op, &x));
@@ -659,12 +651,14 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             MK_TRY(add_item(p, pos, *t, x));
             MK_TRY(add_item(p, pos, *t, v));
             break;
-        case 'u': {
+        case 'e': /* APPENDS */
+        case 'u': { /* SETITEMS */
             size_t first = 0, k = 0;
             MK_TRY(pop_mark(p, pos, op, &first, &k));
             MK_TRY(top(p, pos, op, &t));
-            if (p->v[*t].type != TV_DICT) return perr(p, pos, "SETITEMS on %s (only dicts)", tb_value_type_name(p, *t));
-            if (k % 2) return perr(p, pos, "SETITEMS with an odd number (%zu) of keys and values", k);
+            if (p->v[*t].type != (op == 'e' ? TV_LIST : TV_DICT))
+                return perr(p, pos, "%s on %s (only %s)", OPNAMES[op], tb_value_type_name(p, *t), op == 'e' ? "lists" : "dicts");
+            if (op == 'u' && k % 2) return perr(p, pos, "SETITEMS with an odd number (%zu) of keys and values", k);
             for (size_t j = 0; j < k; j++) MK_TRY(add_item(p, pos, *t, p->stack[first + j]));
             break;
         }
