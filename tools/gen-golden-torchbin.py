@@ -14,6 +14,9 @@ permutation, rows far apart, single elements far apart), a scalar and an empty t
   proto4/model.pt              torch.save(..., pickle_protocol=4) (FRAME, MEMOIZE, STACK_GLOBAL)
   module/pytorch_model.bin     nn.Module.state_dict() (an OrderedDict with _metadata: BUILD)
   params/params.pth            a dict of nn.Parameter (torch._utils._rebuild_parameter)
+  zip64/pytorch_model.bin      zip/'s entries rewritten by Python's zipfile with its Zip64 limit
+                               lowered to 64 bytes, so sizes and offsets are saturated and carried
+                               in Zip64 extra fields and end records, as torch writes them past 4 GiB
   sharded/                     pytorch_model-0000k-of-00002.bin + pytorch_model.bin.index.json
   adapter/                     tests/golden/lora/apply_plain_fp32's PEFT adapter saved as
                                adapter_model.bin (PEFT's save_pretrained(safe_serialization=False)
@@ -35,6 +38,7 @@ import os
 import platform
 import shutil
 import sys
+import zipfile
 
 import safetensors
 import torch
@@ -91,6 +95,19 @@ def expected(path, weights_only=True):
     return {k: v.detach().contiguous().clone() for k, v in sd.items()}
 
 
+def zip64_copy(src, dst):
+    """The same entries, stored, with every size and offset over 64 bytes in Zip64 form."""
+    limit = zipfile.ZIP64_LIMIT
+    zipfile.ZIP64_LIMIT = 64
+    try:
+        with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zo:
+            for info in zi.infolist():
+                with zo.open(zipfile.ZipInfo(info.filename), "w", force_zip64=True) as f:
+                    f.write(zi.read(info))
+    finally:
+        zipfile.ZIP64_LIMIT = limit
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(OUT)
@@ -107,6 +124,7 @@ def main():
         save_file(expected(p, weights_only), os.path.join(d, "expected.safetensors"))
 
     case("zip", "pytorch_model.bin", lambda p: torch.save(sd, p))
+    case("zip64", "pytorch_model.bin", lambda p: zip64_copy(os.path.join(OUT, "zip", "pytorch_model.bin"), p))
     legacy = state_dict(v3=False)
     case("legacy", "pytorch_model.bin", lambda p: torch.save(legacy, p, _use_new_zipfile_serialization=False))
     case("proto4", "model.pt", lambda p: torch.save(sd, p, pickle_protocol=4), weights_only=False, config=False)

@@ -10,7 +10,7 @@ tensors() {
     "$MK" inspect "$1" --json --hashes |
         sed -n 's/.*"name": "\([^"]*\)", "dtype": "\([^"]*\)", "shape": \(\[[^]]*\]\).*"xxh3": "\([0-9a-f]*\)".*/\1 \2 \3 \4/p' | sort
 }
-for c in zip/ legacy/ sharded/ module/ module/pytorch_model.bin params/params.pth proto4/model.pt; do
+for c in zip/ zip64/ legacy/ sharded/ module/ module/pytorch_model.bin params/params.pth proto4/model.pt; do
     d=${c%%/*}
     tensors "$G/$c" >got.txt
     tensors "$G/$d/expected.safetensors" >want.txt

@@ -59,7 +59,7 @@ done:
 MK_TEST(torchbin_golden_bit_exact)
 {
     static const char *const cases[][2] = {
-        {"zip", "zip/"},          {"legacy", "legacy/"},           {"sharded", "sharded/"},
+        {"zip", "zip/"},          {"zip64", "zip64/"},  {"legacy", "legacy/"},  {"sharded", "sharded/"},
         {"module", "module/pytorch_model.bin"}, {"params", "params/params.pth"}, {"proto4", "proto4/model.pt"},
     };
     char got[512], want[512];
