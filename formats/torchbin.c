@@ -485,7 +485,8 @@ mk_status mk_tb_gather(const mk_tb_input *in, const mk_tensor_info *t, const mk_
 /* ---- the source ----------------------------------------------------------------------------- */
 
 /* Non-contiguous tensors are gathered whole and kept, so the row chunks of a transposed
- * matrix do not each read the whole storage; a few at a time, shared between threads. */
+ * matrix do not each read the whole storage; two at a time, shared between threads. Memory:
+ * up to two such tensors, plus the span of the one being gathered. */
 #define TB_CACHE 2
 
 typedef struct tb_cached {
@@ -515,6 +516,8 @@ static mk_status cache_get(mk_source *s, size_t i, tb_cached **out, uint8_t **te
     tb_source *tb = s->impl;
     *out = NULL;
     *temp = NULL;
+    /* the lock is held while gathering: threads reading chunks of the same view wait for
+     * one gather instead of each making its own */
     pthread_mutex_lock(&tb->mu);
     for (int e = 0; e < TB_CACHE; e++)
         if (tb->cache[e].valid && tb->cache[e].tensor == i) {
@@ -524,16 +527,14 @@ static mk_status cache_get(mk_source *s, size_t i, tb_cached **out, uint8_t **te
             pthread_mutex_unlock(&tb->mu);
             return MK_OK;
         }
-    pthread_mutex_unlock(&tb->mu);
     const mk_tensor_info *t = &s->tensors[i];
     uint8_t *buf = mk_malloc((size_t)t->nbytes);
-    if (!buf) return MK_ERR_NOMEM;
-    mk_status st = mk_tb_gather(&tb->in[t->file], t, &tb->views[i], buf);
+    mk_status st = buf ? mk_tb_gather(&tb->in[t->file], t, &tb->views[i], buf) : MK_ERR_NOMEM;
     if (st != MK_OK) {
+        pthread_mutex_unlock(&tb->mu);
         free(buf);
         return st;
     }
-    pthread_mutex_lock(&tb->mu);
     tb_cached *victim = NULL;
     for (int e = 0; e < TB_CACHE; e++) {
         tb_cached *c = &tb->cache[e];
