@@ -224,8 +224,8 @@ static mk_status parse_zip(const mk_tb_input *in, const char *what, mk_tb_file *
         if (!ename) s = MK_ERR_NOMEM;
         /* absent before torch 1.10: little-endian */
         else if (e) s = tb_zip_read(in, what, e, 64, &rec, &len);
-        if (s == MK_OK && rec && strcmp((const char *)rec, "little") != 0)
-            s = mk_error(strcmp((const char *)rec, "big") == 0 ? MK_ERR_UNSUPPORTED : MK_ERR_FORMAT,
+        if (s == MK_OK && rec && !(len == 6 && memcmp(rec, "little", 6) == 0))
+            s = mk_error(len == 3 && memcmp(rec, "big", 3) == 0 ? MK_ERR_UNSUPPORTED : MK_ERR_FORMAT,
                          "%s: %s is '%.10s'; only little-endian checkpoints are read", what, e->name, (const char *)rec);
     }
     if (s == MK_OK) {
@@ -253,7 +253,9 @@ static mk_status parse_zip(const mk_tb_input *in, const char *what, mk_tb_file *
         ename = mk_asprintf("%s/data/%.*s", prefix, (int)st->key_len, (const char *)pkl + st->key_off);
         const tb_zentry *e = ename ? tb_zip_find(&z, ename) : NULL;
         if (!ename) s = MK_ERR_NOMEM;
-        else if (!e) s = mk_error(MK_ERR_FORMAT, "%s: storage '%.*s' has no entry %s", what, (int)st->key_len, (const char *)pkl + st->key_off, ename);
+        else if (!e)
+            s = mk_error(MK_ERR_FORMAT, "%s: storage '%.*s' has no entry %s", what, (int)st->key_len,
+                         (const char *)pkl + st->key_off, ename);
         else if ((s = tb_zip_check_stored(e, what)) != MK_OK) break;
         else if (e->size != st->bytes)
             s = mk_error(MK_ERR_FORMAT, "%s: storage '%.*s' declares %llu bytes (%llu x %s) but entry %s holds %llu", what,
@@ -345,7 +347,8 @@ static mk_status parse_legacy(const mk_tb_input *in, const char *what, mk_tb_fil
         have = cap - have < have ? (size_t)cap : have * 2;
     }
     if (s != MK_OK && p.hit_end && have == cap && cap < in->size)
-        s = mk_error(MK_ERR_FORMAT, "%s: the pickles are longer than %llu bytes (the limit)", what, (unsigned long long)MK_TB_MAX_PICKLE);
+        s = mk_error(MK_ERR_FORMAT, "%s: the pickles are longer than %llu bytes (the limit)", what,
+                     (unsigned long long)MK_TB_MAX_PICKLE);
     /* the storages, in the order of the key list: an 8-byte element count, then the bytes */
     uint64_t pos = data;
     const tb_value *kl = s == MK_OK ? &p.v[keys] : NULL;

@@ -290,7 +290,8 @@ static mk_status storage_from_pid(tb_pickle *p, size_t pos, uint32_t pid, uint32
             return perr(p, pos, "storage reference: key '%.*s' is not a plain name", (int)key->u.s.len,
                         (const char *)p->buf + key->u.s.off);
     }
-    if (loc->type != TV_STR) return perr(p, pos, "storage reference: the location is %s, expected a string", tb_value_type_name(p, it[3]));
+    if (loc->type != TV_STR)
+        return perr(p, pos, "storage reference: the location is %s, expected a string", tb_value_type_name(p, it[3]));
     if (num->type != TV_INT || num->u.i < 0)
         return perr(p, pos, "storage reference: the element count is not a non-negative integer");
     if (p->pid_arity == 6 && p->v[it[5]].type != TV_NONE)
@@ -463,7 +464,8 @@ static uint64_t rd_le(const uint8_t *b, int n)
 
 static mk_status new_string(tb_pickle *p, size_t pos, tb_vtype type, size_t off, uint64_t len)
 {
-    if (len > TB_MAX_STRING) return perr(p, pos, "a string of %llu bytes (over the %u-byte limit)", (unsigned long long)len, TB_MAX_STRING);
+    if (len > TB_MAX_STRING)
+        return perr(p, pos, "a string of %llu bytes (over the %u-byte limit)", (unsigned long long)len, TB_MAX_STRING);
     uint32_t v;
     MK_TRY(new_value(p, pos, type, &v));
     p->v[v].u.s.off = (uint32_t)off;
@@ -536,7 +538,8 @@ mk_status tb_pickle_run(tb_pickle *p, size_t start, size_t *end, uint32_t *resul
             break;
         case 0x95: /* FRAME: a length hint */
             NEED(8);
-            if (rd_le(b + i, 8) > n - i - 8) return perr(p, pos, "FRAME of %llu bytes runs past the end", (unsigned long long)rd_le(b + i, 8));
+            if (rd_le(b + i, 8) > n - i - 8)
+                return perr(p, pos, "FRAME of %llu bytes runs past the end", (unsigned long long)rd_le(b + i, 8));
             i += 8;
             break;
         case '.': /* STOP */

@@ -177,7 +177,8 @@ MK_TEST(torchbin_legacy_views)
     /* offset 4 + 3 elements runs past the 6-element storage */
     static const char past[] = PK(REBUILD("K\x04", "K\x03\x85", "K\x01\x85"));
     legacy(&m, past, sizeof past - 1, 6);
-    CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "tensor w: float32 elements from storage offset 4 with strides reach past the end of storage '0' (24 bytes)");
+    CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT,
+              "tensor w: float32 elements from storage offset 4 with strides reach past the end of storage '0' (24 bytes)");
     /* stride 0: an expanded view (elements overlap) */
     static const char bc[] = PK(REBUILD("K\x00", "K\x04\x85", "K\x00\x85"));
     legacy(&m, bc, sizeof bc - 1, 6);
