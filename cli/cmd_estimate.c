@@ -6,7 +6,7 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
-#include "../formats/mkz.h"
+#include "../formats/model.h"
 #include "../model/estimate.h"
 
 #include <math.h>
@@ -62,12 +62,7 @@ static mk_status load_model(const char *path, est_model *m)
         cfg_path = mk_strdup(path);
     } else {
         cfg_path = mk_path_join(path, "config.json");
-        char *a = mk_path_join(path, "model.safetensors"), *b = mk_path_join(path, "model.safetensors.index.json");
-        bool weights = (a && mk_path_exists(a)) || (b && mk_path_exists(b)) || mk_str_ends_with(path, ".safetensors") ||
-                       mk_str_ends_with(path, ".mkz") || mk_mkz_probe(path);
-        free(a);
-        free(b);
-        if (weights) {
+        if (mk_model_probe(path)) {
             s = mk_cli_open_model(path, &m->src);
             if (s != MK_OK) {
                 free(cfg_path);
@@ -265,7 +260,7 @@ int mk_cmd_estimate(int argc, char **argv)
     const mk_cmd_spec spec = {
         "estimate", "[MODEL] [options]",
         "Memory needed to serve a model, to finetune it fully, or with LoRA / QLoRA (GB = 1e9 bytes).",
-        "MODEL is a model folder, .safetensors file or .mkz container (parameters counted from the\n"
+        "MODEL is a model folder, .safetensors, PyTorch .bin or .mkz file (parameters counted from the\n"
         "tensors), or a config.json (counted by formula). Serving: weights x 1.2, plus the KV cache\n"
         "with --batch and --seq. Training: weights + activations (with --batch and --seq) + gradients\n"
         "+ optimizer states, each value at --dtype: SGD 0, momentum 1, Adam 2 states per trainable value.",

@@ -233,8 +233,9 @@ int mk_cmd_inspect(int argc, char **argv)
     };
     const mk_cmd_spec spec = {"inspect", "PATH [options]",
                               "Show a model's tensors (name, dtype, shape, bytes, shard), totals, parameter count and\n"
-                              "architecture. PATH is a model folder, a .safetensors file or a .mkz container (then also\n"
-                              "the stored bytes and compression ratio per tensor and per dtype); every header is validated.",
+                              "architecture. PATH is a model folder, a .safetensors file, a PyTorch .bin/.pt/.pth file\n"
+                              "(read without unpickling) or a .mkz container (then also the stored bytes and compression\n"
+                              "ratio per tensor and per dtype); every header is validated.",
                               NULL, opts, 1, 1};
     char *pos[1];
     size_t npos;

@@ -565,7 +565,7 @@ int mk_cmd_lora(int argc, char **argv)
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *f = argc < 2 ? stderr : stdout;
         fprintf(f, "usage: mergekit-c lora COMMAND [args] [options]\n\nPEFT LoRA adapters (adapter_config.json + "
-                   "adapter_model.safetensors).\n\ncommands:\n");
+                   "adapter_model.safetensors or .bin).\n\ncommands:\n");
         for (size_t i = 0; i < n; i++) fprintf(f, "  %-10s %s\n", subs[i].name, subs[i].summary);
         fprintf(f, "\n'mergekit-c lora COMMAND --help' shows a command's options.\n");
         return argc < 2 ? 2 : 0;

@@ -78,7 +78,7 @@ static mk_status open_inputs(merge_run *m)
         const mk_model_ref *ref = m->refs[i];
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
-                            "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and .safetensors files; "
+                            "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and model files; "
                             "download Hub models first)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
         if (ref->lora && !mk_path_exists(ref->lora))
@@ -753,11 +753,12 @@ int mk_cmd_merge(int argc, char **argv)
     };
     const mk_cmd_spec spec = {
         "merge", "RECIPE.yaml OUT [options]", "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
-        "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
-        "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
-        "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
-        "(input and output XXH3-128 hashes; see --check). With OUT ending in .mkz, or --compress,\n"
-        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).",
+        "Models are local folders (or .safetensors, PyTorch .bin or .mkz files), named in the recipe\n"
+        "relative to the current directory. OUT is written as OUT.tmp and renamed when complete;\n"
+        "nothing is left on failure. OUT gets config.json, tokenizer files, mergekit_config.yml,\n"
+        "README.md and mergekit-c.json (input and output XXH3-128 hashes; see --check). With OUT\n"
+        "ending in .mkz, or --compress, all of it goes into one lossless .mkz container instead\n"
+        "(`unpack` restores the folder).",
         opts, 2, 2};
     char *pos[2];
     size_t npos;

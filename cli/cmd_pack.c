@@ -9,6 +9,8 @@
 
 #include "../core/mk_io.h"
 #include "../formats/mkz.h"
+#include "../formats/safetensors.h"
+#include "../formats/torchbin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +58,12 @@ int mk_cmd_pack(int argc, char **argv)
     if (level < 1 || level > MK_MKZ_LEVEL_MAX)
         return mk_cli_fail(mk_error(MK_ERR_USAGE, "--level %ld is out of range (1..%d)", level, MK_MKZ_LEVEL_MAX));
     if (!mk_path_exists(pos[0])) return mk_cli_fail(mk_error(MK_ERR_IO, "%s: no such file or folder", pos[0]));
+    /* the container restores safetensors files byte for byte; a pickle is not one */
+    if (!mk_safetensors_probe(pos[0]) && mk_torchbin_probe(pos[0]))
+        return mk_cli_fail(mk_error(MK_ERR_UNSUPPORTED,
+                                    "%s: a PyTorch checkpoint; pack stores safetensors models (write one first, e.g. "
+                                    "with a passthrough merge)",
+                                    pos[0]));
     mk_status s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
     if (s != MK_OK) return mk_cli_fail(s);
     mk_outdir od;

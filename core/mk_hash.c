@@ -8,6 +8,21 @@
 #include <xxhash.h>
 
 uint64_t mk_hash64(const void *data, size_t len) { return XXH3_64bits(data, len); }
+
+uint32_t mk_crc32(uint32_t crc, const void *data, size_t len)
+{
+    /* four bits at a time: table[i] = CRC register after shifting nibble i through */
+    static const uint32_t table[16] = {0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
+                                       0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
+                                       0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c};
+    const unsigned char *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) {
+        crc = table[(crc ^ p[i]) & 15] ^ (crc >> 4);
+        crc = table[(crc ^ (p[i] >> 4)) & 15] ^ (crc >> 4);
+    }
+    return ~crc;
+}
 uint64_t mk_hash64_str(const char *s) { return XXH3_64bits(s, strlen(s)); }
 
 mk_hash128 mk_hash128_bytes(const void *data, size_t len)

@@ -20,6 +20,10 @@ void mk_hash128_hex(mk_hash128 h, char out[33]);
 bool mk_hash128_parse(const char *hex, mk_hash128 *out);
 static inline bool mk_hash128_eq(mk_hash128 a, mk_hash128 b) { return a.hi == b.hi && a.lo == b.lo; }
 
+/* CRC-32 (ISO-HDLC, the zip and gzip checksum: reflected polynomial 0xEDB88320, init and
+ * final xor 0xFFFFFFFF). Chain calls by passing the previous result as `crc` (0 to start). */
+uint32_t mk_crc32(uint32_t crc, const void *data, size_t len);
+
 /* XXH3-128 of a whole file, read through a mapping in windows that are dropped behind. */
 mk_status mk_hash_file(const char *path, mk_hash128 *out);
 

@@ -130,6 +130,17 @@ static size_t utf8_valid(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+bool mk_utf8_check(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = utf8_valid(p, end);
+        if (!k) return false;
+        p += k;
+    }
+    return true;
+}
+
 /* Parses a string at ps->p (which is at '"'); returns its offset in strs. */
 static bool parse_string(parser *ps, uint32_t *off, uint32_t *len, bool *has_nul)
 {

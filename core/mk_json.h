@@ -64,5 +64,7 @@ uint32_t mk_json_get(const mk_json *j, uint32_t obj, const char *key);
 /* First duplicated key among the members of `obj`, or 0 if none (O(n log n)). */
 uint32_t mk_json_dup_key(const mk_json *j, uint32_t obj);
 const char *mk_json_type_name(mk_json_type t);
+/* True if s[0..n) is valid UTF-8 (Unicode 15, table 3-7: no overlongs, no surrogates). */
+bool mk_utf8_check(const char *s, size_t n);
 
 #endif

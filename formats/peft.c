@@ -6,6 +6,7 @@
 #include "../model/arch.h"
 #include "modeldir.h"
 #include "safetensors.h"
+#include "torchbin.h"
 
 #include <math.h>
 #include <regex.h>
@@ -768,15 +769,14 @@ mk_status mk_peft_open(const char *path, mk_peft_adapter **out)
         if (!a->config_path) s = MK_ERR_NOMEM;
     }
     if (s == MK_OK) s = mk_peft_config_parse(text, len, a->config_path, &a->cfg);
+    bool pickled = false;
     if (s == MK_OK && mk_modeldir_resolve(&md, MK_PEFT_WEIGHTS, &wpath) != MK_OK) {
-        char *bin = mk_path_join(dir, "adapter_model.bin");
-        s = bin && mk_path_exists(bin)
-                ? mk_error(MK_ERR_UNSUPPORTED, "%s: only adapter_model.bin (a pickle) is here; we read %s only (pickles can run code)",
-                           dir, MK_PEFT_WEIGHTS)
-                : mk_error(MK_ERR_FORMAT, "%s: no %s", dir, MK_PEFT_WEIGHTS);
-        free(bin);
+        mk_error_clear();
+        /* PEFT's torch.save fallback, read without unpickling (torchbin.h) */
+        pickled = mk_modeldir_resolve(&md, MK_PEFT_WEIGHTS_BIN, &wpath) == MK_OK;
+        if (!pickled) s = mk_error(MK_ERR_FORMAT, "%s: no %s or %s", dir, MK_PEFT_WEIGHTS, MK_PEFT_WEIGHTS_BIN);
     }
-    if (s == MK_OK) s = mk_safetensors_open(wpath, &a->src);
+    if (s == MK_OK) s = pickled ? mk_torchbin_open(wpath, &a->src) : mk_safetensors_open(wpath, &a->src);
     if (s == MK_OK) {
         /* the adapter's config travels with its weights for provenance */
         char **files = mk_realloc_array(a->src->files, a->src->n_files + 1, sizeof *files);

@@ -1,8 +1,8 @@
 /* peft.h - PEFT LoRA adapters (reference/formats-security-compression.md 1.7): the
  * adapter_config.json schema, parsed and validated from a buffer; the adapter folder
- * (config + adapter_model.safetensors) opened with every tensor paired into LoRA modules;
- * the binding of those modules onto a base model's tensors; and the text of the config
- * we write for adapters we make.
+ * (config + adapter_model.safetensors, or adapter_model.bin read without unpickling)
+ * opened with every tensor paired into LoRA modules; the binding of those modules onto a
+ * base model's tensors; and the text of the config we write for adapters we make.
  *
  * Owns: PEFT's naming and matching rules - `base_model.model.` + module path +
  * `.lora_A.weight` [r, in] / `.lora_B.weight` [out, r] (`.lora_embedding_A` [r, vocab] /
@@ -23,6 +23,7 @@
 
 #define MK_PEFT_CONFIG "adapter_config.json"
 #define MK_PEFT_WEIGHTS "adapter_model.safetensors"
+#define MK_PEFT_WEIGHTS_BIN "adapter_model.bin" /* torch.save; read without unpickling */
 #define MK_PEFT_PREFIX "base_model.model."
 #define MK_PEFT_MAX_R 65536
 

@@ -267,15 +267,20 @@ void mk_st_index_free(mk_st_index *ix)
 }
 
 /* A shard name must be a plain file name in the model folder. */
-static bool shard_name_ok(const char *s)
+static bool shard_name_ok(const char *s, const char *suffix)
 {
     if (!s[0] || strchr(s, '/') || strchr(s, '\\') || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return false;
     if (strlen(s) >= 2 && s[1] == ':') return false; /* drive letter */
     if (mk_str_starts_with(s, "..")) return false;
-    return mk_str_ends_with(s, ".safetensors");
+    return mk_str_ends_with(s, suffix);
 }
 
 mk_status mk_st_index_parse(const char *text, size_t len, const char *what, mk_st_index *ix)
+{
+    return mk_st_index_parse_ext(text, len, what, ".safetensors", ix);
+}
+
+mk_status mk_st_index_parse_ext(const char *text, size_t len, const char *what, const char *suffix, mk_st_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     ix->total_size = UINT64_MAX;
@@ -324,10 +329,9 @@ mk_status mk_st_index_parse(const char *text, size_t len, const char *what, mk_s
             goto done;
         }
         const char *file = mk_json_strv(&j, c);
-        if (strlen(file) != v->str_len || !shard_name_ok(file)) {
-            s = mk_error(MK_ERR_FORMAT,
-                         "%s: weight_map[%s] = '%.200s' is not a .safetensors file name inside the model folder",
-                         what, name, file);
+        if (strlen(file) != v->str_len || !shard_name_ok(file, suffix)) {
+            s = mk_error(MK_ERR_FORMAT, "%s: weight_map[%s] = '%.200s' is not a %s file name inside the model folder",
+                         what, name, file, suffix);
             goto done;
         }
         size_t k;
@@ -351,6 +355,42 @@ done:
     mk_json_free(&j);
     if (s != MK_OK) mk_st_index_free(ix);
     return s;
+}
+
+mk_status mk_st_index_pick(const mk_st_index *ix, const char *index_path, const mk_tensor_info *const *shard_t,
+                           const size_t *shard_n, size_t *pick)
+{
+    mk_name_index *shard_ix = mk_calloc(ix->n_shards ? ix->n_shards : 1, sizeof *shard_ix);
+    if (!shard_ix) return MK_ERR_NOMEM;
+    mk_status r = MK_OK;
+    size_t total = 0;
+    for (size_t k = 0; k < ix->n_shards && r == MK_OK; k++) {
+        r = mk_name_index_build(&shard_ix[k], shard_t[k], shard_n[k], NULL);
+        total += shard_n[k];
+    }
+    /* each index entry must be in its shard; a tensor must not be in two shards */
+    for (size_t e = 0; e < ix->n && r == MK_OK; e++) {
+        uint32_t k = ix->shard_of[e];
+        long ti = mk_name_index_find(&shard_ix[k], ix->names[e]);
+        if (ti < 0) {
+            r = mk_error(MK_ERR_FORMAT, "%s: index maps tensor %s to %s, which does not contain it", index_path, ix->names[e],
+                         ix->shards[k]);
+            break;
+        }
+        for (size_t o = 0; o < ix->n_shards; o++) {
+            if (o != k && mk_name_index_find(&shard_ix[o], ix->names[e]) >= 0) {
+                r = mk_error(MK_ERR_FORMAT, "%s: tensor %s is in two shards, %s and %s", index_path, ix->names[e],
+                             ix->shards[k], ix->shards[o]);
+                break;
+            }
+        }
+        pick[e] = (size_t)ti;
+    }
+    for (size_t k = 0; k < ix->n_shards; k++) mk_name_index_free(&shard_ix[k]);
+    free(shard_ix);
+    if (r == MK_OK && ix->n < total)
+        mk_warn("%s: %zu tensor(s) in the shards are not listed in the index; they are ignored", index_path, total - ix->n);
+    return r;
 }
 
 /* ---- source --------------------------------------------------------------------------- */
@@ -502,7 +542,6 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
             r = MK_ERR_NOMEM;
             goto finish;
         }
-        size_t total = 0;
         for (size_t k = 0; k < ix.n_shards; k++) {
             char *sp = NULL;
             r = mk_modeldir_resolve(&st->aux, ix.shards[k], &sp);
@@ -515,48 +554,29 @@ mk_status mk_safetensors_open(const char *path, mk_source **out)
             r = open_and_parse(sp, &st->files[k], &hs[k]);
             if (r != MK_OK) goto finish;
             st->n_files++;
-            total += hs[k].n;
         }
-        /* each index entry must be in its shard; a tensor must not be in two shards */
         s->tensors = mk_calloc(ix.n ? ix.n : 1, sizeof *s->tensors);
-        if (!s->tensors) {
-            r = MK_ERR_NOMEM;
-            goto finish;
+        size_t *pick = mk_calloc(ix.n ? ix.n : 1, sizeof *pick);
+        const mk_tensor_info **shard_t = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *shard_t);
+        size_t *shard_n = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *shard_n);
+        r = s->tensors && pick && shard_t && shard_n ? MK_OK : MK_ERR_NOMEM;
+        for (size_t k = 0; k < ix.n_shards && r == MK_OK; k++) {
+            shard_t[k] = hs[k].t;
+            shard_n[k] = hs[k].n;
         }
-        mk_name_index *shard_ix = mk_calloc(ix.n_shards ? ix.n_shards : 1, sizeof *shard_ix);
-        if (!shard_ix) {
-            r = MK_ERR_NOMEM;
-            goto finish;
-        }
-        for (size_t k = 0; k < ix.n_shards && r == MK_OK; k++) r = mk_name_index_build(&shard_ix[k], hs[k].t, hs[k].n, NULL);
+        if (r == MK_OK) r = mk_st_index_pick(&ix, index_path, shard_t, shard_n, pick);
         for (size_t e = 0; e < ix.n && r == MK_OK; e++) {
             uint32_t k = ix.shard_of[e];
-            long ti = mk_name_index_find(&shard_ix[k], ix.names[e]);
-            if (ti < 0) {
-                r = mk_error(MK_ERR_FORMAT, "%s: index maps tensor %s to %s, which does not contain it", index_path,
-                             ix.names[e], ix.shards[k]);
-                break;
-            }
-            for (size_t o = 0; o < ix.n_shards; o++) {
-                if (o != k && mk_name_index_find(&shard_ix[o], ix.names[e]) >= 0) {
-                    r = mk_error(MK_ERR_FORMAT, "%s: tensor %s is in two shards, %s and %s", index_path, ix.names[e],
-                                 ix.shards[k], ix.shards[o]);
-                    break;
-                }
-            }
-            if (r != MK_OK) break;
             mk_tensor_info *t = &s->tensors[s->n_tensors];
-            *t = hs[k].t[ti];
+            *t = hs[k].t[pick[e]];
             t->name = mk_strdup(ix.names[e]);
             t->file = k;
             if (!t->name) r = MK_ERR_NOMEM;
             else s->n_tensors++;
         }
-        for (size_t k = 0; k < ix.n_shards; k++) mk_name_index_free(&shard_ix[k]);
-        free(shard_ix);
-        if (r == MK_OK && s->n_tensors < total)
-            mk_warn("%s: %zu tensor(s) in the shards are not listed in the index; they are ignored", index_path,
-                    total - s->n_tensors);
+        free(pick);
+        free(shard_t);
+        free(shard_n);
         goto finish;
     }
     {

@@ -9,7 +9,8 @@
  * overflow-checked; byte range == shape x dtype size; ranges sorted are contiguous from 0
  * with no gap or overlap; the last end + 8 + N == file size; duplicate names refused.
  * Index rules: shard names are plain file names ending in .safetensors (no '/', '\\',
- * '..', drive letters); every listed tensor is in its shard and in no other shard.
+ * '..', drive letters); every listed tensor is in its shard and in no other shard. The
+ * index reader serves pytorch_model.bin.index.json too (torchbin.h), with .bin shards.
  *
  * Writer: all output tensors are declared up front, so shard assignment, headers and
  * offsets are fixed before any data is written; data goes in with pwrite at final offsets
@@ -48,7 +49,14 @@ typedef struct mk_st_index {
     uint64_t total_size; /* metadata.total_size, or UINT64_MAX when absent */
 } mk_st_index;
 mk_status mk_st_index_parse(const char *text, size_t len, const char *what, mk_st_index *ix);
+/* The same for shards whose names end in `suffix` (".bin": pytorch_model.bin.index.json). */
+mk_status mk_st_index_parse_ext(const char *text, size_t len, const char *what, const char *suffix, mk_st_index *ix);
 void mk_st_index_free(mk_st_index *ix);
+/* Match an index with the tensors its shards hold (shard k: shard_t[k][0 .. shard_n[k])):
+ * entry e is tensor pick[e] of shard ix->shard_of[e]. Fails when a listed tensor is not
+ * in its shard or is also in another; warns about shard tensors the index does not list. */
+mk_status mk_st_index_pick(const mk_st_index *ix, const char *index_path, const mk_tensor_info *const *shard_t,
+                           const size_t *shard_n, size_t *pick);
 
 /* Open a .safetensors file or a model folder. */
 mk_status mk_safetensors_open(const char *path, mk_source **out);

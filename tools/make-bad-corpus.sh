@@ -129,7 +129,7 @@ one a >m/$S1
 printf '{"weight_map":{"a":"%s","b":"%s"}}' "$S1" "$S2" >m/model.safetensors.index.json
 
 # ---- model folders ------------------------------------------------------------------------------------
-case_dir no-model-file 1 "m/: no model.safetensors or model.safetensors.index.json in this folder" "inspect m/"
+case_dir no-model-file 1 "m/: no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json in this folder" "inspect m/"
 mkdir m
 printf '%s' "$CFG" >m/config.json
 case_dir symlink-escape 1 "m/config.json: symlink points outside the model folder" "inspect m/"
@@ -254,6 +254,44 @@ mkz index-size "m.mkz: footer damaged or file truncated: index of 1099511627776 
 mkz file-name "m.mkz: index damaged: file [0-9]+: '../onfig.js' is not a plain file name"
 mkz plane-bound "m.mkz: index damaged: byte stream [0-9]+: block 0 plane 0: method 1 with 2147483647 bytes for [0-9]+ raw bytes"
 mkz plane-bound "m.mkz: index damaged" "inspect m.mkz"
+
+# ---- PyTorch checkpoints that attack or lie (made by tools/make-bad-torchbin.py) ----------------
+# The code-execution payloads would `touch pwned` (the script proves each one runs under
+# torch.load); bad_corpus.sh checks that the file never appears.
+"$py" "$root/tools/make-bad-torchbin.py" "$w/torch"
+# tb NAME REGEX [CMD [FILE]]: the forged checkpoint NAME as m/pytorch_model.bin (or FILE)
+tb() {
+    case_dir "torch-$1" 1 "$2" "${3:-inspect m/}"
+    _f=${4:-m/pytorch_model.bin}
+    mkdir -p "$(dirname "$_f")"
+    [ "$(dirname "$_f")" = m ] && printf '%s' "$CFG" >m/config.json
+    cp "$w/torch/$1.bin" "$_f"
+}
+R="mergekit-c reads state dicts of tensors and never runs code from a checkpoint"
+tb os-system "m/pytorch_model.bin: x/data.pkl: byte [0-9]+: refused pickle global 'posix.system' \(GLOBAL\): $R"
+tb os-system "m/pytorch_model.bin: x/data.pkl: byte [0-9]+: refused pickle global 'posix.system'" "r.yaml out/"
+printf 'merge_method: passthrough\nmodels:\n  - model: m/\n' >r.yaml
+tb eval "m/pytorch_model.bin: x/data.pkl: byte [0-9]+: refused pickle global '__builtin__.eval'"
+tb eval "m/pytorch_model.bin: .*refused pickle global '__builtin__.eval'" "quantize m/ out/ --format nf4"
+tb exec "m/pytorch_model.bin: x/data.pkl: byte [0-9]+: refused pickle global '__builtin__.exec'"
+tb exec "ad/adapter_model.bin: .*refused pickle global '__builtin__.exec'" "lora apply m/ ad/ out/" ad/adapter_model.bin
+"$mk" synth m/ --hidden 8 --layers 1 --heads 1 --intermediate 8 --vocab 8 -q
+rm -f m/tokenizer.json m/tokenizer_config.json m/special_tokens_map.json m/generation_config.json
+printf '{"r": 2, "lora_alpha": 2, "peft_type": "LORA", "target_modules": ["q_proj"]}' >ad/adapter_config.json
+tb popen "m/pytorch_model.bin: x/data.pkl: byte [0-9]+: refused pickle global 'commands.Popen'"
+tb stack-global "m/pytorch_model.bin: byte [0-9]+: refused pickle global 'posix.system' \(STACK_GLOBAL\)"
+tb offset-past-storage "tensor w: float32 elements from storage offset 3 with strides reach past the end of storage '0' \(16 bytes\)"
+tb storage-past-entry "m/pytorch_model.bin: storage '0' declares 400 bytes \(100 x float32\) but entry archive/data/0 holds 12"
+tb zip-dotdot "m/pytorch_model.bin: zip entry 'archive/../../evil.sh' is not a relative path inside the archive"
+tb zip-deflated "m/pytorch_model.bin: entry archive/data/0 is compressed \(method 8\)"
+tb big-endian "m/pytorch_model.bin: archive/byteorder is 'big'; only little-endian checkpoints are read"
+tb bomb-nesting "m/pytorch_model.bin: byte [0-9]+: containers nested deeper than 64"
+tb bomb-marks "m/pytorch_model.bin: byte [0-9]+: MARKs nested deeper than 4096"
+tb bomb-laughs "m/pytorch_model.bin: entry w is a tuple, not a tensor"
+tb truncated-zip "m/pytorch_model.bin: no zip end-of-central-directory record \(file truncated\?\)"
+tb truncated-legacy "m/pytorch_model.bin: storage '[0-9]+' needs 24 bytes at byte [0-9]+; the file ends at [0-9]+ \(truncated\?\)"
+tb module "m.pt: x/data.pkl: byte 2: refused pickle global 'torch.nn.modules.linear.Linear'" "inspect m.pt" m.pt
+tb training-checkpoint "m.ckpt: x/data.pkl: entry state_dict is an OrderedDict, not a tensor" "inspect m.ckpt" m.ckpt
 rm -rf "$w"
 
 echo "tests/bad: $n cases"

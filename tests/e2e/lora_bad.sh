@@ -48,7 +48,9 @@ t_fail "DoRA" 1 "use_dora: DoRA adapters are not supported" "$MK" lora apply b/ 
 adapter trunc "$CFG" "{$A,$B}" 1000
 t_fail "truncated weights" 1 "trunc/adapter_model.safetensors" "$MK" lora apply b/ trunc/ o
 mkdir -p pickle && printf '%s\n' "$CFG" >pickle/adapter_config.json && : >pickle/adapter_model.bin
-t_fail "pickle only" 1 "only adapter_model.bin .*pickle" "$MK" lora apply b/ pickle/ o
+t_fail "empty adapter_model.bin" 1 "pickle/adapter_model.bin: not a PyTorch checkpoint" "$MK" lora apply b/ pickle/ o
+mkdir -p noweights && printf '%s\n' "$CFG" >noweights/adapter_config.json
+t_fail "no weights" 1 "noweights/: no adapter_model.safetensors or adapter_model.bin" "$MK" lora apply b/ noweights/ o
 t_fail "not an adapter" 1 "no adapter_config.json here; this looks like a full model" "$MK" lora apply b/ b/ o
 adapter badjson '{"r": 4, "target_modules": ["q_proj"' "{$A,$B}" 1024
 t_fail "broken JSON" 1 "badjson/adapter_config.json" "$MK" lora apply b/ badjson/ o

@@ -1,5 +1,5 @@
-/* test_core.c - strict JSON reader, counter-based RNG, deterministic math helpers, atomic
- * output folders, path helpers, the parallel chunk loop and the fma kernel. */
+/* test_core.c - strict JSON reader, CRC-32 and UTF-8 checks, counter-based RNG, deterministic
+ * math helpers, atomic output folders, path helpers, the parallel chunk loop and the fma kernel. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
@@ -136,6 +136,21 @@ MK_TEST(hash_formats)
     CHECK_OK(mk_hash_file(p, &fh));
     CHECK(mk_hash128_eq(fh, h));
     free(p);
+}
+
+MK_TEST(crc32_and_utf8)
+{
+    /* the CRC-32 check value of "123456789" (the catalogue's CRC-32/ISO-HDLC, zip's) */
+    CHECK_EQ_INT(mk_crc32(0, "123456789", 9), 0xcbf43926);
+    CHECK_EQ_INT(mk_crc32(0, "", 0), 0);
+    /* chained in two parts = in one */
+    CHECK_EQ_INT(mk_crc32(mk_crc32(0, "1234", 4), "56789", 5), 0xcbf43926);
+    CHECK(mk_utf8_check("model.layers.0.weight", 21));
+    CHECK(mk_utf8_check("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9)); /* e-acute, euro sign, an emoji */
+    CHECK(!mk_utf8_check("\xc3", 1));                 /* cut short */
+    CHECK(!mk_utf8_check("\xc0\xaf", 2));             /* overlong '/' */
+    CHECK(!mk_utf8_check("\xed\xa0\x80", 3));         /* a surrogate */
+    CHECK(!mk_utf8_check("\xff", 1));
 }
 
 MK_TEST(outdir_atomic)
