@@ -11,10 +11,9 @@ optionally quantizes it with `mergekit-c quantize`, loads it with transformers i
 the CPU (bitsandbytes / compressed-tensors for the quantized ones), runs fixed token ids and
 keeps the logits. tests/golden/forward/logits.safetensors holds "tokens" (I32 [2, 12]) and
 one F32 [2, 12, vocab] tensor per case; MANIFEST.json records the synth commands, the config
-edits, the SHA-256 of each model's weights and the tool versions. tests/unit/test_forward.c
+edits, the XXH3-128 of each model's weights and the tool versions. tests/unit/test_forward.c
 makes the same models and compares.
 """
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -24,6 +23,7 @@ import sys
 import tempfile
 
 import numpy as np
+import xxhash
 import torch
 from safetensors.numpy import save_file
 
@@ -69,8 +69,9 @@ def run(*args):
     subprocess.run([str(a) for a in args], check=True, stdout=subprocess.DEVNULL)
 
 
-def sha256(path):
-    h = hashlib.sha256()
+def xxh128(path):
+    """XXH3-128 of a file, as mergekit-c's inspect --hashes and xxhsum -H2 print it."""
+    h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         for b in iter(lambda: f.read(1 << 20), b""):
             h.update(b)
@@ -89,7 +90,7 @@ def make_model(work, name, arch, kv, edits, quant):
     cfg.update(edits)
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=2)
-    digest = sha256(os.path.join(d, "model.safetensors"))
+    digest = xxh128(os.path.join(d, "model.safetensors"))
     if quant:
         q = d + "-q"
         run(MK, "quantize", d, q, *quant, "-q")
@@ -124,7 +125,7 @@ def main():
             tensors[name] = logits_of(path, tokens.tolist()).astype(np.float32)
             manifest["cases"][name] = {"synth": ["synth", "--arch", arch, "--kv-heads", str(kv), *BASE] +
                                        (["--tie"] if name == "llama_tied" else []),
-                                       "config_edits": edits, "quantize": quant, "weights_sha256": digest}
+                                       "config_edits": edits, "quantize": quant, "weights_xxh128": digest}
             print(f"{name}: logits {tensors[name].shape}, |max| {np.abs(tensors[name]).max():.3f}")
     save_file(tensors, os.path.join(GOLD, "logits.safetensors"))
     versions = {p: md.version(p) for p in ["torch", "transformers", "bitsandbytes", "compressed-tensors", "safetensors"]}
