@@ -74,33 +74,30 @@ static void totals(insp *x)
     }
 }
 
-static mk_status json_tensors(const insp *x, mk_buf *pb)
+static mk_status json_tensors(const insp *x, mk_buf *b)
 {
     mk_source *s = x->s;
     const mk_mkz_index *zx = x->zx;
-    bool quiet_list = !x->list, hashes = x->hashes;
     mk_status st = MK_OK;
-    mk_buf b = *pb;
-    mk_buf_puts(&b, ", \"tensor_list\": [");
-    for (size_t i = 0; i < s->n_tensors && !quiet_list; i++) {
+    mk_buf_puts(b, ", \"tensor_list\": [");
+    for (size_t i = 0; i < s->n_tensors && x->list; i++) {
         const mk_tensor_info *t = &s->tensors[i];
         char sh[160];
-        mk_buf_puts(&b, i ? ",\n  " : "\n  ");
-        mk_buf_puts(&b, "{\"name\": ");
-        mk_buf_json_str(&b, t->name);
-        mk_buf_printf(&b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
+        mk_buf_puts(b, i ? ",\n  " : "\n  ");
+        mk_buf_puts(b, "{\"name\": ");
+        mk_buf_json_str(b, t->name);
+        mk_buf_printf(b, ", \"dtype\": \"%s\", \"shape\": %s, \"bytes\": %llu, \"file\": ", mk_dtype_name(t->dtype),
                       mk_shape_str(t, sh), (unsigned long long)t->nbytes);
-        mk_buf_json_str(&b, file_base(s, t->file));
+        mk_buf_json_str(b, file_base(s, t->file));
         if (zx) {
             uint64_t sb = zx->streams[zx->model[i]].stored;
-            mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)sb,
+            mk_buf_printf(b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)sb,
                           sb ? (double)t->nbytes / (double)sb : 0.0);
         }
         char hx[33];
-        if (hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(&b, ", \"xxh3\": \"%s\"", hx);
-        mk_buf_puts(&b, "}");
+        if (x->hashes && st == MK_OK && (st = tensor_hash(s, i, hx)) == MK_OK) mk_buf_printf(b, ", \"xxh3\": \"%s\"", hx);
+        mk_buf_puts(b, "}");
     }
-    *pb = b;
     return st;
 }
 
@@ -108,10 +105,6 @@ static mk_status print_json(const insp *x)
 {
     mk_source *s = x->s;
     const mk_mkz_index *zx = x->zx;
-    const mk_qinfo qi = x->qi;
-    const uint64_t *n_dtype = x->n_dtype, *by_dtype = x->by_dtype, *st_dtype = x->st_dtype;
-    uint64_t params = x->params, bytes = x->bytes, stored = x->stored;
-    double bpw = x->bpw;
     mk_status st = MK_OK;
     mk_buf b = {0};
     mk_buf_puts(&b, "{\"path\": ");
@@ -120,7 +113,7 @@ static mk_status print_json(const insp *x)
     if (x->arch.arch_name) mk_buf_json_str(&b, x->arch.arch_name);
     else mk_buf_puts(&b, "null");
     mk_buf_printf(&b, ", \"layers\": %ld, \"tensors\": %zu, \"parameters\": %llu, \"bytes\": %llu, \"files\": [",
-                  x->arch.num_layers, s->n_tensors, (unsigned long long)params, (unsigned long long)bytes);
+                  x->arch.num_layers, s->n_tensors, (unsigned long long)x->params, (unsigned long long)x->bytes);
     for (size_t f = 0; f < s->n_files; f++) {
         if (f) mk_buf_puts(&b, ", ");
         mk_buf_json_str(&b, s->files[f]);
@@ -128,23 +121,23 @@ static mk_status print_json(const insp *x)
     mk_buf_puts(&b, "], \"dtypes\": {");
     bool first = true;
     for (int d = 0; d < MK_DTYPE_COUNT; d++) {
-        if (!n_dtype[d]) continue;
+        if (!x->n_dtype[d]) continue;
         mk_buf_printf(&b, "%s\"%s\": {\"tensors\": %llu, \"bytes\": %llu", first ? "" : ", ", mk_dtype_name((mk_dtype)d),
-                      (unsigned long long)n_dtype[d], (unsigned long long)by_dtype[d]);
+                      (unsigned long long)x->n_dtype[d], (unsigned long long)x->by_dtype[d]);
         if (zx)
-            mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)st_dtype[d],
-                          st_dtype[d] ? (double)by_dtype[d] / (double)st_dtype[d] : 0.0);
+            mk_buf_printf(&b, ", \"stored_bytes\": %llu, \"ratio\": %.4f", (unsigned long long)x->st_dtype[d],
+                          x->st_dtype[d] ? (double)x->by_dtype[d] / (double)x->st_dtype[d] : 0.0);
         mk_buf_puts(&b, "}");
         first = false;
     }
     mk_buf_puts(&b, "}, \"quantization\": ");
-    if (qi.quantized) {
+    if (x->qi.quantized) {
         mk_buf_printf(&b, "{\"format\": \"%s\", \"layout\": \"%s\", \"bits\": %u, \"block_size\": %llu, \"per_row\": %s, "
                           "\"per_tensor\": %s, \"double_quant\": %s, \"zero_points\": %s, \"quantized_tensors\": %zu, "
                           "\"quantized_parameters\": %llu, \"quantized_bytes\": %llu, \"bits_per_weight\": %.4f}",
-                      qi.format, qi.layout, qi.bits, (unsigned long long)qi.block, qi.per_channel ? "true" : "false",
-                      qi.per_tensor ? "true" : "false", qi.double_quant ? "true" : "false", qi.asym ? "true" : "false",
-                      qi.n_quantized, (unsigned long long)qi.q_numel, (unsigned long long)qi.q_bytes, bpw);
+                      x->qi.format, x->qi.layout, x->qi.bits, (unsigned long long)x->qi.block, x->qi.per_channel ? "true" : "false",
+                      x->qi.per_tensor ? "true" : "false", x->qi.double_quant ? "true" : "false", x->qi.asym ? "true" : "false",
+                      x->qi.n_quantized, (unsigned long long)x->qi.q_numel, (unsigned long long)x->qi.q_bytes, x->bpw);
     } else {
         mk_buf_puts(&b, "null");
     }
@@ -156,8 +149,8 @@ static mk_status print_json(const insp *x)
         mk_buf_printf(&b, ", \"container\": {\"bytes\": %llu, \"files\": %zu, \"file_bytes\": %llu, \"ratio\": %.4f, "
                           "\"tensor_stored_bytes\": %llu, \"tensor_ratio\": %.4f}",
                       (unsigned long long)zx->file_size, zx->n_files, (unsigned long long)fb,
-                      zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)stored,
-                      stored ? (double)bytes / (double)stored : 0.0);
+                      zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)x->stored,
+                      x->stored ? (double)x->bytes / (double)x->stored : 0.0);
     }
     mk_buf_puts(&b, "}\n");
     if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
@@ -170,11 +163,6 @@ static mk_status print_text(const insp *x)
 {
     mk_source *s = x->s;
     const mk_mkz_index *zx = x->zx;
-    const mk_qinfo qi = x->qi;
-    const uint64_t *n_dtype = x->n_dtype, *by_dtype = x->by_dtype, *st_dtype = x->st_dtype;
-    uint64_t params = x->params, bytes = x->bytes, stored = x->stored;
-    double bpw = x->bpw;
-    bool quiet_list = !x->list, hashes = x->hashes;
     mk_status st = MK_OK;
     char qdesc[160];
     char a[32];
@@ -182,29 +170,29 @@ static mk_status print_text(const insp *x)
     if (x->arch.arch_name) printf(", %s", x->arch.arch_name);
     if (x->arch.num_layers >= 0) printf(", %ld layers", x->arch.num_layers);
     printf("\n");
-    if (!quiet_list) {
+    if (x->list) {
         for (size_t i = 0; i < s->n_tensors; i++) {
             const mk_tensor_info *t = &s->tensors[i];
             char sh[160];
             char hx[33] = "";
-            if (hashes && st == MK_OK) st = tensor_hash(s, i, hx);
+            if (x->hashes && st == MK_OK) st = tensor_hash(s, i, hx);
             if (zx) {
                 uint64_t sb = zx->streams[zx->model[i]].stored;
                 printf("  %-60s %-8s %-18s %14llu %14llu %7.3fx%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
                        (unsigned long long)t->nbytes, (unsigned long long)sb, sb ? (double)t->nbytes / (double)sb : 0.0,
-                       hashes ? "  " : "", hx);
+                       x->hashes ? "  " : "", hx);
             } else {
                 printf("  %-60s %-8s %-18s %14llu  %s%s%s\n", t->name, mk_dtype_name(t->dtype), mk_shape_str(t, sh),
-                       (unsigned long long)t->nbytes, file_base(s, t->file), hashes ? "  " : "", hx);
+                       (unsigned long long)t->nbytes, file_base(s, t->file), x->hashes ? "  " : "", hx);
             }
         }
     }
-    printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)params, mk_fmt_bytes(bytes, a));
+    printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)x->params, mk_fmt_bytes(x->bytes, a));
     for (int d = 0; d < MK_DTYPE_COUNT; d++) {
-        if (!n_dtype[d]) continue;
-        printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)n_dtype[d],
-               mk_fmt_bytes(by_dtype[d], a));
-        if (zx) printf("  stored %s (%.3fx)", mk_fmt_bytes(st_dtype[d], a), st_dtype[d] ? (double)by_dtype[d] / st_dtype[d] : 0.0);
+        if (!x->n_dtype[d]) continue;
+        printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)x->n_dtype[d],
+               mk_fmt_bytes(x->by_dtype[d], a));
+        if (zx) printf("  stored %s (%.3fx)", mk_fmt_bytes(x->st_dtype[d], a), x->st_dtype[d] ? (double)x->by_dtype[d] / x->st_dtype[d] : 0.0);
         printf("\n");
     }
     if (zx) {
@@ -213,11 +201,11 @@ static mk_status print_text(const insp *x)
         char c2[32], c3[32], c4[32];
         printf("container: %zu files, %s in %s (%.3fx); tensors %s in %s (%.3fx)\n", zx->n_files, mk_fmt_bytes(fb, a),
                mk_fmt_bytes(zx->file_size, c2), zx->file_size ? (double)fb / zx->file_size : 0.0,
-               mk_fmt_bytes(bytes, c3), mk_fmt_bytes(stored, c4), stored ? (double)bytes / stored : 0.0);
+               mk_fmt_bytes(x->bytes, c3), mk_fmt_bytes(x->stored, c4), x->stored ? (double)x->bytes / x->stored : 0.0);
     }
-    if (qi.quantized)
-        printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&qi, qdesc),
-               qi.n_quantized, (unsigned long long)qi.q_numel, bpw);
+    if (x->qi.quantized)
+        printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&x->qi, qdesc),
+               x->qi.n_quantized, (unsigned long long)x->qi.q_numel, x->bpw);
     return st;
 }
 

@@ -184,40 +184,24 @@ void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, s
 }
 
 void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
-                     float scale, float softcap, long window, float *out, float *scratch)
+                         float scale, float softcap, long window, float *out, float *scratch)
 {
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
-    MK_OMP("omp parallel for schedule(dynamic, 1) collapse(2)")
     for (size_t h = 0; h < nh; h++) {
         for (size_t i = 0; i < T; i++) {
-            float *p = scratch + (size_t)thread_id() * T;
+            float *p = scratch;
             const float *qi = q + i * qs + h * hd;
             size_t kvh = h / group;
-            size_t j0 = window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
-            float mx = -INFINITY;
-            for (size_t j = j0; j <= i; j++) {
-                const float *kj = k + j * ks + kvh * hd;
-                float s = 0;
-                MK_OMP("omp simd reduction(+ : s)")
-                for (size_t d = 0; d < hd; d++) s += qi[d] * kj[d];
-                s *= scale;
-                if (softcap > 0) s = softcap * tanhf(s / softcap);
-                p[j] = s;
-                if (s > mx) mx = s;
+            for (size_t j = 0; j <= i; j++) { /* one query, key by key, summed in double */
+                double d = 0;
+                for (size_t e = 0; e < hd; e++) d += (double)qi[e] * (double)k[j * ks + kvh * hd + e];
+                p[j] = (float)d;
             }
-            double sum = 0;
-            for (size_t j = j0; j <= i; j++) {
-                p[j] = expf(p[j] - mx);
-                sum += p[j];
-            }
-            float inv = (float)(1.0 / sum);
-            float *o = out + i * qs + h * hd;
-            memset(o, 0, hd * sizeof *o);
-            for (size_t j = j0; j <= i; j++) {
-                const float *vj = v + j * ks + kvh * hd;
-                float pj = p[j] * inv;
-                MK_OMP("omp simd")
-                for (size_t d = 0; d < hd; d++) o[d] += pj * vj[d];
+            softmax_rows(p, T, i, i + 1, scale, softcap, window);
+            for (size_t e = 0; e < hd; e++) {
+                double o = 0;
+                for (size_t j = 0; j <= i; j++) o += (double)p[j] * (double)v[j * ks + kvh * hd + e];
+                out[i * qs + h * hd + e] = (float)o;
             }
         }
     }

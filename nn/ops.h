@@ -50,7 +50,7 @@ void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const
 void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                      float scale, float softcap, long window, float *out, float *scratch);
 size_t mk_nn_attention_scratch(size_t T);
-/* The same, one query and key at a time (the reference); scratch: T floats per thread. */
+/* The same, one query and key at a time with double sums (the reference); scratch: T floats. */
 void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                          float scale, float softcap, long window, float *out, float *scratch);
 
