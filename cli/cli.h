@@ -46,6 +46,10 @@ void mk_progress_end(mk_progress *p);
  * input (--force would delete it). NULL entries are skipped. */
 mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n);
 
+/* Append the files of an output as JSON objects {"name", "size", "xxh128"}, comma-separated
+ * (a comma first unless *first), one per line with `indent`. */
+void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent);
+
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
 

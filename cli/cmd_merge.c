@@ -213,17 +213,6 @@ static mk_status copy_tokenizer(merge_run *m)
     return mk_output_tokenizer(&m->w, p->models[tok].src);
 }
 
-static void json_file_list(mk_buf *b, const mk_out_file *f, size_t n, bool *first)
-{
-    for (size_t i = 0; i < n; i++) {
-        mk_buf_puts(b, *first ? "\n    " : ",\n    ");
-        *first = false;
-        mk_buf_puts(b, "{\"name\": ");
-        mk_buf_json_str(b, f[i].name);
-        mk_buf_printf(b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[i].size, f[i].hash);
-    }
-}
-
 static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
 {
     mk_hash128 rh = mk_hash128_bytes(m->r->text, m->r->text_len);
@@ -249,8 +238,8 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
     }
     mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
     bool first = true;
-    json_file_list(b, k->out_files, k->n_out_files, &first);
-    json_file_list(b, m->w.files, m->w.n_files, &first);
+    mk_cli_json_files(b, k->out_files, k->n_out_files, &first, "    ");
+    mk_cli_json_files(b, m->w.files, m->w.n_files, &first, "    ");
     mk_buf_puts(b, "\n  ]\n}\n");
 }
 

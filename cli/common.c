@@ -50,6 +50,18 @@ int mk_cli_fail(mk_status s)
 
 mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
 
+void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent)
+{
+    for (size_t i = 0; i < n; i++) {
+        mk_buf_puts(b, *first ? "\n" : ",\n");
+        mk_buf_puts(b, indent);
+        *first = false;
+        mk_buf_puts(b, "{\"name\": ");
+        mk_buf_json_str(b, f[i].name);
+        mk_buf_printf(b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[i].size, f[i].hash);
+    }
+}
+
 mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n)
 {
     char *oa = mk_path_absolute(out);
