@@ -9,6 +9,8 @@
 #include "../core/mk_tensor.h"
 #include "args.h"
 
+#include <stdio.h>
+
 typedef struct mk_common {
     int verbose;
     bool quiet;
@@ -69,6 +71,29 @@ typedef struct mk_cli_eval_opts {
  * stderr after another command's output. */
 mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
                       const mk_common *c, bool own);
+
+/* The command table (main.c): help, dispatch, man pages, completion and the test loops
+ * read it. */
+typedef struct mk_cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *const *subs; /* subcommand names (lora), NULL-terminated; or NULL */
+} mk_cli_command;
+extern const mk_cli_command mk_cli_commands[];
+extern const size_t mk_cli_n_commands;
+
+/* Programs installed as links to mergekit-c, and the command each runs (argv[0] selects). */
+typedef struct mk_cli_alias {
+    const char *prog, *command;
+} mk_cli_alias;
+extern const mk_cli_alias mk_cli_aliases[]; /* terminated by {NULL} */
+
+/* `mergekit-c help ...` (doc.c): the top help, a command's help, the machine-readable
+ * command list (--commands), man pages (--man-pages, --man PAGE) and shell completion
+ * (--completion bash|zsh), all generated from the tables. */
+int mk_cli_help(int argc, char **argv);
+void mk_cli_top_help(FILE *f);
 
 int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_eval(int argc, char **argv);
