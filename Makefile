@@ -111,20 +111,26 @@ $(BUILD)/test-unit: $(UNIT_OBJ) $(LIBA)
 
 unit: $(BUILD)/test-unit
 
+# Test helper: stdin is exactly one JSON document (the e2e tests check every --json with it).
+$(BUILD)/jsoncheck: $(BUILD)/tests/tools/jsoncheck.o $(LIBA)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
 # Each fuzz target also links with a plain driver, so the suite replays its corpus.
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-test: all $(BUILD)/test-unit $(REPLAY_BIN)
-	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) sh tests/run.sh
+test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
+	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck sh tests/run.sh
 
 # Sanitizers and the no-OpenMP build each get their own build folder and binary.
 check:
 	$(MAKE) --no-print-directory BUILD=build-san SAN=1 DEBUG=0 OMP=1 MK_SUFFIX=-san check-one
 	$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 check-one
 
-check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN)
+check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
 	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck \
 	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh tests/run.sh
 
@@ -154,4 +160,4 @@ install: all
 clean:
 	rm -rf build build-san build-noomp build-fuzz mergekit-c quantize
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)

@@ -150,9 +150,10 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
     uint64_t in_all = 0, out_all = 0, numel_all = 0;
     bool bound = false;
     char a[32], b[32], sq[16], desc[160];
+    mk_qopts_describe(&p->o, desc); /* for the JSON too, with -q */
     if (!c->quiet)
-        fprintf(stderr, "quantize: %s\n  %-56s %6s %10s %8s %11s %21s\n", mk_qopts_describe(&p->o, desc), "tensor", "bpw",
-                "rel RMSE", "SQNR dB", "max |err|", "bytes in -> out");
+        fprintf(stderr, "quantize: %s\n  %-56s %6s %10s %8s %11s %21s\n", desc, "tensor", "bpw", "rel RMSE", "SQNR dB",
+                "max |err|", "bytes in -> out");
     mk_buf j = {0};
     mk_buf_printf(&j, "{\"format\": \"%s\", \"description\": ", MK_QFORMATS[p->o.fmt].name);
     mk_buf_json_str(&j, desc);
