@@ -78,9 +78,9 @@ static bool edit_config(const char *dir, const cJSON *edits)
 
 static bool file_sha256(const char *path, char hex[65])
 {
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
-    FILE *p = popen(cmd, "r");
+    char *cmd = mk_asprintf("sha256sum '%s'", path);
+    FILE *p = cmd ? popen(cmd, "r") : NULL;
+    free(cmd);
     bool ok = p && fscanf(p, "%64s", hex) == 1;
     if (p) pclose(p);
     return ok;
