@@ -111,6 +111,29 @@ static mk_status layer_map_build(const mk_plan_model *pm, layer_map *m)
 
 /* ---- parameter names --------------------------------------------------------------- */
 
+/* Every value written for parameter d (a scalar, each entry of a gradient, each
+ * conditional's value) is one d accepts. */
+static mk_status check_values(const mk_recipe *r, const mk_method *m, const mk_param_def *d, const mk_pvalue *v)
+{
+    char allowed[96];
+    switch (v->kind) {
+    case MK_PV_SCALAR:
+        if (mk_param_ok(d, v->scalar)) return MK_OK;
+        return rerr(r, v->pos, "%s: parameter '%s' is %g, outside what it accepts: %s", m->name, d->name, v->scalar,
+                    mk_param_allowed(d, allowed));
+    case MK_PV_GRADIENT:
+        for (size_t k = 0; k < v->n; k++)
+            if (!mk_param_ok(d, v->grad[k]))
+                return rerr(r, v->pos, "%s: parameter '%s' has %g at gradient entry %zu, outside what it accepts: %s",
+                            m->name, d->name, v->grad[k], k, mk_param_allowed(d, allowed));
+        return MK_OK;
+    case MK_PV_COND:
+        for (size_t k = 0; k < v->n; k++) MK_TRY(check_values(r, m, d, v->cond[k].value));
+        return MK_OK;
+    }
+    return MK_OK;
+}
+
 static mk_status check_param_block(const mk_recipe *r, const mk_method *m, const mk_params *ps)
 {
     size_t np = mk_method_nparams(m);
@@ -118,7 +141,11 @@ static mk_status check_param_block(const mk_recipe *r, const mk_method *m, const
     for (size_t i = 0; i < np; i++) names[i] = m->params[i].name;
     for (size_t i = 0; i < ps->n; i++) {
         const mk_param *p = &ps->p[i];
-        if (mk_method_param(m, p->name) >= 0) continue;
+        int pi = mk_method_param(m, p->name);
+        if (pi >= 0) {
+            MK_TRY(check_values(r, m, &m->params[pi], &p->value));
+            continue;
+        }
         const char *hint = mk_did_you_mean(p->name, names, np);
         if (hint) return rerr(r, p->pos, "unknown parameter '%s' for merge_method '%s' (did you mean '%s'?)", p->name, m->name, hint);
         if (mk_param_known_anywhere(p->name)) {
@@ -334,11 +361,23 @@ static mk_status check_slices(builder *b, const islice *sl, size_t ns)
 
 /* ---- parameters -------------------------------------------------------------------------- */
 
-static bool lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
+/* The setting of pname in ps that applies to tensor tname at t (its value in *v), or NULL. */
+static const mk_param *lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
 {
-    if (!ps) return false;
+    if (!ps) return NULL;
     const mk_param *p = mk_params_find(ps, pname);
-    return p && mk_pvalue_eval(&p->value, tname, t, v);
+    return p && mk_pvalue_eval(&p->value, tname, t, v) ? p : NULL;
+}
+
+/* A value a gradient interpolated to (every written value was checked before): integers and
+ * booleans between two written values need not be integers or booleans. */
+static mk_status check_resolved(const mk_recipe *r, const mk_method *m, const mk_param_def *d, const mk_param *from,
+                                const char *tname, double v)
+{
+    if (!from || mk_param_ok(d, v)) return MK_OK;
+    char allowed[96];
+    return rerr(r, from->pos, "%s: tensor %s: parameter '%s' interpolates to %g, outside what it accepts: %s", m->name,
+                tname, d->name, v, mk_param_allowed(d, allowed));
 }
 
 /* Precedence (mergekit ConfigReader.parameter_sources): the input's own parameters, the
@@ -355,11 +394,12 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
         const mk_param_def *d = &m->params[i];
         if (d->scope == MK_PS_GLOBAL) {
             double v = d->def;
-            bool set = lookup(sl->params, d->name, pt->out.name, pt->t, &v) ||
-                       lookup(&r->params, d->name, pt->out.name, pt->t, &v);
-            if (!set && d->required)
+            const mk_param *from = lookup(sl->params, d->name, pt->out.name, pt->t, &v);
+            if (!from) from = lookup(&r->params, d->name, pt->out.name, pt->t, &v);
+            if (!from && d->required)
                 return mk_error(MK_ERR_RECIPE, "%s: tensor %s: missing required parameter '%s'", r->path, pt->out.name,
                                 d->name);
+            MK_TRY(check_resolved(r, m, d, from, pt->out.name, v));
             job->g[i] = v;
             continue;
         }
@@ -369,8 +409,11 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
             pt->m_set[k][i] = false;
             if (d->scope == MK_PS_MODEL && (int)k == job->base) continue;
             const char *tn = in_names[k];
-            bool set = lookup(srcs[k]->params, d->name, tn, pt->t, &v) || lookup(sl->params, d->name, tn, pt->t, &v) ||
-                       lookup(&r->params, d->name, tn, pt->t, &v);
+            const mk_param *from = lookup(srcs[k]->params, d->name, tn, pt->t, &v);
+            if (!from) from = lookup(sl->params, d->name, tn, pt->t, &v);
+            if (!from) from = lookup(&r->params, d->name, tn, pt->t, &v);
+            bool set = from != NULL;
+            MK_TRY(check_resolved(r, m, d, from, tn, v));
             if (!set && d->required)
                 return mk_error(MK_ERR_RECIPE, "%s: tensor %s: model %s has no '%s' (give it under the model's parameters or in the top-level parameters)",
                                 r->path, tn, b->p->models[srcs[k]->model].ref->text, d->name);
