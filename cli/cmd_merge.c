@@ -168,8 +168,8 @@ static mk_status hash_join(hash_job *h)
 static mk_status write_config(merge_run *m)
 {
     const mk_plan *p = &m->plan;
-    mk_source *donor = p->models[p->donor].src;
-    const mk_arch *a = &p->models[p->donor].arch;
+    mk_source *donor = p->models[p->config_donor].src;
+    const mk_arch *a = &p->models[p->config_donor].arch;
     mk_dtype od = p->n ? p->t[0].out.dtype : MK_BF16;
     for (size_t i = 0; i < p->n; i++)
         if (mk_dtype_info(p->t[i].out.dtype)->is_float) {
@@ -190,7 +190,8 @@ static mk_status write_config(merge_run *m)
     bool found;
     mk_status s = mk_output_config(&m->w, donor, &e, &found);
     free(qc);
-    if (s == MK_OK && !found) mk_warn("%s has no config.json; the output has none either", donor->path);
+    if (s == MK_OK && !found) /* the plan saw it */
+        s = mk_error(MK_ERR_IO, "%s: config.json disappeared during the merge", donor->path);
     return s;
 }
 
@@ -201,16 +202,25 @@ static mk_status copy_tokenizer(merge_run *m)
     const char *ts = m->r->tokenizer_source;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
+        char *key = mk_model_key(ts, NULL);
+        if (!key) return MK_ERR_NOMEM;
         for (size_t i = 0; i < p->n_models; i++)
-            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->path, ts) == 0) {
+            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->key, key) == 0) {
                 tok = i;
                 found = true;
             }
+        free(key);
         if (!found)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
                             m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
     }
-    return mk_output_tokenizer(&m->w, p->models[tok].src);
+    size_t before = m->w.n_files;
+    MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
+    if (m->w.n_files == before)
+        mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
+                p->models[tok].ref->text);
+    return MK_OK;
 }
 
 static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
@@ -473,7 +483,7 @@ static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out)) {
+    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
         char *tmp = mk_asprintf("%s.tmp", m->out);
         bool partial = tmp && mk_path_exists(tmp);
         free(tmp);
@@ -498,9 +508,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
                        m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
-    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
+    mk_exec_stats es = {0};
+    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
     mk_progress_end(&prog);
-    mk_info("computed and wrote %zu tensor(s) in %.2f s", m->plan.n, mk_now() - t0);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", es.computed, mk_now() - t0);
     mk_status hs = hash_join(&hj);
     if (s == MK_OK) s = hs;
     mk_testpoint(); /* every tensor written */
@@ -514,8 +525,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         double el = mk_now() - t0;
         char a[32];
         if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
+        char kept[96] = "";
+        if (es.reused) snprintf(kept, sizeof kept, " (%zu kept from the interrupted run, %zu computed)", es.reused, es.computed);
         if (!m->o->c.quiet)
-            fprintf(stderr, "mergekit-c: wrote %s: %zu tensors, %s in %.1f s\n", m->out, m->plan.n,
+            fprintf(stderr, "mergekit-c: wrote %s: %zu tensors%s, %s in %.1f s\n", m->out, m->plan.n, kept,
                     mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
     }

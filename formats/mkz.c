@@ -1,6 +1,7 @@
 /* mkz.c - see mkz.h; the byte layout is docs/mkz-format.md. */
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_c_literalCompressionMode (a stable-ABI parameter value) */
 #include "mkz.h"
+#include "sniff.h"
 
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
@@ -588,6 +589,15 @@ static mk_status parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_in
 {
     const char *what = in->what;
     memset(ix, 0, sizeof *ix);
+    /* another kind of file altogether says what it looks like */
+    unsigned char head[MK_SNIFF_BYTES];
+    size_t hn = in->size < sizeof head ? (size_t)in->size : sizeof head;
+    if (hn) MK_TRY(in_read(in, 0, hn, head));
+    char kind[160];
+    const char *other = (hn < sizeof MAGIC || memcmp(head, MAGIC, sizeof MAGIC) != 0)
+                            ? mk_sniff(head, hn, in->size, false, kind, sizeof kind)
+                            : NULL;
+    if (other) return damaged(what, "not a .mkz container (%s)", other);
     if (in->size < HEADER_SIZE + FOOTER_SIZE)
         return damaged(what, "%llu bytes, too short for a .mkz container", (unsigned long long)in->size);
     disk_header h;
