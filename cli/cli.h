@@ -34,7 +34,9 @@ bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
 /* Print "mergekit-c: error: <detail>" and return the exit code for s. */
 int mk_cli_fail(mk_status s);
 
-/* Progress on stderr: a bar on a terminal, one line per item at -v otherwise. */
+/* Progress on stderr: a bar on a terminal, one line per item at -v otherwise. The callback
+ * takes items done/total and bytes done/total; bytes_total = 0 when only items are counted
+ * (then the bar shows items and items/s). */
 typedef struct mk_progress {
     const char *what;   /* "merge", "quantize" */
     bool tty, enabled, per_item;
