@@ -1,5 +1,5 @@
 # mergekit-c - one GNU Makefile.
-#   make            build ./mergekit-c (and ./quantize)
+#   make            build ./mergekit-c (and the links ./quantize, ./mergekit-yaml)
 #   make test       the whole suite; last line "N passed, N failed"
 #   make check      the suite under ASan+UBSan, then again built with OMP=0
 #   make demo       synthetic models + recipes/linear.yaml, end to end
@@ -86,7 +86,7 @@ LIBA := $(BUILD)/libmergekit.a
 .PHONY: all test check demo bench bench-methods fuzz compat install clean unit
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
-all: mergekit-c quantize
+all: mergekit-c quantize mergekit-yaml
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -101,9 +101,9 @@ mergekit-c: $(CLI_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
 
-# `quantize` is the same program; argv[0] selects the command.
-quantize: mergekit-c
-	$(Q)ln -sf mergekit-c quantize
+# `quantize` and `mergekit-yaml` are the same program; argv[0] selects the command.
+quantize mergekit-yaml: mergekit-c
+	$(Q)ln -sf mergekit-c $@
 
 $(BUILD)/test-unit: $(UNIT_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
@@ -158,6 +158,6 @@ install: all
 	ln -sf mergekit-c $(DESTDIR)$(PREFIX)/bin/quantize
 
 clean:
-	rm -rf build build-san build-noomp build-fuzz mergekit-c quantize
+	rm -rf build build-san build-noomp build-fuzz mergekit-c quantize mergekit-yaml
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)

@@ -231,7 +231,8 @@ void mk_args_help(const mk_cmd_spec *spec, FILE *f)
         }
         char left[96];
         mk_args_opt_usage(o, left);
-        fprintf(f, "  %-28s %s", left, o->help);
+        if (strlen(left) > 28) fprintf(f, "  %s\n  %-28s %s", left, "", o->help); /* a long option: help below */
+        else fprintf(f, "  %-28s %s", left, o->help);
         if (o->def) fprintf(f, " (default: %s)", o->def);
         fprintf(f, "\n");
     }

@@ -41,6 +41,7 @@ typedef struct merge_opts {
     int level;
     bool mkz;             /* OUT is a .mkz container */
     mk_cli_eval_opts eval; /* --eval-text: score OUT against its inputs at the end */
+    mk_mergekit_opts mk;   /* mergekit-yaml's options */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -200,6 +201,9 @@ static mk_status copy_tokenizer(merge_run *m)
     const mk_plan *p = &m->plan;
     size_t tok = (size_t)p->donor;
     const char *ts = m->r->tokenizer_source;
+    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
+     * source (then mergekit builds and saves one whatever the option says) */
+    if (m->o->mk.copy_tokenizer < 0 && !ts) return MK_OK;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
         char *key = mk_model_key(ts, NULL);
@@ -464,18 +468,20 @@ static mk_status compare_outputs(merge_run *m, const mk_json *expect)
  * card that list every file's hash (not for --check: the scratch output is compared). */
 static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
 {
+    /* mergekit --no-write-model-card: neither README.md nor mergekit_config.yml */
+    bool card = m->o->mk.write_model_card >= 0;
     MK_TRY(write_config(m));
     MK_TRY(copy_tokenizer(m));
-    MK_TRY(mk_output_file(&m->w, RECIPE_COPY, m->r->text, m->r->text_len));
+    if (card || check) MK_TRY(mk_output_file(&m->w, RECIPE_COPY, m->r->text, m->r->text_len));
     MK_TRY(mk_output_seal(&m->w));
     mk_testpoint(); /* index written */
-    mk_buf card = {0};
+    mk_buf text = {0};
     provenance_json(m, m->w.k, prov);
-    card_text(m, m->w.k, &card);
-    mk_status s = prov->failed || card.failed ? mk_error(MK_ERR_NOMEM, "out of memory writing the model card") : MK_OK;
+    if (card) card_text(m, m->w.k, &text);
+    mk_status s = prov->failed || text.failed ? mk_error(MK_ERR_NOMEM, "out of memory writing the model card") : MK_OK;
     if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, PROVENANCE_FILE, prov->data, prov->len);
-    if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, "README.md", card.data, card.len);
-    mk_buf_free(&card);
+    if (s == MK_OK && !check && card) s = m->w.k->ops->add_file(m->w.k, "README.md", text.data, text.len);
+    mk_buf_free(&text);
     return s;
 }
 
@@ -751,23 +757,32 @@ int mk_cmd_merge(int argc, char **argv)
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
+        MK_MERGEKIT_OPTS(o.mk, o.c),
         {0},
     };
+    /* called as mergekit-yaml (a link to mergekit-c): its name and argument names */
+    bool yaml = strcmp(argv[0], "mergekit-yaml") == 0;
     const mk_cmd_spec spec = {
-        "merge", "RECIPE.yaml OUT [options]", "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
+        yaml ? "mergekit-yaml" : "merge", yaml ? "CONFIG_FILE OUT_PATH [options]" : "RECIPE.yaml OUT [options]",
+        "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
         "Models are local folders (or .safetensors files), named in the recipe relative to the current\n"
         "directory. OUT is written as OUT.tmp and renamed when complete; nothing is left on failure.\n"
         "OUT gets config.json, tokenizer files, mergekit_config.yml, README.md and mergekit-c.json\n"
         "(input and output XXH3-128 hashes; see --check). With OUT ending in .mkz, or --compress,\n"
-        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).",
+        "all of it goes into one lossless .mkz container instead (`unpack` restores the folder).\n"
+        "mergekit-yaml's command line is taken as it is (mergekit-c installs a mergekit-yaml link): the\n"
+        "options that change the output do what they do in mergekit, those that steer PyTorch are not\n"
+        "needed (a note says why), --trust-remote-code is refused.",
         opts, 2, 2};
     char *pos[2];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
+    mk_status s = mk_cli_mergekit_check(opts, &o.mk, o.c.quiet);
+    if (s != MK_OK) return mk_cli_fail(s);
 
     mk_recipe r;
-    mk_status s = mk_recipe_load(pos[0], &r);
+    s = mk_recipe_load(pos[0], &r);
     if (s != MK_OK) {
         if (s == MK_ERR_USAGE) mk_error_prefix(s, "cannot read recipe");
         rc = mk_cli_fail(s);
@@ -779,7 +794,8 @@ int mk_cmd_merge(int argc, char **argv)
     m.r = &r;
     m.out = pos[1];
     m.o = &o;
-    s = check_opts(&m, &o, pos[1]);
+    s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
+    if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
