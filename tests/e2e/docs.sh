@@ -9,7 +9,7 @@ for c in $(sed -n '/^commands:/,/^$/p' help.txt | awk 'NF {print $1}' | grep -v 
 done
 [ -s missing.txt ] && notok "README documents every command" "$(cat missing.txt)" || ok "README documents every command"
 rm -f missing.txt
-"$MK" merge --help | grep -o -- '--[a-z][a-z-]*' | sort -u | while read -r o; do
+"$MK" merge --help | sed 's/--\[no-\]/--/g' | grep -o -- '--[a-z][a-z-]*' | sort -u | while read -r o; do
     case "$o" in --help|--quiet|--verbose|--threads|--json|--chunk) continue ;; esac
     grep -q -- "\`$o" "$readme" || echo "$o"
 done >missing.txt
