@@ -270,6 +270,17 @@ static int man_page(const char *page)
 
 /* ---- completion ---------------------------------------------------------------------------- */
 
+/* The command names (or c's subcommand names), each followed by `after` but the last, which
+ * is followed by `last`. */
+static void names(FILE *f, const mk_cli_command *c, const char *after, const char *last)
+{
+    size_t n = 0;
+    if (c)
+        while (c->subs[n]) n++;
+    else n = mk_cli_n_commands;
+    for (size_t i = 0; i < n; i++) fprintf(f, "%s%s", c ? c->subs[i] : mk_cli_commands[i].name, i + 1 < n ? after : last);
+}
+
 static bool is_option(const mk_opt *o) { return o->kind != MK_OPT_SECTION; }
 static bool has_value(const mk_opt *o)
 {
@@ -333,7 +344,7 @@ static void bash_completion(FILE *f, const doc_cmd *d, size_t n)
           "            if [ \"$COMP_CWORD\" -eq 1 ]; then\n"
           "                COMPREPLY=($(compgen -W \"",
           f);
-    for (size_t i = 0; i < mk_cli_n_commands; i++) fprintf(f, "%s ", mk_cli_commands[i].name);
+    names(f, NULL, " ", " ");
     fputs("help --help --version\" -- \"$cur\") $(compgen -f -- \"$cur\"))\n"
           "                return\n"
           "            fi\n"
@@ -346,14 +357,14 @@ static void bash_completion(FILE *f, const doc_cmd *d, size_t n)
         fprintf(f, "                %s)\n                    if [ \"$COMP_CWORD\" -eq 2 ]; then\n"
                    "                        COMPREPLY=($(compgen -W \"",
                 c->name);
-        for (const char *const *s = c->subs; *s; s++) fprintf(f, "%s ", *s);
+        names(f, c, " ", " ");
         fprintf(f, "--help\" -- \"$cur\"))\n                        return\n                    fi\n"
                    "                    cmd=%s-${COMP_WORDS[2]} ;;\n",
                 c->name);
     }
     fputs("                ", f);
-    for (size_t i = 0; i < mk_cli_n_commands; i++) fprintf(f, "%s%s", i ? "|" : "", mk_cli_commands[i].name);
-    fputs(") ;;\n                *) cmd=merge ;; # mergekit-c RECIPE OUT\n            esac ;;\n    esac\n"
+    names(f, NULL, "|", ") ;;\n");
+    fputs("                *) cmd=merge ;; # mergekit-c RECIPE OUT\n            esac ;;\n    esac\n"
           "    local ch\n"
           "    ch=$(_mergekit_c_choices \"$cmd:$prev\")\n"
           "    if [ -n \"$ch\" ]; then\n"
@@ -447,15 +458,15 @@ static void zsh_completion(FILE *f, const doc_cmd *d, size_t n)
     for (size_t i = 0; i < mk_cli_n_commands; i++) {
         const mk_cli_command *c = &mk_cli_commands[i];
         if (!c->subs) continue;
-        fprintf(f, "    %s)\n        if (( CURRENT == 3 )); then\n            compadd --", c->name);
-        for (const char *const *s = c->subs; *s; s++) fprintf(f, " %s", *s);
-        fprintf(f, "\n            return\n        fi\n        cmd=%s-${words[3]}\n"
+        fprintf(f, "    %s)\n        if (( CURRENT == 3 )); then\n            compadd -- ", c->name);
+        names(f, c, " ", "\n");
+        fprintf(f, "            return\n        fi\n        cmd=%s-${words[3]}\n"
                    "        words=(\"${(@)words[3,-1]}\")\n        (( CURRENT -= 2 )) ;;\n",
                 c->name);
     }
     fputs("    ", f);
-    for (size_t i = 0; i < mk_cli_n_commands; i++) fprintf(f, "%s%s", i ? "|" : "", mk_cli_commands[i].name);
-    fputs(")\n        words=(\"${(@)words[2,-1]}\")\n        (( CURRENT -= 1 )) ;;\n"
+    names(f, NULL, "|", ")\n");
+    fputs("        words=(\"${(@)words[2,-1]}\")\n        (( CURRENT -= 1 )) ;;\n"
           "    *) cmd=merge ;;\n    esac\n    _mergekit_c_command $cmd\n}\n\n_mergekit_c \"$@\"\n",
           f);
 }
