@@ -170,10 +170,13 @@ $(BUILD)/man/.stamp: $(MK_PROG)
 	$(Q)for p in $$($(MK_RUN) help --man-pages); do $(MK_RUN) help --man $$p >$(BUILD)/man/$$p.1 || exit 1; done
 	@touch $@
 
-$(BUILD)/completion/mergekit-c.bash $(BUILD)/completion/_mergekit-c: $(MK_PROG)
-	@mkdir -p $(BUILD)/completion
-	$(Q)$(MK_RUN) help --completion bash >$(BUILD)/completion/mergekit-c.bash
-	$(Q)$(MK_RUN) help --completion zsh >$(BUILD)/completion/_mergekit-c
+$(BUILD)/completion/mergekit-c.bash: $(MK_PROG)
+	@mkdir -p $(dir $@)
+	$(Q)$(MK_RUN) help --completion bash >$@
+
+$(BUILD)/completion/_mergekit-c: $(MK_PROG)
+	@mkdir -p $(dir $@)
+	$(Q)$(MK_RUN) help --completion zsh >$@
 
 doc: $(BUILD)/man/.stamp $(BUILD)/completion/mergekit-c.bash $(BUILD)/completion/_mergekit-c
 

@@ -584,30 +584,37 @@ static mk_status in_read(mkz_in *in, uint64_t off, uint64_t len, void *dst)
     return MK_OK;
 }
 
+/* A file without the magic number: when its start says what it is (JSON, text, a pickle...),
+ * an error saying so; MK_OK when it looks like nothing known (a damaged container). */
+static mk_status other_kind(mkz_in *in)
+{
+    unsigned char head[MK_SNIFF_BYTES];
+    size_t n = in->size < sizeof head ? (size_t)in->size : sizeof head;
+    if (n) MK_TRY(in_read(in, 0, n, head));
+    char kind[160];
+    const char *other = mk_sniff(head, n, in->size, false, kind, sizeof kind);
+    return other ? damaged(in->what, "not a .mkz container (%s)", other) : MK_OK;
+}
+
 /* Header, footer and index of the container behind `in`. */
 static mk_status parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index *ix)
 {
     const char *what = in->what;
     memset(ix, 0, sizeof *ix);
-    /* another kind of file altogether says what it looks like */
-    unsigned char head[MK_SNIFF_BYTES];
-    size_t hn = in->size < sizeof head ? (size_t)in->size : sizeof head;
-    if (hn) MK_TRY(in_read(in, 0, hn, head));
-    char kind[160];
-    const char *other = (hn < sizeof MAGIC || memcmp(head, MAGIC, sizeof MAGIC) != 0)
-                            ? mk_sniff(head, hn, in->size, false, kind, sizeof kind)
-                            : NULL;
-    if (other) return damaged(what, "not a .mkz container (%s)", other);
-    if (in->size < HEADER_SIZE + FOOTER_SIZE)
+    if (in->size < HEADER_SIZE + FOOTER_SIZE) {
+        MK_TRY(other_kind(in));
         return damaged(what, "%llu bytes, too short for a .mkz container", (unsigned long long)in->size);
+    }
     disk_header h;
     disk_footer f;
     MK_TRY(in_read(in, 0, sizeof h, &h));
     MK_TRY(in_read(in, in->size - FOOTER_SIZE, sizeof f, &f));
     le_header(&h);
     le_footer(&f);
-    if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0)
+    if (memcmp(h.magic, MAGIC, sizeof MAGIC) != 0) {
+        MK_TRY(other_kind(in));
         return damaged(what, "not a .mkz container, or its header is damaged (bad magic number)");
+    }
     if (h.version != MK_MKZ_VERSION)
         return damaged(what, "header: format version %u, this build reads version %u (damaged, or newer than this build)",
                        h.version, MK_MKZ_VERSION);
