@@ -6,18 +6,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+void (*mk_args_help_hook)(const mk_cmd_spec *spec, void *ctx);
+void *mk_args_help_ctx;
+
+const char *mk_args_prog(const mk_cmd_spec *spec, char buf[96])
+{
+    if (strncmp(spec->name, "mergekit-", 9) == 0) snprintf(buf, 96, "%s", spec->name);
+    else snprintf(buf, 96, "mergekit-c %s", spec->name);
+    return buf;
+}
+
 static int usage_error(const mk_cmd_spec *spec, const char *fmt, const char *a, const char *b)
 {
+    char prog[96];
     fprintf(stderr, "mergekit-c: error: %s: ", spec->name);
     fprintf(stderr, fmt, a, b);
-    fprintf(stderr, " (see 'mergekit-c %s --help')\n", spec->name);
+    fprintf(stderr, " (see '%s --help')\n", mk_args_prog(spec, prog));
     return 2;
 }
 
 static const mk_opt *find_long(const mk_cmd_spec *spec, const char *name, size_t len)
 {
     for (const mk_opt *o = spec->opts; o->name; o++)
-        if (strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
+        if (o->kind != MK_OPT_SECTION && strlen(o->name) == len && strncmp(o->name, name, len) == 0) return o;
     return NULL;
 }
 
@@ -71,19 +82,30 @@ static int set_value(const mk_cmd_spec *spec, const mk_opt *o, const char *v)
 
 static bool takes_value(const mk_opt *o)
 {
-    return o->kind != MK_OPT_FLAG && o->kind != MK_OPT_COUNT && o->kind != MK_OPT_OPTSTR;
+    return o->kind != MK_OPT_FLAG && o->kind != MK_OPT_COUNT && o->kind != MK_OPT_OPTSTR && o->kind != MK_OPT_BOOL;
 }
 
-/* "--name" or "--name=value": *o and *val (NULL when not attached). Returns 0 or 2. */
-static int parse_long(const mk_cmd_spec *spec, const char *a, const mk_opt **o, const char **val)
+/* "--name" or "--name=value" (or "--no-name" for MK_OPT_BOOL: *negated): *o and *val (NULL
+ * when not attached). Returns 0 or 2. */
+static int parse_long(const mk_cmd_spec *spec, const char *a, const mk_opt **o, const char **val, bool *negated)
 {
     const char *name = a + 2, *eq = strchr(name, '=');
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     *o = find_long(spec, name, len);
+    *negated = false;
+    if (!*o && len > 3 && strncmp(name, "no-", 3) == 0) {
+        /* --no-NAME of a two-way switch */
+        const mk_opt *q = find_long(spec, name + 3, len - 3);
+        if (q && q->kind == MK_OPT_BOOL) {
+            *o = q;
+            *negated = true;
+        }
+    }
     if (!*o) {
-        const char *names[128];
+        const char *names[256];
         size_t n = 0;
-        for (const mk_opt *q = spec->opts; q->name && n < 128; q++) names[n++] = q->name;
+        for (const mk_opt *q = spec->opts; q->name && n < 256; q++)
+            if (q->kind != MK_OPT_SECTION) names[n++] = q->name;
         char word[128];
         snprintf(word, sizeof word, "%.*s", (int)(len < 120 ? len : 120), name);
         const char *hint = mk_did_you_mean(word, names, n);
@@ -123,6 +145,7 @@ static int parse_short(const mk_cmd_spec *spec, const char *a, const mk_opt **o,
         for (const mk_opt *q = spec->opts; q->name; q++)
             if (q->short_name == *c) {
                 if (q->kind == MK_OPT_COUNT) (*(int *)q->dst)++;
+                else if (q->kind == MK_OPT_BOOL) *(int *)q->dst = 1;
                 else *(bool *)q->dst = true;
             }
     *o = NULL;
@@ -145,16 +168,19 @@ int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
             continue;
         }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            mk_args_help(spec, stdout);
+            if (mk_args_help_hook) mk_args_help_hook(spec, mk_args_help_ctx);
+            else mk_args_help(spec, stdout);
             return 1;
         }
         const mk_opt *o = NULL;
         const char *val = NULL;
-        int rc = a[1] == '-' ? parse_long(spec, a, &o, &val) : parse_short(spec, a, &o, &val);
+        bool negated = false;
+        int rc = a[1] == '-' ? parse_long(spec, a, &o, &val, &negated) : parse_short(spec, a, &o, &val);
         if (rc) return rc;
         if (!o) continue; /* bundled flags, already set */
         switch (o->kind) {
         case MK_OPT_FLAG: *(bool *)o->dst = true; break;
+        case MK_OPT_BOOL: *(int *)o->dst = negated ? -1 : 1; break;
         case MK_OPT_COUNT: (*(int *)o->dst)++; break;
         case MK_OPT_OPTSTR: *(const char **)o->dst = val ? val : ""; break;
         default:
@@ -166,34 +192,49 @@ int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
         }
     }
     if (*npos < spec->min_pos) {
-        fprintf(stderr, "mergekit-c: error: %s: missing arguments; usage: mergekit-c %s %s\n", spec->name, spec->name,
+        char prog[96];
+        fprintf(stderr, "mergekit-c: error: %s: missing arguments; usage: %s %s\n", spec->name, mk_args_prog(spec, prog),
                 spec->usage);
         return 2;
     }
     return 0;
 }
 
+const char *mk_args_opt_usage(const mk_opt *o, char buf[96])
+{
+    const char *mv = o->metavar ? o->metavar : "X";
+    char sh[8] = "    ";
+    if (o->short_name) snprintf(sh, sizeof sh, "-%c, ", o->short_name);
+    switch (o->kind) {
+    case MK_OPT_FLAG:
+    case MK_OPT_COUNT: snprintf(buf, 96, "%s--%s", sh, o->name); break;
+    case MK_OPT_BOOL: snprintf(buf, 96, "%s--[no-]%s", sh, o->name); break;
+    case MK_OPT_OPTSTR: snprintf(buf, 96, "%s--%s[=%s]", sh, o->name, mv); break;
+    default: snprintf(buf, 96, "%s--%s %s", sh, o->name, mv); break;
+    }
+    return buf;
+}
+
 void mk_args_help(const mk_cmd_spec *spec, FILE *f)
 {
-    fprintf(f, "usage: mergekit-c %s %s\n\n%s\n", spec->name, spec->usage, spec->summary);
+    char prog[96];
+    fprintf(f, "usage: %s %s\n\n%s\n", mk_args_prog(spec, prog), spec->usage, spec->summary);
     if (spec->details) fprintf(f, "\n%s\n", spec->details);
     fprintf(f, "\noptions:\n");
+    bool first_section = true;
     for (const mk_opt *o = spec->opts; o->name; o++) {
-        char left[64];
-        const char *mv = o->metavar ? o->metavar : "X";
-        if (o->kind == MK_OPT_FLAG || o->kind == MK_OPT_COUNT)
-            snprintf(left, sizeof left, "%s%c%s--%s", o->short_name ? "-" : "", o->short_name ? o->short_name : ' ',
-                     o->short_name ? ", " : "  ", o->name);
-        else if (o->kind == MK_OPT_OPTSTR)
-            snprintf(left, sizeof left, "    --%s[=%s]", o->name, mv);
-        else
-            snprintf(left, sizeof left, "%s%c%s--%s %s", o->short_name ? "-" : "", o->short_name ? o->short_name : ' ',
-                     o->short_name ? ", " : "  ", o->name, mv);
-        if (!o->short_name && (o->kind == MK_OPT_FLAG || o->kind == MK_OPT_COUNT)) snprintf(left, sizeof left, "    --%s", o->name);
-        else if (!o->short_name && o->kind != MK_OPT_OPTSTR) snprintf(left, sizeof left, "    --%s %s", o->name, mv);
-        fprintf(f, "  %-28s %s", left, o->help);
+        if (o->kind == MK_OPT_SECTION) {
+            if (first_section) fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
+            first_section = false;
+            fprintf(f, "\n%s:\n", o->help);
+            continue;
+        }
+        char left[96];
+        mk_args_opt_usage(o, left);
+        if (strlen(left) > 28) fprintf(f, "  %s\n  %-28s %s", left, "", o->help); /* a long option: help below */
+        else fprintf(f, "  %-28s %s", left, o->help);
         if (o->def) fprintf(f, " (default: %s)", o->def);
         fprintf(f, "\n");
     }
-    fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
+    if (first_section) fprintf(f, "  %-28s %s\n", "-h, --help", "show this help");
 }

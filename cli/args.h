@@ -18,6 +18,8 @@ typedef enum mk_opt_kind {
     MK_OPT_STR,    /* const char * */
     MK_OPT_LIST,   /* const char *, repeatable: values joined with ',' */
     MK_OPT_OPTSTR, /* const char *: "--x" sets "" , "--x=V" sets V (optional value) */
+    MK_OPT_BOOL,   /* int: "--x" sets 1, "--no-x" sets -1; 0 when neither was given */
+    MK_OPT_SECTION, /* not an option: the options after it are listed under `help` as a heading */
 } mk_opt_kind;
 
 typedef struct mk_opt {
@@ -31,7 +33,7 @@ typedef struct mk_opt {
 } mk_opt;
 
 typedef struct mk_cmd_spec {
-    const char *name;      /* "merge" */
+    const char *name;      /* "merge"; a program name ("mergekit-yaml") when it starts with "mergekit-" */
     const char *usage;     /* "RECIPE OUT [options]" */
     const char *summary;   /* one line */
     const char *details;   /* paragraphs after the usage, or NULL */
@@ -43,5 +45,16 @@ typedef struct mk_cmd_spec {
  * 0 on success, 1 when --help was printed (exit 0), 2 after printing a usage error. */
 int mk_args_parse(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos);
 void mk_args_help(const mk_cmd_spec *spec, FILE *f);
+/* How the command is typed: "mergekit-c merge", or "mergekit-yaml" for a program name. */
+const char *mk_args_prog(const mk_cmd_spec *spec, char buf[96]);
+/* The left column of an option's help line: "-v, --verbose", "--out-shard-size SIZE",
+ * "--[no-]cuda", "--compress[=LEVEL]". */
+const char *mk_args_opt_usage(const mk_opt *o, char buf[96]);
+
+/* When set, --help hands the spec to this function instead of printing the help text: the
+ * man pages and shell completion are generated from the same tables (cli/doc.c). The spec
+ * and its option table live only for the duration of the call. */
+extern void (*mk_args_help_hook)(const mk_cmd_spec *spec, void *ctx);
+extern void *mk_args_help_ctx;
 
 #endif

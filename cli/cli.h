@@ -9,6 +9,8 @@
 #include "../core/mk_tensor.h"
 #include "args.h"
 
+#include <stdio.h>
+
 typedef struct mk_common {
     int verbose;
     bool quiet;
@@ -22,6 +24,66 @@ typedef struct mk_common {
     {"threads", 'j', MK_OPT_INT, &(c).threads, "N", "worker threads", "all cores"},                           \
     {"json", 0, MK_OPT_FLAG, &(c).json, NULL, "print a machine-readable summary on stdout", NULL}
 
+/* mergekit-yaml's command line (mergekit 0.1.5, options.py MergeOptions), which merge takes
+ * too: the options that change the output behave as mergekit's; those that only steer PyTorch
+ * are accepted with a note saying why they are not needed (their help text); the dangerous
+ * one is refused. MK_OPT_BOOL fields: 1 for --x, -1 for --no-x, 0 when not given. */
+typedef struct mk_mergekit_opts {
+    int copy_tokenizer, write_model_card, safe_serialization, trust_remote_code, unsafe_truncate_embeddings;
+    int cuda, low_cpu_memory, lazy_unpickle, read_to_gpu, multi_gpu, clone_tensors, async_write;
+    bool gpu_rich, no_allow_crimes, no_quiet;
+    const char *device, *transformers_cache, *lora_merge_cache, *lora_merge_dtype;
+    long write_threads;
+} mk_mergekit_opts;
+
+#define MK_MERGEKIT_HEADING "mergekit-yaml options (mergekit 0.1.5's command line, in any order)"
+#define MK_NOT_NEEDED_GPU "not needed: mergekit-c computes on the CPU, streaming row chunks over every core"
+#define MK_MERGEKIT_OPTS(mo, c)                                                                                        \
+    {"-", 0, MK_OPT_SECTION, NULL, NULL, MK_MERGEKIT_HEADING, NULL},                                                  \
+    {"copy-tokenizer", 0, MK_OPT_BOOL, &(mo).copy_tokenizer, NULL,                                                     \
+     "copy the tokenizer and generation files of the base model (else the first) into OUT", "copy"},                  \
+    {"write-model-card", 0, MK_OPT_BOOL, &(mo).write_model_card, NULL, "write README.md and mergekit_config.yml into OUT", \
+     "write"},                                                                                                         \
+    {"safe-serialization", 0, MK_OPT_BOOL, &(mo).safe_serialization, NULL,                                             \
+     "write safetensors (--no-safe-serialization is accepted with a warning: pickles are never written)", "on"},       \
+    {"no-allow-crimes", 0, MK_OPT_FLAG, &(mo).no_allow_crimes, NULL, "the default: one architecture", NULL},          \
+    {"unsafe-truncate-embeddings", 0, MK_OPT_BOOL, &(mo).unsafe_truncate_embeddings, NULL,                             \
+     "not needed: mergekit-c always keeps the vocabulary rows every model has (with a warning)", NULL},               \
+    {"num-threads", 0, MK_OPT_INT, &(c).threads, "N", "worker threads (= --threads, -j)", "all cores"},                 \
+    {"no-quiet", 0, MK_OPT_FLAG, &(mo).no_quiet, NULL, "the default: progress and warnings", NULL},                    \
+    {"trust-remote-code", 0, MK_OPT_BOOL, &(mo).trust_remote_code, NULL,                                               \
+     "refused: mergekit-c never runs code from a model repository (it reads config.json and weights as data)", NULL},  \
+    {"lora-merge-dtype", 0, MK_OPT_STR, &(mo).lora_merge_dtype, "DTYPE",                                               \
+     "refused with a recipe that names an adapter (adapters are merged as PEFT does, in the base model's dtype)", NULL}, \
+    {"cuda", 0, MK_OPT_BOOL, &(mo).cuda, NULL, MK_NOT_NEEDED_GPU, NULL},                                               \
+    {"device", 0, MK_OPT_STR, &(mo).device, "DEVICE", MK_NOT_NEEDED_GPU, NULL},                                        \
+    {"gpu-rich", 0, MK_OPT_FLAG, &(mo).gpu_rich, NULL, MK_NOT_NEEDED_GPU, NULL},                                       \
+    {"read-to-gpu", 0, MK_OPT_BOOL, &(mo).read_to_gpu, NULL, MK_NOT_NEEDED_GPU, NULL},                                 \
+    {"multi-gpu", 0, MK_OPT_BOOL, &(mo).multi_gpu, NULL, MK_NOT_NEEDED_GPU, NULL},                                     \
+    {"low-cpu-memory", 0, MK_OPT_BOOL, &(mo).low_cpu_memory, NULL,                                                     \
+     "not needed: memory stays a few row chunks per thread whatever the model size (--dry-run estimates it)", NULL},  \
+    {"lazy-unpickle", 0, MK_OPT_BOOL, &(mo).lazy_unpickle, NULL,                                                       \
+     "not needed: mergekit-c never unpickles; it reads safetensors tensor by tensor", NULL},                           \
+    {"clone-tensors", 0, MK_OPT_BOOL, &(mo).clone_tensors, NULL,                                                       \
+     "not needed: each output tensor is written from its own buffer, so a layer may appear twice", NULL},             \
+    {"async-write", 0, MK_OPT_BOOL, &(mo).async_write, NULL,                                                           \
+     "not needed: shards are written as their tensors complete, beside the computation", NULL},                       \
+    {"write-threads", 0, MK_OPT_INT, &(mo).write_threads, "N",                                                         \
+     "not needed: shards are written as their tensors complete, beside the computation", NULL},                       \
+    {"transformers-cache", 0, MK_OPT_STR, &(mo).transformers_cache, "DIR",                                             \
+     "not needed: models are local folders, .safetensors files or .mkz containers named in the recipe", NULL},       \
+    {"lora-merge-cache", 0, MK_OPT_STR, &(mo).lora_merge_cache, "DIR",                                                 \
+     "not needed: adapters (model+adapter in a recipe) are merged on the fly as tensors are read; nothing is cached", \
+     NULL}
+
+struct mk_recipe;
+/* After parsing: the refusal of --trust-remote-code (exit 2 with the reason), and a note on
+ * stderr (unless quiet) for each option given that is not needed (its help text says why).
+ * opts is the command's option table (its mergekit section is read). */
+mk_status mk_cli_mergekit_check(const mk_opt *opts, const mk_mergekit_opts *mo, bool quiet);
+/* Once the recipe is read: --lora-merge-dtype is refused when it names an adapter. */
+mk_status mk_cli_mergekit_recipe(const mk_mergekit_opts *mo, const struct mk_recipe *r, bool quiet);
+
 /* Apply -q/-v/--threads. */
 void mk_cli_common(const mk_common *c);
 /* Start a command: parse argv against spec, apply the common options, and for commands that
@@ -32,7 +94,9 @@ bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
 /* Print "mergekit-c: error: <detail>" and return the exit code for s. */
 int mk_cli_fail(mk_status s);
 
-/* Progress on stderr: a bar on a terminal, one line per item at -v otherwise. */
+/* Progress on stderr: a bar on a terminal, one line per item at -v otherwise. The callback
+ * takes items done/total and bytes done/total; bytes_total = 0 when only items are counted
+ * (then the bar shows items and items/s). */
 typedef struct mk_progress {
     const char *what;   /* "merge", "quantize" */
     bool tty, enabled, per_item;
@@ -45,6 +109,10 @@ void mk_progress_end(mk_progress *p);
 /* OUT (and OUT.tmp) must not be an input file, lie inside an input folder, or contain an
  * input (--force would delete it). NULL entries are skipped. */
 mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n);
+
+/* Append the files of an output as JSON objects {"name", "size", "xxh128"}, comma-separated
+ * (a comma first unless *first), one per line with `indent`. */
+void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent);
 
 /* Open every input path named on a command line or in a recipe (any format). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
@@ -65,6 +133,29 @@ typedef struct mk_cli_eval_opts {
  * stderr after another command's output. */
 mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
                       const mk_common *c, bool own);
+
+/* The command table (main.c): help, dispatch, man pages, completion and the test loops
+ * read it. */
+typedef struct mk_cli_command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+    const char *const *subs; /* subcommand names (lora), NULL-terminated; or NULL */
+} mk_cli_command;
+extern const mk_cli_command mk_cli_commands[];
+extern const size_t mk_cli_n_commands;
+
+/* Programs installed as links to mergekit-c, and the command each runs (argv[0] selects). */
+typedef struct mk_cli_alias {
+    const char *prog, *command;
+} mk_cli_alias;
+extern const mk_cli_alias mk_cli_aliases[]; /* terminated by {NULL} */
+
+/* `mergekit-c help ...` (doc.c): the top help, a command's help, the machine-readable
+ * command list (--commands), man pages (--man-pages, --man PAGE) and shell completion
+ * (--completion bash|zsh), all generated from the tables. */
+int mk_cli_help(int argc, char **argv);
+void mk_cli_top_help(FILE *f);
 
 int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_eval(int argc, char **argv);

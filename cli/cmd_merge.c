@@ -41,6 +41,7 @@ typedef struct merge_opts {
     int level;
     bool mkz;             /* OUT is a .mkz container */
     mk_cli_eval_opts eval; /* --eval-text: score OUT against its inputs at the end */
+    mk_mergekit_opts mk;   /* mergekit-yaml's options */
 } merge_opts;
 
 typedef struct input_hashes {
@@ -168,8 +169,8 @@ static mk_status hash_join(hash_job *h)
 static mk_status write_config(merge_run *m)
 {
     const mk_plan *p = &m->plan;
-    mk_source *donor = p->models[p->donor].src;
-    const mk_arch *a = &p->models[p->donor].arch;
+    mk_source *donor = p->models[p->config_donor].src;
+    const mk_arch *a = &p->models[p->config_donor].arch;
     mk_dtype od = p->n ? p->t[0].out.dtype : MK_BF16;
     for (size_t i = 0; i < p->n; i++)
         if (mk_dtype_info(p->t[i].out.dtype)->is_float) {
@@ -190,7 +191,8 @@ static mk_status write_config(merge_run *m)
     bool found;
     mk_status s = mk_output_config(&m->w, donor, &e, &found);
     free(qc);
-    if (s == MK_OK && !found) mk_warn("%s has no config.json; the output has none either", donor->path);
+    if (s == MK_OK && !found) /* the plan saw it */
+        s = mk_error(MK_ERR_IO, "%s: config.json disappeared during the merge", donor->path);
     return s;
 }
 
@@ -199,29 +201,30 @@ static mk_status copy_tokenizer(merge_run *m)
     const mk_plan *p = &m->plan;
     size_t tok = (size_t)p->donor;
     const char *ts = m->r->tokenizer_source;
+    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
+     * source (then mergekit builds and saves one whatever the option says) */
+    if (m->o->mk.copy_tokenizer < 0 && !ts) return MK_OK;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
+        char *key = mk_model_key(ts, NULL);
+        if (!key) return MK_ERR_NOMEM;
         for (size_t i = 0; i < p->n_models; i++)
-            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->path, ts) == 0) {
+            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->key, key) == 0) {
                 tok = i;
                 found = true;
             }
+        free(key);
         if (!found)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
                             m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
     }
-    return mk_output_tokenizer(&m->w, p->models[tok].src);
-}
-
-static void json_file_list(mk_buf *b, const mk_out_file *f, size_t n, bool *first)
-{
-    for (size_t i = 0; i < n; i++) {
-        mk_buf_puts(b, *first ? "\n    " : ",\n    ");
-        *first = false;
-        mk_buf_puts(b, "{\"name\": ");
-        mk_buf_json_str(b, f[i].name);
-        mk_buf_printf(b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[i].size, f[i].hash);
-    }
+    size_t before = m->w.n_files;
+    MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
+    if (m->w.n_files == before)
+        mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
+                p->models[tok].ref->text);
+    return MK_OK;
 }
 
 static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
@@ -249,8 +252,8 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
     }
     mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
     bool first = true;
-    json_file_list(b, k->out_files, k->n_out_files, &first);
-    json_file_list(b, m->w.files, m->w.n_files, &first);
+    mk_cli_json_files(b, k->out_files, k->n_out_files, &first, "    ");
+    mk_cli_json_files(b, m->w.files, m->w.n_files, &first, "    ");
     mk_buf_puts(b, "\n  ]\n}\n");
 }
 
@@ -465,18 +468,20 @@ static mk_status compare_outputs(merge_run *m, const mk_json *expect)
  * card that list every file's hash (not for --check: the scratch output is compared). */
 static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
 {
+    /* mergekit --no-write-model-card: neither README.md nor mergekit_config.yml */
+    bool card = m->o->mk.write_model_card >= 0;
     MK_TRY(write_config(m));
     MK_TRY(copy_tokenizer(m));
-    MK_TRY(mk_output_file(&m->w, RECIPE_COPY, m->r->text, m->r->text_len));
+    if (card || check) MK_TRY(mk_output_file(&m->w, RECIPE_COPY, m->r->text, m->r->text_len));
     MK_TRY(mk_output_seal(&m->w));
     mk_testpoint(); /* index written */
-    mk_buf card = {0};
+    mk_buf text = {0};
     provenance_json(m, m->w.k, prov);
-    card_text(m, m->w.k, &card);
-    mk_status s = prov->failed || card.failed ? mk_error(MK_ERR_NOMEM, "out of memory writing the model card") : MK_OK;
+    if (card) card_text(m, m->w.k, &text);
+    mk_status s = prov->failed || text.failed ? mk_error(MK_ERR_NOMEM, "out of memory writing the model card") : MK_OK;
     if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, PROVENANCE_FILE, prov->data, prov->len);
-    if (s == MK_OK && !check) s = m->w.k->ops->add_file(m->w.k, "README.md", card.data, card.len);
-    mk_buf_free(&card);
+    if (s == MK_OK && !check && card) s = m->w.k->ops->add_file(m->w.k, "README.md", text.data, text.len);
+    mk_buf_free(&text);
     return s;
 }
 
@@ -484,7 +489,7 @@ static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out)) {
+    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
         char *tmp = mk_asprintf("%s.tmp", m->out);
         bool partial = tmp && mk_path_exists(tmp);
         free(tmp);
@@ -509,9 +514,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
                        m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
-    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo);
+    mk_exec_stats es = {0};
+    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
     mk_progress_end(&prog);
-    mk_info("computed and wrote %zu tensor(s) in %.2f s", m->plan.n, mk_now() - t0);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", es.computed, mk_now() - t0);
     mk_status hs = hash_join(&hj);
     if (s == MK_OK) s = hs;
     mk_testpoint(); /* every tensor written */
@@ -525,8 +531,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         double el = mk_now() - t0;
         char a[32];
         if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
+        char kept[96] = "";
+        if (es.reused) snprintf(kept, sizeof kept, " (%zu kept from the interrupted run, %zu computed)", es.reused, es.computed);
         if (!m->o->c.quiet)
-            fprintf(stderr, "mergekit-c: wrote %s: %zu tensors, %s in %.1f s\n", m->out, m->plan.n,
+            fprintf(stderr, "mergekit-c: wrote %s: %zu tensors%s, %s in %.1f s\n", m->out, m->plan.n, kept,
                     mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
     }
@@ -749,24 +757,33 @@ int mk_cmd_merge(int argc, char **argv)
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
+        MK_MERGEKIT_OPTS(o.mk, o.c),
         {0},
     };
+    /* called as mergekit-yaml (a link to mergekit-c): its name and argument names */
+    bool yaml = strcmp(argv[0], "mergekit-yaml") == 0;
     const mk_cmd_spec spec = {
-        "merge", "RECIPE.yaml OUT [options]", "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
+        yaml ? "mergekit-yaml" : "merge", yaml ? "CONFIG_FILE OUT_PATH [options]" : "RECIPE.yaml OUT [options]",
+        "Merge models by a mergekit YAML recipe, streaming tensors into sharded safetensors.",
         "Models are local folders (or .safetensors, PyTorch .bin or .mkz files), named in the recipe\n"
         "relative to the current directory. OUT is written as OUT.tmp and renamed when complete;\n"
         "nothing is left on failure. OUT gets config.json, tokenizer files, mergekit_config.yml,\n"
         "README.md and mergekit-c.json (input and output XXH3-128 hashes; see --check). With OUT\n"
         "ending in .mkz, or --compress, all of it goes into one lossless .mkz container instead\n"
-        "(`unpack` restores the folder).",
+        "(`unpack` restores the folder). mergekit-yaml's command line is taken as it is (mergekit-c\n"
+        "installs a mergekit-yaml link): the options that change the output do what they do in\n"
+        "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
+        "refused.",
         opts, 2, 2};
     char *pos[2];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
+    mk_status s = mk_cli_mergekit_check(opts, &o.mk, o.c.quiet);
+    if (s != MK_OK) return mk_cli_fail(s);
 
     mk_recipe r;
-    mk_status s = mk_recipe_load(pos[0], &r);
+    s = mk_recipe_load(pos[0], &r);
     if (s != MK_OK) {
         if (s == MK_ERR_USAGE) mk_error_prefix(s, "cannot read recipe");
         rc = mk_cli_fail(s);
@@ -778,7 +795,8 @@ int mk_cmd_merge(int argc, char **argv)
     m.r = &r;
     m.out = pos[1];
     m.o = &o;
-    s = check_opts(&m, &o, pos[1]);
+    s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
+    if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);

@@ -16,7 +16,7 @@ int mk_cmd_methods(int argc, char **argv)
 {
     mk_common c = {0};
     const mk_opt opts[] = {MK_COMMON_OPTS(c), {0}};
-    const mk_cmd_spec spec = {"methods", "[options]", "List the merge methods, their parameters (per model or global) and defaults.",
+    const mk_cmd_spec spec = {"methods", "[options]", "List the merge methods, their parameters (per model or global), defaults and the values each accepts.",
                               NULL, opts, 0, 0};
     char *pos[1];
     size_t npos;
@@ -31,8 +31,17 @@ int mk_cmd_methods(int argc, char **argv)
                    me->run ? "true" : "false", me->base == MK_BASE_REQUIRED ? "true" : "false");
             for (int i = 0; me->params[i].name; i++) {
                 const mk_param_def *d = &me->params[i];
-                printf("%s{\"name\": \"%s\", \"scope\": \"%s\", \"required\": %s, \"default\": %.17g}", i ? ", " : "", d->name,
-                       scope_name(d->scope), d->required ? "true" : "false", d->def);
+                char allowed[96], lo[32] = "null", hi[32] = "null";
+                const mk_param_range *r = &d->range;
+                if (d->boolean) snprintf(lo, sizeof lo, "0"), snprintf(hi, sizeof hi, "1");
+                if (!d->boolean && (r->flags & MK_PR_LO)) snprintf(lo, sizeof lo, "%.17g", r->lo);
+                if (!d->boolean && (r->flags & MK_PR_HI)) snprintf(hi, sizeof hi, "%.17g", r->hi);
+                printf("%s{\"name\": \"%s\", \"scope\": \"%s\", \"required\": %s, \"default\": %.17g, \"allowed\": \"%s\", "
+                       "\"min\": %s, \"min_exclusive\": %s, \"max\": %s, \"integer\": %s, \"boolean\": %s, \"mergekit_rule\": %s}",
+                       i ? ", " : "", d->name, scope_name(d->scope), d->required ? "true" : "false", d->def,
+                       mk_param_allowed(d, allowed), lo, (r->flags & MK_PR_LO_OPEN) ? "true" : "false", hi,
+                       (r->flags & MK_PR_INT) || d->boolean ? "true" : "false", d->boolean ? "true" : "false",
+                       mk_param_rule_is_mergekit(d) ? "true" : "false");
             }
             printf("]}");
             continue;
@@ -40,11 +49,12 @@ int mk_cmd_methods(int argc, char **argv)
         printf("%-18s %s%s\n", me->name, me->run ? "" : "[not supported yet] ", me->summary);
         for (int i = 0; me->params[i].name; i++) {
             const mk_param_def *d = &me->params[i];
-            printf("    %-18s %-6s ", d->name, scope_name(d->scope));
-            if (d->required) printf("required");
-            else if (d->boolean) printf("default %s", d->def != 0 ? "true" : "false");
-            else printf("default %g", d->def);
-            printf("  %s\n", d->help ? d->help : "");
+            char def[32], allowed[96];
+            if (d->required) snprintf(def, sizeof def, "required");
+            else if (d->boolean) snprintf(def, sizeof def, "default %s", d->def != 0 ? "true" : "false");
+            else snprintf(def, sizeof def, "default %g", d->def);
+            printf("    %-18s %-6s %-16s %-26s %s\n", d->name, scope_name(d->scope), def, mk_param_allowed(d, allowed),
+                   d->help ? d->help : "");
         }
     }
     if (c.json) printf("\n]\n");

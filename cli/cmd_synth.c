@@ -18,8 +18,27 @@ typedef struct synth_cli {
     bool force;
 } synth_cli;
 
+/* Seal and commit OUT; with --json, the summary of what was written (path, tensors, bytes,
+ * every file with its size and XXH3-128) into *json. */
+static mk_status finish(mk_output *w, const char *out, const mk_tensor_info *t, size_t n, const synth_cli *o, mk_buf *json)
+{
+    MK_TRY(mk_output_seal(w));
+    MK_TRY(mk_output_commit(w));
+    if (!o->c.json) return MK_OK;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += t[i].nbytes;
+    mk_buf_puts(json, "{\"path\": ");
+    mk_buf_json_str(json, out);
+    mk_buf_printf(json, ", \"tensors\": %zu, \"bytes\": %llu, \"files\": [", n, (unsigned long long)bytes);
+    bool first = true;
+    mk_cli_json_files(json, w->k->out_files, w->k->n_out_files, &first, "  ");
+    mk_cli_json_files(json, w->files, w->n_files, &first, "  ");
+    mk_buf_puts(json, "\n]}\n");
+    return json->failed ? MK_ERR_NOMEM : MK_OK;
+}
+
 /* A new model: its tensors through the plain consumer into OUT, then its side files. */
-static mk_status synth_base(const char *out, synth_cli *o)
+static mk_status synth_base(const char *out, synth_cli *o, mk_buf *json)
 {
     mk_synth_model m;
     MK_TRY(mk_synth_plan(&o->m, &m));
@@ -34,15 +53,14 @@ static mk_status synth_base(const char *out, synth_cli *o)
     mk_progress_end(&prog);
     for (size_t i = 0; i < m.n_files && s == MK_OK; i++)
         s = mk_output_file(&w, m.files[i].name, m.files[i].text, strlen(m.files[i].text));
-    if (s == MK_OK) s = mk_output_seal(&w);
-    if (s == MK_OK) s = mk_output_commit(&w);
+    if (s == MK_OK) s = finish(&w, out, m.t, m.n, o, json);
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&w);
     mk_synth_model_free(&m);
     return s;
 }
 
-static mk_status synth_finetune(const char *out, synth_cli *o)
+static mk_status synth_finetune(const char *out, synth_cli *o, mk_buf *json)
 {
     MK_TRY(mk_synth_finetune_check(o->delta, o->density));
     mk_source *base = NULL;
@@ -59,8 +77,7 @@ static mk_status synth_finetune(const char *out, synth_cli *o)
     /* the base's side files, but not its model card */
     static const char *const skip[] = {"README.md", NULL};
     if (s == MK_OK) s = mk_output_copy_aux(&w, base, skip);
-    if (s == MK_OK) s = mk_output_seal(&w);
-    if (s == MK_OK) s = mk_output_commit(&w);
+    if (s == MK_OK) s = finish(&w, out, base->tensors, base->n_tensors, o, json);
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&w);
     mk_source_close(base);
@@ -104,8 +121,14 @@ int mk_cmd_synth(int argc, char **argv)
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &o.c, true, &rc)) return rc;
-    mk_status s = o.finetune_of ? synth_finetune(pos[0], &o) : synth_base(pos[0], &o);
-    if (s != MK_OK) return mk_cli_fail(s);
+    mk_buf json = {0};
+    mk_status s = o.finetune_of ? synth_finetune(pos[0], &o, &json) : synth_base(pos[0], &o, &json);
+    if (s != MK_OK) {
+        mk_buf_free(&json);
+        return mk_cli_fail(s);
+    }
     if (!o.c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", pos[0]);
+    if (o.c.json) fputs(json.data, stdout);
+    mk_buf_free(&json);
     return 0;
 }

@@ -50,6 +50,18 @@ int mk_cli_fail(mk_status s)
 
 mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
 
+void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent)
+{
+    for (size_t i = 0; i < n; i++) {
+        mk_buf_puts(b, *first ? "\n" : ",\n");
+        mk_buf_puts(b, indent);
+        *first = false;
+        mk_buf_puts(b, "{\"name\": ");
+        mk_buf_json_str(b, f[i].name);
+        mk_buf_printf(b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[i].size, f[i].hash);
+    }
+}
+
 mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n)
 {
     char *oa = mk_path_absolute(out);
@@ -138,9 +150,10 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
     uint64_t in_all = 0, out_all = 0, numel_all = 0;
     bool bound = false;
     char a[32], b[32], sq[16], desc[160];
+    mk_qopts_describe(&p->o, desc); /* for the JSON too, with -q */
     if (!c->quiet)
-        fprintf(stderr, "quantize: %s\n  %-56s %6s %10s %8s %11s %21s\n", mk_qopts_describe(&p->o, desc), "tensor", "bpw",
-                "rel RMSE", "SQNR dB", "max |err|", "bytes in -> out");
+        fprintf(stderr, "quantize: %s\n  %-56s %6s %10s %8s %11s %21s\n", desc, "tensor", "bpw", "rel RMSE", "SQNR dB",
+                "max |err|", "bytes in -> out");
     mk_buf j = {0};
     mk_buf_printf(&j, "{\"format\": \"%s\", \"description\": ", p->o.fmt->name);
     mk_buf_json_str(&j, desc);

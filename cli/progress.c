@@ -27,6 +27,17 @@ void mk_progress_cb(void *ctx, size_t done, size_t total, uint64_t bytes_done, u
     if (done < total && now - p->last < 0.1) return;
     p->last = now;
     char a[32], b[32], r[32];
+    if (!bytes_total) {
+        /* a count of items only (no byte sizes known): items, items/s, ETA from the item rate */
+        double irate = el > 0 ? done / el : 0, ieta = irate > 0 ? (total - done) / irate : 0;
+        int ipct = total ? (int)(100.0 * done / total) : 100;
+        char ibar[26];
+        for (int i = 0; i < 25; i++) ibar[i] = i < ipct / 4 ? '#' : '.';
+        ibar[25] = 0;
+        fprintf(stderr, "\r%s [%s] %3d%% %zu/%zu tensors %.1f tensors/s ETA %d:%02d  ", p->what, ibar, ipct, done, total, irate,
+                (int)ieta / 60, (int)ieta % 60);
+        return;
+    }
     double eta = rate > 0 ? (bytes_total - bytes_done) / rate : 0;
     int pct = bytes_total ? (int)(100.0 * bytes_done / bytes_total) : 100;
     int filled = pct / 4;

@@ -1,6 +1,7 @@
 /* mk_io.c - see mk_io.h */
 #include "mk_io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -339,6 +340,18 @@ bool mk_is_dir(const char *path)
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+bool mk_dir_is_empty(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+    DIR *d = opendir(path);
+    if (!d) return false;
+    bool empty = true;
+    for (struct dirent *e; empty && (e = readdir(d));) empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
 bool mk_is_file(const char *path)
 {
     struct stat st;
@@ -467,7 +480,8 @@ static mk_status outdir_begin(mk_outdir *o, const char *out, bool as_file, bool 
     o->tmp_path = mk_asprintf("%s.tmp", o->final_path);
     if (!o->tmp_path) return MK_ERR_NOMEM;
 
-    if (mk_path_exists(o->final_path) && !force)
+    if (!force && !as_file && mk_dir_is_empty(o->final_path)) o->over_empty = true;
+    else if (mk_path_exists(o->final_path) && !force)
         return mk_error(MK_ERR_EXISTS, "%s: output already exists (use --force to replace it)", o->final_path);
 
     char *parent = mk_path_dirname(o->final_path);
@@ -521,14 +535,21 @@ mk_status mk_outdir_commit(mk_outdir *o)
     if (s == MK_OK && !o->as_file) s = mk_fsync_dir(o->tmp_path);
     bool moved_old = false;
     mk_testpoint(); /* everything written, nothing renamed */
-    if (s == MK_OK && mk_path_exists(o->final_path)) {
+    /* an empty OUT is replaced by the rename itself, which fails if something was put in it */
+    if (s == MK_OK && !o->over_empty && mk_path_exists(o->final_path)) {
         if (rename(o->final_path, old) != 0) s = io_err("cannot move the existing output aside", o->final_path);
         else moved_old = true;
     }
     if (s == MK_OK && rename(o->tmp_path, o->final_path) != 0) {
-        s = io_err("cannot rename the finished output into place", o->final_path);
+        if (o->over_empty && (errno == ENOTEMPTY || errno == EEXIST))
+            s = mk_error(MK_ERR_EXISTS, "%s: the output folder was empty when the run began but is not now; nothing replaced",
+                         o->final_path);
+        else s = io_err("cannot rename the finished output into place", o->final_path);
         if (moved_old) rename(old, o->final_path); /* put the user's data back */
         moved_old = false;
+        if (o->lock_fd >= 0) close(o->lock_fd);
+        o->lock_fd = -1;
+        mk_rm_rf(o->tmp_path); /* no partial output left behind */
     }
     mk_testpoint(); /* renamed into place, marker not yet removed */
     if (s == MK_OK) s = mk_fsync_dir(parent);

@@ -65,6 +65,8 @@ mk_status mk_rm_rf(const char *path);
 bool mk_path_exists(const char *path);
 bool mk_is_dir(const char *path);
 bool mk_is_file(const char *path);
+/* A directory (not a link to one) with no entries: an empty OUT is used without --force. */
+bool mk_dir_is_empty(const char *path);
 /* Join two path parts with one '/'. Returns NULL (+error) on allocation failure. */
 char *mk_path_join(const char *a, const char *b);
 /* Parent directory ("." for a bare name); final component. Both allocate. */
@@ -81,7 +83,8 @@ bool mk_path_is_within(const char *inner, const char *outer);
  * filesystem), as a folder or, with as_file, as a path for one file the caller creates.
  * The caller writes everything there; mk_outdir_commit fsyncs and renames it to OUT
  * (an existing OUT is moved aside only with force, and deleted only after the new one is
- * in place); mk_outdir_abort removes OUT.tmp. A folder OUT.tmp carries a marker file so
+ * in place; an empty OUT folder is replaced without force, by a rename that fails if it is
+ * no longer empty); mk_outdir_abort removes OUT.tmp. A folder OUT.tmp carries a marker file so
  * that a later run knows it is ours: without resume it is deleted and started afresh,
  * with resume it is kept (o->resumed) for the caller to reuse. */
 typedef struct mk_outdir {
@@ -89,6 +92,7 @@ typedef struct mk_outdir {
     char *tmp_path;   /* OUT.tmp */
     bool as_file;
     bool resumed;     /* an earlier partial OUT.tmp was found and kept */
+    bool over_empty;  /* OUT is an empty folder, replaced without force */
     int lock_fd;      /* flock on the marker: one writer per OUT */
 } mk_outdir;
 

@@ -2,6 +2,7 @@
  * and index, byte planes, pooled zstd contexts, block decoding, and the walker that
  * decodes streams in order and checks their hashes. See mkz_int.h. */
 #include "mkz_int.h"
+#include "sniff.h"
 
 #include "../core/mk_parallel.h"
 #include "../core/mk_thread.h"
@@ -57,20 +58,36 @@ static mk_status read_index(mkz_in *in, const disk_footer *f, const mk_mkz_limit
     return s;
 }
 
+/* A file without the magic number: when its start says what it is (JSON, text, a pickle...),
+ * an error saying so; MK_OK when it looks like nothing known (a damaged container). */
+static mk_status other_kind(mkz_in *in)
+{
+    unsigned char head[MK_SNIFF_BYTES];
+    size_t n = in->size < sizeof head ? (size_t)in->size : sizeof head;
+    if (n) MK_TRY(mkz_in_read(in, 0, n, head));
+    char kind[160];
+    const char *other = mk_sniff(head, n, in->size, false, kind, sizeof kind);
+    return other ? mkz_damaged(in->what, "not a .mkz container (%s)", other) : MK_OK;
+}
+
 mk_status mkz_parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index *ix)
 {
     const char *what = in->what;
     memset(ix, 0, sizeof *ix);
-    if (in->size < MKZ_HEADER_SIZE + MKZ_FOOTER_SIZE)
+    if (in->size < MKZ_HEADER_SIZE + MKZ_FOOTER_SIZE) {
+        MK_TRY(other_kind(in));
         return mkz_damaged(what, "%llu bytes, too short for a .mkz container", (unsigned long long)in->size);
+    }
     disk_header h;
     disk_footer f;
     MK_TRY(mkz_in_read(in, 0, sizeof h, &h));
     MK_TRY(mkz_in_read(in, in->size - MKZ_FOOTER_SIZE, sizeof f, &f));
     mkz_le_header(&h);
     mkz_le_footer(&f);
-    if (memcmp(h.magic, mkz_magic, sizeof mkz_magic) != 0)
+    if (memcmp(h.magic, mkz_magic, sizeof mkz_magic) != 0) {
+        MK_TRY(other_kind(in));
         return mkz_damaged(what, "not a .mkz container, or its header is damaged (bad magic number)");
+    }
     if (h.version != MK_MKZ_VERSION)
         return mkz_damaged(what, "header: format version %u, this build reads version %u (damaged, or newer than this build)",
                            h.version, MK_MKZ_VERSION);

@@ -1,5 +1,7 @@
 /* safetensors.c - see safetensors.h */
 #include "safetensors.h"
+
+#include "sniff.h"
 #include "modeldir.h"
 
 #include "../core/mk_hash.h"
@@ -446,6 +448,22 @@ static const mk_source_ops st_ops = {st_read, NULL, NULL, st_prefetch, st_aux_re
 
 /* Open a shard and validate its header (read with pread: the 8-byte length, then at most
  * MK_ST_MAX_HEADER bytes, never more than the file holds). */
+/* A file whose first 8 bytes are not a plausible header length: when its start says what it
+ * is (JSON, a pickle, a zip, text...), or its name does not claim to be safetensors, say that
+ * it is not a safetensors file; otherwise leave it to mk_st_parse (a damaged one). */
+static mk_status not_safetensors(const char *path, mk_rfile *f)
+{
+    unsigned char head[MK_SNIFF_BYTES];
+    size_t got = f->size < sizeof head ? (size_t)f->size : sizeof head;
+    if (got && mk_rfile_read(f, 0, head, got) != MK_OK) return MK_OK;
+    char what[160];
+    bool named = mk_str_ends_with(path, ".safetensors");
+    /* a short .safetensors file that is plain text is reported as too short by mk_st_parse */
+    const char *d = mk_sniff(head, got, f->size, !named, what, sizeof what);
+    if (!d || (named && got < 8 && strncmp(d, "text", 4) == 0)) return MK_OK;
+    return mk_error(MK_ERR_FORMAT, "%s: not a safetensors file (%s)", path, d);
+}
+
 static mk_status open_and_parse(const char *path, mk_rfile *f, mk_st_header *h)
 {
     MK_TRY(mk_rfile_open(f, path));
@@ -455,7 +473,9 @@ static mk_status open_and_parse(const char *path, mk_rfile *f, mk_st_header *h)
     if (got) s = mk_rfile_read(f, 0, len8, got);
     uint64_t n = le64(len8);
     size_t take = got;
-    if (s == MK_OK && f->size >= 8 && n <= MK_ST_MAX_HEADER && n <= f->size - 8) take = (size_t)(8 + n);
+    bool plausible = f->size >= 8 && n <= MK_ST_MAX_HEADER && n <= f->size - 8;
+    if (s == MK_OK && plausible) take = (size_t)(8 + n);
+    if (s == MK_OK && !plausible) s = not_safetensors(path, f);
     unsigned char *buf = s == MK_OK ? mk_malloc(take ? take : 1) : NULL;
     if (s == MK_OK && !buf) s = MK_ERR_NOMEM;
     if (s == MK_OK && take) s = mk_rfile_read(f, 0, buf, take);

@@ -205,10 +205,19 @@ static mk_status copy_raw(exec_state *ex)
     return s;
 }
 
-mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
+mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec_stats *stats)
 {
     uint64_t chunk = o->chunk_elems ? o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
-    uint64_t done_bytes = 0;
+    mk_exec_stats st = {0};
+    /* tensors already done (kept from an interrupted run) are not part of the progress */
+    for (size_t i = 0; i < p->n; i++)
+        if (c->ops->is_done && c->ops->is_done(c, i)) {
+            st.reused++;
+            st.bytes_reused += p->t[i].out.nbytes;
+        }
+    const size_t todo = p->n - st.reused;
+    const uint64_t todo_bytes = p->total_bytes - st.bytes_reused;
+    if (stats) *stats = st;
     exec_state ex;
     memset(&ex, 0, sizeof ex);
     ex.p = p;
@@ -221,11 +230,7 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
         ex.scanned = false;
         memset(ex.bad, 0, sizeof ex.bad);
         memset(ex.first, 0, sizeof ex.first);
-        if (c->ops->is_done && c->ops->is_done(c, i)) {
-            done_bytes += pt->out.nbytes;
-            if (o->progress) o->progress(o->progress_ctx, i + 1, p->n, done_bytes, p->total_bytes, pt->out.name);
-            continue;
-        }
+        if (c->ops->is_done && c->ops->is_done(c, i)) continue;
         mk_merge_job job = pt->job;
         job.pass = job_pass;
         job.exec = &ex;
@@ -251,8 +256,10 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o)
         }
         if (s == MK_OK) s = c->ops->end(c, i);
         if (s != MK_OK) return s;
-        done_bytes += pt->out.nbytes;
-        if (o->progress) o->progress(o->progress_ctx, i + 1, p->n, done_bytes, p->total_bytes, pt->out.name);
+        st.computed++;
+        st.bytes_computed += pt->out.nbytes;
+        if (stats) *stats = st;
+        if (o->progress) o->progress(o->progress_ctx, st.computed, todo, st.bytes_computed, todo_bytes, pt->out.name);
     }
     return MK_OK;
 }

@@ -32,6 +32,14 @@ typedef struct mk_exec_opts {
     mk_nonfinite on_nonfinite;
 } mk_exec_opts;
 
-mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o);
+/* What a run did: tensors computed now, and tensors the consumer already had (--resume: in
+ * shards kept from an interrupted run). */
+typedef struct mk_exec_stats {
+    size_t computed, reused;
+    uint64_t bytes_computed, bytes_reused;
+} mk_exec_stats;
+
+/* Progress counts the tensors computed now (out of those not already done). st may be NULL. */
+mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec_stats *st);
 
 #endif

@@ -2,6 +2,8 @@
  * (reference/mergekit-semantics.md section 2). */
 #include "method.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 extern const mk_method mk_method_linear, mk_method_passthrough, mk_method_slerp, mk_method_nuslerp,
@@ -69,4 +71,38 @@ bool mk_param_known_anywhere(const char *name)
     for (const mk_method *const *m = mk_methods; *m; m++)
         if (mk_method_param(*m, name) >= 0) return true;
     return false;
+}
+
+bool mk_param_ok(const mk_param_def *d, double v)
+{
+    if (!isfinite(v)) return false;
+    if (d->boolean) return v == 0 || v == 1;
+    const mk_param_range *r = &d->range;
+    if ((r->flags & MK_PR_INT) && v != floor(v)) return false;
+    if (r->flags & MK_PR_LO) {
+        if ((r->flags & MK_PR_LO_OPEN) ? !(v > r->lo) : !(v >= r->lo)) return false;
+    }
+    if ((r->flags & MK_PR_HI) && !(v <= r->hi)) return false;
+    return true;
+}
+
+const char *mk_param_allowed(const mk_param_def *d, char buf[96])
+{
+    const mk_param_range *r = &d->range;
+    const char *what = (r->flags & MK_PR_INT) ? "an integer" : "a number";
+    if (d->boolean) snprintf(buf, 96, "true or false");
+    else if ((r->flags & MK_PR_LO) && (r->flags & MK_PR_HI))
+        snprintf(buf, 96, "%s in %c%g, %g]", what, (r->flags & MK_PR_LO_OPEN) ? '(' : '[', r->lo, r->hi);
+    else if (r->flags & MK_PR_LO) snprintf(buf, 96, "%s %s %g", what, (r->flags & MK_PR_LO_OPEN) ? ">" : ">=", r->lo);
+    else if (r->flags & MK_PR_HI) snprintf(buf, 96, "%s <= %g", what, r->hi);
+    else snprintf(buf, 96, "%s", (r->flags & MK_PR_INT) ? "any integer" : "any number");
+    return buf;
+}
+
+bool mk_param_rule_is_mergekit(const mk_param_def *d)
+{
+    /* pydantic validates bool and int parameters; every range is mergekit-c's own unless marked */
+    if (d->boolean) return true;
+    if (!(d->range.flags & (MK_PR_LO | MK_PR_HI))) return (d->range.flags & MK_PR_INT) != 0 || d->range.flags == 0;
+    return (d->range.flags & MK_PR_MERGEKIT) != 0;
 }

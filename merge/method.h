@@ -27,13 +27,37 @@ typedef enum mk_param_scope {
     MK_PS_INPUT,      /* one value per input, the base included (mergekit's INPUT scope) */
 } mk_param_scope;
 
+/* The values a parameter accepts; every value written in a recipe (each entry of a
+ * gradient, each conditional's value) and every value it resolves to must be in it.
+ * Zero-initialised: any finite number. */
+typedef struct mk_param_range {
+    double lo, hi;
+    unsigned flags; /* MK_PR_* */
+} mk_param_range;
+
+enum {
+    MK_PR_LO = 1u << 0,       /* value >= lo (> lo with MK_PR_LO_OPEN) */
+    MK_PR_HI = 1u << 1,       /* value <= hi */
+    MK_PR_LO_OPEN = 1u << 2,
+    MK_PR_INT = 1u << 3,      /* an integer */
+    MK_PR_MERGEKIT = 1u << 4, /* mergekit 0.1.5 refuses the values outside as well; without it the
+                                 rule is mergekit-c's: mergekit accepts them but they mean nothing
+                                 (it clamps density to [0, 1], a negative threshold matches all) */
+};
+
+#define MK_PR_ANY {0, 0, 0}
+#define MK_PR_UNIT {0, 1, MK_PR_LO | MK_PR_HI}              /* [0, 1] */
+#define MK_PR_NONNEG {0, 0, MK_PR_LO}                       /* >= 0 */
+#define MK_PR_POSITIVE {0, 0, MK_PR_LO | MK_PR_LO_OPEN}     /* > 0 */
+
 typedef struct mk_param_def {
     const char *name;
     mk_param_scope scope;
     double def;
     bool required;  /* no default: must be given (per-model ones: except for the base) */
-    bool boolean;   /* shown as true/false */
+    bool boolean;   /* true/false (or 1/0): mergekit's pydantic bool refuses anything else */
     const char *help;
+    mk_param_range range;
 } mk_param_def;
 
 /* Values of one chunk: rows [row0, row0+nrows) of the output tensor, flattened. */
@@ -120,6 +144,13 @@ int mk_method_param(const mk_method *m, const char *name);
 size_t mk_method_nparams(const mk_method *m);
 /* Is `name` a parameter of any method (so a recipe written for another method)? */
 bool mk_param_known_anywhere(const char *name);
+/* Whether d accepts v (its range; 0 or 1 for booleans). */
+bool mk_param_ok(const mk_param_def *d, double v);
+/* What d accepts, for messages and `methods`: "[0, 1]", "> 0", "an integer in [0, 1000]",
+ * "true or false", "any number". */
+const char *mk_param_allowed(const mk_param_def *d, char buf[96]);
+/* Whether mergekit 0.1.5 refuses the values d refuses too (else the rule is mergekit-c's). */
+bool mk_param_rule_is_mergekit(const mk_param_def *d);
 
 /* Index of the k-th non-base input (inputs in recipe order, the base skipped). */
 static inline size_t mk_job_nonbase(const mk_merge_job *job, size_t k)

@@ -111,6 +111,29 @@ static mk_status layer_map_build(const mk_plan_model *pm, layer_map *m)
 
 /* ---- parameter names --------------------------------------------------------------- */
 
+/* Every value written for parameter d (a scalar, each entry of a gradient, each
+ * conditional's value) is one d accepts. */
+static mk_status check_values(const mk_recipe *r, const mk_method *m, const mk_param_def *d, const mk_pvalue *v)
+{
+    char allowed[96];
+    switch (v->kind) {
+    case MK_PV_SCALAR:
+        if (mk_param_ok(d, v->scalar)) return MK_OK;
+        return rerr(r, v->pos, "%s: parameter '%s' is %g, outside what it accepts: %s", m->name, d->name, v->scalar,
+                    mk_param_allowed(d, allowed));
+    case MK_PV_GRADIENT:
+        for (size_t k = 0; k < v->n; k++)
+            if (!mk_param_ok(d, v->grad[k]))
+                return rerr(r, v->pos, "%s: parameter '%s' has %g at gradient entry %zu, outside what it accepts: %s",
+                            m->name, d->name, v->grad[k], k, mk_param_allowed(d, allowed));
+        return MK_OK;
+    case MK_PV_COND:
+        for (size_t k = 0; k < v->n; k++) MK_TRY(check_values(r, m, d, v->cond[k].value));
+        return MK_OK;
+    }
+    return MK_OK;
+}
+
 static mk_status check_param_block(const mk_recipe *r, const mk_method *m, const mk_params *ps)
 {
     size_t np = mk_method_nparams(m);
@@ -118,7 +141,11 @@ static mk_status check_param_block(const mk_recipe *r, const mk_method *m, const
     for (size_t i = 0; i < np; i++) names[i] = m->params[i].name;
     for (size_t i = 0; i < ps->n; i++) {
         const mk_param *p = &ps->p[i];
-        if (mk_method_param(m, p->name) >= 0) continue;
+        int pi = mk_method_param(m, p->name);
+        if (pi >= 0) {
+            MK_TRY(check_values(r, m, &m->params[pi], &p->value));
+            continue;
+        }
         const char *hint = mk_did_you_mean(p->name, names, np);
         if (hint) return rerr(r, p->pos, "unknown parameter '%s' for merge_method '%s' (did you mean '%s'?)", p->name, m->name, hint);
         if (mk_param_known_anywhere(p->name)) {
@@ -147,7 +174,7 @@ static mk_status check_params(const mk_recipe *r, const mk_method *m)
 static int model_index(const mk_plan *p, const mk_model_ref *ref)
 {
     for (size_t i = 0; i < p->n_models; i++)
-        if (strcmp(p->models[i].ref->text, ref->text) == 0) return (int)i;
+        if (strcmp(p->models[i].ref->key, ref->key) == 0) return (int)i;
     return -1;
 }
 
@@ -164,6 +191,7 @@ static mk_status open_models(builder *b, const mk_model_ref **refs, mk_source *c
         char *cfg = NULL;
         size_t len = 0;
         MK_TRY(pm->src->ops->aux_read(pm->src, "config.json", CONFIG_CAP, &cfg, &len));
+        pm->has_config = cfg != NULL;
         mk_status s = mk_arch_from_config(cfg, pm->src->path, &pm->arch);
         free(cfg);
         MK_TRY(s);
@@ -212,8 +240,11 @@ static mk_status normalize_slices(builder *b, islice **out, size_t *n_out)
             for (size_t k = 0; k < s->n; k++) dup |= s->src[k].model == (uint32_t)mi;
             if (dup) {
                 /* mergekit 0.1.5 InputContract.validate_ids: "Duplicate merge inputs" */
-                mk_status st = rerr(r, r->models[i].ref.pos, "model %s is listed twice; each model can be merged once",
-                                    r->models[i].ref.text);
+                const char *first = p->models[mi].ref->text, *now = r->models[i].ref.text;
+                mk_status st = strcmp(first, now) == 0
+                                   ? rerr(r, r->models[i].ref.pos, "model %s is listed twice; each model can be merged once", now)
+                                   : rerr(r, r->models[i].ref.pos,
+                                          "model %s is %s again (the same folder); each model can be merged once", now, first);
                 islices_free(s, 1);
                 return st;
             }
@@ -334,11 +365,23 @@ static mk_status check_slices(builder *b, const islice *sl, size_t ns)
 
 /* ---- parameters -------------------------------------------------------------------------- */
 
-static bool lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
+/* The setting of pname in ps that applies to tensor tname at t (its value in *v), or NULL. */
+static const mk_param *lookup(const mk_params *ps, const char *pname, const char *tname, double t, double *v)
 {
-    if (!ps) return false;
+    if (!ps) return NULL;
     const mk_param *p = mk_params_find(ps, pname);
-    return p && mk_pvalue_eval(&p->value, tname, t, v);
+    return p && mk_pvalue_eval(&p->value, tname, t, v) ? p : NULL;
+}
+
+/* A value a gradient interpolated to (every written value was checked before): integers and
+ * booleans between two written values need not be integers or booleans. */
+static mk_status check_resolved(const mk_recipe *r, const mk_method *m, const mk_param_def *d, const mk_param *from,
+                                const char *tname, double v)
+{
+    if (!from || mk_param_ok(d, v)) return MK_OK;
+    char allowed[96];
+    return rerr(r, from->pos, "%s: tensor %s: parameter '%s' interpolates to %g, outside what it accepts: %s", m->name,
+                tname, d->name, v, mk_param_allowed(d, allowed));
 }
 
 /* Precedence (mergekit ConfigReader.parameter_sources): the input's own parameters, the
@@ -355,11 +398,12 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
         const mk_param_def *d = &m->params[i];
         if (d->scope == MK_PS_GLOBAL) {
             double v = d->def;
-            bool set = lookup(sl->params, d->name, pt->out.name, pt->t, &v) ||
-                       lookup(&r->params, d->name, pt->out.name, pt->t, &v);
-            if (!set && d->required)
+            const mk_param *from = lookup(sl->params, d->name, pt->out.name, pt->t, &v);
+            if (!from) from = lookup(&r->params, d->name, pt->out.name, pt->t, &v);
+            if (!from && d->required)
                 return mk_error(MK_ERR_RECIPE, "%s: tensor %s: missing required parameter '%s'", r->path, pt->out.name,
                                 d->name);
+            MK_TRY(check_resolved(r, m, d, from, pt->out.name, v));
             job->g[i] = v;
             continue;
         }
@@ -369,8 +413,11 @@ static mk_status resolve_params(builder *b, const islice *sl, mk_plan_tensor *pt
             pt->m_set[k][i] = false;
             if (d->scope == MK_PS_MODEL && (int)k == job->base) continue;
             const char *tn = in_names[k];
-            bool set = lookup(srcs[k]->params, d->name, tn, pt->t, &v) || lookup(sl->params, d->name, tn, pt->t, &v) ||
-                       lookup(&r->params, d->name, tn, pt->t, &v);
+            const mk_param *from = lookup(srcs[k]->params, d->name, tn, pt->t, &v);
+            if (!from) from = lookup(sl->params, d->name, tn, pt->t, &v);
+            if (!from) from = lookup(&r->params, d->name, tn, pt->t, &v);
+            bool set = from != NULL;
+            MK_TRY(check_resolved(r, m, d, from, tn, v));
             if (!set && d->required)
                 return mk_error(MK_ERR_RECIPE, "%s: tensor %s: model %s has no '%s' (give it under the model's parameters or in the top-level parameters)",
                                 r->path, tn, b->p->models[srcs[k]->model].ref->text, d->name);
@@ -526,13 +573,19 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         }
     }
     if (s == MK_OK && cut) {
-        char a[160], c2[160];
-        mk_tensor_info want = pt->out;
+        /* every model with its size: "[1000, 64] in base, [1100, 64] in ft1" */
+        mk_buf sizes = {0};
+        for (size_t k = 0; k < job->n_in; k++) {
+            char a[160];
+            const mk_plan_model *pm = &p->models[pt->in[k].model];
+            mk_buf_printf(&sizes, "%s%s in %s", k ? ", " : "", mk_shape_str(&pm->src->tensors[pt->in[k].tensor], a),
+                          pm->ref->text);
+        }
         pt->out.shape[0] = (int64_t)rows;
-        mk_warn("tensor %s: vocabulary sizes differ (%s in %s, ...); keeping the first %llu rows of every model "
+        mk_warn("tensor %s: vocabulary sizes differ (%s); keeping the first %llu rows of every model "
                 "(their token ids must mean the same)",
-                pt->out.name, mk_shape_str(&want, a), p->models[pt->in[0].model].ref->text, (unsigned long long)rows);
-        (void)c2;
+                pt->out.name, sizes.data ? sizes.data : "", (unsigned long long)rows);
+        mk_buf_free(&sizes);
         if (!p->vocab_rows || rows < p->vocab_rows) p->vocab_rows = rows;
     }
     if (s == MK_OK && !skip) {
@@ -629,6 +682,30 @@ static mk_status add_non_layer(builder *b, const islice *sl, bool post, size_t n
     return MK_OK;
 }
 
+/* mergekit (merge.py _model_out_config) writes the config.json of the base model, else of the
+ * first model, and cannot merge at all when a model has none (AutoConfig fails). mergekit-c
+ * reads models without one (a bare .safetensors file): when the donor has none, the first
+ * model in recipe order that has one lends it (with a warning naming both); when none has
+ * one, the output would not load, so it is an error. */
+static mk_status pick_config_donor(const mk_recipe *r, mk_plan *p)
+{
+    p->config_donor = p->donor;
+    if (p->models[p->donor].has_config) return MK_OK;
+    for (size_t i = 0; i < p->n_models; i++)
+        if (p->models[i].has_config) {
+            p->config_donor = (int)i;
+            mk_warn("%s: %s (the %s) has no config.json; the output's config.json is %s's, the first model that has one",
+                    r->path, p->models[p->donor].ref->text, r->has_base ? "base model" : "first model",
+                    p->models[i].ref->text);
+            return MK_OK;
+        }
+    const mk_model_ref *d = p->models[p->donor].ref;
+    return rerr(r, d->pos,
+                "no input model has a config.json (%s%s): the output needs one to load; mergekit takes the base "
+                "model's, else the first model's",
+                p->n_models == 1 ? "" : "looked in ", p->n_models == 1 ? d->text : "every model");
+}
+
 mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_sources, const mk_plan_opts *o,
                         mk_plan *p)
 {
@@ -666,8 +743,9 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
     if (s == MK_OK) {
         int donor = r->has_base ? model_index(p, &r->base) : (int)sl[0].src[0].model;
         p->donor = donor;
+        s = pick_config_donor(r, p);
         /* pre weights from the first slice, layers in order, post weights from the last */
-        s = add_non_layer(&b, &sl[0], false, sl[0].n);
+        if (s == MK_OK) s = add_non_layer(&b, &sl[0], false, sl[0].n);
         long out_layer = 0;
         for (size_t i = 0; i < ns && s == MK_OK; i++) s = add_slice_layers(&b, &sl[i], &out_layer);
         /* mergekit 0.1.5 (plan.py plan_module) pairs the last slice's sources with as many

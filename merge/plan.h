@@ -42,6 +42,7 @@ typedef struct mk_plan_model {
     mk_source *src;          /* borrowed */
     mk_arch arch;
     long n_layers;           /* from config.json or the tensor names */
+    bool has_config;         /* the model has a config.json */
 } mk_plan_model;
 
 typedef struct mk_plan_opts {
@@ -54,7 +55,9 @@ typedef struct mk_plan {
     const mk_method *method;
     size_t n_models;
     mk_plan_model *models;
-    int donor;               /* model whose config.json and tokenizer are used */
+    int donor;               /* mergekit's donor (the base model, else the first model): its tokenizer */
+    int config_donor;        /* whose config.json the output gets: the donor, or when it has none
+                                the first model (in recipe order) that has one */
     size_t n;
     mk_plan_tensor *t;
     mk_tensor_info *outs;    /* [n] copies of t[i].out (names shared), for sinks */

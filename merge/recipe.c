@@ -273,8 +273,54 @@ static mk_status parse_params(ctx *c, const yaml_node_t *n, mk_params *ps)
 
 /* ---- model references --------------------------------------------------------------- */
 
+/* path without "." components and repeated or trailing slashes ("./a//b/." -> "a/b") */
+static char *lexical_path(const char *p)
+{
+    size_t n = strlen(p);
+    char *out = mk_malloc(n + 2);
+    if (!out) return NULL;
+    size_t o = 0;
+    bool abs = p[0] == '/';
+    if (abs) out[o++] = '/';
+    for (const char *c = p; *c;) {
+        while (*c == '/') c++;
+        const char *e = strchr(c, '/');
+        size_t len = e ? (size_t)(e - c) : strlen(c);
+        if (len && !(len == 1 && c[0] == '.')) {
+            if (o && out[o - 1] != '/') out[o++] = '/';
+            memcpy(out + o, c, len);
+            o += len;
+        }
+        c += len;
+    }
+    if (!o) out[o++] = '.';
+    out[o] = 0;
+    return out;
+}
+
+static char *canonical_path(const char *p)
+{
+    char *real = realpath(p, NULL);
+    if (real) {
+        char *r = mk_strdup(real);
+        free(real);
+        return r;
+    }
+    return lexical_path(p);
+}
+
+char *mk_model_key(const char *path, const char *lora)
+{
+    char *a = canonical_path(path), *b = lora ? canonical_path(lora) : NULL;
+    char *k = a && (b || !lora) ? (lora ? mk_asprintf("%s+%s", a, b) : mk_strdup(a)) : NULL;
+    free(a);
+    free(b);
+    return k;
+}
+
 static void ref_free(mk_model_ref *r)
 {
+    free(r->key);
     free(r->text);
     free(r->path);
     free(r->lora);
@@ -309,7 +355,8 @@ static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_mo
         free(base);
         MK_TRY(st);
         if (plus) MK_TRY(split_rev(c, n, plus + 1, &r->lora));
-        return MK_OK;
+        r->key = mk_model_key(r->path, r->lora);
+        return r->key ? MK_OK : (c->err = MK_ERR_NOMEM);
     }
     /* dict form: {model: {path, revision}, lora: {path, revision}, override_architecture} */
     static const char *const keys[] = {"model", "lora", "override_architecture"};
@@ -335,7 +382,8 @@ static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_mo
         if (map_get(c, x, "revision")) mk_warn("%s:%d: revision ignored: mergekit-c reads local folders only", c->path, node_pos(x).line);
     }
     r->text = r->lora ? mk_asprintf("%s+%s", r->path, r->lora) : mk_strdup(r->path);
-    return r->text ? MK_OK : (c->err = MK_ERR_NOMEM);
+    r->key = mk_model_key(r->path, r->lora);
+    return r->text && r->key ? MK_OK : (c->err = MK_ERR_NOMEM);
 }
 
 /* ---- the recipe ------------------------------------------------------------------------ */
@@ -590,7 +638,7 @@ void mk_recipe_free(mk_recipe *r)
 static void add_ref(const mk_model_ref **out, size_t max, size_t *n, const mk_model_ref *ref)
 {
     for (size_t i = 0; i < *n; i++)
-        if (strcmp(out[i]->text, ref->text) == 0) return;
+        if (strcmp(out[i]->key, ref->key) == 0) return;
     if (*n < max) out[(*n)++] = ref;
 }
 

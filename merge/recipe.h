@@ -52,6 +52,7 @@ typedef struct mk_model_ref {
     char *text;  /* as written (string form) or rebuilt from the dict form */
     char *path;
     char *lora;  /* NULL when none */
+    char *key;   /* identity: the canonical paths (see mk_model_key); equal keys are one model */
     mk_pos pos;
 } mk_model_ref;
 
@@ -103,7 +104,13 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
 mk_status mk_recipe_load(const char *path, mk_recipe *r);
 void mk_recipe_free(mk_recipe *r);
 
-/* Every distinct model reference in the recipe, in order of first mention (base first
+/* The identity of a model reference: the canonical path of the model (symlinks resolved,
+ * absolute) when it exists, else the path with "." components, repeated and trailing slashes
+ * removed; "+" and the adapter's the same way. So base, base/, ./base and a link to it are
+ * one model. NULL when out of memory. */
+char *mk_model_key(const char *path, const char *lora);
+
+/* Every distinct model in the recipe (by key), in order of first mention (base first
  * when set). Returned array and strings are borrowed from r. */
 size_t mk_recipe_models(const mk_recipe *r, const mk_model_ref **out, size_t max);
 

@@ -15,8 +15,8 @@
 enum { P_WEIGHT, P_NORMALIZE };
 
 static const mk_param_def linear_params[] = {
-    [P_WEIGHT] = {"weight", MK_PS_INPUT, 0, true, false, "weight of this model"},
-    [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, 1, false, true, "divide by the sum of the weights"},
+    [P_WEIGHT] = {"weight", MK_PS_INPUT, 0, true, false, "weight of this model", MK_PR_ANY},
+    [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, 1, false, true, "divide by the sum of the weights", MK_PR_ANY},
     {0},
 };
 

@@ -8,7 +8,7 @@
 enum { P_FILTER_WISE };
 
 static const mk_param_def model_stock_params[] = {
-    [P_FILTER_WISE] = {"filter_wise", MK_PS_GLOBAL, 0, false, true, "one interpolation ratio per row"},
+    [P_FILTER_WISE] = {"filter_wise", MK_PS_GLOBAL, 0, false, true, "one interpolation ratio per row", MK_PR_ANY},
     {0},
 };
 

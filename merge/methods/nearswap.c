@@ -7,7 +7,7 @@
 enum { P_T };
 
 static const mk_param_def nearswap_params[] = {
-    [P_T] = {"t", MK_PS_GLOBAL, 0, true, false, "distance below which the other model's value is taken"},
+    [P_T] = {"t", MK_PS_GLOBAL, 0, true, false, "distance below which the other model's value is taken", MK_PR_NONNEG},
     {0},
 };
 

@@ -6,7 +6,7 @@
 enum { P_SCALE };
 
 static const mk_param_def passthrough_params[] = {
-    [P_SCALE] = {"scale", MK_PS_INPUT, 1, false, false, "multiply the tensor by this"},
+    [P_SCALE] = {"scale", MK_PS_INPUT, 1, false, false, "multiply the tensor by this", MK_PR_ANY},
     {0},
 };
 

@@ -9,14 +9,16 @@
 enum { P_EPSILON, P_R, P_ALPHA };
 
 static const mk_param_def ram_params[] = {
-    [P_EPSILON] = {"epsilon", MK_PS_GLOBAL, 1e-5, false, false, "changes at most this large do not count"},
+    [P_EPSILON] = {"epsilon", MK_PS_GLOBAL, 1e-5, false, false, "changes at most this large do not count", MK_PR_NONNEG},
     {0},
 };
 
+/* epsilon is also the floor of the unique count that divides: 0 gives 0/0 (NaN) in a row
+ * where no model changed anything */
 static const mk_param_def ramplus_params[] = {
-    [P_EPSILON] = {"epsilon", MK_PS_GLOBAL, 1e-5, false, false, "changes at most this large do not count"},
-    [P_R] = {"r", MK_PS_GLOBAL, 0.1, false, false, "boost rate of unique entries"},
-    [P_ALPHA] = {"alpha", MK_PS_GLOBAL, 0.2, false, false, "cap of the shared/unique ratio"},
+    [P_EPSILON] = {"epsilon", MK_PS_GLOBAL, 1e-5, false, false, "changes at most this large do not count", MK_PR_POSITIVE},
+    [P_R] = {"r", MK_PS_GLOBAL, 0.1, false, false, "boost rate of unique entries", MK_PR_NONNEG},
+    [P_ALPHA] = {"alpha", MK_PS_GLOBAL, 0.2, false, false, "cap of the shared/unique ratio", MK_PR_NONNEG},
     {0},
 };
 

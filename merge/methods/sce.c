@@ -11,8 +11,8 @@
 enum { P_INT8_MASK, P_SELECT_TOPK };
 
 static const mk_param_def sce_params[] = {
-    [P_INT8_MASK] = {"int8_mask", MK_PS_GLOBAL, 0, false, true, "store the sign mask as int8 (memory only; no effect here)"},
-    [P_SELECT_TOPK] = {"select_topk", MK_PS_GLOBAL, 1, false, false, "fraction of high-variance entries kept"},
+    [P_INT8_MASK] = {"int8_mask", MK_PS_GLOBAL, 0, false, true, "store the sign mask as int8 (memory only; no effect here)", MK_PR_ANY},
+    [P_SELECT_TOPK] = {"select_topk", MK_PS_GLOBAL, 1, false, false, "fraction of high-variance entries kept", MK_PR_UNIT},
     {0},
 };
 

@@ -18,7 +18,7 @@
 enum { SLERP_T };
 
 static const mk_param_def slerp_params[] = {
-    [SLERP_T] = {"t", MK_PS_GLOBAL, 0, true, false, "0 = the base model, 1 = the other model"},
+    [SLERP_T] = {"t", MK_PS_GLOBAL, 0, true, false, "0 = the base model, 1 = the other model", MK_PR_UNIT},
     {0},
 };
 
@@ -117,9 +117,9 @@ const mk_method mk_method_slerp = {
 enum { NU_WEIGHT, NU_ROW_WISE, NU_FLATTEN };
 
 static const mk_param_def nuslerp_params[] = {
-    [NU_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "relative weight of this model"},
-    [NU_ROW_WISE] = {"nuslerp_row_wise", MK_PS_GLOBAL, 0, false, true, "interpolate along dim 0 (columns of a matrix)"},
-    [NU_FLATTEN] = {"nuslerp_flatten", MK_PS_GLOBAL, 1, false, true, "treat the whole tensor as one vector"},
+    [NU_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "relative weight of this model", MK_PR_ANY},
+    [NU_ROW_WISE] = {"nuslerp_row_wise", MK_PS_GLOBAL, 0, false, true, "interpolate along dim 0 (columns of a matrix)", MK_PR_ANY},
+    [NU_FLATTEN] = {"nuslerp_flatten", MK_PS_GLOBAL, 1, false, true, "treat the whole tensor as one vector", MK_PR_ANY},
     {0},
 };
 
@@ -305,9 +305,9 @@ const mk_method mk_method_nuslerp = {
 enum { MS_WEIGHT, MS_NORMALIZE, MS_EPS };
 
 static const mk_param_def multislerp_params[] = {
-    [MS_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model"},
-    [MS_NORMALIZE] = {"normalize_weights", MK_PS_GLOBAL, 1, false, true, "divide the weights by their sum"},
-    [MS_EPS] = {"eps", MK_PS_GLOBAL, 1e-8, false, false, "numerical floor"},
+    [MS_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model", MK_PR_ANY},
+    [MS_NORMALIZE] = {"normalize_weights", MK_PS_GLOBAL, 1, false, true, "divide the weights by their sum", MK_PR_ANY},
+    [MS_EPS] = {"eps", MK_PS_GLOBAL, 1e-8, false, false, "numerical floor", MK_PR_NONNEG},
     {0},
 };
 
@@ -466,13 +466,15 @@ const mk_method mk_method_multislerp = {
 
 enum { KA_MAX_ITER, KA_TOL };
 
+/* mergekit takes any integer (pydantic int); a negative one runs no iteration, and the
+ * iterations are kept (ka_iter) to replay them element by element, so they are bounded */
+#define KA_ITER_CAP 1000
+
 static const mk_param_def karcher_params[] = {
-    [KA_MAX_ITER] = {"max_iter", MK_PS_GLOBAL, 10, false, false, "iterations at most"},
-    [KA_TOL] = {"tol", MK_PS_GLOBAL, 1e-5, false, false, "stop when the tangent norm is below this"},
+    [KA_MAX_ITER] = {"max_iter", MK_PS_GLOBAL, 10, false, false, "iterations at most", {0, KA_ITER_CAP, MK_PR_LO | MK_PR_HI | MK_PR_INT}},
+    [KA_TOL] = {"tol", MK_PS_GLOBAL, 1e-5, false, false, "stop when the tangent norm is below this", MK_PR_NONNEG},
     {0},
 };
-
-#define KA_ITER_CAP 1000
 
 /* Scalars of one iteration, enough to replay it element by element. */
 typedef struct ka_iter {
@@ -582,15 +584,7 @@ static mk_status ka_pass(const mk_merge_job *job, ka_state *st, int phase, doubl
     return MK_OK;
 }
 
-static mk_status karcher_check(const mk_merge_job *job)
-{
-    MK_TRY(mk_check_inputs_max(job, "karcher"));
-    double mi = job->g[KA_MAX_ITER];
-    if (!(mi >= 0 && mi <= KA_ITER_CAP) || mi != floor(mi))
-        return mk_error(MK_ERR_RECIPE, "tensor %s: karcher max_iter must be an integer in [0, %d], got %g", job->name,
-                        KA_ITER_CAP, mi);
-    return MK_OK;
-}
+static mk_status karcher_check(const mk_merge_job *job) { return mk_check_inputs_max(job, "karcher"); }
 
 static bool ka_identity(const mk_merge_job *job) { return job->n_in == 1; }
 

@@ -35,16 +35,16 @@ typedef enum { SP_NONE, SP_MAGNITUDE, SP_RANDOM, SP_OUTLIERS, SP_DELLA } sp_kind
 enum { P_INT8_MASK, P_NORMALIZE, P_RESCALE, P_LAMBDA, P_WEIGHT, P_DENSITY, P_EXTRA };
 
 #define GTA_PARAMS(norm, resc)                                                                                        \
-    [P_INT8_MASK] = {"int8_mask", MK_PS_GLOBAL, 0, false, true, "store the sign mask as int8 (memory only; no effect here)"}, \
-    [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, norm, false, true, "divide by the sum of the weights kept"},          \
-    [P_RESCALE] = {"rescale", MK_PS_GLOBAL, resc, false, true, "rescale kept deltas to the L1 norm of the whole delta"}, \
-    [P_LAMBDA] = {"lambda", MK_PS_GLOBAL, 1, false, false, "scale the merged delta"},                                \
-    [P_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model's delta"},                            \
-    [P_DENSITY] = {"density", MK_PS_MODEL, 1, false, false, "fraction of the delta kept"}
+    [P_INT8_MASK] = {"int8_mask", MK_PS_GLOBAL, 0, false, true, "store the sign mask as int8 (memory only; no effect here)", MK_PR_ANY}, \
+    [P_NORMALIZE] = {"normalize", MK_PS_GLOBAL, norm, false, true, "divide by the sum of the weights kept", MK_PR_ANY},          \
+    [P_RESCALE] = {"rescale", MK_PS_GLOBAL, resc, false, true, "rescale kept deltas to the L1 norm of the whole delta", MK_PR_ANY}, \
+    [P_LAMBDA] = {"lambda", MK_PS_GLOBAL, 1, false, false, "scale the merged delta", MK_PR_ANY},                                \
+    [P_WEIGHT] = {"weight", MK_PS_MODEL, 0, true, false, "weight of this model's delta", MK_PR_ANY},                            \
+    [P_DENSITY] = {"density", MK_PS_MODEL, 1, false, false, "fraction of the delta kept", MK_PR_UNIT}
 
 #define GTA_END {0}
-#define P_GAMMA_DEF {"gamma", MK_PS_MODEL, 0.01, false, false, "fraction of the largest deltas removed"}
-#define P_EPSILON_DEF {"epsilon", MK_PS_MODEL, 0.15, false, false, "keep probability spread around density"}
+#define P_GAMMA_DEF {"gamma", MK_PS_MODEL, 0.01, false, false, "fraction of the largest deltas removed", MK_PR_UNIT}
+#define P_EPSILON_DEF {"epsilon", MK_PS_MODEL, 0.15, false, false, "keep probability spread around density", MK_PR_NONNEG}
 
 static const mk_param_def ta_params[] = {GTA_PARAMS(0, 0), GTA_END};
 static const mk_param_def ties_params[] = {GTA_PARAMS(1, 0), GTA_END};

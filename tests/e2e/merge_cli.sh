@@ -38,6 +38,7 @@ t_fail "OUT equal to an input refused" 2 "overlaps input" "$MK" "$ROOT/recipes/l
 t_fail "OUT inside an input refused" 2 "overlaps input" "$MK" "$ROOT/recipes/linear.yaml" base/sub --force
 [ -f ft1/model.safetensors ] && ok "inputs untouched" || notok "inputs untouched" "ft1 damaged"
 cp base/model.safetensors single.safetensors
+cp base/config.json config.json # a bare file's config.json is the one beside it
 printf 'merge_method: passthrough\nmodels:\n  - model: single.safetensors\n' >single.yaml
 t_ok "a .safetensors file input, output beside it" "$MK" single.yaml single-out/ -q
 t_fail "OUT equal to a file input refused" 2 "output single.safetensors overlaps input single.safetensors" "$MK" single.yaml single.safetensors --force
