@@ -18,7 +18,8 @@
 enum { SLERP_T };
 
 static const mk_param_def slerp_params[] = {
-    [SLERP_T] = {"t", MK_PS_GLOBAL, 0, true, false, "0 = the base model, 1 = the other model", MK_PR_UNIT},
+    /* any number: mergekit extrapolates along the arc past 0 and 1, and recipes use it */
+    [SLERP_T] = {"t", MK_PS_GLOBAL, 0, true, false, "0 = the base model, 1 = the other model (outside [0, 1]: extrapolated)", MK_PR_ANY},
     {0},
 };
 

@@ -98,8 +98,11 @@ t_absent "nothing written" out out.tmp
 # gradients: each entry, and inside conditionals
 printf 'merge_method: ties\nbase_model: base\nmodels:\n  - model: ft1\n    parameters:\n      weight: 1\n      density: [0.5, 1, 1.25]\n' >r.yaml
 t_fail "a gradient entry out of range" 2 "r\.yaml:7:16: ties: parameter 'density' has 1\.25 at gradient entry 2" "$MK" r.yaml out
-printf 'merge_method: slerp\nbase_model: base\nmodels:\n  - model: base\n  - model: ft1\nparameters:\n  t:\n    - filter: self_attn\n      value: -0.1\n    - value: 0.5\n' >r.yaml
-t_fail "a conditional value out of range" 2 "r\.yaml:9:14: slerp: parameter 't' is -0\.1" "$MK" r.yaml out
+printf 'merge_method: nearswap\nbase_model: base\nmodels:\n  - model: base\n  - model: ft1\nparameters:\n  t:\n    - filter: self_attn\n      value: -0.1\n    - value: 0.5\n' >r.yaml
+t_fail "a conditional value out of range" 2 "r\.yaml:9:14: nearswap: parameter 't' is -0\.1" "$MK" r.yaml out
+# slerp's t is any number, as in mergekit (past 0 and 1 it extrapolates along the arc)
+printf 'merge_method: slerp\nbase_model: base\nmodels:\n  - model: base\n  - model: ft1\nparameters:\n  t: 1.2\n' >r.yaml
+t_ok "slerp t: 1.2 extrapolates, as mergekit" "$MK" r.yaml out-slerp -q
 # an integer parameter whose gradient interpolates between integers (4 layers: t = 1/3 gives 1.33)
 printf 'merge_method: karcher\nmodels:\n  - model: ft1\n  - model: ft2\nparameters:\n  max_iter: [1, 2]\n' >r.yaml
 t_fail "an interpolated integer that is not one" 2 "r\.yaml:6:3: karcher: tensor model\.layers\.1\..*: parameter 'max_iter' interpolates to 1\.33" \
