@@ -4,6 +4,7 @@
 #include "torchbin.h"
 #include "modeldir.h"
 #include "safetensors.h"
+#include "sniff.h"
 #include "torchbin_int.h"
 
 #include "../core/mk_io.h"
@@ -410,7 +411,9 @@ mk_status mk_tb_parse(const mk_tb_input *in, const char *what, mk_tb_file *f)
     } else if (n >= 262 && memcmp(head + 257, "ustar", 5) == 0) {
         s = mk_error(MK_ERR_UNSUPPORTED, "%s: a tar archive (the PyTorch 0.1-0.3 checkpoint format) is not supported", what);
     } else {
-        s = mk_error(MK_ERR_FORMAT, "%s: not a PyTorch checkpoint (neither a zip archive nor a pickle)", what);
+        char kind[160];
+        s = mk_error(MK_ERR_FORMAT, "%s: not a PyTorch checkpoint (%s)", what,
+                     mk_sniff(head, n < MK_SNIFF_BYTES ? n : MK_SNIFF_BYTES, in->size, true, kind, sizeof kind));
     }
     if (s != MK_OK) mk_tb_file_free(f);
     return s;

@@ -4,22 +4,30 @@
 . "$MK_ROOT/tests/e2e/lib.sh"
 "$MK" synth m/ --hidden 16 --layers 1 --heads 2 --intermediate 16 --vocab 16 -q || { notok "synth" "failed"; exit 0; }
 printf 'merge_method: linear\nmodels:\n  - model: m/\n' >r.yaml
-printf 'PK\003\004\024\000\000\000\010\000archive/data.pkl' >pytorch_model.bin
-printf '\200\002}q\000(X\006\000\000\000weightq\001' >old.bin
+printf 'PK\003\004\024\000\000\000\010\000archive/data.pkl' >zip.safetensors
+printf '\200\002}q\000(X\006\000\000\000weightq\001' >pickle.safetensors
+cp zip.safetensors pytorch_model.bin
+cp pickle.safetensors old.bin
 printf 'version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 4943162336\n' >lfs.safetensors
 : >empty.bin
+: >empty.safetensors
 printf 'GGUF\003\000\000\000' >model.gguf
 cp m/config.json cfg.mkz
 
 t_fail "inspect config.json" 1 "^mergekit-c: error: m/config\.json: not a safetensors file \(it starts with '\{', a JSON text\?\)$" \
     "$MK" inspect m/config.json
 t_fail "inspect a recipe" 1 "r\.yaml: not a safetensors file \(text: 'merge_method: linear\.\.\.'\)" "$MK" inspect r.yaml
-t_fail "inspect a zipped PyTorch checkpoint" 1 "pytorch_model\.bin: not a safetensors file \(a zip archive: a PyTorch checkpoint" \
+t_fail "a zipped PyTorch checkpoint named .safetensors" 1 "zip\.safetensors: not a safetensors file \(a zip archive: a PyTorch checkpoint" \
+    "$MK" inspect zip.safetensors
+t_fail "a pickle named .safetensors" 1 "pickle\.safetensors: not a safetensors file \(a Python pickle" "$MK" inspect pickle.safetensors
+# .bin files are PyTorch checkpoints: these two are truncated ones, and say so
+t_fail "a truncated zipped .bin" 1 "pytorch_model\.bin: no zip end-of-central-directory record \(file truncated\?\)" \
     "$MK" inspect pytorch_model.bin
-t_fail "inspect a pickle" 1 "old\.bin: not a safetensors file \(a Python pickle" "$MK" inspect old.bin
+t_fail "a truncated pickle .bin" 1 "old\.bin: .*the pickle ends without STOP \(file truncated\?\)" "$MK" inspect old.bin
 t_fail "a Git LFS pointer" 1 "lfs\.safetensors: not a safetensors file \(a Git LFS pointer: the file was not downloaded; run git lfs pull\)" \
     "$MK" inspect lfs.safetensors
-t_fail "an empty file" 1 "empty\.bin: not a safetensors file \(it is empty\)" "$MK" inspect empty.bin
+t_fail "an empty file" 1 "empty\.safetensors: not a safetensors file \(it is empty\)" "$MK" inspect empty.safetensors
+t_fail "an empty .bin" 1 "empty\.bin: not a PyTorch checkpoint \(it is empty\)" "$MK" inspect empty.bin
 t_fail "a GGUF file" 1 "model\.gguf: not a safetensors file \(a GGUF file\)" "$MK" inspect model.gguf
 t_fail "compare with config.json" 1 "m/config\.json: not a safetensors file \(it starts with '\{'" "$MK" compare m/ m/config.json
 t_fail "a .mkz name on a JSON file" 1 "cfg\.mkz: not a \.mkz container \(it starts with '\{', a JSON text\?\)" "$MK" inspect cfg.mkz
