@@ -161,8 +161,8 @@ static int cmd_apply(int argc, char **argv)
 /* ---- writing adapters ---------------------------------------------------------------------- */
 
 /* PEFT's names for the tensors of the adapters we write. */
-static const mk_lora_names peft_names = {MK_PEFT_PREFIX, "lora_A.weight", "lora_B.weight", "lora_embedding_A",
-                                         "lora_embedding_B"};
+static const mk_lora_names peft_names = {MK_PEFT_PREFIX,     "lora_A.weight",   "lora_B.weight",
+                                         "lora_embedding_A", "lora_embedding_B", MK_PEFT_LAYER_BIAS};
 
 /* --svd exact|randomized and --power-iters, checked into lora's factoring options. */
 typedef struct svd_opts {
@@ -194,29 +194,59 @@ static mk_status parse_out_dtype(const char *s, mk_dtype *d)
     return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16 or float16", s);
 }
 
-/* Begin OUT.tmp with an adapter sink (adapter_model.safetensors, one file) declaring the plan's tensors. */
-static mk_status adapter_begin(const char *out, bool force, const mk_lora_plan *p, mk_output *o)
-{
-    mk_output_opts oo = {.stem = "adapter_model", .force = force};
-    return mk_output_begin(o, out, &oo, p->out, p->n_out);
-}
-
-/* adapter_config.json for the plan's modules (r = the largest rank, rank_pattern for the
- * others), then the sink sealed and OUT committed. */
-static mk_status adapter_finish(mk_output *o, const char *base_model, const mk_lora_plan *p, bool fifo)
+/* adapter_config.json for the plan (r = the largest rank, rank_pattern for the others;
+ * "bias": "lora_only" when it carries biases of LoRA layers), checked the way `lora apply`
+ * reads adapters - the config parsed, the planned tensors paired into modules against it -
+ * before anything is written: an adapter we write is one we (and PEFT) load. */
+static mk_status adapter_config(const char *out, const char *base_model, const mk_lora_plan *p, bool fifo, char **text)
 {
     long r = 0;
     for (size_t i = 0; i < p->n_modules; i++)
         if (p->m[i].k > r) r = p->m[i].k;
+    bool layer_bias = false;
+    for (size_t i = 0; i < p->n_out; i++) layer_bias |= mk_str_ends_with(p->out[i].name, "." MK_PEFT_LAYER_BIAS);
     mk_peft_out_module *om = mk_calloc(p->n_modules ? p->n_modules : 1, sizeof *om);
     if (!om) return MK_ERR_NOMEM;
     for (size_t i = 0; i < p->n_modules; i++) om[i] = (mk_peft_out_module){p->m[i].module, p->m[i].k};
-    char *text = mk_peft_config_text(base_model, r ? r : 1, om, p->n_modules, (const char *const *)p->save, p->n_save, false,
-                                     fifo);
+    *text = mk_peft_config_text(base_model, r ? r : 1, om, p->n_modules, (const char *const *)p->save, p->n_save, false,
+                                layer_bias, fifo);
     free(om);
-    if (!text) return MK_ERR_NOMEM;
+    char *what = mk_path_join(out, MK_PEFT_CONFIG);
+    if (!*text || !what) {
+        free(what);
+        return MK_ERR_NOMEM;
+    }
+    mk_peft_config cfg;
+    mk_peft_layout lay;
+    mk_status s = mk_peft_config_parse(*text, strlen(*text), what, &cfg);
+    if (s == MK_OK) {
+        s = mk_peft_layout_build(&cfg, p->out, p->n_out, what, &lay);
+        mk_peft_layout_free(&lay);
+        mk_peft_config_free(&cfg);
+    }
+    free(what);
+    if (s != MK_OK && s != MK_ERR_NOMEM) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", mk_errmsg());
+        s = mk_error(MK_ERR_USAGE, "the adapter planned would not load (choose other modules): %s", why);
+    }
+    return s;
+}
+
+/* Begin OUT.tmp with an adapter sink (adapter_model.safetensors, one file) declaring the
+ * plan's tensors, once its config (*text, for adapter_finish) checks out. */
+static mk_status adapter_begin(const char *out, bool force, const char *base_model, const mk_lora_plan *p, bool fifo,
+                               mk_output *o, char **text)
+{
+    MK_TRY(adapter_config(out, base_model, p, fifo, text));
+    mk_output_opts oo = {.stem = "adapter_model", .force = force};
+    return mk_output_begin(o, out, &oo, p->out, p->n_out);
+}
+
+/* adapter_config.json written, the sink sealed and OUT committed. */
+static mk_status adapter_finish(mk_output *o, const char *text)
+{
     mk_status s = o->k->ops->add_file(o->k, MK_PEFT_CONFIG, text, strlen(text));
-    free(text);
     if (s == MK_OK) s = mk_output_seal(o);
     if (s == MK_OK) s = mk_output_commit(o);
     return s;
@@ -288,20 +318,22 @@ static mk_status extract(char *const *pos, extract_args *a, const mk_common *c)
     mk_status s = mk_cli_open_model(pos[0], &base);
     if (s == MK_OK) s = mk_cli_open_model(pos[1], &ft);
     if (s == MK_OK) s = mk_arch_of_source(base, &arch);
+    char *text = NULL;
     if (s == MK_OK) s = mk_lora_extract_plan(base, ft, &arch, &a->lo, &peft_names, &p);
-    if (s == MK_OK) s = adapter_begin(pos[2], a->force, &p, &o);
+    if (s == MK_OK) s = adapter_begin(pos[2], a->force, pos[0], &p, p.conv1d, &o, &text);
     mk_progress prog;
     mk_progress_init(&prog, "lora extract", c);
     double t0 = mk_now();
     if (s == MK_OK) s = mk_lora_extract_run(&p, base, ft, &a->so.lo, o.k, mk_progress_cb, &prog);
     mk_progress_end(&prog);
-    if (s == MK_OK) s = adapter_finish(&o, pos[0], &p, p.conv1d);
+    if (s == MK_OK) s = adapter_finish(&o, text);
     if (s == MK_OK) {
         report(&p, pos[2], "extract", c, true);
         if (!c->quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %zu LoRA module(s) at rank <= %ld, %zu whole tensor(s) in %.1f s\n", pos[2],
                     p.n_modules, a->lo.rank, p.n_whole, mk_now() - t0);
     }
+    free(text);
     mk_output_close(&o);
     mk_lora_plan_free(&p);
     mk_arch_free(&arch);
@@ -320,7 +352,7 @@ static int cmd_extract(int argc, char **argv)
         {"embed-lora", 0, MK_OPT_FLAG, &a.lo.embed_lora, NULL, "LoRA on embeddings and lm_head too (default: saved whole, in modules_to_save)", NULL},
         {"save-module", 0, MK_OPT_LIST, &a.lo.save, "NAME", "save these modules whole (modules_to_save)", NULL},
         {"exclude", 0, MK_OPT_LIST, &a.lo.exclude, "LIST", "leave these modules out entirely (embeddings too), like mergekit's --exclude-regex", NULL},
-        {"skip-undecomposable", 0, MK_OPT_FLAG, &a.lo.skip_undecomposable, NULL, "leave out changed norms and other non-matrix weights", NULL},
+        {"skip-undecomposable", 0, MK_OPT_FLAG, &a.lo.skip_undecomposable, NULL, "leave out changed norms, biases and other non-matrix weights", NULL},
         {"dtype", 0, MK_OPT_STR, &a.dtype, "DTYPE", "adapter dtype: float32, bfloat16, float16", "the finetuned weights' dtype"},
         SVD_OPTS(a.so),
         {"force", 'f', MK_OPT_FLAG, &a.force, NULL, "replace OUT if it exists", NULL},
@@ -335,7 +367,9 @@ static int cmd_extract(int argc, char **argv)
         "table gives each module's share of the delta's energy (squared Frobenius norm) kept.\n"
         "As mergekit-extract-lora does: embeddings and lm_head are saved whole (modules_to_save) unless\n"
         "--embed-lora; changed norms are saved whole unless --skip-undecomposable; weights identical in\n"
-        "both models are left out. lora_alpha = r (scale 1), rank_pattern where a module's rank is lower.",
+        "both models are left out. A changed bias of a LoRA layer is saved whole as PEFT saves it\n"
+        "(<module>.base_layer.bias, \"bias\": \"lora_only\"). Module paths are the model's (GPT-2:\n"
+        "transformer.h.N...). lora_alpha = r (scale 1), rank_pattern where a module's rank is lower.",
         opts, 3, 3};
     char *pos[3];
     size_t npos;
@@ -388,6 +422,9 @@ typedef struct cb_inputs {
     mk_lora_in_module *mods;
     mk_lora_in_whole *whole;
     bool fifo;            /* fan_in_fan_out, the same in all */
+    mk_source *base;      /* --base, or NULL */
+    mk_arch arch;         /* the base's (for the other spelling of its tensor names) */
+    bool have_arch;
 } cb_inputs;
 
 static void cb_close(cb_inputs *ci)
@@ -397,6 +434,8 @@ static void cb_close(cb_inputs *ci)
     free(ci->in);
     free(ci->mods);
     free(ci->whole);
+    mk_arch_free(&ci->arch);
+    mk_source_close(ci->base);
 }
 
 /* Adapter i checked (same fan_in_fan_out as the first, no LoRA biases) and described in
@@ -420,12 +459,21 @@ static mk_status cb_describe(cb_inputs *ci, size_t i, char *const *paths, double
         const mk_peft_module *pm = &a->lay.m[q];
         *(*m)++ = (mk_lora_in_module){pm->module, pm->a, pm->b, pm->embedding, pm->r, pm->scale};
     }
-    for (size_t q = 0; q < a->lay.n_full; q++) *(*w)++ = (mk_lora_in_whole){a->lay.full[q].name, a->lay.full[q].index};
+    for (size_t q = 0; q < a->lay.n_full; q++) {
+        const mk_peft_full *f = &a->lay.full[q];
+        long bi = ci->base ? mk_peft_base_find(ci->base, ci->have_arch ? &ci->arch : NULL, f->name) : -1;
+        *(*w)++ = (mk_lora_in_whole){f->name, f->index, bi};
+    }
     return MK_OK;
 }
 
-static mk_status cb_open(cb_inputs *ci, char *const *paths, size_t n, const double *weights)
+static mk_status cb_open(cb_inputs *ci, char *const *paths, size_t n, const double *weights, const char *base)
 {
+    if (base) {
+        MK_TRY(mk_cli_open_model(base, &ci->base));
+        ci->have_arch = mk_arch_of_source(ci->base, &ci->arch) == MK_OK;
+        if (!ci->have_arch) mk_error_clear();
+    }
     ci->n = n;
     ci->ad = mk_calloc(n, sizeof *ci->ad);
     ci->in = mk_calloc(n, sizeof *ci->in);
@@ -446,7 +494,7 @@ static mk_status cb_open(cb_inputs *ci, char *const *paths, size_t n, const doub
 }
 
 typedef struct combine_args {
-    const char *method, *weights, *dtype;
+    const char *method, *weights, *dtype, *base;
     bool force;
     svd_opts so;
     mk_lora_combine_opts lo;
@@ -486,25 +534,36 @@ static mk_status combine(char *const *pos, size_t na, combine_args *a, const mk_
     const char *out = pos[na];
     double *w = mk_calloc(na, sizeof *w);
     if (!w) return MK_ERR_NOMEM;
+    const char **ins = mk_calloc(na + 1, sizeof *ins); /* the adapters, then --base */
+    if (!ins) {
+        free(w);
+        return MK_ERR_NOMEM;
+    }
+    memcpy(ins, pos, na * sizeof *ins);
+    ins[na] = a->base;
     mk_status s = parse_weights(a->weights, na, w);
-    if (s == MK_OK) s = mk_cli_check_output(out, (const char *const *)pos, na);
+    if (s == MK_OK) s = mk_cli_check_output(out, ins, na + 1);
     cb_inputs ci = {0};
     mk_lora_plan p = {0};
     mk_output o = {0};
-    if (s == MK_OK) s = cb_open(&ci, pos, na, w);
+    char *text = NULL;
+    if (s == MK_OK) s = cb_open(&ci, pos, na, w, a->base);
+    a->lo.base = ci.base;
     if (s == MK_OK) s = mk_lora_combine_plan(ci.in, na, &a->lo, &peft_names, &p);
-    if (s == MK_OK) s = adapter_begin(out, a->force, &p, &o);
+    if (s == MK_OK) s = adapter_begin(out, a->force, ci.ad[0]->cfg.base_model, &p, ci.fifo, &o, &text);
     if (s == MK_OK) s = mk_lora_combine_run(&p, ci.in, na, &a->lo, o.k);
-    if (s == MK_OK) s = adapter_finish(&o, ci.ad[0]->cfg.base_model, &p, ci.fifo);
+    if (s == MK_OK) s = adapter_finish(&o, text);
     if (s == MK_OK) {
         report(&p, out, a->method, c, a->lo.method != MK_LORA_CAT);
         if (!c->quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %zu module(s) combined by %s from %zu adapters\n", out, p.n_modules,
                     a->method, na);
     }
+    free(text);
     mk_output_close(&o);
     mk_lora_plan_free(&p);
     cb_close(&ci);
+    free(ins);
     free(w);
     return s;
 }
@@ -519,6 +578,7 @@ static int cmd_combine(int argc, char **argv)
         {"rank", 'r', MK_OPT_INT, &a.lo.rank, "R", "rank of the result (linear: sum of ranks; svd, ties, dare_linear: the largest)", NULL},
         {"density", 0, MK_OPT_DOUBLE, &a.lo.density, "D", "share of each update kept (ties: by magnitude; dare_linear: at random)", NULL},
         {"seed", 0, MK_OPT_U64, &a.lo.seed, "N", "seed for dare_linear", "0"},
+        {"base", 0, MK_OPT_STR, &a.base, "MODEL", "the adapters' base model: tensors they save whole are combined as differences from it", NULL},
         {"dtype", 0, MK_OPT_STR, &a.dtype, "DTYPE", "adapter dtype: float32, bfloat16, float16", "float32"},
         SVD_OPTS(a.so),
         {"force", 'f', MK_OPT_FLAG, &a.force, NULL, "replace OUT if it exists", NULL},
@@ -536,8 +596,11 @@ static int cmd_combine(int argc, char **argv)
         "               then truncated SVD (PEFT ties_svd)\n"
         "  dare_linear  each D_i keeps a random --density share, rescaled, weighted sum, truncated SVD\n"
         "               (PEFT dare_linear_svd; the random choice is ours, keyed by --seed)\n"
-        "The result has lora_alpha = r (scale 1). Tensors an adapter saves whole are copied; two\n"
-        "adapters saving the same tensor is an error.",
+        "The result has lora_alpha = r (scale 1). Tensors an adapter saves whole (modules_to_save, biases\n"
+        "of LoRA layers) are copied; two adapters saving the same tensor need --base BASE, and then every\n"
+        "whole tensor is BASE + the method's combination of the differences W_i - BASE (a copy where that\n"
+        "is the same). A module one adapter saves whole and another adapts with LoRA is an error (PEFT\n"
+        "cannot load both in one adapter).",
         opts, 3, 64};
     char *pos[64];
     size_t npos;

@@ -182,6 +182,18 @@ bool mk_str_starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+bool mk_str_has_component(const char *path, const char *part)
+{
+    size_t kl = strlen(part);
+    if (kl == 0) return false; /* strstr would never advance */
+    for (const char *p = path; (p = strstr(p, part)) != NULL; p++) {
+        bool start = p == path || p[-1] == '.';
+        bool end = p[kl] == 0 || p[kl] == '.';
+        if (start && end) return true;
+    }
+    return false;
+}
+
 unsigned mk_edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);

@@ -83,6 +83,9 @@ static inline bool mk_mul_size(size_t a, size_t b, size_t *out) { return !__buil
 /* ---- small string helpers -------------------------------------------------------- */
 bool mk_str_ends_with(const char *s, const char *suffix);
 bool mk_str_starts_with(const char *s, const char *prefix);
+/* Whether `part` (one or more dot-separated components) occurs in the dotted path `path` as
+ * whole components: (^|.*\.)part($|\..*), as PEFT matches modules_to_save entries. */
+bool mk_str_has_component(const char *path, const char *part);
 /* Levenshtein distance, capped at 255; used for "did you mean" hints. */
 unsigned mk_edit_distance(const char *a, const char *b);
 /* The candidate closest to `word` if it is close enough to be a likely typo, else NULL. */

@@ -520,19 +520,6 @@ static bool list_match(const mk_peft_names *nm, const char *module)
     return false;
 }
 
-/* `name` is `m` or `m` followed by '.', after a start or a '.' : (^|.*\.)m($|\..*) */
-static bool component_match(const char *module, const char *m)
-{
-    size_t kl = strlen(m);
-    if (kl == 0) return false; /* the parser refuses empty names; strstr would never advance */
-    for (const char *p = module; (p = strstr(p, m)) != NULL; p++) {
-        bool start = p == module || p[-1] == '.';
-        bool end = p[kl] == 0 || p[kl] == '.';
-        if (start && end) return true;
-    }
-    return false;
-}
-
 /* The layer number PEFT would read from a module name, or -1. */
 static long layer_index(const mk_peft_config *c, const char *module)
 {
@@ -570,7 +557,7 @@ bool mk_peft_targets(const mk_peft_config *c, const char *module)
     if (c->exclude.kind == MK_PEFT_MATCH_REGEX && rx_match(c->exclude.re, module)) return false;
     if (c->exclude.kind == MK_PEFT_MATCH_LIST && list_match(&c->exclude, module)) return false;
     for (size_t i = 0; i < c->n_save; i++)
-        if (component_match(module, c->modules_to_save[i])) return false;
+        if (mk_str_has_component(module, c->modules_to_save[i])) return false;
     if (c->targets.kind == MK_PEFT_MATCH_REGEX) return rx_match(c->targets.re, module);
     if (c->targets.kind == MK_PEFT_MATCH_ALL_LINEAR) return true;
     if (c->targets.kind != MK_PEFT_MATCH_LIST) return false;
@@ -814,32 +801,42 @@ void mk_peft_close(mk_peft_adapter *a)
 
 /* ---- binding ----------------------------------------------------------------------------- */
 
-static bool base_is_conv1d(mk_source *base)
+long mk_peft_base_find(mk_source *base, const mk_arch *arch, const char *name)
 {
-    mk_arch a;
-    bool conv = false;
-    if (mk_arch_of_source(base, &a) == MK_OK) conv = mk_arch_is_conv1d(&a);
-    else mk_error_clear();
-    mk_arch_free(&a);
-    return conv;
+    long i = mk_source_find(base, name);
+    if (i >= 0 || !arch) return i;
+    char *alias = mk_arch_alias(arch, name);
+    if (alias) i = mk_source_find(base, alias);
+    free(alias);
+    return i;
+}
+
+/* Whether a 2-D weight of the base is module `want` or ends with ".want". */
+static bool base_has_module(mk_source *base, const char *want)
+{
+    size_t wl = strlen(want);
+    for (size_t i = 0; i < base->n_tensors; i++) {
+        const char *nm = base->tensors[i].name;
+        if (!mk_str_ends_with(nm, ".weight")) continue;
+        size_t ml = strlen(nm) - 7;
+        if (ml == wl && memcmp(nm, want, wl) == 0) return true;
+        if (ml > wl && nm[ml - wl - 1] == '.' && memcmp(nm + ml - wl, want, wl) == 0) return true;
+    }
+    return false;
 }
 
 /* A list entry of target_modules must match some module of the base (PEFT: "Target modules
- * {...} not found in the base model"). Modules = 2-D weights. */
-static mk_status check_targets_exist(const mk_peft_adapter *a, mk_source *base)
+ * {...} not found in the base model"), under either spelling of its path. */
+static mk_status check_targets_exist(const mk_peft_adapter *a, mk_source *base, const mk_arch *arch)
 {
     const mk_peft_config *c = &a->cfg;
     if (c->targets.kind != MK_PEFT_MATCH_LIST) return MK_OK;
     for (size_t k = 0; k < c->targets.n; k++) {
         const char *want = c->targets.names[k];
-        bool found = false;
-        for (size_t i = 0; i < base->n_tensors && !found; i++) {
-            const char *nm = base->tensors[i].name;
-            if (!mk_str_ends_with(nm, ".weight")) continue;
-            size_t ml = strlen(nm) - 7, wl = strlen(want);
-            if (ml == wl && memcmp(nm, want, wl) == 0) found = true;
-            else if (ml > wl && nm[ml - wl - 1] == '.' && memcmp(nm + ml - wl, want, wl) == 0) found = true;
-        }
+        bool found = base_has_module(base, want);
+        char *alias = !found && arch ? mk_arch_alias(arch, want) : NULL;
+        if (alias) found = base_has_module(base, alias);
+        free(alias);
         if (!found)
             return mk_error(MK_ERR_FORMAT, "%s: target module '%s' is not in the base model %s", a->config_path, want,
                             base->path);
@@ -853,15 +850,18 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
     const mk_peft_layout *l = &a->lay;
     const mk_tensor_info *at = a->src->tensors;
     const char *what = a->src->files[0];
-    MK_TRY(check_targets_exist(a, base));
-    bool conv1d = base_is_conv1d(base);
+    /* the base's architecture: Conv1D layout, and the other spelling of its tensor names */
+    mk_arch arch_v = {0}, *arch = &arch_v;
+    if (mk_arch_of_source(base, arch) != MK_OK) {
+        mk_error_clear();
+        mk_arch_free(arch);
+        arch = NULL;
+    }
+    bool conv1d = arch && mk_arch_is_conv1d(arch);
     out->t = mk_calloc(l->n_modules ? l->n_modules : 1, sizeof *out->t);
     out->x = mk_calloc(l->n_full + l->n_modules + 1, sizeof *out->x);
-    if (!out->t || !out->x) {
-        mk_peft_binding_free(out);
-        return MK_ERR_NOMEM;
-    }
-    mk_status s = MK_OK;
+    mk_status s = out->t && out->x ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK) s = check_targets_exist(a, base, arch);
     bool warned_fifo = false;
     for (size_t k = 0; k < l->n_modules && s == MK_OK; k++) {
         const mk_peft_module *m = &l->m[k];
@@ -870,7 +870,7 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
             s = MK_ERR_NOMEM;
             break;
         }
-        long bi = mk_source_find(base, wname);
+        long bi = mk_peft_base_find(base, arch, wname);
         if (bi < 0) {
             s = mk_error(MK_ERR_FORMAT, "%s: module %s: the base model %s has no tensor %s", what, m->module, base->path, wname);
             free(wname);
@@ -920,7 +920,7 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
                 s = MK_ERR_NOMEM;
                 break;
             }
-            long bb = mk_source_find(base, bname);
+            long bb = mk_peft_base_find(base, arch, bname);
             if (bb < 0 || base->tensors[bb].numel != at[m->bias].numel)
                 s = mk_error(MK_ERR_FORMAT, "%s: module %s has lora_B.bias but the base has no matching %s", what, m->module,
                              bname);
@@ -935,7 +935,7 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
     }
     for (size_t k = 0; k < l->n_full && s == MK_OK; k++) {
         const mk_peft_full *f = &l->full[k];
-        long bi = mk_source_find(base, f->name);
+        long bi = mk_peft_base_find(base, arch, f->name);
         const mk_tensor_info *F = &at[f->index];
         char sf[160], sw[160];
         if (bi < 0) {
@@ -962,6 +962,7 @@ mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_bindin
         x->add = false;
         x->scale = 1;
     }
+    mk_arch_free(arch);
     if (s != MK_OK) mk_peft_binding_free(out);
     return s;
 }
@@ -979,7 +980,8 @@ void mk_peft_binding_free(mk_peft_binding *b)
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 char *mk_peft_config_text(const char *base_model, long r, const mk_peft_out_module *m, size_t n,
-                          const char *const *modules_to_save, size_t n_save, bool lora_bias, bool fan_in_fan_out)
+                          const char *const *modules_to_save, size_t n_save, bool lora_bias, bool layer_bias,
+                          bool fan_in_fan_out)
 {
     /* target_modules: distinct last components, sorted (deterministic output) */
     const char **last = mk_calloc(n ? n : 1, sizeof *last);
@@ -1006,8 +1008,8 @@ char *mk_peft_config_text(const char *base_model, long r, const mk_peft_out_modu
             mk_buf_puts(&b, ",\n  \"base_model_name_or_path\": ");
             if (base_model) mk_buf_json_str(&b, base_model);
             else mk_buf_puts(&b, "null");
-            mk_buf_printf(&b, ",\n  \"bias\": \"none\",\n  \"fan_in_fan_out\": %s,\n  \"inference_mode\": true,\n",
-                          fan_in_fan_out ? "true" : "false");
+            mk_buf_printf(&b, ",\n  \"bias\": \"%s\",\n  \"fan_in_fan_out\": %s,\n  \"inference_mode\": true,\n",
+                          layer_bias ? "lora_only" : "none", fan_in_fan_out ? "true" : "false");
             mk_buf_printf(&b, "  \"lora_alpha\": %ld,\n  \"lora_bias\": %s,\n  \"lora_dropout\": 0.0,\n  \"modules_to_save\": ",
                           r, lora_bias ? "true" : "false");
             if (n_save) {

@@ -20,12 +20,17 @@
 #define MK_PEFT_H
 
 #include "../core/mk_tensor.h"
+#include "../model/arch.h"
 
 #define MK_PEFT_CONFIG "adapter_config.json"
 #define MK_PEFT_WEIGHTS "adapter_model.safetensors"
 #define MK_PEFT_WEIGHTS_BIN "adapter_model.bin" /* torch.save; read without unpickling */
 #define MK_PEFT_PREFIX "base_model.model."
 #define MK_PEFT_MAX_R 65536
+/* The bias of a LoRA-wrapped layer, saved whole: PEFT's key for it (the wrapped layer is
+ * <module>.base_layer; LoraConfig bias="lora_only" saves these, and loading puts them back
+ * into the base layer). The base's tensor is <module>.bias. */
+#define MK_PEFT_LAYER_BIAS "base_layer.bias"
 
 typedef struct mk_peft_pattern {
     char *key;    /* a regular expression over module names (Python syntax, the common subset) */
@@ -143,10 +148,17 @@ typedef struct mk_peft_binding {
     mk_peft_bound_extra *x;
 } mk_peft_binding;
 
+/* The index of base tensor `name`, also when the adapter and the base spell it differently:
+ * PEFT names modules by their path in the model ("transformer.h.0.attn.c_attn"), which
+ * GPT-2's checkpoints store without the prefix ("h.0.attn.c_attn.weight"); `arch` (the
+ * base's, or NULL) knows the other spelling. -1 when absent. */
+long mk_peft_base_find(mk_source *base, const mk_arch *arch, const char *name);
+
 /* Map the adapter onto `base`: a module whose weight is missing from the base, a shape
  * that disagrees, or a target_modules entry that matches nothing in the base is an error
  * naming it. Conv1D layout (fan_in_fan_out) is taken from the base's config.json
- * (model_type gpt2 / openai-gpt), as PEFT takes it from the module type. */
+ * (model_type gpt2 / openai-gpt), as PEFT takes it from the module type; names are found
+ * under either spelling (mk_peft_base_find). */
 mk_status mk_peft_bind(const mk_peft_adapter *a, mk_source *base, mk_peft_binding *out);
 void mk_peft_binding_free(mk_peft_binding *b);
 
@@ -159,8 +171,10 @@ typedef struct mk_peft_out_module {
 
 /* adapter_config.json text for an adapter we write: scale 1 everywhere (lora_alpha = r,
  * and alpha = rank in patterns), target_modules = the modules' last name components,
- * keys sorted as PEFT's save_pretrained writes them. */
+ * keys sorted as PEFT's save_pretrained writes them. layer_bias: the adapter saves biases of
+ * LoRA layers whole (MK_PEFT_LAYER_BIAS), written as "bias": "lora_only" (else "none"). */
 char *mk_peft_config_text(const char *base_model, long r, const mk_peft_out_module *m, size_t n,
-                          const char *const *modules_to_save, size_t n_save, bool lora_bias, bool fan_in_fan_out);
+                          const char *const *modules_to_save, size_t n_save, bool lora_bias, bool layer_bias,
+                          bool fan_in_fan_out);
 
 #endif

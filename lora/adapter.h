@@ -17,11 +17,14 @@
 #include "../core/mk_tensor.h"
 
 /* How output tensors are named: a pair is prefix + module + "." + a (or b; emb_a / emb_b
- * for embeddings); a tensor of a model saved whole is prefix + its name. */
+ * for embeddings); a tensor of a model saved whole is prefix + its name, except the bias of
+ * a module that has a pair (a layer the adapter wraps), which is prefix + module + "." +
+ * layer_bias. */
 typedef struct mk_lora_names {
     const char *prefix;
     const char *a, *b;
     const char *emb_a, *emb_b;
+    const char *layer_bias;
 } mk_lora_names;
 
 /* One LoRA module of the adapter. */
@@ -37,11 +40,14 @@ typedef struct mk_lora_module {
     long *from;                 /* combine: per input adapter, its module index, or -1 */
 } mk_lora_module;
 
-/* A tensor copied whole (raw bytes) from an input into the adapter. */
+/* A tensor saved whole: copied (raw bytes) from an input into the adapter, or, in combine,
+ * one of the inputs that save the same tensor (entries sharing `out`, in input order) whose
+ * differences from the base are combined. */
 typedef struct mk_lora_whole {
     size_t input;               /* combine: the input adapter; extract: 0 */
     size_t src;                 /* tensor index in that input's source */
     size_t out;                 /* output tensor index */
+    long base;                  /* combine: the base tensor the output is combined over, or -1: copied */
 } mk_lora_whole;
 
 typedef struct mk_lora_plan {
@@ -56,7 +62,8 @@ typedef struct mk_lora_plan {
 
 void mk_lora_plan_free(mk_lora_plan *p);
 
-/* Progress after each module: (ctx, done, total, done, total, module). */
+/* Progress after each module or whole tensor: (ctx, items done, items, bytes done, bytes,
+ * name), the bytes those items take in the finetuned model. */
 typedef void (*mk_lora_progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total,
                                  const char *name);
 

@@ -1,7 +1,15 @@
 /* combine.h - several LoRA adapters of one base combined into one (PEFT's
  * add_weighted_adapter): the union of their modules, sorted by name, with the rank each gets;
- * the tensors they save whole (copied; the same tensor saved by two adapters is an error);
- * then per module the combination, written as A and B through a sink.
+ * the tensors they save whole; then per module the combination, written as A and B through a
+ * sink.
+ *
+ * Tensors saved whole: without the base model, each is copied from the one adapter that
+ * saves it (the same tensor in two adapters is an error, as in PEFT). With the base (opts
+ * base), each is the base's tensor plus the method's combination of the savers' differences
+ * from it (W = base + sum_i w_i (W_i - base) for cat, linear and svd; TIES or DARE on the
+ * differences otherwise), written whole; copied where that is the same (one saver of weight
+ * 1, no pruning). A module one adapter adapts with LoRA while another saves it whole
+ * (modules_to_save) is an error: PEFT never puts LoRA on a module it saves whole.
  *
  * Each input i contributes its update D_i = s_i B_i A_i with weight w_i:
  *   cat          A = [w_i s_i A_i] stacked, B = [B_i] side by side: exact, ranks add up
@@ -42,8 +50,9 @@ typedef struct mk_lora_in_module {
 
 /* A tensor an input adapter saves whole. */
 typedef struct mk_lora_in_whole {
-    const char *name;           /* the base tensor it replaces (two inputs may not share one) */
-    size_t index;               /* in the adapter's source; copied under that tensor's name */
+    const char *name;           /* the base tensor it replaces */
+    size_t index;               /* in the adapter's source; written under that tensor's name */
+    long base;                  /* with opts base: the base tensor's index there, or -1 if absent */
 } mk_lora_in_whole;
 
 typedef struct mk_lora_input {
@@ -66,15 +75,17 @@ typedef struct mk_lora_combine_opts {
     uint64_t seed;              /* dare_linear's random choice, keyed by (seed, module) */
     mk_dtype dtype;             /* of A and B */
     mk_lora_svd_opts svd;
+    mk_source *base;            /* the adapters' base model, or NULL (whole tensors, above) */
 } mk_lora_combine_opts;
 
 /* The combined adapter's plan: a module's update shape (or embedding flag) that differs
- * between inputs, the same whole tensor in two inputs, or nothing to combine is a usage
- * error naming the adapters. */
+ * between inputs, the same whole tensor in two inputs without the base (or of another shape
+ * than the base's), a module saved whole by one input and adapted by another, or nothing to
+ * combine is a usage error naming the adapters. */
 mk_status mk_lora_combine_plan(const mk_lora_input *in, size_t n, const mk_lora_combine_opts *o, const mk_lora_names *names,
                                mk_lora_plan *p);
 
-/* Combine every module (filling m[].kept: 1 for cat) and copy the whole tensors into `k`,
+/* Combine every module (filling m[].kept: 1 for cat) and write the whole tensors into `k`,
  * declared with p->out. */
 mk_status mk_lora_combine_run(mk_lora_plan *p, const mk_lora_input *in, size_t n, const mk_lora_combine_opts *o, mk_sink *k);
 

@@ -6,22 +6,46 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Whether `module` is in the comma list: as its last component or as the whole path. */
-static bool in_list(const char *list, const char *module)
+/* Whether the comma list has `item` as an entry. */
+static bool list_has(const char *list, const char *item)
 {
-    if (!list) return false;
-    const char *d = strrchr(module, '.');
-    const char *last = d ? d + 1 : module;
-    const char *p = list;
-    while (*p) {
+    size_t n = strlen(item);
+    for (const char *p = list; p && *p;) {
         const char *e = strchr(p, ',');
         size_t l = e ? (size_t)(e - p) : strlen(p);
-        if ((strlen(last) == l && strncmp(last, p, l) == 0) || (strlen(module) == l && strncmp(module, p, l) == 0))
-            return true;
-        if (!e) break;
-        p = e + 1;
+        if (l == n && strncmp(item, p, l) == 0) return true;
+        p = e ? e + 1 : NULL;
     }
     return false;
+}
+
+/* Whether `module` is in the comma list by its whole path, as the checkpoint stores it or as
+ * the model names it (`canon`, e.g. GPT-2's "transformer.h.0..."). */
+static bool in_list_path(const char *list, const char *module, const char *canon)
+{
+    return list_has(list, module) || list_has(list, canon);
+}
+
+/* Whether `module` is in the comma list: by its last component or by its whole path. */
+static bool in_list(const char *list, const char *module, const char *canon)
+{
+    const char *d = strrchr(module, '.');
+    return list_has(list, d ? d + 1 : module) || in_list_path(list, module, canon);
+}
+
+static const char *last_component(const char *path)
+{
+    const char *d = strrchr(path, '.');
+    return d ? d + 1 : path;
+}
+
+/* The module of tensor `name`: the name without ".weight" or ".bias" (allocated). */
+static char *module_of(const char *name)
+{
+    size_t nl = strlen(name);
+    if (mk_str_ends_with(name, ".weight")) nl -= 7;
+    else if (mk_str_ends_with(name, ".bias")) nl -= 5;
+    return mk_strndup(name, nl);
 }
 
 static bool same_bytes(mk_source *a, size_t ia, mk_source *b, size_t ib)
@@ -42,17 +66,18 @@ static bool same_bytes(mk_source *a, size_t ia, mk_source *b, size_t ib)
 
 typedef enum { KEEP_NONE, KEEP_WHOLE, KEEP_PAIR } keep_kind;
 
-/* What the rules (extract.h) make of finetune tensor F, of module `module`. */
-static keep_kind classify(const mk_lora_extract_opts *o, const mk_tensor_info *F, const char *module, bool emb,
-                          bool vocab_changed)
+/* What the rules (extract.h) make of finetune tensor F, of module `module` (`canon` as the
+ * model names it). */
+static keep_kind classify(const mk_lora_extract_opts *o, const mk_tensor_info *F, const char *module, const char *canon,
+                          bool emb, bool vocab_changed)
 {
-    if (in_list(o->exclude, module)) return KEEP_NONE;
+    if (in_list(o->exclude, module, canon)) return KEEP_NONE;
     if (emb && (!o->embed_lora || vocab_changed)) {
         if (vocab_changed && o->embed_lora) mk_warn("%s: vocabulary size changed; saving it whole, not as LoRA", F->name);
         return KEEP_WHOLE;
     }
-    if (in_list(o->save, module)) return KEEP_WHOLE;
-    if (o->modules && !in_list(o->modules, module)) return KEEP_NONE;
+    if (in_list(o->save, module, canon)) return KEEP_WHOLE;
+    if (o->modules && !in_list(o->modules, module, canon)) return KEEP_NONE;
     if (mk_str_ends_with(F->name, ".weight") && F->ndim == 2 && mk_dtype_info(F->dtype)->is_float) return KEEP_PAIR;
     return o->skip_undecomposable ? KEEP_NONE : KEEP_WHOLE;
 }
@@ -74,24 +99,23 @@ static mk_status plan_tensor(mk_source *base, mk_source *ft, size_t i, const mk_
         return mk_error(MK_ERR_USAGE, "%s: tensor %s is %s but %s in the base %s", o->ft_name, F->name, mk_shape_str(F, a),
                         mk_shape_str(Bt, b), o->base_name);
     }
-    bool is_w = mk_str_ends_with(F->name, ".weight");
-    size_t nl = strlen(F->name) - (is_w ? 7 : (mk_str_ends_with(F->name, ".bias") ? 5 : 0));
-    char *module = mk_strndup(F->name, nl);
-    if (!module) return MK_ERR_NOMEM;
-    keep_kind kind = classify(o, F, module, emb_in || emb_out, vocab_changed);
+    char *module = module_of(F->name);
+    char *canon = module ? mk_arch_canonical(arch, module) : NULL;
+    if (!module || !canon) {
+        free(module);
+        return MK_ERR_NOMEM;
+    }
+    keep_kind kind = classify(o, F, module, canon, emb_in || emb_out, vocab_changed);
     if (kind != KEEP_NONE && !vocab_changed && same_bytes(ft, i, base, (size_t)bi)) {
         mk_debug("%s: identical in both models; left out", F->name);
         kind = KEEP_NONE;
     }
-    mk_status s = MK_OK;
     if (kind == KEEP_WHOLE) {
-        const char *d = strrchr(module, '.');
-        p->whole[p->n_whole++] = (mk_lora_whole){0, i, 0};
-        s = mk_lora_plan_add_save(p, d ? d + 1 : module);
+        p->whole[p->n_whole++] = (mk_lora_whole){0, i, 0, -1};
     } else if (kind == KEEP_PAIR) {
         mk_lora_module *m = &p->m[p->n_modules++];
-        m->module = module;
-        module = NULL;
+        m->module = canon; /* PEFT's module path */
+        canon = NULL;
         m->embedding = emb_in;
         m->transposed = emb_in || (p->conv1d && !emb_out);
         m->out = (uint64_t)(m->transposed ? F->shape[1] : F->shape[0]);
@@ -102,6 +126,49 @@ static mk_status plan_tensor(mk_source *base, mk_source *ft, size_t i, const mk_
         m->ft = i;
     }
     free(module);
+    free(canon);
+    return MK_OK;
+}
+
+/* Whether whole tensor q (named `name`, of module `module`) is the bias of a layer PEFT wraps
+ * in LoRA: a Linear of a targeted kind (its last name component is a pair module's, as
+ * target_modules lists them) whose weight is not itself saved whole. PEFT keeps such a bias
+ * in the wrapped base layer, where modules_to_save cannot reach it without taking the module
+ * out of LoRA's targets. */
+static bool is_layer_bias(const mk_lora_plan *p, mk_source *ft, const char *name, const char *module)
+{
+    if (!mk_str_ends_with(name, ".bias")) return false;
+    size_t ml = strlen(module);
+    for (size_t q = 0; q < p->n_whole; q++) {
+        const char *w = ft->tensors[p->whole[q].src].name;
+        if (strncmp(w, module, ml) == 0 && strcmp(w + ml, ".weight") == 0) return false;
+    }
+    const char *last = last_component(module);
+    for (size_t q = 0; q < p->n_modules; q++)
+        if (!p->m[q].embedding && strcmp(last_component(p->m[q].module), last) == 0) return true;
+    return false;
+}
+
+/* Output tensor and modules_to_save entry of whole tensor q: its module's last name
+ * component, or its path where --save-module names the path (that module alone). */
+static mk_status plan_whole_out(mk_lora_plan *p, mk_source *ft, const mk_arch *arch, const mk_lora_extract_opts *o,
+                                const mk_lora_names *names, size_t q)
+{
+    const mk_tensor_info *F = &ft->tensors[p->whole[q].src];
+    char *module = module_of(F->name);
+    char *canon = module ? mk_arch_canonical(arch, module) : NULL;
+    mk_status s = module && canon ? MK_OK : MK_ERR_NOMEM;
+    p->whole[q].out = p->n_out;
+    if (s == MK_OK && is_layer_bias(p, ft, F->name, module)) {
+        s = mk_lora_plan_add_whole(p, F, mk_asprintf("%s%s.%s", names->prefix, canon, names->layer_bias));
+    } else if (s == MK_OK) {
+        char *full = mk_arch_canonical(arch, F->name);
+        s = mk_lora_plan_add_whole(p, F, full ? mk_asprintf("%s%s", names->prefix, full) : NULL);
+        free(full);
+        if (s == MK_OK) s = mk_lora_plan_add_save(p, in_list_path(o->save, module, canon) ? canon : last_component(module));
+    }
+    free(module);
+    free(canon);
     return s;
 }
 
@@ -122,11 +189,7 @@ mk_status mk_lora_extract_plan(mk_source *base, mk_source *ft, const mk_arch *ar
         mk_lora_module *m = &p->m[q];
         s = mk_lora_plan_add_pair(p, m, o->dtype != MK_DTYPE_NONE ? o->dtype : ft->tensors[m->ft].dtype, names);
     }
-    for (size_t q = 0; q < p->n_whole && s == MK_OK; q++) {
-        const mk_tensor_info *F = &ft->tensors[p->whole[q].src];
-        p->whole[q].out = p->n_out;
-        s = mk_lora_plan_add_whole(p, F, mk_asprintf("%s%s", names->prefix, F->name));
-    }
+    for (size_t q = 0; q < p->n_whole && s == MK_OK; q++) s = plan_whole_out(p, ft, arch, o, names, q);
     if (s != MK_OK) mk_lora_plan_free(p);
     return s;
 }
@@ -182,12 +245,20 @@ static mk_status extract_module(mk_lora_plan *p, mk_lora_module *m, mk_source *b
 mk_status mk_lora_extract_run(mk_lora_plan *p, mk_source *base, mk_source *ft, const mk_lora_svd_opts *svd, mk_sink *k,
                               mk_lora_progress progress, void *pctx)
 {
-    size_t total = p->n_modules + p->n_whole;
+    size_t total = p->n_modules + p->n_whole, done = 0;
+    uint64_t bytes = 0, bytes_done = 0;
+    for (size_t q = 0; q < p->n_modules; q++) bytes += ft->tensors[p->m[q].ft].nbytes;
+    for (size_t q = 0; q < p->n_whole; q++) bytes += ft->tensors[p->whole[q].src].nbytes;
     for (size_t q = 0; q < p->n_modules; q++) {
         if (mk_interrupted()) return mk_error(MK_ERR_IO, "interrupted");
         MK_TRY(extract_module(p, &p->m[q], base, ft, svd, k));
-        if (progress) progress(pctx, q + 1, total, q + 1, total, p->m[q].module);
+        bytes_done += ft->tensors[p->m[q].ft].nbytes;
+        if (progress) progress(pctx, ++done, total, bytes_done, bytes, p->m[q].module);
     }
-    for (size_t q = 0; q < p->n_whole; q++) MK_TRY(mk_lora_put_raw(k, p->whole[q].out, ft, p->whole[q].src));
+    for (size_t q = 0; q < p->n_whole; q++) {
+        MK_TRY(mk_lora_put_raw(k, p->whole[q].out, ft, p->whole[q].src));
+        bytes_done += ft->tensors[p->whole[q].src].nbytes;
+        if (progress) progress(pctx, ++done, total, bytes_done, bytes, ft->tensors[p->whole[q].src].name);
+    }
     return MK_OK;
 }

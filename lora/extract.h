@@ -9,7 +9,12 @@
  * 2-D float weights become LoRA pairs; other changed tensors are saved whole unless
  * skip_undecomposable. Tensors with the same bytes in both models are left out. Embeddings
  * and Conv1D weights (stored [in, out]) are factored as stored and written transposed, so
- * that B A is [out, in] as PEFT expects.
+ * that B A is [out, in] as PEFT expects. Modules are named by their path in the model
+ * (mk_arch_canonical: GPT-2's "transformer." prefix), as PEFT names them.
+ * A bias saved whole whose module is a layer the adapter wraps in LoRA (its last name
+ * component is a pair's, and its weight is not saved whole) is named prefix + module + "." +
+ * names->layer_bias and adds no modules_to_save entry: a module in modules_to_save is one
+ * PEFT never wraps. Every other whole tensor adds its module's last name component.
  * Must not: open files, know PEFT's layout (names come from mk_lora_names; the caller
  * writes the config from the plan) or print (warnings go through mk_warn).
  */
@@ -35,13 +40,12 @@ typedef struct mk_lora_extract_opts {
 /* Plan the adapter of `ft` over `base` (headers, and the bytes of candidates to leave out
  * the unchanged ones). A finetune tensor missing from the base, a shape that differs
  * (except an embedding's vocabulary), or nothing to write is a usage error naming it.
- * Whole tensors are named prefix + their name, and their last module component becomes a
- * modules_to_save entry. */
+ * Whole tensors are named prefix + their name as the model names it (above). */
 mk_status mk_lora_extract_plan(mk_source *base, mk_source *ft, const mk_arch *arch, const mk_lora_extract_opts *o,
                                const mk_lora_names *names, mk_lora_plan *p);
 
 /* Factor every module (filling m[].kept) and copy the whole tensors, into `k` declared with
- * p->out. progress may be NULL. */
+ * p->out. progress (may be NULL) follows each module and whole tensor (adapter.h). */
 mk_status mk_lora_extract_run(mk_lora_plan *p, mk_source *base, mk_source *ft, const mk_lora_svd_opts *svd, mk_sink *k,
                               mk_lora_progress progress, void *pctx);
 

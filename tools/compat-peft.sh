@@ -1,7 +1,9 @@
 #!/bin/sh
-# Load checks of LoRA adapters with PEFT itself (tools/check-peft.py): extracted adapters load,
-# their updates equal the truncated SVD of the true difference, merge_and_unload equals
-# `lora apply`, and a combined adapter loads and merges to what `lora apply` gives.
+# Load checks of LoRA adapters with PEFT itself (tools/check-peft.py): extracted adapters load
+# (Llama-like, Qwen2 with q/k/v biases, GPT-2 with Conv1D layers and biases), their updates
+# equal the truncated SVD of the true difference, merge_and_unload equals `lora apply` (the
+# changed biases exactly), and combined adapters (svd; cat of two default extractions over
+# their base) load and merge to what `lora apply` gives.
 # Usage: tools/compat-peft.sh [PYTHON]   (default: .venv-tools/bin/python at the root)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)

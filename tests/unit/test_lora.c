@@ -3,8 +3,9 @@
  * truncated SVD (Eckart-Young: energy kept, reconstruction), extract-then-apply at full
  * rank, and the PEFT combination kernels on hand-checked values. Then the adapter plans
  * without the CLI: which tensors extract makes pairs, saves whole or leaves out (and the
- * Conv1D orientation, run at full rank), and combine's union of modules, its sort, ranks,
- * whole tensors and errors, with cat and linear run against the exact sum. */
+ * Conv1D orientation and GPT-2's module paths, run at full rank; biases of LoRA layers; the
+ * progress it reports), and combine's union of modules, its sort, ranks, whole tensors (over
+ * the base) and errors, with cat and linear run against the exact sum. */
 #include "harness.h"
 
 #include "../../core/mk_io.h"
@@ -350,7 +351,7 @@ MK_TEST(lora_randomized_svd_close_to_exact)
 
 /* ---- extract and combine plans (lora/extract.h, lora/combine.h) ---------------------------- */
 
-static const mk_lora_names test_names = {"p.", "A", "B", "EA", "EB"};
+static const mk_lora_names test_names = {"p.", "A", "B", "EA", "EB", "LB"};
 
 /* The plan's output tensor `name` has shape [d0, d1] (d1 = 0: a vector). */
 static bool has_out(const mk_lora_plan *p, const char *name, int64_t d0, int64_t d1)
@@ -516,6 +517,22 @@ static mk_sink *plan_sink(const char *dir, const mk_lora_plan *p)
     return k;
 }
 
+/* Run combine's plan into tmpdir/name and open what it wrote (NULL on failure). */
+static mk_source *combine_out(mk_lora_plan *p, const mk_lora_input *in, size_t n, const mk_lora_combine_opts *o,
+                              const char *name)
+{
+    char *dir = mk_path_join(mk_test_tmpdir(), name);
+    mk_sink *k = plan_sink(dir, p);
+    mk_source *out = NULL;
+    if (k) {
+        CHECK_OK(mk_lora_combine_run(p, in, n, o, k));
+        out = sink_reopen(k, dir);
+    }
+    free(dir);
+    CHECK(out != NULL);
+    return out;
+}
+
 MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
 {
     /* GPT-2 stores c_attn as Conv1D [in 4, out 12]: the pair is A [k, 4], B [12, k] and
@@ -550,15 +567,17 @@ MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
         CHECK_OK(mk_lora_extract_run(&p, base, ft, &svd, k, NULL, NULL));
         out = sink_reopen(k, dir);
     }
-    bool shaped = has_out(&p, "p.h.0.attn.c_attn.A", I, I) && has_out(&p, "p.h.0.attn.c_attn.B", O, I);
+    /* named as PEFT names the modules: with GPT-2's "transformer." prefix */
+    CHECK_STR(m->module, "transformer.h.0.attn.c_attn");
+    bool shaped = has_out(&p, "p.transformer.h.0.attn.c_attn.A", I, I) && has_out(&p, "p.transformer.h.0.attn.c_attn.B", O, I);
     CHECK(out != NULL && shaped);
     if (out && shaped) {
         /* stored[i][o] = (B A)^T[i][o] = sum_q B[o][q] A[q][i]; tolerance: f32 SVD rounding,
          * 1e-5 of the largest |difference| */
         float A[I * I], B[O * I], got[I * O], want[I * O], mag = 0, ge[V * I];
         char scratch[sizeof(float) * I * O]; /* raw bytes of the largest tensor read */
-        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.A"), 0, I * I, A, scratch));
-        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.h.0.attn.c_attn.B"), 0, O * I, B, scratch));
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.transformer.h.0.attn.c_attn.A"), 0, I * I, A, scratch));
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.transformer.h.0.attn.c_attn.B"), 0, O * I, B, scratch));
         for (int i = 0; i < I; i++)
             for (int j = 0; j < O; j++) {
                 double acc = 0;
@@ -569,7 +588,7 @@ MK_TEST(lora_extract_run_gpt2_conv1d_full_rank)
             }
         CHECK_CLOSE("(B A)^T vs the Conv1D difference", got, want, I * O, 1e-5 * mag, 0);
         CHECK(m->kept > 0.999999);
-        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.wte.weight"), 0, V * I, ge, scratch));
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "p.transformer.wte.weight"), 0, V * I, ge, scratch));
         CHECK_CLOSE("wte copied whole", ge, fe, V * I, 0, 0);
         mk_source_close(out);
     }
@@ -601,8 +620,8 @@ static void combine_inputs(mk_source **s1, mk_source **s2, mk_lora_input in[2], 
     m[1] = (mk_lora_in_module){"m.a", IX(*s1, "aA"), IX(*s1, "aB"), false, 2, 2.0};
     m[2] = (mk_lora_in_module){"m.c", IX(*s2, "cA"), IX(*s2, "cB"), false, CR, 1.0};
     m[3] = (mk_lora_in_module){"m.a", IX(*s2, "aA"), IX(*s2, "aB"), false, CR, 0.25};
-    w[0] = (mk_lora_in_whole){"x.weight", IX(*s1, "x")};
-    w[1] = (mk_lora_in_whole){"y.weight", IX(*s2, "y")};
+    w[0] = (mk_lora_in_whole){"x.weight", IX(*s1, "x"), -1};
+    w[1] = (mk_lora_in_whole){"y.weight", IX(*s2, "y"), -1};
 #undef IX
     static const char *const save1[] = {"x"}, *const save2[] = {"x", "y"};
     in[0] = (mk_lora_input){"ad1", *s1, m, 2, w, 1, save1, 1, 2, 1.5};
@@ -653,7 +672,8 @@ MK_TEST(lora_combine_plan_unions_and_sorts)
     /* the same whole tensor twice; no modules at all */
     mk_lora_input twice[2] = {in[0], in[0]};
     twice[1].name = "ad3";
-    CHECK_ERR(mk_lora_combine_plan(twice, 2, &o, &test_names, &p), MK_ERR_USAGE, "ad1 and ad3 both save x.weight whole");
+    CHECK_ERR(mk_lora_combine_plan(twice, 2, &o, &test_names, &p), MK_ERR_USAGE,
+              "ad1 and ad3 both save x.weight whole; combining them needs the base model");
     mk_lora_input none[2] = {{"e1", s1, NULL, 0, NULL, 0, NULL, 0, 1, 1}, {"e2", s2, NULL, 0, NULL, 0, NULL, 0, 1, 1}};
     CHECK_ERR(mk_lora_combine_plan(none, 2, &o, &test_names, &p), MK_ERR_USAGE, "no modules to combine");
     mk_source_close(s1);
@@ -692,14 +712,7 @@ MK_TEST(lora_combine_run_cat_and_linear_are_exact)
         mk_lora_combine_opts o = {.method = meths[c], .dtype = MK_F32};
         mk_lora_plan p;
         CHECK_OK(mk_lora_combine_plan(in, 2, &o, &test_names, &p));
-        char *dir = mk_path_join(mk_test_tmpdir(), c ? "cbrun_linear" : "cbrun_cat");
-        mk_sink *k = plan_sink(dir, &p);
-        mk_source *out = NULL;
-        if (k) {
-            CHECK_OK(mk_lora_combine_run(&p, in, 2, &o, k));
-            out = sink_reopen(k, dir);
-        }
-        CHECK(out != NULL);
+        mk_source *out = combine_out(&p, in, 2, &o, c ? "cbrun_linear" : "cbrun_cat");
         if (out) {
             long ia = mk_source_find(out, "p.m.a.A"), ib = mk_source_find(out, "p.m.a.B");
             float got[O * I];
@@ -715,8 +728,258 @@ MK_TEST(lora_combine_run_cat_and_linear_are_exact)
         }
         CHECK(p.n_modules == 3 && p.m[0].kept > 0.999999);
         mk_lora_plan_free(&p);
-        free(dir);
     }
+    mk_source_close(s1);
+    mk_source_close(s2);
+}
+
+/* A Qwen2-like pair of models (q/k projections with biases): layer 0's q_proj and k_proj
+ * change in weight and bias, o_proj (no bias) in weight; layer 1's q_proj keeps its weight
+ * but changes its bias; the norm changes its weight and bias (as GPT-2's LayerNorm would). */
+enum { QH = 4 };
+static float qb[9][QH * QH], qf[9][QH * QH];
+
+static void bias_models(mk_source **base, mk_source **ft)
+{
+    const char *names[9] = {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.bias",
+                            "model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.k_proj.bias",
+                            "model.layers.0.self_attn.o_proj.weight", "model.layers.1.self_attn.q_proj.weight",
+                            "model.layers.1.self_attn.q_proj.bias",   "model.layers.0.input_layernorm.weight",
+                            "model.layers.0.input_layernorm.bias"};
+    bool vec[9] = {false, true, false, true, false, false, true, true, true};
+    bool same[9] = {false, false, false, false, false, true, false, false, false};
+    tdef b[9], f[9];
+    for (int i = 0; i < 9; i++) {
+        fill(qb[i], QH * QH, 200 + (uint64_t)i);
+        fill(qf[i], QH * QH, 220 + (uint64_t)i);
+        for (int e = 0; e < QH * QH; e++) qf[i][e] = same[i] ? qb[i][e] : qb[i][e] + 0.05f * qf[i][e];
+        b[i] = (tdef){names[i], QH, vec[i] ? 0 : QH, qb[i], MK_F32};
+        f[i] = (tdef){names[i], QH, vec[i] ? 0 : QH, qf[i], MK_F32};
+    }
+    *base = write_open("qbias_b", b, 9);
+    *ft = write_open("qbias_f", f, 9);
+}
+
+/* The models above with Qwen2's architecture, planned with the CLI's defaults at rank 2. */
+static bool bias_plan(mk_source **base, mk_source **ft, mk_arch *arch, mk_lora_plan *p)
+{
+    bias_models(base, ft);
+    CHECK(*base && *ft);
+    if (!*base || !*ft) return false;
+    *arch = arch_of("Qwen2ForCausalLM", "qwen2");
+    mk_lora_extract_opts o = xopts(2);
+    CHECK_OK(mk_lora_extract_plan(*base, *ft, arch, &o, &test_names, p));
+    return true;
+}
+
+MK_TEST(lora_extract_plan_biases_of_lora_layers)
+{
+    /* The bias of a layer PEFT wraps in LoRA cannot be in modules_to_save (PEFT would then
+     * not wrap the layer): it is saved whole as the wrapped layer's bias (names.layer_bias),
+     * exact; a bias whose module is saved whole goes with it; --skip-undecomposable leaves
+     * biases out. */
+    mk_source *base, *ft;
+    mk_arch arch;
+    mk_lora_plan p;
+    if (!bias_plan(&base, &ft, &arch, &p)) return;
+    mk_lora_extract_opts o = xopts(2);
+    CHECK_EQ_INT(p.n_modules, 3); /* q_proj and k_proj of layer 0, o_proj; layer 1's q_proj weight is unchanged */
+    CHECK_EQ_INT(p.n_whole, 5);
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.q_proj.LB", QH, 0));
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.k_proj.LB", QH, 0));
+    /* layer 1's q_proj has no pair, but PEFT wraps it all the same (target_modules lists q_proj) */
+    CHECK(has_out(&p, "p.model.layers.1.self_attn.q_proj.LB", QH, 0));
+    CHECK(!has_out(&p, "p.model.layers.0.self_attn.q_proj.bias", QH, 0));
+    CHECK(has_out(&p, "p.model.layers.0.input_layernorm.weight", QH, 0) &&
+          has_out(&p, "p.model.layers.0.input_layernorm.bias", QH, 0));
+    CHECK_EQ_INT(p.n_save, 1);
+    if (p.n_save == 1) CHECK_STR(p.save[0], "input_layernorm");
+    mk_lora_plan_free(&p);
+    /* --modules o_proj: the q/k biases are left out with their modules (and the norm) */
+    o.modules = "o_proj";
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 1);
+    CHECK_EQ_INT(p.n_whole, 0);
+    mk_lora_plan_free(&p);
+    /* --modules o_proj,q_proj --save-module k_proj: k_proj's bias goes whole with its weight */
+    o.modules = "o_proj,q_proj";
+    o.save = "k_proj";
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 2);
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.q_proj.LB", QH, 0) && has_out(&p, "p.model.layers.1.self_attn.q_proj.LB", QH, 0));
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.k_proj.weight", QH, QH) &&
+          has_out(&p, "p.model.layers.0.self_attn.k_proj.bias", QH, 0));
+    CHECK(p.n_save == 1 && strcmp(p.save[0], "k_proj") == 0);
+    mk_lora_plan_free(&p);
+    /* q_proj saved whole: its weights and biases go to modules_to_save together */
+    o = xopts(2);
+    o.save = "q_proj";
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.q_proj.weight", QH, QH) &&
+          has_out(&p, "p.model.layers.0.self_attn.q_proj.bias", QH, 0) &&
+          has_out(&p, "p.model.layers.1.self_attn.q_proj.bias", QH, 0));
+    CHECK(has_out(&p, "p.model.layers.0.self_attn.k_proj.LB", QH, 0));
+    CHECK(p.n_save == 2 && strcmp(p.save[0], "q_proj") == 0 && strcmp(p.save[1], "input_layernorm") == 0);
+    mk_lora_plan_free(&p);
+    /* --skip-undecomposable: vectors (norms and biases) left out */
+    o = xopts(2);
+    o.skip_undecomposable = true;
+    CHECK_OK(mk_lora_extract_plan(base, ft, &arch, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_modules, 3);
+    CHECK_EQ_INT(p.n_whole, 0);
+    mk_lora_plan_free(&p);
+    mk_arch_free(&arch);
+    mk_source_close(base);
+    mk_source_close(ft);
+}
+
+typedef struct progress_log {
+    size_t calls, done, total;
+    uint64_t bytes_done, bytes_total;
+    bool monotonic;
+} progress_log;
+
+static void log_progress(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name)
+{
+    progress_log *l = ctx;
+    (void)name;
+    if (l->calls && (done <= l->done || bytes_done < l->bytes_done)) l->monotonic = false;
+    l->calls++;
+    l->done = done;
+    l->total = total;
+    l->bytes_done = bytes_done;
+    l->bytes_total = bytes_total;
+}
+
+MK_TEST(lora_extract_run_reports_items_and_bytes)
+{
+    /* progress counts modules and whole tensors as items, and their bytes in the finetuned
+     * model as bytes, up to the total */
+    mk_source *base, *ft;
+    mk_arch arch;
+    mk_lora_plan p;
+    if (!bias_plan(&base, &ft, &arch, &p)) return;
+    uint64_t bytes = 0;
+    for (size_t q = 0; q < p.n_modules; q++) bytes += ft->tensors[p.m[q].ft].nbytes;
+    for (size_t q = 0; q < p.n_whole; q++) bytes += ft->tensors[p.whole[q].src].nbytes;
+    char *dir = mk_path_join(mk_test_tmpdir(), "qbias_out");
+    mk_sink *k = plan_sink(dir, &p);
+    CHECK(k != NULL);
+    progress_log l = {.monotonic = true};
+    mk_lora_svd_opts svd = {false, 0};
+    mk_source *out = NULL;
+    if (k) {
+        CHECK_OK(mk_lora_extract_run(&p, base, ft, &svd, k, log_progress, &l));
+        out = sink_reopen(k, dir);
+    }
+    CHECK_EQ_INT(l.calls, p.n_modules + p.n_whole);
+    CHECK_EQ_INT(l.done, l.total);
+    CHECK_EQ_INT(l.total, p.n_modules + p.n_whole);
+    CHECK_EQ_INT(l.bytes_total, bytes);
+    CHECK_EQ_INT(l.bytes_done, bytes);
+    CHECK(l.monotonic);
+    /* the layer bias is the finetune's, bit for bit */
+    if (out) {
+        float got[QH];
+        char scratch[sizeof got];
+        long i = mk_source_find(out, "p.model.layers.0.self_attn.q_proj.LB");
+        CHECK(i >= 0);
+        if (i >= 0) CHECK_OK(mk_source_read_f32(out, (size_t)i, 0, QH, got, scratch));
+        if (i >= 0) CHECK_CLOSE("q_proj bias copied", got, qf[1], QH, 0, 0);
+        mk_source_close(out);
+    }
+    free(dir);
+    mk_lora_plan_free(&p);
+    mk_arch_free(&arch);
+    mk_source_close(base);
+    mk_source_close(ft);
+}
+
+MK_TEST(lora_combine_whole_tensors_over_the_base)
+{
+    /* x is saved by ad1 (weight 1.5) and ad3 (0.25), y by ad2 (-0.5): with the base, each
+     * becomes base + sum_i w_i (W_i - base); tolerance: f32 rounding of that sum, 1e-6 of
+     * the largest |element| */
+    mk_source *s1, *s2;
+    mk_lora_input in[3];
+    mk_lora_in_module m[4];
+    mk_lora_in_whole w[3];
+    combine_inputs(&s1, &s2, in, m, w, 6);
+    float bx[4], by[3];
+    fill(bx, 4, 300);
+    fill(by, 3, 301);
+    tdef bd[] = {{"y.weight", 3, 0, by, MK_F32}, {"x.weight", 4, 0, bx, MK_F32}};
+    tdef x3[] = {{"x3", 4, 0, cv[5], MK_F32}};
+    mk_source *base = write_open("cbbase", bd, 2), *s3 = write_open("cbx3", x3, 1);
+    CHECK(s1 && s2 && base && s3);
+    if (!s1 || !s2 || !base || !s3) return;
+    w[0].base = 1;
+    w[1].base = 0;
+    w[2] = (mk_lora_in_whole){"x.weight", 0, 1};
+    in[2] = (mk_lora_input){"ad3", s3, NULL, 0, w + 2, 1, NULL, 0, 1, 0.25};
+    mk_lora_combine_opts o = {.method = MK_LORA_CAT, .dtype = MK_F32, .base = base};
+    mk_lora_plan p;
+    CHECK_OK(mk_lora_combine_plan(in, 3, &o, &test_names, &p));
+    CHECK_EQ_INT(p.n_whole, 3);
+    CHECK(p.n_whole == 3 && p.whole[2].out == p.whole[0].out); /* ad3's x is written with ad1's */
+    mk_source *out = combine_out(&p, in, 3, &o, "cbwhole");
+    if (out) {
+        float gx[4], gy[3], wx[4], wy[3], mx = 0, my = 0;
+        char scratch[sizeof gx];
+        for (int e = 0; e < 4; e++) {
+            wx[e] = bx[e] + ((cv[4][e] - bx[e]) * 1.5f + (cv[5][e] - bx[e]) * 0.25f);
+            mx = fmaxf(mx, fabsf(wx[e]));
+        }
+        for (int e = 0; e < 3; e++) {
+            wy[e] = by[e] + (cv[1][e] - by[e]) * -0.5f;
+            my = fmaxf(my, fabsf(wy[e]));
+        }
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "x"), 0, 4, gx, scratch));
+        CHECK_OK(mk_source_read_f32(out, (size_t)mk_source_find(out, "y"), 0, 3, gy, scratch));
+        CHECK_CLOSE("x = base + 1.5 (x1 - base) + 0.25 (x3 - base)", gx, wx, 4, 1e-6 * mx, 0);
+        CHECK_CLOSE("y = base - 0.5 (y2 - base)", gy, wy, 3, 1e-6 * my, 0);
+        mk_source_close(out);
+    }
+    mk_lora_plan_free(&p);
+    /* a tensor saved by one adapter of weight 1 is copied, bit for bit */
+    in[1].weight = 1;
+    CHECK_OK(mk_lora_combine_plan(in, 3, &o, &test_names, &p));
+    CHECK(p.n_whole == 3 && p.whole[1].input == 1 && p.whole[1].base == -1 && p.whole[0].base == 1);
+    mk_lora_plan_free(&p);
+    /* without the base: the shared x is an error; against it, a tensor of another shape or
+     * one the base lacks */
+    o.base = NULL;
+    CHECK_ERR(mk_lora_combine_plan(in, 3, &o, &test_names, &p), MK_ERR_USAGE,
+              "ad1 and ad3 both save x.weight whole; combining them needs the base model");
+    o.base = base;
+    w[2].base = 0;
+    CHECK_ERR(mk_lora_combine_plan(in, 3, &o, &test_names, &p), MK_ERR_USAGE, "ad3: tensor x3 is F32 [4] but the base's y.weight is [3]");
+    w[2].base = -1;
+    CHECK_ERR(mk_lora_combine_plan(in, 3, &o, &test_names, &p), MK_ERR_USAGE, "ad3: tensor x3 replaces x.weight, which the base model");
+    mk_source_close(s3);
+    mk_source_close(base);
+    mk_source_close(s1);
+    mk_source_close(s2);
+}
+
+MK_TEST(lora_combine_refuses_a_module_saved_and_adapted)
+{
+    /* PEFT never wraps a module that matches a modules_to_save entry in LoRA: an adapter that
+     * saves c whole and one that adapts m.c cannot become one adapter */
+    mk_source *s1, *s2;
+    mk_lora_input in[2];
+    mk_lora_in_module m[4];
+    mk_lora_in_whole w[2];
+    combine_inputs(&s1, &s2, in, m, w, 6);
+    CHECK(s1 && s2);
+    if (!s1 || !s2) return;
+    static const char *const save_c[] = {"x", "c"};
+    in[0].save = save_c;
+    in[0].n_save = 2;
+    mk_lora_combine_opts o = {.method = MK_LORA_CAT, .dtype = MK_F32};
+    mk_lora_plan p;
+    CHECK_ERR(mk_lora_combine_plan(in, 2, &o, &test_names, &p), MK_ERR_USAGE,
+              "ad1 saves c whole (modules_to_save) but ad2 adapts module m.c with LoRA");
     mk_source_close(s1);
     mk_source_close(s2);
 }

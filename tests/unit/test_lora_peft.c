@@ -179,7 +179,7 @@ MK_TEST(peft_config_text_roundtrip)
     mk_peft_out_module m[3] = {{"model.layers.0.self_attn.q_proj", 8}, {"model.layers.0.self_attn.k_proj", 4},
                                {"model.layers.1.self_attn.q_proj", 8}};
     const char *save[1] = {"lm_head"};
-    char *text = mk_peft_config_text("base/", 8, m, 3, save, 1, false, false);
+    char *text = mk_peft_config_text("base/", 8, m, 3, save, 1, false, false, false);
     CHECK(text != NULL);
     if (!text) return;
     mk_peft_config c;
