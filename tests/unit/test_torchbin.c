@@ -310,7 +310,7 @@ MK_TEST(torchbin_not_a_checkpoint)
     mk_tb_file f;
     m.n = 0;
     PUTS(&m, "hello world");
-    CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "not a PyTorch checkpoint (neither a zip archive nor a pickle)");
+    CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "not a PyTorch checkpoint (text: 'hello world')");
     m.n = 0;
     PUTS(&m, "\x80\x02K\x01.");
     CHECK_ERR(parse(&m, &f), MK_ERR_FORMAT, "not torch's magic number");
