@@ -169,9 +169,10 @@ static uint64_t gcd_u64(uint64_t a, uint64_t b)
     return a;
 }
 
-/* The widths the group size did not divide, and the largest power of two that divides every
- * width select saw (the groups vLLM's kernels take are powers of two; at most 128, or the
- * group asked for when larger); below 8, one scale per row. */
+/* The widths the group size did not divide, and a group size for them all: the largest power
+ * of two that divides every width select saw, at most 128 or the group asked for when larger
+ * (the group sizes in use are powers of two: 128 in the W4A16 presets, ref. 5; 64 in HQQ's
+ * defaults, ref. 6.3); below 8, one scale per row. */
 static void int_kept_note(const mk_qplan *p, bool none, char *buf, size_t len)
 {
     uint64_t g = 0, widths[6];
