@@ -165,6 +165,9 @@ static mk_status load(est_opts *o, const char *path, mk_est_request *r, est_mode
     return mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
 }
 
+/* Bits per weight of the quantized weights as stored (0 when they hold no value). */
+static double qbpw(const mk_qinfo *q) { return q->q_numel ? 8.0 * (double)q->q_bytes / (double)q->q_numel : 0.0; }
+
 static void print_json(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
                        const char *dlabel, const mk_est_figures *f, uint64_t lora, uint64_t matched)
 {
@@ -183,7 +186,7 @@ static void print_json(mk_buf *out, const est_opts *o, const char *path, const e
         mk_buf_printf(out, ", \"quantized_tensors\": %zu, \"quantized_params\": %llu, \"quantized_bytes\": %llu, "
                            "\"bits_per_weight\": %.4f, \"stored_bytes\": %llu, \"weights_as_stored\": %s},\n",
                       q->n_quantized, (unsigned long long)q->q_numel, (unsigned long long)q->q_bytes,
-                      8.0 * (double)q->q_bytes / (double)q->q_numel, (unsigned long long)q->stored_bytes, r->stored > 0 ? "true" : "false");
+                      qbpw(q), (unsigned long long)q->stored_bytes, r->stored > 0 ? "true" : "false");
     }
     mk_buf_printf(out, " \"serve\": {\"weights_bytes\": %.0f, \"rule_of_thumb_bytes\": %.0f, \"batch\": %llu, \"seq\": %llu, "
                        "\"kv_cache_bytes\": %.0f, \"total_bytes\": %.0f},\n",
@@ -249,7 +252,7 @@ static void print_text(mk_buf *out, const est_opts *o, const char *path, const e
         const mk_qinfo *q = &m->qi;
         char d[160];
         mk_buf_printf(out, "\nstored: %s; %zu weights (%s parameters) at %.3f bits per weight; %s as stored", mk_qinfo_describe(q, d),
-                      q->n_quantized, mk_est_fmt_int(q->q_numel, a), 8.0 * (double)q->q_bytes / (double)q->q_numel,
+                      q->n_quantized, mk_est_fmt_int(q->q_numel, a), qbpw(q),
                       mk_est_fmt_bytes((double)q->stored_bytes, b));
     }
     if (r->stored > 0)
