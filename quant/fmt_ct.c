@@ -159,16 +159,6 @@ static const char *int_select(mk_qplan *p, size_t i, size_t *warned)
     return "columns not a multiple of the group size";
 }
 
-static uint64_t gcd_u64(uint64_t a, uint64_t b)
-{
-    while (b) {
-        uint64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 /* The widths the group size did not divide, and a group size for them all: the largest power
  * of two that divides every width select saw, at most 128 or the group asked for when larger
  * (the group sizes in use are powers of two: 128 in the W4A16 presets, ref. 5; 64 in HQQ's
@@ -181,7 +171,7 @@ static void int_kept_note(const mk_qplan *p, bool none, char *buf, size_t len)
     for (size_t i = 0; i < p->n; i++) {
         const mk_qtensor *q = &p->t[i];
         if (!q->quantized && !q->kept_for_shape) continue;
-        g = gcd_u64(g, q->cols);
+        g = mk_gcd_u64(g, q->cols);
         if (!q->kept_for_shape) continue;
         size_t k = 0;
         while (k < nw && widths[k] != q->cols) k++;

@@ -67,19 +67,21 @@ t_ok "the unquantized model" "$MK" estimate q/ --train lora --lora-targets all-l
 P=$(num params) L=$(num linear_params) LO=$(num trainable_params) W=$(num weights_bytes)
 t_ok "... at bf16" "$MK" estimate q/ --train lora --lora-targets all-linear --dtype bf16 --json
 W16=$(num weights_bytes)
-# check ID DIR FORMAT: estimate on the quantized checkpoint DIR against the unquantized counts
+# check ID DIR FORMAT: estimate and inspect on the quantized checkpoint DIR against the
+# unquantized counts P (parameters), L (linear), LO (LoRA on all-linear) and W16 (bf16 weights)
 check_quantized() {
     id=$1 d=$2 f=$3
     "$MK" inspect "$d" --summary --json >"$T/.out" 2>/dev/null
     stored=$(num bytes) ip=$(num parameters)
     t_ok "$id: estimate" "$MK" estimate "$d" --train lora --lora-targets all-linear --json
     got="$(num params) $(num linear_params) $(num trainable_params) $(num weights_bytes)"
-    if [ "$got" = "$P $L $LO $stored" ] && grep -q "\"quantized\": {\"format\": \"$f\", .*\"weights_as_stored\": true" "$T/.out"; then
-        ok "$id: $P parameters (= the unquantized model's), $LO LoRA, weights as stored ($stored bytes)"
+    if [ "$got" = "$P $L $LO $stored" ] &&
+        grep -q "\"quantized\": {\"format\": \"$f\", .*\"stored_bytes\": $stored, \"weights_as_stored\": true" "$T/.out"; then
+        ok "$id: $P parameters (= unquantized), $LO LoRA, weights as stored ($stored bytes)"
     else
         notok "$id: parameters, LoRA and weights as stored" "got params, linear, lora, weights $got; want $P $L $LO $stored"
     fi
-    [ "$ip" = "$P" ] && ok "$id: inspect counts the same parameters" || notok "$id: inspect counts the same parameters" "$ip, want $P"
+    [ "$ip" = "$P" ] && ok "$id: inspect counts $P parameters" || notok "$id: inspect counts the parameters" "$ip, want $P"
     t_ok "$id: estimate --dtype bf16" "$MK" estimate "$d" --train lora --lora-targets all-linear --dtype bf16 --json
     got="$(num params) $(num weights_bytes)"
     [ "$got" = "$P $W16" ] && grep -q '"weights_as_stored": false' "$T/.out" && ok "$id: --dtype bf16 prices every weight at bf16 ($W16 bytes)" ||
@@ -110,25 +112,13 @@ G=$ROOT/tests/golden/quant
 "$MK" synth g --hidden 32 --layers 1 --heads 2 --kv-heads 1 --intermediate 64 --vocab 64 --dtype bf16 --seed 5 -q || exit 1
 t_ok "the golden model" "$MK" estimate g --train lora --lora-targets all-linear --json
 L=$(num linear_params) LO=$(num trainable_params)
+P=$L W16=$((2 * L)) # the fixtures hold the Linear modules alone
 for spec in "nf4 nf4" "nf4-dq nf4 --double-quant" "fp4 fp4" "int8 int8" "int4 int4 --group-size 32" "int4-asym int4 --group-size 32 --scheme asym" \
     "int8-ct int8 --target compressed-tensors" "fp8 fp8"; do
     set -- $spec
     id=$1 f=$2
     shift 2
-    r=$G/model-$id.safetensors
-    "$MK" inspect "$r" --summary --json >"$T/.out" 2>/dev/null
-    stored=$(num bytes) ip=$(num parameters)
-    t_ok "$id (the reference tools'): estimate" "$MK" estimate "$r" --train lora --lora-targets all-linear --json
-    got="$(num params) $(num linear_params) $(num trainable_params) $(num weights_bytes)"
-    if [ "$got" = "$L $L $LO $stored" ] && grep -q "\"quantized\": {\"format\": \"$f\", .*\"stored_bytes\": $stored, \"weights_as_stored\": true" "$T/.out"; then
-        ok "$id (the reference tools'): $L parameters (= the modules unquantized), $LO LoRA, weights as stored ($stored bytes)"
-    else
-        notok "$id (the reference tools'): parameters, LoRA and weights as stored" "got params, linear, lora, weights $got; want $L $L $LO $stored"
-    fi
-    [ "$ip" = "$L" ] && ok "$id (the reference tools'): inspect counts $L parameters" || notok "$id (the reference tools'): inspect counts the parameters" "$ip, want $L"
-    t_ok "$id (the reference tools'): --dtype bf16" "$MK" estimate "$r" --dtype bf16 --json
-    [ "$(num weights_bytes)" = "$((2 * L))" ] && ok "$id (the reference tools'): --dtype bf16 prices $L parameters at 2 bytes" ||
-        notok "$id (the reference tools'): --dtype bf16 prices every parameter at 2 bytes" "$(num weights_bytes)"
+    check_quantized "$id (the reference tools')" "$G/model-$id.safetensors" "$f"
     # ours, quantized the same way, stores the same bytes for those modules
     "$MK" quantize g "o-$id" --format "$f" "$@" -q
     "$MK" estimate "o-$id" --json >"$T/.out" 2>/dev/null
