@@ -2,12 +2,16 @@
  * finetune, or to LoRA / QLoRA finetune (model/estimate.h has the formulas and sources).
  * The parameter count comes from the tensors when MODEL has weights (exact), else from
  * config.json (formula), or from --params / --matrix for a model that is not on disk.
+ * A quantized MODEL is read through quant/'s dequantizing view: parameters and LoRA counts
+ * from its logical tensors, and, unless --dtype prices them, the weights at the bytes they
+ * take as stored (model/ sees only these numbers).
  */
 #include "cli.h"
 
 #include "../core/mk_io.h"
 #include "../formats/model.h"
 #include "../model/estimate.h"
+#include "../quant/qsource.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,8 +30,9 @@ typedef struct est_model {
     bool has_shape, has_tensors;
     mk_est_shape shape;
     uint64_t params, linear;
-    mk_source *src;
+    mk_source *src;        /* the logical tensors (a quantized checkpoint: dequantizing view) */
     mk_arch arch;          /* roles of the tensors' names */
+    mk_qinfo qi;           /* quantized: its format, and the bytes as stored */
 } est_model;
 
 /* Bytes per value of --dtype: float types from the dtype table, plus 8- and 4-bit names. */
@@ -63,8 +68,11 @@ static mk_status load_model(const char *path, est_model *m)
     } else {
         cfg_path = mk_path_join(path, "config.json");
         if (mk_model_probe(path)) {
-            s = mk_cli_open_model(path, &m->src);
+            mk_source *raw = NULL;
+            s = mk_cli_open_model(path, &raw);
+            if (s == MK_OK) s = mk_qsource_open(raw, &m->src, &m->qi); /* quantized: count the logical tensors */
             if (s != MK_OK) {
+                mk_source_close(raw);
                 free(cfg_path);
                 return s;
             }
@@ -113,7 +121,7 @@ static mk_status check_opts(est_opts *o, size_t npos, mk_est_request *r, const c
     r->batch = o->batch;
     r->seq = o->seq;
     r->adapters = o->adapters;
-    if (!dtype_bytes(o->dtype, &r->bpv, dlabel))
+    if (!dtype_bytes(o->dtype ? o->dtype : "bfloat16", &r->bpv, dlabel))
         return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16, float16, fp8, int8, int4 or nf4", o->dtype);
     if (r->optim == MK_OPTIM_COUNT) return mk_error(MK_ERR_USAGE, "--optimizer: '%s' is not sgd, momentum or adam", o->optim);
     if (r->train == MK_TRAIN_COUNT) return mk_error(MK_ERR_USAGE, "--train: '%s' is not none, full, lora or qlora", o->train);
@@ -126,7 +134,7 @@ static mk_status check_opts(est_opts *o, size_t npos, mk_est_request *r, const c
 }
 
 /* The model from --matrix, --params or MODEL, and its LoRA trainables when asked. */
-static mk_status load(est_opts *o, const char *path, const mk_est_request *r, est_model *m, uint64_t *lora, uint64_t *matched)
+static mk_status load(est_opts *o, const char *path, mk_est_request *r, est_model *m, uint64_t *lora, uint64_t *matched)
 {
     if (o->matrix) {
         long out = 0, in = 0;
@@ -150,11 +158,15 @@ static mk_status load(est_opts *o, const char *path, const mk_est_request *r, es
         return mk_error(MK_ERR_USAGE, "--batch/--seq need the model's shape (a config.json), which %s does not give",
                         path ? path : "--params");
     *lora = *matched = 0;
+    if (m->qi.quantized && !o->dtype) r->stored = (double)m->qi.stored_bytes; /* the weights as stored */
     if (r->train != MK_TRAIN_LORA && r->train != MK_TRAIN_QLORA && !o->adapters) return MK_OK;
     if (m->has_tensors) return mk_est_lora_tensors(&m->arch, m->src->tensors, m->src->n_tensors, o->targets, o->rank, lora, matched);
     if (m->has_shape) return mk_est_lora_shape(&m->shape, o->targets, o->rank, lora);
     return mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
 }
+
+/* Bits per weight of the quantized weights as stored (0 when they hold no value). */
+static double qbpw(const mk_qinfo *q) { return q->q_numel ? 8.0 * (double)q->q_bytes / (double)q->q_numel : 0.0; }
 
 static void print_json(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
                        const char *dlabel, const mk_est_figures *f, uint64_t lora, uint64_t matched)
@@ -166,6 +178,16 @@ static void print_json(mk_buf *out, const est_opts *o, const char *path, const e
     mk_buf_printf(out, ", \"params_from\": \"%s\", \"params\": %llu, \"linear_params\": %llu, \"dtype\": \"%s\", "
                        "\"bytes_per_value\": %g,\n",
                   m->source, (unsigned long long)m->params, (unsigned long long)m->linear, dlabel, r->bpv);
+    if (m->qi.quantized) {
+        const mk_qinfo *q = &m->qi;
+        char d[160];
+        mk_buf_printf(out, " \"quantized\": {\"format\": \"%s\", \"layout\": \"%s\", \"description\": ", q->format, q->layout);
+        mk_buf_json_str(out, mk_qinfo_describe(q, d));
+        mk_buf_printf(out, ", \"quantized_tensors\": %zu, \"quantized_params\": %llu, \"quantized_bytes\": %llu, "
+                           "\"bits_per_weight\": %.4f, \"stored_bytes\": %llu, \"weights_as_stored\": %s},\n",
+                      q->n_quantized, (unsigned long long)q->q_numel, (unsigned long long)q->q_bytes,
+                      qbpw(q), (unsigned long long)q->stored_bytes, r->stored > 0 ? "true" : "false");
+    }
     mk_buf_printf(out, " \"serve\": {\"weights_bytes\": %.0f, \"rule_of_thumb_bytes\": %.0f, \"batch\": %llu, \"seq\": %llu, "
                        "\"kv_cache_bytes\": %.0f, \"total_bytes\": %.0f},\n",
                   f->weights, f->serve, (unsigned long long)r->batch, (unsigned long long)r->seq, f->kv, f->serve + f->kv);
@@ -188,7 +210,8 @@ static void print_json(mk_buf *out, const est_opts *o, const char *path, const e
     mk_buf_puts(out, "}\n");
 }
 
-static void print_train(mk_buf *out, const est_opts *o, const mk_est_request *r, const mk_est_figures *f, uint64_t lora)
+static void print_train(mk_buf *out, const est_opts *o, const mk_est_request *r, const char *dlabel, const mk_est_figures *f,
+                        uint64_t lora)
 {
     char a[32], b[32];
     bool adapters = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
@@ -202,8 +225,13 @@ static void print_train(mk_buf *out, const est_opts *o, const mk_est_request *r,
         mk_buf_printf(out, "  %-34s %10s   %s\n", "trainable parameters", mk_est_fmt_count(f->trainable, a),
                       mk_est_fmt_int(f->trainable, b));
     if (adapters) row(out, "adapter weights", mk_est_weights(lora, r->bpv), NULL);
-    row(out, r->train == MK_TRAIN_QLORA ? "weights (NF4 base + adapters)" : (adapters ? "weights (base + adapters)" : "weights"),
-        f->train_weights, NULL);
+    char lbl[64];
+    if (r->stored > 0) /* a quantized model: the frozen base as stored; a full finetune trains dequantized weights */
+        snprintf(lbl, sizeof lbl, adapters ? "weights (base as stored + adapters)" : "weights (dequantized, %s)", dlabel);
+    else
+        snprintf(lbl, sizeof lbl, "%s",
+                 r->train == MK_TRAIN_QLORA ? "weights (NF4 base + adapters)" : (adapters ? "weights (base + adapters)" : "weights"));
+    row(out, lbl, f->train_weights, NULL);
     if (r->batch) row(out, "activations", f->act, NULL);
     row(out, "gradients", f->grads, NULL);
     row(out, "optimizer states", f->states, NULL);
@@ -220,8 +248,20 @@ static void print_text(mk_buf *out, const est_opts *o, const char *path, const e
     if (m->has_shape && !m->shape.matrix)
         mk_buf_printf(out, "; %ld layers, hidden %ld, %ld/%ld heads, intermediate %ld, vocab %ld", m->shape.layers,
                       m->shape.hidden, m->shape.heads, m->shape.kv_heads, m->shape.intermediate, m->shape.vocab);
-    mk_buf_printf(out, "\nvalues: %s (%g bytes each); GB = 1e9 bytes\n\nserve\n", dlabel, r->bpv);
-    row(out, "weights", f->weights, NULL);
+    if (m->qi.quantized) {
+        const mk_qinfo *q = &m->qi;
+        char d[160];
+        mk_buf_printf(out, "\nstored: %s; %zu weights (%s parameters) at %.3f bits per weight; %s as stored", mk_qinfo_describe(q, d),
+                      q->n_quantized, mk_est_fmt_int(q->q_numel, a), qbpw(q),
+                      mk_est_fmt_bytes((double)q->stored_bytes, b));
+    }
+    if (r->stored > 0)
+        mk_buf_printf(out, "\nvalues: the weights as stored, the rest %s (%g bytes each); GB = 1e9 bytes\n\nserve\n", dlabel, r->bpv);
+    else if (m->qi.quantized)
+        mk_buf_printf(out, "\nvalues: %s (%g bytes each), the weights too (--dtype); GB = 1e9 bytes\n\nserve\n", dlabel, r->bpv);
+    else
+        mk_buf_printf(out, "\nvalues: %s (%g bytes each); GB = 1e9 bytes\n\nserve\n", dlabel, r->bpv);
+    row(out, r->stored > 0 ? "weights (as stored)" : "weights", f->weights, NULL);
     row(out, "weights x 1.2 (rule of thumb)", f->serve, NULL);
     if (r->batch) {
         char lbl[64];
@@ -229,22 +269,22 @@ static void print_text(mk_buf *out, const est_opts *o, const char *path, const e
         row(out, lbl, f->kv, NULL);
         row(out, "total", f->serve + f->kv, NULL);
     }
-    if (r->train != MK_TRAIN_NONE) print_train(out, o, r, f, lora);
+    if (r->train != MK_TRAIN_NONE) print_train(out, o, r, dlabel, f, lora);
     if (o->adapters) {
         mk_buf_printf(out, "\n%llu finetunes (LoRA rank %ld on %s: %s parameters each)\n", (unsigned long long)o->adapters,
                       o->rank, m->shape.matrix ? "the matrix" : o->targets, mk_est_fmt_int(lora, a));
         mk_buf_printf(out, "  %-34s %10s   %s\n", "as full copies", mk_est_fmt_count(f->fleet_full, a),
-                      mk_est_fmt_bytes(mk_est_weights(f->fleet_full, r->bpv), b));
+                      mk_est_fmt_bytes(f->fleet_full_bytes, b));
         mk_buf_printf(out, "  %-34s %10s   %s\n", "as one base + adapters", mk_est_fmt_count(f->fleet_shared, a),
-                      mk_est_fmt_bytes(mk_est_weights(f->fleet_shared, r->bpv), b));
+                      mk_est_fmt_bytes(f->fleet_shared_bytes, b));
     }
 }
 
 int mk_cmd_estimate(int argc, char **argv)
 {
-    est_opts o = {.dtype = "bfloat16", .optim = "adam", .targets = "q,k,v,o", .rank = 0};
+    est_opts o = {.dtype = NULL, .optim = "adam", .targets = "q,k,v,o", .rank = 0};
     const mk_opt opts[] = {
-        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "weights and training values: float32, bfloat16, float16, fp8, int8, int4, nf4", "bfloat16"},
+        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "weights and training values: float32, bfloat16, float16, fp8, int8, int4, nf4 (a quantized MODEL's weights too, instead of as stored)", "bfloat16"},
         {"train", 0, MK_OPT_STR, &o.train, "KIND", "none, full, lora or qlora (4-bit NF4 base, adapters at --dtype)", "full; lora with --lora-rank"},
         {"optimizer", 0, MK_OPT_STR, &o.optim, "NAME", "sgd (no state), momentum (1 value) or adam (2 values per trainable)", "adam"},
         {"lora-rank", 0, MK_OPT_INT, &o.rank, "R", "LoRA rank", "8"},
@@ -263,7 +303,12 @@ int mk_cmd_estimate(int argc, char **argv)
         "MODEL is a model folder, .safetensors, PyTorch .bin or .mkz file (parameters counted from the\n"
         "tensors), or a config.json (counted by formula). Serving: weights x 1.2, plus the KV cache\n"
         "with --batch and --seq. Training: weights + activations (with --batch and --seq) + gradients\n"
-        "+ optimizer states, each value at --dtype: SGD 0, momentum 1, Adam 2 states per trainable value.",
+        "+ optimizer states, each value at --dtype: SGD 0, momentum 1, Adam 2 states per trainable value.\n"
+        "A quantized MODEL (what quantize writes, or bitsandbytes / compressed-tensors checkpoints) counts\n"
+        "its parameters as the model has them (a 4-bit weight of n values is n parameters, not the bytes\n"
+        "that hold them), and its weights at the bytes they take as stored (codes, absmax or scales, maps:\n"
+        "the bits per weight of its layout): to serve, and as the frozen base of LoRA / QLoRA; a full\n"
+        "finetune trains them at --dtype. With --dtype, every weight is priced at that dtype instead.",
         opts, 0, 1};
     char *pos[1];
     size_t npos;

@@ -52,7 +52,8 @@ typedef struct insp {
     mk_qinfo qi;
     double bpw;                 /* quantized weights' bits per weight */
     const mk_mkz_index *zx;     /* a .mkz container: bytes each tensor takes stored */
-    uint64_t params, bytes, stored;
+    uint64_t params, bytes, stored; /* params: the model's (logical), not the stored elements */
+    uint64_t elements;          /* elements of the stored tensors */
     uint64_t by_dtype[MK_DTYPE_COUNT], n_dtype[MK_DTYPE_COUNT], st_dtype[MK_DTYPE_COUNT];
     bool list, hashes;
 } insp;
@@ -63,7 +64,7 @@ static void totals(insp *x)
     x->bpw = x->qi.q_numel ? 8.0 * (double)x->qi.q_bytes / (double)x->qi.q_numel : 0;
     x->zx = mk_mkz_source_index(s);
     for (size_t i = 0; i < s->n_tensors; i++) {
-        x->params += s->tensors[i].numel;
+        x->elements += s->tensors[i].numel;
         x->bytes += s->tensors[i].nbytes;
         x->by_dtype[s->tensors[i].dtype] += s->tensors[i].nbytes;
         x->n_dtype[s->tensors[i].dtype]++;
@@ -72,6 +73,8 @@ static void totals(insp *x)
             x->st_dtype[s->tensors[i].dtype] += x->zx->streams[x->zx->model[i]].stored;
         }
     }
+    /* a quantized weight of n values is n parameters, whatever its codes and scales hold */
+    x->params = x->qi.quantized ? x->qi.params : x->elements;
 }
 
 static mk_status json_tensors(const insp *x, mk_buf *b)
@@ -112,8 +115,10 @@ static mk_status print_json(const insp *x)
     mk_buf_printf(&b, ", \"format\": \"%s\", \"architecture\": ", s->kind);
     if (x->arch.arch_name) mk_buf_json_str(&b, x->arch.arch_name);
     else mk_buf_puts(&b, "null");
-    mk_buf_printf(&b, ", \"layers\": %ld, \"tensors\": %zu, \"parameters\": %llu, \"bytes\": %llu, \"files\": [",
-                  x->arch.num_layers, s->n_tensors, (unsigned long long)x->params, (unsigned long long)x->bytes);
+    mk_buf_printf(&b, ", \"layers\": %ld, \"tensors\": %zu, \"parameters\": %llu, \"bytes\": %llu, ", x->arch.num_layers,
+                  s->n_tensors, (unsigned long long)x->params, (unsigned long long)x->bytes);
+    if (x->qi.quantized) mk_buf_printf(&b, "\"stored_elements\": %llu, ", (unsigned long long)x->elements);
+    mk_buf_puts(&b, "\"files\": [");
     for (size_t f = 0; f < s->n_files; f++) {
         if (f) mk_buf_puts(&b, ", ");
         mk_buf_json_str(&b, s->files[f]);
@@ -187,7 +192,11 @@ static mk_status print_text(const insp *x)
             }
         }
     }
-    printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)x->params, mk_fmt_bytes(x->bytes, a));
+    if (x->qi.quantized)
+        printf("tensors: %zu  parameters: %llu (the %llu stored elements hold them quantized)  bytes: %s\n", s->n_tensors,
+               (unsigned long long)x->params, (unsigned long long)x->elements, mk_fmt_bytes(x->bytes, a));
+    else
+        printf("tensors: %zu  parameters: %llu  bytes: %s\n", s->n_tensors, (unsigned long long)x->params, mk_fmt_bytes(x->bytes, a));
     for (int d = 0; d < MK_DTYPE_COUNT; d++) {
         if (!x->n_dtype[d]) continue;
         printf("  %-8s %6llu tensors  %s", mk_dtype_name((mk_dtype)d), (unsigned long long)x->n_dtype[d],
@@ -224,7 +233,10 @@ int mk_cmd_inspect(int argc, char **argv)
                               "architecture. PATH is a model folder, a .safetensors file, a PyTorch .bin/.pt/.pth file\n"
                               "(read without unpickling) or a .mkz container (then also the stored bytes and compression\n"
                               "ratio per tensor and per dtype); every header is validated.",
-                              NULL, opts, 1, 1};
+                              "A quantized checkpoint lists its tensors as stored (codes, scales, maps) and counts the\n"
+                              "parameters of the model they hold: a 4-bit weight of n values is n parameters, as `estimate`\n"
+                              "and the unquantized model count it.",
+                              opts, 1, 1};
     char *pos[1];
     size_t npos;
     int rc;

@@ -426,6 +426,7 @@ static mk_status open_output(merge_run *m, const mk_json *expect, mk_consumer *c
     if (m->o->quantize) {
         /* quantize while streaming: each merged tensor becomes its stored tensors */
         s = mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n);
+        if (s == MK_OK && (s = mk_qplan_check(&m->qplan)) != MK_OK) s = mk_error_prefix(s, "--quantize %s", m->o->quantize);
         if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
         if (s == MK_OK) s = mk_output_begin(&m->w, out, &oo, m->qplan.out, m->qplan.n_out);
         if (s == MK_OK) s = mk_quant_consumer(cons, m->w.k, &m->qplan, false, m->o->allow_crimes);

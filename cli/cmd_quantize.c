@@ -122,8 +122,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     if (s == MK_OK) s = mk_arch_of_source(src, &arch);
     if (s == MK_OK) s = mk_qplan_init(&plan, qo, &arch, src->tensors, src->n_tensors);
     mk_arch_free(&arch);
-    if (s == MK_OK && !plan.n_quantized)
-        mk_warn("%s: no tensor is quantized (no 2-D float weight outside embeddings and lm_head, or all skipped)", in);
+    if (s == MK_OK && (s = mk_qplan_check(&plan)) != MK_OK) s = mk_error_prefix(s, "%s", in); /* nothing to write */
     if (s == MK_OK) {
         idx = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *idx);
         if (!idx) s = MK_ERR_NOMEM;

@@ -193,9 +193,11 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
     if (!c->quiet) {
         fprintf(stderr, "  %-56s %6.3f %10.5f %8s %s%10.4g %9s -> %9s\n", "total of the quantized weights", tbpw, rel_rmse(&tot), sq,
                 bound ? "<" : " ", tot.max_err, mk_fmt_bytes(tot.in_bytes, a), mk_fmt_bytes(tot.out_bytes, b));
-        fprintf(stderr, "  model: %s -> %s (%.1f%%); %zu of %zu tensors quantized; %.2f s, %.1f M values/s\n",
+        char kept[64] = "";
+        if (p->n_kept_shape) snprintf(kept, sizeof kept, " (%zu weights kept for their shape)", p->n_kept_shape);
+        fprintf(stderr, "  model: %s -> %s (%.1f%%); %zu of %zu tensors quantized%s; %.2f s, %.1f M values/s\n",
                 mk_fmt_bytes(in_all, a), mk_fmt_bytes(out_all, b), in_all ? 100.0 * (double)out_all / (double)in_all : 0.0,
-                p->n_quantized, p->n, secs, vps / 1e6);
+                p->n_quantized, p->n, kept, secs, vps / 1e6);
         if (bound) fprintf(stderr, "  (< : an upper bound; with double quant inside a merge the nested absmax is known only at the end)\n");
     }
     mk_buf_printf(&j, "\n], \"total\": {\"quantized_tensors\": %zu, \"parameters\": %llu, \"bits_per_weight\": %.6g, \"rel_rmse\": ",

@@ -78,6 +78,16 @@ char *mk_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ---- overflow-checked arithmetic: return false on overflow ----------------------- */
 static inline bool mk_add_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_add_overflow(a, b, out); }
 static inline bool mk_mul_u64(uint64_t a, uint64_t b, uint64_t *out) { return !__builtin_mul_overflow(a, b, out); }
+/* Greatest common divisor (gcd(0, b) = b). */
+static inline uint64_t mk_gcd_u64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
 static inline bool mk_mul_size(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
 
 /* ---- small string helpers -------------------------------------------------------- */

@@ -62,21 +62,11 @@ mk_status mk_parallel_chunks(uint64_t n, mk_chunk_task task, void *ctx, void *(*
     return MK_OK;
 }
 
-static uint64_t gcd64(uint64_t a, uint64_t b)
-{
-    while (b) {
-        uint64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 uint64_t mk_rows_per_chunk(uint64_t cols, uint64_t align, uint64_t chunk)
 {
     if (!cols) cols = 1;
     if (!align) align = 1;
-    uint64_t unit = align / gcd64(cols, align);
+    uint64_t unit = align / mk_gcd_u64(cols, align);
     uint64_t rpc = chunk / cols;
     if (rpc < unit) rpc = unit;
     return rpc - rpc % unit;

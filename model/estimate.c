@@ -278,20 +278,27 @@ void mk_est_compute(const mk_est_shape *shape, uint64_t N, uint64_t linear, uint
 {
     memset(f, 0, sizeof *f);
     bool adapters = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
-    f->weights = mk_est_weights(N, r->bpv);
+    f->weights = r->stored > 0 ? r->stored : mk_est_weights(N, r->bpv);
     f->serve = mk_est_serve(f->weights);
     if (r->batch && shape) {
         f->kv = mk_est_kv_cache(shape, r->batch, r->seq, r->bpv);
         f->act = mk_est_activations(shape, r->batch, r->seq, r->bpv);
     }
     f->trainable = r->train == MK_TRAIN_FULL ? N : adapters ? lora : 0;
-    f->train_weights = r->train == MK_TRAIN_QLORA ? mk_est_qlora_weights(linear, N - linear, r->bpv) : f->weights;
+    if (r->stored > 0) /* the base stays as stored; full training updates every weight at bpv */
+        f->train_weights = adapters ? r->stored : mk_est_weights(N, r->bpv);
+    else
+        f->train_weights = r->train == MK_TRAIN_QLORA ? mk_est_qlora_weights(linear, N - linear, r->bpv) : f->weights;
     if (adapters) f->train_weights += mk_est_weights(lora, r->bpv);
     f->grad_optim = mk_est_grad_optim(f->trainable, r->bpv, r->optim);
     f->grads = mk_est_weights(f->trainable, r->bpv);
     f->states = f->grad_optim - f->grads;
     f->train_total = f->train_weights + f->act + f->grad_optim;
-    if (r->adapters) mk_est_fleet(N, lora, r->adapters, &f->fleet_full, &f->fleet_shared);
+    if (!r->adapters) return;
+    mk_est_fleet(N, lora, r->adapters, &f->fleet_full, &f->fleet_shared);
+    f->fleet_full_bytes = r->stored > 0 ? r->stored * (double)r->adapters : mk_est_weights(f->fleet_full, r->bpv);
+    f->fleet_shared_bytes = r->stored > 0 ? r->stored + mk_est_weights(lora * r->adapters, r->bpv)
+                                          : mk_est_weights(f->fleet_shared, r->bpv);
 }
 
 /* ---- formatting ------------------------------------------------------------------------------ */

@@ -17,6 +17,9 @@
  *   QLoRA weights   = linear-layer weights in NF4 with double quantisation, 4 + 8/64 +
  *                     32/(64 x 256) = 4.127 bits each (Dettmers et al. 2023, section 3),
  *                     the rest (embeddings, norms, lm_head) at the chosen dtype
+ *   a model stored quantized, weights not priced at a dtype: the bytes as stored serve,
+ *                     and are the frozen base of LoRA and QLoRA; a full finetune trains
+ *                     every parameter, so its weights are N x bytes per value
  *
  * Owns: the shape of a model read from config.json (Llama- and GPT-2-style keys), the
  * parameter count by formula or from tensor headers, LoRA trainable counts, and the
@@ -77,6 +80,8 @@ extern const char *const mk_est_train_names[MK_TRAIN_COUNT];
 
 typedef struct mk_est_request {
     double bpv;              /* bytes per value */
+    double stored;           /* > 0: the weights' bytes as stored (a quantized model), which
+                                replace N x bpv for serving and as the LoRA / QLoRA base */
     mk_est_train train;
     mk_est_optim optim;
     uint64_t batch, seq;     /* 0 = no KV cache or activations */
@@ -88,6 +93,7 @@ typedef struct mk_est_figures {
     uint64_t trainable;
     double train_weights, grads, states, grad_optim, train_total;
     uint64_t fleet_full, fleet_shared;    /* parameters of n full copies / base + n adapters */
+    double fleet_full_bytes, fleet_shared_bytes; /* ... and their weights' bytes */
 } mk_est_figures;
 
 /* shape may be NULL (only --params known: no KV cache or activations). lora = LoRA

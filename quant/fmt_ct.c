@@ -159,6 +159,41 @@ static const char *int_select(mk_qplan *p, size_t i, size_t *warned)
     return "columns not a multiple of the group size";
 }
 
+/* The widths the group size did not divide, and a group size for them all: the largest power
+ * of two that divides every width select saw, at most 128 or the group asked for when larger
+ * (the group sizes in use are powers of two: 128 in the W4A16 presets, ref. 5; 64 in HQQ's
+ * defaults, ref. 6.3); below 8, one scale per row. */
+static void int_kept_note(const mk_qplan *p, bool none, char *buf, size_t len)
+{
+    uint64_t g = 0, widths[6];
+    size_t nw = 0;
+    bool more = false;
+    for (size_t i = 0; i < p->n; i++) {
+        const mk_qtensor *q = &p->t[i];
+        if (!q->quantized && !q->kept_for_shape) continue;
+        g = mk_gcd_u64(g, q->cols);
+        if (!q->kept_for_shape) continue;
+        size_t k = 0;
+        while (k < nw && widths[k] != q->cols) k++;
+        if (k == nw && nw < 6) widths[nw++] = q->cols;
+        else if (k == nw) more = true;
+    }
+    uint64_t cap = 128, pow2 = 1;
+    while (cap * 2 <= (uint64_t)p->o.group) cap *= 2;
+    while (pow2 * 2 <= cap && g % (pow2 * 2) == 0) pow2 *= 2;
+    char list[128];
+    size_t o = 0;
+    list[0] = 0;
+    for (size_t k = 0; k < nw && o < sizeof list; k++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%llu", k ? ", " : "", (unsigned long long)widths[k]);
+    if (more && o < sizeof list) snprintf(list + o, sizeof list - o, ", ...");
+    char fix[96];
+    if (pow2 >= 8) snprintf(fix, sizeof fix, "--group-size %llu divides %s", (unsigned long long)pow2, none ? "them all" : "the columns of every weight");
+    else snprintf(fix, sizeof fix, "--group-size 0 (one scale per row) fits %s", none ? "them all" : "every weight");
+    if (none) snprintf(buf, len, "--group-size %ld divides the columns of no weight (%s); %s", p->o.group, list, fix);
+    else snprintf(buf, len, "--group-size %ld does not divide their columns (%s); %s", p->o.group, list, fix);
+}
+
 static mk_status int_layout(mk_qplan *p, size_t i, const char *mod)
 {
     const mk_qtensor *q = &p->t[i];
@@ -378,6 +413,7 @@ const mk_qfamily mk_qfam_ct_int = {
     .resolve = int_resolve,
     .describe = int_describe,
     .select = int_select,
+    .kept_note = int_kept_note,
     .stored = int_layout,
     .config_json = int_config,
     .align = int_align,

@@ -42,6 +42,12 @@ struct mk_qfamily {
     /* Weight i is a 2-D float matrix the generic rules quantize: NULL to quantize it, or
      * why it is kept (it may warn, counting in *warned, at most 8 times). May set t[i].group. */
     const char *(*select)(mk_qplan *p, size_t i, size_t *warned);
+    /* Optional, with select: the setting that kept the weights select kept (t[i].kept_for_shape)
+     * and a value that keeps none, from the widths of those and of the quantized weights.
+     * none: no weight was quantized ("--group-size 7 divides the columns of no weight (128,
+     * 352); --group-size 32 divides them all"); else some were ("--group-size 128 does not
+     * divide their columns (576); --group-size 64 divides the columns of every weight"). */
+    void (*kept_note)(const mk_qplan *p, bool none, char *buf, size_t len);
     /* Its stored tensors, in file order, with mk_qplan_add_out; `module` is the name
      * without ".weight". */
     mk_status (*stored)(mk_qplan *p, size_t i, const char *module);

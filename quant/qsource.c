@@ -162,7 +162,10 @@ static mk_status scan(mk_source *in, const mk_qfamily *const *fams, size_t nf, c
     for (size_t i = 0; i < n; i++) {
         if (sc->t[i].fam) sc->aux[i] = false;
         if (!sc->aux[i]) sc->n_logical++;
+        if (!sc->aux[i] && !sc->t[i].fam) info->params += in->tensors[i].numel;
+        info->stored_bytes += in->tensors[i].nbytes;
     }
+    info->params += info->q_numel;
     return MK_OK;
 }
 

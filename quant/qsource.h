@@ -34,6 +34,11 @@ typedef struct mk_qinfo {
     uint64_t q_numel;       /* their elements */
     uint64_t q_bytes;       /* their stored bytes (codes, scales, maps, blobs) */
     mk_dtype dtype;         /* dtype of the quantized weights before quantization */
+    /* Also for a plain checkpoint (then the sums over its tensors): */
+    uint64_t params;        /* parameters of the model the checkpoint holds: each quantized
+                               weight by its logical shape, every other listed tensor by its
+                               elements (what the dequantizing view lists) */
+    uint64_t stored_bytes;  /* bytes of every tensor stored in the checkpoint */
 } mk_qinfo;
 
 /* Recognise and validate; info->quantized = false (and MK_OK) for a plain checkpoint. */

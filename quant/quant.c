@@ -69,14 +69,48 @@ mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, con
         if (name_matches(o->skip, ti->name)) q->kept_why = "--skip";
         else if (mk_role_is_embedding(q->role) && !forced) q->kept_why = "embedding";
         else if (q->role == MK_ROLE_LM_HEAD && !forced) q->kept_why = "lm_head";
-        else if (o->fam->select) q->kept_why = o->fam->select(p, i, &warned);
+        else if (o->fam->select) q->kept_for_shape = (q->kept_why = o->fam->select(p, i, &warned)) != NULL;
+        p->n_weights++;
+        p->n_kept_shape += q->kept_for_shape;
         if (q->kept_why) continue;
         q->quantized = true;
         p->n_quantized++;
         p->q_numel += q->numel;
     }
     if (warned > 8) mk_warn("... and %zu more weights kept for their shape", warned - 8);
+    if (p->n_kept_shape && p->n_quantized) {
+        char note[256] = "", desc[160];
+        if (o->fam->kept_note) o->fam->kept_note(p, false, note, sizeof note);
+        mk_warn("%s: %zu of %zu weights quantized, %zu kept unquantized for their shape%s%s", mk_qopts_describe(o, desc),
+                p->n_quantized, p->n_weights, p->n_kept_shape, *note ? ": " : "", note);
+    }
     return MK_OK;
+}
+
+mk_status mk_qplan_check(const mk_qplan *p)
+{
+    if (p->n_quantized) return MK_OK;
+    size_t skip = 0, kept = 0; /* by --skip; embeddings and lm_head */
+    for (size_t i = 0; i < p->n; i++) {
+        const char *why = p->t[i].kept_why;
+        if (!why || p->t[i].kept_for_shape) continue;
+        if (!strcmp(why, "--skip")) skip++;
+        else kept++;
+    }
+    char why[320] = "", desc[160];
+    if (p->n_kept_shape && p->o.fam->kept_note) {
+        p->o.fam->kept_note(p, true, why, sizeof why);
+    } else if (p->n_kept_shape) {
+        snprintf(why, sizeof why, "all %zu weights are kept for their shape", p->n_kept_shape);
+    } else if (skip) {
+        snprintf(why, sizeof why, "--skip keeps %s%zu weight%s%s", skip == p->n_weights ? "all " : "", skip, skip == 1 ? "" : "s",
+                 kept ? ", and embeddings and lm_head are kept unless --include names them" : "");
+    } else if (kept) {
+        snprintf(why, sizeof why, "its only weight matrices are embeddings or lm_head (%zu), kept unless --include names them", kept);
+    } else {
+        snprintf(why, sizeof why, "none of its %zu tensors is a 2-D float weight matrix", p->n);
+    }
+    return mk_error(MK_ERR_USAGE, "%s quantizes no weight: %s", mk_qopts_describe(&p->o, desc), why);
 }
 
 bool mk_qplan_wants_offset(const mk_qplan *p, size_t i)

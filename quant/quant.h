@@ -137,6 +137,7 @@ mk_status mk_qopts_set(mk_qopts *o, const char *key, const char *val, const char
 typedef struct mk_qtensor {
     bool quantized;
     const char *kept_why;   /* for a kept 2-D weight: "embedding", "lm_head", "--skip", ... */
+    bool kept_for_shape;    /* kept by the format's rule on its shape (kept_why is its reason) */
     mk_role role;           /* what the tensor is (model/arch.h) */
     mk_dtype wdtype;        /* the logical tensor's dtype: arithmetic dtype and bnb "dtype" */
     uint64_t rows, cols, numel;
@@ -158,15 +159,24 @@ typedef struct mk_qplan {
     size_t n_out, out_cap;
     mk_tensor_info *out;    /* stored tensors, in order; names owned */
     size_t n_quantized;
+    size_t n_weights;       /* 2-D float weight matrices (what could be quantized) */
+    size_t n_kept_shape;    /* ... of them kept by the format's rule on their shape */
     uint64_t q_numel;       /* elements of the quantized weights */
     uint64_t in_bytes;      /* all logical tensors as given */
     uint64_t out_bytes;     /* all stored tensors */
     mk_name_index index;    /* logical name -> index */
 } mk_qplan;
 
-/* Decide which tensors are quantized (warns about weights kept for their shape). `o` is
- * resolved; `arch` names the tensors' roles (NULL: the automatic rules). */
+/* Decide which tensors are quantized. `o` is resolved; `arch` names the tensors' roles (NULL:
+ * the automatic rules). Weights kept for their shape are warned about (the first 8 by name),
+ * and when some are quantized, a summary says how many were kept and which setting would
+ * quantize them all ("--group-size 64 divides the columns of every weight"). */
 mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, const mk_tensor_info *in, size_t n);
+/* A plan that quantizes no tensor is a usage error naming the format, its settings and why
+ * ("int4 (compressed-tensors, group 7, ...) quantizes no weight: --group-size 7 divides the
+ * columns of no weight (128, 352); --group-size 32 divides them all"): what would be written
+ * is no quantized checkpoint, and no reader (ours included) would take it for one. */
+mk_status mk_qplan_check(const mk_qplan *p);
 /* The logical tensors whose offset (see mk_qtensor) should be known before the layout;
  * mk_qstream_offsets finds them, or set one with mk_qplan_set_offset. */
 bool mk_qplan_wants_offset(const mk_qplan *p, size_t i);

@@ -54,3 +54,75 @@ t_fail "LoRA needs a shape" 2 "LoRA counts need the model's shape" "$MK" estimat
 t_fail "unknown target" 2 "unknown target 'qq'" "$MK" estimate l2/ --train lora --lora-targets qq
 t_fail "two models" 2 "exactly one of MODEL, --params or --matrix" "$MK" estimate l2/ --params 7B
 t_fail "no config" 2 "no weights and no config.json" "$MK" estimate "$T"
+
+# ---- a quantized model -------------------------------------------------------------------
+# Parameters are the model's (a 4-bit weight of n values is n parameters, not the elements that
+# store it), LoRA counts come from the logical shapes, and the weights cost the bytes they take
+# as stored (= the sum of the stored tensors' sizes inspect reads from the headers), unless
+# --dtype prices every weight at that dtype: then the figures are the unquantized model's.
+# num FIELD: the first number after "FIELD": in the last command's stdout
+num() { grep -o "\"$1\": [0-9.]*" "$T/.out" | head -n 1 | awk '{print $2}'; }
+"$MK" synth q/ --hidden 128 --layers 2 --heads 4 --kv-heads 2 --intermediate 256 --vocab 128 --dtype bf16 --seed 3 -q || exit 1
+t_ok "the unquantized model" "$MK" estimate q/ --train lora --lora-targets all-linear --json
+P=$(num params) L=$(num linear_params) LO=$(num trainable_params) W=$(num weights_bytes)
+t_ok "... at bf16" "$MK" estimate q/ --train lora --lora-targets all-linear --dtype bf16 --json
+W16=$(num weights_bytes)
+# check ID DIR FORMAT: estimate and inspect on the quantized checkpoint DIR against the
+# unquantized counts P (parameters), L (linear), LO (LoRA on all-linear) and W16 (bf16 weights)
+check_quantized() {
+    id=$1 d=$2 f=$3
+    "$MK" inspect "$d" --summary --json >"$T/.out" 2>/dev/null
+    stored=$(num bytes) ip=$(num parameters)
+    t_ok "$id: estimate" "$MK" estimate "$d" --train lora --lora-targets all-linear --json
+    got="$(num params) $(num linear_params) $(num trainable_params) $(num weights_bytes)"
+    if [ "$got" = "$P $L $LO $stored" ] &&
+        grep -q "\"quantized\": {\"format\": \"$f\", .*\"stored_bytes\": $stored, \"weights_as_stored\": true" "$T/.out"; then
+        ok "$id: $P parameters (= unquantized), $LO LoRA, weights as stored ($stored bytes)"
+    else
+        notok "$id: parameters, LoRA and weights as stored" "got params, linear, lora, weights $got; want $P $L $LO $stored"
+    fi
+    [ "$ip" = "$P" ] && ok "$id: inspect counts $P parameters" || notok "$id: inspect counts the parameters" "$ip, want $P"
+    t_ok "$id: estimate --dtype bf16" "$MK" estimate "$d" --train lora --lora-targets all-linear --dtype bf16 --json
+    got="$(num params) $(num weights_bytes)"
+    [ "$got" = "$P $W16" ] && grep -q '"weights_as_stored": false' "$T/.out" && ok "$id: --dtype bf16 prices every weight at bf16 ($W16 bytes)" ||
+        notok "$id: --dtype bf16 prices every weight at bf16" "params, weights $got; want $P $W16"
+}
+for spec in "nf4" "nf4-dq nf4 --double-quant" "int8" "int8-ct int8 --target compressed-tensors" "int4 int4 --group-size 64" "fp8" "fp4"; do
+    set -- $spec
+    id=$1
+    [ $# -gt 1 ] && shift
+    f=$1
+    shift
+    "$MK" quantize q/ "q-$id" --format "$f" "$@" -q || { notok "$id: quantize" "exit $?"; continue; }
+    check_quantized "$id" "q-$id" "$f"
+done
+t_ok "text" "$MK" estimate q-nf4 --train lora
+has "  the stored format" '^stored: nf4 \(bitsandbytes, block 64\); 14 weights \([0-9,]+ parameters\) at 4\.[0-9]+ bits per weight; [0-9.]+ KB as stored$'
+has "  values" '^values: the weights as stored, the rest bfloat16 \(2 bytes each\)'
+has "  weights as stored" '^  weights \(as stored\) +[0-9.]+ KB$'
+has "  LoRA on the base as stored" '^  weights \(base as stored \+ adapters\) '
+t_ok "a full finetune trains dequantized weights" "$MK" estimate q-nf4 --json
+[ "$(grep -o '"train": {[^}]*' "$T/.out" | grep -o '"weights_bytes": [0-9]*' | awk '{print $2}')" = "$W" ] &&
+    ok "  full finetune weights at bf16 ($W bytes)" || notok "  full finetune weights at bf16" "$(grep -o '"train": {[^}]*' "$T/.out")"
+
+# checkpoints written by the reference tools (tests/golden/quant/, tools/gen-golden-quant.py):
+# each holds the quantized Linear modules of a tiny model as transformers + bitsandbytes or
+# compressed-tensors saved them, so its counts are those of the same modules unquantized
+G=$ROOT/tests/golden/quant
+"$MK" synth g --hidden 32 --layers 1 --heads 2 --kv-heads 1 --intermediate 64 --vocab 64 --dtype bf16 --seed 5 -q || exit 1
+t_ok "the golden model" "$MK" estimate g --train lora --lora-targets all-linear --json
+L=$(num linear_params) LO=$(num trainable_params)
+P=$L W16=$((2 * L)) # the fixtures hold the Linear modules alone
+for spec in "nf4 nf4" "nf4-dq nf4 --double-quant" "fp4 fp4" "int8 int8" "int4 int4 --group-size 32" "int4-asym int4 --group-size 32 --scheme asym" \
+    "int8-ct int8 --target compressed-tensors" "fp8 fp8"; do
+    set -- $spec
+    id=$1 f=$2
+    shift 2
+    check_quantized "$id (the reference tools')" "$G/model-$id.safetensors" "$f"
+    # ours, quantized the same way, stores the same bytes for those modules
+    "$MK" quantize g "o-$id" --format "$f" "$@" -q
+    "$MK" estimate "o-$id" --json >"$T/.out" 2>/dev/null
+    a=$(num quantized_bytes)
+    [ "$a" = "$stored" ] && ok "$id: ours stores the reference tools' bytes for the quantized weights ($a)" ||
+        notok "$id: ours stores the reference tools' bytes for the quantized weights" "$a vs $stored"
+done

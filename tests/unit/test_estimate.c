@@ -137,3 +137,37 @@ MK_TEST(estimate_qlora_and_format)
     CHECK_STR(mk_est_fmt_int(1000, a), "1,000");
     CHECK_STR(mk_est_fmt_int(7, a), "7");
 }
+
+/* A model stored quantized (request.stored > 0): the bytes as stored serve and carry the LoRA /
+ * QLoRA base; a full finetune trains N values at bytes per value; the fleet of full copies is n
+ * stored models. 7B whose 6B linear weights are NF4 with double quant (4.127 bits) and the rest
+ * bf16: 3.095 + 2 = 5.10 GB. */
+MK_TEST(estimate_stored_weights)
+{
+    const uint64_t N = 7000000000ull, lin = 6000000000ull, lora = 4000000;
+    const double stored = (double)lin * MK_EST_NF4_BITS / 8.0 + (double)(N - lin) * 2.0;
+    mk_est_request r = {.bpv = 2, .train = MK_TRAIN_FULL, .optim = MK_OPTIM_ADAM, .adapters = 10, .stored = stored};
+    mk_est_figures f;
+    mk_est_compute(NULL, N, lin, lora, &r, &f);
+    CHECK_BYTES(f.weights, stored, "5.10 GB");
+    CHECK_BYTES(f.serve, stored * 6.0 / 5.0, "6.11 GB");
+    CHECK_BYTES(f.train_weights, 14 * GB, "14.0 GB"); /* full: every weight trained at bf16 */
+    CHECK_BYTES(f.grad_optim, 42 * GB, "42.0 GB");
+    CHECK_BYTES(f.fleet_full_bytes, 10 * stored, "51.0 GB");
+    CHECK_BYTES(f.fleet_shared_bytes, stored + 10 * 8e6, "5.18 GB");
+    CHECK_EQ_INT(f.fleet_full, 10 * N);
+    r.train = MK_TRAIN_QLORA; /* the base as stored, not re-quantized; the adapters at bf16 */
+    mk_est_compute(NULL, N, lin, lora, &r, &f);
+    CHECK_BYTES(f.train_weights, stored + 8e6, "5.10 GB");
+    CHECK_BYTES(f.grad_optim, 24e6, "24.0 MB");
+    r.train = MK_TRAIN_LORA;
+    mk_est_compute(NULL, N, lin, lora, &r, &f);
+    CHECK_BYTES(f.train_weights, stored + 8e6, "5.10 GB");
+    /* without stored bytes, the same request prices every weight at bpv, as before */
+    r.stored = 0;
+    mk_est_compute(NULL, N, lin, lora, &r, &f);
+    CHECK_BYTES(f.weights, 14 * GB, "14.0 GB");
+    CHECK_BYTES(f.train_weights, 14 * GB + 8e6, "14.0 GB");
+    CHECK_BYTES(f.fleet_full_bytes, 140 * GB, "140 GB");
+    CHECK_BYTES(f.fleet_shared_bytes, 14 * GB + 80e6, "14.1 GB");
+}

@@ -388,6 +388,55 @@ MK_TEST(quant_plan_selection_and_layout)
     mk_qplan_free(&p);
 }
 
+/* A plan that quantizes nothing is a usage error saying why; one that keeps some weights for
+ * their shape says how many, and which group size would keep none. */
+MK_TEST(quant_plan_nothing_quantized)
+{
+    mk_tensor_info in[] = {
+        ti("model.embed_tokens.weight", MK_BF16, 2, 100, 576), ti("model.layers.0.self_attn.q_proj.weight", MK_BF16, 2, 576, 576),
+        ti("model.layers.0.mlp.up_proj.weight", MK_BF16, 2, 1536, 576), ti("model.layers.0.mlp.down_proj.weight", MK_BF16, 2, 576, 1536),
+        ti("model.norm.weight", MK_BF16, 1, 576, 0),
+    };
+    size_t n = sizeof in / sizeof *in;
+    mk_qopts o;
+    mk_qplan p;
+    char note[256];
+    CHECK_OK(mk_qopts_parse("int4", &o)); /* groups of 128: 576 is no multiple, 1536 is */
+    CHECK_OK(mk_qopts_resolve(&o, false));
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
+    CHECK(p.n_quantized == 1 && p.n_kept_shape == 2 && p.n_weights == 4 && p.t[1].kept_for_shape && !p.t[0].kept_for_shape);
+    CHECK_OK(mk_qplan_check(&p));
+    p.o.fam->kept_note(&p, false, note, sizeof note);
+    CHECK_STR(note, "--group-size 128 does not divide their columns (576); --group-size 64 divides the columns of every weight");
+    mk_qplan_free(&p);
+    CHECK_OK(mk_qopts_parse("int4,group-size=7", &o));
+    CHECK_OK(mk_qopts_resolve(&o, false));
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
+    CHECK_ERR(mk_qplan_check(&p), MK_ERR_USAGE,
+              "int4 (compressed-tensors, group 7, symmetric, round to nearest) quantizes no weight: --group-size 7 divides the "
+              "columns of no weight (576, 1536); --group-size 64 divides them all");
+    mk_qplan_free(&p);
+    CHECK_OK(mk_qopts_parse("int8,target=compressed-tensors,group-size=5", &o)); /* widths whose only power-of-two divisor is 1 */
+    CHECK_OK(mk_qopts_resolve(&o, false));
+    mk_tensor_info odd[] = {ti("a.weight", MK_BF16, 2, 8, 9), ti("b.weight", MK_BF16, 2, 8, 27)};
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, odd, 2));
+    CHECK_ERR(mk_qplan_check(&p), MK_ERR_USAGE, "--group-size 5 divides the columns of no weight (9, 27); --group-size 0 (one scale per row) fits them all");
+    mk_qplan_free(&p);
+    CHECK_OK(mk_qopts_parse("nf4", &o));
+    CHECK_OK(mk_qopts_resolve(&o, false));
+    o.skip = "proj";
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, n));
+    CHECK_ERR(mk_qplan_check(&p), MK_ERR_USAGE, "nf4 (bitsandbytes, block 64) quantizes no weight: --skip keeps 3 weights, and embeddings");
+    mk_qplan_free(&p);
+    o.skip = NULL;
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in, 1));
+    CHECK_ERR(mk_qplan_check(&p), MK_ERR_USAGE, "its only weight matrices are embeddings or lm_head (1)");
+    mk_qplan_free(&p);
+    CHECK_OK(mk_qplan_init(&p, &o, NULL, in + 4, 1));
+    CHECK_ERR(mk_qplan_check(&p), MK_ERR_USAGE, "none of its 1 tensors is a 2-D float weight matrix");
+    mk_qplan_free(&p);
+}
+
 /* ---- the consumer, over a sink in memory ---------------------------------------------------- */
 typedef struct memsink {
     size_t n;
@@ -694,6 +743,12 @@ static void round_trip(const mk_qopts *o, const float *x, int64_t R, int64_t C, 
     if (s == MK_OK) {
         CHECK_MSG(!strcmp(qi.format, o->fmt->name) && !strcmp(qi.layout, mk_qfamily_layout(o->fam)), "%s: read as %s (%s)", what,
                   qi.format, qi.layout);
+        /* the model's parameters (the weight's R x C and the norm's 4), and every stored byte */
+        uint64_t stored = 0;
+        for (size_t i = 0; i < m->n; i++) stored += m->t[i].nbytes;
+        CHECK_MSG(qi.params == (uint64_t)(R * C) + 4 && qi.stored_bytes == stored && stored == p.out_bytes,
+                  "%s: %llu parameters and %llu bytes stored, want %llu and %llu", what, (unsigned long long)qi.params,
+                  (unsigned long long)qi.stored_bytes, (unsigned long long)(R * C) + 4, (unsigned long long)stored);
         long wi = mk_source_find(src, "model.layers.0.mlp.up_proj.weight");
         float *y = malloc((size_t)(R * C) * sizeof *y);
         CHECK_MSG(wi >= 0 && src->tensors[wi].dtype == MK_F32, "%s: the weight is not listed as F32", what);
