@@ -55,6 +55,7 @@ for dt in float32 bfloat16; do
     m=m1b-$dt
     if [ ! -f "$m/model.safetensors" ]; then
         "$mk" synth "$m/" $shape --dtype $dt --std 0.02 --seed 1 -q --force --out-shard-size 1T
+        rm -f "$m/special_tokens_map.json" "$m/tokenizer_config.json" "$m/tokenizer.json"
         cp "$sm/tokenizer.json" "$sm/tokenizer_config.json" "$m/"
     fi
     [ -f "$m.gguf" ] || "$py" "$lcpp/convert_hf_to_gguf.py" "$m" --outtype "$([ $dt = float32 ] && echo f32 || echo bf16)" \
@@ -89,6 +90,7 @@ if [ "${BENCH_EVAL_7B:-1}" = 1 ]; then
     if [ ! -f "$m/model.safetensors" ]; then
         "$mk" synth "$m/" --hidden 4096 --layers 32 --heads 32 --kv-heads 8 --intermediate 14336 --vocab 49152 --dtype bf16 \
             --seed 1 -q --force --out-shard-size 1T
+        rm -f "$m/special_tokens_map.json" "$m/tokenizer_config.json" "$m/tokenizer.json"
         cp "$sm/tokenizer.json" "$sm/tokenizer_config.json" "$m/"
     fi
     /usr/bin/time -v "$mk" eval "$m" --text "$text" --chunks 1 -q 2>time.log >/dev/null

@@ -12,5 +12,6 @@ sh "$here/install-deps.sh" --tools
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q -r "$here/requirements.txt"
-"$venv/bin/pip" freeze > "$here/venv-versions.txt.new"
+# a wheel installed from a file (get-smollm2.sh) is recorded by its version, not its temporary path
+"$venv/bin/pip" freeze | sed 's/^\([A-Za-z0-9_.-]*\) @ file:.*-\([0-9][0-9.]*\)-py3.*/\1==\2/' > "$here/venv-versions.txt.new"
 mv "$here/venv-versions.txt.new" "$here/venv-versions.txt"
