@@ -152,7 +152,7 @@ static const char *int_select(mk_qplan *p, size_t i, size_t *warned)
     mk_qtensor *q = &p->t[i];
     q->group = p->o.group ? (uint64_t)p->o.group : q->cols;
     if (q->cols % q->group == 0) return NULL;
-    if ((*warned)++ < 8)
+    if (warned && (*warned)++ < 8)
         mk_warn("%s: %llu columns are not a multiple of the group size %llu (compressed-tensors needs that); "
                 "kept unquantized and listed in \"ignore\"",
                 p->in[i].name, (unsigned long long)q->cols, (unsigned long long)q->group);

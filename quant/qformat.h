@@ -40,7 +40,10 @@ struct mk_qfamily {
 
     /* ---- plan ---- */
     /* Weight i is a 2-D float matrix the generic rules quantize: NULL to quantize it, or
-     * why it is kept (it may warn, counting in *warned, at most 8 times). May set t[i].group. */
+     * why it is kept. With `warned` non-NULL it says so in a warning naming the weight
+     * (at most 8 times, counting in *warned); planning calls it first with NULL, and again
+     * for the warnings only when the plan quantizes something, so a plan refused for
+     * quantizing nothing prints its one error line alone. May set t[i].group. */
     const char *(*select)(mk_qplan *p, size_t i, size_t *warned);
     /* Optional, with select: the setting that kept the weights select kept (t[i].kept_for_shape)
      * and a value that keeps none, from the widths of those and of the quantized weights.

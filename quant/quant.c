@@ -52,7 +52,6 @@ mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, con
     if (!p->in || !p->t) return MK_ERR_NOMEM;
     memcpy(p->in, in, n * sizeof *in);
     MK_TRY(mk_name_index_build(&p->index, p->in, n, NULL));
-    size_t warned = 0;
     for (size_t i = 0; i < n; i++) {
         const mk_tensor_info *ti = &in[i];
         mk_qtensor *q = &p->t[i];
@@ -69,7 +68,7 @@ mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, con
         if (name_matches(o->skip, ti->name)) q->kept_why = "--skip";
         else if (mk_role_is_embedding(q->role) && !forced) q->kept_why = "embedding";
         else if (q->role == MK_ROLE_LM_HEAD && !forced) q->kept_why = "lm_head";
-        else if (o->fam->select) q->kept_for_shape = (q->kept_why = o->fam->select(p, i, &warned)) != NULL;
+        else if (o->fam->select) q->kept_for_shape = (q->kept_why = o->fam->select(p, i, NULL)) != NULL;
         p->n_weights++;
         p->n_kept_shape += q->kept_for_shape;
         if (q->kept_why) continue;
@@ -77,8 +76,11 @@ mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, con
         p->n_quantized++;
         p->q_numel += q->numel;
     }
-    if (warned > 8) mk_warn("... and %zu more weights kept for their shape", warned - 8);
     if (p->n_kept_shape && p->n_quantized) {
+        size_t warned = 0;
+        for (size_t i = 0; i < n; i++)
+            if (p->t[i].kept_for_shape) (void)o->fam->select(p, i, &warned);
+        if (warned > 8) mk_warn("... and %zu more weights kept for their shape", warned - 8);
         char note[256] = "", desc[160];
         if (o->fam->kept_note) o->fam->kept_note(p, false, note, sizeof note);
         mk_warn("%s: %zu of %zu weights quantized, %zu kept unquantized for their shape%s%s", mk_qopts_describe(o, desc),

@@ -168,8 +168,8 @@ typedef struct mk_qplan {
 } mk_qplan;
 
 /* Decide which tensors are quantized. `o` is resolved; `arch` names the tensors' roles (NULL:
- * the automatic rules). Weights kept for their shape are warned about (the first 8 by name),
- * and when some are quantized, a summary says how many were kept and which setting would
+ * the automatic rules). When some weights are quantized, those kept for their shape are
+ * warned about (the first 8 by name) and a summary says how many were kept and which setting would
  * quantize them all ("--group-size 64 divides the columns of every weight"). */
 mk_status mk_qplan_init(mk_qplan *p, const mk_qopts *o, const mk_arch *arch, const mk_tensor_info *in, size_t n);
 /* A plan that quantizes no tensor is a usage error naming the format, its settings and why

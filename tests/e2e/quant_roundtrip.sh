@@ -119,6 +119,8 @@ t_fail "a group size that divides no weight" 2 \
     "m: int4 \(compressed-tensors, group 7, symmetric, round to nearest\) quantizes no weight: --group-size 7 divides the columns of no weight \(128, 352\); --group-size 32 divides them all" \
     "$MK" quantize m q7 --format int4 --group-size 7 -q
 t_absent "nothing written" q7 q7.tmp
+t_fail "... alone, with no warning about each weight before it (no -q)" 2 "quantizes no weight: --group-size 7" \
+    "$MK" quantize m q7 --format int4 --group-size 7
 t_fail "... also as a dry run" 2 "quantizes no weight: --group-size 7" "$MK" quantize m q7 --format int4 --group-size 7 --dry-run -q
 t_fail "--skip that keeps every weight" 2 "m: nf4 \(bitsandbytes, block 64\) quantizes no weight: --skip keeps 7 weights, and embeddings and lm_head are kept unless --include names them" \
     "$MK" quantize m q7 --format nf4 --skip proj -q
