@@ -283,13 +283,25 @@ static mk_status tokenize_text(const mk_tokenizer *t, const char *file, int32_t 
     MK_TRY(mk_read_file(file, TEXT_CAP, &text, &len));
     mk_status s = mk_tokenizer_encode(t, text, len, true, ids, n);
     free(text);
+    /* a vocabulary that does not cover the text scores the unknown token, not the text */
+    int32_t unk = mk_tokenizer_unk(t);
+    size_t n_unk = 0;
+    for (size_t i = 0; s == MK_OK && unk >= 0 && i < *n; i++) n_unk += (*ids)[i] == unk;
+    if (n_unk * 20 > *n) {
+        size_t tl = 0;
+        const char *tok = mk_tokenizer_token(t, unk, &tl);
+        mk_warn("%s: %zu of its %zu tokens (%.0f %%) are the unknown token '%.*s': the model's tokenizer does not cover "
+                "this text, so the perplexity measures little",
+                file, n_unk, *n, 100.0 * (double)n_unk / (double)*n, (int)(tl < 32 ? tl : 32), tok ? tok : "");
+    }
     if (s == MK_OK) s = mk_tokenizer_encode(t, "", 0, true, &pre, &npre);
     *bos = s == MK_OK && npre ? pre[0] : -1;
     free(pre);
     return s;
 }
 
-/* Bits per byte: the scored NLL over the bytes of text the scored tokens decode to. */
+/* Bits per byte: the scored NLL over the bytes of text the scored tokens decode to; NaN
+ * (printed n/a, null in JSON) when they decode to no text (only unknown or special tokens). */
 static mk_status bits_per_byte(const mk_tokenizer *t, const int32_t *ids, size_t n, const mk_eval_opts *eo,
                                const mk_eval_result *r, double *bpb)
 {
@@ -303,7 +315,7 @@ static mk_status bits_per_byte(const mk_tokenizer *t, const int32_t *ids, size_t
         free(text);
         bytes += (double)len;
     }
-    *bpb = bytes > 0 ? r->nll_sum / log(2.0) / bytes : 0;
+    *bpb = bytes > 0 ? r->nll_sum / log(2.0) / bytes : NAN;
     return MK_OK;
 }
 
@@ -324,9 +336,11 @@ static void eval_json(mk_buf *b, const char *model, const char *const *refs, con
     mk_buf_puts(b, ", \"text\": ");
     mk_buf_json_str(b, o->text);
     mk_buf_printf(b, ", \"tokens\": %zu, \"ctx\": %ld, \"windows\": %zu, \"scored\": %zu, \"ppl\": %.9g, \"ppl_stderr\": %.9g, "
-                     "\"nll_mean\": %.9g, \"bits_per_byte\": %.9g, \"seconds\": %.3f, \"tokens_per_second\": %.1f, \"refs\": [",
-                  n_tok, o->ctx, r->windows, r->scored, r->ppl, r->ppl_se, r->nll_mean, bpb, r->seconds,
-                  r->tokens_per_s);
+                     "\"nll_mean\": %.9g, \"bits_per_byte\": ",
+                  n_tok, o->ctx, r->windows, r->scored, r->ppl, r->ppl_se, r->nll_mean);
+    if (isnan(bpb)) mk_buf_puts(b, "null");
+    else mk_buf_printf(b, "%.9g", bpb);
+    mk_buf_printf(b, ", \"seconds\": %.3f, \"tokens_per_second\": %.1f, \"refs\": [", r->seconds, r->tokens_per_s);
     for (size_t i = 0; i < r->n_refs; i++) {
         mk_buf_puts(b, i ? ",\n  {\"ref\": " : "\n  {\"ref\": ");
         mk_buf_json_str(b, refs[i]);
@@ -360,8 +374,10 @@ static void eval_text(mk_buf *b, const char *model, const char *const *refs, con
 {
     mk_buf_printf(b, "eval %s on %s: %zu tokens, %zu windows of %ld, %zu scored\n", model, o->text, n_tok, r->windows, o->ctx,
                   r->scored);
-    mk_buf_printf(b, "perplexity %.4f +- %.4f   mean NLL %.5f   bits per byte %.4f   (%.1f s, %.0f tokens/s)\n", r->ppl, r->ppl_se,
-                  r->nll_mean, bpb, r->seconds, r->tokens_per_s);
+    char bpb_s[32] = "n/a";
+    if (!isnan(bpb)) snprintf(bpb_s, sizeof bpb_s, "%.4f", bpb);
+    mk_buf_printf(b, "perplexity %.4f +- %.4f   mean NLL %.5f   bits per byte %s   (%.1f s, %.0f tokens/s)\n", r->ppl, r->ppl_se,
+                  r->nll_mean, bpb_s, r->seconds, r->tokens_per_s);
     for (size_t i = 0; i < r->n_refs; i++) {
         char *label = mk_asprintf("against %s", refs[i]);
         text_kl(b, label ? label : refs[i], &r->kl[i]);

@@ -593,6 +593,7 @@ int32_t mk_tokenizer_id(const mk_tokenizer *t, const char *tok, size_t len)
 
 int32_t mk_tokenizer_bos(const mk_tokenizer *t) { return t->bos; }
 int32_t mk_tokenizer_eos(const mk_tokenizer *t) { return t->eos; }
+int32_t mk_tokenizer_unk(const mk_tokenizer *t) { return t->model.unk_id; }
 bool mk_tokenizer_is_special(const mk_tokenizer *t, int32_t id)
 {
     if (id < 0 || (size_t)id >= t->vocab_size) return false;

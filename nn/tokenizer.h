@@ -73,6 +73,9 @@ int32_t mk_tokenizer_id(const mk_tokenizer *t, const char *tok, size_t len);
 int32_t mk_tokenizer_bos(const mk_tokenizer *t);
 int32_t mk_tokenizer_eos(const mk_tokenizer *t);
 bool mk_tokenizer_is_special(const mk_tokenizer *t, int32_t id);
+/* The model's unk_token id; -1 when it has none (byte-level BPE and byte fallback never
+ * need one). */
+int32_t mk_tokenizer_unk(const mk_tokenizer *t);
 /* One line: model, pre-tokenizer, normalizer ("BPE, byte-level, llama3 split, ..."). */
 const char *mk_tokenizer_describe(const mk_tokenizer *t);
 

@@ -25,6 +25,21 @@ w=$(json_num base.json windows)
 sc=$(json_num base.json scored)
 [ "$sc" = $((18 * 31)) ] && ok "31 scored positions per window of 64 (the second half)" || notok "scored" "got $sc"
 
+# a text the tokenizer does not cover: a warning with the share of unknown tokens, and no bits
+# per byte (the scored tokens decode to no text), rather than a made-up 0
+awk 'BEGIN { for (i = 0; i < 300; i++) printf "word%d ", i; print "" }' >unk.txt
+t_ok "eval on a text of unknown words" "$MK" eval base/ --text unk.txt --ctx 64 --json
+if grep -q "unk.txt: 300 of its 300 tokens (100 %) are the unknown token '<unk>'" "$T/.err" &&
+    grep -q '"bits_per_byte": null' "$T/.out"; then
+    ok "... warns of the unknown tokens; bits per byte is null"
+else
+    notok "... warns of the unknown tokens; bits per byte is null" "$(head -c 300 "$T/.err") $(grep -o '"bits_per_byte": [^,]*' "$T/.out")"
+fi
+"$MK" eval base/ --text unk.txt --ctx 64 >unk.out 2>/dev/null
+grep -q "bits per byte n/a" unk.out && ok "... n/a in the text report" || notok "bits per byte n/a" "$(head -n 2 unk.out)"
+t_ok "a covered text gives no such warning" "$MK" eval base/ --text text.txt --ctx 64
+grep -q "unknown token" "$T/.err" && notok "no unknown-token warning" "$(cat "$T/.err")" || ok "... none"
+
 # against itself: no divergence
 t_ok "eval against itself" "$MK" eval base/ --text text.txt --ctx 64 --ref base/ --json
 cp "$T/.out" self.json
