@@ -79,8 +79,8 @@ static mk_status open_inputs(merge_run *m)
         const mk_model_ref *ref = m->refs[i];
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
-                            "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and model files; "
-                            "download Hub models first)",
+                            "%s:%d:%d: model '%s' not found (a local folder or model file, or a Hugging Face "
+                            "model id in the cache)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
         if (ref->lora && !mk_path_exists(ref->lora))
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
@@ -758,6 +758,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
         MK_MERGEKIT_OPTS(o.mk, o.c),
         {0},
     };
@@ -775,7 +776,7 @@ int mk_cmd_merge(int argc, char **argv)
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
         "refused.",
-        opts, 2, 2};
+        opts, 2, 2, 0};
     char *pos[2];
     size_t npos;
     int rc;
