@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include "../core/mk_hash.h"
+#include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
@@ -206,7 +207,14 @@ static mk_status copy_tokenizer(merge_run *m)
     if (m->o->mk.copy_tokenizer < 0 && !ts) return MK_OK;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
-        char *key = mk_model_key(ts, NULL);
+        /* a Hub id names the model its cached snapshot is (org/name matches org/name@main) */
+        char *local = NULL;
+        mk_status rs = mk_hub_resolve(ts, NULL, &local, NULL);
+        if (rs != MK_OK)
+            return mk_error_prefix(rs == MK_ERR_USAGE ? MK_ERR_RECIPE : rs, "%s:%d:%d: tokenizer_source", m->r->path,
+                                   m->r->tokenizer_pos.line, m->r->tokenizer_pos.col);
+        char *key = mk_model_key(local, NULL);
+        free(local);
         if (!key) return MK_ERR_NOMEM;
         for (size_t i = 0; i < p->n_models; i++)
             if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->key, key) == 0) {

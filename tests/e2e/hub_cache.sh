@@ -85,6 +85,14 @@ t_ok "merge: dict form {path, revision}" "$MK" merge dict.yaml out_dict/ -q
 t_ok "merge: the same from the folder" "$MK" merge dict_dir.yaml out_dict_dir/ -q
 t_same "merge: revision v2 reads the v2 snapshot" out_dict/model.safetensors out_dict_dir/model.safetensors
 
+# tokenizer_source by id names the model written another way (acme/ft1 = acme/ft1@main)
+printf 'tokenizer_source: acme/ft1\n' | cat by_id.yaml - >tok.yaml
+t_ok "tokenizer_source: acme/ft1 names the model written acme/ft1@main" "$MK" merge tok.yaml out_tok/ -q
+printf 'tokenizer_source: acme/nothere\n' | cat by_id.yaml - >tok_bad.yaml
+t_fail "tokenizer_source: an id not in the cache fails before the merge" 1 "tok_bad.yaml:[0-9]+:[0-9]+: tokenizer_source: acme/nothere: no such local path" \
+    "$MK" merge tok_bad.yaml out_tok_bad/ -q
+t_absent "tokenizer_source not cached: no output" out_tok_bad out_tok_bad.tmp
+
 tensor_hashes base/ >h_base
 tensor_hashes ft1/ >h_ft1
 tensor_hashes ft2/ >h_ft2
@@ -140,6 +148,19 @@ else notok "eval by id" "$(head -c 300 ev_err) $(diff ev_dir.txt ev_id.txt | hea
 t_ok "lora extract acme/base acme/ft1" "$MK" lora extract acme/base acme/ft1 ad_id/ --rank 4 -q
 t_ok "lora extract base/ ft1/" "$MK" lora extract base/ ft1/ ad_dir/ --rank 4 -q
 t_same "lora extract by id: the adapter of lora extract by folder" ad_id/adapter_model.safetensors ad_dir/adapter_model.safetensors
+# model+adapter in a recipe, both by id (mergekit's base+lora form), and lora apply by id
+cache_put "$H" acme--adapter $C1 ad_dir && cache_ref "$H" acme--adapter main $C1
+printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1.0}\ndtype: float32\n' "acme/base+acme/adapter@main" >lora_id.yaml
+printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 1.0}\ndtype: float32\n' "base/+ad_dir/" >lora_dir.yaml
+t_ok "merge acme/base+acme/adapter@main" "$MK" merge lora_id.yaml out_lora_id/ -q
+t_ok "merge base/+ad_dir/" "$MK" merge lora_dir.yaml out_lora_dir/ -q
+t_same "base+adapter by id: the merge of the folders" out_lora_id/model.safetensors out_lora_dir/model.safetensors
+t_ok "lora apply acme/base acme/adapter" "$MK" lora apply acme/base acme/adapter la_id/ -q
+t_ok "lora apply base/ ad_dir/" "$MK" lora apply base/ ad_dir/ la_dir/ -q
+t_same "lora apply by id: the model of the folders" la_id/model.safetensors la_dir/model.safetensors
+t_ok "lora combine acme/adapter acme/adapter@$C1 --base acme/base" "$MK" lora combine acme/adapter "acme/adapter@$C1" lc_id/ --method cat --base acme/base -q
+t_ok "lora combine ad_dir/ ad_dir/" "$MK" lora combine ad_dir/ ad_dir/ lc_dir/ --method cat --base base/ -q
+t_same "lora combine by id: the adapter of the folders" lc_id/adapter_model.safetensors lc_dir/adapter_model.safetensors
 
 t_ok "synth --finetune-of acme/base" "$MK" synth sy_id/ --finetune-of acme/base --delta 0.05 --seed 9 -q
 t_ok "synth --finetune-of base/" "$MK" synth sy_dir/ --finetune-of base/ --delta 0.05 --seed 9 -q
