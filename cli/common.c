@@ -31,8 +31,9 @@ void mk_cli_common(const mk_common *c)
     mk_hub_set_verify(c->verify_cache);
 }
 
-/* Model ids resolved on the command line; they live until exit. */
-#define MAX_RESOLVED 16
+/* Model ids resolved on the command line; they live until exit. 64: the most positionals a
+ * command takes (lora combine). */
+#define MAX_RESOLVED 64
 static char *g_resolved[MAX_RESOLVED];
 static size_t g_n_resolved;
 
