@@ -39,6 +39,8 @@ typedef struct mk_cmd_spec {
     const char *details;   /* paragraphs after the usage, or NULL */
     const mk_opt *opts;    /* terminated by {0} */
     size_t min_pos, max_pos;
+    unsigned model_pos;    /* bit i set: pos[i] names a model, and mk_cli_begin resolves a
+                              Hugging Face id there to its cached folder */
 } mk_cmd_spec;
 
 /* Parse argv (argv[0] is the command name). Positionals go to pos[0..*npos). Returns

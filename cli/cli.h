@@ -16,6 +16,7 @@ typedef struct mk_common {
     bool quiet;
     long threads;
     bool json;
+    bool verify_cache;
 } mk_common;
 
 #define MK_COMMON_OPTS(c)                                                                                     \
@@ -23,6 +24,12 @@ typedef struct mk_common {
     {"verbose", 'v', MK_OPT_COUNT, &(c).verbose, NULL, "more detail; -vv for debug output", NULL},           \
     {"threads", 'j', MK_OPT_INT, &(c).threads, "N", "worker threads", "all cores"},                           \
     {"json", 0, MK_OPT_FLAG, &(c).json, NULL, "print a machine-readable summary on stdout", NULL}
+
+/* Commands that read models: Hugging Face ids resolve in the local cache (core/mk_hub.h). */
+#define MK_HUB_OPTS(c)                                                                                        \
+    {"verify-cache", 0, MK_OPT_FLAG, &(c).verify_cache, NULL,                                                 \
+     "models may be Hugging Face ids (org/name[/subfolder][@revision]) read from the local cache "        \
+     "(HF_HUB_CACHE, HF_HOME); this checks the sha256 of every blob they resolve to (reads them whole)", NULL}
 
 /* mergekit-yaml's command line (mergekit 0.1.5, options.py MergeOptions), which merge takes
  * too: the options that change the output behave as mergekit's; those that only steer PyTorch
@@ -71,7 +78,7 @@ typedef struct mk_mergekit_opts {
     {"write-threads", 0, MK_OPT_INT, &(mo).write_threads, "N",                                                         \
      "not needed: shards are written as their tensors complete, beside the computation", NULL},                       \
     {"transformers-cache", 0, MK_OPT_STR, &(mo).transformers_cache, "DIR",                                             \
-     "not needed: models are local folders, .safetensors files or .mkz containers named in the recipe", NULL},       \
+     "not needed: models are local paths, or Hugging Face ids read from the cache (HF_HUB_CACHE, HF_HOME)", NULL},       \
     {"lora-merge-cache", 0, MK_OPT_STR, &(mo).lora_merge_cache, "DIR",                                                 \
      "not needed: adapters (model+adapter in a recipe) are merged on the fly as tensors are read; nothing is cached", \
      NULL}
@@ -114,7 +121,12 @@ mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t
  * (a comma first unless *first), one per line with `indent`. */
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent);
 
-/* Open every input path named on a command line or in a recipe (any format). */
+/* A model named on the command line: a Hugging Face id becomes its cached folder (the
+ * string lives until exit); a local path stays as it is. mk_cli_begin does this for the
+ * positionals its spec marks (model_pos). */
+mk_status mk_cli_resolve_model(char **arg);
+/* Open every input path named on a command line or in a recipe (any format); a Hugging
+ * Face model id opens its cached snapshot (mk_hub_resolve). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
 
 struct mk_qplan;

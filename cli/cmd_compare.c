@@ -123,6 +123,7 @@ int mk_cmd_compare(int argc, char **argv)
          "0"},
         {"subset", 0, MK_OPT_FLAG, &subset, NULL, "GOT may have tensors WANT lacks", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {"compare", "GOT WANT [options]",
@@ -130,7 +131,7 @@ int mk_cmd_compare(int argc, char **argv)
                               "worst element (index, got, want). Exit 0 when all are within tolerance, 1 otherwise.",
                               "--json prints one document: every tensor with its status (ok, out_of_tolerance, missing,\n"
                               "shape, extra), counts, largest difference and worst element, and the totals.",
-                              opts, 2, 2};
+                              opts, 2, 2, 0x3};
     char *pos[2];
     size_t npos;
     int rc;

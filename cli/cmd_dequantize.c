@@ -98,6 +98,7 @@ int mk_cmd_dequantize(int argc, char **argv)
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"chunk", 0, MK_OPT_U64, &chunk, "N", "elements per work chunk", "262144"},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -107,7 +108,7 @@ int mk_cmd_dequantize(int argc, char **argv)
         "saves them, and compressed-tensors pack-quantized (int4/int8, with or without zero points) and\n"
         "float-quantized (FP8) ones; each weight is decoded as the library's own dequantizer does it.\n"
         "config.json loses its quantization_config; tokenizer files are copied.",
-        opts, 2, 2};
+        opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;

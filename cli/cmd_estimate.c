@@ -295,6 +295,7 @@ int mk_cmd_estimate(int argc, char **argv)
         {"params", 0, MK_OPT_STR, &o.params, "N", "parameter count instead of MODEL's (7B, 13e9, 175000000000)", NULL},
         {"matrix", 0, MK_OPT_STR, &o.matrix, "OUTxIN", "a model of one [OUT, IN] matrix (per-matrix LoRA arithmetic)", NULL},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -309,7 +310,7 @@ int mk_cmd_estimate(int argc, char **argv)
         "that hold them), and its weights at the bytes they take as stored (codes, absmax or scales, maps:\n"
         "the bits per weight of its layout): to serve, and as the frozen base of LoRA / QLoRA; a full\n"
         "finetune trains them at --dtype. With --dtype, every weight is priced at that dtype instead.",
-        opts, 0, 1};
+        opts, 0, 1, 0x1};
     char *pos[1];
     size_t npos;
     int rc;

@@ -20,6 +20,7 @@ int mk_cmd_eval(int argc, char **argv)
         {"ref", 'r', MK_OPT_LIST, &refs, "MODEL", "a reference model (repeatable): KL divergence, same top token, delta p, "
                                                   "PPL ratio against it", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -33,7 +34,7 @@ int mk_cmd_eval(int argc, char **argv)
         "RMS) and the PPL ratio; with two references also the KL divergence between them, as the\n"
         "scale. MODEL and references are folders, .safetensors or .mkz files, plain or quantized\n"
         "(NF4, FP4, LLM.int8, int4/int8 pack-quantized, FP8), read one layer at a time.",
-        opts, 1, 1};
+        opts, 1, 1, 0x1};
     char *pos[1];
     size_t npos;
     int rc;

@@ -226,6 +226,7 @@ int mk_cmd_inspect(int argc, char **argv)
         {"summary", 's', MK_OPT_FLAG, &quiet_list, NULL, "totals only, no per-tensor lines", NULL},
         {"hashes", 0, MK_OPT_FLAG, &hashes, NULL, "also the XXH3-128 of each tensor's bytes", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {"inspect", "PATH [options]",
@@ -236,7 +237,7 @@ int mk_cmd_inspect(int argc, char **argv)
                               "A quantized checkpoint lists its tensors as stored (codes, scales, maps) and counts the\n"
                               "parameters of the model they hold: a 4-bit weight of n values is n parameters, as `estimate`\n"
                               "and the unquantized model count it.",
-                              opts, 1, 1};
+                              opts, 1, 1, 0x1};
     char *pos[1];
     size_t npos;
     int rc;

@@ -101,6 +101,7 @@ static int cmd_apply(int argc, char **argv)
         {"out-shard-size", 0, MK_OPT_SIZE, &shard, "SIZE", "maximum bytes of tensor data per shard", "5e9"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -110,7 +111,7 @@ static int cmd_apply(int argc, char **argv)
         "alpha_pattern; embeddings and Conv1D (fan_in_fan_out) weights get (B A)^T; tensors saved in the\n"
         "adapter (modules_to_save) replace the base's. Computed in f32 and rounded once to each weight's\n"
         "dtype, streamed in row chunks. OUT gets the base's config.json and tokenizer files.",
-        opts, 3, 3};
+        opts, 3, 3, 0x3};
     char *pos[3];
     size_t npos;
     int rc;
@@ -357,6 +358,7 @@ static int cmd_extract(int argc, char **argv)
         SVD_OPTS(a.so),
         {"force", 'f', MK_OPT_FLAG, &a.force, NULL, "replace OUT if it exists", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -370,7 +372,7 @@ static int cmd_extract(int argc, char **argv)
         "both models are left out. A changed bias of a LoRA layer is saved whole as PEFT saves it\n"
         "(<module>.base_layer.bias, \"bias\": \"lora_only\"). Module paths are the model's (GPT-2:\n"
         "transformer.h.N...). lora_alpha = r (scale 1), rank_pattern where a module's rank is lower.",
-        opts, 3, 3};
+        opts, 3, 3, 0x3};
     char *pos[3];
     size_t npos;
     int rc;
@@ -583,6 +585,7 @@ static int cmd_combine(int argc, char **argv)
         SVD_OPTS(a.so),
         {"force", 'f', MK_OPT_FLAG, &a.force, NULL, "replace OUT if it exists", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -601,12 +604,13 @@ static int cmd_combine(int argc, char **argv)
         "whole tensor is BASE + the method's combination of the differences W_i - BASE (a copy where that\n"
         "is the same). A module one adapter saves whole and another adapts with LoRA is an error (PEFT\n"
         "cannot load both in one adapter).",
-        opts, 3, 64};
+        opts, 3, 64, 0};
     char *pos[64];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = combine_check(&a);
+    for (size_t i = 0; i + 1 < npos && s == MK_OK; i++) s = mk_cli_resolve_model(&pos[i]);
     if (s == MK_OK) s = combine(pos, npos - 1, &a, &c);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }

@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include "../core/mk_hash.h"
+#include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
@@ -79,8 +80,8 @@ static mk_status open_inputs(merge_run *m)
         const mk_model_ref *ref = m->refs[i];
         if (!mk_path_exists(ref->path))
             return mk_error(MK_ERR_RECIPE,
-                            "%s:%d:%d: model '%s' not found (mergekit-c reads local folders and model files; "
-                            "download Hub models first)",
+                            "%s:%d:%d: model '%s' not found (a local folder or model file, or a Hugging Face "
+                            "model id in the cache)",
                             r->path, ref->pos.line, ref->pos.col, ref->path);
         if (ref->lora && !mk_path_exists(ref->lora))
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
@@ -206,7 +207,14 @@ static mk_status copy_tokenizer(merge_run *m)
     if (m->o->mk.copy_tokenizer < 0 && !ts) return MK_OK;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
-        char *key = mk_model_key(ts, NULL);
+        /* a Hub id names the model its cached snapshot is (org/name matches org/name@main) */
+        char *local = NULL;
+        mk_status rs = mk_hub_resolve(ts, NULL, &local, NULL);
+        if (rs != MK_OK)
+            return mk_error_prefix(rs == MK_ERR_USAGE ? MK_ERR_RECIPE : rs, "%s:%d:%d: tokenizer_source", m->r->path,
+                                   m->r->tokenizer_pos.line, m->r->tokenizer_pos.col);
+        char *key = mk_model_key(local, NULL);
+        free(local);
         if (!key) return MK_ERR_NOMEM;
         for (size_t i = 0; i < p->n_models; i++)
             if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->key, key) == 0) {
@@ -758,6 +766,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
         MK_MERGEKIT_OPTS(o.mk, o.c),
         {0},
     };
@@ -775,7 +784,7 @@ int mk_cmd_merge(int argc, char **argv)
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
         "refused.",
-        opts, 2, 2};
+        opts, 2, 2, 0};
     char *pos[2];
     size_t npos;
     int rc;

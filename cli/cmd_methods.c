@@ -17,7 +17,7 @@ int mk_cmd_methods(int argc, char **argv)
     mk_common c = {0};
     const mk_opt opts[] = {MK_COMMON_OPTS(c), {0}};
     const mk_cmd_spec spec = {"methods", "[options]", "List the merge methods, their parameters (per model or global), defaults and the values each accepts.",
-                              NULL, opts, 0, 0};
+                              NULL, opts, 0, 0, 0};
     char *pos[1];
     size_t npos;
     int rc;

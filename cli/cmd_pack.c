@@ -42,6 +42,7 @@ int mk_cmd_pack(int argc, char **argv)
         {"level", 'l', MK_OPT_INT, &level, "N", "zstd level 1..22; higher levels also try LZ matching on the exponent planes: much slower, rarely smaller", "1"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new one is complete)", NULL},
         MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -50,7 +51,7 @@ int mk_cmd_pack(int argc, char **argv)
         "Every regular file of the folder is stored (safetensors files as their header plus their\n"
         "tensors, split into byte planes and compressed with zstd in independent blocks), so\n"
         "`unpack` restores the folder byte for byte. Every command reads .mkz inputs directly.",
-        opts, 2, 2};
+        opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;
@@ -114,7 +115,7 @@ int mk_cmd_unpack(int argc, char **argv)
                               "Restore the files of a .mkz container into folder OUT, byte for byte.",
                               "Every block, tensor and file checksum is checked while writing; on any mismatch\n"
                               "nothing is left behind (OUT is written as OUT.tmp and renamed when complete).",
-                              opts, 2, 2};
+                              opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;
@@ -157,7 +158,7 @@ int mk_cmd_verify(int argc, char **argv)
     const mk_cmd_spec spec = {"verify", "IN.mkz [options]",
                               "Check every checksum of a .mkz container: header, index, every block, tensor and file.",
                               "A damaged container is reported in one line naming the tensor or structure (exit 1).",
-                              opts, 1, 1};
+                              opts, 1, 1, 0x1};
     char *pos[1];
     size_t npos;
     int rc;

@@ -292,11 +292,12 @@ int mk_cmd_quantize(int argc, char **argv)
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
     const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT [options]",
                               "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
-                              details(), opts, 0, 2};
+                              details(), opts, 0, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;

@@ -111,12 +111,13 @@ int mk_cmd_synth(int argc, char **argv)
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes per shard", "5e9"},
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists", NULL},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
         {0},
     };
     const mk_cmd_spec spec = {"synth", "OUT [options]",
                               "Write a random Llama-shaped checkpoint (config.json, safetensors, tokenizer), or with\n"
                               "--finetune-of a seeded \"finetune\" of an existing one: base + noise on a fraction of weights.",
-                              "The same options give the same bytes on every machine and at any thread count.", opts, 1, 1};
+                              "The same options give the same bytes on every machine and at any thread count.", opts, 1, 1, 0};
     char *pos[1];
     size_t npos;
     int rc;

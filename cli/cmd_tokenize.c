@@ -269,6 +269,7 @@ int mk_cmd_tokenize(int argc, char **argv)
         {"no-special", 0, MK_OPT_FLAG, &o.no_special, NULL,
          "encode without the post-processor's special tokens (BOS/EOS); decode without special tokens", NULL},
         MK_COMMON_OPTS(o.c),
+        MK_HUB_OPTS(o.c),
         {0},
     };
     const mk_cmd_spec spec = {
@@ -278,7 +279,7 @@ int mk_cmd_tokenize(int argc, char **argv)
         "--text FILE reads the bytes of a file. The ids are those Hugging Face tokenizers gives for "
         "encode(text) (add_special_tokens=True unless --no-special); ill-formed UTF-8 is read as Python's "
         "errors='replace' reads it. -v prints each id with its token, and the tokenizer in use on stderr.",
-        opts, 1, 1 + MAX_TEXT_ARGS};
+        opts, 1, 1 + MAX_TEXT_ARGS, 0x1};
     char *pos[1 + MAX_TEXT_ARGS];
     size_t npos;
     int rc;

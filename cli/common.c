@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
 #include "../eval/eval.h"
@@ -27,6 +28,34 @@ void mk_cli_common(const mk_common *c)
 {
     mk_log_set_level(c->quiet ? MK_LOG_ERROR : MK_LOG_WARN + c->verbose);
     mk_threads_set((int)c->threads);
+    mk_hub_set_verify(c->verify_cache);
+}
+
+/* Model ids resolved on the command line; they live until exit. 64: the most positionals a
+ * command takes (lora combine). */
+#define MAX_RESOLVED 64
+static char *g_resolved[MAX_RESOLVED];
+static size_t g_n_resolved;
+
+static void free_resolved(void)
+{
+    for (size_t i = 0; i < g_n_resolved; i++) free(g_resolved[i]);
+    g_n_resolved = 0;
+}
+
+mk_status mk_cli_resolve_model(char **arg)
+{
+    char *got = NULL;
+    bool cached = false;
+    MK_TRY(mk_hub_resolve(*arg, NULL, &got, &cached));
+    if (!cached || g_n_resolved == MAX_RESOLVED) {
+        free(got);
+        return cached ? mk_error(MK_ERR_USAGE, "more than %d model ids on one command line", MAX_RESOLVED) : MK_OK;
+    }
+    if (!g_n_resolved) atexit(free_resolved);
+    mk_info("%s: %s", *arg, got);
+    *arg = g_resolved[g_n_resolved++] = got;
+    return MK_OK;
 }
 
 bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, size_t *npos, const mk_common *c,
@@ -38,6 +67,13 @@ bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
         return false;
     }
     mk_cli_common(c);
+    for (size_t i = 0; i < *npos && i < 32; i++) {
+        mk_status s = spec->model_pos >> i & 1 ? mk_cli_resolve_model(&pos[i]) : MK_OK;
+        if (s != MK_OK) {
+            *exit_code = mk_cli_fail(s);
+            return false;
+        }
+    }
     if (writes) mk_signal_install();
     return true;
 }
@@ -48,7 +84,15 @@ int mk_cli_fail(mk_status s)
     return mk_status_exit_code(s);
 }
 
-mk_status mk_cli_open_model(const char *path, mk_source **out) { return mk_model_open(path, out); }
+mk_status mk_cli_open_model(const char *path, mk_source **out)
+{
+    char *local = NULL;
+    *out = NULL;
+    MK_TRY(mk_hub_resolve(path, NULL, &local, NULL));
+    mk_status s = mk_model_open(local, out);
+    free(local);
+    return s;
+}
 
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent)
 {

@@ -240,6 +240,19 @@ static void man_overview(FILE *f)
           "one line per tensor when not on a terminal; \\-vv for debug output\n.TP\n.B \\-j, \\-\\-threads N\n"
           "worker threads\n.TP\n.B \\-\\-json\none machine\\-readable document on stdout\n",
           f);
+    fputs(".SH MODEL REFERENCES\nWherever a model is named (a recipe's models, a command's model arguments), a Hugging Face"
+          " model id works as well as a local path:\n.IR org / name\n(the snapshot refs/main points to),\n"
+          ".IR org / name @ revision\n(a branch, a tag or a 40\\-hex commit),\n.IR org / name / sub / folder\n"
+          "(a subfolder or file inside the snapshot). They are read from the local cache as huggingface_hub lays it out"
+          " (models\\-\\-org\\-\\-name/refs, snapshots, blobs); nothing is downloaded. A local path that exists always"
+          " wins. A malformed id exits 2; an id, revision, snapshot or blob the cache lacks exits 1 with one line naming"
+          " the cache folder.\n.B \\-\\-verify\\-cache\nchecks each weight blob's sha256 against its name.\n"
+          ".SH ENVIRONMENT\n.TP\n.B HF_HUB_CACHE\nthe Hugging Face cache folder (also under its old name,"
+          " HUGGINGFACE_HUB_CACHE)\n.TP\n.B HF_HOME\nthe cache is HF_HOME/hub when HF_HUB_CACHE is unset\n.TP\n"
+          ".B XDG_CACHE_HOME\nthe cache is XDG_CACHE_HOME/huggingface/hub when neither is set (else"
+          " ~/.cache/huggingface/hub)\n.TP\n.B HF_HUB_OFFLINE\n1, on, yes or true: the network is disallowed (error"
+          " messages say so; mergekit\\-c never downloads)\n",
+          f);
     roff_exit_status(f);
     fputs(".SH SEE ALSO\n", f);
     doc_cmd *d = mk_calloc(MAX_PAGES, sizeof *d);

@@ -44,6 +44,8 @@ void mk_cli_top_help(FILE *f)
     for (size_t i = 0; i < mk_cli_n_commands; i++) fprintf(f, "  %-10s %s\n", mk_cli_commands[i].name, mk_cli_commands[i].summary);
     fprintf(f, "\n'mergekit-c COMMAND --help' shows a command's options.\n"
                "Installed as mergekit-yaml, it takes mergekit-yaml's command line (see 'mergekit-yaml --help').\n"
+               "Models are local folders or files, or Hugging Face ids (org/name[/subfolder][@revision]) read\n"
+               "from the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).\n"
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 

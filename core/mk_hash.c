@@ -84,22 +84,124 @@ void mk_hasher_free(mk_hasher *h)
     free(h);
 }
 
-mk_status mk_hash_file(const char *path, mk_hash128 *out)
+/* Feed a whole file to fn in 8 MiB windows (one buffer, pread). */
+static mk_status file_windows(const char *path, void (*fn)(void *ctx, const void *data, size_t len), void *ctx)
 {
     mk_rfile f;
     MK_TRY(mk_rfile_open(&f, path));
     const size_t win = 8u << 20;
     void *buf = mk_malloc(win);
-    mk_hasher *h = buf ? mk_hasher_new() : NULL;
-    mk_status s = h ? MK_OK : MK_ERR_NOMEM;
+    mk_status s = buf ? MK_OK : MK_ERR_NOMEM;
     for (uint64_t off = 0; off < f.size && s == MK_OK; off += win) {
         size_t n = f.size - off < win ? (size_t)(f.size - off) : win;
         s = mk_rfile_read(&f, off, buf, n);
-        if (s == MK_OK) mk_hasher_update(h, buf, n);
+        if (s == MK_OK) fn(ctx, buf, n);
     }
-    if (s == MK_OK) *out = mk_hasher_digest(h);
-    mk_hasher_free(h);
     free(buf);
     mk_rfile_close(&f);
     return s;
+}
+
+static void xxh_window(void *ctx, const void *data, size_t len) { mk_hasher_update(ctx, data, len); }
+
+mk_status mk_hash_file(const char *path, mk_hash128 *out)
+{
+    mk_hasher *h = mk_hasher_new();
+    if (!h) return MK_ERR_NOMEM;
+    mk_status s = file_windows(path, xxh_window, h);
+    if (s == MK_OK) *out = mk_hasher_digest(h);
+    mk_hasher_free(h);
+    return s;
+}
+
+/* ---- SHA-256 (FIPS 180-4, section 6.2) --------------------------------------------------- */
+
+/* FIPS 180-4 4.2.2: the first 32 bits of the fractional parts of the cube roots of the
+ * first 64 primes */
+static const uint32_t sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+static inline uint32_t ror32(uint32_t x, unsigned n) { return x >> n | x << (32 - n); }
+
+static void sha256_block(uint32_t h[8], const unsigned char *p)
+{
+    uint32_t w[64];
+    for (int t = 0; t < 16; t++)
+        w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 | (uint32_t)p[4 * t + 2] << 8 | p[4 * t + 3];
+    for (int t = 16; t < 64; t++) {
+        uint32_t s0 = ror32(w[t - 15], 7) ^ ror32(w[t - 15], 18) ^ (w[t - 15] >> 3);
+        uint32_t s1 = ror32(w[t - 2], 17) ^ ror32(w[t - 2], 19) ^ (w[t - 2] >> 10);
+        w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+    for (int t = 0; t < 64; t++) {
+        uint32_t t1 = k + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) + sha256_k[t] + w[t];
+        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        k = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+void mk_sha256_init(mk_sha256 *s)
+{
+    /* FIPS 180-4 5.3.3 */
+    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, h0, sizeof h0);
+    s->len = 0;
+    s->fill = 0;
+}
+
+void mk_sha256_update(mk_sha256 *s, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    s->len += len;
+    if (s->fill) {
+        size_t take = 64 - s->fill < len ? 64 - s->fill : len;
+        memcpy(s->buf + s->fill, p, take);
+        s->fill += take;
+        p += take;
+        len -= take;
+        if (s->fill < 64) return;
+        sha256_block(s->h, s->buf);
+        s->fill = 0;
+    }
+    for (; len >= 64; p += 64, len -= 64) sha256_block(s->h, p);
+    memcpy(s->buf, p, len);
+    s->fill = len;
+}
+
+void mk_sha256_hex(mk_sha256 *s, char out[65])
+{
+    uint64_t bits = s->len * 8; /* FIPS 180-4 5.1.1: message length in bits, big-endian, mod 2^64 */
+    unsigned char pad[72] = {0x80};
+    size_t npad = (s->fill < 56 ? 56 : 120) - s->fill;
+    for (int i = 0; i < 8; i++) pad[npad + i] = (unsigned char)(bits >> (56 - 8 * i));
+    mk_sha256_update(s, pad, npad + 8);
+    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", (unsigned)s->h[i]);
+}
+
+static void sha_window(void *ctx, const void *data, size_t len) { mk_sha256_update(ctx, data, len); }
+
+mk_status mk_sha256_file(const char *path, char out[65])
+{
+    mk_sha256 s;
+    mk_sha256_init(&s);
+    MK_TRY(file_windows(path, sha_window, &s));
+    mk_sha256_hex(&s, out);
+    return MK_OK;
 }

@@ -1,4 +1,5 @@
-/* mk_hash.h - XXH3 hashing of byte ranges and files (provenance, checksums, RNG keys).
+/* mk_hash.h - XXH3 hashing of byte ranges and files (provenance, checksums, RNG keys), and
+ * SHA-256 (the names of blobs in the Hugging Face cache, checked by mk_hub.h).
  *
  * 128-bit hashes print as xxhsum -H2 does (high 64 bits first, lowercase hex), so a user
  * can check any recorded file hash with `xxhsum -H2 FILE`.
@@ -33,5 +34,19 @@ mk_hasher *mk_hasher_new(void);
 void mk_hasher_update(mk_hasher *h, const void *data, size_t len);
 mk_hash128 mk_hasher_digest(const mk_hasher *h);
 void mk_hasher_free(mk_hasher *h);
+
+/* SHA-256 (FIPS 180-4): the name of a Git LFS object, and of its blob in the Hugging Face
+ * cache. Lowercase hex, as sha256sum prints it. */
+typedef struct mk_sha256 {
+    uint32_t h[8];
+    uint64_t len; /* bytes so far */
+    unsigned char buf[64];
+    size_t fill;
+} mk_sha256;
+void mk_sha256_init(mk_sha256 *s);
+void mk_sha256_update(mk_sha256 *s, const void *data, size_t len);
+/* Finish (s is spent) and write 64 hex digits and a NUL. */
+void mk_sha256_hex(mk_sha256 *s, char out[65]);
+mk_status mk_sha256_file(const char *path, char out[65]);
 
 #endif

@@ -29,12 +29,13 @@ mk_status mk_modeldir_open(mk_modeldir *d, const char *dir, bool list)
     if (!d->dir) return MK_ERR_NOMEM;
     if (!realpath(dir, buf)) return mk_error(MK_ERR_IO, "%s: cannot resolve: %s", dir, strerror(errno));
     d->real = mk_strdup(buf);
-    /* .../models--org--name/snapshots/<rev>: trust the repository folder */
-    char *snap = strstr(buf, "/snapshots/");
-    if (snap && strchr(snap + 11, '/') == NULL) {
+    /* .../models--org--name/snapshots/<rev>[/sub/folder]: trust the repository folder
+     * (a subfolder's files link to ../../../blobs) */
+    for (char *snap = strstr(buf, "/snapshots/"); snap; snap = strstr(snap + 1, "/snapshots/")) {
         *snap = 0;
         const char *base = strrchr(buf, '/');
-        if (!(base && mk_str_starts_with(base + 1, "models--"))) *snap = '/';
+        if (base && mk_str_starts_with(base + 1, "models--")) break;
+        *snap = '/';
     }
     d->trust_root = mk_strdup(buf);
     d->names = mk_calloc(1, sizeof *d->names);

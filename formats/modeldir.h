@@ -1,7 +1,8 @@
 /* modeldir.h - the non-tensor files of a model folder (config.json, tokenizer files, ...),
  * read with the folder's containment rule: a name is a plain file name, and a symlink is
  * followed only when its target stays inside the model folder, or inside the Hugging Face
- * cache repository that holds it (models--org--name/, whose snapshots/ link into blobs/).
+ * cache repository that holds it (models--org--name/, whose snapshots/ and their subfolders
+ * link into blobs/).
  * Must not: parse the files it reads.
  */
 #ifndef MK_MODELDIR_H

@@ -4,6 +4,7 @@
  * bounded: a visit budget (alias "billion laughs" bombs) and a depth limit. */
 #include "recipe.h"
 
+#include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 
 #include <errno.h>
@@ -324,16 +325,18 @@ static void ref_free(mk_model_ref *r)
     free(r->text);
     free(r->path);
     free(r->lora);
+    free(r->revision);
+    free(r->lora_revision);
     memset(r, 0, sizeof *r);
 }
 
-static mk_status split_rev(ctx *c, const yaml_node_t *n, const char *part, char **path)
+static mk_status split_rev(ctx *c, const yaml_node_t *n, const char *part, char **path, char **rev)
 {
     const char *at = strchr(part, '@');
     if (at && strchr(at + 1, '@')) return ferr(c, n, "model reference '%s' has more than one '@'", part);
     size_t len = at ? (size_t)(at - part) : strlen(part);
     if (!len) return ferr(c, n, "model reference '%s' has an empty path", part);
-    if (at) mk_warn("%s:%d: revision '%s' ignored: mergekit-c reads local folders only", c->path, node_pos(n).line, at + 1);
+    if (at && !(*rev = mk_strdup(at + 1))) return c->err = MK_ERR_NOMEM;
     *path = mk_strndup(part, len);
     return *path ? MK_OK : (c->err = MK_ERR_NOMEM);
 }
@@ -351,10 +354,10 @@ static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_mo
         if (!r->text) return c->err = MK_ERR_NOMEM;
         char *base = plus ? mk_strndup(s, (size_t)(plus - s)) : mk_strdup(s);
         if (!base) return c->err = MK_ERR_NOMEM;
-        mk_status st = split_rev(c, n, base, &r->path);
+        mk_status st = split_rev(c, n, base, &r->path, &r->revision);
         free(base);
         MK_TRY(st);
-        if (plus) MK_TRY(split_rev(c, n, plus + 1, &r->lora));
+        if (plus) MK_TRY(split_rev(c, n, plus + 1, &r->lora, &r->lora_revision));
         r->key = mk_model_key(r->path, r->lora);
         return r->key ? MK_OK : (c->err = MK_ERR_NOMEM);
     }
@@ -370,7 +373,7 @@ static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_mo
     for (int pass = 0; pass < 2; pass++) {
         yaml_node_t *x = pass ? l : m;
         if (!x || is_null(x)) continue;
-        char **dst = pass ? &r->lora : &r->path;
+        char **dst = pass ? &r->lora : &r->path, **rev = pass ? &r->lora_revision : &r->revision;
         if (x->type == YAML_SCALAR_NODE) {
             MK_TRY(scalar_string(c, x, "path", dst));
             continue;
@@ -379,7 +382,8 @@ static mk_status parse_ref(ctx *c, const yaml_node_t *n, const char *what, mk_mo
         yaml_node_t *p = map_get(c, x, "path");
         if (!p) return ferr(c, x, "'%s' has no 'path'", pass ? "lora" : "model");
         MK_TRY(scalar_string(c, p, "path", dst));
-        if (map_get(c, x, "revision")) mk_warn("%s:%d: revision ignored: mergekit-c reads local folders only", c->path, node_pos(x).line);
+        yaml_node_t *rv = map_get(c, x, "revision");
+        if (rv && !is_null(rv)) MK_TRY(scalar_string(c, rv, "revision", rev));
     }
     r->text = r->lora ? mk_asprintf("%s+%s", r->path, r->lora) : mk_strdup(r->path);
     r->key = mk_model_key(r->path, r->lora);
@@ -592,6 +596,45 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
     return s;
 }
 
+/* One model reference: Hub ids -> cached snapshot folders, and the key again. */
+static mk_status resolve_ref(const mk_recipe *r, mk_model_ref *ref)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        char **p = pass ? &ref->lora : &ref->path;
+        if (!*p) continue;
+        char *got = NULL;
+        mk_status s = mk_hub_resolve(*p, pass ? ref->lora_revision : ref->revision, &got, NULL);
+        if (s != MK_OK)
+            return mk_error_prefix(s == MK_ERR_USAGE ? MK_ERR_RECIPE : s, "%s:%d:%d", r->path, ref->pos.line, ref->pos.col);
+        free(*p);
+        *p = got;
+    }
+    free(ref->key);
+    ref->key = mk_model_key(ref->path, ref->lora);
+    return ref->key ? MK_OK : MK_ERR_NOMEM;
+}
+
+static mk_status resolve_refs(mk_recipe *r)
+{
+    if (r->has_base) MK_TRY(resolve_ref(r, &r->base));
+    for (size_t i = 0; i < r->n_models; i++) MK_TRY(resolve_ref(r, &r->models[i].ref));
+    for (size_t i = 0; i < r->n_slices; i++) {
+        if (r->slices[i].has_base) MK_TRY(resolve_ref(r, &r->slices[i].base));
+        for (size_t k = 0; k < r->slices[i].n_sources; k++) MK_TRY(resolve_ref(r, &r->slices[i].sources[k].ref));
+    }
+    /* a tokenizer_source id must resolve too (which model it names is checked by the merge) */
+    const char *ts = r->tokenizer_source;
+    if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) {
+        char *got = NULL;
+        mk_status s = mk_hub_resolve(ts, NULL, &got, NULL);
+        free(got);
+        if (s != MK_OK)
+            return mk_error_prefix(s == MK_ERR_USAGE ? MK_ERR_RECIPE : s, "%s:%d:%d: tokenizer_source", r->path,
+                                   r->tokenizer_pos.line, r->tokenizer_pos.col);
+    }
+    return MK_OK;
+}
+
 mk_status mk_recipe_load(const char *path, mk_recipe *r)
 {
     char *text = NULL;
@@ -604,7 +647,7 @@ mk_status mk_recipe_load(const char *path, mk_recipe *r)
     }
     s = mk_recipe_parse(text, len, path, r);
     free(text);
-    return s;
+    return s == MK_OK ? resolve_refs(r) : s;
 }
 
 void mk_recipe_free(mk_recipe *r)

@@ -47,11 +47,14 @@ typedef struct mk_params {
     mk_param *p;
 } mk_params;
 
-/* "path[@revision][+lora[@revision]]" or the dict form. */
+/* "path[@revision][+lora[@revision]]" or the dict form. path and lora are local paths or
+ * Hugging Face model ids; mk_recipe_load resolves ids to their cached snapshot folders
+ * (core/mk_hub.h), so after it they are local paths. */
 typedef struct mk_model_ref {
     char *text;  /* as written (string form) or rebuilt from the dict form */
     char *path;
     char *lora;  /* NULL when none */
+    char *revision, *lora_revision; /* NULL when none */
     char *key;   /* identity: the canonical paths (see mk_model_key); equal keys are one model */
     mk_pos pos;
 } mk_model_ref;
@@ -100,7 +103,10 @@ typedef struct mk_recipe {
 
 /* Parse YAML text. `path` names it in messages. */
 mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r);
-/* Read and parse a recipe file (at most 4 MB). */
+/* Read and parse a recipe file (at most 4 MB), then resolve every model reference that
+ * names a Hugging Face model id in the local cache (mk_hub_resolve; a local path wins):
+ * a malformed id is a recipe error, an id the cache lacks an I/O error, both naming the
+ * recipe line. */
 mk_status mk_recipe_load(const char *path, mk_recipe *r);
 void mk_recipe_free(mk_recipe *r);
 

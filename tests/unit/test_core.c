@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
+#include "../../core/mk_hub.h"
 #include "../../core/mk_io.h"
 #include "../../core/mk_json.h"
 #include "../../core/mk_parallel.h"
@@ -136,6 +137,125 @@ MK_TEST(hash_formats)
     CHECK_OK(mk_hash_file(p, &fh));
     CHECK(mk_hash128_eq(fh, h));
     free(p);
+}
+
+MK_TEST(sha256_vectors)
+{
+    /* FIPS 180-2 appendix B: "abc", the two-block message and a million 'a'; and the empty one */
+    static const struct {
+        const char *msg;
+        size_t repeat;
+        const char *hex;
+    } v[] = {
+        {"abc", 1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"", 1, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 1,
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+        {"a", 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        mk_sha256 s;
+        char hex[65];
+        mk_sha256_init(&s);
+        for (size_t r = 0; r < v[i].repeat; r++) mk_sha256_update(&s, v[i].msg, strlen(v[i].msg));
+        mk_sha256_hex(&s, hex);
+        CHECK_STR(hex, v[i].hex);
+    }
+    /* any split of the input gives the one-shot digest (the partial-block path) */
+    unsigned char msg[200];
+    for (size_t i = 0; i < sizeof msg; i++) msg[i] = (unsigned char)(i * 37 + 11);
+    char want[65], got[65];
+    mk_sha256 s;
+    mk_sha256_init(&s);
+    mk_sha256_update(&s, msg, sizeof msg);
+    mk_sha256_hex(&s, want);
+    for (size_t cut = 0; cut <= sizeof msg; cut += 7) {
+        mk_sha256_init(&s);
+        mk_sha256_update(&s, msg, cut);
+        mk_sha256_update(&s, msg + cut, sizeof msg - cut);
+        mk_sha256_hex(&s, got);
+        CHECK_STR(got, want);
+    }
+    char *p = mk_path_join(mk_test_tmpdir(), "sha.bin");
+    CHECK_OK(mk_write_file_atomic(p, msg, sizeof msg));
+    CHECK_OK(mk_sha256_file(p, got));
+    CHECK_STR(got, want);
+    free(p);
+}
+
+MK_TEST(hub_ids)
+{
+    char *cache = mk_path_join(mk_test_tmpdir(), "no-hub-cache");
+    setenv("HF_HUB_CACHE", cache, 1);
+    char *out = NULL;
+    /* malformed ids, subfolders and revisions: usage errors naming the reference */
+    static const char *const bad[] = {"a/b/../c", "a/b/./c", "a/b//c", "-a/b", "a./b", "a/b.git", "a--b/c",
+                                      "a..b/c", "a b/c", "acme/x@", "acme/x@../../y", "acme/x@/main", "acme/x@a b",
+                                      "acme/x@a\\b", "@"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        mk_status s = mk_hub_resolve(bad[i], NULL, &out, NULL);
+        CHECK_MSG(s == MK_ERR_USAGE, "%s: status %d, want usage error", bad[i], (int)s);
+        CHECK_MSG(strstr(mk_errmsg(), bad[i]) != NULL, "%s: message does not name it: %s", bad[i], mk_errmsg());
+        CHECK(out == NULL);
+    }
+    /* well-formed ids not in the cache: I/O errors naming the cache folder */
+    static const char *const missing[] = {"acme/x", "acme/x@v1.0", "acme/x@refs/pr/1", "a_b.c-d/E_f.9/sub/dir", "acme/x@main"};
+    for (size_t i = 0; i < sizeof missing / sizeof *missing; i++) {
+        mk_status s = mk_hub_resolve(missing[i], NULL, &out, NULL);
+        CHECK_MSG(s == MK_ERR_IO, "%s: status %d, want I/O error", missing[i], (int)s);
+        CHECK_MSG(strstr(mk_errmsg(), cache) != NULL, "%s: message does not name the cache: %s", missing[i], mk_errmsg());
+    }
+    /* local-looking paths and bare names not cached come back unchanged */
+    static const char *const local[] = {"./x/y", "/nonexistent/x", "../x", "plain-name", "~/x", "a/b/"};
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++) {
+        bool cached = true;
+        CHECK_OK(mk_hub_resolve(local[i], NULL, &out, &cached));
+        CHECK_STR(out, local[i]);
+        CHECK(!cached);
+        free(out);
+        out = NULL;
+    }
+    /* the cache folder: HF_HUB_CACHE, then HF_HOME/hub, XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub */
+    char *d = mk_hub_cache_dir();
+    CHECK_STR(d, cache);
+    free(d);
+    const char *home = getenv("HOME");
+    char *home_save = home ? mk_strdup(home) : NULL;
+    unsetenv("HF_HUB_CACHE");
+    unsetenv("HUGGINGFACE_HUB_CACHE");
+    setenv("HF_HOME", "/h", 1);
+    setenv("XDG_CACHE_HOME", "/x", 1);
+    setenv("HOME", "/u", 1);
+    CHECK_STR((d = mk_hub_cache_dir()), "/h/hub");
+    free(d);
+    setenv("HF_HOME", "~/hf", 1);
+    CHECK_STR((d = mk_hub_cache_dir()), "/u/hf/hub");
+    free(d);
+    unsetenv("HF_HOME");
+    CHECK_STR((d = mk_hub_cache_dir()), "/x/huggingface/hub");
+    free(d);
+    unsetenv("XDG_CACHE_HOME");
+    CHECK_STR((d = mk_hub_cache_dir()), "/u/.cache/huggingface/hub");
+    free(d);
+    if (home_save) setenv("HOME", home_save, 1);
+    free(home_save);
+    /* HF_HUB_OFFLINE: huggingface_hub's true values, in any case; else TRANSFORMERS_OFFLINE */
+    static const struct {
+        const char *hub, *tf;
+        bool want;
+    } off[] = {{"1", NULL, true}, {"yes", NULL, true}, {"On", NULL, true}, {"TRUE", NULL, true}, {"0", "1", false},
+               {"", "1", true}, {NULL, "true", true}, {"2", NULL, false}, {NULL, NULL, false}};
+    for (size_t i = 0; i < sizeof off / sizeof *off; i++) {
+        if (off[i].hub) setenv("HF_HUB_OFFLINE", off[i].hub, 1);
+        else unsetenv("HF_HUB_OFFLINE");
+        if (off[i].tf) setenv("TRANSFORMERS_OFFLINE", off[i].tf, 1);
+        else unsetenv("TRANSFORMERS_OFFLINE");
+        CHECK_MSG(mk_hub_offline() == off[i].want, "HF_HUB_OFFLINE=%s TRANSFORMERS_OFFLINE=%s", off[i].hub ? off[i].hub : "(unset)",
+                  off[i].tf ? off[i].tf : "(unset)");
+    }
+    unsetenv("HF_HUB_OFFLINE");
+    unsetenv("TRANSFORMERS_OFFLINE");
+    free(cache);
 }
 
 MK_TEST(crc32_and_utf8)
