@@ -14,7 +14,7 @@ For each NAME, WORKDIR/q-NAME is `mergekit-c quantize ORIGINAL ...` and WORKDIR/
     LLM.int8 also quantizes the activations): relative L2 difference at most 1.25x that gap
     + 0.001. Quantizing itself moves the logits by 2 % (8-bit) to 30 % (4-bit) on this
     model, printed as "#".
-  compressed-tensors layouts (int4, int8-ct, fp8, fp8-e5m2): transformers loads q-NAME
+  compressed-tensors layouts (int4, int8-ct, fp8, fp8-e5m2, nvfp4, mxfp4, mxfp8): transformers loads q-NAME
     with CompressedTensorsConfig(run_compressed=False), i.e. compressed-tensors'
     decompressor; every decompressed weight equals d-NAME's bit for bit, and so do the logits.
 
