@@ -456,16 +456,17 @@ static void fp8_config(const mk_qplan *p, mk_buf *b)
     config_json(p, b, &c);
 }
 
-/* Per tensor only: the absmax of the whole tensor (prepass) and its scale. */
-typedef struct fp8_state {
+/* A scale for the whole tensor (fp8 per tensor, nvfp4's global scale): the absmax of the
+ * whole tensor (prepass) and the scale made of it. */
+typedef struct tensor_state {
     float absmax, scale;
-} fp8_state;
+} tensor_state;
 
 static mk_status fp8_begin(mk_qcons *q, size_t i, void **state)
 {
     (void)i;
     if (!mk_qc_plan(q)->o.per_tensor) return MK_OK;
-    *state = mk_calloc(1, sizeof(fp8_state));
+    *state = mk_calloc(1, sizeof(tensor_state));
     return *state ? MK_OK : MK_ERR_NOMEM;
 }
 
@@ -473,7 +474,7 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
-    const fp8_state *s = mk_qc_state(q, i); /* NULL per row */
+    const tensor_state *s = mk_qc_state(q, i); /* NULL per row */
     const mk_ct_fp8 a = {p->o.fmt->variant != 0, qt->wdtype};
     const size_t cols = (size_t)qt->cols, rows = n / cols;
     const unsigned es = mk_dtype_size(qt->wdtype);
@@ -499,7 +500,7 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
 static mk_status fp8_end(mk_qcons *q, size_t i)
 {
     const mk_qtensor *qt = &mk_qc_plan(q)->t[i];
-    const fp8_state *s = mk_qc_state(q, i);
+    const tensor_state *s = mk_qc_state(q, i);
     if (!s) return MK_OK;
     uint8_t b[4];
     mk_dtype_info(qt->wdtype)->from_f32(&s->scale, b, 1);
@@ -512,10 +513,10 @@ static bool fp8_wants_prepass(const mk_qplan *p, size_t i)
     return p->o.per_tensor;
 }
 
-static mk_status fp8_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+static mk_status tensor_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
 {
     (void)e0;
-    fp8_state *s = mk_qc_state(q, i);
+    tensor_state *s = mk_qc_state(q, i);
     float am = mk_ct_absmax(x, n);
     mk_qc_lock(q, i);
     s->absmax = am > s->absmax ? am : s->absmax;
@@ -526,7 +527,7 @@ static mk_status fp8_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x,
 static mk_status fp8_observe_end(mk_qcons *q, size_t i)
 {
     const mk_qplan *p = mk_qc_plan(q);
-    fp8_state *s = mk_qc_state(q, i);
+    tensor_state *s = mk_qc_state(q, i);
     const mk_ct_fp8 a = {p->o.fmt->variant != 0, p->t[i].wdtype};
     s->scale = mk_ct_fp8_scale(&a, s->absmax);
     return MK_OK;
@@ -624,7 +625,7 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .rows = fp8_rows,
     .end = fp8_end,
     .wants_prepass = fp8_wants_prepass,
-    .observe = fp8_observe,
+    .observe = tensor_observe,
     .observe_end = fp8_observe_end,
     .read_config = read_config,
     .recognise = fp8_recognise,
@@ -696,16 +697,12 @@ static void mx_config(const mk_qplan *p, mk_buf *b)
     config_json(p, b, &c);
 }
 
-/* nvfp4: the absmax of the whole tensor (prepass) and its global scale. */
-typedef struct mx_state {
-    float absmax, gs;
-} mx_state;
-
+/* nvfp4: tensor_state, scale = the global scale */
 static mk_status mx_begin(mk_qcons *q, size_t i, void **state)
 {
     (void)i;
     if (mx_kind(mk_qc_plan(q)->o.fmt) != MX_NV) return MK_OK;
-    *state = mk_calloc(1, sizeof(mx_state));
+    *state = mk_calloc(1, sizeof(tensor_state));
     return *state ? MK_OK : MK_ERR_NOMEM;
 }
 
@@ -715,21 +712,10 @@ static bool mx_wants_prepass(const mk_qplan *p, size_t i)
     return mx_kind(p->o.fmt) == MX_NV;
 }
 
-static mk_status mx_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
-{
-    (void)e0;
-    mx_state *s = mk_qc_state(q, i);
-    float am = mk_mx_absmax(x, n);
-    mk_qc_lock(q, i);
-    s->absmax = am > s->absmax ? am : s->absmax;
-    mk_qc_unlock(q, i);
-    return MK_OK;
-}
-
 static mk_status mx_observe_end(mk_qcons *q, size_t i)
 {
-    mx_state *s = mk_qc_state(q, i);
-    s->gs = mk_nvfp4_global_scale(mk_qc_plan(q)->t[i].wdtype, s->absmax);
+    tensor_state *s = mk_qc_state(q, i);
+    s->scale = mk_nvfp4_global_scale(mk_qc_plan(q)->t[i].wdtype, s->absmax);
     return MK_OK;
 }
 
@@ -737,7 +723,7 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
-    const mx_state *s = mk_qc_state(q, i); /* nvfp4 only */
+    const tensor_state *s = mk_qc_state(q, i); /* nvfp4 only */
     const int k = mx_kind(p->o.fmt);
     const unsigned bits = p->o.fmt->bits;
     const size_t group = (size_t)qt->group, G = n / group;
@@ -747,10 +733,10 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     mk_qerr e = {0, 0, 0};
     for (size_t g = 0; g < G; g++) {
         const float *xg = x + g * group;
-        float am = mk_mx_absmax(xg, group);
+        float am = mk_ct_absmax(xg, group);
         if (k == MX_NV) {
-            scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->gs, am);
-            mk_nvfp4_quantize(xg, group, s->gs, scales[g], codes + g * group, &e);
+            scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->scale, am);
+            mk_nvfp4_quantize(xg, group, s->scale, scales[g], codes + g * group, &e);
         } else {
             scales[g] = mk_mx_scale_exp(qt->wdtype, bits, am);
             mk_mx_quantize(qt->wdtype, bits, xg, group, scales[g], codes + g * group, &e);
@@ -769,9 +755,9 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
 static mk_status mx_end(mk_qcons *q, size_t i)
 {
     const mk_qtensor *qt = &mk_qc_plan(q)->t[i];
-    const mx_state *s = mk_qc_state(q, i);
+    const tensor_state *s = mk_qc_state(q, i);
     if (!s) return MK_OK;
-    return mk_qc_put(q, qt->out0 + 2, 0, &s->gs, 4);
+    return mk_qc_put(q, qt->out0 + 2, 0, &s->scale, 4);
 }
 
 enum { X_SCALE = 0, X_GLOBAL };
@@ -882,7 +868,7 @@ static mk_status mx_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t 
         .describe = mx_describe, .select = mx_select, .kept_note = mx_kept_note,           \
         .stored = mx_layout, .config_json = mx_config, .begin = mx_begin,                  \
         .state_free = free, .rows = mx_rows, .end = mx_end,                                \
-        .wants_prepass = mx_wants_prepass, .observe = mx_observe,                          \
+        .wants_prepass = mx_wants_prepass, .observe = tensor_observe,                          \
         .observe_end = mx_observe_end, .read_config = read_config,                         \
         .recognise = recognise_fn, .parse = mx_parse, .info = mx_info, .decode = mx_decode, \
     }

@@ -10,17 +10,6 @@ static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
 float mk_e2m1_value(uint8_t code) { return (code & 8) ? -e2m1[code & 7] : e2m1[code & 7]; }
 
-MK_QKERNEL
-float mk_mx_absmax(const float *x, size_t n)
-{
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        m = a > m ? a : m;
-    }
-    return m;
-}
-
 /* torch.finfo(t).tiny and .max */
 static float dt_tiny(mk_dtype t) { return t == MK_F16 ? 0x1p-14f : 0x1p-126f; }
 

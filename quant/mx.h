@@ -42,9 +42,6 @@ static inline uint8_t mk_e2m1_code(float q)
 }
 float mk_e2m1_value(uint8_t code);
 
-/* max |x| over n values. */
-float mk_mx_absmax(const float *x, size_t n);
-
 /* ---- NVFP4 ------------------------------------------------------------------------------ */
 /* The global scale of a tensor whose largest |value| is absmax (exact in wdt). */
 float mk_nvfp4_global_scale(mk_dtype wdt, float absmax);

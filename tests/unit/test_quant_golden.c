@@ -393,16 +393,16 @@ static void run_mx(golden *g, gcase *k)
     const uint64_t group = nv ? 16 : 32, G = k->n / group;
     uint8_t *codes = malloc(k->n), *sc = malloc(G);
     float *deq = malloc(k->n * 4);
-    const float gs = nv ? mk_nvfp4_global_scale(k->dtype, mk_mx_absmax(k->x, k->n)) : 0;
+    const float gs = nv ? mk_nvfp4_global_scale(k->dtype, mk_ct_absmax(k->x, k->n)) : 0;
     for (uint64_t g0 = 0; g0 < G; g0++) {
         const float *xg = k->x + g0 * group;
         uint8_t *cg = codes + g0 * group;
         if (nv) {
-            sc[g0] = mk_nvfp4_group_scale(k->dtype, gs, mk_mx_absmax(xg, group));
+            sc[g0] = mk_nvfp4_group_scale(k->dtype, gs, mk_ct_absmax(xg, group));
             mk_nvfp4_quantize(xg, group, gs, sc[g0], cg, NULL);
             mk_nvfp4_dequant(cg, group, gs, sc[g0], deq + g0 * group);
         } else {
-            sc[g0] = mk_mx_scale_exp(k->dtype, bits, mk_mx_absmax(xg, group));
+            sc[g0] = mk_mx_scale_exp(k->dtype, bits, mk_ct_absmax(xg, group));
             mk_mx_quantize(k->dtype, bits, xg, group, sc[g0], cg, NULL);
             mk_mx_dequant(bits, cg, group, sc[g0], deq + g0 * group);
         }
@@ -467,18 +467,10 @@ MK_TEST(quant_golden_fp8)
     CHECK(run_kind("fp8") >= 4);
 }
 
-MK_TEST(quant_golden_nvfp4)
+MK_TEST(quant_golden_fp4_mx)
 {
     CHECK(run_kind("nvfp4") >= 5);
-}
-
-MK_TEST(quant_golden_mxfp4)
-{
     CHECK(run_kind("mxfp4") >= 5);
-}
-
-MK_TEST(quant_golden_mxfp8)
-{
     CHECK(run_kind("mxfp8") >= 3);
 }
 
