@@ -10,6 +10,20 @@ static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 
 float mk_e2m1_value(uint8_t code) { return (code & 8) ? -e2m1[code & 7] : e2m1[code & 7]; }
 
+/* mk_e2m1_code on 8 lanes of q (clamped to [-6, 6]): the codes (store with mk_vu_store_u8) and
+ * their signed values. A comparison is -1 where true, so the sums count downwards. */
+#define mx_e2m1_8(q, code, val)                                                                      \
+    do {                                                                                             \
+        const mk_vf q_ = (q), a_ = mk_vf_abs(q_);                                                    \
+        const mk_vi h_ = (a_ > mk_vf_set1(0.25f)) + (a_ >= mk_vf_set1(0.75f)) + (a_ > mk_vf_set1(1.25f)) + \
+                         (a_ >= mk_vf_set1(1.75f));                                                  \
+        const mk_vi w_ = (a_ > mk_vf_set1(2.5f)) + (a_ >= mk_vf_set1(3.5f)), t_ = (a_ > mk_vf_set1(5.0f)); \
+        const mk_vi neg_ = q_ < mk_vf_set1(0.0f);                                                    \
+        (code) = (mk_vu)((-(h_ + w_ + t_)) | (neg_ & 8));                                            \
+        mk_vf r_ = __builtin_convertvector(-h_, mk_vf) * mk_vf_set1(0.5f) + __builtin_convertvector(-w_ - t_ - t_, mk_vf); \
+        (val) = mk_vf_sel(neg_, -r_, r_);                                                            \
+    } while (0)
+
 /* torch.finfo(t).tiny and .max */
 static float dt_tiny(mk_dtype t) { return t == MK_F16 ? 0x1p-14f : 0x1p-126f; }
 
@@ -42,7 +56,16 @@ void mk_nvfp4_quantize(const float *x, size_t n, float gs, uint8_t s8, uint8_t *
     const float eff = mk_e4m3_to_f32(s8) / gs;
     mk_qacc acc;
     mk_qacc_init(&acc);
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    const mk_vf ve = mk_vf_set1(eff), hi = mk_vf_set1(6.0f), lo = -hi;
+    for (; i + 8 <= n; i += 8) {
+        mk_vf xv = mk_vf_load(x + i), v;
+        mk_vu c;
+        mx_e2m1_8(mk_vf_min(mk_vf_max(xv / ve, lo), hi), c, v);
+        mk_vu_store_u8(codes + i, c);
+        if (err) mk_qacc_add(&acc, xv, mk_vf_round_bf16(v * ve));
+    }
+    for (; i < n; i++) {
         float q = x[i] / eff;
         q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q;
         codes[i] = mk_e2m1_code(q);
@@ -87,26 +110,40 @@ static float mx_scale(mk_dtype wdt, uint8_t e)
     return wdt == MK_F16 && s > 65504.0f ? INFINITY : mk_ct_round(wdt, s);
 }
 
+/* wdt(q) for the values the MX division gives (already clamped, so finite and small) */
+static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk_round_bf16(q) : wdt == MK_F32 ? q : mk_ct_round(wdt, q); }
+
 MK_QKERNEL
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
 {
     const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)e - 127));
-    const float max = bits == 8 ? 448.0f : 6.0f;
     mk_qacc acc;
     mk_qacc_init(&acc);
-    for (size_t i = 0; i < n; i++) {
+    if (bits == 8) {
+        /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
+        const mk_ct_fp8 a = {false, wdt};
+        mk_ct_fp8_quantize(&a, x, n, sc, codes, wdt == MK_BF16 ? err : NULL);
+        if (!err || wdt == MK_BF16) return;
+        for (size_t i = 0; i < n; i++) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e4m3_to_f32(codes[i]) * dsc));
+        mk_qacc_flush(&acc, err);
+        return;
+    }
+    size_t i = 0;
+    const mk_vf vs = mk_vf_set1(sc), vd = mk_vf_set1(dsc), hi = mk_vf_set1(6.0f), lo = -hi;
+    for (; i + 8 <= n; i += 8) {
+        mk_vf xv = mk_vf_load(x + i), q = mk_vf_min(mk_vf_max(xv / vs, lo), hi), v;
+        if (wdt == MK_BF16) q = mk_vf_round_bf16(q);
+        else if (wdt == MK_F16) q = mk_vf_round_f16(q);
+        mk_vu c;
+        mx_e2m1_8(q, c, v);
+        mk_vu_store_u8(codes + i, c);
+        if (err) mk_qacc_add(&acc, xv, mk_vf_round_bf16(v * vd));
+    }
+    for (; i < n; i++) {
         float q = x[i] / sc;
-        q = q > max ? max : q < -max ? -max : q; /* clamping first: wdt's overflow is clamped too */
-        q = mk_ct_round(wdt, q);
-        float v;
-        if (bits == 8) {
-            codes[i] = mk_f32_to_e4m3(q + 0.0f); /* the zero point the library adds: -0 becomes +0 */
-            v = mk_e4m3_to_f32(codes[i]);
-        } else {
-            codes[i] = mk_e2m1_code(q);
-            v = mk_e2m1_value(codes[i]);
-        }
-        if (err) mk_qacc_add1(&acc, x[i], mk_round_bf16(v * dsc));
+        q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q; /* clamping first: wdt's overflow is clamped too */
+        codes[i] = mk_e2m1_code(mx_round(wdt, q));
+        if (err) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e2m1_value(codes[i]) * dsc));
     }
     if (err) mk_qacc_flush(&acc, err);
 }

@@ -12,6 +12,7 @@ work=${1:-${BENCH_DIR:-$root/bench-work}}
 py=${2:-$root/.venv-tools/bin/python}
 model=$work/fp4-model
 [ -x "$mk" ] || { echo "bench-fp4: build mergekit-c first (make)" >&2; exit 1; }
+[ -x "$py" ] || { echo "bench-fp4: no venv python at $py (run tools/setup-venv.sh, or name it)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench-fp4: needs /usr/bin/time (Debian package 'time')" >&2; exit 1; }
 mkdir -p "$work"
 [ -f "$model/config.json" ] || "$mk" synth "$model" --hidden 1024 --layers 4 --heads 16 --kv-heads 4 --intermediate 2816 \
@@ -24,5 +25,5 @@ for f in nvfp4 mxfp4 mxfp8; do
     echo "$f mergekit-c $q $(cat "$work/time.txt")" | awk '{printf "%-8s %-20s %12d %10.2f %12.1f\n", $1, $2 " -j1", $3, $4, $3 / $4 / 1e6}'
 done
 rm -rf "$work/fp4-out"
-"$py" "$root/tools/bench-fp4-ct.py" "$model" nvfp4 mxfp4 mxfp8 2>/dev/null |
+"$py" "$root/tools/bench-fp4-ct.py" "$model" nvfp4 mxfp4 mxfp8 2>"$work/ct-err.txt" |
     awk '{printf "%-8s %-20s %12d %10.2f %12.1f\n", $1, "compressed-tensors", $2, $3, $2 / $3 / 1e6}'
