@@ -27,18 +27,14 @@ float mk_e2m1_value(uint8_t code) { return (code & 8) ? -e2m1[code & 7] : e2m1[c
 /* torch.finfo(t).tiny and .max */
 static float dt_tiny(mk_dtype t) { return t == MK_F16 ? 0x1p-14f : 0x1p-126f; }
 
-/* wdt(a / b) for positive a, b: inf where it overflows wdt */
-static float dt_div(mk_dtype t, float a, float b)
-{
-    float q = a / b;
-    if (t == MK_F16 && q >= 65520.0f) return INFINITY;
-    return mk_ct_round(t, q);
-}
+/* wdt(v) for positive v, inf where it overflows wdt */
+static float dt_round(mk_dtype t, float v) { return t == MK_F16 && v >= 65520.0f ? INFINITY : mk_ct_round(t, v); }
 
 float mk_nvfp4_global_scale(mk_dtype wdt, float absmax)
 {
+    /* 2688 / tensor is torch's __rtruediv__: the tensor's reciprocal, rounded to wdt, times 2688 */
     float a = absmax < dt_tiny(wdt) ? dt_tiny(wdt) : absmax;
-    float g = dt_div(wdt, 2688.0f, a);
+    float g = dt_round(wdt, 2688.0f * dt_round(wdt, 1.0f / a));
     return isfinite(g) ? g : 1.0f;
 }
 

@@ -8,7 +8,8 @@
  *
  * Owns the rules, with the dtype each step runs in (wdt: the weight's dtype; values are
  * rounded to it after each operation, as torch does on the CPU):
- *   NVFP4 global scale  gs = f32(wdt(2688 / max(absmax, tiny(wdt)))), 1 where that is inf
+ *   NVFP4 global scale  gs = f32(wdt(2688 * wdt(1 / max(absmax, tiny(wdt))))), 1 where that
+ *                       is inf (torch evaluates scalar / tensor as the reciprocal times the scalar)
  *   NVFP4 group scale   s = e4m3(min(f32(gs * wdt(absmax_g / 6)), 448)), 0.125 where 0
  *   NVFP4 codes         e2m1(clamp(f32(x / f32(s / gs)), -6, 6))
  *   MX exponent         e = clamp(127 + log2(pow2(absmax_g)) - off, 0, 255), pow2 rounding

@@ -53,6 +53,19 @@ def ties_fp8(cols, row):
     return [[row * cols + k, f32bits(v)] for k, v in enumerate(vals[:cols])]
 
 
+def recip_absmax(dtype):
+    """An absmax (exact in dtype, below 0.5) for which torch's 2688 / x (the reciprocal rounded to
+    the dtype, times 2688) differs from the rounded quotient: NVFP4's global scale."""
+    dt = ggq.DT[dtype]
+    for k in range(1, 4000):
+        a = torch.tensor([0.0549 + k * 1e-5]).to(dt)
+        if float(a) >= 0.5:
+            break
+        if not torch.equal(2688.0 / a, (torch.tensor([2688.0]) / a.float()).to(dt)):
+            return float(a)
+    raise SystemExit("no reciprocal case for " + dtype)
+
+
 def make_cases():
     cases = []
 
@@ -72,6 +85,10 @@ def make_cases():
         add(f"{kind}_tiny_f16", kind, (2, 2 * g), "F16", 83, zero_rows=[0, 1], sets=tiny)
         add(f"{kind}_tiny_bf16", kind, (2, 2 * g), "BF16", 84, zero_rows=[0, 1],
             sets=[[k, f32bits((k % 5 + 1) * 2.0 ** -126)] for k in range(2 * g)])
+    for dtype in ("BF16", "F16", "F32"):  # the global scale's reciprocal rounding
+        a = recip_absmax(dtype)
+        sets = [[0, f32bits(a)]] + [[k, f32bits((k % 5 + 1) * 2.0 ** -9 * (-1 if k % 3 else 1))] for k in range(1, 64)]
+        add(f"nvfp4_recip_{dtype.lower()}", "nvfp4", (2, 32), dtype, 88, zero_rows=[0, 1], sets=sets)
     r, c = 6, 96
     add("mxfp8_bf16", "mxfp8", (r, c), "BF16", 85, zero_rows=[2], sets=sp(r, c, "BF16", ["subnormal"]) + ties_fp8(c, 5))
     add("mxfp8_f16", "mxfp8", (4, 64), "F16", 86, sets=sp(4, 64, "F16", []) + ties_fp8(64, 3))
