@@ -738,8 +738,9 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
             scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->scale, am);
             mk_nvfp4_quantize(xg, group, s->scale, scales[g], codes + g * group, &e);
         } else {
-            scales[g] = mk_mx_scale_exp(qt->wdtype, bits, am);
-            mk_mx_quantize(qt->wdtype, bits, xg, group, scales[g], codes + g * group, &e);
+            uint8_t ex = mk_mx_scale_exp(qt->wdtype, bits, am);
+            mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
+            scales[g] = mk_mx_stored_exp(ex);
         }
     }
     if (k == MX_FP8) {

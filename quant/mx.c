@@ -112,14 +112,14 @@ static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk
 MK_QKERNEL
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
 {
-    const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)e - 127));
+    const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)mk_mx_stored_exp(e) - 127));
     mk_qacc acc;
     mk_qacc_init(&acc);
     if (bits == 8) {
         /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
         const mk_ct_fp8 a = {false, wdt};
-        mk_ct_fp8_quantize(&a, x, n, sc, codes, wdt == MK_BF16 ? err : NULL);
-        if (!err || wdt == MK_BF16) return;
+        mk_ct_fp8_quantize(&a, x, n, sc, codes, wdt == MK_BF16 && e != 255 ? err : NULL);
+        if (!err || (wdt == MK_BF16 && e != 255)) return;
         for (size_t i = 0; i < n; i++) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e4m3_to_f32(codes[i]) * dsc));
         mk_qacc_flush(&acc, err);
         return;

@@ -16,7 +16,8 @@
  *                       the dtype's bits up from mantissa .75 (round_to_power_2), off 2 for
  *                       E2M1 and 8 for E4M3; the scale wdt(2^(e - 127)), 1 (e = 127) where
  *                       that is 0 (f16)
- *   MX codes            e2m1 or e4m3 of clamp(wdt(x / scale), -max, max)
+ *   MX codes            e2m1 or e4m3 of clamp(wdt(x / scale), -max, max); e = 255 (scale inf)
+ *                       gives codes 0 and is stored as 127 (mk_mx_stored_exp)
  *   E2M1 rounding       |q| <= .25 -> 0, < .75 -> .5, <= 1.25 -> 1, < 1.75 -> 1.5,
  *                       <= 2.5 -> 2, < 3.5 -> 3, <= 5 -> 4, else 6 (ties to the even code);
  *                       the sign bit (8) is set for q < 0, also when it rounds to 0
@@ -60,6 +61,10 @@ uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax);
 /* Codes (E2M1 one per byte, or E4M3 bytes) of n values with exponent e. */
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out);
+/* The exponent stored for e: e = 255 is a scale of 2^128, inf in bf16 and f32 (a group max of
+ * 1.75 * 2^127 or more), which makes every code 0; the library stores int32(log2(inf)) + 127,
+ * which wraps to 127 on x86-64. */
+static inline uint8_t mk_mx_stored_exp(uint8_t e) { return e == 255 ? 127 : e; }
 
 /* Two E2M1 codes per byte, the first in the low nibble (pack_fp4_to_uint8); n even. */
 void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes);

@@ -89,6 +89,8 @@ def make_cases():
         a = recip_absmax(dtype)
         sets = [[0, f32bits(a)]] + [[k, f32bits((k % 5 + 1) * 2.0 ** -9 * (-1 if k % 3 else 1))] for k in range(1, 64)]
         add(f"nvfp4_recip_{dtype.lower()}", "nvfp4", (2, 32), dtype, 88, zero_rows=[0, 1], sets=sets)
+    for kind in ("mxfp4", "mxfp8"):  # a group max that rounds up to 2^128: the scale is inf (stored as 127)
+        add(f"{kind}_huge", kind, (2, 64), "BF16", 89, sets=[[0, 0x7F600000], [1, 0xFF700000], [70, 0x7F5F0000]])
     r, c = 6, 96
     add("mxfp8_bf16", "mxfp8", (r, c), "BF16", 85, zero_rows=[2], sets=sp(r, c, "BF16", ["subnormal"]) + ties_fp8(c, 5))
     add("mxfp8_f16", "mxfp8", (4, 64), "F16", 86, sets=sp(4, 64, "F16", []) + ties_fp8(64, 3))

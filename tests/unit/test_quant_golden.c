@@ -402,8 +402,9 @@ static void run_mx(golden *g, gcase *k)
             mk_nvfp4_quantize(xg, group, gs, sc[g0], cg, NULL);
             mk_nvfp4_dequant(cg, group, gs, sc[g0], deq + g0 * group);
         } else {
-            sc[g0] = mk_mx_scale_exp(k->dtype, bits, mk_ct_absmax(xg, group));
-            mk_mx_quantize(k->dtype, bits, xg, group, sc[g0], cg, NULL);
+            uint8_t e = mk_mx_scale_exp(k->dtype, bits, mk_ct_absmax(xg, group));
+            mk_mx_quantize(k->dtype, bits, xg, group, e, cg, NULL);
+            sc[g0] = mk_mx_stored_exp(e);
             mk_mx_dequant(bits, cg, group, sc[g0], deq + g0 * group);
         }
     }
