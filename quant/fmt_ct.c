@@ -15,6 +15,7 @@
  * layouts.
  */
 #include "ct.h"
+#include "mx.h"
 #include "qformat.h"
 #include "search.h"
 
@@ -26,7 +27,7 @@
 /* compressed-tensors version whose config we write (tools/venv-versions.txt). */
 #define CT_VERSION "0.20.1"
 
-extern const mk_qfamily mk_qfam_ct_int, mk_qfam_ct_fp8;
+extern const mk_qfamily mk_qfam_ct_int, mk_qfam_ct_fp8, mk_qfam_ct_fp4, mk_qfam_ct_mxfp8;
 
 static const char *const ct_card = "\nLoad it with vLLM, or with transformers and compressed-tensors "
                                    "(`CompressedTensorsConfig(run_compressed=False)` to decompress).\n";
@@ -39,6 +40,7 @@ typedef struct ct_config {
     const char *strategy;   /* "group", "channel", "tensor" */
     long group;             /* group_size; 0 = null */
     const char *type;       /* "int", "float" */
+    const char *scale_dtype; /* "torch.uint8" (MX), "torch.float8_e4m3fn" (NVFP4); NULL = not said */
 } ct_config;
 
 static void config_json(const mk_qplan *p, mk_buf *b, const ct_config *c)
@@ -54,8 +56,9 @@ static void config_json(const mk_qplan *p, mk_buf *b, const ct_config *c)
     mk_buf_puts(b, "      \"weights\": {\n        \"dynamic\": false,\n");
     if (c->group) mk_buf_printf(b, "        \"group_size\": %ld,\n", c->group);
     else mk_buf_puts(b, "        \"group_size\": null,\n");
-    mk_buf_printf(b, "        \"num_bits\": %u,\n        \"strategy\": \"%s\",\n        \"symmetric\": %s,\n", o->fmt->bits, c->strategy,
-                  o->asym ? "false" : "true");
+    mk_buf_printf(b, "        \"num_bits\": %u,\n", o->fmt->bits);
+    if (c->scale_dtype) mk_buf_printf(b, "        \"scale_dtype\": \"%s\",\n", c->scale_dtype);
+    mk_buf_printf(b, "        \"strategy\": \"%s\",\n        \"symmetric\": %s,\n", c->strategy, o->asym ? "false" : "true");
     mk_buf_printf(b, "        \"type\": \"%s\"\n      }\n    }\n  },\n", c->type);
     mk_buf_printf(b, "  \"format\": \"%s\",\n  \"global_compression_ratio\": null,\n  \"ignore\": ", c->format);
     mk_qplan_module_list(p, b);
@@ -208,7 +211,7 @@ static mk_status int_layout(mk_qplan *p, size_t i, const char *mod)
 
 static void int_config(const mk_qplan *p, mk_buf *b)
 {
-    ct_config c = {"pack-quantized", false, p->o.group ? "group" : "channel", p->o.group, "int"};
+    ct_config c = {"pack-quantized", false, p->o.group ? "group" : "channel", p->o.group, "int", NULL};
     config_json(p, b, &c);
 }
 
@@ -272,8 +275,8 @@ enum { A_SCALE = 0, A_SHAPE, A_ZP };
 
 static mk_status int_recognise(const mk_source *in, size_t i, char *mod, long *main)
 {
-    if (mk_qdec_module(in->tensors[i].name, ".weight_packed", mod)) *main = (long)i;
-    return MK_OK;
+    if (in->tensors[i].dtype != MK_U8 && mk_qdec_module(in->tensors[i].name, ".weight_packed", mod)) *main = (long)i;
+    return MK_OK; /* uint8 codes are E2M1 (the MX family's) */
 }
 
 /* The bit width: the config's, or the one row of the table whose packed width fits. */
@@ -449,20 +452,21 @@ static mk_status fp8_layout(mk_qplan *p, size_t i, const char *mod)
 
 static void fp8_config(const mk_qplan *p, mk_buf *b)
 {
-    ct_config c = {"float-quantized", true, p->o.per_tensor ? "tensor" : "channel", 0, "float"};
+    ct_config c = {"float-quantized", true, p->o.per_tensor ? "tensor" : "channel", 0, "float", NULL};
     config_json(p, b, &c);
 }
 
-/* Per tensor only: the absmax of the whole tensor (prepass) and its scale. */
-typedef struct fp8_state {
+/* A scale for the whole tensor (fp8 per tensor, nvfp4's global scale): the absmax of the
+ * whole tensor (prepass) and the scale made of it. */
+typedef struct tensor_state {
     float absmax, scale;
-} fp8_state;
+} tensor_state;
 
 static mk_status fp8_begin(mk_qcons *q, size_t i, void **state)
 {
     (void)i;
     if (!mk_qc_plan(q)->o.per_tensor) return MK_OK;
-    *state = mk_calloc(1, sizeof(fp8_state));
+    *state = mk_calloc(1, sizeof(tensor_state));
     return *state ? MK_OK : MK_ERR_NOMEM;
 }
 
@@ -470,7 +474,7 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
-    const fp8_state *s = mk_qc_state(q, i); /* NULL per row */
+    const tensor_state *s = mk_qc_state(q, i); /* NULL per row */
     const mk_ct_fp8 a = {p->o.fmt->variant != 0, qt->wdtype};
     const size_t cols = (size_t)qt->cols, rows = n / cols;
     const unsigned es = mk_dtype_size(qt->wdtype);
@@ -496,7 +500,7 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
 static mk_status fp8_end(mk_qcons *q, size_t i)
 {
     const mk_qtensor *qt = &mk_qc_plan(q)->t[i];
-    const fp8_state *s = mk_qc_state(q, i);
+    const tensor_state *s = mk_qc_state(q, i);
     if (!s) return MK_OK;
     uint8_t b[4];
     mk_dtype_info(qt->wdtype)->from_f32(&s->scale, b, 1);
@@ -509,10 +513,10 @@ static bool fp8_wants_prepass(const mk_qplan *p, size_t i)
     return p->o.per_tensor;
 }
 
-static mk_status fp8_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+static mk_status tensor_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
 {
     (void)e0;
-    fp8_state *s = mk_qc_state(q, i);
+    tensor_state *s = mk_qc_state(q, i);
     float am = mk_ct_absmax(x, n);
     mk_qc_lock(q, i);
     s->absmax = am > s->absmax ? am : s->absmax;
@@ -523,7 +527,7 @@ static mk_status fp8_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x,
 static mk_status fp8_observe_end(mk_qcons *q, size_t i)
 {
     const mk_qplan *p = mk_qc_plan(q);
-    fp8_state *s = mk_qc_state(q, i);
+    tensor_state *s = mk_qc_state(q, i);
     const mk_ct_fp8 a = {p->o.fmt->variant != 0, p->t[i].wdtype};
     s->scale = mk_ct_fp8_scale(&a, s->absmax);
     return MK_OK;
@@ -535,8 +539,9 @@ static mk_status fp8_recognise(const mk_source *in, size_t i, char *mod, long *m
     if ((t->dtype != MK_F8_E4M3 && t->dtype != MK_F8_E5M2) || !mk_qdec_module(t->name, ".weight", mod)) return MK_OK;
     if (mk_qdec_find(in, mod, ".weight_scale_inv") >= 0)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: %s.weight_scale_inv: block-wise \"fp8\" checkpoints are not supported", in->path, mod);
-    if (mk_qdec_find(in, mod, ".weight_scale") < 0)
-        return mk_error(MK_ERR_FORMAT, "%s: FP8 tensor %s has no %s.weight_scale", in->path, t->name, mod);
+    long si = mk_qdec_find(in, mod, ".weight_scale");
+    if (si < 0) return mk_error(MK_ERR_FORMAT, "%s: FP8 tensor %s has no %s.weight_scale", in->path, t->name, mod);
+    if (in->tensors[si].dtype == MK_U8) return MK_OK; /* E8M0 scales: MXFP8, the MX family's */
     *main = (long)i;
     return MK_OK;
 }
@@ -620,7 +625,7 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .rows = fp8_rows,
     .end = fp8_end,
     .wants_prepass = fp8_wants_prepass,
-    .observe = fp8_observe,
+    .observe = tensor_observe,
     .observe_end = fp8_observe_end,
     .read_config = read_config,
     .recognise = fp8_recognise,
@@ -628,3 +633,246 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .info = fp8_info,
     .decode = fp8_decode,
 };
+
+/* ======== 4-bit floats and MX: nvfp4, mxfp4 (E2M1 packed in uint8), mxfp8 ========================
+ * P.weight_packed U8 [rows, cols / 2] (two E2M1 codes a byte, the first in the low nibble)
+ * with P.weight_scale F8_E4M3 [rows, cols / 16] and P.weight_global_scale F32 [1] (nvfp4)
+ * or U8 E8M0 exponents [rows, cols / 32] (mxfp4); mxfp8: P.weight F8_E4M3 [rows, cols] with
+ * P.weight_scale U8 [rows, cols / 32]. The arithmetic is mx.c's. */
+
+enum { MX_NV = 0, MX_FP4 = 1, MX_FP8 = 2 };
+
+static int mx_kind(const mk_qformat *f) { return f->variant; }
+
+static mk_status mx_resolve(mk_qopts *o, bool streaming)
+{
+    if (streaming && mx_kind(o->fmt) == MX_NV)
+        return mk_error(MK_ERR_USAGE, "nvfp4's global scale needs the whole tensor before its first value; quantize the merged model instead");
+    o->group = (long)o->fmt->block;
+    return MK_OK;
+}
+
+static void mx_describe(const mk_qopts *o, char *buf, size_t len)
+{
+    if (mx_kind(o->fmt) == MX_NV) snprintf(buf, len, ", groups of %u, E4M3 scales, f32 global scale", o->fmt->block);
+    else snprintf(buf, len, ", groups of %u, E8M0 scales", o->fmt->block);
+}
+
+/* compressed-tensors needs the width to be a multiple of the group. */
+static const char *mx_select(mk_qplan *p, size_t i, size_t *warned)
+{
+    mk_qtensor *q = &p->t[i];
+    q->group = p->o.fmt->block;
+    if (q->cols % q->group == 0) return NULL;
+    if (warned && (*warned)++ < 8)
+        mk_warn("%s: %llu columns are not a multiple of %s's group of %llu; kept unquantized and listed in \"ignore\"", p->in[i].name,
+                (unsigned long long)q->cols, p->o.fmt->name, (unsigned long long)q->group);
+    return "columns not a multiple of the group size";
+}
+
+static void mx_kept_note(const mk_qplan *p, bool none, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s needs columns that are a multiple of %u%s", p->o.fmt->name, p->o.fmt->block,
+             none ? "; no weight has them" : "");
+}
+
+static mk_status mx_layout(mk_qplan *p, size_t i, const char *mod)
+{
+    const mk_qtensor *q = &p->t[i];
+    const int k = mx_kind(p->o.fmt);
+    int64_t rows = (int64_t)q->rows, G = (int64_t)(q->cols / q->group);
+    if (k == MX_FP8) MK_TRY(mk_qplan_add_out(p, mk_asprintf("%s.weight", mod), MK_F8_E4M3, 2, MK_QSHAPE(rows, (int64_t)q->cols)));
+    else MK_TRY(mk_qplan_add_out(p, mk_asprintf("%s.weight_packed", mod), MK_U8, 2, MK_QSHAPE(rows, (int64_t)q->cols / 2)));
+    MK_TRY(mk_qplan_add_out(p, mk_asprintf("%s.weight_scale", mod), k == MX_NV ? MK_F8_E4M3 : MK_U8, 2, MK_QSHAPE(rows, G)));
+    if (k != MX_NV) return MK_OK;
+    return mk_qplan_add_out(p, mk_asprintf("%s.weight_global_scale", mod), MK_F32, 1, MK_QSHAPE(1));
+}
+
+static void mx_config(const mk_qplan *p, mk_buf *b)
+{
+    static const char *const fmt[] = {"nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp8-quantized"};
+    const int k = mx_kind(p->o.fmt);
+    ct_config c = {fmt[k], false, k == MX_NV ? "tensor_group" : "group", (long)p->o.fmt->block, "float",
+                   k == MX_NV ? "torch.float8_e4m3fn" : "torch.uint8"};
+    config_json(p, b, &c);
+}
+
+/* nvfp4: tensor_state, scale = the global scale */
+static mk_status mx_begin(mk_qcons *q, size_t i, void **state)
+{
+    (void)i;
+    if (mx_kind(mk_qc_plan(q)->o.fmt) != MX_NV) return MK_OK;
+    *state = mk_calloc(1, sizeof(tensor_state));
+    return *state ? MK_OK : MK_ERR_NOMEM;
+}
+
+static bool mx_wants_prepass(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return mx_kind(p->o.fmt) == MX_NV;
+}
+
+static mk_status mx_observe_end(mk_qcons *q, size_t i)
+{
+    tensor_state *s = mk_qc_state(q, i);
+    s->scale = mk_nvfp4_global_scale(mk_qc_plan(q)->t[i].wdtype, s->absmax);
+    return MK_OK;
+}
+
+static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+{
+    const mk_qplan *p = mk_qc_plan(q);
+    const mk_qtensor *qt = &p->t[i];
+    const tensor_state *s = mk_qc_state(q, i); /* nvfp4 only */
+    const int k = mx_kind(p->o.fmt);
+    const unsigned bits = p->o.fmt->bits;
+    const size_t group = (size_t)qt->group, G = n / group;
+    uint8_t *codes = mk_qc_scratch(q, MK_QSCR_CODES, n);
+    uint8_t *scales = mk_qc_scratch(q, MK_QSCR_SCALES, G);
+    if (!codes || !scales) return MK_ERR_NOMEM;
+    mk_qerr e = {0, 0, 0};
+    for (size_t g = 0; g < G; g++) {
+        const float *xg = x + g * group;
+        float am = mk_ct_absmax(xg, group);
+        if (k == MX_NV) {
+            scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->scale, am);
+            mk_nvfp4_quantize(xg, group, s->scale, scales[g], codes + g * group, &e);
+        } else {
+            uint8_t ex = mk_mx_scale_exp(qt->wdtype, bits, am);
+            mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
+            scales[g] = mk_mx_stored_exp(ex);
+        }
+    }
+    if (k == MX_FP8) {
+        MK_TRY(mk_qc_put(q, qt->out0, e0, codes, n));
+    } else {
+        mk_fp4_pack(codes, n, codes); /* in place: byte j is written after codes 2j, 2j + 1 are read */
+        MK_TRY(mk_qc_put(q, qt->out0, e0 / 2, codes, n / 2));
+    }
+    MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / group, scales, G));
+    return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+static mk_status mx_end(mk_qcons *q, size_t i)
+{
+    const mk_qtensor *qt = &mk_qc_plan(q)->t[i];
+    const tensor_state *s = mk_qc_state(q, i);
+    if (!s) return MK_OK;
+    return mk_qc_put(q, qt->out0 + 2, 0, &s->scale, 4);
+}
+
+enum { X_SCALE = 0, X_GLOBAL };
+
+static mk_status fp4_recognise(const mk_source *in, size_t i, char *mod, long *main)
+{
+    const mk_tensor_info *t = &in->tensors[i];
+    if (t->dtype == MK_U8 && mk_qdec_module(t->name, ".weight_packed", mod)) *main = (long)i;
+    return MK_OK;
+}
+
+static mk_status mxfp8_recognise(const mk_source *in, size_t i, char *mod, long *main)
+{
+    const mk_tensor_info *t = &in->tensors[i];
+    if (t->dtype != MK_F8_E4M3 || !mk_qdec_module(t->name, ".weight", mod)) return MK_OK;
+    long si = mk_qdec_find(in, mod, ".weight_scale");
+    if (si >= 0 && in->tensors[si].dtype == MK_U8) *main = (long)i;
+    return MK_OK;
+}
+
+static mk_status mx_parse(mk_source *in, const char *mod, size_t i, const mk_qcfg *c, mk_qdec *d)
+{
+    (void)i;
+    const mk_tensor_info *w = &in->tensors[d->main];
+    char sh[160];
+    d->aux[X_SCALE] = mk_qdec_find(in, mod, ".weight_scale");
+    d->aux[X_GLOBAL] = mk_qdec_find(in, mod, ".weight_global_scale");
+    d->extra[0] = mk_qdec_find(in, mod, ".input_global_scale");
+    d->extra[1] = mk_qdec_find(in, mod, ".weight_zero_point");
+    if (d->aux[X_SCALE] < 0) return mk_error(MK_ERR_FORMAT, "%s: %s needs %s.weight_scale", in->path, w->name, mod);
+    const mk_tensor_info *sc = &in->tensors[d->aux[X_SCALE]];
+    if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1)
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: expected [rows, columns], found %s", in->path, w->name, mk_shape_str(w, sh));
+    const bool fp8 = w->dtype == MK_F8_E4M3;
+    int kind = fp8 ? MX_FP8 : sc->dtype == MK_F8_E4M3 ? MX_NV : MX_FP4;
+    if (!fp8 && sc->dtype != MK_F8_E4M3 && sc->dtype != MK_U8)
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: expected F8_E4M3 (nvfp4) or U8 (mxfp4) scales, found %s", in->path, sc->name,
+                        mk_dtype_name(sc->dtype));
+    d->fmt = mk_qformat_of(d->fam, kind, 0);
+    if (!d->fmt) MK_BUG("no MX row of this variant");
+    mk_qdec_shape2(d, (uint64_t)w->shape[0], (uint64_t)w->shape[1] * (fp8 ? 1 : 2));
+    d->group = d->fmt->block;
+    if (d->cols % d->group)
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu columns are not a multiple of %s's group of %llu", in->path, w->name,
+                        (unsigned long long)d->cols, d->fmt->name, (unsigned long long)d->group);
+    d->ngroups = d->cols / d->group;
+    if (c->group > 0 && (uint64_t)c->group != d->group)
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %s has groups of %llu, but config.json says group_size %ld", in->path, w->name,
+                        d->fmt->name, (unsigned long long)d->group, c->group);
+    MK_TRY(mk_qdec_expect(in, d->aux[X_SCALE], kind == MX_NV ? MK_F8_E4M3 : MK_U8, 2, MK_QSHAPE((int64_t)d->rows, (int64_t)d->ngroups),
+                          "group scales"));
+    if (kind == MX_NV) {
+        if (d->aux[X_GLOBAL] < 0) return mk_error(MK_ERR_FORMAT, "%s: %s needs %s.weight_global_scale", in->path, w->name, mod);
+        MK_TRY(mk_qdec_expect(in, d->aux[X_GLOBAL], MK_F32, 1, MK_QSHAPE(1), "global scale"));
+    }
+    if (d->extra[1] >= 0)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: %s.weight_zero_point: asymmetric %s is not supported", in->path, mod, d->fmt->name);
+    d->sdtype = MK_BF16; /* compressed-tensors decompresses these to bf16 */
+    d->orig = MK_DTYPE_NONE;
+    return MK_OK;
+}
+
+static void mx_info(const mk_qdec *d, const mk_qcfg *c, bool first, mk_qinfo *info)
+{
+    (void)c;
+    if (!first) return;
+    info->block = d->group;
+    info->block_word = "group";
+}
+
+static mk_status mx_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t n, float *out)
+{
+    const int kind = mx_kind(d->fmt);
+    const unsigned bits = d->fmt->bits;
+    const uint64_t g0 = e0 / d->group, g1 = (e0 + n - 1) / d->group, c0 = e0 / 2 * 2, c1 = (e0 + n + 1) / 2 * 2;
+    uint8_t *raw = NULL, *sc = NULL, codes[64];
+    float gs = 1.0f, vals[64];
+    mk_status s = bits == 8 ? mk_qdec_read(in, d->main, e0, n, (void **)&raw) : mk_qdec_read(in, d->main, c0 / 2, (c1 - c0) / 2, (void **)&raw);
+    if (s == MK_OK) s = mk_qdec_read(in, (size_t)d->aux[X_SCALE], g0, g1 - g0 + 1, (void **)&sc);
+    if (s == MK_OK && kind == MX_NV) {
+        void *g = NULL;
+        s = mk_qdec_read(in, (size_t)d->aux[X_GLOBAL], 0, 4, &g);
+        if (s == MK_OK) memcpy(&gs, g, 4);
+        free(g);
+    }
+    for (size_t k = 0; s == MK_OK && k < n;) {
+        uint64_t e = e0 + k, g = e / d->group, m = (g + 1) * d->group - e;
+        size_t cnt = m < n - k ? (size_t)m : n - k;
+        cnt = cnt < 64 ? cnt : 64;
+        for (size_t j = 0; j < cnt; j++) {
+            uint64_t ej = e + j;
+            codes[j] = bits == 8 ? raw[ej - e0] : (uint8_t)((raw[(ej - c0) / 2] >> ((ej & 1) * 4)) & 15);
+        }
+        if (kind == MX_NV) mk_nvfp4_dequant(codes, cnt, gs, sc[g - g0], vals);
+        else mk_mx_dequant(bits, codes, cnt, sc[g - g0], vals);
+        memcpy(out + k, vals, cnt * sizeof *vals);
+        k += cnt;
+    }
+    free(raw);
+    free(sc);
+    return s;
+}
+
+#define MX_FAMILY(suffix, recognise_fn)                                                   \
+    {                                                                                      \
+        .layout = "compressed-tensors", .loaders = "vLLM; transformers + compressed-tensors", \
+        .card = ct_card, .main_suffix = suffix, .settings = 0, .resolve = mx_resolve,      \
+        .describe = mx_describe, .select = mx_select, .kept_note = mx_kept_note,           \
+        .stored = mx_layout, .config_json = mx_config, .begin = mx_begin,                  \
+        .state_free = free, .rows = mx_rows, .end = mx_end,                                \
+        .wants_prepass = mx_wants_prepass, .observe = tensor_observe,                          \
+        .observe_end = mx_observe_end, .read_config = read_config,                         \
+        .recognise = recognise_fn, .parse = mx_parse, .info = mx_info, .decode = mx_decode, \
+    }
+/* nvfp4 and mxfp4 (codes in P.weight_packed), and mxfp8 (codes in P.weight) */
+const mk_qfamily mk_qfam_ct_fp4 = MX_FAMILY(".weight_packed", fp4_recognise);
+const mk_qfamily mk_qfam_ct_mxfp8 = MX_FAMILY(".weight", mxfp8_recognise);

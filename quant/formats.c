@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const mk_qfamily mk_qfam_bnb4, mk_qfam_bnb8, mk_qfam_ct_int, mk_qfam_ct_fp8;
+extern const mk_qfamily mk_qfam_bnb4, mk_qfam_bnb8, mk_qfam_ct_int, mk_qfam_ct_fp8, mk_qfam_ct_fp4, mk_qfam_ct_mxfp8;
 
 /* max_rel_rmse: measured on N(0, 1) bf16 [64, 512] weights (test_quant.c prints them with
  * MK_QUANT_REPORT=1): nf4 0.092, fp4 0.121, int8 0.0074 (bitsandbytes) / 0.0081
- * (compressed-tensors), int4 0.110, fp8 0.026, fp8-e5m2 0.053; the bounds leave room. */
+ * (compressed-tensors), int4 0.110, fp8 0.026, fp8-e5m2 0.053, nvfp4 0.095, mxfp4 0.111, mxfp8 0.027; the bounds leave room. */
 const mk_qformat mk_qformats[] = {
     {.name = "nf4", .summary = "4-bit NormalFloat, blocks of 64 with f32 absmax (bitsandbytes, QLoRA)", .bits = 4,
      .variant = MK_BNB_NF4, .block = 64, .max_rel_rmse = 0.11, .layouts = {&mk_qfam_bnb4}},
@@ -32,6 +32,12 @@ const mk_qformat mk_qformats[] = {
     {.name = "fp8-e5m2", .summary = "FP8 E5M2, one scale per row (compressed-tensors layout)", .bits = 8, .variant = 1 /* E5M2 */,
      .max_rel_rmse = 0.06, .loaders = "transformers + compressed-tensors (vLLM's FP8 kernels assume E4M3)",
      .layouts = {&mk_qfam_ct_fp8}},
+    {.name = "nvfp4", .summary = "FP4 E2M1 in groups of 16, FP8 E4M3 group scales, f32 global scale (compressed-tensors NVFP4)", .bits = 4,
+     .variant = 0, .block = 16, .max_rel_rmse = 0.11, .layouts = {&mk_qfam_ct_fp4}},
+    {.name = "mxfp4", .summary = "FP4 E2M1 in groups of 32, power-of-two E8M0 scales (compressed-tensors MXFP4, OCP MX)", .bits = 4,
+     .variant = 1, .block = 32, .max_rel_rmse = 0.13, .layouts = {&mk_qfam_ct_fp4}},
+    {.name = "mxfp8", .summary = "FP8 E4M3 in groups of 32, power-of-two E8M0 scales (compressed-tensors MXFP8, OCP MX)", .bits = 8,
+     .variant = 2, .block = 32, .max_rel_rmse = 0.03, .layouts = {&mk_qfam_ct_mxfp8}},
     {.name = NULL},
 };
 

@@ -14,9 +14,13 @@ For each NAME, WORKDIR/q-NAME is `mergekit-c quantize ORIGINAL ...` and WORKDIR/
     LLM.int8 also quantizes the activations): relative L2 difference at most 1.25x that gap
     + 0.001. Quantizing itself moves the logits by 2 % (8-bit) to 30 % (4-bit) on this
     model, printed as "#".
-  compressed-tensors layouts (int4, int8-ct, fp8, fp8-e5m2): transformers loads q-NAME
+  compressed-tensors layouts (int4, int8-ct, fp8, fp8-e5m2, nvfp4, mxfp4, mxfp8): transformers loads q-NAME
     with CompressedTensorsConfig(run_compressed=False), i.e. compressed-tensors'
     decompressor; every decompressed weight equals d-NAME's bit for bit, and so do the logits.
+  nvfp4, mxfp4, mxfp8 also: compressed-tensors itself quantizes ORIGINAL with the NVFP4A16 /
+    MXFP4A16 / MXFP8A16 weight settings (apply_quantization_config, llm-compressor's min/max
+    observer in the weight's dtype, ModelCompressor); its stored tensors equal q-NAME's byte
+    for byte and its quantization_config equals ours.
 
 Prints one line per check and exits 1 if any fails.
 """
@@ -131,6 +135,52 @@ def check_ct(name, q, d, ids):
     return got
 
 
+PRESETS = {"nvfp4": "NVFP4A16", "mxfp4": "MXFP4A16", "mxfp8": "MXFP8A16"}
+
+
+def check_ct_same(name, orig, q, work):
+    """compressed-tensors' own compression of ORIGINAL against q-NAME."""
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (QuantizationConfig, QuantizationScheme, apply_quantization_config,
+                                                 preset_name_to_scheme)
+    from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained(orig, dtype=torch.bfloat16)
+    w = preset_name_to_scheme(PRESETS[name], ["Linear"]).weights
+    with open(os.path.join(q, "config.json")) as fh:
+        ours = json.load(fh)["quantization_config"]
+    apply_quantization_config(m, QuantizationConfig(config_groups={"group_0": QuantizationScheme(targets=["Linear"], weights=w)},
+                                                    ignore=ours["ignore"]))
+    for _, mod in m.named_modules():
+        if getattr(mod, "quantization_scheme", None) is None:
+            continue
+        x = mod.weight.data
+        gs = None
+        if w.strategy == "tensor_group":
+            gs = generate_gparam(x.amin(), x.amax())
+            mod.weight_global_scale.data = gs
+        g = x.unflatten(-1, (x.shape[-1] // w.group_size, w.group_size))
+        sc, _ = calculate_qparams(g.amin(-1), g.amax(-1), w, global_scale=gs)
+        mod.weight_scale.data = sc.to(mod.weight_scale.dtype).reshape(mod.weight_scale.shape)
+    mc = ModelCompressor.from_pretrained_model(m, None)
+    mc.compress_model(m)
+    out = os.path.join(work, "ct-" + name)
+    m.save_pretrained(out)
+    mc.update_config(out)
+    with open(os.path.join(out, "config.json")) as fh:
+        ref = json.load(fh)["quantization_config"]
+    a, b = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(q, "model.safetensors"))
+
+    def raw(t):
+        return t.contiguous().view(torch.uint8)
+    bad = sorted(k for k in set(a) | set(b) if k not in a or k not in b or a[k].dtype != b[k].dtype or a[k].shape != b[k].shape
+                 or not torch.equal(raw(a[k]), raw(b[k])))
+    report(not bad, "%s: compressed-tensors' own compression of the model stores the same %d tensors, byte for byte" % (name, len(a)),
+           ", ".join(bad[:4]))
+    report(ref == ours, "%s: and writes the same quantization_config" % name)
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -144,6 +194,8 @@ def main():
         with open(os.path.join(q, "config.json")) as fh:
             method = json.load(fh)["quantization_config"]["quant_method"]
         got = check_bnb(name, q, d, ids, orig) if method == "bitsandbytes" else check_ct(name, q, d, ids)
+        if name in PRESETS:
+            check_ct_same(name, orig, q, work)
         rel = float((got - base_logits).norm() / base_logits.norm())
         print("# %s: logits vs the unquantized model: relative L2 difference %.4f" % (name, rel))
     print("%d failed" % failures)

@@ -32,5 +32,8 @@ q int8-ct --format int8 --target compressed-tensors
 q fp8 --format fp8
 q fp8-tensor --format fp8 --per-tensor
 q fp8-e5m2 --format fp8-e5m2
+q nvfp4 --format nvfp4
+q mxfp4 --format mxfp4
+q mxfp8 --format mxfp8
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-quant-load.py" "$work/m" "$work" $names

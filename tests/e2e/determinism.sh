@@ -24,7 +24,7 @@ done
 # 64 quantize the 64-wide weights and keep down_proj, groups of 32 quantize every weight
 "$MK" synth q/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 160 --vocab 64 --dtype bf16 --seed 5 -q
 for spec in "nf4" "nf4 --double-quant" "fp4" "int8" "int8 --target compressed-tensors" "int4 --group-size 64" "int4 --scheme asym --group-size 32" \
-    "int4 --method search --group-size 32" "fp8" "fp8 --per-tensor" "fp8-e5m2"; do
+    "int4 --method search --group-size 32" "fp8" "fp8 --per-tensor" "fp8-e5m2" "nvfp4" "mxfp4" "mxfp8"; do
     "$MK" quantize q/ a/ --format $spec -q -j1 --chunk 1024 && "$MK" quantize q/ b/ --format $spec -q -j2 --chunk 1024 &&
         "$MK" quantize q/ c/ --format $spec -q -j8 --chunk 1024 && "$MK" quantize q/ d/ --format $spec -q -j8 --chunk 1024 ||
         { notok "quantize $spec runs" "failed"; rm -rf a b c d; continue; }

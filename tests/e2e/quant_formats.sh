@@ -71,5 +71,12 @@ t_fail "a layout the format has not" 2 "target bitsandbytes: format fp8 is only 
     "$MK" quantize base qx --format fp8 --target bnb
 t_fail "merge --quantize takes the same settings" 2 "unknown setting 'blocksize=32' \(expected block-size=N, double-quant," \
     "$MK" "$ROOT/recipes/linear.yaml" qx --quantize nf4,blocksize=32
+t_fail "nvfp4 and the MX formats have fixed groups" 2 "group-size applies to int8 \(compressed-tensors\) and int4, not nvfp4" \
+    "$MK" quantize base qx --format nvfp4 --group-size 32
+t_fail "merge --quantize nvfp4: its global scale needs the whole tensor" 2 "nvfp4's global scale needs the whole tensor before its first value" \
+    "$MK" "$ROOT/recipes/linear.yaml" qx --quantize nvfp4
+"$MK" synth odd --hidden 48 --layers 1 --heads 2 --kv-heads 1 --intermediate 72 --vocab 64 --seed 1 -q
+t_fail "mxfp4 on widths that are no multiple of 32 quantizes nothing" 2 "mxfp4 needs columns that are a multiple of 32; no weight has them" \
+    "$MK" quantize odd qx --format mxfp4
 t_fail "list-formats or IN OUT" 2 "quantize: missing arguments" "$MK" quantize base
 t_absent "no output after the errors" qx qx.tmp

@@ -539,7 +539,7 @@ MK_TEST(quant_consumer_chunking_and_stats)
 {
     static const char *specs[] = {"nf4", "fp4,block-size=128", "nf4,double-quant", "int8", "int4,group-size=32",
                                   "int4,group-size=32,scheme=asym", "int8,target=compressed-tensors,method=search",
-                                  "fp8", "fp8,per-tensor", "fp8-e5m2"};
+                                  "fp8", "fp8,per-tensor", "fp8-e5m2", "nvfp4", "mxfp4", "mxfp8"};
     const int64_t R = 40, C = 96;
     float *x = gaussian(700, (size_t)(R * C), 0.02, 0.003, 8, MK_BF16);
     for (size_t s = 0; s < sizeof specs / sizeof *specs; s++) {

@@ -1,5 +1,6 @@
 /* test_quant_golden.c - the quantizers against the bytes bitsandbytes and compressed-tensors
- * produce (tests/golden/quant/edge.safetensors, made by tools/gen-golden-quant.py).
+ * produce (tests/golden/quant/edge.safetensors, made by tools/gen-golden-quant.py, and
+ * fp4.safetensors for NVFP4 / MXFP4 / MXFP8, made by tools/gen-golden-fp4.py).
  *
  * Each case's input is regenerated from the recipe in the file's metadata with the same
  * integer generator as the script (checked through an FNV-1a hash of the input bytes).
@@ -17,6 +18,7 @@
 #include "../../formats/safetensors.h"
 #include "../../quant/bnb.h"
 #include "../../quant/ct.h"
+#include "../../quant/mx.h"
 #include "../../quant/quant.h"
 
 #include <stdlib.h>
@@ -36,12 +38,12 @@ static const char *meta(const mk_st_header *h, const char *key)
     return NULL;
 }
 
-static bool golden_open(golden *g)
+static bool golden_open(golden *g, const char *file)
 {
     memset(g, 0, sizeof *g);
     const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
     char path[1024];
-    snprintf(path, sizeof path, "%s/tests/golden/quant/edge.safetensors", root);
+    snprintf(path, sizeof path, "%s/tests/golden/quant/%s", root, file);
     if (mk_safetensors_open(path, &g->src) != MK_OK || mk_map_open(&g->map, path) != MK_OK ||
         mk_st_parse(g->map.data, (size_t)g->map.size, g->map.size, path, &g->hdr) != MK_OK) {
         mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
@@ -382,11 +384,52 @@ static void run_fp8(golden *g, gcase *k)
     free(deq);
 }
 
+/* nvfp4, mxfp4, mxfp8: codes (packed as the library packs them), group scales, the global
+ * scale and the library's decompression (bf16 values). */
+static void run_mx(golden *g, gcase *k)
+{
+    const bool nv = strcmp(k->kind, "nvfp4") == 0, fp8 = strcmp(k->kind, "mxfp8") == 0;
+    const unsigned bits = fp8 ? 8 : 4;
+    const uint64_t group = nv ? 16 : 32, G = k->n / group;
+    uint8_t *codes = malloc(k->n), *sc = malloc(G);
+    float *deq = malloc(k->n * 4);
+    const float gs = nv ? mk_nvfp4_global_scale(k->dtype, mk_ct_absmax(k->x, k->n)) : 0;
+    for (uint64_t g0 = 0; g0 < G; g0++) {
+        const float *xg = k->x + g0 * group;
+        uint8_t *cg = codes + g0 * group;
+        if (nv) {
+            sc[g0] = mk_nvfp4_group_scale(k->dtype, gs, mk_ct_absmax(xg, group));
+            mk_nvfp4_quantize(xg, group, gs, sc[g0], cg, NULL);
+            mk_nvfp4_dequant(cg, group, gs, sc[g0], deq + g0 * group);
+        } else {
+            uint8_t e = mk_mx_scale_exp(k->dtype, bits, mk_ct_absmax(xg, group));
+            mk_mx_quantize(k->dtype, bits, xg, group, e, cg, NULL);
+            sc[g0] = mk_mx_stored_exp(e);
+            mk_mx_dequant(bits, cg, group, sc[g0], deq + g0 * group);
+        }
+    }
+    if (fp8) {
+        check_bytes(g, k->name, "weight", "codes", codes, k->n, 1);
+    } else {
+        uint8_t *packed = malloc(k->n / 2);
+        mk_fp4_pack(codes, k->n, packed);
+        check_bytes(g, k->name, "weight_packed", "codes", packed, k->n / 2, 1);
+        free(packed);
+    }
+    check_bytes(g, k->name, "weight_scale", "group scales", sc, G, 1);
+    if (nv) check_bytes(g, k->name, "weight_global_scale", "global scale", &gs, 1, 4);
+    check_bytes(g, k->name, "deq", "decompressed", deq, k->n, 4);
+    free(codes);
+    free(sc);
+    free(deq);
+}
+
 static size_t run_kind(const char *kind)
 {
     golden g;
     size_t ran = 0;
-    if (!golden_open(&g)) return 0;
+    const bool mx = strcmp(kind, "nvfp4") == 0 || strcmp(kind, "mxfp4") == 0 || strcmp(kind, "mxfp8") == 0;
+    if (!golden_open(&g, mx ? "fp4.safetensors" : "edge.safetensors")) return 0;
     for (uint32_t c = mk_json_at(&g.cases, 0)->first; c; c = mk_json_at(&g.cases, c)->next) {
         gcase k;
         const char *kd = mk_json_strv(&g.cases, mk_json_get(&g.cases, c, "kind"));
@@ -395,6 +438,7 @@ static size_t run_kind(const char *kind)
             if (strcmp(kind, "bnb4") == 0) run_bnb4(&g, &k);
             else if (strcmp(kind, "int8") == 0) run_int8(&g, &k);
             else if (strcmp(kind, "ctint") == 0) run_ctint(&g, &k);
+            else if (mx) run_mx(&g, &k);
             else run_fp8(&g, &k);
             ran++;
         }
@@ -424,10 +468,17 @@ MK_TEST(quant_golden_fp8)
     CHECK(run_kind("fp8") >= 4);
 }
 
+MK_TEST(quant_golden_fp4_mx)
+{
+    CHECK(run_kind("nvfp4") >= 5);
+    CHECK(run_kind("mxfp4") >= 5);
+    CHECK(run_kind("mxfp8") >= 3);
+}
+
 MK_TEST(quant_golden_tables)
 {
     golden g;
-    if (!golden_open(&g)) return;
+    if (!golden_open(&g, "edge.safetensors")) return;
     check_bytes(&g, "table", "nf4", "NF4 codes", mk_bnb4_code[MK_BNB_NF4], 16, 4);
     check_bytes(&g, "table", "fp4", "FP4 codes", mk_bnb4_code[MK_BNB_FP4], 16, 4);
     check_bytes(&g, "table", "dynamic", "dynamic map", mk_bnb_dynamic_map, 256, 4);
@@ -439,7 +490,7 @@ MK_TEST(quant_golden_tables)
 MK_TEST(quant_golden_pyfloat)
 {
     golden g;
-    if (!golden_open(&g)) return;
+    if (!golden_open(&g, "edge.safetensors")) return;
     size_t n = 0;
     for (uint32_t c = mk_json_at(&g.pyf, 0)->first; c; c = mk_json_at(&g.pyf, c)->next, n++) {
         uint32_t a = mk_json_at(&g.pyf, c)->first;

@@ -1,0 +1,156 @@
+/* mx.c - see mx.h */
+#include "mx.h"
+#include "ct.h"
+#include "qvec.h"
+
+#include <math.h>
+#include <string.h>
+
+static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+
+float mk_e2m1_value(uint8_t code) { return (code & 8) ? -e2m1[code & 7] : e2m1[code & 7]; }
+
+/* mk_e2m1_code on 8 lanes of q (clamped to [-6, 6]): the codes (store with mk_vu_store_u8) and
+ * their signed values. A comparison is -1 where true, so the sums count downwards. */
+#define mx_e2m1_8(q, code, val)                                                                      \
+    do {                                                                                             \
+        const mk_vf q_ = (q), a_ = mk_vf_abs(q_);                                                    \
+        const mk_vi h_ = (a_ > mk_vf_set1(0.25f)) + (a_ >= mk_vf_set1(0.75f)) + (a_ > mk_vf_set1(1.25f)) + \
+                         (a_ >= mk_vf_set1(1.75f));                                                  \
+        const mk_vi w_ = (a_ > mk_vf_set1(2.5f)) + (a_ >= mk_vf_set1(3.5f)), t_ = (a_ > mk_vf_set1(5.0f)); \
+        const mk_vi neg_ = q_ < mk_vf_set1(0.0f);                                                    \
+        (code) = (mk_vu)((-(h_ + w_ + t_)) | (neg_ & 8));                                            \
+        mk_vf r_ = __builtin_convertvector(-h_, mk_vf) * mk_vf_set1(0.5f) + __builtin_convertvector(-w_ - t_ - t_, mk_vf); \
+        (val) = mk_vf_sel(neg_, -r_, r_);                                                            \
+    } while (0)
+
+/* torch.finfo(t).tiny and .max */
+static float dt_tiny(mk_dtype t) { return t == MK_F16 ? 0x1p-14f : 0x1p-126f; }
+
+/* wdt(v) for positive v, inf where it overflows wdt */
+static float dt_round(mk_dtype t, float v) { return t == MK_F16 && v >= 65520.0f ? INFINITY : mk_ct_round(t, v); }
+
+float mk_nvfp4_global_scale(mk_dtype wdt, float absmax)
+{
+    /* 2688 / tensor is torch's __rtruediv__: the tensor's reciprocal, rounded to wdt, times 2688 */
+    float a = absmax < dt_tiny(wdt) ? dt_tiny(wdt) : absmax;
+    float g = dt_round(wdt, 2688.0f * dt_round(wdt, 1.0f / a));
+    return isfinite(g) ? g : 1.0f;
+}
+
+uint8_t mk_nvfp4_group_scale(mk_dtype wdt, float gs, float absmax)
+{
+    float s = gs * mk_ct_round(wdt, absmax / 6.0f);
+    if (s > 448.0f) s = 448.0f;
+    uint8_t c = mk_f32_to_e4m3(s);
+    return (c & 0x7f) == 0 ? 0x20 /* 0.125 */ : c;
+}
+
+MK_QKERNEL
+void mk_nvfp4_quantize(const float *x, size_t n, float gs, uint8_t s8, uint8_t *codes, mk_qerr *err)
+{
+    const float eff = mk_e4m3_to_f32(s8) / gs;
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    size_t i = 0;
+    const mk_vf ve = mk_vf_set1(eff), hi = mk_vf_set1(6.0f), lo = -hi;
+    for (; i + 8 <= n; i += 8) {
+        mk_vf xv = mk_vf_load(x + i), v;
+        mk_vu c;
+        mx_e2m1_8(mk_vf_min(mk_vf_max(xv / ve, lo), hi), c, v);
+        mk_vu_store_u8(codes + i, c);
+        if (err) mk_qacc_add(&acc, xv, mk_vf_round_bf16(v * ve));
+    }
+    for (; i < n; i++) {
+        float q = x[i] / eff;
+        q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q;
+        codes[i] = mk_e2m1_code(q);
+        if (err) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e2m1_value(codes[i]) * eff));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+
+void mk_nvfp4_dequant(const uint8_t *codes, size_t n, float gs, uint8_t s8, float *out)
+{
+    const float eff = mk_e4m3_to_f32(s8) / gs;
+    for (size_t i = 0; i < n; i++) out[i] = mk_round_bf16(mk_e2m1_value(codes[i]) * eff);
+}
+
+/* ---- MX --------------------------------------------------------------------------------- */
+
+uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax)
+{
+    const int off = bits == 8 ? 8 : 2;
+    int ex; /* the unbiased exponent of pow2(absmax); INT_MIN for 0, INT_MAX for inf */
+    if (wdt == MK_F16) {
+        uint32_t h = mk_f32_to_f16(absmax);
+        h = ((h + (1u << 8)) & 0xfc00u) >> 10;
+        ex = h == 0 ? -1000 : h == 31 ? 1000 : (int)h - 15;
+    } else {
+        uint32_t u;
+        memcpy(&u, &absmax, 4);
+        u = ((u + (1u << 21)) & 0x7f800000u) >> 23; /* bf16's bit 5 is f32's bit 21 */
+        ex = u == 0 ? -1000 : u == 255 ? 1000 : (int)u - 127;
+    }
+    int e = 127 + ex - off;
+    e = e < 0 ? 0 : e > 255 ? 255 : e;
+    /* a scale that is 0 in f16 is replaced by 1, and stored as what it became */
+    if (wdt == MK_F16 && mk_ct_round(MK_F16, ldexpf(1.0f, e - 127)) == 0.0f) e = 127;
+    return (uint8_t)e;
+}
+
+/* wdt(2^(e - 127)) (never 0: mk_mx_scale_exp stored 127 for what f16 makes 0) */
+static float mx_scale(mk_dtype wdt, uint8_t e)
+{
+    float s = ldexpf(1.0f, (int)e - 127);
+    return wdt == MK_F16 && s > 65504.0f ? INFINITY : mk_ct_round(wdt, s);
+}
+
+/* wdt(q) for the values the MX division gives (already clamped, so finite and small) */
+static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk_round_bf16(q) : wdt == MK_F32 ? q : mk_ct_round(wdt, q); }
+
+MK_QKERNEL
+void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
+{
+    const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)mk_mx_stored_exp(e) - 127));
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    if (bits == 8) {
+        /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
+        const mk_ct_fp8 a = {false, wdt};
+        mk_ct_fp8_quantize(&a, x, n, sc, codes, wdt == MK_BF16 && e != 255 ? err : NULL);
+        if (!err || (wdt == MK_BF16 && e != 255)) return;
+        for (size_t i = 0; i < n; i++) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e4m3_to_f32(codes[i]) * dsc));
+        mk_qacc_flush(&acc, err);
+        return;
+    }
+    size_t i = 0;
+    const mk_vf vs = mk_vf_set1(sc), vd = mk_vf_set1(dsc), hi = mk_vf_set1(6.0f), lo = -hi;
+    for (; i + 8 <= n; i += 8) {
+        mk_vf xv = mk_vf_load(x + i), q = mk_vf_min(mk_vf_max(xv / vs, lo), hi), v;
+        if (wdt == MK_BF16) q = mk_vf_round_bf16(q);
+        else if (wdt == MK_F16) q = mk_vf_round_f16(q);
+        mk_vu c;
+        mx_e2m1_8(q, c, v);
+        mk_vu_store_u8(codes + i, c);
+        if (err) mk_qacc_add(&acc, xv, mk_vf_round_bf16(v * vd));
+    }
+    for (; i < n; i++) {
+        float q = x[i] / sc;
+        q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q; /* clamping first: wdt's overflow is clamped too */
+        codes[i] = mk_e2m1_code(mx_round(wdt, q));
+        if (err) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e2m1_value(codes[i]) * dsc));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+
+void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out)
+{
+    const float dsc = mk_round_bf16(ldexpf(1.0f, (int)e - 127));
+    for (size_t i = 0; i < n; i++) out[i] = mk_round_bf16((bits == 8 ? mk_e4m3_to_f32(codes[i]) : mk_e2m1_value(codes[i])) * dsc);
+}
+
+void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes)
+{
+    for (size_t i = 0; i + 1 < n; i += 2) bytes[i / 2] = (uint8_t)(codes[i] | (codes[i + 1] << 4));
+}
