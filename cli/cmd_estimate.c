@@ -12,6 +12,7 @@
 #include "../formats/model.h"
 #include "../model/estimate.h"
 #include "../quant/qsource.h"
+#include "../quant/quant.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -35,21 +36,17 @@ typedef struct est_model {
     mk_qinfo qi;           /* quantized: its format, and the bytes as stored */
 } est_model;
 
-/* Bytes per value of --dtype: float types from the dtype table, plus 8- and 4-bit names. */
+/* Bytes per value of --dtype: float types from the dtype table, every quantization format
+ * of the format table at its bits per code (scales not counted), and 8bit / 4bit. */
 static bool dtype_bytes(const char *s, double *b, const char **label)
 {
-    static const struct {
-        const char *name;
-        double bytes;
-        const char *label;
-    } extra[] = {{"int8", 1, "int8"}, {"8bit", 1, "int8"}, {"fp8", 1, "fp8"}, {"int4", 0.5, "int4"},
-                 {"4bit", 0.5, "int4"}, {"nf4", 0.5, "nf4"}, {"fp4", 0.5, "fp4"}};
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++)
-        if (strcmp(s, extra[i].name) == 0) {
-            *b = extra[i].bytes;
-            *label = extra[i].label;
-            return true;
-        }
+    const char *name = strcmp(s, "8bit") == 0 ? "int8" : strcmp(s, "4bit") == 0 ? "int4" : s;
+    const mk_qformat *f = mk_qformat_find(name);
+    if (f) {
+        *b = f->bits / 8.0;
+        *label = f->name;
+        return true;
+    }
     mk_dtype d = mk_dtype_from_user(s);
     if (d == MK_DTYPE_NONE || !mk_dtype_info(d)->is_float) return false;
     *b = mk_dtype_size(d);
@@ -122,7 +119,11 @@ static mk_status check_opts(est_opts *o, size_t npos, mk_est_request *r, const c
     r->seq = o->seq;
     r->adapters = o->adapters;
     if (!dtype_bytes(o->dtype ? o->dtype : "bfloat16", &r->bpv, dlabel))
-        return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16, float16, fp8, int8, int4 or nf4", o->dtype);
+    {
+        char names[160];
+        return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not float32, bfloat16, float16 or a quantization format (%s)", o->dtype,
+                        mk_qformat_names(names, sizeof names, " or "));
+    }
     if (r->optim == MK_OPTIM_COUNT) return mk_error(MK_ERR_USAGE, "--optimizer: '%s' is not sgd, momentum or adam", o->optim);
     if (r->train == MK_TRAIN_COUNT) return mk_error(MK_ERR_USAGE, "--train: '%s' is not none, full, lora or qlora", o->train);
     if (o->rank < 1 || o->rank > 65536) return mk_error(MK_ERR_USAGE, "--lora-rank: %ld is not between 1 and 65536", o->rank);
@@ -284,7 +285,7 @@ int mk_cmd_estimate(int argc, char **argv)
 {
     est_opts o = {.dtype = NULL, .optim = "adam", .targets = "q,k,v,o", .rank = 0};
     const mk_opt opts[] = {
-        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "weights and training values: float32, bfloat16, float16, fp8, int8, int4, nf4 (a quantized MODEL's weights too, instead of as stored)", "bfloat16"},
+        {"dtype", 0, MK_OPT_STR, &o.dtype, "DTYPE", "weights and training values: float32, bfloat16, float16, or a quantization format at its bits per code (nf4, int4, fp8, ...: see 'quantize --list-formats'); a quantized MODEL's weights too, instead of as stored", "bfloat16"},
         {"train", 0, MK_OPT_STR, &o.train, "KIND", "none, full, lora or qlora (4-bit NF4 base, adapters at --dtype)", "full; lora with --lora-rank"},
         {"optimizer", 0, MK_OPT_STR, &o.optim, "NAME", "sgd (no state), momentum (1 value) or adam (2 values per trainable)", "adam"},
         {"lora-rank", 0, MK_OPT_INT, &o.rank, "R", "LoRA rank", "8"},

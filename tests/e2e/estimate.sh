@@ -48,6 +48,17 @@ t_ok "LoRA count from tensors" "$MK" estimate m/ --lora-rank 4 --lora-targets q_
 has "  1792 trainable" '"trainable_params": 1792'
 
 t_fail "bad dtype" 2 "--dtype: 'float8x'" "$MK" estimate --params 7B --dtype float8x
+# every format of the quantization table is a --dtype, at its bits per code
+"$MK" quantize --list-formats --json >formats.json 2>/dev/null || notok "quantize --list-formats --json" "failed"
+nf=0 bad=
+for f in $(sed -n 's/.*"name": "\([^"]*\)", "bits": \([0-9]*\).*/\1:\2/p' formats.json); do
+    name=${f%%:*} bits=${f#*:}
+    nf=$((nf + 1))
+    "$MK" estimate --params 1e9 --dtype "$name" --train none --json >e.json 2>/dev/null || { bad="$bad $name(exit)"; continue; }
+    grep -q "\"bytes_per_value\": $(awk -v b="$bits" 'BEGIN { print b / 8 }')[,}]" e.json || bad="$bad $name($(grep -o '"bytes_per_value": [^,]*' e.json))"
+done
+[ "$nf" -ge 9 ] && [ -z "$bad" ] && ok "every quantization format ($nf) is a --dtype at its bits per code" ||
+    notok "every quantization format is a --dtype" "formats $nf; wrong:$bad"
 t_fail "bad optimizer" 2 "--optimizer: 'adamw'" "$MK" estimate --params 7B --optimizer adamw
 t_fail "batch without seq" 2 "--batch and --seq go together" "$MK" estimate l2/ --batch 8
 t_fail "LoRA needs a shape" 2 "LoRA counts need the model's shape" "$MK" estimate --params 7B --train lora
