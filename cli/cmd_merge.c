@@ -66,6 +66,7 @@ typedef struct merge_run {
     mk_qopts qo;             /* with --quantize */
     mk_qplan qplan;
     char *quantize_rec;      /* --check: the recorded --quantize */
+    size_t tok_donor;        /* the model whose tokenizer files OUT gets (tokenizer_donor) */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -197,14 +198,14 @@ static mk_status write_config(merge_run *m)
     return s;
 }
 
-static mk_status copy_tokenizer(merge_run *m)
+/* The model whose tokenizer files OUT gets: the recipe's tokenizer_source, else the config
+ * donor. Found right after planning, so that a tokenizer_source naming no model of the recipe
+ * fails before any weight is merged. */
+static mk_status tokenizer_donor(merge_run *m)
 {
     const mk_plan *p = &m->plan;
     size_t tok = (size_t)p->donor;
     const char *ts = m->r->tokenizer_source;
-    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
-     * source (then mergekit builds and saves one whatever the option says) */
-    if (m->o->mk.copy_tokenizer < 0 && !ts) return MK_OK;
     if (ts && strcmp(ts, "base") != 0) {
         bool found = false;
         /* a Hub id names the model its cached snapshot is (org/name matches org/name@main) */
@@ -226,6 +227,17 @@ static mk_status copy_tokenizer(merge_run *m)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
                             m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
     }
+    m->tok_donor = tok;
+    return MK_OK;
+}
+
+static mk_status copy_tokenizer(merge_run *m)
+{
+    const mk_plan *p = &m->plan;
+    size_t tok = m->tok_donor;
+    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
+     * source (then mergekit builds and saves one whatever the option says) */
+    if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
     size_t before = m->w.n_files;
     MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
@@ -508,6 +520,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (!expect) MK_TRY(check_out_path(m));
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
     MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
+    MK_TRY(tokenizer_donor(m));
     if (m->o->dry_run) {
         print_plan(m);
         return MK_OK;

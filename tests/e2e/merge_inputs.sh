@@ -18,6 +18,14 @@ printf 'merge_method: linear\nmodels:\n  - model: lnk\n    parameters: {weight: 
 t_fail "a link to base and base//" 2 "link\.yaml:5:12: model base// is lnk again" "$MK" link.yaml o-link
 printf 'merge_method: linear\nmodels:\n  - model: ./ft1/\n    parameters: {weight: 1}\n  - model: ft2\n    parameters: {weight: 1}\ntokenizer_source: ft1\n' >tok.yaml
 t_ok "tokenizer_source names a model written another way" "$MK" tok.yaml o-tok -q
+# a tokenizer_source that names no model of the recipe fails at planning: --dry-run says so,
+# and the merge writes nothing
+sed 's/^tokenizer_source: ft1$/tokenizer_source: ft3/' tok.yaml >tok3.yaml
+mkdir -p ft3 && cp base/config.json ft3/
+t_fail "tokenizer_source not among the models, at --dry-run" 2 "tok3\.yaml:7:19: tokenizer_source 'ft3' is not one of the recipe's models" \
+    "$MK" tok3.yaml o-tok3 --dry-run -q
+t_fail "... and the merge" 2 "tokenizer_source 'ft3' is not one of the recipe's models" "$MK" tok3.yaml o-tok3 -q
+t_absent "... writes nothing" o-tok3 o-tok3.tmp
 
 # ---- vocabulary sizes ---------------------------------------------------------------------------
 "$MK" synth v160/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 176 --vocab 160 --seed 4 -q
