@@ -73,6 +73,29 @@ static mk_status open_pack_base(const char *base, const char *out, mk_source **s
     return s;
 }
 
+/* What pack did: --json on stdout, a line on stderr. */
+static void print_packed(const mk_common *c, const char *in, const char *out, const mk_mkz_stats *st, const char *hint,
+                         double el, long level)
+{
+    char a[32], b[32], rest[600], dl[400] = "";
+    mk_buf hj = {0};
+    if (hint) {
+        mk_buf_json_str(&hj, hint);
+        snprintf(dl, sizeof dl, ", %zu of them as deltas against %s", st->deltas, hint);
+    }
+    snprintf(rest, sizeof rest,
+             "\"files\": %zu, \"tensors\": %zu, \"bytes\": %llu, \"stored_bytes\": %llu, \"ratio\": %.4f, "
+             "\"seconds\": %.3f, \"level\": %ld, \"base\": %s, \"deltas\": %zu",
+             st->files, st->tensors, (unsigned long long)st->raw_bytes, (unsigned long long)st->container_bytes,
+             ratio(st->raw_bytes, st->container_bytes), el, level, hint && !hj.failed ? hj.data : "null", st->deltas);
+    mk_buf_free(&hj);
+    if (c->json) print_json("input", in, "output", out, rest);
+    if (!c->quiet)
+        fprintf(stderr, "mergekit-c: packed %s: %zu files, %zu tensors%s, %s -> %s (%.3fx) in %.1f s\n", out, st->files,
+                st->tensors, dl, mk_fmt_bytes(st->raw_bytes, a), mk_fmt_bytes(st->container_bytes, b),
+                ratio(st->raw_bytes, st->container_bytes), el);
+}
+
 int mk_cmd_pack(int argc, char **argv)
 {
     mk_common c = {0};
@@ -138,23 +161,7 @@ int mk_cmd_pack(int argc, char **argv)
         free(hint);
         return mk_cli_fail(s);
     }
-    char a[32], b[32], rest[600], dl[400] = "";
-    mk_buf hj = {0};
-    if (hint) {
-        mk_buf_json_str(&hj, hint);
-        snprintf(dl, sizeof dl, ", %zu of them as deltas against %s", st.deltas, hint);
-    }
-    snprintf(rest, sizeof rest,
-             "\"files\": %zu, \"tensors\": %zu, \"bytes\": %llu, \"stored_bytes\": %llu, \"ratio\": %.4f, "
-             "\"seconds\": %.3f, \"level\": %ld, \"base\": %s, \"deltas\": %zu",
-             st.files, st.tensors, (unsigned long long)st.raw_bytes, (unsigned long long)st.container_bytes,
-             ratio(st.raw_bytes, st.container_bytes), el, level, hint && !hj.failed ? hj.data : "null", st.deltas);
-    mk_buf_free(&hj);
-    if (c.json) print_json("input", pos[0], "output", pos[1], rest);
-    if (!c.quiet)
-        fprintf(stderr, "mergekit-c: packed %s: %zu files, %zu tensors%s, %s -> %s (%.3fx) in %.1f s\n", pos[1], st.files,
-                st.tensors, dl, mk_fmt_bytes(st.raw_bytes, a), mk_fmt_bytes(st.container_bytes, b),
-                ratio(st.raw_bytes, st.container_bytes), el);
+    print_packed(&c, pos[0], pos[1], &st, hint, el, level);
     free(hint);
     return 0;
 }
