@@ -156,7 +156,7 @@ static mk_status pack_model(mkz_writer *w, const pack_job *job, const mk_source 
 /* The base's tensor behind each delta record. */
 typedef struct pack_base {
     mk_source *src;
-    size_t *idx, n, cap;
+    size_t *idx, n;  /* [n_streams at most] */
 } pack_base;
 
 static mk_status pack_base_read(void *ctx, size_t d, uint64_t off, uint64_t len, void *dst)
@@ -173,19 +173,13 @@ static mk_status pack_deltas(mkz_writer *w, pack_base *b, const char *hint)
     if (bx && bx->n_delta)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: the base is itself a delta container (unpack it first)", b->src->path);
     MK_TRY(mkz_w_set_base(w, hint, pack_base_read, b));
+    if (!(b->idx = mk_calloc(w->ix.n_streams ? w->ix.n_streams : 1, sizeof *b->idx))) return MK_ERR_NOMEM;
     for (uint32_t k = 0; k < w->ix.n_streams; k++) {
         const mk_mkz_stream *S = &w->ix.streams[k];
         long i = S->is_tensor ? mk_source_find(b->src, S->name) : -1;
         if (i < 0) continue;
         const mk_tensor_info *t = &b->src->tensors[i];
         if (t->dtype != S->t.dtype || !mk_shape_eq(t, &S->t)) continue;
-        if (b->n == b->cap) {
-            size_t cap = b->cap ? 2 * b->cap : 64;
-            size_t *ni = mk_realloc_array(b->idx, cap, sizeof *ni);
-            if (!ni) return MK_ERR_NOMEM;
-            b->idx = ni;
-            b->cap = cap;
-        }
         b->idx[b->n++] = (size_t)i;
         mk_hash128 h;
         MK_TRY(mkz_base_hash(pack_base_read, b, b->n - 1, S->raw_size, &h));
@@ -200,7 +194,7 @@ mk_status mk_mkz_pack(const char *in, const char *out_path, const mk_mkz_pack_op
     mk_source *src = NULL;
     MK_TRY(mk_safetensors_open(in, &src)); /* validates the model and gives its tensor list */
     pack_job job = {0};
-    pack_base pb = {o->base, NULL, 0, 0};
+    pack_base pb = {o->base, NULL, 0};
     mkz_writer *w = NULL;
     mk_status s = pack_list(in, &job);
     if (s == MK_OK) s = mkz_w_open(out_path, o->level, 0, &w);

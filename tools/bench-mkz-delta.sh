@@ -24,19 +24,7 @@ tag=$(echo "$SHAPE" | tr -d ' -')
 B="$W/base-$tag"
 [ -f "$B/model.safetensors" ] || "$MK" synth "$B" $SHAPE --seed 1 -q -f
 
-run() {
-    _n=$1
-    shift
-    if ! /usr/bin/time -f "%e %U %S %M" -o "$W/.time" "$@" >"$W/.out" 2>"$W/.err"; then
-        echo "bench-mkz-delta: $_n failed: $(tail -n 3 "$W/.err")" >&2
-        exit 1
-    fi
-    read -r T_WALL _u _s T_RSS <"$W/.time"
-    T_CPU=$(echo "$_u $_s" | awk '{printf "%.3f", $1 + $2}')
-}
-mbs() { echo "$1 $2" | awk '{ if ($2 > 0) printf "%.0f", $1 / 1e6 / $2; else print "-" }'; }
-ratio() { echo "$1 $2" | awk '{ printf "%.3f", $1 / $2 }'; }
-size() { wc -c <"$1" | tr -d ' '; }
+. "$root/tools/bench-mkz-lib.sh"
 
 echo "| finetune | pack | pack --base | zstd -1 | zstd -19 (64 MiB) | pack --base MB/s/core | unpack --base MB/s/core | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"
