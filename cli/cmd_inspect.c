@@ -156,6 +156,11 @@ static mk_status print_json(const insp *x)
                       (unsigned long long)zx->file_size, zx->n_files, (unsigned long long)fb,
                       zx->file_size ? (double)fb / (double)zx->file_size : 0.0, (unsigned long long)x->stored,
                       x->stored ? (double)x->bytes / (double)x->stored : 0.0);
+        if (zx->base_hint) {
+            mk_buf_puts(&b, ", \"delta_base\": ");
+            mk_buf_json_str(&b, zx->base_hint);
+            mk_buf_printf(&b, ", \"delta_tensors\": %zu", zx->n_delta);
+        }
     }
     mk_buf_puts(&b, "}\n");
     if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
@@ -211,6 +216,10 @@ static mk_status print_text(const insp *x)
         printf("container: %zu files, %s in %s (%.3fx); tensors %s in %s (%.3fx)\n", zx->n_files, mk_fmt_bytes(fb, a),
                mk_fmt_bytes(zx->file_size, c2), zx->file_size ? (double)fb / zx->file_size : 0.0,
                mk_fmt_bytes(x->bytes, c3), mk_fmt_bytes(x->stored, c4), x->stored ? (double)x->bytes / x->stored : 0.0);
+        if (zx->base_hint)
+            printf("delta: %zu tensors stored as deltas against base %s (reading them needs it: --base, MK_DELTA_BASE or "
+                   "that path, relative to the container)\n",
+                   zx->n_delta, zx->base_hint);
     }
     if (x->qi.quantized)
         printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&x->qi, qdesc),

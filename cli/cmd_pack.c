@@ -1,14 +1,19 @@
 /* cmd_pack.c - the .mkz container commands:
  *   pack IN OUT.mkz     a model folder (or one .safetensors file) into one container
+ *                       (--base BASE: tensors matching BASE's stored as deltas against it)
  *   unpack IN.mkz OUT   every file back, byte for byte, checked as it is written
  *   verify IN.mkz       every block, tensor, file and index checksum
+ * A delta container is read with its base: --base, else $MK_DELTA_BASE, else the path it
+ * records (relative to the container's folder).
  * Outputs are atomic (OUT.tmp, renamed when complete); a damaged container is reported
  * in one line naming the tensor or structure, exit 1, and nothing is written.
  */
 #include "cli.h"
 
 #include "../core/mk_io.h"
+#include "../core/mk_hub.h"
 #include "../formats/mkz.h"
+#include "../formats/model.h"
 #include "../formats/safetensors.h"
 #include "../formats/torchbin.h"
 
@@ -33,12 +38,72 @@ static void print_json(const char *k1, const char *v1, const char *k2, const cha
     mk_buf_free(&b);
 }
 
+/* Path `to` as seen from folder `from` (both absolute, normalised): "../x/y". */
+static char *relative_path(const char *to, const char *from)
+{
+    size_t i = 0, common = 0;
+    while (to[i] && to[i] == from[i]) {
+        if (to[i] == '/') common = i;
+        i++;
+    }
+    if (!from[i] && (to[i] == '/' || !to[i])) common = i; /* from is a prefix folder of to */
+    if (common == 0 && from[1]) return mk_strdup(to);       /* only "/" in common: keep it absolute */
+    mk_buf b = {0};
+    for (const char *p = from + common; *p; p++)
+        if (*p == '/') mk_buf_puts(&b, "../");
+    mk_buf_puts(&b, to[common] == '/' ? to + common + 1 : to + common);
+    if (b.len == 0) mk_buf_puts(&b, ".");
+    char *r = b.failed ? NULL : mk_strdup(b.data);
+    mk_buf_free(&b);
+    return r;
+}
+
+/* The base to pack against (a local path or a Hub id) and its path relative to OUT's folder. */
+static mk_status open_pack_base(const char *base, const char *out, mk_source **src, char **hint)
+{
+    char *local = NULL, *abs = NULL, *od = NULL, *dir = mk_path_dirname(out);
+    MK_TRY(mk_hub_resolve(base, NULL, &local, NULL));
+    mk_status s = mk_model_open(local, src);
+    if (s == MK_OK && (!dir || !(abs = mk_path_absolute(local)) || !(od = mk_path_absolute(dir)))) s = MK_ERR_IO;
+    if (s == MK_OK && !(*hint = relative_path(abs, od))) s = MK_ERR_NOMEM;
+    free(local);
+    free(abs);
+    free(od);
+    free(dir);
+    return s;
+}
+
+/* What pack did: --json on stdout, a line on stderr. */
+static void print_packed(const mk_common *c, const char *in, const char *out, const mk_mkz_stats *st, const char *hint,
+                         double el, long level)
+{
+    char a[32], b[32], rest[600], dl[400] = "";
+    mk_buf hj = {0};
+    if (hint) {
+        mk_buf_json_str(&hj, hint);
+        snprintf(dl, sizeof dl, ", %zu of them as deltas against %s", st->deltas, hint);
+    }
+    snprintf(rest, sizeof rest,
+             "\"files\": %zu, \"tensors\": %zu, \"bytes\": %llu, \"stored_bytes\": %llu, \"ratio\": %.4f, "
+             "\"seconds\": %.3f, \"level\": %ld, \"base\": %s, \"deltas\": %zu",
+             st->files, st->tensors, (unsigned long long)st->raw_bytes, (unsigned long long)st->container_bytes,
+             ratio(st->raw_bytes, st->container_bytes), el, level, hint && !hj.failed ? hj.data : "null", st->deltas);
+    mk_buf_free(&hj);
+    if (c->json) print_json("input", in, "output", out, rest);
+    if (!c->quiet)
+        fprintf(stderr, "mergekit-c: packed %s: %zu files, %zu tensors%s, %s -> %s (%.3fx) in %.1f s\n", out, st->files,
+                st->tensors, dl, mk_fmt_bytes(st->raw_bytes, a), mk_fmt_bytes(st->container_bytes, b),
+                ratio(st->raw_bytes, st->container_bytes), el);
+}
+
 int mk_cmd_pack(int argc, char **argv)
 {
     mk_common c = {0};
     long level = MK_MKZ_LEVEL_DEFAULT;
     bool force = false;
+    const char *base = NULL;
     const mk_opt opts[] = {
+        {"base", 'b', MK_OPT_STR, &base, "BASE", "store tensors that match BASE's (name, dtype, shape) as deltas against them; reading the container then needs BASE", NULL},
         {"level", 'l', MK_OPT_INT, &level, "N", "zstd level 1..22; higher levels also try LZ matching on the exponent planes: much slower, rarely smaller", "1"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new one is complete)", NULL},
         MK_COMMON_OPTS(c),
@@ -50,7 +115,11 @@ int mk_cmd_pack(int argc, char **argv)
         "Pack a model folder (or one .safetensors file) into a lossless .mkz container.",
         "Every regular file of the folder is stored (safetensors files as their header plus their\n"
         "tensors, split into byte planes and compressed with zstd in independent blocks), so\n"
-        "`unpack` restores the folder byte for byte. Every command reads .mkz inputs directly.",
+        "`unpack` restores the folder byte for byte. Every command reads .mkz inputs directly.\n"
+        "With --base, each block of a matching tensor is stored as the smallest of its bytes, their\n"
+        "XOR with the base's and their difference from the base's; the container records BASE's\n"
+        "path (relative to OUT's folder) and the XXH3-128 of every base tensor used. Readers find\n"
+        "the base by --base, else $MK_DELTA_BASE, else that path, and refuse a different base.",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
@@ -67,12 +136,19 @@ int mk_cmd_pack(int argc, char **argv)
                                     pos[0]));
     mk_status s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
     if (s != MK_OK) return mk_cli_fail(s);
+    mk_source *bsrc = NULL;
+    char *hint = NULL;
+    if (base && (s = open_pack_base(base, pos[1], &bsrc, &hint)) != MK_OK) return mk_cli_fail(s);
     mk_outdir od;
     s = mk_outdir_begin(&od, pos[1], true, force, false);
-    if (s != MK_OK) return mk_cli_fail(s);
+    if (s != MK_OK) {
+        mk_source_close(bsrc);
+        free(hint);
+        return mk_cli_fail(s);
+    }
     mk_progress prog;
     mk_progress_init(&prog, "pack", &c);
-    mk_mkz_pack_opts po = {(int)level, mk_progress_cb, &prog};
+    mk_mkz_pack_opts po = {(int)level, bsrc, hint, mk_progress_cb, &prog};
     mk_mkz_stats st;
     double t0 = mk_now();
     s = mk_mkz_pack(pos[0], od.tmp_path, &po, &st);
@@ -80,34 +156,34 @@ int mk_cmd_pack(int argc, char **argv)
     mk_progress_end(&prog);
     if (s == MK_OK) s = mk_outdir_commit(&od);
     else mk_outdir_abort(&od);
-    if (s != MK_OK) return mk_cli_fail(s);
-    char a[32], b[32], rest[300];
-    snprintf(rest, sizeof rest,
-             "\"files\": %zu, \"tensors\": %zu, \"bytes\": %llu, \"stored_bytes\": %llu, \"ratio\": %.4f, "
-             "\"seconds\": %.3f, \"level\": %ld",
-             st.files, st.tensors, (unsigned long long)st.raw_bytes, (unsigned long long)st.container_bytes,
-             ratio(st.raw_bytes, st.container_bytes), el, level);
-    if (c.json) print_json("input", pos[0], "output", pos[1], rest);
-    if (!c.quiet)
-        fprintf(stderr, "mergekit-c: packed %s: %zu files, %zu tensors, %s -> %s (%.3fx) in %.1f s\n", pos[1], st.files,
-                st.tensors, mk_fmt_bytes(st.raw_bytes, a), mk_fmt_bytes(st.container_bytes, b),
-                ratio(st.raw_bytes, st.container_bytes), el);
+    mk_source_close(bsrc);
+    if (s != MK_OK) {
+        free(hint);
+        return mk_cli_fail(s);
+    }
+    print_packed(&c, pos[0], pos[1], &st, hint, el, level);
+    free(hint);
     return 0;
 }
 
-static mk_status open_container(const char *path, mk_source **src)
+static mk_status open_container(const char *path, const char *base, mk_source **src)
 {
     if (!mk_path_exists(path)) return mk_error(MK_ERR_IO, "%s: no such file", path);
     if (!mk_is_file(path)) return mk_error(MK_ERR_USAGE, "%s: not a .mkz container (a folder)", path);
-    return mk_mkz_open(path, src);
+    if (base && !mk_path_exists(base)) return mk_error(MK_ERR_IO, "%s: no such file or folder (--base)", base);
+    return mk_model_open_mkz(path, base, src);
 }
+
+#define BASE_OPT(v) {"base", 'b', MK_OPT_STR, &(v), "BASE", "the base of a delta container (default: $MK_DELTA_BASE, else the path it records)", NULL}
 
 int mk_cmd_unpack(int argc, char **argv)
 {
     mk_common c = {0};
     bool force = false;
+    const char *base = NULL;
     const mk_opt opts[] = {
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new one is complete)", NULL},
+        BASE_OPT(base),
         MK_COMMON_OPTS(c),
         {0},
     };
@@ -121,7 +197,7 @@ int mk_cmd_unpack(int argc, char **argv)
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_source *src = NULL;
-    mk_status s = open_container(pos[0], &src);
+    mk_status s = open_container(pos[0], base, &src);
     if (s == MK_OK) s = mk_cli_check_output(pos[1], (const char *const *)&pos[0], 1);
     mk_outdir od;
     bool began = false;
@@ -154,7 +230,8 @@ int mk_cmd_unpack(int argc, char **argv)
 int mk_cmd_verify(int argc, char **argv)
 {
     mk_common c = {0};
-    const mk_opt opts[] = {MK_COMMON_OPTS(c), {0}};
+    const char *base = NULL;
+    const mk_opt opts[] = {BASE_OPT(base), MK_COMMON_OPTS(c), {0}};
     const mk_cmd_spec spec = {"verify", "IN.mkz [options]",
                               "Check every checksum of a .mkz container: header, index, every block, tensor and file.",
                               "A damaged container is reported in one line naming the tensor or structure (exit 1).",
@@ -164,7 +241,7 @@ int mk_cmd_verify(int argc, char **argv)
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_source *src = NULL;
-    mk_status s = open_container(pos[0], &src);
+    mk_status s = open_container(pos[0], base, &src);
     mk_progress prog;
     mk_progress_init(&prog, "verify", &c);
     double t0 = mk_now();

@@ -26,7 +26,8 @@
 #include "../core/mk_hash.h"
 #include "../core/mk_tensor.h"
 
-#define MK_MKZ_VERSION 1u
+#define MK_MKZ_VERSION 1u       /* a plain container */
+#define MK_MKZ_VERSION_DELTA 2u /* a container holding deltas against a base model */
 #define MK_MKZ_LEVEL_DEFAULT 1
 #define MK_MKZ_LEVEL_MAX 22
 
@@ -51,12 +52,14 @@ typedef struct mk_mkz_stream {
     mk_hash128 hash;     /* XXH3-128 of the uncompressed bytes */
     uint32_t file;       /* the file it is a part of, or UINT32_MAX */
     uint64_t stored;     /* bytes its blocks take in the container */
+    uint32_t delta;      /* its record in the delta table (stored against the base), or UINT32_MAX */
 } mk_mkz_stream;
 
 typedef struct mk_mkz_block {
     uint64_t offset;          /* in the container */
     uint32_t csize;           /* stored bytes (all planes) */
     uint8_t method[8];        /* per plane: 0 stored, 1 zstd */
+    uint8_t transform;        /* 0 the bytes, 1 XOR with the base's, 2 difference from the base's */
     uint32_t plane_csize[8];
     uint64_t hash;            /* XXH3-64 of the csize stored bytes */
 } mk_mkz_block;
@@ -68,6 +71,12 @@ typedef struct mk_mkz_file {
     uint32_t first_part, n_parts;
 } mk_mkz_file;
 
+/* A tensor stored against the base: the base tensor has its name, dtype and shape. */
+typedef struct mk_mkz_delta {
+    uint32_t stream;
+    mk_hash128 base_hash;     /* XXH3-128 of the base tensor's bytes */
+} mk_mkz_delta;
+
 typedef struct mk_mkz_index {
     uint64_t file_size, index_offset, index_size;
     size_t n_streams, n_blocks, n_files, n_parts, n_model;
@@ -76,6 +85,10 @@ typedef struct mk_mkz_index {
     mk_mkz_file *files;
     uint32_t *parts;          /* stream ids; file f is parts[first_part .. +n_parts) */
     uint32_t *model;          /* stream ids of the model's tensor list, in order */
+    uint32_t version;         /* MK_MKZ_VERSION or MK_MKZ_VERSION_DELTA */
+    char *base_hint;          /* delta containers: where the base was, relative to the container */
+    size_t n_delta;
+    mk_mkz_delta *delta;      /* [n_delta], by stream id, ascending */
 } mk_mkz_index;
 
 /* Validate the header, footer and index of a container image of `len` bytes (the whole
@@ -85,6 +98,12 @@ mk_status mk_mkz_parse(const unsigned char *buf, size_t len, const mk_mkz_limits
 /* Structure, then every block, stream and file checksum. The fuzz entry point for the
  * decoder. */
 mk_status mk_mkz_verify_buffer(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what);
+
+/* The base's bytes [off, off+len) of the tensor that delta record d is stored against. */
+typedef mk_status (*mk_mkz_base_read_fn)(void *ctx, size_t d, uint64_t off, uint64_t len, void *dst);
+/* As mk_mkz_verify_buffer, for a delta container, with its base behind `read`. */
+mk_status mk_mkz_verify_buffer_base(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what,
+                                    mk_mkz_base_read_fn read, void *ctx);
 void mk_mkz_index_free(mk_mkz_index *ix);
 
 /* True when `path` is a regular file that starts with the container magic. */
@@ -92,6 +111,12 @@ bool mk_mkz_probe(const char *path);
 /* Open a container as a tensor source: the model's tensors (reads decode only the
  * blocks they touch) and its auxiliary files. */
 mk_status mk_mkz_open(const char *path, mk_source **out);
+/* A delta container's base: a model holding, for every delta record, a tensor of the same
+ * name, dtype and shape (else an error naming the tensor). The source takes `base` (also on
+ * failure). Each base tensor's XXH3-128 is checked against the record the first time it is
+ * used. Without a base, reads of delta tensors fail with a line naming the base wanted and
+ * `missing` (where it was looked for). */
+mk_status mk_mkz_attach_base(mk_source *s, mk_source *base, const char *missing);
 /* The index of a source opened by mk_mkz_open, else NULL. */
 const mk_mkz_index *mk_mkz_source_index(const mk_source *s);
 /* Container bytes read by the source so far (payloads and index), for access tests. */
@@ -110,10 +135,13 @@ typedef struct mk_mkz_stats {
     size_t files, tensors;
     uint64_t raw_bytes;      /* sum of file sizes */
     uint64_t container_bytes;
+    size_t deltas;           /* tensors stored against the base */
 } mk_mkz_stats;
 
 typedef struct mk_mkz_pack_opts {
     int level;               /* zstd level 1..22 (1 = fastest) */
+    mk_source *base;         /* store tensors matching one of base's (name, dtype, shape) as deltas */
+    const char *base_hint;   /* with base: its path relative to the container's folder */
     mk_mkz_progress_fn progress;
     void *progress_ctx;
 } mk_mkz_pack_opts;

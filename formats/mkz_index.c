@@ -46,9 +46,19 @@ static void le_index_head(disk_index_head *d)
     LE32(d->n_files);
     LE32(d->n_parts);
     LE32(d->n_model);
-    LE32(d->reserved0);
+    LE32(d->n_delta);
     LE64(d->strings_size);
-    for (int i = 0; i < 3; i++) LE64(d->reserved[i]);
+    LE64(d->hint_off);
+    LE64(d->hint_len);
+    LE64(d->reserved);
+}
+
+static void le_delta(disk_delta *d)
+{
+    LE32(d->stream);
+    LE32(d->reserved);
+    LE64(d->base_hash_lo);
+    LE64(d->base_hash_hi);
 }
 
 static void le_stream(disk_stream *d)
@@ -70,7 +80,7 @@ static void le_block(disk_block *d)
 {
     LE64(d->offset);
     LE32(d->csize);
-    LE32(d->reserved);
+    LE32(d->transform);
     for (int i = 0; i < MKZ_MAX_PLANES; i++) LE32(d->plane_csize[i]);
     LE64(d->hash);
 }
@@ -122,6 +132,8 @@ void mk_mkz_index_free(mk_mkz_index *ix)
     free(ix->files);
     free(ix->parts);
     free(ix->model);
+    free(ix->base_hint);
+    free(ix->delta);
     memset(ix, 0, sizeof *ix);
 }
 
@@ -147,20 +159,13 @@ mk_status mkz_damaged(const char *what, const char *fmt, ...)
     return mk_error(MK_ERR_FORMAT, "%s: %s", what, msg);
 }
 
-static bool zeros(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        if (b[i]) return false;
-    return true;
-}
-
 /* ---- index: parse and validate, one record at a time ------------------------------------- */
 
 /* The index being parsed: its tables, and what the records read so far imply for the next. */
 typedef struct index_reader {
     disk_index_head h;
-    const uint8_t *p_streams, *p_blocks, *p_files, *p_parts, *p_model, *strings;
+    const uint8_t *p_streams, *p_blocks, *p_files, *p_parts, *p_model, *p_delta, *strings;
+    uint32_t version;
     uint64_t index_offset;
     const mk_mkz_limits *lim;
     const char *what;
@@ -180,22 +185,28 @@ static mk_status read_head(index_reader *r, const uint8_t *ib, uint64_t isz)
     memcpy(h, ib, sizeof *h);
     le_index_head(h);
     if (memcmp(h->magic, mkz_index_magic, 4) != 0) return mkz_damaged(what, "index damaged: bad index magic");
-    if (h->flags || h->reserved0 || !zeros(h->reserved, sizeof h->reserved))
+    bool v1 = r->version == MK_MKZ_VERSION;
+    if (h->flags || h->reserved || (v1 && (h->n_delta || h->hint_off || h->hint_len)))
         return mkz_damaged(what, "index damaged: reserved fields of the index header are not zero");
+    if (!v1 && (h->hint_len == 0 || h->hint_len > MKZ_MAX_HINT))
+        return mkz_damaged(what, "index damaged: a delta container's base path of %llu bytes (1..%d)",
+                           (unsigned long long)h->hint_len, MKZ_MAX_HINT);
     uint64_t fixed = sizeof *h + (uint64_t)h->n_streams * sizeof(disk_stream) + (uint64_t)h->n_blocks * sizeof(disk_block) +
-                     (uint64_t)h->n_files * sizeof(disk_file) + ((uint64_t)h->n_parts + h->n_model) * 4;
+                     (uint64_t)h->n_files * sizeof(disk_file) + ((uint64_t)h->n_parts + h->n_model) * 4 +
+                     (uint64_t)h->n_delta * sizeof(disk_delta);
     if (fixed > isz || h->strings_size != isz - fixed)
         return mkz_damaged(what,
-                           "index damaged: %u streams, %u blocks, %u files, %u parts, %u model tensors and %llu bytes of "
-                           "names do not add up to the index size %llu",
-                           h->n_streams, h->n_blocks, h->n_files, h->n_parts, h->n_model,
+                           "index damaged: %u streams, %u blocks, %u files, %u parts, %u model tensors, %u deltas and %llu "
+                           "bytes of names do not add up to the index size %llu",
+                           h->n_streams, h->n_blocks, h->n_files, h->n_parts, h->n_model, h->n_delta,
                            (unsigned long long)h->strings_size, (unsigned long long)isz);
     r->p_streams = ib + sizeof *h;
     r->p_blocks = r->p_streams + (size_t)h->n_streams * sizeof(disk_stream);
     r->p_files = r->p_blocks + (size_t)h->n_blocks * sizeof(disk_block);
     r->p_parts = r->p_files + (size_t)h->n_files * sizeof(disk_file);
     r->p_model = r->p_parts + (size_t)h->n_parts * 4;
-    r->strings = r->p_model + (size_t)h->n_model * 4;
+    r->p_delta = r->p_model + (size_t)h->n_model * 4;
+    r->strings = r->p_delta + (size_t)h->n_delta * sizeof(disk_delta);
     return MK_OK;
 }
 
@@ -265,11 +276,12 @@ static mk_status read_block(index_reader *r, uint32_t k, uint32_t j)
     B->offset = b.offset;
     B->csize = b.csize;
     B->hash = b.hash;
+    B->transform = (uint8_t)b.transform;
     memcpy(B->method, b.method, sizeof b.method);
     memcpy(B->plane_csize, b.plane_csize, sizeof b.plane_csize);
-    if (b.reserved)
-        return mkz_damaged(what, "index damaged: %s: block %u: reserved field is not zero", mkz_stream_label(ix, k, lab, sizeof lab),
-                           j);
+    if (b.transform && (b.transform >= MKZ_XFORM_COUNT || S->delta == UINT32_MAX))
+        return mkz_damaged(what, "index damaged: %s: block %u: transform %u (%s)", mkz_stream_label(ix, k, lab, sizeof lab), j,
+                           b.transform, S->delta == UINT32_MAX ? "the tensor is not stored against a base" : "unknown");
     if (b.offset != r->pos)
         return mkz_damaged(what, "index damaged: %s: block %u at offset %llu, expected %llu (blocks are contiguous)",
                            mkz_stream_label(ix, k, lab, sizeof lab), j, (unsigned long long)b.offset,
@@ -428,14 +440,46 @@ static mk_status read_model(index_reader *r)
     return s;
 }
 
-mk_status mkz_parse_index(const uint8_t *ib, uint64_t isz, uint64_t file_size, uint64_t index_offset,
+/* Version 2: the base hint and the delta records (before the streams, which need them:
+ * stream ids ascending, each a tensor, checked once the streams are read). */
+static mk_status read_deltas(index_reader *r)
+{
+    mk_mkz_index *ix = r->ix;
+    const disk_index_head *h = &r->h;
+    for (uint32_t k = 0; k < h->n_streams; k++) ix->streams[k].delta = UINT32_MAX;
+    if (r->version == MK_MKZ_VERSION) return MK_OK;
+    if (h->hint_off > h->strings_size || h->hint_len > h->strings_size - h->hint_off)
+        return mkz_damaged(r->what, "index damaged: the base path [%llu, +%llu) is outside the string table (%llu bytes)",
+                           (unsigned long long)h->hint_off, (unsigned long long)h->hint_len,
+                           (unsigned long long)h->strings_size);
+    if (memchr(r->strings + h->hint_off, 0, (size_t)h->hint_len))
+        return mkz_damaged(r->what, "index damaged: the base path contains a NUL byte");
+    if (!(ix->base_hint = mk_strndup((const char *)r->strings + h->hint_off, (size_t)h->hint_len))) return MK_ERR_NOMEM;
+    for (uint32_t d = 0; d < h->n_delta; d++) {
+        disk_delta dd;
+        memcpy(&dd, r->p_delta + (size_t)d * sizeof dd, sizeof dd);
+        le_delta(&dd);
+        if (dd.reserved || dd.stream >= h->n_streams || (d && dd.stream <= ix->delta[d - 1].stream))
+            return mkz_damaged(r->what, "index damaged: delta record %u names stream %u (%s)", d, dd.stream,
+                               dd.reserved                  ? "reserved field not zero"
+                               : dd.stream >= h->n_streams ? "out of range"
+                                                           : "not in ascending order");
+        ix->delta[d] = (mk_mkz_delta){dd.stream, {dd.base_hash_hi, dd.base_hash_lo}};
+        ix->streams[dd.stream].delta = d;
+    }
+    return MK_OK;
+}
+
+mk_status mkz_parse_index(const uint8_t *ib, uint64_t isz, uint32_t version, uint64_t file_size, uint64_t index_offset,
                           const mk_mkz_limits *lim, const char *what, mk_mkz_index *ix)
 {
     memset(ix, 0, sizeof *ix);
     ix->file_size = file_size;
     ix->index_offset = index_offset;
     ix->index_size = isz;
-    index_reader r = {.index_offset = index_offset, .lim = lim, .what = what, .ix = ix, .pos = MKZ_HEADER_SIZE};
+    ix->version = version;
+    index_reader r = {.version = version, .index_offset = index_offset, .lim = lim, .what = what, .ix = ix,
+                      .pos = MKZ_HEADER_SIZE};
     MK_TRY(read_head(&r, ib, isz));
     const disk_index_head *h = &r.h;
     /* counts are bounded by the index size, itself bounded by the limit: allocations are too */
@@ -444,14 +488,21 @@ mk_status mkz_parse_index(const uint8_t *ib, uint64_t isz, uint64_t file_size, u
     ix->files = mk_calloc(h->n_files ? h->n_files : 1, sizeof *ix->files);
     ix->parts = mk_calloc(h->n_parts ? h->n_parts : 1, sizeof *ix->parts);
     ix->model = mk_calloc(h->n_model ? h->n_model : 1, sizeof *ix->model);
+    ix->delta = mk_calloc(h->n_delta ? h->n_delta : 1, sizeof *ix->delta);
     r.used = mk_calloc(h->n_streams ? h->n_streams : 1, 1);
     uint32_t *order = mk_calloc(h->n_files ? h->n_files : 1, sizeof *order);
     mk_status s = MK_OK;
-    if (!ix->streams || !ix->blocks || !ix->files || !ix->parts || !ix->model || !r.used || !order) s = MK_ERR_NOMEM;
+    if (!ix->streams || !ix->blocks || !ix->files || !ix->parts || !ix->model || !ix->delta || !r.used || !order)
+        s = MK_ERR_NOMEM;
     ix->n_blocks = h->n_blocks;
     ix->n_parts = h->n_parts;
     ix->n_model = h->n_model;
+    ix->n_delta = h->n_delta;
+    if (s == MK_OK) s = read_deltas(&r);
     for (uint32_t k = 0; k < h->n_streams && s == MK_OK; k++) s = read_stream(&r, k);
+    for (uint32_t d = 0; d < h->n_delta && s == MK_OK; d++)
+        if (!ix->streams[ix->delta[d].stream].is_tensor)
+            s = mkz_damaged(what, "index damaged: delta record %u names byte stream %u, not a tensor", d, ix->delta[d].stream);
     if (s == MK_OK && (r.next_block != h->n_blocks || r.pos != index_offset))
         s = mkz_damaged(what, "index damaged: the streams cover %llu of %u blocks and %llu of %llu data bytes",
                         (unsigned long long)r.next_block, h->n_blocks, (unsigned long long)(r.pos - MKZ_HEADER_SIZE),
@@ -509,6 +560,7 @@ static void encode_block(const mk_mkz_block *B, mk_buf *b)
     memcpy(d.method, B->method, sizeof d.method);
     memcpy(d.plane_csize, B->plane_csize, sizeof d.plane_csize);
     d.hash = B->hash;
+    d.transform = B->transform;
     le_block(&d);
     mk_buf_put(b, &d, sizeof d);
 }
@@ -517,7 +569,7 @@ mk_status mkz_encode_index(const mk_mkz_index *ix, mk_buf *b)
 {
     mk_buf strings = {0};
     disk_index_head h = {{0}, 0, (uint32_t)ix->n_streams, (uint32_t)ix->n_blocks, (uint32_t)ix->n_files,
-                         (uint32_t)ix->n_parts, (uint32_t)ix->n_model, 0, 0, {0}};
+                         (uint32_t)ix->n_parts, (uint32_t)ix->n_model, (uint32_t)ix->n_delta, 0, 0, 0, 0};
     memcpy(h.magic, mkz_index_magic, 4);
     disk_stream *ds = mk_calloc(ix->n_streams ? ix->n_streams : 1, sizeof *ds);
     disk_file *df = mk_calloc(ix->n_files ? ix->n_files : 1, sizeof *df);
@@ -529,6 +581,11 @@ mk_status mkz_encode_index(const mk_mkz_index *ix, mk_buf *b)
     /* names go into the string table in this order: streams, then files */
     for (size_t k = 0; k < ix->n_streams; k++) encode_stream(&ix->streams[k], &strings, &ds[k]);
     for (size_t f = 0; f < ix->n_files; f++) encode_file(&ix->files[f], &strings, &df[f]);
+    if (ix->base_hint) {
+        h.hint_off = strings.len;
+        h.hint_len = strlen(ix->base_hint);
+        mk_buf_put(&strings, ix->base_hint, (size_t)h.hint_len);
+    }
     h.strings_size = strings.len;
     le_index_head(&h);
     mk_buf_put(b, &h, sizeof h);
@@ -542,6 +599,11 @@ mk_status mkz_encode_index(const mk_mkz_index *ix, mk_buf *b)
     for (size_t i = 0; i < ix->n_model; i++) {
         uint32_t v = htole32(ix->model[i]);
         mk_buf_put(b, &v, 4);
+    }
+    for (size_t d = 0; d < ix->n_delta; d++) {
+        disk_delta dd = {ix->delta[d].stream, 0, ix->delta[d].base_hash.lo, ix->delta[d].base_hash.hi};
+        le_delta(&dd);
+        mk_buf_put(b, &dd, sizeof dd);
     }
     if (strings.len) mk_buf_put(b, strings.data, strings.len);
     bool failed = strings.failed || b->failed;

@@ -30,6 +30,11 @@
 #define MKZ_BYTES_BLOCK (1u << 22)        /* byte streams (headers, config, tokenizer): 4 MiB */
 #define MKZ_METHOD_STORED 0
 #define MKZ_METHOD_ZSTD 1
+#define MKZ_XFORM_NONE 0 /* block transforms (delta containers): the bytes as they are */
+#define MKZ_XFORM_XOR 1  /* byte-wise XOR with the base tensor's bytes */
+#define MKZ_XFORM_SUB 2  /* element-wise two's-complement difference of the bit patterns, new - base */
+#define MKZ_XFORM_COUNT 3
+#define MKZ_MAX_HINT 4096 /* bytes of the base hint path */
 #define MKZ_NO_FILE UINT32_MAX
 
 extern const unsigned char mkz_magic[8], mkz_end_magic[8], mkz_index_magic[4];
@@ -50,10 +55,17 @@ typedef struct disk_footer {
 typedef struct disk_index_head {
     uint8_t magic[4];
     uint32_t flags;
-    uint32_t n_streams, n_blocks, n_files, n_parts, n_model, reserved0;
+    uint32_t n_streams, n_blocks, n_files, n_parts, n_model;
+    uint32_t n_delta;          /* version 2; 0 in version 1 */
     uint64_t strings_size;
-    uint64_t reserved[3];
+    uint64_t hint_off, hint_len; /* version 2: the base hint in the strings; 0 in version 1 */
+    uint64_t reserved;
 } disk_index_head;
+
+typedef struct disk_delta {    /* version 2 */
+    uint32_t stream, reserved;
+    uint64_t base_hash_lo, base_hash_hi;
+} disk_delta;
 
 typedef struct disk_stream {
     uint64_t name_off;
@@ -70,7 +82,7 @@ typedef struct disk_block {
     uint64_t offset;
     uint32_t csize;
     uint8_t method[MKZ_MAX_PLANES];
-    uint32_t reserved;
+    uint32_t transform;        /* version 2: MKZ_XFORM_*; 0 in version 1 */
     uint32_t plane_csize[MKZ_MAX_PLANES];
     uint64_t hash;
 } disk_block;
@@ -91,6 +103,7 @@ static_assert(sizeof(disk_stream) == 128 && offsetof(disk_stream, shape) == 16 &
 static_assert(sizeof(disk_block) == 64 && offsetof(disk_block, method) == 12 && offsetof(disk_block, plane_csize) == 24 &&
                   offsetof(disk_block, hash) == 56,
               "block record layout");
+static_assert(sizeof(disk_delta) == 24 && offsetof(disk_delta, base_hash_lo) == 8, "delta record layout");
 static_assert(sizeof(disk_file) == 48 && offsetof(disk_file, size) == 24, "file record layout");
 
 /* Byte order of the header and footer records (each conversion is its own inverse). */
@@ -121,14 +134,24 @@ bool mkz_file_name_ok(const char *s);
 /* MK_ERR_FORMAT with "WHAT: message". */
 mk_status mkz_damaged(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Parse the index bytes ib[isz] of a container of file_size bytes whose index starts at
- * index_offset. Everything is checked; nothing in ix is trusted before this returns. */
-mk_status mkz_parse_index(const uint8_t *ib, uint64_t isz, uint64_t file_size, uint64_t index_offset,
+/* Parse the index bytes ib[isz] of a container (format `version`) of file_size bytes whose
+ * index starts at index_offset. Everything is checked; nothing in ix is trusted before this
+ * returns. */
+mk_status mkz_parse_index(const uint8_t *ib, uint64_t isz, uint32_t version, uint64_t file_size, uint64_t index_offset,
                           const mk_mkz_limits *lim, const char *what, mk_mkz_index *ix);
 /* The index bytes for ix, appended to b. */
 mk_status mkz_encode_index(const mk_mkz_index *ix, mk_buf *b);
 
 /* ---- input, block decoding, walking streams (mkz_read.c) -------------------------------- */
+
+/* The base of a delta container, as a reader sees it. */
+typedef struct mkz_base {
+    mk_mkz_base_read_fn read; /* NULL: no base (reads of delta blocks fail, naming `missing`) */
+    void *ctx;
+    char *missing;            /* where the base was looked for */
+    pthread_mutex_t mu;       /* guards checked */
+    uint8_t *checked;         /* [n_delta]: the base tensor's hash was found right */
+} mkz_base;
 
 /* A container: a file read with pread, or a memory image. */
 typedef struct mkz_in {
@@ -137,6 +160,7 @@ typedef struct mkz_in {
     uint64_t size;
     const char *what;
     uint64_t bytes_read;      /* atomic */
+    mkz_base *base;           /* delta containers */
 } mkz_in;
 
 mk_status mkz_in_read(mkz_in *in, uint64_t off, uint64_t len, void *dst);
@@ -166,12 +190,17 @@ void mkz_pool_free(mkz_pool *p);
 /* A zstd decompression context with its buffers (the context is made on first use). */
 typedef struct mkz_dctx {
     ZSTD_DCtx *dc;
-    uint8_t *pay, *planes;
-    size_t pay_cap, planes_cap;
+    uint8_t *pay, *planes, *base;
+    size_t pay_cap, planes_cap, base_cap;
     mkz_pool *home;           /* the pool it goes back to (walker threads) */
 } mkz_dctx;
 
 void mkz_dctx_destroy(void *o);
+/* Apply (inverse false) or undo (inverse true) transform t of block bytes x[n] against the
+ * base's b[n], in place; es: the element size. */
+void mkz_xform(unsigned t, bool inverse, unsigned es, uint8_t *x, const uint8_t *b, size_t n);
+/* XXH3-128 of the base tensor of delta record d (raw_size bytes), read through `read`. */
+mk_status mkz_base_hash(mk_mkz_base_read_fn read, void *ctx, size_t d, uint64_t raw_size, mk_hash128 *out);
 /* Decode block j of stream k into out (mkz_blk_raw bytes), checking it. */
 mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint32_t j, mkz_dctx *c, uint8_t *out);
 
@@ -210,8 +239,8 @@ typedef struct mkz_wctx {
     ZSTD_CCtx *ent; /* "entropy" mode: no useful match search, Huffman-coded literals */
     ZSTD_CCtx *lz;  /* ordinary LZ + entropy coding at lz_level */
     int lz_level;
-    uint8_t *planes, *out, *tmp;
-    size_t planes_cap, out_cap, tmp_cap;
+    uint8_t *planes, *out, *tmp, *alt, *base, *x;
+    size_t planes_cap, out_cap, tmp_cap, alt_cap, base_cap, x_cap;
     mkz_pool *home; /* the writer's pool it goes back to */
 } mkz_wctx;
 
@@ -256,6 +285,8 @@ typedef struct mkz_writer {
     void *pctx;
     size_t items_done;
     uint64_t bytes_done, bytes_total;
+    mk_mkz_base_read_fn base_read; /* a delta container: the base's tensor of each delta record */
+    void *base_ctx;
 } mkz_writer;
 
 /* Create `path` (must not exist) and write its header; on failure *out may still need
@@ -269,6 +300,10 @@ mk_status mkz_w_err(mkz_writer *w);
 mk_status mkz_w_add_stream(mkz_writer *w, const mk_tensor_info *t, uint64_t raw_size, uint32_t *id);
 mk_status mkz_w_add_file(mkz_writer *w, const char *name, const uint32_t *parts, size_t n, uint32_t *id);
 mk_status mkz_w_add_model(mkz_writer *w, uint32_t k);
+/* Make the container a delta container against the base at `hint` (before any block). */
+mk_status mkz_w_set_base(mkz_writer *w, const char *hint, mk_mkz_base_read_fn read, void *ctx);
+/* Store stream k against the base tensor whose XXH3-128 is h (streams in ascending order). */
+mk_status mkz_w_add_delta(mkz_writer *w, uint32_t k, mk_hash128 h);
 /* Compress blocks [g0, g1) whose streams have a source (w->src[k].base), in parallel. */
 mk_status mkz_w_compress_range(mkz_writer *w, uint32_t g0, uint32_t g1);
 /* A stream of bytes held in memory by the caller: compressed now, hashed now. */

@@ -153,12 +153,48 @@ static mk_status pack_model(mkz_writer *w, const pack_job *job, const mk_source 
     return MK_OK;
 }
 
+/* The base's tensor behind each delta record. */
+typedef struct pack_base {
+    mk_source *src;
+    size_t *idx, n;  /* [n_streams at most] */
+} pack_base;
+
+static mk_status pack_base_read(void *ctx, size_t d, uint64_t off, uint64_t len, void *dst)
+{
+    pack_base *b = ctx;
+    return b->src->ops->read(b->src, b->idx[d], off, len, dst);
+}
+
+/* Every tensor stream with a base tensor of the same name, dtype and shape is stored
+ * against it; the base tensor's XXH3-128 goes into the record. */
+static mk_status pack_deltas(mkz_writer *w, pack_base *b, const char *hint)
+{
+    const mk_mkz_index *bx = mk_mkz_source_index(b->src);
+    if (bx && bx->n_delta)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: the base is itself a delta container (unpack it first)", b->src->path);
+    MK_TRY(mkz_w_set_base(w, hint, pack_base_read, b));
+    if (!(b->idx = mk_calloc(w->ix.n_streams ? w->ix.n_streams : 1, sizeof *b->idx))) return MK_ERR_NOMEM;
+    for (uint32_t k = 0; k < w->ix.n_streams; k++) {
+        const mk_mkz_stream *S = &w->ix.streams[k];
+        long i = S->is_tensor ? mk_source_find(b->src, S->name) : -1;
+        if (i < 0) continue;
+        const mk_tensor_info *t = &b->src->tensors[i];
+        if (t->dtype != S->t.dtype || !mk_shape_eq(t, &S->t)) continue;
+        b->idx[b->n++] = (size_t)i;
+        mk_hash128 h;
+        MK_TRY(mkz_base_hash(pack_base_read, b, b->n - 1, S->raw_size, &h));
+        MK_TRY(mkz_w_add_delta(w, k, h));
+    }
+    return MK_OK;
+}
+
 mk_status mk_mkz_pack(const char *in, const char *out_path, const mk_mkz_pack_opts *o, mk_mkz_stats *stats)
 {
     memset(stats, 0, sizeof *stats);
     mk_source *src = NULL;
     MK_TRY(mk_safetensors_open(in, &src)); /* validates the model and gives its tensor list */
     pack_job job = {0};
+    pack_base pb = {o->base, NULL, 0};
     mkz_writer *w = NULL;
     mk_status s = pack_list(in, &job);
     if (s == MK_OK) s = mkz_w_open(out_path, o->level, 0, &w);
@@ -169,6 +205,7 @@ mk_status mk_mkz_pack(const char *in, const char *out_path, const mk_mkz_pack_op
     }
     for (size_t i = 0; i < job.n && s == MK_OK; i++) s = pack_declare(w, &job.f[i]);
     if (s == MK_OK) s = pack_model(w, &job, src, in);
+    if (s == MK_OK && o->base) s = pack_deltas(w, &pb, o->base_hint);
     if (s == MK_OK) s = mkz_w_compress_range(w, 0, (uint32_t)w->ix.n_blocks);
     if (s == MK_OK) s = mkz_w_finish(w);
     if (s == MK_OK) {
@@ -176,9 +213,11 @@ mk_status mk_mkz_pack(const char *in, const char *out_path, const mk_mkz_pack_op
         stats->tensors = w->ix.n_model;
         for (size_t f = 0; f < w->ix.n_files; f++) stats->raw_bytes += w->ix.files[f].size;
         stats->container_bytes = w->pos;
+        stats->deltas = w->ix.n_delta;
     }
     mkz_w_close(w);
     pack_job_free(&job);
+    free(pb.idx);
     mk_source_close(src);
     return s;
 }

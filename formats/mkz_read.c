@@ -7,6 +7,7 @@
 #include "../core/mk_parallel.h"
 #include "../core/mk_thread.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +54,7 @@ static mk_status read_index(mkz_in *in, const disk_footer *f, const mk_mkz_limit
             s = mkz_damaged(in->what, "index damaged: XXH3-128 is %s, the footer records %s", a, b);
         }
     }
-    if (s == MK_OK) s = mkz_parse_index(ib, f->index_size, in->size, f->index_offset, lim, in->what, ix);
+    if (s == MK_OK) s = mkz_parse_index(ib, f->index_size, f->version, in->size, f->index_offset, lim, in->what, ix);
     free(ib);
     return s;
 }
@@ -88,14 +89,14 @@ mk_status mkz_parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index
         MK_TRY(other_kind(in));
         return mkz_damaged(what, "not a .mkz container, or its header is damaged (bad magic number)");
     }
-    if (h.version != MK_MKZ_VERSION)
-        return mkz_damaged(what, "header: format version %u, this build reads version %u (damaged, or newer than this build)",
-                           h.version, MK_MKZ_VERSION);
+    if (h.version != MK_MKZ_VERSION && h.version != MK_MKZ_VERSION_DELTA)
+        return mkz_damaged(what, "header: format version %u, this build reads versions %u and %u (damaged, or newer than this build)",
+                           h.version, MK_MKZ_VERSION, MK_MKZ_VERSION_DELTA);
     if (h.flags) return mkz_damaged(what, "header damaged: unknown flags 0x%x", h.flags);
     if (memcmp(f.magic, mkz_end_magic, sizeof mkz_end_magic) != 0)
         return mkz_damaged(what, "footer damaged or file truncated (bad end marker)");
-    if (f.version != MK_MKZ_VERSION || f.flags)
-        return mkz_damaged(what, "footer damaged: version %u, flags 0x%x (want %u, 0)", f.version, f.flags, MK_MKZ_VERSION);
+    if (f.version != h.version || f.flags)
+        return mkz_damaged(what, "footer damaged: version %u, flags 0x%x (want %u, 0)", f.version, f.flags, h.version);
     uint64_t room = in->size - MKZ_HEADER_SIZE - MKZ_FOOTER_SIZE;
     if (f.index_size > lim->max_index || f.index_size > room || f.index_offset != in->size - MKZ_FOOTER_SIZE - f.index_size)
         return mkz_damaged(what, "footer damaged or file truncated: index of %llu bytes at %llu in a %llu-byte file (limit %llu)",
@@ -106,7 +107,7 @@ mk_status mkz_parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index
 
 mk_status mk_mkz_parse(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what, mk_mkz_index *ix)
 {
-    mkz_in in = {-1, buf, len, what, 0};
+    mkz_in in = {-1, buf, len, what, 0, NULL};
     return mkz_parse_container(&in, lim ? lim : &MK_MKZ_LIMITS_DEFAULT, ix);
 }
 
@@ -255,7 +256,81 @@ void mkz_dctx_destroy(void *o)
     ZSTD_freeDCtx(c->dc);
     free(c->pay);
     free(c->planes);
+    free(c->base);
     free(c);
+}
+
+/* ---- delta blocks ------------------------------------------------------------------------- */
+
+void mkz_xform(unsigned t, bool inverse, unsigned es, uint8_t *x, const uint8_t *b, size_t n)
+{
+    if (t == MKZ_XFORM_XOR) {
+        for (size_t i = 0; i < n; i++) x[i] ^= b[i];
+        return;
+    }
+    if (t != MKZ_XFORM_SUB) return;
+    /* little-endian elements of es bytes, wrapping: x - b forward, x + b back */
+#define SUB_LOOP(T, LE, HOST)                                                              \
+    for (size_t i = 0; i + sizeof(T) <= n; i += sizeof(T)) {                                \
+        T u, v;                                                                            \
+        memcpy(&u, x + i, sizeof u);                                                       \
+        memcpy(&v, b + i, sizeof v);                                                       \
+        u = (T)(inverse ? HOST(u) + HOST(v) : HOST(u) - HOST(v));                          \
+        u = LE(u);                                                                         \
+        memcpy(x + i, &u, sizeof u);                                                       \
+    }
+    switch (es) {
+    case 1: SUB_LOOP(uint8_t, (uint8_t), (uint8_t)) break;
+    case 2: SUB_LOOP(uint16_t, htole16, le16toh) break;
+    case 4: SUB_LOOP(uint32_t, htole32, le32toh) break;
+    default: SUB_LOOP(uint64_t, htole64, le64toh) break;
+    }
+#undef SUB_LOOP
+}
+
+mk_status mkz_base_hash(mk_mkz_base_read_fn read, void *ctx, size_t d, uint64_t raw_size, mk_hash128 *out)
+{
+    const uint64_t piece = 8u << 20;
+    uint8_t *buf = mk_malloc((size_t)(raw_size < piece ? (raw_size ? raw_size : 1) : piece));
+    mk_hasher *h = mk_hasher_new();
+    mk_status s = buf && h ? MK_OK : MK_ERR_NOMEM;
+    for (uint64_t off = 0; off < raw_size && s == MK_OK; off += piece) {
+        uint64_t len = raw_size - off < piece ? raw_size - off : piece;
+        s = read(ctx, d, off, len, buf);
+        if (s == MK_OK) mk_hasher_update(h, buf, (size_t)len);
+    }
+    if (s == MK_OK) *out = mk_hasher_digest(h);
+    mk_hasher_free(h);
+    free(buf);
+    return s;
+}
+
+/* The base tensor of stream k is at hand and is the one the container was packed against
+ * (its XXH3-128 is checked on first use). */
+static mk_status base_ready(mkz_in *in, const mk_mkz_index *ix, uint32_t k)
+{
+    const mk_mkz_stream *S = &ix->streams[k];
+    mkz_base *b = in->base;
+    if (!b || !b->read)
+        return mk_error(MK_ERR_IO, "%s: tensor %s is stored as a delta against base %s, %s", in->what, S->name,
+                        ix->base_hint ? ix->base_hint : "?",
+                        b && b->missing ? b->missing : "which was not given (--base BASE or MK_DELTA_BASE=BASE)");
+    pthread_mutex_lock(&b->mu);
+    mk_status s = MK_OK;
+    if (!b->checked[S->delta]) {
+        mk_hash128 got;
+        s = mkz_base_hash(b->read, b->ctx, S->delta, S->raw_size, &got);
+        if (s == MK_OK && !mk_hash128_eq(got, ix->delta[S->delta].base_hash)) {
+            char x[33], y[33];
+            mk_hash128_hex(got, x);
+            mk_hash128_hex(ix->delta[S->delta].base_hash, y);
+            s = mk_error(MK_ERR_FORMAT, "%s: tensor %s: the base's XXH3-128 is %s, the container was packed against %s (wrong base)",
+                         in->what, S->name, x, y);
+        }
+        if (s == MK_OK) b->checked[S->delta] = 1;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return s;
 }
 
 /* ---- block decoding ------------------------------------------------------------------------- */
@@ -317,6 +392,12 @@ mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint3
     }
     if (S->n_planes > 1) mkz_planes_merge(pl, S->n_planes, (size_t)n, out);
     else if (pl[0] != out) memcpy(out, pl[0], (size_t)pr);
+    if (B->transform == MKZ_XFORM_NONE) return MK_OK;
+    uint64_t raw = n * S->es;
+    MK_TRY(base_ready(in, ix, k));
+    MK_TRY(mkz_grow(&c->base, &c->base_cap, (size_t)raw));
+    MK_TRY(in->base->read(in->base->ctx, S->delta, (uint64_t)j * S->block_elems * S->es, raw, c->base));
+    mkz_xform(B->transform, true, S->es, out, c->base, (size_t)raw);
     return MK_OK;
 }
 
@@ -506,15 +587,26 @@ mk_status mkz_walk_all(mkz_walker *w, mk_status (*open_file)(void *ctx, uint32_t
     return s;
 }
 
-mk_status mk_mkz_verify_buffer(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what)
+mk_status mk_mkz_verify_buffer_base(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what,
+                                    mk_mkz_base_read_fn read, void *ctx)
 {
-    mkz_in in = {-1, buf, len, what, 0};
+    mkz_base base = {read, ctx, NULL, PTHREAD_MUTEX_INITIALIZER, NULL};
+    mkz_in in = {-1, buf, len, what, 0, &base};
     mk_mkz_index ix;
     MK_TRY(mkz_parse_container(&in, lim ? lim : &MK_MKZ_LIMITS_DEFAULT, &ix));
+    base.checked = mk_calloc(ix.n_delta ? ix.n_delta : 1, 1);
     mkz_walker w;
-    mk_status s = mkz_walker_init(&w, &in, &ix, false);
-    if (s == MK_OK) s = mkz_walk_all(&w, NULL, NULL, NULL, NULL);
-    mkz_walker_free(&w);
+    mk_status s = base.checked ? mkz_walker_init(&w, &in, &ix, false) : MK_ERR_NOMEM;
+    if (s == MK_OK) {
+        s = mkz_walk_all(&w, NULL, NULL, NULL, NULL);
+        mkz_walker_free(&w);
+    }
+    free(base.checked);
     mk_mkz_index_free(&ix);
     return s;
+}
+
+mk_status mk_mkz_verify_buffer(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what)
+{
+    return mk_mkz_verify_buffer_base(buf, len, lim, what, NULL, NULL);
 }

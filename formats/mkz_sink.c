@@ -172,7 +172,7 @@ static mk_status add_shards(zsink *z, const mk_st_layout *L, mk_tensor_info *t, 
 /* Read back what was written: tensor and shard hashes, and a check of every block. */
 static mk_status read_back(mkz_writer *w, const uint32_t *shard_file, size_t n_shards)
 {
-    mkz_in in = {w->fd, NULL, w->pos, w->path, 0};
+    mkz_in in = {w->fd, NULL, w->pos, w->path, 0, NULL};
     mkz_walker wk;
     mk_status s = mkz_walker_init(&wk, &in, &w->ix, true);
     for (size_t sh = 0; sh < n_shards && s == MK_OK; sh++) s = mkz_walk_file(&wk, shard_file[sh], NULL, NULL);

@@ -30,6 +30,9 @@ typedef struct mkz_src {
     cache_ent *cache;
     size_t n_cache;
     uint64_t tick;
+    mkz_base base;            /* delta containers: in.base */
+    mk_source *base_src;
+    size_t *base_idx;         /* [ix.n_delta]: the base's tensor for each delta record */
 } mkz_src;
 
 static const mk_source_ops mkz_ops;
@@ -188,6 +191,11 @@ static void src_close(mk_source *s)
         for (size_t e = 0; e < z->n_cache; e++) free(z->cache[e].data);
         free(z->cache);
         pthread_mutex_destroy(&z->mu);
+        pthread_mutex_destroy(&z->base.mu);
+        free(z->base.missing);
+        free(z->base.checked);
+        free(z->base_idx);
+        mk_source_close(z->base_src);
         free(z);
     }
     mk_source_free_fields(s);
@@ -254,8 +262,10 @@ mk_status mk_mkz_open(const char *path, mk_source **out)
         return MK_ERR_NOMEM;
     }
     pthread_mutex_init(&z->mu, NULL);
+    pthread_mutex_init(&z->base.mu, NULL);
     mkz_pool_init(&z->dctx, mkz_dctx_destroy);
     z->in.fd = -1;
+    z->in.base = &z->base;
     s->ops = &mkz_ops;
     s->impl = z;
     s->path = mk_strdup(path);
@@ -269,11 +279,57 @@ mk_status mk_mkz_open(const char *path, mk_source **out)
     }
     if (r == MK_OK) r = src_parse(z, path, s->path);
     if (r == MK_OK) r = src_fill(s, z);
+    if (r == MK_OK && !(z->base.checked = mk_calloc(z->ix.n_delta ? z->ix.n_delta : 1, 1))) r = MK_ERR_NOMEM;
     if (r != MK_OK) {
         src_close(s);
         return r;
     }
     *out = s;
+    return MK_OK;
+}
+
+static mk_status base_read(void *ctx, size_t d, uint64_t off, uint64_t len, void *dst)
+{
+    mkz_src *z = ctx;
+    return z->base_src->ops->read(z->base_src, z->base_idx[d], off, len, dst);
+}
+
+mk_status mk_mkz_attach_base(mk_source *s, mk_source *base, const char *missing)
+{
+    if (s->ops != &mkz_ops) MK_BUG("a base attached to a source that is not a container");
+    mkz_src *z = s->impl;
+    if (missing && !(z->base.missing = mk_strdup(missing))) {
+        mk_source_close(base);
+        return MK_ERR_NOMEM;
+    }
+    if (!base) return MK_OK;
+    if (mk_mkz_source_index(base) && mk_mkz_source_index(base)->n_delta) {
+        mk_status e = mk_error(MK_ERR_UNSUPPORTED, "%s: the base of %s is itself a delta container (unpack it first)",
+                               base->path, s->path);
+        mk_source_close(base);
+        return e;
+    }
+    z->base_src = base;
+    if (!(z->base_idx = mk_calloc(z->ix.n_delta ? z->ix.n_delta : 1, sizeof *z->base_idx))) return MK_ERR_NOMEM;
+    const mk_mkz_index *bx = mk_mkz_source_index(base);
+    for (size_t d = 0; d < z->ix.n_delta; d++) {
+        const mk_tensor_info *t = &z->ix.streams[z->ix.delta[d].stream].t;
+        long i = mk_source_find(base, t->name);
+        const mk_tensor_info *b = i >= 0 ? &base->tensors[i] : NULL;
+        if (!b || b->dtype != t->dtype || !mk_shape_eq(b, t)) {
+            char want[160], got[160];
+            mk_shape_str(t, want);
+            if (b) mk_shape_str(b, got);
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s is stored against a base tensor %s %s, base %s has %s%s%s (wrong base)",
+                            s->path, t->name, mk_dtype_name(t->dtype), want, base->path, b ? mk_dtype_name(b->dtype) : "",
+                            b ? " " : "no such tensor", b ? got : "");
+        }
+        z->base_idx[d] = (size_t)i;
+        /* a container base records its tensors' hashes: no need to read them to check */
+        if (bx && mk_hash128_eq(bx->streams[bx->model[i]].hash, z->ix.delta[d].base_hash)) z->base.checked[d] = 1;
+    }
+    z->base.read = base_read;
+    z->base.ctx = z;
     return MK_OK;
 }
 

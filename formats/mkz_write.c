@@ -28,6 +28,9 @@ static void wctx_free(void *o)
     free(c->planes);
     free(c->out);
     free(c->tmp);
+    free(c->alt);
+    free(c->base);
+    free(c->x);
     free(c);
 }
 
@@ -214,7 +217,7 @@ static mk_status drain_locked(mkz_writer *w)
         } else if (b->state == MKZ_WB_SPILLED) {
             uint8_t *buf = mk_malloc(cs ? cs : 1);
             if (!buf) return MK_ERR_NOMEM;
-            mkz_in sp = {w->spill_fd, NULL, w->spill_pos, w->path, 0};
+            mkz_in sp = {w->spill_fd, NULL, w->spill_pos, w->path, 0, NULL};
             mk_status s = mkz_in_read(&sp, b->spill_off, cs, buf);
             if (s == MK_OK) s = emit_locked(w, g, buf);
             free(buf);
@@ -276,11 +279,53 @@ static mk_status submit(mkz_writer *w, uint32_t g, const uint8_t *payload, const
     return s;
 }
 
+/* A block of a tensor stored against the base: its bytes, their XOR with the base's and
+ * their difference from the base's are each compressed, and the smallest is kept (ties go
+ * to the earlier of that order, so the choice is deterministic). The result is in c->out. */
+static mk_status delta_encode(mkz_writer *w, mkz_wctx *c, uint32_t k, uint32_t j, const uint8_t *raw, mk_mkz_block *rec)
+{
+    const mk_mkz_stream *S = &w->ix.streams[k];
+    size_t n = (size_t)mkz_blk_raw(S, j);
+    MK_TRY(block_encode(w, c, k, j, raw, rec));
+    MK_TRY(mkz_grow(&c->base, &c->base_cap, n));
+    MK_TRY(mkz_grow(&c->x, &c->x_cap, n));
+    MK_TRY(w->base_read(w->base_ctx, S->delta, (uint64_t)j * S->block_elems * S->es, n, c->base));
+    for (unsigned t = MKZ_XFORM_XOR; t < MKZ_XFORM_COUNT; t++) {
+        memcpy(c->x, raw, n);
+        mkz_xform(t, false, S->es, c->x, c->base, n);
+        /* encode into the spare output buffer; keep whichever is smaller in c->out */
+        uint8_t *keep = c->out;
+        size_t keep_cap = c->out_cap;
+        c->out = c->alt;
+        c->out_cap = c->alt_cap;
+        mk_mkz_block r2;
+        mk_status s = block_encode(w, c, k, j, c->x, &r2);
+        c->alt = c->out;
+        c->alt_cap = c->out_cap;
+        c->out = keep;
+        c->out_cap = keep_cap;
+        MK_TRY(s);
+        if (r2.csize < rec->csize) {
+            uint8_t *tp = c->out;
+            size_t tc = c->out_cap;
+            c->out = c->alt;
+            c->out_cap = c->alt_cap;
+            c->alt = tp;
+            c->alt_cap = tc;
+            *rec = r2;
+            rec->transform = (uint8_t)t;
+        }
+    }
+    return MK_OK;
+}
+
 mk_status mkz_compress_submit(mkz_writer *w, mkz_wctx *c, uint32_t g, const uint8_t *raw)
 {
     uint32_t k = w->block_stream[g];
     mk_mkz_block rec;
-    mk_status s = block_encode(w, c, k, g - w->ix.streams[k].first_block, raw, &rec);
+    uint32_t j = g - w->ix.streams[k].first_block;
+    mk_status s = w->ix.streams[k].delta != UINT32_MAX ? delta_encode(w, c, k, j, raw, &rec)
+                                                       : block_encode(w, c, k, j, raw, &rec);
     if (s != MK_OK) {
         pthread_mutex_lock(&w->mu);
         w_fail_locked(w, s);
@@ -357,6 +402,7 @@ mk_status mkz_w_add_stream(mkz_writer *w, const mk_tensor_info *t, uint64_t raw_
     mk_mkz_stream *S = &w->ix.streams[k];
     memset(S, 0, sizeof *S);
     S->file = MKZ_NO_FILE;
+    S->delta = UINT32_MAX;
     if (t) {
         if (!mkz_dtype_code(t->dtype))
             return mk_error(MK_ERR_UNSUPPORTED, "tensor %s: dtype %s has no .mkz code", t->name, mk_dtype_name(t->dtype));
@@ -420,6 +466,38 @@ mk_status mkz_w_add_model(mkz_writer *w, uint32_t k)
 {
     GROW(w->ix.model, w->ix.n_model, w->cap_model, w->ix.n_model + 1);
     w->ix.model[w->ix.n_model++] = k;
+    return MK_OK;
+}
+
+mk_status mkz_w_set_base(mkz_writer *w, const char *hint, mk_mkz_base_read_fn read, void *ctx)
+{
+    size_t len = strlen(hint);
+    if (len == 0 || len > MKZ_MAX_HINT || memchr(hint, 0, len))
+        return mk_error(MK_ERR_USAGE, "%s: the base's path (%zu bytes) cannot be recorded (1..%d bytes)", w->path, len,
+                        MKZ_MAX_HINT);
+    if (!(w->ix.base_hint = mk_strdup(hint))) return MK_ERR_NOMEM;
+    w->ix.version = MK_MKZ_VERSION_DELTA;
+    w->base_read = read;
+    w->base_ctx = ctx;
+    disk_header h;
+    memcpy(h.magic, mkz_magic, sizeof mkz_magic);
+    h.version = w->ix.version;
+    h.flags = 0;
+    mkz_le_header(&h);
+    return mk_pwrite_all(w->fd, &h, sizeof h, 0, w->path);
+}
+
+mk_status mkz_w_add_delta(mkz_writer *w, uint32_t k, mk_hash128 h)
+{
+    if (!w->ix.base_hint || k >= w->ix.n_streams || !w->ix.streams[k].is_tensor ||
+        (w->ix.n_delta && w->ix.delta[w->ix.n_delta - 1].stream >= k))
+        MK_BUG("a delta record out of order or without a base");
+    size_t cap = w->ix.n_delta; /* grown one at a time: pack adds them in one pass */
+    mk_mkz_delta *nd = mk_realloc_array(w->ix.delta, cap + 1, sizeof *nd);
+    if (!nd) return MK_ERR_NOMEM;
+    w->ix.delta = nd;
+    nd[w->ix.n_delta] = (mk_mkz_delta){k, h};
+    w->ix.streams[k].delta = (uint32_t)w->ix.n_delta++;
     return MK_OK;
 }
 
@@ -488,6 +566,7 @@ mk_status mkz_w_open(const char *path, int level, uint64_t pending_max, mkz_writ
     w->level = level;
     w->pending_max = pending_max ? pending_max : (64ull << 20) + (uint64_t)mk_threads_get() * (8ull << 20);
     w->pos = MKZ_HEADER_SIZE;
+    w->ix.version = MK_MKZ_VERSION;
     w->path = mk_strdup(path);
     *out = w;
     if (!w->path) return MK_ERR_NOMEM;
@@ -538,8 +617,8 @@ static mk_status finish_index(mkz_writer *w, mk_buf *b)
     mk_mkz_index check;
     mk_mkz_limits lim = MK_MKZ_LIMITS_DEFAULT;
     if (lim.max_index < b->len) lim.max_index = b->len;
-    mk_status s = mkz_parse_index((const uint8_t *)b->data, b->len, w->pos + b->len + MKZ_FOOTER_SIZE, w->pos, &lim,
-                                  w->path, &check);
+    mk_status s = mkz_parse_index((const uint8_t *)b->data, b->len, w->ix.version, w->pos + b->len + MKZ_FOOTER_SIZE,
+                                  w->pos, &lim, w->path, &check);
     if (s == MK_OK) mk_mkz_index_free(&check);
     else mk_error_prefix(s, "internal error: the container index does not validate");
     return s;
@@ -554,7 +633,7 @@ mk_status mkz_w_finish(mkz_writer *w)
     if (s == MK_OK) s = mk_pwrite_all(w->fd, b.data, b.len, w->pos, w->path);
     if (s == MK_OK) {
         mk_hash128 ih = mk_hash128_bytes(b.data, b.len);
-        disk_footer f = {w->pos, b.len, ih.lo, ih.hi, MK_MKZ_VERSION, 0, {0}};
+        disk_footer f = {w->pos, b.len, ih.lo, ih.hi, w->ix.version, 0, {0}};
         memcpy(f.magic, mkz_end_magic, sizeof mkz_end_magic);
         mkz_le_footer(&f);
         s = mk_pwrite_all(w->fd, &f, sizeof f, w->pos + b.len, w->path);

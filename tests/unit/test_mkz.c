@@ -139,7 +139,7 @@ static mk_status write_folder(const char *dir, const tmodel *m, uint64_t shard_s
 static mk_status pack(const char *in, const char *out)
 {
     unlink(out);
-    mk_mkz_pack_opts o = {1, NULL, NULL};
+    mk_mkz_pack_opts o = {.level = 1};
     mk_mkz_stats st;
     return mk_mkz_pack(in, out, &o, &st);
 }
@@ -197,11 +197,15 @@ static void check_same_dir(const char *a, const char *b)
 
 /* Every tensor of the container reads back as the model's bytes: whole, and in odd
  * windows that straddle blocks. */
-static void check_reads(const char *mkz, const tmodel *m)
+static void check_reads_base(const char *mkz, const tmodel *m, const char *base)
 {
-    mk_source *s = NULL;
+    mk_source *s = NULL, *b = NULL;
     CHECK_OK(mk_mkz_open(mkz, &s));
     if (!s) return;
+    if (base) {
+        CHECK_OK(mk_safetensors_open(base, &b));
+        CHECK_OK(mk_mkz_attach_base(s, b, NULL));
+    }
     CHECK_EQ_INT(s->n_tensors, m->n);
     for (size_t i = 0; i < m->n && i < s->n_tensors; i++) {
         long k = mk_source_find(s, m->t[i].name);
@@ -230,6 +234,8 @@ static void check_reads(const char *mkz, const tmodel *m)
     free(cfg);
     mk_source_close(s);
 }
+
+static void check_reads(const char *mkz, const tmodel *m) { check_reads_base(mkz, m, NULL); }
 
 /* One tensor of every dtype, and the awkward shapes. */
 static void every_dtype_model(tmodel *m)
@@ -727,4 +733,106 @@ MK_TEST(mkz_random_access_reads_only_its_blocks)
     free_model(&m);
     free(dir);
     free(z);
+}
+
+/* ---- delta containers ------------------------------------------------------------------------ */
+
+static mk_status pack_base(const char *in, const char *base, const char *out, mk_mkz_stats *st)
+{
+    unlink(out);
+    mk_source *b = NULL;
+    MK_TRY(mk_safetensors_open(base, &b));
+    mk_mkz_pack_opts o = {.level = 1, .base = b, .base_hint = "dbase"};
+    mk_status s = mk_mkz_pack(in, out, &o, st);
+    mk_source_close(b);
+    return s;
+}
+
+/* A "finetune" of m: a fifth of the elements changed in their low bits (even tensors: bits
+ * flipped; odd ones: a small integer added to the bit pattern, carries and all), one in a
+ * hundred anywhere (sign and exponent too), so that blocks differ from the base in every way. */
+static void perturb(tmodel *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        size_t es = mk_dtype_size(m->t[i].dtype);
+        for (uint64_t e = 0; e < m->t[i].numel; e++) {
+            uint8_t *x = m->data[i] + e * es;
+            uint64_t r = next_u64() % 100;
+            if (r < 20 && i % 2 == 0) x[0] ^= (uint8_t)(1 + next_u64() % 3);
+            else if (r < 20) {
+                unsigned carry = 1 + (unsigned)(next_u64() % 3);
+                for (size_t q = 0; q < es && carry; q++) {
+                    carry += x[q];
+                    x[q] = (uint8_t)carry;
+                    carry >>= 8;
+                }
+            } else if (r < 21) x[es - 1] ^= (uint8_t)next_u64();
+        }
+    }
+}
+
+MK_TEST(mkz_delta_roundtrip_every_dtype)
+{
+    tmodel base = {0}, ft = {0};
+    every_dtype_model(&base);
+    every_dtype_model(&ft);
+    perturb(&ft);
+    char *bdir = tpath("dbase"), *dir = tpath("dft"), *z = tpath("dft.mkz"), *z3 = tpath("dft3.mkz"),
+         *back = tpath("dft.back");
+    CHECK_OK(write_folder(bdir, &base, 0));
+    CHECK_OK(write_folder(dir, &ft, 0));
+    mk_mkz_stats st, st3;
+    int thr = mk_threads_get();
+    mk_threads_set(1);
+    CHECK_OK(pack_base(dir, bdir, z, &st));
+    mk_threads_set(3);
+    CHECK_OK(pack_base(dir, bdir, z3, &st3));
+    mk_threads_set(thr);
+    CHECK_MSG(same_file(z, z3), "delta pack at 1 and 3 threads gives different bytes");
+    CHECK_EQ_INT(st.deltas, ft.n);
+    check_reads_base(z, &ft, bdir);
+    /* every transform is used somewhere, and each is undone exactly (the reads above) */
+    mk_source *s = NULL, *b = NULL;
+    CHECK_OK(mk_mkz_open(z, &s));
+    if (s) {
+        const mk_mkz_index *ix = mk_mkz_source_index(s);
+        size_t used[3] = {0};
+        for (size_t g = 0; g < ix->n_blocks; g++) used[ix->blocks[g].transform < 3 ? ix->blocks[g].transform : 0]++;
+        CHECK_MSG(used[1] && used[2], "blocks by transform: %zu plain, %zu xor, %zu difference", used[0], used[1], used[2]);
+        CHECK_EQ_INT(ix->version, MK_MKZ_VERSION_DELTA);
+        CHECK_STR(ix->base_hint, "dbase");
+        /* without a base: plain streams read, a delta tensor names the base it needs */
+        long k = mk_source_find(s, "multiblock.bf16");
+        uint8_t one[2];
+        CHECK(s->ops->read(s, (size_t)k, 0, 2, one) != MK_OK);
+        CHECK_MSG(strstr(mk_errmsg(), "multiblock.bf16 is stored as a delta against base dbase"), "%s", mk_errmsg());
+        CHECK_OK(mk_safetensors_open(bdir, &b));
+        CHECK_OK(mk_mkz_attach_base(s, b, NULL));
+        CHECK_OK(mk_mkz_verify(s, NULL, NULL));
+        mk_rm_rf(back);
+        CHECK_OK(mk_mkdir_p(back));
+        CHECK_OK(mk_mkz_unpack(s, back, NULL, NULL));
+        check_same_dir(dir, back);
+        mk_source_close(s);
+    }
+    /* a base with one element changed is refused by hash, naming the tensor */
+    base.data[0][5] ^= 1;
+    CHECK_OK(write_folder(bdir, &base, 0));
+    s = NULL;
+    CHECK_OK(mk_mkz_open(z, &s));
+    if (s) {
+        CHECK_OK(mk_safetensors_open(bdir, &b));
+        CHECK_OK(mk_mkz_attach_base(s, b, NULL));
+        CHECK(mk_mkz_verify(s, NULL, NULL) == MK_ERR_FORMAT);
+        CHECK_MSG(strstr(mk_errmsg(), "tensor w.F64: the base's XXH3-128 is ") && strstr(mk_errmsg(), "wrong base"), "%s",
+                  mk_errmsg());
+        mk_source_close(s);
+    }
+    free_model(&base);
+    free_model(&ft);
+    free(bdir);
+    free(dir);
+    free(z);
+    free(z3);
+    free(back);
 }
