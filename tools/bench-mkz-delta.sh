@@ -24,7 +24,7 @@ tag=$(echo "$SHAPE" | tr -d ' -')
 B="$W/base-$tag"
 [ -f "$B/model.safetensors" ] || "$MK" synth "$B" $SHAPE --seed 1 -q -f
 
-. "$root/tools/bench-mkz-lib.sh"
+. "$root/tools/lib-bench-mkz.sh"
 
 echo "| finetune | pack | pack --base | zstd -1 | zstd -19 (64 MiB) | pack --base MB/s/core | unpack --base MB/s/core | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -41,7 +41,7 @@ folder() { echo "$W/$1-$(echo "$2" | tr -d ' -')"; }
 [ -f "$(folder fp8 "$SHAPE")/model.safetensors" ] ||
     "$MK" synth "$(folder fp8 "$SHAPE")" $SHAPE --dtype float8_e4m3fn --std 4 -q -f
 
-. "$root/tools/bench-mkz-lib.sh"
+. "$root/tools/lib-bench-mkz.sh"
 
 echo "| model | tool | ratio | compress MB/s/core | compress MB/s wall | decompress MB/s/core | decompress MB/s wall | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"

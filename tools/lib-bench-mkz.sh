@@ -1,4 +1,4 @@
-# bench-mkz-lib.sh - helpers shared by tools/bench-mkz*.sh (sourced; W is the work folder).
+# lib-bench-mkz.sh - helpers shared by tools/bench-mkz*.sh (sourced, not run: make bench runs every tools/bench-*.sh; W is the work folder).
 
 # run NAME CMD...: time a command; sets T_WALL T_CPU T_RSS (seconds, seconds, KiB)
 run() {
