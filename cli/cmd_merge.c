@@ -8,7 +8,6 @@
 #include "cli.h"
 
 #include "../core/mk_hash.h"
-#include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
@@ -207,22 +206,13 @@ static mk_status tokenizer_donor(merge_run *m)
     size_t tok = (size_t)p->donor;
     const char *ts = m->r->tokenizer_source;
     if (ts && strcmp(ts, "base") != 0) {
+        const char *key = m->r->tokenizer_key; /* mk_recipe_load resolved it */
         bool found = false;
-        /* a Hub id names the model its cached snapshot is (org/name matches org/name@main) */
-        char *local = NULL;
-        mk_status rs = mk_hub_resolve(ts, NULL, &local, NULL);
-        if (rs != MK_OK)
-            return mk_error_prefix(rs == MK_ERR_USAGE ? MK_ERR_RECIPE : rs, "%s:%d:%d: tokenizer_source", m->r->path,
-                                   m->r->tokenizer_pos.line, m->r->tokenizer_pos.col);
-        char *key = mk_model_key(local, NULL);
-        free(local);
-        if (!key) return MK_ERR_NOMEM;
         for (size_t i = 0; i < p->n_models; i++)
-            if (strcmp(p->models[i].ref->text, ts) == 0 || strcmp(p->models[i].ref->key, key) == 0) {
+            if (strcmp(p->models[i].ref->text, ts) == 0 || (key && strcmp(p->models[i].ref->key, key) == 0)) {
                 tok = i;
                 found = true;
             }
-        free(key);
         if (!found)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
                             m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);

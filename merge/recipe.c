@@ -622,15 +622,19 @@ static mk_status resolve_refs(mk_recipe *r)
         if (r->slices[i].has_base) MK_TRY(resolve_ref(r, &r->slices[i].base));
         for (size_t k = 0; k < r->slices[i].n_sources; k++) MK_TRY(resolve_ref(r, &r->slices[i].sources[k].ref));
     }
-    /* a tokenizer_source id must resolve too (which model it names is checked by the merge) */
+    /* a tokenizer_source id must resolve too; its key says which model it names (a Hub id
+     * names the model its cached snapshot is: org/name matches org/name@main), which the
+     * merge checks against the plan's models */
     const char *ts = r->tokenizer_source;
     if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) {
         char *got = NULL;
         mk_status s = mk_hub_resolve(ts, NULL, &got, NULL);
-        free(got);
         if (s != MK_OK)
             return mk_error_prefix(s == MK_ERR_USAGE ? MK_ERR_RECIPE : s, "%s:%d:%d: tokenizer_source", r->path,
                                    r->tokenizer_pos.line, r->tokenizer_pos.col);
+        r->tokenizer_key = mk_model_key(got, NULL);
+        free(got);
+        if (!r->tokenizer_key) return MK_ERR_NOMEM;
     }
     return MK_OK;
 }
@@ -675,6 +679,7 @@ void mk_recipe_free(mk_recipe *r)
     free(r->slices);
     params_free(&r->params);
     free(r->tokenizer_source);
+    free(r->tokenizer_key);
     memset(r, 0, sizeof *r);
 }
 

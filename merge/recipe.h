@@ -97,6 +97,7 @@ typedef struct mk_recipe {
     mk_dtype dtype, out_dtype; /* MK_DTYPE_NONE when absent */
     char *tokenizer_source;  /* NULL, "base", "union" or a model reference */
     mk_pos tokenizer_pos;
+    char *tokenizer_key;     /* a model reference's mk_model_key once resolved (mk_recipe_load) */
     bool has_seed;
     uint64_t seed;
 } mk_recipe;
