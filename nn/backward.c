@@ -1,0 +1,353 @@
+/* backward.c - see backward.h. Follows transformers' LlamaDecoderLayer (MistralDecoderLayer,
+ * Qwen2DecoderLayer, Qwen3DecoderLayer: q/k norms per head before RoPE) and its autograd. */
+#include "backward.h"
+
+#include "nn_int.h"
+#include "ops_bwd.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#define MK_OMP(x) _Pragma(x)
+#else
+#define MK_OMP(x)
+#endif
+
+#define ROWS 64       /* rows per work item of a forward product (fixed: same bytes at any -j) */
+#define HEAD_ROWS 256 /* logit rows computed at once */
+
+/* Weight pointers of one layer (or of its gradients: the same offsets). */
+typedef struct lw {
+    float *w[MK_ROLE_COUNT][2];
+} lw;
+
+struct mk_nn_train {
+    mk_nn_model *m;
+    size_t H, nh, nkv, hd, F, V, L, q, kv;
+    float eps, scale;
+    size_t np;
+    mk_nn_param *p;
+    uint64_t numel;
+    float *wt, *gr;
+    lw *lw, *lg;           /* [L] */
+    float *emb, *fnorm, *head, *demb, *dfnorm, *dhead;
+};
+
+/* One layer's saved activations, N = nseq * T rows. */
+typedef struct acts {
+    float *h1, *qpre, *kpre, *q, *k, *v, *p, *att, *xmid, *h2, *g, *u, *a;
+} acts;
+
+/* Backward scratch. */
+typedef struct grads {
+    float *dh, *dq, *dqp, *dk, *dkp, *dv, *datt, *da, *dg, *du, *rstd, *logit;
+    double *nll;
+} grads;
+
+static bool supported(const char *name)
+{
+    return !strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2") || !strcmp(name, "qwen3");
+}
+
+mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out)
+{
+    *out = NULL;
+    const mk_arch_def *d = cfg->arch.def;
+    if (d && !supported(d->name))
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for %s yet (%s); it trains llama, mistral, qwen2 "
+                                            "and qwen3", src->path, d->name,
+                        d->norm == MK_NORM_LAYER ? "LayerNorm"
+                        : d->norm == MK_NORM_RMS_1P ? "the (1 + w) RMSNorm and scaled embeddings"
+                        : !d->rotary ? "learned positions"
+                        : !d->gated_mlp ? "a plain MLP"
+                                        : "fused qkv and gate_up projections");
+    if (cfg->attn_softcap > 0 || cfg->final_softcap > 0)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for soft-capped attention or logits", src->path);
+    mk_nn_train *t = mk_calloc(1, sizeof *t);
+    if (!t) return MK_ERR_NOMEM;
+    mk_status s = mk_nn_open(src, cfg, &t->m);
+    if (s != MK_OK) {
+        free(t);
+        return s;
+    }
+    mk_nn_model *m = t->m;
+    t->H = m->H, t->nh = m->nh, t->nkv = m->nkv, t->hd = m->hd, t->F = m->F, t->V = m->V, t->L = m->L;
+    t->q = t->nh * t->hd, t->kv = t->nkv * t->hd;
+    t->eps = (float)cfg->norm_eps;
+    t->scale = (float)cfg->query_scale;
+    if (cfg->act != MK_ACT_SILU) {
+        mk_nn_train_close(t);
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune's MLP backward is SwiGLU; this model's activation is %s", src->path,
+                        cfg->act_name[0] ? cfg->act_name : "another");
+    }
+    /* the trained tensors: those bound, in source order */
+    long *slot_of = mk_malloc((src->n_tensors ? src->n_tensors : 1) * sizeof *slot_of);
+    t->p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *t->p);
+    t->lw = mk_calloc(t->L ? t->L : 1, sizeof *t->lw);
+    t->lg = mk_calloc(t->L ? t->L : 1, sizeof *t->lg);
+    if (!slot_of || !t->p || !t->lw || !t->lg) {
+        free(slot_of);
+        mk_nn_train_close(t);
+        return MK_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < src->n_tensors; i++) slot_of[i] = -1;
+    for (size_t l = 0; l < t->L; l++)
+        for (int r = 0; r < MK_ROLE_COUNT; r++)
+            for (int b = 0; b < 2; b++)
+                if (m->idx[l][r][b] >= 0) slot_of[m->idx[l][r][b]] = 1;
+    for (int r = 0; r < MK_ROLE_COUNT; r++)
+        for (int b = 0; b < 2; b++)
+            if (m->g_idx[r][b] >= 0) slot_of[m->g_idx[r][b]] = 1;
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        if (slot_of[i] < 0) continue;
+        const mk_tensor_info *ti = &src->tensors[i];
+        t->p[t->np] = (mk_nn_param){i, t->numel, ti->numel, ti->ndim == 2};
+        slot_of[i] = (long)t->np++;
+        t->numel += ti->numel;
+    }
+    t->wt = mk_malloc(t->numel * sizeof(float));
+    t->gr = mk_calloc(t->numel, sizeof(float));
+    s = t->wt && t->gr ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < t->np && s == MK_OK; i++) s = mk_nn_read(m, t->p[i].src_index, 0, t->p[i].numel, t->wt + t->p[i].off);
+    if (s == MK_OK) {
+#define AT(buf, idx) ((idx) >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL)
+        for (size_t l = 0; l < t->L; l++)
+            for (int r = 0; r < MK_ROLE_COUNT; r++)
+                for (int b = 0; b < 2; b++) {
+                    t->lw[l].w[r][b] = AT(t->wt, m->idx[l][r][b]);
+                    t->lg[l].w[r][b] = AT(t->gr, m->idx[l][r][b]);
+                }
+        t->emb = AT(t->wt, m->g_idx[MK_ROLE_TOK_EMBED][0]), t->demb = AT(t->gr, m->g_idx[MK_ROLE_TOK_EMBED][0]);
+        t->fnorm = AT(t->wt, m->g_idx[MK_ROLE_FINAL_NORM][0]), t->dfnorm = AT(t->gr, m->g_idx[MK_ROLE_FINAL_NORM][0]);
+        t->head = AT(t->wt, m->head), t->dhead = AT(t->gr, m->head);
+#undef AT
+    }
+    free(slot_of);
+    if (s != MK_OK) {
+        mk_nn_train_close(t);
+        return s;
+    }
+    *out = t;
+    return MK_OK;
+}
+
+void mk_nn_train_close(mk_nn_train *t)
+{
+    if (!t) return;
+    mk_nn_close(t->m);
+    free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg);
+    free(t);
+}
+
+size_t mk_nn_train_n_params(const mk_nn_train *t) { return t->np; }
+const mk_nn_param *mk_nn_train_param(const mk_nn_train *t, size_t i) { return &t->p[i]; }
+uint64_t mk_nn_train_numel(const mk_nn_train *t) { return t->numel; }
+float *mk_nn_train_weights(mk_nn_train *t) { return t->wt; }
+float *mk_nn_train_grads(mk_nn_train *t) { return t->gr; }
+size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
+
+/* Floats of one layer's saved activations. */
+static uint64_t acts_floats(const mk_nn_train *t, uint64_t N, uint64_t nseq, uint64_t T)
+{
+    return N * (3 * t->H + 3 * t->q + 3 * t->kv + 3 * t->F) + nseq * t->nh * T * T;
+}
+
+static uint64_t grads_floats(const mk_nn_train *t, uint64_t N)
+{
+    return N * (t->H + 3 * t->q + 3 * t->kv + 3 * t->F + t->nh) + (uint64_t)HEAD_ROWS * t->V + 2 * HEAD_ROWS;
+}
+
+uint64_t mk_nn_train_act_bytes(const mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
+{
+    uint64_t N = (uint64_t)nseq * T, f = acts_floats(t, N, nseq, T) * (checkpointing ? 1 : t->L);
+    f += (t->L + 1) * N * t->H + 3 * N * t->H + grads_floats(t, N);
+    return 4 * f;
+}
+
+/* Carve the activation buffers of one layer out of `base` (advanced). */
+static void acts_at(const mk_nn_train *t, size_t N, size_t nseq, size_t T, float **base, acts *a)
+{
+    float *b = *base;
+#define TAKE(f, n) (a->f = b, b += (n))
+    TAKE(h1, N * t->H), TAKE(qpre, N * t->q), TAKE(kpre, N * t->kv), TAKE(q, N * t->q), TAKE(k, N * t->kv);
+    TAKE(v, N * t->kv), TAKE(p, nseq * t->nh * T * T), TAKE(att, N * t->q), TAKE(xmid, N * t->H), TAKE(h2, N * t->H);
+    TAKE(g, N * t->F), TAKE(u, N * t->F), TAKE(a, N * t->F);
+#undef TAKE
+    *base = b;
+}
+
+/* y[T, out] = x W^T (+ b), in blocks of ROWS rows. */
+static void lin(const float *x, size_t T, size_t in, const float *w, const float *b, size_t out, float *y)
+{
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t r = 0; r < (T + ROWS - 1) / ROWS; r++) {
+        size_t t0 = r * ROWS, n = T - t0 < ROWS ? T - t0 : ROWS;
+        if (b)
+            for (size_t i = t0; i < t0 + n; i++) memcpy(y + i * out, b, out * sizeof *y);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x + t0 * in, (int)in, w, (int)in,
+                    b ? 1.0f : 0.0f, y + t0 * out, (int)out);
+    }
+}
+
+static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
+                          acts *a, float *xout)
+{
+    const lw *w = &t->lw[l];
+    size_t N = nseq * T, H = t->H;
+    mk_nn_rmsnorm(a->h1, xin, w->w[MK_ROLE_ATTN_NORM][0], N, H, t->eps, false);
+    lin(a->h1, N, H, w->w[MK_ROLE_Q][0], w->w[MK_ROLE_Q][1], t->q, a->qpre);
+    lin(a->h1, N, H, w->w[MK_ROLE_K][0], w->w[MK_ROLE_K][1], t->kv, a->kpre);
+    lin(a->h1, N, H, w->w[MK_ROLE_V][0], w->w[MK_ROLE_V][1], t->kv, a->v);
+    if (w->w[MK_ROLE_Q_NORM][0]) mk_nn_rmsnorm(a->q, a->qpre, w->w[MK_ROLE_Q_NORM][0], N * t->nh, t->hd, t->eps, false);
+    else memcpy(a->q, a->qpre, N * t->q * sizeof(float));
+    if (w->w[MK_ROLE_K_NORM][0]) mk_nn_rmsnorm(a->k, a->kpre, w->w[MK_ROLE_K_NORM][0], N * t->nkv, t->hd, t->eps, false);
+    else memcpy(a->k, a->kpre, N * t->kv * sizeof(float));
+    const mk_model_config *c = t->m->cfg;
+    long window = mk_model_config_sliding(c, (long)l) ? c->sliding_window : 0;
+    for (size_t s = 0; s < nseq; s++) {
+        mk_nn_rope_apply(a->q + s * T * t->q, T, t->nh, t->hd, rope);
+        mk_nn_rope_apply(a->k + s * T * t->kv, T, t->nkv, t->hd, rope);
+        mk_nn_attention_train(a->q + s * T * t->q, a->k + s * T * t->kv, a->v + s * T * t->kv, T, t->nh, t->nkv, t->hd, t->scale,
+                              window, a->att + s * T * t->q, a->p + s * t->nh * T * T);
+    }
+    lin(a->att, N, t->q, w->w[MK_ROLE_O][0], w->w[MK_ROLE_O][1], H, a->xmid);
+    mk_nn_add(a->xmid, xin, N * H);
+    mk_nn_rmsnorm(a->h2, a->xmid, w->w[MK_ROLE_MLP_NORM][0], N, H, t->eps, false);
+    lin(a->h2, N, H, w->w[MK_ROLE_GATE][0], w->w[MK_ROLE_GATE][1], t->F, a->g);
+    lin(a->h2, N, H, w->w[MK_ROLE_UP][0], w->w[MK_ROLE_UP][1], t->F, a->u);
+    mk_nn_act_gated(MK_ACT_SILU, a->g, a->u, a->a, N * t->F);
+    lin(a->a, N, t->F, w->w[MK_ROLE_DOWN][0], w->w[MK_ROLE_DOWN][1], H, xout);
+    mk_nn_add(xout, a->xmid, N * H);
+}
+
+/* dx: the gradient of the layer's output on entry, of its input on return. */
+static mk_status layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
+                                const acts *a, grads *g, float *dx)
+{
+    const lw *w = &t->lw[l];
+    lw *d = &t->lg[l];
+    size_t N = nseq * T, H = t->H, F = t->F;
+    memset(g->da, 0, N * F * sizeof(float));
+    mk_nn_linear_bwd(a->a, N, F, w->w[MK_ROLE_DOWN][0], H, dx, g->da, d->w[MK_ROLE_DOWN][0], d->w[MK_ROLE_DOWN][1]);
+    mk_nn_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    memset(g->dh, 0, N * H * sizeof(float));
+    mk_nn_linear_bwd(a->h2, N, H, w->w[MK_ROLE_GATE][0], F, g->dg, g->dh, d->w[MK_ROLE_GATE][0], d->w[MK_ROLE_GATE][1]);
+    mk_nn_linear_bwd(a->h2, N, H, w->w[MK_ROLE_UP][0], F, g->du, g->dh, d->w[MK_ROLE_UP][0], d->w[MK_ROLE_UP][1]);
+    mk_nn_rmsnorm_bwd(a->xmid, w->w[MK_ROLE_MLP_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_MLP_NORM][0], g->rstd);
+
+    memset(g->datt, 0, N * t->q * sizeof(float));
+    mk_nn_linear_bwd(a->att, N, t->q, w->w[MK_ROLE_O][0], H, dx, g->datt, d->w[MK_ROLE_O][0], d->w[MK_ROLE_O][1]);
+    memset(g->dk, 0, N * t->kv * sizeof(float));
+    memset(g->dv, 0, N * t->kv * sizeof(float));
+    for (size_t s = 0; s < nseq; s++) {
+        size_t oq = s * T * t->q, ok = s * T * t->kv;
+        MK_TRY(mk_nn_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * t->nh * T * T, g->datt + oq, T, t->nh, t->nkv,
+                                   t->hd, t->scale, g->dq + oq, g->dk + ok, g->dv + ok));
+        mk_nn_rope_bwd(g->dq + oq, T, t->nh, t->hd, rope);
+        mk_nn_rope_bwd(g->dk + ok, T, t->nkv, t->hd, rope);
+    }
+    float *dq = g->dq, *dk = g->dk;
+    if (w->w[MK_ROLE_Q_NORM][0]) {
+        memset(g->dqp, 0, N * t->q * sizeof(float));
+        mk_nn_rmsnorm_bwd(a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, t->hd, t->eps, g->dqp, d->w[MK_ROLE_Q_NORM][0],
+                          g->rstd);
+        dq = g->dqp;
+    }
+    if (w->w[MK_ROLE_K_NORM][0]) {
+        memset(g->dkp, 0, N * t->kv * sizeof(float));
+        mk_nn_rmsnorm_bwd(a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, t->hd, t->eps, g->dkp, d->w[MK_ROLE_K_NORM][0],
+                          g->rstd);
+        dk = g->dkp;
+    }
+    memset(g->dh, 0, N * H * sizeof(float));
+    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_Q][0], t->q, dq, g->dh, d->w[MK_ROLE_Q][0], d->w[MK_ROLE_Q][1]);
+    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_K][0], t->kv, dk, g->dh, d->w[MK_ROLE_K][0], d->w[MK_ROLE_K][1]);
+    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_V][0], t->kv, g->dv, g->dh, d->w[MK_ROLE_V][0], d->w[MK_ROLE_V][1]);
+    mk_nn_rmsnorm_bwd(xin, w->w[MK_ROLE_ATTN_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_ATTN_NORM][0], g->rstd);
+    return MK_OK;
+}
+
+/* Logits, loss and their gradient in blocks of HEAD_ROWS rows: dhf += dlogits W, dW += ... */
+static void head_pass(mk_nn_train *t, const float *hf, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
+                      bool backward, grads *g, float *dhf, double *wnll, float *logits_out)
+{
+    size_t N = nseq * T, V = t->V, H = t->H;
+    int32_t tgt[HEAD_ROWS];
+    float wt[HEAD_ROWS];
+    double sum = 0;
+    for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS) {
+        size_t n = N - r0 < HEAD_ROWS ? N - r0 : HEAD_ROWS;
+        for (size_t i = 0; i < n; i++) {
+            size_t row = r0 + i, j = row % T;
+            bool last = j + 1 == T;
+            tgt[i] = last ? 0 : tok[row + 1];
+            wt[i] = last ? 0.0f : w[row + 1];
+        }
+        lin(hf + r0 * H, n, H, t->head, NULL, V, g->logit);
+        if (logits_out) memcpy(logits_out + r0 * V, g->logit, n * V * sizeof(float));
+        mk_nn_xent(g->logit, n, V, tgt, wt, scale, g->nll);
+        for (size_t i = 0; i < n; i++)
+            if (wt[i] != 0) sum += (double)wt[i] * g->nll[i];
+        if (backward) mk_nn_linear_bwd(hf + r0 * H, n, H, t->head, V, g->logit, dhf + r0 * H, t->dhead, NULL);
+    }
+    *wnll += sum;
+}
+
+static mk_status grads_alloc(const mk_nn_train *t, size_t N, float **buf, grads *g)
+{
+    *buf = mk_malloc(grads_floats(t, N) * sizeof(float) + HEAD_ROWS * sizeof(double));
+    if (!*buf) return MK_ERR_NOMEM;
+    float *b = *buf;
+#define TAKE(f, n) (g->f = b, b += (n))
+    TAKE(dh, N * t->H), TAKE(dq, N * t->q), TAKE(dqp, N * t->q), TAKE(datt, N * t->q), TAKE(dk, N * t->kv), TAKE(dkp, N * t->kv);
+    TAKE(dv, N * t->kv), TAKE(da, N * t->F), TAKE(dg, N * t->F), TAKE(du, N * t->F), TAKE(rstd, N * t->nh);
+    TAKE(logit, (size_t)HEAD_ROWS * t->V);
+#undef TAKE
+    g->nll = (double *)(void *)(b + 2 * HEAD_ROWS);
+    return MK_OK;
+}
+
+mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
+                           bool checkpointing, bool backward, double *wnll, float *logits)
+{
+    if (!nseq || !T) return MK_OK;
+    size_t N = nseq * T, H = t->H, L = t->L;
+    for (size_t i = 0; i < N; i++)
+        if (tok[i] < 0 || (size_t)tok[i] >= t->V)
+            return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[i], t->V);
+    size_t nacts = checkpointing || !backward ? 1 : L;
+    uint64_t af = acts_floats(t, N, nseq, T);
+    float *xs = mk_malloc(((L + 1) * N * H + 2 * N * H) * sizeof(float));
+    float *ab = mk_malloc(af * nacts * sizeof(float)), *gb = NULL;
+    acts *a = mk_calloc(nacts, sizeof *a);
+    grads g;
+    mk_nn_rope_tab rope = {0};
+    mk_status s = xs && ab && a ? grads_alloc(t, N, &gb, &g) : MK_ERR_NOMEM;
+    if (s == MK_OK) s = mk_nn_rope_init(&rope, &t->m->cfg->rope, t->hd, t->m->cfg->max_pos, T);
+    if (s != MK_OK) goto done;
+    float *hf = xs + (L + 1) * N * H, *dx = hf + N * H;
+    float *base = ab;
+    for (size_t i = 0; i < nacts; i++) acts_at(t, N, nseq, T, &base, &a[i]);
+    for (size_t i = 0; i < N; i++) memcpy(xs + i * H, t->emb + (size_t)tok[i] * H, H * sizeof(float));
+    for (size_t l = 0; l < L; l++) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], xs + (l + 1) * N * H);
+    mk_nn_rmsnorm(hf, xs + L * N * H, t->fnorm, N, H, t->eps, false);
+    float *dh = g.dh;
+    if (backward) memset(dh, 0, N * H * sizeof(float));
+    head_pass(t, hf, tok, w, nseq, T, scale, backward, &g, dh, wnll, logits);
+    if (!backward) goto done;
+    memset(dx, 0, N * H * sizeof(float));
+    mk_nn_rmsnorm_bwd(xs + L * N * H, t->fnorm, dh, N, H, t->eps, dx, t->dfnorm, g.rstd);
+    for (size_t l = L; l-- > 0 && s == MK_OK;) {
+        acts *al = &a[nacts > 1 ? l : 0];
+        if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, hf); /* hf is free now */
+        s = layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
+    }
+    if (s == MK_OK) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
+done:
+    mk_nn_rope_free(&rope);
+    free(xs), free(ab), free(gb), free(a);
+    return s;
+}

@@ -1,0 +1,51 @@
+/* backward.h - a causal language model held for training on the CPU: every weight resident
+ * in one f32 buffer (in the source's tensor order), a gradient buffer of the same layout, and
+ * one forward + backward pass over a micro-batch that accumulates the gradient of
+ * sum_t weight_t * scale * NLL_t. The families: llama, mistral (sliding window), qwen2 (q/k/v
+ * biases), qwen3 (q/k norms); anything else is refused naming the architecture and what is
+ * missing. Kernels: ops.h and ops_bwd.h.
+ *
+ * Activations: the pass keeps what the backward pass needs; with checkpointing it keeps only
+ * each layer's input and runs the layer's forward again just before its backward, with the
+ * same code on the same input, so the gradients are the same bytes. Deterministic at any
+ * thread count (ops_bwd.h).
+ * Must not: open files, print, or know the tokenizer or the optimizer (train/ does).
+ */
+#ifndef MK_NN_BACKWARD_H
+#define MK_NN_BACKWARD_H
+
+#include "../model/config.h"
+
+typedef struct mk_nn_train mk_nn_train;
+
+/* One trainable tensor: source tensor `src_index`, elements [off, off + numel) of the
+ * buffers; `decay`: a matrix (weight decay applies), not a norm or a bias. */
+typedef struct mk_nn_param {
+    size_t src_index;
+    uint64_t off, numel;
+    bool decay;
+} mk_nn_param;
+
+/* Bind src's tensors (borrowed with cfg for the model's life) and read them all as f32. */
+mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out);
+void mk_nn_train_close(mk_nn_train *t);
+
+size_t mk_nn_train_n_params(const mk_nn_train *t);
+const mk_nn_param *mk_nn_train_param(const mk_nn_train *t, size_t i);
+uint64_t mk_nn_train_numel(const mk_nn_train *t);
+float *mk_nn_train_weights(mk_nn_train *t);
+float *mk_nn_train_grads(mk_nn_train *t);
+size_t mk_nn_train_vocab(const mk_nn_train *t);
+
+/* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch). */
+uint64_t mk_nn_train_act_bytes(const mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
+
+/* Forward and backward over tok[nseq * T] (each row its own sequence, positions 0..T-1):
+ * position j predicts token j + 1 of its row, weighted by w[row * T + j + 1] (w of a row's
+ * first token is unused). Adds the gradient of scale * sum weight * NLL to the gradient
+ * buffer and sum weight * NLL to *wnll. logits (may be NULL): the logits [nseq * T, vocab].
+ * backward = false: the forward and the loss only. */
+mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
+                           bool checkpointing, bool backward, double *wnll, float *logits);
+
+#endif

@@ -1,0 +1,294 @@
+/* ops_bwd.c - see ops_bwd.h. Gradients as torch's autograd computes them for nn.Linear,
+ * LlamaRMSNorm, apply_rotary_pos_emb, eager_attention_forward, SiLU * up, nn.Embedding and
+ * cross_entropy(reduction='none'). */
+#include "ops_bwd.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#define MK_OMP(x) _Pragma(x)
+#else
+#define MK_OMP(x)
+#endif
+
+/* Rows (or columns) per work item: fixed, so the split never depends on the thread count. */
+#define BLK 64
+#define NBLK(n) (((n) + BLK - 1) / BLK)
+
+void mk_nn_linear_bwd(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx, float *dw,
+                      float *db)
+{
+    if (dx) { /* dx[t0:t1] += dy[t0:t1] W */
+        MK_OMP("omp parallel for schedule(dynamic, 1)")
+        for (size_t b = 0; b < NBLK(T); b++) {
+            size_t t0 = b * BLK, n = T - t0 < BLK ? T - t0 : BLK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f, dy + t0 * out, (int)out, w,
+                        (int)in, 1.0f, dx + t0 * in, (int)in);
+        }
+    }
+    if (dw) { /* dw[o0:o1] += dy[:, o0:o1]^T x */
+        MK_OMP("omp parallel for schedule(dynamic, 1)")
+        for (size_t b = 0; b < NBLK(out); b++) {
+            size_t o0 = b * BLK, n = out - o0 < BLK ? out - o0 : BLK;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)in, (int)T, 1.0f, dy + o0, (int)out, x, (int)in,
+                        1.0f, dw + o0 * in, (int)in);
+        }
+    }
+    if (db) {
+        MK_OMP("omp parallel for schedule(static)")
+        for (size_t b = 0; b < NBLK(out); b++) {
+            size_t o0 = b * BLK, o1 = o0 + BLK < out ? o0 + BLK : out;
+            for (size_t o = o0; o < o1; o++) {
+                double s = 0;
+                for (size_t t = 0; t < T; t++) s += dy[t * out + o];
+                db[o] += (float)s;
+            }
+        }
+    }
+}
+
+void mk_nn_linear_bwd_ref(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx,
+                          float *dw, float *db)
+{
+    for (size_t t = 0; dx && t < T; t++)
+        for (size_t i = 0; i < in; i++) {
+            double s = 0;
+            for (size_t o = 0; o < out; o++) s += (double)dy[t * out + o] * w[o * in + i];
+            dx[t * in + i] += (float)s;
+        }
+    for (size_t o = 0; dw && o < out; o++)
+        for (size_t i = 0; i < in; i++) {
+            double s = 0;
+            for (size_t t = 0; t < T; t++) s += (double)dy[t * out + o] * x[t * in + i];
+            dw[o * in + i] += (float)s;
+        }
+    for (size_t o = 0; db && o < out; o++) {
+        double s = 0;
+        for (size_t t = 0; t < T; t++) s += dy[t * out + o];
+        db[o] += (float)s;
+    }
+}
+
+/* 1 / sqrt(mean(x^2) + eps) of a row, as mk_nn_rmsnorm rounds it. */
+static float row_rstd(const float *r, size_t d, float eps)
+{
+    double ss = 0;
+    for (size_t i = 0; i < d; i++) ss += (double)r[i] * r[i];
+    return (float)(1.0 / sqrt(ss / (double)d + (double)eps));
+}
+
+void mk_nn_rmsnorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
+                       float *rstd)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * d > 16384)")
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d, *g = dy + t * d;
+        float inv = rstd[t] = row_rstd(r, d, eps);
+        double dot = 0; /* sum_j w_j dy_j x_j */
+        for (size_t i = 0; i < d; i++) dot += (double)w[i] * g[i] * r[i];
+        float c = (float)(dot * (double)inv * inv * inv / (double)d);
+        float *o = dx + t * d;
+        for (size_t i = 0; i < d; i++) o[i] += w[i] * g[i] * inv - r[i] * c;
+    }
+    MK_OMP("omp parallel for schedule(static) if (T * d > 16384)")
+    for (size_t b = 0; b < NBLK(d); b++) {
+        size_t i0 = b * BLK, i1 = i0 + BLK < d ? i0 + BLK : d;
+        for (size_t i = i0; i < i1; i++) {
+            double s = 0;
+            for (size_t t = 0; t < T; t++) s += (double)dy[t * d + i] * (x[t * d + i] * rstd[t]);
+            dw[i] += (float)s;
+        }
+    }
+}
+
+void mk_nn_rmsnorm_bwd_ref(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                           float *dw)
+{
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d, *g = dy + t * d;
+        double ss = 0;
+        for (size_t i = 0; i < d; i++) ss += (double)r[i] * r[i];
+        double inv = 1.0 / sqrt(ss / (double)d + (double)eps), dot = 0;
+        for (size_t i = 0; i < d; i++) dot += (double)w[i] * g[i] * r[i];
+        for (size_t i = 0; i < d; i++) {
+            dx[t * d + i] += (float)(w[i] * g[i] * inv - r[i] * dot * inv * inv * inv / (double)d);
+            dw[i] += (float)(g[i] * r[i] * inv);
+        }
+    }
+}
+
+void mk_nn_rope_bwd(float *dx, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
+{
+    size_t h2 = r->half;
+    MK_OMP("omp parallel for schedule(static) if (T * n_heads * head_dim > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *c = r->cos + t * h2, *s = r->sin + t * h2;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = dx + t * n_heads * head_dim + h * head_dim;
+            for (size_t i = 0; i < h2; i++) { /* y1 = a c - b s, y2 = b c + a s */
+                float g1 = v[i], g2 = v[i + h2];
+                v[i] = g1 * c[i] + g2 * s[i];
+                v[i + h2] = g2 * c[i] - g1 * s[i];
+            }
+        }
+    }
+}
+
+/* Scale, mask and softmax scores row i (keys [0, T) in p) in place. */
+static void softmax_row(float *p, size_t T, size_t i, float scale, long window)
+{
+    size_t j0 = window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
+    float mx = -INFINITY;
+    for (size_t j = j0; j <= i; j++) {
+        p[j] *= scale;
+        if (p[j] > mx) mx = p[j];
+    }
+    double sum = 0;
+    for (size_t j = j0; j <= i; j++) {
+        p[j] = expf(p[j] - mx);
+        sum += p[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t j = 0; j < j0; j++) p[j] = 0;
+    for (size_t j = j0; j <= i; j++) p[j] *= inv;
+    for (size_t j = i + 1; j < T; j++) p[j] = 0;
+}
+
+void mk_nn_attention_train(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                           float scale, long window, float *out, float *p)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t h = 0; h < nh; h++) {
+        size_t kvh = h / group;
+        float *ph = p + h * T * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, q + h * hd, (int)qs, k + kvh * hd,
+                    (int)ks, 0.0f, ph, (int)T);
+        for (size_t i = 0; i < T; i++) softmax_row(ph + i * T, T, i, scale, window);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ph, (int)T, v + kvh * hd, (int)ks,
+                    0.0f, out + h * hd, (int)qs);
+    }
+}
+
+mk_status mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
+                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
+    int fail = 0;
+    /* one key/value head per work item: its query heads in order, so dk and dv sum the same way */
+    MK_OMP("omp parallel for schedule(dynamic, 1) reduction(|:fail)")
+    for (size_t kvh = 0; kvh < nkv; kvh++) {
+        float *ds = mk_malloc(T * T * sizeof(float));
+        if (!ds) {
+            fail = 1;
+            continue;
+        }
+        for (size_t h = kvh * group; h < (kvh + 1) * group; h++) {
+            const float *ph = p + h * T * T, *doh = dout + h * hd;
+            /* dv += P^T dO */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ph, (int)T, doh, (int)qs, 1.0f,
+                        dv + kvh * hd, (int)ks);
+            /* dP = dO V^T, then dS = P (dP - sum_j P dP) scale */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, doh, (int)qs, v + kvh * hd, (int)ks,
+                        0.0f, ds, (int)T);
+            for (size_t i = 0; i < T; i++) {
+                const float *pr = ph + i * T;
+                float *dr = ds + i * T;
+                double dot = 0;
+                for (size_t j = 0; j <= i; j++) dot += (double)pr[j] * dr[j];
+                float df = (float)dot;
+                for (size_t j = 0; j <= i; j++) dr[j] = pr[j] * (dr[j] - df) * scale;
+                for (size_t j = i + 1; j < T; j++) dr[j] = 0;
+            }
+            /* dq = dS K, dk += dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ds, (int)T, k + kvh * hd, (int)ks,
+                        0.0f, dq + h * hd, (int)qs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ds, (int)T, q + h * hd, (int)qs,
+                        1.0f, dk + kvh * hd, (int)ks);
+        }
+        free(ds);
+    }
+    return fail ? MK_ERR_NOMEM : MK_OK;
+}
+
+void mk_nn_attention_bwd_ref(const float *q, const float *k, const float *v, const float *dout, size_t T, size_t nh,
+                             size_t nkv, size_t hd, float scale, long window, float *dq, float *dk, float *dv,
+                             float *scratch)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
+    float *p = scratch, *dp = scratch + T;
+    for (size_t h = 0; h < nh; h++) {
+        size_t kvh = h / group;
+        for (size_t i = 0; i < T; i++) {
+            for (size_t j = 0; j < T; j++) {
+                double s = 0;
+                for (size_t e = 0; j <= i && e < hd; e++) s += (double)q[i * qs + h * hd + e] * k[j * ks + kvh * hd + e];
+                p[j] = (float)s;
+            }
+            softmax_row(p, T, i, scale, window);
+            double dot = 0;
+            for (size_t j = 0; j < T; j++) {
+                double s = 0;
+                for (size_t e = 0; e < hd; e++) s += (double)dout[i * qs + h * hd + e] * v[j * ks + kvh * hd + e];
+                dp[j] = (float)s;
+                dot += (double)p[j] * s;
+            }
+            for (size_t e = 0; e < hd; e++) dq[i * qs + h * hd + e] = 0;
+            for (size_t j = 0; j < T; j++) {
+                double dsj = (double)p[j] * ((double)dp[j] - dot) * scale;
+                for (size_t e = 0; e < hd; e++) {
+                    dv[j * ks + kvh * hd + e] += (float)((double)p[j] * dout[i * qs + h * hd + e]);
+                    dq[i * qs + h * hd + e] += (float)(dsj * k[j * ks + kvh * hd + e]);
+                    dk[j * ks + kvh * hd + e] += (float)(dsj * q[i * qs + h * hd + e]);
+                }
+            }
+        }
+    }
+}
+
+void mk_nn_swiglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = g / (1.0f + expf(-g));
+        dup[i] = dout[i] * silu;
+        dgate[i] = dout[i] * up[i] * (sg * (1.0f + g * (1.0f - sg)));
+    }
+}
+
+void mk_nn_embed_bwd(const int32_t *tok, size_t T, size_t H, const float *dx, float *demb)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * H > 65536)")
+    for (size_t b = 0; b < NBLK(H); b++) {
+        size_t i0 = b * BLK, i1 = i0 + BLK < H ? i0 + BLK : H;
+        for (size_t t = 0; t < T; t++) {
+            float *e = demb + (size_t)tok[t] * H;
+            for (size_t i = i0; i < i1; i++) e[i] += dx[t * H + i];
+        }
+    }
+}
+
+void mk_nn_xent(float *logits, size_t n, size_t V, const int32_t *target, const float *weight, float scale, double *nll)
+{
+    MK_OMP("omp parallel for schedule(static)")
+    for (size_t i = 0; i < n; i++) {
+        float *x = logits + i * V;
+        float mx = x[0];
+        for (size_t j = 1; j < V; j++)
+            if (x[j] > mx) mx = x[j];
+        double s = 0;
+        for (size_t j = 0; j < V; j++) s += exp((double)x[j] - mx);
+        double lse = (double)mx + log(s);
+        nll[i] = lse - (double)x[target[i]];
+        float g = weight[i] * scale;
+        if (g == 0) {
+            memset(x, 0, V * sizeof *x);
+            continue;
+        }
+        for (size_t j = 0; j < V; j++) x[j] = (float)exp((double)x[j] - lse) * g;
+        x[target[i]] -= g;
+    }
+}

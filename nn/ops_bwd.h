@@ -1,0 +1,61 @@
+/* ops_bwd.h - the backward halves of the forward kernels of ops.h, for training on the CPU in
+ * f32, each beside the forward it differentiates and with a plain reference (double sums,
+ * one element at a time) the tests hold it to: linear (dx, dW, db), RMSNorm (also the
+ * per-head q/k norms), rotary embeddings, causal attention with grouped key/value heads (a
+ * training forward that keeps the probabilities), SwiGLU, the embedding lookup and softmax
+ * cross-entropy with a weight per token.
+ *
+ * Deterministic: work is split into blocks whose size does not depend on the thread count,
+ * and every reduction (over tokens for weight gradients, over the heads of a key/value group)
+ * runs in one fixed order, so the bytes are the same at any -j.
+ * Conventions: "+=" outputs accumulate (weight gradients over micro-batches, the residual
+ * stream); "=" outputs are overwritten. Layouts as in ops.h ([T, d] rows, weights [out, in]).
+ * Must not: read weights or know a model family (nn/backward.c does).
+ */
+#ifndef MK_NN_OPS_BWD_H
+#define MK_NN_OPS_BWD_H
+
+#include "ops.h"
+
+/* For y = x W^T + b: dx[T, in] += dy W, dw[out, in] += dy^T x, db[out] += sum_t dy (any may be
+ * NULL to skip it). */
+void mk_nn_linear_bwd(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx, float *dw,
+                      float *db);
+void mk_nn_linear_bwd_ref(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx,
+                          float *dw, float *db);
+
+/* For y = w * x / sqrt(mean(x^2) + eps) per row of x [T, d]: dx += ..., dw[d] += ...;
+ * rstd: scratch of T floats. */
+void mk_nn_rmsnorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
+                       float *rstd);
+void mk_nn_rmsnorm_bwd_ref(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                           float *dw);
+
+/* The rotation of mk_nn_rope_apply undone on gradients, in place (its transpose). */
+void mk_nn_rope_bwd(float *dx, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r);
+
+/* Causal attention over one sequence as mk_nn_attention (no soft-capping), keeping the
+ * probabilities p [nh, T, T] (zero above the diagonal and outside the window). */
+void mk_nn_attention_train(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                           float scale, long window, float *out, float *p);
+/* Its backward: dq = ..., dk and dv += ... (each key/value head summed over its query heads
+ * in order). Allocates T x T floats per work item. */
+mk_status mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
+                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv);
+/* The same with plain loops from q, k, v (recomputing the probabilities; scratch 2T floats). */
+void mk_nn_attention_bwd_ref(const float *q, const float *k, const float *v, const float *dout, size_t T, size_t nh,
+                             size_t nkv, size_t hd, float scale, long window, float *dq, float *dk, float *dv,
+                             float *scratch);
+
+/* For out = silu(gate) * up: dgate = dout * up * silu'(gate), dup = dout * silu(gate). */
+void mk_nn_swiglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+
+/* For x[t] = emb[tok[t]]: demb[tok[t], :] += dx[t] (tokens in order). */
+void mk_nn_embed_bwd(const int32_t *tok, size_t T, size_t H, const float *dx, float *demb);
+
+/* Softmax cross-entropy of rows of logits [n, V] against target ids: nll[i] = logsumexp -
+ * logit[target] (in double); the gradient of sum_i weight[i] * scale * nll[i] written over the
+ * logits (in place; a row of weight 0 gets zeros). */
+void mk_nn_xent(float *logits, size_t n, size_t V, const int32_t *target, const float *weight, float scale, double *nll);
+
+#endif

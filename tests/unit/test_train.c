@@ -1,0 +1,427 @@
+/* test_train.c - training on the CPU: the backward kernels (nn/ops_bwd.h) against their plain
+ * references; one forward/backward of tiny models of every trained family against PyTorch's
+ * debug state (tests/golden/train/, made by tools/gen-golden-train.py: logits, loss, every
+ * parameter's gradient, with per-token loss weights) and 10 AdamW steps (cosine schedule with
+ * warmup, gradient accumulation, clipping, weight decay) against its losses; checkpointing
+ * and the thread count change no byte of the gradients. */
+#include "harness.h"
+
+#include "../../core/mk_hash.h"
+#include "../../core/mk_io.h"
+#include "../../core/mk_rng.h"
+#include "../../core/mk_thread.h"
+#include "../../formats/model.h"
+#include "../../model/config.h"
+#include "../../nn/backward.h"
+#include "../../nn/ops.h"
+#include "../../nn/ops_bwd.h"
+#include "../../train/optim.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Kernels against references: f32 BLAS sums against double sums of up to ~300 terms. */
+#define BWD_ATOL 2e-5
+#define BWD_RTOL 1e-4
+/* Against PyTorch in float32 (different summation orders through a 2-layer model). */
+#define LOGIT_ATOL 1e-4
+#define LOGIT_RTOL 1e-4
+#define LOSS_ATOL 1e-5
+#define GRAD_ATOL 2e-5
+#define GRAD_RTOL 1e-3
+/* 10 steps of AdamW amplify the f32 differences of the gradients (the first steps divide
+ * tiny gradients by tiny second moments). */
+#define STEPS_LOSS_ATOL 2e-4
+
+static const char *root(void) { return getenv("MK_ROOT") ? getenv("MK_ROOT") : "."; }
+static const char *bin(void) { return getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c"; }
+
+static float *rnd(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x + 1);
+    mk_rng key = mk_rng_key(seed, "train");
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * mk_rng_uniform(key, 0, i) - 1.0f;
+    return x;
+}
+
+static float *zeros(size_t n) { return calloc(n + 1, sizeof(float)); }
+
+MK_TEST(train_linear_bwd_matches_reference)
+{
+    mk_nn_blas_init();
+    static const size_t shapes[][3] = {{1, 7, 5}, {37, 129, 70}, {130, 64, 200}};
+    for (size_t c = 0; c < 3; c++) {
+        size_t T = shapes[c][0], in = shapes[c][1], out = shapes[c][2];
+        float *x = rnd(T * in, 1 + c), *w = rnd(in * out, 10 + c), *dy = rnd(T * out, 20 + c);
+        float *dx = rnd(T * in, 30 + c), *dw = rnd(in * out, 40 + c), *db = rnd(out, 50 + c);
+        float *rx = malloc(T * in * 4), *rw = malloc(in * out * 4), *rb = malloc(out * 4);
+        memcpy(rx, dx, T * in * 4), memcpy(rw, dw, in * out * 4), memcpy(rb, db, out * 4);
+        mk_nn_linear_bwd(x, T, in, w, out, dy, dx, dw, db);
+        mk_nn_linear_bwd_ref(x, T, in, w, out, dy, rx, rw, rb);
+        CHECK_CLOSE("linear dx", dx, rx, T * in, BWD_ATOL, BWD_RTOL);
+        CHECK_CLOSE("linear dw", dw, rw, in * out, BWD_ATOL, BWD_RTOL);
+        CHECK_CLOSE("linear db", db, rb, out, BWD_ATOL, BWD_RTOL);
+        free(x), free(w), free(dy), free(dx), free(dw), free(db), free(rx), free(rw), free(rb);
+    }
+}
+
+MK_TEST(train_rmsnorm_rope_attention_bwd_match_reference)
+{
+    mk_nn_blas_init();
+    size_t T = 70, d = 48;
+    float *x = rnd(T * d, 1), *w = rnd(d, 2), *dy = rnd(T * d, 3), *rstd = malloc(T * 4);
+    float *dx = zeros(T * d), *dw = zeros(d), *rx = zeros(T * d), *rw = zeros(d);
+    mk_nn_rmsnorm_bwd(x, w, dy, T, d, 1e-6f, dx, dw, rstd);
+    mk_nn_rmsnorm_bwd_ref(x, w, dy, T, d, 1e-6f, rx, rw);
+    CHECK_CLOSE("rmsnorm dx", dx, rx, T * d, BWD_ATOL, BWD_RTOL);
+    CHECK_CLOSE("rmsnorm dw", dw, rw, d, BWD_ATOL, BWD_RTOL);
+    /* RoPE's backward is its adjoint: <rope(a), b> = <a, rope_bwd(b)> */
+    mk_rope rp = {.type = MK_ROPE_DEFAULT, .theta = 10000, .partial_rotary = 1};
+    mk_nn_rope_tab tab;
+    CHECK_OK(mk_nn_rope_init(&tab, &rp, 16, 64, T));
+    float *a = rnd(T * 3 * 16, 4), *b = rnd(T * 3 * 16, 5);
+    double l = 0, r = 0;
+    for (size_t i = 0; i < T * 48; i++) r -= (double)a[i] * b[i] * 0; /* keep r at 0 */
+    float *ra = malloc(T * 48 * 4), *rb = malloc(T * 48 * 4);
+    memcpy(ra, a, T * 48 * 4), memcpy(rb, b, T * 48 * 4);
+    mk_nn_rope_apply(ra, T, 3, 16, &tab);
+    mk_nn_rope_bwd(rb, T, 3, 16, &tab);
+    for (size_t i = 0; i < T * 48; i++) l += (double)ra[i] * b[i], r += (double)a[i] * rb[i];
+    CHECK_MSG(fabs(l - r) < 1e-4 * (fabs(l) + 1), "rope adjoint: <rope a, b> %.9g, <a, rope_bwd b> %.9g", l, r);
+    mk_nn_rope_free(&tab);
+    /* attention: 4 query heads on 2 key/value heads, with and without a window */
+    size_t nh = 4, nkv = 2, hd = 8;
+    float *q = rnd(T * nh * hd, 6), *k = rnd(T * nkv * hd, 7), *v = rnd(T * nkv * hd, 8), *dout = rnd(T * nh * hd, 9);
+    float *out = malloc(T * nh * hd * 4), *p = malloc(nh * T * T * 4), *ref = malloc(T * nh * hd * 4);
+    float *scratch = malloc(2 * T * 4);
+    for (long window = 0; window <= 9; window += 9) {
+        float *dq = zeros(T * nh * hd), *dk = zeros(T * nkv * hd), *dv = zeros(T * nkv * hd);
+        float *rq = zeros(T * nh * hd), *rk = zeros(T * nkv * hd), *rv = zeros(T * nkv * hd);
+        mk_nn_attention_train(q, k, v, T, nh, nkv, hd, 0.35f, window, out, p);
+        mk_nn_attention_ref(q, k, v, T, nh, nkv, hd, 0.35f, 0, window, ref, scratch);
+        CHECK_CLOSE("attention_train out", out, ref, T * nh * hd, BWD_ATOL, BWD_RTOL);
+        CHECK_OK(mk_nn_attention_bwd(q, k, v, p, dout, T, nh, nkv, hd, 0.35f, dq, dk, dv));
+        mk_nn_attention_bwd_ref(q, k, v, dout, T, nh, nkv, hd, 0.35f, window, rq, rk, rv, scratch);
+        CHECK_CLOSE("attention dq", dq, rq, T * nh * hd, BWD_ATOL, BWD_RTOL);
+        CHECK_CLOSE("attention dk", dk, rk, T * nkv * hd, BWD_ATOL, BWD_RTOL);
+        CHECK_CLOSE("attention dv", dv, rv, T * nkv * hd, BWD_ATOL, BWD_RTOL);
+        free(dq), free(dk), free(dv), free(rq), free(rk), free(rv);
+    }
+    /* SwiGLU and cross-entropy against central differences in double */
+    float g[3] = {-2.0f, 0.3f, 1.7f}, u[3] = {0.5f, -1.2f, 2.0f}, one[3] = {1, 1, 1}, dg[3], du[3];
+    mk_nn_swiglu_bwd(g, u, one, 3, dg, du);
+    for (int i = 0; i < 3; i++) {
+        double h = 1e-4, s = 1 / (1 + exp(-(double)g[i]));
+        double fp = (g[i] + h) / (1 + exp(-(g[i] + h))) * u[i], fm = (g[i] - h) / (1 + exp(-(g[i] - h))) * u[i];
+        CHECK_MSG(fabs(dg[i] - (fp - fm) / (2 * h)) < 1e-4, "swiglu dgate[%d] %.7g, numeric %.7g", i, dg[i], (fp - fm) / (2 * h));
+        CHECK_MSG(fabs(du[i] - g[i] * s) < 1e-6, "swiglu dup[%d] %.7g, want %.7g", i, du[i], g[i] * s);
+    }
+    float lg[5] = {0.1f, -0.4f, 1.3f, 0.0f, 0.7f}, l2[5];
+    int32_t tgt = 2;
+    float wt = 0.5f;
+    double nll;
+    memcpy(l2, lg, sizeof lg);
+    mk_nn_xent(l2, 1, 5, &tgt, &wt, 2.0f, &nll);
+    double lse = 0;
+    for (int j = 0; j < 5; j++) lse += exp(lg[j]);
+    lse = log(lse);
+    CHECK_MSG(fabs(nll - (lse - lg[2])) < 1e-9, "xent nll %.9g, want %.9g", nll, lse - lg[2]);
+    for (int j = 0; j < 5; j++) {
+        double want = (exp(lg[j] - lse) - (j == 2)) * 1.0;
+        CHECK_MSG(fabs(l2[j] - want) < 1e-6, "xent dlogit[%d] %.7g, want %.7g", j, l2[j], want);
+    }
+    free(x), free(w), free(dy), free(rstd), free(dx), free(dw), free(rx), free(rw), free(a), free(b), free(ra), free(rb);
+    free(q), free(k), free(v), free(dout), free(out), free(p), free(ref), free(scratch);
+}
+
+MK_TEST(train_schedules_and_clip)
+{
+    /* transformers' schedulers with 2 warmup steps of 10 */
+    CHECK(fabs(mk_sched_lr(MK_SCHED_COSINE, 1.0, 0, 2, 10) - 0.0) < 1e-12);
+    CHECK(fabs(mk_sched_lr(MK_SCHED_COSINE, 1.0, 1, 2, 10) - 0.5) < 1e-12);
+    CHECK(fabs(mk_sched_lr(MK_SCHED_COSINE, 1.0, 6, 2, 10) - 0.5) < 1e-12);
+    CHECK(fabs(mk_sched_lr(MK_SCHED_LINEAR, 1.0, 6, 2, 10) - 0.5) < 1e-12);
+    CHECK(fabs(mk_sched_lr(MK_SCHED_CONSTANT, 1.0, 9, 2, 10) - 1.0) < 1e-12);
+    CHECK(mk_sched_parse("cosine") == MK_SCHED_COSINE && mk_sched_parse("step") == MK_SCHED_COUNT);
+    float g[4] = {3, 4, 0, 0};
+    double n = mk_grad_norm(g, 4);
+    CHECK(fabs(n - 5.0) < 1e-12);
+    float c = mk_grad_clip(g, 4, n, 1.0);
+    CHECK_MSG(fabs(c - 1.0 / (5.0 + 1e-6)) < 1e-7 && fabs(g[1] - 4 * c) < 1e-7, "clip coefficient %.9g", c);
+    CHECK(mk_grad_clip(g, 4, 1.0, 2.0) == 1.0f);
+}
+
+/* ---- against PyTorch ------------------------------------------------------------------------ */
+
+typedef struct gold {
+    mk_source *src;
+    cJSON *man;
+    char *text;
+} gold;
+
+static bool gold_open(gold *g)
+{
+    char p[1200];
+    size_t len;
+    memset(g, 0, sizeof *g);
+    snprintf(p, sizeof p, "%s/tests/golden/train/MANIFEST.json", root());
+    if (mk_read_file(p, 1 << 20, &g->text, &len) != MK_OK) return false;
+    g->man = cJSON_Parse(g->text);
+    snprintf(p, sizeof p, "%s/tests/golden/train/debug_state.safetensors", root());
+    return g->man && mk_model_open(p, &g->src) == MK_OK;
+}
+
+static void gold_close(gold *g)
+{
+    mk_source_close(g->src);
+    cJSON_Delete(g->man);
+    free(g->text);
+}
+
+/* A golden tensor as f32 (malloc'd), *n its elements; NULL (and a failure) when absent. */
+static void *gold_get(gold *g, const char *name, size_t *n)
+{
+    long i = mk_source_find(g->src, name);
+    if (i < 0) {
+        mk_test_fail(__FILE__, __LINE__, "golden tensor %s is missing", name);
+        return NULL;
+    }
+    const mk_tensor_info *t = &g->src->tensors[i];
+    void *buf = malloc(t->nbytes + 1);
+    if (g->src->ops->read(g->src, (size_t)i, 0, t->nbytes, buf) != MK_OK) {
+        free(buf);
+        return NULL;
+    }
+    if (n) *n = t->numel;
+    return buf;
+}
+
+/* Make case c's model with its recorded synth command and config edits; its folder in dir. */
+static bool make_model(const cJSON *c, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "%s/train-%s", mk_test_tmpdir(), c->string);
+    mk_buf b = {0};
+    mk_buf_printf(&b, "'%s' synth '%s' -q -f", bin(), dir);
+    const cJSON *a;
+    bool first = true;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItem(c, "synth")) {
+        if (!first) mk_buf_printf(&b, " '%s'", a->valuestring);
+        first = false;
+    }
+    int rc = system(b.data);
+    mk_buf_free(&b);
+    if (rc != 0) {
+        mk_test_fail(__FILE__, __LINE__, "%s: synth failed", c->string);
+        return false;
+    }
+    char p[1100], got[33] = "";
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    mk_hash128 h;
+    if (mk_hash_file(p, &h) == MK_OK) mk_hash128_hex(h, got);
+    const char *want = cJSON_GetStringValue(cJSON_GetObjectItem(c, "weights_xxh128"));
+    if (!want || strcmp(got, want) != 0) {
+        mk_test_fail(__FILE__, __LINE__, "%s: synth made weights %s, the goldens were made from %s", c->string, got,
+                     want ? want : "?");
+        return false;
+    }
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    char *text = NULL;
+    size_t len;
+    cJSON *cfg = mk_read_file(p, 1 << 20, &text, &len) == MK_OK ? cJSON_Parse(text) : NULL;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(c, "config_edits")) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, e->string);
+        cJSON_AddItemToObject(cfg, e->string, cJSON_Duplicate(e, true));
+    }
+    char *out = cfg ? cJSON_Print(cfg) : NULL;
+    bool ok = out && mk_write_file_atomic(p, out, strlen(out)) == MK_OK;
+    free(out), free(text);
+    cJSON_Delete(cfg);
+    return ok;
+}
+
+typedef struct tmodel {
+    mk_source *src;
+    mk_model_config cfg;
+    mk_nn_train *t;
+} tmodel;
+
+static bool tmodel_open(const char *dir, tmodel *m)
+{
+    memset(m, 0, sizeof *m);
+    mk_status s = mk_model_open(dir, &m->src);
+    if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
+    if (s == MK_OK) s = mk_nn_train_open(m->src, &m->cfg, &m->t);
+    if (s != MK_OK) mk_test_fail(__FILE__, __LINE__, "%s: %s", dir, mk_errmsg());
+    return s == MK_OK;
+}
+
+static void tmodel_close(tmodel *m)
+{
+    mk_nn_train_close(m->t);
+    if (m->src) mk_model_config_free(&m->cfg);
+    mk_source_close(m->src);
+}
+
+static double wsum(const float *w, size_t nseq, size_t T)
+{
+    double s = 0;
+    for (size_t r = 0; r < nseq; r++)
+        for (size_t j = 1; j < T; j++) s += w[r * T + j];
+    return s;
+}
+
+/* 10 steps as the golden's hyperparameters say, through train/optim.h; losses[steps]. */
+static void run_steps(tmodel *m, const cJSON *hp, const int32_t *st, const float *sw, size_t B, size_t T, double *losses)
+{
+    long steps = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "steps"));
+    long accum = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "accum"));
+    long warmup = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "warmup"));
+    double lr = cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "lr")), clip = cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "clip"));
+    const cJSON *betas = cJSON_GetObjectItem(hp, "betas");
+    mk_adamw o = {cJSON_GetNumberValue(cJSON_GetArrayItem(betas, 0)), cJSON_GetNumberValue(cJSON_GetArrayItem(betas, 1)),
+                  cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "eps")),
+                  cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "weight_decay"))};
+    uint64_t n = mk_nn_train_numel(m->t);
+    float *mom = zeros(n), *var = zeros(n), *w = mk_nn_train_weights(m->t), *g = mk_nn_train_grads(m->t);
+    for (long s = 0; s < steps; s++) {
+        double tw = 0, wnll = 0;
+        for (long a = 0; a < accum; a++) tw += wsum(sw + (s * accum + a) * B * T, B, T);
+        memset(g, 0, n * sizeof *g);
+        for (long a = 0; a < accum; a++)
+            CHECK_OK(mk_nn_train_pass(m->t, st + (s * accum + a) * B * T, sw + (s * accum + a) * B * T, B, T, (float)(1.0 / tw),
+                                      false, true, &wnll, NULL));
+        losses[s] = wnll / tw;
+        mk_grad_clip(g, n, mk_grad_norm(g, n), clip);
+        double l = mk_sched_lr(MK_SCHED_COSINE, lr, s, warmup, steps);
+        for (size_t i = 0; i < mk_nn_train_n_params(m->t); i++) {
+            const mk_nn_param *p = mk_nn_train_param(m->t, i);
+            mk_adamw_step(&o, l, s + 1, p->decay, w + p->off, g + p->off, mom + p->off, var + p->off, p->numel);
+        }
+    }
+    free(mom), free(var);
+}
+
+MK_TEST(train_matches_pytorch)
+{
+    gold g;
+    if (!gold_open(&g)) {
+        mk_test_fail(__FILE__, __LINE__, "cannot read the training goldens: %s", mk_errmsg());
+        gold_close(&g);
+        return;
+    }
+    size_t nt, nst;
+    int32_t *tok = gold_get(&g, "tokens", &nt), *st = gold_get(&g, "steps.tokens", &nst);
+    float *wt = gold_get(&g, "weights", NULL), *sw = gold_get(&g, "steps.weights", NULL);
+    long ti = mk_source_find(g.src, "tokens");
+    size_t B = ti >= 0 ? (size_t)g.src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)g.src->tensors[ti].shape[1] : 0;
+    const cJSON *hp = cJSON_GetObjectItem(g.man, "hyperparameters"), *c;
+    int cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "cases")) {
+        char dir[1024], name[600];
+        tmodel m;
+        if (!tok || !make_model(c, dir, sizeof dir) || !tmodel_open(dir, &m)) continue;
+        size_t V = mk_nn_train_vocab(m.t), nl;
+        float *logits = malloc(B * T * V * sizeof(float));
+        double wnll = 0, tw = wsum(wt, B, T);
+        CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, logits));
+        snprintf(name, sizeof name, "%s.logits", c->string);
+        float *want = gold_get(&g, name, &nl);
+        if (want && nl == B * T * V) CHECK_CLOSE(name, logits, want, nl, LOGIT_ATOL, LOGIT_RTOL);
+        free(want);
+        snprintf(name, sizeof name, "%s.loss", c->string);
+        want = gold_get(&g, name, NULL);
+        if (want) CHECK_MSG(fabs(wnll / tw - want[0]) < LOSS_ATOL, "%s: loss %.7g, PyTorch %.7g", c->string, wnll / tw, want[0]);
+        free(want);
+        size_t ng = 0;
+        for (size_t i = 0; i < mk_nn_train_n_params(m.t); i++) {
+            const mk_nn_param *p = mk_nn_train_param(m.t, i);
+            snprintf(name, sizeof name, "%s.grad.%s", c->string, m.src->tensors[p->src_index].name);
+            size_t n;
+            want = gold_get(&g, name, &n);
+            if (want && n == p->numel) CHECK_CLOSE(name, mk_nn_train_grads(m.t) + p->off, want, n, GRAD_ATOL, GRAD_RTOL), ng++;
+            free(want);
+        }
+        CHECK_EQ_INT(ng, cJSON_GetArraySize(cJSON_GetObjectItem(c, "grads")));
+        double losses[64];
+        long steps = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "steps"));
+        snprintf(name, sizeof name, "%s.losses", c->string);
+        size_t nls;
+        want = gold_get(&g, name, &nls);
+        if (want && nls == (size_t)steps && steps <= 64) {
+            run_steps(&m, hp, st, sw, B, T, losses);
+            float got[64];
+            for (long s = 0; s < steps; s++) got[s] = (float)losses[s];
+            snprintf(name, sizeof name, "%s: losses of %ld AdamW steps", c->string, steps);
+            CHECK_CLOSE(name, got, want, (size_t)steps, STEPS_LOSS_ATOL, 0);
+        }
+        free(want);
+        free(logits);
+        tmodel_close(&m);
+        cases++;
+    }
+    CHECK_MSG(cases >= 5, "only %d cases compared", cases);
+    free(tok), free(st), free(wt), free(sw);
+    gold_close(&g);
+}
+
+/* Gradients of one pass (malloc'd copy). */
+static float *grads_of(tmodel *m, const int32_t *tok, const float *w, size_t B, size_t T, bool ckpt, int threads)
+{
+    mk_threads_set(threads);
+    uint64_t n = mk_nn_train_numel(m->t);
+    memset(mk_nn_train_grads(m->t), 0, n * sizeof(float));
+    double wnll = 0;
+    CHECK_OK(mk_nn_train_pass(m->t, tok, w, B, T, 0.01f, ckpt, true, &wnll, NULL));
+    float *g = malloc(n * sizeof *g);
+    memcpy(g, mk_nn_train_grads(m->t), n * sizeof *g);
+    return g;
+}
+
+MK_TEST(train_checkpointing_and_threads_same_bytes)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/train-det", mk_test_tmpdir());
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --arch qwen3 --hidden 64 --layers 3 --heads 4 --kv-heads 2 "
+                              "--intermediate 96 --vocab 300 --dtype float32 --std 0.1 --seed 3", bin(), dir);
+    CHECK(system(cmd) == 0);
+    tmodel m;
+    if (!tmodel_open(dir, &m)) return;
+    size_t B = 3, T = 70; /* more rows than one block of every kernel */
+    int32_t *tok = malloc(B * T * sizeof *tok);
+    float *w = malloc(B * T * sizeof *w);
+    for (size_t i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 7919) % 300), w[i] = i % 5 ? 1.0f : 0.1f;
+    int saved = mk_threads_get();
+    float *a = grads_of(&m, tok, w, B, T, false, 1), *b = grads_of(&m, tok, w, B, T, true, 1);
+    float *c = grads_of(&m, tok, w, B, T, true, 2), *d = grads_of(&m, tok, w, B, T, false, 3);
+    mk_threads_set(saved);
+    size_t n = mk_nn_train_numel(m.t);
+    CHECK_MSG(memcmp(a, b, n * 4) == 0, "--checkpointing changed the gradients");
+    CHECK_MSG(memcmp(a, c, n * 4) == 0, "2 threads with checkpointing changed the gradients");
+    CHECK_MSG(memcmp(a, d, n * 4) == 0, "3 threads changed the gradients");
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += fabs(a[i]);
+    CHECK_MSG(s > 0, "the gradients are all zero");
+    free(a), free(b), free(c), free(d), free(tok), free(w);
+    tmodel_close(&m);
+}
+
+MK_TEST(train_refuses_other_families)
+{
+    char dir[1024], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/train-gemma", mk_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --arch gemma --hidden 32 --layers 1 --heads 2 --intermediate 64 "
+                              "--vocab 64 --dtype float32", bin(), dir);
+    CHECK(system(cmd) == 0);
+    mk_source *src = NULL;
+    mk_model_config cfg;
+    mk_nn_train *t = NULL;
+    CHECK_OK(mk_model_open(dir, &src));
+    if (!src) return;
+    CHECK_OK(mk_model_config_of_source(src, &cfg));
+    CHECK_ERR(mk_nn_train_open(src, &cfg, &t), MK_ERR_UNSUPPORTED, "no backward pass for gemma");
+    mk_model_config_free(&cfg);
+    mk_source_close(src);
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Regenerate tests/golden/train/ with PyTorch and transformers (the reference for training).
+
+Run from the repository root with the tools venv (tools/setup-venv.sh) after `make`:
+
+    .venv-tools/bin/python tools/gen-golden-train.py
+
+llm.c-style debug states. For every case it writes a tiny random model with `mergekit-c synth`
+(bit-identical on every machine), loads it with transformers in float32 (eager attention) and
+records, for a fixed batch of tokens with a loss weight per token (prompt tokens weighted
+PROMPT_W, as `finetune --prompt-loss-weight`):
+  CASE.logits        F32 [B, T, vocab]
+  CASE.loss          F32 [1]   sum(w * NLL) / sum(w) over the shifted targets
+  CASE.grad.NAME     F32       d loss / d parameter, for every parameter
+  CASE.losses        F32 [STEPS] the loss of each of STEPS AdamW steps (cosine schedule with
+                     warmup, ACCUM micro-batches per step, global-norm clipping, weight decay
+                     on matrices only), each before its update
+The step batches are "steps.tokens" I32 [STEPS, ACCUM, B, T] and "steps.weights" F32 of the
+same shape; "tokens" / "weights" [B, T] the single batch. MANIFEST.json records the synth
+commands, the XXH3-128 of each model's weights, the hyperparameters and the tool versions.
+tests/unit/test_train.c makes the same models and compares.
+"""
+import importlib.metadata as md
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import xxhash
+from safetensors.numpy import save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLD = os.path.join(ROOT, "tests", "golden", "train")
+MK = os.path.join(ROOT, "mergekit-c")
+
+VOCAB = 64
+B, T = 2, 8
+STEPS, ACCUM = 10, 2
+PROMPT_W = 0.25
+HP = {"lr": 3e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1, "warmup": 3, "schedule": "cosine",
+      "clip": 0.5, "accum": ACCUM, "steps": STEPS, "prompt_loss_weight": PROMPT_W, "prompt_tokens": 3}
+BASE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--intermediate", "64", "--vocab", str(VOCAB),
+        "--dtype", "float32", "--std", "0.2", "--max-position", "64", "--seed", "21"]
+
+# case -> (arch, kv heads, extra synth args, config edits)
+CASES = {
+    "llama": ("llama", 2, [], {}),
+    "mistral": ("mistral", 2, [], {"sliding_window": 5}),
+    "qwen2": ("qwen2", 2, [], {}),
+    "qwen3": ("qwen3", 1, [], {}),
+    "llama_tied": ("llama", 4, ["--tie"], {}),
+}
+
+
+def xxh128(path):
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def make_model(work, name, arch, kv, extra, edits):
+    d = os.path.join(work, name)
+    subprocess.run([MK, "synth", d, "--arch", arch, "--kv-heads", str(kv), *BASE, *extra, "-q"], check=True)
+    cfg_path = os.path.join(d, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg.update(edits)
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=2)
+    return d, xxh128(os.path.join(d, "model.safetensors"))
+
+
+def weights_for(tokens):
+    """Loss weight of each token as a target: the first prompt_tokens of a row are the prompt."""
+    w = np.ones(tokens.shape, dtype=np.float32)
+    w[..., :HP["prompt_tokens"]] = PROMPT_W
+    return w
+
+
+def wsum_nll(model, tok, w):
+    """sum over shifted targets of w * NLL (float32, as the model computes), and the logits."""
+    logits = model(torch.tensor(tok, dtype=torch.long)).logits
+    lg = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+    tgt = torch.tensor(tok[:, 1:], dtype=torch.long).reshape(-1)
+    nll = torch.nn.functional.cross_entropy(lg, tgt, reduction="none")
+    return (nll * torch.tensor(w[:, 1:]).reshape(-1)).sum(), logits
+
+
+def cosine(step, warmup, total):
+    if step < warmup:
+        return step / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def run_case(path, tokens, weights, st, sw):
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    model.train()  # no dropout in these configs
+    out = {}
+    s, logits = wsum_nll(model, tokens, weights)
+    loss = s / float(weights[:, 1:].sum())
+    loss.backward()
+    out["logits"] = logits.detach().numpy().astype(np.float32)
+    out["loss"] = np.array([loss.item()], dtype=np.float32)
+    for n, p in model.named_parameters():
+        out["grad." + n] = p.grad.detach().numpy().astype(np.float32).copy()
+    model.zero_grad(set_to_none=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim == 2]
+    nodecay = [p for n, p in model.named_parameters() if p.ndim != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": HP["weight_decay"]},
+                             {"params": nodecay, "weight_decay": 0.0}], lr=HP["lr"], betas=tuple(HP["betas"]),
+                            eps=HP["eps"], foreach=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine(s, HP["warmup"], STEPS))
+    losses = []
+    for step in range(STEPS):
+        total_w = float(sw[step][:, :, 1:].sum())
+        step_loss = 0.0
+        for a in range(ACCUM):
+            s, _ = wsum_nll(model, st[step, a], sw[step, a])
+            (s / total_w).backward()
+            step_loss += s.item() / total_w
+        losses.append(step_loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), HP["clip"])
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    out["losses"] = np.array(losses, dtype=np.float32)
+    return out
+
+
+def main():
+    os.makedirs(GOLD, exist_ok=True)
+    rng = np.random.default_rng(15)
+    tokens = rng.integers(0, VOCAB, size=(B, T)).astype(np.int32)
+    st = rng.integers(0, VOCAB, size=(STEPS, ACCUM, B, T)).astype(np.int32)
+    weights, sw = weights_for(tokens), weights_for(st)
+    tensors = {"tokens": tokens, "weights": weights, "steps.tokens": st, "steps.weights": sw}
+    manifest = {"generator": "tools/gen-golden-train.py", "hyperparameters": HP, "cases": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for name, (arch, kv, extra, edits) in CASES.items():
+            path, digest = make_model(work, name, arch, kv, extra, edits)
+            out = run_case(path, tokens, weights, st, sw)
+            for k, v in out.items():
+                tensors[f"{name}.{k}"] = v
+            manifest["cases"][name] = {"synth": ["synth", "--arch", arch, "--kv-heads", str(kv), *BASE, *extra],
+                                       "config_edits": edits, "weights_xxh128": digest,
+                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
+            print(f"{name}: loss {out['loss'][0]:.6f}, losses {out['losses'][0]:.4f} .. {out['losses'][-1]:.4f}")
+    save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
+    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "safetensors", "numpy"]}
+    manifest["python"] = platform.python_version()
+    with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
