@@ -351,3 +351,65 @@ done:
     free(xs), free(ab), free(gb), free(a);
     return s;
 }
+
+/* ---- the weights as a source ------------------------------------------------------------- */
+
+static const void *view_borrow(mk_source *s, size_t i, uint64_t off, uint64_t len)
+{
+    (void)len;
+    const mk_nn_train *t = s->impl;
+    return (const char *)(t->wt + t->p[i].off) + off;
+}
+
+static mk_status view_read(mk_source *s, size_t i, uint64_t off, uint64_t len, void *dst)
+{
+    memcpy(dst, view_borrow(s, i, off, len), len);
+    return MK_OK;
+}
+
+static mk_status view_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
+{
+    mk_source *in = ((mk_nn_train *)s->impl)->m->src;
+    return in->ops->aux_read(in, name, cap, data, len);
+}
+
+static const char *const *view_aux_list(mk_source *s)
+{
+    mk_source *in = ((mk_nn_train *)s->impl)->m->src;
+    return in->ops->aux_list(in);
+}
+
+static void view_close(mk_source *s) { mk_source_free_fields(s); }
+
+static const mk_source_ops view_ops = {view_read, view_borrow, NULL, NULL, view_aux_read, view_aux_list, view_close};
+
+mk_status mk_nn_train_source(mk_nn_train *t, mk_source **out)
+{
+    *out = NULL;
+    mk_source *in = t->m->src, *s = mk_calloc(1, sizeof *s);
+    if (!s) return MK_ERR_NOMEM;
+    s->ops = &view_ops;
+    s->impl = t;
+    s->path = mk_strdup(in->path);
+    s->kind = mk_strdup("training weights");
+    s->tensors = mk_calloc(t->np ? t->np : 1, sizeof *s->tensors);
+    mk_status st = s->path && s->kind && s->tensors ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < t->np && st == MK_OK; i++) {
+        mk_tensor_info *ti = &s->tensors[i];
+        *ti = in->tensors[t->p[i].src_index];
+        ti->name = mk_strdup(ti->name);
+        ti->dtype = MK_F32;
+        ti->nbytes = ti->numel * 4;
+        ti->file = 0, ti->offset = 0;
+        s->n_tensors = i + 1;
+        if (!ti->name) st = MK_ERR_NOMEM;
+    }
+    size_t dup;
+    if (st == MK_OK) st = mk_name_index_build(&s->index, s->tensors, s->n_tensors, &dup);
+    if (st != MK_OK) {
+        mk_source_free_fields(s);
+        return st;
+    }
+    *out = s;
+    return MK_OK;
+}

@@ -48,4 +48,10 @@ uint64_t mk_nn_train_act_bytes(const mk_nn_train *t, size_t nseq, size_t T, bool
 mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
                            bool checkpointing, bool backward, double *wnll, float *logits);
 
+
+
+/* A source over the current weights (f32, borrowed from the buffer, the trained tensors with
+ * the names and shapes of the input; auxiliary files read from the input): for eval/ and
+ * for writing the trained model. Valid while t is open; closed with mk_source_close. */
+mk_status mk_nn_train_source(mk_nn_train *t, mk_source **out);
 #endif
