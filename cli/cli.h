@@ -145,6 +145,11 @@ typedef struct mk_cli_eval_opts {
  * stderr after another command's output. */
 mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
                       const mk_common *c, bool own);
+/* The model's tokenizer (tokenizer.json and tokenizer_config.json of src), and a text file
+ * as token ids with the BOS a window starts with (-1: none), as eval reads them. */
+struct mk_tokenizer;
+mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, struct mk_tokenizer **t);
+mk_status mk_cli_tokenize_file(const struct mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos);
 
 /* The command table (main.c): help, dispatch, man pages, completion and the test loops
  * read it. */
@@ -171,6 +176,7 @@ void mk_cli_top_help(FILE *f);
 
 int mk_cmd_merge(int argc, char **argv);
 int mk_cmd_eval(int argc, char **argv);
+int mk_cmd_finetune(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);

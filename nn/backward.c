@@ -5,6 +5,8 @@
 #include "nn_int.h"
 #include "ops_bwd.h"
 
+#include "../core/mk_thread.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -52,9 +54,8 @@ static bool supported(const char *name)
     return !strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2") || !strcmp(name, "qwen3");
 }
 
-mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out)
+mk_status mk_nn_train_check(const mk_source *src, const mk_model_config *cfg)
 {
-    *out = NULL;
     const mk_arch_def *d = cfg->arch.def;
     if (d && !supported(d->name))
         return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for %s yet (%s); it trains llama, mistral, qwen2 "
@@ -66,6 +67,16 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
                                         : "fused qkv and gate_up projections");
     if (cfg->attn_softcap > 0 || cfg->final_softcap > 0)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for soft-capped attention or logits", src->path);
+    if (d && cfg->act != MK_ACT_SILU)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune's MLP backward is SwiGLU; this model's activation is %s", src->path,
+                        cfg->act_name[0] ? cfg->act_name : "another");
+    return MK_OK;
+}
+
+mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out)
+{
+    *out = NULL;
+    MK_TRY(mk_nn_train_check(src, cfg));
     mk_nn_train *t = mk_calloc(1, sizeof *t);
     if (!t) return MK_ERR_NOMEM;
     mk_status s = mk_nn_open(src, cfg, &t->m);
@@ -78,11 +89,6 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
     t->q = t->nh * t->hd, t->kv = t->nkv * t->hd;
     t->eps = (float)cfg->norm_eps;
     t->scale = (float)cfg->query_scale;
-    if (cfg->act != MK_ACT_SILU) {
-        mk_nn_train_close(t);
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune's MLP backward is SwiGLU; this model's activation is %s", src->path,
-                        cfg->act_name[0] ? cfg->act_name : "another");
-    }
     /* the trained tensors: those bound, in source order */
     long *slot_of = mk_malloc((src->n_tensors ? src->n_tensors : 1) * sizeof *slot_of);
     t->p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *t->p);
@@ -150,20 +156,23 @@ float *mk_nn_train_grads(mk_nn_train *t) { return t->gr; }
 size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
 
 /* Floats of one layer's saved activations. */
-static uint64_t acts_floats(const mk_nn_train *t, uint64_t N, uint64_t nseq, uint64_t T)
+static uint64_t acts_floats(uint64_t H, uint64_t q, uint64_t kv, uint64_t F, uint64_t nh, uint64_t N, uint64_t nseq, uint64_t T)
 {
-    return N * (3 * t->H + 3 * t->q + 3 * t->kv + 3 * t->F) + nseq * t->nh * T * T;
+    return N * (3 * H + 3 * q + 3 * kv + 3 * F) + nseq * nh * T * T;
 }
 
-static uint64_t grads_floats(const mk_nn_train *t, uint64_t N)
+static uint64_t grads_floats(uint64_t H, uint64_t q, uint64_t kv, uint64_t F, uint64_t nh, uint64_t V, uint64_t N)
 {
-    return N * (t->H + 3 * t->q + 3 * t->kv + 3 * t->F + t->nh) + (uint64_t)HEAD_ROWS * t->V + 2 * HEAD_ROWS;
+    return N * (H + 3 * q + 3 * kv + 3 * F + nh) + (uint64_t)HEAD_ROWS * V + 2 * HEAD_ROWS;
 }
 
-uint64_t mk_nn_train_act_bytes(const mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing)
 {
-    uint64_t N = (uint64_t)nseq * T, f = acts_floats(t, N, nseq, T) * (checkpointing ? 1 : t->L);
-    f += (t->L + 1) * N * t->H + 3 * N * t->H + grads_floats(t, N);
+    uint64_t H = (uint64_t)c->hidden, nh = (uint64_t)c->heads, q = nh * (uint64_t)c->head_dim;
+    uint64_t kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, F = (uint64_t)c->intermediate, L = (uint64_t)c->layers;
+    uint64_t N = (uint64_t)nseq * T, f = acts_floats(H, q, kv, F, nh, N, nseq, T) * (checkpointing ? 1 : L);
+    f += (L + 3) * N * H + grads_floats(H, q, kv, F, nh, (uint64_t)c->vocab, N);
+    f += (uint64_t)mk_threads_get() * T * T; /* attention's backward, per work item */
     return 4 * f;
 }
 
@@ -298,7 +307,7 @@ static void head_pass(mk_nn_train *t, const float *hf, const int32_t *tok, const
 
 static mk_status grads_alloc(const mk_nn_train *t, size_t N, float **buf, grads *g)
 {
-    *buf = mk_malloc(grads_floats(t, N) * sizeof(float) + HEAD_ROWS * sizeof(double));
+    *buf = mk_malloc(grads_floats(t->H, t->q, t->kv, t->F, t->nh, t->V, N) * sizeof(float) + HEAD_ROWS * sizeof(double));
     if (!*buf) return MK_ERR_NOMEM;
     float *b = *buf;
 #define TAKE(f, n) (g->f = b, b += (n))
@@ -319,7 +328,7 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
         if (tok[i] < 0 || (size_t)tok[i] >= t->V)
             return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[i], t->V);
     size_t nacts = checkpointing || !backward ? 1 : L;
-    uint64_t af = acts_floats(t, N, nseq, T);
+    uint64_t af = acts_floats(t->H, t->q, t->kv, t->F, t->nh, N, nseq, T);
     float *xs = mk_malloc(((L + 1) * N * H + 2 * N * H) * sizeof(float));
     float *ab = mk_malloc(af * nacts * sizeof(float)), *gb = NULL;
     acts *a = mk_calloc(nacts, sizeof *a);

@@ -26,6 +26,8 @@ typedef struct mk_nn_param {
     bool decay;
 } mk_nn_param;
 
+/* Whether the model is one this backward pass trains (an error naming what is missing). */
+mk_status mk_nn_train_check(const mk_source *src, const mk_model_config *cfg);
 /* Bind src's tensors (borrowed with cfg for the model's life) and read them all as f32. */
 mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out);
 void mk_nn_train_close(mk_nn_train *t);
@@ -37,8 +39,9 @@ float *mk_nn_train_weights(mk_nn_train *t);
 float *mk_nn_train_grads(mk_nn_train *t);
 size_t mk_nn_train_vocab(const mk_nn_train *t);
 
-/* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch). */
-uint64_t mk_nn_train_act_bytes(const mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
+/* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch) for a
+ * model of config c. */
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing);
 
 /* Forward and backward over tok[nseq * T] (each row its own sequence, positions 0..T-1):
  * position j predicts token j + 1 of its row, weighted by w[row * T + j + 1] (w of a row's

@@ -178,10 +178,15 @@ mk_status mk_train_run(mk_nn_train *t, mk_train_data *d, const mk_train_opts *o,
         if (st != MK_OK) break;
         double el = mk_now() - t0, eta = el / (double)(step + 1 - r->resumed_at) * (double)(o->steps - step - 1);
         if (h && h->step) h->step(h->ctx, &rec, o->steps, eta);
-        bool stop = mk_interrupted();
-        if (o->ckpt_path && ((o->save_every > 0 && rec.step % o->save_every == 0 && rec.step < o->steps) || stop)) {
+        bool stop = mk_interrupted(), pause = o->stop_after > 0 && rec.step == o->stop_after && rec.step < o->steps;
+        if (o->ckpt_path && ((o->save_every > 0 && rec.step % o->save_every == 0 && rec.step < o->steps) || stop || pause)) {
             st = ckpt_save(t, &s, rec.step, o->ckpt_path);
             if (st == MK_OK && h && h->saved) h->saved(h->ctx, o->ckpt_path, rec.step);
+        }
+        if (st == MK_OK && pause && !stop) {
+            if (!o->ckpt_path) st = mk_error(MK_ERR_USAGE, "stopping after step %ld needs a checkpoint path", rec.step);
+            r->stopped = true;
+            break;
         }
         if (st == MK_OK && stop)
             st = mk_error(MK_ERR_IO, "interrupted after step %ld of %ld%s", rec.step, o->steps,

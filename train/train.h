@@ -26,6 +26,7 @@ typedef struct mk_train_opts {
     long save_every, eval_every; /* 0 = never (a checkpoint is still saved when interrupted) */
     const char *ckpt_path;       /* NULL: no checkpoints */
     bool resume;
+    long stop_after;             /* > 0: after this step save the checkpoint and stop */
 } mk_train_opts;
 
 /* One line of train_log.jsonl. eval_ppl: NaN when not evaluated at this step. */
@@ -48,6 +49,7 @@ typedef struct mk_train_result {
     mk_train_rec *log;  /* [n_log], one per step done (with those of a resumed checkpoint) */
     long n_log;
     long resumed_at;    /* steps a resumed checkpoint had done; 0 */
+    bool stopped;       /* stopped at stop_after, before the last step */
     uint64_t tokens;    /* tokens trained on in this process */
     double seconds;
 } mk_train_result;

@@ -1,0 +1,394 @@
+/* cmd_finetune.c - `mergekit-c finetune MODEL DATA OUT`: full finetuning on the CPU (train/):
+ * the memory it needs first (refused over --max-memory or the machine's memory), then AdamW
+ * steps with a progress line, held-out perplexity through eval/ every --eval-every steps,
+ * checkpoints in OUT.checkpoint, and OUT a model folder written atomically (weights in the
+ * input's dtype or f32, config.json and tokenizer files of the input, train_log.jsonl and
+ * loss.svg). */
+#include "cli.h"
+
+#include "../eval/eval.h"
+#include "../formats/output.h"
+#include "../nn/nn.h"
+#include "../nn/tokenizer.h"
+#include "../train/train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DATA_CAP ((uint64_t)4 << 30)
+
+typedef struct ft {
+    mk_common c;
+    long steps, warmup, batch, accum, seq, seed, save_every, eval_every, eval_ctx, stop_after;
+    double epochs, lr, clip, wd, plw;
+    const char *sched, *eval_text, *out_dtype;
+    bool ckpt, resume, force;
+    uint64_t max_mem;
+    /* the run */
+    const mk_model_config *cfg;
+    mk_nn_train *t;
+    int32_t *eval_ids;
+    size_t eval_n;
+    int32_t eval_bos;
+    double t0;
+} ft;
+
+/* ---- hooks ------------------------------------------------------------------------------- */
+
+static void fmt_time(double s, char *buf, size_t cap)
+{
+    long x = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (x >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", x / 3600, x / 60 % 60, x % 60);
+    else snprintf(buf, cap, "%ld:%02ld", x / 60, x % 60);
+}
+
+static void on_step(void *ctx, const mk_train_rec *r, long steps, double eta)
+{
+    ft *f = ctx;
+    if (f->c.quiet) return;
+    char e[32];
+    fmt_time(eta, e, sizeof e);
+    fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  grad norm %.4g  %.0f tokens/s  ETA %s", r->step, steps, r->loss, r->lr,
+            r->grad_norm, r->tokens_per_s, e);
+    if (!isnan(r->eval_ppl)) fprintf(stderr, "  eval PPL %.4f", r->eval_ppl);
+    fputc('\n', stderr);
+}
+
+static void on_saved(void *ctx, const char *path, long step)
+{
+    ft *f = ctx;
+    if (!f->c.quiet) fprintf(stderr, "checkpoint %s (step %ld)\n", path, step);
+}
+
+static mk_status on_eval(void *ctx, long step, double *ppl)
+{
+    ft *f = ctx;
+    (void)step;
+    mk_source *view = NULL;
+    mk_nn_model *m = NULL;
+    MK_TRY(mk_nn_train_source(f->t, &view));
+    mk_status s = mk_nn_open(view, f->cfg, &m);
+    mk_eval_opts eo = {(size_t)f->eval_ctx, 0, 0, f->eval_bos, NULL, NULL};
+    mk_eval_result r;
+    if (s == MK_OK) s = mk_eval_run(m, NULL, 0, f->eval_ids, f->eval_n, &eo, &r);
+    if (s == MK_OK) *ppl = r.ppl;
+    mk_nn_close(m);
+    mk_source_close(view);
+    return s;
+}
+
+/* ---- outputs ------------------------------------------------------------------------------ */
+
+static mk_status write_log(mk_output *o, const mk_train_result *r)
+{
+    mk_buf b = {0};
+    for (long i = 0; i < r->n_log; i++) {
+        const mk_train_rec *x = &r->log[i];
+        mk_buf_printf(&b, "{\"step\": %ld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.1f", x->step,
+                      x->loss, x->lr, x->grad_norm, x->tokens_per_s);
+        if (!isnan(x->eval_ppl)) mk_buf_printf(&b, ", \"eval_ppl\": %.9g", x->eval_ppl);
+        mk_buf_puts(&b, "}\n");
+    }
+    mk_status s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "train_log.jsonl", b.data ? b.data : "", b.len);
+    mk_buf_free(&b);
+    return s;
+}
+
+/* The loss per step as an SVG line chart (and the held-out perplexity's NLL as dots). */
+static mk_status write_svg(mk_output *o, const mk_train_result *r)
+{
+    const double W = 640, Hh = 360, L = 60, R = 20, T = 30, B = 40;
+    double lo = INFINITY, hi = -INFINITY;
+    for (long i = 0; i < r->n_log; i++) {
+        double v = r->log[i].loss;
+        if (isfinite(v)) lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+    }
+    if (!(hi >= lo)) lo = 0, hi = 1;
+    if (hi - lo < 1e-9) hi = lo + 1e-3;
+    long n = r->n_log > 1 ? r->n_log - 1 : 1;
+    mk_buf b = {0};
+    mk_buf_printf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
+                      "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, Hh);
+    mk_buf_printf(&b, "<text x=\"%.0f\" y=\"18\">training loss (%ld steps)</text>\n", L, r->n_log);
+    mk_buf_printf(&b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, Hh - B, W - R, Hh - B);
+    mk_buf_printf(&b, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, Hh - B);
+    mk_buf_printf(&b, "<text x=\"4\" y=\"%.0f\">%.4g</text>\n<text x=\"4\" y=\"%.0f\">%.4g</text>\n", T + 4, hi, Hh - B, lo);
+    mk_buf_printf(&b, "<text x=\"%.0f\" y=\"%.0f\">1</text>\n<text x=\"%.0f\" y=\"%.0f\">%ld (step)</text>\n", L, Hh - B + 16,
+                  W - R - 60, Hh - B + 16, r->n_log);
+    mk_buf_puts(&b, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
+    for (long i = 0; i < r->n_log; i++) {
+        double v = isfinite(r->log[i].loss) ? r->log[i].loss : hi;
+        mk_buf_printf(&b, "%s%.1f,%.1f", i ? " " : "", L + (W - L - R) * (double)i / (double)n,
+                      Hh - B - (Hh - T - B) * (v - lo) / (hi - lo));
+    }
+    mk_buf_puts(&b, "\"/>\n</svg>\n");
+    mk_status s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "loss.svg", b.data, b.len);
+    mk_buf_free(&b);
+    return s;
+}
+
+/* OUT: the trained weights (dtype: the input's, or out_dtype), the input's config and
+ * tokenizer files, the log and the chart. */
+static mk_status write_model(ft *f, mk_source *in, const char *out, const mk_train_result *r)
+{
+    mk_source *view = NULL;
+    MK_TRY(mk_nn_train_source(f->t, &view));
+    mk_dtype want = strcmp(f->out_dtype, "input") == 0 ? MK_DTYPE_NONE : mk_dtype_from_user(f->out_dtype);
+    mk_tensor_info *ti = mk_calloc(view->n_tensors ? view->n_tensors : 1, sizeof *ti);
+    mk_status s = ti ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < view->n_tensors && s == MK_OK; i++) {
+        ti[i] = view->tensors[i];
+        long k = mk_source_find(in, ti[i].name);
+        mk_dtype d = want != MK_DTYPE_NONE ? want : k >= 0 && mk_dtype_info(in->tensors[k].dtype)->is_float ? in->tensors[k].dtype
+                                                                                                            : MK_F32;
+        if (d == MK_F8_E4M3 || d == MK_F8_E5M2) d = MK_BF16; /* fp8 layouts need scales; keep 16 bits */
+        ti[i].dtype = d;
+        ti[i].nbytes = ti[i].numel * mk_dtype_size(d);
+    }
+    mk_output o = {0};
+    mk_consumer cons = {0};
+    mk_output_opts oo = {.shard_size = (uint64_t)5e9, .force = f->force};
+    if (s == MK_OK) s = mk_output_begin(&o, out, &oo, ti, view->n_tensors);
+    if (s == MK_OK) s = mk_consumer_plain(&cons, o.k, ti, view->n_tensors, false);
+    for (size_t i = 0; i < view->n_tensors && s == MK_OK; i++) {
+        s = cons.ops->begin(&cons, i, &ti[i]);
+        if (s == MK_OK) s = cons.ops->rows(&cons, i, 0, view->ops->borrow(view, i, 0, view->tensors[i].nbytes), ti[i].numel);
+        if (s == MK_OK) s = cons.ops->end(&cons, i);
+    }
+    bool found;
+    if (s == MK_OK) s = mk_output_config(&o, in, NULL, &found);
+    if (s == MK_OK) s = mk_output_tokenizer(&o, in);
+    if (s == MK_OK) s = write_log(&o, r);
+    if (s == MK_OK) s = write_svg(&o, r);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
+    if (cons.ops) cons.ops->close(&cons);
+    mk_output_close(&o);
+    free(ti);
+    mk_source_close(view);
+    return s;
+}
+
+/* ---- the command -------------------------------------------------------------------------- */
+
+static mk_status check_opts(ft *f, mk_sched *sched)
+{
+    *sched = mk_sched_parse(f->sched);
+    if (*sched == MK_SCHED_COUNT) return mk_error(MK_ERR_USAGE, "--schedule: '%s' is not constant, linear or cosine", f->sched);
+    if (f->steps < 0 || f->steps > 100000000) return mk_error(MK_ERR_USAGE, "--steps %ld: between 1 and 1e8", f->steps);
+    if (f->steps && f->epochs > 0) return mk_error(MK_ERR_USAGE, "--steps and --epochs: give one of them");
+    if (!(f->epochs >= 0 && f->epochs <= 1e6)) return mk_error(MK_ERR_USAGE, "--epochs %g: between 0 and 1e6", f->epochs);
+    if (f->batch < 1 || f->batch > 65536) return mk_error(MK_ERR_USAGE, "--batch %ld: between 1 and 65536", f->batch);
+    if (f->accum < 1 || f->accum > 65536) return mk_error(MK_ERR_USAGE, "--grad-accum %ld: between 1 and 65536", f->accum);
+    if (f->seq < 2 || f->seq > 1 << 20) return mk_error(MK_ERR_USAGE, "--seq %ld: between 2 and 1048576", f->seq);
+    if (!(f->lr >= 0 && f->lr < 10)) return mk_error(MK_ERR_USAGE, "--lr %g: between 0 and 10", f->lr);
+    if (!(f->clip >= 0)) return mk_error(MK_ERR_USAGE, "--clip %g: 0 (off) or more", f->clip);
+    if (!(f->wd >= 0 && f->wd < 1e3)) return mk_error(MK_ERR_USAGE, "--weight-decay %g: 0 or more", f->wd);
+    if (!(f->plw >= 0 && f->plw <= 1)) return mk_error(MK_ERR_USAGE, "--prompt-loss-weight %g: between 0 and 1", f->plw);
+    if (f->warmup < 0) return mk_error(MK_ERR_USAGE, "--warmup %ld: 0 or more", f->warmup);
+    if (f->stop_after < 0) return mk_error(MK_ERR_USAGE, "--stop-after %ld: 1 or more", f->stop_after);
+    if (f->save_every < 0 || f->eval_every < 0) return mk_error(MK_ERR_USAGE, "--save-every / --eval-every: 0 or more");
+    if (f->eval_every && !f->eval_text) return mk_error(MK_ERR_USAGE, "--eval-every needs --eval-text FILE");
+    if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
+        mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
+        return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
+    return MK_OK;
+}
+
+static uint64_t machine_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
+/* Print what the run needs; refuse it over --max-memory or the machine's memory. */
+static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
+{
+    uint64_t P = 0;
+    for (size_t i = 0; i < src->n_tensors; i++) P += src->tensors[i].numel;
+    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt);
+    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt);
+    uint64_t data = (uint64_t)d->n_rows * d->seq * 8;
+    uint64_t total = 4 * P + 4 * P + 8 * P + act + data;
+    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32];
+    uint64_t mem = machine_memory();
+    if (!f->c.quiet)
+        fprintf(stderr, "finetune: memory: weights %s (f32) + gradients %s + AdamW moments %s + activations %s (%s %s) + data "
+                        "%s = %s; machine %s\n",
+                mk_fmt_bytes(4 * P, a), mk_fmt_bytes(4 * P, b), mk_fmt_bytes(8 * P, c), mk_fmt_bytes(act, e),
+                f->ckpt ? "without --checkpointing" : "with --checkpointing", mk_fmt_bytes(act_other, g), mk_fmt_bytes(data, h),
+                mk_fmt_bytes(total, m), mk_fmt_bytes(mem, k));
+    if (f->max_mem && total > f->max_mem)
+        return mk_error(MK_ERR_NOMEM, "finetune needs about %s, over --max-memory %s (try --checkpointing, a smaller --batch or "
+                                      "--seq)", mk_fmt_bytes(total, m), mk_fmt_bytes(f->max_mem, a));
+    if (mem && total > mem)
+        return mk_error(MK_ERR_NOMEM, "finetune needs about %s, more than this machine's %s (try --checkpointing, a smaller "
+                                      "--batch or --seq)", mk_fmt_bytes(total, m), mk_fmt_bytes(mem, a));
+    return MK_OK;
+}
+
+static mk_status load_data(ft *f, const char *path, mk_source *src, const mk_tokenizer *tk, mk_train_data *d)
+{
+    char *text = NULL;
+    size_t len = 0;
+    MK_TRY(mk_read_file(path, DATA_CAP, &text, &len));
+    size_t pl = strlen(path);
+    bool jsonl = (pl > 6 && strcmp(path + pl - 6, ".jsonl") == 0) || (pl > 5 && strcmp(path + pl - 5, ".json") == 0);
+    mk_status s = mk_train_data_load(path, text, len, jsonl, tk, (size_t)f->seq, f->plw, d);
+    free(text);
+    (void)src;
+    return s;
+}
+
+static mk_status run(ft *f, char **pos)
+{
+    mk_sched sched;
+    MK_TRY(check_opts(f, &sched));
+    const char *ins[2] = {pos[0], pos[1]};
+    MK_TRY(mk_cli_check_output(pos[2], ins, 2));
+    mk_source *src = NULL;
+    mk_model_config cfg;
+    mk_tokenizer *tk = NULL;
+    mk_train_data d = {0};
+    mk_train_result r = {0};
+    char *ckpt = NULL;
+    MK_TRY(mk_cli_open_model(pos[0], &src));
+    mk_status s = mk_model_config_of_source(src, &cfg);
+    if (s != MK_OK) {
+        mk_source_close(src);
+        return s;
+    }
+    f->cfg = &cfg;
+    s = mk_nn_train_check(src, &cfg);
+    if (s == MK_OK && cfg.max_pos > 0 && f->seq > cfg.max_pos)
+        s = mk_error(MK_ERR_USAGE, "--seq %ld is longer than the model's context of %ld tokens (max_position_embeddings)", f->seq,
+                     cfg.max_pos);
+    if (s == MK_OK) s = mk_cli_open_tokenizer(src, pos[0], &tk);
+    if (s == MK_OK) s = load_data(f, pos[1], src, tk, &d);
+    if (s == MK_OK && f->eval_text) {
+        s = mk_cli_tokenize_file(tk, f->eval_text, &f->eval_ids, &f->eval_n, &f->eval_bos);
+        if (!f->eval_ctx) f->eval_ctx = f->seq < 512 ? f->seq : 512;
+        if (s == MK_OK && (f->eval_ctx < 8 || f->eval_n < (size_t)f->eval_ctx))
+            s = mk_error(MK_ERR_USAGE, "--eval-text %s: %zu tokens, fewer than one window of %ld (--eval-ctx, at least 8)",
+                         f->eval_text, f->eval_n, f->eval_ctx);
+    }
+    long steps = f->steps;
+    if (s == MK_OK && !steps) {
+        double e = f->epochs > 0 ? f->epochs : 1.0;
+        steps = (long)ceil(e * (double)d.n_rows / (double)(f->batch * f->accum));
+        if (steps < 1) steps = 1;
+    }
+    if (s == MK_OK) s = memory_check(f, src, &d);
+    if (s == MK_OK) s = mk_nn_train_open(src, &cfg, &f->t);
+    size_t ol = strlen(pos[2]);
+    while (ol > 1 && pos[2][ol - 1] == '/') ol--; /* OUT/ -> OUT.checkpoint beside it */
+    ckpt = s == MK_OK ? mk_asprintf("%.*s.checkpoint", (int)ol, pos[2]) : NULL;
+    if (s == MK_OK && !ckpt) s = MK_ERR_NOMEM;
+    if (s == MK_OK && !f->c.quiet)
+        fprintf(stderr, "finetune: %s on %s: %zu documents, %llu tokens in %zu rows of %ld; %ld steps of %ld x %ld rows, %s "
+                        "schedule, lr %g, warmup %ld\n",
+                pos[0], pos[1], d.n_docs, (unsigned long long)d.n_tokens, d.n_rows, f->seq, steps, f->batch, f->accum,
+                mk_sched_name(sched), f->lr, f->warmup);
+    mk_train_opts to = {steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch, (size_t)f->accum,
+                        (uint64_t)f->seed, f->ckpt, f->save_every, f->eval_text ? (f->eval_every ? f->eval_every : steps) : 0,
+                        ckpt, f->resume, f->stop_after};
+    mk_train_hooks h = {f, on_step, on_eval, on_saved};
+    if (s == MK_OK) {
+        mk_signal_install();
+        s = mk_train_run(f->t, &d, &to, &h, &r);
+    }
+    if (s == MK_OK && r.stopped) {
+        if (!f->c.quiet) fprintf(stderr, "finetune: stopped after step %ld of %ld; %s holds the run, --resume continues it\n",
+                                 r.n_log, steps, ckpt);
+        goto done;
+    }
+    if (s == MK_OK) s = write_model(f, src, pos[2], &r);
+    if (s == MK_OK) {
+        unlink(ckpt); /* the run is complete: its checkpoint has served */
+        if (!f->c.quiet)
+            fprintf(stderr, "mergekit-c: wrote %s: %ld steps, final loss %.4f, %.1f s\n", pos[2], r.n_log,
+                    r.n_log ? r.log[r.n_log - 1].loss : 0.0, r.seconds);
+        if (f->c.json) {
+            mk_buf b = {0};
+            mk_buf_puts(&b, "{\"out\": ");
+            mk_buf_json_str(&b, pos[2]);
+            mk_buf_printf(&b, ", \"steps\": %ld, \"resumed_at\": %ld, \"final_loss\": %.9g, \"tokens\": %llu, \"seconds\": %.3f}\n",
+                          r.n_log, r.resumed_at, r.n_log ? r.log[r.n_log - 1].loss : 0.0, (unsigned long long)r.tokens,
+                          r.seconds);
+            if (b.data) fputs(b.data, stdout);
+            mk_buf_free(&b);
+        }
+    }
+done:
+    free(ckpt);
+    mk_train_result_free(&r);
+    mk_nn_train_close(f->t);
+    mk_train_data_free(&d);
+    free(f->eval_ids);
+    mk_tokenizer_free(tk);
+    mk_model_config_free(&cfg);
+    mk_source_close(src);
+    return s;
+}
+
+int mk_cmd_finetune(int argc, char **argv)
+{
+    ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input"};
+    const mk_opt opts[] = {
+        {"steps", 0, MK_OPT_INT, &f.steps, "N", "optimizer steps", "one epoch"},
+        {"epochs", 0, MK_OPT_DOUBLE, &f.epochs, "E", "passes over the data (instead of --steps)", "1"},
+        {"lr", 0, MK_OPT_DOUBLE, &f.lr, "X", "peak learning rate", "2e-5"},
+        {"schedule", 0, MK_OPT_STR, &f.sched, "S", "learning-rate schedule after the warmup: constant, linear or cosine",
+         "cosine"},
+        {"warmup", 0, MK_OPT_INT, &f.warmup, "N", "steps of linear warmup from 0", "0"},
+        {"batch", 'b', MK_OPT_INT, &f.batch, "N", "rows of --seq tokens per micro-batch", "4"},
+        {"grad-accum", 0, MK_OPT_INT, &f.accum, "N", "micro-batches per optimizer step", "1"},
+        {"clip", 0, MK_OPT_DOUBLE, &f.clip, "X", "clip the global gradient norm to X (0: off)", "1"},
+        {"weight-decay", 0, MK_OPT_DOUBLE, &f.wd, "X", "AdamW's decoupled weight decay, on matrices only", "0"},
+        {"seed", 0, MK_OPT_INT, &f.seed, "N", "seed of the data order", "1"},
+        {"seq", 0, MK_OPT_INT, &f.seq, "N", "tokens per row; at most the model's context", "256"},
+        {"prompt-loss-weight", 0, MK_OPT_DOUBLE, &f.plw, "W",
+         "loss weight of prompt tokens in {\"prompt\", \"response\"} data: 0 = the response only, 1 = everything", "0"},
+        {"checkpointing", 0, MK_OPT_FLAG, &f.ckpt, NULL,
+         "keep only each layer's input and recompute its activations in the backward pass (same gradients, less memory)",
+         NULL},
+        {"eval-text", 0, MK_OPT_STR, &f.eval_text, "FILE", "held-out text: its perplexity (as eval) at the end of training",
+         NULL},
+        {"eval-every", 0, MK_OPT_INT, &f.eval_every, "N", "... and every N steps", "the end only"},
+        {"eval-ctx", 0, MK_OPT_INT, &f.eval_ctx, "N", "window of the perplexity", "--seq, at most 512"},
+        {"save-every", 0, MK_OPT_INT, &f.save_every, "N", "write the checkpoint OUT.checkpoint every N steps", "never"},
+        {"stop-after", 0, MK_OPT_INT, &f.stop_after, "N",
+         "train in sessions: after step N save OUT.checkpoint and stop (OUT is not written); --resume continues", NULL},
+        {"resume", 0, MK_OPT_FLAG, &f.resume, NULL, "continue from OUT.checkpoint (same model, data and options)", NULL},
+        {"max-memory", 0, MK_OPT_SIZE, &f.max_mem, "SIZE", "refuse to start when the run needs more", "the machine's memory"},
+        {"out-dtype", 0, MK_OPT_STR, &f.out_dtype, "DTYPE", "dtype of the weights in OUT: input, float32, bfloat16, float16",
+         "input"},
+        {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
+        MK_COMMON_OPTS(f.c),
+        MK_HUB_OPTS(f.c),
+        {0},
+    };
+    const mk_cmd_spec spec = {
+        "finetune", "MODEL DATA OUT [options]",
+        "Full finetuning on the CPU (llama, mistral, qwen2, qwen3): heal a merge by continued pretraining on a\n"
+        "text, or supervised finetuning on {\"prompt\", \"response\"} lines.",
+        "DATA: a text file (one document), or JSONL (.jsonl) with {\"text\": ...} or {\"prompt\": ..., \"response\": ...}\n"
+        "per line, tokenized with the model's tokenizer and packed into rows of --seq tokens. The loss is the\n"
+        "mean NLL of the next token weighted per token (--prompt-loss-weight), over each optimizer step.\n"
+        "AdamW (betas 0.9, 0.999, eps 1e-8) with f32 weights and moments, as torch.optim.AdamW; schedules as\n"
+        "transformers; clipping as torch.nn.utils.clip_grad_norm_. The memory the run needs is printed first.\n"
+        "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
+        "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
+        "Ctrl-C saves OUT.checkpoint and stops.\n"
+        "Example (supervised, a little loss on the prompts):\n"
+        "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
+        opts, 3, 3, 0x1};
+    char *pos[3];
+    size_t npos;
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &f.c, true, &rc)) return rc;
+    mk_status s = run(&f, pos);
+    return s == MK_OK ? 0 : mk_cli_fail(s);
+}

@@ -1,0 +1,77 @@
+# finetune.sh - `mergekit-c finetune` on a synthetic model (word-level tokenizer; the data is
+# made of its tokens): the loss falls, OUT is a model folder with the log and the chart,
+# the same bytes at -j1 and -j2 and with --checkpointing, --resume gives the bytes of an
+# uninterrupted run, and the bad inputs fail with one line and write nothing.
+. "$MK_ROOT/tests/e2e/lib.sh"
+
+"$MK" synth base/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 128 --dtype bfloat16 --std 0.1 \
+    --max-position 128 --seed 1 -q || { notok "synth" "could not make the model"; exit 1; }
+# words of the vocabulary (tok3 .. tok127) in a learnable pattern: short repeating phrases
+awk 'BEGIN { x = 7; for (i = 0; i < 600; i++) { x = (x * 1103515245 + 12345) % 2147483648; p = x % 8;
+             for (j = 0; j < 4; j++) printf "tok%d ", 3 + (p * 11 + j * 3) % 125 } print "" }' >train.txt
+awk 'BEGIN { x = 99; for (i = 0; i < 200; i++) { x = (x * 1103515245 + 12345) % 2147483648; p = x % 8;
+             for (j = 0; j < 4; j++) printf "tok%d ", 3 + (p * 11 + j * 3) % 125 } print "" }' >heldout.txt
+
+ARGS="--steps 8 --lr 3e-3 --warmup 2 --batch 2 --grad-accum 2 --seq 32 --weight-decay 0.1 --clip 1 --seed 5"
+t_ok "finetune runs" "$MK" finetune base/ train.txt out1/ $ARGS --eval-text heldout.txt --eval-every 4 -j1
+grep -q "finetune: memory: weights .* + gradients .* + AdamW moments .* + activations .*with --checkpointing" "$T/.err" &&
+    ok "... prints the memory it needs first" || notok "memory line" "$(head -n 2 "$T/.err")"
+grep -Eq "step 8/8  loss [0-9.]+  lr [0-9.e-]+  grad norm [0-9.e+]+  [0-9]+ tokens/s  ETA" "$T/.err" &&
+    ok "... progress line with loss, lr, grad norm, tokens/s, ETA" || notok "progress line" "$(grep 'step 8' "$T/.err")"
+for f in model.safetensors config.json tokenizer.json train_log.jsonl loss.svg; do
+    [ -s "out1/$f" ] || notok "OUT has $f" "missing"
+done
+ok "OUT holds the weights, config, tokenizer, train_log.jsonl and loss.svg"
+n=$(grep -c '"step"' out1/train_log.jsonl)
+[ "$n" = 8 ] && ok "one log line per step" || notok "log lines" "$n"
+[ "$(grep -c eval_ppl out1/train_log.jsonl)" = 2 ] && ok "held-out perplexity at steps 4 and 8" ||
+    notok "eval_ppl lines" "$(grep -c eval_ppl out1/train_log.jsonl)"
+first=$(sed -n '1s/.*"loss": \([0-9.e+-]*\).*/\1/p' out1/train_log.jsonl)
+last=$(sed -n '8s/.*"loss": \([0-9.e+-]*\).*/\1/p' out1/train_log.jsonl)
+awk "BEGIN { exit !($last < $first * 0.8) }" && ok "the loss falls ($first -> $last)" || notok "loss falls" "$first -> $last"
+grep -q '<polyline' out1/loss.svg && ok "loss.svg draws the curve" || notok "loss.svg" "no polyline"
+"$MK" inspect out1/ --json >insp.json 2>/dev/null
+grep -q '"BF16"' insp.json && ok "weights keep the input's dtype" || notok "dtype" "$(head -c 300 insp.json)"
+t_ok "the model evaluates" "$MK" eval out1/ --text heldout.txt --ctx 32
+
+"$MK" finetune base/ train.txt out2/ $ARGS --eval-text heldout.txt --eval-every 4 -j2 -q
+t_same "-j1 and -j2 give the same bytes" out1/model.safetensors out2/model.safetensors
+"$MK" finetune base/ train.txt out3/ $ARGS --checkpointing -q
+t_same "--checkpointing gives the same bytes" out1/model.safetensors out3/model.safetensors
+
+# train in two sessions: stop after 3 steps, resume
+t_ok "--stop-after 3 stops with a checkpoint" "$MK" finetune base/ train.txt out4/ $ARGS --stop-after 3
+[ -s out4.checkpoint ] && [ ! -e out4 ] && ok "... the checkpoint is there, OUT is not" || notok "stop-after" "$(ls)"
+t_ok "--resume continues" "$MK" finetune base/ train.txt out4/ $ARGS --resume
+t_same "a resumed run gives the bytes of an uninterrupted one" out3/model.safetensors out4/model.safetensors
+[ ! -e out4.checkpoint ] && ok "... and its checkpoint is removed when OUT is written" || notok "checkpoint removed" "still there"
+[ "$(grep -c '"step"' out4/train_log.jsonl)" = 8 ] && ok "... its log has all 8 steps" || notok "resumed log" "$(wc -l <out4/train_log.jsonl)"
+
+"$MK" finetune base/ train.txt out5/ $ARGS --stop-after 2 -q
+t_fail "a checkpoint of another run is refused" 2 "out5.checkpoint is the checkpoint of another run" \
+    "$MK" finetune base/ train.txt out5/ $ARGS --seed 6 --resume -q
+t_fail "--resume without a checkpoint" 2 "no checkpoint .*out6.checkpoint" "$MK" finetune base/ train.txt out6/ $ARGS --resume -q
+
+# supervised data
+printf '{"prompt": "tok5 tok6 tok7", "response": "tok8 tok9"}\n{"text": "tok10 tok11 tok12 tok13"}\n' >sft.jsonl
+t_ok "JSONL prompt/response with --prompt-loss-weight 0.1" "$MK" finetune base/ sft.jsonl sft/ --steps 2 --seq 8 --batch 1 \
+    --prompt-loss-weight 0.1
+
+# bad input: one line, exit 1 or 2, nothing written
+printf '{"text": "tok5 tok6"}\n{"text": "tok7"}\n{"text": tok8}\n' >broken.jsonl
+t_fail "a broken JSONL line is named by its number" 1 "broken.jsonl:3: not a JSON object" \
+    "$MK" finetune base/ broken.jsonl bad1/ --steps 1 --seq 8
+printf '{"prompt": "tok5"}\n' >noresp.jsonl
+t_fail "a line without text or prompt/response" 1 "noresp.jsonl:1: .*no string \"text\"" \
+    "$MK" finetune base/ noresp.jsonl bad2/ --steps 1 --seq 8
+: >empty.txt
+t_fail "empty data" 1 "empty.txt: no training text" "$MK" finetune base/ empty.txt bad3/ --steps 1 --seq 8
+t_fail "--seq longer than the context" 2 "--seq 256 is longer than the model's context of 128" \
+    "$MK" finetune base/ train.txt bad4/ --steps 1 --seq 256
+t_fail "over --max-memory" 1 "needs about .*over --max-memory" "$MK" finetune base/ train.txt bad5/ --steps 1 --seq 32 \
+    --max-memory 100K -q
+"$MK" synth gem/ --arch gemma --hidden 32 --layers 1 --heads 2 --intermediate 64 --vocab 128 -q
+t_fail "an architecture without a backward pass" 1 "no backward pass for gemma" "$MK" finetune gem/ train.txt bad6/ --steps 1 \
+    --seq 16
+t_fail "an unknown schedule" 2 "--schedule: 'step'" "$MK" finetune base/ train.txt bad7/ --schedule step
+t_absent "nothing written by the failures" bad1 bad2 bad3 bad4 bad5 bad6 bad7 bad1.tmp bad1.checkpoint bad6.checkpoint
