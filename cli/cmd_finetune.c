@@ -242,94 +242,112 @@ static mk_status load_data(ft *f, const char *path, mk_source *src, const mk_tok
     return s;
 }
 
+/* What a run holds, released by run_free. */
+typedef struct job {
+    mk_source *src;
+    mk_model_config cfg;
+    bool have_cfg;
+    mk_tokenizer *tk;
+    mk_train_data d;
+    mk_train_result r;
+    char *ckpt;
+    long steps;
+} job;
+
+static void job_free(ft *f, job *j)
+{
+    free(j->ckpt);
+    mk_train_result_free(&j->r);
+    mk_nn_train_close(f->t);
+    mk_train_data_free(&j->d);
+    free(f->eval_ids);
+    mk_tokenizer_free(j->tk);
+    if (j->have_cfg) mk_model_config_free(&j->cfg);
+    mk_source_close(j->src);
+}
+
+/* The model, its tokenizer, the data, the held-out text, the step count: every check that
+ * needs no weights, before the memory line. */
+static mk_status prepare(ft *f, char **pos, job *j)
+{
+    MK_TRY(mk_cli_open_model(pos[0], &j->src));
+    MK_TRY(mk_model_config_of_source(j->src, &j->cfg));
+    j->have_cfg = true;
+    f->cfg = &j->cfg;
+    MK_TRY(mk_nn_train_check(j->src, &j->cfg));
+    if (j->cfg.max_pos > 0 && f->seq > j->cfg.max_pos)
+        return mk_error(MK_ERR_USAGE, "--seq %ld is longer than the model's context of %ld tokens (max_position_embeddings)",
+                        f->seq, j->cfg.max_pos);
+    MK_TRY(mk_cli_open_tokenizer(j->src, pos[0], &j->tk));
+    MK_TRY(load_data(f, pos[1], j->src, j->tk, &j->d));
+    if (f->eval_text) {
+        MK_TRY(mk_cli_tokenize_file(j->tk, f->eval_text, &f->eval_ids, &f->eval_n, &f->eval_bos));
+        if (!f->eval_ctx) f->eval_ctx = f->seq < 512 ? f->seq : 512;
+        if (f->eval_ctx < 8 || f->eval_n < (size_t)f->eval_ctx)
+            return mk_error(MK_ERR_USAGE, "--eval-text %s: %zu tokens, fewer than one window of %ld (--eval-ctx, at least 8)",
+                            f->eval_text, f->eval_n, f->eval_ctx);
+    }
+    j->steps = f->steps;
+    if (!j->steps) {
+        double e = f->epochs > 0 ? f->epochs : 1.0;
+        j->steps = (long)ceil(e * (double)j->d.n_rows / (double)(f->batch * f->accum));
+        if (j->steps < 1) j->steps = 1;
+    }
+    size_t ol = strlen(pos[2]);
+    while (ol > 1 && pos[2][ol - 1] == '/') ol--; /* OUT/ -> OUT.checkpoint beside it */
+    j->ckpt = mk_asprintf("%.*s.checkpoint", (int)ol, pos[2]);
+    return j->ckpt ? MK_OK : MK_ERR_NOMEM;
+}
+
+static void report(const ft *f, const char *out, const mk_train_result *r)
+{
+    double last = r->n_log ? r->log[r->n_log - 1].loss : 0.0;
+    if (!f->c.quiet) fprintf(stderr, "mergekit-c: wrote %s: %ld steps, final loss %.4f, %.1f s\n", out, r->n_log, last, r->seconds);
+    if (!f->c.json) return;
+    mk_buf b = {0};
+    mk_buf_puts(&b, "{\"out\": ");
+    mk_buf_json_str(&b, out);
+    mk_buf_printf(&b, ", \"steps\": %ld, \"resumed_at\": %ld, \"final_loss\": %.9g, \"tokens\": %llu, \"seconds\": %.3f}\n",
+                  r->n_log, r->resumed_at, last, (unsigned long long)r->tokens, r->seconds);
+    if (b.data) fputs(b.data, stdout);
+    mk_buf_free(&b);
+}
+
 static mk_status run(ft *f, char **pos)
 {
     mk_sched sched;
     MK_TRY(check_opts(f, &sched));
     const char *ins[2] = {pos[0], pos[1]};
     MK_TRY(mk_cli_check_output(pos[2], ins, 2));
-    mk_source *src = NULL;
-    mk_model_config cfg;
-    mk_tokenizer *tk = NULL;
-    mk_train_data d = {0};
-    mk_train_result r = {0};
-    char *ckpt = NULL;
-    MK_TRY(mk_cli_open_model(pos[0], &src));
-    mk_status s = mk_model_config_of_source(src, &cfg);
-    if (s != MK_OK) {
-        mk_source_close(src);
-        return s;
-    }
-    f->cfg = &cfg;
-    s = mk_nn_train_check(src, &cfg);
-    if (s == MK_OK && cfg.max_pos > 0 && f->seq > cfg.max_pos)
-        s = mk_error(MK_ERR_USAGE, "--seq %ld is longer than the model's context of %ld tokens (max_position_embeddings)", f->seq,
-                     cfg.max_pos);
-    if (s == MK_OK) s = mk_cli_open_tokenizer(src, pos[0], &tk);
-    if (s == MK_OK) s = load_data(f, pos[1], src, tk, &d);
-    if (s == MK_OK && f->eval_text) {
-        s = mk_cli_tokenize_file(tk, f->eval_text, &f->eval_ids, &f->eval_n, &f->eval_bos);
-        if (!f->eval_ctx) f->eval_ctx = f->seq < 512 ? f->seq : 512;
-        if (s == MK_OK && (f->eval_ctx < 8 || f->eval_n < (size_t)f->eval_ctx))
-            s = mk_error(MK_ERR_USAGE, "--eval-text %s: %zu tokens, fewer than one window of %ld (--eval-ctx, at least 8)",
-                         f->eval_text, f->eval_n, f->eval_ctx);
-    }
-    long steps = f->steps;
-    if (s == MK_OK && !steps) {
-        double e = f->epochs > 0 ? f->epochs : 1.0;
-        steps = (long)ceil(e * (double)d.n_rows / (double)(f->batch * f->accum));
-        if (steps < 1) steps = 1;
-    }
-    if (s == MK_OK) s = memory_check(f, src, &d);
-    if (s == MK_OK) s = mk_nn_train_open(src, &cfg, &f->t);
-    size_t ol = strlen(pos[2]);
-    while (ol > 1 && pos[2][ol - 1] == '/') ol--; /* OUT/ -> OUT.checkpoint beside it */
-    ckpt = s == MK_OK ? mk_asprintf("%.*s.checkpoint", (int)ol, pos[2]) : NULL;
-    if (s == MK_OK && !ckpt) s = MK_ERR_NOMEM;
+    job j = {0};
+    mk_status s = prepare(f, pos, &j);
+    if (s == MK_OK) s = memory_check(f, j.src, &j.d);
+    if (s == MK_OK) s = mk_nn_train_open(j.src, &j.cfg, &f->t);
     if (s == MK_OK && !f->c.quiet)
         fprintf(stderr, "finetune: %s on %s: %zu documents, %llu tokens in %zu rows of %ld; %ld steps of %ld x %ld rows, %s "
                         "schedule, lr %g, warmup %ld\n",
-                pos[0], pos[1], d.n_docs, (unsigned long long)d.n_tokens, d.n_rows, f->seq, steps, f->batch, f->accum,
+                pos[0], pos[1], j.d.n_docs, (unsigned long long)j.d.n_tokens, j.d.n_rows, f->seq, j.steps, f->batch, f->accum,
                 mk_sched_name(sched), f->lr, f->warmup);
-    mk_train_opts to = {steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch, (size_t)f->accum,
-                        (uint64_t)f->seed, f->ckpt, f->save_every, f->eval_text ? (f->eval_every ? f->eval_every : steps) : 0,
-                        ckpt, f->resume, f->stop_after};
+    mk_train_opts to = {j.steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch,
+                        (size_t)f->accum, (uint64_t)f->seed, f->ckpt, f->save_every,
+                        f->eval_text ? (f->eval_every ? f->eval_every : j.steps) : 0, j.ckpt, f->resume, f->stop_after};
     mk_train_hooks h = {f, on_step, on_eval, on_saved};
     if (s == MK_OK) {
         mk_signal_install();
-        s = mk_train_run(f->t, &d, &to, &h, &r);
+        s = mk_train_run(f->t, &j.d, &to, &h, &j.r);
     }
-    if (s == MK_OK && r.stopped) {
-        if (!f->c.quiet) fprintf(stderr, "finetune: stopped after step %ld of %ld; %s holds the run, --resume continues it\n",
-                                 r.n_log, steps, ckpt);
-        goto done;
-    }
-    if (s == MK_OK) s = write_model(f, src, pos[2], &r);
-    if (s == MK_OK) {
-        unlink(ckpt); /* the run is complete: its checkpoint has served */
+    if (s == MK_OK && j.r.stopped) {
         if (!f->c.quiet)
-            fprintf(stderr, "mergekit-c: wrote %s: %ld steps, final loss %.4f, %.1f s\n", pos[2], r.n_log,
-                    r.n_log ? r.log[r.n_log - 1].loss : 0.0, r.seconds);
-        if (f->c.json) {
-            mk_buf b = {0};
-            mk_buf_puts(&b, "{\"out\": ");
-            mk_buf_json_str(&b, pos[2]);
-            mk_buf_printf(&b, ", \"steps\": %ld, \"resumed_at\": %ld, \"final_loss\": %.9g, \"tokens\": %llu, \"seconds\": %.3f}\n",
-                          r.n_log, r.resumed_at, r.n_log ? r.log[r.n_log - 1].loss : 0.0, (unsigned long long)r.tokens,
-                          r.seconds);
-            if (b.data) fputs(b.data, stdout);
-            mk_buf_free(&b);
+            fprintf(stderr, "finetune: stopped after step %ld of %ld; %s holds the run, --resume continues it\n", j.r.n_log,
+                    j.steps, j.ckpt);
+    } else if (s == MK_OK) {
+        s = write_model(f, j.src, pos[2], &j.r);
+        if (s == MK_OK) {
+            unlink(j.ckpt); /* the run is complete: its checkpoint has served */
+            report(f, pos[2], &j.r);
         }
     }
-done:
-    free(ckpt);
-    mk_train_result_free(&r);
-    mk_nn_train_close(f->t);
-    mk_train_data_free(&d);
-    free(f->eval_ids);
-    mk_tokenizer_free(tk);
-    mk_model_config_free(&cfg);
-    mk_source_close(src);
+    job_free(f, &j);
     return s;
 }
 
