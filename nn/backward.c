@@ -36,6 +36,8 @@ struct mk_nn_train {
     float *wt, *gr;
     lw *lw, *lg;           /* [L] */
     float *emb, *fnorm, *head, *demb, *dfnorm, *dhead;
+    float *arena;          /* a pass's buffers, kept between passes (no page faults per step) */
+    size_t arena_cap;      /* floats */
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
@@ -45,7 +47,7 @@ typedef struct acts {
 
 /* Backward scratch. */
 typedef struct grads {
-    float *dh, *dq, *dqp, *dk, *dkp, *dv, *datt, *da, *dg, *du, *rstd, *logit;
+    float *dh, *dq, *dqp, *dk, *dkp, *dv, *datt, *da, *dg, *du, *rstd, *logit, *att;
     double *nll;
 } grads;
 
@@ -144,7 +146,7 @@ void mk_nn_train_close(mk_nn_train *t)
 {
     if (!t) return;
     mk_nn_close(t->m);
-    free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg);
+    free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena);
     free(t);
 }
 
@@ -233,7 +235,7 @@ static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size
 }
 
 /* dx: the gradient of the layer's output on entry, of its input on return. */
-static mk_status layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
+static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
                                 const acts *a, grads *g, float *dx)
 {
     const lw *w = &t->lw[l];
@@ -253,8 +255,8 @@ static mk_status layer_backward(mk_nn_train *t, size_t l, const float *xin, size
     memset(g->dv, 0, N * t->kv * sizeof(float));
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * t->q, ok = s * T * t->kv;
-        MK_TRY(mk_nn_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * t->nh * T * T, g->datt + oq, T, t->nh, t->nkv,
-                                   t->hd, t->scale, g->dq + oq, g->dk + ok, g->dv + ok));
+        mk_nn_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * t->nh * T * T, g->datt + oq, T, t->nh, t->nkv, t->hd,
+                            t->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->att);
         mk_nn_rope_bwd(g->dq + oq, T, t->nh, t->hd, rope);
         mk_nn_rope_bwd(g->dk + ok, T, t->nkv, t->hd, rope);
     }
@@ -276,7 +278,6 @@ static mk_status layer_backward(mk_nn_train *t, size_t l, const float *xin, size
     mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_K][0], t->kv, dk, g->dh, d->w[MK_ROLE_K][0], d->w[MK_ROLE_K][1]);
     mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_V][0], t->kv, g->dv, g->dh, d->w[MK_ROLE_V][0], d->w[MK_ROLE_V][1]);
     mk_nn_rmsnorm_bwd(xin, w->w[MK_ROLE_ATTN_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_ATTN_NORM][0], g->rstd);
-    return MK_OK;
 }
 
 /* Logits, loss and their gradient in blocks of HEAD_ROWS rows: dhf += dlogits W, dW += ... */
@@ -305,18 +306,15 @@ static void head_pass(mk_nn_train *t, const float *hf, const int32_t *tok, const
     *wnll += sum;
 }
 
-static mk_status grads_alloc(const mk_nn_train *t, size_t N, float **buf, grads *g)
+/* Carve the backward scratch out of `b`. */
+static void grads_at(const mk_nn_train *t, size_t N, size_t T, float *b, grads *g)
 {
-    *buf = mk_malloc(grads_floats(t->H, t->q, t->kv, t->F, t->nh, t->V, N) * sizeof(float) + HEAD_ROWS * sizeof(double));
-    if (!*buf) return MK_ERR_NOMEM;
-    float *b = *buf;
 #define TAKE(f, n) (g->f = b, b += (n))
     TAKE(dh, N * t->H), TAKE(dq, N * t->q), TAKE(dqp, N * t->q), TAKE(datt, N * t->q), TAKE(dk, N * t->kv), TAKE(dkp, N * t->kv);
     TAKE(dv, N * t->kv), TAKE(da, N * t->F), TAKE(dg, N * t->F), TAKE(du, N * t->F), TAKE(rstd, N * t->nh);
-    TAKE(logit, (size_t)HEAD_ROWS * t->V);
+    TAKE(logit, (size_t)HEAD_ROWS * t->V), TAKE(att, mk_nn_attention_bwd_scratch(T));
 #undef TAKE
-    g->nll = (double *)(void *)(b + 2 * HEAD_ROWS);
-    return MK_OK;
+    g->nll = (double *)(void *)b;
 }
 
 mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
@@ -329,13 +327,21 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
             return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[i], t->V);
     size_t nacts = checkpointing || !backward ? 1 : L;
     uint64_t af = acts_floats(t->H, t->q, t->kv, t->F, t->nh, N, nseq, T);
-    float *xs = mk_malloc(((L + 1) * N * H + 2 * N * H) * sizeof(float));
-    float *ab = mk_malloc(af * nacts * sizeof(float)), *gb = NULL;
+    uint64_t nxs = (L + 3) * N * H, ngr = grads_floats(t->H, t->q, t->kv, t->F, t->nh, t->V, N) +
+                                          mk_nn_attention_bwd_scratch(T) + 2 * HEAD_ROWS;
+    uint64_t need = nxs + af * nacts + ngr;
+    if (need > t->arena_cap) {
+        free(t->arena);
+        t->arena_cap = 0;
+        if (!(t->arena = mk_malloc(need * sizeof(float)))) return MK_ERR_NOMEM;
+        t->arena_cap = need;
+    }
+    float *xs = t->arena, *ab = xs + nxs;
     acts *a = mk_calloc(nacts, sizeof *a);
     grads g;
+    grads_at(t, N, T, ab + af * nacts, &g);
     mk_nn_rope_tab rope = {0};
-    mk_status s = xs && ab && a ? grads_alloc(t, N, &gb, &g) : MK_ERR_NOMEM;
-    if (s == MK_OK) s = mk_nn_rope_init(&rope, &t->m->cfg->rope, t->hd, t->m->cfg->max_pos, T);
+    mk_status s = a ? mk_nn_rope_init(&rope, &t->m->cfg->rope, t->hd, t->m->cfg->max_pos, T) : MK_ERR_NOMEM;
     if (s != MK_OK) goto done;
     float *hf = xs + (L + 1) * N * H, *dx = hf + N * H;
     float *base = ab;
@@ -352,12 +358,12 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     for (size_t l = L; l-- > 0 && s == MK_OK;) {
         acts *al = &a[nacts > 1 ? l : 0];
         if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, hf); /* hf is free now */
-        s = layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
+        layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
     }
     if (s == MK_OK) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
 done:
     mk_nn_rope_free(&rope);
-    free(xs), free(ab), free(gb), free(a);
+    free(a);
     return s;
 }
 

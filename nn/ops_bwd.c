@@ -8,10 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/mk_thread.h"
+
 #ifdef _OPENMP
+#include <omp.h>
 #define MK_OMP(x) _Pragma(x)
+static int thread_id(void) { return omp_get_thread_num(); }
 #else
 #define MK_OMP(x)
+static int thread_id(void) { return 0; }
 #endif
 
 /* Rows (or columns) per work item: fixed, so the split never depends on the thread count. */
@@ -173,19 +178,16 @@ void mk_nn_attention_train(const float *q, const float *k, const float *v, size_
     }
 }
 
-mk_status mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
-                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv)
+size_t mk_nn_attention_bwd_scratch(size_t T) { return (size_t)mk_threads_get() * T * T; }
+
+void mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T, size_t nh,
+                         size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv, float *scratch)
 {
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
-    int fail = 0;
     /* one key/value head per work item: its query heads in order, so dk and dv sum the same way */
-    MK_OMP("omp parallel for schedule(dynamic, 1) reduction(|:fail)")
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
     for (size_t kvh = 0; kvh < nkv; kvh++) {
-        float *ds = mk_malloc(T * T * sizeof(float));
-        if (!ds) {
-            fail = 1;
-            continue;
-        }
+        float *ds = scratch + (size_t)thread_id() * T * T;
         for (size_t h = kvh * group; h < (kvh + 1) * group; h++) {
             const float *ph = p + h * T * T, *doh = dout + h * hd;
             /* dv += P^T dO */
@@ -209,9 +211,7 @@ mk_status mk_nn_attention_bwd(const float *q, const float *k, const float *v, co
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ds, (int)T, q + h * hd, (int)qs,
                         1.0f, dk + kvh * hd, (int)ks);
         }
-        free(ds);
     }
-    return fail ? MK_ERR_NOMEM : MK_OK;
 }
 
 void mk_nn_attention_bwd_ref(const float *q, const float *k, const float *v, const float *dout, size_t T, size_t nh,

@@ -39,9 +39,10 @@ void mk_nn_rope_bwd(float *dx, size_t T, size_t n_heads, size_t head_dim, const 
 void mk_nn_attention_train(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                            float scale, long window, float *out, float *p);
 /* Its backward: dq = ..., dk and dv += ... (each key/value head summed over its query heads
- * in order). Allocates T x T floats per work item. */
-mk_status mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
-                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv);
+ * in order); scratch: mk_nn_attention_bwd_scratch(T) floats. */
+void mk_nn_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T, size_t nh,
+                         size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv, float *scratch);
+size_t mk_nn_attention_bwd_scratch(size_t T);
 /* The same with plain loops from q, k, v (recomputing the probabilities; scratch 2T floats). */
 void mk_nn_attention_bwd_ref(const float *q, const float *k, const float *v, const float *dout, size_t T, size_t nh,
                              size_t nkv, size_t hd, float scale, long window, float *dq, float *dk, float *dv,

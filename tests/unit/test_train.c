@@ -15,6 +15,7 @@
 #include "../../nn/backward.h"
 #include "../../nn/ops.h"
 #include "../../nn/ops_bwd.h"
+#include "../../train/data.h"
 #include "../../train/optim.h"
 
 #include <cjson/cJSON.h>
@@ -102,7 +103,9 @@ MK_TEST(train_rmsnorm_rope_attention_bwd_match_reference)
         mk_nn_attention_train(q, k, v, T, nh, nkv, hd, 0.35f, window, out, p);
         mk_nn_attention_ref(q, k, v, T, nh, nkv, hd, 0.35f, 0, window, ref, scratch);
         CHECK_CLOSE("attention_train out", out, ref, T * nh * hd, BWD_ATOL, BWD_RTOL);
-        CHECK_OK(mk_nn_attention_bwd(q, k, v, p, dout, T, nh, nkv, hd, 0.35f, dq, dk, dv));
+        float *bs = malloc(mk_nn_attention_bwd_scratch(T) * sizeof(float));
+        mk_nn_attention_bwd(q, k, v, p, dout, T, nh, nkv, hd, 0.35f, dq, dk, dv, bs);
+        free(bs);
         mk_nn_attention_bwd_ref(q, k, v, dout, T, nh, nkv, hd, 0.35f, window, rq, rk, rv, scratch);
         CHECK_CLOSE("attention dq", dq, rq, T * nh * hd, BWD_ATOL, BWD_RTOL);
         CHECK_CLOSE("attention dk", dk, rk, T * nkv * hd, BWD_ATOL, BWD_RTOL);
@@ -425,4 +428,54 @@ MK_TEST(train_refuses_other_families)
     CHECK_ERR(mk_nn_train_open(src, &cfg, &t), MK_ERR_UNSUPPORTED, "no backward pass for gemma");
     mk_model_config_free(&cfg);
     mk_source_close(src);
+}
+
+/* ---- data ---------------------------------------------------------------------------------- */
+
+static const char word_tok[] =
+    "{\"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true, \"normalized\": false},"
+    " {\"id\": 1, \"content\": \"<s>\", \"special\": true, \"normalized\": false},"
+    " {\"id\": 2, \"content\": \"</s>\", \"special\": true, \"normalized\": false}],"
+    " \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"post_processor\": null, \"decoder\": null,"
+    " \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2,"
+    " \"a\": 3, \"b\": 4}}}";
+
+MK_TEST(train_data_packs_with_prompt_weights)
+{
+    mk_tokenizer *t = NULL;
+    CHECK_OK(mk_tokenizer_load(word_tok, sizeof word_tok - 1, "test tokenizer", &t));
+    if (!t) return;
+    CHECK_OK(mk_tokenizer_load_config(t, "{\"eos_token\": \"</s>\"}", 21, "test config"));
+    const char *jl = "{\"prompt\": \"a b\", \"response\": \"b\"}\n\n  {\"text\": \"a\"}\r\n";
+    mk_train_data d;
+    CHECK_OK(mk_train_data_load("d.jsonl", jl, strlen(jl), true, t, 4, 0.25, &d));
+    /* prompt a b (0.25), response b, EOS; text a, EOS; then padding (weight 0) to 2 rows of 4 */
+    static const int32_t want_t[8] = {3, 4, 4, 2, 3, 2, 2, 2};
+    static const float want_w[8] = {0.25f, 0.25f, 1, 1, 1, 1, 0, 0};
+    CHECK_EQ_INT(d.n_rows, 2);
+    CHECK_EQ_INT(d.n_tokens, 6);
+    CHECK_EQ_INT(d.n_docs, 2);
+    if (d.n_rows == 2) {
+        CHECK(memcmp(d.tok, want_t, sizeof want_t) == 0);
+        CHECK(memcmp(d.w, want_w, sizeof want_w) == 0);
+    }
+    /* each epoch a permutation of the rows, the same for the same seed */
+    size_t seen = 0, r, r2;
+    for (uint64_t k = 0; k < 2; k++) {
+        CHECK_OK(mk_train_data_row(&d, 9, 2 + k, &r));
+        seen |= (size_t)1 << r;
+    }
+    CHECK_EQ_INT(seen, 3);
+    CHECK_OK(mk_train_data_row(&d, 9, 0, &r));
+    CHECK_OK(mk_train_data_row(&d, 9, 0, &r2));
+    CHECK_EQ_INT(r, r2);
+    mk_train_data_free(&d);
+    const char *bad = "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"prompt\": 3, \"response\": \"b\"}\n";
+    CHECK_ERR(mk_train_data_load("d.jsonl", bad, strlen(bad), true, t, 4, 0, &d), MK_ERR_FORMAT, "d.jsonl:3: the object has no");
+    CHECK_ERR(mk_train_data_load("d.jsonl", "\n{\"text\":\n", 10, true, t, 4, 0, &d), MK_ERR_FORMAT, "d.jsonl:2: not a JSON");
+    CHECK_ERR(mk_train_data_load("e.txt", " \n\t", 3, false, t, 4, 0, &d), MK_ERR_FORMAT, "e.txt: no training text");
+    CHECK_OK(mk_train_data_load("p.txt", "a b a b a", 9, false, t, 2, 0, &d));
+    CHECK_EQ_INT(d.n_rows, 3); /* 5 words and EOS */
+    mk_train_data_free(&d);
+    mk_tokenizer_free(t);
 }
