@@ -134,9 +134,7 @@ void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const
 /* Query rows per block of the BLAS attention: the scores of a block are ATT_BLOCK x T floats. */
 #define ATT_BLOCK 256
 
-/* Scores of query rows [i0, i1) against keys [0, i1) are in s (row stride ld): scale,
- * soft-cap, mask (causal and window), softmax in place; entries outside become 0. */
-static void softmax_rows(float *s, size_t ld, size_t i0, size_t i1, float scale, float softcap, long window)
+void mk_nn_softmax_rows(float *s, size_t ld, size_t i0, size_t i1, float scale, float softcap, long window)
 {
     for (size_t i = i0; i < i1; i++) {
         float *p = s + (i - i0) * ld;
@@ -176,7 +174,7 @@ void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, s
         /* S [nb, i1] = Q[i0:i1, h] K[0:i1, kvh]^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1, (int)hd, 1.0f, q + i0 * qs + h * hd, (int)qs,
                     k + kvh * hd, (int)ks, 0.0f, sc, (int)i1);
-        softmax_rows(sc, i1, i0, i1, scale, softcap, window);
+        mk_nn_softmax_rows(sc, i1, i0, i1, scale, softcap, window);
         /* O[i0:i1, h] = P [nb, i1] V[0:i1, kvh] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)hd, (int)i1, 1.0f, sc, (int)i1, v + kvh * hd,
                     (int)ks, 0.0f, out + i0 * qs + h * hd, (int)qs);
@@ -197,7 +195,7 @@ void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t 
                 for (size_t e = 0; e < hd; e++) d += (double)qi[e] * (double)k[j * ks + kvh * hd + e];
                 p[j] = (float)d;
             }
-            softmax_rows(p, T, i, i + 1, scale, softcap, window);
+            mk_nn_softmax_rows(p, T, i, i + 1, scale, softcap, window);
             for (size_t e = 0; e < hd; e++) {
                 double o = 0;
                 for (size_t j = 0; j <= i; j++) o += (double)p[j] * (double)v[j * ks + kvh * hd + e];

@@ -50,6 +50,9 @@ void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const
 void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                      float scale, float softcap, long window, float *out, float *scratch);
 size_t mk_nn_attention_scratch(size_t T);
+/* Scores of query rows [i0, i1) against keys [0, i1) are in s (row stride ld): scale,
+ * soft-cap, mask (causal and window), softmax in place; entries outside become 0. */
+void mk_nn_softmax_rows(float *s, size_t ld, size_t i0, size_t i1, float scale, float softcap, long window);
 /* The same, one query and key at a time with double sums (the reference); scratch: T floats. */
 void mk_nn_attention_ref(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                          float scale, float softcap, long window, float *out, float *scratch);

@@ -142,26 +142,6 @@ void mk_nn_rope_bwd(float *dx, size_t T, size_t n_heads, size_t head_dim, const 
     }
 }
 
-/* Scale, mask and softmax scores row i (keys [0, T) in p) in place. */
-static void softmax_row(float *p, size_t T, size_t i, float scale, long window)
-{
-    size_t j0 = window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
-    float mx = -INFINITY;
-    for (size_t j = j0; j <= i; j++) {
-        p[j] *= scale;
-        if (p[j] > mx) mx = p[j];
-    }
-    double sum = 0;
-    for (size_t j = j0; j <= i; j++) {
-        p[j] = expf(p[j] - mx);
-        sum += p[j];
-    }
-    float inv = (float)(1.0 / sum);
-    for (size_t j = 0; j < j0; j++) p[j] = 0;
-    for (size_t j = j0; j <= i; j++) p[j] *= inv;
-    for (size_t j = i + 1; j < T; j++) p[j] = 0;
-}
-
 void mk_nn_attention_train(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                            float scale, long window, float *out, float *p)
 {
@@ -172,7 +152,7 @@ void mk_nn_attention_train(const float *q, const float *k, const float *v, size_
         float *ph = p + h * T * T;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, q + h * hd, (int)qs, k + kvh * hd,
                     (int)ks, 0.0f, ph, (int)T);
-        for (size_t i = 0; i < T; i++) softmax_row(ph + i * T, T, i, scale, window);
+        mk_nn_softmax_rows(ph, T, 0, T, scale, 0, window);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ph, (int)T, v + kvh * hd, (int)ks,
                     0.0f, out + h * hd, (int)qs);
     }
@@ -228,7 +208,7 @@ void mk_nn_attention_bwd_ref(const float *q, const float *k, const float *v, con
                 for (size_t e = 0; j <= i && e < hd; e++) s += (double)q[i * qs + h * hd + e] * k[j * ks + kvh * hd + e];
                 p[j] = (float)s;
             }
-            softmax_row(p, T, i, scale, window);
+            mk_nn_softmax_rows(p, T, i, i + 1, scale, 0, window);
             double dot = 0;
             for (size_t j = 0; j < T; j++) {
                 double s = 0;

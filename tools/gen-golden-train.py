@@ -21,6 +21,7 @@ commands, the XXH3-128 of each model's weights, the hyperparameters and the tool
 tests/unit/test_train.c makes the same models and compares.
 """
 import importlib.metadata as md
+import importlib.util
 import json
 import math
 import os
@@ -31,7 +32,6 @@ import tempfile
 
 import numpy as np
 import torch
-import xxhash
 from safetensors.numpy import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,12 +57,15 @@ CASES = {
 }
 
 
-def xxh128(path):
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
+def _forward_tool():
+    """tools/gen-golden-forward.py as a module, for its xxh128."""
+    spec = importlib.util.spec_from_file_location("gen_golden_forward", os.path.join(ROOT, "tools", "gen-golden-forward.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+xxh128 = _forward_tool().xxh128
 
 
 def make_model(work, name, arch, kv, extra, edits):
