@@ -75,3 +75,24 @@ t_fail "an architecture without a backward pass" 1 "no backward pass for gemma" 
     --seq 16
 t_fail "an unknown schedule" 2 "--schedule: 'step'" "$MK" finetune base/ train.txt bad7/ --schedule step
 t_absent "nothing written by the failures" bad1 bad2 bad3 bad4 bad5 bad6 bad7 bad1.tmp bad1.checkpoint bad6.checkpoint
+
+# the printed memory against the measured peak RSS (within 10 %): a run where the weights and
+# AdamW dominate, and one where the activations do, with and without --checkpointing
+if [ -x /usr/bin/time ]; then
+    "$MK" synth w18/ --hidden 512 --layers 6 --heads 8 --kv-heads 4 --vocab 1000 --dtype float32 --max-position 1024 -q
+    "$MK" synth a4/ --hidden 64 --layers 4 --heads 4 --kv-heads 2 --intermediate 128 --vocab 1000 --dtype float32 \
+        --max-position 1024 -q
+    awk 'BEGIN { for (i = 0; i < 6000; i++) printf "tok%d ", 3 + (i * 7) % 900; print "" }' >mem.txt
+    for c in "w18/ --seq 64 --batch 2" "a4/ --seq 512 --batch 8" "a4/ --seq 512 --batch 16 --checkpointing"; do
+        /usr/bin/time -v "$MK" finetune $c mem.txt mem-out/ --steps 1 --force >/dev/null 2>mem.err
+        est=$(sed -n 's/.* = \([0-9.]*\) MB; machine.*/\1/p' mem.err)
+        rss=$(awk '/Maximum resident set size/ {printf "%.2f", $6 * 1.024 / 1000}' mem.err)
+        if [ -n "$est" ] && [ -n "$rss" ] && awk "BEGIN { d = ($est - $rss) / $rss; exit !(d < 0.1 && d > -0.1) }"; then
+            ok "memory estimate $est MB within 10 % of the peak RSS $rss MB ($c)"
+        else
+            notok "memory estimate ($c)" "estimate '$est' MB, peak RSS '$rss' MB"
+        fi
+    done
+else
+    echo "skip - memory estimate against peak RSS: /usr/bin/time is absent"
+fi
