@@ -8,6 +8,7 @@
 
 #include "../eval/eval.h"
 #include "../formats/output.h"
+#include "../formats/peft.h"
 #include "../nn/nn.h"
 #include "../nn/tokenizer.h"
 #include "../train/train.h"
@@ -23,7 +24,11 @@ typedef struct ft {
     mk_common c;
     long steps, warmup, batch, accum, seq, seed, save_every, eval_every, eval_ctx, stop_after;
     double epochs, lr, clip, wd, plw;
-    const char *sched, *eval_text, *out_dtype;
+    const char *sched, *eval_text, *out_dtype, *lora_targets;
+    long lora_r;
+    double lora_alpha;
+    bool rslora;
+    unsigned targets;
     bool ckpt, resume, force;
     uint64_t max_mem;
     /* the run */
@@ -171,6 +176,88 @@ static mk_status write_model(ft *f, mk_source *in, const char *out, const mk_tra
     return s;
 }
 
+/* OUT as a PEFT adapter folder: lora_A and lora_B (f32; B times the scale, so that the
+ * config's lora_alpha = r gives scale 1), adapter_config.json, the log and the chart. */
+static mk_status write_adapter(ft *f, const char *base, const char *out, const mk_train_result *r)
+{
+    size_t n = mk_nn_train_n_params(f->t);
+    float sc = mk_nn_train_lora_scale(f->t);
+    const float *w = mk_nn_train_weights(f->t);
+    mk_tensor_info *ti = mk_calloc(n ? n : 1, sizeof *ti);
+    mk_peft_out_module *om = mk_calloc(n ? n : 1, sizeof *om);
+    char **mods = mk_calloc(n ? n : 1, sizeof *mods);
+    float *tmp = NULL;
+    mk_status s = ti && om && mods ? MK_OK : MK_ERR_NOMEM;
+    size_t nm = 0;
+    uint64_t maxn = 0;
+    for (size_t i = 0; i < n && s == MK_OK; i++) {
+        const mk_nn_param *p = mk_nn_train_param(f->t, i);
+        bool is_b = strstr(p->name, ".lora_B.") != NULL;
+        uint64_t rr = (uint64_t)f->lora_r;
+        ti[i] = (mk_tensor_info){(char *)p->name, MK_F32, 2, {is_b ? (int64_t)(p->numel / rr) : (int64_t)rr,
+                                                                is_b ? (int64_t)rr : (int64_t)(p->numel / rr)},
+                                 p->numel, p->numel * 4, 0, 0};
+        maxn = p->numel > maxn ? p->numel : maxn;
+        if (!is_b) { /* the module: between the prefix and ".lora_A.weight" */
+            size_t pl = strlen(MK_PEFT_PREFIX), len = strlen(p->name) - pl - strlen(".lora_A.weight");
+            mods[nm] = mk_asprintf("%.*s", (int)len, p->name + pl);
+            if (!mods[nm]) s = MK_ERR_NOMEM;
+            else om[nm] = (mk_peft_out_module){mods[nm], f->lora_r}, nm++;
+        }
+    }
+    char *cfg = s == MK_OK ? mk_peft_config_text(base, f->lora_r, om, nm, NULL, 0, false, false, false) : NULL;
+    if (s == MK_OK && !cfg) s = MK_ERR_NOMEM;
+    if (s == MK_OK && !(tmp = mk_malloc(maxn * sizeof *tmp))) s = MK_ERR_NOMEM;
+    mk_output o = {0};
+    mk_consumer cons = {0};
+    mk_output_opts oo = {.stem = "adapter_model", .force = f->force};
+    if (s == MK_OK) s = mk_output_begin(&o, out, &oo, ti, n);
+    if (s == MK_OK) s = mk_consumer_plain(&cons, o.k, ti, n, false);
+    for (size_t i = 0; i < n && s == MK_OK; i++) {
+        const mk_nn_param *p = mk_nn_train_param(f->t, i);
+        bool is_b = strstr(p->name, ".lora_B.") != NULL;
+        for (uint64_t e = 0; e < p->numel; e++) tmp[e] = is_b ? w[p->off + e] * sc : w[p->off + e];
+        s = cons.ops->begin(&cons, i, &ti[i]);
+        if (s == MK_OK) s = cons.ops->rows(&cons, i, 0, tmp, p->numel);
+        if (s == MK_OK) s = cons.ops->end(&cons, i);
+    }
+    if (s == MK_OK) s = mk_output_file(&o, MK_PEFT_CONFIG, cfg, strlen(cfg));
+    if (s == MK_OK) s = write_log(&o, r);
+    if (s == MK_OK) s = write_svg(&o, r);
+    if (s == MK_OK) s = mk_output_seal(&o);
+    if (s == MK_OK) s = mk_output_commit(&o);
+    if (cons.ops) cons.ops->close(&cons);
+    mk_output_close(&o);
+    for (size_t i = 0; i < nm; i++) free(mods[i]);
+    free(mods), free(om), free(ti), free(tmp), free(cfg);
+    return s;
+}
+
+/* --lora-targets: module names (q_proj ... down_proj, or all-linear) to role bits. */
+static mk_status parse_targets(const char *list, unsigned *out)
+{
+    static const struct {
+        const char *name;
+        mk_role role;
+    } names[] = {{"q_proj", MK_ROLE_Q},       {"k_proj", MK_ROLE_K}, {"v_proj", MK_ROLE_V},      {"o_proj", MK_ROLE_O},
+                 {"gate_proj", MK_ROLE_GATE}, {"up_proj", MK_ROLE_UP}, {"down_proj", MK_ROLE_DOWN}};
+    *out = 0;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        bool found = n == 10 && strncmp(p, "all-linear", n) == 0;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (found && n == 10) *out |= 1u << names[i].role;
+            else if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0) *out |= 1u << names[i].role, found = true;
+        }
+        if (!found)
+            return mk_error(MK_ERR_USAGE, "--lora-targets: '%.*s' is not q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                                          "down_proj or all-linear", (int)n, p);
+        p += n;
+        if (*p == ',') p++;
+    }
+    return *out ? MK_OK : mk_error(MK_ERR_USAGE, "--lora-targets: empty");
+}
+
 /* ---- the command -------------------------------------------------------------------------- */
 
 static mk_status check_opts(ft *f, mk_sched *sched)
@@ -191,6 +278,11 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     if (f->stop_after < 0) return mk_error(MK_ERR_USAGE, "--stop-after %ld: 1 or more", f->stop_after);
     if (f->save_every < 0 || f->eval_every < 0) return mk_error(MK_ERR_USAGE, "--save-every / --eval-every: 0 or more");
     if (f->eval_every && !f->eval_text) return mk_error(MK_ERR_USAGE, "--eval-every needs --eval-text FILE");
+    if (f->lora_r < 0 || f->lora_r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", f->lora_r);
+    if (f->lora_r) MK_TRY(parse_targets(f->lora_targets, &f->targets));
+    if (f->lora_r && f->eval_text) return mk_error(MK_ERR_UNSUPPORTED, "--eval-text with --lora: not yet (evaluate OUT after `lora apply`)");
+    if (f->lora_alpha == 0) f->lora_alpha = (double)f->lora_r;
+    if (f->lora_r && !(f->lora_alpha > 0 && f->lora_alpha < 1e6)) return mk_error(MK_ERR_USAGE, "--lora-alpha %g: above 0", f->lora_alpha);
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -206,18 +298,29 @@ static uint64_t machine_memory(void)
 /* Print what the run needs; refuse it over --max-memory or the machine's memory. */
 static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
 {
-    uint64_t P = 0;
+    uint64_t P = 0, PL = 0, cols = 0;
     for (size_t i = 0; i < src->n_tensors; i++) P += src->tensors[i].numel;
-    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt);
-    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt);
-    uint64_t data = (uint64_t)d->n_rows * d->seq * 8;
-    uint64_t total = 4 * P + 4 * P + 8 * P + act + data;
-    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32];
+    if (f->lora_r) { /* the adapters: r (in + out) per adapted projection of each layer */
+        const mk_model_config *c = f->cfg;
+        uint64_t H = (uint64_t)c->hidden, q = (uint64_t)(c->heads * c->head_dim), kv = (uint64_t)(c->kv_heads * c->head_dim);
+        uint64_t F = (uint64_t)c->intermediate, io[][3] = {{MK_ROLE_Q, H, q},     {MK_ROLE_K, H, kv},    {MK_ROLE_V, H, kv},
+                                                            {MK_ROLE_O, q, H},     {MK_ROLE_GATE, H, F}, {MK_ROLE_UP, H, F},
+                                                            {MK_ROLE_DOWN, F, H}};
+        for (size_t i = 0; i < 7; i++)
+            if (f->targets & (1u << io[i][0])) PL += (uint64_t)f->lora_r * (io[i][1] + io[i][2]), cols += (uint64_t)f->lora_r;
+        PL *= (uint64_t)c->layers;
+    }
+    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt, cols);
+    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt, cols);
+    uint64_t data = (uint64_t)d->n_rows * d->seq * 8, G = f->lora_r ? PL : P;
+    uint64_t total = 4 * P + 4 * PL + 4 * G + 8 * G + act + data;
+    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32], l[32];
     uint64_t mem = machine_memory();
     if (!f->c.quiet)
-        fprintf(stderr, "finetune: memory: weights %s (f32) + gradients %s + AdamW moments %s + activations %s (%s %s) + data "
-                        "%s = %s; machine %s\n",
-                mk_fmt_bytes(4 * P, a), mk_fmt_bytes(4 * P, b), mk_fmt_bytes(8 * P, c), mk_fmt_bytes(act, e),
+        fprintf(stderr, "finetune: memory: weights %s (f32)%s%s + gradients %s + AdamW moments %s + activations %s (%s %s) + "
+                        "data %s = %s; machine %s\n",
+                mk_fmt_bytes(4 * P, a), f->lora_r ? " + LoRA adapters " : "", f->lora_r ? mk_fmt_bytes(4 * PL, l) : "",
+                mk_fmt_bytes(4 * G, b), mk_fmt_bytes(8 * G, c), mk_fmt_bytes(act, e),
                 f->ckpt ? "without --checkpointing" : "with --checkpointing", mk_fmt_bytes(act_other, g), mk_fmt_bytes(data, h),
                 mk_fmt_bytes(total, m), mk_fmt_bytes(mem, k));
     if (f->max_mem && total > f->max_mem)
@@ -323,6 +426,8 @@ static mk_status run(ft *f, char **pos)
     mk_status s = prepare(f, pos, &j);
     if (s == MK_OK) s = memory_check(f, j.src, &j.d);
     if (s == MK_OK) s = mk_nn_train_open(j.src, &j.cfg, &f->t);
+    mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
+    if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
     if (s == MK_OK && !f->c.quiet)
         fprintf(stderr, "finetune: %s on %s: %zu documents, %llu tokens in %zu rows of %ld; %ld steps of %ld x %ld rows, %s "
                         "schedule, lr %g, warmup %ld\n",
@@ -341,7 +446,7 @@ static mk_status run(ft *f, char **pos)
             fprintf(stderr, "finetune: stopped after step %ld of %ld; %s holds the run, --resume continues it\n", j.r.n_log,
                     j.steps, j.ckpt);
     } else if (s == MK_OK) {
-        s = write_model(f, j.src, pos[2], &j.r);
+        s = f->lora_r ? write_adapter(f, pos[0], pos[2], &j.r) : write_model(f, j.src, pos[2], &j.r);
         if (s == MK_OK) {
             unlink(j.ckpt); /* the run is complete: its checkpoint has served */
             report(f, pos[2], &j.r);
@@ -353,7 +458,8 @@ static mk_status run(ft *f, char **pos)
 
 int mk_cmd_finetune(int argc, char **argv)
 {
-    ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input"};
+    ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input",
+            .lora_targets = "all-linear"};
     const mk_opt opts[] = {
         {"steps", 0, MK_OPT_INT, &f.steps, "N", "optimizer steps", "one epoch"},
         {"epochs", 0, MK_OPT_DOUBLE, &f.epochs, "E", "passes over the data (instead of --steps)", "1"},
@@ -383,6 +489,11 @@ int mk_cmd_finetune(int argc, char **argv)
         {"max-memory", 0, MK_OPT_SIZE, &f.max_mem, "SIZE", "refuse to start when the run needs more", "the machine's memory"},
         {"out-dtype", 0, MK_OPT_STR, &f.out_dtype, "DTYPE", "dtype of the weights in OUT: input, float32, bfloat16, float16",
          "input"},
+        {"lora", 0, MK_OPT_INT, &f.lora_r, "R", "train only a LoRA adapter of rank R; OUT is a PEFT adapter folder", NULL},
+        {"lora-alpha", 0, MK_OPT_DOUBLE, &f.lora_alpha, "A", "LoRA scale alpha / R", "R"},
+        {"lora-targets", 0, MK_OPT_STR, &f.lora_targets, "LIST",
+         "projections to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear", "all-linear"},
+        {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),

@@ -5,6 +5,7 @@
 #include "nn_int.h"
 #include "ops_bwd.h"
 
+#include "../core/mk_rng.h"
 #include "../core/mk_thread.h"
 
 #include <cblas.h>
@@ -38,16 +39,27 @@ struct mk_nn_train {
     float *emb, *fnorm, *head, *demb, *dfnorm, *dhead;
     float *arena;          /* a pass's buffers, kept between passes (no page faults per step) */
     size_t arena_cap;      /* floats */
+    /* LoRA (mk_nn_train_lora): adapters A [r, in], B [out, r] on the target roles; the base
+     * is frozen (no gradient buffer), the trained tensors are the adapters */
+    size_t lr, n_targets;
+    float ls;
+    lw *la, *lb, *dla, *dlb; /* [L] */
+    mk_nn_param *lp;
+    size_t nlp;
+    uint64_t lnumel;
+    float *lwt, *lgr;
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
 typedef struct acts {
     float *h1, *qpre, *kpre, *q, *k, *v, *p, *att, *xmid, *h2, *g, *u, *a;
+    float *xa[MK_ROLE_COUNT]; /* LoRA: x A^T of each adapted projection */
 } acts;
 
 /* Backward scratch. */
 typedef struct grads {
     float *dh, *dq, *dqp, *dk, *dkp, *dv, *datt, *da, *dg, *du, *rstd, *logit, *att;
+    float *lys, *lxa; /* LoRA: the scaled output gradient [N, out], and x A^T's [N, r] */
     double *nll;
 } grads;
 
@@ -112,7 +124,7 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
     for (size_t i = 0; i < src->n_tensors; i++) {
         if (slot_of[i] < 0) continue;
         const mk_tensor_info *ti = &src->tensors[i];
-        t->p[t->np] = (mk_nn_param){i, t->numel, ti->numel, ti->ndim == 2};
+        t->p[t->np] = (mk_nn_param){i, t->numel, ti->numel, ti->ndim == 2, ti->name};
         slot_of[i] = (long)t->np++;
         t->numel += ti->numel;
     }
@@ -147,14 +159,21 @@ void mk_nn_train_close(mk_nn_train *t)
     if (!t) return;
     mk_nn_close(t->m);
     free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena);
+    for (size_t i = 0; i < t->nlp; i++) free((char *)t->lp[i].name);
+    free(t->la), free(t->lb), free(t->dla), free(t->dlb), free(t->lp), free(t->lwt), free(t->lgr);
     free(t);
 }
 
-size_t mk_nn_train_n_params(const mk_nn_train *t) { return t->np; }
-const mk_nn_param *mk_nn_train_param(const mk_nn_train *t, size_t i) { return &t->p[i]; }
-uint64_t mk_nn_train_numel(const mk_nn_train *t) { return t->numel; }
-float *mk_nn_train_weights(mk_nn_train *t) { return t->wt; }
-float *mk_nn_train_grads(mk_nn_train *t) { return t->gr; }
+size_t mk_nn_train_n_params(const mk_nn_train *t) { return t->lr ? t->nlp : t->np; }
+const mk_nn_param *mk_nn_train_param(const mk_nn_train *t, size_t i) { return t->lr ? &t->lp[i] : &t->p[i]; }
+uint64_t mk_nn_train_numel(const mk_nn_train *t) { return t->lr ? t->lnumel : t->numel; }
+float *mk_nn_train_weights(mk_nn_train *t) { return t->lr ? t->lwt : t->wt; }
+float *mk_nn_train_grads(mk_nn_train *t) { return t->lr ? t->lgr : t->gr; }
+const float *mk_nn_train_frozen(const mk_nn_train *t, uint64_t *n)
+{
+    *n = t->lr ? t->numel : 0;
+    return t->lr ? t->wt : NULL;
+}
 size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
 
 /* Floats of one layer's saved activations. */
@@ -168,11 +187,12 @@ static uint64_t grads_floats(uint64_t H, uint64_t q, uint64_t kv, uint64_t F, ui
     return N * (H + 3 * q + 3 * kv + 3 * F + nh) + (uint64_t)HEAD_ROWS * V + 2 * HEAD_ROWS;
 }
 
-uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing)
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols)
 {
     uint64_t H = (uint64_t)c->hidden, nh = (uint64_t)c->heads, q = nh * (uint64_t)c->head_dim;
     uint64_t kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, F = (uint64_t)c->intermediate, L = (uint64_t)c->layers;
-    uint64_t N = (uint64_t)nseq * T, f = acts_floats(H, q, kv, F, nh, N, nseq, T) * (checkpointing ? 1 : L);
+    uint64_t N = (uint64_t)nseq * T, f = (acts_floats(H, q, kv, F, nh, N, nseq, T) + N * lora_cols) * (checkpointing ? 1 : L);
+    if (lora_cols) f += N * (F > H ? F : H) + N * lora_cols; /* the LoRA scratch */
     f += (L + 3) * N * H + grads_floats(H, q, kv, F, nh, (uint64_t)c->vocab, N);
     f += (uint64_t)mk_threads_get() * T * T; /* attention's backward, per work item */
     return 4 * f;
@@ -186,6 +206,9 @@ static void acts_at(const mk_nn_train *t, size_t N, size_t nseq, size_t T, float
     TAKE(h1, N * t->H), TAKE(qpre, N * t->q), TAKE(kpre, N * t->kv), TAKE(q, N * t->q), TAKE(k, N * t->kv);
     TAKE(v, N * t->kv), TAKE(p, nseq * t->nh * T * T), TAKE(att, N * t->q), TAKE(xmid, N * t->H), TAKE(h2, N * t->H);
     TAKE(g, N * t->F), TAKE(u, N * t->F), TAKE(a, N * t->F);
+    for (int r = 0; r < MK_ROLE_COUNT; r++) a->xa[r] = NULL;
+    for (int r = 0; t->lr && r < MK_ROLE_COUNT; r++)
+        if (t->la[0].w[r][0]) TAKE(xa[r], N * t->lr);
 #undef TAKE
     *base = b;
 }
@@ -203,15 +226,45 @@ static void lin(const float *x, size_t T, size_t in, const float *w, const float
     }
 }
 
+/* y = x W^T (+ b), plus s (x A^T) B^T when role r of layer l has a LoRA adapter (as PEFT's
+ * LoraLayer: base(x) + lora_B(lora_A(x)) * scaling); x A^T kept in xa, tmp [N, out]. */
+static void proj(const mk_nn_train *t, size_t l, mk_role r, const float *x, size_t N, size_t in, size_t out, float *y,
+                 float *xa, float *tmp)
+{
+    lin(x, N, in, t->lw[l].w[r][0], t->lw[l].w[r][1], out, y);
+    const float *A = t->lr ? t->la[l].w[r][0] : NULL;
+    if (!A) return;
+    lin(x, N, in, A, NULL, t->lr, xa);
+    lin(xa, N, t->lr, t->lb[l].w[r][0], NULL, out, tmp);
+    float s = t->ls;
+    MK_OMP("omp parallel for schedule(static) if (N * out > 65536)")
+    for (size_t i = 0; i < N * out; i++) y[i] += tmp[i] * s;
+}
+
+/* The backward of proj: dx += ..., the base's dW and db (when it trains), the adapter's. */
+static void proj_bwd(mk_nn_train *t, size_t l, mk_role r, const float *x, size_t N, size_t in, size_t out, const float *dy,
+                     float *dx, const float *xa, grads *g)
+{
+    mk_nn_linear_bwd(x, N, in, t->lw[l].w[r][0], out, dy, dx, t->lg[l].w[r][0], t->lg[l].w[r][1]);
+    const float *A = t->lr ? t->la[l].w[r][0] : NULL;
+    if (!A) return;
+    float s = t->ls;
+    MK_OMP("omp parallel for schedule(static) if (N * out > 65536)")
+    for (size_t i = 0; i < N * out; i++) g->lys[i] = dy[i] * s;
+    memset(g->lxa, 0, N * t->lr * sizeof(float));
+    mk_nn_linear_bwd(xa, N, t->lr, t->lb[l].w[r][0], out, g->lys, g->lxa, t->dlb[l].w[r][0], NULL);
+    mk_nn_linear_bwd(x, N, in, A, t->lr, g->lxa, dx, t->dla[l].w[r][0], NULL);
+}
+
 static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
-                          acts *a, float *xout)
+                          acts *a, float *tmp, float *xout)
 {
     const lw *w = &t->lw[l];
     size_t N = nseq * T, H = t->H;
     mk_nn_rmsnorm(a->h1, xin, w->w[MK_ROLE_ATTN_NORM][0], N, H, t->eps, false);
-    lin(a->h1, N, H, w->w[MK_ROLE_Q][0], w->w[MK_ROLE_Q][1], t->q, a->qpre);
-    lin(a->h1, N, H, w->w[MK_ROLE_K][0], w->w[MK_ROLE_K][1], t->kv, a->kpre);
-    lin(a->h1, N, H, w->w[MK_ROLE_V][0], w->w[MK_ROLE_V][1], t->kv, a->v);
+    proj(t, l, MK_ROLE_Q, a->h1, N, H, t->q, a->qpre, a->xa[MK_ROLE_Q], tmp);
+    proj(t, l, MK_ROLE_K, a->h1, N, H, t->kv, a->kpre, a->xa[MK_ROLE_K], tmp);
+    proj(t, l, MK_ROLE_V, a->h1, N, H, t->kv, a->v, a->xa[MK_ROLE_V], tmp);
     if (w->w[MK_ROLE_Q_NORM][0]) mk_nn_rmsnorm(a->q, a->qpre, w->w[MK_ROLE_Q_NORM][0], N * t->nh, t->hd, t->eps, false);
     else memcpy(a->q, a->qpre, N * t->q * sizeof(float));
     if (w->w[MK_ROLE_K_NORM][0]) mk_nn_rmsnorm(a->k, a->kpre, w->w[MK_ROLE_K_NORM][0], N * t->nkv, t->hd, t->eps, false);
@@ -224,13 +277,13 @@ static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size
         mk_nn_attention_train(a->q + s * T * t->q, a->k + s * T * t->kv, a->v + s * T * t->kv, T, t->nh, t->nkv, t->hd, t->scale,
                               window, a->att + s * T * t->q, a->p + s * t->nh * T * T);
     }
-    lin(a->att, N, t->q, w->w[MK_ROLE_O][0], w->w[MK_ROLE_O][1], H, a->xmid);
+    proj(t, l, MK_ROLE_O, a->att, N, t->q, H, a->xmid, a->xa[MK_ROLE_O], tmp);
     mk_nn_add(a->xmid, xin, N * H);
     mk_nn_rmsnorm(a->h2, a->xmid, w->w[MK_ROLE_MLP_NORM][0], N, H, t->eps, false);
-    lin(a->h2, N, H, w->w[MK_ROLE_GATE][0], w->w[MK_ROLE_GATE][1], t->F, a->g);
-    lin(a->h2, N, H, w->w[MK_ROLE_UP][0], w->w[MK_ROLE_UP][1], t->F, a->u);
+    proj(t, l, MK_ROLE_GATE, a->h2, N, H, t->F, a->g, a->xa[MK_ROLE_GATE], tmp);
+    proj(t, l, MK_ROLE_UP, a->h2, N, H, t->F, a->u, a->xa[MK_ROLE_UP], tmp);
     mk_nn_act_gated(MK_ACT_SILU, a->g, a->u, a->a, N * t->F);
-    lin(a->a, N, t->F, w->w[MK_ROLE_DOWN][0], w->w[MK_ROLE_DOWN][1], H, xout);
+    proj(t, l, MK_ROLE_DOWN, a->a, N, t->F, H, xout, a->xa[MK_ROLE_DOWN], tmp);
     mk_nn_add(xout, a->xmid, N * H);
 }
 
@@ -242,15 +295,15 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
     lw *d = &t->lg[l];
     size_t N = nseq * T, H = t->H, F = t->F;
     memset(g->da, 0, N * F * sizeof(float));
-    mk_nn_linear_bwd(a->a, N, F, w->w[MK_ROLE_DOWN][0], H, dx, g->da, d->w[MK_ROLE_DOWN][0], d->w[MK_ROLE_DOWN][1]);
+    proj_bwd(t, l, MK_ROLE_DOWN, a->a, N, F, H, dx, g->da, a->xa[MK_ROLE_DOWN], g);
     mk_nn_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
     memset(g->dh, 0, N * H * sizeof(float));
-    mk_nn_linear_bwd(a->h2, N, H, w->w[MK_ROLE_GATE][0], F, g->dg, g->dh, d->w[MK_ROLE_GATE][0], d->w[MK_ROLE_GATE][1]);
-    mk_nn_linear_bwd(a->h2, N, H, w->w[MK_ROLE_UP][0], F, g->du, g->dh, d->w[MK_ROLE_UP][0], d->w[MK_ROLE_UP][1]);
+    proj_bwd(t, l, MK_ROLE_GATE, a->h2, N, H, F, g->dg, g->dh, a->xa[MK_ROLE_GATE], g);
+    proj_bwd(t, l, MK_ROLE_UP, a->h2, N, H, F, g->du, g->dh, a->xa[MK_ROLE_UP], g);
     mk_nn_rmsnorm_bwd(a->xmid, w->w[MK_ROLE_MLP_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_MLP_NORM][0], g->rstd);
 
     memset(g->datt, 0, N * t->q * sizeof(float));
-    mk_nn_linear_bwd(a->att, N, t->q, w->w[MK_ROLE_O][0], H, dx, g->datt, d->w[MK_ROLE_O][0], d->w[MK_ROLE_O][1]);
+    proj_bwd(t, l, MK_ROLE_O, a->att, N, t->q, H, dx, g->datt, a->xa[MK_ROLE_O], g);
     memset(g->dk, 0, N * t->kv * sizeof(float));
     memset(g->dv, 0, N * t->kv * sizeof(float));
     for (size_t s = 0; s < nseq; s++) {
@@ -274,9 +327,9 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
         dk = g->dkp;
     }
     memset(g->dh, 0, N * H * sizeof(float));
-    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_Q][0], t->q, dq, g->dh, d->w[MK_ROLE_Q][0], d->w[MK_ROLE_Q][1]);
-    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_K][0], t->kv, dk, g->dh, d->w[MK_ROLE_K][0], d->w[MK_ROLE_K][1]);
-    mk_nn_linear_bwd(a->h1, N, H, w->w[MK_ROLE_V][0], t->kv, g->dv, g->dh, d->w[MK_ROLE_V][0], d->w[MK_ROLE_V][1]);
+    proj_bwd(t, l, MK_ROLE_Q, a->h1, N, H, t->q, dq, g->dh, a->xa[MK_ROLE_Q], g);
+    proj_bwd(t, l, MK_ROLE_K, a->h1, N, H, t->kv, dk, g->dh, a->xa[MK_ROLE_K], g);
+    proj_bwd(t, l, MK_ROLE_V, a->h1, N, H, t->kv, g->dv, g->dh, a->xa[MK_ROLE_V], g);
     mk_nn_rmsnorm_bwd(xin, w->w[MK_ROLE_ATTN_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_ATTN_NORM][0], g->rstd);
 }
 
@@ -313,6 +366,7 @@ static void grads_at(const mk_nn_train *t, size_t N, size_t T, float *b, grads *
     TAKE(dh, N * t->H), TAKE(dq, N * t->q), TAKE(dqp, N * t->q), TAKE(datt, N * t->q), TAKE(dk, N * t->kv), TAKE(dkp, N * t->kv);
     TAKE(dv, N * t->kv), TAKE(da, N * t->F), TAKE(dg, N * t->F), TAKE(du, N * t->F), TAKE(rstd, N * t->nh);
     TAKE(logit, (size_t)HEAD_ROWS * t->V), TAKE(att, mk_nn_attention_bwd_scratch(T));
+    TAKE(lys, t->lr ? N * (t->F > t->H ? t->F : t->H) : 0), TAKE(lxa, N * t->lr);
 #undef TAKE
     g->nll = (double *)(void *)b;
 }
@@ -326,9 +380,10 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
         if (tok[i] < 0 || (size_t)tok[i] >= t->V)
             return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[i], t->V);
     size_t nacts = checkpointing || !backward ? 1 : L;
-    uint64_t af = acts_floats(t->H, t->q, t->kv, t->F, t->nh, N, nseq, T);
+    uint64_t af = acts_floats(t->H, t->q, t->kv, t->F, t->nh, N, nseq, T) + N * t->lr * t->n_targets;
     uint64_t nxs = (L + 3) * N * H, ngr = grads_floats(t->H, t->q, t->kv, t->F, t->nh, t->V, N) +
-                                          mk_nn_attention_bwd_scratch(T) + 2 * HEAD_ROWS;
+                                          mk_nn_attention_bwd_scratch(T) + 2 * HEAD_ROWS +
+                                          (t->lr ? N * (t->F > t->H ? t->F : t->H) + N * t->lr : 0);
     uint64_t need = nxs + af * nacts + ngr;
     if (need > t->arena_cap) {
         free(t->arena);
@@ -347,7 +402,8 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     float *base = ab;
     for (size_t i = 0; i < nacts; i++) acts_at(t, N, nseq, T, &base, &a[i]);
     for (size_t i = 0; i < N; i++) memcpy(xs + i * H, t->emb + (size_t)tok[i] * H, H * sizeof(float));
-    for (size_t l = 0; l < L; l++) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], xs + (l + 1) * N * H);
+    for (size_t l = 0; l < L; l++)
+        layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], g.lys, xs + (l + 1) * N * H);
     mk_nn_rmsnorm(hf, xs + L * N * H, t->fnorm, N, H, t->eps, false);
     float *dh = g.dh;
     if (backward) memset(dh, 0, N * H * sizeof(float));
@@ -357,14 +413,90 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     mk_nn_rmsnorm_bwd(xs + L * N * H, t->fnorm, dh, N, H, t->eps, dx, t->dfnorm, g.rstd);
     for (size_t l = L; l-- > 0 && s == MK_OK;) {
         acts *al = &a[nacts > 1 ? l : 0];
-        if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, hf); /* hf is free now */
+        if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, g.lys, hf); /* hf is free now */
         layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
     }
-    if (s == MK_OK) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
+    if (s == MK_OK && t->demb) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
 done:
     mk_nn_rope_free(&rope);
     free(a);
     return s;
+}
+
+/* ---- LoRA ------------------------------------------------------------------------------------ */
+
+static const mk_role lora_roles[] = {MK_ROLE_Q, MK_ROLE_K, MK_ROLE_V, MK_ROLE_O, MK_ROLE_GATE, MK_ROLE_UP, MK_ROLE_DOWN};
+
+/* in and out of a projection role. */
+static void role_dims(const mk_nn_train *t, mk_role r, size_t *in, size_t *out)
+{
+    switch (r) {
+    case MK_ROLE_Q: *in = t->H, *out = t->q; break;
+    case MK_ROLE_K:
+    case MK_ROLE_V: *in = t->H, *out = t->kv; break;
+    case MK_ROLE_O: *in = t->q, *out = t->H; break;
+    case MK_ROLE_DOWN: *in = t->F, *out = t->H; break;
+    default: *in = t->H, *out = t->F; break;
+    }
+}
+
+float mk_nn_train_lora_scale(const mk_nn_train *t) { return t->lr ? t->ls : 0.0f; }
+
+mk_status mk_nn_train_lora(mk_nn_train *t, const mk_nn_lora *o)
+{
+    if (t->lr) return mk_error(MK_ERR_USAGE, "LoRA is already set up");
+    if (o->r < 1 || o->r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", o->r);
+    size_t n = 0;
+    for (size_t k = 0; k < sizeof lora_roles / sizeof lora_roles[0]; k++)
+        if (o->targets & (1u << lora_roles[k])) n++;
+    if (!n) return mk_error(MK_ERR_USAGE, "--lora-targets: no projection to adapt");
+    t->la = mk_calloc(t->L ? t->L : 1, sizeof *t->la), t->lb = mk_calloc(t->L ? t->L : 1, sizeof *t->lb);
+    t->dla = mk_calloc(t->L ? t->L : 1, sizeof *t->dla), t->dlb = mk_calloc(t->L ? t->L : 1, sizeof *t->dlb);
+    t->lp = mk_calloc(2 * n * (t->L ? t->L : 1), sizeof *t->lp);
+    if (!t->la || !t->lb || !t->dla || !t->dlb || !t->lp) return MK_ERR_NOMEM;
+    size_t r = (size_t)o->r;
+    for (size_t l = 0; l < t->L; l++)
+        for (size_t k = 0; k < sizeof lora_roles / sizeof lora_roles[0]; k++) {
+            mk_role role = lora_roles[k];
+            long ti = t->m->idx[l][role][0];
+            if (!(o->targets & (1u << role)) || ti < 0) continue;
+            const char *name = t->m->src->tensors[ti].name;
+            size_t nl = strlen(name), in, out;
+            if (nl > 7 && strcmp(name + nl - 7, ".weight") == 0) nl -= 7;
+            role_dims(t, role, &in, &out);
+            for (int ab = 0; ab < 2; ab++) {
+                char *pn = mk_asprintf("%s%.*s.lora_%c.weight", "base_model.model.", (int)nl, name, ab ? 'B' : 'A');
+                if (!pn) return MK_ERR_NOMEM;
+                t->lp[t->nlp++] = (mk_nn_param){(size_t)ti, t->lnumel, (uint64_t)(ab ? out * r : r * in), true, pn};
+                t->lnumel += ab ? out * r : r * in;
+            }
+        }
+    t->lwt = mk_calloc(t->lnumel ? t->lnumel : 1, sizeof(float));
+    t->lgr = mk_calloc(t->lnumel ? t->lnumel : 1, sizeof(float));
+    if (!t->lwt || !t->lgr) return MK_ERR_NOMEM;
+    size_t i = 0;
+    for (size_t l = 0; l < t->L; l++)
+        for (size_t k = 0; k < sizeof lora_roles / sizeof lora_roles[0]; k++) {
+            mk_role role = lora_roles[k];
+            if (!(o->targets & (1u << role)) || t->m->idx[l][role][0] < 0) continue;
+            size_t in, out;
+            role_dims(t, role, &in, &out);
+            const mk_nn_param *pa = &t->lp[i++], *pb = &t->lp[i++];
+            t->la[l].w[role][0] = t->lwt + pa->off, t->dla[l].w[role][0] = t->lgr + pa->off;
+            t->lb[l].w[role][0] = t->lwt + pb->off, t->dlb[l].w[role][0] = t->lgr + pb->off;
+            mk_rng key = mk_rng_key(o->seed, pa->name);
+            float bound = (float)(1.0 / sqrt((double)in));
+            for (uint64_t e = 0; e < pa->numel; e++) t->lwt[pa->off + e] = (2.0f * mk_rng_uniform(key, 0, e) - 1.0f) * bound;
+        }
+    /* the base is frozen: no gradient buffer */
+    free(t->gr);
+    t->gr = NULL;
+    memset(t->lg, 0, t->L * sizeof *t->lg);
+    t->demb = t->dfnorm = t->dhead = NULL;
+    t->n_targets = n;
+    t->lr = r;
+    t->ls = (float)(o->rslora ? o->alpha / sqrt((double)o->r) : o->alpha / (double)o->r);
+    return MK_OK;
 }
 
 /* ---- the weights as a source ------------------------------------------------------------- */

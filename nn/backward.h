@@ -24,6 +24,7 @@ typedef struct mk_nn_param {
     size_t src_index;
     uint64_t off, numel;
     bool decay;
+    const char *name;  /* the tensor's name (a LoRA tensor: PEFT's name for it) */
 } mk_nn_param;
 
 /* Whether the model is one this backward pass trains (an error naming what is missing). */
@@ -40,8 +41,27 @@ float *mk_nn_train_grads(mk_nn_train *t);
 size_t mk_nn_train_vocab(const mk_nn_train *t);
 
 /* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch) for a
- * model of config c. */
-uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing);
+ * model of config c; lora_cols: LoRA rank x adapted projections per layer (0: none). */
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols);
+
+/* LoRA: train only adapters on the projections named in `targets` (bits 1 << MK_ROLE_Q,
+ * _K, _V, _O, _GATE, _UP, _DOWN) of every layer, the base frozen. A [r, in] starts uniform in
+ * +-1/sqrt(in) (PEFT's kaiming-uniform bound) from (seed, tensor name), B [out, r] at 0; the
+ * update is scale (x A^T) B^T, scale = alpha / r (alpha / sqrt(r) with rslora). After this the
+ * trained tensors (mk_nn_train_param, _weights, _grads) are the adapters, named as PEFT
+ * saves them (base_model.model.MODULE.lora_A.weight). */
+typedef struct mk_nn_lora {
+    long r;
+    double alpha;
+    bool rslora;
+    unsigned targets;
+    uint64_t seed;
+} mk_nn_lora;
+mk_status mk_nn_train_lora(mk_nn_train *t, const mk_nn_lora *o);
+/* The frozen base weights under LoRA (NULL, *n = 0, in full finetuning). */
+const float *mk_nn_train_frozen(const mk_nn_train *t, uint64_t *n);
+/* The scale of the LoRA update (0 without LoRA). */
+float mk_nn_train_lora_scale(const mk_nn_train *t);
 
 /* Forward and backward over tok[nseq * T] (each row its own sequence, positions 0..T-1):
  * position j predicts token j + 1 of its row, weighted by w[row * T + j + 1] (w of a row's

@@ -98,6 +98,7 @@ void mk_nn_rmsnorm_bwd(const float *x, const float *w, const float *dy, size_t T
         float *o = dx + t * d;
         for (size_t i = 0; i < d; i++) o[i] += w[i] * g[i] * inv - r[i] * c;
     }
+    if (!dw) return;
     MK_OMP("omp parallel for schedule(static) if (T * d > 16384)")
     for (size_t b = 0; b < NBLK(d); b++) {
         size_t i0 = b * BLK, i1 = i0 + BLK < d ? i0 + BLK : d;

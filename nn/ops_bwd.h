@@ -25,7 +25,7 @@ void mk_nn_linear_bwd_ref(const float *x, size_t T, size_t in, const float *w, s
                           float *dw, float *db);
 
 /* For y = w * x / sqrt(mean(x^2) + eps) per row of x [T, d]: dx += ..., dw[d] += ...;
- * rstd: scratch of T floats. */
+ * (dw may be NULL: a frozen norm); rstd: scratch of T floats. */
 void mk_nn_rmsnorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
                        float *rstd);
 void mk_nn_rmsnorm_bwd_ref(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,

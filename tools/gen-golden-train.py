@@ -15,6 +15,9 @@ PROMPT_W, as `finetune --prompt-loss-weight`):
   CASE.losses        F32 [STEPS] the loss of each of STEPS AdamW steps (cosine schedule with
                      warmup, ACCUM micro-batches per step, global-norm clipping, weight decay
                      on matrices only), each before its update
+and for the LoRA cases (PEFT, every projection adapted, A and B random):
+  CASE.init.NAME     F32       the adapter tensors as PEFT saves them (lora_A / lora_B)
+  CASE.loss, CASE.grad.NAME    the loss and the adapters' gradients
 The step batches are "steps.tokens" I32 [STEPS, ACCUM, B, T] and "steps.weights" F32 of the
 same shape; "tokens" / "weights" [B, T] the single batch. MANIFEST.json records the synth
 commands, the XXH3-128 of each model's weights, the hyperparameters and the tool versions.
@@ -46,6 +49,13 @@ HP = {"lr": 3e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.1, "warm
       "clip": 0.5, "accum": ACCUM, "steps": STEPS, "prompt_loss_weight": PROMPT_W, "prompt_tokens": 3}
 BASE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--intermediate", "64", "--vocab", str(VOCAB),
         "--dtype", "float32", "--std", "0.2", "--max-position", "64", "--seed", "21"]
+
+# LoRA cases: name -> (base case, r, alpha, use_rslora); every projection adapted, A and B random
+LORA = {
+    "lora_llama": ("llama", 4, 8.0, False),
+    "lora_qwen2_rslora": ("qwen2", 2, 4.0, True),
+}
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # case -> (arch, kv heads, extra synth args, config edits)
 CASES = {
@@ -140,6 +150,31 @@ def run_case(path, tokens, weights, st, sw):
     return out
 
 
+def run_lora(path, tokens, weights, r, alpha, rslora, rng):
+    """One forward/backward of a PEFT LoRA model with random A and B: the loss and the adapters'
+    gradients, named as PEFT saves them (no adapter name)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=LORA_TARGETS, lora_dropout=0.0,
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    pm = get_peft_model(model, cfg)
+    out = {}
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
+                out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
+    s, _ = wsum_nll(pm, tokens, weights)
+    loss = s / float(weights[:, 1:].sum())
+    loss.backward()
+    out["loss"] = np.array([loss.item()], dtype=np.float32)
+    for n, p in pm.named_parameters():
+        if "lora_" in n:
+            out["grad." + n.replace(".default", "")] = p.grad.detach().numpy().astype(np.float32).copy()
+    return out
+
+
 def main():
     os.makedirs(GOLD, exist_ok=True)
     rng = np.random.default_rng(15)
@@ -147,7 +182,8 @@ def main():
     st = rng.integers(0, VOCAB, size=(STEPS, ACCUM, B, T)).astype(np.int32)
     weights, sw = weights_for(tokens), weights_for(st)
     tensors = {"tokens": tokens, "weights": weights, "steps.tokens": st, "steps.weights": sw}
-    manifest = {"generator": "tools/gen-golden-train.py", "hyperparameters": HP, "cases": {}}
+    manifest = {"generator": "tools/gen-golden-train.py", "hyperparameters": HP, "cases": {}, "lora": {}}
+    paths = {}
     with tempfile.TemporaryDirectory() as work:
         for name, (arch, kv, extra, edits) in CASES.items():
             path, digest = make_model(work, name, arch, kv, extra, edits)
@@ -158,8 +194,17 @@ def main():
                                        "config_edits": edits, "weights_xxh128": digest,
                                        "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
             print(f"{name}: loss {out['loss'][0]:.6f}, losses {out['losses'][0]:.4f} .. {out['losses'][-1]:.4f}")
+            paths[name] = path
+        lrng = np.random.default_rng(16)
+        for name, (base, r, alpha, rslora) in LORA.items():
+            out = run_lora(paths[base], tokens, weights, r, alpha, rslora, lrng)
+            for k, v in out.items():
+                tensors[f"{name}.{k}"] = v
+            manifest["lora"][name] = {"base": base, "r": r, "alpha": alpha, "rslora": rslora, "targets": LORA_TARGETS,
+                                      "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
+            print(f"{name}: loss {out['loss'][0]:.6f}")
     save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
-    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "safetensors", "numpy"]}
+    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "safetensors", "numpy"]}
     manifest["python"] = platform.python_version()
     with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2)

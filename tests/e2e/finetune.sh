@@ -96,3 +96,21 @@ if [ -x /usr/bin/time ]; then
 else
     echo "skip - memory estimate against peak RSS: /usr/bin/time is absent"
 fi
+
+# LoRA: an adapter folder that `lora apply` merges; the same bytes at -j1 and -j2
+t_ok "--lora 4 trains an adapter" "$MK" finetune base/ train.txt lora1/ $ARGS --lora 4 --lora-alpha 8 -j1
+for f in adapter_config.json adapter_model.safetensors train_log.jsonl loss.svg; do
+    [ -s "lora1/$f" ] || notok "the adapter folder has $f" "missing"
+done
+grep -q '"r": 4' lora1/adapter_config.json && grep -q '"q_proj"' lora1/adapter_config.json && ok "... a PEFT adapter (r 4, q_proj...)" ||
+    notok "adapter_config.json" "$(head -c 300 lora1/adapter_config.json)"
+first=$(sed -n '1s/.*"loss": \([0-9.e+-]*\).*/\1/p' lora1/train_log.jsonl)
+last=$(sed -n '8s/.*"loss": \([0-9.e+-]*\).*/\1/p' lora1/train_log.jsonl)
+awk "BEGIN { exit !($last < $first) }" && ok "... the loss falls ($first -> $last)" || notok "LoRA loss falls" "$first -> $last"
+t_ok "lora apply merges it" "$MK" lora apply base/ lora1/ lora-merged/
+"$MK" finetune base/ train.txt lora2/ $ARGS --lora 4 --lora-alpha 8 --rslora -j2 -q
+"$MK" finetune base/ train.txt lora3/ $ARGS --lora 4 --lora-alpha 8 --rslora -j1 -q --checkpointing
+t_same "LoRA: -j2 and -j1 --checkpointing give the same bytes" lora2/adapter_model.safetensors lora3/adapter_model.safetensors
+t_fail "an unknown --lora-targets name" 2 "--lora-targets: 'qkv' is not" "$MK" finetune base/ train.txt bad8/ --lora 2 \
+    --lora-targets q_proj,qkv
+t_absent "... nothing written" bad8

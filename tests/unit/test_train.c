@@ -341,7 +341,7 @@ MK_TEST(train_matches_pytorch)
         size_t ng = 0;
         for (size_t i = 0; i < mk_nn_train_n_params(m.t); i++) {
             const mk_nn_param *p = mk_nn_train_param(m.t, i);
-            snprintf(name, sizeof name, "%s.grad.%s", c->string, m.src->tensors[p->src_index].name);
+            snprintf(name, sizeof name, "%s.grad.%s", c->string, p->name);
             size_t n;
             want = gold_get(&g, name, &n);
             if (want && n == p->numel) CHECK_CLOSE(name, mk_nn_train_grads(m.t) + p->off, want, n, GRAD_ATOL, GRAD_RTOL), ng++;
@@ -367,6 +367,66 @@ MK_TEST(train_matches_pytorch)
     }
     CHECK_MSG(cases >= 5, "only %d cases compared", cases);
     free(tok), free(st), free(wt), free(sw);
+    gold_close(&g);
+}
+
+MK_TEST(train_lora_matches_peft)
+{
+    gold g;
+    if (!gold_open(&g)) {
+        mk_test_fail(__FILE__, __LINE__, "cannot read the training goldens: %s", mk_errmsg());
+        gold_close(&g);
+        return;
+    }
+    int32_t *tok = gold_get(&g, "tokens", NULL);
+    float *wt = gold_get(&g, "weights", NULL);
+    long ti = mk_source_find(g.src, "tokens");
+    size_t B = ti >= 0 ? (size_t)g.src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)g.src->tensors[ti].shape[1] : 0;
+    const cJSON *c;
+    int cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "lora")) {
+        const cJSON *base = cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "cases"),
+                                                cJSON_GetStringValue(cJSON_GetObjectItem(c, "base")));
+        char dir[1024], name[700];
+        tmodel m;
+        if (!tok || !base || !make_model(base, dir, sizeof dir) || !tmodel_open(dir, &m)) continue;
+        mk_nn_lora lo = {(long)cJSON_GetNumberValue(cJSON_GetObjectItem(c, "r")),
+                         cJSON_GetNumberValue(cJSON_GetObjectItem(c, "alpha")), cJSON_IsTrue(cJSON_GetObjectItem(c, "rslora")),
+                         0, 1};
+        for (mk_role r = MK_ROLE_Q; r <= MK_ROLE_DOWN; r++)
+            if (r == MK_ROLE_Q || r == MK_ROLE_K || r == MK_ROLE_V || r == MK_ROLE_O || r == MK_ROLE_GATE || r == MK_ROLE_UP ||
+                r == MK_ROLE_DOWN)
+                lo.targets |= 1u << r;
+        CHECK_OK(mk_nn_train_lora(m.t, &lo));
+        size_t n = mk_nn_train_n_params(m.t), ng = 0;
+        for (size_t i = 0; i < n; i++) { /* PEFT's random A and B */
+            const mk_nn_param *p = mk_nn_train_param(m.t, i);
+            size_t k;
+            snprintf(name, sizeof name, "%s.init.%s", c->string, p->name);
+            float *v = gold_get(&g, name, &k);
+            if (v && k == p->numel) memcpy(mk_nn_train_weights(m.t) + p->off, v, k * sizeof *v);
+            free(v);
+        }
+        double wnll = 0, tw = wsum(wt, B, T);
+        CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, NULL));
+        snprintf(name, sizeof name, "%s.loss", c->string);
+        float *want = gold_get(&g, name, NULL);
+        if (want) CHECK_MSG(fabs(wnll / tw - want[0]) < LOSS_ATOL, "%s: loss %.7g, PEFT %.7g", c->string, wnll / tw, want[0]);
+        free(want);
+        for (size_t i = 0; i < n; i++) {
+            const mk_nn_param *p = mk_nn_train_param(m.t, i);
+            size_t k;
+            snprintf(name, sizeof name, "%s.grad.%s", c->string, p->name);
+            want = gold_get(&g, name, &k);
+            if (want && k == p->numel) CHECK_CLOSE(name, mk_nn_train_grads(m.t) + p->off, want, k, GRAD_ATOL, GRAD_RTOL), ng++;
+            free(want);
+        }
+        CHECK_EQ_INT(ng, cJSON_GetArraySize(cJSON_GetObjectItem(c, "grads")));
+        tmodel_close(&m);
+        cases++;
+    }
+    CHECK_MSG(cases >= 2, "only %d LoRA cases compared", cases);
+    free(tok), free(wt);
     gold_close(&g);
 }
 
