@@ -21,6 +21,9 @@ uint64_t mk_train_run_id(mk_nn_train *t, const mk_train_data *d, const mk_train_
     mk_hasher *h = mk_hasher_new();
     if (!h) return 0;
     mk_hasher_update(h, mk_nn_train_weights(t), mk_nn_train_numel(t) * sizeof(float));
+    uint64_t nf;
+    const float *frozen = mk_nn_train_frozen(t, &nf); /* LoRA: the base it adapts */
+    if (frozen) mk_hasher_update(h, frozen, nf * sizeof(float));
     mk_hasher_update(h, d->tok, d->n_rows * d->seq * sizeof *d->tok);
     mk_hasher_update(h, d->w, d->n_rows * d->seq * sizeof *d->w);
     double f[] = {o->lr, o->clip, o->adam.beta1, o->adam.beta2, o->adam.eps, o->adam.weight_decay};
