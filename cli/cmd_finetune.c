@@ -1,9 +1,9 @@
-/* cmd_finetune.c - `mergekit-c finetune MODEL DATA OUT`: full finetuning on the CPU (train/):
+/* cmd_finetune.c - `mergekit-c finetune MODEL DATA OUT`: full or LoRA finetuning on the CPU (train/):
  * the memory it needs first (refused over --max-memory or the machine's memory), then AdamW
  * steps with a progress line, held-out perplexity through eval/ every --eval-every steps,
  * checkpoints in OUT.checkpoint, and OUT a model folder written atomically (weights in the
  * input's dtype or f32, config.json and tokenizer files of the input, train_log.jsonl and
- * loss.svg). */
+ * loss.svg), or with --lora a PEFT adapter folder. */
 #include "cli.h"
 
 #include "../eval/eval.h"
@@ -510,7 +510,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "transformers; clipping as torch.nn.utils.clip_grad_norm_. The memory the run needs is printed first.\n"
         "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
         "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
-        "Ctrl-C saves OUT.checkpoint and stops.\n"
+        "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"
+        "PEFT adapter folder that `lora apply` merges.\n"
         "Example (supervised, a little loss on the prompts):\n"
         "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
         opts, 3, 3, 0x1};

@@ -20,7 +20,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults", NULL},
     {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine", lora_subs},
     {"eval", mk_cmd_eval, "perplexity on a text, and KL divergence to reference models (merge parents, unquantized)", NULL},
-    {"finetune", mk_cmd_finetune, "full finetuning on the CPU: continued pretraining or supervised data, AdamW, checkpoints", NULL},
+    {"finetune", mk_cmd_finetune, "finetuning on the CPU, full or LoRA: continued pretraining or supervised data, AdamW, checkpoints", NULL},
     {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA", NULL},
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container", NULL},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte", NULL},
