@@ -8,7 +8,8 @@
 #    and sequence length, the same thread count. The median over the steps after the first.
 # 2. Peak resident memory against the estimate finetune prints, with and without
 #    --checkpointing.
-# Env: BENCH_DIR (default ./bench-work), BENCH_TRAIN_STEPS (4), BENCH_TRAIN_BATCH (4),
+# Env: BENCH_DIR (default ./bench-work), BENCH_TRAIN_STEPS (4), BENCH_TRAIN_BATCH (4), MK_SMOLLM2 (the
+#      SmolLM2-135M folder; default .models/smollm2),
 #      BENCH_TRAIN_SEQ (256).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +30,8 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR 
 awk 'BEGIN { x = 7; for (i = 0; i < 60000; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "tok%d ", 3 + x % 3990 } print "" }' \
     >words.txt
 models="m25"
-[ -f "$root/.models/smollm2/model.safetensors" ] && models="$models $root/.models/smollm2"
+sm=${MK_SMOLLM2:-$root/.models/smollm2}
+[ -f "$sm/model.safetensors" ] && models="$models $sm"
 
 echo "finetune, $batch x $seq tokens per step, $steps steps (median of steps 2..$steps), tokens/s"
 printf '%-12s %4s %10s %10s %7s\n' model j ours pytorch ratio
