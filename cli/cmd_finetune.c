@@ -332,7 +332,7 @@ static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
     return MK_OK;
 }
 
-static mk_status load_data(ft *f, const char *path, mk_source *src, const mk_tokenizer *tk, mk_train_data *d)
+static mk_status load_data(ft *f, const char *path, const mk_tokenizer *tk, mk_train_data *d)
 {
     char *text = NULL;
     size_t len = 0;
@@ -341,7 +341,6 @@ static mk_status load_data(ft *f, const char *path, mk_source *src, const mk_tok
     bool jsonl = (pl > 6 && strcmp(path + pl - 6, ".jsonl") == 0) || (pl > 5 && strcmp(path + pl - 5, ".json") == 0);
     mk_status s = mk_train_data_load(path, text, len, jsonl, tk, (size_t)f->seq, f->plw, d);
     free(text);
-    (void)src;
     return s;
 }
 
@@ -382,7 +381,7 @@ static mk_status prepare(ft *f, char **pos, job *j)
         return mk_error(MK_ERR_USAGE, "--seq %ld is longer than the model's context of %ld tokens (max_position_embeddings)",
                         f->seq, j->cfg.max_pos);
     MK_TRY(mk_cli_open_tokenizer(j->src, pos[0], &j->tk));
-    MK_TRY(load_data(f, pos[1], j->src, j->tk, &j->d));
+    MK_TRY(load_data(f, pos[1], j->tk, &j->d));
     if (f->eval_text) {
         MK_TRY(mk_cli_tokenize_file(j->tk, f->eval_text, &f->eval_ids, &f->eval_n, &f->eval_bos));
         if (!f->eval_ctx) f->eval_ctx = f->seq < 512 ? f->seq : 512;

@@ -19,7 +19,7 @@
 #define MK_OMP(x)
 #endif
 
-#define ROWS 64       /* rows per work item of a forward product (fixed: same bytes at any -j) */
+#define COLS 256      /* outputs per work item of a forward product (fixed: same bytes at any -j) */
 #define HEAD_ROWS 256 /* logit rows computed at once */
 
 /* Weight pointers of one layer (or of its gradients: the same offsets). */
@@ -213,16 +213,16 @@ static void acts_at(const mk_nn_train *t, size_t N, size_t nseq, size_t T, float
     *base = b;
 }
 
-/* y[T, out] = x W^T (+ b), in blocks of ROWS rows. */
+/* y[T, out] = x W^T (+ b), in blocks of COLS outputs (each packs its rows of W once). */
 static void lin(const float *x, size_t T, size_t in, const float *w, const float *b, size_t out, float *y)
 {
     MK_OMP("omp parallel for schedule(dynamic, 1)")
-    for (size_t r = 0; r < (T + ROWS - 1) / ROWS; r++) {
-        size_t t0 = r * ROWS, n = T - t0 < ROWS ? T - t0 : ROWS;
+    for (size_t c = 0; c < (out + COLS - 1) / COLS; c++) {
+        size_t o0 = c * COLS, n = out - o0 < COLS ? out - o0 : COLS;
         if (b)
-            for (size_t i = t0; i < t0 + n; i++) memcpy(y + i * out, b, out * sizeof *y);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x + t0 * in, (int)in, w, (int)in,
-                    b ? 1.0f : 0.0f, y + t0 * out, (int)out);
+            for (size_t i = 0; i < T; i++) memcpy(y + i * out + o0, b + o0, n * sizeof *y);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)n, (int)in, 1.0f, x, (int)in, w + o0 * in, (int)in,
+                    b ? 1.0f : 0.0f, y + o0, (int)out);
     }
 }
 

@@ -22,22 +22,26 @@ static int thread_id(void) { return 0; }
 /* Rows (or columns) per work item: fixed, so the split never depends on the thread count. */
 #define BLK 64
 #define NBLK(n) (((n) + BLK - 1) / BLK)
+#define WBLK 256 /* weight rows or columns per product */
+#define NWBLK(n) (((n) + WBLK - 1) / WBLK)
 
 void mk_nn_linear_bwd(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx, float *dw,
                       float *db)
 {
-    if (dx) { /* dx[t0:t1] += dy[t0:t1] W */
+    /* blocks of WBLK columns of dx and rows of dw: each product packs its slice of the weight
+     * once (a 49k x 576 lm_head is never copied per block of tokens) */
+    if (dx) { /* dx[:, i0:i1] += dy W[:, i0:i1] */
         MK_OMP("omp parallel for schedule(dynamic, 1)")
-        for (size_t b = 0; b < NBLK(T); b++) {
-            size_t t0 = b * BLK, n = T - t0 < BLK ? T - t0 : BLK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)in, (int)out, 1.0f, dy + t0 * out, (int)out, w,
-                        (int)in, 1.0f, dx + t0 * in, (int)in);
+        for (size_t b = 0; b < NWBLK(in); b++) {
+            size_t i0 = b * WBLK, n = in - i0 < WBLK ? in - i0 : WBLK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)n, (int)out, 1.0f, dy, (int)out, w + i0, (int)in,
+                        1.0f, dx + i0, (int)in);
         }
     }
     if (dw) { /* dw[o0:o1] += dy[:, o0:o1]^T x */
         MK_OMP("omp parallel for schedule(dynamic, 1)")
-        for (size_t b = 0; b < NBLK(out); b++) {
-            size_t o0 = b * BLK, n = out - o0 < BLK ? out - o0 : BLK;
+        for (size_t b = 0; b < NWBLK(out); b++) {
+            size_t o0 = b * WBLK, n = out - o0 < WBLK ? out - o0 : WBLK;
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)in, (int)T, 1.0f, dy + o0, (int)out, x, (int)in,
                         1.0f, dw + o0 * in, (int)in);
         }
