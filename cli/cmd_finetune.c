@@ -134,6 +134,23 @@ static mk_status write_svg(mk_output *o, const mk_train_result *r)
     return s;
 }
 
+/* One tensor's values through the consumer. */
+static mk_status put_tensor(mk_consumer *cons, size_t i, const mk_tensor_info *t, const float *v)
+{
+    MK_TRY(cons->ops->begin(cons, i, t));
+    MK_TRY(cons->ops->rows(cons, i, 0, v, t->numel));
+    return cons->ops->end(cons, i);
+}
+
+/* The log and the chart, then seal and commit OUT. */
+static mk_status finish_output(mk_output *o, const mk_train_result *r)
+{
+    MK_TRY(write_log(o, r));
+    MK_TRY(write_svg(o, r));
+    MK_TRY(mk_output_seal(o));
+    return mk_output_commit(o);
+}
+
 /* OUT: the trained weights (dtype: the input's, or out_dtype), the input's config and
  * tokenizer files, the log and the chart. */
 static mk_status write_model(ft *f, mk_source *in, const char *out, const mk_train_result *r)
@@ -157,18 +174,12 @@ static mk_status write_model(ft *f, mk_source *in, const char *out, const mk_tra
     mk_output_opts oo = {.shard_size = (uint64_t)5e9, .force = f->force};
     if (s == MK_OK) s = mk_output_begin(&o, out, &oo, ti, view->n_tensors);
     if (s == MK_OK) s = mk_consumer_plain(&cons, o.k, ti, view->n_tensors, false);
-    for (size_t i = 0; i < view->n_tensors && s == MK_OK; i++) {
-        s = cons.ops->begin(&cons, i, &ti[i]);
-        if (s == MK_OK) s = cons.ops->rows(&cons, i, 0, view->ops->borrow(view, i, 0, view->tensors[i].nbytes), ti[i].numel);
-        if (s == MK_OK) s = cons.ops->end(&cons, i);
-    }
+    for (size_t i = 0; i < view->n_tensors && s == MK_OK; i++)
+        s = put_tensor(&cons, i, &ti[i], view->ops->borrow(view, i, 0, view->tensors[i].nbytes));
     bool found;
     if (s == MK_OK) s = mk_output_config(&o, in, NULL, &found);
     if (s == MK_OK) s = mk_output_tokenizer(&o, in);
-    if (s == MK_OK) s = write_log(&o, r);
-    if (s == MK_OK) s = write_svg(&o, r);
-    if (s == MK_OK) s = mk_output_seal(&o);
-    if (s == MK_OK) s = mk_output_commit(&o);
+    if (s == MK_OK) s = finish_output(&o, r);
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&o);
     free(ti);
@@ -217,15 +228,10 @@ static mk_status write_adapter(ft *f, const char *base, const char *out, const m
         const mk_nn_param *p = mk_nn_train_param(f->t, i);
         bool is_b = strstr(p->name, ".lora_B.") != NULL;
         for (uint64_t e = 0; e < p->numel; e++) tmp[e] = is_b ? w[p->off + e] * sc : w[p->off + e];
-        s = cons.ops->begin(&cons, i, &ti[i]);
-        if (s == MK_OK) s = cons.ops->rows(&cons, i, 0, tmp, p->numel);
-        if (s == MK_OK) s = cons.ops->end(&cons, i);
+        s = put_tensor(&cons, i, &ti[i], tmp);
     }
     if (s == MK_OK) s = mk_output_file(&o, MK_PEFT_CONFIG, cfg, strlen(cfg));
-    if (s == MK_OK) s = write_log(&o, r);
-    if (s == MK_OK) s = write_svg(&o, r);
-    if (s == MK_OK) s = mk_output_seal(&o);
-    if (s == MK_OK) s = mk_output_commit(&o);
+    if (s == MK_OK) s = finish_output(&o, r);
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&o);
     for (size_t i = 0; i < nm; i++) free(mods[i]);
