@@ -32,7 +32,14 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     }
     mk_tensor_info *outs = NULL;
     size_t *idx = NULL;
-    if (!qi.quantized) s = mk_error(MK_ERR_USAGE, "%s is not a quantized checkpoint (no bitsandbytes or compressed-tensors weights)", in);
+    bool gguf = strcmp(raw->kind, "gguf") == 0; /* a GGUF file of plain tensors reads as safetensors too */
+    if (!qi.quantized && gguf) {
+        qi.layout = "gguf";
+        snprintf(qi.format, sizeof qi.format, "plain");
+        qi.dtype = MK_F32;
+    }
+    if (!qi.quantized && !gguf)
+        s = mk_error(MK_ERR_USAGE, "%s is not a quantized checkpoint (no bitsandbytes, compressed-tensors or GGUF weights)", in);
     if (s == MK_OK) s = mk_cli_check_output(out, &in, 1);
     if (s == MK_OK) {
         outs = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *outs);
