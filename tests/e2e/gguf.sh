@@ -28,3 +28,15 @@ grep -q '"num_key_value_heads": 2' tf/config.json && grep -q '"rms_norm_eps": 1e
 t_ok "tiny q8_0: dequantize" "$MK" dequantize "$G/tiny-q8_0.gguf" tq -q
 t_ok "tiny q8_0: equals gguf-py's dequantize, Q/K rows put back" "$MK" compare tq "$G/tiny-q8_0.f32.safetensors" -q
 t_ok "tiny q8_0: a model for eval's loader (synthesized config, quantized weights)" "$MK" estimate "$G/tiny-q8_0.gguf" -q
+
+# tokenizer.json from tokenizer.ggml.* (gpt2 BPE): eval reads the GGUF directly, and scores
+# the text exactly as it scores the dequantized folder (which carries the same tokenizer.json)
+printf 'abc ab a abcab ba\nab c abc\n' >text.txt
+ids=$("$MK" tokenize "$G/tiny-f32.gguf" "abc ab a" 2>/dev/null | head -n 1)
+[ "$ids" = "8 6 7 9" ] && ok "tiny: tokenizer from the GGUF metadata (BPE merges, byte-level)" || notok "tiny: tokenizer from the GGUF metadata (BPE merges, byte-level)" "ids $ids"
+for m in f32 q8_0; do
+    "$MK" eval "$G/tiny-$m.gguf" --text text.txt --ctx 8 --json 2>/dev/null | grep -o '"ppl": [^,]*' >a.txt
+    "$MK" dequantize "$G/tiny-$m.gguf" "d-$m" -q && "$MK" eval "d-$m" --text text.txt --ctx 8 --json 2>/dev/null | grep -o '"ppl": [^,]*' >b.txt
+    [ -s a.txt ] && t_same "tiny $m: eval of the GGUF equals eval of its dequantized folder ($(cat a.txt))" a.txt b.txt ||
+        notok "tiny $m: eval of the GGUF" "no perplexity"
+done
