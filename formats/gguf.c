@@ -151,9 +151,10 @@ static mk_status parse_tensor(cur *c, mk_gguf_tensor *t, uint64_t k)
     uint64_t numel = 1;
     for (uint32_t d = 0; d < t->ndim; d++) {
         MK_TRY(get(c, 8, &t->ne[d], t->name));
-        if (t->ne[d] == 0 || t->ne[d] > (uint64_t)INT64_MAX || !mk_mul_u64(numel, t->ne[d], &numel) || numel > (uint64_t)INT64_MAX)
-            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: dimension %u is %llu (zero, or the element count overflows)", c->what,
-                            t->name, d, (unsigned long long)t->ne[d]);
+        if (t->ne[d] == 0) return mk_error(MK_ERR_FORMAT, "%s: tensor %s: dimension %u is 0", c->what, t->name, d);
+        if (t->ne[d] > (uint64_t)INT64_MAX || !mk_mul_u64(numel, t->ne[d], &numel) || numel > (uint64_t)INT64_MAX)
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: dimension %u (%llu) makes the element count overflow", c->what, t->name,
+                            d, (unsigned long long)t->ne[d]);
     }
     for (uint32_t d = t->ndim; d < 4; d++) t->ne[d] = 1;
     MK_TRY(get(c, 4, &v, t->name));
