@@ -87,7 +87,7 @@ static mk_status open_inputs(merge_run *m)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
                             r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
         /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
-        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model_values(ref->path, &m->src[i]);
         if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
         MK_TRY(s);
     }

@@ -40,3 +40,13 @@ for m in f32 q8_0; do
     [ -s a.txt ] && t_same "tiny $m: eval of the GGUF equals eval of its dequantized folder ($(cat a.txt))" a.txt b.txt ||
         notok "tiny $m: eval of the GGUF" "no perplexity"
 done
+
+# merges and lora read GGUF weights as values: a merge of the quantized GGUF equals the
+# merge of its dequantized folder, byte for byte
+linear() { printf 'merge_method: linear\nmodels:\n  - model: %s\n    parameters: {weight: 0.5}\n  - model: %s\n    parameters: {weight: 0.5}\ndtype: float32\n' "$1" "$2"; }
+linear "$G/tiny-q8_0.gguf" "$G/tiny-f32.gguf" >r1.yaml
+linear d-q8_0 "$G/tiny.safetensors" >r2.yaml
+t_ok "merge: GGUF inputs (Q8_0 and F32)" "$MK" merge r1.yaml m1 -q
+t_ok "merge: the dequantized inputs" "$MK" merge r2.yaml m2 -q
+t_ok "merge: the same bytes either way" "$MK" compare m1 m2 -q
+t_ok "lora extract: from two GGUF files" "$MK" lora extract "$G/tiny-f32.gguf" "$G/tiny-q8_0.gguf" ad --rank 2 -q
