@@ -406,8 +406,6 @@ typedef struct gg_source {
     const char *aux[3];
 } gg_source;
 
-mk_status mk_gguf_tokenizer_json(const mk_gguf *g, const char *what, char **out);
-
 static mk_status gg_read(mk_source *s, size_t i, uint64_t off, uint64_t len, void *dst)
 {
     gg_source *gs = s->impl;
@@ -684,7 +682,7 @@ mk_status mk_gguf_open(const char *path, mk_source **out)
         r = list_tensors(s, gs, a, arch);
     }
     if (r == MK_OK && a) r = make_config(s, gs, a, arch);
-    if (r == MK_OK) r = mk_gguf_tokenizer_json(&gs->g, path, &gs->tokenizer);
+    if (r == MK_OK) r = mk_gguf_tokenizer_json(&gs->g, &gs->tokenizer);
     size_t k = 0;
     if (gs->config) gs->aux[k++] = "config.json";
     if (gs->tokenizer) gs->aux[k++] = "tokenizer.json";

@@ -14,8 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-mk_status mk_gguf_tokenizer_json(const mk_gguf *g, const char *what, char **out);
-
 #define BYTELEVEL(regex) "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": " regex "}"
 #define SPLIT(re) "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"" re "\"}, \"behavior\": \"Isolated\", \"invert\": false}"
 #define LLAMA3_RE                                                                                                           \
@@ -122,9 +120,8 @@ static mk_status make(const mk_gguf *g, const mk_gguf_kv *tok, const mk_gguf_kv 
     return MK_OK;
 }
 
-mk_status mk_gguf_tokenizer_json(const mk_gguf *g, const char *what, char **out)
+mk_status mk_gguf_tokenizer_json(const mk_gguf *g, char **out)
 {
-    (void)what;
     *out = NULL;
     char model[32] = "", pre[64] = "default";
     if (!mk_gguf_get_str(g, "tokenizer.ggml.model", model, sizeof model) || strcmp(model, "gpt2") != 0) return MK_OK;
