@@ -69,9 +69,15 @@ static mk_status gg_parse(mk_source *in, const char *mod, size_t i, const mk_qcf
 static void gg_info(const mk_qdec *d, const mk_qcfg *c, bool first, mk_qinfo *info)
 {
     (void)c;
-    if (!first) return;
-    info->block = d->block;
-    info->block_word = "block";
+    if (first) {
+        info->block = d->block;
+        info->block_word = "block";
+        info->dtype = MK_F32;
+    } else if (strcmp(info->format, d->fmt->name) != 0) { /* llama.cpp's mixes: the types are in inspect's gguf line */
+        snprintf(info->format, sizeof info->format, "mixed");
+        info->block = 0;
+        info->bits = 0;
+    }
 }
 
 /* Values [e0, e0 + n): the whole blocks that hold them, decoded, then the slice. */

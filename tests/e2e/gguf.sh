@@ -69,7 +69,7 @@ elif [ ! -f "$text" ] || [ "$(sha256sum "$text" | cut -d' ' -f1)" != "$want_sha"
     echo "skip - smollm2 gguf: $text is absent or not the text the golden was made from"
 else
     t_ok "smollm2 gguf: inspect" "$MK" inspect "$SM/model.gguf"
-    grep -q "quantized: q4_1\|quantized: q8_0" "$T/.out" && ok "smollm2 gguf: inspect shows the ggml types" || notok "smollm2 gguf: inspect" "$(tail -n 3 "$T/.out")"
+    grep -q "ggml types: F32 61 Q4_1 210 Q8_0 1" "$T/.out" && ok "smollm2 gguf: inspect shows the ggml types" || notok "smollm2 gguf: inspect" "$(tail -n 3 "$T/.out")"
     t_ok "smollm2 gguf: every weight equals the transformers-dequantized folder exactly" "$MK" compare "$SM/model.gguf" "$SM/model.safetensors" -q
     got=$("$MK" tokenize "$SM/model.gguf" --text "$text" 2>/dev/null | head -n 1 | tr -d '\n' | sha256sum | cut -d' ' -f1)
     [ "$got" = "$(sed -n 's/.*"ids_sha256_llama_cpp": "\([0-9a-f]*\)".*/\1/p' "$GS")" ] &&
