@@ -1,7 +1,8 @@
 /* cmd_dequantize.c - `mergekit-c dequantize IN OUT [--dtype D]`: a quantized checkpoint
  * (bitsandbytes NF4/FP4/LLM.int8, compressed-tensors pack-quantized/float-quantized, ours
  * or the reference tools') back to plain safetensors, each weight computed exactly as the
- * consumer's own dequantizer does, then rounded once to the output dtype.
+ * consumer's own dequantizer does, then rounded once to the output dtype. A GGUF file (quantized or
+ * not) becomes a Hugging Face folder the same way.
  */
 #include "cli.h"
 
@@ -114,7 +115,9 @@ int mk_cmd_dequantize(int argc, char **argv)
         "Reads bitsandbytes NF4/FP4 (with or without double quant) and LLM.int8 checkpoints as transformers\n"
         "saves them, and compressed-tensors pack-quantized (int4/int8, with or without zero points) and\n"
         "float-quantized (FP8) ones; each weight is decoded as the library's own dequantizer does it.\n"
-        "config.json loses its quantization_config; tokenizer files are copied.",
+        "config.json loses its quantization_config; tokenizer files are copied. A llama.cpp .gguf file\n"
+        "(any of the block types F32..Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4, decoded as\n"
+        "ggml does) becomes a folder with Hugging Face tensor names, config.json and tokenizer.json.",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
