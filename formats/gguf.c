@@ -592,6 +592,11 @@ static mk_status make_config(mk_source *s, gg_source *gs, const mk_gguf_arch *a,
     if (ok && mk_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v)) ok = add_num(o, "eos_token_id", (double)v);
     if (ok) ok = cJSON_AddStringToObject(o, "torch_dtype", "float32") != NULL;
     if (ok) ok = cJSON_AddStringToObject(o, "hidden_act", "silu") != NULL;
+    /* Llama 3's RoPE scaling is stored as the factors it computes, not as its parameters */
+    if (mk_source_find(s, "rope_freqs.weight") >= 0)
+        mk_warn("%s: rope_freqs.weight (llama.cpp's per-frequency RoPE factors) has no config.json equivalent: "
+                "a forward pass (eval) runs without them, so its results are not the model's",
+                s->path);
 #undef K
     gs->config = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
