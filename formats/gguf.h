@@ -86,7 +86,8 @@ void mk_gguf_next_str(const mk_gguf *g, uint64_t *pos, const char **s, uint64_t 
 bool mk_gguf_arr_int(const mk_gguf *g, const mk_gguf_kv *kv, uint64_t i, int64_t *v);
 const char *mk_gguf_type_name(uint32_t t);
 /* tokenizer.json text made from tokenizer.ggml.* (gguf_tok.c); *out = NULL when the file
- * has no vocabulary this can convert (only byte-level BPE, "gpt2", is). */
+ * has no vocabulary this can convert (byte-level BPE "gpt2" with a known pre-tokenizer, and
+ * SentencePiece "llama", are converted). */
 mk_status mk_gguf_tokenizer_json(const mk_gguf *g, char **out);
 
 /* ---- as a source ---- */

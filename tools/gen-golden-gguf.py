@@ -16,9 +16,13 @@ writes tests/golden/gguf/:
       `dequantize` must give tiny.safetensors back byte for byte.
   tiny-q8_0.gguf + tiny-q8_0.f32.safetensors   the same with every matrix in Q8_0, and its
       gguf-py dequantization with the permutation undone (Hugging Face names).
+  tiny-spm.gguf + spm/N.txt, spm/N.ids   the same Q8_0 model with a SentencePiece vocabulary
+      (tokenizer.ggml.model "llama": scores, byte tokens, no merges), a few texts, and the ids
+      llama.cpp's own tokenizer (llama-cpp-python, vocab_only, add_bos) gives for each.
   VERSIONS   the tool versions.
 """
 import importlib.metadata
+import json
 import os
 import sys
 
@@ -133,7 +137,29 @@ def tokenizer(w):
     w.add_eos_token_id(1)
 
 
-def tiny_gguf(weights, path, qtype):
+SPM_PIECES = ["\u2581", "a", "b", "c", "d", "e", "\u00e9", "\u2581a", "ab", "\u2581ab", "bc", "abc", "\u2581abc", "cd", "de",
+              "\u2581d", "\u2581c", "cde", "\u2581cd", "h", "l", "o", "he", "ll", "llo", "hello", "\u2581hello", "w", "r",
+              "\u2581w", "or", "ld", "wor", "world", "\u2581world", "\u2581\u2581", "\u00e9a", "\u2581\u00e9"]
+SPM_TEXTS = ["abc ab a", "hello world", "ab  cd\n", "\u00e9a b\u00e9", "xyz", " leading space", "cdeabc", "hello  worldly"]
+
+
+def tokenizer_spm(w):
+    # a SentencePiece vocabulary as llama.cpp's "llama" tokenizer reads it: control tokens, the
+    # 256 byte tokens, then pieces scored by rank (the first scores highest)
+    toks = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)] + SPM_PIECES
+    types = [2, 3, 3] + [6] * 256 + [1] * len(SPM_PIECES)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(SPM_PIECES))]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_add_bos_token(True)
+
+
+def tiny_gguf(weights, path, qtype, tok=tokenizer):
     c = CFG
     w = gguf.GGUFWriter(path, "llama")
     w.add_name("tiny")
@@ -147,7 +173,7 @@ def tiny_gguf(weights, path, qtype):
     w.add_rope_freq_base(c["theta"])
     w.add_rope_dimension_count(c["hidden"] // c["heads"])
     w.add_file_type(0 if qtype == T.F32 else 7)
-    tokenizer(w)
+    tok(w)
     deq = {}
     for hf, x in weights.items():
         if hf.endswith("q_proj.weight"):
@@ -180,9 +206,23 @@ def main():
     assert all(np.array_equal(back[k], weights[k]) for k in weights), "gguf-py f32 round trip"
     deq = tiny_gguf(weights, os.path.join(OUT, "tiny-q8_0.gguf"), T.Q8_0)
     save_file(deq, os.path.join(OUT, "tiny-q8_0.f32.safetensors"))
+    spm = os.path.join(OUT, "tiny-spm.gguf")
+    tiny_gguf(weights, spm, T.Q8_0, tokenizer_spm)
+    # llama.cpp's own tokenizer on the SentencePiece vocabulary: the ids `tokenize` must give
+    from llama_cpp import Llama
+    voc = Llama(model_path=spm, vocab_only=True, verbose=False)
+    ids = {t: voc.tokenize(t.encode(), add_bos=True, special=False) for t in SPM_TEXTS}
+    d = os.path.join(OUT, "spm")
+    os.makedirs(d, exist_ok=True)
+    for i, t in enumerate(SPM_TEXTS):
+        with open(os.path.join(d, f"{i}.txt"), "wb") as f:
+            f.write(t.encode())
+        with open(os.path.join(d, f"{i}.ids"), "w") as f:
+            f.write(" ".join(map(str, ids[t])) + "\n")
     with open(os.path.join(OUT, "VERSIONS"), "w") as f:
         f.write(f"gguf=={importlib.metadata.version('gguf')}\n")
         f.write(f"numpy=={np.__version__}\n")
+        f.write(f"llama-cpp-python=={importlib.metadata.version('llama_cpp_python')}\n")
         f.write(f"python=={sys.version.split()[0]}\n")
     for n in sorted(os.listdir(OUT)):
         print(f"{n}: {os.path.getsize(os.path.join(OUT, n))} bytes")

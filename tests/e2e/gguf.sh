@@ -85,3 +85,13 @@ else
         ok "smollm2 gguf: PPL $p, the folder's $tf (within 2 %: the tokenizers differ on digits)"
     else notok "smollm2 gguf: PPL vs the folder" "got '$p', folder $tf"; fi
 fi
+
+# a SentencePiece vocabulary (tokenizer.ggml.model "llama": scores, byte tokens, no merges):
+# our ids equal llama.cpp's own tokenizer's on each text (tests/golden/gguf/spm/, gen-golden-gguf.py)
+bad=
+for t in "$G"/spm/*.txt; do
+    got=$("$MK" tokenize "$G/tiny-spm.gguf" --text "$t" 2>/dev/null | head -n 1)
+    [ "$got" = "$(cat "${t%.txt}.ids")" ] || bad="$bad $(basename "$t"): [$got] want [$(cat "${t%.txt}.ids")]"
+done
+[ -z "$bad" ] && ok "tiny spm: token ids equal llama.cpp's on every text (merges from scores, byte fallback, BOS)" ||
+    notok "tiny spm: token ids equal llama.cpp's" "$bad"
