@@ -150,7 +150,13 @@ static bool read_file(const char *path, char **data, size_t *len)
     return ok;
 }
 
-static void sha_file(const char *path, char hex[65])
+/* sha256 of each file, computed once (children inherit the table) */
+#define MAX_FILES 4096
+static char *g_paths[MAX_FILES];
+static char g_shas[MAX_FILES][65];
+static size_t g_nfiles;
+
+static void sha_compute(const char *path, char hex[65])
 {
     char *d = NULL;
     size_t n = 0;
@@ -159,6 +165,36 @@ static void sha_file(const char *path, char hex[65])
     if (read_file(path, &d, &n)) mk_sha256_update(&s, d, n);
     free(d);
     mk_sha256_hex(&s, hex);
+}
+
+static void sha_file(const char *path, char hex[65])
+{
+    for (size_t i = 0; i < g_nfiles; i++)
+        if (strcmp(g_paths[i], path) == 0) {
+            memcpy(hex, g_shas[i], 65);
+            return;
+        }
+    sha_compute(path, hex);
+}
+
+static void sha_all(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) && g_nfiles < MAX_FILES) {
+        if (e->d_name[0] == '.') continue;
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) sha_all(p);
+        else if (S_ISREG(st.st_mode)) {
+            g_paths[g_nfiles] = strdup(p);
+            sha_compute(p, g_shas[g_nfiles++]);
+        }
+    }
+    closedir(d);
 }
 
 /* org/name from "org/name/rest": repo into buf, returns rest (after the '/') or NULL. */
@@ -348,6 +384,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--cut-after") == 0) g_cut = strtol(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--fail-first") == 0) g_fail = strtol(argv[i + 1], NULL, 10);
     }
+    sha_all(g_root);
     signal(SIGCHLD, SIG_IGN);
     int s = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
