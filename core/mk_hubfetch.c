@@ -96,6 +96,7 @@ static char *token(void)
 typedef struct http_req {
     const char *url;
     bool head;              /* HEAD, redirects not followed (their headers are the answer) */
+    bool no_auth;           /* a storage URL off the Hub: the token is not sent there */
     uint64_t r0, r1;        /* Range bytes=r0-(r1-1) when r1 > r0 */
     /* GET body: into a buffer (cap bytes at most), or into fd at r0 onwards */
     char *body;
@@ -106,6 +107,7 @@ typedef struct http_req {
     /* answer */
     long code;
     char etag[96], linked_etag[96], commit[48], location[2048];
+    char effective[4096];   /* the URL that answered, after redirects ("" when too long) */
     uint64_t size, linked_size;
     bool has_size, has_linked_size;
     int io_errno;
@@ -229,6 +231,10 @@ static CURLcode http_once(CURL *c, http_req *r, const char *tok)
     CURLcode e = curl_easy_perform(c);
     r->code = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
+    char *eff = NULL;
+    r->effective[0] = 0;
+    if (curl_easy_getinfo(c, CURLINFO_EFFECTIVE_URL, &eff) == CURLE_OK && eff && strlen(eff) < sizeof r->effective)
+        memcpy(r->effective, eff, strlen(eff) + 1);
     curl_slist_free_all(h);
     return e;
 }
@@ -275,7 +281,7 @@ static mk_status http_do(http_req *r, const char *what)
             r->len = 0;
             r->got = 0;
         }
-        CURLcode e = http_once(c, r, tok);
+        CURLcode e = http_once(c, r, r->no_auth ? NULL : tok);
         bool ok_code = r->code >= 200 && r->code < 300;
         if (r->head && r->code >= 300 && r->code < 400) ok_code = true; /* headers of a redirect */
         if (r->io_errno) {
@@ -555,6 +561,8 @@ struct mk_rfile_remote {
     unsigned refs;
     char *path, *ranges_path, *meta_path;
     char *url, *repo, *commit, *rel, *etag, *id; /* rel: the file's path in the snapshot */
+    char *direct;           /* where url last redirected to (the storage), reused for the next
+                               ranges; dropped when it stops answering */
     uint64_t size;
     range *r;
     size_t n, cap;
@@ -691,7 +699,7 @@ static void remote_free(mk_rfile_remote *m)
     if (m->wfd >= 0) close(m->wfd);
     pthread_mutex_destroy(&m->mu);
     free(m->path), free(m->ranges_path), free(m->meta_path), free(m->url), free(m->repo), free(m->commit), free(m->rel),
-        free(m->etag), free(m->id), free(m->r);
+        free(m->etag), free(m->id), free(m->r), free(m->direct);
     free(m);
 }
 
@@ -700,8 +708,17 @@ static mk_status fetch_range(mk_rfile_remote *m, uint64_t a, uint64_t b)
 {
     char what[1300];
     snprintf(what, sizeof what, "%.200s: %.1000s", m->id, m->rel);
-    http_req r = {.url = m->url, .fd = m->wfd, .r0 = a, .r1 = b};
+    http_req r = {.url = m->direct ? m->direct : m->url, .no_auth = m->direct != NULL, .fd = m->wfd, .r0 = a, .r1 = b};
     mk_status s = http_do(&r, what);
+    if (s != MK_OK && m->direct) { /* a storage URL expires: ask the Hub again */
+        mk_error_clear();
+        free(m->direct);
+        m->direct = NULL;
+        uint64_t had = r.got;
+        r = (http_req){.url = m->url, .fd = m->wfd, .r0 = a, .r1 = b, .got = had};
+        s = http_do(&r, what);
+    }
+    if (s == MK_OK && !m->direct && r.effective[0] && strcmp(r.effective, m->url) != 0) m->direct = mk_strdup(r.effective);
     /* keep what arrived of a failed transfer: the next run starts after it */
     uint64_t got = r.got;
     if (got && fdatasync(m->wfd) != 0) return mk_error(MK_ERR_IO, "%s: %s", m->path, strerror(errno));

@@ -150,7 +150,13 @@ static bool read_file(const char *path, char **data, size_t *len)
     return ok;
 }
 
-static void sha_file(const char *path, char hex[65])
+/* sha256 of each file, computed once (children inherit the table) */
+#define MAX_FILES 4096
+static char *g_paths[MAX_FILES];
+static char g_shas[MAX_FILES][65];
+static size_t g_nfiles;
+
+static void sha_compute(const char *path, char hex[65])
 {
     char *d = NULL;
     size_t n = 0;
@@ -159,6 +165,36 @@ static void sha_file(const char *path, char hex[65])
     if (read_file(path, &d, &n)) mk_sha256_update(&s, d, n);
     free(d);
     mk_sha256_hex(&s, hex);
+}
+
+static void sha_file(const char *path, char hex[65])
+{
+    for (size_t i = 0; i < g_nfiles; i++)
+        if (strcmp(g_paths[i], path) == 0) {
+            memcpy(hex, g_shas[i], 65);
+            return;
+        }
+    sha_compute(path, hex);
+}
+
+static void sha_all(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) && g_nfiles < MAX_FILES) {
+        if (e->d_name[0] == '.') continue;
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) != 0) continue;
+        if (S_ISDIR(st.st_mode)) sha_all(p);
+        else if (S_ISREG(st.st_mode)) {
+            g_paths[g_nfiles] = strdup(p);
+            sha_compute(p, g_shas[g_nfiles++]);
+        }
+    }
+    closedir(d);
 }
 
 /* org/name from "org/name/rest": repo into buf, returns rest (after the '/') or NULL. */
@@ -221,34 +257,45 @@ static void serve(int fd, const char *method, const char *path, const char *auth
         const char *rest = strchr(path + 5, '/');
         if (!rest || !safe(rest + 1)) goto notfound;
         snprintf(fpath, sizeof fpath, "%s/%s", g_root, rest + 1);
-        char *data = NULL;
-        size_t len = 0;
-        if (!read_file(fpath, &data, &len)) goto notfound;
+        int ffd = open(fpath, O_RDONLY);
+        struct stat fst;
+        if (ffd < 0 || fstat(ffd, &fst) != 0) {
+            if (ffd >= 0) close(ffd);
+            goto notfound;
+        }
+        size_t len = (size_t)fst.st_size;
         unsigned long long a = 0, b = len ? len - 1 : 0;
         int code = 200;
         if (range && sscanf(range, "bytes=%llu-%llu", &a, &b) >= 1) {
             if (b >= len) b = len - 1;
             if (a > b) {
-                free(data);
+                close(ffd);
                 reply(fd, 416, "Range Not Satisfiable", NULL, "", 0, head);
                 return;
             }
             code = 206;
         }
-        size_t n = (size_t)(b - a + 1);
+        size_t n = (size_t)(b - a + 1), send_n = n;
         snprintf(extra, sizeof extra, "Accept-Ranges: bytes\r\nContent-Range: bytes %llu-%llu/%zu\r\n", a, b, len);
-        if (!head && g_cut >= 0 && (size_t)g_cut < n && bump("cut") == 0) {
-            char h[512];
-            int hn = snprintf(h, sizeof h, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s\r\n", code, "Partial Content", n, extra);
-            send_all(fd, h, (size_t)hn);
-            send_all(fd, data + a, (size_t)g_cut);
-            logline("CUT", rest + 1, a, a + (unsigned long long)g_cut);
-            free(data);
-            _exit(0);
+        bool cut = !head && g_cut >= 0 && (size_t)g_cut < n && bump("cut") == 0;
+        if (cut) send_n = (size_t)g_cut;
+        char h[512];
+        int hn = snprintf(h, sizeof h, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s\r\n", code,
+                          code == 206 ? "Partial Content" : "OK", n, extra);
+        send_all(fd, h, (size_t)hn);
+        if (!head) {
+            static char chunk[1 << 20];
+            for (size_t done = 0; done < send_n;) {
+                size_t k = send_n - done < sizeof chunk ? send_n - done : sizeof chunk;
+                ssize_t r = pread(ffd, chunk, k, (off_t)(a + done));
+                if (r <= 0) _exit(0);
+                send_all(fd, chunk, (size_t)r);
+                done += (size_t)r;
+            }
+            logline(cut ? "CUT" : "GET", rest + 1, a, a + send_n);
         }
-        if (!head) logline("GET", rest + 1, a, b + 1);
-        reply(fd, code, code == 206 ? "Partial Content" : "OK", extra, data + a, n, head);
-        free(data);
+        close(ffd);
+        if (cut) _exit(0);
         return;
     }
     {
@@ -337,6 +384,7 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--cut-after") == 0) g_cut = strtol(argv[i + 1], NULL, 10);
         else if (strcmp(argv[i], "--fail-first") == 0) g_fail = strtol(argv[i + 1], NULL, 10);
     }
+    sha_all(g_root);
     signal(SIGCHLD, SIG_IGN);
     int s = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
