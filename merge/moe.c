@@ -53,6 +53,16 @@ static bool supports(mk_moe_arch a, const mk_moe_config *c, const mk_model_confi
     return true;
 }
 
+/* deepseek.py supports_config: llama or mistral models, at most one shared expert, without prompts */
+static bool deepseek_fits(const mk_moe_config *c, const mk_model_config *const *cfgs, size_t n)
+{
+    static const char *const in[] = {"llama", "mistral", NULL};
+    if (c->n_shared > 1 || (c->n_shared && (c->shared[0].n_pos || c->shared[0].n_neg))) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!type_in(cfgs[i]->arch.model_type, in) || strcmp(cfgs[i]->arch.model_type, cfgs[0]->arch.model_type) != 0) return false;
+    return true;
+}
+
 /* scripts/moe.py select_output_arch: the `architecture` prefix filters the candidates (in
  * mergekit's order Mixtral, DeepSeek MoE, Qwen MoE, Qwen3 MoE), Mixtral wins when it fits,
  * else the first that fits. */
@@ -70,20 +80,22 @@ static mk_status select_arch(const mk_moe_config *c, const mk_model_config *cons
         for (char *q = name; *q; q++) *q = (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
         if (want && strncmp(name, lower, strlen(lower)) != 0) continue;
         if (first < 0) first = a;
+        /* DeepSeek MoE comes before Qwen MoE in mergekit's list: llama / mistral models with at
+         * most one shared expert without prompts select it */
+        if (a == MK_MOE_QWEN2 && (!want || strncmp("deepseek moe", lower, strlen(lower)) == 0) && deepseek_fits(c, cfgs, n))
+            break;
         if (supports((mk_moe_arch)a, c, cfgs, n, &why[a])) {
             *out = (mk_moe_arch)a;
             return MK_OK;
         }
     }
-    if (want && *lower && strncmp("deepseek", lower, strlen(lower)) == 0)
-        return mk_error(MK_ERR_UNSUPPORTED, "%s:%d:%d: architecture '%s': DeepSeek-MoE output is not supported (mixtral, qwen, qwen3)",
-                        c->path, c->arch_pos.line, c->arch_pos.col, want);
+    if ((!want || strncmp("deepseek moe", lower, strlen(lower)) == 0) && deepseek_fits(c, cfgs, n))
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: these models make a DeepSeek-MoE model in mergekit-moe, which mergekit-c does not "
+                                            "write; set 'architecture' (mixtral, qwen, qwen3) and give a shared expert prompts for "
+                                            "Qwen2-MoE", c->path);
     if (first < 0)
         return mk_error(MK_ERR_RECIPE, "%s:%d:%d: unknown architecture '%s' (mixtral, qwen, qwen3)", c->path, c->arch_pos.line,
                         c->arch_pos.col, want);
-    if (!want && c->n_shared)
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: with shared_experts mergekit-moe writes DeepSeek-MoE, which mergekit-c does not; "
-                                            "set 'architecture: qwen' for a Qwen2-MoE model (one shared expert)", c->path);
     return mk_error(MK_ERR_RECIPE, "%s: no output architecture fits these models: %s %s (base model type %s)", c->path,
                     arch_names[first], why[first], cfgs[0]->arch.model_type ? cfgs[0]->arch.model_type : "unknown");
 }
@@ -99,16 +111,16 @@ static size_t model_index(const mk_moe_config *c, const mk_model_ref *r)
     return 0;
 }
 
-static mk_status add_out(mk_moe_plan *p, size_t *cap, char *name, const mk_tensor_info *shape_of, mk_dtype dt, mk_moe_out how)
+/* Append an output tensor; takes `name` and `parts` (freed on failure). */
+static mk_status add_out(mk_moe_plan *p, size_t *cap, char *name, int ndim, const int64_t *shape, mk_dtype dt, mk_moe_out how)
 {
-    if (!name) return MK_ERR_NOMEM;
+    if (!name) return free(how.parts), MK_ERR_NOMEM;
     if (p->n == *cap) {
         size_t nc = *cap ? 2 * *cap : 64;
         mk_tensor_info *o = mk_realloc_array(p->outs, nc, sizeof *o);
-        if (!o) return free(name), MK_ERR_NOMEM;
-        p->outs = o;
-        mk_moe_out *h = mk_realloc_array(p->how, nc, sizeof *h);
-        if (!h) return free(name), MK_ERR_NOMEM;
+        if (o) p->outs = o;
+        mk_moe_out *h = o ? mk_realloc_array(p->how, nc, sizeof *h) : NULL;
+        if (!h) return free(name), free(how.parts), MK_ERR_NOMEM;
         p->how = h;
         *cap = nc;
     }
@@ -116,28 +128,10 @@ static mk_status add_out(mk_moe_plan *p, size_t *cap, char *name, const mk_tenso
     memset(t, 0, sizeof *t);
     t->name = name;
     t->dtype = dt;
-    t->ndim = shape_of->ndim;
-    memcpy(t->shape, shape_of->shape, sizeof t->shape);
+    t->ndim = ndim;
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
     p->how[p->n++] = how;
     return mk_tensor_info_finish(t);
-}
-
-/* "model.layers.3.mlp.gate_proj.weight" as expert e of the output architecture. */
-static char *expert_name(mk_moe_arch a, const char *name, long e, bool shared)
-{
-    const char *m = strstr(name, ".mlp.");
-    if (!m) return NULL;
-    size_t pre = (size_t)(m - name);
-    if (a != MK_MOE_MIXTRAL)
-        return shared ? mk_asprintf("%.*s.mlp.shared_expert.%s", (int)pre, name, m + 5)
-                      : mk_asprintf("%.*s.mlp.experts.%ld.%s", (int)pre, name, e, m + 5);
-    static const char *const from[] = {"gate_proj", "down_proj", "up_proj"}, *const to[] = {"w1", "w2", "w3"};
-    for (int k = 0; k < 3; k++) {
-        size_t fl = strlen(from[k]);
-        if (strncmp(m + 5, from[k], fl) == 0)
-            return mk_asprintf("%.*s.block_sparse_moe.experts.%ld.%s%s", (int)pre, name, e, to[k], m + 5 + fl);
-    }
-    return NULL;
 }
 
 static mk_dtype out_dtype_for(const mk_moe_plan *p, mk_dtype src)
@@ -145,26 +139,83 @@ static mk_dtype out_dtype_for(const mk_moe_plan *p, mk_dtype src)
     return p->out_dtype != MK_DTYPE_NONE ? p->out_dtype : src;
 }
 
-/* Expert e's copy of base tensor `name` (an MLP tensor): same name in the expert's model,
- * same shape as the base model's. */
-static mk_status add_expert(mk_moe_plan *p, size_t *cap, const mk_tensor_info *bt, long e, const mk_moe_expert *x, bool shared,
-                            bool residual)
+/* Expert x's copy of the base model's MLP tensor bt: the same name in the expert's model,
+ * with the same shape. */
+static mk_status expert_part(mk_moe_plan *p, const mk_tensor_info *bt, size_t e, const mk_moe_expert *x, bool shared,
+                             mk_moe_part *part)
 {
     size_t mi = model_index(p->cfg, &x->ref);
     mk_source *s = p->srcs[mi];
     long ti = mk_source_find(s, bt->name);
     if (ti < 0)
-        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %sexpert %ld (%s) has no tensor %s", p->cfg->path, x->at.line, x->at.col,
+        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %sexpert %zu (%s) has no tensor %s", p->cfg->path, x->at.line, x->at.col,
                         shared ? "shared " : "", e, x->ref.text, bt->name);
     const mk_tensor_info *et = &s->tensors[ti];
     if (!mk_shape_eq(et, bt)) {
         char a[160], b[160];
-        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %sexpert %ld (%s): tensor %s is %s, but the base model's is %s", p->cfg->path,
+        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %sexpert %zu (%s): tensor %s is %s, but the base model's is %s", p->cfg->path,
                         x->at.line, x->at.col, shared ? "shared " : "", e, x->ref.text, bt->name, mk_shape_str(et, a),
                         mk_shape_str(bt, b));
     }
-    mk_moe_out how = {MK_MOE_EXPERT, mi, (size_t)ti, x, residual, -1, shared};
-    return add_out(p, cap, expert_name(p->arch, bt->name, e, shared), et, out_dtype_for(p, et->dtype), how);
+    *part = (mk_moe_part){mi, (size_t)ti, x};
+    return MK_OK;
+}
+
+/* qwen.py: each expert's (and the shared expert's) MLP tensors under their own names:
+ * "model.layers.3.mlp.gate_proj.weight" -> "...mlp.experts.<e>.gate_proj.weight" and
+ * "...mlp.shared_expert.gate_proj.weight". */
+static mk_status add_qwen2_experts(mk_moe_plan *p, size_t *cap, const mk_tensor_info *bt, bool residual)
+{
+    const char *m = strstr(bt->name, ".mlp.");
+    int pre = (int)(m - bt->name);
+    for (size_t e = 0; e <= p->cfg->n_experts; e++) {
+        bool shared = e == p->cfg->n_experts;
+        const mk_moe_expert *x = shared ? &p->cfg->shared[0] : &p->cfg->experts[e];
+        mk_moe_part *part = mk_malloc(sizeof *part);
+        if (!part) return MK_ERR_NOMEM;
+        mk_status s = expert_part(p, bt, shared ? 0 : e, x, shared, part);
+        if (s != MK_OK) return free(part), s;
+        char *name = shared ? mk_asprintf("%.*s.mlp.shared_expert.%s", pre, bt->name, m + 5)
+                            : mk_asprintf("%.*s.mlp.experts.%zu.%s", pre, bt->name, e, m + 5);
+        mk_moe_out how = {MK_MOE_EXPERT, 1, part, residual, -1, false};
+        MK_TRY(add_out(p, cap, name, bt->ndim, bt->shape, out_dtype_for(p, bt->dtype), how));
+    }
+    return MK_OK;
+}
+
+/* mixtral.py / qwen3.py: layer l's experts fused as transformers 5 holds them:
+ * mlp.experts.gate_up_proj [E, 2F, H] (each expert's gate_proj rows, then its up_proj rows)
+ * and mlp.experts.down_proj [E, H, F]. */
+static mk_status add_fused_experts(mk_moe_plan *p, size_t *cap, long l)
+{
+    const mk_source *bs = p->srcs[0];
+    const mk_tensor_info *bt[3];
+    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+    for (int k = 0; k < 3; k++) {
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.%ld.mlp.%s.weight", l, proj[k]);
+        long i = mk_source_find(bs, name);
+        if (i < 0) return mk_error(MK_ERR_RECIPE, "%s: base model %s has no tensor %s", p->cfg->path, bs->path, name);
+        bt[k] = &bs->tensors[i];
+        if (bt[k]->ndim != 2) return mk_error(MK_ERR_FORMAT, "%s: %s is not a matrix", bs->path, name);
+    }
+    size_t E = p->cfg->n_experts;
+    for (int down = 0; down < 2; down++) {
+        size_t per = down ? 1 : 2;
+        mk_moe_part *parts = mk_calloc(E * per, sizeof *parts);
+        if (!parts) return MK_ERR_NOMEM;
+        mk_status s = MK_OK;
+        for (size_t e = 0; e < E && s == MK_OK; e++)
+            for (size_t k = 0; k < per && s == MK_OK; k++)
+                s = expert_part(p, bt[down ? 2 : k], e, &p->cfg->experts[e], false, &parts[e * per + k]);
+        if (s != MK_OK) return free(parts), s;
+        const mk_tensor_info *t = bt[down ? 2 : 0];
+        int64_t shape[3] = {(int64_t)E, t->shape[0] * (int64_t)per, t->shape[1]};
+        mk_moe_out how = {MK_MOE_EXPERT, E * per, parts, down == 1, -1, false};
+        MK_TRY(add_out(p, cap, mk_asprintf("model.layers.%ld.mlp.experts.%s", l, down ? "down_proj" : "gate_up_proj"), 3, shape,
+                       out_dtype_for(p, t->dtype), how));
+    }
+    return MK_OK;
 }
 
 static mk_status set_key(mk_moe_plan *p, size_t *k, const char *key, char *val)
@@ -258,16 +309,18 @@ mk_status mk_moe_plan_build(mk_moe_plan *p, const mk_moe_config *c, mk_source **
         const mk_tensor_info *t = &bs->tensors[i];
         mk_tensor_role r = mk_arch_role(&b->arch, t->name);
         if (r.role == MK_ROLE_UNKNOWN || r.role == MK_ROLE_ATTN_BUFFER) continue; /* not in mergekit's weight list */
-        if (r.layer >= 0 && (r.role == MK_ROLE_GATE || r.role == MK_ROLE_UP || r.role == MK_ROLE_DOWN) && strstr(t->name, ".mlp.")) {
-            for (size_t e = 0; e < c->n_experts && s == MK_OK; e++)
-                s = add_expert(p, &cap, t, (long)e, &c->experts[e], false, r.role == MK_ROLE_DOWN);
-            if (s == MK_OK && p->arch == MK_MOE_QWEN2) s = add_expert(p, &cap, t, 0, &c->shared[0], true, r.role == MK_ROLE_DOWN);
-            continue;
-        }
-        if (r.role == MK_ROLE_GATE_UP || r.role == MK_ROLE_GATE || r.role == MK_ROLE_UP || r.role == MK_ROLE_DOWN)
+        bool mlp = r.role == MK_ROLE_GATE || r.role == MK_ROLE_UP || r.role == MK_ROLE_DOWN || r.role == MK_ROLE_GATE_UP;
+        if (mlp && (r.layer < 0 || r.bias || r.role == MK_ROLE_GATE_UP || !strstr(t->name, ".mlp.")))
             return mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s of base model %s has no MoE counterpart", c->path, t->name, bs->path);
-        mk_moe_out how = {MK_MOE_COPY, 0, i, NULL, false, -1, false};
-        s = add_out(p, &cap, mk_strdup(t->name), t, out_dtype_for(p, t->dtype), how);
+        if (mlp) {
+            if (p->arch == MK_MOE_QWEN2) s = add_qwen2_experts(p, &cap, t, r.role == MK_ROLE_DOWN);
+            continue; /* Mixtral / Qwen3-MoE: fused per layer below */
+        }
+        mk_moe_part *part = mk_malloc(sizeof *part);
+        if (!part) return MK_ERR_NOMEM;
+        *part = (mk_moe_part){0, i, NULL};
+        mk_moe_out how = {MK_MOE_COPY, 1, part, false, -1, false};
+        s = add_out(p, &cap, mk_strdup(t->name), t->ndim, t->shape, out_dtype_for(p, t->dtype), how);
         /* qwen.py: Qwen2-MoE attention has q/k/v biases; inputs without them get zeros */
         if (s == MK_OK && p->arch == MK_MOE_QWEN2 && !r.bias && (r.role == MK_ROLE_Q || r.role == MK_ROLE_K || r.role == MK_ROLE_V)) {
             char *bn = mk_strdup(t->name);
@@ -277,23 +330,20 @@ mk_status mk_moe_plan_build(mk_moe_plan *p, const mk_moe_config *c, mk_source **
                 free(bn);
                 continue;
             }
-            mk_tensor_info shape = {.ndim = 1, .shape = {t->shape[0]}};
-            mk_moe_out z = {MK_MOE_ZEROS, 0, i, NULL, false, -1, false};
-            s = add_out(p, &cap, bn, &shape, out_dtype_for(p, t->dtype), z);
+            mk_moe_out z = {MK_MOE_ZEROS, 0, NULL, false, -1, false};
+            s = add_out(p, &cap, bn, 1, t->shape, out_dtype_for(p, t->dtype), z);
         }
     }
+    for (long l = 0; p->arch != MK_MOE_QWEN2 && l < b->layers && s == MK_OK; l++) s = add_fused_experts(p, &cap, l);
     /* the routers come last, as mergekit writes them */
-    mk_tensor_info rs = {.ndim = 2, .shape = {(int64_t)c->n_experts, b->hidden}}, ss = {.ndim = 2, .shape = {1, b->hidden}};
+    int64_t rs[2] = {(int64_t)c->n_experts, b->hidden}, ss[2] = {1, b->hidden};
     mk_dtype rd = p->out_dtype != MK_DTYPE_NONE ? p->out_dtype : MK_F32;
     for (long l = 0; l < b->layers && s == MK_OK; l++) {
-        mk_moe_out how = {MK_MOE_ROUTER, 0, 0, NULL, false, l, false};
-        s = add_out(p, &cap,
-                    p->arch == MK_MOE_MIXTRAL ? mk_asprintf("model.layers.%ld.block_sparse_moe.gate.weight", l)
-                                              : mk_asprintf("model.layers.%ld.mlp.gate.weight", l),
-                    &rs, rd, how);
+        mk_moe_out how = {MK_MOE_ROUTER, 0, NULL, false, l, false};
+        s = add_out(p, &cap, mk_asprintf("model.layers.%ld.mlp.gate.weight", l), 2, rs, rd, how);
         if (s == MK_OK && p->arch == MK_MOE_QWEN2) {
             how.shared = true;
-            s = add_out(p, &cap, mk_asprintf("model.layers.%ld.mlp.shared_expert_gate.weight", l), &ss, rd, how);
+            s = add_out(p, &cap, mk_asprintf("model.layers.%ld.mlp.shared_expert_gate.weight", l), 2, ss, rd, how);
         }
     }
     if (s == MK_OK) s = config_keys(p);
@@ -308,7 +358,7 @@ mk_status mk_moe_plan_build(mk_moe_plan *p, const mk_moe_config *c, mk_source **
 void mk_moe_plan_free(mk_moe_plan *p)
 {
     if (!p) return;
-    for (size_t i = 0; i < p->n; i++) free(p->outs[i].name);
+    for (size_t i = 0; i < p->n; i++) free(p->outs[i].name), free(p->how[i].parts);
     free(p->outs);
     free(p->how);
     free(p->gates);
@@ -407,7 +457,8 @@ typedef struct run_ctx {
     const mk_moe_plan *p;
     mk_consumer *c;
     size_t i;
-    uint64_t rpc; /* rows per chunk */
+    uint64_t rpc;       /* rows per chunk */
+    uint64_t raw_base;  /* raw copy: byte offset of the part being copied */
 } run_ctx;
 
 static void *scratch_new(void *ctx)
@@ -415,6 +466,24 @@ static void *scratch_new(void *ctx)
     const run_ctx *r = ctx;
     uint64_t cols = mk_tensor_cols(&r->p->outs[r->i]);
     return mk_malloc((size_t)(r->rpc * cols) * 12 + 16); /* f32 values + raw bytes of up to 8 */
+}
+
+/* common.py noise_and_scale on elements [e0, e0 + n) of an expert tensor, in its own dtype
+ * sd: + randn * noise_scale, then * residual_scale on down projections. The noise is
+ * mergekit-c's own (keyed by the seed, the output name and the element), not torch's. */
+static void noise_and_scale(const mk_moe_plan *p, const char *name, const mk_moe_expert *x, bool residual, mk_dtype sd,
+                            uint64_t e0, float *v, uint64_t n)
+{
+    if (!x->has_noise && !(residual && x->has_residual)) return;
+    mk_rng key = mk_rng_key(p->seed, name);
+    for (uint64_t k = 0; x->has_noise && k < n; k++) {
+        double u1 = 1.0 - mk_rng_uniform(key, 0, e0 + k), u2 = mk_rng_uniform(key, 1, e0 + k), z0, z1;
+        mk_det_normal2(u1, u2, &z0, &z1);
+        v[k] += (float)(z0 * x->noise_scale);
+    }
+    if (residual && x->has_residual)
+        for (uint64_t k = 0; k < n; k++) v[k] *= (float)x->residual_scale;
+    if (sd == MK_BF16 || sd == MK_F16) mk_dtype_round_f32(sd, v, (size_t)n);
 }
 
 static mk_status run_chunk(void *ctx, uint64_t ch, void *tls)
@@ -426,36 +495,24 @@ static mk_status run_chunk(void *ctx, uint64_t ch, void *tls)
     uint64_t cols = mk_tensor_cols(t), rows = mk_tensor_rows(t);
     uint64_t row0 = ch * r->rpc, nr = rows - row0 < r->rpc ? rows - row0 : r->rpc, e0 = row0 * cols, n = nr * cols;
     float *v = tls;
-    switch (h->from) {
-    case MK_MOE_ZEROS: memset(v, 0, (size_t)n * sizeof *v); break;
-    case MK_MOE_ROUTER: {
+    if (h->from == MK_MOE_ZEROS) {
+        memset(v, 0, (size_t)n * sizeof *v);
+    } else if (h->from == MK_MOE_ROUTER) {
         size_t H = (size_t)p->base_cfg->hidden, G = p->n_gate_experts;
         const float *g = p->gates + (size_t)h->layer * G * H + (h->shared ? p->cfg->n_experts * H : 0);
         memcpy(v, g + e0, (size_t)n * sizeof *v);
-        break;
-    }
-    default: {
-        mk_source *s = p->srcs[h->model];
-        MK_TRY(mk_source_read_f32(s, h->tensor, e0, n, v, v + n));
-        const mk_moe_expert *x = h->expert;
-        if (h->from == MK_MOE_EXPERT && (x->has_noise || (h->residual && x->has_residual))) {
-            /* common.py noise_and_scale, in the tensor's own dtype: + randn * noise_scale, then
-             * * residual_scale on down projections. The noise is mergekit-c's own (keyed by the
-             * seed and the output name), not torch's. */
-            mk_rng key = mk_rng_key(p->seed, t->name);
-            for (uint64_t k = 0; x->has_noise && k < n; k += 2) {
-                uint64_t e = e0 + k;
-                double u1 = 1.0 - mk_rng_uniform(key, 0, e), u2 = mk_rng_uniform(key, 1, e), z0, z1;
-                mk_det_normal2(u1, u2, &z0, &z1);
-                v[k] += (float)(z0 * x->noise_scale);
-                if (k + 1 < n) v[k + 1] += (float)(z1 * x->noise_scale);
-            }
-            if (h->residual && x->has_residual)
-                for (uint64_t k = 0; k < n; k++) v[k] *= (float)x->residual_scale;
-            mk_dtype sd = s->tensors[h->tensor].dtype;
-            if (sd == MK_BF16 || sd == MK_F16) mk_dtype_round_f32(sd, v, (size_t)n);
+    } else { /* parts of equal size, one after another */
+        uint64_t per = t->numel / h->n_parts;
+        for (uint64_t e = e0; e < e0 + n;) {
+            size_t k = (size_t)(e / per);
+            uint64_t off = e - k * per, len = per - off < e0 + n - e ? per - off : e0 + n - e;
+            const mk_moe_part *pt = &h->parts[k];
+            mk_source *s = p->srcs[pt->model];
+            MK_TRY(mk_source_read_f32(s, pt->tensor, off, len, v + (e - e0), v + n));
+            if (pt->expert)
+                noise_and_scale(p, t->name, pt->expert, h->residual, s->tensors[pt->tensor].dtype, e, v + (e - e0), len);
+            e += len;
         }
-    }
     }
     return r->c->ops->rows(r->c, r->i, e0, v, n);
 }
@@ -463,7 +520,21 @@ static mk_status run_chunk(void *ctx, uint64_t ch, void *tls)
 static mk_status raw_fn(void *ctx, uint64_t off, const void *data, uint64_t len)
 {
     const run_ctx *r = ctx;
-    return r->c->ops->raw(r->c, r->i, off, data, len);
+    return r->c->ops->raw(r->c, r->i, r->raw_base + off, data, len);
+}
+
+/* Tensor i can pass as raw bytes: every part in the output dtype, nothing added. */
+static bool raw_ok(const mk_moe_plan *p, mk_consumer *c, size_t i)
+{
+    const mk_moe_out *h = &p->how[i];
+    if (!h->n_parts || !c->ops->raw_ok) return false;
+    for (size_t k = 0; k < h->n_parts; k++) {
+        const mk_moe_part *pt = &h->parts[k];
+        const mk_moe_expert *x = pt->expert;
+        if (x && (x->has_noise || (h->residual && x->has_residual))) return false;
+        if (!c->ops->raw_ok(c, i, &p->outs[i], p->srcs[pt->model]->tensors[pt->tensor].dtype)) return false;
+    }
+    return true;
 }
 
 mk_status mk_moe_run(const mk_moe_plan *p, mk_consumer *c,
@@ -474,13 +545,14 @@ mk_status mk_moe_run(const mk_moe_plan *p, mk_consumer *c,
     for (size_t i = 0; i < p->n; i++) {
         const mk_tensor_info *t = &p->outs[i];
         const mk_moe_out *h = &p->how[i];
-        run_ctx r = {p, c, i, 0};
+        run_ctx r = {p, c, i, 0, 0};
         MK_TRY(c->ops->begin(c, i, t));
-        bool plain = h->from == MK_MOE_COPY ||
-                     (h->from == MK_MOE_EXPERT && !h->expert->has_noise && !(h->residual && h->expert->has_residual));
-        mk_source *s = plain ? p->srcs[h->model] : NULL;
-        if (plain && c->ops->raw_ok && c->ops->raw_ok(c, i, t, s->tensors[h->tensor].dtype)) {
-            MK_TRY(mk_source_copy_raw(s, h->tensor, raw_fn, &r));
+        if (raw_ok(p, c, i)) {
+            for (size_t k = 0; k < h->n_parts; k++) {
+                mk_source *s = p->srcs[h->parts[k].model];
+                MK_TRY(mk_source_copy_raw(s, h->parts[k].tensor, raw_fn, &r));
+                r.raw_base += s->tensors[h->parts[k].tensor].nbytes;
+            }
         } else {
             uint64_t cols = mk_tensor_cols(t), align = c->ops->align ? c->ops->align(c, t) : 1;
             r.rpc = mk_rows_per_chunk(cols, align ? align : 1, MOE_CHUNK);

@@ -66,19 +66,27 @@ size_t mk_moe_models(const mk_moe_config *c, const mk_model_ref **out, size_t ma
 
 /* Where an output tensor's values come from. */
 typedef enum mk_moe_from {
-    MK_MOE_COPY = 0,  /* a tensor of a model, converted to the output dtype */
-    MK_MOE_EXPERT,    /* an expert's MLP tensor (+ noise, * residual_scale on down_proj) */
+    MK_MOE_COPY = 0,  /* a tensor of the base model, converted to the output dtype */
+    MK_MOE_EXPERT,    /* experts' MLP tensors (+ noise, * residual_scale on down_proj), one
+                         after another: transformers 5's fused [experts, 2F, hidden]
+                         gate_up_proj (each expert's gate rows, then its up rows) and
+                         [experts, hidden, F] down_proj, or one per-expert tensor */
     MK_MOE_ROUTER,    /* rows of the gate matrix of one layer */
     MK_MOE_ZEROS,     /* Qwen2-MoE's q/k/v biases for inputs without them */
 } mk_moe_from;
 
+typedef struct mk_moe_part {
+    size_t model, tensor;        /* index into srcs and that source's tensors */
+    const mk_moe_expert *expert; /* EXPERT: noise / residual_scale settings */
+} mk_moe_part;
+
 typedef struct mk_moe_out {
     mk_moe_from from;
-    size_t model, tensor;       /* COPY / EXPERT: index into srcs and that source's tensors */
-    const mk_moe_expert *expert; /* EXPERT */
-    bool residual;              /* EXPERT: a down projection */
-    long layer;                 /* ROUTER: the layer; shared: its sigmoid gate */
-    bool shared;
+    size_t n_parts;              /* COPY: 1; EXPERT: 1 or 2 x experts (gate, up) or experts */
+    mk_moe_part *parts;          /* equal sizes, concatenated */
+    bool residual;               /* EXPERT: down projections */
+    long layer;                  /* ROUTER: the layer */
+    bool shared;                 /* ROUTER: the shared expert's sigmoid gate */
 } mk_moe_out;
 
 #define MK_MOE_MAX_CFG_KEYS 24

@@ -841,7 +841,7 @@ static mk_status parse_moe_root(ctx *c, const yaml_node_t *root, mk_moe_config *
     if (!m->n_experts) return ferr(c, root, "'experts' is empty");
     if ((size_t)m->experts_per_token > m->n_experts)
         return ferr(c, (n = map_get(c, root, "experts_per_token")) ? n : root, "experts_per_token %ld is more than the %zu experts", m->experts_per_token, m->n_experts);
-    if (m->gate == MK_MOE_GATE_HIDDEN || m->gate == MK_MOE_GATE_CHEAP_EMBED) {
+    if (m->gate != MK_MOE_GATE_RANDOM) { /* uniform_random too, as mergekit checks */
         bool all_same = m->n_experts > 1;
         for (size_t i = 0; i < m->n_experts; i++) {
             const mk_moe_expert *x = &m->experts[i], *f = &m->experts[0];

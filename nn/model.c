@@ -75,6 +75,15 @@ static void want_shape(const mk_nn_model *m, mk_role r, bool bias, uint64_t *row
 static mk_status check_shape(const mk_nn_model *m, size_t i, mk_role r, bool bias)
 {
     const mk_tensor_info *t = &m->src->tensors[i];
+    if (r == MK_ROLE_EXPERTS_GATE_UP || r == MK_ROLE_EXPERTS_DOWN) { /* transformers 5's fused experts */
+        int64_t a = r == MK_ROLE_EXPERTS_DOWN ? (int64_t)m->H : 2 * (int64_t)m->Fe;
+        int64_t b = r == MK_ROLE_EXPERTS_DOWN ? (int64_t)m->Fe : (int64_t)m->H;
+        if (t->ndim == 3 && t->shape[0] == (int64_t)m->E && t->shape[1] == a && t->shape[2] == b) return MK_OK;
+        char got[160];
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s is %s, but config.json (%zu experts, hidden %zu, expert width %zu) makes it "
+                                       "[%zu, %lld, %lld]",
+                        m->src->path, t->name, mk_shape_str(t, got), m->E, m->H, m->Fe, m->E, (long long)a, (long long)b);
+    }
     uint64_t rows, cols;
     want_shape(m, r, bias, &rows, &cols);
     if (r == MK_ROLE_POS_EMBED) { /* any number of positions */
@@ -104,11 +113,8 @@ static mk_status bind_one(mk_nn_model *m, size_t i)
 {
     const char *name = m->src->tensors[i].name;
     mk_tensor_role tr = mk_arch_role(&m->cfg->arch, name);
-    if (tr.role == MK_ROLE_EXPERTS_GATE_UP || tr.role == MK_ROLE_EXPERTS_DOWN || (tr.layer >= 0 && !m->E && tr.role >= MK_ROLE_ROUTER &&
-                                                                                   tr.role <= MK_ROLE_SHARED_ROUTER))
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: %s: %s", m->src->path, name,
-                        m->E ? "experts fused into one tensor are not supported (per-expert tensors are)"
-                             : "a mixture-of-experts tensor, but config.json names no experts");
+    if (tr.layer >= 0 && !m->E && tr.role >= MK_ROLE_ROUTER && tr.role <= MK_ROLE_SHARED_ROUTER)
+        return mk_error(MK_ERR_FORMAT, "%s: %s is a mixture-of-experts tensor, but config.json names no experts", m->src->path, name);
     if (tr.role == MK_ROLE_UNKNOWN || tr.role == MK_ROLE_ATTN_BUFFER) {
         mk_debug("%s: %s is not used by the forward pass", m->src->path, name);
         return MK_OK;
@@ -165,7 +171,12 @@ static mk_status check_complete(const mk_nn_model *m)
         }
         MK_TRY(need(m, l, MK_ROLE_O, false));
         if (m->E && m->idx[l][MK_ROLE_ROUTER][0] >= 0) { /* a sparse layer: every expert, and the shared one's parts */
-            for (size_t e = 0; e < m->E; e++)
+            bool fused = m->idx[l][MK_ROLE_EXPERTS_GATE_UP][0] >= 0;
+            if (fused || m->idx[l][MK_ROLE_EXPERTS_DOWN][0] >= 0) {
+                MK_TRY(need(m, l, MK_ROLE_EXPERTS_GATE_UP, false));
+                MK_TRY(need(m, l, MK_ROLE_EXPERTS_DOWN, false));
+            }
+            for (size_t e = 0; e < m->E && !fused; e++)
                 for (int k = 0; k < 3; k++)
                     if (m->eidx[((size_t)l * m->E + e) * 3 + (size_t)k] < 0)
                         return mk_error(MK_ERR_FORMAT, "%s: layer %ld has no %s weight of expert %zu", m->src->path, l,

@@ -4,8 +4,8 @@
  * lower expert, as torch.topk on CPU returns them); weights renormalized to sum 1 when
  * norm_topk (Mixtral always); out = sum over the chosen experts of weight x expert MLP(h);
  * Qwen2-MoE adds sigmoid(h . w_s) x shared MLP(h).
- * Memory: one expert's weights at a time (read when some token is routed to it), plus the
- * rows routed to it. */
+ * Memory: per-expert tensors are read one expert at a time, when some token is routed to it;
+ * transformers 5's fused expert tensors come loaded with the layer. */
 #include "nn_int.h"
 
 #include <math.h>
@@ -89,12 +89,17 @@ mk_status mk_nn_moe_mlp(mk_nn_model *m, size_t l, const nn_layer *w, size_t N, c
                     memcpy(b.x + n++ * H, h + t * H, H * sizeof(float));
                 }
         if (!n) continue;
-        uint64_t ne = (uint64_t)m->Fe * H;
-        s = mk_nn_read(m, (size_t)ei[e * 3 + 0], 0, ne, b.wg);
-        if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 1], 0, ne, b.wu);
-        if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 2], 0, ne, b.wd);
-        if (s != MK_OK) break;
-        expert_mlp(m, b.x, n, m->Fe, b.wg, b.wu, b.wd, b.g, b.u, b.y);
+        size_t ne = m->Fe * H;
+        const float *gu = w->w[MK_ROLE_EXPERTS_GATE_UP][0], *dn = w->w[MK_ROLE_EXPERTS_DOWN][0];
+        if (gu) { /* fused [E, 2F, H] (gate rows, then up rows) and [E, H, F], loaded with the layer */
+            expert_mlp(m, b.x, n, m->Fe, gu + e * 2 * ne, gu + e * 2 * ne + ne, dn + e * ne, b.g, b.u, b.y);
+        } else {
+            s = mk_nn_read(m, (size_t)ei[e * 3 + 0], 0, ne, b.wg);
+            if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 1], 0, ne, b.wu);
+            if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 2], 0, ne, b.wd);
+            if (s != MK_OK) break;
+            expert_mlp(m, b.x, n, m->Fe, b.wg, b.wu, b.wd, b.g, b.u, b.y);
+        }
         for (size_t r = 0; r < n; r++) {
             size_t t = b.rows[r] / K;
             float wt = b.wt[b.rows[r]];
