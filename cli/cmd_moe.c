@@ -187,8 +187,8 @@ static mk_status run(const char *config, const moe_opts *o, const mk_common *c)
     if (s == MK_OK) {
         r->plan.out_dtype = config_dtype(r->srcs[0]);
         s = mk_moe_plan_build(&r->plan, &r->cfg, r->srcs, r->cfgp, r->n);
-        r->plan.seed = o->seed;
     }
+    r->plan.seed = o->seed;
     if (s == MK_OK) {
         if (r->cfg.gate == MK_MOE_GATE_RANDOM || r->cfg.gate == MK_MOE_GATE_UNIFORM_RANDOM) s = mk_moe_random_gates(&r->plan);
         else s = prompt_gates(r);
@@ -232,7 +232,7 @@ int mk_cmd_moe(int argc, char **argv)
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "print the output tensors and the architecture; write nothing", NULL},
-        {"seed", 0, MK_OPT_U64, &o.seed, "N", "seed of the noise_scale noise", "0"},
+        {"seed", 0, MK_OPT_U64, &o.seed, "N", "seed of gate_mode random / uniform_random (as torch.manual_seed(N)) and of noise_scale noise", "0"},
         {"i-understand-this-is-not-useful-without-training", 0, MK_OPT_FLAG, &o.all_same, NULL,
          "allow every expert to be the same model (mergekit-moe's flag)", NULL},
         MK_COMMON_OPTS(c),
@@ -251,8 +251,8 @@ int mk_cmd_moe(int argc, char **argv)
         "config.json, the base model's tokenizer files and the config as mergekit_moe_config.yml.\n"
         "Routers: cheap_embed sums the prompts' token embeddings; hidden runs the base model on the\n"
         "prompts (CPU, f32) and takes each layer's input at the last token; negative prompts are\n"
-        "subtracted; each vector is normalized. random and uniform_random draw what torch's default\n"
-        "generator draws in a fresh process. noise_scale noise is mergekit-c's own (seeded by --seed).\n"
+        "subtracted; each vector is normalized. random and uniform_random draw what torch draws after\n"
+        "torch.manual_seed(--seed) (mergekit-moe seeds at random). noise_scale noise is mergekit-c's own.\n"
         "Tensors stream one at a time into OUT.tmp, renamed to OUT when complete.",
         opts, 2, 2, 0};
     char *pos[2];

@@ -368,8 +368,8 @@ void mk_moe_plan_free(mk_moe_plan *p)
 
 /* ---- gates --------------------------------------------------------------------------------- */
 
-/* torch's CPU generator: MT19937 (Matsumoto & Nishimura 1998), seeded with the low 32 bits
- * of c10's default_rng_seed_val 67280421310721 (ATen/core/MT19937RNGEngine.h). */
+/* torch's CPU generator: MT19937 (Matsumoto & Nishimura 1998) as torch.manual_seed(seed)
+ * sets it up, from the seed's low 32 bits (ATen/core/MT19937RNGEngine.h). */
 typedef struct mt19937 {
     uint32_t s[624];
     int next, left;
@@ -418,7 +418,7 @@ mk_status mk_moe_random_gates(mk_moe_plan *p)
     size_t H = (size_t)p->base_cfg->hidden, n = (size_t)p->base_cfg->layers * p->n_gate_experts * H;
     mt19937 *m = mk_malloc(sizeof *m);
     if (!m) return MK_ERR_NOMEM;
-    mt_seed(m, (uint32_t)(67280421310721ull & 0xffffffffu));
+    mt_seed(m, (uint32_t)(p->seed & 0xffffffffu));
     float *g = p->gates;
     for (size_t i = 0; i < n; i++) g[i] = mt_uniform(m);
     if (p->cfg->gate == MK_MOE_GATE_UNIFORM_RANDOM) {

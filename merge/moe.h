@@ -105,7 +105,7 @@ typedef struct mk_moe_plan {
                                    expert when it has prompts */
     float *gates;               /* [layers, n_gate_experts, hidden], filled by the caller for
                                    the prompt modes, by mk_moe_random_gates otherwise */
-    uint64_t seed;              /* noise_scale noise */
+    uint64_t seed;              /* the random gates (torch.manual_seed) and noise_scale noise */
     /* config.json: the base model's, with these top-level keys set (key, JSON value text
      * pairs, NULL-terminated; for mk_hfconfig_edit.set) */
     char *cfg_set[2 * MK_MOE_MAX_CFG_KEYS + 1];
@@ -119,10 +119,11 @@ mk_status mk_moe_plan_build(mk_moe_plan *p, const mk_moe_config *c, mk_source **
 void mk_moe_plan_free(mk_moe_plan *p);
 const char *mk_moe_arch_name(mk_moe_arch a);
 
-/* gates for gate_mode random / uniform_random: the values torch.randn / torch.rand give in
- * a fresh process (the default generator, mt19937 seeded with 67280421310721), shaped
- * [layers, n_gate_experts, hidden]. uniform_random is exact; random differs from torch only
- * by the last-ulp rounding of log / sin / cos (torch uses SLEEF's vector versions). */
+/* gates for gate_mode random / uniform_random, shaped [layers, n_gate_experts, hidden]: the
+ * values torch.randn / torch.rand give after torch.manual_seed(p->seed) (mergekit-moe itself
+ * draws from torch's default generator, which torch 2.15 seeds at random in each process).
+ * uniform_random is exact; random differs from torch only by the last-ulp rounding of
+ * log / sin / cos (torch's AVX2 path uses SLEEF's vector versions). */
 mk_status mk_moe_random_gates(mk_moe_plan *p);
 
 /* The gate vectors' post-processing shared by the prompt modes: row r of v[n, d] minus row r
