@@ -259,7 +259,7 @@ static mk_status config_keys(mk_moe_plan *p)
                              *const types[] = {"mixtral", "qwen2_moe", "qwen3_moe"};
     MK_TRY(set_key(p, &k, "architectures", mk_asprintf("[\"%s\"]", cls[p->arch])));
     MK_TRY(set_key(p, &k, "model_type", mk_asprintf("\"%s\"", types[p->arch])));
-    MK_TRY(set_key(p, &k, p->arch == MK_MOE_MIXTRAL ? "num_local_experts" : "num_experts", mk_asprintf("%zu", E)));
+    MK_TRY(set_key(p, &k, p->arch == MK_MOE_QWEN2 ? "num_experts" : "num_local_experts", mk_asprintf("%zu", E)));
     MK_TRY(set_key(p, &k, "num_experts_per_tok", mk_asprintf("%ld", p->cfg->experts_per_token)));
     MK_TRY(set_key(p, &k, "sliding_window", mk_strdup("null")));
     MK_TRY(set_key(p, &k, "rope_theta", float_text(b->rope.theta)));
