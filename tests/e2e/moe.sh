@@ -126,3 +126,14 @@ t_fail "moe: unknown expert key" 2 "key2\.yaml:7:5: unknown key 'positive_promts
 sed 's#wide/#e1/#' shape.yaml >same.yaml
 t_fail "moe: every expert the same model" 2 'every expert is the same model' "$MK" moe same.yaml bad6/
 t_absent "moe: nothing written on bad input" bad1 bad1.tmp bad2 bad2.tmp bad3 bad4 bad5 bad6
+
+# the example configs in recipes/moe/ run on the quick-start models, and eval runs their output
+mkdir qs && cd qs && make_models
+for r in "$ROOT"/recipes/moe/*.yaml; do
+    name=$(basename "$r" .yaml)
+    if "$MK" moe "$r" "ex-$name/" -q 2>"$name.err" && "$MK" eval "ex-$name/" --text "$G/text.txt" --ctx 32 --chunks 2 -q >/dev/null 2>>"$name.err"; then
+        ok "recipes/moe/$name.yaml runs, and eval runs its output"
+    else
+        notok "recipes/moe/$name.yaml" "$(head -c 400 "$name.err")"
+    fi
+done
