@@ -189,20 +189,27 @@ static mk_status run(const char *config, const moe_opts *o, const mk_common *c)
         s = mk_moe_plan_build(&r->plan, &r->cfg, r->srcs, r->cfgp, r->n);
     }
     r->plan.seed = o->seed;
-    if (s == MK_OK) {
+    if (s == MK_OK && !o->dry_run) {
         if (r->cfg.gate == MK_MOE_GATE_RANDOM || r->cfg.gate == MK_MOE_GATE_UNIFORM_RANDOM) s = mk_moe_random_gates(&r->plan);
         else s = prompt_gates(r);
     }
     if (s == MK_OK && o->dry_run) {
         uint64_t bytes = 0;
+        if (c->json) printf("{\"architecture\": \"%s\", \"tensors\": [", mk_moe_arch_name(r->plan.arch));
         for (size_t i = 0; i < r->plan.n; i++) {
             char sh[160];
-            bytes += r->plan.outs[i].nbytes;
-            printf("%-64s %-8s %s\n", r->plan.outs[i].name, mk_dtype_info(r->plan.outs[i].dtype)->name, mk_shape_str(&r->plan.outs[i], sh));
+            const mk_tensor_info *t = &r->plan.outs[i];
+            bytes += t->nbytes;
+            if (c->json)
+                printf("%s\n  {\"name\": \"%s\", \"dtype\": \"%s\", \"shape\": %s}", i ? "," : "", t->name,
+                       mk_dtype_info(t->dtype)->name, mk_shape_str(t, sh));
+            else printf("%-64s %-8s %s\n", t->name, mk_dtype_info(t->dtype)->name, mk_shape_str(t, sh));
         }
         char a[32];
-        printf("%s: %zu experts, %ld per token, gate_mode %s, %zu tensors, %s\n", mk_moe_arch_name(r->plan.arch), r->cfg.n_experts,
-               r->cfg.experts_per_token, mk_moe_gate_name(r->cfg.gate), r->plan.n, mk_fmt_bytes(bytes, a));
+        if (c->json) printf("\n], \"bytes\": %llu}\n", (unsigned long long)bytes);
+        else
+            printf("%s: %zu experts, %ld per token, gate_mode %s, %zu tensors, %s\n", mk_moe_arch_name(r->plan.arch), r->cfg.n_experts,
+                   r->cfg.experts_per_token, mk_moe_gate_name(r->cfg.gate), r->plan.n, mk_fmt_bytes(bytes, a));
     } else if (s == MK_OK) {
         s = write_output(r, o, c);
         if (s == MK_OK && !c->quiet) {
