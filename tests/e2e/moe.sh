@@ -91,6 +91,36 @@ cp "$G/mixtral_hidden/config.yaml" h.yaml
 if [ -f j1/model.safetensors ] && t_same_quiet j1/model.safetensors j3/model.safetensors; then ok "moe: same bytes at 1 and 3 threads"
 else notok "moe determinism" "outputs at -j1 and -j3 differ"; fi
 
+# noise_scale: N(0, noise_scale) added to that expert's weights (mergekit-c's own noise, seeded),
+# residual_scale: its down projections scaled; the other experts untouched
+cat >noise.yaml <<'EOF2'
+base_model: base/
+gate_mode: random
+dtype: float32
+experts:
+  - source_model: e1/
+    noise_scale: 0.01
+  - source_model: e2/
+    residual_scale: 0.5
+EOF2
+sed '/noise_scale/d; /residual_scale/d' noise.yaml >plain.yaml
+"$MK" moe noise.yaml n1/ -q && "$MK" moe noise.yaml n2/ -q && "$MK" moe noise.yaml n3/ --seed 9 -q && "$MK" moe plain.yaml np/ -q
+t_same "moe noise: same seed, same bytes" n1/model.safetensors n2/model.safetensors
+if t_same_quiet n1/model.safetensors n3/model.safetensors; then notok "moe noise: another seed" "same bytes"; else ok "moe noise: another seed, other noise"; fi
+"$MK" compare n1/ np/ --json -q >noise.json
+gu=$(grep '"model.layers.0.mlp.experts.gate_up_proj"' noise.json)
+dn=$(grep '"model.layers.0.mlp.experts.down_proj"' noise.json)
+d_gu=$(echo "$gu" | sed -n 's/.*"differ": \([0-9]*\).*/\1/p'); m_gu=$(echo "$gu" | sed -n 's/.*"max_abs_diff": \([-0-9.e+]*\).*/\1/p')
+d_dn=$(echo "$dn" | sed -n 's/.*"differ": \([0-9]*\).*/\1/p')
+# gate_up: expert 0's 2 x 48 x 32 elements noisy (~8 % round back to the same bfloat16), max
+# |noise| over 3072 draws of N(0, 0.01) about 0.035; down: expert 0 noisy and expert 1 halved
+if [ "${d_gu:-0}" -ge 2600 ] && [ "$d_gu" -le 3072 ] && awk -v m="$m_gu" 'BEGIN { exit !(m > 0.02 && m < 0.08) }' &&
+    [ "${d_dn:-0}" -ge 2600 ] && [ "$d_dn" -le 3072 ]; then
+    ok "moe noise_scale / residual_scale: $d_gu of 6144 gate_up and $d_dn of 3072 down elements changed, max |noise| $m_gu"
+else
+    notok "moe noise_scale / residual_scale" "gate_up: $d_gu changed, max $m_gu; down: $d_dn changed"
+fi
+
 # bad input: one line, exit 2, nothing written
 "$MK" synth wide/ --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 64 --vocab 64 --seed 30 -q
 "$MK" synth short/ --hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 48 --vocab 64 --max-position 4 --seed 31 -q
