@@ -58,6 +58,10 @@ uint64_t mk_nn_memory(const mk_nn_model *m, size_t nseq, size_t T, size_t n_logi
                 if (m->idx[l][r][b] >= 0) t += m->src->tensors[m->idx[l][r][b]].numel;
         if (t > layer) layer = t;
     }
+    if (m->E) { /* nn/moe.c: router logits and routing, gathered rows, one expert's weights */
+        uint64_t F = m->Fe > m->Fs ? m->Fe : m->Fs;
+        act += N * (m->E + 3 * m->K + 2 * m->H + 2 * F) + 3 * F * m->H;
+    }
     uint64_t head_rows = HEAD_BLOCK_BYTES / (m->H * sizeof(float));
     return 4 * (act + layer + N * m->H + (uint64_t)n_logit * m->V) + (head_rows ? HEAD_BLOCK_BYTES : 0);
 }
