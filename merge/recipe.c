@@ -552,16 +552,14 @@ static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
     return c->err;
 }
 
-mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r)
+typedef mk_status (*root_fn)(ctx *c, const yaml_node_t *root, void *out);
+
+/* Parse YAML text[0..len) and hand its root to fn; `what` ("recipe", "config") names the file
+ * kind in messages. A second document (a mergekit-multi file) is refused. */
+static mk_status parse_yaml(const char *text, size_t len, const char *path, const char *what, root_fn fn, void *out)
 {
-    memset(r, 0, sizeof *r);
-    r->dtype = r->out_dtype = MK_DTYPE_NONE;
-    r->path = mk_strdup(path);
-    r->text = mk_strndup(text, len);
-    r->text_len = len;
-    if (!r->path || !r->text) return MK_ERR_NOMEM;
-    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: recipe is over %u bytes", path, RECIPE_MAX_BYTES);
-    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: recipe contains a NUL byte", path);
+    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: %s is over %u bytes", path, what, RECIPE_MAX_BYTES);
+    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: %s contains a NUL byte", path, what);
 
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -578,9 +576,9 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
     ctx c = {&doc, path, 0, MK_OK};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root) {
-        s = mk_error(MK_ERR_RECIPE, "%s: recipe is empty", path);
+        s = mk_error(MK_ERR_RECIPE, "%s: %s is empty", path, what);
     } else {
-        s = parse_root(&c, root, r);
+        s = fn(&c, root, out);
         if (s == MK_OK) {
             /* a second document means a mergekit-multi file */
             yaml_document_t doc2;
@@ -594,6 +592,19 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return s;
+}
+
+static mk_status recipe_root(ctx *c, const yaml_node_t *root, void *out) { return parse_root(c, root, out); }
+
+mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r)
+{
+    memset(r, 0, sizeof *r);
+    r->dtype = r->out_dtype = MK_DTYPE_NONE;
+    r->path = mk_strdup(path);
+    r->text = mk_strndup(text, len);
+    r->text_len = len;
+    if (!r->path || !r->text) return MK_ERR_NOMEM;
+    return parse_yaml(text, len, path, "recipe", recipe_root, r);
 }
 
 /* One model reference: Hub ids -> cached snapshot folders, and the key again. */
@@ -639,15 +650,22 @@ static mk_status resolve_refs(mk_recipe *r)
     return MK_OK;
 }
 
+/* A recipe or config file's text (at most 4 MB); a missing or unreadable file is a usage
+ * problem, not a runtime failure. */
+static mk_status read_yaml_file(const char *path, char **text, size_t *len)
+{
+    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, text, len);
+    return s == MK_OK ? MK_OK : s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
+}
+
 mk_status mk_recipe_load(const char *path, mk_recipe *r)
 {
     char *text = NULL;
     size_t len = 0;
-    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, &text, &len);
+    mk_status s = read_yaml_file(path, &text, &len);
     if (s != MK_OK) {
         memset(r, 0, sizeof *r);
-        /* a missing or unreadable recipe is a usage problem, not a runtime failure */
-        return s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
+        return s;
     }
     s = mk_recipe_parse(text, len, path, r);
     free(text);
@@ -865,6 +883,8 @@ static mk_status parse_moe_root(ctx *c, const yaml_node_t *root, mk_moe_config *
     return c->err;
 }
 
+static mk_status moe_root(ctx *c, const yaml_node_t *root, void *out) { return parse_moe_root(c, root, out); }
+
 mk_status mk_moe_config_parse(const char *text, size_t len, const char *path, mk_moe_config *m)
 {
     memset(m, 0, sizeof *m);
@@ -873,26 +893,7 @@ mk_status mk_moe_config_parse(const char *text, size_t len, const char *path, mk
     m->text = mk_strndup(text, len);
     m->text_len = len;
     if (!m->path || !m->text) return MK_ERR_NOMEM;
-    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: config is over %u bytes", path, RECIPE_MAX_BYTES);
-    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: config contains a NUL byte", path);
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) return mk_error(MK_ERR_NOMEM, "out of memory starting the YAML parser");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    mk_status s;
-    if (!yaml_parser_load(&parser, &doc)) {
-        s = mk_error(MK_ERR_RECIPE, "%s:%zu:%zu: YAML error: %s%s%s", path, parser.problem_mark.line + 1,
-                     parser.problem_mark.column + 1, parser.problem ? parser.problem : "invalid YAML",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
-        yaml_parser_delete(&parser);
-        return s;
-    }
-    ctx c = {&doc, path, 0, MK_OK};
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    s = root ? parse_moe_root(&c, root, m) : mk_error(MK_ERR_RECIPE, "%s: config is empty", path);
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    return s;
+    return parse_yaml(text, len, path, "config", moe_root, m);
 }
 
 static void experts_free(mk_moe_expert *x, size_t n)
@@ -923,12 +924,9 @@ mk_status mk_moe_config_load(const char *path, mk_moe_config *m)
 {
     char *text = NULL;
     size_t len = 0;
-    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, &text, &len);
-    if (s != MK_OK) {
-        memset(m, 0, sizeof *m);
-        return s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
-    }
-    s = mk_moe_config_parse(text, len, path, m);
+    memset(m, 0, sizeof *m);
+    mk_status s = read_yaml_file(path, &text, &len);
+    if (s == MK_OK) s = mk_moe_config_parse(text, len, path, m);
     free(text);
     mk_recipe r = {.path = m->path}; /* resolve_ref names the file in its messages */
     if (s == MK_OK) s = resolve_ref(&r, &m->base);

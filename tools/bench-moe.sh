@@ -14,17 +14,7 @@ dir=${BENCH_DIR:-$root/bench-work}
 reps=${BENCH_REPS:-3}
 mkdir -p "$dir/moe"
 cd "$dir/moe"
-now() { date +%s.%N; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-cold() {
-    sync
-    if ! (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
-        for f in "$@"; do dd if="$f" iflag=nocache count=0 status=none 2>/dev/null || true; done
-    fi
-}
-peak_mb() { awk '/Maximum resident set size/ {printf "%.0f", $6 / 1024}' "$1"; }
+. "$root/tools/lib-bench.sh"
 
 [ -f base/model.safetensors ] || "$mk" synth base/ --hidden 2048 --layers 8 --heads 16 --intermediate 5504 --vocab 32000 \
     --dtype bf16 --seed 1 -q --force --out-shard-size 1T
