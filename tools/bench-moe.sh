@@ -6,7 +6,7 @@
 # size with plain tools, fsync included, from a cold page cache), with peak resident memory;
 # then mergekit-moe (tools venv) on the same config, once.
 # Env: BENCH_DIR (default ./bench-work; needs ~12 GB free), BENCH_REPS (default 3),
-#      BENCH_MERGEKIT=0 to skip mergekit-moe.
+#      BENCH_MERGEKIT=0 to skip mergekit-moe; MK_VENV the tools venv (default .venv-tools).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 mk="$root/mergekit-c"
@@ -61,11 +61,12 @@ run=$(echo "$runs" | median)
 printf '%-22s %12s %9s %9s %7s %9s\n' case out_bytes floor_s run_s ratio peak_MB
 printf '%-22s %12s %9.2f %9.2f %7.2f %9s   (runs:%s; floors:%s)\n' "moe 8 experts" "$out_bytes" "$floor" "$run" \
     "$(div "$run" "$floor")" "$peak" "$runs" "$floors"
-if [ "${BENCH_MERGEKIT:-1}" = 1 ] && "$root/tools/setup-venv.sh" >/dev/null 2>&1; then
+venv=${MK_VENV:-$root/.venv-tools}
+if [ "${BENCH_MERGEKIT:-1}" = 1 ] && [ -x "$venv/bin/mergekit-moe" ]; then
     # shellcheck disable=SC2086
     cold $inputs
     t0=$(now)
-    /usr/bin/time -v "$root/.venv-tools/bin/mergekit-moe" moe8.yaml ref/ >/dev/null 2>time.log || true
+    /usr/bin/time -v "$venv/bin/mergekit-moe" moe8.yaml ref/ >/dev/null 2>time.log || true
     t1=$(now)
     printf '%-22s %12s %9.2f %9.2f %7.2f %9s\n' "mergekit-moe" "$out_bytes" "$floor" "$(sub "$t1" "$t0")" \
         "$(div "$(sub "$t1" "$t0")" "$floor")" "$(peak_mb time.log)"
