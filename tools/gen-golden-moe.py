@@ -15,6 +15,8 @@ values), then stores under tests/golden/moe/<case>/:
   ppl.json          (deterministic cases) transformers' perplexity of mergekit-moe's model (with
                     the base model's tokenizer files) on text.txt, as `mergekit-c eval` windows
                     it (tools/check-ppl.py --golden)
+tests/golden/moe/legacy_mixtral/ holds a tiny Mixtral in the per-expert layout of real Mixtral
+checkpoints (mergekit-moe's output renamed) with transformers' perplexity of it, for eval;
 and tests/golden/moe/MANIFEST.json records the synth commands and the tool versions.
 tests/e2e/moe.sh makes the same models, runs mergekit-c moe and compares.
 
@@ -101,6 +103,24 @@ shared_experts:
 """, 6, True),
 }
 
+# a checkpoint in the per-expert layout real Mixtral checkpoints store
+# (block_sparse_moe.experts.N.w1 / w2 / w3, block_sparse_moe.gate), which transformers converts
+# on load: mergekit-moe's output of these tiny models, renamed; eval must run it as it is
+LEGACY_MODELS = [
+    ("tiny/", "--hidden 16 --layers 1 --heads 2 --intermediate 24 --vocab 64 --max-position 64 --std 0.3 --seed 40"),
+    ("tiny1/", "--finetune-of tiny/ --delta 0.5 --seed 41"),
+    ("tiny2/", "--finetune-of tiny/ --delta 0.5 --seed 42"),
+]
+LEGACY_CONFIG = """base_model: tiny/
+gate_mode: random
+experts_per_token: 1
+experts:
+  - source_model: tiny1/
+    positive_prompts: ["tok3"]
+  - source_model: tiny2/
+    positive_prompts: ["tok4"]
+"""
+
 ROUTER_SUFFIXES = (".mlp.gate.weight", ".mlp.shared_expert_gate.weight")
 
 
@@ -134,6 +154,55 @@ def mergekit_moe(config, out, seed, cwd):
         main.main(args=[config, out], standalone_mode=False)
     finally:
         os.chdir(here)
+
+
+def legacy(w, manifest):
+    """tests/golden/moe/legacy_mixtral/: model.safetensors and config.json in the per-expert
+    layout, and transformers' perplexity of it (ppl.json)."""
+    for folder, args in LEGACY_MODELS:
+        run([MK, "synth", folder] + args.split() + ["-q"], w)
+    with open(os.path.join(w, "legacy.yaml"), "w") as f:
+        f.write(LEGACY_CONFIG)
+    out = os.path.join(w, "out-legacy")
+    mergekit_moe("legacy.yaml", out, 1, w)
+    tensors = {}
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as st:
+        for k in st.keys():
+            t = st.get_tensor(k).contiguous()
+            pre = k.split(".mlp.")[0]
+            if k.endswith(".mlp.experts.gate_up_proj"):
+                f = t.shape[1] // 2
+                for e in range(t.shape[0]):
+                    tensors[f"{pre}.block_sparse_moe.experts.{e}.w1.weight"] = t[e, :f].clone()
+                    tensors[f"{pre}.block_sparse_moe.experts.{e}.w3.weight"] = t[e, f:].clone()
+            elif k.endswith(".mlp.experts.down_proj"):
+                for e in range(t.shape[0]):
+                    tensors[f"{pre}.block_sparse_moe.experts.{e}.w2.weight"] = t[e].clone()
+            elif k.endswith(".mlp.gate.weight"):
+                tensors[f"{pre}.block_sparse_moe.gate.weight"] = t
+            else:
+                tensors[k] = t
+    d = os.path.join(GOLD, "legacy_mixtral")
+    os.makedirs(d)
+    save_file(tensors, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(out, "config.json"), os.path.join(d, "config.json"))
+    chk = os.path.join(w, "legacy-check")
+    shutil.copytree(d, chk)
+    for fn in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(os.path.join(w, "tiny", fn), os.path.join(chk, fn))
+    subprocess.run([PY, os.path.join(ROOT, "tools", "check-ppl.py"), chk, os.path.join(GOLD, "text.txt"), "--ctx", "32",
+                    "--chunks", "6", "--golden", os.path.join(d, "ppl.json")], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    with open(os.path.join(d, "ppl.json")) as f:
+        pj = json.load(f)
+    pj["model"] = "legacy_mixtral"
+    pj["text"] = "tests/golden/moe/text.txt"
+    with open(os.path.join(d, "ppl.json"), "w") as f:
+        json.dump(pj, f, indent=2)
+        f.write("\n")
+    manifest["legacy_mixtral"] = {"synth": [f"mergekit-c synth {f} {a}" for f, a in LEGACY_MODELS], "config": LEGACY_CONFIG,
+                                  "seed": 1, "renamed": "fused experts split into block_sparse_moe.experts.N.w1/w3/w2"}
+    print("legacy_mixtral:", len(tensors), "tensors")
 
 
 def main():
@@ -191,6 +260,7 @@ def main():
                     f.write("\n")
             manifest["cases"][case] = {"seed": seed, "deterministic": det}
             print(f"{case}: {len(routers)} routers")
+        legacy(w, manifest)
         with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
