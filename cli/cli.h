@@ -132,6 +132,10 @@ mk_status mk_cli_open_model(const char *path, mk_source **out);
  * commands that take its weights as values: merge, lora, quantize. */
 mk_status mk_cli_open_model_values(const char *path, mk_source **out);
 
+struct mk_tokenizer;
+/* A model's tokenizer: tokenizer.json, and tokenizer_config.json for the BOS/EOS names. */
+mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, struct mk_tokenizer **t);
+
 struct mk_qplan;
 /* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
  * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
@@ -186,6 +190,7 @@ int mk_cmd_pack(int argc, char **argv);
 int mk_cmd_unpack(int argc, char **argv);
 int mk_cmd_verify(int argc, char **argv);
 int mk_cmd_tokenize(int argc, char **argv);
+int mk_cmd_moe(int argc, char **argv);
 
 /* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */
 mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out);

@@ -69,7 +69,7 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     if (s == MK_OK) s = mk_qstream_run(src, idx, outs, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
     /* config.json in the output dtype, without its quantization_config */
-    mk_hfconfig_edit e = {mk_dtype_info(cfg_dtype)->torch_name, NULL, 0, NULL, 0, NULL, true};
+    mk_hfconfig_edit e = {mk_dtype_info(cfg_dtype)->torch_name, NULL, 0, NULL, 0, NULL, true, NULL};
     bool found;
     if (s == MK_OK) s = mk_output_config(&o, src, &e, &found);
     if (s == MK_OK) s = mk_output_tokenizer(&o, src);

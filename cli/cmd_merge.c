@@ -188,7 +188,7 @@ static mk_status write_config(merge_run *m)
         }
     char *qc = m->o->quantize ? mk_qplan_config_json(&m->qplan) : NULL;
     if (m->o->quantize && !qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
+    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false, NULL};
     if (p->out_layers >= 0) {
         e.layers_key = mk_arch_layers_key(a);
         e.layers = p->out_layers;

@@ -41,7 +41,7 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, cons
 {
     char *qc = mk_qplan_config_json(p);
     if (!qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false};
+    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false, NULL};
     bool found;
     mk_status s = mk_output_config(o, src, &e, &found);
     free(qc);

@@ -310,7 +310,7 @@ static mk_status eval_model_open(const char *path, eval_model *em)
 }
 
 /* The model's tokenizer (tokenizer.json, and tokenizer_config.json for BOS/EOS names). */
-static mk_status open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t)
+mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t)
 {
     char *tj = NULL, *cj = NULL, *what = NULL;
     size_t tl = 0, cl = 0;
@@ -478,7 +478,7 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
                          em[i].path, mk_nn_vocab(em[i].nn), em[0].path, mk_nn_vocab(em[0].nn));
     }
     for (size_t i = 1; i < nm && s == MK_OK; i++) s = same_tokenizer(&em[0], &em[i]);
-    if (s == MK_OK) s = open_tokenizer(em[0].src, em[0].path, &t);
+    if (s == MK_OK) s = mk_cli_open_tokenizer(em[0].src, em[0].path, &t);
     if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos);
     if (s == MK_OK && n < (size_t)o->ctx)
         s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %ld (--ctx)", o->text, n, o->ctx);
