@@ -24,6 +24,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container", NULL},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte", NULL},
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container", NULL},
+    {"finalize", mk_cmd_finalize, "finish an output written in parts (--part I/N, Slurm arrays, mpirun): index, side files, rename", NULL},
     {"tokenize", mk_cmd_tokenize, "text to token ids (or back) with a model's tokenizer.json", NULL},
 };
 const size_t mk_cli_n_commands = sizeof mk_cli_commands / sizeof mk_cli_commands[0];

@@ -67,6 +67,14 @@ typedef struct mk_st_sink_opts {
     uint64_t shard_size;     /* max bytes of tensor data per shard; 0 = one shard */
     const char *resume_key;  /* identity of the job, for --resume; NULL = no journal */
     bool resume;             /* reuse shards recorded in the journal when the key matches */
+    const char *journal;     /* the journal's file name; NULL = MK_ST_JOURNAL */
+    /* One part of a split output (parts.h): own[shard] says which shards this process writes;
+     * the others belong to other parts: not touched, reported done, left out of out_files, and
+     * no index is written. NULL: every shard. */
+    const unsigned char *own;
+    /* finalize: every shard is already written, with these sizes and hashes (layout order);
+     * only the index is written. NULL: none. */
+    const mk_out_file *adopt;
 } mk_st_sink_opts;
 
 /* Greedy shard assignment in output order, as Hugging Face and mergekit do: a new shard
