@@ -32,6 +32,8 @@ static void mpi_end(void)
 
 static void mpi_start(void)
 {
+    /* only under a launcher (mpirun sets these): a plain run never starts MPI */
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("PMI_SIZE")) return;
     int init = 0;
     MPI_Initialized(&init);
     if (!init) {
@@ -185,8 +187,11 @@ int mk_cli_parts_after(const mk_cli_parts *x, int rc, const char *out, const mk_
             }
         if (job) fprintf(stderr, "mergekit-c: rerun the same mpirun command with --resume: finished parts are kept\n");
         else {
-            char *extra[4];
-            job = finalize_out(out, extra, common_args(c, extra));
+            char *extra[4], *tmp = mk_parts_tmp_path(out);
+            /* every rank found OUT complete (--resume after a finished job): nothing to finalize */
+            if (tmp && !mk_path_exists(tmp) && mk_path_exists(out)) job = 0;
+            else job = finalize_out(out, extra, common_args(c, extra));
+            free(tmp);
         }
     }
     free(rcs);

@@ -607,8 +607,7 @@ static mk_status run_part(merge_run *m)
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && !m->o->parts.p.n && !m->o->finalize && mk_path_exists(m->out) &&
-        !mk_dir_is_empty(m->out)) {
+    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
         char *tmp = mk_asprintf("%s.tmp", m->out);
         bool partial = tmp && mk_path_exists(tmp);
         free(tmp);

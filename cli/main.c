@@ -82,7 +82,11 @@ int main(int argc, char **argv)
     const char *a = argv[1];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0) return mk_cli_help(argc - 1, argv + 1);
     if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+#ifdef MK_MPI
+        printf("mergekit-c %s (Open MPI: mpirun ranks write the parts of an output)\n", MK_VERSION);
+#else
         printf("mergekit-c %s\n", MK_VERSION);
+#endif
         return 0;
     }
     const mk_cli_command *c = find_command(a);
