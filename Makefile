@@ -113,6 +113,10 @@ LIBA := $(BUILD)/libmergekit.a
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
 all: mergekit-c quantize mergekit-yaml
+ifeq ($(MPI),1)
+# kept beside the default build's binary: the suite's mpirun checks (tests/e2e/cluster.sh) use it
+all: $(BUILD)/mergekit-c
+endif
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -52,7 +52,7 @@ void mk_output_split_free(mk_output_split *sp)
 /* OUT.tmp for a part (joined, shared) or for finalize (held alone, the parts checked); fills
  * the sink options that restrict it to the part's shards or adopt them all. */
 static mk_status begin_parts(mk_output *o, const char *out, const mk_output_opts *opts, const mk_tensor_info *t, size_t n,
-                             mk_st_sink_opts *so, char **journal)
+                             mk_st_sink_opts *so, mk_st_sink_split *sp2, char **journal)
 {
     if (o->container)
         return mk_error(MK_ERR_USAGE, "%s: a split output (--part) is a folder of safetensors shards, not a .mkz container; "
@@ -73,7 +73,7 @@ static mk_status begin_parts(mk_output *o, const char *out, const mk_output_opts
         if (s == MK_OK && !o->adopt) s = MK_ERR_NOMEM;
         if (s == MK_OK) s = mk_parts_check(o->od.tmp_path, opts->manifest, sp.names, sp.size, sp.part_of, sp.n_shards, o->adopt);
         for (size_t k = 0; o->adopt && k < sp.n_shards; k++) o->adopt[k].name = NULL; /* borrowed from sp */
-        so->adopt = o->adopt;
+        sp2->adopt = o->adopt;
     } else {
         o->od.lock_fd = -1;
         o->od.final_path = mk_strdup(out);
@@ -86,14 +86,14 @@ static mk_status begin_parts(mk_output *o, const char *out, const mk_output_opts
         o->own = mk_calloc(sp.n_shards ? sp.n_shards : 1, 1);
         if (s == MK_OK && !o->own) s = MK_ERR_NOMEM;
         for (size_t k = 0; s == MK_OK && k < sp.n_shards; k++) o->own[k] = sp.part_of[k] == opts->part.i - 1;
-        so->own = o->own;
+        sp2->own = o->own;
         so->resume_key = opts->manifest->plan; /* the part's own journal: a rerun keeps its finished shards */
         so->resume = true;
         char *jp = mk_part_file(".", opts->part, "journal");
         *journal = jp ? mk_strdup(jp + 2) : NULL;
         free(jp);
         if (s == MK_OK && !*journal) s = MK_ERR_NOMEM;
-        so->journal = *journal;
+        sp2->journal = *journal;
     }
     mk_output_split_free(&sp);
     return s;
@@ -104,11 +104,12 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
     memset(o, 0, sizeof *o);
     o->part_locks[0] = o->part_locks[1] = -1;
     o->container = mk_output_is_container(out, opts);
-    mk_st_sink_opts so = {opts->shard_size, opts->resume_key, opts->resume, NULL, NULL, NULL};
+    mk_st_sink_opts so = {opts->shard_size, opts->resume_key, opts->resume};
+    mk_st_sink_split split = {NULL, NULL, NULL};
     char *journal = NULL;
     mk_status s = MK_OK;
     if (opts->part.n || opts->finalize) {
-        s = begin_parts(o, out, opts, t, n, &so, &journal);
+        s = begin_parts(o, out, opts, t, n, &so, &split, &journal);
     } else {
         /* a plain run would start OUT.tmp afresh: not over the parts of a split run */
         char *tmp = mk_parts_tmp_path(out), *man = tmp ? mk_path_join(tmp, MK_PARTS_MANIFEST) : NULL;
@@ -128,6 +129,8 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
     if (o->container) {
         mk_mkz_sink_opts zo = {opts->level ? opts->level : MK_MKZ_LEVEL_DEFAULT, opts->shard_size, 0};
         s = mk_mkz_sink(o->od.tmp_path, &zo, &o->k);
+    } else if (o->keep) {
+        s = mk_safetensors_sink_split(o->od.tmp_path, opts->stem, &so, &split, &o->k);
     } else {
         s = opts->stem ? mk_safetensors_sink_stem(o->od.tmp_path, opts->stem, &so, &o->k)
                        : mk_safetensors_sink(o->od.tmp_path, &so, &o->k);

@@ -190,36 +190,49 @@ static bool json_uint(const mk_json *j, uint32_t obj, const char *key, uint64_t 
     return true;
 }
 
+static mk_status parse_json(const char *text, size_t len, const char *what, mk_json *j)
+{
+    mk_json_limits lim = {8, len / 2 + 16};
+    MK_TRY(mk_json_parse(j, text, len, &lim, what));
+    if (mk_json_at(j, 0)->type != MK_JSON_OBJ) {
+        mk_json_free(j);
+        return mk_error(MK_ERR_FORMAT, "%s: not a JSON object", what);
+    }
+    return MK_OK;
+}
+
 static mk_status load_json(const char *path, mk_json *j)
 {
     char *text = NULL;
     size_t len = 0;
     MK_TRY(mk_read_file(path, RECORD_CAP, &text, &len));
-    mk_json_limits lim = {8, len / 2 + 16};
-    mk_status s = mk_json_parse(j, text, len, &lim, path);
+    mk_status s = parse_json(text, len, path, j);
     free(text);
-    if (s == MK_OK && mk_json_at(j, 0)->type != MK_JSON_OBJ) {
-        mk_json_free(j);
-        s = mk_error(MK_ERR_FORMAT, "%s: not a JSON object", path);
-    }
     return s;
 }
 
 mk_status mk_parts_manifest_load(const char *tmp, mk_parts_manifest *m)
 {
     memset(m, 0, sizeof *m);
-    char *path = mk_path_join(tmp, MK_PARTS_MANIFEST);
-    if (!path) return MK_ERR_NOMEM;
+    char *path = mk_path_join(tmp, MK_PARTS_MANIFEST), *text = NULL;
+    size_t len = 0;
+    mk_status s = path ? mk_read_file(path, RECORD_CAP, &text, &len) : MK_ERR_NOMEM;
+    if (s == MK_OK) s = mk_parts_manifest_parse(text, len, path, m);
+    free(text);
+    free(path);
+    return s;
+}
+
+mk_status mk_parts_manifest_parse(const char *text, size_t len, const char *path, mk_parts_manifest *m)
+{
+    memset(m, 0, sizeof *m);
     mk_json j;
-    mk_status s = load_json(path, &j);
-    if (s != MK_OK) {
-        free(path);
-        return s;
-    }
+    MK_TRY(parse_json(text, len, path, &j));
+    mk_status s = MK_OK;
     const char *cmd = json_str(&j, 0, "command"), *plan = json_str(&j, 0, "plan"), *cwd = json_str(&j, 0, "cwd");
     uint64_t n = 0;
     uint32_t av = mk_json_get(&j, 0, "argv");
-    if (!cmd || !plan || !cwd || !json_uint(&j, 0, "parts", MK_PARTS_MAX, &n) || n < 1 || !av ||
+    if (!cmd || !plan || strlen(plan) != 32 || !cwd || !json_uint(&j, 0, "parts", MK_PARTS_MAX, &n) || n < 1 || !av ||
         mk_json_at(&j, av)->type != MK_JSON_ARR || mk_json_at(&j, av)->count < 1 || mk_json_at(&j, av)->count > 4096)
         s = mk_error(MK_ERR_FORMAT, "%s: malformed parts manifest", path);
     if (s == MK_OK) {
@@ -236,7 +249,6 @@ mk_status mk_parts_manifest_load(const char *tmp, mk_parts_manifest *m)
         else if (!(m->argv[m->argc++] = mk_strdup(mk_json_strv(&j, c)))) s = MK_ERR_NOMEM;
     }
     mk_json_free(&j);
-    free(path);
     if (s != MK_OK) mk_parts_manifest_free(m);
     return s;
 }
@@ -467,6 +479,19 @@ static mk_status check_record(const mk_json *j, const mk_parts_manifest *m, unsi
     return MK_OK;
 }
 
+mk_status mk_parts_record_parse(const char *text, size_t len, const char *what, const mk_parts_manifest *m, unsigned i,
+                                char *const *name, const uint64_t *size, const uint32_t *part_of, size_t ns, mk_out_file *adopt,
+                                bool *other)
+{
+    mk_json j;
+    *other = false;
+    MK_TRY(parse_json(text, len, what, &j));
+    mk_status s = check_record(&j, m, i, name, size, part_of, ns, adopt, other);
+    if (s == MK_ERR_FORMAT) s = mk_error(s, "%s: malformed completion record of part %u/%u", what, i, m->n);
+    mk_json_free(&j);
+    return s;
+}
+
 mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *const *name, const uint64_t *size,
                          const uint32_t *part_of, size_t ns, mk_out_file *adopt)
 {
@@ -483,14 +508,12 @@ mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *cons
             free(path);
             continue;
         }
-        mk_json j;
-        mk_status s = load_json(path, &j);
+        char *text = NULL;
+        size_t len = 0;
         bool other = false;
-        if (s == MK_OK) {
-            s = check_record(&j, m, i, name, size, part_of, ns, adopt, &other);
-            if (s == MK_ERR_FORMAT) s = mk_error(s, "%s: malformed completion record of part %u/%u", path, i, m->n);
-            mk_json_free(&j);
-        }
+        mk_status s = mk_read_file(path, RECORD_CAP, &text, &len);
+        if (s == MK_OK) s = mk_parts_record_parse(text, len, path, m, i, name, size, part_of, ns, adopt, &other);
+        free(text);
         free(path);
         MK_TRY(s);
         if (other) add_part(foreign, sizeof foreign, i, m->n, &n_foreign);

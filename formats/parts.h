@@ -56,6 +56,8 @@ typedef struct mk_parts_manifest {
  * copies into m (command, argc, argv). */
 mk_status mk_parts_manifest_argv(mk_parts_manifest *m, const char *command, int argc, char **argv);
 mk_status mk_parts_manifest_load(const char *tmp, mk_parts_manifest *m);
+/* The manifest's text (hostile: bounded, checked); `what` names it in messages. */
+mk_status mk_parts_manifest_parse(const char *text, size_t len, const char *what, mk_parts_manifest *m);
 void mk_parts_manifest_free(mk_parts_manifest *m);
 
 /* Create OUT.tmp (`tmp`) holding the manifest m, or join the one there, which must be of the
@@ -80,6 +82,12 @@ mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk
  * size. Fills adopt[ns] (name borrowed from name[], size, hash from the records). */
 mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *const *name, const uint64_t *size,
                          const uint32_t *part_of, size_t ns, mk_out_file *adopt);
+/* One record's text for part i (mk_parts_check's step; hostile input): *other when it is of
+ * another plan or split or lists shards the plan does not give part i; else adopt[] gets
+ * part i's shards. MK_ERR_FORMAT when malformed. */
+mk_status mk_parts_record_parse(const char *text, size_t len, const char *what, const mk_parts_manifest *m, unsigned i,
+                                char *const *name, const uint64_t *size, const uint32_t *part_of, size_t ns, mk_out_file *adopt,
+                                bool *other);
 /* Remove the manifest, records, journals and locks (finalize, just before the rename). */
 mk_status mk_parts_cleanup(const char *tmp);
 
