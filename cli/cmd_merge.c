@@ -113,26 +113,64 @@ static mk_status check_out_path(merge_run *m)
     return mk_cli_check_output(m->out, ins, n);
 }
 
+/* A split output shares the input hashing out: part I hashes the input files the byte-balanced
+ * split gives it (mk_parts_split over the files' sizes); finalize takes the hashes from the
+ * parts' records. share[n] gets 1 for the files this process hashes. */
+static mk_status hash_share(merge_run *m, size_t n, unsigned char *share)
+{
+    memset(share, 1, n ? n : 1);
+    mk_part p = m->o->parts.p;
+    if (!p.n) return MK_OK;
+    uint64_t *size = mk_calloc(n ? n : 1, sizeof *size);
+    uint32_t *part_of = mk_calloc(n ? n : 1, sizeof *part_of);
+    if (!size || !part_of) {
+        free(size);
+        free(part_of);
+        return MK_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_refs; i++)
+        for (size_t f = 0; f < m->src[i]->n_files; f++, k++) {
+            struct stat st;
+            size[k] = stat(m->src[i]->files[f], &st) == 0 ? (uint64_t)st.st_size : 0;
+        }
+    mk_parts_split(size, n, p.n, part_of);
+    for (k = 0; k < n; k++) share[k] = part_of[k] == p.i - 1;
+    free(size);
+    free(part_of);
+    return MK_OK;
+}
+
 static mk_status hash_inputs(merge_run *m)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->n_refs; i++) n += m->src[i]->n_files;
     m->ih.files = mk_calloc(n ? n : 1, sizeof *m->ih.files);
     m->ih.model_of = mk_calloc(n ? n : 1, sizeof *m->ih.model_of);
-    if (!m->ih.files || !m->ih.model_of) return MK_ERR_NOMEM;
-    for (size_t i = 0; i < m->n_refs; i++) {
-        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+    unsigned char *share = mk_calloc(n ? n : 1, 1);
+    mk_status s = m->ih.files && m->ih.model_of && share ? hash_share(m, n, share) : MK_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
+        for (size_t f = 0; f < m->src[i]->n_files && s == MK_OK; f++, k++) {
+            if (!share[k]) continue;
             mk_out_file *of = &m->ih.files[m->ih.n];
+            const char *rec = m->o->finalize ? mk_parts_inputs_find(&m->w.inputs, m->src[i]->files[f]) : NULL;
             mk_hash128 h;
-            mk_info("hashing %s", m->src[i]->files[f]);
-            MK_TRY(mk_hash_file(m->src[i]->files[f], &h));
-            mk_hash128_hex(h, of->hash);
+            if (rec) {
+                memcpy(of->hash, rec, 33);
+            } else {
+                mk_info("hashing %s", m->src[i]->files[f]);
+                s = mk_hash_file(m->src[i]->files[f], &h);
+                if (s != MK_OK) break;
+                mk_hash128_hex(h, of->hash);
+            }
             of->name = mk_strdup(m->src[i]->files[f]);
-            if (!of->name) return MK_ERR_NOMEM;
-            m->ih.model_of[m->ih.n++] = i;
+            if (!of->name) s = MK_ERR_NOMEM;
+            else m->ih.model_of[m->ih.n++] = i;
         }
     }
-    return MK_OK;
+    free(share);
+    return s;
 }
 
 /* Input hashing runs beside the merge: both read the same pages, so the inputs are read
@@ -580,6 +618,8 @@ static mk_status run_part(merge_run *m)
         if (!m->o->c.quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", p.i, p.n, m->out);
         return MK_OK;
     }
+    hash_job hj = {0};
+    if (s == MK_OK) s = hash_start(&hj, m); /* this part's share of the input hashes */
     mk_progress prog;
     mk_progress_init(&prog, "merge", &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
@@ -588,8 +628,10 @@ static mk_status run_part(merge_run *m)
     mk_exec_stats es = {0};
     if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
     mk_progress_end(&prog);
+    mk_status hs = hash_join(&hj);
+    if (s == MK_OK) s = hs;
     if (s == MK_OK) s = mk_output_seal(&m->w);
-    if (s == MK_OK) s = mk_output_part_done(&m->w);
+    if (s == MK_OK) s = mk_output_part_done(&m->w, m->ih.files, m->ih.n);
     if (s == MK_OK && !m->o->c.quiet) {
         char a[32];
         uint64_t bytes = 0;

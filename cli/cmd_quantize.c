@@ -206,7 +206,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_progress_end(&prog);
     if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out);
     if (s == MK_OK) s = mk_output_seal(&out_o);
-    if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o) : mk_output_commit(&out_o);
+    if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);
     double secs = mk_now() - t0;
     if (s == MK_OK) {
         if (!o->finalize) mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);

@@ -71,7 +71,8 @@ static mk_status begin_parts(mk_output *o, const char *out, const mk_output_opts
         if (s == MK_OK) o->begun = true;
         o->adopt = mk_calloc(sp.n_shards ? sp.n_shards : 1, sizeof *o->adopt);
         if (s == MK_OK && !o->adopt) s = MK_ERR_NOMEM;
-        if (s == MK_OK) s = mk_parts_check(o->od.tmp_path, opts->manifest, sp.names, sp.size, sp.part_of, sp.n_shards, o->adopt);
+        if (s == MK_OK) s = mk_parts_check(o->od.tmp_path, opts->manifest, sp.names, sp.size, sp.part_of, sp.n_shards, o->adopt,
+                                           &o->inputs);
         for (size_t k = 0; o->adopt && k < sp.n_shards; k++) o->adopt[k].name = NULL; /* borrowed from sp */
         sp2->adopt = o->adopt;
     } else {
@@ -140,9 +141,9 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
     return s;
 }
 
-mk_status mk_output_part_done(mk_output *o)
+mk_status mk_output_part_done(mk_output *o, const mk_out_file *in, size_t n_in)
 {
-    MK_TRY(mk_parts_record(o->od.tmp_path, o->part, o->manifest->plan, o->k->out_files, o->k->n_out_files));
+    MK_TRY(mk_parts_record(o->od.tmp_path, o->part, o->manifest->plan, o->k->out_files, o->k->n_out_files, in, n_in));
     mk_parts_release(o->part_locks);
     return MK_OK;
 }
@@ -235,6 +236,7 @@ void mk_output_close(mk_output *o)
     mk_parts_release(o->part_locks);
     free(o->own);
     free(o->adopt);
+    mk_parts_inputs_free(&o->inputs);
     o->own = NULL;
     o->adopt = NULL;
     o->begun = false;

@@ -61,14 +61,16 @@ typedef struct mk_output {
     const mk_parts_manifest *manifest;
     unsigned char *own;       /* the sink's shard masks, alive as long as it */
     mk_out_file *adopt;
+    mk_parts_inputs inputs;   /* finalize: the input hashes the parts recorded */
 } mk_output;
 
 /* The shards tensors t[n] go into as opts would write them, split between `parts` parts. */
 mk_status mk_output_split_build(const mk_tensor_info *t, size_t n, const mk_output_opts *opts, unsigned parts,
                                 mk_output_split *sp);
 void mk_output_split_free(mk_output_split *sp);
-/* After mk_output_seal of a part: its completion record. */
-mk_status mk_output_part_done(mk_output *o);
+/* After mk_output_seal of a part: its completion record, with the input files it hashed
+ * in[n_in] (name = path; NULL, 0 for none). */
+mk_status mk_output_part_done(mk_output *o, const mk_out_file *in, size_t n_in);
 
 /* True when OUT is written as a .mkz container. */
 bool mk_output_is_container(const char *out, const mk_output_opts *o);

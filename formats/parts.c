@@ -344,7 +344,58 @@ void mk_parts_release(int locks[2])
 
 /* ---- records ------------------------------------------------------------------------------ */
 
-mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk_out_file *f, size_t n)
+void mk_parts_inputs_free(mk_parts_inputs *in)
+{
+    for (size_t k = 0; k < in->n; k++) free(in->f[k].name);
+    free(in->f);
+    memset(in, 0, sizeof *in);
+}
+
+const char *mk_parts_inputs_find(const mk_parts_inputs *in, const char *path)
+{
+    for (size_t k = 0; k < in->n; k++)
+        if (strcmp(in->f[k].name, path) == 0) return in->f[k].hash;
+    return NULL;
+}
+
+mk_status mk_parts_record_inputs(const char *text, size_t len, const char *what, mk_parts_inputs *in)
+{
+    mk_json j;
+    MK_TRY(parse_json(text, len, what, &j));
+    mk_status s = MK_OK;
+    uint32_t arr = mk_json_get(&j, 0, "inputs");
+    if (arr && (mk_json_at(&j, arr)->type != MK_JSON_ARR || mk_json_at(&j, arr)->count > (1u << 20)))
+        s = mk_error(MK_ERR_FORMAT, "%s: malformed inputs list", what);
+    for (uint32_t c = s == MK_OK && arr ? mk_json_at(&j, arr)->first : 0; c && s == MK_OK; c = mk_json_at(&j, c)->next) {
+        const char *fn = json_str(&j, c, "file"), *hx = json_str(&j, c, "xxh128");
+        if (!fn || !hx || strlen(hx) != 32) {
+            s = mk_error(MK_ERR_FORMAT, "%s: malformed inputs entry", what);
+            break;
+        }
+        if (in->n == in->cap) {
+            size_t cap = in->cap ? in->cap * 2 : 16;
+            mk_out_file *nf = mk_realloc_array(in->f, cap, sizeof *nf);
+            if (!nf) {
+                s = MK_ERR_NOMEM;
+                break;
+            }
+            in->f = nf;
+            in->cap = cap;
+        }
+        mk_out_file *f = &in->f[in->n];
+        memset(f, 0, sizeof *f);
+        if (!(f->name = mk_strdup(fn))) s = MK_ERR_NOMEM;
+        else {
+            memcpy(f->hash, hx, 33);
+            in->n++;
+        }
+    }
+    mk_json_free(&j);
+    return s;
+}
+
+mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk_out_file *f, size_t n, const mk_out_file *in,
+                          size_t n_in)
 {
     mk_buf b = {0};
     mk_buf_printf(&b, "{\n  \"part\": %u,\n  \"parts\": %u,\n  \"plan\": \"%s\",\n  \"shards\": [", p.i, p.n, plan);
@@ -353,7 +404,13 @@ mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk
         mk_buf_json_str(&b, f[k].name);
         mk_buf_printf(&b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[k].size, f[k].hash);
     }
-    mk_buf_puts(&b, "\n  ]\n}\n");
+    mk_buf_puts(&b, "\n  ],\n  \"inputs\": [");
+    for (size_t k = 0; k < n_in; k++) {
+        mk_buf_puts(&b, k ? ",\n    {\"file\": " : "\n    {\"file\": ");
+        mk_buf_json_str(&b, in[k].name);
+        mk_buf_printf(&b, ", \"xxh128\": \"%s\"}", in[k].hash);
+    }
+    mk_buf_puts(&b, n_in ? "\n  ]\n}\n" : "]\n}\n");
     char *path = mk_part_file(tmp, p, "json");
     mk_status s = b.failed || !path ? MK_ERR_NOMEM : mk_write_file_atomic(path, b.data, b.len);
     if (s == MK_OK) s = mk_fsync_dir(tmp);
@@ -493,7 +550,7 @@ mk_status mk_parts_record_parse(const char *text, size_t len, const char *what, 
 }
 
 mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *const *name, const uint64_t *size,
-                         const uint32_t *part_of, size_t ns, mk_out_file *adopt)
+                         const uint32_t *part_of, size_t ns, mk_out_file *adopt, mk_parts_inputs *in)
 {
     MK_TRY(check_strays(tmp, m->n));
     memset(adopt, 0, ns * sizeof *adopt);
@@ -513,6 +570,7 @@ mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *cons
         bool other = false;
         mk_status s = mk_read_file(path, RECORD_CAP, &text, &len);
         if (s == MK_OK) s = mk_parts_record_parse(text, len, path, m, i, name, size, part_of, ns, adopt, &other);
+        if (s == MK_OK && !other && in) s = mk_parts_record_inputs(text, len, path, in);
         free(text);
         free(path);
         MK_TRY(s);

@@ -73,15 +73,30 @@ bool mk_parts_complete(const char *tmp, mk_part p, const char *plan);
  * names, dtypes and shapes. Allocated hex. */
 char *mk_parts_plan_hash(const char *what, size_t len, const mk_tensor_info *t, size_t n);
 
-/* The completion record of part p: its shards f[n] (name, size, hash). Written last. */
-mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk_out_file *f, size_t n);
+/* Input files hashed by the parts (each hashes its share, so finalize reads no input whole):
+ * name = the file's path as the command names it, hash. */
+typedef struct mk_parts_inputs {
+    size_t n, cap;
+    mk_out_file *f;
+} mk_parts_inputs;
+void mk_parts_inputs_free(mk_parts_inputs *in);
+/* The recorded hash of input file `path`, or NULL. */
+const char *mk_parts_inputs_find(const mk_parts_inputs *in, const char *path);
+
+/* The completion record of part p: its shards f[n] (name, size, hash) and the input files it
+ * hashed in[n_in] (name = path). Written last. */
+mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk_out_file *f, size_t n, const mk_out_file *in,
+                          size_t n_in);
 
 /* finalize: every part's record against the plan m and its shards (name[ns], size[ns],
  * part_of[ns] from mk_parts_split): refused, naming the parts, when one is missing, was made
  * by another plan or split, or lists other shards; each shard file must be there with its
- * size. Fills adopt[ns] (name borrowed from name[], size, hash from the records). */
+ * size. Fills adopt[ns] (name borrowed from name[], size, hash from the records) and `in` with
+ * the input hashes the records carry. */
 mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *const *name, const uint64_t *size,
-                         const uint32_t *part_of, size_t ns, mk_out_file *adopt);
+                         const uint32_t *part_of, size_t ns, mk_out_file *adopt, mk_parts_inputs *in);
+/* A record's input hashes appended to `in` (hostile input: bounded, checked). */
+mk_status mk_parts_record_inputs(const char *text, size_t len, const char *what, mk_parts_inputs *in);
 /* One record's text for part i (mk_parts_check's step; hostile input): *other when it is of
  * another plan or split or lists shards the plan does not give part i; else adopt[] gets
  * part i's shards. MK_ERR_FORMAT when malformed. */

@@ -34,5 +34,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (part_of[k] == 0 && adopt[k].name) __builtin_trap();
         }
     }
+    mk_parts_inputs in = {0};
+    if (mk_parts_record_inputs((const char *)data, size, "fuzz-record.json", &in) == MK_OK)
+        for (size_t k = 0; k < in.n; k++)
+            if (!in.f[k].name || strlen(in.f[k].hash) != 32 || mk_parts_inputs_find(&in, in.f[k].name) == NULL) __builtin_trap();
+    mk_parts_inputs_free(&in);
     return 0;
 }
