@@ -945,7 +945,9 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         "(`unpack` restores the folder). mergekit-yaml's command line is taken as it is (mergekit-c\n"
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
-        "refused.",
+        "refused. On a cluster, --part I/N writes part I of N of OUT's shards into the shared OUT.tmp\n"
+        "and 'mergekit-c finalize OUT' finishes it (--part slurm in a Slurm job array; mpirun with a\n"
+        "make MPI=1 build; docs/cluster.md).",
         opts, 2, 2, 0};
     char *pos[2];
     size_t npos;
