@@ -279,8 +279,8 @@ static const char *details(void)
                  "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
                  "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
                  "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).\n"
-                 "--part I/N writes part I of N of OUT's shards into the shared OUT.tmp; 'mergekit-c finalize OUT'\n"
-                 "finishes it (docs/cluster.md).");
+                 "On a cluster, with --part I/N each task writes part I of N of OUT's shards into the shared\n"
+                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).");
     return text;
 }
 
