@@ -587,6 +587,22 @@ static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
     return s;
 }
 
+/* The tensors: the executor into `cons` (when s, the status so far, is MK_OK), beside the input
+ * hashing started in hj, which is joined. */
+static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, hash_job *hj, mk_status s, mk_exec_stats *es)
+{
+    mk_progress prog;
+    mk_progress_init(&prog, what, &m->o->c);
+    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
+    double t0 = mk_now();
+    if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
+    mk_progress_end(&prog);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", es->computed, mk_now() - t0);
+    mk_status hs = hash_join(hj);
+    return s == MK_OK ? hs : s;
+}
+
 /* --dry-run --parts N (or --part I/N): how OUT's shards split between the parts. */
 static mk_status print_split(merge_run *m)
 {
@@ -620,16 +636,9 @@ static mk_status run_part(merge_run *m)
     }
     hash_job hj = {0};
     if (s == MK_OK) s = hash_start(&hj, m); /* this part's share of the input hashes */
-    mk_progress prog;
-    mk_progress_init(&prog, "merge", &m->o->c);
-    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
     mk_exec_stats es = {0};
-    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
-    mk_progress_end(&prog);
-    mk_status hs = hash_join(&hj);
-    if (s == MK_OK) s = hs;
+    s = compute(m, &cons, "merge", &hj, s, &es);
     if (s == MK_OK) s = mk_output_seal(&m->w);
     if (s == MK_OK) s = mk_output_part_done(&m->w, m->ih.files, m->ih.n);
     if (s == MK_OK && !m->o->c.quiet) {
@@ -672,17 +681,9 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_status s = open_output(m, expect, &cons);
     if (s == MK_OK && !expect) s = hash_start(&hj, m);
     mk_testpoint(); /* shards created, nothing computed */
-    mk_progress prog;
-    mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
-    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
     mk_exec_stats es = {0};
-    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
-    mk_progress_end(&prog);
-    mk_info("computed and wrote %zu tensor(s) in %.2f s", es.computed, mk_now() - t0);
-    mk_status hs = hash_join(&hj);
-    if (s == MK_OK) s = hs;
+    s = compute(m, &cons, expect ? "check" : "merge", &hj, s, &es);
     mk_testpoint(); /* every tensor written */
     mk_buf prov = {0};
     if (s == MK_OK) s = write_side_files(m, expect != NULL, &prov);
