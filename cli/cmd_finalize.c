@@ -130,6 +130,7 @@ static int finalize_out(const char *out, char **extra, int n_extra)
     if (s == MK_ERR_IO && !mk_path_exists(tmp)) s = mk_error(s, "%s: no parts to finalize", out);
     else if (s != MK_OK && s != MK_ERR_USAGE && s != MK_ERR_EXISTS)
         s = mk_error_prefix(s, "%s: not the output of parts (--part)", tmp);
+    if (s == MK_OK && !(m.self = mk_path_absolute(tmp))) s = MK_ERR_NOMEM;
     char *here = getcwd(NULL, 0);
     if (s == MK_OK && (!here || strcmp(here, m.cwd) != 0) && chdir(m.cwd) != 0)
         s = mk_error(MK_ERR_IO, "%s: the parts ran in %s, which cannot be entered: %s", tmp, m.cwd, strerror(errno));

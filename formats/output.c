@@ -66,8 +66,19 @@ static mk_status begin_parts(mk_output *o, const char *out, const mk_output_opts
     MK_TRY(mk_output_split_build(t, n, opts, opts->manifest->n, &sp));
     mk_status s = MK_OK;
     if (opts->finalize) {
-        s = mk_outdir_begin(&o->od, out, false, opts->force, true);
-        if (s == MK_OK && !o->od.resumed) MK_BUG("finalize without OUT.tmp");
+        /* the recorded command must name the OUT.tmp finalize read the manifest from */
+        char *tmp = mk_parts_tmp_path(out), *abs = tmp ? mk_path_absolute(tmp) : NULL;
+        if (!abs) s = MK_ERR_NOMEM;
+        else if (!opts->manifest->self || strcmp(abs, opts->manifest->self) != 0 || !mk_is_dir(tmp))
+            s = mk_error(MK_ERR_MISMATCH, "%s: its manifest names another output (%s, from %s); finalize it where the parts ran",
+                         opts->manifest->self ? opts->manifest->self : "OUT.tmp", abs, opts->manifest->cwd);
+        free(tmp);
+        free(abs);
+        if (s == MK_OK) s = mk_outdir_begin(&o->od, out, false, opts->force, true);
+        if (s == MK_OK && !o->od.resumed) {
+            mk_outdir_abort(&o->od); /* an empty one, made just now */
+            s = mk_error(MK_ERR_IO, "%s: OUT.tmp disappeared during finalize", out);
+        }
         if (s == MK_OK) o->begun = true;
         o->adopt = mk_calloc(sp.n_shards ? sp.n_shards : 1, sizeof *o->adopt);
         if (s == MK_OK && !o->adopt) s = MK_ERR_NOMEM;

@@ -127,6 +127,7 @@ void mk_parts_manifest_free(mk_parts_manifest *m)
     free(m->command);
     free(m->plan);
     free(m->cwd);
+    free(m->self);
     memset(m, 0, sizeof *m);
 }
 

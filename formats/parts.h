@@ -50,6 +50,7 @@ typedef struct mk_parts_manifest {
     char *cwd;      /* where the command ran (relative paths in its arguments) */
     int argc;
     char **argv;    /* the command line, --part removed; argv[0] is the command */
+    char *self;     /* finalize: the absolute path of the OUT.tmp it was read from (not recorded) */
 } mk_parts_manifest;
 
 /* argv without --part/--parts (and their values) and --resume, as the manifest records it:

@@ -119,6 +119,9 @@ t_fail "a part of another recipe cannot join OUT.tmp" 1 "out.tmp: holds the part
 t_fail "a split into another N cannot join OUT.tmp" 1 "holds the parts of another plan .* into 2 part" "$MK" "$R" out/ $MOPT --part 1/3
 t_fail "a single-process run does not wipe the parts" 2 "out.tmp: holds the parts of a split run .* finalize" "$MK" "$R" out/ $MOPT
 [ -f out.tmp/.mergekit-c-part-00001-of-00002.json ] && ok "refusals keep part 1/2's record" || notok "refusals" "part 1 record lost"
+cp -a out.tmp moved.tmp
+t_fail "finalize refuses an OUT.tmp moved away from where its parts ran" 1 "moved.tmp: its manifest names another output" "$MK" finalize moved
+[ -d moved.tmp ] && [ ! -e moved ] && ok "the moved OUT.tmp is kept" || notok "moved OUT.tmp" "removed or finalized"
 t_ok "the foreign part replaced by a rerun" "$MK" "$R" out/ $MOPT --part 2/2 -q
 t_ok "finalize then succeeds" "$MK" finalize out -q
 d=$(same_dir mref out) && ok "after replacing the foreign part: byte-identical" || notok "after replacing the foreign part" "$d"

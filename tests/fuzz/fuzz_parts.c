@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* the same bytes as part 2's record of a 2-part plan of 4 shards */
     char plan[] = "0123456789abcdef0123456789abcdef", cmd[] = "merge";
-    mk_parts_manifest want = {cmd, plan, 2, NULL, 0, NULL};
+    mk_parts_manifest want = {cmd, plan, 2, NULL, 0, NULL, NULL};
     char a[] = "a.safetensors", b[] = "b.safetensors", c[] = "c.safetensors", d[] = "d.safetensors";
     char *name[4] = {a, b, c, d};
     uint64_t sz[4] = {10, 20, 30, 40};

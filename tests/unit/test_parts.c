@@ -122,7 +122,7 @@ MK_TEST(parts_manifest_argv)
 MK_TEST(parts_record_against_plan)
 {
     char plan[] = "0123456789abcdef0123456789abcdef", cmd[] = "merge";
-    mk_parts_manifest m = {cmd, plan, 2, NULL, 0, NULL};
+    mk_parts_manifest m = {cmd, plan, 2, NULL, 0, NULL, NULL};
     char a[] = "a.safetensors", b[] = "b.safetensors", c[] = "c.safetensors";
     char *name[3] = {a, b, c};
     uint64_t size[3] = {10, 20, 30};
@@ -141,7 +141,7 @@ MK_TEST(parts_record_against_plan)
     CHECK_OK(mk_parts_record_parse(good, strlen(good), "r.json", &m, 1, name, size, part_of, 3, adopt, &other));
     CHECK(other);
     char plan2[] = "ffffffffffffffffffffffffffffffff";
-    mk_parts_manifest m2 = {cmd, plan2, 2, NULL, 0, NULL};
+    mk_parts_manifest m2 = {cmd, plan2, 2, NULL, 0, NULL, NULL};
     memset(adopt, 0, sizeof adopt);
     CHECK_OK(mk_parts_record_parse(good, strlen(good), "r.json", &m2, 2, name, size, part_of, 3, adopt, &other));
     CHECK(other);
