@@ -1,5 +1,5 @@
 # cluster.sh - outputs written in parts (--part I/N, `finalize`, Slurm job arrays, mpirun):
-# for a merge and a quantize, 1, 2, 3 and 5 parts run as separate processes (in reverse
+# for a merge and a quantize (and a merge --quantize in 3), 1, 2, 3 and 5 parts run apart (in reverse
 # order, some at the same time) finalize to the same bytes as one process; a part killed
 # mid-shard makes finalize refuse naming it, and rerunning it alone completes the output
 # without touching any other shard; a part of another plan is refused by name; a fake Slurm
@@ -61,6 +61,14 @@ for n in 1 2 3 5; do
         notok "quantize in $n part(s)" "$d"
     fi
 done
+
+# merge --quantize: the split is of the stored (quantized) tensors' shards
+"$MK" "$R" mq --quantize int4 $MOPT -q && mv mq mqref
+if d=$(run_parts 3 mq "$MK" "$R" mq --quantize int4 $MOPT) && d=$(same_dir mqref mq); then
+    ok "merge --quantize in 3 parts: byte-identical to one process"
+else
+    notok "merge --quantize in 3 parts" "$d"
+fi
 
 # --dry-run --parts N: the split, nothing written; every shard in exactly one part, and the
 # parts' bytes within one shard of each other (balanced by bytes, not tensor counts)
