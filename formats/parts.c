@@ -153,7 +153,11 @@ mk_status mk_parts_manifest_argv(mk_parts_manifest *m, const char *command, int 
             if (!hv) k++; /* its value */
             continue;
         }
-        if (k > 0 && strcmp(argv[k], "--resume") == 0) continue;
+        /* --resume is implied; how much finalize prints is finalize's own choice */
+        static const char *const drop[] = {"--resume", "-q", "--quiet", "-v", "-vv", "--verbose", "--json", NULL};
+        bool dropped = false;
+        for (const char *const *d = drop; *d && k > 0 && !dropped; d++) dropped = strcmp(argv[k], *d) == 0;
+        if (dropped) continue;
         if (!(m->argv[m->argc] = mk_strdup(argv[k]))) return MK_ERR_NOMEM;
         m->argc++;
     }

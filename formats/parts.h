@@ -53,8 +53,8 @@ typedef struct mk_parts_manifest {
     char *self;     /* finalize: the absolute path of the OUT.tmp it was read from (not recorded) */
 } mk_parts_manifest;
 
-/* argv without --part/--parts (and their values) and --resume, as the manifest records it:
- * copies into m (command, argc, argv). */
+/* argv without --part/--parts (and their values), --resume, and -q/-v/--json (finalize's own
+ * say), as the manifest records it: copies into m (command, argc, argv). */
 mk_status mk_parts_manifest_argv(mk_parts_manifest *m, const char *command, int argc, char **argv);
 mk_status mk_parts_manifest_load(const char *tmp, mk_parts_manifest *m);
 /* The manifest's text (hostile: bounded, checked); `what` names it in messages. */

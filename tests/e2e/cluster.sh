@@ -159,7 +159,8 @@ for id in 4 3 1 2; do
 done
 ls out.tmp/.mergekit-c-part-0000[123]-of-00003.json qout.tmp/.mergekit-c-part-0000[1234]-of-00004.json >/dev/null 2>&1 ||
     fail="$fail records"
-"$MK" finalize out -q && "$MK" finalize qout -q || fail="$fail finalize"
+"$MK" finalize out 2>fin.log && grep -q "wrote out/: .*(finalized from 3 parts)" fin.log || fail="$fail finalize:$(cat fin.log)"
+"$MK" finalize qout -q || fail="$fail finalize-quantize"
 if [ -z "$fail" ] && d=$(same_dir mref out) && d=$(same_dir qref qout); then
     ok "Slurm arrays (ids 0-2 and 1-4) with --part slurm: byte-identical outputs"
 else
