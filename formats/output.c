@@ -28,8 +28,7 @@ mk_status mk_output_split_build(const mk_tensor_info *t, size_t n, const mk_outp
     L.names = NULL;
     L.size = NULL;
     size_t ns = L.n_shards;
-    L.n_shards = 0; /* names moved out */
-    mk_st_layout_free(&L);
+    mk_st_layout_free(&L); /* the headers; names and sizes moved out */
     sp->part_of = mk_calloc(ns ? ns : 1, sizeof *sp->part_of);
     if (!sp->part_of) {
         sp->n_shards = ns;
