@@ -186,7 +186,7 @@ int mk_cli_parts_after(const mk_cli_parts *x, int rc, const char *out, const mk_
                 fprintf(stderr, "mergekit-c: error: part %d/%d (rank %d) failed: %s\n", r + 1, mpi_size, r, msgs + (size_t)r * MSG);
                 job = 1;
             }
-        if (job) fprintf(stderr, "mergekit-c: rerun the same mpirun command with --resume: finished parts are kept\n");
+        if (job) fprintf(stderr, "mergekit-c: rerun the same mpirun command (merge: --resume is accepted): finished parts are kept\n");
         else {
             char *extra[4], *tmp = mk_parts_tmp_path(out);
             /* every rank found OUT complete (--resume after a finished job): nothing to finalize */
