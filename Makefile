@@ -23,7 +23,8 @@ MPI ?= 0
 BUILD ?= build
 
 # lapacke + openblas: LAPACK's SVD (through OpenBLAS) for LoRA extraction and combination
-PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas
+# libcurl: models fetched from the Hugging Face Hub (core/mk_hubfetch.c)
+PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas libcurl
 
 # Install missing Debian packages before anything asks pkg-config for flags.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
@@ -145,13 +146,17 @@ unit: $(BUILD)/test-unit
 $(BUILD)/jsoncheck: $(BUILD)/tests/tools/jsoncheck.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
+# Test helper: a stand-in for the Hugging Face Hub on the loopback address (tests/e2e/hub_fetch.sh).
+$(BUILD)/hubstub: $(BUILD)/tests/tools/hubstub.o $(LIBA)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
 # Each fuzz target also links with a plain driver, so the suite replays its corpus.
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
+test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
 	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
-	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck sh tests/run.sh
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub sh tests/run.sh
 
 # Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
 # folder and binary. MK_NO_CLONES (quant/qvec.h): the quant fast paths are built once, for
@@ -162,9 +167,9 @@ check:
 	$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 check-one
 	$(MAKE) --no-print-directory BUILD=build-noclones CFLAGS="$(CFLAGS) -DMK_NO_CLONES" check-one
 
-check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
+check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
 	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
-	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck \
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub \
 	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh tests/run.sh
 

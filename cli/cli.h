@@ -129,6 +129,9 @@ mk_status mk_cli_resolve_model(char **arg);
 /* Open every input path named on a command line or in a recipe (any format); a Hugging
  * Face model id opens its cached snapshot (mk_hub_resolve). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
+/* The same, with a GGUF file's block-quantized tensors read dequantized (f32), for the
+ * commands that take its weights as values: merge, lora, quantize. */
+mk_status mk_cli_open_model_values(const char *path, mk_source **out);
 
 struct mk_qplan;
 /* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max

@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include "../core/mk_hash.h"
+#include "../core/mk_hubfetch.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
@@ -52,6 +53,9 @@ typedef struct input_hashes {
     size_t n;
     mk_out_file *files; /* name = full path */
     size_t *model_of;   /* model index per file */
+    char (*sha256)[65]; /* a file still being fetched from the Hub: its sha256 there
+                           (core/mk_hubfetch.h), recorded instead of hashing the file;
+                           "" for the others */
 } input_hashes;
 
 typedef struct merge_run {
@@ -94,7 +98,7 @@ static mk_status open_inputs(merge_run *m)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
                             r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
         /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
-        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model_values(ref->path, &m->src[i]);
         if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
         MK_TRY(s);
     }
@@ -147,8 +151,9 @@ static mk_status hash_inputs(merge_run *m)
     for (size_t i = 0; i < m->n_refs; i++) n += m->src[i]->n_files;
     m->ih.files = mk_calloc(n ? n : 1, sizeof *m->ih.files);
     m->ih.model_of = mk_calloc(n ? n : 1, sizeof *m->ih.model_of);
+    m->ih.sha256 = mk_calloc(n ? n : 1, sizeof *m->ih.sha256);
     unsigned char *share = mk_calloc(n ? n : 1, 1);
-    mk_status s = m->ih.files && m->ih.model_of && share ? hash_share(m, n, share) : MK_ERR_NOMEM;
+    mk_status s = m->ih.files && m->ih.model_of && m->ih.sha256 && share ? hash_share(m, n, share) : MK_ERR_NOMEM;
     size_t k = 0;
     for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
         for (size_t f = 0; f < m->src[i]->n_files && s == MK_OK; f++, k++) {
@@ -156,9 +161,11 @@ static mk_status hash_inputs(merge_run *m)
             mk_out_file *of = &m->ih.files[m->ih.n];
             const char *rec = m->o->finalize ? mk_parts_inputs_find(&m->w.inputs, m->src[i]->files[f]) : NULL;
             mk_hash128 h;
-            if (rec) {
+            /* hashing a file fetched in part would fetch all of it: its sha256 on the Hub stands for it */
+            bool remote = mk_hub_remote_sha256(m->src[i]->files[f], m->ih.sha256[m->ih.n]);
+            if (!remote && rec) {
                 memcpy(of->hash, rec, 33);
-            } else {
+            } else if (!remote) {
                 mk_info("hashing %s", m->src[i]->files[f]);
                 s = mk_hash_file(m->src[i]->files[f], &h);
                 if (s != MK_OK) break;
@@ -303,7 +310,8 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
         mk_buf_json_str(b, m->refs[m->ih.model_of[i]]->text);
         mk_buf_puts(b, ", \"file\": ");
         mk_buf_json_str(b, m->ih.files[i].name);
-        mk_buf_printf(b, ", \"xxh128\": \"%s\"}", m->ih.files[i].hash);
+        if (m->ih.sha256[i][0]) mk_buf_printf(b, ", \"sha256\": \"%s\"}", m->ih.sha256[i]);
+        else mk_buf_printf(b, ", \"xxh128\": \"%s\"}", m->ih.files[i].hash);
     }
     mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
     bool first = true;
@@ -326,7 +334,9 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     mk_buf_put(b, m->r->text, m->r->text_len);
     if (m->r->text_len && m->r->text[m->r->text_len - 1] != '\n') mk_buf_puts(b, "\n");
     mk_buf_puts(b, "```\n\n## Provenance\n\nXXH3-128 hashes (check one with `xxhsum -H2 FILE`).\n\n| input file | xxh128 |\n|---|---|\n");
-    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(b, "| `%s` | `%s` |\n", m->ih.files[i].name, m->ih.files[i].hash);
+    for (size_t i = 0; i < m->ih.n; i++)
+        mk_buf_printf(b, "| `%s` | `%s%s` |\n", m->ih.files[i].name, m->ih.sha256[i][0] ? "sha256:" : "",
+                      m->ih.sha256[i][0] ? m->ih.sha256[i] : m->ih.files[i].hash);
     mk_buf_puts(b, "\n| output file | bytes | xxh128 |\n|---|---|---|\n");
     for (size_t i = 0; i < k->n_out_files; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", k->out_files[i].name, (unsigned long long)k->out_files[i].size,
@@ -347,9 +357,40 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
 
 /* ---- dry run ----------------------------------------------------------------------------- */
 
+/* Bytes of the tensors the plan reads that are still to be fetched from the Hub (files being
+ * fetched: core/mk_hubfetch.h), and of those files in all. */
+static void hub_fetch_bytes(const mk_plan *p, uint64_t *fetch, uint64_t *total)
+{
+    *fetch = *total = 0;
+    for (size_t mi = 0; mi < p->n_models; mi++) {
+        mk_source *src = p->models[mi].src;
+        bool any = false;
+        char sha[65];
+        for (size_t f = 0; f < src->n_files; f++)
+            if (mk_hub_remote_sha256(src->files[f], sha)) {
+                struct stat st;
+                if (stat(src->files[f], &st) == 0) *total += (uint64_t)st.st_size;
+                any = true;
+            }
+        if (!any) continue;
+        bool *used = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *used);
+        if (!used) return;
+        for (size_t i = 0; i < p->n; i++)
+            for (size_t k = 0; k < p->t[i].job.n_in; k++)
+                if (p->t[i].in[k].model == mi) used[p->t[i].in[k].tensor] = true;
+        for (size_t i = 0; i < src->n_tensors; i++) {
+            const mk_tensor_info *t = &src->tensors[i];
+            if (used[i] && t->file < src->n_files) *fetch += mk_hub_missing(src->files[t->file], t->offset, t->nbytes);
+        }
+        free(used);
+    }
+}
+
 static void print_plan(merge_run *m)
 {
     const mk_plan *p = &m->plan;
+    uint64_t fetch, fetch_total;
+    hub_fetch_bytes(p, &fetch, &fetch_total);
     uint32_t *shard_of = mk_calloc(p->n ? p->n : 1, sizeof *shard_of);
     size_t ns = shard_of ? mk_st_assign_shards(p->outs, p->n, m->o->shard_size, shard_of) : 1;
     int threads = mk_threads_get();
@@ -369,8 +410,8 @@ static void print_plan(merge_run *m)
                           (unsigned long long)bytes);
             free(nm);
         }
-        mk_buf_printf(&j, "], \"threads\": %d, \"peak_memory_bytes\": %llu, \"out_layers\": %ld, \"plan\": [", threads,
-                      (unsigned long long)peak, p->out_layers);
+        mk_buf_printf(&j, "], \"threads\": %d, \"peak_memory_bytes\": %llu, \"out_layers\": %ld, \"hub_fetch_bytes\": %llu, "
+                      "\"plan\": [", threads, (unsigned long long)peak, p->out_layers, (unsigned long long)fetch);
         for (size_t i = 0; i < p->n; i++) {
             const mk_plan_tensor *t = &p->t[i];
             char sh[160];
@@ -398,6 +439,11 @@ static void print_plan(merge_run *m)
                mk_fmt_bytes(p->total_bytes, a), ns);
         if (p->out_layers >= 0) printf("output layers: %ld\n", p->out_layers);
         printf("peak memory estimate: %s at %d thread(s)\n", mk_fmt_bytes(peak, b), threads);
+        if (fetch_total) {
+            char c[32];
+            printf("to fetch from the Hub: %s of the tensors it reads (the weight files are %s; headers and side files "
+                   "are fetched already)\n", mk_fmt_bytes(fetch, a), mk_fmt_bytes(fetch_total, c));
+        }
         for (size_t i = 0; i < p->n; i++) {
             const mk_plan_tensor *t = &p->t[i];
             char sh[160];
@@ -430,8 +476,11 @@ static char *job_key(merge_run *m, bool split)
     for (size_t i = 0; i < m->n_refs; i++)
         for (size_t f = 0; f < m->src[i]->n_files; f++) {
             struct stat st;
+            char sha[65];
             if (stat(m->src[i]->files[f], &st) != 0) memset(&st, 0, sizeof st);
-            if (split) mk_buf_printf(&b, "|%lld", (long long)st.st_size);
+            /* a file still being fetched from the Hub: its sha256 there, not its size so far */
+            if (split && mk_hub_remote_sha256(m->src[i]->files[f], sha)) mk_buf_printf(&b, "|%s", sha);
+            else if (split) mk_buf_printf(&b, "|%lld", (long long)st.st_size);
             else
                 mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
                               (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
@@ -459,16 +508,25 @@ static mk_status check_inputs(merge_run *m, const mk_json *expect)
     uint32_t ins = mk_json_get(expect, 0, "inputs");
     for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
         uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
-        if (!f || !h) continue;
+        uint32_t sh = mk_json_get(expect, c, "sha256");
+        if (!f || (!h && !sh)) continue;
         bool ok = false, seen = false;
         const char *fn = mk_json_strv(expect, f);
-        for (size_t i = 0; i < m->ih.n; i++) {
+        for (size_t i = 0; i < m->ih.n && !seen; i++) {
             if (strcmp(m->ih.files[i].name, fn) != 0) continue;
             seen = true;
-            ok = strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+            char got[65];
+            if (h) ok = !m->ih.sha256[i][0] && strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+            else if (m->ih.sha256[i][0]) ok = strcmp(m->ih.sha256[i], mk_json_strv(expect, sh)) == 0;
+            else {
+                MK_TRY(mk_sha256_file(fn, got));
+                ok = strcmp(got, mk_json_strv(expect, sh)) == 0;
+            }
         }
         if (!seen) return mk_error(MK_ERR_MISMATCH, "input file %s recorded in the output is not used by the recipe now", fn);
-        if (!ok) return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (xxh128 differs from the record)", fn);
+        if (!ok)
+            return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (%s differs from the record)", fn,
+                            h ? "xxh128" : "sha256");
     }
     return MK_OK;
 }
@@ -721,6 +779,7 @@ static void merge_run_free(merge_run *m)
     for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
     free(m->ih.files);
     free(m->ih.model_of);
+    free(m->ih.sha256);
     mk_output_close(&m->w);
 }
 

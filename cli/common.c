@@ -94,6 +94,20 @@ mk_status mk_cli_open_model(const char *path, mk_source **out)
     return s;
 }
 
+mk_status mk_cli_open_model_values(const char *path, mk_source **out)
+{
+    mk_source *raw = NULL;
+    MK_TRY(mk_cli_open_model(path, &raw));
+    if (strcmp(raw->kind, "gguf") != 0) {
+        *out = raw;
+        return MK_OK;
+    }
+    mk_qinfo qi;
+    mk_status s = mk_qsource_open(raw, out, &qi);
+    if (s != MK_OK) mk_source_close(raw);
+    return s;
+}
+
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent)
 {
     for (size_t i = 0; i < n; i++) {
@@ -138,7 +152,7 @@ mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_s
     mk_source *base = NULL;
     mk_peft_adapter *ad = NULL;
     mk_peft_binding bind = {0};
-    MK_TRY(mk_cli_open_model(base_path, &base));
+    MK_TRY(mk_cli_open_model_values(base_path, &base));
     mk_status s = mk_peft_open(adapter_path, &ad);
     if (s == MK_OK) s = mk_peft_bind(ad, base, &bind);
     mk_lora_target *t = NULL;

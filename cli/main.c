@@ -3,6 +3,8 @@
  * (mergekit's command line; argv[0] selects). */
 #include "cli.h"
 
+#include "../core/mk_hubfetch.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +48,8 @@ void mk_cli_top_help(FILE *f)
     fprintf(f, "\n'mergekit-c COMMAND --help' shows a command's options.\n"
                "Installed as mergekit-yaml, it takes mergekit-yaml's command line (see 'mergekit-yaml --help').\n"
                "Models are local folders or files, or Hugging Face ids (org/name[/subfolder][@revision]) read\n"
-               "from the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).\n"
+               "from the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), or\n"
+               "fetched from the Hub into it by the byte ranges a run reads (not with HF_HUB_OFFLINE=1).\n"
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 
@@ -68,6 +71,8 @@ int main(int argc, char **argv)
     /* over a file-size limit, let write() fail with EFBIG (reported, cleaned up) instead of
      * being killed by SIGXFSZ */
     signal(SIGXFSZ, SIG_IGN);
+    /* files of models fetched from the Hub are read through the fetcher */
+    mk_hub_fetch_install();
     const char *prog = strrchr(argv[0], '/');
     prog = prog ? prog + 1 : argv[0];
     for (const mk_cli_alias *al = mk_cli_aliases; al->prog; al++)

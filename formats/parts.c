@@ -410,12 +410,14 @@ mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk
         mk_buf_printf(&b, ", \"size\": %llu, \"xxh128\": \"%s\"}", (unsigned long long)f[k].size, f[k].hash);
     }
     mk_buf_puts(&b, "\n  ],\n  \"inputs\": [");
+    size_t listed = 0;
     for (size_t k = 0; k < n_in; k++) {
-        mk_buf_puts(&b, k ? ",\n    {\"file\": " : "\n    {\"file\": ");
+        if (!in[k].hash[0]) continue; /* not hashed here (a file the Hub's sha256 stands for) */
+        mk_buf_puts(&b, listed++ ? ",\n    {\"file\": " : "\n    {\"file\": ");
         mk_buf_json_str(&b, in[k].name);
         mk_buf_printf(&b, ", \"xxh128\": \"%s\"}", in[k].hash);
     }
-    mk_buf_puts(&b, n_in ? "\n  ]\n}\n" : "]\n}\n");
+    mk_buf_puts(&b, listed ? "\n  ]\n}\n" : "]\n}\n");
     char *path = mk_part_file(tmp, p, "json");
     mk_status s = b.failed || !path ? MK_ERR_NOMEM : mk_write_file_atomic(path, b.data, b.len);
     if (s == MK_OK) s = mk_fsync_dir(tmp);

@@ -2,7 +2,7 @@
 # Install the Debian packages mergekit-c needs, if any are missing.
 #   tools/install-deps.sh          build dependencies (run by `make` when pkg-config cannot
 #                                  find one): pkg-config, libzstd, libcjson, libxxhash, libyaml,
-#                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction)
+#                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction), libcurl (Hub fetching)
 #   tools/install-deps.sh --tools  also what tools/ uses: GNU time (bench peak memory),
 #                                  python3-venv (the reference-tool venv), zstd, clang (fuzzing)
 #   tools/install-deps.sh --mpi    also Open MPI (run by `make MPI=1` when mpicc is missing):
@@ -11,7 +11,7 @@
 set -eu
 
 # pkg-config module -> Debian package
-DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev"
+DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev libcurl:libcurl4-openssl-dev"
 # command -> Debian package, for --tools
 TOOLS="/usr/bin/time:time zstd:zstd clang:clang"
 
