@@ -62,6 +62,8 @@ for n in 1 2 3 5; do
     fi
 done
 
+t_ok "--check re-derives a finalized output (5 parts) from its provenance" "$MK" out/mergekit_config.yml out --check -q
+
 # merge --quantize: the split is of the stored (quantized) tensors' shards
 "$MK" "$R" mq --quantize int4 $MOPT -q && mv mq mqref
 if d=$(run_parts 3 mq "$MK" "$R" mq --quantize int4 $MOPT) && d=$(same_dir mqref mq); then
