@@ -10,7 +10,8 @@
 #   make install PREFIX=/usr/local   the program, its links, man pages, bash and zsh completion
 #   make uninstall PREFIX=/usr/local removes exactly what install put there (DESTDIR works for both)
 # Switches: OMP=0 (no OpenMP), DEBUG=1 (-O0), SAN=1 (ASan+UBSan), V=1 (show commands),
-#           WERROR=1 (warnings are errors; CI sets it).
+#           WERROR=1 (warnings are errors; CI sets it), MPI=1 (Open MPI: mpirun's ranks
+#           write the parts of one output; objects in build-mpi/; docs/cluster.md).
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -18,6 +19,7 @@ OMP ?= 1
 DEBUG ?= 0
 SAN ?= 0
 WERROR ?= 0
+MPI ?= 0
 BUILD ?= build
 
 # lapacke + openblas: LAPACK's SVD (through OpenBLAS) for LoRA extraction and combination
@@ -64,6 +66,27 @@ ifeq ($(WERROR),1)
 CFLAGS_BASE += -Werror
 endif
 
+# MPI=1: Debian's Open MPI (libopenmpi-dev, openmpi-bin; installed on demand by
+# tools/install-deps.sh --mpi). The default build never needs it.
+ifeq ($(MPI),1)
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifneq ($(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo yes),yes)
+MPI_LOG := $(shell sh tools/install-deps.sh --mpi 1>&2; echo $$?)
+ifneq ($(MPI_LOG),0)
+$(error Open MPI is missing; see the message above)
+endif
+endif
+endif
+CC := mpicc
+ifeq ($(origin BUILD),file)
+BUILD := build-mpi
+endif
+CFLAGS_BASE += -DMK_MPI
+endif
+# ./mergekit-c is relinked whenever the build switches between MPI=1 and the default
+LINK_FLAVOUR := $(shell f=$(if $(filter 1,$(MPI)),mpi,plain); mkdir -p build && \
+                  { [ "$$(cat build/.flavour 2>/dev/null)" = "$$f" ] || echo $$f >build/.flavour; })
+
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS) $(SANFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(OMPFLAGS) $(SANFLAGS) $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lm -lpthread
@@ -91,6 +114,10 @@ LIBA := $(BUILD)/libmergekit.a
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
 all: mergekit-c quantize mergekit-yaml
+ifeq ($(MPI),1)
+# kept beside the default build's binary: the suite's mpirun checks (tests/e2e/cluster.sh) use it
+all: $(BUILD)/mergekit-c
+endif
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -101,7 +128,7 @@ $(LIBA): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR  $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-mergekit-c: $(CLI_OBJ) $(LIBA)
+mergekit-c: $(CLI_OBJ) $(LIBA) build/.flavour
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
 

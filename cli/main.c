@@ -27,6 +27,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte", NULL},
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container", NULL},
     {"moe", mk_cmd_moe, "mixture-of-experts upcycling by a mergekit-moe config (Mixtral, Qwen2-MoE, Qwen3-MoE)", NULL},
+    {"finalize", mk_cmd_finalize, "finish an output written in parts (--part I/N, Slurm arrays, mpirun): index, side files, rename", NULL},
     {"tokenize", mk_cmd_tokenize, "text to token ids (or back) with a model's tokenizer.json", NULL},
 };
 const size_t mk_cli_n_commands = sizeof mk_cli_commands / sizeof mk_cli_commands[0];
@@ -87,7 +88,11 @@ int main(int argc, char **argv)
     const char *a = argv[1];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0) return mk_cli_help(argc - 1, argv + 1);
     if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+#ifdef MK_MPI
+        printf("mergekit-c %s (Open MPI: mpirun ranks write the parts of an output)\n", MK_VERSION);
+#else
         printf("mergekit-c %s\n", MK_VERSION);
+#endif
         return 0;
     }
     const mk_cli_command *c = find_command(a);

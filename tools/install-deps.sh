@@ -5,6 +5,8 @@
 #                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction), libcurl (Hub fetching)
 #   tools/install-deps.sh --tools  also what tools/ uses: GNU time (bench peak memory),
 #                                  python3-venv (the reference-tool venv), zstd, clang (fuzzing)
+#   tools/install-deps.sh --mpi    also Open MPI (run by `make MPI=1` when mpicc is missing):
+#                                  libopenmpi-dev (mpicc, the library), openmpi-bin (mpirun)
 # As root it calls apt-get; otherwise it prints the exact command to run.
 set -eu
 
@@ -31,6 +33,11 @@ if [ "${1:-}" = "--tools" ]; then
     else
         missing="$missing python3 python3-venv"
     fi
+fi
+
+if [ "${1:-}" = "--mpi" ]; then
+    command -v mpicc >/dev/null 2>&1 || missing="$missing libopenmpi-dev"
+    command -v mpirun >/dev/null 2>&1 || missing="$missing openmpi-bin"
 fi
 
 if [ -z "$missing" ]; then
