@@ -10,7 +10,8 @@
 #   make install PREFIX=/usr/local   the program, its links, man pages, bash and zsh completion
 #   make uninstall PREFIX=/usr/local removes exactly what install put there (DESTDIR works for both)
 # Switches: OMP=0 (no OpenMP), DEBUG=1 (-O0), SAN=1 (ASan+UBSan), V=1 (show commands),
-#           WERROR=1 (warnings are errors; CI sets it).
+#           WERROR=1 (warnings are errors; CI sets it), MPI=1 (Open MPI: mpirun's ranks
+#           write the parts of one output; objects in build-mpi/; docs/cluster.md).
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -18,10 +19,12 @@ OMP ?= 1
 DEBUG ?= 0
 SAN ?= 0
 WERROR ?= 0
+MPI ?= 0
 BUILD ?= build
 
 # lapacke + openblas: LAPACK's SVD (through OpenBLAS) for LoRA extraction and combination
-PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas
+# libcurl: models fetched from the Hugging Face Hub (core/mk_hubfetch.c)
+PKGS := libzstd libcjson libxxhash yaml-0.1 lapacke openblas libcurl
 
 # Install missing Debian packages before anything asks pkg-config for flags.
 ifeq ($(filter clean,$(MAKECMDGOALS)),)
@@ -63,6 +66,27 @@ ifeq ($(WERROR),1)
 CFLAGS_BASE += -Werror
 endif
 
+# MPI=1: Debian's Open MPI (libopenmpi-dev, openmpi-bin; installed on demand by
+# tools/install-deps.sh --mpi). The default build never needs it.
+ifeq ($(MPI),1)
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifneq ($(shell command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1 && echo yes),yes)
+MPI_LOG := $(shell sh tools/install-deps.sh --mpi 1>&2; echo $$?)
+ifneq ($(MPI_LOG),0)
+$(error Open MPI is missing; see the message above)
+endif
+endif
+endif
+CC := mpicc
+ifeq ($(origin BUILD),file)
+BUILD := build-mpi
+endif
+CFLAGS_BASE += -DMK_MPI
+endif
+# ./mergekit-c is relinked whenever the build switches between MPI=1 and the default
+LINK_FLAVOUR := $(shell f=$(if $(filter 1,$(MPI)),mpi,plain); mkdir -p build && \
+                  { [ "$$(cat build/.flavour 2>/dev/null)" = "$$f" ] || echo $$f >build/.flavour; })
+
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS) $(SANFLAGS) $(PKG_CFLAGS) $(CFLAGS)
 ALL_LDFLAGS := $(OMPFLAGS) $(SANFLAGS) $(LDFLAGS)
 LIBS := $(PKG_LIBS) -lm -lpthread
@@ -91,6 +115,10 @@ LIBA := $(BUILD)/libmergekit.a
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
 all: mergekit-c quantize mergekit-yaml
+ifeq ($(MPI),1)
+# kept beside the default build's binary: the suite's mpirun checks (tests/e2e/cluster.sh) use it
+all: $(BUILD)/mergekit-c
+endif
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -101,7 +129,7 @@ $(LIBA): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR  $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-mergekit-c: $(CLI_OBJ) $(LIBA)
+mergekit-c: $(CLI_OBJ) $(LIBA) build/.flavour
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
 
@@ -119,13 +147,17 @@ unit: $(BUILD)/test-unit
 $(BUILD)/jsoncheck: $(BUILD)/tests/tools/jsoncheck.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
+# Test helper: a stand-in for the Hugging Face Hub on the loopback address (tests/e2e/hub_fetch.sh).
+$(BUILD)/hubstub: $(BUILD)/tests/tools/hubstub.o $(LIBA)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
 # Each fuzz target also links with a plain driver, so the suite replays its corpus.
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
+test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
 	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
-	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck sh tests/run.sh
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub sh tests/run.sh
 
 # Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
 # folder and binary. MK_NO_CLONES (quant/qvec.h): the quant fast paths are built once, for
@@ -136,9 +168,9 @@ check:
 	$(MAKE) --no-print-directory BUILD=build-noomp OMP=0 check-one
 	$(MAKE) --no-print-directory BUILD=build-noclones CFLAGS="$(CFLAGS) -DMK_NO_CLONES" check-one
 
-check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck
+check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
 	@MK_BIN=$(CURDIR)/$(BUILD)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
-	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck \
+	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub \
 	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh tests/run.sh
 

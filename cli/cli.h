@@ -7,6 +7,7 @@
 
 #include "../core/mk_core.h"
 #include "../core/mk_tensor.h"
+#include "../formats/parts.h"
 #include "args.h"
 
 #include <stdio.h>
@@ -128,6 +129,13 @@ mk_status mk_cli_resolve_model(char **arg);
 /* Open every input path named on a command line or in a recipe (any format); a Hugging
  * Face model id opens its cached snapshot (mk_hub_resolve). */
 mk_status mk_cli_open_model(const char *path, mk_source **out);
+/* The same, with a GGUF file's block-quantized tensors read dequantized (f32), for the
+ * commands that take its weights as values: merge, lora, quantize. */
+mk_status mk_cli_open_model_values(const char *path, mk_source **out);
+
+struct mk_tokenizer;
+/* A model's tokenizer: tokenizer.json, and tokenizer_config.json for the BOS/EOS names. */
+mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, struct mk_tokenizer **t);
 
 struct mk_qplan;
 /* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
@@ -175,6 +183,34 @@ int mk_cli_help(int argc, char **argv);
 void mk_cli_top_help(FILE *f);
 
 int mk_cmd_merge(int argc, char **argv);
+int mk_cmd_finalize(int argc, char **argv);
+
+/* ---- split outputs (cmd_finalize.c; docs/cluster.md) ----------------------------------------- */
+typedef struct mk_cli_parts {
+    const char *part; /* --part I/N|slurm */
+    long parts;       /* --parts N (with --dry-run) */
+    mk_part p;        /* resolved: p.n == 0 for the whole output */
+    bool mpi;         /* the part is this MPI rank's (make MPI=1, under mpirun) */
+} mk_cli_parts;
+#define MK_PART_OPTS(x)                                                                                        \
+    {"part", 0, MK_OPT_STR, &(x).part, "I/N|slurm",                                                           \
+     "write only part I of N of OUT into the shared OUT.tmp (one per cluster task), then 'mergekit-c finalize OUT'; " \
+     "slurm: this job array task's part (docs/cluster.md)", NULL},                                            \
+    {"parts", 0, MK_OPT_INT, &(x).parts, "N", "with --dry-run: how OUT's shards split between N parts (bytes balanced)", NULL}
+struct mk_output_split;
+/* --part/--parts checked and resolved; with `mpi`, under mpirun (make MPI=1) without --part,
+ * this rank's part. */
+mk_status mk_cli_parts_resolve(mk_cli_parts *x, bool dry_run, bool mpi);
+/* The manifest a part records in OUT.tmp: this command line, the working directory, the plan. */
+mk_status mk_cli_parts_manifest(mk_parts_manifest *m, const char *command, int argc, char **argv, const char *plan, unsigned n);
+/* --dry-run --parts N: each part's shards and bytes. */
+void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json);
+/* After this process's part (exit code rc): under MPI every rank's outcome goes to rank 0, which
+ * names the failed parts or finalizes OUT; the job's exit code. Otherwise rc. */
+int mk_cli_parts_after(const mk_cli_parts *x, int rc, const char *out, const mk_common *c);
+/* The finalize step of `command`, run by `mergekit-c finalize` with the manifest's command line. */
+int mk_cmd_merge_finalize(int argc, char **argv, const mk_parts_manifest *m);
+int mk_cmd_quantize_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_eval(int argc, char **argv);
 int mk_cmd_finetune(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
@@ -189,6 +225,7 @@ int mk_cmd_pack(int argc, char **argv);
 int mk_cmd_unpack(int argc, char **argv);
 int mk_cmd_verify(int argc, char **argv);
 int mk_cmd_tokenize(int argc, char **argv);
+int mk_cmd_moe(int argc, char **argv);
 
 /* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */
 mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_source **out);

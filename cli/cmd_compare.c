@@ -137,8 +137,8 @@ int mk_cmd_compare(int argc, char **argv)
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, false, &rc)) return rc;
     mk_source *a = NULL, *b = NULL;
-    mk_status s = mk_cli_open_model(pos[0], &a);
-    if (s == MK_OK) s = mk_cli_open_model(pos[1], &b);
+    mk_status s = mk_cli_open_model_values(pos[0], &a);
+    if (s == MK_OK) s = mk_cli_open_model_values(pos[1], &b);
     cmp_run r = {&c, &tol, 0, 0, 0, 0, {0}, true};
     if (s == MK_OK) s = compare_all(&r, a, b, subset, pos[0], pos[1]);
     mk_source_close(a);

@@ -1,7 +1,8 @@
 /* cmd_dequantize.c - `mergekit-c dequantize IN OUT [--dtype D]`: a quantized checkpoint
  * (bitsandbytes NF4/FP4/LLM.int8, compressed-tensors pack-quantized/float-quantized, ours
  * or the reference tools') back to plain safetensors, each weight computed exactly as the
- * consumer's own dequantizer does, then rounded once to the output dtype.
+ * consumer's own dequantizer does, then rounded once to the output dtype. A GGUF file (quantized or
+ * not) becomes a Hugging Face folder the same way.
  */
 #include "cli.h"
 
@@ -32,7 +33,14 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     }
     mk_tensor_info *outs = NULL;
     size_t *idx = NULL;
-    if (!qi.quantized) s = mk_error(MK_ERR_USAGE, "%s is not a quantized checkpoint (no bitsandbytes or compressed-tensors weights)", in);
+    bool gguf = strcmp(raw->kind, "gguf") == 0; /* a GGUF file of plain tensors reads as safetensors too */
+    if (!qi.quantized && gguf) {
+        qi.layout = "gguf";
+        snprintf(qi.format, sizeof qi.format, "plain");
+        qi.dtype = MK_F32;
+    }
+    if (!qi.quantized && !gguf)
+        s = mk_error(MK_ERR_USAGE, "%s is not a quantized checkpoint (no bitsandbytes, compressed-tensors or GGUF weights)", in);
     if (s == MK_OK) s = mk_cli_check_output(out, &in, 1);
     if (s == MK_OK) {
         outs = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *outs);
@@ -61,7 +69,7 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     if (s == MK_OK) s = mk_qstream_run(src, idx, outs, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
     /* config.json in the output dtype, without its quantization_config */
-    mk_hfconfig_edit e = {mk_dtype_info(cfg_dtype)->torch_name, NULL, 0, NULL, 0, NULL, true};
+    mk_hfconfig_edit e = {mk_dtype_info(cfg_dtype)->torch_name, NULL, 0, NULL, 0, NULL, true, NULL};
     bool found;
     if (s == MK_OK) s = mk_output_config(&o, src, &e, &found);
     if (s == MK_OK) s = mk_output_tokenizer(&o, src);
@@ -107,7 +115,9 @@ int mk_cmd_dequantize(int argc, char **argv)
         "Reads bitsandbytes NF4/FP4 (with or without double quant) and LLM.int8 checkpoints as transformers\n"
         "saves them, and compressed-tensors pack-quantized (int4/int8, with or without zero points) and\n"
         "float-quantized (FP8) ones; each weight is decoded as the library's own dequantizer does it.\n"
-        "config.json loses its quantization_config; tokenizer files are copied.",
+        "config.json loses its quantization_config; tokenizer files are copied. A llama.cpp .gguf file\n"
+        "(any of the block types F32..Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS, TQ1_0, TQ2_0, MXFP4, decoded as\n"
+        "ggml does) becomes a folder with Hugging Face tensor names, config.json and tokenizer.json.",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;

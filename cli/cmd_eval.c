@@ -32,8 +32,9 @@ int mk_cmd_eval(int argc, char **argv)
         "tokens/s; per reference the mean KL divergence +- its standard error, median, 90/95/99 %\n"
         "and max, the share of positions with the same top token, delta p of the correct token (mean,\n"
         "RMS) and the PPL ratio; with two references also the KL divergence between them, as the\n"
-        "scale. MODEL and references are folders, .safetensors or .mkz files, plain or quantized\n"
-        "(NF4, FP4, LLM.int8, int4/int8 pack-quantized, FP8), read one layer at a time.",
+        "scale. MODEL and references are folders, .safetensors, .mkz or .gguf files, plain or quantized\n"
+        "(NF4, FP4, LLM.int8, int4/int8 pack-quantized, FP8, ggml block types), read one layer at a time;\n"
+        "a .gguf file needs no tokenizer.json (it is made from the file's metadata).",
         opts, 1, 1, 0x1};
     char *pos[1];
     size_t npos;

@@ -5,7 +5,9 @@
 
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
+#include "../formats/gguf.h"
 #include "../formats/mkz.h"
+#include "../model/gguf_names.h"
 #include "../model/arch.h"
 #include "../quant/qsource.h"
 
@@ -104,6 +106,52 @@ static mk_status json_tensors(const insp *x, mk_buf *b)
     return st;
 }
 
+
+/* A GGUF file's own description: version, key metadata, and how many tensors of each ggml
+ * type (text: one line; JSON: an object). */
+static void gguf_summary(const mk_source *s, mk_buf *b, bool json)
+{
+    const mk_gguf *g = mk_gguf_of_source(s);
+    if (!g) return;
+    char arch[64] = "", name[128] = "", tm[32] = "", pre[64] = "";
+    int64_t ft = -1;
+    mk_gguf_get_str(g, "general.architecture", arch, sizeof arch);
+    mk_gguf_get_str(g, "general.name", name, sizeof name);
+    mk_gguf_get_str(g, "tokenizer.ggml.model", tm, sizeof tm);
+    mk_gguf_get_str(g, "tokenizer.ggml.pre", pre, sizeof pre);
+    mk_gguf_get_int(g, "general.file_type", &ft);
+    if (json) {
+        mk_buf_printf(b, ", \"gguf\": {\"version\": %u, \"metadata_keys\": %llu, \"alignment\": %llu, \"architecture\": ", g->version,
+                      (unsigned long long)g->n_kv, (unsigned long long)g->alignment);
+        mk_buf_json_str(b, arch);
+        mk_buf_puts(b, ", \"name\": ");
+        mk_buf_json_str(b, name);
+        mk_buf_printf(b, ", \"file_type\": %lld, \"tokenizer\": ", (long long)ft);
+        mk_buf_json_str(b, tm);
+        mk_buf_puts(b, ", \"pre_tokenizer\": ");
+        mk_buf_json_str(b, pre);
+        mk_buf_puts(b, ", \"types\": {");
+    } else {
+        mk_buf_printf(b, "gguf: version %u, %llu metadata keys, alignment %llu; architecture %s", g->version, (unsigned long long)g->n_kv,
+                      (unsigned long long)g->alignment, arch[0] ? arch : "(none)");
+        if (!mk_gguf_arch_find(arch)) mk_buf_puts(b, " (not one mergekit-c knows: GGUF tensor names kept, no config.json)");
+        if (name[0]) mk_buf_printf(b, ", name '%s'", name);
+        if (ft >= 0) mk_buf_printf(b, ", file type %lld", (long long)ft);
+        if (tm[0]) mk_buf_printf(b, ", tokenizer %s%s%s%s", tm, pre[0] ? " (" : "", pre, pre[0] ? ")" : "");
+        mk_buf_puts(b, "\n  ggml types:");
+    }
+    bool first = true;
+    for (uint32_t ty = 0; ty < MK_GGML_TYPE_LIMIT; ty++) {
+        uint64_t n = 0;
+        for (uint64_t i = 0; i < g->n_tensors; i++) n += g->t[i].type == ty;
+        if (!n) continue;
+        if (json) mk_buf_printf(b, "%s\"%s\": %llu", first ? "" : ", ", mk_ggml_type_of(ty)->name, (unsigned long long)n);
+        else mk_buf_printf(b, " %s %llu", mk_ggml_type_of(ty)->name, (unsigned long long)n);
+        first = false;
+    }
+    mk_buf_puts(b, json ? "}}" : "\n");
+}
+
 static mk_status print_json(const insp *x)
 {
     mk_source *s = x->s;
@@ -162,6 +210,7 @@ static mk_status print_json(const insp *x)
             mk_buf_printf(&b, ", \"delta_tensors\": %zu", zx->n_delta);
         }
     }
+    gguf_summary(s, &b, true);
     mk_buf_puts(&b, "}\n");
     if (b.failed) st = mk_error(MK_ERR_NOMEM, "out of memory");
     else if (st == MK_OK) fputs(b.data, stdout);
@@ -224,6 +273,10 @@ static mk_status print_text(const insp *x)
     if (x->qi.quantized)
         printf("quantized: %s; %zu weights, %llu parameters, %.3f bits per weight\n", mk_qinfo_describe(&x->qi, qdesc),
                x->qi.n_quantized, (unsigned long long)x->qi.q_numel, x->bpw);
+    mk_buf gb = {0};
+    gguf_summary(s, &gb, false);
+    if (gb.data) fputs(gb.data, stdout);
+    mk_buf_free(&gb);
     return st;
 }
 
@@ -241,8 +294,10 @@ int mk_cmd_inspect(int argc, char **argv)
     const mk_cmd_spec spec = {"inspect", "PATH [options]",
                               "Show a model's tensors (name, dtype, shape, bytes, shard), totals, parameter count and\n"
                               "architecture. PATH is a model folder, a .safetensors file, a PyTorch .bin/.pt/.pth file\n"
-                              "(read without unpickling) or a .mkz container (then also the stored bytes and compression\n"
-                              "ratio per tensor and per dtype); every header is validated.",
+                              "(read without unpickling), a .mkz container (then also the stored bytes and compression\n"
+                              "ratio per tensor and per dtype) or a llama.cpp .gguf file (then also its version, key\n"
+                              "metadata and ggml types; block-quantized tensors are listed as NAME@TYPE); every header is\n"
+                              "validated.",
                               "A quantized checkpoint lists its tensors as stored (codes, scales, maps) and counts the\n"
                               "parameters of the model they hold: a 4-bit weight of n values is n parameters, as `estimate`\n"
                               "and the unquantized model count it.",

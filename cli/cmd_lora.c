@@ -316,8 +316,8 @@ static mk_status extract(char *const *pos, extract_args *a, const mk_common *c)
     mk_output o = {0};
     a->lo.base_name = pos[0];
     a->lo.ft_name = pos[1];
-    mk_status s = mk_cli_open_model(pos[0], &base);
-    if (s == MK_OK) s = mk_cli_open_model(pos[1], &ft);
+    mk_status s = mk_cli_open_model_values(pos[0], &base);
+    if (s == MK_OK) s = mk_cli_open_model_values(pos[1], &ft);
     if (s == MK_OK) s = mk_arch_of_source(base, &arch);
     char *text = NULL;
     if (s == MK_OK) s = mk_lora_extract_plan(base, ft, &arch, &a->lo, &peft_names, &p);
@@ -472,7 +472,7 @@ static mk_status cb_describe(cb_inputs *ci, size_t i, char *const *paths, double
 static mk_status cb_open(cb_inputs *ci, char *const *paths, size_t n, const double *weights, const char *base)
 {
     if (base) {
-        MK_TRY(mk_cli_open_model(base, &ci->base));
+        MK_TRY(mk_cli_open_model_values(base, &ci->base));
         ci->have_arch = mk_arch_of_source(ci->base, &ci->arch) == MK_OK;
         if (!ci->have_arch) mk_error_clear();
     }

@@ -8,6 +8,7 @@
 #include "cli.h"
 
 #include "../core/mk_hash.h"
+#include "../core/mk_hubfetch.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
 #include "../core/mk_thread.h"
@@ -42,12 +43,19 @@ typedef struct merge_opts {
     bool mkz;             /* OUT is a .mkz container */
     mk_cli_eval_opts eval; /* --eval-text: score OUT against its inputs at the end */
     mk_mergekit_opts mk;   /* mergekit-yaml's options */
+    mk_cli_parts parts;    /* --part I/N: one part of a split output */
+    const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
+    int argc;              /* the command line, for a part's manifest */
+    char **argv;
 } merge_opts;
 
 typedef struct input_hashes {
     size_t n;
     mk_out_file *files; /* name = full path */
     size_t *model_of;   /* model index per file */
+    char (*sha256)[65]; /* a file still being fetched from the Hub: its sha256 there
+                           (core/mk_hubfetch.h), recorded instead of hashing the file;
+                           "" for the others */
 } input_hashes;
 
 typedef struct merge_run {
@@ -66,6 +74,9 @@ typedef struct merge_run {
     mk_qplan qplan;
     char *quantize_rec;      /* --check: the recorded --quantize */
     size_t tok_donor;        /* the model whose tokenizer files OUT gets (tokenizer_donor) */
+    char *plan_key;          /* split outputs: the plan's hash */
+    bool part_done;          /* --part: this part is already complete */
+    mk_parts_manifest man;   /* --part: what this part records in OUT.tmp */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -87,7 +98,7 @@ static mk_status open_inputs(merge_run *m)
             return mk_error(MK_ERR_RECIPE, "%s:%d:%d: model '%s': LoRA adapter '%s' not found (a local PEFT adapter folder)",
                             r->path, ref->pos.line, ref->pos.col, ref->text, ref->lora);
         /* base+adapter: the adapter is merged on the fly as tensors are read (no cache folder) */
-        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model(ref->path, &m->src[i]);
+        mk_status s = ref->lora ? mk_cli_open_lora(ref->path, ref->lora, &m->src[i]) : mk_cli_open_model_values(ref->path, &m->src[i]);
         if (s != MK_OK && ref->lora) return mk_error_prefix(s, "%s:%d:%d: model '%s'", r->path, ref->pos.line, ref->pos.col, ref->text);
         MK_TRY(s);
     }
@@ -106,26 +117,67 @@ static mk_status check_out_path(merge_run *m)
     return mk_cli_check_output(m->out, ins, n);
 }
 
+/* A split output shares the input hashing out: part I hashes the input files the byte-balanced
+ * split gives it (mk_parts_split over the files' sizes); finalize takes the hashes from the
+ * parts' records. share[n] gets 1 for the files this process hashes. */
+static mk_status hash_share(merge_run *m, size_t n, unsigned char *share)
+{
+    memset(share, 1, n ? n : 1);
+    mk_part p = m->o->parts.p;
+    if (!p.n) return MK_OK;
+    uint64_t *size = mk_calloc(n ? n : 1, sizeof *size);
+    uint32_t *part_of = mk_calloc(n ? n : 1, sizeof *part_of);
+    if (!size || !part_of) {
+        free(size);
+        free(part_of);
+        return MK_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_refs; i++)
+        for (size_t f = 0; f < m->src[i]->n_files; f++, k++) {
+            struct stat st;
+            size[k] = stat(m->src[i]->files[f], &st) == 0 ? (uint64_t)st.st_size : 0;
+        }
+    mk_parts_split(size, n, p.n, part_of);
+    for (k = 0; k < n; k++) share[k] = part_of[k] == p.i - 1;
+    free(size);
+    free(part_of);
+    return MK_OK;
+}
+
 static mk_status hash_inputs(merge_run *m)
 {
     size_t n = 0;
     for (size_t i = 0; i < m->n_refs; i++) n += m->src[i]->n_files;
     m->ih.files = mk_calloc(n ? n : 1, sizeof *m->ih.files);
     m->ih.model_of = mk_calloc(n ? n : 1, sizeof *m->ih.model_of);
-    if (!m->ih.files || !m->ih.model_of) return MK_ERR_NOMEM;
-    for (size_t i = 0; i < m->n_refs; i++) {
-        for (size_t f = 0; f < m->src[i]->n_files; f++) {
+    m->ih.sha256 = mk_calloc(n ? n : 1, sizeof *m->ih.sha256);
+    unsigned char *share = mk_calloc(n ? n : 1, 1);
+    mk_status s = m->ih.files && m->ih.model_of && m->ih.sha256 && share ? hash_share(m, n, share) : MK_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
+        for (size_t f = 0; f < m->src[i]->n_files && s == MK_OK; f++, k++) {
+            if (!share[k]) continue;
             mk_out_file *of = &m->ih.files[m->ih.n];
+            const char *rec = m->o->finalize ? mk_parts_inputs_find(&m->w.inputs, m->src[i]->files[f]) : NULL;
             mk_hash128 h;
-            mk_info("hashing %s", m->src[i]->files[f]);
-            MK_TRY(mk_hash_file(m->src[i]->files[f], &h));
-            mk_hash128_hex(h, of->hash);
+            /* hashing a file fetched in part would fetch all of it: its sha256 on the Hub stands for it */
+            bool remote = mk_hub_remote_sha256(m->src[i]->files[f], m->ih.sha256[m->ih.n]);
+            if (!remote && rec) {
+                memcpy(of->hash, rec, 33);
+            } else if (!remote) {
+                mk_info("hashing %s", m->src[i]->files[f]);
+                s = mk_hash_file(m->src[i]->files[f], &h);
+                if (s != MK_OK) break;
+                mk_hash128_hex(h, of->hash);
+            }
             of->name = mk_strdup(m->src[i]->files[f]);
-            if (!of->name) return MK_ERR_NOMEM;
-            m->ih.model_of[m->ih.n++] = i;
+            if (!of->name) s = MK_ERR_NOMEM;
+            else m->ih.model_of[m->ih.n++] = i;
         }
     }
-    return MK_OK;
+    free(share);
+    return s;
 }
 
 /* Input hashing runs beside the merge: both read the same pages, so the inputs are read
@@ -180,7 +232,7 @@ static mk_status write_config(merge_run *m)
         }
     char *qc = m->o->quantize ? mk_qplan_config_json(&m->qplan) : NULL;
     if (m->o->quantize && !qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false};
+    mk_hfconfig_edit e = {mk_dtype_info(od)->torch_name, NULL, 0, NULL, 0, qc, false, NULL};
     if (p->out_layers >= 0) {
         e.layers_key = mk_arch_layers_key(a);
         e.layers = p->out_layers;
@@ -258,7 +310,8 @@ static void provenance_json(merge_run *m, const mk_sink *k, mk_buf *b)
         mk_buf_json_str(b, m->refs[m->ih.model_of[i]]->text);
         mk_buf_puts(b, ", \"file\": ");
         mk_buf_json_str(b, m->ih.files[i].name);
-        mk_buf_printf(b, ", \"xxh128\": \"%s\"}", m->ih.files[i].hash);
+        if (m->ih.sha256[i][0]) mk_buf_printf(b, ", \"sha256\": \"%s\"}", m->ih.sha256[i]);
+        else mk_buf_printf(b, ", \"xxh128\": \"%s\"}", m->ih.files[i].hash);
     }
     mk_buf_puts(b, "\n  ],\n  \"outputs\": [");
     bool first = true;
@@ -281,7 +334,9 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
     mk_buf_put(b, m->r->text, m->r->text_len);
     if (m->r->text_len && m->r->text[m->r->text_len - 1] != '\n') mk_buf_puts(b, "\n");
     mk_buf_puts(b, "```\n\n## Provenance\n\nXXH3-128 hashes (check one with `xxhsum -H2 FILE`).\n\n| input file | xxh128 |\n|---|---|\n");
-    for (size_t i = 0; i < m->ih.n; i++) mk_buf_printf(b, "| `%s` | `%s` |\n", m->ih.files[i].name, m->ih.files[i].hash);
+    for (size_t i = 0; i < m->ih.n; i++)
+        mk_buf_printf(b, "| `%s` | `%s%s` |\n", m->ih.files[i].name, m->ih.sha256[i][0] ? "sha256:" : "",
+                      m->ih.sha256[i][0] ? m->ih.sha256[i] : m->ih.files[i].hash);
     mk_buf_puts(b, "\n| output file | bytes | xxh128 |\n|---|---|---|\n");
     for (size_t i = 0; i < k->n_out_files; i++)
         mk_buf_printf(b, "| `%s` | %llu | `%s` |\n", k->out_files[i].name, (unsigned long long)k->out_files[i].size,
@@ -302,9 +357,40 @@ static void card_text(merge_run *m, const mk_sink *k, mk_buf *b)
 
 /* ---- dry run ----------------------------------------------------------------------------- */
 
+/* Bytes of the tensors the plan reads that are still to be fetched from the Hub (files being
+ * fetched: core/mk_hubfetch.h), and of those files in all. */
+static void hub_fetch_bytes(const mk_plan *p, uint64_t *fetch, uint64_t *total)
+{
+    *fetch = *total = 0;
+    for (size_t mi = 0; mi < p->n_models; mi++) {
+        mk_source *src = p->models[mi].src;
+        bool any = false;
+        char sha[65];
+        for (size_t f = 0; f < src->n_files; f++)
+            if (mk_hub_remote_sha256(src->files[f], sha)) {
+                struct stat st;
+                if (stat(src->files[f], &st) == 0) *total += (uint64_t)st.st_size;
+                any = true;
+            }
+        if (!any) continue;
+        bool *used = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *used);
+        if (!used) return;
+        for (size_t i = 0; i < p->n; i++)
+            for (size_t k = 0; k < p->t[i].job.n_in; k++)
+                if (p->t[i].in[k].model == mi) used[p->t[i].in[k].tensor] = true;
+        for (size_t i = 0; i < src->n_tensors; i++) {
+            const mk_tensor_info *t = &src->tensors[i];
+            if (used[i] && t->file < src->n_files) *fetch += mk_hub_missing(src->files[t->file], t->offset, t->nbytes);
+        }
+        free(used);
+    }
+}
+
 static void print_plan(merge_run *m)
 {
     const mk_plan *p = &m->plan;
+    uint64_t fetch, fetch_total;
+    hub_fetch_bytes(p, &fetch, &fetch_total);
     uint32_t *shard_of = mk_calloc(p->n ? p->n : 1, sizeof *shard_of);
     size_t ns = shard_of ? mk_st_assign_shards(p->outs, p->n, m->o->shard_size, shard_of) : 1;
     int threads = mk_threads_get();
@@ -324,8 +410,8 @@ static void print_plan(merge_run *m)
                           (unsigned long long)bytes);
             free(nm);
         }
-        mk_buf_printf(&j, "], \"threads\": %d, \"peak_memory_bytes\": %llu, \"out_layers\": %ld, \"plan\": [", threads,
-                      (unsigned long long)peak, p->out_layers);
+        mk_buf_printf(&j, "], \"threads\": %d, \"peak_memory_bytes\": %llu, \"out_layers\": %ld, \"hub_fetch_bytes\": %llu, "
+                      "\"plan\": [", threads, (unsigned long long)peak, p->out_layers, (unsigned long long)fetch);
         for (size_t i = 0; i < p->n; i++) {
             const mk_plan_tensor *t = &p->t[i];
             char sh[160];
@@ -353,6 +439,11 @@ static void print_plan(merge_run *m)
                mk_fmt_bytes(p->total_bytes, a), ns);
         if (p->out_layers >= 0) printf("output layers: %ld\n", p->out_layers);
         printf("peak memory estimate: %s at %d thread(s)\n", mk_fmt_bytes(peak, b), threads);
+        if (fetch_total) {
+            char c[32];
+            printf("to fetch from the Hub: %s of the tensors it reads (the weight files are %s; headers and side files "
+                   "are fetched already)\n", mk_fmt_bytes(fetch, a), mk_fmt_bytes(fetch_total, c));
+        }
         for (size_t i = 0; i < p->n; i++) {
             const mk_plan_tensor *t = &p->t[i];
             char sh[160];
@@ -373,8 +464,10 @@ static void print_plan(merge_run *m)
 /* ---- the merge ---------------------------------------------------------------------------- */
 
 /* Identity of the job for --resume: tool version, options, recipe, and each input file's
- * path, size, modification time and inode (content hashes come later, from the thread). */
-static char *resume_key(merge_run *m)
+ * path, size, modification time and inode (content hashes come later, from the thread).
+ * For a split output (split = true) the inputs are named by size alone, as hosts may see
+ * them at other paths, and the output tensors are added (mk_parts_plan_hash). */
+static char *job_key(merge_run *m, bool split)
 {
     mk_buf b = {0};
     mk_buf_printf(&b, "mergekit-c %s|%llu|%llu|%d|%d|", MK_VERSION, (unsigned long long)m->o->shard_size,
@@ -383,11 +476,23 @@ static char *resume_key(merge_run *m)
     for (size_t i = 0; i < m->n_refs; i++)
         for (size_t f = 0; f < m->src[i]->n_files; f++) {
             struct stat st;
+            char sha[65];
             if (stat(m->src[i]->files[f], &st) != 0) memset(&st, 0, sizeof st);
-            mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
-                          (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
+            /* a file still being fetched from the Hub: its sha256 there, not its size so far */
+            if (split && mk_hub_remote_sha256(m->src[i]->files[f], sha)) mk_buf_printf(&b, "|%s", sha);
+            else if (split) mk_buf_printf(&b, "|%lld", (long long)st.st_size);
+            else
+                mk_buf_printf(&b, "|%s|%lld|%lld.%09ld|%llu", m->src[i]->files[f], (long long)st.st_size,
+                              (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (unsigned long long)st.st_ino);
         }
     if (m->o->quantize) mk_buf_printf(&b, "|quantize %s", m->o->quantize);
+    if (split) {
+        const mk_tensor_info *t = m->o->quantize ? m->qplan.out : m->plan.outs;
+        size_t n = m->o->quantize ? m->qplan.n_out : m->plan.n;
+        char *key = b.failed ? NULL : mk_parts_plan_hash(b.data, b.len, t, n);
+        mk_buf_free(&b);
+        return key;
+    }
     char hex[33];
     mk_hash128_hex(mk_hash128_bytes(b.data ? b.data : "", b.len), hex);
     mk_buf_free(&b);
@@ -403,17 +508,49 @@ static mk_status check_inputs(merge_run *m, const mk_json *expect)
     uint32_t ins = mk_json_get(expect, 0, "inputs");
     for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
         uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
-        if (!f || !h) continue;
+        uint32_t sh = mk_json_get(expect, c, "sha256");
+        if (!f || (!h && !sh)) continue;
         bool ok = false, seen = false;
         const char *fn = mk_json_strv(expect, f);
-        for (size_t i = 0; i < m->ih.n; i++) {
+        for (size_t i = 0; i < m->ih.n && !seen; i++) {
             if (strcmp(m->ih.files[i].name, fn) != 0) continue;
             seen = true;
-            ok = strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+            char got[65];
+            if (h) ok = !m->ih.sha256[i][0] && strcmp(m->ih.files[i].hash, mk_json_strv(expect, h)) == 0;
+            else if (m->ih.sha256[i][0]) ok = strcmp(m->ih.sha256[i], mk_json_strv(expect, sh)) == 0;
+            else {
+                MK_TRY(mk_sha256_file(fn, got));
+                ok = strcmp(got, mk_json_strv(expect, sh)) == 0;
+            }
         }
         if (!seen) return mk_error(MK_ERR_MISMATCH, "input file %s recorded in the output is not used by the recipe now", fn);
-        if (!ok) return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (xxh128 differs from the record)", fn);
+        if (!ok)
+            return mk_error(MK_ERR_MISMATCH, "input file %s changed since the merge (%s differs from the record)", fn,
+                            h ? "xxh128" : "sha256");
     }
+    return MK_OK;
+}
+
+/* A split output: the plan's hash; for a part, its manifest; for finalize, the plan must be
+ * the one the parts recorded. */
+static mk_status split_plan(merge_run *m)
+{
+    if (!m->o->parts.p.n && !m->o->finalize) return MK_OK;
+    m->plan_key = job_key(m, true);
+    if (!m->plan_key) return MK_ERR_NOMEM;
+    if (m->o->finalize) {
+        if (strcmp(m->plan_key, m->o->finalize->plan) != 0)
+            return mk_error(MK_ERR_MISMATCH,
+                            "%s.tmp: the parts were written for another plan than this recipe, its inputs and options make "
+                            "now; rerun every part, then finalize",
+                            m->out);
+        return MK_OK;
+    }
+    MK_TRY(mk_cli_parts_manifest(&m->man, "merge", m->o->argc, m->o->argv, m->plan_key, m->o->parts.p.n));
+    char *tmp = mk_parts_tmp_path(m->out);
+    if (!tmp) return MK_ERR_NOMEM;
+    m->part_done = mk_parts_complete(tmp, m->o->parts.p, m->plan_key);
+    free(tmp);
     return MK_OK;
 }
 
@@ -421,7 +558,7 @@ static mk_status check_inputs(merge_run *m, const mk_json *expect)
  * stored tensors they become with --quantize, and the consumer that fills it. */
 static mk_status open_output(merge_run *m, const mk_json *expect, mk_consumer *cons)
 {
-    char *key = resume_key(m);
+    char *key = job_key(m, false);
     char *scratch = expect ? mk_asprintf("%s.check", m->out) : NULL;
     if (!key || (expect && !scratch)) {
         free(key);
@@ -430,7 +567,9 @@ static mk_status open_output(merge_run *m, const mk_json *expect, mk_consumer *c
     }
     /* --check re-derives into a plain folder: the same shard hashes */
     mk_output_opts oo = {.shard_size = m->o->shard_size, .force = m->o->force || expect, .resume = m->o->resume && !expect,
-                         .resume_key = key, .compress = m->o->mkz && !expect, .level = m->o->level};
+                         .resume_key = key, .compress = m->o->mkz && !expect, .level = m->o->level,
+                         .part = m->o->parts.p, .finalize = m->o->finalize != NULL,
+                         .manifest = m->o->finalize ? m->o->finalize : &m->man};
     const char *out = expect ? scratch : m->out;
     mk_status s = MK_OK;
     if (m->o->quantize) {
@@ -438,10 +577,20 @@ static mk_status open_output(merge_run *m, const mk_json *expect, mk_consumer *c
         s = mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n);
         if (s == MK_OK && (s = mk_qplan_check(&m->qplan)) != MK_OK) s = mk_error_prefix(s, "--quantize %s", m->o->quantize);
         if (s == MK_OK) s = mk_qplan_layout(&m->qplan);
+        if (s == MK_OK) s = split_plan(m);
+        if (s == MK_OK && m->part_done) {
+            free(key);
+            return MK_OK;
+        }
         if (s == MK_OK) s = mk_output_begin(&m->w, out, &oo, m->qplan.out, m->qplan.n_out);
         if (s == MK_OK) s = mk_quant_consumer(cons, m->w.k, &m->qplan, false, m->o->allow_crimes);
     } else {
-        s = mk_output_begin(&m->w, out, &oo, m->plan.outs, m->plan.n);
+        s = split_plan(m);
+        if (s == MK_OK && m->part_done) {
+            free(key);
+            return MK_OK;
+        }
+        if (s == MK_OK) s = mk_output_begin(&m->w, out, &oo, m->plan.outs, m->plan.n);
         if (s == MK_OK) s = mk_consumer_plain(cons, m->w.k, m->plan.outs, m->plan.n, m->o->allow_crimes);
     }
     free(key);
@@ -496,11 +645,78 @@ static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
     return s;
 }
 
+/* The tensors: the executor into `cons` (when s, the status so far, is MK_OK), beside the input
+ * hashing started in hj, which is joined. */
+static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, hash_job *hj, mk_status s, mk_exec_stats *es)
+{
+    mk_progress prog;
+    mk_progress_init(&prog, what, &m->o->c);
+    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
+    double t0 = mk_now();
+    if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
+    mk_progress_end(&prog);
+    mk_info("computed and wrote %zu tensor(s) in %.2f s", es->computed, mk_now() - t0);
+    mk_status hs = hash_join(hj);
+    return s == MK_OK ? hs : s;
+}
+
+/* --dry-run --parts N (or --part I/N): how OUT's shards split between the parts. */
+static mk_status print_split(merge_run *m)
+{
+    unsigned n = m->o->parts.parts ? (unsigned)m->o->parts.parts : m->o->parts.p.n;
+    const mk_tensor_info *t = m->plan.outs;
+    size_t nt = m->plan.n;
+    if (m->o->quantize) {
+        MK_TRY(mk_qplan_init(&m->qplan, &m->qo, &m->plan.models[m->plan.donor].arch, m->plan.outs, m->plan.n));
+        MK_TRY(mk_qplan_layout(&m->qplan));
+        t = m->qplan.out;
+        nt = m->qplan.n_out;
+    }
+    mk_output_opts oo = {.shard_size = m->o->shard_size};
+    mk_output_split sp;
+    MK_TRY(mk_output_split_build(t, nt, &oo, n, &sp));
+    mk_cli_parts_print(&sp, n, m->o->c.json);
+    mk_output_split_free(&sp);
+    return MK_OK;
+}
+
+/* --part I/N: this part's shards into the shared OUT.tmp, then its completion record. The index,
+ * side files and provenance are finalize's. */
+static mk_status run_part(merge_run *m)
+{
+    mk_part p = m->o->parts.p;
+    mk_consumer cons = {0};
+    mk_status s = open_output(m, NULL, &cons);
+    if (s == MK_OK && m->part_done) {
+        if (!m->o->c.quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", p.i, p.n, m->out);
+        return MK_OK;
+    }
+    hash_job hj = {0};
+    if (s == MK_OK) s = hash_start(&hj, m); /* this part's share of the input hashes */
+    double t0 = mk_now();
+    mk_exec_stats es = {0};
+    s = compute(m, &cons, "merge", &hj, s, &es);
+    if (s == MK_OK) s = mk_output_seal(&m->w);
+    if (s == MK_OK) s = mk_output_part_done(&m->w, m->ih.files, m->ih.n);
+    if (s == MK_OK && !m->o->c.quiet) {
+        char a[32];
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < m->w.k->n_out_files; i++) bytes += m->w.k->out_files[i].size;
+        fprintf(stderr, "mergekit-c: wrote part %u/%u of %s: %zu shard(s), %s in %.1f s%s%s\n", p.i, p.n, m->out,
+                m->w.k->n_out_files, mk_fmt_bytes(bytes, a), mk_now() - t0,
+                m->o->parts.mpi ? "" : "; once every part is done: mergekit-c finalize ", m->o->parts.mpi ? "" : m->out);
+    }
+    if (cons.ops) cons.ops->close(&cons);
+    mk_output_close(&m->w);
+    return s;
+}
+
 /* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
  * `expect` and removed). */
 static mk_status run_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
+    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
         char *tmp = mk_asprintf("%s.tmp", m->out);
         bool partial = tmp && mk_path_exists(tmp);
         free(tmp);
@@ -511,27 +727,21 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
     MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
     MK_TRY(tokenizer_donor(m));
+    if (m->o->dry_run && (m->o->parts.parts || m->o->parts.p.n)) return print_split(m);
     if (m->o->dry_run) {
         print_plan(m);
         return MK_OK;
     }
+    if (m->o->parts.p.n) return run_part(m);
     if (expect) MK_TRY(check_inputs(m, expect));
     hash_job hj = {0};
     mk_consumer cons = {0};
     mk_status s = open_output(m, expect, &cons);
     if (s == MK_OK && !expect) s = hash_start(&hj, m);
     mk_testpoint(); /* shards created, nothing computed */
-    mk_progress prog;
-    mk_progress_init(&prog, expect ? "check" : "merge", &m->o->c);
-    mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
     double t0 = mk_now();
     mk_exec_stats es = {0};
-    if (s == MK_OK) s = mk_exec_run(&m->plan, &cons, &eo, &es);
-    mk_progress_end(&prog);
-    mk_info("computed and wrote %zu tensor(s) in %.2f s", es.computed, mk_now() - t0);
-    mk_status hs = hash_join(&hj);
-    if (s == MK_OK) s = hs;
+    s = compute(m, &cons, expect ? "check" : "merge", &hj, s, &es);
     mk_testpoint(); /* every tensor written */
     mk_buf prov = {0};
     if (s == MK_OK) s = write_side_files(m, expect != NULL, &prov);
@@ -544,7 +754,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         char a[32];
         if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
         char kept[96] = "";
-        if (es.reused) snprintf(kept, sizeof kept, " (%zu kept from the interrupted run, %zu computed)", es.reused, es.computed);
+        if (m->o->finalize) snprintf(kept, sizeof kept, " (finalized from %u parts)", m->o->finalize->n);
+        else if (es.reused) snprintf(kept, sizeof kept, " (%zu kept from the interrupted run, %zu computed)", es.reused, es.computed);
         if (!m->o->c.quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %zu tensors%s, %s in %.1f s\n", m->out, m->plan.n, kept,
                     mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
@@ -561,11 +772,14 @@ static void merge_run_free(merge_run *m)
     mk_plan_free(&m->plan);
     mk_qplan_free(&m->qplan);
     free(m->quantize_rec);
+    free(m->plan_key);
+    mk_parts_manifest_free(&m->man);
     for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);
     free(m->src);
     for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
     free(m->ih.files);
     free(m->ih.model_of);
+    free(m->ih.sha256);
     mk_output_close(&m->w);
 }
 
@@ -725,6 +939,10 @@ static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
     if (s == MK_OK && o->check && o->quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
     if (s == MK_OK && o->quantize) s = mk_qopts_parse(o->quantize, &m->qo);
     if (s == MK_OK && o->quantize) s = mk_qopts_resolve(&m->qo, true);
+    if (s == MK_OK) s = mk_cli_parts_resolve(&o->parts, o->dry_run, !o->finalize && !o->dry_run && !o->check);
+    if (s == MK_OK && o->parts.p.n && (o->check || o->mkz))
+        s = mk_error(MK_ERR_USAGE, "--part: not with %s (a split output is a folder of safetensors shards)",
+                     o->check ? "--check" : ".mkz / --compress");
     if (s == MK_OK && o->eval.text && (o->check || o->dry_run))
         s = mk_error(MK_ERR_USAGE, "--eval-text scores a merge's output; not with --check or --dry-run");
     return s;
@@ -749,9 +967,9 @@ static mk_status eval_output(merge_run *m)
     return mk_cli_eval(m->out, refs, n, &m->o->eval, &m->o->c, false);
 }
 
-int mk_cmd_merge(int argc, char **argv)
+static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}};
+    merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
     const mk_opt opts[] = {
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
@@ -768,6 +986,7 @@ int mk_cmd_merge(int argc, char **argv)
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to each input model (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
+        MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),
         MK_MERGEKIT_OPTS(o.mk, o.c),
@@ -786,7 +1005,9 @@ int mk_cmd_merge(int argc, char **argv)
         "(`unpack` restores the folder). mergekit-yaml's command line is taken as it is (mergekit-c\n"
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
-        "refused.",
+        "refused. On a cluster, --part I/N writes part I of N of OUT's shards into the shared OUT.tmp\n"
+        "and 'mergekit-c finalize OUT' finishes it (--part slurm in a Slurm job array; mpirun with a\n"
+        "make MPI=1 build; docs/cluster.md).",
         opts, 2, 2, 0};
     char *pos[2];
     size_t npos;
@@ -811,9 +1032,13 @@ int mk_cmd_merge(int argc, char **argv)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
-    if (s == MK_OK && o.eval.text && !o.check && !o.dry_run) s = eval_output(&m);
+    if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);
     mk_recipe_free(&r);
-    return rc;
+    return mk_cli_parts_after(&o.parts, rc, pos[1], &o.c);
 }
+
+int mk_cmd_merge(int argc, char **argv) { return merge_main(argc, argv, NULL); }
+
+int mk_cmd_merge_finalize(int argc, char **argv, const mk_parts_manifest *m) { return merge_main(argc, argv, m); }

@@ -32,6 +32,10 @@ typedef struct quant_cli {
     const char *skip, *include, *compute_dtype;
     uint64_t shard_size, chunk;
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
+    mk_cli_parts parts;              /* --part I/N: one part of a split output */
+    const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
+    int argc;                        /* the command line, for a part's manifest */
+    char **argv;
 } quant_cli;
 
 /* ---- the run ---------------------------------------------------------------------------------- */
@@ -41,7 +45,7 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, cons
 {
     char *qc = mk_qplan_config_json(p);
     if (!qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false};
+    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false, NULL};
     bool found;
     mk_status s = mk_output_config(o, src, &e, &found);
     free(qc);
@@ -103,6 +107,42 @@ static void print_dry_run(const mk_qplan *p, const mk_common *c)
     }
 }
 
+/* A split output: the plan's hash (format settings, shard size, the input's file sizes, the
+ * stored tensors); for a part its manifest and whether it is already complete; for finalize
+ * the plan must be the parts'. */
+static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, const char *out, mk_parts_manifest *man,
+                            bool *done)
+{
+    char *qc = mk_qplan_config_json(plan);
+    mk_buf b = {0};
+    mk_buf_printf(&b, "quantize|mergekit-c %s|%llu|%s", MK_VERSION, (unsigned long long)o->shard_size, qc ? qc : "");
+    for (size_t f = 0; f < src->n_files; f++) {
+        uint64_t size = 0;
+        mk_rfile rf;
+        if (mk_rfile_open(&rf, src->files[f]) == MK_OK) {
+            size = rf.size;
+            mk_rfile_close(&rf);
+        }
+        mk_buf_printf(&b, "|%llu", (unsigned long long)size);
+    }
+    char *key = qc && !b.failed ? mk_parts_plan_hash(b.data, b.len, plan->out, plan->n_out) : NULL;
+    free(qc);
+    mk_buf_free(&b);
+    if (!key) return MK_ERR_NOMEM;
+    mk_status s = MK_OK;
+    if (o->finalize && strcmp(key, o->finalize->plan) != 0)
+        s = mk_error(MK_ERR_MISMATCH,
+                     "%s.tmp: the parts were written for another plan than this input and these options make now; rerun "
+                     "every part, then finalize",
+                     out);
+    if (s == MK_OK && !o->finalize) s = mk_cli_parts_manifest(man, "quantize", o->argc, o->argv, key, o->parts.p.n);
+    char *tmp = s == MK_OK && !o->finalize ? mk_parts_tmp_path(out) : NULL;
+    if (tmp) *done = mk_parts_complete(tmp, o->parts.p, key);
+    free(tmp);
+    free(key);
+    return s;
+}
+
 static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out)
 {
     mk_source *src = NULL;
@@ -130,16 +170,33 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     }
     if (s == MK_OK && o->dry_run) {
         s = mk_qplan_layout(&plan); /* offsets unknown: blob lengths are estimates */
-        if (s == MK_OK) print_dry_run(&plan, &o->c);
+        unsigned np = o->parts.parts ? (unsigned)o->parts.parts : o->parts.p.n;
+        mk_output_opts so = {.shard_size = o->shard_size};
+        mk_output_split sp;
+        if (s == MK_OK && np && (s = mk_output_split_build(plan.out, plan.n_out, &so, np, &sp)) == MK_OK) {
+            mk_cli_parts_print(&sp, np, o->c.json);
+            mk_output_split_free(&sp);
+        } else if (s == MK_OK) {
+            print_dry_run(&plan, &o->c);
+        }
         goto done;
     }
     double t0 = mk_now();
     if (s == MK_OK) s = mk_qstream_offsets(src, idx, &plan, o->chunk);
     if (s == MK_OK) s = mk_qplan_layout(&plan);
-    if (s != MK_OK) goto done;
+    mk_parts_manifest man = {0};
+    bool split = o->parts.p.n || o->finalize, done = false;
+    if (s == MK_OK && split) s = split_plan(o, src, &plan, out, &man, &done);
+    if (s == MK_OK && done && !o->c.quiet)
+        fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", o->parts.p.i, o->parts.p.n, out);
+    if (s != MK_OK || done) {
+        mk_parts_manifest_free(&man);
+        goto done;
+    }
     mk_output out_o = {0};
     mk_consumer cons = {0};
-    mk_output_opts oo = {.shard_size = o->shard_size, .force = o->force};
+    mk_output_opts oo = {.shard_size = o->shard_size, .force = o->force, .part = o->parts.p, .finalize = o->finalize != NULL,
+                         .manifest = o->finalize ? o->finalize : &man};
     s = mk_output_begin(&out_o, out, &oo, plan.out, plan.n_out);
     if (s == MK_OK) s = mk_quant_consumer(&cons, out_o.k, &plan, true, false);
     mk_progress prog;
@@ -147,16 +204,20 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
-    if (s == MK_OK) s = write_aux(src, &out_o, &plan, in, out);
+    if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out);
     if (s == MK_OK) s = mk_output_seal(&out_o);
-    if (s == MK_OK) s = mk_output_commit(&out_o);
+    if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);
     double secs = mk_now() - t0;
     if (s == MK_OK) {
-        mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);
-        if (!o->c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+        if (!o->finalize) mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);
+        if (!o->c.quiet && o->parts.p.n)
+            fprintf(stderr, "mergekit-c: wrote part %u/%u of %s%s%s\n", o->parts.p.i, o->parts.p.n, out,
+                    o->parts.mpi ? "" : "; once every part is done: mergekit-c finalize ", o->parts.mpi ? "" : out);
+        else if (!o->c.quiet) fprintf(stderr, "mergekit-c: wrote %s%s\n", out, o->finalize ? " (finalized from its parts)" : "");
     }
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&out_o);
+    mk_parts_manifest_free(&man);
 done:
     free(idx);
     mk_qplan_free(&plan);
@@ -217,7 +278,9 @@ static const char *details(void)
         snprintf(text + n, sizeof text - n, "%s",
                  "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
                  "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
-                 "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).");
+                 "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).\n"
+                 "On a cluster, with --part I/N each task writes part I of N of OUT's shards into the shared\n"
+                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).");
     return text;
 }
 
@@ -274,9 +337,9 @@ static mk_status list_formats(bool json)
     return MK_OK;
 }
 
-int mk_cmd_quantize(int argc, char **argv)
+static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}};
+    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
     mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
     size_t n = 1 + setting_opts(&o, opts + 1, 16);
     const mk_opt rest[] = {
@@ -291,6 +354,7 @@ int mk_cmd_quantize(int argc, char **argv)
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
+        MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),
     };
@@ -310,8 +374,14 @@ int mk_cmd_quantize(int argc, char **argv)
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
     if (s == MK_OK && !o.list_formats && o.eval.text && o.dry_run)
         s = mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
+    if (s == MK_OK && !o.list_formats) s = mk_cli_parts_resolve(&o.parts, o.dry_run, !o.finalize && !o.dry_run);
     if (s == MK_OK && !o.list_formats) s = run(&o, &qo, pos[0], pos[1]);
     const char *in = npos ? pos[0] : NULL;
-    if (s == MK_OK && !o.list_formats && o.eval.text) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
-    return s == MK_OK ? 0 : mk_cli_fail(s);
+    if (s == MK_OK && !o.list_formats && o.eval.text && !o.parts.p.n) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
+    rc = s == MK_OK ? 0 : mk_cli_fail(s);
+    return o.list_formats || npos < 2 ? rc : mk_cli_parts_after(&o.parts, rc, pos[1], &o.c);
 }
+
+int mk_cmd_quantize(int argc, char **argv) { return quantize_main(argc, argv, NULL); }
+
+int mk_cmd_quantize_finalize(int argc, char **argv, const mk_parts_manifest *m) { return quantize_main(argc, argv, m); }

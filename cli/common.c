@@ -94,6 +94,20 @@ mk_status mk_cli_open_model(const char *path, mk_source **out)
     return s;
 }
 
+mk_status mk_cli_open_model_values(const char *path, mk_source **out)
+{
+    mk_source *raw = NULL;
+    MK_TRY(mk_cli_open_model(path, &raw));
+    if (strcmp(raw->kind, "gguf") != 0) {
+        *out = raw;
+        return MK_OK;
+    }
+    mk_qinfo qi;
+    mk_status s = mk_qsource_open(raw, out, &qi);
+    if (s != MK_OK) mk_source_close(raw);
+    return s;
+}
+
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent)
 {
     for (size_t i = 0; i < n; i++) {
@@ -138,7 +152,7 @@ mk_status mk_cli_open_lora(const char *base_path, const char *adapter_path, mk_s
     mk_source *base = NULL;
     mk_peft_adapter *ad = NULL;
     mk_peft_binding bind = {0};
-    MK_TRY(mk_cli_open_model(base_path, &base));
+    MK_TRY(mk_cli_open_model_values(base_path, &base));
     mk_status s = mk_peft_open(adapter_path, &ad);
     if (s == MK_OK) s = mk_peft_bind(ad, base, &bind);
     mk_lora_target *t = NULL;
@@ -296,7 +310,7 @@ static mk_status eval_model_open(const char *path, eval_model *em)
 }
 
 /* The model's tokenizer (tokenizer.json, and tokenizer_config.json for BOS/EOS names). */
-static mk_status open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t)
+mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t)
 {
     char *tj = NULL, *cj = NULL, *what = NULL;
     size_t tl = 0, cl = 0;
@@ -464,7 +478,7 @@ static mk_status eval_all(eval_model *em, size_t nm, const mk_cli_eval_opts *o, 
                          em[i].path, mk_nn_vocab(em[i].nn), em[0].path, mk_nn_vocab(em[0].nn));
     }
     for (size_t i = 1; i < nm && s == MK_OK; i++) s = same_tokenizer(&em[0], &em[i]);
-    if (s == MK_OK) s = open_tokenizer(em[0].src, em[0].path, &t);
+    if (s == MK_OK) s = mk_cli_open_tokenizer(em[0].src, em[0].path, &t);
     if (s == MK_OK) s = tokenize_text(t, o->text, &ids, &n, &bos);
     if (s == MK_OK && n < (size_t)o->ctx)
         s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %ld (--ctx)", o->text, n, o->ctx);

@@ -244,14 +244,20 @@ static void man_overview(FILE *f)
           " model id works as well as a local path:\n.IR org / name\n(the snapshot refs/main points to),\n"
           ".IR org / name @ revision\n(a branch, a tag or a 40\\-hex commit),\n.IR org / name / sub / folder\n"
           "(a subfolder or file inside the snapshot). They are read from the local cache as huggingface_hub lays it out"
-          " (models\\-\\-org\\-\\-name/refs, snapshots, blobs); nothing is downloaded. A local path that exists always"
-          " wins. A malformed id exits 2; an id, revision, snapshot or blob the cache lacks exits 1 with one line naming"
-          " the cache folder.\n.B \\-\\-verify\\-cache\nchecks each weight blob's sha256 against its name.\n"
+          " (models\\-\\-org\\-\\-name/refs, snapshots, blobs); what the cache lacks is fetched from the Hub into it,"
+          " weight files by the byte ranges the run reads (headers first, so a recipe error shows before any weight"
+          " is downloaded). A local path that exists always wins. A malformed id exits 2; with HF_HUB_OFFLINE, an id,"
+          " revision, snapshot or blob the cache lacks exits 1 with one line naming the cache folder; 401, 403 and 404"
+          " from the Hub exit 1 with one line naming the repository and what to do.\n.B \\-\\-verify\\-cache\nchecks each"
+          " weight blob's sha256 against its name.\n"
           ".SH ENVIRONMENT\n.TP\n.B HF_HUB_CACHE\nthe Hugging Face cache folder (also under its old name,"
           " HUGGINGFACE_HUB_CACHE)\n.TP\n.B HF_HOME\nthe cache is HF_HOME/hub when HF_HUB_CACHE is unset\n.TP\n"
           ".B XDG_CACHE_HOME\nthe cache is XDG_CACHE_HOME/huggingface/hub when neither is set (else"
-          " ~/.cache/huggingface/hub)\n.TP\n.B HF_HUB_OFFLINE\n1, on, yes or true: the network is disallowed (error"
-          " messages say so; mergekit\\-c never downloads)\n",
+          " ~/.cache/huggingface/hub)\n.TP\n.B HF_HUB_OFFLINE\n1, on, yes or true: the network is disallowed (nothing is"
+          " fetched; error messages say so)\n.TP\n.B HF_ENDPOINT\nthe Hub to fetch from (default https://huggingface.co)\n"
+          ".TP\n.B HF_TOKEN\nthe token for gated and private repositories (else HF_TOKEN_PATH, else HF_HOME/token, else"
+          " ~/.cache/huggingface/token)\n.TP\n.B MK_HUB_RETRIES, MK_HUB_BACKOFF_MS\ntries per request (default 5) and the"
+          " first delay between them (default 500 ms, doubled each time up to 8 s)\n",
           f);
     roff_exit_status(f);
     fputs(".SH SEE ALSO\n", f);

@@ -3,6 +3,8 @@
  * (mergekit's command line; argv[0] selects). */
 #include "cli.h"
 
+#include "../core/mk_hubfetch.h"
+
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,8 @@ const mk_cli_command mk_cli_commands[] = {
     {"pack", mk_cmd_pack, "pack a model folder into a lossless compressed .mkz container", NULL},
     {"unpack", mk_cmd_unpack, "restore the files of a .mkz container, byte for byte", NULL},
     {"verify", mk_cmd_verify, "check every checksum of a .mkz container", NULL},
+    {"moe", mk_cmd_moe, "mixture-of-experts upcycling by a mergekit-moe config (Mixtral, Qwen2-MoE, Qwen3-MoE)", NULL},
+    {"finalize", mk_cmd_finalize, "finish an output written in parts (--part I/N, Slurm arrays, mpirun): index, side files, rename", NULL},
     {"tokenize", mk_cmd_tokenize, "text to token ids (or back) with a model's tokenizer.json", NULL},
 };
 const size_t mk_cli_n_commands = sizeof mk_cli_commands / sizeof mk_cli_commands[0];
@@ -46,7 +50,8 @@ void mk_cli_top_help(FILE *f)
     fprintf(f, "\n'mergekit-c COMMAND --help' shows a command's options.\n"
                "Installed as mergekit-yaml, it takes mergekit-yaml's command line (see 'mergekit-yaml --help').\n"
                "Models are local folders or files, or Hugging Face ids (org/name[/subfolder][@revision]) read\n"
-               "from the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub).\n"
+               "from the local cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), or\n"
+               "fetched from the Hub into it by the byte ranges a run reads (not with HF_HUB_OFFLINE=1).\n"
                "Exit codes: 0 success, 1 runtime or I/O failure, 2 usage or recipe error.\n");
 }
 
@@ -68,6 +73,8 @@ int main(int argc, char **argv)
     /* over a file-size limit, let write() fail with EFBIG (reported, cleaned up) instead of
      * being killed by SIGXFSZ */
     signal(SIGXFSZ, SIG_IGN);
+    /* files of models fetched from the Hub are read through the fetcher */
+    mk_hub_fetch_install();
     const char *prog = strrchr(argv[0], '/');
     prog = prog ? prog + 1 : argv[0];
     for (const mk_cli_alias *al = mk_cli_aliases; al->prog; al++)
@@ -82,7 +89,11 @@ int main(int argc, char **argv)
     const char *a = argv[1];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0) return mk_cli_help(argc - 1, argv + 1);
     if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
+#ifdef MK_MPI
+        printf("mergekit-c %s (Open MPI: mpirun ranks write the parts of an output)\n", MK_VERSION);
+#else
         printf("mergekit-c %s\n", MK_VERSION);
+#endif
         return 0;
     }
     const mk_cli_command *c = find_command(a);

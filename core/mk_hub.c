@@ -2,6 +2,7 @@
 #include "mk_hub.h"
 
 #include "mk_hash.h"
+#include "mk_hubfetch.h"
 #include "mk_io.h"
 
 #include <ctype.h>
@@ -123,19 +124,18 @@ typedef struct hub_ctx {
     char *cache, *repo;   /* <cache>, <cache>/models--org--name */
 } hub_ctx;
 
-/* What to do when the cache lacks something: there is no download yet, and with
- * HF_HUB_OFFLINE there would be none either. */
+/* What to do when the cache lacks something: with HF_HUB_OFFLINE there is no download
+ * (without it, a model the cache lacks is fetched: mk_hubfetch.h). */
 static const char *remedy(const hub_ctx *h, char buf[512])
 {
     char cmd[300];
     bool main_rev = strcmp(h->rev, "main") == 0;
     snprintf(cmd, sizeof cmd, "hf download %.96s%s%.160s", h->id, main_rev ? "" : " --revision ", main_rev ? "" : h->rev);
     if (mk_hub_offline())
-        snprintf(buf, 512, "HF_HUB_OFFLINE is set, so the network is disallowed: run `%s` where it is allowed, or "
-                 "point HF_HUB_CACHE or HF_HOME at a cache that has it", cmd);
+        snprintf(buf, 512, "HF_HUB_OFFLINE is set, so the network is disallowed: unset it, run `%s` where it is "
+                 "allowed, or point HF_HUB_CACHE or HF_HOME at a cache that has it", cmd);
     else
-        snprintf(buf, 512, "mergekit-c does not download models yet: run `%s` first, or point HF_HUB_CACHE or HF_HOME "
-                 "at a cache that has it", cmd);
+        snprintf(buf, 512, "run `%s`, or point HF_HUB_CACHE or HF_HOME at a cache that has it", cmd);
     return buf;
 }
 
@@ -239,18 +239,37 @@ static mk_status resolve_cached(const char *id, const char *sub, const char *rev
     mk_status s = h.repo ? MK_OK : MK_ERR_NOMEM;
     char commit[41] = {0}, rb[512];
     char *snap = NULL, *target = NULL;
-    if (s == MK_OK && !mk_is_dir(h.repo))
-        s = mk_error(MK_ERR_IO, "%s%s%s: no such local path, and no Hugging Face model '%s' in the cache %s (no %s); %s",
-                     id, rev ? "@" : "", rev ? rev : "", id, h.cache, h.repo + strlen(h.cache) + 1, remedy(&h, rb));
-    if (s == MK_OK) s = read_commit(&h, commit);
-    if (s == MK_OK) {
-        snap = mk_asprintf("%s/snapshots/%s", h.repo, commit);
-        if (!snap) s = MK_ERR_NOMEM;
-        else if (!mk_is_dir(snap))
-            s = mk_error(MK_ERR_IO, "%s@%s: commit %s is not in the cache (no %s: the download is unfinished or was "
-                         "deleted); %s", id, h.rev, commit, snap, remedy(&h, rb));
+    /* what the cache lacks is fetched, unless HF_HUB_OFFLINE */
+    bool fetch = !mk_hub_offline(), need = false;
+    if (s == MK_OK && !mk_is_dir(h.repo)) {
+        if (fetch) need = true;
+        else
+            s = mk_error(MK_ERR_IO, "%s%s%s: no such local path, and no Hugging Face model '%s' in the cache %s (no %s); %s",
+                         id, rev ? "@" : "", rev ? rev : "", id, h.cache, h.repo + strlen(h.cache) + 1, remedy(&h, rb));
     }
-    if (s == MK_OK) {
+    if (s == MK_OK && !need && fetch && !is_hex(h.rev, 40)) {
+        char *refs = mk_asprintf("%s/refs/%s", h.repo, h.rev);
+        if (!refs) s = MK_ERR_NOMEM;
+        else need = !mk_is_file(refs);
+        free(refs);
+    }
+    if (s == MK_OK && !need) s = read_commit(&h, commit);
+    if (s == MK_OK && !need) {
+        snap = mk_asprintf("%s/snapshots/%s", h.repo, commit);
+        char *part = snap ? mk_hub_partial_dir(h.repo, commit) : NULL;
+        if (!snap) s = MK_ERR_NOMEM;
+        else if (part) { /* a fetch in progress: its folder has every file, some of them in part */
+            free(snap);
+            snap = part;
+        } else if (!mk_is_dir(snap)) {
+            if (fetch) need = true;
+            else
+                s = mk_error(MK_ERR_IO, "%s@%s: commit %s is not in the cache (no %s: the download is unfinished or was "
+                             "deleted); %s", id, h.rev, commit, snap, remedy(&h, rb));
+        }
+    }
+    if (s == MK_OK && need) s = mk_hub_fetch(id, h.rev, sub, h.repo, &target);
+    else if (s == MK_OK) {
         target = *sub ? mk_path_join(snap, sub) : mk_strdup(snap);
         struct stat st;
         if (!target) s = MK_ERR_NOMEM;

@@ -12,8 +12,10 @@
  * as unset); a leading ~ is $HOME, as os.path.expanduser has it ($VARS inside them are not
  * expanded, unlike huggingface_hub's os.path.expandvars).
  *
+ * A model the cache lacks is fetched (mk_hubfetch.h) unless HF_HUB_OFFLINE is set; a
+ * snapshot still being fetched resolves to its staging folder.
  * Must not: read model files (only names, links and refs; blob hashes on request), touch
- * the network. Nothing here writes to the cache.
+ * the network itself. Nothing here writes to the cache (mk_hubfetch.c does).
  */
 #ifndef MK_HUB_H
 #define MK_HUB_H
@@ -32,8 +34,9 @@
  * Refusals, one line naming the id, the cache folder and what to do:
  *   MK_ERR_USAGE  a malformed id (huggingface_hub's rules), subfolder or revision
  *                 (empty, "..", characters a git ref cannot hold)
- *   MK_ERR_IO     not cached: no repository, no such ref, a missing snapshot or subfolder,
- *                 a symlink to a missing blob (an unfinished download)
+ *   MK_ERR_IO     not cached (with HF_HUB_OFFLINE; otherwise what the fetch says): no
+ *                 repository, no such ref, a missing snapshot or subfolder, a symlink to a
+ *                 missing blob (an unfinished download)
  *   MK_ERR_FORMAT a ref that holds no commit hash, a link out of the repository folder
  *   MK_ERR_MISMATCH with verification on: an LFS blob whose sha256 is not its name
  * *out is allocated. */

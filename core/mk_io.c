@@ -97,6 +97,10 @@ void mk_map_done(const mk_map *m, uint64_t off, uint64_t len)
 
 /* ---- pread files ---------------------------------------------------------------------- */
 
+static const mk_rfile_hooks *g_rhooks;
+
+void mk_rfile_set_hooks(const mk_rfile_hooks *h) { g_rhooks = h; }
+
 mk_status mk_rfile_open(mk_rfile *f, const char *path)
 {
     memset(f, 0, sizeof *f);
@@ -111,17 +115,21 @@ mk_status mk_rfile_open(mk_rfile *f, const char *path)
     }
     f->size = (uint64_t)st.st_size;
     f->path = mk_strdup(path);
-    if (!f->path) {
+    mk_status s = f->path ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && g_rhooks) s = g_rhooks->attach(path, f->size, &f->remote);
+    if (s != MK_OK) {
         close(f->fd);
+        free(f->path);
+        f->path = NULL;
         f->fd = -1;
-        return MK_ERR_NOMEM;
     }
-    return MK_OK;
+    return s;
 }
 
 mk_status mk_rfile_read(const mk_rfile *f, uint64_t off, void *dst, size_t len)
 {
     char *p = dst;
+    if (f->remote && len) MK_TRY(g_rhooks->ensure(f->remote, off, len));
     while (len) {
         ssize_t r = pread(f->fd, p, len > (1u << 30) ? (1u << 30) : len, (off_t)off);
         if (r < 0 && errno == EINTR) continue;
@@ -138,6 +146,8 @@ mk_status mk_rfile_read(const mk_rfile *f, uint64_t off, void *dst, size_t len)
 
 void mk_rfile_willneed(const mk_rfile *f, uint64_t off, uint64_t len)
 {
+    /* a file being fetched gets the whole range in one request; a failure is reported by the read */
+    if (f->remote && len && g_rhooks->ensure(f->remote, off, len) != MK_OK) return;
     if (f->fd >= 0 && len) posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
 }
 
@@ -145,6 +155,7 @@ void mk_rfile_close(mk_rfile *f)
 {
     if (!f) return;
     if (f->fd >= 0) close(f->fd);
+    if (f->remote) g_rhooks->detach(f->remote);
     free(f->path);
     memset(f, 0, sizeof *f);
     f->fd = -1;

@@ -32,11 +32,23 @@ void mk_map_done(const mk_map *m, uint64_t off, uint64_t len);
 
 /* A read-only file read with pread, for tensor data. No mapping: a file that shrinks or
  * fails while we read it gives an error naming it, never SIGBUS. Safe from many threads. */
+typedef struct mk_rfile_remote mk_rfile_remote;
 typedef struct mk_rfile {
     int fd;
     uint64_t size;
     char *path;
+    mk_rfile_remote *remote; /* a file still being fetched (core/mk_hubfetch.h), else NULL */
 } mk_rfile;
+
+/* Files whose bytes arrive on demand: attach says whether `path` is one (NULL *out: an
+ * ordinary file), ensure makes [off, off+len) present before a read (thread-safe), detach
+ * ends it. Installed once at start (mk_hub_fetch_install); none by default. */
+typedef struct mk_rfile_hooks {
+    mk_status (*attach)(const char *path, uint64_t size, mk_rfile_remote **out);
+    mk_status (*ensure)(mk_rfile_remote *r, uint64_t off, uint64_t len);
+    void (*detach)(mk_rfile_remote *r);
+} mk_rfile_hooks;
+void mk_rfile_set_hooks(const mk_rfile_hooks *h);
 
 mk_status mk_rfile_open(mk_rfile *f, const char *path);
 /* Exactly len bytes at off, or an error. */

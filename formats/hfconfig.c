@@ -169,6 +169,14 @@ mk_status mk_hfconfig_rewrite(const char *text, const char *what, const mk_hfcon
         else if (!raw) s = mk_error(MK_ERR_NOMEM, "out of memory editing config.json");
         else cJSON_AddItemToObject(cfg, "quantization_config", raw);
     }
+    for (size_t i = 0; s == MK_OK && e->set && e->set[i] && e->set[i + 1]; i += 2) {
+        /* checked as JSON, written as given (a float keeps its ".0") */
+        cJSON *chk = cJSON_Parse(e->set[i + 1]), *v = chk ? cJSON_CreateRaw(e->set[i + 1]) : NULL;
+        cJSON_Delete(chk);
+        if (!v) s = mk_error(MK_ERR_FORMAT, "config.json: value of '%s' is not JSON: %s", e->set[i], e->set[i + 1]);
+        else if (cJSON_GetObjectItemCaseSensitive(cfg, e->set[i])) cJSON_ReplaceItemInObjectCaseSensitive(cfg, e->set[i], v);
+        else cJSON_AddItemToObject(cfg, e->set[i], v);
+    }
     if (s == MK_OK) {
         char *p = cJSON_Print(cfg);
         if (!p) s = mk_error(MK_ERR_NOMEM, "out of memory writing config.json");

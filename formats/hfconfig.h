@@ -19,6 +19,8 @@ typedef struct mk_hfconfig_edit {
     const char *quant_config; /* JSON object text to set as "quantization_config", written
                                  as given (2-space indented); NULL = leave */
     bool drop_quant_config;   /* remove "quantization_config" (dequantized output) */
+    const char *const *set;   /* top-level keys to set: key, JSON value text pairs,
+                                 NULL-terminated (mixture-of-experts outputs); NULL = none */
 } mk_hfconfig_edit;
 
 /* Apply `e` to config.json text; *out is the new text (2-space indented JSON). */

@@ -2,6 +2,7 @@
 #include "model.h"
 
 #include "../core/mk_io.h"
+#include "gguf.h"
 #include "mkz.h"
 #include "safetensors.h"
 #include "torchbin.h"
@@ -15,6 +16,7 @@ static mk_status open_any(const char *path, mk_source **out)
     if (!mk_path_exists(path)) return mk_error(MK_ERR_IO, "%s: no such file or folder", path);
     /* by content, and by name so that a container with a damaged header says so */
     if (mk_mkz_probe(path) || (mk_is_file(path) && mk_str_ends_with(path, ".mkz"))) return mk_mkz_open(path, out);
+    if (mk_gguf_probe(path)) return mk_gguf_open(path, out);
     /* a folder with both: safetensors wins (no pickle is even looked at) */
     if (mk_safetensors_probe(path)) return mk_safetensors_open(path, out);
     if (mk_torchbin_probe(path)) return mk_torchbin_open(path, out);
@@ -84,6 +86,6 @@ mk_status mk_model_open(const char *path, mk_source **out) { return mk_model_ope
 
 bool mk_model_probe(const char *path)
 {
-    return mk_mkz_probe(path) || mk_safetensors_probe(path) || mk_torchbin_probe(path) ||
+    return mk_mkz_probe(path) || mk_safetensors_probe(path) || mk_torchbin_probe(path) || mk_gguf_probe(path) ||
            (mk_is_file(path) && mk_str_ends_with(path, ".mkz"));
 }

@@ -1,7 +1,8 @@
 /* model.h - open any model input by what it is: a safetensors file or folder, a .mkz
  * container (recognised by its magic number or its name), or a PyTorch checkpoint (a
  * .bin/.pt/.pth file or a folder with pytorch_model.bin or its index, read without
- * unpickling: torchbin.h). A folder with both safetensors and PyTorch weights is read as
+ * unpickling: torchbin.h), or a llama.cpp GGUF file (.gguf, or the GGUF magic number:
+ * gguf.h). A folder with both safetensors and PyTorch weights is read as
  * safetensors. One entry point for every command. */
 #ifndef MK_MODEL_H
 #define MK_MODEL_H

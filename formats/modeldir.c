@@ -1,6 +1,7 @@
 /* modeldir.c - see modeldir.h */
 #include "modeldir.h"
 
+#include "../core/mk_hubfetch.h"
 #include "../core/mk_io.h"
 
 #include <dirent.h>
@@ -29,13 +30,19 @@ mk_status mk_modeldir_open(mk_modeldir *d, const char *dir, bool list)
     if (!d->dir) return MK_ERR_NOMEM;
     if (!realpath(dir, buf)) return mk_error(MK_ERR_IO, "%s: cannot resolve: %s", dir, strerror(errno));
     d->real = mk_strdup(buf);
-    /* .../models--org--name/snapshots/<rev>[/sub/folder]: trust the repository folder
-     * (a subfolder's files link to ../../../blobs) */
-    for (char *snap = strstr(buf, "/snapshots/"); snap; snap = strstr(snap + 1, "/snapshots/")) {
-        *snap = 0;
-        const char *base = strrchr(buf, '/');
-        if (base && mk_str_starts_with(base + 1, "models--")) break;
-        *snap = '/';
+    /* .../models--org--name/snapshots/<rev>[/sub/folder], or the staging folder of a fetch
+     * (core/mk_hubfetch.h): trust the repository folder (a subfolder's files link to
+     * ../../../blobs) */
+    static const char *const marks[] = {"/snapshots/", "/" MK_HUB_PARTIAL_DIR "/"};
+    for (size_t k = 0; k < 2; k++) {
+        char *snap;
+        for (snap = strstr(buf, marks[k]); snap; snap = strstr(snap + 1, marks[k])) {
+            *snap = 0;
+            const char *base = strrchr(buf, '/');
+            if (base && mk_str_starts_with(base + 1, "models--")) break;
+            *snap = '/';
+        }
+        if (snap) break;
     }
     d->trust_root = mk_strdup(buf);
     d->names = mk_calloc(1, sizeof *d->names);

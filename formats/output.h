@@ -9,6 +9,12 @@
  * consumer on it), side files, mk_output_seal (shards durable, o->k->out_files filled),
  * files that list the shards' hashes (provenance, card), mk_output_commit. mk_output_close
  * releases everything and removes OUT.tmp unless committed.
+ * Split outputs (parts.h): with opts.part, mk_output_begin joins the shared OUT.tmp and the
+ * sink writes only that part's shards; mk_output_part_done (after mk_output_seal) writes the
+ * part's completion record, and OUT.tmp stays. With opts.finalize, mk_output_begin checks
+ * every part's record and adopts their shards; the index and side files are then written as
+ * usual and mk_output_commit removes the parts' files before the rename. Neither removes
+ * OUT.tmp on failure: the parts' work is kept.
  * Must not: decide what goes into the side files (callers pass the edits and texts).
  */
 #ifndef MK_OUTPUT_H
@@ -17,6 +23,7 @@
 #include "../core/mk_io.h"
 #include "../core/mk_tensor.h"
 #include "hfconfig.h"
+#include "parts.h"
 
 #define MK_OUTPUT_MAX_FILES 32
 
@@ -28,7 +35,18 @@ typedef struct mk_output_opts {
     const char *resume_key;   /* identity of the job for --resume; NULL = no journal */
     bool compress;            /* a .mkz container even when OUT does not end in .mkz */
     int level;                /* its zstd level; 0 = the default */
+    mk_part part;             /* --part I/N: write part I of N into the shared OUT.tmp; n == 0: all */
+    bool finalize;            /* OUT from the parts in OUT.tmp */
+    const mk_parts_manifest *manifest; /* with part or finalize: the plan's hash, N, the command line */
 } mk_output_opts;
+
+/* The shards of an output split between parts (--dry-run --parts N prints it). */
+typedef struct mk_output_split {
+    size_t n_shards;
+    char **names;       /* [n_shards] */
+    uint64_t *size;     /* [n_shards] file sizes */
+    uint32_t *part_of;  /* [n_shards] 0-based part */
+} mk_output_split;
 
 typedef struct mk_output {
     mk_outdir od;
@@ -37,7 +55,22 @@ typedef struct mk_output {
     bool begun, committed;
     size_t n_files;           /* side files written, in order */
     mk_out_file files[MK_OUTPUT_MAX_FILES];
+    mk_part part;             /* as opened */
+    bool finalize, keep;      /* keep: OUT.tmp is shared with parts; never removed here */
+    int part_locks[2];
+    const mk_parts_manifest *manifest;
+    unsigned char *own;       /* the sink's shard masks, alive as long as it */
+    mk_out_file *adopt;
+    mk_parts_inputs inputs;   /* finalize: the input hashes the parts recorded */
 } mk_output;
+
+/* The shards tensors t[n] go into as opts would write them, split between `parts` parts. */
+mk_status mk_output_split_build(const mk_tensor_info *t, size_t n, const mk_output_opts *opts, unsigned parts,
+                                mk_output_split *sp);
+void mk_output_split_free(mk_output_split *sp);
+/* After mk_output_seal of a part: its completion record, with the input files it hashed
+ * in[n_in] (name = path; NULL, 0 for none). */
+mk_status mk_output_part_done(mk_output *o, const mk_out_file *in, size_t n_in);
 
 /* True when OUT is written as a .mkz container. */
 bool mk_output_is_container(const char *out, const mk_output_opts *o);

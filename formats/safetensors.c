@@ -676,12 +676,15 @@ typedef struct st_shard {
     uint64_t size;        /* whole file */
     size_t n_tensors, n_done;
     bool done;            /* fsynced and hashed (or recovered from the journal) */
+    bool foreign;         /* another part's (mk_st_sink_split.own) */
     char hash[33];
     mk_buf header;
 } st_shard;
 
 typedef struct st_sink {
     mk_st_sink_opts opts;
+    mk_st_sink_split split;
+    bool split_own;       /* a part: no index */
     char *resume_key;
     size_t n;
     mk_tensor_info *t;    /* copies of the declared tensors (names borrowed from caller) */
@@ -728,7 +731,7 @@ static mk_status journal_load(mk_sink *k)
         if (sscanf(line, "shard %255s %llu %63s", name, &size, hex) != 3) continue; /* a torn last line */
         for (size_t i = 0; i < w->n_shards; i++) {
             st_shard *sh = &w->shards[i];
-            if (strcmp(sh->name, name) != 0 || sh->size != size) continue;
+            if (sh->foreign || strcmp(sh->name, name) != 0 || sh->size != size) continue;
             mk_hash128 h;
             char got[33];
             if (mk_hash_file(sh->path, &h) != MK_OK) break;
@@ -883,10 +886,18 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
     }
     mk_st_layout_free(&L);
     MK_TRY(s);
+    for (size_t sh = 0; sh < ns; sh++) {
+        st_shard *S = &w->shards[sh];
+        if (w->split.own && !w->split.own[sh]) S->done = S->foreign = true;
+        if (w->split.adopt) {
+            S->done = true;
+            memcpy(S->hash, w->split.adopt[sh].hash, 33);
+        }
+    }
 
     if (w->opts.resume_key) {
         w->resume_key = mk_strdup(w->opts.resume_key);
-        w->journal_path = mk_path_join(k->dir, MK_ST_JOURNAL);
+        w->journal_path = mk_path_join(k->dir, w->split.journal ? w->split.journal : MK_ST_JOURNAL);
         if (!w->resume_key || !w->journal_path) return MK_ERR_NOMEM;
         if (w->opts.resume) MK_TRY(journal_load(k));
     }
@@ -1031,13 +1042,14 @@ static mk_status sink_commit(mk_sink *k)
     k->out_files = mk_calloc(w->n_shards + 1, sizeof *k->out_files);
     if (!k->out_files) return MK_ERR_NOMEM;
     for (size_t sh = 0; sh < w->n_shards; sh++) {
+        if (w->shards[sh].foreign) continue;
         mk_out_file *f = &k->out_files[k->n_out_files++];
         f->name = mk_strdup(w->shards[sh].name);
         f->size = w->shards[sh].size;
         memcpy(f->hash, w->shards[sh].hash, 33);
         if (!f->name) return MK_ERR_NOMEM;
     }
-    if (w->n_shards > 1) {
+    if (w->n_shards > 1 && !w->split_own) {
         mk_buf b = {0};
         const char **names = mk_calloc(w->n_shards, sizeof *names);
         if (!names) return MK_ERR_NOMEM;
@@ -1102,6 +1114,16 @@ static const mk_sink_ops st_sink_ops = {sink_begin,    sink_is_done, sink_write,
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out)
 {
     return mk_safetensors_sink_stem(dir, "model", opts, out);
+}
+
+mk_status mk_safetensors_sink_split(const char *dir, const char *stem, const mk_st_sink_opts *opts, const mk_st_sink_split *sp,
+                                    mk_sink **out)
+{
+    MK_TRY(mk_safetensors_sink_stem(dir, stem ? stem : "model", opts, out));
+    st_sink *w = (*out)->impl;
+    w->split = *sp;
+    w->split_own = sp->own != NULL;
+    return MK_OK;
 }
 
 mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out)

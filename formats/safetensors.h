@@ -69,6 +69,17 @@ typedef struct mk_st_sink_opts {
     bool resume;             /* reuse shards recorded in the journal when the key matches */
 } mk_st_sink_opts;
 
+/* An output written in parts (parts.h). */
+typedef struct mk_st_sink_split {
+    const char *journal;     /* the journal's file name; NULL = MK_ST_JOURNAL */
+    /* own[shard]: the shards this process writes; the others belong to other parts: not
+     * touched, reported done, left out of out_files, and no index is written. NULL: all. */
+    const unsigned char *own;
+    /* finalize: every shard is already written, with these hashes (layout order); only the
+     * index is written. NULL: none. */
+    const mk_out_file *adopt;
+} mk_st_sink_split;
+
 /* Greedy shard assignment in output order, as Hugging Face and mergekit do: a new shard
  * starts when the current one is non-empty and the next tensor would overflow it.
  * Fills shard_of[n]; returns the number of shards (at least 1). */
@@ -101,6 +112,10 @@ mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *sh
 mk_status mk_safetensors_sink(const char *dir, const mk_st_sink_opts *opts, mk_sink **out);
 /* The same with another file stem than "model" (PEFT adapters: "adapter_model"). */
 mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_st_sink_opts *opts, mk_sink **out);
+
+/* The same for one part of a split output, or its finalize (sp: read during begin only). */
+mk_status mk_safetensors_sink_split(const char *dir, const char *stem, const mk_st_sink_opts *opts, const mk_st_sink_split *sp,
+                                    mk_sink **out);
 
 #define MK_ST_JOURNAL ".mergekit-c-journal"
 

@@ -552,16 +552,14 @@ static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
     return c->err;
 }
 
-mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r)
+typedef mk_status (*root_fn)(ctx *c, const yaml_node_t *root, void *out);
+
+/* Parse YAML text[0..len) and hand its root to fn; `what` ("recipe", "config") names the file
+ * kind in messages. A second document (a mergekit-multi file) is refused. */
+static mk_status parse_yaml(const char *text, size_t len, const char *path, const char *what, root_fn fn, void *out)
 {
-    memset(r, 0, sizeof *r);
-    r->dtype = r->out_dtype = MK_DTYPE_NONE;
-    r->path = mk_strdup(path);
-    r->text = mk_strndup(text, len);
-    r->text_len = len;
-    if (!r->path || !r->text) return MK_ERR_NOMEM;
-    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: recipe is over %u bytes", path, RECIPE_MAX_BYTES);
-    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: recipe contains a NUL byte", path);
+    if (len > RECIPE_MAX_BYTES) return mk_error(MK_ERR_RECIPE, "%s: %s is over %u bytes", path, what, RECIPE_MAX_BYTES);
+    if (memchr(text, 0, len)) return mk_error(MK_ERR_RECIPE, "%s: %s contains a NUL byte", path, what);
 
     yaml_parser_t parser;
     yaml_document_t doc;
@@ -578,9 +576,9 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
     ctx c = {&doc, path, 0, MK_OK};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root) {
-        s = mk_error(MK_ERR_RECIPE, "%s: recipe is empty", path);
+        s = mk_error(MK_ERR_RECIPE, "%s: %s is empty", path, what);
     } else {
-        s = parse_root(&c, root, r);
+        s = fn(&c, root, out);
         if (s == MK_OK) {
             /* a second document means a mergekit-multi file */
             yaml_document_t doc2;
@@ -594,6 +592,19 @@ mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_rec
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     return s;
+}
+
+static mk_status recipe_root(ctx *c, const yaml_node_t *root, void *out) { return parse_root(c, root, out); }
+
+mk_status mk_recipe_parse(const char *text, size_t len, const char *path, mk_recipe *r)
+{
+    memset(r, 0, sizeof *r);
+    r->dtype = r->out_dtype = MK_DTYPE_NONE;
+    r->path = mk_strdup(path);
+    r->text = mk_strndup(text, len);
+    r->text_len = len;
+    if (!r->path || !r->text) return MK_ERR_NOMEM;
+    return parse_yaml(text, len, path, "recipe", recipe_root, r);
 }
 
 /* One model reference: Hub ids -> cached snapshot folders, and the key again. */
@@ -639,15 +650,22 @@ static mk_status resolve_refs(mk_recipe *r)
     return MK_OK;
 }
 
+/* A recipe or config file's text (at most 4 MB); a missing or unreadable file is a usage
+ * problem, not a runtime failure. */
+static mk_status read_yaml_file(const char *path, char **text, size_t *len)
+{
+    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, text, len);
+    return s == MK_OK ? MK_OK : s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
+}
+
 mk_status mk_recipe_load(const char *path, mk_recipe *r)
 {
     char *text = NULL;
     size_t len = 0;
-    mk_status s = mk_read_file(path, RECIPE_MAX_BYTES, &text, &len);
+    mk_status s = read_yaml_file(path, &text, &len);
     if (s != MK_OK) {
         memset(r, 0, sizeof *r);
-        /* a missing or unreadable recipe is a usage problem, not a runtime failure */
-        return s == MK_ERR_IO ? MK_ERR_USAGE : (s == MK_ERR_FORMAT ? MK_ERR_RECIPE : s);
+        return s;
     }
     s = mk_recipe_parse(text, len, path, r);
     free(text);
@@ -737,4 +755,191 @@ const mk_param *mk_params_find(const mk_params *ps, const char *name)
     for (size_t i = 0; i < ps->n; i++)
         if (strcmp(ps->p[i].name, name) == 0) return &ps->p[i];
     return NULL;
+}
+
+/* ---- mergekit-moe configs (moe.h) ---------------------------------------------------------
+ * mergekit 0.1.5's MoEMergeConfig and Expert pydantic models: the same keys, types and
+ * defaults (gate_mode hidden, experts_per_token 2). */
+
+#include "moe.h"
+
+static mk_status parse_prompts(ctx *c, const yaml_node_t *n, const char *what, char ***out, size_t *count)
+{
+    if (is_null(n)) return MK_OK;
+    if (n->type != YAML_SEQUENCE_NODE) return ferr(c, n, "%s must be a list of strings, found %s", what, kind_name(n));
+    size_t k = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    *out = k ? mk_calloc(k, sizeof **out) : NULL;
+    if (k && !*out) return c->err = MK_ERR_NOMEM;
+    for (size_t i = 0; i < k; i++) {
+        yaml_node_t *e = get(c, n->data.sequence.items.start[i]);
+        if (!e) return c->err;
+        MK_TRY(scalar_string(c, e, what, &(*out)[i]));
+        *count = i + 1;
+    }
+    return MK_OK;
+}
+
+static const char *const expert_keys[] = {"source_model", "positive_prompts", "negative_prompts", "noise_scale",
+                                          "residual_scale"};
+
+static mk_status parse_experts(ctx *c, const yaml_node_t *n, const char *what, mk_moe_expert **out, size_t *count)
+{
+    if (n->type != YAML_SEQUENCE_NODE) return ferr(c, n, "'%s' must be a list, found %s", what, kind_name(n));
+    size_t k = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    *out = k ? mk_calloc(k, sizeof **out) : NULL;
+    if (k && !*out) return c->err = MK_ERR_NOMEM;
+    for (size_t i = 0; i < k; i++) {
+        mk_moe_expert *x = &(*out)[i];
+        yaml_node_t *e = get(c, n->data.sequence.items.start[i]), *v;
+        if (!e) return c->err;
+        *count = i + 1;
+        x->at = node_pos(e);
+        MK_TRY(map_check(c, e, what, expert_keys, sizeof expert_keys / sizeof *expert_keys));
+        if (!(v = map_get(c, e, "source_model")) || is_null(v)) return ferr(c, e, "%s entry has no 'source_model'", what);
+        MK_TRY(parse_ref(c, v, "source_model", &x->ref));
+        if ((v = map_get(c, e, "positive_prompts"))) MK_TRY(parse_prompts(c, v, "positive_prompts", &x->pos, &x->n_pos));
+        if ((v = map_get(c, e, "negative_prompts"))) MK_TRY(parse_prompts(c, v, "negative_prompts", &x->neg, &x->n_neg));
+        if ((v = map_get(c, e, "noise_scale")) && !is_null(v)) {
+            MK_TRY(scalar_number(c, v, "noise_scale", &x->noise_scale));
+            x->has_noise = true;
+        }
+        if ((v = map_get(c, e, "residual_scale")) && !is_null(v)) {
+            MK_TRY(scalar_number(c, v, "residual_scale", &x->residual_scale));
+            x->has_residual = true;
+        }
+    }
+    return c->err;
+}
+
+static const char *const moe_keys[] = {"base_model", "experts", "gate_mode", "dtype", "experts_per_token", "shared_experts",
+                                       "architecture"};
+static const char *const gate_names[MK_MOE_GATE_COUNT] = {"hidden", "cheap_embed", "random", "uniform_random"};
+
+const char *mk_moe_gate_name(mk_moe_gate g) { return g < MK_MOE_GATE_COUNT ? gate_names[g] : "?"; }
+
+static mk_status parse_moe_root(ctx *c, const yaml_node_t *root, mk_moe_config *m)
+{
+    MK_TRY(map_check(c, root, "the MoE config", moe_keys, sizeof moe_keys / sizeof *moe_keys));
+    yaml_node_t *n;
+    if (!(n = map_get(c, root, "base_model")) || is_null(n)) return ferr(c, root, "missing 'base_model'");
+    MK_TRY(parse_ref(c, n, "base_model", &m->base));
+    if (!(n = map_get(c, root, "experts")) || is_null(n)) return ferr(c, root, "missing 'experts'");
+    MK_TRY(parse_experts(c, n, "experts", &m->experts, &m->n_experts));
+    if ((n = map_get(c, root, "shared_experts")) && !is_null(n))
+        MK_TRY(parse_experts(c, n, "shared_experts", &m->shared, &m->n_shared));
+    m->gate = MK_MOE_GATE_HIDDEN;
+    if ((n = map_get(c, root, "gate_mode")) && !is_null(n)) {
+        char *g = NULL;
+        MK_TRY(scalar_string(c, n, "gate_mode", &g));
+        m->gate_pos = node_pos(n);
+        int k = 0;
+        while (k < MK_MOE_GATE_COUNT && strcmp(g, gate_names[k]) != 0) k++;
+        if (k == MK_MOE_GATE_COUNT) {
+            const char *hint = mk_did_you_mean(g, gate_names, MK_MOE_GATE_COUNT);
+            ferr(c, n, "unknown gate_mode '%s' (%s%s%shidden, cheap_embed, random, uniform_random)", g,
+                 hint ? "did you mean '" : "", hint ? hint : "", hint ? "'? " : "");
+        }
+        free(g);
+        MK_TRY(c->err);
+        m->gate = (mk_moe_gate)k;
+    }
+    if ((n = map_get(c, root, "dtype")) && !is_null(n)) MK_TRY(parse_dtype(c, n, "dtype", &m->dtype));
+    m->experts_per_token = 2;
+    if ((n = map_get(c, root, "experts_per_token")) && !is_null(n)) {
+        int64_t v;
+        MK_TRY(scalar_int(c, n, "experts_per_token", 1, 1 << 16, &v));
+        m->experts_per_token = (long)v;
+        m->ept_pos = node_pos(n);
+    }
+    if ((n = map_get(c, root, "architecture")) && !is_null(n)) {
+        MK_TRY(scalar_string(c, n, "architecture", &m->architecture));
+        m->arch_pos = node_pos(n);
+    }
+    /* mergekit's is_bad_config */
+    if (!m->n_experts) return ferr(c, root, "'experts' is empty");
+    if ((size_t)m->experts_per_token > m->n_experts)
+        return ferr(c, (n = map_get(c, root, "experts_per_token")) ? n : root, "experts_per_token %ld is more than the %zu experts", m->experts_per_token, m->n_experts);
+    if (m->gate != MK_MOE_GATE_RANDOM) { /* uniform_random too, as mergekit checks */
+        bool all_same = m->n_experts > 1;
+        for (size_t i = 0; i < m->n_experts; i++) {
+            const mk_moe_expert *x = &m->experts[i], *f = &m->experts[0];
+            if (!x->n_pos) {
+                c->err = mk_error(MK_ERR_RECIPE, "%s:%d:%d: expert %zu has no positive_prompts (gate_mode %s needs them)", c->path,
+                                  x->at.line, x->at.col, i, gate_names[m->gate]);
+                return c->err;
+            }
+            bool same = x->n_pos == f->n_pos && x->n_neg == f->n_neg;
+            for (size_t k = 0; same && k < x->n_pos; k++) same = strcmp(x->pos[k], f->pos[k]) == 0;
+            for (size_t k = 0; same && k < x->n_neg; k++) same = strcmp(x->neg[k], f->neg[k]) == 0;
+            all_same &= same;
+        }
+        if (all_same)
+            return ferr(c, root, "the positive and negative prompts are the same for every expert: the router could not tell "
+                                 "them apart");
+        bool some = false, all = true;
+        for (size_t i = 0; i < m->n_shared; i++) some |= m->shared[i].n_pos > 0, all &= m->shared[i].n_pos > 0;
+        if (some && !all) return ferr(c, root, "give prompts to every shared expert or to none");
+    }
+    return c->err;
+}
+
+static mk_status moe_root(ctx *c, const yaml_node_t *root, void *out) { return parse_moe_root(c, root, out); }
+
+mk_status mk_moe_config_parse(const char *text, size_t len, const char *path, mk_moe_config *m)
+{
+    memset(m, 0, sizeof *m);
+    m->dtype = MK_DTYPE_NONE;
+    m->path = mk_strdup(path);
+    m->text = mk_strndup(text, len);
+    m->text_len = len;
+    if (!m->path || !m->text) return MK_ERR_NOMEM;
+    return parse_yaml(text, len, path, "config", moe_root, m);
+}
+
+static void experts_free(mk_moe_expert *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        ref_free(&x[i].ref);
+        for (size_t k = 0; k < x[i].n_pos; k++) free(x[i].pos[k]);
+        for (size_t k = 0; k < x[i].n_neg; k++) free(x[i].neg[k]);
+        free(x[i].pos);
+        free(x[i].neg);
+    }
+    free(x);
+}
+
+void mk_moe_config_free(mk_moe_config *m)
+{
+    if (!m) return;
+    free(m->path);
+    free(m->text);
+    ref_free(&m->base);
+    experts_free(m->experts, m->n_experts);
+    experts_free(m->shared, m->n_shared);
+    free(m->architecture);
+    memset(m, 0, sizeof *m);
+}
+
+mk_status mk_moe_config_load(const char *path, mk_moe_config *m)
+{
+    char *text = NULL;
+    size_t len = 0;
+    memset(m, 0, sizeof *m);
+    mk_status s = read_yaml_file(path, &text, &len);
+    if (s == MK_OK) s = mk_moe_config_parse(text, len, path, m);
+    free(text);
+    mk_recipe r = {.path = m->path}; /* resolve_ref names the file in its messages */
+    if (s == MK_OK) s = resolve_ref(&r, &m->base);
+    for (size_t i = 0; s == MK_OK && i < m->n_experts; i++) s = resolve_ref(&r, &m->experts[i].ref);
+    for (size_t i = 0; s == MK_OK && i < m->n_shared; i++) s = resolve_ref(&r, &m->shared[i].ref);
+    return s;
+}
+
+size_t mk_moe_models(const mk_moe_config *c, const mk_model_ref **out, size_t max)
+{
+    size_t n = 0;
+    add_ref(out, max, &n, &c->base);
+    for (size_t i = 0; i < c->n_experts; i++) add_ref(out, max, &n, &c->experts[i].ref);
+    for (size_t i = 0; i < c->n_shared; i++) add_ref(out, max, &n, &c->shared[i].ref);
+    return n;
 }

@@ -3,7 +3,7 @@
  *
  * Owns: turning YAML text into an mk_recipe; every structural error (unknown key, wrong
  * type, missing field) is reported as "FILE:LINE:COL: ..." before any model is opened.
- * The only file in the project that includes yaml.h.
+ * The only file in the project that includes yaml.h; it also parses mergekit-moe configs (moe.h).
  * Must not: open models or know tensor names.
  */
 #ifndef MK_RECIPE_H

@@ -272,6 +272,7 @@ static mk_status read_extras(const reader *r, mk_model_config *c)
     MK_TRY(get_long(r, KEYS("num_experts_per_tok"), true, &c->experts_per_tok, &f));
     MK_TRY(get_long(r, KEYS("moe_intermediate_size"), false, &c->moe_intermediate, &f));
     MK_TRY(get_long(r, KEYS("shared_expert_intermediate_size"), false, &c->shared_intermediate, &f));
+    c->norm_topk = (d && strcmp(d->name, "mixtral") == 0) || get_bool(r, "norm_topk_prob", false);
     if (c->n_experts && (c->experts_per_tok < 1 || c->experts_per_tok > c->n_experts))
         return mk_error(MK_ERR_FORMAT, "%s: num_experts_per_tok %ld is not between 1 and %ld experts", r->what,
                         c->experts_per_tok, c->n_experts);

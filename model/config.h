@@ -68,6 +68,8 @@ typedef struct mk_model_config {
                                   query_pre_attn_scalar^-0.5) */
     long n_experts, experts_per_tok; /* MoE; 0 when dense */
     long moe_intermediate, shared_intermediate;
+    bool norm_topk;            /* top-k routing weights renormalized to sum 1 (Mixtral always;
+                                  Qwen2/3-MoE norm_topk_prob, default false) */
     long bos_id, eos_id;       /* -1 when absent */
 } mk_model_config;
 

@@ -58,6 +58,10 @@ uint64_t mk_nn_memory(const mk_nn_model *m, size_t nseq, size_t T, size_t n_logi
                 if (m->idx[l][r][b] >= 0) t += m->src->tensors[m->idx[l][r][b]].numel;
         if (t > layer) layer = t;
     }
+    if (m->E) { /* nn/moe.c: router logits and routing, gathered rows, one expert's weights */
+        uint64_t F = m->Fe > m->Fs ? m->Fe : m->Fs;
+        act += N * (m->E + 3 * m->K + 2 * m->H + 2 * F) + 3 * F * m->H;
+    }
     uint64_t head_rows = HEAD_BLOCK_BYTES / (m->H * sizeof(float));
     return 4 * (act + layer + N * m->H + (uint64_t)n_logit * m->V) + (head_rows ? HEAD_BLOCK_BYTES : 0);
 }
@@ -150,10 +154,15 @@ static void attention_block(const mk_nn_model *m, const nn_layer *w, size_t l, s
     mk_nn_add(a->x, a->o, N * H);
 }
 
-static void mlp_block(const mk_nn_model *m, const nn_layer *w, size_t N, acts *a)
+static mk_status mlp_block(mk_nn_model *m, const nn_layer *w, size_t l, size_t N, acts *a)
 {
     size_t H = m->H, F = m->F;
     norm(m, w, MK_ROLE_MLP_NORM, a->h, a->x, N, H);
+    if (w->w[MK_ROLE_ROUTER][0]) { /* a mixture-of-experts layer (nn/moe.c) */
+        MK_TRY(mk_nn_moe_mlp(m, l, w, N, a->h, a->o));
+        mk_nn_add(a->x, a->o, N * H);
+        return MK_OK;
+    }
     if (w->w[MK_ROLE_GATE_UP][0]) { /* Phi-3: [gate; up] rows, gate first */
         linear(m, w, MK_ROLE_GATE_UP, a->h, N, H, 2 * F, a->g);
         for (size_t t = 0; t < N; t++) mk_nn_act_gated(m->cfg->act, a->g + t * 2 * F, a->g + t * 2 * F + F, a->u + t * F, F);
@@ -168,6 +177,7 @@ static void mlp_block(const mk_nn_model *m, const nn_layer *w, size_t N, acts *a
     linear(m, w, MK_ROLE_DOWN, a->u, N, F, H, a->o);
     if (w->w[MK_ROLE_MLP_POST_NORM][0]) norm(m, w, MK_ROLE_MLP_POST_NORM, a->o, a->o, N, H);
     mk_nn_add(a->x, a->o, N * H);
+    return MK_OK;
 }
 
 /* The final norm's weights (outside the layers) as a one-off nn_layer. */
@@ -190,6 +200,12 @@ static mk_status final_norm(mk_nn_model *m, size_t N, acts *a, float *hidden)
 
 mk_status mk_nn_forward(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T, float *hidden)
 {
+    return mk_nn_forward_hook(m, tok, nseq, T, hidden, NULL, NULL);
+}
+
+mk_status mk_nn_forward_hook(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T, float *hidden, mk_nn_layer_fn fn,
+                             void *ctx)
+{
     if (!nseq || !T) return MK_OK;
     size_t N = nseq * T;
     acts a;
@@ -199,10 +215,11 @@ mk_status mk_nn_forward(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t 
     if (m->def->rotary) s = mk_nn_rope_init(&rope, &m->cfg->rope, m->hd, m->cfg->max_pos, T);
     if (s == MK_OK) s = embed(m, tok, nseq, T, &a);
     for (size_t l = 0; l < m->L && s == MK_OK; l++) {
+        if (fn) fn(ctx, l, a.x, nseq, T, m->H);
         s = mk_nn_load_layer(m, l);
         if (s != MK_OK) break;
         attention_block(m, &m->cur, l, nseq, T, m->def->rotary ? &rope : NULL, &a);
-        mlp_block(m, &m->cur, N, &a);
+        s = mlp_block(m, &m->cur, l, N, &a);
     }
     if (s == MK_OK) s = final_norm(m, N, &a, hidden);
     mk_nn_rope_free(&rope);

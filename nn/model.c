@@ -36,7 +36,7 @@ mk_status mk_nn_read(mk_nn_model *m, size_t i, uint64_t e0, uint64_t n, float *d
 
 /* ---- binding ------------------------------------------------------------------------------ */
 
-static bool is_moe(mk_role r) { return r >= MK_ROLE_ROUTER && r <= MK_ROLE_SHARED_ROUTER; }
+static bool is_expert(mk_role r) { return r == MK_ROLE_EXPERT_GATE || r == MK_ROLE_EXPERT_UP || r == MK_ROLE_EXPERT_DOWN; }
 
 /* [rows, cols] a role's weight must have as nn.Linear stores it ([out, in]); 1-D: cols = 0. */
 static void want_shape(const mk_nn_model *m, mk_role r, bool bias, uint64_t *rows, uint64_t *cols)
@@ -53,6 +53,14 @@ static void want_shape(const mk_nn_model *m, mk_role r, bool bias, uint64_t *row
     case MK_ROLE_UP: out = F, in = H; break;
     case MK_ROLE_GATE_UP: out = 2 * F, in = H; break;
     case MK_ROLE_DOWN: out = H, in = F; break;
+    case MK_ROLE_ROUTER: out = m->E, in = H; break;
+    case MK_ROLE_EXPERT_GATE:
+    case MK_ROLE_EXPERT_UP: out = m->Fe, in = H; break;
+    case MK_ROLE_EXPERT_DOWN: out = H, in = m->Fe; break;
+    case MK_ROLE_SHARED_GATE:
+    case MK_ROLE_SHARED_UP: out = m->Fs, in = H; break;
+    case MK_ROLE_SHARED_DOWN: out = H, in = m->Fs; break;
+    case MK_ROLE_SHARED_ROUTER: out = 1, in = H; break;
     case MK_ROLE_Q_NORM:
     case MK_ROLE_K_NORM: out = m->hd; break;
     case MK_ROLE_TOK_EMBED:
@@ -67,6 +75,15 @@ static void want_shape(const mk_nn_model *m, mk_role r, bool bias, uint64_t *row
 static mk_status check_shape(const mk_nn_model *m, size_t i, mk_role r, bool bias)
 {
     const mk_tensor_info *t = &m->src->tensors[i];
+    if (r == MK_ROLE_EXPERTS_GATE_UP || r == MK_ROLE_EXPERTS_DOWN) { /* transformers 5's fused experts */
+        int64_t a = r == MK_ROLE_EXPERTS_DOWN ? (int64_t)m->H : 2 * (int64_t)m->Fe;
+        int64_t b = r == MK_ROLE_EXPERTS_DOWN ? (int64_t)m->Fe : (int64_t)m->H;
+        if (t->ndim == 3 && t->shape[0] == (int64_t)m->E && t->shape[1] == a && t->shape[2] == b) return MK_OK;
+        char got[160];
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s is %s, but config.json (%zu experts, hidden %zu, expert width %zu) makes it "
+                                       "[%zu, %lld, %lld]",
+                        m->src->path, t->name, mk_shape_str(t, got), m->E, m->H, m->Fe, m->E, (long long)a, (long long)b);
+    }
     uint64_t rows, cols;
     want_shape(m, r, bias, &rows, &cols);
     if (r == MK_ROLE_POS_EMBED) { /* any number of positions */
@@ -96,15 +113,19 @@ static mk_status bind_one(mk_nn_model *m, size_t i)
 {
     const char *name = m->src->tensors[i].name;
     mk_tensor_role tr = mk_arch_role(&m->cfg->arch, name);
-    if (is_moe(tr.role))
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: %s is a mixture-of-experts tensor; eval runs dense models only", m->src->path,
-                        name);
+    if (tr.layer >= 0 && !m->E && tr.role >= MK_ROLE_ROUTER && tr.role <= MK_ROLE_SHARED_ROUTER)
+        return mk_error(MK_ERR_FORMAT, "%s: %s is a mixture-of-experts tensor, but config.json names no experts", m->src->path, name);
     if (tr.role == MK_ROLE_UNKNOWN || tr.role == MK_ROLE_ATTN_BUFFER) {
         mk_debug("%s: %s is not used by the forward pass", m->src->path, name);
         return MK_OK;
     }
     long *slot;
-    if (tr.layer >= 0) {
+    if (is_expert(tr.role) && tr.layer >= 0 && (size_t)tr.layer < m->L && !tr.bias) {
+        if (tr.expert < 0 || (size_t)tr.expert >= m->E)
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s is expert %ld, but config.json has %zu experts", m->src->path, name,
+                            tr.expert, m->E);
+        slot = &m->eidx[((size_t)tr.layer * m->E + (size_t)tr.expert) * 3 + (size_t)(tr.role - MK_ROLE_EXPERT_GATE)];
+    } else if (tr.layer >= 0) {
         if ((size_t)tr.layer >= m->L)
             return mk_error(MK_ERR_FORMAT, "%s: tensor %s is in layer %ld, but config.json has %zu layers", m->src->path, name,
                             tr.layer, m->L);
@@ -149,6 +170,23 @@ static mk_status check_complete(const mk_nn_model *m)
             MK_TRY(need(m, l, MK_ROLE_V, false));
         }
         MK_TRY(need(m, l, MK_ROLE_O, false));
+        if (m->E && m->idx[l][MK_ROLE_ROUTER][0] >= 0) { /* a sparse layer: every expert, and the shared one's parts */
+            bool fused = m->idx[l][MK_ROLE_EXPERTS_GATE_UP][0] >= 0;
+            if (fused || m->idx[l][MK_ROLE_EXPERTS_DOWN][0] >= 0) {
+                MK_TRY(need(m, l, MK_ROLE_EXPERTS_GATE_UP, false));
+                MK_TRY(need(m, l, MK_ROLE_EXPERTS_DOWN, false));
+            }
+            for (size_t e = 0; e < m->E && !fused; e++)
+                for (int k = 0; k < 3; k++)
+                    if (m->eidx[((size_t)l * m->E + e) * 3 + (size_t)k] < 0)
+                        return mk_error(MK_ERR_FORMAT, "%s: layer %ld has no %s weight of expert %zu", m->src->path, l,
+                                        mk_role_name((mk_role)(MK_ROLE_EXPERT_GATE + k)), e);
+            bool any = false, all = true;
+            for (mk_role r = MK_ROLE_SHARED_GATE; r <= MK_ROLE_SHARED_ROUTER; r++)
+                any |= m->idx[l][r][0] >= 0, all &= m->idx[l][r][0] >= 0;
+            if (any && !all) return mk_error(MK_ERR_FORMAT, "%s: layer %ld has part of a shared expert", m->src->path, l);
+            continue;
+        }
         if (m->def->gated_mlp && m->idx[l][MK_ROLE_GATE_UP][0] < 0) MK_TRY(need(m, l, MK_ROLE_GATE, false));
         if (m->idx[l][MK_ROLE_GATE_UP][0] < 0) MK_TRY(need(m, l, MK_ROLE_UP, false));
         MK_TRY(need(m, l, MK_ROLE_DOWN, false));
@@ -164,8 +202,8 @@ static mk_status check_config(const mk_source *src, const mk_model_config *c)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: architecture %s is not one mergekit-c can run (llama, mistral, qwen2, qwen3, "
                                             "gemma, gemma2, phi3, gpt2)", src->path,
                         c->arch.arch_name ? c->arch.arch_name : c->arch.model_type ? c->arch.model_type : "(unnamed)");
-    if (d->moe || c->n_experts)
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: %s is a mixture-of-experts model; eval runs dense models only", src->path, d->name);
+    if (d->moe && !c->n_experts)
+        return mk_error(MK_ERR_FORMAT, "%s: %s model without num_experts / num_local_experts in config.json", src->path, d->name);
     if (c->act == MK_ACT_COUNT)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: activation '%s' is not supported (silu, gelu, gelu_new, gelu_pytorch_tanh, relu)",
                         src->path, c->act_name);
@@ -190,8 +228,15 @@ mk_status mk_nn_open(mk_source *src, const mk_model_config *cfg, mk_nn_model **o
     m->H = (size_t)cfg->hidden, m->nh = (size_t)cfg->heads, m->nkv = (size_t)cfg->kv_heads, m->hd = (size_t)cfg->head_dim;
     m->F = (size_t)cfg->intermediate, m->V = (size_t)cfg->vocab, m->L = (size_t)cfg->layers;
     m->conv1d = m->def->conv1d;
+    if (cfg->n_experts) {
+        m->E = (size_t)cfg->n_experts, m->K = (size_t)cfg->experts_per_tok;
+        m->Fe = (size_t)(cfg->moe_intermediate ? cfg->moe_intermediate : cfg->intermediate);
+        m->Fs = (size_t)(cfg->shared_intermediate ? cfg->shared_intermediate : cfg->intermediate);
+    }
     m->idx = mk_malloc((m->L ? m->L : 1) * sizeof *m->idx);
-    mk_status s = m->idx ? MK_OK : MK_ERR_NOMEM;
+    m->eidx = m->E ? mk_malloc(m->L * m->E * 3 * sizeof *m->eidx) : NULL;
+    mk_status s = m->idx && (m->eidx || !m->E) ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && m->eidx) memset(m->eidx, 0xff, m->L * m->E * 3 * sizeof *m->eidx);
     if (s == MK_OK) {
         memset(m->idx, 0xff, (m->L ? m->L : 1) * sizeof *m->idx); /* all -1 */
         memset(m->g_idx, 0xff, sizeof m->g_idx);
@@ -215,6 +260,7 @@ void mk_nn_close(mk_nn_model *m)
 {
     if (!m) return;
     free(m->idx);
+    free(m->eidx);
     free(m->arena);
     free(m);
 }

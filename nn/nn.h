@@ -3,7 +3,8 @@
  * the families model/ knows that synth makes: llama, mistral, qwen2, qwen3 (q/k norms),
  * gemma (GeGLU, scaled embeddings, 1 + w norms), gemma2 (soft-capping, sandwich norms,
  * sliding window), phi3 (fused qkv and gate_up) and gpt2 (LayerNorm, learned positions,
- * Conv1D layout).
+ * Conv1D layout), and the mixture-of-experts layers of mixtral, qwen2_moe and qwen3_moe
+ * (nn/moe.c: top-k routing, per-expert tensors).
  *
  * Weights are read through the tensor source, so every input format runs directly: bf16,
  * f16 or f32 safetensors, .mkz containers, and the quantized layouts quant/qsource.h
@@ -32,6 +33,11 @@ uint64_t mk_nn_memory(const mk_nn_model *m, size_t nseq, size_t T, size_t n_logi
 /* Run nseq independent sequences of T tokens (tok[nseq * T], positions 0..T-1 in each) and
  * leave the final-norm hidden states in hidden[nseq * T, hidden]. */
 mk_status mk_nn_forward(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T, float *hidden);
+/* The same, calling fn(ctx, l, x, nseq, T, hidden) with the residual stream x[nseq * T,
+ * hidden] entering each layer l, before it runs (transformers' hidden_states[l]). */
+typedef void (*mk_nn_layer_fn)(void *ctx, size_t l, const float *x, size_t nseq, size_t T, size_t hidden);
+mk_status mk_nn_forward_hook(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T, float *hidden, mk_nn_layer_fn fn,
+                             void *ctx);
 /* logits[n, vocab] for hidden rows [n, hidden] (lm_head, or the tied embeddings; final
  * soft-capping where the family has it). */
 mk_status mk_nn_logits(mk_nn_model *m, const float *hidden, size_t n, float *logits);

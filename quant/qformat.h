@@ -95,7 +95,13 @@ struct mk_qfamily {
     void (*info)(const mk_qdec *d, const mk_qcfg *c, bool first, mk_qinfo *info);
     /* Values [e0, e0 + n) of the weight as f32, exactly as the library decodes them. */
     mk_status (*decode)(mk_source *in, const mk_qdec *d, uint64_t e0, size_t n, float *out);
+    /* Optional: the logical name of the weight whose codes are stored tensor `stored`
+     * (allocated); NULL hook: the name less main_suffix, plus ".weight". */
+    char *(*logical_name)(const char *stored);
 };
+
+/* Decode-only families that are not rows of the format table (ggml_fmt.c: GGUF blocks). */
+extern const mk_qfamily mk_qfam_gguf;
 
 /* The distinct families of the table, in table order (a family serves several rows). */
 size_t mk_qfamilies(const mk_qfamily **out, size_t cap);

@@ -175,7 +175,8 @@ static mk_status detect(mk_source *inner, qs_scan *sc, mk_qinfo *info)
     memset(info, 0, sizeof *info);
     memset(sc, 0, sizeof *sc);
     const mk_qfamily *fams[MK_QFAMILIES_MAX];
-    size_t nf = mk_qfamilies(fams, MK_QFAMILIES_MAX);
+    size_t nf = mk_qfamilies(fams, MK_QFAMILIES_MAX - 1);
+    fams[nf++] = &mk_qfam_gguf;
     mk_json j = {0};
     mk_qcfg c;
     bool have;
@@ -312,7 +313,7 @@ static mk_status list_logical(mk_source *s, qs_impl *m, const qs_scan *sc, mk_qi
             *q = sc->t[i];
             const char *nm = inner->tensors[q->main].name;
             size_t keep = strlen(nm) - strlen(q->fam->main_suffix);
-            t->name = mk_asprintf("%.*s.weight", (int)keep, nm);
+            t->name = q->fam->logical_name ? q->fam->logical_name(nm) : mk_asprintf("%.*s.weight", (int)keep, nm);
             t->dtype = MK_F32;
             t->ndim = q->ndim;
             memcpy(t->shape, q->shape, sizeof t->shape);

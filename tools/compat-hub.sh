@@ -17,3 +17,6 @@ mk="$root/mergekit-c"
 "$mk" synth "$w/ft1/" --finetune-of "$w/base/" --delta 0.05 --seed 2 -q
 "$mk" synth "$w/ft2/" --finetune-of "$w/base/" --delta 0.05 --seed 3 -q
 HF_HUB_DISABLE_TELEMETRY=1 "$py" "$root/tools/check-hub.py" "$mk" "$w"
+# models fetched from the stand-in Hub (tests/tools/hubstub.c) against huggingface_hub
+make -s -C "$root" build/hubstub >/dev/null
+HF_HUB_DISABLE_TELEMETRY=1 "$py" "$root/tools/check-hubfetch.py" "$mk" "$root/build/hubstub" "$w"

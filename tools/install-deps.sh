@@ -2,14 +2,16 @@
 # Install the Debian packages mergekit-c needs, if any are missing.
 #   tools/install-deps.sh          build dependencies (run by `make` when pkg-config cannot
 #                                  find one): pkg-config, libzstd, libcjson, libxxhash, libyaml,
-#                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction)
+#                                  LAPACKE + OpenBLAS (the SVD of LoRA extraction), libcurl (Hub fetching)
 #   tools/install-deps.sh --tools  also what tools/ uses: GNU time (bench peak memory),
 #                                  python3-venv (the reference-tool venv), zstd, clang (fuzzing)
+#   tools/install-deps.sh --mpi    also Open MPI (run by `make MPI=1` when mpicc is missing):
+#                                  libopenmpi-dev (mpicc, the library), openmpi-bin (mpirun)
 # As root it calls apt-get; otherwise it prints the exact command to run.
 set -eu
 
 # pkg-config module -> Debian package
-DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev"
+DEPS="libzstd:libzstd-dev libcjson:libcjson-dev libxxhash:libxxhash-dev yaml-0.1:libyaml-dev lapacke:liblapacke-dev openblas:libopenblas-dev libcurl:libcurl4-openssl-dev"
 # command -> Debian package, for --tools
 TOOLS="/usr/bin/time:time zstd:zstd clang:clang"
 
@@ -31,6 +33,11 @@ if [ "${1:-}" = "--tools" ]; then
     else
         missing="$missing python3 python3-venv"
     fi
+fi
+
+if [ "${1:-}" = "--mpi" ]; then
+    command -v mpicc >/dev/null 2>&1 || missing="$missing libopenmpi-dev"
+    command -v mpirun >/dev/null 2>&1 || missing="$missing openmpi-bin"
 fi
 
 if [ -z "$missing" ]; then

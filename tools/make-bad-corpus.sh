@@ -292,6 +292,49 @@ tb truncated-zip "m/pytorch_model.bin: no zip end-of-central-directory record \(
 tb truncated-legacy "m/pytorch_model.bin: storage '[0-9]+' needs 24 bytes at byte [0-9]+; the file ends at [0-9]+ \(truncated\?\)"
 tb module "m.pt: x/data.pkl: byte 2: refused pickle global 'torch.nn.modules.linear.Linear'" "inspect m.pt" m.pt
 tb training-checkpoint "m.ckpt: x/data.pkl: entry state_dict is an OrderedDict, not a tensor" "inspect m.ckpt" m.ckpt
+
+# ---- GGUF files that lie (made by tools/make-bad-gguf.py, plain Python) ----------------------
+"$py" "$root/tools/make-bad-gguf.py" "$w/gguf"
+# gg NAME REGEX [CMD]: inspect (or CMD on) the forged file m.gguf
+gg() {
+    case_dir "gguf-$1" 1 "m.gguf: $2" "${3:-inspect m.gguf}"
+    cp "$w/gguf/$1.gguf" m.gguf
+}
+gg version "GGUF version 1 \(versions 2 and 3 are read\)"
+gg big-endian "a big-endian GGUF file"
+gg tensor-count "tensor count 1099511627776 is over the limit"
+gg kv-count "metadata count 9223372036854775809 is over the limit"
+gg key-length "a metadata key at byte 24: length 4611686018427387904 is over the limit of 65535"
+gg string-length "general.name at byte 56 runs past the end of the file \(64 bytes\)"
+gg array-count "key x.list: array of 2305843009213693952 u32 elements is larger than the rest of the file"
+gg string-array-count "key tokenizer.ggml.tokens: array of 1099511627776 string elements is larger than the rest of the file"
+gg nested-array "key x.list: array of arrays"
+gg value-type "key x.y: unknown value type 13"
+gg bool-value "key x.flag: boolean value 2 is not 0 or 1"
+gg duplicate-key "metadata key general.architecture appears twice"
+gg alignment "general.alignment 48 is not a power of two"
+gg alignment-type "general.alignment is a u64, not a u32"
+gg tensor-type "tensor a: unknown ggml type 4$"
+gg tensor-type-huge "tensor a: unknown ggml type 4294967295"
+gg unsupported-type "tensor a: ggml type IQ2_XXS is not supported"
+gg too-many-dims "tensor a: 5 dimensions \(1 to 4 allowed\)"
+gg zero-dim "tensor a: dimension 1 is 0"
+gg dim-overflow "tensor a: dimension 1 \(4294967296\) makes the element count overflow"
+gg byte-size-overflow "tensor a: byte size overflows"
+gg partial-block "tensor a: first dimension 33 is not a multiple of the Q4_0 block of 32"
+gg misaligned-offset "tensor a: offset 8 is not a multiple of the alignment 32"
+gg offset-past-end "tensor a: bytes \[1099511627776, \+64\) of the data section run past the end of the file"
+gg offset-wraps "tensor a: bytes \[18446744073709551584, \+64\) of the data section run past the end of the file"
+gg data-short "tensor a: bytes \[0, \+64\) of the data section run past the end of the file \(60 bytes of data\)"
+gg overlap "tensors a and b overlap"
+gg overlap "tensors a and b overlap" "dequantize m.gguf out"
+gg duplicate-tensor "tensor a appears twice"
+gg name-length "tensor 0: name of 100 bytes \(1 to 63 allowed\)"
+gg truncated "a metadata key at byte 32 runs past the end of the file \(40 bytes\)"
+gg truncated "a metadata key at byte 32 runs past the end of the file" "eval m.gguf --text m.gguf"
+gg qk-heads "tensor blk.0.attn_q.weight: 4 rows do not split into 3 heads of rotary pairs"
+gg qk-heads "tensor blk.0.attn_q.weight: 4 rows do not split" "r.yaml out/"
+printf 'merge_method: passthrough\nmodels:\n  - model: m.gguf\n' >r.yaml
 rm -rf "$w"
 
 echo "tests/bad: $n cases"

@@ -9,6 +9,8 @@
 . "$MK_ROOT/tests/e2e/lib.sh"
 
 unset HF_HUB_CACHE HUGGINGFACE_HUB_CACHE HF_HOME XDG_CACHE_HOME HF_HUB_OFFLINE TRANSFORMERS_OFFLINE
+# the cache alone: what it lacks is not fetched (tests/e2e/hub_fetch.sh fetches)
+export HF_HUB_OFFLINE=1
 
 make_models float32 || { notok "synth" "could not make the models"; exit 1; }
 
@@ -197,7 +199,7 @@ refuse() { # NAME CODE PATTERN MODEL-REF
     t_absent "merge: $1: no output" out_r out_r.tmp
     t_fail "inspect: $1" "$2" "$3" "$MK" inspect "$4" -q
 }
-refuse "an id not in the cache" 1 "acme/nothere: no such local path, and no Hugging Face model 'acme/nothere' in the cache $H \\(no models--acme--nothere\\); mergekit-c does not download models yet" acme/nothere
+refuse "an id not in the cache" 1 "acme/nothere: no such local path, and no Hugging Face model 'acme/nothere' in the cache $H \\(no models--acme--nothere\\); HF_HUB_OFFLINE is set" acme/nothere
 refuse "a revision not in refs/" 1 "acme/ft1@nope: revision 'nope' is not in the Hugging Face cache \\(no $H/models--acme--ft1/refs/nope\\)" acme/ft1@nope
 refuse "a commit not in snapshots/" 1 "acme/ft1@$C4: commit $C4 is not in the cache" "acme/ft1@$C4"
 refuse "refs/main naming a missing snapshot" 1 "acme/nosnap@main: commit $C4 is not in the cache \\(no $H/models--acme--nosnap/snapshots/$C4" acme/nosnap
@@ -214,7 +216,8 @@ refuse "a name over 96 characters" 2 "longer than 96" "acme/$(printf 'x%.0s' $(s
 
 t_fail "HF_HUB_OFFLINE=1: the message says the network is disallowed" 1 "acme/nothere: .*HF_HUB_OFFLINE is set, so the network is disallowed" \
     env HF_HUB_OFFLINE=1 "$MK" inspect acme/nothere -q
-t_fail "HF_HUB_OFFLINE=0 is not offline" 1 "mergekit-c does not download models yet" env HF_HUB_OFFLINE=0 "$MK" inspect acme/nothere -q
+t_fail "HF_HUB_OFFLINE=0 is not offline: it fetches" 1 "acme/nothere@main: .*127\\.0\\.0\\.1:1" \
+    env HF_HUB_OFFLINE=0 HF_ENDPOINT=http://127.0.0.1:1 MK_HUB_RETRIES=1 "$MK" inspect acme/nothere -q
 t_fail "quantize: an id not in the cache, no output" 1 "acme/nothere: no such local path" "$MK" quantize acme/nothere q_none/ --format int8 -q
 t_absent "quantize: no output" q_none q_none.tmp
 # a local path that does not exist keeps its own message

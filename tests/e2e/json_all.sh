@@ -53,9 +53,14 @@ while read -r cmd; do
     unpack) run_json "$cmd" "$MK" unpack b.mkz o-u/ --json -q ;;
     verify) run_json "$cmd" "$MK" verify b.mkz --json ;;
     tokenize) run_json "$cmd" "$MK" tokenize base/ tok3 tok17 --json ;;
+    moe) run_json "$cmd" "$MK" moe "$ROOT/recipes/moe/qwen2-moe-shared.yaml" o-moe/ --json -q ;;
+    finalize) "$MK" merge "$ROOT/recipes/linear.yaml" o-fin --part 1/1 -q && run_json "$cmd" "$MK" finalize o-fin --json -q ;;
     *) notok "$cmd --json" "its --help lists --json but this test has no invocation for it (add one)" ;;
     esac
 done <commands.txt
 # the other outputs of merge that --json changes
 run_json "merge --dry-run" "$MK" merge "$ROOT/recipes/linear.yaml" o-dry --dry-run --json
+run_json "merge --dry-run --parts" "$MK" merge "$ROOT/recipes/linear.yaml" o-dry --dry-run --parts 2 --json
+run_json "quantize --dry-run --parts" "$MK" quantize base/ o-dry --format int8 --dry-run --parts 2 --json
 run_json "merge --check" "$MK" merge "$ROOT/recipes/linear.yaml" o-merge --check --json -q
+run_json "moe --dry-run" "$MK" moe "$ROOT/recipes/moe/mixtral-upcycle.yaml" o-moe-dry/ --dry-run --json

@@ -28,7 +28,7 @@ t_fail "a Git LFS pointer" 1 "lfs\.safetensors: not a safetensors file \(a Git L
     "$MK" inspect lfs.safetensors
 t_fail "an empty file" 1 "empty\.safetensors: not a safetensors file \(it is empty\)" "$MK" inspect empty.safetensors
 t_fail "an empty .bin" 1 "empty\.bin: not a PyTorch checkpoint \(it is empty\)" "$MK" inspect empty.bin
-t_fail "a GGUF file" 1 "model\.gguf: not a safetensors file \(a GGUF file\)" "$MK" inspect model.gguf
+t_fail "a truncated GGUF file" 1 "model\.gguf: the tensor count at byte 8 runs past the end of the file \(8 bytes\)" "$MK" inspect model.gguf
 t_fail "compare with config.json" 1 "m/config\.json: not a safetensors file \(it starts with '\{'" "$MK" compare m/ m/config.json
 t_fail "a .mkz name on a JSON file" 1 "cfg\.mkz: not a \.mkz container \(it starts with '\{', a JSON text\?\)" "$MK" inspect cfg.mkz
 t_fail "verify a JSON file" 1 "m/config\.json: not a \.mkz container \(it starts with '\{'" "$MK" verify m/config.json

@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (void)mk_arch_layer(&a, "model.layers.12.mlp.up_proj.weight", &layer, &pre, &rest);
         mk_arch_free(&a);
     }
-    mk_hfconfig_edit e = {"bfloat16", "num_hidden_layers", 48, "vocab_size", 32000, NULL, false};
+    mk_hfconfig_edit e = {"bfloat16", "num_hidden_layers", 48, "vocab_size", 32000, NULL, false, NULL};
     char *out = NULL;
     if (mk_hfconfig_rewrite(text, "fuzz/config.json", &e, &out) == MK_OK) free(out);
     free(text);

@@ -187,6 +187,7 @@ MK_TEST(hub_ids)
 {
     char *cache = mk_path_join(mk_test_tmpdir(), "no-hub-cache");
     setenv("HF_HUB_CACHE", cache, 1);
+    setenv("HF_HUB_OFFLINE", "1", 1); /* the cache alone: nothing is fetched */
     char *out = NULL;
     /* malformed ids, subfolders and revisions: usage errors naming the reference */
     static const char *const bad[] = {"a/b/../c", "a/b/./c", "a/b//c", "-a/b", "a./b", "a/b.git", "a--b/c",
