@@ -153,10 +153,7 @@ typedef struct mk_cli_eval_opts {
  * stderr after another command's output. */
 mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs, const mk_cli_eval_opts *o,
                       const mk_common *c, bool own);
-/* The model's tokenizer (tokenizer.json and tokenizer_config.json of src), and a text file
- * as token ids with the BOS a window starts with (-1: none), as eval reads them. */
-struct mk_tokenizer;
-mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, struct mk_tokenizer **t);
+/* A text file as token ids with the BOS a window starts with (-1: none), as eval reads it. */
 mk_status mk_cli_tokenize_file(const struct mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos);
 
 /* The command table (main.c): help, dispatch, man pages, completion and the test loops

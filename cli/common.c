@@ -529,8 +529,6 @@ mk_status mk_cli_eval(const char *model, const char *const *refs, size_t n_refs,
     return s;
 }
 
-mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, mk_tokenizer **t) { return open_tokenizer(src, path, t); }
-
 mk_status mk_cli_tokenize_file(const mk_tokenizer *t, const char *file, int32_t **ids, size_t *n, int32_t *bos)
 {
     return tokenize_text(t, file, ids, n, bos);
