@@ -1,0 +1,103 @@
+/* test_ggml_encode.c - quant/ggml_quant.c against gguf-py's gguf.quants (llama.cpp's reference
+ * quantizers): tests/golden/gguf/encode.safetensors, made by tools/gen-golden-gguf-write.py.
+ * Tolerance: none, every block byte equal; a failure names the case, the type and the
+ * first differing block with both byte strings. Then every encoded block decodes (quant/
+ * ggml.c) to what gguf-py's blocks decode to: the two halves agree on layout.
+ * One exception, where gguf-py and ggml-quants.c differ: a Q4_0 / Q5_0 block of zeros whose
+ * first value is -0. ggml-quants.c starts its signed maximum at +0, so d = +0 / -8 = -0
+ * (f16 0x8000) for every block of zeros; gguf-py takes the first value, -0, and gets +0.
+ * We write what llama.cpp's C quantizer (llama-quantize) writes. */
+#include "harness.h"
+
+#include "../../formats/safetensors.h"
+#include "../../model/gguf_names.h"
+#include "../../quant/ggml.h"
+
+#include <stdlib.h>
+
+static void hex(const uint8_t *p, unsigned n, char *out)
+{
+    for (unsigned i = 0; i < n && i < 40; i++) sprintf(out + 2 * i, "%02x", p[i]);
+}
+
+static void *read_all(mk_source *s, const char *name, size_t *len)
+{
+    for (size_t i = 0; i < s->n_tensors; i++)
+        if (strcmp(s->tensors[i].name, name) == 0) {
+            *len = (size_t)s->tensors[i].nbytes;
+            void *b = malloc(*len ? *len : 1);
+            if (b && s->ops->read(s, i, 0, *len, b) == MK_OK) return b;
+            free(b);
+        }
+    return NULL;
+}
+
+static bool zero_block_sign(int id, const float *x, const uint8_t *got, const uint8_t *want)
+{
+    if (id != MK_GGML_Q4_0 && id != MK_GGML_Q5_0) return false;
+    for (int j = 0; j < 32; j++)
+        if (x[j] != 0) return false;
+    const mk_ggml_type *t = mk_ggml_type_of((uint32_t)id);
+    return got[0] == 0 && got[1] == 0x80 && want[0] == 0 && want[1] == 0 && memcmp(got + 2, want + 2, t->bytes - 2) == 0;
+}
+
+MK_TEST(ggml_encode_golden)
+{
+    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/gguf/encode.safetensors", root);
+    mk_source *s = NULL;
+    if (mk_safetensors_open(path, &s) != MK_OK) {
+        mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
+        return;
+    }
+    static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
+    int checked = 0;
+    for (size_t c = 0; c < s->n_tensors; c++) {
+        const mk_tensor_info *ti = &s->tensors[c];
+        if (strchr(ti->name, '.')) continue;
+        size_t xlen = 0;
+        float *x = read_all(s, ti->name, &xlen);
+        CHECK(x != NULL);
+        if (!x) continue;
+        uint64_t n = xlen / 4;
+        for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s.%s", ti->name, types[k]);
+            int id = mk_ggml_type_id(types[k]);
+            const mk_ggml_type *t = mk_ggml_type_of((uint32_t)id);
+            size_t wlen = 0;
+            uint8_t *want = read_all(s, name, &wlen);
+            uint64_t nb = n / t->block;
+            uint8_t *got = calloc(nb * t->bytes + 1, 1);
+            float *dg = malloc(n * sizeof *dg), *dw = malloc(n * sizeof *dw);
+            CHECK_MSG(want && wlen == nb * t->bytes, "%s: missing or %zu bytes", name, wlen);
+            if (want && got && dg && dw && wlen == nb * t->bytes) {
+                CHECK(mk_ggml_encode((uint32_t)id, x, t->block == 1 ? n : nb, got));
+                for (uint64_t b = 0; b < nb; b++)
+                    if (zero_block_sign(id, x + b * t->block, got + b * t->bytes, want + b * t->bytes)) {
+                        got[b * t->bytes + 1] = 0; /* decode the same for the check below */
+                    } else if (memcmp(got + b * t->bytes, want + b * t->bytes, t->bytes) != 0) {
+                        char g[96] = "", w[96] = "";
+                        hex(got + b * t->bytes, t->bytes, g);
+                        hex(want + b * t->bytes, t->bytes, w);
+                        mk_test_fail(__FILE__, __LINE__, "%s: block %llu of %llu differs (tolerance: none)\n  got  %s\n  want %s",
+                                     name, (unsigned long long)b, (unsigned long long)nb, g, w);
+                        break;
+                    }
+                if (t->block > 1) {
+                    CHECK(mk_ggml_decode((uint32_t)id, got, nb, dg) && mk_ggml_decode((uint32_t)id, want, nb, dw));
+                    CHECK_MSG(memcmp(dg, dw, n * sizeof *dg) == 0, "%s: decoded values differ", name);
+                }
+                checked++;
+            }
+            free(want);
+            free(got);
+            free(dg);
+            free(dw);
+        }
+        free(x);
+    }
+    CHECK_MSG(checked == 35, "checked %d case/type pairs, expected 35", checked);
+    mk_source_close(s);
+}
