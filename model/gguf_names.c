@@ -131,3 +131,45 @@ uint64_t mk_gguf_unpermute_row(uint64_t r, uint64_t rows, uint64_t heads)
     uint64_t i = w / half, j = w % half; /* HF: half i, pair j */
     return h * hd + 2 * j + i;           /* GGUF: pair j, element i */
 }
+
+const mk_gguf_arch *mk_gguf_arch_for_model_type(const char *model_type)
+{
+    if (!model_type) return NULL;
+    if (strcmp(model_type, "mistral") == 0) return mk_gguf_arch_find("llama");
+    return mk_gguf_arch_find(model_type);
+}
+
+bool mk_gguf_name(const mk_gguf_arch *a, const char *hf, char *out, size_t cap, char *role_qk)
+{
+    *role_qk = 0;
+    if (!a) return false;
+    const char *dot = strrchr(hf, '.');
+    if (!dot || (strcmp(dot, ".weight") != 0 && strcmp(dot, ".bias") != 0)) return false;
+    size_t stem = (size_t)(dot - hf);
+    for (size_t i = 0; i < sizeof global_names / sizeof global_names[0]; i++)
+        if (strlen(global_names[i].hf) == stem && strncmp(hf, global_names[i].hf, stem) == 0)
+            return (size_t)snprintf(out, cap, "%s%s", global_names[i].gguf, dot) < cap;
+    unsigned long layer = 0;
+    int used = 0;
+    static const char pre[] = "model.layers.";
+    const char *num = hf + sizeof pre - 1;
+    if (strncmp(hf, pre, sizeof pre - 1) != 0 || *num < '0' || *num > '9' || (*num == '0' && num[1] != '.')) return false;
+    if (sscanf(hf, "model.layers.%lu.%n", &layer, &used) != 1 || used == 0) return false;
+    const char *rest = hf + used;
+    if (dot < rest) return false;
+    size_t rl = (size_t)(dot - rest);
+    for (size_t i = 0; i < sizeof layer_names / sizeof layer_names[0]; i++) {
+        if (strlen(layer_names[i].hf) != rl || strncmp(rest, layer_names[i].hf, rl) != 0) continue;
+        if ((layer_names[i].gguf[5] == 'q' || layer_names[i].gguf[5] == 'k') && layer_names[i].gguf[6] == '_' && !a->qk_norm) return false;
+        if (layer_names[i].qk && strcmp(dot, ".weight") == 0 && a->permute_qk) *role_qk = layer_names[i].qk;
+        return (size_t)snprintf(out, cap, "blk.%lu.%s%s", layer, layer_names[i].gguf, dot) < cap;
+    }
+    return false;
+}
+
+uint64_t mk_gguf_permute_src_row(uint64_t g, uint64_t rows, uint64_t heads)
+{
+    uint64_t hd = rows / heads, half = hd / 2;
+    uint64_t h = g / hd, w = g % hd;
+    return h * hd + (w % 2) * half + w / 2; /* GGUF pair w / 2, element w % 2 */
+}

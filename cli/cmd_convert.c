@@ -1,0 +1,259 @@
+/* cmd_convert.c - `mergekit-c convert MODEL OUT.gguf --type T`: a Hugging Face model (any
+ * input format; a GGUF file reads dequantized) to a llama.cpp GGUF file in one streaming
+ * pass, as convert_hf_to_gguf.py writes it for the architectures model/gguf_names.h knows:
+ * llama.cpp tensor names, Q/K rows permuted for llama-family attention, {arch}.* and
+ * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
+ * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
+ * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
+ * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write).
+ */
+#include "cli.h"
+
+#include "../core/mk_dtype.h"
+#include "../formats/gguf_write.h"
+#include "../model/config.h"
+#include "../model/gguf_names.h"
+#include "../quant/ggml.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --type names: the ggml type and llama.cpp's general.file_type (LlamaFileType) */
+static const struct {
+    const char *name;
+    uint32_t type, ftype;
+} types[] = {
+    {"f32", MK_GGML_F32, 0}, {"f16", MK_GGML_F16, 1},   {"bf16", MK_GGML_BF16, 32}, {"q8_0", MK_GGML_Q8_0, 7},
+    {"q4_0", MK_GGML_Q4_0, 2}, {"q4_1", MK_GGML_Q4_1, 3}, {"q5_0", MK_GGML_Q5_0, 8},  {"q5_1", MK_GGML_Q5_1, 9},
+};
+#define N_TYPES (sizeof types / sizeof types[0])
+
+typedef struct plan {
+    size_t src;      /* source tensor */
+    char name[MK_GGUF_MAX_NAME];
+    uint32_t type;
+    uint64_t rows, cols;
+    uint64_t heads;  /* Q/K: rows are permuted in groups of rows / heads; else 0 */
+} plan;
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* convert_hf_to_gguf.py's general.name: the folder's name */
+static char *model_name(const char *path)
+{
+    char *p = mk_strdup(path);
+    if (!p) return NULL;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') p[--n] = 0;
+    char *b = mk_path_basename(p);
+    free(p);
+    return b;
+}
+
+static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
+                              size_t *n_out)
+{
+    plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
+    if (!p) return MK_ERR_NOMEM;
+    size_t n = 0;
+    mk_status s = MK_OK;
+    bool has_output = mk_source_find(src, "lm_head.weight") >= 0;
+    bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        const mk_tensor_info *t = &src->tensors[i];
+        if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
+        char qk = 0;
+        plan *q = &p[n];
+        if (!mk_gguf_name(a, t->name, q->name, sizeof q->name, &qk)) {
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s has no llama.cpp name for architecture %s", src->path, t->name, a->name);
+            break;
+        }
+        if (!mk_dtype_info(t->dtype)->is_float || t->ndim < 1 || t->ndim > 2) {
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s: %s with %d dimensions cannot go into GGUF here", src->path, t->name,
+                            mk_dtype_info(t->dtype)->name, t->ndim);
+            break;
+        }
+        q->src = i;
+        q->cols = (uint64_t)t->shape[t->ndim - 1];
+        q->rows = t->ndim == 2 ? (uint64_t)t->shape[0] : 1;
+        bool out_like = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
+        q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32 : small && out_like ? MK_GGML_Q8_0 : want;
+        if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
+        if (qk) {
+            q->heads = (uint64_t)(qk == 'q' ? cfg->heads : cfg->kv_heads);
+            if (q->heads == 0 || q->rows % q->heads || (q->rows / q->heads) % 2) {
+                s = mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu rows are not %llu heads of an even size", src->path, t->name,
+                                (unsigned long long)q->rows, (unsigned long long)q->heads);
+                break;
+            }
+        }
+        n++;
+    }
+    if (s != MK_OK) {
+        free(p);
+        return s;
+    }
+    *out = p;
+    *n_out = n;
+    return MK_OK;
+}
+
+static void metadata(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_config *c, const char *name, uint32_t ftype)
+{
+    char k[128];
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, a->name), k)
+    mk_gguf_w_str(w, "general.architecture", a->name);
+    mk_gguf_w_str(w, "general.type", "model");
+    mk_gguf_w_str(w, "general.name", name);
+    mk_gguf_w_u32(w, KEY("block_count"), (uint32_t)c->layers);
+    mk_gguf_w_u32(w, KEY("context_length"), (uint32_t)c->max_pos);
+    mk_gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->hidden);
+    mk_gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->intermediate);
+    mk_gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->heads);
+    mk_gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->kv_heads);
+    mk_gguf_w_f32(w, KEY("rope.freq_base"), (float)c->rope.theta);
+    mk_gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), (float)c->norm_eps);
+    if (c->head_dim != c->hidden / c->heads || a->qk_norm) {
+        mk_gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim);
+        mk_gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim);
+    }
+    mk_gguf_w_u32(w, "general.file_type", ftype);
+    if (a->permute_qk) mk_gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+}
+
+/* LlamaModel writes {arch}.vocab_size; llama.cpp needs it where there is no vocabulary */
+static void vocab_size(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_config *c, bool vocab)
+{
+    char k[128];
+    if (a->permute_qk || !vocab) mk_gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab);
+#undef KEY
+}
+
+/* One tensor: rows read as f32 (in GGUF row order), encoded, streamed. */
+static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, float *buf, void *scratch, void *enc, uint64_t chunk_rows)
+{
+    const mk_ggml_type *t = mk_ggml_type_of(q->type);
+    uint64_t nb = q->cols / t->block;
+    for (uint64_t r0 = 0; r0 < q->rows; r0 += chunk_rows) {
+        uint64_t nr = q->rows - r0 < chunk_rows ? q->rows - r0 : chunk_rows;
+        if (q->heads)
+            for (uint64_t r = 0; r < nr; r++)
+                MK_TRY(mk_source_read_f32(src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
+                                          buf + r * q->cols, scratch));
+        else MK_TRY(mk_source_read_f32(src, q->src, r0 * q->cols, nr * q->cols, buf, scratch));
+        if (!mk_ggml_encode(q->type, buf, nr * (t->block == 1 ? q->cols : nb), enc)) MK_BUG("ggml type without an encoder");
+        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * nb * t->bytes)));
+        if (mk_interrupted()) return mk_error(MK_ERR_IO, "interrupted");
+    }
+    return MK_OK;
+}
+
+static mk_status run(mk_common *c, const char *in, const char *out, const char *type_s, bool force)
+{
+    size_t ti = 0;
+    while (ti < N_TYPES && strcmp(types[ti].name, type_s) != 0) ti++;
+    if (ti == N_TYPES)
+        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", type_s);
+    MK_TRY(mk_cli_check_output(out, &in, 1));
+    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    mk_source *src = NULL;
+    MK_TRY(mk_cli_open_model_values(in, &src));
+    mk_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    mk_status s = mk_model_config_of_source(src, &cfg);
+    const mk_gguf_arch *a = NULL;
+    if (s == MK_OK && !(a = mk_gguf_arch_for_model_type(cfg.arch.model_type)))
+        s = mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)",
+                     in, cfg.arch.model_type ? cfg.arch.model_type : "(none)");
+    plan *p = NULL;
+    size_t np = 0;
+    if (s == MK_OK) s = plan_tensors(src, a, &cfg, types[ti].type, &p, &np);
+    char *name = s == MK_OK ? model_name(in) : NULL;
+    if (s == MK_OK && !name) s = MK_ERR_NOMEM;
+    mk_gguf_w w;
+    mk_gguf_w_init(&w);
+    bool vocab = false;
+    if (s == MK_OK) {
+        metadata(&w, a, &cfg, name, types[ti].ftype);
+        s = mk_gguf_w_tokenizer(&w, src, cfg.vocab, &vocab);
+        vocab_size(&w, a, &cfg, vocab);
+        mk_gguf_w_u32(&w, "general.quantization_version", 2);
+    }
+    uint64_t max_cols = 1, bytes = 0;
+    for (size_t i = 0; s == MK_OK && i < np; i++) {
+        const mk_tensor_info *t = &src->tensors[p[i].src];
+        uint64_t ne[4] = {p[i].cols, p[i].rows, 1, 1};
+        s = mk_gguf_w_tensor(&w, p[i].name, (uint32_t)t->ndim, ne, p[i].type);
+        if (p[i].cols > max_cols) max_cols = p[i].cols;
+    }
+    uint64_t chunk_rows = (1u << 20) / max_cols ? (1u << 20) / max_cols : 1;
+    float *buf = s == MK_OK ? mk_malloc((size_t)(chunk_rows * max_cols) * sizeof *buf) : NULL;
+    void *scratch = buf ? mk_malloc((size_t)(chunk_rows * max_cols) * 8) : NULL;
+    void *enc = scratch ? mk_malloc((size_t)(chunk_rows * max_cols) * 4) : NULL;
+    if (s == MK_OK && !enc) s = MK_ERR_NOMEM;
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    double t0 = mk_now();
+    if (s == MK_OK) s = mk_gguf_w_begin(&w, out, force);
+    for (size_t i = 0; s == MK_OK && i < np; i++) {
+        s = write_tensor(&w, src, &p[i], buf, scratch, enc, chunk_rows);
+        mk_progress_cb(&prog, i + 1, np, 0, 0, src->tensors[p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK) s = mk_gguf_w_commit(&w);
+    if (s == MK_OK) {
+        bytes = w.pos;
+        char b[32];
+        if (!c->quiet)
+            fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, a->name, types[ti].name,
+                    vocab ? "with vocabulary" : "no vocabulary", np, mk_fmt_bytes(bytes, b), mk_now() - t0);
+        if (c->json)
+            printf("{\"out\": \"%s\", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", out,
+                   a->name, types[ti].name, np, (unsigned long long)bytes, vocab ? "true" : "false");
+    }
+    mk_gguf_w_free(&w);
+    free(buf);
+    free(scratch);
+    free(enc);
+    free(name);
+    free(p);
+    mk_model_config_free(&cfg);
+    mk_source_close(src);
+    return s;
+}
+
+int mk_cmd_convert(int argc, char **argv)
+{
+    mk_common c = {0};
+    const char *type = "f16";
+    bool force = false;
+    const mk_opt opts[] = {
+        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", "f16"},
+        {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
+        MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
+        {0},
+    };
+    const mk_cmd_spec spec = {
+        "convert", "MODEL OUT.gguf [--type T]",
+        "Write a model as a llama.cpp GGUF file.",
+        "As llama.cpp's convert_hf_to_gguf.py does, for Llama, Mistral, Qwen2 and Qwen3 models: llama.cpp\n"
+        "tensor names, Q/K rows permuted for Llama-family attention, {arch}.* metadata from config.json,\n"
+        "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
+        "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
+        "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
+        "the output matrix is q8_0. Streams one tensor at a time; OUT appears only when complete.",
+        opts, 2, 2, 0x1};
+    char *pos[2];
+    size_t npos;
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
+    mk_status s = run(&c, pos[0], pos[1], type, force);
+    return s == MK_OK ? 0 : mk_cli_fail(s);
+}
