@@ -1,0 +1,58 @@
+#!/bin/sh
+# `convert` (GGUF output): a synthetic model converted to f32 GGUF and read back by our GGUF
+# reader is the original safetensors byte for byte (names, Q/K rows un-permuted, values), for
+# llama (permuted Q/K), qwen2 (biases) and qwen3 (q/k norms); the golden Llama that gguf-py
+# wrote as convert_hf_to_gguf.py does (tests/golden/gguf, tools/gen-golden-gguf.py) comes out
+# with the same tensor bytes in f32 and in Q8_0 (gguf-py's quantizer) and the same metadata;
+# every --type writes a file our reader decodes within the type's error; bad input is one
+# line, exit 2 (usage, existing OUT) or 1, and nothing written. Quantizer bytes: tests/unit/test_ggml_encode.c;
+# llama.cpp itself: tools/compat-gguf.sh.
+. "$MK_ROOT/tests/e2e/lib.sh"
+G=$ROOT/tests/golden/gguf
+sorted_hashes() { tensor_hashes "$1" 2>/dev/null | sort; }
+
+for arch in llama qwen2 qwen3; do
+    "$MK" synth "s-$arch" --arch "$arch" --hidden 64 --layers 2 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 -q
+    t_ok "$arch: convert to f32 GGUF" "$MK" convert "s-$arch" "s-$arch.gguf" --type f32 -q
+    t_ok "$arch: our reader reads it back" "$MK" dequantize "s-$arch.gguf" "b-$arch" -q
+    sorted_hashes "s-$arch" >a.txt
+    sorted_hashes "b-$arch" >b.txt
+    [ -s a.txt ] && t_same "$arch: round trip byte for byte ($(wc -l <a.txt) tensors)" a.txt b.txt ||
+        notok "$arch: round trip byte for byte" "no tensors"
+done
+
+# the golden tiny Llama (gguf-py GGUFWriter, the converter's layout): its folder converts
+# back to the same tensor bytes (f32; Q8_0 by gguf-py's quantizer) and tokenizer metadata
+"$MK" dequantize "$G/tiny-f32.gguf" tf -q
+t_ok "tiny: convert the folder to f32" "$MK" convert tf t32.gguf --type f32 -q
+t_ok "tiny: convert the folder to q8_0" "$MK" convert tf t8.gguf --type q8_0 -q
+sorted_hashes t32.gguf >a.txt
+sorted_hashes "$G/tiny-f32.gguf" >b.txt
+t_same "tiny f32: tensor bytes equal the converter's file" a.txt b.txt
+sorted_hashes t8.gguf >a.txt
+sorted_hashes "$G/tiny-q8_0.gguf" >b.txt
+t_same "tiny q8_0: tensor bytes equal gguf-py's Q8_0 file" a.txt b.txt
+ids=$("$MK" tokenize t32.gguf "abc ab a" 2>/dev/null | head -n 1)
+[ "$ids" = "8 6 7 9" ] && ok "tiny: tokenizer.ggml.* written and read back (BPE merges, byte-level)" ||
+    notok "tiny: tokenizer.ggml.* written and read back" "ids $ids"
+
+# every type: written, read back, each value within tol x the tensor's largest |value|
+for spec in f16:0.001 bf16:0.01 q8_0:0.01 q5_1:0.05 q5_0:0.05 q4_1:0.1 q4_0:0.15; do
+    t=${spec%%:*}
+    tol=${spec#*:}
+    "$MK" convert s-llama "q-$t.gguf" --type "$t" -q && "$MK" dequantize "q-$t.gguf" "d-$t" -q 2>/dev/null
+    t_ok "$t: converts and reads back within $tol x max |w| per tensor" "$MK" compare s-llama "d-$t" --rel "$tol" -q
+done
+
+# bad input: one line, exit code, nothing written
+t_fail "unknown --type" 2 "'q3_k' is not one of" "$MK" convert s-llama x.gguf --type q3_k
+t_absent "unknown --type: nothing written" x.gguf x.gguf.tmp
+"$MK" synth s-gemma --arch gemma --hidden 64 --layers 1 --heads 4 --vocab 96 -q
+t_fail "an architecture without GGUF names" 1 "model_type 'gemma' has no GGUF tensor names" "$MK" convert s-gemma x.gguf
+t_absent "no GGUF names: nothing written" x.gguf x.gguf.tmp
+cp q-q8_0.gguf before.gguf
+t_fail "OUT exists without --force" 2 "q-q8_0.gguf already exists" "$MK" convert s-llama q-q8_0.gguf --type f16
+t_same "OUT exists: left as it was" q-q8_0.gguf before.gguf
+t_ok "--force replaces it" "$MK" convert s-llama q-q8_0.gguf --type f16 --force -q
+t_fail "not a model" 1 "no such file|not a model" "$MK" convert nothere x.gguf
+t_absent "not a model: nothing written" x.gguf x.gguf.tmp
