@@ -213,9 +213,15 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
         if (!c->quiet)
             fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, a->name, types[ti].name,
                     vocab ? "with vocabulary" : "no vocabulary", np, mk_fmt_bytes(bytes, b), mk_now() - t0);
-        if (c->json)
-            printf("{\"out\": \"%s\", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", out,
-                   a->name, types[ti].name, np, (unsigned long long)bytes, vocab ? "true" : "false");
+        if (c->json) {
+            mk_buf j = {0};
+            mk_buf_puts(&j, "{\"out\": ");
+            mk_buf_json_str(&j, out);
+            mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", a->name,
+                          types[ti].name, np, (unsigned long long)bytes, vocab ? "true" : "false");
+            if (!j.failed) fputs(j.data, stdout);
+            mk_buf_free(&j);
+        }
     }
     mk_gguf_w_free(&w);
     free(buf);

@@ -11,7 +11,7 @@ and vocabulary entry, divided by the largest |logit| transformers gives (the nam
 tolerance, per type), and whether the arg-max token agrees at each position. With
 --metadata, the llama.cpp-relevant keys of FILE (the first --gguf) and of REF (a GGUF file
 llama.cpp's converter wrote for the same model) are compared: equal, or each difference
-printed. Exit 1 on any failure.
+printed (a difference fails). Exit 1 on any failure.
 """
 import argparse
 import json
@@ -93,6 +93,7 @@ def main():
         for k in diff:
             print(f"metadata {k}: ours {str(ours[k])[:80]!r}, llama.cpp's {str(theirs[k])[:80]!r}")
         print(f"metadata: {len(ours) - 1 - len(diff)} of {len(ours) - 1} keys equal the reference file's")
+        ok &= not diff
     print("check-gguf-convert:", "ok" if ok else "FAIL")
     return 0 if ok else 1
 

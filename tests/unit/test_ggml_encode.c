@@ -101,3 +101,35 @@ MK_TEST(ggml_encode_golden)
     CHECK_MSG(checked == 35, "checked %d case/type pairs, expected 35", checked);
     mk_source_close(s);
 }
+
+/* model/gguf_names.c's reverse direction: the permutation convert writes is the inverse of
+ * the one the reader undoes, and names map back to themselves. */
+MK_TEST(gguf_names_reverse)
+{
+    static const uint64_t shapes[][2] = {{64, 4}, {32, 2}, {8, 1}, {576, 9}, {12, 3}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        for (uint64_t g = 0; g < shapes[k][0]; g++) {
+            uint64_t r = mk_gguf_permute_src_row(g, shapes[k][0], shapes[k][1]);
+            CHECK_MSG(r < shapes[k][0] && mk_gguf_unpermute_row(r, shapes[k][0], shapes[k][1]) == g,
+                      "rows %llu heads %llu: GGUF row %llu <- HF row %llu, which the reader puts at %llu", (unsigned long long)shapes[k][0],
+                      (unsigned long long)shapes[k][1], (unsigned long long)g, (unsigned long long)r,
+                      (unsigned long long)mk_gguf_unpermute_row(r, shapes[k][0], shapes[k][1]));
+        }
+    /* llama.cpp's permute of one head of 4 rows: [0 1 2 3] -> [0 2 1 3] */
+    CHECK(mk_gguf_permute_src_row(1, 4, 1) == 2 && mk_gguf_permute_src_row(2, 4, 1) == 1);
+    static const char *const names[] = {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                                        "model.layers.0.self_attn.q_proj.weight", "model.layers.12.self_attn.k_proj.bias",
+                                        "model.layers.3.mlp.down_proj.weight", "model.layers.1.self_attn.q_norm.weight"};
+    const mk_gguf_arch *q3 = mk_gguf_arch_for_model_type("qwen3"), *ll = mk_gguf_arch_for_model_type("mistral");
+    CHECK(q3 && ll && strcmp(ll->name, "llama") == 0 && !mk_gguf_arch_for_model_type("gemma"));
+    for (size_t i = 0; q3 && i < sizeof names / sizeof names[0]; i++) {
+        char g[64], back[128], qk, qk2;
+        CHECK_MSG(mk_gguf_name(q3, names[i], g, sizeof g, &qk) && mk_gguf_hf_name(q3, g, back, sizeof back, &qk2) && strcmp(back, names[i]) == 0,
+                  "%s does not map back (via %s)", names[i], g);
+    }
+    char g[64], qk;
+    CHECK(ll && mk_gguf_name(ll, "model.layers.2.self_attn.k_proj.weight", g, sizeof g, &qk) && strcmp(g, "blk.2.attn_k.weight") == 0 && qk == 'k');
+    CHECK(ll && !mk_gguf_name(ll, "model.layers.1.self_attn.q_norm.weight", g, sizeof g, &qk)); /* llama has no q/k norms */
+    CHECK(ll && !mk_gguf_name(ll, "model.layers.01.mlp.up_proj.weight", g, sizeof g, &qk));
+    CHECK(ll && !mk_gguf_name(ll, "model.layers.x.mlp.up_proj.weight", g, sizeof g, &qk));
+}
