@@ -116,18 +116,23 @@ mk_status mk_gguf_w_tensor(mk_gguf_w *w, const char *name, uint32_t ndim, const 
     return MK_OK;
 }
 
+void mk_gguf_w_header(const mk_gguf_w *w, mk_buf *h)
+{
+    mk_buf_put(h, "GGUF", 4);
+    put_le(h, 3, 4);
+    put_le(h, w->n_tensors, 8);
+    put_le(h, w->n_kv, 8);
+    mk_buf_put(h, w->kv.data, w->kv.len);
+    mk_buf_put(h, w->ti.data, w->ti.len);
+    static const char zeros[MK_GGUF_ALIGN];
+    mk_buf_put(h, zeros, (size_t)(align_up(h->len) - h->len));
+    if (w->kv.failed || w->ti.failed) h->failed = true;
+}
+
 mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force)
 {
-    if (w->kv.failed || w->ti.failed) return MK_ERR_NOMEM;
     mk_buf h = {0};
-    mk_buf_put(&h, "GGUF", 4);
-    put_le(&h, 3, 4);
-    put_le(&h, w->n_tensors, 8);
-    put_le(&h, w->n_kv, 8);
-    mk_buf_put(&h, w->kv.data, w->kv.len);
-    mk_buf_put(&h, w->ti.data, w->ti.len);
-    static const char zeros[MK_GGUF_ALIGN];
-    mk_buf_put(&h, zeros, (size_t)(align_up(h.len) - h.len));
+    mk_gguf_w_header(w, &h);
     if (h.failed) {
         mk_buf_free(&h);
         return MK_ERR_NOMEM;

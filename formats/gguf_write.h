@@ -42,6 +42,8 @@ void mk_gguf_w_arr_i32(mk_gguf_w *w, const char *key, const int32_t *v, uint64_t
 void mk_gguf_w_arr_f32(mk_gguf_w *w, const char *key, const float *v, uint64_t n);
 /* A tensor: ne[0] innermost (a whole number of the type's blocks). */
 mk_status mk_gguf_w_tensor(mk_gguf_w *w, const char *name, uint32_t ndim, const uint64_t ne[4], uint32_t type);
+/* The header as mk_gguf_w_begin writes it (padded to the alignment), appended to h. */
+void mk_gguf_w_header(const mk_gguf_w *w, mk_buf *h);
 /* Open OUT.tmp and write the header (OUT must not exist unless force). */
 mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force);
 /* The next bytes of tensor data, in declaration order (any split). */

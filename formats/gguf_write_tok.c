@@ -18,6 +18,13 @@
 #include <string.h>
 
 #define TOK_CAP (256u << 20)
+#define MAX_VOCAB 10000000L
+
+/* a token id: an integer in [0, MAX_VOCAB) */
+static bool good_id(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < (double)MAX_VOCAB && v->valuedouble == (double)(long)v->valuedouble;
+}
 
 static cJSON *aux_json(mk_source *s, const char *name, mk_status *st)
 {
@@ -74,15 +81,20 @@ static mk_status bpe(mk_gguf_w *w, const cJSON *tj, const cJSON *tc, const cJSON
 {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model"), *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges"), *added = cJSON_GetObjectItemCaseSensitive(tj, "added_tokens");
-    long n = vocab_size;
+    long n = vocab_size > 0 ? vocab_size : 0;
     const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) if (cJSON_IsNumber(e) && e->valuedouble + 1 > n && e->valuedouble < 1e7) n = (long)e->valuedouble + 1;
+    cJSON_ArrayForEach(e, vocab)
+    {
+        if (!good_id(e)) return mk_error(MK_ERR_FORMAT, "%s: vocab entry \"%.64s\": the id is not an integer in [0, %ld)", what, e->string, MAX_VOCAB);
+        if ((long)e->valuedouble + 1 > n) n = (long)e->valuedouble + 1;
+    }
     cJSON_ArrayForEach(e, added)
     {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (cJSON_IsNumber(id) && id->valuedouble + 1 > n && id->valuedouble < 1e7) n = (long)id->valuedouble + 1;
+        if (!good_id(id)) return mk_error(MK_ERR_FORMAT, "%s: an added token's id is not an integer in [0, %ld)", what, MAX_VOCAB);
+        if ((long)id->valuedouble + 1 > n) n = (long)id->valuedouble + 1;
     }
-    if (n <= 0 || n > 10000000) return mk_error(MK_ERR_FORMAT, "%s: a vocabulary of %ld tokens", what, n);
+    if (n <= 0 || n > MAX_VOCAB) return mk_error(MK_ERR_FORMAT, "%s: a vocabulary of %ld tokens", what, n);
     const char **tok = mk_calloc((size_t)n, sizeof *tok);
     char **pads = mk_calloc((size_t)n, sizeof *pads);
     int32_t *type = mk_calloc((size_t)n, sizeof *type);
@@ -91,11 +103,15 @@ static mk_status bpe(mk_gguf_w *w, const cJSON *tj, const cJSON *tc, const cJSON
     char **mgown = mk_calloc((size_t)nm + 1, sizeof *mgown);
     mk_status s = tok && pads && type && mg && mgown ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) {
-        cJSON_ArrayForEach(e, vocab) if (cJSON_IsNumber(e) && e->valuedouble >= 0) { tok[(long)e->valuedouble] = e->string; type[(long)e->valuedouble] = 1; }
+        cJSON_ArrayForEach(e, vocab)
+        {
+            tok[(long)e->valuedouble] = e->string;
+            type[(long)e->valuedouble] = 1;
+        }
         cJSON_ArrayForEach(e, added)
         {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"), *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-            if (!cJSON_IsNumber(id) || id->valuedouble < 0 || !cJSON_IsString(c)) continue;
+            if (!cJSON_IsString(c)) continue;
             long i = (long)id->valuedouble;
             tok[i] = c->valuestring;
             type[i] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")) ? 3 : 4;
@@ -133,7 +149,7 @@ static mk_status bpe(mk_gguf_w *w, const cJSON *tj, const cJSON *tc, const cJSON
         for (size_t i = 0; i < 4; i++) {
             long id = special_id(tc, vocab, added, keys[i][0]);
             const cJSON *c = keys[i][1] ? cJSON_GetObjectItemCaseSensitive(cfg, keys[i][1]) : NULL;
-            if (id < 0 && cJSON_IsNumber(c)) id = (long)c->valuedouble;
+            if (id < 0 && good_id(c)) id = (long)c->valuedouble;
             if (id >= 0 && id < n) mk_gguf_w_u32(w, keys[i][2], (uint32_t)id);
         }
         const cJSON *ab = cJSON_GetObjectItemCaseSensitive(tc, "add_bos_token");
