@@ -5,7 +5,9 @@
  * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
  * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
  * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
- * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write).
+ * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write); for
+ * the ternary TQ1_0 / TQ2_0 the token embedding and output matrix are F16, as the converter
+ * writes them.
  */
 #include "cli.h"
 
@@ -27,6 +29,7 @@ static const struct {
 } types[] = {
     {"f32", MK_GGML_F32, 0}, {"f16", MK_GGML_F16, 1},   {"bf16", MK_GGML_BF16, 32}, {"q8_0", MK_GGML_Q8_0, 7},
     {"q4_0", MK_GGML_Q4_0, 2}, {"q4_1", MK_GGML_Q4_1, 3}, {"q5_0", MK_GGML_Q5_0, 8},  {"q5_1", MK_GGML_Q5_1, 9},
+    {"tq1_0", MK_GGML_TQ1_0, 36}, {"tq2_0", MK_GGML_TQ2_0, 37},
 };
 #define N_TYPES (sizeof types / sizeof types[0])
 
@@ -65,6 +68,7 @@ static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_mo
     mk_status s = MK_OK;
     bool has_output = mk_source_find(src, "lm_head.weight") >= 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
+    bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
     for (size_t i = 0; i < src->n_tensors; i++) {
         const mk_tensor_info *t = &src->tensors[i];
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
@@ -83,7 +87,11 @@ static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_mo
         q->cols = (uint64_t)t->shape[t->ndim - 1];
         q->rows = t->ndim == 2 ? (uint64_t)t->shape[0] : 1;
         bool out_like = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
-        q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32 : small && out_like ? MK_GGML_Q8_0 : want;
+        bool embd_or_out = strcmp(q->name, "output.weight") == 0 || strcmp(q->name, "token_embd.weight") == 0;
+        q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32
+                  : small && out_like                                 ? MK_GGML_Q8_0
+                  : ternary && embd_or_out                            ? MK_GGML_F16
+                                                                      : want;
         if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
         if (qk) {
             q->heads = (uint64_t)(qk == 'q' ? cfg->heads : cfg->kv_heads);
@@ -159,7 +167,7 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     size_t ti = 0;
     while (ti < N_TYPES && strcmp(types[ti].name, type_s) != 0) ti++;
     if (ti == N_TYPES)
-        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", type_s);
+        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", type_s);
     MK_TRY(mk_cli_check_output(out, &in, 1));
     if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
     mk_source *src = NULL;
@@ -240,7 +248,7 @@ int mk_cmd_convert(int argc, char **argv)
     const char *type = "f16";
     bool force = false;
     const mk_opt opts[] = {
-        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1", "f16"},
+        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
         MK_COMMON_OPTS(c),
         MK_HUB_OPTS(c),
@@ -254,7 +262,8 @@ int mk_cmd_convert(int argc, char **argv)
         "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
         "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
         "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
-        "the output matrix is q8_0. Streams one tensor at a time; OUT appears only when complete.",
+        "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
+        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;

@@ -17,7 +17,7 @@ bool mk_ggml_decode(uint32_t type, const void *src, uint64_t nblocks, float *dst
 /* Encode side (ggml_quant.c): `nblocks` blocks of type `type` from src (nblocks x block
  * values) into dst, byte for byte what llama.cpp's reference quantize_row_*_ref writes
  * (and gguf-py's gguf.quants). F32, F16, BF16 (round to nearest even, NaN kept quiet),
- * Q8_0, Q4_0, Q4_1, Q5_0, Q5_1. Returns false for a type it cannot encode. */
+ * Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, TQ1_0, TQ2_0. Returns false for a type it cannot encode. */
 bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst);
 bool mk_ggml_encodable(uint32_t type);
 

@@ -110,6 +110,47 @@ static void q5_1(const float *x, uint8_t *b)
     pack5(q, b + 4, b + 8);
 }
 
+/* ---- ternary 256-value blocks: d = max |x|, each value -1, 0 or +1 (stored + 1) ---- */
+
+static float ternary(const float *x, uint8_t q[256])
+{
+    float amax = 0;
+    for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float id = amax != 0 ? 1.0f / amax : 0.0f;
+    for (int j = 0; j < 256; j++) q[j] = (uint8_t)(lroundf(x[j] * id) + 1);
+    return amax;
+}
+
+/* TQ1_0: 5 trits a byte (q0 x 81 + q1 x 27 + ... + q4) for values 0..239 (bytes 0..31 take
+ * values j, j + 32, ..., j + 128; bytes 32..47 take 160 + j, 176 + j, ...), 4 trits a byte for
+ * 240..255, each sum scaled to a byte as (s x 256 + 242) / 243. */
+static void tq1_0(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    float d = ternary(x, q);
+    static const int groups[3][3] = {{0, 32, 5}, {160, 16, 5}, {240, 4, 4}}; /* first value, bytes, trits a byte */
+    int k = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < groups[g][1]; j++) {
+            unsigned v = 0;
+            for (int n = 0; n < groups[g][2]; n++) v = v * 3 + q[groups[g][0] + n * groups[g][1] + j];
+            if (groups[g][2] == 4) v *= 3;
+            b[k++] = (uint8_t)((v * 256 + 242) / 243);
+        }
+    put_h(b + 52, d);
+}
+
+/* TQ2_0: 2 bits a value; byte 32 g + j holds values 128 g + j + 32 n at bits 2 n */
+static void tq2_0(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    float d = ternary(x, q);
+    for (int g = 0; g < 2; g++)
+        for (int j = 0; j < 32; j++)
+            b[32 * g + j] = (uint8_t)(q[128 * g + j] | q[128 * g + 32 + j] << 2 | q[128 * g + 64 + j] << 4 | q[128 * g + 96 + j] << 6);
+    put_h(b + 64, d);
+}
+
 bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
 {
     void (*f)(const float *, uint8_t *);
@@ -119,6 +160,8 @@ bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst
     case MK_GGML_Q4_1: f = q4_1; break;
     case MK_GGML_Q5_0: f = q5_0; break;
     case MK_GGML_Q5_1: f = q5_1; break;
+    case MK_GGML_TQ1_0: f = tq1_0; break;
+    case MK_GGML_TQ2_0: f = tq2_0; break;
     case MK_GGML_F32: memcpy(dst, src, (size_t)nblocks * 4); return true;
     case MK_GGML_F16:
     case MK_GGML_BF16:
@@ -132,7 +175,7 @@ bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst
     }
     const mk_ggml_type *t = mk_ggml_type_of(type);
     uint8_t *out = dst;
-    for (uint64_t i = 0; i < nblocks; i++) f(src + i * 32, out + i * t->bytes);
+    for (uint64_t i = 0; i < nblocks; i++) f(src + i * t->block, out + i * t->bytes);
     return true;
 }
 
@@ -140,7 +183,7 @@ bool mk_ggml_encodable(uint32_t type)
 {
     switch (type) {
     case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0:
-    case MK_GGML_Q4_0: case MK_GGML_Q4_1: case MK_GGML_Q5_0: case MK_GGML_Q5_1: return true;
+    case MK_GGML_Q4_0: case MK_GGML_Q4_1: case MK_GGML_Q5_0: case MK_GGML_Q5_1: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: return true;
     default: return false;
     }
 }

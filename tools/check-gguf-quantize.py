@@ -4,7 +4,7 @@ llama_model_quantize, the C code of llama-quantize) run on our f32 GGUF of the s
 
     .venv-tools/bin/python tools/check-gguf-quantize.py F32.gguf T=OURS.gguf ... [--time]
 
-For each T (q8_0, q4_0, q4_1, q5_0, q5_1, f16, bf16) llama.cpp quantizes F32.gguf with
+For each T (q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, f16, bf16) llama.cpp quantizes F32.gguf with
 --pure (every matrix in T, 1-D tensors f32); then every tensor both files store in the
 same type must be the same bytes (tolerance: none; a difference names the tensor and the
 first differing byte). Tensors whose types differ (our choices for the output matrix) are
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-FTYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "bf16": 32}
+FTYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "bf16": 32, "tq1_0": 36, "tq2_0": 37}
 
 
 def llama_quantize(src, dst, ftype, threads):

@@ -12,7 +12,8 @@
 #     SmolLM2 metadata equals the original file's (convert_hf_to_gguf.py's) key for key; every
 #     tensor of our q8_0, q4_0, q4_1, q5_0, q5_1, f16 and bf16 files is byte-identical to what
 #     llama.cpp's own quantizer (llama_model_quantize, --pure) makes from our f32 file, where
-#     the types agree (our output matrix is Q8_0 for the 4/5-bit types).
+#     the types agree (our output matrix is Q8_0 for the 4/5-bit types); the same for every
+#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too).
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,12 +40,18 @@ awk "BEGIN { d = ($ours - $ref) / $ref; exit !(d < 0.01 && d > -0.01) }" || { ec
 [ -f "$sm/model.safetensors" ] && "$mk" compare "$sm/model.gguf" "$sm/model.safetensors" -q && echo "weights equal the transformers-dequantized folder"
 
 # convert (GGUF output)
-"$mk" synth "$w/syn" --hidden 64 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
-for t in f32 f16 q8_0; do "$mk" convert "$w/syn" "$w/syn-$t.gguf" --type "$t" -q; done
+"$mk" synth "$w/syn" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
+args=""
+for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do
+    "$mk" convert "$w/syn" "$w/syn-$t.gguf" --type "$t" -q 2>/dev/null
+    [ "$t" = f32 ] || args="$args $t=$w/syn-$t.gguf"
+done
 "$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
+# shellcheck disable=SC2086
+"$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
 if [ -f "$sm/model.safetensors" ]; then
     args=""
-    for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1; do
+    for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do
         "$mk" convert "$sm" "$w/sm-$t.gguf" --type "$t" -q
         [ "$t" = f32 ] || args="$args $t=$w/sm-$t.gguf"
     done

@@ -6,7 +6,7 @@ quantize_row_*_ref in ggml-quants.c).
     .venv-tools/bin/python tools/gen-golden-gguf-write.py
 
 writes tests/golden/gguf/encode.safetensors: awkward f32 inputs "CASE" ([rows, 96], three
-32-value blocks a row) and, for each type T gguf-py encodes the same way llama.cpp does,
+32-value blocks a row; "wide": [3, 512] for the 256-value TQ1_0 / TQ2_0 too) and, for each type T gguf-py encodes the same way llama.cpp does,
 "CASE.T": its blocks as U8 [rows, bytes per row]. Cases: normal values at several scales,
 ties at .5 after scaling, constant blocks, zeros and -0, one outlier, the largest magnitude
 negative or positive and repeated with both signs, f16 overflow / subnormal ranges for the
@@ -23,6 +23,7 @@ from safetensors.numpy import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden", "gguf")
 TYPES = [T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1]
+TYPES_256 = [T.TQ1_0, T.TQ2_0]  # 256-value blocks: the "wide" cases only
 COLS = 96
 
 
@@ -53,6 +54,10 @@ def cases(rng):
     r[1] *= 1e-6   # f16 scales subnormal
     r[2] = rng.uniform(-1, 1, COLS).astype(np.float32) + 2  # all positive: min matters
     c["range"] = r
+    w = rng.standard_normal((3, 512)).astype(np.float32)
+    w[1, :256] = np.tile(np.array([1, -1, 0.5, -0.5, 0.49, 0], np.float32), 43)[:256]  # ternary ties at +-0.5
+    w[2, 256:] = 0
+    c["wide"] = w
     return c
 
 
@@ -61,7 +66,7 @@ def main():
     out = {}
     for name, x in cases(rng).items():
         out[name] = x
-        for t in TYPES:
+        for t in TYPES + (TYPES_256 if x.shape[1] % 256 == 0 else []):
             with np.errstate(over="ignore", invalid="ignore"):
                 q = quants.quantize(x, t)
             out[f"{name}.{t.name.lower()}"] = np.ascontiguousarray(q.view(np.uint8).reshape(x.shape[0], -1))

@@ -37,12 +37,19 @@ ids=$("$MK" tokenize t32.gguf "abc ab a" 2>/dev/null | head -n 1)
     notok "tiny: tokenizer.ggml.* written and read back" "ids $ids"
 
 # every type: written, read back, each value within tol x the tensor's largest |value|
-for spec in f16:0.001 bf16:0.01 q8_0:0.01 q5_1:0.05 q5_0:0.05 q4_1:0.1 q4_0:0.15; do
+# (the ternary types on a model whose rows are whole 256-value blocks)
+"$MK" synth s-wide --hidden 256 --intermediate 512 --layers 1 --heads 4 --vocab 96 --dtype float32 -q
+for spec in f16:0.001 bf16:0.01 q8_0:0.01 q5_1:0.05 q5_0:0.05 q4_1:0.1 q4_0:0.15 tq1_0:0.5 tq2_0:0.5; do
     t=${spec%%:*}
     tol=${spec#*:}
-    "$MK" convert s-llama "q-$t.gguf" --type "$t" -q && "$MK" dequantize "q-$t.gguf" "d-$t" -q 2>/dev/null
-    t_ok "$t: converts and reads back within $tol x max |w| per tensor" "$MK" compare s-llama "d-$t" --rel "$tol" -q
+    m=s-llama
+    case $t in tq*) m=s-wide ;; esac
+    "$MK" convert "$m" "q-$t.gguf" --type "$t" -q && "$MK" dequantize "q-$t.gguf" "d-$t" -q 2>/dev/null
+    t_ok "$t: converts and reads back within $tol x max |w| per tensor" "$MK" compare "$m" "d-$t" --rel "$tol" -q
 done
+"$MK" inspect q-tq1_0.gguf 2>/dev/null | grep -q 'q_proj.weight@TQ1_0' && "$MK" inspect q-tq1_0.gguf 2>/dev/null | grep -q 'embed_tokens.weight  *F16' &&
+    ok "tq1_0: matrices TQ1_0, the token embedding F16 (as the converter writes it)" || notok "tq1_0: tensor types" "$("$MK" inspect q-tq1_0.gguf 2>&1 | head -5)"
+
 
 # bad input: one line, exit code, nothing written
 t_fail "unknown --type" 2 "'q3_k' is not one of" "$MK" convert s-llama x.gguf --type q3_k

@@ -51,8 +51,9 @@ MK_TEST(ggml_encode_golden)
         mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
         return;
     }
-    static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
-    int checked = 0;
+    static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "tq1_0", "tq2_0"};
+    size_t checked = 0, want_n = 0;
+    for (size_t c = 0; c < s->n_tensors; c++) want_n += strchr(s->tensors[c].name, '.') != NULL;
     for (size_t c = 0; c < s->n_tensors; c++) {
         const mk_tensor_info *ti = &s->tensors[c];
         if (strchr(ti->name, '.')) continue;
@@ -67,6 +68,7 @@ MK_TEST(ggml_encode_golden)
             int id = mk_ggml_type_id(types[k]);
             const mk_ggml_type *t = mk_ggml_type_of((uint32_t)id);
             size_t wlen = 0;
+            if (mk_source_find(s, name) < 0) continue; /* the 256-value types: wide cases only */
             uint8_t *want = read_all(s, name, &wlen);
             uint64_t nb = n / t->block;
             uint8_t *got = calloc(nb * t->bytes + 1, 1);
@@ -98,7 +100,7 @@ MK_TEST(ggml_encode_golden)
         }
         free(x);
     }
-    CHECK_MSG(checked == 35, "checked %d case/type pairs, expected 35", checked);
+    CHECK_MSG(checked == want_n && checked >= 38, "checked %zu case/type pairs of %zu", checked, want_n);
     mk_source_close(s);
 }
 
