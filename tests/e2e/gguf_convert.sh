@@ -63,3 +63,13 @@ t_same "OUT exists: left as it was" q-q8_0.gguf before.gguf
 t_ok "--force replaces it" "$MK" convert s-llama q-q8_0.gguf --type f16 --force -q
 t_fail "not a model" 1 "no such file|not a model" "$MK" convert nothere x.gguf
 t_absent "not a model: nothing written" x.gguf x.gguf.tmp
+
+# a write that fails half-way (file-size limit): one error line, exit 1, no OUT, no OUT.tmp
+(ulimit -f 64; "$MK" convert s-llama big.gguf --type f32 -q) >"$T/.out" 2>"$T/.err"
+rc=$?
+if [ $rc -eq 1 ] && grep -q "big.gguf.tmp: .*File too large" "$T/.err" && [ "$(grep -c . "$T/.err")" -eq 1 ]; then
+    ok "file-size limit mid-write: one error line, exit 1"
+else
+    notok "file-size limit mid-write" "exit $rc: $(cat "$T/.err")"
+fi
+t_absent "file-size limit: no partial output" big.gguf big.gguf.tmp
