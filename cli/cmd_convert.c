@@ -13,6 +13,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../formats/gguf_write.h"
+#include "../core/mk_parallel.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 #include "../quant/ggml.h"
@@ -143,21 +144,74 @@ static void vocab_size(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_confi
 #undef KEY
 }
 
-/* One tensor: rows read as f32 (in GGUF row order), encoded, streamed. */
-static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, float *buf, void *scratch, void *enc, uint64_t chunk_rows)
+/* One tensor: windows of chunks of rows, each chunk read as f32 (rows in GGUF order) and
+ * encoded by a thread into its place in the window, then the window streamed in order. */
+typedef struct job {
+    mk_source *src;
+    const plan *q;
+    uint64_t row0, rows_per_chunk; /* the window's first row; rows a chunk */
+    unsigned char *enc;            /* the window's encoded bytes */
+    size_t scratch_bytes;
+} job;
+
+typedef struct tls {
+    float *buf;
+    void *scratch;
+} tls;
+
+static void *tls_new(void *ctx)
 {
-    const mk_ggml_type *t = mk_ggml_type_of(q->type);
-    uint64_t nb = q->cols / t->block;
-    for (uint64_t r0 = 0; r0 < q->rows; r0 += chunk_rows) {
-        uint64_t nr = q->rows - r0 < chunk_rows ? q->rows - r0 : chunk_rows;
-        if (q->heads)
-            for (uint64_t r = 0; r < nr; r++)
-                MK_TRY(mk_source_read_f32(src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
-                                          buf + r * q->cols, scratch));
-        else MK_TRY(mk_source_read_f32(src, q->src, r0 * q->cols, nr * q->cols, buf, scratch));
-        if (!mk_ggml_encode(q->type, buf, nr * (t->block == 1 ? q->cols : nb), enc)) MK_BUG("ggml type without an encoder");
-        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * nb * t->bytes)));
-        if (mk_interrupted()) return mk_error(MK_ERR_IO, "interrupted");
+    job *j = ctx;
+    tls *t = mk_calloc(1, sizeof *t);
+    if (t && (!(t->buf = mk_malloc((size_t)(j->rows_per_chunk * j->q->cols) * sizeof *t->buf)) ||
+              !(t->scratch = mk_malloc(j->scratch_bytes)))) {
+        free(t->buf);
+        free(t);
+        t = NULL;
+    }
+    return t;
+}
+
+static void tls_free(void *p)
+{
+    tls *t = p;
+    if (!t) return;
+    free(t->buf);
+    free(t->scratch);
+    free(t);
+}
+
+static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
+{
+    job *j = ctx;
+    tls *t = tp;
+    const plan *q = j->q;
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t r0 = j->row0 + c * j->rows_per_chunk, nr = q->rows - r0 < j->rows_per_chunk ? q->rows - r0 : j->rows_per_chunk;
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes;
+    if (q->heads)
+        for (uint64_t r = 0; r < nr; r++)
+            MK_TRY(mk_source_read_f32(j->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
+                                      t->buf + r * q->cols, t->scratch));
+    else MK_TRY(mk_source_read_f32(j->src, q->src, r0 * q->cols, nr * q->cols, t->buf, t->scratch));
+    if (!mk_ggml_encode(q->type, t->buf, nr * q->cols / ty->block, j->enc + c * j->rows_per_chunk * row_bytes))
+        MK_BUG("ggml type without an encoder");
+    return MK_OK;
+}
+
+#define CHUNK_VALUES (1u << 18)
+#define WINDOW_CHUNKS 32
+
+static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsigned char *enc)
+{
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    job j = {src, q, 0, CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, enc, 0};
+    j.scratch_bytes = (size_t)(j.rows_per_chunk * q->cols) * 8;
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes, window = j.rows_per_chunk * WINDOW_CHUNKS;
+    for (j.row0 = 0; j.row0 < q->rows; j.row0 += window) {
+        uint64_t nr = q->rows - j.row0 < window ? q->rows - j.row0 : window;
+        MK_TRY(mk_parallel_chunks((nr + j.rows_per_chunk - 1) / j.rows_per_chunk, encode_chunk, &j, tls_new, tls_free));
+        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
     }
     return MK_OK;
 }
@@ -193,24 +247,24 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
         vocab_size(&w, a, &cfg, vocab);
         mk_gguf_w_u32(&w, "general.quantization_version", 2);
     }
-    uint64_t max_cols = 1, bytes = 0;
+    uint64_t window = 1, bytes = 0; /* the largest window of encoded bytes */
     for (size_t i = 0; s == MK_OK && i < np; i++) {
         const mk_tensor_info *t = &src->tensors[p[i].src];
         uint64_t ne[4] = {p[i].cols, p[i].rows, 1, 1};
         s = mk_gguf_w_tensor(&w, p[i].name, (uint32_t)t->ndim, ne, p[i].type);
-        if (p[i].cols > max_cols) max_cols = p[i].cols;
+        const mk_ggml_type *ty = mk_ggml_type_of(p[i].type);
+        uint64_t rpc = CHUNK_VALUES / p[i].cols ? CHUNK_VALUES / p[i].cols : 1, rows = rpc * WINDOW_CHUNKS;
+        if (rows > p[i].rows) rows = p[i].rows;
+        if (rows * (p[i].cols / ty->block * ty->bytes) > window) window = rows * (p[i].cols / ty->block * ty->bytes);
     }
-    uint64_t chunk_rows = (1u << 20) / max_cols ? (1u << 20) / max_cols : 1;
-    float *buf = s == MK_OK ? mk_malloc((size_t)(chunk_rows * max_cols) * sizeof *buf) : NULL;
-    void *scratch = buf ? mk_malloc((size_t)(chunk_rows * max_cols) * 8) : NULL;
-    void *enc = scratch ? mk_malloc((size_t)(chunk_rows * max_cols) * 4) : NULL;
+    unsigned char *enc = s == MK_OK ? mk_malloc((size_t)window) : NULL;
     if (s == MK_OK && !enc) s = MK_ERR_NOMEM;
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
     double t0 = mk_now();
     if (s == MK_OK) s = mk_gguf_w_begin(&w, out, force);
     for (size_t i = 0; s == MK_OK && i < np; i++) {
-        s = write_tensor(&w, src, &p[i], buf, scratch, enc, chunk_rows);
+        s = write_tensor(&w, src, &p[i], enc);
         mk_progress_cb(&prog, i + 1, np, 0, 0, src->tensors[p[i].src].name);
     }
     mk_progress_end(&prog);
@@ -232,8 +286,6 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
         }
     }
     mk_gguf_w_free(&w);
-    free(buf);
-    free(scratch);
     free(enc);
     free(name);
     free(p);
