@@ -1,10 +1,11 @@
 #!/bin/sh
 # Benchmark of `convert` (GGUF output) against llama.cpp's own quantizer on the same weights:
 # SmolLM2-135M (MK_SMOLLM2, a safetensors f32 folder) converted to f32 GGUF once, then for
-# q8_0, q4_0 and q5_1: `mergekit-c convert FOLDER --type T` (one thread: convert is serial)
-# against llama-cpp-python's llama_model_quantize (the code of llama-quantize, --pure, one
-# thread) from our f32 GGUF. Both read f32 weights from the page cache and write a GGUF file;
-# printed: seconds and millions of weights per second per core for each, and the ratio.
+# q8_0, q4_0 and q5_1: `mergekit-c convert FOLDER --type T -j 1` (the whole command: start,
+# reading, quantizing, writing and fsync of the file) against llama-cpp-python's
+# llama_model_quantize (the code of llama-quantize, --pure, one thread; timed in-process, no
+# fsync) from our f32 GGUF. Both read f32 weights from the page cache; printed: seconds and
+# millions of weights per second on one core for each, and the ratio.
 # Needs MK_VENV (llama-cpp-python, tools/requirements.txt). Usage: tools/bench-gguf.sh
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)

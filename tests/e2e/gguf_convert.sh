@@ -51,6 +51,11 @@ done
     ok "tq1_0: matrices TQ1_0, the token embedding F16 (as the converter writes it)" || notok "tq1_0: tensor types" "$("$MK" inspect q-tq1_0.gguf 2>&1 | head -5)"
 
 
+# the same bytes at any thread count
+"$MK" convert s-wide j1.gguf --type q4_1 -q -j 1
+"$MK" convert s-wide j2.gguf --type q4_1 -q -j 3
+t_same "q4_1: the same file with 1 and 3 threads" j1.gguf j2.gguf
+
 # bad input: one line, exit code, nothing written
 t_fail "unknown --type" 2 "'q3_k' is not one of" "$MK" convert s-llama x.gguf --type q3_k
 t_absent "unknown --type: nothing written" x.gguf x.gguf.tmp
