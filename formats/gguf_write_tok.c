@@ -60,20 +60,45 @@ static const char *pre_name(const cJSON *pre)
     return NULL;
 }
 
-/* The id of special token `key` in tokenizer_config.json (a string or {"content": ...}). */
-static long special_id(const cJSON *tc, const cJSON *vocab, const cJSON *added, const char *key)
+static const char *special_content(const cJSON *tc, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(tc, key);
     if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
-    if (!cJSON_IsString(v)) return -1;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The id of special token `key` in tokenizer_config.json (a string or {"content": ...}). */
+static long special_id(const cJSON *tc, const cJSON *vocab, const cJSON *added, const char *key)
+{
+    const char *want = special_content(tc, key);
+    if (!want) return -1;
     const cJSON *a;
     cJSON_ArrayForEach(a, added)
     {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(a, "content"), *id = cJSON_GetObjectItemCaseSensitive(a, "id");
-        if (cJSON_IsString(c) && cJSON_IsNumber(id) && strcmp(c->valuestring, v->valuestring) == 0) return (long)id->valuedouble;
+        if (cJSON_IsString(c) && cJSON_IsNumber(id) && strcmp(c->valuestring, want) == 0) return (long)id->valuedouble;
     }
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(vocab, v->valuestring);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(vocab, want);
     return cJSON_IsNumber(id) ? (long)id->valuedouble : -1;
+}
+
+/* gguf-py SpecialVocab: a TemplateProcessing post-processor of more than one piece whose first
+ * piece is the BOS token adds BOS, whose last is the EOS token adds EOS (tokenizer_config.json's
+ * add_*_token wins over both). */
+static void template_adds(const cJSON *tj, const cJSON *tc, int add[2])
+{
+    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(tj, "post_processor"), *list = cJSON_GetObjectItemCaseSensitive(pp, "processors");
+    const cJSON *one = cJSON_IsArray(list) ? list->child : pp;
+    for (; one; one = cJSON_IsArray(list) ? one->next : NULL) {
+        const cJSON *single = cJSON_GetObjectItemCaseSensitive(one, "single");
+        if (!is_type(one, "TemplateProcessing") || cJSON_GetArraySize(single) < 2) continue;
+        const char *bos = special_content(tc, "bos_token"), *eos = special_content(tc, "eos_token");
+        const cJSON *first = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(single->child, "SpecialToken"), "id");
+        const cJSON *last = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, cJSON_GetArraySize(single) - 1), "SpecialToken"), "id");
+        if (cJSON_IsString(first)) add[0] = bos && strcmp(first->valuestring, bos) == 0;
+        if (cJSON_IsString(last)) add[1] = eos && strcmp(last->valuestring, eos) == 0;
+    }
 }
 
 static mk_status bpe(mk_gguf_w *w, const cJSON *tj, const cJSON *tc, const cJSON *cfg, long vocab_size, const char *pre,
@@ -152,10 +177,14 @@ static mk_status bpe(mk_gguf_w *w, const cJSON *tj, const cJSON *tc, const cJSON
             if (id < 0 && good_id(c)) id = (long)c->valuedouble;
             if (id >= 0 && id < n) mk_gguf_w_u32(w, keys[i][2], (uint32_t)id);
         }
-        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(tc, "add_bos_token");
-        if (cJSON_IsBool(ab)) mk_gguf_w_bool(w, "tokenizer.ggml.add_bos_token", cJSON_IsTrue(ab));
-        const cJSON *ae = cJSON_GetObjectItemCaseSensitive(tc, "add_eos_token");
-        if (cJSON_IsBool(ae)) mk_gguf_w_bool(w, "tokenizer.ggml.add_eos_token", cJSON_IsTrue(ae));
+        int add[2] = {-1, -1}; /* BOS, EOS: -1 unknown */
+        template_adds(tj, tc, add);
+        static const char *const akeys[2][2] = {{"add_bos_token", "tokenizer.ggml.add_bos_token"}, {"add_eos_token", "tokenizer.ggml.add_eos_token"}};
+        for (int i = 0; i < 2; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(tc, akeys[i][0]);
+            if (cJSON_IsBool(v)) add[i] = cJSON_IsTrue(v);
+            if (add[i] >= 0) mk_gguf_w_bool(w, akeys[i][1], add[i] == 1);
+        }
     }
     for (long i = 0; pads && i < n; i++) free(pads[i]);
     for (long i = 0; mgown && i < nm; i++) free(mgown[i]);

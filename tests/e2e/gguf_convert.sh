@@ -36,6 +36,22 @@ ids=$("$MK" tokenize t32.gguf "abc ab a" 2>/dev/null | head -n 1)
 [ "$ids" = "8 6 7 9" ] && ok "tiny: tokenizer.ggml.* written and read back (BPE merges, byte-level)" ||
     notok "tiny: tokenizer.ggml.* written and read back" "ids $ids"
 
+# BOS added as gguf-py's SpecialVocab decides: a TemplateProcessing post-processor that starts
+# with the BOS token of tokenizer_config.json (checked against gguf-py 0.19.0 by hand: bos 0,
+# eos 1, add_bos True); the reader then puts BOS first
+mkdir tb
+cp tf/config.json tf/model.safetensors tb/
+sed 's/"post_processor": *null/"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {}}/' tf/tokenizer.json >tb/tokenizer.json
+printf '{"bos_token": "<s>", "eos_token": "</s>"}\n' >tb/tokenizer_config.json
+"$MK" convert tb tb.gguf --type f32 -q
+ids=$("$MK" tokenize tb.gguf "abc ab a" 2>/dev/null | head -n 1)
+[ "$ids" = "0 8 6 7 9" ] && ok "tokenizer: add_bos_token from the post-processor, bos/eos ids from tokenizer_config.json" ||
+    notok "tokenizer: add_bos_token from the post-processor" "ids $ids"
+printf '{"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": false}\n' >tb/tokenizer_config.json
+"$MK" convert tb tb2.gguf --type f32 -q
+ids=$("$MK" tokenize tb2.gguf "abc ab a" 2>/dev/null | head -n 1)
+[ "$ids" = "8 6 7 9" ] && ok "tokenizer: tokenizer_config.json's add_bos_token wins" || notok "tokenizer: add_bos_token false" "ids $ids"
+
 # every type: written, read back, each value within tol x the tensor's largest |value|
 # (the ternary types on a model whose rows are whole 256-value blocks)
 "$MK" synth s-wide --hidden 256 --intermediate 512 --layers 1 --heads 4 --vocab 96 --dtype float32 -q
