@@ -82,6 +82,10 @@ cp q-q8_0.gguf before.gguf
 t_fail "OUT exists without --force" 2 "q-q8_0.gguf already exists" "$MK" convert s-llama q-q8_0.gguf --type f16
 t_same "OUT exists: left as it was" q-q8_0.gguf before.gguf
 t_ok "--force replaces it" "$MK" convert s-llama q-q8_0.gguf --type f16 --force -q
+cp -r tb tbad
+printf '{"model": ' >tbad/tokenizer.json
+t_fail "a tokenizer.json that is not JSON" 1 "tbad/tokenizer.json: not valid JSON" "$MK" convert tbad x.gguf
+t_absent "bad tokenizer.json: nothing written" x.gguf x.gguf.tmp
 t_fail "not a model" 1 "no such file|not a model" "$MK" convert nothere x.gguf
 t_absent "not a model: nothing written" x.gguf x.gguf.tmp
 
