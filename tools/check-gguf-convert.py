@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-DEFAULT_TOL = {"f32": 1e-3, "f16": 5e-3, "bf16": 3e-2, "q8_0": 3e-2, "q5_1": 8e-2, "q5_0": 8e-2, "q4_1": 0.15, "q4_0": 0.15}
+DEFAULT_TOL = {"f32": 1e-3, "f16": 5e-3, "bf16": 3e-2, "q8_0": 5e-2, "q5_1": 8e-2, "q5_0": 8e-2, "q4_1": 0.15, "q4_0": 0.15}
 KEYS = ["general.architecture", "general.file_type", "general.quantization_version"]
 ARCH_KEYS = ["block_count", "context_length", "embedding_length", "feed_forward_length", "attention.head_count",
              "attention.head_count_kv", "rope.freq_base", "attention.layer_norm_rms_epsilon", "vocab_size",

@@ -49,6 +49,14 @@ done
 "$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
+# the other architectures convert names: Mistral (as llama), Qwen2 (q/k/v biases), Qwen3 (q/k norms)
+for a in mistral qwen2 qwen3; do
+    "$mk" synth "$w/s-$a" --arch "$a" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
+    "$mk" convert "$w/s-$a" "$w/s-$a.gguf" --type f32 -q 2>/dev/null
+    "$mk" convert "$w/s-$a" "$w/s-$a-f16.gguf" --type f16 -q 2>/dev/null
+    echo "$a:"
+    "$py" "$root/tools/check-gguf-convert.py" "$w/s-$a" --gguf "f32=$w/s-$a.gguf" --gguf "f16=$w/s-$a-f16.gguf" 2>/dev/null
+done
 if [ -f "$sm/model.safetensors" ]; then
     args=""
     for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do
