@@ -134,6 +134,10 @@ static void metadata(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_config 
     }
     mk_gguf_w_u32(w, "general.file_type", ftype);
     if (a->permute_qk) mk_gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    if (c->rope.type == MK_ROPE_LINEAR) {
+        mk_gguf_w_str(w, KEY("rope.scaling.type"), "linear");
+        mk_gguf_w_f32(w, KEY("rope.scaling.factor"), (float)c->rope.factor);
+    }
 }
 
 /* LlamaModel writes {arch}.vocab_size; llama.cpp needs it where there is no vocabulary */
@@ -233,6 +237,11 @@ static mk_status run(mk_common *c, const char *in, const char *out, const char *
     if (s == MK_OK && !(a = mk_gguf_arch_for_model_type(cfg.arch.model_type)))
         s = mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)",
                      in, cfg.arch.model_type ? cfg.arch.model_type : "(none)");
+    /* linear RoPE scaling has metadata keys; the others need more (Llama 3: a rope_freqs
+     * tensor of per-frequency factors; YaRN: its own keys) than convert writes yet */
+    if (s == MK_OK && cfg.rope.type != MK_ROPE_DEFAULT && cfg.rope.type != MK_ROPE_LINEAR)
+        s = mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
+                     mk_rope_type_name(cfg.rope.type));
     plan *p = NULL;
     size_t np = 0;
     if (s == MK_OK) s = plan_tensors(src, a, &cfg, types[ti].type, &p, &np);

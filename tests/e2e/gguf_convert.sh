@@ -72,6 +72,17 @@ done
 "$MK" convert s-wide j2.gguf --type q4_1 -q -j 3
 t_same "q4_1: the same file with 1 and 3 threads" j1.gguf j2.gguf
 
+# RoPE scaling: linear is written (and read back into config.json); Llama 3's is refused
+mkdir rl
+cp s-llama/model.safetensors s-llama/tokenizer.json rl/
+sed 's/"rope_theta": 10000.0,/"rope_theta": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 2.0},/' s-llama/config.json >rl/config.json
+"$MK" convert rl rl.gguf --type f32 -q 2>/dev/null && "$MK" dequantize rl.gguf rl-back -q
+tr -d ' \n' <rl-back/config.json | grep -q '"rope_scaling":{"rope_type":"linear","factor":2}' &&
+    ok "linear RoPE scaling: written and read back" || notok "linear RoPE scaling" "$(grep -A3 rope_scaling rl-back/config.json)"
+sed 's/"rope_theta": 10000.0,/"rope_theta": 10000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},/' s-llama/config.json >rl/config.json
+t_fail "Llama 3 RoPE scaling: refused" 1 "RoPE scaling 'llama3' is not written to GGUF yet" "$MK" convert rl x.gguf
+t_absent "Llama 3 RoPE scaling: nothing written" x.gguf x.gguf.tmp
+
 # bad input: one line, exit code, nothing written
 t_fail "unknown --type" 2 "'q3_k' is not one of" "$MK" convert s-llama x.gguf --type q3_k
 t_absent "unknown --type: nothing written" x.gguf x.gguf.tmp
