@@ -220,86 +220,98 @@ static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsig
     return MK_OK;
 }
 
+typedef struct conv {
+    mk_source *src;
+    mk_model_config cfg;
+    const mk_gguf_arch *a;
+    size_t ti;          /* row of types[] */
+    plan *p;
+    size_t np;
+    char *name;
+    mk_gguf_w w;
+    bool vocab;
+    unsigned char *enc; /* the largest window of encoded bytes */
+} conv;
+
+/* The model's config and architecture checked, the tensors planned, the metadata and tensor
+ * infos declared: everything before the first byte is written. */
+static mk_status prepare(conv *v, const char *in)
+{
+    MK_TRY(mk_model_config_of_source(v->src, &v->cfg));
+    const mk_model_config *cfg = &v->cfg;
+    if (!(v->a = mk_gguf_arch_for_model_type(cfg->arch.model_type)))
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)", in,
+                        cfg->arch.model_type ? cfg->arch.model_type : "(none)");
+    /* linear RoPE scaling has metadata keys; the others need more (Llama 3: a rope_freqs
+     * tensor of per-frequency factors; YaRN: its own keys) than convert writes yet */
+    if (cfg->rope.type != MK_ROPE_DEFAULT && cfg->rope.type != MK_ROPE_LINEAR)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
+                        mk_rope_type_name(cfg->rope.type));
+    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
+    if (!(v->name = model_name(in))) return MK_ERR_NOMEM;
+    metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
+    MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
+    vocab_size(&v->w, v->a, cfg, v->vocab);
+    mk_gguf_w_u32(&v->w, "general.quantization_version", 2);
+    uint64_t window = 1;
+    for (size_t i = 0; i < v->np; i++) {
+        const plan *q = &v->p[i];
+        uint64_t ne[4] = {q->cols, q->rows, 1, 1};
+        MK_TRY(mk_gguf_w_tensor(&v->w, q->name, (uint32_t)v->src->tensors[q->src].ndim, ne, q->type));
+        const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+        uint64_t rpc = CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, rows = rpc * WINDOW_CHUNKS;
+        if (rows > q->rows) rows = q->rows;
+        if (rows * (q->cols / ty->block * ty->bytes) > window) window = rows * (q->cols / ty->block * ty->bytes);
+    }
+    return (v->enc = mk_malloc((size_t)window)) ? MK_OK : MK_ERR_NOMEM;
+}
+
+static void report(const mk_common *c, const conv *v, const char *out, double secs)
+{
+    char b[32];
+    const char *t = types[v->ti].name;
+    if (!c->quiet)
+        fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, v->a->name, t,
+                v->vocab ? "with vocabulary" : "no vocabulary", v->np, mk_fmt_bytes(v->w.pos, b), secs);
+    if (!c->json) return;
+    mk_buf j = {0};
+    mk_buf_puts(&j, "{\"out\": ");
+    mk_buf_json_str(&j, out);
+    mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", v->a->name, t,
+                  v->np, (unsigned long long)v->w.pos, v->vocab ? "true" : "false");
+    if (!j.failed) fputs(j.data, stdout);
+    mk_buf_free(&j);
+}
+
 static mk_status run(mk_common *c, const char *in, const char *out, const char *type_s, bool force)
 {
-    size_t ti = 0;
-    while (ti < N_TYPES && strcmp(types[ti].name, type_s) != 0) ti++;
-    if (ti == N_TYPES)
+    conv v;
+    memset(&v, 0, sizeof v);
+    while (v.ti < N_TYPES && strcmp(types[v.ti].name, type_s) != 0) v.ti++;
+    if (v.ti == N_TYPES)
         return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", type_s);
     MK_TRY(mk_cli_check_output(out, &in, 1));
     if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
-    mk_source *src = NULL;
-    MK_TRY(mk_cli_open_model_values(in, &src));
-    mk_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    mk_status s = mk_model_config_of_source(src, &cfg);
-    const mk_gguf_arch *a = NULL;
-    if (s == MK_OK && !(a = mk_gguf_arch_for_model_type(cfg.arch.model_type)))
-        s = mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)",
-                     in, cfg.arch.model_type ? cfg.arch.model_type : "(none)");
-    /* linear RoPE scaling has metadata keys; the others need more (Llama 3: a rope_freqs
-     * tensor of per-frequency factors; YaRN: its own keys) than convert writes yet */
-    if (s == MK_OK && cfg.rope.type != MK_ROPE_DEFAULT && cfg.rope.type != MK_ROPE_LINEAR)
-        s = mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
-                     mk_rope_type_name(cfg.rope.type));
-    plan *p = NULL;
-    size_t np = 0;
-    if (s == MK_OK) s = plan_tensors(src, a, &cfg, types[ti].type, &p, &np);
-    char *name = s == MK_OK ? model_name(in) : NULL;
-    if (s == MK_OK && !name) s = MK_ERR_NOMEM;
-    mk_gguf_w w;
-    mk_gguf_w_init(&w);
-    bool vocab = false;
-    if (s == MK_OK) {
-        metadata(&w, a, &cfg, name, types[ti].ftype);
-        s = mk_gguf_w_tokenizer(&w, src, cfg.vocab, &vocab);
-        vocab_size(&w, a, &cfg, vocab);
-        mk_gguf_w_u32(&w, "general.quantization_version", 2);
-    }
-    uint64_t window = 1, bytes = 0; /* the largest window of encoded bytes */
-    for (size_t i = 0; s == MK_OK && i < np; i++) {
-        const mk_tensor_info *t = &src->tensors[p[i].src];
-        uint64_t ne[4] = {p[i].cols, p[i].rows, 1, 1};
-        s = mk_gguf_w_tensor(&w, p[i].name, (uint32_t)t->ndim, ne, p[i].type);
-        const mk_ggml_type *ty = mk_ggml_type_of(p[i].type);
-        uint64_t rpc = CHUNK_VALUES / p[i].cols ? CHUNK_VALUES / p[i].cols : 1, rows = rpc * WINDOW_CHUNKS;
-        if (rows > p[i].rows) rows = p[i].rows;
-        if (rows * (p[i].cols / ty->block * ty->bytes) > window) window = rows * (p[i].cols / ty->block * ty->bytes);
-    }
-    unsigned char *enc = s == MK_OK ? mk_malloc((size_t)window) : NULL;
-    if (s == MK_OK && !enc) s = MK_ERR_NOMEM;
+    MK_TRY(mk_cli_open_model_values(in, &v.src));
+    mk_gguf_w_init(&v.w);
+    mk_status s = prepare(&v, in);
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
     double t0 = mk_now();
-    if (s == MK_OK) s = mk_gguf_w_begin(&w, out, force);
-    for (size_t i = 0; s == MK_OK && i < np; i++) {
-        s = write_tensor(&w, src, &p[i], enc);
-        mk_progress_cb(&prog, i + 1, np, 0, 0, src->tensors[p[i].src].name);
+    if (s == MK_OK) s = mk_gguf_w_begin(&v.w, out, force);
+    for (size_t i = 0; s == MK_OK && i < v.np; i++) {
+        s = write_tensor(&v.w, v.src, &v.p[i], v.enc);
+        mk_progress_cb(&prog, i + 1, v.np, 0, 0, v.src->tensors[v.p[i].src].name);
     }
     mk_progress_end(&prog);
-    if (s == MK_OK) s = mk_gguf_w_commit(&w);
-    if (s == MK_OK) {
-        bytes = w.pos;
-        char b[32];
-        if (!c->quiet)
-            fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, a->name, types[ti].name,
-                    vocab ? "with vocabulary" : "no vocabulary", np, mk_fmt_bytes(bytes, b), mk_now() - t0);
-        if (c->json) {
-            mk_buf j = {0};
-            mk_buf_puts(&j, "{\"out\": ");
-            mk_buf_json_str(&j, out);
-            mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", a->name,
-                          types[ti].name, np, (unsigned long long)bytes, vocab ? "true" : "false");
-            if (!j.failed) fputs(j.data, stdout);
-            mk_buf_free(&j);
-        }
-    }
-    mk_gguf_w_free(&w);
-    free(enc);
-    free(name);
-    free(p);
-    mk_model_config_free(&cfg);
-    mk_source_close(src);
+    if (s == MK_OK) s = mk_gguf_w_commit(&v.w);
+    if (s == MK_OK) report(c, &v, out, mk_now() - t0);
+    mk_gguf_w_free(&v.w);
+    free(v.enc);
+    free(v.name);
+    free(v.p);
+    mk_model_config_free(&v.cfg);
+    mk_source_close(v.src);
     return s;
 }
 

@@ -71,7 +71,7 @@ def main():
                     i = int(np.argmax(mb[:min(len(mb), len(rb))] != rb[:min(len(mb), len(rb))])) if mb.shape == rb.shape else -1
                     print(f"{t}: {name} ({m.tensor_type.name}) differs: first differing byte {i} of {len(mb)}")
             print(f"{t}: {same} tensors byte-identical to llama.cpp's quantizer, {differ} differ, {len(typed)} in another type"
-                  + (f" ({'; '.join(typed)})" if typed else "") + (f"; llama.cpp took {secs:.2f} s" if a.time else ""))
+                  + (f" ({'; '.join(typed[:3])}{'; ...' if len(typed) > 3 else ''})" if typed else "") + (f"; llama.cpp took {secs:.2f} s" if a.time else ""))
     print("check-gguf-quantize:", "ok" if ok else "FAIL")
     return 0 if ok else 1
 
