@@ -215,6 +215,7 @@ int mk_cmd_inspect(int argc, char **argv);
 int mk_cmd_compare(int argc, char **argv);
 int mk_cmd_quantize(int argc, char **argv);
 int mk_cmd_dequantize(int argc, char **argv);
+int mk_cmd_convert(int argc, char **argv);
 int mk_cmd_methods(int argc, char **argv);
 int mk_cmd_lora(int argc, char **argv);
 int mk_cmd_estimate(int argc, char **argv);

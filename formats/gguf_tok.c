@@ -252,7 +252,7 @@ static mk_status make_spm(const mk_gguf *g, const mk_gguf_kv *tok, const mk_gguf
     }
     mk_buf b = {0};
     if (s == MK_OK) {
-        qsort(mg, n, sizeof *mg, cmp_merge);
+        if (n) qsort(mg, n, sizeof *mg, cmp_merge); /* mg is NULL when there are no merges */
         head(&b, g, types, ts, tl, tok->n,
              space_prefix ? "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"\\u2581\"}, "
                             "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]}"

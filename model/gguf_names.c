@@ -2,6 +2,7 @@
 #include "gguf_names.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -99,29 +100,42 @@ static const struct {
     {"ffn_down", "mlp.down_proj", 0},
 };
 
-bool mk_gguf_hf_name(const mk_gguf_arch *a, const char *g, char *out, size_t cap, char *role_qk)
+/* One name in either direction (to_gguf: Hugging Face to llama.cpp): the global names, then
+ * "PREFIX<layer>.<layer name>" with the layer number without leading zeros (one name per
+ * tensor). Writing refuses q/k norms for an architecture without them. */
+static bool map_name(const mk_gguf_arch *a, const char *in, char *out, size_t cap, char *role_qk, bool to_gguf)
 {
     *role_qk = 0;
     if (!a) return false;
-    const char *dot = strrchr(g, '.');
+    const char *dot = strrchr(in, '.');
     if (!dot || (strcmp(dot, ".weight") != 0 && strcmp(dot, ".bias") != 0)) return false;
-    size_t stem = (size_t)(dot - g);
-    for (size_t i = 0; i < sizeof global_names / sizeof global_names[0]; i++)
-        if (strlen(global_names[i].gguf) == stem && strncmp(g, global_names[i].gguf, stem) == 0)
-            return (size_t)snprintf(out, cap, "%s%s", global_names[i].hf, dot) < cap;
-    unsigned long layer = 0;
-    int used = 0;
-    if (sscanf(g, "blk.%lu.%n", &layer, &used) != 1 || used == 0 || g[4] < '0' || g[4] > '9') return false;
-    if (g[4] == '0' && g[5] != '.') return false; /* no leading zeros: one name per tensor */
-    const char *rest = g + used;
+    size_t stem = (size_t)(dot - in);
+    for (size_t i = 0; i < sizeof global_names / sizeof global_names[0]; i++) {
+        const char *from = to_gguf ? global_names[i].hf : global_names[i].gguf, *to = to_gguf ? global_names[i].gguf : global_names[i].hf;
+        if (strlen(from) == stem && strncmp(in, from, stem) == 0) return (size_t)snprintf(out, cap, "%s%s", to, dot) < cap;
+    }
+    const char *pre = to_gguf ? "model.layers." : "blk.", *opre = to_gguf ? "blk." : "model.layers.";
+    size_t pl = strlen(pre);
+    const char *num = in + pl;
+    if (strncmp(in, pre, pl) != 0 || *num < '0' || *num > '9' || (*num == '0' && num[1] != '.')) return false;
+    char *after;
+    unsigned long layer = strtoul(num, &after, 10);
+    if (*after != '.' || after >= dot) return false;
+    const char *rest = after + 1;
     size_t rl = (size_t)(dot - rest);
-    if (dot < rest) return false;
     for (size_t i = 0; i < sizeof layer_names / sizeof layer_names[0]; i++) {
-        if (strlen(layer_names[i].gguf) != rl || strncmp(rest, layer_names[i].gguf, rl) != 0) continue;
+        const char *from = to_gguf ? layer_names[i].hf : layer_names[i].gguf, *to = to_gguf ? layer_names[i].gguf : layer_names[i].hf;
+        if (strlen(from) != rl || strncmp(rest, from, rl) != 0) continue;
+        if (to_gguf && !a->qk_norm && strstr(layer_names[i].gguf, "_norm") && layer_names[i].gguf[6] == '_') return false;
         if (layer_names[i].qk && strcmp(dot, ".weight") == 0 && a->permute_qk) *role_qk = layer_names[i].qk;
-        return (size_t)snprintf(out, cap, "model.layers.%lu.%s%s", layer, layer_names[i].hf, dot) < cap;
+        return (size_t)snprintf(out, cap, "%s%lu.%s%s", opre, layer, to, dot) < cap;
     }
     return false;
+}
+
+bool mk_gguf_hf_name(const mk_gguf_arch *a, const char *g, char *out, size_t cap, char *role_qk)
+{
+    return map_name(a, g, out, cap, role_qk, false);
 }
 
 uint64_t mk_gguf_unpermute_row(uint64_t r, uint64_t rows, uint64_t heads)
@@ -130,4 +144,23 @@ uint64_t mk_gguf_unpermute_row(uint64_t r, uint64_t rows, uint64_t heads)
     uint64_t h = r / hd, w = r % hd;
     uint64_t i = w / half, j = w % half; /* HF: half i, pair j */
     return h * hd + 2 * j + i;           /* GGUF: pair j, element i */
+}
+
+const mk_gguf_arch *mk_gguf_arch_for_model_type(const char *model_type)
+{
+    if (!model_type) return NULL;
+    if (strcmp(model_type, "mistral") == 0) return mk_gguf_arch_find("llama");
+    return mk_gguf_arch_find(model_type);
+}
+
+bool mk_gguf_name(const mk_gguf_arch *a, const char *hf, char *out, size_t cap, char *role_qk)
+{
+    return map_name(a, hf, out, cap, role_qk, true);
+}
+
+uint64_t mk_gguf_permute_src_row(uint64_t g, uint64_t rows, uint64_t heads)
+{
+    uint64_t hd = rows / heads, half = hd / 2;
+    uint64_t h = g / hd, w = g % hd;
+    return h * hd + (w % 2) * half + w / 2; /* GGUF pair w / 2, element w % 2 */
 }

@@ -60,4 +60,15 @@ bool mk_gguf_hf_name(const mk_gguf_arch *a, const char *gguf, char *out, size_t 
  * the two halves of the rotary pairs are interleaved). */
 uint64_t mk_gguf_unpermute_row(uint64_t r, uint64_t rows, uint64_t heads);
 
+/* ---- the reverse direction (writing GGUF) ---- */
+/* The GGUF architecture convert_hf_to_gguf.py writes for config.json model_type (Llama and
+ * Mistral both become "llama"), or NULL. */
+const mk_gguf_arch *mk_gguf_arch_for_model_type(const char *model_type);
+/* The llama.cpp name of Hugging Face tensor `hf` into out[cap]; false when it has none.
+ * *role_qk as for mk_gguf_hf_name. */
+bool mk_gguf_name(const mk_gguf_arch *a, const char *hf, char *out, size_t cap, char *role_qk);
+/* The Hugging Face row stored at row `g` of a permuted Q or K weight (the inverse of
+ * mk_gguf_unpermute_row). */
+uint64_t mk_gguf_permute_src_row(uint64_t g, uint64_t rows, uint64_t heads);
+
 #endif

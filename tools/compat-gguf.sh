@@ -5,7 +5,15 @@
 #     on a Debian text (all of them);
 #   - our perplexity on those ids is within 1 % of llama.cpp's on the same windows (llama.cpp's
 #     Q4_1 dot products round the activations to 8 bits; our f32 arithmetic does not);
-#   - every weight equals the folder transformers dequantized from the file.
+#   - every weight equals the folder transformers dequantized from the file;
+#   - `convert` (GGUF output) of the SmolLM2 safetensors folder and of a synthetic Llama: llama.cpp
+#     loads each file; its logits on the f32 / f16 files are within tools/check-gguf-convert.py's
+#     named tolerances of transformers' on the folder (and q8_0 for the synthetic model); our
+#     SmolLM2 metadata equals the original file's (convert_hf_to_gguf.py's) key for key; every
+#     tensor of our q8_0, q4_0, q4_1, q5_0, q5_1, f16 and bf16 files is byte-identical to what
+#     llama.cpp's own quantizer (llama_model_quantize, --pure) makes from our f32 file, where
+#     the types agree (our output matrix is Q8_0 for the 4/5-bit types); the same for every
+#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too).
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,4 +38,33 @@ ref=$(num "$w/ref.json" ppl_llama_cpp)
 echo "perplexity: mergekit-c $ours, llama.cpp $ref"
 awk "BEGIN { d = ($ours - $ref) / $ref; exit !(d < 0.01 && d > -0.01) }" || { echo "FAIL: more than 1 % apart"; exit 1; }
 [ -f "$sm/model.safetensors" ] && "$mk" compare "$sm/model.gguf" "$sm/model.safetensors" -q && echo "weights equal the transformers-dequantized folder"
+
+# convert (GGUF output)
+"$mk" synth "$w/syn" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
+args=""
+for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do
+    "$mk" convert "$w/syn" "$w/syn-$t.gguf" --type "$t" -q 2>/dev/null
+    [ "$t" = f32 ] || args="$args $t=$w/syn-$t.gguf"
+done
+"$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
+# shellcheck disable=SC2086
+"$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
+# the other architectures convert names: Mistral (as llama), Qwen2 (q/k/v biases), Qwen3 (q/k norms)
+for a in mistral qwen2 qwen3; do
+    "$mk" synth "$w/s-$a" --arch "$a" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
+    "$mk" convert "$w/s-$a" "$w/s-$a.gguf" --type f32 -q 2>/dev/null
+    "$mk" convert "$w/s-$a" "$w/s-$a-f16.gguf" --type f16 -q 2>/dev/null
+    echo "$a:"
+    "$py" "$root/tools/check-gguf-convert.py" "$w/s-$a" --gguf "f32=$w/s-$a.gguf" --gguf "f16=$w/s-$a-f16.gguf" 2>/dev/null
+done
+if [ -f "$sm/model.safetensors" ]; then
+    args=""
+    for t in f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do
+        "$mk" convert "$sm" "$w/sm-$t.gguf" --type "$t" -q
+        [ "$t" = f32 ] || args="$args $t=$w/sm-$t.gguf"
+    done
+    "$py" "$root/tools/check-gguf-convert.py" "$sm" --gguf "f32=$w/sm-f32.gguf" --gguf "f16=$w/sm-f16.gguf" --metadata "$sm/model.gguf" 2>/dev/null
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
+fi
 echo "compat-gguf: ok"

@@ -42,6 +42,7 @@ while read -r cmd; do
     compare) run_json "$cmd" "$MK" compare ft1/ base/ --rel 1 --json ;;
     quantize) run_json "$cmd" "$MK" quantize base/ o-q/ --format int4 --group-size 32 --json -q ;;
     dequantize) run_json "$cmd" "$MK" dequantize q/ o-dq/ --json -q ;;
+    convert) run_json "$cmd" "$MK" convert base/ o-cv.gguf --type q8_0 --json -q ;;
     methods) run_json "$cmd" "$MK" methods --json ;;
     "lora apply") run_json "$cmd" "$MK" lora apply base/ ad1/ o-la/ --json -q ;;
     "lora extract") run_json "$cmd" "$MK" lora extract base/ ft1/ o-le/ --rank 2 --json -q ;;

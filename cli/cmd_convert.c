@@ -1,0 +1,347 @@
+/* cmd_convert.c - `mergekit-c convert MODEL OUT.gguf --type T`: a Hugging Face model (any
+ * input format; a GGUF file reads dequantized) to a llama.cpp GGUF file in one streaming
+ * pass, as convert_hf_to_gguf.py writes it for the architectures model/gguf_names.h knows:
+ * llama.cpp tensor names, Q/K rows permuted for llama-family attention, {arch}.* and
+ * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
+ * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
+ * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
+ * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write); for
+ * the ternary TQ1_0 / TQ2_0 the token embedding and output matrix are F16, as the converter
+ * writes them.
+ */
+#include "cli.h"
+
+#include "../core/mk_dtype.h"
+#include "../formats/gguf_write.h"
+#include "../core/mk_parallel.h"
+#include "../model/config.h"
+#include "../model/gguf_names.h"
+#include "../quant/ggml.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --type names: the ggml type and llama.cpp's general.file_type (LlamaFileType) */
+static const struct {
+    const char *name;
+    uint32_t type, ftype;
+} types[] = {
+    {"f32", MK_GGML_F32, 0}, {"f16", MK_GGML_F16, 1},   {"bf16", MK_GGML_BF16, 32}, {"q8_0", MK_GGML_Q8_0, 7},
+    {"q4_0", MK_GGML_Q4_0, 2}, {"q4_1", MK_GGML_Q4_1, 3}, {"q5_0", MK_GGML_Q5_0, 8},  {"q5_1", MK_GGML_Q5_1, 9},
+    {"tq1_0", MK_GGML_TQ1_0, 36}, {"tq2_0", MK_GGML_TQ2_0, 37},
+};
+#define N_TYPES (sizeof types / sizeof types[0])
+
+typedef struct plan {
+    size_t src;      /* source tensor */
+    char name[MK_GGUF_MAX_NAME];
+    uint32_t type;
+    uint64_t rows, cols;
+    uint64_t heads;  /* Q/K: rows are permuted in groups of rows / heads; else 0 */
+} plan;
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* convert_hf_to_gguf.py's general.name: the folder's name */
+static char *model_name(const char *path)
+{
+    char *p = mk_strdup(path);
+    if (!p) return NULL;
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') p[--n] = 0;
+    char *b = mk_path_basename(p);
+    free(p);
+    return b;
+}
+
+static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
+                              size_t *n_out)
+{
+    plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
+    if (!p) return MK_ERR_NOMEM;
+    size_t n = 0;
+    mk_status s = MK_OK;
+    bool has_output = mk_source_find(src, "lm_head.weight") >= 0;
+    bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
+    bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        const mk_tensor_info *t = &src->tensors[i];
+        if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
+        char qk = 0;
+        plan *q = &p[n];
+        if (!mk_gguf_name(a, t->name, q->name, sizeof q->name, &qk)) {
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s has no llama.cpp name for architecture %s", src->path, t->name, a->name);
+            break;
+        }
+        if (!mk_dtype_info(t->dtype)->is_float || t->ndim < 1 || t->ndim > 2) {
+            s = mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s: %s with %d dimensions cannot go into GGUF here", src->path, t->name,
+                            mk_dtype_info(t->dtype)->name, t->ndim);
+            break;
+        }
+        q->src = i;
+        q->cols = (uint64_t)t->shape[t->ndim - 1];
+        q->rows = t->ndim == 2 ? (uint64_t)t->shape[0] : 1;
+        bool out_like = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
+        bool embd_or_out = strcmp(q->name, "output.weight") == 0 || strcmp(q->name, "token_embd.weight") == 0;
+        q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32
+                  : small && out_like                                 ? MK_GGML_Q8_0
+                  : ternary && embd_or_out                            ? MK_GGML_F16
+                                                                      : want;
+        if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
+        if (qk) {
+            q->heads = (uint64_t)(qk == 'q' ? cfg->heads : cfg->kv_heads);
+            if (q->heads == 0 || q->rows % q->heads || (q->rows / q->heads) % 2) {
+                s = mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu rows are not %llu heads of an even size", src->path, t->name,
+                                (unsigned long long)q->rows, (unsigned long long)q->heads);
+                break;
+            }
+        }
+        n++;
+    }
+    if (s != MK_OK) {
+        free(p);
+        return s;
+    }
+    *out = p;
+    *n_out = n;
+    return MK_OK;
+}
+
+static void metadata(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_config *c, const char *name, uint32_t ftype)
+{
+    char k[128];
+#define KEY(s) (snprintf(k, sizeof k, "%s." s, a->name), k)
+    mk_gguf_w_str(w, "general.architecture", a->name);
+    mk_gguf_w_str(w, "general.type", "model");
+    mk_gguf_w_str(w, "general.name", name);
+    mk_gguf_w_u32(w, KEY("block_count"), (uint32_t)c->layers);
+    mk_gguf_w_u32(w, KEY("context_length"), (uint32_t)c->max_pos);
+    mk_gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->hidden);
+    mk_gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->intermediate);
+    mk_gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->heads);
+    mk_gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->kv_heads);
+    mk_gguf_w_f32(w, KEY("rope.freq_base"), (float)c->rope.theta);
+    mk_gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), (float)c->norm_eps);
+    if (c->head_dim != c->hidden / c->heads || a->qk_norm) {
+        mk_gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)c->head_dim);
+        mk_gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)c->head_dim);
+    }
+    mk_gguf_w_u32(w, "general.file_type", ftype);
+    if (a->permute_qk) mk_gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)c->head_dim);
+    if (c->rope.type == MK_ROPE_LINEAR) {
+        mk_gguf_w_str(w, KEY("rope.scaling.type"), "linear");
+        mk_gguf_w_f32(w, KEY("rope.scaling.factor"), (float)c->rope.factor);
+    }
+}
+
+/* LlamaModel writes {arch}.vocab_size; llama.cpp needs it where there is no vocabulary */
+static void vocab_size(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_config *c, bool vocab)
+{
+    char k[128];
+    if (a->permute_qk || !vocab) mk_gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab);
+#undef KEY
+}
+
+/* One tensor: windows of chunks of rows, each chunk read as f32 (rows in GGUF order) and
+ * encoded by a thread into its place in the window, then the window streamed in order. */
+typedef struct job {
+    mk_source *src;
+    const plan *q;
+    uint64_t row0, rows_per_chunk; /* the window's first row; rows a chunk */
+    unsigned char *enc;            /* the window's encoded bytes */
+    size_t scratch_bytes;
+} job;
+
+typedef struct tls {
+    float *buf;
+    void *scratch;
+} tls;
+
+static void *tls_new(void *ctx)
+{
+    job *j = ctx;
+    tls *t = mk_calloc(1, sizeof *t);
+    if (t && (!(t->buf = mk_malloc((size_t)(j->rows_per_chunk * j->q->cols) * sizeof *t->buf)) ||
+              !(t->scratch = mk_malloc(j->scratch_bytes)))) {
+        free(t->buf);
+        free(t);
+        t = NULL;
+    }
+    return t;
+}
+
+static void tls_free(void *p)
+{
+    tls *t = p;
+    if (!t) return;
+    free(t->buf);
+    free(t->scratch);
+    free(t);
+}
+
+static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
+{
+    job *j = ctx;
+    tls *t = tp;
+    const plan *q = j->q;
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t r0 = j->row0 + c * j->rows_per_chunk, nr = q->rows - r0 < j->rows_per_chunk ? q->rows - r0 : j->rows_per_chunk;
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes;
+    if (q->heads)
+        for (uint64_t r = 0; r < nr; r++)
+            MK_TRY(mk_source_read_f32(j->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
+                                      t->buf + r * q->cols, t->scratch));
+    else MK_TRY(mk_source_read_f32(j->src, q->src, r0 * q->cols, nr * q->cols, t->buf, t->scratch));
+    if (!mk_ggml_encode(q->type, t->buf, nr * q->cols / ty->block, j->enc + c * j->rows_per_chunk * row_bytes))
+        MK_BUG("ggml type without an encoder");
+    return MK_OK;
+}
+
+#define CHUNK_VALUES (1u << 18)
+#define WINDOW_CHUNKS 32
+
+static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsigned char *enc)
+{
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    job j = {src, q, 0, CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, enc, 0};
+    j.scratch_bytes = (size_t)(j.rows_per_chunk * q->cols) * 8;
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes, window = j.rows_per_chunk * WINDOW_CHUNKS;
+    for (j.row0 = 0; j.row0 < q->rows; j.row0 += window) {
+        uint64_t nr = q->rows - j.row0 < window ? q->rows - j.row0 : window;
+        MK_TRY(mk_parallel_chunks((nr + j.rows_per_chunk - 1) / j.rows_per_chunk, encode_chunk, &j, tls_new, tls_free));
+        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
+    }
+    return MK_OK;
+}
+
+typedef struct conv {
+    mk_source *src;
+    mk_model_config cfg;
+    const mk_gguf_arch *a;
+    size_t ti;          /* row of types[] */
+    plan *p;
+    size_t np;
+    char *name;
+    mk_gguf_w w;
+    bool vocab;
+    unsigned char *enc; /* the largest window of encoded bytes */
+} conv;
+
+/* The model's config and architecture checked, the tensors planned, the metadata and tensor
+ * infos declared: everything before the first byte is written. */
+static mk_status prepare(conv *v, const char *in)
+{
+    MK_TRY(mk_model_config_of_source(v->src, &v->cfg));
+    const mk_model_config *cfg = &v->cfg;
+    if (!(v->a = mk_gguf_arch_for_model_type(cfg->arch.model_type)))
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)", in,
+                        cfg->arch.model_type ? cfg->arch.model_type : "(none)");
+    /* linear RoPE scaling has metadata keys; the others need more (Llama 3: a rope_freqs
+     * tensor of per-frequency factors; YaRN: its own keys) than convert writes yet */
+    if (cfg->rope.type != MK_ROPE_DEFAULT && cfg->rope.type != MK_ROPE_LINEAR)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
+                        mk_rope_type_name(cfg->rope.type));
+    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
+    if (!(v->name = model_name(in))) return MK_ERR_NOMEM;
+    metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
+    MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
+    vocab_size(&v->w, v->a, cfg, v->vocab);
+    mk_gguf_w_u32(&v->w, "general.quantization_version", 2);
+    uint64_t window = 1;
+    for (size_t i = 0; i < v->np; i++) {
+        const plan *q = &v->p[i];
+        uint64_t ne[4] = {q->cols, q->rows, 1, 1};
+        MK_TRY(mk_gguf_w_tensor(&v->w, q->name, (uint32_t)v->src->tensors[q->src].ndim, ne, q->type));
+        const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+        uint64_t rpc = CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, rows = rpc * WINDOW_CHUNKS;
+        if (rows > q->rows) rows = q->rows;
+        if (rows * (q->cols / ty->block * ty->bytes) > window) window = rows * (q->cols / ty->block * ty->bytes);
+    }
+    return (v->enc = mk_malloc((size_t)window)) ? MK_OK : MK_ERR_NOMEM;
+}
+
+static void report(const mk_common *c, const conv *v, const char *out, double secs)
+{
+    char b[32];
+    const char *t = types[v->ti].name;
+    if (!c->quiet)
+        fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, v->a->name, t,
+                v->vocab ? "with vocabulary" : "no vocabulary", v->np, mk_fmt_bytes(v->w.pos, b), secs);
+    if (!c->json) return;
+    mk_buf j = {0};
+    mk_buf_puts(&j, "{\"out\": ");
+    mk_buf_json_str(&j, out);
+    mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", v->a->name, t,
+                  v->np, (unsigned long long)v->w.pos, v->vocab ? "true" : "false");
+    if (!j.failed) fputs(j.data, stdout);
+    mk_buf_free(&j);
+}
+
+static mk_status run(mk_common *c, const char *in, const char *out, const char *type_s, bool force)
+{
+    conv v;
+    memset(&v, 0, sizeof v);
+    while (v.ti < N_TYPES && strcmp(types[v.ti].name, type_s) != 0) v.ti++;
+    if (v.ti == N_TYPES)
+        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", type_s);
+    MK_TRY(mk_cli_check_output(out, &in, 1));
+    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    MK_TRY(mk_cli_open_model_values(in, &v.src));
+    mk_gguf_w_init(&v.w);
+    mk_status s = prepare(&v, in);
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    double t0 = mk_now();
+    if (s == MK_OK) s = mk_gguf_w_begin(&v.w, out, force);
+    for (size_t i = 0; s == MK_OK && i < v.np; i++) {
+        s = write_tensor(&v.w, v.src, &v.p[i], v.enc);
+        mk_progress_cb(&prog, i + 1, v.np, 0, 0, v.src->tensors[v.p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK) s = mk_gguf_w_commit(&v.w);
+    if (s == MK_OK) report(c, &v, out, mk_now() - t0);
+    mk_gguf_w_free(&v.w);
+    free(v.enc);
+    free(v.name);
+    free(v.p);
+    mk_model_config_free(&v.cfg);
+    mk_source_close(v.src);
+    return s;
+}
+
+int mk_cmd_convert(int argc, char **argv)
+{
+    mk_common c = {0};
+    const char *type = "f16";
+    bool force = false;
+    const mk_opt opts[] = {
+        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
+        {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
+        MK_COMMON_OPTS(c),
+        MK_HUB_OPTS(c),
+        {0},
+    };
+    const mk_cmd_spec spec = {
+        "convert", "MODEL OUT.gguf [--type T]",
+        "Write a model as a llama.cpp GGUF file.",
+        "As llama.cpp's convert_hf_to_gguf.py does, for Llama, Mistral, Qwen2 and Qwen3 models: llama.cpp\n"
+        "tensor names, Q/K rows permuted for Llama-family attention, {arch}.* metadata from config.json,\n"
+        "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
+        "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
+        "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
+        "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
+        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.",
+        opts, 2, 2, 0x1};
+    char *pos[2];
+    size_t npos;
+    int rc;
+    if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
+    mk_status s = run(&c, pos[0], pos[1], type, force);
+    return s == MK_OK ? 0 : mk_cli_fail(s);
+}

@@ -1,0 +1,189 @@
+/* ggml_quant.c - see ggml.h, encode side: llama.cpp's reference quantizers
+ * (quantize_row_*_ref in ggml/src/ggml-quants.c; gguf-py's gguf.quants computes the same),
+ * in the same f32 operations and order, so the blocks are the same bytes. Every block is
+ * written byte by byte (little-endian): no alignment of dst is assumed. */
+#include "ggml.h"
+
+#include "../core/mk_dtype.h"
+#include "../model/gguf_names.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+static inline void put_h(uint8_t *p, float f)
+{
+    uint16_t h = mk_f32_to_f16(f);
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+}
+static inline void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline int min_i(int a, int b) { return a < b ? a : b; }
+
+/* The value of largest magnitude (the first such), sign kept: the *_0 types' scale. */
+static float signed_absmax(const float *x)
+{
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++)
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    return max;
+}
+
+static void range(const float *x, float *lo, float *hi)
+{
+    float mn = FLT_MAX, mx = -FLT_MAX;
+    for (int j = 0; j < 32; j++) {
+        if (x[j] < mn) mn = x[j];
+        if (x[j] > mx) mx = x[j];
+    }
+    *lo = mn;
+    *hi = mx;
+}
+
+static void q8_0(const float *x, uint8_t *b)
+{
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    put_h(b, d);
+    for (int j = 0; j < 32; j++) b[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+}
+
+static void q4_0(const float *x, uint8_t *b)
+{
+    float d = signed_absmax(x) / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    put_h(b, d);
+    for (int j = 0; j < 16; j++) {
+        int lo = min_i(15, (int8_t)(x[j] * id + 8.5f)), hi = min_i(15, (int8_t)(x[16 + j] * id + 8.5f));
+        b[2 + j] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+static void q4_1(const float *x, uint8_t *b)
+{
+    float mn, mx;
+    range(x, &mn, &mx);
+    float d = (mx - mn) / 15.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    put_h(b, d);
+    put_h(b + 2, mn);
+    for (int j = 0; j < 16; j++) {
+        int lo = min_i(15, (int8_t)((x[j] - mn) * id + 0.5f)), hi = min_i(15, (int8_t)((x[16 + j] - mn) * id + 0.5f));
+        b[4 + j] = (uint8_t)(lo | hi << 4);
+    }
+}
+
+/* the 5-bit types: low nibbles as Q4, the fifth bits of values j and j + 16 in qh */
+static void pack5(const int q[32], uint8_t *qh_at, uint8_t *qs)
+{
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 0xf) | (q[16 + j] & 0xf) << 4);
+        qh |= (uint32_t)((q[j] >> 4) & 1) << j | (uint32_t)((q[16 + j] >> 4) & 1) << (j + 16);
+    }
+    put32(qh_at, qh);
+}
+
+static void q5_0(const float *x, uint8_t *b)
+{
+    float d = signed_absmax(x) / -16.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    int q[32];
+    for (int j = 0; j < 32; j++) q[j] = min_i(31, (int8_t)(x[j] * id + 16.5f));
+    put_h(b, d);
+    pack5(q, b + 2, b + 6);
+}
+
+static void q5_1(const float *x, uint8_t *b)
+{
+    float mn, mx;
+    range(x, &mn, &mx);
+    float d = (mx - mn) / 31.0f, id = d != 0 ? 1.0f / d : 0.0f;
+    int q[32];
+    for (int j = 0; j < 32; j++) q[j] = (uint8_t)((x[j] - mn) * id + 0.5f);
+    put_h(b, d);
+    put_h(b + 2, mn);
+    pack5(q, b + 4, b + 8);
+}
+
+/* ---- ternary 256-value blocks: d = max |x|, each value -1, 0 or +1 (stored + 1) ---- */
+
+static float ternary(const float *x, uint8_t q[256])
+{
+    float amax = 0;
+    for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float id = amax != 0 ? 1.0f / amax : 0.0f;
+    for (int j = 0; j < 256; j++) q[j] = (uint8_t)(lroundf(x[j] * id) + 1);
+    return amax;
+}
+
+/* TQ1_0: 5 trits a byte (q0 x 81 + q1 x 27 + ... + q4) for values 0..239 (bytes 0..31 take
+ * values j, j + 32, ..., j + 128; bytes 32..47 take 160 + j, 176 + j, ...), 4 trits a byte for
+ * 240..255, each sum scaled to a byte as (s x 256 + 242) / 243. */
+static void tq1_0(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    float d = ternary(x, q);
+    static const int groups[3][3] = {{0, 32, 5}, {160, 16, 5}, {240, 4, 4}}; /* first value, bytes, trits a byte */
+    int k = 0;
+    for (int g = 0; g < 3; g++)
+        for (int j = 0; j < groups[g][1]; j++) {
+            unsigned v = 0;
+            for (int n = 0; n < groups[g][2]; n++) v = v * 3 + q[groups[g][0] + n * groups[g][1] + j];
+            if (groups[g][2] == 4) v *= 3;
+            b[k++] = (uint8_t)((v * 256 + 242) / 243);
+        }
+    put_h(b + 52, d);
+}
+
+/* TQ2_0: 2 bits a value; byte 32 g + j holds values 128 g + j + 32 n at bits 2 n */
+static void tq2_0(const float *x, uint8_t *b)
+{
+    uint8_t q[256];
+    float d = ternary(x, q);
+    for (int g = 0; g < 2; g++)
+        for (int j = 0; j < 32; j++)
+            b[32 * g + j] = (uint8_t)(q[128 * g + j] | q[128 * g + 32 + j] << 2 | q[128 * g + 64 + j] << 4 | q[128 * g + 96 + j] << 6);
+    put_h(b + 64, d);
+}
+
+bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
+{
+    void (*f)(const float *, uint8_t *);
+    switch (type) {
+    case MK_GGML_Q8_0: f = q8_0; break;
+    case MK_GGML_Q4_0: f = q4_0; break;
+    case MK_GGML_Q4_1: f = q4_1; break;
+    case MK_GGML_Q5_0: f = q5_0; break;
+    case MK_GGML_Q5_1: f = q5_1; break;
+    case MK_GGML_TQ1_0: f = tq1_0; break;
+    case MK_GGML_TQ2_0: f = tq2_0; break;
+    case MK_GGML_F32: memcpy(dst, src, (size_t)nblocks * 4); return true;
+    case MK_GGML_F16:
+    case MK_GGML_BF16:
+        for (uint64_t i = 0; i < nblocks; i++) {
+            uint16_t h = type == MK_GGML_F16 ? mk_f32_to_f16(src[i]) : mk_f32_to_bf16(src[i]);
+            ((uint8_t *)dst)[2 * i] = (uint8_t)h;
+            ((uint8_t *)dst)[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        return true;
+    default: return false;
+    }
+    const mk_ggml_type *t = mk_ggml_type_of(type);
+    uint8_t *out = dst;
+    for (uint64_t i = 0; i < nblocks; i++) f(src + i * t->block, out + i * t->bytes);
+    return true;
+}
+
+bool mk_ggml_encodable(uint32_t type)
+{
+    switch (type) {
+    case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0:
+    case MK_GGML_Q4_0: case MK_GGML_Q4_1: case MK_GGML_Q5_0: case MK_GGML_Q5_1: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: return true;
+    default: return false;
+    }
+}
