@@ -9,14 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#define MK_OMP(x) _Pragma(x)
-static int thread_id(void) { return omp_get_thread_num(); }
-#else
-#define MK_OMP(x)
-static int thread_id(void) { return 0; }
-#endif
+#include "nn_omp.h"
 
 /* Below this many multiply-adds a product runs on one thread. */
 #define PAR_FLOPS (1u << 22)
@@ -170,7 +163,7 @@ void mk_nn_attention(const float *q, const float *k, const float *v, size_t T, s
     for (size_t w = 0; w < nh * nblk; w++) {
         size_t h = w / nblk, i0 = (w % nblk) * blk, kvh = h / group;
         size_t i1 = T - i0 < blk ? T : i0 + blk, nb = i1 - i0;
-        float *sc = scratch + (size_t)thread_id() * blk * T;
+        float *sc = scratch + (size_t)mk_nn_thread_id() * blk * T;
         /* S [nb, i1] = Q[i0:i1, h] K[0:i1, kvh]^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)i1, (int)hd, 1.0f, q + i0 * qs + h * hd, (int)qs,
                     k + kvh * hd, (int)ks, 0.0f, sc, (int)i1);

@@ -10,14 +10,7 @@
 
 #include "../core/mk_thread.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#define MK_OMP(x) _Pragma(x)
-static int thread_id(void) { return omp_get_thread_num(); }
-#else
-#define MK_OMP(x)
-static int thread_id(void) { return 0; }
-#endif
+#include "nn_omp.h"
 
 /* Rows (or columns) per work item: fixed, so the split never depends on the thread count. */
 #define BLK 64
@@ -172,7 +165,7 @@ void mk_nn_attention_bwd(const float *q, const float *k, const float *v, const f
     /* one key/value head per work item: its query heads in order, so dk and dv sum the same way */
     MK_OMP("omp parallel for schedule(dynamic, 1)")
     for (size_t kvh = 0; kvh < nkv; kvh++) {
-        float *ds = scratch + (size_t)thread_id() * T * T;
+        float *ds = scratch + (size_t)mk_nn_thread_id() * T * T;
         for (size_t h = kvh * group; h < (kvh + 1) * group; h++) {
             const float *ph = p + h * T * T, *doh = dout + h * hd;
             /* dv += P^T dO */
