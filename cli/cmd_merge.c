@@ -14,6 +14,7 @@
 #include "../formats/mkz.h"
 #include "../formats/output.h"
 #include "../formats/safetensors.h"
+#include "../formats/hfconfig.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
 #include "../quant/quant.h"
@@ -66,6 +67,7 @@ typedef struct merge_run {
     mk_qplan qplan;
     char *quantize_rec;      /* --check: the recorded --quantize */
     size_t tok_donor;        /* the model whose tokenizer files OUT gets (tokenizer_donor) */
+    mk_tokmerge tok;         /* tokenizer_source set: the merged vocabulary (tokmerge.h) */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -205,7 +207,7 @@ static mk_status tokenizer_donor(merge_run *m)
     const mk_plan *p = &m->plan;
     size_t tok = (size_t)p->donor;
     const char *ts = m->r->tokenizer_source;
-    if (ts && strcmp(ts, "base") != 0) {
+    if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) {
         const char *key = m->r->tokenizer_key; /* mk_recipe_load resolved it */
         bool found = false;
         for (size_t i = 0; i < p->n_models; i++)
@@ -229,7 +231,25 @@ static mk_status copy_tokenizer(merge_run *m)
      * source (then mergekit builds and saves one whatever the option says) */
     if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
     size_t before = m->w.n_files;
-    MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    if (m->tok.tokenizer_json) { /* a union: tokenizer.json (and added_tokens_decoder) with its new tokens */
+        mk_source *d = p->models[tok].src;
+        for (const char *const *f = mk_tokenizer_files; *f; f++) {
+            const char *data = NULL;
+            size_t len = 0;
+            char *own = NULL;
+            if (strcmp(*f, "tokenizer.json") == 0) data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
+            else if (strcmp(*f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
+                data = m->tok.tokenizer_config, len = m->tok.tokenizer_config_len;
+            else {
+                MK_TRY(d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len));
+                data = own;
+            }
+            mk_status s = data ? mk_output_file(&m->w, *f, data, len) : MK_OK;
+            free(own);
+            MK_TRY(s);
+        }
+    } else
+        MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
     if (m->w.n_files == before)
         mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
@@ -508,9 +528,19 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
-    mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
+    mk_plan_opts po = {m->o->allow_crimes, m->out_dtype, NULL};
     MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
     MK_TRY(tokenizer_donor(m));
+    if (m->r->tokenizer_source) { /* every vocabulary tensor gathered by the merged vocabulary */
+        mk_source *srcs[1024];
+        for (size_t i = 0; i < m->plan.n_models; i++) srcs[i] = m->plan.models[i].src;
+        bool uni = strcmp(m->r->tokenizer_source, "union") == 0, base = strcmp(m->r->tokenizer_source, "base") == 0;
+        MK_TRY(mk_tokmerge_build(&m->tok, srcs, m->plan.n_models, (size_t)m->plan.donor,
+                                 uni ? "union" : base ? "base" : NULL, m->tok_donor));
+        mk_plan_free(&m->plan);
+        po.tok = &m->tok;
+        MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
+    }
     if (m->o->dry_run) {
         print_plan(m);
         return MK_OK;
@@ -559,6 +589,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 static void merge_run_free(merge_run *m)
 {
     mk_plan_free(&m->plan);
+    mk_tokmerge_free(&m->tok);
     mk_qplan_free(&m->qplan);
     free(m->quantize_rec);
     for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);

@@ -538,8 +538,6 @@ static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
     if (ts && !is_null(ts)) {
         MK_TRY(scalar_string(c, ts, "tokenizer_source", &r->tokenizer_source));
         r->tokenizer_pos = node_pos(ts);
-        if (strcmp(r->tokenizer_source, "union") == 0)
-            return ferr(c, ts, "tokenizer_source 'union' is not supported yet (use 'base' or a model)");
     }
     if ((n = map_get(c, root, "chat_template")) && !is_null(n))
         return ferr(c, n, "'chat_template' is not supported yet");

@@ -1,0 +1,41 @@
+/* tokmerge.h - merges of models whose vocabularies differ (recipe tokenizer_source), as
+ * mergekit 0.1.5 does them.
+ *
+ * The output vocabulary is the base model's ("base"; mergekit's base is base_model, else
+ * the first model), one model's ("model:NAME"), or the union: the base's tokens keep their
+ * ids, then every other model's tokens the base lacks are appended (models in recipe
+ * order, each model's tokens in id order; mergekit appends them in its tokenizer's hash
+ * order, which varies between runs), then added tokens the result still lacks.
+ * Every model's vocabulary rows (embed_tokens, lm_head) are then gathered by a token
+ * permutation; a row for a token a model lacks is filled as mergekit fills it: the row of
+ * the only model that has it, else the base's row, else the average of the models that
+ * have it, else zero. The merge method then merges these rows like any other.
+ * Must not: read tensors (the executor gathers rows while streaming); need a tokenizer
+ * other than tokenizer.json (model.vocab and added_tokens).
+ */
+#ifndef MK_TOKMERGE_H
+#define MK_TOKMERGE_H
+
+#include "../core/mk_tensor.h"
+
+typedef struct mk_tokmerge {
+    size_t n_models;
+    size_t n_tokens;       /* output vocabulary size: rows of every vocabulary tensor */
+    char **tok;            /* [n_tokens] */
+    int64_t **perm;        /* [n_models][n_tokens]: the token's row in that model; -1 = lacks it */
+    uint32_t *fill_off;    /* [n_tokens + 1]: fill[fill_off[t]..fill_off[t+1]) are the models */
+    uint32_t *fill;        /*   whose rows average into a lacking model's row t (none: zero) */
+    size_t src;            /* the model whose tokenizer files the output is made from */
+    char *tokenizer_json;  /* the output's tokenizer.json; NULL = src's, unchanged */
+    size_t tokenizer_json_len;
+    char *tokenizer_config;/* the output's tokenizer_config.json; NULL = src's, unchanged */
+    size_t tokenizer_config_len;
+} mk_tokmerge;
+
+/* srcs[0..n): the plan's models (recipe order); base: mergekit's base (base_model, else 0);
+ * source: "union", "base", or NULL with `model` naming the model. Errors name the file. */
+mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, size_t base, const char *source,
+                            size_t model);
+void mk_tokmerge_free(mk_tokmerge *t);
+
+#endif
