@@ -73,6 +73,7 @@ typedef struct vocab {
     size_t n;           /* 1 + the highest id */
     size_t limit;       /* config.json vocab_size (mergekit strips ids at or above it) */
     strmap map;
+    bool borrowed;      /* no tokenizer.json: the base's vocabulary, borrowed (as mergekit assumes) */
 } vocab;
 
 static mk_status json_load(mk_source *s, const char *name, char **text, size_t *len, mk_json *j)
@@ -89,8 +90,7 @@ static mk_status vocab_load(vocab *v, mk_source *s)
 {
     v->path = s->path;
     MK_TRY(json_load(s, "tokenizer.json", &v->text, &v->len, &v->j));
-    if (!v->text)
-        return mk_error(MK_ERR_RECIPE, "%s has no tokenizer.json (a merge of vocabularies needs every model's)", s->path);
+    if (!v->text) return MK_OK; /* mk_tokmerge_build decides */
     const mk_json *j = &v->j;
     uint32_t model = mk_json_get(j, 0, "model"), voc = model ? mk_json_get(j, model, "vocab") : 0;
     uint32_t add = mk_json_get(j, 0, "added_tokens");
@@ -152,6 +152,7 @@ static mk_status vocab_load(vocab *v, mk_source *s)
 
 static void vocab_free(vocab *v)
 {
+    if (v->borrowed) return;
     if (v->text) mk_json_free(&v->j);
     free(v->text);
     free(v->tok);
@@ -207,10 +208,13 @@ static mk_status splice(const mk_tokmerge *t, size_t from, const vocab *vs, cons
     size_t open = a->pos, close = json_close(text, len, open);
     if (close >= len) return mk_error(MK_ERR_FORMAT, "tokenizer file: unbalanced brackets");
     bool obj = a->type == MK_JSON_OBJ, comma = a->count > 0;
+    size_t cut = close; /* after the last entry, before the whitespace that ends the array */
+    while (cut > open + 1 && (text[cut - 1] == ' ' || text[cut - 1] == '\n' || text[cut - 1] == '\r' || text[cut - 1] == '\t'))
+        cut--;
     mk_buf b = {0};
-    mk_buf_put(&b, text, close);
+    mk_buf_put(&b, text, cut);
     for (size_t i = from; i < t->n_tokens; i++) {
-        mk_buf_puts(&b, comma ? ",\n  " : "\n  ");
+        mk_buf_puts(&b, comma ? ",\n    " : "\n    ");
         comma = true;
         const vocab *sv = src_node[i] ? &vs[src_model[i]] : NULL;
         if (obj) {
@@ -225,8 +229,7 @@ static mk_status splice(const mk_tokmerge *t, size_t from, const vocab *vs, cons
             mk_buf_free(&b2);
         }
     }
-    mk_buf_puts(&b, "\n");
-    mk_buf_put(&b, text + close, len - close);
+    mk_buf_put(&b, text + cut, len - cut);
     if (b.failed) {
         mk_buf_free(&b);
         return MK_ERR_NOMEM;
@@ -282,6 +285,18 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
         s = vocab_load(&vs[i], srcs[i]);
         total += vs[i].n;
     }
+    if (s == MK_OK && !vs[base].text)
+        s = mk_error(MK_ERR_RECIPE, "%s has no tokenizer.json: a merge of vocabularies (tokenizer_source) needs the "
+                     "base model's", srcs[base]->path);
+    for (size_t i = 0; i < n && s == MK_OK; i++)
+        if (!vs[i].text) { /* mergekit: "Unable to load tokenizer ... Assuming same as" the base */
+            mk_warn("%s has no tokenizer.json; its vocabulary is taken to be %s's", srcs[i]->path, srcs[base]->path);
+            const char *path = vs[i].path;
+            vs[i] = vs[base];
+            vs[i].path = path;
+            vs[i].text = NULL;
+            vs[i].borrowed = true;
+        }
     bool uni = source && strcmp(source, "union") == 0;
     t->src = source && strcmp(source, "base") == 0 ? base : uni ? base : model;
     strmap out = {0};
