@@ -202,23 +202,29 @@ static mk_status write_config(merge_run *m)
 /* The model whose tokenizer files OUT gets: the recipe's tokenizer_source, else the config
  * donor. Found right after planning, so that a tokenizer_source naming no model of the recipe
  * fails before any weight is merged. */
-static mk_status tokenizer_donor(merge_run *m)
+/* The plan's model a recipe's tokenizer setting names (as written, or by its resolved key). */
+static mk_status plan_model_named(merge_run *m, const char *name, const char *key, mk_pos pos, const char *what,
+                                  size_t *out)
 {
     const mk_plan *p = &m->plan;
-    size_t tok = (size_t)p->donor;
+    bool found = false;
+    for (size_t i = 0; i < p->n_models; i++)
+        if (strcmp(p->models[i].ref->text, name) == 0 || (key && strcmp(p->models[i].ref->key, key) == 0)) {
+            *out = i;
+            found = true;
+        }
+    if (!found)
+        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %s '%s' is not one of the recipe's models", m->r->path, pos.line,
+                        pos.col, what, name);
+    return MK_OK;
+}
+
+static mk_status tokenizer_donor(merge_run *m)
+{
+    size_t tok = (size_t)m->plan.donor;
     const char *ts = m->r->tokenizer_source;
-    if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) {
-        const char *key = m->r->tokenizer_key; /* mk_recipe_load resolved it */
-        bool found = false;
-        for (size_t i = 0; i < p->n_models; i++)
-            if (strcmp(p->models[i].ref->text, ts) == 0 || (key && strcmp(p->models[i].ref->key, key) == 0)) {
-                tok = i;
-                found = true;
-            }
-        if (!found)
-            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
-                            m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
-    }
+    if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) /* mk_recipe_load resolved its key */
+        MK_TRY(plan_model_named(m, ts, m->r->tokenizer_key, m->r->tokenizer_pos, "tokenizer_source", &tok));
     m->tok_donor = tok;
     return MK_OK;
 }
@@ -535,8 +541,14 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         mk_source *srcs[1024];
         for (size_t i = 0; i < m->plan.n_models; i++) srcs[i] = m->plan.models[i].src;
         bool uni = strcmp(m->r->tokenizer_source, "union") == 0, base = strcmp(m->r->tokenizer_source, "base") == 0;
+        size_t ovm[1024] = {0};
+        if (m->r->n_token_overrides > 1024) return mk_error(MK_ERR_RECIPE, "%s: over 1024 tokenizer tokens", m->r->path);
+        for (size_t i = 0; i < m->r->n_token_overrides; i++) {
+            const mk_token_override *o = &m->r->token_overrides[i];
+            if (o->model) MK_TRY(plan_model_named(m, o->model, NULL, o->model_pos, "token source", &ovm[i]));
+        }
         MK_TRY(mk_tokmerge_build(&m->tok, srcs, m->plan.n_models, (size_t)m->plan.donor,
-                                 uni ? "union" : base ? "base" : NULL, m->tok_donor));
+                                 uni ? "union" : base ? "base" : NULL, m->tok_donor, m->r, ovm));
         mk_plan_free(&m->plan);
         po.tok = &m->tok;
         MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));

@@ -102,7 +102,7 @@ static mk_status read_permuted(const exec_state *ex, size_t k, uint64_t row0, ui
              * output's, both written after this one */
             float *tmp = dst + nrows * cols;
             MK_TRY(mk_source_read_f32_window(input_source(ex, j), pt->in[j].tensor, pt->in[j].src_cols,
-                                             (uint64_t)pt->in[j].rowmap[row], 1, cols, tmp, scratch));
+                                             (uint64_t)tm->fill_row[f], 1, cols, tmp, scratch));
             for (uint64_t c = 0; c < cols; c++) d[c] += tmp[c];
         }
         if (f1 - f0 > 1)

@@ -273,9 +273,26 @@ static mk_status build_union(mk_tokmerge *t, vocab *vs, size_t n, size_t base, s
     return MK_OK;
 }
 
-mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, size_t base, const char *source,
-                            size_t model)
+/* Row sources of the tokens the recipe lists (tokenizer: tokens:); ovi[t] = its entry + 1. */
+static mk_status override_fill(const mk_tokmerge *t, const vocab *vs, const mk_recipe *r, const mk_token_override *o,
+                               size_t m, size_t tk, size_t *f)
 {
+    if (o->kind == MK_TOKSRC_ZERO) return MK_OK;
+    int64_t row = o->kind == MK_TOKSRC_MODEL ? t->perm[m][tk] : o->src_token ? map_get(&vs[m].map, o->src_token) : o->src_id;
+    if (row < 0 || (size_t)row >= vs[m].limit)
+        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: token '%s': model %s has no %s%s%s", r->path, o->model_pos.line,
+                        o->model_pos.col, o->token, o->model, o->src_token || o->kind == MK_TOKSRC_MODEL ? "token '" : "row ",
+                        o->kind == MK_TOKSRC_MODEL ? o->token : o->src_token ? o->src_token : "",
+                        o->src_token || o->kind == MK_TOKSRC_MODEL ? "'" : "for that token_id");
+    t->fill[*f] = (uint32_t)m;
+    t->fill_row[(*f)++] = row;
+    return MK_OK;
+}
+
+mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, size_t base, const char *source,
+                            size_t model, const mk_recipe *r, const size_t *ov_model)
+{
+    size_t n_ov = r ? r->n_token_overrides : 0;
     memset(t, 0, sizeof *t);
     vocab *vs = mk_calloc(n, sizeof *vs);
     if (!vs) return MK_ERR_NOMEM;
@@ -285,6 +302,7 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
         s = vocab_load(&vs[i], srcs[i]);
         total += vs[i].n;
     }
+    total += n_ov;
     if (s == MK_OK && !vs[base].text)
         s = mk_error(MK_ERR_RECIPE, "%s has no tokenizer.json: a merge of vocabularies (tokenizer_source) needs the "
                      "base model's", srcs[base]->path);
@@ -321,7 +339,14 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
             else t->tok[i] = (char *)sv->tok[i];
         }
         t->n_tokens = sv->n;
+        for (size_t i = 0; i < t->n_tokens && s == MK_OK; i++) map_put(&out, t->tok[i], (int64_t)i);
     }
+    /* tokens the recipe lists are added if the vocabulary lacks them (mergekit add_tokens) */
+    for (size_t i = 0; i < n_ov && s == MK_OK; i++)
+        if (map_get(&out, r->token_overrides[i].token) < 0) {
+            t->tok[t->n_tokens] = r->token_overrides[i].token;
+            map_put(&out, r->token_overrides[i].token, (int64_t)t->n_tokens++);
+        }
     /* permutations, and how a lacking model's row is filled */
     for (size_t m = 0; m < n && s == MK_OK; m++) {
         t->perm[m] = mk_calloc(t->n_tokens + 1, sizeof **t->perm);
@@ -331,27 +356,43 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
             t->perm[m][i] = id >= 0 && (size_t)id < vs[m].limit ? id : -1;
         }
     }
+    size_t *ovi = NULL; /* entry + 1 of each token's tokenizer tokens override; 0 = none */
     if (s == MK_OK) {
         t->fill_off = mk_calloc(t->n_tokens + 1, sizeof *t->fill_off);
         t->fill = mk_calloc(t->n_tokens * n + 1, sizeof *t->fill);
-        if (!t->fill_off || !t->fill) s = MK_ERR_NOMEM;
+        t->fill_row = mk_calloc(t->n_tokens * n + 1, sizeof *t->fill_row);
+        ovi = mk_calloc(t->n_tokens + 1, sizeof *ovi);
+        if (!t->fill_off || !t->fill || !t->fill_row || !ovi) s = MK_ERR_NOMEM;
     }
+    for (size_t i = 0; i < n_ov && s == MK_OK; i++)
+        if (r->token_overrides[i].kind != MK_TOKSRC_DEFAULT) ovi[map_get(&out, r->token_overrides[i].token)] = i + 1;
     for (size_t i = 0, f = 0; i < t->n_tokens && s == MK_OK; i++) {
-        size_t have = 0;
-        for (size_t m = 0; m < n; m++) have += t->perm[m][i] >= 0;
         t->fill_off[i] = (uint32_t)f;
-        if (have == n || have == 0) {
+        if (ovi[i]) {
+            const mk_token_override *o = &r->token_overrides[ovi[i] - 1];
+            s = override_fill(t, vs, r, o, ov_model[ovi[i] - 1], i, &f);
             t->fill_off[i + 1] = (uint32_t)f;
             continue;
         }
-        if (have > 1 && t->perm[base][i] >= 0) t->fill[f++] = (uint32_t)base;
-        else
+        size_t have = 0;
+        for (size_t m = 0; m < n; m++) have += t->perm[m][i] >= 0;
+        if (have > 0 && have < n) {
+            bool only_base = have > 1 && t->perm[base][i] >= 0;
             for (size_t m = 0; m < n; m++)
-                if (t->perm[m][i] >= 0) t->fill[f++] = (uint32_t)m;
+                if (t->perm[m][i] >= 0 && (!only_base || m == base)) {
+                    t->fill[f] = (uint32_t)m;
+                    t->fill_row[f++] = t->perm[m][i];
+                }
+        }
         t->fill_off[i + 1] = (uint32_t)f;
     }
+    /* force: every model takes the row from the source, its own or not */
+    for (size_t i = 0; i < t->n_tokens && s == MK_OK; i++)
+        if (ovi[i] && r->token_overrides[ovi[i] - 1].force)
+            for (size_t m = 0; m < n; m++) t->perm[m][i] = -1;
+    free(ovi);
     /* the output's tokenizer files: the source's, with the tokens the union appended */
-    if (s == MK_OK && uni && t->n_tokens > sv->n) {
+    if (s == MK_OK && t->n_tokens > sv->n) {
         uint32_t at = mk_json_get(&sv->j, 0, "added_tokens");
         if (!at) s = mk_error(MK_ERR_UNSUPPORTED, "%s/tokenizer.json has no added_tokens array", sv->path);
         else
@@ -390,6 +431,7 @@ void mk_tokmerge_free(mk_tokmerge *t)
     free(t->perm);
     free(t->fill_off);
     free(t->fill);
+    free(t->fill_row);
     free(t->tokenizer_json);
     free(t->tokenizer_config);
     memset(t, 0, sizeof *t);

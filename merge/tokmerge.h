@@ -9,7 +9,9 @@
  * Every model's vocabulary rows (embed_tokens, lm_head) are then gathered by a token
  * permutation; a row for a token a model lacks is filled as mergekit fills it: the row of
  * the only model that has it, else the base's row, else the average of the models that
- * have it, else zero. The merge method then merges these rows like any other.
+ * have it, else zero. `tokenizer: tokens:` adds tokens and names a row's source (a model's
+ * row of the token, a model's row of another token, zero), for every model with `force`.
+ * The merge method then merges these rows like any other.
  * Must not: read tensors (the executor gathers rows while streaming); need a tokenizer
  * other than tokenizer.json (model.vocab and added_tokens).
  */
@@ -17,14 +19,16 @@
 #define MK_TOKMERGE_H
 
 #include "../core/mk_tensor.h"
+#include "recipe.h"
 
 typedef struct mk_tokmerge {
     size_t n_models;
     size_t n_tokens;       /* output vocabulary size: rows of every vocabulary tensor */
     char **tok;            /* [n_tokens] */
     int64_t **perm;        /* [n_models][n_tokens]: the token's row in that model; -1 = lacks it */
-    uint32_t *fill_off;    /* [n_tokens + 1]: fill[fill_off[t]..fill_off[t+1]) are the models */
-    uint32_t *fill;        /*   whose rows average into a lacking model's row t (none: zero) */
+    uint32_t *fill_off;    /* [n_tokens + 1]: rows fill_row[f] of models fill[f], f in */
+    uint32_t *fill;        /*   fill_off[t]..fill_off[t+1], average into the row t of a model */
+    int64_t *fill_row;     /*   that lacks the token or where the recipe forces it (none: zero) */
     size_t src;            /* the model whose tokenizer files the output is made from */
     char *tokenizer_json;  /* the output's tokenizer.json; NULL = src's, unchanged */
     size_t tokenizer_json_len;
@@ -33,9 +37,10 @@ typedef struct mk_tokmerge {
 } mk_tokmerge;
 
 /* srcs[0..n): the plan's models (recipe order); base: mergekit's base (base_model, else 0);
- * source: "union", "base", or NULL with `model` naming the model. Errors name the file. */
+ * source: "union", "base", or NULL with `model` naming the model; ov[0..n_ov): the recipe's
+ * `tokenizer: tokens:`, ov_model[i] the model ov[i] names. Errors name the file. */
 mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, size_t base, const char *source,
-                            size_t model);
+                            size_t model, const mk_recipe *r, const size_t *ov_model);
 void mk_tokmerge_free(mk_tokmerge *t);
 
 #endif
