@@ -552,9 +552,9 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
     if (s == MK_OK && job->n_in == 0) s = mk_error(MK_ERR_RECIPE, "tensor %s: no model has it", pt->out.name);
     bool remap = s == MK_OK && embed && b->o->tok && pt->out.ndim == 2;
     if (remap) { /* rows gathered by the merged vocabulary's token permutation (tokmerge.h) */
-        pt->out.shape[0] = (int64_t)b->o->tok->n_tokens;
+        pt->out.shape[0] = (int64_t)b->o->tok->n_rows;
         for (size_t k = 0; k < job->n_in; k++) pt->in[k].rowmap = b->o->tok->perm[pt->in[k].model];
-        p->vocab_rows = b->o->tok->n_tokens;
+        p->vocab_rows = b->o->tok->n_rows;
     }
     /* optional tensors that only some inputs have (mergekit OptionalTensorPolicy) */
     bool passthrough = false, skip = false;

@@ -409,6 +409,9 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
         if (ct) mk_json_free(&cj);
         free(ct);
     }
+    t->n_rows = t->n_tokens;
+    long pad = r ? r->pad_to_multiple_of : 0;
+    if (pad > 1 && t->n_rows % (size_t)pad) t->n_rows += (size_t)pad - t->n_rows % (size_t)pad;
     /* tokens point into the vocabularies, freed below: own them */
     for (size_t i = 0; i < t->n_tokens && s == MK_OK; i++)
         if (!(t->tok[i] = mk_strdup(t->tok[i]))) s = MK_ERR_NOMEM;

@@ -23,7 +23,9 @@
 
 typedef struct mk_tokmerge {
     size_t n_models;
-    size_t n_tokens;       /* output vocabulary size: rows of every vocabulary tensor */
+    size_t n_tokens;       /* output vocabulary size */
+    size_t n_rows;         /* rows of every vocabulary tensor: n_tokens rounded up to the recipe's
+                              pad_to_multiple_of (the rows past n_tokens: each model's mean row) */
     char **tok;            /* [n_tokens] */
     int64_t **perm;        /* [n_models][n_tokens]: the token's row in that model; -1 = lacks it */
     uint32_t *fill_off;    /* [n_tokens + 1]: rows fill_row[f] of models fill[f], f in */

@@ -31,12 +31,18 @@ G = os.path.join(ROOT, "tests", "golden", "tokmerge")
 MK = os.environ.get("MK", os.path.join(ROOT, "mergekit-c"))
 VENV = os.environ.get("MK_VENV", os.path.join(ROOT, ".venv-tools"))
 SYNTH = "synth {out} --hidden 16 --layers 1 --heads 2 --vocab 40 --dtype float32 --seed {seed} -q"
-CORPUS = ["tok3 tok4 tok5", "bee31 tok30 tok39 bee39", "<s> tok12 bee35 </s> zzz"]
+CORPUS = ["tok3 tok4 tok5", "bee31 tok30 tok39 bee39", "<s> tok12 bee35 </s> zzz", "newtok extra tok8"]
 CASES = {
     "union": "tokenizer_source: union\n",
     "base": "tokenizer_source: base\n",
     "model_b": "tokenizer_source: b/\n",
+    # tokenizer: dict form: union by default; per-token sources, forced or not; added tokens
+    "tokens": ("tokenizer:\n  tokens:\n    tok5: {source: b/, force: true}\n"
+               "    bee31: {source: {kind: model_token, model: a/, token: tok7}}\n"
+               "    tok8: {source: {kind: model_token, model: b/, token_id: 9}, force: true}\n"
+               "    newtok: {source: {kind: zero}}\n    extra: {source: {kind: model_token, model: a/, token_id: 3}}\n"),
 }
+EXTRA = {"tokens": ["newtok", "extra"]}
 
 
 def edit_b(path):
@@ -51,12 +57,13 @@ def edit_b(path):
 
 def our_order(work, case, mv):
     """mergekit-c's order of mergekit's merged vocabulary (tokmerge.h)."""
-    if case != "union":
+    if case not in ("union", "tokens"):
         return [t for t, _ in sorted(mv.items(), key=lambda kv: kv[1])]
     order = []
     for m in ("a", "b"):
         v = Tokenizer.from_file(os.path.join(work, m, "tokenizer.json")).get_vocab(with_added_tokens=True)
         order += [t for t, _ in sorted(v.items(), key=lambda kv: kv[1]) if t not in order]
+    order += EXTRA.get(case, [])
     assert set(order) == set(mv), "the union's tokens differ from mergekit's"
     return order
 
