@@ -237,23 +237,35 @@ static mk_status copy_tokenizer(merge_run *m)
      * source (then mergekit builds and saves one whatever the option says) */
     if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
     size_t before = m->w.n_files;
-    if (m->tok.tokenizer_json) { /* a union: tokenizer.json (and added_tokens_decoder) with its new tokens */
+    char *chat = NULL; /* the recipe's chat_template: OUT's chat_template.jinja */
+    if (m->r->chat_template) {
+        mk_source *srcs[1024];
+        for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
+        MK_TRY(mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, &chat));
+    }
+    if (m->tok.tokenizer_json || chat) { /* a union's tokenizer.json (and added_tokens_decoder); a chat template */
         mk_source *d = p->models[tok].src;
         for (const char *const *f = mk_tokenizer_files; *f; f++) {
             const char *data = NULL;
             size_t len = 0;
             char *own = NULL;
-            if (strcmp(*f, "tokenizer.json") == 0) data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
+            if (strcmp(*f, "chat_template.jinja") == 0 && chat) data = chat, len = strlen(chat);
+            else if (strcmp(*f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
+                data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
             else if (strcmp(*f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
                 data = m->tok.tokenizer_config, len = m->tok.tokenizer_config_len;
             else {
-                MK_TRY(d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len));
+                mk_status s = d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len);
+                if (s != MK_OK) free(chat);
+                MK_TRY(s);
                 data = own;
             }
             mk_status s = data ? mk_output_file(&m->w, *f, data, len) : MK_OK;
             free(own);
+            if (s != MK_OK) free(chat);
             MK_TRY(s);
         }
+        free(chat);
     } else
         MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */

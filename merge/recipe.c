@@ -611,8 +611,18 @@ static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
         MK_TRY(scalar_string(c, ts, "tokenizer_source", &r->tokenizer_source));
         r->tokenizer_pos = node_pos(ts);
     }
-    if ((n = map_get(c, root, "chat_template")) && !is_null(n))
-        return ferr(c, n, "'chat_template' is not supported yet");
+    if ((n = map_get(c, root, "chat_template")) && !is_null(n)) {
+        MK_TRY(scalar_string(c, n, "chat_template", &r->chat_template));
+        r->chat_template_pos = node_pos(n);
+        const char *t = r->chat_template;
+        static const char *const builtin[] = {"alpaca", "chatml", "exaone", "llama3", "mistral"};
+        for (size_t i = 0; i < sizeof builtin / sizeof *builtin; i++)
+            if (strcmp(t, builtin[i]) == 0)
+                return ferr(c, n, "chat_template '%s' (one of mergekit's bundled templates) is not supported yet: give "
+                            "the template's text, or 'auto'", t);
+        if (strcmp(t, "auto") != 0 && (strlen(t) < 20 || !strchr(t, '{')))
+            return ferr(c, n, "chat_template '%s' is not 'auto' nor a Jinja template (at least 20 characters, with '{')", t);
+    }
     if ((n = map_get(c, root, "random_seed")) && !is_null(n)) {
         int64_t v;
         MK_TRY(scalar_int(c, n, "random_seed", 0, INT64_MAX, &v));
@@ -774,6 +784,7 @@ void mk_recipe_free(mk_recipe *r)
         free(r->token_overrides[i].src_token);
     }
     free(r->token_overrides);
+    free(r->chat_template);
     memset(r, 0, sizeof *r);
 }
 

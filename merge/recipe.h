@@ -119,6 +119,8 @@ typedef struct mk_recipe {
     size_t n_token_overrides;
     mk_token_override *token_overrides; /* tokenizer: tokens: (mergekit TokenEmbeddingConfig) */
     long pad_to_multiple_of; /* tokenizer: pad_to_multiple_of; 0 = none */
+    char *chat_template;     /* NULL, "auto" (the models' most common) or a Jinja template's text */
+    mk_pos chat_template_pos;
     bool has_seed;
     uint64_t seed;
 } mk_recipe;

@@ -439,3 +439,59 @@ void mk_tokmerge_free(mk_tokmerge *t)
     free(t->tokenizer_config);
     memset(t, 0, sizeof *t);
 }
+
+/* a model's chat template, trimmed as Python's str.strip() trims ASCII whitespace; NULL = none */
+static mk_status model_template(mk_source *s, char **out)
+{
+    char *text = NULL;
+    size_t len = 0;
+    *out = NULL;
+    MK_TRY(s->ops->aux_read(s, "chat_template.jinja", TOK_FILE_CAP, &text, &len));
+    if (!text) {
+        char *ct = NULL;
+        size_t cl = 0;
+        mk_json cj = {0};
+        MK_TRY(json_load(s, "tokenizer_config.json", &ct, &cl, &cj));
+        uint32_t n = ct ? mk_json_get(&cj, 0, "chat_template") : 0;
+        if (n && mk_json_at(&cj, n)->type == MK_JSON_STR && !mk_json_at(&cj, n)->has_nul) {
+            text = mk_strdup(mk_json_strv(&cj, n));
+            len = text ? strlen(text) : 0;
+        }
+        if (ct) mk_json_free(&cj);
+        free(ct);
+        if (!text) return n ? MK_ERR_NOMEM : MK_OK;
+    }
+    size_t a = 0, b = len;
+    while (a < b && strchr(" \t\n\r\f\v", text[a])) a++;
+    while (b > a && strchr(" \t\n\r\f\v", text[b - 1])) b--;
+    memmove(text, text + a, b - a);
+    text[b - a] = 0;
+    if (b == a) free(text);
+    else *out = text;
+    return MK_OK;
+}
+
+mk_status mk_chat_template_pick(mk_source *const *srcs, size_t n, const char *spec, char **out)
+{
+    *out = NULL;
+    if (!spec) return MK_OK;
+    if (strcmp(spec, "auto") != 0) return (*out = mk_strdup(spec)) ? MK_OK : MK_ERR_NOMEM;
+    char **t = mk_calloc(n ? n : 1, sizeof *t);
+    if (!t) return MK_ERR_NOMEM;
+    mk_status s = MK_OK;
+    for (size_t i = 0; i < n && s == MK_OK; i++) s = model_template(srcs[i], &t[i]);
+    size_t best = n, best_count = 0;
+    for (size_t i = 0; i < n && s == MK_OK; i++) {
+        if (!t[i]) continue;
+        size_t count = 0;
+        for (size_t j = 0; j < n; j++) count += t[j] && strcmp(t[i], t[j]) == 0;
+        if (count > best_count) best = i, best_count = count;
+    }
+    if (s == MK_OK && best < n) {
+        *out = t[best];
+        t[best] = NULL;
+    }
+    for (size_t i = 0; i < n; i++) free(t[i]);
+    free(t);
+    return s;
+}

@@ -45,4 +45,10 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
                             size_t model, const mk_recipe *r, const size_t *ov_model);
 void mk_tokmerge_free(mk_tokmerge *t);
 
+/* The recipe's chat_template as the output's chat_template.jinja: its text, or for "auto" the
+ * template most of the models have (chat_template.jinja, else tokenizer_config.json's
+ * chat_template; whitespace-trimmed; the first seen wins a tie), as mergekit picks it.
+ * *out = NULL: none (no chat_template, or "auto" and no model has one). */
+mk_status mk_chat_template_pick(mk_source *const *srcs, size_t n, const char *spec, char **out);
+
 #endif
