@@ -99,7 +99,9 @@ static mk_status vocab_load(vocab *v, mk_source *s)
                         "map can be merged)", s->path);
     if (add && mk_json_at(j, add)->type != MK_JSON_ARR)
         return mk_error(MK_ERR_FORMAT, "%s/tokenizer.json: added_tokens is not an array", s->path);
-    /* ids: bounded, and the table sized by the highest */
+    /* ids: bounded by the entries' count (a few holes allowed), the table sized by the highest */
+    uint64_t max_ids = 2 * ((uint64_t)mk_json_at(j, voc)->count + (add ? mk_json_at(j, add)->count : 0)) + 1024;
+    if (max_ids > TOK_MAX_IDS) max_ids = TOK_MAX_IDS;
     for (int pass = 0; pass < 2; pass++) {
         for (int which = 0; which < 2; which++) {
             uint32_t c = which ? (add ? mk_json_at(j, add)->first : 0) : mk_json_at(j, voc)->first;
@@ -113,7 +115,7 @@ static mk_status vocab_load(vocab *v, mk_source *s)
                 } else if (e->has_nul)
                     idn = 0;
                 const mk_json_node *in = idn ? mk_json_at(j, idn) : NULL;
-                if (!in || in->type != MK_JSON_NUM || !in->is_uint || in->u >= TOK_MAX_IDS)
+                if (!in || in->type != MK_JSON_NUM || !in->is_uint || in->u >= max_ids)
                     return mk_error(MK_ERR_FORMAT, "%s/tokenizer.json: %s entry at byte %u has no valid id", s->path,
                                     which ? "added_tokens" : "model.vocab", e->pos);
                 size_t id = (size_t)in->u;

@@ -44,7 +44,12 @@ CASES = {
     # the rows past the vocabulary: each model's mean row (torch.mean; mergekit-c sums in
     # double, so the test allows rel 1e-6 there)
     "pad": "tokenizer:\n  source: union\n  pad_to_multiple_of: 32\n",
+    # chat templates: auto (the one b has), and a template's text
+    "chat_auto": "tokenizer_source: union\nchat_template: auto\n",
+    "chat_text": "tokenizer_source: base\nchat_template: \"{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}\"\n",
 }
+# b's chat template (chat_template.jinja), written by edit-b
+B_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
 EXTRA = {"tokens": ["newtok", "extra"]}
 
 
@@ -56,11 +61,12 @@ def edit_b(path):
     t = re.sub(r'"tok3([0-9])":', r'"bee3\1":', t)
     t = t.replace('"tok3": 3,', '"tok4": 3,', 1).replace('"tok4": 4,', '"tok3": 4,', 1)
     open(p, "w").write(t)
+    open(os.path.join(path, "chat_template.jinja"), "w").write(B_TEMPLATE)
 
 
 def our_order(work, case, mv):
     """mergekit-c's order of mergekit's merged vocabulary (tokmerge.h)."""
-    if case not in ("union", "tokens", "pad"):
+    if case not in ("union", "tokens", "pad", "chat_auto"):
         return [t for t, _ in sorted(mv.items(), key=lambda kv: kv[1])]
     order = []
     for m in ("a", "b"):
@@ -82,6 +88,11 @@ def check_ours(work, d, case, order):
     want = open(os.path.join(d, "ids.txt")).read().split("\n")
     for line, ids in zip(CORPUS, want):
         assert " ".join(map(str, at(line, add_special_tokens=False)["input_ids"])) == ids, (case, line)
+    mk_at = transformers.AutoTokenizer.from_pretrained(os.path.join(work, "out-" + case))
+    assert at.chat_template == mk_at.chat_template, (case, at.chat_template, mk_at.chat_template)
+    if case.startswith("chat"):
+        assert at.chat_template, case
+        open(os.path.join(d, "chat_template.jinja"), "w").write(at.chat_template)
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["vocab_size"] == (64 if case == "pad" else len(order)), case
 

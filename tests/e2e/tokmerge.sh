@@ -11,6 +11,7 @@ M=$G/manifest.txt
 grep '^synth ' "$M" | while read -r c; do $MK $c || exit 1; done
 # b's vocabulary: tok30..tok39 renamed bee30..bee39, tok3 and tok4 swap ids (edit-b in the generator)
 sed -i -e 's/"tok3\([0-9]\)":/"bee3\1":/g' -e 's/"tok3": 3,/"tok4": 3,/' -e 's/"tok4": 4,/"tok3": 4,/' b/tokenizer.json
+printf '%s\n%s' "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}" "{% endfor %}" >b/chat_template.jinja
 t_ok "inputs with different vocabularies" grep -q '"bee35": 35' b/tokenizer.json
 
 for name in $(grep '^case ' "$M" | awk '{print $2}'); do
@@ -43,6 +44,9 @@ for name in $(grep '^case ' "$M" | awk '{print $2}'); do
     done <"$G/corpus.txt"
     exec 3<&-
     if [ -z "$bad" ]; then ok "$name: corpus encodes as HF tokenizers does"; else notok "$name: corpus ids" "$bad"; fi
+    # chat_template: the one transformers loads from mergekit's output
+    [ -f "$G/$name/chat_template.jinja" ] &&
+        t_ok "$name: chat_template.jinja is mergekit's" cmp "out-$name/chat_template.jinja" "$G/$name/chat_template.jinja"
 done
 
 # conflicting and bad tokenizer settings: one line, nothing written
@@ -70,4 +74,8 @@ bad_tok "a token source naming no model" "bad.yaml:9:20: token source 'c/' is no
     "    tok5: {source: c/}"
 bad_tok "a model_token source the model lacks" "bad.yaml:9:47: token 'tok5': model b/ has no token 'tok35'" \
     "    tok5: {source: {kind: model_token, model: b/, token: tok35}}"
-
+printf 'merge_method: linear\nmodels:\n  - model: a/\n    parameters: {weight: 1}\nchat_template: chatml\n' >bad-chat.yaml
+t_fail "a bundled chat template name" 2 "bad-chat.yaml:5:16: chat_template 'chatml' .*not supported yet" "$MK" bad-chat.yaml out-chat -q
+printf 'merge_method: linear\nmodels:\n  - model: a/\n    parameters: {weight: 1}\nchat_template: hello\n' >bad-chat.yaml
+t_fail "a chat template that is no template" 2 "bad-chat.yaml:5:16: chat_template 'hello' is not 'auto' nor a Jinja template" "$MK" bad-chat.yaml out-chat -q
+t_absent "nothing written for a bad chat_template" out-chat out-chat.tmp
