@@ -415,9 +415,13 @@ mk_status mk_tokmerge_build(mk_tokmerge *t, mk_source *const *srcs, size_t n, si
     long pad = r ? r->pad_to_multiple_of : 0;
     if (pad > 1 && t->n_rows % (size_t)pad) t->n_rows += (size_t)pad - t->n_rows % (size_t)pad;
     /* tokens point into the vocabularies, freed below: own them */
-    for (size_t i = 0; i < t->n_tokens && s == MK_OK; i++)
-        if (!(t->tok[i] = mk_strdup(t->tok[i]))) s = MK_ERR_NOMEM;
-    if (s != MK_OK) t->n_tokens = 0; /* strdup'd prefix leaks nothing: see free */
+    size_t owned = 0;
+    for (; owned < t->n_tokens && s == MK_OK; owned++)
+        if (!(t->tok[owned] = mk_strdup(t->tok[owned]))) s = MK_ERR_NOMEM;
+    if (s != MK_OK) { /* free what is owned; the rest is borrowed */
+        for (size_t i = 0; i + 1 < owned; i++) free(t->tok[i]);
+        t->n_tokens = 0;
+    }
     map_free(&out);
     free(src_node);
     free(src_model);
