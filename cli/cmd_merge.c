@@ -199,9 +199,6 @@ static mk_status write_config(merge_run *m)
     return s;
 }
 
-/* The model whose tokenizer files OUT gets: the recipe's tokenizer_source, else the config
- * donor. Found right after planning, so that a tokenizer_source naming no model of the recipe
- * fails before any weight is merged. */
 /* The plan's model a recipe's tokenizer setting names (as written, or by its resolved key). */
 static mk_status plan_model_named(merge_run *m, const char *name, const char *key, mk_pos pos, const char *what,
                                   size_t *out)
@@ -219,6 +216,9 @@ static mk_status plan_model_named(merge_run *m, const char *name, const char *ke
     return MK_OK;
 }
 
+/* The model whose tokenizer files OUT gets: the recipe's tokenizer_source, else the config
+ * donor. Found right after planning, so that a tokenizer_source naming no model of the recipe
+ * fails before any weight is merged. */
 static mk_status tokenizer_donor(merge_run *m)
 {
     size_t tok = (size_t)m->plan.donor;
