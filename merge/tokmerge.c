@@ -83,7 +83,12 @@ static mk_status json_load(mk_source *s, const char *name, char **text, size_t *
     char what[512];
     snprintf(what, sizeof what, "%s/%s", s->path, name);
     mk_json_limits lim = {64, *len / 2 + 16};
-    return mk_json_parse(j, *text, *len, &lim, what);
+    mk_status st = mk_json_parse(j, *text, *len, &lim, what);
+    if (st != MK_OK) { /* nothing is left to free */
+        free(*text);
+        *text = NULL;
+    }
+    return st;
 }
 
 static mk_status vocab_load(vocab *v, mk_source *s)
