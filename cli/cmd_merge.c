@@ -15,6 +15,7 @@
 #include "../formats/mkz.h"
 #include "../formats/output.h"
 #include "../formats/safetensors.h"
+#include "../formats/hfconfig.h"
 #include "../merge/exec.h"
 #include "../merge/plan.h"
 #include "../quant/quant.h"
@@ -77,6 +78,7 @@ typedef struct merge_run {
     char *plan_key;          /* split outputs: the plan's hash */
     bool part_done;          /* --part: this part is already complete */
     mk_parts_manifest man;   /* --part: what this part records in OUT.tmp */
+    mk_tokmerge tok;         /* tokenizer_source set: the merged vocabulary (tokmerge.h) */
 } merge_run;
 
 /* ---- inputs ---------------------------------------------------------------------------- */
@@ -249,26 +251,32 @@ static mk_status write_config(merge_run *m)
     return s;
 }
 
+/* The plan's model a recipe's tokenizer setting names (as written, or by its resolved key). */
+static mk_status plan_model_named(merge_run *m, const char *name, const char *key, mk_pos pos, const char *what,
+                                  size_t *out)
+{
+    const mk_plan *p = &m->plan;
+    bool found = false;
+    for (size_t i = 0; i < p->n_models; i++)
+        if (strcmp(p->models[i].ref->text, name) == 0 || (key && strcmp(p->models[i].ref->key, key) == 0)) {
+            *out = i;
+            found = true;
+        }
+    if (!found)
+        return mk_error(MK_ERR_RECIPE, "%s:%d:%d: %s '%s' is not one of the recipe's models", m->r->path, pos.line,
+                        pos.col, what, name);
+    return MK_OK;
+}
+
 /* The model whose tokenizer files OUT gets: the recipe's tokenizer_source, else the config
  * donor. Found right after planning, so that a tokenizer_source naming no model of the recipe
  * fails before any weight is merged. */
 static mk_status tokenizer_donor(merge_run *m)
 {
-    const mk_plan *p = &m->plan;
-    size_t tok = (size_t)p->donor;
+    size_t tok = (size_t)m->plan.donor;
     const char *ts = m->r->tokenizer_source;
-    if (ts && strcmp(ts, "base") != 0) {
-        const char *key = m->r->tokenizer_key; /* mk_recipe_load resolved it */
-        bool found = false;
-        for (size_t i = 0; i < p->n_models; i++)
-            if (strcmp(p->models[i].ref->text, ts) == 0 || (key && strcmp(p->models[i].ref->key, key) == 0)) {
-                tok = i;
-                found = true;
-            }
-        if (!found)
-            return mk_error(MK_ERR_RECIPE, "%s:%d:%d: tokenizer_source '%s' is not one of the recipe's models", m->r->path,
-                            m->r->tokenizer_pos.line, m->r->tokenizer_pos.col, ts);
-    }
+    if (ts && strcmp(ts, "base") != 0 && strcmp(ts, "union") != 0) /* mk_recipe_load resolved its key */
+        MK_TRY(plan_model_named(m, ts, m->r->tokenizer_key, m->r->tokenizer_pos, "tokenizer_source", &tok));
     m->tok_donor = tok;
     return MK_OK;
 }
@@ -281,7 +289,37 @@ static mk_status copy_tokenizer(merge_run *m)
      * source (then mergekit builds and saves one whatever the option says) */
     if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
     size_t before = m->w.n_files;
-    MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    char *chat = NULL; /* the recipe's chat_template: OUT's chat_template.jinja */
+    if (m->r->chat_template) {
+        mk_source *srcs[1024];
+        for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
+        MK_TRY(mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, &chat));
+    }
+    if (m->tok.tokenizer_json || chat) { /* a union's tokenizer.json (and added_tokens_decoder); a chat template */
+        mk_source *d = p->models[tok].src;
+        for (const char *const *f = mk_tokenizer_files; *f; f++) {
+            const char *data = NULL;
+            size_t len = 0;
+            char *own = NULL;
+            if (strcmp(*f, "chat_template.jinja") == 0 && chat) data = chat, len = strlen(chat);
+            else if (strcmp(*f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
+                data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
+            else if (strcmp(*f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
+                data = m->tok.tokenizer_config, len = m->tok.tokenizer_config_len;
+            else {
+                mk_status s = d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len);
+                if (s != MK_OK) free(chat);
+                MK_TRY(s);
+                data = own;
+            }
+            mk_status s = data ? mk_output_file(&m->w, *f, data, len) : MK_OK;
+            free(own);
+            if (s != MK_OK) free(chat);
+            MK_TRY(s);
+        }
+        free(chat);
+    } else
+        MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
     if (m->w.n_files == before)
         mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
@@ -724,9 +762,25 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
-    mk_plan_opts po = {m->o->allow_crimes, m->out_dtype};
+    mk_plan_opts po = {m->o->allow_crimes, m->out_dtype, NULL};
     MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
     MK_TRY(tokenizer_donor(m));
+    if (m->r->tokenizer_source) { /* every vocabulary tensor gathered by the merged vocabulary */
+        mk_source *srcs[1024];
+        for (size_t i = 0; i < m->plan.n_models; i++) srcs[i] = m->plan.models[i].src;
+        bool uni = strcmp(m->r->tokenizer_source, "union") == 0, base = strcmp(m->r->tokenizer_source, "base") == 0;
+        size_t ovm[1024] = {0};
+        if (m->r->n_token_overrides > 1024) return mk_error(MK_ERR_RECIPE, "%s: over 1024 tokenizer tokens", m->r->path);
+        for (size_t i = 0; i < m->r->n_token_overrides; i++) {
+            const mk_token_override *o = &m->r->token_overrides[i];
+            if (o->model) MK_TRY(plan_model_named(m, o->model, NULL, o->model_pos, "token source", &ovm[i]));
+        }
+        MK_TRY(mk_tokmerge_build(&m->tok, srcs, m->plan.n_models, (size_t)m->plan.donor,
+                                 uni ? "union" : base ? "base" : NULL, m->tok_donor, m->r, ovm));
+        mk_plan_free(&m->plan);
+        po.tok = &m->tok;
+        MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
+    }
     if (m->o->dry_run && (m->o->parts.parts || m->o->parts.p.n)) return print_split(m);
     if (m->o->dry_run) {
         print_plan(m);
@@ -770,6 +824,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
 static void merge_run_free(merge_run *m)
 {
     mk_plan_free(&m->plan);
+    mk_tokmerge_free(&m->tok);
     mk_qplan_free(&m->qplan);
     free(m->quantize_rec);
     free(m->plan_key);

@@ -73,11 +73,79 @@ static mk_source *input_source(const exec_state *ex, size_t k)
     return ex->p->models[ex->pt->in[k].model].src;
 }
 
+/* Row `row` of input k of a vocabulary tensor gathered by a tokenizer merge's permutation
+ * (tokmerge.h): the model's own row, or the average of the rows the merge names. `tmp`: one
+ * spare row. */
+static mk_status permuted_row(const exec_state *ex, size_t k, uint64_t row, float *d, float *tmp, void *scratch)
+{
+    const mk_plan_tensor *pt = ex->pt;
+    const mk_tokmerge *tm = ex->p->tok;
+    uint64_t cols = pt->job.cols;
+    int64_t sr = pt->in[k].rowmap[row];
+    if (sr >= 0)
+        return mk_source_read_f32_window(input_source(ex, k), pt->in[k].tensor, pt->in[k].src_cols, (uint64_t)sr, 1,
+                                         cols, d, scratch);
+    memset(d, 0, cols * sizeof *d);
+    uint32_t f0 = tm->fill_off[row], f1 = tm->fill_off[row + 1];
+    for (uint32_t f = f0; f < f1; f++) {
+        size_t j = 0;
+        while (j < pt->job.n_in && pt->in[j].model != tm->fill[f]) j++;
+        if (j == pt->job.n_in)
+            return mk_error(MK_ERR_RECIPE, "tensor %s: token '%s' needs this tensor's row from model %s, which "
+                            "lacks the tensor", pt->out.name, tm->tok[row], ex->p->models[tm->fill[f]].ref->text);
+        MK_TRY(mk_source_read_f32_window(input_source(ex, j), pt->in[j].tensor, pt->in[j].src_cols,
+                                         (uint64_t)tm->fill_row[f], 1, cols, tmp, scratch));
+        for (uint64_t c = 0; c < cols; c++) d[c] += tmp[c];
+    }
+    if (f1 - f0 > 1)
+        for (uint64_t c = 0; c < cols; c++) d[c] /= (float)(f1 - f0);
+    return MK_OK;
+}
+
+/* Rows [row0, row0 + nrows) of input k by the permutation; rows past the vocabulary
+ * (tokenizer pad_to_multiple_of) are the mean of the model's vocabulary rows, as mergekit
+ * pads (summed in double: mergekit's torch.mean may differ in the last bit). */
+static mk_status read_permuted(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows, float *dst,
+                               void *scratch)
+{
+    const mk_tokmerge *tm = ex->p->tok;
+    uint64_t cols = ex->pt->job.cols;
+    /* past this input's rows: its own block's spare room, else the next input's block or the
+     * output's, both written after this one */
+    float *tmp = dst + nrows * cols;
+    double *mean = NULL;
+    for (uint64_t r = 0; r < nrows; r++) {
+        uint64_t row = row0 + r;
+        float *d = dst + r * cols;
+        if (row < tm->n_tokens) {
+            MK_TRY(permuted_row(ex, k, row, d, tmp, scratch));
+            continue;
+        }
+        if (!mean) {
+            if (!(mean = mk_calloc(cols ? cols : 1, sizeof *mean))) return MK_ERR_NOMEM;
+            mk_status s = MK_OK;
+            for (uint64_t v = 0; v < tm->n_tokens && s == MK_OK; v++) {
+                s = permuted_row(ex, k, v, d, tmp, scratch);
+                for (uint64_t c = 0; c < cols && s == MK_OK; c++) mean[c] += d[c];
+            }
+            if (s != MK_OK) {
+                free(mean);
+                return s;
+            }
+            for (uint64_t c = 0; c < cols; c++) mean[c] /= (double)tm->n_tokens;
+        }
+        for (uint64_t c = 0; c < cols; c++) d[c] = (float)mean[c];
+    }
+    free(mean);
+    return MK_OK;
+}
+
 static mk_status read_input(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows, float *dst, void *scratch)
 {
     const mk_plan_input *pi = &ex->pt->in[k];
     mk_source *src = input_source(ex, k);
-    MK_TRY(mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch));
+    if (pi->rowmap) MK_TRY(read_permuted(ex, k, row0, nrows, dst, scratch));
+    else MK_TRY(mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch));
     /* inputs are cast to the compute dtype first, as mergekit loads them */
     mk_dtype cd = ex->pt->job.compute_dtype, sd = src->tensors[pi->tensor].dtype;
     if ((cd == MK_BF16 || cd == MK_F16) && sd != cd && mk_dtype_info(sd)->is_float)
@@ -89,7 +157,7 @@ static void release_input(const exec_state *ex, size_t k, uint64_t row0, uint64_
 {
     const mk_plan_input *pi = &ex->pt->in[k];
     mk_source *src = input_source(ex, k);
-    if (!src->ops->release) return;
+    if (!src->ops->release || pi->rowmap) return;
     unsigned es = mk_dtype_size(src->tensors[pi->tensor].dtype);
     src->ops->release(src, pi->tensor, row0 * pi->src_cols * es, nrows * pi->src_cols * es);
 }

@@ -525,7 +525,7 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         size_t k2 = job->n_in++;
         in_names[k2] = iname;
         srcs[k2] = is;
-        pt->in[k2] = (mk_plan_input){is->model, (uint32_t)ti, mk_tensor_cols(it)};
+        pt->in[k2] = (mk_plan_input){is->model, (uint32_t)ti, mk_tensor_cols(it), NULL};
         if ((int)is->model == sl->base) job->base = (int)k2;
         if (mk_dtype_info(it->dtype)->is_float) cdt = cdt == MK_DTYPE_NONE ? it->dtype : promote(cdt, it->dtype);
         if (k2 == 0) {
@@ -537,6 +537,7 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
         if (mk_shape_eq(it, f)) continue;
         char a[160], c2[160];
+        if (embed && b->o->tok && it->ndim == 2 && f->ndim == 2 && it->shape[1] == f->shape[1]) continue;
         if (embed && it->ndim == 2 && f->ndim == 2 && it->shape[1] == f->shape[1]) {
             /* vocabulary sizes differ: keep the common first rows (mergekit 0.1.5 does this
              * with --unsafe-truncate-embeddings; without it, it refuses) */
@@ -549,6 +550,12 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
                      embed ? " (only the vocabulary dimension may differ)" : "");
     }
     if (s == MK_OK && job->n_in == 0) s = mk_error(MK_ERR_RECIPE, "tensor %s: no model has it", pt->out.name);
+    bool remap = s == MK_OK && embed && b->o->tok && pt->out.ndim == 2;
+    if (remap) { /* rows gathered by the merged vocabulary's token permutation (tokmerge.h) */
+        pt->out.shape[0] = (int64_t)b->o->tok->n_rows;
+        for (size_t k = 0; k < job->n_in; k++) pt->in[k].rowmap = b->o->tok->perm[pt->in[k].model];
+        p->vocab_rows = b->o->tok->n_rows;
+    }
     /* optional tensors that only some inputs have (mergekit OptionalTensorPolicy) */
     bool passthrough = false, skip = false;
     if (s == MK_OK && missing && job->n_in) {
@@ -627,7 +634,7 @@ static mk_status add_tensor(builder *b, const islice *sl, size_t ref, size_t ref
         /* raw bytes only when nothing would round them: same dtype in, computed and out */
         const mk_tensor_info *f = &p->models[pt->in[0].model].src->tensors[pt->in[0].tensor];
         bool is_float = mk_dtype_info(f->dtype)->is_float;
-        pt->raw = f->dtype == pt->out.dtype && (!is_float || f->dtype == job->compute_dtype) && !cut;
+        pt->raw = f->dtype == pt->out.dtype && (!is_float || f->dtype == job->compute_dtype) && !cut && !remap;
     }
     for (size_t k = 0; k < sl->n; k++) free(in_names ? in_names[k] : NULL);
     free(in_names);
@@ -712,6 +719,7 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
     memset(p, 0, sizeof *p);
     p->recipe = r;
     p->out_layers = -1;
+    p->tok = o->tok;
     builder b = {r, o, p, NULL, 0};
 
     const mk_method *m = mk_method_find(r->method);

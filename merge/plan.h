@@ -18,11 +18,14 @@
 #include "../model/arch.h"
 #include "method.h"
 #include "recipe.h"
+#include "tokmerge.h"
 
 typedef struct mk_plan_input {
     uint32_t model;    /* index into plan->models */
     uint32_t tensor;   /* tensor index in that model's source */
     uint64_t src_cols; /* columns of the source tensor (> out cols when cut to a common block) */
+    const int64_t *rowmap; /* vocabulary tensors of a tokenizer merge: output row -> source row
+                              (-1: filled per tokmerge.h); NULL = rows as they are */
 } mk_plan_input;
 
 typedef struct mk_plan_tensor {
@@ -48,6 +51,7 @@ typedef struct mk_plan_model {
 typedef struct mk_plan_opts {
     bool allow_crimes;       /* allow models of different architectures */
     mk_dtype out_dtype;      /* MK_DTYPE_NONE = from the recipe / the inputs */
+    const mk_tokmerge *tok;  /* a merge of vocabularies (tokenizer_source); NULL = none */
 } mk_plan_opts;
 
 typedef struct mk_plan {
@@ -62,7 +66,9 @@ typedef struct mk_plan {
     mk_plan_tensor *t;
     mk_tensor_info *outs;    /* [n] copies of t[i].out (names shared), for sinks */
     long out_layers;         /* layer count to write to config.json; -1 = unchanged */
-    uint64_t vocab_rows;     /* embedding rows when cut to a common block; 0 = unchanged */
+    uint64_t vocab_rows;     /* embedding rows when cut to a common block or set by a tokenizer
+                                merge; 0 = unchanged */
+    const mk_tokmerge *tok;  /* mk_plan_opts.tok */
     uint64_t total_bytes;
     uint64_t max_numel;
 } mk_plan;

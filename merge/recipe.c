@@ -497,6 +497,70 @@ static const char *const top_keys[] = {"merge_method", "base_model", "models", "
                                        "dtype", "out_dtype", "tokenizer_source", "tokenizer", "chat_template",
                                        "random_seed", "name"};
 
+/* tokenizer: tokens: {TOKEN: {source: MODEL | {kind: model_token, model, token | token_id}
+ * | {kind: zero}, force: BOOL}} */
+static mk_status parse_token_overrides(ctx *c, const yaml_node_t *n, mk_recipe *r)
+{
+    if (n->type != YAML_MAPPING_NODE) return ferr(c, n, "tokenizer tokens must be a mapping, found %s", kind_name(n));
+    yaml_node_pair_t *a = n->data.mapping.pairs.start, *e = n->data.mapping.pairs.top;
+    size_t cnt = (size_t)(e - a);
+    r->token_overrides = mk_calloc(cnt ? cnt : 1, sizeof *r->token_overrides);
+    if (!r->token_overrides) return MK_ERR_NOMEM;
+    for (yaml_node_pair_t *p = a; p < e; p++) {
+        yaml_node_t *k = get(c, p->key), *v = get(c, p->value);
+        if (!k || !v) return c->err;
+        mk_token_override *o = &r->token_overrides[r->n_token_overrides++];
+        o->pos = node_pos(k);
+        MK_TRY(scalar_string(c, k, "tokenizer tokens key", &o->token));
+        for (size_t q = 0; q + 1 < r->n_token_overrides; q++)
+            if (strcmp(r->token_overrides[q].token, o->token) == 0)
+                return ferr(c, k, "token '%s' has two conflicting entries in tokenizer tokens (the other at %d:%d)",
+                            o->token, r->token_overrides[q].pos.line, r->token_overrides[q].pos.col);
+        if (is_null(v)) continue;
+        static const char *const keys[] = {"source", "force"};
+        MK_TRY(map_check(c, v, "tokenizer tokens entry", keys, 2));
+        yaml_node_t *f = map_get(c, v, "force"), *s = map_get(c, v, "source");
+        if (c->err) return c->err;
+        if (f && !is_null(f)) {
+            int b = f->type == YAML_SCALAR_NODE ? parse_bool(sval(f)) : -1;
+            if (b < 0) return ferr(c, f, "token '%s': force must be true or false", o->token);
+            o->force = b;
+        }
+        if (!s || is_null(s)) {
+            if (o->force) return ferr(c, v, "token '%s': force needs a source to force", o->token);
+            continue;
+        }
+        if (s->type == YAML_SCALAR_NODE) {
+            o->kind = MK_TOKSRC_MODEL;
+            o->model_pos = node_pos(s);
+            MK_TRY(scalar_string(c, s, "token source", &o->model));
+            continue;
+        }
+        static const char *const skeys[] = {"kind", "model", "token", "token_id"};
+        MK_TRY(map_check(c, s, "token source", skeys, 4));
+        yaml_node_t *kd = map_get(c, s, "kind"), *md = map_get(c, s, "model"), *tt = map_get(c, s, "token"),
+                    *ti = map_get(c, s, "token_id");
+        if (c->err) return c->err;
+        if (!kd || kd->type != YAML_SCALAR_NODE) return ferr(c, s, "token '%s': source needs a kind (model_token or zero)", o->token);
+        if (strcmp(sval(kd), "zero") == 0) {
+            if (md || tt || ti) return ferr(c, s, "token '%s': a zero source takes no model, token or token_id", o->token);
+            o->kind = MK_TOKSRC_ZERO;
+            continue;
+        }
+        if (strcmp(sval(kd), "model_token") != 0)
+            return ferr(c, kd, "token '%s': unknown source kind '%s' (model_token or zero)", o->token, sval(kd));
+        o->kind = MK_TOKSRC_MODEL_TOKEN;
+        if (!md) return ferr(c, s, "token '%s': a model_token source needs a model", o->token);
+        if ((tt != NULL) == (ti != NULL))
+            return ferr(c, s, "token '%s': a model_token source needs exactly one of token and token_id", o->token);
+        o->model_pos = node_pos(md);
+        MK_TRY(scalar_string(c, md, "token source model", &o->model));
+        if (tt) MK_TRY(scalar_string(c, tt, "token source token", &o->src_token));
+        else MK_TRY(scalar_int(c, ti, "token source token_id", 0, INT32_MAX, &o->src_id));
+    }
+    return MK_OK;
+}
+
 static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
 {
     MK_TRY(map_check(c, root, "the recipe", top_keys, sizeof top_keys / sizeof *top_keys));
@@ -530,19 +594,35 @@ static mk_status parse_root(ctx *c, const yaml_node_t *root, mk_recipe *r)
     if (tk && !is_null(tk)) {
         static const char *const tkeys[] = {"source", "tokens", "pad_to_multiple_of"};
         MK_TRY(map_check(c, tk, "tokenizer", tkeys, 3));
-        if (map_get(c, tk, "tokens") || map_get(c, tk, "pad_to_multiple_of"))
-            return ferr(c, tk, "tokenizer 'tokens' and 'pad_to_multiple_of' are not supported yet");
+        if ((n = map_get(c, tk, "tokens")) && !is_null(n)) MK_TRY(parse_token_overrides(c, n, r));
+        if ((n = map_get(c, tk, "pad_to_multiple_of")) && !is_null(n)) {
+            int64_t v;
+            MK_TRY(scalar_int(c, n, "tokenizer pad_to_multiple_of", 1, 1 << 20, &v));
+            r->pad_to_multiple_of = (long)v;
+        }
         ts = map_get(c, tk, "source");
-        if (!ts) return ferr(c, tk, "tokenizer has no 'source' (mergekit's default, 'union', is not supported yet)");
+        if (c->err) return c->err;
+        if (!ts || is_null(ts)) { /* mergekit's default */
+            if (!(r->tokenizer_source = mk_strdup("union"))) return MK_ERR_NOMEM;
+            r->tokenizer_pos = node_pos(tk);
+        }
     }
     if (ts && !is_null(ts)) {
         MK_TRY(scalar_string(c, ts, "tokenizer_source", &r->tokenizer_source));
         r->tokenizer_pos = node_pos(ts);
-        if (strcmp(r->tokenizer_source, "union") == 0)
-            return ferr(c, ts, "tokenizer_source 'union' is not supported yet (use 'base' or a model)");
     }
-    if ((n = map_get(c, root, "chat_template")) && !is_null(n))
-        return ferr(c, n, "'chat_template' is not supported yet");
+    if ((n = map_get(c, root, "chat_template")) && !is_null(n)) {
+        MK_TRY(scalar_string(c, n, "chat_template", &r->chat_template));
+        r->chat_template_pos = node_pos(n);
+        const char *t = r->chat_template;
+        static const char *const builtin[] = {"alpaca", "chatml", "exaone", "llama3", "mistral"};
+        for (size_t i = 0; i < sizeof builtin / sizeof *builtin; i++)
+            if (strcmp(t, builtin[i]) == 0)
+                return ferr(c, n, "chat_template '%s' (one of mergekit's bundled templates) is not supported yet: give "
+                            "the template's text, or 'auto'", t);
+        if (strcmp(t, "auto") != 0 && (strlen(t) < 20 || !strchr(t, '{')))
+            return ferr(c, n, "chat_template '%s' is not 'auto' nor a Jinja template (at least 20 characters, with '{')", t);
+    }
     if ((n = map_get(c, root, "random_seed")) && !is_null(n)) {
         int64_t v;
         MK_TRY(scalar_int(c, n, "random_seed", 0, INT64_MAX, &v));
@@ -698,6 +778,13 @@ void mk_recipe_free(mk_recipe *r)
     params_free(&r->params);
     free(r->tokenizer_source);
     free(r->tokenizer_key);
+    for (size_t i = 0; i < r->n_token_overrides; i++) {
+        free(r->token_overrides[i].token);
+        free(r->token_overrides[i].model);
+        free(r->token_overrides[i].src_token);
+    }
+    free(r->token_overrides);
+    free(r->chat_template);
     memset(r, 0, sizeof *r);
 }
 

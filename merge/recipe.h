@@ -81,6 +81,24 @@ typedef struct mk_output_slice {
     mk_pos pos;
 } mk_output_slice;
 
+/* One entry of `tokenizer: tokens:`: where a token's embedding rows come from. */
+typedef enum mk_toksrc {
+    MK_TOKSRC_DEFAULT = 0, /* no source: as if not listed (only adds the token) */
+    MK_TOKSRC_MODEL,       /* source: MODEL - that model's row of the token */
+    MK_TOKSRC_MODEL_TOKEN, /* source: {kind: model_token, model, token | token_id} */
+    MK_TOKSRC_ZERO,        /* source: {kind: zero} */
+} mk_toksrc;
+
+typedef struct mk_token_override {
+    char *token;
+    mk_toksrc kind;
+    char *model;           /* MODEL / model_token's model, as written */
+    char *src_token;       /* model_token by token; NULL = by src_id */
+    int64_t src_id;
+    bool force;            /* every model gets the source's row, even one that has the token */
+    mk_pos pos, model_pos;
+} mk_token_override;
+
 typedef struct mk_recipe {
     char *path;     /* recipe file, for messages */
     char *text;     /* the YAML as given (written to mergekit_config.yml) */
@@ -98,6 +116,11 @@ typedef struct mk_recipe {
     char *tokenizer_source;  /* NULL, "base", "union" or a model reference */
     mk_pos tokenizer_pos;
     char *tokenizer_key;     /* a model reference's mk_model_key once resolved (mk_recipe_load) */
+    size_t n_token_overrides;
+    mk_token_override *token_overrides; /* tokenizer: tokens: (mergekit TokenEmbeddingConfig) */
+    long pad_to_multiple_of; /* tokenizer: pad_to_multiple_of; 0 = none */
+    char *chat_template;     /* NULL, "auto" (the models' most common) or a Jinja template's text */
+    mk_pos chat_template_pos;
     bool has_seed;
     uint64_t seed;
 } mk_recipe;

@@ -180,7 +180,13 @@ MK_TEST(recipe_errors)
     expect_err("merge_method: passthrough\nslices:\n  - sources: []\n", "sources is empty");
     expect_err("merge_method: passthrough\nslices:\n  - parameters: {}\n", "has no 'sources'");
     expect_err("merge_method: linear\nmodules:\n  text: {}\n", "'modules'");
-    expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer_source: union\n", "'union' is not supported yet");
+    expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer:\n  tokens:\n    x: {source: a/}\n    x: {force: true}\n",
+               "token 'x' has two conflicting entries in tokenizer tokens (the other at 6:5)");
+    expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer:\n  tokens:\n    x: {source: {kind: zero, model: a/}}\n",
+               "a zero source takes no model");
+    expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer:\n  tokens:\n    x: {source: {kind: other}}\n",
+               "unknown source kind 'other'");
+    expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer:\n  pad_to_multiple_of: 0\n", "pad_to_multiple_of");
     expect_err("merge_method: linear\nmodels:\n  - model: a/\ntokenizer_source: base\ntokenizer: {source: base}\n",
                "cannot both be set");
     expect_err("merge_method: linear\nmodels:\n  - model: a/\nrandom_seed: -3\n", "random_seed must be between");
