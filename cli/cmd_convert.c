@@ -235,7 +235,7 @@ typedef struct conv {
 
 /* The model's config and architecture checked, the tensors planned, the metadata and tensor
  * infos declared: everything before the first byte is written. */
-static mk_status prepare(conv *v, const char *in)
+static mk_status prepare(conv *v, const char *in, const char *name)
 {
     MK_TRY(mk_model_config_of_source(v->src, &v->cfg));
     const mk_model_config *cfg = &v->cfg;
@@ -248,7 +248,7 @@ static mk_status prepare(conv *v, const char *in)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
     MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
-    if (!(v->name = model_name(in))) return MK_ERR_NOMEM;
+    if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
     vocab_size(&v->w, v->a, cfg, v->vocab);
@@ -283,18 +283,31 @@ static void report(const mk_common *c, const conv *v, const char *out, double se
     mk_buf_free(&j);
 }
 
-static mk_status run(mk_common *c, const char *in, const char *out, const char *type_s, bool force)
+static size_t type_row(const char *type_s)
+{
+    size_t i = 0;
+    while (i < N_TYPES && strcmp(types[i].name, type_s) != 0) i++;
+    return i;
+}
+
+mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
+{
+    if (type_row(type_s) == N_TYPES)
+        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", opt, type_s);
+    return MK_OK;
+}
+
+mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
 {
     conv v;
     memset(&v, 0, sizeof v);
-    while (v.ti < N_TYPES && strcmp(types[v.ti].name, type_s) != 0) v.ti++;
-    if (v.ti == N_TYPES)
-        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", type_s);
+    MK_TRY(mk_cli_gguf_type_check("--type", type_s));
+    v.ti = type_row(type_s);
     MK_TRY(mk_cli_check_output(out, &in, 1));
     if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
     MK_TRY(mk_cli_open_model_values(in, &v.src));
     mk_gguf_w_init(&v.w);
-    mk_status s = prepare(&v, in);
+    mk_status s = prepare(&v, in, name);
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
     double t0 = mk_now();
@@ -342,6 +355,6 @@ int mk_cmd_convert(int argc, char **argv)
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
-    mk_status s = run(&c, pos[0], pos[1], type, force);
+    mk_status s = mk_cli_convert_gguf(&c, pos[0], pos[1], type, force, NULL);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }

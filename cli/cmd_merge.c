@@ -38,6 +38,7 @@ typedef struct merge_opts {
     uint64_t chunk;
     const char *out_dtype;
     const char *quantize;   /* --quantize SPEC, or NULL */
+    const char *out_type;   /* --out-type T: the tensor type of an OUT.gguf */
     const char *on_nonfinite;
     const char *compress; /* --compress[=LEVEL]: "" or the level */
     int level;
@@ -62,6 +63,7 @@ typedef struct input_hashes {
 typedef struct merge_run {
     const mk_recipe *r;
     const char *out;
+    const char *gguf;        /* OUT ending in .gguf: it; out is then the folder it is made from */
     merge_opts *o;
     uint64_t seed;
     mk_dtype out_dtype;
@@ -116,6 +118,7 @@ static mk_status check_out_path(merge_run *m)
         ins[n++] = m->refs[i]->path;
         ins[n++] = m->refs[i]->lora;
     }
+    if (m->gguf) MK_TRY(mk_cli_check_output(m->gguf, ins, n));
     return mk_cli_check_output(m->out, ins, n);
 }
 
@@ -990,6 +993,13 @@ static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
         o->level = (int)v;
     }
     o->mkz = o->compress || mk_str_ends_with(out, ".mkz");
+    bool gguf = mk_str_ends_with(out, ".gguf");
+    if (s == MK_OK && o->out_type && !gguf)
+        s = mk_error(MK_ERR_USAGE, "--out-type: only for an OUT ending in .gguf (a folder's dtype is --out-dtype)");
+    if (s == MK_OK && gguf) s = mk_cli_gguf_type_check("--out-type", o->out_type ? o->out_type : "f16");
+    if (s == MK_OK && gguf && (o->quantize || o->compress || o->check || o->resume || o->parts.part || o->parts.parts || o->finalize))
+        s = mk_error(MK_ERR_USAGE, "%s: not with an OUT ending in .gguf (its tensor types are --out-type)",
+                     o->quantize ? "--quantize" : o->compress ? "--compress" : o->check ? "--check" : o->resume ? "--resume" : "--part");
     if (s == MK_OK && o->mkz && o->resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK && o->check && o->quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
     if (s == MK_OK && o->quantize) s = mk_qopts_parse(o->quantize, &m->qo);
@@ -1022,6 +1032,42 @@ static mk_status eval_output(merge_run *m)
     return mk_cli_eval(m->out, refs, n, &m->o->eval, &m->o->c, false);
 }
 
+/* OUT.gguf: the merge into the folder OUT.gguf.merge, then that folder converted to OUT.gguf by
+ * convert's writer (the same tensor types and metadata as `convert`), then the folder removed.
+ * Nothing is left at OUT on failure. */
+static mk_status run_merge_gguf(merge_run *m)
+{
+    const char *out = m->gguf;
+    if (mk_path_exists(out) && !m->o->force && !m->o->dry_run)
+        return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    char *dir = mk_asprintf("%s.merge", out), *name = mk_strdup(out);
+    if (!dir || !name) {
+        free(dir);
+        free(name);
+        return MK_ERR_NOMEM;
+    }
+    mk_status s = MK_OK;
+    if (mk_path_exists(dir))
+        s = mk_error(MK_ERR_EXISTS, "%s: the folder an OUT.gguf is merged into first already exists (remove it)", dir);
+    /* general.name: OUT's file name without .gguf, as convert names a folder's model */
+    char *base = name ? mk_path_basename(name) : NULL;
+    if (s == MK_OK && !base) s = MK_ERR_NOMEM;
+    if (s == MK_OK) base[strlen(base) - 5] = 0;
+    bool json = m->o->c.json;
+    m->out = dir;
+    m->o->c.json = false;
+    if (s == MK_OK) s = run_merge(m, NULL);
+    m->o->c.json = json;
+    if (s == MK_OK && !m->o->dry_run)
+        s = mk_cli_convert_gguf(&m->o->c, dir, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, base);
+    if (mk_path_exists(dir) && mk_rm_rf(dir) != MK_OK && s == MK_OK) s = mk_error(MK_ERR_IO, "%s: cannot remove it", dir);
+    m->out = out;
+    free(base);
+    free(name);
+    free(dir);
+    return s;
+}
+
 static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
@@ -1034,6 +1080,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0 (see 'convert --help')", "f16"},
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
@@ -1057,7 +1104,9 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         "nothing is left on failure. OUT gets config.json, tokenizer files, mergekit_config.yml,\n"
         "README.md and mergekit-c.json (input and output XXH3-128 hashes; see --check). With OUT\n"
         "ending in .mkz, or --compress, all of it goes into one lossless .mkz container instead\n"
-        "(`unpack` restores the folder). mergekit-yaml's command line is taken as it is (mergekit-c\n"
+        "(`unpack` restores the folder). With OUT ending in .gguf, the merge is written as one llama.cpp\n"
+        "GGUF file instead, as `convert` writes the merged folder (--out-type, default f16; the folder is\n"
+        "made beside OUT as OUT.merge and removed). mergekit-yaml's command line is taken as it is (mergekit-c\n"
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
         "refused. On a cluster, --part I/N writes part I of N of OUT's shards into the shared OUT.tmp\n"
@@ -1086,7 +1135,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     m.o = &o;
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
-    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
+    if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

@@ -1,0 +1,47 @@
+#!/bin/sh
+# merge to GGUF: `merge RECIPE OUT.gguf --out-type T` is byte for byte `merge RECIPE DIR/`
+# then `convert DIR OUT2.gguf --type T` (same tensors, types, metadata and tokenizer, named
+# after OUT), for f32, f16, q8_0 and q4_0, for a linear merge and a passthrough frankenmerge
+# that changes the layer count (block_count follows); the same bytes at -j1 and -j4; bad
+# input (--out-type with a folder OUT, an unknown type, --quantize with OUT.gguf, an existing
+# OUT) is one line, exit 2, nothing written.
+. "$MK_ROOT/tests/e2e/lib.sh"
+"$MK" synth base --hidden 64 --layers 4 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 --seed 1 -q &&
+    "$MK" synth ft --finetune-of base --delta 0.05 --seed 2 -q ||
+    { notok "synth" "could not make the models"; exit 1; }
+printf 'merge_method: linear\nmodels:\n  - model: base\n    parameters: {weight: 0.6}\n  - model: ft\n    parameters: {weight: 0.4}\ndtype: float32\n' >lin.yaml
+printf 'merge_method: passthrough\nslices:\n  - sources:\n      - model: base\n        layer_range: [0, 3]\n  - sources:\n      - model: ft\n        layer_range: [1, 4]\ndtype: float32\n' >pt.yaml
+
+for r in lin pt; do
+    mkdir "$r"
+    "$MK" "$r.yaml" "$r/m" -q || notok "$r: merge to a folder" "failed"
+    for t in f32 f16 q8_0 q4_0; do
+        "$MK" convert "$r/m" "$r/want-$t.gguf" --type "$t" -q
+        mkdir "$r/$t"
+        t_ok "$r $t: merge to GGUF" "$MK" "$r.yaml" "$r/$t/m.gguf" --out-type "$t" -q
+        t_same "$r $t: the same bytes as merge to a folder, then convert" "$r/want-$t.gguf" "$r/$t/m.gguf"
+        t_absent "$r $t: the intermediate folder is removed" "$r/$t/m.gguf.merge" "$r/$t/m.gguf.merge.tmp" "$r/$t/m.gguf.tmp"
+    done
+done
+"$MK" inspect pt/q8_0/m.gguf >ins.txt 2>&1
+n=$(grep -c 'self_attn\.q_proj\.weight' ins.txt)
+[ "$n" = 6 ] && ok "passthrough: 6 layers of tensors" || notok "passthrough: 6 layers of tensors" "$n"
+# the reader takes num_hidden_layers from llama.block_count
+head -n 1 ins.txt | grep -q ', 6 layers$' && ok "passthrough: block_count follows the merge (6)" ||
+    notok "passthrough: block_count 6" "$(head -n 1 ins.txt)"
+
+mkdir j1 j4 d
+"$MK" lin.yaml j1/m.gguf --out-type q8_0 -q -j1
+"$MK" lin.yaml j4/m.gguf --out-type q8_0 -q -j4 --chunk 96
+t_same "the same bytes at -j1 and -j4" j1/m.gguf j4/m.gguf
+t_ok "default type" "$MK" lin.yaml d/m.gguf -q
+t_same "default type: f16" lin/want-f16.gguf d/m.gguf
+
+t_fail "--out-type with a folder OUT" 2 "out-type" "$MK" lin.yaml fold --out-type q8_0
+t_absent "--out-type with a folder OUT: nothing written" fold fold.tmp
+t_fail "unknown --out-type" 2 "q9_9" "$MK" lin.yaml bad.gguf --out-type q9_9
+t_fail "--quantize with OUT.gguf" 2 "quantize" "$MK" lin.yaml bad.gguf --quantize int8
+t_absent "bad input: nothing written" bad.gguf bad.gguf.tmp bad.gguf.merge bad.gguf.merge.tmp
+t_fail "existing OUT.gguf without --force" 2 "already exists" "$MK" lin.yaml d/m.gguf
+t_ok "--force replaces it" "$MK" lin.yaml d/m.gguf --out-type q4_0 --force -q
+t_same "--force: the new type" lin/want-q4_0.gguf d/m.gguf
