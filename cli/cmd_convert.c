@@ -60,14 +60,15 @@ static char *model_name(const char *path)
     return b;
 }
 
-static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
+static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
                               size_t *n_out)
 {
     plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
     if (!p) return MK_ERR_NOMEM;
     size_t n = 0;
     mk_status s = MK_OK;
-    bool has_output = mk_source_find(src, "lm_head.weight") >= 0;
+    bool has_output = false;
+    for (size_t i = 0; i < src->n_tensors; i++) has_output |= strcmp(src->tensors[i].name, "lm_head.weight") == 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
     bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
     for (size_t i = 0; i < src->n_tensors; i++) {
@@ -357,4 +358,126 @@ int mk_cmd_convert(int argc, char **argv)
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = mk_cli_convert_gguf(&c, pos[0], pos[1], type, force, NULL);
     return s == MK_OK ? 0 : mk_cli_fail(s);
+}
+
+/* ---- a GGUF file filled by a consumer (merge's OUT.gguf) ------------------------------ */
+
+struct mk_cli_gguf_out {
+    conv v;
+    long *at;            /* per tensor of the source: its row of v.p, or -1 (not written) */
+    uint64_t *dst;       /* the tensor being filled, when Q/K-permuted: GGUF row of each row */
+    bool allow_overflow;
+};
+
+static uint64_t out_align(mk_consumer *c, const mk_tensor_info *t)
+{
+    (void)c;
+    return t->ndim ? (uint64_t)t->shape[t->ndim - 1] : 1; /* whole rows */
+}
+
+static bool out_raw_ok(mk_consumer *c, size_t i, const mk_tensor_info *t, mk_dtype d)
+{
+    (void)c, (void)i, (void)t, (void)d;
+    return false; /* every value goes through the encoder */
+}
+
+static mk_status out_begin(mk_consumer *c, size_t i, const mk_tensor_info *t)
+{
+    mk_cli_gguf_out *g = c->impl;
+    (void)t;
+    free(g->dst);
+    g->dst = NULL;
+    if (g->at[i] < 0 || !g->v.p[g->at[i]].heads) return MK_OK;
+    const plan *q = &g->v.p[g->at[i]];
+    if (!(g->dst = mk_malloc((size_t)q->rows * sizeof *g->dst))) return MK_ERR_NOMEM;
+    for (uint64_t r = 0; r < q->rows; r++) g->dst[mk_gguf_permute_src_row(r, q->rows, q->heads)] = r;
+    return MK_OK;
+}
+
+/* Values [elem0, elem0 + n) of tensor i: rounded to the dtype the tensor has in a folder (so
+ * that the bytes are those `convert` makes of that folder), encoded, put in place. */
+static mk_status out_rows(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n)
+{
+    mk_cli_gguf_out *g = c->impl;
+    if (g->at[i] < 0) return MK_OK;
+    const plan *q = &g->v.p[g->at[i]];
+    const mk_tensor_info *t = &g->v.src->tensors[i];
+    size_t first = 0, bad = g->allow_overflow ? 0 : mk_dtype_count_overflow(t->dtype, v, (size_t)n, &first);
+    if (bad)
+        return mk_error(MK_ERR_NUMERIC, "tensor %s: %zu value(s) overflow %s (first at element %llu: %g); pass --allow-crimes to write them as Inf",
+                        t->name, bad, mk_dtype_name(t->dtype), (unsigned long long)(elem0 + first), (double)v[first]);
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes, r0 = elem0 / q->cols, nr = n / q->cols;
+    float *f = mk_malloc((size_t)n * sizeof *f);
+    unsigned char *e = f ? mk_malloc((size_t)(nr * row_bytes)) : NULL;
+    mk_status s = e ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK) {
+        memcpy(f, v, (size_t)n * sizeof *f);
+        if (t->dtype != MK_F32) mk_dtype_round_f32(t->dtype, f, (size_t)n);
+        if (!mk_ggml_encode(q->type, f, nr * q->cols / ty->block, e)) MK_BUG("ggml type without an encoder");
+    }
+    if (s == MK_OK && !g->dst) s = mk_gguf_w_at(&g->v.w, (uint64_t)g->at[i], r0 * row_bytes, e, (size_t)(nr * row_bytes));
+    for (uint64_t r = 0; s == MK_OK && g->dst && r < nr; r++)
+        s = mk_gguf_w_at(&g->v.w, (uint64_t)g->at[i], g->dst[r0 + r] * row_bytes, e + r * row_bytes, (size_t)row_bytes);
+    free(e);
+    free(f);
+    return s;
+}
+
+static mk_status out_end(mk_consumer *c, size_t i)
+{
+    mk_cli_gguf_out *g = c->impl;
+    (void)i;
+    free(g->dst);
+    g->dst = NULL;
+    return MK_OK;
+}
+
+static void out_close(mk_consumer *c) { (void)c; }
+
+static const mk_consumer_ops out_ops = {
+    .align = out_align, .raw_ok = out_raw_ok, .begin = out_begin, .rows = out_rows, .end = out_end, .close = out_close,
+};
+
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, const char *out, const char *type_s, bool force,
+                               const char *name, bool allow_overflow, mk_consumer *cons)
+{
+    *gp = NULL;
+    MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
+    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    mk_cli_gguf_out *g = mk_calloc(1, sizeof *g);
+    if (!g) return MK_ERR_NOMEM;
+    *gp = g;
+    g->v.ti = type_row(type_s);
+    g->v.src = like;
+    g->allow_overflow = allow_overflow;
+    mk_gguf_w_init(&g->v.w);
+    if (!(g->at = mk_calloc(like->n_tensors ? like->n_tensors : 1, sizeof *g->at))) return MK_ERR_NOMEM;
+    MK_TRY(prepare(&g->v, like->path, name));
+    for (size_t i = 0; i < like->n_tensors; i++) g->at[i] = -1;
+    for (size_t k = 0; k < g->v.np; k++) g->at[g->v.p[k].src] = (long)k;
+    MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
+    cons->ops = &out_ops;
+    cons->impl = g;
+    return MK_OK;
+}
+
+mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)
+{
+    MK_TRY(mk_gguf_w_commit(&g->v.w));
+    report(c, &g->v, out, secs);
+    return MK_OK;
+}
+
+void mk_cli_gguf_out_free(mk_cli_gguf_out *g)
+{
+    if (!g) return;
+    mk_gguf_w_free(&g->v.w);
+    free(g->v.enc);
+    free(g->v.name);
+    free(g->v.p);
+    mk_model_config_free(&g->v.cfg);
+    free(g->at);
+    free(g->dst);
+    free(g);
 }

@@ -224,7 +224,7 @@ static mk_status hash_join(hash_job *h)
 
 /* The donor's config.json with the output dtype, layer count, vocabulary size and
  * quantization_config of this merge. */
-static mk_status write_config(merge_run *m)
+static mk_status config_text(merge_run *m, char **text)
 {
     const mk_plan *p = &m->plan;
     mk_source *donor = p->models[p->config_donor].src;
@@ -246,11 +246,24 @@ static mk_status write_config(merge_run *m)
         e.vocab_key = mk_arch_vocab_key(a);
         e.vocab = (long)p->vocab_rows;
     }
-    bool found;
-    mk_status s = mk_output_config(&m->w, donor, &e, &found);
-    free(qc);
-    if (s == MK_OK && !found) /* the plan saw it */
+    char *cfg = NULL;
+    size_t len = 0;
+    *text = NULL;
+    mk_status s = donor->ops->aux_read(donor, "config.json", 16u << 20, &cfg, &len);
+    if (s == MK_OK && !cfg) /* the plan saw it */
         s = mk_error(MK_ERR_IO, "%s: config.json disappeared during the merge", donor->path);
+    if (s == MK_OK) s = mk_hfconfig_rewrite(cfg, donor->path, &e, text);
+    free(cfg);
+    free(qc);
+    return s;
+}
+
+static mk_status write_config(merge_run *m)
+{
+    char *text;
+    MK_TRY(config_text(m, &text));
+    mk_status s = mk_output_file(&m->w, "config.json", text, strlen(text));
+    free(text);
     return s;
 }
 
@@ -284,49 +297,63 @@ static mk_status tokenizer_donor(merge_run *m)
     return MK_OK;
 }
 
-static mk_status copy_tokenizer(merge_run *m)
+/* The recipe's chat_template picked from its models (OUT's chat_template.jinja), or NULL. */
+static mk_status pick_chat(merge_run *m, char **chat)
 {
     const mk_plan *p = &m->plan;
-    size_t tok = m->tok_donor;
-    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
-     * source (then mergekit builds and saves one whatever the option says) */
-    if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
-    size_t before = m->w.n_files;
-    char *chat = NULL; /* the recipe's chat_template: OUT's chat_template.jinja */
-    if (m->r->chat_template) {
-        mk_source *srcs[1024];
-        for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
-        MK_TRY(mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, &chat));
+    *chat = NULL;
+    if (!m->r->chat_template) return MK_OK;
+    mk_source *srcs[1024];
+    for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
+    return mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, chat);
+}
+
+/* OUT's tokenizer file f (one of mk_tokenizer_files): the merged vocabulary's or the recipe's
+ * chat template where they replace it, else the tokenizer donor's; NULL when absent. *own
+ * (to free) holds it when it was read. */
+static mk_status tok_file(merge_run *m, const char *chat, const char *f, const char **data, size_t *len, char **own)
+{
+    *data = NULL;
+    *len = 0;
+    *own = NULL;
+    if (strcmp(f, "chat_template.jinja") == 0 && chat) *data = chat, *len = strlen(chat);
+    else if (strcmp(f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
+        *data = m->tok.tokenizer_json, *len = m->tok.tokenizer_json_len;
+    else if (strcmp(f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
+        *data = m->tok.tokenizer_config, *len = m->tok.tokenizer_config_len;
+    else {
+        mk_source *d = m->plan.models[m->tok_donor].src;
+        MK_TRY(d->ops->aux_read(d, f, (uint64_t)512 << 20, own, len));
+        *data = *own;
     }
-    if (m->tok.tokenizer_json || chat) { /* a union's tokenizer.json (and added_tokens_decoder); a chat template */
-        mk_source *d = p->models[tok].src;
-        for (const char *const *f = mk_tokenizer_files; *f; f++) {
-            const char *data = NULL;
-            size_t len = 0;
-            char *own = NULL;
-            if (strcmp(*f, "chat_template.jinja") == 0 && chat) data = chat, len = strlen(chat);
-            else if (strcmp(*f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
-                data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
-            else if (strcmp(*f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
-                data = m->tok.tokenizer_config, len = m->tok.tokenizer_config_len;
-            else {
-                mk_status s = d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len);
-                if (s != MK_OK) free(chat);
-                MK_TRY(s);
-                data = own;
-            }
-            mk_status s = data ? mk_output_file(&m->w, *f, data, len) : MK_OK;
-            free(own);
-            if (s != MK_OK) free(chat);
-            MK_TRY(s);
-        }
-        free(chat);
-    } else
-        MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    return MK_OK;
+}
+
+/* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
+ * source (then mergekit builds and saves one whatever the option says) */
+static bool has_tokenizer(const merge_run *m) { return m->o->mk.copy_tokenizer >= 0 || m->r->tokenizer_source; }
+
+static mk_status copy_tokenizer(merge_run *m)
+{
+    if (!has_tokenizer(m)) return MK_OK;
+    size_t before = m->w.n_files;
+    char *chat;
+    MK_TRY(pick_chat(m, &chat));
+    mk_status s = MK_OK;
+    for (const char *const *f = mk_tokenizer_files; s == MK_OK && *f; f++) {
+        const char *data;
+        size_t len;
+        char *own;
+        s = tok_file(m, chat, *f, &data, &len, &own);
+        if (s == MK_OK && data) s = mk_output_file(&m->w, *f, data, len);
+        free(own);
+    }
+    free(chat);
+    MK_TRY(s);
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
     if (m->w.n_files == before)
         mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
-                p->models[tok].ref->text);
+                m->plan.models[m->tok_donor].ref->text);
     return MK_OK;
 }
 
@@ -753,16 +780,10 @@ static mk_status run_part(merge_run *m)
     return s;
 }
 
-/* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
- * `expect` and removed). */
-static mk_status run_merge(merge_run *m, const mk_json *expect)
+/* The inputs opened, OUT checked against them, the plan built (again with the merged
+ * vocabulary when the recipe names a tokenizer source). */
+static mk_status plan_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
-        char *tmp = mk_asprintf("%s.tmp", m->out);
-        bool partial = tmp && mk_path_exists(tmp);
-        free(tmp);
-        if (!partial) return resume_complete(m);
-    }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype, NULL};
@@ -784,6 +805,20 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         po.tok = &m->tok;
         MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
     }
+    return MK_OK;
+}
+
+/* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
+ * `expect` and removed). */
+static mk_status run_merge(merge_run *m, const mk_json *expect)
+{
+    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
+        char *tmp = mk_asprintf("%s.tmp", m->out);
+        bool partial = tmp && mk_path_exists(tmp);
+        free(tmp);
+        if (!partial) return resume_complete(m);
+    }
+    MK_TRY(plan_merge(m, expect));
     if (m->o->dry_run && (m->o->parts.parts || m->o->parts.p.n)) return print_split(m);
     if (m->o->dry_run) {
         print_plan(m);
@@ -1032,39 +1067,73 @@ static mk_status eval_output(merge_run *m)
     return mk_cli_eval(m->out, refs, n, &m->o->eval, &m->o->c, false);
 }
 
-/* OUT.gguf: the merge into the folder OUT.gguf.merge, then that folder converted to OUT.gguf by
- * convert's writer (the same tensor types and metadata as `convert`), then the folder removed.
- * Nothing is left at OUT on failure. */
+/* OUT.gguf: the folder the merge would write, as a source for the GGUF writer: its tensors
+ * (the plan's outputs), its config.json and its tokenizer files. */
+typedef struct gguf_like {
+    merge_run *m;
+    char *config, *chat;
+} gguf_like;
+
+static mk_status like_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
+{
+    gguf_like *g = s->impl;
+    *data = NULL;
+    *len = 0;
+    const char *d = NULL;
+    char *own = NULL;
+    bool tok = false;
+    for (const char *const *f = mk_tokenizer_files; *f && !tok; f++) tok = strcmp(*f, name) == 0;
+    if (strcmp(name, "config.json") == 0) d = g->config, *len = strlen(g->config);
+    else if (tok && has_tokenizer(g->m)) MK_TRY(tok_file(g->m, g->chat, name, &d, len, &own));
+    if (d && *len > cap) {
+        free(own);
+        return mk_error(MK_ERR_FORMAT, "%s: %s is over %llu bytes", s->path, name, (unsigned long long)cap);
+    }
+    if (own || !d) {
+        *data = own;
+        return MK_OK;
+    }
+    if (!(*data = mk_malloc(*len + 1))) return MK_ERR_NOMEM;
+    memcpy(*data, d, *len);
+    (*data)[*len] = 0;
+    return MK_OK;
+}
+
+static const mk_source_ops like_ops = {.aux_read = like_aux_read};
+
+/* OUT ending in .gguf: the merged tensors streamed into it as `convert` writes the merged
+ * folder (the same tensor types, metadata and tokenizer); no folder is written. */
 static mk_status run_merge_gguf(merge_run *m)
 {
     const char *out = m->gguf;
-    if (mk_path_exists(out) && !m->o->force && !m->o->dry_run)
-        return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
-    char *dir = mk_asprintf("%s.merge", out), *name = mk_strdup(out);
-    if (!dir || !name) {
-        free(dir);
-        free(name);
-        return MK_ERR_NOMEM;
+    MK_TRY(plan_merge(m, NULL));
+    if (m->o->dry_run) {
+        print_plan(m);
+        return MK_OK;
     }
-    mk_status s = MK_OK;
-    if (mk_path_exists(dir))
-        s = mk_error(MK_ERR_EXISTS, "%s: the folder an OUT.gguf is merged into first already exists (remove it)", dir);
+    gguf_like gl = {m, NULL, NULL};
+    mk_source like = {.ops = &like_ops, .path = (char *)out, .kind = "merge", .n_tensors = m->plan.n,
+                      .tensors = (mk_tensor_info *)m->plan.outs, .impl = &gl};
     /* general.name: OUT's file name without .gguf, as convert names a folder's model */
-    char *base = name ? mk_path_basename(name) : NULL;
-    if (s == MK_OK && !base) s = MK_ERR_NOMEM;
-    if (s == MK_OK) base[strlen(base) - 5] = 0;
-    bool json = m->o->c.json;
-    m->out = dir;
-    m->o->c.json = false;
-    if (s == MK_OK) s = run_merge(m, NULL);
-    m->o->c.json = json;
-    if (s == MK_OK && !m->o->dry_run)
-        s = mk_cli_convert_gguf(&m->o->c, dir, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, base);
-    if (mk_path_exists(dir) && mk_rm_rf(dir) != MK_OK && s == MK_OK) s = mk_error(MK_ERR_IO, "%s: cannot remove it", dir);
-    m->out = out;
-    free(base);
+    char *name = mk_path_basename(out);
+    mk_status s = name ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK) name[strlen(name) - 5] = 0;
+    if (s == MK_OK) s = config_text(m, &gl.config);
+    if (s == MK_OK) s = pick_chat(m, &gl.chat);
+    mk_cli_gguf_out *g = NULL;
+    mk_consumer cons = {0};
+    if (s == MK_OK)
+        s = mk_cli_gguf_out_open(&g, &like, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, name, m->o->allow_crimes, &cons);
+    mk_testpoint(); /* header written, nothing computed */
+    double t0 = mk_now();
+    mk_exec_stats es = {0};
+    hash_job hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
+    s = compute(m, &cons, "merge", &hj, s, &es);
+    if (s == MK_OK) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
+    mk_cli_gguf_out_free(g);
+    free(gl.config);
+    free(gl.chat);
     free(name);
-    free(dir);
     return s;
 }
 
@@ -1104,9 +1173,9 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         "nothing is left on failure. OUT gets config.json, tokenizer files, mergekit_config.yml,\n"
         "README.md and mergekit-c.json (input and output XXH3-128 hashes; see --check). With OUT\n"
         "ending in .mkz, or --compress, all of it goes into one lossless .mkz container instead\n"
-        "(`unpack` restores the folder). With OUT ending in .gguf, the merge is written as one llama.cpp\n"
-        "GGUF file instead, as `convert` writes the merged folder (--out-type, default f16; the folder is\n"
-        "made beside OUT as OUT.merge and removed). mergekit-yaml's command line is taken as it is (mergekit-c\n"
+        "(`unpack` restores the folder). With OUT ending in .gguf, the merged tensors stream into one\n"
+        "llama.cpp GGUF file instead, the bytes `convert` makes of the merged folder (--out-type, default\n"
+        "f16; no folder is written). mergekit-yaml's command line is taken as it is (mergekit-c\n"
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
         "refused. On a cluster, --part I/N writes part I of N of OUT's shards into the shared OUT.tmp\n"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# merge to GGUF: `merge RECIPE OUT.gguf --out-type T` is byte for byte `merge RECIPE DIR/`
+# merge to GGUF, in one streaming pass: `merge RECIPE OUT.gguf --out-type T` is byte for byte `merge RECIPE DIR/`
 # then `convert DIR OUT2.gguf --type T` (same tensors, types, metadata and tokenizer, named
 # after OUT), for f32, f16, q8_0 and q4_0, for a linear merge and a passthrough frankenmerge
 # that changes the layer count (block_count follows); the same bytes at -j1 and -j4; bad
@@ -10,17 +10,23 @@
     "$MK" synth ft --finetune-of base --delta 0.05 --seed 2 -q ||
     { notok "synth" "could not make the models"; exit 1; }
 printf 'merge_method: linear\nmodels:\n  - model: base\n    parameters: {weight: 0.6}\n  - model: ft\n    parameters: {weight: 0.4}\ndtype: float32\n' >lin.yaml
+# the golden tiny Llama (a byte-level BPE vocabulary, tests/golden/gguf) merged in f32 into bf16: the
+# values are rounded to the folder's dtype before they are encoded; the vocabulary is carried
+"$MK" dequantize "$ROOT/tests/golden/gguf/tiny-f32.gguf" tf -q &&
+    "$MK" synth tf2 --finetune-of tf --delta 0.05 --seed 3 -q || notok "tiny models" "could not make them"
+printf 'merge_method: linear\nmodels:\n  - model: tf\n    parameters: {weight: 0.3}\n  - model: tf2\n    parameters: {weight: 0.7}\ndtype: float32\nout_dtype: bfloat16\n' >tiny.yaml
 printf 'merge_method: passthrough\nslices:\n  - sources:\n      - model: base\n        layer_range: [0, 3]\n  - sources:\n      - model: ft\n        layer_range: [1, 4]\ndtype: float32\n' >pt.yaml
 
-for r in lin pt; do
+for r in lin pt tiny; do
     mkdir "$r"
     "$MK" "$r.yaml" "$r/m" -q || notok "$r: merge to a folder" "failed"
     for t in f32 f16 q8_0 q4_0; do
         "$MK" convert "$r/m" "$r/want-$t.gguf" --type "$t" -q
         mkdir "$r/$t"
-        t_ok "$r $t: merge to GGUF" "$MK" "$r.yaml" "$r/$t/m.gguf" --out-type "$t" -q
+        # small chunks at 4 threads: a tensor's rows (Q/K permuted ones too) arrive in pieces, in any order
+        t_ok "$r $t: merge to GGUF" "$MK" "$r.yaml" "$r/$t/m.gguf" --out-type "$t" -q -j4 --chunk 96
         t_same "$r $t: the same bytes as merge to a folder, then convert" "$r/want-$t.gguf" "$r/$t/m.gguf"
-        t_absent "$r $t: the intermediate folder is removed" "$r/$t/m.gguf.merge" "$r/$t/m.gguf.merge.tmp" "$r/$t/m.gguf.tmp"
+        t_absent "$r $t: no folder or temporary file left" "$r/$t/m.gguf.tmp" "$r/$t/m"
     done
 done
 "$MK" inspect pt/q8_0/m.gguf >ins.txt 2>&1
@@ -29,6 +35,9 @@ n=$(grep -c 'self_attn\.q_proj\.weight' ins.txt)
 # the reader takes num_hidden_layers from llama.block_count
 head -n 1 ins.txt | grep -q ', 6 layers$' && ok "passthrough: block_count follows the merge (6)" ||
     notok "passthrough: block_count 6" "$(head -n 1 ins.txt)"
+
+ids=$("$MK" tokenize tiny/q8_0/m.gguf "abc ab a" 2>/dev/null | head -n 1)
+[ "$ids" = "8 6 7 9" ] && ok "tiny: the donor's vocabulary is in the GGUF file" || notok "tiny: vocabulary" "ids $ids"
 
 mkdir j1 j4 d
 "$MK" lin.yaml j1/m.gguf --out-type q8_0 -q -j1
