@@ -440,7 +440,7 @@ static const mk_consumer_ops out_ops = {
 };
 
 mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, const char *out, const char *type_s, bool force,
-                               const char *name, bool allow_overflow, mk_consumer *cons)
+                               bool allow_overflow, mk_consumer *cons)
 {
     *gp = NULL;
     MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
@@ -453,7 +453,13 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, const char
     g->allow_overflow = allow_overflow;
     mk_gguf_w_init(&g->v.w);
     if (!(g->at = mk_calloc(like->n_tensors ? like->n_tensors : 1, sizeof *g->at))) return MK_ERR_NOMEM;
-    MK_TRY(prepare(&g->v, like->path, name));
+    /* general.name: OUT's file name without .gguf, as convert names a folder's model */
+    char *name = model_name(out);
+    if (!name) return MK_ERR_NOMEM;
+    if (ends_with(name, ".gguf")) name[strlen(name) - 5] = 0;
+    mk_status s = prepare(&g->v, like->path, name);
+    free(name);
+    MK_TRY(s);
     for (size_t i = 0; i < like->n_tensors; i++) g->at[i] = -1;
     for (size_t k = 0; k < g->v.np; k++) g->at[g->v.p[k].src] = (long)k;
     MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));

@@ -1077,26 +1077,16 @@ typedef struct gguf_like {
 static mk_status like_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
 {
     gguf_like *g = s->impl;
-    *data = NULL;
-    *len = 0;
     const char *d = NULL;
     char *own = NULL;
     bool tok = false;
+    (void)cap; /* what it holds was read under the folder output's limits */
+    *len = 0;
     for (const char *const *f = mk_tokenizer_files; *f && !tok; f++) tok = strcmp(*f, name) == 0;
     if (strcmp(name, "config.json") == 0) d = g->config, *len = strlen(g->config);
     else if (tok && has_tokenizer(g->m)) MK_TRY(tok_file(g->m, g->chat, name, &d, len, &own));
-    if (d && *len > cap) {
-        free(own);
-        return mk_error(MK_ERR_FORMAT, "%s: %s is over %llu bytes", s->path, name, (unsigned long long)cap);
-    }
-    if (own || !d) {
-        *data = own;
-        return MK_OK;
-    }
-    if (!(*data = mk_malloc(*len + 1))) return MK_ERR_NOMEM;
-    memcpy(*data, d, *len);
-    (*data)[*len] = 0;
-    return MK_OK;
+    *data = own || !d ? own : mk_strndup(d, *len);
+    return d && !*data ? MK_ERR_NOMEM : MK_OK;
 }
 
 static const mk_source_ops like_ops = {.aux_read = like_aux_read};
@@ -1107,23 +1097,15 @@ static mk_status run_merge_gguf(merge_run *m)
 {
     const char *out = m->gguf;
     MK_TRY(plan_merge(m, NULL));
-    if (m->o->dry_run) {
-        print_plan(m);
-        return MK_OK;
-    }
     gguf_like gl = {m, NULL, NULL};
     mk_source like = {.ops = &like_ops, .path = (char *)out, .kind = "merge", .n_tensors = m->plan.n,
                       .tensors = (mk_tensor_info *)m->plan.outs, .impl = &gl};
-    /* general.name: OUT's file name without .gguf, as convert names a folder's model */
-    char *name = mk_path_basename(out);
-    mk_status s = name ? MK_OK : MK_ERR_NOMEM;
-    if (s == MK_OK) name[strlen(name) - 5] = 0;
-    if (s == MK_OK) s = config_text(m, &gl.config);
+    mk_status s = config_text(m, &gl.config);
     if (s == MK_OK) s = pick_chat(m, &gl.chat);
     mk_cli_gguf_out *g = NULL;
     mk_consumer cons = {0};
     if (s == MK_OK)
-        s = mk_cli_gguf_out_open(&g, &like, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, name, m->o->allow_crimes, &cons);
+        s = mk_cli_gguf_out_open(&g, &like, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &cons);
     mk_testpoint(); /* header written, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};
@@ -1133,7 +1115,6 @@ static mk_status run_merge_gguf(merge_run *m)
     mk_cli_gguf_out_free(g);
     free(gl.config);
     free(gl.chat);
-    free(name);
     return s;
 }
 
@@ -1205,7 +1186,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
-    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf ? run_merge_gguf(&m) : run_merge(&m, NULL);
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && !o.dry_run ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);
