@@ -1098,7 +1098,7 @@ static mk_status run_merge_gguf(merge_run *m)
     const char *out = m->gguf;
     MK_TRY(plan_merge(m, NULL));
     gguf_like gl = {m, NULL, NULL};
-    mk_source like = {.ops = &like_ops, .path = (char *)out, .kind = "merge", .n_tensors = m->plan.n,
+    mk_source like = {.ops = &like_ops, .path = m->plan.models[m->tok_donor].src->path, .kind = "merge", .n_tensors = m->plan.n,
                       .tensors = (mk_tensor_info *)m->plan.outs, .impl = &gl};
     mk_status s = config_text(m, &gl.config);
     if (s == MK_OK) s = pick_chat(m, &gl.chat);

@@ -4,7 +4,8 @@
 # after OUT), for f32, f16, q8_0 and q4_0, for a linear merge and a passthrough frankenmerge
 # that changes the layer count (block_count follows); the same bytes at -j1 and -j4; bad
 # input (--out-type with a folder OUT, an unknown type, --quantize with OUT.gguf, an existing
-# OUT) is one line, exit 2, nothing written.
+# OUT) is one line, exit 2, nothing written; a refused architecture or a failure mid-stream
+# leaves nothing.
 . "$MK_ROOT/tests/e2e/lib.sh"
 "$MK" synth base --hidden 64 --layers 4 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 --seed 1 -q &&
     "$MK" synth ft --finetune-of base --delta 0.05 --seed 2 -q ||
@@ -54,3 +55,14 @@ t_absent "bad input: nothing written" bad.gguf bad.gguf.tmp bad.gguf.merge bad.g
 t_fail "existing OUT.gguf without --force" 2 "already exists" "$MK" lin.yaml d/m.gguf
 t_ok "--force replaces it" "$MK" lin.yaml d/m.gguf --out-type q4_0 --force -q
 t_same "--force: the new type" lin/want-q4_0.gguf d/m.gguf
+
+# an architecture GGUF has no names for here: refused before anything is computed
+"$MK" synth g2 --arch gemma --hidden 32 --layers 1 --heads 2 --vocab 40 --dtype float32 -q
+printf 'merge_method: passthrough\nmodels:\n  - model: g2\n' >g.yaml
+t_fail "gemma: no GGUF names, one line" 1 "model_type 'gemma'" "$MK" g.yaml g.gguf
+t_absent "gemma: nothing written" g.gguf g.gguf.tmp
+# a failure in the middle of the stream (a NaN input with --on-nonfinite error) leaves nothing
+hl=$(od -An -t u8 -N8 ft/model.safetensors | tr -d ' ')
+printf '\000\000\300\177' | dd of=ft/model.safetensors bs=1 seek=$((8 + hl + 100)) conv=notrunc status=none
+t_fail "NaN input with --on-nonfinite error: one line" 1 "NaN/Inf" "$MK" lin.yaml nan.gguf --on-nonfinite error -q
+t_absent "failure mid-stream: nothing written" nan.gguf nan.gguf.tmp
