@@ -126,12 +126,13 @@ mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, con
 mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s);
 /* The same GGUF file made in one pass from tensors computed elsewhere: LIKE stands for the
  * folder they would make (its tensors in order, as the consumer's logical tensors; config.json
- * and tokenizer files through aux_read; general.name is OUT's name less .gguf). open declares everything and sizes OUT.tmp; CONS then
+ * and tokenizer files through aux_read; general.name is OUT's name less .gguf), declared in
+ * the order a folder of SHARD_SIZE safetensors shards of them lists them. open declares everything and sizes OUT.tmp; CONS then
  * takes the values (any order, several threads); commit renames it to OUT and reports; free
  * removes OUT.tmp unless committed. */
 typedef struct mk_cli_gguf_out mk_cli_gguf_out;
-mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, const char *out, const char *type_s, bool force,
-                               bool allow_overflow, mk_consumer *cons);
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_consumer *cons);
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
 void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
 

@@ -13,6 +13,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../formats/gguf_write.h"
+#include "../formats/safetensors.h"
 #include "../core/mk_parallel.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
@@ -364,7 +365,9 @@ int mk_cmd_convert(int argc, char **argv)
 
 struct mk_cli_gguf_out {
     conv v;
-    long *at;            /* per tensor of the source: its row of v.p, or -1 (not written) */
+    mk_source view;      /* the source's tensors in the order its folder would list them */
+    mk_tensor_info *ts;
+    long *at;            /* per logical tensor: its row of v.p, or -1 (not written) */
     uint64_t *dst;       /* the tensor being filled, when Q/K-permuted: GGUF row of each row */
     bool allow_overflow;
 };
@@ -401,7 +404,7 @@ static mk_status out_rows(mk_consumer *c, size_t i, uint64_t elem0, const float 
     mk_cli_gguf_out *g = c->impl;
     if (g->at[i] < 0) return MK_OK;
     const plan *q = &g->v.p[g->at[i]];
-    const mk_tensor_info *t = &g->v.src->tensors[i];
+    const mk_tensor_info *t = &g->v.src->tensors[q->src];
     size_t first = 0, bad = g->allow_overflow ? 0 : mk_dtype_count_overflow(t->dtype, v, (size_t)n, &first);
     if (bad)
         return mk_error(MK_ERR_NUMERIC, "tensor %s: %zu value(s) overflow %s (first at element %llu: %g); pass --allow-crimes to write them as Inf",
@@ -439,8 +442,21 @@ static const mk_consumer_ops out_ops = {
     .align = out_align, .raw_ok = out_raw_ok, .begin = out_begin, .rows = out_rows, .end = out_end, .close = out_close,
 };
 
-mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, const char *out, const char *type_s, bool force,
-                               bool allow_overflow, mk_consumer *cons)
+/* Safetensors shards read back (formats/safetensors.c): one file by offset, where larger
+ * elements come first, else in the order written; several by name (the index's weight_map). */
+static int cmp_folder(const void *a, const void *b, void *ctx)
+{
+    const mk_tensor_info *t = ((const mk_tensor_info **)ctx)[0];
+    bool sharded = ((const mk_tensor_info **)ctx)[1] != NULL;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    if (sharded) return strcmp(t[x].name, t[y].name);
+    unsigned sx = mk_dtype_size(t[x].dtype), sy = mk_dtype_size(t[y].dtype);
+    if (sx != sy) return sx > sy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_consumer *cons)
 {
     *gp = NULL;
     MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
@@ -449,19 +465,41 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, const char
     if (!g) return MK_ERR_NOMEM;
     *gp = g;
     g->v.ti = type_row(type_s);
-    g->v.src = like;
     g->allow_overflow = allow_overflow;
     mk_gguf_w_init(&g->v.w);
-    if (!(g->at = mk_calloc(like->n_tensors ? like->n_tensors : 1, sizeof *g->at))) return MK_ERR_NOMEM;
+    size_t n = like->n_tensors, *order = mk_calloc(n ? n : 1, sizeof *order), *pos = mk_calloc(n ? n : 1, sizeof *pos);
+    uint32_t *shard = mk_calloc(n ? n : 1, sizeof *shard);
+    g->at = mk_calloc(n ? n : 1, sizeof *g->at);
+    g->ts = mk_calloc(n ? n : 1, sizeof *g->ts);
+    if (order && pos && shard && g->at && g->ts) {
+        const mk_tensor_info *ctx[2] = {like->tensors, mk_st_assign_shards(like->tensors, n, shard_size, shard) > 1 ? like->tensors : NULL};
+        for (size_t i = 0; i < n; i++) order[i] = i;
+        qsort_r(order, n, sizeof *order, cmp_folder, ctx);
+        for (size_t k = 0; k < n; k++) g->ts[k] = like->tensors[order[k]], pos[order[k]] = k;
+    }
+    free(order);
+    free(shard);
+    if (!pos || !g->at || !g->ts) {
+        free(pos);
+        return MK_ERR_NOMEM;
+    }
+    g->view = *like;
+    g->view.tensors = g->ts;
+    g->v.src = &g->view;
     /* general.name: OUT's file name without .gguf, as convert names a folder's model */
     char *name = model_name(out);
     if (!name) return MK_ERR_NOMEM;
     if (ends_with(name, ".gguf")) name[strlen(name) - 5] = 0;
     mk_status s = prepare(&g->v, like->path, name);
     free(name);
+    long *row = s == MK_OK ? mk_calloc(n ? n : 1, sizeof *row) : NULL; /* per tensor of the view */
+    if (s == MK_OK && !row) s = MK_ERR_NOMEM;
+    for (size_t k = 0; s == MK_OK && k < n; k++) row[k] = -1;
+    for (size_t k = 0; s == MK_OK && k < g->v.np; k++) row[g->v.p[k].src] = (long)k;
+    for (size_t i = 0; s == MK_OK && i < n; i++) g->at[i] = row[pos[i]];
+    free(row);
+    free(pos);
     MK_TRY(s);
-    for (size_t i = 0; i < like->n_tensors; i++) g->at[i] = -1;
-    for (size_t k = 0; k < g->v.np; k++) g->at[g->v.p[k].src] = (long)k;
     MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
     cons->ops = &out_ops;
     cons->impl = g;
@@ -484,6 +522,7 @@ void mk_cli_gguf_out_free(mk_cli_gguf_out *g)
     free(g->v.p);
     mk_model_config_free(&g->v.cfg);
     free(g->at);
+    free(g->ts);
     free(g->dst);
     free(g);
 }

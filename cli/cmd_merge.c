@@ -1105,7 +1105,7 @@ static mk_status run_merge_gguf(merge_run *m)
     mk_cli_gguf_out *g = NULL;
     mk_consumer cons = {0};
     if (s == MK_OK)
-        s = mk_cli_gguf_out_open(&g, &like, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &cons);
+        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &cons);
     mk_testpoint(); /* header written, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};

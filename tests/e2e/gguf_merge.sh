@@ -37,6 +37,13 @@ n=$(grep -c 'self_attn\.q_proj\.weight' ins.txt)
 head -n 1 ins.txt | grep -q ', 6 layers$' && ok "passthrough: block_count follows the merge (6)" ||
     notok "passthrough: block_count 6" "$(head -n 1 ins.txt)"
 
+# with --out-shard-size, the folder has many shards, read back in name order: the GGUF file
+# declares its tensors in that order too
+mkdir sh shg
+"$MK" lin.yaml sh/m -q --out-shard-size 40K && "$MK" convert sh/m sh/m.gguf --type q8_0 -q
+"$MK" lin.yaml shg/m.gguf -q --out-shard-size 40K --out-type q8_0
+[ "$(ls sh/m/*.safetensors | wc -l)" -gt 3 ] && t_same "sharded folder, then convert: the same bytes" sh/m.gguf shg/m.gguf ||
+    notok "sharded folder" "not several shards: $(ls sh/m)"
 ids=$("$MK" tokenize tiny/q8_0/m.gguf "abc ab a" 2>/dev/null | head -n 1)
 [ "$ids" = "8 6 7 9" ] && ok "tiny: the donor's vocabulary is in the GGUF file" || notok "tiny: vocabulary" "ids $ids"
 
