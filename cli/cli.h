@@ -118,6 +118,24 @@ void mk_progress_end(mk_progress *p);
  * input (--force would delete it). NULL entries are skipped. */
 mk_status mk_cli_check_output(const char *out, const char *const *inputs, size_t n);
 
+/* A model (folder or file) IN as the llama.cpp GGUF file OUT with tensors of type TYPE_S (a
+ * --type name of convert), atomically (cmd_convert.c; merge's OUT.gguf uses it too).
+ * general.name is NAME, or IN's folder name when NULL. mk_cli_gguf_type_check: whether
+ * TYPE_S is such a name (a usage error naming OPT otherwise). */
+mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name);
+mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s);
+/* The same GGUF file made in one pass from tensors computed elsewhere: LIKE stands for the
+ * folder they would make (its tensors in order, as the consumer's logical tensors; config.json
+ * and tokenizer files through aux_read; general.name is OUT's name less .gguf), declared in
+ * the order a folder of SHARD_SIZE safetensors shards of them lists them. open declares everything and sizes OUT.tmp; CONS then
+ * takes the values (any order, several threads); commit renames it to OUT and reports; free
+ * removes OUT.tmp unless committed. */
+typedef struct mk_cli_gguf_out mk_cli_gguf_out;
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_consumer *cons);
+mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
+void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
+
 /* Append the files of an output as JSON objects {"name", "size", "xxh128"}, comma-separated
  * (a comma first unless *first), one per line with `indent`. */
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent);

@@ -13,6 +13,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../formats/gguf_write.h"
+#include "../formats/safetensors.h"
 #include "../core/mk_parallel.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
@@ -60,14 +61,15 @@ static char *model_name(const char *path)
     return b;
 }
 
-static mk_status plan_tensors(mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
+static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
                               size_t *n_out)
 {
     plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
     if (!p) return MK_ERR_NOMEM;
     size_t n = 0;
     mk_status s = MK_OK;
-    bool has_output = mk_source_find(src, "lm_head.weight") >= 0;
+    bool has_output = false;
+    for (size_t i = 0; i < src->n_tensors; i++) has_output |= strcmp(src->tensors[i].name, "lm_head.weight") == 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
     bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
     for (size_t i = 0; i < src->n_tensors; i++) {
@@ -235,7 +237,7 @@ typedef struct conv {
 
 /* The model's config and architecture checked, the tensors planned, the metadata and tensor
  * infos declared: everything before the first byte is written. */
-static mk_status prepare(conv *v, const char *in)
+static mk_status prepare(conv *v, const char *in, const char *name)
 {
     MK_TRY(mk_model_config_of_source(v->src, &v->cfg));
     const mk_model_config *cfg = &v->cfg;
@@ -248,7 +250,7 @@ static mk_status prepare(conv *v, const char *in)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
     MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
-    if (!(v->name = model_name(in))) return MK_ERR_NOMEM;
+    if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
     vocab_size(&v->w, v->a, cfg, v->vocab);
@@ -283,18 +285,31 @@ static void report(const mk_common *c, const conv *v, const char *out, double se
     mk_buf_free(&j);
 }
 
-static mk_status run(mk_common *c, const char *in, const char *out, const char *type_s, bool force)
+static size_t type_row(const char *type_s)
+{
+    size_t i = 0;
+    while (i < N_TYPES && strcmp(types[i].name, type_s) != 0) i++;
+    return i;
+}
+
+mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
+{
+    if (type_row(type_s) == N_TYPES)
+        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", opt, type_s);
+    return MK_OK;
+}
+
+mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
 {
     conv v;
     memset(&v, 0, sizeof v);
-    while (v.ti < N_TYPES && strcmp(types[v.ti].name, type_s) != 0) v.ti++;
-    if (v.ti == N_TYPES)
-        return mk_error(MK_ERR_USAGE, "--type: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", type_s);
+    MK_TRY(mk_cli_gguf_type_check("--type", type_s));
+    v.ti = type_row(type_s);
     MK_TRY(mk_cli_check_output(out, &in, 1));
     if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
     MK_TRY(mk_cli_open_model_values(in, &v.src));
     mk_gguf_w_init(&v.w);
-    mk_status s = prepare(&v, in);
+    mk_status s = prepare(&v, in, name);
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
     double t0 = mk_now();
@@ -342,6 +357,172 @@ int mk_cmd_convert(int argc, char **argv)
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
-    mk_status s = run(&c, pos[0], pos[1], type, force);
+    mk_status s = mk_cli_convert_gguf(&c, pos[0], pos[1], type, force, NULL);
     return s == MK_OK ? 0 : mk_cli_fail(s);
+}
+
+/* ---- a GGUF file filled by a consumer (merge's OUT.gguf) ------------------------------ */
+
+struct mk_cli_gguf_out {
+    conv v;
+    mk_source view;      /* the source's tensors in the order its folder would list them */
+    mk_tensor_info *ts;
+    long *at;            /* per logical tensor: its row of v.p, or -1 (not written) */
+    uint64_t *dst;       /* the tensor being filled, when Q/K-permuted: GGUF row of each row */
+    bool allow_overflow;
+};
+
+static uint64_t out_align(mk_consumer *c, const mk_tensor_info *t)
+{
+    (void)c;
+    return t->ndim ? (uint64_t)t->shape[t->ndim - 1] : 1; /* whole rows */
+}
+
+static bool out_raw_ok(mk_consumer *c, size_t i, const mk_tensor_info *t, mk_dtype d)
+{
+    (void)c, (void)i, (void)t, (void)d;
+    return false; /* every value goes through the encoder */
+}
+
+static mk_status out_begin(mk_consumer *c, size_t i, const mk_tensor_info *t)
+{
+    mk_cli_gguf_out *g = c->impl;
+    (void)t;
+    free(g->dst);
+    g->dst = NULL;
+    if (g->at[i] < 0 || !g->v.p[g->at[i]].heads) return MK_OK;
+    const plan *q = &g->v.p[g->at[i]];
+    if (!(g->dst = mk_malloc((size_t)q->rows * sizeof *g->dst))) return MK_ERR_NOMEM;
+    for (uint64_t r = 0; r < q->rows; r++) g->dst[mk_gguf_permute_src_row(r, q->rows, q->heads)] = r;
+    return MK_OK;
+}
+
+/* Values [elem0, elem0 + n) of tensor i: rounded to the dtype the tensor has in a folder (so
+ * that the bytes are those `convert` makes of that folder), encoded, put in place. */
+static mk_status out_rows(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n)
+{
+    mk_cli_gguf_out *g = c->impl;
+    if (g->at[i] < 0) return MK_OK;
+    const plan *q = &g->v.p[g->at[i]];
+    const mk_tensor_info *t = &g->v.src->tensors[q->src];
+    size_t first = 0, bad = g->allow_overflow ? 0 : mk_dtype_count_overflow(t->dtype, v, (size_t)n, &first);
+    if (bad)
+        return mk_error(MK_ERR_NUMERIC, "tensor %s: %zu value(s) overflow %s (first at element %llu: %g); pass --allow-crimes to write them as Inf",
+                        t->name, bad, mk_dtype_name(t->dtype), (unsigned long long)(elem0 + first), (double)v[first]);
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes, r0 = elem0 / q->cols, nr = n / q->cols;
+    float *f = mk_malloc((size_t)n * sizeof *f);
+    unsigned char *e = f ? mk_malloc((size_t)(nr * row_bytes)) : NULL;
+    mk_status s = e ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK) {
+        memcpy(f, v, (size_t)n * sizeof *f);
+        if (t->dtype != MK_F32) mk_dtype_round_f32(t->dtype, f, (size_t)n);
+        if (!mk_ggml_encode(q->type, f, nr * q->cols / ty->block, e)) MK_BUG("ggml type without an encoder");
+    }
+    if (s == MK_OK && !g->dst) s = mk_gguf_w_at(&g->v.w, (uint64_t)g->at[i], r0 * row_bytes, e, (size_t)(nr * row_bytes));
+    for (uint64_t r = 0; s == MK_OK && g->dst && r < nr; r++)
+        s = mk_gguf_w_at(&g->v.w, (uint64_t)g->at[i], g->dst[r0 + r] * row_bytes, e + r * row_bytes, (size_t)row_bytes);
+    free(e);
+    free(f);
+    return s;
+}
+
+static mk_status out_end(mk_consumer *c, size_t i)
+{
+    mk_cli_gguf_out *g = c->impl;
+    (void)i;
+    free(g->dst);
+    g->dst = NULL;
+    return MK_OK;
+}
+
+static void out_close(mk_consumer *c) { (void)c; }
+
+static const mk_consumer_ops out_ops = {
+    .align = out_align, .raw_ok = out_raw_ok, .begin = out_begin, .rows = out_rows, .end = out_end, .close = out_close,
+};
+
+/* Safetensors shards read back (formats/safetensors.c): one file by offset, where larger
+ * elements come first, else in the order written; several by name (the index's weight_map). */
+static int cmp_folder(const void *a, const void *b, void *ctx)
+{
+    const mk_tensor_info *t = ((const mk_tensor_info **)ctx)[0];
+    bool sharded = ((const mk_tensor_info **)ctx)[1] != NULL;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    if (sharded) return strcmp(t[x].name, t[y].name);
+    unsigned sx = mk_dtype_size(t[x].dtype), sy = mk_dtype_size(t[y].dtype);
+    if (sx != sy) return sx > sy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_consumer *cons)
+{
+    *gp = NULL;
+    MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
+    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    mk_cli_gguf_out *g = mk_calloc(1, sizeof *g);
+    if (!g) return MK_ERR_NOMEM;
+    *gp = g;
+    g->v.ti = type_row(type_s);
+    g->allow_overflow = allow_overflow;
+    mk_gguf_w_init(&g->v.w);
+    size_t n = like->n_tensors, *order = mk_calloc(n ? n : 1, sizeof *order), *pos = mk_calloc(n ? n : 1, sizeof *pos);
+    uint32_t *shard = mk_calloc(n ? n : 1, sizeof *shard);
+    g->at = mk_calloc(n ? n : 1, sizeof *g->at);
+    g->ts = mk_calloc(n ? n : 1, sizeof *g->ts);
+    if (order && pos && shard && g->at && g->ts) {
+        const mk_tensor_info *ctx[2] = {like->tensors, mk_st_assign_shards(like->tensors, n, shard_size, shard) > 1 ? like->tensors : NULL};
+        for (size_t i = 0; i < n; i++) order[i] = i;
+        qsort_r(order, n, sizeof *order, cmp_folder, ctx);
+        for (size_t k = 0; k < n; k++) g->ts[k] = like->tensors[order[k]], pos[order[k]] = k;
+    }
+    free(order);
+    free(shard);
+    if (!pos || !g->at || !g->ts) {
+        free(pos);
+        return MK_ERR_NOMEM;
+    }
+    g->view = *like;
+    g->view.tensors = g->ts;
+    g->v.src = &g->view;
+    /* general.name: OUT's file name without .gguf, as convert names a folder's model */
+    char *name = model_name(out);
+    if (!name) return MK_ERR_NOMEM;
+    if (ends_with(name, ".gguf")) name[strlen(name) - 5] = 0;
+    mk_status s = prepare(&g->v, like->path, name);
+    free(name);
+    long *row = s == MK_OK ? mk_calloc(n ? n : 1, sizeof *row) : NULL; /* per tensor of the view */
+    if (s == MK_OK && !row) s = MK_ERR_NOMEM;
+    for (size_t k = 0; s == MK_OK && k < n; k++) row[k] = -1;
+    for (size_t k = 0; s == MK_OK && k < g->v.np; k++) row[g->v.p[k].src] = (long)k;
+    for (size_t i = 0; s == MK_OK && i < n; i++) g->at[i] = row[pos[i]];
+    free(row);
+    free(pos);
+    MK_TRY(s);
+    MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
+    cons->ops = &out_ops;
+    cons->impl = g;
+    return MK_OK;
+}
+
+mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)
+{
+    MK_TRY(mk_gguf_w_commit(&g->v.w));
+    report(c, &g->v, out, secs);
+    return MK_OK;
+}
+
+void mk_cli_gguf_out_free(mk_cli_gguf_out *g)
+{
+    if (!g) return;
+    mk_gguf_w_free(&g->v.w);
+    free(g->v.enc);
+    free(g->v.name);
+    free(g->v.p);
+    mk_model_config_free(&g->v.cfg);
+    free(g->at);
+    free(g->ts);
+    free(g->dst);
+    free(g);
 }

@@ -38,6 +38,7 @@ typedef struct merge_opts {
     uint64_t chunk;
     const char *out_dtype;
     const char *quantize;   /* --quantize SPEC, or NULL */
+    const char *out_type;   /* --out-type T: the tensor type of an OUT.gguf */
     const char *on_nonfinite;
     const char *compress; /* --compress[=LEVEL]: "" or the level */
     int level;
@@ -62,6 +63,7 @@ typedef struct input_hashes {
 typedef struct merge_run {
     const mk_recipe *r;
     const char *out;
+    const char *gguf;        /* OUT ending in .gguf: it; out is then the folder it is made from */
     merge_opts *o;
     uint64_t seed;
     mk_dtype out_dtype;
@@ -116,6 +118,7 @@ static mk_status check_out_path(merge_run *m)
         ins[n++] = m->refs[i]->path;
         ins[n++] = m->refs[i]->lora;
     }
+    if (m->gguf) MK_TRY(mk_cli_check_output(m->gguf, ins, n));
     return mk_cli_check_output(m->out, ins, n);
 }
 
@@ -221,7 +224,7 @@ static mk_status hash_join(hash_job *h)
 
 /* The donor's config.json with the output dtype, layer count, vocabulary size and
  * quantization_config of this merge. */
-static mk_status write_config(merge_run *m)
+static mk_status config_text(merge_run *m, char **text)
 {
     const mk_plan *p = &m->plan;
     mk_source *donor = p->models[p->config_donor].src;
@@ -243,11 +246,24 @@ static mk_status write_config(merge_run *m)
         e.vocab_key = mk_arch_vocab_key(a);
         e.vocab = (long)p->vocab_rows;
     }
-    bool found;
-    mk_status s = mk_output_config(&m->w, donor, &e, &found);
-    free(qc);
-    if (s == MK_OK && !found) /* the plan saw it */
+    char *cfg = NULL;
+    size_t len = 0;
+    *text = NULL;
+    mk_status s = donor->ops->aux_read(donor, "config.json", 16u << 20, &cfg, &len);
+    if (s == MK_OK && !cfg) /* the plan saw it */
         s = mk_error(MK_ERR_IO, "%s: config.json disappeared during the merge", donor->path);
+    if (s == MK_OK) s = mk_hfconfig_rewrite(cfg, donor->path, &e, text);
+    free(cfg);
+    free(qc);
+    return s;
+}
+
+static mk_status write_config(merge_run *m)
+{
+    char *text;
+    MK_TRY(config_text(m, &text));
+    mk_status s = mk_output_file(&m->w, "config.json", text, strlen(text));
+    free(text);
     return s;
 }
 
@@ -281,49 +297,63 @@ static mk_status tokenizer_donor(merge_run *m)
     return MK_OK;
 }
 
-static mk_status copy_tokenizer(merge_run *m)
+/* The recipe's chat_template picked from its models (OUT's chat_template.jinja), or NULL. */
+static mk_status pick_chat(merge_run *m, char **chat)
 {
     const mk_plan *p = &m->plan;
-    size_t tok = m->tok_donor;
-    /* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
-     * source (then mergekit builds and saves one whatever the option says) */
-    if (m->o->mk.copy_tokenizer < 0 && !m->r->tokenizer_source) return MK_OK;
-    size_t before = m->w.n_files;
-    char *chat = NULL; /* the recipe's chat_template: OUT's chat_template.jinja */
-    if (m->r->chat_template) {
-        mk_source *srcs[1024];
-        for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
-        MK_TRY(mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, &chat));
+    *chat = NULL;
+    if (!m->r->chat_template) return MK_OK;
+    mk_source *srcs[1024];
+    for (size_t i = 0; i < p->n_models; i++) srcs[i] = p->models[i].src;
+    return mk_chat_template_pick(srcs, p->n_models, m->r->chat_template, chat);
+}
+
+/* OUT's tokenizer file f (one of mk_tokenizer_files): the merged vocabulary's or the recipe's
+ * chat template where they replace it, else the tokenizer donor's; NULL when absent. *own
+ * (to free) holds it when it was read. */
+static mk_status tok_file(merge_run *m, const char *chat, const char *f, const char **data, size_t *len, char **own)
+{
+    *data = NULL;
+    *len = 0;
+    *own = NULL;
+    if (strcmp(f, "chat_template.jinja") == 0 && chat) *data = chat, *len = strlen(chat);
+    else if (strcmp(f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
+        *data = m->tok.tokenizer_json, *len = m->tok.tokenizer_json_len;
+    else if (strcmp(f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
+        *data = m->tok.tokenizer_config, *len = m->tok.tokenizer_config_len;
+    else {
+        mk_source *d = m->plan.models[m->tok_donor].src;
+        MK_TRY(d->ops->aux_read(d, f, (uint64_t)512 << 20, own, len));
+        *data = *own;
     }
-    if (m->tok.tokenizer_json || chat) { /* a union's tokenizer.json (and added_tokens_decoder); a chat template */
-        mk_source *d = p->models[tok].src;
-        for (const char *const *f = mk_tokenizer_files; *f; f++) {
-            const char *data = NULL;
-            size_t len = 0;
-            char *own = NULL;
-            if (strcmp(*f, "chat_template.jinja") == 0 && chat) data = chat, len = strlen(chat);
-            else if (strcmp(*f, "tokenizer.json") == 0 && m->tok.tokenizer_json)
-                data = m->tok.tokenizer_json, len = m->tok.tokenizer_json_len;
-            else if (strcmp(*f, "tokenizer_config.json") == 0 && m->tok.tokenizer_config)
-                data = m->tok.tokenizer_config, len = m->tok.tokenizer_config_len;
-            else {
-                mk_status s = d->ops->aux_read(d, *f, (uint64_t)512 << 20, &own, &len);
-                if (s != MK_OK) free(chat);
-                MK_TRY(s);
-                data = own;
-            }
-            mk_status s = data ? mk_output_file(&m->w, *f, data, len) : MK_OK;
-            free(own);
-            if (s != MK_OK) free(chat);
-            MK_TRY(s);
-        }
-        free(chat);
-    } else
-        MK_TRY(mk_output_tokenizer(&m->w, p->models[tok].src));
+    return MK_OK;
+}
+
+/* mergekit --no-copy-tokenizer: no tokenizer files, unless the recipe names a tokenizer
+ * source (then mergekit builds and saves one whatever the option says) */
+static bool has_tokenizer(const merge_run *m) { return m->o->mk.copy_tokenizer >= 0 || m->r->tokenizer_source; }
+
+static mk_status copy_tokenizer(merge_run *m)
+{
+    if (!has_tokenizer(m)) return MK_OK;
+    size_t before = m->w.n_files;
+    char *chat;
+    MK_TRY(pick_chat(m, &chat));
+    mk_status s = MK_OK;
+    for (const char *const *f = mk_tokenizer_files; s == MK_OK && *f; f++) {
+        const char *data;
+        size_t len;
+        char *own;
+        s = tok_file(m, chat, *f, &data, &len, &own);
+        if (s == MK_OK && data) s = mk_output_file(&m->w, *f, data, len);
+        free(own);
+    }
+    free(chat);
+    MK_TRY(s);
     /* mergekit logs "Failed to copy tokenizer" and finishes the merge */
     if (m->w.n_files == before)
         mk_warn("%s has no tokenizer files; the output has none (copy them from the model it was made from)",
-                p->models[tok].ref->text);
+                m->plan.models[m->tok_donor].ref->text);
     return MK_OK;
 }
 
@@ -750,16 +780,10 @@ static mk_status run_part(merge_run *m)
     return s;
 }
 
-/* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
- * `expect` and removed). */
-static mk_status run_merge(merge_run *m, const mk_json *expect)
+/* The inputs opened, OUT checked against them, the plan built (again with the merged
+ * vocabulary when the recipe names a tokenizer source). */
+static mk_status plan_merge(merge_run *m, const mk_json *expect)
 {
-    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
-        char *tmp = mk_asprintf("%s.tmp", m->out);
-        bool partial = tmp && mk_path_exists(tmp);
-        free(tmp);
-        if (!partial) return resume_complete(m);
-    }
     MK_TRY(open_inputs(m));
     if (!expect) MK_TRY(check_out_path(m));
     mk_plan_opts po = {m->o->allow_crimes, m->out_dtype, NULL};
@@ -781,6 +805,20 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
         po.tok = &m->tok;
         MK_TRY(mk_plan_build(m->r, m->src, m->n_refs, &po, &m->plan));
     }
+    return MK_OK;
+}
+
+/* Run the merge into OUT (or, for --check, into a scratch folder that is compared with
+ * `expect` and removed). */
+static mk_status run_merge(merge_run *m, const mk_json *expect)
+{
+    if (m->o->resume && !expect && !m->o->dry_run && !m->o->finalize && mk_path_exists(m->out) && !mk_dir_is_empty(m->out)) {
+        char *tmp = mk_asprintf("%s.tmp", m->out);
+        bool partial = tmp && mk_path_exists(tmp);
+        free(tmp);
+        if (!partial) return resume_complete(m);
+    }
+    MK_TRY(plan_merge(m, expect));
     if (m->o->dry_run && (m->o->parts.parts || m->o->parts.p.n)) return print_split(m);
     if (m->o->dry_run) {
         print_plan(m);
@@ -990,6 +1028,13 @@ static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
         o->level = (int)v;
     }
     o->mkz = o->compress || mk_str_ends_with(out, ".mkz");
+    bool gguf = mk_str_ends_with(out, ".gguf");
+    if (s == MK_OK && o->out_type && !gguf)
+        s = mk_error(MK_ERR_USAGE, "--out-type: only for an OUT ending in .gguf (a folder's dtype is --out-dtype)");
+    if (s == MK_OK && gguf) s = mk_cli_gguf_type_check("--out-type", o->out_type ? o->out_type : "f16");
+    if (s == MK_OK && gguf && (o->quantize || o->compress || o->check || o->resume || o->parts.part || o->parts.parts || o->finalize))
+        s = mk_error(MK_ERR_USAGE, "%s: not with an OUT ending in .gguf (its tensor types are --out-type)",
+                     o->quantize ? "--quantize" : o->compress ? "--compress" : o->check ? "--check" : o->resume ? "--resume" : "--part");
     if (s == MK_OK && o->mkz && o->resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK && o->check && o->quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
     if (s == MK_OK && o->quantize) s = mk_qopts_parse(o->quantize, &m->qo);
@@ -1022,6 +1067,57 @@ static mk_status eval_output(merge_run *m)
     return mk_cli_eval(m->out, refs, n, &m->o->eval, &m->o->c, false);
 }
 
+/* OUT.gguf: the folder the merge would write, as a source for the GGUF writer: its tensors
+ * (the plan's outputs), its config.json and its tokenizer files. */
+typedef struct gguf_like {
+    merge_run *m;
+    char *config, *chat;
+} gguf_like;
+
+static mk_status like_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
+{
+    gguf_like *g = s->impl;
+    const char *d = NULL;
+    char *own = NULL;
+    bool tok = false;
+    (void)cap; /* what it holds was read under the folder output's limits */
+    *len = 0;
+    for (const char *const *f = mk_tokenizer_files; *f && !tok; f++) tok = strcmp(*f, name) == 0;
+    if (strcmp(name, "config.json") == 0) d = g->config, *len = strlen(g->config);
+    else if (tok && has_tokenizer(g->m)) MK_TRY(tok_file(g->m, g->chat, name, &d, len, &own));
+    *data = own || !d ? own : mk_strndup(d, *len);
+    return d && !*data ? MK_ERR_NOMEM : MK_OK;
+}
+
+static const mk_source_ops like_ops = {.aux_read = like_aux_read};
+
+/* OUT ending in .gguf: the merged tensors streamed into it as `convert` writes the merged
+ * folder (the same tensor types, metadata and tokenizer); no folder is written. */
+static mk_status run_merge_gguf(merge_run *m)
+{
+    const char *out = m->gguf;
+    MK_TRY(plan_merge(m, NULL));
+    gguf_like gl = {m, NULL, NULL};
+    mk_source like = {.ops = &like_ops, .path = m->plan.models[m->tok_donor].src->path, .kind = "merge", .n_tensors = m->plan.n,
+                      .tensors = (mk_tensor_info *)m->plan.outs, .impl = &gl};
+    mk_status s = config_text(m, &gl.config);
+    if (s == MK_OK) s = pick_chat(m, &gl.chat);
+    mk_cli_gguf_out *g = NULL;
+    mk_consumer cons = {0};
+    if (s == MK_OK)
+        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &cons);
+    mk_testpoint(); /* header written, nothing computed */
+    double t0 = mk_now();
+    mk_exec_stats es = {0};
+    hash_job hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
+    s = compute(m, &cons, "merge", &hj, s, &es);
+    if (s == MK_OK) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
+    mk_cli_gguf_out_free(g);
+    free(gl.config);
+    free(gl.chat);
+    return s;
+}
+
 static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
@@ -1034,6 +1130,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
+        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0 (see 'convert --help')", "f16"},
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
@@ -1057,7 +1154,9 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         "nothing is left on failure. OUT gets config.json, tokenizer files, mergekit_config.yml,\n"
         "README.md and mergekit-c.json (input and output XXH3-128 hashes; see --check). With OUT\n"
         "ending in .mkz, or --compress, all of it goes into one lossless .mkz container instead\n"
-        "(`unpack` restores the folder). mergekit-yaml's command line is taken as it is (mergekit-c\n"
+        "(`unpack` restores the folder). With OUT ending in .gguf, the merged tensors stream into one\n"
+        "llama.cpp GGUF file instead, the bytes `convert` makes of the merged folder (--out-type, default\n"
+        "f16; no folder is written). mergekit-yaml's command line is taken as it is (mergekit-c\n"
         "installs a mergekit-yaml link): the options that change the output do what they do in\n"
         "mergekit, those that steer PyTorch are not needed (a note says why), --trust-remote-code is\n"
         "refused. On a cluster, --part I/N writes part I of N of OUT's shards into the shared OUT.tmp\n"
@@ -1086,7 +1185,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     m.o = &o;
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
-    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : run_merge(&m, NULL);
+    if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && !o.dry_run ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

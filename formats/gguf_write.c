@@ -106,6 +106,10 @@ mk_status mk_gguf_w_tensor(mk_gguf_w *w, const char *name, uint32_t ndim, const 
     uint64_t *nb = realloc(w->nbytes, (size_t)(w->n_tensors + 1) * sizeof *nb);
     if (!nb) return MK_ERR_NOMEM;
     w->nbytes = nb;
+    uint64_t *of = realloc(w->offs, (size_t)(w->n_tensors + 1) * sizeof *of);
+    if (!of) return MK_ERR_NOMEM;
+    w->offs = of;
+    of[w->n_tensors] = w->data_size;
     nb[w->n_tensors++] = n;
     put_sn(&w->ti, name, nl);
     put_le(&w->ti, ndim, 4);
@@ -144,9 +148,39 @@ mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force)
         if (w->fd < 0) s = mk_error(MK_ERR_IO, "%s: cannot create: %s", w->od.tmp_path, strerror(errno));
     }
     if (s == MK_OK) s = mk_write_all(w->fd, h.data, h.len, w->od.tmp_path);
-    w->pos = h.len;
+    w->pos = w->data0 = h.len;
     mk_buf_free(&h);
     return s;
+}
+
+mk_status mk_gguf_w_begin_at(mk_gguf_w *w, const char *out, bool force)
+{
+    MK_TRY(mk_gguf_w_begin(w, out, force));
+    /* the whole file at its final size: the padding between tensors reads as zeros */
+    if (ftruncate(w->fd, (off_t)(w->data0 + w->data_size)) != 0)
+        return mk_error(MK_ERR_IO, "%s: cannot size it to %llu bytes: %s", w->od.tmp_path,
+                        (unsigned long long)(w->data0 + w->data_size), strerror(errno));
+    w->random = true;
+    w->pos = w->data0 + w->data_size;
+    return MK_OK;
+}
+
+mk_status mk_gguf_w_at(mk_gguf_w *w, uint64_t i, uint64_t off, const void *p, size_t len)
+{
+    if (!w->random || i >= w->n_tensors || off > w->nbytes[i] || len > w->nbytes[i] - off)
+        MK_BUG("GGUF data outside its declared tensor");
+    const char *c = p;
+    uint64_t at = w->data0 + w->offs[i] + off;
+    while (len) {
+        ssize_t k = pwrite(w->fd, c, len, (off_t)at);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return mk_error(MK_ERR_IO, "%s: write: %s", w->od.tmp_path, k < 0 ? strerror(errno) : "no progress");
+        __atomic_add_fetch(&w->placed, (uint64_t)k, __ATOMIC_RELAXED);
+        c += k;
+        at += (uint64_t)k;
+        len -= (size_t)k;
+    }
+    return MK_OK;
 }
 
 mk_status mk_gguf_w_data(mk_gguf_w *w, const void *p, size_t len)
@@ -175,7 +209,10 @@ mk_status mk_gguf_w_data(mk_gguf_w *w, const void *p, size_t len)
 
 mk_status mk_gguf_w_commit(mk_gguf_w *w)
 {
-    if (w->next != w->n_tensors) MK_BUG("GGUF file committed before all its tensor data");
+    uint64_t all = 0;
+    for (uint64_t i = 0; w->random && i < w->n_tensors; i++) all += w->nbytes[i];
+    if (w->random ? __atomic_load_n(&w->placed, __ATOMIC_RELAXED) != all : w->next != w->n_tensors)
+        MK_BUG("GGUF file committed before all its tensor data");
     if (fsync(w->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync: %s", w->od.tmp_path, strerror(errno));
     int fd = w->fd;
     w->fd = -1;
@@ -192,5 +229,6 @@ void mk_gguf_w_free(mk_gguf_w *w)
     mk_buf_free(&w->kv);
     mk_buf_free(&w->ti);
     free(w->nbytes);
+    free(w->offs);
     mk_gguf_w_init(w);
 }

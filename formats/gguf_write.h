@@ -3,7 +3,8 @@
  * Order of use: key/values and tensor declarations first (each tensor's name, shape and
  * ggml type: its offset follows from the ones before it, aligned to general.alignment, 32),
  * then mk_gguf_w_begin writes the whole header into OUT.tmp (an atomic output, core/mk_io.h),
- * then every tensor's bytes in declaration order through mk_gguf_w_data (padding between
+ * then every tensor's bytes in declaration order through mk_gguf_w_data (or in place, in any
+ * order, through mk_gguf_w_at) (padding between
  * tensors is written for the caller), then mk_gguf_w_commit (checks every declared byte was
  * written, fsyncs, renames OUT.tmp to OUT). mk_gguf_w_free removes OUT.tmp unless committed:
  * a failed run never leaves a partial OUT.
@@ -21,13 +22,16 @@ typedef struct mk_gguf_w {
     mk_buf kv, ti;          /* encoded key/values and tensor infos */
     uint64_t n_kv, n_tensors;
     uint64_t *nbytes;       /* per declared tensor */
+    uint64_t *offs;         /* per declared tensor: its offset in the data section */
+    uint64_t data0;         /* file offset of the data section */
+    uint64_t placed;        /* mk_gguf_w_at: bytes written (atomic) */
     uint64_t data_size;     /* the data section, padding included */
     uint64_t next;          /* tensor being written, bytes of it written */
     uint64_t done;
     uint64_t pos;           /* file offset of the next byte */
     mk_outdir od;
     int fd;
-    bool begun, committed;
+    bool begun, committed, random;
 } mk_gguf_w;
 
 void mk_gguf_w_init(mk_gguf_w *w);
@@ -48,6 +52,11 @@ void mk_gguf_w_header(const mk_gguf_w *w, mk_buf *h);
 mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force);
 /* The next bytes of tensor data, in declaration order (any split). */
 mk_status mk_gguf_w_data(mk_gguf_w *w, const void *p, size_t len);
+/* Or, for tensors computed in any order by several threads: mk_gguf_w_begin_at writes the
+ * header and sizes OUT.tmp to the whole file, then mk_gguf_w_at puts bytes [off, off+len) of
+ * tensor i in place (thread-safe for disjoint ranges); commit checks every byte was put. */
+mk_status mk_gguf_w_begin_at(mk_gguf_w *w, const char *out, bool force);
+mk_status mk_gguf_w_at(mk_gguf_w *w, uint64_t i, uint64_t off, const void *p, size_t len);
 mk_status mk_gguf_w_commit(mk_gguf_w *w);
 /* tokenizer.ggml.* and tokenizer.chat_template from src's tokenizer files (gguf_write_tok.c);
  * *vocab = false when it has no vocabulary llama.cpp can take (then "no_vocab" is written,
