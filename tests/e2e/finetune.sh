@@ -1,7 +1,8 @@
 # finetune.sh - `mergekit-c finetune` on a synthetic model (word-level tokenizer; the data is
 # made of its tokens): the loss falls, OUT is a model folder with the log and the chart,
 # the same bytes at -j1 and -j2 and with --checkpointing, --resume gives the bytes of an
-# uninterrupted run, and the bad inputs fail with one line and write nothing.
+# uninterrupted run, --qlora equals LoRA on the NF4-quantized model, and the bad inputs fail
+# with one line and write nothing.
 . "$MK_ROOT/tests/e2e/lib.sh"
 
 "$MK" synth base/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 128 --dtype bfloat16 --std 0.1 \
@@ -116,3 +117,31 @@ t_same "LoRA: -j2 and -j1 --checkpointing give the same bytes" lora2/adapter_mod
 t_fail "an unknown --lora-targets name" 2 "--lora-targets: 'qkv' is not" "$MK" finetune base/ train.txt bad8/ --lora 2 \
     --lora-targets q_proj,qkv
 t_absent "... nothing written" bad8
+
+# QLoRA: the base's projections held as NF4 (quantize --format nf4's layout), decoded per layer.
+# Its adapter is the bytes of a LoRA run on the NF4-quantized model read dequantized: every
+# step's gradients are the same, exactly. An NF4 input is held as it is (the same bytes again).
+"$MK" quantize base/ nf4/ --format nf4 -q || notok "quantize --format nf4" "failed"
+t_ok "--qlora trains an adapter on an NF4 base" "$MK" finetune base/ train.txt ql1/ $ARGS --lora 4 --qlora
+grep -q "finetune: memory: weights .* (NF4 projections, the rest f32)" "$T/.err" && ok "... its memory line counts the NF4 base" ||
+    notok "qlora memory line" "$(head -n 1 "$T/.err")"
+"$MK" finetune nf4/ train.txt ql2/ $ARGS --lora 4 -q
+t_same "QLoRA = LoRA on the quantize --format nf4 output (same gradients every step)" ql1/adapter_model.safetensors \
+    ql2/adapter_model.safetensors
+"$MK" finetune nf4/ train.txt ql3/ $ARGS --lora 4 --qlora -q -j2
+t_same "... and --qlora on that NF4 input gives the same bytes" ql1/adapter_model.safetensors ql3/adapter_model.safetensors
+t_fail "--qlora without --lora" 2 "--qlora trains LoRA adapters on an NF4 base: give --lora R" "$MK" finetune base/ train.txt \
+    bad9/ --qlora
+t_fail "an NF4 input without --lora" 2 "is quantized .nf4.: it trains only with --lora" "$MK" finetune nf4/ train.txt bad10/ \
+    --steps 1 --seq 16
+t_absent "... nothing written" bad9 bad10
+if [ -z "${ASAN_OPTIONS:-}" ] && [ -x /usr/bin/time ] && [ -d w18 ]; then
+    /usr/bin/time -v "$MK" finetune w18/ mem.txt mem-out/ --seq 64 --batch 2 --lora 8 --qlora --steps 1 --force >/dev/null 2>mem.err
+    est=$(sed -n 's/.* = \([0-9.]*\) MB; machine.*/\1/p' mem.err)
+    rss=$(awk '/Maximum resident set size/ {printf "%.2f", $6 * 1.024 / 1000}' mem.err)
+    if [ -n "$est" ] && [ -n "$rss" ] && awk "BEGIN { d = ($est - $rss) / $rss; exit !(d < 0.1 && d > -0.1) }"; then
+        ok "QLoRA memory estimate $est MB within 10 % of the peak RSS $rss MB"
+    else
+        notok "QLoRA memory estimate" "estimate '$est' MB, peak RSS '$rss' MB"
+    fi
+fi
