@@ -3,7 +3,8 @@
  * steps with a progress line, held-out perplexity through eval/ every --eval-every steps,
  * checkpoints in OUT.checkpoint, and OUT a model folder written atomically (weights in the
  * input's dtype or f32, config.json and tokenizer files of the input, train_log.jsonl and
- * loss.svg), or with --lora a PEFT adapter folder. */
+ * loss.svg), or with --lora a PEFT adapter folder; --qlora holds the frozen base's projections as
+ * NF4 (quant/nf4hold.h). */
 #include "cli.h"
 
 #include "../eval/eval.h"
@@ -11,8 +12,8 @@
 #include "../formats/peft.h"
 #include "../nn/nn.h"
 #include "../nn/tokenizer.h"
+#include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
-#include "../train/qlora.h"
 #include "../train/train.h"
 
 #include <math.h>
@@ -467,7 +468,8 @@ static mk_status run(ft *f, char **pos)
     mk_status s = prepare(f, pos, &j);
     if (s == MK_OK) s = memory_check(f, j.src, &j.d);
     mk_nn_held held;
-    if (s == MK_OK && f->qlora) s = mk_qlora_new(j.src, &f->q, &held);
+    if (s == MK_OK && f->qlora) s = mk_qlora_new(j.src, &f->q);
+    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill};
     if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
@@ -558,7 +560,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
         "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"
-        "PEFT adapter folder that `lora apply` merges.\n"
+        "PEFT adapter folder that `lora apply` merges; --qlora holds the frozen base as NF4 (QLoRA), and an\n"
+        "NF4-quantized MODEL (quantize --format nf4) trains with --lora or --qlora.\n"
         "Example (supervised, a little loss on the prompts):\n"
         "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
         opts, 3, 3, 0x1};

@@ -3,7 +3,7 @@
  * debug state (tests/golden/train/, made by tools/gen-golden-train.py: logits, loss, every
  * parameter's gradient, with per-token loss weights) and 10 AdamW steps (cosine schedule with
  * warmup, gradient accumulation, clipping, weight decay) against its losses; checkpointing
- * and the thread count change no byte of the gradients; QLoRA (train/qlora.c) gives LoRA's
+ * and the thread count change no byte of the gradients; QLoRA (quant/nf4hold.c) gives LoRA's
  * gradients on the NF4-quantized model exactly. */
 #include "harness.h"
 
@@ -18,7 +18,7 @@
 #include "../../nn/ops_bwd.h"
 #include "../../train/data.h"
 #include "../../train/optim.h"
-#include "../../train/qlora.h"
+#include "../../quant/nf4hold.h"
 #include "../../quant/qsource.h"
 
 #include <cjson/cJSON.h>
@@ -476,7 +476,7 @@ MK_TEST(train_checkpointing_and_threads_same_bytes)
 }
 
 /* One LoRA pass's adapter gradients on model `dir` (read dequantized when quantized); with
- * qlora its projections held as NF4 by train/qlora.c. */
+ * qlora its projections held as NF4 by quant/nf4hold.c. */
 static float *lora_grads(const char *dir, bool qlora, const int32_t *tok, const float *w, size_t B, size_t T, size_t *n)
 {
     mk_source *raw = NULL, *src = NULL;
@@ -490,7 +490,8 @@ static float *lora_grads(const char *dir, bool qlora, const int32_t *tok, const 
     if (!raw) return NULL;
     CHECK_OK(mk_qsource_open(raw, &src, &qi));
     CHECK_OK(mk_model_config_of_source(src, &cfg));
-    if (qlora) CHECK_OK(mk_qlora_new(src, &q, &held));
+    if (qlora) CHECK_OK(mk_qlora_new(src, &q));
+    held = (mk_nn_held){q, mk_nf4_hold_fill};
     CHECK_OK(qlora ? mk_nn_train_open_held(src, &cfg, &held, &t) : mk_nn_train_open(src, &cfg, &t));
     mk_nn_lora lo = {4, 8.0, false, ~0u, 7};
     double wnll = 0;

@@ -1,7 +1,7 @@
-/* qlora.c - see qlora.h. */
-#include "qlora.h"
+/* nf4hold.c - see nf4hold.h. */
+#include "nf4hold.h"
 
-#include "../quant/bnb.h"
+#include "bnb.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -15,12 +15,9 @@ typedef struct held_tensor {
 struct mk_qlora {
     mk_source *src;
     held_tensor *t; /* [src->n_tensors] */
-    uint64_t bytes;
 };
 
 uint64_t mk_qlora_bytes(uint64_t n) { return (n + 1) / 2 + 4 * mk_bnb_nblocks(n, MK_QLORA_BLOCK); }
-
-uint64_t mk_qlora_held_bytes(const mk_qlora *q) { return q->bytes; }
 
 /* The first time: read the values into dst (the caller's scratch), check them, keep the codes. */
 static mk_status hold(mk_qlora *q, size_t i, float *dst, uint64_t n)
@@ -44,11 +41,10 @@ static mk_status hold(mk_qlora *q, size_t i, float *dst, uint64_t n)
         return MK_ERR_NOMEM;
     }
     mk_bnb4_quantize(MK_BNB_NF4, MK_QLORA_BLOCK, dst, (size_t)n, h->absmax, h->codes, NULL, NULL);
-    q->bytes += mk_qlora_bytes(n);
     return MK_OK;
 }
 
-static mk_status fill(void *ctx, size_t i, float *dst, uint64_t n)
+mk_status mk_nf4_hold_fill(void *ctx, size_t i, float *dst, uint64_t n)
 {
     mk_qlora *q = ctx;
     if (i >= q->src->n_tensors || n != q->src->tensors[i].numel)
@@ -58,7 +54,7 @@ static mk_status fill(void *ctx, size_t i, float *dst, uint64_t n)
     return MK_OK;
 }
 
-mk_status mk_qlora_new(mk_source *src, mk_qlora **out, mk_nn_held *held)
+mk_status mk_qlora_new(mk_source *src, mk_qlora **out)
 {
     *out = NULL;
     mk_qlora *q = mk_calloc(1, sizeof *q);
@@ -67,7 +63,6 @@ mk_status mk_qlora_new(mk_source *src, mk_qlora **out, mk_nn_held *held)
         return MK_ERR_NOMEM;
     }
     q->src = src;
-    *held = (mk_nn_held){q, fill};
     *out = q;
     return MK_OK;
 }
