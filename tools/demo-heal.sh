@@ -10,7 +10,6 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 mk="$root/mergekit-c"
 model=${MK_SMOLLM2:-$root/.models/smollm2}
-[ -d "$model" ] || model=/work/main/.models/smollm2
 if [ ! -f "$model/model.safetensors" ]; then
     echo "demo-heal: SmolLM2-135M is absent (run tools/get-smollm2.sh, or set MK_SMOLLM2)" >&2
     exit 1
