@@ -201,7 +201,7 @@ static mk_status train_open(mk_source *src, const mk_model_config *cfg, const mk
     s = t->wt && t->gr ? MK_OK : MK_ERR_NOMEM;
     for (size_t i = 0; i < t->np && s == MK_OK; i++) s = mk_nn_read(m, t->p[i].src_index, 0, t->p[i].numel, t->wt + t->p[i].off);
     if (s == MK_OK) {
-#define AT(buf, idx) ((idx) >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL)
+#define AT(buf, idx) ((idx) >= 0 && slot_of[idx] >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL) /* held: bound later */
         for (size_t l = 0; l < t->L; l++)
             for (int r = 0; r < MK_ROLE_COUNT; r++)
                 for (int b = 0; b < 2; b++) {
