@@ -3,7 +3,8 @@
  * steps with a progress line, held-out perplexity through eval/ every --eval-every steps,
  * checkpoints in OUT.checkpoint, and OUT a model folder written atomically (weights in the
  * input's dtype or f32, config.json and tokenizer files of the input, train_log.jsonl and
- * loss.svg), or with --lora a PEFT adapter folder. */
+ * loss.svg), or with --lora a PEFT adapter folder; --qlora holds the frozen base's projections as
+ * NF4 (quant/nf4hold.h). */
 #include "cli.h"
 
 #include "../eval/eval.h"
@@ -11,6 +12,8 @@
 #include "../formats/peft.h"
 #include "../nn/nn.h"
 #include "../nn/tokenizer.h"
+#include "../quant/nf4hold.h"
+#include "../quant/qsource.h"
 #include "../train/train.h"
 
 #include <math.h>
@@ -27,7 +30,8 @@ typedef struct ft {
     const char *sched, *eval_text, *out_dtype, *lora_targets;
     long lora_r;
     double lora_alpha;
-    bool rslora;
+    bool rslora, qlora;
+    mk_qlora *q;
     unsigned targets;
     bool ckpt, resume, force;
     uint64_t max_mem;
@@ -287,6 +291,9 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     if (f->lora_r < 0 || f->lora_r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", f->lora_r);
     if (f->lora_r) MK_TRY(parse_targets(f->lora_targets, &f->targets));
     if (f->lora_r && f->eval_text) return mk_error(MK_ERR_UNSUPPORTED, "--eval-text with --lora: not yet (evaluate OUT after `lora apply`)");
+    if (f->qlora && !f->lora_r) return mk_error(MK_ERR_USAGE, "--qlora trains LoRA adapters on an NF4 base: give --lora R");
+    if (f->qlora && f->eval_text)
+        return mk_error(MK_ERR_USAGE, "--eval-text is not available with --qlora yet (evaluate OUT after `lora apply`)");
     if (f->lora_alpha == 0) f->lora_alpha = (double)f->lora_r;
     if (f->lora_r && !(f->lora_alpha > 0 && f->lora_alpha < 1e6)) return mk_error(MK_ERR_USAGE, "--lora-alpha %g: above 0", f->lora_alpha);
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
@@ -299,6 +306,18 @@ static uint64_t machine_memory(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
     return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+}
+
+/* The resident set of this process now (the program, its libraries, the tokenizer, the data):
+ * what the run starts from. 0 when /proc is absent. */
+static uint64_t resident_now(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, res = 0;
+    int n = fp ? fscanf(fp, "%llu %llu", &size, &res) : 0;
+    if (fp) fclose(fp);
+    long pg = sysconf(_SC_PAGESIZE);
+    return n == 2 && pg > 0 ? (uint64_t)res * (uint64_t)pg : 0;
 }
 
 /* Print what the run needs; refuse it over --max-memory or the machine's memory. */
@@ -318,17 +337,24 @@ static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
     }
     uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt, cols);
     uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt, cols);
-    uint64_t data = (uint64_t)d->n_rows * d->seq * 8, G = f->lora_r ? PL : P;
-    uint64_t total = 4 * P + 4 * PL + 4 * G + 8 * G + act + data;
-    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32], l[32];
+    uint64_t data = (uint64_t)d->n_rows * d->seq * 8, G = f->lora_r ? PL : P, wb = 4 * P, nf4 = 0;
+    if (f->qlora) { /* the layers' projections as NF4, one layer of them in f32 */
+        const mk_model_config *c = f->cfg;
+        uint64_t per = mk_nn_train_held_scratch(c) / 4, held = per * (uint64_t)c->layers;
+        nf4 = mk_qlora_bytes(per) * (uint64_t)c->layers;
+        wb = 4 * (P - held) + nf4 + 4 * per;
+    }
+    uint64_t base = resident_now(); /* holds the data already */
+    uint64_t total = wb + 4 * PL + 4 * G + 8 * G + act + (base > data ? base : data);
+    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32], l[32], l2[32];
     uint64_t mem = machine_memory();
     if (!f->c.quiet)
-        fprintf(stderr, "finetune: memory: weights %s (f32)%s%s + gradients %s + AdamW moments %s + activations %s (%s %s) + "
-                        "data %s = %s; machine %s\n",
-                mk_fmt_bytes(4 * P, a), f->lora_r ? " + LoRA adapters " : "", f->lora_r ? mk_fmt_bytes(4 * PL, l) : "",
+        fprintf(stderr, "finetune: memory: weights %s (%s)%s%s + gradients %s + AdamW moments %s + activations %s (%s %s) + "
+                        "data %s + the process so far %s = %s; machine %s\n",
+                mk_fmt_bytes(wb, a), f->qlora ? "NF4 projections, the rest f32" : "f32", f->lora_r ? " + LoRA adapters " : "", f->lora_r ? mk_fmt_bytes(4 * PL, l) : "",
                 mk_fmt_bytes(4 * G, b), mk_fmt_bytes(8 * G, c), mk_fmt_bytes(act, e),
                 f->ckpt ? "without --checkpointing" : "with --checkpointing", mk_fmt_bytes(act_other, g), mk_fmt_bytes(data, h),
-                mk_fmt_bytes(total, m), mk_fmt_bytes(mem, k));
+                mk_fmt_bytes(base > data ? base - data : 0, l2), mk_fmt_bytes(total, m), mk_fmt_bytes(mem, k));
     if (f->max_mem && total > f->max_mem)
         return mk_error(MK_ERR_NOMEM, "finetune needs about %s, over --max-memory %s (try --checkpointing, a smaller --batch or "
                                       "--seq)", mk_fmt_bytes(total, m), mk_fmt_bytes(f->max_mem, a));
@@ -367,6 +393,7 @@ static void job_free(ft *f, job *j)
     free(j->ckpt);
     mk_train_result_free(&j->r);
     mk_nn_train_close(f->t);
+    mk_qlora_free(f->q);
     mk_train_data_free(&j->d);
     free(f->eval_ids);
     mk_tokenizer_free(j->tk);
@@ -378,7 +405,17 @@ static void job_free(ft *f, job *j)
  * needs no weights, before the memory line. */
 static mk_status prepare(ft *f, char **pos, job *j)
 {
-    MK_TRY(mk_cli_open_model(pos[0], &j->src));
+    mk_source *raw = NULL;
+    mk_qinfo qi;
+    MK_TRY(mk_cli_open_model(pos[0], &raw));
+    mk_status qs = mk_qsource_open(raw, &j->src, &qi); /* a quantized input reads dequantized */
+    if (qs != MK_OK) {
+        mk_source_close(raw);
+        return qs;
+    }
+    if (qi.quantized && !f->lora_r)
+        return mk_error(MK_ERR_USAGE, "%s is quantized (%s): it trains only with --lora R (or --qlora), the base frozen", pos[0],
+                        qi.format);
     MK_TRY(mk_model_config_of_source(j->src, &j->cfg));
     j->have_cfg = true;
     f->cfg = &j->cfg;
@@ -430,7 +467,10 @@ static mk_status run(ft *f, char **pos)
     job j = {0};
     mk_status s = prepare(f, pos, &j);
     if (s == MK_OK) s = memory_check(f, j.src, &j.d);
-    if (s == MK_OK) s = mk_nn_train_open(j.src, &j.cfg, &f->t);
+    mk_nn_held held;
+    if (s == MK_OK && f->qlora) s = mk_qlora_new(j.src, &f->q);
+    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill};
+    if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
     if (s == MK_OK && !f->c.quiet)
@@ -498,6 +538,10 @@ int mk_cmd_finetune(int argc, char **argv)
         {"lora-alpha", 0, MK_OPT_DOUBLE, &f.lora_alpha, "A", "LoRA scale alpha / R", "R"},
         {"lora-targets", 0, MK_OPT_STR, &f.lora_targets, "LIST",
          "projections to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear", "all-linear"},
+        {"qlora", 0, MK_OPT_FLAG, &f.qlora, NULL,
+         "QLoRA: hold the frozen base's projections as NF4 (blocks of 64, as quantize --format nf4) and decode them a "
+         "layer at a time; with --lora R. An NF4-quantized MODEL is held as it is",
+         NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
@@ -516,7 +560,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
         "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"
-        "PEFT adapter folder that `lora apply` merges.\n"
+        "PEFT adapter folder that `lora apply` merges; --qlora holds the frozen base as NF4 (QLoRA), and an\n"
+        "NF4-quantized MODEL (quantize --format nf4) trains with --lora or --qlora.\n"
         "Example (supervised, a little loss on the prompts):\n"
         "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
         opts, 3, 3, 0x1};

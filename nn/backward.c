@@ -48,6 +48,12 @@ struct mk_nn_train {
     size_t nlp;
     uint64_t lnumel;
     float *lwt, *lgr;
+    /* held projections (mk_nn_train_open_held): not in wt; layer l's are filled into lscr
+     * (the same offsets for every layer) before its forward or backward */
+    mk_nn_held held;
+    bool has_held;
+    float *lscr;
+    long cur_layer;
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
@@ -87,7 +93,69 @@ mk_status mk_nn_train_check(const mk_source *src, const mk_model_config *cfg)
     return MK_OK;
 }
 
+static bool is_proj(int r)
+{
+    return r == MK_ROLE_Q || r == MK_ROLE_K || r == MK_ROLE_V || r == MK_ROLE_O || r == MK_ROLE_GATE || r == MK_ROLE_UP ||
+           r == MK_ROLE_DOWN;
+}
+
+static mk_status train_open(mk_source *src, const mk_model_config *cfg, const mk_nn_held *held, mk_nn_train **out);
+
 mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out)
+{
+    return train_open(src, cfg, NULL, out);
+}
+
+mk_status mk_nn_train_open_held(mk_source *src, const mk_model_config *cfg, const mk_nn_held *held, mk_nn_train **out)
+{
+    return train_open(src, cfg, held, out);
+}
+
+/* Held projections: the per-layer scratch and its offsets (layer 0's; every layer must have
+ * the same projections with the same sizes). */
+static mk_status held_bind(mk_nn_train *t)
+{
+    mk_nn_model *m = t->m;
+    uint64_t off[MK_ROLE_COUNT] = {0}, total = 0;
+    for (int r = 0; r < MK_ROLE_COUNT; r++)
+        if (is_proj(r) && m->idx[0][r][0] >= 0) off[r] = total, total += m->src->tensors[m->idx[0][r][0]].numel;
+    for (size_t l = 1; l < t->L; l++)
+        for (int r = 0; r < MK_ROLE_COUNT; r++) {
+            if (!is_proj(r)) continue;
+            long a = m->idx[0][r][0], b = m->idx[l][r][0];
+            if ((a < 0) != (b < 0) || (a >= 0 && m->src->tensors[a].numel != m->src->tensors[b].numel))
+                return mk_error(MK_ERR_UNSUPPORTED, "%s: layer %zu's projections differ from layer 0's; a quantized base needs "
+                                                    "layers of one shape", m->src->path, l);
+        }
+    if (!(t->lscr = mk_malloc((total ? total : 1) * sizeof(float)))) return MK_ERR_NOMEM;
+    for (size_t l = 0; l < t->L; l++)
+        for (int r = 0; r < MK_ROLE_COUNT; r++)
+            if (is_proj(r) && m->idx[l][r][0] >= 0) t->lw[l].w[r][0] = t->lscr + off[r], t->lg[l].w[r][0] = NULL;
+    t->cur_layer = -1;
+    return MK_OK;
+}
+
+/* Fill the scratch with layer l's held projections (nothing when they are there already). */
+static mk_status held_load(mk_nn_train *t, size_t l)
+{
+    if (!t->has_held || t->cur_layer == (long)l) return MK_OK;
+    t->cur_layer = -1;
+    for (int r = 0; r < MK_ROLE_COUNT; r++) {
+        long i = is_proj(r) ? t->m->idx[l][r][0] : -1;
+        if (i >= 0) MK_TRY(t->held.fill(t->held.ctx, (size_t)i, t->lw[l].w[r][0], t->m->src->tensors[i].numel));
+    }
+    t->cur_layer = (long)l;
+    return MK_OK;
+}
+
+uint64_t mk_nn_train_held_scratch(const mk_model_config *c)
+{
+    uint64_t H = (uint64_t)c->hidden, q = (uint64_t)(c->heads * c->head_dim), kv = (uint64_t)(c->kv_heads * c->head_dim);
+    uint64_t F = (uint64_t)c->intermediate;
+    return 4 * (H * q + 2 * H * kv + q * H + 3 * H * F);
+}
+
+static mk_status train_open(mk_source *src, const mk_model_config *cfg, const mk_nn_held *held, mk_nn_train **out)
 {
     *out = NULL;
     MK_TRY(mk_nn_train_check(src, cfg));
@@ -117,7 +185,7 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
     for (size_t l = 0; l < t->L; l++)
         for (int r = 0; r < MK_ROLE_COUNT; r++)
             for (int b = 0; b < 2; b++)
-                if (m->idx[l][r][b] >= 0) slot_of[m->idx[l][r][b]] = 1;
+                if (m->idx[l][r][b] >= 0 && !(held && b == 0 && is_proj(r))) slot_of[m->idx[l][r][b]] = 1;
     for (int r = 0; r < MK_ROLE_COUNT; r++)
         for (int b = 0; b < 2; b++)
             if (m->g_idx[r][b] >= 0) slot_of[m->g_idx[r][b]] = 1;
@@ -133,7 +201,7 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
     s = t->wt && t->gr ? MK_OK : MK_ERR_NOMEM;
     for (size_t i = 0; i < t->np && s == MK_OK; i++) s = mk_nn_read(m, t->p[i].src_index, 0, t->p[i].numel, t->wt + t->p[i].off);
     if (s == MK_OK) {
-#define AT(buf, idx) ((idx) >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL)
+#define AT(buf, idx) ((idx) >= 0 && slot_of[idx] >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL) /* held: bound later */
         for (size_t l = 0; l < t->L; l++)
             for (int r = 0; r < MK_ROLE_COUNT; r++)
                 for (int b = 0; b < 2; b++) {
@@ -145,6 +213,7 @@ mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_tra
         t->head = AT(t->wt, m->head), t->dhead = AT(t->gr, m->head);
 #undef AT
     }
+    if (s == MK_OK && held) t->held = *held, t->has_held = true, s = held_bind(t);
     free(slot_of);
     if (s != MK_OK) {
         mk_nn_train_close(t);
@@ -158,7 +227,7 @@ void mk_nn_train_close(mk_nn_train *t)
 {
     if (!t) return;
     mk_nn_close(t->m);
-    free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena);
+    free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena), free(t->lscr);
     for (size_t i = 0; i < t->nlp; i++) free((char *)t->lp[i].name);
     free(t->la), free(t->lb), free(t->dla), free(t->dlb), free(t->lp), free(t->lwt), free(t->lgr);
     free(t);
@@ -375,6 +444,8 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
                            bool checkpointing, bool backward, double *wnll, float *logits)
 {
     if (!nseq || !T) return MK_OK;
+    if (t->has_held && backward && !t->lr)
+        return mk_error(MK_ERR_USAGE, "a quantized base is frozen: only LoRA adapters train on it (--lora R)");
     size_t N = nseq * T, H = t->H, L = t->L;
     for (size_t i = 0; i < N; i++)
         if (tok[i] < 0 || (size_t)tok[i] >= t->V)
@@ -402,8 +473,10 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     float *base = ab;
     for (size_t i = 0; i < nacts; i++) acts_at(t, N, nseq, T, &base, &a[i]);
     for (size_t i = 0; i < N; i++) memcpy(xs + i * H, t->emb + (size_t)tok[i] * H, H * sizeof(float));
-    for (size_t l = 0; l < L; l++)
-        layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], g.lys, xs + (l + 1) * N * H);
+    for (size_t l = 0; l < L && s == MK_OK; l++)
+        if ((s = held_load(t, l)) == MK_OK)
+            layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], g.lys, xs + (l + 1) * N * H);
+    if (s != MK_OK) goto done;
     mk_nn_rmsnorm(hf, xs + L * N * H, t->fnorm, N, H, t->eps, false);
     float *dh = g.dh;
     if (backward) memset(dh, 0, N * H * sizeof(float));
@@ -413,6 +486,7 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     mk_nn_rmsnorm_bwd(xs + L * N * H, t->fnorm, dh, N, H, t->eps, dx, t->dfnorm, g.rstd);
     for (size_t l = L; l-- > 0 && s == MK_OK;) {
         acts *al = &a[nacts > 1 ? l : 0];
+        if ((s = held_load(t, l)) != MK_OK) break;
         if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, g.lys, hf); /* hf is free now */
         layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
     }

@@ -34,6 +34,19 @@ mk_status mk_nn_train_check(const mk_source *src, const mk_model_config *cfg);
 mk_status mk_nn_train_open(mk_source *src, const mk_model_config *cfg, mk_nn_train **out);
 void mk_nn_train_close(mk_nn_train *t);
 
+/* A frozen base held elsewhere (QLoRA: NF4 codes in train/): the projection weights of the
+ * layers (q, k, v, o, gate, up, down; not their biases) are not read into the f32 buffer;
+ * before each layer's forward and backward `fill` writes source tensor i's numel values
+ * into a scratch of one layer. Only LoRA adapters train then (mk_nn_train_lora first), and
+ * the source view (mk_nn_train_source) lists the resident tensors only. */
+typedef struct mk_nn_held {
+    void *ctx;
+    mk_status (*fill)(void *ctx, size_t src_index, float *dst, uint64_t numel);
+} mk_nn_held;
+mk_status mk_nn_train_open_held(mk_source *src, const mk_model_config *cfg, const mk_nn_held *held, mk_nn_train **out);
+/* Bytes of that scratch (one layer's projections in f32) for a model of config c. */
+uint64_t mk_nn_train_held_scratch(const mk_model_config *c);
+
 size_t mk_nn_train_n_params(const mk_nn_train *t);
 const mk_nn_param *mk_nn_train_param(const mk_nn_train *t, size_t i);
 uint64_t mk_nn_train_numel(const mk_nn_train *t);

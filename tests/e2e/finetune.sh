@@ -1,7 +1,8 @@
 # finetune.sh - `mergekit-c finetune` on a synthetic model (word-level tokenizer; the data is
 # made of its tokens): the loss falls, OUT is a model folder with the log and the chart,
 # the same bytes at -j1 and -j2 and with --checkpointing, --resume gives the bytes of an
-# uninterrupted run, and the bad inputs fail with one line and write nothing.
+# uninterrupted run, --qlora equals LoRA on the NF4-quantized model, and the bad inputs fail
+# with one line and write nothing.
 . "$MK_ROOT/tests/e2e/lib.sh"
 
 "$MK" synth base/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 128 --dtype bfloat16 --std 0.1 \
@@ -77,7 +78,7 @@ t_fail "an unknown schedule" 2 "--schedule: 'step'" "$MK" finetune base/ train.t
 t_absent "nothing written by the failures" bad1 bad2 bad3 bad4 bad5 bad6 bad7 bad1.tmp bad1.checkpoint bad6.checkpoint
 
 # the printed memory against the measured peak RSS (within 10 %): a run where the weights and
-# AdamW dominate, and one where the activations do, with and without --checkpointing
+# AdamW dominate, and one where the activations do, with and without --checkpointing; and QLoRA
 if [ -n "${ASAN_OPTIONS:-}" ]; then
     echo "skip - memory estimate against peak RSS: a sanitizer build (its shadow memory is not the program's)"
 elif [ -x /usr/bin/time ]; then
@@ -85,7 +86,8 @@ elif [ -x /usr/bin/time ]; then
     "$MK" synth a4/ --hidden 64 --layers 4 --heads 4 --kv-heads 2 --intermediate 128 --vocab 1000 --dtype float32 \
         --max-position 1024 -q
     awk 'BEGIN { for (i = 0; i < 6000; i++) printf "tok%d ", 3 + (i * 7) % 900; print "" }' >mem.txt
-    for c in "w18/ --seq 64 --batch 2" "a4/ --seq 512 --batch 8" "a4/ --seq 512 --batch 16 --checkpointing"; do
+    for c in "w18/ --seq 64 --batch 2" "a4/ --seq 512 --batch 8" "a4/ --seq 512 --batch 16 --checkpointing" \
+        "w18/ --seq 64 --batch 2 --lora 8 --qlora"; do
         /usr/bin/time -v "$MK" finetune $c mem.txt mem-out/ --steps 1 --force >/dev/null 2>mem.err
         est=$(sed -n 's/.* = \([0-9.]*\) MB; machine.*/\1/p' mem.err)
         rss=$(awk '/Maximum resident set size/ {printf "%.2f", $6 * 1.024 / 1000}' mem.err)
@@ -116,3 +118,21 @@ t_same "LoRA: -j2 and -j1 --checkpointing give the same bytes" lora2/adapter_mod
 t_fail "an unknown --lora-targets name" 2 "--lora-targets: 'qkv' is not" "$MK" finetune base/ train.txt bad8/ --lora 2 \
     --lora-targets q_proj,qkv
 t_absent "... nothing written" bad8
+
+# QLoRA: the base's projections held as NF4 (quantize --format nf4's layout), decoded per layer.
+# Its adapter is the bytes of a LoRA run on the NF4-quantized model read dequantized: every
+# step's gradients are the same, exactly. An NF4 input is held as it is (the same bytes again).
+"$MK" quantize base/ nf4/ --format nf4 -q || notok "quantize --format nf4" "failed"
+t_ok "--qlora trains an adapter on an NF4 base" "$MK" finetune base/ train.txt ql1/ $ARGS --lora 4 --qlora
+grep -q "finetune: memory: weights .* (NF4 projections, the rest f32)" "$T/.err" && ok "... its memory line counts the NF4 base" ||
+    notok "qlora memory line" "$(head -n 1 "$T/.err")"
+"$MK" finetune nf4/ train.txt ql2/ $ARGS --lora 4 -q
+t_same "QLoRA = LoRA on the quantize --format nf4 output (same gradients every step)" ql1/adapter_model.safetensors \
+    ql2/adapter_model.safetensors
+"$MK" finetune nf4/ train.txt ql3/ $ARGS --lora 4 --qlora -q -j2
+t_same "... and --qlora on that NF4 input gives the same bytes" ql1/adapter_model.safetensors ql3/adapter_model.safetensors
+t_fail "--qlora without --lora" 2 "--qlora trains LoRA adapters on an NF4 base: give --lora R" "$MK" finetune base/ train.txt \
+    bad9/ --qlora
+t_fail "an NF4 input without --lora" 2 "is quantized .nf4.: it trains only with --lora" "$MK" finetune nf4/ train.txt bad10/ \
+    --steps 1 --seq 16
+t_absent "... nothing written" bad9 bad10

@@ -3,7 +3,8 @@
  * debug state (tests/golden/train/, made by tools/gen-golden-train.py: logits, loss, every
  * parameter's gradient, with per-token loss weights) and 10 AdamW steps (cosine schedule with
  * warmup, gradient accumulation, clipping, weight decay) against its losses; checkpointing
- * and the thread count change no byte of the gradients. */
+ * and the thread count change no byte of the gradients; QLoRA (quant/nf4hold.c) gives LoRA's
+ * gradients on the NF4-quantized model exactly. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
@@ -17,6 +18,8 @@
 #include "../../nn/ops_bwd.h"
 #include "../../train/data.h"
 #include "../../train/optim.h"
+#include "../../quant/nf4hold.h"
+#include "../../quant/qsource.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -470,6 +473,79 @@ MK_TEST(train_checkpointing_and_threads_same_bytes)
     CHECK_MSG(s > 0, "the gradients are all zero");
     free(a), free(b), free(c), free(d), free(tok), free(w);
     tmodel_close(&m);
+}
+
+/* One LoRA pass's adapter gradients on model `dir` (read dequantized when quantized); with
+ * qlora its projections held as NF4 by quant/nf4hold.c. */
+static float *lora_grads(const char *dir, bool qlora, const int32_t *tok, const float *w, size_t B, size_t T, size_t *n)
+{
+    mk_source *raw = NULL, *src = NULL;
+    mk_qinfo qi;
+    mk_model_config cfg;
+    mk_nn_train *t = NULL;
+    mk_qlora *q = NULL;
+    mk_nn_held held;
+    float *g = NULL;
+    CHECK_OK(mk_model_open(dir, &raw));
+    if (!raw) return NULL;
+    CHECK_OK(mk_qsource_open(raw, &src, &qi));
+    CHECK_OK(mk_model_config_of_source(src, &cfg));
+    if (qlora) CHECK_OK(mk_qlora_new(src, &q));
+    held = (mk_nn_held){q, mk_nf4_hold_fill};
+    CHECK_OK(qlora ? mk_nn_train_open_held(src, &cfg, &held, &t) : mk_nn_train_open(src, &cfg, &t));
+    mk_nn_lora lo = {4, 8.0, false, ~0u, 7};
+    double wnll = 0;
+    if (t) {
+        CHECK_OK(mk_nn_train_lora(t, &lo));
+        /* B starts at 0: give it values so that A's gradients are not zero */
+        for (size_t i = 0; i < mk_nn_train_n_params(t); i++) {
+            const mk_nn_param *p = mk_nn_train_param(t, i);
+            if (strstr(p->name, "lora_B"))
+                for (uint64_t e = 0; e < p->numel; e++) mk_nn_train_weights(t)[p->off + e] = 0.01f * (float)((e * 37) % 11) - 0.05f;
+        }
+        CHECK_OK(mk_nn_train_pass(t, tok, w, B, T, 0.01f, false, true, &wnll, NULL));
+        *n = mk_nn_train_numel(t);
+        g = malloc(*n * sizeof *g + 1);
+        memcpy(g, mk_nn_train_grads(t), *n * sizeof *g);
+    }
+    mk_nn_train_close(t);
+    mk_qlora_free(q);
+    mk_model_config_free(&cfg);
+    mk_source_close(src);
+    return g;
+}
+
+/* QLoRA's gradients are LoRA's on the NF4-quantized model (quantize --format nf4 read
+ * dequantized): the same values decoded the same way, so equal to the bit (tolerance 0). */
+MK_TEST(train_qlora_equals_lora_on_nf4_base)
+{
+    char dir[1024], qdir[1100], cmd[4800];
+    snprintf(dir, sizeof dir, "%s/train-qlora", mk_test_tmpdir());
+    snprintf(qdir, sizeof qdir, "%s-nf4", dir);
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --arch llama --hidden 64 --layers 2 --heads 4 --kv-heads 2 "
+                              "--intermediate 96 --vocab 200 --dtype bfloat16 --std 0.1 --seed 4 && "
+                              "'%s' quantize '%s' '%s' --format nf4 -q -f", bin(), dir, bin(), dir, qdir);
+    CHECK(system(cmd) == 0);
+    size_t B = 2, T = 40, na = 0, nb = 0, nc = 0;
+    int32_t *tok = malloc(B * T * sizeof *tok);
+    float *w = malloc(B * T * sizeof *w);
+    for (size_t i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 7919) % 200), w[i] = 1.0f;
+    float *a = lora_grads(dir, true, tok, w, B, T, &na), *b = lora_grads(qdir, false, tok, w, B, T, &nb);
+    float *c = lora_grads(dir, false, tok, w, B, T, &nc);
+    CHECK(a && b && c && na == nb && na == nc && na > 0);
+    if (a && b && c && na == nb && na == nc) {
+        size_t worst = 0;
+        double wd = 0, s = 0, dplain = 0;
+        for (size_t i = 0; i < na; i++) {
+            double d = fabs((double)a[i] - (double)b[i]);
+            if (d > wd) wd = d, worst = i;
+            s += fabs(a[i]), dplain += fabs((double)a[i] - (double)c[i]);
+        }
+        CHECK_MSG(wd == 0, "QLoRA gradient %zu is %.9g, LoRA on the NF4 model's %.9g", worst, a[worst], b[worst]);
+        CHECK_MSG(s > 0, "the gradients are all zero");
+        CHECK_MSG(dplain > 0, "QLoRA gave the gradients of the unquantized base: the NF4 base is not used");
+    }
+    free(a), free(b), free(c), free(tok), free(w);
 }
 
 MK_TEST(train_refuses_other_families)
