@@ -107,21 +107,29 @@ void mk_nn_layernorm(float *out, const float *x, const float *w, const float *b,
     }
 }
 
-void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
+void mk_nn_rope_rotate(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r, bool inverse)
 {
     size_t h2 = r->half;
+    /* the inverse rotation is the same one by -angle; negating sin is exact, so each form
+     * computes a c - b s, b c + a s (or a c + b s, b c - a s) bit for bit */
+    const float sg = inverse ? -1.0f : 1.0f;
     MK_OMP("omp parallel for schedule(static) if (T * n_heads * head_dim > 65536)")
     for (size_t t = 0; t < T; t++) {
         const float *c = r->cos + t * h2, *s = r->sin + t * h2;
         for (size_t h = 0; h < n_heads; h++) {
             float *v = x + t * n_heads * head_dim + h * head_dim;
             for (size_t i = 0; i < h2; i++) {
-                float a = v[i], b = v[i + h2];
-                v[i] = a * c[i] - b * s[i];
-                v[i + h2] = b * c[i] + a * s[i];
+                float a = v[i], b = v[i + h2], si = sg * s[i];
+                v[i] = a * c[i] - b * si;
+                v[i + h2] = b * c[i] + a * si;
             }
         }
     }
+}
+
+void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
+{
+    mk_nn_rope_rotate(x, T, n_heads, head_dim, r, false);
 }
 
 /* Query rows per block of the BLAS attention: the scores of a block are ATT_BLOCK x T floats. */

@@ -41,6 +41,8 @@ mk_status mk_nn_rope_init(mk_nn_rope_tab *r, const mk_rope *rope, size_t head_di
 void mk_nn_rope_free(mk_nn_rope_tab *r);
 /* Rotate the first 2*half dims of each of n_heads heads of x [T, n_heads * head_dim]. */
 void mk_nn_rope_apply(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r);
+/* The same rotation, or with `inverse` its transpose (by -angle: RoPE's backward pass). */
+void mk_nn_rope_rotate(float *x, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r, bool inverse);
 
 /* Causal attention over one sequence: q [T, nh * hd], k and v [T, nkv * hd], out [T, nh *
  * hd]. Scores are q.k x scale, then softcap x tanh(s / softcap) when softcap > 0; a key j is

@@ -125,19 +125,7 @@ void mk_nn_rmsnorm_bwd_ref(const float *x, const float *w, const float *dy, size
 
 void mk_nn_rope_bwd(float *dx, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
 {
-    size_t h2 = r->half;
-    MK_OMP("omp parallel for schedule(static) if (T * n_heads * head_dim > 65536)")
-    for (size_t t = 0; t < T; t++) {
-        const float *c = r->cos + t * h2, *s = r->sin + t * h2;
-        for (size_t h = 0; h < n_heads; h++) {
-            float *v = dx + t * n_heads * head_dim + h * head_dim;
-            for (size_t i = 0; i < h2; i++) { /* y1 = a c - b s, y2 = b c + a s */
-                float g1 = v[i], g2 = v[i + h2];
-                v[i] = g1 * c[i] + g2 * s[i];
-                v[i + h2] = g2 * c[i] - g1 * s[i];
-            }
-        }
-    }
+    mk_nn_rope_rotate(dx, T, n_heads, head_dim, r, true);
 }
 
 void mk_nn_attention_train(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
