@@ -241,6 +241,13 @@ int mk_cmd_pack(int argc, char **argv);
 int mk_cmd_unpack(int argc, char **argv);
 int mk_cmd_verify(int argc, char **argv);
 int mk_cmd_tokenize(int argc, char **argv);
+int mk_cmd_report(int argc, char **argv);
+
+/* cmd_report.c: the HTML report pages that merge --report and quantize --report write at the
+ * end of a run (see 'report --help'). */
+struct mk_plan;
+mk_status mk_cli_report_merge(const struct mk_plan *p, const char *file);
+mk_status mk_cli_report_quant(const struct mk_qplan *p, mk_consumer *cons, const char *file);
 int mk_cmd_moe(int argc, char **argv);
 
 /* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */

@@ -31,6 +31,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"moe", mk_cmd_moe, "mixture-of-experts upcycling by a mergekit-moe config (Mixtral, Qwen2-MoE, Qwen3-MoE)", NULL},
     {"finalize", mk_cmd_finalize, "finish an output written in parts (--part I/N, Slurm arrays, mpirun): index, side files, rename", NULL},
     {"tokenize", mk_cmd_tokenize, "text to token ids (or back) with a model's tokenizer.json", NULL},
+    {"report", mk_cmd_report, "one self-contained HTML page with plots about a merge, a quantized model or an eval run", NULL},
 };
 const size_t mk_cli_n_commands = sizeof mk_cli_commands / sizeof mk_cli_commands[0];
 

@@ -7,6 +7,8 @@
 #                                  python3-venv (the reference-tool venv), zstd, clang (fuzzing)
 #   tools/install-deps.sh --mpi    also Open MPI (run by `make MPI=1` when mpicc is missing):
 #                                  libopenmpi-dev (mpicc, the library), openmpi-bin (mpirun)
+#   tools/install-deps.sh --chromium  also headless Chromium (run by `make check-report` when
+#                                  it is missing): the optional check that the report page renders
 # As root it calls apt-get; otherwise it prints the exact command to run.
 set -eu
 
@@ -38,6 +40,10 @@ fi
 if [ "${1:-}" = "--mpi" ]; then
     command -v mpicc >/dev/null 2>&1 || missing="$missing libopenmpi-dev"
     command -v mpirun >/dev/null 2>&1 || missing="$missing openmpi-bin"
+fi
+
+if [ "${1:-}" = "--chromium" ]; then
+    command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 fi
 
 if [ -z "$missing" ]; then
