@@ -44,6 +44,7 @@ typedef struct merge_opts {
     int level;
     bool mkz;             /* OUT is a .mkz container */
     mk_cli_eval_opts eval; /* --eval-text: score OUT against its inputs at the end */
+    const char *report;    /* --report FILE: the HTML page of the merge's task vectors */
     mk_mergekit_opts mk;   /* mergekit-yaml's options */
     mk_cli_parts parts;    /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
@@ -852,6 +853,8 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
             fprintf(stderr, "mergekit-c: wrote %s: %zu tensors%s, %s in %.1f s\n", m->out, m->plan.n, kept,
                     mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
+        if (m->o->report && (s = mk_cli_report_merge(&m->plan, m->o->report)) == MK_OK && !m->o->c.quiet)
+            fprintf(stderr, "mergekit-c: wrote %s\n", m->o->report);
     }
     mk_buf_free(&prov);
     if (cons.ops) cons.ops->close(&cons);
@@ -1138,6 +1141,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to each input model (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
+        {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),
@@ -1186,6 +1190,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
+    if (s == MK_OK && o.report && (o.check || o.dry_run || o.parts.p.n || o.finalize || m.gguf))
+        s = mk_error(MK_ERR_USAGE, "--report describes a whole merge into a folder; not with --check, --dry-run, --part, finalize or a .gguf OUT");
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && !o.dry_run ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);

@@ -32,6 +32,7 @@ typedef struct quant_cli {
     const char *skip, *include, *compute_dtype;
     uint64_t shard_size, chunk;
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
+    const char *report;              /* --report FILE: the HTML page of the run's statistics */
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
     int argc;                        /* the command line, for a part's manifest */
@@ -210,6 +211,8 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     double secs = mk_now() - t0;
     if (s == MK_OK) {
         if (!o->finalize) mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);
+        if (o->report && !o->finalize && !o->parts.p.n && (s = mk_cli_report_quant(&plan, &cons, o->report)) == MK_OK && !o->c.quiet)
+            fprintf(stderr, "mergekit-c: wrote %s\n", o->report);
         if (!o->c.quiet && o->parts.p.n)
             fprintf(stderr, "mergekit-c: wrote part %u/%u of %s%s%s\n", o->parts.p.i, o->parts.p.n, out,
                     o->parts.mpi ? "" : "; once every part is done: mergekit-c finalize ", o->parts.mpi ? "" : out);
@@ -352,6 +355,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
+        {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
         MK_PART_OPTS(o.parts),
@@ -372,6 +376,8 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
     mk_qopts qo;
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
+    if (s == MK_OK && !o.list_formats && o.report && (o.dry_run || o.parts.p.n || o.finalize))
+        s = mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run, --part or finalize");
     if (s == MK_OK && !o.list_formats && o.eval.text && o.dry_run)
         s = mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
     if (s == MK_OK && !o.list_formats) s = mk_cli_parts_resolve(&o.parts, o.dry_run, !o.finalize && !o.dry_run);

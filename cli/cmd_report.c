@@ -129,9 +129,9 @@ static void quant_page(mk_report *r, const char *what, const qrow *row, size_t n
         e[i] = row[i].rel;
     }
     if (label && v && e) {
-        mk_report_bars(r, "Relative RMSE per tensor", "tensor (in file order)", "relative RMSE", n, label, e);
+        mk_report_bars(r, "Relative RMSE per tensor", "tensor (in file order)", "relative RMSE", n, label, NULL, e);
         mk_report_bars(r, "Bits per weight per tensor (codes, scales and everything stored for it)", "tensor (in file order)",
-                       "bits per weight", n, label, v);
+                       "bits per weight", n, label, NULL, v);
     }
     free(e);
     free(v);
@@ -358,8 +358,8 @@ static mk_status eval_json_page(const mk_json *j, const char *path, uint32_t ref
             mk_json_at(j, hc)->count == mk_json_at(j, he)->count + 1 && mk_json_at(j, hc)->count <= 256) {
             size_t nb = mk_json_at(j, hc)->count;
             double v[256], edge[256];
-            char lab[256][40];
-            const char *lp[256];
+            char lab[256][40], tk[256][16];
+            const char *lp[256], *tp[256];
             size_t k = 0;
             for (uint32_t e = mk_json_at(j, he)->first; e; e = mk_json_at(j, e)->next, k++) edge[k] = mk_json_at(j, e)->d;
             k = 0;
@@ -369,8 +369,10 @@ static mk_status eval_json_page(const mk_json *j, const char *path, uint32_t ref
                 else if (k == nb - 1) snprintf(lab[k], sizeof lab[k], "KL >= %.3g", edge[k - 1]);
                 else snprintf(lab[k], sizeof lab[k], "%.3g <= KL < %.3g", edge[k - 1], edge[k]);
                 lp[k] = lab[k];
+                snprintf(tk[k], sizeof tk[k], k ? "%.2g" : "0", k ? edge[k - 1] : 0.0);
+                tp[k] = tk[k];
             }
-            mk_report_bars(r, "Tokens per KL divergence bin (log-spaced bins, nats)", "bin (low KL on the left)", "tokens", nb, lp, v);
+            mk_report_bars(r, "Tokens per KL divergence bin (log-spaced bins, nats)", "KL divergence (nats; each bar from its tick to the next)", "tokens", nb, lp, tp, v);
         } else {
             mk_report_p(r, "This eval --json has no kl_histogram (an older mergekit-c): the quantiles only.");
         }
@@ -378,7 +380,7 @@ static mk_status eval_json_page(const mk_json *j, const char *path, uint32_t ref
         static const char *const ql[] = {"mean", "median", "90 %", "95 %", "99 %", "max"};
         double qv[6];
         for (size_t q = 0; q < 6; q++) qv[q] = jnum(j, c, qk[q]);
-        mk_report_bars(r, "KL divergence quantiles (nats per token)", "statistic", "KL (nats)", 6, ql, qv);
+        mk_report_bars(r, "KL divergence quantiles (nats per token)", "statistic", "KL (nats)", 6, ql, NULL, qv);
     }
     return MK_OK;
 }

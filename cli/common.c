@@ -384,6 +384,11 @@ static void json_kl(mk_buf *b, const mk_eval_kl *k)
                      "\"ppl_ratio\": %.9g, \"ppl_ratio_stderr\": %.9g, \"ref_ppl\": %.9g",
                   k->kl_mean, k->kl_se, k->kl_median, k->kl_p90, k->kl_p95, k->kl_p99, k->kl_max, k->same_top, k->dp_mean,
                   k->dp_rms, k->ppl_ratio, k->ppl_ratio_se, k->ppl_ref);
+    mk_buf_puts(b, ", \"kl_histogram\": {\"edges\": [");
+    for (size_t i = 0; i < MK_EVAL_KL_EDGES; i++) mk_buf_printf(b, "%s%.6g", i ? ", " : "", mk_eval_kl_edge(i));
+    mk_buf_puts(b, "], \"counts\": [");
+    for (size_t i = 0; i <= MK_EVAL_KL_EDGES; i++) mk_buf_printf(b, "%s%llu", i ? ", " : "", (unsigned long long)k->kl_hist[i]);
+    mk_buf_puts(b, "]}");
 }
 
 static void eval_json(mk_buf *b, const char *model, const char *const *refs, const mk_cli_eval_opts *o, size_t n_tok,

@@ -101,6 +101,8 @@ static double mean_se(const double *x, size_t n, double *se)
     return m;
 }
 
+double mk_eval_kl_edge(size_t i) { return 1e-6 * pow(10.0, (double)i / 4); }
+
 /* The comparison of model `q` with reference `p` (indices into the runs), KL values kl[n]. */
 static mk_status compare(const run *r, size_t p, size_t q, double *kl, mk_eval_kl *out)
 {
@@ -121,6 +123,10 @@ static mk_status compare(const run *r, size_t p, size_t q, double *kl, mk_eval_k
     out->kl_p95 = pct(sorted, n, 0.95);
     out->kl_p99 = pct(sorted, n, 0.99);
     out->kl_max = sorted[n - 1];
+    for (size_t i = 0, b = 0; i < n; i++) { /* sorted: the bins fill in order */
+        while (b < MK_EVAL_KL_EDGES && !(sorted[i] < mk_eval_kl_edge(b))) b++;
+        out->kl_hist[b]++;
+    }
     size_t same = 0;
     double dp = 0, dp2 = 0, se;
     for (size_t i = 0; i < n; i++) {

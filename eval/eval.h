@@ -31,8 +31,14 @@ typedef struct mk_eval_opts {
     void *progress_ctx;
 } mk_eval_opts;
 
+/* The KL histogram: edge i = 1e-6 x 10^(i/4) nats, i < MK_EVAL_KL_EDGES (1e-6 .. 56);
+ * count 0 is below edge 0, count i in [edge i-1, edge i), the last at or above the last edge. */
+#define MK_EVAL_KL_EDGES 32
+double mk_eval_kl_edge(size_t i);
+
 typedef struct mk_eval_kl {
     double kl_mean, kl_se, kl_median, kl_p90, kl_p95, kl_p99, kl_max;
+    uint64_t kl_hist[MK_EVAL_KL_EDGES + 1]; /* scored positions per KL bin (mk_eval_kl_edge) */
     double same_top;       /* share of positions, 0..1 */
     double dp_mean, dp_rms;
     double ppl_ratio, ppl_ratio_se;

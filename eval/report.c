@@ -153,12 +153,16 @@ static void frame(mk_report *r, const axis *a, const char *xlabel, const char *y
     mk_buf_puts(&r->b, "</text>\n");
 }
 
-/* x tick labels: about 12 at most, at x = 0..n-1 mapped by xs */
-static void xticks(mk_report *r, size_t n, double x0, double dx)
+/* x tick labels: about 12 at most, at x = 0..n-1 mapped by x0 + dx x; tick[i] or the index */
+static void xticks(mk_report *r, size_t n, double x0, double dx, const char *const *tick)
 {
     size_t every = n > 12 ? (n + 11) / 12 : 1;
-    for (size_t i = 0; i < n; i += every)
-        mk_buf_printf(&r->b, "<text x=\"%.2f\" y=\"%g\" text-anchor=\"middle\">%zu</text>", x0 + dx * (double)i, MT + PH + 14, i);
+    for (size_t i = 0; i < n; i += every) {
+        mk_buf_printf(&r->b, "<text x=\"%.2f\" y=\"%g\" text-anchor=\"middle\">", x0 + dx * (double)i, MT + PH + 14);
+        if (tick) mk_report_escape(&r->b, tick[i]);
+        else mk_buf_printf(&r->b, "%zu", i);
+        mk_buf_puts(&r->b, "</text>");
+    }
     mk_buf_puts(&r->b, "\n");
 }
 
@@ -184,7 +188,7 @@ void mk_report_lines(mk_report *r, const char *title, const char *xlabel, const 
     plot_open(r, title, "lines", n);
     frame(r, &a, xlabel, ylabel);
     double dx = n > 1 ? PW / (double)(n - 1) : 0, x0 = n > 1 ? ML : ML + PW / 2;
-    xticks(r, n, x0, dx);
+    xticks(r, n, x0, dx, NULL);
     for (size_t k = 0; k < ns; k++) {
         const char *col = palette[k % NPAL];
         /* the line: a path broken at missing values */
@@ -219,7 +223,7 @@ void mk_report_lines(mk_report *r, const char *title, const char *xlabel, const 
 }
 
 void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const char *ylabel, size_t n,
-                    const char *const *label, const double *v)
+                    const char *const *label, const char *const *tick, const double *v)
 {
     double lo = 0, hi = 0;
     range_of(v, n, &lo, &hi);
@@ -235,7 +239,7 @@ void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const c
         }
         mk_buf_puts(&r->b, "\n");
     } else {
-        xticks(r, n, ML + bw / 2, bw);
+        xticks(r, n, ML + bw / 2, bw, tick);
     }
     for (size_t i = 0; i < n; i++) {
         if (!isfinite(v[i])) continue;

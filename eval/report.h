@@ -41,9 +41,10 @@ void mk_report_table(mk_report *r, const char *const *head, size_t ncol, const c
 /* Lines over x = 0..n-1 (xname[i] names each x in tooltips, may be NULL), one colour per series. */
 void mk_report_lines(mk_report *r, const char *title, const char *xlabel, const char *ylabel, size_t n,
                      const char *const *xname, const mk_report_series *s, size_t ns);
-/* One bar per item, label[i] in its tooltip (and under it when few). */
+/* One bar per item, label[i] in its tooltip (and under it when few); with many bars the x axis
+ * shows tick[i] at every few bars (NULL: the index). */
 void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const char *ylabel, size_t n,
-                    const char *const *label, const double *v);
+                    const char *const *label, const char *const *tick, const double *v);
 /* An n x n matrix v[i * n + j] in [-1, 1] as coloured cells (cosine similarities). */
 void mk_report_matrix(mk_report *r, const char *title, size_t n, const char *const *name, const double *v);
 /* Close the page; *html is malloc'd (the caller frees it). MK_ERR_NOMEM if any append failed. */
