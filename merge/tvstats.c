@@ -6,15 +6,17 @@
 #include <string.h>
 
 #define CHUNK_VALUES 65536u
-#define NBINS 32768u /* |delta| by its top 16 float bits; the sign bit is 0 */
+#define NBINS 65536u /* |delta| by its top 16 float bits (the sign bit is 0: < 32768), then by its low 16 */
 
-static uint32_t mag_bin(float d)
+static uint32_t mag_bits(float d)
 {
     uint32_t u;
     float a = fabsf(d);
     memcpy(&u, &a, sizeof u);
-    return u >> 16; /* < NBINS; NaN lands in the top bins */
+    return u; /* ordered as |d| is; NaN above every number */
 }
+
+static uint32_t mag_bin(float d) { return mag_bits(d) >> 16; }
 
 typedef struct tv_job {
     const mk_plan *p;
@@ -22,12 +24,14 @@ typedef struct tv_job {
     mk_tvstats *st;
     size_t row;          /* the stats row of this tensor */
     int *col;            /* [n_in] column of input k among the non-base models, -1 for the base */
-    double *density, *weight; /* [n_in] */
+    double *density;     /* [n_in] */
+    float *weight;       /* [n_in] as mergekit's f32 weights tensor */
     float **x;           /* [n_in][chunk] */
     void *scratch;
     uint64_t chunk_rows;
-    uint64_t (*hist)[NBINS]; /* [n_in] */
-    uint32_t *thr;       /* [n_in] smallest kept bin */
+    uint64_t (*hist)[NBINS]; /* [n_in] by the top 16 bits of |delta|, then by the low 16 in the boundary bin */
+    uint64_t *need;      /* [n_in] elements still to keep inside the boundary bin */
+    uint32_t *thr;       /* [n_in] smallest kept |delta|, as float bits */
 } tv_job;
 
 static mk_status read_chunk(tv_job *j, uint64_t row0, uint64_t nrows)
@@ -70,15 +74,44 @@ static mk_status pass1(tv_job *j)
             }
         }
     }
-    /* the trim threshold: mergekit keeps k = max(1, int(density * numel)) largest |delta| */
+    /* the trim threshold: mergekit keeps k = max(1, int(density * numel)) largest |delta|;
+     * first the bin of the top 16 bits that holds the k-th largest */
+    bool fine = false;
     for (size_t k = 0; k < nin; k++) {
         j->thr[k] = 0;
         if (j->col[k] < 0 || !(j->density[k] < 1)) continue;
+        if (!(j->density[k] > 0)) { /* sparsify.magnitude: nothing kept */
+            j->thr[k] = UINT32_MAX;
+            continue;
+        }
         double want = floor(j->density[k] * (double)t->job.numel);
         uint64_t keep = want < 1 ? 1 : (uint64_t)want, acc = 0;
         uint32_t bin = NBINS;
         while (bin > 0 && acc < keep) acc += j->hist[k][--bin];
-        j->thr[k] = bin;
+        j->need[k] = keep - (acc - j->hist[k][bin]);
+        j->thr[k] = bin << 16;
+        memset(j->hist[k], 0, sizeof j->hist[k]);
+        fine = true;
+    }
+    if (!fine) return MK_OK;
+    /* then, inside that bin, the low 16 bits: the exact value of the k-th largest */
+    for (uint64_t r0 = 0; r0 < t->job.rows; r0 += j->chunk_rows) {
+        uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows, n = nr * t->job.cols;
+        MK_TRY(read_chunk(j, r0, nr));
+        for (size_t k = 0; k < nin; k++) {
+            if (j->col[k] < 0 || !(j->density[k] < 1) || j->thr[k] == UINT32_MAX) continue;
+            for (uint64_t e = 0; e < n; e++) {
+                uint32_t u = mag_bits(j->x[k][e] - j->x[b][e]);
+                if (u >> 16 == j->thr[k] >> 16) j->hist[k][u & 0xffffu]++;
+            }
+        }
+    }
+    for (size_t k = 0; k < nin; k++) {
+        if (j->col[k] < 0 || !(j->density[k] < 1) || j->thr[k] == UINT32_MAX) continue;
+        uint64_t acc = 0;
+        uint32_t low = NBINS;
+        while (low > 0 && acc < j->need[k]) acc += j->hist[k][--low];
+        j->thr[k] |= low;
     }
     return MK_OK;
 }
@@ -93,23 +126,28 @@ static mk_status pass2(tv_job *j)
         uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows, n = nr * t->job.cols;
         MK_TRY(read_chunk(j, r0, nr));
         for (uint64_t e = 0; e < n; e++) {
-            double sum = 0;
+            /* as mergekit's generalized_task_arithmetic: deltas x weights, then get_mask's sum,
+             * in f32 (the sign is what counts) */
+            float sum = 0;
             unsigned pos = 0, neg = 0;
             for (size_t k = 0; k < nin; k++) {
                 if (j->col[k] < 0) continue;
                 float d = j->x[k][e] - j->x[b][e];
-                if (mag_bin(d) < j->thr[k] || d == 0) continue;
-                sum += j->weight[k] * d;
-                pos += d > 0;
-                neg += d < 0;
+                if (mag_bits(d) < j->thr[k]) continue;
+                float wd = d * j->weight[k];
+                sum += wd;
+                pos += wd > 0;
+                neg += wd < 0;
             }
             active += pos + neg > 0;
             conflict += pos > 0 && neg > 0;
             for (size_t k = 0; k < nin && pos + neg > 0; k++) {
                 if (j->col[k] < 0) continue;
                 float d = j->x[k][e] - j->x[b][e];
-                if (mag_bin(d) < j->thr[k] || d == 0) continue;
-                kept[j->col[k]] += (d > 0 && sum > 0) || (d < 0 && sum < 0);
+                if (mag_bits(d) < j->thr[k]) continue;
+                float wd = d * j->weight[k];
+                /* get_mask(method="sum"): the majority sign is + where the sum is >= 0 */
+                kept[j->col[k]] += (wd > 0 && sum >= 0) || (wd < 0 && sum < 0);
             }
         }
     }
@@ -142,22 +180,23 @@ static mk_status one_tensor(const mk_plan *p, const mk_plan_tensor *t, mk_tvstat
     j.weight = mk_calloc(nin, sizeof *j.weight);
     j.x = mk_calloc(nin, sizeof *j.x);
     j.thr = mk_calloc(nin, sizeof *j.thr);
+    j.need = mk_calloc(nin, sizeof *j.need);
     j.hist = mk_calloc(nin, sizeof *j.hist);
     j.scratch = mk_malloc(j.chunk_rows * max_src * 8); /* the widest dtype */
-    if (!j.col || !j.density || !j.weight || !j.x || !j.thr || !j.hist || !j.scratch) s = MK_ERR_NOMEM;
+    if (!j.col || !j.density || !j.weight || !j.x || !j.thr || !j.need || !j.hist || !j.scratch) s = MK_ERR_NOMEM;
     for (size_t k = 0; k < nin && s == MK_OK; k++) {
         j.x[k] = mk_malloc(j.chunk_rows * cols * sizeof(float));
         if (!j.x[k]) s = MK_ERR_NOMEM;
         size_t c = colmap[t->in[k].model];
         j.col[k] = (int)k == t->job.base || c == SIZE_MAX ? -1 : (int)c;
         j.density[k] = pd >= 0 && t->m ? t->m[k][pd] : 1;
-        j.weight[k] = pw >= 0 && t->m ? t->m[k][pw] : 1;
+        j.weight[k] = (float)(pw >= 0 && t->m ? t->m[k][pw] : 1);
     }
     if (s == MK_OK) s = pass1(&j);
     if (s == MK_OK) s = pass2(&j);
     if (s == MK_OK) st->tensors++;
     for (size_t k = 0; j.x && k < nin; k++) free(j.x[k]);
-    free(j.col), free(j.density), free(j.weight), free(j.x), free(j.thr), free(j.hist), free(j.scratch);
+    free(j.col), free(j.density), free(j.weight), free(j.x), free(j.thr), free(j.need), free(j.hist), free(j.scratch);
     return s;
 }
 
