@@ -47,6 +47,24 @@ void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const c
                     const char *const *label, const char *const *tick, const double *v);
 /* An n x n matrix v[i * n + j] in [-1, 1] as coloured cells (cosine similarities). */
 void mk_report_matrix(mk_report *r, const char *title, size_t n, const char *const *name, const double *v);
+/* ---- pages (report_pages.c) ---- */
+
+/* One quantized tensor (or the total): bits per weight, relative RMSE, SQNR in dB. */
+typedef struct mk_report_qrow {
+    const char *name;
+    double bpw, rel, sqnr, max_err;
+    uint64_t in_bytes, out_bytes;
+} mk_report_qrow;
+
+/* A section on quantization: relative RMSE and SQNR per layer, one series per kind of tensor
+ * (the name after its layer number, "self_attn.q_proj.weight"), relative RMSE and bits per
+ * weight per tensor, and a table ending with `tot`. */
+void mk_report_quant(mk_report *r, const char *what, const mk_report_qrow *row, size_t n, const mk_report_qrow *tot);
+/* A page from text[len], the --json output of quantize or of eval (hostile: any bytes);
+ * mk_report_begin is called here. `path` names it in messages and the title. MK_ERR_USAGE
+ * for JSON of something else; on error the page is freed. */
+mk_status mk_report_json(mk_report *r, const char *text, size_t len, const char *path);
+
 /* Close the page; *html is malloc'd (the caller frees it). MK_ERR_NOMEM if any append failed. */
 mk_status mk_report_end(mk_report *r, char **html, size_t *len);
 void mk_report_free(mk_report *r);
