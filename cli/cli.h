@@ -158,10 +158,18 @@ mk_status mk_cli_open_tokenizer(mk_source *src, const char *path, struct mk_toke
 struct mk_qplan;
 /* The quantization report: per tensor and total bits per weight, relative RMSE, SQNR, max
  * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
-void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json);
+/* With html, also the HTML page of 'report' (cmd_report.c) into that file. */
+mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json,
+                              const char *html);
 
 /* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
 #define MK_CLI_EVAL_MAX_REFS 8
+/* --eval-text, --eval-ctx, --eval-chunks of a command that writes a model; `to` names what the
+ * KL divergence is measured to. */
+#define MK_EVAL_OPTS(e, to)                                                                                   \
+    {"eval-text", 0, MK_OPT_STR, &(e).text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to " to " (see 'eval --help')", NULL}, \
+    {"eval-ctx", 0, MK_OPT_INT, &(e).ctx, "N", "window length of --eval-text, in tokens", "512"},           \
+    {"eval-chunks", 0, MK_OPT_INT, &(e).chunks, "N", "windows --eval-text scores", "all"}
 typedef struct mk_cli_eval_opts {
     const char *text;      /* the file to score */
     long ctx, chunks, batch;
@@ -246,7 +254,8 @@ int mk_cmd_report(int argc, char **argv);
 /* cmd_report.c: the HTML report pages that merge --report and quantize --report write at the
  * end of a run (see 'report --help'). */
 struct mk_plan;
-mk_status mk_cli_report_merge(const struct mk_plan *p, const char *file);
+/* The merge's page (--report of merge): refused when nothing was planned. */
+mk_status mk_cli_report_merge(const struct mk_plan *p, const char *file, const mk_common *c);
 mk_status mk_cli_report_quant(const struct mk_qplan *p, mk_consumer *cons, const char *file);
 int mk_cmd_moe(int argc, char **argv);
 

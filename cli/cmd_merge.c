@@ -845,7 +845,7 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     if (s == MK_OK && !expect) {
         double el = mk_now() - t0;
         char a[32];
-        if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false);
+        if (m->o->quantize) mk_cli_quant_report(&m->qplan, &cons, &m->o->c, el, false, NULL);
         char kept[96] = "";
         if (m->o->finalize) snprintf(kept, sizeof kept, " (finalized from %u parts)", m->o->finalize->n);
         else if (es.reused) snprintf(kept, sizeof kept, " (%zu kept from the interrupted run, %zu computed)", es.reused, es.computed);
@@ -853,8 +853,6 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
             fprintf(stderr, "mergekit-c: wrote %s: %zu tensors%s, %s in %.1f s\n", m->out, m->plan.n, kept,
                     mk_fmt_bytes(m->o->quantize ? m->qplan.out_bytes : m->plan.total_bytes, a), el);
         if (m->o->c.json) fputs(prov.data, stdout);
-        if (m->o->report && (s = mk_cli_report_merge(&m->plan, m->o->report)) == MK_OK && !m->o->c.quiet)
-            fprintf(stderr, "mergekit-c: wrote %s\n", m->o->report);
     }
     mk_buf_free(&prov);
     if (cons.ops) cons.ops->close(&cons);
@@ -1138,10 +1136,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
-        {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to each input model (see 'eval --help')", NULL},
-        {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
-        {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
-        {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},
+        MK_EVAL_OPTS(o.eval, "each input model"),
+        {"report", 0, MK_OPT_STR, &o.report, "FILE", "an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),
@@ -1190,9 +1186,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
-    if (s == MK_OK && o.report && (o.check || o.dry_run || o.parts.p.n || o.finalize || m.gguf))
-        s = mk_error(MK_ERR_USAGE, "--report describes a whole merge into a folder; not with --check, --dry-run, --part, finalize or a .gguf OUT");
     if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && !o.dry_run ? run_merge_gguf(&m) : run_merge(&m, NULL);
+    if (s == MK_OK && o.report) s = mk_cli_report_merge(&m.plan, o.report, &o.c);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);

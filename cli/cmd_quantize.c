@@ -210,9 +210,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);
     double secs = mk_now() - t0;
     if (s == MK_OK) {
-        if (!o->finalize) mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json);
-        if (o->report && !o->finalize && !o->parts.p.n && (s = mk_cli_report_quant(&plan, &cons, o->report)) == MK_OK && !o->c.quiet)
-            fprintf(stderr, "mergekit-c: wrote %s\n", o->report);
+        if (!o->finalize) s = mk_cli_quant_report(&plan, &cons, &o->c, secs, o->c.json, o->report);
         if (!o->c.quiet && o->parts.p.n)
             fprintf(stderr, "mergekit-c: wrote part %u/%u of %s%s%s\n", o->parts.p.i, o->parts.p.n, out,
                     o->parts.mpi ? "" : "; once every part is done: mergekit-c finalize ", o->parts.mpi ? "" : out);
@@ -355,9 +353,9 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
-        {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
+        {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),

@@ -27,13 +27,21 @@
 
 #define MAX_JSON (256u << 20)
 
+/* the page last written, for report --json */
+static struct {
+    unsigned plots;
+    size_t bytes;
+} written;
+
 static mk_status write_page(mk_report *r, const char *file)
 {
     char *html;
     size_t len;
+    unsigned plots = r->plots;
     MK_TRY(mk_report_end(r, &html, &len));
     mk_status s = mk_write_file_atomic(file, html, len);
     free(html);
+    if (s == MK_OK) written.plots = plots, written.bytes = len;
     return s;
 }
 
@@ -168,8 +176,89 @@ static mk_status quant_ref_page(const char *path, const char *ref, mk_report *r)
 
 /* ---- merge ----------------------------------------------------------------------------------- */
 
-mk_status mk_cli_report_merge(const mk_plan *p, const char *file)
+/* per layer: the task-vector norms, and the cosine of each pair (at most 8 pairs drawn) */
+static mk_status tv_layers(mk_report *r, const mk_tvstats *st, const char *const *names)
 {
+    size_t nm = st->n_models, L = st->n_rows - 1, np = 0;
+    mk_report_series *s = mk_calloc(nm + 8, sizeof *s);
+    double *y = mk_calloc((nm + 8) * L, sizeof *y);
+    char(*pn)[160] = mk_calloc(8, sizeof *pn);
+    if (!s || !y || !pn) {
+        free(s), free(y), free(pn);
+        return MK_ERR_NOMEM;
+    }
+    mk_report_h2(r, "Task vectors (model - base)");
+    for (size_t k = 0; k < nm; k++) {
+        for (size_t l = 0; l < L; l++) y[k * L + l] = st->elems[l] ? sqrt(st->sq[l * nm + k]) : NAN;
+        s[k] = (mk_report_series){names[k], y + k * L};
+    }
+    mk_report_lines(r, "Task-vector L2 norm per layer", "layer", "||model - base||", L, NULL, s, nm);
+    for (size_t a = 0; a < nm && np < 8; a++)
+        for (size_t b = a + 1; b < nm && np < 8; b++, np++) {
+            double *cy = y + (nm + np) * L;
+            for (size_t l = 0; l < L; l++) {
+                double d = sqrt(st->sq[l * nm + a]) * sqrt(st->sq[l * nm + b]);
+                cy[l] = d > 0 ? st->dot[(l * nm + a) * nm + b] / d : NAN;
+            }
+            snprintf(pn[np], sizeof pn[np], "%s vs %s", names[a], names[b]);
+            s[nm + np] = (mk_report_series){pn[np], cy};
+        }
+    if (np) mk_report_lines(r, "Cosine similarity of task vectors per layer", "layer", "cosine", L, NULL, s + nm, np);
+    else mk_report_p(r, "One model besides the base: no cosine similarities to draw.");
+    free(s), free(y), free(pn);
+    return MK_OK;
+}
+
+/* the whole model: cosines from the sums over every row */
+static mk_status tv_matrix(mk_report *r, const mk_tvstats *st, const char *const *names)
+{
+    size_t nm = st->n_models;
+    double *cm = mk_calloc(nm * nm, sizeof *cm);
+    if (!cm) return MK_ERR_NOMEM;
+    for (size_t a = 0; a < nm; a++)
+        for (size_t b = 0; b < nm; b++) {
+            double d = 0, sa = 0, sb = 0;
+            for (size_t l = 0; l < st->n_rows; l++)
+                d += st->dot[(l * nm + a) * nm + b], sa += st->sq[l * nm + a], sb += st->sq[l * nm + b];
+            cm[a * nm + b] = a == b ? (sa > 0 ? 1 : NAN) : sa > 0 && sb > 0 ? d / sqrt(sa) / sqrt(sb) : NAN;
+        }
+    mk_report_matrix(r, "Cosine similarity of the whole task vectors", nm, names, cm);
+    free(cm);
+    return MK_OK;
+}
+
+/* TIES per layer: the sign-conflict rate and each model's kept density */
+static mk_status tv_ties(mk_report *r, const mk_tvstats *st, const char *const *names)
+{
+    size_t nm = st->n_models, L = st->n_rows - 1;
+    mk_report_series *s = mk_calloc(nm, sizeof *s);
+    double *y = mk_calloc((nm + 1) * L, sizeof *y);
+    if (!s || !y) {
+        free(s), free(y);
+        return MK_ERR_NOMEM;
+    }
+    mk_report_h2(r, "TIES: trim by magnitude, elect a sign, keep what agrees");
+    mk_report_p(r, st->trimmed ? "Each task vector trimmed to the recipe's density (its largest magnitudes), the sign of the "
+                                 "weighted sum elected per element."
+                               : "The method has no density: nothing is trimmed; the sign of the weighted sum is elected per element.");
+    for (size_t l = 0; l < L; l++) y[l] = st->active[l] ? (double)st->conflict[l] / (double)st->active[l] : NAN;
+    mk_report_series c1 = {"sign conflicts / elements with a kept delta", y};
+    mk_report_lines(r, "Sign-conflict rate per layer", "layer", "share of elements", L, NULL, &c1, 1);
+    for (size_t k = 0; k < nm; k++) {
+        double *kd = y + (k + 1) * L;
+        for (size_t l = 0; l < L; l++) kd[l] = st->elems[l] ? (double)st->kept[l * nm + k] / (double)st->elems[l] : NAN;
+        s[k] = (mk_report_series){names[k], kd};
+    }
+    mk_report_lines(r, "Kept density per layer (share of elements kept after trim and sign election)", "layer", "kept density", L,
+                    NULL, s, nm);
+    free(s), free(y);
+    return MK_OK;
+}
+
+mk_status mk_cli_report_merge(const mk_plan *p, const char *file, const mk_common *c)
+{
+    if (!p->method) /* merge --resume found OUT complete */
+        return mk_error(MK_ERR_USAGE, "--report: nothing was planned (the output was already complete); run 'mergekit-c report OUT --recipe'");
     mk_tvstats st;
     MK_TRY(mk_tvstats_compute(p, &st));
     size_t nm = st.n_models, L = st.n_rows - 1;
@@ -180,75 +269,24 @@ mk_status mk_cli_report_merge(const mk_plan *p, const char *file)
     snprintf(line, sizeof line, "Base model %s; %zu other models; %zu tensors measured (%zu without a base input or another model), "
              "%zu layers.", p->models[st.base].ref->text, nm, st.tensors, st.skipped, L);
     mk_report_p(&r, line);
-    mk_report_series *s = mk_calloc(nm ? nm : 1, sizeof *s);
-    double *y = mk_calloc((L ? L : 1) * (nm ? nm : 1) * 2 + 2 * (L ? L : 1), sizeof *y);
     const char **names = mk_calloc(nm ? nm : 1, sizeof *names);
-    mk_status ret = s && y && names ? MK_OK : MK_ERR_NOMEM;
-    for (size_t k = 0; ret == MK_OK && k < nm; k++) names[k] = p->models[st.model[k]].ref->text;
-    if (ret == MK_OK && L > 0) {
-        mk_report_h2(&r, "Task vectors (model - base)");
-        for (size_t k = 0; k < nm; k++) {
-            for (size_t l = 0; l < L; l++) y[k * L + l] = st.elems[l] ? sqrt(st.sq[l * nm + k]) : NAN;
-            s[k] = (mk_report_series){names[k], y + k * L};
-        }
-        mk_report_lines(&r, "Task-vector L2 norm per layer", "layer", "||model - base||", L, NULL, s, nm);
-        /* cosines per layer: one series per pair (at most 8 pairs are drawn) */
-        size_t np = 0;
-        double *cy = y + nm * L;
-        char pn[8][160];
-        mk_report_series cs[8];
-        for (size_t a = 0; a < nm && np < 8; a++)
-            for (size_t b = a + 1; b < nm && np < 8; b++, np++) {
-                for (size_t l = 0; l < L; l++) {
-                    double d = sqrt(st.sq[l * nm + a]) * sqrt(st.sq[l * nm + b]);
-                    cy[np * L + l] = d > 0 ? st.dot[(l * nm + a) * nm + b] / d : NAN;
-                }
-                snprintf(pn[np], sizeof pn[np], "%s vs %s", names[a], names[b]);
-                cs[np] = (mk_report_series){pn[np], cy + np * L};
-            }
-        if (np) mk_report_lines(&r, "Cosine similarity of task vectors per layer", "layer", "cosine", L, NULL, cs, np);
-        else mk_report_p(&r, "One model besides the base: no cosine similarities to draw.");
-    }
-    if (ret == MK_OK && nm > 0) {
-        /* whole model: sums over every row */
-        double *cm = mk_calloc(nm * nm, sizeof *cm);
-        if (!cm) ret = MK_ERR_NOMEM;
-        for (size_t a = 0; cm && a < nm; a++)
-            for (size_t b = 0; b < nm; b++) {
-                double d = 0, sa = 0, sb = 0;
-                for (size_t l = 0; l < st.n_rows; l++)
-                    d += st.dot[(l * nm + a) * nm + b], sa += st.sq[l * nm + a], sb += st.sq[l * nm + b];
-                cm[a * nm + b] = a == b ? (sa > 0 ? 1 : NAN) : sa > 0 && sb > 0 ? d / sqrt(sa) / sqrt(sb) : NAN;
-            }
-        if (cm) mk_report_matrix(&r, "Cosine similarity of the whole task vectors", nm, names, cm);
-        free(cm);
-    }
-    if (ret == MK_OK && L > 0) {
-        mk_report_h2(&r, "TIES: trim by magnitude, elect a sign, keep what agrees");
-        mk_report_p(&r, st.trimmed ? "Each task vector trimmed to the recipe's density (its largest magnitudes), the sign of the "
-                                     "weighted sum elected per element."
-                                   : "The method has no density: nothing is trimmed; the sign of the weighted sum is elected per element.");
-        double *cr = y, *kd = y + L;
-        for (size_t l = 0; l < L; l++) cr[l] = st.active[l] ? (double)st.conflict[l] / (double)st.active[l] : NAN;
-        mk_report_series c1 = {"sign conflicts / elements with a kept delta", cr};
-        mk_report_lines(&r, "Sign-conflict rate per layer", "layer", "share of elements", L, NULL, &c1, 1);
-        for (size_t k = 0; k < nm; k++) {
-            for (size_t l = 0; l < L; l++) kd[k * L + l] = st.elems[l] ? (double)st.kept[l * nm + k] / (double)st.elems[l] : NAN;
-            s[k] = (mk_report_series){names[k], kd + k * L};
-        }
-        mk_report_lines(&r, "Kept density per layer (share of elements kept after trim and sign election)", "layer", "kept density",
-                        L, NULL, s, nm);
-    }
-    free(s), free(y), free(names);
+    mk_status s = names ? MK_OK : MK_ERR_NOMEM;
+    for (size_t k = 0; s == MK_OK && k < nm; k++) names[k] = p->models[st.model[k]].ref->text;
+    if (s == MK_OK && L > 0) s = tv_layers(&r, &st, names);
+    if (s == MK_OK && nm > 0) s = tv_matrix(&r, &st, names);
+    if (s == MK_OK && L > 0) s = tv_ties(&r, &st, names);
+    free(names);
     mk_tvstats_free(&st);
-    if (ret != MK_OK) {
+    if (s != MK_OK) {
         mk_report_free(&r);
-        return ret;
+        return s;
     }
-    return write_page(&r, file);
+    s = write_page(&r, file);
+    if (s == MK_OK && c && !c->quiet) fprintf(stderr, "mergekit-c: wrote %s\n", file);
+    return s;
 }
 
-static mk_status merge_page(const char *recipe, const char *file, bool allow_crimes)
+static mk_status merge_page(const char *recipe, const char *file, bool allow_crimes, const mk_common *c)
 {
     mk_recipe rc;
     mk_status s = mk_recipe_load(recipe, &rc);
@@ -270,7 +308,7 @@ static mk_status merge_page(const char *recipe, const char *file, bool allow_cri
     memset(&p, 0, sizeof p);
     mk_plan_opts po = {allow_crimes, MK_DTYPE_NONE, NULL};
     if (s == MK_OK) s = mk_plan_build(&rc, src, n, &po, &p);
-    if (s == MK_OK) s = mk_cli_report_merge(&p, file);
+    if (s == MK_OK) s = mk_cli_report_merge(&p, file, c);
     mk_plan_free(&p);
     for (size_t i = 0; src && i < n; i++) mk_source_close(src[i]);
     free(src);
@@ -335,15 +373,21 @@ int mk_cmd_report(int argc, char **argv)
         char *rp = recipe ? mk_asprintf("%s/mergekit_config.yml", path) : NULL;
         if (recipe && !rp) s = MK_ERR_NOMEM;
         else if (rp && !mk_path_exists(rp)) s = mk_error(MK_ERR_USAGE, "%s: no mergekit_config.yml (is it the output of a merge?)", path);
-        else s = merge_page(rp ? rp : path, out, crimes);
+        else s = merge_page(rp ? rp : path, out, crimes, &c);
         free(rp);
-        if (s == MK_OK && !c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
-        return s == MK_OK ? 0 : mk_cli_fail(s);
     } else if (ref) s = quant_ref_page(path, ref, &r);
     else if (mk_is_dir(path))
         s = mk_error(MK_ERR_USAGE, "%s is a folder: name --recipe (the output of a merge) or --ref ORIG (a quantized model)", path);
     else s = json_page(path, &r);
-    if (s == MK_OK) s = write_page(&r, out);
-    if (s == MK_OK && !c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+    if (s == MK_OK && !recipe && !yaml && (s = write_page(&r, out)) == MK_OK && !c.quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+    if (s == MK_OK && c.json) {
+        mk_buf j = {0};
+        mk_buf_puts(&j, "{\"page\": ");
+        mk_buf_json_str(&j, out);
+        mk_buf_printf(&j, ", \"of\": \"%s\", \"plots\": %u, \"bytes\": %zu}\n", recipe || yaml ? "merge" : ref ? "quantization" : "json",
+                      written.plots, written.bytes);
+        if (!j.failed) fputs(j.data, stdout);
+        mk_buf_free(&j);
+    }
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }

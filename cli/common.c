@@ -202,7 +202,8 @@ static void json_num(mk_buf *b, double v)
     else mk_buf_puts(b, "null");
 }
 
-void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json)
+mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json,
+                              const char *html)
 {
     mk_qstats tot = {0};
     uint64_t in_all = 0, out_all = 0, numel_all = 0;
@@ -270,6 +271,9 @@ void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_c
                   p->n, (unsigned long long)in_all, (unsigned long long)out_all, secs, vps);
     if (json && !j.failed) fputs(j.data, stdout);
     mk_buf_free(&j);
+    mk_status s = html ? mk_cli_report_quant(p, cons, html) : MK_OK;
+    if (s == MK_OK && html && !c->quiet) fprintf(stderr, "mergekit-c: wrote %s\n", html);
+    return s;
 }
 
 

@@ -37,6 +37,7 @@ while read -r cmd; do
     grep -q -- '--json' help.txt || continue
     case $cmd in
     merge) run_json "$cmd" "$MK" merge "$ROOT/recipes/linear.yaml" o-merge --json -q ;;
+    report) run_json "$cmd" "$MK" report q/ --ref base/ -o o-report.html --json -q ;;
     synth) run_json "$cmd" "$MK" synth o-synth/ --hidden 64 --layers 1 --heads 4 --intermediate 64 --vocab 32 --json -q ;;
     inspect) run_json "$cmd" "$MK" inspect base/ --json ;;
     compare) run_json "$cmd" "$MK" compare ft1/ base/ --rel 1 --json ;;

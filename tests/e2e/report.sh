@@ -83,7 +83,9 @@ fi
 t_ok "quantize --report --json" "$MK" quantize base q --format int8 --report qr.html --json -q
 cp "$T/.out" q.json
 t_ok "report QUANT.json" "$MK" report q.json -o qj.html -q
-t_ok "report QUANT --ref ORIG" "$MK" report q --ref base -o qf.html -q
+t_ok "report QUANT --ref ORIG" "$MK" report q --ref base -o qf.html -q --json
+if grep -q '"page": "qf.html", "of": "quantization", "plots": 4, "bytes": '"$(wc -c <qf.html)"'}' "$T/.out"; then ok "report --json names the page, its plots and bytes"
+else notok "report --json" "$(cat "$T/.out")"; fi
 nt=$(grep -c '"name"' q.json)
 for p in qr qj qf; do
     kinds=$(points $p.html | grep -c '^p1|')
@@ -148,6 +150,9 @@ printf '{"format": "x", "tensors": 3' >t.json
 t_fail "truncated JSON" 1 "t.json" "$MK" report t.json -o x.html
 printf '{"format": "x", "tensors": 3}' >t.json
 t_fail "tensors not an array" 1 "t.json: \"tensors\" is a number, expected an array" "$MK" report t.json -o x.html
-t_fail "merge --report with --dry-run" 2 "--report describes a whole merge" "$MK" ties.yaml out2 --report x.html --dry-run
+t_ok "merge --dry-run --report: the page without the merge" "$MK" ties.yaml out2 --report md.html --dry-run -q
+if points md.html | cmp -s - got.txt && [ ! -e out2 ]; then ok "merge --dry-run --report draws the same values, writes no OUT"
+else notok "merge --dry-run --report" "$(points md.html | diff - got.txt | head -3)"; fi
+t_fail "merge --resume --report of a complete OUT" 2 "--report: nothing was planned" "$MK" ties.yaml out --resume --report x.html -q
 t_fail "quantize --report with --dry-run" 2 "--report describes a whole run" "$MK" quantize base q2 --format int8 --report x.html --dry-run
 t_absent "no page after errors" x.html
