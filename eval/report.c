@@ -122,7 +122,8 @@ static void range_of(const double *v, size_t n, double *lo, double *hi)
     }
 }
 
-static void plot_open(mk_report *r, const char *title, const char *kind, size_t n)
+/* extra_h: room below the plot (the legend) */
+static void plot_open(mk_report *r, const char *title, const char *kind, size_t n, double extra_h)
 {
     r->plots++;
     mk_buf_puts(&r->b, "<figure>\n<figcaption>");
@@ -130,7 +131,7 @@ static void plot_open(mk_report *r, const char *title, const char *kind, size_t 
     mk_buf_printf(&r->b,
                   "</figcaption>\n<svg class=\"plot\" data-plot=\"p%u\" data-kind=\"%s\" data-n=\"%zu\" "
                   "xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %g %g\" width=\"%g\" height=\"%g\" role=\"img\">\n",
-                  r->plots, kind, n, W, H, W, H);
+                  r->plots, kind, n, W, H + extra_h, W, H + extra_h);
 }
 
 static void plot_close(mk_report *r) { mk_buf_puts(&r->b, "</svg>\n</figure>\n"); }
@@ -185,7 +186,8 @@ void mk_report_lines(mk_report *r, const char *title, const char *xlabel, const 
     double lo = INFINITY, hi = -INFINITY;
     for (size_t k = 0; k < ns; k++) range_of(s[k].y, n, &lo, &hi);
     axis a = nice_axis(isfinite(lo) ? lo : 0, isfinite(hi) ? hi : 1);
-    plot_open(r, title, "lines", n);
+    size_t legend_rows = (ns + 1) / 2; /* two columns under the plot */
+    plot_open(r, title, "lines", n, legend_rows ? 14 * (double)legend_rows + 6 : 0);
     frame(r, &a, xlabel, ylabel);
     double dx = n > 1 ? PW / (double)(n - 1) : 0, x0 = n > 1 ? ML : ML + PW / 2;
     xticks(r, n, x0, dx, NULL);
@@ -212,10 +214,11 @@ void mk_report_lines(mk_report *r, const char *title, const char *xlabel, const 
             tooltip(r, xname && xname[i] ? xname[i] : num, s[k].name, s[k].y[i]);
             mk_buf_puts(&r->b, "</circle>\n");
         }
-        /* legend, top right */
-        double ly = MT + 12 + 14 * (double)k;
-        mk_buf_printf(&r->b, "<rect x=\"%g\" y=\"%.2f\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%g\" y=\"%.2f\">", W - MR - 300,
-                      ly - 9, col, W - MR - 286, ly);
+    }
+    for (size_t k = 0; k < ns; k++) { /* the legend */
+        double lx = ML + (double)(k % 2) * PW / 2, ly = H + 14 * (double)(k / 2) + 10;
+        mk_buf_printf(&r->b, "<rect x=\"%g\" y=\"%.2f\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%g\" y=\"%.2f\">", lx,
+                      ly - 9, palette[k % NPAL], lx + 14, ly);
         mk_report_escape(&r->b, s[k].name);
         mk_buf_puts(&r->b, "</text>\n");
     }
@@ -228,7 +231,7 @@ void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const c
     double lo = 0, hi = 0;
     range_of(v, n, &lo, &hi);
     axis a = nice_axis(lo, hi);
-    plot_open(r, title, "bars", n);
+    plot_open(r, title, "bars", n, 0);
     frame(r, &a, xlabel, ylabel);
     double bw = n ? PW / (double)n : PW, y0 = ypos(&a, 0);
     if (n <= 16) { /* few bars: their labels under them */
@@ -256,7 +259,7 @@ void mk_report_bars(mk_report *r, const char *title, const char *xlabel, const c
 
 void mk_report_matrix(mk_report *r, const char *title, size_t n, const char *const *name, const double *v)
 {
-    plot_open(r, title, "matrix", n * n);
+    plot_open(r, title, "matrix", n * n, 0);
     double side = n ? (H - MT - 20) / (double)n : 0, x0 = 220;
     for (size_t i = 0; i < n; i++) {
         mk_buf_printf(&r->b, "<text x=\"%g\" y=\"%.2f\" text-anchor=\"end\">", x0 - 6, MT + side * ((double)i + 0.5) + 4);
