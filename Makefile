@@ -137,9 +137,12 @@ mergekit-c: $(CLI_OBJ) $(LIBA) build/.flavour
 quantize mergekit-yaml: mergekit-c
 	$(Q)ln -sf mergekit-c $@
 
-$(BUILD)/test-unit: $(UNIT_OBJ) $(LIBA)
+# the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
+CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/tests/cuda/cases.o
+
+$(BUILD)/test-unit: $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA) $(LIBS)
 
 unit: $(BUILD)/test-unit
 

@@ -1,0 +1,30 @@
+/* launch.h - host-side arithmetic both implementations of mk_cuda.h share (kernels.cu and
+ * emu.c): the scalars of an AdamW step and the block count of the gradient norm. Private to
+ * nn/cuda/. */
+#ifndef MK_NN_CUDA_LAUNCH_H
+#define MK_NN_CUDA_LAUNCH_H
+
+#include <math.h>
+
+#include "bodies.h"
+
+/* The per-step scalars of train/optim.c's mk_adamw_step (computed in double, as there). */
+static inline mk_cu_adamw_k mk_cu_adamw_consts(double beta1, double beta2, double eps, double weight_decay, double lr, long step,
+                                               bool decay)
+{
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+    mk_cu_adamw_k k;
+    k.keep = (float)(1.0 - lr * (decay ? weight_decay : 0.0));
+    k.a1 = (float)(1.0 - beta1);
+    k.b2 = (float)beta2;
+    k.a2 = (float)(1.0 - beta2);
+    k.step_size = (float)(lr / bc1);
+    k.bc2s = (float)sqrt(bc2);
+    k.eps = (float)eps;
+    return k;
+}
+
+/* blocks of the first pass of the gradient norm (a fixed count: the same sums every run) */
+#define MK_CU_NORM_BLOCKS 1024
+
+#endif
