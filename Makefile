@@ -11,7 +11,9 @@
 #   make uninstall PREFIX=/usr/local removes exactly what install put there (DESTDIR works for both)
 # Switches: OMP=0 (no OpenMP), DEBUG=1 (-O0), SAN=1 (ASan+UBSan), V=1 (show commands),
 #           WERROR=1 (warnings are errors; CI sets it), MPI=1 (Open MPI: mpirun's ranks
-#           write the parts of one output; objects in build-mpi/; docs/cluster.md).
+#           write the parts of one output; objects in build-mpi/; docs/cluster.md),
+#           CUDA=1 (nvcc: the CUDA training kernels, nn/cuda/, and build/test-cuda; docs/cuda.md).
+#   make test-cuda  the CUDA kernels on a GPU against the CPU kernels (skips without a device)
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -110,7 +112,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LIBA := $(BUILD)/libmergekit.a
 
-.PHONY: all test check demo demo-heal bench bench-methods fuzz compat install install-files uninstall doc clean unit print-lib-src \
+.PHONY: all test test-cuda check demo demo-heal bench bench-methods fuzz compat install install-files uninstall doc clean unit print-lib-src \
         print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
@@ -140,6 +142,38 @@ quantize mergekit-yaml: mergekit-c
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
 CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/tests/cuda/cases.o
 
+# The CUDA kernels on the device (nn/cuda/kernels.cu): built by CUDA=1, by test-cuda, and by
+# `make test` when nvcc is found (compiled and linked, never run without a GPU). nvcc from
+# PATH or /usr/local/cuda; CUDA_ARCH: the SASS built (PTX too, so newer GPUs run it).
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= sm_80
+NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing \
+             $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
+CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 needs nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin)
+endif
+all: $(BUILD)/test-cuda
+endif
+
+$(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(CUDA_OBJ) $(LIBA)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
+
+test-cuda:
+	@[ -n "$(NVCC)" ] || { echo "make test-cuda needs nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin"; exit 2; }
+	@$(MAKE) --no-print-directory $(BUILD)/test-cuda
+	$(BUILD)/test-cuda
+
 $(BUILD)/test-unit: $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA) $(LIBS)
@@ -158,8 +192,8 @@ $(BUILD)/hubstub: $(BUILD)/tests/tools/hubstub.o $(LIBA)
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
-	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
+test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub $(CUDA_TEST)
+	@MK_CUDA_TEST=$(if $(CUDA_TEST),$(CURDIR)/$(CUDA_TEST)) MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
 	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub sh tests/run.sh
 
 # Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
@@ -258,4 +292,4 @@ print-pkgs:
 clean:
 	rm -rf build build-san build-noomp build-noclones build-fuzz mergekit-c quantize mergekit-yaml
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(CUDA_EMU_OBJ:.o=.d) $(BUILD)/tests/cuda/test_cuda.d $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)

@@ -17,11 +17,7 @@ void mk_cu_linear_bwd(const float *x, size_t T, size_t in, const float *w, size_
     if (dw) mk_cu_gemm(false, true, in, out, T, 1.0f, x, in, dy, out, 1.0f, dw, in);
 }
 
-size_t mk_cu_norm_parts(size_t n)
-{
-    size_t nb = (n + MK_CU_NT - 1) / MK_CU_NT;
-    return nb < 1 ? 1 : nb > MK_CU_NORM_BLOCKS ? MK_CU_NORM_BLOCKS : nb;
-}
+size_t mk_cu_norm_parts(size_t n) { return mk_cu_norm_blocks(n) + 1; }
 
 float mk_cu_grad_clip(float *g, size_t n, double norm, double max_norm)
 {

@@ -154,7 +154,7 @@ void mk_cu_adamw(double beta1, double beta2, double eps, double weight_decay, do
 
 mk_status mk_cu_grad_norm(const float *g, size_t n, double *part, double *norm)
 {
-    size_t nb = mk_cu_norm_parts(n);
+    size_t nb = mk_cu_norm_blocks(n);
     for (size_t b = 0; b < nb; b++) {
         THREADS(mk_cu_sumsq_part(b, tid, g, n, nb, sh));
         tree(sh, false);
