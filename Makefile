@@ -140,7 +140,7 @@ quantize mergekit-yaml: mergekit-c
 	$(Q)ln -sf mergekit-c $@
 
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
-CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/tests/cuda/cases.o
+CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
 
 # The CUDA kernels on the device (nn/cuda/kernels.cu): built by CUDA=1, by test-cuda, and by
 # `make test` when nvcc is found (compiled and linked, never run without a GPU). nvcc from
@@ -150,7 +150,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_ARCH ?= sm_80
 NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
-CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o
+CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 ifeq ($(CUDA),1)
@@ -171,8 +171,8 @@ $(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o 
 
 test-cuda:
 	@[ -n "$(NVCC)" ] || { echo "make test-cuda needs nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin"; exit 2; }
-	@$(MAKE) --no-print-directory $(BUILD)/test-cuda
-	$(BUILD)/test-cuda
+	@$(MAKE) --no-print-directory mergekit-c $(BUILD)/test-cuda
+	MK_BIN=$(CURDIR)/mergekit-c $(BUILD)/test-cuda
 
 $(BUILD)/test-unit: $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")

@@ -26,7 +26,7 @@ static inline mk_cu_adamw_k mk_cu_adamw_consts(double beta1, double beta2, doubl
 
 /* Blocks of the first pass of the gradient norm: at most a fixed count, so the sums are the
  * same every run. The scratch (mk_cu_norm_parts) holds their partial sums and the total. */
-#define MK_CU_NORM_BLOCKS 1024
+#define MK_CU_NORM_BLOCKS (MK_CU_NORM_PARTS_MAX - 1)
 static inline size_t mk_cu_norm_blocks(size_t n)
 {
     size_t nb = (n + MK_CU_NT - 1) / MK_CU_NT;

@@ -74,6 +74,7 @@ void mk_cu_adamw(double beta1, double beta2, double eps, double weight_decay, do
 /* mk_grad_norm of g[n] (device), returned to the host; part: scratch of mk_cu_norm_parts(n) doubles */
 mk_status mk_cu_grad_norm(const float *g, size_t n, double *part, double *norm);
 size_t mk_cu_norm_parts(size_t n);
+#define MK_CU_NORM_PARTS_MAX 1025 /* mk_cu_norm_parts of any n */
 /* mk_grad_clip with the norm from mk_cu_grad_norm; returns the coefficient */
 float mk_cu_grad_clip(float *g, size_t n, double norm, double max_norm);
 

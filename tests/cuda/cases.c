@@ -8,6 +8,8 @@
 
 #include "../../core/mk_dtype.h"
 #include "../../core/mk_rng.h"
+#include "../../formats/model.h"
+#include "../../nn/cuda/cu_train.h"
 #include "../../nn/cuda/mk_cuda.h"
 #include "../../nn/ops_bwd.h"
 #include "../../train/optim.h"
@@ -35,6 +37,30 @@ static void *dput(const void *h, size_t bytes)
     return d;
 }
 
+/* The worst |got - want| over max |want| of n floats (detail: where); NaN is worst. */
+static double worst_err(const float *got, const float *want, size_t n, const char *prec, double tol, char *detail, size_t cap)
+{
+    double big = 0, worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)want[i]) > big) big = fabs((double)want[i]);
+    if (big == 0) big = 1;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - (double)want[i]) / big;
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e, wi = i;
+    }
+    if (n)
+        snprintf(detail, cap, "%s: worst error %.3g of max |want| %.3g (tolerance %.3g) at [%zu]: got %.9g want %.9g", prec, worst,
+                 big, tol, wi, (double)got[wi], (double)want[wi]);
+    return worst;
+}
+
+static void check(ctx *c, bool ok, const char *what, const char *detail)
+{
+    if (!ok) c->failed++;
+    c->report(ok, what, detail);
+}
+
 /* Compare the device's n floats at dev with want; report under `what`. */
 static void cmp(ctx *c, const char *what, const float *dev, const float *want, size_t n, double tol)
 {
@@ -42,28 +68,8 @@ static void cmp(ctx *c, const char *what, const float *dev, const float *want, s
     char detail[256] = "";
     mk_status s = mk_cu_sync();
     if (s == MK_OK) s = mk_cu_get(got, dev, n * sizeof *got);
-    if (s != MK_OK) {
-        snprintf(detail, sizeof detail, "%s", mk_errmsg());
-        c->failed++;
-        c->report(false, what, detail);
-        free(got);
-        return;
-    }
-    double big = 0, worst = -1;
-    size_t wi = 0;
-    for (size_t i = 0; i < n; i++)
-        if (fabs((double)want[i]) > big) big = fabs((double)want[i]);
-    if (big == 0) big = 1;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - (double)want[i]) / big;
-        if (!(e <= worst)) worst = e, wi = i; /* NaN counts as worst */
-    }
-    bool ok = n == 0 || worst <= tol;
-    if (n)
-        snprintf(detail, sizeof detail, "%s: worst error %.3g of max |want| %.3g (tolerance %.3g) at [%zu]: got %.9g want %.9g",
-                 c->tol->name, worst, big, tol, wi, (double)got[wi], (double)want[wi]);
-    if (!ok) c->failed++;
-    c->report(ok, what, detail);
+    if (s != MK_OK) check(c, false, what, mk_errmsg());
+    else check(c, worst_err(got, want, n, c->tol->name, tol, detail, sizeof detail) <= tol, what, detail);
     free(got);
 }
 
@@ -117,8 +123,7 @@ static void rope_case(ctx *c)
     mk_rope rp = {.type = MK_ROPE_DEFAULT, .theta = 10000, .factor = 1, .partial_rotary = 1};
     mk_nn_rope_tab tab;
     if (mk_nn_rope_init(&tab, &rp, hd, 64, T) != MK_OK) {
-        c->failed++;
-        c->report(false, "rope table", mk_errmsg());
+        check(c, false, "rope table", mk_errmsg());
         return;
     }
     float *x = rnd(T * nh * hd, 20, -1, 1), *xd = dput(x, T * nh * hd * 4);
@@ -266,13 +271,10 @@ static void optim_case(ctx *c)
     char detail[160];
     snprintf(detail, sizeof detail, "%s: got %.12g want %.12g, relative error %.3g (tolerance %.3g)%s%s", c->tol->name, norm, want,
              e, c->tol->reduce, s ? ": " : "", s ? mk_errmsg() : "");
-    bool ok = s == MK_OK && e <= c->tol->reduce;
-    c->failed += !ok;
-    c->report(ok, "global gradient norm (mk_grad_norm)", detail);
+    check(c, s == MK_OK && e <= c->tol->reduce, "global gradient norm (mk_grad_norm)", detail);
     float cg = mk_cu_grad_clip(gd, n, want, 1.0), cw = mk_grad_clip(g, n, want, 1.0);
     snprintf(detail, sizeof detail, "coefficient %.9g want %.9g", (double)cg, (double)cw);
-    c->failed += cg != cw;
-    c->report(cg == cw, "clip coefficient (mk_grad_clip)", detail);
+    check(c, cg == cw, "clip coefficient (mk_grad_clip)", detail);
     cmp(c, "clipped gradient (mk_grad_clip)", gd, g, n, c->tol->elem);
     mk_cu_free(wd), mk_cu_free(gd), mk_cu_free(md), mk_cu_free(vd), mk_cu_free(w16d), mk_cu_free(wbd), mk_cu_free(part);
     free(w), free(g), free(m), free(v), free(w16), free(wb), free(wr);
@@ -293,5 +295,169 @@ int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report)
     linear_case(&c, 7, 33, 20);
     linear_case(&c, 64, 96, 130);
     optim_case(&c);
+    return c.failed;
+}
+
+/* ---- a tiny model: one pass's gradients and 10 AdamW steps against the CPU trainer ---- */
+
+/* The hyperparameters of tests/golden/train/ (cosine schedule with warmup, accumulation over
+ * two micro-batches, clipping, weight decay). */
+#define STEPS 10
+#define ACCUM 2
+#define B 2
+#define SEQ 16
+static const double LR = 3e-3, BETA1 = 0.9, BETA2 = 0.999, EPS = 1e-8, WD = 0.1, CLIP = 0.5;
+
+typedef struct tmodel {
+    mk_source *src;
+    mk_model_config cfg;
+    mk_nn_train *t;
+} tmodel;
+
+static bool tmodel_open(ctx *c, const char *dir, tmodel *m)
+{
+    memset(m, 0, sizeof *m);
+    mk_status s = mk_model_open(dir, &m->src);
+    if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
+    if (s == MK_OK) s = mk_nn_train_open(m->src, &m->cfg, &m->t);
+    if (s != MK_OK) check(c, false, dir, mk_errmsg());
+    return s == MK_OK;
+}
+
+static void tmodel_close(tmodel *m)
+{
+    mk_nn_train_close(m->t);
+    if (m->src) mk_model_config_free(&m->cfg);
+    mk_source_close(m->src);
+}
+
+/* The step's data: tokens below V, weight 0.25 on each row's first 3 (a prompt), else 1. */
+static void batch(size_t V, uint64_t seed, int32_t *tok, float *w)
+{
+    mk_rng key = mk_rng_key(seed, "cuda-batch");
+    for (size_t i = 0; i < B * SEQ; i++) {
+        tok[i] = (int32_t)(mk_rng_uniform(key, 0, i) * (float)V) % (int32_t)V;
+        w[i] = i % SEQ < 3 ? 0.25f : 1.0f;
+    }
+}
+
+static double wsum(const float *w)
+{
+    double s = 0;
+    for (size_t r = 0; r < B; r++)
+        for (size_t j = 1; j < SEQ; j++) s += w[r * SEQ + j];
+    return s;
+}
+
+/* Every trained tensor of got against want; one report naming the worst tensor. */
+static void cmp_tensors(ctx *c, const char *what, mk_nn_train *t, const float *got, const float *want, double tol)
+{
+    double worst = -1;
+    char detail[512] = "", d[256];
+    const char *wn = "";
+    for (size_t i = 0; i < mk_nn_train_n_params(t); i++) {
+        const mk_nn_param *p = mk_nn_train_param(t, i);
+        double e = worst_err(got + p->off, want + p->off, p->numel, c->tol->name, tol, d, sizeof d);
+        if (e > worst) worst = e, wn = p->name, snprintf(detail, sizeof detail, "%s", d);
+    }
+    char full[800];
+    snprintf(full, sizeof full, "%zu tensors, worst %s: %s", mk_nn_train_n_params(t), wn, detail);
+    check(c, worst <= tol, what, full);
+}
+
+static void model_case(ctx *c, const char *dir, const char *name, bool checkpointing)
+{
+    tmodel m;
+    if (!tmodel_open(c, dir, &m)) return;
+    mk_nn_train *t = m.t;
+    size_t V = mk_nn_train_vocab(t);
+    uint64_t n = mk_nn_train_numel(t);
+    mk_cu_train *g = NULL;
+    char what[160], detail[256];
+    mk_status s = mk_cu_train_open(t, &m.cfg, B, SEQ, checkpointing, &g);
+    snprintf(what, sizeof what, "%s: the CUDA trainer opens", name);
+    check(c, s == MK_OK, what, s ? mk_errmsg() : "");
+    if (s != MK_OK) {
+        tmodel_close(&m);
+        return;
+    }
+    float *gw = malloc(n * sizeof *gw), *gg = malloc(n * sizeof *gg), *mom = calloc(n, 4), *var = calloc(n, 4);
+    float *cw = mk_nn_train_weights(t), *cg = mk_nn_train_grads(t);
+    double closs[STEPS], gloss[STEPS];
+    for (long st = 0; st < STEPS; st++) {
+        double ctw = 0, cnll = 0, gnll = 0, gnorm = 0;
+        int32_t toks[ACCUM][B * SEQ];
+        float ws[ACCUM][B * SEQ];
+        for (int a = 0; a < ACCUM; a++) batch(V, (uint64_t)(st * ACCUM + a), toks[a], ws[a]), ctw += wsum(ws[a]);
+        memset(cg, 0, n * sizeof *cg);
+        mk_cu_train_zero_grad(g);
+        for (int a = 0; a < ACCUM && s == MK_OK; a++) {
+            s = mk_nn_train_pass(t, toks[a], ws[a], B, SEQ, (float)(1.0 / ctw), checkpointing, true, &cnll, NULL);
+            if (s == MK_OK) s = mk_cu_train_pass(g, toks[a], ws[a], B, SEQ, (float)(1.0 / ctw), true, &gnll);
+        }
+        if (s != MK_OK) break;
+        closs[st] = cnll / ctw, gloss[st] = gnll / ctw;
+        if (st == 0) { /* one step's gradients (both accumulated over the two micro-batches) */
+            s = mk_cu_train_get(g, NULL, gg);
+            snprintf(what, sizeof what, "%s: one step's gradients (mk_nn_train_pass)", name);
+            if (s == MK_OK) cmp_tensors(c, what, t, gg, cg, c->tol->grad);
+        }
+        double lr = mk_sched_lr(MK_SCHED_COSINE, LR, st, 3, STEPS);
+        double cnorm = mk_grad_norm(cg, n);
+        mk_grad_clip(cg, n, cnorm, CLIP);
+        mk_adamw o = {BETA1, BETA2, EPS, WD};
+        for (size_t i = 0; i < mk_nn_train_n_params(t); i++) {
+            const mk_nn_param *p = mk_nn_train_param(t, i);
+            mk_adamw_step(&o, lr, st + 1, p->decay, cw + p->off, cg + p->off, mom + p->off, var + p->off, p->numel);
+        }
+        if (s == MK_OK) s = mk_cu_train_step(g, BETA1, BETA2, EPS, WD, lr, st + 1, CLIP, &gnorm);
+        if (s == MK_OK && st == 0) {
+            double e = fabs(gnorm - cnorm) / cnorm;
+            snprintf(detail, sizeof detail, "%s: got %.9g want %.9g, relative error %.3g (tolerance %.3g)", c->tol->name, gnorm,
+                     cnorm, e, c->tol->grad);
+            snprintf(what, sizeof what, "%s: the first step's gradient norm (mk_grad_norm)", name);
+            check(c, e <= c->tol->grad, what, detail);
+        }
+    }
+    snprintf(what, sizeof what, "%s: the run", name);
+    if (s != MK_OK) check(c, false, what, mk_errmsg());
+    else {
+        float a[STEPS], b[STEPS];
+        for (int i = 0; i < STEPS; i++) a[i] = (float)gloss[i], b[i] = (float)closs[i];
+        double e = worst_err(a, b, STEPS, c->tol->name, c->tol->loss, detail, sizeof detail);
+        char full[400];
+        snprintf(full, sizeof full, "losses %.6f .. %.6f; %s", closs[0], closs[STEPS - 1], detail);
+        snprintf(what, sizeof what, "%s: the losses of 10 AdamW steps", name);
+        check(c, e <= c->tol->loss && closs[STEPS - 1] < closs[0], what, full);
+        s = mk_cu_train_get(g, gw, NULL);
+        snprintf(what, sizeof what, "%s: the weights after 10 steps", name);
+        if (s == MK_OK) cmp_tensors(c, what, t, gw, cw, c->tol->grad);
+        else check(c, false, what, mk_errmsg());
+    }
+    mk_cu_train_close(g);
+    free(gw), free(gg), free(mom), free(var);
+    tmodel_close(&m);
+}
+
+int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report)
+{
+    ctx c = {tol, report, 0};
+    static const struct {
+        const char *name, *extra;
+        bool ckpt;
+    } cases[] = {{"llama", "", false}, {"llama tied, checkpointing", "--tie", true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[1024], cmd[2600];
+        snprintf(dir, sizeof dir, "%s/cuda-model-%zu", tmpdir, i);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' synth '%s' -q -f --arch llama --kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 "
+                 "--vocab 64 --dtype float32 --std 0.2 --max-position 64 --seed 21 %s",
+                 mk_bin, dir, cases[i].extra);
+        if (system(cmd) != 0) {
+            check(&c, false, cases[i].name, "mergekit-c synth failed");
+            continue;
+        }
+        model_case(&c, dir, cases[i].name, cases[i].ckpt);
+    }
     return c.failed;
 }

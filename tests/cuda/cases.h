@@ -1,7 +1,8 @@
 /* cases.h - every kernel of nn/cuda/mk_cuda.h, forward and backward, against the CPU kernel it
  * must match, on random inputs of several shapes (grouped heads, a sliding window, rows longer
  * than a block). Linked with the CPU emulation (nn/cuda/emu.c) in the unit tests and with the
- * device (nn/cuda/kernels.cu) in `make test-cuda`, each with its own tolerances.
+ * device (nn/cuda/kernels.cu) in `make test-cuda`, each with its own tolerances; and the
+ * training pass built on them against the CPU trainer on a tiny model.
  * An error is the largest |got - want| over the largest |want| of the output; a failure names
  * the worst element. */
 #ifndef MK_TESTS_CUDA_CASES_H
@@ -16,10 +17,16 @@ typedef struct mk_cu_tol {
     double reduce;    /* kernels with a row reduction (RMSNorm, softmax cross-entropy, norm) */
     double attn;      /* attention (scores, softmax, weighted sums) */
     double matmul;    /* cuBLAS products */
+    double grad;      /* a tiny model's gradients, norm and weights after 10 steps (per tensor) */
+    double loss;      /* its losses over 10 steps */
 } mk_cu_tol;
 
 /* report(ok, what, detail) once per check; returns the number of failed checks. */
 typedef void (*mk_cu_report)(bool ok, const char *what, const char *detail);
 int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report);
+/* The CUDA trainer (nn/cuda/cu_train.h) against the CPU trainer on a tiny llama (untied, and
+ * tied with checkpointing) made by `mk_bin synth` in tmpdir: one step's gradients, the norm,
+ * 10 AdamW steps' losses and the weights after them. Returns the failed checks. */
+int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
 
 #endif
