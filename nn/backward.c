@@ -244,6 +244,7 @@ const float *mk_nn_train_frozen(const mk_nn_train *t, uint64_t *n)
     return t->lr ? t->wt : NULL;
 }
 size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
+const mk_model_config *mk_nn_train_config(const mk_nn_train *t) { return t->m->cfg; }
 int64_t mk_nn_train_offset(const mk_nn_train *t, long layer, mk_role r, bool bias)
 {
     const float *p = NULL;

@@ -22,11 +22,10 @@ typedef struct mk_cu_train mk_cu_train;
  * two moments) plus one micro-batch's activations and scratch (nseq sequences of T tokens). */
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 
-/* Copy t's weights (t holds a full finetune of the model of config c) to the device, sized for
- * micro-batches of up to nseq x T tokens. Refused (MK_ERR_NOMEM, naming both figures) when
- * mk_cu_train_bytes exceeds the device's free memory. */
-mk_status mk_cu_train_open(mk_nn_train *t, const mk_model_config *c, size_t nseq, size_t T, bool checkpointing,
-                           mk_cu_train **out);
+/* Copy t's weights (t holds a full finetune) to the device, sized for micro-batches of up to
+ * nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
+ * naming both figures) when mk_cu_train_bytes exceeds the device's free memory. */
+mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
 void mk_cu_train_close(mk_cu_train *g);
 
 /* mk_nn_train_pass on the device (tok, w on the host): adds the gradient of scale * sum
@@ -39,7 +38,26 @@ void mk_cu_train_zero_grad(mk_cu_train *g);
  * one AdamW step (step = 1, 2, ...) at learning rate lr on every trained tensor. */
 mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
                            double max_norm, double *norm);
-/* Copy the weights (or the gradients) back into the CPU trainer's layout (NULL: skip). */
+/* Copy the weights, gradients or moments back into the CPU trainer's layout (NULL: skip). */
 mk_status mk_cu_train_get(mk_cu_train *g, float *weights, float *grads);
+mk_status mk_cu_train_get_moments(mk_cu_train *g, float *m, float *v);
+/* Replace the weights and moments (a resumed checkpoint). */
+mk_status mk_cu_train_put(mk_cu_train *g, const float *weights, const float *m, const float *v);
+
+/* These functions as a table, for train/ (finetune --device cuda): the one this build links
+ * (the device with `make CUDA=1`; the CPU emulation in the unit tests). */
+typedef struct mk_cu_train_api {
+    mk_status (*open)(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
+    void (*close)(mk_cu_train *g);
+    mk_status (*pass)(mk_cu_train *g, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale, bool backward,
+                      double *wnll);
+    void (*zero_grad)(mk_cu_train *g);
+    mk_status (*step)(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
+                      double max_norm, double *norm);
+    mk_status (*get)(mk_cu_train *g, float *weights, float *grads);
+    mk_status (*get_moments)(mk_cu_train *g, float *m, float *v);
+    mk_status (*put)(mk_cu_train *g, const float *weights, const float *m, const float *v);
+} mk_cu_train_api;
+extern const mk_cu_train_api mk_cu_train_impl;
 
 #endif

@@ -110,11 +110,13 @@ static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
 #undef TAKE
 }
 
-mk_status mk_cu_train_open(mk_nn_train *t, const mk_model_config *c, size_t nseq, size_t T, bool checkpointing,
-                           mk_cu_train **out)
+mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out)
 {
     *out = NULL;
     if (!nseq || !T) return mk_error(MK_ERR_USAGE, "an empty micro-batch (%zu sequences of %zu tokens)", nseq, T);
+    char why[256];
+    if (!mk_cu_available(why, sizeof why)) return mk_error(MK_ERR_UNSUPPORTED, "--device cuda: %s", why);
+    const mk_model_config *c = mk_nn_train_config(t);
     mk_cu_train *g = mk_calloc(1, sizeof *g);
     if (!g) return MK_ERR_NOMEM;
     g->cfg = c;
@@ -319,3 +321,22 @@ mk_status mk_cu_train_get(mk_cu_train *g, float *weights, float *grads)
     if (grads) MK_TRY(mk_cu_get(grads, g->gr, g->numel * sizeof(float)));
     return MK_OK;
 }
+
+mk_status mk_cu_train_get_moments(mk_cu_train *g, float *m, float *v)
+{
+    MK_TRY(mk_cu_sync());
+    if (m) MK_TRY(mk_cu_get(m, g->m, g->numel * sizeof(float)));
+    if (v) MK_TRY(mk_cu_get(v, g->v, g->numel * sizeof(float)));
+    return MK_OK;
+}
+
+mk_status mk_cu_train_put(mk_cu_train *g, const float *weights, const float *m, const float *v)
+{
+    MK_TRY(mk_cu_sync());
+    MK_TRY(mk_cu_put(g->w, weights, g->numel * sizeof(float)));
+    MK_TRY(mk_cu_put(g->m, m, g->numel * sizeof(float)));
+    return mk_cu_put(g->v, v, g->numel * sizeof(float));
+}
+
+const mk_cu_train_api mk_cu_train_impl = {mk_cu_train_open, mk_cu_train_close, mk_cu_train_pass, mk_cu_train_zero_grad,
+                                          mk_cu_train_step, mk_cu_train_get,  mk_cu_train_get_moments, mk_cu_train_put};

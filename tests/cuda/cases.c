@@ -13,6 +13,7 @@
 #include "../../nn/cuda/mk_cuda.h"
 #include "../../nn/ops_bwd.h"
 #include "../../train/optim.h"
+#include "../../train/train.h"
 
 typedef struct ctx {
     const mk_cu_tol *tol;
@@ -374,7 +375,7 @@ static void model_case(ctx *c, const char *dir, const char *name, bool checkpoin
     uint64_t n = mk_nn_train_numel(t);
     mk_cu_train *g = NULL;
     char what[160], detail[256];
-    mk_status s = mk_cu_train_open(t, &m.cfg, B, SEQ, checkpointing, &g);
+    mk_status s = mk_cu_train_open(t, B, SEQ, checkpointing, &g);
     snprintf(what, sizeof what, "%s: the CUDA trainer opens", name);
     check(c, s == MK_OK, what, s ? mk_errmsg() : "");
     if (s != MK_OK) {
@@ -439,6 +440,8 @@ static void model_case(ctx *c, const char *dir, const char *name, bool checkpoin
     tmodel_close(&m);
 }
 
+static void loop_case(ctx *c, const char *dir, const char *tmpdir);
+
 int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report)
 {
     ctx c = {tol, report, 0};
@@ -458,6 +461,75 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
             continue;
         }
         model_case(&c, dir, cases[i].name, cases[i].ckpt);
+        if (i == 0) loop_case(&c, dir, tmpdir);
     }
     return c.failed;
+}
+
+/* ---- the finetune loop (train/train.h) with the device's trainer ---- */
+
+/* A fresh trainer on dir; run o over d; *w: a copy of the trained weights (malloc'd). */
+static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w, uint64_t *n)
+{
+    mk_source *src = NULL;
+    mk_model_config cfg;
+    mk_nn_train *t = NULL;
+    memset(r, 0, sizeof *r);
+    *w = NULL;
+    mk_status s = mk_model_open(dir, &src);
+    bool cfg_ok = false;
+    if (s == MK_OK) s = mk_model_config_of_source(src, &cfg), cfg_ok = s == MK_OK;
+    if (s == MK_OK) s = mk_nn_train_open(src, &cfg, &t);
+    if (s == MK_OK) s = mk_train_run(t, d, o, NULL, r);
+    if (s == MK_OK) {
+        *n = mk_nn_train_numel(t);
+        *w = malloc(*n * sizeof **w);
+        memcpy(*w, mk_nn_train_weights(t), *n * sizeof **w);
+    }
+    mk_nn_train_close(t);
+    if (cfg_ok) mk_model_config_free(&cfg);
+    mk_source_close(src);
+    return s;
+}
+
+static void loop_case(ctx *c, const char *dir, const char *tmpdir)
+{
+    mk_train_data d = {0};
+    d.n_rows = 8, d.seq = SEQ, d.n_docs = 1, d.n_tokens = 8 * SEQ;
+    d.tok = malloc(d.n_rows * SEQ * sizeof *d.tok), d.w = malloc(d.n_rows * SEQ * sizeof *d.w);
+    for (size_t k = 0; k < d.n_rows / B; k++) batch(64, 100 + k, d.tok + k * B * SEQ, d.w + k * B * SEQ);
+    char ckpt[1100];
+    snprintf(ckpt, sizeof ckpt, "%s/cuda-loop.checkpoint", tmpdir);
+    mk_train_opts o = {6, 2, LR, CLIP, MK_SCHED_COSINE, {BETA1, BETA2, EPS, WD}, B, ACCUM, 7, false, 0, 0, NULL, false, 0, NULL};
+    mk_train_result rc, rg, r1, r2;
+    float *wc = NULL, *wg = NULL, *w1 = NULL, *w2 = NULL;
+    uint64_t n = 0;
+    char detail[400];
+    mk_status s = loop_run(dir, &d, &o, &rc, &wc, &n);
+    o.device = &mk_cu_train_impl;
+    if (s == MK_OK) s = loop_run(dir, &d, &o, &rg, &wg, &n);
+    if (s == MK_OK) { /* stopped after 3 steps, then resumed from the checkpoint */
+        o.ckpt_path = ckpt, o.stop_after = 3;
+        s = loop_run(dir, &d, &o, &r1, &w1, &n);
+        o.resume = true, o.stop_after = 0;
+        if (s == MK_OK) s = loop_run(dir, &d, &o, &r2, &w2, &n);
+    }
+    if (s != MK_OK) {
+        check(c, false, "finetune loop on the device (mk_train_run)", mk_errmsg());
+    } else {
+        float a[6], b[6];
+        for (int i = 0; i < 6; i++) a[i] = (float)rg.log[i].loss, b[i] = (float)rc.log[i].loss;
+        bool ok = rg.n_log == 6 && rc.n_log == 6 && worst_err(a, b, 6, c->tol->name, c->tol->loss, detail, sizeof detail) <= c->tol->loss;
+        check(c, ok, "finetune loop: 6 steps' losses on the device = on the CPU (mk_train_run)", detail);
+        check(c, worst_err(wg, wc, n, c->tol->name, c->tol->grad, detail, sizeof detail) <= c->tol->grad,
+              "finetune loop: the trained weights on the device = on the CPU", detail);
+        bool same = r1.stopped && r2.resumed_at == 3 && r2.n_log == 6 && memcmp(w2, wg, n * sizeof *wg) == 0;
+        snprintf(detail, sizeof detail, "stopped %d, resumed at %ld, %ld steps, %s", r1.stopped, r2.resumed_at, r2.n_log,
+                 memcmp(w2, wg, n * sizeof *wg) == 0 ? "the same bytes" : "other bytes");
+        check(c, same, "finetune loop: --stop-after 3 then --resume on the device gives the bytes of an uninterrupted run", detail);
+    }
+    mk_train_result_free(&rc), mk_train_result_free(&rg), mk_train_result_free(&r1), mk_train_result_free(&r2);
+    free(wc), free(wg), free(w1), free(w2);
+    remove(ckpt);
+    mk_train_data_free(&d);
 }
