@@ -198,15 +198,24 @@ __global__ static void k_att_softmax(const float *q, const float *k, size_t T, s
     tree(sh, false);
     mk_cu_att_norm_fin(row, threadIdx.x, T, window, sh[0], p);
 }
-__global__ static void k_att_out(size_t n, const float *p, const float *v, size_t T, size_t nh, size_t nkv, size_t hd, float *out)
+/* the four weighted sums over a row of probabilities (or of dS): one kernel, the sum by `which` */
+enum { ATT_OUT, ATT_DV, ATT_DQ, ATT_DK };
+__global__ static void k_att_sum(int which, size_t n, const float *a, const float *b, size_t T, size_t nh, size_t nkv, size_t hd,
+                                 float *y)
 {
     FLAT_IDX;
-    mk_cu_att_out_body(i, p, v, T, nh, nkv, hd, out);
+    switch (which) {
+    case ATT_OUT: mk_cu_att_out_body(i, a, b, T, nh, nkv, hd, y); break;
+    case ATT_DV: mk_cu_att_dv_body(i, a, b, T, nh, nkv, hd, y); break;
+    case ATT_DQ: mk_cu_att_dq_body(i, a, b, T, nh, nkv, hd, y); break;
+    default: mk_cu_att_dk_body(i, a, b, T, nh, nkv, hd, y); break;
+    }
 }
-__global__ static void k_att_dv(size_t n, const float *p, const float *dout, size_t T, size_t nh, size_t nkv, size_t hd, float *dv)
+static void att_sum(int which, size_t n, const float *a, const float *b, size_t T, size_t nh, size_t nkv, size_t hd, float *y,
+                    const char *name)
 {
-    FLAT_IDX;
-    mk_cu_att_dv_body(i, p, dout, T, nh, nkv, hd, dv);
+    k_att_sum<<<flat_blocks(n), MK_CU_FLAT>>>(which, n, a, b, T, nh, nkv, hd, y);
+    LAUNCHED(name);
 }
 __global__ static void k_att_ds(const float *p, const float *dout, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                                 float scale, float *ds)
@@ -216,37 +225,22 @@ __global__ static void k_att_ds(const float *p, const float *dout, const float *
     tree(sh, false);
     mk_cu_att_ds_fin(blockIdx.x, threadIdx.x, p, T, scale, sh[0], ds);
 }
-__global__ static void k_att_dq(size_t n, const float *ds, const float *k, size_t T, size_t nh, size_t nkv, size_t hd, float *dq)
-{
-    FLAT_IDX;
-    mk_cu_att_dq_body(i, ds, k, T, nh, nkv, hd, dq);
-}
-__global__ static void k_att_dk(size_t n, const float *ds, const float *q, size_t T, size_t nh, size_t nkv, size_t hd, float *dk)
-{
-    FLAT_IDX;
-    mk_cu_att_dk_body(i, ds, q, T, nh, nkv, hd, dk);
-}
 extern "C" void mk_cu_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                                 float scale, long window, float *out, float *p)
 {
     k_att_softmax<<<(unsigned)(nh * T), MK_CU_NT>>>(q, k, T, nh, nkv, hd, scale, window, p);
     LAUNCHED("attention softmax");
-    size_t n = T * nh * hd;
-    k_att_out<<<flat_blocks(n), MK_CU_FLAT>>>(n, p, v, T, nh, nkv, hd, out);
-    LAUNCHED("attention output");
+    att_sum(ATT_OUT, T * nh * hd, p, v, T, nh, nkv, hd, out, "attention output");
 }
 extern "C" void mk_cu_attention_bwd(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
                                     size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv, float *ds)
 {
     size_t nq = T * nh * hd, nk = T * nkv * hd;
-    k_att_dv<<<flat_blocks(nk), MK_CU_FLAT>>>(nk, p, dout, T, nh, nkv, hd, dv);
-    LAUNCHED("attention backward dv");
+    att_sum(ATT_DV, nk, p, dout, T, nh, nkv, hd, dv, "attention backward dv");
     k_att_ds<<<(unsigned)(nh * T), MK_CU_NT>>>(p, dout, v, T, nh, nkv, hd, scale, ds);
     LAUNCHED("attention backward scores");
-    k_att_dq<<<flat_blocks(nq), MK_CU_FLAT>>>(nq, ds, k, T, nh, nkv, hd, dq);
-    LAUNCHED("attention backward dq");
-    k_att_dk<<<flat_blocks(nk), MK_CU_FLAT>>>(nk, ds, q, T, nh, nkv, hd, dk);
-    LAUNCHED("attention backward dk");
+    att_sum(ATT_DQ, nq, ds, k, T, nh, nkv, hd, dq, "attention backward dq");
+    att_sum(ATT_DK, nk, ds, q, T, nh, nkv, hd, dk, "attention backward dk");
 }
 
 /* ---- elementwise ---- */

@@ -33,7 +33,7 @@ else
 fi
 
 if [ -z "${MK_CUDA_TEST:-}" ]; then
-    echo "skip - cuda: nvcc not found, the CUDA kernels were not compiled (make CUDA=1 needs the CUDA toolkit)"
+    echo "skip - cuda: the CUDA kernels were not built for this run (make test builds them when nvcc is found)"
     exit 0
 fi
 if [ ! -x "$MK_CUDA_TEST" ]; then
