@@ -493,6 +493,14 @@ static mk_status run(ft *f, char **pos)
                         "schedule, lr %g, warmup %ld\n",
                 pos[0], pos[1], j.d.n_docs, (unsigned long long)j.d.n_tokens, j.d.n_rows, f->seq, j.steps, f->batch, f->accum,
                 mk_sched_name(sched), f->lr, f->warmup);
+#ifdef MK_CUDA
+    if (s == MK_OK && f->dev && !f->c.quiet) { /* what mk_cu_train_open checks against the GPU's free memory */
+        char a[32];
+        uint64_t need = mk_cu_train_bytes(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch, (size_t)f->seq, f->ckpt);
+        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32, activations %s, scratch)\n",
+                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->ckpt ? "with --checkpointing" : "of every layer");
+    }
+#endif
     mk_train_opts to = {j.steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch,
                         (size_t)f->accum, (uint64_t)f->seed, f->ckpt, f->save_every,
                         f->eval_text ? (f->eval_every ? f->eval_every : j.steps) : 0, j.ckpt, f->resume, f->stop_after, f->dev};

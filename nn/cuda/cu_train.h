@@ -22,9 +22,13 @@ typedef struct mk_cu_train mk_cu_train;
  * two moments) plus one micro-batch's activations and scratch (nseq sequences of T tokens). */
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 
+/* Bytes kept free beyond mk_cu_train_bytes: cuBLAS's workspace and the runtime's own. */
+#define MK_CU_TRAIN_RESERVE ((uint64_t)64 << 20)
+
 /* Copy t's weights (t holds a full finetune) to the device, sized for micro-batches of up to
  * nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
- * naming both figures) when mk_cu_train_bytes exceeds the device's free memory. */
+ * naming both figures) when mk_cu_train_bytes + MK_CU_TRAIN_RESERVE exceeds the device's free
+ * memory. */
 mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
 void mk_cu_train_close(mk_cu_train *g);
 

@@ -33,18 +33,43 @@ bool mk_cu_available(char *why, size_t n)
     return true;
 }
 
+/* "device" memory: a size of its own (mk_cu_emu_memory; 0: no limit, none reported) and the
+ * bytes allocated now and at most, each block led by its size */
+static uint64_t emu_total, emu_now, emu_peak;
+#define EMU_HDR 16
+
+void mk_cu_emu_memory(uint64_t total, uint64_t *peak)
+{
+    emu_total = total;
+    if (peak) *peak = emu_peak;
+    emu_peak = emu_now;
+}
+
 mk_status mk_cu_mem_info(uint64_t *free_b, uint64_t *total_b)
 {
-    *free_b = *total_b = 0;
-    return mk_error(MK_ERR_UNSUPPORTED, "the CPU emulation of the CUDA kernels has no device memory");
+    *total_b = emu_total, *free_b = emu_total > emu_now ? emu_total - emu_now : 0;
+    return emu_total ? MK_OK : mk_error(MK_ERR_UNSUPPORTED, "the CPU emulation has no memory size (mk_cu_emu_memory)");
 }
 
 mk_status mk_cu_alloc(void **dev, size_t bytes)
 {
-    *dev = mk_malloc(bytes ? bytes : 1);
-    return *dev ? MK_OK : MK_ERR_NOMEM;
+    char *p = mk_malloc(bytes + EMU_HDR);
+    *dev = p ? p + EMU_HDR : NULL;
+    if (!p) return MK_ERR_NOMEM;
+    memcpy(p, &bytes, sizeof bytes);
+    emu_now += bytes;
+    if (emu_now > emu_peak) emu_peak = emu_now;
+    return MK_OK;
 }
-void mk_cu_free(void *dev) { free(dev); }
+void mk_cu_free(void *dev)
+{
+    if (!dev) return;
+    char *p = (char *)dev - EMU_HDR;
+    size_t bytes;
+    memcpy(&bytes, p, sizeof bytes);
+    emu_now -= bytes;
+    free(p);
+}
 mk_status mk_cu_put(void *dev, const void *host, size_t bytes)
 {
     memcpy(dev, host, bytes);

@@ -78,6 +78,10 @@ size_t mk_cu_norm_parts(size_t n);
 /* mk_grad_clip with the norm from mk_cu_grad_norm; returns the coefficient */
 float mk_cu_grad_clip(float *g, size_t n, double norm, double max_norm);
 
+/* The CPU emulation only (emu.c): give it `total` bytes of "device" memory (0: no size, so
+ * nothing is refused), and *peak the most it held at once since the last call. */
+void mk_cu_emu_memory(uint64_t total, uint64_t *peak);
+
 /* The backend's column-major product (cublasSgemm's arguments; ta, tb: transpose A, B):
  * C[m, n] = alpha op(A) op(B) + beta C. mk_cu_linear and mk_cu_linear_bwd are built on it. */
 void mk_cu_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float alpha, const float *A, size_t lda, const float *B,

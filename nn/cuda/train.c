@@ -138,9 +138,9 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     if (s == MK_OK) s = check_model(t, c, g);
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = mk_cu_train_bytes(c, g->numel, nseq, T, checkpointing), fb = 0, tb = 0;
-    if (s == MK_OK && mk_cu_mem_info(&fb, &tb) == MK_OK && need > fb)
+    if (s == MK_OK && mk_cu_mem_info(&fb, &tb) == MK_OK && need + MK_CU_TRAIN_RESERVE > fb)
         s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB",
-                     (double)need / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30));
+                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30));
     if (s == MK_OK) s = mk_cu_alloc((void **)&g->buf, 4 * g->numel * sizeof(float));
     if (s == MK_OK) {
         g->w = g->buf, g->gr = g->buf + g->numel, g->m = g->buf + 2 * g->numel, g->v = g->buf + 3 * g->numel;

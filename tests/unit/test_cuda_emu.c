@@ -8,6 +8,9 @@
 #include <stdlib.h>
 
 #include "../../core/mk_thread.h"
+#include "../../formats/model.h"
+#include "../../nn/cuda/cu_train.h"
+#include "../../nn/cuda/mk_cuda.h"
 #include "../cuda/cases.h"
 
 /* The emulation runs the bodies with the CPU's compiler flags (no contraction into fused
@@ -35,4 +38,56 @@ MK_TEST(cuda_emulated_trainer_matches_cpu_trainer)
     mk_threads_set(1); /* the CPU trainer's bytes do not depend on it; a tiny model runs fastest so */
     CHECK_EQ_INT(mk_cu_run_model(bin, mk_test_tmpdir(), &EMU_TOL, report), 0);
     mk_threads_set(0);
+}
+
+/* The trainer's device memory: what mk_cu_train_bytes says (the figure a run is refused by)
+ * against what it allocates (the emulation counts its "device" bytes), and the refusal when
+ * the device has less free. */
+MK_TEST(cuda_emulated_trainer_memory_estimate)
+{
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    char dir[1024], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/cuda-mem", mk_test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "'%s' synth '%s' -q -f --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80 --dtype float32",
+             bin, dir);
+    CHECK_EQ_INT(system(cmd), 0);
+    mk_source *src = NULL;
+    mk_model_config cfg;
+    mk_nn_train *t = NULL;
+    CHECK_OK(mk_model_open(dir, &src));
+    if (!src) return;
+    CHECK_OK(mk_model_config_of_source(src, &cfg));
+    CHECK_OK(mk_nn_train_open(src, &cfg, &t));
+    if (!t) return;
+    mk_threads_set(1);
+    int32_t tok[3 * 24];
+    float w[3 * 24];
+    for (size_t i = 0; i < 3 * 24; i++) tok[i] = (int32_t)(i * 7 % 80), w[i] = 1;
+    for (int ck = 0; ck < 2; ck++) {
+        uint64_t est = mk_cu_train_bytes(&cfg, mk_nn_train_numel(t), 3, 24, ck), peak = 0;
+        mk_cu_emu_memory(0, NULL);
+        mk_cu_train *g = NULL;
+        double wnll = 0;
+        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
+        if (g) CHECK_OK(mk_cu_train_pass(g, tok, w, 3, 24, 0.01f, true, &wnll));
+        mk_cu_train_close(g);
+        mk_cu_emu_memory(0, &peak);
+        if (getenv("MK_CU_VERBOSE")) printf("checkpointing %d: peak %llu estimate %llu\n", ck, (unsigned long long)peak, (unsigned long long)est);
+        /* the estimate is what the trainer allocates */
+        CHECK_MSG(peak == est,
+                  "checkpointing %d: the trainer holds %llu bytes at most, the estimate is %llu", ck, (unsigned long long)peak,
+                  (unsigned long long)est);
+        /* a device with one byte less free than that and the reserve is refused, naming both figures */
+        mk_cu_emu_memory(est + MK_CU_TRAIN_RESERVE - 1, NULL);
+        CHECK_ERR(mk_cu_train_open(t, 3, 24, ck, &g), MK_ERR_NOMEM, "of GPU memory, the device has");
+        mk_cu_emu_memory(est + MK_CU_TRAIN_RESERVE, NULL);
+        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
+        mk_cu_train_close(g);
+        mk_cu_emu_memory(0, NULL);
+    }
+    mk_threads_set(0);
+    mk_nn_train_close(t);
+    mk_model_config_free(&cfg);
+    mk_source_close(src);
 }
