@@ -154,7 +154,7 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
                     : mk_nn_train_pass(t, tok, w, B, T, scale, o->checkpointing, true, &wnll, NULL));
     }
     double lr = mk_sched_lr(o->sched, o->lr, step, o->warmup, o->steps), norm = 0;
-    if (s->g) { /* on the device: clip and AdamW there (a step over a non-finite norm is refused below) */
+    if (s->g) { /* on the device: clip and AdamW there (not over a norm that is not finite) */
         const mk_adamw *a = &o->adam;
         MK_TRY(s->dev->step(s->g, a->beta1, a->beta2, a->eps, a->weight_decay, lr, step + 1, o->clip, &norm));
         if (!isfinite(norm)) return mk_error(MK_ERR_NUMERIC, "step %ld: the gradient norm is %g (lower --lr?)", step + 1, norm);

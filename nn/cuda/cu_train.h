@@ -39,7 +39,8 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
 /* Gradients to 0 (before a step's first micro-batch). */
 void mk_cu_train_zero_grad(mk_cu_train *g);
 /* Clip the gradient to global norm max_norm (<= 0: not clipped; *norm: its norm before), then
- * one AdamW step (step = 1, 2, ...) at learning rate lr on every trained tensor. */
+ * one AdamW step (step = 1, 2, ...) at learning rate lr on every trained tensor; with a norm
+ * that is not finite, nothing (the caller refuses the step). */
 mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
                            double max_norm, double *norm);
 /* Copy the weights, gradients or moments back into the CPU trainer's layout (NULL: skip). */

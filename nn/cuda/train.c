@@ -2,6 +2,7 @@
  * layer_backward step for step, each CPU kernel replaced by its mk_cuda.h pair. */
 #include "cu_train.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -305,6 +306,7 @@ mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double ep
                            double max_norm, double *norm)
 {
     MK_TRY(mk_cu_grad_norm(g->gr, g->numel, g->norm_part, norm));
+    if (!isfinite(*norm)) return MK_OK; /* the caller refuses the step; nothing changes */
     mk_cu_grad_clip(g->gr, g->numel, *norm, max_norm);
     for (size_t i = 0; i < g->n_tab; i++) {
         const mk_nn_param *p = &g->tab[i];
