@@ -25,7 +25,7 @@ typedef struct mk_cu_tol {
 typedef void (*mk_cu_report)(bool ok, const char *what, const char *detail);
 int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report);
 /* The CUDA trainer (nn/cuda/cu_train.h) against the CPU trainer on a tiny llama (untied, and
- * tied with checkpointing) made by `mk_bin synth` in tmpdir: one step's gradients, the norm,
+ * tied with checkpointing) and a mistral with a sliding window of 5, made by `mk_bin synth` in tmpdir: one step's gradients, the norm,
  * 10 AdamW steps' losses and the weights after them; and finetune's loop (mk_train_run) with
  * the device's trainer against the CPU's, stopped and resumed. Returns the failed checks. */
 int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
