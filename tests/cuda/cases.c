@@ -311,27 +311,30 @@ int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report)
 #define SEQ 16
 static const double LR = 3e-3, BETA1 = 0.9, BETA2 = 0.999, EPS = 1e-8, WD = 0.1, CLIP = 0.5;
 
-typedef struct tmodel {
-    mk_source *src;
-    mk_model_config cfg;
-    mk_nn_train *t;
-} tmodel;
+bool mk_cu_tmodel_synth(const char *mk_bin, const char *dir, const char *args, char *err, size_t cap)
+{
+    char cmd[2600];
+    snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --dtype float32 %s", mk_bin, dir, args);
+    if (system(cmd) == 0) return true;
+    snprintf(err, cap, "%.1000s failed", cmd);
+    return false;
+}
 
-static bool tmodel_open(ctx *c, const char *dir, tmodel *m)
+mk_status mk_cu_tmodel_open(const char *dir, mk_cu_tmodel *m)
 {
     memset(m, 0, sizeof *m);
     mk_status s = mk_model_open(dir, &m->src);
-    if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
+    if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg), m->has_cfg = s == MK_OK;
     if (s == MK_OK) s = mk_nn_train_open(m->src, &m->cfg, &m->t);
-    if (s != MK_OK) check(c, false, dir, mk_errmsg());
-    return s == MK_OK;
+    return s;
 }
 
-static void tmodel_close(tmodel *m)
+void mk_cu_tmodel_close(mk_cu_tmodel *m)
 {
     mk_nn_train_close(m->t);
-    if (m->src) mk_model_config_free(&m->cfg);
+    if (m->has_cfg) mk_model_config_free(&m->cfg);
     mk_source_close(m->src);
+    memset(m, 0, sizeof *m);
 }
 
 /* The step's data: tokens below V, weight 0.25 on each row's first 3 (a prompt), else 1. */
@@ -368,11 +371,9 @@ static void cmp_tensors(ctx *c, const char *what, mk_nn_train *t, const float *g
     check(c, worst <= tol, what, full);
 }
 
-static void model_case(ctx *c, const char *dir, const char *name, bool checkpointing)
+static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpointing)
 {
-    tmodel m;
-    if (!tmodel_open(c, dir, &m)) return;
-    mk_nn_train *t = m.t;
+    mk_nn_train *t = m->t;
     size_t V = mk_nn_train_vocab(t);
     uint64_t n = mk_nn_train_numel(t);
     mk_cu_train *g = NULL;
@@ -380,10 +381,7 @@ static void model_case(ctx *c, const char *dir, const char *name, bool checkpoin
     mk_status s = mk_cu_train_open(t, B, SEQ, checkpointing, &g);
     snprintf(what, sizeof what, "%s: the CUDA trainer opens", name);
     check(c, s == MK_OK, what, s ? mk_errmsg() : "");
-    if (s != MK_OK) {
-        tmodel_close(&m);
-        return;
-    }
+    if (s != MK_OK) return;
     float *gw = malloc(n * sizeof *gw), *gg = malloc(n * sizeof *gg), *mom = calloc(n, 4), *var = calloc(n, 4);
     float *cw = mk_nn_train_weights(t), *cg = mk_nn_train_grads(t);
     double closs[STEPS], gloss[STEPS];
@@ -439,7 +437,6 @@ static void model_case(ctx *c, const char *dir, const char *name, bool checkpoin
     }
     mk_cu_train_close(g);
     free(gw), free(gg), free(mom), free(var);
-    tmodel_close(&m);
 }
 
 static void loop_case(ctx *c, const char *dir, const char *tmpdir);
@@ -473,17 +470,20 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
                  {"llama tied, checkpointing", "--arch llama --tie", true, 0},
                  {"mistral, sliding window 5", "--arch mistral", false, 5}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char dir[1024], cmd[2600];
+        char dir[1024], args[256], err[1200] = "";
         snprintf(dir, sizeof dir, "%s/cuda-model-%zu", tmpdir, i);
-        snprintf(cmd, sizeof cmd,
-                 "'%s' synth '%s' -q -f --kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 "
-                 "--vocab 64 --dtype float32 --std 0.2 --max-position 64 --seed 21 %s",
-                 mk_bin, dir, cases[i].extra);
-        if (system(cmd) != 0 || (cases[i].window && !set_window(dir, cases[i].window))) {
-            check(&c, false, cases[i].name, "mergekit-c synth failed");
+        snprintf(args, sizeof args, "--kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 --vocab 64 --std 0.2 "
+                                    "--max-position 64 --seed 21 %s", cases[i].extra);
+        mk_cu_tmodel m = {0};
+        bool made = mk_cu_tmodel_synth(mk_bin, dir, args, err, sizeof err) &&
+                    (!cases[i].window || set_window(dir, cases[i].window)) && mk_cu_tmodel_open(dir, &m) == MK_OK;
+        if (!made) {
+            check(&c, false, cases[i].name, err[0] ? err : mk_errmsg());
+            mk_cu_tmodel_close(&m);
             continue;
         }
-        model_case(&c, dir, cases[i].name, cases[i].ckpt);
+        model_case(&c, &m, cases[i].name, cases[i].ckpt);
+        mk_cu_tmodel_close(&m);
         if (i == 0) loop_case(&c, dir, tmpdir);
     }
     return c.failed;
@@ -494,24 +494,17 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
 /* A fresh trainer on dir; run o over d; *w: a copy of the trained weights (malloc'd). */
 static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w, uint64_t *n)
 {
-    mk_source *src = NULL;
-    mk_model_config cfg;
-    mk_nn_train *t = NULL;
+    mk_cu_tmodel m;
     memset(r, 0, sizeof *r);
     *w = NULL;
-    mk_status s = mk_model_open(dir, &src);
-    bool cfg_ok = false;
-    if (s == MK_OK) s = mk_model_config_of_source(src, &cfg), cfg_ok = s == MK_OK;
-    if (s == MK_OK) s = mk_nn_train_open(src, &cfg, &t);
-    if (s == MK_OK) s = mk_train_run(t, d, o, NULL, r);
+    mk_status s = mk_cu_tmodel_open(dir, &m);
+    if (s == MK_OK) s = mk_train_run(m.t, d, o, NULL, r);
     if (s == MK_OK) {
-        *n = mk_nn_train_numel(t);
+        *n = mk_nn_train_numel(m.t);
         *w = malloc(*n * sizeof **w);
-        memcpy(*w, mk_nn_train_weights(t), *n * sizeof **w);
+        memcpy(*w, mk_nn_train_weights(m.t), *n * sizeof **w);
     }
-    mk_nn_train_close(t);
-    if (cfg_ok) mk_model_config_free(&cfg);
-    mk_source_close(src);
+    mk_cu_tmodel_close(&m);
     return s;
 }
 

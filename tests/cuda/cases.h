@@ -8,8 +8,8 @@
 #ifndef MK_TESTS_CUDA_CASES_H
 #define MK_TESTS_CUDA_CASES_H
 
-#include <stdbool.h>
-#include <stddef.h>
+#include "../../formats/model.h"
+#include "../../nn/backward.h"
 
 typedef struct mk_cu_tol {
     const char *name; /* the precision, in messages */
@@ -28,6 +28,18 @@ int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report);
  * tied with checkpointing) and a mistral with a sliding window of 5, made by `mk_bin synth` in tmpdir: one step's gradients, the norm,
  * 10 AdamW steps' losses and the weights after them; and finetune's loop (mk_train_run) with
  * the device's trainer against the CPU's, stopped and resumed. Returns the failed checks. */
+/* A tiny f32 model for the trainer's checks: `mk_bin synth dir --dtype float32 ARGS` (err: the
+ * command when it fails), and opened for training (mk_cu_tmodel_close also after a failure). */
+typedef struct mk_cu_tmodel {
+    mk_source *src;
+    mk_model_config cfg;
+    bool has_cfg;
+    mk_nn_train *t;
+} mk_cu_tmodel;
+bool mk_cu_tmodel_synth(const char *mk_bin, const char *dir, const char *args, char *err, size_t cap);
+mk_status mk_cu_tmodel_open(const char *dir, mk_cu_tmodel *m);
+void mk_cu_tmodel_close(mk_cu_tmodel *m);
+
 int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
 
 #endif

@@ -46,20 +46,19 @@ MK_TEST(cuda_emulated_trainer_matches_cpu_trainer)
 MK_TEST(cuda_emulated_trainer_memory_estimate)
 {
     const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
-    char dir[1024], cmd[1400];
+    char dir[1024], err[1200] = "";
     snprintf(dir, sizeof dir, "%s/cuda-mem", mk_test_tmpdir());
-    snprintf(cmd, sizeof cmd,
-             "'%s' synth '%s' -q -f --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80 --dtype float32",
-             bin, dir);
-    CHECK_EQ_INT(system(cmd), 0);
-    mk_source *src = NULL;
-    mk_model_config cfg;
-    mk_nn_train *t = NULL;
-    CHECK_OK(mk_model_open(dir, &src));
-    if (!src) return;
-    CHECK_OK(mk_model_config_of_source(src, &cfg));
-    CHECK_OK(mk_nn_train_open(src, &cfg, &t));
-    if (!t) return;
+    mk_cu_tmodel m = {0};
+    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, "--hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80", err,
+                                 sizeof err),
+              "%s", err);
+    CHECK_OK(mk_cu_tmodel_open(dir, &m));
+    mk_nn_train *t = m.t;
+    mk_model_config cfg = m.cfg;
+    if (!t) {
+        mk_cu_tmodel_close(&m);
+        return;
+    }
     mk_threads_set(1);
     int32_t tok[3 * 24];
     float w[3 * 24];
@@ -87,7 +86,5 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
         mk_cu_emu_memory(0, NULL);
     }
     mk_threads_set(0);
-    mk_nn_train_close(t);
-    mk_model_config_free(&cfg);
-    mk_source_close(src);
+    mk_cu_tmodel_close(&m);
 }
