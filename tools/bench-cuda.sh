@@ -1,6 +1,6 @@
 #!/bin/sh
-# bench-cuda.sh: `mergekit-c finetune --device cuda` on a GPU (a build with make CUDA=1; not part
-# of make test), each figure with its baseline in the same run:
+# bench-cuda.sh: `mergekit-c finetune --device cuda` on a GPU (a build with make CUDA=1; make bench
+# runs it and it says it skipped without one), each figure with its baseline in the same run:
 #
 # 1. Training tokens/s (full finetuning: forward, backward, clipping, AdamW; the CUDA trainer
 #    computes in f32) on a ~1B-parameter synthetic Llama at seq 1024, and its model FLOPs
@@ -25,8 +25,15 @@ layers=${BENCH_CUDA_LAYERS:-16}
 peak=${BENCH_CUDA_PEAK_TFLOPS:-989}
 mkdir -p "$dir"
 cd "$dir"
+. "$root/tools/lib-bench.sh"
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# a tiny run first: without a CUDA build or a GPU there is nothing to measure
+"$mk" synth probe/ --hidden 32 --layers 1 --heads 2 --vocab 64 --dtype float32 -q --force
+echo "tok5 tok6 tok7 tok8 tok9 tok10 tok11 tok12" >probe.txt
+if ! "$mk" finetune probe/ probe.txt probe-out/ --device cuda --steps 1 --seq 4 --batch 1 -q --force 2>probe.err; then
+    echo "bench-cuda: skipped: $(cat probe.err)"
+    exit 0
+fi
 
 "$mk" synth m1b/ --hidden "$hidden" --layers "$layers" --heads 16 --kv-heads 8 --intermediate $((hidden * 11 / 4 / 16 * 16)) \
     --vocab 32000 --max-position 4096 --dtype bfloat16 --std 0.02 --seed 1 -q --force
@@ -55,8 +62,7 @@ printf '%-28s %10.0f %8s\n' "mergekit-c (f32)" "$ours" "$(mfu "$ours")"
 if "$py" -c 'import torch, transformers, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for dt in float32 bfloat16; do
         theirs=$("$py" "$root/tools/bench-train.py" m1b/ "$batch" "$seq" "$steps" 1 cuda "$dt" 2>/dev/null | median)
-        printf '%-28s %10.0f %8s  (ours / theirs %.2f)\n' "PyTorch eager ($dt)" "$theirs" "$(mfu "$theirs")" \
-            "$(awk -v a="$ours" -v b="$theirs" 'BEGIN { print a / b }')"
+        printf '%-28s %10.0f %8s  (ours / theirs %s)\n' "PyTorch eager ($dt)" "$theirs" "$(mfu "$theirs")" "$(div "$ours" "$theirs")"
     done
 else
     echo "PyTorch: not measured (the tools venv's torch does not see a GPU)"
