@@ -12,7 +12,10 @@
 #   make uninstall PREFIX=/usr/local removes exactly what install put there (DESTDIR works for both)
 # Switches: OMP=0 (no OpenMP), DEBUG=1 (-O0), SAN=1 (ASan+UBSan), V=1 (show commands),
 #           WERROR=1 (warnings are errors; CI sets it), MPI=1 (Open MPI: mpirun's ranks
-#           write the parts of one output; objects in build-mpi/; docs/cluster.md).
+#           write the parts of one output; objects in build-mpi/; docs/cluster.md),
+#           CUDA=1 (nvcc: finetune --device cuda, the CUDA kernels of nn/cuda/; objects and
+#           test-cuda in build-cuda/; docs/cuda.md).
+#   make test-cuda  the CUDA kernels on a GPU against the CPU kernels (skips without a device)
 
 CC ?= cc
 PREFIX ?= /usr/local
@@ -84,8 +87,25 @@ BUILD := build-mpi
 endif
 CFLAGS_BASE += -DMK_MPI
 endif
-# ./mergekit-c is relinked whenever the build switches between MPI=1 and the default
-LINK_FLAVOUR := $(shell f=$(if $(filter 1,$(MPI)),mpi,plain); mkdir -p build && \
+# CUDA=1: the CUDA kernels on the device (nn/cuda/kernels.cu, docs/cuda.md) linked into
+# ./mergekit-c (finetune --device cuda), objects in build-cuda/. The default build never needs
+# nvcc; `make test` compiles and links build/test-cuda when nvcc is found (it skips without a
+# GPU). nvcc from PATH or /usr/local/cuda; CUDA_ARCH: the SASS built (PTX too, so newer GPUs
+# run it).
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= sm_80
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 needs nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin)
+endif
+ifeq ($(origin BUILD),file)
+BUILD := build-cuda
+endif
+CFLAGS_BASE += -DMK_CUDA
+endif
+# ./mergekit-c is relinked whenever the build switches between MPI=1, CUDA=1 and the default
+LINK_FLAVOUR := $(shell f=$(if $(filter 1,$(MPI)),mpi,plain)$(if $(filter 1,$(CUDA)),-cuda); mkdir -p build && \
                   { [ "$$(cat build/.flavour 2>/dev/null)" = "$$f" ] || echo $$f >build/.flavour; })
 
 ALL_CFLAGS := $(CFLAGS_BASE) $(OPT) $(OMPFLAGS) $(SANFLAGS) $(PKG_CFLAGS) $(CFLAGS)
@@ -111,7 +131,17 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LIBA := $(BUILD)/libmergekit.a
 
-.PHONY: all test check demo demo-heal bench bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
+# the CUDA objects (see CUDA=1 above)
+NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing \
+             $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
+CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
+# linked into the program with CUDA=1
+MAIN_CUDA_OBJ := $(if $(filter 1,$(CUDA)),$(CUDA_OBJ))
+MAIN_CUDA_LIBS := $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
+
+.PHONY: all test test-cuda check demo demo-heal bench bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
         print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
@@ -130,17 +160,38 @@ $(LIBA): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR  $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-mergekit-c: $(CLI_OBJ) $(LIBA) build/.flavour
+mergekit-c: $(CLI_OBJ) $(MAIN_CUDA_OBJ) $(LIBA) build/.flavour
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(MAIN_CUDA_OBJ) $(LIBA) $(LIBS) $(MAIN_CUDA_LIBS)
 
 # `quantize` and `mergekit-yaml` are the same program; argv[0] selects the command.
 quantize mergekit-yaml: mergekit-c
 	$(Q)ln -sf mergekit-c $@
 
-$(BUILD)/test-unit: $(UNIT_OBJ) $(LIBA)
+# the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
+CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
+
+ifeq ($(CUDA),1)
+all: $(BUILD)/test-cuda
+endif
+
+$(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(CUDA_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJ) $(LIBA) $(LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
+
+test-cuda:
+	@[ -n "$(NVCC)" ] || { echo "make test-cuda needs nvcc (the CUDA toolkit) on PATH or in /usr/local/cuda/bin"; exit 2; }
+	@$(MAKE) --no-print-directory mergekit-c $(BUILD)/test-cuda
+	MK_BIN=$(CURDIR)/mergekit-c $(BUILD)/test-cuda
+
+$(BUILD)/test-unit: $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(UNIT_OBJ) $(CUDA_EMU_OBJ) $(LIBA) $(LIBS)
 
 unit: $(BUILD)/test-unit
 
@@ -156,8 +207,8 @@ $(BUILD)/hubstub: $(BUILD)/tests/tools/hubstub.o $(LIBA)
 $(BUILD)/fuzz-replay-%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBA)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub
-	@MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
+test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub $(CUDA_TEST)
+	@MK_CUDA_TEST=$(if $(CUDA_TEST),$(CURDIR)/$(CUDA_TEST)) MK_CUDA_BUILD=$(CUDA) MK_BIN=$(CURDIR)/mergekit-c MK_UNIT=$(CURDIR)/$(BUILD)/test-unit MK_REPLAY=$(CURDIR)/$(BUILD) \
 	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub sh tests/run.sh
 
 # Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
@@ -175,8 +226,8 @@ check-one: $(BUILD)/mergekit-c $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsonche
 	 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh tests/run.sh
 
-$(BUILD)/mergekit-c: $(CLI_OBJ) $(LIBA)
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIBA) $(LIBS)
+$(BUILD)/mergekit-c: $(CLI_OBJ) $(MAIN_CUDA_OBJ) $(LIBA)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(MAIN_CUDA_OBJ) $(LIBA) $(LIBS) $(MAIN_CUDA_LIBS)
 
 demo: all
 	sh tools/demo.sh
@@ -258,6 +309,6 @@ print-pkgs:
 	@echo $(PKGS)
 
 clean:
-	rm -rf build build-san build-noomp build-noclones build-fuzz mergekit-c quantize mergekit-yaml
+	rm -rf build build-san build-noomp build-noclones build-fuzz build-cuda mergekit-c quantize mergekit-yaml
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) $(CUDA_EMU_OBJ:.o=.d) $(BUILD)/tests/cuda/test_cuda.d $(wildcard $(BUILD)/tests/fuzz/*.d) $(wildcard $(BUILD)/tests/tools/*.d)

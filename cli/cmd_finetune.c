@@ -4,7 +4,8 @@
  * checkpoints in OUT.checkpoint, and OUT a model folder written atomically (weights in the
  * input's dtype or f32, config.json and tokenizer files of the input, train_log.jsonl and
  * loss.svg), or with --lora a PEFT adapter folder; --qlora holds the frozen base's projections as
- * NF4 (quant/nf4hold.h). */
+ * NF4 (quant/nf4hold.h). --device cuda runs the steps on a GPU (nn/cuda/cu_train.h) in a build
+ * with `make CUDA=1` (MK_CUDA); otherwise it is refused naming that switch. */
 #include "cli.h"
 
 #include "../eval/eval.h"
@@ -15,6 +16,9 @@
 #include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
 #include "../train/train.h"
+#ifdef MK_CUDA
+#include "../nn/cuda/cu_train.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -27,7 +31,8 @@ typedef struct ft {
     mk_common c;
     long steps, warmup, batch, accum, seq, seed, save_every, eval_every, eval_ctx, stop_after;
     double epochs, lr, clip, wd, plw;
-    const char *sched, *eval_text, *out_dtype, *lora_targets;
+    const char *sched, *eval_text, *out_dtype, *lora_targets, *device;
+    const struct mk_cu_train_api *dev; /* --device cuda: the CUDA trainer; NULL: the CPU */
     long lora_r;
     double lora_alpha;
     bool rslora, qlora;
@@ -296,6 +301,16 @@ static mk_status check_opts(ft *f, mk_sched *sched)
         return mk_error(MK_ERR_USAGE, "--eval-text is not available with --qlora yet (evaluate OUT after `lora apply`)");
     if (f->lora_alpha == 0) f->lora_alpha = (double)f->lora_r;
     if (f->lora_r && !(f->lora_alpha > 0 && f->lora_alpha < 1e6)) return mk_error(MK_ERR_USAGE, "--lora-alpha %g: above 0", f->lora_alpha);
+    if (strcmp(f->device, "cuda") == 0) {
+#ifdef MK_CUDA
+        f->dev = &mk_cu_train_impl;
+#else
+        return mk_error(MK_ERR_USAGE, "--device cuda: this mergekit-c was built without CUDA (build it with make CUDA=1)");
+#endif
+        if (f->lora_r || f->qlora) return mk_error(MK_ERR_USAGE, "--device cuda: full finetuning only (no --lora or --qlora yet)");
+    } else if (strcmp(f->device, "cpu") != 0) {
+        return mk_error(MK_ERR_USAGE, "--device: '%s' is not cpu or cuda", f->device);
+    }
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -478,9 +493,17 @@ static mk_status run(ft *f, char **pos)
                         "schedule, lr %g, warmup %ld\n",
                 pos[0], pos[1], j.d.n_docs, (unsigned long long)j.d.n_tokens, j.d.n_rows, f->seq, j.steps, f->batch, f->accum,
                 mk_sched_name(sched), f->lr, f->warmup);
+#ifdef MK_CUDA
+    if (s == MK_OK && f->dev && !f->c.quiet) { /* what mk_cu_train_open checks against the GPU's free memory */
+        char a[32];
+        uint64_t need = mk_cu_train_bytes(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch, (size_t)f->seq, f->ckpt);
+        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32, activations %s, scratch)\n",
+                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->ckpt ? "with --checkpointing" : "of every layer");
+    }
+#endif
     mk_train_opts to = {j.steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch,
                         (size_t)f->accum, (uint64_t)f->seed, f->ckpt, f->save_every,
-                        f->eval_text ? (f->eval_every ? f->eval_every : j.steps) : 0, j.ckpt, f->resume, f->stop_after};
+                        f->eval_text ? (f->eval_every ? f->eval_every : j.steps) : 0, j.ckpt, f->resume, f->stop_after, f->dev};
     mk_train_hooks h = {f, on_step, on_eval, on_saved};
     if (s == MK_OK) {
         mk_signal_install();
@@ -504,7 +527,7 @@ static mk_status run(ft *f, char **pos)
 int mk_cmd_finetune(int argc, char **argv)
 {
     ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input",
-            .lora_targets = "all-linear"};
+            .lora_targets = "all-linear", .device = "cpu"};
     const mk_opt opts[] = {
         {"steps", 0, MK_OPT_INT, &f.steps, "N", "optimizer steps", "one epoch"},
         {"epochs", 0, MK_OPT_DOUBLE, &f.epochs, "E", "passes over the data (instead of --steps)", "1"},
@@ -543,6 +566,8 @@ int mk_cmd_finetune(int argc, char **argv)
          "layer at a time; with --lora R. An NF4-quantized MODEL is held as it is",
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
+        {"device", 0, MK_OPT_STR, &f.device, "D",
+         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full finetuning of llama and mistral; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),
@@ -550,8 +575,8 @@ int mk_cmd_finetune(int argc, char **argv)
     };
     const mk_cmd_spec spec = {
         "finetune", "MODEL DATA OUT [options]",
-        "Full finetuning on the CPU (llama, mistral, qwen2, qwen3): heal a merge by continued pretraining on a\n"
-        "text, or supervised finetuning on {\"prompt\", \"response\"} lines.",
+        "Full finetuning on the CPU (llama, mistral, qwen2, qwen3), or with --device cuda on a GPU: heal a merge\n"
+        "by continued pretraining on a text, or supervised finetuning on {\"prompt\", \"response\"} lines.",
         "DATA: a text file (one document), or JSONL (.jsonl) with {\"text\": ...} or {\"prompt\": ..., \"response\": ...}\n"
         "per line, tokenized with the model's tokenizer and packed into rows of --seq tokens. The loss is the\n"
         "mean NLL of the next token weighted per token (--prompt-loss-weight), over each optimizer step.\n"

@@ -244,6 +244,16 @@ const float *mk_nn_train_frozen(const mk_nn_train *t, uint64_t *n)
     return t->lr ? t->wt : NULL;
 }
 size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
+const mk_model_config *mk_nn_train_config(const mk_nn_train *t) { return t->m->cfg; }
+int64_t mk_nn_train_offset(const mk_nn_train *t, long layer, mk_role r, bool bias)
+{
+    const float *p = NULL;
+    if (layer >= 0 && (size_t)layer < t->L && r < MK_ROLE_COUNT && !(t->has_held && !bias && is_proj(r)))
+        p = t->lw[layer].w[r][bias];
+    else if (layer == -1 && !bias)
+        p = r == MK_ROLE_TOK_EMBED ? t->emb : r == MK_ROLE_FINAL_NORM ? t->fnorm : r == MK_ROLE_LM_HEAD ? t->head : NULL;
+    return p ? (int64_t)(p - t->wt) : -1;
+}
 
 /* Floats of one layer's saved activations. */
 static uint64_t acts_floats(uint64_t H, uint64_t q, uint64_t kv, uint64_t F, uint64_t nh, uint64_t N, uint64_t nseq, uint64_t T)

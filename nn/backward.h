@@ -53,6 +53,13 @@ uint64_t mk_nn_train_numel(const mk_nn_train *t);
 float *mk_nn_train_weights(mk_nn_train *t);
 float *mk_nn_train_grads(mk_nn_train *t);
 size_t mk_nn_train_vocab(const mk_nn_train *t);
+/* Where layer `layer`'s role r weight (bias: its bias) lives in the weight and gradient
+ * buffers, as an element offset; -1 when the model has none (or it is held elsewhere). Layer
+ * -1: MK_ROLE_TOK_EMBED, MK_ROLE_FINAL_NORM and MK_ROLE_LM_HEAD (the embedding when tied).
+ * For a trainer that keeps these buffers elsewhere (the CUDA one, nn/cuda/). */
+int64_t mk_nn_train_offset(const mk_nn_train *t, long layer, mk_role r, bool bias);
+/* The config the trainer was opened with. */
+const mk_model_config *mk_nn_train_config(const mk_nn_train *t);
 
 /* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch) for a
  * model of config c; lora_cols: LoRA rank x adapted projections per layer (0: none). */

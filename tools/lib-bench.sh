@@ -1,4 +1,4 @@
-# lib-bench.sh - helpers the benchmarks share (sourced by tools/bench.sh and tools/bench-moe.sh).
+# lib-bench.sh - helpers the benchmarks share (sourced by tools/bench.sh, tools/bench-moe.sh and tools/bench-cuda.sh).
 now() { date +%s.%N; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

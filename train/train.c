@@ -5,6 +5,7 @@
 
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
+#include "../nn/cuda/cu_train.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -40,15 +41,26 @@ typedef struct state {
     mk_train_rec *log;
     long n_log, cap;
     uint64_t run_id;
+    const mk_cu_train_api *dev; /* the device's trainer, or NULL */
+    mk_cu_train *g;
 } state;
+
+/* The device's weights (and moments) back into t's buffer (and s's). */
+static mk_status from_device(mk_nn_train *t, state *s, bool moments)
+{
+    if (!s->g) return MK_OK;
+    MK_TRY(s->dev->get(s->g, mk_nn_train_weights(t), NULL));
+    return moments ? s->dev->get_moments(s->g, s->m, s->v) : MK_OK;
+}
 
 static mk_status write_all(FILE *f, const void *p, size_t n, const char *path)
 {
     return fwrite(p, 1, n, f) == n ? MK_OK : mk_error(MK_ERR_IO, "%s: write failed", path);
 }
 
-static mk_status ckpt_save(mk_nn_train *t, const state *s, long step, const char *path)
+static mk_status ckpt_save(mk_nn_train *t, state *s, long step, const char *path)
 {
+    MK_TRY(from_device(t, s, true));
     mk_outdir od;
     MK_TRY(mk_outdir_begin(&od, path, true, true, false));
     uint64_t n = mk_nn_train_numel(t), hdr[HDR / 8] = {0};
@@ -128,7 +140,8 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
         MK_TRY(mk_train_data_row(d, o->seed, k0 + k, &row));
         for (size_t j = 1; j < T; j++) tw += d->w[row * T + j];
     }
-    memset(g, 0, n * sizeof *g);
+    if (s->g) s->dev->zero_grad(s->g);
+    else memset(g, 0, n * sizeof *g);
     for (size_t a = 0; a < o->accum; a++) {
         for (size_t b = 0; b < B; b++) {
             size_t row;
@@ -136,12 +149,21 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
             memcpy(tok + b * T, d->tok + row * T, T * sizeof *tok);
             memcpy(w + b * T, d->w + row * T, T * sizeof *w);
         }
-        MK_TRY(mk_nn_train_pass(t, tok, w, B, T, tw > 0 ? (float)(1.0 / tw) : 0.0f, o->checkpointing, true, &wnll, NULL));
+        float scale = tw > 0 ? (float)(1.0 / tw) : 0.0f;
+        MK_TRY(s->g ? s->dev->pass(s->g, tok, w, B, T, scale, true, &wnll)
+                    : mk_nn_train_pass(t, tok, w, B, T, scale, o->checkpointing, true, &wnll, NULL));
     }
-    double norm = mk_grad_norm(g, n);
+    double lr = mk_sched_lr(o->sched, o->lr, step, o->warmup, o->steps), norm = 0;
+    if (s->g) { /* on the device: clip and AdamW there (not over a norm that is not finite) */
+        const mk_adamw *a = &o->adam;
+        MK_TRY(s->dev->step(s->g, a->beta1, a->beta2, a->eps, a->weight_decay, lr, step + 1, o->clip, &norm));
+        if (!isfinite(norm)) return mk_error(MK_ERR_NUMERIC, "step %ld: the gradient norm is %g (lower --lr?)", step + 1, norm);
+        *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN};
+        return MK_OK;
+    }
+    norm = mk_grad_norm(g, n);
     if (!isfinite(norm)) return mk_error(MK_ERR_NUMERIC, "step %ld: the gradient norm is %g (lower --lr?)", step + 1, norm);
     mk_grad_clip(g, n, norm, o->clip);
-    double lr = mk_sched_lr(o->sched, o->lr, step, o->warmup, o->steps);
     for (size_t i = 0; i < mk_nn_train_n_params(t); i++) {
         const mk_nn_param *p = mk_nn_train_param(t, i);
         mk_adamw_step(&o->adam, lr, step + 1, p->decay, wt + p->off, g + p->off, s->m + p->off, s->v + p->off, p->numel);
@@ -165,6 +187,11 @@ mk_status mk_train_run(mk_nn_train *t, mk_train_data *d, const mk_train_opts *o,
     long step = 0;
     if (st == MK_OK && o->resume && o->ckpt_path) st = ckpt_load(t, &s, o->steps, o->ckpt_path, &step);
     r->resumed_at = step;
+    if (st == MK_OK && o->device) {
+        s.dev = o->device;
+        st = s.dev->open(t, o->batch, d->seq, o->checkpointing, &s.g);
+        if (st == MK_OK && step > 0) st = s.dev->put(s.g, mk_nn_train_weights(t), s.m, s.v);
+    }
     double t0 = mk_now();
     for (; step < o->steps && st == MK_OK; step++) {
         double ts = mk_now();
@@ -175,8 +202,10 @@ mk_status mk_train_run(mk_nn_train *t, mk_train_data *d, const mk_train_opts *o,
         uint64_t ntok = (uint64_t)o->accum * o->batch * d->seq;
         r->tokens += ntok;
         rec.tokens_per_s = dt > 0 ? (double)ntok / dt : 0;
-        if (h && h->eval && o->eval_every > 0 && (rec.step % o->eval_every == 0 || rec.step == o->steps))
-            st = h->eval(h->ctx, rec.step, &rec.eval_ppl);
+        if (h && h->eval && o->eval_every > 0 && (rec.step % o->eval_every == 0 || rec.step == o->steps)) {
+            st = from_device(t, &s, false);
+            if (st == MK_OK) st = h->eval(h->ctx, rec.step, &rec.eval_ppl);
+        }
         if (st == MK_OK) st = log_push(&s, &rec);
         if (st != MK_OK) break;
         double el = mk_now() - t0, eta = el / (double)(step + 1 - r->resumed_at) * (double)(o->steps - step - 1);
@@ -196,6 +225,11 @@ mk_status mk_train_run(mk_nn_train *t, mk_train_data *d, const mk_train_opts *o,
                           o->ckpt_path ? "; the checkpoint is saved, --resume continues" : "");
     }
     r->seconds = mk_now() - t0;
+    if (s.g) { /* the trained weights back in t, for the output */
+        mk_status gs = from_device(t, &s, false);
+        if (st == MK_OK) st = gs;
+        s.dev->close(s.g);
+    }
     r->log = s.log, r->n_log = s.n_log;
     free(s.m), free(s.v), free(tok), free(w);
     return st;

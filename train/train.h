@@ -5,7 +5,9 @@
  * moments (optim.h). Checkpoints (weights, moments, step, the log so far) are one file
  * written atomically; a resumed run continues from one and gives the same bytes as a run
  * that was never stopped. A checkpoint of another run (other model, data or options) is
- * refused. Ctrl-C saves a checkpoint at the end of the step and stops.
+ * refused. Ctrl-C saves a checkpoint at the end of the step and stops. The steps run on the
+ * CPU, or on a CUDA device (mk_train_opts.device) with the same data order, loss, clipping,
+ * schedule and AdamW, and the same checkpoints.
  * Must not: print (progress through the hooks).
  */
 #ifndef MK_TRAIN_H
@@ -27,6 +29,10 @@ typedef struct mk_train_opts {
     const char *ckpt_path;       /* NULL: no checkpoints */
     bool resume;
     long stop_after;             /* > 0: after this step save the checkpoint and stop */
+    /* NULL: train on the CPU; else on a CUDA device through these functions (finetune
+     * --device cuda; nn/cuda/cu_train.h): the weights and moments live there and come back to
+     * t at each checkpoint, evaluation and the end */
+    const struct mk_cu_train_api *device;
 } mk_train_opts;
 
 /* One line of train_log.jsonl. eval_ppl: NaN when not evaluated at this step. */

@@ -1,0 +1,68 @@
+/* cu_train.h - full finetuning of a causal language model on a CUDA device through the kernels
+ * of mk_cuda.h: the CPU trainer's weight buffer (nn/backward.h: f32, tensor order, its tensor
+ * table) copied into one contiguous device buffer holding weights, gradients and AdamW's two
+ * moments, a forward + backward pass over a micro-batch that accumulates the same gradient as
+ * mk_nn_train_pass, global-norm clipping and an AdamW step per tensor (weight decay on
+ * matrices only), all on the device.
+ * Families: llama and mistral (sliding window) without biases or q/k norms, no LoRA, no
+ * quantized base; anything else is refused naming what is missing.
+ * Activations: every layer's kept on the device, or with checkpointing only each layer's
+ * input and its forward run again before its backward. Attention keeps its probabilities
+ * [heads, T, T] per sequence (simple kernels, not a fused one).
+ * Must not: open files or print (the caller does), or know the optimizer's schedule.
+ */
+#ifndef MK_NN_CUDA_TRAIN_H
+#define MK_NN_CUDA_TRAIN_H
+
+#include "../backward.h"
+
+typedef struct mk_cu_train mk_cu_train;
+
+/* Device bytes a run needs: 4 f32 buffers of the numel trained values (weights, gradients,
+ * two moments) plus one micro-batch's activations and scratch (nseq sequences of T tokens). */
+uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
+
+/* Bytes kept free beyond mk_cu_train_bytes: cuBLAS's workspace and the runtime's own. */
+#define MK_CU_TRAIN_RESERVE ((uint64_t)64 << 20)
+
+/* Copy t's weights (t holds a full finetune) to the device, sized for micro-batches of up to
+ * nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
+ * naming both figures) when mk_cu_train_bytes + MK_CU_TRAIN_RESERVE exceeds the device's free
+ * memory. */
+mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
+void mk_cu_train_close(mk_cu_train *g);
+
+/* mk_nn_train_pass on the device (tok, w on the host): adds the gradient of scale * sum
+ * weight * NLL to the device's gradient buffer and sum weight * NLL to *wnll. */
+mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
+                           bool backward, double *wnll);
+/* Gradients to 0 (before a step's first micro-batch). */
+void mk_cu_train_zero_grad(mk_cu_train *g);
+/* Clip the gradient to global norm max_norm (<= 0: not clipped; *norm: its norm before), then
+ * one AdamW step (step = 1, 2, ...) at learning rate lr on every trained tensor; with a norm
+ * that is not finite, nothing (the caller refuses the step). */
+mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
+                           double max_norm, double *norm);
+/* Copy the weights, gradients or moments back into the CPU trainer's layout (NULL: skip). */
+mk_status mk_cu_train_get(mk_cu_train *g, float *weights, float *grads);
+mk_status mk_cu_train_get_moments(mk_cu_train *g, float *m, float *v);
+/* Replace the weights and moments (a resumed checkpoint). */
+mk_status mk_cu_train_put(mk_cu_train *g, const float *weights, const float *m, const float *v);
+
+/* These functions as a table, for train/ (finetune --device cuda): the one this build links
+ * (the device with `make CUDA=1`; the CPU emulation in the unit tests). */
+typedef struct mk_cu_train_api {
+    mk_status (*open)(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
+    void (*close)(mk_cu_train *g);
+    mk_status (*pass)(mk_cu_train *g, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale, bool backward,
+                      double *wnll);
+    void (*zero_grad)(mk_cu_train *g);
+    mk_status (*step)(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
+                      double max_norm, double *norm);
+    mk_status (*get)(mk_cu_train *g, float *weights, float *grads);
+    mk_status (*get_moments)(mk_cu_train *g, float *m, float *v);
+    mk_status (*put)(mk_cu_train *g, const float *weights, const float *m, const float *v);
+} mk_cu_train_api;
+extern const mk_cu_train_api mk_cu_train_impl;
+
+#endif

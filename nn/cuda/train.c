@@ -1,0 +1,344 @@
+/* train.c - see cu_train.h. The layer follows nn/backward.c's layer_forward and
+ * layer_backward step for step, each CPU kernel replaced by its mk_cuda.h pair. */
+#include "cu_train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mk_cuda.h"
+
+/* the roles a layer needs (weights only: biases and q/k norms are refused) */
+static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K,  MK_ROLE_V,   MK_ROLE_O,
+                                      MK_ROLE_MLP_NORM,  MK_ROLE_GATE, MK_ROLE_UP, MK_ROLE_DOWN};
+#define N_ROLES (sizeof layer_roles / sizeof layer_roles[0])
+
+/* one layer's kept activations (N = nseq x T rows) */
+typedef struct acts {
+    float *h1, *q, *k, *v, *p, *att, *xmid, *h2, *g, *u, *a;
+} acts;
+
+struct mk_cu_train {
+    size_t H, nh, nkv, hd, F, V, L, q, kv, half;
+    float eps, scale;
+    const mk_model_config *cfg;
+    size_t nseq_cap, T_cap, n_tab;
+    bool ckpt;
+    uint64_t numel;
+    mk_nn_param *tab; /* the tensor table (offsets into each of the four buffers) */
+    int64_t (*off)[N_ROLES]; /* [L]: each role's offset */
+    int64_t emb, fnorm, head;
+    /* device */
+    float *buf;                   /* [4 x numel]: weights, gradients, first and second moments */
+    float *w, *gr, *m, *v;
+    float *arena;                 /* activations and scratch */
+    float *xs, *hf, *logits, *dh, *dx, *dq, *dk, *dv, *datt, *da, *dg, *du, *ds, *rstd, *wt, *cosd, *sind;
+    acts *a;                      /* [L], or [1] with checkpointing */
+    int32_t *tok, *tgt;
+    double *nll, *norm_part;
+    /* host */
+    int32_t *htgt;
+    float *hwt;
+    double *hnll;
+    long rope_T;                  /* the tables' length (0: none yet) */
+};
+
+#define W(g, l, i) ((g)->w + (g)->off[l][i])
+#define G(g, l, i) ((g)->gr + (g)->off[l][i])
+enum { R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_MLP_NORM, R_GATE, R_UP, R_DOWN };
+
+/* floats of one layer's activations, and of the rest of a pass */
+static uint64_t acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T)
+{
+    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
+    uint64_t F = (uint64_t)c->intermediate;
+    return N * (3 * H + 2 * q + 2 * kv + 3 * F) + nseq * (uint64_t)c->heads * T * T;
+}
+static uint64_t rest_floats(const mk_model_config *c, uint64_t N, uint64_t T)
+{
+    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
+    uint64_t F = (uint64_t)c->intermediate, V = (uint64_t)c->vocab, L = (uint64_t)c->layers;
+    /* xs (L + 1 rows of N x H), hf, dh, dx; logits; dq, datt, dk, dv; da, dg, du; ds; rstd, wt;
+     * tok, tgt (as floats); nll (2 each); rope tables */
+    return (L + 4) * N * H + N * V + 2 * N * q + 2 * N * kv + 3 * N * F + (uint64_t)c->heads * T * T + 6 * N + T * hd;
+}
+
+uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing)
+{
+    uint64_t N = (uint64_t)nseq * T, L = (uint64_t)c->layers;
+    uint64_t floats = 4 * numel + acts_floats(c, N, nseq, T) * (checkpointing ? 1 : L) + rest_floats(c, N, T) +
+                      2 * MK_CU_NORM_PARTS_MAX;
+    return floats * sizeof(float);
+}
+
+static const char *arch_of(const mk_model_config *c)
+{
+    return c->arch.model_type ? c->arch.model_type : c->arch.arch_name ? c->arch.arch_name : "model";
+}
+
+static mk_status check_model(mk_nn_train *t, const mk_model_config *c, mk_cu_train *g)
+{
+    if (mk_nn_train_lora_scale(t) != 0)
+        return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer does full finetuning only (no --lora or --qlora)");
+    for (size_t l = 0; l < g->L; l++) {
+        for (size_t i = 0; i < N_ROLES; i++) {
+            g->off[l][i] = mk_nn_train_offset(t, (long)l, layer_roles[i], false);
+            if (g->off[l][i] < 0)
+                return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer needs the %s weight of layer %zu (%s has none)",
+                                mk_role_name(layer_roles[i]), l, arch_of(c));
+            if (mk_nn_train_offset(t, (long)l, layer_roles[i], true) >= 0)
+                return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer has no biases yet: layer %zu of this %s has a %s bias", l,
+                                arch_of(c), mk_role_name(layer_roles[i]));
+        }
+        if (mk_nn_train_offset(t, (long)l, MK_ROLE_Q_NORM, false) >= 0 || mk_nn_train_offset(t, (long)l, MK_ROLE_K_NORM, false) >= 0)
+            return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer has no q/k norms yet (this %s has them)", arch_of(c));
+    }
+    g->emb = mk_nn_train_offset(t, -1, MK_ROLE_TOK_EMBED, false);
+    g->fnorm = mk_nn_train_offset(t, -1, MK_ROLE_FINAL_NORM, false);
+    g->head = mk_nn_train_offset(t, -1, MK_ROLE_LM_HEAD, false);
+    if (g->emb < 0 || g->fnorm < 0 || g->head < 0)
+        return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer needs the token embedding, the final norm and lm_head");
+    return MK_OK;
+}
+
+/* Carve one layer's activations out of *b. */
+static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
+{
+#define TAKE(f, n) (a->f = *b, *b += (n))
+    TAKE(h1, N * g->H), TAKE(q, N * g->q), TAKE(k, N * g->kv), TAKE(v, N * g->kv), TAKE(att, N * g->q), TAKE(xmid, N * g->H);
+    TAKE(h2, N * g->H), TAKE(g, N * g->F), TAKE(u, N * g->F), TAKE(a, N * g->F);
+    TAKE(p, g->nseq_cap * g->nh * g->T_cap * g->T_cap);
+#undef TAKE
+}
+
+mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out)
+{
+    *out = NULL;
+    if (!nseq || !T) return mk_error(MK_ERR_USAGE, "an empty micro-batch (%zu sequences of %zu tokens)", nseq, T);
+    char why[256];
+    if (!mk_cu_available(why, sizeof why)) return mk_error(MK_ERR_UNSUPPORTED, "--device cuda: %s", why);
+    const mk_model_config *c = mk_nn_train_config(t);
+    mk_cu_train *g = mk_calloc(1, sizeof *g);
+    if (!g) return MK_ERR_NOMEM;
+    g->cfg = c;
+    g->H = (size_t)c->hidden, g->nh = (size_t)c->heads, g->nkv = (size_t)c->kv_heads, g->hd = (size_t)c->head_dim;
+    g->F = (size_t)c->intermediate, g->V = mk_nn_train_vocab(t), g->L = (size_t)c->layers;
+    g->q = g->nh * g->hd, g->kv = g->nkv * g->hd;
+    g->eps = (float)c->norm_eps, g->scale = (float)c->query_scale;
+    g->nseq_cap = nseq, g->T_cap = T, g->ckpt = checkpointing;
+    g->numel = mk_nn_train_numel(t);
+    g->n_tab = mk_nn_train_n_params(t);
+    size_t N = nseq * T;
+    g->off = mk_calloc(g->L ? g->L : 1, sizeof *g->off);
+    g->tab = mk_calloc(g->n_tab ? g->n_tab : 1, sizeof *g->tab);
+    g->a = mk_calloc(checkpointing ? 1 : g->L ? g->L : 1, sizeof *g->a);
+    g->htgt = mk_malloc(N * sizeof *g->htgt);
+    g->hwt = mk_malloc(N * sizeof *g->hwt);
+    g->hnll = mk_malloc(N * sizeof *g->hnll);
+    mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK) s = check_model(t, c, g);
+    for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
+    uint64_t need = mk_cu_train_bytes(c, g->numel, nseq, T, checkpointing), fb = 0, tb = 0;
+    if (s == MK_OK && mk_cu_mem_info(&fb, &tb) == MK_OK && need + MK_CU_TRAIN_RESERVE > fb)
+        s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB",
+                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30));
+    if (s == MK_OK) s = mk_cu_alloc((void **)&g->buf, 4 * g->numel * sizeof(float));
+    if (s == MK_OK) {
+        g->w = g->buf, g->gr = g->buf + g->numel, g->m = g->buf + 2 * g->numel, g->v = g->buf + 3 * g->numel;
+        s = mk_cu_put(g->w, mk_nn_train_weights(t), g->numel * sizeof(float));
+        mk_cu_zero(g->gr, 3 * g->numel * sizeof(float));
+    }
+    uint64_t af = acts_floats(c, N, nseq, T), rf = rest_floats(c, N, T);
+    size_t nacts = checkpointing ? 1 : g->L;
+    if (s == MK_OK) s = mk_cu_alloc((void **)&g->arena, (af * nacts + rf + 2 * MK_CU_NORM_PARTS_MAX) * sizeof(float));
+    if (s == MK_OK) {
+        float *b = g->arena; /* the doubles first: 8-byte aligned */
+        g->nll = (double *)(void *)b, b += 2 * N;
+        g->norm_part = (double *)(void *)b, b += 2 * MK_CU_NORM_PARTS_MAX;
+#define TAKE(f, n) (g->f = b, b += (n))
+        TAKE(xs, (g->L + 1) * N * g->H), TAKE(hf, N * g->H), TAKE(dh, N * g->H), TAKE(dx, N * g->H), TAKE(logits, N * g->V);
+        TAKE(dq, N * g->q), TAKE(datt, N * g->q), TAKE(dk, N * g->kv), TAKE(dv, N * g->kv);
+        TAKE(da, N * g->F), TAKE(dg, N * g->F), TAKE(du, N * g->F), TAKE(ds, g->nh * T * T), TAKE(rstd, N), TAKE(wt, N);
+        TAKE(cosd, T * g->hd / 2), TAKE(sind, T * g->hd / 2);
+#undef TAKE
+        g->tok = (int32_t *)(void *)b, b += N;
+        g->tgt = (int32_t *)(void *)b, b += N;
+        for (size_t i = 0; i < nacts; i++) acts_at(g, N, &b, &g->a[i]);
+    }
+    if (s != MK_OK) {
+        mk_cu_train_close(g);
+        return s;
+    }
+    *out = g;
+    return MK_OK;
+}
+
+void mk_cu_train_close(mk_cu_train *g)
+{
+    if (!g) return;
+    mk_cu_free(g->buf);
+    mk_cu_free(g->arena);
+    free(g->off), free(g->tab), free(g->a), free(g->htgt), free(g->hwt), free(g->hnll);
+    free(g);
+}
+
+static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, acts *a, float *xout)
+{
+    size_t N = nseq * T, H = g->H;
+    mk_cu_rmsnorm(a->h1, xin, W(g, l, R_ATTN_NORM), N, H, g->eps, NULL);
+    mk_cu_linear(a->h1, N, H, W(g, l, R_Q), g->q, 0.0f, a->q);
+    mk_cu_linear(a->h1, N, H, W(g, l, R_K), g->kv, 0.0f, a->k);
+    mk_cu_linear(a->h1, N, H, W(g, l, R_V), g->kv, 0.0f, a->v);
+    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    for (size_t s = 0; s < nseq; s++) {
+        mk_cu_rope(a->q + s * T * g->q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
+        mk_cu_rope(a->k + s * T * g->kv, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
+        mk_cu_attention(a->q + s * T * g->q, a->k + s * T * g->kv, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window,
+                        a->att + s * T * g->q, a->p + s * g->nh * T * T);
+    }
+    mk_cu_linear(a->att, N, g->q, W(g, l, R_O), H, 0.0f, a->xmid);
+    mk_cu_add(a->xmid, xin, N * H);
+    mk_cu_rmsnorm(a->h2, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps, NULL);
+    mk_cu_linear(a->h2, N, H, W(g, l, R_GATE), g->F, 0.0f, a->g);
+    mk_cu_linear(a->h2, N, H, W(g, l, R_UP), g->F, 0.0f, a->u);
+    mk_cu_swiglu(a->g, a->u, a->a, N * g->F);
+    mk_cu_linear(a->a, N, g->F, W(g, l, R_DOWN), H, 0.0f, xout);
+    mk_cu_add(xout, a->xmid, N * H);
+}
+
+/* dx: the gradient of the layer's output on entry, of its input on return */
+static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, const acts *a, float *dx)
+{
+    size_t N = nseq * T, H = g->H, F = g->F;
+    mk_cu_zero(g->da, N * F * sizeof(float));
+    mk_cu_linear_bwd(a->a, N, F, W(g, l, R_DOWN), H, dx, g->da, G(g, l, R_DOWN));
+    mk_cu_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    mk_cu_zero(g->dh, N * H * sizeof(float));
+    mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_GATE), F, g->dg, g->dh, G(g, l, R_GATE));
+    mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_UP), F, g->du, g->dh, G(g, l, R_UP));
+    mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
+
+    mk_cu_zero(g->datt, N * g->q * sizeof(float));
+    mk_cu_linear_bwd(a->att, N, g->q, W(g, l, R_O), H, dx, g->datt, G(g, l, R_O));
+    mk_cu_zero(g->dk, N * g->kv * sizeof(float));
+    mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    for (size_t s = 0; s < nseq; s++) {
+        size_t oq = s * T * g->q, ok = s * T * g->kv;
+        mk_cu_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
+                            g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
+        mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
+    }
+    mk_cu_zero(g->dh, N * H * sizeof(float));
+    mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_Q), g->q, g->dq, g->dh, G(g, l, R_Q));
+    mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_K), g->kv, g->dk, g->dh, G(g, l, R_K));
+    mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_V), g->kv, g->dv, g->dh, G(g, l, R_V));
+    mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
+}
+
+/* the rotary tables for T positions (the CPU's, copied) */
+static mk_status rope_tables(mk_cu_train *g, size_t T)
+{
+    if (g->rope_T == (long)T) return MK_OK;
+    mk_nn_rope_tab r;
+    MK_TRY(mk_nn_rope_init(&r, &g->cfg->rope, g->hd, g->cfg->max_pos, T));
+    mk_status s = MK_OK;
+    if (r.half * 2 != g->hd)
+        s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer rotates whole heads (this model rotates %zu of %zu dimensions)",
+                     2 * r.half, g->hd);
+    if (s == MK_OK) s = mk_cu_put(g->cosd, r.cos, T * r.half * sizeof(float));
+    if (s == MK_OK) s = mk_cu_put(g->sind, r.sin, T * r.half * sizeof(float));
+    g->half = r.half;
+    mk_nn_rope_free(&r);
+    if (s == MK_OK) g->rope_T = (long)T;
+    return s;
+}
+
+mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
+                           bool backward, double *wnll)
+{
+    if (!nseq || !T) return MK_OK;
+    if (nseq * T > g->nseq_cap * g->T_cap || T > g->T_cap || nseq > g->nseq_cap)
+        return mk_error(MK_ERR_USAGE, "a micro-batch of %zu x %zu tokens; the CUDA trainer was sized for %zu x %zu", nseq, T,
+                        g->nseq_cap, g->T_cap);
+    size_t N = nseq * T, H = g->H, L = g->L;
+    for (size_t i = 0; i < N; i++)
+        if (tok[i] < 0 || (size_t)tok[i] >= g->V)
+            return mk_error(MK_ERR_USAGE, "token id %d is outside the model's vocabulary of %zu", tok[i], g->V);
+    /* position j predicts token j + 1 of its row with that token's weight; a row's last none */
+    for (size_t i = 0; i < N; i++) {
+        bool last = i % T + 1 == T;
+        g->htgt[i] = last ? 0 : tok[i + 1];
+        g->hwt[i] = last ? 0.0f : w[i + 1];
+    }
+    MK_TRY(rope_tables(g, T));
+    MK_TRY(mk_cu_put(g->tok, tok, N * sizeof *tok));
+    MK_TRY(mk_cu_put(g->tgt, g->htgt, N * sizeof *g->htgt));
+    MK_TRY(mk_cu_put(g->wt, g->hwt, N * sizeof *g->hwt));
+    mk_cu_embed_fwd(g->tok, N, H, g->w + g->emb, g->xs);
+    for (size_t l = 0; l < L; l++) layer_forward(g, l, g->xs + l * N * H, nseq, T, &g->a[g->ckpt ? 0 : l], g->xs + (l + 1) * N * H);
+    mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->w + g->fnorm, N, H, g->eps, NULL);
+    mk_cu_linear(g->hf, N, H, g->w + g->head, g->V, 0.0f, g->logits);
+    mk_cu_xent(g->logits, N, g->V, g->tgt, g->wt, scale, g->nll);
+    MK_TRY(mk_cu_sync());
+    MK_TRY(mk_cu_get(g->hnll, g->nll, N * sizeof *g->hnll));
+    double sum = 0;
+    for (size_t i = 0; i < N; i++)
+        if (g->hwt[i] != 0) sum += (double)g->hwt[i] * g->hnll[i];
+    *wnll += sum;
+    if (!backward) return MK_OK;
+    mk_cu_zero(g->dh, N * H * sizeof(float));
+    mk_cu_linear_bwd(g->hf, N, H, g->w + g->head, g->V, g->logits, g->dh, g->gr + g->head);
+    mk_cu_zero(g->dx, N * H * sizeof(float));
+    mk_cu_rmsnorm_bwd(g->xs + L * N * H, g->w + g->fnorm, g->dh, N, H, g->eps, g->dx, g->gr + g->fnorm, g->rstd);
+    for (size_t l = L; l-- > 0;) {
+        acts *a = &g->a[g->ckpt ? 0 : l];
+        if (g->ckpt) layer_forward(g, l, g->xs + l * N * H, nseq, T, a, g->hf); /* hf is free now */
+        layer_backward(g, l, g->xs + l * N * H, nseq, T, a, g->dx);
+    }
+    mk_cu_embed_bwd(g->tok, N, H, g->dx, g->gr + g->emb);
+    return mk_cu_sync();
+}
+
+void mk_cu_train_zero_grad(mk_cu_train *g) { mk_cu_zero(g->gr, g->numel * sizeof(float)); }
+
+mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double eps, double weight_decay, double lr, long step,
+                           double max_norm, double *norm)
+{
+    MK_TRY(mk_cu_grad_norm(g->gr, g->numel, g->norm_part, norm));
+    if (!isfinite(*norm)) return MK_OK; /* the caller refuses the step; nothing changes */
+    mk_cu_grad_clip(g->gr, g->numel, *norm, max_norm);
+    for (size_t i = 0; i < g->n_tab; i++) {
+        const mk_nn_param *p = &g->tab[i];
+        mk_cu_adamw(beta1, beta2, eps, weight_decay, lr, step, p->decay, g->w + p->off, g->gr + p->off, g->m + p->off,
+                    g->v + p->off, NULL, p->numel);
+    }
+    return mk_cu_sync();
+}
+
+mk_status mk_cu_train_get(mk_cu_train *g, float *weights, float *grads)
+{
+    MK_TRY(mk_cu_sync());
+    if (weights) MK_TRY(mk_cu_get(weights, g->w, g->numel * sizeof(float)));
+    if (grads) MK_TRY(mk_cu_get(grads, g->gr, g->numel * sizeof(float)));
+    return MK_OK;
+}
+
+mk_status mk_cu_train_get_moments(mk_cu_train *g, float *m, float *v)
+{
+    MK_TRY(mk_cu_sync());
+    if (m) MK_TRY(mk_cu_get(m, g->m, g->numel * sizeof(float)));
+    if (v) MK_TRY(mk_cu_get(v, g->v, g->numel * sizeof(float)));
+    return MK_OK;
+}
+
+mk_status mk_cu_train_put(mk_cu_train *g, const float *weights, const float *m, const float *v)
+{
+    MK_TRY(mk_cu_sync());
+    MK_TRY(mk_cu_put(g->w, weights, g->numel * sizeof(float)));
+    MK_TRY(mk_cu_put(g->m, m, g->numel * sizeof(float)));
+    return mk_cu_put(g->v, v, g->numel * sizeof(float));
+}
+
+const mk_cu_train_api mk_cu_train_impl = {mk_cu_train_open, mk_cu_train_close, mk_cu_train_pass, mk_cu_train_zero_grad,
+                                          mk_cu_train_step, mk_cu_train_get,  mk_cu_train_get_moments, mk_cu_train_put};

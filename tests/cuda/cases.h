@@ -1,0 +1,45 @@
+/* cases.h - every kernel of nn/cuda/mk_cuda.h, forward and backward, against the CPU kernel it
+ * must match, on random inputs of several shapes (grouped heads, a sliding window, rows longer
+ * than a block). Linked with the CPU emulation (nn/cuda/emu.c) in the unit tests and with the
+ * device (nn/cuda/kernels.cu) in `make test-cuda`, each with its own tolerances; and the
+ * training pass built on them against the CPU trainer on a tiny model.
+ * An error is the largest |got - want| over the largest |want| of the output; a failure names
+ * the worst element. */
+#ifndef MK_TESTS_CUDA_CASES_H
+#define MK_TESTS_CUDA_CASES_H
+
+#include "../../formats/model.h"
+#include "../../nn/backward.h"
+
+typedef struct mk_cu_tol {
+    const char *name; /* the precision, in messages */
+    double elem;      /* elementwise kernels (embedding, RoPE, SwiGLU, AdamW, scaling) */
+    double reduce;    /* kernels with a row reduction (RMSNorm, softmax cross-entropy, norm) */
+    double attn;      /* attention (scores, softmax, weighted sums) */
+    double matmul;    /* cuBLAS products */
+    double grad;      /* a tiny model's gradients, norm and weights after 10 steps (per tensor) */
+    double loss;      /* its losses over 10 steps */
+} mk_cu_tol;
+
+/* report(ok, what, detail) once per check; returns the number of failed checks. */
+typedef void (*mk_cu_report)(bool ok, const char *what, const char *detail);
+int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report);
+/* The CUDA trainer (nn/cuda/cu_train.h) against the CPU trainer on a tiny llama (untied, and
+ * tied with checkpointing) and a mistral with a sliding window of 5, made by `mk_bin synth` in tmpdir: one step's gradients, the norm,
+ * 10 AdamW steps' losses and the weights after them; and finetune's loop (mk_train_run) with
+ * the device's trainer against the CPU's, stopped and resumed. Returns the failed checks. */
+/* A tiny f32 model for the trainer's checks: `mk_bin synth dir --dtype float32 ARGS` (err: the
+ * command when it fails), and opened for training (mk_cu_tmodel_close also after a failure). */
+typedef struct mk_cu_tmodel {
+    mk_source *src;
+    mk_model_config cfg;
+    bool has_cfg;
+    mk_nn_train *t;
+} mk_cu_tmodel;
+bool mk_cu_tmodel_synth(const char *mk_bin, const char *dir, const char *args, char *err, size_t cap);
+mk_status mk_cu_tmodel_open(const char *dir, mk_cu_tmodel *m);
+void mk_cu_tmodel_close(mk_cu_tmodel *m);
+
+int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
+
+#endif

@@ -1,0 +1,90 @@
+/* test_cuda_emu.c - the CUDA kernels' per-thread bodies (nn/cuda/bodies.h) run over their grids
+ * on the CPU (nn/cuda/emu.c) against the CPU kernels they must match (tests/cuda/cases.c):
+ * the same comparisons `make test-cuda` runs on a device, here with the emulation's
+ * tolerances; and the CUDA trainer (nn/cuda/train.c) on the emulated kernels against the CPU
+ * trainer on a tiny llama. No GPU or nvcc is needed. */
+#include "harness.h"
+
+#include <stdlib.h>
+
+#include "../../core/mk_thread.h"
+#include "../../formats/model.h"
+#include "../../nn/cuda/cu_train.h"
+#include "../../nn/cuda/mk_cuda.h"
+#include "../cuda/cases.h"
+
+/* The emulation runs the bodies with the CPU's compiler flags (no contraction into fused
+ * multiply-adds), so elementwise kernels are the CPU's bytes; reductions are summed in a tree
+ * in double instead of in order (1e-6 of the largest output); attention sums its scores in
+ * double where the CPU's BLAS uses float (1e-5); products go through BLAS in another order. */
+/* Through a 2-layer model the differences add up to 1e-6 of the largest gradient of a tensor
+ * (1e-5 allowed) and less in the loss. */
+static const mk_cu_tol EMU_TOL = {"emulated f32", 0.0, 1e-6, 1e-5, 1e-5, 1e-5, 1e-6};
+
+static void report(bool ok, const char *what, const char *detail)
+{
+    if (!ok) mk_test_fail(__FILE__, __LINE__, "%s: %s", what, detail);
+    if (getenv("MK_CU_VERBOSE")) printf("%s %s: %s\n", ok ? "ok" : "FAIL", what, detail);
+}
+
+MK_TEST(cuda_emulated_kernels_match_cpu)
+{
+    CHECK_EQ_INT(mk_cu_run_cases(&EMU_TOL, report), 0);
+}
+
+MK_TEST(cuda_emulated_trainer_matches_cpu_trainer)
+{
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    mk_threads_set(1); /* the CPU trainer's bytes do not depend on it; a tiny model runs fastest so */
+    CHECK_EQ_INT(mk_cu_run_model(bin, mk_test_tmpdir(), &EMU_TOL, report), 0);
+    mk_threads_set(0);
+}
+
+/* The trainer's device memory: what mk_cu_train_bytes says (the figure a run is refused by)
+ * against what it allocates (the emulation counts its "device" bytes), and the refusal when
+ * the device has less free. */
+MK_TEST(cuda_emulated_trainer_memory_estimate)
+{
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    char dir[1024], err[1200] = "";
+    snprintf(dir, sizeof dir, "%s/cuda-mem", mk_test_tmpdir());
+    mk_cu_tmodel m = {0};
+    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, "--hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80", err,
+                                 sizeof err),
+              "%s", err);
+    CHECK_OK(mk_cu_tmodel_open(dir, &m));
+    mk_nn_train *t = m.t;
+    mk_model_config cfg = m.cfg;
+    if (!t) {
+        mk_cu_tmodel_close(&m);
+        return;
+    }
+    mk_threads_set(1);
+    int32_t tok[3 * 24];
+    float w[3 * 24];
+    for (size_t i = 0; i < 3 * 24; i++) tok[i] = (int32_t)(i * 7 % 80), w[i] = 1;
+    for (int ck = 0; ck < 2; ck++) {
+        uint64_t est = mk_cu_train_bytes(&cfg, mk_nn_train_numel(t), 3, 24, ck), peak = 0;
+        mk_cu_emu_memory(0, NULL);
+        mk_cu_train *g = NULL;
+        double wnll = 0;
+        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
+        if (g) CHECK_OK(mk_cu_train_pass(g, tok, w, 3, 24, 0.01f, true, &wnll));
+        mk_cu_train_close(g);
+        mk_cu_emu_memory(0, &peak);
+        if (getenv("MK_CU_VERBOSE")) printf("checkpointing %d: peak %llu estimate %llu\n", ck, (unsigned long long)peak, (unsigned long long)est);
+        /* the estimate is what the trainer allocates */
+        CHECK_MSG(peak == est,
+                  "checkpointing %d: the trainer holds %llu bytes at most, the estimate is %llu", ck, (unsigned long long)peak,
+                  (unsigned long long)est);
+        /* a device with one byte less free than that and the reserve is refused, naming both figures */
+        mk_cu_emu_memory(est + MK_CU_TRAIN_RESERVE - 1, NULL);
+        CHECK_ERR(mk_cu_train_open(t, 3, 24, ck, &g), MK_ERR_NOMEM, "of GPU memory, the device has");
+        mk_cu_emu_memory(est + MK_CU_TRAIN_RESERVE, NULL);
+        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
+        mk_cu_train_close(g);
+        mk_cu_emu_memory(0, NULL);
+    }
+    mk_threads_set(0);
+    mk_cu_tmodel_close(&m);
+}
