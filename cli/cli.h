@@ -218,14 +218,17 @@ struct mk_output_split;
 mk_status mk_cli_parts_resolve(mk_cli_parts *x, bool dry_run, bool mpi);
 /* The manifest a part records in OUT.tmp: this command line, the working directory, the plan. */
 mk_status mk_cli_parts_manifest(mk_parts_manifest *m, const char *command, int argc, char **argv, const char *plan, unsigned n);
-/* --dry-run --parts N: each part's shards and bytes. */
-void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json);
+/* --dry-run --parts N: each part's shards (unit "shard"; a GGUF file's "tensor" regions) and bytes. */
+void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json, const char *unit);
+/* The sizes of src's files, appended to a plan's hash text. */
+void mk_cli_parts_hash_inputs(mk_buf *b, const mk_source *src);
 /* After this process's part (exit code rc): under MPI every rank's outcome goes to rank 0, which
  * names the failed parts or finalizes OUT; the job's exit code. Otherwise rc. */
 int mk_cli_parts_after(const mk_cli_parts *x, int rc, const char *out, const mk_common *c);
 /* The finalize step of `command`, run by `mergekit-c finalize` with the manifest's command line. */
 int mk_cmd_merge_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_quantize_finalize(int argc, char **argv, const mk_parts_manifest *m);
+int mk_cmd_convert_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_eval(int argc, char **argv);
 int mk_cmd_finetune(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);

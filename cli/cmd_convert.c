@@ -12,6 +12,8 @@
 #include "cli.h"
 
 #include "../core/mk_dtype.h"
+#include "../core/mk_hash.h"
+#include "../formats/output.h"
 #include "../formats/gguf_write.h"
 #include "../formats/safetensors.h"
 #include "../core/mk_parallel.h"
@@ -20,9 +22,11 @@
 #include "../quant/ggml.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* --type names: the ggml type and llama.cpp's general.file_type (LlamaFileType) */
 static const struct {
@@ -208,7 +212,9 @@ static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
 #define CHUNK_VALUES (1u << 18)
 #define WINDOW_CHUNKS 32
 
-static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsigned char *enc)
+/* Tensor ti (plan row q): streamed in order, or, into a part's shared file (w->random), put in
+ * its place and hashed into h. */
+static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, uint64_t ti, unsigned char *enc, mk_hasher *h)
 {
     const mk_ggml_type *ty = mk_ggml_type_of(q->type);
     job j = {src, q, 0, CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, enc, 0};
@@ -217,7 +223,13 @@ static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsig
     for (j.row0 = 0; j.row0 < q->rows; j.row0 += window) {
         uint64_t nr = q->rows - j.row0 < window ? q->rows - j.row0 : window;
         MK_TRY(mk_parallel_chunks((nr + j.rows_per_chunk - 1) / j.rows_per_chunk, encode_chunk, &j, tls_new, tls_free));
-        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
+        if (!w->random) {
+            MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
+            continue;
+        }
+        MK_TRY(mk_gguf_w_at(w, ti, j.row0 * row_bytes, enc, (size_t)(nr * row_bytes)));
+        mk_hasher_update(h, enc, (size_t)(nr * row_bytes));
+        mk_testpoint(); /* a part's region half written */
     }
     return MK_OK;
 }
@@ -299,28 +311,50 @@ mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
     return MK_OK;
 }
 
-mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
+/* --part, --parts, --dry-run and finalize (split_run, below) */
+typedef struct split_opts {
+    mk_cli_parts parts;
+    bool dry_run;
+    const mk_parts_manifest *finalize;
+    int argc;
+    char **argv;
+} split_opts;
+
+static mk_status split_run(const mk_common *c, conv *v, const char *out, bool force, const split_opts *x);
+
+/* OUT in one process, streamed in order. */
+static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
+{
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    double t0 = mk_now();
+    mk_status s = mk_gguf_w_begin(&v->w, out, force);
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) {
+        s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc, NULL);
+        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK) s = mk_gguf_w_commit(&v->w);
+    if (s == MK_OK) report(c, v, out, mk_now() - t0);
+    return s;
+}
+
+static mk_status convert_run(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name,
+                             const split_opts *x)
 {
     conv v;
     memset(&v, 0, sizeof v);
     MK_TRY(mk_cli_gguf_type_check("--type", type_s));
     v.ti = type_row(type_s);
-    MK_TRY(mk_cli_check_output(out, &in, 1));
-    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    bool split = x && (x->dry_run || x->parts.p.n || x->finalize);
+    if (!x || !x->dry_run) MK_TRY(mk_cli_check_output(out, &in, 1));
+    if (mk_path_exists(out) && !force && !(x && x->dry_run))
+        return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (!split) MK_TRY(mk_parts_refuse_plain(out)); /* the atomic writer would start OUT.tmp afresh */
     MK_TRY(mk_cli_open_model_values(in, &v.src));
     mk_gguf_w_init(&v.w);
     mk_status s = prepare(&v, in, name);
-    mk_progress prog;
-    mk_progress_init(&prog, "convert", c);
-    double t0 = mk_now();
-    if (s == MK_OK) s = mk_gguf_w_begin(&v.w, out, force);
-    for (size_t i = 0; s == MK_OK && i < v.np; i++) {
-        s = write_tensor(&v.w, v.src, &v.p[i], v.enc);
-        mk_progress_cb(&prog, i + 1, v.np, 0, 0, v.src->tensors[v.p[i].src].name);
-    }
-    mk_progress_end(&prog);
-    if (s == MK_OK) s = mk_gguf_w_commit(&v.w);
-    if (s == MK_OK) report(c, &v, out, mk_now() - t0);
+    if (s == MK_OK) s = split ? split_run(c, &v, out, force, x) : write_whole(c, &v, out, force);
     mk_gguf_w_free(&v.w);
     free(v.enc);
     free(v.name);
@@ -330,14 +364,22 @@ mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, con
     return s;
 }
 
-int mk_cmd_convert(int argc, char **argv)
+mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
+{
+    return convert_run(c, in, out, type_s, force, name, NULL);
+}
+
+static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     mk_common c = {0};
     const char *type = "f16";
     bool force = false;
+    split_opts x = {.finalize = finalize, .argc = argc, .argv = argv};
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
+        {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
+        MK_PART_OPTS(x.parts),
         MK_COMMON_OPTS(c),
         MK_HUB_OPTS(c),
         {0},
@@ -351,14 +393,221 @@ int mk_cmd_convert(int argc, char **argv)
         "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
         "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
         "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
-        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.",
+        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.\n"
+        "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
+        "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"
+        "place: the same bytes as one process (docs/cluster.md).",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
-    mk_status s = mk_cli_convert_gguf(&c, pos[0], pos[1], type, force, NULL);
-    return s == MK_OK ? 0 : mk_cli_fail(s);
+    mk_status s = mk_cli_parts_resolve(&x.parts, x.dry_run, !finalize && !x.dry_run);
+    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type, force, NULL, &x);
+    rc = s == MK_OK ? 0 : mk_cli_fail(s);
+    return mk_cli_parts_after(&x.parts, rc, pos[1], &c);
+}
+
+int mk_cmd_convert(int argc, char **argv) { return convert_main(argc, argv, NULL); }
+
+int mk_cmd_convert_finalize(int argc, char **argv, const mk_parts_manifest *m) { return convert_main(argc, argv, m); }
+
+/* ---- --part: one GGUF file written by several processes (formats/parts.h) ------------------
+ * Every part plans the same file (header, tensor infos, offsets), so each can size the shared
+ * OUT.gguf.tmp/OUT.gguf, write the header and put its tensors' bytes in place; the tensors are
+ * split between parts by bytes (mk_parts_split), each part's record lists its tensors' sizes
+ * and hashes, and finalize checks the records and the file's size and header, then renames it. */
+
+typedef struct split_plan {
+    char *key;          /* the plan's hash */
+    char *file;         /* OUT's file name: the shared file in OUT.tmp */
+    char **names;       /* [np] borrowed from v->p */
+    uint64_t *size;     /* [np] tensor data bytes */
+    uint32_t *part_of;  /* [np] */
+} split_plan;
+
+static void split_plan_free(split_plan *sp)
+{
+    free(sp->key);
+    free(sp->file);
+    free(sp->names);
+    free(sp->size);
+    free(sp->part_of);
+}
+
+/* The plan's hash: the whole header (metadata, vocabulary, every tensor's name, type, shape
+ * and offset), the input's file sizes and tensors. */
+static mk_status split_plan_make(const conv *v, const char *out, unsigned n, split_plan *sp)
+{
+    memset(sp, 0, sizeof *sp);
+    mk_buf b = {0};
+    if (!(sp->file = mk_path_basename(out))) return MK_ERR_NOMEM;
+    mk_buf_printf(&b, "convert|mergekit-c %s|%s", MK_VERSION, sp->file);
+    mk_cli_parts_hash_inputs(&b, v->src);
+    mk_buf_puts(&b, "|");
+    mk_gguf_w_header(&v->w, &b);
+    sp->key = b.failed ? NULL : mk_parts_plan_hash(b.data, b.len, v->src->tensors, v->src->n_tensors);
+    mk_buf_free(&b);
+    size_t np = v->np ? v->np : 1;
+    sp->names = mk_calloc(np, sizeof *sp->names);
+    sp->size = mk_calloc(np, sizeof *sp->size);
+    sp->part_of = mk_calloc(np, sizeof *sp->part_of);
+    if (!sp->key || !sp->names || !sp->size || !sp->part_of) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < v->np; i++) {
+        sp->names[i] = (char *)v->p[i].name;
+        sp->size[i] = v->w.nbytes[i];
+    }
+    mk_parts_split(sp->size, v->np, n ? n : 1, sp->part_of);
+    return MK_OK;
+}
+
+static void print_dry_run(const mk_common *c, const conv *v)
+{
+    char b[32];
+    if (c->json) printf("[");
+    for (size_t i = 0; i < v->np; i++) {
+        const plan *q = &v->p[i];
+        if (c->json)
+            printf("%s\n  {\"name\": \"%s\", \"type\": \"%s\", \"shape\": [%llu, %llu], \"bytes\": %llu}", i ? "," : "", q->name,
+                   mk_ggml_type_of(q->type)->name, (unsigned long long)q->cols, (unsigned long long)q->rows,
+                   (unsigned long long)v->w.nbytes[i]);
+        else
+            printf("  %-40s %-6s %8llu x %-8llu %s\n", q->name, mk_ggml_type_of(q->type)->name, (unsigned long long)q->rows,
+                   (unsigned long long)q->cols, mk_fmt_bytes(v->w.nbytes[i], b));
+    }
+    mk_buf h = {0};
+    mk_gguf_w_header(&v->w, &h);
+    if (c->json) printf("\n]\n");
+    else printf("%zu tensors, %s with the header\n", v->np, mk_fmt_bytes(h.len + v->w.data_size, b));
+    mk_buf_free(&h);
+}
+
+/* Part p: its tensors into the shared file, then its completion record. */
+static mk_status write_part(const mk_common *c, conv *v, const char *out, const split_opts *x, const split_plan *sp)
+{
+    mk_part p = x->parts.p;
+    mk_parts_manifest man = {0};
+    char *tmp = mk_parts_tmp_path(out), *path = tmp ? mk_path_join(tmp, sp->file) : NULL;
+    mk_out_file *reg = mk_calloc(v->np ? v->np : 1, sizeof *reg);
+    int locks[2] = {-1, -1};
+    size_t nr = 0;
+    mk_status s = path && reg ? mk_cli_parts_manifest(&man, "convert", x->argc, x->argv, sp->key, p.n) : MK_ERR_NOMEM;
+    if (s == MK_OK && !(man.file = mk_strdup(sp->file))) s = MK_ERR_NOMEM;
+    bool done = s == MK_OK && mk_parts_complete(tmp, p, sp->key);
+    if (done && !c->quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", p.i, p.n, out);
+    if (s == MK_OK && !done) s = mk_parts_join(tmp, &man, p, locks);
+    if (s == MK_OK && !done) s = mk_gguf_w_begin_shared(&v->w, path);
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    double t0 = mk_now();
+    for (size_t i = 0; s == MK_OK && !done && i < v->np; i++) {
+        if (sp->part_of[i] != p.i - 1) continue;
+        mk_hasher *h = mk_hasher_new();
+        if (!h) s = MK_ERR_NOMEM;
+        if (s == MK_OK) s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc, h);
+        if (s == MK_OK) {
+            reg[nr].name = sp->names[i];
+            reg[nr].size = sp->size[i];
+            mk_hash128_hex(mk_hasher_digest(h), reg[nr++].hash);
+        }
+        mk_hasher_free(h);
+        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK && !done) s = mk_gguf_w_sync(&v->w);
+    if (s == MK_OK && !done) s = mk_parts_record(tmp, p, sp->key, reg, nr, NULL, 0);
+    if (s == MK_OK && !done && !c->quiet)
+        fprintf(stderr, "mergekit-c: wrote part %u/%u of %s: %zu tensor(s) in %.1f s%s%s\n", p.i, p.n, out, nr, mk_now() - t0,
+                x->parts.mpi ? "" : "; once every part is done: mergekit-c finalize ", x->parts.mpi ? "" : out);
+    mk_parts_release(locks);
+    mk_parts_manifest_free(&man);
+    free(reg);
+    free(path);
+    free(tmp);
+    return s;
+}
+
+/* The shared file: its size and header those of the plan. */
+static mk_status check_file(conv *v, const char *path, const char *tmp)
+{
+    mk_buf h = {0};
+    mk_gguf_w_header(&v->w, &h);
+    uint64_t want = h.len + v->w.data_size;
+    char *have = h.failed ? NULL : mk_malloc(h.len);
+    if (!have) {
+        mk_buf_free(&h);
+        return MK_ERR_NOMEM;
+    }
+    mk_rfile rf;
+    mk_status s = mk_path_exists(path) ? mk_rfile_open(&rf, path)
+                                       : mk_error(MK_ERR_MISMATCH, "%s: holds no %s; rerun every part, then finalize", tmp, path);
+    if (s == MK_OK) {
+        if (rf.size != want)
+            s = mk_error(MK_ERR_MISMATCH, "%s: is %llu bytes, not the plan's %llu; rerun every part, then finalize", path,
+                         (unsigned long long)rf.size, (unsigned long long)want);
+        if (s == MK_OK) s = mk_rfile_read(&rf, 0, have, h.len);
+        if (s == MK_OK && memcmp(have, h.data, h.len) != 0)
+            s = mk_error(MK_ERR_MISMATCH, "%s: its GGUF header is not this plan's; rerun every part, then finalize", path);
+        mk_rfile_close(&rf);
+    }
+    if (s == MK_OK) v->w.pos = want; /* for the report */
+    free(have);
+    mk_buf_free(&h);
+    return s;
+}
+
+/* finalize: every part's record and the shared file checked, the file renamed to OUT, OUT.tmp
+ * removed. Nothing is changed when it refuses. */
+static mk_status finalize_file(const mk_common *c, conv *v, const char *out, bool force, const mk_parts_manifest *m,
+                               const split_plan *sp)
+{
+    char *tmp = mk_parts_tmp_path(out), *abs = tmp ? mk_path_absolute(tmp) : NULL;
+    char *path = tmp ? mk_path_join(tmp, sp->file) : NULL, *dir = mk_path_dirname(out);
+    mk_out_file *adopt = mk_calloc(v->np ? v->np : 1, sizeof *adopt);
+    int lock = -1;
+    mk_status s = abs && path && dir && adopt ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && (!m->self || strcmp(abs, m->self) != 0 || !m->file || strcmp(m->file, sp->file) != 0))
+        s = mk_error(MK_ERR_MISMATCH, "%s: its manifest names another output (%s, from %s); finalize it where the parts ran",
+                     m->self ? m->self : "OUT.tmp", abs, m->cwd);
+    if (s == MK_OK && strcmp(sp->key, m->plan) != 0)
+        s = mk_error(MK_ERR_MISMATCH,
+                     "%s: the parts were written for another plan than this input and these options make now; rerun every "
+                     "part, then finalize",
+                     tmp);
+    if (s == MK_OK) s = mk_parts_hold(tmp, &lock);
+    if (s == MK_OK) s = mk_parts_check(tmp, m, sp->names, sp->size, sp->part_of, v->np, adopt, NULL);
+    if (s == MK_OK) s = check_file(v, path, tmp);
+    if (s == MK_OK && mk_path_exists(out) && !force)
+        s = mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (s == MK_OK && rename(path, out) != 0) s = mk_error(MK_ERR_IO, "%s: cannot rename to %s: %s", path, out, strerror(errno));
+    if (s == MK_OK) s = mk_fsync_dir(dir);
+    if (s == MK_OK) s = mk_rm_rf(tmp);
+    if (s == MK_OK) report(c, v, out, 0);
+    if (lock >= 0) close(lock);
+    free(adopt);
+    free(dir);
+    free(path);
+    free(abs);
+    free(tmp);
+    return s;
+}
+
+static mk_status split_run(const mk_common *c, conv *v, const char *out, bool force, const split_opts *x)
+{
+    unsigned n = x->finalize ? x->finalize->n : x->parts.parts ? (unsigned)x->parts.parts : x->parts.p.n;
+    split_plan sp;
+    mk_status s = split_plan_make(v, out, n, &sp);
+    if (s == MK_OK && x->dry_run && !n) print_dry_run(c, v);
+    else if (s == MK_OK && x->dry_run) {
+        mk_output_split os = {v->np, sp.names, sp.size, sp.part_of};
+        mk_cli_parts_print(&os, n, c->json, "tensor");
+    } else if (s == MK_OK && x->finalize) {
+        s = finalize_file(c, v, out, force, x->finalize, &sp);
+    } else if (s == MK_OK) {
+        s = write_part(c, v, out, x, &sp);
+    }
+    split_plan_free(&sp);
+    return s;
 }
 
 /* ---- a GGUF file filled by a consumer (merge's OUT.gguf) ------------------------------ */

@@ -744,7 +744,7 @@ static mk_status print_split(merge_run *m)
     mk_output_opts oo = {.shard_size = m->o->shard_size};
     mk_output_split sp;
     MK_TRY(mk_output_split_build(t, nt, &oo, n, &sp));
-    mk_cli_parts_print(&sp, n, m->o->c.json);
+    mk_cli_parts_print(&sp, n, m->o->c.json, "shard");
     mk_output_split_free(&sp);
     return MK_OK;
 }
