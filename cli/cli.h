@@ -131,8 +131,25 @@ mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s);
  * takes the values (any order, several threads); commit renames it to OUT and reports; free
  * removes OUT.tmp unless committed. */
 typedef struct mk_cli_gguf_out mk_cli_gguf_out;
+/* A GGUF file split between processes (docs/cluster.md): what the command's --part, --parts
+ * (with --dry-run) and finalize ask for. Every part sizes the one file OUT.gguf.tmp/OUT.gguf,
+ * writes its header and only its own tensors (split by bytes); finalize checks the parts'
+ * records and the file and renames it. */
+typedef struct mk_cli_gguf_split {
+    const char *command;               /* the manifest's command, which finalize replays */
+    const char *key;                   /* the command's own plan text (recipe, options), or NULL */
+    const struct mk_cli_parts *parts;  /* p: this part; parts: --parts N */
+    bool dry_run;                      /* print the tensors (or, with --parts, the split); write nothing */
+    const mk_parts_manifest *finalize; /* finalize: the parts' manifest */
+    int argc;
+    char **argv;                       /* the command line the manifest records */
+    const mk_common *c;
+} mk_cli_gguf_split;
+/* X: NULL, or a split (a part: CONS gets only its tensors, the others read as done). *finished:
+ * nothing to compute (a dry run, a finalize, a part already complete); then commit is not
+ * called. */
 mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
-                               bool force, bool allow_overflow, mk_consumer *cons);
+                               bool force, bool allow_overflow, const mk_cli_gguf_split *x, mk_consumer *cons, bool *finished);
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
 void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
 

@@ -230,7 +230,9 @@ int mk_cmd_finalize(int argc, char **argv)
         "(the recipe or input, the options, the number of parts); otherwise nothing is changed and the\n"
         "parts to rerun are named. The recorded command is replayed from the directory the parts ran\n"
         "in: the inputs are read again for the side files and the input hashes of the provenance\n"
-        "record, not for the tensors. The result is the same bytes as one process writing OUT.\n"
+        "record, not for the tensors. A GGUF file written in parts (convert, or a merge to OUT.gguf) is\n"
+        "checked (every part's record, its size and header) and renamed from OUT.gguf.tmp/ into place.\n"
+        "The result is the same bytes as one process writing OUT.\n"
         "See docs/cluster.md (Slurm job arrays, mpirun).",
         opts, 1, 1, 0};
     char *pos[1];

@@ -238,6 +238,26 @@ t_fail "convert: finalize refuses a file of the wrong size" 1 "g.gguf: is 1000 b
 t_absent "convert: nothing finalized from a damaged file" g.gguf
 rm -rf g.gguf g.gguf.tmp
 
+# a merge straight to GGUF (--out-type) splits the same way: each part computes only its tensors
+"$MK" "$R" mg.gguf --out-type q8_0 -q && mv mg.gguf mgref.gguf
+for n in 2 3; do
+    rm -rf mg.gguf mg.gguf.tmp
+    if d=$(run_parts $n mg.gguf "$MK" "$R" mg.gguf --out-type q8_0) && cmp -s mgref.gguf mg.gguf && [ ! -e mg.gguf.tmp ]; then
+        ok "merge to GGUF in $n part(s), run apart and finalized: byte-identical to one process"
+    else
+        notok "merge to GGUF in $n part(s)" "${d:-mg.gguf differs from one process's, or mg.gguf.tmp left}"
+    fi
+done
+rm -rf mg.gguf mg.gguf.tmp
+"$MK" "$R" mg.gguf --out-type q8_0 --part 3/3 -v 2>mg3.err
+want=$("$MK" "$R" mg.gguf --out-type q8_0 --dry-run --parts 3 2>/dev/null | sed -n 's|^  part 3/3: \([0-9]*\) tensor.*|\1|p')
+got=$(sed -n 's/.*computed and wrote \([0-9]*\) tensor.*/\1/p' mg3.err)
+[ -n "$want" ] && [ "$got" = "$want" ] && ok "merge to GGUF, part 3/3 computes only its $want tensors" ||
+    notok "merge to GGUF part 3/3" "computed '$got', its share '$want'"
+t_fail "merge to GGUF: a part of another recipe cannot join" 1 "mg.gguf.tmp: holds the parts of another plan" \
+    "$MK" other.yaml mg.gguf --out-type q8_0 --part 1/3 -q
+rm -rf mg.gguf mg.gguf.tmp
+
 # mpirun: ranks are the parts, rank 0 finalizes (an MPI build: make MPI=1)
 MPIBIN=""
 if "$MK" --version | grep -q "Open MPI"; then MPIBIN=$MK
@@ -248,13 +268,13 @@ if [ -z "$MPIBIN" ] || ! command -v mpirun >/dev/null 2>&1; then
 else
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
     for np in 2 4; do
-        rm -rf out out.tmp qout qout.tmp g.gguf g.gguf.tmp
+        rm -rf out out.tmp qout qout.tmp g.gguf g.gguf.tmp mg.gguf mg.gguf.tmp
         if mpirun -n $np --oversubscribe "$MPIBIN" "$R" out/ $MOPT -q >mpi.log 2>&1 &&
             mpirun -n $np --oversubscribe "$MPIBIN" quantize base/ qout $QOPT -q >>mpi.log 2>&1 &&
             mpirun -n $np --oversubscribe "$MPIBIN" convert base/ g.gguf $GOPT -q >>mpi.log 2>&1 &&
-            d=$(same_dir mref out) && d=$(same_dir qref qout) && cmp -s gref.gguf g.gguf; then
-            rm -f g.gguf
-            ok "mpirun -n $np: merge, quantize and convert to GGUF byte-identical to one process"
+            mpirun -n $np --oversubscribe "$MPIBIN" "$R" mg.gguf --out-type q8_0 -q >>mpi.log 2>&1 &&
+            d=$(same_dir mref out) && d=$(same_dir qref qout) && cmp -s gref.gguf g.gguf && cmp -s mgref.gguf mg.gguf; then
+            ok "mpirun -n $np: merge, quantize, convert to GGUF and merge to GGUF byte-identical to one process"
         else
             notok "mpirun -n $np" "${d:-$(tail -n 3 mpi.log)}"
         fi
