@@ -137,19 +137,21 @@ typedef struct mk_cli_gguf_out mk_cli_gguf_out;
  * records and the file and renames it. */
 typedef struct mk_cli_gguf_split {
     const char *command;               /* the manifest's command, which finalize replays */
-    const char *key;                   /* the command's own plan text (recipe, options), or NULL */
+    char *key;                         /* the command's own plan text (recipe, options), or NULL (convert);
+                                        * allocated: mk_cli_gguf_out_open frees it (NULL there: no memory) */
     const struct mk_cli_parts *parts;  /* p: this part; parts: --parts N */
     bool dry_run;                      /* print the tensors (or, with --parts, the split); write nothing */
     const mk_parts_manifest *finalize; /* finalize: the parts' manifest */
     int argc;
     char **argv;                       /* the command line the manifest records */
     const mk_common *c;
+    bool finished;                     /* out: nothing to compute (a dry run, a finalize, a part already
+                                        * complete); then commit is not called */
 } mk_cli_gguf_split;
-/* X: NULL, or a split (a part: CONS gets only its tensors, the others read as done). *finished:
- * nothing to compute (a dry run, a finalize, a part already complete); then commit is not
- * called. */
+/* X: NULL, or what the command asks (a split when X->parts has a part or X has finalize or
+ * dry_run; a part's CONS gets only its tensors, the others read as done). */
 mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
-                               bool force, bool allow_overflow, const mk_cli_gguf_split *x, mk_consumer *cons, bool *finished);
+                               bool force, bool allow_overflow, mk_cli_gguf_split *x, mk_consumer *cons);
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
 void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
 

@@ -389,7 +389,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     const char *type = "f16";
     bool force = false;
     mk_cli_parts parts = {0};
-    mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c};
+    mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c, false};
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
@@ -757,11 +757,11 @@ static int cmp_folder(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y;
 }
 
-mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
-                               bool force, bool allow_overflow, const mk_cli_gguf_split *x, mk_consumer *cons, bool *finished)
+static mk_status gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_cli_gguf_split *xs, mk_consumer *cons)
 {
     *gp = NULL;
-    *finished = false;
+    const mk_cli_gguf_split *x = xs && (xs->parts->p.n || xs->finalize || xs->dry_run) ? xs : NULL;
     MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
     if (mk_path_exists(out) && !force && !(x && x->dry_run))
         return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
@@ -806,11 +806,22 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t s
     free(pos);
     MK_TRY(s);
     g->x = x;
-    if (x) MK_TRY(split_begin(&g->v, out, force, x, &g->st, finished));
+    if (x) MK_TRY(split_begin(&g->v, out, force, x, &g->st, &xs->finished));
     else MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
     cons->ops = x ? &part_ops : &out_ops;
     cons->impl = g;
     return MK_OK;
+}
+
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_cli_gguf_split *x, mk_consumer *cons)
+{
+    if (x) x->finished = false;
+    mk_status s = x && !x->key && strcmp(x->command, "convert") != 0
+                      ? MK_ERR_NOMEM
+                      : gguf_out_open(gp, like, shard_size, out, type_s, force, allow_overflow, x, cons);
+    if (x) free(x->key), x->key = NULL; /* taken: its hash is in the plan's */
+    return s;
 }
 
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)

@@ -1104,27 +1104,15 @@ static mk_status run_merge_gguf(merge_run *m)
     if (s == MK_OK) s = pick_chat(m, &gl.chat);
     mk_cli_gguf_out *g = NULL;
     mk_consumer cons = {0};
-    /* a split file (--part, finalize, --dry-run --parts): cmd_convert.c's, keyed by this plan */
-    char *key = m->o->parts.p.n || m->o->finalize || m->o->dry_run ? job_key(m, true) : NULL;
-    mk_cli_gguf_split x = {"merge", key, &m->o->parts, m->o->dry_run, m->o->finalize, m->o->argc, m->o->argv, &m->o->c};
-    bool finished = false;
-    if (s == MK_OK && (m->o->parts.p.n || m->o->finalize || m->o->dry_run) && !key) s = MK_ERR_NOMEM;
+    mk_cli_gguf_split x = {"merge", s == MK_OK ? job_key(m, true) : NULL, &m->o->parts, m->o->dry_run, m->o->finalize, m->o->argc, m->o->argv, &m->o->c, false}; /* --part, finalize, --dry-run --parts */
     if (s == MK_OK)
-        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force,
-                                 m->o->allow_crimes, key ? &x : NULL, &cons, &finished);
-    free(key);
-    if (s == MK_OK && finished) {
-        mk_cli_gguf_out_free(g);
-        free(gl.config);
-        free(gl.chat);
-        return MK_OK;
-    }
+        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &x, &cons);
     mk_testpoint(); /* header written, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};
     hash_job hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
-    s = compute(m, &cons, "merge", &hj, s, &es);
-    if (s == MK_OK) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
+    if (!x.finished) s = compute(m, &cons, "merge", &hj, s, &es);
+    if (s == MK_OK && !x.finished) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
     mk_cli_gguf_out_free(g);
     free(gl.config);
     free(gl.chat);
@@ -1199,8 +1187,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
-    bool to_gguf = m.gguf && (!o.dry_run || o.parts.parts); /* --dry-run --parts N: the GGUF file's split */
-    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : to_gguf ? run_merge_gguf(&m) : run_merge(&m, NULL);
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && (!o.dry_run || o.parts.parts) ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     merge_run_free(&m);
