@@ -317,7 +317,7 @@ static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x,
 static void split_free(split_state *st);
 static uint32_t split_owner(const split_state *st, size_t i);
 
-/* --part of convert: this part's tensors into the shared file. */
+/* convert with --part (this part's tensors into the shared file), --dry-run or finalize. */
 static mk_status convert_part(mk_common *c, conv *v, const char *out, bool force, const mk_cli_gguf_split *x)
 {
     split_state *st = NULL;
