@@ -117,15 +117,7 @@ static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, 
     char *qc = mk_qplan_config_json(plan);
     mk_buf b = {0};
     mk_buf_printf(&b, "quantize|mergekit-c %s|%llu|%s", MK_VERSION, (unsigned long long)o->shard_size, qc ? qc : "");
-    for (size_t f = 0; f < src->n_files; f++) {
-        uint64_t size = 0;
-        mk_rfile rf;
-        if (mk_rfile_open(&rf, src->files[f]) == MK_OK) {
-            size = rf.size;
-            mk_rfile_close(&rf);
-        }
-        mk_buf_printf(&b, "|%llu", (unsigned long long)size);
-    }
+    mk_cli_parts_hash_inputs(&b, src);
     char *key = qc && !b.failed ? mk_parts_plan_hash(b.data, b.len, plan->out, plan->n_out) : NULL;
     free(qc);
     mk_buf_free(&b);
@@ -175,7 +167,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
         mk_output_opts so = {.shard_size = o->shard_size};
         mk_output_split sp;
         if (s == MK_OK && np && (s = mk_output_split_build(plan.out, plan.n_out, &so, np, &sp)) == MK_OK) {
-            mk_cli_parts_print(&sp, np, o->c.json);
+            mk_cli_parts_print(&sp, np, o->c.json, "shard");
             mk_output_split_free(&sp);
         } else if (s == MK_OK) {
             print_dry_run(&plan, &o->c);
