@@ -158,7 +158,7 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
         const mk_adamw *a = &o->adam;
         MK_TRY(s->dev->step(s->g, a->beta1, a->beta2, a->eps, a->weight_decay, lr, step + 1, o->clip, &norm));
         if (!isfinite(norm)) return mk_error(MK_ERR_NUMERIC, "step %ld: the gradient norm is %g (lower --lr?)", step + 1, norm);
-        *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN};
+        *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN, NAN};
         return MK_OK;
     }
     norm = mk_grad_norm(g, n);
