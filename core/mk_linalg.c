@@ -19,6 +19,11 @@ mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what)
 mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh, const char *what)
 {
     MK_TRY(mk_linalg_check_size(m, n, what));
+    /* LAPACKE refuses NaN input as a bad argument: name the matrix instead */
+    for (uint64_t e = 0; e < m * n; e++)
+        if (!isfinite(d[e]))
+            return mk_error(MK_ERR_NUMERIC, "%s: the matrix to decompose has NaN or Inf values (element %llu)", what,
+                            (unsigned long long)e);
     uint64_t kf = m < n ? m : n;
     float *a = mk_malloc((size_t)(m * n) * sizeof *a);
     if (!a) return MK_ERR_NOMEM;

@@ -370,7 +370,7 @@ SV_METHOD(cart, SV_CART)
 
 const mk_method mk_method_tsv = {
     .name = "tsv",
-    .summary = "TSV-Merge (Gargiulo et al. 2025): each task's top singular vectors, decorrelated by Procrustes",
+    .summary = "TSV-Merge (Gargiulo et al. 2025, arXiv 2412.00081): each task's top singular vectors, decorrelated by Procrustes",
     .params = tsv_params,
     .base = MK_BASE_REQUIRED,
     .min_inputs = 1,
@@ -381,7 +381,7 @@ const mk_method mk_method_tsv = {
 
 const mk_method mk_method_iso_c = {
     .name = "iso_c",
-    .summary = "Iso-C (Marczak et al. 2025): the summed task matrix with a flat (isotropic) spectrum",
+    .summary = "Iso-C (Marczak et al. 2025, arXiv 2502.04959): the summed task matrix with a flat (isotropic) spectrum",
     .params = iso_c_params,
     .base = MK_BASE_REQUIRED,
     .min_inputs = 1,
@@ -392,7 +392,7 @@ const mk_method mk_method_iso_c = {
 
 const mk_method mk_method_iso_cts = {
     .name = "iso_cts",
-    .summary = "Iso-CTS (Marczak et al. 2025): common plus task-specific subspaces, isotropic spectrum",
+    .summary = "Iso-CTS (Marczak et al. 2025, arXiv 2502.04959): common plus task-specific subspaces, isotropic spectrum",
     .params = iso_cts_params,
     .base = MK_BASE_REQUIRED,
     .min_inputs = 1,
@@ -403,7 +403,7 @@ const mk_method mk_method_iso_cts = {
 
 const mk_method mk_method_cart = {
     .name = "cart",
-    .summary = "CART (Choi et al. 2024): the average plus low-rank task vectors centred on it",
+    .summary = "CART (Choi et al. 2024, arXiv 2412.12153): the average plus low-rank task vectors centred on it",
     .params = cart_params,
     .base = MK_BASE_REQUIRED,
     .min_inputs = 1,

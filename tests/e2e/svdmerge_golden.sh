@@ -64,3 +64,18 @@ recipe tsv "sv_reduction: 1.5"
 t_fail "tsv: sv_reduction above 1 is refused" 2 "sv_reduction" "$MK" merge bad.yaml bad-out -q
 recipe cart "rank_ratio: -0.1"
 t_fail "cart: a negative rank_ratio is refused" 2 "rank_ratio" "$MK" merge bad.yaml bad-out -q
+
+# NaN in a task matrix (merges warn and carry on by default): the SVD path stops with an
+# error naming the tensor, leaving no output
+cp -r "$G/ft1" nanft && cp -r "$G/base" nanbase
+hl=$(od -An -t u8 -N8 nanft/model.safetensors | tr -d ' ')
+printf '\000\000\300\177' | dd of=nanft/model.safetensors bs=1 seek=$((8 + hl + 100)) conv=notrunc status=none
+first=$(head -c $((8 + hl)) nanft/model.safetensors | tail -c +9 | grep -o '"[a-z_.0-9]*":{"dtype":"F32","shape":\[[0-9,]*\],"data_offsets":\[0,' | head -n 1 | cut -d'"' -f2)
+printf 'merge_method: tsv\nbase_model: nanbase/\nmodels:\n  - model: nanft/\n  - model: %s/ft2/\n' "$G" >nan.yaml
+"$MK" merge nan.yaml nan-out -q >"$T/.out" 2>"$T/.err"
+rc=$?
+if [ $rc -eq 1 ] && grep -q "error: $first: the matrix to decompose has NaN or Inf values" "$T/.err" && [ ! -e nan-out ]; then
+    ok "tsv: NaN in a task matrix is an error naming $first, no output"
+else
+    notok "tsv: NaN in a task matrix" "exit $rc, output $(ls -d nan-out 2>/dev/null): $(cat "$T/.err")"
+fi
