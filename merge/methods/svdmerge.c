@@ -359,55 +359,25 @@ static mk_status sv_run(const mk_merge_job *job, sv_kind kind)
 
 static bool sv_identity(const mk_merge_job *job) { return job->n_in == 1 && job->base == 0; }
 
-#define SV_METHOD(id, kind_)                                                                                           \
+/* One method of the family: its check and run bound to its kind, and its table entry. */
+#define SV_METHOD(id, kind_, summary_)                                                                                 \
     static mk_status id##_check(const mk_merge_job *job) { return sv_check(job, kind_); }                              \
-    static mk_status id##_run(const mk_merge_job *job) { return sv_run(job, kind_); }
+    static mk_status id##_run(const mk_merge_job *job) { return sv_run(job, kind_); }                                  \
+    const mk_method mk_method_##id = {                                                                                 \
+        .name = #id,                                                                                                   \
+        .summary = summary_,                                                                                           \
+        .params = id##_params,                                                                                         \
+        .base = MK_BASE_REQUIRED,                                                                                      \
+        .min_inputs = 1,                                                                                               \
+        .check = id##_check,                                                                                           \
+        .run = id##_run,                                                                                               \
+        .is_identity = sv_identity,                                                                                    \
+    };
 
-SV_METHOD(tsv, SV_TSV)
-SV_METHOD(iso_c, SV_ISO_C)
-SV_METHOD(iso_cts, SV_ISO_CTS)
-SV_METHOD(cart, SV_CART)
-
-const mk_method mk_method_tsv = {
-    .name = "tsv",
-    .summary = "TSV-Merge (Gargiulo et al. 2025, arXiv 2412.00081): each task's top singular vectors, decorrelated by Procrustes",
-    .params = tsv_params,
-    .base = MK_BASE_REQUIRED,
-    .min_inputs = 1,
-    .check = tsv_check,
-    .run = tsv_run,
-    .is_identity = sv_identity,
-};
-
-const mk_method mk_method_iso_c = {
-    .name = "iso_c",
-    .summary = "Iso-C (Marczak et al. 2025, arXiv 2502.04959): the summed task matrix with a flat (isotropic) spectrum",
-    .params = iso_c_params,
-    .base = MK_BASE_REQUIRED,
-    .min_inputs = 1,
-    .check = iso_c_check,
-    .run = iso_c_run,
-    .is_identity = sv_identity,
-};
-
-const mk_method mk_method_iso_cts = {
-    .name = "iso_cts",
-    .summary = "Iso-CTS (Marczak et al. 2025, arXiv 2502.04959): common plus task-specific subspaces, isotropic spectrum",
-    .params = iso_cts_params,
-    .base = MK_BASE_REQUIRED,
-    .min_inputs = 1,
-    .check = iso_cts_check,
-    .run = iso_cts_run,
-    .is_identity = sv_identity,
-};
-
-const mk_method mk_method_cart = {
-    .name = "cart",
-    .summary = "CART (Choi et al. 2024, arXiv 2412.12153): the average plus low-rank task vectors centred on it",
-    .params = cart_params,
-    .base = MK_BASE_REQUIRED,
-    .min_inputs = 1,
-    .check = cart_check,
-    .run = cart_run,
-    .is_identity = sv_identity,
-};
+SV_METHOD(tsv, SV_TSV,
+          "TSV-Merge (Gargiulo et al. 2025, arXiv 2412.00081): each task's top singular vectors, decorrelated by Procrustes")
+SV_METHOD(iso_c, SV_ISO_C,
+          "Iso-C (Marczak et al. 2025, arXiv 2502.04959): the summed task matrix with a flat (isotropic) spectrum")
+SV_METHOD(iso_cts, SV_ISO_CTS,
+          "Iso-CTS (Marczak et al. 2025, arXiv 2502.04959): common plus task-specific subspaces, isotropic spectrum")
+SV_METHOD(cart, SV_CART, "CART (Choi et al. 2024, arXiv 2412.12153): the average plus low-rank task vectors centred on it")
