@@ -14,9 +14,13 @@
 mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what);
 
 /* Thin SVD of row-major d [m, n] (m, n > 0): u [m, kf], s [kf] (descending), vh [kf, n],
- * kf = min(m, n); LAPACK's sgesdd. d is not changed. MK_ERR_NUMERIC when it does not converge
+ * kf = min(m, n); LAPACK's sgesdd, else sgesvd. d is not changed. MK_ERR_NUMERIC when it does not converge
  * or the values are not finite. */
 mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh, const char *what);
+/* The same, choosing the LAPACK routine: qr_only skips sgesdd (divide and conquer) for sgesvd
+ * (QR iteration), which mk_svd_thin falls back to when sgesdd does not converge. */
+mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
+                             const char *what);
 
 /* The orthogonal polar factor of row-major x [m, n]: out [m, n] = U Vh from the thin SVD
  * x = U S Vh, the nearest matrix with orthonormal columns (m >= n) or rows (m < n) in the

@@ -34,15 +34,18 @@ MK_TEST(linalg_svd_reconstructs)
     const uint64_t m = 13, n = 7, kf = 7;
     float d[13 * 7], u[13 * 7], s[7], vh[7 * 7], r[13 * 7];
     fill(d, m * n, 1);
-    CHECK(mk_svd_thin(d, m, n, u, s, vh, "t") == MK_OK);
-    for (uint64_t q = 1; q < kf; q++) CHECK_MSG(s[q] <= s[q - 1], "singular values not descending at %llu", (unsigned long long)q);
-    for (uint64_t i = 0; i < m; i++)
-        for (uint64_t q = 0; q < kf; q++) u[i * kf + q] *= s[q];
-    mk_gemm(false, false, m, n, kf, 1.0f, u, kf, vh, n, 0.0f, r, n);
-    uint64_t at = 0;
-    double w = worst(r, d, m * n, &at);
-    CHECK_MSG(w < LINALG_TOL, "U S Vh differs from the matrix by %g at [%llu] (got %g, want %g)", w, (unsigned long long)at,
-              r[at], d[at]);
+    for (int qr = 0; qr <= 1; qr++) { /* sgesdd, and the sgesvd fallback */
+        CHECK(mk_svd_thin_method(qr, d, m, n, u, s, vh, "t") == MK_OK);
+        for (uint64_t q = 1; q < kf; q++)
+            CHECK_MSG(s[q] <= s[q - 1], "singular values not descending at %llu", (unsigned long long)q);
+        for (uint64_t i = 0; i < m; i++)
+            for (uint64_t q = 0; q < kf; q++) u[i * kf + q] *= s[q];
+        mk_gemm(false, false, m, n, kf, 1.0f, u, kf, vh, n, 0.0f, r, n);
+        uint64_t at = 0;
+        double w = worst(r, d, m * n, &at);
+        CHECK_MSG(w < LINALG_TOL, "%s: U S Vh differs from the matrix by %g at [%llu] (got %g, want %g)",
+                  qr ? "sgesvd" : "sgesdd", w, (unsigned long long)at, r[at], d[at]);
+    }
 }
 
 MK_TEST(linalg_polar_is_orthonormal_and_closest)
