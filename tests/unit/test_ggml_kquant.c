@@ -1,0 +1,194 @@
+/* test_ggml_kquant.c - the k-quants against llama.cpp itself (tools/gen-golden-gguf-kquant.py,
+ * llama-cpp-python's libggml-base and llama_model_quantize):
+ *  - quant/ggml_kquant.c: every block of tests/golden/gguf/kquant.safetensors byte-identical
+ *    to quantize_row_q*_K_ref's (tolerance: none; a failure prints the case, the type and the
+ *    first differing block, both byte strings);
+ *  - round trip through quant/ggml.c's decoder: on the finite cases each value within
+ *    rt_tol[type] x its row's largest magnitude + RT_ABS (f16 scales cannot step finer: rows
+ *    of 1e-20 decode to zeros; a failure prints the worst element);
+ *  - quant/ggml_mix.c: every tensor type of tests/golden/gguf/kquant-mix.txt (llama.cpp's own
+ *    choices for each mix on two synthetic Llamas, one needing the 32-value fallbacks). */
+#include "harness.h"
+
+#include "../../formats/safetensors.h"
+#include "../../model/gguf_names.h"
+#include "../../quant/ggml.h"
+#include "../../quant/ggml_mix.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static const struct {
+    const char *name;
+    uint32_t type;
+    double rt_tol; /* round trip: max |x - decoded| / max |x| of the row */
+} KT[] = {
+    {"q2_k", MK_GGML_Q2_K, 0.4}, {"q3_k", MK_GGML_Q3_K, 0.3}, {"q4_k", MK_GGML_Q4_K, 0.1},
+    {"q5_k", MK_GGML_Q5_K, 0.075}, {"q6_k", MK_GGML_Q6_K, 0.025}, /* measured worst: .33 .23 .07 .057 .016 */
+};
+
+#define RT_ABS 1e-6
+
+static void *read_all(mk_source *s, const char *name, size_t *len)
+{
+    long i = mk_source_find(s, name);
+    if (i < 0) return NULL;
+    *len = (size_t)s->tensors[i].nbytes;
+    void *b = malloc(*len ? *len : 1);
+    if (b && s->ops->read(s, (size_t)i, 0, *len, b) == MK_OK) return b;
+    free(b);
+    return NULL;
+}
+
+static void hex(const uint8_t *p, unsigned n, char *out)
+{
+    for (unsigned i = 0; i < n && i < 48; i++) sprintf(out + 2 * i, "%02x", p[i]);
+}
+
+MK_TEST(ggml_kquant_golden)
+{
+    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/gguf/kquant.safetensors", root);
+    mk_source *s = NULL;
+    if (mk_safetensors_open(path, &s) != MK_OK) {
+        mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
+        return;
+    }
+    size_t checked = 0, want_n = 0, blocks = 0;
+    for (size_t c = 0; c < s->n_tensors; c++) want_n += strchr(s->tensors[c].name, '.') != NULL;
+    for (size_t c = 0; c < s->n_tensors; c++) {
+        const mk_tensor_info *ti = &s->tensors[c];
+        if (strchr(ti->name, '.')) continue;
+        size_t xlen = 0;
+        float *x = read_all(s, ti->name, &xlen);
+        CHECK(x != NULL && ti->ndim == 2);
+        if (!x || ti->ndim != 2) {
+            free(x);
+            continue;
+        }
+        uint64_t n = xlen / 4, cols = (uint64_t)ti->shape[1], rows = n / cols;
+        /* rows with f16 scales out of range decode to Inf/NaN (as llama.cpp's): no round trip */
+        bool finite_rt = strcmp(ti->name, "range") != 0;
+        for (size_t k = 0; k < sizeof KT / sizeof KT[0]; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s.%s", ti->name, KT[k].name);
+            const mk_ggml_type *t = mk_ggml_type_of(KT[k].type);
+            size_t wlen = 0;
+            uint8_t *want = read_all(s, name, &wlen);
+            uint64_t nb = n / t->block;
+            uint8_t *got = calloc(nb * t->bytes + 1, 1);
+            float *dq = malloc(n * sizeof *dq);
+            CHECK_MSG(want && wlen == nb * t->bytes, "%s: missing or %zu bytes", name, wlen);
+            if (want && got && dq && wlen == nb * t->bytes) {
+                CHECK(mk_ggml_encode(KT[k].type, x, nb, got));
+                for (uint64_t b = 0; b < nb; b++, blocks++)
+                    if (memcmp(got + b * t->bytes, want + b * t->bytes, t->bytes) != 0) {
+                        char g[100] = "", w[100] = "";
+                        unsigned off = 0;
+                        while (got[b * t->bytes + off] == want[b * t->bytes + off]) off++;
+                        hex(got + b * t->bytes, t->bytes, g);
+                        hex(want + b * t->bytes, t->bytes, w);
+                        mk_test_fail(__FILE__, __LINE__, "%s: block %llu of %llu differs at byte %u (tolerance: none)\n  got  %s\n  want %s", name,
+                                     (unsigned long long)b, (unsigned long long)nb, off, g, w);
+                        break;
+                    }
+                CHECK(mk_ggml_decode(KT[k].type, got, nb, dq));
+                for (uint64_t r = 0; finite_rt && r < rows; r++) {
+                    const float *xr = x + r * cols, *dr = dq + r * cols;
+                    double amax = 0, worst = 0;
+                    uint64_t at = 0;
+                    for (uint64_t j = 0; j < cols; j++) amax = fmax(amax, fabs(xr[j]));
+                    for (uint64_t j = 0; j < cols; j++)
+                        if (fabs((double)xr[j] - dr[j]) > worst) worst = fabs((double)xr[j] - dr[j]), at = j;
+                    CHECK_MSG(worst <= KT[k].rt_tol * amax + RT_ABS, "%s row %llu: round trip error %g at element %llu (%g decoded as %g) > %g x max |x| %g + %g",
+                              name, (unsigned long long)r, worst, (unsigned long long)at, (double)xr[at], (double)dr[at], KT[k].rt_tol, amax, RT_ABS);
+                }
+                checked++;
+            }
+            free(want);
+            free(got);
+            free(dq);
+        }
+        free(x);
+    }
+    CHECK_MSG(checked == want_n && checked >= 25 && blocks >= 100, "checked %zu case/type pairs of %zu, %zu blocks", checked, want_n, blocks);
+    mk_source_close(s);
+}
+
+/* all-zero and constant super-blocks decode to themselves exactly (zeros) or closely */
+MK_TEST(ggml_kquant_zero_block)
+{
+    float x[256] = {0}, y[256];
+    uint8_t b[256];
+    for (size_t k = 0; k < sizeof KT / sizeof KT[0]; k++) {
+        memset(b, 0xaa, sizeof b);
+        CHECK(mk_ggml_encode(KT[k].type, x, 1, b));
+        CHECK(mk_ggml_decode(KT[k].type, b, 1, y));
+        for (int j = 0; j < 256; j++) CHECK_MSG(y[j] == 0, "%s: zero block decodes to %g at %d", KT[k].name, (double)y[j], j);
+    }
+}
+
+static uint32_t mix_ftype(const char *mix)
+{
+    static const struct {
+        const char *name;
+        uint32_t ftype;
+    } m[] = {{"q2_k", MK_FTYPE_Q2_K},     {"q3_k_s", MK_FTYPE_Q3_K_S}, {"q3_k_m", MK_FTYPE_Q3_K_M},
+             {"q3_k_l", MK_FTYPE_Q3_K_L}, {"q4_k_s", MK_FTYPE_Q4_K_S}, {"q4_k_m", MK_FTYPE_Q4_K_M},
+             {"q5_k_s", MK_FTYPE_Q5_K_S}, {"q5_k_m", MK_FTYPE_Q5_K_M}, {"q6_k", MK_FTYPE_Q6_K}};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        if (strcmp(m[i].name, mix) == 0) return m[i].ftype;
+    return 0;
+}
+
+MK_TEST(ggml_mix_golden)
+{
+    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
+    char path[1024], line[256];
+    snprintf(path, sizeof path, "%s/tests/golden/gguf/kquant-mix.txt", root);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        mk_test_fail(__FILE__, __LINE__, "cannot open %s", path);
+        return;
+    }
+    struct {
+        char name[16];
+        mk_ggml_mix_model m;
+    } models[4];
+    int nm = 0;
+    size_t lines = 0, bad = 0, promoted = 0, fallback = 0;
+    while (fgets(line, sizeof line, f)) {
+        char a[16], mix[16], tname[96], type[16];
+        int layers, gqa, tied;
+        unsigned long long cols;
+        if (line[0] == '#') continue;
+        if (sscanf(line, "model %15s layers %d gqa %d tied %d", a, &layers, &gqa, &tied) == 4 && nm < 4) {
+            snprintf(models[nm].name, sizeof models[nm].name, "%s", a);
+            models[nm++].m = (mk_ggml_mix_model){layers, gqa, tied != 0, false};
+            continue;
+        }
+        if (sscanf(line, "%15s %15s %95s %llu %15s", a, mix, tname, &cols, type) != 5) {
+            CHECK_MSG(0, "unparsed line: %s", line);
+            continue;
+        }
+        int mi = 0;
+        while (mi < nm && strcmp(models[mi].name, a) != 0) mi++;
+        uint32_t ft = mix_ftype(mix), base = 0;
+        int want = mk_ggml_type_id(type);
+        CHECK_MSG(mi < nm && ft && want >= 0 && mk_ggml_mix_base(ft, &base), "bad line: %s", line);
+        if (mi == nm || !ft || want < 0) continue;
+        uint32_t got = mk_ggml_mix_type(ft, &models[mi].m, tname, cols);
+        lines++;
+        promoted += (uint32_t)want != base && mk_ggml_type_of((uint32_t)want)->block == 256;
+        fallback += mk_ggml_type_of((uint32_t)want)->block == 32;
+        if (got != (uint32_t)want && bad++ < 5)
+            mk_test_fail(__FILE__, __LINE__, "%s %s %s (%llu columns): ours %s, llama.cpp %s", a, mix, tname, cols,
+                         mk_ggml_type_of(got) ? mk_ggml_type_of(got)->name : "?", type);
+    }
+    fclose(f);
+    /* the golden exercises the rules: promotions and fallbacks, and both models */
+    CHECK_MSG(nm == 2 && lines > 1500 && promoted > 100 && fallback > 300, "models %d, lines %zu, promoted %zu, fallback %zu", nm, lines,
+              promoted, fallback);
+    CHECK_MSG(bad == 0, "%zu tensor types differ from llama.cpp's", bad);
+}
