@@ -8,6 +8,7 @@
 #include "ggml_kquant.h"
 
 #include "../core/mk_dtype.h"
+#include "../model/gguf_names.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -51,110 +52,163 @@ static void pack2(const uint8_t *L, uint8_t *q)
 
 /* ---- the group fits ---------------------------------------------------------------------- */
 
-/* x[0..n) ~ scale x L - m, L in 0..nmax, m >= 0 (make_qkx2_quants): start from the range
- * [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
- * extra levels), each with the weighted least-squares scale and offset for its codes, and
- * keep the one of least weighted error (absolute with mad, else squared). Returns the scale,
- * *m_out = m; L holds the codes. */
-static float fit_offset(int n, int nmax, const float *x, const float *w, uint8_t *L, float *m_out, float rmin, float rdelta,
-                        int nstep, bool mad)
+/* The group fits run on LANES groups at once, lane k being group k (values x[i * LANES + k]):
+ * every lane does exactly the scalar f32 operations of its group in the scalar order (so the
+ * bytes are the same), and the compiler can put the lanes in SIMD registers. Choices become
+ * per-lane selects; lanes whose result is fixed early (flat or all-zero groups) are masked. */
+#define LANES 16
+
+/* x ~ scale x L - m, L in 0..nmax, m >= 0 (make_qkx2_quants), n values a group: start from the
+ * range [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
+ * extra levels), each with the weighted least-squares scale and offset for its codes, and keep
+ * the one of least weighted error (absolute with mad, else squared). scale[k], m[k] and the
+ * codes L[i * LANES + k] per lane. */
+static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin,
+                                                              float rdelta, int nstep, bool mad)
 {
-    float lo = x[0], hi = x[0], sw = w[0], sx = w[0] * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < lo) lo = x[i];
-        if (x[i] > hi) hi = x[i];
-        sw += w[i];
-        sx += w[i] * x[i];
+    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES];
+    int32_t cand[32 * LANES];
+    for (int k = 0; k < LANES; k++) {
+        lo[k] = hi[k] = x[k];
+        sw[k] = w[k];
+        sx[k] = w[k] * x[k];
     }
-    if (lo > 0) lo = 0;
-    if (hi == lo) {
-        memset(L, 0, (size_t)n);
-        *m_out = -lo;
-        return 0;
+    for (int i = 1; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            lo[k] = v < lo[k] ? v : lo[k];
+            hi[k] = v > hi[k] ? v : hi[k];
+            sw[k] += w[i * LANES + k];
+            sx[k] += w[i * LANES + k] * v;
+        }
+    for (int k = 0; k < LANES; k++) {
+        lo[k] = lo[k] > 0 ? 0 : lo[k];
+        lo0[k] = lo[k];
+        best[k] = 0;
+        is0[k] = (float)nmax / (hi[k] - lo[k]);
+        scale[k] = 1 / is0[k];
     }
-    float iscale = (float)nmax / (hi - lo), scale = 1 / iscale, best = 0;
-    for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)clamp_i(round_k(iscale * (x[i] - lo)), 0, nmax);
-        float e = scale * L[i] + lo - x[i];
-        best += w[i] * (mad ? fabsf(e) : e * e);
-    }
-    uint8_t cand[32];
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            int32_t l = clamp_i(round_k(is0[k] * (v - lo[k])), 0, nmax);
+            L[i * LANES + k] = l;
+            float e = scale[k] * (float)l + lo[k] - v, ae = fabsf(e), se = e * e;
+            best[k] += w[i * LANES + k] * (mad ? ae : se);
+        }
     for (int step = 0; step <= nstep; step++) {
-        iscale = (rmin + rdelta * (float)step + (float)nmax) / (hi - lo);
-        float sl = 0, sl2 = 0, sxl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = clamp_i(round_k(iscale * (x[i] - lo)), 0, nmax);
-            cand[i] = (uint8_t)l;
-            sl += w[i] * (float)l;
-            sl2 += w[i] * (float)l * (float)l;
-            sxl += w[i] * (float)l * x[i];
+        float levels = rmin + rdelta * (float)step + (float)nmax, sl[LANES], sl2[LANES], sxl[LANES], is[LANES], s[LANES], m[LANES],
+              err[LANES];
+        int32_t upd[LANES];
+        for (int k = 0; k < LANES; k++) {
+            is[k] = levels / (hi[k] - lo[k]);
+            sl[k] = sl2[k] = sxl[k] = err[k] = 0;
         }
-        float det = sw * sl2 - sl * sl;
-        if (!(det > 0)) continue;
-        float s = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det;
-        if (m > 0) {
-            m = 0;
-            s = sxl / sl2;
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < LANES; k++) {
+                float v = x[i * LANES + k], wi = w[i * LANES + k];
+                int32_t l = clamp_i(round_k(is[k] * (v - lo[k])), 0, nmax);
+                cand[i * LANES + k] = l;
+                sl[k] += wi * (float)l;
+                sl2[k] += wi * (float)l * (float)l;
+                sxl[k] += wi * (float)l * v;
+            }
+        for (int k = 0; k < LANES; k++) {
+            float det = sw[k] * sl2[k] - sl[k] * sl[k];
+            upd[k] = det > 0;
+            s[k] = (sw[k] * sxl[k] - sx[k] * sl[k]) / det;
+            m[k] = (sl2[k] * sx[k] - sl[k] * sxl[k]) / det;
+            int32_t pos = m[k] > 0;
+            s[k] = pos ? sxl[k] / sl2[k] : s[k];
+            m[k] = pos ? 0 : m[k];
         }
-        float err = 0;
-        for (int i = 0; i < n; i++) {
-            float e = s * cand[i] + m - x[i];
-            err += w[i] * (mad ? fabsf(e) : e * e);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < LANES; k++) {
+                float e = s[k] * (float)cand[i * LANES + k] + m[k] - x[i * LANES + k], ae = fabsf(e), se = e * e;
+                err[k] += w[i * LANES + k] * (mad ? ae : se);
+            }
+        for (int k = 0; k < LANES; k++) {
+            upd[k] = upd[k] & (err[k] < best[k]);
+            best[k] = upd[k] ? err[k] : best[k];
+            scale[k] = upd[k] ? s[k] : scale[k];
+            lo[k] = upd[k] ? m[k] : lo[k];
         }
-        if (err < best) {
-            memcpy(L, cand, (size_t)n);
-            best = err;
-            scale = s;
-            lo = m;
-        }
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < LANES; k++) L[i * LANES + k] = (cand[i * LANES + k] & -upd[k]) | (L[i * LANES + k] & ~-upd[k]);
     }
-    *m_out = -lo;
-    return scale;
+    /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
+    for (int k = 0; k < LANES; k++) {
+        bool flat = hi[k] == lo0[k];
+        scale_out[k] = flat ? 0 : scale[k];
+        m_out[k] = -(flat ? lo0[k] : lo[k]);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++) L[i * LANES + k] = hi[k] == lo0[k] ? 0 : L[i * LANES + k];
 }
 
-/* x[0..n) ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1):
- * the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels, keeping the
- * least-squares scale of greatest explained energy. Returns the scale (0: all zeros). */
-static float fit_sym(int n, int nmax, const float *x, int8_t *L)
+/* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1), 16 values a
+ * group: the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
+ * keeping the least-squares scale of greatest explained energy. scale[k] (0: all zeros) and
+ * the codes L[i * LANES + k] per lane. */
+static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
 {
-    float amax = 0, max = 0;
-    for (int i = 0; i < n; i++)
-        if (fabsf(x[i]) > amax) {
-            amax = fabsf(x[i]);
-            max = x[i];
+    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES];
+    int32_t cand[16 * LANES];
+    for (int k = 0; k < LANES; k++) amax[k] = max[k] = slx[k] = sl2[k] = 0;
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            int32_t big = fabsf(v) > amax[k];
+            amax[k] = big ? fabsf(v) : amax[k];
+            max[k] = big ? v : max[k];
         }
-    if (amax < ZERO_GROUP) {
-        memset(L, 0, (size_t)n);
-        return 0;
-    }
-    float iscale = (float)-nmax / max, slx = 0, sl2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clamp_i(round_k(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
-        float w = x[i] * x[i];
-        slx += w * x[i] * (float)l;
-        sl2 += w * (float)l * (float)l;
-    }
-    float scale = sl2 != 0 ? slx / sl2 : 0, best = scale * slx;
-    int8_t cand[16];
-    for (int k = -9; k <= 9; k++) {
-        if (k == 0) continue;
-        iscale = -((float)nmax + 0.1f * (float)k) / max;
-        float a = 0, b = 0;
-        for (int i = 0; i < n; i++) {
-            int l = clamp_i(round_k(iscale * x[i]), -nmax, nmax - 1);
-            cand[i] = (int8_t)(l + nmax);
-            float w = x[i] * x[i];
-            a += w * x[i] * (float)l;
-            b += w * (float)l * (float)l;
+    for (int k = 0; k < LANES; k++) is[k] = (float)-nmax / max[k];
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k], wi = v * v;
+            int32_t l = clamp_i(round_k(is[k] * v), -nmax, nmax - 1);
+            L[i * LANES + k] = l + nmax;
+            slx[k] += wi * v * (float)l;
+            sl2[k] += wi * (float)l * (float)l;
         }
-        if (b > 0 && a * a > best * b) {
-            memcpy(L, cand, (size_t)n);
-            scale = a / b;
-            best = scale * a;
-        }
+    for (int k = 0; k < LANES; k++) {
+        scale[k] = sl2[k] != 0 ? slx[k] / sl2[k] : 0;
+        best[k] = scale[k] * slx[k];
     }
-    return scale;
+    for (int t = -9; t <= 9; t++) {
+        if (t == 0) continue;
+        float levels = -((float)nmax + 0.1f * (float)t), a[LANES], b[LANES];
+        int32_t upd[LANES];
+        for (int k = 0; k < LANES; k++) {
+            a[k] = b[k] = 0;
+            is[k] = levels / max[k];
+        }
+        for (int i = 0; i < 16; i++)
+            for (int k = 0; k < LANES; k++) {
+                float v = x[i * LANES + k], wi = v * v;
+                int32_t l = clamp_i(round_k(is[k] * v), -nmax, nmax - 1);
+                cand[i * LANES + k] = l + nmax;
+                a[k] += wi * v * (float)l;
+                b[k] += wi * (float)l * (float)l;
+            }
+        for (int k = 0; k < LANES; k++) {
+            upd[k] = (b[k] > 0) & (a[k] * a[k] > best[k] * b[k]);
+            scale[k] = upd[k] ? a[k] / b[k] : scale[k];
+            best[k] = upd[k] ? scale[k] * a[k] : best[k];
+        }
+        for (int i = 0; i < 16; i++)
+            for (int k = 0; k < LANES; k++) L[i * LANES + k] = (cand[i * LANES + k] & -upd[k]) | (L[i * LANES + k] & ~-upd[k]);
+    }
+    for (int k = 0; k < LANES; k++) scale_out[k] = amax[k] < ZERO_GROUP ? 0 : scale[k];
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < LANES; k++) L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : L[i * LANES + k];
+}
+
+/* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
+static void to_lanes(const float *x, int gsize, int ngroups, float *xt)
+{
+    for (int k = 0; k < LANES; k++)
+        for (int i = 0; i < gsize; i++) xt[i * LANES + k] = k < ngroups ? x[gsize * k + i] : 0;
 }
 
 /* Q3_K's group fit (make_q3_quants with rmse): codes -4..3 on the grid through the largest
@@ -206,13 +260,16 @@ static float fit_q3(const float *x, int8_t *L)
 /* ---- the block types --------------------------------------------------------------------- */
 
 /* Q2_K (84 bytes): scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin. */
-void mk_ggml_q2_k(const float *x, uint8_t *b)
+static void q2_k(const float *x, uint8_t *b)
 {
+    float xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES], maxs = 0, maxm = 0;
+    int32_t Lt[16 * LANES];
     uint8_t L[QK_K], *sc = b, *qs = b + 16;
-    float w[16], scale[16], min[16], maxs = 0, maxm = 0;
+    to_lanes(x, 16, 16, xt);
+    for (int i = 0; i < 16 * LANES; i++) wt[i] = fabsf(xt[i]);
+    fit_offset(16, 3, xt, wt, Lt, scale, min, -0.5f, 0.1f, 15, true);
     for (int j = 0; j < 16; j++) {
-        for (int l = 0; l < 16; l++) w[l] = fabsf(x[16 * j + l]);
-        scale[j] = fit_offset(16, 3, x + 16 * j, w, L + 16 * j, &min[j], -0.5f, 0.1f, 15, true);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)Lt[l * LANES + j];
         if (scale[j] > maxs) maxs = scale[j];
         if (min[j] > maxm) maxm = min[j];
     }
@@ -244,7 +301,7 @@ void mk_ggml_q2_k(const float *x, uint8_t *b)
 /* Q3_K (110 bytes): hmask[32] (bit k of byte l: the high bit of code 32 k + l), qs[64] (low 2
  * bits), scales[12] (16 6-bit signed scales + 32: low nibbles in bytes 0..7, high pairs in
  * 8..11), d. */
-void mk_ggml_q3_k(const float *x, uint8_t *b)
+static void q3_k(const float *x, uint8_t *b)
 {
     int8_t L[QK_K];
     uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
@@ -291,29 +348,42 @@ void mk_ggml_q3_k(const float *x, uint8_t *b)
     pack2(low, qs);
 }
 
-/* Q4_K and Q5_K's common part: 8 groups of 32 fitted with offsets, weights sqrt(mean x^2) +
- * |x|; the 6-bit group scales and minimums packed in b[4..16) (groups 0..3 in the low 6 bits
- * of bytes 0..3 and 4..7; groups 4..7 as nibbles in bytes 8..11 with their top 2 bits in the
- * top of bytes 0..7); d, dmin at b[0], b[2]; L the final codes 0..nmax. */
-static void k_groups(const float *x, uint8_t *b, uint8_t *L, int nmax, float rmin, float rdelta, int nstep)
+/* Q4_K and Q5_K's group fits for two super-blocks at once (x1 NULL: one): 8 groups of 32 each,
+ * fitted with offsets, weights sqrt(mean x^2) + |x|. Block h's group j is lane 8 h + j. */
+static void k_fit(const float *x0, const float *x1, int nmax, float rmin, float rdelta, int nstep, int32_t *Lt, float *scale,
+                  float *min)
 {
-    float w[32], scale[8], min[8], maxs = 0, maxm = 0;
-    uint8_t *s = b + 4;
-    for (int j = 0; j < 8; j++) {
-        const float *g = x + 32 * j;
+    float xt[32 * LANES], wt[32 * LANES];
+    to_lanes(x0, 32, 8, xt);
+    if (x1)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 32; i++) xt[i * LANES + 8 + k] = x1[32 * k + i];
+    for (int k = 0; k < LANES; k++) {
         float s2 = 0;
-        for (int l = 0; l < 32; l++) s2 += g[l] * g[l];
+        for (int i = 0; i < 32; i++) s2 += xt[i * LANES + k] * xt[i * LANES + k];
         float av = sqrtf(s2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av + fabsf(g[l]);
-        scale[j] = fit_offset(32, nmax, g, w, L + 32 * j, &min[j], rmin, rdelta, nstep, false);
-        if (scale[j] > maxs) maxs = scale[j];
-        if (min[j] > maxm) maxm = min[j];
+        for (int i = 0; i < 32; i++) wt[i * LANES + k] = av + fabsf(xt[i * LANES + k]);
+    }
+    fit_offset(32, nmax, xt, wt, Lt, scale, min, rmin, rdelta, nstep, false);
+}
+
+/* Q4_K and Q5_K's scales for one super-block from its 8 fits (lanes h8 .. h8 + 7): 6-bit group
+ * scales and minimums packed in b[4..16) (groups 0..3 in the low 6 bits of bytes 0..3 and 4..7;
+ * groups 4..7 as nibbles in bytes 8..11 with their top 2 bits in the top of bytes 0..7); d,
+ * dmin at b[0], b[2]; L the final codes 0..nmax. */
+static void k_scales(const float *x, uint8_t *b, const int32_t *Lt, const float *scale, const float *min, int h8, int nmax, uint8_t *L)
+{
+    float maxs = 0, maxm = 0;
+    uint8_t *s = b + 4, ls[8], lm[8];
+    for (int j = 0; j < 8; j++) {
+        for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)Lt[i * LANES + h8 + j];
+        if (scale[h8 + j] > maxs) maxs = scale[h8 + j];
+        if (min[h8 + j] > maxm) maxm = min[h8 + j];
     }
     float is = maxs > 0 ? 63.0f / maxs : 0.0f, im = maxm > 0 ? 63.0f / maxm : 0.0f;
-    uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
-        ls[j] = (uint8_t)round_k(is * scale[j]);
-        lm[j] = (uint8_t)round_k(im * min[j]);
+        ls[j] = (uint8_t)round_k(is * scale[h8 + j]);
+        lm[j] = (uint8_t)round_k(im * min[h8 + j]);
         if (ls[j] > 63) ls[j] = 63;
         if (lm[j] > 63) lm[j] = 63;
     }
@@ -332,20 +402,18 @@ static void k_groups(const float *x, uint8_t *b, uint8_t *L, int nmax, float rmi
 }
 
 /* Q4_K (144 bytes): d, dmin, scales[12], qs[128] (byte l of each 32: codes 64 k + l, + 32 high). */
-void mk_ggml_q4_k(const float *x, uint8_t *b)
+static void q4_k_pack(const uint8_t *L, uint8_t *b)
 {
-    uint8_t L[QK_K], *qs = b + 16;
-    k_groups(x, b, L, 15, -1.0f, 0.1f, 20);
+    uint8_t *qs = b + 16;
     for (int k = 0; k < QK_K / 64; k++)
         for (int l = 0; l < 32; l++) qs[32 * k + l] = (uint8_t)(L[64 * k + l] | L[64 * k + 32 + l] << 4);
 }
 
 /* Q5_K (176 bytes): d, dmin, scales[12], qh[32] (bit 2 k / 2 k + 1 of byte l: the fifth bit of
  * codes 64 k + l / 64 k + 32 + l), qs[128] as Q4_K's low nibbles. */
-void mk_ggml_q5_k(const float *x, uint8_t *b)
+static void q5_k_pack(const uint8_t *L, uint8_t *b)
 {
-    uint8_t L[QK_K], *qh = b + 16, *qs = b + 48;
-    k_groups(x, b, L, 31, -0.5f, 0.1f, 15);
+    uint8_t *qh = b + 16, *qs = b + 48;
     memset(qh, 0, 32);
     for (int k = 0; k < QK_K / 64; k++)
         for (int l = 0; l < 32; l++) {
@@ -358,12 +426,15 @@ void mk_ggml_q5_k(const float *x, uint8_t *b)
 /* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
  * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
  * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
-void mk_ggml_q6_k(const float *x, uint8_t *b)
+static void q6_k(const float *x, uint8_t *b)
 {
+    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
+    int32_t Lt[16 * LANES];
     int8_t L[QK_K];
-    float scale[16], maxs = 0, amax = 0;
+    to_lanes(x, 16, 16, xt);
+    fit_sym(32, xt, Lt, scale);
     for (int j = 0; j < 16; j++) {
-        scale[j] = fit_sym(16, 32, x + 16 * j, L + 16 * j);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
         if (fabsf(scale[j]) > amax) {
             amax = fabsf(scale[j]);
             maxs = scale[j];
@@ -391,4 +462,35 @@ void mk_ggml_q6_k(const float *x, uint8_t *b)
             ql[64 * h + 32 + l] = (uint8_t)((c[32] & 0xf) | (c[96] & 0xf) << 4);
             qh[32 * h + l] = (uint8_t)(c[0] >> 4 | (c[32] >> 4) << 2 | (c[64] >> 4) << 4 | (c[96] >> 4) << 6);
         }
+}
+
+bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
+{
+    uint8_t *out = dst;
+    const mk_ggml_type *t = mk_ggml_type_of(type);
+    switch (type) {
+    case MK_GGML_Q2_K: for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * t->bytes); return true;
+    case MK_GGML_Q3_K: for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * t->bytes); return true;
+    case MK_GGML_Q6_K: for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * t->bytes); return true;
+    case MK_GGML_Q4_K:
+    case MK_GGML_Q5_K: {
+        bool q4 = type == MK_GGML_Q4_K;
+        int nmax = q4 ? 15 : 31;
+        int32_t Lt[32 * LANES];
+        float scale[LANES], min[LANES];
+        uint8_t L[QK_K];
+        for (uint64_t i = 0; i < nblocks; i += 2) {
+            const float *x0 = src + i * QK_K, *x1 = i + 1 < nblocks ? x0 + QK_K : NULL;
+            k_fit(x0, x1, nmax, q4 ? -1.0f : -0.5f, 0.1f, q4 ? 20 : 15, Lt, scale, min);
+            for (int h = 0; h < (x1 ? 2 : 1); h++) {
+                uint8_t *b = out + (i + (uint64_t)h) * t->bytes;
+                k_scales(x0 + h * QK_K, b, Lt, scale, min, 8 * h, nmax, L);
+                if (q4) q4_k_pack(L, b);
+                else q5_k_pack(L, b);
+            }
+        }
+        return true;
+    }
+    default: return false;
+    }
 }

@@ -163,11 +163,8 @@ bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst
     case MK_GGML_Q5_1: f = q5_1; break;
     case MK_GGML_TQ1_0: f = tq1_0; break;
     case MK_GGML_TQ2_0: f = tq2_0; break;
-    case MK_GGML_Q2_K: f = mk_ggml_q2_k; break;
-    case MK_GGML_Q3_K: f = mk_ggml_q3_k; break;
-    case MK_GGML_Q4_K: f = mk_ggml_q4_k; break;
-    case MK_GGML_Q5_K: f = mk_ggml_q5_k; break;
-    case MK_GGML_Q6_K: f = mk_ggml_q6_k; break;
+    case MK_GGML_Q2_K: case MK_GGML_Q3_K: case MK_GGML_Q4_K: case MK_GGML_Q5_K: case MK_GGML_Q6_K:
+        return mk_ggml_kquant_encode(type, src, nblocks, dst);
     case MK_GGML_F32: memcpy(dst, src, (size_t)nblocks * 4); return true;
     case MK_GGML_F16:
     case MK_GGML_BF16:
