@@ -62,11 +62,11 @@ static void pack2(const uint8_t *L, uint8_t *q)
  * range [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
  * extra levels), each with the weighted least-squares scale and offset for its codes, and keep
  * the one of least weighted error (absolute with mad, else squared). scale[k], m[k] and the
- * codes L[i * LANES + k] per lane. */
+ * codes L[i * LANES + k] per lane (those of the grid kept, recomputed at the end). */
 static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin,
                                                               float rdelta, int nstep, bool mad)
 {
-    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES];
+    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES], best_is[LANES], best_lo[LANES];
     int32_t cand[32 * LANES];
     for (int k = 0; k < LANES; k++) {
         lo[k] = hi[k] = x[k];
@@ -85,14 +85,14 @@ static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, co
         lo[k] = lo[k] > 0 ? 0 : lo[k];
         lo0[k] = lo[k];
         best[k] = 0;
-        is0[k] = (float)nmax / (hi[k] - lo[k]);
+        best_is[k] = is0[k] = (float)nmax / (hi[k] - lo[k]);
+        best_lo[k] = lo[k];
         scale[k] = 1 / is0[k];
     }
     for (int i = 0; i < n; i++)
         for (int k = 0; k < LANES; k++) {
             float v = x[i * LANES + k];
             int32_t l = clamp_i(round_k(is0[k] * (v - lo[k])), 0, nmax);
-            L[i * LANES + k] = l;
             float e = scale[k] * (float)l + lo[k] - v, ae = fabsf(e), se = e * e;
             best[k] += w[i * LANES + k] * (mad ? ae : se);
         }
@@ -131,10 +131,10 @@ static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, co
             upd[k] = upd[k] & (err[k] < best[k]);
             best[k] = upd[k] ? err[k] : best[k];
             scale[k] = upd[k] ? s[k] : scale[k];
+            best_is[k] = upd[k] ? is[k] : best_is[k];
+            best_lo[k] = upd[k] ? lo[k] : best_lo[k]; /* the grid's offset, before the fit's replaces it */
             lo[k] = upd[k] ? m[k] : lo[k];
         }
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) L[i * LANES + k] = (cand[i * LANES + k] & -upd[k]) | (L[i * LANES + k] & ~-upd[k]);
     }
     /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
     for (int k = 0; k < LANES; k++) {
@@ -143,7 +143,8 @@ static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, co
         m_out[k] = -(flat ? lo0[k] : lo[k]);
     }
     for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++) L[i * LANES + k] = hi[k] == lo0[k] ? 0 : L[i * LANES + k];
+        for (int k = 0; k < LANES; k++)
+            L[i * LANES + k] = hi[k] == lo0[k] ? 0 : clamp_i(round_k(best_is[k] * (x[i * LANES + k] - best_lo[k])), 0, nmax);
 }
 
 /* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1), 16 values a
@@ -152,9 +153,13 @@ static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, co
  * the codes L[i * LANES + k] per lane. */
 static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
 {
-    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES];
-    int32_t cand[16 * LANES];
+    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
+    float w[16 * LANES], wx[16 * LANES]; /* x^2 and x^2 x: the weights, and the products the sums take first */
     for (int k = 0; k < LANES; k++) amax[k] = max[k] = slx[k] = sl2[k] = 0;
+    for (int i = 0; i < 16 * LANES; i++) {
+        w[i] = x[i] * x[i];
+        wx[i] = w[i] * x[i];
+    }
     for (int i = 0; i < 16; i++)
         for (int k = 0; k < LANES; k++) {
             float v = x[i * LANES + k];
@@ -162,14 +167,12 @@ static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
             amax[k] = big ? fabsf(v) : amax[k];
             max[k] = big ? v : max[k];
         }
-    for (int k = 0; k < LANES; k++) is[k] = (float)-nmax / max[k];
+    for (int k = 0; k < LANES; k++) best_is[k] = is[k] = (float)-nmax / max[k];
     for (int i = 0; i < 16; i++)
         for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k], wi = v * v;
-            int32_t l = clamp_i(round_k(is[k] * v), -nmax, nmax - 1);
-            L[i * LANES + k] = l + nmax;
-            slx[k] += wi * v * (float)l;
-            sl2[k] += wi * (float)l * (float)l;
+            float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
+            slx[k] += wx[i * LANES + k] * l;
+            sl2[k] += w[i * LANES + k] * l * l;
         }
     for (int k = 0; k < LANES; k++) {
         scale[k] = sl2[k] != 0 ? slx[k] / sl2[k] : 0;
@@ -185,23 +188,22 @@ static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
         }
         for (int i = 0; i < 16; i++)
             for (int k = 0; k < LANES; k++) {
-                float v = x[i * LANES + k], wi = v * v;
-                int32_t l = clamp_i(round_k(is[k] * v), -nmax, nmax - 1);
-                cand[i * LANES + k] = l + nmax;
-                a[k] += wi * v * (float)l;
-                b[k] += wi * (float)l * (float)l;
+                float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
+                a[k] += wx[i * LANES + k] * l;
+                b[k] += w[i * LANES + k] * l * l;
             }
         for (int k = 0; k < LANES; k++) {
             upd[k] = (b[k] > 0) & (a[k] * a[k] > best[k] * b[k]);
             scale[k] = upd[k] ? a[k] / b[k] : scale[k];
             best[k] = upd[k] ? scale[k] * a[k] : best[k];
+            best_is[k] = upd[k] ? is[k] : best_is[k];
         }
-        for (int i = 0; i < 16; i++)
-            for (int k = 0; k < LANES; k++) L[i * LANES + k] = (cand[i * LANES + k] & -upd[k]) | (L[i * LANES + k] & ~-upd[k]);
     }
+    /* the codes of the grid kept (all zeros: 0) */
     for (int k = 0; k < LANES; k++) scale_out[k] = amax[k] < ZERO_GROUP ? 0 : scale[k];
     for (int i = 0; i < 16; i++)
-        for (int k = 0; k < LANES; k++) L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : L[i * LANES + k];
+        for (int k = 0; k < LANES; k++)
+            L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : clamp_i(round_k(best_is[k] * x[i * LANES + k]), -nmax, nmax - 1) + nmax;
 }
 
 /* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
