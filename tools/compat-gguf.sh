@@ -13,7 +13,11 @@
 #     tensor of our q8_0, q4_0, q4_1, q5_0, q5_1, f16 and bf16 files is byte-identical to what
 #     llama.cpp's own quantizer (llama_model_quantize, --pure) makes from our f32 file, where
 #     the types agree (our output matrix is Q8_0 for the 4/5-bit types); the same for every
-#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too).
+#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too);
+#   - the k-quant mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k): every tensor's type and
+#     bytes, and general.file_type, equal llama_model_quantize's (no --pure) on our f32 file, for
+#     SmolLM2 (576-value rows: the 32-value fallbacks), a 16-layer synthetic Llama with 256-value
+#     rows and 4 query heads a KV head, and a tied one with 288-value rows.
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +53,22 @@ done
 "$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
+# the k-quant mixes: llama.cpp chooses the types (no --pure); all must be ours
+mixes="q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k"
+"$mk" synth "$w/k16" --hidden 256 --intermediate 512 --layers 16 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
+"$mk" synth "$w/k288" --hidden 288 --intermediate 512 --layers 12 --heads 9 --kv-heads 3 --vocab 300 --dtype float32 --tie -q
+for m in k16 k288; do
+    "$mk" convert "$w/$m" "$w/$m-f32.gguf" --type f32 -q
+    args=""
+    for t in $mixes; do
+        "$mk" convert "$w/$m" "$w/$m-$t.gguf" --type "$t" -q
+        args="$args $t=$w/$m-$t.gguf"
+    done
+    echo "$m:"
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args 2>/dev/null
+    rm -f "$w/$m"-*.gguf
+done
 # the other architectures convert names: Mistral (as llama), Qwen2 (q/k/v biases), Qwen3 (q/k norms)
 for a in mistral qwen2 qwen3; do
     "$mk" synth "$w/s-$a" --arch "$a" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
@@ -64,6 +84,15 @@ if [ -f "$sm/model.safetensors" ]; then
         [ "$t" = f32 ] || args="$args $t=$w/sm-$t.gguf"
     done
     "$py" "$root/tools/check-gguf-convert.py" "$sm" --gguf "f32=$w/sm-f32.gguf" --gguf "f16=$w/sm-f16.gguf" --metadata "$sm/model.gguf" 2>/dev/null
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
+    for t in f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do rm -f "$w/sm-$t.gguf"; done
+    args=""
+    for t in $mixes; do
+        "$mk" convert "$sm" "$w/sm-$t.gguf" --type "$t" -q
+        args="$args $t=$w/sm-$t.gguf"
+    done
+    echo "SmolLM2, k-quant mixes:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
 fi
