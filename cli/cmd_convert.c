@@ -5,7 +5,8 @@
  * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
  * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
  * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
- * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write); for
+ * token embedding when tied) is Q6_K as llama-quantize picks it, Q8_0 where its rows are not
+ * whole 256-value blocks; for
  * the ternary TQ1_0 / TQ2_0 the token embedding and output matrix are F16, as the converter
  * writes them. The k-quant mixes (q2_k ... q6_k, general.file_type as llama.cpp's) take each
  * matrix's type from quant/ggml_mix.h, llama-quantize's choices.
@@ -108,7 +109,7 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
         bool embd_or_out = strcmp(q->name, "output.weight") == 0 || strcmp(q->name, "token_embd.weight") == 0;
         q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32
                   : mix                                               ? mk_ggml_mix_type(ftype, &mm, q->name, q->cols)
-                  : small && out_like                                 ? MK_GGML_Q8_0
+                  : small && out_like                                 ? (q->cols % 256 ? MK_GGML_Q8_0 : MK_GGML_Q6_K)
                   : ternary && embd_or_out                            ? MK_GGML_F16
                                                                       : want;
         if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
@@ -366,7 +367,8 @@ int mk_cmd_convert(int argc, char **argv)
         "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
         "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
         "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
-        "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
+        "the output matrix is q6_k as llama-quantize makes it (q8_0 if its rows are not whole 256-value\n"
+        "blocks), for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
         "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
         "does without an imatrix: the output matrix q6_k, attn_v / ffn_down / attn_output promoted in some\n"
         "layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value blocks; the bytes are\n"

@@ -10,7 +10,9 @@ same type must be the same bytes (tolerance: none; a difference names the tensor
 first differing byte). Tensors whose types differ (our choices for the output matrix) are
 counted and listed. For the k-quant mixes (q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s,
 q5_k_m, q6_k) llama.cpp quantizes without --pure, choosing each tensor's type itself: then
-every tensor's type, every tensor's bytes and general.file_type must be llama.cpp's. With --time, llama.cpp's seconds per run are printed (tools/bench-gguf.sh).
+every tensor's type, every tensor's bytes and general.file_type must be llama.cpp's. With
+--strict, every T is checked that way (llama-quantize's default choices: for q4_0 ... q5_1 its
+output matrix in Q6_K, as `convert` writes it). With --time, llama.cpp's seconds per run are printed (tools/bench-gguf.sh).
 Exit 1 on any difference.
 """
 import argparse
@@ -45,6 +47,7 @@ def main():
     ap.add_argument("ours", nargs="+", help="TYPE=FILE")
     ap.add_argument("--time", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--strict", action="store_true", help="llama.cpp chooses every type (no --pure); all must be ours")
     a = ap.parse_args()
     import gguf
     ok = True
@@ -52,8 +55,8 @@ def main():
         for o in a.ours:
             t, path = o.split("=", 1)
             ref = os.path.join(tmp, f"ref-{t}.gguf")
-            mix = t in MIX
-            secs = llama_quantize(a.f32, ref, MIX[t] if mix else FTYPE[t], a.threads, pure=not mix)
+            mix = t in MIX or a.strict
+            secs = llama_quantize(a.f32, ref, MIX[t] if t in MIX else FTYPE[t], a.threads, pure=not mix)
             rm, rr = gguf.GGUFReader(path), gguf.GGUFReader(ref)
             mine = {x.name: x for x in rm.tensors}
             theirs = {x.name: x for x in rr.tensors}

@@ -17,7 +17,8 @@
 #   - the k-quant mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k): every tensor's type and
 #     bytes, and general.file_type, equal llama_model_quantize's (no --pure) on our f32 file, for
 #     SmolLM2 (576-value rows: the 32-value fallbacks), a 16-layer synthetic Llama with 256-value
-#     rows and 4 query heads a KV head, and a tied one with 288-value rows.
+#     rows and 4 query heads a KV head, and a tied one with 288-value rows; on the two synthetic
+#     ones q8_0, q4_0, q4_1, q5_0 and q5_1 also equal llama-quantize's default (not pure) files.
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -67,6 +68,14 @@ for m in k16 k288; do
     echo "$m:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args 2>/dev/null
+    # the single types under llama.cpp's own choices too (the output matrix Q6_K or Q8_0)
+    args=""
+    for t in q8_0 q4_0 q4_1 q5_0 q5_1; do
+        "$mk" convert "$w/$m" "$w/$m-$t.gguf" --type "$t" -q
+        args="$args $t=$w/$m-$t.gguf"
+    done
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args --strict 2>/dev/null
     rm -f "$w/$m"-*.gguf
 done
 # the other architectures convert names: Mistral (as llama), Qwen2 (q/k/v biases), Qwen3 (q/k norms)
