@@ -41,10 +41,11 @@ static const struct {
     {"q3_k", MK_GGML_Q3_K, MK_FTYPE_Q3_K_M}, {"q3_k_l", MK_GGML_Q3_K, MK_FTYPE_Q3_K_L}, {"q4_k_s", MK_GGML_Q4_K, MK_FTYPE_Q4_K_S},
     {"q4_k_m", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q4_k", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q5_k_s", MK_GGML_Q5_K, MK_FTYPE_Q5_K_S},
     {"q5_k_m", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q5_k", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q6_k", MK_GGML_Q6_K, MK_FTYPE_Q6_K},
+    {"iq4_nl", MK_GGML_IQ4_NL, MK_FTYPE_IQ4_NL},
 };
 #define TYPE_NAMES \
     "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k, q3_k_s, q3_k_m (q3_k), q3_k_l, q4_k_s, q4_k_m (q4_k), " \
-    "q5_k_s, q5_k_m (q5_k), q6_k"
+    "q5_k_s, q5_k_m (q5_k), q6_k, iq4_nl"
 #define N_TYPES (sizeof types / sizeof types[0])
 
 typedef struct plan {
@@ -370,7 +371,7 @@ int mk_cmd_convert(int argc, char **argv)
         "the output matrix is q6_k as llama-quantize makes it (q8_0 if its rows are not whole 256-value\n"
         "blocks), for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
         "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
-        "does without an imatrix: the output matrix q6_k, attn_v / ffn_down / attn_output promoted in some\n"
+        "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output promoted in some\n"
         "layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value blocks; the bytes are\n"
         "llama.cpp's. Streams one tensor at a time; OUT appears only when complete.",
         opts, 2, 2, 0x1};

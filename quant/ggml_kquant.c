@@ -466,6 +466,63 @@ static void q6_k(const float *x, uint8_t *b)
         }
 }
 
+/* ---- IQ4_NL: 32 values on a non-linear 16-level code book, one f16 scale (18 bytes) ---- */
+
+static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* the code of the level nearest x (ties to the upper level): the number of midpoints between
+ * consecutive levels at or below x, found in 4 halving steps (doubled, so exact) */
+static inline int iq4nl_index(float x)
+{
+    float x2 = x + x;
+    int idx = 0;
+    for (int step = 8; step > 0; step >>= 1) {
+        int j = idx + step;
+        idx = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]) ? j : idx;
+    }
+    return idx;
+}
+
+/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
+ * around max / -127, then every value re-coded with the f32 scale kept) */
+static void iq4_nl(const float *x, uint8_t *b)
+{
+    float amax = 0, max = 0, d = 0;
+    uint8_t L[32];
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    if (!(amax < ZERO_GROUP)) {
+        float id = 1 / (-max / (float)IQ4NL[0]), sqx = 0, sq2 = 0;
+        for (int j = 0; j < 32; j++) {
+            float q = (float)IQ4NL[iq4nl_index(id * x[j])], w = x[j] * x[j];
+            sqx += w * q * x[j];
+            sq2 += w * q * q;
+        }
+        d = sq2 > 0 ? sqx / sq2 : 0;
+        float best = d * sqx;
+        for (int t = -7; t <= 7; t++) {
+            id = (float)(t + IQ4NL[0]) / max;
+            sqx = sq2 = 0;
+            for (int j = 0; j < 32; j++) {
+                float q = (float)IQ4NL[iq4nl_index(id * x[j])], w = x[j] * x[j];
+                sqx += w * q * x[j];
+                sq2 += w * q * q;
+            }
+            if (sq2 > 0 && sqx * sqx > best * sq2) {
+                d = sqx / sq2;
+                best = d * sqx;
+            }
+        }
+    }
+    put_f16(b, d);
+    float id = d != 0 ? 1 / d : 0;
+    for (int j = 0; j < 32; j++) L[j] = (uint8_t)iq4nl_index(id * x[j]);
+    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j] | L[16 + j] << 4);
+}
+
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
 {
     uint8_t *out = dst;
@@ -474,6 +531,7 @@ bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, vo
     case MK_GGML_Q2_K: for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * t->bytes); return true;
     case MK_GGML_Q3_K: for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * t->bytes); return true;
     case MK_GGML_Q6_K: for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * t->bytes); return true;
+    case MK_GGML_IQ4_NL: for (uint64_t i = 0; i < nblocks; i++) iq4_nl(src + i * 32, out + i * t->bytes); return true;
     case MK_GGML_Q4_K:
     case MK_GGML_Q5_K: {
         bool q4 = type == MK_GGML_Q4_K;

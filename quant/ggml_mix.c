@@ -15,6 +15,7 @@ bool mk_ggml_mix_base(uint32_t ftype, uint32_t *base)
     case MK_FTYPE_Q4_K_S: case MK_FTYPE_Q4_K_M: *base = MK_GGML_Q4_K; return true;
     case MK_FTYPE_Q5_K_S: case MK_FTYPE_Q5_K_M: *base = MK_GGML_Q5_K; return true;
     case MK_FTYPE_Q6_K: *base = MK_GGML_Q6_K; return true;
+    case MK_FTYPE_IQ4_NL: *base = MK_GGML_IQ4_NL; return true;
     default: return false;
     }
 }
@@ -46,6 +47,7 @@ static uint32_t attn_v(uint32_t ftype, uint32_t t, const mk_ggml_mix_model *m, i
     case MK_FTYPE_Q3_K_L: t = MK_GGML_Q5_K; break;
     case MK_FTYPE_Q4_K_M: case MK_FTYPE_Q5_K_M: if (more_bits(i, n)) t = MK_GGML_Q6_K; break;
     case MK_FTYPE_Q4_K_S: if (i < 4) t = MK_GGML_Q5_K; break;
+    case MK_FTYPE_IQ4_NL: if (m->gqa >= 4) t = MK_GGML_Q5_K; break;
     default: break;
     }
     /* 70B: its attn_v is 8 times smaller than attn_q, so a few more bits cost little */
@@ -60,7 +62,7 @@ static uint32_t ffn_down(uint32_t ftype, uint32_t t, int i, int n)
     case MK_FTYPE_Q3_K_M: return i < n / 16 ? MK_GGML_Q5_K : MK_GGML_Q4_K;
     case MK_FTYPE_Q3_K_L: return MK_GGML_Q5_K;
     case MK_FTYPE_Q4_K_M: case MK_FTYPE_Q5_K_M: return more_bits(i, n) ? MK_GGML_Q6_K : t;
-    case MK_FTYPE_Q4_K_S: return i < n / 8 ? MK_GGML_Q5_K : t;
+    case MK_FTYPE_Q4_K_S: case MK_FTYPE_IQ4_NL: return i < n / 8 ? MK_GGML_Q5_K : t;
     default: return t;
     }
 }

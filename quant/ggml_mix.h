@@ -1,4 +1,4 @@
-/* ggml_mix.h - llama.cpp's k-quant file types ("mixes": Q4_K_M and the like): which ggml type
+/* ggml_mix.h - llama.cpp's k-quant file types ("mixes": Q4_K_M and the like, and IQ4_NL): which ggml type
  * each tensor of a llama-family GGUF gets, as llama-quantize chooses it without an imatrix
  * (llama_tensor_get_type in src/llama-quant.cpp of the llama.cpp that llama-cpp-python 0.3.36
  * builds; tools/check-gguf-quantize.py compares): the output matrix (the token embedding when
@@ -15,7 +15,7 @@
 /* llama.cpp's LLAMA_FTYPE_MOSTLY_* of the mixes (general.file_type) */
 enum {
     MK_FTYPE_Q2_K = 10, MK_FTYPE_Q3_K_S = 11, MK_FTYPE_Q3_K_M = 12, MK_FTYPE_Q3_K_L = 13, MK_FTYPE_Q4_K_S = 14,
-    MK_FTYPE_Q4_K_M = 15, MK_FTYPE_Q5_K_S = 16, MK_FTYPE_Q5_K_M = 17, MK_FTYPE_Q6_K = 18,
+    MK_FTYPE_Q4_K_M = 15, MK_FTYPE_Q5_K_S = 16, MK_FTYPE_Q5_K_M = 17, MK_FTYPE_Q6_K = 18, MK_FTYPE_IQ4_NL = 25,
 };
 
 typedef struct mk_ggml_mix_model {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Benchmark of `convert` (GGUF output) against llama.cpp's own quantizer on the same weights:
 # SmolLM2-135M (MK_SMOLLM2, a safetensors f32 folder) converted to f32 GGUF once, then for
-# q8_0, q4_0, q5_1 and the k-quant mixes q4_k_m, q5_k_m, q6_k, at one thread and at all
+# q8_0, q4_0, q5_1, the k-quant mixes q4_k_m, q5_k_m, q6_k and iq4_nl, at one thread and at all
 # threads (nproc): `mergekit-c convert FOLDER --type T -j N` (the whole command: start,
 # reading, quantizing, writing and fsync of the file) against llama-cpp-python's
 # llama_model_quantize (the code of llama-quantize, nthread N; --pure for the single types,
@@ -24,7 +24,7 @@ n=$("$mk" inspect "$sm" --json 2>/dev/null | sed -n 's/.*"parameters": \([0-9]*\
 cat "$sm/model.safetensors" "$w/f32.gguf" >/dev/null
 all=$(nproc)
 echo "model: $sm, $n weights; threads: 1 and $all"
-for t in ${MK_BENCH_TYPES:-q8_0 q4_0 q5_1 q4_k_m q5_k_m q6_k}; do
+for t in ${MK_BENCH_TYPES:-q8_0 q4_0 q5_1 q4_k_m q5_k_m q6_k iq4_nl}; do
     for j in 1 $all; do
         [ "$j" = 1 ] || [ "$all" != 1 ] || continue
         t0=$(date +%s.%N)

@@ -9,7 +9,7 @@ For each T (q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, f16, bf16) llama.cpp qua
 same type must be the same bytes (tolerance: none; a difference names the tensor and the
 first differing byte). Tensors whose types differ (our choices for the output matrix) are
 counted and listed. For the k-quant mixes (q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s,
-q5_k_m, q6_k) llama.cpp quantizes without --pure, choosing each tensor's type itself: then
+q5_k_m, q6_k, and iq4_nl) llama.cpp quantizes without --pure, choosing each tensor's type itself: then
 every tensor's type, every tensor's bytes and general.file_type must be llama.cpp's. With
 --strict, every T is checked that way (llama-quantize's default choices: for q4_0 ... q5_1 its
 output matrix in Q6_K, as `convert` writes it). With --time, llama.cpp's seconds per run are printed (tools/bench-gguf.sh).
@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 FTYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "bf16": 32, "tq1_0": 36, "tq2_0": 37}
-MIX = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}
+MIX = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25}
 
 
 def llama_quantize(src, dst, ftype, threads, pure=True):

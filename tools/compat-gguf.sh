@@ -14,7 +14,7 @@
 #     llama.cpp's own quantizer (llama_model_quantize, --pure) makes from our f32 file, where
 #     the types agree (our output matrix is Q8_0 for the 4/5-bit types); the same for every
 #     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too);
-#   - the k-quant mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k): every tensor's type and
+#   - the k-quant mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k) and iq4_nl: every tensor's type and
 #     bytes, and general.file_type, equal llama_model_quantize's (no --pure) on our f32 file, for
 #     SmolLM2 (576-value rows: the 32-value fallbacks), a 16-layer synthetic Llama with 256-value
 #     rows and 4 query heads a KV head, and a tied one with 288-value rows; on the two synthetic
@@ -55,7 +55,7 @@ done
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
 # the k-quant mixes: llama.cpp chooses the types (no --pure); all must be ours
-mixes="q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k"
+mixes="q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq4_nl"
 "$mk" synth "$w/k16" --hidden 256 --intermediate 512 --layers 16 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
 "$mk" synth "$w/k288" --hidden 288 --intermediate 512 --layers 12 --heads 9 --kv-heads 3 --vocab 300 --dtype float32 --tie -q
 for m in k16 k288; do

@@ -7,7 +7,7 @@ llama-quantize runs without an imatrix, and llama_model_quantize for the mixes).
 
 writes
   tests/golden/gguf/kquant.safetensors: awkward f32 inputs "CASE" ([rows, 256 k]) and, for
-      T in q2_k, q3_k, q4_k, q5_k, q6_k, "CASE.T": llama.cpp's blocks as U8 [rows, bytes a row].
+      T in q2_k, q3_k, q4_k, q5_k, q6_k (and iq4_nl: quantize_iq4_nl), "CASE.T": llama.cpp's blocks as U8 [rows, bytes a row].
       Cases: normal values at several scales, ties after scaling, constant and zero and -0
       blocks, one outlier, all-positive / all-negative groups, magnitudes whose f16 scales
       overflow or are subnormal, groups below llama.cpp's all-zero threshold (1e-15).
@@ -32,8 +32,8 @@ from safetensors.numpy import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 OUT = os.path.join(ROOT, "tests", "golden", "gguf")
-TYPES = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}
-MIXES = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18}
+TYPES = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "iq4_nl": 18}
+MIXES = {"q2_k": 10, "q3_k_s": 11, "q3_k_m": 12, "q3_k_l": 13, "q4_k_s": 14, "q4_k_m": 15, "q5_k_s": 16, "q5_k_m": 17, "q6_k": 18, "iq4_nl": 25}
 
 
 def ggml_base():
@@ -75,6 +75,10 @@ def cases(rng):
 
 def blocks(lib, x, t):
     x = np.ascontiguousarray(x, np.float32)
+    if t == "iq4_nl":  # what llama-quantize calls (quantize_row_iq4_nl_ref takes no scale search)
+        out = np.zeros(x.size // 32 * TYPES[t], np.uint8)
+        lib.quantize_iq4_nl(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.size // 32), ctypes.c_int64(32), None)
+        return out.reshape(x.shape[0], -1)
     out = np.zeros(x.size // 256 * TYPES[t], np.uint8)
     getattr(lib, f"quantize_row_{t[:2]}_K_ref")(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(x.size))
     return out.reshape(x.shape[0], -1)

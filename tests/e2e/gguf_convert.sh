@@ -78,7 +78,7 @@ t_same "q4_1: the same file with 1 and 3 threads" j1.gguf j2.gguf
 # 256-value rows (8 layers) and one with 288-value rows (the 32-value fallbacks, tied embeddings)
 "$MK" synth s-k --hidden 256 --intermediate 512 --layers 8 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 -q
 "$MK" synth s-k288 --hidden 288 --intermediate 512 --layers 2 --heads 9 --kv-heads 3 --vocab 96 --dtype float32 --tie -q
-for spec in q2_k:0.4 q3_k_s:0.3 q3_k_m:0.3 q3_k_l:0.3 q4_k_s:0.1 q4_k_m:0.1 q5_k_s:0.075 q5_k_m:0.075 q6_k:0.03; do
+for spec in q2_k:0.4 q3_k_s:0.3 q3_k_m:0.3 q3_k_l:0.3 q4_k_s:0.1 q4_k_m:0.1 q5_k_s:0.075 q5_k_m:0.075 q6_k:0.03 iq4_nl:0.15; do
     t=${spec%%:*}
     tol=${spec#*:}
     for m in s-k s-k288; do

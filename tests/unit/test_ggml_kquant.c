@@ -24,7 +24,8 @@ static const struct {
     double rt_tol; /* round trip: max |x - decoded| / max |x| of the row */
 } KT[] = {
     {"q2_k", MK_GGML_Q2_K, 0.4}, {"q3_k", MK_GGML_Q3_K, 0.3}, {"q4_k", MK_GGML_Q4_K, 0.1},
-    {"q5_k", MK_GGML_Q5_K, 0.075}, {"q6_k", MK_GGML_Q6_K, 0.025}, /* measured worst: .33 .23 .07 .057 .016 */
+    {"q5_k", MK_GGML_Q5_K, 0.075}, {"q6_k", MK_GGML_Q6_K, 0.025}, {"iq4_nl", MK_GGML_IQ4_NL, 0.15},
+    /* measured worst: .33 .23 .07 .057 .016, iq4_nl .11 */
 };
 
 #define RT_ABS 1e-6
@@ -120,11 +121,12 @@ MK_TEST(ggml_kquant_golden)
 MK_TEST(ggml_kquant_zero_block)
 {
     float x[256] = {0}, y[256];
-    uint8_t b[256];
+    uint8_t b[512];
     for (size_t k = 0; k < sizeof KT / sizeof KT[0]; k++) {
+        uint64_t nb = 256 / mk_ggml_type_of(KT[k].type)->block;
         memset(b, 0xaa, sizeof b);
-        CHECK(mk_ggml_encode(KT[k].type, x, 1, b));
-        CHECK(mk_ggml_decode(KT[k].type, b, 1, y));
+        CHECK(mk_ggml_encode(KT[k].type, x, nb, b));
+        CHECK(mk_ggml_decode(KT[k].type, b, nb, y));
         for (int j = 0; j < 256; j++) CHECK_MSG(y[j] == 0, "%s: zero block decodes to %g at %d", KT[k].name, (double)y[j], j);
     }
 }
@@ -136,7 +138,7 @@ static uint32_t mix_ftype(const char *mix)
         uint32_t ftype;
     } m[] = {{"q2_k", MK_FTYPE_Q2_K},     {"q3_k_s", MK_FTYPE_Q3_K_S}, {"q3_k_m", MK_FTYPE_Q3_K_M},
              {"q3_k_l", MK_FTYPE_Q3_K_L}, {"q4_k_s", MK_FTYPE_Q4_K_S}, {"q4_k_m", MK_FTYPE_Q4_K_M},
-             {"q5_k_s", MK_FTYPE_Q5_K_S}, {"q5_k_m", MK_FTYPE_Q5_K_M}, {"q6_k", MK_FTYPE_Q6_K}};
+             {"q5_k_s", MK_FTYPE_Q5_K_S}, {"q5_k_m", MK_FTYPE_Q5_K_M}, {"q6_k", MK_FTYPE_Q6_K},   {"iq4_nl", MK_FTYPE_IQ4_NL}};
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
         if (strcmp(m[i].name, mix) == 0) return m[i].ftype;
     return 0;
