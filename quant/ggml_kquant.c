@@ -470,57 +470,83 @@ static void q6_k(const float *x, uint8_t *b)
 
 static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* the code of the level nearest x (ties to the upper level): the number of midpoints between
- * consecutive levels at or below x, found in 4 halving steps (doubled, so exact) */
-static inline int iq4nl_index(float x)
+/* The code of the level nearest x (ties to the upper level): the number of midpoints between
+ * consecutive levels at or below x (doubled, so exact; what llama.cpp's search finds), and
+ * that level, built up from the steps between levels (exact small integers). No table look-up,
+ * so that lanes vectorize. */
+static inline int iq4nl_code(float x, float *level)
 {
-    float x2 = x + x;
+    float x2 = x + x, q = (float)IQ4NL[0];
     int idx = 0;
-    for (int step = 8; step > 0; step >>= 1) {
-        int j = idx + step;
-        idx = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]) ? j : idx;
+    for (int j = 1; j < 16; j++) {
+        int up = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]);
+        idx += up;
+        q += up ? (float)(IQ4NL[j] - IQ4NL[j - 1]) : 0.0f;
     }
+    *level = q;
     return idx;
 }
 
 /* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
- * around max / -127, then every value re-coded with the f32 scale kept) */
-static void iq4_nl(const float *x, uint8_t *b)
+ * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
+ * blocks of 32 at once, block k in lane k. */
+static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
 {
-    float amax = 0, max = 0, d = 0;
-    uint8_t L[32];
-    for (int j = 0; j < 32; j++)
-        if (fabsf(x[j]) > amax) {
-            amax = fabsf(x[j]);
-            max = x[j];
+    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
+    to_lanes(x, 32, (int)nb, xt);
+    for (int k = 0; k < LANES; k++) amax[k] = max[k] = sqx[k] = sq2[k] = 0;
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = xt[i * LANES + k];
+            int big = fabsf(v) > amax[k];
+            amax[k] = big ? fabsf(v) : amax[k];
+            max[k] = big ? v : max[k];
         }
-    if (!(amax < ZERO_GROUP)) {
-        float id = 1 / (-max / (float)IQ4NL[0]), sqx = 0, sq2 = 0;
-        for (int j = 0; j < 32; j++) {
-            float q = (float)IQ4NL[iq4nl_index(id * x[j])], w = x[j] * x[j];
-            sqx += w * q * x[j];
-            sq2 += w * q * q;
+    for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = xt[i * LANES + k], w = v * v, q;
+            iq4nl_code(id[k] * v, &q);
+            sqx[k] += w * q * v;
+            sq2[k] += w * q * q;
         }
-        d = sq2 > 0 ? sqx / sq2 : 0;
-        float best = d * sqx;
-        for (int t = -7; t <= 7; t++) {
-            id = (float)(t + IQ4NL[0]) / max;
-            sqx = sq2 = 0;
-            for (int j = 0; j < 32; j++) {
-                float q = (float)IQ4NL[iq4nl_index(id * x[j])], w = x[j] * x[j];
-                sqx += w * q * x[j];
-                sq2 += w * q * q;
+    for (int k = 0; k < LANES; k++) {
+        d[k] = sq2[k] > 0 ? sqx[k] / sq2[k] : 0;
+        best[k] = d[k] * sqx[k];
+    }
+    for (int t = -7; t <= 7; t++) {
+        for (int k = 0; k < LANES; k++) {
+            id[k] = (float)(t + IQ4NL[0]) / max[k];
+            sqx[k] = sq2[k] = 0;
+        }
+        for (int i = 0; i < 32; i++)
+            for (int k = 0; k < LANES; k++) {
+                float v = xt[i * LANES + k], w = v * v, q;
+                iq4nl_code(id[k] * v, &q);
+                sqx[k] += w * q * v;
+                sq2[k] += w * q * q;
             }
-            if (sq2 > 0 && sqx * sqx > best * sq2) {
-                d = sqx / sq2;
-                best = d * sqx;
-            }
+        for (int k = 0; k < LANES; k++) {
+            int upd = (sq2[k] > 0) & (sqx[k] * sqx[k] > best[k] * sq2[k]);
+            d[k] = upd ? sqx[k] / sq2[k] : d[k];
+            best[k] = upd ? d[k] * sqx[k] : best[k];
         }
     }
-    put_f16(b, d);
-    float id = d != 0 ? 1 / d : 0;
-    for (int j = 0; j < 32; j++) L[j] = (uint8_t)iq4nl_index(id * x[j]);
-    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j] | L[16 + j] << 4);
+    int32_t L[32 * LANES];
+    for (int k = 0; k < LANES; k++) {
+        d[k] = amax[k] < ZERO_GROUP ? 0 : d[k];
+        id[k] = d[k] != 0 ? 1 / d[k] : 0;
+    }
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < LANES; k++) {
+            float q;
+            L[i * LANES + k] = iq4nl_code(id[k] * xt[i * LANES + k], &q);
+        }
+    for (uint64_t k = 0; k < nb; k++) {
+        uint8_t *b = out + 18 * k;
+        put_f16(b, d[k]);
+        for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j * LANES + k] | L[(16 + j) * LANES + k] << 4);
+    }
 }
 
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
@@ -531,7 +557,9 @@ bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, vo
     case MK_GGML_Q2_K: for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * t->bytes); return true;
     case MK_GGML_Q3_K: for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * t->bytes); return true;
     case MK_GGML_Q6_K: for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * t->bytes); return true;
-    case MK_GGML_IQ4_NL: for (uint64_t i = 0; i < nblocks; i++) iq4_nl(src + i * 32, out + i * t->bytes); return true;
+    case MK_GGML_IQ4_NL:
+        for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * t->bytes);
+        return true;
     case MK_GGML_Q4_K:
     case MK_GGML_Q5_K: {
         bool q4 = type == MK_GGML_Q4_K;
