@@ -94,6 +94,15 @@ MK_TEST(ggml_kquant_golden)
                                      (unsigned long long)b, (unsigned long long)nb, off, g, w);
                         break;
                     }
+                /* row by row too: odd block counts (the encoders pair blocks, or take 16 at once) */
+                uint64_t rb = cols / t->block;
+                for (uint64_t r = 0; r < rows; r++) {
+                    uint8_t one[2 * 210 * 16];
+                    if (rb * t->bytes > sizeof one) break;
+                    CHECK(mk_ggml_encode(KT[k].type, x + r * cols, rb, one));
+                    CHECK_MSG(memcmp(one, want + r * rb * t->bytes, rb * t->bytes) == 0, "%s row %llu encoded alone differs", name,
+                              (unsigned long long)r);
+                }
                 CHECK(mk_ggml_decode(KT[k].type, got, nb, dq));
                 for (uint64_t r = 0; finite_rt && r < rows; r++) {
                     const float *xr = x + r * cols, *dr = dq + r * cols;
