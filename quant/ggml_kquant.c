@@ -147,6 +147,19 @@ static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, co
             L[i * LANES + k] = hi[k] == lo0[k] ? 0 : clamp_i(round_k(best_is[k] * (x[i * LANES + k] - best_lo[k])), 0, nmax);
 }
 
+/* per lane: the largest magnitude of n values and the (first) value that has it */
+static inline __attribute__((always_inline)) void lane_absmax(const float *x, int n, float *amax, float *max)
+{
+    for (int k = 0; k < LANES; k++) amax[k] = max[k] = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            int32_t big = fabsf(v) > amax[k];
+            amax[k] = big ? fabsf(v) : amax[k];
+            max[k] = big ? v : max[k];
+        }
+}
+
 /* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1), 16 values a
  * group: the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
  * keeping the least-squares scale of greatest explained energy. scale[k] (0: all zeros) and
@@ -155,18 +168,12 @@ static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
 {
     float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
     float w[16 * LANES], wx[16 * LANES]; /* x^2 and x^2 x: the weights, and the products the sums take first */
-    for (int k = 0; k < LANES; k++) amax[k] = max[k] = slx[k] = sl2[k] = 0;
+    for (int k = 0; k < LANES; k++) slx[k] = sl2[k] = 0;
     for (int i = 0; i < 16 * LANES; i++) {
         w[i] = x[i] * x[i];
         wx[i] = w[i] * x[i];
     }
-    for (int i = 0; i < 16; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k];
-            int32_t big = fabsf(v) > amax[k];
-            amax[k] = big ? fabsf(v) : amax[k];
-            max[k] = big ? v : max[k];
-        }
+    lane_absmax(x, 16, amax, max);
     for (int k = 0; k < LANES; k++) best_is[k] = is[k] = (float)-nmax / max[k];
     for (int i = 0; i < 16; i++)
         for (int k = 0; k < LANES; k++) {
@@ -487,22 +494,10 @@ static inline int iq4nl_code(float x, float *level)
     return idx;
 }
 
-/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
- * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
- * blocks of 32 at once, block k in lane k. */
-static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+/* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
+static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *id, float *sqx, float *sq2)
 {
-    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
-    to_lanes(x, 32, (int)nb, xt);
-    for (int k = 0; k < LANES; k++) amax[k] = max[k] = sqx[k] = sq2[k] = 0;
-    for (int i = 0; i < 32; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = xt[i * LANES + k];
-            int big = fabsf(v) > amax[k];
-            amax[k] = big ? fabsf(v) : amax[k];
-            max[k] = big ? v : max[k];
-        }
-    for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
+    for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
     for (int i = 0; i < 32; i++)
         for (int k = 0; k < LANES; k++) {
             float v = xt[i * LANES + k], w = v * v, q;
@@ -510,22 +505,25 @@ static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
             sqx[k] += w * q * v;
             sq2[k] += w * q * q;
         }
+}
+
+/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
+ * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
+ * blocks of 32 at once, block k in lane k. */
+static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+{
+    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
+    to_lanes(x, 32, (int)nb, xt);
+    lane_absmax(xt, 32, amax, max);
+    for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
+    iq4_nl_sums(xt, id, sqx, sq2);
     for (int k = 0; k < LANES; k++) {
         d[k] = sq2[k] > 0 ? sqx[k] / sq2[k] : 0;
         best[k] = d[k] * sqx[k];
     }
     for (int t = -7; t <= 7; t++) {
-        for (int k = 0; k < LANES; k++) {
-            id[k] = (float)(t + IQ4NL[0]) / max[k];
-            sqx[k] = sq2[k] = 0;
-        }
-        for (int i = 0; i < 32; i++)
-            for (int k = 0; k < LANES; k++) {
-                float v = xt[i * LANES + k], w = v * v, q;
-                iq4nl_code(id[k] * v, &q);
-                sqx[k] += w * q * v;
-                sq2[k] += w * q * q;
-            }
+        for (int k = 0; k < LANES; k++) id[k] = (float)(t + IQ4NL[0]) / max[k];
+        iq4_nl_sums(xt, id, sqx, sq2);
         for (int k = 0; k < LANES; k++) {
             int upd = (sq2[k] > 0) & (sqx[k] * sqx[k] > best[k] * sq2[k]);
             d[k] = upd ? sqx[k] / sq2[k] : d[k];
