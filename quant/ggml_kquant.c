@@ -9,6 +9,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../model/gguf_names.h"
+#include "qvec.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -41,7 +42,7 @@ static inline float put_f16(uint8_t *p, float f)
 
 /* Four groups of 32 2-bit codes from L[128 h ...] into 32 bytes, code 32 k + l at bits 2 k of
  * byte l: Q2_K's and Q3_K's low bits. */
-static void pack2(const uint8_t *L, uint8_t *q)
+MK_VINLINE void pack2(const uint8_t *L, uint8_t *q)
 {
     for (int h = 0; h < QK_K / 128; h++)
         for (int l = 0; l < 32; l++) {
@@ -164,7 +165,7 @@ static inline __attribute__((always_inline)) void lane_absmax(const float *x, in
  * group: the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
  * keeping the least-squares scale of greatest explained energy. scale[k] (0: all zeros) and
  * the codes L[i * LANES + k] per lane. */
-static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
+MK_VINLINE void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
 {
     float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
     float w[16 * LANES], wx[16 * LANES]; /* x^2 and x^2 x: the weights, and the products the sums take first */
@@ -214,7 +215,7 @@ static void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
 }
 
 /* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
-static void to_lanes(const float *x, int gsize, int ngroups, float *xt)
+MK_VINLINE void to_lanes(const float *x, int gsize, int ngroups, float *xt)
 {
     for (int k = 0; k < LANES; k++)
         for (int i = 0; i < gsize; i++) xt[i * LANES + k] = k < ngroups ? x[gsize * k + i] : 0;
@@ -223,7 +224,7 @@ static void to_lanes(const float *x, int gsize, int ngroups, float *xt)
 /* Q3_K's group fit (make_q3_quants with rmse): codes -4..3 on the grid through the largest
  * magnitude, then up to 5 passes moving single codes while the weighted (x^2) least-squares
  * fit improves. L gets the codes + 4. Returns the scale. */
-static float fit_q3(const float *x, int8_t *L)
+MK_VINLINE float fit_q3(const float *x, int8_t *L)
 {
     float amax = 0, max = 0;
     for (int i = 0; i < 16; i++)
@@ -269,7 +270,7 @@ static float fit_q3(const float *x, int8_t *L)
 /* ---- the block types --------------------------------------------------------------------- */
 
 /* Q2_K (84 bytes): scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin. */
-static void q2_k(const float *x, uint8_t *b)
+MK_VINLINE void q2_k(const float *x, uint8_t *b)
 {
     float xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES], maxs = 0, maxm = 0;
     int32_t Lt[16 * LANES];
@@ -310,7 +311,7 @@ static void q2_k(const float *x, uint8_t *b)
 /* Q3_K (110 bytes): hmask[32] (bit k of byte l: the high bit of code 32 k + l), qs[64] (low 2
  * bits), scales[12] (16 6-bit signed scales + 32: low nibbles in bytes 0..7, high pairs in
  * 8..11), d. */
-static void q3_k(const float *x, uint8_t *b)
+MK_VINLINE void q3_k(const float *x, uint8_t *b)
 {
     int8_t L[QK_K];
     uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
@@ -359,7 +360,7 @@ static void q3_k(const float *x, uint8_t *b)
 
 /* Q4_K and Q5_K's group fits for two super-blocks at once (x1 NULL: one): 8 groups of 32 each,
  * fitted with offsets, weights sqrt(mean x^2) + |x|. Block h's group j is lane 8 h + j. */
-static void k_fit(const float *x0, const float *x1, int nmax, float rmin, float rdelta, int nstep, int32_t *Lt, float *scale,
+MK_VINLINE void k_fit(const float *x0, const float *x1, int nmax, float rmin, float rdelta, int nstep, int32_t *Lt, float *scale,
                   float *min)
 {
     float xt[32 * LANES], wt[32 * LANES];
@@ -380,7 +381,7 @@ static void k_fit(const float *x0, const float *x1, int nmax, float rmin, float 
  * scales and minimums packed in b[4..16) (groups 0..3 in the low 6 bits of bytes 0..3 and 4..7;
  * groups 4..7 as nibbles in bytes 8..11 with their top 2 bits in the top of bytes 0..7); d,
  * dmin at b[0], b[2]; L the final codes 0..nmax. */
-static void k_scales(const float *x, uint8_t *b, const int32_t *Lt, const float *scale, const float *min, int h8, int nmax, uint8_t *L)
+MK_VINLINE void k_scales(const float *x, uint8_t *b, const int32_t *Lt, const float *scale, const float *min, int h8, int nmax, uint8_t *L)
 {
     float maxs = 0, maxm = 0;
     uint8_t *s = b + 4, ls[8], lm[8];
@@ -411,7 +412,7 @@ static void k_scales(const float *x, uint8_t *b, const int32_t *Lt, const float 
 }
 
 /* Q4_K (144 bytes): d, dmin, scales[12], qs[128] (byte l of each 32: codes 64 k + l, + 32 high). */
-static void q4_k_pack(const uint8_t *L, uint8_t *b)
+MK_VINLINE void q4_k_pack(const uint8_t *L, uint8_t *b)
 {
     uint8_t *qs = b + 16;
     for (int k = 0; k < QK_K / 64; k++)
@@ -420,7 +421,7 @@ static void q4_k_pack(const uint8_t *L, uint8_t *b)
 
 /* Q5_K (176 bytes): d, dmin, scales[12], qh[32] (bit 2 k / 2 k + 1 of byte l: the fifth bit of
  * codes 64 k + l / 64 k + 32 + l), qs[128] as Q4_K's low nibbles. */
-static void q5_k_pack(const uint8_t *L, uint8_t *b)
+MK_VINLINE void q5_k_pack(const uint8_t *L, uint8_t *b)
 {
     uint8_t *qh = b + 16, *qs = b + 48;
     memset(qh, 0, 32);
@@ -435,7 +436,7 @@ static void q5_k_pack(const uint8_t *L, uint8_t *b)
 /* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
  * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
  * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
-static void q6_k(const float *x, uint8_t *b)
+MK_VINLINE void q6_k(const float *x, uint8_t *b)
 {
     float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
     int32_t Lt[16 * LANES];
@@ -510,7 +511,7 @@ static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, c
 /* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
  * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
  * blocks of 32 at once, block k in lane k. */
-static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
 {
     float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
     to_lanes(x, 32, (int)nb, xt);
@@ -547,36 +548,43 @@ static void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
     }
 }
 
+/* The encoders, each built for the baseline and for AVX2 (qvec.h: the same bytes) */
+#define ROWS(name, body)                                                      \
+    MK_QKERNEL static void name(const float *src, uint64_t nblocks, uint8_t *out) { body }
+ROWS(rows_q2_k, for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * 84);)
+ROWS(rows_q3_k, for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * 110);)
+ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * 210);)
+ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * 18);)
+
+/* Q4_K (nmax 15) and Q5_K (31): two super-blocks a fit */
+MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *out, bool q4)
+{
+    int nmax = q4 ? 15 : 31;
+    unsigned bytes = q4 ? 144 : 176;
+    int32_t Lt[32 * LANES];
+    float scale[LANES], min[LANES];
+    uint8_t L[QK_K];
+    for (uint64_t i = 0; i < nblocks; i += 2) {
+        const float *x0 = src + i * QK_K, *x1 = i + 1 < nblocks ? x0 + QK_K : NULL;
+        k_fit(x0, x1, nmax, q4 ? -1.0f : -0.5f, 0.1f, q4 ? 20 : 15, Lt, scale, min);
+        for (int h = 0; h < (x1 ? 2 : 1); h++) {
+            uint8_t *b = out + (i + (uint64_t)h) * bytes;
+            k_scales(x0 + h * QK_K, b, Lt, scale, min, 8 * h, nmax, L);
+            if (q4) q4_k_pack(L, b);
+            else q5_k_pack(L, b);
+        }
+    }
+}
+
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
 {
-    uint8_t *out = dst;
-    const mk_ggml_type *t = mk_ggml_type_of(type);
     switch (type) {
-    case MK_GGML_Q2_K: for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * t->bytes); return true;
-    case MK_GGML_Q3_K: for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * t->bytes); return true;
-    case MK_GGML_Q6_K: for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * t->bytes); return true;
-    case MK_GGML_IQ4_NL:
-        for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * t->bytes);
-        return true;
-    case MK_GGML_Q4_K:
-    case MK_GGML_Q5_K: {
-        bool q4 = type == MK_GGML_Q4_K;
-        int nmax = q4 ? 15 : 31;
-        int32_t Lt[32 * LANES];
-        float scale[LANES], min[LANES];
-        uint8_t L[QK_K];
-        for (uint64_t i = 0; i < nblocks; i += 2) {
-            const float *x0 = src + i * QK_K, *x1 = i + 1 < nblocks ? x0 + QK_K : NULL;
-            k_fit(x0, x1, nmax, q4 ? -1.0f : -0.5f, 0.1f, q4 ? 20 : 15, Lt, scale, min);
-            for (int h = 0; h < (x1 ? 2 : 1); h++) {
-                uint8_t *b = out + (i + (uint64_t)h) * t->bytes;
-                k_scales(x0 + h * QK_K, b, Lt, scale, min, 8 * h, nmax, L);
-                if (q4) q4_k_pack(L, b);
-                else q5_k_pack(L, b);
-            }
-        }
-        return true;
-    }
+    case MK_GGML_Q2_K: rows_q2_k(src, nblocks, dst); return true;
+    case MK_GGML_Q3_K: rows_q3_k(src, nblocks, dst); return true;
+    case MK_GGML_Q4_K: rows_q45_k(src, nblocks, dst, true); return true;
+    case MK_GGML_Q5_K: rows_q45_k(src, nblocks, dst, false); return true;
+    case MK_GGML_Q6_K: rows_q6_k(src, nblocks, dst); return true;
+    case MK_GGML_IQ4_NL: rows_iq4_nl(src, nblocks, dst); return true;
     default: return false;
     }
 }
