@@ -54,26 +54,28 @@ done
 "$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
+# MODEL converted to each TYPE as PREFIX-TYPE.gguf; prints check-gguf-quantize.py's TYPE=FILE arguments
+convert_each() {
+    m=$1 p=$2
+    shift 2
+    for t in "$@"; do
+        "$mk" convert "$m" "$p-$t.gguf" --type "$t" -q
+        printf ' %s=%s' "$t" "$p-$t.gguf"
+    done
+}
 # the k-quant mixes: llama.cpp chooses the types (no --pure); all must be ours
 mixes="q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq4_nl"
 "$mk" synth "$w/k16" --hidden 256 --intermediate 512 --layers 16 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
 "$mk" synth "$w/k288" --hidden 288 --intermediate 512 --layers 12 --heads 9 --kv-heads 3 --vocab 300 --dtype float32 --tie -q
 for m in k16 k288; do
     "$mk" convert "$w/$m" "$w/$m-f32.gguf" --type f32 -q
-    args=""
-    for t in $mixes; do
-        "$mk" convert "$w/$m" "$w/$m-$t.gguf" --type "$t" -q
-        args="$args $t=$w/$m-$t.gguf"
-    done
+    # shellcheck disable=SC2086
+    args=$(convert_each "$w/$m" "$w/$m" $mixes)
     echo "$m:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args 2>/dev/null
     # the single types under llama.cpp's own choices too (the output matrix Q6_K or Q8_0)
-    args=""
-    for t in q8_0 q4_0 q4_1 q5_0 q5_1; do
-        "$mk" convert "$w/$m" "$w/$m-$t.gguf" --type "$t" -q
-        args="$args $t=$w/$m-$t.gguf"
-    done
+    args=$(convert_each "$w/$m" "$w/$m" q8_0 q4_0 q4_1 q5_0 q5_1)
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args --strict 2>/dev/null
     rm -f "$w/$m"-*.gguf
@@ -96,12 +98,9 @@ if [ -f "$sm/model.safetensors" ]; then
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
     for t in f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do rm -f "$w/sm-$t.gguf"; done
-    args=""
-    for t in $mixes; do
-        "$mk" convert "$sm" "$w/sm-$t.gguf" --type "$t" -q
-        args="$args $t=$w/sm-$t.gguf"
-    done
-    echo "SmolLM2, k-quant mixes:"
+    # shellcheck disable=SC2086
+    args=$(convert_each "$sm" "$w/sm" $mixes)
+    echo "SmolLM2, k-quant mixes and iq4_nl:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
 fi

@@ -1,8 +1,8 @@
 /* test_ggml_kquant.c - the k-quants against llama.cpp itself (tools/gen-golden-gguf-kquant.py,
  * llama-cpp-python's libggml-base and llama_model_quantize):
  *  - quant/ggml_kquant.c: every block of tests/golden/gguf/kquant.safetensors byte-identical
- *    to quantize_row_q*_K_ref's (tolerance: none; a failure prints the case, the type and the
- *    first differing block, both byte strings);
+ *    to quantize_row_q*_K_ref's (tolerance: none; a failure prints the case, the type, the
+ *    first differing block and byte);
  *  - round trip through quant/ggml.c's decoder: on the finite cases each value within
  *    rt_tol[type] x its row's largest magnitude + RT_ABS (f16 scales cannot step finer: rows
  *    of 1e-20 decode to zeros; a failure prints the worst element);
@@ -30,29 +30,27 @@ static const struct {
 
 #define RT_ABS 1e-6
 
-static void *read_all(mk_source *s, const char *name, size_t *len)
+/* the stored bytes of tensor `name` (malloc'd; NULL when absent) */
+static void *tensor_bytes(mk_source *s, const char *name, size_t *len)
 {
     long i = mk_source_find(s, name);
-    if (i < 0) return NULL;
-    *len = (size_t)s->tensors[i].nbytes;
-    void *b = malloc(*len ? *len : 1);
-    if (b && s->ops->read(s, (size_t)i, 0, *len, b) == MK_OK) return b;
-    free(b);
-    return NULL;
+    uint8_t *b = i < 0 ? NULL : malloc((*len = (size_t)s->tensors[i].nbytes) + 1);
+    if (b && s->ops->read(s, (size_t)i, 0, *len, b) != MK_OK) free(b), b = NULL;
+    return b;
 }
 
-static void hex(const uint8_t *p, unsigned n, char *out)
+/* tests/golden/gguf/NAME under MK_ROOT */
+static const char *golden(const char *name, char *path, size_t cap)
 {
-    for (unsigned i = 0; i < n && i < 48; i++) sprintf(out + 2 * i, "%02x", p[i]);
+    snprintf(path, cap, "%s/tests/golden/gguf/%s", getenv("MK_ROOT") ? getenv("MK_ROOT") : ".", name);
+    return path;
 }
 
 MK_TEST(ggml_kquant_golden)
 {
-    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
     char path[1024];
-    snprintf(path, sizeof path, "%s/tests/golden/gguf/kquant.safetensors", root);
     mk_source *s = NULL;
-    if (mk_safetensors_open(path, &s) != MK_OK) {
+    if (mk_safetensors_open(golden("kquant.safetensors", path, sizeof path), &s) != MK_OK) {
         mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
         return;
     }
@@ -62,7 +60,7 @@ MK_TEST(ggml_kquant_golden)
         const mk_tensor_info *ti = &s->tensors[c];
         if (strchr(ti->name, '.')) continue;
         size_t xlen = 0;
-        float *x = read_all(s, ti->name, &xlen);
+        float *x = tensor_bytes(s, ti->name, &xlen);
         CHECK(x != NULL && ti->ndim == 2);
         if (!x || ti->ndim != 2) {
             free(x);
@@ -76,7 +74,7 @@ MK_TEST(ggml_kquant_golden)
             snprintf(name, sizeof name, "%s.%s", ti->name, KT[k].name);
             const mk_ggml_type *t = mk_ggml_type_of(KT[k].type);
             size_t wlen = 0;
-            uint8_t *want = read_all(s, name, &wlen);
+            uint8_t *want = tensor_bytes(s, name, &wlen);
             uint64_t nb = n / t->block;
             uint8_t *got = calloc(nb * t->bytes + 1, 1);
             float *dq = malloc(n * sizeof *dq);
@@ -85,13 +83,14 @@ MK_TEST(ggml_kquant_golden)
                 CHECK(mk_ggml_encode(KT[k].type, x, nb, got));
                 for (uint64_t b = 0; b < nb; b++, blocks++)
                     if (memcmp(got + b * t->bytes, want + b * t->bytes, t->bytes) != 0) {
-                        char g[100] = "", w[100] = "";
+                        const uint8_t *g = got + b * t->bytes, *w = want + b * t->bytes;
                         unsigned off = 0;
-                        while (got[b * t->bytes + off] == want[b * t->bytes + off]) off++;
-                        hex(got + b * t->bytes, t->bytes, g);
-                        hex(want + b * t->bytes, t->bytes, w);
-                        mk_test_fail(__FILE__, __LINE__, "%s: block %llu of %llu differs at byte %u (tolerance: none)\n  got  %s\n  want %s", name,
-                                     (unsigned long long)b, (unsigned long long)nb, off, g, w);
+                        while (g[off] == w[off]) off++;
+                        mk_test_fail(__FILE__, __LINE__,
+                                     "%s: block %llu of %llu differs first at byte %u of %u: got %02x, want %02x (tolerance: none; "
+                                     "bytes 0-3 got %02x%02x%02x%02x, want %02x%02x%02x%02x)",
+                                     name, (unsigned long long)b, (unsigned long long)nb, off, t->bytes, g[off], w[off], g[0], g[1], g[2], g[3],
+                                     w[0], w[1], w[2], w[3]);
                         break;
                     }
                 /* row by row too: odd block counts (the encoders pair blocks, or take 16 at once) */
@@ -155,10 +154,8 @@ static uint32_t mix_ftype(const char *mix)
 
 MK_TEST(ggml_mix_golden)
 {
-    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
     char path[1024], line[256];
-    snprintf(path, sizeof path, "%s/tests/golden/gguf/kquant-mix.txt", root);
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(golden("kquant-mix.txt", path, sizeof path), "r");
     if (!f) {
         mk_test_fail(__FILE__, __LINE__, "cannot open %s", path);
         return;
