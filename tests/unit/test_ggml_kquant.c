@@ -200,3 +200,27 @@ MK_TEST(ggml_mix_golden)
               promoted, fallback);
     CHECK_MSG(bad == 0, "%zu tensor types differ from llama.cpp's", bad);
 }
+
+/* Any f32 bit patterns (NaN, Inf, subnormals, huge): every encoder finishes (under the
+ * sanitizers: no undefined behaviour) and a block's bytes do not depend on its neighbours
+ * (the lanes, pairs and groups of 16 blocks are independent): all at once = one by one. */
+MK_TEST(ggml_kquant_any_bits)
+{
+    enum { NB = 19 };
+    static float x[NB * 256];
+    static uint8_t all[NB * 256], one[NB * 256];
+    uint32_t r = 17;
+    for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) {
+        r = r * 1664525u + 1013904223u;
+        uint32_t u = r;
+        if (i % 256 < 128) u = (u & 0x807fffffu) | ((uint32_t)(100 + (r >> 25)) << 23); /* ordinary magnitudes */
+        memcpy(&x[i], &u, sizeof u);
+    }
+    for (size_t k = 0; k < sizeof KT / sizeof KT[0]; k++) {
+        const mk_ggml_type *t = mk_ggml_type_of(KT[k].type);
+        uint64_t nb = NB * 256 / t->block;
+        CHECK(mk_ggml_encode(KT[k].type, x, nb, all));
+        for (uint64_t b = 0; b < nb; b++) CHECK(mk_ggml_encode(KT[k].type, x + b * t->block, 1, one + b * t->bytes));
+        CHECK_MSG(memcmp(all, one, nb * t->bytes) == 0, "%s: blocks encoded together differ from one by one", KT[k].name);
+    }
+}
