@@ -5,9 +5,11 @@
  * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
  * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
  * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
- * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write); for
+ * token embedding when tied) is Q6_K as llama-quantize picks it, Q8_0 where its rows are not
+ * whole 256-value blocks; for
  * the ternary TQ1_0 / TQ2_0 the token embedding and output matrix are F16, as the converter
- * writes them.
+ * writes them. The k-quant mixes (q2_k ... q6_k, general.file_type as llama.cpp's) take each
+ * matrix's type from quant/ggml_mix.h, llama-quantize's choices.
  */
 #include "cli.h"
 
@@ -20,6 +22,7 @@
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 #include "../quant/ggml.h"
+#include "../quant/ggml_mix.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -36,7 +39,17 @@ static const struct {
     {"f32", MK_GGML_F32, 0}, {"f16", MK_GGML_F16, 1},   {"bf16", MK_GGML_BF16, 32}, {"q8_0", MK_GGML_Q8_0, 7},
     {"q4_0", MK_GGML_Q4_0, 2}, {"q4_1", MK_GGML_Q4_1, 3}, {"q5_0", MK_GGML_Q5_0, 8},  {"q5_1", MK_GGML_Q5_1, 9},
     {"tq1_0", MK_GGML_TQ1_0, 36}, {"tq2_0", MK_GGML_TQ2_0, 37},
+    /* llama.cpp's k-quant mixes (quant/ggml_mix.h); q3_k, q4_k and q5_k are the _m mixes, as
+     * llama-quantize names them */
+    {"q2_k", MK_GGML_Q2_K, MK_FTYPE_Q2_K}, {"q3_k_s", MK_GGML_Q3_K, MK_FTYPE_Q3_K_S}, {"q3_k_m", MK_GGML_Q3_K, MK_FTYPE_Q3_K_M},
+    {"q3_k", MK_GGML_Q3_K, MK_FTYPE_Q3_K_M}, {"q3_k_l", MK_GGML_Q3_K, MK_FTYPE_Q3_K_L}, {"q4_k_s", MK_GGML_Q4_K, MK_FTYPE_Q4_K_S},
+    {"q4_k_m", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q4_k", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q5_k_s", MK_GGML_Q5_K, MK_FTYPE_Q5_K_S},
+    {"q5_k_m", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q5_k", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q6_k", MK_GGML_Q6_K, MK_FTYPE_Q6_K},
+    {"iq4_nl", MK_GGML_IQ4_NL, MK_FTYPE_IQ4_NL},
 };
+#define TYPE_NAMES \
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k, q3_k_s, q3_k_m (q3_k), q3_k_l, q4_k_s, q4_k_m (q4_k), " \
+    "q5_k_s, q5_k_m (q5_k), q6_k, iq4_nl"
 #define N_TYPES (sizeof types / sizeof types[0])
 
 typedef struct plan {
@@ -65,8 +78,8 @@ static char *model_name(const char *path)
     return b;
 }
 
-static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
-                              size_t *n_out)
+static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, uint32_t ftype,
+                              plan **out, size_t *n_out)
 {
     plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
     if (!p) return MK_ERR_NOMEM;
@@ -76,6 +89,10 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
     for (size_t i = 0; i < src->n_tensors; i++) has_output |= strcmp(src->tensors[i].name, "lm_head.weight") == 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
     bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
+    uint32_t base;
+    bool mix = mk_ggml_mix_base(ftype, &base);
+    mk_ggml_mix_model mm = {(int)cfg->layers, cfg->kv_heads > 0 ? (int)(cfg->heads / cfg->kv_heads) : 0, !has_output,
+                            cfg->layers == 80 && ((strcmp(a->name, "llama") == 0 && cfg->heads != cfg->kv_heads) || strcmp(a->name, "qwen2") == 0)};
     for (size_t i = 0; i < src->n_tensors; i++) {
         const mk_tensor_info *t = &src->tensors[i];
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
@@ -96,7 +113,8 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
         bool out_like = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
         bool embd_or_out = strcmp(q->name, "output.weight") == 0 || strcmp(q->name, "token_embd.weight") == 0;
         q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32
-                  : small && out_like                                 ? MK_GGML_Q8_0
+                  : mix                                               ? mk_ggml_mix_type(ftype, &mm, q->name, q->cols)
+                  : small && out_like                                 ? (q->cols % 256 ? MK_GGML_Q8_0 : MK_GGML_Q6_K)
                   : ternary && embd_or_out                            ? MK_GGML_F16
                                                                       : want;
         if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
@@ -260,7 +278,7 @@ static mk_status prepare(conv *v, const char *in, const char *name)
     if (cfg->rope.type != MK_ROPE_DEFAULT && cfg->rope.type != MK_ROPE_LINEAR)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
-    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
+    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, types[v->ti].ftype, &v->p, &v->np));
     if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
@@ -306,7 +324,7 @@ static size_t type_row(const char *type_s)
 mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
 {
     if (type_row(type_s) == N_TYPES)
-        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", opt, type_s);
+        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of " TYPE_NAMES, opt, type_s);
     return MK_OK;
 }
 
@@ -391,7 +409,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     mk_cli_parts parts = {0};
     mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c, false};
     const mk_opt opts[] = {
-        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
+        {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
@@ -407,8 +425,12 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
         "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
         "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
-        "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
-        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.\n"
+        "the output matrix is q6_k as llama-quantize makes it (q8_0 if its rows are not whole 256-value\n"
+        "blocks), for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
+        "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
+        "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output\n"
+        "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
+        "blocks; the bytes are llama.cpp's. Streams one tensor at a time; OUT appears only when complete.\n"
         "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
         "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"
         "place: the same bytes as one process (docs/cluster.md).",

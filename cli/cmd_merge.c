@@ -1131,7 +1131,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
-        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0 (see 'convert --help')", "f16"},
+        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, or a k-quant mix q2_k ... q6_k, q4_k_m, iq4_nl (see 'convert --help')", "f16"},
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},

@@ -19,7 +19,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances", NULL},
     {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts", NULL},
     {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors", NULL},
-    {"convert", mk_cmd_convert, "write a model as a llama.cpp GGUF file (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0)", NULL},
+    {"convert", mk_cmd_convert, "write a model as a llama.cpp GGUF file (f32, f16, bf16, q8_0, q4_0 ... q5_1, tq1_0, tq2_0, k-quant mixes q2_k ... q6_k, iq4_nl)", NULL},
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults", NULL},
     {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine", lora_subs},
     {"eval", mk_cmd_eval, "perplexity on a text, and KL divergence to reference models (merge parents, unquantized)", NULL},
