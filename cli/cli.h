@@ -160,6 +160,17 @@ struct mk_qplan;
  * abs error and sizes on stderr (unless -q); with json, the same on stdout. */
 void mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json);
 
+/* quantize --target-bpw: a format per weight under a size budget (cli/quant_alloc.c). */
+typedef struct mk_cli_alloc_opts {
+    double target_bpw;
+    const char *formats;     /* --formats; NULL: the default candidates */
+    const char *sensitivity; /* "weight" */
+    const char *skip;
+    uint64_t shard_size, chunk;
+    bool force, dry_run;
+} mk_cli_alloc_opts;
+mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+
 /* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
 #define MK_CLI_EVAL_MAX_REFS 8
 typedef struct mk_cli_eval_opts {

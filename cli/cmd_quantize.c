@@ -14,6 +14,7 @@
 #include "../core/mk_io.h"
 #include "../formats/output.h"
 #include "../quant/qsource.h"
+#include "../quant/alloc.h"
 #include "../quant/quant.h"
 
 #include <math.h>
@@ -34,6 +35,7 @@ typedef struct quant_cli {
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
+    const char *target_bpw, *formats, *sensitivity; /* --target-bpw: mixed precision (quant_alloc.c) */
     int argc;                        /* the command line, for a part's manifest */
     char **argv;
 } quant_cli;
@@ -337,6 +339,28 @@ static mk_status list_formats(bool json)
     return MK_OK;
 }
 
+/* --target-bpw: the options it takes and the run; then --eval-text as for one format. */
+static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
+{
+    char *end = NULL;
+    mk_cli_alloc_opts a = {0, o->formats, o->sensitivity ? o->sensitivity : "weight", o->skip, o->shard_size, o->chunk, o->force,
+                           o->dry_run};
+    if (!o->target_bpw) return mk_error(MK_ERR_USAGE, "--formats and --sensitivity choose how --target-bpw allocates; give --target-bpw");
+    a.target_bpw = strtod(o->target_bpw, &end);
+    if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
+    if (o->format) return mk_error(MK_ERR_USAGE, "--target-bpw chooses the formats (--formats); not with --format");
+    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
+        if (o->value[k] || o->flag[k])
+            return mk_error(MK_ERR_USAGE, "--%s: with --target-bpw, settings go in --formats (NAME:%s=...)", mk_qsettings[k].key,
+                            mk_qsettings[k].key);
+    if (o->include || o->compute_dtype || o->parts.p.n || o->parts.parts || o->finalize)
+        return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --part, --parts");
+    if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
+    MK_TRY(mk_cli_quant_alloc(&a, &o->c, in, out));
+    if (!o->eval.text) return MK_OK;
+    return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
+}
+
 static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
@@ -351,6 +375,9 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
+        {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
+        {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error)", "weight"},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
@@ -370,6 +397,9 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (o.list_formats) s = list_formats(o.c.json);
     else if (npos < 2)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
+    bool alloc = o.target_bpw || o.formats || o.sensitivity;
+    if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
+    if (alloc) o.list_formats = true; /* done: no single-format run */
     mk_qopts qo;
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
     if (s == MK_OK && !o.list_formats && o.eval.text && o.dry_run)
