@@ -102,6 +102,42 @@ static bool exchange(const mk_alloc_problem *p, size_t *choice, double budget, d
     return true;
 }
 
+static double total_error(const mk_alloc_problem *p, const size_t *choice)
+{
+    double e = 0;
+    for (size_t i = 0; i < p->n; i++) e += p->err[i * p->k + choice[i]];
+    return e;
+}
+
+/* The best of: one weight moved to a cheaper candidate, then the freed bits refilled (fill);
+ * applied, and true, when that lowers the total error. `tmp`: n entries of scratch. */
+static bool release(const mk_alloc_problem *p, size_t *choice, double budget, double *used, size_t *tmp, size_t *best_c)
+{
+    double base = total_error(p, choice), best = base, best_used = *used;
+    bool found = false;
+    for (size_t i = 0; i < p->n; i++) {
+        const double *b = p->bits + i * p->k;
+        for (size_t j = 0; j < p->k; j++) {
+            if (b[j] < 0 || b[j] >= b[choice[i]]) continue;
+            memcpy(tmp, choice, p->n * sizeof *tmp);
+            double u = *used + b[j] - b[choice[i]];
+            tmp[i] = j;
+            fill(p, tmp, budget, &u);
+            double e = total_error(p, tmp);
+            if (e < best * (1 - 1e-12)) {
+                best = e;
+                best_used = u;
+                memcpy(best_c, tmp, p->n * sizeof *tmp);
+                found = true;
+            }
+        }
+    }
+    if (!found) return false;
+    memcpy(choice, best_c, p->n * sizeof *choice);
+    *used = best_used;
+    return true;
+}
+
 mk_status mk_alloc_solve(const mk_alloc_problem *p, double budget_bits, size_t *choice)
 {
     if (!p->n) return MK_OK;
@@ -145,10 +181,13 @@ mk_status mk_alloc_solve(const mk_alloc_problem *p, double budget_bits, size_t *
     /* fill: any single change that fits and lowers the error, best drop per bit first; then
      * exchanges: one weight up, another down, when that fits and lowers the total (the
      * budget left by the hull steps is spent; at most 64 rounds) */
+    size_t *tmp = s == MK_OK ? mk_calloc(2 * p->n, sizeof *tmp) : NULL;
+    if (s == MK_OK && !tmp) s = MK_ERR_NOMEM;
     for (int round = 0; s == MK_OK && round < 64; round++) {
         fill(p, choice, budget_bits, &used);
-        if (!exchange(p, choice, budget_bits, &used)) break;
+        if (!exchange(p, choice, budget_bits, &used) && !release(p, choice, budget_bits, &used, tmp, tmp + p->n)) break;
     }
+    free(tmp);
     free(h);
     free(mem);
     return s;
