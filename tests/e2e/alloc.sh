@@ -49,7 +49,9 @@ else
     notok "config groups per format, the allocation in the model card" "$(grep -c group_ q/config.json) groups"
 fi
 t_ok "dequantize reads the mixed checkpoint" "$MK" dequantize q d -q
-t_ok "inspect reads it" "$MK" inspect q
+"$MK" inspect q >ins.txt 2>&1
+if grep -q "^quantized: mixed (compressed-tensors, a format per weight); 56 weights" ins.txt; then ok "inspect calls it mixed"
+else notok "inspect calls it mixed" "$(tail -n 1 ins.txt)"; fi
 t_ok "the same again with one thread and small chunks" "$MK" quantize m q2 --target-bpw 6 -q -j 1 --chunk 4096
 t_same "deterministic" q/model.safetensors q2/model.safetensors
 t_same "deterministic config" q/config.json q2/config.json
