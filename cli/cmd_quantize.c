@@ -35,7 +35,8 @@ typedef struct quant_cli {
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
-    const char *target_bpw, *formats, *sensitivity; /* --target-bpw: mixed precision (quant_alloc.c) */
+    const char *target_bpw, *formats, *sensitivity, *sens_text; /* --target-bpw: mixed precision (quant_alloc.c) */
+    long sens_ctx, sens_chunks;
     int argc;                        /* the command line, for a part's manifest */
     char **argv;
 } quant_cli;
@@ -343,8 +344,10 @@ static mk_status list_formats(bool json)
 static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
 {
     char *end = NULL;
-    mk_cli_alloc_opts a = {0, o->formats, o->sensitivity ? o->sensitivity : "weight", o->skip, o->shard_size, o->chunk, o->force,
-                           o->dry_run};
+    mk_cli_alloc_opts a = {0,        o->formats,         o->sensitivity ? o->sensitivity : "weight",
+                           o->sens_text, o->sens_ctx,  o->sens_chunks,
+                           o->skip,  o->shard_size,      o->chunk,
+                           o->force, o->dry_run};
     if (!o->target_bpw) return mk_error(MK_ERR_USAGE, "--formats and --sensitivity choose how --target-bpw allocates; give --target-bpw");
     a.target_bpw = strtod(o->target_bpw, &end);
     if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
@@ -363,7 +366,7 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
 
 static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
+    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .sens_ctx = 128, .sens_chunks = 2, .finalize = finalize, .argc = argc, .argv = argv};
     mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
     size_t n = 1 + setting_opts(&o, opts + 1, 16);
     const mk_opt rest[] = {
@@ -377,7 +380,10 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
         {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
-        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error)", "weight"},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error) or kld (that times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
+        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld: the text the model runs on", NULL},
+        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld: window length in tokens", "128"},
+        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld: windows", "2"},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
@@ -397,7 +403,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (o.list_formats) s = list_formats(o.c.json);
     else if (npos < 2)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
-    bool alloc = o.target_bpw || o.formats || o.sensitivity;
+    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
     if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
     if (alloc) o.list_formats = true; /* done: no single-format run */
     mk_qopts qo;

@@ -54,7 +54,10 @@ static void alloc_json(mk_buf *j, const mk_cli_alloc_opts *a, const mk_alloc_can
                      "points, shapes) over their elements; bpw_model: every stored tensor over every parameter\", ",
                   a->target_bpw, bq, ba);
     mk_buf_printf(j, "\"sensitivity\": \"%s\", \"error_definition\": \"%s\", \"objective\": %.9g, \"seconds\": %.3f, \"formats\": [",
-                  a->sensitivity, "sum over the weight of the squared quantization error, times its sensitivity (1 for weight)",
+                  a->sensitivity,
+                  strcmp(a->sensitivity, "kld") ? "sum over the weight of its squared quantization error"
+                                                : "predicted KL divergence (nats per token): the weight's squared quantization error times the "
+                                                  "KL its group causes in the probe format per unit of the group's squared error",
                   total_err(t, choice), secs);
     for (size_t k = 0; k < nc; k++) {
         double bpw, err;
@@ -154,7 +157,7 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w
 
 static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_cli_alloc_opts *a, const mk_common *cm,
                            const mk_alloc_cand *c, size_t nc, const mk_alloc_table *t, const size_t *choice, const char *in,
-                           const char *out)
+                           const char *out, bool probe)
 {
     mk_alloc_write *w = NULL;
     const mk_tensor_info *list;
@@ -162,11 +165,11 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     mk_status s = mk_alloc_write_plan(&w, src, idx, arch, src->tensors, src->n_tensors, c, nc, t, choice, a->skip, a->chunk, &list, &nlist);
     mk_output oo = {0};
     mk_consumer cons = {0};
-    mk_output_opts opt = {.shard_size = a->shard_size, .force = a->force};
+    mk_output_opts opt = {.shard_size = a->shard_size, .force = a->force || probe};
     if (s == MK_OK) s = mk_output_begin(&oo, out, &opt, list, nlist);
     if (s == MK_OK) s = mk_alloc_consumer(w, oo.k, &cons);
     mk_progress prog;
-    mk_progress_init(&prog, "quantize", cm);
+    mk_progress_init(&prog, probe ? "probe" : "quantize", cm);
     mk_qstream_opts qso = {a->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
@@ -182,7 +185,41 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&oo);
     mk_alloc_write_free(w);
-    if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+    if (s == MK_OK && !cm->quiet && !probe) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+    return s;
+}
+
+/* --sensitivity kld: the cheapest format that quantizes every weight is the probe; the
+ * whole model written in it to a scratch folder; then the KL of each group (quant_kld.c). */
+static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_cli_alloc_opts *a, const mk_common *cm,
+                                 const mk_alloc_cand *c, size_t nc, mk_alloc_table *t, size_t *choice, const char *in)
+{
+    size_t probe = SIZE_MAX;
+    double best = 0;
+    for (size_t k = 0; k < nc; k++) {
+        double bpw, err;
+        single_format(t, k, &bpw, &err);
+        if (!c[k].keep && bpw >= 0 && (probe == SIZE_MAX || bpw < best)) probe = k, best = bpw;
+    }
+    if (probe == SIZE_MAX)
+        return mk_error(MK_ERR_USAGE, "--sensitivity kld probes with a format that quantizes every weight; --formats has none");
+    for (size_t m = 0; m < t->n; m++) choice[m] = probe;
+    const char *tmp = getenv("TMPDIR");
+    char *dir = mk_asprintf("%s/mergekit-c-kld-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!dir) return MK_ERR_NOMEM;
+    if (!mkdtemp(dir)) {
+        mk_status s = mk_error(MK_ERR_IO, "%s: cannot make a scratch folder for the probe checkpoint", dir);
+        free(dir);
+        return s;
+    }
+    char *pdir = mk_asprintf("%s/probe", dir);
+    mk_status s = pdir ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: kld: probing with %s\n", c[probe].name);
+    if (s == MK_OK) s = write_out(src, idx, arch, a, cm, c, nc, t, choice, in, pdir, true);
+    if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)a->ctx, (size_t)a->chunks, cm);
+    (void)mk_rm_rf(dir);
+    free(pdir);
+    free(dir);
     return s;
 }
 
@@ -191,8 +228,14 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc = 0;
     MK_TRY(mk_alloc_cands_parse(a->formats, c, &nc));
-    if (strcmp(a->sensitivity, "weight") != 0)
-        return mk_error(MK_ERR_USAGE, "--sensitivity %s: not available (weight is)", a->sensitivity);
+    bool kld = !strcmp(a->sensitivity, "kld");
+    if (strcmp(a->sensitivity, "weight") != 0 && !kld)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight or kld", a->sensitivity);
+    if (kld && !a->text) return mk_error(MK_ERR_USAGE, "--sensitivity kld runs the model on a text: give --sensitivity-text FILE");
+    if (!kld && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity kld");
+    if (kld && (a->ctx < 8 || a->ctx > 65536 || a->chunks < 1 || a->chunks > 4096))
+        return mk_error(MK_ERR_USAGE, "--sensitivity-ctx %ld / --sensitivity-chunks %ld: expected 8..65536 tokens and 1..4096 windows",
+                        a->ctx, a->chunks);
     if (!(a->target_bpw > 0) || a->target_bpw > 64) return mk_error(MK_ERR_USAGE, "--target-bpw %g: expected a number in (0, 64]", a->target_bpw);
     mk_source *src = NULL;
     mk_qinfo qi;
@@ -213,6 +256,7 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     if (s == MK_OK) s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, &t);
     size_t *choice = s == MK_OK ? mk_calloc(t.n, sizeof *choice) : NULL;
     if (s == MK_OK && !choice) s = MK_ERR_NOMEM;
+    if (s == MK_OK && kld) s = kld_sensitivity(src, idx, &arch, a, cm, c, nc, &t, choice, in);
     double numel = 0;
     for (size_t m = 0; s == MK_OK && m < t.n; m++) numel += (double)t.numel[m];
     if (s == MK_OK) {
@@ -234,7 +278,7 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
         }
         mk_buf_free(&b);
     }
-    if (s == MK_OK && !a->dry_run) s = write_out(src, idx, &arch, a, cm, c, nc, &t, choice, in, out);
+    if (s == MK_OK && !a->dry_run) s = write_out(src, idx, &arch, a, cm, c, nc, &t, choice, in, out, false);
     free(choice);
     mk_alloc_table_free(&t);
     free(idx);
