@@ -283,7 +283,11 @@ static const char *details(void)
                  "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
                  "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).\n"
                  "On a cluster, with --part I/N each task writes part I of N of OUT's shards into the shared\n"
-                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).");
+                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).\n"
+                 "With --target-bpw B instead of --format: a compressed-tensors format per weight (from --formats),\n"
+                 "chosen to minimise the total predicted error (--sensitivity) within B bits per weight of the\n"
+                 "quantizable weights, written as one mixed-precision checkpoint; the allocation is printed and\n"
+                 "written into the model card (docs/quantization.md, \"Mixed precision\").");
     return text;
 }
 
@@ -392,7 +396,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         MK_HUB_OPTS(o.c),
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
-    const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT [options]",
+    const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT | --target-bpw B [options]",
                               "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
                               details(), opts, 0, 2, 0x1};
     char *pos[2];
