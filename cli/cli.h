@@ -172,6 +172,10 @@ typedef struct mk_cli_alloc_opts {
     bool force, dry_run;
 } mk_cli_alloc_opts;
 mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+/* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the
+ * tokenizer files of a quantized output (quantize, quantize --target-bpw). */
+struct mk_output;
+mk_status mk_cli_quant_config_files(mk_source *src, struct mk_output *o, char *qc, const char *in_path);
 /* --sensitivity kld (cli/quant_kld.c): t's sensitivities and errors from the KL divergence
  * each group of weights causes in probe format `probe` (its checkpoint: probe_dir). */
 struct mk_alloc_table;

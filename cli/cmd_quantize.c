@@ -46,15 +46,7 @@ typedef struct quant_cli {
 /* config.json with quantization_config, the tokenizer files, a model card. */
 static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, const char *in_path, const char *out_path)
 {
-    char *qc = mk_qplan_config_json(p);
-    if (!qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false, NULL};
-    bool found;
-    mk_status s = mk_output_config(o, src, &e, &found);
-    free(qc);
-    if (s == MK_OK && !found)
-        mk_warn("%s has no config.json; the output has none, so loaders will not know its quantization", in_path);
-    if (s == MK_OK) s = mk_output_tokenizer(o, src);
+    mk_status s = mk_cli_quant_config_files(src, o, mk_qplan_config_json(p), in_path);
     if (s == MK_OK) {
         char desc[160];
         char *title = mk_path_basename(out_path);

@@ -122,12 +122,8 @@ static void alloc_summary(mk_buf *b, const mk_cli_alloc_opts *a, const mk_alloc_
     }
 }
 
-/* config.json, the tokenizer files, the model card with the allocation. */
-static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w, const mk_cli_alloc_opts *a, const mk_alloc_cand *c,
-                           size_t nc, const mk_alloc_table *t, const mk_tensor_info *in, const size_t *choice, const char *in_path,
-                           const char *out_path)
+mk_status mk_cli_quant_config_files(mk_source *src, mk_output *o, char *qc, const char *in_path)
 {
-    char *qc = mk_alloc_config_json(w);
     if (!qc) return MK_ERR_NOMEM;
     mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false, NULL};
     bool found;
@@ -136,6 +132,15 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w
     if (s == MK_OK && !found)
         mk_warn("%s has no config.json; the output has none, so loaders will not know its quantization", in_path);
     if (s == MK_OK) s = mk_output_tokenizer(o, src);
+    return s;
+}
+
+/* config.json, the tokenizer files, the model card with the allocation. */
+static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w, const mk_cli_alloc_opts *a, const mk_alloc_cand *c,
+                           size_t nc, const mk_alloc_table *t, const mk_tensor_info *in, const size_t *choice, const char *in_path,
+                           const char *out_path)
+{
+    mk_status s = mk_cli_quant_config_files(src, o, mk_alloc_config_json(w), in_path);
     if (s != MK_OK) return s;
     char *title = mk_path_basename(out_path);
     mk_buf b = {0};

@@ -21,19 +21,19 @@ compressed-tensors itself does per module instead.
 
 Prints one line per check and exits 1 if any fails.
 """
+import importlib.util
 import json
 import os
 import sys
 
 import torch
 
-failures = 0
-
-
-def report(ok, what, detail=""):
-    global failures
-    print(("ok - " if ok else "not ok - ") + what + ((": " + detail) if detail else ""))
-    failures += 0 if ok else 1
+# report() and the failure count: the single-format checks' (tools/check-quant-load.py)
+_spec = importlib.util.spec_from_file_location("check_quant_load", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                                "check-quant-load.py"))
+cql = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cql)
+report = cql.report
 
 
 def tensors(path):
@@ -100,8 +100,8 @@ def main():
     work, names = sys.argv[1], sys.argv[2:]
     for name in names:
         check(os.path.join(work, "q-" + name), os.path.join(work, "d-" + name), name)
-    print("%d failed" % failures)
-    sys.exit(1 if failures else 0)
+    print("%d failed" % cql.failures)
+    sys.exit(1 if cql.failures else 0)
 
 
 if __name__ == "__main__":
