@@ -64,3 +64,20 @@ t_fail "settings go in --formats" 2 "--group-size: with --target-bpw, settings g
 t_fail "--formats without --target-bpw" 2 "give --target-bpw" "$MK" quantize m q3 --formats int4,keep
 t_fail "unknown sensitivity" 2 "--sensitivity bogus" "$MK" quantize m q3 --target-bpw 5 --sensitivity bogus
 t_absent "no output after errors" q3 q3.tmp
+
+# SmolLM2-135M (tools/get-smollm2.sh): 210 weights, int4's groups of 128 fit only down_proj
+SM=${MK_SMOLLM2:-"$ROOT/.models/smollm2"}
+if [ ! -f "$SM/model.safetensors" ]; then
+    echo "skip - smollm2 --target-bpw: $SM is absent (run tools/get-smollm2.sh)"
+elif ! "$MK" quantize "$SM" o --target-bpw 5 --dry-run --json >s.json 2>s.err; then
+    notok "smollm2 --target-bpw 5" "$(tail -n 2 s.err)"
+else
+    got=$(num bpw_quantizable s.json)
+    obj=$(num objective s.json)
+    nv=$(head -n 1 s.json | sed -n 's/.*"format": "nvfp4", "alone_bpw": [0-9.]*, "alone_objective": \([0-9.e+-]*\).*/\1/p')
+    if awk -v g="$got" -v o="$obj" -v n="$nv" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02 && n != "" && o < n) }'; then
+        ok "smollm2 --target-bpw 5: $got bits per weight, objective $obj below nvfp4's $nv"
+    else
+        notok "smollm2 --target-bpw 5" "achieved $got, objective $obj, nvfp4 alone $nv"
+    fi
+fi
