@@ -166,6 +166,77 @@ static size_t group_key(const char *name)
     return (size_t)(e - name);
 }
 
+/* Tokens of the windows, the buffers, and the original's log-probabilities. */
+static mk_status kl_setup(kl_run *r, mk_source *src, mk_nn_model *nn_ref, const char *text, size_t ctx, size_t chunks)
+{
+    mk_tokenizer *tk = NULL;
+    int32_t *ids = NULL, bos = -1;
+    size_t n = 0;
+    mk_status s = mk_cli_open_tokenizer(src, src->path, &tk);
+    if (s == MK_OK) s = mk_cli_tokenize_file(tk, text, &ids, &n, &bos);
+    mk_tokenizer_free(tk);
+    if (s == MK_OK) {
+        r->ctx = ctx;
+        r->windows = n / ctx < chunks ? n / ctx : chunks;
+        r->first = ctx / 2;
+        r->scored = ctx - 1 - r->first;
+        r->V = mk_nn_vocab(nn_ref);
+        r->H = mk_nn_hidden(nn_ref);
+        if (!r->windows) s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %zu (--sensitivity-ctx)", text, n, ctx);
+    }
+    if (s == MK_OK) {
+        r->tok = mk_malloc(r->windows * ctx * sizeof *r->tok);
+        r->hidden = mk_malloc(r->windows * ctx * r->H * sizeof *r->hidden);
+        r->logits = mk_malloc(r->scored * r->V * sizeof *r->logits);
+        r->ref_lp = mk_malloc(r->windows * r->scored * r->V * sizeof *r->ref_lp);
+        if (!r->tok || !r->hidden || !r->logits || !r->ref_lp) s = MK_ERR_NOMEM;
+    }
+    if (s == MK_OK) {
+        memcpy(r->tok, ids, r->windows * ctx * sizeof *r->tok);
+        if (bos >= 0)
+            for (size_t w = 0; w < r->windows; w++) r->tok[w * ctx] = bos;
+        s = kl_pass(r, nn_ref, true, NULL);
+    }
+    free(ids);
+    return s;
+}
+
+static bool same_group(const char *a, const char *b)
+{
+    size_t k = group_key(a);
+    return group_key(b) == k && !strncmp(a, b, k);
+}
+
+/* Each group switched to the probe in turn: its KL, over its squared probe error, is the
+ * sensitivity of its weights. */
+static mk_status probe_groups(kl_run *r, mk_source *src, sw_impl *m, mk_nn_model *nn_sw, mk_alloc_table *t, size_t probe, size_t *ngroups)
+{
+    for (size_t a = 0; a < t->n; a++) {
+        const char *na = src->tensors[t->w[a]].name;
+        bool seen = false;
+        for (size_t b = 0; b < a && !seen; b++) seen = same_group(na, src->tensors[t->w[b]].name);
+        if (seen) continue;
+        double se = 0, kl = 0;
+        for (size_t b = a; b < t->n; b++) {
+            bool in = same_group(na, src->tensors[t->w[b]].name);
+            m->use_d[t->w[b]] = in;
+            if (in) se += t->se2[b * t->k + probe];
+        }
+        mk_status s = kl_pass(r, nn_sw, false, &kl);
+        for (size_t b = a; b < t->n; b++) {
+            if (!same_group(na, src->tensors[t->w[b]].name)) continue;
+            m->use_d[t->w[b]] = false;
+            t->sens[b] = se > 0 ? kl / se : 0;
+        }
+        MK_TRY(s);
+        (*ngroups)++;
+        mk_info("kld: %.*s: KL %.6g", (int)group_key(na), na, kl);
+    }
+    for (size_t b = 0; b < t->n; b++)
+        for (size_t k = 0; k < t->k; k++) t->err[b * t->k + k] = t->sens[b] * t->se2[b * t->k + k];
+    return MK_OK;
+}
+
 mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, mk_alloc_table *t, size_t probe, const char *text, size_t ctx,
                            size_t chunks, const mk_common *cm)
 {
@@ -174,9 +245,6 @@ mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, mk_alloc_table
     mk_model_config cfg;
     bool has_cfg = false;
     mk_nn_model *nn_ref = NULL, *nn_sw = NULL;
-    mk_tokenizer *tk = NULL;
-    int32_t *ids = NULL, bos = -1;
-    size_t n = 0;
     kl_run r = {0};
     mk_status s = mk_cli_open_model(probe_dir, &raw);
     if (s == MK_OK && (s = mk_qsource_open(raw, &d, &qi)) != MK_OK) mk_source_close(raw);
@@ -184,68 +252,15 @@ mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, mk_alloc_table
     if (s == MK_OK) has_cfg = (s = mk_model_config_of_source(src, &cfg)) == MK_OK;
     if (s == MK_OK) s = mk_nn_open(src, &cfg, &nn_ref);
     if (s == MK_OK) s = mk_nn_open(sw, &cfg, &nn_sw);
-    if (s == MK_OK) s = mk_cli_open_tokenizer(src, src->path, &tk);
-    if (s == MK_OK) s = mk_cli_tokenize_file(tk, text, &ids, &n, &bos);
-    if (s == MK_OK) {
-        r.ctx = ctx;
-        r.windows = n / ctx < chunks ? n / ctx : chunks;
-        r.first = ctx / 2;
-        r.scored = ctx - 1 - r.first;
-        r.V = mk_nn_vocab(nn_ref);
-        r.H = mk_nn_hidden(nn_ref);
-        if (!r.windows) s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %zu (--sensitivity-ctx)", text, n, ctx);
-    }
-    if (s == MK_OK) {
-        r.tok = mk_malloc(r.windows * ctx * sizeof *r.tok);
-        r.hidden = mk_malloc(r.windows * ctx * r.H * sizeof *r.hidden);
-        r.logits = mk_malloc(r.scored * r.V * sizeof *r.logits);
-        r.ref_lp = mk_malloc(r.windows * r.scored * r.V * sizeof *r.ref_lp);
-        if (!r.tok || !r.hidden || !r.logits || !r.ref_lp) s = MK_ERR_NOMEM;
-    }
-    if (s == MK_OK) {
-        memcpy(r.tok, ids, r.windows * ctx * sizeof *r.tok);
-        if (bos >= 0)
-            for (size_t w = 0; w < r.windows; w++) r.tok[w * ctx] = bos;
-        s = kl_pass(&r, nn_ref, true, NULL);
-    }
+    if (s == MK_OK) s = kl_setup(&r, src, nn_ref, text, ctx, chunks);
     double kl0 = 0;
     if (s == MK_OK) s = kl_pass(&r, nn_sw, false, &kl0); /* nothing switched: must be 0 */
     if (s == MK_OK && kl0 != 0) s = mk_error(MK_ERR_MISMATCH, "the switching view changes the model (KL %g with nothing switched)", kl0);
-    sw_impl *m = sw ? sw->impl : NULL;
     size_t ngroups = 0;
-    for (size_t a = 0; s == MK_OK && a < t->n; a++) {
-        const char *na = src->tensors[t->w[a]].name;
-        size_t ka = group_key(na);
-        bool seen = false;
-        for (size_t b = 0; b < a && !seen; b++) {
-            const char *nb = src->tensors[t->w[b]].name;
-            seen = group_key(nb) == ka && !strncmp(na, nb, ka);
-        }
-        if (seen) continue;
-        double se = 0, kl = 0;
-        for (size_t b = a; b < t->n; b++) {
-            const char *nb = src->tensors[t->w[b]].name;
-            bool in = group_key(nb) == ka && !strncmp(na, nb, ka);
-            m->use_d[t->w[b]] = in;
-            if (in) se += t->se2[b * t->k + probe];
-        }
-        s = kl_pass(&r, nn_sw, false, &kl);
-        for (size_t b = a; b < t->n; b++) {
-            const char *nb = src->tensors[t->w[b]].name;
-            if (group_key(nb) != ka || strncmp(na, nb, ka)) continue;
-            m->use_d[t->w[b]] = false;
-            t->sens[b] = se > 0 ? kl / se : 0;
-        }
-        ngroups++;
-        mk_info("kld: %.*s: KL %.6g", (int)ka, na, kl);
-    }
-    for (size_t b = 0; s == MK_OK && b < t->n; b++)
-        for (size_t k = 0; k < t->k; k++) t->err[b * t->k + k] = t->sens[b] * t->se2[b * t->k + k];
+    if (s == MK_OK) s = probe_groups(&r, src, sw->impl, nn_sw, t, probe, &ngroups);
     if (s == MK_OK && !cm->quiet)
         fprintf(stderr, "mergekit-c: kld: %zu groups of weights probed on %zu window(s) of %zu tokens of %s\n", ngroups, r.windows, ctx, text);
     free(r.tok), free(r.hidden), free(r.logits), free(r.ref_lp);
-    free(ids);
-    mk_tokenizer_free(tk);
     mk_nn_close(nn_sw);
     mk_nn_close(nn_ref);
     if (has_cfg) mk_model_config_free(&cfg);

@@ -56,6 +56,18 @@ t_ok "the same again with one thread and small chunks" "$MK" quantize m q2 --tar
 t_same "deterministic" q/model.safetensors q2/model.safetensors
 t_same "deterministic config" q/config.json q2/config.json
 
+# kld: each layer's attention and MLP probed on a text; the weights' sensitivities then differ
+awk 'BEGIN { for (i = 0; i < 600; i++) printf "tok%d ", 3 + (i * 37) % 200; print "" }' >text.txt
+if "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.txt --sensitivity-ctx 64 --dry-run --json >k.json 2>k.err &&
+    grep -q "kld: 16 groups of weights probed on 2 window(s) of 64 tokens" k.err && grep -q '"sensitivity": "kld"' k.json; then
+    ns=$(sed 1d k.json | grep -o '"sensitivity": [0-9.e+-]*' | sort -u | wc -l)
+    got=$(num bpw_quantizable k.json)
+    if [ "$ns" -ge 8 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then ok "--sensitivity kld: $ns distinct sensitivities, $got bits per weight"
+    else notok "--sensitivity kld" "$ns distinct sensitivities, $got bits per weight"; fi
+else
+    notok "--sensitivity kld" "$(tail -n 2 k.err)"
+fi
+t_fail "kld needs a text" 2 "give --sensitivity-text FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity kld
 t_fail "budget below the cheapest" 2 "--target-bpw 2: the budget is below the cheapest choice: at least 4\.[0-9]+ bits per weight" \
     "$MK" quantize m q3 --target-bpw 2
 t_fail "--format with --target-bpw" 2 "not with --format" "$MK" quantize m q3 --target-bpw 5 --format int4
