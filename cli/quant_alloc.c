@@ -178,10 +178,11 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     mk_qstream_opts qso = {a->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
-    /* the writer's own error equals the measured one (the same encoders on the same values) */
+    /* the writer's own error equals the measured one (the same encoders on the same values;
+     * chunks may differ, so the sums' order: 1e-9 relative) */
     for (size_t m = 0; s == MK_OK && m < t->n; m++) {
         double got = mk_alloc_written_se2(w, t->w[m]), want = t->se2[m * t->k + choice[m]];
-        if (got != want)
+        if (fabs(got - want) > 1e-9 * fabs(want))
             s = mk_error(MK_ERR_MISMATCH, "%s: written with squared error %.9g, measured %.9g", src->tensors[t->w[m]].name, got, want);
     }
     if (s == MK_OK) s = write_aux(src, &oo, w, a, c, nc, t, src->tensors, choice, in, out);
