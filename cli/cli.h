@@ -181,6 +181,28 @@ struct mk_qplan;
 mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json,
                               const char *html);
 
+/* quantize --target-bpw: a format per weight under a size budget (cli/quant_alloc.c). */
+typedef struct mk_cli_alloc_opts {
+    double target_bpw;
+    const char *formats;     /* --formats; NULL: the default candidates */
+    const char *sensitivity; /* "weight" or "kld" */
+    const char *text;        /* kld: the text the model runs on */
+    long ctx, chunks;        /* kld: window length and windows */
+    const char *skip;
+    uint64_t shard_size, chunk;
+    bool force, dry_run;
+} mk_cli_alloc_opts;
+mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+/* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the
+ * tokenizer files of a quantized output (quantize, quantize --target-bpw). */
+struct mk_output;
+mk_status mk_cli_quant_config_files(mk_source *src, struct mk_output *o, char *qc, const char *in_path);
+/* --sensitivity kld (cli/quant_kld.c): t's sensitivities and errors from the KL divergence
+ * each group of weights causes in probe format `probe` (its checkpoint: probe_dir). */
+struct mk_alloc_table;
+mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, struct mk_alloc_table *t, size_t probe, const char *text,
+                           size_t ctx, size_t chunks, const mk_common *cm);
+
 /* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
 #define MK_CLI_EVAL_MAX_REFS 8
 /* --eval-text, --eval-ctx, --eval-chunks of a command that writes a model; `to` names what the

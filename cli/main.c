@@ -17,7 +17,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"synth", mk_cmd_synth, "write a random Llama-shaped checkpoint, or a \"finetune\" of one", NULL},
     {"inspect", mk_cmd_inspect, "list a model's tensors, dtypes, shapes and sizes; validates the files", NULL},
     {"compare", mk_cmd_compare, "compare two checkpoints tensor by tensor, with tolerances", NULL},
-    {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts", NULL},
+    {"quantize", mk_cmd_quantize, "quantize to nf4, fp4, int8, int4 or fp8 in bitsandbytes / compressed-tensors layouts, or a format per weight within a bits-per-weight budget", NULL},
     {"dequantize", mk_cmd_dequantize, "turn a quantized checkpoint back into plain safetensors", NULL},
     {"convert", mk_cmd_convert, "write a model as a llama.cpp GGUF file (f32, f16, bf16, q8_0, q4_0 ... q5_1, tq1_0, tq2_0, k-quant mixes q2_k ... q6_k, iq4_nl)", NULL},
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults", NULL},
