@@ -110,7 +110,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LIBA := $(BUILD)/libmergekit.a
 
-.PHONY: all test check demo demo-heal bench bench-methods fuzz compat install install-files uninstall doc clean unit print-lib-src \
+.PHONY: all test check demo demo-heal demo-merge-bench bench bench-methods fuzz compat install install-files uninstall doc clean unit print-lib-src \
         print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
@@ -183,6 +183,9 @@ demo: all
 # SmolLM2-135M depth up-scaled, evaluated, healed by a short finetune, evaluated again (minutes; not in test)
 demo-heal: all
 	sh tools/demo-heal.sh
+
+demo-merge-bench: all
+	sh tools/demo-merge-bench.sh
 
 bench: all
 	sh tools/bench.sh
