@@ -14,7 +14,7 @@
 #      earlier run with the same settings and texts, to merge with other methods).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-mk="$root/mergekit-c"
+mk=${MK_BIN:-$root/mergekit-c}
 model=${MK_SMOLLM2:-$root/.models/smollm2}
 methods=${METHODS:-linear ties dare_ties tsv iso_c iso_cts cart}
 steps=${MB_STEPS:-30} seq=${MB_SEQ:-128} batch=${MB_BATCH:-2} lr=${MB_LR:-1e-4} warmup=${MB_WARMUP:-3}
