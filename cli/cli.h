@@ -301,6 +301,7 @@ struct mk_plan;
 /* The merge's page (--report of merge): refused when nothing was planned. */
 mk_status mk_cli_report_merge(const struct mk_plan *p, const char *file, const mk_common *c);
 mk_status mk_cli_report_quant(const struct mk_qplan *p, mk_consumer *cons, const char *file);
+mk_status mk_cli_report_quant_ref(const char *path, const char *ref, const char *file);
 int mk_cmd_moe(int argc, char **argv);
 
 /* A base model with a PEFT adapter merged in on the fly (recipes' `base+adapter`). */

@@ -348,7 +348,9 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     if (o->include || o->compute_dtype || o->parts.p.n || o->parts.parts || o->finalize)
         return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --part, --parts");
     if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
+    if (o->report && o->dry_run) return mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run");
     MK_TRY(mk_cli_quant_alloc(&a, &o->c, in, out));
+    if (o->report && !o->dry_run) MK_TRY(mk_cli_report_quant_ref(out, in, o->report));
     if (!o->eval.text) return MK_OK;
     return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
 }

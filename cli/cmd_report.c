@@ -172,6 +172,15 @@ static mk_status quant_ref_page(const char *path, const char *ref, mk_report *r)
     return s;
 }
 
+/* The page of a quantized folder against its original, written to `file` (quantize
+ * --target-bpw --report: the formats differ per weight, so the page is read back). */
+mk_status mk_cli_report_quant_ref(const char *path, const char *ref, const char *file)
+{
+    mk_report r;
+    MK_TRY(quant_ref_page(path, ref, &r));
+    return write_page(&r, file);
+}
+
 /* ---- eval ------------------------------------------------------------------------------------ */
 
 /* ---- merge ----------------------------------------------------------------------------------- */

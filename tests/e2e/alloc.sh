@@ -48,6 +48,14 @@ if grep -q '"format": "mixed-precision"' q/config.json && grep -q '"group_1"' q/
 else
     notok "config groups per format, the allocation in the model card" "$(grep -c group_ q/config.json) groups"
 fi
+t_ok "--report with --target-bpw" "$MK" quantize m qr --target-bpw 6 -q --report qr.html
+if [ "$(grep -c '<svg class="plot" data-plot="p[0-9]*" data-kind="bars" data-n="56"' qr.html)" = 2 ] &&
+    grep -q '^<h2>Quantization error and size (recomputed' qr.html; then
+    ok "--report: the error and bits of each of the 56 weights, read back from the mixed checkpoint"
+else
+    notok "--report with --target-bpw" "$(grep -o '<svg [^>]*>' qr.html | head -n 4)"
+fi
+t_fail "--report with --target-bpw --dry-run" 2 "report.*dry-run" "$MK" quantize m q4 --target-bpw 6 --dry-run --report q4.html
 t_ok "dequantize reads the mixed checkpoint" "$MK" dequantize q d -q
 "$MK" inspect q >ins.txt 2>&1
 if grep -q "^quantized: mixed (compressed-tensors, a format per weight); 56 weights" ins.txt; then ok "inspect calls it mixed"
