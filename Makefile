@@ -141,7 +141,7 @@ CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 MAIN_CUDA_OBJ := $(if $(filter 1,$(CUDA)),$(CUDA_OBJ))
 MAIN_CUDA_LIBS := $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
 
-.PHONY: all test test-cuda check demo demo-heal bench bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
+.PHONY: all test test-cuda check demo demo-heal demo-merge-bench bench bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
         print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
@@ -235,6 +235,9 @@ demo: all
 # SmolLM2-135M depth up-scaled, evaluated, healed by a short finetune, evaluated again (minutes; not in test)
 demo-heal: all
 	sh tools/demo-heal.sh
+
+demo-merge-bench: all
+	sh tools/demo-merge-bench.sh
 
 bench: all
 	sh tools/bench.sh

@@ -131,8 +131,27 @@ mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s);
  * takes the values (any order, several threads); commit renames it to OUT and reports; free
  * removes OUT.tmp unless committed. */
 typedef struct mk_cli_gguf_out mk_cli_gguf_out;
+/* A GGUF file split between processes (docs/cluster.md): what the command's --part, --parts
+ * (with --dry-run) and finalize ask for. Every part sizes the one file OUT.gguf.tmp/OUT.gguf,
+ * writes its header and only its own tensors (split by bytes); finalize checks the parts'
+ * records and the file and renames it. */
+typedef struct mk_cli_gguf_split {
+    const char *command;               /* the manifest's command, which finalize replays */
+    char *key;                         /* the command's own plan text (recipe, options), or NULL (convert);
+                                        * allocated: mk_cli_gguf_out_open frees it (NULL there: no memory) */
+    const struct mk_cli_parts *parts;  /* p: this part; parts: --parts N */
+    bool dry_run;                      /* print the tensors (or, with --parts, the split); write nothing */
+    const mk_parts_manifest *finalize; /* finalize: the parts' manifest */
+    int argc;
+    char **argv;                       /* the command line the manifest records */
+    const mk_common *c;
+    bool finished;                     /* out: nothing to compute (a dry run, a finalize, a part already
+                                        * complete); then commit is not called */
+} mk_cli_gguf_split;
+/* X: NULL, or what the command asks (a split when X->parts has a part or X has finalize or
+ * dry_run; a part's CONS gets only its tensors, the others read as done). */
 mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
-                               bool force, bool allow_overflow, mk_consumer *cons);
+                               bool force, bool allow_overflow, mk_cli_gguf_split *x, mk_consumer *cons);
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
 void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
 
@@ -161,6 +180,28 @@ struct mk_qplan;
 /* With html, also the HTML page of 'report' (cmd_report.c) into that file. */
 mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const mk_common *c, double secs, bool json,
                               const char *html);
+
+/* quantize --target-bpw: a format per weight under a size budget (cli/quant_alloc.c). */
+typedef struct mk_cli_alloc_opts {
+    double target_bpw;
+    const char *formats;     /* --formats; NULL: the default candidates */
+    const char *sensitivity; /* "weight" or "kld" */
+    const char *text;        /* kld: the text the model runs on */
+    long ctx, chunks;        /* kld: window length and windows */
+    const char *skip;
+    uint64_t shard_size, chunk;
+    bool force, dry_run;
+} mk_cli_alloc_opts;
+mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+/* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the
+ * tokenizer files of a quantized output (quantize, quantize --target-bpw). */
+struct mk_output;
+mk_status mk_cli_quant_config_files(mk_source *src, struct mk_output *o, char *qc, const char *in_path);
+/* --sensitivity kld (cli/quant_kld.c): t's sensitivities and errors from the KL divergence
+ * each group of weights causes in probe format `probe` (its checkpoint: probe_dir). */
+struct mk_alloc_table;
+mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, struct mk_alloc_table *t, size_t probe, const char *text,
+                           size_t ctx, size_t chunks, const mk_common *cm);
 
 /* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
 #define MK_CLI_EVAL_MAX_REFS 8
@@ -226,14 +267,17 @@ struct mk_output_split;
 mk_status mk_cli_parts_resolve(mk_cli_parts *x, bool dry_run, bool mpi);
 /* The manifest a part records in OUT.tmp: this command line, the working directory, the plan. */
 mk_status mk_cli_parts_manifest(mk_parts_manifest *m, const char *command, int argc, char **argv, const char *plan, unsigned n);
-/* --dry-run --parts N: each part's shards and bytes. */
-void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json);
+/* --dry-run --parts N: each part's shards (unit "shard"; a GGUF file's "tensor" regions) and bytes. */
+void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json, const char *unit);
+/* The sizes of src's files, appended to a plan's hash text. */
+void mk_cli_parts_hash_inputs(mk_buf *b, const mk_source *src);
 /* After this process's part (exit code rc): under MPI every rank's outcome goes to rank 0, which
  * names the failed parts or finalizes OUT; the job's exit code. Otherwise rc. */
 int mk_cli_parts_after(const mk_cli_parts *x, int rc, const char *out, const mk_common *c);
 /* The finalize step of `command`, run by `mergekit-c finalize` with the manifest's command line. */
 int mk_cmd_merge_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_quantize_finalize(int argc, char **argv, const mk_parts_manifest *m);
+int mk_cmd_convert_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_eval(int argc, char **argv);
 int mk_cmd_finetune(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);

@@ -5,24 +5,31 @@
  * tokenizer.ggml.* metadata. Tensor types (convert_hf_to_gguf.py prepare_tensors, llama.cpp
  * llama_tensor_get_type): 1-D tensors and norms stay F32; matrices in T, F16 where a row
  * is not a whole number of T's blocks; for the 4- and 5-bit types the output matrix (the
- * token embedding when tied) is Q8_0 (llama-quantize picks Q6_K, which we do not write); for
+ * token embedding when tied) is Q6_K as llama-quantize picks it, Q8_0 where its rows are not
+ * whole 256-value blocks; for
  * the ternary TQ1_0 / TQ2_0 the token embedding and output matrix are F16, as the converter
- * writes them.
+ * writes them. The k-quant mixes (q2_k ... q6_k, general.file_type as llama.cpp's) take each
+ * matrix's type from quant/ggml_mix.h, llama-quantize's choices.
  */
 #include "cli.h"
 
 #include "../core/mk_dtype.h"
+#include "../core/mk_hash.h"
+#include "../formats/output.h"
 #include "../formats/gguf_write.h"
 #include "../formats/safetensors.h"
 #include "../core/mk_parallel.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 #include "../quant/ggml.h"
+#include "../quant/ggml_mix.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* --type names: the ggml type and llama.cpp's general.file_type (LlamaFileType) */
 static const struct {
@@ -32,7 +39,17 @@ static const struct {
     {"f32", MK_GGML_F32, 0}, {"f16", MK_GGML_F16, 1},   {"bf16", MK_GGML_BF16, 32}, {"q8_0", MK_GGML_Q8_0, 7},
     {"q4_0", MK_GGML_Q4_0, 2}, {"q4_1", MK_GGML_Q4_1, 3}, {"q5_0", MK_GGML_Q5_0, 8},  {"q5_1", MK_GGML_Q5_1, 9},
     {"tq1_0", MK_GGML_TQ1_0, 36}, {"tq2_0", MK_GGML_TQ2_0, 37},
+    /* llama.cpp's k-quant mixes (quant/ggml_mix.h); q3_k, q4_k and q5_k are the _m mixes, as
+     * llama-quantize names them */
+    {"q2_k", MK_GGML_Q2_K, MK_FTYPE_Q2_K}, {"q3_k_s", MK_GGML_Q3_K, MK_FTYPE_Q3_K_S}, {"q3_k_m", MK_GGML_Q3_K, MK_FTYPE_Q3_K_M},
+    {"q3_k", MK_GGML_Q3_K, MK_FTYPE_Q3_K_M}, {"q3_k_l", MK_GGML_Q3_K, MK_FTYPE_Q3_K_L}, {"q4_k_s", MK_GGML_Q4_K, MK_FTYPE_Q4_K_S},
+    {"q4_k_m", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q4_k", MK_GGML_Q4_K, MK_FTYPE_Q4_K_M}, {"q5_k_s", MK_GGML_Q5_K, MK_FTYPE_Q5_K_S},
+    {"q5_k_m", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q5_k", MK_GGML_Q5_K, MK_FTYPE_Q5_K_M}, {"q6_k", MK_GGML_Q6_K, MK_FTYPE_Q6_K},
+    {"iq4_nl", MK_GGML_IQ4_NL, MK_FTYPE_IQ4_NL},
 };
+#define TYPE_NAMES \
+    "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, q2_k, q3_k_s, q3_k_m (q3_k), q3_k_l, q4_k_s, q4_k_m (q4_k), " \
+    "q5_k_s, q5_k_m (q5_k), q6_k, iq4_nl"
 #define N_TYPES (sizeof types / sizeof types[0])
 
 typedef struct plan {
@@ -61,8 +78,8 @@ static char *model_name(const char *path)
     return b;
 }
 
-static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, plan **out,
-                              size_t *n_out)
+static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, uint32_t ftype,
+                              plan **out, size_t *n_out)
 {
     plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
     if (!p) return MK_ERR_NOMEM;
@@ -72,6 +89,10 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
     for (size_t i = 0; i < src->n_tensors; i++) has_output |= strcmp(src->tensors[i].name, "lm_head.weight") == 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
     bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
+    uint32_t base;
+    bool mix = mk_ggml_mix_base(ftype, &base);
+    mk_ggml_mix_model mm = {(int)cfg->layers, cfg->kv_heads > 0 ? (int)(cfg->heads / cfg->kv_heads) : 0, !has_output,
+                            cfg->layers == 80 && ((strcmp(a->name, "llama") == 0 && cfg->heads != cfg->kv_heads) || strcmp(a->name, "qwen2") == 0)};
     for (size_t i = 0; i < src->n_tensors; i++) {
         const mk_tensor_info *t = &src->tensors[i];
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
@@ -92,7 +113,8 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
         bool out_like = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
         bool embd_or_out = strcmp(q->name, "output.weight") == 0 || strcmp(q->name, "token_embd.weight") == 0;
         q->type = t->ndim == 1 || ends_with(q->name, "_norm.weight") ? MK_GGML_F32
-                  : small && out_like                                 ? MK_GGML_Q8_0
+                  : mix                                               ? mk_ggml_mix_type(ftype, &mm, q->name, q->cols)
+                  : small && out_like                                 ? (q->cols % 256 ? MK_GGML_Q8_0 : MK_GGML_Q6_K)
                   : ternary && embd_or_out                            ? MK_GGML_F16
                                                                       : want;
         if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
@@ -208,7 +230,9 @@ static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
 #define CHUNK_VALUES (1u << 18)
 #define WINDOW_CHUNKS 32
 
-static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsigned char *enc)
+/* Tensor ti (plan row q): streamed in order, or, into a part's shared file (w->random), put in
+ * its place. */
+static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, uint64_t ti, unsigned char *enc)
 {
     const mk_ggml_type *ty = mk_ggml_type_of(q->type);
     job j = {src, q, 0, CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, enc, 0};
@@ -217,7 +241,12 @@ static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, unsig
     for (j.row0 = 0; j.row0 < q->rows; j.row0 += window) {
         uint64_t nr = q->rows - j.row0 < window ? q->rows - j.row0 : window;
         MK_TRY(mk_parallel_chunks((nr + j.rows_per_chunk - 1) / j.rows_per_chunk, encode_chunk, &j, tls_new, tls_free));
-        MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
+        if (!w->random) {
+            MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
+            continue;
+        }
+        MK_TRY(mk_gguf_w_at(w, ti, j.row0 * row_bytes, enc, (size_t)(nr * row_bytes)));
+        mk_testpoint(); /* a part's region half written */
     }
     return MK_OK;
 }
@@ -249,7 +278,7 @@ static mk_status prepare(conv *v, const char *in, const char *name)
     if (cfg->rope.type != MK_ROPE_DEFAULT && cfg->rope.type != MK_ROPE_LINEAR)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
-    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, &v->p, &v->np));
+    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, types[v->ti].ftype, &v->p, &v->np));
     if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
@@ -295,32 +324,69 @@ static size_t type_row(const char *type_s)
 mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
 {
     if (type_row(type_s) == N_TYPES)
-        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", opt, type_s);
+        return mk_error(MK_ERR_USAGE, "%s: '%s' is not one of " TYPE_NAMES, opt, type_s);
     return MK_OK;
 }
 
-mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
+/* --part, --parts, --dry-run and finalize of one GGUF file (below) */
+typedef struct split_state split_state;
+static mk_status split_begin(conv *v, const char *out, bool force, const mk_cli_gguf_split *x, split_state **st, bool *finished);
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st);
+static void split_free(split_state *st);
+static uint32_t split_owner(const split_state *st, size_t i);
+
+/* convert with --part (this part's tensors into the shared file), --dry-run or finalize. */
+static mk_status convert_part(mk_common *c, conv *v, const char *out, bool force, const mk_cli_gguf_split *x)
+{
+    split_state *st = NULL;
+    bool finished = false;
+    mk_status s = split_begin(v, out, force, x, &st, &finished);
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    for (size_t i = 0; s == MK_OK && !finished && i < v->np; i++) {
+        if (split_owner(st, i) != x->parts->p.i - 1) continue;
+        s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc);
+        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK && !finished) s = split_end(v, out, x, st);
+    split_free(st);
+    return s;
+}
+
+/* OUT in one process, streamed in order. */
+static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
+{
+    mk_progress prog;
+    mk_progress_init(&prog, "convert", c);
+    double t0 = mk_now();
+    mk_status s = mk_gguf_w_begin(&v->w, out, force);
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) {
+        s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc);
+        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
+    }
+    mk_progress_end(&prog);
+    if (s == MK_OK) s = mk_gguf_w_commit(&v->w);
+    if (s == MK_OK) report(c, v, out, mk_now() - t0);
+    return s;
+}
+
+static mk_status convert_run(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name,
+                             const mk_cli_gguf_split *x)
 {
     conv v;
     memset(&v, 0, sizeof v);
     MK_TRY(mk_cli_gguf_type_check("--type", type_s));
     v.ti = type_row(type_s);
-    MK_TRY(mk_cli_check_output(out, &in, 1));
-    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    bool split = x && (x->dry_run || x->parts->p.n || x->finalize);
+    if (!x || !x->dry_run) MK_TRY(mk_cli_check_output(out, &in, 1));
+    if (mk_path_exists(out) && !force && !(x && x->dry_run))
+        return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (!split) MK_TRY(mk_parts_refuse_plain(out)); /* the atomic writer would start OUT.tmp afresh */
     MK_TRY(mk_cli_open_model_values(in, &v.src));
     mk_gguf_w_init(&v.w);
     mk_status s = prepare(&v, in, name);
-    mk_progress prog;
-    mk_progress_init(&prog, "convert", c);
-    double t0 = mk_now();
-    if (s == MK_OK) s = mk_gguf_w_begin(&v.w, out, force);
-    for (size_t i = 0; s == MK_OK && i < v.np; i++) {
-        s = write_tensor(&v.w, v.src, &v.p[i], v.enc);
-        mk_progress_cb(&prog, i + 1, v.np, 0, 0, v.src->tensors[v.p[i].src].name);
-    }
-    mk_progress_end(&prog);
-    if (s == MK_OK) s = mk_gguf_w_commit(&v.w);
-    if (s == MK_OK) report(c, &v, out, mk_now() - t0);
+    if (s == MK_OK) s = split ? convert_part(c, &v, out, force, x) : write_whole(c, &v, out, force);
     mk_gguf_w_free(&v.w);
     free(v.enc);
     free(v.name);
@@ -330,14 +396,23 @@ mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, con
     return s;
 }
 
-int mk_cmd_convert(int argc, char **argv)
+mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
+{
+    return convert_run(c, in, out, type_s, force, name, NULL);
+}
+
+static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     mk_common c = {0};
     const char *type = "f16";
     bool force = false;
+    mk_cli_parts parts = {0};
+    mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c, false};
     const mk_opt opts[] = {
-        {"type", 't', MK_OPT_STR, &type, "T", "tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0", "f16"},
+        {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
+        {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
+        MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
         MK_HUB_OPTS(c),
         {0},
@@ -350,15 +425,251 @@ int mk_cmd_convert(int argc, char **argv)
         "tokenizer.ggml.* from tokenizer.json and tokenizer_config.json (byte-level BPE; other vocabularies\n"
         "are written as no_vocab). 1-D tensors and norms stay f32; matrices are quantized with llama.cpp's\n"
         "reference quantizers (byte-identical blocks), f16 where a row is not whole blocks; for q4_*/q5_*\n"
-        "the output matrix is q8_0, for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
-        "matrices are f16. Streams one tensor at a time; OUT appears only when complete.",
+        "the output matrix is q6_k as llama-quantize makes it (q8_0 if its rows are not whole 256-value\n"
+        "blocks), for tq1_0/tq2_0 (ternary, BitNet-style models) the embedding and output\n"
+        "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
+        "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output\n"
+        "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
+        "blocks; the bytes are llama.cpp's. Streams one tensor at a time; OUT appears only when complete.\n"
+        "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
+        "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"
+        "place: the same bytes as one process (docs/cluster.md).",
         opts, 2, 2, 0x1};
     char *pos[2];
     size_t npos;
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
-    mk_status s = mk_cli_convert_gguf(&c, pos[0], pos[1], type, force, NULL);
-    return s == MK_OK ? 0 : mk_cli_fail(s);
+    mk_status s = mk_cli_parts_resolve(&parts, x.dry_run, !finalize && !x.dry_run);
+    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type, force, NULL, &x);
+    rc = s == MK_OK ? 0 : mk_cli_fail(s);
+    return mk_cli_parts_after(&parts, rc, pos[1], &c);
+}
+
+int mk_cmd_convert(int argc, char **argv) { return convert_main(argc, argv, NULL); }
+
+int mk_cmd_convert_finalize(int argc, char **argv, const mk_parts_manifest *m) { return convert_main(argc, argv, m); }
+
+/* ---- --part: one GGUF file written by several processes (formats/parts.h) ------------------
+ * Every part plans the same file (header, tensor infos, offsets), so each can size the shared
+ * OUT.gguf.tmp/OUT.gguf, write the header and put its tensors' bytes in place; the tensors are
+ * split between parts by bytes (mk_parts_split), each part's record lists its tensors' sizes
+ * and hashes, and finalize checks the records and the file's size and header, then renames it. */
+
+struct split_state {
+    char *key;          /* the plan's hash */
+    char *file;         /* OUT's file name: the shared file in OUT.tmp */
+    char *tmp, *path;   /* OUT.tmp, the shared file */
+    char **names;       /* [np] borrowed from v->p */
+    uint64_t *size;     /* [np] tensor data bytes */
+    uint32_t *part_of;  /* [np] */
+    int locks[2];
+    double t0;
+};
+
+static uint32_t split_owner(const split_state *st, size_t i) { return st->part_of[i]; }
+
+static void split_free(split_state *st)
+{
+    if (!st) return;
+    mk_parts_release(st->locks);
+    free(st->key);
+    free(st->file);
+    free(st->tmp);
+    free(st->path);
+    free(st->names);
+    free(st->size);
+    free(st->part_of);
+    free(st);
+}
+
+/* The plan: its hash (the caller's plan text, the whole header: metadata, vocabulary, every
+ * tensor's name, type, shape and offset; the input's file sizes and tensors) and the split. */
+static mk_status split_plan_make(const conv *v, const char *out, unsigned n, const char *key, split_state *st)
+{
+    mk_buf b = {0};
+    st->locks[0] = st->locks[1] = -1;
+    if (!(st->file = mk_path_basename(out)) || !(st->tmp = mk_parts_tmp_path(out)) || !(st->path = mk_path_join(st->tmp, st->file)))
+        return MK_ERR_NOMEM;
+    mk_buf_printf(&b, "gguf|mergekit-c %s|%s|%s", MK_VERSION, st->file, key ? key : "");
+    mk_cli_parts_hash_inputs(&b, v->src);
+    mk_buf_puts(&b, "|");
+    mk_gguf_w_header(&v->w, &b);
+    st->key = b.failed ? NULL : mk_parts_plan_hash(b.data, b.len, v->src->tensors, v->src->n_tensors);
+    mk_buf_free(&b);
+    size_t np = v->np ? v->np : 1;
+    st->names = mk_calloc(np, sizeof *st->names);
+    st->size = mk_calloc(np, sizeof *st->size);
+    st->part_of = mk_calloc(np, sizeof *st->part_of);
+    if (!st->key || !st->names || !st->size || !st->part_of) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < v->np; i++) {
+        st->names[i] = (char *)v->p[i].name;
+        st->size[i] = v->w.nbytes[i];
+    }
+    mk_parts_split(st->size, v->np, n ? n : 1, st->part_of);
+    return MK_OK;
+}
+
+static void print_dry_run(const mk_common *c, const conv *v)
+{
+    char b[32];
+    if (c->json) printf("[");
+    for (size_t i = 0; i < v->np; i++) {
+        const plan *q = &v->p[i];
+        if (c->json)
+            printf("%s\n  {\"name\": \"%s\", \"type\": \"%s\", \"shape\": [%llu, %llu], \"bytes\": %llu}", i ? "," : "", q->name,
+                   mk_ggml_type_of(q->type)->name, (unsigned long long)q->cols, (unsigned long long)q->rows,
+                   (unsigned long long)v->w.nbytes[i]);
+        else
+            printf("  %-40s %-6s %8llu x %-8llu %s\n", q->name, mk_ggml_type_of(q->type)->name, (unsigned long long)q->rows,
+                   (unsigned long long)q->cols, mk_fmt_bytes(v->w.nbytes[i], b));
+    }
+    mk_buf h = {0};
+    mk_gguf_w_header(&v->w, &h);
+    if (c->json) printf("\n]\n");
+    else printf("%zu tensors, %s with the header\n", v->np, mk_fmt_bytes(h.len + v->w.data_size, b));
+    mk_buf_free(&h);
+}
+
+/* The shared file: its size and header those of the plan. */
+static mk_status check_file(conv *v, const split_state *st)
+{
+    mk_buf h = {0};
+    mk_gguf_w_header(&v->w, &h);
+    uint64_t want = h.len + v->w.data_size;
+    char *have = h.failed ? NULL : mk_malloc(h.len);
+    if (!have) {
+        mk_buf_free(&h);
+        return MK_ERR_NOMEM;
+    }
+    mk_rfile rf;
+    mk_status s = mk_path_exists(st->path)
+                      ? mk_rfile_open(&rf, st->path)
+                      : mk_error(MK_ERR_MISMATCH, "%s: holds no %s; rerun every part, then finalize", st->tmp, st->file);
+    if (s == MK_OK) {
+        if (rf.size != want)
+            s = mk_error(MK_ERR_MISMATCH, "%s: is %llu bytes, not the plan's %llu; rerun every part, then finalize", st->path,
+                         (unsigned long long)rf.size, (unsigned long long)want);
+        if (s == MK_OK) s = mk_rfile_read(&rf, 0, have, h.len);
+        if (s == MK_OK && memcmp(have, h.data, h.len) != 0)
+            s = mk_error(MK_ERR_MISMATCH, "%s: its GGUF header is not this plan's; rerun every part, then finalize", st->path);
+        mk_rfile_close(&rf);
+    }
+    if (s == MK_OK) v->w.pos = want; /* for the report */
+    free(have);
+    mk_buf_free(&h);
+    return s;
+}
+
+/* finalize: every part's record and the shared file checked, the file renamed to OUT, OUT.tmp
+ * removed. Nothing is changed when it refuses. */
+static mk_status finalize_file(const mk_common *c, conv *v, const char *out, bool force, const mk_parts_manifest *m,
+                               split_state *st)
+{
+    char *abs = mk_path_absolute(st->tmp), *dir = mk_path_dirname(out);
+    mk_out_file *adopt = mk_calloc(v->np ? v->np : 1, sizeof *adopt);
+    int lock = -1;
+    mk_status s = abs && dir && adopt ? MK_OK : MK_ERR_NOMEM;
+    if (s == MK_OK && (!m->self || strcmp(abs, m->self) != 0 || !m->file || strcmp(m->file, st->file) != 0))
+        s = mk_error(MK_ERR_MISMATCH, "%s: its manifest names another output (%s, from %s); finalize it where the parts ran",
+                     m->self ? m->self : "OUT.tmp", abs, m->cwd);
+    if (s == MK_OK && strcmp(st->key, m->plan) != 0)
+        s = mk_error(MK_ERR_MISMATCH,
+                     "%s: the parts were written for another plan than this input and these options make now; rerun every "
+                     "part, then finalize",
+                     st->tmp);
+    if (s == MK_OK) s = mk_parts_hold(st->tmp, &lock);
+    if (s == MK_OK) s = mk_parts_check(st->tmp, m, st->names, st->size, st->part_of, v->np, adopt, NULL);
+    if (s == MK_OK) s = check_file(v, st);
+    if (s == MK_OK && mk_path_exists(out) && !force)
+        s = mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (s == MK_OK && rename(st->path, out) != 0)
+        s = mk_error(MK_ERR_IO, "%s: cannot rename to %s: %s", st->path, out, strerror(errno));
+    if (s == MK_OK) s = mk_fsync_dir(dir);
+    if (s == MK_OK) s = mk_rm_rf(st->tmp);
+    if (s == MK_OK) report(c, v, out, 0);
+    if (lock >= 0) close(lock);
+    free(adopt);
+    free(dir);
+    free(abs);
+    return s;
+}
+
+/* After prepare: --dry-run prints (the split with --parts N); finalize finishes OUT; a part
+ * joins OUT.tmp and opens the shared file, or finds itself complete. *finished: nothing is
+ * left to write. */
+static mk_status split_begin(conv *v, const char *out, bool force, const mk_cli_gguf_split *x, split_state **stp, bool *finished)
+{
+    const mk_cli_parts *xp = x->parts;
+    unsigned n = x->finalize ? x->finalize->n : xp->parts ? (unsigned)xp->parts : xp->p.n;
+    split_state *st = mk_calloc(1, sizeof *st);
+    *stp = st;
+    *finished = true;
+    if (!st) return MK_ERR_NOMEM;
+    MK_TRY(split_plan_make(v, out, n, x->key, st));
+    if (x->dry_run && !n) print_dry_run(x->c, v);
+    if (x->dry_run && n) {
+        mk_output_split os = {v->np, st->names, st->size, st->part_of};
+        mk_cli_parts_print(&os, n, x->c->json, "tensor");
+    }
+    if (x->dry_run) return MK_OK;
+    if (x->finalize) return finalize_file(x->c, v, out, force, x->finalize, st);
+    mk_parts_manifest man = {0};
+    mk_status s = mk_cli_parts_manifest(&man, x->command, x->argc, x->argv, st->key, xp->p.n);
+    if (s == MK_OK && !(man.file = mk_strdup(st->file))) s = MK_ERR_NOMEM;
+    if (s == MK_OK && mk_parts_complete(st->tmp, xp->p, st->key)) {
+        if (!x->c->quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", xp->p.i, xp->p.n, out);
+    } else if (s == MK_OK) {
+        *finished = false;
+        s = mk_parts_join(st->tmp, &man, xp->p, st->locks);
+        if (s == MK_OK) s = mk_gguf_w_begin_shared(&v->w, st->path);
+    }
+    mk_parts_manifest_free(&man);
+    st->t0 = mk_now();
+    return s;
+}
+
+/* Bytes [off, off + len) of the file, hashed (read back: a merge puts rows from several threads). */
+static mk_status hash_region(const mk_rfile *rf, uint64_t off, uint64_t len, unsigned char *buf, size_t cap, char hex[33])
+{
+    mk_hasher *h = mk_hasher_new();
+    if (!h) return MK_ERR_NOMEM;
+    mk_status s = MK_OK;
+    for (uint64_t k = 0; k < len && s == MK_OK; k += cap) {
+        size_t n = len - k < cap ? (size_t)(len - k) : cap;
+        s = mk_rfile_read(rf, off + k, buf, n);
+        if (s == MK_OK) mk_hasher_update(h, buf, n);
+    }
+    if (s == MK_OK) mk_hash128_hex(mk_hasher_digest(h), hex);
+    mk_hasher_free(h);
+    return s;
+}
+
+/* The part's bytes durable, then its record: each of its tensors' size and XXH3-128. */
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st)
+{
+    mk_part p = x->parts->p;
+    enum { CAP = 1 << 22 };
+    mk_out_file *reg = mk_calloc(v->np ? v->np : 1, sizeof *reg);
+    unsigned char *buf = mk_malloc(CAP);
+    size_t nr = 0;
+    mk_status s = reg && buf ? mk_gguf_w_sync(&v->w) : MK_ERR_NOMEM;
+    mk_rfile rf;
+    bool open = s == MK_OK && (s = mk_rfile_open(&rf, st->path)) == MK_OK;
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) {
+        if (st->part_of[i] != p.i - 1) continue;
+        reg[nr].name = st->names[i];
+        reg[nr].size = st->size[i];
+        s = hash_region(&rf, v->w.data0 + v->w.offs[i], st->size[i], buf, CAP, reg[nr++].hash);
+    }
+    if (open) mk_rfile_close(&rf);
+    if (s == MK_OK) s = mk_parts_record(st->tmp, p, st->key, reg, nr, NULL, 0);
+    if (s == MK_OK && !x->c->quiet)
+        fprintf(stderr, "mergekit-c: wrote part %u/%u of %s: %zu tensor(s) in %.1f s%s%s\n", p.i, p.n, out, nr, mk_now() - st->t0,
+                x->parts->mpi ? "" : "; once every part is done: mergekit-c finalize ", x->parts->mpi ? "" : out);
+    mk_parts_release(st->locks);
+    free(reg);
+    free(buf);
+    return s;
 }
 
 /* ---- a GGUF file filled by a consumer (merge's OUT.gguf) ------------------------------ */
@@ -370,6 +681,8 @@ struct mk_cli_gguf_out {
     long *at;            /* per logical tensor: its row of v.p, or -1 (not written) */
     uint64_t *dst;       /* the tensor being filled, when Q/K-permuted: GGUF row of each row */
     bool allow_overflow;
+    const mk_cli_gguf_split *x; /* a part of a split file (else NULL) */
+    split_state *st;
 };
 
 static uint64_t out_align(mk_consumer *c, const mk_tensor_info *t)
@@ -438,8 +751,19 @@ static mk_status out_end(mk_consumer *c, size_t i)
 
 static void out_close(mk_consumer *c) { (void)c; }
 
+/* A part computes only its own tensors: the others read as done. */
+static bool out_is_done(mk_consumer *c, size_t i)
+{
+    mk_cli_gguf_out *g = c->impl;
+    return g->at[i] < 0 || split_owner(g->st, (size_t)g->at[i]) != g->x->parts->p.i - 1;
+}
+
 static const mk_consumer_ops out_ops = {
     .align = out_align, .raw_ok = out_raw_ok, .begin = out_begin, .rows = out_rows, .end = out_end, .close = out_close,
+};
+static const mk_consumer_ops part_ops = {
+    .align = out_align, .raw_ok = out_raw_ok, .begin = out_begin, .rows = out_rows, .end = out_end, .close = out_close,
+    .is_done = out_is_done,
 };
 
 /* Safetensors shards read back (formats/safetensors.c): one file by offset, where larger
@@ -455,12 +779,15 @@ static int cmp_folder(const void *a, const void *b, void *ctx)
     return x < y ? -1 : x > y;
 }
 
-mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
-                               bool force, bool allow_overflow, mk_consumer *cons)
+static mk_status gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_cli_gguf_split *xs, mk_consumer *cons)
 {
     *gp = NULL;
+    const mk_cli_gguf_split *x = xs && (xs->parts->p.n || xs->finalize || xs->dry_run) ? xs : NULL;
     MK_TRY(mk_cli_gguf_type_check("--out-type", type_s));
-    if (mk_path_exists(out) && !force) return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (mk_path_exists(out) && !force && !(x && x->dry_run))
+        return mk_error(MK_ERR_EXISTS, "%s already exists (use --force to replace it)", out);
+    if (!x) MK_TRY(mk_parts_refuse_plain(out)); /* the atomic writer would start OUT.tmp afresh */
     mk_cli_gguf_out *g = mk_calloc(1, sizeof *g);
     if (!g) return MK_ERR_NOMEM;
     *gp = g;
@@ -500,14 +827,28 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t s
     free(row);
     free(pos);
     MK_TRY(s);
-    MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
-    cons->ops = &out_ops;
+    g->x = x;
+    if (x) MK_TRY(split_begin(&g->v, out, force, x, &g->st, &xs->finished));
+    else MK_TRY(mk_gguf_w_begin_at(&g->v.w, out, force));
+    cons->ops = x ? &part_ops : &out_ops;
     cons->impl = g;
     return MK_OK;
 }
 
+mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t shard_size, const char *out, const char *type_s,
+                               bool force, bool allow_overflow, mk_cli_gguf_split *x, mk_consumer *cons)
+{
+    if (x) x->finished = false;
+    mk_status s = x && !x->key && strcmp(x->command, "convert") != 0
+                      ? MK_ERR_NOMEM
+                      : gguf_out_open(gp, like, shard_size, out, type_s, force, allow_overflow, x, cons);
+    if (x) free(x->key), x->key = NULL; /* taken: its hash is in the plan's */
+    return s;
+}
+
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)
 {
+    if (g->x) return split_end(&g->v, out, g->x, g->st);
     MK_TRY(mk_gguf_w_commit(&g->v.w));
     report(c, &g->v, out, secs);
     return MK_OK;
@@ -524,5 +865,6 @@ void mk_cli_gguf_out_free(mk_cli_gguf_out *g)
     free(g->at);
     free(g->ts);
     free(g->dst);
+    split_free(g->st);
     free(g);
 }

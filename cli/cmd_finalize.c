@@ -81,21 +81,34 @@ mk_status mk_cli_parts_manifest(mk_parts_manifest *m, const char *command, int a
     return MK_OK;
 }
 
-void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json)
+void mk_cli_parts_hash_inputs(mk_buf *b, const mk_source *src)
+{
+    for (size_t f = 0; f < src->n_files; f++) {
+        uint64_t size = 0;
+        mk_rfile rf;
+        if (mk_rfile_open(&rf, src->files[f]) == MK_OK) {
+            size = rf.size;
+            mk_rfile_close(&rf);
+        }
+        mk_buf_printf(b, "|%llu", (unsigned long long)size);
+    }
+}
+
+void mk_cli_parts_print(const struct mk_output_split *sp, unsigned n, bool json, const char *unit)
 {
     uint64_t total = 0;
     char a[32];
     for (size_t s = 0; s < sp->n_shards; s++) total += sp->size[s];
     mk_buf b = {0};
-    if (json) mk_buf_printf(&b, "{\"shards\": %zu, \"bytes\": %llu, \"parts\": [", sp->n_shards, (unsigned long long)total);
-    else mk_buf_printf(&b, "split: %zu shard(s), %s, into %u part(s), bytes balanced\n", sp->n_shards, mk_fmt_bytes(total, a), n);
+    if (json) mk_buf_printf(&b, "{\"%ss\": %zu, \"bytes\": %llu, \"parts\": [", unit, sp->n_shards, (unsigned long long)total);
+    else mk_buf_printf(&b, "split: %zu %s(s), %s, into %u part(s), bytes balanced\n", sp->n_shards, unit, mk_fmt_bytes(total, a), n);
     for (unsigned i = 0; i < n; i++) {
         uint64_t bytes = 0;
         size_t cnt = 0;
         for (size_t s = 0; s < sp->n_shards; s++)
             if (sp->part_of[s] == i) bytes += sp->size[s], cnt++;
-        if (json) mk_buf_printf(&b, "%s\n  {\"part\": %u, \"bytes\": %llu, \"shards\": [", i ? "," : "", i + 1, (unsigned long long)bytes);
-        else mk_buf_printf(&b, "  part %u/%u: %zu shard(s), %s%s", i + 1, n, cnt, mk_fmt_bytes(bytes, a), cnt ? ":" : " (nothing to write)");
+        if (json) mk_buf_printf(&b, "%s\n  {\"part\": %u, \"bytes\": %llu, \"%ss\": [", i ? "," : "", i + 1, (unsigned long long)bytes, unit);
+        else mk_buf_printf(&b, "  part %u/%u: %zu %s(s), %s%s", i + 1, n, cnt, unit, mk_fmt_bytes(bytes, a), cnt ? ":" : " (nothing to write)");
         bool first = true;
         for (size_t s = 0; s < sp->n_shards; s++) {
             if (sp->part_of[s] != i) continue;
@@ -145,6 +158,7 @@ static int finalize_out(const char *out, char **extra, int n_extra)
         for (int k = 0; k < n_extra; k++) argv[argc++] = extra[k];
         if (strcmp(m.command, "merge") == 0) rc = mk_cmd_merge_finalize(argc, argv, &m);
         else if (strcmp(m.command, "quantize") == 0) rc = mk_cmd_quantize_finalize(argc, argv, &m);
+        else if (strcmp(m.command, "convert") == 0) rc = mk_cmd_convert_finalize(argc, argv, &m);
         else rc = mk_cli_fail(mk_error(MK_ERR_FORMAT, "%s: parts of an unknown command '%s'", tmp, m.command));
     }
     if (here && m.cwd && strcmp(here, m.cwd) != 0 && chdir(here) != 0) mk_warn("cannot return to %s", here);
@@ -216,7 +230,9 @@ int mk_cmd_finalize(int argc, char **argv)
         "(the recipe or input, the options, the number of parts); otherwise nothing is changed and the\n"
         "parts to rerun are named. The recorded command is replayed from the directory the parts ran\n"
         "in: the inputs are read again for the side files and the input hashes of the provenance\n"
-        "record, not for the tensors. The result is the same bytes as one process writing OUT.\n"
+        "record, not for the tensors. A GGUF file written in parts (convert, or a merge to OUT.gguf) is\n"
+        "checked (every part's record, its size and header) and renamed from OUT.gguf.tmp/ into place.\n"
+        "The result is the same bytes as one process writing OUT.\n"
         "See docs/cluster.md (Slurm job arrays, mpirun).",
         opts, 1, 1, 0};
     char *pos[1];

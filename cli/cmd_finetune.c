@@ -67,6 +67,7 @@ static void on_step(void *ctx, const mk_train_rec *r, long steps, double eta)
     fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  grad norm %.4g  %.0f tokens/s  ETA %s", r->step, steps, r->loss, r->lr,
             r->grad_norm, r->tokens_per_s, e);
     if (!isnan(r->eval_ppl)) fprintf(stderr, "  eval PPL %.4f", r->eval_ppl);
+    if (!isnan(r->eval_kl)) fprintf(stderr, "  KL to base %.6f", r->eval_kl);
     fputc('\n', stderr);
 }
 
@@ -76,10 +77,57 @@ static void on_saved(void *ctx, const char *path, long step)
     if (!f->c.quiet) fprintf(stderr, "checkpoint %s (step %ld)\n", path, step);
 }
 
-static mk_status on_eval(void *ctx, long step, double *ppl)
+/* KL(p || q) of two logit rows, in nats (double sums). */
+static double kl_rows(const float *p, const float *q, size_t V)
+{
+    double mp = -INFINITY, mq = -INFINITY, zp = 0, zq = 0, kl = 0;
+    for (size_t v = 0; v < V; v++) mp = p[v] > mp ? p[v] : mp, mq = q[v] > mq ? q[v] : mq;
+    for (size_t v = 0; v < V; v++) zp += exp(p[v] - mp), zq += exp(q[v] - mq);
+    double lp = mp + log(zp), lq = mq + log(zq);
+    for (size_t v = 0; v < V; v++) kl += exp(p[v] - lp) * ((p[v] - lp) - (q[v] - lq));
+    return kl;
+}
+
+/* --eval-text under LoRA / QLoRA: the training forward itself (the frozen base, held as NF4
+ * with --qlora, plus the adapters) over eval's windows (mk_eval_windows: the same windows,
+ * BOS and scored positions as `eval`), each window once more with the adapters set to zero
+ * (which adds exactly 0: the base's forward) for KL(base || adapted). The adapters are put
+ * back bit for bit. */
+static mk_status eval_adapted(ft *f, double *ppl, double *kl)
+{
+    mk_eval_opts eo = {(size_t)f->eval_ctx, 0, 0, f->eval_bos, NULL, NULL};
+    size_t windows, first, scored, T = (size_t)f->eval_ctx, V = mk_nn_train_vocab(f->t);
+    mk_eval_windows(f->eval_n, &eo, &windows, &first, &scored);
+    uint64_t n = mk_nn_train_numel(f->t);
+    float *w = mk_calloc(T, sizeof *w), *la = mk_malloc(T * V * sizeof *la), *lb = mk_malloc(T * V * sizeof *lb);
+    float *keep = mk_malloc((n ? n : 1) * sizeof *keep), *wt = mk_nn_train_weights(f->t);
+    int32_t *tok = mk_malloc(T * sizeof *tok);
+    mk_status s = w && la && lb && keep && tok ? MK_OK : MK_ERR_NOMEM;
+    double nll = 0, base_nll = 0, sum_kl = 0;
+    for (size_t j = first + 1; j < T; j++) w[j] = 1; /* position j - 1 predicts token j */
+    for (size_t k = 0; k < windows && s == MK_OK; k++) {
+        memcpy(tok, f->eval_ids + k * T, T * sizeof *tok);
+        if (f->eval_bos >= 0) tok[0] = f->eval_bos;
+        s = mk_nn_train_pass(f->t, tok, w, 1, T, 1.0f, false, false, &nll, la);
+        memcpy(keep, wt, n * sizeof *wt);
+        memset(wt, 0, n * sizeof *wt);
+        if (s == MK_OK) s = mk_nn_train_pass(f->t, tok, w, 1, T, 1.0f, false, false, &base_nll, lb);
+        memcpy(wt, keep, n * sizeof *wt);
+        for (size_t j = first; j < first + scored && s == MK_OK; j++) sum_kl += kl_rows(lb + j * V, la + j * V, V);
+    }
+    if (s == MK_OK) {
+        *ppl = exp(nll / (double)(windows * scored));
+        *kl = sum_kl / (double)(windows * scored);
+    }
+    free(w), free(la), free(lb), free(keep), free(tok);
+    return s;
+}
+
+static mk_status on_eval(void *ctx, long step, double *ppl, double *kl)
 {
     ft *f = ctx;
     (void)step;
+    if (f->lora_r) return eval_adapted(f, ppl, kl);
     mk_source *view = NULL;
     mk_nn_model *m = NULL;
     MK_TRY(mk_nn_train_source(f->t, &view));
@@ -103,6 +151,7 @@ static mk_status write_log(mk_output *o, const mk_train_result *r)
         mk_buf_printf(&b, "{\"step\": %ld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, \"tokens_per_s\": %.1f", x->step,
                       x->loss, x->lr, x->grad_norm, x->tokens_per_s);
         if (!isnan(x->eval_ppl)) mk_buf_printf(&b, ", \"eval_ppl\": %.9g", x->eval_ppl);
+        if (!isnan(x->eval_kl)) mk_buf_printf(&b, ", \"eval_kl\": %.9g", x->eval_kl);
         mk_buf_puts(&b, "}\n");
     }
     mk_status s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "train_log.jsonl", b.data ? b.data : "", b.len);
@@ -295,10 +344,7 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     if (f->eval_every && !f->eval_text) return mk_error(MK_ERR_USAGE, "--eval-every needs --eval-text FILE");
     if (f->lora_r < 0 || f->lora_r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", f->lora_r);
     if (f->lora_r) MK_TRY(parse_targets(f->lora_targets, &f->targets));
-    if (f->lora_r && f->eval_text) return mk_error(MK_ERR_UNSUPPORTED, "--eval-text with --lora: not yet (evaluate OUT after `lora apply`)");
     if (f->qlora && !f->lora_r) return mk_error(MK_ERR_USAGE, "--qlora trains LoRA adapters on an NF4 base: give --lora R");
-    if (f->qlora && f->eval_text)
-        return mk_error(MK_ERR_USAGE, "--eval-text is not available with --qlora yet (evaluate OUT after `lora apply`)");
     if (f->lora_alpha == 0) f->lora_alpha = (double)f->lora_r;
     if (f->lora_r && !(f->lora_alpha > 0 && f->lora_alpha < 1e6)) return mk_error(MK_ERR_USAGE, "--lora-alpha %g: above 0", f->lora_alpha);
     if (strcmp(f->device, "cuda") == 0) {
@@ -546,7 +592,9 @@ int mk_cmd_finetune(int argc, char **argv)
         {"checkpointing", 0, MK_OPT_FLAG, &f.ckpt, NULL,
          "keep only each layer's input and recompute its activations in the backward pass (same gradients, less memory)",
          NULL},
-        {"eval-text", 0, MK_OPT_STR, &f.eval_text, "FILE", "held-out text: its perplexity (as eval) at the end of training",
+        {"eval-text", 0, MK_OPT_STR, &f.eval_text, "FILE",
+         "held-out text: its perplexity (as eval) at the end of training; with --lora/--qlora, of the base with the "
+         "adapters applied, and the KL divergence from the base",
          NULL},
         {"eval-every", 0, MK_OPT_INT, &f.eval_every, "N", "... and every N steps", "the end only"},
         {"eval-ctx", 0, MK_OPT_INT, &f.eval_ctx, "N", "window of the perplexity", "--seq, at most 512"},

@@ -1,5 +1,4 @@
 /* cmd_merge.c - `mergekit-c merge RECIPE OUT` (and `mergekit-c RECIPE OUT`).
- *
  * recipe -> open models (headers only) -> plan (all validation) -> [--dry-run: print] ->
  * hash inputs -> OUT.tmp: shards streamed by the executor, config.json, tokenizer files,
  * mergekit_config.yml, mergekit-c.json (provenance), README.md -> fsync -> rename to OUT.
@@ -745,7 +744,7 @@ static mk_status print_split(merge_run *m)
     mk_output_opts oo = {.shard_size = m->o->shard_size};
     mk_output_split sp;
     MK_TRY(mk_output_split_build(t, nt, &oo, n, &sp));
-    mk_cli_parts_print(&sp, n, m->o->c.json);
+    mk_cli_parts_print(&sp, n, m->o->c.json, "shard");
     mk_output_split_free(&sp);
     return MK_OK;
 }
@@ -1033,9 +1032,9 @@ static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
     if (s == MK_OK && o->out_type && !gguf)
         s = mk_error(MK_ERR_USAGE, "--out-type: only for an OUT ending in .gguf (a folder's dtype is --out-dtype)");
     if (s == MK_OK && gguf) s = mk_cli_gguf_type_check("--out-type", o->out_type ? o->out_type : "f16");
-    if (s == MK_OK && gguf && (o->quantize || o->compress || o->check || o->resume || o->parts.part || o->parts.parts || o->finalize))
+    if (s == MK_OK && gguf && (o->quantize || o->compress || o->check || o->resume))
         s = mk_error(MK_ERR_USAGE, "%s: not with an OUT ending in .gguf (its tensor types are --out-type)",
-                     o->quantize ? "--quantize" : o->compress ? "--compress" : o->check ? "--check" : o->resume ? "--resume" : "--part");
+                     o->quantize ? "--quantize" : o->compress ? "--compress" : o->check ? "--check" : "--resume");
     if (s == MK_OK && o->mkz && o->resume) s = mk_error(MK_ERR_USAGE, "--resume is not supported for a .mkz output");
     if (s == MK_OK && o->check && o->quantize) s = mk_error(MK_ERR_USAGE, "--check takes --quantize from the record; do not give it");
     if (s == MK_OK && o->quantize) s = mk_qopts_parse(o->quantize, &m->qo);
@@ -1105,14 +1104,15 @@ static mk_status run_merge_gguf(merge_run *m)
     if (s == MK_OK) s = pick_chat(m, &gl.chat);
     mk_cli_gguf_out *g = NULL;
     mk_consumer cons = {0};
+    mk_cli_gguf_split x = {"merge", s == MK_OK ? job_key(m, true) : NULL, &m->o->parts, m->o->dry_run, m->o->finalize, m->o->argc, m->o->argv, &m->o->c, false}; /* --part, finalize, --dry-run --parts */
     if (s == MK_OK)
-        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &cons);
+        s = mk_cli_gguf_out_open(&g, &like, m->o->shard_size, out, m->o->out_type ? m->o->out_type : "f16", m->o->force, m->o->allow_crimes, &x, &cons);
     mk_testpoint(); /* header written, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};
     hash_job hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
-    s = compute(m, &cons, "merge", &hj, s, &es);
-    if (s == MK_OK) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
+    if (!x.finished) s = compute(m, &cons, "merge", &hj, s, &es);
+    if (s == MK_OK && !x.finished) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
     mk_cli_gguf_out_free(g);
     free(gl.config);
     free(gl.chat);
@@ -1131,7 +1131,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"random-seed", 0, MK_OPT_STR, &o.seed_str, "N", "seed for random methods (overrides the recipe's random_seed)", "0"},
         {"allow-crimes", 0, MK_OPT_FLAG, &o.allow_crimes, NULL, "allow different architectures, and values that overflow the output dtype", NULL},
         {"out-dtype", 0, MK_OPT_STR, &o.out_dtype, "DTYPE", "output dtype (bfloat16, float16, float32); overrides the recipe", NULL},
-        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0 (see 'convert --help')", "f16"},
+        {"out-type", 0, MK_OPT_STR, &o.out_type, "T", "tensor type of an OUT ending in .gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, tq1_0, tq2_0, or a k-quant mix q2_k ... q6_k, q4_k_m, iq4_nl (see 'convert --help')", "f16"},
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
@@ -1186,7 +1186,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
     s = mk_cli_mergekit_recipe(&o.mk, &r, o.c.quiet);
     if (s == MK_OK) s = check_opts(&m, &o, pos[1]);
     if (s == MK_OK && mk_str_ends_with(pos[1], ".gguf")) m.gguf = pos[1];
-    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && !o.dry_run ? run_merge_gguf(&m) : run_merge(&m, NULL);
+    if (s == MK_OK) s = o.check ? run_check(&m, pos[1]) : m.gguf && (!o.dry_run || o.parts.parts) ? run_merge_gguf(&m) : run_merge(&m, NULL);
     if (s == MK_OK && o.report) s = mk_cli_report_merge(&m.plan, o.report, &o.c);
     if (s == MK_OK && o.eval.text && !o.check && !o.dry_run && !o.parts.p.n) s = eval_output(&m);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);

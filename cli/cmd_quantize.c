@@ -14,6 +14,7 @@
 #include "../core/mk_io.h"
 #include "../formats/output.h"
 #include "../quant/qsource.h"
+#include "../quant/alloc.h"
 #include "../quant/quant.h"
 
 #include <math.h>
@@ -35,6 +36,8 @@ typedef struct quant_cli {
     const char *report;              /* --report FILE: the HTML page of the run's statistics */
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
+    const char *target_bpw, *formats, *sensitivity, *sens_text; /* --target-bpw: mixed precision (quant_alloc.c) */
+    long sens_ctx, sens_chunks;
     int argc;                        /* the command line, for a part's manifest */
     char **argv;
 } quant_cli;
@@ -44,15 +47,7 @@ typedef struct quant_cli {
 /* config.json with quantization_config, the tokenizer files, a model card. */
 static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, const char *in_path, const char *out_path)
 {
-    char *qc = mk_qplan_config_json(p);
-    if (!qc) return MK_ERR_NOMEM;
-    mk_hfconfig_edit e = {NULL, NULL, 0, NULL, 0, qc, false, NULL};
-    bool found;
-    mk_status s = mk_output_config(o, src, &e, &found);
-    free(qc);
-    if (s == MK_OK && !found)
-        mk_warn("%s has no config.json; the output has none, so loaders will not know its quantization", in_path);
-    if (s == MK_OK) s = mk_output_tokenizer(o, src);
+    mk_status s = mk_cli_quant_config_files(src, o, mk_qplan_config_json(p), in_path);
     if (s == MK_OK) {
         char desc[160];
         char *title = mk_path_basename(out_path);
@@ -117,15 +112,7 @@ static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, 
     char *qc = mk_qplan_config_json(plan);
     mk_buf b = {0};
     mk_buf_printf(&b, "quantize|mergekit-c %s|%llu|%s", MK_VERSION, (unsigned long long)o->shard_size, qc ? qc : "");
-    for (size_t f = 0; f < src->n_files; f++) {
-        uint64_t size = 0;
-        mk_rfile rf;
-        if (mk_rfile_open(&rf, src->files[f]) == MK_OK) {
-            size = rf.size;
-            mk_rfile_close(&rf);
-        }
-        mk_buf_printf(&b, "|%llu", (unsigned long long)size);
-    }
+    mk_cli_parts_hash_inputs(&b, src);
     char *key = qc && !b.failed ? mk_parts_plan_hash(b.data, b.len, plan->out, plan->n_out) : NULL;
     free(qc);
     mk_buf_free(&b);
@@ -175,7 +162,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
         mk_output_opts so = {.shard_size = o->shard_size};
         mk_output_split sp;
         if (s == MK_OK && np && (s = mk_output_split_build(plan.out, plan.n_out, &so, np, &sp)) == MK_OK) {
-            mk_cli_parts_print(&sp, np, o->c.json);
+            mk_cli_parts_print(&sp, np, o->c.json, "shard");
             mk_output_split_free(&sp);
         } else if (s == MK_OK) {
             print_dry_run(&plan, &o->c);
@@ -281,7 +268,11 @@ static const char *details(void)
                  "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
                  "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).\n"
                  "On a cluster, with --part I/N each task writes part I of N of OUT's shards into the shared\n"
-                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).");
+                 "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).\n"
+                 "With --target-bpw B instead of --format: a compressed-tensors format per weight (from --formats),\n"
+                 "chosen to minimise the total predicted error (--sensitivity) within B bits per weight of the\n"
+                 "quantizable weights, written as one mixed-precision checkpoint; the allocation is printed and\n"
+                 "written into the model card (docs/quantization.md, \"Mixed precision\").");
     return text;
 }
 
@@ -338,9 +329,33 @@ static mk_status list_formats(bool json)
     return MK_OK;
 }
 
+/* --target-bpw: the options it takes and the run; then --eval-text as for one format. */
+static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
+{
+    char *end = NULL;
+    mk_cli_alloc_opts a = {0,        o->formats,         o->sensitivity ? o->sensitivity : "weight",
+                           o->sens_text, o->sens_ctx,  o->sens_chunks,
+                           o->skip,  o->shard_size,      o->chunk,
+                           o->force, o->dry_run};
+    if (!o->target_bpw) return mk_error(MK_ERR_USAGE, "--formats and --sensitivity choose how --target-bpw allocates; give --target-bpw");
+    a.target_bpw = strtod(o->target_bpw, &end);
+    if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
+    if (o->format) return mk_error(MK_ERR_USAGE, "--target-bpw chooses the formats (--formats); not with --format");
+    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
+        if (o->value[k] || o->flag[k])
+            return mk_error(MK_ERR_USAGE, "--%s: with --target-bpw, settings go in --formats (NAME:%s=...)", mk_qsettings[k].key,
+                            mk_qsettings[k].key);
+    if (o->include || o->compute_dtype || o->parts.p.n || o->parts.parts || o->finalize)
+        return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --part, --parts");
+    if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
+    MK_TRY(mk_cli_quant_alloc(&a, &o->c, in, out));
+    if (!o->eval.text) return MK_OK;
+    return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
+}
+
 static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
+    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .sens_ctx = 128, .sens_chunks = 2, .finalize = finalize, .argc = argc, .argv = argv};
     mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
     size_t n = 1 + setting_opts(&o, opts + 1, 16);
     const mk_opt rest[] = {
@@ -352,6 +367,12 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"force", 'f', MK_OPT_FLAG, &o.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "262144"},
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
+        {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
+        {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error) or kld (that times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
+        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld: the text the model runs on", NULL},
+        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld: window length in tokens", "128"},
+        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld: windows", "2"},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
@@ -361,7 +382,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         MK_HUB_OPTS(o.c),
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
-    const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT [options]",
+    const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT | --target-bpw B [options]",
                               "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
                               details(), opts, 0, 2, 0x1};
     char *pos[2];
@@ -372,6 +393,9 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (o.list_formats) s = list_formats(o.c.json);
     else if (npos < 2)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
+    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
+    if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
+    if (alloc) o.list_formats = true; /* done: no single-format run */
     mk_qopts qo;
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
     if (s == MK_OK && !o.list_formats && o.report && (o.dry_run || o.parts.p.n || o.finalize))

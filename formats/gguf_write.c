@@ -133,7 +133,11 @@ void mk_gguf_w_header(const mk_gguf_w *w, mk_buf *h)
     if (w->kv.failed || w->ti.failed) h->failed = true;
 }
 
-mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force)
+/* The file being written (OUT.tmp, or the shared file of a part). */
+static const char *wpath(const mk_gguf_w *w) { return w->shared ? w->shared : w->od.tmp_path; }
+
+/* Open the file (`flags`) and write the header at its start. */
+static mk_status open_header(mk_gguf_w *w, int flags)
 {
     mk_buf h = {0};
     mk_gguf_w_header(w, &h);
@@ -141,27 +145,54 @@ mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force)
         mk_buf_free(&h);
         return MK_ERR_NOMEM;
     }
-    mk_status s = mk_outdir_begin(&w->od, out, true, force, false);
-    if (s == MK_OK) {
-        w->begun = true;
-        w->fd = open(w->od.tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (w->fd < 0) s = mk_error(MK_ERR_IO, "%s: cannot create: %s", w->od.tmp_path, strerror(errno));
-    }
-    if (s == MK_OK) s = mk_write_all(w->fd, h.data, h.len, w->od.tmp_path);
+    mk_status s = MK_OK;
+    w->fd = open(wpath(w), flags | O_CLOEXEC, 0644);
+    if (w->fd < 0) s = mk_error(MK_ERR_IO, "%s: cannot create: %s", wpath(w), strerror(errno));
+    if (s == MK_OK) s = mk_write_all(w->fd, h.data, h.len, wpath(w));
     w->pos = w->data0 = h.len;
     mk_buf_free(&h);
     return s;
 }
 
-mk_status mk_gguf_w_begin_at(mk_gguf_w *w, const char *out, bool force)
+mk_status mk_gguf_w_begin(mk_gguf_w *w, const char *out, bool force)
 {
-    MK_TRY(mk_gguf_w_begin(w, out, force));
-    /* the whole file at its final size: the padding between tensors reads as zeros */
+    MK_TRY(mk_outdir_begin(&w->od, out, true, force, false));
+    w->begun = true;
+    return open_header(w, O_WRONLY | O_CREAT | O_TRUNC);
+}
+
+/* The whole file at its final size (the padding between tensors reads as zeros), for
+ * mk_gguf_w_at. */
+static mk_status size_whole(mk_gguf_w *w)
+{
     if (ftruncate(w->fd, (off_t)(w->data0 + w->data_size)) != 0)
-        return mk_error(MK_ERR_IO, "%s: cannot size it to %llu bytes: %s", w->od.tmp_path,
+        return mk_error(MK_ERR_IO, "%s: cannot size it to %llu bytes: %s", wpath(w),
                         (unsigned long long)(w->data0 + w->data_size), strerror(errno));
     w->random = true;
     w->pos = w->data0 + w->data_size;
+    return MK_OK;
+}
+
+mk_status mk_gguf_w_begin_at(mk_gguf_w *w, const char *out, bool force)
+{
+    MK_TRY(mk_gguf_w_begin(w, out, force));
+    return size_whole(w);
+}
+
+mk_status mk_gguf_w_begin_shared(mk_gguf_w *w, const char *path)
+{
+    if (!(w->shared = mk_strdup(path))) return MK_ERR_NOMEM;
+    /* O_CREAT without O_TRUNC: the other parts' bytes stay; every part writes the same header */
+    MK_TRY(open_header(w, O_WRONLY | O_CREAT));
+    return size_whole(w);
+}
+
+mk_status mk_gguf_w_sync(mk_gguf_w *w)
+{
+    if (fsync(w->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync: %s", wpath(w), strerror(errno));
+    int fd = w->fd;
+    w->fd = -1;
+    if (close(fd) != 0) return mk_error(MK_ERR_IO, "%s: close: %s", wpath(w), strerror(errno));
     return MK_OK;
 }
 
@@ -174,7 +205,7 @@ mk_status mk_gguf_w_at(mk_gguf_w *w, uint64_t i, uint64_t off, const void *p, si
     while (len) {
         ssize_t k = pwrite(w->fd, c, len, (off_t)at);
         if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return mk_error(MK_ERR_IO, "%s: write: %s", w->od.tmp_path, k < 0 ? strerror(errno) : "no progress");
+        if (k <= 0) return mk_error(MK_ERR_IO, "%s: write: %s", wpath(w), k < 0 ? strerror(errno) : "no progress");
         __atomic_add_fetch(&w->placed, (uint64_t)k, __ATOMIC_RELAXED);
         c += k;
         at += (uint64_t)k;
@@ -213,10 +244,7 @@ mk_status mk_gguf_w_commit(mk_gguf_w *w)
     for (uint64_t i = 0; w->random && i < w->n_tensors; i++) all += w->nbytes[i];
     if (w->random ? __atomic_load_n(&w->placed, __ATOMIC_RELAXED) != all : w->next != w->n_tensors)
         MK_BUG("GGUF file committed before all its tensor data");
-    if (fsync(w->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync: %s", w->od.tmp_path, strerror(errno));
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0) return mk_error(MK_ERR_IO, "%s: close: %s", w->od.tmp_path, strerror(errno));
+    MK_TRY(mk_gguf_w_sync(w));
     MK_TRY(mk_outdir_commit(&w->od));
     w->committed = true;
     return MK_OK;
@@ -230,5 +258,6 @@ void mk_gguf_w_free(mk_gguf_w *w)
     mk_buf_free(&w->ti);
     free(w->nbytes);
     free(w->offs);
+    free(w->shared);
     mk_gguf_w_init(w);
 }

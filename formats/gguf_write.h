@@ -30,6 +30,7 @@ typedef struct mk_gguf_w {
     uint64_t done;
     uint64_t pos;           /* file offset of the next byte */
     mk_outdir od;
+    char *shared;           /* mk_gguf_w_begin_shared: the file's path */
     int fd;
     bool begun, committed, random;
 } mk_gguf_w;
@@ -58,6 +59,13 @@ mk_status mk_gguf_w_data(mk_gguf_w *w, const void *p, size_t len);
 mk_status mk_gguf_w_begin_at(mk_gguf_w *w, const char *out, bool force);
 mk_status mk_gguf_w_at(mk_gguf_w *w, uint64_t i, uint64_t off, const void *p, size_t len);
 mk_status mk_gguf_w_commit(mk_gguf_w *w);
+/* One part of an output split between processes (--part; formats/parts.h): the file at `path`
+ * in the parts' shared OUT.tmp, created if absent and never truncated, sized to the whole file
+ * and its header written (every part writes the same bytes); then mk_gguf_w_at for this part's
+ * tensors and mk_gguf_w_sync. Nothing is renamed or removed here: finalize renames the file. */
+mk_status mk_gguf_w_begin_shared(mk_gguf_w *w, const char *path);
+/* The shared file's bytes durable (fsync) and closed. */
+mk_status mk_gguf_w_sync(mk_gguf_w *w);
 /* tokenizer.ggml.* and tokenizer.chat_template from src's tokenizer files (gguf_write_tok.c);
  * *vocab = false when it has no vocabulary llama.cpp can take (then "no_vocab" is written,
  * with a warning; the caller writes {arch}.vocab_size). */

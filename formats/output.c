@@ -122,14 +122,7 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
     if (opts->part.n || opts->finalize) {
         s = begin_parts(o, out, opts, t, n, &so, &split, &journal);
     } else {
-        /* a plain run would start OUT.tmp afresh: not over the parts of a split run */
-        char *tmp = mk_parts_tmp_path(out), *man = tmp ? mk_path_join(tmp, MK_PARTS_MANIFEST) : NULL;
-        if (!man) s = MK_ERR_NOMEM;
-        else if (mk_is_file(man))
-            s = mk_error(MK_ERR_EXISTS, "%s: holds the parts of a split run (--part); finish it with 'mergekit-c finalize %s', "
-                                        "or remove it to start over", tmp, out);
-        free(tmp);
-        free(man);
+        s = mk_parts_refuse_plain(out); /* a plain run would start OUT.tmp afresh */
         if (s == MK_OK) s = mk_outdir_begin(&o->od, out, o->container, opts->force, opts->resume);
         if (s == MK_OK) o->begun = true;
     }

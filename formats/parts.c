@@ -128,6 +128,7 @@ void mk_parts_manifest_free(mk_parts_manifest *m)
     free(m->plan);
     free(m->cwd);
     free(m->self);
+    free(m->file);
     memset(m, 0, sizeof *m);
 }
 
@@ -170,6 +171,10 @@ static mk_status manifest_json(const mk_parts_manifest *m, mk_buf *b)
     mk_buf_json_str(b, m->command);
     mk_buf_printf(b, ",\n  \"plan\": \"%s\",\n  \"parts\": %u,\n  \"cwd\": ", m->plan, m->n);
     mk_buf_json_str(b, m->cwd);
+    if (m->file) {
+        mk_buf_puts(b, ",\n  \"file\": ");
+        mk_buf_json_str(b, m->file);
+    }
     mk_buf_puts(b, ",\n  \"argv\": [");
     for (int k = 0; k < m->argc; k++) {
         mk_buf_puts(b, k ? ", " : "");
@@ -235,11 +240,17 @@ mk_status mk_parts_manifest_parse(const char *text, size_t len, const char *path
     MK_TRY(parse_json(text, len, path, &j));
     mk_status s = MK_OK;
     const char *cmd = json_str(&j, 0, "command"), *plan = json_str(&j, 0, "plan"), *cwd = json_str(&j, 0, "cwd");
+    const char *file = json_str(&j, 0, "file");
     uint64_t n = 0;
     uint32_t av = mk_json_get(&j, 0, "argv");
     if (!cmd || !plan || strlen(plan) != 32 || !cwd || !json_uint(&j, 0, "parts", MK_PARTS_MAX, &n) || n < 1 || !av ||
         mk_json_at(&j, av)->type != MK_JSON_ARR || mk_json_at(&j, av)->count < 1 || mk_json_at(&j, av)->count > 4096)
         s = mk_error(MK_ERR_FORMAT, "%s: malformed parts manifest", path);
+    /* a plain name in OUT.tmp, never one of the parts' own files */
+    if (s == MK_OK && mk_json_get(&j, 0, "file") &&
+        (!file || !file[0] || file[0] == '.' || strchr(file, '/') || strlen(file) > 255))
+        s = mk_error(MK_ERR_FORMAT, "%s: malformed parts manifest (file)", path);
+    if (s == MK_OK && file && !(m->file = mk_strdup(file))) s = MK_ERR_NOMEM;
     if (s == MK_OK) {
         m->command = mk_strdup(cmd);
         m->plan = mk_strdup(plan);
@@ -320,7 +331,8 @@ mk_status mk_parts_join(const char *tmp, const mk_parts_manifest *m, mk_part p, 
                      tmp);
     mk_parts_manifest have = {0};
     if (s == MK_OK) s = mk_parts_manifest_load(tmp, &have);
-    if (s == MK_OK && (strcmp(have.plan, m->plan) != 0 || have.n != m->n || strcmp(have.command, m->command) != 0))
+    if (s == MK_OK && (strcmp(have.plan, m->plan) != 0 || have.n != m->n || strcmp(have.command, m->command) != 0 ||
+                       !have.file != !m->file || (m->file && strcmp(have.file, m->file) != 0)))
         s = mk_error(MK_ERR_MISMATCH,
                      "%s: holds the parts of another plan (%s into %u part(s), plan %.12s; this is %s into %u, plan %.12s): "
                      "finalize or remove it first",
@@ -345,6 +357,27 @@ void mk_parts_release(int locks[2])
         if (locks[k] >= 0) close(locks[k]);
         locks[k] = -1;
     }
+}
+
+mk_status mk_parts_hold(const char *tmp, int *fd)
+{
+    char *marker = mk_path_join(tmp, MK_OUTDIR_MARKER);
+    mk_status s = marker ? lock_file(marker, LOCK_EX, fd, "a part is still writing it; finalize once every part has ended", tmp)
+                         : MK_ERR_NOMEM;
+    free(marker);
+    return s;
+}
+
+mk_status mk_parts_refuse_plain(const char *out)
+{
+    char *tmp = mk_parts_tmp_path(out), *man = tmp ? mk_path_join(tmp, MK_PARTS_MANIFEST) : NULL;
+    mk_status s = man ? MK_OK : MK_ERR_NOMEM;
+    if (man && mk_is_file(man))
+        s = mk_error(MK_ERR_EXISTS, "%s: holds the parts of a split run (--part); finish it with 'mergekit-c finalize %s', "
+                                    "or remove it to start over", tmp, out);
+    free(tmp);
+    free(man);
+    return s;
 }
 
 /* ---- records ------------------------------------------------------------------------------ */
@@ -435,7 +468,11 @@ bool mk_parts_complete(const char *tmp, mk_part p, const char *plan)
         return false;
     }
     bool same = strcmp(man.plan, plan) == 0 && man.n == p.n;
+    char *one = man.file ? mk_path_join(tmp, man.file) : NULL; /* a one-file output: its regions */
+    bool regions = man.file != NULL;
     mk_parts_manifest_free(&man);
+    if (regions && (!one || !same || !mk_is_file(one))) same = false;
+    free(one);
     if (!same) return false;
     char *path = mk_part_file(tmp, p, "json");
     mk_json j;
@@ -453,9 +490,11 @@ bool mk_parts_complete(const char *tmp, mk_part p, const char *plan)
     for (uint32_t c = ok ? mk_json_at(&j, sh)->first : 0; c && ok; c = mk_json_at(&j, c)->next) {
         const char *nm = json_str(&j, c, "name");
         uint64_t sz;
-        char *fp = nm && !strchr(nm, '/') ? mk_path_join(tmp, nm) : NULL;
+        ok = nm && json_uint(&j, c, "size", UINT64_MAX, &sz);
+        if (!ok || regions) continue;
+        char *fp = !strchr(nm, '/') ? mk_path_join(tmp, nm) : NULL;
         struct stat st;
-        ok = fp && json_uint(&j, c, "size", UINT64_MAX, &sz) && stat(fp, &st) == 0 && (uint64_t)st.st_size == sz;
+        ok = fp && stat(fp, &st) == 0 && (uint64_t)st.st_size == sz;
         free(fp);
     }
     mk_json_free(&j);
@@ -592,11 +631,12 @@ mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *cons
         return mk_error(MK_ERR_MISMATCH, "%s: part%s %s %s not complete (no completion record); run %s with --part, then finalize",
                         tmp, n_missing > 1 ? "s" : "", missing, n_missing > 1 ? "are" : "is", n_missing > 1 ? "them" : "it");
     for (size_t s = 0; s < ns; s++) {
+        if (!adopt[s].name) MK_BUG("a shard with no part");
+        if (m->file) continue; /* regions of one file: the caller checks it */
         char *path = mk_path_join(tmp, name[s]);
         struct stat st;
         bool ok = path && stat(path, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == size[s];
         free(path);
-        if (!adopt[s].name) MK_BUG("a shard with no part");
         if (!ok)
             return mk_error(MK_ERR_MISMATCH, "%s: %s (part %u/%u) is missing or not %llu bytes; rerun --part %u/%u", tmp,
                             name[s], part_of[s] + 1, m->n, (unsigned long long)size[s], part_of[s] + 1, m->n);

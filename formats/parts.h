@@ -11,6 +11,9 @@
  * OUT.tmp to OUT: the same bytes as one process writing the whole output.
  * Files in OUT.tmp: .mergekit-c-parts.json (manifest), .mergekit-c-part-0000I-of-0000N.json
  * (record), .journal and .lock beside it; finalize removes them all.
+ * An output that is one file (GGUF) is split by regions instead: the manifest names the file
+ * (`file`), every part sizes it and writes its header (the same bytes), its record lists the
+ * tensors' byte regions it wrote (name, size, hash) where a shard output lists shard files.
  * Must not: know what a plan is (callers pass its hash and the shards' names and sizes).
  */
 #ifndef MK_PARTS_H
@@ -51,6 +54,8 @@ typedef struct mk_parts_manifest {
     int argc;
     char **argv;    /* the command line, --part removed; argv[0] is the command */
     char *self;     /* finalize: the absolute path of the OUT.tmp it was read from (not recorded) */
+    char *file;     /* an output that is one file: its name in OUT.tmp, whose byte regions the records
+                     * list (no shard files); NULL for a folder of shards */
 } mk_parts_manifest;
 
 /* argv without --part/--parts (and their values), --resume, and -q/-v/--json (finalize's own
@@ -66,9 +71,14 @@ void mk_parts_manifest_free(mk_parts_manifest *m);
  * same part twice at once is refused). locks[2] get the descriptors (mk_parts_release). */
 mk_status mk_parts_join(const char *tmp, const mk_parts_manifest *m, mk_part p, int locks[2]);
 void mk_parts_release(int locks[2]);
+/* finalize of a one-file output: OUT.tmp held alone (refused while a part writes); *fd gets
+ * the lock's descriptor. */
+mk_status mk_parts_hold(const char *tmp, int *fd);
+/* A run without --part starts OUT.tmp afresh: refused when OUT.tmp holds parts. */
+mk_status mk_parts_refuse_plain(const char *out);
 
 /* Part p already complete for `plan`: its record is there, of this plan, and every shard it
- * lists is there with its size (a rerun skips it). */
+ * lists is there with its size (one-file outputs: the file is there) (a rerun skips it). */
 bool mk_parts_complete(const char *tmp, mk_part p, const char *plan);
 /* The plan's hash for parts: `what` (the command's options, recipe, ...) and the output tensors'
  * names, dtypes and shapes. Allocated hex. */
@@ -92,7 +102,7 @@ mk_status mk_parts_record(const char *tmp, mk_part p, const char *plan, const mk
 /* finalize: every part's record against the plan m and its shards (name[ns], size[ns],
  * part_of[ns] from mk_parts_split): refused, naming the parts, when one is missing, was made
  * by another plan or split, or lists other shards; each shard file must be there with its
- * size. Fills adopt[ns] (name borrowed from name[], size, hash from the records) and `in` with
+ * size (one-file outputs, m->file: the caller checks the file). Fills adopt[ns] (name borrowed from name[], size, hash from the records) and `in` with
  * the input hashes the records carry. */
 mk_status mk_parts_check(const char *tmp, const mk_parts_manifest *m, char *const *name, const uint64_t *size,
                          const uint32_t *part_of, size_t ns, mk_out_file *adopt, mk_parts_inputs *in);

@@ -1,6 +1,7 @@
 /* lora.c - see lora.h */
 #include "lora.h"
 
+#include "../core/mk_linalg.h"
 #include "../core/mk_simd.h"
 
 #include <cblas.h>
@@ -298,47 +299,17 @@ static void split_factors(const float *u, uint64_t ku, const float *s, const flo
     }
 }
 
-static mk_status check_lapack_size(uint64_t m, uint64_t n, const char *what)
-{
-    uint64_t mn;
-    if (m > INT32_MAX || n > INT32_MAX || !mk_mul_u64(m, n, &mn) || mn > INT32_MAX)
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: a [%llu, %llu] matrix is too large for LAPACK's 32-bit indices", what,
-                        (unsigned long long)m, (unsigned long long)n);
-    return MK_OK;
-}
-
-/* Thin SVD of row-major d [m, n]: u [m, kf], s [kf], vh [kf, n], kf = min(m, n). */
-static mk_status thin_svd(const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh, const char *what)
-{
-    uint64_t kf = m < n ? m : n;
-    float *a = mk_malloc((size_t)(m * n) * sizeof *a);
-    if (!a) return MK_ERR_NOMEM;
-    memcpy(a, d, (size_t)(m * n) * sizeof *a);
-    /* Our row-major [m, n] is LAPACK's column-major [n, m] = d^T = V S U^T, so LAPACK's "U"
-     * ([n, kf] column-major) is Vh ([kf, n] row-major) and its "VT" ([kf, m] column-major)
-     * is U ([m, kf] row-major): no transposes needed. */
-    lapack_int info = LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', (lapack_int)n, (lapack_int)m, a, (lapack_int)n, s, vh,
-                                     (lapack_int)n, u, (lapack_int)kf);
-    free(a);
-    if (info < 0) MK_BUG("bad sgesdd argument");
-    if (info > 0)
-        return mk_error(MK_ERR_NUMERIC, "%s: the SVD of a [%llu, %llu] matrix did not converge (LAPACK sgesdd info %d)",
-                        what, (unsigned long long)m, (unsigned long long)n, (int)info);
-    if (!isfinite(s[0])) return mk_error(MK_ERR_NUMERIC, "%s: the weight difference has NaN or Inf values", what);
-    return MK_OK;
-}
-
 mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k_out, double *kept,
                       float *sv, const char *what)
 {
     if (m == 0 || n == 0 || rank <= 0) MK_BUG("empty SVD");
-    MK_TRY(check_lapack_size(m, n, what));
+    MK_TRY(mk_linalg_check_size(m, n, what));
     uint64_t kf = m < n ? m : n;
     long k = rank < (long)kf ? rank : (long)kf;
     float *s = mk_malloc((size_t)kf * sizeof *s);
     float *vh = mk_malloc((size_t)(kf * n) * sizeof *vh);
     float *u = mk_malloc((size_t)(m * kf) * sizeof *u);
-    mk_status st = (s && vh && u) ? thin_svd(d, m, n, u, s, vh, what) : MK_ERR_NOMEM;
+    mk_status st = (s && vh && u) ? mk_svd_thin(d, m, n, u, s, vh, what) : MK_ERR_NOMEM;
     if (st == MK_OK) {
         double tot = 0, keep = 0;
         for (uint64_t q = kf; q-- > 0;) tot += (double)s[q] * s[q];
@@ -368,7 +339,7 @@ mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsign
                        float *B, float *A, long *k_out, double *kept, const char *what)
 {
     if (m == 0 || n == 0 || rank <= 0) MK_BUG("empty SVD");
-    MK_TRY(check_lapack_size(m, n, what));
+    MK_TRY(mk_linalg_check_size(m, n, what));
     uint64_t kf = m < n ? m : n;
     long k = rank < (long)kf ? rank : (long)kf;
     uint64_t l = (uint64_t)k + oversample < kf ? (uint64_t)k + oversample : kf;
@@ -402,7 +373,7 @@ mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsign
         /* C = Q^T d */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)l, (blasint)n, (blasint)m, 1.0f, y, (blasint)l, d,
                     (blasint)n, 0.0f, c, (blasint)n);
-        st = thin_svd(c, l, n, uc, s, vh, what);
+        st = mk_svd_thin(c, l, n, uc, s, vh, what);
     }
     if (st == MK_OK) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)l, 1.0f, y, (blasint)l, uc,

@@ -10,7 +10,7 @@ extern const mk_method mk_method_linear, mk_method_passthrough, mk_method_slerp,
     mk_method_multislerp, mk_method_karcher, mk_method_task_arithmetic, mk_method_ties, mk_method_dare_ties,
     mk_method_dare_linear, mk_method_breadcrumbs, mk_method_breadcrumbs_ties, mk_method_della, mk_method_della_linear,
     mk_method_model_stock, mk_method_sce, mk_method_nearswap, mk_method_arcee_fusion, mk_method_ram,
-    mk_method_ramplus_tl;
+    mk_method_ramplus_tl, mk_method_tsv, mk_method_iso_c, mk_method_iso_cts, mk_method_cart;
 
 /* Every method mergekit 0.1.5 registers (merge_methods/registry.py), in its order of
  * families: interpolation, task vectors, the rest. */
@@ -35,6 +35,11 @@ const mk_method *const mk_methods[] = {
     &mk_method_nearswap,
     &mk_method_arcee_fusion,
     &mk_method_passthrough,
+    /* beyond mergekit: merges on the singular vectors of each layer's task matrices */
+    &mk_method_tsv,
+    &mk_method_iso_c,
+    &mk_method_iso_cts,
+    &mk_method_cart,
     NULL,
 };
 

@@ -43,33 +43,49 @@ typedef struct ct_config {
     const char *scale_dtype; /* "torch.uint8" (MX), "torch.float8_e4m3fn" (NVFP4); NULL = not said */
 } ct_config;
 
-static void config_json(const mk_qplan *p, mk_buf *b, const ct_config *c)
+/* One entry of config_groups (indented for its place), its targets a JSON list. */
+static void group_json(const mk_qplan *p, mk_buf *b, const ct_config *c, const char *targets)
 {
     const mk_qopts *o = &p->o;
-    mk_buf_printf(b, "{\n  \"config_groups\": {\n    \"group_0\": {\n      \"format\": \"%s\",\n", c->format);
+    mk_buf_printf(b, "{\n      \"format\": \"%s\",\n", c->format);
     if (c->dynamic_act)
         mk_buf_puts(b, "      \"input_activations\": {\n        \"dynamic\": true,\n        \"group_size\": null,\n"
                        "        \"num_bits\": 8,\n        \"strategy\": \"token\",\n        \"symmetric\": true,\n"
                        "        \"type\": \"float\"\n      },\n");
     else mk_buf_puts(b, "      \"input_activations\": null,\n");
-    mk_buf_puts(b, "      \"output_activations\": null,\n      \"targets\": [\n        \"Linear\"\n      ],\n");
+    mk_buf_printf(b, "      \"output_activations\": null,\n      \"targets\": %s,\n", targets);
     mk_buf_puts(b, "      \"weights\": {\n        \"dynamic\": false,\n");
     if (c->group) mk_buf_printf(b, "        \"group_size\": %ld,\n", c->group);
     else mk_buf_puts(b, "        \"group_size\": null,\n");
     mk_buf_printf(b, "        \"num_bits\": %u,\n", o->fmt->bits);
     if (c->scale_dtype) mk_buf_printf(b, "        \"scale_dtype\": \"%s\",\n", c->scale_dtype);
     mk_buf_printf(b, "        \"strategy\": \"%s\",\n        \"symmetric\": %s,\n", c->strategy, o->asym ? "false" : "true");
-    mk_buf_printf(b, "        \"type\": \"%s\"\n      }\n    }\n  },\n", c->type);
-    mk_buf_printf(b, "  \"format\": \"%s\",\n  \"global_compression_ratio\": null,\n  \"ignore\": ", c->format);
-    mk_qplan_module_list(p, b);
+    mk_buf_printf(b, "        \"type\": \"%s\"\n      }\n    }", c->type);
+}
+
+/* What follows config_groups: the format, the modules left alone (view: which weights are
+ * quantized) and the constant keys. */
+static void config_tail(const mk_qplan *view, mk_buf *b, const char *format)
+{
+    mk_buf_printf(b, "  \"format\": \"%s\",\n  \"global_compression_ratio\": null,\n  \"ignore\": ", format);
+    mk_qplan_module_list(view, b);
     mk_buf_puts(b, ",\n");
     mk_buf_puts(b, "  \"kv_cache_scheme\": null,\n  \"moe_sparsity_config\": null,\n  \"quant_method\": \"compressed-tensors\",\n");
     mk_buf_puts(b, "  \"quantization_status\": \"compressed\",\n  \"sparsity_config\": {},\n  \"transform_config\": {},\n");
     mk_buf_puts(b, "  \"version\": \"" CT_VERSION "\"\n}");
 }
 
-/* config_groups: the weights' settings (one set for every group: mixed precision is not
- * supported). */
+static void config_json(const mk_qplan *p, mk_buf *b, const ct_config *c)
+{
+    mk_buf_puts(b, "{\n  \"config_groups\": {\n    \"group_0\": ");
+    group_json(p, b, c, "[\n        \"Linear\"\n      ]");
+    mk_buf_puts(b, "\n  },\n");
+    config_tail(p, b, c->format);
+}
+
+/* config_groups: the weights' settings when every group has the same; when they differ
+ * (mixed precision: a group per format, `quantize --target-bpw`) the config says nothing
+ * that holds for every weight, and each weight's stored tensors tell its format. */
 static mk_status read_config(const mk_source *in, const mk_json *j, uint32_t q, mk_qcfg *c)
 {
     uint32_t groups = mk_json_get(j, q, "config_groups");
@@ -87,11 +103,16 @@ static mk_status read_config(const mk_source *in, const mk_json *j, uint32_t q, 
         if (bits < 1)
             return mk_error(MK_ERR_UNSUPPORTED, "%s: config.json: quantization_config group '%s': num_bits must be 1..8", in->path,
                             mk_json_key(j, g));
-        if (ng++ && (bits != c->bits || fl != c->is_float || group != c->group || sym != c->sym))
-            return mk_error(MK_ERR_UNSUPPORTED,
-                            "%s: config.json: quantization_config has config groups with different weight settings "
-                            "(mixed precision is not supported)",
-                            in->path);
+        if (ng < 0) continue; /* mixed: each group is still checked */
+        if (ng++ && (bits != c->bits || fl != c->is_float || group != c->group || sym != c->sym)) {
+            c->bits = 0;
+            c->is_float = false;
+            c->group = -1;
+            c->sym = true;
+            c->strategy[0] = 0;
+            ng = -1;
+            continue;
+        }
         c->bits = bits;
         c->is_float = fl;
         c->group = group;
@@ -209,9 +230,14 @@ static mk_status int_layout(mk_qplan *p, size_t i, const char *mod)
     return mk_qplan_add_out(p, mk_asprintf("%s.weight_zero_point", mod), MK_I32, 2, MK_QSHAPE(mk_qcdiv(q->rows * bits, 32), groups));
 }
 
+static ct_config int_cfg(const mk_qplan *p)
+{
+    return (ct_config){"pack-quantized", false, p->o.group ? "group" : "channel", p->o.group, "int", NULL};
+}
+
 static void int_config(const mk_qplan *p, mk_buf *b)
 {
-    ct_config c = {"pack-quantized", false, p->o.group ? "group" : "channel", p->o.group, "int", NULL};
+    ct_config c = int_cfg(p);
     config_json(p, b, &c);
 }
 
@@ -450,9 +476,14 @@ static mk_status fp8_layout(mk_qplan *p, size_t i, const char *mod)
     return mk_qplan_add_out(p, mk_asprintf("%s.weight_scale", mod), q->wdtype, 2, MK_QSHAPE((int64_t)q->rows, 1));
 }
 
+static ct_config fp8_cfg(const mk_qplan *p)
+{
+    return (ct_config){"float-quantized", true, p->o.per_tensor ? "tensor" : "channel", 0, "float", NULL};
+}
+
 static void fp8_config(const mk_qplan *p, mk_buf *b)
 {
-    ct_config c = {"float-quantized", true, p->o.per_tensor ? "tensor" : "channel", 0, "float", NULL};
+    ct_config c = fp8_cfg(p);
     config_json(p, b, &c);
 }
 
@@ -688,12 +719,17 @@ static mk_status mx_layout(mk_qplan *p, size_t i, const char *mod)
     return mk_qplan_add_out(p, mk_asprintf("%s.weight_global_scale", mod), MK_F32, 1, MK_QSHAPE(1));
 }
 
-static void mx_config(const mk_qplan *p, mk_buf *b)
+static ct_config mx_cfg(const mk_qplan *p)
 {
     static const char *const fmt[] = {"nvfp4-pack-quantized", "mxfp4-pack-quantized", "mxfp8-quantized"};
     const int k = mx_kind(p->o.fmt);
-    ct_config c = {fmt[k], false, k == MX_NV ? "tensor_group" : "group", (long)p->o.fmt->block, "float",
-                   k == MX_NV ? "torch.float8_e4m3fn" : "torch.uint8"};
+    return (ct_config){fmt[k], false, k == MX_NV ? "tensor_group" : "group", (long)p->o.fmt->block, "float",
+                       k == MX_NV ? "torch.float8_e4m3fn" : "torch.uint8"};
+}
+
+static void mx_config(const mk_qplan *p, mk_buf *b)
+{
+    ct_config c = mx_cfg(p);
     config_json(p, b, &c);
 }
 
@@ -876,3 +912,36 @@ static mk_status mx_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t 
 /* nvfp4 and mxfp4 (codes in P.weight_packed), and mxfp8 (codes in P.weight) */
 const mk_qfamily mk_qfam_ct_fp4 = MX_FAMILY(".weight_packed", fp4_recognise);
 const mk_qfamily mk_qfam_ct_mxfp8 = MX_FAMILY(".weight", mxfp8_recognise);
+
+/* ======== mixed precision: one config group per plan ============================================== */
+
+static bool ct_cfg_of(const mk_qplan *p, ct_config *c)
+{
+    const mk_qfamily *f = p->o.fam;
+    if (f == &mk_qfam_ct_int) *c = int_cfg(p);
+    else if (f == &mk_qfam_ct_fp8) *c = fp8_cfg(p);
+    else if (f == &mk_qfam_ct_fp4 || f == &mk_qfam_ct_mxfp8) *c = mx_cfg(p);
+    else return false;
+    return true;
+}
+
+bool mk_ct_can_mix(const mk_qfamily *fam)
+{
+    return fam == &mk_qfam_ct_int || fam == &mk_qfam_ct_fp8 || fam == &mk_qfam_ct_fp4 || fam == &mk_qfam_ct_mxfp8;
+}
+
+void mk_ct_mixed_config(const mk_qplan *const *plans, const char *const *targets, size_t np, const mk_qplan *view, mk_buf *b)
+{
+    const char *format = NULL;
+    mk_buf_puts(b, "{\n  \"config_groups\": {");
+    for (size_t k = 0; k < np; k++) {
+        ct_config c;
+        if (!ct_cfg_of(plans[k], &c)) MK_BUG("mixed precision of a layout other than compressed-tensors");
+        if (!format) format = c.format;
+        else if (strcmp(format, c.format) != 0) format = "mixed-precision";
+        mk_buf_printf(b, "%s\n    \"group_%zu\": ", k ? "," : "", k);
+        group_json(plans[k], b, &c, targets[k]);
+    }
+    mk_buf_puts(b, "\n  },\n");
+    config_tail(view, b, format ? format : "dense");
+}

@@ -3,6 +3,7 @@
  * in the same f32 operations and order, so the blocks are the same bytes. Every block is
  * written byte by byte (little-endian): no alignment of dst is assumed. */
 #include "ggml.h"
+#include "ggml_kquant.h"
 
 #include "../core/mk_dtype.h"
 #include "../model/gguf_names.h"
@@ -162,6 +163,8 @@ bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst
     case MK_GGML_Q5_1: f = q5_1; break;
     case MK_GGML_TQ1_0: f = tq1_0; break;
     case MK_GGML_TQ2_0: f = tq2_0; break;
+    case MK_GGML_Q2_K: case MK_GGML_Q3_K: case MK_GGML_Q4_K: case MK_GGML_Q5_K: case MK_GGML_Q6_K: case MK_GGML_IQ4_NL:
+        return mk_ggml_kquant_encode(type, src, nblocks, dst);
     case MK_GGML_F32: memcpy(dst, src, (size_t)nblocks * 4); return true;
     case MK_GGML_F16:
     case MK_GGML_BF16:
@@ -183,7 +186,8 @@ bool mk_ggml_encodable(uint32_t type)
 {
     switch (type) {
     case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0:
-    case MK_GGML_Q4_0: case MK_GGML_Q4_1: case MK_GGML_Q5_0: case MK_GGML_Q5_1: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: return true;
+    case MK_GGML_Q4_0: case MK_GGML_Q4_1: case MK_GGML_Q5_0: case MK_GGML_Q5_1: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0:
+    case MK_GGML_Q2_K: case MK_GGML_Q3_K: case MK_GGML_Q4_K: case MK_GGML_Q5_K: case MK_GGML_Q6_K: case MK_GGML_IQ4_NL: return true;
     default: return false;
     }
 }

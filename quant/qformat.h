@@ -119,6 +119,12 @@ mk_status mk_qplan_add_out(mk_qplan *p, char *name, mk_dtype dt, int ndim, const
  * leave alone: lm_head unless quantized, and every other kept matrix that is not an
  * embedding. Returns true when that is just ["lm_head"], the loaders' default. */
 bool mk_qplan_module_list(const mk_qplan *p, mk_buf *b);
+/* fmt_ct.c, for mixed precision (alloc.c): whether weights of family fam can be a config
+ * group of a compressed-tensors checkpoint, and that checkpoint's quantization_config: group
+ * k holds plans[k]'s weight settings with targets[k] (a JSON list text of module names);
+ * "format" is the groups' one format or "mixed-precision"; "ignore" from view's weights. */
+bool mk_ct_can_mix(const mk_qfamily *fam);
+void mk_ct_mixed_config(const mk_qplan *const *plans, const char *const *targets, size_t np, const mk_qplan *view, mk_buf *b);
 static inline int64_t mk_qcdiv(uint64_t a, uint64_t b) { return (int64_t)((a + b - 1) / b); }
 
 /* ---- the consumer's services to a family (qconsumer.c) -------------------------------------- */

@@ -146,6 +146,8 @@ static mk_status scan_one(mk_source *in, size_t i, const mk_qfamily *const *fams
         info->bits = d->fmt->bits;
     }
     fam->info(d, c, first, info);
+    if (!first && strcmp(info->format, "mixed") != 0 && (strcmp(info->format, d->fmt->name) != 0 || info->asym != d->asym))
+        snprintf(info->format, sizeof info->format, "mixed"); /* quantize --target-bpw: a format per weight */
     info->n_quantized++;
     info->q_numel += d->numel;
     info->q_bytes += bytes;
@@ -197,6 +199,10 @@ mk_status mk_qsource_probe(mk_source *inner, mk_qinfo *info)
 
 const char *mk_qinfo_describe(const mk_qinfo *q, char buf[160])
 {
+    if (!strcmp(q->format, "mixed")) {
+        snprintf(buf, 160, "mixed (%s, a format per weight)", q->layout ? q->layout : "?");
+        return buf;
+    }
     int n = snprintf(buf, 160, "%s (%s", q->format, q->layout ? q->layout : "?");
     if (q->block) n += snprintf(buf + n, 160 - (size_t)n, ", %s %llu", q->block_word ? q->block_word : "block", (unsigned long long)q->block);
     if (q->per_channel) n += snprintf(buf + n, 160 - (size_t)n, ", per row");

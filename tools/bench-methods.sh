@@ -1,21 +1,24 @@
 #!/bin/sh
-# bench-methods.sh - merge-method benchmark: linear, slerp, ties, dare_ties and model_stock
-# on ~1.5 GB bf16 synthetic models, each reported as
+# bench-methods.sh - merge-method benchmark: linear, slerp, ties, dare_ties, model_stock and
+# the methods on singular vectors (tsv, iso_c, iso_cts, cart: one LAPACK SVD per task matrix
+# and per polar factor, so compute-bound) on ~1.5 GB bf16 synthetic models, each reported as
 #   time / I/O floor  (floor = reading the recipe's input files with cat and writing one
 #                      output of the same size with dd + fsync, measured in the same run)
 #   peak resident memory (/usr/bin/time -v)
-#   the same recipe with mergekit on CPU (time, memory, ratio), when its venv is there.
+#   the same recipe with mergekit on CPU (time, memory, ratio), when its venv is there
+#   (not for tsv, iso_c, iso_cts, cart: mergekit lacks them).
 # Usage: sh tools/bench-methods.sh [WORKDIR]    (default bench-work/methods)
-# Env: BENCH_LAYERS (12: ~1.5 GB per model), BENCH_THREADS (all cores), MERGEKIT_VENV
+# Env: BENCH_LAYERS (12: ~1.5 GB per model), BENCH_SHAPE (synth options besides --layers, for a
+#      smaller model), BENCH_THREADS (all cores), MERGEKIT_VENV
 #      (.venv-tools or /work/main/.venv-tools), BENCH_MERGEKIT=0 to skip mergekit,
-#      BENCH_METHODS to choose ("linear slerp ties dare_ties model_stock").
+#      BENCH_METHODS to choose ("linear slerp ties dare_ties model_stock tsv iso_c iso_cts cart").
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 MK=$root/mergekit-c
 W=${1:-$root/bench-work/methods}
 L=${BENCH_LAYERS:-12}
 J=${BENCH_THREADS:-$(nproc)}
-METHODS=${BENCH_METHODS:-"linear slerp ties dare_ties model_stock"}
+METHODS=${BENCH_METHODS:-"linear slerp ties dare_ties model_stock tsv iso_c iso_cts cart"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 VENV=${MERGEKIT_VENV:-}
 if [ -z "$VENV" ]; then
@@ -25,7 +28,7 @@ fi
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)"; exit 1; }
 mkdir -p "$W" && cd "$W"
 
-shape="--hidden 2048 --heads 16 --kv-heads 16 --intermediate 5504 --vocab 32000 --layers $L --dtype bf16"
+shape=${BENCH_SHAPE:-"--hidden 2048 --heads 16 --kv-heads 16 --intermediate 5504 --vocab 32000"}" --layers $L --dtype bf16"
 stamp="$shape"
 if [ ! -f models.txt ] || [ "$(cat models.txt)" != "$stamp" ]; then
     rm -rf base ft1 ft2
@@ -44,8 +47,10 @@ recipe() { # METHOD -> recipe file; prints the models it reads
         dare_ties) printf 'merge_method: dare_ties\nbase_model: base/\nmodels:\n  - model: ft1/\n    parameters: {weight: 1.0, density: 0.5}\nrandom_seed: 1\n' ;;
         # model_stock needs a base and two finetunes: three inputs (the floor reads three)
         model_stock) printf 'merge_method: model_stock\nbase_model: base/\nmodels:\n  - model: ft1/\n  - model: ft2/\n' ;;
+        # the singular-vector methods with their defaults, on two finetunes
+        tsv | iso_c | iso_cts | cart) printf 'merge_method: %s\nbase_model: base/\nmodels:\n  - model: ft1/\n  - model: ft2/\n' "$1" ;;
     esac >"$1.yaml"
-    case "$1" in model_stock) echo "base ft1 ft2" ;; *) echo "base ft1" ;; esac
+    case "$1" in model_stock | tsv | iso_c | iso_cts | cart) echo "base ft1 ft2" ;; *) echo "base ft1" ;; esac
 }
 
 # run LABEL CMD... -> "seconds peak_kb"
@@ -80,7 +85,8 @@ for m in $METHODS; do
     fl=$(floor "$models" "$out")
     rm -rf "out-$m"
     mkt=- mkr=- sp=-
-    if [ -n "$VENV" ] && [ "${BENCH_MERGEKIT:-1}" != 0 ]; then
+    case "$m" in tsv | iso_c | iso_cts | cart) nomk=1 ;; *) nomk=0 ;; esac
+    if [ -n "$VENV" ] && [ "${BENCH_MERGEKIT:-1}" != 0 ] && [ $nomk = 0 ]; then
         rm -rf "py-$m"
         set -- $(run "py-$m" "$VENV/bin/mergekit-yaml" "$m.yaml" "py-$m" --no-write-model-card --no-copy-tokenizer)
         mkt=$1 mkr=$(awk "BEGIN {printf \"%.0f\", $2 / 1024}")

@@ -13,7 +13,12 @@
 #     tensor of our q8_0, q4_0, q4_1, q5_0, q5_1, f16 and bf16 files is byte-identical to what
 #     llama.cpp's own quantizer (llama_model_quantize, --pure) makes from our f32 file, where
 #     the types agree (our output matrix is Q8_0 for the 4/5-bit types); the same for every
-#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too).
+#     type on a synthetic Llama whose rows are whole 256-value blocks (tq1_0, tq2_0 too);
+#   - the k-quant mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k) and iq4_nl: every tensor's type and
+#     bytes, and general.file_type, equal llama_model_quantize's (no --pure) on our f32 file, for
+#     SmolLM2 (576-value rows: the 32-value fallbacks), a 16-layer synthetic Llama with 256-value
+#     rows and 4 query heads a KV head, and a tied one with 288-value rows; on the two synthetic
+#     ones q8_0, q4_0, q4_1, q5_0 and q5_1 also equal llama-quantize's default (not pure) files.
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +54,32 @@ done
 "$py" "$root/tools/check-gguf-convert.py" "$w/syn" --gguf "f32=$w/syn-f32.gguf" --gguf "f16=$w/syn-f16.gguf" --gguf "q8_0=$w/syn-q8_0.gguf" 2>/dev/null
 # shellcheck disable=SC2086
 "$py" "$root/tools/check-gguf-quantize.py" "$w/syn-f32.gguf" $args 2>/dev/null
+# MODEL converted to each TYPE as PREFIX-TYPE.gguf; prints check-gguf-quantize.py's TYPE=FILE arguments
+convert_each() {
+    m=$1 p=$2
+    shift 2
+    for t in "$@"; do
+        "$mk" convert "$m" "$p-$t.gguf" --type "$t" -q
+        printf ' %s=%s' "$t" "$p-$t.gguf"
+    done
+}
+# the k-quant mixes: llama.cpp chooses the types (no --pure); all must be ours
+mixes="q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k iq4_nl"
+"$mk" synth "$w/k16" --hidden 256 --intermediate 512 --layers 16 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
+"$mk" synth "$w/k288" --hidden 288 --intermediate 512 --layers 12 --heads 9 --kv-heads 3 --vocab 300 --dtype float32 --tie -q
+for m in k16 k288; do
+    "$mk" convert "$w/$m" "$w/$m-f32.gguf" --type f32 -q
+    # shellcheck disable=SC2086
+    args=$(convert_each "$w/$m" "$w/$m" $mixes)
+    echo "$m:"
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args 2>/dev/null
+    # the single types under llama.cpp's own choices too (the output matrix Q6_K or Q8_0)
+    args=$(convert_each "$w/$m" "$w/$m" q8_0 q4_0 q4_1 q5_0 q5_1)
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/$m-f32.gguf" $args --strict 2>/dev/null
+    rm -f "$w/$m"-*.gguf
+done
 # the other architectures convert names: Mistral (as llama), Qwen2 (q/k/v biases), Qwen3 (q/k norms)
 for a in mistral qwen2 qwen3; do
     "$mk" synth "$w/s-$a" --arch "$a" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 --vocab 300 --dtype float32 -q
@@ -64,6 +95,12 @@ if [ -f "$sm/model.safetensors" ]; then
         [ "$t" = f32 ] || args="$args $t=$w/sm-$t.gguf"
     done
     "$py" "$root/tools/check-gguf-convert.py" "$sm" --gguf "f32=$w/sm-f32.gguf" --gguf "f16=$w/sm-f16.gguf" --metadata "$sm/model.gguf" 2>/dev/null
+    # shellcheck disable=SC2086
+    "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
+    for t in f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 tq1_0 tq2_0; do rm -f "$w/sm-$t.gguf"; done
+    # shellcheck disable=SC2086
+    args=$(convert_each "$sm" "$w/sm" $mixes)
+    echo "SmolLM2, k-quant mixes and iq4_nl:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
 fi

@@ -1,6 +1,6 @@
 /* train.c - see train.h. Checkpoint file: a 64-byte header ("MKCKPT01", run id, step,
  * elements, log records, then zeros; little-endian u64), the weights, the first and second
- * moments (f32, numel each) and the log records (6 doubles each). */
+ * moments (f32, numel each) and the log records (7 doubles each). */
 #include "train.h"
 
 #include "../core/mk_hash.h"
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CKPT_MAGIC "MKCKPT01"
+#define CKPT_MAGIC "MKCKPT02"
 #define HDR 64
 
 uint64_t mk_train_state_bytes(const mk_nn_train *t) { return 12 * mk_nn_train_numel(t); }
@@ -74,7 +74,7 @@ static mk_status ckpt_save(mk_nn_train *t, state *s, long step, const char *path
     if (st == MK_OK) st = write_all(f, s->v, n * 4, path);
     for (long i = 0; i < s->n_log && st == MK_OK; i++) {
         const mk_train_rec *r = &s->log[i];
-        double rec[6] = {(double)r->step, r->loss, r->lr, r->grad_norm, r->tokens_per_s, r->eval_ppl};
+        double rec[7] = {(double)r->step, r->loss, r->lr, r->grad_norm, r->tokens_per_s, r->eval_ppl, r->eval_kl};
         st = write_all(f, rec, sizeof rec, path);
     }
     if (f && fclose(f) != 0 && st == MK_OK) st = mk_error(MK_ERR_IO, "%s: write failed", path);
@@ -116,9 +116,9 @@ static mk_status ckpt_load(mk_nn_train *t, state *s, long steps, const char *pat
     if (st == MK_OK) st = read_all(f, s->m, n * 4, path);
     if (st == MK_OK) st = read_all(f, s->v, n * 4, path);
     for (uint64_t i = 0; i < hdr[4] && st == MK_OK; i++) {
-        double rec[6];
+        double rec[7];
         st = read_all(f, rec, sizeof rec, path);
-        mk_train_rec r = {(long)rec[0], rec[1], rec[2], rec[3], rec[4], rec[5]};
+        mk_train_rec r = {(long)rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6]};
         if (st == MK_OK) st = log_push(s, &r);
     }
     fclose(f);
@@ -158,7 +158,7 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
         const mk_adamw *a = &o->adam;
         MK_TRY(s->dev->step(s->g, a->beta1, a->beta2, a->eps, a->weight_decay, lr, step + 1, o->clip, &norm));
         if (!isfinite(norm)) return mk_error(MK_ERR_NUMERIC, "step %ld: the gradient norm is %g (lower --lr?)", step + 1, norm);
-        *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN};
+        *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN, NAN};
         return MK_OK;
     }
     norm = mk_grad_norm(g, n);
@@ -168,7 +168,7 @@ static mk_status one_step(mk_nn_train *t, mk_train_data *d, const mk_train_opts 
         const mk_nn_param *p = mk_nn_train_param(t, i);
         mk_adamw_step(&o->adam, lr, step + 1, p->decay, wt + p->off, g + p->off, s->m + p->off, s->v + p->off, p->numel);
     }
-    *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN};
+    *rec = (mk_train_rec){step + 1, tw > 0 ? wnll / tw : 0, lr, norm, 0, NAN, NAN};
     return MK_OK;
 }
 
@@ -204,7 +204,7 @@ mk_status mk_train_run(mk_nn_train *t, mk_train_data *d, const mk_train_opts *o,
         rec.tokens_per_s = dt > 0 ? (double)ntok / dt : 0;
         if (h && h->eval && o->eval_every > 0 && (rec.step % o->eval_every == 0 || rec.step == o->steps)) {
             st = from_device(t, &s, false);
-            if (st == MK_OK) st = h->eval(h->ctx, rec.step, &rec.eval_ppl);
+            if (st == MK_OK) st = h->eval(h->ctx, rec.step, &rec.eval_ppl, &rec.eval_kl);
         }
         if (st == MK_OK) st = log_push(&s, &rec);
         if (st != MK_OK) break;

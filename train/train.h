@@ -35,18 +35,20 @@ typedef struct mk_train_opts {
     const struct mk_cu_train_api *device;
 } mk_train_opts;
 
-/* One line of train_log.jsonl. eval_ppl: NaN when not evaluated at this step. */
+/* One line of train_log.jsonl. eval_ppl: NaN when not evaluated at this step; eval_kl: the
+ * held-out KL divergence of the trained model from the base, NaN when not measured. */
 typedef struct mk_train_rec {
     long step;
-    double loss, lr, grad_norm, tokens_per_s, eval_ppl;
+    double loss, lr, grad_norm, tokens_per_s, eval_ppl, eval_kl;
 } mk_train_rec;
 
 typedef struct mk_train_hooks {
     void *ctx;
     /* after each step; eta in seconds */
     void (*step)(void *ctx, const mk_train_rec *r, long steps, double eta);
-    /* perplexity on held-out text with the current weights */
-    mk_status (*eval)(void *ctx, long step, double *ppl);
+    /* perplexity on held-out text with the current weights (and, where the hook can, *kl: the
+     * KL divergence from the base; left NaN otherwise) */
+    mk_status (*eval)(void *ctx, long step, double *ppl, double *kl);
     /* a checkpoint was written after `step` */
     void (*saved)(void *ctx, const char *path, long step);
 } mk_train_hooks;

@@ -2,6 +2,7 @@
 # for a merge and a quantize (and a merge --quantize in 3), 1, 2, 3 and 5 parts run apart (in reverse
 # order, some at the same time) finalize to the same bytes as one process; a part killed
 # mid-shard makes finalize refuse naming it, and rerunning it alone completes the output
+# (and the same for a convert to one GGUF file, whose parts write regions of it)
 # without touching any other shard; a part of another plan is refused by name; a fake Slurm
 # array environment drives --part slurm; mpirun -n 2 and -n 4 when an MPI build is there.
 . "$MK_ROOT/tests/e2e/lib.sh"
@@ -172,6 +173,91 @@ SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_MAX=5 SLURM_ARRAY_
     t_fail "--part slurm refuses a stepped array" 2 "one contiguous range of task ids" "$MK" "$R" bad/ --part slurm
 t_fail "--part slurm outside a job array" 2 "SLURM_ARRAY_TASK_ID is not set" env -u SLURM_ARRAY_TASK_ID "$MK" "$R" bad/ --part slurm
 
+# convert to GGUF, one file: every part sizes the shared OUT.gguf.tmp/OUT.gguf, writes its
+# header and its tensors' regions (split by bytes); finalize checks the records, the size and
+# the header, and renames the file: the same bytes as one process
+GOPT="--type q8_0"
+"$MK" convert base/ g.gguf $GOPT -q && mv g.gguf gref.gguf
+for n in 1 2 3; do
+    rm -rf g.gguf g.gguf.tmp
+    if d=$(run_parts $n g.gguf "$MK" convert base/ g.gguf $GOPT) && cmp -s gref.gguf g.gguf && [ ! -e g.gguf.tmp ]; then
+        ok "convert to GGUF in $n part(s), run apart and finalized: byte-identical to one process"
+    else
+        notok "convert to GGUF in $n part(s)" "${d:-g.gguf differs from one process's, or g.gguf.tmp left}"
+    fi
+done
+rm -rf g.gguf g.gguf.tmp
+"$MK" convert base/ g.gguf $GOPT --part 2/2 -q && "$MK" convert base/ g.gguf $GOPT --part 1/2 -q && "$MK" finalize g.gguf -q
+t_same "convert to GGUF, parts run in order 2 then 1: byte-identical" gref.gguf g.gguf
+"$MK" convert base/ g.gguf $GOPT --dry-run --parts 3 --json >gsplit.json 2>/dev/null
+names=$(grep -o '"[a-z_.0-9]*weight"' gsplit.json | wc -l)
+uniq=$(grep -o '"[a-z_.0-9]*weight"' gsplit.json | sort -u | wc -l)
+gbytes=$(sed -n 's/.*"part": [0-9]*, "bytes": \([0-9]*\).*/\1/p' gsplit.json)
+gmax=$(echo "$gbytes" | sort -n | tail -n 1)
+gmin=$(echo "$gbytes" | sort -n | head -n 1)
+# the largest tensor: the embedding, 2000 x 128 in q8_0 (34 bytes a block of 32)
+if [ "$names" -eq 39 ] && [ "$uniq" -eq 39 ] && [ "$(echo "$gbytes" | wc -l)" -eq 3 ] && [ $((gmax - gmin)) -le 272000 ]; then
+    ok "convert --dry-run --parts 3: 39 tensors, each in one part, $(echo $gbytes | tr ' ' '/') bytes"
+else
+    notok "convert --dry-run --parts 3" "$names names ($uniq distinct), bytes '$gbytes'"
+fi
+t_absent "convert --dry-run --parts writes nothing" g.gguf.tmp
+# a part killed mid-region, a missing part, a rerun part
+rm -rf g.gguf g.gguf.tmp
+MK_TEST_POINTS=1 "$MK" convert base/ cnt.gguf $GOPT --part 2/3 -q 2>points.txt
+k=$(sed -n 's/.*test points: \([0-9]*\).*/\1/p' points.txt)
+rm -rf cnt.gguf.tmp
+"$MK" convert base/ g.gguf $GOPT --part 1/3 -q && "$MK" convert base/ g.gguf $GOPT --part 3/3 -q
+t_fail "convert: finalize refuses while a part is missing, naming it" 1 "part 2/3 is not complete" "$MK" finalize g.gguf -q
+MK_TEST_KILL_AT=$((${k:-4} / 2)) "$MK" convert base/ g.gguf $GOPT --part 2/3 -q 2>/dev/null
+rc=$?
+[ $rc -eq 137 ] && ok "convert part 2/3 killed mid-region (step $((${k:-4} / 2)) of $k)" || notok "kill convert part 2/3" "exit $rc, want 137"
+t_fail "convert: finalize refuses after the kill, naming the part" 1 "part 2/3 is not complete" "$MK" finalize g.gguf -q
+[ -f g.gguf.tmp/g.gguf ] && [ ! -e g.gguf ] && ok "convert: a refused finalize keeps the parts' file" || notok "refused finalize" "file gone or g.gguf made"
+t_ok "convert: the killed part rerun alone" "$MK" convert base/ g.gguf $GOPT --part 2/3 -q
+# (base/ has no byte-level BPE vocabulary: convert warns about it, hence grep rather than t_fail)
+touch -d '2000-01-01' g.gguf.tmp/g.gguf
+if "$MK" convert base/ g.gguf $GOPT --part 2/3 2>again.err && grep -q "part 2/3 of g.gguf is already complete; nothing to do" again.err &&
+    [ "$(stat -c %Y g.gguf.tmp/g.gguf)" = "$(date -d '2000-01-01' +%s)" ]; then
+    ok "convert: a finished part run again is not redone (the file untouched)"
+else
+    notok "convert: a finished part run again" "$(cat again.err)"
+fi
+t_fail "convert: a single-process run does not wipe the parts" 2 "g.gguf.tmp: holds the parts of a split run .* finalize" "$MK" convert base/ g.gguf $GOPT
+t_fail "convert: another --type cannot join the parts" 1 "g.gguf.tmp: holds the parts of another plan" "$MK" convert base/ g.gguf --type f16 --part 1/3 -q
+t_ok "convert: finalize after the rerun" "$MK" finalize g.gguf -q
+t_same "convert: killed and rerun part: byte-identical to one process" gref.gguf g.gguf
+t_fail "convert --part over an existing OUT" 2 "g.gguf already exists" "$MK" convert base/ g.gguf $GOPT --part 1/2 -q
+# a damaged file: the header or size no longer the plan's
+rm -rf g.gguf g.gguf.tmp
+"$MK" convert base/ g.gguf $GOPT --part 1/2 -q && "$MK" convert base/ g.gguf $GOPT --part 2/2 -q
+printf 'XXXX' | dd of=g.gguf.tmp/g.gguf bs=1 seek=40 conv=notrunc 2>/dev/null
+t_fail "convert: finalize refuses a damaged header" 1 "its GGUF header is not this plan's" "$MK" finalize g.gguf -q
+truncate -s 1000 g.gguf.tmp/g.gguf
+t_fail "convert: finalize refuses a file of the wrong size" 1 "g.gguf: is 1000 bytes, not the plan's" "$MK" finalize g.gguf -q
+t_absent "convert: nothing finalized from a damaged file" g.gguf
+rm -rf g.gguf g.gguf.tmp
+
+# a merge straight to GGUF (--out-type) splits the same way: each part computes only its tensors
+"$MK" "$R" mg.gguf --out-type q8_0 -q && mv mg.gguf mgref.gguf
+for n in 2 3; do
+    rm -rf mg.gguf mg.gguf.tmp
+    if d=$(run_parts $n mg.gguf "$MK" "$R" mg.gguf --out-type q8_0) && cmp -s mgref.gguf mg.gguf && [ ! -e mg.gguf.tmp ]; then
+        ok "merge to GGUF in $n part(s), run apart and finalized: byte-identical to one process"
+    else
+        notok "merge to GGUF in $n part(s)" "${d:-mg.gguf differs from one process's, or mg.gguf.tmp left}"
+    fi
+done
+rm -rf mg.gguf mg.gguf.tmp
+"$MK" "$R" mg.gguf --out-type q8_0 --part 3/3 -v 2>mg3.err
+want=$("$MK" "$R" mg.gguf --out-type q8_0 --dry-run --parts 3 2>/dev/null | sed -n 's|^  part 3/3: \([0-9]*\) tensor.*|\1|p')
+got=$(sed -n 's/.*computed and wrote \([0-9]*\) tensor.*/\1/p' mg3.err)
+[ -n "$want" ] && [ "$got" = "$want" ] && ok "merge to GGUF, part 3/3 computes only its $want tensors" ||
+    notok "merge to GGUF part 3/3" "computed '$got', its share '$want'"
+t_fail "merge to GGUF: a part of another recipe cannot join" 1 "mg.gguf.tmp: holds the parts of another plan" \
+    "$MK" other.yaml mg.gguf --out-type q8_0 --part 1/3 -q
+rm -rf mg.gguf mg.gguf.tmp
+
 # mpirun: ranks are the parts, rank 0 finalizes (an MPI build: make MPI=1)
 MPIBIN=""
 if "$MK" --version | grep -q "Open MPI"; then MPIBIN=$MK
@@ -182,11 +268,13 @@ if [ -z "$MPIBIN" ] || ! command -v mpirun >/dev/null 2>&1; then
 else
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
     for np in 2 4; do
-        rm -rf out out.tmp qout qout.tmp
+        rm -rf out out.tmp qout qout.tmp g.gguf g.gguf.tmp mg.gguf mg.gguf.tmp
         if mpirun -n $np --oversubscribe "$MPIBIN" "$R" out/ $MOPT -q >mpi.log 2>&1 &&
             mpirun -n $np --oversubscribe "$MPIBIN" quantize base/ qout $QOPT -q >>mpi.log 2>&1 &&
-            d=$(same_dir mref out) && d=$(same_dir qref qout); then
-            ok "mpirun -n $np: merge and quantize byte-identical to one process"
+            mpirun -n $np --oversubscribe "$MPIBIN" convert base/ g.gguf $GOPT -q >>mpi.log 2>&1 &&
+            mpirun -n $np --oversubscribe "$MPIBIN" "$R" mg.gguf --out-type q8_0 -q >>mpi.log 2>&1 &&
+            d=$(same_dir mref out) && d=$(same_dir qref qout) && cmp -s gref.gguf g.gguf && cmp -s mgref.gguf mg.gguf; then
+            ok "mpirun -n $np: merge, quantize, convert to GGUF and merge to GGUF byte-identical to one process"
         else
             notok "mpirun -n $np" "${d:-$(tail -n 3 mpi.log)}"
         fi

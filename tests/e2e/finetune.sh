@@ -1,7 +1,9 @@
 # finetune.sh - `mergekit-c finetune` on a synthetic model (word-level tokenizer; the data is
 # made of its tokens): the loss falls, OUT is a model folder with the log and the chart,
 # the same bytes at -j1 and -j2 and with --checkpointing, --resume gives the bytes of an
-# uninterrupted run, --qlora equals LoRA on the NF4-quantized model, and the bad inputs fail
+# uninterrupted run, --qlora equals LoRA on the NF4-quantized model, --eval-text with --lora and
+# --qlora gives eval's figures for the adapted model, Ctrl-C saves a checkpoint that --resume
+# continues to the same bytes, and the bad inputs fail
 # with one line and write nothing.
 . "$MK_ROOT/tests/e2e/lib.sh"
 
@@ -47,6 +49,30 @@ t_ok "--resume continues" "$MK" finetune base/ train.txt out4/ $ARGS --resume
 t_same "a resumed run gives the bytes of an uninterrupted one" out3/model.safetensors out4/model.safetensors
 [ ! -e out4.checkpoint ] && ok "... and its checkpoint is removed when OUT is written" || notok "checkpoint removed" "still there"
 [ "$(grep -c '"step"' out4/train_log.jsonl)" = 8 ] && ok "... its log has all 8 steps" || notok "resumed log" "$(wc -l <out4/train_log.jsonl)"
+
+# Ctrl-C (SIGINT, sent once the first step is done): the run stops at the end of its step, saves
+# OUT.checkpoint and exits 1 with one error line naming the step; no OUT and no OUT.tmp; --resume
+# then gives the bytes of a run that was never interrupted
+CARGS="--steps 400 --lr 1e-3 --batch 1 --seq 16 --seed 3 -j1"
+"$MK" finetune base/ train.txt int-ref/ $CARGS -q
+"$MK" finetune base/ train.txt int/ $CARGS 2>int.err &
+pid=$!
+n=0
+while ! grep -q '^step [0-9]' int.err 2>/dev/null && [ $n -lt 1000 ]; do sleep 0.01; n=$((n + 1)); done
+kill -INT $pid
+wait $pid
+rc=$?
+k=$(sed -n 's/^mergekit-c: error: interrupted after step \([0-9]*\) of 400; the checkpoint is saved, --resume continues$/\1/p' int.err)
+if [ $rc -eq 1 ] && [ -n "$k" ] && [ "$(grep -c 'error' int.err)" = 1 ] && grep -q "^checkpoint int.checkpoint (step $k)" int.err &&
+    [ -s int.checkpoint ] && [ ! -e int ] && [ ! -e int.tmp ]; then
+    ok "Ctrl-C: stopped after step $k of 400, exit 1, one error line, the checkpoint saved, no OUT or OUT.tmp"
+else
+    notok "Ctrl-C" "exit $rc, step '$k': $(grep -v '^step' int.err | tail -n 3); $(ls -d int* 2>/dev/null | tr '\n' ' ')"
+fi
+t_ok "Ctrl-C: --resume continues" "$MK" finetune base/ train.txt int/ $CARGS --resume -q
+t_same "Ctrl-C: the resumed run gives the bytes of an uninterrupted one" int-ref/model.safetensors int/model.safetensors
+[ "$(grep -c '"step"' int/train_log.jsonl)" = 400 ] && [ ! -e int.checkpoint ] &&
+    ok "Ctrl-C: the resumed log has all 400 steps; the checkpoint is removed" || notok "Ctrl-C resumed log" "$(wc -l <int/train_log.jsonl)"
 
 "$MK" finetune base/ train.txt out5/ $ARGS --stop-after 2 -q
 t_fail "a checkpoint of another run is refused" 2 "out5.checkpoint is the checkpoint of another run" \
@@ -115,6 +141,42 @@ t_ok "lora apply merges it" "$MK" lora apply base/ lora1/ lora-merged/
 "$MK" finetune base/ train.txt lora2/ $ARGS --lora 4 --lora-alpha 8 --rslora -j2 -q
 "$MK" finetune base/ train.txt lora3/ $ARGS --lora 4 --lora-alpha 8 --rslora -j1 -q --checkpointing
 t_same "LoRA: -j2 and -j1 --checkpointing give the same bytes" lora2/adapter_model.safetensors lora3/adapter_model.safetensors
+# --eval-text with --lora: the base with the adapters applied, scored on eval's windows, and its
+# KL divergence from the base; the same figures as `eval` of the `lora apply` output (f32, so
+# that merging rounds nothing) with the base as --ref, within EVAL_REL; the adapter's bytes are
+# those of a run without --eval-text (the adapters are put back bit for bit after each eval)
+EVAL_REL=1e-5
+"$MK" synth b32/ --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 128 --dtype float32 --std 0.1 \
+    --max-position 128 --seed 1 -q
+t_ok "--lora with --eval-text" "$MK" finetune b32/ train.txt le1/ $ARGS --lora 4 --lora-alpha 8 --eval-text heldout.txt \
+    --eval-every 4 -q
+"$MK" finetune b32/ train.txt le0/ $ARGS --lora 4 --lora-alpha 8 -q
+t_same "... the adapter's bytes are those of a run without --eval-text" le0/adapter_model.safetensors le1/adapter_model.safetensors
+[ "$(grep -c '"eval_ppl": .*"eval_kl": ' le1/train_log.jsonl)" = 2 ] && ok "... perplexity and KL to the base at steps 4 and 8" ||
+    notok "LoRA eval lines" "$(grep -c eval_kl le1/train_log.jsonl)"
+"$MK" lora apply b32/ le1/ le1-merged/ -q
+"$MK" eval le1-merged/ --text heldout.txt --ctx 32 --ref b32/ --json >le1-eval.json 2>/dev/null
+# compare_eval NAME LOG EVALJSON: the log's last eval_ppl / eval_kl against eval's ppl / kl_mean
+compare_eval() {
+    p1=$(tail -n 1 "$2" | sed -n 's/.*"eval_ppl": \([0-9.e+-]*\).*/\1/p')
+    k1=$(tail -n 1 "$2" | sed -n 's/.*"eval_kl": \([0-9.e+-]*\).*/\1/p')
+    p2=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$3")
+    k2=$(sed -n 's/.*"kl_mean": \([0-9.e+-]*\).*/\1/p' "$3")
+    if [ -n "$p1" ] && [ -n "$k1" ] && [ -n "$p2" ] && [ -n "$k2" ] && awk "BEGIN { a = ($p1 - $p2) / $p2; b = ($k1 - $k2) / $k2;
+        exit !(a < $EVAL_REL && a > -$EVAL_REL && b < $EVAL_REL && b > -$EVAL_REL) }"; then
+        ok "$1: PPL $p1 (eval: $p2), KL $k1 (eval: $k2), within $EVAL_REL"
+    else
+        notok "$1" "PPL '$p1' against eval's '$p2', KL '$k1' against '$k2' (tolerance $EVAL_REL relative)"
+    fi
+}
+compare_eval "--lora --eval-text = eval of the lora apply output against the base" le1/train_log.jsonl le1-eval.json
+"$MK" quantize b32/ nf4b/ --format nf4 -q
+t_ok "--qlora with --eval-text" "$MK" finetune b32/ train.txt qe1/ $ARGS --lora 4 --qlora --eval-text heldout.txt -q
+# the NF4 base as f32 (dequantize), the adapter merged into it, scored against it
+"$MK" dequantize nf4b/ nf4b-f32/ --dtype float32 -q && "$MK" lora apply nf4b-f32/ qe1/ qe1-merged/ -q &&
+    "$MK" eval qe1-merged/ --text heldout.txt --ctx 32 --ref nf4b-f32/ --json >qe1-eval.json 2>/dev/null
+compare_eval "--qlora --eval-text = eval of the adapter on the NF4 base against that base" qe1/train_log.jsonl qe1-eval.json
+
 t_fail "an unknown --lora-targets name" 2 "--lora-targets: 'qkv' is not" "$MK" finetune base/ train.txt bad8/ --lora 2 \
     --lora-targets q_proj,qkv
 t_absent "... nothing written" bad8

@@ -4,7 +4,8 @@
 # llama (permuted Q/K), qwen2 (biases) and qwen3 (q/k norms); the golden Llama that gguf-py
 # wrote as convert_hf_to_gguf.py does (tests/golden/gguf, tools/gen-golden-gguf.py) comes out
 # with the same tensor bytes in f32 and in Q8_0 (gguf-py's quantizer) and the same metadata;
-# every --type writes a file our reader decodes within the type's error; bad input is one
+# every --type (the k-quant mixes too: their per-tensor types, thread-count independence)
+# writes a file our reader decodes within the type's error; bad input is one
 # line, exit 2 (usage, existing OUT) or 1, and nothing written. Quantizer bytes: tests/unit/test_ggml_encode.c;
 # llama.cpp itself: tools/compat-gguf.sh.
 . "$MK_ROOT/tests/e2e/lib.sh"
@@ -72,6 +73,40 @@ done
 "$MK" convert s-wide j2.gguf --type q4_1 -q -j 3
 t_same "q4_1: the same file with 1 and 3 threads" j1.gguf j2.gguf
 
+# the k-quant mixes (llama.cpp's own bytes and types: tests/unit/test_ggml_kquant.c and
+# tools/compat-gguf.sh): each written and read back within its type's error, on a model with
+# 256-value rows (8 layers) and one with 288-value rows (the 32-value fallbacks, tied embeddings)
+"$MK" synth s-k --hidden 256 --intermediate 512 --layers 8 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 -q
+"$MK" synth s-k288 --hidden 288 --intermediate 512 --layers 2 --heads 9 --kv-heads 3 --vocab 96 --dtype float32 --tie -q
+for spec in q2_k:0.4 q3_k_s:0.3 q3_k_m:0.3 q3_k_l:0.3 q4_k_s:0.1 q4_k_m:0.1 q5_k_s:0.075 q5_k_m:0.075 q6_k:0.03 iq4_nl:0.15; do
+    t=${spec%%:*}
+    tol=${spec#*:}
+    for m in s-k s-k288; do
+        "$MK" convert "$m" "k-$m-$t.gguf" --type "$t" -q && "$MK" dequantize "k-$m-$t.gguf" "dk-$m-$t" -q 2>/dev/null
+        t_ok "$t ($m): converts and reads back within $tol x max |w| per tensor" "$MK" compare "$m" "dk-$m-$t" --rel "$tol" -q
+    done
+done
+types() { "$MK" inspect "$1" 2>/dev/null | sed -n 's/^  *\([^ ]*\)@\([A-Z0-9_]*\) .*/\1 \2/p'; }
+types k-s-k-q4_k_m.gguf >ty.txt
+grep -q '^lm_head.weight Q6_K$' ty.txt && grep -q '^model.layers.0.self_attn.v_proj.weight Q6_K$' ty.txt &&
+    grep -q '^model.layers.2.self_attn.v_proj.weight Q4_K$' ty.txt && grep -q '^model.layers.7.mlp.down_proj.weight Q6_K$' ty.txt &&
+    grep -q '^model.layers.3.self_attn.q_proj.weight Q4_K$' ty.txt && grep -q '^model.embed_tokens.weight Q4_K$' ty.txt &&
+    ok "q4_k_m: output Q6_K, attn_v / ffn_down Q6_K in the first and last layers, the rest Q4_K" || notok "q4_k_m tensor types" "$(cat ty.txt)"
+types k-s-k288-q4_k_m.gguf >ty.txt
+grep -q '^model.embed_tokens.weight Q8_0$' ty.txt && grep -q '^model.layers.1.self_attn.q_proj.weight Q5_0$' ty.txt &&
+    grep -q '^model.layers.1.mlp.down_proj.weight Q6_K$' ty.txt &&
+    ok "q4_k_m, 288-value rows: tied embedding Q8_0, Q4_K falls back to Q5_0, 512-value rows stay k-quants" || notok "q4_k_m 288 tensor types" "$(cat ty.txt)"
+# general.file_type: the u32 after the key and its value type (llama.cpp's LLAMA_FTYPE_MOSTLY_*)
+file_type() { at=$(grep -obUa 'general.file_type' "$1" | head -n 1 | cut -d: -f1) && od -An -tu4 -j $((at + 21)) -N4 "$1" | tr -d ' '; }
+fts=""
+for t in q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k; do fts="$fts $(file_type "k-s-k-$t.gguf")"; done
+[ "$fts" = " 10 11 12 13 14 15 16 17 18" ] && ok "general.file_type of the mixes is llama.cpp's (10 ... 18)" || notok "general.file_type" "$fts"
+"$MK" convert s-k k-j1.gguf --type q3_k_m -q -j 1 && "$MK" convert s-k k-j3.gguf --type q3_k_m -q -j 3
+t_same "q3_k_m: the same file with 1 and 3 threads" k-j1.gguf k-j3.gguf
+cmp -s k-j1.gguf k-s-k-q3_k_m.gguf && ok "q3_k_m: the same file at the default thread count" || notok "q3_k_m: default threads differ"
+"$MK" convert s-k k-alias.gguf --type q4_k -q
+t_same "q4_k is q4_k_m (llama-quantize's alias)" k-alias.gguf k-s-k-q4_k_m.gguf
+
 # RoPE scaling: linear is written (and read back into config.json); Llama 3's is refused
 mkdir rl
 cp s-llama/model.safetensors s-llama/tokenizer.json rl/
@@ -84,7 +119,7 @@ t_fail "Llama 3 RoPE scaling: refused" 1 "RoPE scaling 'llama3' is not written t
 t_absent "Llama 3 RoPE scaling: nothing written" x.gguf x.gguf.tmp
 
 # bad input: one line, exit code, nothing written
-t_fail "unknown --type" 2 "'q3_k' is not one of" "$MK" convert s-llama x.gguf --type q3_k
+t_fail "unknown --type" 2 "'q7_k' is not one of" "$MK" convert s-llama x.gguf --type q7_k
 t_absent "unknown --type: nothing written" x.gguf x.gguf.tmp
 "$MK" synth s-gemma --arch gemma --hidden 64 --layers 1 --heads 4 --vocab 96 -q
 t_fail "an architecture without GGUF names" 1 "model_type 'gemma' has no GGUF tensor names" "$MK" convert s-gemma x.gguf

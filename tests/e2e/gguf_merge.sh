@@ -1,7 +1,7 @@
 #!/bin/sh
 # merge to GGUF, in one streaming pass: `merge RECIPE OUT.gguf --out-type T` is byte for byte `merge RECIPE DIR/`
 # then `convert DIR OUT2.gguf --type T` (same tensors, types, metadata and tokenizer, named
-# after OUT), for f32, f16, q8_0 and q4_0, for a linear merge and a passthrough frankenmerge
+# after OUT), for f32, f16, q8_0 and q4_0 (and the q4_k_m mix), for a linear merge and a passthrough frankenmerge
 # that changes the layer count (block_count follows); the same bytes at -j1 and -j4; bad
 # input (--out-type with a folder OUT, an unknown type, --quantize with OUT.gguf, an existing
 # OUT) is one line, exit 2, nothing written; a refused architecture or a failure mid-stream
@@ -30,6 +30,14 @@ for r in lin pt tiny; do
         t_absent "$r $t: no folder or temporary file left" "$r/$t/m.gguf.tmp" "$r/$t/m"
     done
 done
+# a k-quant mix (q4_k_m: per-tensor types chosen by layer) on rows of whole 256-value blocks
+"$MK" synth kb --hidden 256 --intermediate 512 --layers 3 --heads 4 --kv-heads 2 --vocab 96 --dtype float32 --seed 4 -q &&
+    "$MK" synth kf --finetune-of kb --delta 0.05 --seed 5 -q || notok "k models" "could not make them"
+sed 's/model: base/model: kb/; s/model: ft/model: kf/' lin.yaml >klin.yaml
+mkdir kd kg
+"$MK" klin.yaml kd/m -q && "$MK" convert kd/m want-k.gguf --type q4_k_m -q
+t_ok "q4_k_m: merge to GGUF" "$MK" klin.yaml kg/m.gguf --out-type q4_k_m -q -j4 --chunk 96
+t_same "q4_k_m: the same bytes as merge to a folder, then convert" want-k.gguf kg/m.gguf
 "$MK" inspect pt/q8_0/m.gguf >ins.txt 2>&1
 n=$(grep -c 'self_attn\.q_proj\.weight' ins.txt)
 [ "$n" = 6 ] && ok "passthrough: 6 layers of tensors" || notok "passthrough: 6 layers of tensors" "$n"

@@ -15,11 +15,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!m.command || !m.plan || strlen(m.plan) != 32 || !m.cwd || m.n < 1 || m.n > MK_PARTS_MAX || m.argc < 1) __builtin_trap();
         for (int k = 0; k < m.argc; k++)
             if (!m.argv[k]) __builtin_trap();
+        if (m.file && (!m.file[0] || m.file[0] == '.' || strchr(m.file, '/'))) __builtin_trap();
         mk_parts_manifest_free(&m);
     }
     /* the same bytes as part 2's record of a 2-part plan of 4 shards */
     char plan[] = "0123456789abcdef0123456789abcdef", cmd[] = "merge";
-    mk_parts_manifest want = {cmd, plan, 2, NULL, 0, NULL, NULL};
+    mk_parts_manifest want = {cmd, plan, 2, NULL, 0, NULL, NULL, NULL};
     char a[] = "a.safetensors", b[] = "b.safetensors", c[] = "c.safetensors", d[] = "d.safetensors";
     char *name[4] = {a, b, c, d};
     uint64_t sz[4] = {10, 20, 30, 40};

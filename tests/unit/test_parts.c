@@ -4,6 +4,7 @@
 
 #include "../../formats/parts.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,12 +117,30 @@ MK_TEST(parts_manifest_argv)
     mk_parts_manifest_free(&m);
     const char *bad = "{\"command\": \"merge\", \"plan\": \"0123\", \"parts\": 0, \"cwd\": \"/w\", \"argv\": []}";
     CHECK_ERR(mk_parts_manifest_parse(bad, strlen(bad), "m.json", &m), MK_ERR_FORMAT, "malformed parts manifest");
+    /* a one-file output (convert to GGUF): the file's name, a plain name in OUT.tmp */
+    const char *one = "{\"command\": \"convert\", \"plan\": \"0123456789abcdef0123456789abcdef\", \"parts\": 2, "
+                      "\"cwd\": \"/w\", \"file\": \"m.gguf\", \"argv\": [\"convert\", \"in\", \"m.gguf\"]}";
+    CHECK_OK(mk_parts_manifest_parse(one, strlen(one), "m.json", &m));
+    CHECK_STR(m.file, "m.gguf");
+    mk_parts_manifest_free(&m);
+    CHECK_OK(mk_parts_manifest_parse(text, strlen(text), "m.json", &m));
+    CHECK(m.file == NULL);
+    mk_parts_manifest_free(&m);
+    static const char *const bad_files[] = {"\"../x\"", "\".mergekit-c-parts.json\"", "\"\"", "3", "\"a/b\""};
+    for (size_t k = 0; k < sizeof bad_files / sizeof *bad_files; k++) {
+        char t[512];
+        snprintf(t, sizeof t,
+                 "{\"command\": \"convert\", \"plan\": \"0123456789abcdef0123456789abcdef\", \"parts\": 2, \"cwd\": \"/w\", "
+                 "\"file\": %s, \"argv\": [\"convert\"]}",
+                 bad_files[k]);
+        CHECK_ERR(mk_parts_manifest_parse(t, strlen(t), "m.json", &m), MK_ERR_FORMAT, "malformed parts manifest (file)");
+    }
 }
 
 MK_TEST(parts_record_against_plan)
 {
     char plan[] = "0123456789abcdef0123456789abcdef", cmd[] = "merge";
-    mk_parts_manifest m = {cmd, plan, 2, NULL, 0, NULL, NULL};
+    mk_parts_manifest m = {cmd, plan, 2, NULL, 0, NULL, NULL, NULL};
     char a[] = "a.safetensors", b[] = "b.safetensors", c[] = "c.safetensors";
     char *name[3] = {a, b, c};
     uint64_t size[3] = {10, 20, 30};
@@ -140,7 +159,7 @@ MK_TEST(parts_record_against_plan)
     CHECK_OK(mk_parts_record_parse(good, strlen(good), "r.json", &m, 1, name, size, part_of, 3, adopt, &other));
     CHECK(other);
     char plan2[] = "ffffffffffffffffffffffffffffffff";
-    mk_parts_manifest m2 = {cmd, plan2, 2, NULL, 0, NULL, NULL};
+    mk_parts_manifest m2 = {cmd, plan2, 2, NULL, 0, NULL, NULL, NULL};
     memset(adopt, 0, sizeof adopt);
     CHECK_OK(mk_parts_record_parse(good, strlen(good), "r.json", &m2, 2, name, size, part_of, 3, adopt, &other));
     CHECK(other);

@@ -1,0 +1,36 @@
+/* mk_linalg.h - dense linear algebra on row-major float32 matrices through LAPACK and BLAS
+ * (lapacke + OpenBLAS): the thin SVD, the polar factor, and a product.
+ *
+ * Callers call these outside parallel regions (OpenBLAS threads them itself); results depend
+ * only on the inputs and the BLAS build, never on mergekit-c's thread count.
+ * Must not: know tensors, files or models.
+ */
+#ifndef MK_LINALG_H
+#define MK_LINALG_H
+
+#include "mk_core.h"
+
+/* MK_ERR_UNSUPPORTED (naming `what`) when an [m, n] matrix exceeds LAPACK's 32-bit indices. */
+mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what);
+
+/* Thin SVD of row-major d [m, n] (m, n > 0): u [m, kf], s [kf] (descending), vh [kf, n],
+ * kf = min(m, n); LAPACK's sgesdd, else sgesvd. d is not changed. MK_ERR_NUMERIC when it does not converge
+ * or the values are not finite. */
+mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh, const char *what);
+/* The same, choosing the LAPACK routine: qr_only skips sgesdd (divide and conquer) for sgesvd
+ * (QR iteration), which mk_svd_thin falls back to when sgesdd does not converge. */
+mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
+                             const char *what);
+
+/* The orthogonal polar factor of row-major x [m, n]: out [m, n] = U Vh from the thin SVD
+ * x = U S Vh, the nearest matrix with orthonormal columns (m >= n) or rows (m < n) in the
+ * Frobenius norm (orthogonal Procrustes). */
+mk_status mk_polar(const float *x, uint64_t m, uint64_t n, float *out, const char *what);
+
+/* c [m, n] = alpha op(a) op(b) + beta c, row-major with leading dimensions lda, ldb, ldc;
+ * op(a) is [m, k], op(b) is [k, n]; ta/tb: use the transpose of a (stored [k, m]) / of b
+ * (stored [n, k]). */
+void mk_gemm(bool ta, bool tb, uint64_t m, uint64_t n, uint64_t k, float alpha, const float *a, uint64_t lda,
+             const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc);
+
+#endif

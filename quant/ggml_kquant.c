@@ -1,0 +1,590 @@
+/* ggml_kquant.c - see ggml_kquant.h. Each super-block of 256 values is cut into groups (16 of
+ * 16 values for Q2_K, Q3_K and Q6_K; 8 of 32 for Q4_K and Q5_K); each group gets its own scale
+ * (and minimum, for Q2_K / Q4_K / Q5_K) by a small least-squares search; the group scales are
+ * then themselves quantized against one f16 super-scale, and the values re-quantized with the
+ * scales as they will be decoded. Block layouts: ggml-common.h (block_q2_K ... block_q6_K),
+ * the same that quant/ggml.c decodes. Every f32 operation is written in llama.cpp's order, so
+ * the bytes are its bytes (the build's -ffp-contract=off keeps products and sums apart). */
+#include "ggml_kquant.h"
+
+#include "../core/mk_dtype.h"
+#include "../model/gguf_names.h"
+#include "qvec.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define QK_K 256
+#define ZERO_GROUP 1e-15f /* a group whose largest magnitude is below this is all zeros */
+
+/* Round to nearest, ties to even, by adding 1.5 x 2^23 and reading the low mantissa bits:
+ * exact for |f| < 2^22, and for larger, infinite or NaN f the same (meaningless) integer
+ * llama.cpp's rounding gives, so that even such blocks come out the same. */
+static inline int round_k(float f)
+{
+    float v = f + 12582912.0f;
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (int)(u & 0x7fffffu) - 0x400000;
+}
+
+static inline int clamp_i(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* store f as f16 (little-endian) and return the value it decodes to */
+static inline float put_f16(uint8_t *p, float f)
+{
+    uint16_t h = mk_f32_to_f16(f);
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+    return mk_f16_to_f32(h);
+}
+
+/* Four groups of 32 2-bit codes from L[128 h ...] into 32 bytes, code 32 k + l at bits 2 k of
+ * byte l: Q2_K's and Q3_K's low bits. */
+MK_VINLINE void pack2(const uint8_t *L, uint8_t *q)
+{
+    for (int h = 0; h < QK_K / 128; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *c = L + 128 * h + l;
+            q[32 * h + l] = (uint8_t)(c[0] | c[32] << 2 | c[64] << 4 | c[96] << 6);
+        }
+}
+
+/* ---- the group fits ---------------------------------------------------------------------- */
+
+/* The group fits run on LANES groups at once, lane k being group k (values x[i * LANES + k]):
+ * every lane does exactly the scalar f32 operations of its group in the scalar order (so the
+ * bytes are the same), and the compiler can put the lanes in SIMD registers. Choices become
+ * per-lane selects; lanes whose result is fixed early (flat or all-zero groups) are masked. */
+#define LANES 16
+
+/* x ~ scale x L - m, L in 0..nmax, m >= 0 (make_qkx2_quants), n values a group: start from the
+ * range [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
+ * extra levels), each with the weighted least-squares scale and offset for its codes, and keep
+ * the one of least weighted error (absolute with mad, else squared). scale[k], m[k] and the
+ * codes L[i * LANES + k] per lane (those of the grid kept, recomputed at the end). */
+static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin,
+                                                              float rdelta, int nstep, bool mad)
+{
+    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES], best_is[LANES], best_lo[LANES];
+    int32_t cand[32 * LANES];
+    for (int k = 0; k < LANES; k++) {
+        lo[k] = hi[k] = x[k];
+        sw[k] = w[k];
+        sx[k] = w[k] * x[k];
+    }
+    for (int i = 1; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            lo[k] = v < lo[k] ? v : lo[k];
+            hi[k] = v > hi[k] ? v : hi[k];
+            sw[k] += w[i * LANES + k];
+            sx[k] += w[i * LANES + k] * v;
+        }
+    for (int k = 0; k < LANES; k++) {
+        lo[k] = lo[k] > 0 ? 0 : lo[k];
+        lo0[k] = lo[k];
+        best[k] = 0;
+        best_is[k] = is0[k] = (float)nmax / (hi[k] - lo[k]);
+        best_lo[k] = lo[k];
+        scale[k] = 1 / is0[k];
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            int32_t l = clamp_i(round_k(is0[k] * (v - lo[k])), 0, nmax);
+            float e = scale[k] * (float)l + lo[k] - v, ae = fabsf(e), se = e * e;
+            best[k] += w[i * LANES + k] * (mad ? ae : se);
+        }
+    for (int step = 0; step <= nstep; step++) {
+        float levels = rmin + rdelta * (float)step + (float)nmax, sl[LANES], sl2[LANES], sxl[LANES], is[LANES], s[LANES], m[LANES],
+              err[LANES];
+        int32_t upd[LANES];
+        for (int k = 0; k < LANES; k++) {
+            is[k] = levels / (hi[k] - lo[k]);
+            sl[k] = sl2[k] = sxl[k] = err[k] = 0;
+        }
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < LANES; k++) {
+                float v = x[i * LANES + k], wi = w[i * LANES + k];
+                int32_t l = clamp_i(round_k(is[k] * (v - lo[k])), 0, nmax);
+                cand[i * LANES + k] = l;
+                sl[k] += wi * (float)l;
+                sl2[k] += wi * (float)l * (float)l;
+                sxl[k] += wi * (float)l * v;
+            }
+        for (int k = 0; k < LANES; k++) {
+            float det = sw[k] * sl2[k] - sl[k] * sl[k];
+            upd[k] = det > 0;
+            s[k] = (sw[k] * sxl[k] - sx[k] * sl[k]) / det;
+            m[k] = (sl2[k] * sx[k] - sl[k] * sxl[k]) / det;
+            int32_t pos = m[k] > 0;
+            s[k] = pos ? sxl[k] / sl2[k] : s[k];
+            m[k] = pos ? 0 : m[k];
+        }
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < LANES; k++) {
+                float e = s[k] * (float)cand[i * LANES + k] + m[k] - x[i * LANES + k], ae = fabsf(e), se = e * e;
+                err[k] += w[i * LANES + k] * (mad ? ae : se);
+            }
+        for (int k = 0; k < LANES; k++) {
+            upd[k] = upd[k] & (err[k] < best[k]);
+            best[k] = upd[k] ? err[k] : best[k];
+            scale[k] = upd[k] ? s[k] : scale[k];
+            best_is[k] = upd[k] ? is[k] : best_is[k];
+            best_lo[k] = upd[k] ? lo[k] : best_lo[k]; /* the grid's offset, before the fit's replaces it */
+            lo[k] = upd[k] ? m[k] : lo[k];
+        }
+    }
+    /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
+    for (int k = 0; k < LANES; k++) {
+        bool flat = hi[k] == lo0[k];
+        scale_out[k] = flat ? 0 : scale[k];
+        m_out[k] = -(flat ? lo0[k] : lo[k]);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++)
+            L[i * LANES + k] = hi[k] == lo0[k] ? 0 : clamp_i(round_k(best_is[k] * (x[i * LANES + k] - best_lo[k])), 0, nmax);
+}
+
+/* per lane: the largest magnitude of n values and the (first) value that has it */
+static inline __attribute__((always_inline)) void lane_absmax(const float *x, int n, float *amax, float *max)
+{
+    for (int k = 0; k < LANES; k++) amax[k] = max[k] = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = x[i * LANES + k];
+            int32_t big = fabsf(v) > amax[k];
+            amax[k] = big ? fabsf(v) : amax[k];
+            max[k] = big ? v : max[k];
+        }
+}
+
+/* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1), 16 values a
+ * group: the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
+ * keeping the least-squares scale of greatest explained energy. scale[k] (0: all zeros) and
+ * the codes L[i * LANES + k] per lane. */
+MK_VINLINE void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
+{
+    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
+    float w[16 * LANES], wx[16 * LANES]; /* x^2 and x^2 x: the weights, and the products the sums take first */
+    for (int k = 0; k < LANES; k++) slx[k] = sl2[k] = 0;
+    for (int i = 0; i < 16 * LANES; i++) {
+        w[i] = x[i] * x[i];
+        wx[i] = w[i] * x[i];
+    }
+    lane_absmax(x, 16, amax, max);
+    for (int k = 0; k < LANES; k++) best_is[k] = is[k] = (float)-nmax / max[k];
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < LANES; k++) {
+            float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
+            slx[k] += wx[i * LANES + k] * l;
+            sl2[k] += w[i * LANES + k] * l * l;
+        }
+    for (int k = 0; k < LANES; k++) {
+        scale[k] = sl2[k] != 0 ? slx[k] / sl2[k] : 0;
+        best[k] = scale[k] * slx[k];
+    }
+    for (int t = -9; t <= 9; t++) {
+        if (t == 0) continue;
+        float levels = -((float)nmax + 0.1f * (float)t), a[LANES], b[LANES];
+        int32_t upd[LANES];
+        for (int k = 0; k < LANES; k++) {
+            a[k] = b[k] = 0;
+            is[k] = levels / max[k];
+        }
+        for (int i = 0; i < 16; i++)
+            for (int k = 0; k < LANES; k++) {
+                float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
+                a[k] += wx[i * LANES + k] * l;
+                b[k] += w[i * LANES + k] * l * l;
+            }
+        for (int k = 0; k < LANES; k++) {
+            upd[k] = (b[k] > 0) & (a[k] * a[k] > best[k] * b[k]);
+            scale[k] = upd[k] ? a[k] / b[k] : scale[k];
+            best[k] = upd[k] ? scale[k] * a[k] : best[k];
+            best_is[k] = upd[k] ? is[k] : best_is[k];
+        }
+    }
+    /* the codes of the grid kept (all zeros: 0) */
+    for (int k = 0; k < LANES; k++) scale_out[k] = amax[k] < ZERO_GROUP ? 0 : scale[k];
+    for (int i = 0; i < 16; i++)
+        for (int k = 0; k < LANES; k++)
+            L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : clamp_i(round_k(best_is[k] * x[i * LANES + k]), -nmax, nmax - 1) + nmax;
+}
+
+/* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
+MK_VINLINE void to_lanes(const float *x, int gsize, int ngroups, float *xt)
+{
+    for (int k = 0; k < LANES; k++)
+        for (int i = 0; i < gsize; i++) xt[i * LANES + k] = k < ngroups ? x[gsize * k + i] : 0;
+}
+
+/* Q3_K's group fit (make_q3_quants with rmse): codes -4..3 on the grid through the largest
+ * magnitude, then up to 5 passes moving single codes while the weighted (x^2) least-squares
+ * fit improves. L gets the codes + 4. Returns the scale. */
+MK_VINLINE float fit_q3(const float *x, int8_t *L)
+{
+    float amax = 0, max = 0;
+    for (int i = 0; i < 16; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < ZERO_GROUP) {
+        memset(L, 0, 16);
+        return 0;
+    }
+    float iscale = -4.0f / max, slx = 0, sl2 = 0;
+    for (int i = 0; i < 16; i++) {
+        int l = clamp_i(round_k(iscale * x[i]), -4, 3);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        slx += w * x[i] * (float)l;
+        sl2 += w * (float)l * (float)l;
+    }
+    for (int pass = 0; pass < 5; pass++) {
+        int moved = 0;
+        for (int i = 0; i < 16; i++) {
+            float w = x[i] * x[i], a = slx - w * x[i] * (float)L[i];
+            if (!(a > 0)) continue;
+            float b = sl2 - w * (float)L[i] * (float)L[i];
+            int l = clamp_i(round_k(x[i] * b / a), -4, 3);
+            if (l == L[i]) continue;
+            a += w * x[i] * (float)l;
+            b += w * (float)l * (float)l;
+            if (b > 0 && a * a * sl2 > slx * slx * b) {
+                L[i] = (int8_t)l;
+                slx = a;
+                sl2 = b;
+                moved++;
+            }
+        }
+        if (!moved) break;
+    }
+    for (int i = 0; i < 16; i++) L[i] = (int8_t)(L[i] + 4);
+    return sl2 > 0 ? slx / sl2 : 0;
+}
+
+/* ---- the block types --------------------------------------------------------------------- */
+
+/* Q2_K (84 bytes): scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin. */
+MK_VINLINE void q2_k(const float *x, uint8_t *b)
+{
+    float xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES], maxs = 0, maxm = 0;
+    int32_t Lt[16 * LANES];
+    uint8_t L[QK_K], *sc = b, *qs = b + 16;
+    to_lanes(x, 16, 16, xt);
+    for (int i = 0; i < 16 * LANES; i++) wt[i] = fabsf(xt[i]);
+    fit_offset(16, 3, xt, wt, Lt, scale, min, -0.5f, 0.1f, 15, true);
+    for (int j = 0; j < 16; j++) {
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)Lt[l * LANES + j];
+        if (scale[j] > maxs) maxs = scale[j];
+        if (min[j] > maxm) maxm = min[j];
+    }
+    float d, dm;
+    if (maxs > 0) {
+        float is = 15.0f / maxs;
+        for (int j = 0; j < 16; j++) sc[j] = (uint8_t)round_k(is * scale[j]);
+        d = put_f16(b + 80, maxs / 15.0f);
+    } else {
+        memset(sc, 0, 16);
+        d = put_f16(b + 80, 0.0f);
+    }
+    if (maxm > 0) {
+        float is = 15.0f / maxm;
+        for (int j = 0; j < 16; j++) sc[j] |= (uint8_t)((unsigned)round_k(is * min[j]) << 4);
+        dm = put_f16(b + 82, maxm / 15.0f);
+    } else {
+        dm = put_f16(b + 82, 0.0f);
+    }
+    for (int j = 0; j < 16; j++) {
+        float dj = d * (float)(sc[j] & 0xf);
+        if (dj == 0) continue;
+        float mj = dm * (float)(sc[j] >> 4);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clamp_i(round_k((x[16 * j + l] + mj) / dj), 0, 3);
+    }
+    pack2(L, qs);
+}
+
+/* Q3_K (110 bytes): hmask[32] (bit k of byte l: the high bit of code 32 k + l), qs[64] (low 2
+ * bits), scales[12] (16 6-bit signed scales + 32: low nibbles in bytes 0..7, high pairs in
+ * 8..11), d. */
+MK_VINLINE void q3_k(const float *x, uint8_t *b)
+{
+    int8_t L[QK_K];
+    uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+    float scale[16], maxs = 0, amax = 0;
+    for (int j = 0; j < 16; j++) {
+        scale[j] = fit_q3(x + 16 * j, L + 16 * j);
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    memset(sc, 0, 12);
+    float d;
+    if (maxs != 0) {
+        float iscale = -32.0f / maxs;
+        for (int j = 0; j < 16; j++) {
+            int8_t l = (int8_t)round_k(iscale * scale[j]);
+            l = (int8_t)(clamp_i(l, -32, 31) + 32);
+            if (j < 8) sc[j] = (uint8_t)(l & 0xf);
+            else sc[j - 8] |= (uint8_t)((l & 0xf) << 4);
+            sc[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+        }
+        d = put_f16(b + 108, 1 / iscale);
+    } else {
+        d = put_f16(b + 108, 0.0f);
+    }
+    for (int j = 0; j < 16; j++) {
+        int8_t s = (int8_t)(j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4);
+        s = (int8_t)((s | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+        float dj = d * (float)s;
+        if (dj == 0) continue;
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -4, 3) + 4);
+    }
+    uint8_t low[QK_K];
+    memset(hmask, 0, 32);
+    for (int j = 0; j < QK_K; j++) {
+        int l = L[j];
+        if (l > 3) {
+            hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+            l -= 4;
+        }
+        low[j] = (uint8_t)l;
+    }
+    pack2(low, qs);
+}
+
+/* Q4_K and Q5_K's group fits for two super-blocks at once (x1 NULL: one): 8 groups of 32 each,
+ * fitted with offsets, weights sqrt(mean x^2) + |x|. Block h's group j is lane 8 h + j. */
+MK_VINLINE void k_fit(const float *x0, const float *x1, int nmax, float rmin, float rdelta, int nstep, int32_t *Lt, float *scale,
+                  float *min)
+{
+    float xt[32 * LANES], wt[32 * LANES];
+    to_lanes(x0, 32, 8, xt);
+    if (x1)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 32; i++) xt[i * LANES + 8 + k] = x1[32 * k + i];
+    for (int k = 0; k < LANES; k++) {
+        float s2 = 0;
+        for (int i = 0; i < 32; i++) s2 += xt[i * LANES + k] * xt[i * LANES + k];
+        float av = sqrtf(s2 / 32);
+        for (int i = 0; i < 32; i++) wt[i * LANES + k] = av + fabsf(xt[i * LANES + k]);
+    }
+    fit_offset(32, nmax, xt, wt, Lt, scale, min, rmin, rdelta, nstep, false);
+}
+
+/* Q4_K and Q5_K's scales for one super-block from its 8 fits (lanes h8 .. h8 + 7): 6-bit group
+ * scales and minimums packed in b[4..16) (groups 0..3 in the low 6 bits of bytes 0..3 and 4..7;
+ * groups 4..7 as nibbles in bytes 8..11 with their top 2 bits in the top of bytes 0..7); d,
+ * dmin at b[0], b[2]; L the final codes 0..nmax. */
+MK_VINLINE void k_scales(const float *x, uint8_t *b, const int32_t *Lt, const float *scale, const float *min, int h8, int nmax, uint8_t *L)
+{
+    float maxs = 0, maxm = 0;
+    uint8_t *s = b + 4, ls[8], lm[8];
+    for (int j = 0; j < 8; j++) {
+        for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)Lt[i * LANES + h8 + j];
+        if (scale[h8 + j] > maxs) maxs = scale[h8 + j];
+        if (min[h8 + j] > maxm) maxm = min[h8 + j];
+    }
+    float is = maxs > 0 ? 63.0f / maxs : 0.0f, im = maxm > 0 ? 63.0f / maxm : 0.0f;
+    for (int j = 0; j < 8; j++) {
+        ls[j] = (uint8_t)round_k(is * scale[h8 + j]);
+        lm[j] = (uint8_t)round_k(im * min[h8 + j]);
+        if (ls[j] > 63) ls[j] = 63;
+        if (lm[j] > 63) lm[j] = 63;
+    }
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(ls[j] | (ls[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(lm[j] | (lm[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((ls[j + 4] & 0xf) | (lm[j + 4] & 0xf) << 4);
+    }
+    float d = put_f16(b, maxs / 63.0f), dm = put_f16(b + 2, maxm / 63.0f);
+    for (int j = 0; j < 8; j++) {
+        float dj = d * (float)ls[j];
+        if (dj == 0) continue;
+        float mj = dm * (float)lm[j];
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clamp_i(round_k((x[32 * j + l] + mj) / dj), 0, nmax);
+    }
+}
+
+/* Q4_K (144 bytes): d, dmin, scales[12], qs[128] (byte l of each 32: codes 64 k + l, + 32 high). */
+MK_VINLINE void q4_k_pack(const uint8_t *L, uint8_t *b)
+{
+    uint8_t *qs = b + 16;
+    for (int k = 0; k < QK_K / 64; k++)
+        for (int l = 0; l < 32; l++) qs[32 * k + l] = (uint8_t)(L[64 * k + l] | L[64 * k + 32 + l] << 4);
+}
+
+/* Q5_K (176 bytes): d, dmin, scales[12], qh[32] (bit 2 k / 2 k + 1 of byte l: the fifth bit of
+ * codes 64 k + l / 64 k + 32 + l), qs[128] as Q4_K's low nibbles. */
+MK_VINLINE void q5_k_pack(const uint8_t *L, uint8_t *b)
+{
+    uint8_t *qh = b + 16, *qs = b + 48;
+    memset(qh, 0, 32);
+    for (int k = 0; k < QK_K / 64; k++)
+        for (int l = 0; l < 32; l++) {
+            int lo = L[64 * k + l], hi = L[64 * k + 32 + l];
+            qh[l] |= (uint8_t)((lo >> 4) << (2 * k) | (hi >> 4) << (2 * k + 1));
+            qs[32 * k + l] = (uint8_t)((lo & 0xf) | (hi & 0xf) << 4);
+        }
+}
+
+/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
+ * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
+ * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
+MK_VINLINE void q6_k(const float *x, uint8_t *b)
+{
+    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
+    int32_t Lt[16 * LANES];
+    int8_t L[QK_K];
+    to_lanes(x, 16, 16, xt);
+    fit_sym(32, xt, Lt, scale);
+    for (int j = 0; j < 16; j++) {
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    if (amax < ZERO_GROUP) {
+        memset(b, 0, 210);
+        return;
+    }
+    uint8_t *ql = b, *qh = b + 128, *sc = b + 192;
+    float iscale = -128.0f / maxs, d = put_f16(b + 208, 1 / iscale);
+    for (int j = 0; j < 16; j++) {
+        int v = round_k(iscale * scale[j]);
+        sc[j] = (uint8_t)(int8_t)(v < 127 ? v : 127);
+    }
+    for (int j = 0; j < 16; j++) {
+        float dj = d * (float)(int8_t)sc[j];
+        if (dj == 0) continue;
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -32, 31) + 32);
+    }
+    for (int h = 0; h < QK_K / 128; h++)
+        for (int l = 0; l < 32; l++) {
+            const int8_t *c = L + 128 * h + l;
+            ql[64 * h + l] = (uint8_t)((c[0] & 0xf) | (c[64] & 0xf) << 4);
+            ql[64 * h + 32 + l] = (uint8_t)((c[32] & 0xf) | (c[96] & 0xf) << 4);
+            qh[32 * h + l] = (uint8_t)(c[0] >> 4 | (c[32] >> 4) << 2 | (c[64] >> 4) << 4 | (c[96] >> 4) << 6);
+        }
+}
+
+/* ---- IQ4_NL: 32 values on a non-linear 16-level code book, one f16 scale (18 bytes) ---- */
+
+static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* The code of the level nearest x (ties to the upper level): the number of midpoints between
+ * consecutive levels at or below x (doubled, so exact; what llama.cpp's search finds), and
+ * that level, built up from the steps between levels (exact small integers). No table look-up,
+ * so that lanes vectorize. */
+static inline int iq4nl_code(float x, float *level)
+{
+    float x2 = x + x, q = (float)IQ4NL[0];
+    int idx = 0;
+    for (int j = 1; j < 16; j++) {
+        int up = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]);
+        idx += up;
+        q += up ? (float)(IQ4NL[j] - IQ4NL[j - 1]) : 0.0f;
+    }
+    *level = q;
+    return idx;
+}
+
+/* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
+static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *id, float *sqx, float *sq2)
+{
+    for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < LANES; k++) {
+            float v = xt[i * LANES + k], w = v * v, q;
+            iq4nl_code(id[k] * v, &q);
+            sqx[k] += w * q * v;
+            sq2[k] += w * q * q;
+        }
+}
+
+/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
+ * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
+ * blocks of 32 at once, block k in lane k. */
+MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+{
+    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
+    to_lanes(x, 32, (int)nb, xt);
+    lane_absmax(xt, 32, amax, max);
+    for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
+    iq4_nl_sums(xt, id, sqx, sq2);
+    for (int k = 0; k < LANES; k++) {
+        d[k] = sq2[k] > 0 ? sqx[k] / sq2[k] : 0;
+        best[k] = d[k] * sqx[k];
+    }
+    for (int t = -7; t <= 7; t++) {
+        for (int k = 0; k < LANES; k++) id[k] = (float)(t + IQ4NL[0]) / max[k];
+        iq4_nl_sums(xt, id, sqx, sq2);
+        for (int k = 0; k < LANES; k++) {
+            int upd = (sq2[k] > 0) & (sqx[k] * sqx[k] > best[k] * sq2[k]);
+            d[k] = upd ? sqx[k] / sq2[k] : d[k];
+            best[k] = upd ? d[k] * sqx[k] : best[k];
+        }
+    }
+    int32_t L[32 * LANES];
+    for (int k = 0; k < LANES; k++) {
+        d[k] = amax[k] < ZERO_GROUP ? 0 : d[k];
+        id[k] = d[k] != 0 ? 1 / d[k] : 0;
+    }
+    for (int i = 0; i < 32; i++)
+        for (int k = 0; k < LANES; k++) {
+            float q;
+            L[i * LANES + k] = iq4nl_code(id[k] * xt[i * LANES + k], &q);
+        }
+    for (uint64_t k = 0; k < nb; k++) {
+        uint8_t *b = out + 18 * k;
+        put_f16(b, d[k]);
+        for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(L[j * LANES + k] | L[(16 + j) * LANES + k] << 4);
+    }
+}
+
+/* The encoders, each built for the baseline and for AVX2 (qvec.h: the same bytes) */
+#define ROWS(name, body)                                                      \
+    MK_QKERNEL static void name(const float *src, uint64_t nblocks, uint8_t *out) { body }
+ROWS(rows_q2_k, for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * 84);)
+ROWS(rows_q3_k, for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * 110);)
+ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * 210);)
+ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * 18);)
+
+/* Q4_K (nmax 15) and Q5_K (31): two super-blocks a fit */
+MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *out, bool q4)
+{
+    int nmax = q4 ? 15 : 31;
+    unsigned bytes = q4 ? 144 : 176;
+    int32_t Lt[32 * LANES];
+    float scale[LANES], min[LANES];
+    uint8_t L[QK_K];
+    for (uint64_t i = 0; i < nblocks; i += 2) {
+        const float *x0 = src + i * QK_K, *x1 = i + 1 < nblocks ? x0 + QK_K : NULL;
+        k_fit(x0, x1, nmax, q4 ? -1.0f : -0.5f, 0.1f, q4 ? 20 : 15, Lt, scale, min);
+        for (int h = 0; h < (x1 ? 2 : 1); h++) {
+            uint8_t *b = out + (i + (uint64_t)h) * bytes;
+            k_scales(x0 + h * QK_K, b, Lt, scale, min, 8 * h, nmax, L);
+            if (q4) q4_k_pack(L, b);
+            else q5_k_pack(L, b);
+        }
+    }
+}
+
+bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
+{
+    switch (type) {
+    case MK_GGML_Q2_K: rows_q2_k(src, nblocks, dst); return true;
+    case MK_GGML_Q3_K: rows_q3_k(src, nblocks, dst); return true;
+    case MK_GGML_Q4_K: rows_q45_k(src, nblocks, dst, true); return true;
+    case MK_GGML_Q5_K: rows_q45_k(src, nblocks, dst, false); return true;
+    case MK_GGML_Q6_K: rows_q6_k(src, nblocks, dst); return true;
+    case MK_GGML_IQ4_NL: rows_iq4_nl(src, nblocks, dst); return true;
+    default: return false;
+    }
+}

@@ -1,0 +1,95 @@
+#!/bin/sh
+# quantize --target-bpw: mixed precision under a budget on a synthetic Llama (8 layers, 56
+# weights): the achieved bits per weight within 0.02 below the target at several budgets, the
+# allocation no worse than any single format that fits the budget (on its own objective),
+# one JSON document, the written checkpoint (one config group per format, its targets the
+# modules, read back by dequantize and inspect), the model card's table, determinism, usage
+# errors. compressed-tensors' own reading of the output: tools/compat-alloc.sh (make compat).
+. "$MK_ROOT/tests/e2e/lib.sh"
+JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
+"$MK" synth m --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 -q || { notok "synth" "failed"; exit 0; }
+
+# num KEY FILE: a number from the first line of the allocation JSON
+num() { head -n 1 "$2" | sed -n "s/.*\"$1\": \([-0-9.e+]*\).*/\1/p"; }
+
+for b in 4.3 5 6 7; do
+    if ! "$MK" quantize m o --target-bpw "$b" --dry-run --json >a.json 2>a.err; then
+        notok "--target-bpw $b" "$(tail -n 2 a.err)"
+        continue
+    fi
+    [ -x "$JC" ] && { "$JC" <a.json >/dev/null 2>&1 || notok "--target-bpw $b --json" "not one JSON document"; }
+    got=$(num bpw_quantizable a.json)
+    obj=$(num objective a.json)
+    # "alone_bpw": x, "alone_objective": y of every format usable alone
+    alone=$(head -n 1 a.json | grep -o '"alone_bpw": [0-9.]*, "alone_objective": [0-9.e+-]*' | sed 's/"alone_bpw": //; s/, "alone_objective": / /')
+    if awk -v g="$got" -v t="$b" 'BEGIN { exit !(g <= t && t - g <= 0.02) }'; then
+        ok "--target-bpw $b: achieved $got bits per weight (within 0.02 below)"
+    else
+        notok "--target-bpw $b" "achieved $got"
+    fi
+    worse=$(echo "$alone" | awk -v t="$b" -v o="$obj" '$1 <= t && $2 < o { print }')
+    if [ -n "$alone" ] && [ -z "$worse" ]; then
+        ok "--target-bpw $b: objective $obj no worse than any single format within the budget"
+    else
+        notok "--target-bpw $b: beats single formats" "objective $obj; better alone: $worse"
+    fi
+done
+if grep -q '"name": "model.layers.0.mlp.down_proj.weight", "numel": 131072, "format": "[a-z0-9:=-]*", "bits_per_weight": [0-9.]*, "predicted_error": .*"options": \[{"format": "int4"' a.json; then
+    ok "--json lists each weight with its options"
+else
+    notok "--json lists each weight with its options" "$(sed -n 2p a.json | head -c 300)"
+fi
+
+t_ok "write a mixed checkpoint" "$MK" quantize m q --target-bpw 6 -q
+if grep -q '"format": "mixed-precision"' q/config.json && grep -q '"group_1"' q/config.json &&
+    grep -q '"model.layers.0.self_attn.q_proj"' q/config.json && grep -q '^## Allocation' q/README.md &&
+    grep -q '^| `model.layers.7.mlp.down_proj.weight` | ' q/README.md; then
+    ok "config groups per format, the allocation in the model card"
+else
+    notok "config groups per format, the allocation in the model card" "$(grep -c group_ q/config.json) groups"
+fi
+t_ok "dequantize reads the mixed checkpoint" "$MK" dequantize q d -q
+"$MK" inspect q >ins.txt 2>&1
+if grep -q "^quantized: mixed (compressed-tensors, a format per weight); 56 weights" ins.txt; then ok "inspect calls it mixed"
+else notok "inspect calls it mixed" "$(tail -n 1 ins.txt)"; fi
+t_ok "the same again with one thread and small chunks" "$MK" quantize m q2 --target-bpw 6 -q -j 1 --chunk 4096
+t_same "deterministic" q/model.safetensors q2/model.safetensors
+t_same "deterministic config" q/config.json q2/config.json
+
+# kld: each layer's attention and MLP probed on a text; the weights' sensitivities then differ
+awk 'BEGIN { for (i = 0; i < 600; i++) printf "tok%d ", 3 + (i * 37) % 200; print "" }' >text.txt
+if "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.txt --sensitivity-ctx 64 --dry-run --json >k.json 2>k.err &&
+    grep -q "kld: 16 groups of weights probed on 2 window(s) of 64 tokens" k.err && grep -q '"sensitivity": "kld"' k.json; then
+    ns=$(sed 1d k.json | grep -o '"sensitivity": [0-9.e+-]*' | sort -u | wc -l)
+    got=$(num bpw_quantizable k.json)
+    if [ "$ns" -ge 8 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then ok "--sensitivity kld: $ns distinct sensitivities, $got bits per weight"
+    else notok "--sensitivity kld" "$ns distinct sensitivities, $got bits per weight"; fi
+else
+    notok "--sensitivity kld" "$(tail -n 2 k.err)"
+fi
+t_fail "kld needs a text" 2 "give --sensitivity-text FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity kld
+t_fail "budget below the cheapest" 2 "--target-bpw 2: the budget is below the cheapest choice: at least 4\.[0-9]+ bits per weight" \
+    "$MK" quantize m q3 --target-bpw 2
+t_fail "--format with --target-bpw" 2 "not with --format" "$MK" quantize m q3 --target-bpw 5 --format int4
+t_fail "a format that cannot mix" 2 "--formats: nf4 is not written in the compressed-tensors layout" "$MK" quantize m q3 --target-bpw 5 --formats nf4,int4
+t_fail "settings go in --formats" 2 "--group-size: with --target-bpw, settings go in --formats" "$MK" quantize m q3 --target-bpw 5 --group-size 32
+t_fail "--formats without --target-bpw" 2 "give --target-bpw" "$MK" quantize m q3 --formats int4,keep
+t_fail "unknown sensitivity" 2 "--sensitivity bogus" "$MK" quantize m q3 --target-bpw 5 --sensitivity bogus
+t_absent "no output after errors" q3 q3.tmp
+
+# SmolLM2-135M (tools/get-smollm2.sh): 210 weights, int4's groups of 128 fit only down_proj
+SM=${MK_SMOLLM2:-"$ROOT/.models/smollm2"}
+if [ ! -f "$SM/model.safetensors" ]; then
+    echo "skip - smollm2 --target-bpw: $SM is absent (run tools/get-smollm2.sh)"
+elif ! "$MK" quantize "$SM" o --target-bpw 5 --dry-run --json >s.json 2>s.err; then
+    notok "smollm2 --target-bpw 5" "$(tail -n 2 s.err)"
+else
+    got=$(num bpw_quantizable s.json)
+    obj=$(num objective s.json)
+    nv=$(head -n 1 s.json | sed -n 's/.*"format": "nvfp4", "alone_bpw": [0-9.]*, "alone_objective": \([0-9.e+-]*\).*/\1/p')
+    if awk -v g="$got" -v o="$obj" -v n="$nv" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02 && n != "" && o < n) }'; then
+        ok "smollm2 --target-bpw 5: $got bits per weight, objective $obj below nvfp4's $nv"
+    else
+        notok "smollm2 --target-bpw 5" "achieved $got, objective $obj, nvfp4 alone $nv"
+    fi
+fi
