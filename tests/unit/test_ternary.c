@@ -91,14 +91,8 @@ done:
 
 MK_TEST(ternary_golden)
 {
-    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/golden/quant/ternary.safetensors", root);
-    mk_source *src = NULL;
-    if (mk_safetensors_open(path, &src) != MK_OK) {
-        mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
-        return;
-    }
+    mk_source *src = mk_test_golden("quant/ternary.safetensors");
+    if (!src) return;
     size_t ncases = 0;
     for (size_t i = 0; i < src->n_tensors; i++) {
         const char *nm = src->tensors[i].name;
@@ -110,7 +104,7 @@ MK_TEST(ternary_golden)
         check_case(src, cs);
         ncases++;
     }
-    CHECK_MSG(ncases >= 10, "only %zu cases in %s", ncases, path);
+    CHECK_MSG(ncases >= 10, "only %zu cases in quant/ternary.safetensors", ncases);
     mk_source_close(src);
 }
 
