@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-extern const mk_qfamily mk_qfam_bnb4, mk_qfam_bnb8, mk_qfam_ct_int, mk_qfam_ct_fp8, mk_qfam_ct_fp4, mk_qfam_ct_mxfp8;
+extern const mk_qfamily mk_qfam_bnb4, mk_qfam_bnb8, mk_qfam_ct_int, mk_qfam_ct_fp8, mk_qfam_ct_fp4, mk_qfam_ct_mxfp8, mk_qfam_bitnet;
 
 /* max_rel_rmse: measured on N(0, 1) bf16 [64, 512] weights (test_quant.c prints them with
  * MK_QUANT_REPORT=1): nf4 0.092, fp4 0.121, int8 0.0074 (bitsandbytes) / 0.0081
@@ -38,6 +38,8 @@ const mk_qformat mk_qformats[] = {
      .variant = 1, .block = 32, .max_rel_rmse = 0.13, .layouts = {&mk_qfam_ct_fp4}},
     {.name = "mxfp8", .summary = "FP8 E4M3 in groups of 32, power-of-two E8M0 scales (compressed-tensors MXFP8, OCP MX)", .bits = 8,
      .variant = 2, .block = 32, .max_rel_rmse = 0.03, .layouts = {&mk_qfam_ct_mxfp8}},
+    {.name = "ternary", .summary = "BitNet b1.58 ternary {-1, 0, 1}, absmean scale per tensor, 4 codes a byte (transformers BitNet); no training: experiments only",
+     .bits = 2, .max_rel_rmse = 0.60, .layouts = {&mk_qfam_bitnet}},
     {.name = NULL},
 };
 

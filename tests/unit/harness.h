@@ -18,6 +18,9 @@ void mk_test_register(const char *name, const char *file, mk_test_fn fn);
 void mk_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* A scratch directory for this test run (created on first use, removed at exit). */
 const char *mk_test_tmpdir(void);
+/* tests/golden/REL (under $MK_ROOT, else the current folder) as a safetensors source, or NULL
+ * after recording a failure that names the file. */
+struct mk_source *mk_test_golden(const char *rel);
 
 #define MK_TEST(name)                                                                    \
     static void test_##name(void);                                                       \

@@ -3,6 +3,7 @@
 
 #include "../../core/mk_core.h"
 #include "../../core/mk_io.h"
+#include "../../formats/safetensors.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -37,6 +38,17 @@ void mk_test_fail(const char *file, int line, const char *fmt, ...)
     va_end(ap);
     if (cur_failed < 5) printf("  %s:%d: %s\n", file, line, msg);
     cur_failed++;
+}
+
+mk_source *mk_test_golden(const char *rel)
+{
+    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/golden/%s", root, rel);
+    mk_source *src = NULL;
+    if (mk_safetensors_open(path, &src) == MK_OK) return src;
+    mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
+    return NULL;
 }
 
 const char *mk_test_tmpdir(void)

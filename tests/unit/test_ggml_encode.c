@@ -43,14 +43,8 @@ static bool zero_block_sign(int id, const float *x, const uint8_t *got, const ui
 
 MK_TEST(ggml_encode_golden)
 {
-    const char *root = getenv("MK_ROOT") ? getenv("MK_ROOT") : ".";
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/golden/gguf/encode.safetensors", root);
-    mk_source *s = NULL;
-    if (mk_safetensors_open(path, &s) != MK_OK) {
-        mk_test_fail(__FILE__, __LINE__, "cannot open %s: %s", path, mk_errmsg());
-        return;
-    }
+    mk_source *s = mk_test_golden("gguf/encode.safetensors");
+    if (!s) return;
     static const char *const types[] = {"f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "tq1_0", "tq2_0"};
     size_t checked = 0, want_n = 0;
     for (size_t c = 0; c < s->n_tensors; c++) want_n += strchr(s->tensors[c].name, '.') != NULL;
