@@ -265,8 +265,9 @@ static const char *details(void)
     if (n < sizeof text)
         snprintf(text + n, sizeof text - n, "%s",
                  "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
-                 "what bitsandbytes and compressed-tensors produce for the same weights. Each run reports bits per\n"
-                 "weight, relative RMSE, SQNR and max abs error per tensor and in total (stderr; --json on stdout).\n"
+                 "what bitsandbytes and compressed-tensors (for ternary: transformers' BitNet packing) produce for\n"
+                 "the same weights. Each run reports bits per weight, relative RMSE, SQNR and max abs error per\n"
+                 "tensor and in total (stderr; --json on stdout).\n"
                  "On a cluster, with --part I/N each task writes part I of N of OUT's shards into the shared\n"
                  "OUT.tmp, and 'mergekit-c finalize OUT' finishes it (docs/cluster.md).\n"
                  "With --target-bpw B instead of --format: a compressed-tensors format per weight (from --formats),\n"
