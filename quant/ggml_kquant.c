@@ -433,23 +433,9 @@ MK_VINLINE void q5_k_pack(const uint8_t *L, uint8_t *b)
         }
 }
 
-/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
- * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
- * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
-MK_VINLINE void q6_k(const float *x, uint8_t *b)
+/* Q6_K from its 16 group scales (the one of largest magnitude maxs, amax) and fit codes L */
+MK_VINLINE void q6_k_finish(const float *x, const float *scale, float maxs, float amax, int8_t *L, uint8_t *b)
 {
-    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
-    int32_t Lt[16 * LANES];
-    int8_t L[QK_K];
-    to_lanes(x, 16, 16, xt);
-    fit_sym(32, xt, Lt, scale);
-    for (int j = 0; j < 16; j++) {
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
-        if (fabsf(scale[j]) > amax) {
-            amax = fabsf(scale[j]);
-            maxs = scale[j];
-        }
-    }
     if (amax < ZERO_GROUP) {
         memset(b, 0, 210);
         return;
@@ -474,6 +460,26 @@ MK_VINLINE void q6_k(const float *x, uint8_t *b)
         }
 }
 
+/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
+ * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
+ * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
+MK_VINLINE void q6_k(const float *x, uint8_t *b)
+{
+    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
+    int32_t Lt[16 * LANES];
+    int8_t L[QK_K];
+    to_lanes(x, 16, 16, xt);
+    fit_sym(32, xt, Lt, scale);
+    for (int j = 0; j < 16; j++) {
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    q6_k_finish(x, scale, maxs, amax, L, b);
+}
+
 /* ---- IQ4_NL: 32 values on a non-linear 16-level code book, one f16 scale (18 bytes) ---- */
 
 static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -496,35 +502,48 @@ static inline int iq4nl_code(float x, float *level)
 }
 
 /* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
-static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *id, float *sqx, float *sq2)
+static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *wt, const float *id, float *sqx, float *sq2)
 {
     for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
     for (int i = 0; i < 32; i++)
         for (int k = 0; k < LANES; k++) {
-            float v = xt[i * LANES + k], w = v * v, q;
+            float v = xt[i * LANES + k], w = wt[i * LANES + k], q;
             iq4nl_code(id[k] * v, &q);
             sqx[k] += w * q * v;
             sq2[k] += w * q * q;
         }
 }
 
-/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
- * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
- * blocks of 32 at once, block k in lane k. */
-MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+/* llama-quantize's IQ4_NL (quantize_iq4_nl: weights x^2, or with importance qw (the 32 of
+ * block k at qw + 32 k) qw sqrt(2 mean x^2 + x^2); 15 trial scales around max / -127, then
+ * every value re-coded with the f32 scale kept), for up to LANES blocks of 32 at once, block k
+ * in lane k. */
+MK_VINLINE void iq4_nl(const float *x, uint64_t nb, const float *qw, uint8_t *out)
 {
-    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
+    float xt[32 * LANES], wt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
     to_lanes(x, 32, (int)nb, xt);
+    if (qw) {
+        float qt[32 * LANES];
+        to_lanes(qw, 32, (int)nb, qt);
+        for (int k = 0; k < LANES; k++) {
+            float s2 = 0;
+            for (int i = 0; i < 32; i++) s2 += xt[i * LANES + k] * xt[i * LANES + k];
+            s2 *= 2.0f / 32;
+            for (int i = 0; i < 32; i++) wt[i * LANES + k] = qt[i * LANES + k] * sqrtf(s2 + xt[i * LANES + k] * xt[i * LANES + k]);
+        }
+    } else {
+        for (int i = 0; i < 32 * LANES; i++) wt[i] = xt[i] * xt[i];
+    }
     lane_absmax(xt, 32, amax, max);
     for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
-    iq4_nl_sums(xt, id, sqx, sq2);
+    iq4_nl_sums(xt, wt, id, sqx, sq2);
     for (int k = 0; k < LANES; k++) {
         d[k] = sq2[k] > 0 ? sqx[k] / sq2[k] : 0;
         best[k] = d[k] * sqx[k];
     }
     for (int t = -7; t <= 7; t++) {
         for (int k = 0; k < LANES; k++) id[k] = (float)(t + IQ4NL[0]) / max[k];
-        iq4_nl_sums(xt, id, sqx, sq2);
+        iq4_nl_sums(xt, wt, id, sqx, sq2);
         for (int k = 0; k < LANES; k++) {
             int upd = (sq2[k] > 0) & (sqx[k] * sqx[k] > best[k] * sq2[k]);
             d[k] = upd ? sqx[k] / sq2[k] : d[k];
@@ -554,7 +573,7 @@ MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
 ROWS(rows_q2_k, for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * 84);)
 ROWS(rows_q3_k, for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * 110);)
 ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * 210);)
-ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * 18);)
+ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, NULL, out + i * 18);)
 
 /* Q4_K (nmax 15) and Q5_K (31): two super-blocks a fit */
 MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *out, bool q4)
@@ -574,6 +593,252 @@ MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *o
             else q5_k_pack(L, b);
         }
     }
+}
+
+/* ---- with an importance matrix (llama.cpp's quantize_q*_K / quantize_iq4_nl with weights) - */
+
+/* x ~ scale x L - m with weights w (make_qkx3_quants, squared error): the range grid, then
+ * nstep + 1 grids of nmax + rmin + rdelta k levels, each refitted by weighted least squares,
+ * keeping the codes of the least error. Returns the scale; *m_out the minimum (>= 0). */
+static float fit_offset_w(int n, int nmax, const float *x, const float *w, uint8_t *L, float *m_out, float rmin, float rdelta, int nstep)
+{
+    float lo = x[0], hi = x[0], sw = w[0], sx = w[0] * x[0];
+    uint8_t aux[32];
+    for (int i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    if (lo > 0) lo = 0;
+    if (hi <= lo) {
+        memset(L, 0, (size_t)n);
+        *m_out = -lo;
+        return 0;
+    }
+    float is = (float)nmax / (hi - lo), scale = 1 / is, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)clamp_i(round_k(is * (x[i] - lo)), 0, nmax);
+        float e = scale * (float)L[i] + lo - x[i];
+        best += w[i] * (e * e);
+    }
+    for (int step = 0; step <= nstep; step++) {
+        is = (rmin + rdelta * (float)step + (float)nmax) / (hi - lo);
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = clamp_i(round_k(is * (x[i] - lo)), 0, nmax);
+            aux[i] = (uint8_t)l;
+            sl += w[i] * (float)l;
+            sl2 += w[i] * (float)l * (float)l;
+            sxl += w[i] * (float)l * x[i];
+        }
+        float det = sw * sl2 - sl * sl;
+        if (!(det > 0)) continue;
+        float s = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det, err = 0;
+        if (m > 0) {
+            m = 0;
+            s = sxl / sl2;
+        }
+        for (int i = 0; i < n; i++) {
+            float e = s * (float)aux[i] + m - x[i];
+            err += w[i] * (e * e);
+        }
+        if (err < best) {
+            memcpy(L, aux, (size_t)n);
+            best = err;
+            scale = s;
+            lo = m;
+        }
+    }
+    *m_out = -lo;
+    return scale;
+}
+
+/* n non-negative values x ~ scale x L, L in 0..nmax, weights w (make_qp_quants): the grid
+ * through the largest, 8 grids of nmax -+ 0.1 k levels by weighted error, then up to 5 passes
+ * moving single codes while the least-squares fit improves. Returns the scale. */
+static float fit_pos_w(int n, int nmax, const float *x, uint8_t *L, const float *w)
+{
+    float max = 0;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    if (max < ZERO_GROUP) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float is = (float)nmax / max, scale = 1 / is, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)round_k(is * x[i]);
+        float e = x[i] - scale * (float)L[i];
+        best += w[i] * e * e;
+    }
+    for (int t = -4; t <= 4; t++) {
+        if (t == 0) continue;
+        float ist = (0.1f * (float)t + (float)nmax) / max, st = 1 / ist, err = 0;
+        for (int i = 0; i < n; i++) {
+            int l = round_k(ist * x[i]);
+            l = l < nmax ? l : nmax;
+            float e = x[i] - st * (float)l;
+            err += w[i] * e * e;
+        }
+        if (err < best) {
+            best = err;
+            is = ist;
+        }
+    }
+    float slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = round_k(is * x[i]);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        slx += w[i] * x[i] * (float)l;
+        sl2 += w[i] * (float)l * (float)l;
+    }
+    for (int pass = 0; pass < 5; pass++) {
+        int moved = 0;
+        for (int i = 0; i < n; i++) {
+            float a = slx - w[i] * x[i] * (float)L[i], b = sl2 - w[i] * (float)L[i] * (float)L[i];
+            if (!(a > 0 && b > 0)) continue;
+            int l = round_k(x[i] * b / a);
+            l = l < nmax ? l : nmax;
+            if (l == L[i]) continue;
+            a += w[i] * x[i] * (float)l;
+            b += w[i] * (float)l * (float)l;
+            if (a * a * sl2 > slx * slx * b) {
+                L[i] = (uint8_t)l;
+                slx = a;
+                sl2 = b;
+                moved++;
+            }
+        }
+        if (!moved) break;
+    }
+    return sl2 > 0 ? slx / sl2 : 0;
+}
+
+/* Q4_K / Q5_K super-block with importance qw[256]: weights qw sqrt(2 mean x^2 + x^2), group
+ * scales and minimums quantized by fit_pos_w weighted by each group's weight sum. */
+static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
+{
+    float s2 = 0, w[32], sw[8], scale[8], min[8];
+    uint8_t L[QK_K], ls[8], lm[8], *s = b + 4;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    float sigma2 = 2 * s2 / QK_K;
+    for (int j = 0; j < 8; j++) {
+        float sum = 0;
+        for (int l = 0; l < 32; l++) w[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+        for (int l = 0; l < 32; l++) sum += w[l];
+        sw[j] = sum;
+        scale[j] = fit_offset_w(32, nmax, x + 32 * j, w, L + 32 * j, &min[j], -0.9f, 0.05f, 36);
+    }
+    float d = fit_pos_w(8, 63, scale, ls, sw), dm = fit_pos_w(8, 63, min, lm, sw);
+    if (nmax == 31)
+        for (int j = 0; j < 8; j++) {
+            ls[j] = ls[j] < 63 ? ls[j] : 63;
+            lm[j] = lm[j] < 63 ? lm[j] : 63;
+        }
+    for (int j = 0; j < 4; j++) {
+        s[j] = ls[j];
+        s[j + 4] = lm[j];
+    }
+    for (int j = 4; j < 8; j++) {
+        s[j + 4] = (uint8_t)((ls[j] & 0xf) | (lm[j] & 0xf) << 4);
+        s[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+        s[j] |= (uint8_t)((lm[j] >> 4) << 6);
+    }
+    d = put_f16(b, d);
+    dm = put_f16(b + 2, dm);
+    for (int j = 0; j < 8; j++) {
+        /* the 6-bit scale and minimum as the decoder reads them back */
+        int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+        int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+        float dj = d * (float)sc;
+        if (dj == 0) continue;
+        float mj = dm * (float)mn;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clamp_i(round_k((x[32 * j + l] + mj) / dj), 0, nmax);
+    }
+    if (nmax == 15) q4_k_pack(L, b);
+    else q5_k_pack(L, b);
+}
+
+/* Q6_K super-block with importance qw[256] (make_qx_quants with weights qw, then as q6_k) */
+static void q6_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float scale[16], maxs = 0, amax = 0;
+    int8_t L[QK_K];
+    for (int j = 0; j < 16; j++) {
+        const float *xg = x + 16 * j, *wg = qw + 16 * j;
+        int8_t *Lg = L + 16 * j;
+        float gmax = 0, gamax = 0;
+        for (int i = 0; i < 16; i++)
+            if (fabsf(xg[i]) > gamax) {
+                gamax = fabsf(xg[i]);
+                gmax = xg[i];
+            }
+        scale[j] = 0;
+        if (gamax < ZERO_GROUP) {
+            memset(Lg, 0, 16);
+        } else {
+            float is = -32.0f / gmax, slx = 0, sl2 = 0;
+            for (int i = 0; i < 16; i++) {
+                int l = clamp_i(round_k(is * xg[i]), -32, 31);
+                Lg[i] = (int8_t)(l + 32);
+                slx += wg[i] * xg[i] * (float)l;
+                sl2 += wg[i] * (float)l * (float)l;
+            }
+            float sc = sl2 != 0 ? slx / sl2 : 0, best = sc * slx;
+            for (int t = -9; t <= 9; t++) {
+                if (t == 0) continue;
+                float ist = -(32.0f + 0.1f * (float)t) / gmax, a = 0, c = 0;
+                for (int i = 0; i < 16; i++) {
+                    float l = (float)clamp_i(round_k(ist * xg[i]), -32, 31);
+                    a += wg[i] * xg[i] * l;
+                    c += wg[i] * l * l;
+                }
+                if (c > 0 && a * a > best * c) {
+                    for (int i = 0; i < 16; i++) Lg[i] = (int8_t)(clamp_i(round_k(ist * xg[i]), -32, 31) + 32);
+                    sc = a / c;
+                    best = sc * a;
+                }
+            }
+            scale[j] = sc;
+        }
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    q6_k_finish(x, scale, maxs, amax, L, b);
+}
+
+bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
+{
+    uint64_t bsize = type == MK_GGML_IQ4_NL ? 32 : QK_K, nb = n_per_row / bsize;
+    if (n_per_row % bsize) return false;
+    if (!qw) return mk_ggml_kquant_encode(type, src, nrows * nb, dst);
+    uint8_t *out = dst;
+    for (uint64_t r = 0; r < nrows; r++) {
+        const float *x = src + r * n_per_row;
+        switch (type) {
+        case MK_GGML_Q4_K:
+        case MK_GGML_Q5_K: {
+            unsigned bytes = type == MK_GGML_Q4_K ? 144 : 176;
+            for (uint64_t i = 0; i < nb; i++, out += bytes) q45_k_w(x + i * QK_K, qw + i * QK_K, type == MK_GGML_Q4_K ? 15 : 31, out);
+            break;
+        }
+        case MK_GGML_Q6_K:
+            for (uint64_t i = 0; i < nb; i++, out += 210) q6_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_IQ4_NL:
+            for (uint64_t i = 0; i < nb; i += LANES) {
+                uint64_t k = nb - i < LANES ? nb - i : LANES;
+                iq4_nl(x + i * 32, k, qw + i * 32, out);
+                out += k * 18;
+            }
+            break;
+        default: return false;
+        }
+    }
+    return true;
 }
 
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
