@@ -24,8 +24,8 @@ With mergekit-c built, also (convert --imatrix end to end):
 Versions: tests/golden/gguf/VERSIONS (llama-cpp-python).
 """
 import ctypes
-import glob
 import importlib.metadata
+import importlib.util
 import os
 import sys
 
@@ -39,11 +39,11 @@ BLOCK = {"q4_k": 256, "q5_k": 256, "q6_k": 256, "iq4_nl": 32}
 
 
 def ggml_base():
-    import llama_cpp
-    libs = glob.glob(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
-    if not libs:
-        raise SystemExit("libggml-base.so not found next to llama_cpp")
-    return ctypes.CDLL(libs[0])
+    """libggml-base, as tools/gen-golden-gguf-kquant.py loads it"""
+    spec = importlib.util.spec_from_file_location("gen_golden_gguf_kquant", os.path.join(HERE, "gen-golden-gguf-kquant.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.ggml_base()
 
 
 def cases(rng):
