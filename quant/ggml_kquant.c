@@ -269,12 +269,26 @@ MK_VINLINE float fit_q3(const float *x, int8_t *L)
 
 /* ---- the block types --------------------------------------------------------------------- */
 
+/* Q2_K's codes re-fitted to the group scales and minimums as decoded (scales b[0..16), d, dm),
+ * where a group's scale is not 0, and packed */
+MK_VINLINE void q2_k_finish(const float *x, uint8_t *b, float d, float dm, uint8_t *L)
+{
+    const uint8_t *sc = b;
+    for (int j = 0; j < 16; j++) {
+        float dj = d * (float)(sc[j] & 0xf);
+        if (dj == 0) continue;
+        float mj = dm * (float)(sc[j] >> 4);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clamp_i(round_k((x[16 * j + l] + mj) / dj), 0, 3);
+    }
+    pack2(L, b + 16);
+}
+
 /* Q2_K (84 bytes): scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin. */
 MK_VINLINE void q2_k(const float *x, uint8_t *b)
 {
     float xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES], maxs = 0, maxm = 0;
     int32_t Lt[16 * LANES];
-    uint8_t L[QK_K], *sc = b, *qs = b + 16;
+    uint8_t L[QK_K], *sc = b;
     to_lanes(x, 16, 16, xt);
     for (int i = 0; i < 16 * LANES; i++) wt[i] = fabsf(xt[i]);
     fit_offset(16, 3, xt, wt, Lt, scale, min, -0.5f, 0.1f, 15, true);
@@ -299,13 +313,32 @@ MK_VINLINE void q2_k(const float *x, uint8_t *b)
     } else {
         dm = put_f16(b + 82, 0.0f);
     }
+    q2_k_finish(x, b, d, dm, L);
+}
+
+/* Q3_K's codes re-fitted to the 6-bit group scales as decoded (b[96..108), d) where not 0,
+ * and packed */
+MK_VINLINE void q3_k_finish(const float *x, uint8_t *b, float d, int8_t *L)
+{
+    uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
     for (int j = 0; j < 16; j++) {
-        float dj = d * (float)(sc[j] & 0xf);
+        int8_t s = (int8_t)(j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4);
+        s = (int8_t)((s | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+        float dj = d * (float)s;
         if (dj == 0) continue;
-        float mj = dm * (float)(sc[j] >> 4);
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clamp_i(round_k((x[16 * j + l] + mj) / dj), 0, 3);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -4, 3) + 4);
     }
-    pack2(L, qs);
+    uint8_t low[QK_K];
+    memset(hmask, 0, 32);
+    for (int j = 0; j < QK_K; j++) {
+        int l = L[j];
+        if (l > 3) {
+            hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+            l -= 4;
+        }
+        low[j] = (uint8_t)l;
+    }
+    pack2(low, qs);
 }
 
 /* Q3_K (110 bytes): hmask[32] (bit k of byte l: the high bit of code 32 k + l), qs[64] (low 2
@@ -314,7 +347,7 @@ MK_VINLINE void q2_k(const float *x, uint8_t *b)
 MK_VINLINE void q3_k(const float *x, uint8_t *b)
 {
     int8_t L[QK_K];
-    uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+    uint8_t *sc = b + 96;
     float scale[16], maxs = 0, amax = 0;
     for (int j = 0; j < 16; j++) {
         scale[j] = fit_q3(x + 16 * j, L + 16 * j);
@@ -338,24 +371,7 @@ MK_VINLINE void q3_k(const float *x, uint8_t *b)
     } else {
         d = put_f16(b + 108, 0.0f);
     }
-    for (int j = 0; j < 16; j++) {
-        int8_t s = (int8_t)(j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4);
-        s = (int8_t)((s | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
-        float dj = d * (float)s;
-        if (dj == 0) continue;
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -4, 3) + 4);
-    }
-    uint8_t low[QK_K];
-    memset(hmask, 0, 32);
-    for (int j = 0; j < QK_K; j++) {
-        int l = L[j];
-        if (l > 3) {
-            hmask[j % 32] |= (uint8_t)(1u << (j / 32));
-            l -= 4;
-        }
-        low[j] = (uint8_t)l;
-    }
-    pack2(low, qs);
+    q3_k_finish(x, b, d, L);
 }
 
 /* Q4_K and Q5_K's group fits for two super-blocks at once (x1 NULL: one): 8 groups of 32 each,
@@ -760,54 +776,111 @@ static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
     else q5_k_pack(L, b);
 }
 
-/* Q6_K super-block with importance qw[256] (make_qx_quants with weights qw, then as q6_k) */
+/* n values x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights w (make_qx_quants with
+ * weights): the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
+ * keeping the weighted least-squares scale of greatest explained energy. Returns the scale
+ * (0 for an all-zero group, codes 0). */
+static float fit_sym_w(int n, int nmax, const float *x, const float *w, int8_t *L)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < ZERO_GROUP) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float is = (float)-nmax / max, slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = clamp_i(round_k(is * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        slx += w[i] * x[i] * (float)l;
+        sl2 += w[i] * (float)l * (float)l;
+    }
+    float sc = sl2 != 0 ? slx / sl2 : 0, best = sc * slx;
+    for (int t = -9; t <= 9; t++) {
+        if (t == 0) continue;
+        float ist = -((float)nmax + 0.1f * (float)t) / max, a = 0, c = 0;
+        for (int i = 0; i < n; i++) {
+            float l = (float)clamp_i(round_k(ist * x[i]), -nmax, nmax - 1);
+            a += w[i] * x[i] * l;
+            c += w[i] * l * l;
+        }
+        if (c > 0 && a * a > best * c) {
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(clamp_i(round_k(ist * x[i]), -nmax, nmax - 1) + nmax);
+            sc = a / c;
+            best = sc * a;
+        }
+    }
+    return sc;
+}
+
+/* Q6_K super-block with importance qw[256] (each group's fit weighted by qw, then as q6_k) */
 static void q6_k_w(const float *x, const float *qw, uint8_t *b)
 {
     float scale[16], maxs = 0, amax = 0;
     int8_t L[QK_K];
     for (int j = 0; j < 16; j++) {
-        const float *xg = x + 16 * j, *wg = qw + 16 * j;
-        int8_t *Lg = L + 16 * j;
-        float gmax = 0, gamax = 0;
-        for (int i = 0; i < 16; i++)
-            if (fabsf(xg[i]) > gamax) {
-                gamax = fabsf(xg[i]);
-                gmax = xg[i];
-            }
-        scale[j] = 0;
-        if (gamax < ZERO_GROUP) {
-            memset(Lg, 0, 16);
-        } else {
-            float is = -32.0f / gmax, slx = 0, sl2 = 0;
-            for (int i = 0; i < 16; i++) {
-                int l = clamp_i(round_k(is * xg[i]), -32, 31);
-                Lg[i] = (int8_t)(l + 32);
-                slx += wg[i] * xg[i] * (float)l;
-                sl2 += wg[i] * (float)l * (float)l;
-            }
-            float sc = sl2 != 0 ? slx / sl2 : 0, best = sc * slx;
-            for (int t = -9; t <= 9; t++) {
-                if (t == 0) continue;
-                float ist = -(32.0f + 0.1f * (float)t) / gmax, a = 0, c = 0;
-                for (int i = 0; i < 16; i++) {
-                    float l = (float)clamp_i(round_k(ist * xg[i]), -32, 31);
-                    a += wg[i] * xg[i] * l;
-                    c += wg[i] * l * l;
-                }
-                if (c > 0 && a * a > best * c) {
-                    for (int i = 0; i < 16; i++) Lg[i] = (int8_t)(clamp_i(round_k(ist * xg[i]), -32, 31) + 32);
-                    sc = a / c;
-                    best = sc * a;
-                }
-            }
-            scale[j] = sc;
-        }
+        scale[j] = fit_sym_w(16, 32, x + 16 * j, qw + 16 * j, L + 16 * j);
         if (fabsf(scale[j]) > amax) {
             amax = fabsf(scale[j]);
             maxs = scale[j];
         }
     }
     q6_k_finish(x, scale, maxs, amax, L, b);
+}
+
+/* the 16 group weights qw sqrt(sigma2 + x^2) of a super-block, and their sums */
+static void group_weights16(const float *x, const float *qw, float sigma2, float *w, float *sw)
+{
+    for (int j = 0; j < 16; j++) {
+        float sum = 0;
+        for (int l = 0; l < 16; l++) w[16 * j + l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+        for (int l = 0; l < 16; l++) sum += w[16 * j + l];
+        sw[j] = sum;
+    }
+}
+
+static float sum_sq(const float *x)
+{
+    float s2 = 0;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    return s2;
+}
+
+/* Q3_K super-block with importance qw[256]: groups fitted with weights qw sqrt(2 mean x^2 +
+ * x^2), the 16 group scales themselves fitted (6 bits) weighted by the groups' weight sums */
+static void q3_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float w[QK_K], sw[16], scale[16];
+    int8_t L[QK_K], Ls[16];
+    uint8_t *sc = b + 96;
+    group_weights16(x, qw, 2 * sum_sq(x) / QK_K, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_sym_w(16, 4, x + 16 * j, w + 16 * j, L + 16 * j);
+    memset(sc, 0, 12);
+    float d = fit_sym_w(16, 32, scale, sw, Ls);
+    for (int j = 0; j < 16; j++) {
+        int l = Ls[j];
+        if (j < 8) sc[j] = (uint8_t)(l & 0xf);
+        else sc[j - 8] |= (uint8_t)((l & 0xf) << 4);
+        sc[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+    }
+    q3_k_finish(x, b, put_f16(b + 108, d), L);
+}
+
+/* Q2_K super-block with importance qw[256]: groups fitted with offsets, weights qw sqrt(mean
+ * x^2 + x^2); 4-bit scales and minimums fitted weighted by the groups' weight sums */
+static void q2_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float w[QK_K], sw[16], scale[16], min[16];
+    uint8_t L[QK_K], Ls[16], Lm[16];
+    group_weights16(x, qw, sum_sq(x) / QK_K, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_offset_w(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &min[j], -0.9f, 0.05f, 36);
+    float d = put_f16(b + 80, fit_pos_w(16, 15, scale, Ls, sw)), dm = put_f16(b + 82, fit_pos_w(16, 15, min, Lm, sw));
+    for (int j = 0; j < 16; j++) b[j] = (uint8_t)(Ls[j] | Lm[j] << 4);
+    q2_k_finish(x, b, d, dm, L);
 }
 
 bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
@@ -827,6 +900,12 @@ bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, ui
         }
         case MK_GGML_Q6_K:
             for (uint64_t i = 0; i < nb; i++, out += 210) q6_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_Q3_K:
+            for (uint64_t i = 0; i < nb; i++, out += 110) q3_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_Q2_K:
+            for (uint64_t i = 0; i < nb; i++, out += 84) q2_k_w(x + i * QK_K, qw + i * QK_K, out);
             break;
         case MK_GGML_IQ4_NL:
             for (uint64_t i = 0; i < nb; i += LANES) {

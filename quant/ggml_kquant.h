@@ -16,7 +16,7 @@ bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, vo
 
 /* nrows rows of n_per_row values (a multiple of the type's block) quantized with importance
  * weights qw[n_per_row] (the same for every row: an imatrix's per-column sums of squared
- * activations), byte for byte ggml's quantize_q4_K / q5_K / q6_K / iq4_nl(src, dst, nrows,
+ * activations), byte for byte ggml's quantize_q2_K ... q6_K / iq4_nl(src, dst, nrows,
  * n_per_row, qw). qw NULL: as mk_ggml_kquant_encode. False for another type (with qw) or a
  * row length not a multiple of the block. */
 bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # `convert --imatrix`: the synthetic Llama of tools/gen-golden-gguf-kquant-w.py with the
 # importance matrix it wrote in llama-imatrix's GGUF layout (tests/golden/gguf/imatrix-w256.gguf)
-# converts, under q4_k_m, q5_k_s, q6_k and iq4_nl, to exactly the tensor bytes llama.cpp's
+# converts, under q2_k, q3_k_m, q4_k_m, q5_k_s, q6_k and iq4_nl, to exactly the tensor bytes llama.cpp's
 # weighted quantizers give (imatrix-convert.txt: libggml-base's quantize_* with in_sum2 / count;
 # tolerance: none), and not the unweighted bytes; bad importance files and types are one line,
 # exit 1 (2 for usage), and nothing written. Quantizer bytes: tests/unit/test_ggml_kquant_w.c.
@@ -15,7 +15,7 @@ types_hashes() {
 }
 
 "$MK" synth m --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
-for mix in q4_k_m q5_k_s q6_k iq4_nl; do
+for mix in q2_k q3_k_m q4_k_m q5_k_s q6_k iq4_nl; do
     t_ok "$mix: convert --imatrix" "$MK" convert m "w-$mix.gguf" --type "$mix" --imatrix "$IM" -q
     types_hashes "w-$mix.gguf" | sed "s/^/$mix /" | sort >got.txt
     grep "^$mix " "$G/imatrix-convert.txt" | sort >want.txt
