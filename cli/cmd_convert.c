@@ -271,8 +271,7 @@ typedef struct conv {
 } conv;
 
 /* --imatrix: each matrix the file has importances for gets them, as llama-quantize does
- * (types whose quantizer takes no weights ignore them; those whose weighted search is not
- * here are refused). The file must name at least one of the model's matrices, each with one
+ * (types whose quantizer takes no weights ignore them). The file must name at least one of the model's matrices, each with one
  * importance per column. */
 static mk_status attach_imatrix(conv *v)
 {
@@ -288,11 +287,8 @@ static mk_status attach_imatrix(conv *v)
                             (unsigned long long)e->nmat, (unsigned long long)e->cols, (unsigned long long)q->cols);
         used++;
         switch (q->type) {
-        case MK_GGML_Q2_K: case MK_GGML_Q3_K: case MK_GGML_Q4_K: case MK_GGML_Q5_K: case MK_GGML_Q6_K: case MK_GGML_IQ4_NL: q->qw = e->imp; break;
         case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: break;
-        default:
-            return mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s is %s, whose importance-weighted quantizer is not here yet (the k-quants and iq4_nl have one)",
-                            f, q->name, mk_ggml_type_of(q->type)->name);
+        default: q->qw = e->imp; /* mk_ggml_kquant_encode_w takes every other type convert writes */
         }
     }
     if (!used)
@@ -450,7 +446,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
-        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (llama-imatrix's GGUF): weighted q2_k ... q6_k and iq4_nl matrices", NULL},
+        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (llama-imatrix's GGUF): llama-quantize --imatrix's weighted quantizers", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
@@ -470,8 +466,8 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
         "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output\n"
         "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
-        "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF) quantizes q2_k ... q6_k\n"
-        "and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
+        "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF) quantizes the 4-, 5-bit,\n"
+        "k-quant and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
         "Streams one tensor at a time; OUT appears only when complete.\n"
         "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
         "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"

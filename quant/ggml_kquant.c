@@ -9,6 +9,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../model/gguf_names.h"
+#include "ggml.h"
 #include "qvec.h"
 
 #include <math.h>
@@ -883,11 +884,50 @@ static void q2_k_w(const float *x, const float *qw, uint8_t *b)
     q2_k_finish(x, b, d, dm, L);
 }
 
+/* The 32-value types with importance (quantize_q4_0 / q4_1 / q5_0 / q5_1 with weights): per
+ * block, weights qw sqrt(mean x^2 of the row + x^2); Q4_0 / Q5_0 fitted symmetric (codes - 8,
+ * - 16), Q4_1 / Q5_1 with an offset; no re-quantization. Blocks: d (f16), [m (f16)], [qh[4]:
+ * the fifth bits, value j at bit j], qs[16] (value j low nibble, j + 16 high). */
+static void legacy_w(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
+{
+    float s2 = 0, w[32];
+    for (uint64_t j = 0; j < n; j++) s2 += x[j] * x[j];
+    float sigma2 = s2 / (float)n;
+    bool offset = type == MK_GGML_Q4_1 || type == MK_GGML_Q5_1, five = type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    unsigned bytes = 18 + 2 * offset + 4 * five;
+    for (uint64_t ib = 0; ib < n / 32; ib++, out += bytes) {
+        const float *xb = x + 32 * ib, *q = qw + 32 * ib;
+        uint8_t L[32], *p = out + 2;
+        for (int j = 0; j < 32; j++) w[j] = q[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        if (offset) {
+            float m, d = fit_offset_w(32, five ? 31 : 15, xb, w, L, &m, -0.9f, 0.05f, 36);
+            put_f16(out, d);
+            put_f16(out + 2, -m);
+            p += 2;
+        } else {
+            put_f16(out, fit_sym_w(32, five ? 16 : 8, xb, w, (int8_t *)L));
+        }
+        if (five) {
+            uint32_t qh = 0;
+            for (int j = 0; j < 16; j++) qh |= (uint32_t)((L[j] >> 4) & 1) << j | (uint32_t)((L[j + 16] >> 4) & 1) << (j + 16);
+            for (int k = 0; k < 4; k++) p[k] = (uint8_t)(qh >> (8 * k));
+            p += 4;
+        }
+        for (int j = 0; j < 16; j++) p[j] = (uint8_t)((L[j] & 0xf) | (L[j + 16] & 0xf) << 4);
+    }
+}
+
 bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
 {
-    uint64_t bsize = type == MK_GGML_IQ4_NL ? 32 : QK_K, nb = n_per_row / bsize;
-    if (n_per_row % bsize) return false;
-    if (!qw) return mk_ggml_kquant_encode(type, src, nrows * nb, dst);
+    bool legacy = type == MK_GGML_Q4_0 || type == MK_GGML_Q4_1 || type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    uint64_t bsize = type == MK_GGML_IQ4_NL || legacy ? 32 : QK_K, nb = n_per_row / bsize;
+    if (n_per_row % bsize || n_per_row == 0) return false;
+    if (!qw) return legacy ? mk_ggml_encode(type, src, nrows * nb, dst) : mk_ggml_kquant_encode(type, src, nrows * nb, dst);
+    if (legacy) {
+        const mk_ggml_type *t = mk_ggml_type_of(type);
+        for (uint64_t r = 0; r < nrows; r++) legacy_w(type, src + r * n_per_row, n_per_row, qw, (uint8_t *)dst + r * nb * t->bytes);
+        return true;
+    }
     uint8_t *out = dst;
     for (uint64_t r = 0; r < nrows; r++) {
         const float *x = src + r * n_per_row;

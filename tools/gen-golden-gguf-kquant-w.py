@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Goldens for mergekit-c's k-quants with an importance matrix (quant/ggml_kquant.c,
-mk_ggml_kquant_encode_w), made by llama.cpp itself: libggml-base's quantize_q2_K, quantize_q3_K,
-quantize_q4_K, quantize_q5_K, quantize_q6_K and quantize_iq4_nl (src, dst, nrows, n_per_row, quant_weights), what
+mk_ggml_kquant_encode_w), made by llama.cpp itself: libggml-base's quantize_q4_0, q4_1, q5_0, q5_1,
+quantize_q2_K ... quantize_q6_K and quantize_iq4_nl (src, dst, nrows, n_per_row, quant_weights), what
 llama-quantize runs with --imatrix.
 
     MK_VENV=... $MK_VENV/bin/python tools/gen-golden-gguf-kquant-w.py
 
 writes tests/golden/gguf/kquant-w.safetensors: f32 inputs "CASE" ([rows, n_per_row]), their
 importance weights "CASE.w" ([n_per_row]: one per column, as an imatrix gives), and for T in
-q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl "CASE.T": llama.cpp's blocks as U8 [rows, bytes a row]. Cases: normal
+q4_0 ... q5_1, q2_k ... q6_k, iq4_nl "CASE.T": llama.cpp's blocks as U8 [rows, bytes a row]. Cases: normal
 values at several scales with log-normal weights; weights with zeros and whole zero groups;
 outliers where the weights favour the small values; constant and all-zero rows; uniform weights.
 
@@ -34,8 +34,8 @@ from safetensors.numpy import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden", "gguf")
-TYPES = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "iq4_nl": 18}
-BLOCK = {"q2_k": 256, "q3_k": 256, "q4_k": 256, "q5_k": 256, "q6_k": 256, "iq4_nl": 32}
+TYPES = {"q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24, "q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210, "iq4_nl": 18}
+BLOCK = {"q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q2_k": 256, "q3_k": 256, "q4_k": 256, "q5_k": 256, "q6_k": 256, "iq4_nl": 32}
 
 
 def ggml_base():
@@ -78,7 +78,7 @@ def blocks(lib, x, w, t):
     w = np.ascontiguousarray(w, np.float32)
     rows, n = x.shape
     out = np.zeros(rows * (n // BLOCK[t]) * TYPES[t], np.uint8)
-    fn = getattr(lib, "quantize_" + (t if t == "iq4_nl" else t[:2] + "_K"))
+    fn = getattr(lib, "quantize_" + (t[:2] + "_K" if t.endswith("_k") else t))
     fn.restype = ctypes.c_size_t
     got = fn(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), ctypes.c_int64(rows), ctypes.c_int64(n),
              w.ctypes.data_as(ctypes.c_void_p))
@@ -89,8 +89,8 @@ def blocks(lib, x, w, t):
 
 SYNTH = ["--hidden", "256", "--intermediate", "512", "--layers", "2", "--heads", "4", "--kv-heads", "1", "--vocab", "300",
          "--dtype", "float32"]
-CONV_MIXES = ["q2_k", "q3_k_m", "q4_k_m", "q5_k_s", "q6_k", "iq4_nl"]
-WEIGHTED = {"Q2_K": "q2_k", "Q3_K": "q3_k", "Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k", "IQ4_NL": "iq4_nl"}
+CONV_MIXES = ["q4_0", "q5_1", "q2_k", "q3_k_m", "q4_k_m", "q5_k_s", "q6_k", "iq4_nl"]
+WEIGHTED = {"Q4_0": "q4_0", "Q4_1": "q4_1", "Q5_0": "q5_0", "Q5_1": "q5_1", "Q2_K": "q2_k", "Q3_K": "q3_k", "Q4_K": "q4_k", "Q5_K": "q5_k", "Q6_K": "q6_k", "IQ4_NL": "iq4_nl"}
 
 
 def convert_goldens(lib, rng):

@@ -1,7 +1,7 @@
 #!/bin/sh
 # `convert --imatrix`: the synthetic Llama of tools/gen-golden-gguf-kquant-w.py with the
 # importance matrix it wrote in llama-imatrix's GGUF layout (tests/golden/gguf/imatrix-w256.gguf)
-# converts, under q2_k, q3_k_m, q4_k_m, q5_k_s, q6_k and iq4_nl, to exactly the tensor bytes llama.cpp's
+# converts, under q4_0, q5_1, q2_k, q3_k_m, q4_k_m, q5_k_s, q6_k and iq4_nl, to exactly the tensor bytes llama.cpp's
 # weighted quantizers give (imatrix-convert.txt: libggml-base's quantize_* with in_sum2 / count;
 # tolerance: none), and not the unweighted bytes; bad importance files and types are one line,
 # exit 1 (2 for usage), and nothing written. Quantizer bytes: tests/unit/test_ggml_kquant_w.c.
@@ -15,7 +15,7 @@ types_hashes() {
 }
 
 "$MK" synth m --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
-for mix in q2_k q3_k_m q4_k_m q5_k_s q6_k iq4_nl; do
+for mix in q4_0 q5_1 q2_k q3_k_m q4_k_m q5_k_s q6_k iq4_nl; do
     t_ok "$mix: convert --imatrix" "$MK" convert m "w-$mix.gguf" --type "$mix" --imatrix "$IM" -q
     types_hashes "w-$mix.gguf" | sed "s/^/$mix /" | sort >got.txt
     grep "^$mix " "$G/imatrix-convert.txt" | sort >want.txt
@@ -39,7 +39,8 @@ t_fail "a truncated imatrix" 1 "trunc.gguf" "$MK" convert m x.gguf --type q4_k -
 "$MK" synth m64 --hidden 64 --layers 2 --heads 4 --kv-heads 1 --vocab 300 --dtype float32 -q
 t_fail "an imatrix of another model's widths" 1 "imatrix-w256.gguf: tensor blk\.0\..*importances for a matrix of 64 columns" \
     "$MK" convert m64 x.gguf --type q4_k --imatrix "$IM"
-t_fail "a type without a weighted quantizer here" 1 "tensor blk\..* is Q4_0, whose importance-weighted quantizer is not here" \
-    "$MK" convert m x.gguf --type q4_0 --imatrix "$IM"
+t_ok "q8_0 takes no weights (as llama.cpp's): the plain bytes" "$MK" convert m w8.gguf --type q8_0 --imatrix "$IM" -q
+"$MK" convert m p8.gguf --type q8_0 -q
+t_same "q8_0 with and without --imatrix" w8.gguf p8.gguf
 t_fail "--imatrix with --part" 2 "--imatrix cannot be combined with --part" "$MK" convert m x.gguf --type q4_k --imatrix "$IM" --part 1/2
 t_absent "nothing written on errors" x.gguf x.gguf.tmp

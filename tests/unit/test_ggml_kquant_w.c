@@ -1,5 +1,5 @@
 /* test_ggml_kquant_w.c - the k-quants with an importance matrix against llama.cpp itself
- * (tools/gen-golden-gguf-kquant-w.py: libggml-base's quantize_q2_K ... q6_K / iq4_nl with
+ * (tools/gen-golden-gguf-kquant-w.py: libggml-base's quantize_q4_0 ... q5_1, q2_K ... q6_K, iq4_nl with
  * quant_weights): every row of tests/golden/gguf/kquant-w.safetensors byte-identical
  * (tolerance: none; a failure prints the case, type, row, block and first differing byte),
  * and the weights must matter (the bytes differ from the unweighted encoding somewhere). */
@@ -15,7 +15,7 @@
 static const struct {
     const char *name;
     uint32_t type;
-} WT[] = {{"q2_k", MK_GGML_Q2_K}, {"q3_k", MK_GGML_Q3_K}, {"q4_k", MK_GGML_Q4_K}, {"q5_k", MK_GGML_Q5_K}, {"q6_k", MK_GGML_Q6_K}, {"iq4_nl", MK_GGML_IQ4_NL}};
+} WT[] = {{"q4_0", MK_GGML_Q4_0}, {"q4_1", MK_GGML_Q4_1}, {"q5_0", MK_GGML_Q5_0}, {"q5_1", MK_GGML_Q5_1}, {"q2_k", MK_GGML_Q2_K}, {"q3_k", MK_GGML_Q3_K}, {"q4_k", MK_GGML_Q4_K}, {"q5_k", MK_GGML_Q5_K}, {"q6_k", MK_GGML_Q6_K}, {"iq4_nl", MK_GGML_IQ4_NL}};
 
 static void *st_bytes(mk_source *s, const char *name, size_t *len)
 {
@@ -74,8 +74,8 @@ MK_TEST(ggml_kquant_weighted_golden)
         free(x);
         free(w);
     }
-    CHECK_MSG(checked == 30 && rows_checked >= 70, "checked %zu case/type pairs (want 30), %zu rows", checked, rows_checked);
-    CHECK_MSG(differ_unweighted >= 24, "the weights changed the bytes of only %zu case/type pairs", differ_unweighted);
+    CHECK_MSG(checked == 50 && rows_checked >= 120, "checked %zu case/type pairs (want 50), %zu rows", checked, rows_checked);
+    CHECK_MSG(differ_unweighted >= 40, "the weights changed the bytes of only %zu case/type pairs", differ_unweighted);
     CHECK(!mk_ggml_kquant_encode_w(MK_GGML_Q4_K, NULL, 1, 100, NULL, NULL));
     mk_source_close(s);
 }
