@@ -3,6 +3,7 @@
 
 #include "../core/mk_io.h"
 #include "gguf.h"
+#include "gguf_write.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -130,4 +131,40 @@ void mk_imatrix_free(mk_imatrix *m)
     }
     free(m->e);
     memset(m, 0, sizeof *m);
+}
+
+mk_status mk_imatrix_write(const char *out, const mk_imatrix_stat *st, size_t n, const char *const *datasets, size_t n_datasets,
+                           uint32_t chunk_count, uint32_t chunk_size, bool force)
+{
+    mk_gguf_w w;
+    mk_gguf_w_init(&w);
+    mk_gguf_w_str(&w, "general.type", "imatrix");
+    mk_gguf_w_arr_str(&w, "imatrix.datasets", datasets, NULL, n_datasets);
+    mk_gguf_w_u32(&w, "imatrix.chunk_count", chunk_count);
+    mk_gguf_w_u32(&w, "imatrix.chunk_size", chunk_size);
+    mk_status r = MK_OK;
+    uint64_t widest = 1;
+    for (size_t i = 0; i < n && r == MK_OK; i++) {
+        char nm[MK_GGUF_MAX_NAME];
+        uint64_t ne[4] = {st[i].cols, 1, 1, 1}, one[4] = {1, 1, 1, 1};
+        if ((size_t)snprintf(nm, sizeof nm, "%s.in_sum2", st[i].name) >= sizeof nm || !st[i].cols)
+            r = mk_error(MK_ERR_USAGE, "%s: matrix %s: name too long for GGUF or no columns", out, st[i].name);
+        if (r == MK_OK) r = mk_gguf_w_tensor(&w, nm, 2, ne, 0);
+        snprintf(nm, sizeof nm, "%s.counts", st[i].name);
+        if (r == MK_OK) r = mk_gguf_w_tensor(&w, nm, 2, one, 0);
+        if (st[i].cols > widest) widest = st[i].cols;
+    }
+    float *buf = r == MK_OK ? mk_malloc((size_t)widest * sizeof *buf) : NULL;
+    if (r == MK_OK && !buf) r = MK_ERR_NOMEM;
+    if (r == MK_OK) r = mk_gguf_w_begin(&w, out, force);
+    for (size_t i = 0; i < n && r == MK_OK; i++) {
+        for (uint64_t c = 0; c < st[i].cols; c++) buf[c] = (float)st[i].sum2[c];
+        float cnt = (float)st[i].count;
+        r = mk_gguf_w_data(&w, buf, (size_t)st[i].cols * sizeof *buf);
+        if (r == MK_OK) r = mk_gguf_w_data(&w, &cnt, sizeof cnt);
+    }
+    if (r == MK_OK) r = mk_gguf_w_commit(&w);
+    free(buf);
+    mk_gguf_w_free(&w);
+    return r;
 }

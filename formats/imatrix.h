@@ -9,7 +9,7 @@
  * counts finite, >= 0 and at most MK_IMATRIX_MAX_COUNT; names at most MK_GGUF_MAX_NAME.
  * Each error names the file and the tensor. The importance of a column (what llama-quantize
  * hands the quantizers): in_sum2 / round(count), or 1 where the count is 0.
- * Must not: know tensor types or quantize.
+ * Must not: know tensor types, run models or quantize.
  */
 #ifndef MK_IMATRIX_H
 #define MK_IMATRIX_H
@@ -38,6 +38,20 @@ typedef struct mk_imatrix {
  * fuzz entry point. */
 mk_status mk_imatrix_parse(const unsigned char *buf, size_t len, const char *what, mk_imatrix *m);
 mk_status mk_imatrix_read(const char *path, mk_imatrix *m);
+/* What a writer has gathered for one matrix: per column the sum over tokens of the squared
+ * input activation, and the tokens summed. */
+typedef struct mk_imatrix_stat {
+    const char *name; /* the matrix's GGUF name */
+    uint64_t cols;
+    const double *sum2; /* [cols] */
+    double count;
+} mk_imatrix_stat;
+
+/* Write stats as llama-imatrix's GGUF (F32 NAME.in_sum2 [cols, 1] and NAME.counts [1, 1];
+ * general.type, imatrix.datasets, chunk_count, chunk_size) to out, atomically (out must not
+ * exist unless force). */
+mk_status mk_imatrix_write(const char *out, const mk_imatrix_stat *st, size_t n, const char *const *datasets, size_t n_datasets,
+                           uint32_t chunk_count, uint32_t chunk_size, bool force);
 /* the entry for matrix name, or NULL */
 const mk_imatrix_entry *mk_imatrix_find(const mk_imatrix *m, const char *name);
 void mk_imatrix_free(mk_imatrix *m);

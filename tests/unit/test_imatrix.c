@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -118,4 +119,26 @@ MK_TEST(imatrix_hostile)
     CHECK(img && mk_imatrix_parse(img, len, "im.gguf", &m) == MK_OK && m.n == 1);
     mk_imatrix_free(&m);
     free(img);
+}
+
+/* what mk_imatrix_write writes reads back (importance = sum / count) */
+MK_TEST(imatrix_write_read)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/mk-imatrix-%d.gguf", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    double s0[3] = {4, 9, 0}, s1[300];
+    for (int i = 0; i < 300; i++) s1[i] = i * 0.5;
+    mk_imatrix_stat st[2] = {{"blk.0.attn_q.weight", 3, s0, 2}, {"blk.1.ffn_down.weight", 300, s1, 0}};
+    const char *ds[1] = {"text.txt"};
+    unlink(path);
+    CHECK(mk_imatrix_write(path, st, 2, ds, 1, 5, 64, false) == MK_OK);
+    CHECK(mk_imatrix_write(path, st, 2, ds, 1, 5, 64, false) != MK_OK); /* exists, no force */
+    mk_imatrix m;
+    CHECK(mk_imatrix_read(path, &m) == MK_OK);
+    const mk_imatrix_entry *a = mk_imatrix_find(&m, "blk.0.attn_q.weight"), *b = mk_imatrix_find(&m, "blk.1.ffn_down.weight");
+    CHECK(m.n == 2 && m.chunk_count == 5 && m.chunk_size == 64);
+    CHECK(a && a->cols == 3 && a->nmat == 1 && a->imp[0] == 2 && a->imp[1] == 4.5f && a->imp[2] == 0);
+    CHECK(b && b->cols == 300 && b->imp[0] == 1 && b->imp[299] == 1); /* count 0: importance 1 */
+    mk_imatrix_free(&m);
+    unlink(path);
 }
