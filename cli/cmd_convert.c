@@ -446,7 +446,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
-        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (llama-imatrix's GGUF): llama-quantize --imatrix's weighted quantizers", NULL},
+        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (GGUF, from llama-imatrix or mergekit-c imatrix): llama-quantize --imatrix's weighted quantizers", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
