@@ -16,6 +16,7 @@
 #include "../nn/tokenizer.h"
 #include "../quant/qsource.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,7 +50,20 @@ static void on_linear(void *ctx, size_t l, long tensor, const float *x, size_t N
     a->count[tensor] += (double)N;
 }
 
-static mk_status run(const char *model, const char *text, const char *out, long ctx, long chunks, bool force)
+/* the summary: on stderr, and with --json on stdout */
+static void report(const mk_common *c, const char *out, size_t matrices, size_t windows, size_t T)
+{
+    if (!c->quiet) fprintf(stderr, "mergekit-c: wrote %s: %zu matrices, %zu windows of %zu tokens\n", out, matrices, windows, T);
+    if (!c->json) return;
+    mk_buf j = {0};
+    mk_buf_puts(&j, "{\"out\": ");
+    mk_buf_json_str(&j, out);
+    mk_buf_printf(&j, ", \"matrices\": %zu, \"chunk_count\": %zu, \"chunk_size\": %zu, \"tokens\": %zu}\n", matrices, windows, T, windows * T);
+    if (!j.failed) fputs(j.data, stdout);
+    mk_buf_free(&j);
+}
+
+static mk_status run(const mk_common *c, const char *model, const char *text, const char *out, long ctx, long chunks, bool force)
 {
     mk_source *raw = NULL, *src = NULL;
     mk_model_config cfg;
@@ -105,7 +119,7 @@ static mk_status run(const char *model, const char *text, const char *out, long 
     }
     const char *ds[1] = {text};
     if (s == MK_OK) s = mk_imatrix_write(out, st, nst, ds, 1, (uint32_t)nw, (uint32_t)T, force);
-    if (s == MK_OK) mk_info("imatrix: %zu matrices, %zu windows of %zu tokens, written to %s", nst, nw, T, out);
+    if (s == MK_OK) report(c, out, nst, nw, T);
     for (size_t i = 0; i < a.n_tensors && a.sum2; i++) free(a.sum2[i]);
     free(a.sum2);
     free(a.cols);
@@ -155,6 +169,6 @@ int mk_cmd_imatrix(int argc, char **argv)
     mk_status s = MK_OK;
     if (!text || !out) s = mk_error(MK_ERR_USAGE, "imatrix: --text FILE and -o OUT.gguf are required");
     else if (ctx < 2 || ctx > 1 << 20) s = mk_error(MK_ERR_USAGE, "--ctx %ld: must be 2 to %d", ctx, 1 << 20);
-    if (s == MK_OK) s = run(pos[0], text, out, ctx, chunks, force);
+    if (s == MK_OK) s = run(&c, pos[0], text, out, ctx, chunks, force);
     return s == MK_OK ? 0 : mk_cli_fail(s);
 }
