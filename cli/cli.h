@@ -279,6 +279,7 @@ int mk_cmd_merge_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_quantize_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_convert_finalize(int argc, char **argv, const mk_parts_manifest *m);
 int mk_cmd_eval(int argc, char **argv);
+int mk_cmd_imatrix(int argc, char **argv);
 int mk_cmd_finetune(int argc, char **argv);
 int mk_cmd_synth(int argc, char **argv);
 int mk_cmd_inspect(int argc, char **argv);

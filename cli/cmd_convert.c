@@ -22,6 +22,8 @@
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 #include "../quant/ggml.h"
+#include "../formats/imatrix.h"
+#include "../quant/ggml_kquant.h"
 #include "../quant/ggml_mix.h"
 
 #include <cjson/cJSON.h>
@@ -58,6 +60,7 @@ typedef struct plan {
     uint32_t type;
     uint64_t rows, cols;
     uint64_t heads;  /* Q/K: rows are permuted in groups of rows / heads; else 0 */
+    const float *qw; /* --imatrix: the importance of each column (borrowed), or NULL */
 } plan;
 
 static bool ends_with(const char *s, const char *suffix)
@@ -222,7 +225,8 @@ static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
             MK_TRY(mk_source_read_f32(j->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
                                       t->buf + r * q->cols, t->scratch));
     else MK_TRY(mk_source_read_f32(j->src, q->src, r0 * q->cols, nr * q->cols, t->buf, t->scratch));
-    if (!mk_ggml_encode(q->type, t->buf, nr * q->cols / ty->block, j->enc + c * j->rows_per_chunk * row_bytes))
+    void *dst = j->enc + c * j->rows_per_chunk * row_bytes;
+    if (q->qw ? !mk_ggml_kquant_encode_w(q->type, t->buf, nr, q->cols, q->qw, dst) : !mk_ggml_encode(q->type, t->buf, nr * q->cols / ty->block, dst))
         MK_BUG("ggml type without an encoder");
     return MK_OK;
 }
@@ -262,7 +266,35 @@ typedef struct conv {
     mk_gguf_w w;
     bool vocab;
     unsigned char *enc; /* the largest window of encoded bytes */
+    const char *imatrix_path;
+    mk_imatrix im;
 } conv;
+
+/* --imatrix: each matrix the file has importances for gets them, as llama-quantize does
+ * (types whose quantizer takes no weights ignore them). The file must name at least one of the model's matrices, each with one
+ * importance per column. */
+static mk_status attach_imatrix(conv *v)
+{
+    const char *f = v->imatrix_path;
+    MK_TRY(mk_imatrix_read(f, &v->im));
+    size_t used = 0;
+    for (size_t i = 0; i < v->np; i++) {
+        plan *q = &v->p[i];
+        const mk_imatrix_entry *e = mk_imatrix_find(&v->im, q->name);
+        if (!e) continue;
+        if (e->nmat != 1 || e->cols != q->cols)
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for a matrix of %llu columns", f, q->name,
+                            (unsigned long long)e->nmat, (unsigned long long)e->cols, (unsigned long long)q->cols);
+        used++;
+        switch (q->type) {
+        case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: break;
+        default: q->qw = e->imp; /* mk_ggml_kquant_encode_w takes every other type convert writes */
+        }
+    }
+    if (!used)
+        return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a tensor of this model", f, v->im.n, v->im.n ? v->im.e[0].name : "-");
+    return MK_OK;
+}
 
 /* The model's config and architecture checked, the tensors planned, the metadata and tensor
  * infos declared: everything before the first byte is written. */
@@ -279,6 +311,7 @@ static mk_status prepare(conv *v, const char *in, const char *name)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
     MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, types[v->ti].ftype, &v->p, &v->np));
+    if (v->imatrix_path) MK_TRY(attach_imatrix(v));
     if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
@@ -372,10 +405,11 @@ static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
 }
 
 static mk_status convert_run(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name,
-                             const mk_cli_gguf_split *x)
+                             const mk_cli_gguf_split *x, const char *imatrix)
 {
     conv v;
     memset(&v, 0, sizeof v);
+    v.imatrix_path = imatrix;
     MK_TRY(mk_cli_gguf_type_check("--type", type_s));
     v.ti = type_row(type_s);
     bool split = x && (x->dry_run || x->parts->p.n || x->finalize);
@@ -391,6 +425,7 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
     free(v.enc);
     free(v.name);
     free(v.p);
+    mk_imatrix_free(&v.im);
     mk_model_config_free(&v.cfg);
     mk_source_close(v.src);
     return s;
@@ -398,19 +433,20 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
 
 mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
 {
-    return convert_run(c, in, out, type_s, force, name, NULL);
+    return convert_run(c, in, out, type_s, force, name, NULL, NULL);
 }
 
 static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     mk_common c = {0};
-    const char *type = "f16";
+    const char *type = "f16", *imatrix = NULL;
     bool force = false;
     mk_cli_parts parts = {0};
     mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c, false};
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
+        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (GGUF, from llama-imatrix or mergekit-c imatrix): llama-quantize --imatrix's weighted quantizers", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
@@ -430,7 +466,9 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
         "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output\n"
         "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
-        "blocks; the bytes are llama.cpp's. Streams one tensor at a time; OUT appears only when complete.\n"
+        "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF) quantizes the 4-, 5-bit,\n"
+        "k-quant and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
+        "Streams one tensor at a time; OUT appears only when complete.\n"
         "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
         "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"
         "place: the same bytes as one process (docs/cluster.md).",
@@ -440,7 +478,9 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     int rc;
     if (!mk_cli_begin(&spec, argc, argv, pos, &npos, &c, true, &rc)) return rc;
     mk_status s = mk_cli_parts_resolve(&parts, x.dry_run, !finalize && !x.dry_run);
-    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type, force, NULL, &x);
+    if (s == MK_OK && imatrix && (parts.p.n || finalize))
+        s = mk_error(MK_ERR_USAGE, "--imatrix cannot be combined with --part or finalize yet");
+    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type, force, NULL, &x, imatrix);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     return mk_cli_parts_after(&parts, rc, pos[1], &c);
 }

@@ -22,6 +22,7 @@ const mk_cli_command mk_cli_commands[] = {
     {"convert", mk_cmd_convert, "write a model as a llama.cpp GGUF file (f32, f16, bf16, q8_0, q4_0 ... q5_1, tq1_0, tq2_0, k-quant mixes q2_k ... q6_k, iq4_nl)", NULL},
     {"methods", mk_cmd_methods, "list merge methods, their parameters and defaults", NULL},
     {"lora", mk_cmd_lora, "PEFT LoRA adapters: apply, extract (from a finetune), combine", lora_subs},
+    {"imatrix", mk_cmd_imatrix, "llama.cpp's importance matrix of a model on a text (for convert --imatrix)", NULL},
     {"eval", mk_cmd_eval, "perplexity on a text, and KL divergence to reference models (merge parents, unquantized)", NULL},
     {"finetune", mk_cmd_finetune, "finetuning on the CPU, full or LoRA: continued pretraining or supervised data, AdamW, checkpoints", NULL},
     {"estimate", mk_cmd_estimate, "memory to serve a model, or to finetune it fully or with LoRA / QLoRA", NULL},

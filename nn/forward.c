@@ -76,6 +76,7 @@ static void norm(const mk_nn_model *m, const nn_layer *w, mk_role r, float *out,
 static void linear(const mk_nn_model *m, const nn_layer *w, mk_role r, const float *x, size_t N, size_t in, size_t out,
                    float *y)
 {
+    if (m->lin_fn) m->lin_fn(m->lin_ctx, m->cur_l, m->idx[m->cur_l][r][0], x, N, in);
     mk_nn_linear(x, N, in, w->w[r][0], out, m->conv1d, w->w[r][1], y);
 }
 
@@ -218,6 +219,7 @@ mk_status mk_nn_forward_hook(mk_nn_model *m, const int32_t *tok, size_t nseq, si
         if (fn) fn(ctx, l, a.x, nseq, T, m->H);
         s = mk_nn_load_layer(m, l);
         if (s != MK_OK) break;
+        m->cur_l = l;
         attention_block(m, &m->cur, l, nseq, T, m->def->rotary ? &rope : NULL, &a);
         s = mlp_block(m, &m->cur, l, N, &a);
     }
@@ -225,6 +227,12 @@ mk_status mk_nn_forward_hook(mk_nn_model *m, const int32_t *tok, size_t nseq, si
     mk_nn_rope_free(&rope);
     acts_free(&a);
     return s;
+}
+
+void mk_nn_set_linear_hook(mk_nn_model *m, mk_nn_linear_fn fn, void *ctx)
+{
+    m->lin_fn = fn;
+    m->lin_ctx = ctx;
 }
 
 mk_status mk_nn_logits(mk_nn_model *m, const float *hidden, size_t n, float *logits)

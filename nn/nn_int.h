@@ -26,6 +26,9 @@ struct mk_nn_model {
     long *eidx;               /* [L][E][3]: the experts' gate, up, down tensors, -1 absent */
     nn_layer cur;             /* the layer loaded now */
     float *arena;             /* its storage */
+    size_t cur_l;             /* its index */
+    mk_nn_linear_fn lin_fn;   /* mk_nn_set_linear_hook */
+    void *lin_ctx;
     size_t arena_cap;         /* floats */
 };
 

@@ -9,6 +9,7 @@
 
 #include "../core/mk_dtype.h"
 #include "../model/gguf_names.h"
+#include "ggml.h"
 #include "qvec.h"
 
 #include <math.h>
@@ -269,12 +270,26 @@ MK_VINLINE float fit_q3(const float *x, int8_t *L)
 
 /* ---- the block types --------------------------------------------------------------------- */
 
+/* Q2_K's codes re-fitted to the group scales and minimums as decoded (scales b[0..16), d, dm),
+ * where a group's scale is not 0, and packed */
+MK_VINLINE void q2_k_finish(const float *x, uint8_t *b, float d, float dm, uint8_t *L)
+{
+    const uint8_t *sc = b;
+    for (int j = 0; j < 16; j++) {
+        float dj = d * (float)(sc[j] & 0xf);
+        if (dj == 0) continue;
+        float mj = dm * (float)(sc[j] >> 4);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clamp_i(round_k((x[16 * j + l] + mj) / dj), 0, 3);
+    }
+    pack2(L, b + 16);
+}
+
 /* Q2_K (84 bytes): scales[16] (4-bit scale | 4-bit min), qs[64], d, dmin. */
 MK_VINLINE void q2_k(const float *x, uint8_t *b)
 {
     float xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES], maxs = 0, maxm = 0;
     int32_t Lt[16 * LANES];
-    uint8_t L[QK_K], *sc = b, *qs = b + 16;
+    uint8_t L[QK_K], *sc = b;
     to_lanes(x, 16, 16, xt);
     for (int i = 0; i < 16 * LANES; i++) wt[i] = fabsf(xt[i]);
     fit_offset(16, 3, xt, wt, Lt, scale, min, -0.5f, 0.1f, 15, true);
@@ -299,13 +314,32 @@ MK_VINLINE void q2_k(const float *x, uint8_t *b)
     } else {
         dm = put_f16(b + 82, 0.0f);
     }
+    q2_k_finish(x, b, d, dm, L);
+}
+
+/* Q3_K's codes re-fitted to the 6-bit group scales as decoded (b[96..108), d) where not 0,
+ * and packed */
+MK_VINLINE void q3_k_finish(const float *x, uint8_t *b, float d, int8_t *L)
+{
+    uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
     for (int j = 0; j < 16; j++) {
-        float dj = d * (float)(sc[j] & 0xf);
+        int8_t s = (int8_t)(j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4);
+        s = (int8_t)((s | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
+        float dj = d * (float)s;
         if (dj == 0) continue;
-        float mj = dm * (float)(sc[j] >> 4);
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clamp_i(round_k((x[16 * j + l] + mj) / dj), 0, 3);
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -4, 3) + 4);
     }
-    pack2(L, qs);
+    uint8_t low[QK_K];
+    memset(hmask, 0, 32);
+    for (int j = 0; j < QK_K; j++) {
+        int l = L[j];
+        if (l > 3) {
+            hmask[j % 32] |= (uint8_t)(1u << (j / 32));
+            l -= 4;
+        }
+        low[j] = (uint8_t)l;
+    }
+    pack2(low, qs);
 }
 
 /* Q3_K (110 bytes): hmask[32] (bit k of byte l: the high bit of code 32 k + l), qs[64] (low 2
@@ -314,7 +348,7 @@ MK_VINLINE void q2_k(const float *x, uint8_t *b)
 MK_VINLINE void q3_k(const float *x, uint8_t *b)
 {
     int8_t L[QK_K];
-    uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+    uint8_t *sc = b + 96;
     float scale[16], maxs = 0, amax = 0;
     for (int j = 0; j < 16; j++) {
         scale[j] = fit_q3(x + 16 * j, L + 16 * j);
@@ -338,24 +372,7 @@ MK_VINLINE void q3_k(const float *x, uint8_t *b)
     } else {
         d = put_f16(b + 108, 0.0f);
     }
-    for (int j = 0; j < 16; j++) {
-        int8_t s = (int8_t)(j < 8 ? sc[j] & 0xf : sc[j - 8] >> 4);
-        s = (int8_t)((s | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32);
-        float dj = d * (float)s;
-        if (dj == 0) continue;
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)(clamp_i(round_k(x[16 * j + l] / dj), -4, 3) + 4);
-    }
-    uint8_t low[QK_K];
-    memset(hmask, 0, 32);
-    for (int j = 0; j < QK_K; j++) {
-        int l = L[j];
-        if (l > 3) {
-            hmask[j % 32] |= (uint8_t)(1u << (j / 32));
-            l -= 4;
-        }
-        low[j] = (uint8_t)l;
-    }
-    pack2(low, qs);
+    q3_k_finish(x, b, d, L);
 }
 
 /* Q4_K and Q5_K's group fits for two super-blocks at once (x1 NULL: one): 8 groups of 32 each,
@@ -433,23 +450,9 @@ MK_VINLINE void q5_k_pack(const uint8_t *L, uint8_t *b)
         }
 }
 
-/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
- * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
- * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
-MK_VINLINE void q6_k(const float *x, uint8_t *b)
+/* Q6_K from its 16 group scales (the one of largest magnitude maxs, amax) and fit codes L */
+MK_VINLINE void q6_k_finish(const float *x, const float *scale, float maxs, float amax, int8_t *L, uint8_t *b)
 {
-    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
-    int32_t Lt[16 * LANES];
-    int8_t L[QK_K];
-    to_lanes(x, 16, 16, xt);
-    fit_sym(32, xt, Lt, scale);
-    for (int j = 0; j < 16; j++) {
-        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
-        if (fabsf(scale[j]) > amax) {
-            amax = fabsf(scale[j]);
-            maxs = scale[j];
-        }
-    }
     if (amax < ZERO_GROUP) {
         memset(b, 0, 210);
         return;
@@ -474,6 +477,26 @@ MK_VINLINE void q6_k(const float *x, uint8_t *b)
         }
 }
 
+/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
+ * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
+ * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
+MK_VINLINE void q6_k(const float *x, uint8_t *b)
+{
+    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
+    int32_t Lt[16 * LANES];
+    int8_t L[QK_K];
+    to_lanes(x, 16, 16, xt);
+    fit_sym(32, xt, Lt, scale);
+    for (int j = 0; j < 16; j++) {
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    q6_k_finish(x, scale, maxs, amax, L, b);
+}
+
 /* ---- IQ4_NL: 32 values on a non-linear 16-level code book, one f16 scale (18 bytes) ---- */
 
 static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -496,35 +519,48 @@ static inline int iq4nl_code(float x, float *level)
 }
 
 /* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
-static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *id, float *sqx, float *sq2)
+static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *wt, const float *id, float *sqx, float *sq2)
 {
     for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
     for (int i = 0; i < 32; i++)
         for (int k = 0; k < LANES; k++) {
-            float v = xt[i * LANES + k], w = v * v, q;
+            float v = xt[i * LANES + k], w = wt[i * LANES + k], q;
             iq4nl_code(id[k] * v, &q);
             sqx[k] += w * q * v;
             sq2[k] += w * q * q;
         }
 }
 
-/* llama-quantize's IQ4_NL without an imatrix (quantize_iq4_nl: weights x^2, 15 trial scales
- * around max / -127, then every value re-coded with the f32 scale kept), for up to LANES
- * blocks of 32 at once, block k in lane k. */
-MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
+/* llama-quantize's IQ4_NL (quantize_iq4_nl: weights x^2, or with importance qw (the 32 of
+ * block k at qw + 32 k) qw sqrt(2 mean x^2 + x^2); 15 trial scales around max / -127, then
+ * every value re-coded with the f32 scale kept), for up to LANES blocks of 32 at once, block k
+ * in lane k. */
+MK_VINLINE void iq4_nl(const float *x, uint64_t nb, const float *qw, uint8_t *out)
 {
-    float xt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
+    float xt[32 * LANES], wt[32 * LANES], amax[LANES], max[LANES], d[LANES], best[LANES], id[LANES], sqx[LANES], sq2[LANES];
     to_lanes(x, 32, (int)nb, xt);
+    if (qw) {
+        float qt[32 * LANES];
+        to_lanes(qw, 32, (int)nb, qt);
+        for (int k = 0; k < LANES; k++) {
+            float s2 = 0;
+            for (int i = 0; i < 32; i++) s2 += xt[i * LANES + k] * xt[i * LANES + k];
+            s2 *= 2.0f / 32;
+            for (int i = 0; i < 32; i++) wt[i * LANES + k] = qt[i * LANES + k] * sqrtf(s2 + xt[i * LANES + k] * xt[i * LANES + k]);
+        }
+    } else {
+        for (int i = 0; i < 32 * LANES; i++) wt[i] = xt[i] * xt[i];
+    }
     lane_absmax(xt, 32, amax, max);
     for (int k = 0; k < LANES; k++) id[k] = 1 / (-max[k] / (float)IQ4NL[0]);
-    iq4_nl_sums(xt, id, sqx, sq2);
+    iq4_nl_sums(xt, wt, id, sqx, sq2);
     for (int k = 0; k < LANES; k++) {
         d[k] = sq2[k] > 0 ? sqx[k] / sq2[k] : 0;
         best[k] = d[k] * sqx[k];
     }
     for (int t = -7; t <= 7; t++) {
         for (int k = 0; k < LANES; k++) id[k] = (float)(t + IQ4NL[0]) / max[k];
-        iq4_nl_sums(xt, id, sqx, sq2);
+        iq4_nl_sums(xt, wt, id, sqx, sq2);
         for (int k = 0; k < LANES; k++) {
             int upd = (sq2[k] > 0) & (sqx[k] * sqx[k] > best[k] * sq2[k]);
             d[k] = upd ? sqx[k] / sq2[k] : d[k];
@@ -554,7 +590,7 @@ MK_VINLINE void iq4_nl(const float *x, uint64_t nb, uint8_t *out)
 ROWS(rows_q2_k, for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * 84);)
 ROWS(rows_q3_k, for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * 110);)
 ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * 210);)
-ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, out + i * 18);)
+ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, NULL, out + i * 18);)
 
 /* Q4_K (nmax 15) and Q5_K (31): two super-blocks a fit */
 MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *out, bool q4)
@@ -574,6 +610,354 @@ MK_QKERNEL static void rows_q45_k(const float *src, uint64_t nblocks, uint8_t *o
             else q5_k_pack(L, b);
         }
     }
+}
+
+/* ---- with an importance matrix (llama.cpp's quantize_q*_K / quantize_iq4_nl with weights) - */
+
+/* x ~ scale x L - m with weights w (make_qkx3_quants, squared error): the range grid, then
+ * nstep + 1 grids of nmax + rmin + rdelta k levels, each refitted by weighted least squares,
+ * keeping the codes of the least error. Returns the scale; *m_out the minimum (>= 0). */
+static float fit_offset_w(int n, int nmax, const float *x, const float *w, uint8_t *L, float *m_out, float rmin, float rdelta, int nstep)
+{
+    float lo = x[0], hi = x[0], sw = w[0], sx = w[0] * x[0];
+    uint8_t aux[32];
+    for (int i = 1; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    if (lo > 0) lo = 0;
+    if (hi <= lo) {
+        memset(L, 0, (size_t)n);
+        *m_out = -lo;
+        return 0;
+    }
+    float is = (float)nmax / (hi - lo), scale = 1 / is, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)clamp_i(round_k(is * (x[i] - lo)), 0, nmax);
+        float e = scale * (float)L[i] + lo - x[i];
+        best += w[i] * (e * e);
+    }
+    for (int step = 0; step <= nstep; step++) {
+        is = (rmin + rdelta * (float)step + (float)nmax) / (hi - lo);
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = clamp_i(round_k(is * (x[i] - lo)), 0, nmax);
+            aux[i] = (uint8_t)l;
+            sl += w[i] * (float)l;
+            sl2 += w[i] * (float)l * (float)l;
+            sxl += w[i] * (float)l * x[i];
+        }
+        float det = sw * sl2 - sl * sl;
+        if (!(det > 0)) continue;
+        float s = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det, err = 0;
+        if (m > 0) {
+            m = 0;
+            s = sxl / sl2;
+        }
+        for (int i = 0; i < n; i++) {
+            float e = s * (float)aux[i] + m - x[i];
+            err += w[i] * (e * e);
+        }
+        if (err < best) {
+            memcpy(L, aux, (size_t)n);
+            best = err;
+            scale = s;
+            lo = m;
+        }
+    }
+    *m_out = -lo;
+    return scale;
+}
+
+/* n non-negative values x ~ scale x L, L in 0..nmax, weights w (make_qp_quants): the grid
+ * through the largest, 8 grids of nmax -+ 0.1 k levels by weighted error, then up to 5 passes
+ * moving single codes while the least-squares fit improves. Returns the scale. */
+static float fit_pos_w(int n, int nmax, const float *x, uint8_t *L, const float *w)
+{
+    float max = 0;
+    for (int i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
+    if (max < ZERO_GROUP) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float is = (float)nmax / max, scale = 1 / is, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)round_k(is * x[i]);
+        float e = x[i] - scale * (float)L[i];
+        best += w[i] * e * e;
+    }
+    for (int t = -4; t <= 4; t++) {
+        if (t == 0) continue;
+        float ist = (0.1f * (float)t + (float)nmax) / max, st = 1 / ist, err = 0;
+        for (int i = 0; i < n; i++) {
+            int l = round_k(ist * x[i]);
+            l = l < nmax ? l : nmax;
+            float e = x[i] - st * (float)l;
+            err += w[i] * e * e;
+        }
+        if (err < best) {
+            best = err;
+            is = ist;
+        }
+    }
+    float slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = round_k(is * x[i]);
+        l = l < nmax ? l : nmax;
+        L[i] = (uint8_t)l;
+        slx += w[i] * x[i] * (float)l;
+        sl2 += w[i] * (float)l * (float)l;
+    }
+    for (int pass = 0; pass < 5; pass++) {
+        int moved = 0;
+        for (int i = 0; i < n; i++) {
+            float a = slx - w[i] * x[i] * (float)L[i], b = sl2 - w[i] * (float)L[i] * (float)L[i];
+            if (!(a > 0 && b > 0)) continue;
+            int l = round_k(x[i] * b / a);
+            l = l < nmax ? l : nmax;
+            if (l == L[i]) continue;
+            a += w[i] * x[i] * (float)l;
+            b += w[i] * (float)l * (float)l;
+            if (a * a * sl2 > slx * slx * b) {
+                L[i] = (uint8_t)l;
+                slx = a;
+                sl2 = b;
+                moved++;
+            }
+        }
+        if (!moved) break;
+    }
+    return sl2 > 0 ? slx / sl2 : 0;
+}
+
+/* Q4_K / Q5_K super-block with importance qw[256]: weights qw sqrt(2 mean x^2 + x^2), group
+ * scales and minimums quantized by fit_pos_w weighted by each group's weight sum. */
+static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
+{
+    float s2 = 0, w[32], sw[8], scale[8], min[8];
+    uint8_t L[QK_K], ls[8], lm[8], *s = b + 4;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    float sigma2 = 2 * s2 / QK_K;
+    for (int j = 0; j < 8; j++) {
+        float sum = 0;
+        for (int l = 0; l < 32; l++) w[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
+        for (int l = 0; l < 32; l++) sum += w[l];
+        sw[j] = sum;
+        scale[j] = fit_offset_w(32, nmax, x + 32 * j, w, L + 32 * j, &min[j], -0.9f, 0.05f, 36);
+    }
+    float d = fit_pos_w(8, 63, scale, ls, sw), dm = fit_pos_w(8, 63, min, lm, sw);
+    if (nmax == 31)
+        for (int j = 0; j < 8; j++) {
+            ls[j] = ls[j] < 63 ? ls[j] : 63;
+            lm[j] = lm[j] < 63 ? lm[j] : 63;
+        }
+    for (int j = 0; j < 4; j++) {
+        s[j] = ls[j];
+        s[j + 4] = lm[j];
+    }
+    for (int j = 4; j < 8; j++) {
+        s[j + 4] = (uint8_t)((ls[j] & 0xf) | (lm[j] & 0xf) << 4);
+        s[j - 4] |= (uint8_t)((ls[j] >> 4) << 6);
+        s[j] |= (uint8_t)((lm[j] >> 4) << 6);
+    }
+    d = put_f16(b, d);
+    dm = put_f16(b + 2, dm);
+    for (int j = 0; j < 8; j++) {
+        /* the 6-bit scale and minimum as the decoder reads them back */
+        int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+        int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+        float dj = d * (float)sc;
+        if (dj == 0) continue;
+        float mj = dm * (float)mn;
+        for (int l = 0; l < 32; l++) L[32 * j + l] = (uint8_t)clamp_i(round_k((x[32 * j + l] + mj) / dj), 0, nmax);
+    }
+    if (nmax == 15) q4_k_pack(L, b);
+    else q5_k_pack(L, b);
+}
+
+/* n values x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights w (make_qx_quants with
+ * weights): the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
+ * keeping the weighted least-squares scale of greatest explained energy. Returns the scale
+ * (0 for an all-zero group, codes 0). */
+static float fit_sym_w(int n, int nmax, const float *x, const float *w, int8_t *L)
+{
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < ZERO_GROUP) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float is = (float)-nmax / max, slx = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = clamp_i(round_k(is * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)(l + nmax);
+        slx += w[i] * x[i] * (float)l;
+        sl2 += w[i] * (float)l * (float)l;
+    }
+    float sc = sl2 != 0 ? slx / sl2 : 0, best = sc * slx;
+    for (int t = -9; t <= 9; t++) {
+        if (t == 0) continue;
+        float ist = -((float)nmax + 0.1f * (float)t) / max, a = 0, c = 0;
+        for (int i = 0; i < n; i++) {
+            float l = (float)clamp_i(round_k(ist * x[i]), -nmax, nmax - 1);
+            a += w[i] * x[i] * l;
+            c += w[i] * l * l;
+        }
+        if (c > 0 && a * a > best * c) {
+            for (int i = 0; i < n; i++) L[i] = (int8_t)(clamp_i(round_k(ist * x[i]), -nmax, nmax - 1) + nmax);
+            sc = a / c;
+            best = sc * a;
+        }
+    }
+    return sc;
+}
+
+/* Q6_K super-block with importance qw[256] (each group's fit weighted by qw, then as q6_k) */
+static void q6_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float scale[16], maxs = 0, amax = 0;
+    int8_t L[QK_K];
+    for (int j = 0; j < 16; j++) {
+        scale[j] = fit_sym_w(16, 32, x + 16 * j, qw + 16 * j, L + 16 * j);
+        if (fabsf(scale[j]) > amax) {
+            amax = fabsf(scale[j]);
+            maxs = scale[j];
+        }
+    }
+    q6_k_finish(x, scale, maxs, amax, L, b);
+}
+
+/* the 16 group weights qw sqrt(sigma2 + x^2) of a super-block, and their sums */
+static void group_weights16(const float *x, const float *qw, float sigma2, float *w, float *sw)
+{
+    for (int j = 0; j < 16; j++) {
+        float sum = 0;
+        for (int l = 0; l < 16; l++) w[16 * j + l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+        for (int l = 0; l < 16; l++) sum += w[16 * j + l];
+        sw[j] = sum;
+    }
+}
+
+static float sum_sq(const float *x)
+{
+    float s2 = 0;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    return s2;
+}
+
+/* Q3_K super-block with importance qw[256]: groups fitted with weights qw sqrt(2 mean x^2 +
+ * x^2), the 16 group scales themselves fitted (6 bits) weighted by the groups' weight sums */
+static void q3_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float w[QK_K], sw[16], scale[16];
+    int8_t L[QK_K], Ls[16];
+    uint8_t *sc = b + 96;
+    group_weights16(x, qw, 2 * sum_sq(x) / QK_K, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_sym_w(16, 4, x + 16 * j, w + 16 * j, L + 16 * j);
+    memset(sc, 0, 12);
+    float d = fit_sym_w(16, 32, scale, sw, Ls);
+    for (int j = 0; j < 16; j++) {
+        int l = Ls[j];
+        if (j < 8) sc[j] = (uint8_t)(l & 0xf);
+        else sc[j - 8] |= (uint8_t)((l & 0xf) << 4);
+        sc[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+    }
+    q3_k_finish(x, b, put_f16(b + 108, d), L);
+}
+
+/* Q2_K super-block with importance qw[256]: groups fitted with offsets, weights qw sqrt(mean
+ * x^2 + x^2); 4-bit scales and minimums fitted weighted by the groups' weight sums */
+static void q2_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float w[QK_K], sw[16], scale[16], min[16];
+    uint8_t L[QK_K], Ls[16], Lm[16];
+    group_weights16(x, qw, sum_sq(x) / QK_K, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_offset_w(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &min[j], -0.9f, 0.05f, 36);
+    float d = put_f16(b + 80, fit_pos_w(16, 15, scale, Ls, sw)), dm = put_f16(b + 82, fit_pos_w(16, 15, min, Lm, sw));
+    for (int j = 0; j < 16; j++) b[j] = (uint8_t)(Ls[j] | Lm[j] << 4);
+    q2_k_finish(x, b, d, dm, L);
+}
+
+/* The 32-value types with importance (quantize_q4_0 / q4_1 / q5_0 / q5_1 with weights): per
+ * block, weights qw sqrt(mean x^2 of the row + x^2); Q4_0 / Q5_0 fitted symmetric (codes - 8,
+ * - 16), Q4_1 / Q5_1 with an offset; no re-quantization. Blocks: d (f16), [m (f16)], [qh[4]:
+ * the fifth bits, value j at bit j], qs[16] (value j low nibble, j + 16 high). */
+static void legacy_w(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
+{
+    float s2 = 0, w[32];
+    for (uint64_t j = 0; j < n; j++) s2 += x[j] * x[j];
+    float sigma2 = s2 / (float)n;
+    bool offset = type == MK_GGML_Q4_1 || type == MK_GGML_Q5_1, five = type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    unsigned bytes = 18 + 2 * offset + 4 * five;
+    for (uint64_t ib = 0; ib < n / 32; ib++, out += bytes) {
+        const float *xb = x + 32 * ib, *q = qw + 32 * ib;
+        uint8_t L[32], *p = out + 2;
+        for (int j = 0; j < 32; j++) w[j] = q[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        if (offset) {
+            float m, d = fit_offset_w(32, five ? 31 : 15, xb, w, L, &m, -0.9f, 0.05f, 36);
+            put_f16(out, d);
+            put_f16(out + 2, -m);
+            p += 2;
+        } else {
+            put_f16(out, fit_sym_w(32, five ? 16 : 8, xb, w, (int8_t *)L));
+        }
+        if (five) {
+            uint32_t qh = 0;
+            for (int j = 0; j < 16; j++) qh |= (uint32_t)((L[j] >> 4) & 1) << j | (uint32_t)((L[j + 16] >> 4) & 1) << (j + 16);
+            for (int k = 0; k < 4; k++) p[k] = (uint8_t)(qh >> (8 * k));
+            p += 4;
+        }
+        for (int j = 0; j < 16; j++) p[j] = (uint8_t)((L[j] & 0xf) | (L[j + 16] & 0xf) << 4);
+    }
+}
+
+bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
+{
+    bool legacy = type == MK_GGML_Q4_0 || type == MK_GGML_Q4_1 || type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    uint64_t bsize = type == MK_GGML_IQ4_NL || legacy ? 32 : QK_K, nb = n_per_row / bsize;
+    if (n_per_row % bsize || n_per_row == 0) return false;
+    if (!qw) return legacy ? mk_ggml_encode(type, src, nrows * nb, dst) : mk_ggml_kquant_encode(type, src, nrows * nb, dst);
+    if (legacy) {
+        const mk_ggml_type *t = mk_ggml_type_of(type);
+        for (uint64_t r = 0; r < nrows; r++) legacy_w(type, src + r * n_per_row, n_per_row, qw, (uint8_t *)dst + r * nb * t->bytes);
+        return true;
+    }
+    uint8_t *out = dst;
+    for (uint64_t r = 0; r < nrows; r++) {
+        const float *x = src + r * n_per_row;
+        switch (type) {
+        case MK_GGML_Q4_K:
+        case MK_GGML_Q5_K: {
+            unsigned bytes = type == MK_GGML_Q4_K ? 144 : 176;
+            for (uint64_t i = 0; i < nb; i++, out += bytes) q45_k_w(x + i * QK_K, qw + i * QK_K, type == MK_GGML_Q4_K ? 15 : 31, out);
+            break;
+        }
+        case MK_GGML_Q6_K:
+            for (uint64_t i = 0; i < nb; i++, out += 210) q6_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_Q3_K:
+            for (uint64_t i = 0; i < nb; i++, out += 110) q3_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_Q2_K:
+            for (uint64_t i = 0; i < nb; i++, out += 84) q2_k_w(x + i * QK_K, qw + i * QK_K, out);
+            break;
+        case MK_GGML_IQ4_NL:
+            for (uint64_t i = 0; i < nb; i += LANES) {
+                uint64_t k = nb - i < LANES ? nb - i : LANES;
+                iq4_nl(x + i * 32, k, qw + i * 32, out);
+                out += k * 18;
+            }
+            break;
+        default: return false;
+        }
+    }
+    return true;
 }
 
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)

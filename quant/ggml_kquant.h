@@ -14,4 +14,11 @@
  * from src into dst (the type's block bytes each). False for another type. */
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst);
 
+/* nrows rows of n_per_row values (a multiple of the type's block) quantized with importance
+ * weights qw[n_per_row] (the same for every row: an imatrix's per-column mean squared
+ * activations), byte for byte ggml's quantize_q4_0 / q4_1 / q5_0 / q5_1 / q2_K ... q6_K /
+ * iq4_nl(src, dst, nrows, n_per_row, qw). qw NULL: the unweighted encoders (mk_ggml_encode).
+ * False for another type or a row length not a positive multiple of the block. */
+bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst);
+
 #endif

@@ -49,6 +49,7 @@ while read -r cmd; do
     "lora extract") run_json "$cmd" "$MK" lora extract base/ ft1/ o-le/ --rank 2 --json -q ;;
     "lora combine") run_json "$cmd" "$MK" lora combine ad1/ ad2/ o-lc/ --method cat --json -q ;;
     eval) run_json "$cmd" "$MK" eval base/ --text text.txt --ctx 32 --ref ft1/ --json -q ;;
+    imatrix) run_json "$cmd" "$MK" imatrix base/ --text text.txt --ctx 32 -o o-im.gguf --json -q ;;
     finetune) run_json "$cmd" "$MK" finetune base/ text.txt fto/ --steps 2 --seq 16 --batch 2 --json -q ;;
     estimate) run_json "$cmd" "$MK" estimate base/ --json ;;
     pack) run_json "$cmd" "$MK" pack ft1/ o-p.mkz --json -q ;;
