@@ -295,7 +295,7 @@ void mk_buf_put(mk_buf *b, const void *p, size_t n)
         b->data = d;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, p, n);
+    if (n) memcpy(b->data + b->len, p, n); /* p may be NULL when n is 0 */
     b->len += n;
     b->data[b->len] = 0;
 }
