@@ -264,6 +264,7 @@ static const char *details(void)
     }
     if (n < sizeof text)
         snprintf(text + n, sizeof text - n, "%s",
+                 "  gguf-T    OUT.gguf in llama.cpp type or mix T (q8_0, q4_k_m, iq4_nl, ...), as 'convert --type T'\n"
                  "Embeddings, lm_head, norms, biases and 1-D tensors stay as they are. The output is bit for bit\n"
                  "what bitsandbytes and compressed-tensors (for ternary: transformers' BitNet packing) produce for\n"
                  "the same weights. Each run reports bits per weight, relative RMSE, SQNR and max abs error per\n"
@@ -356,6 +357,22 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
 }
 
+/* --format gguf-T: OUT.gguf as 'convert IN OUT.gguf --type T' writes it; then --eval-text. */
+static mk_status gguf_main(quant_cli *o, const char *in, const char *out)
+{
+    MK_TRY(mk_cli_gguf_type_check("--format gguf-T", o->format + 5));
+    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
+        if (o->value[k] || o->flag[k])
+            return mk_error(MK_ERR_USAGE, "--%s: not with --format %s (llama.cpp's types fix their own blocks)", mk_qsettings[k].key, o->format);
+    if (o->skip || o->include || o->compute_dtype || o->report || o->dry_run || o->parts.p.n || o->parts.parts || o->finalize)
+        return mk_error(MK_ERR_USAGE, "--format %s takes none of --skip, --include, --compute-dtype, --report, --dry-run, --part, --parts "
+                                      "(see 'convert --help' for --dry-run and --part)", o->format);
+    if (!mk_str_ends_with(out, ".gguf")) return mk_error(MK_ERR_USAGE, "--format %s writes one GGUF file: OUT must end in .gguf (not '%s')", o->format, out);
+    MK_TRY(mk_cli_convert_gguf(&o->c, in, out, o->format + 5, o->force, NULL));
+    if (!o->eval.text) return MK_OK;
+    return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
+}
+
 static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .sens_ctx = 128, .sens_chunks = 2, .finalize = finalize, .argc = argc, .argv = argv};
@@ -398,7 +415,9 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
     bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
     if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
-    if (alloc) o.list_formats = true; /* done: no single-format run */
+    bool gguf = !alloc && o.format && !strncmp(o.format, "gguf-", 5);
+    if (s == MK_OK && !o.list_formats && gguf && npos == 2) s = gguf_main(&o, pos[0], pos[1]);
+    if (alloc || gguf) o.list_formats = true; /* done: no single-format run */
     mk_qopts qo;
     if (s == MK_OK && !o.list_formats) s = to_qopts(&o, &qo);
     if (s == MK_OK && !o.list_formats && o.report && (o.dry_run || o.parts.p.n || o.finalize))

@@ -103,6 +103,13 @@ for t in q2_k q3_k_s q3_k_m q3_k_l q4_k_s q4_k_m q5_k_s q5_k_m q6_k; do fts="$ft
 [ "$fts" = " 10 11 12 13 14 15 16 17 18" ] && ok "general.file_type of the mixes is llama.cpp's (10 ... 18)" || notok "general.file_type" "$fts"
 "$MK" convert s-k k-j1.gguf --type q3_k_m -q -j 1 && "$MK" convert s-k k-j3.gguf --type q3_k_m -q -j 3
 t_same "q3_k_m: the same file with 1 and 3 threads" k-j1.gguf k-j3.gguf
+# quantize --format gguf-T is convert --type T
+t_ok "quantize --format gguf-q4_k_m" "$MK" quantize s-k qz.gguf --format gguf-q4_k_m -q
+t_same "quantize --format gguf-q4_k_m: convert --type q4_k_m's file" qz.gguf k-s-k-q4_k_m.gguf
+t_fail "quantize --format gguf-T: unknown T" 2 "gguf-T: 'q9_k' is not one of" "$MK" quantize s-k qx.gguf --format gguf-q9_k
+t_fail "quantize --format gguf-T: OUT not .gguf" 2 "OUT must end in .gguf" "$MK" quantize s-k qx --format gguf-q8_0
+t_fail "quantize --format gguf-T: no block settings" 2 "--group-size: not with --format gguf-q8_0" "$MK" quantize s-k qx.gguf --format gguf-q8_0 --group-size 32
+t_absent "quantize --format gguf-T: nothing written after errors" qx.gguf qx qx.gguf.tmp
 cmp -s k-j1.gguf k-s-k-q3_k_m.gguf && ok "q3_k_m: the same file at the default thread count" || notok "q3_k_m: default threads differ"
 "$MK" convert s-k k-alias.gguf --type q4_k -q
 t_same "q4_k is q4_k_m (llama-quantize's alias)" k-alias.gguf k-s-k-q4_k_m.gguf
