@@ -331,6 +331,15 @@ static mk_status list_formats(bool json)
     return MK_OK;
 }
 
+/* The first format setting (--group-size, --double-quant, ...) given on the command line, or
+ * NULL: --target-bpw and --format gguf-T take none. */
+static const char *setting_given(const quant_cli *o)
+{
+    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
+        if (o->value[k] || o->flag[k]) return mk_qsettings[k].key;
+    return NULL;
+}
+
 /* --target-bpw: the options it takes and the run; then --eval-text as for one format. */
 static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
 {
@@ -343,16 +352,14 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     a.target_bpw = strtod(o->target_bpw, &end);
     if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
     if (o->format) return mk_error(MK_ERR_USAGE, "--target-bpw chooses the formats (--formats); not with --format");
-    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
-        if (o->value[k] || o->flag[k])
-            return mk_error(MK_ERR_USAGE, "--%s: with --target-bpw, settings go in --formats (NAME:%s=...)", mk_qsettings[k].key,
-                            mk_qsettings[k].key);
+    const char *set = setting_given(o);
+    if (set) return mk_error(MK_ERR_USAGE, "--%s: with --target-bpw, settings go in --formats (NAME:%s=...)", set, set);
     if (o->include || o->compute_dtype || o->parts.p.n || o->parts.parts || o->finalize)
         return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --part, --parts");
     if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
     if (o->report && o->dry_run) return mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run");
     MK_TRY(mk_cli_quant_alloc(&a, &o->c, in, out));
-    if (o->report && !o->dry_run) MK_TRY(mk_cli_report_quant_ref(out, in, o->report));
+    if (o->report) MK_TRY(mk_cli_report_quant_ref(out, in, o->report));
     if (!o->eval.text) return MK_OK;
     return mk_cli_eval(out, &in, 1, &o->eval, &o->c, false);
 }
@@ -361,9 +368,8 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
 static mk_status gguf_main(quant_cli *o, const char *in, const char *out)
 {
     MK_TRY(mk_cli_gguf_type_check("--format gguf-T", o->format + 5));
-    for (size_t k = 0; k < MAX_SETTINGS && mk_qsettings[k].key; k++)
-        if (o->value[k] || o->flag[k])
-            return mk_error(MK_ERR_USAGE, "--%s: not with --format %s (llama.cpp's types fix their own blocks)", mk_qsettings[k].key, o->format);
+    const char *set = setting_given(o);
+    if (set) return mk_error(MK_ERR_USAGE, "--%s: not with --format %s (llama.cpp's types fix their own blocks)", set, o->format);
     if (o->skip || o->include || o->compute_dtype || o->report || o->dry_run || o->parts.p.n || o->parts.parts || o->finalize)
         return mk_error(MK_ERR_USAGE, "--format %s takes none of --skip, --include, --compute-dtype, --report, --dry-run, --part, --parts "
                                       "(see 'convert --help' for --dry-run and --part)", o->format);
