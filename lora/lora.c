@@ -4,7 +4,6 @@
 #include "../core/mk_linalg.h"
 #include "../core/mk_simd.h"
 
-#include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
@@ -355,29 +354,24 @@ mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsign
     mk_status st = (w && y && z && c && tau && s && uc && vh && u) ? MK_OK : MK_ERR_NOMEM;
     if (st == MK_OK) {
         for (uint64_t e = 0; e < n * l; e++) w[e] = 2.0f * mk_rng_uniform(rng, 0, e) - 1.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)n, 1.0f, d, (blasint)n, w,
-                    (blasint)l, 0.0f, y, (blasint)l);
+        mk_gemm(false, false, m, l, n, 1.0f, d, n, w, l, 0.0f, y, l);
         for (unsigned it = 0; it < power && st == MK_OK; it++) {
             st = orth(y, m, l, tau, what);
             if (st != MK_OK) break;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)n, (blasint)l, (blasint)m, 1.0f, d, (blasint)n, y,
-                        (blasint)l, 0.0f, z, (blasint)l);
+            mk_gemm(true, false, n, l, m, 1.0f, d, n, y, l, 0.0f, z, l);
             st = orth(z, n, l, tau, what);
             if (st != MK_OK) break;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)n, 1.0f, d, (blasint)n,
-                        z, (blasint)l, 0.0f, y, (blasint)l);
+            mk_gemm(false, false, m, l, n, 1.0f, d, n, z, l, 0.0f, y, l);
         }
         if (st == MK_OK) st = orth(y, m, l, tau, what);
     }
     if (st == MK_OK) {
         /* C = Q^T d */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)l, (blasint)n, (blasint)m, 1.0f, y, (blasint)l, d,
-                    (blasint)n, 0.0f, c, (blasint)n);
+        mk_gemm(true, false, l, n, m, 1.0f, y, l, d, n, 0.0f, c, n);
         st = mk_svd_thin(c, l, n, uc, s, vh, what);
     }
     if (st == MK_OK) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)m, (blasint)l, (blasint)l, 1.0f, y, (blasint)l, uc,
-                    (blasint)l, 0.0f, u, (blasint)l);
+        mk_gemm(false, false, m, l, l, 1.0f, y, l, uc, l, 0.0f, u, l);
         double tot = 0, keep = 0;
         for (uint64_t e = 0; e < m * n; e++) tot += (double)d[e] * d[e];
         for (long q = k; q-- > 0;) keep += (double)s[q] * s[q];
