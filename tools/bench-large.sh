@@ -10,7 +10,9 @@
 # the merges as tools/bench.sh (`cat A >/dev/null; dd if=B of=floor.bin conv=fsync`), for
 # quantize and pack as tools/bench-quant.sh (cat the input, then dd writes as many bytes as
 # the output has, with fsync). Each figure is the median of BENCH_REPS runs, step and floor
-# alternating; ratio = median step / median floor.
+# alternating; ratio = median step / median floor; cpu_s: the step's user + system seconds;
+# read_GB: what it read from the disk (time -v's file system inputs; more than in_GB when
+# pages are read again).
 #
 # Disk: two models plus one output of a model's size at once (3 x ~13.5 GB at full size); the
 # script checks the free space first and stops, saying how much it needs, when it is short.
@@ -136,7 +138,7 @@ step() {
     shift 4
     # shellcheck disable=SC2086
     _inb=$(size_of $_in)
-    _runs='' _floors='' _peak=0 _r=0
+    _runs='' _floors='' _cpus='' _reads='' _peak=0 _r=0
     while [ $_r -lt "$reps" ]; do
         # shellcheck disable=SC2046,SC2086
         cold $(tensors_of $_in)
@@ -144,6 +146,8 @@ step() {
         /usr/bin/time -v "$@" 2>time.log || { echo "bench-large: failed: $*" >&2; tail -n 20 time.log >&2; exit 1; }
         _t1=$(now)
         _runs="$_runs $(sub "$_t1" "$_t0")"
+        _cpus="$_cpus $(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.1f", s }' time.log)"
+        _reads="$_reads $(awk -F': ' '/File system inputs/ { printf "%.1f", $2 * 512 / 1e9 }' time.log)"
         _p=$(peak_mb time.log)
         [ "$_p" -gt "$_peak" ] && _peak=$_p
         _outb=$(size_of "$_out")
@@ -154,14 +158,17 @@ step() {
     done
     _run=$(echo "$_runs" | median)
     _floor=$(echo "$_floors" | median)
-    printf '%-14s %6s %6s %8.1f %8.1f %6.2f %8s   (runs:%s; floors:%s; load %s)\n' "$_label" "$(gb "$_inb" | cut -d' ' -f1)" \
-        "$(gb "$_outb" | cut -d' ' -f1)" "$_floor" "$_run" "$(div "$_run" "$_floor")" "$_peak" "$_runs" "$_floors" "$(cut -d' ' -f1 /proc/loadavg)"
+    printf '%-14s %6s %6s %8.1f %8.1f %6.2f %7s %7s %8s   (runs:%s; floors:%s; load %s)\n' "$_label" "$(gb "$_inb" | cut -d' ' -f1)" \
+        "$(gb "$_outb" | cut -d' ' -f1)" "$_floor" "$_run" "$(div "$_run" "$_floor")" "$(echo "$_cpus" | median)" \
+        "$(echo "$_reads" | median)" "$_peak" "$_runs" "$_floors" "$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 echo "medians of $reps; sizes in GB"
-printf '%-14s %6s %6s %8s %8s %6s %8s\n' step in_GB out_GB floor_s run_s ratio peak_MB
+printf '%-14s %6s %6s %8s %8s %6s %7s %7s %8s\n' step in_GB out_GB floor_s run_s ratio cpu_s read_GB peak_MB
 step "ties" out b/model.safetensors "a b" "$mk" ties.yaml out/ -q --force
-KEEP_OUT=1 step "linear" merged b/model.safetensors "a b" "$mk" linear.yaml merged/ -q --force
+KEEP_OUT=1
+step "linear" merged b/model.safetensors "a b" "$mk" linear.yaml merged/ -q --force
+KEEP_OUT=0
 [ "$keep" = 1 ] || rm -rf a b stamp.txt
 step "quantize nf4" nf4 - merged "$mk" quantize merged/ nf4/ --format nf4 -q --force
 step "pack (.mkz)" merged.mkz - merged "$mk" pack merged/ merged.mkz -q --force
