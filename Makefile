@@ -5,6 +5,7 @@
 #                   quant kernels built for baseline SSE2 only (MK_NO_CLONES)
 #   make demo       synthetic models + recipes/linear.yaml, end to end
 #   make bench      benchmarks (time / I/O floor, peak memory)
+#   make bench-large  opt-in: 7B-shaped models merged, quantized and packed (~42 GB of disk)
 #   make fuzz       libFuzzer targets (clang); FUZZ_TIME=seconds per target
 #   make compat     load our outputs in the reference Python libraries (tools venv)
 #   make check-report  the report pages in headless Chromium (installs Debian's chromium if missing)
@@ -141,7 +142,7 @@ CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 MAIN_CUDA_OBJ := $(if $(filter 1,$(CUDA)),$(CUDA_OBJ))
 MAIN_CUDA_LIBS := $(if $(filter 1,$(CUDA)),$(CUDA_LIBS))
 
-.PHONY: all test test-cuda check demo demo-heal demo-merge-bench bench bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
+.PHONY: all test test-cuda check demo demo-heal demo-merge-bench bench bench-large bench-methods fuzz compat check-report install install-files uninstall doc clean unit print-lib-src \
         print-pkgs
 # keep intermediate objects (fuzz targets), so nothing is printed after the test summary
 .SECONDARY:
@@ -241,6 +242,9 @@ demo-merge-bench: all
 
 bench: all
 	sh tools/bench.sh
+
+bench-large: all
+	sh tools/bench-large.sh
 
 bench-methods: all
 	sh tools/bench-methods.sh
