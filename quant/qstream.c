@@ -2,7 +2,10 @@
  * chunks of whole rows, OpenMP over the chunks of a tensor, with the consumer's prepass
  * when it asks for one; and the pass before the layout that finds the formats' offsets.
  * Per thread one chunk as f32 plus its raw bytes; a source that maps its files is told to
- * release each chunk, and each tensor again when it is done.
+ * release each chunk, and each tensor again when it is done. The next tensor's bytes are
+ * asked for (prefetch) while this one is computed. A tensor with a prepass is read once
+ * when its f32 values fit QSTREAM_HOLD: the prepass keeps them and the main pass reads
+ * them there (the same values, so the same bytes); larger ones are read twice.
  * Must not: know any consumer or format (it asks the consumer's ops and the family). */
 #include "qformat.h"
 
@@ -14,6 +17,7 @@
 #include <string.h>
 
 #define QSTREAM_CHUNK (1u << 18) /* 1 MiB of f32: the passes over a chunk stay in L2 */
+#define QSTREAM_HOLD (128ull << 20) /* the largest tensor (as f32) a prepass keeps for the main pass */
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
 
@@ -25,6 +29,8 @@ typedef struct qpass {
     unsigned es;
     chunk_fn fn;
     void *ctx;
+    float *hold;  /* the whole tensor as f32, or NULL: chunks are read into it, or read from it */
+    bool held;    /* hold is filled: nothing to read */
 } qpass;
 
 typedef struct qpass_tls {
@@ -63,18 +69,27 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
     qpass_tls *t = tlsp;
     uint64_t e0 = c * q->rpc * q->cols;
     uint64_t n = (q->rows - c * q->rpc < q->rpc ? q->rows - c * q->rpc : q->rpc) * q->cols;
-    mk_status st = mk_source_read_f32(q->src, q->si, e0, n, t->buf, t->scratch);
-    if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, t->buf, n);
+    if (q->held) return q->fn(q->ctx, q->i, e0, q->hold + e0, n);
+    float *v = q->hold ? q->hold + e0 : t->buf;
+    mk_status st = mk_source_read_f32(q->src, q->si, e0, n, v, t->scratch);
+    if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, v, n);
     if (q->src->ops->release) q->src->ops->release(q->src, q->si, e0 * q->es, n * q->es);
     return st;
 }
 
-static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
+static mk_status pass_held(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx, float *hold,
+                           bool held)
 {
     const mk_tensor_info *t = &src->tensors[si];
     const uint64_t rows = cols ? t->numel / cols : 0;
-    qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx};
-    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, qpass_tls_new, qpass_tls_free);
+    qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx,
+               hold, held};
+    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_free);
+}
+
+static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
+{
+    return pass_held(src, si, i, cols, rpc, fn, ctx, NULL, false);
 }
 
 typedef struct raw_ctx {
@@ -114,17 +129,24 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
         if (!(c->ops->is_done && c->ops->is_done(c, i))) {
             MK_TRY(c->ops->begin(c, i, t));
             if (src->ops->prefetch) src->ops->prefetch(src, si, 0, in->nbytes);
+            if (src->ops->prefetch && i + 1 < n) src->ops->prefetch(src, src_idx[i + 1], 0, src->tensors[src_idx[i + 1]].nbytes);
             if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
                 raw_ctx rc = {c, i};
                 MK_TRY(mk_source_copy_raw(src, si, raw_slice, &rc));
             } else if (t->numel) {
                 uint64_t cols = mk_tensor_cols(t);
                 uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
+                float *hold = NULL;
                 if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
-                    MK_TRY(pass(src, si, i, cols, rpc, observe_fn, c));
-                    MK_TRY(c->ops->observe_end(c, i));
+                    if (t->numel <= QSTREAM_HOLD / sizeof(float)) hold = malloc((size_t)t->numel * sizeof(float));
+                    mk_status st = pass_held(src, si, i, cols, rpc, observe_fn, c, hold, false);
+                    if (st == MK_OK) st = c->ops->observe_end(c, i);
+                    if (st != MK_OK) free(hold);
+                    MK_TRY(st);
                 }
-                MK_TRY(pass(src, si, i, cols, rpc, rows_fn, c));
+                mk_status st = pass_held(src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL);
+                free(hold);
+                MK_TRY(st);
             }
             /* again as a whole: for a mapped source, the kernel's fault-around maps pages next
              * to each one read, some in chunks already released, which would stay resident */
