@@ -4,7 +4,8 @@
  * writes it with a single pwrite and marks it done in the sink below (in output order, as
  * the sink requires), while the caller computes the next tensor. Larger tensors are written
  * through as they come. At most WB_INFLIGHT bytes wait to be written: a caller faster than
- * the disk waits for it. add_file, commit and finish first wait for every queued tensor; an
+ * the disk waits for it. Written buffers are kept (up to WB_INFLIGHT bytes) and cleared for
+ * the next tensors: fresh ones would be fresh pages, faulted in and zeroed each time. add_file, commit and finish first wait for every queued tensor; an
  * error of the writing thread is returned by the next call, with its message.
  * Must not: change what is written (the same bytes at the same offsets, the same
  * tensor_done order) or hold more than WB_CAP + WB_INFLIGHT bytes.
@@ -18,10 +19,12 @@
 
 #define WB_CAP (64ull << 20)
 #define WB_INFLIGHT (64ull << 20)
+#define WB_POOL 16
 
 typedef struct wb_job {
     size_t i;
     unsigned char *buf; /* NULL: written through already (or nothing to write) */
+    size_t cap;         /* buf's size */
     struct wb_job *next;
 } wb_job;
 
@@ -31,6 +34,10 @@ typedef struct wb_sink {
     uint64_t *nbytes;       /* [n] */
     bool *done0;            /* [n] the inner sink's is_done when declared (resume) */
     unsigned char **buf;    /* [n] gathering buffers; NULL until the first piece */
+    size_t *cap;            /* [n] their sizes */
+    unsigned char *pool[WB_POOL]; /* written buffers, for reuse */
+    size_t pool_cap[WB_POOL], n_pool;
+    uint64_t pool_bytes;
     pthread_mutex_t mu;
     pthread_cond_t cv;      /* the queue changed (either side) */
     wb_job *head, *tail;
@@ -40,6 +47,41 @@ typedef struct wb_sink {
     char msg[1024];
     pthread_t th;
 } wb_sink;
+
+/* A buffer of at least `len` bytes, all zero: a kept one when one is large enough. Called
+ * with the lock held. */
+static unsigned char *wb_take(wb_sink *w, size_t len, size_t *cap)
+{
+    size_t best = WB_POOL;
+    for (size_t k = 0; k < w->n_pool; k++)
+        if (w->pool_cap[k] >= len && (best == WB_POOL || w->pool_cap[k] < w->pool_cap[best])) best = k;
+    if (best == WB_POOL) {
+        *cap = len;
+        return mk_calloc(1, len);
+    }
+    unsigned char *b = w->pool[best];
+    *cap = w->pool_cap[best];
+    w->pool_bytes -= *cap;
+    w->n_pool--;
+    w->pool[best] = w->pool[w->n_pool];
+    w->pool_cap[best] = w->pool_cap[w->n_pool];
+    memset(b, 0, len);
+    return b;
+}
+
+/* Keep a written buffer for reuse, within WB_POOL buffers and WB_INFLIGHT bytes. Called with
+ * the lock held. */
+static void wb_give(wb_sink *w, unsigned char *b, size_t cap)
+{
+    if (!b) return;
+    if (w->n_pool < WB_POOL && w->pool_bytes + cap <= WB_INFLIGHT) {
+        w->pool[w->n_pool] = b;
+        w->pool_cap[w->n_pool++] = cap;
+        w->pool_bytes += cap;
+    } else {
+        free(b);
+    }
+}
 
 /* Error of the writing thread, raised again in the caller's thread (the message too);
  * called with the lock held. */
@@ -73,7 +115,7 @@ static void *wb_main(void *p)
             w->err = st;
         }
         if (j->buf) w->inflight -= w->nbytes[j->i];
-        free(j->buf);
+        wb_give(w, j->buf, j->cap);
         free(j);
         w->busy = false;
         pthread_cond_broadcast(&w->cv);
@@ -100,7 +142,8 @@ static mk_status wb_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
     w->nbytes = mk_calloc(n ? n : 1, sizeof *w->nbytes);
     w->done0 = mk_calloc(n ? n : 1, sizeof *w->done0);
     w->buf = mk_calloc(n ? n : 1, sizeof *w->buf);
-    if (!w->nbytes || !w->done0 || !w->buf) return MK_ERR_NOMEM;
+    w->cap = mk_calloc(n ? n : 1, sizeof *w->cap);
+    if (!w->nbytes || !w->done0 || !w->buf || !w->cap) return MK_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         w->nbytes[i] = t[i].nbytes;
         w->done0[i] = w->inner->ops->is_done && w->inner->ops->is_done(w->inner, i);
@@ -126,7 +169,7 @@ static mk_status wb_write(mk_sink *k, size_t i, uint64_t off, const void *data, 
     mk_status st = wb_err(w);
     unsigned char *b = w->buf[i];
     if (st == MK_OK && !b && w->nbytes[i] <= WB_CAP && !w->done0[i]) {
-        b = w->buf[i] = mk_calloc(1, (size_t)w->nbytes[i]);
+        b = w->buf[i] = wb_take(w, (size_t)w->nbytes[i], &w->cap[i]);
         if (!b) st = MK_ERR_NOMEM;
     }
     pthread_mutex_unlock(&w->mu);
@@ -144,6 +187,7 @@ static mk_status wb_tensor_done(mk_sink *k, size_t i)
     pthread_mutex_lock(&w->mu);
     j->i = i;
     j->buf = w->buf[i];
+    j->cap = w->cap[i];
     w->buf[i] = NULL;
     uint64_t add = j->buf ? w->nbytes[i] : 0;
     while (w->inflight && w->inflight + add > WB_INFLIGHT && w->err == MK_OK) pthread_cond_wait(&w->cv, &w->mu);
@@ -198,10 +242,12 @@ static void wb_close(mk_sink *k)
         pthread_join(w->th, NULL);
     }
     for (size_t i = 0; w->buf && i < w->n; i++) free(w->buf[i]);
+    for (size_t p = 0; p < w->n_pool; p++) free(w->pool[p]);
     mk_sink_close(w->inner);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->buf);
+    free(w->cap);
     free(w->done0);
     free(w->nbytes);
     free(w);
