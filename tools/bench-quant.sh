@@ -67,7 +67,7 @@ bench_one() { # NAME THREADS ARGS...
     name=$1 j=$2
     shift 2
     out=$work/q-out
-    runs= floors= cpus= peak=0
+    runs='' floors='' cpus='' peak=0
     r=0
     while [ $r -lt "$reps" ]; do
         rm -rf "$out"
@@ -125,7 +125,7 @@ else
         case " $want " in "  ") ;; *" $f "*) ;; *) continue ;; esac
         for j in $jobs; do
             [ "$j" = 1 ] || [ "$cores" != 1 ] || continue
-            ours= theirs=
+            ours='' theirs=''
             r=0
             while [ $r -lt "$reps" ]; do
                 t0=$(now)
