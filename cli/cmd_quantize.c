@@ -184,7 +184,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_output out_o = {0};
     mk_consumer cons = {0};
     mk_output_opts oo = {.shard_size = o->shard_size, .force = o->force, .part = o->parts.p, .finalize = o->finalize != NULL,
-                         .manifest = o->finalize ? o->finalize : &man};
+                         .manifest = o->finalize ? o->finalize : &man, .write_behind = true};
     s = mk_output_begin(&out_o, out, &oo, plan.out, plan.n_out);
     if (s == MK_OK) s = mk_quant_consumer(&cons, out_o.k, &plan, true, false);
     mk_progress prog;

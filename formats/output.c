@@ -139,6 +139,7 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
         s = opts->stem ? mk_safetensors_sink_stem(o->od.tmp_path, opts->stem, &so, &o->k)
                        : mk_safetensors_sink(o->od.tmp_path, &so, &o->k);
     }
+    if (s == MK_OK && opts->write_behind && !o->container) s = mk_output_write_behind(&o->k);
     if (s == MK_OK) s = o->k->ops->begin(o->k, t, n);
     free(journal);
     return s;

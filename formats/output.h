@@ -38,6 +38,7 @@ typedef struct mk_output_opts {
     mk_part part;             /* --part I/N: write part I of N into the shared OUT.tmp; n == 0: all */
     bool finalize;            /* OUT from the parts in OUT.tmp */
     const mk_parts_manifest *manifest; /* with part or finalize: the plan's hash, N, the command line */
+    bool write_behind;        /* safetensors: write each tensor behind the computation (output_wb.c) */
 } mk_output_opts;
 
 /* The shards of an output split between parts (--dry-run --parts N prints it). */
@@ -91,5 +92,10 @@ mk_status mk_output_seal(mk_output *o);
 mk_status mk_output_commit(mk_output *o);
 /* Release the sink; remove OUT.tmp unless committed. */
 void mk_output_close(mk_output *o);
+/* Put a write-behind sink in front of *k (before its begin; opts.write_behind does it in
+ * mk_output_begin): each tensor up to 64 MiB is gathered and written in one piece by a
+ * thread of its own while the caller computes the next; add_file, commit and finish wait
+ * for it. The same bytes and tensor_done order as *k alone. */
+mk_status mk_output_write_behind(mk_sink **k);
 
 #endif

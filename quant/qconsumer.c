@@ -14,12 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A thread of qstream's pool says which it is; elsewhere (the merge executor) OpenMP's. */
+static _Thread_local int tl_qthread = -1;
+void mk_qthread_bind(int k) { tl_qthread = k; }
+
 #ifdef _OPENMP
 #include <omp.h>
-static int thread_num(void) { return omp_get_thread_num(); }
+static int thread_num(void) { return tl_qthread >= 0 ? tl_qthread : omp_get_thread_num(); }
 static int max_threads(void) { return omp_get_max_threads(); }
 #else
-static int thread_num(void) { return 0; }
+static int thread_num(void) { return tl_qthread >= 0 ? tl_qthread : 0; }
 static int max_threads(void) { return 1; }
 #endif
 
