@@ -31,15 +31,21 @@ static lapack_int svd_lapack(bool qr_iteration, const float *d, uint64_t m, uint
                           (lapack_int)kf);
 }
 
-mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
-                             const char *what)
+/* LAPACKE refuses NaN input as a bad argument: name the matrix instead */
+static mk_status check_finite(const float *d, uint64_t m, uint64_t n, const char *what)
 {
-    MK_TRY(mk_linalg_check_size(m, n, what));
-    /* LAPACKE refuses NaN input as a bad argument: name the matrix instead */
     for (uint64_t e = 0; e < m * n; e++)
         if (!isfinite(d[e]))
             return mk_error(MK_ERR_NUMERIC, "%s: the matrix to decompose has NaN or Inf values (element %llu)", what,
                             (unsigned long long)e);
+    return MK_OK;
+}
+
+mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
+                             const char *what)
+{
+    MK_TRY(mk_linalg_check_size(m, n, what));
+    MK_TRY(check_finite(d, m, n, what));
     uint64_t kf = m < n ? m : n;
     float *a = mk_malloc((size_t)(m * n) * sizeof *a), *superb = mk_malloc((size_t)kf * sizeof *superb);
     if (!a || !superb) {
@@ -85,5 +91,95 @@ mk_status mk_polar(const float *x, uint64_t m, uint64_t n, float *out, const cha
     free(u);
     free(s);
     free(vh);
+    return st;
+}
+
+/* Orthonormal basis of the columns of row-major y [m, l] (m >= l), in place (Householder QR). */
+static mk_status orth(float *y, uint64_t m, uint64_t l, float *tau, const char *what)
+{
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info < 0) MK_BUG("bad QR argument");
+    if (info > 0) return mk_error(MK_ERR_NUMERIC, "%s: QR factorisation failed (LAPACK info %d)", what, (int)info);
+    return MK_OK;
+}
+
+/* Columns [0, k) of row-major a [m, lda] into b [m, k]. */
+static void take_cols(const float *a, uint64_t m, uint64_t lda, uint64_t k, float *b)
+{
+    for (uint64_t i = 0; i < m; i++) memcpy(b + i * k, a + i * lda, (size_t)k * sizeof *b);
+}
+
+/* The full thin SVD, truncated to k triplets. */
+static mk_status svd_top_exact(const float *d, uint64_t m, uint64_t n, uint64_t k, float *u, float *s, float *vh,
+                               const char *what)
+{
+    uint64_t kf = m < n ? m : n;
+    float *uf = mk_malloc((size_t)(m * kf) * sizeof *uf), *sf = mk_malloc((size_t)kf * sizeof *sf);
+    mk_status st = uf && sf ? mk_svd_thin(d, m, n, uf, sf, vh, what) : MK_ERR_NOMEM;
+    if (st == MK_OK) {
+        take_cols(uf, m, kf, k, u);
+        memcpy(s, sf, (size_t)k * sizeof *s);
+    }
+    free(uf);
+    free(sf);
+    return st;
+}
+
+mk_status mk_svd_rand(const float *d, uint64_t m, uint64_t n, uint64_t k, unsigned power, uint64_t oversample, mk_rng rng,
+                      float *u, float *s, float *vh, const char *what)
+{
+    uint64_t kf = m < n ? m : n;
+    if (k == 0 || k > kf) MK_BUG("bad truncated SVD rank");
+    MK_TRY(mk_linalg_check_size(m, n, what));
+    uint64_t l = k + oversample < kf ? k + oversample : kf;
+    /* vh [k, n] may be too small for the full SVD's [kf, n]: that path writes through a copy */
+    if (l == kf) {
+        if (k == kf) return mk_svd_thin(d, m, n, u, s, vh, what);
+        float *vf = mk_malloc((size_t)(kf * n) * sizeof *vf);
+        mk_status st = vf ? svd_top_exact(d, m, n, k, u, s, vf, what) : MK_ERR_NOMEM;
+        if (st == MK_OK) memcpy(vh, vf, (size_t)(k * n) * sizeof *vh);
+        free(vf);
+        return st;
+    }
+    MK_TRY(check_finite(d, m, n, what));
+    float *w = mk_malloc((size_t)(n * l) * sizeof *w), *y = mk_malloc((size_t)(m * l) * sizeof *y);
+    float *z = mk_malloc((size_t)(n * l) * sizeof *z), *c = mk_malloc((size_t)(l * n) * sizeof *c);
+    float *tau = mk_malloc((size_t)l * sizeof *tau), *sl = mk_malloc((size_t)l * sizeof *sl);
+    float *uc = mk_malloc((size_t)(l * l) * sizeof *uc), *vl = mk_malloc((size_t)(l * n) * sizeof *vl);
+    float *ul = mk_malloc((size_t)(m * l) * sizeof *ul);
+    mk_status st = (w && y && z && c && tau && sl && uc && vl && ul) ? MK_OK : MK_ERR_NOMEM;
+    if (st == MK_OK) {
+        for (uint64_t e = 0; e < n * l; e++) w[e] = 2.0f * mk_rng_uniform(rng, 0, e) - 1.0f;
+        mk_gemm(false, false, m, l, n, 1.0f, d, n, w, l, 0.0f, y, l);
+        for (unsigned it = 0; it < power && st == MK_OK; it++) {
+            st = orth(y, m, l, tau, what);
+            if (st != MK_OK) break;
+            mk_gemm(true, false, n, l, m, 1.0f, d, n, y, l, 0.0f, z, l);
+            st = orth(z, n, l, tau, what);
+            if (st != MK_OK) break;
+            mk_gemm(false, false, m, l, n, 1.0f, d, n, z, l, 0.0f, y, l);
+        }
+        if (st == MK_OK) st = orth(y, m, l, tau, what);
+    }
+    if (st == MK_OK) {
+        mk_gemm(true, false, l, n, m, 1.0f, y, l, d, n, 0.0f, c, n); /* C = Q^T d */
+        st = mk_svd_thin(c, l, n, uc, sl, vl, what);
+    }
+    if (st == MK_OK) {
+        mk_gemm(false, false, m, l, l, 1.0f, y, l, uc, l, 0.0f, ul, l);
+        take_cols(ul, m, l, k, u);
+        memcpy(s, sl, (size_t)k * sizeof *s);
+        memcpy(vh, vl, (size_t)(k * n) * sizeof *vh);
+    }
+    free(w);
+    free(y);
+    free(z);
+    free(c);
+    free(tau);
+    free(sl);
+    free(uc);
+    free(vl);
+    free(ul);
     return st;
 }
