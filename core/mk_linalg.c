@@ -4,8 +4,17 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* OpenBLAS runs on one thread, inside mergekit-c's OpenMP threads (-j): its own thread pool
+ * gives bytes that depend on its thread count (seen: sgesdd on a [128, 128] matrix and sgemm
+ * at 1, 2 and 4 threads all differ), so the work is split here, in blocks that do not depend
+ * on the thread count (products by output blocks, independent SVDs side by side). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+static void blas_serial(void) { pthread_once(&blas_once, blas_one_thread); }
 
 mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what)
 {
@@ -46,6 +55,7 @@ mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t 
 {
     MK_TRY(mk_linalg_check_size(m, n, what));
     MK_TRY(check_finite(d, m, n, what));
+    blas_serial();
     uint64_t kf = m < n ? m : n;
     float *a = mk_malloc((size_t)(m * n) * sizeof *a), *superb = mk_malloc((size_t)kf * sizeof *superb);
     if (!a || !superb) {
@@ -73,12 +83,55 @@ mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s
     return mk_svd_thin_method(false, d, m, n, u, s, vh, what);
 }
 
+static void sgemm(bool ta, bool tb, uint64_t m, uint64_t n, uint64_t k, float alpha, const float *a, uint64_t lda,
+                  const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
+                (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
+/* A product of at least GEMM_PAR_FLOPS multiply-adds is split into blocks of GEMM_BLOCK
+ * rows (or columns) of c, taken by the threads. */
+#define GEMM_PAR_FLOPS (1u << 24)
+#define GEMM_BLOCK 256
+
+typedef struct gemm_job {
+    bool ta, tb, by_rows;
+    uint64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} gemm_job;
+
+static void gemm_block(const gemm_job *g, uint64_t blk)
+{
+    uint64_t o = blk * GEMM_BLOCK, len = (g->by_rows ? g->m : g->n) - o;
+    if (len > GEMM_BLOCK) len = GEMM_BLOCK;
+    if (g->by_rows) /* rows o.. of op(a): a's rows, or columns of the stored transpose */
+        sgemm(g->ta, g->tb, len, g->n, g->k, g->alpha, g->ta ? g->a + o : g->a + o * g->lda, g->lda, g->b, g->ldb,
+              g->beta, g->c + o * g->ldc, g->ldc);
+    else /* columns o.. of op(b) */
+        sgemm(g->ta, g->tb, g->m, len, g->k, g->alpha, g->a, g->lda, g->tb ? g->b + o * g->ldb : g->b + o, g->ldb,
+              g->beta, g->c + o, g->ldc);
+}
+
 void mk_gemm(bool ta, bool tb, uint64_t m, uint64_t n, uint64_t k, float alpha, const float *a, uint64_t lda,
              const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc)
 {
     if (!m || !n) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
-                (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+    blas_serial();
+    bool by_rows = m >= n;
+    uint64_t span = by_rows ? m : n;
+    if ((double)m * (double)n * (double)k < GEMM_PAR_FLOPS || span <= GEMM_BLOCK) {
+        sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    const gemm_job g = {ta, tb, by_rows, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    const long nb = (long)((span + GEMM_BLOCK - 1) / GEMM_BLOCK);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (long blk = 0; blk < nb; blk++) gemm_block(&g, (uint64_t)blk);
 }
 
 mk_status mk_polar(const float *x, uint64_t m, uint64_t n, float *out, const char *what)
@@ -143,6 +196,7 @@ mk_status mk_svd_rand(const float *d, uint64_t m, uint64_t n, uint64_t k, unsign
         return st;
     }
     MK_TRY(check_finite(d, m, n, what));
+    blas_serial();
     float *w = mk_malloc((size_t)(n * l) * sizeof *w), *y = mk_malloc((size_t)(m * l) * sizeof *y);
     float *z = mk_malloc((size_t)(n * l) * sizeof *z), *c = mk_malloc((size_t)(l * n) * sizeof *c);
     float *tau = mk_malloc((size_t)l * sizeof *tau), *sl = mk_malloc((size_t)l * sizeof *sl);
