@@ -1,8 +1,12 @@
 /* mk_linalg.h - dense linear algebra on row-major float32 matrices through LAPACK and BLAS
- * (lapacke + OpenBLAS): the thin SVD, the polar factor, and a product.
+ * (lapacke + OpenBLAS): the thin SVD, the randomised truncated SVD, the polar factor, and a
+ * product.
  *
- * Callers call these outside parallel regions (OpenBLAS threads them itself); results depend
- * only on the inputs and the BLAS build, never on mergekit-c's thread count.
+ * OpenBLAS runs on one thread (its own thread pool makes the bytes depend on its thread
+ * count): mk_gemm splits a large product over mergekit-c's OpenMP threads (-j) in blocks that
+ * do not depend on their number, and callers run independent decompositions side by side
+ * (mk_parallel_chunks). Results depend only on the inputs and the BLAS build, never on the
+ * thread count. Called inside a parallel region, mk_gemm runs its blocks on that thread.
  * Must not: know tensors, files or models.
  */
 #ifndef MK_LINALG_H
