@@ -4,8 +4,17 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* OpenBLAS runs on one thread, inside mergekit-c's OpenMP threads (-j): its own thread pool
+ * gives bytes that depend on its thread count (seen: sgesdd on a [128, 128] matrix and sgemm
+ * at 1, 2 and 4 threads all differ), so the work is split here, in blocks that do not depend
+ * on the thread count (products by output blocks, independent SVDs side by side). */
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_one_thread(void) { openblas_set_num_threads(1); }
+static void blas_serial(void) { pthread_once(&blas_once, blas_one_thread); }
 
 mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what)
 {
@@ -31,15 +40,22 @@ static lapack_int svd_lapack(bool qr_iteration, const float *d, uint64_t m, uint
                           (lapack_int)kf);
 }
 
-mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
-                             const char *what)
+/* LAPACKE refuses NaN input as a bad argument: name the matrix instead */
+static mk_status check_finite(const float *d, uint64_t m, uint64_t n, const char *what)
 {
-    MK_TRY(mk_linalg_check_size(m, n, what));
-    /* LAPACKE refuses NaN input as a bad argument: name the matrix instead */
     for (uint64_t e = 0; e < m * n; e++)
         if (!isfinite(d[e]))
             return mk_error(MK_ERR_NUMERIC, "%s: the matrix to decompose has NaN or Inf values (element %llu)", what,
                             (unsigned long long)e);
+    return MK_OK;
+}
+
+mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
+                             const char *what)
+{
+    MK_TRY(mk_linalg_check_size(m, n, what));
+    MK_TRY(check_finite(d, m, n, what));
+    blas_serial();
     uint64_t kf = m < n ? m : n;
     float *a = mk_malloc((size_t)(m * n) * sizeof *a), *superb = mk_malloc((size_t)kf * sizeof *superb);
     if (!a || !superb) {
@@ -67,12 +83,55 @@ mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s
     return mk_svd_thin_method(false, d, m, n, u, s, vh, what);
 }
 
+static void sgemm(bool ta, bool tb, uint64_t m, uint64_t n, uint64_t k, float alpha, const float *a, uint64_t lda,
+                  const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
+                (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
+/* A product of at least GEMM_PAR_FLOPS multiply-adds is split into blocks of GEMM_BLOCK
+ * rows (or columns) of c, taken by the threads. */
+#define GEMM_PAR_FLOPS (1u << 24)
+#define GEMM_BLOCK 256
+
+typedef struct gemm_job {
+    bool ta, tb, by_rows;
+    uint64_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    const float *a, *b;
+    float *c;
+} gemm_job;
+
+static void gemm_block(const gemm_job *g, uint64_t blk)
+{
+    uint64_t o = blk * GEMM_BLOCK, len = (g->by_rows ? g->m : g->n) - o;
+    if (len > GEMM_BLOCK) len = GEMM_BLOCK;
+    if (g->by_rows) /* rows o.. of op(a): a's rows, or columns of the stored transpose */
+        sgemm(g->ta, g->tb, len, g->n, g->k, g->alpha, g->ta ? g->a + o : g->a + o * g->lda, g->lda, g->b, g->ldb,
+              g->beta, g->c + o * g->ldc, g->ldc);
+    else /* columns o.. of op(b) */
+        sgemm(g->ta, g->tb, g->m, len, g->k, g->alpha, g->a, g->lda, g->tb ? g->b + o * g->ldb : g->b + o, g->ldb,
+              g->beta, g->c + o, g->ldc);
+}
+
 void mk_gemm(bool ta, bool tb, uint64_t m, uint64_t n, uint64_t k, float alpha, const float *a, uint64_t lda,
              const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc)
 {
     if (!m || !n) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
-                (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+    blas_serial();
+    bool by_rows = m >= n;
+    uint64_t span = by_rows ? m : n;
+    if ((double)m * (double)n * (double)k < GEMM_PAR_FLOPS || span <= GEMM_BLOCK) {
+        sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    const gemm_job g = {ta, tb, by_rows, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c};
+    const long nb = (long)((span + GEMM_BLOCK - 1) / GEMM_BLOCK);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1)
+#endif
+    for (long blk = 0; blk < nb; blk++) gemm_block(&g, (uint64_t)blk);
 }
 
 mk_status mk_polar(const float *x, uint64_t m, uint64_t n, float *out, const char *what)
@@ -85,5 +144,96 @@ mk_status mk_polar(const float *x, uint64_t m, uint64_t n, float *out, const cha
     free(u);
     free(s);
     free(vh);
+    return st;
+}
+
+/* Orthonormal basis of the columns of row-major y [m, l] (m >= l), in place (Householder QR). */
+static mk_status orth(float *y, uint64_t m, uint64_t l, float *tau, const char *what)
+{
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, (lapack_int)l, y, (lapack_int)l, tau);
+    if (info < 0) MK_BUG("bad QR argument");
+    if (info > 0) return mk_error(MK_ERR_NUMERIC, "%s: QR factorisation failed (LAPACK info %d)", what, (int)info);
+    return MK_OK;
+}
+
+/* Columns [0, k) of row-major a [m, lda] into b [m, k]. */
+static void take_cols(const float *a, uint64_t m, uint64_t lda, uint64_t k, float *b)
+{
+    for (uint64_t i = 0; i < m; i++) memcpy(b + i * k, a + i * lda, (size_t)k * sizeof *b);
+}
+
+/* The full thin SVD, truncated to k triplets. */
+static mk_status svd_top_exact(const float *d, uint64_t m, uint64_t n, uint64_t k, float *u, float *s, float *vh,
+                               const char *what)
+{
+    uint64_t kf = m < n ? m : n;
+    float *uf = mk_malloc((size_t)(m * kf) * sizeof *uf), *sf = mk_malloc((size_t)kf * sizeof *sf);
+    mk_status st = uf && sf ? mk_svd_thin(d, m, n, uf, sf, vh, what) : MK_ERR_NOMEM;
+    if (st == MK_OK) {
+        take_cols(uf, m, kf, k, u);
+        memcpy(s, sf, (size_t)k * sizeof *s);
+    }
+    free(uf);
+    free(sf);
+    return st;
+}
+
+mk_status mk_svd_rand(const float *d, uint64_t m, uint64_t n, uint64_t k, unsigned power, uint64_t oversample, mk_rng rng,
+                      float *u, float *s, float *vh, const char *what)
+{
+    uint64_t kf = m < n ? m : n;
+    if (k == 0 || k > kf) MK_BUG("bad truncated SVD rank");
+    MK_TRY(mk_linalg_check_size(m, n, what));
+    uint64_t l = k + oversample < kf ? k + oversample : kf;
+    /* vh [k, n] may be too small for the full SVD's [kf, n]: that path writes through a copy */
+    if (l == kf) {
+        if (k == kf) return mk_svd_thin(d, m, n, u, s, vh, what);
+        float *vf = mk_malloc((size_t)(kf * n) * sizeof *vf);
+        mk_status st = vf ? svd_top_exact(d, m, n, k, u, s, vf, what) : MK_ERR_NOMEM;
+        if (st == MK_OK) memcpy(vh, vf, (size_t)(k * n) * sizeof *vh);
+        free(vf);
+        return st;
+    }
+    MK_TRY(check_finite(d, m, n, what));
+    blas_serial();
+    float *w = mk_malloc((size_t)(n * l) * sizeof *w), *y = mk_malloc((size_t)(m * l) * sizeof *y);
+    float *z = mk_malloc((size_t)(n * l) * sizeof *z), *c = mk_malloc((size_t)(l * n) * sizeof *c);
+    float *tau = mk_malloc((size_t)l * sizeof *tau), *sl = mk_malloc((size_t)l * sizeof *sl);
+    float *uc = mk_malloc((size_t)(l * l) * sizeof *uc), *vl = mk_malloc((size_t)(l * n) * sizeof *vl);
+    float *ul = mk_malloc((size_t)(m * l) * sizeof *ul);
+    mk_status st = (w && y && z && c && tau && sl && uc && vl && ul) ? MK_OK : MK_ERR_NOMEM;
+    if (st == MK_OK) {
+        for (uint64_t e = 0; e < n * l; e++) w[e] = 2.0f * mk_rng_uniform(rng, 0, e) - 1.0f;
+        mk_gemm(false, false, m, l, n, 1.0f, d, n, w, l, 0.0f, y, l);
+        for (unsigned it = 0; it < power && st == MK_OK; it++) {
+            st = orth(y, m, l, tau, what);
+            if (st != MK_OK) break;
+            mk_gemm(true, false, n, l, m, 1.0f, d, n, y, l, 0.0f, z, l);
+            st = orth(z, n, l, tau, what);
+            if (st != MK_OK) break;
+            mk_gemm(false, false, m, l, n, 1.0f, d, n, z, l, 0.0f, y, l);
+        }
+        if (st == MK_OK) st = orth(y, m, l, tau, what);
+    }
+    if (st == MK_OK) {
+        mk_gemm(true, false, l, n, m, 1.0f, y, l, d, n, 0.0f, c, n); /* C = Q^T d */
+        st = mk_svd_thin(c, l, n, uc, sl, vl, what);
+    }
+    if (st == MK_OK) {
+        mk_gemm(false, false, m, l, l, 1.0f, y, l, uc, l, 0.0f, ul, l);
+        take_cols(ul, m, l, k, u);
+        memcpy(s, sl, (size_t)k * sizeof *s);
+        memcpy(vh, vl, (size_t)(k * n) * sizeof *vh);
+    }
+    free(w);
+    free(y);
+    free(z);
+    free(c);
+    free(tau);
+    free(sl);
+    free(uc);
+    free(vl);
+    free(ul);
     return st;
 }

@@ -1,14 +1,19 @@
 /* mk_linalg.h - dense linear algebra on row-major float32 matrices through LAPACK and BLAS
- * (lapacke + OpenBLAS): the thin SVD, the polar factor, and a product.
+ * (lapacke + OpenBLAS): the thin SVD, the randomised truncated SVD, the polar factor, and a
+ * product.
  *
- * Callers call these outside parallel regions (OpenBLAS threads them itself); results depend
- * only on the inputs and the BLAS build, never on mergekit-c's thread count.
+ * OpenBLAS runs on one thread (its own thread pool makes the bytes depend on its thread
+ * count): mk_gemm splits a large product over mergekit-c's OpenMP threads (-j) in blocks that
+ * do not depend on their number, and callers run independent decompositions side by side
+ * (mk_parallel_chunks). Results depend only on the inputs and the BLAS build, never on the
+ * thread count. Called inside a parallel region, mk_gemm runs its blocks on that thread.
  * Must not: know tensors, files or models.
  */
 #ifndef MK_LINALG_H
 #define MK_LINALG_H
 
 #include "mk_core.h"
+#include "mk_rng.h"
 
 /* MK_ERR_UNSUPPORTED (naming `what`) when an [m, n] matrix exceeds LAPACK's 32-bit indices. */
 mk_status mk_linalg_check_size(uint64_t m, uint64_t n, const char *what);
@@ -21,6 +26,20 @@ mk_status mk_svd_thin(const float *d, uint64_t m, uint64_t n, float *u, float *s
  * (QR iteration), which mk_svd_thin falls back to when sgesdd does not converge. */
 mk_status mk_svd_thin_method(bool qr_only, const float *d, uint64_t m, uint64_t n, float *u, float *s, float *vh,
                              const char *what);
+
+/* The top k singular triplets of row-major d [m, n] (0 < k <= min(m, n)) by the randomised
+ * range finder with power iterations (Halko, Martinsson & Tropp 2011, algorithms 4.4 and
+ * 5.1): a sketch Y = d W of l = min(k + oversample, min(m, n)) columns, W uniform in [-1, 1)
+ * from `rng` (element e of stream 0), `power` times Q = orth(Y), Z = orth(d^T Q), Y = d Z;
+ * then Q = orth(Y) and the exact SVD of Q^T d [l, n] = Uc S Vh, U = Q Uc. Out: u [m, k],
+ * s [k] (descending), vh [k, n]. When l reaches min(m, n) there is nothing to save: LAPACK's
+ * full thin SVD (mk_svd_thin), truncated. The bytes depend only on the inputs and the key,
+ * never on the thread count. Far cheaper than the full SVD when k is much smaller than
+ * min(m, n); the error of the kept triplets shrinks like (S[l] / S[q])^(2 power + 1), so it
+ * is close to the exact result where the spectrum decays and only near-optimal in energy
+ * where it is flat. d is not changed. */
+mk_status mk_svd_rand(const float *d, uint64_t m, uint64_t n, uint64_t k, unsigned power, uint64_t oversample, mk_rng rng,
+                      float *u, float *s, float *vh, const char *what);
 
 /* The orthogonal polar factor of row-major x [m, n]: out [m, n] = U Vh from the thin SVD
  * x = U S Vh, the nearest matrix with orthonormal columns (m >= n) or rows (m < n) in the

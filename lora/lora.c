@@ -4,7 +4,6 @@
 #include "../core/mk_linalg.h"
 #include "../core/mk_simd.h"
 
-#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,16 +323,6 @@ mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *
     return st;
 }
 
-/* Orthonormal basis of the columns of row-major y [m, l] (m >= l), in place (Householder QR). */
-static mk_status orth(float *y, uint64_t m, uint64_t l, float *tau, const char *what)
-{
-    lapack_int info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, y, (lapack_int)l, tau);
-    if (info == 0) info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l, (lapack_int)l, y, (lapack_int)l, tau);
-    if (info < 0) MK_BUG("bad QR argument");
-    if (info > 0) return mk_error(MK_ERR_NUMERIC, "%s: QR factorisation failed (LAPACK info %d)", what, (int)info);
-    return MK_OK;
-}
-
 mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
                        float *B, float *A, long *k_out, double *kept, const char *what)
 {
@@ -341,53 +330,21 @@ mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsign
     MK_TRY(mk_linalg_check_size(m, n, what));
     uint64_t kf = m < n ? m : n;
     long k = rank < (long)kf ? rank : (long)kf;
-    uint64_t l = (uint64_t)k + oversample < kf ? (uint64_t)k + oversample : kf;
-    if (l == kf) return mk_lora_svd(d, m, n, rank, B, A, k_out, kept, NULL, what); /* nothing to save */
-    /* Halko, Martinsson & Tropp 2011, algorithms 4.4 (power iterations) and 5.1:
-     * Y = d W (W [n, l] random), then q times Q = orth(Y), Z = orth(d^T Q), Y = d Z; Q = orth(Y);
-     * C = Q^T d [l, n] = Uc S Vh; U = Q Uc. */
-    float *w = mk_malloc((size_t)(n * l) * sizeof *w), *y = mk_malloc((size_t)(m * l) * sizeof *y);
-    float *z = mk_malloc((size_t)(n * l) * sizeof *z), *c = mk_malloc((size_t)(l * n) * sizeof *c);
-    float *tau = mk_malloc((size_t)l * sizeof *tau), *s = mk_malloc((size_t)l * sizeof *s);
-    float *uc = mk_malloc((size_t)(l * l) * sizeof *uc), *vh = mk_malloc((size_t)(l * n) * sizeof *vh);
-    float *u = mk_malloc((size_t)(m * l) * sizeof *u);
-    mk_status st = (w && y && z && c && tau && s && uc && vh && u) ? MK_OK : MK_ERR_NOMEM;
+    if ((uint64_t)k + oversample >= kf) return mk_lora_svd(d, m, n, rank, B, A, k_out, kept, NULL, what); /* nothing to save */
+    float *u = mk_malloc((size_t)(m * (uint64_t)k) * sizeof *u), *s = mk_malloc((size_t)k * sizeof *s);
+    float *vh = mk_malloc((size_t)((uint64_t)k * n) * sizeof *vh);
+    mk_status st = (u && s && vh) ? mk_svd_rand(d, m, n, (uint64_t)k, power, oversample, rng, u, s, vh, what) : MK_ERR_NOMEM;
     if (st == MK_OK) {
-        for (uint64_t e = 0; e < n * l; e++) w[e] = 2.0f * mk_rng_uniform(rng, 0, e) - 1.0f;
-        mk_gemm(false, false, m, l, n, 1.0f, d, n, w, l, 0.0f, y, l);
-        for (unsigned it = 0; it < power && st == MK_OK; it++) {
-            st = orth(y, m, l, tau, what);
-            if (st != MK_OK) break;
-            mk_gemm(true, false, n, l, m, 1.0f, d, n, y, l, 0.0f, z, l);
-            st = orth(z, n, l, tau, what);
-            if (st != MK_OK) break;
-            mk_gemm(false, false, m, l, n, 1.0f, d, n, z, l, 0.0f, y, l);
-        }
-        if (st == MK_OK) st = orth(y, m, l, tau, what);
-    }
-    if (st == MK_OK) {
-        /* C = Q^T d */
-        mk_gemm(true, false, l, n, m, 1.0f, y, l, d, n, 0.0f, c, n);
-        st = mk_svd_thin(c, l, n, uc, s, vh, what);
-    }
-    if (st == MK_OK) {
-        mk_gemm(false, false, m, l, l, 1.0f, y, l, uc, l, 0.0f, u, l);
         double tot = 0, keep = 0;
         for (uint64_t e = 0; e < m * n; e++) tot += (double)d[e] * d[e];
         for (long q = k; q-- > 0;) keep += (double)s[q] * s[q];
         *kept = tot > 0 ? (keep < tot ? keep / tot : 1.0) : 1.0;
-        split_factors(u, l, s, vh, m, n, k, B, A);
+        split_factors(u, (uint64_t)k, s, vh, m, n, k, B, A);
         *k_out = k;
     }
-    free(w);
-    free(y);
-    free(z);
-    free(c);
-    free(tau);
-    free(s);
-    free(uc);
-    free(vh);
     free(u);
+    free(s);
+    free(vh);
     return st;
 }
 

@@ -78,11 +78,11 @@ mk_status mk_lora_source_open(mk_source *base, mk_source *adapter, const mk_lora
 mk_status mk_lora_svd(const float *d, uint64_t m, uint64_t n, long rank, float *B, float *A, long *k, double *kept,
                       float *sv, const char *what);
 
-/* The same by randomized SVD (Halko, Martinsson & Tropp 2011: a Gaussian-like sketch of
- * k + oversample columns, `power` power iterations with re-orthonormalisation, then an exact
- * SVD of the small projection), on LAPACK and BLAS: far faster when the rank is much smaller
- * than the matrix, and close to the exact result when the spectrum decays; the sketch comes
- * from `rng` (deterministic). *kept is exact (the denominator is ||d||^2). */
+/* The same by core's randomized SVD (mk_svd_rand: a sketch of k + oversample columns,
+ * `power` power iterations with re-orthonormalisation, then an exact SVD of the small
+ * projection; mk_lora_svd when that sketch reaches min(m, n)): far faster when the rank is
+ * much smaller than the matrix, and close to the exact result when the spectrum decays; the
+ * sketch comes from `rng` (deterministic). *kept is exact (the denominator is ||d||^2). */
 mk_status mk_lora_rsvd(const float *d, uint64_t m, uint64_t n, long rank, unsigned power, uint64_t oversample, mk_rng rng,
                        float *B, float *A, long *k, double *kept, const char *what);
 
