@@ -3,7 +3,8 @@
  *
  * Memory: per thread, one chunk of every input and of the output as f32 (about
  * chunk_elems x 4 x (inputs + 1) bytes), whatever the model size; mapped input pages are
- * dropped from the resident set as soon as a chunk is done. Chunk boundaries depend only
+ * dropped from the resident set as soon as a chunk is done. Methods that make several passes
+ * over a tensor get up to keep_bytes of its inputs kept between passes (MK_EXEC_KEEP_DEFAULT). Chunk boundaries depend only
  * on the tensor shape and chunk_elems, never on the thread count, so results are the
  * same bytes at any thread count.
  * Must not: know file formats or output layout (the consumer and its sink do).
@@ -18,6 +19,12 @@
  * elements on the method benchmark), large enough that per-chunk costs vanish. */
 #define MK_EXEC_CHUNK_DEFAULT (1u << 16)
 
+/* Bytes of input values kept from one pass over a tensor to the next, for methods that make
+ * several passes (a norm, a top-k cut, a mask's L1 norm before the emitting pass): the first
+ * chunks whose inputs (as f32) fit are read once per tensor, the others are read again in
+ * every pass. The values are the same either way, so the output does not depend on it. */
+#define MK_EXEC_KEEP_DEFAULT (32u << 20)
+
 typedef enum mk_nonfinite {
     MK_NONFINITE_WARN = 0, /* report each input tensor holding NaN/Inf, carry on */
     MK_NONFINITE_ERROR,    /* stop at the first such tensor */
@@ -30,6 +37,7 @@ typedef struct mk_exec_opts {
     void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
     void *progress_ctx;
     mk_nonfinite on_nonfinite;
+    uint64_t keep_bytes; /* 0 = MK_EXEC_KEEP_DEFAULT; UINT64_MAX = keep nothing */
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

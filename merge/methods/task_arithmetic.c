@@ -85,6 +85,7 @@ typedef struct gta_state {
     float lambda, wsum;
     mk_select sel;
     mk_partials part;   /* phase 1: [2K] sums of |delta| and |kept| */
+    mk_chunk_bits kept; /* phase 1 -> 2: every model's keep flags (random masks drawn once) */
 } gta_state;
 
 static mk_status gta_check(const mk_merge_job *job, gta_def d)
@@ -343,7 +344,15 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
         ctx_free(&c);
         return r;
     }
-    compute_keep(job, st, ch, &c);
+    if (st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index)) {
+        for (size_t k = 0; k < K; k++) mk_bits_unpack(mk_chunk_bits_at(&st->kept, ch->index, k), n, c.keep + k * n);
+    } else {
+        compute_keep(job, st, ch, &c);
+    }
+    if (st->phase == 1 && mk_chunk_bits_at(&st->kept, ch->index, 0)) {
+        for (size_t k = 0; k < K; k++) mk_bits_pack(c.keep + k * n, n, mk_chunk_bits_at(&st->kept, ch->index, k));
+        mk_chunk_bits_stored(&st->kept, ch->index);
+    }
     if (st->phase == 1) {
         /* L1 norms of each delta and of what is kept, in the work dtype */
         double *row = mk_partials_row(&st->part, ch->index);
@@ -468,6 +477,11 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
     bool need_l1 = false;
     for (size_t k = 0; k < st.K; k++) need_l1 |= st.mdl[k].rescale;
     if (r == MK_OK && need_l1) {
+        /* masks that cost more than reading them back (random draws, della's row ranks,
+         * selections) are kept for the emitting pass, up to the cap */
+        bool keep_masks = false;
+        for (size_t k = 0; k < st.K; k++) keep_masks |= st.mdl[k].keep != MK_KEEP_ALL && st.mdl[k].keep != MK_KEEP_NONE;
+        if (keep_masks) mk_chunk_bits_init(&st.kept, job, st.K, job->keep_bytes);
         r = mk_partials_init(&st.part, job->n_chunks, 2 * st.K);
         if (r == MK_OK) {
             st.phase = 1;
@@ -492,6 +506,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
         r = job->pass(job, gta_chunk, &st, true);
     }
     if (nq) mk_sel_free(&st.sel);
+    mk_chunk_bits_free(&st.kept);
     return r;
 }
 
