@@ -199,31 +199,12 @@ static void ctx_free(chunk_ctx *c)
     della_buf_free(&c->db);
 }
 
-/* flags[i] = whether element i (key |d[i]|) is before the cut of q, as mk_sel_before says:
- * a vectorised comparison with the cut key, then the elements equal to it in index order
- * (only when the cut splits them). keys: n scratch words. */
+/* flags[i] = whether element i (key |d[i]|) is before the cut of q. keys: n scratch words. */
 static void sel_flags(const mk_sel_query *q, uint64_t chunk, const float *d, uint64_t n, uint8_t *flags, uint32_t *keys)
 {
-    if (q->pos == 0 || q->all) {
-        memset(flags, q->all && q->pos != 0, (size_t)n);
-        return;
-    }
-    const uint32_t cut = q->key;
-    const bool desc = q->desc, eq_in = q->take >= q->equal && q->take > 0;
-    MK_SIMD for (uint64_t i = 0; i < n; i++) {
-        uint32_t k = mk_key_abs(d[i]);
-        keys[i] = k;
-        flags[i] = (desc ? k > cut : k < cut) || (eq_in && k == cut);
-    }
-    if (q->take == 0 || q->take >= q->equal) return;
-    /* branch-free: equal keys can be common (bf16 deltas), and unpredictable */
-    const uint64_t before = q->eq_before[chunk], take = q->take;
     uint64_t seen = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        const bool eq = keys[i] == cut;
-        flags[i] = eq ? before + seen < take : flags[i];
-        seen += eq;
-    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(d[i]);
+    mk_sel_flags(q, chunk, keys, n, flags, &seen);
 }
 
 /* keep[k][i] for every model of this chunk. */
