@@ -137,6 +137,7 @@ typedef struct nu_state {
     mk_partials part;
     uint64_t nvec;              /* vectors (1, rows or cols) */
     float *n0, *n1, *cosv;      /* [nvec] for the whole / column modes */
+    struct nu_coef *coef;       /* [nvec] the coefficients from cosv (emitting pass) */
 } nu_state;
 
 typedef struct nu_coef {
@@ -184,6 +185,55 @@ static inline float nu_norm(mk_dtype dt, double sumsq)
     return n < lo ? lo : n;
 }
 
+/* The whole tensor as one vector, in blocks: each step a loop over the block (vectorised),
+ * the sums still added element by element in order. */
+#define NU_BLOCK 1024u
+static inline MK_HOT void nu_whole(const mk_dtype dt, const nu_state *st, const mk_chunk *ch, double *row)
+{
+    float v0[NU_BLOCK], v1[NU_BLOCK];
+    double q[NU_BLOCK];
+    const float *x0 = ch->in[st->i0], *x1 = ch->in[st->i1], *b = st->ib >= 0 ? ch->in[st->ib] : NULL;
+    double s0 = row ? row[0] : 0, s1 = row ? row[1] : 0;
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK) {
+        const uint64_t n = ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK;
+        if (b) {
+            MK_SIMD for (uint64_t i = 0; i < n; i++) {
+                v0[i] = RD(x0[e0 + i] - b[e0 + i]);
+                v1[i] = RD(x1[e0 + i] - b[e0 + i]);
+            }
+        } else {
+            memcpy(v0, x0 + e0, (size_t)n * sizeof *v0);
+            memcpy(v1, x1 + e0, (size_t)n * sizeof *v1);
+        }
+        if (st->phase == 0) {
+            for (uint64_t i = 0; i < n; i++) {
+                s0 += (double)v0[i] * v0[i];
+                s1 += (double)v1[i] * v1[i];
+            }
+        } else if (st->phase == 1) {
+            const float n0 = st->n0[0], n1 = st->n1[0];
+            MK_SIMD for (uint64_t i = 0; i < n; i++) q[i] = (double)RD(RD(v0[i] / n0) * RD(v1[i] / n1));
+            for (uint64_t i = 0; i < n; i++) s0 += q[i];
+        } else {
+            const nu_coef c = st->coef[0];
+            const float t = st->t, omt = st->omt;
+            float *out = ch->out + e0;
+            if (c.colinear) {
+                MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(omt * v0[i]) + RD(t * v1[i]));
+            } else {
+                MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(RD(c.sa * v0[i]) + RD(c.sb * v1[i])) / c.sin_theta);
+            }
+            if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(b[e0 + i] + out[i]);
+        }
+    }
+    if (st->phase == 0) {
+        row[0] = s0;
+        row[1] = s1;
+    } else if (st->phase == 1) {
+        row[0] = s0;
+    }
+}
+
 static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     nu_state *st = user;
@@ -218,6 +268,10 @@ static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
     }
     /* whole tensor (one vector) or columns (cols vectors): gather, then apply */
     double *row = st->phase < 2 ? mk_partials_row(&st->part, ch->index) : NULL;
+    if (st->mode == NU_WHOLE) {
+        MK_DT_DISPATCH(dt, nu_whole, st, ch, row);
+        return MK_OK;
+    }
     for (uint64_t i = 0; i < ch->n; i++) {
         uint64_t v = st->mode == NU_COLS ? i % cols : 0;
         float v0, v1;
@@ -228,8 +282,7 @@ static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
         } else if (st->phase == 1) {
             row[v] += (double)RD(RD(v0 / st->n0[v]) * RD(v1 / st->n1[v]));
         } else {
-            nu_coef c = nu_coefs(dt, st->cosv[v], st->t, st->omt);
-            float res = nu_apply(dt, &c, v0, v1, st->t, st->omt);
+            float res = nu_apply(dt, &st->coef[v], v0, v1, st->t, st->omt);
             ch->out[i] = st->ib >= 0 ? RD(ch->in[st->ib][i] + res) : res;
         }
     }
@@ -259,8 +312,9 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     st.n0 = mk_calloc((size_t)st.nvec, sizeof *st.n0);
     st.n1 = mk_calloc((size_t)st.nvec, sizeof *st.n1);
     st.cosv = mk_calloc((size_t)st.nvec, sizeof *st.cosv);
+    st.coef = mk_calloc((size_t)st.nvec, sizeof *st.coef);
     double *sum = mk_calloc((size_t)st.nvec * 2, sizeof *sum);
-    mk_status r = st.n0 && st.n1 && st.cosv && sum ? MK_OK : MK_ERR_NOMEM;
+    mk_status r = st.n0 && st.n1 && st.cosv && st.coef && sum ? MK_OK : MK_ERR_NOMEM;
     if (r == MK_OK) r = mk_partials_init(&st.part, job->n_chunks, (size_t)st.nvec * 2);
     if (r == MK_OK) r = job->pass(job, nu_chunk, &st, false);
     if (r == MK_OK) {
@@ -275,7 +329,10 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     }
     if (r == MK_OK) {
         mk_partials_sum(&st.part, sum);
-        for (uint64_t v = 0; v < st.nvec; v++) st.cosv[v] = mk_reduced(dt, sum[v]);
+        for (uint64_t v = 0; v < st.nvec; v++) {
+            st.cosv[v] = mk_reduced(dt, sum[v]);
+            st.coef[v] = nu_coefs(dt, st.cosv[v], st.t, st.omt);
+        }
         st.phase = 2;
         r = job->pass(job, nu_chunk, &st, true);
     }
@@ -283,6 +340,7 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     free(st.n0);
     free(st.n1);
     free(st.cosv);
+    free(st.coef);
     free(sum);
     return r;
 }
