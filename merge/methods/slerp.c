@@ -384,54 +384,102 @@ typedef struct ms_state {
     mk_partials part;
 } ms_state;
 
+/* One block of n elements from e0, every step a loop over the block (vectorised); the sums
+ * are added element by element in order, each element gets the same operations as alone.
+ * T, u: [K][NU_BLOCK]; m, a: [NU_BLOCK]. */
+static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   double *row, float *T, float *u, float *m, float *a)
+{
+    const size_t K = st->K;
+    const float *b = st->ib >= 0 ? ch->in[st->ib] + e0 : NULL;
+    for (size_t k = 0; k < K; k++) {
+        const float *x = ch->in[st->idx[k]] + e0;
+        float *t = T + k * NU_BLOCK;
+        if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = RD(x[i] - b[i]);
+        else memcpy(t, x, (size_t)n * sizeof *t);
+    }
+    if (st->phase == 0) {
+        for (size_t k = 0; k < K; k++) {
+            const float *t = T + k * NU_BLOCK;
+            double acc = row[k];
+            for (uint64_t i = 0; i < n; i++) acc += (double)t[i] * t[i];
+            row[k] = acc;
+        }
+        return;
+    }
+    float *out = ch->out + e0;
+    if (st->fallback) { /* two antipodal inputs: the weighted sum */
+        const float *t0 = T, *t1 = T + NU_BLOCK, w0 = st->w[0], w1 = st->w[1];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t0[i] * w0) + RD(t1[i] * w1));
+        if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
+        return;
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * NU_BLOCK;
+        float *uk = u + k * NU_BLOCK;
+        const float den = st->den[k], w = st->w[k];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            uk[i] = RD(t[i] / den);
+            a[i] += RD(uk[i] * w);
+        }
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(a[i]);
+    if (st->phase == 1) {
+        double acc = row[0];
+        for (uint64_t i = 0; i < n; i++) acc += (double)m[i] * m[i];
+        row[0] = acc;
+        return;
+    }
+    const float mn = st->mean_norm;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(m[i] / mn);
+    if (st->phase == 2) {
+        for (size_t k = 0; k < K; k++) {
+            const float *uk = u + k * NU_BLOCK;
+            double acc = row[k];
+            for (uint64_t i = 0; i < n; i++) acc += (double)RD(uk[i] * m[i]);
+            row[k] = acc;
+        }
+        return;
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *uk = u + k * NU_BLOCK;
+        const float dk = st->dots[k], w = st->w[k];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            float tan = RD(uk[i] - RD(dk * m[i]));
+            a[i] += RD(tan * w);
+        }
+    }
+    if (st->phase == 3) {
+        double acc = row[0];
+        for (uint64_t i = 0; i < n; i++) {
+            const float tr = RD(a[i]);
+            acc += (double)tr * tr;
+        }
+        row[0] = acc;
+        return;
+    }
+    const float ct = st->cos_tn, so = st->sin_over, an = st->avg_norm;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        const float tr = RD(a[i]);
+        float res = RD(RD(m[i] * ct) + RD(tr * so));
+        out[i] = RD(res * an);
+    }
+    if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
+}
+
 static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ms_state *st = user;
     const mk_dtype dt = job->compute_dtype;
-    const size_t K = st->K;
     double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
-    for (uint64_t i = 0; i < ch->n; i++) {
-        float T[MK_KMAX], u[MK_KMAX];
-        float b = st->ib >= 0 ? ch->in[st->ib][i] : 0;
-        for (size_t k = 0; k < K; k++) T[k] = st->ib >= 0 ? RD(ch->in[st->idx[k]][i] - b) : ch->in[st->idx[k]][i];
-        if (st->phase == 0) {
-            for (size_t k = 0; k < K; k++) row[k] += (double)T[k] * T[k];
-            continue;
-        }
-        if (st->fallback) { /* two antipodal inputs: the weighted sum */
-            float res = RD(RD(T[0] * st->w[0]) + RD(T[1] * st->w[1]));
-            ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
-            continue;
-        }
-        float acc = 0;
-        for (size_t k = 0; k < K; k++) {
-            u[k] = RD(T[k] / st->den[k]);
-            acc += RD(u[k] * st->w[k]);
-        }
-        float mean = RD(acc);
-        if (st->phase == 1) {
-            row[0] += (double)mean * mean;
-            continue;
-        }
-        mean = RD(mean / st->mean_norm);
-        if (st->phase == 2) {
-            for (size_t k = 0; k < K; k++) row[k] += (double)RD(u[k] * mean);
-            continue;
-        }
-        float tacc = 0;
-        for (size_t k = 0; k < K; k++) {
-            float tan = RD(u[k] - RD(st->dots[k] * mean));
-            tacc += RD(tan * st->w[k]);
-        }
-        float tr = RD(tacc);
-        if (st->phase == 3) {
-            row[0] += (double)tr * tr;
-            continue;
-        }
-        float res = RD(RD(mean * st->cos_tn) + RD(tr * st->sin_over));
-        res = RD(res * st->avg_norm);
-        ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
-    }
+    float *mem = malloc((2 * st->K + 2) * NU_BLOCK * sizeof *mem);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    float *T = mem, *u = T + st->K * NU_BLOCK, *m = u + st->K * NU_BLOCK, *a = m + NU_BLOCK;
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK)
+        MK_DT_DISPATCH(dt, ms_block, st, ch, e0, ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK, row, T, u, m, a);
+    free(mem);
     return MK_OK;
 }
 
