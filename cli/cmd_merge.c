@@ -1137,7 +1137,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
-        {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for a tensor's inputs kept between the passes of methods that make several (0: read them again each pass)", "32M"},
+        {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for a tensor's inputs kept between the passes of methods that make several (0: read them again each pass)", "16M"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},

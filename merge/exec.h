@@ -23,7 +23,7 @@
  * several passes (a norm, a top-k cut, a mask's L1 norm before the emitting pass): the first
  * chunks whose inputs (as f32) fit are read once per tensor, the others are read again in
  * every pass. The values are the same either way, so the output does not depend on it. */
-#define MK_EXEC_KEEP_DEFAULT (32u << 20)
+#define MK_EXEC_KEEP_DEFAULT (16u << 20)
 
 typedef enum mk_nonfinite {
     MK_NONFINITE_WARN = 0, /* report each input tensor holding NaN/Inf, carry on */

@@ -604,46 +604,95 @@ typedef struct ka_state {
     ka_iter *it;         /* [max_iter] */
     float scale;
     mk_partials part;
+    /* each element's mean after kiter[c] iterations, for chunks c < kn (job keep_bytes), so a
+     * pass takes one step from it instead of replaying every iteration from the inputs */
+    float *kv;
+    uint32_t *kiter;
+    uint64_t kn, kslot;
 } ka_state;
 
-static inline float ka_unit(mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
+#define KA_NONE UINT32_MAX
+
+static inline MK_HOT float ka_unit(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
 {
     return st->norm[i] == 0.0f ? 0.0f : RD(ch->in[i][e] / st->norm[i]);
 }
 
 /* The initial mean before normalisation: sum of alpha_v * u_v, rounded at each step. */
-static float ka_init_sum(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
+static inline MK_HOT float ka_init_sum(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
 {
     float mean = 0;
     for (size_t v = 0; v < st->nv; v++) mean = RD(mean + RD(st->na[v] * ka_unit(dt, st, ch, st->valid[v], e)));
     return mean;
 }
 
-/* Element e's mean after `iters` completed iterations, replayed from the inputs and the
- * recorded scalars. With tan_out, also iteration `iters`'s tangent (its dots known); with
- * new_out, also its unnormalised new mean (its tangent norm known). */
-static float ka_mean(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t iters, float *tan_out,
-                     float *new_out)
+/* The initial mean of element e (phase 1's norm known). */
+static inline MK_HOT float ka_mean0(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
 {
-    float mean = st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
-    for (size_t j = 0;; j++) {
-        bool last = j == iters;
-        if (last && !tan_out && !new_out) return mean;
-        const ka_iter *it = &st->it[j];
-        float tan = 0;
-        for (size_t v = 0; v < st->nv; v++) {
-            if (it->skip[v]) continue;
-            float u = ka_unit(dt, st, ch, st->valid[v], e);
-            tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+    return st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
+}
+
+/* Iteration j's tangent at element e (its dots known). */
+static inline MK_HOT float ka_tan(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t j, float mean)
+{
+    const ka_iter *it = &st->it[j];
+    float tan = 0;
+    for (size_t v = 0; v < st->nv; v++) {
+        if (it->skip[v]) continue;
+        float u = ka_unit(dt, st, ch, st->valid[v], e);
+        tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+    }
+    return tan;
+}
+
+/* Iteration j's unnormalised new mean (its tangent norm known). */
+static inline MK_HOT float ka_new(const mk_dtype dt, const ka_state *st, size_t j, float mean, float tan)
+{
+    const ka_iter *it = &st->it[j];
+    return RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
+}
+
+/* phases 0 and 1 over a chunk */
+static inline MK_HOT void ka_sums(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row)
+{
+    for (uint64_t e = 0; e < ch->n; e++) {
+        if (st->phase == 0) {
+            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
+        } else {
+            float m = ka_init_sum(dt, st, ch, e);
+            row[0] += (double)m * m;
         }
-        if (last && tan_out) *tan_out = tan;
-        if (last && !new_out) return mean;
-        float mn = RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
-        if (last) {
-            *new_out = mn;
-            return mean;
+    }
+}
+
+/* phases 2 to 5 over a chunk; kept: its kept means, or NULL */
+static inline MK_HOT void ka_elems(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row, float *kept)
+{
+    const uint32_t from = kept ? st->kiter[ch->index] : KA_NONE;
+    for (uint64_t e = 0; e < ch->n; e++) {
+        /* the mean after st->iters iterations: from the one kept, or replayed from the start */
+        float m = from != KA_NONE ? kept[e] : ka_mean0(dt, st, ch, e);
+        for (size_t j = from != KA_NONE ? from : 0; j < st->iters; j++) {
+            const ka_iter *it = &st->it[j];
+            float mn = ka_new(dt, st, j, m, ka_tan(dt, st, ch, e, j, m));
+            m = it->renorm ? RD(mn / it->un) : mn;
         }
-        mean = it->renorm ? RD(mn / it->un) : mn;
+        if (kept) kept[e] = m;
+        float x;
+        switch (st->phase) {
+        case 2:
+            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
+            break;
+        case 3:
+            x = ka_tan(dt, st, ch, e, st->iters, m);
+            row[0] += (double)x * x;
+            break;
+        case 4:
+            x = ka_new(dt, st, st->iters, m, ka_tan(dt, st, ch, e, st->iters, m));
+            row[0] += (double)x * x;
+            break;
+        default: ch->out[e] = RD(st->scale * m);
+        }
     }
 }
 
@@ -652,33 +701,13 @@ static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
     ka_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
-    for (uint64_t e = 0; e < ch->n; e++) {
-        float m, x = 0;
-        switch (st->phase) {
-        case 0:
-            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
-            break;
-        case 1:
-            m = ka_init_sum(dt, st, ch, e);
-            row[0] += (double)m * m;
-            break;
-        case 2:
-            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
-            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
-            break;
-        case 3:
-            ka_mean(dt, st, ch, e, st->iters, &x, NULL);
-            row[0] += (double)x * x;
-            break;
-        case 4:
-            ka_mean(dt, st, ch, e, st->iters, NULL, &x);
-            row[0] += (double)x * x;
-            break;
-        default:
-            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
-            ch->out[e] = RD(st->scale * m);
-        }
+    if (st->phase < 2) {
+        MK_DT_DISPATCH(dt, ka_sums, st, ch, row);
+        return MK_OK;
     }
+    float *kept = ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
+    MK_DT_DISPATCH(dt, ka_elems, st, ch, row, kept);
+    if (kept) st->kiter[ch->index] = (uint32_t)st->iters;
     return MK_OK;
 }
 
@@ -732,6 +761,16 @@ static mk_status karcher_run(const mk_merge_job *job)
             st.mean_norm = (float)sqrt(sum[0]);
             st.first_unit = (double)st.mean_norm < tol;
         }
+        /* room for the means, up to the cap (none: every pass replays them) */
+        st.kslot = job->chunk_rows * job->cols;
+        if (r == MK_OK && max_iter && st.kslot && job->keep_bytes / sizeof(float) >= st.kslot) {
+            st.kn = job->keep_bytes / sizeof(float) / st.kslot;
+            if (st.kn > job->n_chunks) st.kn = job->n_chunks;
+            st.kv = malloc((size_t)(st.kn * st.kslot) * sizeof *st.kv);
+            st.kiter = malloc((size_t)st.kn * sizeof *st.kiter);
+            if (!st.kv || !st.kiter) st.kn = 0;
+            for (uint64_t c = 0; c < st.kn; c++) st.kiter[c] = KA_NONE;
+        }
     }
     for (size_t j = 0; j < max_iter && r == MK_OK; j++) {
         ka_iter *it = &st.it[j];
@@ -761,6 +800,8 @@ static mk_status karcher_run(const mk_merge_job *job)
     if (r == MK_OK) r = ka_pass(job, &st, 5, sum);
     mk_partials_free(&st.part);
     free(st.it);
+    free(st.kv);
+    free(st.kiter);
     return r;
 }
 
