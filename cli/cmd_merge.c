@@ -33,10 +33,8 @@ typedef struct merge_opts {
     mk_common c;
     uint64_t shard_size;
     bool dry_run, force, resume, check, allow_crimes;
-    const char *seed_str;
-    uint64_t chunk;
-    uint64_t pass_cache; /* --pass-cache SIZE */
-    const char *out_dtype;
+    const char *seed_str, *out_dtype;
+    uint64_t chunk, pass_cache; /* --chunk, --pass-cache */
     const char *quantize;   /* --quantize SPEC, or NULL */
     const char *out_type;   /* --out-type T: the tensor type of an OUT.gguf */
     const char *on_nonfinite;
@@ -721,8 +719,7 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, hash
     mk_progress prog;
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN,
-                       m->o->pass_cache ? m->o->pass_cache : UINT64_MAX};
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache};
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
     mk_progress_end(&prog);
@@ -1137,7 +1134,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
-        {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for a tensor's inputs kept between the passes of methods that make several (0: read them again each pass)", "16M"},
+        {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for what methods that make several passes over a tensor keep between passes: masks, selections, means (0: compute them again each pass)", "16M"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},

@@ -26,13 +26,6 @@ typedef struct exec_state {
     const mk_exec_opts *o;
     bool scanned;            /* this tensor's inputs were checked for NaN/Inf */
     uint64_t bad[64], first[64]; /* per input: non-finite count, first element */
-    /* inputs kept between passes: chunk c < keep_chunks has its slot of n_in x chunk
-     * elements at keep + c * keep_slot, filled by a non-emitting pass (always followed by
-     * another pass), valid once kept[c] is set (read only in a later pass) */
-    uint64_t keep_cap;       /* bytes */
-    float *keep;
-    uint8_t *kept;
-    uint64_t keep_chunks, keep_slot, keep_alloc;
 } exec_state;
 
 /* NaN/Inf in input k's values [elem0, elem0+n): counted for the tensor's report. */
@@ -225,48 +218,16 @@ static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
     uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
     mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, t->in, t->buf + nin * max_elems};
     mk_status st = MK_OK;
-    float *slot = c < ex->keep_chunks ? ex->keep + c * ex->keep_slot : NULL;
-    bool have = slot && ex->kept[c];
-    if (slot && !have && pc->emit) slot = NULL; /* no pass follows: not worth keeping */
     for (size_t k = 0; k < nin && st == MK_OK; k++) {
-        float *dst = (slot ? slot : t->buf) + k * max_elems;
+        float *dst = t->buf + k * max_elems;
         t->in[k] = dst;
-        if (have) continue;
         st = read_input(ex, k, row0, nrows, dst, t->scratch);
         if (st == MK_OK && !ex->scanned) note_nonfinite(ex, k, ch.elem0, dst, ch.n);
     }
-    if (st == MK_OK && slot && !have) ex->kept[c] = 1;
     if (st == MK_OK) st = pc->fn(job, &ch, pc->user);
     if (st == MK_OK && pc->emit) st = ex->c->ops->rows(ex->c, ex->ti, ch.elem0, ch.out, ch.n);
-    if (!have)
-        for (size_t k = 0; k < nin; k++) release_input(ex, k, row0, nrows);
+    for (size_t k = 0; k < nin; k++) release_input(ex, k, row0, nrows);
     return st;
-}
-
-/* Before a pass that another will follow: room to keep the first chunks' inputs (up to the
- * cap; none for inputs gathered by a tokenizer merge, whose reads use the room past them). */
-static void keep_prepare(exec_state *ex, const mk_merge_job *job, uint64_t max_elems)
-{
-    if (ex->keep_chunks || !ex->keep_cap || job->n_chunks < 1 || !max_elems) return;
-    for (size_t k = 0; k < job->n_in; k++)
-        if (ex->pt->in[k].rowmap) return;
-    uint64_t slot = (uint64_t)job->n_in * max_elems;
-    if (slot > ex->keep_cap / sizeof(float)) return;
-    uint64_t n = ex->keep_cap / sizeof(float) / slot;
-    if (n > job->n_chunks) n = job->n_chunks;
-    uint64_t bytes = n * slot * sizeof(float);
-    if (bytes > ex->keep_alloc) {
-        /* one buffer for the run, grown to the largest tensor's need (at most the cap);
-         * memory short: nothing is kept */
-        free(ex->keep);
-        ex->keep_alloc = 0;
-        if (!(ex->keep = malloc((size_t)bytes))) return;
-        ex->keep_alloc = bytes;
-    }
-    free(ex->kept);
-    if (!(ex->kept = calloc((size_t)n, 1))) return;
-    ex->keep_slot = slot;
-    ex->keep_chunks = n;
 }
 
 static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
@@ -274,7 +235,6 @@ static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, b
     exec_state *ex = job->exec;
     uint64_t span = ex->rows_per_chunk * job->cols;
     pass_ctx pc = {job, ex, fn, user, emit, span < job->numel ? span : job->numel};
-    if (!emit) keep_prepare(ex, job, pc.max_elems);
     MK_TRY(mk_parallel_chunks(job->n_chunks, pass_chunk, &pc, pass_tls_new, pass_tls_free));
     if (!ex->scanned) {
         ex->scanned = true;
@@ -331,7 +291,6 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
     ex.p = p;
     ex.c = c;
     ex.o = o;
-    ex.keep_cap = o->keep_bytes == UINT64_MAX ? 0 : o->keep_bytes ? o->keep_bytes : MK_EXEC_KEEP_DEFAULT;
     for (size_t i = 0; i < p->n; i++) {
         mk_plan_tensor *pt = &p->t[i];
         ex.ti = i;
@@ -339,7 +298,6 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
         ex.scanned = false;
         memset(ex.bad, 0, sizeof ex.bad);
         memset(ex.first, 0, sizeof ex.first);
-        ex.keep_chunks = 0;
         if (c->ops->is_done && c->ops->is_done(c, i)) continue;
         mk_merge_job job = pt->job;
         job.pass = job_pass;
@@ -353,7 +311,7 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
         ex.rows_per_chunk = rpc;
         job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
         job.chunk_rows = rpc;
-        job.keep_bytes = ex.keep_cap;
+        job.keep_bytes = o->keep_bytes;
 
         for (size_t k = 0; k < job.n_in; k++) {
             mk_source *src = input_source(&ex, k);
@@ -367,17 +325,11 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
             else s = p->method->run(&job);
         }
         if (s == MK_OK) s = c->ops->end(c, i);
-        if (s != MK_OK) {
-            free(ex.keep);
-            free(ex.kept);
-            return s;
-        }
+        if (s != MK_OK) return s;
         st.computed++;
         st.bytes_computed += pt->out.nbytes;
         if (stats) *stats = st;
         if (o->progress) o->progress(o->progress_ctx, st.computed, todo, st.bytes_computed, todo_bytes, pt->out.name);
     }
-    free(ex.keep);
-    free(ex.kept);
     return MK_OK;
 }

@@ -4,7 +4,9 @@
  * Memory: per thread, one chunk of every input and of the output as f32 (about
  * chunk_elems x 4 x (inputs + 1) bytes), whatever the model size; mapped input pages are
  * dropped from the resident set as soon as a chunk is done. Methods that make several passes
- * over a tensor get up to keep_bytes of its inputs kept between passes (MK_EXEC_KEEP_DEFAULT). Chunk boundaries depend only
+ * over a tensor may keep up to keep_bytes of state between passes (masks, selections, means):
+ * not its input values, which are read again each pass (keeping them as f32 measured no
+ * faster than reading inputs in the page cache again, for 16 MB more memory). Chunk boundaries depend only
  * on the tensor shape and chunk_elems, never on the thread count, so results are the
  * same bytes at any thread count.
  * Must not: know file formats or output layout (the consumer and its sink do).
@@ -19,10 +21,9 @@
  * elements on the method benchmark), large enough that per-chunk costs vanish. */
 #define MK_EXEC_CHUNK_DEFAULT (1u << 16)
 
-/* Bytes of input values kept from one pass over a tensor to the next, for methods that make
- * several passes (a norm, a top-k cut, a mask's L1 norm before the emitting pass): the first
- * chunks whose inputs (as f32) fit are read once per tensor, the others are read again in
- * every pass. The values are the same either way, so the output does not depend on it. */
+/* Bytes a method that makes several passes over a tensor may keep from one pass to the next
+ * (its masks, selections, per-row or per-element state: mk_merge_job.keep_bytes), so a pass
+ * reads them instead of computing them again; chunks past the cap compute them again. */
 #define MK_EXEC_KEEP_DEFAULT (16u << 20)
 
 typedef enum mk_nonfinite {
@@ -37,7 +38,7 @@ typedef struct mk_exec_opts {
     void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
     void *progress_ctx;
     mk_nonfinite on_nonfinite;
-    uint64_t keep_bytes; /* 0 = MK_EXEC_KEEP_DEFAULT; UINT64_MAX = keep nothing */
+    uint64_t keep_bytes; /* what methods may keep between passes (MK_EXEC_KEEP_DEFAULT); 0 = none */
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

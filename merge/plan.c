@@ -826,8 +826,8 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
          * histogram while selecting */
         uint64_t need = ce * (4 * (t->job.n_in + 1) + 8 + 8) + ce * (5 * t->job.n_in + 4) + (256u << 10);
         if (need > per_thread) per_thread = need;
-        /* the inputs kept between passes (exec.h), up to the cap */
-        uint64_t in_bytes = t->out.numel * 4 * t->job.n_in;
+        /* what a method keeps between passes (exec.h), at most a float per element, up to the cap */
+        uint64_t in_bytes = t->out.numel * 4;
         if (in_bytes > keep) keep = in_bytes;
         meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
     }
