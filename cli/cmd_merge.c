@@ -33,9 +33,8 @@ typedef struct merge_opts {
     mk_common c;
     uint64_t shard_size;
     bool dry_run, force, resume, check, allow_crimes;
-    const char *seed_str;
-    uint64_t chunk;
-    const char *out_dtype;
+    const char *seed_str, *out_dtype;
+    uint64_t chunk, pass_cache; /* --chunk, --pass-cache */
     const char *quantize;   /* --quantize SPEC, or NULL */
     const char *out_type;   /* --out-type T: the tensor type of an OUT.gguf */
     const char *on_nonfinite;
@@ -462,7 +461,7 @@ static void print_plan(merge_run *m)
     uint32_t *shard_of = mk_calloc(p->n ? p->n : 1, sizeof *shard_of);
     size_t ns = shard_of ? mk_st_assign_shards(p->outs, p->n, m->o->shard_size, shard_of) : 1;
     int threads = mk_threads_get();
-    uint64_t peak = mk_plan_peak_memory(p, threads, m->o->chunk ? m->o->chunk : MK_EXEC_CHUNK_DEFAULT);
+    uint64_t peak = mk_plan_peak_memory(p, threads, m->o->chunk ? m->o->chunk : MK_EXEC_CHUNK_DEFAULT, m->o->pass_cache);
     char a[32], b[32];
     if (m->o->c.json) {
         mk_buf j = {0};
@@ -720,7 +719,7 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, hash
     mk_progress prog;
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN};
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache};
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
     mk_progress_end(&prog);
@@ -1121,7 +1120,7 @@ static mk_status run_merge_gguf(merge_run *m)
 
 static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    merge_opts o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
+    merge_opts o = {.shard_size = 5000000000ull, .pass_cache = MK_EXEC_KEEP_DEFAULT, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
     const mk_opt opts[] = {
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
@@ -1135,6 +1134,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"quantize", 0, MK_OPT_STR, &o.quantize, "SPEC", "quantize while merging: FORMAT[,setting...], e.g. nf4,double-quant or int4,group-size=64,scheme=asym (see 'quantize --help')", NULL},
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
+        {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for what methods that make several passes over a tensor keep between passes: masks, selections, means (0: compute them again each pass)", "16M"},
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},

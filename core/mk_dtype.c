@@ -281,16 +281,17 @@ size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *f
     default: return 0;
     }
     /* nearly always nothing overflows: one vectorizable pass over |x| (NaN and Inf masked
-     * out, they are not overflows) decides whether to look closer */
-    float maxa = 0;
+     * out, they are not overflows) decides whether to look closer; the bits of non-negative
+     * floats order as the values, so an integer maximum (which vectorises) finds it */
+    uint32_t maxbits = 0;
     const uint32_t *bits = (const uint32_t *)src;
     for (size_t i = 0; i < n; i++) {
         uint32_t a = bits[i] & 0x7fffffffu;
-        float f;
         a = a >= 0x7f800000u ? 0 : a;
-        memcpy(&f, &a, 4);
-        maxa = f > maxa ? f : maxa;
+        maxbits = a > maxbits ? a : maxbits;
     }
+    float maxa;
+    memcpy(&maxa, &maxbits, 4);
     if ((double)maxa < lim) return 0;
     size_t count = 0;
     for (size_t i = 0; i < n; i++) {

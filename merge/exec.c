@@ -310,6 +310,8 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
         uint64_t rpc = mk_rows_per_chunk(cols, align, chunk);
         ex.rows_per_chunk = rpc;
         job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
+        job.chunk_rows = rpc;
+        job.keep_bytes = o->keep_bytes;
 
         for (size_t k = 0; k < job.n_in; k++) {
             mk_source *src = input_source(&ex, k);

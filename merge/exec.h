@@ -3,7 +3,10 @@
  *
  * Memory: per thread, one chunk of every input and of the output as f32 (about
  * chunk_elems x 4 x (inputs + 1) bytes), whatever the model size; mapped input pages are
- * dropped from the resident set as soon as a chunk is done. Chunk boundaries depend only
+ * dropped from the resident set as soon as a chunk is done. Methods that make several passes
+ * over a tensor may keep up to keep_bytes of state between passes (masks, selections, means):
+ * not its input values, which are read again each pass (keeping them as f32 measured no
+ * faster than reading inputs in the page cache again, for 16 MB more memory). Chunk boundaries depend only
  * on the tensor shape and chunk_elems, never on the thread count, so results are the
  * same bytes at any thread count.
  * Must not: know file formats or output layout (the consumer and its sink do).
@@ -18,6 +21,11 @@
  * elements on the method benchmark), large enough that per-chunk costs vanish. */
 #define MK_EXEC_CHUNK_DEFAULT (1u << 16)
 
+/* Bytes a method that makes several passes over a tensor may keep from one pass to the next
+ * (its masks, selections, per-row or per-element state: mk_merge_job.keep_bytes), so a pass
+ * reads them instead of computing them again; chunks past the cap compute them again. */
+#define MK_EXEC_KEEP_DEFAULT (16u << 20)
+
 typedef enum mk_nonfinite {
     MK_NONFINITE_WARN = 0, /* report each input tensor holding NaN/Inf, carry on */
     MK_NONFINITE_ERROR,    /* stop at the first such tensor */
@@ -30,6 +38,7 @@ typedef struct mk_exec_opts {
     void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done, uint64_t bytes_total, const char *name);
     void *progress_ctx;
     mk_nonfinite on_nonfinite;
+    uint64_t keep_bytes; /* what methods may keep between passes (MK_EXEC_KEEP_DEFAULT); 0 = none */
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

@@ -83,6 +83,10 @@ struct mk_merge_job {
     const double (*m)[MK_MAX_PARAMS]; /* m[k][p]: per-model parameter p of input k */
     const bool (*m_set)[MK_MAX_PARAMS]; /* whether m[k][p] was given (else default) */
     uint64_t n_chunks;
+    uint64_t chunk_rows;     /* rows of every chunk but the last (0: unknown; nothing is kept
+                                between passes then, see mk_chunk_bits in methods/kernel.h) */
+    uint64_t keep_bytes;     /* memory a method may keep from one pass to the next (masks,
+                                selections; merge --pass-cache); 0: none, all recomputed */
     mk_rng rng;              /* keyed by (seed, output tensor name) */
     bool is_embed;           /* embedding / lm_head (some methods treat them apart) */
     /* mergekit computes in this dtype (the recipe's dtype, else the inputs' own) and

@@ -812,9 +812,9 @@ void mk_plan_free(mk_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems)
+uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes)
 {
-    uint64_t per_thread = 0, meta = 0;
+    uint64_t per_thread = 0, meta = 0, keep = 0;
     for (size_t i = 0; i < p->n; i++) {
         const mk_plan_tensor *t = &p->t[i];
         uint64_t cols = t->job.cols ? t->job.cols : 1;
@@ -826,10 +826,13 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
          * histogram while selecting */
         uint64_t need = ce * (4 * (t->job.n_in + 1) + 8 + 8) + ce * (5 * t->job.n_in + 4) + (256u << 10);
         if (need > per_thread) per_thread = need;
+        /* what a method keeps between passes (exec.h), at most a float per element, up to the cap */
+        uint64_t in_bytes = t->out.numel * 4;
+        if (in_bytes > keep) keep = in_bytes;
         meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
     }
     for (size_t i = 0; i < p->n_models; i++) meta += p->models[i].src->n_tensors * (sizeof(mk_tensor_info) + 64);
     /* selections: two 512 KiB histograms per input model (select.h) */
     meta += (uint64_t)p->n_models * (1u << 20);
-    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta;
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes);
 }

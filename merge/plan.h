@@ -78,7 +78,8 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
                         mk_plan *p);
 void mk_plan_free(mk_plan *p);
 
-/* Peak memory the executor needs for this plan at `threads` threads (bytes). */
-uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems);
+/* Peak memory the executor needs for this plan at `threads` threads (bytes), with up to
+ * keep_bytes kept by a method between passes. */
+uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes);
 
 #endif

@@ -15,6 +15,11 @@ typedef struct fusion_state {
     size_t ix, ib;
     mk_select sel;
     float threshold;
+    /* each row's KL divergence, kept from the first pass for the others (the softmaxes are
+     * most of the work) when the rows fit in the job's keep_bytes: klr[row], valid for the
+     * rows of chunk c once stored[c] */
+    float *klr;
+    uint8_t *stored;
 } fusion_state;
 
 /* Row softmax as PyTorch computes it on CPU (f32: exp(x - max) times 1 / sum), then
@@ -39,18 +44,26 @@ static mk_status importance(const mk_merge_job *job, const fusion_state *st, con
 {
     const mk_dtype dt = job->compute_dtype;
     const uint64_t cols = job->cols;
-    float *p = malloc((size_t)cols * 2 * sizeof *p + 1);
-    if (!p) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const bool have = st->stored && st->stored[ch->index];
+    float *p = have ? NULL : malloc((size_t)cols * 2 * sizeof *p + 1);
+    if (!have && !p) return mk_error(MK_ERR_NOMEM, "out of memory");
     float *q = p + cols;
     for (uint64_t r = 0; r < ch->nrows; r++) {
         const float *x = ch->in[st->ix] + r * cols, *b = ch->in[st->ib] + r * cols;
-        softmax_eps(dt, x, cols, p);
-        softmax_eps(dt, b, cols, q);
-        double kl = 0;
-        for (uint64_t j = 0; j < cols; j++) kl += (double)RD(p[j] * RD(logf(RD(p[j] / q[j]))));
-        float klr = mk_reduced(dt, kl);
+        float klr;
+        if (have) {
+            klr = st->klr[ch->row0 + r];
+        } else {
+            softmax_eps(dt, x, cols, p);
+            softmax_eps(dt, b, cols, q);
+            double kl = 0;
+            for (uint64_t j = 0; j < cols; j++) kl += (double)RD(p[j] * RD(logf(RD(p[j] / q[j]))));
+            klr = mk_reduced(dt, kl);
+            if (st->klr) st->klr[ch->row0 + r] = klr;
+        }
         for (uint64_t j = 0; j < cols; j++) imp[r * cols + j] = RD(fabsf(RD(x[j] - b[j])) * klr);
     }
+    if (st->stored && !have) st->stored[ch->index] = 1;
     free(p);
     return MK_OK;
 }
@@ -82,6 +95,16 @@ static mk_status fusion_run(const mk_merge_job *job)
     st.ib = (size_t)job->base;
     st.ix = job->base == 0 ? 1 : 0;
     MK_TRY(mk_sel_init(&st.sel, job->numel, job->n_chunks, 1, 3));
+    if (job->chunk_rows && job->rows <= job->keep_bytes / sizeof *st.klr) {
+        st.klr = malloc((size_t)job->rows * sizeof *st.klr);
+        st.stored = calloc((size_t)job->n_chunks, 1);
+        if (!st.klr || !st.stored) {
+            free(st.klr);
+            free(st.stored);
+            st.klr = NULL;
+            st.stored = NULL;
+        }
+    }
     /* arcee_fusion.py: indices (q * (n - 1)).long() with q a float32 tensor */
     static const float qs[3] = {0.25f, 0.5f, 0.75f};
     for (int i = 0; i < 3; i++)
@@ -100,6 +123,8 @@ static mk_status fusion_run(const mk_merge_job *job)
         r = job->pass(job, fusion_chunk, &st, true);
     }
     mk_sel_free(&st.sel);
+    free(st.klr);
+    free(st.stored);
     return r;
 }
 

@@ -201,4 +201,80 @@ static mk_status mk_zero_chunk_(const mk_merge_job *job, const mk_chunk *ch, voi
 }
 static inline mk_status mk_emit_zeros(const mk_merge_job *job) { return job->pass(job, mk_zero_chunk_, NULL, true); }
 
+/* Per-chunk bit sets kept from one pass to a later one (a method's random masks or
+ * selections), so that pass reads them instead of drawing or selecting again. Bounded: the
+ * first chunks whose bits fit in the job's keep_bytes are kept, the others computed again
+ * in every pass (the same bits either way, so the output does not depend on the cap).
+ * Slots are per chunk, so threads working on different chunks never share a byte; a
+ * chunk's bits are read only in a pass after the one that stored them. */
+
+typedef struct mk_chunk_bits {
+    uint64_t slot;   /* bytes per (chunk, stream) */
+    uint64_t n_kept; /* chunks 0 .. n_kept-1 are kept */
+    size_t streams;
+    uint8_t *bits;   /* [n_kept][streams][slot] */
+    uint8_t *have;   /* [n_kept] 1 once the chunk's bits are stored */
+} mk_chunk_bits;
+
+/* Keep `streams` bits per element, capped at `cap` bytes; none when the job does not say
+ * how big its chunks are (or memory is short: everything is then computed again). */
+static inline void mk_chunk_bits_init(mk_chunk_bits *b, const mk_merge_job *job, size_t streams, uint64_t cap)
+{
+    memset(b, 0, sizeof *b);
+    if (!job->chunk_rows || !job->cols || !streams || !job->n_chunks || job->chunk_rows > UINT32_MAX ||
+        job->cols > UINT32_MAX)
+        return;
+    b->slot = (job->chunk_rows * job->cols + 7) / 8;
+    b->streams = streams;
+    uint64_t per = b->slot * streams;
+    b->n_kept = cap / per < job->n_chunks ? cap / per : job->n_chunks;
+    if (!b->n_kept) return;
+    b->bits = malloc((size_t)(b->n_kept * per));
+    b->have = calloc((size_t)b->n_kept, 1);
+    if (!b->bits || !b->have) {
+        free(b->bits);
+        free(b->have);
+        memset(b, 0, sizeof *b);
+    }
+}
+
+static inline void mk_chunk_bits_free(mk_chunk_bits *b)
+{
+    free(b->bits);
+    free(b->have);
+    memset(b, 0, sizeof *b);
+}
+
+/* The slot of (chunk, stream), or NULL when the chunk is past the cap. */
+static inline uint8_t *mk_chunk_bits_at(const mk_chunk_bits *b, uint64_t chunk, size_t stream)
+{
+    return chunk < b->n_kept ? b->bits + (chunk * b->streams + stream) * b->slot : NULL;
+}
+
+static inline bool mk_chunk_bits_have(const mk_chunk_bits *b, uint64_t chunk) { return chunk < b->n_kept && b->have[chunk]; }
+static inline void mk_chunk_bits_stored(mk_chunk_bits *b, uint64_t chunk)
+{
+    if (chunk < b->n_kept) b->have[chunk] = 1;
+}
+
+/* flags[0..n) (each 0 or 1) <-> bits, element i in bit i % 8 of byte i / 8 */
+static inline void mk_bits_pack(const uint8_t *flags, uint64_t n, uint8_t *bits)
+{
+    uint64_t j = 0;
+    for (; 8 * j + 8 <= n; j++) {
+        const uint8_t *f = flags + 8 * j;
+        bits[j] = (uint8_t)(f[0] | f[1] << 1 | f[2] << 2 | f[3] << 3 | f[4] << 4 | f[5] << 5 | f[6] << 6 | f[7] << 7);
+    }
+    if (8 * j < n) {
+        uint8_t v = 0;
+        for (uint64_t i = 8 * j; i < n; i++) v |= (uint8_t)(flags[i] << (i - 8 * j));
+        bits[j] = v;
+    }
+}
+
+static inline void mk_bits_unpack(const uint8_t *bits, uint64_t n, uint8_t *flags)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) flags[i] = (bits[i >> 3] >> (i & 7)) & 1;
+}
+
 #endif

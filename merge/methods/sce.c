@@ -22,67 +22,159 @@ typedef struct sce_state {
     bool select, none;  /* topk masking on; mask everything away */
     mk_select sel;
     mk_partials part;   /* phase 0: [1] nonzero variances; phase 1: [K] sums of squares */
+    mk_chunk_bits kept; /* phase 1 -> 2: the selection of each element */
     float c[MK_KMAX];
 } sce_state;
 
-/* Task vectors of element i, and the variance key. */
-static inline uint32_t sce_tv(mk_dtype dt, const sce_state *st, const mk_chunk *ch, uint64_t i, float *T)
+/* Elements are worked on in blocks of SCE_BLOCK, every step a loop over the block (so it
+ * vectorises); each element gets the same operations in the same order as one at a time. */
+#define SCE_BLOCK 1024u
+
+typedef struct sce_scratch {
+    float *T;        /* [K][SCE_BLOCK] task vectors (zeroed where not kept) */
+    double *mean, *var;
+    uint32_t *keys;  /* [chunk] the whole chunk's (a selection pass counts them at once) */
+    uint8_t *keep;
+    float *sum, *m, *d;
+} sce_scratch;
+
+/* T[k][i] = RD(x_k - base) for elements [e0, e0 + n) of the chunk */
+static inline MK_HOT void sce_tvs(const mk_dtype dt, const sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                  float *T)
 {
-    const float b = ch->in[st->ib][i];
-    double mean = 0;
+    const float *b = ch->in[st->ib] + e0;
     for (size_t k = 0; k < st->K; k++) {
-        T[k] = RD(ch->in[st->in[k]][i] - b);
-        mean += T[k];
+        const float *x = ch->in[st->in[k]] + e0;
+        float *t = T + k * SCE_BLOCK;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = RD(x[i] - b[i]);
     }
-    mean /= (double)st->K;
-    double var = 0;
-    for (size_t k = 0; k < st->K; k++) var += ((double)T[k] - mean) * ((double)T[k] - mean);
-    return mk_key_abs(RD((float)(var / (double)st->K)));
+}
+
+/* keys[i]: the variance across models of element i (population variance in double, of the
+ * task vectors), rounded to the compute dtype, as an order-preserving key */
+static inline MK_HOT void sce_keys(const mk_dtype dt, const sce_state *st, uint64_t n, sce_scratch *w, uint32_t *keys)
+{
+    double *mean = w->mean, *var = w->var;
+    const double K = (double)st->K;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] = 0;
+    for (size_t k = 0; k < st->K; k++) {
+        const float *t = w->T + k * SCE_BLOCK;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] += (double)t[i];
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        mean[i] /= K;
+        var[i] = 0;
+    }
+    for (size_t k = 0; k < st->K; k++) {
+        const float *t = w->T + k * SCE_BLOCK;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) var[i] += ((double)t[i] - mean[i]) * ((double)t[i] - mean[i]);
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] / K)));
+}
+
+/* out = base + sum_k c_k E_k T_k / max(sum_k c_k E_k, 1e-6), E_k: T_k's sign agrees with the
+ * sign of the sum (ties to +). m and d start at +0 and never become -0, so adding +0 where a
+ * model disagrees is the same as skipping it. */
+static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const float *b, uint64_t n, sce_scratch *w,
+                                  float *out)
+{
+    float *sum = w->sum, *m = w->m, *d = w->d;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = m[i] = d[i] = 0;
+    for (size_t k = 0; k < st->K; k++) {
+        const float *t = w->T + k * SCE_BLOCK;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] += t[i];
+    }
+    /* the sign of the sum (ties to +): t agrees when t times it is positive (never for zeros
+     * or NaN), the same test as t > 0 or t < 0 by the sign, without a branch */
+    MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = RD(sum[i]) >= 0 ? 1.0f : -1.0f;
+    for (size_t k = 0; k < st->K; k++) {
+        const float *t = w->T + k * SCE_BLOCK;
+        const float c = st->c[k];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            const bool agree = t[i] * sum[i] > 0.0f;
+            m[i] += agree ? RD(t[i] * c) : 0.0f;
+            d[i] += agree ? c : 0.0f;
+        }
+    }
+    const float lo = RD(1e-6f);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        float den = RD(d[i]);
+        den = den < lo ? lo : den;
+        out[i] = RD(b[i] + RD(RD(m[i]) / den));
+    }
+}
+
+static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                           sce_scratch *w, uint64_t *seen)
+{
+    const mk_dtype dt = job->compute_dtype;
+    MK_DT_DISPATCH(dt, sce_tvs, st, ch, e0, n, w->T);
+    uint8_t *kept = mk_chunk_bits_at(&st->kept, ch->index, 0);
+    bool have = st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index);
+    uint32_t *keys = w->keys + e0;
+    if (st->phase == 0 || (st->select && !have)) MK_DT_DISPATCH(dt, sce_keys, st, n, w, keys);
+    if (st->phase == 0) return MK_OK; /* counted once the chunk's keys are all there */
+    if (st->none) {
+        memset(w->keep, 0, (size_t)n);
+    } else if (!st->select) {
+        memset(w->keep, 1, (size_t)n);
+    } else if (have) {
+        /* the bits are per chunk: e0 is a multiple of SCE_BLOCK, so of 8 */
+        mk_bits_unpack(kept + e0 / 8, n, w->keep);
+    } else {
+        /* a cut that splits equal keys counts them across the chunk's blocks, in order */
+        mk_sel_flags(&st->sel.q[0], ch->index, keys, n, w->keep, seen);
+        if (st->phase == 1 && kept) mk_bits_pack(w->keep, n, kept + e0 / 8);
+    }
+    for (size_t k = 0; k < st->K; k++) {
+        float *t = w->T + k * SCE_BLOCK;
+        const uint8_t *kp = w->keep;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = kp[i] ? t[i] : 0.0f;
+    }
+    if (st->phase == 1) {
+        /* sums of squares, each in element order */
+        double *row = mk_partials_row(&st->part, ch->index);
+        for (size_t k = 0; k < st->K; k++) {
+            const float *t = w->T + k * SCE_BLOCK;
+            double acc = row[k];
+            for (uint64_t i = 0; i < n; i++) acc += (double)RD(t[i] * t[i]);
+            row[k] = acc;
+        }
+        return MK_OK;
+    }
+    MK_DT_DISPATCH(dt, sce_out, st, ch->in[st->ib] + e0, n, w, ch->out + e0);
+    return MK_OK;
 }
 
 static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     sce_state *st = user;
-    const mk_dtype dt = job->compute_dtype;
-    float T[MK_KMAX];
-    if (st->phase == 0) {
-        uint32_t *keys = malloc((size_t)ch->n * sizeof *keys + 1);
-        if (!keys) return mk_error(MK_ERR_NOMEM, "out of memory");
-        uint64_t nz = 0;
-        for (uint64_t i = 0; i < ch->n; i++) {
-            keys[i] = sce_tv(dt, st, ch, i, T);
-            nz += keys[i] != 0;
-        }
-        mk_partials_row(&st->part, ch->index)[0] = (double)nz;
-        mk_status r = mk_sel_count(&st->sel, 0, ch->index, keys, ch->n);
-        free(keys);
-        return r;
-    }
-    double *row = st->phase == 1 ? mk_partials_row(&st->part, ch->index) : NULL;
+    sce_scratch w;
+    const size_t B = SCE_BLOCK;
+    void *mem = malloc(st->K * B * sizeof(float) + 2 * B * sizeof(double) + 3 * B * sizeof(float) +
+                       (size_t)ch->n * sizeof(uint32_t) + B);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    w.mean = mem;
+    w.var = w.mean + B;
+    w.T = (float *)(w.var + B);
+    w.sum = w.T + st->K * B;
+    w.m = w.sum + B;
+    w.d = w.m + B;
+    w.keys = (uint32_t *)(w.d + B);
+    w.keep = (uint8_t *)(w.keys + ch->n);
+    mk_status r = MK_OK;
     uint64_t seen = 0;
-    for (uint64_t i = 0; i < ch->n; i++) {
-        uint32_t key = sce_tv(dt, st, ch, i, T);
-        bool keep = !st->none && (!st->select || mk_sel_before(&st->sel.q[0], ch->index, key, &seen));
-        if (!keep)
-            for (size_t k = 0; k < st->K; k++) T[k] = 0;
-        if (st->phase == 1) {
-            for (size_t k = 0; k < st->K; k++) row[k] += (double)RD(T[k] * T[k]);
-            continue;
-        }
-        float sum = 0;
-        for (size_t k = 0; k < st->K; k++) sum += T[k];
-        bool pos = RD(sum) >= 0;
-        float m = 0, d = 0;
-        for (size_t k = 0; k < st->K; k++) {
-            if (!(pos ? T[k] > 0 : T[k] < 0)) continue;
-            m += RD(T[k] * st->c[k]);
-            d += st->c[k];
-        }
-        float den = RD(d), lo = RD(1e-6f);
-        if (den < lo) den = lo;
-        ch->out[i] = RD(ch->in[st->ib][i] + RD(RD(m) / den));
+    for (uint64_t e0 = 0; e0 < ch->n && r == MK_OK; e0 += B)
+        r = sce_block(job, st, ch, e0, ch->n - e0 < B ? ch->n - e0 : B, &w, &seen);
+    if (r == MK_OK && st->phase == 0) {
+        uint64_t nz = 0;
+        for (uint64_t i = 0; i < ch->n; i++) nz += w.keys[i] != 0;
+        mk_partials_row(&st->part, ch->index)[0] = (double)nz;
+        r = mk_sel_count(&st->sel, 0, ch->index, w.keys, ch->n);
     }
-    return MK_OK;
+    if (r == MK_OK && st->phase == 1) mk_chunk_bits_stored(&st->kept, ch->index);
+    free(mem);
+    return r;
 }
 
 static mk_status sce_run(const mk_merge_job *job)
@@ -121,6 +213,7 @@ static mk_status sce_run(const mk_merge_job *job)
     }
     if (r == MK_OK) {
         memset(st.part.v, 0, (size_t)(st.part.n_chunks * st.part.width) * sizeof(double));
+        if (st.select && !st.none) mk_chunk_bits_init(&st.kept, job, 1, job->keep_bytes);
         st.phase = 1;
         r = job->pass(job, sce_chunk, &st, false);
     }
@@ -138,6 +231,7 @@ static mk_status sce_run(const mk_merge_job *job)
         r = job->pass(job, sce_chunk, &st, true);
     }
     mk_partials_free(&st.part);
+    mk_chunk_bits_free(&st.kept);
     if (st.select) mk_sel_free(&st.sel);
     return r;
 }

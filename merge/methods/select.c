@@ -272,3 +272,29 @@ bool mk_sel_next(mk_select *s)
     s->phase = MK_SEL_DONE;
     return false;
 }
+
+void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
+                  uint64_t *seen_io)
+{
+    if (q->pos == 0 || q->all) {
+        memset(flags, q->all && q->pos != 0, (size_t)n);
+        return;
+    }
+    const uint32_t cut = q->key;
+    const bool desc = q->desc, eq_in = q->take >= q->equal && q->take > 0;
+#pragma omp simd
+    for (uint64_t i = 0; i < n; i++) {
+        const uint32_t k = keys[i];
+        flags[i] = (desc ? k > cut : k < cut) || (eq_in && k == cut);
+    }
+    if (q->take == 0 || q->take >= q->equal) return;
+    /* branch-free: equal keys can be common (bf16 values), and unpredictable */
+    const uint64_t before = q->eq_before[chunk], take = q->take;
+    uint64_t seen = *seen_io;
+    for (uint64_t i = 0; i < n; i++) {
+        const bool eq = keys[i] == cut;
+        flags[i] = eq ? before + seen < take : flags[i];
+        seen += eq;
+    }
+    *seen_io = seen;
+}

@@ -102,4 +102,11 @@ static inline bool mk_sel_before(const mk_sel_query *q, uint64_t chunk, uint32_t
     return q->eq_before[chunk] + (*seen)++ < q->take;
 }
 
+/* flags[i] = whether keys[i] is before the cut of q, as mk_sel_before says for keys of chunk
+ * `chunk` asked in index order with the counter `seen` (so a chunk may come in pieces, in
+ * order): a vectorised comparison with the cut key, then the keys equal to it, in index
+ * order, only when the cut splits them. */
+void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
+                  uint64_t *seen);
+
 #endif

@@ -137,6 +137,7 @@ typedef struct nu_state {
     mk_partials part;
     uint64_t nvec;              /* vectors (1, rows or cols) */
     float *n0, *n1, *cosv;      /* [nvec] for the whole / column modes */
+    struct nu_coef *coef;       /* [nvec] the coefficients from cosv (emitting pass) */
 } nu_state;
 
 typedef struct nu_coef {
@@ -184,6 +185,55 @@ static inline float nu_norm(mk_dtype dt, double sumsq)
     return n < lo ? lo : n;
 }
 
+/* The whole tensor as one vector, in blocks: each step a loop over the block (vectorised),
+ * the sums still added element by element in order. */
+#define NU_BLOCK 1024u
+static inline MK_HOT void nu_whole(const mk_dtype dt, const nu_state *st, const mk_chunk *ch, double *row)
+{
+    float v0[NU_BLOCK], v1[NU_BLOCK];
+    double q[NU_BLOCK];
+    const float *x0 = ch->in[st->i0], *x1 = ch->in[st->i1], *b = st->ib >= 0 ? ch->in[st->ib] : NULL;
+    double s0 = row ? row[0] : 0, s1 = row ? row[1] : 0;
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK) {
+        const uint64_t n = ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK;
+        if (b) {
+            MK_SIMD for (uint64_t i = 0; i < n; i++) {
+                v0[i] = RD(x0[e0 + i] - b[e0 + i]);
+                v1[i] = RD(x1[e0 + i] - b[e0 + i]);
+            }
+        } else {
+            memcpy(v0, x0 + e0, (size_t)n * sizeof *v0);
+            memcpy(v1, x1 + e0, (size_t)n * sizeof *v1);
+        }
+        if (st->phase == 0) {
+            for (uint64_t i = 0; i < n; i++) {
+                s0 += (double)v0[i] * v0[i];
+                s1 += (double)v1[i] * v1[i];
+            }
+        } else if (st->phase == 1) {
+            const float n0 = st->n0[0], n1 = st->n1[0];
+            MK_SIMD for (uint64_t i = 0; i < n; i++) q[i] = (double)RD(RD(v0[i] / n0) * RD(v1[i] / n1));
+            for (uint64_t i = 0; i < n; i++) s0 += q[i];
+        } else {
+            const nu_coef c = st->coef[0];
+            const float t = st->t, omt = st->omt;
+            float *out = ch->out + e0;
+            if (c.colinear) {
+                MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(omt * v0[i]) + RD(t * v1[i]));
+            } else {
+                MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(RD(c.sa * v0[i]) + RD(c.sb * v1[i])) / c.sin_theta);
+            }
+            if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(b[e0 + i] + out[i]);
+        }
+    }
+    if (st->phase == 0) {
+        row[0] = s0;
+        row[1] = s1;
+    } else if (st->phase == 1) {
+        row[0] = s0;
+    }
+}
+
 static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     nu_state *st = user;
@@ -218,6 +268,10 @@ static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
     }
     /* whole tensor (one vector) or columns (cols vectors): gather, then apply */
     double *row = st->phase < 2 ? mk_partials_row(&st->part, ch->index) : NULL;
+    if (st->mode == NU_WHOLE) {
+        MK_DT_DISPATCH(dt, nu_whole, st, ch, row);
+        return MK_OK;
+    }
     for (uint64_t i = 0; i < ch->n; i++) {
         uint64_t v = st->mode == NU_COLS ? i % cols : 0;
         float v0, v1;
@@ -228,8 +282,7 @@ static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
         } else if (st->phase == 1) {
             row[v] += (double)RD(RD(v0 / st->n0[v]) * RD(v1 / st->n1[v]));
         } else {
-            nu_coef c = nu_coefs(dt, st->cosv[v], st->t, st->omt);
-            float res = nu_apply(dt, &c, v0, v1, st->t, st->omt);
+            float res = nu_apply(dt, &st->coef[v], v0, v1, st->t, st->omt);
             ch->out[i] = st->ib >= 0 ? RD(ch->in[st->ib][i] + res) : res;
         }
     }
@@ -259,8 +312,9 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     st.n0 = mk_calloc((size_t)st.nvec, sizeof *st.n0);
     st.n1 = mk_calloc((size_t)st.nvec, sizeof *st.n1);
     st.cosv = mk_calloc((size_t)st.nvec, sizeof *st.cosv);
+    st.coef = mk_calloc((size_t)st.nvec, sizeof *st.coef);
     double *sum = mk_calloc((size_t)st.nvec * 2, sizeof *sum);
-    mk_status r = st.n0 && st.n1 && st.cosv && sum ? MK_OK : MK_ERR_NOMEM;
+    mk_status r = st.n0 && st.n1 && st.cosv && st.coef && sum ? MK_OK : MK_ERR_NOMEM;
     if (r == MK_OK) r = mk_partials_init(&st.part, job->n_chunks, (size_t)st.nvec * 2);
     if (r == MK_OK) r = job->pass(job, nu_chunk, &st, false);
     if (r == MK_OK) {
@@ -275,7 +329,10 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     }
     if (r == MK_OK) {
         mk_partials_sum(&st.part, sum);
-        for (uint64_t v = 0; v < st.nvec; v++) st.cosv[v] = mk_reduced(dt, sum[v]);
+        for (uint64_t v = 0; v < st.nvec; v++) {
+            st.cosv[v] = mk_reduced(dt, sum[v]);
+            st.coef[v] = nu_coefs(dt, st.cosv[v], st.t, st.omt);
+        }
         st.phase = 2;
         r = job->pass(job, nu_chunk, &st, true);
     }
@@ -283,6 +340,7 @@ static mk_status nuslerp_run(const mk_merge_job *job)
     free(st.n0);
     free(st.n1);
     free(st.cosv);
+    free(st.coef);
     free(sum);
     return r;
 }
@@ -326,54 +384,102 @@ typedef struct ms_state {
     mk_partials part;
 } ms_state;
 
+/* One block of n elements from e0, every step a loop over the block (vectorised); the sums
+ * are added element by element in order, each element gets the same operations as alone.
+ * T, u: [K][NU_BLOCK]; m, a: [NU_BLOCK]. */
+static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   double *row, float *T, float *u, float *m, float *a)
+{
+    const size_t K = st->K;
+    const float *b = st->ib >= 0 ? ch->in[st->ib] + e0 : NULL;
+    for (size_t k = 0; k < K; k++) {
+        const float *x = ch->in[st->idx[k]] + e0;
+        float *t = T + k * NU_BLOCK;
+        if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = RD(x[i] - b[i]);
+        else memcpy(t, x, (size_t)n * sizeof *t);
+    }
+    if (st->phase == 0) {
+        for (size_t k = 0; k < K; k++) {
+            const float *t = T + k * NU_BLOCK;
+            double acc = row[k];
+            for (uint64_t i = 0; i < n; i++) acc += (double)t[i] * t[i];
+            row[k] = acc;
+        }
+        return;
+    }
+    float *out = ch->out + e0;
+    if (st->fallback) { /* two antipodal inputs: the weighted sum */
+        const float *t0 = T, *t1 = T + NU_BLOCK, w0 = st->w[0], w1 = st->w[1];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t0[i] * w0) + RD(t1[i] * w1));
+        if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
+        return;
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * NU_BLOCK;
+        float *uk = u + k * NU_BLOCK;
+        const float den = st->den[k], w = st->w[k];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            uk[i] = RD(t[i] / den);
+            a[i] += RD(uk[i] * w);
+        }
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(a[i]);
+    if (st->phase == 1) {
+        double acc = row[0];
+        for (uint64_t i = 0; i < n; i++) acc += (double)m[i] * m[i];
+        row[0] = acc;
+        return;
+    }
+    const float mn = st->mean_norm;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(m[i] / mn);
+    if (st->phase == 2) {
+        for (size_t k = 0; k < K; k++) {
+            const float *uk = u + k * NU_BLOCK;
+            double acc = row[k];
+            for (uint64_t i = 0; i < n; i++) acc += (double)RD(uk[i] * m[i]);
+            row[k] = acc;
+        }
+        return;
+    }
+    MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *uk = u + k * NU_BLOCK;
+        const float dk = st->dots[k], w = st->w[k];
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            float tan = RD(uk[i] - RD(dk * m[i]));
+            a[i] += RD(tan * w);
+        }
+    }
+    if (st->phase == 3) {
+        double acc = row[0];
+        for (uint64_t i = 0; i < n; i++) {
+            const float tr = RD(a[i]);
+            acc += (double)tr * tr;
+        }
+        row[0] = acc;
+        return;
+    }
+    const float ct = st->cos_tn, so = st->sin_over, an = st->avg_norm;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        const float tr = RD(a[i]);
+        float res = RD(RD(m[i] * ct) + RD(tr * so));
+        out[i] = RD(res * an);
+    }
+    if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
+}
+
 static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ms_state *st = user;
     const mk_dtype dt = job->compute_dtype;
-    const size_t K = st->K;
     double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
-    for (uint64_t i = 0; i < ch->n; i++) {
-        float T[MK_KMAX], u[MK_KMAX];
-        float b = st->ib >= 0 ? ch->in[st->ib][i] : 0;
-        for (size_t k = 0; k < K; k++) T[k] = st->ib >= 0 ? RD(ch->in[st->idx[k]][i] - b) : ch->in[st->idx[k]][i];
-        if (st->phase == 0) {
-            for (size_t k = 0; k < K; k++) row[k] += (double)T[k] * T[k];
-            continue;
-        }
-        if (st->fallback) { /* two antipodal inputs: the weighted sum */
-            float res = RD(RD(T[0] * st->w[0]) + RD(T[1] * st->w[1]));
-            ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
-            continue;
-        }
-        float acc = 0;
-        for (size_t k = 0; k < K; k++) {
-            u[k] = RD(T[k] / st->den[k]);
-            acc += RD(u[k] * st->w[k]);
-        }
-        float mean = RD(acc);
-        if (st->phase == 1) {
-            row[0] += (double)mean * mean;
-            continue;
-        }
-        mean = RD(mean / st->mean_norm);
-        if (st->phase == 2) {
-            for (size_t k = 0; k < K; k++) row[k] += (double)RD(u[k] * mean);
-            continue;
-        }
-        float tacc = 0;
-        for (size_t k = 0; k < K; k++) {
-            float tan = RD(u[k] - RD(st->dots[k] * mean));
-            tacc += RD(tan * st->w[k]);
-        }
-        float tr = RD(tacc);
-        if (st->phase == 3) {
-            row[0] += (double)tr * tr;
-            continue;
-        }
-        float res = RD(RD(mean * st->cos_tn) + RD(tr * st->sin_over));
-        res = RD(res * st->avg_norm);
-        ch->out[i] = st->ib >= 0 ? RD(res + b) : res;
-    }
+    float *mem = malloc((2 * st->K + 2) * NU_BLOCK * sizeof *mem);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    float *T = mem, *u = T + st->K * NU_BLOCK, *m = u + st->K * NU_BLOCK, *a = m + NU_BLOCK;
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK)
+        MK_DT_DISPATCH(dt, ms_block, st, ch, e0, ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK, row, T, u, m, a);
+    free(mem);
     return MK_OK;
 }
 
@@ -498,46 +604,95 @@ typedef struct ka_state {
     ka_iter *it;         /* [max_iter] */
     float scale;
     mk_partials part;
+    /* each element's mean after kiter[c] iterations, for chunks c < kn (job keep_bytes), so a
+     * pass takes one step from it instead of replaying every iteration from the inputs */
+    float *kv;
+    uint32_t *kiter;
+    uint64_t kn, kslot;
 } ka_state;
 
-static inline float ka_unit(mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
+#define KA_NONE UINT32_MAX
+
+static inline MK_HOT float ka_unit(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
 {
     return st->norm[i] == 0.0f ? 0.0f : RD(ch->in[i][e] / st->norm[i]);
 }
 
 /* The initial mean before normalisation: sum of alpha_v * u_v, rounded at each step. */
-static float ka_init_sum(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
+static inline MK_HOT float ka_init_sum(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
 {
     float mean = 0;
     for (size_t v = 0; v < st->nv; v++) mean = RD(mean + RD(st->na[v] * ka_unit(dt, st, ch, st->valid[v], e)));
     return mean;
 }
 
-/* Element e's mean after `iters` completed iterations, replayed from the inputs and the
- * recorded scalars. With tan_out, also iteration `iters`'s tangent (its dots known); with
- * new_out, also its unnormalised new mean (its tangent norm known). */
-static float ka_mean(mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t iters, float *tan_out,
-                     float *new_out)
+/* The initial mean of element e (phase 1's norm known). */
+static inline MK_HOT float ka_mean0(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
 {
-    float mean = st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
-    for (size_t j = 0;; j++) {
-        bool last = j == iters;
-        if (last && !tan_out && !new_out) return mean;
-        const ka_iter *it = &st->it[j];
-        float tan = 0;
-        for (size_t v = 0; v < st->nv; v++) {
-            if (it->skip[v]) continue;
-            float u = ka_unit(dt, st, ch, st->valid[v], e);
-            tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+    return st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
+}
+
+/* Iteration j's tangent at element e (its dots known). */
+static inline MK_HOT float ka_tan(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t j, float mean)
+{
+    const ka_iter *it = &st->it[j];
+    float tan = 0;
+    for (size_t v = 0; v < st->nv; v++) {
+        if (it->skip[v]) continue;
+        float u = ka_unit(dt, st, ch, st->valid[v], e);
+        tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+    }
+    return tan;
+}
+
+/* Iteration j's unnormalised new mean (its tangent norm known). */
+static inline MK_HOT float ka_new(const mk_dtype dt, const ka_state *st, size_t j, float mean, float tan)
+{
+    const ka_iter *it = &st->it[j];
+    return RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
+}
+
+/* phases 0 and 1 over a chunk */
+static inline MK_HOT void ka_sums(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row)
+{
+    for (uint64_t e = 0; e < ch->n; e++) {
+        if (st->phase == 0) {
+            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
+        } else {
+            float m = ka_init_sum(dt, st, ch, e);
+            row[0] += (double)m * m;
         }
-        if (last && tan_out) *tan_out = tan;
-        if (last && !new_out) return mean;
-        float mn = RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
-        if (last) {
-            *new_out = mn;
-            return mean;
+    }
+}
+
+/* phases 2 to 5 over a chunk; kept: its kept means, or NULL */
+static inline MK_HOT void ka_elems(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row, float *kept)
+{
+    const uint32_t from = kept ? st->kiter[ch->index] : KA_NONE;
+    for (uint64_t e = 0; e < ch->n; e++) {
+        /* the mean after st->iters iterations: from the one kept, or replayed from the start */
+        float m = from != KA_NONE ? kept[e] : ka_mean0(dt, st, ch, e);
+        for (size_t j = from != KA_NONE ? from : 0; j < st->iters; j++) {
+            const ka_iter *it = &st->it[j];
+            float mn = ka_new(dt, st, j, m, ka_tan(dt, st, ch, e, j, m));
+            m = it->renorm ? RD(mn / it->un) : mn;
         }
-        mean = it->renorm ? RD(mn / it->un) : mn;
+        if (kept) kept[e] = m;
+        float x;
+        switch (st->phase) {
+        case 2:
+            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
+            break;
+        case 3:
+            x = ka_tan(dt, st, ch, e, st->iters, m);
+            row[0] += (double)x * x;
+            break;
+        case 4:
+            x = ka_new(dt, st, st->iters, m, ka_tan(dt, st, ch, e, st->iters, m));
+            row[0] += (double)x * x;
+            break;
+        default: ch->out[e] = RD(st->scale * m);
+        }
     }
 }
 
@@ -546,33 +701,13 @@ static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *use
     ka_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
-    for (uint64_t e = 0; e < ch->n; e++) {
-        float m, x = 0;
-        switch (st->phase) {
-        case 0:
-            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
-            break;
-        case 1:
-            m = ka_init_sum(dt, st, ch, e);
-            row[0] += (double)m * m;
-            break;
-        case 2:
-            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
-            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
-            break;
-        case 3:
-            ka_mean(dt, st, ch, e, st->iters, &x, NULL);
-            row[0] += (double)x * x;
-            break;
-        case 4:
-            ka_mean(dt, st, ch, e, st->iters, NULL, &x);
-            row[0] += (double)x * x;
-            break;
-        default:
-            m = ka_mean(dt, st, ch, e, st->iters, NULL, NULL);
-            ch->out[e] = RD(st->scale * m);
-        }
+    if (st->phase < 2) {
+        MK_DT_DISPATCH(dt, ka_sums, st, ch, row);
+        return MK_OK;
     }
+    float *kept = ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
+    MK_DT_DISPATCH(dt, ka_elems, st, ch, row, kept);
+    if (kept) st->kiter[ch->index] = (uint32_t)st->iters;
     return MK_OK;
 }
 
@@ -626,6 +761,16 @@ static mk_status karcher_run(const mk_merge_job *job)
             st.mean_norm = (float)sqrt(sum[0]);
             st.first_unit = (double)st.mean_norm < tol;
         }
+        /* room for the means, up to the cap (none: every pass replays them) */
+        st.kslot = job->chunk_rows * job->cols;
+        if (r == MK_OK && max_iter && st.kslot && job->keep_bytes / sizeof(float) >= st.kslot) {
+            st.kn = job->keep_bytes / sizeof(float) / st.kslot;
+            if (st.kn > job->n_chunks) st.kn = job->n_chunks;
+            st.kv = malloc((size_t)(st.kn * st.kslot) * sizeof *st.kv);
+            st.kiter = malloc((size_t)st.kn * sizeof *st.kiter);
+            if (!st.kv || !st.kiter) st.kn = 0;
+            for (uint64_t c = 0; c < st.kn; c++) st.kiter[c] = KA_NONE;
+        }
     }
     for (size_t j = 0; j < max_iter && r == MK_OK; j++) {
         ka_iter *it = &st.it[j];
@@ -655,6 +800,8 @@ static mk_status karcher_run(const mk_merge_job *job)
     if (r == MK_OK) r = ka_pass(job, &st, 5, sum);
     mk_partials_free(&st.part);
     free(st.it);
+    free(st.kv);
+    free(st.kiter);
     return r;
 }
 

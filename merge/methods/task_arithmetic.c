@@ -85,6 +85,7 @@ typedef struct gta_state {
     float lambda, wsum;
     mk_select sel;
     mk_partials part;   /* phase 1: [2K] sums of |delta| and |kept| */
+    mk_chunk_bits kept; /* phase 1 -> 2: every model's keep flags (random masks drawn once) */
 } gta_state;
 
 static mk_status gta_check(const mk_merge_job *job, gta_def d)
@@ -110,12 +111,15 @@ static mk_status gta_check(const mk_merge_job *job, gta_def d)
 
 /* ---- DELLA: ranks of |delta| within each row -------------------------------------------- */
 
-/* Stable LSD radix sort of (key, index) pairs by key: equal keys stay in index order. */
+/* Stable LSD radix sort of (key, index) pairs by key: equal keys stay in index order. A
+ * digit that every key shares (the low 16 bits of bf16 values) leaves the order as it is:
+ * its pass is skipped. */
 static void radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, uint32_t *ti, uint64_t n)
 {
     for (int shift = 0; shift < 32; shift += 8) {
         uint64_t cnt[257] = {0};
         for (uint64_t i = 0; i < n; i++) cnt[((key[i] >> shift) & 0xff) + 1]++;
+        if (n && cnt[((key[0] >> shift) & 0xff) + 1] == n) continue;
         for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
         for (uint64_t i = 0; i < n; i++) {
             uint64_t d = cnt[(key[i] >> shift) & 0xff]++;
@@ -181,7 +185,7 @@ typedef struct chunk_ctx {
     uint32_t *words;   /* [n + 8] random words */
     float *delta;      /* [K][n] deltas in the compute dtype */
     uint32_t *keys;    /* [n] */
-    uint8_t *keep;     /* [K][n] */
+    uint8_t *keep;     /* [K + 1][n] */
     della_buf db;
 } chunk_ctx;
 
@@ -195,6 +199,14 @@ static void ctx_free(chunk_ctx *c)
     della_buf_free(&c->db);
 }
 
+/* flags[i] = whether element i (key |d[i]|) is before the cut of q. keys: n scratch words. */
+static void sel_flags(const mk_sel_query *q, uint64_t chunk, const float *d, uint64_t n, uint8_t *flags, uint32_t *keys)
+{
+    uint64_t seen = 0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(d[i]);
+    mk_sel_flags(q, chunk, keys, n, flags, &seen);
+}
+
 /* keep[k][i] for every model of this chunk. */
 static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_chunk *ch, chunk_ctx *c)
 {
@@ -206,21 +218,13 @@ static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_c
         switch (m->keep) {
         case MK_KEEP_ALL: memset(kp, 1, (size_t)n); break;
         case MK_KEEP_NONE: memset(kp, 0, (size_t)n); break;
-        case MK_KEEP_TOPK: {
-            const mk_sel_query *q = &st->sel.q[m->q0];
-            uint64_t seen = 0;
-            for (uint64_t i = 0; i < n; i++) kp[i] = mk_sel_before(q, ch->index, mk_key_abs(dk[i]), &seen);
-            break;
-        }
+        case MK_KEEP_TOPK: sel_flags(&st->sel.q[m->q0], ch->index, dk, n, kp, c->keys); break;
         case MK_KEEP_BAND: {
-            const mk_sel_query *lo = &st->sel.q[m->q0], *hi = &st->sel.q[m->q1];
-            uint64_t s0 = 0, s1 = 0;
-            for (uint64_t i = 0; i < n; i++) {
-                uint32_t key = mk_key_abs(dk[i]);
-                bool below_lo = mk_sel_before(lo, ch->index, key, &s0);
-                bool below_hi = mk_sel_before(hi, ch->index, key, &s1);
-                kp[i] = below_hi && !below_lo;
-            }
+            /* before the high cut and not before the low one */
+            uint8_t *lo = c->keep + st->K * n;
+            sel_flags(&st->sel.q[m->q1], ch->index, dk, n, kp, c->keys);
+            sel_flags(&st->sel.q[m->q0], ch->index, dk, n, lo, c->keys);
+            MK_SIMD for (uint64_t i = 0; i < n; i++) kp[i] = kp[i] & !lo[i];
             break;
         }
         case MK_KEEP_RANDOM: {
@@ -313,9 +317,9 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
     const float *b = ch->in[st->ib];
     chunk_ctx c = {0};
     c.delta = malloc((size_t)((K + 2) * n) * sizeof *c.delta + 4);
-    c.keep = malloc((size_t)(K * n) + 1);
-    c.keys = st->phase == 0 ? malloc((size_t)n * sizeof *c.keys + 1) : NULL;
-    mk_status r = c.delta && c.keep && (st->phase != 0 || c.keys) ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
+    c.keep = malloc((size_t)((K + 1) * n) + 1); /* [K][n], and n spare for a band's low cut */
+    c.keys = malloc((size_t)n * sizeof *c.keys + 1);
+    mk_status r = c.delta && c.keep && c.keys ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
     bool della = false, random = false;
     for (size_t k = 0; k < K; k++) {
         della |= st->mdl[k].keep == MK_KEEP_DELLA;
@@ -343,7 +347,15 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
         ctx_free(&c);
         return r;
     }
-    compute_keep(job, st, ch, &c);
+    if (st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index)) {
+        for (size_t k = 0; k < K; k++) mk_bits_unpack(mk_chunk_bits_at(&st->kept, ch->index, k), n, c.keep + k * n);
+    } else {
+        compute_keep(job, st, ch, &c);
+    }
+    if (st->phase == 1 && mk_chunk_bits_at(&st->kept, ch->index, 0)) {
+        for (size_t k = 0; k < K; k++) mk_bits_pack(c.keep + k * n, n, mk_chunk_bits_at(&st->kept, ch->index, k));
+        mk_chunk_bits_stored(&st->kept, ch->index);
+    }
     if (st->phase == 1) {
         /* L1 norms of each delta and of what is kept, in the work dtype */
         double *row = mk_partials_row(&st->part, ch->index);
@@ -468,6 +480,11 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
     bool need_l1 = false;
     for (size_t k = 0; k < st.K; k++) need_l1 |= st.mdl[k].rescale;
     if (r == MK_OK && need_l1) {
+        /* masks that cost more than reading them back (random draws, della's row ranks,
+         * selections) are kept for the emitting pass, up to the cap */
+        bool keep_masks = false;
+        for (size_t k = 0; k < st.K; k++) keep_masks |= st.mdl[k].keep != MK_KEEP_ALL && st.mdl[k].keep != MK_KEEP_NONE;
+        if (keep_masks) mk_chunk_bits_init(&st.kept, job, st.K, job->keep_bytes);
         r = mk_partials_init(&st.part, job->n_chunks, 2 * st.K);
         if (r == MK_OK) {
             st.phase = 1;
@@ -492,6 +509,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
         r = job->pass(job, gta_chunk, &st, true);
     }
     if (nq) mk_sel_free(&st.sel);
+    mk_chunk_bits_free(&st.kept);
     return r;
 }
 

@@ -84,6 +84,8 @@ mk_status mt_run_method(const mt_run *r, float *out)
     job.rng = mk_rng_key(r->seed, job.name);
     mt_exec ex = {r, r->chunk_rows ? r->chunk_rows : 7, out};
     job.n_chunks = (r->rows + ex.rpc - 1) / ex.rpc;
+    job.chunk_rows = ex.rpc;
+    job.keep_bytes = r->keep_bytes == UINT64_MAX ? 0 : r->keep_bytes ? r->keep_bytes : 16u << 20;
     job.pass = mt_pass;
     job.exec = &ex;
     if (m->check) MK_TRY(m->check(&job));

@@ -23,6 +23,7 @@ typedef struct mt_run {
     mk_dtype dtype;          /* compute dtype; 0 = F32 */
     uint64_t seed;
     uint64_t chunk_rows;     /* 0 = 7 */
+    uint64_t keep_bytes;     /* the job's keep_bytes: 0 = 16 MiB (the executor's default), UINT64_MAX = 0 */
     int order;               /* 0 forward, 1 reverse, 2 odd chunks first */
 } mt_run;
 

@@ -11,6 +11,7 @@
 #include "methods_run.h"
 
 #include "../../core/mk_rng.h"
+#include "../../merge/methods/kernel.h"
 
 #include <stdlib.h>
 
@@ -212,5 +213,52 @@ MK_TEST(rng_blocks_match_single_blocks)
     for (uint64_t b = 0; b < 37; b++) {
         mk_rng_block(key, 3, 0xfffffff0u + b, one);
         CHECK_MSG(memcmp(one, many + 4 * b, sizeof one) == 0, "block %llu differs", (unsigned long long)b);
+    }
+}
+
+/* Masks and selections kept between passes (job keep_bytes: all chunks, some, none) and the
+ * executor's chunk order give the same output bytes: the kept bits are the ones a pass would
+ * compute again. Two models of 70 x 33 (odd widths: bit slots end mid-byte), chunks of 4 rows. */
+MK_TEST(kept_masks_same_output_at_any_cap)
+{
+    enum { R = 70, C = 33, NN = R * C };
+    float *x[3];
+    for (int k = 0; k < 3; k++) {
+        x[k] = malloc(NN * sizeof *x[k]);
+        mk_rng key = mk_rng_key(5, "kept");
+        for (uint64_t i = 0; i < NN; i++) x[k][i] = k ? x[0][i] + 0.05f * (mk_rng_uniform(key, (uint64_t)k, i) - 0.5f) : mk_rng_uniform(key, 0, i);
+    }
+    const float *in[3] = {x[0], x[1], x[2]};
+    float *ref = malloc(NN * sizeof *ref), *out = malloc(NN * sizeof *out);
+    const char *methods[] = {"dare_ties", "dare_linear", "della", "della_linear", "ties", "breadcrumbs_ties"};
+    /* per chunk: 4 x 33 bits per model = 17 bytes, 34 for both: 40 keeps one chunk of 18 */
+    const uint64_t caps[] = {UINT64_MAX, 40, 300, 0};
+    for (size_t m = 0; m < sizeof methods / sizeof *methods; m++)
+        for (size_t c = 0; c < sizeof caps / sizeof *caps; c++)
+            for (int order = 0; order < 3; order++) {
+                mt_run r = {.method = methods[m], .name = "w", .rows = R, .cols = C, .n_in = 3, .base = 0, .in = in,
+                            .seed = 3, .m_names = {"weight", "density"}, .m_vals = {{0, 0.6, 0.4}, {0, 0.5, 0.7}},
+                            .g_names = {"rescale"}, .g_vals = {1}, .chunk_rows = 4, .keep_bytes = caps[c], .order = order};
+                CHECK_OK(mt_run_method(&r, c == 0 && order == 0 ? ref : out));
+                if (c == 0 && order == 0) continue;
+                size_t i = 0;
+                while (i < NN && memcmp(&ref[i], &out[i], sizeof *out) == 0) i++;
+                CHECK_MSG(i == NN, "%s, keep_bytes %llu, order %d: element %zu is %.9g, %.9g without keeping", methods[m],
+                          (unsigned long long)caps[c], order, i, i < NN ? out[i] : 0.0, i < NN ? ref[i] : 0.0);
+            }
+    for (int k = 0; k < 3; k++) free(x[k]);
+    free(ref);
+    free(out);
+}
+
+MK_TEST(bits_pack_round_trip)
+{
+    uint8_t f[77], g[77], bits[10];
+    mk_rng key = mk_rng_key(8, "bits");
+    for (uint64_t n = 0; n <= 77; n++) {
+        for (uint64_t i = 0; i < n; i++) f[i] = mk_rng_uniform(key, n, i) < 0.5f;
+        mk_bits_pack(f, n, bits);
+        mk_bits_unpack(bits, n, g);
+        CHECK_MSG(n == 0 || memcmp(f, g, (size_t)n) == 0, "%llu flags do not come back", (unsigned long long)n);
     }
 }
