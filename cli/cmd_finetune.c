@@ -31,7 +31,8 @@ typedef struct ft {
     mk_common c;
     long steps, warmup, batch, accum, seq, seed, save_every, eval_every, eval_ctx, stop_after;
     double epochs, lr, clip, wd, plw;
-    const char *sched, *eval_text, *out_dtype, *lora_targets, *device;
+    const char *sched, *eval_text, *out_dtype, *lora_targets, *device, *dtype;
+    bool bf16; /* --dtype bf16: mixed precision (nn/backward.h, mk_nn_train_set_bf16) */
     const struct mk_cu_train_api *dev; /* --device cuda: the CUDA trainer; NULL: the CPU */
     long lora_r;
     double lora_alpha;
@@ -357,6 +358,10 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     } else if (strcmp(f->device, "cpu") != 0) {
         return mk_error(MK_ERR_USAGE, "--device: '%s' is not cpu or cuda", f->device);
     }
+    mk_dtype cd = mk_dtype_from_user(f->dtype);
+    if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
+    f->bf16 = cd == MK_BF16;
+    if (f->bf16 && f->dev) return mk_error(MK_ERR_USAGE, "--dtype bf16: the CPU's (--device cpu); the CUDA trainer computes in f32");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -396,8 +401,8 @@ static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
             if (f->targets & (1u << io[i][0])) PL += (uint64_t)f->lora_r * (io[i][1] + io[i][2]), cols += (uint64_t)f->lora_r;
         PL *= (uint64_t)c->layers;
     }
-    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt, cols);
-    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt, cols);
+    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt, cols, f->bf16);
+    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt, cols, f->bf16);
     uint64_t data = (uint64_t)d->n_rows * d->seq * 8, G = f->lora_r ? PL : P, wb = 4 * P, nf4 = 0;
     if (f->qlora) { /* the layers' projections as NF4, one layer of them in f32 */
         const mk_model_config *c = f->cfg;
@@ -534,6 +539,7 @@ static mk_status run(ft *f, char **pos)
     if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
+    if (s == MK_OK && f->bf16) s = mk_nn_train_set_bf16(f->t);
     if (s == MK_OK && !f->c.quiet)
         fprintf(stderr, "finetune: %s on %s: %zu documents, %llu tokens in %zu rows of %ld; %ld steps of %ld x %ld rows, %s "
                         "schedule, lr %g, warmup %ld\n",
@@ -573,7 +579,7 @@ static mk_status run(ft *f, char **pos)
 int mk_cmd_finetune(int argc, char **argv)
 {
     ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input",
-            .lora_targets = "all-linear", .device = "cpu"};
+            .lora_targets = "all-linear", .device = "cpu", .dtype = "f32"};
     const mk_opt opts[] = {
         {"steps", 0, MK_OPT_INT, &f.steps, "N", "optimizer steps", "one epoch"},
         {"epochs", 0, MK_OPT_DOUBLE, &f.epochs, "E", "passes over the data (instead of --steps)", "1"},
@@ -603,6 +609,10 @@ int mk_cmd_finetune(int argc, char **argv)
          "train in sessions: after step N save OUT.checkpoint and stop (OUT is not written); --resume continues", NULL},
         {"resume", 0, MK_OPT_FLAG, &f.resume, NULL, "continue from OUT.checkpoint (same model, data and options)", NULL},
         {"max-memory", 0, MK_OPT_SIZE, &f.max_mem, "SIZE", "refuse to start when the run needs more", "the machine's memory"},
+        {"dtype", 0, MK_OPT_STR, &f.dtype, "D",
+         "compute precision: f32, or bf16 (mixed precision as torch.autocast(\"cpu\", dtype=torch.bfloat16): bf16 "
+         "products, f32 master weights, moments, norms, softmax and loss)",
+         "f32"},
         {"out-dtype", 0, MK_OPT_STR, &f.out_dtype, "DTYPE", "dtype of the weights in OUT: input, float32, bfloat16, float16",
          "input"},
         {"lora", 0, MK_OPT_INT, &f.lora_r, "R", "train only a LoRA adapter of rank R; OUT is a PEFT adapter folder", NULL},

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/mk_dtype.h"
 #include "../core/mk_thread.h"
 
 #include "nn_omp.h"
@@ -256,5 +257,206 @@ void mk_nn_xent(float *logits, size_t n, size_t V, const int32_t *target, const 
         }
         for (size_t j = 0; j < V; j++) x[j] = (float)exp((double)x[j] - lse) * g;
         x[target[i]] -= g;
+    }
+}
+
+/* ---- mixed precision (bf16 products) ------------------------------------------------------ */
+
+static inline float bf(float x) { return mk_dtype_round(MK_BF16, x); }
+
+void mk_nn_round_bf16(float *v, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) v[i] = bf(v[i]);
+}
+
+size_t mk_nn_linear_bwd_bf16_scratch(size_t T, size_t in) { return (size_t)mk_threads_get() * WBLK * (T > in ? T : in); }
+
+void mk_nn_linear_bwd_bf16(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx,
+                           bool x_bf16, float *dw, float *db, float *scratch)
+{
+    size_t per = WBLK * (T > in ? T : in);
+    if (dx) { /* c = bf16(dy W[:, i0:i1]), then dx += c (f32) or dx = bf16(dx + c) */
+        MK_OMP("omp parallel for schedule(dynamic, 1)")
+        for (size_t b = 0; b < NWBLK(in); b++) {
+            size_t i0 = b * WBLK, n = in - i0 < WBLK ? in - i0 : WBLK;
+            float *c = scratch + (size_t)mk_nn_thread_id() * per;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)n, (int)out, 1.0f, dy, (int)out, w + i0, (int)in,
+                        0.0f, c, (int)n);
+            for (size_t t = 0; t < T; t++) {
+                float *o = dx + t * in + i0;
+                const float *ct = c + t * n;
+                if (x_bf16)
+                    for (size_t i = 0; i < n; i++) o[i] = bf(o[i] + bf(ct[i]));
+                else
+                    for (size_t i = 0; i < n; i++) o[i] += bf(ct[i]);
+            }
+        }
+    }
+    if (dw) { /* dw[o0:o1] += bf16(dy[:, o0:o1]^T x) */
+        MK_OMP("omp parallel for schedule(dynamic, 1)")
+        for (size_t b = 0; b < NWBLK(out); b++) {
+            size_t o0 = b * WBLK, n = out - o0 < WBLK ? out - o0 : WBLK;
+            float *c = scratch + (size_t)mk_nn_thread_id() * per;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)in, (int)T, 1.0f, dy + o0, (int)out, x, (int)in,
+                        0.0f, c, (int)in);
+            float *o = dw + o0 * in;
+            for (size_t i = 0; i < n * in; i++) o[i] += bf(c[i]);
+        }
+    }
+    if (db) {
+        MK_OMP("omp parallel for schedule(static)")
+        for (size_t b = 0; b < NBLK(out); b++) {
+            size_t o0 = b * BLK, o1 = o0 + BLK < out ? o0 + BLK : out;
+            for (size_t o = o0; o < o1; o++) {
+                double s = 0;
+                for (size_t t = 0; t < T; t++) s += dy[t * out + o];
+                db[o] += bf((float)s);
+            }
+        }
+    }
+}
+
+void mk_nn_rmsnorm_bf16(float *out, const float *x, const float *w, size_t T, size_t d, float eps)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * d > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d;
+        float inv = row_rstd(r, d, eps), *o = out + t * d;
+        for (size_t i = 0; i < d; i++) o[i] = w[i] * bf(r[i] * inv);
+    }
+}
+
+void mk_nn_rmsnorm_bwd_bf16(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                            float *dw, float *rstd, float *dn)
+{
+    MK_OMP("omp parallel for schedule(static) if (T * d > 16384)")
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d, *g = dy + t * d;
+        float inv = rstd[t] = row_rstd(r, d, eps), *n = dn + t * d;
+        double dot = 0; /* sum_j dn_j x_j, dn = bf16(dy w): the gradient of the rounded normalised x */
+        for (size_t i = 0; i < d; i++) n[i] = bf(g[i] * w[i]), dot += (double)n[i] * r[i];
+        float c = (float)(dot * (double)inv * inv * inv / (double)d);
+        float *o = dx + t * d;
+        for (size_t i = 0; i < d; i++) o[i] = bf(n[i] * inv - r[i] * c);
+    }
+    if (!dw) return;
+    MK_OMP("omp parallel for schedule(static) if (T * d > 16384)")
+    for (size_t b = 0; b < NBLK(d); b++) {
+        size_t i0 = b * BLK, i1 = i0 + BLK < d ? i0 + BLK : d;
+        for (size_t i = i0; i < i1; i++) {
+            double s = 0;
+            for (size_t t = 0; t < T; t++) s += (double)dy[t * d + i] * bf(x[t * d + i] * rstd[t]);
+            dw[i] += (float)s;
+        }
+    }
+}
+
+void mk_nn_rope_bwd_bf16(float *dx, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r)
+{
+    size_t h2 = r->half;
+    MK_OMP("omp parallel for schedule(static) if (T * n_heads * head_dim > 65536)")
+    for (size_t t = 0; t < T; t++) {
+        const float *c = r->cos + t * h2, *s = r->sin + t * h2;
+        for (size_t h = 0; h < n_heads; h++) {
+            float *v = dx + t * n_heads * head_dim + h * head_dim;
+            for (size_t i = 0; i < h2; i++) {
+                float a = v[i], b = v[i + h2];
+                v[i] = bf(bf(a * c[i]) + bf(b * s[i]));
+                v[i + h2] = bf(bf(b * c[i]) - bf(a * s[i]));
+            }
+        }
+    }
+}
+
+size_t mk_nn_attention_bf16_scratch(size_t T, size_t hd) { return (size_t)mk_threads_get() * (2 * T * T + T * hd); }
+
+/* bf16(P) of one head into pb (the causal part; zeros above the diagonal). */
+static void round_probs(const float *p, size_t T, float *pb)
+{
+    for (size_t i = 0; i < T * T; i++) pb[i] = bf(p[i]);
+}
+
+void mk_nn_attention_train_bf16(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                                float scale, long window, float *out, float *p, float *scratch)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd, per = 2 * T * T + T * hd;
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t h = 0; h < nh; h++) {
+        size_t kvh = h / group;
+        float *ph = p + h * T * T, *pb = scratch + (size_t)mk_nn_thread_id() * per;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, q + h * hd, (int)qs, k + kvh * hd,
+                    (int)ks, 0.0f, ph, (int)T);
+        for (size_t i = 0; i < T; i++)
+            for (size_t j = 0; j <= i; j++) ph[i * T + j] = bf(bf(ph[i * T + j]) * scale);
+        mk_nn_softmax_rows(ph, T, 0, T, 1.0f, 0, window);
+        round_probs(ph, T, pb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, pb, (int)T, v + kvh * hd, (int)ks,
+                    0.0f, out + h * hd, (int)qs);
+        for (size_t i = 0; i < T; i++)
+            for (size_t e = 0; e < hd; e++) out[i * qs + h * hd + e] = bf(out[i * qs + h * hd + e]);
+    }
+}
+
+void mk_nn_attention_bwd_bf16(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
+                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv, float *scratch)
+{
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd, per = 2 * T * T + T * hd;
+    MK_OMP("omp parallel for schedule(dynamic, 1)")
+    for (size_t kvh = 0; kvh < nkv; kvh++) {
+        float *ds = scratch + (size_t)mk_nn_thread_id() * per, *pb = ds + T * T, *c = pb + T * T;
+        for (size_t i = 0; i < T; i++)
+            for (size_t e = 0; e < hd; e++) dv[i * ks + kvh * hd + e] = 0;
+        for (size_t h = kvh * group; h < (kvh + 1) * group; h++) {
+            const float *ph = p + h * T * T, *doh = dout + h * hd;
+            round_probs(ph, T, pb);
+            /* dv (f32 sum of the group's rounded terms, rounded below) += bf16(bf16(P)^T dO) */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, pb, (int)T, doh, (int)qs, 0.0f, c,
+                        (int)hd);
+            for (size_t i = 0; i < T; i++)
+                for (size_t e = 0; e < hd; e++) dv[i * ks + kvh * hd + e] += bf(c[i * hd + e]);
+            /* dP = bf16(dO V^T); dS = bf16(bf16(P (dP - sum_j P dP)) scale) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, 1.0f, doh, (int)qs, v + kvh * hd, (int)ks,
+                        0.0f, ds, (int)T);
+            for (size_t i = 0; i < T; i++) {
+                const float *pr = ph + i * T;
+                float *dr = ds + i * T;
+                double dot = 0;
+                for (size_t j = 0; j <= i; j++) dr[j] = bf(dr[j]), dot += (double)pr[j] * dr[j];
+                float df = (float)dot;
+                for (size_t j = 0; j <= i; j++) dr[j] = bf(bf(pr[j] * (dr[j] - df)) * scale);
+                for (size_t j = i + 1; j < T; j++) dr[j] = 0;
+            }
+            /* dq = bf16(dS K), dk += bf16(dS^T Q) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ds, (int)T, k + kvh * hd, (int)ks,
+                        0.0f, dq + h * hd, (int)qs);
+            for (size_t i = 0; i < T; i++)
+                for (size_t e = 0; e < hd; e++) dq[i * qs + h * hd + e] = bf(dq[i * qs + h * hd + e]);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, ds, (int)T, q + h * hd, (int)qs, 0.0f,
+                        c, (int)hd);
+            for (size_t i = 0; i < T; i++)
+                for (size_t e = 0; e < hd; e++) dk[i * ks + kvh * hd + e] += bf(c[i * hd + e]);
+        }
+        for (size_t i = 0; i < T; i++)
+            for (size_t e = 0; e < hd; e++) dv[i * ks + kvh * hd + e] = bf(dv[i * ks + kvh * hd + e]);
+    }
+}
+
+void mk_nn_swiglu_bf16(const float *gate, const float *up, float *out, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = bf(bf(g / (1.0f + expf(-g))) * up[i]);
+    }
+}
+
+void mk_nn_swiglu_bwd_bf16(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], sg = 1.0f / (1.0f + expf(-g)), silu = bf(g / (1.0f + expf(-g)));
+        dup[i] = bf(dout[i] * silu);
+        dgate[i] = bf(bf(dout[i] * up[i]) * (sg * (1.0f + g * (1.0f - sg))));
     }
 }

@@ -18,6 +18,11 @@ PROMPT_W, as `finetune --prompt-loss-weight`):
 and for the LoRA cases (PEFT, every projection adapted, A and B random):
   CASE.init.NAME     F32       the adapter tensors as PEFT saves them (lora_A / lora_B)
   CASE.loss, CASE.grad.NAME    the loss and the adapters' gradients
+and with --dtype bf16 (torch.autocast("cpu", dtype=torch.bfloat16) around the forward: bf16
+matmuls, f32 master weights, AdamW moments and loss; debug_state_bf16.safetensors), for the
+BF16 cases and BF16_LORA:
+  CASE.loss, CASE.grad.NAME, CASE.losses as above, and CASE.final.NAME: every parameter after
+  the STEPS AdamW steps (LoRA: the loss and the adapters' gradients)
 The step batches are "steps.tokens" I32 [STEPS, ACCUM, B, T] and "steps.weights" F32 of the
 same shape; "tokens" / "weights" [B, T] the single batch. MANIFEST.json records the synth
 commands, the XXH3-128 of each model's weights, the hyperparameters and the tool versions.
@@ -56,6 +61,10 @@ LORA = {
     "lora_qwen2_rslora": ("qwen2", 2, 4.0, True),
 }
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# mixed precision (autocast bf16): full finetune cases, and LoRA cases of LORA
+BF16 = ["llama", "qwen2", "qwen3", "llama_tied"]
+BF16_LORA = ["lora_llama"]
 
 # case -> (arch, kv heads, extra synth args, config edits)
 CASES = {
@@ -97,10 +106,12 @@ def weights_for(tokens):
     return w
 
 
-def wsum_nll(model, tok, w):
-    """sum over shifted targets of w * NLL (float32, as the model computes), and the logits."""
-    logits = model(torch.tensor(tok, dtype=torch.long)).logits
-    lg = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+def wsum_nll(model, tok, w, bf16=False):
+    """sum over shifted targets of w * NLL (float32, as the model computes), and the logits;
+    bf16: the forward under CPU autocast to bfloat16, the loss on the logits made float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(torch.tensor(tok, dtype=torch.long)).logits
+    lg = logits[:, :-1, :].float().reshape(-1, logits.shape[-1])
     tgt = torch.tensor(tok[:, 1:], dtype=torch.long).reshape(-1)
     nll = torch.nn.functional.cross_entropy(lg, tgt, reduction="none")
     return (nll * torch.tensor(w[:, 1:]).reshape(-1)).sum(), logits
@@ -113,16 +124,17 @@ def cosine(step, warmup, total):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def run_case(path, tokens, weights, st, sw):
+def run_case(path, tokens, weights, st, sw, bf16=False):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     model.train()  # no dropout in these configs
     out = {}
-    s, logits = wsum_nll(model, tokens, weights)
+    s, logits = wsum_nll(model, tokens, weights, bf16)
     loss = s / float(weights[:, 1:].sum())
     loss.backward()
-    out["logits"] = logits.detach().numpy().astype(np.float32)
+    if not bf16:
+        out["logits"] = logits.detach().numpy().astype(np.float32)
     out["loss"] = np.array([loss.item()], dtype=np.float32)
     for n, p in model.named_parameters():
         out["grad." + n] = p.grad.detach().numpy().astype(np.float32).copy()
@@ -138,7 +150,7 @@ def run_case(path, tokens, weights, st, sw):
         total_w = float(sw[step][:, :, 1:].sum())
         step_loss = 0.0
         for a in range(ACCUM):
-            s, _ = wsum_nll(model, st[step, a], sw[step, a])
+            s, _ = wsum_nll(model, st[step, a], sw[step, a], bf16)
             (s / total_w).backward()
             step_loss += s.item() / total_w
         losses.append(step_loss)
@@ -147,10 +159,13 @@ def run_case(path, tokens, weights, st, sw):
         sched.step()
         opt.zero_grad(set_to_none=True)
     out["losses"] = np.array(losses, dtype=np.float32)
+    if bf16:
+        for n, p in model.named_parameters():
+            out["final." + n] = p.detach().numpy().astype(np.float32).copy()
     return out
 
 
-def run_lora(path, tokens, weights, r, alpha, rslora, rng):
+def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False):
     """One forward/backward of a PEFT LoRA model with random A and B: the loss and the adapters'
     gradients, named as PEFT saves them (no adapter name)."""
     from peft import LoraConfig, get_peft_model
@@ -165,7 +180,7 @@ def run_lora(path, tokens, weights, r, alpha, rslora, rng):
             if "lora_" in n:
                 p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
                 out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
-    s, _ = wsum_nll(pm, tokens, weights)
+    s, _ = wsum_nll(pm, tokens, weights, bf16)
     loss = s / float(weights[:, 1:].sum())
     loss.backward()
     out["loss"] = np.array([loss.item()], dtype=np.float32)
@@ -203,6 +218,23 @@ def main():
             manifest["lora"][name] = {"base": base, "r": r, "alpha": alpha, "rslora": rslora, "targets": LORA_TARGETS,
                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
             print(f"{name}: loss {out['loss'][0]:.6f}")
+        bt = {}
+        manifest["bf16"] = {"autocast": "torch.autocast('cpu', dtype=torch.bfloat16) around the forward", "cases": BF16,
+                            "lora": BF16_LORA, "cpu_bf16": "avx512_bf16" in open("/proc/cpuinfo").read()}
+        for name in BF16:
+            out = run_case(paths[name], tokens, weights, st, sw, bf16=True)
+            for k, v in out.items():
+                bt[f"{name}.{k}"] = v
+            print(f"{name} bf16: loss {out['loss'][0]:.6f}, losses {out['losses'][0]:.4f} .. {out['losses'][-1]:.4f}")
+        lrng = np.random.default_rng(16)  # the same adapters as the f32 LoRA cases
+        for name, (base, r, alpha, rslora) in LORA.items():
+            out = run_lora(paths[base], tokens, weights, r, alpha, rslora, lrng, bf16=True)
+            if name not in BF16_LORA:
+                continue
+            for k, v in out.items():
+                bt[f"{name}.{k}"] = v
+            print(f"{name} bf16: loss {out['loss'][0]:.6f}")
+    save_file(bt, os.path.join(GOLD, "debug_state_bf16.safetensors"))
     save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
     manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "safetensors", "numpy"]}
     manifest["python"] = platform.python_version()
