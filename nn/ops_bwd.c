@@ -270,12 +270,19 @@ void mk_nn_round_bf16(float *v, size_t n)
     for (size_t i = 0; i < n; i++) v[i] = bf(v[i]);
 }
 
-size_t mk_nn_linear_bwd_bf16_scratch(size_t T, size_t in) { return (size_t)mk_threads_get() * WBLK * (T > in ? T : in); }
+/* Floats of one thread's block: dx's T x min(WBLK, in), or dw's WBLK x in. */
+static size_t lin_bf16_per(size_t T, size_t in)
+{
+    size_t a = T * (in < WBLK ? in : WBLK), b = (size_t)WBLK * in;
+    return a > b ? a : b;
+}
+
+size_t mk_nn_linear_bwd_bf16_scratch(size_t T, size_t in) { return (size_t)mk_threads_get() * lin_bf16_per(T, in); }
 
 void mk_nn_linear_bwd_bf16(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx,
                            bool x_bf16, float *dw, float *db, float *scratch)
 {
-    size_t per = WBLK * (T > in ? T : in);
+    size_t per = lin_bf16_per(T, in);
     if (dx) { /* c = bf16(dy W[:, i0:i1]), then dx += c (f32) or dx = bf16(dx + c) */
         MK_OMP("omp parallel for schedule(dynamic, 1)")
         for (size_t b = 0; b < NWBLK(in); b++) {
