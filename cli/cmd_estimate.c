@@ -11,6 +11,7 @@
 #include "../core/mk_io.h"
 #include "../formats/model.h"
 #include "../model/estimate.h"
+#include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
 #include "../quant/quant.h"
 #include "../train/mem.h"
@@ -188,7 +189,8 @@ static void trainer_of(const est_opts *o, const est_model *m, const mk_est_reque
     unsigned targets = 0;
     bool lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
     if (!lora || mk_train_lora_targets(o->targets, &targets) == MK_OK) {
-        mk_train_mem_req q = {lora ? o->rank : 0, targets, r->train == MK_TRAIN_QLORA, d == MK_BF16, false, r->batch, r->seq};
+        mk_train_mem_req q = {lora ? o->rank : 0, targets, r->train == MK_TRAIN_QLORA, d == MK_BF16, false, r->batch, r->seq,
+                              mk_qlora_bytes};
         mk_train_mem_of(&cfg, m->params, &q, &tr->m);
         q.checkpointing = true;
         mk_train_mem_of(&cfg, m->params, &q, &tr->ckpt);

@@ -368,7 +368,7 @@ static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
 {
     uint64_t P = 0;
     for (size_t i = 0; i < src->n_tensors; i++) P += src->tensors[i].numel;
-    mk_train_mem_req req = {f->lora_r, f->targets, f->qlora, f->bf16, f->ckpt, (size_t)f->batch, (size_t)f->seq};
+    mk_train_mem_req req = {f->lora_r, f->targets, f->qlora, f->bf16, f->ckpt, (size_t)f->batch, (size_t)f->seq, mk_qlora_bytes};
     mk_train_mem mm;
     mk_train_mem_of(f->cfg, P, &req, &mm);
     uint64_t data = (uint64_t)d->n_rows * d->seq * 8;
@@ -604,6 +604,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "mean NLL of the next token weighted per token (--prompt-loss-weight), over each optimizer step.\n"
         "AdamW (betas 0.9, 0.999, eps 1e-8) with f32 weights and moments, as torch.optim.AdamW; schedules as\n"
         "transformers; clipping as torch.nn.utils.clip_grad_norm_. The memory the run needs is printed first.\n"
+        "--dtype bf16 computes as torch.autocast(\"cpu\", dtype=torch.bfloat16): bf16 products (projections,\n"
+        "LoRA, attention, the head), f32 master weights, moments, norms, softmax and loss.\n"
         "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
         "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"

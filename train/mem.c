@@ -2,7 +2,6 @@
 #include "mem.h"
 
 #include "../nn/backward.h"
-#include "../quant/nf4hold.h"
 
 #include <string.h>
 
@@ -47,9 +46,9 @@ void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_m
     m->act = mk_nn_train_act_bytes(c, r->batch, r->seq, r->checkpointing, cols, r->bf16);
     m->act_other = mk_nn_train_act_bytes(c, r->batch, r->seq, !r->checkpointing, cols, r->bf16);
     m->weights = 4 * params;
-    if (r->qlora) { /* the layers' projections as NF4, one layer of them in f32 */
+    if (r->qlora && r->held_bytes) { /* the layers' projections as NF4, one layer of them in f32 */
         uint64_t per = mk_nn_train_held_scratch(c) / 4, held = per * L;
-        m->weights = 4 * (params - held) + mk_qlora_bytes(per) * L + 4 * per;
+        m->weights = 4 * (params - held) + r->held_bytes(per) * L + 4 * per;
     }
     m->adapters = 4 * PL;
     m->trainable = r->lora_r ? PL : params;

@@ -18,6 +18,9 @@ typedef struct mk_train_mem_req {
     unsigned targets;   /* LoRA: role bits (mk_train_lora_targets) */
     bool qlora, bf16, checkpointing;
     size_t batch, seq;
+    /* QLoRA: bytes the holder keeps for n values of a projection (quant/nf4hold.h's
+     * mk_qlora_bytes; train/ does not reach quant/) */
+    uint64_t (*held_bytes)(uint64_t n);
 } mk_train_mem_req;
 
 typedef struct mk_train_mem {
