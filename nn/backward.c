@@ -449,6 +449,16 @@ static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size
     mk_nn_add(xout, a->xmid, N * H);
 }
 
+/* The backward of head_norm over `rows` heads: dx = ... (returned), dw += ... */
+static const float *head_norm_bwd(const mk_nn_train *t, const float *x, const float *w, const float *dy, size_t rows, float *dx,
+                                  float *dw, grads *g)
+{
+    memset(dx, 0, rows * t->hd * sizeof(float));
+    if (t->bf16) mk_nn_rmsnorm_bwd_bf16(x, w, dy, rows, t->hd, t->eps, dx, dw, g->rstd, g->dn);
+    else mk_nn_rmsnorm_bwd(x, w, dy, rows, t->hd, t->eps, dx, dw, g->rstd);
+    return dx;
+}
+
 /* dx: the gradient of the layer's output on entry, of its input on return. */
 static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
                                 const acts *a, grads *g, float *dx)
@@ -492,27 +502,10 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
         if (t->bf16 && !kn) mk_nn_rope_bwd_bf16(g->dk + ok, T, t->nkv, t->hd, rope);
         else mk_nn_rope_bwd(g->dk + ok, T, t->nkv, t->hd, rope);
     }
-    float *dq = g->dq, *dk = g->dk;
-    if (qn) {
-        memset(g->dqp, 0, N * t->q * sizeof(float));
-        if (t->bf16)
-            mk_nn_rmsnorm_bwd_bf16(a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, t->hd, t->eps, g->dqp,
-                                   d->w[MK_ROLE_Q_NORM][0], g->rstd, g->dn);
-        else
-            mk_nn_rmsnorm_bwd(a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, t->hd, t->eps, g->dqp, d->w[MK_ROLE_Q_NORM][0],
-                              g->rstd);
-        dq = g->dqp;
-    }
-    if (kn) {
-        memset(g->dkp, 0, N * t->kv * sizeof(float));
-        if (t->bf16)
-            mk_nn_rmsnorm_bwd_bf16(a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, t->hd, t->eps, g->dkp,
-                                   d->w[MK_ROLE_K_NORM][0], g->rstd, g->dn);
-        else
-            mk_nn_rmsnorm_bwd(a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, t->hd, t->eps, g->dkp, d->w[MK_ROLE_K_NORM][0],
-                              g->rstd);
-        dk = g->dkp;
-    }
+    const float *dq = qn ? head_norm_bwd(t, a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, g->dqp, d->w[MK_ROLE_Q_NORM][0], g)
+                         : g->dq;
+    const float *dk = kn ? head_norm_bwd(t, a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, g->dkp, d->w[MK_ROLE_K_NORM][0], g)
+                         : g->dk;
     memset(g->dh, 0, N * H * sizeof(float));
     proj_bwd(t, l, MK_ROLE_Q, a->h1, N, H, t->q, dq, g->dh, a->xa[MK_ROLE_Q], g);
     proj_bwd(t, l, MK_ROLE_K, a->h1, N, H, t->kv, dk, g->dh, a->xa[MK_ROLE_K], g);
