@@ -23,6 +23,10 @@ matmuls, f32 master weights, AdamW moments and loss; debug_state_bf16.safetensor
 BF16 cases and BF16_LORA:
   CASE.loss, CASE.grad.NAME, CASE.losses as above, and CASE.final.NAME: every parameter after
   the STEPS AdamW steps (LoRA: the loss and the adapters' gradients)
+and for QLORA (transformers + PEFT + bitsandbytes: the base loaded in 4 bits, NF4 in blocks of
+64 without double quantization, computing in float32; a model whose projections all have 64 or
+more inputs, as bitsandbytes' CPU layout needs; every projection adapted, A and B random):
+  CASE.init.NAME, CASE.loss, CASE.grad.NAME    as the LoRA cases
 The step batches are "steps.tokens" I32 [STEPS, ACCUM, B, T] and "steps.weights" F32 of the
 same shape; "tokens" / "weights" [B, T] the single batch. MANIFEST.json records the synth
 commands, the XXH3-128 of each model's weights, the hyperparameters and the tool versions.
@@ -60,6 +64,8 @@ LORA = {
     "lora_llama": ("llama", 4, 8.0, False),
     "lora_qwen2_rslora": ("qwen2", 2, 4.0, True),
 }
+# QLoRA cases: name -> (arch, kv heads, synth args replacing BASE's, r, alpha)
+QLORA = {"qlora_llama": ("llama", 2, ["--hidden", "64", "--intermediate", "128"], 4, 8.0)}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # mixed precision (autocast bf16): full finetune cases, and LoRA cases of LORA
@@ -190,6 +196,38 @@ def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False):
     return out
 
 
+def run_qlora(path, tokens, weights, r, alpha, rslora, rng):
+    """One forward/backward of PEFT LoRA on a bitsandbytes NF4 base (blocks of 64, no double
+    quantization, float32 compute) with random A and B: the loss and their gradients."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    bc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                            bnb_4bit_use_double_quant=False)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bc, dtype=torch.float32,
+                                                 attn_implementation="eager")
+    for mod in model.modules():
+        qs = getattr(getattr(mod, "weight", None), "quant_state", None)
+        assert qs is None or (qs.blocksize == 64 and qs.quant_type == "nf4" and not qs.nested), qs
+    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=LORA_TARGETS, lora_dropout=0.0,
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    pm = get_peft_model(model, cfg)
+    pm.train()  # bitsandbytes' CPU inference path repacks the weights and needs in_features >= 64
+    out = {}
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
+                out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
+    s, _ = wsum_nll(pm, tokens, weights)
+    loss = s / float(weights[:, 1:].sum())
+    loss.backward()
+    out["loss"] = np.array([loss.item()], dtype=np.float32)
+    for n, p in pm.named_parameters():
+        if "lora_" in n:
+            out["grad." + n.replace(".default", "")] = p.grad.detach().numpy().astype(np.float32).copy()
+    return out
+
+
 def main():
     os.makedirs(GOLD, exist_ok=True)
     rng = np.random.default_rng(15)
@@ -218,6 +256,19 @@ def main():
             manifest["lora"][name] = {"base": base, "r": r, "alpha": alpha, "rslora": rslora, "targets": LORA_TARGETS,
                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
             print(f"{name}: loss {out['loss'][0]:.6f}")
+        manifest["qlora"] = {}
+        qrng = np.random.default_rng(17)
+        for name, (arch, kv, extra, r, alpha) in QLORA.items():
+            path, digest = make_model(work, name, arch, kv, extra, {})
+            out = run_qlora(path, tokens, weights, r, alpha, False, qrng)
+            for k, v in out.items():
+                tensors[f"{name}.{k}"] = v
+            manifest["qlora"][name] = {"synth": ["synth", "--arch", arch, "--kv-heads", str(kv), *BASE, *extra],
+                                       "config_edits": {}, "weights_xxh128": digest, "r": r, "alpha": alpha,
+                                       "rslora": False, "targets": LORA_TARGETS,
+                                       "quantization": "bitsandbytes nf4, blocksize 64, no double quant, compute float32",
+                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
+            print(f"{name}: loss {out['loss'][0]:.6f}")
         bt = {}
         manifest["bf16"] = {"autocast": "torch.autocast('cpu', dtype=torch.bfloat16) around the forward", "cases": BF16,
                             "lora": BF16_LORA, "cpu_bf16": "avx512_bf16" in open("/proc/cpuinfo").read()}
@@ -236,7 +287,7 @@ def main():
             print(f"{name} bf16: loss {out['loss'][0]:.6f}")
     save_file(bt, os.path.join(GOLD, "debug_state_bf16.safetensors"))
     save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
-    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "safetensors", "numpy"]}
+    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "bitsandbytes", "safetensors", "numpy"]}
     manifest["python"] = platform.python_version()
     with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2)

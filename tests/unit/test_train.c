@@ -267,21 +267,27 @@ typedef struct tmodel {
     mk_source *src;
     mk_model_config cfg;
     mk_nn_train *t;
+    mk_qlora *q; /* QLoRA: the NF4 holder of the projections */
 } tmodel;
 
-static bool tmodel_open(const char *dir, tmodel *m)
+static bool tmodel_open_q(const char *dir, tmodel *m, bool qlora)
 {
     memset(m, 0, sizeof *m);
     mk_status s = mk_model_open(dir, &m->src);
     if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
-    if (s == MK_OK) s = mk_nn_train_open(m->src, &m->cfg, &m->t);
+    if (s == MK_OK && qlora) s = mk_qlora_new(m->src, &m->q);
+    mk_nn_held held = {m->q, mk_nf4_hold_fill};
+    if (s == MK_OK) s = qlora ? mk_nn_train_open_held(m->src, &m->cfg, &held, &m->t) : mk_nn_train_open(m->src, &m->cfg, &m->t);
     if (s != MK_OK) mk_test_fail(__FILE__, __LINE__, "%s: %s", dir, mk_errmsg());
     return s == MK_OK;
 }
 
+static bool tmodel_open(const char *dir, tmodel *m) { return tmodel_open_q(dir, m, false); }
+
 static void tmodel_close(tmodel *m)
 {
     mk_nn_train_close(m->t);
+    mk_qlora_free(m->q);
     if (m->src) mk_model_config_free(&m->cfg);
     mk_source_close(m->src);
 }
@@ -407,21 +413,24 @@ static double rel_l2(const float *got, const float *want, size_t n, size_t *wors
  * f32 (mode LORA_F32), or under autocast by relative L2 error BF16_GRAD_REL (LORA_BF16; *err:
  * the worst), or the f32 trainer's error to those measured only (LORA_F32_VS_BF16); the tokens
  * from in. Returns whether it ran. */
-enum { LORA_F32, LORA_BF16, LORA_F32_VS_BF16 };
+enum { LORA_F32, LORA_BF16, LORA_F32_VS_BF16, LORA_QLORA };
 static bool lora_case(gold *g, gold *in, const char *cname, const cJSON *c, int mode, double *err)
 {
     bool bf16 = mode == LORA_BF16, check = mode != LORA_F32_VS_BF16;
+
     if (!check) bf16 = false;
     int32_t *tok = gold_get(in, "tokens", NULL);
     float *wt = gold_get(in, "weights", NULL);
     long ti = mk_source_find(in->src, "tokens");
     size_t B = ti >= 0 ? (size_t)in->src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)in->src->tensors[ti].shape[1] : 0;
-    const cJSON *base = cJSON_GetObjectItem(cJSON_GetObjectItem(g->man, "cases"),
-                                            cJSON_GetStringValue(cJSON_GetObjectItem(c, "base")));
+    /* a QLoRA case names its own model */
+    const cJSON *base = mode == LORA_QLORA ? c
+                                           : cJSON_GetObjectItem(cJSON_GetObjectItem(g->man, "cases"),
+                                                                 cJSON_GetStringValue(cJSON_GetObjectItem(c, "base")));
     char dir[1024], name[700];
     tmodel m;
     *err = 0;
-    if (!tok || !wt || !base || !make_model(base, dir, sizeof dir) || !tmodel_open(dir, &m)) {
+    if (!tok || !wt || !base || !make_model(base, dir, sizeof dir) || !tmodel_open_q(dir, &m, mode == LORA_QLORA)) {
         free(tok), free(wt);
         return false;
     }
@@ -446,7 +455,7 @@ static bool lora_case(gold *g, gold *in, const char *cname, const cJSON *c, int 
     CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, NULL));
     snprintf(name, sizeof name, "%s.loss", cname);
     float *want = gold_get(g, name, NULL);
-    if (want && mode == LORA_F32)
+    if (want && (mode == LORA_F32 || mode == LORA_QLORA))
         CHECK_MSG(fabs(wnll / tw - want[0]) < LOSS_ATOL, "%s: loss %.7g, PEFT %.7g", cname, wnll / tw, want[0]);
     if (want && bf16)
         CHECK_MSG(fabs(wnll / tw - want[0]) < BF16_LOSS_REL * fabs(want[0]), "%s (bf16): loss %.7g, PEFT under autocast %.7g",
@@ -458,8 +467,13 @@ static bool lora_case(gold *g, gold *in, const char *cname, const cJSON *c, int 
         snprintf(name, sizeof name, "%s.grad.%s", cname, p->name);
         want = gold_get(g, name, &k);
         const float *got = mk_nn_train_grads(m.t) + p->off;
-        if (want && k == p->numel && mode == LORA_F32) CHECK_CLOSE(name, got, want, k, GRAD_ATOL, GRAD_RTOL), ng++;
-        if (want && k == p->numel && mode != LORA_F32) {
+        if (want && k == p->numel && (mode == LORA_F32 || mode == LORA_QLORA)) {
+            CHECK_CLOSE(name, got, want, k, GRAD_ATOL, GRAD_RTOL), ng++;
+            (void)rel_l2(got, want, k, &worst);
+            double d = fabs((double)got[worst] - want[worst]);
+            *err = d > *err ? d : *err; /* the worst absolute error */
+        }
+        else if (want && k == p->numel) {
             double r = rel_l2(got, want, k, &worst);
             *err = r > *err ? r : *err;
             if (check)
@@ -488,6 +502,14 @@ MK_TEST(train_lora_matches_peft)
     double err;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "lora")) cases += lora_case(&g, &g, c->string, c, LORA_F32, &err);
     CHECK_MSG(cases >= 2, "only %d LoRA cases compared", cases);
+    /* QLoRA against PEFT on a bitsandbytes NF4 base (blocks of 64, f32 compute): our NF4 codes
+     * and decoding are bitsandbytes', so the gradients are LoRA's tolerance away */
+    cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "qlora")) {
+        cases += lora_case(&g, &g, c->string, c, LORA_QLORA, &err);
+        if (getenv("MK_TEST_VERBOSE")) fprintf(stderr, "%s: worst gradient error %.3g against PEFT + bitsandbytes\n", c->string, err);
+    }
+    CHECK_MSG(cases >= 1, "only %d QLoRA cases compared", cases);
     gold_close(&g);
 }
 
