@@ -171,15 +171,24 @@ def run_case(path, tokens, weights, st, sw, bf16=False):
     return out
 
 
-def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False):
+def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False, qlora=False):
     """One forward/backward of a PEFT LoRA model with random A and B: the loss and the adapters'
-    gradients, named as PEFT saves them (no adapter name)."""
+    gradients, named as PEFT saves them (no adapter name). qlora: the base loaded by bitsandbytes
+    in 4 bits (NF4 in blocks of 64, no double quantization, float32 compute)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    bc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                            bnb_4bit_use_double_quant=False) if qlora else None
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                 quantization_config=bc)
+    for mod in model.modules():
+        qs = getattr(getattr(mod, "weight", None), "quant_state", None)
+        assert qs is None or (qs.blocksize == 64 and qs.quant_type == "nf4" and not qs.nested), qs
     cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=LORA_TARGETS, lora_dropout=0.0,
                      init_lora_weights=False, task_type="CAUSAL_LM")
     pm = get_peft_model(model, cfg)
+    if qlora:
+        pm.train()  # bitsandbytes' CPU inference path repacks the weights and needs in_features >= 64
     out = {}
     with torch.no_grad():
         for n, p in pm.named_parameters():
@@ -187,38 +196,6 @@ def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False):
                 p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
                 out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
     s, _ = wsum_nll(pm, tokens, weights, bf16)
-    loss = s / float(weights[:, 1:].sum())
-    loss.backward()
-    out["loss"] = np.array([loss.item()], dtype=np.float32)
-    for n, p in pm.named_parameters():
-        if "lora_" in n:
-            out["grad." + n.replace(".default", "")] = p.grad.detach().numpy().astype(np.float32).copy()
-    return out
-
-
-def run_qlora(path, tokens, weights, r, alpha, rslora, rng):
-    """One forward/backward of PEFT LoRA on a bitsandbytes NF4 base (blocks of 64, no double
-    quantization, float32 compute) with random A and B: the loss and their gradients."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    bc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                            bnb_4bit_use_double_quant=False)
-    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bc, dtype=torch.float32,
-                                                 attn_implementation="eager")
-    for mod in model.modules():
-        qs = getattr(getattr(mod, "weight", None), "quant_state", None)
-        assert qs is None or (qs.blocksize == 64 and qs.quant_type == "nf4" and not qs.nested), qs
-    cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=LORA_TARGETS, lora_dropout=0.0,
-                     init_lora_weights=False, task_type="CAUSAL_LM")
-    pm = get_peft_model(model, cfg)
-    pm.train()  # bitsandbytes' CPU inference path repacks the weights and needs in_features >= 64
-    out = {}
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
-                out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
-    s, _ = wsum_nll(pm, tokens, weights)
     loss = s / float(weights[:, 1:].sum())
     loss.backward()
     out["loss"] = np.array([loss.item()], dtype=np.float32)
@@ -260,7 +237,7 @@ def main():
         qrng = np.random.default_rng(17)
         for name, (arch, kv, extra, r, alpha) in QLORA.items():
             path, digest = make_model(work, name, arch, kv, extra, {})
-            out = run_qlora(path, tokens, weights, r, alpha, False, qrng)
+            out = run_lora(path, tokens, weights, r, alpha, False, qrng, qlora=True)
             for k, v in out.items():
                 tensors[f"{name}.{k}"] = v
             manifest["qlora"][name] = {"synth": ["synth", "--arch", arch, "--kv-heads", str(kv), *BASE, *extra],
