@@ -11,8 +11,10 @@
 #include "../core/mk_io.h"
 #include "../formats/model.h"
 #include "../model/estimate.h"
+#include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
 #include "../quant/quant.h"
+#include "../train/mem.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -166,11 +168,73 @@ static mk_status load(est_opts *o, const char *path, mk_est_request *r, est_mode
     return mk_error(MK_ERR_USAGE, "LoRA counts need the model's shape: give MODEL (or --matrix), not only --params");
 }
 
+/* What `mergekit-c finetune --dtype f32|bf16` allocates for this request (train/mem.h, the
+ * formula finetune prints before it starts): for a MODEL with tensors and a config the trainer
+ * runs, --batch and --seq, and --dtype float32 or bfloat16. */
+typedef struct est_trainer {
+    bool on, bf16;
+    mk_train_mem m, ckpt; /* without and with --checkpointing */
+} est_trainer;
+
+static void trainer_of(const est_opts *o, const est_model *m, const mk_est_request *r, est_trainer *tr)
+{
+    memset(tr, 0, sizeof *tr);
+    mk_dtype d = mk_dtype_from_user(o->dtype ? o->dtype : "bfloat16");
+    if (!m->has_tensors || !r->batch || r->train == MK_TRAIN_NONE || (d != MK_F32 && d != MK_BF16)) return;
+    mk_model_config cfg;
+    if (mk_model_config_of_source(m->src, &cfg) != MK_OK) {
+        mk_error_clear();
+        return;
+    }
+    unsigned targets = 0;
+    bool lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
+    if (!lora || mk_train_lora_targets(o->targets, &targets) == MK_OK) {
+        mk_train_mem_req q = {lora ? o->rank : 0, targets, r->train == MK_TRAIN_QLORA, d == MK_BF16, false, r->batch, r->seq,
+                              mk_qlora_bytes};
+        mk_train_mem_of(&cfg, m->params, &q, &tr->m);
+        q.checkpointing = true;
+        mk_train_mem_of(&cfg, m->params, &q, &tr->ckpt);
+        tr->on = true, tr->bf16 = d == MK_BF16;
+    }
+    mk_error_clear();
+    mk_model_config_free(&cfg);
+}
+
+static void print_trainer_json(mk_buf *out, const est_trainer *tr)
+{
+    const mk_train_mem *t = &tr->m;
+    mk_buf_printf(out, ",\n \"finetune\": {\"dtype\": \"%s\", \"weights_bytes\": %llu, \"adapters_bytes\": %llu, "
+                       "\"bf16_copy_bytes\": %llu, \"gradients_bytes\": %llu, \"moments_bytes\": %llu, \"activations_bytes\": "
+                       "%llu, \"activations_checkpointing_bytes\": %llu, \"total_bytes\": %llu, \"total_checkpointing_bytes\": "
+                       "%llu}",
+                  tr->bf16 ? "bf16" : "f32", (unsigned long long)t->weights, (unsigned long long)t->adapters,
+                  (unsigned long long)t->bf16_copy, (unsigned long long)t->grads, (unsigned long long)t->moments,
+                  (unsigned long long)t->act, (unsigned long long)tr->ckpt.act, (unsigned long long)t->total,
+                  (unsigned long long)tr->ckpt.total);
+}
+
+static void print_trainer_text(mk_buf *out, const mk_est_request *r, const est_trainer *tr)
+{
+    const mk_train_mem *t = &tr->m;
+    mk_buf_printf(out, "\nmergekit-c finetune --dtype %s (%s; AdamW, f32 gradients and moments; what it allocates, "
+                       "before the data and the program)\n",
+                  tr->bf16 ? "bf16" : "f32", tr->bf16 ? "f32 master weights, bf16 products" : "f32 throughout");
+    row(out, r->train == MK_TRAIN_QLORA ? "weights (NF4 projections, rest f32)" : "weights (f32)", (double)t->weights, NULL);
+    if (t->adapters) row(out, "LoRA adapters", (double)t->adapters, NULL);
+    if (tr->bf16) row(out, "bf16-rounded copies", (double)t->bf16_copy, NULL);
+    row(out, "gradients", (double)t->grads, NULL);
+    row(out, "AdamW moments", (double)t->moments, NULL);
+    row(out, "activations", (double)t->act, NULL);
+    row(out, "activations with --checkpointing", (double)tr->ckpt.act, NULL);
+    row(out, "total", (double)t->total, NULL);
+    row(out, "total with --checkpointing", (double)tr->ckpt.total, NULL);
+}
+
 /* Bits per weight of the quantized weights as stored (0 when they hold no value). */
 static double qbpw(const mk_qinfo *q) { return q->q_numel ? 8.0 * (double)q->q_bytes / (double)q->q_numel : 0.0; }
 
 static void print_json(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
-                       const char *dlabel, const mk_est_figures *f, uint64_t lora, uint64_t matched)
+                       const char *dlabel, const mk_est_figures *f, uint64_t lora, uint64_t matched, const est_trainer *tr)
 {
     bool none = r->train == MK_TRAIN_NONE, need_lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA || o->adapters;
     mk_buf_puts(out, "{\"model\": ");
@@ -208,6 +272,7 @@ static void print_json(mk_buf *out, const est_opts *o, const char *path, const e
     if (o->adapters)
         mk_buf_printf(out, ",\n \"adapters\": {\"count\": %llu, \"full_copies_params\": %llu, \"base_plus_adapters_params\": %llu}",
                       (unsigned long long)o->adapters, (unsigned long long)f->fleet_full, (unsigned long long)f->fleet_shared);
+    if (tr->on) print_trainer_json(out, tr);
     mk_buf_puts(out, "}\n");
 }
 
@@ -241,7 +306,7 @@ static void print_train(mk_buf *out, const est_opts *o, const mk_est_request *r,
 }
 
 static void print_text(mk_buf *out, const est_opts *o, const char *path, const est_model *m, const mk_est_request *r,
-                       const char *dlabel, const mk_est_figures *f, uint64_t lora)
+                       const char *dlabel, const mk_est_figures *f, uint64_t lora, const est_trainer *tr)
 {
     char a[32], b[32];
     mk_buf_printf(out, "model: %s (parameters from %s)\n", path ? path : m->source, m->source);
@@ -279,6 +344,7 @@ static void print_text(mk_buf *out, const est_opts *o, const char *path, const e
         mk_buf_printf(out, "  %-34s %10s   %s\n", "as one base + adapters", mk_est_fmt_count(f->fleet_shared, a),
                       mk_est_fmt_bytes(f->fleet_shared_bytes, b));
     }
+    if (tr->on) print_trainer_text(out, r, tr);
 }
 
 int mk_cmd_estimate(int argc, char **argv)
@@ -310,7 +376,11 @@ int mk_cmd_estimate(int argc, char **argv)
         "its parameters as the model has them (a 4-bit weight of n values is n parameters, not the bytes\n"
         "that hold them), and its weights at the bytes they take as stored (codes, absmax or scales, maps:\n"
         "the bits per weight of its layout): to serve, and as the frozen base of LoRA / QLoRA; a full\n"
-        "finetune trains them at --dtype. With --dtype, every weight is priced at that dtype instead.",
+        "finetune trains them at --dtype. With --dtype, every weight is priced at that dtype instead.\n"
+        "For a MODEL with tensors that `finetune` trains, --batch and --seq, and --dtype float32 or bfloat16,\n"
+        "a last block gives what `mergekit-c finetune --dtype f32|bf16` itself allocates (f32 master\n"
+        "weights, gradients and AdamW moments; bf16: plus the rounded copies its products read): the figure\n"
+        "finetune prints before it starts, less the data and the program.",
         opts, 0, 1, 0x1};
     char *pos[1];
     size_t npos;
@@ -326,8 +396,10 @@ int mk_cmd_estimate(int argc, char **argv)
         mk_est_figures f;
         mk_est_compute(m.has_shape ? &m.shape : NULL, m.params, m.linear, lora, &r, &f);
         mk_buf out = {0};
-        if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched);
-        else print_text(&out, &o, path, &m, &r, dlabel, &f, lora);
+        est_trainer tr;
+        trainer_of(&o, &m, &r, &tr);
+        if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched, &tr);
+        else print_text(&out, &o, path, &m, &r, dlabel, &f, lora, &tr);
         fputs(out.data ? out.data : "", stdout);
         mk_buf_free(&out);
     }

@@ -15,6 +15,7 @@
 #include "../nn/tokenizer.h"
 #include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
+#include "../train/mem.h"
 #include "../train/train.h"
 #ifdef MK_CUDA
 #include "../nn/cuda/cu_train.h"
@@ -31,7 +32,8 @@ typedef struct ft {
     mk_common c;
     long steps, warmup, batch, accum, seq, seed, save_every, eval_every, eval_ctx, stop_after;
     double epochs, lr, clip, wd, plw;
-    const char *sched, *eval_text, *out_dtype, *lora_targets, *device;
+    const char *sched, *eval_text, *out_dtype, *lora_targets, *device, *dtype;
+    bool bf16; /* --dtype bf16: mixed precision (nn/backward.h, mk_nn_train_set_bf16) */
     const struct mk_cu_train_api *dev; /* --device cuda: the CUDA trainer; NULL: the CPU */
     long lora_r;
     double lora_alpha;
@@ -297,31 +299,6 @@ static mk_status write_adapter(ft *f, const char *base, const char *out, const m
     return s;
 }
 
-/* --lora-targets: module names (q_proj ... down_proj, or all-linear) to role bits. */
-static mk_status parse_targets(const char *list, unsigned *out)
-{
-    static const struct {
-        const char *name;
-        mk_role role;
-    } names[] = {{"q_proj", MK_ROLE_Q},       {"k_proj", MK_ROLE_K}, {"v_proj", MK_ROLE_V},      {"o_proj", MK_ROLE_O},
-                 {"gate_proj", MK_ROLE_GATE}, {"up_proj", MK_ROLE_UP}, {"down_proj", MK_ROLE_DOWN}};
-    *out = 0;
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        bool found = n == 10 && strncmp(p, "all-linear", n) == 0;
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            if (found && n == 10) *out |= 1u << names[i].role;
-            else if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0) *out |= 1u << names[i].role, found = true;
-        }
-        if (!found)
-            return mk_error(MK_ERR_USAGE, "--lora-targets: '%.*s' is not q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
-                                          "down_proj or all-linear", (int)n, p);
-        p += n;
-        if (*p == ',') p++;
-    }
-    return *out ? MK_OK : mk_error(MK_ERR_USAGE, "--lora-targets: empty");
-}
-
 /* ---- the command -------------------------------------------------------------------------- */
 
 static mk_status check_opts(ft *f, mk_sched *sched)
@@ -343,7 +320,7 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     if (f->save_every < 0 || f->eval_every < 0) return mk_error(MK_ERR_USAGE, "--save-every / --eval-every: 0 or more");
     if (f->eval_every && !f->eval_text) return mk_error(MK_ERR_USAGE, "--eval-every needs --eval-text FILE");
     if (f->lora_r < 0 || f->lora_r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", f->lora_r);
-    if (f->lora_r) MK_TRY(parse_targets(f->lora_targets, &f->targets));
+    if (f->lora_r) MK_TRY(mk_train_lora_targets(f->lora_targets, &f->targets));
     if (f->qlora && !f->lora_r) return mk_error(MK_ERR_USAGE, "--qlora trains LoRA adapters on an NF4 base: give --lora R");
     if (f->lora_alpha == 0) f->lora_alpha = (double)f->lora_r;
     if (f->lora_r && !(f->lora_alpha > 0 && f->lora_alpha < 1e6)) return mk_error(MK_ERR_USAGE, "--lora-alpha %g: above 0", f->lora_alpha);
@@ -357,6 +334,10 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     } else if (strcmp(f->device, "cpu") != 0) {
         return mk_error(MK_ERR_USAGE, "--device: '%s' is not cpu or cuda", f->device);
     }
+    mk_dtype cd = mk_dtype_from_user(f->dtype);
+    if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
+    f->bf16 = cd == MK_BF16;
+    if (f->bf16 && f->dev) return mk_error(MK_ERR_USAGE, "--dtype bf16: the CPU's (--device cpu); the CUDA trainer computes in f32");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -381,40 +362,28 @@ static uint64_t resident_now(void)
     return n == 2 && pg > 0 ? (uint64_t)res * (uint64_t)pg : 0;
 }
 
-/* Print what the run needs; refuse it over --max-memory or the machine's memory. */
+/* Print what the run needs (train/mem.h's parts, the data and the process so far); refuse it
+ * over --max-memory or the machine's memory. */
 static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
 {
-    uint64_t P = 0, PL = 0, cols = 0;
+    uint64_t P = 0;
     for (size_t i = 0; i < src->n_tensors; i++) P += src->tensors[i].numel;
-    if (f->lora_r) { /* the adapters: r (in + out) per adapted projection of each layer */
-        const mk_model_config *c = f->cfg;
-        uint64_t H = (uint64_t)c->hidden, q = (uint64_t)(c->heads * c->head_dim), kv = (uint64_t)(c->kv_heads * c->head_dim);
-        uint64_t F = (uint64_t)c->intermediate, io[][3] = {{MK_ROLE_Q, H, q},     {MK_ROLE_K, H, kv},    {MK_ROLE_V, H, kv},
-                                                            {MK_ROLE_O, q, H},     {MK_ROLE_GATE, H, F}, {MK_ROLE_UP, H, F},
-                                                            {MK_ROLE_DOWN, F, H}};
-        for (size_t i = 0; i < 7; i++)
-            if (f->targets & (1u << io[i][0])) PL += (uint64_t)f->lora_r * (io[i][1] + io[i][2]), cols += (uint64_t)f->lora_r;
-        PL *= (uint64_t)c->layers;
-    }
-    uint64_t act = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, f->ckpt, cols);
-    uint64_t act_other = mk_nn_train_act_bytes(f->cfg, (size_t)f->batch, (size_t)f->seq, !f->ckpt, cols);
-    uint64_t data = (uint64_t)d->n_rows * d->seq * 8, G = f->lora_r ? PL : P, wb = 4 * P, nf4 = 0;
-    if (f->qlora) { /* the layers' projections as NF4, one layer of them in f32 */
-        const mk_model_config *c = f->cfg;
-        uint64_t per = mk_nn_train_held_scratch(c) / 4, held = per * (uint64_t)c->layers;
-        nf4 = mk_qlora_bytes(per) * (uint64_t)c->layers;
-        wb = 4 * (P - held) + nf4 + 4 * per;
-    }
+    mk_train_mem_req req = {f->lora_r, f->targets, f->qlora, f->bf16, f->ckpt, (size_t)f->batch, (size_t)f->seq, mk_qlora_bytes};
+    mk_train_mem mm;
+    mk_train_mem_of(f->cfg, P, &req, &mm);
+    uint64_t data = (uint64_t)d->n_rows * d->seq * 8;
     uint64_t base = resident_now(); /* holds the data already */
-    uint64_t total = wb + 4 * PL + 4 * G + 8 * G + act + (base > data ? base : data);
-    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32], l[32], l2[32];
+    uint64_t total = mm.total + (base > data ? base : data);
+    char a[32], b[32], c[32], e[32], g[32], h[32], m[32], k[32], l[32], l2[32], bc[32];
     uint64_t mem = machine_memory();
     if (!f->c.quiet)
-        fprintf(stderr, "finetune: memory: weights %s (%s)%s%s + gradients %s + AdamW moments %s + activations %s (%s %s) + "
+        fprintf(stderr, "finetune: memory: weights %s (%s)%s%s%s%s + gradients %s + AdamW moments %s + activations %s (%s %s) + "
                         "data %s + the process so far %s = %s; machine %s\n",
-                mk_fmt_bytes(wb, a), f->qlora ? "NF4 projections, the rest f32" : "f32", f->lora_r ? " + LoRA adapters " : "", f->lora_r ? mk_fmt_bytes(4 * PL, l) : "",
-                mk_fmt_bytes(4 * G, b), mk_fmt_bytes(8 * G, c), mk_fmt_bytes(act, e),
-                f->ckpt ? "without --checkpointing" : "with --checkpointing", mk_fmt_bytes(act_other, g), mk_fmt_bytes(data, h),
+                mk_fmt_bytes(mm.weights, a), f->qlora ? "NF4 projections, the rest f32" : "f32",
+                f->lora_r ? " + LoRA adapters " : "", f->lora_r ? mk_fmt_bytes(mm.adapters, l) : "",
+                f->bf16 ? " + bf16-rounded copies " : "", f->bf16 ? mk_fmt_bytes(mm.bf16_copy, bc) : "",
+                mk_fmt_bytes(mm.grads, b), mk_fmt_bytes(mm.moments, c), mk_fmt_bytes(mm.act, e),
+                f->ckpt ? "without --checkpointing" : "with --checkpointing", mk_fmt_bytes(mm.act_other, g), mk_fmt_bytes(data, h),
                 mk_fmt_bytes(base > data ? base - data : 0, l2), mk_fmt_bytes(total, m), mk_fmt_bytes(mem, k));
     if (f->max_mem && total > f->max_mem)
         return mk_error(MK_ERR_NOMEM, "finetune needs about %s, over --max-memory %s (try --checkpointing, a smaller --batch or "
@@ -534,6 +503,7 @@ static mk_status run(ft *f, char **pos)
     if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
+    if (s == MK_OK && f->bf16) s = mk_nn_train_set_bf16(f->t);
     if (s == MK_OK && !f->c.quiet)
         fprintf(stderr, "finetune: %s on %s: %zu documents, %llu tokens in %zu rows of %ld; %ld steps of %ld x %ld rows, %s "
                         "schedule, lr %g, warmup %ld\n",
@@ -573,7 +543,7 @@ static mk_status run(ft *f, char **pos)
 int mk_cmd_finetune(int argc, char **argv)
 {
     ft f = {.lr = 2e-5, .clip = 1.0, .batch = 4, .accum = 1, .seq = 256, .seed = 1, .sched = "cosine", .out_dtype = "input",
-            .lora_targets = "all-linear", .device = "cpu"};
+            .lora_targets = "all-linear", .device = "cpu", .dtype = "f32"};
     const mk_opt opts[] = {
         {"steps", 0, MK_OPT_INT, &f.steps, "N", "optimizer steps", "one epoch"},
         {"epochs", 0, MK_OPT_DOUBLE, &f.epochs, "E", "passes over the data (instead of --steps)", "1"},
@@ -603,6 +573,10 @@ int mk_cmd_finetune(int argc, char **argv)
          "train in sessions: after step N save OUT.checkpoint and stop (OUT is not written); --resume continues", NULL},
         {"resume", 0, MK_OPT_FLAG, &f.resume, NULL, "continue from OUT.checkpoint (same model, data and options)", NULL},
         {"max-memory", 0, MK_OPT_SIZE, &f.max_mem, "SIZE", "refuse to start when the run needs more", "the machine's memory"},
+        {"dtype", 0, MK_OPT_STR, &f.dtype, "D",
+         "compute precision: f32, or bf16 (mixed precision as torch.autocast(\"cpu\", dtype=torch.bfloat16): bf16 "
+         "products, f32 master weights, moments, norms, softmax and loss)",
+         "f32"},
         {"out-dtype", 0, MK_OPT_STR, &f.out_dtype, "DTYPE", "dtype of the weights in OUT: input, float32, bfloat16, float16",
          "input"},
         {"lora", 0, MK_OPT_INT, &f.lora_r, "R", "train only a LoRA adapter of rank R; OUT is a PEFT adapter folder", NULL},
@@ -630,6 +604,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "mean NLL of the next token weighted per token (--prompt-loss-weight), over each optimizer step.\n"
         "AdamW (betas 0.9, 0.999, eps 1e-8) with f32 weights and moments, as torch.optim.AdamW; schedules as\n"
         "transformers; clipping as torch.nn.utils.clip_grad_norm_. The memory the run needs is printed first.\n"
+        "--dtype bf16 computes as torch.autocast(\"cpu\", dtype=torch.bfloat16): bf16 products (projections,\n"
+        "LoRA, attention, the head), f32 master weights, moments, norms, softmax and loss.\n"
         "OUT: a model folder (config.json and tokenizer of MODEL, train_log.jsonl, loss.svg). The same\n"
         "options give the same bytes at any -j, and --resume gives the bytes of an uninterrupted run;\n"
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"

@@ -5,6 +5,7 @@
 #include "nn_int.h"
 #include "ops_bwd.h"
 
+#include "../core/mk_dtype.h"
 #include "../core/mk_rng.h"
 #include "../core/mk_thread.h"
 
@@ -54,6 +55,11 @@ struct mk_nn_train {
     bool has_held;
     float *lscr;
     long cur_layer;
+    /* mixed precision (mk_nn_train_set_bf16): the products read bf16-rounded weights: wb, a
+     * copy of wt rounded at each pass (full finetuning), or the frozen base rounded in place
+     * (LoRA; a tied head's in headb), and the adapters rounded at each pass into lwb */
+    bool bf16;
+    float *wb, *headb, *lwb;
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
@@ -66,6 +72,7 @@ typedef struct acts {
 typedef struct grads {
     float *dh, *dq, *dqp, *dk, *dkp, *dv, *datt, *da, *dg, *du, *rstd, *logit, *att;
     float *lys, *lxa; /* LoRA: the scaled output gradient [N, out], and x A^T's [N, r] */
+    float *dyb, *dn, *lin, *attb; /* bf16: a rounded output gradient [N, H], q/k norms' [N, q], scratch */
     double *nll;
 } grads;
 
@@ -142,7 +149,9 @@ static mk_status held_load(mk_nn_train *t, size_t l)
     t->cur_layer = -1;
     for (int r = 0; r < MK_ROLE_COUNT; r++) {
         long i = is_proj(r) ? t->m->idx[l][r][0] : -1;
-        if (i >= 0) MK_TRY(t->held.fill(t->held.ctx, (size_t)i, t->lw[l].w[r][0], t->m->src->tensors[i].numel));
+        if (i < 0) continue;
+        MK_TRY(t->held.fill(t->held.ctx, (size_t)i, t->lw[l].w[r][0], t->m->src->tensors[i].numel));
+        if (t->bf16) mk_nn_round_bf16(t->lw[l].w[r][0], t->m->src->tensors[i].numel);
     }
     t->cur_layer = (long)l;
     return MK_OK;
@@ -230,6 +239,7 @@ void mk_nn_train_close(mk_nn_train *t)
     free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena), free(t->lscr);
     for (size_t i = 0; i < t->nlp; i++) free((char *)t->lp[i].name);
     free(t->la), free(t->lb), free(t->dla), free(t->dlb), free(t->lp), free(t->lwt), free(t->lgr);
+    free(t->wb), free(t->headb), free(t->lwb);
     free(t);
 }
 
@@ -266,7 +276,19 @@ static uint64_t grads_floats(uint64_t H, uint64_t q, uint64_t kv, uint64_t F, ui
     return N * (H + 3 * q + 3 * kv + 3 * F + nh) + (uint64_t)HEAD_ROWS * V + 2 * HEAD_ROWS;
 }
 
-uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols)
+/* Floats of the bf16 scratch: a rounded output gradient, the q/k norms' gradient, the
+ * products' and attention's per-thread scratch (mk_nn_linear_bwd_bf16_scratch,
+ * mk_nn_attention_bf16_scratch). */
+static uint64_t bf16_floats(uint64_t H, uint64_t q, uint64_t F, uint64_t hd, uint64_t N, uint64_t T, uint64_t r)
+{
+    uint64_t in = H > q ? H : q;
+    in = in > F ? in : F, in = in > r ? in : r;
+    return N * H + N * q + mk_nn_linear_bwd_bf16_scratch(N > HEAD_ROWS ? N : HEAD_ROWS, in) +
+           mk_nn_attention_bf16_scratch(T, hd);
+}
+
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols,
+                               bool bf16)
 {
     uint64_t H = (uint64_t)c->hidden, nh = (uint64_t)c->heads, q = nh * (uint64_t)c->head_dim;
     uint64_t kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, F = (uint64_t)c->intermediate, L = (uint64_t)c->layers;
@@ -274,6 +296,7 @@ uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, 
     if (lora_cols) f += N * (F > H ? F : H) + N * lora_cols; /* the LoRA scratch */
     f += (L + 3) * N * H + grads_floats(H, q, kv, F, nh, (uint64_t)c->vocab, N);
     f += (uint64_t)mk_threads_get() * T * T; /* attention's backward, per work item */
+    if (bf16) f += bf16_floats(H, q, F, (uint64_t)c->head_dim, N, T, lora_cols);
     return 4 * f;
 }
 
@@ -305,17 +328,46 @@ static void lin(const float *x, size_t T, size_t in, const float *w, const float
     }
 }
 
+/* The weight (b = 1: bias) of role r of layer l as the products read it: bf16-rounded in
+ * mixed precision (wb at wt's offsets in full finetuning; rounded in place under LoRA). */
+static const float *mw(const mk_nn_train *t, size_t l, mk_role r, int b)
+{
+    const float *w = t->lw[l].w[r][b];
+    return w && t->wb ? t->wb + (w - t->wt) : w;
+}
+
+static const float *mhead(const mk_nn_train *t)
+{
+    return t->wb ? t->wb + (t->head - t->wt) : t->headb ? t->headb : t->head;
+}
+
+/* A LoRA adapter (A or B of role r, layer l) as the products read it. */
+static const float *madapter(const mk_nn_train *t, const lw *ab, size_t l, mk_role r)
+{
+    const float *w = ab[l].w[r][0];
+    return w && t->lwb ? t->lwb + (w - t->lwt) : w;
+}
+
 /* y = x W^T (+ b), plus s (x A^T) B^T when role r of layer l has a LoRA adapter (as PEFT's
- * LoraLayer: base(x) + lora_B(lora_A(x)) * scaling); x A^T kept in xa, tmp [N, out]. */
+ * LoraLayer: base(x) + lora_B(lora_A(x)) * scaling); x A^T kept in xa, tmp [N, out]. In bf16,
+ * each product's output and the scaled sum rounded. */
 static void proj(const mk_nn_train *t, size_t l, mk_role r, const float *x, size_t N, size_t in, size_t out, float *y,
                  float *xa, float *tmp)
 {
-    lin(x, N, in, t->lw[l].w[r][0], t->lw[l].w[r][1], out, y);
-    const float *A = t->lr ? t->la[l].w[r][0] : NULL;
+    lin(x, N, in, mw(t, l, r, 0), mw(t, l, r, 1), out, y);
+    if (t->bf16) mk_nn_round_bf16(y, N * out);
+    const float *A = t->lr ? madapter(t, t->la, l, r) : NULL;
     if (!A) return;
     lin(x, N, in, A, NULL, t->lr, xa);
-    lin(xa, N, t->lr, t->lb[l].w[r][0], NULL, out, tmp);
+    if (t->bf16) mk_nn_round_bf16(xa, N * t->lr);
+    lin(xa, N, t->lr, madapter(t, t->lb, l, r), NULL, out, tmp);
     float s = t->ls;
+    if (t->bf16) {
+        mk_nn_round_bf16(tmp, N * out);
+        MK_OMP("omp parallel for schedule(static) if (N * out > 65536)")
+        for (size_t i = 0; i < N * out; i++) y[i] = mk_dtype_round(MK_BF16, y[i] + mk_dtype_round(MK_BF16, tmp[i] * s));
+        return;
+    }
     MK_OMP("omp parallel for schedule(static) if (N * out > 65536)")
     for (size_t i = 0; i < N * out; i++) y[i] += tmp[i] * s;
 }
@@ -324,6 +376,18 @@ static void proj(const mk_nn_train *t, size_t l, mk_role r, const float *x, size
 static void proj_bwd(mk_nn_train *t, size_t l, mk_role r, const float *x, size_t N, size_t in, size_t out, const float *dy,
                      float *dx, const float *xa, grads *g)
 {
+    if (t->bf16) { /* o_proj's and down_proj's inputs are bf16 tensors: their gradients sum in bf16 */
+        bool xb = r == MK_ROLE_O || r == MK_ROLE_DOWN;
+        mk_nn_linear_bwd_bf16(x, N, in, mw(t, l, r, 0), out, dy, dx, xb, t->lg[l].w[r][0], t->lg[l].w[r][1], g->lin);
+        if (!t->lr || !t->la[l].w[r][0]) return;
+        float s = t->ls;
+        MK_OMP("omp parallel for schedule(static) if (N * out > 65536)")
+        for (size_t i = 0; i < N * out; i++) g->lys[i] = mk_dtype_round(MK_BF16, dy[i] * s);
+        memset(g->lxa, 0, N * t->lr * sizeof(float));
+        mk_nn_linear_bwd_bf16(xa, N, t->lr, madapter(t, t->lb, l, r), out, g->lys, g->lxa, true, t->dlb[l].w[r][0], NULL, g->lin);
+        mk_nn_linear_bwd_bf16(x, N, in, madapter(t, t->la, l, r), t->lr, g->lxa, dx, xb, t->dla[l].w[r][0], NULL, g->lin);
+        return;
+    }
     mk_nn_linear_bwd(x, N, in, t->lw[l].w[r][0], out, dy, dx, t->lg[l].w[r][0], t->lg[l].w[r][1]);
     const float *A = t->lr ? t->la[l].w[r][0] : NULL;
     if (!A) return;
@@ -335,35 +399,64 @@ static void proj_bwd(mk_nn_train *t, size_t l, mk_role r, const float *x, size_t
     mk_nn_linear_bwd(x, N, in, A, t->lr, g->lxa, dx, t->dla[l].w[r][0], NULL);
 }
 
+/* A per-head norm (qwen3's q/k norms) of N * nh rows; in bf16 of a bf16 tensor. */
+static void head_norm(const mk_nn_train *t, float *out, const float *x, const float *w, size_t rows)
+{
+    if (t->bf16) mk_nn_rmsnorm_bf16(out, x, w, rows, t->hd, t->eps);
+    else mk_nn_rmsnorm(out, x, w, rows, t->hd, t->eps, false);
+}
+
+/* In bf16 the norms' outputs (f32) are rounded where a product reads them (autocast's cast),
+ * and RoPE's f32 output where attention's products do; the rest as in f32. */
 static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
-                          acts *a, float *tmp, float *xout)
+                          acts *a, grads *g, float *xout)
 {
     const lw *w = &t->lw[l];
     size_t N = nseq * T, H = t->H;
+    float *tmp = g->lys;
     mk_nn_rmsnorm(a->h1, xin, w->w[MK_ROLE_ATTN_NORM][0], N, H, t->eps, false);
+    if (t->bf16) mk_nn_round_bf16(a->h1, N * H);
     proj(t, l, MK_ROLE_Q, a->h1, N, H, t->q, a->qpre, a->xa[MK_ROLE_Q], tmp);
     proj(t, l, MK_ROLE_K, a->h1, N, H, t->kv, a->kpre, a->xa[MK_ROLE_K], tmp);
     proj(t, l, MK_ROLE_V, a->h1, N, H, t->kv, a->v, a->xa[MK_ROLE_V], tmp);
-    if (w->w[MK_ROLE_Q_NORM][0]) mk_nn_rmsnorm(a->q, a->qpre, w->w[MK_ROLE_Q_NORM][0], N * t->nh, t->hd, t->eps, false);
+    if (w->w[MK_ROLE_Q_NORM][0]) head_norm(t, a->q, a->qpre, w->w[MK_ROLE_Q_NORM][0], N * t->nh);
     else memcpy(a->q, a->qpre, N * t->q * sizeof(float));
-    if (w->w[MK_ROLE_K_NORM][0]) mk_nn_rmsnorm(a->k, a->kpre, w->w[MK_ROLE_K_NORM][0], N * t->nkv, t->hd, t->eps, false);
+    if (w->w[MK_ROLE_K_NORM][0]) head_norm(t, a->k, a->kpre, w->w[MK_ROLE_K_NORM][0], N * t->nkv);
     else memcpy(a->k, a->kpre, N * t->kv * sizeof(float));
     const mk_model_config *c = t->m->cfg;
     long window = mk_model_config_sliding(c, (long)l) ? c->sliding_window : 0;
     for (size_t s = 0; s < nseq; s++) {
-        mk_nn_rope_apply(a->q + s * T * t->q, T, t->nh, t->hd, rope);
-        mk_nn_rope_apply(a->k + s * T * t->kv, T, t->nkv, t->hd, rope);
-        mk_nn_attention_train(a->q + s * T * t->q, a->k + s * T * t->kv, a->v + s * T * t->kv, T, t->nh, t->nkv, t->hd, t->scale,
-                              window, a->att + s * T * t->q, a->p + s * t->nh * T * T);
+        float *q = a->q + s * T * t->q, *k = a->k + s * T * t->kv, *v = a->v + s * T * t->kv, *o = a->att + s * T * t->q;
+        mk_nn_rope_apply(q, T, t->nh, t->hd, rope);
+        mk_nn_rope_apply(k, T, t->nkv, t->hd, rope);
+        if (t->bf16) {
+            mk_nn_round_bf16(q, T * t->q);
+            mk_nn_round_bf16(k, T * t->kv);
+            mk_nn_attention_train_bf16(q, k, v, T, t->nh, t->nkv, t->hd, t->scale, window, o, a->p + s * t->nh * T * T, g->attb);
+        } else {
+            mk_nn_attention_train(q, k, v, T, t->nh, t->nkv, t->hd, t->scale, window, o, a->p + s * t->nh * T * T);
+        }
     }
     proj(t, l, MK_ROLE_O, a->att, N, t->q, H, a->xmid, a->xa[MK_ROLE_O], tmp);
     mk_nn_add(a->xmid, xin, N * H);
     mk_nn_rmsnorm(a->h2, a->xmid, w->w[MK_ROLE_MLP_NORM][0], N, H, t->eps, false);
+    if (t->bf16) mk_nn_round_bf16(a->h2, N * H);
     proj(t, l, MK_ROLE_GATE, a->h2, N, H, t->F, a->g, a->xa[MK_ROLE_GATE], tmp);
     proj(t, l, MK_ROLE_UP, a->h2, N, H, t->F, a->u, a->xa[MK_ROLE_UP], tmp);
-    mk_nn_act_gated(MK_ACT_SILU, a->g, a->u, a->a, N * t->F);
+    if (t->bf16) mk_nn_swiglu_bf16(a->g, a->u, a->a, N * t->F);
+    else mk_nn_act_gated(MK_ACT_SILU, a->g, a->u, a->a, N * t->F);
     proj(t, l, MK_ROLE_DOWN, a->a, N, t->F, H, xout, a->xa[MK_ROLE_DOWN], tmp);
     mk_nn_add(xout, a->xmid, N * H);
+}
+
+/* The backward of head_norm over `rows` heads: dx = ... (returned), dw += ... */
+static const float *head_norm_bwd(const mk_nn_train *t, const float *x, const float *w, const float *dy, size_t rows, float *dx,
+                                  float *dw, grads *g)
+{
+    memset(dx, 0, rows * t->hd * sizeof(float));
+    if (t->bf16) mk_nn_rmsnorm_bwd_bf16(x, w, dy, rows, t->hd, t->eps, dx, dw, g->rstd, g->dn);
+    else mk_nn_rmsnorm_bwd(x, w, dy, rows, t->hd, t->eps, dx, dw, g->rstd);
+    return dx;
 }
 
 /* dx: the gradient of the layer's output on entry, of its input on return. */
@@ -373,38 +466,46 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
     const lw *w = &t->lw[l];
     lw *d = &t->lg[l];
     size_t N = nseq * T, H = t->H, F = t->F;
+    const float *dy = dx; /* the output gradient of o_proj and down_proj (bf16: rounded) */
+    if (t->bf16) {
+        for (size_t i = 0; i < N * H; i++) g->dyb[i] = mk_dtype_round(MK_BF16, dx[i]);
+        dy = g->dyb;
+    }
     memset(g->da, 0, N * F * sizeof(float));
-    proj_bwd(t, l, MK_ROLE_DOWN, a->a, N, F, H, dx, g->da, a->xa[MK_ROLE_DOWN], g);
-    mk_nn_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    proj_bwd(t, l, MK_ROLE_DOWN, a->a, N, F, H, dy, g->da, a->xa[MK_ROLE_DOWN], g);
+    if (t->bf16) mk_nn_swiglu_bwd_bf16(a->g, a->u, g->da, N * F, g->dg, g->du);
+    else mk_nn_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
     memset(g->dh, 0, N * H * sizeof(float));
     proj_bwd(t, l, MK_ROLE_GATE, a->h2, N, H, F, g->dg, g->dh, a->xa[MK_ROLE_GATE], g);
     proj_bwd(t, l, MK_ROLE_UP, a->h2, N, H, F, g->du, g->dh, a->xa[MK_ROLE_UP], g);
     mk_nn_rmsnorm_bwd(a->xmid, w->w[MK_ROLE_MLP_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_MLP_NORM][0], g->rstd);
 
+    if (t->bf16)
+        for (size_t i = 0; i < N * H; i++) g->dyb[i] = mk_dtype_round(MK_BF16, dx[i]);
     memset(g->datt, 0, N * t->q * sizeof(float));
-    proj_bwd(t, l, MK_ROLE_O, a->att, N, t->q, H, dx, g->datt, a->xa[MK_ROLE_O], g);
+    proj_bwd(t, l, MK_ROLE_O, a->att, N, t->q, H, dy, g->datt, a->xa[MK_ROLE_O], g);
     memset(g->dk, 0, N * t->kv * sizeof(float));
     memset(g->dv, 0, N * t->kv * sizeof(float));
+    bool qn = w->w[MK_ROLE_Q_NORM][0] != NULL, kn = w->w[MK_ROLE_K_NORM][0] != NULL;
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * t->q, ok = s * T * t->kv;
-        mk_nn_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * t->nh * T * T, g->datt + oq, T, t->nh, t->nkv, t->hd,
-                            t->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->att);
-        mk_nn_rope_bwd(g->dq + oq, T, t->nh, t->hd, rope);
-        mk_nn_rope_bwd(g->dk + ok, T, t->nkv, t->hd, rope);
+        const float *p = a->p + s * t->nh * T * T;
+        if (t->bf16)
+            mk_nn_attention_bwd_bf16(a->q + oq, a->k + ok, a->v + ok, p, g->datt + oq, T, t->nh, t->nkv, t->hd, t->scale,
+                                     g->dq + oq, g->dk + ok, g->dv + ok, g->attb);
+        else
+            mk_nn_attention_bwd(a->q + oq, a->k + ok, a->v + ok, p, g->datt + oq, T, t->nh, t->nkv, t->hd, t->scale, g->dq + oq,
+                                g->dk + ok, g->dv + ok, g->att);
+        /* bf16: onto a bf16 q (k) when no norm sits between the projection and RoPE */
+        if (t->bf16 && !qn) mk_nn_rope_bwd_bf16(g->dq + oq, T, t->nh, t->hd, rope);
+        else mk_nn_rope_bwd(g->dq + oq, T, t->nh, t->hd, rope);
+        if (t->bf16 && !kn) mk_nn_rope_bwd_bf16(g->dk + ok, T, t->nkv, t->hd, rope);
+        else mk_nn_rope_bwd(g->dk + ok, T, t->nkv, t->hd, rope);
     }
-    float *dq = g->dq, *dk = g->dk;
-    if (w->w[MK_ROLE_Q_NORM][0]) {
-        memset(g->dqp, 0, N * t->q * sizeof(float));
-        mk_nn_rmsnorm_bwd(a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, t->hd, t->eps, g->dqp, d->w[MK_ROLE_Q_NORM][0],
-                          g->rstd);
-        dq = g->dqp;
-    }
-    if (w->w[MK_ROLE_K_NORM][0]) {
-        memset(g->dkp, 0, N * t->kv * sizeof(float));
-        mk_nn_rmsnorm_bwd(a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, t->hd, t->eps, g->dkp, d->w[MK_ROLE_K_NORM][0],
-                          g->rstd);
-        dk = g->dkp;
-    }
+    const float *dq = qn ? head_norm_bwd(t, a->qpre, w->w[MK_ROLE_Q_NORM][0], g->dq, N * t->nh, g->dqp, d->w[MK_ROLE_Q_NORM][0], g)
+                         : g->dq;
+    const float *dk = kn ? head_norm_bwd(t, a->kpre, w->w[MK_ROLE_K_NORM][0], g->dk, N * t->nkv, g->dkp, d->w[MK_ROLE_K_NORM][0], g)
+                         : g->dk;
     memset(g->dh, 0, N * H * sizeof(float));
     proj_bwd(t, l, MK_ROLE_Q, a->h1, N, H, t->q, dq, g->dh, a->xa[MK_ROLE_Q], g);
     proj_bwd(t, l, MK_ROLE_K, a->h1, N, H, t->kv, dk, g->dh, a->xa[MK_ROLE_K], g);
@@ -428,12 +529,18 @@ static void head_pass(mk_nn_train *t, const float *hf, const int32_t *tok, const
             tgt[i] = last ? 0 : tok[row + 1];
             wt[i] = last ? 0.0f : w[row + 1];
         }
-        lin(hf + r0 * H, n, H, t->head, NULL, V, g->logit);
+        lin(hf + r0 * H, n, H, mhead(t), NULL, V, g->logit);
+        if (t->bf16) mk_nn_round_bf16(g->logit, n * V); /* bf16 logits, the loss in f32 */
         if (logits_out) memcpy(logits_out + r0 * V, g->logit, n * V * sizeof(float));
         mk_nn_xent(g->logit, n, V, tgt, wt, scale, g->nll);
         for (size_t i = 0; i < n; i++)
             if (wt[i] != 0) sum += (double)wt[i] * g->nll[i];
-        if (backward) mk_nn_linear_bwd(hf + r0 * H, n, H, t->head, V, g->logit, dhf + r0 * H, t->dhead, NULL);
+        if (backward && t->bf16) {
+            mk_nn_round_bf16(g->logit, n * V);
+            mk_nn_linear_bwd_bf16(hf + r0 * H, n, H, mhead(t), V, g->logit, dhf + r0 * H, false, t->dhead, NULL, g->lin);
+        } else if (backward) {
+            mk_nn_linear_bwd(hf + r0 * H, n, H, t->head, V, g->logit, dhf + r0 * H, t->dhead, NULL);
+        }
     }
     *wnll += sum;
 }
@@ -446,9 +553,56 @@ static void grads_at(const mk_nn_train *t, size_t N, size_t T, float *b, grads *
     TAKE(dv, N * t->kv), TAKE(da, N * t->F), TAKE(dg, N * t->F), TAKE(du, N * t->F), TAKE(rstd, N * t->nh);
     TAKE(logit, (size_t)HEAD_ROWS * t->V), TAKE(att, mk_nn_attention_bwd_scratch(T));
     TAKE(lys, t->lr ? N * (t->F > t->H ? t->F : t->H) : 0), TAKE(lxa, N * t->lr);
+    if (t->bf16) {
+        size_t in = t->H > t->q ? t->H : t->q;
+        in = in > t->F ? in : t->F, in = in > t->lr ? in : t->lr;
+        TAKE(dyb, N * t->H), TAKE(dn, N * t->q), TAKE(lin, mk_nn_linear_bwd_bf16_scratch(N > HEAD_ROWS ? N : HEAD_ROWS, in));
+        TAKE(attb, mk_nn_attention_bf16_scratch(T, t->hd));
+    }
 #undef TAKE
     g->nll = (double *)(void *)b;
 }
+
+/* The trained weights rounded for the products, before each pass (they change each step). */
+static void bf16_refresh(mk_nn_train *t)
+{
+    if (t->wb) {
+        MK_OMP("omp parallel for schedule(static) if (t->numel > 65536)")
+        for (uint64_t i = 0; i < t->numel; i++) t->wb[i] = mk_dtype_round(MK_BF16, t->wt[i]);
+    }
+    if (t->lwb) {
+        MK_OMP("omp parallel for schedule(static) if (t->lnumel > 65536)")
+        for (uint64_t i = 0; i < t->lnumel; i++) t->lwb[i] = mk_dtype_round(MK_BF16, t->lwt[i]);
+    }
+}
+
+mk_status mk_nn_train_set_bf16(mk_nn_train *t)
+{
+    if (t->bf16) return MK_OK;
+    if (!t->lr) { /* full finetuning: a rounded copy of the weights, refreshed at each pass */
+        if (!(t->wb = mk_malloc((t->numel ? t->numel : 1) * sizeof(float)))) return MK_ERR_NOMEM;
+    } else { /* the frozen base rounded once, in place (a tied head: a rounded copy) */
+        if (!(t->lwb = mk_malloc((t->lnumel ? t->lnumel : 1) * sizeof(float)))) return MK_ERR_NOMEM;
+        for (size_t l = 0; l < t->L; l++)
+            for (int r = 0; r < MK_ROLE_COUNT; r++)
+                for (int b = 0; b < 2 && is_proj(r); b++) {
+                    long i = t->m->idx[l][r][b];
+                    if (i >= 0 && !(t->has_held && b == 0)) mk_nn_round_bf16(t->lw[l].w[r][b], t->m->src->tensors[i].numel);
+                }
+        uint64_t nh = (uint64_t)t->V * t->H;
+        if (t->head == t->emb) {
+            if (!(t->headb = mk_malloc(nh * sizeof(float)))) return MK_ERR_NOMEM;
+            for (uint64_t i = 0; i < nh; i++) t->headb[i] = mk_dtype_round(MK_BF16, t->emb[i]);
+        } else {
+            mk_nn_round_bf16(t->head, nh);
+        }
+        t->cur_layer = -1; /* held layers: filled again, rounded */
+    }
+    t->bf16 = true;
+    return MK_OK;
+}
+
+bool mk_nn_train_bf16(const mk_nn_train *t) { return t->bf16; }
 
 mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
                            bool checkpointing, bool backward, double *wnll, float *logits)
@@ -464,7 +618,8 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     uint64_t af = acts_floats(t->H, t->q, t->kv, t->F, t->nh, N, nseq, T) + N * t->lr * t->n_targets;
     uint64_t nxs = (L + 3) * N * H, ngr = grads_floats(t->H, t->q, t->kv, t->F, t->nh, t->V, N) +
                                           mk_nn_attention_bwd_scratch(T) + 2 * HEAD_ROWS +
-                                          (t->lr ? N * (t->F > t->H ? t->F : t->H) + N * t->lr : 0);
+                                          (t->lr ? N * (t->F > t->H ? t->F : t->H) + N * t->lr : 0) +
+                                          (t->bf16 ? bf16_floats(t->H, t->q, t->F, t->hd, N, T, t->lr) : 0);
     uint64_t need = nxs + af * nacts + ngr;
     if (need > t->arena_cap) {
         free(t->arena);
@@ -482,12 +637,14 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     float *hf = xs + (L + 1) * N * H, *dx = hf + N * H;
     float *base = ab;
     for (size_t i = 0; i < nacts; i++) acts_at(t, N, nseq, T, &base, &a[i]);
+    bf16_refresh(t);
     for (size_t i = 0; i < N; i++) memcpy(xs + i * H, t->emb + (size_t)tok[i] * H, H * sizeof(float));
     for (size_t l = 0; l < L && s == MK_OK; l++)
         if ((s = held_load(t, l)) == MK_OK)
-            layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], g.lys, xs + (l + 1) * N * H);
+            layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], &g, xs + (l + 1) * N * H);
     if (s != MK_OK) goto done;
     mk_nn_rmsnorm(hf, xs + L * N * H, t->fnorm, N, H, t->eps, false);
+    if (t->bf16) mk_nn_round_bf16(hf, N * H);
     float *dh = g.dh;
     if (backward) memset(dh, 0, N * H * sizeof(float));
     head_pass(t, hf, tok, w, nseq, T, scale, backward, &g, dh, wnll, logits);
@@ -497,7 +654,7 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     for (size_t l = L; l-- > 0 && s == MK_OK;) {
         acts *al = &a[nacts > 1 ? l : 0];
         if ((s = held_load(t, l)) != MK_OK) break;
-        if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, g.lys, hf); /* hf is free now */
+        if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, hf); /* hf is free now */
         layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
     }
     if (s == MK_OK && t->demb) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
@@ -529,6 +686,7 @@ float mk_nn_train_lora_scale(const mk_nn_train *t) { return t->lr ? t->ls : 0.0f
 mk_status mk_nn_train_lora(mk_nn_train *t, const mk_nn_lora *o)
 {
     if (t->lr) return mk_error(MK_ERR_USAGE, "LoRA is already set up");
+    if (t->bf16) return mk_error(MK_ERR_USAGE, "LoRA is set up before bf16 (mk_nn_train_set_bf16)");
     if (o->r < 1 || o->r > 65536) return mk_error(MK_ERR_USAGE, "--lora %ld: a rank between 1 and 65536", o->r);
     size_t n = 0;
     for (size_t k = 0; k < sizeof lora_roles / sizeof lora_roles[0]; k++)

@@ -63,7 +63,19 @@ const mk_model_config *mk_nn_train_config(const mk_nn_train *t);
 
 /* Bytes one pass over nseq sequences of T tokens allocates (activations and scratch) for a
  * model of config c; lora_cols: LoRA rank x adapted projections per layer (0: none). */
-uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols);
+uint64_t mk_nn_train_act_bytes(const mk_model_config *c, size_t nseq, size_t T, bool checkpointing, uint64_t lora_cols,
+                               bool bf16);
+
+/* Mixed precision, as torch.autocast("cpu", dtype=torch.bfloat16) around transformers' forward
+ * (finetune --dtype bf16): every product (the projections, LoRA's A and B, attention's two
+ * and the head) reads bf16-rounded inputs and weights and rounds its output; elementwise ops
+ * on bf16 tensors (SiLU * up, RoPE's gradient, the LoRA sum) round after each op; the norms,
+ * softmax, the residual stream and the loss stay f32, as do the master weights, gradients
+ * and moments (ops_bwd.h lists each rounding). Costs a rounded copy of the weights in full
+ * finetuning (mk_nn_train_numel floats); under LoRA the frozen base is rounded in place (a
+ * tied head: a copy of the embedding) and the adapters copied. Call after mk_nn_train_lora. */
+mk_status mk_nn_train_set_bf16(mk_nn_train *t);
+bool mk_nn_train_bf16(const mk_nn_train *t);
 
 /* LoRA: train only adapters on the projections named in `targets` (bits 1 << MK_ROLE_Q,
  * _K, _V, _O, _GATE, _UP, _DOWN) of every layer, the base frozen. A [r, in] starts uniform in

@@ -59,4 +59,50 @@ void mk_nn_embed_bwd(const int32_t *tok, size_t T, size_t H, const float *dx, fl
  * logits (in place; a row of weight 0 gets zeros). */
 void mk_nn_xent(float *logits, size_t n, size_t V, const int32_t *target, const float *weight, float scale, double *nll);
 
+/* ---- mixed precision (finetune --dtype bf16), as torch.autocast("cpu", dtype=torch.bfloat16)
+ * computes a transformers decoder layer: every product's inputs and output rounded to bf16 (ties
+ * to even) with f32 sums, elementwise ops on bf16 tensors rounded after each op, norms, softmax
+ * and the loss in f32. The values are held in f32 buffers; "bf16" below means rounded. */
+
+/* v rounded to bf16 in place (n values). */
+void mk_nn_round_bf16(float *v, size_t n);
+
+/* For y = x W^T + b with x, W, dy bf16: the products as autocast's backward rounds them:
+ * dW[out, in] += bf16(dy^T x), db += bf16(sum_t dy), and dx[T, in] gets bf16(dy W): added in
+ * f32 (x_bf16 false: x is an f32 tensor cast for the product, each use's gradient summed in
+ * f32) or summed in bf16 (x_bf16: dx = bf16(dx + bf16(dy W)), a bf16 tensor's gradients).
+ * scratch: mk_nn_linear_bwd_bf16_scratch(T, in) floats. */
+void mk_nn_linear_bwd_bf16(const float *x, size_t T, size_t in, const float *w, size_t out, const float *dy, float *dx,
+                           bool x_bf16, float *dw, float *db, float *scratch);
+size_t mk_nn_linear_bwd_bf16_scratch(size_t T, size_t in);
+
+/* RMSNorm of a bf16 tensor (qwen3's q/k norms): w * bf16(x / sqrt(mean(x^2) + eps)), in f32;
+ * its backward: dx = bf16(...) (written), dw += sum dy * bf16(normalised x); rstd: T floats,
+ * dn: T * d floats of scratch. */
+void mk_nn_rmsnorm_bf16(float *out, const float *x, const float *w, size_t T, size_t d, float eps);
+void mk_nn_rmsnorm_bwd_bf16(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                            float *dw, float *rstd, float *dn);
+
+/* RoPE's backward onto a bf16 tensor: each of q * cos and rotate_half(q) * sin gives its
+ * gradient rounded, and their sum is rounded (in place). */
+void mk_nn_rope_bwd_bf16(float *dx, size_t T, size_t n_heads, size_t head_dim, const mk_nn_rope_tab *r);
+
+/* eager attention with bf16 products: S = bf16(q k^T), bf16(S * scale), P = softmax in f32
+ * (kept in p), out = bf16(bf16(P) v); q, k, v bf16. scratch: mk_nn_attention_bf16_scratch(T,
+ * hd) floats (also for the backward). */
+void mk_nn_attention_train_bf16(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                                float scale, long window, float *out, float *p, float *scratch);
+/* Its backward: dq = bf16(dS k) (written), dk += sum over the group of bf16(dS^T q) (f32: k
+ * was an f32 tensor repeated, then cast), dv = bf16(sum over the group of bf16(bf16(P)^T
+ * dout)) (written: v is bf16), with dS = bf16(bf16(P (dP - sum P dP)) * scale), dP =
+ * bf16(dout v^T). */
+void mk_nn_attention_bwd_bf16(const float *q, const float *k, const float *v, const float *p, const float *dout, size_t T,
+                              size_t nh, size_t nkv, size_t hd, float scale, float *dq, float *dk, float *dv, float *scratch);
+size_t mk_nn_attention_bf16_scratch(size_t T, size_t hd);
+
+/* out = bf16(bf16(silu(gate)) * up), and its backward: dup = bf16(dout * bf16(silu(gate))),
+ * dgate = bf16(silu'(gate) * bf16(dout * up)). */
+void mk_nn_swiglu_bf16(const float *gate, const float *up, float *out, size_t n);
+void mk_nn_swiglu_bwd_bf16(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+
 #endif

@@ -18,6 +18,15 @@ PROMPT_W, as `finetune --prompt-loss-weight`):
 and for the LoRA cases (PEFT, every projection adapted, A and B random):
   CASE.init.NAME     F32       the adapter tensors as PEFT saves them (lora_A / lora_B)
   CASE.loss, CASE.grad.NAME    the loss and the adapters' gradients
+and with --dtype bf16 (torch.autocast("cpu", dtype=torch.bfloat16) around the forward: bf16
+matmuls, f32 master weights, AdamW moments and loss; debug_state_bf16.safetensors), for the
+BF16 cases and BF16_LORA:
+  CASE.loss, CASE.grad.NAME, CASE.losses as above, and CASE.final.NAME: every parameter after
+  the STEPS AdamW steps (LoRA: the loss and the adapters' gradients)
+and for QLORA (transformers + PEFT + bitsandbytes: the base loaded in 4 bits, NF4 in blocks of
+64 without double quantization, computing in float32; a model whose projections all have 64 or
+more inputs, as bitsandbytes' CPU layout needs; every projection adapted, A and B random):
+  CASE.init.NAME, CASE.loss, CASE.grad.NAME    as the LoRA cases
 The step batches are "steps.tokens" I32 [STEPS, ACCUM, B, T] and "steps.weights" F32 of the
 same shape; "tokens" / "weights" [B, T] the single batch. MANIFEST.json records the synth
 commands, the XXH3-128 of each model's weights, the hyperparameters and the tool versions.
@@ -55,7 +64,13 @@ LORA = {
     "lora_llama": ("llama", 4, 8.0, False),
     "lora_qwen2_rslora": ("qwen2", 2, 4.0, True),
 }
+# QLoRA cases: name -> (arch, kv heads, synth args replacing BASE's, r, alpha)
+QLORA = {"qlora_llama": ("llama", 2, ["--hidden", "64", "--intermediate", "128"], 4, 8.0)}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# mixed precision (autocast bf16): full finetune cases, and LoRA cases of LORA
+BF16 = ["llama", "qwen2", "qwen3", "llama_tied"]
+BF16_LORA = ["lora_llama"]
 
 # case -> (arch, kv heads, extra synth args, config edits)
 CASES = {
@@ -97,10 +112,12 @@ def weights_for(tokens):
     return w
 
 
-def wsum_nll(model, tok, w):
-    """sum over shifted targets of w * NLL (float32, as the model computes), and the logits."""
-    logits = model(torch.tensor(tok, dtype=torch.long)).logits
-    lg = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+def wsum_nll(model, tok, w, bf16=False):
+    """sum over shifted targets of w * NLL (float32, as the model computes), and the logits;
+    bf16: the forward under CPU autocast to bfloat16, the loss on the logits made float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(torch.tensor(tok, dtype=torch.long)).logits
+    lg = logits[:, :-1, :].float().reshape(-1, logits.shape[-1])
     tgt = torch.tensor(tok[:, 1:], dtype=torch.long).reshape(-1)
     nll = torch.nn.functional.cross_entropy(lg, tgt, reduction="none")
     return (nll * torch.tensor(w[:, 1:]).reshape(-1)).sum(), logits
@@ -113,16 +130,17 @@ def cosine(step, warmup, total):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def run_case(path, tokens, weights, st, sw):
+def run_case(path, tokens, weights, st, sw, bf16=False):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     model.train()  # no dropout in these configs
     out = {}
-    s, logits = wsum_nll(model, tokens, weights)
+    s, logits = wsum_nll(model, tokens, weights, bf16)
     loss = s / float(weights[:, 1:].sum())
     loss.backward()
-    out["logits"] = logits.detach().numpy().astype(np.float32)
+    if not bf16:
+        out["logits"] = logits.detach().numpy().astype(np.float32)
     out["loss"] = np.array([loss.item()], dtype=np.float32)
     for n, p in model.named_parameters():
         out["grad." + n] = p.grad.detach().numpy().astype(np.float32).copy()
@@ -138,7 +156,7 @@ def run_case(path, tokens, weights, st, sw):
         total_w = float(sw[step][:, :, 1:].sum())
         step_loss = 0.0
         for a in range(ACCUM):
-            s, _ = wsum_nll(model, st[step, a], sw[step, a])
+            s, _ = wsum_nll(model, st[step, a], sw[step, a], bf16)
             (s / total_w).backward()
             step_loss += s.item() / total_w
         losses.append(step_loss)
@@ -147,25 +165,37 @@ def run_case(path, tokens, weights, st, sw):
         sched.step()
         opt.zero_grad(set_to_none=True)
     out["losses"] = np.array(losses, dtype=np.float32)
+    if bf16:
+        for n, p in model.named_parameters():
+            out["final." + n] = p.detach().numpy().astype(np.float32).copy()
     return out
 
 
-def run_lora(path, tokens, weights, r, alpha, rslora, rng):
+def run_lora(path, tokens, weights, r, alpha, rslora, rng, bf16=False, qlora=False):
     """One forward/backward of a PEFT LoRA model with random A and B: the loss and the adapters'
-    gradients, named as PEFT saves them (no adapter name)."""
+    gradients, named as PEFT saves them (no adapter name). qlora: the base loaded by bitsandbytes
+    in 4 bits (NF4 in blocks of 64, no double quantization, float32 compute)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    bc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+                            bnb_4bit_use_double_quant=False) if qlora else None
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                 quantization_config=bc)
+    for mod in model.modules():
+        qs = getattr(getattr(mod, "weight", None), "quant_state", None)
+        assert qs is None or (qs.blocksize == 64 and qs.quant_type == "nf4" and not qs.nested), qs
     cfg = LoraConfig(r=r, lora_alpha=alpha, use_rslora=rslora, target_modules=LORA_TARGETS, lora_dropout=0.0,
                      init_lora_weights=False, task_type="CAUSAL_LM")
     pm = get_peft_model(model, cfg)
+    if qlora:
+        pm.train()  # bitsandbytes' CPU inference path repacks the weights and needs in_features >= 64
     out = {}
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if "lora_" in n:
                 p.copy_(torch.tensor(rng.normal(0, 0.2, size=tuple(p.shape)).astype(np.float32)))
                 out["init." + n.replace(".default", "")] = p.detach().numpy().copy()
-    s, _ = wsum_nll(pm, tokens, weights)
+    s, _ = wsum_nll(pm, tokens, weights, bf16)
     loss = s / float(weights[:, 1:].sum())
     loss.backward()
     out["loss"] = np.array([loss.item()], dtype=np.float32)
@@ -203,8 +233,38 @@ def main():
             manifest["lora"][name] = {"base": base, "r": r, "alpha": alpha, "rslora": rslora, "targets": LORA_TARGETS,
                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
             print(f"{name}: loss {out['loss'][0]:.6f}")
+        manifest["qlora"] = {}
+        qrng = np.random.default_rng(17)
+        for name, (arch, kv, extra, r, alpha) in QLORA.items():
+            path, digest = make_model(work, name, arch, kv, extra, {})
+            out = run_lora(path, tokens, weights, r, alpha, False, qrng, qlora=True)
+            for k, v in out.items():
+                tensors[f"{name}.{k}"] = v
+            manifest["qlora"][name] = {"synth": ["synth", "--arch", arch, "--kv-heads", str(kv), *BASE, *extra],
+                                       "config_edits": {}, "weights_xxh128": digest, "r": r, "alpha": alpha,
+                                       "rslora": False, "targets": LORA_TARGETS,
+                                       "quantization": "bitsandbytes nf4, blocksize 64, no double quant, compute float32",
+                                       "grads": sorted(k[5:] for k in out if k.startswith("grad."))}
+            print(f"{name}: loss {out['loss'][0]:.6f}")
+        bt = {}
+        manifest["bf16"] = {"autocast": "torch.autocast('cpu', dtype=torch.bfloat16) around the forward", "cases": BF16,
+                            "lora": BF16_LORA, "cpu_bf16": "avx512_bf16" in open("/proc/cpuinfo").read()}
+        for name in BF16:
+            out = run_case(paths[name], tokens, weights, st, sw, bf16=True)
+            for k, v in out.items():
+                bt[f"{name}.{k}"] = v
+            print(f"{name} bf16: loss {out['loss'][0]:.6f}, losses {out['losses'][0]:.4f} .. {out['losses'][-1]:.4f}")
+        lrng = np.random.default_rng(16)  # the same adapters as the f32 LoRA cases
+        for name, (base, r, alpha, rslora) in LORA.items():
+            out = run_lora(paths[base], tokens, weights, r, alpha, rslora, lrng, bf16=True)
+            if name not in BF16_LORA:
+                continue
+            for k, v in out.items():
+                bt[f"{name}.{k}"] = v
+            print(f"{name} bf16: loss {out['loss'][0]:.6f}")
+    save_file(bt, os.path.join(GOLD, "debug_state_bf16.safetensors"))
     save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
-    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "safetensors", "numpy"]}
+    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "bitsandbytes", "safetensors", "numpy"]}
     manifest["python"] = platform.python_version()
     with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2)

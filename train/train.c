@@ -28,7 +28,8 @@ uint64_t mk_train_run_id(mk_nn_train *t, const mk_train_data *d, const mk_train_
     mk_hasher_update(h, d->tok, d->n_rows * d->seq * sizeof *d->tok);
     mk_hasher_update(h, d->w, d->n_rows * d->seq * sizeof *d->w);
     double f[] = {o->lr, o->clip, o->adam.beta1, o->adam.beta2, o->adam.eps, o->adam.weight_decay};
-    uint64_t u[] = {(uint64_t)o->steps, (uint64_t)o->warmup, o->sched, o->batch, o->accum, o->seed, d->seq};
+    uint64_t u[] = {(uint64_t)o->steps, (uint64_t)o->warmup, o->sched, o->batch, o->accum, o->seed, d->seq,
+                    mk_nn_train_bf16(t) ? 16u : 32u}; /* the compute precision */
     mk_hasher_update(h, f, sizeof f);
     mk_hasher_update(h, u, sizeof u);
     mk_hash128 r = mk_hasher_digest(h);

@@ -113,7 +113,8 @@ elif [ -x /usr/bin/time ]; then
         --max-position 1024 -q
     awk 'BEGIN { for (i = 0; i < 6000; i++) printf "tok%d ", 3 + (i * 7) % 900; print "" }' >mem.txt
     for c in "w18/ --seq 64 --batch 2" "a4/ --seq 512 --batch 8" "a4/ --seq 512 --batch 16 --checkpointing" \
-        "w18/ --seq 64 --batch 2 --lora 8 --qlora"; do
+        "w18/ --seq 64 --batch 2 --lora 8 --qlora" \
+        "a4/ --seq 512 --batch 16 --checkpointing --dtype bf16" "w18/ --seq 64 --batch 2 --lora 8 --dtype bf16"; do
         /usr/bin/time -v "$MK" finetune $c mem.txt mem-out/ --steps 1 --force >/dev/null 2>mem.err
         est=$(sed -n 's/.* = \([0-9.]*\) MB; machine.*/\1/p' mem.err)
         rss=$(awk '/Maximum resident set size/ {printf "%.2f", $6 * 1.024 / 1000}' mem.err)
@@ -123,6 +124,19 @@ elif [ -x /usr/bin/time ]; then
             notok "memory estimate ($c)" "estimate '$est' MB, peak RSS '$rss' MB"
         fi
     done
+    # `estimate` gives the trainer's own figure (train/mem.h): the printed total less the data and
+    # the process so far, and within 10 % of the peak RSS of that bf16 run
+    /usr/bin/time -v "$MK" finetune w18/ mem.txt mem-out/ --steps 1 --seq 64 --batch 2 --dtype bf16 --force >/dev/null 2>mem.err
+    "$MK" estimate w18/ --train full --dtype bfloat16 --batch 2 --seq 64 --json >est.json 2>/dev/null
+    e=$(sed -n 's/.*"finetune": {"dtype": "bf16", .*"total_bytes": \([0-9]*\),.*/\1/p' est.json)
+    pr=$(sed -n 's/.* + data \([0-9.]*\) kB + the process so far \([0-9.]*\) MB = \([0-9.]*\) MB; machine.*/\3 - \2 - \1 \/ 1000/p' mem.err)
+    rss=$(awk '/Maximum resident set size/ {printf "%.2f", $6 * 1.024 / 1000}' mem.err)
+    if [ -n "$e" ] && [ -n "$pr" ] && [ -n "$rss" ] && awk "BEGIN { p = $pr; e = $e / 1e6; d = e - p; r = (e - $rss) / $rss;
+        exit !(d < 0.02 && d > -0.02 && r < 0.1 && r > -0.1) }"; then
+        ok "estimate --dtype bfloat16 gives finetune --dtype bf16's own figure ($e bytes), within 10 % of its peak RSS $rss MB"
+    else
+        notok "estimate against finetune --dtype bf16" "estimate '$e' bytes, finetune's '$pr' MB, peak RSS '$rss' MB"
+    fi
 else
     echo "skip - memory estimate against peak RSS: /usr/bin/time is absent"
 fi
@@ -198,3 +212,31 @@ t_fail "--qlora without --lora" 2 "--qlora trains LoRA adapters on an NF4 base: 
 t_fail "an NF4 input without --lora" 2 "is quantized .nf4.: it trains only with --lora" "$MK" finetune nf4/ train.txt bad10/ \
     --steps 1 --seq 16
 t_absent "... nothing written" bad9 bad10
+
+# --dtype bf16: mixed precision (the numbers are checked against torch.autocast in the unit
+# tests): the same bytes at -j1 and -j2 and with --checkpointing, --resume gives the bytes of an
+# uninterrupted run, a checkpoint of the f32 run is refused, LoRA and QLoRA train with it (QLoRA
+# = LoRA on the NF4 model, as in f32)
+t_ok "--dtype bf16 trains" "$MK" finetune base/ train.txt bf1/ $ARGS --dtype bf16 -j1
+grep -q "+ bf16-rounded copies .* + gradients" "$T/.err" && ok "... its memory line counts the rounded weights" ||
+    notok "bf16 memory line" "$(head -n 1 "$T/.err")"
+first=$(sed -n '1s/.*"loss": \([0-9.e+-]*\).*/\1/p' bf1/train_log.jsonl)
+last=$(sed -n '8s/.*"loss": \([0-9.e+-]*\).*/\1/p' bf1/train_log.jsonl)
+awk "BEGIN { exit !($last < $first * 0.8) }" && ok "... the loss falls ($first -> $last)" || notok "bf16 loss falls" "$first -> $last"
+cmp -s out1/model.safetensors bf1/model.safetensors && notok "bf16 differs from f32" "the same bytes" ||
+    ok "... its weights differ from the f32 run's"
+"$MK" finetune base/ train.txt bf2/ $ARGS --dtype bf16 -j2 --checkpointing -q
+t_same "bf16: -j2 --checkpointing gives the bytes of -j1" bf1/model.safetensors bf2/model.safetensors
+"$MK" finetune base/ train.txt bf3/ $ARGS --dtype bf16 --stop-after 3 -q
+t_fail "bf16: a checkpoint of the f32 run is refused" 2 "bf3.checkpoint is the checkpoint of another run" \
+    "$MK" finetune base/ train.txt bf3/ $ARGS --resume -q
+t_ok "bf16: --resume continues" "$MK" finetune base/ train.txt bf3/ $ARGS --dtype bf16 --resume -q
+t_same "bf16: a resumed run gives the bytes of an uninterrupted one" bf1/model.safetensors bf3/model.safetensors
+"$MK" finetune base/ train.txt bfl1/ $ARGS --lora 4 --dtype bf16 -j1 -q
+"$MK" finetune base/ train.txt bfl2/ $ARGS --lora 4 --dtype bf16 -j2 --checkpointing -q
+t_same "bf16 LoRA: -j2 --checkpointing gives the bytes of -j1" bfl1/adapter_model.safetensors bfl2/adapter_model.safetensors
+"$MK" finetune base/ train.txt bfq1/ $ARGS --lora 4 --qlora --dtype bf16 -q
+"$MK" finetune nf4/ train.txt bfq2/ $ARGS --lora 4 --dtype bf16 -q
+t_same "bf16 QLoRA = bf16 LoRA on the NF4 model" bfq1/adapter_model.safetensors bfq2/adapter_model.safetensors
+t_fail "--dtype f16 is refused" 2 "--dtype: 'f16' is not f32 or bf16" "$MK" finetune base/ train.txt bad11/ --dtype f16
+t_absent "... nothing written" bad11

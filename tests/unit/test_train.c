@@ -38,6 +38,19 @@
 #define GRAD_ATOL 5e-6
 #define GRAD_RTOL 1e-4
 #define STEPS_LOSS_ATOL 1e-5
+/* Mixed precision (--dtype bf16) against torch.autocast("cpu", bfloat16), relative errors. bf16
+ * keeps 8 bits, so a sum that BLAS and oneDNN round to the two sides of a bf16 tie moves a value
+ * by 2^-8 of itself: such flips set the floor. Measured worst, bf16 trainer / f32 trainer:
+ * gradients of one pass (relative L2 per tensor) 3.7e-4 / 2.4e-2 (LoRA adapters 0 / 6e-2), the
+ * loss 4e-8; over the 10 AdamW steps, where Adam turns the flips' noise into whole updates
+ * (k_proj's bias, whose true gradient is 0, most), the step losses 1.2e-3 / 1.5e-3 and the
+ * update of all the weights (final - initial, relative L2) 1.3e-2 / 2.8e-2. The gradients tell
+ * the two apart (the test checks that the f32 trainer fails them); the steps' tolerances hold
+ * the optimizer, accumulation and clipping to within a few flips. */
+#define BF16_GRAD_REL 4e-3
+#define BF16_LOSS_REL 5e-4
+#define BF16_STEPS_REL 3e-3
+#define BF16_UPDATE_REL 4e-2
 
 static const char *root(void) { return getenv("MK_ROOT") ? getenv("MK_ROOT") : "."; }
 static const char *bin(void) { return getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c"; }
@@ -167,7 +180,7 @@ typedef struct gold {
     char *text;
 } gold;
 
-static bool gold_open(gold *g)
+static bool gold_open_file(gold *g, const char *file)
 {
     char p[1200];
     size_t len;
@@ -175,9 +188,11 @@ static bool gold_open(gold *g)
     snprintf(p, sizeof p, "%s/tests/golden/train/MANIFEST.json", root());
     if (mk_read_file(p, 1 << 20, &g->text, &len) != MK_OK) return false;
     g->man = cJSON_Parse(g->text);
-    snprintf(p, sizeof p, "%s/tests/golden/train/debug_state.safetensors", root());
+    snprintf(p, sizeof p, "%s/tests/golden/train/%s", root(), file);
     return g->man && mk_model_open(p, &g->src) == MK_OK;
 }
+
+static bool gold_open(gold *g) { return gold_open_file(g, "debug_state.safetensors"); }
 
 static void gold_close(gold *g)
 {
@@ -252,21 +267,27 @@ typedef struct tmodel {
     mk_source *src;
     mk_model_config cfg;
     mk_nn_train *t;
+    mk_qlora *q; /* QLoRA: the NF4 holder of the projections */
 } tmodel;
 
-static bool tmodel_open(const char *dir, tmodel *m)
+static bool tmodel_open_q(const char *dir, tmodel *m, bool qlora)
 {
     memset(m, 0, sizeof *m);
     mk_status s = mk_model_open(dir, &m->src);
     if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
-    if (s == MK_OK) s = mk_nn_train_open(m->src, &m->cfg, &m->t);
+    if (s == MK_OK && qlora) s = mk_qlora_new(m->src, &m->q);
+    mk_nn_held held = {m->q, mk_nf4_hold_fill};
+    if (s == MK_OK) s = qlora ? mk_nn_train_open_held(m->src, &m->cfg, &held, &m->t) : mk_nn_train_open(m->src, &m->cfg, &m->t);
     if (s != MK_OK) mk_test_fail(__FILE__, __LINE__, "%s: %s", dir, mk_errmsg());
     return s == MK_OK;
 }
 
+static bool tmodel_open(const char *dir, tmodel *m) { return tmodel_open_q(dir, m, false); }
+
 static void tmodel_close(tmodel *m)
 {
     mk_nn_train_close(m->t);
+    mk_qlora_free(m->q);
     if (m->src) mk_model_config_free(&m->cfg);
     mk_source_close(m->src);
 }
@@ -373,6 +394,101 @@ MK_TEST(train_matches_pytorch)
     gold_close(&g);
 }
 
+/* ---- mixed precision against torch.autocast ------------------------------------------------ */
+
+/* Relative L2 error ||got - want|| / ||want|| of n values, and the worst element (by absolute
+ * error) in *worst. */
+static double rel_l2(const float *got, const float *want, size_t n, size_t *worst)
+{
+    double d = 0, w = 0, mx = -1;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)got[i] - want[i];
+        d += e * e, w += (double)want[i] * want[i];
+        if (fabs(e) > mx) mx = fabs(e), *worst = i;
+    }
+    return w > 0 ? sqrt(d / w) : sqrt(d);
+}
+
+/* LoRA case c (a "lora" entry of the manifest) against g's loss and adapter gradients: PEFT's in
+ * f32 (mode LORA_F32), or under autocast by relative L2 error BF16_GRAD_REL (LORA_BF16; *err:
+ * the worst), or the f32 trainer's error to those measured only (LORA_F32_VS_BF16); the tokens
+ * from in. Returns whether it ran. */
+enum { LORA_F32, LORA_BF16, LORA_F32_VS_BF16, LORA_QLORA };
+static bool lora_case(gold *g, gold *in, const char *cname, const cJSON *c, int mode, double *err)
+{
+    bool bf16 = mode == LORA_BF16, check = mode != LORA_F32_VS_BF16;
+
+    if (!check) bf16 = false;
+    int32_t *tok = gold_get(in, "tokens", NULL);
+    float *wt = gold_get(in, "weights", NULL);
+    long ti = mk_source_find(in->src, "tokens");
+    size_t B = ti >= 0 ? (size_t)in->src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)in->src->tensors[ti].shape[1] : 0;
+    /* a QLoRA case names its own model */
+    const cJSON *base = mode == LORA_QLORA ? c
+                                           : cJSON_GetObjectItem(cJSON_GetObjectItem(g->man, "cases"),
+                                                                 cJSON_GetStringValue(cJSON_GetObjectItem(c, "base")));
+    char dir[1024], name[700];
+    tmodel m;
+    *err = 0;
+    if (!tok || !wt || !base || !make_model(base, dir, sizeof dir) || !tmodel_open_q(dir, &m, mode == LORA_QLORA)) {
+        free(tok), free(wt);
+        return false;
+    }
+    mk_nn_lora lo = {(long)cJSON_GetNumberValue(cJSON_GetObjectItem(c, "r")), cJSON_GetNumberValue(cJSON_GetObjectItem(c, "alpha")),
+                     cJSON_IsTrue(cJSON_GetObjectItem(c, "rslora")), 0, 1};
+    for (mk_role r = MK_ROLE_Q; r <= MK_ROLE_DOWN; r++)
+        if (r == MK_ROLE_Q || r == MK_ROLE_K || r == MK_ROLE_V || r == MK_ROLE_O || r == MK_ROLE_GATE || r == MK_ROLE_UP ||
+            r == MK_ROLE_DOWN)
+            lo.targets |= 1u << r;
+    CHECK_OK(mk_nn_train_lora(m.t, &lo));
+    if (bf16) CHECK_OK(mk_nn_train_set_bf16(m.t));
+    size_t n = mk_nn_train_n_params(m.t), ng = 0;
+    for (size_t i = 0; i < n; i++) { /* PEFT's random A and B (those of the f32 goldens) */
+        const mk_nn_param *p = mk_nn_train_param(m.t, i);
+        size_t k;
+        snprintf(name, sizeof name, "%s.init.%s", cname, p->name);
+        float *v = gold_get(in, name, &k);
+        if (v && k == p->numel) memcpy(mk_nn_train_weights(m.t) + p->off, v, k * sizeof *v);
+        free(v);
+    }
+    double wnll = 0, tw = wsum(wt, B, T);
+    CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, NULL));
+    snprintf(name, sizeof name, "%s.loss", cname);
+    float *want = gold_get(g, name, NULL);
+    if (want && (mode == LORA_F32 || mode == LORA_QLORA))
+        CHECK_MSG(fabs(wnll / tw - want[0]) < LOSS_ATOL, "%s: loss %.7g, PEFT %.7g", cname, wnll / tw, want[0]);
+    if (want && bf16)
+        CHECK_MSG(fabs(wnll / tw - want[0]) < BF16_LOSS_REL * fabs(want[0]), "%s (bf16): loss %.7g, PEFT under autocast %.7g",
+                  cname, wnll / tw, want[0]);
+    free(want);
+    for (size_t i = 0; i < n; i++) {
+        const mk_nn_param *p = mk_nn_train_param(m.t, i);
+        size_t k, worst = 0;
+        snprintf(name, sizeof name, "%s.grad.%s", cname, p->name);
+        want = gold_get(g, name, &k);
+        const float *got = mk_nn_train_grads(m.t) + p->off;
+        if (want && k == p->numel && (mode == LORA_F32 || mode == LORA_QLORA)) {
+            CHECK_CLOSE(name, got, want, k, GRAD_ATOL, GRAD_RTOL), ng++;
+            (void)rel_l2(got, want, k, &worst);
+            double d = fabs((double)got[worst] - want[worst]);
+            *err = d > *err ? d : *err; /* the worst absolute error */
+        }
+        else if (want && k == p->numel) {
+            double r = rel_l2(got, want, k, &worst);
+            *err = r > *err ? r : *err;
+            if (check)
+                CHECK_MSG(r <= BF16_GRAD_REL, "%s (bf16): relative L2 error %.3g over %.3g; worst element %zu: %.9g, PEFT under "
+                                          "autocast %.9g", name, r, BF16_GRAD_REL, worst, got[worst], want[worst]);
+            ng++;
+        }
+        free(want);
+    }
+    CHECK_EQ_INT(ng, cJSON_GetArraySize(cJSON_GetObjectItem(c, "grads")));
+    tmodel_close(&m);
+    free(tok), free(wt);
+    return true;
+}
+
 MK_TEST(train_lora_matches_peft)
 {
     gold g;
@@ -381,56 +497,159 @@ MK_TEST(train_lora_matches_peft)
         gold_close(&g);
         return;
     }
-    int32_t *tok = gold_get(&g, "tokens", NULL);
-    float *wt = gold_get(&g, "weights", NULL);
-    long ti = mk_source_find(g.src, "tokens");
-    size_t B = ti >= 0 ? (size_t)g.src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)g.src->tensors[ti].shape[1] : 0;
     const cJSON *c;
     int cases = 0;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "lora")) {
-        const cJSON *base = cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "cases"),
-                                                cJSON_GetStringValue(cJSON_GetObjectItem(c, "base")));
-        char dir[1024], name[700];
-        tmodel m;
-        if (!tok || !base || !make_model(base, dir, sizeof dir) || !tmodel_open(dir, &m)) continue;
-        mk_nn_lora lo = {(long)cJSON_GetNumberValue(cJSON_GetObjectItem(c, "r")),
-                         cJSON_GetNumberValue(cJSON_GetObjectItem(c, "alpha")), cJSON_IsTrue(cJSON_GetObjectItem(c, "rslora")),
-                         0, 1};
-        for (mk_role r = MK_ROLE_Q; r <= MK_ROLE_DOWN; r++)
-            if (r == MK_ROLE_Q || r == MK_ROLE_K || r == MK_ROLE_V || r == MK_ROLE_O || r == MK_ROLE_GATE || r == MK_ROLE_UP ||
-                r == MK_ROLE_DOWN)
-                lo.targets |= 1u << r;
-        CHECK_OK(mk_nn_train_lora(m.t, &lo));
-        size_t n = mk_nn_train_n_params(m.t), ng = 0;
-        for (size_t i = 0; i < n; i++) { /* PEFT's random A and B */
+    double err;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "lora")) cases += lora_case(&g, &g, c->string, c, LORA_F32, &err);
+    CHECK_MSG(cases >= 2, "only %d LoRA cases compared", cases);
+    /* QLoRA against PEFT on a bitsandbytes NF4 base (blocks of 64, f32 compute): our NF4 codes
+     * and decoding are bitsandbytes', so the gradients are LoRA's tolerance away */
+    cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(g.man, "qlora")) {
+        cases += lora_case(&g, &g, c->string, c, LORA_QLORA, &err);
+        if (getenv("MK_TEST_VERBOSE")) fprintf(stderr, "%s: worst gradient error %.3g against PEFT + bitsandbytes\n", c->string, err);
+    }
+    CHECK_MSG(cases >= 1, "only %d QLoRA cases compared", cases);
+    gold_close(&g);
+}
+
+/* The worst relative L2 error over a case's tensors: gradients after one pass (gi), the
+ * weights after the AdamW steps (fi), the loss and the step losses (li); bf16: the trainer in
+ * mixed precision. Prints every tensor over `tol` with its worst element when `report`. */
+typedef struct bf16_err {
+    double grad, final, loss, losses;
+} bf16_err;
+
+static void bf16_case(gold *g, const cJSON *hp, const char *cname, const char *dir, const int32_t *tok, const float *wt,
+                      const int32_t *st, const float *sw, size_t B, size_t T, bool bf16, const bf16_err *tol, bf16_err *e)
+{
+    tmodel m;
+    memset(e, 0, sizeof *e);
+    if (!tmodel_open(dir, &m)) return;
+    if (bf16) CHECK_OK(mk_nn_train_set_bf16(m.t));
+    double wnll = 0, tw = wsum(wt, B, T);
+    CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, NULL));
+    char name[700];
+    snprintf(name, sizeof name, "%s.loss", cname);
+    float *want = gold_get(g, name, NULL);
+    if (want) e->loss = fabs(wnll / tw - want[0]) / fabs(want[0]);
+    if (want && tol && e->loss > tol->loss)
+        mk_test_fail(__FILE__, __LINE__, "%s (bf16): loss %.7g, torch autocast %.7g", cname, wnll / tw, want[0]);
+    free(want);
+    uint64_t nw = mk_nn_train_numel(m.t);
+    float *init = malloc(nw * sizeof(float)), *dgot = malloc(nw * sizeof(float)), *dwant = malloc(nw * sizeof(float));
+    if (init) memcpy(init, mk_nn_train_weights(m.t), nw * sizeof(float));
+    for (int phase = 0; phase < 2 && init && dgot && dwant; phase++) {
+        size_t np = mk_nn_train_n_params(m.t), ng = 0;
+        for (size_t i = 0; i < np; i++) {
             const mk_nn_param *p = mk_nn_train_param(m.t, i);
-            size_t k;
-            snprintf(name, sizeof name, "%s.init.%s", c->string, p->name);
-            float *v = gold_get(&g, name, &k);
-            if (v && k == p->numel) memcpy(mk_nn_train_weights(m.t) + p->off, v, k * sizeof *v);
-            free(v);
-        }
-        double wnll = 0, tw = wsum(wt, B, T);
-        CHECK_OK(mk_nn_train_pass(m.t, tok, wt, B, T, (float)(1.0 / tw), false, true, &wnll, NULL));
-        snprintf(name, sizeof name, "%s.loss", c->string);
-        float *want = gold_get(&g, name, NULL);
-        if (want) CHECK_MSG(fabs(wnll / tw - want[0]) < LOSS_ATOL, "%s: loss %.7g, PEFT %.7g", c->string, wnll / tw, want[0]);
-        free(want);
-        for (size_t i = 0; i < n; i++) {
-            const mk_nn_param *p = mk_nn_train_param(m.t, i);
-            size_t k;
-            snprintf(name, sizeof name, "%s.grad.%s", c->string, p->name);
-            want = gold_get(&g, name, &k);
-            if (want && k == p->numel) CHECK_CLOSE(name, mk_nn_train_grads(m.t) + p->off, want, k, GRAD_ATOL, GRAD_RTOL), ng++;
+            size_t n, worst = 0;
+            snprintf(name, sizeof name, "%s.%s.%s", cname, phase ? "final" : "grad", p->name);
+            want = gold_get(g, name, &n);
+            if (want && n == p->numel && phase) { /* the update of the steps, over every weight at once */
+                for (size_t k = 0; k < n; k++)
+                    dgot[p->off + k] = mk_nn_train_weights(m.t)[p->off + k] - init[p->off + k],
+                    dwant[p->off + k] = want[k] - init[p->off + k];
+                ng++;
+            } else if (want && n == p->numel) {
+                const float *got = mk_nn_train_grads(m.t) + p->off;
+                double r = rel_l2(got, want, n, &worst);
+                e->grad = r > e->grad ? r : e->grad;
+                if (tol && r > tol->grad)
+                    mk_test_fail(__FILE__, __LINE__, "%s (bf16): relative L2 error %.3g over %.3g; worst element %zu: %.9g, torch "
+                                                     "autocast %.9g", name, r, tol->grad, worst, got[worst], want[worst]);
+                ng++;
+            }
             free(want);
         }
-        CHECK_EQ_INT(ng, cJSON_GetArraySize(cJSON_GetObjectItem(c, "grads")));
-        tmodel_close(&m);
+        CHECK_MSG(ng == np, "%s: %zu of %zu tensors compared", cname, ng, np);
+        if (phase) {
+            size_t worst = 0;
+            e->final = rel_l2(dgot, dwant, nw, &worst);
+            if (tol && e->final > tol->final)
+                mk_test_fail(__FILE__, __LINE__, "%s (bf16): the weights' update over the steps has relative L2 error %.3g, over %.3g; "
+                                                 "worst element %zu: %.9g, torch autocast %.9g", cname, e->final, tol->final,
+                             worst, init[worst] + dgot[worst], init[worst] + dwant[worst]);
+            break;
+        }
+        double losses[64];
+        long steps = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(hp, "steps"));
+        snprintf(name, sizeof name, "%s.losses", cname);
+        size_t nls;
+        want = gold_get(g, name, &nls);
+        if (!want || nls != (size_t)steps || steps > 64) {
+            free(want);
+            break;
+        }
+        run_steps(&m, hp, st, sw, B, T, losses);
+        for (long s = 0; s < steps; s++) {
+            double r = fabs(losses[s] - want[s]) / fabs(want[s]);
+            e->losses = r > e->losses ? r : e->losses;
+            if (tol && r > tol->losses)
+                mk_test_fail(__FILE__, __LINE__, "%s (bf16): step %ld's loss %.7g, torch autocast %.7g", cname, s + 1, losses[s],
+                             want[s]);
+        }
+        free(want);
+    }
+    free(init), free(dgot), free(dwant);
+    tmodel_close(&m);
+}
+
+MK_TEST(train_bf16_matches_autocast)
+{
+    gold g;
+    if (!gold_open_file(&g, "debug_state_bf16.safetensors")) {
+        mk_test_fail(__FILE__, __LINE__, "cannot read the bf16 training goldens: %s", mk_errmsg());
+        gold_close(&g);
+        return;
+    }
+    gold g32;
+    if (!gold_open(&g32)) {
+        mk_test_fail(__FILE__, __LINE__, "cannot read the training goldens: %s", mk_errmsg());
+        gold_close(&g), gold_close(&g32);
+        return;
+    }
+    int32_t *tok = gold_get(&g32, "tokens", NULL), *st = gold_get(&g32, "steps.tokens", NULL);
+    float *wt = gold_get(&g32, "weights", NULL), *sw = gold_get(&g32, "steps.weights", NULL);
+    long ti = mk_source_find(g32.src, "tokens");
+    size_t B = ti >= 0 ? (size_t)g32.src->tensors[ti].shape[0] : 0, T = ti >= 0 ? (size_t)g32.src->tensors[ti].shape[1] : 0;
+    const cJSON *hp = cJSON_GetObjectItem(g.man, "hyperparameters"), *c;
+    const bf16_err tol = {BF16_GRAD_REL, BF16_UPDATE_REL, BF16_LOSS_REL, BF16_STEPS_REL};
+    int cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "bf16"), "cases")) {
+        const char *name = cJSON_GetStringValue(c);
+        const cJSON *mc = cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "cases"), name ? name : "");
+        char dir[1024];
+        if (!tok || !st || !mc || !make_model(mc, dir, sizeof dir)) continue;
+        bf16_err e, e32;
+        bf16_case(&g, hp, name, dir, tok, wt, st, sw, B, T, true, &tol, &e);
+        bf16_case(&g, hp, name, dir, tok, wt, st, sw, B, T, false, NULL, &e32);
+        if (getenv("MK_TEST_VERBOSE"))
+            fprintf(stderr, "%s: relative L2 error to autocast: bf16 grads %.3g final %.3g loss %.3g losses %.3g; f32 grads "
+                            "%.3g final %.3g loss %.3g losses %.3g\n", name, e.grad, e.final, e.loss, e.losses, e32.grad,
+                    e32.final, e32.loss, e32.losses);
+        /* the comparison can tell: the f32 trainer misses the gradients' tolerance */
+        CHECK_MSG(e32.grad > BF16_GRAD_REL, "%s: the f32 trainer's gradients are within the bf16 tolerance (%.3g)", name,
+                  e32.grad);
         cases++;
     }
-    CHECK_MSG(cases >= 2, "only %d LoRA cases compared", cases);
-    free(tok), free(wt);
-    gold_close(&g);
+    CHECK_MSG(cases >= 4, "only %d bf16 cases compared", cases);
+    cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "bf16"), "lora")) {
+        const char *name = cJSON_GetStringValue(c);
+        const cJSON *lc = cJSON_GetObjectItem(cJSON_GetObjectItem(g.man, "lora"), name ? name : "");
+        double err = 0, err32 = 0;
+        if (!lc || !lora_case(&g, &g32, name, lc, LORA_BF16, &err) || !lora_case(&g, &g32, name, lc, LORA_F32_VS_BF16, &err32))
+            continue;
+        if (getenv("MK_TEST_VERBOSE"))
+            fprintf(stderr, "%s: adapter gradients' relative L2 error to PEFT under autocast: bf16 %.3g, f32 %.3g\n", name, err,
+                    err32);
+        CHECK_MSG(err32 > BF16_GRAD_REL, "%s: the f32 LoRA trainer's gradients are within the bf16 tolerance (%.3g)", name, err32);
+        cases++;
+    }
+    CHECK_MSG(cases >= 1, "only %d bf16 LoRA cases compared", cases);
+    free(tok), free(st), free(wt), free(sw);
+    gold_close(&g), gold_close(&g32);
 }
 
 /* Gradients of one pass (malloc'd copy). */

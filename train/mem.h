@@ -1,0 +1,40 @@
+/* mem.h - the memory a finetune run allocates, from the model's config and the run's options:
+ * the one formula `finetune` prints (and refuses over --max-memory with) and `estimate` reports
+ * for this program's trainer. Each part is what the trainer holds: the weights resident in f32
+ * (QLoRA: the layers' projections as NF4 codes and scales, one layer of them decoded, the rest
+ * f32), the LoRA adapters, with --dtype bf16 the rounded weights the products read
+ * (nn/backward.h, mk_nn_train_set_bf16), the f32 gradients and two AdamW moments of what
+ * trains, and the activations and scratch of one pass (mk_nn_train_act_bytes). The data and the
+ * process itself are the caller's to add.
+ * Must not: open files or print.
+ */
+#ifndef MK_TRAIN_MEM_H
+#define MK_TRAIN_MEM_H
+
+#include "../model/config.h"
+
+typedef struct mk_train_mem_req {
+    long lora_r;        /* 0: full finetuning */
+    unsigned targets;   /* LoRA: role bits (mk_train_lora_targets) */
+    bool qlora, bf16, checkpointing;
+    size_t batch, seq;
+    /* QLoRA: bytes the holder keeps for n values of a projection (quant/nf4hold.h's
+     * mk_qlora_bytes; train/ does not reach quant/) */
+    uint64_t (*held_bytes)(uint64_t n);
+} mk_train_mem_req;
+
+typedef struct mk_train_mem {
+    uint64_t weights, adapters, bf16_copy, grads, moments;
+    uint64_t act, act_other; /* activations as asked, and with the other --checkpointing */
+    uint64_t trainable;      /* values that train */
+    uint64_t total;          /* the sum of all but act_other */
+} mk_train_mem;
+
+/* params: the model's parameter count (its tensors' elements). */
+void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_mem_req *r, mk_train_mem *m);
+
+/* --lora-targets: q_proj ... down_proj (or q, k, v, o, gate, up, down), comma-separated, or
+ * all-linear, to role bits (1 << MK_ROLE_Q ...). */
+mk_status mk_train_lora_targets(const char *list, unsigned *out);
+
+#endif
