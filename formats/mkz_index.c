@@ -101,6 +101,7 @@ static void le_file(disk_file *d)
 static const char *const DTYPE_CODES[] = {NULL, "F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "I64",
                                           "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"};
 #define N_DTYPE_CODES (sizeof DTYPE_CODES / sizeof DTYPE_CODES[0])
+#define F32_CODE 2
 #define BF16_CODE 4
 
 uint8_t mkz_dtype_code(mk_dtype t)
@@ -232,9 +233,6 @@ static mk_status read_stream_kind(const index_reader *r, uint32_t k, const disk_
     const char *what = r->what;
     if (d->reserved1 || d->reserved2 || (d->layout && r->version != MK_MKZ_VERSION_RANS))
         return mkz_damaged(what, "index damaged: stream %u: reserved fields are not zero", k);
-    if (d->layout > MKZ_LAYOUT_FIELDS || (d->layout == MKZ_LAYOUT_FIELDS && (d->dtype != BF16_CODE || d->n_planes != 2)))
-        return mkz_damaged(what, "index damaged: stream %u: plane layout %u for dtype code %u with %u planes", k, d->layout,
-                           d->dtype, d->n_planes);
     if (d->dtype >= N_DTYPE_CODES) return mkz_damaged(what, "index damaged: stream %u: unknown dtype code %u", k, d->dtype);
     if (d->ndim > MK_MAX_DIMS)
         return mkz_damaged(what, "index damaged: stream %u: %u dimensions (at most %d)", k, d->ndim, MK_MAX_DIMS);
@@ -342,6 +340,10 @@ static mk_status read_stream(index_reader *r, uint32_t k)
     if (S->n_planes != 1 && S->n_planes != S->es)
         return mkz_damaged(what, "index damaged: %s: %u byte planes for %u-byte elements",
                            mkz_stream_label(ix, k, lab, sizeof lab), S->n_planes, S->es);
+    if (d.layout > MKZ_LAYOUT_FIELDS ||
+        (d.layout == MKZ_LAYOUT_FIELDS && !(d.dtype == BF16_CODE && d.n_planes == 2) && !(d.dtype == F32_CODE && d.n_planes == 4)))
+        return mkz_damaged(what, "index damaged: %s: plane layout %u for dtype code %u with %u planes",
+                           mkz_stream_label(ix, k, lab, sizeof lab), d.layout, d.dtype, d.n_planes);
     if (S->block_elems == 0 || (uint64_t)S->block_elems * S->es > r->lim->max_block_raw)
         return mkz_damaged(what, "index damaged: %s: block of %u elements (limit %llu bytes)",
                            mkz_stream_label(ix, k, lab, sizeof lab), S->block_elems,

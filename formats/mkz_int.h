@@ -32,7 +32,7 @@
 #define MKZ_METHOD_ZSTD 1
 #define MKZ_METHOD_RANS 2 /* plane codec 2: static rANS (mkz_rans.c); version 3 */
 #define MKZ_LAYOUT_BYTES 0  /* stream plane layouts: byte p of each element in plane p */
-#define MKZ_LAYOUT_FIELDS 1 /* bf16: sign + mantissa, then the exponent; version 3 */
+#define MKZ_LAYOUT_FIELDS 1 /* bf16, f32: the top 2 bytes as sign + mantissa, then the exponent; version 3 */
 #define MKZ_XFORM_NONE 0 /* block transforms (delta containers): the bytes as they are */
 #define MKZ_XFORM_XOR 1  /* byte-wise XOR with the base tensor's bytes */
 #define MKZ_XFORM_SUB 2  /* element-wise two's-complement difference of the bit patterns, new - base */
@@ -177,6 +177,10 @@ void mkz_planes_merge(const uint8_t *const *pl, unsigned np, size_t n, uint8_t *
  * ([2][n] bytes), and back. */
 void mkz_fields_split(const uint8_t *in, size_t n, uint8_t *out);
 void mkz_fields_merge(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *out);
+/* The same on byte planes already split: the high two bytes' planes (lo = byte es-2, hi =
+ * byte es-1) to the field planes, and back (each may be done in place). */
+void mkz_fields_from_bytes(const uint8_t *lo, const uint8_t *hi, size_t n, uint8_t *sm, uint8_t *ex);
+void mkz_fields_to_bytes(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *lo, uint8_t *hi);
 
 /* Make *p at least `need` bytes (contents kept). */
 mk_status mkz_grow(uint8_t **p, size_t *cap, size_t need);

@@ -252,6 +252,24 @@ void mkz_fields_merge(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *o
     fields_merge_scalar(sm, ex, i, n, out);
 }
 
+void mkz_fields_from_bytes(const uint8_t *lo, const uint8_t *hi, size_t n, uint8_t *sm, uint8_t *ex)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t l = lo[i], h = hi[i];
+        sm[i] = (uint8_t)((h & 0x80) | (l & 0x7f));
+        ex[i] = (uint8_t)(h << 1 | l >> 7);
+    }
+}
+
+void mkz_fields_to_bytes(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *lo, uint8_t *hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t s = sm[i], e = ex[i];
+        lo[i] = (uint8_t)((s & 0x7f) | (e << 7 & 0x80));
+        hi[i] = (uint8_t)((s & 0x80) | e >> 1);
+    }
+}
+
 /* ---- buffers and pooled contexts ------------------------------------------------------------- */
 
 mk_status mkz_grow(uint8_t **p, size_t *cap, size_t need)
@@ -457,8 +475,18 @@ mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint3
         MK_TRY(plane_decode(in, ix, k, j, p, c, src, cs, pr, dst));
         pl[p] = dst;
     }
-    if (S->layout == MKZ_LAYOUT_FIELDS) mkz_fields_merge(pl[0], pl[1], (size_t)n, out);
-    else if (S->n_planes > 1) mkz_planes_merge(pl, S->n_planes, (size_t)n, out);
+    if (S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2) {
+        mkz_fields_merge(pl[0], pl[1], (size_t)n, out);
+    } else if (S->n_planes > 1) {
+        if (S->layout == MKZ_LAYOUT_FIELDS) { /* f32: the top two planes back to bytes, in the buffer */
+            unsigned a = S->n_planes - 2, b = S->n_planes - 1;
+            uint8_t *lo = c->planes + a * pr, *hi = c->planes + b * pr;
+            mkz_fields_to_bytes(pl[a], pl[b], (size_t)n, lo, hi);
+            pl[a] = lo;
+            pl[b] = hi;
+        }
+        mkz_planes_merge(pl, S->n_planes, (size_t)n, out);
+    }
     else if (pl[0] != out) memcpy(out, pl[0], (size_t)pr);
     if (B->transform == MKZ_XFORM_NONE) return MK_OK;
     uint64_t raw = n * S->es;

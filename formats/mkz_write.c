@@ -165,8 +165,15 @@ static mk_status block_encode(mkz_writer *w, mkz_wctx *c, uint32_t k, uint32_t j
     const uint8_t *pl[MKZ_MAX_PLANES];
     if (S->n_planes > 1) {
         MK_TRY(mkz_grow(&c->planes, &c->planes_cap, (size_t)(pr * S->n_planes)));
-        if (S->layout == MKZ_LAYOUT_FIELDS) mkz_fields_split(raw, (size_t)n, c->planes);
-        else mkz_planes_split(raw, S->n_planes, (size_t)n, c->planes);
+        if (S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2) {
+            mkz_fields_split(raw, (size_t)n, c->planes);
+        } else {
+            mkz_planes_split(raw, S->n_planes, (size_t)n, c->planes);
+            if (S->layout == MKZ_LAYOUT_FIELDS) { /* f32: the top two bytes as fields, in place */
+                uint8_t *lo = c->planes + (S->n_planes - 2) * pr, *hi = lo + pr;
+                mkz_fields_from_bytes(lo, hi, (size_t)n, lo, hi);
+            }
+        }
         for (unsigned p = 0; p < S->n_planes; p++) pl[p] = c->planes + p * pr;
     } else {
         pl[0] = raw;
@@ -446,7 +453,7 @@ mk_status mkz_w_add_stream(mkz_writer *w, const mk_tensor_info *t, uint64_t raw_
         S->t.name = S->name;
         S->es = mk_dtype_size(t->dtype);
         S->n_planes = S->es;
-        S->layout = t->dtype == MK_BF16 ? MKZ_LAYOUT_FIELDS : MKZ_LAYOUT_BYTES;
+        S->layout = t->dtype == MK_BF16 || t->dtype == MK_F32 ? MKZ_LAYOUT_FIELDS : MKZ_LAYOUT_BYTES;
         S->n_elems = t->numel;
         S->raw_size = t->nbytes;
         S->block_elems = tensor_block_elems(t);
