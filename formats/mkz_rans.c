@@ -17,7 +17,7 @@
 #define PREC MKZ_RANS_PREC
 #define MASK ((1u << PREC) - 1)
 
-static_assert(LANES % 32 == 0, "the SIMD decoder runs 8-lane vectors, stores 32 symbols at a time");
+static_assert(LANES == 32, "the AVX2 paths run four 8-lane vectors");
 #define NV (LANES / 8)
 
 static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -120,8 +120,7 @@ static void esym_init(esym *e, uint32_t cum, uint32_t f)
 static inline void enc1(const esym *e, uint32_t *xs, uint8_t **pp)
 {
     uint32_t v = *xs, need = v >= e->xmax;
-    uint16_t lo = (uint16_t)v;
-    memcpy(*pp - 2, &lo, 2); /* little-endian hosts only: see the check in mkz_rans_encode */
+    wr16(*pp - 2, v & 0xffff);
     *pp -= 2 * need;
     v >>= 16 * need;
     uint32_t q = (uint32_t)(((uint64_t)v * e->rcp) >> 32) >> e->shift;
