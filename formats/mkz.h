@@ -28,6 +28,7 @@
 
 #define MK_MKZ_VERSION 1u       /* a plain container */
 #define MK_MKZ_VERSION_DELTA 2u /* a container holding deltas against a base model */
+#define MK_MKZ_VERSION_RANS 3u  /* plane codec 2 (rANS) and bf16 field planes; deltas optional */
 #define MK_MKZ_LEVEL_DEFAULT 1
 #define MK_MKZ_LEVEL_MAX 22
 
@@ -48,6 +49,7 @@ typedef struct mk_mkz_stream {
     uint64_t n_elems;    /* elements (bytes for a byte stream) */
     unsigned es;         /* element size (1 for a byte stream) */
     unsigned n_planes;   /* 1 or es */
+    unsigned layout;     /* 0: byte planes; 1 (bf16): sign + mantissa, then exponent */
     uint32_t block_elems, first_block, n_blocks;
     mk_hash128 hash;     /* XXH3-128 of the uncompressed bytes */
     uint32_t file;       /* the file it is a part of, or UINT32_MAX */
@@ -58,7 +60,7 @@ typedef struct mk_mkz_stream {
 typedef struct mk_mkz_block {
     uint64_t offset;          /* in the container */
     uint32_t csize;           /* stored bytes (all planes) */
-    uint8_t method[8];        /* per plane: 0 stored, 1 zstd */
+    uint8_t method[8];        /* per plane: 0 stored, 1 zstd, 2 rANS */
     uint8_t transform;        /* 0 the bytes, 1 XOR with the base's, 2 difference from the base's */
     uint32_t plane_csize[8];
     uint64_t hash;            /* XXH3-64 of the csize stored bytes */
@@ -85,8 +87,8 @@ typedef struct mk_mkz_index {
     mk_mkz_file *files;
     uint32_t *parts;          /* stream ids; file f is parts[first_part .. +n_parts) */
     uint32_t *model;          /* stream ids of the model's tensor list, in order */
-    uint32_t version;         /* MK_MKZ_VERSION or MK_MKZ_VERSION_DELTA */
-    char *base_hint;          /* delta containers: where the base was, relative to the container */
+    uint32_t version;         /* MK_MKZ_VERSION, MK_MKZ_VERSION_DELTA or MK_MKZ_VERSION_RANS */
+    char *base_hint;          /* delta containers (set exactly then): where the base was, relative to the container */
     size_t n_delta;
     mk_mkz_delta *delta;      /* [n_delta], by stream id, ascending */
 } mk_mkz_index;
@@ -105,6 +107,14 @@ typedef mk_status (*mk_mkz_base_read_fn)(void *ctx, size_t d, uint64_t off, uint
 mk_status mk_mkz_verify_buffer_base(const unsigned char *buf, size_t len, const mk_mkz_limits *lim, const char *what,
                                     mk_mkz_base_read_fn read, void *ctx);
 void mk_mkz_index_free(mk_mkz_index *ix);
+
+/* Plane codec 2 on its own (static rANS; docs/mkz-format.md): the capacity an encoding of n
+ * bytes never exceeds; encode src[n] (n >= 1) into dst[cap] (the size, or 0 when it does not
+ * fit); decode exactly n bytes from src[len], every field checked (MK_ERR_FORMAT naming what
+ * is wrong). The decoder is the fuzz entry point for the entropy coder. */
+size_t mk_mkz_rans_bound(size_t n);
+size_t mk_mkz_rans_encode(const unsigned char *src, size_t n, unsigned char *dst, size_t cap);
+mk_status mk_mkz_rans_decode(const unsigned char *src, size_t len, unsigned char *dst, size_t n);
 
 /* True when `path` is a regular file that starts with the container magic. */
 bool mk_mkz_probe(const char *path);

@@ -101,6 +101,8 @@ static void le_file(disk_file *d)
 static const char *const DTYPE_CODES[] = {NULL, "F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "I64",
                                           "I32", "I16", "I8", "U8", "U16", "U32", "U64", "BOOL"};
 #define N_DTYPE_CODES (sizeof DTYPE_CODES / sizeof DTYPE_CODES[0])
+#define F32_CODE 2
+#define BF16_CODE 4
 
 uint8_t mkz_dtype_code(mk_dtype t)
 {
@@ -166,6 +168,7 @@ typedef struct index_reader {
     disk_index_head h;
     const uint8_t *p_streams, *p_blocks, *p_files, *p_parts, *p_model, *p_delta, *strings;
     uint32_t version;
+    bool has_base;       /* a delta container: the base hint and delta records */
     uint64_t index_offset;
     const mk_mkz_limits *lim;
     const char *what;
@@ -185,10 +188,12 @@ static mk_status read_head(index_reader *r, const uint8_t *ib, uint64_t isz)
     memcpy(h, ib, sizeof *h);
     le_index_head(h);
     if (memcmp(h->magic, mkz_index_magic, 4) != 0) return mkz_damaged(what, "index damaged: bad index magic");
-    bool v1 = r->version == MK_MKZ_VERSION;
-    if (h->flags || h->reserved || (v1 && (h->n_delta || h->hint_off || h->hint_len)))
+    /* version 1: no base; 2: a base; 3: a base exactly when the hint is there */
+    bool nobase = r->version == MK_MKZ_VERSION || (r->version == MK_MKZ_VERSION_RANS && h->hint_len == 0);
+    if (h->flags || h->reserved || (nobase && (h->n_delta || h->hint_off || h->hint_len)))
         return mkz_damaged(what, "index damaged: reserved fields of the index header are not zero");
-    if (!v1 && (h->hint_len == 0 || h->hint_len > MKZ_MAX_HINT))
+    r->has_base = !nobase;
+    if (!nobase && (h->hint_len == 0 || h->hint_len > MKZ_MAX_HINT))
         return mkz_damaged(what, "index damaged: a delta container's base path of %llu bytes (1..%d)",
                            (unsigned long long)h->hint_len, MKZ_MAX_HINT);
     uint64_t fixed = sizeof *h + (uint64_t)h->n_streams * sizeof(disk_stream) + (uint64_t)h->n_blocks * sizeof(disk_block) +
@@ -226,7 +231,7 @@ static mk_status take_name(const index_reader *r, uint64_t off, uint32_t len, co
 static mk_status read_stream_kind(const index_reader *r, uint32_t k, const disk_stream *d, mk_mkz_stream *S)
 {
     const char *what = r->what;
-    if (d->reserved0 || d->reserved1 || d->reserved2)
+    if (d->reserved1 || d->reserved2 || (d->layout && r->version != MK_MKZ_VERSION_RANS))
         return mkz_damaged(what, "index damaged: stream %u: reserved fields are not zero", k);
     if (d->dtype >= N_DTYPE_CODES) return mkz_damaged(what, "index damaged: stream %u: unknown dtype code %u", k, d->dtype);
     if (d->ndim > MK_MAX_DIMS)
@@ -293,6 +298,8 @@ static mk_status read_block(index_reader *r, uint32_t k, uint32_t j)
         if (p >= S->n_planes) bad = c != 0 || b.method[p] != MKZ_METHOD_STORED;
         else if (b.method[p] == MKZ_METHOD_STORED) bad = c != pr;
         else if (b.method[p] == MKZ_METHOD_ZSTD) bad = c == 0 || c > ZSTD_compressBound((size_t)pr);
+        else if (b.method[p] == MKZ_METHOD_RANS)
+            bad = r->version != MK_MKZ_VERSION_RANS || c < MKZ_RANS_HEAD_MIN || c > mkz_rans_bound((size_t)pr);
         else bad = true;
         if (bad)
             return mkz_damaged(what, "index damaged: %s: block %u plane %u: method %u with %u bytes for %llu raw bytes",
@@ -325,6 +332,7 @@ static mk_status read_stream(index_reader *r, uint32_t k)
     char lab[400];
     S->raw_size = d.raw_size;
     S->n_planes = d.n_planes;
+    S->layout = d.layout;
     S->block_elems = d.block_elems;
     S->first_block = d.first_block;
     S->n_blocks = d.n_blocks;
@@ -332,6 +340,10 @@ static mk_status read_stream(index_reader *r, uint32_t k)
     if (S->n_planes != 1 && S->n_planes != S->es)
         return mkz_damaged(what, "index damaged: %s: %u byte planes for %u-byte elements",
                            mkz_stream_label(ix, k, lab, sizeof lab), S->n_planes, S->es);
+    if (d.layout > MKZ_LAYOUT_FIELDS ||
+        (d.layout == MKZ_LAYOUT_FIELDS && !(d.dtype == BF16_CODE && d.n_planes == 2) && !(d.dtype == F32_CODE && d.n_planes == 4)))
+        return mkz_damaged(what, "index damaged: %s: plane layout %u for dtype code %u with %u planes",
+                           mkz_stream_label(ix, k, lab, sizeof lab), d.layout, d.dtype, d.n_planes);
     if (S->block_elems == 0 || (uint64_t)S->block_elems * S->es > r->lim->max_block_raw)
         return mkz_damaged(what, "index damaged: %s: block of %u elements (limit %llu bytes)",
                            mkz_stream_label(ix, k, lab, sizeof lab), S->block_elems,
@@ -447,7 +459,7 @@ static mk_status read_deltas(index_reader *r)
     mk_mkz_index *ix = r->ix;
     const disk_index_head *h = &r->h;
     for (uint32_t k = 0; k < h->n_streams; k++) ix->streams[k].delta = UINT32_MAX;
-    if (r->version == MK_MKZ_VERSION) return MK_OK;
+    if (!r->has_base) return MK_OK;
     if (h->hint_off > h->strings_size || h->hint_len > h->strings_size - h->hint_off)
         return mkz_damaged(r->what, "index damaged: the base path [%llu, +%llu) is outside the string table (%llu bytes)",
                            (unsigned long long)h->hint_off, (unsigned long long)h->hint_len,
@@ -530,6 +542,7 @@ static void encode_stream(const mk_mkz_stream *S, mk_buf *strings, disk_stream *
     d->dtype = S->is_tensor ? mkz_dtype_code(S->t.dtype) : 0;
     d->ndim = S->is_tensor ? (uint8_t)S->t.ndim : 0;
     d->n_planes = (uint8_t)S->n_planes;
+    d->layout = (uint8_t)S->layout;
     for (int i = 0; i < d->ndim; i++) d->shape[i] = (uint64_t)S->t.shape[i];
     d->raw_size = S->raw_size;
     d->block_elems = S->block_elems;

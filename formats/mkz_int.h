@@ -30,6 +30,9 @@
 #define MKZ_BYTES_BLOCK (1u << 22)        /* byte streams (headers, config, tokenizer): 4 MiB */
 #define MKZ_METHOD_STORED 0
 #define MKZ_METHOD_ZSTD 1
+#define MKZ_METHOD_RANS 2 /* plane codec 2: static rANS (mkz_rans.c); version 3 */
+#define MKZ_LAYOUT_BYTES 0  /* stream plane layouts: byte p of each element in plane p */
+#define MKZ_LAYOUT_FIELDS 1 /* bf16, f32: the top 2 bytes as sign + mantissa, then the exponent; version 3 */
 #define MKZ_XFORM_NONE 0 /* block transforms (delta containers): the bytes as they are */
 #define MKZ_XFORM_XOR 1  /* byte-wise XOR with the base tensor's bytes */
 #define MKZ_XFORM_SUB 2  /* element-wise two's-complement difference of the bit patterns, new - base */
@@ -70,7 +73,7 @@ typedef struct disk_delta {    /* version 2 */
 typedef struct disk_stream {
     uint64_t name_off;
     uint32_t name_len;
-    uint8_t dtype, ndim, n_planes, reserved0;
+    uint8_t dtype, ndim, n_planes, layout; /* layout: version 3; 0 before */
     uint64_t shape[MK_MAX_DIMS];
     uint64_t raw_size;
     uint32_t block_elems, first_block, n_blocks, reserved1;
@@ -170,6 +173,14 @@ mk_status mkz_parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index
 /* Byte planes: element i's byte p goes to plane p ([np][n] bytes) and back. */
 void mkz_planes_split(const uint8_t *in, unsigned np, size_t n, uint8_t *out);
 void mkz_planes_merge(const uint8_t *const *pl, unsigned np, size_t n, uint8_t *out);
+/* bf16 field planes (layout MKZ_LAYOUT_FIELDS): n elements -> [sign|mantissa][exponent]
+ * ([2][n] bytes), and back. */
+void mkz_fields_split(const uint8_t *in, size_t n, uint8_t *out);
+void mkz_fields_merge(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *out);
+/* The same on byte planes already split: the high two bytes' planes (lo = byte es-2, hi =
+ * byte es-1) to the field planes, and back (each may be done in place). */
+void mkz_fields_from_bytes(const uint8_t *lo, const uint8_t *hi, size_t n, uint8_t *sm, uint8_t *ex);
+void mkz_fields_to_bytes(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *lo, uint8_t *hi);
 
 /* Make *p at least `need` bytes (contents kept). */
 mk_status mkz_grow(uint8_t **p, size_t *cap, size_t need);
@@ -192,6 +203,7 @@ typedef struct mkz_dctx {
     ZSTD_DCtx *dc;
     uint8_t *pay, *planes, *base;
     size_t pay_cap, planes_cap, base_cap;
+    struct mkz_rans_table *rt; /* plane codec 2's decoding table, made on first use */
     mkz_pool *home;           /* the pool it goes back to (walker threads) */
 } mkz_dctx;
 
@@ -231,6 +243,32 @@ mk_status mkz_walk_file(mkz_walker *w, uint32_t f, mkz_walk_fn fn, void *ctx);
 /* Every file, then the streams that belong to no file. */
 mk_status mkz_walk_all(mkz_walker *w, mk_status (*open_file)(void *ctx, uint32_t f), mkz_walk_fn fn,
                        mk_status (*close_file)(void *ctx, uint32_t f), void *ctx);
+
+/* ---- plane codec 2: static order-0 rANS (mkz_rans.c; docs/mkz-format.md) ----------------- */
+
+#define MKZ_RANS_LANES 32 /* interleaved states: four 8-lane vectors for a SIMD decoder */
+#define MKZ_RANS_PREC 12  /* frequencies sum to 2^12 */
+#define MKZ_RANS_HEAD_MIN (1 + 32 + 4 * MKZ_RANS_LANES) /* precision, symbol bitmap, states */
+#define MKZ_RANS_HEAD_MAX (MKZ_RANS_HEAD_MIN + 2 * 256) /* ... and a frequency per symbol */
+
+/* The decoder's table: slot -> (frequency - 1) << 20 | (slot - cumulative frequency) << 8 | symbol. */
+typedef struct mkz_rans_table {
+    uint32_t e[1u << MKZ_RANS_PREC];
+} mkz_rans_table;
+
+/* Byte counts of src[n]. */
+void mkz_rans_hist(const uint8_t *src, size_t n, uint32_t hist[256]);
+/* About the size mkz_rans_encode gives for a plane with these counts (order-0 entropy plus
+ * the header). */
+uint64_t mkz_rans_estimate(const uint32_t hist[256], size_t n);
+/* Capacity of dst that mkz_rans_encode never exceeds for n bytes. */
+size_t mkz_rans_bound(size_t n);
+/* Encode src[n] (n >= 1; hist: its counts) into dst[cap]: the size, or 0 when it does not
+ * fit in cap. */
+size_t mkz_rans_encode(const uint8_t *src, size_t n, const uint32_t hist[256], uint8_t *dst, size_t cap);
+/* Decode exactly n bytes from src[cs] into dst, every field checked; on failure
+ * MK_ERR_FORMAT and *why says what is wrong (nothing is reported through mk_error). */
+mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n, mkz_rans_table *t, const char **why);
 
 /* ---- the writer core (mkz_write.c) ------------------------------------------------------- */
 

@@ -89,14 +89,15 @@ mk_status mkz_parse_container(mkz_in *in, const mk_mkz_limits *lim, mk_mkz_index
         MK_TRY(other_kind(in));
         return mkz_damaged(what, "not a .mkz container, or its header is damaged (bad magic number)");
     }
-    if (h.version != MK_MKZ_VERSION && h.version != MK_MKZ_VERSION_DELTA)
-        return mkz_damaged(what, "header: format version %u, this build reads versions %u and %u (damaged, or newer than this build)",
-                           h.version, MK_MKZ_VERSION, MK_MKZ_VERSION_DELTA);
+    if (h.version < MK_MKZ_VERSION || h.version > MK_MKZ_VERSION_RANS)
+        return mkz_damaged(what, "header: format version %u, this build reads versions %u to %u (damaged, or newer than this build)",
+                           h.version, MK_MKZ_VERSION, MK_MKZ_VERSION_RANS);
     if (h.flags) return mkz_damaged(what, "header damaged: unknown flags 0x%x", h.flags);
     if (memcmp(f.magic, mkz_end_magic, sizeof mkz_end_magic) != 0)
         return mkz_damaged(what, "footer damaged or file truncated (bad end marker)");
     if (f.version != h.version || f.flags)
-        return mkz_damaged(what, "footer damaged: version %u, flags 0x%x (want %u, 0)", f.version, f.flags, h.version);
+        return mkz_damaged(what, "%s damaged: version %u, flags 0x%x (the header says version %u, flags 0)",
+                           f.flags ? "footer" : "header or footer", f.version, f.flags, h.version);
     uint64_t room = in->size - MKZ_HEADER_SIZE - MKZ_FOOTER_SIZE;
     if (f.index_size > lim->max_index || f.index_size > room || f.index_offset != in->size - MKZ_FOOTER_SIZE - f.index_size)
         return mkz_damaged(what, "footer damaged or file truncated: index of %llu bytes at %llu in a %llu-byte file (limit %llu)",
@@ -195,6 +196,80 @@ void mkz_planes_merge(const uint8_t *const *pl, unsigned np, size_t n, uint8_t *
     merge_scalar(pl, np, i, n, out);
 }
 
+/* bf16 field planes (stream layout 1): plane 0 holds the sign and the 7 mantissa bits of each
+ * element (sign << 7 | mantissa), plane 1 its 8-bit exponent, so that the exponent is coded
+ * as one symbol and the noise-like bits stay together. */
+static void fields_split_scalar(const uint8_t *in, size_t i, size_t n, uint8_t *out)
+{
+    for (; i < n; i++) {
+        unsigned v = (unsigned)in[2 * i] | (unsigned)in[2 * i + 1] << 8;
+        out[i] = (uint8_t)((v >> 8 & 0x80) | (v & 0x7f));
+        out[n + i] = (uint8_t)(v >> 7);
+    }
+}
+
+static void fields_merge_scalar(const uint8_t *sm, const uint8_t *ex, size_t i, size_t n, uint8_t *out)
+{
+    for (; i < n; i++) {
+        out[2 * i] = (uint8_t)((sm[i] & 0x7f) | (ex[i] << 7 & 0x80));
+        out[2 * i + 1] = (uint8_t)((sm[i] & 0x80) | ex[i] >> 1);
+    }
+}
+
+void mkz_fields_split(const uint8_t *in, size_t n, uint8_t *out)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i m7f = _mm_set1_epi16(0x7f), m80 = _mm_set1_epi16(0x80), mff = _mm_set1_epi16(0xff);
+    for (; i + 16 <= n; i += 16) {
+        __m128i x = LD(in + 2 * i), y = LD(in + 2 * i + 16);
+        __m128i sx = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(x, 8), m80), _mm_and_si128(x, m7f));
+        __m128i sy = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(y, 8), m80), _mm_and_si128(y, m7f));
+        __m128i ex = _mm_and_si128(_mm_srli_epi16(x, 7), mff), ey = _mm_and_si128(_mm_srli_epi16(y, 7), mff);
+        ST(out + i, _mm_packus_epi16(sx, sy));
+        ST(out + n + i, _mm_packus_epi16(ex, ey));
+    }
+#endif
+    fields_split_scalar(in, i, n, out);
+}
+
+void mkz_fields_merge(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *out)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i z = _mm_setzero_si128(), m7f = _mm_set1_epi16(0x7f), m80 = _mm_set1_epi16(0x80);
+    for (; i + 16 <= n; i += 16) {
+        __m128i s = LD(sm + i), e = LD(ex + i);
+        for (int h = 0; h < 2; h++) {
+            __m128i s16 = h ? _mm_unpackhi_epi8(s, z) : _mm_unpacklo_epi8(s, z);
+            __m128i e16 = h ? _mm_unpackhi_epi8(e, z) : _mm_unpacklo_epi8(e, z);
+            __m128i v = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(s16, m80), 8),
+                                     _mm_or_si128(_mm_slli_epi16(e16, 7), _mm_and_si128(s16, m7f)));
+            ST(out + 2 * i + 16 * h, v);
+        }
+    }
+#endif
+    fields_merge_scalar(sm, ex, i, n, out);
+}
+
+void mkz_fields_from_bytes(const uint8_t *lo, const uint8_t *hi, size_t n, uint8_t *sm, uint8_t *ex)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t l = lo[i], h = hi[i];
+        sm[i] = (uint8_t)((h & 0x80) | (l & 0x7f));
+        ex[i] = (uint8_t)(h << 1 | l >> 7);
+    }
+}
+
+void mkz_fields_to_bytes(const uint8_t *sm, const uint8_t *ex, size_t n, uint8_t *lo, uint8_t *hi)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t s = sm[i], e = ex[i];
+        lo[i] = (uint8_t)((s & 0x7f) | (e << 7 & 0x80));
+        hi[i] = (uint8_t)((s & 0x80) | e >> 1);
+    }
+}
+
 /* ---- buffers and pooled contexts ------------------------------------------------------------- */
 
 mk_status mkz_grow(uint8_t **p, size_t *cap, size_t need)
@@ -254,6 +329,7 @@ void mkz_dctx_destroy(void *o)
     mkz_dctx *c = o;
     if (!c) return;
     ZSTD_freeDCtx(c->dc);
+    free(c->rt);
     free(c->pay);
     free(c->planes);
     free(c->base);
@@ -335,11 +411,20 @@ static mk_status base_ready(mkz_in *in, const mk_mkz_index *ix, uint32_t k)
 
 /* ---- block decoding ------------------------------------------------------------------------- */
 
-/* Plane p of block j (cs stored bytes at src): one zstd frame of exactly pr bytes into dst. */
+/* Plane p of block j (cs stored bytes at src): one zstd frame of exactly pr bytes, or one
+ * rANS plane (codec 2) of exactly pr symbols, into dst. */
 static mk_status plane_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint32_t j, unsigned p, mkz_dctx *c,
                               const uint8_t *src, uint32_t cs, uint64_t pr, uint8_t *dst)
 {
     char lab[400];
+    if (ix->blocks[ix->streams[k].first_block + j].method[p] == MKZ_METHOD_RANS) {
+        if (!c->rt && !(c->rt = mk_malloc(sizeof *c->rt))) return MK_ERR_NOMEM;
+        const char *why = NULL;
+        if (mkz_rans_decode(src, cs, dst, (size_t)pr, c->rt, &why) != MK_OK)
+            return mkz_damaged(in->what, "%s: block %u plane %u: the rANS plane is damaged (%s)",
+                               mkz_stream_label(ix, k, lab, sizeof lab), j, p, why);
+        return MK_OK;
+    }
     unsigned long long fcs = ZSTD_getFrameContentSize(src, cs);
     size_t fsz = ZSTD_findFrameCompressedSize(src, cs);
     if (fcs != pr || ZSTD_isError(fsz) || fsz != cs)
@@ -390,7 +475,18 @@ mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint3
         MK_TRY(plane_decode(in, ix, k, j, p, c, src, cs, pr, dst));
         pl[p] = dst;
     }
-    if (S->n_planes > 1) mkz_planes_merge(pl, S->n_planes, (size_t)n, out);
+    if (S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2) {
+        mkz_fields_merge(pl[0], pl[1], (size_t)n, out);
+    } else if (S->n_planes > 1) {
+        if (S->layout == MKZ_LAYOUT_FIELDS) { /* f32: the top two planes back to bytes, in the buffer */
+            unsigned a = S->n_planes - 2, b = S->n_planes - 1;
+            uint8_t *lo = c->planes + a * pr, *hi = c->planes + b * pr;
+            mkz_fields_to_bytes(pl[a], pl[b], (size_t)n, lo, hi);
+            pl[a] = lo;
+            pl[b] = hi;
+        }
+        mkz_planes_merge(pl, S->n_planes, (size_t)n, out);
+    }
     else if (pl[0] != out) memcpy(out, pl[0], (size_t)pr);
     if (B->transform == MKZ_XFORM_NONE) return MK_OK;
     uint64_t raw = n * S->es;

@@ -89,22 +89,52 @@ static mk_status lz_compress(mkz_wctx *c, int level, uint8_t *dst, size_t cap, c
     return MK_OK;
 }
 
-/* One plane into dst (capacity ZSTD_compressBound(n)). Tensor planes: entropy mode, which
- * is both smaller and 2-3x faster than LZ on exponent planes (3.4 of the notes); LZ is
- * also tried at levels >= 2 on planes that entropy mode compresses at all (mantissa planes
- * are noise: no level finds anything there), or at any level when the plane is so skewed
- * (ratio > 3.5) that runs are likely. Byte streams (JSON, text): LZ at level >= 3. A plane
- * that gains less than 5 % is stored. */
+/* One plane into dst (capacity ZSTD_compressBound(n)). Tensor planes: plane codec 2 (rANS)
+ * when the plane's order-0 entropy promises a gain; zstd's entropy mode (no useful match
+ * search, Huffman-coded literals) is also tried on small planes, where the rANS header
+ * weighs, and on planes so skewed (ratio > 3.5) that runs are likely, where LZ at the level
+ * is tried too, as it is at levels >= 2 on planes that gain at all (mantissa planes are
+ * noise: no coder finds anything there). Byte streams (JSON, text): LZ at level >= 3. The
+ * smallest is kept; a plane that gains less than 5 % is stored. */
+#define SMALL_PLANE (1u << 16)
 static mk_status plane_encode(mkz_writer *w, mkz_wctx *c, bool tensor, const uint8_t *src, size_t n, uint8_t *dst,
                               uint8_t *method, uint32_t *csize)
 {
-    size_t cap = ZSTD_compressBound(n), best = SIZE_MAX;
+    size_t cap = ZSTD_compressBound(n), best = SIZE_MAX, keep = n - n / 20;
+    uint8_t m = MKZ_METHOD_STORED;
     if (tensor) {
-        size_t r = ZSTD_compress2(c->ent, dst, cap, src, n);
-        if (ZSTD_isError(r)) return mk_error(MK_ERR_NOMEM, "zstd compression failed: %s", ZSTD_getErrorName(r));
-        best = r;
+        uint32_t hist[256];
+        /* a plane of noise (mantissa bits) is known from every 16th byte: stored, no more work */
+        size_t ns = 0;
+        if (n >= SMALL_PLANE) {
+            memset(hist, 0, sizeof hist);
+            for (size_t i = 0; i < n; i += 16, ns++) hist[src[i]]++;
+        }
+        if (ns && mkz_rans_estimate(hist, ns) >= ns - ns / 20) {
+            memcpy(dst, src, n);
+            *method = MKZ_METHOD_STORED;
+            *csize = (uint32_t)n;
+            return MK_OK;
+        }
+        mkz_rans_hist(src, n, hist);
+        if (mkz_rans_estimate(hist, n) < keep) {
+            size_t r = mkz_rans_encode(src, n, hist, dst, keep); /* n <= cap: dst has room */
+            if (r) {
+                best = r;
+                m = MKZ_METHOD_RANS;
+            }
+        }
+        if (n < SMALL_PLANE || (uint64_t)best * 7 < (uint64_t)n * 2) {
+            size_t r = ZSTD_compress2(c->ent, c->tmp, cap, src, n);
+            if (ZSTD_isError(r)) return mk_error(MK_ERR_NOMEM, "zstd compression failed: %s", ZSTD_getErrorName(r));
+            if (r < best) {
+                memcpy(dst, c->tmp, r);
+                best = r;
+                m = MKZ_METHOD_ZSTD;
+            }
+        }
     }
-    bool gains = best < n - n / 20;
+    bool gains = best < keep;
     if (!tensor || (w->level >= 2 && gains) || (uint64_t)best * 7 < (uint64_t)n * 2) {
         uint8_t *out = tensor ? c->tmp : dst;
         size_t r = 0;
@@ -112,16 +142,16 @@ static mk_status plane_encode(mkz_writer *w, mkz_wctx *c, bool tensor, const uin
         if (r < best) {
             if (out != dst) memcpy(dst, out, r);
             best = r;
+            m = MKZ_METHOD_ZSTD;
         }
     }
-    if (best >= n - n / 20) {
+    if (best >= keep) {
         memcpy(dst, src, n);
-        *method = MKZ_METHOD_STORED;
-        *csize = (uint32_t)n;
-    } else {
-        *method = MKZ_METHOD_ZSTD;
-        *csize = (uint32_t)best;
+        m = MKZ_METHOD_STORED;
+        best = n;
     }
+    *method = m;
+    *csize = (uint32_t)best;
     return MK_OK;
 }
 
@@ -135,7 +165,15 @@ static mk_status block_encode(mkz_writer *w, mkz_wctx *c, uint32_t k, uint32_t j
     const uint8_t *pl[MKZ_MAX_PLANES];
     if (S->n_planes > 1) {
         MK_TRY(mkz_grow(&c->planes, &c->planes_cap, (size_t)(pr * S->n_planes)));
-        mkz_planes_split(raw, S->n_planes, (size_t)n, c->planes);
+        if (S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2) {
+            mkz_fields_split(raw, (size_t)n, c->planes);
+        } else {
+            mkz_planes_split(raw, S->n_planes, (size_t)n, c->planes);
+            if (S->layout == MKZ_LAYOUT_FIELDS) { /* f32: the top two bytes as fields, in place */
+                uint8_t *lo = c->planes + (S->n_planes - 2) * pr, *hi = lo + pr;
+                mkz_fields_from_bytes(lo, hi, (size_t)n, lo, hi);
+            }
+        }
         for (unsigned p = 0; p < S->n_planes; p++) pl[p] = c->planes + p * pr;
     } else {
         pl[0] = raw;
@@ -415,6 +453,7 @@ mk_status mkz_w_add_stream(mkz_writer *w, const mk_tensor_info *t, uint64_t raw_
         S->t.name = S->name;
         S->es = mk_dtype_size(t->dtype);
         S->n_planes = S->es;
+        S->layout = t->dtype == MK_BF16 || t->dtype == MK_F32 ? MKZ_LAYOUT_FIELDS : MKZ_LAYOUT_BYTES;
         S->n_elems = t->numel;
         S->raw_size = t->nbytes;
         S->block_elems = tensor_block_elems(t);
@@ -476,7 +515,7 @@ mk_status mkz_w_set_base(mkz_writer *w, const char *hint, mk_mkz_base_read_fn re
         return mk_error(MK_ERR_USAGE, "%s: the base's path (%zu bytes) cannot be recorded (1..%d bytes)", w->path, len,
                         MKZ_MAX_HINT);
     if (!(w->ix.base_hint = mk_strdup(hint))) return MK_ERR_NOMEM;
-    w->ix.version = MK_MKZ_VERSION_DELTA;
+    w->ix.version = MK_MKZ_VERSION_RANS; /* the hint makes it a delta container */
     w->base_read = read;
     w->base_ctx = ctx;
     disk_header h;
@@ -566,7 +605,7 @@ mk_status mkz_w_open(const char *path, int level, uint64_t pending_max, mkz_writ
     w->level = level;
     w->pending_max = pending_max ? pending_max : (64ull << 20) + (uint64_t)mk_threads_get() * (8ull << 20);
     w->pos = MKZ_HEADER_SIZE;
-    w->ix.version = MK_MKZ_VERSION;
+    w->ix.version = MK_MKZ_VERSION_RANS;
     w->path = mk_strdup(path);
     *out = w;
     if (!w->path) return MK_ERR_NOMEM;
@@ -574,7 +613,7 @@ mk_status mkz_w_open(const char *path, int level, uint64_t pending_max, mkz_writ
     if (w->fd < 0) return mk_error(MK_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     disk_header h;
     memcpy(h.magic, mkz_magic, sizeof mkz_magic);
-    h.version = MK_MKZ_VERSION;
+    h.version = MK_MKZ_VERSION_RANS;
     h.flags = 0;
     mkz_le_header(&h);
     return mk_pwrite_all(w->fd, &h, sizeof h, 0, path);

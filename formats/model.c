@@ -46,7 +46,7 @@ static char *base_path(const char *path, const char *given, const char *hint)
 static mk_status attach(const char *path, const char *base, mk_source **out)
 {
     const mk_mkz_index *ix = mk_mkz_source_index(*out);
-    if (!ix || ix->version != MK_MKZ_VERSION_DELTA) {
+    if (!ix || !ix->base_hint) {
         if (base) mk_warn("%s: not a delta container; --base %s is not used", path, base);
         return MK_OK;
     }

@@ -10,7 +10,9 @@
 #   fp8   the same shape, F8_E4M3 with --std 4 (as per-tensor scaled)   (0.94 GB)
 # For each: `pack` and `verify` at one thread (verify decodes and hashes everything), and
 # `unpack` checked byte for byte, against `zstd -1 -T1` compress/decompress on the same
-# file; `zstd -19` on a 64 MiB slice (a full run would take about 20 minutes per GB).
+# file; `zstd -19` on a 64 MiB slice (a full run would take about 20 minutes per GB); ZipNN
+# (tools/bench-zipnn.py, one thread, from the tools venv MK_VENV; skipped, saying so, without it)
+# on the bf16 and f32 files.
 # MB/s per core = input bytes / (user + sys CPU seconds) of the one-thread run; the wall
 # figure includes the disk. Env: MK (the binary; default the checkout's), MKZ_BENCH_QUICK=1
 # (small models: a smoke run), MKZ_BENCH_OUT (folder for the containers, e.g. /dev/shm to
@@ -26,6 +28,8 @@ if ! command -v zstd >/dev/null 2>&1 || [ ! -x /usr/bin/time ]; then
     sh "$root/tools/install-deps.sh" --tools
 fi
 NPROC=$(nproc)
+VENV=${MK_VENV:-$root/.venv-tools}
+PY=$VENV/bin/python
 
 if [ "${MKZ_BENCH_QUICK:-0}" = 1 ]; then
     SHAPE="--hidden 512 --layers 2 --intermediate 1376 --vocab 4000"
@@ -85,6 +89,17 @@ for m in bf16 f32 fp8; do
     s1=$(size "$OUT/$m.slice1.zst")
     echo "| | zstd -19 (first $((sl / 1048576)) MiB; zstd -1 on them: $(ratio $sl $s1)) | $(ratio $sl $s19) | $(mbs $sl $s19_cpu) | | | | |"
     rm -f "$OUT/$m.slice.zst" "$OUT/$m.slice1.zst" "$W/slice"
+    if [ $m != fp8 ]; then
+        if "$PY" -c "import zipnn" 2>/dev/null; then
+            zdt=bfloat16
+            [ $m = f32 ] && zdt=float32
+            run "zipnn $m" "$PY" "$root/tools/bench-zipnn.py" "$f" $zdt
+            read -r zr zc zd <"$W/.out"
+            echo "| | ZipNN $("$PY" -c 'import importlib.metadata as m; print(m.version("zipnn"))') (threads=1) | $zr | $zc | | $zd | | $((T_RSS / 1024)) |"
+        else
+            echo "| | ZipNN: not installed in $VENV (tools/setup-venv.sh) | | | | | | |"
+        fi
+    fi
     echo "|  | (mkz: unpack -j1 $(mbs $raw $u_wall) MB/s wall with the disk; pack -j$NPROC $(mbs $raw $p_wall) MB/s wall, same bytes) | | | | | | |"
 done
 rm -f "$W/.time" "$W/.out" "$W/.err"

@@ -277,14 +277,16 @@ MK_TEST(mkz_roundtrip_every_dtype)
     if (s) {
         CHECK_OK(mk_mkz_verify(s, NULL, NULL));
         const mk_mkz_index *ix = mk_mkz_source_index(s);
-        /* bf16 weights gain from the exponent plane; random int bytes fall back to stored */
+        /* bf16 weights gain from the exponent plane (rANS); sign and mantissa bits are stored */
         long k = mk_source_find(s, "multiblock.bf16");
         const mk_mkz_stream *S = &ix->streams[ix->model[k]];
+        CHECK_EQ_INT(ix->version, MK_MKZ_VERSION_RANS);
         CHECK_EQ_INT(S->n_planes, 2);
+        CHECK_EQ_INT(S->layout, 1);
         CHECK_EQ_INT(S->n_blocks, 3);
         CHECK_MSG((double)S->raw_size / S->stored > 1.3, "bf16 ratio %.3f", (double)S->raw_size / S->stored);
         CHECK_EQ_INT(ix->blocks[S->first_block].method[0], 0);
-        CHECK_EQ_INT(ix->blocks[S->first_block].method[1], 1);
+        CHECK_EQ_INT(ix->blocks[S->first_block].method[1], 2);
         mk_source_close(s);
     }
     free_model(&m);
@@ -602,20 +604,36 @@ MK_TEST(mkz_forged_index_rejected_before_allocating)
 
 /* A zstd frame that claims more bytes than its plane holds is refused before decoding
  * (the block checksum resealed too, as a forger would). */
+/* Model m written as folder NAME and packed into NAME.mkz: the container's bytes (*len)
+ * and its parsed index (*ix, to be freed). */
+static char *packed_image(tmodel *m, const char *name, size_t *len, mk_mkz_index *ix)
+{
+    char file[64];
+    snprintf(file, sizeof file, "%s.mkz", name);
+    char *dir = tpath(name), *z = tpath(file), *img = NULL;
+    memset(ix, 0, sizeof *ix);
+    CHECK_OK(write_folder(dir, m, 0));
+    CHECK_OK(pack(dir, z));
+    CHECK_OK(mk_read_file(z, 1 << 24, &img, len));
+    if (img) CHECK_OK(mk_mkz_parse((unsigned char *)img, *len, NULL, file, ix));
+    free(dir);
+    free(z);
+    return img;
+}
+
 MK_TEST(mkz_forged_frame_size_rejected)
 {
     tmodel m = {0};
     rng_state = 11;
     add_t(&m, "w", MK_BF16, 2, 512, 512); /* plane of 256 KiB: a 4-byte content-size field */
-    char *dir = tpath("fr"), *z = tpath("fr.mkz");
-    CHECK_OK(write_folder(dir, &m, 0));
-    CHECK_OK(pack(dir, z));
+    for (size_t i = 0; i < 512 * 512; i++) { /* all 1.0: runs, which zstd codes better than rANS */
+        m.data[0][2 * i] = 0x80;
+        m.data[0][2 * i + 1] = 0x3f;
+    }
     size_t len = 0;
-    char *img = NULL;
-    CHECK_OK(mk_read_file(z, 1 << 24, &img, &len));
     mk_mkz_index ix;
-    CHECK_OK(mk_mkz_parse((unsigned char *)img, len, NULL, "fr.mkz", &ix));
-    if (ix.n_model == 1) {
+    char *img = packed_image(&m, "fr", &len, &ix);
+    if (img && ix.n_model == 1) {
         const mk_mkz_stream *S = &ix.streams[ix.model[0]];
         uint32_t g = S->first_block;
         const mk_mkz_block *B = &ix.blocks[g];
@@ -636,12 +654,56 @@ MK_TEST(mkz_forged_frame_size_rejected)
     mk_mkz_index_free(&ix);
     free(img);
     free_model(&m);
-    free(dir);
-    free(z);
 }
 
-/* The bytes on disk are what docs/mkz-format.md says, read here with plain zstd and no
- * mergekit-c decoder: plane p of a block is byte p of each element, in element order. */
+/* A damaged rANS plane whose block checksum was resealed (so only the decoder, or the tensor's
+ * hash after it, can see it) is refused naming the tensor and the block, and the plane when
+ * the decoder sees it. */
+MK_TEST(mkz_damaged_rans_plane_named)
+{
+    tmodel m = {0};
+    rng_state = 12;
+    add_t(&m, "emb", MK_BF16, 2, 512, 512);
+    size_t len = 0;
+    mk_mkz_index ix;
+    char *img = packed_image(&m, "dr", &len, &ix);
+    if (img && ix.n_model == 1) {
+        const mk_mkz_stream *S = &ix.streams[ix.model[0]];
+        uint32_t g = S->first_block;
+        const mk_mkz_block *B = &ix.blocks[g];
+        CHECK_EQ_INT(B->method[1], 2);
+        unsigned char *pl = (unsigned char *)img + B->offset + B->plane_csize[0]; /* plane 1, rANS */
+        unsigned char *rec = (unsigned char *)img + ix.index_offset + INDEX_HEAD + ix.n_streams * STREAM_REC + g * BLOCK_REC;
+        size_t failed = 0, named = 0;
+        char first[600] = "";
+        for (size_t at = 0; at < B->plane_csize[1]; at += 97) {
+            pl[at] ^= 0x5a;
+            wr64(rec + 56, mk_hash64(img + B->offset, B->csize));
+            reseal((unsigned char *)img, len);
+            mk_status st = mk_mkz_verify_buffer((unsigned char *)img, len, NULL, "dr.mkz");
+            failed += st == MK_ERR_FORMAT;
+            if (st == MK_ERR_FORMAT && strstr(mk_errmsg(), "tensor emb") && strstr(mk_errmsg(), "block 0")) named++;
+            else if (!first[0]) snprintf(first, sizeof first, "at %zu: %s", at, st == MK_OK ? "accepted" : mk_errmsg());
+            pl[at] ^= 0x5a;
+        }
+        size_t tries = (B->plane_csize[1] + 96) / 97;
+        CHECK_MSG(failed == tries && named == tries, "%zu of %zu damaged planes refused, %zu named (%s)", failed, tries, named,
+                  first);
+        pl[200] ^= 0x5a;
+        wr64(rec + 56, mk_hash64(img + B->offset, B->csize));
+        reseal((unsigned char *)img, len);
+        CHECK_ERR(mk_mkz_verify_buffer((unsigned char *)img, len, NULL, "dr.mkz"), MK_ERR_FORMAT,
+                  "dr.mkz: tensor emb: block 0 plane 1: the rANS plane is damaged");
+    }
+    mk_mkz_index_free(&ix);
+    free(img);
+    free_model(&m);
+}
+
+/* The bytes on disk are what docs/mkz-format.md says, read here with plain zstd (or the
+ * rANS decoder alone) and no container code: plane p of a block is byte p of each element,
+ * in element order, except the top two bytes of bf16 and f32 (layout 1): sign << 7 |
+ * mantissa bits, then the exponent. */
 MK_TEST(mkz_planes_on_disk_follow_the_spec)
 {
     tmodel m = {0};
@@ -667,11 +729,18 @@ MK_TEST(mkz_planes_on_disk_follow_the_spec)
             if (B->method[p] == 1) {
                 size_t r = ZSTD_decompress(plane, n, img + at, B->plane_csize[p]);
                 CHECK_MSG(r == n, "tensor %s plane %u: zstd gives %zu bytes, want %zu", S->name, p, r, n);
+            } else if (B->method[p] == 2) {
+                CHECK_OK(mk_mkz_rans_decode((unsigned char *)img + at, B->plane_csize[p], plane, n));
             } else {
                 memcpy(plane, img + at, n);
             }
+            CHECK_EQ_INT(S->layout, 1); /* bf16 and f32: the top two bytes as sign + mantissa, exponent */
             size_t bad = 0;
-            for (size_t e = 0; e < n; e++) bad += plane[e] != m.data[ti][e * S->es + p];
+            for (size_t e = 0; e < n; e++) {
+                const uint8_t *el = m.data[ti] + e * S->es, lo = el[S->es - 2], hi = el[S->es - 1];
+                unsigned want = p < S->es - 2 ? el[p] : p == S->es - 2 ? (hi & 0x80) | (lo & 0x7f) : (hi << 1 & 0xff) | lo >> 7;
+                bad += plane[e] != want;
+            }
             CHECK_MSG(bad == 0, "tensor %s plane %u: %zu bytes differ from byte %u of the elements", S->name, p, bad, p);
             at += B->plane_csize[p];
         }
@@ -799,7 +868,7 @@ MK_TEST(mkz_delta_roundtrip_every_dtype)
         size_t used[3] = {0};
         for (size_t g = 0; g < ix->n_blocks; g++) used[ix->blocks[g].transform < 3 ? ix->blocks[g].transform : 0]++;
         CHECK_MSG(used[1] && used[2], "blocks by transform: %zu plain, %zu xor, %zu difference", used[0], used[1], used[2]);
-        CHECK_EQ_INT(ix->version, MK_MKZ_VERSION_DELTA);
+        CHECK_EQ_INT(ix->version, MK_MKZ_VERSION_RANS);
         CHECK_STR(ix->base_hint, "dbase");
         /* without a base: plain streams read, a delta tensor names the base it needs */
         long k = mk_source_find(s, "multiblock.bf16");
