@@ -297,11 +297,17 @@ static const mk_sink_ops remap_ops = {.write = remap_write, .tensor_done = remap
 
 /* ======== a consumer over several plans' consumers ======================================= */
 
+typedef struct tap tap; /* --sensitivity imatrix: what the measuring pass keeps (below) */
+static mk_status tap_begin(tap *a, size_t m, const mk_tensor_info *ti);
+static void tap_rows(tap *a, uint64_t e0, const float *v, uint64_t n);
+static mk_status tap_end(tap *a, size_t m);
+
 typedef struct multi {
     size_t nc;
     mk_consumer *c;     /* [nc], owned */
     const size_t *map;  /* the driver's tensor -> the plans' (NULL: the same) */
     const int *owner;   /* per plan tensor: the one consumer that writes it; NULL: all see it */
+    tap *tap;           /* NULL, or the measuring pass's keeper of values and bytes */
 } multi;
 
 static size_t m_idx(const multi *m, size_t i) { return m->map ? m->map[i] : i; }
@@ -334,16 +340,29 @@ static bool m_raw_ok(mk_consumer *c, size_t i, const mk_tensor_info *t, mk_dtype
         return MK_OK;                                                                      \
     } while (0)
 
-static mk_status m_begin(mk_consumer *c, size_t i, const mk_tensor_info *t) { M_EACH(begin(&m->c[k], m_idx(m, i), t)); }
+static mk_status m_begin(mk_consumer *c, size_t i, const mk_tensor_info *t)
+{
+    tap *tp = ((multi *)c->impl)->tap;
+    if (tp) MK_TRY(tap_begin(tp, i, t));
+    M_EACH(begin(&m->c[k], m_idx(m, i), t));
+}
 static mk_status m_rows(mk_consumer *c, size_t i, uint64_t e0, const float *v, uint64_t n)
 {
+    tap *tp = ((multi *)c->impl)->tap;
+    if (tp) tap_rows(tp, e0, v, n);
     M_EACH(rows(&m->c[k], m_idx(m, i), e0, v, n));
 }
 static mk_status m_raw(mk_consumer *c, size_t i, uint64_t off, const void *d, uint64_t len)
 {
     M_EACH(raw(&m->c[k], m_idx(m, i), off, d, len));
 }
-static mk_status m_end(mk_consumer *c, size_t i) { M_EACH(end(&m->c[k], m_idx(m, i))); }
+static mk_status m_end(mk_consumer *c, size_t i)
+{
+    multi *m = c->impl;
+    for (size_t k = 0; k < m->nc; k++)
+        if (m_to(m, i, k)) MK_TRY(m->c[k].ops->end(&m->c[k], m_idx(m, i)));
+    return m->tap ? tap_end(m->tap, i) : MK_OK;
+}
 
 static bool m_wants(mk_consumer *c, size_t i)
 {
@@ -397,11 +416,11 @@ static const mk_consumer_ops multi_ops = {
     .observe_end = m_observe_end,
 };
 
-static mk_status multi_make(mk_consumer *out, mk_consumer *subs, size_t nc, const size_t *map, const int *owner)
+static mk_status multi_make(mk_consumer *out, mk_consumer *subs, size_t nc, const size_t *map, const int *owner, tap *tp)
 {
     multi *m = mk_calloc(1, sizeof *m);
     if (!m) return MK_ERR_NOMEM;
-    *m = (multi){nc, subs, map, owner};
+    *m = (multi){nc, subs, map, owner, tp};
     out->ops = &multi_ops;
     out->impl = m;
     return MK_OK;
@@ -574,11 +593,10 @@ static mk_status weighted_error(const mk_qplan *p, const capture *cap, const cha
     return st;
 }
 
-/* A consumer over the measuring consumer that, for the weights with importances, keeps the
- * values it is given and every plan's stored bytes, and at the end of each weight decodes
- * them into the weighted error of every plan. Indices are the table's. */
-typedef struct tap {
-    mk_consumer *inner;
+/* What the measuring consumer (multi) keeps for the weights with importances: the values it
+ * is given and every plan's stored bytes, decoded at the end of each weight into the weighted
+ * error of every plan. Indices are the table's. */
+struct tap {
     const mk_alloc_table *t;
     const float *const *imp;  /* per logical tensor */
     const mk_qplan *plans;
@@ -588,19 +606,7 @@ typedef struct tap {
     char *config[MK_ALLOC_MAX_CANDS];
     float *x;                 /* the current weight's values */
     double *werr;             /* [t->n * t->k] */
-} tap;
-
-static uint64_t tap_align(mk_consumer *c, const mk_tensor_info *ti)
-{
-    tap *a = c->impl;
-    return a->inner->ops->align(a->inner, ti);
-}
-
-static bool tap_raw_ok(mk_consumer *c, size_t i, const mk_tensor_info *ti, mk_dtype src)
-{
-    (void)c, (void)i, (void)ti, (void)src;
-    return false;
-}
+};
 
 static void tap_drop(tap *a)
 {
@@ -613,41 +619,32 @@ static void tap_drop(tap *a)
     a->x = NULL;
 }
 
-static mk_status tap_begin(mk_consumer *c, size_t m, const mk_tensor_info *ti)
+/* Weight m begins: room for its values and every plan's stored bytes when it has importances. */
+static mk_status tap_begin(tap *a, size_t m, const mk_tensor_info *ti)
 {
-    tap *a = c->impl;
     size_t i = a->t->w[m];
     tap_drop(a);
-    if (a->imp[i]) {
-        a->x = mk_malloc((size_t)ti->numel * sizeof *a->x + 1);
-        if (!a->x) return MK_ERR_NOMEM;
-        for (size_t j = 0; j < a->np; j++) {
-            const mk_qtensor *q = &a->plans[j].t[i];
-            for (size_t o = 0; q->quantized && o < q->nout; o++)
-                if (!(a->cap[j].buf[q->out0 + o] = mk_calloc(1, (size_t)a->plans[j].out[q->out0 + o].nbytes + 1))) return MK_ERR_NOMEM;
-        }
+    if (!a->imp[i]) return MK_OK;
+    a->x = mk_malloc((size_t)ti->numel * sizeof *a->x + 1);
+    if (!a->x) return MK_ERR_NOMEM;
+    for (size_t j = 0; j < a->np; j++) {
+        const mk_qtensor *q = &a->plans[j].t[i];
+        for (size_t o = 0; q->quantized && o < q->nout; o++)
+            if (!(a->cap[j].buf[q->out0 + o] = mk_calloc(1, (size_t)a->plans[j].out[q->out0 + o].nbytes + 1))) return MK_ERR_NOMEM;
     }
-    return a->inner->ops->begin(a->inner, m, ti);
+    return MK_OK;
 }
 
-static mk_status tap_rows(mk_consumer *c, size_t m, uint64_t e0, const float *v, uint64_t n)
+/* Values [e0, e0 + n) of the current weight (chunks on several threads: disjoint ranges). */
+static void tap_rows(tap *a, uint64_t e0, const float *v, uint64_t n)
 {
-    tap *a = c->impl;
     if (a->x) memcpy(a->x + e0, v, (size_t)n * sizeof *v);
-    return a->inner->ops->rows(a->inner, m, e0, v, n);
 }
 
-static mk_status tap_raw(mk_consumer *c, size_t m, uint64_t off, const void *d, uint64_t len)
+/* Weight m has ended (every plan has written it): its weighted error in each plan. */
+static mk_status tap_end(tap *a, size_t m)
 {
-    (void)c, (void)m, (void)off, (void)d, (void)len;
-    MK_BUG("the measuring pass takes no raw bytes");
-}
-
-static mk_status tap_end(mk_consumer *c, size_t m)
-{
-    tap *a = c->impl;
     size_t i = a->t->w[m];
-    MK_TRY(a->inner->ops->end(a->inner, m));
     for (size_t j = 0; a->x && j < a->np; j++) {
         if (!a->plans[j].t[i].quantized) continue;
         MK_TRY(weighted_error(&a->plans[j], &a->cap[j], a->config[j], i, a->x, a->imp[i], &a->werr[m * a->t->k + a->pk[j]]));
@@ -655,39 +652,6 @@ static mk_status tap_end(mk_consumer *c, size_t m)
     tap_drop(a);
     return MK_OK;
 }
-
-static bool tap_wants(mk_consumer *c, size_t m)
-{
-    tap *a = c->impl;
-    return a->inner->ops->wants_prepass(a->inner, m);
-}
-
-static mk_status tap_observe(mk_consumer *c, size_t m, uint64_t e0, const float *v, uint64_t n)
-{
-    tap *a = c->impl;
-    return a->inner->ops->observe(a->inner, m, e0, v, n);
-}
-
-static mk_status tap_observe_end(mk_consumer *c, size_t m)
-{
-    tap *a = c->impl;
-    return a->inner->ops->observe_end(a->inner, m);
-}
-
-static void tap_close(mk_consumer *c) { (void)c; } /* the caller frees the tap (tap_free) */
-
-static const mk_consumer_ops tap_ops = {
-    .align = tap_align,
-    .raw_ok = tap_raw_ok,
-    .begin = tap_begin,
-    .rows = tap_rows,
-    .raw = tap_raw,
-    .end = tap_end,
-    .close = tap_close,
-    .wants_prepass = tap_wants,
-    .observe = tap_observe,
-    .observe_end = tap_observe_end,
-};
 
 static void tap_free(tap *a)
 {
@@ -699,10 +663,9 @@ static void tap_free(tap *a)
     free(a->werr);
 }
 
-static mk_status tap_make(tap *a, mk_consumer *inner, const mk_alloc_table *t, const float *const *imp, const mk_qplan *plans,
-                          const size_t *pk, size_t np)
+static mk_status tap_make(tap *a, const mk_alloc_table *t, const float *const *imp, const mk_qplan *plans, const size_t *pk, size_t np)
 {
-    *a = (tap){.inner = inner, .t = t, .imp = imp, .plans = plans, .pk = pk, .np = np};
+    *a = (tap){.t = t, .imp = imp, .plans = plans, .pk = pk, .np = np};
     a->werr = mk_calloc(t->n * t->k, sizeof *a->werr);
     if (!a->werr) return MK_ERR_NOMEM;
     for (size_t j = 0; j < np; j++) {
@@ -787,14 +750,13 @@ mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arc
     tap tp = {0};
     mk_sink caps[MK_ALLOC_MAX_CANDS];
     size_t made = 0;
-    if (s == MK_OK && imp) s = tap_make(&tp, NULL, t, imp, plans, pk, np);
+    if (s == MK_OK && imp) s = tap_make(&tp, t, imp, plans, pk, np);
     for (size_t j = 0; j < np; j++) caps[j] = imp ? (mk_sink){.ops = &cap_ops, .impl = &tp.cap[j]} : null;
     for (; s == MK_OK && made < np; made++) s = mk_quant_consumer(&cons[made], &caps[made], &plans[made], true, false);
-    mk_consumer mc = {0}, tc = {.ops = &tap_ops, .impl = &tp};
-    if (s == MK_OK) s = multi_make(&mc, cons, np, t->w, NULL);
-    tp.inner = &mc;
+    mk_consumer mc = {0};
+    if (s == MK_OK) s = multi_make(&mc, cons, np, t->w, NULL, imp ? &tp : NULL);
     mk_qstream_opts qo = {0, NULL, NULL};
-    if (s == MK_OK) s = mk_qstream_run(src, sidx, sub, t->n, imp ? &tc : &mc, &qo);
+    if (s == MK_OK) s = mk_qstream_run(src, sidx, sub, t->n, &mc, &qo);
     if (mc.impl) mc.ops->close(&mc);
     for (size_t m = 0; s == MK_OK && m < t->n; m++) {
         size_t i = t->w[m];
@@ -975,7 +937,7 @@ mk_status mk_alloc_consumer(mk_alloc_write *w, mk_sink *sink, mk_consumer *c)
         w->rs[j] = (mk_sink){.ops = &remap_ops, .dir = sink->dir, .impl = &w->rm[j]};
     }
     for (; w->made < w->np; w->made++) MK_TRY(mk_quant_consumer(&w->cons[w->made], &w->rs[w->made], &w->plans[w->made], true, false));
-    return multi_make(c, w->cons, w->np, NULL, w->owner);
+    return multi_make(c, w->cons, w->np, NULL, w->owner, NULL);
 }
 
 char *mk_alloc_config_json(const mk_alloc_write *w)

@@ -239,15 +239,35 @@ static void close_tables(const char *what, const mk_alloc_table *a, const double
               wi / a->k, wi % a->k, a->err[wi], f * want[wi], rtol);
 }
 
-MK_TEST(alloc_imatrix_weights_each_column)
-{
+/* The model in memory and the candidates. */
+typedef struct imat {
     mk_source s;
-    imem m = {{NULL, NULL}};
+    imem m;
     mk_tensor_info t[2];
-    imat_model(&s, &m, t, 1);
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc;
-    CHECK_OK(mk_alloc_cands_parse(NULL, c, &nc));
+} imat;
+
+static void imat_open(imat *x, float scale1, const char *formats)
+{
+    memset(x, 0, sizeof *x);
+    imat_model(&x->s, &x->m, x->t, scale1);
+    CHECK_OK(mk_alloc_cands_parse(formats, x->c, &x->nc));
+}
+
+static void imat_close(imat *x)
+{
+    mk_name_index_free(&x->s.index);
+    free(x->m.w[0]), free(x->m.w[1]);
+}
+
+MK_TEST(alloc_imatrix_weights_each_column)
+{
+    static imat x;
+    imat_open(&x, 1, NULL);
+    mk_source s = x.s;
+    const mk_alloc_cand *c = x.c;
+    size_t nc = x.nc;
     static float ones[IC], twos[IC], lo[IC], hi[IC], z[IC], nz[IC];
     for (size_t k = 0; k < IC; k++) {
         ones[k] = 1, twos[k] = 2, lo[k] = k < IC / 2, hi[k] = k >= IC / 2, z[k] = k == ZCOL, nz[k] = k == ZCOL + 1;
@@ -286,8 +306,7 @@ MK_TEST(alloc_imatrix_weights_each_column)
     CHECK_ERR(imat_measure(&s, c, nc, ones, NULL, &tm), MK_ERR_MISMATCH, "no importances for tensor model.layers.0.self_attn.q_proj.weight");
     mk_alloc_table *all[] = {&tw, &t1, &t2, &tl, &th, &tz, &tn, &tm};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) mk_alloc_table_free(all[i]);
-    mk_name_index_free(&s.index);
-    free(m.w[0]), free(m.w[1]);
+    imat_close(&x);
 }
 
 /* The bits per weight each weight gets at 6.5 bits per weight (room for one to take int8). */
@@ -304,13 +323,11 @@ MK_TEST(alloc_imatrix_changes_the_allocation)
 {
     /* w1 is 10 times larger: by its own error it gets the bits; with w0's inputs 10^4 times
      * as important (in squared activation), w0 gets them */
-    mk_source s;
-    imem m = {{NULL, NULL}};
-    mk_tensor_info t[2];
-    imat_model(&s, &m, t, 10);
-    mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
-    size_t nc;
-    CHECK_OK(mk_alloc_cands_parse("int4,int8,keep", c, &nc));
+    static imat x;
+    imat_open(&x, 10, "int4,int8,keep");
+    mk_source s = x.s;
+    const mk_alloc_cand *c = x.c;
+    size_t nc = x.nc;
     static float big[IC], small[IC];
     for (size_t k = 0; k < IC; k++) big[k] = 100, small[k] = 0.01f;
     mk_alloc_table tw = {0}, ti = {0};
@@ -324,6 +341,5 @@ MK_TEST(alloc_imatrix_changes_the_allocation)
     CHECK_MSG(bw[1] > bw[0] && bi[0] > bi[1], "weight: %.3f / %.3f bits per weight; imatrix: %.3f / %.3f", bw[0], bw[1], bi[0], bi[1]);
     mk_alloc_table_free(&tw);
     mk_alloc_table_free(&ti);
-    mk_name_index_free(&s.index);
-    free(m.w[0]), free(m.w[1]);
+    imat_close(&x);
 }
