@@ -188,9 +188,11 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w
     mk_buf_printf(&b, "---\nlibrary_name: transformers\ntags:\n- mergekit-c\n- quantized\n- mixed-precision\n---\n# %s\n\n",
                   title ? title : "quantized");
     free(title);
-    mk_buf_printf(&b, "`%s` quantized with mergekit-c %s (`quantize --target-bpw %g --sensitivity %s`): a format per weight, "
+    char *imx = a->imatrix ? mk_path_basename(a->imatrix) : NULL;
+    mk_buf_printf(&b, "`%s` quantized with mergekit-c %s (`quantize --target-bpw %g --sensitivity %s%s%s`): a format per weight, "
                       "chosen to minimise the total predicted error within the size budget.\n\n",
-                  in_path, MK_VERSION, a->target_bpw, a->sensitivity);
+                  in_path, MK_VERSION, a->target_bpw, a->sensitivity, imx ? " --imatrix " : "", imx ? imx : "");
+    free(imx);
     alloc_summary(&b, a, c, nc, t, choice);
     mk_buf_puts(&b, "\nEmbeddings, lm_head, norms and biases keep their dtype.\n\n## Allocation\n\n");
     alloc_table(&b, true, c, t, in, choice);

@@ -99,8 +99,8 @@ else
     notok "--sensitivity imatrix" "$(tail -n 2 i.err)"
 fi
 t_ok "write a mixed checkpoint by imatrix" "$MK" quantize m qi --target-bpw 5 --sensitivity imatrix --imatrix im.gguf -q
-if grep -q -- '--sensitivity imatrix' qi/README.md; then ok "the model card names the imatrix sensitivity"
-else notok "the model card names the imatrix sensitivity" "$(sed -n 10,12p qi/README.md)"; fi
+if grep -q -- '--sensitivity imatrix --imatrix im.gguf`' qi/README.md; then ok "the model card names the imatrix sensitivity and file"
+else notok "the model card names the imatrix sensitivity and file" "$(sed -n 10,12p qi/README.md)"; fi
 "$MK" synth m2 --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 384 --vocab 256 --seed 5 -q
 "$MK" synth m3 --hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 -q
 "$MK" imatrix m2 -t text.txt -o im2.gguf -c 64 -q
