@@ -185,12 +185,13 @@ mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const
 typedef struct mk_cli_alloc_opts {
     double target_bpw;
     const char *formats;     /* --formats; NULL: the default candidates */
-    const char *sensitivity; /* "weight" or "kld" */
+    const char *sensitivity; /* "weight", "imatrix" or "kld" */
     const char *text;        /* kld: the text the model runs on */
     long ctx, chunks;        /* kld: window length and windows */
     const char *skip;
     uint64_t shard_size, chunk;
     bool force, dry_run;
+    const char *imatrix;     /* --sensitivity imatrix: llama-imatrix's GGUF file */
 } mk_cli_alloc_opts;
 mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
 /* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the

@@ -36,7 +36,7 @@ typedef struct quant_cli {
     const char *report;              /* --report FILE: the HTML page of the run's statistics */
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
-    const char *target_bpw, *formats, *sensitivity, *sens_text; /* --target-bpw: mixed precision (quant_alloc.c) */
+    const char *target_bpw, *formats, *sensitivity, *sens_text, *imatrix; /* --target-bpw: mixed precision (quant_alloc.c) */
     long sens_ctx, sens_chunks;
     int argc;                        /* the command line, for a part's manifest */
     char **argv;
@@ -347,7 +347,7 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     mk_cli_alloc_opts a = {0,        o->formats,         o->sensitivity ? o->sensitivity : "weight",
                            o->sens_text, o->sens_ctx,  o->sens_chunks,
                            o->skip,  o->shard_size,      o->chunk,
-                           o->force, o->dry_run};
+                           o->force, o->dry_run,         o->imatrix};
     if (!o->target_bpw) return mk_error(MK_ERR_USAGE, "--formats and --sensitivity choose how --target-bpw allocates; give --target-bpw");
     a.target_bpw = strtod(o->target_bpw, &end);
     if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
@@ -395,7 +395,8 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
         {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
-        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error) or kld (that times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix) or kld (the squared error times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
+        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "--sensitivity imatrix: the importance matrix (GGUF, from mergekit-c imatrix or llama-imatrix)", NULL},
         {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld: the text the model runs on", NULL},
         {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld: window length in tokens", "128"},
         {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld: windows", "2"},
@@ -419,7 +420,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (o.list_formats) s = list_formats(o.c.json);
     else if (npos < 2)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
-    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
+    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text || o.imatrix;
     if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
     bool gguf = !alloc && o.format && !strncmp(o.format, "gguf-", 5);
     if (s == MK_OK && !o.list_formats && gguf && npos == 2) s = gguf_main(&o, pos[0], pos[1]);

@@ -4,11 +4,16 @@
  * (stderr; --json on stdout) -> OUT.tmp: the shards, config.json whose quantization_config
  * has a config group per chosen format, the tokenizer files, a model card with the
  * allocation -> rename to OUT.
+ * --sensitivity imatrix: the importances of an imatrix file (formats/imatrix.h) matched to the
+ * model's weights by their llama.cpp names, as convert --imatrix matches them.
  */
 #include "cli.h"
 
 #include "../core/mk_io.h"
+#include "../formats/gguf.h"
+#include "../formats/imatrix.h"
 #include "../formats/output.h"
+#include "../model/gguf_names.h"
 #include "../quant/alloc.h"
 #include "../quant/qsource.h"
 
@@ -43,6 +48,45 @@ static double total_err(const mk_alloc_table *t, const size_t *choice)
     return e;
 }
 
+static const char *error_definition(const char *sensitivity)
+{
+    if (!strcmp(sensitivity, "kld"))
+        return "predicted KL divergence (nats per token): the weight's squared quantization error times the KL its group causes in "
+               "the probe format per unit of the group's squared error";
+    if (!strcmp(sensitivity, "imatrix"))
+        return "sum over the weight's rows and columns of the column's importance (mean squared input activation, from the imatrix) "
+               "times the squared quantization error: the expected squared error of the layer's output per token";
+    return "sum over the weight of its squared quantization error";
+}
+
+/* --sensitivity imatrix: per tensor of src the importances of its columns (NULL: none),
+ * found under the tensor's llama.cpp name; each must have one per column. */
+static mk_status load_imatrix(const char *path, mk_source *src, const mk_arch *arch, mk_imatrix *im, const float **imp)
+{
+    const mk_gguf_arch *ga = mk_gguf_arch_for_model_type(arch->model_type);
+    if (!ga)
+        return mk_error(MK_ERR_UNSUPPORTED, "--imatrix %s: model_type '%s' has no llama.cpp tensor names here, so the file's cannot be matched",
+                        path, arch->model_type ? arch->model_type : "(none)");
+    MK_TRY(mk_imatrix_read(path, im));
+    size_t used = 0;
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        const mk_tensor_info *t = &src->tensors[i];
+        char g[MK_GGUF_MAX_NAME], qk = 0;
+        if (t->ndim != 2 || !mk_gguf_name(ga, t->name, g, sizeof g, &qk)) continue;
+        const mk_imatrix_entry *e = mk_imatrix_find(im, g);
+        if (!e) continue;
+        if (e->nmat != 1 || e->cols != (uint64_t)t->shape[1])
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, a matrix of %lld columns", path, g,
+                            (unsigned long long)e->nmat, (unsigned long long)e->cols, t->name, (long long)t->shape[1]);
+        imp[i] = e->imp;
+        used++;
+    }
+    if (!used)
+        return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a tensor of this model", path, im->n,
+                        im->n ? im->e[0].name : "-");
+    return MK_OK;
+}
+
 /* The allocation as JSON: self-describing (every weight's options too, for plots). */
 static void alloc_json(mk_buf *j, const mk_cli_alloc_opts *a, const mk_alloc_cand *c, size_t nc, const mk_alloc_table *t,
                        const mk_tensor_info *in, const size_t *choice, double secs)
@@ -54,10 +98,7 @@ static void alloc_json(mk_buf *j, const mk_cli_alloc_opts *a, const mk_alloc_can
                      "points, shapes) over their elements; bpw_model: every stored tensor over every parameter\", ",
                   a->target_bpw, bq, ba);
     mk_buf_printf(j, "\"sensitivity\": \"%s\", \"error_definition\": \"%s\", \"objective\": %.9g, \"seconds\": %.3f, \"formats\": [",
-                  a->sensitivity,
-                  strcmp(a->sensitivity, "kld") ? "sum over the weight of its squared quantization error"
-                                                : "predicted KL divergence (nats per token): the weight's squared quantization error times the "
-                                                  "KL its group causes in the probe format per unit of the group's squared error",
+                  a->sensitivity, error_definition(a->sensitivity),
                   total_err(t, choice), secs);
     for (size_t k = 0; k < nc; k++) {
         double bpw, err;
@@ -147,9 +188,11 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w
     mk_buf_printf(&b, "---\nlibrary_name: transformers\ntags:\n- mergekit-c\n- quantized\n- mixed-precision\n---\n# %s\n\n",
                   title ? title : "quantized");
     free(title);
-    mk_buf_printf(&b, "`%s` quantized with mergekit-c %s (`quantize --target-bpw %g --sensitivity %s`): a format per weight, "
+    char *imx = a->imatrix ? mk_path_basename(a->imatrix) : NULL;
+    mk_buf_printf(&b, "`%s` quantized with mergekit-c %s (`quantize --target-bpw %g --sensitivity %s%s%s`): a format per weight, "
                       "chosen to minimise the total predicted error within the size budget.\n\n",
-                  in_path, MK_VERSION, a->target_bpw, a->sensitivity);
+                  in_path, MK_VERSION, a->target_bpw, a->sensitivity, imx ? " --imatrix " : "", imx ? imx : "");
+    free(imx);
     alloc_summary(&b, a, c, nc, t, choice);
     mk_buf_puts(&b, "\nEmbeddings, lm_head, norms and biases keep their dtype.\n\n## Allocation\n\n");
     alloc_table(&b, true, c, t, in, choice);
@@ -234,9 +277,12 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc = 0;
     MK_TRY(mk_alloc_cands_parse(a->formats, c, &nc));
-    bool kld = !strcmp(a->sensitivity, "kld");
-    if (strcmp(a->sensitivity, "weight") != 0 && !kld)
-        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight or kld", a->sensitivity);
+    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix");
+    if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix or kld", a->sensitivity);
+    if (imx != (a->imatrix != NULL))
+        return mk_error(MK_ERR_USAGE, imx ? "--sensitivity imatrix weighs the error by an importance matrix: give --imatrix FILE"
+                                          : "--imatrix is for --sensitivity imatrix");
     if (kld && !a->text) return mk_error(MK_ERR_USAGE, "--sensitivity kld runs the model on a text: give --sensitivity-text FILE");
     if (!kld && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity kld");
     if (kld && (a->ctx < 8 || a->ctx > 65536 || a->chunks < 1 || a->chunks > 4096))
@@ -258,8 +304,15 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     if (s == MK_OK && !idx) s = MK_ERR_NOMEM;
     for (size_t i = 0; idx && i < src->n_tensors; i++) idx[i] = i;
     mk_alloc_table t = {0};
+    mk_imatrix im = {0};
+    const float **imp = s == MK_OK && imx ? mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *imp) : NULL;
+    if (s == MK_OK && imx && !imp) s = MK_ERR_NOMEM;
+    if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, &arch, &im, imp);
     double t0 = mk_now();
-    if (s == MK_OK) s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, &t);
+    if (s == MK_OK) {
+        s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, imp, &t);
+        if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
+    }
     size_t *choice = s == MK_OK ? mk_calloc(t.n, sizeof *choice) : NULL;
     if (s == MK_OK && !choice) s = MK_ERR_NOMEM;
     if (s == MK_OK && kld) s = kld_sensitivity(src, idx, &arch, a, cm, c, nc, &t, choice, in);
@@ -286,6 +339,8 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     }
     if (s == MK_OK && !a->dry_run) s = write_out(src, idx, &arch, a, cm, c, nc, &t, choice, in, out, false);
     free(choice);
+    free(imp);
+    mk_imatrix_free(&im);
     mk_alloc_table_free(&t);
     free(idx);
     mk_arch_free(&arch);

@@ -1,22 +1,13 @@
 /* tvstats.c - task-vector statistics of a merge plan (tvstats.h). */
 #include "tvstats.h"
+#include "methods/kernel.h"
+#include "methods/select.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CHUNK_VALUES 65536u
-#define NBINS 65536u /* |delta| by its top 16 float bits (the sign bit is 0: < 32768), then by its low 16 */
-
-static uint32_t mag_bits(float d)
-{
-    uint32_t u;
-    float a = fabsf(d);
-    memcpy(&u, &a, sizeof u);
-    return u; /* ordered as |d| is; NaN above every number */
-}
-
-static uint32_t mag_bin(float d) { return mag_bits(d) >> 16; }
 
 typedef struct tv_job {
     const mk_plan *p;
@@ -29,9 +20,12 @@ typedef struct tv_job {
     float **x;           /* [n_in][chunk] */
     void *scratch;
     uint64_t chunk_rows;
-    uint64_t (*hist)[NBINS]; /* [n_in] by the top 16 bits of |delta|, then by the low 16 in the boundary bin */
-    uint64_t *need;      /* [n_in] elements still to keep inside the boundary bin */
-    uint32_t *thr;       /* [n_in] smallest kept |delta|, as float bits */
+    int *q;              /* [n_in] its trim query (and key stream) in sel, -1: kept whole or (none) dropped */
+    bool *none;          /* [n_in] density <= 0: nothing kept */
+    mk_select sel;       /* the top k = max(1, int(density x numel)) |delta| of each trimmed input */
+    size_t nq;
+    uint32_t *keys;      /* [chunk] */
+    uint8_t *keep;       /* [n_in][chunk] kept by trimming */
 } tv_job;
 
 static mk_status read_chunk(tv_job *j, uint64_t row0, uint64_t nrows)
@@ -45,13 +39,27 @@ static mk_status read_chunk(tv_job *j, uint64_t row0, uint64_t nrows)
     return MK_OK;
 }
 
-/* pass 1: squared norms and dot products into the row, |delta| histograms */
+/* The keys |delta| of every trimmed input of chunk c (n values) into the selection. */
+static mk_status count_keys(tv_job *j, uint64_t c, uint64_t n)
+{
+    size_t b = (size_t)j->t->job.base;
+    for (size_t k = 0; k < j->t->job.n_in; k++) {
+        if (j->q[k] < 0) continue;
+        for (uint64_t e = 0; e < n; e++) j->keys[e] = mk_key_abs(j->x[k][e] - j->x[b][e]);
+        MK_TRY(mk_sel_count(&j->sel, (size_t)j->q[k], c, j->keys, n));
+    }
+    return MK_OK;
+}
+
+/* pass 1: squared norms and dot products into the row, with the selection's first pass;
+ * then its further passes (the exact cut of each trimmed input, as the merge finds it) */
 static mk_status pass1(tv_job *j)
 {
     const mk_plan_tensor *t = j->t;
     size_t nin = t->job.n_in, nm = j->st->n_models, b = (size_t)t->job.base;
     double *sq = j->st->sq + j->row * nm, *dot = j->st->dot + j->row * nm * nm;
-    for (uint64_t r0 = 0; r0 < t->job.rows; r0 += j->chunk_rows) {
+    bool select = j->nq && mk_sel_start(&j->sel);
+    for (uint64_t r0 = 0, c = 0; r0 < t->job.rows; r0 += j->chunk_rows, c++) {
         uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows, n = nr * t->job.cols;
         MK_TRY(read_chunk(j, r0, nr));
         for (size_t k = 0; k < nin; k++) {
@@ -61,7 +69,6 @@ static mk_status pass1(tv_job *j)
             for (uint64_t e = 0; e < n; e++) {
                 float d = j->x[k][e] - j->x[b][e];
                 s += (double)d * d;
-                j->hist[k][mag_bin(d)]++;
             }
             sq[ck] += s;
             for (size_t l = k + 1; l < nin; l++) {
@@ -73,47 +80,32 @@ static mk_status pass1(tv_job *j)
                 dot[cl * nm + ck] += dl;
             }
         }
+        if (select) MK_TRY(count_keys(j, c, n));
     }
-    /* the trim threshold: mergekit keeps k = max(1, int(density * numel)) largest |delta|;
-     * first the bin of the top 16 bits that holds the k-th largest */
-    bool fine = false;
-    for (size_t k = 0; k < nin; k++) {
-        j->thr[k] = 0;
-        if (j->col[k] < 0 || !(j->density[k] < 1)) continue;
-        if (!(j->density[k] > 0)) { /* sparsify.magnitude: nothing kept */
-            j->thr[k] = UINT32_MAX;
+    while (select && mk_sel_next(&j->sel))
+        for (uint64_t r0 = 0, c = 0; r0 < t->job.rows; r0 += j->chunk_rows, c++) {
+            uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows;
+            MK_TRY(read_chunk(j, r0, nr));
+            MK_TRY(count_keys(j, c, nr * t->job.cols));
+        }
+    return MK_OK;
+}
+
+/* What trimming keeps of chunk c (n values) of each non-base input, into keep[k]. */
+static void trim_chunk(tv_job *j, uint64_t c, uint64_t n)
+{
+    size_t b = (size_t)j->t->job.base;
+    for (size_t k = 0; k < j->t->job.n_in; k++) {
+        uint8_t *kp = j->keep + k * j->chunk_rows * j->t->job.cols;
+        if (j->col[k] < 0) continue;
+        if (j->q[k] < 0) {
+            memset(kp, !j->none[k], (size_t)n);
             continue;
         }
-        double want = floor(j->density[k] * (double)t->job.numel);
-        uint64_t keep = want < 1 ? 1 : (uint64_t)want, acc = 0;
-        uint32_t bin = NBINS;
-        while (bin > 0 && acc < keep) acc += j->hist[k][--bin];
-        j->need[k] = keep - (acc - j->hist[k][bin]);
-        j->thr[k] = bin << 16;
-        memset(j->hist[k], 0, sizeof j->hist[k]);
-        fine = true;
+        const mk_sel_query *q = &j->sel.q[j->q[k]];
+        uint64_t seen = 0;
+        for (uint64_t e = 0; e < n; e++) kp[e] = mk_sel_before(q, c, mk_key_abs(j->x[k][e] - j->x[b][e]), &seen);
     }
-    if (!fine) return MK_OK;
-    /* then, inside that bin, the low 16 bits: the exact value of the k-th largest */
-    for (uint64_t r0 = 0; r0 < t->job.rows; r0 += j->chunk_rows) {
-        uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows, n = nr * t->job.cols;
-        MK_TRY(read_chunk(j, r0, nr));
-        for (size_t k = 0; k < nin; k++) {
-            if (j->col[k] < 0 || !(j->density[k] < 1) || j->thr[k] == UINT32_MAX) continue;
-            for (uint64_t e = 0; e < n; e++) {
-                uint32_t u = mag_bits(j->x[k][e] - j->x[b][e]);
-                if (u >> 16 == j->thr[k] >> 16) j->hist[k][u & 0xffffu]++;
-            }
-        }
-    }
-    for (size_t k = 0; k < nin; k++) {
-        if (j->col[k] < 0 || !(j->density[k] < 1) || j->thr[k] == UINT32_MAX) continue;
-        uint64_t acc = 0;
-        uint32_t low = NBINS;
-        while (low > 0 && acc < j->need[k]) acc += j->hist[k][--low];
-        j->thr[k] |= low;
-    }
-    return MK_OK;
 }
 
 /* pass 2: trim, elect the sign of the weighted sum, count conflicts and kept elements */
@@ -121,20 +113,19 @@ static mk_status pass2(tv_job *j)
 {
     const mk_plan_tensor *t = j->t;
     size_t nin = t->job.n_in, nm = j->st->n_models, b = (size_t)t->job.base;
-    uint64_t active = 0, conflict = 0, *kept = j->st->kept + j->row * nm;
-    for (uint64_t r0 = 0; r0 < t->job.rows; r0 += j->chunk_rows) {
+    uint64_t active = 0, conflict = 0, *kept = j->st->kept + j->row * nm, cap = j->chunk_rows * t->job.cols;
+    for (uint64_t r0 = 0, c = 0; r0 < t->job.rows; r0 += j->chunk_rows, c++) {
         uint64_t nr = t->job.rows - r0 < j->chunk_rows ? t->job.rows - r0 : j->chunk_rows, n = nr * t->job.cols;
         MK_TRY(read_chunk(j, r0, nr));
+        trim_chunk(j, c, n);
         for (uint64_t e = 0; e < n; e++) {
             /* as mergekit's generalized_task_arithmetic: deltas x weights, then get_mask's sum,
              * in f32 (the sign is what counts) */
             float sum = 0;
             unsigned pos = 0, neg = 0;
             for (size_t k = 0; k < nin; k++) {
-                if (j->col[k] < 0) continue;
-                float d = j->x[k][e] - j->x[b][e];
-                if (mag_bits(d) < j->thr[k]) continue;
-                float wd = d * j->weight[k];
+                if (j->col[k] < 0 || !j->keep[k * cap + e]) continue;
+                float wd = (j->x[k][e] - j->x[b][e]) * j->weight[k];
                 sum += wd;
                 pos += wd > 0;
                 neg += wd < 0;
@@ -142,10 +133,8 @@ static mk_status pass2(tv_job *j)
             active += pos + neg > 0;
             conflict += pos > 0 && neg > 0;
             for (size_t k = 0; k < nin && pos + neg > 0; k++) {
-                if (j->col[k] < 0) continue;
-                float d = j->x[k][e] - j->x[b][e];
-                if (mag_bits(d) < j->thr[k]) continue;
-                float wd = d * j->weight[k];
+                if (j->col[k] < 0 || !j->keep[k * cap + e]) continue;
+                float wd = (j->x[k][e] - j->x[b][e]) * j->weight[k];
                 /* get_mask(method="sum"): the majority sign is + where the sum is >= 0 */
                 kept[j->col[k]] += (wd > 0 && sum >= 0) || (wd < 0 && sum < 0);
             }
@@ -174,29 +163,41 @@ static mk_status one_tensor(const mk_plan *p, const mk_plan_tensor *t, mk_tvstat
     uint64_t cols = t->job.cols ? t->job.cols : 1, max_src = cols;
     j.chunk_rows = CHUNK_VALUES / cols ? CHUNK_VALUES / cols : 1;
     for (size_t k = 0; k < nin; k++) max_src = t->in[k].src_cols > max_src ? t->in[k].src_cols : max_src;
+    uint64_t n_chunks = (t->job.rows + j.chunk_rows - 1) / j.chunk_rows, chunk = j.chunk_rows * cols;
     mk_status s = MK_OK;
     j.col = mk_calloc(nin, sizeof *j.col);
     j.density = mk_calloc(nin, sizeof *j.density);
     j.weight = mk_calloc(nin, sizeof *j.weight);
     j.x = mk_calloc(nin, sizeof *j.x);
-    j.thr = mk_calloc(nin, sizeof *j.thr);
-    j.need = mk_calloc(nin, sizeof *j.need);
-    j.hist = mk_calloc(nin, sizeof *j.hist);
+    j.q = mk_calloc(nin, sizeof *j.q);
+    j.none = mk_calloc(nin, sizeof *j.none);
+    j.keys = mk_malloc(chunk * sizeof *j.keys);
+    j.keep = mk_malloc(nin * chunk);
     j.scratch = mk_malloc(j.chunk_rows * max_src * 8); /* the widest dtype */
-    if (!j.col || !j.density || !j.weight || !j.x || !j.thr || !j.need || !j.hist || !j.scratch) s = MK_ERR_NOMEM;
+    if (!j.col || !j.density || !j.weight || !j.x || !j.q || !j.none || !j.keys || !j.keep || !j.scratch) s = MK_ERR_NOMEM;
     for (size_t k = 0; k < nin && s == MK_OK; k++) {
-        j.x[k] = mk_malloc(j.chunk_rows * cols * sizeof(float));
+        j.x[k] = mk_malloc(chunk * sizeof(float));
         if (!j.x[k]) s = MK_ERR_NOMEM;
         size_t c = colmap[t->in[k].model];
         j.col[k] = (int)k == t->job.base || c == SIZE_MAX ? -1 : (int)c;
         j.density[k] = pd >= 0 && t->m ? t->m[k][pd] : 1;
         j.weight[k] = (float)(pw >= 0 && t->m ? t->m[k][pw] : 1);
+        j.none[k] = !(j.density[k] > 0); /* sparsify.magnitude: nothing kept */
+        j.q[k] = j.col[k] >= 0 && j.density[k] < 1 && !j.none[k] ? (int)j.nq++ : -1;
+    }
+    bool sel = s == MK_OK && j.nq;
+    if (sel) s = mk_sel_init(&j.sel, t->job.numel, n_chunks, j.nq, j.nq);
+    for (size_t k = 0; k < nin && sel && s == MK_OK; k++) {
+        /* mergekit keeps k = max(1, int(density x numel)) largest |delta|, ties by index */
+        uint64_t kc = j.q[k] < 0 ? 0 : mk_trunc_u64(j.density[k] * (double)t->job.numel);
+        if (j.q[k] >= 0) mk_sel_query_set(&j.sel, (size_t)j.q[k], (uint32_t)j.q[k], kc ? kc : 1, true, false);
     }
     if (s == MK_OK) s = pass1(&j);
     if (s == MK_OK) s = pass2(&j);
     if (s == MK_OK) st->tensors++;
+    if (sel) mk_sel_free(&j.sel);
     for (size_t k = 0; j.x && k < nin; k++) free(j.x[k]);
-    free(j.col), free(j.density), free(j.weight), free(j.x), free(j.thr), free(j.need), free(j.hist), free(j.scratch);
+    free(j.col), free(j.density), free(j.weight), free(j.x), free(j.q), free(j.none), free(j.keys), free(j.keep), free(j.scratch);
     return s;
 }
 

@@ -6,14 +6,14 @@
  * elements whose trimmed deltas disagree in sign (sign conflicts), and the share of each
  * model's elements that survive trimming and election (kept density).
  *
- * Streaming: each tensor of the plan is read in row chunks of about 64 Ki values per input,
- * two or three times (pass 1: norms, dot products, a histogram of |delta| by its top 16 float
- * bits; with a density below 1, pass 1b: a histogram of the low 16 bits inside the bin that
- * holds the k-th largest, which gives its exact value; pass 2: trim, elect, count). Memory:
- * the chunks plus a 65536-bin histogram per input, never a tensor. Deterministic: one
- * thread, sums in element order, in double.
- * Trimming keeps every |delta| at or above the k-th largest, k = max(1, int(density x
- * numel)) as in mergekit; only exact ties at that value can keep more than k.
+ * Streaming: each tensor of the plan is read in row chunks of about 64 Ki values per input:
+ * pass 1 (norms, dot products, and the first pass of the order statistic of |delta| of each
+ * trimmed input), the order statistic's further passes when it needs them, pass 2 (trim,
+ * elect, count). Memory: the chunks plus merge/methods/select.h's histograms (512 KiB per
+ * trimmed input), never a tensor. Deterministic: one thread, sums in element order, in double.
+ * Trimming keeps exactly k = max(1, int(density x numel)) deltas, the largest |delta| first
+ * and equal ones by flat index, as the merge's TIES (mk_select) keeps them; density <= 0 keeps
+ * none, density >= 1 all.
  * Must not: write anything or print.
  */
 #ifndef MK_TVSTATS_H

@@ -6,11 +6,15 @@
  */
 #include "alloc.h"
 #include "qformat.h"
+#include "qsource.h"
+#include "../core/mk_parallel.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define CAP_CHUNK 65536u /* values decoded at a time (whole rows) */
 
 /* ======== the solver =================================================================== */
 
@@ -293,11 +297,17 @@ static const mk_sink_ops remap_ops = {.write = remap_write, .tensor_done = remap
 
 /* ======== a consumer over several plans' consumers ======================================= */
 
+typedef struct tap tap; /* --sensitivity imatrix: what the measuring pass keeps (below) */
+static mk_status tap_begin(tap *a, size_t m, const mk_tensor_info *ti);
+static void tap_rows(tap *a, uint64_t e0, const float *v, uint64_t n);
+static mk_status tap_end(tap *a, size_t m);
+
 typedef struct multi {
     size_t nc;
     mk_consumer *c;     /* [nc], owned */
     const size_t *map;  /* the driver's tensor -> the plans' (NULL: the same) */
     const int *owner;   /* per plan tensor: the one consumer that writes it; NULL: all see it */
+    tap *tap;           /* NULL, or the measuring pass's keeper of values and bytes */
 } multi;
 
 static size_t m_idx(const multi *m, size_t i) { return m->map ? m->map[i] : i; }
@@ -330,16 +340,29 @@ static bool m_raw_ok(mk_consumer *c, size_t i, const mk_tensor_info *t, mk_dtype
         return MK_OK;                                                                      \
     } while (0)
 
-static mk_status m_begin(mk_consumer *c, size_t i, const mk_tensor_info *t) { M_EACH(begin(&m->c[k], m_idx(m, i), t)); }
+static mk_status m_begin(mk_consumer *c, size_t i, const mk_tensor_info *t)
+{
+    tap *tp = ((multi *)c->impl)->tap;
+    if (tp) MK_TRY(tap_begin(tp, i, t));
+    M_EACH(begin(&m->c[k], m_idx(m, i), t));
+}
 static mk_status m_rows(mk_consumer *c, size_t i, uint64_t e0, const float *v, uint64_t n)
 {
+    tap *tp = ((multi *)c->impl)->tap;
+    if (tp) tap_rows(tp, e0, v, n);
     M_EACH(rows(&m->c[k], m_idx(m, i), e0, v, n));
 }
 static mk_status m_raw(mk_consumer *c, size_t i, uint64_t off, const void *d, uint64_t len)
 {
     M_EACH(raw(&m->c[k], m_idx(m, i), off, d, len));
 }
-static mk_status m_end(mk_consumer *c, size_t i) { M_EACH(end(&m->c[k], m_idx(m, i))); }
+static mk_status m_end(mk_consumer *c, size_t i)
+{
+    multi *m = c->impl;
+    for (size_t k = 0; k < m->nc; k++)
+        if (m_to(m, i, k)) MK_TRY(m->c[k].ops->end(&m->c[k], m_idx(m, i)));
+    return m->tap ? tap_end(m->tap, i) : MK_OK;
+}
 
 static bool m_wants(mk_consumer *c, size_t i)
 {
@@ -393,11 +416,11 @@ static const mk_consumer_ops multi_ops = {
     .observe_end = m_observe_end,
 };
 
-static mk_status multi_make(mk_consumer *out, mk_consumer *subs, size_t nc, const size_t *map, const int *owner)
+static mk_status multi_make(mk_consumer *out, mk_consumer *subs, size_t nc, const size_t *map, const int *owner, tap *tp)
 {
     multi *m = mk_calloc(1, sizeof *m);
     if (!m) return MK_ERR_NOMEM;
-    *m = (multi){nc, subs, map, owner};
+    *m = (multi){nc, subs, map, owner, tp};
     out->ops = &multi_ops;
     out->impl = m;
     return MK_OK;
@@ -430,6 +453,232 @@ static mk_status cand_plan(mk_qplan *p, mk_source *src, const size_t *idx, const
     return s;
 }
 
+/* ======== importance-weighted error (--sensitivity imatrix) ============================== */
+
+/* The stored tensors of the weight being measured, per candidate plan: a sink that keeps
+ * the bytes of the tensors it has a buffer for (the others are dropped). */
+typedef struct capture {
+    const mk_qplan *p;
+    unsigned char **buf; /* [p->n_out] */
+} capture;
+
+static mk_status cap_write(mk_sink *k, size_t i, uint64_t off, const void *d, uint64_t len)
+{
+    capture *c = k->impl;
+    if (!c->buf[i]) return MK_OK;
+    uint64_t nb = c->p->out[i].nbytes;
+    if (off > nb || len > nb - off) MK_BUG("a write past the end of a stored tensor");
+    memcpy(c->buf[i] + off, d, (size_t)len);
+    return MK_OK;
+}
+
+static const mk_sink_ops cap_ops = {.write = cap_write, .tensor_done = null_done};
+
+/* A source of one weight's stored tensors (its capture) with the plan's config.json: what
+ * the dequantizing reader (qsource.h) decodes exactly as any reader of the checkpoint. */
+typedef struct one_src {
+    const capture *c;
+    size_t out0;
+    const char *config;
+} one_src;
+
+static mk_status one_read(mk_source *s, size_t i, uint64_t off, uint64_t len, void *dst)
+{
+    one_src *m = s->impl;
+    if (off > s->tensors[i].nbytes || len > s->tensors[i].nbytes - off) MK_BUG("a read past the end of a stored tensor");
+    memcpy(dst, m->c->buf[m->out0 + i] + off, (size_t)len);
+    return MK_OK;
+}
+
+static const void *one_borrow(mk_source *s, size_t i, uint64_t off, uint64_t len)
+{
+    one_src *m = s->impl;
+    return off <= s->tensors[i].nbytes && len <= s->tensors[i].nbytes - off ? m->c->buf[m->out0 + i] + off : NULL;
+}
+
+static mk_status one_aux(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
+{
+    one_src *m = s->impl;
+    *data = NULL;
+    *len = 0;
+    if (strcmp(name, "config.json") != 0 || strlen(m->config) > cap) return MK_OK;
+    *data = mk_strdup(m->config);
+    *len = strlen(m->config);
+    return *data ? MK_OK : MK_ERR_NOMEM;
+}
+
+static void one_close(mk_source *s)
+{
+    mk_name_index_free(&s->index);
+    free(s->tensors);
+    free(s);
+}
+
+static const mk_source_ops one_ops = {.read = one_read, .borrow = one_borrow, .aux_read = one_aux, .close = one_close};
+
+/* The weighted error of blocks of rows (decoded a block at a time, a buffer per thread). */
+typedef struct werr_job {
+    mk_source *d;
+    size_t di;
+    const float *x, *imp;
+    uint64_t cols, rows, step;
+    double *part; /* [blocks] */
+} werr_job;
+
+static void *werr_tls(void *ctx)
+{
+    const werr_job *j = ctx;
+    float *buf = mk_malloc((size_t)(j->step * j->cols) * sizeof *buf);
+    if (!buf) mk_error(MK_ERR_NOMEM, "out of memory for a block of decoded rows");
+    return buf;
+}
+
+static mk_status werr_block(void *ctx, uint64_t b, void *tls)
+{
+    werr_job *j = ctx;
+    float *dec = tls;
+    uint64_t r0 = b * j->step, nr = j->rows - r0 < j->step ? j->rows - r0 : j->step;
+    MK_TRY(j->d->ops->read(j->d, j->di, r0 * j->cols * 4, nr * j->cols * 4, dec));
+    double sum = 0;
+    for (uint64_t r = 0; r < nr; r++) {
+        const float *a = j->x + (r0 + r) * j->cols, *q = dec + r * j->cols;
+        double row = 0;
+        for (uint64_t c = 0; c < j->cols; c++) {
+            double e = (double)a[c] - (double)q[c];
+            row += (double)j->imp[c] * e * e;
+        }
+        sum += row;
+    }
+    j->part[b] = sum;
+    return MK_OK;
+}
+
+/* sum over the rows of weight i of imp[c] (x - q)^2, q decoded from plan p's stored bytes
+ * in cap; x: the values the consumer encoded. */
+static mk_status weighted_error(const mk_qplan *p, const capture *cap, const char *config, size_t i, const float *x, const float *imp,
+                                double *out)
+{
+    const mk_qtensor *q = &p->t[i];
+    const mk_tensor_info *w = &p->in[i];
+    mk_source *s = mk_calloc(1, sizeof *s);
+    one_src *m = mk_calloc(1, sizeof *m);
+    mk_tensor_info *ti = mk_calloc(q->nout ? q->nout : 1, sizeof *ti);
+    if (!s || !m || !ti) {
+        free(s), free(m), free(ti);
+        return MK_ERR_NOMEM;
+    }
+    *m = (one_src){cap, q->out0, config};
+    memcpy(ti, p->out + q->out0, q->nout * sizeof *ti);
+    *s = (mk_source){.ops = &one_ops, .path = w->name, .kind = "measured", .n_tensors = q->nout, .tensors = ti, .impl = m};
+    mk_status st = mk_name_index_build(&s->index, ti, q->nout, NULL);
+    mk_source *d = NULL;
+    mk_qinfo qi;
+    if (st == MK_OK) st = mk_qsource_open(s, &d, &qi);
+    long di = st == MK_OK ? mk_source_find(d, w->name) : -1;
+    if (st == MK_OK && (!qi.quantized || di < 0 || d->tensors[di].dtype != MK_F32 || d->tensors[di].numel != w->numel))
+        st = mk_error(MK_ERR_MISMATCH, "%s: its stored tensors do not decode to the weight", w->name);
+    uint64_t cols = (uint64_t)w->shape[w->ndim - 1], rows = cols ? w->numel / cols : 0;
+    werr_job j = {d, st == MK_OK ? (size_t)di : 0, x, imp, cols, rows, CAP_CHUNK / cols ? CAP_CHUNK / cols : 1, NULL};
+    uint64_t nb = (rows + j.step - 1) / j.step;
+    j.part = st == MK_OK ? mk_calloc(nb ? nb : 1, sizeof *j.part) : NULL;
+    if (st == MK_OK && !j.part) st = MK_ERR_NOMEM;
+    if (st == MK_OK) st = mk_parallel_chunks(nb, werr_block, &j, werr_tls, free);
+    double sum = 0;
+    for (uint64_t b = 0; st == MK_OK && b < nb; b++) sum += j.part[b]; /* in block order: any thread count */
+    free(j.part);
+    if (d) mk_source_close(d); /* closes s too */
+    else one_close(s);
+    free(m);
+    *out = sum;
+    return st;
+}
+
+/* What the measuring consumer (multi) keeps for the weights with importances: the values it
+ * is given and every plan's stored bytes, decoded at the end of each weight into the weighted
+ * error of every plan. Indices are the table's. */
+struct tap {
+    const mk_alloc_table *t;
+    const float *const *imp;  /* per logical tensor */
+    const mk_qplan *plans;
+    const size_t *pk;         /* plan -> candidate */
+    size_t np;
+    capture cap[MK_ALLOC_MAX_CANDS];
+    char *config[MK_ALLOC_MAX_CANDS];
+    float *x;                 /* the current weight's values */
+    double *werr;             /* [t->n * t->k] */
+};
+
+static void tap_drop(tap *a)
+{
+    for (size_t j = 0; j < a->np; j++)
+        for (size_t o = 0; a->cap[j].buf && o < a->plans[j].n_out; o++) {
+            free(a->cap[j].buf[o]);
+            a->cap[j].buf[o] = NULL;
+        }
+    free(a->x);
+    a->x = NULL;
+}
+
+/* Weight m begins: room for its values and every plan's stored bytes when it has importances. */
+static mk_status tap_begin(tap *a, size_t m, const mk_tensor_info *ti)
+{
+    size_t i = a->t->w[m];
+    tap_drop(a);
+    if (!a->imp[i]) return MK_OK;
+    a->x = mk_malloc((size_t)ti->numel * sizeof *a->x + 1);
+    if (!a->x) return MK_ERR_NOMEM;
+    for (size_t j = 0; j < a->np; j++) {
+        const mk_qtensor *q = &a->plans[j].t[i];
+        for (size_t o = 0; q->quantized && o < q->nout; o++)
+            if (!(a->cap[j].buf[q->out0 + o] = mk_calloc(1, (size_t)a->plans[j].out[q->out0 + o].nbytes + 1))) return MK_ERR_NOMEM;
+    }
+    return MK_OK;
+}
+
+/* Values [e0, e0 + n) of the current weight (chunks on several threads: disjoint ranges). */
+static void tap_rows(tap *a, uint64_t e0, const float *v, uint64_t n)
+{
+    if (a->x) memcpy(a->x + e0, v, (size_t)n * sizeof *v);
+}
+
+/* Weight m has ended (every plan has written it): its weighted error in each plan. */
+static mk_status tap_end(tap *a, size_t m)
+{
+    size_t i = a->t->w[m];
+    for (size_t j = 0; a->x && j < a->np; j++) {
+        if (!a->plans[j].t[i].quantized) continue;
+        MK_TRY(weighted_error(&a->plans[j], &a->cap[j], a->config[j], i, a->x, a->imp[i], &a->werr[m * a->t->k + a->pk[j]]));
+    }
+    tap_drop(a);
+    return MK_OK;
+}
+
+static void tap_free(tap *a)
+{
+    tap_drop(a);
+    for (size_t j = 0; j < a->np; j++) {
+        free(a->cap[j].buf);
+        free(a->config[j]);
+    }
+    free(a->werr);
+}
+
+static mk_status tap_make(tap *a, const mk_alloc_table *t, const float *const *imp, const mk_qplan *plans, const size_t *pk, size_t np)
+{
+    *a = (tap){.t = t, .imp = imp, .plans = plans, .pk = pk, .np = np};
+    a->werr = mk_calloc(t->n * t->k, sizeof *a->werr);
+    if (!a->werr) return MK_ERR_NOMEM;
+    for (size_t j = 0; j < np; j++) {
+        a->cap[j].p = &plans[j];
+        a->cap[j].buf = mk_calloc(plans[j].n_out ? plans[j].n_out : 1, sizeof *a->cap[j].buf);
+        char *qc = mk_qplan_config_json(&plans[j]);
+        a->config[j] = qc ? mk_asprintf("{\"quantization_config\": %s}", qc) : NULL;
+        free(qc);
+        if (!a->cap[j].buf || !a->config[j]) return MK_ERR_NOMEM;
+    }
+    return MK_OK;
+}
+
 /* ======== measuring ========================================================================= */
 
 void mk_alloc_table_free(mk_alloc_table *t)
@@ -445,7 +694,7 @@ void mk_alloc_table_free(mk_alloc_table *t)
 }
 
 mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
-                           const mk_alloc_cand *c, size_t nc, const char *skip, mk_alloc_table *t)
+                           const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *imp, mk_alloc_table *t)
 {
     memset(t, 0, sizeof *t);
     mk_qplan plans[MK_ALLOC_MAX_CANDS];
@@ -495,10 +744,17 @@ mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arc
         t->numel[m] = in[i].numel;
         m++;
     }
+    for (size_t m = 0; s == MK_OK && imp && m < t->n; m++)
+        if (!imp[t->w[m]]) s = mk_error(MK_ERR_MISMATCH, "no importances for tensor %s", in[t->w[m]].name);
+    /* with importances, each plan's bytes are kept for the tap to decode */
+    tap tp = {0};
+    mk_sink caps[MK_ALLOC_MAX_CANDS];
     size_t made = 0;
-    for (; s == MK_OK && made < np; made++) s = mk_quant_consumer(&cons[made], &null, &plans[made], true, false);
+    if (s == MK_OK && imp) s = tap_make(&tp, t, imp, plans, pk, np);
+    for (size_t j = 0; j < np; j++) caps[j] = imp ? (mk_sink){.ops = &cap_ops, .impl = &tp.cap[j]} : null;
+    for (; s == MK_OK && made < np; made++) s = mk_quant_consumer(&cons[made], &caps[made], &plans[made], true, false);
     mk_consumer mc = {0};
-    if (s == MK_OK) s = multi_make(&mc, cons, np, t->w, NULL);
+    if (s == MK_OK) s = multi_make(&mc, cons, np, t->w, NULL, imp ? &tp : NULL);
     mk_qstream_opts qo = {0, NULL, NULL};
     if (s == MK_OK) s = mk_qstream_run(src, sidx, sub, t->n, &mc, &qo);
     if (mc.impl) mc.ops->close(&mc);
@@ -527,8 +783,15 @@ mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arc
             *e = st->sum_e2;
             t->sx2[m] = st->sum_x2;
         }
-        for (size_t k = 0; k < nc; k++) t->err[m * nc + k] = t->se2[m * nc + k];
+        for (size_t k = 0; k < nc; k++) t->err[m * nc + k] = imp ? tp.werr[m * nc + k] : t->se2[m * nc + k];
+        if (imp) { /* the mean importance */
+            uint64_t cols = (uint64_t)in[i].shape[in[i].ndim - 1];
+            double sum = 0;
+            for (uint64_t col = 0; col < cols; col++) sum += imp[i][col];
+            t->sens[m] = cols ? sum / (double)cols : 0;
+        }
     }
+    if (imp) tap_free(&tp);
     for (size_t j = 0; j < made; j++) cons[j].ops->close(&cons[j]);
     for (size_t j = 0; j < np; j++) mk_qplan_free(&plans[j]);
     free(is_w);
@@ -674,7 +937,7 @@ mk_status mk_alloc_consumer(mk_alloc_write *w, mk_sink *sink, mk_consumer *c)
         w->rs[j] = (mk_sink){.ops = &remap_ops, .dir = sink->dir, .impl = &w->rm[j]};
     }
     for (; w->made < w->np; w->made++) MK_TRY(mk_quant_consumer(&w->cons[w->made], &w->rs[w->made], &w->plans[w->made], true, false));
-    return multi_make(c, w->cons, w->np, NULL, w->owner);
+    return multi_make(c, w->cons, w->np, NULL, w->owner, NULL);
 }
 
 char *mk_alloc_config_json(const mk_alloc_write *w)

@@ -69,9 +69,15 @@ typedef struct mk_alloc_table {
 
 /* One read of every quantizable weight of `src` (tensors in[n], their source index idx[i]),
  * each encoded by every candidate into a sink that keeps nothing: bits and squared error
- * per weight and candidate; err = se2, sens = 1. */
+ * per weight and candidate; err = se2, sens = 1.
+ * imp (NULL: none): per logical tensor, the importance of each of its columns (the mean
+ * squared input activation an imatrix holds; cols = the last dimension), or NULL. With imp,
+ * every quantizable weight must have one (else MK_ERR_MISMATCH naming it), and err is the
+ * importance-weighted squared error sum over rows r and columns c of imp[c] (x - q)^2 (the
+ * expected squared error of the layer's output per token, cross terms between columns
+ * left out), q decoded from the candidate's own stored bytes; sens = the mean importance. */
 mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
-                           const mk_alloc_cand *c, size_t nc, const char *skip, mk_alloc_table *t);
+                           const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *imp, mk_alloc_table *t);
 void mk_alloc_table_free(mk_alloc_table *t);
 /* Bits per weight of choice[] over the quantizable weights, and over the whole model. */
 void mk_alloc_bpw(const mk_alloc_table *t, const size_t *choice, double *bpw_q, double *bpw_all);

@@ -1,8 +1,8 @@
 #!/bin/sh
 # quantize --target-bpw on SmolLM2-135M (tools/get-smollm2.sh) against the best single format
-# at the same budget: the allocation's objective (--sensitivity weight and kld) and the KL
-# divergence to the original that `eval` measures on two Debian texts (GPL-3, the text kld
-# probes, and Apache-2.0, which it does not see).
+# at the same budget: the allocation's objective (--sensitivity weight, kld and imatrix) and
+# the KL divergence to the original that `eval` measures on two Debian texts (GPL-3, the text
+# kld probes and the imatrix is gathered on, and Apache-2.0, which neither sees).
 # Usage: tools/alloc-smollm2.sh [BUDGET [SINGLE-FORMAT]]   (default: 4.51 nvfp4)
 # Prints one line per model and text; takes some minutes on two cores.
 set -eu
@@ -19,10 +19,12 @@ trap 'rm -rf "$w"' EXIT
 "$mk" quantize "$sm" "$w/$single" --format "$single" -q
 "$mk" quantize "$sm" "$w/weight" --target-bpw "$b" --json -q >"$w/weight.json"
 "$mk" quantize "$sm" "$w/kld" --target-bpw "$b" --sensitivity kld --sensitivity-text "$g" --json -q >"$w/kld.json"
-for s in weight kld; do
+"$mk" imatrix "$sm" --text "$g" -o "$w/im.gguf" -q
+"$mk" quantize "$sm" "$w/imatrix" --target-bpw "$b" --sensitivity imatrix --imatrix "$w/im.gguf" --json -q >"$w/imatrix.json"
+for s in weight kld imatrix; do
     head -n 1 "$w/$s.json" | sed -n "s/.*\"bpw_quantizable\": \([0-9.]*\).*\"objective\": \([0-9.e+-]*\).*\"format\": \"$single\", \"alone_bpw\": \([0-9.]*\), \"alone_objective\": \([0-9.e+-]*\).*/--sensitivity $s: $b target, \1 achieved; objective \2, $single alone (\3 bpw) \4/p"
 done
-for m in "$single" weight kld; do
+for m in "$single" weight kld imatrix; do
     for t in "$g" "$a"; do
         "$mk" eval "$w/$m" --text "$t" --ref "$sm" --ctx 512 --chunks 4 --json -q >"$w/ev.json"
         kl=$(sed -n 's/.*"kl_mean": \([0-9.e+-]*\), "kl_stderr": \([0-9.e+-]*\).*/\1 +- \2/p' "$w/ev.json" | head -n 1)

@@ -4,7 +4,8 @@
 # allocation no worse than any single format that fits the budget (on its own objective),
 # one JSON document, the written checkpoint (one config group per format, its targets the
 # modules, read back by dequantize and inspect), the model card's table, determinism, usage
-# errors. compressed-tensors' own reading of the output: tools/compat-alloc.sh (make compat).
+# errors; --sensitivity kld and imatrix (another allocation, determinism, the refusals of a
+# missing or mismatched imatrix). compressed-tensors' own reading of the output: tools/compat-alloc.sh (make compat).
 . "$MK_ROOT/tests/e2e/lib.sh"
 JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
 "$MK" synth m --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 -q || { notok "synth" "failed"; exit 0; }
@@ -75,6 +76,43 @@ if "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.t
 else
     notok "--sensitivity kld" "$(tail -n 2 k.err)"
 fi
+# imatrix: each weight's error per input column weighted by the column's mean squared
+# activation (an imatrix of the model on the text); the allocation then differs from weight's
+if "$MK" imatrix m -t text.txt -o im.gguf -c 64 -q &&
+    "$MK" quantize m o --target-bpw 5 --sensitivity imatrix --imatrix im.gguf --dry-run --json >i.json 2>i.err &&
+    grep -q '"sensitivity": "imatrix"' i.json; then
+    got=$(num bpw_quantizable i.json)
+    "$MK" quantize m o --target-bpw 5 --dry-run --json >w5.json 2>/dev/null
+    fmts() { sed 1d "$1" | grep -o '"numel": [0-9]*, "format": "[^"]*"'; }
+    nd=$(fmts i.json >i.f; fmts w5.json >w.f; cmp -l i.f w.f 2>/dev/null | wc -l)
+    ns=$(sed 1d i.json | grep -o '"sensitivity": [0-9.e+-]*' | sort -u | wc -l)
+    if [ "$nd" -gt 0 ] && [ "$ns" -ge 16 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then
+        ok "--sensitivity imatrix: $got bits per weight, $ns distinct mean importances, another allocation than weight's"
+    else
+        notok "--sensitivity imatrix" "$got bits per weight, $ns importances, differs from weight's: $nd"
+    fi
+    "$MK" quantize m o --target-bpw 5 --sensitivity imatrix --imatrix im.gguf --dry-run --json -j 1 --chunk 4096 >i2.json 2>/dev/null
+    sed 's/"seconds": [0-9.]*//' i.json >i.n
+    sed 's/"seconds": [0-9.]*//' i2.json >i2.n
+    t_same "--sensitivity imatrix: the same allocation with one thread and small chunks" i.n i2.n
+else
+    notok "--sensitivity imatrix" "$(tail -n 2 i.err)"
+fi
+t_ok "write a mixed checkpoint by imatrix" "$MK" quantize m qi --target-bpw 5 --sensitivity imatrix --imatrix im.gguf -q
+if grep -q -- '--sensitivity imatrix --imatrix im.gguf`' qi/README.md; then ok "the model card names the imatrix sensitivity and file"
+else notok "the model card names the imatrix sensitivity and file" "$(sed -n 10,12p qi/README.md)"; fi
+"$MK" synth m2 --hidden 256 --layers 8 --heads 8 --kv-heads 4 --intermediate 384 --vocab 256 --seed 5 -q
+"$MK" synth m3 --hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 -q
+"$MK" imatrix m2 -t text.txt -o im2.gguf -c 64 -q
+"$MK" imatrix m3 -t text.txt -o im3.gguf -c 64 -q
+t_fail "imatrix: a missing file" 1 "^mergekit-c: error: nope\.gguf: cannot open" "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix --imatrix nope.gguf
+t_fail "imatrix: another model's columns" 1 "im2\.gguf: tensor blk\.0\.ffn_down\.weight: 1 x 384 importances for model\.layers\.0\.mlp\.down_proj\.weight, a matrix of 512 columns" \
+    "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix --imatrix im2.gguf
+t_fail "imatrix: a weight it has none for" 1 "im3\.gguf: no importances for tensor model\.layers\.4\.self_attn\.q_proj\.weight" \
+    "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix --imatrix im3.gguf
+t_fail "imatrix: not a GGUF file" 1 "text\.txt: not a GGUF file" "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix --imatrix text.txt
+t_fail "imatrix needs --imatrix" 2 "give --imatrix FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix
+t_fail "--imatrix needs --sensitivity imatrix" 2 "--imatrix is for --sensitivity imatrix" "$MK" quantize m q3 --target-bpw 5 --imatrix im.gguf
 t_fail "kld needs a text" 2 "give --sensitivity-text FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity kld
 t_fail "budget below the cheapest" 2 "--target-bpw 2: the budget is below the cheapest choice: at least 4\.[0-9]+ bits per weight" \
     "$MK" quantize m q3 --target-bpw 2

@@ -46,20 +46,31 @@ balanced() {
 cp "$G/ties.yaml" ties.yaml
 t_ok "report RECIPE.yaml" "$MK" report ties.yaml -o m.html -q
 points m.html >got.txt
-# tolerance: the page prints 6 significant digits; 1e-5 relative (+1e-9) is below one element
-# in the kept-density and conflict counts (1 / 6912 of a layer's elements, about 1.4e-4)
-if awk -F '\t' 'NR == FNR { if ($0 !~ /^#/) want[$1] = $2; next } { got[$1] = $2 }
-    END { n = 0; worst = -1
-          for (k in want) { n++; if (!(k in got)) { print "missing " k; exit 1 }
-              e = got[k] - want[k]; if (e < 0) e = -e; w = want[k] < 0 ? -want[k] : want[k]
-              r = e / (1e-5 * w + 1e-9); if (r > worst) { worst = r; wk = k } }
-          if (n != length(got)) { print n " golden values, " length(got) " on the page"; exit 1 }
-          if (worst > 1) { print "worst " wk ": got " got[wk] ", want " want[wk] " (tolerance 1e-5 rel + 1e-9)"; exit 1 }
-          printf "%d values within 1e-5; worst %s at %.3g of the tolerance\n", n, wk, worst }' "$G/ties.txt" got.txt >cmp.txt; then
-    ok "merge report matches mergekit's TIES pieces: $(cat cmp.txt)"
-else
-    notok "merge report matches mergekit's TIES pieces" "$(cat cmp.txt)"
-fi
+# golden NAME GOLDEN GOT: the page's values against the golden ones. Tolerance: the page prints
+# 6 significant digits; 1e-5 relative (+1e-9) is below one element in the kept-density and
+# conflict counts (1 / 6912 of a layer's elements, about 1.4e-4)
+golden() {
+    if awk -F '\t' 'NR == FNR { if ($0 !~ /^#/) want[$1] = $2; next } { got[$1] = $2 }
+        END { n = 0; worst = -1
+              for (k in want) { n++; if (!(k in got)) { print "missing " k; exit 1 }
+                  e = got[k] - want[k]; if (e < 0) e = -e; w = want[k] < 0 ? -want[k] : want[k]
+                  r = e / (1e-5 * w + 1e-9); if (r > worst) { worst = r; wk = k } }
+              if (n != length(got)) { print n " golden values, " length(got) " on the page"; exit 1 }
+              if (worst > 1) { print "worst " wk ": got " got[wk] ", want " want[wk] " (tolerance 1e-5 rel + 1e-9)"; exit 1 }
+              printf "%d values within 1e-5; worst %s at %.3g of the tolerance\n", n, wk, worst }' "$2" "$3" >cmp.txt; then
+        ok "$1: $(cat cmp.txt)"
+    else
+        notok "$1" "$(cat cmp.txt)"
+    fi
+}
+golden "merge report matches mergekit's TIES pieces" "$G/ties.txt" got.txt
+# bf16 deltas tie at the trim threshold: exactly k kept (by flat index, as the merge's TIES
+# keeps them), so the kept density is k over the elements
+mkdir bf16
+(cd bf16 && "$MK" synth base --hidden 48 --heads 6 --kv-heads 2 --intermediate 136 --vocab 100 --layers 3 --seed 11 -q &&
+    "$MK" synth ft1 --finetune-of base --delta 0.05 --seed 12 -q && cp "$G/ties-bf16.yaml" t.yaml && "$MK" report t.yaml -o b.html -q)
+points bf16/b.html >got16.txt
+golden "bf16 merge report: exactly k of the tied magnitudes kept, as mergekit's magnitude()" "$G/ties-bf16.txt" got16.txt
 n_svg=$(grep -c '<svg class="plot"' m.html)
 n3=$(grep -c 'data-kind="lines" data-n="3"' m.html)
 if [ "$n_svg" = 5 ] && [ "$n3" = 4 ] && [ "$(count m.html p1 pt)" = 9 ] && [ "$(count m.html p2 pt)" = 9 ] &&

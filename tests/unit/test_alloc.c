@@ -163,3 +163,183 @@ MK_TEST(alloc_candidates)
     CHECK(mk_alloc_cands_parse("int4:target=bitsandbytes", c, &n) == MK_ERR_USAGE);
     CHECK(mk_alloc_cands_parse("int9", c, &n) == MK_ERR_USAGE);
 }
+
+/* ---- --sensitivity imatrix: the importance-weighted error of the measuring pass ---------- */
+
+#define IR1 16  /* rows of w0 (a down_proj) */
+#define IR2 16  /* rows of w1 (a q_proj): the same size, so that either can take the bits */
+#define IC 256  /* columns of both */
+#define ZCOL 5  /* w0's column of zeros */
+
+typedef struct imem {
+    float *w[2];
+} imem;
+
+static mk_status im_read(mk_source *s, size_t i, uint64_t off, uint64_t len, void *dst)
+{
+    imem *m = s->impl;
+    memcpy(dst, (const char *)m->w[i] + off, (size_t)len);
+    return MK_OK;
+}
+
+static const void *im_borrow(mk_source *s, size_t i, uint64_t off, uint64_t len)
+{
+    (void)len;
+    imem *m = s->impl;
+    return (const char *)m->w[i] + off;
+}
+
+static mk_status im_aux(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
+{
+    (void)s, (void)name, (void)cap;
+    *data = NULL;
+    *len = 0;
+    return MK_OK;
+}
+
+static const mk_source_ops im_ops = {.read = im_read, .borrow = im_borrow, .aux_read = im_aux};
+
+/* Two f32 weights (w1 `scale1` times larger), one column of w0 zero. */
+static void imat_model(mk_source *s, imem *m, mk_tensor_info *t, float scale1)
+{
+    mk_rng r = mk_rng_key(11, "test_alloc imatrix");
+    const char *names[2] = {"model.layers.0.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"};
+    int64_t rows[2] = {IR1, IR2};
+    for (size_t i = 0; i < 2; i++) {
+        t[i] = (mk_tensor_info){.name = (char *)names[i], .dtype = MK_F32, .ndim = 2, .shape = {rows[i], IC}};
+        CHECK_OK(mk_tensor_info_finish(&t[i]));
+        m->w[i] = calloc((size_t)t[i].numel, sizeof(float));
+        for (uint64_t e = 0; m->w[i] && e < t[i].numel; e++) {
+            float v = (float)(mk_rng_uniform(r, (uint32_t)i, e) - 0.5) * (i ? scale1 : 1);
+            m->w[i][e] = i == 0 && e % IC == ZCOL ? 0 : v;
+        }
+    }
+    *s = (mk_source){.ops = &im_ops, .path = "mem", .kind = "memory", .n_tensors = 2, .tensors = t, .impl = m};
+    CHECK_OK(mk_name_index_build(&s->index, t, 2, NULL));
+}
+
+static mk_status imat_measure(mk_source *s, const mk_alloc_cand *c, size_t nc, const float *imp0, const float *imp1, mk_alloc_table *t)
+{
+    size_t idx[2] = {0, 1};
+    const float *imp[2] = {imp0, imp1};
+    mk_arch arch = {0};
+    return mk_alloc_measure(s, idx, &arch, s->tensors, 2, c, nc, NULL, imp0 || imp1 ? imp : NULL, t);
+}
+
+/* |got - want| <= rtol |want| (+1e-30) over the table, the worst named. */
+static void close_tables(const char *what, const mk_alloc_table *a, const double *want, double f, double rtol)
+{
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t e = 0; e < a->n * a->k; e++) {
+        double d = fabs(a->err[e] - f * want[e]) / (fabs(f * want[e]) + 1e-30);
+        if (d > worst) worst = d, wi = e;
+    }
+    CHECK_MSG(worst <= rtol, "%s: worst relative difference %.3g at weight %zu candidate %zu: %.12g, want %.12g (rtol %g)", what, worst,
+              wi / a->k, wi % a->k, a->err[wi], f * want[wi], rtol);
+}
+
+/* The model in memory and the candidates. */
+typedef struct imat {
+    mk_source s;
+    imem m;
+    mk_tensor_info t[2];
+    mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
+    size_t nc;
+} imat;
+
+static void imat_open(imat *x, float scale1, const char *formats)
+{
+    memset(x, 0, sizeof *x);
+    imat_model(&x->s, &x->m, x->t, scale1);
+    CHECK_OK(mk_alloc_cands_parse(formats, x->c, &x->nc));
+}
+
+static void imat_close(imat *x)
+{
+    mk_name_index_free(&x->s.index);
+    free(x->m.w[0]), free(x->m.w[1]);
+}
+
+MK_TEST(alloc_imatrix_weights_each_column)
+{
+    static imat x;
+    imat_open(&x, 1, NULL);
+    mk_source s = x.s;
+    const mk_alloc_cand *c = x.c;
+    size_t nc = x.nc;
+    static float ones[IC], twos[IC], lo[IC], hi[IC], z[IC], nz[IC];
+    for (size_t k = 0; k < IC; k++) {
+        ones[k] = 1, twos[k] = 2, lo[k] = k < IC / 2, hi[k] = k >= IC / 2, z[k] = k == ZCOL, nz[k] = k == ZCOL + 1;
+    }
+    mk_alloc_table tw = {0}, t1 = {0}, t2 = {0}, tl = {0}, th = {0}, tz = {0}, tn = {0};
+    CHECK_OK(imat_measure(&s, c, nc, NULL, NULL, &tw));
+    CHECK_OK(imat_measure(&s, c, nc, ones, ones, &t1));
+    CHECK_OK(imat_measure(&s, c, nc, twos, twos, &t2));
+    CHECK_OK(imat_measure(&s, c, nc, lo, lo, &tl));
+    CHECK_OK(imat_measure(&s, c, nc, hi, hi, &th));
+    CHECK_OK(imat_measure(&s, c, nc, z, ones, &tz));
+    CHECK_OK(imat_measure(&s, c, nc, nz, ones, &tn));
+    if (tw.n == 2 && t1.n == 2 && t2.n == 2 && tl.n == 2 && th.n == 2 && tz.n == 2 && tn.n == 2) {
+        /* decoded from the stored bytes, the errors are the writer's own: importance 1 gives
+         * the squared error the encoder measured (it sums f32 differences, in another order:
+         * 1e-7) */
+        close_tables("importance 1", &t1, tw.se2, 1, 1e-7);
+        close_tables("importance 2", &t2, tw.se2, 2, 1e-7);
+        /* each column counted once: the two halves add up to the whole */
+        double sum[2 * MK_ALLOC_MAX_CANDS];
+        for (size_t e = 0; e < tl.n * tl.k; e++) sum[e] = tl.err[e] + th.err[e];
+        mk_alloc_table ts = tl;
+        ts.err = sum;
+        close_tables("halves", &ts, tw.se2, 1, 1e-7);
+        /* by column, not row: w0's zero column quantizes exactly in every format */
+        for (size_t k = 0; k < nc; k++) {
+            if (c[k].keep || tz.bits[k] < 0) continue;
+            CHECK_MSG(tz.err[k] == 0, "%s: error %.9g on the zero column", c[k].name, tz.err[k]);
+            CHECK_MSG(tn.err[k] > 0 && tl.err[k] != th.err[k], "%s: error %.9g on the next column", c[k].name, tn.err[k]);
+            CHECK_MSG(t1.err[k] > 0 && tz.sens[0] == 1.0 / IC && t2.sens[1] == 2, "%s: sensitivities %g %g", c[k].name, tz.sens[0],
+                      t2.sens[1]);
+        }
+    }
+    /* every quantizable weight needs importances */
+    mk_alloc_table tm = {0};
+    CHECK_ERR(imat_measure(&s, c, nc, ones, NULL, &tm), MK_ERR_MISMATCH, "no importances for tensor model.layers.0.self_attn.q_proj.weight");
+    mk_alloc_table *all[] = {&tw, &t1, &t2, &tl, &th, &tz, &tn, &tm};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) mk_alloc_table_free(all[i]);
+    imat_close(&x);
+}
+
+/* The bits per weight each weight gets at 6.5 bits per weight (room for one to take int8). */
+static void imat_alloc(const mk_alloc_table *t, double *bpw)
+{
+    size_t ch[2] = {0, 0};
+    double numel = (double)(t->numel[0] + t->numel[1]);
+    mk_alloc_problem p = {t->n, t->k, t->bits, t->err, t->numel};
+    CHECK_OK(mk_alloc_solve(&p, 6.5 * numel, ch));
+    for (size_t i = 0; i < 2; i++) bpw[i] = t->bits[i * t->k + ch[i]] / (double)t->numel[i];
+}
+
+MK_TEST(alloc_imatrix_changes_the_allocation)
+{
+    /* w1 is 10 times larger: by its own error it gets the bits; with w0's inputs 10^4 times
+     * as important (in squared activation), w0 gets them */
+    static imat x;
+    imat_open(&x, 10, "int4,int8,keep");
+    mk_source s = x.s;
+    const mk_alloc_cand *c = x.c;
+    size_t nc = x.nc;
+    static float big[IC], small[IC];
+    for (size_t k = 0; k < IC; k++) big[k] = 100, small[k] = 0.01f;
+    mk_alloc_table tw = {0}, ti = {0};
+    CHECK_OK(imat_measure(&s, c, nc, NULL, NULL, &tw));
+    CHECK_OK(imat_measure(&s, c, nc, big, small, &ti));
+    double bw[2] = {0, 0}, bi[2] = {0, 0};
+    if (tw.n == 2 && ti.n == 2) {
+        imat_alloc(&tw, bw);
+        imat_alloc(&ti, bi);
+    }
+    CHECK_MSG(bw[1] > bw[0] && bi[0] > bi[1], "weight: %.3f / %.3f bits per weight; imatrix: %.3f / %.3f", bw[0], bw[1], bi[0], bi[1]);
+    mk_alloc_table_free(&tw);
+    mk_alloc_table_free(&ti);
+    imat_close(&x);
+}
