@@ -468,7 +468,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
     const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT | --target-bpw B [options]",
-                              "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
+                              "Quantize a checkpoint (post-training, no calibration data needed) into the layouts the ecosystem loads.",
                               details(), opts, 0, 2, 0x1};
     char *pos[2];
     size_t npos;
