@@ -40,6 +40,8 @@ typedef struct quant_cli {
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
     const char *report;              /* --report FILE: the HTML page of the run's statistics */
     const char *imatrix;             /* --imatrix FILE: --method search weighs its error by it */
+    mk_imatrix im;                   /* ... read; with the data-free importances for the rest */
+    mk_search_imps pimp;
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
     const char *target_bpw, *formats, *sensitivity, *sens_text; /* --target-bpw: mixed precision (quant_alloc.c) */
@@ -181,15 +183,20 @@ static mk_status search_proxy(mk_source *src, mk_qplan *p, mk_search_imps *m)
     return mk_search_proxy(src, p, hd, m);
 }
 
+/* --method search's importances: --imatrix's, then the data-free ones for the rest. */
+static mk_status search_weights(const char *imatrix, const char *model_type, mk_source *src, mk_qplan *p, mk_imatrix *im,
+                                mk_search_imps *pimp)
+{
+    if (imatrix) MK_TRY(attach_imatrix(imatrix, model_type, p, im));
+    return search_proxy(src, p, pimp);
+}
+
 static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out)
 {
     mk_source *src = NULL;
-    mk_qplan plan;
-    memset(&plan, 0, sizeof plan);
+    mk_qplan plan = {0};
     mk_qinfo qi;
     size_t *idx = NULL;
-    mk_imatrix im = {0};
-    mk_search_imps pimp = {0};
     mk_status s = mk_cli_open_model(in, &src);
     if (s == MK_OK) s = mk_qsource_probe(src, &qi);
     if (s == MK_OK && qi.quantized) {
@@ -202,8 +209,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     if (s == MK_OK) s = mk_arch_of_source(src, &arch);
     if (s == MK_OK) s = mk_qplan_init(&plan, qo, &arch, src->tensors, src->n_tensors);
     if (s == MK_OK && (s = mk_qplan_check(&plan)) != MK_OK) s = mk_error_prefix(s, "%s", in); /* nothing to write */
-    if (s == MK_OK && o->imatrix) s = attach_imatrix(o->imatrix, arch.model_type, &plan, &im);
-    if (s == MK_OK && qo->method == MK_QM_SEARCH) s = search_proxy(src, &plan, &pimp);
+    if (s == MK_OK && qo->method == MK_QM_SEARCH) s = search_weights(o->imatrix, arch.model_type, src, &plan, &o->im, &o->pimp);
     mk_arch_free(&arch);
     if (s == MK_OK) {
         idx = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *idx);
@@ -263,8 +269,6 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
 done:
     free(idx);
     mk_qplan_free(&plan);
-    mk_imatrix_free(&im);
-    mk_search_imps_free(&pimp);
     mk_source_close(src);
     return s;
 }
@@ -495,6 +499,8 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (s == MK_OK && !o.list_formats && o.imatrix && (o.parts.p.n || o.parts.parts || o.finalize))
         s = mk_error(MK_ERR_USAGE, "--imatrix cannot be combined with --part or finalize yet");
     if (s == MK_OK && !o.list_formats) s = run(&o, &qo, pos[0], pos[1]);
+    mk_imatrix_free(&o.im);
+    mk_search_imps_free(&o.pimp);
     const char *in = npos ? pos[0] : NULL;
     if (s == MK_OK && !o.list_formats && o.eval.text && !o.parts.p.n) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
