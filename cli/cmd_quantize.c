@@ -12,9 +12,14 @@
 #include "cli.h"
 
 #include "../core/mk_io.h"
+#include "../formats/gguf.h"
+#include "../formats/imatrix.h"
 #include "../formats/output.h"
+#include "../model/gguf_names.h"
 #include "../quant/qsource.h"
 #include "../quant/alloc.h"
+#include "../quant/search_proxy.h"
+#include "../model/config.h"
 #include "../quant/quant.h"
 
 #include <math.h>
@@ -34,9 +39,12 @@ typedef struct quant_cli {
     uint64_t shard_size, chunk;
     mk_cli_eval_opts eval;           /* --eval-text: score OUT against IN at the end */
     const char *report;              /* --report FILE: the HTML page of the run's statistics */
+    const char *imatrix;             /* --imatrix FILE: --method search, or --target-bpw --sensitivity imatrix, weighs its error by it */
+    mk_imatrix im;                   /* ... read; with the data-free importances for the rest */
+    mk_search_imps pimp;
     mk_cli_parts parts;              /* --part I/N: one part of a split output */
     const mk_parts_manifest *finalize; /* `finalize`: OUT from the parts in OUT.tmp */
-    const char *target_bpw, *formats, *sensitivity, *sens_text, *imatrix; /* --target-bpw: mixed precision (quant_alloc.c) */
+    const char *target_bpw, *formats, *sensitivity, *sens_text; /* --target-bpw: mixed precision (quant_alloc.c) */
     long sens_ctx, sens_chunks;
     int argc;                        /* the command line, for a part's manifest */
     char **argv;
@@ -45,7 +53,7 @@ typedef struct quant_cli {
 /* ---- the run ---------------------------------------------------------------------------------- */
 
 /* config.json with quantization_config, the tokenizer files, a model card. */
-static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, const char *in_path, const char *out_path)
+static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, const char *in_path, const char *out_path, const char *imatrix)
 {
     mk_status s = mk_cli_quant_config_files(src, o, mk_qplan_config_json(p), in_path);
     if (s == MK_OK) {
@@ -58,6 +66,7 @@ static mk_status write_aux(mk_source *src, mk_output *o, const mk_qplan *p, cons
                       MK_VERSION);
         mk_buf_printf(&b, "%zu of %zu tensors are quantized; embeddings, lm_head, norms and biases keep their dtype.\n",
                       p->n_quantized, p->n);
+        if (imatrix) mk_buf_printf(&b, "The scale search weighed each column's error by the importance matrix `%s`.\n", imatrix);
         mk_buf_puts(&b, mk_qplan_load_hint(p));
         free(title);
         s = b.failed ? MK_ERR_NOMEM : mk_output_file(o, "README.md", b.data, b.len);
@@ -131,11 +140,61 @@ static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, 
     return s;
 }
 
+/* --imatrix FILE: each quantized weight the file has importances for (under its llama.cpp name,
+ * as `mergekit-c imatrix` and llama-imatrix write them) gets them; the others keep the
+ * data-free weighting, with a warning. The file must cover at least one weight, with one
+ * importance per column. */
+static mk_status attach_imatrix(const char *f, const char *model_type, mk_qplan *p, mk_imatrix *im)
+{
+    const mk_gguf_arch *ga = mk_gguf_arch_for_model_type(model_type);
+    if (!ga)
+        return mk_error(MK_ERR_UNSUPPORTED, "--imatrix %s: model_type '%s' has no llama.cpp tensor names here (llama, mistral, qwen2 and qwen3 have)", f,
+                        model_type ? model_type : "(none)");
+    MK_TRY(mk_imatrix_read(f, im));
+    size_t used = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        char name[MK_GGUF_MAX_NAME], qk;
+        const mk_imatrix_entry *e = p->t[i].quantized && mk_gguf_name(ga, p->in[i].name, name, sizeof name, &qk) ? mk_imatrix_find(im, name) : NULL;
+        if (!e) continue;
+        if (e->nmat != 1 || e->cols != p->t[i].cols)
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, a weight of %llu columns", f, name,
+                            (unsigned long long)e->nmat, (unsigned long long)e->cols, p->in[i].name, (unsigned long long)p->t[i].cols);
+        p->t[i].imp = e->imp;
+        used++;
+    }
+    if (!used)
+        return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a weight this run quantizes", f, im->n,
+                        im->n ? im->e[0].name : "-");
+    if (used < p->n_quantized)
+        mk_warn("%s has importances for %zu of the %zu quantized weights; the others are weighted without it", f, used, p->n_quantized);
+    return MK_OK;
+}
+
+/* --method search without importances from --imatrix: the data-free ones (search_proxy.h),
+ * attention's head_dim from config.json when it has one. */
+static mk_status search_proxy(mk_source *src, mk_qplan *p, mk_search_imps *m)
+{
+    mk_model_config cfg;
+    long hd = 0;
+    if (mk_model_config_of_source(src, &cfg) == MK_OK) {
+        hd = cfg.head_dim;
+        mk_model_config_free(&cfg);
+    }
+    return mk_search_proxy(src, p, hd, m);
+}
+
+/* --method search's importances: --imatrix's, then the data-free ones for the rest. */
+static mk_status search_weights(const char *imatrix, const char *model_type, mk_source *src, mk_qplan *p, mk_imatrix *im,
+                                mk_search_imps *pimp)
+{
+    if (imatrix) MK_TRY(attach_imatrix(imatrix, model_type, p, im));
+    return search_proxy(src, p, pimp);
+}
+
 static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out)
 {
     mk_source *src = NULL;
-    mk_qplan plan;
-    memset(&plan, 0, sizeof plan);
+    mk_qplan plan = {0};
     mk_qinfo qi;
     size_t *idx = NULL;
     mk_status s = mk_cli_open_model(in, &src);
@@ -149,8 +208,9 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_arch arch = {0};
     if (s == MK_OK) s = mk_arch_of_source(src, &arch);
     if (s == MK_OK) s = mk_qplan_init(&plan, qo, &arch, src->tensors, src->n_tensors);
-    mk_arch_free(&arch);
     if (s == MK_OK && (s = mk_qplan_check(&plan)) != MK_OK) s = mk_error_prefix(s, "%s", in); /* nothing to write */
+    if (s == MK_OK && qo->method == MK_QM_SEARCH) s = search_weights(o->imatrix, arch.model_type, src, &plan, &o->im, &o->pimp);
+    mk_arch_free(&arch);
     if (s == MK_OK) {
         idx = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *idx);
         if (!idx) s = MK_ERR_NOMEM;
@@ -192,7 +252,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
-    if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out);
+    if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out, o->imatrix);
     if (s == MK_OK) s = mk_output_seal(&out_o);
     if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);
     double secs = mk_now() - t0;
@@ -373,6 +433,8 @@ static mk_status gguf_main(quant_cli *o, const char *in, const char *out)
     if (o->skip || o->include || o->compute_dtype || o->report || o->dry_run || o->parts.p.n || o->parts.parts || o->finalize)
         return mk_error(MK_ERR_USAGE, "--format %s takes none of --skip, --include, --compute-dtype, --report, --dry-run, --part, --parts "
                                       "(see 'convert --help' for --dry-run and --part)", o->format);
+    if (o->imatrix)
+        return mk_error(MK_ERR_USAGE, "--imatrix: for --format %s use 'mergekit-c convert IN OUT.gguf --type %s --imatrix %s'", o->format, o->format + 5, o->imatrix);
     if (!mk_str_ends_with(out, ".gguf")) return mk_error(MK_ERR_USAGE, "--format %s writes one GGUF file: OUT must end in .gguf (not '%s')", o->format, out);
     MK_TRY(mk_cli_convert_gguf(&o->c, in, out, o->format + 5, o->force, NULL));
     if (!o->eval.text) return MK_OK;
@@ -396,13 +458,13 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
         {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
         {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix) or kld (the squared error times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
-        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "--sensitivity imatrix: the importance matrix (GGUF, from mergekit-c imatrix or llama-imatrix)", NULL},
         {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld: the text the model runs on", NULL},
         {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld: window length in tokens", "128"},
         {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld: windows", "2"},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
+        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "an importance matrix (GGUF, from mergekit-c imatrix or llama-imatrix): --method search weighs each column's error by it instead of the data-free proxy; --target-bpw uses it with --sensitivity imatrix", NULL},
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
@@ -410,7 +472,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
     const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT | --target-bpw B [options]",
-                              "Quantize a checkpoint (post-training, no calibration data) into the layouts the ecosystem loads.",
+                              "Quantize a checkpoint (post-training, no calibration data needed) into the layouts the ecosystem loads.",
                               details(), opts, 0, 2, 0x1};
     char *pos[2];
     size_t npos;
@@ -420,7 +482,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     if (o.list_formats) s = list_formats(o.c.json);
     else if (npos < 2)
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
-    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text || o.imatrix;
+    bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
     if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
     bool gguf = !alloc && o.format && !strncmp(o.format, "gguf-", 5);
     if (s == MK_OK && !o.list_formats && gguf && npos == 2) s = gguf_main(&o, pos[0], pos[1]);
@@ -431,8 +493,14 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         s = mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run, --part or finalize");
     if (s == MK_OK && !o.list_formats && o.eval.text && o.dry_run)
         s = mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
+    if (s == MK_OK && !o.list_formats && o.imatrix && qo.method != MK_QM_SEARCH)
+        s = mk_error(MK_ERR_USAGE, "--imatrix weighs the error --method search minimises (int4, int8), or --target-bpw's with --sensitivity imatrix; give one of them");
     if (s == MK_OK && !o.list_formats) s = mk_cli_parts_resolve(&o.parts, o.dry_run, !o.finalize && !o.dry_run);
+    if (s == MK_OK && !o.list_formats && o.imatrix && (o.parts.p.n || o.parts.parts || o.finalize))
+        s = mk_error(MK_ERR_USAGE, "--imatrix cannot be combined with --part or finalize yet");
     if (s == MK_OK && !o.list_formats) s = run(&o, &qo, pos[0], pos[1]);
+    mk_imatrix_free(&o.im);
+    mk_search_imps_free(&o.pimp);
     const char *in = npos ? pos[0] : NULL;
     if (s == MK_OK && !o.list_formats && o.eval.text && !o.parts.p.n) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);

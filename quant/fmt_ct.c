@@ -267,7 +267,7 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
             const float *xg = x + r * cols + g * group;
             float sc;
             int32_t z;
-            if (p->o.method == MK_QM_SEARCH) mk_search_int_qparams(&a, xg, group, &sc, &z);
+            if (p->o.method == MK_QM_SEARCH) mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, &sc, &z);
             else mk_ct_int_qparams(&a, xg, group, &sc, &z);
             mk_ct_int_codes(&a, xg, group, sc, z, codes + g * group, &e);
             scales[r * G + g] = sc;

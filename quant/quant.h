@@ -149,6 +149,8 @@ typedef struct mk_qtensor {
     float offset;
     char *json;             /* the JSON blob stored with the weight, in layouts that have one
                                (bitsandbytes 4-bit quant_state); padded when !has_offset */
+    const float *imp;       /* --method search: each column's importance (an imatrix's mean
+                               squared input activation; borrowed), or NULL: the data-free proxy */
 } mk_qtensor;
 
 typedef struct mk_qplan {

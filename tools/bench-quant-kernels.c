@@ -54,7 +54,7 @@ static void k_int4_search(size_t n)
     for (size_t g = 0; g < n; g += 128) {
         float s;
         int32_t z;
-        mk_search_int_qparams(&a, x + g, 128, &s, &z);
+        mk_search_int_qparams(&a, x + g, NULL, 128, &s, &z);
         mk_ct_int_codes(&a, x + g, 128, s, z, (int8_t *)out + g, &e);
     }
 }
