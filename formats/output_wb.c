@@ -43,6 +43,8 @@ typedef struct wb_sink {
     wb_job *head, *tail;
     uint64_t inflight;      /* bytes queued or being written */
     bool busy, stop, started;
+    size_t n_behind;        /* tensors written from a gathered buffer (the --verbose summary) */
+    uint64_t bytes_behind;
     mk_status err;          /* the writing thread's first error */
     char msg[1024];
     pthread_t th;
@@ -113,6 +115,10 @@ static void *wb_main(void *p)
         if (m) {
             snprintf(w->msg, sizeof w->msg, "%s", m);
             w->err = st;
+        }
+        if (st == MK_OK && j->buf) {
+            w->n_behind++;
+            w->bytes_behind += w->nbytes[j->i];
         }
         if (j->buf) w->inflight -= w->nbytes[j->i];
         wb_give(w, j->buf, j->cap);
@@ -218,6 +224,8 @@ static mk_status wb_commit(mk_sink *k)
 {
     wb_sink *w = k->impl;
     MK_TRY(wb_drain(w));
+    mk_info("wrote %zu tensor(s), %.1f MiB, behind the computation, one write each", w->n_behind,
+            (double)w->bytes_behind / (1 << 20));
     MK_TRY(w->inner->ops->commit(w->inner));
     k->n_out_files = w->inner->n_out_files; /* owned by the inner sink */
     k->out_files = w->inner->out_files;
