@@ -7,6 +7,8 @@
  * the disk waits for it. Written buffers are kept (up to WB_INFLIGHT bytes) and cleared for
  * the next tensors: fresh ones would be fresh pages, faulted in and zeroed each time. add_file, commit and finish first wait for every queued tensor; an
  * error of the writing thread is returned by the next call, with its message.
+ * commit reports (mk_info, -v) how many tensors and bytes went through a gathering buffer.
+ * Not used by merges: measured slower there (README, Speed of the merge methods).
  * Must not: change what is written (the same bytes at the same offsets, the same
  * tensor_done order) or hold more than WB_CAP + WB_INFLIGHT bytes.
  */
