@@ -7,7 +7,10 @@ make_models || exit 1
 ln -s "$MK" quantize
 
 t_ok "quantize is the same program" ./quantize base q1 --format nf4 -q
-t_ok "mergekit-c quantize" "$MK" quantize base q2 --format nf4 -q
+t_ok "mergekit-c quantize" "$MK" quantize base q2 --format nf4 -v
+# formats/output_wb.c: each stored tensor gathered and written in one piece behind the computation
+n=$(sed -n 's/.*wrote \([0-9]*\) tensor(s), .* behind the computation.*/\1/p' "$T/.err")
+[ "${n:-0}" -gt 0 ] && ok "quantize writes its $n tensors behind the computation" || notok "quantize write-behind" "$(tail -n 2 "$T/.err")"
 t_same "both give the same bytes" q1/model.safetensors q2/model.safetensors
 t_fail "missing --format" 2 "error: --format is required" "$MK" quantize base q3
 t_fail "unknown format" 2 "unknown format 'nf5'.*did you mean 'nf4'" "$MK" quantize base q3 --format nf5
