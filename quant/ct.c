@@ -1,6 +1,6 @@
 /* ct.c - see ct.h */
-#include "ct.h"
 #include "qvec.h"
+#include "ct.h"
 
 #include <math.h>
 
@@ -84,13 +84,7 @@ void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, 
         const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(a->asym ? (float)zp : 0.0f);
         const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = xv / vs;
-            if (bf) s = mk_vf_round_bf16(s);
-            if (a->asym) {
-                s = s + vz;
-                if (bf) s = mk_vf_round_bf16(s);
-            }
-            s = mk_vf_rint_small(mk_vf_min(mk_vf_max(s, lo), hi));
+            mk_vf xv = mk_vf_load(x + i), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, a->asym);
             mk_vu_store_u8((uint8_t *)q + i, (mk_vu)__builtin_convertvector(s, mk_vi));
             if (err) {
                 mk_vf d = (s - vz) * vs; /* (q - zp) is an exact small integer */

@@ -80,4 +80,20 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
 /* dt(f8 value * scale). */
 void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out);
 
+#ifdef MK_QVEC_H
+/* compressed-tensors' code of 8 values, as floats: x / scale (rounded to bf16 for bf16 weights),
+ * plus the zero point (rounded again), clamped to [lo, hi] and rounded to an integer. The
+ * vector form of mk_ct_int_codes_ref; include qvec.h before this header to get it. */
+MK_VINLINE mk_vf mk_ct_vcode(mk_vf xv, mk_vf vs, mk_vf vz, mk_vf lo, mk_vf hi, bool bf, bool asym)
+{
+    mk_vf s = xv / vs;
+    if (bf) s = mk_vf_round_bf16(s);
+    if (asym) {
+        s = s + vz;
+        if (bf) s = mk_vf_round_bf16(s);
+    }
+    return mk_vf_rint_small(mk_vf_min(mk_vf_max(s, lo), hi));
+}
+#endif
+
 #endif

@@ -1,6 +1,6 @@
 /* search.c - see search.h */
-#include "search.h"
 #include "qvec.h"
+#include "search.h"
 
 #include <math.h>
 
@@ -58,13 +58,7 @@ MK_VINLINE double real_error(const mk_ct_int *a, const float *x, const float *w,
         const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
         mk_vf acc = mk_vf_set1(0.0f);
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), q = xv / vs;
-            if (bf) q = mk_vf_round_bf16(q);
-            if (a->asym) {
-                q = q + vz;
-                if (bf) q = mk_vf_round_bf16(q);
-            }
-            q = mk_vf_rint_small(mk_vf_min(mk_vf_max(q, lo), hi));
+            mk_vf xv = mk_vf_load(x + i), q = mk_ct_vcode(xv, vs, vz, lo, hi, bf, a->asym);
             mk_vf d = (q - vz) * vs;
             if (bf) d = mk_vf_round_bf16(d);
             d = xv - d;
