@@ -337,7 +337,6 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     mk_dtype cd = mk_dtype_from_user(f->dtype);
     if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
     f->bf16 = cd == MK_BF16;
-    if (f->bf16 && f->dev) return mk_error(MK_ERR_USAGE, "--dtype bf16: the CPU's (--device cpu); the CUDA trainer computes in f32");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -512,9 +511,11 @@ static mk_status run(ft *f, char **pos)
 #ifdef MK_CUDA
     if (s == MK_OK && f->dev && !f->c.quiet) { /* what mk_cu_train_open checks against the GPU's free memory */
         char a[32];
-        uint64_t need = mk_cu_train_bytes(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch, (size_t)f->seq, f->ckpt);
-        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32, activations %s, scratch)\n",
-                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->ckpt ? "with --checkpointing" : "of every layer");
+        uint64_t need = (f->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes)(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch,
+                                                                             (size_t)f->seq, f->ckpt);
+        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32%s, activations %s, scratch)\n",
+                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->bf16 ? ", a bf16 copy of the weights" : "",
+                f->ckpt ? "with --checkpointing" : "of every layer");
     }
 #endif
     mk_train_opts to = {j.steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch,
@@ -589,7 +590,9 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full finetuning of llama and mistral; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full finetuning of llama and mistral, f32 or --dtype "
+         "bf16 with cuBLAS's bf16 products; docs/cuda.md)",
+         "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),
