@@ -121,7 +121,7 @@ endif
 
 LIB_SRC := $(wildcard core/*.c) $(wildcard model/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
            $(wildcard quant/*.c) $(wildcard lora/*.c) $(wildcard nn/*.c) $(wildcard eval/*.c) \
-           $(wildcard train/*.c)
+           $(wildcard train/*.c) nn/cuda/mem.c
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mem.h"
 #include "mk_cuda16.h"
 
 /* the roles a layer needs (weights only: biases and q/k norms are refused) */
@@ -52,57 +53,6 @@ struct mk_cu_train {
 #define W(g, l, i) ((g)->w + (g)->off[l][i])
 #define G(g, l, i) ((g)->gr + (g)->off[l][i])
 enum { R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_MLP_NORM, R_GATE, R_UP, R_DOWN };
-
-/* floats of one layer's activations, and of the rest of a pass */
-static uint64_t acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T)
-{
-    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
-    uint64_t F = (uint64_t)c->intermediate;
-    return N * (3 * H + 2 * q + 2 * kv + 3 * F) + nseq * (uint64_t)c->heads * T * T;
-}
-static uint64_t rest_floats(const mk_model_config *c, uint64_t N, uint64_t T)
-{
-    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
-    uint64_t F = (uint64_t)c->intermediate, V = (uint64_t)c->vocab, L = (uint64_t)c->layers;
-    /* xs (L + 1 rows of N x H), hf, dh, dx; logits; dq, datt, dk, dv; da, dg, du; ds; rstd, wt;
-     * tok, tgt (as floats); nll (2 each); rope tables */
-    return (L + 4) * N * H + N * V + 2 * N * q + 2 * N * kv + 3 * N * F + (uint64_t)c->heads * T * T + 6 * N + T * hd;
-}
-
-uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing)
-{
-    uint64_t N = (uint64_t)nseq * T, L = (uint64_t)c->layers;
-    uint64_t floats = 4 * numel + acts_floats(c, N, nseq, T) * (checkpointing ? 1 : L) + rest_floats(c, N, T) +
-                      2 * MK_CU_NORM_PARTS_MAX;
-    return floats * sizeof(float);
-}
-
-/* ---- bf16 mixed precision: sizes ---- */
-
-/* f32 floats of one layer's activations that bf16 keeps as bf16 instead: h1, h2, att, a */
-static uint64_t acts16_floats(const mk_model_config *c, uint64_t N)
-{
-    return N * (2 * (uint64_t)c->hidden + (uint64_t)c->heads * (uint64_t)c->head_dim + (uint64_t)c->intermediate);
-}
-static uint64_t max3(uint64_t a, uint64_t b, uint64_t c) { return a > b ? (a > c ? a : c) : b > c ? b : c; }
-/* bf16 values of the bf16 arena besides the activations: hf16 [N, H]; dy16, an output gradient
- * as a product reads it [N, max(H, q, F, V)]; c16, a product's rounded output before it is added
- * (max(N x in, out x in) over the products) */
-static void scratch16(const mk_model_config *c, uint64_t N, uint64_t *dy, uint64_t *cs)
-{
-    uint64_t H = (uint64_t)c->hidden, q = (uint64_t)c->heads * (uint64_t)c->head_dim, F = (uint64_t)c->intermediate;
-    uint64_t V = (uint64_t)c->vocab, in = max3(H, q, F);
-    *dy = N * max3(in, F, V);
-    *cs = max3(N * in, H * max3(V, F, q), 0);
-}
-
-uint64_t mk_cu_train_bytes16(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing)
-{
-    uint64_t N = (uint64_t)nseq * T, nacts = checkpointing ? 1 : (uint64_t)c->layers, dy, cs;
-    scratch16(c, N, &dy, &cs);
-    uint64_t b16 = numel + acts16_floats(c, N) * nacts + N * (uint64_t)c->hidden + dy + cs; /* bf16 values */
-    return mk_cu_train_bytes(c, numel, nseq, T, checkpointing) - 4 * acts16_floats(c, N) * nacts + 2 * b16;
-}
 
 static const char *arch_of(const mk_model_config *c)
 {
@@ -153,8 +103,8 @@ static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
 
 static mk_status open16(mk_cu_train *g, size_t N, size_t nacts)
 {
-    uint64_t dy, cs, a16 = acts16_floats(g->cfg, N);
-    scratch16(g->cfg, N, &dy, &cs);
+    uint64_t dy, cs, a16 = mk_cu_acts16_floats(g->cfg, N);
+    mk_cu_scratch16(g->cfg, N, &dy, &cs);
     MK_TRY(mk_cu_alloc((void **)&g->w16, g->numel * sizeof(uint16_t)));
     MK_TRY(mk_cu_alloc((void **)&g->arena16, (a16 * nacts + N * g->H + dy + cs) * sizeof(uint16_t)));
     uint16_t *b = g->arena16;
@@ -258,6 +208,22 @@ static void head16(mk_cu_train *g, size_t N, bool backward)
     }
 }
 
+/* The device's free and total memory as the check sees them: cudaMemGetInfo's, each capped by
+ * MK_CUDA_MEMORY (a size, as --max-memory takes: a smaller card, so the refusal can be tried on
+ * any device and in the emulation, which has no size of its own). False when neither is known. */
+static bool card_memory(uint64_t *fb, uint64_t *tb, bool *capped)
+{
+    bool known = mk_cu_mem_info(fb, tb) == MK_OK;
+    if (!known) mk_error_clear();
+    const char *e = getenv("MK_CUDA_MEMORY");
+    uint64_t cap;
+    if (!e || !mk_parse_size(e, &cap)) return known;
+    if (!known || cap < *tb) *tb = cap;
+    if (!known || cap < *fb) *fb = cap;
+    *capped = true;
+    return true;
+}
+
 mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out)
 {
     *out = NULL;
@@ -287,16 +253,18 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     if (s == MK_OK) s = check_model(t, c, g);
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = (g->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes)(c, g->numel, nseq, T, checkpointing), fb = 0, tb = 0;
-    if (s == MK_OK && mk_cu_mem_info(&fb, &tb) == MK_OK && need + MK_CU_TRAIN_RESERVE > fb)
-        s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB",
-                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30));
+    bool capped = false;
+    if (s == MK_OK && card_memory(&fb, &tb, &capped) && need + MK_CU_TRAIN_RESERVE > fb)
+        s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB%s",
+                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30),
+                     capped ? " (MK_CUDA_MEMORY)" : "");
     if (s == MK_OK) s = mk_cu_alloc((void **)&g->buf, 4 * g->numel * sizeof(float));
     if (s == MK_OK) {
         g->w = g->buf, g->gr = g->buf + g->numel, g->m = g->buf + 2 * g->numel, g->v = g->buf + 3 * g->numel;
         s = mk_cu_put(g->w, mk_nn_train_weights(t), g->numel * sizeof(float));
         mk_cu_zero(g->gr, 3 * g->numel * sizeof(float));
     }
-    uint64_t af = acts_floats(c, N, nseq, T) - (g->bf16 ? acts16_floats(c, N) : 0), rf = rest_floats(c, N, T);
+    uint64_t af = mk_cu_acts_floats(c, N, nseq, T) - (g->bf16 ? mk_cu_acts16_floats(c, N) : 0), rf = mk_cu_rest_floats(c, N, T);
     size_t nacts = checkpointing ? 1 : g->L;
     if (s == MK_OK) s = mk_cu_alloc((void **)&g->arena, (af * nacts + rf + 2 * MK_CU_NORM_PARTS_MAX) * sizeof(float));
     if (s == MK_OK) {

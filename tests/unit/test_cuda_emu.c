@@ -11,6 +11,7 @@
 #include "../../formats/model.h"
 #include "../../nn/cuda/cu_train.h"
 #include "../../nn/cuda/mk_cuda.h"
+#include "../../train/mem.h"
 #include "../cuda/cases.h"
 
 /* The emulation runs the bodies with the CPU's compiler flags (no contraction into fused
@@ -80,6 +81,12 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
         mk_cu_train_close(g);
         mk_cu_emu_memory(0, &peak);
         if (getenv("MK_CU_VERBOSE")) printf("bf16 %d checkpointing %d: peak %llu estimate %llu\n", bf, ck, (unsigned long long)peak, (unsigned long long)est);
+        /* estimate's and finetune's figure (train/mem.h) is this plus the reserve */
+        mk_train_mem_req rq = {0, 0, false, bf, ck, 3, 24, NULL};
+        mk_train_mem tm;
+        mk_train_mem_of(&cfg, mk_nn_train_numel(t), &rq, &tm);
+        CHECK_MSG(tm.gpu == est + MK_CU_TRAIN_RESERVE, "bf16 %d checkpointing %d: mk_train_mem_of's GPU %llu, the trainer's %llu + the reserve",
+                  bf, ck, (unsigned long long)tm.gpu, (unsigned long long)est);
         /* the estimate is what the trainer allocates */
         CHECK_MSG(peak == est,
                   "bf16 %d checkpointing %d: the trainer holds %llu bytes at most, the estimate is %llu", bf, ck, (unsigned long long)peak,
@@ -90,6 +97,16 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
         mk_cu_emu_memory(est + MK_CU_TRAIN_RESERVE, NULL);
         CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
         mk_cu_train_close(g);
+        /* MK_CUDA_MEMORY: a smaller card (finetune --device cuda's refusal without one) */
+        char cap[32];
+        snprintf(cap, sizeof cap, "%llu", (unsigned long long)(est + MK_CU_TRAIN_RESERVE - 1));
+        setenv("MK_CUDA_MEMORY", cap, 1);
+        CHECK_ERR(mk_cu_train_open(t, 3, 24, ck, &g), MK_ERR_NOMEM, "free of 0.06 GiB (MK_CUDA_MEMORY)");
+        snprintf(cap, sizeof cap, "%llu", (unsigned long long)(est + MK_CU_TRAIN_RESERVE));
+        setenv("MK_CUDA_MEMORY", cap, 1);
+        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
+        mk_cu_train_close(g);
+        unsetenv("MK_CUDA_MEMORY");
         mk_cu_emu_memory(0, NULL);
     }
     mk_threads_set(0);
