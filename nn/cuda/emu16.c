@@ -97,3 +97,49 @@ void mk_cu_gemm16(bool ta, bool tb, size_t m, size_t n, size_t k, const uint16_t
         }
     free(a), free(b), free(c);
 }
+
+/* ---- LayerNorm and GeGLU (mk_cuda_norm.h) ---- */
+
+#include "bodies_norm.h"
+#include "mk_cuda_norm.h"
+
+/* a row's mean and rstd: the two passes */
+static void ln_stats(size_t row, const float *x, size_t d, float eps, double *m, float *mf, float *inv)
+{
+    THREADS(mk_cu_ln_sum_part(row, tid, x, d, sh16));
+    *m = row_tree(false) / (double)d;
+    THREADS(mk_cu_ln_var_part(row, tid, x, d, *m, sh16));
+    *inv = mk_cu_ln_rstd(row_tree(false) / (double)d, eps), *mf = (float)*m;
+}
+
+void mk_cu_layernorm(float *out, const float *x, const float *w, const float *b, size_t T, size_t d, float eps)
+{
+    for (size_t row = 0; row < T; row++) {
+        double m;
+        float mf, inv;
+        ln_stats(row, x, d, eps, &m, &mf, &inv);
+        THREADS(mk_cu_ln_fin(row, tid, x, w, b, d, mf, inv, out));
+    }
+}
+
+void mk_cu_layernorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
+                         float *db, float *stats)
+{
+    static double sh2[2 * MK_CU_NT];
+    for (size_t row = 0; row < T; row++) {
+        double m;
+        float mf, inv;
+        ln_stats(row, x, d, eps, &m, &mf, &inv);
+        THREADS(mk_cu_ln_bwd_part(row, tid, x, w, dy, d, mf, inv, sh2));
+        for (unsigned stride = MK_CU_NT / 2; stride > 0; stride /= 2)
+            for (unsigned tid = 0; tid < MK_CU_NT; tid++) mk_cu_tree_add(sh2, tid, stride), mk_cu_tree_add(sh2 + MK_CU_NT, tid, stride);
+        THREADS(mk_cu_ln_bwd_fin(row, tid, x, w, dy, d, mf, inv, sh2[0], sh2[MK_CU_NT], dx, stats));
+    }
+    if (dw || db) EACH(d, mk_cu_ln_dwb_body(i_, x, dy, stats, T, d, dw, db));
+}
+
+void mk_cu_geglu(const float *gate, const float *up, float *out, size_t n) { EACH(n, mk_cu_geglu_body(i_, gate, up, out)); }
+void mk_cu_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    EACH(n, mk_cu_geglu_bwd_body(i_, gate, up, dout, dgate, dup));
+}

@@ -150,3 +150,83 @@ extern "C" void mk_cu_gemm16(bool ta, bool tb, size_t m, size_t n, size_t k, con
     if (st != CUBLAS_STATUS_SUCCESS && !first_err[0])
         snprintf(first_err, sizeof first_err, "cublasGemmEx (bf16) %zux%zux%zu: status %d", m, n, k, (int)st);
 }
+
+/* ---- LayerNorm and GeGLU (mk_cuda_norm.h) ---- */
+extern "C" {
+#include "mk_cuda_norm.h"
+}
+#include "bodies_norm.h"
+
+/* a row's mean and rstd into *mf, *inv (every thread), the two passes over sh */
+__device__ static void ln_stats(const float *x, size_t d, float eps, double *sh, float *mf, float *inv)
+{
+    mk_cu_ln_sum_part(blockIdx.x, threadIdx.x, x, d, sh);
+    tree(sh, false);
+    double m = sh[0] / (double)d;
+    __syncthreads();
+    mk_cu_ln_var_part(blockIdx.x, threadIdx.x, x, d, m, sh);
+    tree(sh, false);
+    *inv = mk_cu_ln_rstd(sh[0] / (double)d, eps), *mf = (float)m;
+    __syncthreads();
+}
+__global__ static void k_ln(const float *x, const float *w, const float *b, size_t d, float eps, float *out)
+{
+    __shared__ double sh[MK_CU_NT];
+    float mf, inv;
+    ln_stats(x, d, eps, sh, &mf, &inv);
+    mk_cu_ln_fin(blockIdx.x, threadIdx.x, x, w, b, d, mf, inv, out);
+}
+__global__ static void k_ln_bwd(const float *x, const float *w, const float *dy, size_t d, float eps, float *dx, float *stats)
+{
+    __shared__ double sh[2 * MK_CU_NT];
+    float mf, inv;
+    ln_stats(x, d, eps, sh, &mf, &inv);
+    mk_cu_ln_bwd_part(blockIdx.x, threadIdx.x, x, w, dy, d, mf, inv, sh);
+    __syncthreads();
+    for (unsigned stride = MK_CU_NT / 2; stride > 0; stride /= 2) {
+        mk_cu_tree_add(sh, threadIdx.x, stride);
+        mk_cu_tree_add(sh + MK_CU_NT, threadIdx.x, stride);
+        __syncthreads();
+    }
+    mk_cu_ln_bwd_fin(blockIdx.x, threadIdx.x, x, w, dy, d, mf, inv, sh[0], sh[MK_CU_NT], dx, stats);
+}
+__global__ static void k_ln_dwb(size_t n, const float *x, const float *dy, const float *stats, size_t T, float *dw, float *db)
+{
+    FLAT_IDX;
+    mk_cu_ln_dwb_body(i, x, dy, stats, T, n, dw, db);
+}
+extern "C" void mk_cu_layernorm(float *out, const float *x, const float *w, const float *b, size_t T, size_t d, float eps)
+{
+    k_ln<<<(unsigned)T, MK_CU_NT>>>(x, w, b, d, eps, out);
+    LAUNCHED("layernorm forward");
+}
+extern "C" void mk_cu_layernorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                                    float *dw, float *db, float *stats)
+{
+    k_ln_bwd<<<(unsigned)T, MK_CU_NT>>>(x, w, dy, d, eps, dx, stats);
+    LAUNCHED("layernorm backward");
+    if (!dw && !db) return;
+    k_ln_dwb<<<flat_blocks(d), MK_CU_FLAT>>>(d, x, dy, stats, T, dw, db);
+    LAUNCHED("layernorm weight and bias gradients");
+}
+
+__global__ static void k_geglu(size_t n, const float *g, const float *u, float *o)
+{
+    FLAT_IDX;
+    mk_cu_geglu_body(i, g, u, o);
+}
+__global__ static void k_geglu_bwd(size_t n, const float *g, const float *u, const float *d, float *dg, float *du)
+{
+    FLAT_IDX;
+    mk_cu_geglu_bwd_body(i, g, u, d, dg, du);
+}
+extern "C" void mk_cu_geglu(const float *gate, const float *up, float *out, size_t n)
+{
+    k_geglu<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, out);
+    LAUNCHED("geglu");
+}
+extern "C" void mk_cu_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    k_geglu_bwd<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, dout, dgate, dup);
+    LAUNCHED("geglu backward");
+}

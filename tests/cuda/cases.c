@@ -14,6 +14,7 @@
 #include "../../nn/cuda/cu_train.h"
 #include "../../nn/cuda/mk_cuda.h"
 #include "../../nn/cuda/mk_cuda16.h"
+#include "../../nn/cuda/mk_cuda_norm.h"
 #include "../../nn/ops_bwd.h"
 #include "../../train/optim.h"
 #include "../../train/train.h"
@@ -711,8 +712,56 @@ static void linear16_case(ctx *c, size_t T, size_t in, size_t out, bool x_bf16)
     free(x), free(w), free(dy), free(dx), free(dw), free(y), free(scr);
 }
 
+/* LayerNorm (with and without a bias, rows longer than a block) and GeGLU, f32 */
+static void layernorm_case(ctx *c, size_t T, size_t d, bool bias)
+{
+    float eps = 1e-5f;
+    float *x = rnd(T * d, 170 + d, -2, 3), *w = rnd(d, 171 + d, 0.5f, 1.5f), *b = bias ? rnd(d, 172 + d, -1, 1) : NULL;
+    float *dy = rnd(T * d, 173 + d, -1, 1), *dx = rnd(T * d, 174 + d, -1, 1), *dw = rnd(d, 175 + d, -1, 1);
+    float *db = rnd(d, 176 + d, -1, 1), *out = malloc(T * d * 4), *st = malloc(2 * T * 4);
+    float *xd = dput(x, T * d * 4), *wd = dput(w, d * 4), *bd = b ? dput(b, d * 4) : NULL, *dyd = dput(dy, T * d * 4);
+    float *dxd = dput(dx, T * d * 4), *dwd = dput(dw, d * 4), *dbd = dput(db, d * 4), *od = dnew(T * d * 4), *sd = dnew(2 * T * 4);
+    char what[112];
+    mk_cu_layernorm(od, xd, wd, bd, T, d, eps);
+    mk_nn_layernorm(out, x, w, b, T, d, eps);
+    snprintf(what, sizeof what, "layernorm forward [%zu, %zu]%s (mk_nn_layernorm)", T, d, bias ? " with a bias" : "");
+    cmp(c, what, od, out, T * d, c->tol->reduce);
+    mk_cu_layernorm_bwd(xd, wd, dyd, T, d, eps, dxd, dwd, bias ? dbd : NULL, sd);
+    mk_nn_layernorm_bwd(x, w, dy, T, d, eps, dx, dw, bias ? db : NULL, st);
+    static const char *const nm[3] = {"dx", "dw", "db"};
+    const float *gd[3] = {dxd, dwd, dbd}, *gw[3] = {dx, dw, db};
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "layernorm backward %s [%zu, %zu] (mk_nn_layernorm_bwd)", nm[i], T, d);
+        cmp(c, what, gd[i], gw[i], i ? d : T * d, c->tol->reduce);
+    }
+    mk_cu_free(xd), mk_cu_free(wd), mk_cu_free(bd), mk_cu_free(dyd), mk_cu_free(dxd), mk_cu_free(dwd), mk_cu_free(dbd);
+    mk_cu_free(od), mk_cu_free(sd);
+    free(x), free(w), free(b), free(dy), free(dx), free(dw), free(db), free(out), free(st);
+}
+
+static void geglu_case(ctx *c)
+{
+    size_t n = 1000;
+    float *g = rnd(n, 180, -6, 6), *u = rnd(n, 181, -2, 2), *dout = rnd(n, 182, -1, 1);
+    float *o = malloc(n * 4), *dg = malloc(n * 4), *du = malloc(n * 4);
+    float *gd = dput(g, n * 4), *ud = dput(u, n * 4), *dod = dput(dout, n * 4), *od = dnew(n * 4), *dgd = dnew(n * 4);
+    float *dud = dnew(n * 4);
+    mk_cu_geglu(gd, ud, od, n);
+    mk_nn_act_gated(MK_ACT_GELU_TANH, g, u, o, n);
+    cmp(c, "geglu forward (mk_nn_act_gated gelu_tanh)", od, o, n, c->tol->elem);
+    mk_cu_geglu_bwd(gd, ud, dod, n, dgd, dud);
+    mk_nn_geglu_bwd(g, u, dout, n, dg, du);
+    cmp(c, "geglu backward dgate (mk_nn_geglu_bwd)", dgd, dg, n, c->tol->elem);
+    cmp(c, "geglu backward dup (mk_nn_geglu_bwd)", dud, du, n, c->tol->elem);
+    mk_cu_free(gd), mk_cu_free(ud), mk_cu_free(dod), mk_cu_free(od), mk_cu_free(dgd), mk_cu_free(dud);
+    free(g), free(u), free(dout), free(o), free(dg), free(du);
+}
+
 static void run_cases16(ctx *c)
 {
+    layernorm_case(c, 5, 64, true);
+    layernorm_case(c, 3, 1000, false);
+    geglu_case(c);
     rmsnorm16_case(c, 5, 64);
     rmsnorm16_case(c, 3, 1000);
     elem16_case(c);
