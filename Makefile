@@ -177,7 +177,8 @@ all: $(BUILD)/test-cuda
 endif
 
 $(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h nn/cuda/kernels16.cuh \
-                           nn/cuda/bodies16.h nn/cuda/mk_cuda16.h nn/cuda/bodies_norm.h nn/cuda/mk_cuda_norm.h
+                           nn/cuda/bodies16.h nn/cuda/mk_cuda16.h nn/cuda/bodies_norm.h nn/cuda/mk_cuda_norm.h \
+                           nn/cuda/bodies_flash.h nn/cuda/mk_cuda_flash.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@

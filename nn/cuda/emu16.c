@@ -143,3 +143,63 @@ void mk_cu_geglu_bwd(const float *gate, const float *up, const float *dout, size
 {
     EACH(n, mk_cu_geglu_bwd_body(i_, gate, up, dout, dgate, dup));
 }
+
+/* ---- fused attention (mk_cuda_flash.h) ---- */
+
+#include "bodies_flash.h"
+#include "mk_cuda_flash.h"
+
+/* a tile's shared memory and the threads' accumulators */
+static float fa_pt[MK_CU_NT], fa_dt[MK_CU_NT], fa_acc[MK_CU_NT], fa_acc2[MK_CU_NT];
+
+void mk_cu_flash_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
+                           float scale, long window, float *out, float *lse)
+{
+    for (size_t row = 0; row < nh * T; row++) {
+        size_t i = row % T;
+        float m = -INFINITY;
+        double l = 0;
+        THREADS(fa_acc[tid] = 0);
+        for (size_t t0 = mk_cu_fa_t0(i, window); t0 <= i; t0 += MK_CU_NT) {
+            THREADS(mk_cu_fa_score(row, tid, t0, q, k, T, nh, nkv, hd, scale, window, fa_pt, sh16));
+            float tm = (float)row_tree(true), mn = tm > m ? tm : m;
+            THREADS(mk_cu_fa_exp(tid, mn, fa_pt, sh16));
+            double ts = row_tree(false);
+            float alpha = expf(m - mn);
+            l = l * alpha + ts;
+            THREADS(mk_cu_fa_acc(row, tid, t0, T, nh, nkv, hd, fa_pt, v, alpha, fa_acc));
+            m = mn;
+        }
+        THREADS(mk_cu_fa_out(row, tid, T, nh, hd, fa_acc, m, l, out, lse));
+    }
+}
+
+void mk_cu_flash_attention_bwd(const float *q, const float *k, const float *v, const float *out, const float *lse,
+                               const float *dout, size_t T, size_t nh, size_t nkv, size_t hd, float scale, long window, float *dq,
+                               float *dk, float *dv, float *dsum)
+{
+    for (size_t row = 0; row < nh * T; row++) {
+        THREADS(mk_cu_fa_d_part(row, tid, out, dout, T, nh, hd, sh16));
+        dsum[row] = (float)row_tree(false);
+    }
+    for (size_t row = 0; row < nh * T; row++) {
+        size_t h = row / T, i = row % T;
+        THREADS(fa_acc[tid] = 0);
+        for (size_t t0 = mk_cu_fa_t0(i, window); t0 <= i; t0 += MK_CU_NT) {
+            THREADS(mk_cu_fa_dq_part(row, tid, t0, q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, fa_pt));
+            THREADS(mk_cu_fa_dq_acc(row, tid, t0, k, T, nh, nkv, hd, fa_pt, fa_acc));
+        }
+        for (unsigned e = 0; e < hd; e++) dq[i * nh * hd + h * hd + e] = fa_acc[e];
+    }
+    size_t group = nh / nkv;
+    for (size_t krow = 0; krow < T * nkv; krow++) {
+        size_t j = krow / nkv, kvh = krow % nkv;
+        THREADS(fa_acc[tid] = fa_acc2[tid] = 0);
+        for (size_t h = kvh * group; h < (kvh + 1) * group; h++)
+            for (size_t t0 = j / MK_CU_NT * MK_CU_NT; t0 < mk_cu_fa_q_end(j, T, window); t0 += MK_CU_NT) {
+                THREADS(mk_cu_fa_dkv_part(krow, tid, h, t0, q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, fa_pt, fa_dt));
+                THREADS(mk_cu_fa_dkv_acc(tid, h, t0, q, dout, T, nh, hd, fa_pt, fa_dt, fa_acc, fa_acc2));
+            }
+        for (unsigned e = 0; e < hd; e++) dk[krow * hd + e] += fa_acc[e], dv[krow * hd + e] += fa_acc2[e];
+    }
+}

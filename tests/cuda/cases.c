@@ -14,6 +14,7 @@
 #include "../../nn/cuda/cu_train.h"
 #include "../../nn/cuda/mk_cuda.h"
 #include "../../nn/cuda/mk_cuda16.h"
+#include "../../nn/cuda/mk_cuda_flash.h"
 #include "../../nn/cuda/mk_cuda_norm.h"
 #include "../../nn/ops_bwd.h"
 #include "../../train/optim.h"
@@ -757,8 +758,46 @@ static void geglu_case(ctx *c)
     free(g), free(u), free(dout), free(o), free(dg), free(du);
 }
 
+/* the fused attention against mk_cu_attention and mk_cu_attention_bwd on the same device */
+static void flash_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window)
+{
+    size_t qn = T * nh * hd, kn = T * nkv * hd, pn = nh * T * T;
+    float scale = 3.0f / sqrtf((float)hd);
+    float *q = rnd(qn, 190 + T, -1, 1), *k = rnd(kn, 191 + T, -1, 1), *v = rnd(kn, 192 + T, -1, 1), *dout = rnd(qn, 193 + T, -1, 1);
+    float *dk0 = rnd(kn, 194, -1, 1), *dv0 = rnd(kn, 195, -1, 1);
+    float *qd = dput(q, qn * 4), *kd = dput(k, kn * 4), *vd = dput(v, kn * 4), *dod = dput(dout, qn * 4);
+    float *dk1 = dput(dk0, kn * 4), *dv1 = dput(dv0, kn * 4), *dk2 = dput(dk0, kn * 4), *dv2 = dput(dv0, kn * 4);
+    float *o1 = dnew(qn * 4), *o2 = dnew(qn * 4), *pd = dnew(pn * 4), *dsd = dnew(pn * 4), *lse = dnew(nh * T * 4);
+    float *dsum = dnew(nh * T * 4), *dq1 = dnew(qn * 4), *dq2 = dnew(qn * 4);
+    float *want = malloc(qn * 4);
+    char what[160];
+    mk_cu_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o1, pd);
+    mk_cu_attention_bwd(qd, kd, vd, pd, dod, T, nh, nkv, hd, scale, dq1, dk1, dv1, dsd);
+    mk_cu_flash_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o2, lse);
+    mk_cu_flash_attention_bwd(qd, kd, vd, o2, lse, dod, T, nh, nkv, hd, scale, window, dq2, dk2, dv2, dsum);
+    static const char *const nm[4] = {"forward", "backward dq", "backward dk", "backward dv"};
+    float *a[4] = {o2, dq2, dk2, dv2}, *b[4] = {o1, dq1, dk1, dv1};
+    for (int i = 0; i < 4; i++) {
+        size_t n = i < 2 ? qn : kn;
+        mk_status s = mk_cu_sync();
+        if (s == MK_OK) s = mk_cu_get(want, b[i], n * 4);
+        snprintf(what, sizeof what, "fused attention %s T %zu heads %zu/%zu window %ld (mk_cu_attention%s)", nm[i], T, nh, nkv,
+                 window, i ? "_bwd" : "");
+        if (s == MK_OK) cmp(c, what, a[i], want, n, c->tol->attn);
+        else check(c, false, what, mk_errmsg());
+    }
+    mk_cu_free(qd), mk_cu_free(kd), mk_cu_free(vd), mk_cu_free(dod), mk_cu_free(dk1), mk_cu_free(dv1), mk_cu_free(dk2);
+    mk_cu_free(dv2), mk_cu_free(o1), mk_cu_free(o2), mk_cu_free(pd), mk_cu_free(dsd), mk_cu_free(lse), mk_cu_free(dsum);
+    mk_cu_free(dq1), mk_cu_free(dq2);
+    free(q), free(k), free(v), free(dout), free(dk0), free(dv0), free(want);
+}
+
 static void run_cases16(ctx *c)
 {
+    flash_case(c, 17, 4, 2, 16, 0);
+    flash_case(c, 40, 6, 2, 8, 5);
+    flash_case(c, 300, 2, 1, 8, 0);   /* two tiles of keys */
+    flash_case(c, 600, 2, 2, 8, 300); /* a window over three tiles: the first skipped */
     layernorm_case(c, 5, 64, true);
     layernorm_case(c, 3, 1000, false);
     geglu_case(c);
