@@ -10,8 +10,6 @@
 
 #include "bodies.h"
 
-/* x rounded to bf16 (ties to even), as f32: mk_dtype_round(MK_BF16, x) */
-MK_HD float mk_cu_bfr(float x) { return mk_cu_bf16_f32(mk_cu_bf16(x)); }
 
 /* ---- elementwise ---- */
 MK_HD void mk_cu_round_body(size_t i, float *x) { x[i] = mk_cu_bfr(x[i]); }
@@ -46,28 +44,7 @@ MK_HD void mk_cu_rope16_bwd_body(size_t idx, float *x, size_t nh, size_t hd, siz
 
 /* ---- attention with bf16 products (mk_nn_attention_train_bf16, mk_nn_attention_bwd_bf16);
  * rows and masks as the f32 bodies ---- */
-/* s_j = bf16(bf16(q_i . k_j) * scale) into p, this thread's maximum into sh */
-MK_HD void mk_cu_att16_score_part(size_t row, unsigned tid, const float *q, const float *k, size_t T, size_t nh, size_t nkv,
-                                  size_t hd, float scale, long window, float *p, double *sh)
-{
-    size_t h = row / T, i = row % T, kvh = h / (nh / nkv), j0 = mk_cu_att_j0(i, window);
-    const float *qi = q + i * nh * hd + h * hd;
-    float *pr = p + row * T;
-    double mx = -INFINITY;
-    for (size_t j = tid; j < T; j += MK_CU_NT) {
-        if (j < j0 || j > i) {
-            pr[j] = 0;
-            continue;
-        }
-        const float *kj = k + j * nkv * hd + kvh * hd;
-        double s = 0;
-        for (size_t e = 0; e < hd; e++) s += (double)qi[e] * kj[e];
-        float v = mk_cu_bfr(mk_cu_bfr((float)s) * scale);
-        pr[j] = v;
-        if (v > mx) mx = v;
-    }
-    sh[tid] = mx;
-}
+/* the scores: mk_cu_att_score_any (bodies.h) with bf set; the softmax as the f32 kernels */
 /* out[i, h, e] = bf16(sum_j bf16(p[h, i, j]) v[j, kvh, e]), stored bf16 */
 MK_HD void mk_cu_att16_out_body(size_t idx, const float *p, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                                 uint16_t *out)
@@ -91,27 +68,7 @@ MK_HD void mk_cu_att16_dv_body(size_t idx, const float *p, const float *dout, si
     }
     dv[idx] = mk_cu_bfr(acc);
 }
-/* dP_j = bf16(dout_i . v_j) into ds, this thread's sum of p dP into sh */
-MK_HD void mk_cu_att16_dp_part(size_t row, unsigned tid, const float *p, const float *dout, const float *v, size_t T, size_t nh,
-                               size_t nkv, size_t hd, float *ds, double *sh)
-{
-    size_t h = row / T, i = row % T, kvh = h / (nh / nkv);
-    const float *di = dout + i * nh * hd + h * hd, *pr = p + row * T;
-    float *dr = ds + row * T;
-    double dot = 0;
-    for (size_t j = tid; j < T; j += MK_CU_NT) {
-        if (j > i) {
-            dr[j] = 0;
-            continue;
-        }
-        const float *vj = v + j * nkv * hd + kvh * hd;
-        double s = 0;
-        for (size_t e = 0; e < hd; e++) s += (double)di[e] * vj[e];
-        dr[j] = mk_cu_bfr((float)s);
-        dot += (double)pr[j] * dr[j];
-    }
-    sh[tid] = dot;
-}
+/* dP_j = bf16(dout_i . v_j): mk_cu_att_dp_any (bodies.h) with bf set */
 /* dS_j = bf16(bf16(p_j (dP_j - sum_j p dP)) * scale) */
 MK_HD void mk_cu_att16_ds_fin(size_t row, unsigned tid, const float *p, size_t T, float scale, double dot, float *ds)
 {

@@ -43,7 +43,7 @@ void mk_cu_attention16(const float *q, const float *k, const float *v, size_t T,
                        long window, uint16_t *out, float *p)
 {
     for (size_t row = 0; row < nh * T; row++) {
-        THREADS(mk_cu_att16_score_part(row, tid, q, k, T, nh, nkv, hd, scale, window, p, sh16));
+        THREADS(mk_cu_att_score_any(row, tid, q, k, T, nh, nkv, hd, scale, window, p, sh16, 1));
         float mx = (float)row_tree(true);
         THREADS(mk_cu_att_exp_part(row, tid, T, window, mx, p, sh16));
         double sum = row_tree(false);
@@ -57,7 +57,7 @@ void mk_cu_attention16_bwd(const float *q, const float *k, const float *v, const
 {
     EACH(T * nkv * hd, mk_cu_att16_dv_body(i_, p, dout, T, nh, nkv, hd, dv));
     for (size_t row = 0; row < nh * T; row++) {
-        THREADS(mk_cu_att16_dp_part(row, tid, p, dout, v, T, nh, nkv, hd, ds, sh16));
+        THREADS(mk_cu_att_dp_any(row, tid, p, dout, v, T, nh, nkv, hd, ds, sh16, 1));
         double dot = row_tree(false);
         THREADS(mk_cu_att16_ds_fin(row, tid, p, T, scale, dot, ds));
     }

@@ -1,12 +1,17 @@
-/* kernels16.cuh - mk_cuda16.h on the device, included at the end of kernels.cu (its error
- * keeping, launch helpers and cuBLAS handle): each bf16 body of bodies16.h in a __global__
- * kernel, the products through cublasGemmEx with bf16 operands and f32 sums. */
+/* kernels16.cuh - mk_cuda16.h, mk_cuda_norm.h and mk_cuda_flash.h on the device, included at the
+ * end of kernels.cu (its error keeping, launch helpers and cuBLAS handle): each body of
+ * bodies16.h, bodies_norm.h and bodies_flash.h in a __global__ kernel, the bf16 products
+ * through cublasGemmEx with bf16 operands and f32 sums. */
 extern "C" {
 #include "mk_cuda16.h"
+#include "mk_cuda_flash.h"
+#include "mk_cuda_norm.h"
 }
 #include <cuda_bf16.h>
 
 #include "bodies16.h"
+#include "bodies_flash.h"
+#include "bodies_norm.h"
 
 enum { E_ROUND, E_TO16, E_ADD16, E_ADD16_SUM };
 __global__ static void k_elem16(int which, size_t n, float *x, const float *cx, uint16_t *y16, const uint16_t *c16)
@@ -64,7 +69,7 @@ __global__ static void k_att16_softmax(const float *q, const float *k, size_t T,
 {
     __shared__ double sh[MK_CU_NT];
     size_t row = blockIdx.x;
-    mk_cu_att16_score_part(row, threadIdx.x, q, k, T, nh, nkv, hd, scale, window, p, sh);
+    mk_cu_att_score_any(row, threadIdx.x, q, k, T, nh, nkv, hd, scale, window, p, sh, 1);
     tree(sh, true);
     float mx = (float)sh[0];
     __syncthreads();
@@ -92,7 +97,7 @@ __global__ static void k_att16_ds(const float *p, const float *dout, const float
                                   float scale, float *ds)
 {
     __shared__ double sh[MK_CU_NT];
-    mk_cu_att16_dp_part(blockIdx.x, threadIdx.x, p, dout, v, T, nh, nkv, hd, ds, sh);
+    mk_cu_att_dp_any(blockIdx.x, threadIdx.x, p, dout, v, T, nh, nkv, hd, ds, sh, 1);
     tree(sh, false);
     mk_cu_att16_ds_fin(blockIdx.x, threadIdx.x, p, T, scale, sh[0], ds);
 }
@@ -119,25 +124,32 @@ extern "C" void mk_cu_attention16_bwd(const float *q, const float *k, const floa
     LAUNCHED("attention backward dk (bf16)");
 }
 
-__global__ static void k_swiglu16(size_t n, const float *g, const float *u, uint16_t *o)
+/* the gated activations (bf16 SwiGLU, GeGLU) and their backward: one kernel, the body by `which` */
+enum { G_SWIGLU16, G_SWIGLU16_BWD, G_GEGLU, G_GEGLU_BWD };
+__global__ static void k_gated(int which, size_t n, const float *g, const float *u, const float *d, float *o, uint16_t *o16,
+                               float *dg, float *du)
 {
     FLAT_IDX;
-    mk_cu_swiglu16_body(i, g, u, o);
+    switch (which) {
+    case G_SWIGLU16: mk_cu_swiglu16_body(i, g, u, o16); break;
+    case G_SWIGLU16_BWD: mk_cu_swiglu16_bwd_body(i, g, u, d, dg, du); break;
+    case G_GEGLU: mk_cu_geglu_body(i, g, u, o); break;
+    default: mk_cu_geglu_bwd_body(i, g, u, d, dg, du); break;
+    }
 }
-__global__ static void k_swiglu16_bwd(size_t n, const float *g, const float *u, const float *d, float *dg, float *du)
+static void gated(int which, size_t n, const float *g, const float *u, const float *d, float *o, uint16_t *o16, float *dg, float *du,
+                  const char *name)
 {
-    FLAT_IDX;
-    mk_cu_swiglu16_bwd_body(i, g, u, d, dg, du);
+    k_gated<<<flat_blocks(n), MK_CU_FLAT>>>(which, n, g, u, d, o, o16, dg, du);
+    LAUNCHED(name);
 }
 extern "C" void mk_cu_swiglu16(const float *gate, const float *up, uint16_t *out, size_t n)
 {
-    k_swiglu16<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, out);
-    LAUNCHED("swiglu (bf16)");
+    gated(G_SWIGLU16, n, gate, up, NULL, NULL, out, NULL, NULL, "swiglu (bf16)");
 }
 extern "C" void mk_cu_swiglu16_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
 {
-    k_swiglu16_bwd<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, dout, dgate, dup);
-    LAUNCHED("swiglu backward (bf16)");
+    gated(G_SWIGLU16_BWD, n, gate, up, dout, NULL, NULL, dgate, dup, "swiglu backward (bf16)");
 }
 
 extern "C" void mk_cu_gemm16(bool ta, bool tb, size_t m, size_t n, size_t k, const uint16_t *A, size_t lda, const uint16_t *B,
@@ -152,10 +164,6 @@ extern "C" void mk_cu_gemm16(bool ta, bool tb, size_t m, size_t n, size_t k, con
 }
 
 /* ---- LayerNorm and GeGLU (mk_cuda_norm.h) ---- */
-extern "C" {
-#include "mk_cuda_norm.h"
-}
-#include "bodies_norm.h"
 
 /* a row's mean and rstd into *mf, *inv (every thread), the two passes over sh */
 __device__ static void ln_stats(const float *x, size_t d, float eps, double *sh, float *mf, float *inv)
@@ -210,32 +218,16 @@ extern "C" void mk_cu_layernorm_bwd(const float *x, const float *w, const float 
     LAUNCHED("layernorm weight and bias gradients");
 }
 
-__global__ static void k_geglu(size_t n, const float *g, const float *u, float *o)
-{
-    FLAT_IDX;
-    mk_cu_geglu_body(i, g, u, o);
-}
-__global__ static void k_geglu_bwd(size_t n, const float *g, const float *u, const float *d, float *dg, float *du)
-{
-    FLAT_IDX;
-    mk_cu_geglu_bwd_body(i, g, u, d, dg, du);
-}
 extern "C" void mk_cu_geglu(const float *gate, const float *up, float *out, size_t n)
 {
-    k_geglu<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, out);
-    LAUNCHED("geglu");
+    gated(G_GEGLU, n, gate, up, NULL, out, NULL, NULL, NULL, "geglu");
 }
 extern "C" void mk_cu_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
 {
-    k_geglu_bwd<<<flat_blocks(n), MK_CU_FLAT>>>(n, gate, up, dout, dgate, dup);
-    LAUNCHED("geglu backward");
+    gated(G_GEGLU_BWD, n, gate, up, dout, NULL, NULL, dgate, dup, "geglu backward");
 }
 
 /* ---- fused attention (mk_cuda_flash.h) ---- */
-extern "C" {
-#include "mk_cuda_flash.h"
-}
-#include "bodies_flash.h"
 
 __global__ static void k_fa_fwd(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
                                 float scale, long window, float *out, float *lse)

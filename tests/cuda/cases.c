@@ -179,22 +179,35 @@ static void attention_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, l
     free(q), free(k), free(v), free(dout), free(out), free(p), free(dq), free(dk), free(dv), free(scr);
 }
 
-static void swiglu_case(ctx *c)
+/* a gated activation (SwiGLU, GeGLU) forward and backward against its CPU functions */
+typedef void (*gated_fn)(const float *gate, const float *up, float *out, size_t n);
+typedef void (*gated_bwd_fn)(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+static void gated_case(ctx *c, const char *name, const char *cpu, gated_fn cu, gated_fn ref, gated_bwd_fn cu_bwd,
+                       gated_bwd_fn ref_bwd, const char *cpu_bwd, uint64_t seed)
 {
     size_t n = 1000;
-    float *g = rnd(n, 40, -6, 6), *u = rnd(n, 41, -2, 2), *dout = rnd(n, 42, -1, 1);
+    float *g = rnd(n, seed, -6, 6), *u = rnd(n, seed + 1, -2, 2), *dout = rnd(n, seed + 2, -1, 1);
     float *o = malloc(n * 4), *dg = malloc(n * 4), *du = malloc(n * 4);
     float *gd = dput(g, n * 4), *ud = dput(u, n * 4), *dod = dput(dout, n * 4), *od = NULL, *dgd = NULL, *dud = NULL;
     mk_cu_alloc((void **)&od, n * 4), mk_cu_alloc((void **)&dgd, n * 4), mk_cu_alloc((void **)&dud, n * 4);
-    mk_cu_swiglu(gd, ud, od, n);
-    mk_nn_act_gated(MK_ACT_SILU, g, u, o, n);
-    cmp(c, "swiglu forward (mk_nn_act_gated silu)", od, o, n, c->tol->elem);
-    mk_cu_swiglu_bwd(gd, ud, dod, n, dgd, dud);
-    mk_nn_swiglu_bwd(g, u, dout, n, dg, du);
-    cmp(c, "swiglu backward dgate (mk_nn_swiglu_bwd)", dgd, dg, n, c->tol->elem);
-    cmp(c, "swiglu backward dup (mk_nn_swiglu_bwd)", dud, du, n, c->tol->elem);
+    char what[128];
+    cu(gd, ud, od, n);
+    ref(g, u, o, n);
+    snprintf(what, sizeof what, "%s forward (%s)", name, cpu);
+    cmp(c, what, od, o, n, c->tol->elem);
+    cu_bwd(gd, ud, dod, n, dgd, dud);
+    ref_bwd(g, u, dout, n, dg, du);
+    snprintf(what, sizeof what, "%s backward dgate (%s)", name, cpu_bwd);
+    cmp(c, what, dgd, dg, n, c->tol->elem);
+    snprintf(what, sizeof what, "%s backward dup (%s)", name, cpu_bwd);
+    cmp(c, what, dud, du, n, c->tol->elem);
     mk_cu_free(gd), mk_cu_free(ud), mk_cu_free(dod), mk_cu_free(od), mk_cu_free(dgd), mk_cu_free(dud);
     free(g), free(u), free(dout), free(o), free(dg), free(du);
+}
+static void silu_gated(const float *gate, const float *up, float *out, size_t n) { mk_nn_act_gated(MK_ACT_SILU, gate, up, out, n); }
+static void gelu_gated(const float *gate, const float *up, float *out, size_t n)
+{
+    mk_nn_act_gated(MK_ACT_GELU_TANH, gate, up, out, n);
 }
 
 static void xent_case(ctx *c)
@@ -298,7 +311,8 @@ int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report)
     attention_case(&c, 17, 4, 2, 16, 0);
     attention_case(&c, 40, 6, 2, 8, 5);
     attention_case(&c, 300, 2, 1, 8, 0); /* rows longer than a block */
-    swiglu_case(&c);
+    gated_case(&c, "swiglu", "mk_nn_act_gated silu", mk_cu_swiglu, silu_gated, mk_cu_swiglu_bwd, mk_nn_swiglu_bwd, "mk_nn_swiglu_bwd",
+               40);
     xent_case(&c);
     linear_case(&c, 7, 33, 20);
     linear_case(&c, 64, 96, 130);
@@ -740,24 +754,6 @@ static void layernorm_case(ctx *c, size_t T, size_t d, bool bias)
     free(x), free(w), free(b), free(dy), free(dx), free(dw), free(db), free(out), free(st);
 }
 
-static void geglu_case(ctx *c)
-{
-    size_t n = 1000;
-    float *g = rnd(n, 180, -6, 6), *u = rnd(n, 181, -2, 2), *dout = rnd(n, 182, -1, 1);
-    float *o = malloc(n * 4), *dg = malloc(n * 4), *du = malloc(n * 4);
-    float *gd = dput(g, n * 4), *ud = dput(u, n * 4), *dod = dput(dout, n * 4), *od = dnew(n * 4), *dgd = dnew(n * 4);
-    float *dud = dnew(n * 4);
-    mk_cu_geglu(gd, ud, od, n);
-    mk_nn_act_gated(MK_ACT_GELU_TANH, g, u, o, n);
-    cmp(c, "geglu forward (mk_nn_act_gated gelu_tanh)", od, o, n, c->tol->elem);
-    mk_cu_geglu_bwd(gd, ud, dod, n, dgd, dud);
-    mk_nn_geglu_bwd(g, u, dout, n, dg, du);
-    cmp(c, "geglu backward dgate (mk_nn_geglu_bwd)", dgd, dg, n, c->tol->elem);
-    cmp(c, "geglu backward dup (mk_nn_geglu_bwd)", dud, du, n, c->tol->elem);
-    mk_cu_free(gd), mk_cu_free(ud), mk_cu_free(dod), mk_cu_free(od), mk_cu_free(dgd), mk_cu_free(dud);
-    free(g), free(u), free(dout), free(o), free(dg), free(du);
-}
-
 /* the fused attention against mk_cu_attention and mk_cu_attention_bwd on the same device */
 static void flash_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window)
 {
@@ -800,7 +796,8 @@ static void run_cases16(ctx *c)
     flash_case(c, 600, 2, 2, 8, 300); /* a window over three tiles: the first skipped */
     layernorm_case(c, 5, 64, true);
     layernorm_case(c, 3, 1000, false);
-    geglu_case(c);
+    gated_case(c, "geglu", "mk_nn_act_gated gelu_tanh", mk_cu_geglu, gelu_gated, mk_cu_geglu_bwd, mk_nn_geglu_bwd, "mk_nn_geglu_bwd",
+               180);
     rmsnorm16_case(c, 5, 64);
     rmsnorm16_case(c, 3, 1000);
     elem16_case(c);
