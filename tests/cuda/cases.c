@@ -459,7 +459,7 @@ static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpoin
     free(gw), free(gg), free(mom), free(var);
 }
 
-static void loop_case(ctx *c, const char *dir, const char *tmpdir);
+static void loop_case(ctx *c, const char *dir, const char *tmpdir, bool bf16);
 static void run_model16(ctx *c, const char *mk_bin, const char *tmpdir);
 
 /* config.json of the model in dir with "sliding_window": w */
@@ -505,7 +505,7 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
         }
         model_case(&c, &m, cases[i].name, cases[i].ckpt);
         mk_cu_tmodel_close(&m);
-        if (i == 0) loop_case(&c, dir, tmpdir);
+        if (i == 0) loop_case(&c, dir, tmpdir, false);
     }
     run_model16(&c, mk_bin, tmpdir);
     return c.failed;
@@ -513,13 +513,15 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
 
 /* ---- the finetune loop (train/train.h) with the device's trainer ---- */
 
-/* A fresh trainer on dir; run o over d; *w: a copy of the trained weights (malloc'd). */
-static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w, uint64_t *n)
+/* A fresh trainer on dir (bf16: mixed precision); run o over d; *w: a copy of the trained weights (malloc'd). */
+static mk_status loop_run(const char *dir, bool bf16, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w,
+                          uint64_t *n)
 {
     mk_cu_tmodel m;
     memset(r, 0, sizeof *r);
     *w = NULL;
     mk_status s = mk_cu_tmodel_open(dir, &m);
+    if (s == MK_OK && bf16) s = mk_nn_train_set_bf16(m.t);
     if (s == MK_OK) s = mk_train_run(m.t, d, o, NULL, r);
     if (s == MK_OK) {
         *n = mk_nn_train_numel(m.t);
@@ -530,8 +532,10 @@ static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts
     return s;
 }
 
-static void loop_case(ctx *c, const char *dir, const char *tmpdir)
+static void loop_case(ctx *c, const char *dir, const char *tmpdir, bool bf16)
 {
+    const char *pre = bf16 ? "bf16 " : "";
+    char what[200];
     mk_train_data d = {0};
     d.n_rows = 8, d.seq = SEQ, d.n_docs = 1, d.n_tokens = 8 * SEQ;
     d.tok = malloc(d.n_rows * SEQ * sizeof *d.tok), d.w = malloc(d.n_rows * SEQ * sizeof *d.w);
@@ -543,28 +547,33 @@ static void loop_case(ctx *c, const char *dir, const char *tmpdir)
     float *wc = NULL, *wg = NULL, *w1 = NULL, *w2 = NULL;
     uint64_t n = 0;
     char detail[400];
-    mk_status s = loop_run(dir, &d, &o, &rc, &wc, &n);
+    mk_status s = loop_run(dir, bf16, &d, &o, &rc, &wc, &n);
     o.device = &mk_cu_train_impl;
-    if (s == MK_OK) s = loop_run(dir, &d, &o, &rg, &wg, &n);
+    if (s == MK_OK) s = loop_run(dir, bf16, &d, &o, &rg, &wg, &n);
     if (s == MK_OK) { /* stopped after 3 steps, then resumed from the checkpoint */
         o.ckpt_path = ckpt, o.stop_after = 3;
-        s = loop_run(dir, &d, &o, &r1, &w1, &n);
+        s = loop_run(dir, bf16, &d, &o, &r1, &w1, &n);
         o.resume = true, o.stop_after = 0;
-        if (s == MK_OK) s = loop_run(dir, &d, &o, &r2, &w2, &n);
+        if (s == MK_OK) s = loop_run(dir, bf16, &d, &o, &r2, &w2, &n);
     }
     if (s != MK_OK) {
-        check(c, false, "finetune loop on the device (mk_train_run)", mk_errmsg());
+        snprintf(what, sizeof what, "%sfinetune loop on the device (mk_train_run)", pre);
+        check(c, false, what, mk_errmsg());
     } else {
         float a[6], b[6];
         for (int i = 0; i < 6; i++) a[i] = (float)rg.log[i].loss, b[i] = (float)rc.log[i].loss;
         bool ok = rg.n_log == 6 && rc.n_log == 6 && worst_err(a, b, 6, c->tol->name, c->tol->loss, detail, sizeof detail) <= c->tol->loss;
-        check(c, ok, "finetune loop: 6 steps' losses on the device = on the CPU (mk_train_run)", detail);
+        snprintf(what, sizeof what, "%sfinetune loop: 6 steps' losses on the device = on the CPU (mk_train_run)", pre);
+        check(c, ok, what, detail);
+        snprintf(what, sizeof what, "%sfinetune loop: the trained weights on the device = on the CPU", pre);
         check(c, worst_err(wg, wc, n, c->tol->name, c->tol->grad, detail, sizeof detail) <= c->tol->grad,
-              "finetune loop: the trained weights on the device = on the CPU", detail);
+              what, detail);
         bool same = r1.stopped && r2.resumed_at == 3 && r2.n_log == 6 && memcmp(w2, wg, n * sizeof *wg) == 0;
         snprintf(detail, sizeof detail, "stopped %d, resumed at %ld, %ld steps, %s", r1.stopped, r2.resumed_at, r2.n_log,
                  memcmp(w2, wg, n * sizeof *wg) == 0 ? "the same bytes" : "other bytes");
-        check(c, same, "finetune loop: --stop-after 3 then --resume on the device gives the bytes of an uninterrupted run", detail);
+        snprintf(what, sizeof what, "%sfinetune loop: --stop-after 3 then --resume on the device gives the bytes of an uninterrupted run",
+                 pre);
+        check(c, same, what, detail);
     }
     mk_train_result_free(&rc), mk_train_result_free(&rg), mk_train_result_free(&r1), mk_train_result_free(&r2);
     free(wc), free(wg), free(w1), free(w2);
@@ -831,6 +840,7 @@ static void run_model16(ctx *c0, const char *mk_bin, const char *tmpdir)
         if (made) model_case(&c, &m, cases[i].name, cases[i].ckpt);
         else check(&c, false, cases[i].name, err[0] ? err : mk_errmsg());
         mk_cu_tmodel_close(&m);
+        if (made && i == 0) loop_case(&c, dir, tmpdir, true);
     }
     c0->failed += c.failed;
 }
