@@ -59,11 +59,13 @@ static void awkward32(float *x, int kind, uint64_t *s)
     }
 }
 
-static float *awkward(uint64_t n, uint64_t seed)
+/* n values, blocks of 32 of each kind in turn, `per` blocks a kind (8: a whole super-block, so
+ * that its mean square, which weights every group, is not always infinite or NaN) */
+static float *awkward(uint64_t n, uint64_t per, uint64_t seed)
 {
     float *x = malloc(n * sizeof *x);
     uint64_t s = seed;
-    for (uint64_t b = 0; x && b < n / 32; b++) awkward32(x + 32 * b, (int)(b % KINDS), &s);
+    for (uint64_t b = 0; x && b < n / 32; b++) awkward32(x + 32 * b, (int)(b / per % KINDS), &s);
     return x;
 }
 
@@ -80,7 +82,7 @@ MK_TEST(ggml_encode_lanes_equal_scalar)
 {
     static const uint32_t types[] = {MK_GGML_Q8_0, MK_GGML_Q4_0, MK_GGML_Q4_1, MK_GGML_Q5_0, MK_GGML_Q5_1};
     const uint64_t nb = 32 * KINDS + 5;
-    float *x = awkward(nb * 32, 0x9e3779b97f4a7c15ull);
+    float *x = awkward(nb * 32, 1, 0x9e3779b97f4a7c15ull);
     uint8_t *got = malloc(nb * 34), *want = malloc(nb * 34);
     CHECK(x && got && want);
     for (size_t k = 0; x && got && want && k < sizeof types / sizeof *types; k++) {
@@ -92,6 +94,53 @@ MK_TEST(ggml_encode_lanes_equal_scalar)
         first_diff("unweighted", types[k], got, want, nb * t->bytes, t->bytes);
     }
     free(x);
+    free(got);
+    free(want);
+}
+
+/* importances of several kinds per 32 columns: spread, zero, subnormal, huge, constant */
+static float *awkward_qw(uint64_t n, uint64_t seed)
+{
+    float *w = malloc(n * sizeof *w);
+    uint64_t s = seed;
+    for (uint64_t b = 0; w && b < n / 32; b++)
+        for (int j = 0; j < 32; j++) {
+            float u = unit(&s) + 1.0f;
+            switch (b % 6) {
+            case 0: w[32 * b + j] = u * u * 10.0f; break;
+            case 1: w[32 * b + j] = 0; break;
+            case 2: w[32 * b + j] = u * 1e-40f; break;
+            case 3: w[32 * b + j] = u * 1e30f; break;
+            case 4: w[32 * b + j] = 1.0f; break;
+            default: w[32 * b + j] = (j % 5 == 0) ? 0 : u; break;
+            }
+        }
+    return w;
+}
+
+MK_TEST(ggml_encode_w_lanes_equal_scalar)
+{
+    static const uint32_t types[] = {MK_GGML_Q4_0, MK_GGML_Q4_1, MK_GGML_Q5_0, MK_GGML_Q5_1, MK_GGML_Q2_K,
+                                     MK_GGML_Q3_K, MK_GGML_Q4_K, MK_GGML_Q5_K, MK_GGML_Q6_K, MK_GGML_IQ4_NL};
+    /* rows of 5 super-blocks (an odd count: Q4_K / Q5_K fit two at a time) and of 3 x 32 */
+    const uint64_t rows = 2 * KINDS, wide = 5 * 256, narrow = 96;
+    float *x = awkward(rows * wide, 8, 0x2545f4914f6cdd1dull), *qw = awkward_qw(wide, 7);
+    uint8_t *got = malloc(rows * wide), *want = malloc(rows * wide);
+    CHECK(x && qw && got && want);
+    for (size_t k = 0; x && qw && got && want && k < sizeof types / sizeof *types; k++) {
+        const mk_ggml_type *t = mk_ggml_type_of(types[k]);
+        for (int pass = 0; pass < 2; pass++) {
+            uint64_t cols = pass == 0 || t->block == 256 ? wide : narrow, len = rows * wide / cols * (cols / t->block) * t->bytes;
+            memset(got, 0xa5, len);
+            memset(want, 0x5a, len);
+            CHECK(mk_ggml_kquant_encode_w(types[k], x, rows * wide / cols, cols, qw, got));
+            CHECK(mk_ggml_kquant_encode_w_ref(types[k], x, rows * wide / cols, cols, qw, want));
+            first_diff("weighted", types[k], got, want, len, t->bytes);
+        }
+    }
+    CHECK(!mk_ggml_kquant_encode_w_ref(MK_GGML_Q8_0, x, 1, 256, qw, got));
+    free(x);
+    free(qw);
     free(got);
     free(want);
 }
