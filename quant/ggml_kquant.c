@@ -60,93 +60,78 @@ MK_VINLINE void pack2(const uint8_t *L, uint8_t *q)
  * per-lane selects; lanes whose result is fixed early (flat or all-zero groups) are masked. */
 #define LANES 16
 
+/* value i of the 8 lanes from h (in the loops over the halves of the lanes) */
+#define VLD(p, i) mk_vf_load((p) + (i) * LANES + h)
+/* round_k of each lane */
+#define VROUND(f) (((mk_vi)((f) + mk_vf_set1(12582912.0f)) & 0x7fffff) - 0x400000)
+/* clamp_i of each lane */
+#define VCLAMP(v, lo, hi)                                                                \
+    ({                                                                                   \
+        mk_vi c_ = (v), lo_ = mk_vi_set1(lo), hi_ = mk_vi_set1(hi), m_ = c_ < lo_;       \
+        c_ = (c_ & ~m_) | (lo_ & m_);                                                    \
+        m_ = c_ > hi_;                                                                   \
+        (c_ & ~m_) | (hi_ & m_);                                                         \
+    })
+
 /* x ~ scale x L - m, L in 0..nmax, m >= 0 (make_qkx2_quants), n values a group: start from the
  * range [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
  * extra levels), each with the weighted least-squares scale and offset for its codes, and keep
  * the one of least weighted error (absolute with mad, else squared). scale[k], m[k] and the
  * codes L[i * LANES + k] per lane (those of the grid kept, recomputed at the end). */
-static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin,
-                                                              float rdelta, int nstep, bool mad)
+MK_VINLINE void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin, float rdelta,
+                           int nstep, bool mad)
 {
-    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES], best_is[LANES], best_lo[LANES];
-    int32_t cand[32 * LANES];
-    for (int k = 0; k < LANES; k++) {
-        lo[k] = hi[k] = x[k];
-        sw[k] = w[k];
-        sx[k] = w[k] * x[k];
-    }
-    for (int i = 1; i < n; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k];
-            lo[k] = v < lo[k] ? v : lo[k];
-            hi[k] = v > hi[k] ? v : hi[k];
-            sw[k] += w[i * LANES + k];
-            sx[k] += w[i * LANES + k] * v;
+    /* each half of the lanes on its own, its sums in registers */
+    for (int h = 0; h < LANES; h += MK_VL) {
+        mk_vi cand[32];
+        mk_vf lo = VLD(x, 0), hi = lo, sw = VLD(w, 0), sx = sw * lo, zero = mk_vf_set1(0.0f), fmax = mk_vf_set1((float)nmax);
+        for (int i = 1; i < n; i++) {
+            mk_vf v = VLD(x, i), wi = VLD(w, i);
+            lo = mk_vf_sel(v < lo, v, lo);
+            hi = mk_vf_sel(v > hi, v, hi);
+            sw += wi;
+            sx += wi * v;
         }
-    for (int k = 0; k < LANES; k++) {
-        lo[k] = lo[k] > 0 ? 0 : lo[k];
-        lo0[k] = lo[k];
-        best[k] = 0;
-        best_is[k] = is0[k] = (float)nmax / (hi[k] - lo[k]);
-        best_lo[k] = lo[k];
-        scale[k] = 1 / is0[k];
-    }
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k];
-            int32_t l = clamp_i(round_k(is0[k] * (v - lo[k])), 0, nmax);
-            float e = scale[k] * (float)l + lo[k] - v, ae = fabsf(e), se = e * e;
-            best[k] += w[i * LANES + k] * (mad ? ae : se);
+        lo = mk_vf_sel(lo > zero, zero, lo);
+        mk_vf lo0 = lo, best = zero, is0 = fmax / (hi - lo), best_is = is0, best_lo = lo, scale = mk_vf_set1(1.0f) / is0;
+        for (int i = 0; i < n; i++) {
+            mk_vf v = VLD(x, i), l = __builtin_convertvector(VCLAMP(VROUND(is0 * (v - lo)), 0, nmax), mk_vf), e = scale * l + lo - v;
+            best += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
         }
-    for (int step = 0; step <= nstep; step++) {
-        float levels = rmin + rdelta * (float)step + (float)nmax, sl[LANES], sl2[LANES], sxl[LANES], is[LANES], s[LANES], m[LANES],
-              err[LANES];
-        int32_t upd[LANES];
-        for (int k = 0; k < LANES; k++) {
-            is[k] = levels / (hi[k] - lo[k]);
-            sl[k] = sl2[k] = sxl[k] = err[k] = 0;
-        }
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) {
-                float v = x[i * LANES + k], wi = w[i * LANES + k];
-                int32_t l = clamp_i(round_k(is[k] * (v - lo[k])), 0, nmax);
-                cand[i * LANES + k] = l;
-                sl[k] += wi * (float)l;
-                sl2[k] += wi * (float)l * (float)l;
-                sxl[k] += wi * (float)l * v;
+        for (int step = 0; step <= nstep; step++) {
+            mk_vf is = mk_vf_set1(rmin + rdelta * (float)step + (float)nmax) / (hi - lo), sl = zero, sl2 = zero, sxl = zero, err = zero;
+            for (int i = 0; i < n; i++) {
+                mk_vf v = VLD(x, i), wi = VLD(w, i);
+                cand[i] = VCLAMP(VROUND(is * (v - lo)), 0, nmax);
+                mk_vf l = __builtin_convertvector(cand[i], mk_vf);
+                sl += wi * l;
+                sl2 += wi * l * l;
+                sxl += wi * l * v;
             }
-        for (int k = 0; k < LANES; k++) {
-            float det = sw[k] * sl2[k] - sl[k] * sl[k];
-            upd[k] = det > 0;
-            s[k] = (sw[k] * sxl[k] - sx[k] * sl[k]) / det;
-            m[k] = (sl2[k] * sx[k] - sl[k] * sxl[k]) / det;
-            int32_t pos = m[k] > 0;
-            s[k] = pos ? sxl[k] / sl2[k] : s[k];
-            m[k] = pos ? 0 : m[k];
-        }
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) {
-                float e = s[k] * (float)cand[i * LANES + k] + m[k] - x[i * LANES + k], ae = fabsf(e), se = e * e;
-                err[k] += w[i * LANES + k] * (mad ? ae : se);
+            mk_vf det = sw * sl2 - sl * sl, s = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det;
+            mk_vi upd = det > zero, pos = m > zero;
+            s = mk_vf_sel(pos, sxl / sl2, s);
+            m = mk_vf_sel(pos, zero, m);
+            for (int i = 0; i < n; i++) {
+                mk_vf e = s * __builtin_convertvector(cand[i], mk_vf) + m - VLD(x, i);
+                err += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
             }
-        for (int k = 0; k < LANES; k++) {
-            upd[k] = upd[k] & (err[k] < best[k]);
-            best[k] = upd[k] ? err[k] : best[k];
-            scale[k] = upd[k] ? s[k] : scale[k];
-            best_is[k] = upd[k] ? is[k] : best_is[k];
-            best_lo[k] = upd[k] ? lo[k] : best_lo[k]; /* the grid's offset, before the fit's replaces it */
-            lo[k] = upd[k] ? m[k] : lo[k];
+            upd &= err < best;
+            best = mk_vf_sel(upd, err, best);
+            scale = mk_vf_sel(upd, s, scale);
+            best_is = mk_vf_sel(upd, is, best_is);
+            best_lo = mk_vf_sel(upd, lo, best_lo); /* the grid's offset, before the fit's replaces it */
+            lo = mk_vf_sel(upd, m, lo);
+        }
+        /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
+        mk_vi flat = hi == lo0;
+        mk_vf_store(scale_out + h, mk_vf_sel(flat, zero, scale));
+        mk_vf_store(m_out + h, -mk_vf_sel(flat, lo0, lo));
+        for (int i = 0; i < n; i++) {
+            mk_vi c = VCLAMP(VROUND(best_is * (VLD(x, i) - best_lo)), 0, nmax) & ~flat;
+            memcpy(L + i * LANES + h, &c, sizeof c);
         }
     }
-    /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
-    for (int k = 0; k < LANES; k++) {
-        bool flat = hi[k] == lo0[k];
-        scale_out[k] = flat ? 0 : scale[k];
-        m_out[k] = -(flat ? lo0[k] : lo[k]);
-    }
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++)
-            L[i * LANES + k] = hi[k] == lo0[k] ? 0 : clamp_i(round_k(best_is[k] * (x[i * LANES + k] - best_lo[k])), 0, nmax);
 }
 
 /* per lane: the largest magnitude of n values and the (first) value that has it */
@@ -168,48 +153,43 @@ static inline __attribute__((always_inline)) void lane_absmax(const float *x, in
  * scale[k] (0: all zeros) and the codes L[i * LANES + k] per lane (fit_sym_w's, lane by lane). */
 MK_VINLINE void fit_sym(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out)
 {
-    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
-    float wx[32 * LANES]; /* w x: the products the sums take first */
-    for (int k = 0; k < LANES; k++) slx[k] = sl2[k] = 0;
-    for (int i = 0; i < n * LANES; i++) wx[i] = w[i] * x[i];
-    lane_absmax(x, n, amax, max);
-    for (int k = 0; k < LANES; k++) best_is[k] = is[k] = (float)-nmax / max[k];
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++) {
-            float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
-            slx[k] += wx[i * LANES + k] * l;
-            sl2[k] += w[i * LANES + k] * l * l;
+    for (int h = 0; h < LANES; h += MK_VL) {
+        mk_vf amax = mk_vf_set1(0.0f), max = amax, zero = amax, slx = zero, sl2 = zero;
+        for (int i = 0; i < n; i++) {
+            mk_vf v = VLD(x, i), a = mk_vf_abs(v);
+            mk_vi big = a > amax;
+            amax = mk_vf_sel(big, a, amax);
+            max = mk_vf_sel(big, v, max);
         }
-    for (int k = 0; k < LANES; k++) {
-        scale[k] = sl2[k] != 0 ? slx[k] / sl2[k] : 0;
-        best[k] = scale[k] * slx[k];
-    }
-    for (int t = -9; t <= 9; t++) {
-        if (t == 0) continue;
-        float levels = -((float)nmax + 0.1f * (float)t), a[LANES], b[LANES];
-        int32_t upd[LANES];
-        for (int k = 0; k < LANES; k++) {
-            a[k] = b[k] = 0;
-            is[k] = levels / max[k];
+        mk_vf is = mk_vf_set1((float)-nmax) / max, best_is = is;
+        for (int i = 0; i < n; i++) {
+            mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is * v), -nmax, nmax - 1), mk_vf);
+            slx += wi * v * l; /* (w x) l, as the scalar code */
+            sl2 += wi * l * l;
         }
-        for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) {
-                float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
-                a[k] += wx[i * LANES + k] * l;
-                b[k] += w[i * LANES + k] * l * l;
+        mk_vf scale = mk_vf_sel(sl2 != zero, slx / sl2, zero), best = scale * slx;
+        for (int t = -9; t <= 9; t++) {
+            if (t == 0) continue;
+            mk_vf a = zero, b = zero;
+            is = mk_vf_set1(-((float)nmax + 0.1f * (float)t)) / max;
+            for (int i = 0; i < n; i++) {
+                mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is * v), -nmax, nmax - 1), mk_vf);
+                a += wi * v * l;
+                b += wi * l * l;
             }
-        for (int k = 0; k < LANES; k++) {
-            upd[k] = (b[k] > 0) & (a[k] * a[k] > best[k] * b[k]);
-            scale[k] = upd[k] ? a[k] / b[k] : scale[k];
-            best[k] = upd[k] ? scale[k] * a[k] : best[k];
-            best_is[k] = upd[k] ? is[k] : best_is[k];
+            mk_vi upd = (b > zero) & (a * a > best * b);
+            scale = mk_vf_sel(upd, a / b, scale);
+            best = mk_vf_sel(upd, scale * a, best);
+            best_is = mk_vf_sel(upd, is, best_is);
+        }
+        /* the codes of the grid kept (all zeros: 0) */
+        mk_vi z = amax < mk_vf_set1(ZERO_GROUP);
+        mk_vf_store(scale_out + h, mk_vf_sel(z, zero, scale));
+        for (int i = 0; i < n; i++) {
+            mk_vi c = (VCLAMP(VROUND(best_is * VLD(x, i)), -nmax, nmax - 1) + nmax) & ~z;
+            memcpy(L + i * LANES + h, &c, sizeof c);
         }
     }
-    /* the codes of the grid kept (all zeros: 0) */
-    for (int k = 0; k < LANES; k++) scale_out[k] = amax[k] < ZERO_GROUP ? 0 : scale[k];
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++)
-            L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : clamp_i(round_k(best_is[k] * x[i * LANES + k]), -nmax, nmax - 1) + nmax;
 }
 
 /* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
@@ -501,34 +481,38 @@ MK_VINLINE void q6_k_lanes(const float *x, const float *qw, uint8_t *b)
 
 static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* The code of the level nearest x (ties to the upper level): the number of midpoints between
- * consecutive levels at or below x (doubled, so exact; what llama.cpp's search finds), and
- * that level, built up from the steps between levels (exact small integers). No table look-up,
- * so that lanes vectorize. */
-static inline int iq4nl_code(float x, float *level)
-{
-    float x2 = x + x, q = (float)IQ4NL[0];
-    int idx = 0;
-    for (int j = 1; j < 16; j++) {
-        int up = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]);
-        idx += up;
-        q += up ? (float)(IQ4NL[j] - IQ4NL[j - 1]) : 0.0f;
-    }
-    *level = q;
-    return idx;
-}
+/* The code of the level nearest y (ties to the upper level), 8 lanes at a time: the number of
+ * midpoints between consecutive levels at or below y (doubled, so exact; what llama.cpp's
+ * search finds), and that level, built up from the steps between levels (exact small
+ * integers; NaN: code 0). No table look-up, so that lanes stay in vector registers. */
+#define IQ4NL_CODE(y, idx, level)                                                        \
+    do {                                                                                 \
+        mk_vf y2_ = (y) + (y);                                                           \
+        (level) = mk_vf_set1((float)IQ4NL[0]);                                           \
+        (idx) = mk_vi_set1(0);                                                           \
+        for (int j_ = 1; j_ < 16; j_++) {                                                \
+            mk_vi up_ = y2_ >= mk_vf_set1((float)(IQ4NL[j_ - 1] + IQ4NL[j_]));           \
+            (idx) -= up_;                                                                \
+            (level) += (mk_vf)(up_ & (mk_vi)mk_vf_set1((float)(IQ4NL[j_] - IQ4NL[j_ - 1]))); \
+        }                                                                                \
+    } while (0)
 
-/* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
+/* per lane: the weighted sums of code level x value and level^2 on the grid of id */
 static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *wt, const float *id, float *sqx, float *sq2)
 {
-    for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
-    for (int i = 0; i < 32; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = xt[i * LANES + k], w = wt[i * LANES + k], q;
-            iq4nl_code(id[k] * v, &q);
-            sqx[k] += w * q * v;
-            sq2[k] += w * q * q;
+    for (int h = 0; h < LANES; h += MK_VL) {
+        mk_vf idv = mk_vf_load(id + h), ax = mk_vf_set1(0.0f), a2 = mk_vf_set1(0.0f), q;
+        mk_vi idx;
+        for (int i = 0; i < 32; i++) {
+            mk_vf v = mk_vf_load(xt + i * LANES + h), w = mk_vf_load(wt + i * LANES + h);
+            IQ4NL_CODE(idv * v, idx, q);
+            ax += w * q * v;
+            a2 += w * q * q;
         }
+        (void)idx;
+        mk_vf_store(sqx + h, ax);
+        mk_vf_store(sq2 + h, a2);
+    }
 }
 
 /* llama-quantize's IQ4_NL (quantize_iq4_nl: weights x^2, or with importance qw (the 32 of
@@ -573,9 +557,12 @@ MK_VINLINE void iq4_nl(const float *x, uint64_t nb, const float *qw, uint8_t *ou
         id[k] = d[k] != 0 ? 1 / d[k] : 0;
     }
     for (int i = 0; i < 32; i++)
-        for (int k = 0; k < LANES; k++) {
-            float q;
-            L[i * LANES + k] = iq4nl_code(id[k] * xt[i * LANES + k], &q);
+        for (int h = 0; h < LANES; h += MK_VL) {
+            mk_vf q;
+            mk_vi idx;
+            IQ4NL_CODE(mk_vf_load(id + h) * mk_vf_load(xt + i * LANES + h), idx, q);
+            (void)q;
+            memcpy(L + i * LANES + h, &idx, sizeof idx);
         }
     for (uint64_t k = 0; k < nb; k++) {
         uint8_t *b = out + 18 * k;
