@@ -81,57 +81,90 @@ MK_VINLINE void pack2(const uint8_t *L, uint8_t *q)
 MK_VINLINE void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin, float rdelta,
                            int nstep, bool mad)
 {
-    /* each half of the lanes on its own, its sums in registers */
-    for (int h = 0; h < LANES; h += MK_VL) {
-        mk_vi cand[32];
-        mk_vf lo = VLD(x, 0), hi = lo, sw = VLD(w, 0), sx = sw * lo, zero = mk_vf_set1(0.0f), fmax = mk_vf_set1((float)nmax);
-        for (int i = 1; i < n; i++) {
+    /* the two halves of the lanes side by side (H2: both), their sums in registers: each sum is
+     * a chain of dependent additions, two independent chains keep the adder busier */
+#define H2 _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++)
+    mk_vi cand[32][2];
+    mk_vf lo[2], hi[2], sw[2], sx[2], lo0[2], best[2], best_is[2], best_lo[2], scale[2], zero = mk_vf_set1(0.0f), fmax = mk_vf_set1((float)nmax);
+    int h;
+    H2 {
+        h = MK_VL * g;
+        lo[g] = hi[g] = VLD(x, 0);
+        sw[g] = VLD(w, 0);
+        sx[g] = sw[g] * lo[g];
+    }
+    for (int i = 1; i < n; i++)
+        H2 {
+            h = MK_VL * g;
             mk_vf v = VLD(x, i), wi = VLD(w, i);
-            lo = mk_vf_sel(v < lo, v, lo);
-            hi = mk_vf_sel(v > hi, v, hi);
-            sw += wi;
-            sx += wi * v;
+            lo[g] = mk_vf_sel(v < lo[g], v, lo[g]);
+            hi[g] = mk_vf_sel(v > hi[g], v, hi[g]);
+            sw[g] += wi;
+            sx[g] += wi * v;
         }
-        lo = mk_vf_sel(lo > zero, zero, lo);
-        mk_vf lo0 = lo, best = zero, is0 = fmax / (hi - lo), best_is = is0, best_lo = lo, scale = mk_vf_set1(1.0f) / is0;
+    H2 {
+        h = MK_VL * g;
+        lo0[g] = lo[g] = best_lo[g] = mk_vf_sel(lo[g] > zero, zero, lo[g]);
+        best_is[g] = fmax / (hi[g] - lo[g]);
+        scale[g] = mk_vf_set1(1.0f) / best_is[g];
+        best[g] = zero;
         for (int i = 0; i < n; i++) {
-            mk_vf v = VLD(x, i), l = __builtin_convertvector(VCLAMP(VROUND(is0 * (v - lo)), 0, nmax), mk_vf), e = scale * l + lo - v;
-            best += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
+            mk_vf v = VLD(x, i), l = __builtin_convertvector(VCLAMP(VROUND(best_is[g] * (v - lo[g])), 0, nmax), mk_vf), e = scale[g] * l + lo[g] - v;
+            best[g] += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
         }
-        for (int step = 0; step <= nstep; step++) {
-            mk_vf is = mk_vf_set1(rmin + rdelta * (float)step + (float)nmax) / (hi - lo), sl = zero, sl2 = zero, sxl = zero, err = zero;
-            for (int i = 0; i < n; i++) {
+    }
+    for (int step = 0; step <= nstep; step++) {
+        mk_vf levels = mk_vf_set1(rmin + rdelta * (float)step + (float)nmax), is[2], sl[2], sl2[2], sxl[2], err[2], s[2], m[2];
+        H2 {
+            is[g] = levels / (hi[g] - lo[g]);
+            sl[g] = sl2[g] = sxl[g] = err[g] = zero;
+        }
+        for (int i = 0; i < n; i++)
+            H2 {
+                h = MK_VL * g;
                 mk_vf v = VLD(x, i), wi = VLD(w, i);
-                cand[i] = VCLAMP(VROUND(is * (v - lo)), 0, nmax);
-                mk_vf l = __builtin_convertvector(cand[i], mk_vf);
-                sl += wi * l;
-                sl2 += wi * l * l;
-                sxl += wi * l * v;
+                cand[i][g] = VCLAMP(VROUND(is[g] * (v - lo[g])), 0, nmax);
+                mk_vf l = __builtin_convertvector(cand[i][g], mk_vf);
+                sl[g] += wi * l;
+                sl2[g] += wi * l * l;
+                sxl[g] += wi * l * v;
             }
-            mk_vf det = sw * sl2 - sl * sl, s = (sw * sxl - sx * sl) / det, m = (sl2 * sx - sl * sxl) / det;
-            mk_vi upd = det > zero, pos = m > zero;
-            s = mk_vf_sel(pos, sxl / sl2, s);
-            m = mk_vf_sel(pos, zero, m);
-            for (int i = 0; i < n; i++) {
-                mk_vf e = s * __builtin_convertvector(cand[i], mk_vf) + m - VLD(x, i);
-                err += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
-            }
-            upd &= err < best;
-            best = mk_vf_sel(upd, err, best);
-            scale = mk_vf_sel(upd, s, scale);
-            best_is = mk_vf_sel(upd, is, best_is);
-            best_lo = mk_vf_sel(upd, lo, best_lo); /* the grid's offset, before the fit's replaces it */
-            lo = mk_vf_sel(upd, m, lo);
+        H2 {
+            mk_vf det = sw[g] * sl2[g] - sl[g] * sl[g];
+            s[g] = (sw[g] * sxl[g] - sx[g] * sl[g]) / det;
+            m[g] = (sl2[g] * sx[g] - sl[g] * sxl[g]) / det;
+            mk_vi pos = m[g] > zero;
+            s[g] = mk_vf_sel(pos, sxl[g] / sl2[g], s[g]);
+            m[g] = mk_vf_sel(pos, zero, m[g]);
+            sl[g] = det; /* kept for the choice below */
         }
-        /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
-        mk_vi flat = hi == lo0;
-        mk_vf_store(scale_out + h, mk_vf_sel(flat, zero, scale));
-        mk_vf_store(m_out + h, -mk_vf_sel(flat, lo0, lo));
+        for (int i = 0; i < n; i++)
+            H2 {
+                h = MK_VL * g;
+                mk_vf e = s[g] * __builtin_convertvector(cand[i][g], mk_vf) + m[g] - VLD(x, i);
+                err[g] += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
+            }
+        H2 {
+            mk_vi upd = (sl[g] > zero) & (err[g] < best[g]);
+            best[g] = mk_vf_sel(upd, err[g], best[g]);
+            scale[g] = mk_vf_sel(upd, s[g], scale[g]);
+            best_is[g] = mk_vf_sel(upd, is[g], best_is[g]);
+            best_lo[g] = mk_vf_sel(upd, lo[g], best_lo[g]); /* the grid's offset, before the fit's replaces it */
+            lo[g] = mk_vf_sel(upd, m[g], lo[g]);
+        }
+    }
+    /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
+    H2 {
+        h = MK_VL * g;
+        mk_vi flat = hi[g] == lo0[g];
+        mk_vf_store(scale_out + h, mk_vf_sel(flat, zero, scale[g]));
+        mk_vf_store(m_out + h, -mk_vf_sel(flat, lo0[g], lo[g]));
         for (int i = 0; i < n; i++) {
-            mk_vi c = VCLAMP(VROUND(best_is * (VLD(x, i) - best_lo)), 0, nmax) & ~flat;
+            mk_vi c = VCLAMP(VROUND(best_is[g] * (VLD(x, i) - best_lo[g])), 0, nmax) & ~flat;
             memcpy(L + i * LANES + h, &c, sizeof c);
         }
     }
+#undef H2
 }
 
 /* per lane: the largest magnitude of n values and the (first) value that has it */
@@ -153,43 +186,63 @@ static inline __attribute__((always_inline)) void lane_absmax(const float *x, in
  * scale[k] (0: all zeros) and the codes L[i * LANES + k] per lane (fit_sym_w's, lane by lane). */
 MK_VINLINE void fit_sym(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out)
 {
-    for (int h = 0; h < LANES; h += MK_VL) {
-        mk_vf amax = mk_vf_set1(0.0f), max = amax, zero = amax, slx = zero, sl2 = zero;
-        for (int i = 0; i < n; i++) {
+    /* both halves of the lanes side by side, as in fit_offset */
+#define H2 _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++)
+    mk_vf amax[2], max[2], slx[2], sl2[2], scale[2], best[2], best_is[2], zero = mk_vf_set1(0.0f);
+    int h;
+    H2 amax[g] = max[g] = slx[g] = sl2[g] = zero;
+    for (int i = 0; i < n; i++)
+        H2 {
+            h = MK_VL * g;
             mk_vf v = VLD(x, i), a = mk_vf_abs(v);
-            mk_vi big = a > amax;
-            amax = mk_vf_sel(big, a, amax);
-            max = mk_vf_sel(big, v, max);
+            mk_vi big = a > amax[g];
+            amax[g] = mk_vf_sel(big, a, amax[g]);
+            max[g] = mk_vf_sel(big, v, max[g]);
         }
-        mk_vf is = mk_vf_set1((float)-nmax) / max, best_is = is;
-        for (int i = 0; i < n; i++) {
-            mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is * v), -nmax, nmax - 1), mk_vf);
-            slx += wi * v * l; /* (w x) l, as the scalar code */
-            sl2 += wi * l * l;
+    H2 best_is[g] = mk_vf_set1((float)-nmax) / max[g];
+    for (int i = 0; i < n; i++)
+        H2 {
+            h = MK_VL * g;
+            mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(best_is[g] * v), -nmax, nmax - 1), mk_vf);
+            slx[g] += wi * v * l; /* (w x) l, as the scalar code */
+            sl2[g] += wi * l * l;
         }
-        mk_vf scale = mk_vf_sel(sl2 != zero, slx / sl2, zero), best = scale * slx;
-        for (int t = -9; t <= 9; t++) {
-            if (t == 0) continue;
-            mk_vf a = zero, b = zero;
-            is = mk_vf_set1(-((float)nmax + 0.1f * (float)t)) / max;
-            for (int i = 0; i < n; i++) {
-                mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is * v), -nmax, nmax - 1), mk_vf);
-                a += wi * v * l;
-                b += wi * l * l;
+    H2 {
+        scale[g] = mk_vf_sel(sl2[g] != zero, slx[g] / sl2[g], zero);
+        best[g] = scale[g] * slx[g];
+    }
+    for (int t = -9; t <= 9; t++) {
+        if (t == 0) continue;
+        mk_vf a[2], b[2], is[2], levels = mk_vf_set1(-((float)nmax + 0.1f * (float)t));
+        H2 {
+            a[g] = b[g] = zero;
+            is[g] = levels / max[g];
+        }
+        for (int i = 0; i < n; i++)
+            H2 {
+                h = MK_VL * g;
+                mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is[g] * v), -nmax, nmax - 1), mk_vf);
+                a[g] += wi * v * l;
+                b[g] += wi * l * l;
             }
-            mk_vi upd = (b > zero) & (a * a > best * b);
-            scale = mk_vf_sel(upd, a / b, scale);
-            best = mk_vf_sel(upd, scale * a, best);
-            best_is = mk_vf_sel(upd, is, best_is);
+        H2 {
+            mk_vi upd = (b[g] > zero) & (a[g] * a[g] > best[g] * b[g]);
+            scale[g] = mk_vf_sel(upd, a[g] / b[g], scale[g]);
+            best[g] = mk_vf_sel(upd, scale[g] * a[g], best[g]);
+            best_is[g] = mk_vf_sel(upd, is[g], best_is[g]);
         }
-        /* the codes of the grid kept (all zeros: 0) */
-        mk_vi z = amax < mk_vf_set1(ZERO_GROUP);
-        mk_vf_store(scale_out + h, mk_vf_sel(z, zero, scale));
+    }
+    /* the codes of the grid kept (all zeros: 0) */
+    H2 {
+        h = MK_VL * g;
+        mk_vi z = amax[g] < mk_vf_set1(ZERO_GROUP);
+        mk_vf_store(scale_out + h, mk_vf_sel(z, zero, scale[g]));
         for (int i = 0; i < n; i++) {
-            mk_vi c = (VCLAMP(VROUND(best_is * VLD(x, i)), -nmax, nmax - 1) + nmax) & ~z;
+            mk_vi c = (VCLAMP(VROUND(best_is[g] * VLD(x, i)), -nmax, nmax - 1) + nmax) & ~z;
             memcpy(L + i * LANES + h, &c, sizeof c);
         }
     }
+#undef H2
 }
 
 /* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
