@@ -19,7 +19,7 @@ t_ok "convert --imatrix takes it" "$MK" convert m w.gguf --type q4_k_m --imatrix
 "$MK" convert m p.gguf --type q4_k_m -q
 cmp -s w.gguf p.gguf && notok "convert --imatrix: the importances matter" "same bytes" || ok "convert --imatrix: the importances matter"
 
-t_fail "no --text" 2 "--text FILE and -o OUT.gguf are required" "$MK" imatrix m -o x.gguf
+t_fail "no --text" 2 "MODEL, --text FILE and -o OUT are required" "$MK" imatrix m -o x.gguf
 t_fail "OUT exists" 2 "im.gguf already exists" "$MK" imatrix m --text text.txt -o im.gguf --ctx 128
 t_fail "a text shorter than one window" 2 "fewer than one window of 4096" "$MK" imatrix m --text text.txt -o x.gguf --ctx 4096
 t_fail "bad --ctx" 2 "--ctx 1: must be 2" "$MK" imatrix m --text text.txt -o x.gguf --ctx 1
