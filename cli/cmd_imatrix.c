@@ -312,7 +312,9 @@ static mk_status run(const mk_common *c, const opts *op)
 }
 
 /* --in-file IN -o OUT: IN's statistics in OUT's layout, as llama-imatrix --in-file converts
- * them (a legacy file's sums and counts times the chunk size, --ctx). */
+ * them: a legacy file's sums and counts times the chunk size (--ctx), a GGUF's as stored with
+ * its own chunk size (--ctx when it has none); the chunk count the largest count over the
+ * chunk size. */
 static mk_status convert_file(const mk_common *c, const opts *op)
 {
     mk_imatrix m;
@@ -322,9 +324,13 @@ static mk_status convert_file(const mk_common *c, const opts *op)
     MK_TRY(mk_imatrix_read(op->in_file, &m));
     uint32_t cs = m.legacy || !m.chunk_size ? (uint32_t)op->ctx : m.chunk_size;
     mk_status s = mk_imatrix_stats(&m, cs, &st);
-    mk_imatrix_meta meta = {(const char *const *)m.datasets, m.n_datasets, m.chunk_count, cs};
+    double mx = 0;
+    for (size_t i = 0; s == MK_OK && i < m.n; i++)
+        for (uint64_t j = 0; j < st[i].nmat; j++) mx = st[i].count[j] > mx ? st[i].count[j] : mx;
+    uint32_t chunks = mx / cs < UINT32_MAX ? (uint32_t)(mx / cs) : UINT32_MAX;
+    mk_imatrix_meta meta = {(const char *const *)m.datasets, m.n_datasets, chunks, cs};
     if (s == MK_OK) s = mk_imatrix_write(op->out, st, m.n, &meta, op->legacy, op->force);
-    if (s == MK_OK) report(c, op->out, m.n, m.chunk_count, cs);
+    if (s == MK_OK) report(c, op->out, m.n, chunks, cs);
     mk_imatrix_stats_free(st, st ? m.n : 0);
     mk_imatrix_free(&m);
     return s;
