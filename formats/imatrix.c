@@ -315,7 +315,8 @@ static mk_status legacy_image(const char *out, const mk_imatrix_stat *const *ord
         put_i32(b, (int32_t)nv);
         for (uint64_t j = 0; j < nm; j++)
             for (uint64_t c = 0; c < s->cols; c++) {
-                double cnt = s->count[j], v = cnt > 0 ? s->sum2[j * s->cols + c] / cnt * ncall : ncall; /* no tokens: 1 x ncall */
+                /* the sum as a GGUF stores it (f32), so that a run's .dat is its GGUF's conversion */
+                double cnt = s->count[j], v = cnt > 0 ? (double)(float)s->sum2[j * s->cols + c] / cnt * ncall : ncall; /* no tokens: 1 x ncall */
                 float f = (float)v;
                 mk_buf_put(b, &f, 4);
             }

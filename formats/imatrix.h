@@ -75,8 +75,10 @@ typedef struct mk_imatrix_meta {
 /* Write stats to out, atomically (out must not exist unless force), entries in name order as
  * llama-imatrix writes them: as llama-imatrix's GGUF (F32 NAME.in_sum2 [cols, nmat] and
  * NAME.counts [1, nmat]; general.type, imatrix.datasets, chunk_count, chunk_size), or with
- * legacy in the .dat layout (values (sum / count) x ncall computed in double and rounded
- * once; entries that saw no token left out, as llama-imatrix does; the last dataset named). */
+ * legacy in the .dat layout (values (sum / count) x ncall from the sums rounded to f32 as the
+ * GGUF stores them, computed in double and rounded once, where llama-imatrix rounds twice in
+ * f32: at most 1 ulp apart; entries that saw no token left out, as llama-imatrix does; the last
+ * dataset named). */
 mk_status mk_imatrix_write(const char *out, const mk_imatrix_stat *st, size_t n, const mk_imatrix_meta *meta, bool legacy, bool force);
 /* The statistics of a file read, ready for mk_imatrix_write (sum2 and count malloc'd in
  * st[i], names borrowed from m): GGUF as stored; legacy as llama-imatrix loads it, sums
