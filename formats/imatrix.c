@@ -205,10 +205,10 @@ static mk_status parse_legacy(const unsigned char *buf, size_t len, const char *
     rd r = {buf, len, 0, what};
     int32_t n, chunks, dl;
     m->legacy = true;
-    if (!rd_i32(&r, &n)) return mk_error(MK_ERR_FORMAT, "%s: %zu bytes: neither a GGUF nor a legacy imatrix file", what, len);
+    if (!rd_i32(&r, &n)) return mk_error(MK_ERR_FORMAT, "%s: not a GGUF file nor a legacy imatrix (.dat): %zu bytes", what, len);
     /* an entry takes at least 16 bytes */
     if (n < 1 || (uint32_t)n > MK_IMATRIX_MAX_ENTRIES || (size_t)n > (len - 4) / 16)
-        return mk_error(MK_ERR_FORMAT, "%s: not an imatrix file (neither GGUF nor a legacy count of entries: %d in %zu bytes)", what, (int)n, len);
+        return mk_error(MK_ERR_FORMAT, "%s: not a GGUF file nor a legacy imatrix (.dat): %d entries in %zu bytes", what, (int)n, len);
     if (!(m->e = mk_calloc((size_t)n, sizeof *m->e))) return MK_ERR_NOMEM;
     for (long i = 0; i < n; i++) MK_TRY(legacy_entry(&r, m, i));
     MK_TRY(no_twice(m, what));

@@ -218,13 +218,13 @@ MK_TEST(imatrix_legacy_hostile)
         CHECK_MSG(s_ == MK_ERR_FORMAT && m.n == 0 && !m.e, "%s: status %d", what_, (int)s_);                                       \
         CHECK_MSG(strstr(mk_errmsg(), msg_) != NULL, "%s: error '%s' does not match '%s'", what_, mk_errmsg(), msg_);              \
     } while (0)
-    BAD("empty", 0, "im.dat: 0 bytes: neither a GGUF nor a legacy imatrix");
+    BAD("empty", 0, "im.dat: not a GGUF file nor a legacy imatrix (.dat): 0 bytes");
     int32_t w = 0;
     memcpy(buf, &w, 4);
-    BAD("no entries", len, "im.dat: not an imatrix file (neither GGUF nor a legacy count of entries: 0 in");
+    BAD("no entries", len, "im.dat: not a GGUF file nor a legacy imatrix (.dat): 0 entries in");
     w = 1 << 30;
     memcpy(buf, &w, 4);
-    BAD("a billion entries", len, "legacy count of entries: 1073741824 in");
+    BAD("a billion entries", len, "legacy imatrix (.dat): 1073741824 entries in");
     len = legacy(buf, 1, one, nc, nv, v, 2, 1, "d");
     w = -5;
     memcpy(buf + 4, &w, 4);
