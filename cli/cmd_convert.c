@@ -446,7 +446,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     const mk_opt opts[] = {
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
-        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (GGUF, from llama-imatrix or mergekit-c imatrix): llama-quantize --imatrix's weighted quantizers", NULL},
+        {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (GGUF or legacy .dat, from llama-imatrix or mergekit-c imatrix): llama-quantize --imatrix's weighted quantizers", NULL},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
@@ -466,7 +466,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "matrices are f16. The k-quant mixes (q2_k ... q6_k) choose each matrix's type as llama-quantize\n"
         "does without an imatrix (iq4_nl too): the output matrix q6_k, attn_v / ffn_down / attn_output\n"
         "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
-        "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF) quantizes the 4-, 5-bit,\n"
+        "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF or .dat) quantizes the 4-, 5-bit,\n"
         "k-quant and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
         "Streams one tensor at a time; OUT appears only when complete.\n"
         "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"

@@ -76,7 +76,7 @@ static void norm(const mk_nn_model *m, const nn_layer *w, mk_role r, float *out,
 static void linear(const mk_nn_model *m, const nn_layer *w, mk_role r, const float *x, size_t N, size_t in, size_t out,
                    float *y)
 {
-    if (m->lin_fn) m->lin_fn(m->lin_ctx, m->cur_l, m->idx[m->cur_l][r][0], x, N, in);
+    if (m->lin_fn) m->lin_fn(m->lin_ctx, m->cur_l, m->idx[m->cur_l][r][0], -1, x, N, in);
     mk_nn_linear(x, N, in, w->w[r][0], out, m->conv1d, w->w[r][1], y);
 }
 

@@ -23,13 +23,23 @@ static void bufs_free(moe_bufs *b)
     free(b->wg), free(b->wu), free(b->wd), free(b->sel), free(b->rows);
 }
 
-/* A gated MLP on x[n, H] with weights gate/up [F, H], down [H, F] into y[n, H]. */
-static void expert_mlp(const mk_nn_model *m, const float *x, size_t n, size_t F, const float *wg, const float *wu, const float *wd,
-                       float *g, float *u, float *y)
+/* the linear hook (nn.h) on x[n, in] for tensor t (-1: none) of layer l */
+static void hook(const mk_nn_model *m, size_t l, long t, long expert, const float *x, size_t n, size_t in)
 {
+    if (m->lin_fn && t >= 0) m->lin_fn(m->lin_ctx, l, t, expert, x, n, in);
+}
+
+/* A gated MLP on x[n, H] with weights gate/up [F, H], down [H, F] into y[n, H]; the hook
+ * told of tensors t[3] (gate, up, down; t[1] -1 when gate and up are one fused tensor). */
+static void expert_mlp(const mk_nn_model *m, size_t l, const long t[3], long expert, const float *x, size_t n, size_t F,
+                       const float *wg, const float *wu, const float *wd, float *g, float *u, float *y)
+{
+    hook(m, l, t[0], expert, x, n, m->H);
+    hook(m, l, t[1], expert, x, n, m->H);
     mk_nn_linear(x, n, m->H, wg, F, false, NULL, g);
     mk_nn_linear(x, n, m->H, wu, F, false, NULL, u);
     mk_nn_act_gated(m->cfg->act, g, u, u, n * F);
+    hook(m, l, t[2], expert, u, n, F);
     mk_nn_linear(u, n, F, wd, m->H, false, NULL, y);
 }
 
@@ -75,6 +85,7 @@ mk_status mk_nn_moe_mlp(mk_nn_model *m, size_t l, const nn_layer *w, size_t N, c
     b.wd = mk_malloc(F * H * sizeof(float));
     mk_status s = b.logits && b.wt && b.sel && b.rows && b.x && b.y && b.g && b.u && b.wg && b.wu && b.wd ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) {
+        hook(m, l, m->idx[l][MK_ROLE_ROUTER][0], -1, h, N, H);
         mk_nn_linear(h, N, H, w->w[MK_ROLE_ROUTER][0], E, false, NULL, b.logits);
         for (size_t t = 0; t < N; t++) route(m, b.logits + t * E, b.sel + t * K, b.wt + t * K);
         memset(out, 0, N * H * sizeof(float));
@@ -92,13 +103,14 @@ mk_status mk_nn_moe_mlp(mk_nn_model *m, size_t l, const nn_layer *w, size_t N, c
         size_t ne = m->Fe * H;
         const float *gu = w->w[MK_ROLE_EXPERTS_GATE_UP][0], *dn = w->w[MK_ROLE_EXPERTS_DOWN][0];
         if (gu) { /* fused [E, 2F, H] (gate rows, then up rows) and [E, H, F], loaded with the layer */
-            expert_mlp(m, b.x, n, m->Fe, gu + e * 2 * ne, gu + e * 2 * ne + ne, dn + e * ne, b.g, b.u, b.y);
+            const long t[3] = {m->idx[l][MK_ROLE_EXPERTS_GATE_UP][0], -1, m->idx[l][MK_ROLE_EXPERTS_DOWN][0]};
+            expert_mlp(m, l, t, (long)e, b.x, n, m->Fe, gu + e * 2 * ne, gu + e * 2 * ne + ne, dn + e * ne, b.g, b.u, b.y);
         } else {
             s = mk_nn_read(m, (size_t)ei[e * 3 + 0], 0, ne, b.wg);
             if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 1], 0, ne, b.wu);
             if (s == MK_OK) s = mk_nn_read(m, (size_t)ei[e * 3 + 2], 0, ne, b.wd);
             if (s != MK_OK) break;
-            expert_mlp(m, b.x, n, m->Fe, b.wg, b.wu, b.wd, b.g, b.u, b.y);
+            expert_mlp(m, l, ei + e * 3, (long)e, b.x, n, m->Fe, b.wg, b.wu, b.wd, b.g, b.u, b.y);
         }
         for (size_t r = 0; r < n; r++) {
             size_t t = b.rows[r] / K;
@@ -107,8 +119,10 @@ mk_status mk_nn_moe_mlp(mk_nn_model *m, size_t l, const nn_layer *w, size_t N, c
         }
     }
     if (s == MK_OK && w->w[MK_ROLE_SHARED_ROUTER][0]) { /* Qwen2-MoE */
-        expert_mlp(m, h, N, m->Fs, w->w[MK_ROLE_SHARED_GATE][0], w->w[MK_ROLE_SHARED_UP][0], w->w[MK_ROLE_SHARED_DOWN][0], b.g,
-                   b.u, b.y);
+        const long st[3] = {m->idx[l][MK_ROLE_SHARED_GATE][0], m->idx[l][MK_ROLE_SHARED_UP][0], m->idx[l][MK_ROLE_SHARED_DOWN][0]};
+        expert_mlp(m, l, st, -1, h, N, m->Fs, w->w[MK_ROLE_SHARED_GATE][0], w->w[MK_ROLE_SHARED_UP][0], w->w[MK_ROLE_SHARED_DOWN][0],
+                   b.g, b.u, b.y);
+        hook(m, l, m->idx[l][MK_ROLE_SHARED_ROUTER][0], -1, h, N, H);
         mk_nn_linear(h, N, H, w->w[MK_ROLE_SHARED_ROUTER][0], 1, false, NULL, b.logits);
         for (size_t t = 0; t < N; t++) {
             float sg = 1.0f / (1.0f + expf(-b.logits[t]));

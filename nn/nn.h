@@ -38,10 +38,13 @@ mk_status mk_nn_forward(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t 
 typedef void (*mk_nn_layer_fn)(void *ctx, size_t l, const float *x, size_t nseq, size_t T, size_t hidden);
 mk_status mk_nn_forward_hook(mk_nn_model *m, const int32_t *tok, size_t nseq, size_t T, float *hidden, mk_nn_layer_fn fn,
                              void *ctx);
-/* Call fn(ctx, l, tensor, x, N, in) with the input x[N, in] of every linear layer of the
- * transformer layers (tensor: the weight's index in the source; fused projections once) as
- * the forward passes run them; NULL fn: none. For statistics such as an importance matrix. */
-typedef void (*mk_nn_linear_fn)(void *ctx, size_t l, long tensor, const float *x, size_t N, size_t in);
+/* Call fn(ctx, l, tensor, expert, x, N, in) with the input x[N, in] of every linear layer of
+ * the transformer layers (tensor: the weight's index in the source; fused projections once)
+ * as the forward passes run them; NULL fn: none. Mixture-of-experts layers: the router and
+ * shared expert on every token; each expert's gate / up / down (expert: its number, else
+ * -1) on the rows of the tokens routed to it, once per forward pass, none when no token
+ * chose it. For statistics such as an importance matrix. */
+typedef void (*mk_nn_linear_fn)(void *ctx, size_t l, long tensor, long expert, const float *x, size_t N, size_t in);
 void mk_nn_set_linear_hook(mk_nn_model *m, mk_nn_linear_fn fn, void *ctx);
 /* logits[n, vocab] for hidden rows [n, hidden] (lm_head, or the tied embeddings; final
  * soft-capping where the family has it). */
