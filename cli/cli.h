@@ -218,8 +218,17 @@ typedef struct mk_cli_alloc_opts {
     uint64_t shard_size, chunk;
     bool force, dry_run;
     const char *imatrix;     /* --sensitivity imatrix: llama-imatrix's GGUF file */
+    mk_part part;            /* --part I/N (n == 0: the whole output) */
+    const mk_parts_manifest *finalize; /* finalize: the parts' manifest, else NULL */
+    int argc;
+    char **argv;             /* the command line a part's manifest records */
 } mk_cli_alloc_opts;
 mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+/* A split quantize output (--part I/N, finalize): the plan's hash (quantization_config qc, the
+ * shard size, the input's file sizes, the stored tensors t[n]); a part's manifest (man) and
+ * whether it is already complete (*done); finalize's plan must be the parts'. */
+mk_status mk_cli_quant_split(const char *qc, uint64_t shard_size, mk_source *src, const mk_tensor_info *t, size_t n, const char *out,
+                             mk_part part, const mk_parts_manifest *finalize, int argc, char **argv, mk_parts_manifest *man, bool *done);
 /* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the
  * tokenizer files of a quantized output (quantize, quantize --target-bpw). */
 struct mk_output;
