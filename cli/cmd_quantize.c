@@ -317,7 +317,8 @@ static const char *details(void)
                  "With --target-bpw B instead of --format: a compressed-tensors format per weight (from --formats),\n"
                  "chosen to minimise the total predicted error (--sensitivity) within B bits per weight of the\n"
                  "quantizable weights, written as one mixed-precision checkpoint; the allocation is printed and\n"
-                 "written into the model card (docs/quantization.md, \"Mixed precision\").");
+                 "written into the model card (docs/quantization.md, \"Mixed precision\"); with --part I/N every\n"
+                 "part allocates alike and writes its shards. For GGUF: convert --target-bpw.");
     return text;
 }
 
