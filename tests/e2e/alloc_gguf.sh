@@ -13,7 +13,7 @@ JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
     { notok "synth" "failed"; exit 0; }
 "$MK" synth w --hidden 160 --layers 2 --heads 5 --kv-heads 5 --intermediate 320 --vocab 128 --seed 6 --dtype float32 -q
 
-num() { sed -n "s/.*\"allocation\": {[^[]*\"$1\": \([-0-9.e+]*\).*/\1/p; s/^{\"kind\"[^[]*\"$1\": \([-0-9.e+]*\).*/\1/p" "$2" | head -n 1; }
+num() { head -n 1 "$2" | sed -n "s/^{\"kind\"[^[]*\"$1\": \([-0-9.e+]*\).*/\1/p"; }
 # "NAME@TYPE xxh3" of every tensor
 th() { tensor_hashes "$1" 2>/dev/null | sort; }
 
@@ -26,20 +26,7 @@ for model in m w; do
             continue
         fi
         [ -x "$JC" ] && { "$JC" <a.json >/dev/null 2>&1 || notok "$model: --target-bpw $b --json" "not one JSON document"; }
-        got=$(num bpw a.json)
-        obj=$(num objective a.json)
-        alone=$(head -n 1 a.json | grep -o '"alone_bpw": [0-9.]*, "alone_objective": [0-9.e+-]*' | sed 's/"alone_bpw": //; s/, "alone_objective": / /')
-        if awk -v g="$got" -v t="$b" 'BEGIN { exit !(g != "" && g <= t && t - g <= 0.02) }'; then
-            ok "$model: --target-bpw $b: achieved $got bits per weight (within 0.02 below)"
-        else
-            notok "$model: --target-bpw $b" "achieved '$got'"
-        fi
-        worse=$(echo "$alone" | awk -v t="$b" -v o="$obj" '$1 <= t && $2 < o { print }')
-        if [ -n "$alone" ] && [ -z "$worse" ]; then
-            ok "$model: --target-bpw $b: objective $obj no worse than any single type within the budget"
-        else
-            notok "$model: --target-bpw $b: beats single types" "objective $obj; better alone: $worse"
-        fi
+        alloc_budget "$model: --target-bpw $b" "$b" "$(num bpw a.json)" a.json
     done
 done
 grep -q '"name": "blk.0.ffn_up.weight", "numel": 51200, "type": "q[0-9a-z_]*", "fixed": false, .*"options": \[{"candidate": "q2_k", "type": "Q4_0"' a.json &&
