@@ -16,14 +16,7 @@ a=/usr/share/common-licenses/Apache-2.0
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
 "$mk" imatrix "$sm" --text "$g" -o "$w/im.gguf" -q
-ev() {
-    for t in "$g" "$a"; do
-        "$mk" eval "$w/$1.gguf" --text "$t" --ref "$sm" --ctx 512 --chunks 4 --json -q >"$w/ev.json"
-        kl=$(sed -n 's/.*"kl_mean": \([0-9.e+-]*\), "kl_stderr": \([0-9.e+-]*\).*/\1 +- \2/p' "$w/ev.json" | head -n 1)
-        ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$w/ev.json" | head -n 1)
-        echo "$1 on $(basename "$t"): KL to the original $kl, PPL $ppl"
-    done
-}
+ev() { sh "$root/tools/eval-kl.sh" "$w/$1.gguf" "$sm" "$g" "$a"; }
 for mix in ${*:-q4_k_m q5_k_m}; do
     "$mk" convert "$sm" "$w/$mix.gguf" --type "$mix" -q
     b=$("$mk" inspect "$w/$mix.gguf" --json | sed -n 's/.*"quantization": {.*"bits_per_weight": \([0-9.]*\).*/\1/p' | head -n 1)

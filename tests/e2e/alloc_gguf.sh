@@ -6,7 +6,7 @@
 # tensor byte-identical to `convert --type` where that gives it the same type (the output
 # matrix q6_k), the allocation in the GGUF metadata, the same file at -j 1 and 3 and in 2
 # parts + finalize, --sensitivity imatrix (another allocation, its bytes those of convert
-# --imatrix), usage errors exit 2. llama.cpp loading the file: tools/compat-gguf-alloc.sh.
+# --imatrix), usage errors exit 2. llama.cpp loading the file: tools/compat-gguf.sh.
 . "$MK_ROOT/tests/e2e/lib.sh"
 JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
 "$MK" synth m --hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 --dtype float32 -q ||
