@@ -6,7 +6,7 @@
 # tensor byte-identical to `convert --type` where that gives it the same type (the output
 # matrix q6_k), the allocation in the GGUF metadata, the same file at -j 1 and 3 and in 2
 # parts + finalize, --sensitivity imatrix (another allocation, its bytes those of convert
-# --imatrix), usage errors exit 2. llama.cpp loading the file: tools/compat-gguf.sh.
+# --imatrix), usage errors exit 2; SmolLM2 (skipped when absent) at q4_k_m's budget. llama.cpp loading the file: tools/compat-gguf.sh.
 . "$MK_ROOT/tests/e2e/lib.sh"
 JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
 "$MK" synth m --hidden 256 --layers 4 --heads 8 --kv-heads 4 --intermediate 512 --vocab 256 --seed 5 --dtype float32 -q ||
@@ -94,3 +94,14 @@ t_fail "--sensitivity kld" 2 "expected weight or imatrix" "$MK" convert m e.gguf
 t_fail "--sensitivity imatrix without --imatrix" 2 "give --imatrix" "$MK" convert m e.gguf --target-bpw 4 --sensitivity imatrix
 t_fail "not a number" 2 "expected a number" "$MK" convert m e.gguf --target-bpw 4x
 t_absent "no output after the errors" e.gguf e.gguf.tmp
+
+# SmolLM2-135M (tools/get-smollm2.sh): 576-value rows, so only ffn_down takes k-quants, the
+# others their 32-value fallbacks; at q4_k_m's 6.1587 bits per weight of the matrices
+SM=${MK_SMOLLM2:-"$ROOT/.models/smollm2"}
+if [ ! -f "$SM/model.safetensors" ]; then
+    echo "skip - smollm2 convert --target-bpw: $SM is absent (run tools/get-smollm2.sh)"
+elif "$MK" convert "$SM" s.gguf --target-bpw 6.1587 --types q4_k,q5_k,q6_k,q8_0 --dry-run --json >s.json 2>s.err; then
+    alloc_budget "smollm2 convert --target-bpw 6.1587" 6.1587 "$(num bpw s.json)" s.json
+else
+    notok "smollm2 convert --target-bpw 6.1587" "$(tail -n 2 s.err)"
+fi
