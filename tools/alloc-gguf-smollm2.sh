@@ -1,6 +1,6 @@
 #!/bin/sh
 # convert --target-bpw on SmolLM2-135M (tools/get-smollm2.sh) against llama.cpp's Q4_K_M and
-# Q5_K_M mixes at the same bits per weight of the matrices: the allocation's predicted error
+# Q5_K_M mixes (without and with the imatrix) at the same bits per weight of the matrices: the allocation's predicted error
 # (--sensitivity weight and imatrix) and the KL divergence to the original and perplexity that
 # `eval` measures on two Debian texts (GPL-3, which the imatrix is gathered on, and Apache-2.0,
 # which it never sees); 4 windows of 512 tokens each.
@@ -22,6 +22,8 @@ for mix in ${*:-q4_k_m q5_k_m}; do
     b=$("$mk" inspect "$w/$mix.gguf" --json | sed -n 's/.*"quantization": {.*"bits_per_weight": \([0-9.]*\).*/\1/p' | head -n 1)
     echo "$mix: $b bits per weight of the matrices"
     ev "$mix"
+    "$mk" convert "$sm" "$w/$mix-im.gguf" --type "$mix" --imatrix "$w/im.gguf" -q
+    ev "$mix-im"
     for s in weight imatrix; do
         set -- --target-bpw "$b" --sensitivity "$s" --imatrix "$w/im.gguf"
         [ $s = weight ] && set -- --target-bpw "$b"
