@@ -155,6 +155,32 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **g, mk_source *like, uint64_t sh
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs);
 void mk_cli_gguf_out_free(mk_cli_gguf_out *g);
 
+/* convert --target-bpw (cli/convert_alloc.c): a llama.cpp type per matrix under a size budget. */
+typedef struct mk_cli_bpw_opts {
+    double target;
+    const char *types;       /* --types; NULL: mk_alloc_gguf_default_types */
+    const char *sensitivity; /* "weight" or "imatrix" */
+    const char *imatrix;     /* --imatrix FILE, or NULL */
+} mk_cli_bpw_opts;
+typedef struct mk_cli_bpw_mat {
+    const char *name;        /* the GGUF name */
+    size_t src;              /* the source tensor */
+    uint64_t rows, cols;
+    const float *imp;        /* the imatrix's importances, or NULL */
+    bool fixed;              /* the output matrix: keeps `type` */
+    uint32_t type;           /* in: the fixed type; out: the chosen one */
+} mk_cli_bpw_mat;
+typedef struct mk_cli_bpw_result {
+    double bpw, objective;
+    uint32_t main_type;      /* the type holding the most elements */
+    char *json;              /* with --json: the allocation as a JSON object (allocated), else NULL */
+} mk_cli_bpw_result;
+mk_status mk_cli_convert_alloc(const mk_cli_bpw_opts *o, const mk_common *c, mk_source *src, mk_cli_bpw_mat *m, size_t n,
+                               mk_cli_bpw_result *res);
+struct mk_gguf_w;
+/* mergekit-c.quantize.{target_bpw, bpw, types, sensitivity, objective} */
+void mk_cli_convert_alloc_metadata(struct mk_gguf_w *w, const mk_cli_bpw_opts *o, const mk_cli_bpw_result *res);
+
 /* Append the files of an output as JSON objects {"name", "size", "xxh128"}, comma-separated
  * (a comma first unless *first), one per line with `indent`. */
 void mk_cli_json_files(mk_buf *b, const mk_out_file *f, size_t n, bool *first, const char *indent);
@@ -192,8 +218,17 @@ typedef struct mk_cli_alloc_opts {
     uint64_t shard_size, chunk;
     bool force, dry_run;
     const char *imatrix;     /* --sensitivity imatrix: llama-imatrix's GGUF file */
+    mk_part part;            /* --part I/N (n == 0: the whole output) */
+    const mk_parts_manifest *finalize; /* finalize: the parts' manifest, else NULL */
+    int argc;
+    char **argv;             /* the command line a part's manifest records */
 } mk_cli_alloc_opts;
 mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *c, const char *in, const char *out);
+/* A split quantize output (--part I/N, finalize): the plan's hash (quantization_config qc, the
+ * shard size, the input's file sizes, the stored tensors t[n]); a part's manifest (man) and
+ * whether it is already complete (*done); finalize's plan must be the parts'. */
+mk_status mk_cli_quant_split(const char *qc, uint64_t shard_size, mk_source *src, const mk_tensor_info *t, size_t n, const char *out,
+                             mk_part part, const mk_parts_manifest *finalize, int argc, char **argv, mk_parts_manifest *man, bool *done);
 /* config.json with quantization_config qc (allocated; taken, NULL: out of memory) and the
  * tokenizer files of a quantized output (quantize, quantize --target-bpw). */
 struct mk_output;

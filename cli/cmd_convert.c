@@ -25,12 +25,14 @@
 #include "../formats/imatrix.h"
 #include "../quant/ggml_kquant.h"
 #include "../quant/ggml_mix.h"
+#include "../quant/alloc_gguf.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* --type names: the ggml type and llama.cpp's general.file_type (LlamaFileType) */
@@ -61,6 +63,7 @@ typedef struct plan {
     uint64_t rows, cols;
     uint64_t heads;  /* Q/K: rows are permuted in groups of rows / heads; else 0 */
     const float *qw; /* --imatrix: the importance of each column (borrowed), or NULL */
+    const float *imp; /* the imatrix's importances for it, whatever its type */
 } plan;
 
 static bool ends_with(const char *s, const char *suffix)
@@ -268,6 +271,9 @@ typedef struct conv {
     unsigned char *enc; /* the largest window of encoded bytes */
     const char *imatrix_path;
     mk_imatrix im;
+    const mk_cli_bpw_opts *bpw; /* --target-bpw, or NULL */
+    const mk_common *c;
+    mk_cli_bpw_result bres;
 } conv;
 
 /* --imatrix: each matrix the file has importances for gets them, as llama-quantize does
@@ -286,14 +292,39 @@ static mk_status attach_imatrix(conv *v)
             return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for a matrix of %llu columns", f, q->name,
                             (unsigned long long)e->nmat, (unsigned long long)e->cols, (unsigned long long)q->cols);
         used++;
-        switch (q->type) {
-        case MK_GGML_F32: case MK_GGML_F16: case MK_GGML_BF16: case MK_GGML_Q8_0: case MK_GGML_TQ1_0: case MK_GGML_TQ2_0: break;
-        default: q->qw = e->imp; /* mk_ggml_kquant_encode_w takes every other type convert writes */
-        }
+        q->imp = e->imp; /* q->qw once the types are known (prepare) */
     }
     if (!used)
         return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a tensor of this model", f, v->im.n, v->im.n ? v->im.e[0].name : "-");
     return MK_OK;
+}
+
+/* --target-bpw: every matrix (2-D, not f32) allocated a type, the output matrix fixed as
+ * planned (cli/convert_alloc.c); *ftype: the file type of the type holding the most elements. */
+static mk_status allocate(conv *v, uint32_t *ftype)
+{
+    mk_cli_bpw_mat *m = mk_calloc(v->np ? v->np : 1, sizeof *m);
+    size_t *at = mk_calloc(v->np ? v->np : 1, sizeof *at), n = 0;
+    mk_status s = m && at ? MK_OK : MK_ERR_NOMEM;
+    bool has_output = false;
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) has_output |= strcmp(v->p[i].name, "output.weight") == 0;
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) {
+        const plan *q = &v->p[i];
+        if (v->src->tensors[q->src].ndim != 2 || q->type == MK_GGML_F32) continue;
+        bool out = strcmp(q->name, "output.weight") == 0 || (!has_output && strcmp(q->name, "token_embd.weight") == 0);
+        m[n] = (mk_cli_bpw_mat){q->name, q->src, q->rows, q->cols, q->imp, out, q->type};
+        at[n++] = i;
+    }
+    if (s == MK_OK) s = mk_cli_convert_alloc(v->bpw, v->c, v->src, m, n, &v->bres);
+    for (size_t k = 0; s == MK_OK && k < n; k++) v->p[at[k]].type = m[k].type;
+    for (size_t r = 0; s == MK_OK && r < N_TYPES; r++)
+        if (!strcasecmp(types[r].name, mk_ggml_type_of(v->bres.main_type)->name)) {
+            *ftype = types[r].ftype;
+            break;
+        }
+    free(m);
+    free(at);
+    return s;
 }
 
 /* The model's config and architecture checked, the tensors planned, the metadata and tensor
@@ -310,10 +341,16 @@ static mk_status prepare(conv *v, const char *in, const char *name)
     if (cfg->rope.type != MK_ROPE_DEFAULT && cfg->rope.type != MK_ROPE_LINEAR)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: RoPE scaling '%s' is not written to GGUF yet (default and linear are)", in,
                         mk_rope_type_name(cfg->rope.type));
-    MK_TRY(plan_tensors(v->src, v->a, cfg, types[v->ti].type, types[v->ti].ftype, &v->p, &v->np));
+    /* --target-bpw: planned as the q4_k_m mix (the output matrix's type, f32 norms), then allocated */
+    uint32_t ftype = v->bpw ? MK_FTYPE_Q4_K_M : types[v->ti].ftype;
+    MK_TRY(plan_tensors(v->src, v->a, cfg, v->bpw ? MK_GGML_Q4_K : types[v->ti].type, ftype, &v->p, &v->np));
     if (v->imatrix_path) MK_TRY(attach_imatrix(v));
+    if (v->bpw) MK_TRY(allocate(v, &ftype));
+    for (size_t i = 0; i < v->np; i++) /* the weighted quantizers take every type convert writes but these */
+        v->p[i].qw = v->p[i].imp && mk_alloc_gguf_weighted(v->p[i].type) ? v->p[i].imp : NULL;
     if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
-    metadata(&v->w, v->a, cfg, v->name, types[v->ti].ftype);
+    metadata(&v->w, v->a, cfg, v->name, ftype);
+    if (v->bpw) mk_cli_convert_alloc_metadata(&v->w, v->bpw, &v->bres);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
     vocab_size(&v->w, v->a, cfg, v->vocab);
     mk_gguf_w_u32(&v->w, "general.quantization_version", 2);
@@ -332,8 +369,9 @@ static mk_status prepare(conv *v, const char *in, const char *name)
 
 static void report(const mk_common *c, const conv *v, const char *out, double secs)
 {
-    char b[32];
+    char b[32], tb[48];
     const char *t = types[v->ti].name;
+    if (v->bpw) snprintf(tb, sizeof tb, "target-bpw %g (%.4f)", v->bpw->target, v->bres.bpw), t = tb;
     if (!c->quiet)
         fprintf(stderr, "mergekit-c: wrote %s: %s, %s (%s), %zu tensors, %s in %.1f s\n", out, v->a->name, t,
                 v->vocab ? "with vocabulary" : "no vocabulary", v->np, mk_fmt_bytes(v->w.pos, b), secs);
@@ -341,8 +379,10 @@ static void report(const mk_common *c, const conv *v, const char *out, double se
     mk_buf j = {0};
     mk_buf_puts(&j, "{\"out\": ");
     mk_buf_json_str(&j, out);
-    mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s}\n", v->a->name, t,
+    mk_buf_printf(&j, ", \"architecture\": \"%s\", \"type\": \"%s\", \"tensors\": %zu, \"bytes\": %llu, \"vocab\": %s", v->a->name, t,
                   v->np, (unsigned long long)v->w.pos, v->vocab ? "true" : "false");
+    if (v->bres.json) mk_buf_printf(&j, ", \"allocation\": %s", v->bres.json);
+    mk_buf_puts(&j, "}\n");
     if (!j.failed) fputs(j.data, stdout);
     mk_buf_free(&j);
 }
@@ -405,11 +445,13 @@ static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
 }
 
 static mk_status convert_run(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name,
-                             const mk_cli_gguf_split *x, const char *imatrix)
+                             const mk_cli_gguf_split *x, const char *imatrix, const mk_cli_bpw_opts *bpw)
 {
     conv v;
     memset(&v, 0, sizeof v);
     v.imatrix_path = imatrix;
+    v.bpw = bpw;
+    v.c = c;
     MK_TRY(mk_cli_gguf_type_check("--type", type_s));
     v.ti = type_row(type_s);
     bool split = x && (x->dry_run || x->parts->p.n || x->finalize);
@@ -425,6 +467,7 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
     free(v.enc);
     free(v.name);
     free(v.p);
+    free(v.bres.json);
     mk_imatrix_free(&v.im);
     mk_model_config_free(&v.cfg);
     mk_source_close(v.src);
@@ -433,13 +476,13 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
 
 mk_status mk_cli_convert_gguf(mk_common *c, const char *in, const char *out, const char *type_s, bool force, const char *name)
 {
-    return convert_run(c, in, out, type_s, force, name, NULL, NULL);
+    return convert_run(c, in, out, type_s, force, name, NULL, NULL, NULL);
 }
 
 static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
     mk_common c = {0};
-    const char *type = "f16", *imatrix = NULL;
+    const char *type = NULL, *imatrix = NULL, *target = NULL, *tlist = NULL, *sens = NULL;
     bool force = false;
     mk_cli_parts parts = {0};
     mk_cli_gguf_split x = {"convert", NULL, &parts, false, finalize, argc, argv, &c, false};
@@ -447,6 +490,9 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         {"type", 't', MK_OPT_STR, &type, "T", "tensor type or llama.cpp mix: " TYPE_NAMES, "f16"},
         {"force", 'f', MK_OPT_FLAG, &force, NULL, "replace OUT if it exists (only once the new file is complete)", NULL},
         {"imatrix", 0, MK_OPT_STR, &imatrix, "FILE", "importance matrix (GGUF or legacy .dat, from llama-imatrix or mergekit-c imatrix): llama-quantize --imatrix's weighted quantizers", NULL},
+        {"target-bpw", 0, MK_OPT_STR, &target, "B", "instead of --type: a type per matrix (from --types) minimising the total predicted error within B bits per weight of the matrices", NULL},
+        {"types", 0, MK_OPT_STR, &tlist, "LIST", "--target-bpw's candidate types (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, iq4_nl)", mk_alloc_gguf_default_types},
+        {"sensitivity", 0, MK_OPT_STR, &sens, "S", "--target-bpw's error: weight (squared error) or imatrix (weighted by --imatrix's importances)", "weight"},
         {"dry-run", 'n', MK_OPT_FLAG, &x.dry_run, NULL, "print each tensor's GGUF type and bytes (with --parts N: the split); write nothing", NULL},
         MK_PART_OPTS(parts),
         MK_COMMON_OPTS(c),
@@ -454,7 +500,7 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         {0},
     };
     const mk_cmd_spec spec = {
-        "convert", "MODEL OUT.gguf [--type T]",
+        "convert", "MODEL OUT.gguf [--type T | --target-bpw B]",
         "Write a model as a llama.cpp GGUF file.",
         "As llama.cpp's convert_hf_to_gguf.py does, for Llama, Mistral, Qwen2 and Qwen3 models: llama.cpp\n"
         "tensor names, Q/K rows permuted for Llama-family attention, {arch}.* metadata from config.json,\n"
@@ -468,6 +514,12 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
         "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF or .dat) quantizes the 4-, 5-bit,\n"
         "k-quant and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
+        "--target-bpw B [--types LIST] [--sensitivity weight|imatrix] measures every candidate type on every\n"
+        "matrix (its encode and decode round trip; with --imatrix the weighted quantizer) and chooses a type\n"
+        "per matrix minimising the total squared error (imatrix: weighted by the importances) within B bits\n"
+        "per weight of the matrices; the output matrix keeps the mixes' q6_k (q8_0), llama-quantize's\n"
+        "fallbacks apply to rows that are not whole blocks, each matrix's bytes are those of --type with its\n"
+        "type; the allocation is printed (--json: as \"allocation\") and kept in mergekit-c.quantize.* keys.\n"
         "Streams one tensor at a time; OUT appears only when complete.\n"
         "--part I/N writes part I of N (tensor data split by bytes) into the shared OUT.gguf.tmp/; once\n"
         "every part is done, 'mergekit-c finalize OUT.gguf' checks them and renames the one file into\n"
@@ -480,7 +532,13 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
     mk_status s = mk_cli_parts_resolve(&parts, x.dry_run, !finalize && !x.dry_run);
     if (s == MK_OK && imatrix && (parts.p.n || finalize))
         s = mk_error(MK_ERR_USAGE, "--imatrix cannot be combined with --part or finalize yet");
-    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type, force, NULL, &x, imatrix);
+    mk_cli_bpw_opts bpw = {0, tlist, sens ? sens : "weight", imatrix};
+    char *end = NULL;
+    if (s == MK_OK && target && type) s = mk_error(MK_ERR_USAGE, "--target-bpw chooses the types (--types); not with --type");
+    if (s == MK_OK && !target && (tlist || sens)) s = mk_error(MK_ERR_USAGE, "--types and --sensitivity choose how --target-bpw allocates; give --target-bpw");
+    if (s == MK_OK && target && ((bpw.target = strtod(target, &end)), end == target || *end))
+        s = mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", target);
+    if (s == MK_OK) s = convert_run(&c, pos[0], pos[1], type ? type : "f16", force, NULL, &x, imatrix, target ? &bpw : NULL);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
     return mk_cli_parts_after(&parts, rc, pos[1], &c);
 }
@@ -552,6 +610,10 @@ static mk_status split_plan_make(const conv *v, const char *out, unsigned n, con
 static void print_dry_run(const mk_common *c, const conv *v)
 {
     char b[32];
+    if (c->json && v->bres.json) { /* --target-bpw: the allocation lists every matrix's type */
+        printf("%s\n", v->bres.json);
+        return;
+    }
     if (c->json) printf("[");
     for (size_t i = 0; i < v->np; i++) {
         const plan *q = &v->p[i];

@@ -112,31 +112,14 @@ static void print_dry_run(const mk_qplan *p, const mk_common *c)
     }
 }
 
-/* A split output: the plan's hash (format settings, shard size, the input's file sizes, the
- * stored tensors); for a part its manifest and whether it is already complete; for finalize
- * the plan must be the parts'. */
+/* A split output: its plan (format settings, shard size, inputs, stored tensors; quant_alloc.c). */
 static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, const char *out, mk_parts_manifest *man,
                             bool *done)
 {
     char *qc = mk_qplan_config_json(plan);
-    mk_buf b = {0};
-    mk_buf_printf(&b, "quantize|mergekit-c %s|%llu|%s", MK_VERSION, (unsigned long long)o->shard_size, qc ? qc : "");
-    mk_cli_parts_hash_inputs(&b, src);
-    char *key = qc && !b.failed ? mk_parts_plan_hash(b.data, b.len, plan->out, plan->n_out) : NULL;
+    mk_status s = qc ? mk_cli_quant_split(qc, o->shard_size, src, plan->out, plan->n_out, out, o->parts.p, o->finalize, o->argc, o->argv, man, done)
+                     : MK_ERR_NOMEM;
     free(qc);
-    mk_buf_free(&b);
-    if (!key) return MK_ERR_NOMEM;
-    mk_status s = MK_OK;
-    if (o->finalize && strcmp(key, o->finalize->plan) != 0)
-        s = mk_error(MK_ERR_MISMATCH,
-                     "%s.tmp: the parts were written for another plan than this input and these options make now; rerun "
-                     "every part, then finalize",
-                     out);
-    if (s == MK_OK && !o->finalize) s = mk_cli_parts_manifest(man, "quantize", o->argc, o->argv, key, o->parts.p.n);
-    char *tmp = s == MK_OK && !o->finalize ? mk_parts_tmp_path(out) : NULL;
-    if (tmp) *done = mk_parts_complete(tmp, o->parts.p, key);
-    free(tmp);
-    free(key);
     return s;
 }
 
@@ -334,7 +317,8 @@ static const char *details(void)
                  "With --target-bpw B instead of --format: a compressed-tensors format per weight (from --formats),\n"
                  "chosen to minimise the total predicted error (--sensitivity) within B bits per weight of the\n"
                  "quantizable weights, written as one mixed-precision checkpoint; the allocation is printed and\n"
-                 "written into the model card (docs/quantization.md, \"Mixed precision\").");
+                 "written into the model card (docs/quantization.md, \"Mixed precision\"); with --part I/N every\n"
+                 "part allocates alike and writes its shards. For GGUF: convert --target-bpw.");
     return text;
 }
 
@@ -407,15 +391,21 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     mk_cli_alloc_opts a = {0,        o->formats,         o->sensitivity ? o->sensitivity : "weight",
                            o->sens_text, o->sens_ctx,  o->sens_chunks,
                            o->skip,  o->shard_size,      o->chunk,
-                           o->force, o->dry_run,         o->imatrix};
+                           o->force, o->dry_run,         o->imatrix,
+                           {0, 0},   NULL,               0,
+                           NULL};
     if (!o->target_bpw) return mk_error(MK_ERR_USAGE, "--formats and --sensitivity choose how --target-bpw allocates; give --target-bpw");
     a.target_bpw = strtod(o->target_bpw, &end);
     if (end == o->target_bpw || *end) return mk_error(MK_ERR_USAGE, "--target-bpw '%s': expected a number", o->target_bpw);
     if (o->format) return mk_error(MK_ERR_USAGE, "--target-bpw chooses the formats (--formats); not with --format");
     const char *set = setting_given(o);
     if (set) return mk_error(MK_ERR_USAGE, "--%s: with --target-bpw, settings go in --formats (NAME:%s=...)", set, set);
-    if (o->include || o->compute_dtype || o->parts.p.n || o->parts.parts || o->finalize)
-        return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --part, --parts");
+    if (o->include || o->compute_dtype || o->parts.parts)
+        return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --parts");
+    MK_TRY(mk_cli_parts_resolve(&o->parts, o->dry_run, !o->finalize && !o->dry_run));
+    if ((o->parts.p.n || o->finalize) && (o->report || o->eval.text || (o->sensitivity && !strcmp(o->sensitivity, "kld"))))
+        return mk_error(MK_ERR_USAGE, "--target-bpw with --part or finalize takes none of --report, --eval-text, --sensitivity kld");
+    a.part = o->parts.p, a.finalize = o->finalize, a.argc = o->argc, a.argv = o->argv;
     if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
     if (o->report && o->dry_run) return mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run");
     MK_TRY(mk_cli_quant_alloc(&a, &o->c, in, out));
@@ -484,7 +474,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         s = mk_error(MK_ERR_USAGE, "quantize: missing arguments; usage: mergekit-c quantize %s", spec.usage);
     bool alloc = o.target_bpw || o.formats || o.sensitivity || o.sens_text;
     if (s == MK_OK && !o.list_formats && alloc) s = alloc_main(&o, pos[0], pos[1]);
-    bool gguf = !alloc && o.format && !strncmp(o.format, "gguf-", 5);
+    bool gguf = !alloc && o.format && !strncmp(o.format, "gguf-", 5), listed = o.list_formats;
     if (s == MK_OK && !o.list_formats && gguf && npos == 2) s = gguf_main(&o, pos[0], pos[1]);
     if (alloc || gguf) o.list_formats = true; /* done: no single-format run */
     mk_qopts qo;
@@ -504,7 +494,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
     const char *in = npos ? pos[0] : NULL;
     if (s == MK_OK && !o.list_formats && o.eval.text && !o.parts.p.n) s = mk_cli_eval(pos[1], &in, 1, &o.eval, &o.c, false);
     rc = s == MK_OK ? 0 : mk_cli_fail(s);
-    return o.list_formats || npos < 2 ? rc : mk_cli_parts_after(&o.parts, rc, pos[1], &o.c);
+    return listed || gguf || npos < 2 ? rc : mk_cli_parts_after(&o.parts, rc, pos[1], &o.c);
 }
 
 int mk_cmd_quantize(int argc, char **argv) { return quantize_main(argc, argv, NULL); }

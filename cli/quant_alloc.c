@@ -176,6 +176,29 @@ mk_status mk_cli_quant_config_files(mk_source *src, mk_output *o, char *qc, cons
     return s;
 }
 
+mk_status mk_cli_quant_split(const char *qc, uint64_t shard_size, mk_source *src, const mk_tensor_info *t, size_t n, const char *out,
+                             mk_part part, const mk_parts_manifest *finalize, int argc, char **argv, mk_parts_manifest *man, bool *done)
+{
+    mk_buf b = {0};
+    mk_buf_printf(&b, "quantize|mergekit-c %s|%llu|%s", MK_VERSION, (unsigned long long)shard_size, qc);
+    mk_cli_parts_hash_inputs(&b, src);
+    char *key = !b.failed ? mk_parts_plan_hash(b.data, b.len, t, n) : NULL;
+    mk_buf_free(&b);
+    if (!key) return MK_ERR_NOMEM;
+    mk_status s = MK_OK;
+    if (finalize && strcmp(key, finalize->plan) != 0)
+        s = mk_error(MK_ERR_MISMATCH,
+                     "%s.tmp: the parts were written for another plan than this input and these options make now; rerun "
+                     "every part, then finalize",
+                     out);
+    if (s == MK_OK && !finalize) s = mk_cli_parts_manifest(man, "quantize", argc, argv, key, part.n);
+    char *tmp = s == MK_OK && !finalize ? mk_parts_tmp_path(out) : NULL;
+    if (tmp) *done = mk_parts_complete(tmp, part, key);
+    free(tmp);
+    free(key);
+    return s;
+}
+
 /* config.json, the tokenizer files, the model card with the allocation. */
 static mk_status write_aux(mk_source *src, mk_output *o, const mk_alloc_write *w, const mk_cli_alloc_opts *a, const mk_alloc_cand *c,
                            size_t nc, const mk_alloc_table *t, const mk_tensor_info *in, const size_t *choice, const char *in_path,
@@ -213,7 +236,22 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     mk_status s = mk_alloc_write_plan(&w, src, idx, arch, src->tensors, src->n_tensors, c, nc, t, choice, a->skip, a->chunk, &list, &nlist);
     mk_output oo = {0};
     mk_consumer cons = {0};
-    mk_output_opts opt = {.shard_size = a->shard_size, .force = a->force || probe};
+    /* --part I/N and finalize (not the kld probe): every part computes the same allocation,
+     * which the plan's hash holds (the config groups' targets) */
+    mk_parts_manifest man = {0};
+    bool split = !probe && (a->part.n || a->finalize), done = false;
+    char *qc = s == MK_OK && split ? mk_alloc_config_json(w) : NULL;
+    if (s == MK_OK && split)
+        s = qc ? mk_cli_quant_split(qc, a->shard_size, src, list, nlist, out, a->part, a->finalize, a->argc, a->argv, &man, &done) : MK_ERR_NOMEM;
+    free(qc);
+    if (s == MK_OK && done) {
+        if (!cm->quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", a->part.i, a->part.n, out);
+        mk_parts_manifest_free(&man);
+        mk_alloc_write_free(w);
+        return MK_OK;
+    }
+    mk_output_opts opt = {.shard_size = a->shard_size, .force = a->force || probe, .part = split ? a->part : (mk_part){0},
+                          .finalize = split && a->finalize, .manifest = a->finalize ? a->finalize : &man};
     if (s == MK_OK) s = mk_output_begin(&oo, out, &opt, list, nlist);
     if (s == MK_OK) s = mk_alloc_consumer(w, oo.k, &cons);
     mk_progress prog;
@@ -223,18 +261,22 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     mk_progress_end(&prog);
     /* the writer's own error equals the measured one (the same encoders on the same values;
      * chunks may differ, so the sums' order: 1e-9 relative) */
-    for (size_t m = 0; s == MK_OK && m < t->n; m++) {
+    for (size_t m = 0; s == MK_OK && !split && m < t->n; m++) { /* a part writes some weights */
         double got = mk_alloc_written_se2(w, t->w[m]), want = t->se2[m * t->k + choice[m]];
         if (fabs(got - want) > 1e-9 * fabs(want))
             s = mk_error(MK_ERR_MISMATCH, "%s: written with squared error %.9g, measured %.9g", src->tensors[t->w[m]].name, got, want);
     }
-    if (s == MK_OK) s = write_aux(src, &oo, w, a, c, nc, t, src->tensors, choice, in, out);
+    bool part = split && a->part.n;
+    if (s == MK_OK && !part) s = write_aux(src, &oo, w, a, c, nc, t, src->tensors, choice, in, out);
     if (s == MK_OK) s = mk_output_seal(&oo);
-    if (s == MK_OK) s = mk_output_commit(&oo);
+    if (s == MK_OK) s = part ? mk_output_part_done(&oo, NULL, 0) : mk_output_commit(&oo);
     if (cons.ops) cons.ops->close(&cons);
     mk_output_close(&oo);
+    mk_parts_manifest_free(&man);
     mk_alloc_write_free(w);
-    if (s == MK_OK && !cm->quiet && !probe) fprintf(stderr, "mergekit-c: wrote %s\n", out);
+    if (s == MK_OK && !cm->quiet && part)
+        fprintf(stderr, "mergekit-c: wrote part %u/%u of %s; once every part is done: mergekit-c finalize %s\n", a->part.i, a->part.n, out, out);
+    else if (s == MK_OK && !cm->quiet && !probe) fprintf(stderr, "mergekit-c: wrote %s%s\n", out, split ? " (finalized from its parts)" : "");
     return s;
 }
 

@@ -77,8 +77,7 @@ static uint32_t attn_output(uint32_t ftype, uint32_t t)
     }
 }
 
-/* rows not whole blocks of t: the nearest 32-value type (F16 when not even those) */
-static uint32_t fallback(uint32_t t, uint64_t cols)
+uint32_t mk_ggml_mix_fallback(uint32_t t, uint64_t cols)
 {
     if (cols % mk_ggml_type_of(t)->block == 0) return t;
     switch (t) {
@@ -104,5 +103,5 @@ uint32_t mk_ggml_mix_type(uint32_t ftype, const mk_ggml_mix_model *m, const char
     else if (c == T_FFN_DOWN) t = ffn_down(ftype, base, layer, m->layers);
     else if (c == T_ATTN_OUT) t = attn_output(ftype, base);
     else t = base;
-    return fallback(t, cols);
+    return mk_ggml_mix_fallback(t, cols);
 }

@@ -33,4 +33,9 @@ bool mk_ggml_mix_base(uint32_t ftype, uint32_t *base);
  * quantizes (2-D "*.weight", not norms). */
 uint32_t mk_ggml_mix_type(uint32_t ftype, const mk_ggml_mix_model *m, const char *name, uint64_t cols);
 
+/* t for rows of `cols` values, or llama-quantize's fallback when they are not whole blocks
+ * of t: Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; F16 when not even
+ * those fit. */
+uint32_t mk_ggml_mix_fallback(uint32_t t, uint64_t cols);
+
 #endif

@@ -24,11 +24,4 @@ trap 'rm -rf "$w"' EXIT
 for s in weight kld imatrix; do
     head -n 1 "$w/$s.json" | sed -n "s/.*\"bpw_quantizable\": \([0-9.]*\).*\"objective\": \([0-9.e+-]*\).*\"format\": \"$single\", \"alone_bpw\": \([0-9.]*\), \"alone_objective\": \([0-9.e+-]*\).*/--sensitivity $s: $b target, \1 achieved; objective \2, $single alone (\3 bpw) \4/p"
 done
-for m in "$single" weight kld imatrix; do
-    for t in "$g" "$a"; do
-        "$mk" eval "$w/$m" --text "$t" --ref "$sm" --ctx 512 --chunks 4 --json -q >"$w/ev.json"
-        kl=$(sed -n 's/.*"kl_mean": \([0-9.e+-]*\), "kl_stderr": \([0-9.e+-]*\).*/\1 +- \2/p' "$w/ev.json" | head -n 1)
-        ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$w/ev.json" | head -n 1)
-        echo "$m on $(basename "$t"): KL to the original $kl, PPL $ppl"
-    done
-done
+for m in "$single" weight kld imatrix; do sh "$root/tools/eval-kl.sh" "$w/$m" "$sm" "$g" "$a"; done

@@ -18,7 +18,9 @@
 #     bytes, and general.file_type, equal llama_model_quantize's (no --pure) on our f32 file, for
 #     SmolLM2 (576-value rows: the 32-value fallbacks), a 16-layer synthetic Llama with 256-value
 #     rows and 4 query heads a KV head, and a tied one with 288-value rows; on the two synthetic
-#     ones q8_0, q4_0, q4_1, q5_0 and q5_1 also equal llama-quantize's default (not pure) files.
+#     ones q8_0, q4_0, q4_1, q5_0 and q5_1 also equal llama-quantize's default (not pure) files;
+#   - `convert --target-bpw` (a llama.cpp type per matrix): llama.cpp loads SmolLM2 at 5.8 bits
+#     per weight, its token ids equal ours and its perplexity is within 1 % of our eval's.
 # Env: MK_SMOLLM2 (the model folder, default .models/smollm2), MK_VENV (the tools venv).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,16 +34,21 @@ ver=$(sed -n 's/^llama-cpp-python==//p' "$root/tools/requirements.txt")
 "$py" -c 'import llama_cpp' 2>/dev/null || "$venv/bin/pip" install -q "llama-cpp-python==$ver"
 w=$(mktemp -d /tmp/mk-compat-gguf-XXXXXX)
 trap 'rm -rf "$w"' EXIT
-"$mk" tokenize "$sm/model.gguf" --text "$text" 2>/dev/null | head -n 1 >"$w/ids.txt"
-"$py" "$root/tools/check-gguf-llama.py" "$sm/model.gguf" "$text" --ids "$w/ids.txt" --chunks 4 >"$w/ref.json"
-"$mk" eval "$sm/model.gguf" --text "$text" --chunks 4 --json >"$w/ours.json" 2>/dev/null
 num() { sed -n "s/.*\"$2\": \([-0-9.e+]*\).*/\1/p" "$1" | head -n 1; }
-grep -q '"tokens_equal": true' "$w/ref.json" || { echo "FAIL: token ids differ from llama.cpp's: $(grep first_difference "$w/ref.json")"; exit 1; }
-echo "token ids equal llama.cpp's ($(num "$w/ref.json" tokens_llama_cpp) tokens)"
-ours=$(num "$w/ours.json" ppl)
-ref=$(num "$w/ref.json" ppl_llama_cpp)
-echo "perplexity: mergekit-c $ours, llama.cpp $ref"
-awk "BEGIN { d = ($ours - $ref) / $ref; exit !(d < 0.01 && d > -0.01) }" || { echo "FAIL: more than 1 % apart"; exit 1; }
+# llama_ppl FILE.gguf: llama.cpp's token ids on the text equal ours, and its perplexity on 4
+# windows is within 1 % of our eval's
+llama_ppl() {
+    "$mk" tokenize "$1" --text "$text" 2>/dev/null | head -n 1 >"$w/ids.txt"
+    "$py" "$root/tools/check-gguf-llama.py" "$1" "$text" --ids "$w/ids.txt" --chunks 4 >"$w/ref.json"
+    "$mk" eval "$1" --text "$text" --chunks 4 --json >"$w/ours.json" 2>/dev/null
+    grep -q '"tokens_equal": true' "$w/ref.json" || { echo "FAIL: token ids differ from llama.cpp's: $(grep first_difference "$w/ref.json")"; exit 1; }
+    echo "token ids equal llama.cpp's ($(num "$w/ref.json" tokens_llama_cpp) tokens)"
+    ours=$(num "$w/ours.json" ppl)
+    ref=$(num "$w/ref.json" ppl_llama_cpp)
+    echo "perplexity: mergekit-c $ours, llama.cpp $ref"
+    awk "BEGIN { d = ($ours - $ref) / $ref; exit !(d < 0.01 && d > -0.01) }" || { echo "FAIL: more than 1 % apart"; exit 1; }
+}
+llama_ppl "$sm/model.gguf"
 [ -f "$sm/model.safetensors" ] && "$mk" compare "$sm/model.gguf" "$sm/model.safetensors" -q && echo "weights equal the transformers-dequantized folder"
 
 # convert (GGUF output)
@@ -103,5 +110,10 @@ if [ -f "$sm/model.safetensors" ]; then
     echo "SmolLM2, k-quant mixes and iq4_nl:"
     # shellcheck disable=SC2086
     "$py" "$root/tools/check-gguf-quantize.py" "$w/sm-f32.gguf" $args 2>/dev/null
+    # convert --target-bpw: a type per matrix (55 q4_0, 30 q4_k, 125 q5_0 and the q8_0 output
+    # matrix at 5.8 bits per weight); its bytes are convert --type's (tests/e2e/alloc_gguf.sh)
+    "$mk" convert "$sm" "$w/sm-alloc.gguf" --target-bpw 5.8 -q
+    echo "SmolLM2, convert --target-bpw 5.8 (mixed types), read by llama.cpp:"
+    llama_ppl "$w/sm-alloc.gguf"
 fi
 echo "compat-gguf: ok"

@@ -19,21 +19,7 @@ for b in 4.3 5 6 7; do
         continue
     fi
     [ -x "$JC" ] && { "$JC" <a.json >/dev/null 2>&1 || notok "--target-bpw $b --json" "not one JSON document"; }
-    got=$(num bpw_quantizable a.json)
-    obj=$(num objective a.json)
-    # "alone_bpw": x, "alone_objective": y of every format usable alone
-    alone=$(head -n 1 a.json | grep -o '"alone_bpw": [0-9.]*, "alone_objective": [0-9.e+-]*' | sed 's/"alone_bpw": //; s/, "alone_objective": / /')
-    if awk -v g="$got" -v t="$b" 'BEGIN { exit !(g <= t && t - g <= 0.02) }'; then
-        ok "--target-bpw $b: achieved $got bits per weight (within 0.02 below)"
-    else
-        notok "--target-bpw $b" "achieved $got"
-    fi
-    worse=$(echo "$alone" | awk -v t="$b" -v o="$obj" '$1 <= t && $2 < o { print }')
-    if [ -n "$alone" ] && [ -z "$worse" ]; then
-        ok "--target-bpw $b: objective $obj no worse than any single format within the budget"
-    else
-        notok "--target-bpw $b: beats single formats" "objective $obj; better alone: $worse"
-    fi
+    alloc_budget "--target-bpw $b" "$b" "$(num bpw_quantizable a.json)" a.json
 done
 if grep -q '"name": "model.layers.0.mlp.down_proj.weight", "numel": 131072, "format": "[a-z0-9:=-]*", "bits_per_weight": [0-9.]*, "predicted_error": .*"options": \[{"format": "int4"' a.json; then
     ok "--json lists each weight with its options"

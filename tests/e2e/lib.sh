@@ -62,3 +62,23 @@ t_same_quiet() { cmp -s "$1" "$2"; }
 tensor_hashes() {
     "$MK" inspect "$1" --json --hashes | sed -n 's/.*"name": "\([^"]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p'
 }
+
+# alloc_budget NAME TARGET GOT FILE: a --target-bpw allocation (its JSON in FILE, the summary
+# on the first line) achieved GOT bits per weight within 0.02 below TARGET, and its "objective"
+# is no worse than the "alone_objective" of any candidate whose "alone_bpw" is within TARGET.
+alloc_budget() {
+    if awk -v g="$3" -v t="$2" 'BEGIN { exit !(g != "" && g <= t && t - g <= 0.02) }'; then
+        ok "$1: achieved $3 bits per weight (within 0.02 below)"
+    else
+        notok "$1" "achieved '$3'"
+    fi
+    _obj=$(head -n 1 "$4" | sed -n 's/.*"objective": \([-0-9.e+]*\).*/\1/p')
+    # "alone_bpw": x, "alone_objective": y of every candidate usable alone
+    _alone=$(head -n 1 "$4" | grep -o '"alone_bpw": [0-9.]*, "alone_objective": [0-9.e+-]*' | sed 's/"alone_bpw": //; s/, "alone_objective": / /')
+    _worse=$(echo "$_alone" | awk -v t="$2" -v o="$_obj" '$1 <= t && $2 < o { print }')
+    if [ -n "$_alone" ] && [ -n "$_obj" ] && [ -z "$_worse" ]; then
+        ok "$1: objective $_obj no worse than any single candidate within the budget"
+    else
+        notok "$1: beats single candidates" "objective '$_obj'; better alone: $_worse"
+    fi
+}

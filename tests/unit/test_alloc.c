@@ -7,6 +7,10 @@
 
 #include "../../core/mk_rng.h"
 #include "../../quant/alloc.h"
+#include "../../quant/alloc_gguf.h"
+#include "../../quant/ggml.h"
+#include "../../quant/ggml_kquant.h"
+#include "../../model/gguf_names.h"
 
 #include <stdlib.h>
 
@@ -341,5 +345,91 @@ MK_TEST(alloc_imatrix_changes_the_allocation)
     CHECK_MSG(bw[1] > bw[0] && bi[0] > bi[1], "weight: %.3f / %.3f bits per weight; imatrix: %.3f / %.3f", bw[0], bw[1], bi[0], bi[1]);
     mk_alloc_table_free(&tw);
     mk_alloc_table_free(&ti);
+    imat_close(&x);
+}
+
+/* ---- the GGUF side (convert --target-bpw): candidate types and their round trips ---------- */
+
+MK_TEST(alloc_gguf_types_parse)
+{
+    uint32_t t[MK_ALLOC_GGUF_MAX_TYPES];
+    size_t n = 0;
+    CHECK_OK(mk_alloc_gguf_types_parse("--types", NULL, t, &n));
+    CHECK(n == 7 && t[0] == MK_GGML_Q2_K && t[2] == MK_GGML_Q4_K && t[5] == MK_GGML_Q8_0 && t[6] == MK_GGML_F16);
+    CHECK_OK(mk_alloc_gguf_types_parse("--types", "IQ4_NL,q5_1,bf16", t, &n));
+    CHECK(n == 3 && t[0] == MK_GGML_IQ4_NL && t[1] == MK_GGML_Q5_1 && t[2] == MK_GGML_BF16);
+    CHECK_ERR(mk_alloc_gguf_types_parse("--types", "q4_k,Q4_K", t, &n), MK_ERR_USAGE, "Q4_K is listed twice");
+    CHECK_ERR(mk_alloc_gguf_types_parse("--types", "q4_k,tq1_0", t, &n), MK_ERR_USAGE, "'tq1_0' is not one of");
+    CHECK_ERR(mk_alloc_gguf_types_parse("--types", "q4_k,", t, &n), MK_ERR_USAGE, "ends with a comma");
+    CHECK_ERR(mk_alloc_gguf_types_parse("--types", "q4_k,,q6_k", t, &n), MK_ERR_USAGE, "is not a type name");
+    CHECK_ERR(mk_alloc_gguf_types_parse("--types", "", t, &n), MK_ERR_USAGE, "at least one type");
+    CHECK(mk_alloc_gguf_weighted(MK_GGML_Q4_K) && mk_alloc_gguf_weighted(MK_GGML_Q4_0) && !mk_alloc_gguf_weighted(MK_GGML_Q8_0) &&
+          !mk_alloc_gguf_weighted(MK_GGML_F16));
+}
+
+/* The squared (and importance-weighted) error of type ty on tensor i of x, in one pass over the
+ * whole tensor: what the measuring pass must give. */
+static void direct_error(const imat *x, size_t i, uint32_t ty, const float *imp, double *se2, double *werr)
+{
+    const mk_ggml_type *g = mk_ggml_type_of(ty);
+    size_t nv = (size_t)x->t[i].numel;
+    unsigned char *enc = malloc(nv * 4);
+    float *q = malloc(nv * sizeof *q);
+    *se2 = *werr = -1;
+    if (!enc || !q) goto out;
+    bool ok = imp && mk_alloc_gguf_weighted(ty) ? mk_ggml_kquant_encode_w(ty, x->m.w[i], nv / IC, IC, imp, enc)
+                                                 : mk_ggml_encode(ty, x->m.w[i], nv / g->block, enc);
+    if (!ok || !mk_ggml_decode(ty, enc, nv / g->block, q)) goto out;
+    *se2 = *werr = 0;
+    for (size_t e = 0; e < nv; e++) {
+        double d = (double)x->m.w[i][e] - q[e];
+        *se2 += d * d;
+        *werr += (imp ? imp[e % IC] : 1) * d * d;
+    }
+out:
+    free(enc);
+    free(q);
+}
+
+MK_TEST(alloc_gguf_measure_round_trips)
+{
+    static imat x;
+    imat_open(&x, 1, NULL);
+    static float imp[IC];
+    for (size_t c = 0; c < IC; c++) imp[c] = 0.5f + (float)(c % 7);
+    /* tensor 0 with the imatrix weighing the error, tensor 1 without one; candidates q8_0,
+     * q4_k, f16, q2_k, none, and q4_k again (measured once, the same numbers) */
+    mk_alloc_gguf_mat m[2] = {{0, IR1, IC, imp, true}, {1, IR2, IC, NULL, false}};
+    enum { K = 6 };
+    uint32_t ty[2 * K];
+    const uint32_t cand[K] = {MK_GGML_Q8_0, MK_GGML_Q4_K, MK_GGML_F16, MK_GGML_Q2_K, UINT32_MAX, MK_GGML_Q4_K};
+    for (size_t i = 0; i < 2; i++) memcpy(ty + i * K, cand, sizeof cand);
+    double bits[2 * K], se2[2 * K], err[2 * K], worst = 0;
+    size_t wi = 0;
+    CHECK_OK(mk_alloc_gguf_measure(&x.s, m, 2, ty, K, bits, se2, err));
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < K; k++) {
+            size_t a = i * K + k;
+            if (cand[k] == UINT32_MAX) {
+                CHECK(bits[a] == -1);
+                continue;
+            }
+            const mk_ggml_type *g = mk_ggml_type_of(cand[k]);
+            CHECK(bits[a] == (double)(16 * IC / g->block * g->bytes * 8));
+            double s, w;
+            direct_error(&x, i, cand[k], m[i].imp, &s, &w);
+            if (!m[i].weigh_error) w = s;
+            /* the same values summed in another order: 1e-9 relative */
+            double e = fmax(fabs(se2[a] - s) / fmax(s, 1e-30), fabs(err[a] - w) / fmax(w, 1e-30));
+            if (e > worst) worst = e, wi = a;
+        }
+    CHECK_MSG(worst <= 1e-9, "worst relative difference %.3g at tensor %zu candidate %zu (se2 %.9g, err %.9g)", worst, wi / K, wi % K,
+              se2[wi], err[wi]);
+    CHECK(se2[5] == se2[1] && err[5] == err[1] && se2[K + 5] == se2[K + 1]);
+    CHECK(se2[2] < se2[0] && se2[0] < se2[1] && se2[1] < se2[3]); /* f16 < q8_0 < q4_k < q2_k */
+    /* the importances change q4_k's encoding (the weighted quantizer), not q8_0's */
+    double s_plain, w_plain;
+    direct_error(&x, 0, MK_GGML_Q4_K, NULL, &s_plain, &w_plain);
+    CHECK_MSG(s_plain != se2[1], "q4_k with importances: squared error %.9g, the same as without", se2[1]);
     imat_close(&x);
 }
