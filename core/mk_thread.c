@@ -7,10 +7,12 @@
 
 static _Thread_local int tl_index;
 
+#ifdef _OPENMP
 /* The count, kept here as well as in OpenMP: OpenMP's is per thread, and the pool's workers
  * (and the caller, during its share of a loop) set theirs to 1 so that an OpenMP loop inside
  * a chunk runs on the thread that took the chunk, as a nested region did. 0: not asked yet. */
 static int g_threads;
+#endif
 
 int mk_threads_get(void)
 {
