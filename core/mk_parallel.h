@@ -1,9 +1,12 @@
-/* mk_parallel.h - the one parallel loop over work chunks that the executor, the quantizer,
- * synth and the .mkz reader and writer share: OpenMP threads take chunk numbers in
- * increasing order, each with its own state; a failure stops the chunks above it while
- * every chunk below it still runs, and the error reported is the lowest failing chunk's
- * (with its message), so a run fails the same way at any thread count. Ctrl-C
- * (mk_interrupted) stops it at a chunk boundary.
+/* mk_parallel.h - the one parallel loop over work chunks that the executor and the merge
+ * methods, the quantizer, synth and the .mkz reader and writer share: the threads of one
+ * sleeping pool (mk_threads_get() of them, the caller's included; mk_parallel.c) take chunk
+ * numbers in increasing order, each with its own state; a failure stops the chunks above it
+ * while every chunk below it still runs, and the error reported is the lowest failing
+ * chunk's (with its message), so a run fails the same way at any thread count. A loop inside
+ * a chunk, or started while the pool is busy, runs on its own thread. Ctrl-C
+ * (mk_interrupted) stops it at a chunk boundary. mk_thread_index() says which of the
+ * threads a chunk runs on.
  * Must not: know what a chunk is (the task decides), allocate per chunk.
  */
 #ifndef MK_PARALLEL_H
@@ -14,8 +17,9 @@
 
 typedef mk_status (*mk_chunk_task)(void *ctx, uint64_t chunk, void *tls);
 
-/* Run task(ctx, c, tls) for c = 0..n-1. tls_new(ctx) makes each thread's state (NULL +
- * mk_error on failure) and tls_free releases it; both may be NULL (tls is then NULL). */
+/* Run task(ctx, c, tls) for c = 0..n-1. tls_new(ctx) makes each thread's state when it takes
+ * its first chunk (NULL + mk_error on failure) and tls_free releases it after its last; both
+ * may be NULL (tls is then NULL). */
 mk_status mk_parallel_chunks(uint64_t n, mk_chunk_task task, void *ctx, void *(*tls_new)(void *ctx),
                              void (*tls_free)(void *tls));
 

@@ -6,16 +6,10 @@
 #include "../core/mk_thread.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#define MK_OMP(x) _Pragma(x)
-#else
-#define MK_OMP(x)
-#endif
 
 typedef struct exec_state {
     mk_plan *p;
@@ -42,11 +36,11 @@ static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float
             first = elem0 + i;
             break;
         }
-    MK_OMP("omp critical(mk_exec_nonfinite)")
-    {
-        if (!ex->bad[k] || first < ex->first[k]) ex->first[k] = first;
-        ex->bad[k] += cnt;
-    }
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER; /* rare: only chunks with NaN/Inf */
+    pthread_mutex_lock(&mu);
+    if (!ex->bad[k] || first < ex->first[k]) ex->first[k] = first;
+    ex->bad[k] += cnt;
+    pthread_mutex_unlock(&mu);
 }
 
 /* After the first pass over a tensor: report (or refuse) inputs with NaN/Inf. */

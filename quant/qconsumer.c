@@ -9,23 +9,17 @@
 #include "qformat.h"
 #include "qvec.h"
 
+#include "../core/mk_thread.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A thread of qstream's pool says which it is; elsewhere (the merge executor) OpenMP's. */
-static _Thread_local int tl_qthread = -1;
-void mk_qthread_bind(int k) { tl_qthread = k; }
-
-#ifdef _OPENMP
-#include <omp.h>
-static int thread_num(void) { return tl_qthread >= 0 ? tl_qthread : omp_get_thread_num(); }
-static int max_threads(void) { return omp_get_max_threads(); }
-#else
-static int thread_num(void) { return tl_qthread >= 0 ? tl_qthread : 0; }
-static int max_threads(void) { return 1; }
-#endif
+/* Per-thread scratch is indexed by the thread's number in mk_parallel_chunks' pool, which
+ * both qstream and the merge executor run their chunks on. */
+static int thread_num(void) { return mk_thread_index(); }
+static int max_threads(void) { return mk_threads_get(); }
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "stored tensors are written in host byte order");
 

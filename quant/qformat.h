@@ -131,10 +131,8 @@ static inline int64_t mk_qcdiv(uint64_t a, uint64_t b) { return (int64_t)((a + b
 /* Scratch slots: a buffer per thread and slot, reused across chunks. */
 enum { MK_QSCR_CODES, MK_QSCR_AUX, MK_QSCR_XH, MK_QSCR_SCALES, MK_QSCR_ZP, MK_QSCR_BYTES, MK_QSCR_ROUND, MK_QSCR_N };
 const mk_qplan *mk_qc_plan(const mk_qcons *q);
-/* For qstream's threads: this thread is worker k of the -j (0: the caller; -1: unbound, OpenMP's
- * thread number counts). The scratch below is per worker. */
-void mk_qthread_bind(int k);
-/* This thread's buffer of at least `bytes` in `slot` (NULL and an error when out of memory). */
+/* This thread's buffer of at least `bytes` in `slot` (NULL and an error when out of memory);
+ * per thread of mk_parallel_chunks (mk_thread_index). */
 void *mk_qc_scratch(mk_qcons *q, int slot, size_t bytes);
 /* Bytes [off, off + len) of stored tensor `out` (an index into p->out). */
 mk_status mk_qc_put(mk_qcons *q, size_t out, uint64_t off, const void *data, uint64_t len);

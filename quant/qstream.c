@@ -1,24 +1,18 @@
 /* qstream.c - see quant.h: streams the tensors of one source through a consumer, in
- * chunks of whole rows, OpenMP over the chunks of a tensor, with the consumer's prepass
+ * chunks of whole rows, in parallel over the chunks of a tensor, with the consumer's prepass
  * when it asks for one; and the pass before the layout that finds the formats' offsets.
  * Per thread one chunk as f32 plus its raw bytes; a source that maps its files is told to
  * release each chunk, and each tensor again when it is done. The next tensor's bytes are
  * asked for (prefetch) while this one is computed. A tensor with a prepass is read once
  * when its f32 values fit QSTREAM_HOLD: the prepass keeps them and the main pass reads
  * them there (the same values, so the same bytes); larger ones are read twice.
- * The chunks of a pass go to threads of our own (qpool: -j of them, the caller one) that
- * sleep between passes, where OpenMP's idle threads spin: on a machine with more runnable
- * threads than cores, spinning between a run's hundreds of passes costs more than the work.
- * Its order and error rule are mk_parallel_chunks': chunks are taken in increasing order,
- * a failure stops those above it, and the lowest failing chunk's error is the one returned.
+ * The chunks of a pass go to mk_parallel_chunks' sleeping pool (the merge executor's too).
  * Must not: know any consumer or format (it asks the consumer's ops and the family). */
 #include "qformat.h"
 
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
-#include "../core/mk_thread.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,144 +21,6 @@
 #define QSTREAM_HOLD (128ull << 20) /* the largest tensor (as f32) a prepass keeps for the main pass */
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
-
-/* ---- the thread pool -------------------------------------------------------------------------- */
-
-typedef struct qpool {
-    int n;                       /* threads, the caller's included */
-    pthread_t *th;               /* [n - 1] */
-    pthread_mutex_t mu;
-    pthread_cond_t go, idle;
-    unsigned long gen;           /* job number: a new one wakes the workers */
-    int running;                 /* workers still in the current job */
-    bool quit;
-    /* the current job */
-    uint64_t nchunks, next, first_chunk;
-    mk_chunk_task task;
-    void *ctx;
-    void *(*tls_new)(void *ctx);
-    void (*tls_free)(void *tls);
-    mk_status first;
-    char msg[1024];
-} qpool;
-
-typedef struct qworker {
-    qpool *p;
-    int k;
-} qworker;
-
-static void job_fail(qpool *p, uint64_t c, mk_status st)
-{
-    pthread_mutex_lock(&p->mu);
-    if (c < p->first_chunk) {
-        p->first = st;
-        snprintf(p->msg, sizeof p->msg, "%s", mk_errmsg());
-        __atomic_store_n(&p->first_chunk, c, __ATOMIC_RELAXED);
-    }
-    pthread_mutex_unlock(&p->mu);
-}
-
-/* This thread's share of the current job. */
-static void job_work(qpool *p)
-{
-    void *tls = p->tls_new ? p->tls_new(p->ctx) : NULL;
-    if (p->tls_new && !tls) {
-        job_fail(p, 0, MK_ERR_NOMEM);
-        return;
-    }
-    for (;;) {
-        uint64_t c = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
-        if (c >= p->nchunks || c >= __atomic_load_n(&p->first_chunk, __ATOMIC_RELAXED)) break;
-        mk_status st = p->task(p->ctx, c, tls);
-        if (st == MK_OK && mk_interrupted()) st = mk_error(MK_ERR_IO, "interrupted");
-        if (st != MK_OK) job_fail(p, c, st);
-    }
-    if (tls && p->tls_free) p->tls_free(tls);
-}
-
-static void *worker_main(void *arg)
-{
-    qworker *w = arg;
-    qpool *p = w->p;
-    mk_qthread_bind(w->k);
-    unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        pthread_mutex_unlock(&p->mu);
-        job_work(p);
-        pthread_mutex_lock(&p->mu);
-        if (--p->running == 0) pthread_cond_signal(&p->idle);
-    }
-    pthread_mutex_unlock(&p->mu);
-    free(w);
-    return NULL;
-}
-
-static mk_status pool_start(qpool *p)
-{
-    memset(p, 0, sizeof *p);
-    int n = mk_threads_get();
-    p->n = 1;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->go, NULL);
-    pthread_cond_init(&p->idle, NULL);
-    if (n > 1 && !(p->th = mk_calloc((size_t)n - 1, sizeof *p->th))) return MK_ERR_NOMEM;
-    mk_qthread_bind(0);
-    for (int k = 1; k < n; k++) {
-        qworker *w = malloc(sizeof *w);
-        if (!w) return mk_error(MK_ERR_NOMEM, "out of memory for a worker thread");
-        *w = (qworker){p, k};
-        if (pthread_create(&p->th[k - 1], NULL, worker_main, w) != 0) {
-            free(w);
-            return mk_error(MK_ERR_NOMEM, "cannot start worker thread %d of %d", k + 1, n);
-        }
-        p->n = k + 1;
-    }
-    return MK_OK;
-}
-
-static void pool_stop(qpool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    p->quit = true;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    for (int k = 1; k < p->n; k++) pthread_join(p->th[k - 1], NULL);
-    mk_qthread_bind(-1);
-    free(p->th);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->idle);
-}
-
-/* mk_parallel_chunks on the pool: task(ctx, c, tls) for c = 0..n-1. */
-static mk_status pool_run(qpool *p, uint64_t n, mk_chunk_task task, void *ctx, void *(*tls_new)(void *ctx), void (*tls_free)(void *tls))
-{
-    if (!p || p->n == 1 || n <= 1) return mk_parallel_chunks(n, task, ctx, tls_new, tls_free);
-    pthread_mutex_lock(&p->mu);
-    p->nchunks = n;
-    p->next = 0;
-    p->first_chunk = UINT64_MAX;
-    p->task = task;
-    p->ctx = ctx;
-    p->tls_new = tls_new;
-    p->tls_free = tls_free;
-    p->first = MK_OK;
-    p->running = p->n - 1;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    job_work(p);
-    pthread_mutex_lock(&p->mu);
-    while (p->running > 0) pthread_cond_wait(&p->idle, &p->mu);
-    mk_status st = p->first;
-    pthread_mutex_unlock(&p->mu);
-    if (st != MK_OK) return mk_error(st, "%s", p->msg);
-    return MK_OK;
-}
 
 /* One pass over source tensor si (numel elements in rows of `cols`), calling fn per chunk. */
 typedef struct qpass {
@@ -222,19 +78,19 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
     return st;
 }
 
-static mk_status pass_held(qpool *pool, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx,
+static mk_status pass_held(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx,
                            float *hold, bool held)
 {
     const mk_tensor_info *t = &src->tensors[si];
     const uint64_t rows = cols ? t->numel / cols : 0;
     qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx,
                hold, held};
-    return pool_run(pool, (rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_free);
+    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_free);
 }
 
-static mk_status pass(qpool *pool, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
+static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
 {
-    return pass_held(pool, src, si, i, cols, rpc, fn, ctx, NULL, false);
+    return pass_held(src, si, i, cols, rpc, fn, ctx, NULL, false);
 }
 
 typedef struct raw_ctx {
@@ -260,8 +116,8 @@ static mk_status observe_fn(void *ctx, size_t i, uint64_t e0, const float *v, ui
     return c->ops->observe(c, i, e0, v, n);
 }
 
-static mk_status stream(qpool *pool, mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
-                        const mk_qstream_opts *o)
+mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
+                         const mk_qstream_opts *o)
 {
     const uint64_t chunk = o->chunk_elems ? o->chunk_elems : QSTREAM_CHUNK;
     uint64_t total = 0, done = 0;
@@ -284,12 +140,12 @@ static mk_status stream(qpool *pool, mk_source *src, const size_t *src_idx, cons
                 float *hold = NULL;
                 if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
                     if (t->numel <= QSTREAM_HOLD / sizeof(float)) hold = malloc((size_t)t->numel * sizeof(float));
-                    mk_status st = pass_held(pool, src, si, i, cols, rpc, observe_fn, c, hold, false);
+                    mk_status st = pass_held(src, si, i, cols, rpc, observe_fn, c, hold, false);
                     if (st == MK_OK) st = c->ops->observe_end(c, i);
                     if (st != MK_OK) free(hold);
                     MK_TRY(st);
                 }
-                mk_status st = pass_held(pool, src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL);
+                mk_status st = pass_held(src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL);
                 free(hold);
                 MK_TRY(st);
             }
@@ -302,16 +158,6 @@ static mk_status stream(qpool *pool, mk_source *src, const size_t *src_idx, cons
         if (o->progress) o->progress(o->progress_ctx, i + 1, n, done, total, t->name);
     }
     return MK_OK;
-}
-
-mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
-                         const mk_qstream_opts *o)
-{
-    qpool pool;
-    mk_status s = pool_start(&pool);
-    if (s == MK_OK) s = stream(&pool, src, src_idx, logical, n, c, o);
-    pool_stop(&pool);
-    return s;
 }
 
 /* ---- offsets before the layout ------------------------------------------------------------------ */
@@ -328,7 +174,7 @@ static mk_status offset_fn(void *ctx, size_t i, uint64_t e0, const float *v, uin
     return MK_OK;
 }
 
-static mk_status offsets(qpool *pool, mk_source *src, const size_t *src_idx, mk_qplan *p, uint64_t chunk_elems)
+mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p, uint64_t chunk_elems)
 {
     const uint64_t chunk = chunk_elems ? chunk_elems : QSTREAM_CHUNK;
     const mk_qfamily *f = p->o.fam;
@@ -338,20 +184,11 @@ static mk_status offsets(qpool *pool, mk_source *src, const size_t *src_idx, mk_
         offset_ctx a = {p, mk_malloc((size_t)f->offset_scratch(p, i) * sizeof(float))};
         if (!a.scratch) return MK_ERR_NOMEM;
         uint64_t rpc = mk_rows_per_chunk(q->cols, f->align ? f->align(p, i) : 1, chunk);
-        mk_status s = pass(pool, src, src_idx[i], i, q->cols, rpc, offset_fn, &a);
+        mk_status s = pass(src, src_idx[i], i, q->cols, rpc, offset_fn, &a);
         if (src->ops->release) src->ops->release(src, src_idx[i], 0, src->tensors[src_idx[i]].nbytes);
         if (s == MK_OK) mk_qplan_set_offset(p, i, f->offset_end(p, i, a.scratch));
         free(a.scratch);
         MK_TRY(s);
     }
     return MK_OK;
-}
-
-mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p, uint64_t chunk_elems)
-{
-    qpool pool;
-    mk_status s = pool_start(&pool);
-    if (s == MK_OK) s = offsets(&pool, src, src_idx, p, chunk_elems);
-    pool_stop(&pool);
-    return s;
 }

@@ -1,5 +1,6 @@
 /* test_core.c - strict JSON reader, CRC-32 and UTF-8 checks, counter-based RNG, deterministic
- * math helpers, atomic output folders, path helpers, the parallel chunk loop and the fma kernel. */
+ * math helpers, atomic output folders, path helpers, the parallel chunk loop and its thread
+ * pool, and the fma kernel. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
@@ -11,8 +12,11 @@
 #include "../../core/mk_simd.h"
 #include "../../core/mk_thread.h"
 
+#include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 
 static mk_status jparse(const char *text, mk_json *j)
 {
@@ -373,6 +377,116 @@ MK_TEST(parallel_lowest_failure)
         CHECK_OK(mk_parallel_chunks(30, pc_task, &p, pc_tls_new, NULL));
         CHECK_OK(mk_parallel_chunks(0, pc_task, &p, pc_tls_new, NULL));
     }
+    mk_threads_set(saved);
+}
+
+/* ---- mk_parallel_chunks' pool: its threads are numbered below mk_threads_get(), the same
+ * threads serve loop after loop, they sleep between loops (no CPU time while idle), a loop
+ * inside a chunk runs on that chunk's thread, and a loop from another thread while the pool
+ * is busy still runs every chunk once. ---- */
+
+#define PP_N 48
+typedef struct pp_ctx {
+    int idx[PP_N];
+    pthread_t who[PP_N];
+    int nest_bad;                 /* nested chunks that ran elsewhere or missed */
+} pp_ctx;
+
+typedef struct pp_inner {
+    pthread_t me;
+    int k;
+    uint64_t sum;
+    int bad;
+} pp_inner;
+
+static mk_status pp_inner_task(void *ctx, uint64_t c, void *tls)
+{
+    (void)tls;
+    pp_inner *x = ctx;
+    if (!pthread_equal(pthread_self(), x->me) || mk_thread_index() != x->k) x->bad++;
+    x->sum += c + 1;
+    return MK_OK;
+}
+
+static mk_status pp_task(void *ctx, uint64_t c, void *tls)
+{
+    (void)tls;
+    pp_ctx *p = ctx;
+    p->idx[c] = mk_thread_index();
+    p->who[c] = pthread_self();
+    pp_inner x = {pthread_self(), mk_thread_index(), 0, 0};
+    mk_status st = mk_parallel_chunks(10, pp_inner_task, &x, NULL, NULL);
+    if (st != MK_OK || x.bad || x.sum != 55) __atomic_add_fetch(&p->nest_bad, 1, __ATOMIC_RELAXED);
+    volatile uint64_t spin = 0;
+    for (uint64_t i = 0; i < 40000; i++) spin += i;
+    return MK_OK;
+}
+
+static mk_status pp_count(void *ctx, uint64_t c, void *tls)
+{
+    (void)tls;
+    __atomic_add_fetch((uint64_t *)ctx, c + 1, __ATOMIC_RELAXED);
+    volatile uint64_t spin = 0;
+    for (uint64_t i = 0; i < 20000; i++) spin += i;
+    return MK_OK;
+}
+
+static void *pp_other(void *arg)
+{
+    for (int r = 0; r < 20; r++)
+        if (mk_parallel_chunks(100, pp_count, arg, NULL, NULL) != MK_OK) return NULL;
+    return arg;
+}
+
+static double pp_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+MK_TEST(parallel_pool)
+{
+    int saved = mk_threads_get();
+    mk_threads_set(3);
+    const int nt = mk_threads_get(); /* 1 in a build without OpenMP: every loop on this thread */
+    pthread_t worker[3];
+    bool known[3] = {false, false, false};
+    int distinct_loops = 0;
+    for (int rep = 0; rep < 40; rep++) {
+        pp_ctx p;
+        memset(&p, 0, sizeof p);
+        CHECK_OK(mk_parallel_chunks(PP_N, pp_task, &p, NULL, NULL));
+        CHECK_MSG(p.nest_bad == 0, "%d nested loops ran off their chunk's thread or missed chunks", p.nest_bad);
+        bool several = false;
+        for (int c = 0; c < PP_N; c++) {
+            int k = p.idx[c];
+            CHECK_MSG(k >= 0 && k < nt, "chunk %d ran on thread number %d of %d", c, k, nt);
+            if (k < 0 || k >= nt) break;
+            if (k == 0) CHECK_MSG(pthread_equal(p.who[c], pthread_self()), "chunk %d: number 0 is not the caller", c);
+            else if (!known[k]) known[k] = true, worker[k] = p.who[c];
+            else CHECK_MSG(pthread_equal(worker[k], p.who[c]), "worker %d is a new thread in loop %d", k, rep);
+            several |= !pthread_equal(p.who[c], p.who[0]);
+        }
+        distinct_loops += several;
+    }
+    if (nt > 1) CHECK_MSG(distinct_loops > 0, "40 loops of %d chunks all ran on one thread", PP_N);
+    /* idle: the pool's threads sleep (spinning ones would use about the time slept each) */
+    double c0 = pp_cpu_s();
+    struct timespec nap = {0, 200 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    double idle = pp_cpu_s() - c0;
+    CHECK_MSG(idle < 0.03, "%.3f s of CPU in 0.2 s of idling between loops", idle);
+    /* a loop from another thread while this one holds the pool */
+    uint64_t other = 0, mine = 0;
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, pp_other, &other) == 0);
+    for (int r = 0; r < 20; r++) CHECK_OK(mk_parallel_chunks(100, pp_count, &mine, NULL, NULL));
+    void *ret = NULL;
+    pthread_join(th, &ret);
+    CHECK(ret == &other);
+    CHECK_MSG(other == 20 * 5050 && mine == 20 * 5050, "sums %llu and %llu, not %d", (unsigned long long)other,
+              (unsigned long long)mine, 20 * 5050);
     mk_threads_set(saved);
 }
 
