@@ -499,7 +499,7 @@ static mk_status run(ft *f, char **pos)
     if (s == MK_OK) s = memory_check(f, j.src, &j.d);
     mk_nn_held held;
     if (s == MK_OK && f->qlora) s = mk_qlora_new(j.src, &f->q);
-    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill};
+    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill, mk_nf4_hold_codes};
     if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);

@@ -22,6 +22,11 @@ typedef struct mk_cu_train mk_cu_train;
  * two moments) plus one micro-batch's activations and scratch (nseq sequences of T tokens). */
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 
+/* Device bytes a run of t needs: mk_cu_train_bytes of its trained tensors (the adapters
+ * under LoRA) plus the frozen base (NF4 codes and one layer's decoded projections with a
+ * held base), LoRA's kept x A^T, biases' and q/k norms' activations (train_lora.c). */
+uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
+
 /* Bytes kept free beyond mk_cu_train_bytes: cuBLAS's workspace and the runtime's own. */
 #define MK_CU_TRAIN_RESERVE ((uint64_t)64 << 20)
 

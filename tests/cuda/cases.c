@@ -332,6 +332,7 @@ mk_status mk_cu_tmodel_open(const char *dir, mk_cu_tmodel *m)
 void mk_cu_tmodel_close(mk_cu_tmodel *m)
 {
     mk_nn_train_close(m->t);
+    if (m->hold_free) m->hold_free(m->hold);
     if (m->has_cfg) mk_model_config_free(&m->cfg);
     mk_source_close(m->src);
     memset(m, 0, sizeof *m);
@@ -370,6 +371,8 @@ static void cmp_tensors(ctx *c, const char *what, mk_nn_train *t, const float *g
     snprintf(full, sizeof full, "%zu tensors, worst %s: %s", mk_nn_train_n_params(t), wn, detail);
     check(c, worst <= tol, what, full);
 }
+
+static double weights_tol; /* the trained tensors after 10 steps (0: tol->grad; mk_cu_check_model) */
 
 static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpointing)
 {
@@ -432,7 +435,7 @@ static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpoin
         check(c, e <= c->tol->loss, what, full);
         s = mk_cu_train_get(g, gw, NULL);
         snprintf(what, sizeof what, "%s: the weights after 10 steps", name);
-        if (s == MK_OK) cmp_tensors(c, what, t, gw, cw, c->tol->grad);
+        if (s == MK_OK) cmp_tensors(c, what, t, gw, cw, weights_tol > 0 ? weights_tol : c->tol->grad);
         else check(c, false, what, mk_errmsg());
     }
     mk_cu_train_close(g);
@@ -440,6 +443,28 @@ static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpoin
 }
 
 static void loop_case(ctx *c, const char *dir, const char *tmpdir);
+
+int mk_cu_check_model(mk_cu_tmodel *m, const char *name, bool checkpointing, double wtol, const mk_cu_tol *tol,
+                      mk_cu_report report)
+{
+    ctx c = {tol, report, 0};
+    weights_tol = wtol;
+    model_case(&c, m, name, checkpointing);
+    weights_tol = 0;
+    return c.failed;
+}
+
+static mk_status (*loop_open)(const char *dir, mk_cu_tmodel *m) = mk_cu_tmodel_open;
+
+int mk_cu_check_loop(const char *dir, const char *tmpdir, mk_status (*open)(const char *dir, mk_cu_tmodel *m),
+                     const mk_cu_tol *tol, mk_cu_report report)
+{
+    ctx c = {tol, report, 0};
+    loop_open = open;
+    loop_case(&c, dir, tmpdir);
+    loop_open = mk_cu_tmodel_open;
+    return c.failed;
+}
 
 /* config.json of the model in dir with "sliding_window": w */
 static bool set_window(const char *dir, int w)
@@ -497,7 +522,7 @@ static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts
     mk_cu_tmodel m;
     memset(r, 0, sizeof *r);
     *w = NULL;
-    mk_status s = mk_cu_tmodel_open(dir, &m);
+    mk_status s = loop_open(dir, &m);
     if (s == MK_OK) s = mk_train_run(m.t, d, o, NULL, r);
     if (s == MK_OK) {
         *n = mk_nn_train_numel(m.t);
