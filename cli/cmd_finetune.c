@@ -26,6 +26,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* the CUDA trainer decodes the NF4 base held here in blocks of its own constant */
+_Static_assert(MK_QLORA_BLOCK == MK_NN_HELD_BLOCK, "QLoRA's NF4 block size");
+
 #define DATA_CAP ((uint64_t)4 << 30)
 
 typedef struct ft {
@@ -330,7 +333,6 @@ static mk_status check_opts(ft *f, mk_sched *sched)
 #else
         return mk_error(MK_ERR_USAGE, "--device cuda: this mergekit-c was built without CUDA (build it with make CUDA=1)");
 #endif
-        if (f->lora_r || f->qlora) return mk_error(MK_ERR_USAGE, "--device cuda: full finetuning only (no --lora or --qlora yet)");
     } else if (strcmp(f->device, "cpu") != 0) {
         return mk_error(MK_ERR_USAGE, "--device: '%s' is not cpu or cuda", f->device);
     }
@@ -512,9 +514,13 @@ static mk_status run(ft *f, char **pos)
 #ifdef MK_CUDA
     if (s == MK_OK && f->dev && !f->c.quiet) { /* what mk_cu_train_open checks against the GPU's free memory */
         char a[32];
-        uint64_t need = mk_cu_train_bytes(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch, (size_t)f->seq, f->ckpt);
-        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32, activations %s, scratch)\n",
-                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->ckpt ? "with --checkpointing" : "of every layer");
+        uint64_t need = mk_cu_train_need(f->t, (size_t)f->batch, (size_t)f->seq, f->ckpt);
+        fprintf(stderr, "finetune: GPU memory: %s (%s, activations %s, scratch)\n", mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a),
+                f->qlora    ? "the frozen base's projections in NF4, one layer decoded, the rest f32; LoRA adapters, their "
+                              "gradients and AdamW moments in f32"
+                : f->lora_r ? "the frozen base in f32; LoRA adapters, their gradients and AdamW moments in f32"
+                            : "weights, gradients and AdamW moments in f32",
+                f->ckpt ? "with --checkpointing" : "of every layer");
     }
 #endif
     mk_train_opts to = {j.steps, f->warmup, f->lr, f->clip, sched, {0.9, 0.999, 1e-8, f->wd}, (size_t)f->batch,
@@ -589,7 +595,7 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full finetuning of llama and mistral; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full, --lora and --qlora, in f32; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),
@@ -611,6 +617,8 @@ int mk_cmd_finetune(int argc, char **argv)
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"
         "PEFT adapter folder that `lora apply` merges; --qlora holds the frozen base as NF4 (QLoRA), and an\n"
         "NF4-quantized MODEL (quantize --format nf4) trains with --lora or --qlora.\n"
+        "--device cuda (a build with make CUDA=1) runs the same training on a GPU in f32: full, --lora or --qlora\n"
+        "(the NF4 base decoded a layer at a time on the device), with the same checkpoints and outputs.\n"
         "Example (supervised, a little loss on the prompts):\n"
         "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
         opts, 3, 3, 0x1};
