@@ -31,11 +31,24 @@ uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq
  * held base), LoRA's kept x A^T, biases' and q/k norms' activations (train_lora.c). */
 uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
 
+/* A run as `estimate` knows it (the config and the options, no opened model), for
+ * mk_cu_train_bytes_of: the same figure as mk_cu_train_need for the model it describes. */
+typedef struct mk_cu_train_req {
+    uint64_t params;   /* the model's elements (all its tensors) */
+    long lora_r;       /* 0: full finetuning */
+    unsigned targets;  /* LoRA: the adapted roles (1 << MK_ROLE_Q ...) */
+    bool qlora;        /* the layers' projections held as NF4 */
+    bool qk_norm;      /* q/k norms per head (qwen3) */
+    size_t nseq, T;    /* the micro-batch */
+    bool checkpointing;
+} mk_cu_train_req;
+uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r);
+
 /* Bytes kept free beyond mk_cu_train_bytes: cuBLAS's workspace and the runtime's own. */
 #define MK_CU_TRAIN_RESERVE ((uint64_t)64 << 20)
 
-/* Copy t's weights (the frozen base too under LoRA, as NF4 codes where t holds it so) to the device, sized for micro-batches of up to
- * nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
+/* Copy t's weights (the frozen base too under LoRA, as NF4 codes where t holds it so) to the
+ * device, sized for micro-batches of up to nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
  * naming both figures) when mk_cu_train_need + MK_CU_TRAIN_RESERVE exceeds the device's free
  * memory. */
 mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);

@@ -14,8 +14,8 @@ extern "C" {
 
 static unsigned blocks(size_t n) { return (unsigned)((n + MK_CU_FLAT - 1) / MK_CU_FLAT); }
 
-#define FLAT_IDX                                                                                                       \
-    size_t i = (size_t)blockIdx.x * MK_CU_FLAT + threadIdx.x;                                                          \
+#define FLAT_IDX                                                                                                                 \
+    size_t i = (size_t)blockIdx.x * MK_CU_FLAT + threadIdx.x;                                                                    \
     if (i >= n) return
 
 __global__ static void k_bias_add(size_t n, float *y, const float *b, size_t out)
@@ -46,7 +46,8 @@ extern "C" void mk_cu_bias_bwd(const float *dy, size_t T, size_t out, float *db)
     k_bias_bwd<<<blocks(out), MK_CU_FLAT>>>(out, dy, T, db);
     mk_cu_launched("bias backward");
 }
-extern "C" void mk_cu_nf4_decode(const uint8_t *codes, const float *absmax, const float *table, size_t block, size_t n, float *out)
+extern "C" void mk_cu_nf4_decode(const uint8_t *codes, const float *absmax, const float *table, size_t block, size_t n,
+                                 float *out)
 {
     if (!n) return;
     k_nf4<<<blocks(n), MK_CU_FLAT>>>(n, codes, absmax, table, block, out);

@@ -36,12 +36,12 @@ struct mk_cu_ext {
     uint8_t *codes;
     const float *table;
     uint64_t scr_off[NP];
-    held_t (*hl)[NP];      /* [L] */
-    long (*ad)[NP];        /* [L]: the parameter index of the adapter's A (B follows), or -1 */
-    int64_t (*bias)[NP];   /* [L]: the bias's offset, or -1 */
-    int64_t (*qn)[2];      /* [L]: q_norm's and k_norm's offsets, or -1 */
-    int xslot[NP];         /* the adapted roles' place in a slot of x A^T (-1: not adapted) */
-    long cur;              /* the layer in the scratch (-1: none) */
+    held_t (*hl)[NP];    /* [L] */
+    long (*ad)[NP];      /* [L]: the parameter index of the adapter's A (B follows), or -1 */
+    int64_t (*bias)[NP]; /* [L]: the bias's offset, or -1 */
+    int64_t (*qn)[2];    /* [L]: q_norm's and k_norm's offsets, or -1 */
+    int xslot[NP];       /* the adapted roles' place in a slot of x A^T (-1: not adapted) */
+    long cur;            /* the layer in the scratch (-1: none) */
 };
 
 static void dims(const mk_model_config *c, size_t k, uint64_t *in, uint64_t *out)
@@ -109,6 +109,27 @@ static uint64_t plan_floats(const plan *p)
     return p->frozen + p->absmax + p->table + p->scratch + p->xa + p->lxa + p->qk + p->dqp + p->rstd;
 }
 
+uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r)
+{
+    uint64_t N = (uint64_t)r->nseq * r->T, L = (uint64_t)c->layers, slots = r->checkpointing ? 1 : L;
+    uint64_t q = (uint64_t)c->heads * (uint64_t)c->head_dim, kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim;
+    uint64_t trained = r->params, floats = 0, codes = 0, rr = r->lora_r > 0 ? (uint64_t)r->lora_r : 0;
+    if (rr) {
+        uint64_t adapters = 0, nad = 0, held = 0, absmax = 0;
+        for (size_t k = 0; k < NP; k++) {
+            uint64_t in, out;
+            dims(c, k, &in, &out);
+            if (r->targets & (1u << proj_roles[k])) adapters += rr * (in + out), nad++;
+            if (r->qlora) held += in * out, codes += L * ((in * out + 1) / 2), absmax += L * nblocks(in * out);
+        }
+        trained = L * adapters;
+        floats += r->params - L * held + (r->qlora ? 16 + absmax + held : 0); /* frozen f32, NF4 scales, table, scratch */
+        floats += nad ? slots * nad * N * rr + N * rr : 0;                        /* x A^T kept, its gradient */
+    }
+    if (r->qk_norm) floats += slots * N * (q + kv) + N * q + N * (uint64_t)c->heads;
+    return mk_cu_train_bytes(c, trained, r->nseq, r->T, r->checkpointing) + 4 * floats + codes;
+}
+
 uint64_t mk_cu_ext_bytes(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
 {
     plan p;
@@ -162,7 +183,8 @@ static mk_status ext_init(mk_cu_ext *x)
 {
     mk_nn_train *t = x->t;
     const mk_model_config *c = mk_nn_train_config(t);
-    if (x->held && !x->lora) return mk_error(MK_ERR_USAGE, "a quantized base is frozen: only LoRA adapters train on it (--lora R)");
+    if (x->held && !x->lora)
+        return mk_error(MK_ERR_USAGE, "a quantized base is frozen: only LoRA adapters train on it (--lora R)");
     float *fb = x->arena;
     if (x->p.frozen) {
         uint64_t n;
@@ -192,8 +214,10 @@ static mk_status ext_init(mk_cu_ext *x)
             x->bias[l][k] = mk_nn_train_offset(t, (long)l, proj_roles[k], true);
             x->ad[l][k] = adapter_of(t, (long)l, k);
             if ((x->ad[l][k] >= 0) != (x->xslot[k] >= 0))
-                return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer needs the same LoRA targets in every layer (layer %zu "
-                                                    "differs from layer 0 in %s)", l, mk_role_name(proj_roles[k]));
+                return mk_error(MK_ERR_UNSUPPORTED,
+                                "the CUDA trainer needs the same LoRA targets in every layer (layer %zu "
+                                "differs from layer 0 in %s)",
+                                l, mk_role_name(proj_roles[k]));
         }
         x->qn[l][0] = mk_nn_train_offset(t, (long)l, MK_ROLE_Q_NORM, false);
         x->qn[l][1] = mk_nn_train_offset(t, (long)l, MK_ROLE_K_NORM, false);
@@ -289,7 +313,7 @@ void mk_cu_ext_proj_bwd(mk_cu_ext *x, size_t l, mk_role r, const float *in, size
     size_t rk = x->p.r;
     const float *xa = xa_of(x, l, k);
     mk_cu_gemm(false, false, rk, N, no, x->ls, x->w + ob, rk, dy, no, 0.0f, x->lxa, rk); /* s dy B */
-    mk_cu_gemm(false, true, rk, no, N, x->ls, xa, rk, dy, no, 1.0f, x->gr + ob, rk);    /* dB += s dy^T (x A^T) */
+    mk_cu_gemm(false, true, rk, no, N, x->ls, xa, rk, dy, no, 1.0f, x->gr + ob, rk);     /* dB += s dy^T (x A^T) */
     mk_cu_linear_bwd(in, N, ni, x->w + oa, rk, x->lxa, dx, x->gr + oa);
 }
 

@@ -58,6 +58,13 @@ static double worst_err(const float *got, const float *want, size_t n, const cha
     return worst;
 }
 
+float *mk_cu_rnd(size_t n, uint64_t seed, float lo, float hi) { return rnd(n, seed, lo, hi); }
+void *mk_cu_dput(const void *h, size_t bytes) { return dput(h, bytes); }
+double mk_cu_worst_err(const float *got, const float *want, size_t n, const char *prec, double tol, char *detail, size_t cap)
+{
+    return worst_err(got, want, n, prec, tol, detail, cap);
+}
+
 static void check(ctx *c, bool ok, const char *what, const char *detail)
 {
     if (!ok) c->failed++;

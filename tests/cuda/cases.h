@@ -52,6 +52,12 @@ int mk_cu_check_model(mk_cu_tmodel *m, const char *name, bool checkpointing, dou
                       mk_cu_report report);
 int mk_cu_check_loop(const char *dir, const char *tmpdir, mk_status (*open)(const char *dir, mk_cu_tmodel *m),
                      const mk_cu_tol *tol, mk_cu_report report);
+/* cases.c's helpers: n uniform floats in [lo, hi) from seed (malloc'd); a device copy of
+ * host bytes; the worst |got - want| over max |want| (detail: where, as the checks print it). */
+float *mk_cu_rnd(size_t n, uint64_t seed, float lo, float hi);
+void *mk_cu_dput(const void *h, size_t bytes);
+double mk_cu_worst_err(const float *got, const float *want, size_t n, const char *prec, double tol, char *detail, size_t cap);
+
 /* LoRA and QLoRA on the device (nn/cuda/train_lora.c), and qwen2's biases and qwen3's q/k
  * norms, against the CPU trainer; the kernels of mk_cuda_lora.h (tests/cuda/cases_lora.c). */
 int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
