@@ -617,8 +617,6 @@ int mk_cmd_finetune(int argc, char **argv)
         "Ctrl-C saves OUT.checkpoint and stops. With --lora only adapters train (the base frozen) and OUT is a\n"
         "PEFT adapter folder that `lora apply` merges; --qlora holds the frozen base as NF4 (QLoRA), and an\n"
         "NF4-quantized MODEL (quantize --format nf4) trains with --lora or --qlora.\n"
-        "--device cuda (a build with make CUDA=1) runs the same training on a GPU in f32: full, --lora or --qlora\n"
-        "(the NF4 base decoded a layer at a time on the device), with the same checkpoints and outputs.\n"
         "Example (supervised, a little loss on the prompts):\n"
         "  mergekit-c finetune merged/ sft.jsonl healed/ --steps 200 --lr 1e-5 --warmup 20 --prompt-loss-weight 0.1",
         opts, 3, 3, 0x1};
