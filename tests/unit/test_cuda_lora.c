@@ -76,8 +76,10 @@ MK_TEST(cuda_emulated_lora_memory_estimate)
             CHECK_ERR(mk_cu_train_open(m.t, 3, 24, ck, &g), MK_ERR_NOMEM, "of GPU memory, the device has");
             mk_cu_emu_memory(0, NULL);
         }
-        mk_cu_tmodel_close(&m);
+        mk_nn_train_close(m.t); /* the trainer, then its holder, then the source */
+        m.t = NULL;
         mk_qlora_free(q);
+        mk_cu_tmodel_close(&m);
     }
     mk_threads_set(0);
 }
