@@ -121,7 +121,7 @@ endif
 
 LIB_SRC := $(wildcard core/*.c) $(wildcard model/*.c) $(wildcard formats/*.c) $(wildcard merge/*.c) $(wildcard merge/methods/*.c) \
            $(wildcard quant/*.c) $(wildcard lora/*.c) $(wildcard nn/*.c) $(wildcard eval/*.c) \
-           $(wildcard train/*.c)
+           $(wildcard train/*.c) nn/cuda/mem.c
 CLI_SRC := $(wildcard cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -135,7 +135,7 @@ LIBA := $(BUILD)/libmergekit.a
 # the CUDA objects (see CUDA=1 above)
 NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
-CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o
+CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o
 CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
@@ -171,14 +171,16 @@ quantize mergekit-yaml: mergekit-c
 	$(Q)ln -sf mergekit-c $@
 
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
-CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
+CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/emu16.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o
 
 ifeq ($(CUDA),1)
 all: $(BUILD)/test-cuda
 endif
 
-$(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h
+$(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h nn/cuda/kernels16.cuh \
+                           nn/cuda/bodies16.h nn/cuda/mk_cuda16.h nn/cuda/bodies_norm.h nn/cuda/mk_cuda_norm.h \
+                           nn/cuda/bodies_flash.h nn/cuda/mk_cuda_flash.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@

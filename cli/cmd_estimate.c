@@ -11,6 +11,7 @@
 #include "../core/mk_io.h"
 #include "../formats/model.h"
 #include "../model/estimate.h"
+#include "../nn/cuda/cu_train.h"
 #include "../quant/nf4hold.h"
 #include "../quant/qsource.h"
 #include "../quant/quant.h"
@@ -25,7 +26,7 @@ typedef struct est_opts {
     mk_common c;
     const char *dtype, *train, *optim, *targets, *params, *matrix;
     long rank;
-    uint64_t batch, seq, adapters;
+    uint64_t batch, seq, adapters, gpu_mem;
 } est_opts;
 
 typedef struct est_model {
@@ -173,6 +174,7 @@ static mk_status load(est_opts *o, const char *path, mk_est_request *r, est_mode
  * runs, --batch and --seq, and --dtype float32 or bfloat16. */
 typedef struct est_trainer {
     bool on, bf16;
+    uint64_t gpu_mem; /* --gpu-memory (0: not given) */
     mk_train_mem m, ckpt; /* without and with --checkpointing */
 } est_trainer;
 
@@ -206,11 +208,22 @@ static void print_trainer_json(mk_buf *out, const est_trainer *tr)
     mk_buf_printf(out, ",\n \"finetune\": {\"dtype\": \"%s\", \"weights_bytes\": %llu, \"adapters_bytes\": %llu, "
                        "\"bf16_copy_bytes\": %llu, \"gradients_bytes\": %llu, \"moments_bytes\": %llu, \"activations_bytes\": "
                        "%llu, \"activations_checkpointing_bytes\": %llu, \"total_bytes\": %llu, \"total_checkpointing_bytes\": "
-                       "%llu}",
+                       "%llu",
                   tr->bf16 ? "bf16" : "f32", (unsigned long long)t->weights, (unsigned long long)t->adapters,
                   (unsigned long long)t->bf16_copy, (unsigned long long)t->grads, (unsigned long long)t->moments,
                   (unsigned long long)t->act, (unsigned long long)tr->ckpt.act, (unsigned long long)t->total,
                   (unsigned long long)tr->ckpt.total);
+    /* finetune --device cuda: full finetuning only */
+    if (t->gpu)
+        mk_buf_printf(out, ", \"gpu_bytes\": %llu, \"gpu_checkpointing_bytes\": %llu", (unsigned long long)t->gpu,
+                      (unsigned long long)tr->ckpt.gpu);
+    else
+        mk_buf_puts(out, ", \"gpu_bytes\": null, \"gpu_checkpointing_bytes\": null");
+    if (tr->gpu_mem)
+        mk_buf_printf(out, ", \"gpu_memory_bytes\": %llu, \"gpu_fits\": %s, \"gpu_fits_checkpointing\": %s",
+                      (unsigned long long)tr->gpu_mem, t->gpu <= tr->gpu_mem ? "true" : "false",
+                      tr->ckpt.gpu <= tr->gpu_mem ? "true" : "false");
+    mk_buf_puts(out, "}");
 }
 
 static void print_trainer_text(mk_buf *out, const mk_est_request *r, const est_trainer *tr)
@@ -228,6 +241,19 @@ static void print_trainer_text(mk_buf *out, const mk_est_request *r, const est_t
     row(out, "activations with --checkpointing", (double)tr->ckpt.act, NULL);
     row(out, "total", (double)t->total, NULL);
     row(out, "total with --checkpointing", (double)tr->ckpt.total, NULL);
+    if (!t->gpu) return;
+    char a[32];
+    mk_buf_printf(out, "\nmergekit-c finetune --device cuda --dtype %s (GPU memory: weights, gradients and moments in f32%s,\n"
+                       "activations, scratch and %s kept free; what it checks against the card before it starts)\n",
+                  tr->bf16 ? "bf16" : "f32", tr->bf16 ? ", a bf16 copy of the weights" : "",
+                  mk_est_fmt_bytes((double)MK_CU_TRAIN_RESERVE, a));
+    char fit[96] = "", fitc[96] = "";
+    if (tr->gpu_mem) {
+        snprintf(fit, sizeof fit, "%s a %s card", t->gpu <= tr->gpu_mem ? "fits" : "does not fit", mk_est_fmt_bytes((double)tr->gpu_mem, a));
+        snprintf(fitc, sizeof fitc, "%s", tr->ckpt.gpu <= tr->gpu_mem ? "fits" : "does not fit");
+    }
+    row(out, "GPU", (double)t->gpu, tr->gpu_mem ? fit : NULL);
+    row(out, "GPU with --checkpointing", (double)tr->ckpt.gpu, tr->gpu_mem ? fitc : NULL);
 }
 
 /* Bits per weight of the quantized weights as stored (0 when they hold no value). */
@@ -359,6 +385,7 @@ int mk_cmd_estimate(int argc, char **argv)
         {"batch", 0, MK_OPT_U64, &o.batch, "B", "batch size: adds the KV cache (serving) and activations (training)", NULL},
         {"seq", 0, MK_OPT_U64, &o.seq, "S", "sequence length, with --batch", NULL},
         {"adapters", 0, MK_OPT_U64, &o.adapters, "N", "compare serving N finetunes as full copies vs one base + N LoRA adapters", NULL},
+        {"gpu-memory", 0, MK_OPT_SIZE, &o.gpu_mem, "SIZE", "a card's memory (80GiB): whether finetune --device cuda fits in it (full finetuning of MODEL, with --batch and --seq)", NULL},
         {"params", 0, MK_OPT_STR, &o.params, "N", "parameter count instead of MODEL's (7B, 13e9, 175000000000)", NULL},
         {"matrix", 0, MK_OPT_STR, &o.matrix, "OUTxIN", "a model of one [OUT, IN] matrix (per-matrix LoRA arithmetic)", NULL},
         MK_COMMON_OPTS(o.c),
@@ -380,7 +407,9 @@ int mk_cmd_estimate(int argc, char **argv)
         "For a MODEL with tensors that `finetune` trains, --batch and --seq, and --dtype float32 or bfloat16,\n"
         "a last block gives what `mergekit-c finetune --dtype f32|bf16` itself allocates (f32 master\n"
         "weights, gradients and AdamW moments; bf16: plus the rounded copies its products read): the figure\n"
-        "finetune prints before it starts, less the data and the program.",
+        "finetune prints before it starts, less the data and the program. For full finetuning it adds the GPU\n"
+        "memory of `finetune --device cuda` (the check it makes against the card before it starts), and\n"
+        "with --gpu-memory whether that fits a card of that size, with and without --checkpointing.",
         opts, 0, 1, 0x1};
     char *pos[1];
     size_t npos;
@@ -398,7 +427,12 @@ int mk_cmd_estimate(int argc, char **argv)
         mk_buf out = {0};
         est_trainer tr;
         trainer_of(&o, &m, &r, &tr);
-        if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched, &tr);
+        tr.gpu_mem = o.gpu_mem;
+        if (o.gpu_mem && !tr.m.gpu)
+            s = mk_error(MK_ERR_USAGE, "--gpu-memory: the GPU figure is for full finetuning (--train full) of a MODEL with tensors, "
+                                       "with --batch and --seq, at --dtype float32 or bfloat16");
+        if (s != MK_OK) (void)0;
+        else if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched, &tr);
         else print_text(&out, &o, path, &m, &r, dlabel, &f, lora, &tr);
         fputs(out.data ? out.data : "", stdout);
         mk_buf_free(&out);

@@ -339,7 +339,8 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     mk_dtype cd = mk_dtype_from_user(f->dtype);
     if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
     f->bf16 = cd == MK_BF16;
-    if (f->bf16 && f->dev) return mk_error(MK_ERR_USAGE, "--dtype bf16: the CPU's (--device cpu); the CUDA trainer computes in f32");
+    if (f->bf16 && f->dev && f->lora_r)
+        return mk_error(MK_ERR_USAGE, "--dtype bf16 on the device: full finetuning only (--device cuda --lora/--qlora run in f32)");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -519,6 +520,7 @@ static mk_status run(ft *f, char **pos)
                 f->qlora    ? "the frozen base's projections in NF4, one layer decoded, the rest f32; LoRA adapters, their "
                               "gradients and AdamW moments in f32"
                 : f->lora_r ? "the frozen base in f32; LoRA adapters, their gradients and AdamW moments in f32"
+                : f->bf16   ? "weights, gradients and AdamW moments in f32, a bf16 copy of the weights"
                             : "weights, gradients and AdamW moments in f32",
                 f->ckpt ? "with --checkpointing" : "of every layer");
     }
@@ -595,7 +597,7 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (a build with make CUDA=1; full, --lora and --qlora, in f32; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora; bf16: full llama, mistral; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),

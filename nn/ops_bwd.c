@@ -430,3 +430,48 @@ void mk_nn_swiglu_bwd_bf16(const float *gate, const float *up, const float *dout
         dgate[i] = bf(bf(dout[i] * up[i]) * (sg * (1.0f + g * (1.0f - sg))));
     }
 }
+
+/* ---- LayerNorm and GeGLU ------------------------------------------------------------------- */
+
+void mk_nn_layernorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
+                         float *db, float *stats)
+{
+    for (size_t t = 0; t < T; t++) {
+        const float *r = x + t * d, *g = dy + t * d;
+        double m = 0, v = 0, sg = 0, sgx = 0;
+        for (size_t i = 0; i < d; i++) m += r[i];
+        m /= (double)d;
+        for (size_t i = 0; i < d; i++) v += ((double)r[i] - m) * ((double)r[i] - m);
+        v /= (double)d;
+        float inv = (float)(1.0 / sqrt(v + (double)eps)), mf = (float)m;
+        stats[2 * t] = mf, stats[2 * t + 1] = inv;
+        for (size_t i = 0; i < d; i++) {
+            float gi = g[i] * w[i], xh = (r[i] - mf) * inv;
+            sg += gi, sgx += (double)gi * xh;
+        }
+        float a = (float)(sg / (double)d), b = (float)(sgx / (double)d);
+        for (size_t i = 0; i < d; i++) dx[t * d + i] += inv * (g[i] * w[i] - a - (r[i] - mf) * inv * b);
+    }
+    for (size_t i = 0; (dw || db) && i < d; i++) { /* per column, over the rows in order */
+        double sw = 0, sb = 0;
+        for (size_t t = 0; t < T; t++) {
+            float g = dy[t * d + i];
+            sw += (double)g * ((x[t * d + i] - stats[2 * t]) * stats[2 * t + 1]);
+            sb += g;
+        }
+        if (dw) dw[i] += (float)sw;
+        if (db) db[i] += (float)sb;
+    }
+}
+
+void mk_nn_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    const float k = 0.7978845608028654f, c = 0.044715f;
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float x = gate[i], t = tanhf(k * (x + c * x * x * x));
+        float act = 0.5f * x * (1.0f + t), da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+        dup[i] = dout[i] * act;
+        dgate[i] = dout[i] * up[i] * da;
+    }
+}

@@ -105,4 +105,17 @@ size_t mk_nn_attention_bf16_scratch(size_t T, size_t hd);
 void mk_nn_swiglu_bf16(const float *gate, const float *up, float *out, size_t n);
 void mk_nn_swiglu_bwd_bf16(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
 
+/* ---- LayerNorm and GeGLU (torch.nn.LayerNorm and gelu(approximate="tanh") * up, as autograd
+ * computes their gradients; the references of the CUDA kernels, nn/cuda/mk_cuda_norm.h) ---- */
+
+/* The backward of mk_nn_layernorm: with xhat = (x - mean) * rstd and g = dy * w,
+ * dx += rstd (g - mean(g) - xhat mean(g xhat)), dw += sum_t dy xhat, db += sum_t dy (dw, db
+ * may be NULL); mean and the variance as mk_nn_layernorm (two passes in double); stats:
+ * scratch of 2T floats (each row's mean and rstd). */
+void mk_nn_layernorm_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx, float *dw,
+                         float *db, float *stats);
+/* out = gelu_tanh(gate) * up is mk_nn_act_gated(MK_ACT_GELU_TANH, ...); its backward:
+ * dup = dout gelu_tanh(gate), dgate = dout up gelu_tanh'(gate). */
+void mk_nn_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+
 #endif

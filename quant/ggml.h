@@ -19,6 +19,10 @@ bool mk_ggml_decode(uint32_t type, const void *src, uint64_t nblocks, float *dst
  * (and gguf-py's gguf.quants). F32, F16, BF16 (round to nearest even, NaN kept quiet),
  * Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, TQ1_0, TQ2_0. Returns false for a type it cannot encode. */
 bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst);
+/* The same bytes by the scalar reference code: Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 one value at
+ * a time (mk_ggml_encode runs them 8 lanes at a time, built for AVX2 too); the other types
+ * as mk_ggml_encode. For the tests. */
+bool mk_ggml_encode_ref(uint32_t type, const float *src, uint64_t nblocks, void *dst);
 bool mk_ggml_encodable(uint32_t type);
 
 #endif

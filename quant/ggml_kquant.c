@@ -60,93 +60,111 @@ MK_VINLINE void pack2(const uint8_t *L, uint8_t *q)
  * per-lane selects; lanes whose result is fixed early (flat or all-zero groups) are masked. */
 #define LANES 16
 
+/* value i of the 8 lanes from h (in the loops over the halves of the lanes) */
+#define VLD(p, i) mk_vf_load((p) + (i) * LANES + h)
+/* round_k of each lane */
+#define VROUND(f) (((mk_vi)((f) + mk_vf_set1(12582912.0f)) & 0x7fffff) - 0x400000)
+/* clamp_i of each lane */
+#define VCLAMP(v, lo, hi)                                                                \
+    ({                                                                                   \
+        mk_vi c_ = (v), lo_ = mk_vi_set1(lo), hi_ = mk_vi_set1(hi), m_ = c_ < lo_;       \
+        c_ = (c_ & ~m_) | (lo_ & m_);                                                    \
+        m_ = c_ > hi_;                                                                   \
+        (c_ & ~m_) | (hi_ & m_);                                                         \
+    })
+
 /* x ~ scale x L - m, L in 0..nmax, m >= 0 (make_qkx2_quants), n values a group: start from the
  * range [min(x, 0), max x], then try nstep + 1 widened or narrowed grids (rmin + rdelta x step
  * extra levels), each with the weighted least-squares scale and offset for its codes, and keep
  * the one of least weighted error (absolute with mad, else squared). scale[k], m[k] and the
  * codes L[i * LANES + k] per lane (those of the grid kept, recomputed at the end). */
-static inline __attribute__((always_inline)) void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin,
-                                                              float rdelta, int nstep, bool mad)
+MK_VINLINE void fit_offset(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out, float *m_out, float rmin, float rdelta,
+                           int nstep, bool mad)
 {
-    float lo[LANES], hi[LANES], lo0[LANES], sw[LANES], sx[LANES], scale[LANES], best[LANES], is0[LANES], best_is[LANES], best_lo[LANES];
-    int32_t cand[32 * LANES];
-    for (int k = 0; k < LANES; k++) {
-        lo[k] = hi[k] = x[k];
-        sw[k] = w[k];
-        sx[k] = w[k] * x[k];
+    /* the two halves of the lanes side by side (H2: both), their sums in registers: each sum is
+     * a chain of dependent additions, two independent chains keep the adder busier */
+#define H2 _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++)
+    mk_vi cand[32][2];
+    mk_vf lo[2], hi[2], sw[2], sx[2], lo0[2], best[2], best_is[2], best_lo[2], scale[2], zero = mk_vf_set1(0.0f), fmax = mk_vf_set1((float)nmax);
+    int h;
+    H2 {
+        h = MK_VL * g;
+        lo[g] = hi[g] = VLD(x, 0);
+        sw[g] = VLD(w, 0);
+        sx[g] = sw[g] * lo[g];
     }
     for (int i = 1; i < n; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k];
-            lo[k] = v < lo[k] ? v : lo[k];
-            hi[k] = v > hi[k] ? v : hi[k];
-            sw[k] += w[i * LANES + k];
-            sx[k] += w[i * LANES + k] * v;
+        H2 {
+            h = MK_VL * g;
+            mk_vf v = VLD(x, i), wi = VLD(w, i);
+            lo[g] = mk_vf_sel(v < lo[g], v, lo[g]);
+            hi[g] = mk_vf_sel(v > hi[g], v, hi[g]);
+            sw[g] += wi;
+            sx[g] += wi * v;
         }
-    for (int k = 0; k < LANES; k++) {
-        lo[k] = lo[k] > 0 ? 0 : lo[k];
-        lo0[k] = lo[k];
-        best[k] = 0;
-        best_is[k] = is0[k] = (float)nmax / (hi[k] - lo[k]);
-        best_lo[k] = lo[k];
-        scale[k] = 1 / is0[k];
+    H2 {
+        h = MK_VL * g;
+        lo0[g] = lo[g] = best_lo[g] = mk_vf_sel(lo[g] > zero, zero, lo[g]);
+        best_is[g] = fmax / (hi[g] - lo[g]);
+        scale[g] = mk_vf_set1(1.0f) / best_is[g];
+        best[g] = zero;
+        for (int i = 0; i < n; i++) {
+            mk_vf v = VLD(x, i), l = __builtin_convertvector(VCLAMP(VROUND(best_is[g] * (v - lo[g])), 0, nmax), mk_vf), e = scale[g] * l + lo[g] - v;
+            best[g] += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
+        }
     }
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = x[i * LANES + k];
-            int32_t l = clamp_i(round_k(is0[k] * (v - lo[k])), 0, nmax);
-            float e = scale[k] * (float)l + lo[k] - v, ae = fabsf(e), se = e * e;
-            best[k] += w[i * LANES + k] * (mad ? ae : se);
-        }
     for (int step = 0; step <= nstep; step++) {
-        float levels = rmin + rdelta * (float)step + (float)nmax, sl[LANES], sl2[LANES], sxl[LANES], is[LANES], s[LANES], m[LANES],
-              err[LANES];
-        int32_t upd[LANES];
-        for (int k = 0; k < LANES; k++) {
-            is[k] = levels / (hi[k] - lo[k]);
-            sl[k] = sl2[k] = sxl[k] = err[k] = 0;
+        mk_vf levels = mk_vf_set1(rmin + rdelta * (float)step + (float)nmax), is[2], sl[2], sl2[2], sxl[2], err[2], s[2], m[2];
+        H2 {
+            is[g] = levels / (hi[g] - lo[g]);
+            sl[g] = sl2[g] = sxl[g] = err[g] = zero;
         }
         for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) {
-                float v = x[i * LANES + k], wi = w[i * LANES + k];
-                int32_t l = clamp_i(round_k(is[k] * (v - lo[k])), 0, nmax);
-                cand[i * LANES + k] = l;
-                sl[k] += wi * (float)l;
-                sl2[k] += wi * (float)l * (float)l;
-                sxl[k] += wi * (float)l * v;
+            H2 {
+                h = MK_VL * g;
+                mk_vf v = VLD(x, i), wi = VLD(w, i);
+                cand[i][g] = VCLAMP(VROUND(is[g] * (v - lo[g])), 0, nmax);
+                mk_vf l = __builtin_convertvector(cand[i][g], mk_vf);
+                sl[g] += wi * l;
+                sl2[g] += wi * l * l;
+                sxl[g] += wi * l * v;
             }
-        for (int k = 0; k < LANES; k++) {
-            float det = sw[k] * sl2[k] - sl[k] * sl[k];
-            upd[k] = det > 0;
-            s[k] = (sw[k] * sxl[k] - sx[k] * sl[k]) / det;
-            m[k] = (sl2[k] * sx[k] - sl[k] * sxl[k]) / det;
-            int32_t pos = m[k] > 0;
-            s[k] = pos ? sxl[k] / sl2[k] : s[k];
-            m[k] = pos ? 0 : m[k];
+        H2 {
+            mk_vf det = sw[g] * sl2[g] - sl[g] * sl[g];
+            s[g] = (sw[g] * sxl[g] - sx[g] * sl[g]) / det;
+            m[g] = (sl2[g] * sx[g] - sl[g] * sxl[g]) / det;
+            mk_vi pos = m[g] > zero;
+            s[g] = mk_vf_sel(pos, sxl[g] / sl2[g], s[g]);
+            m[g] = mk_vf_sel(pos, zero, m[g]);
+            sl[g] = det; /* kept for the choice below */
         }
         for (int i = 0; i < n; i++)
-            for (int k = 0; k < LANES; k++) {
-                float e = s[k] * (float)cand[i * LANES + k] + m[k] - x[i * LANES + k], ae = fabsf(e), se = e * e;
-                err[k] += w[i * LANES + k] * (mad ? ae : se);
+            H2 {
+                h = MK_VL * g;
+                mk_vf e = s[g] * __builtin_convertvector(cand[i][g], mk_vf) + m[g] - VLD(x, i);
+                err[g] += VLD(w, i) * (mad ? mk_vf_abs(e) : e * e);
             }
-        for (int k = 0; k < LANES; k++) {
-            upd[k] = upd[k] & (err[k] < best[k]);
-            best[k] = upd[k] ? err[k] : best[k];
-            scale[k] = upd[k] ? s[k] : scale[k];
-            best_is[k] = upd[k] ? is[k] : best_is[k];
-            best_lo[k] = upd[k] ? lo[k] : best_lo[k]; /* the grid's offset, before the fit's replaces it */
-            lo[k] = upd[k] ? m[k] : lo[k];
+        H2 {
+            mk_vi upd = (sl[g] > zero) & (err[g] < best[g]);
+            best[g] = mk_vf_sel(upd, err[g], best[g]);
+            scale[g] = mk_vf_sel(upd, s[g], scale[g]);
+            best_is[g] = mk_vf_sel(upd, is[g], best_is[g]);
+            best_lo[g] = mk_vf_sel(upd, lo[g], best_lo[g]); /* the grid's offset, before the fit's replaces it */
+            lo[g] = mk_vf_sel(upd, m[g], lo[g]);
         }
     }
     /* a flat group (max = min(x, 0)): codes 0, scale 0, minimum -min */
-    for (int k = 0; k < LANES; k++) {
-        bool flat = hi[k] == lo0[k];
-        scale_out[k] = flat ? 0 : scale[k];
-        m_out[k] = -(flat ? lo0[k] : lo[k]);
+    H2 {
+        h = MK_VL * g;
+        mk_vi flat = hi[g] == lo0[g];
+        mk_vf_store(scale_out + h, mk_vf_sel(flat, zero, scale[g]));
+        mk_vf_store(m_out + h, -mk_vf_sel(flat, lo0[g], lo[g]));
+        for (int i = 0; i < n; i++) {
+            mk_vi c = VCLAMP(VROUND(best_is[g] * (VLD(x, i) - best_lo[g])), 0, nmax) & ~flat;
+            memcpy(L + i * LANES + h, &c, sizeof c);
+        }
     }
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < LANES; k++)
-            L[i * LANES + k] = hi[k] == lo0[k] ? 0 : clamp_i(round_k(best_is[k] * (x[i * LANES + k] - best_lo[k])), 0, nmax);
+#undef H2
 }
 
 /* per lane: the largest magnitude of n values and the (first) value that has it */
@@ -162,57 +180,69 @@ static inline __attribute__((always_inline)) void lane_absmax(const float *x, in
         }
 }
 
-/* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights x^2 (make_qx_quants, rmse 1), 16 values a
- * group: the grid through the largest magnitude, then 18 grids of nmax -+ 0.1 k levels,
- * keeping the least-squares scale of greatest explained energy. scale[k] (0: all zeros) and
- * the codes L[i * LANES + k] per lane. */
-MK_VINLINE void fit_sym(int nmax, const float *x, int32_t *L, float *scale_out)
+/* x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights w (make_qx_quants: x^2 with rmse 1, or
+ * an importance), n values a group: the grid through the largest magnitude, then 18 grids of
+ * nmax -+ 0.1 k levels, keeping the weighted least-squares scale of greatest explained energy.
+ * scale[k] (0: all zeros) and the codes L[i * LANES + k] per lane (fit_sym_w's, lane by lane). */
+MK_VINLINE void fit_sym(int n, int nmax, const float *x, const float *w, int32_t *L, float *scale_out)
 {
-    float amax[LANES], max[LANES], scale[LANES], best[LANES], slx[LANES], sl2[LANES], is[LANES], best_is[LANES];
-    float w[16 * LANES], wx[16 * LANES]; /* x^2 and x^2 x: the weights, and the products the sums take first */
-    for (int k = 0; k < LANES; k++) slx[k] = sl2[k] = 0;
-    for (int i = 0; i < 16 * LANES; i++) {
-        w[i] = x[i] * x[i];
-        wx[i] = w[i] * x[i];
-    }
-    lane_absmax(x, 16, amax, max);
-    for (int k = 0; k < LANES; k++) best_is[k] = is[k] = (float)-nmax / max[k];
-    for (int i = 0; i < 16; i++)
-        for (int k = 0; k < LANES; k++) {
-            float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
-            slx[k] += wx[i * LANES + k] * l;
-            sl2[k] += w[i * LANES + k] * l * l;
+    /* both halves of the lanes side by side, as in fit_offset */
+#define H2 _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++)
+    mk_vf amax[2], max[2], slx[2], sl2[2], scale[2], best[2], best_is[2], zero = mk_vf_set1(0.0f);
+    int h;
+    H2 amax[g] = max[g] = slx[g] = sl2[g] = zero;
+    for (int i = 0; i < n; i++)
+        H2 {
+            h = MK_VL * g;
+            mk_vf v = VLD(x, i), a = mk_vf_abs(v);
+            mk_vi big = a > amax[g];
+            amax[g] = mk_vf_sel(big, a, amax[g]);
+            max[g] = mk_vf_sel(big, v, max[g]);
         }
-    for (int k = 0; k < LANES; k++) {
-        scale[k] = sl2[k] != 0 ? slx[k] / sl2[k] : 0;
-        best[k] = scale[k] * slx[k];
+    H2 best_is[g] = mk_vf_set1((float)-nmax) / max[g];
+    for (int i = 0; i < n; i++)
+        H2 {
+            h = MK_VL * g;
+            mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(best_is[g] * v), -nmax, nmax - 1), mk_vf);
+            slx[g] += wi * v * l; /* (w x) l, as the scalar code */
+            sl2[g] += wi * l * l;
+        }
+    H2 {
+        scale[g] = mk_vf_sel(sl2[g] != zero, slx[g] / sl2[g], zero);
+        best[g] = scale[g] * slx[g];
     }
     for (int t = -9; t <= 9; t++) {
         if (t == 0) continue;
-        float levels = -((float)nmax + 0.1f * (float)t), a[LANES], b[LANES];
-        int32_t upd[LANES];
-        for (int k = 0; k < LANES; k++) {
-            a[k] = b[k] = 0;
-            is[k] = levels / max[k];
+        mk_vf a[2], b[2], is[2], levels = mk_vf_set1(-((float)nmax + 0.1f * (float)t));
+        H2 {
+            a[g] = b[g] = zero;
+            is[g] = levels / max[g];
         }
-        for (int i = 0; i < 16; i++)
-            for (int k = 0; k < LANES; k++) {
-                float l = (float)clamp_i(round_k(is[k] * x[i * LANES + k]), -nmax, nmax - 1);
-                a[k] += wx[i * LANES + k] * l;
-                b[k] += w[i * LANES + k] * l * l;
+        for (int i = 0; i < n; i++)
+            H2 {
+                h = MK_VL * g;
+                mk_vf v = VLD(x, i), wi = VLD(w, i), l = __builtin_convertvector(VCLAMP(VROUND(is[g] * v), -nmax, nmax - 1), mk_vf);
+                a[g] += wi * v * l;
+                b[g] += wi * l * l;
             }
-        for (int k = 0; k < LANES; k++) {
-            upd[k] = (b[k] > 0) & (a[k] * a[k] > best[k] * b[k]);
-            scale[k] = upd[k] ? a[k] / b[k] : scale[k];
-            best[k] = upd[k] ? scale[k] * a[k] : best[k];
-            best_is[k] = upd[k] ? is[k] : best_is[k];
+        H2 {
+            mk_vi upd = (b[g] > zero) & (a[g] * a[g] > best[g] * b[g]);
+            scale[g] = mk_vf_sel(upd, a[g] / b[g], scale[g]);
+            best[g] = mk_vf_sel(upd, scale[g] * a[g], best[g]);
+            best_is[g] = mk_vf_sel(upd, is[g], best_is[g]);
         }
     }
     /* the codes of the grid kept (all zeros: 0) */
-    for (int k = 0; k < LANES; k++) scale_out[k] = amax[k] < ZERO_GROUP ? 0 : scale[k];
-    for (int i = 0; i < 16; i++)
-        for (int k = 0; k < LANES; k++)
-            L[i * LANES + k] = amax[k] < ZERO_GROUP ? 0 : clamp_i(round_k(best_is[k] * x[i * LANES + k]), -nmax, nmax - 1) + nmax;
+    H2 {
+        h = MK_VL * g;
+        mk_vi z = amax[g] < mk_vf_set1(ZERO_GROUP);
+        mk_vf_store(scale_out + h, mk_vf_sel(z, zero, scale[g]));
+        for (int i = 0; i < n; i++) {
+            mk_vi c = (VCLAMP(VROUND(best_is[g] * VLD(x, i)), -nmax, nmax - 1) + nmax) & ~z;
+            memcpy(L + i * LANES + h, &c, sizeof c);
+        }
+    }
+#undef H2
 }
 
 /* groups of gsize values of x (consecutive) into lanes: xt[i * LANES + k] = x[gsize k + i] */
@@ -480,13 +510,16 @@ MK_VINLINE void q6_k_finish(const float *x, const float *scale, float maxs, floa
 /* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (top 2 bits), scales[16] (int8), d. Of each
  * 128 values h: ql[64 h + l] = codes l | l + 64 (nibbles), ql[64 h + 32 + l] = codes 32 + l |
  * 96 + l, qh[32 h + l] = the top bits of codes l, 32 + l, 64 + l, 96 + l. */
-MK_VINLINE void q6_k(const float *x, uint8_t *b)
+MK_VINLINE void q6_k_lanes(const float *x, const float *qw, uint8_t *b)
 {
-    float xt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
+    float xt[16 * LANES], wt[16 * LANES], scale[LANES], maxs = 0, amax = 0;
     int32_t Lt[16 * LANES];
     int8_t L[QK_K];
     to_lanes(x, 16, 16, xt);
-    fit_sym(32, xt, Lt, scale);
+    if (qw) to_lanes(qw, 16, 16, wt); /* with importance: the weights qw (quantize_q6_K) */
+    else
+        for (int i = 0; i < 16 * LANES; i++) wt[i] = xt[i] * xt[i];
+    fit_sym(16, 32, xt, wt, Lt, scale);
     for (int j = 0; j < 16; j++) {
         for (int l = 0; l < 16; l++) L[16 * j + l] = (int8_t)Lt[l * LANES + j];
         if (fabsf(scale[j]) > amax) {
@@ -501,34 +534,38 @@ MK_VINLINE void q6_k(const float *x, uint8_t *b)
 
 static const int8_t IQ4NL[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-/* The code of the level nearest x (ties to the upper level): the number of midpoints between
- * consecutive levels at or below x (doubled, so exact; what llama.cpp's search finds), and
- * that level, built up from the steps between levels (exact small integers). No table look-up,
- * so that lanes vectorize. */
-static inline int iq4nl_code(float x, float *level)
-{
-    float x2 = x + x, q = (float)IQ4NL[0];
-    int idx = 0;
-    for (int j = 1; j < 16; j++) {
-        int up = x2 >= (float)(IQ4NL[j - 1] + IQ4NL[j]);
-        idx += up;
-        q += up ? (float)(IQ4NL[j] - IQ4NL[j - 1]) : 0.0f;
-    }
-    *level = q;
-    return idx;
-}
+/* The code of the level nearest y (ties to the upper level), 8 lanes at a time: the number of
+ * midpoints between consecutive levels at or below y (doubled, so exact; what llama.cpp's
+ * search finds), and that level, built up from the steps between levels (exact small
+ * integers; NaN: code 0). No table look-up, so that lanes stay in vector registers. */
+#define IQ4NL_CODE(y, idx, level)                                                        \
+    do {                                                                                 \
+        mk_vf y2_ = (y) + (y);                                                           \
+        (level) = mk_vf_set1((float)IQ4NL[0]);                                           \
+        (idx) = mk_vi_set1(0);                                                           \
+        for (int j_ = 1; j_ < 16; j_++) {                                                \
+            mk_vi up_ = y2_ >= mk_vf_set1((float)(IQ4NL[j_ - 1] + IQ4NL[j_]));           \
+            (idx) -= up_;                                                                \
+            (level) += (mk_vf)(up_ & (mk_vi)mk_vf_set1((float)(IQ4NL[j_] - IQ4NL[j_ - 1]))); \
+        }                                                                                \
+    } while (0)
 
-/* per lane: the weighted (x^2) sums of code level x value and level^2 on the grid of id */
+/* per lane: the weighted sums of code level x value and level^2 on the grid of id */
 static inline __attribute__((always_inline)) void iq4_nl_sums(const float *xt, const float *wt, const float *id, float *sqx, float *sq2)
 {
-    for (int k = 0; k < LANES; k++) sqx[k] = sq2[k] = 0;
-    for (int i = 0; i < 32; i++)
-        for (int k = 0; k < LANES; k++) {
-            float v = xt[i * LANES + k], w = wt[i * LANES + k], q;
-            iq4nl_code(id[k] * v, &q);
-            sqx[k] += w * q * v;
-            sq2[k] += w * q * q;
+    for (int h = 0; h < LANES; h += MK_VL) {
+        mk_vf idv = mk_vf_load(id + h), ax = mk_vf_set1(0.0f), a2 = mk_vf_set1(0.0f), q;
+        mk_vi idx;
+        for (int i = 0; i < 32; i++) {
+            mk_vf v = mk_vf_load(xt + i * LANES + h), w = mk_vf_load(wt + i * LANES + h);
+            IQ4NL_CODE(idv * v, idx, q);
+            ax += w * q * v;
+            a2 += w * q * q;
         }
+        (void)idx;
+        mk_vf_store(sqx + h, ax);
+        mk_vf_store(sq2 + h, a2);
+    }
 }
 
 /* llama-quantize's IQ4_NL (quantize_iq4_nl: weights x^2, or with importance qw (the 32 of
@@ -573,9 +610,12 @@ MK_VINLINE void iq4_nl(const float *x, uint64_t nb, const float *qw, uint8_t *ou
         id[k] = d[k] != 0 ? 1 / d[k] : 0;
     }
     for (int i = 0; i < 32; i++)
-        for (int k = 0; k < LANES; k++) {
-            float q;
-            L[i * LANES + k] = iq4nl_code(id[k] * xt[i * LANES + k], &q);
+        for (int h = 0; h < LANES; h += MK_VL) {
+            mk_vf q;
+            mk_vi idx;
+            IQ4NL_CODE(mk_vf_load(id + h) * mk_vf_load(xt + i * LANES + h), idx, q);
+            (void)q;
+            memcpy(L + i * LANES + h, &idx, sizeof idx);
         }
     for (uint64_t k = 0; k < nb; k++) {
         uint8_t *b = out + 18 * k;
@@ -589,7 +629,7 @@ MK_VINLINE void iq4_nl(const float *x, uint64_t nb, const float *qw, uint8_t *ou
     MK_QKERNEL static void name(const float *src, uint64_t nblocks, uint8_t *out) { body }
 ROWS(rows_q2_k, for (uint64_t i = 0; i < nblocks; i++) q2_k(src + i * QK_K, out + i * 84);)
 ROWS(rows_q3_k, for (uint64_t i = 0; i < nblocks; i++) q3_k(src + i * QK_K, out + i * 110);)
-ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k(src + i * QK_K, out + i * 210);)
+ROWS(rows_q6_k, for (uint64_t i = 0; i < nblocks; i++) q6_k_lanes(src + i * QK_K, NULL, out + i * 210);)
 ROWS(rows_iq4_nl, for (uint64_t i = 0; i < nblocks; i += LANES) iq4_nl(src + i * 32, nblocks - i < LANES ? nblocks - i : LANES, NULL, out + i * 18);)
 
 /* Q4_K (nmax 15) and Q5_K (31): two super-blocks a fit */
@@ -732,21 +772,30 @@ static float fit_pos_w(int n, int nmax, const float *x, uint8_t *L, const float 
     return sl2 > 0 ? slx / sl2 : 0;
 }
 
-/* Q4_K / Q5_K super-block with importance qw[256]: weights qw sqrt(2 mean x^2 + x^2), group
- * scales and minimums quantized by fit_pos_w weighted by each group's weight sum. */
-static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
+/* the weights qw sqrt(sigma2 + x^2) of a super-block, and the sums of each group of gs */
+static void group_weights(const float *x, const float *qw, float sigma2, int gs, float *w, float *sw)
 {
-    float s2 = 0, w[32], sw[8], scale[8], min[8];
-    uint8_t L[QK_K], ls[8], lm[8], *s = b + 4;
-    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
-    float sigma2 = 2 * s2 / QK_K;
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < QK_K / gs; j++) {
         float sum = 0;
-        for (int l = 0; l < 32; l++) w[l] = qw[32 * j + l] * sqrtf(sigma2 + x[32 * j + l] * x[32 * j + l]);
-        for (int l = 0; l < 32; l++) sum += w[l];
+        for (int l = 0; l < gs; l++) w[gs * j + l] = qw[gs * j + l] * sqrtf(sigma2 + x[gs * j + l] * x[gs * j + l]);
+        for (int l = 0; l < gs; l++) sum += w[gs * j + l];
         sw[j] = sum;
-        scale[j] = fit_offset_w(32, nmax, x + 32 * j, w, L + 32 * j, &min[j], -0.9f, 0.05f, 36);
     }
+}
+
+static float sum_sq(const float *x)
+{
+    float s2 = 0;
+    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
+    return s2;
+}
+
+/* Q4_K / Q5_K with importance, from the 8 group fits (scales, minimums, codes L) of a
+ * super-block whose groups' weights sum to sw: the scales and minimums quantized by fit_pos_w
+ * weighted by sw, the codes re-fitted to them as decoded, packed. */
+static void q45_k_w_finish(const float *x, const float *sw, const float *scale, const float *min, int nmax, uint8_t *L, uint8_t *b)
+{
+    uint8_t ls[8], lm[8], *s = b + 4;
     float d = fit_pos_w(8, 63, scale, ls, sw), dm = fit_pos_w(8, 63, min, lm, sw);
     if (nmax == 31)
         for (int j = 0; j < 8; j++) {
@@ -775,6 +824,17 @@ static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
     }
     if (nmax == 15) q4_k_pack(L, b);
     else q5_k_pack(L, b);
+}
+
+/* Q4_K / Q5_K super-block with importance qw[256]: weights qw sqrt(2 mean x^2 + x^2), each
+ * group of 32 fitted with an offset (the scalar reference) */
+static void q45_k_w(const float *x, const float *qw, int nmax, uint8_t *b)
+{
+    float w[QK_K], sw[8], scale[8], min[8];
+    uint8_t L[QK_K];
+    group_weights(x, qw, 2 * sum_sq(x) / QK_K, 32, w, sw);
+    for (int j = 0; j < 8; j++) scale[j] = fit_offset_w(32, nmax, x + 32 * j, w + 32 * j, L + 32 * j, &min[j], -0.9f, 0.05f, 36);
+    q45_k_w_finish(x, sw, scale, min, nmax, L, b);
 }
 
 /* n values x ~ scale x (L - nmax), L in 0..2 nmax - 1, weights w (make_qx_quants with
@@ -818,7 +878,8 @@ static float fit_sym_w(int n, int nmax, const float *x, const float *w, int8_t *
     return sc;
 }
 
-/* Q6_K super-block with importance qw[256] (each group's fit weighted by qw, then as q6_k) */
+/* Q6_K super-block with importance qw[256] (each group's fit weighted by qw, then as q6_k;
+ * the scalar reference) */
 static void q6_k_w(const float *x, const float *qw, uint8_t *b)
 {
     float scale[16], maxs = 0, amax = 0;
@@ -833,33 +894,12 @@ static void q6_k_w(const float *x, const float *qw, uint8_t *b)
     q6_k_finish(x, scale, maxs, amax, L, b);
 }
 
-/* the 16 group weights qw sqrt(sigma2 + x^2) of a super-block, and their sums */
-static void group_weights16(const float *x, const float *qw, float sigma2, float *w, float *sw)
+/* Q3_K with importance from the 16 group fits (scales, codes L + 4): the group scales fitted
+ * (6 bits, symmetric) weighted by the groups' weight sums sw, then as q3_k */
+static void q3_k_w_finish(const float *x, float *scale, const float *sw, int8_t *L, uint8_t *b)
 {
-    for (int j = 0; j < 16; j++) {
-        float sum = 0;
-        for (int l = 0; l < 16; l++) w[16 * j + l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
-        for (int l = 0; l < 16; l++) sum += w[16 * j + l];
-        sw[j] = sum;
-    }
-}
-
-static float sum_sq(const float *x)
-{
-    float s2 = 0;
-    for (int l = 0; l < QK_K; l++) s2 += x[l] * x[l];
-    return s2;
-}
-
-/* Q3_K super-block with importance qw[256]: groups fitted with weights qw sqrt(2 mean x^2 +
- * x^2), the 16 group scales themselves fitted (6 bits) weighted by the groups' weight sums */
-static void q3_k_w(const float *x, const float *qw, uint8_t *b)
-{
-    float w[QK_K], sw[16], scale[16];
-    int8_t L[QK_K], Ls[16];
+    int8_t Ls[16];
     uint8_t *sc = b + 96;
-    group_weights16(x, qw, 2 * sum_sq(x) / QK_K, w, sw);
-    for (int j = 0; j < 16; j++) scale[j] = fit_sym_w(16, 4, x + 16 * j, w + 16 * j, L + 16 * j);
     memset(sc, 0, 12);
     float d = fit_sym_w(16, 32, scale, sw, Ls);
     for (int j = 0; j < 16; j++) {
@@ -871,93 +911,224 @@ static void q3_k_w(const float *x, const float *qw, uint8_t *b)
     q3_k_finish(x, b, put_f16(b + 108, d), L);
 }
 
-/* Q2_K super-block with importance qw[256]: groups fitted with offsets, weights qw sqrt(mean
- * x^2 + x^2); 4-bit scales and minimums fitted weighted by the groups' weight sums */
-static void q2_k_w(const float *x, const float *qw, uint8_t *b)
+/* Q3_K super-block with importance qw[256]: groups fitted with weights qw sqrt(2 mean x^2 +
+ * x^2) (the scalar reference) */
+static void q3_k_w(const float *x, const float *qw, uint8_t *b)
 {
-    float w[QK_K], sw[16], scale[16], min[16];
-    uint8_t L[QK_K], Ls[16], Lm[16];
-    group_weights16(x, qw, sum_sq(x) / QK_K, w, sw);
-    for (int j = 0; j < 16; j++) scale[j] = fit_offset_w(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &min[j], -0.9f, 0.05f, 36);
+    float w[QK_K], sw[16], scale[16];
+    int8_t L[QK_K];
+    group_weights(x, qw, 2 * sum_sq(x) / QK_K, 16, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_sym_w(16, 4, x + 16 * j, w + 16 * j, L + 16 * j);
+    q3_k_w_finish(x, scale, sw, L, b);
+}
+
+/* Q2_K with importance from the 16 group fits (scales, minimums, codes L): 4-bit scales and
+ * minimums fitted weighted by the groups' weight sums sw, then as q2_k */
+static void q2_k_w_finish(const float *x, const float *scale, const float *min, const float *sw, uint8_t *L, uint8_t *b)
+{
+    uint8_t Ls[16], Lm[16];
     float d = put_f16(b + 80, fit_pos_w(16, 15, scale, Ls, sw)), dm = put_f16(b + 82, fit_pos_w(16, 15, min, Lm, sw));
     for (int j = 0; j < 16; j++) b[j] = (uint8_t)(Ls[j] | Lm[j] << 4);
     q2_k_finish(x, b, d, dm, L);
+}
+
+/* Q2_K super-block with importance qw[256]: groups fitted with offsets, weights qw sqrt(mean
+ * x^2 + x^2) (the scalar reference) */
+static void q2_k_w(const float *x, const float *qw, uint8_t *b)
+{
+    float w[QK_K], sw[16], scale[16], min[16];
+    uint8_t L[QK_K];
+    group_weights(x, qw, sum_sq(x) / QK_K, 16, w, sw);
+    for (int j = 0; j < 16; j++) scale[j] = fit_offset_w(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &min[j], -0.9f, 0.05f, 36);
+    q2_k_w_finish(x, scale, min, sw, L, b);
 }
 
 /* The 32-value types with importance (quantize_q4_0 / q4_1 / q5_0 / q5_1 with weights): per
  * block, weights qw sqrt(mean x^2 of the row + x^2); Q4_0 / Q5_0 fitted symmetric (codes - 8,
  * - 16), Q4_1 / Q5_1 with an offset; no re-quantization. Blocks: d (f16), [m (f16)], [qh[4]:
  * the fifth bits, value j at bit j], qs[16] (value j low nibble, j + 16 high). */
+static void legacy_put(uint8_t *out, bool offset, bool five, float d, float m, const uint8_t *L)
+{
+    uint8_t *p = out + 2;
+    put_f16(out, d);
+    if (offset) {
+        put_f16(out + 2, -m);
+        p += 2;
+    }
+    if (five) {
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) qh |= (uint32_t)((L[j] >> 4) & 1) << j | (uint32_t)((L[j + 16] >> 4) & 1) << (j + 16);
+        for (int k = 0; k < 4; k++) p[k] = (uint8_t)(qh >> (8 * k));
+        p += 4;
+    }
+    for (int j = 0; j < 16; j++) p[j] = (uint8_t)((L[j] & 0xf) | (L[j + 16] & 0xf) << 4);
+}
+
+static float row_sigma2(const float *x, uint64_t n)
+{
+    float s2 = 0;
+    for (uint64_t j = 0; j < n; j++) s2 += x[j] * x[j];
+    return s2 / (float)n;
+}
+
+/* the scalar reference of one row */
 static void legacy_w(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
 {
-    float s2 = 0, w[32];
-    for (uint64_t j = 0; j < n; j++) s2 += x[j] * x[j];
-    float sigma2 = s2 / (float)n;
+    float sigma2 = row_sigma2(x, n), w[32], m = 0, d;
     bool offset = type == MK_GGML_Q4_1 || type == MK_GGML_Q5_1, five = type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
     unsigned bytes = 18 + 2 * offset + 4 * five;
     for (uint64_t ib = 0; ib < n / 32; ib++, out += bytes) {
         const float *xb = x + 32 * ib, *q = qw + 32 * ib;
-        uint8_t L[32], *p = out + 2;
+        uint8_t L[32];
         for (int j = 0; j < 32; j++) w[j] = q[j] * sqrtf(sigma2 + xb[j] * xb[j]);
-        if (offset) {
-            float m, d = fit_offset_w(32, five ? 31 : 15, xb, w, L, &m, -0.9f, 0.05f, 36);
-            put_f16(out, d);
-            put_f16(out + 2, -m);
-            p += 2;
-        } else {
-            put_f16(out, fit_sym_w(32, five ? 16 : 8, xb, w, (int8_t *)L));
-        }
-        if (five) {
-            uint32_t qh = 0;
-            for (int j = 0; j < 16; j++) qh |= (uint32_t)((L[j] >> 4) & 1) << j | (uint32_t)((L[j + 16] >> 4) & 1) << (j + 16);
-            for (int k = 0; k < 4; k++) p[k] = (uint8_t)(qh >> (8 * k));
-            p += 4;
-        }
-        for (int j = 0; j < 16; j++) p[j] = (uint8_t)((L[j] & 0xf) | (L[j + 16] & 0xf) << 4);
+        if (offset) d = fit_offset_w(32, five ? 31 : 15, xb, w, L, &m, -0.9f, 0.05f, 36);
+        else d = fit_sym_w(32, five ? 16 : 8, xb, w, (int8_t *)L);
+        legacy_put(out, offset, five, d, m, L);
     }
+}
+
+/* ---- the same with the group fits in lanes (mk_ggml_kquant_encode_w's path) -------------- */
+
+/* two super-blocks' groups of 32 into lanes 0..7 and 8..15 (x1 NULL: zeros) */
+MK_VINLINE void pair_to_lanes(const float *x0, const float *x1, float *xt)
+{
+    to_lanes(x0, 32, 8, xt);
+    if (x1)
+        for (int k = 0; k < 8; k++)
+            for (int i = 0; i < 32; i++) xt[i * LANES + 8 + k] = x1[32 * k + i];
+}
+
+/* Q4_K / Q5_K with importance, two super-blocks at once (two false: one), block h's group j
+ * in lane 8 h + j */
+MK_VINLINE void q45_k_w_lanes(const float *x, const float *qw, bool two, int nmax, unsigned bytes, uint8_t *b)
+{
+    float w[2 * QK_K], sw[16], xt[32 * LANES], wt[32 * LANES], scale[LANES], min[LANES];
+    int32_t Lt[32 * LANES];
+    uint8_t L[QK_K];
+    for (int h = 0; h <= two; h++) group_weights(x + h * QK_K, qw + h * QK_K, 2 * sum_sq(x + h * QK_K) / QK_K, 32, w + h * QK_K, sw + 8 * h);
+    pair_to_lanes(x, two ? x + QK_K : NULL, xt);
+    pair_to_lanes(w, two ? w + QK_K : NULL, wt);
+    fit_offset(32, nmax, xt, wt, Lt, scale, min, -0.9f, 0.05f, 36, false);
+    for (int h = 0; h <= two; h++) {
+        for (int j = 0; j < 8; j++)
+            for (int i = 0; i < 32; i++) L[32 * j + i] = (uint8_t)Lt[i * LANES + 8 * h + j];
+        q45_k_w_finish(x + h * QK_K, sw + 8 * h, scale + 8 * h, min + 8 * h, nmax, L, b + h * bytes);
+    }
+}
+
+/* Q2_K / Q3_K with importance: the 16 groups of a super-block in lanes */
+MK_VINLINE void q23_k_w_lanes(const float *x, const float *qw, bool q2, uint8_t *b)
+{
+    float w[QK_K], sw[16], xt[16 * LANES], wt[16 * LANES], scale[LANES], min[LANES];
+    int32_t Lt[16 * LANES];
+    uint8_t L[QK_K];
+    group_weights(x, qw, (q2 ? 1 : 2) * sum_sq(x) / QK_K, 16, w, sw);
+    to_lanes(x, 16, 16, xt);
+    to_lanes(w, 16, 16, wt);
+    if (q2) fit_offset(16, 3, xt, wt, Lt, scale, min, -0.9f, 0.05f, 36, false);
+    else fit_sym(16, 4, xt, wt, Lt, scale);
+    for (int j = 0; j < 16; j++)
+        for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)Lt[l * LANES + j];
+    if (q2) q2_k_w_finish(x, scale, min, sw, L, b);
+    else q3_k_w_finish(x, scale, sw, (int8_t *)L, b);
+}
+
+/* the 32-value types with importance, LANES blocks at once */
+MK_VINLINE void legacy_w_lanes(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
+{
+    float sigma2 = row_sigma2(x, n), w[32 * LANES], xt[32 * LANES], wt[32 * LANES], d[LANES], m[LANES];
+    int32_t Lt[32 * LANES];
+    bool offset = type == MK_GGML_Q4_1 || type == MK_GGML_Q5_1, five = type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    unsigned bytes = 18 + 2 * offset + 4 * five;
+    for (uint64_t ib = 0; ib < n / 32; ib += LANES) {
+        int nbk = n / 32 - ib < LANES ? (int)(n / 32 - ib) : LANES;
+        const float *xb = x + 32 * ib;
+        for (int j = 0; j < 32 * nbk; j++) w[j] = qw[32 * ib + j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        to_lanes(xb, 32, nbk, xt);
+        to_lanes(w, 32, nbk, wt);
+        if (offset) fit_offset(32, five ? 31 : 15, xt, wt, Lt, d, m, -0.9f, 0.05f, 36, false);
+        else fit_sym(32, five ? 16 : 8, xt, wt, Lt, d);
+        for (int k = 0; k < nbk; k++) {
+            uint8_t L[32];
+            for (int j = 0; j < 32; j++) L[j] = (uint8_t)Lt[j * LANES + k];
+            legacy_put(out + (ib + (uint64_t)k) * bytes, offset, five, d[k], offset ? m[k] : 0, L);
+        }
+    }
+}
+
+/* one row of n values with importance qw, the fits in lanes */
+MK_QKERNEL static void row_w_lanes(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
+{
+    uint64_t nb = n / QK_K;
+    switch (type) {
+    case MK_GGML_Q4_K:
+    case MK_GGML_Q5_K: {
+        unsigned bytes = type == MK_GGML_Q4_K ? 144 : 176;
+        for (uint64_t i = 0; i < nb; i += 2)
+            q45_k_w_lanes(x + i * QK_K, qw + i * QK_K, i + 1 < nb, type == MK_GGML_Q4_K ? 15 : 31, bytes, out + i * bytes);
+        break;
+    }
+    case MK_GGML_Q6_K:
+        for (uint64_t i = 0; i < nb; i++) q6_k_lanes(x + i * QK_K, qw + i * QK_K, out + i * 210);
+        break;
+    case MK_GGML_Q3_K:
+        for (uint64_t i = 0; i < nb; i++) q23_k_w_lanes(x + i * QK_K, qw + i * QK_K, false, out + i * 110);
+        break;
+    case MK_GGML_Q2_K:
+        for (uint64_t i = 0; i < nb; i++) q23_k_w_lanes(x + i * QK_K, qw + i * QK_K, true, out + i * 84);
+        break;
+    case MK_GGML_IQ4_NL:
+        for (uint64_t i = 0; i < n / 32; i += LANES) iq4_nl(x + i * 32, n / 32 - i < LANES ? n / 32 - i : LANES, qw + i * 32, out + i * 18);
+        break;
+    default: legacy_w_lanes(type, x, n, qw, out); break;
+    }
+}
+
+/* one row by the scalar fits (IQ4_NL has the lane code only) */
+static void row_w_ref(uint32_t type, const float *x, uint64_t n, const float *qw, uint8_t *out)
+{
+    uint64_t nb = n / QK_K;
+    for (uint64_t i = 0; i < nb; i++) {
+        const float *xi = x + i * QK_K, *qi = qw + i * QK_K;
+        switch (type) {
+        case MK_GGML_Q4_K: q45_k_w(xi, qi, 15, out + i * 144); break;
+        case MK_GGML_Q5_K: q45_k_w(xi, qi, 31, out + i * 176); break;
+        case MK_GGML_Q6_K: q6_k_w(xi, qi, out + i * 210); break;
+        case MK_GGML_Q3_K: q3_k_w(xi, qi, out + i * 110); break;
+        case MK_GGML_Q2_K: q2_k_w(xi, qi, out + i * 84); break;
+        default: break;
+        }
+    }
+    if (type == MK_GGML_IQ4_NL) row_w_lanes(type, x, n, qw, out);
+    else if (mk_ggml_type_of(type)->block == 32) legacy_w(type, x, n, qw, out);
+}
+
+static bool encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst, bool ref)
+{
+    bool legacy = type == MK_GGML_Q4_0 || type == MK_GGML_Q4_1 || type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
+    bool kq = type == MK_GGML_Q2_K || type == MK_GGML_Q3_K || type == MK_GGML_Q4_K || type == MK_GGML_Q5_K || type == MK_GGML_Q6_K;
+    uint64_t bsize = type == MK_GGML_IQ4_NL || legacy ? 32 : QK_K;
+    if (!legacy && !kq && type != MK_GGML_IQ4_NL) return false;
+    if (n_per_row % bsize || n_per_row == 0) return false;
+    if (!qw) {
+        uint64_t nb = nrows * (n_per_row / bsize);
+        if (!legacy) return mk_ggml_kquant_encode(type, src, nb, dst);
+        return ref ? mk_ggml_encode_ref(type, src, nb, dst) : mk_ggml_encode(type, src, nb, dst);
+    }
+    uint64_t rbytes = n_per_row / bsize * mk_ggml_type_of(type)->bytes;
+    for (uint64_t r = 0; r < nrows; r++)
+        (ref ? row_w_ref : row_w_lanes)(type, src + r * n_per_row, n_per_row, qw, (uint8_t *)dst + r * rbytes);
+    return true;
 }
 
 bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
 {
-    bool legacy = type == MK_GGML_Q4_0 || type == MK_GGML_Q4_1 || type == MK_GGML_Q5_0 || type == MK_GGML_Q5_1;
-    uint64_t bsize = type == MK_GGML_IQ4_NL || legacy ? 32 : QK_K, nb = n_per_row / bsize;
-    if (n_per_row % bsize || n_per_row == 0) return false;
-    if (!qw) return legacy ? mk_ggml_encode(type, src, nrows * nb, dst) : mk_ggml_kquant_encode(type, src, nrows * nb, dst);
-    if (legacy) {
-        const mk_ggml_type *t = mk_ggml_type_of(type);
-        for (uint64_t r = 0; r < nrows; r++) legacy_w(type, src + r * n_per_row, n_per_row, qw, (uint8_t *)dst + r * nb * t->bytes);
-        return true;
-    }
-    uint8_t *out = dst;
-    for (uint64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * n_per_row;
-        switch (type) {
-        case MK_GGML_Q4_K:
-        case MK_GGML_Q5_K: {
-            unsigned bytes = type == MK_GGML_Q4_K ? 144 : 176;
-            for (uint64_t i = 0; i < nb; i++, out += bytes) q45_k_w(x + i * QK_K, qw + i * QK_K, type == MK_GGML_Q4_K ? 15 : 31, out);
-            break;
-        }
-        case MK_GGML_Q6_K:
-            for (uint64_t i = 0; i < nb; i++, out += 210) q6_k_w(x + i * QK_K, qw + i * QK_K, out);
-            break;
-        case MK_GGML_Q3_K:
-            for (uint64_t i = 0; i < nb; i++, out += 110) q3_k_w(x + i * QK_K, qw + i * QK_K, out);
-            break;
-        case MK_GGML_Q2_K:
-            for (uint64_t i = 0; i < nb; i++, out += 84) q2_k_w(x + i * QK_K, qw + i * QK_K, out);
-            break;
-        case MK_GGML_IQ4_NL:
-            for (uint64_t i = 0; i < nb; i += LANES) {
-                uint64_t k = nb - i < LANES ? nb - i : LANES;
-                iq4_nl(x + i * 32, k, qw + i * 32, out);
-                out += k * 18;
-            }
-            break;
-        default: return false;
-        }
-    }
-    return true;
+    return encode_w(type, src, nrows, n_per_row, qw, dst, false);
+}
+
+bool mk_ggml_kquant_encode_w_ref(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst)
+{
+    return encode_w(type, src, nrows, n_per_row, qw, dst, true);
 }
 
 bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)

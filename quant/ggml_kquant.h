@@ -20,5 +20,9 @@ bool mk_ggml_kquant_encode(uint32_t type, const float *src, uint64_t nblocks, vo
  * iq4_nl(src, dst, nrows, n_per_row, qw). qw NULL: the unweighted encoders (mk_ggml_encode).
  * False for another type or a row length not a positive multiple of the block. */
 bool mk_ggml_kquant_encode_w(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst);
+/* The same bytes by the scalar group fits, one group at a time (mk_ggml_kquant_encode_w runs
+ * them 16 groups or blocks at a time in SIMD lanes, built for AVX2 too; IQ4_NL has the lane
+ * code only). For the tests. */
+bool mk_ggml_kquant_encode_w_ref(uint32_t type, const float *src, uint64_t nrows, uint64_t n_per_row, const float *qw, void *dst);
 
 #endif

@@ -4,6 +4,7 @@
  * written byte by byte (little-endian): no alignment of dst is assumed. */
 #include "ggml.h"
 #include "ggml_kquant.h"
+#include "qvec.h"
 
 #include "../core/mk_dtype.h"
 #include "../model/gguf_names.h"
@@ -111,6 +112,120 @@ static void q5_1(const float *x, uint8_t *b)
     pack5(q, b + 4, b + 8);
 }
 
+/* ---- the same five types, 8 lanes at a time (mk_ggml_encode's path) ---------------------
+ * Each block is 4 vectors of 8 values; every value gets the scalar code's f32 operations, and
+ * the float -> integer conversions are the truncating ones the scalar casts compile to
+ * (cvttss2si / cvttps2dq: INT32_MIN for NaN, infinities and values out of range, whose low
+ * byte, like that of every f32 of magnitude 2^31 or more, is 0), so the bytes are those of the
+ * scalar encoders above (mk_ggml_encode_ref), which tests/unit/test_ggml_encode.c checks on
+ * zeros, -0, subnormals, huge values, infinities and NaN. */
+
+/* the largest magnitude of 32 values, NaN ignored (as fmaxf and the scalar `<` do), 0 at least */
+#define v_absmax4(v)                                                                     \
+    ({                                                                                   \
+        mk_vf m_ = mk_vf_set1(0.0f);                                                     \
+        for (int k_ = 0; k_ < 4; k_++) {                                                 \
+            mk_vf a_ = mk_vf_abs((v)[k_]);                                               \
+            m_ = mk_vf_sel(a_ > m_, a_, m_);                                             \
+        }                                                                                \
+        mk_vf_hmax(m_);                                                                  \
+    })
+/* the truncating conversion of each lane, as a cast of a float to an integer compiles */
+#define v_trunc(y) __builtin_convertvector((y), mk_vi)
+/* (int)roundf(y) of each lane (halves away from zero; INT32_MIN where the conversion fails) */
+#define v_round_away(y)                                                                  \
+    ({                                                                                   \
+        mk_vf y_ = (y);                                                                  \
+        mk_vi i_ = v_trunc(y_), ok_ = i_ != INT32_MIN;                                   \
+        mk_vf r_ = y_ - __builtin_convertvector(i_, mk_vf);                              \
+        i_ - ((r_ >= 0.5f) & ok_) + ((r_ <= -0.5f) & ok_);                               \
+    })
+/* min(hi, (int8_t)t): the cast keeps the low byte, sign-extended */
+#define v_int8_min(t, hi)                                                                \
+    ({                                                                                   \
+        mk_vi s_ = (mk_vi)((mk_vu)(t) << 24) >> 24, lt_ = s_ < (hi);                     \
+        (s_ & lt_) | ((hi) & ~lt_);                                                      \
+    })
+
+/* the first of 32 values of largest magnitude amax (0 when amax is 0) */
+static float first_of_magnitude(const float *x, float amax)
+{
+    if (amax == 0) return 0;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) == amax) return x[j];
+    return 0;
+}
+
+/* codes q[0..3] of values 0-7, 8-15, 16-23, 24-31 as nibble pairs (j | j + 16 << 4) into qs */
+#define v_pack4(qs, q)                                                                   \
+    do {                                                                                 \
+        mk_vu_store_u8((qs), ((q)[0] & 0xf) | ((q)[2] & 0xf) << 4);                      \
+        mk_vu_store_u8((qs) + 8, ((q)[1] & 0xf) | ((q)[3] & 0xf) << 4);                  \
+    } while (0)
+/* the fifth bits of codes q[0..3] (value j at bit j), little-endian into qh */
+#define v_pack_qh(qh, q)                                                                 \
+    do {                                                                                 \
+        const mk_vu sh_ = {0, 1, 2, 3, 4, 5, 6, 7};                                      \
+        mk_vu u_ = (((mk_vu)((q)[0] >> 4) & 1u) << sh_) | (((mk_vu)((q)[1] >> 4) & 1u) << (sh_ + 8u)) | \
+                   (((mk_vu)((q)[2] >> 4) & 1u) << (sh_ + 16u)) | (((mk_vu)((q)[3] >> 4) & 1u) << (sh_ + 24u)); \
+        uint32_t h_ = 0;                                                                 \
+        for (int l_ = 0; l_ < MK_VL; l_++) h_ |= u_[l_];                                 \
+        put32((qh), h_);                                                                 \
+    } while (0)
+
+#define LOAD4(v, x)                                                                      \
+    for (int k = 0; k < 4; k++) (v)[k] = mk_vf_load((x) + 8 * k)
+
+MK_QKERNEL static void rows_q8_0(const float *x, uint64_t nb, uint8_t *b)
+{
+    for (uint64_t i = 0; i < nb; i++, x += 32, b += 34) {
+        mk_vf v[4];
+        LOAD4(v, x);
+        float d = v_absmax4(v) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        put_h(b, d);
+        for (int k = 0; k < 4; k++) mk_vu_store_u8(b + 2 + 8 * k, v_round_away(v[k] * id));
+    }
+}
+
+/* Q4_0 (five false) and Q5_0 (five true) */
+MK_QKERNEL static void rows_qx_0(const float *x, uint64_t nb, uint8_t *b, bool five)
+{
+    for (uint64_t i = 0; i < nb; i++, x += 32, b += five ? 22 : 18) {
+        mk_vf v[4];
+        mk_vi q[4];
+        LOAD4(v, x);
+        float d = first_of_magnitude(x, v_absmax4(v)) / (five ? -16.0f : -8.0f), id = d != 0 ? 1.0f / d : 0.0f;
+        for (int k = 0; k < 4; k++) q[k] = v_int8_min(v_trunc(v[k] * id + (five ? 16.5f : 8.5f)), five ? 31 : 15);
+        put_h(b, d);
+        if (five) v_pack_qh(b + 2, q);
+        v_pack4(b + (five ? 6 : 2), q);
+    }
+}
+
+/* Q4_1 (five false) and Q5_1 (five true) */
+MK_QKERNEL static void rows_qx_1(const float *x, uint64_t nb, uint8_t *b, bool five)
+{
+    for (uint64_t i = 0; i < nb; i++, x += 32, b += five ? 24 : 20) {
+        mk_vf v[4], lo = mk_vf_set1(FLT_MAX), hi = mk_vf_set1(-FLT_MAX);
+        mk_vi q[4];
+        LOAD4(v, x);
+        for (int k = 0; k < 4; k++) {
+            lo = mk_vf_sel(v[k] < lo, v[k], lo);
+            hi = mk_vf_sel(v[k] > hi, v[k], hi);
+        }
+        float mn = mk_vf_hmin(lo), mx = mk_vf_hmax(hi);
+        float d = (mx - mn) / (five ? 31.0f : 15.0f), id = d != 0 ? 1.0f / d : 0.0f;
+        for (int k = 0; k < 4; k++) {
+            mk_vi t = v_trunc((v[k] - mn) * id + 0.5f);
+            q[k] = five ? t & 0xff : v_int8_min(t, 15);
+        }
+        put_h(b, d);
+        put_h(b + 2, mn);
+        if (five) v_pack_qh(b + 4, q);
+        v_pack4(b + (five ? 8 : 4), q);
+    }
+}
+
 /* ---- ternary 256-value blocks: d = max |x|, each value -1, 0 or +1 (stored + 1) ---- */
 
 static float ternary(const float *x, uint8_t q[256])
@@ -153,6 +268,16 @@ static void tq2_0(const float *x, uint8_t *b)
 }
 
 bool mk_ggml_encode(uint32_t type, const float *src, uint64_t nblocks, void *dst)
+{
+    switch (type) {
+    case MK_GGML_Q8_0: rows_q8_0(src, nblocks, dst); return true;
+    case MK_GGML_Q4_0: case MK_GGML_Q5_0: rows_qx_0(src, nblocks, dst, type == MK_GGML_Q5_0); return true;
+    case MK_GGML_Q4_1: case MK_GGML_Q5_1: rows_qx_1(src, nblocks, dst, type == MK_GGML_Q5_1); return true;
+    default: return mk_ggml_encode_ref(type, src, nblocks, dst);
+    }
+}
+
+bool mk_ggml_encode_ref(uint32_t type, const float *src, uint64_t nblocks, void *dst)
 {
     void (*f)(const float *, uint8_t *);
     switch (type) {

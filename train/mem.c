@@ -2,6 +2,7 @@
 #include "mem.h"
 
 #include "../nn/backward.h"
+#include "../nn/cuda/cu_train.h"
 
 #include <string.h>
 
@@ -57,4 +58,9 @@ void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_m
     if (r->bf16) /* full: a rounded copy of every weight; LoRA: of the adapters (and of a tied head) */
         m->bf16_copy = r->lora_r ? 4 * PL + (c->tied ? 4 * (uint64_t)c->vocab * H : 0) : 4 * params;
     m->total = m->weights + m->adapters + m->bf16_copy + m->grads + m->moments + m->act;
+    if (!r->lora_r && !r->qlora) {
+        uint64_t (*gpu)(const mk_model_config *, uint64_t, size_t, size_t, bool) = r->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes;
+        m->gpu = gpu(c, params, r->batch, r->seq, r->checkpointing) + MK_CU_TRAIN_RESERVE;
+        m->gpu_other = gpu(c, params, r->batch, r->seq, !r->checkpointing) + MK_CU_TRAIN_RESERVE;
+    }
 }

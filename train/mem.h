@@ -28,6 +28,11 @@ typedef struct mk_train_mem {
     uint64_t act, act_other; /* activations as asked, and with the other --checkpointing */
     uint64_t trainable;      /* values that train */
     uint64_t total;          /* the sum of all but act_other */
+    /* finetune --device cuda (full finetuning only; 0 otherwise): the GPU memory the CUDA trainer
+     * allocates plus the reserve it keeps free (nn/cuda/cu_train.h: mk_cu_train_bytes, or
+     * mk_cu_train_bytes16 in bf16, + MK_CU_TRAIN_RESERVE), what it checks against the card's free
+     * memory before it starts; as asked, and with the other --checkpointing */
+    uint64_t gpu, gpu_other;
 } mk_train_mem;
 
 /* params: the model's parameter count (its tensors' elements). */

@@ -121,9 +121,12 @@ MK_HD size_t mk_cu_att_j0(size_t i, long window)
 {
     return window > 0 && i + 1 > (size_t)window ? i + 1 - (size_t)window : 0;
 }
-/* scores s_j = (q_i . k_j) scale into p, this thread's maximum into sh */
-MK_HD void mk_cu_att_score_part(size_t row, unsigned tid, const float *q, const float *k, size_t T, size_t nh, size_t nkv,
-                                size_t hd, float scale, long window, float *p, double *sh)
+/* x rounded to bf16 (ties to even), as f32: mk_dtype_round(MK_BF16, x); bf16 (below) */
+MK_HD float mk_cu_bfr(float x);
+/* scores s_j = (q_i . k_j) scale into p, this thread's maximum into sh; bf: as the bf16 kernels
+ * (bodies16.h), s_j = bf16(bf16(q_i . k_j) scale) */
+MK_HD void mk_cu_att_score_any(size_t row, unsigned tid, const float *q, const float *k, size_t T, size_t nh, size_t nkv,
+                               size_t hd, float scale, long window, float *p, double *sh, int bf)
 {
     size_t h = row / T, i = row % T, kvh = h / (nh / nkv), j0 = mk_cu_att_j0(i, window);
     const float *qi = q + i * nh * hd + h * hd;
@@ -137,11 +140,16 @@ MK_HD void mk_cu_att_score_part(size_t row, unsigned tid, const float *q, const 
         const float *kj = k + j * nkv * hd + kvh * hd;
         double s = 0;
         for (size_t e = 0; e < hd; e++) s += (double)qi[e] * kj[e];
-        float v = (float)s * scale;
+        float v = bf ? mk_cu_bfr(mk_cu_bfr((float)s) * scale) : (float)s * scale;
         pr[j] = v;
         if (v > mx) mx = v;
     }
     sh[tid] = mx;
+}
+MK_HD void mk_cu_att_score_part(size_t row, unsigned tid, const float *q, const float *k, size_t T, size_t nh, size_t nkv,
+                                size_t hd, float scale, long window, float *p, double *sh)
+{
+    mk_cu_att_score_any(row, tid, q, k, T, nh, nkv, hd, scale, window, p, sh, 0);
 }
 /* p_j = exp(s_j - max), this thread's sum into sh */
 MK_HD void mk_cu_att_exp_part(size_t row, unsigned tid, size_t T, long window, float mx, float *p, double *sh)
@@ -183,9 +191,9 @@ MK_HD void mk_cu_att_dv_body(size_t idx, const float *p, const float *dout, size
         for (size_t i = j; i < T; i++) s += (double)p[(h * T + i) * T + j] * dout[i * nh * hd + h * hd + e];
     dv[idx] += (float)s;
 }
-/* dP_j = dout_i . v_j into ds, this thread's sum of p dP into sh */
-MK_HD void mk_cu_att_dp_part(size_t row, unsigned tid, const float *p, const float *dout, const float *v, size_t T, size_t nh,
-                             size_t nkv, size_t hd, float *ds, double *sh)
+/* dP_j = dout_i . v_j into ds (bf: rounded to bf16), this thread's sum of p dP into sh */
+MK_HD void mk_cu_att_dp_any(size_t row, unsigned tid, const float *p, const float *dout, const float *v, size_t T, size_t nh,
+                            size_t nkv, size_t hd, float *ds, double *sh, int bf)
 {
     size_t h = row / T, i = row % T, kvh = h / (nh / nkv);
     const float *di = dout + i * nh * hd + h * hd, *pr = p + row * T;
@@ -199,10 +207,15 @@ MK_HD void mk_cu_att_dp_part(size_t row, unsigned tid, const float *p, const flo
         const float *vj = v + j * nkv * hd + kvh * hd;
         double s = 0;
         for (size_t e = 0; e < hd; e++) s += (double)di[e] * vj[e];
-        dr[j] = (float)s;
+        dr[j] = bf ? mk_cu_bfr((float)s) : (float)s;
         dot += (double)pr[j] * dr[j];
     }
     sh[tid] = dot;
+}
+MK_HD void mk_cu_att_dp_part(size_t row, unsigned tid, const float *p, const float *dout, const float *v, size_t T, size_t nh,
+                             size_t nkv, size_t hd, float *ds, double *sh)
+{
+    mk_cu_att_dp_any(row, tid, p, dout, v, T, nh, nkv, hd, ds, sh, 0);
 }
 /* dS_j = p_j (dP_j - sum_j p dP) scale */
 MK_HD void mk_cu_att_ds_fin(size_t row, unsigned tid, const float *p, size_t T, float scale, double dot, float *ds)
@@ -307,6 +320,7 @@ MK_HD float mk_cu_bf16_f32(uint16_t h)
     v.u = (uint32_t)h << 16;
     return v.f;
 }
+MK_HD float mk_cu_bfr(float x) { return mk_cu_bf16_f32(mk_cu_bf16(x)); }
 
 /* one element; decay: whether weight decay applies; w16 (may be NULL): the bf16 copy */
 MK_HD void mk_cu_adamw_body(size_t i, mk_cu_adamw_k k, int decay, float *w, const float *g, float *m, float *v, uint16_t *w16)

@@ -25,6 +25,10 @@ typedef struct mk_cu_train mk_cu_train;
  * (weights, gradients, two moments) plus one micro-batch's activations and scratch (nseq
  * sequences of T tokens). A run's whole figure: mk_cu_train_need. */
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
+/* The same with bf16 mixed precision (the CPU trainer set to bf16, mk_nn_train_set_bf16; finetune
+ * --dtype bf16): a bf16 copy of the weights (2 bytes per parameter more), the norms' and
+ * attention's outputs and SiLU * up kept bf16 (half their bytes), the products' bf16 scratch. */
+uint64_t mk_cu_train_bytes16(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 
 /* Device bytes a run of t needs: mk_cu_train_bytes of its trained tensors (the adapters
  * under LoRA) plus the frozen base (NF4 codes and one layer's decoded projections with a

@@ -358,3 +358,6 @@ extern "C" void mk_cu_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, float
     if (st != CUBLAS_STATUS_SUCCESS && !first_err[0])
         snprintf(first_err, sizeof first_err, "cublasSgemm %zux%zux%zu: status %d", m, n, k, (int)st);
 }
+
+/* the bf16 mixed-precision kernels (mk_cuda16.h) */
+#include "kernels16.cuh"

@@ -8,6 +8,8 @@
 
 #include "mk_cuda.h"
 #include "train_ext.h"
+#include "mem.h"
+#include "mk_cuda16.h"
 
 /* the roles a layer needs (biases, q/k norms, LoRA and a held base: train_ext.h) */
 static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K,  MK_ROLE_V,   MK_ROLE_O,
@@ -17,6 +19,7 @@ static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K
 /* one layer's kept activations (N = nseq x T rows) */
 typedef struct acts {
     float *h1, *q, *k, *v, *p, *att, *xmid, *h2, *g, *u, *a;
+    uint16_t *h1b, *attb, *h2b, *ab; /* bf16: h1, att, h2, a stored bf16 instead (only products read them) */
 } acts;
 
 struct mk_cu_train {
@@ -45,36 +48,17 @@ struct mk_cu_train {
     mk_cu_ext *x;                 /* LoRA, QLoRA, biases, q/k norms (train_ext.h) */
     const float *base;            /* what the offsets index: w, or the frozen base under LoRA */
     float *gbase;                 /* its gradients: gr, or NULL (frozen) */
+    /* bf16 mixed precision (mk_nn_train_bf16 of the CPU trainer): the products read w16, the
+     * weights rounded (kept by AdamW's bf16 copy), and bf16 activations; see the bf16 section */
+    bool bf16;
+    uint16_t *w16, *arena16, *hf16, *dy16, *c16;
 };
+#define W16(g, l, i) ((g)->w16 + (g)->off[l][i])
 
 #define W(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base + (g)->off[l][i] : mk_cu_ext_weight((g)->x, l, layer_roles[i]))
 #define G(g, l, i) ((g)->gbase && (g)->off[l][i] >= 0 ? (g)->gbase + (g)->off[l][i] : NULL)
 #define GB(g, o) ((g)->gbase ? (g)->gbase + (o) : NULL)
 enum { R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_MLP_NORM, R_GATE, R_UP, R_DOWN };
-
-/* floats of one layer's activations, and of the rest of a pass */
-static uint64_t acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T)
-{
-    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
-    uint64_t F = (uint64_t)c->intermediate;
-    return N * (3 * H + 2 * q + 2 * kv + 3 * F) + nseq * (uint64_t)c->heads * T * T;
-}
-static uint64_t rest_floats(const mk_model_config *c, uint64_t N, uint64_t T)
-{
-    uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
-    uint64_t F = (uint64_t)c->intermediate, V = (uint64_t)c->vocab, L = (uint64_t)c->layers;
-    /* xs (L + 1 rows of N x H), hf, dh, dx; logits; dq, datt, dk, dv; da, dg, du; ds; rstd, wt;
-     * tok, tgt (as floats); nll (2 each); rope tables */
-    return (L + 4) * N * H + N * V + 2 * N * q + 2 * N * kv + 3 * N * F + (uint64_t)c->heads * T * T + 6 * N + T * hd;
-}
-
-uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing)
-{
-    uint64_t N = (uint64_t)nseq * T, L = (uint64_t)c->layers;
-    uint64_t floats = 4 * numel + acts_floats(c, N, nseq, T) * (checkpointing ? 1 : L) + rest_floats(c, N, T) +
-                      2 * MK_CU_NORM_PARTS_MAX;
-    return floats * sizeof(float);
-}
 
 static const char *arch_of(const mk_model_config *c)
 {
@@ -103,10 +87,140 @@ static mk_status check_model(mk_nn_train *t, const mk_model_config *c, mk_cu_tra
 static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
 {
 #define TAKE(f, n) (a->f = *b, *b += (n))
-    TAKE(h1, N * g->H), TAKE(q, N * g->q), TAKE(k, N * g->kv), TAKE(v, N * g->kv), TAKE(att, N * g->q), TAKE(xmid, N * g->H);
-    TAKE(h2, N * g->H), TAKE(g, N * g->F), TAKE(u, N * g->F), TAKE(a, N * g->F);
+    size_t f = g->bf16 ? 0 : 1; /* bf16: h1, att, h2 and a are in the bf16 arena (acts16_at) */
+    TAKE(h1, f * N * g->H), TAKE(q, N * g->q), TAKE(k, N * g->kv), TAKE(v, N * g->kv), TAKE(att, f * N * g->q);
+    TAKE(xmid, N * g->H), TAKE(h2, f * N * g->H), TAKE(g, N * g->F), TAKE(u, N * g->F), TAKE(a, f * N * g->F);
     TAKE(p, g->nseq_cap * g->nh * g->T_cap * g->T_cap);
 #undef TAKE
+}
+
+/* ---- bf16 mixed precision: the layer as nn/backward.c computes it with t->bf16 ----
+ * The weights' bf16 copy w16 (what the CPU's wb holds) is made here and after each AdamW step;
+ * the norms' and attention's outputs and SiLU * up are stored bf16 (only products read them);
+ * every product goes through mk_cu_gemm16 with its output rounded; an output gradient is
+ * rounded into dy16 before its products. */
+
+static mk_status open16(mk_cu_train *g, size_t N, size_t nacts)
+{
+    uint64_t dy, cs, a16 = mk_cu_acts16_floats(g->cfg, N);
+    mk_cu_scratch16(g->cfg, N, &dy, &cs);
+    MK_TRY(mk_cu_alloc((void **)&g->w16, g->numel * sizeof(uint16_t)));
+    MK_TRY(mk_cu_alloc((void **)&g->arena16, (a16 * nacts + N * g->H + dy + cs) * sizeof(uint16_t)));
+    uint16_t *b = g->arena16;
+    for (size_t i = 0; i < nacts; i++) {
+        acts *a = &g->a[i];
+        a->h1b = b, b += N * g->H;
+        a->h2b = b, b += N * g->H;
+        a->attb = b, b += N * g->q;
+        a->ab = b, b += N * g->F;
+    }
+    g->hf16 = b, b += N * g->H;
+    g->dy16 = b, b += dy;
+    g->c16 = b;
+    mk_cu_to16(g->w, g->w16, g->numel);
+    return MK_OK;
+}
+
+static void layer_forward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, acts *a, float *xout)
+{
+    size_t N = nseq * T, H = g->H;
+    mk_cu_rmsnorm16(a->h1b, xin, W(g, l, R_ATTN_NORM), N, H, g->eps);
+    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_Q), g->q, a->q);
+    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_K), g->kv, a->k);
+    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_V), g->kv, a->v);
+    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    for (size_t s = 0; s < nseq; s++) {
+        float *q = a->q + s * T * g->q, *k = a->k + s * T * g->kv;
+        mk_cu_rope(q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
+        mk_cu_rope(k, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
+        mk_cu_round(q, T * g->q);
+        mk_cu_round(k, T * g->kv);
+        mk_cu_attention16(q, k, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window, a->attb + s * T * g->q,
+                          a->p + s * g->nh * T * T);
+    }
+    mk_cu_linear16(a->attb, N, g->q, W16(g, l, R_O), H, a->xmid);
+    mk_cu_add(a->xmid, xin, N * H);
+    mk_cu_rmsnorm16(a->h2b, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps);
+    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_GATE), g->F, a->g);
+    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_UP), g->F, a->u);
+    mk_cu_swiglu16(a->g, a->u, a->ab, N * g->F);
+    mk_cu_linear16(a->ab, N, g->F, W16(g, l, R_DOWN), H, xout);
+    mk_cu_add(xout, a->xmid, N * H);
+}
+
+/* one projection's backward: its output gradient dy (rounded f32, n columns) into dy16, then the products */
+static void proj16_bwd(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, size_t in, size_t out, const float *dy,
+                       float *dx, bool dx_bf16)
+{
+    mk_cu_to16(dy, g->dy16, N * out);
+    mk_cu_linear16_bwd(x, N, in, W16(g, l, r), out, g->dy16, dx, dx_bf16, G(g, l, r), g->c16);
+}
+
+static void layer_backward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, const acts *a, float *dx)
+{
+    size_t N = nseq * T, H = g->H, F = g->F;
+    mk_cu_zero(g->da, N * F * sizeof(float));
+    proj16_bwd(g, l, R_DOWN, a->ab, N, F, H, dx, g->da, true); /* a is a bf16 tensor: its gradient sums in bf16 */
+    mk_cu_swiglu16_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    mk_cu_zero(g->dh, N * H * sizeof(float));
+    proj16_bwd(g, l, R_GATE, a->h2b, N, H, F, g->dg, g->dh, false);
+    proj16_bwd(g, l, R_UP, a->h2b, N, H, F, g->du, g->dh, false);
+    mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
+
+    mk_cu_zero(g->datt, N * g->q * sizeof(float));
+    proj16_bwd(g, l, R_O, a->attb, N, g->q, H, dx, g->datt, true);
+    mk_cu_zero(g->dk, N * g->kv * sizeof(float));
+    mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    for (size_t s = 0; s < nseq; s++) {
+        size_t oq = s * T * g->q, ok = s * T * g->kv;
+        mk_cu_attention16_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
+                              g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
+        mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
+    }
+    mk_cu_zero(g->dh, N * H * sizeof(float));
+    proj16_bwd(g, l, R_Q, a->h1b, N, H, g->q, g->dq, g->dh, false);
+    proj16_bwd(g, l, R_K, a->h1b, N, H, g->kv, g->dk, g->dh, false);
+    proj16_bwd(g, l, R_V, a->h1b, N, H, g->kv, g->dv, g->dh, false);
+    mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
+}
+
+/* The rows of a block of lm_head's backward: nn/backward.c's head_pass computes the logits and
+ * their gradient HEAD_ROWS rows at a time, so its weight gradient is a sum of rounded blocks. */
+#define HEAD_ROWS16 256
+
+/* Forward: the final norm (bf16) and the logits, rounded; backward (the cross-entropy's
+ * gradient in logits): dh += bf16(dlogits W) and lm_head's gradient, block by block. */
+static void head16(mk_cu_train *g, size_t N, bool backward)
+{
+    size_t H = g->H, V = g->V;
+    if (!backward) {
+        mk_cu_rmsnorm16(g->hf16, g->xs + g->L * N * H, g->w + g->fnorm, N, H, g->eps);
+        mk_cu_linear16(g->hf16, N, H, g->w16 + g->head, V, g->logits);
+        return;
+    }
+    mk_cu_to16(g->logits, g->dy16, N * V);
+    for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS16) {
+        size_t n = N - r0 < HEAD_ROWS16 ? N - r0 : HEAD_ROWS16;
+        mk_cu_linear16_bwd(g->hf16 + r0 * H, n, H, g->w16 + g->head, V, g->dy16 + r0 * V, g->dh + r0 * H, false, g->gr + g->head,
+                           g->c16);
+    }
+}
+
+/* The device's free and total memory as the check sees them: cudaMemGetInfo's, each capped by
+ * MK_CUDA_MEMORY (a size, as --max-memory takes: a smaller card, so the refusal can be tried on
+ * any device and in the emulation, which has no size of its own). False when neither is known. */
+static bool card_memory(uint64_t *fb, uint64_t *tb, bool *capped)
+{
+    bool known = mk_cu_mem_info(fb, tb) == MK_OK;
+    if (!known) mk_error_clear();
+    const char *e = getenv("MK_CUDA_MEMORY");
+    uint64_t cap;
+    if (!e || !mk_parse_size(e, &cap)) return known;
+    if (!known || cap < *tb) *tb = cap;
+    if (!known || cap < *fb) *fb = cap;
+    *capped = true;
+    return true;
 }
 
 mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out)
@@ -125,6 +239,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->eps = (float)c->norm_eps, g->scale = (float)c->query_scale;
     g->nseq_cap = nseq, g->T_cap = T, g->ckpt = checkpointing;
     g->numel = mk_nn_train_numel(t);
+    g->bf16 = mk_nn_train_bf16(t);
     g->n_tab = mk_nn_train_n_params(t);
     size_t N = nseq * T;
     g->off = mk_calloc(g->L ? g->L : 1, sizeof *g->off);
@@ -135,18 +250,23 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->hnll = mk_malloc(N * sizeof *g->hnll);
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
+    if (s == MK_OK && g->bf16 && mk_cu_ext_bytes(t, nseq, T, checkpointing) > 0)
+        s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path trains llama and mistral in full; --lora, --qlora, "
+                                         "qwen2's biases and qwen3's q/k norms run in f32 (--dtype f32)");
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = mk_cu_train_need(t, nseq, T, checkpointing), fb = 0, tb = 0;
-    if (s == MK_OK && mk_cu_mem_info(&fb, &tb) == MK_OK && need + MK_CU_TRAIN_RESERVE > fb)
-        s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB",
-                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30));
+    bool capped = false;
+    if (s == MK_OK && card_memory(&fb, &tb, &capped) && need + MK_CU_TRAIN_RESERVE > fb)
+        s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB%s",
+                     (double)(need + MK_CU_TRAIN_RESERVE) / (1 << 30), (double)fb / (1 << 30), (double)tb / (1 << 30),
+                     capped ? " (MK_CUDA_MEMORY)" : "");
     if (s == MK_OK) s = mk_cu_alloc((void **)&g->buf, 4 * g->numel * sizeof(float));
     if (s == MK_OK) {
         g->w = g->buf, g->gr = g->buf + g->numel, g->m = g->buf + 2 * g->numel, g->v = g->buf + 3 * g->numel;
         s = mk_cu_put(g->w, mk_nn_train_weights(t), g->numel * sizeof(float));
         mk_cu_zero(g->gr, 3 * g->numel * sizeof(float));
     }
-    uint64_t af = acts_floats(c, N, nseq, T), rf = rest_floats(c, N, T);
+    uint64_t af = mk_cu_acts_floats(c, N, nseq, T) - (g->bf16 ? mk_cu_acts16_floats(c, N) : 0), rf = mk_cu_rest_floats(c, N, T);
     size_t nacts = checkpointing ? 1 : g->L;
     if (s == MK_OK) s = mk_cu_alloc((void **)&g->arena, (af * nacts + rf + 2 * MK_CU_NORM_PARTS_MAX) * sizeof(float));
     if (s == MK_OK) {
@@ -165,6 +285,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     }
     if (s == MK_OK) s = mk_cu_ext_open(t, nseq, T, checkpointing, g->w, g->gr, &g->x);
     if (s == MK_OK) g->base = mk_cu_ext_base(g->x), g->gbase = mk_cu_ext_frozen(g->x) ? NULL : g->gr;
+    if (s == MK_OK && g->bf16) s = open16(g, N, nacts);
     if (s != MK_OK) {
         mk_cu_train_close(g);
         return s;
@@ -179,12 +300,17 @@ void mk_cu_train_close(mk_cu_train *g)
     mk_cu_free(g->buf);
     mk_cu_free(g->arena);
     mk_cu_ext_close(g->x);
+    mk_cu_free(g->w16), mk_cu_free(g->arena16);
     free(g->off), free(g->tab), free(g->a), free(g->htgt), free(g->hwt), free(g->hnll);
     free(g);
 }
 
 static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, acts *a, float *xout)
 {
+    if (g->bf16) {
+        layer_forward16(g, l, xin, nseq, T, a, xout);
+        return;
+    }
     size_t N = nseq * T, H = g->H;
     mk_cu_ext_layer(g->x, l);
     mk_cu_rmsnorm(a->h1, xin, W(g, l, R_ATTN_NORM), N, H, g->eps, NULL);
@@ -219,6 +345,10 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
 /* dx: the gradient of the layer's output on entry, of its input on return */
 static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, const acts *a, float *dx)
 {
+    if (g->bf16) {
+        layer_backward16(g, l, xin, nseq, T, a, dx);
+        return;
+    }
     size_t N = nseq * T, H = g->H, F = g->F;
     mk_cu_ext_layer(g->x, l);
     mk_cu_zero(g->da, N * F * sizeof(float));
@@ -296,8 +426,12 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
     MK_TRY(mk_cu_put(g->wt, g->hwt, N * sizeof *g->hwt));
     mk_cu_embed_fwd(g->tok, N, H, g->base + g->emb, g->xs);
     for (size_t l = 0; l < L; l++) layer_forward(g, l, g->xs + l * N * H, nseq, T, &g->a[g->ckpt ? 0 : l], g->xs + (l + 1) * N * H);
-    mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->base + g->fnorm, N, H, g->eps, NULL);
-    mk_cu_linear(g->hf, N, H, g->base + g->head, g->V, 0.0f, g->logits);
+    if (g->bf16) {
+        head16(g, N, false);
+    } else {
+        mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->base + g->fnorm, N, H, g->eps, NULL);
+        mk_cu_linear(g->hf, N, H, g->base + g->head, g->V, 0.0f, g->logits);
+    }
     mk_cu_xent(g->logits, N, g->V, g->tgt, g->wt, scale, g->nll);
     MK_TRY(mk_cu_sync());
     MK_TRY(mk_cu_get(g->hnll, g->nll, N * sizeof *g->hnll));
@@ -307,7 +441,8 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
     *wnll += sum;
     if (!backward) return MK_OK;
     mk_cu_zero(g->dh, N * H * sizeof(float));
-    mk_cu_linear_bwd(g->hf, N, H, g->base + g->head, g->V, g->logits, g->dh, GB(g, g->head));
+    if (g->bf16) head16(g, N, true);
+    else mk_cu_linear_bwd(g->hf, N, H, g->base + g->head, g->V, g->logits, g->dh, GB(g, g->head));
     mk_cu_zero(g->dx, N * H * sizeof(float));
     mk_cu_rmsnorm_bwd(g->xs + L * N * H, g->base + g->fnorm, g->dh, N, H, g->eps, g->dx, GB(g, g->fnorm), g->rstd);
     for (size_t l = L; l-- > 0;) {
@@ -330,7 +465,7 @@ mk_status mk_cu_train_step(mk_cu_train *g, double beta1, double beta2, double ep
     for (size_t i = 0; i < g->n_tab; i++) {
         const mk_nn_param *p = &g->tab[i];
         mk_cu_adamw(beta1, beta2, eps, weight_decay, lr, step, p->decay, g->w + p->off, g->gr + p->off, g->m + p->off,
-                    g->v + p->off, NULL, p->numel);
+                    g->v + p->off, g->w16 ? g->w16 + p->off : NULL, p->numel);
     }
     return mk_cu_sync();
 }
@@ -355,6 +490,7 @@ mk_status mk_cu_train_put(mk_cu_train *g, const float *weights, const float *m, 
 {
     MK_TRY(mk_cu_sync());
     MK_TRY(mk_cu_put(g->w, weights, g->numel * sizeof(float)));
+    if (g->w16) mk_cu_to16(g->w, g->w16, g->numel);
     MK_TRY(mk_cu_put(g->m, m, g->numel * sizeof(float)));
     return mk_cu_put(g->v, v, g->numel * sizeof(float));
 }

@@ -139,7 +139,8 @@ uint64_t mk_cu_ext_bytes(mk_nn_train *t, size_t nseq, size_t T, bool checkpointi
 
 uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
 {
-    return mk_cu_train_bytes(mk_nn_train_config(t), mk_nn_train_numel(t), nseq, T, checkpointing) +
+    return (mk_nn_train_bf16(t) ? mk_cu_train_bytes16 : mk_cu_train_bytes)(mk_nn_train_config(t), mk_nn_train_numel(t), nseq, T,
+                                                                           checkpointing) +
            mk_cu_ext_bytes(t, nseq, T, checkpointing);
 }
 

@@ -13,6 +13,9 @@
 #include "../../formats/model.h"
 #include "../../nn/cuda/cu_train.h"
 #include "../../nn/cuda/mk_cuda.h"
+#include "../../nn/cuda/mk_cuda16.h"
+#include "../../nn/cuda/mk_cuda_flash.h"
+#include "../../nn/cuda/mk_cuda_norm.h"
 #include "../../nn/ops_bwd.h"
 #include "../../train/optim.h"
 #include "../../train/train.h"
@@ -183,22 +186,35 @@ static void attention_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, l
     free(q), free(k), free(v), free(dout), free(out), free(p), free(dq), free(dk), free(dv), free(scr);
 }
 
-static void swiglu_case(ctx *c)
+/* a gated activation (SwiGLU, GeGLU) forward and backward against its CPU functions */
+typedef void (*gated_fn)(const float *gate, const float *up, float *out, size_t n);
+typedef void (*gated_bwd_fn)(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+static void gated_case(ctx *c, const char *name, const char *cpu, gated_fn cu, gated_fn ref, gated_bwd_fn cu_bwd,
+                       gated_bwd_fn ref_bwd, const char *cpu_bwd, uint64_t seed)
 {
     size_t n = 1000;
-    float *g = rnd(n, 40, -6, 6), *u = rnd(n, 41, -2, 2), *dout = rnd(n, 42, -1, 1);
+    float *g = rnd(n, seed, -6, 6), *u = rnd(n, seed + 1, -2, 2), *dout = rnd(n, seed + 2, -1, 1);
     float *o = malloc(n * 4), *dg = malloc(n * 4), *du = malloc(n * 4);
     float *gd = dput(g, n * 4), *ud = dput(u, n * 4), *dod = dput(dout, n * 4), *od = NULL, *dgd = NULL, *dud = NULL;
     mk_cu_alloc((void **)&od, n * 4), mk_cu_alloc((void **)&dgd, n * 4), mk_cu_alloc((void **)&dud, n * 4);
-    mk_cu_swiglu(gd, ud, od, n);
-    mk_nn_act_gated(MK_ACT_SILU, g, u, o, n);
-    cmp(c, "swiglu forward (mk_nn_act_gated silu)", od, o, n, c->tol->elem);
-    mk_cu_swiglu_bwd(gd, ud, dod, n, dgd, dud);
-    mk_nn_swiglu_bwd(g, u, dout, n, dg, du);
-    cmp(c, "swiglu backward dgate (mk_nn_swiglu_bwd)", dgd, dg, n, c->tol->elem);
-    cmp(c, "swiglu backward dup (mk_nn_swiglu_bwd)", dud, du, n, c->tol->elem);
+    char what[128];
+    cu(gd, ud, od, n);
+    ref(g, u, o, n);
+    snprintf(what, sizeof what, "%s forward (%s)", name, cpu);
+    cmp(c, what, od, o, n, c->tol->elem);
+    cu_bwd(gd, ud, dod, n, dgd, dud);
+    ref_bwd(g, u, dout, n, dg, du);
+    snprintf(what, sizeof what, "%s backward dgate (%s)", name, cpu_bwd);
+    cmp(c, what, dgd, dg, n, c->tol->elem);
+    snprintf(what, sizeof what, "%s backward dup (%s)", name, cpu_bwd);
+    cmp(c, what, dud, du, n, c->tol->elem);
     mk_cu_free(gd), mk_cu_free(ud), mk_cu_free(dod), mk_cu_free(od), mk_cu_free(dgd), mk_cu_free(dud);
     free(g), free(u), free(dout), free(o), free(dg), free(du);
+}
+static void silu_gated(const float *gate, const float *up, float *out, size_t n) { mk_nn_act_gated(MK_ACT_SILU, gate, up, out, n); }
+static void gelu_gated(const float *gate, const float *up, float *out, size_t n)
+{
+    mk_nn_act_gated(MK_ACT_GELU_TANH, gate, up, out, n);
 }
 
 static void xent_case(ctx *c)
@@ -290,6 +306,8 @@ static void optim_case(ctx *c)
     free(w), free(g), free(m), free(v), free(w16), free(wb), free(wr);
 }
 
+static void run_cases16(ctx *c);
+
 int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report)
 {
     ctx c = {tol, report, 0};
@@ -300,11 +318,13 @@ int mk_cu_run_cases(const mk_cu_tol *tol, mk_cu_report report)
     attention_case(&c, 17, 4, 2, 16, 0);
     attention_case(&c, 40, 6, 2, 8, 5);
     attention_case(&c, 300, 2, 1, 8, 0); /* rows longer than a block */
-    swiglu_case(&c);
+    gated_case(&c, "swiglu", "mk_nn_act_gated silu", mk_cu_swiglu, silu_gated, mk_cu_swiglu_bwd, mk_nn_swiglu_bwd, "mk_nn_swiglu_bwd",
+               40);
     xent_case(&c);
     linear_case(&c, 7, 33, 20);
     linear_case(&c, 64, 96, 130);
     optim_case(&c);
+    run_cases16(&c);
     return c.failed;
 }
 
@@ -449,7 +469,8 @@ static void model_case(ctx *c, mk_cu_tmodel *m, const char *name, bool checkpoin
     free(gw), free(gg), free(mom), free(var);
 }
 
-static void loop_case(ctx *c, const char *dir, const char *tmpdir);
+static void loop_case(ctx *c, const char *dir, const char *tmpdir, bool bf16);
+static void run_model16(ctx *c, const char *mk_bin, const char *tmpdir);
 
 int mk_cu_check_model(mk_cu_tmodel *m, const char *name, bool checkpointing, double wtol, const mk_cu_tol *tol,
                       mk_cu_report report)
@@ -468,7 +489,7 @@ int mk_cu_check_loop(const char *dir, const char *tmpdir, mk_status (*open)(cons
 {
     ctx c = {tol, report, 0};
     loop_open = open;
-    loop_case(&c, dir, tmpdir);
+    loop_case(&c, dir, tmpdir, false);
     loop_open = mk_cu_tmodel_open;
     return c.failed;
 }
@@ -516,20 +537,23 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
         }
         model_case(&c, &m, cases[i].name, cases[i].ckpt);
         mk_cu_tmodel_close(&m);
-        if (i == 0) loop_case(&c, dir, tmpdir);
+        if (i == 0) loop_case(&c, dir, tmpdir, false);
     }
+    run_model16(&c, mk_bin, tmpdir);
     return c.failed;
 }
 
 /* ---- the finetune loop (train/train.h) with the device's trainer ---- */
 
-/* A fresh trainer on dir; run o over d; *w: a copy of the trained weights (malloc'd). */
-static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w, uint64_t *n)
+/* A fresh trainer on dir (bf16: mixed precision); run o over d; *w: a copy of the trained weights (malloc'd). */
+static mk_status loop_run(const char *dir, bool bf16, mk_train_data *d, const mk_train_opts *o, mk_train_result *r, float **w,
+                          uint64_t *n)
 {
     mk_cu_tmodel m;
     memset(r, 0, sizeof *r);
     *w = NULL;
     mk_status s = loop_open(dir, &m);
+    if (s == MK_OK && bf16) s = mk_nn_train_set_bf16(m.t);
     if (s == MK_OK) s = mk_train_run(m.t, d, o, NULL, r);
     if (s == MK_OK) {
         *n = mk_nn_train_numel(m.t);
@@ -540,8 +564,10 @@ static mk_status loop_run(const char *dir, mk_train_data *d, const mk_train_opts
     return s;
 }
 
-static void loop_case(ctx *c, const char *dir, const char *tmpdir)
+static void loop_case(ctx *c, const char *dir, const char *tmpdir, bool bf16)
 {
+    const char *pre = bf16 ? "bf16 " : "";
+    char what[200];
     mk_train_data d = {0};
     d.n_rows = 8, d.seq = SEQ, d.n_docs = 1, d.n_tokens = 8 * SEQ;
     d.tok = malloc(d.n_rows * SEQ * sizeof *d.tok), d.w = malloc(d.n_rows * SEQ * sizeof *d.w);
@@ -553,31 +579,300 @@ static void loop_case(ctx *c, const char *dir, const char *tmpdir)
     float *wc = NULL, *wg = NULL, *w1 = NULL, *w2 = NULL;
     uint64_t n = 0;
     char detail[400];
-    mk_status s = loop_run(dir, &d, &o, &rc, &wc, &n);
+    mk_status s = loop_run(dir, bf16, &d, &o, &rc, &wc, &n);
     o.device = &mk_cu_train_impl;
-    if (s == MK_OK) s = loop_run(dir, &d, &o, &rg, &wg, &n);
+    if (s == MK_OK) s = loop_run(dir, bf16, &d, &o, &rg, &wg, &n);
     if (s == MK_OK) { /* stopped after 3 steps, then resumed from the checkpoint */
         o.ckpt_path = ckpt, o.stop_after = 3;
-        s = loop_run(dir, &d, &o, &r1, &w1, &n);
+        s = loop_run(dir, bf16, &d, &o, &r1, &w1, &n);
         o.resume = true, o.stop_after = 0;
-        if (s == MK_OK) s = loop_run(dir, &d, &o, &r2, &w2, &n);
+        if (s == MK_OK) s = loop_run(dir, bf16, &d, &o, &r2, &w2, &n);
     }
     if (s != MK_OK) {
-        check(c, false, "finetune loop on the device (mk_train_run)", mk_errmsg());
+        snprintf(what, sizeof what, "%sfinetune loop on the device (mk_train_run)", pre);
+        check(c, false, what, mk_errmsg());
     } else {
         float a[6], b[6];
         for (int i = 0; i < 6; i++) a[i] = (float)rg.log[i].loss, b[i] = (float)rc.log[i].loss;
         bool ok = rg.n_log == 6 && rc.n_log == 6 && worst_err(a, b, 6, c->tol->name, c->tol->loss, detail, sizeof detail) <= c->tol->loss;
-        check(c, ok, "finetune loop: 6 steps' losses on the device = on the CPU (mk_train_run)", detail);
+        snprintf(what, sizeof what, "%sfinetune loop: 6 steps' losses on the device = on the CPU (mk_train_run)", pre);
+        check(c, ok, what, detail);
+        snprintf(what, sizeof what, "%sfinetune loop: the trained weights on the device = on the CPU", pre);
         check(c, worst_err(wg, wc, n, c->tol->name, c->tol->grad, detail, sizeof detail) <= c->tol->grad,
-              "finetune loop: the trained weights on the device = on the CPU", detail);
+              what, detail);
         bool same = r1.stopped && r2.resumed_at == 3 && r2.n_log == 6 && memcmp(w2, wg, n * sizeof *wg) == 0;
         snprintf(detail, sizeof detail, "stopped %d, resumed at %ld, %ld steps, %s", r1.stopped, r2.resumed_at, r2.n_log,
                  memcmp(w2, wg, n * sizeof *wg) == 0 ? "the same bytes" : "other bytes");
-        check(c, same, "finetune loop: --stop-after 3 then --resume on the device gives the bytes of an uninterrupted run", detail);
+        snprintf(what, sizeof what, "%sfinetune loop: --stop-after 3 then --resume on the device gives the bytes of an uninterrupted run",
+                 pre);
+        check(c, same, what, detail);
     }
     mk_train_result_free(&rc), mk_train_result_free(&rg), mk_train_result_free(&r1), mk_train_result_free(&r2);
     free(wc), free(wg), free(w1), free(w2);
     remove(ckpt);
     mk_train_data_free(&d);
+}
+
+/* ---- bf16 mixed precision (nn/cuda/mk_cuda16.h) against the CPU's bf16 kernels ---- */
+
+/* n values rounded to bf16 (the inputs of a bf16 kernel) */
+static float *rnd16(size_t n, uint64_t seed, float lo, float hi)
+{
+    float *x = rnd(n, seed, lo, hi);
+    mk_nn_round_bf16(x, n);
+    return x;
+}
+/* a device copy of x as bf16 */
+static uint16_t *dput16(const float *x, size_t n)
+{
+    uint16_t *h = malloc(n * 2 + 2), *d;
+    for (size_t i = 0; i < n; i++) h[i] = mk_f32_to_bf16(x[i]);
+    d = dput(h, n * 2);
+    free(h);
+    return d;
+}
+static void *dnew(size_t bytes)
+{
+    void *d = NULL;
+    return mk_cu_alloc(&d, bytes) == MK_OK ? d : NULL;
+}
+/* cmp of a bf16 device buffer */
+static void cmp16(ctx *c, const char *what, const uint16_t *dev, const float *want, size_t n, double tol)
+{
+    uint16_t *h = malloc(n * 2 + 2);
+    float *f = malloc(n * 4 + 4);
+    mk_status s = mk_cu_sync();
+    if (s == MK_OK) s = mk_cu_get(h, dev, n * 2);
+    for (size_t i = 0; s == MK_OK && i < n; i++) f[i] = mk_bf16_to_f32(h[i]);
+    float *fd = s == MK_OK ? dput(f, n * 4) : NULL;
+    if (s != MK_OK) check(c, false, what, mk_errmsg());
+    else cmp(c, what, fd, want, n, tol);
+    mk_cu_free(fd);
+    free(h), free(f);
+}
+
+static void rmsnorm16_case(ctx *c, size_t T, size_t d)
+{
+    float *x = rnd(T * d, 110 + d, -2, 2), *w = rnd(d, 111 + d, 0.5f, 1.5f), *out = malloc(T * d * 4);
+    float *xd = dput(x, T * d * 4), *wd = dput(w, d * 4);
+    uint16_t *od = dnew(T * d * 2);
+    char what[96];
+    mk_cu_rmsnorm16(od, xd, wd, T, d, 1e-5f);
+    mk_nn_rmsnorm(out, x, w, T, d, 1e-5f, false);
+    mk_nn_round_bf16(out, T * d);
+    snprintf(what, sizeof what, "bf16 rmsnorm forward [%zu, %zu] (mk_nn_rmsnorm, rounded)", T, d);
+    cmp16(c, what, od, out, T * d, c->tol->b16);
+    mk_cu_free(xd), mk_cu_free(wd), mk_cu_free(od);
+    free(x), free(w), free(out);
+}
+
+static void elem16_case(ctx *c)
+{
+    size_t n = 1000, T = 19, nh = 3, hd = 16;
+    float *g = rnd16(n, 140, -6, 6), *u = rnd16(n, 141, -2, 2), *dout = rnd16(n, 142, -1, 1);
+    float *o = malloc(n * 4), *dg = malloc(n * 4), *du = malloc(n * 4);
+    float *gd = dput(g, n * 4), *ud = dput(u, n * 4), *dod = dput(dout, n * 4), *dgd = dnew(n * 4), *dud = dnew(n * 4);
+    uint16_t *od = dnew(n * 2);
+    mk_cu_swiglu16(gd, ud, od, n);
+    mk_nn_swiglu_bf16(g, u, o, n);
+    cmp16(c, "bf16 swiglu forward (mk_nn_swiglu_bf16)", od, o, n, c->tol->elem);
+    mk_cu_swiglu16_bwd(gd, ud, dod, n, dgd, dud);
+    mk_nn_swiglu_bwd_bf16(g, u, dout, n, dg, du);
+    cmp(c, "bf16 swiglu backward dgate (mk_nn_swiglu_bwd_bf16)", dgd, dg, n, c->tol->elem);
+    cmp(c, "bf16 swiglu backward dup (mk_nn_swiglu_bwd_bf16)", dud, du, n, c->tol->elem);
+    /* rounding, the conversion and the two ways a rounded gradient is added */
+    float *y = rnd(n, 143, -3, 3), *yd = dput(y, n * 4), *y2 = malloc(n * 4), *y2d = dput(y, n * 4);
+    uint16_t *cd = dput16(dout, n);
+    mk_cu_add16(yd, cd, n, false);
+    mk_cu_add16(y2d, cd, n, true);
+    for (size_t i = 0; i < n; i++) y2[i] = mk_dtype_round(MK_BF16, y[i] + dout[i]), y[i] += dout[i];
+    cmp(c, "bf16 gradient added in f32 (mk_nn_linear_bwd_bf16's dx)", yd, y, n, c->tol->elem);
+    cmp(c, "bf16 gradient summed in bf16 (mk_nn_linear_bwd_bf16's dx of a bf16 tensor)", y2d, y2, n, c->tol->elem);
+    mk_cu_round(yd, n);
+    mk_nn_round_bf16(y, n);
+    cmp(c, "bf16 rounding (mk_nn_round_bf16)", yd, y, n, c->tol->elem);
+    /* RoPE's backward onto a bf16 tensor */
+    mk_rope rp = {.type = MK_ROPE_DEFAULT, .theta = 10000, .factor = 1, .partial_rotary = 1};
+    mk_nn_rope_tab tab;
+    if (mk_nn_rope_init(&tab, &rp, hd, 64, T) == MK_OK) {
+        float *x = rnd16(T * nh * hd, 144, -1, 1), *xd = dput(x, T * nh * hd * 4);
+        float *cosd = dput(tab.cos, T * tab.half * 4), *sind = dput(tab.sin, T * tab.half * 4);
+        mk_cu_rope16_bwd(xd, T, nh, hd, tab.half, cosd, sind);
+        mk_nn_rope_bwd_bf16(x, T, nh, hd, &tab);
+        cmp(c, "bf16 rope backward (mk_nn_rope_bwd_bf16)", xd, x, T * nh * hd, c->tol->elem);
+        mk_cu_free(xd), mk_cu_free(cosd), mk_cu_free(sind);
+        free(x);
+        mk_nn_rope_free(&tab);
+    } else {
+        check(c, false, "rope table", mk_errmsg());
+    }
+    mk_cu_free(gd), mk_cu_free(ud), mk_cu_free(dod), mk_cu_free(dgd), mk_cu_free(dud), mk_cu_free(od), mk_cu_free(yd);
+    mk_cu_free(y2d), mk_cu_free(cd);
+    free(g), free(u), free(dout), free(o), free(dg), free(du), free(y), free(y2);
+}
+
+static void attention16_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window)
+{
+    size_t qn = T * nh * hd, kn = T * nkv * hd, pn = nh * T * T;
+    float scale = 3.0f / sqrtf((float)hd);
+    float *q = rnd16(qn, 130 + T, -1, 1), *k = rnd16(kn, 131 + T, -1, 1), *v = rnd16(kn, 132 + T, -1, 1);
+    float *dout = rnd16(qn, 133 + T, -1, 1), *out = malloc(qn * 4), *p = malloc(pn * 4), *dq = malloc(qn * 4);
+    float *dk = calloc(kn, 4), *dv = malloc(kn * 4), *scr = malloc(mk_nn_attention_bf16_scratch(T, hd) * 4);
+    float *qd = dput(q, qn * 4), *kd = dput(k, kn * 4), *vd = dput(v, kn * 4), *dod = dput(dout, qn * 4), *dkd = dput(dk, kn * 4);
+    float *dvd = dnew(kn * 4), *pd = dnew(pn * 4), *dqd = dnew(qn * 4), *dsd = dnew(pn * 4);
+    uint16_t *outd = dnew(qn * 2);
+    char what[128];
+    mk_cu_attention16(qd, kd, vd, T, nh, nkv, hd, scale, window, outd, pd);
+    mk_nn_attention_train_bf16(q, k, v, T, nh, nkv, hd, scale, window, out, p, scr);
+    snprintf(what, sizeof what, "bf16 attention forward T %zu heads %zu/%zu window %ld (mk_nn_attention_train_bf16)", T, nh, nkv,
+             window);
+    cmp16(c, what, outd, out, qn, c->tol->b16);
+    snprintf(what, sizeof what, "bf16 attention probabilities T %zu heads %zu/%zu window %ld", T, nh, nkv, window);
+    cmp(c, what, pd, p, pn, c->tol->b16);
+    mk_cu_put(pd, p, pn * 4); /* the backward from the CPU's probabilities */
+    mk_cu_attention16_bwd(qd, kd, vd, pd, dod, T, nh, nkv, hd, scale, dqd, dkd, dvd, dsd);
+    mk_nn_attention_bwd_bf16(q, k, v, p, dout, T, nh, nkv, hd, scale, dq, dk, dv, scr);
+    static const char *const nm[3] = {"dq", "dk", "dv"};
+    const float *gd[3] = {dqd, dkd, dvd}, *gw[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "bf16 attention backward %s T %zu heads %zu/%zu window %ld (mk_nn_attention_bwd_bf16)", nm[i],
+                 T, nh, nkv, window);
+        cmp(c, what, gd[i], gw[i], i ? kn : qn, c->tol->b16);
+    }
+    mk_cu_free(qd), mk_cu_free(kd), mk_cu_free(vd), mk_cu_free(dod), mk_cu_free(dkd), mk_cu_free(dvd), mk_cu_free(outd);
+    mk_cu_free(pd), mk_cu_free(dqd), mk_cu_free(dsd);
+    free(q), free(k), free(v), free(dout), free(out), free(p), free(dq), free(dk), free(dv), free(scr);
+}
+
+static void linear16_case(ctx *c, size_t T, size_t in, size_t out, bool x_bf16)
+{
+    float *x = rnd16(T * in, 160 + in, -1, 1), *w = rnd16(out * in, 161 + in, -1, 1), *dy = rnd16(T * out, 162 + in, -1, 1);
+    float *dx = rnd16(T * in, 163, -1, 1), *dw = rnd(out * in, 164, -1, 1), *y = malloc(T * out * 4);
+    float *scr = malloc(mk_nn_linear_bwd_bf16_scratch(T, in) * 4);
+    uint16_t *xd = dput16(x, T * in), *wd = dput16(w, out * in), *dyd = dput16(dy, T * out);
+    uint16_t *cd = dnew((T > out ? T : out) * in * 2);
+    float *dxd = dput(dx, T * in * 4), *dwd = dput(dw, out * in * 4), *yd = dnew(T * out * 4);
+    char what[128];
+    mk_cu_linear16(xd, T, in, wd, out, yd);
+    mk_nn_linear_ref(x, T, in, w, out, false, NULL, y);
+    mk_nn_round_bf16(y, T * out);
+    snprintf(what, sizeof what, "bf16 linear forward [%zu, %zu] x [%zu, %zu]^T (mk_nn_linear_ref, rounded)", T, in, out, in);
+    cmp(c, what, yd, y, T * out, c->tol->b16);
+    mk_cu_linear16_bwd(xd, T, in, wd, out, dyd, dxd, x_bf16, dwd, cd);
+    mk_nn_linear_bwd_bf16(x, T, in, w, out, dy, dx, x_bf16, dw, NULL, scr);
+    snprintf(what, sizeof what, "bf16 linear backward dx [%zu, %zu]%s (mk_nn_linear_bwd_bf16)", T, in, x_bf16 ? " summed in bf16" : "");
+    cmp(c, what, dxd, dx, T * in, c->tol->b16);
+    snprintf(what, sizeof what, "bf16 linear backward dw [%zu, %zu] (mk_nn_linear_bwd_bf16)", out, in);
+    cmp(c, what, dwd, dw, out * in, c->tol->b16);
+    mk_cu_free(xd), mk_cu_free(wd), mk_cu_free(dyd), mk_cu_free(cd), mk_cu_free(dxd), mk_cu_free(dwd), mk_cu_free(yd);
+    free(x), free(w), free(dy), free(dx), free(dw), free(y), free(scr);
+}
+
+/* LayerNorm (with and without a bias, rows longer than a block) and GeGLU, f32 */
+static void layernorm_case(ctx *c, size_t T, size_t d, bool bias)
+{
+    float eps = 1e-5f;
+    float *x = rnd(T * d, 170 + d, -2, 3), *w = rnd(d, 171 + d, 0.5f, 1.5f), *b = bias ? rnd(d, 172 + d, -1, 1) : NULL;
+    float *dy = rnd(T * d, 173 + d, -1, 1), *dx = rnd(T * d, 174 + d, -1, 1), *dw = rnd(d, 175 + d, -1, 1);
+    float *db = rnd(d, 176 + d, -1, 1), *out = malloc(T * d * 4), *st = malloc(2 * T * 4);
+    float *xd = dput(x, T * d * 4), *wd = dput(w, d * 4), *bd = b ? dput(b, d * 4) : NULL, *dyd = dput(dy, T * d * 4);
+    float *dxd = dput(dx, T * d * 4), *dwd = dput(dw, d * 4), *dbd = dput(db, d * 4), *od = dnew(T * d * 4), *sd = dnew(2 * T * 4);
+    char what[112];
+    mk_cu_layernorm(od, xd, wd, bd, T, d, eps);
+    mk_nn_layernorm(out, x, w, b, T, d, eps);
+    snprintf(what, sizeof what, "layernorm forward [%zu, %zu]%s (mk_nn_layernorm)", T, d, bias ? " with a bias" : "");
+    cmp(c, what, od, out, T * d, c->tol->reduce);
+    mk_cu_layernorm_bwd(xd, wd, dyd, T, d, eps, dxd, dwd, bias ? dbd : NULL, sd);
+    mk_nn_layernorm_bwd(x, w, dy, T, d, eps, dx, dw, bias ? db : NULL, st);
+    static const char *const nm[3] = {"dx", "dw", "db"};
+    const float *gd[3] = {dxd, dwd, dbd}, *gw[3] = {dx, dw, db};
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "layernorm backward %s [%zu, %zu] (mk_nn_layernorm_bwd)", nm[i], T, d);
+        cmp(c, what, gd[i], gw[i], i ? d : T * d, c->tol->reduce);
+    }
+    mk_cu_free(xd), mk_cu_free(wd), mk_cu_free(bd), mk_cu_free(dyd), mk_cu_free(dxd), mk_cu_free(dwd), mk_cu_free(dbd);
+    mk_cu_free(od), mk_cu_free(sd);
+    free(x), free(w), free(b), free(dy), free(dx), free(dw), free(db), free(out), free(st);
+}
+
+/* the fused attention against mk_cu_attention and mk_cu_attention_bwd on the same device */
+static void flash_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window)
+{
+    size_t qn = T * nh * hd, kn = T * nkv * hd, pn = nh * T * T;
+    float scale = 3.0f / sqrtf((float)hd);
+    float *q = rnd(qn, 190 + T, -1, 1), *k = rnd(kn, 191 + T, -1, 1), *v = rnd(kn, 192 + T, -1, 1), *dout = rnd(qn, 193 + T, -1, 1);
+    float *dk0 = rnd(kn, 194, -1, 1), *dv0 = rnd(kn, 195, -1, 1);
+    float *qd = dput(q, qn * 4), *kd = dput(k, kn * 4), *vd = dput(v, kn * 4), *dod = dput(dout, qn * 4);
+    float *dk1 = dput(dk0, kn * 4), *dv1 = dput(dv0, kn * 4), *dk2 = dput(dk0, kn * 4), *dv2 = dput(dv0, kn * 4);
+    float *o1 = dnew(qn * 4), *o2 = dnew(qn * 4), *pd = dnew(pn * 4), *dsd = dnew(pn * 4), *lse = dnew(nh * T * 4);
+    float *dsum = dnew(nh * T * 4), *dq1 = dnew(qn * 4), *dq2 = dnew(qn * 4);
+    float *want = malloc(qn * 4);
+    char what[160];
+    mk_cu_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o1, pd);
+    mk_cu_attention_bwd(qd, kd, vd, pd, dod, T, nh, nkv, hd, scale, dq1, dk1, dv1, dsd);
+    mk_cu_flash_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o2, lse);
+    mk_cu_flash_attention_bwd(qd, kd, vd, o2, lse, dod, T, nh, nkv, hd, scale, window, dq2, dk2, dv2, dsum);
+    static const char *const nm[4] = {"forward", "backward dq", "backward dk", "backward dv"};
+    float *a[4] = {o2, dq2, dk2, dv2}, *b[4] = {o1, dq1, dk1, dv1};
+    for (int i = 0; i < 4; i++) {
+        size_t n = i < 2 ? qn : kn;
+        mk_status s = mk_cu_sync();
+        if (s == MK_OK) s = mk_cu_get(want, b[i], n * 4);
+        snprintf(what, sizeof what, "fused attention %s T %zu heads %zu/%zu window %ld (mk_cu_attention%s)", nm[i], T, nh, nkv,
+                 window, i ? "_bwd" : "");
+        if (s == MK_OK) cmp(c, what, a[i], want, n, c->tol->attn);
+        else check(c, false, what, mk_errmsg());
+    }
+    mk_cu_free(qd), mk_cu_free(kd), mk_cu_free(vd), mk_cu_free(dod), mk_cu_free(dk1), mk_cu_free(dv1), mk_cu_free(dk2);
+    mk_cu_free(dv2), mk_cu_free(o1), mk_cu_free(o2), mk_cu_free(pd), mk_cu_free(dsd), mk_cu_free(lse), mk_cu_free(dsum);
+    mk_cu_free(dq1), mk_cu_free(dq2);
+    free(q), free(k), free(v), free(dout), free(dk0), free(dv0), free(want);
+}
+
+static void run_cases16(ctx *c)
+{
+    flash_case(c, 17, 4, 2, 16, 0);
+    flash_case(c, 40, 6, 2, 8, 5);
+    flash_case(c, 300, 2, 1, 8, 0);   /* two tiles of keys */
+    flash_case(c, 600, 2, 2, 8, 300); /* a window over three tiles: the first skipped */
+    layernorm_case(c, 5, 64, true);
+    layernorm_case(c, 3, 1000, false);
+    gated_case(c, "geglu", "mk_nn_act_gated gelu_tanh", mk_cu_geglu, gelu_gated, mk_cu_geglu_bwd, mk_nn_geglu_bwd, "mk_nn_geglu_bwd",
+               180);
+    rmsnorm16_case(c, 5, 64);
+    rmsnorm16_case(c, 3, 1000);
+    elem16_case(c);
+    attention16_case(c, 17, 4, 2, 16, 0);
+    attention16_case(c, 40, 6, 2, 8, 5);
+    attention16_case(c, 300, 2, 1, 8, 0);
+    linear16_case(c, 7, 33, 20, false);
+    linear16_case(c, 64, 96, 130, true);
+}
+
+/* The bf16 trainer on the tiny models against the CPU trainer set to bf16 (finetune --dtype bf16). */
+static void run_model16(ctx *c0, const char *mk_bin, const char *tmpdir)
+{
+    mk_cu_tol t16 = *c0->tol;
+    char name[64];
+    snprintf(name, sizeof name, "%s, bf16", c0->tol->name);
+    t16.name = name, t16.grad = c0->tol->b16_grad, t16.loss = c0->tol->b16_loss;
+    ctx c = {&t16, c0->report, 0};
+    static const struct {
+        const char *name, *extra;
+        bool ckpt;
+    } cases[] = {{"bf16 llama", "--arch llama", false}, {"bf16 llama tied, checkpointing", "--arch llama --tie", true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char dir[1024], args[256], err[1200] = "";
+        snprintf(dir, sizeof dir, "%s/cuda-model16-%zu", tmpdir, i);
+        snprintf(args, sizeof args, "--kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 --vocab 64 --std 0.2 "
+                                    "--max-position 64 --seed 21 %s", cases[i].extra);
+        mk_cu_tmodel m = {0};
+        bool made = mk_cu_tmodel_synth(mk_bin, dir, args, err, sizeof err) && mk_cu_tmodel_open(dir, &m) == MK_OK &&
+                    mk_nn_train_set_bf16(m.t) == MK_OK;
+        if (made) model_case(&c, &m, cases[i].name, cases[i].ckpt);
+        else check(&c, false, cases[i].name, err[0] ? err : mk_errmsg());
+        mk_cu_tmodel_close(&m);
+        if (made && i == 0) loop_case(&c, dir, tmpdir, true);
+    }
+    c0->failed += c.failed;
 }

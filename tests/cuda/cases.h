@@ -19,6 +19,10 @@ typedef struct mk_cu_tol {
     double matmul;    /* cuBLAS products */
     double grad;      /* a tiny model's gradients, norm and weights after 10 steps (per tensor) */
     double loss;      /* its losses over 10 steps */
+    /* bf16 mixed precision (nn/cuda/mk_cuda16.h; its elementwise kernels use elem): */
+    double b16;       /* kernels with sums (norm, attention, products) against the CPU's bf16 kernels */
+    double b16_grad;  /* the tiny models' gradients and weights against the CPU trainer in bf16 */
+    double b16_loss;  /* their losses */
 } mk_cu_tol;
 
 /* report(ok, what, detail) once per check; returns the number of failed checks. */

@@ -30,9 +30,27 @@ if [ "${MK_CUDA_BUILD:-}" = 1 ]; then
             notok "--device cuda ($mode)" "exit $rc: $(head -c 400 err.txt)"
         fi
     done
+    t_fail "--device cuda --dtype bf16 --lora is refused" 2 "--dtype bf16 on the device: full finetuning only" \
+        "$MK" finetune base/ train.txt out5/ $ARGS --device cuda --dtype bf16 --lora 2
+    "$MK" finetune base/ train.txt out3/ $ARGS --device cuda --dtype bf16 -q 2>err3.txt
+    rc3=$?
+    if [ $rc3 -eq 1 ] && grep -q "no CUDA device" err3.txt; then
+        ok "--device cuda --dtype bf16 without a GPU: one line, exit 1"
+    elif [ $rc3 -eq 0 ] && [ "$(grep -c . out3/train_log.jsonl)" -eq 3 ]; then
+        ok "--device cuda --dtype bf16 trains 3 steps on the GPU"
+    else
+        notok "--device cuda --dtype bf16" "exit $rc3: $(head -c 400 err3.txt)"
+    fi
+    if [ $rc -eq 0 ]; then # a GPU: a card smaller than the run (MK_CUDA_MEMORY) is refused before anything is written
+        t_fail "a run larger than the card is refused" 1 "training needs .* of GPU memory, the device has .*(MK_CUDA_MEMORY)" \
+            env MK_CUDA_MEMORY=10M "$MK" finetune base/ train.txt out4/ $ARGS --device cuda
+        [ ! -e out4 ] && ok "... and writes nothing" || notok "a refused run writes nothing" "out4/ exists"
+    fi
 else
     t_fail "--device cuda without CUDA names the build switch" 2 "built without CUDA .*make CUDA=1" \
         "$MK" finetune base/ train.txt out1/ $ARGS --device cuda
+    t_fail "--device cuda --dtype bf16 without CUDA names the build switch" 2 "built without CUDA .*make CUDA=1" \
+        "$MK" finetune base/ train.txt out1/ $ARGS --device cuda --dtype bf16
     [ ! -e out1 ] && ok "... and writes nothing" || notok "--device cuda writes nothing" "out1/ exists"
 fi
 

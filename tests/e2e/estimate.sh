@@ -46,6 +46,16 @@ has "  KV cache 32768 bytes" '"kv_cache_bytes": 32768,'
 t_ok "LoRA count from tensors" "$MK" estimate m/ --lora-rank 4 --lora-targets q_proj,v_proj --json
 # per layer: q [64, 64] -> 4 x 128, v [32, 64] -> 4 x 96; two layers: 2 x (512 + 384) = 1792
 has "  1792 trainable" '"trainable_params": 1792'
+# finetune --device cuda's GPU memory (full finetuning; the CUDA trainer's own formula, nn/cuda/mem.c)
+t_ok "GPU memory of finetune --device cuda on a card" "$MK" estimate m/ --batch 2 --seq 64 --dtype float32 --gpu-memory 80GiB
+has "  the GPU line fits an 80 GiB card" '^  GPU +[0-9.]+ MB   fits a 85\.9 GB card$'
+has "  with --checkpointing too" '^  GPU with --checkpointing +[0-9.]+ MB   fits$'
+t_ok "... bf16 on a 10 MB card, --json" "$MK" estimate m/ --batch 2 --seq 64 --dtype bfloat16 --gpu-memory 10M --json
+has "  does not fit" '"gpu_bytes": [0-9]+, "gpu_checkpointing_bytes": [0-9]+, "gpu_memory_bytes": 10000000, "gpu_fits": false, "gpu_fits_checkpointing": false'
+t_ok "... LoRA has no GPU figure" "$MK" estimate m/ --lora-rank 4 --batch 2 --seq 64 --json
+has "  null" '"gpu_bytes": null, "gpu_checkpointing_bytes": null'
+t_fail "--gpu-memory with LoRA" 2 "--gpu-memory: the GPU figure is for full finetuning" \
+    "$MK" estimate m/ --lora-rank 4 --batch 2 --seq 64 --gpu-memory 80G
 
 t_fail "bad dtype" 2 "--dtype: 'float8x'" "$MK" estimate --params 7B --dtype float8x
 # every format of the quantization table is a --dtype, at its bits per code

@@ -1,0 +1,19 @@
+/* mem.h - the device memory of the CUDA trainer (nn/cuda/train.c) in floats per buffer: what
+ * mk_cu_train_bytes and mk_cu_train_bytes16 (cu_train.h) add up and what the trainer carves its
+ * allocations by, so the estimate is what it allocates. Plain arithmetic on the config, in the
+ * library of every build (no CUDA), so `estimate` and finetune's device check share it. Private
+ * to nn/cuda/ (and cu_train.h's two totals). */
+#ifndef MK_NN_CUDA_MEM_H
+#define MK_NN_CUDA_MEM_H
+
+#include "../../model/config.h"
+
+/* f32 floats of one layer's kept activations (N = nseq x T rows), and of the rest of a pass */
+uint64_t mk_cu_acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T);
+uint64_t mk_cu_rest_floats(const mk_model_config *c, uint64_t N, uint64_t T);
+/* bf16: the f32 floats of one layer's activations kept as bf16 instead (h1, h2, att, a) */
+uint64_t mk_cu_acts16_floats(const mk_model_config *c, uint64_t N);
+/* bf16: the values of the output-gradient (dy) and product-output (cs) scratch */
+void mk_cu_scratch16(const mk_model_config *c, uint64_t N, uint64_t *dy, uint64_t *cs);
+
+#endif
