@@ -83,3 +83,24 @@ MK_TEST(cuda_emulated_lora_memory_estimate)
     }
     mk_threads_set(0);
 }
+
+/* The device's bf16 path trains llama and mistral in full: with LoRA (or biases, q/k norms) it
+ * is refused in one line naming --dtype f32. */
+MK_TEST(cuda_emulated_bf16_with_lora_refused)
+{
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    char dir[1024], err[1200] = "";
+    snprintf(dir, sizeof dir, "%s/cuda-lora-bf16", mk_test_tmpdir());
+    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, "--hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 64 --vocab 64", err,
+                                 sizeof err),
+              "%s", err);
+    mk_cu_tmodel m = {0};
+    CHECK_OK(mk_cu_tmodel_open(dir, &m));
+    mk_nn_lora lo = {2, 4.0, false, 1u << MK_ROLE_Q, 1};
+    if (m.t) CHECK_OK(mk_nn_train_lora(m.t, &lo));
+    if (m.t) CHECK_OK(mk_nn_train_set_bf16(m.t));
+    mk_cu_train *g = NULL;
+    if (m.t) CHECK_ERR(mk_cu_train_open(m.t, 2, 16, false, &g), MK_ERR_UNSUPPORTED, "run in f32 (--dtype f32)");
+    mk_cu_train_close(g);
+    mk_cu_tmodel_close(&m);
+}
