@@ -26,6 +26,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* the CUDA trainer decodes the NF4 base held here in blocks of its own constant */
+_Static_assert(MK_QLORA_BLOCK == MK_NN_HELD_BLOCK, "QLoRA's NF4 block size");
+
 #define DATA_CAP ((uint64_t)4 << 30)
 
 typedef struct ft {
@@ -330,13 +333,14 @@ static mk_status check_opts(ft *f, mk_sched *sched)
 #else
         return mk_error(MK_ERR_USAGE, "--device cuda: this mergekit-c was built without CUDA (build it with make CUDA=1)");
 #endif
-        if (f->lora_r || f->qlora) return mk_error(MK_ERR_USAGE, "--device cuda: full finetuning only (no --lora or --qlora yet)");
     } else if (strcmp(f->device, "cpu") != 0) {
         return mk_error(MK_ERR_USAGE, "--device: '%s' is not cpu or cuda", f->device);
     }
     mk_dtype cd = mk_dtype_from_user(f->dtype);
     if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
     f->bf16 = cd == MK_BF16;
+    if (f->bf16 && f->dev && f->lora_r)
+        return mk_error(MK_ERR_USAGE, "--dtype bf16 on the device: full finetuning only (--device cuda --lora/--qlora run in f32)");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -498,7 +502,7 @@ static mk_status run(ft *f, char **pos)
     if (s == MK_OK) s = memory_check(f, j.src, &j.d);
     mk_nn_held held;
     if (s == MK_OK && f->qlora) s = mk_qlora_new(j.src, &f->q);
-    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill};
+    if (f->q) held = (mk_nn_held){f->q, mk_nf4_hold_fill, mk_nf4_hold_codes};
     if (s == MK_OK) s = f->qlora ? mk_nn_train_open_held(j.src, &j.cfg, &held, &f->t) : mk_nn_train_open(j.src, &j.cfg, &f->t);
     mk_nn_lora lo = {f->lora_r, f->lora_alpha, f->rslora, f->targets, (uint64_t)f->seed};
     if (s == MK_OK && f->lora_r) s = mk_nn_train_lora(f->t, &lo);
@@ -511,10 +515,13 @@ static mk_status run(ft *f, char **pos)
 #ifdef MK_CUDA
     if (s == MK_OK && f->dev && !f->c.quiet) { /* what mk_cu_train_open checks against the GPU's free memory */
         char a[32];
-        uint64_t need = (f->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes)(&j.cfg, mk_nn_train_numel(f->t), (size_t)f->batch,
-                                                                             (size_t)f->seq, f->ckpt);
-        fprintf(stderr, "finetune: GPU memory: %s (weights, gradients and AdamW moments in f32%s, activations %s, scratch)\n",
-                mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a), f->bf16 ? ", a bf16 copy of the weights" : "",
+        uint64_t need = mk_cu_train_need(f->t, (size_t)f->batch, (size_t)f->seq, f->ckpt);
+        fprintf(stderr, "finetune: GPU memory: %s (%s, activations %s, scratch)\n", mk_fmt_bytes(need + MK_CU_TRAIN_RESERVE, a),
+                f->qlora    ? "the frozen base's projections in NF4, one layer decoded, the rest f32; LoRA adapters, their "
+                              "gradients and AdamW moments in f32"
+                : f->lora_r ? "the frozen base in f32; LoRA adapters, their gradients and AdamW moments in f32"
+                : f->bf16   ? "weights, gradients and AdamW moments in f32, a bf16 copy of the weights"
+                            : "weights, gradients and AdamW moments in f32",
                 f->ckpt ? "with --checkpointing" : "of every layer");
     }
 #endif
@@ -590,7 +597,7 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (make CUDA=1; full finetuning of llama and mistral, f32 or bf16; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora; bf16: full llama, mistral; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),

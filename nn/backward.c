@@ -255,6 +255,11 @@ const float *mk_nn_train_frozen(const mk_nn_train *t, uint64_t *n)
 }
 size_t mk_nn_train_vocab(const mk_nn_train *t) { return t->V; }
 const mk_model_config *mk_nn_train_config(const mk_nn_train *t) { return t->m->cfg; }
+long mk_nn_train_src_index(const mk_nn_train *t, long layer, mk_role r)
+{
+    return layer >= 0 && (size_t)layer < t->L && r < MK_ROLE_COUNT ? t->m->idx[layer][r][0] : -1;
+}
+const mk_nn_held *mk_nn_train_held(const mk_nn_train *t) { return t->has_held ? &t->held : NULL; }
 int64_t mk_nn_train_offset(const mk_nn_train *t, long layer, mk_role r, bool bias)
 {
     const float *p = NULL;

@@ -42,7 +42,14 @@ void mk_nn_train_close(mk_nn_train *t);
 typedef struct mk_nn_held {
     void *ctx;
     mk_status (*fill)(void *ctx, size_t src_index, float *dst, uint64_t numel);
+    /* Optional (NULL: none): the NF4 form of source tensor i (numel values) itself, for a
+     * trainer that decodes it elsewhere (the CUDA one): the packed codes (two a byte, the
+     * even element in the high nibble), an f32 absmax per MK_NN_HELD_BLOCK elements and the
+     * 16 code values; borrowed while ctx lives. */
+    mk_status (*nf4)(void *ctx, size_t src_index, uint64_t numel, const uint8_t **codes, const float **absmax,
+                     const float **table);
 } mk_nn_held;
+#define MK_NN_HELD_BLOCK 64 /* quant/nf4hold.h's MK_QLORA_BLOCK */
 mk_status mk_nn_train_open_held(mk_source *src, const mk_model_config *cfg, const mk_nn_held *held, mk_nn_train **out);
 /* Bytes of that scratch (one layer's projections in f32) for a model of config c. */
 uint64_t mk_nn_train_held_scratch(const mk_model_config *c);
@@ -58,6 +65,10 @@ size_t mk_nn_train_vocab(const mk_nn_train *t);
  * -1: MK_ROLE_TOK_EMBED, MK_ROLE_FINAL_NORM and MK_ROLE_LM_HEAD (the embedding when tied).
  * For a trainer that keeps these buffers elsewhere (the CUDA one, nn/cuda/). */
 int64_t mk_nn_train_offset(const mk_nn_train *t, long layer, mk_role r, bool bias);
+/* The source tensor index of layer `layer`'s role r weight (held or not); -1: none. */
+long mk_nn_train_src_index(const mk_nn_train *t, long layer, mk_role r);
+/* The frozen base held elsewhere (mk_nn_train_open_held), or NULL. */
+const mk_nn_held *mk_nn_train_held(const mk_nn_train *t);
 /* The config the trainer was opened with. */
 const mk_model_config *mk_nn_train_config(const mk_nn_train *t);
 

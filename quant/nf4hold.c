@@ -54,6 +54,21 @@ mk_status mk_nf4_hold_fill(void *ctx, size_t i, float *dst, uint64_t n)
     return MK_OK;
 }
 
+mk_status mk_nf4_hold_codes(void *ctx, size_t i, uint64_t n, const uint8_t **codes, const float **absmax, const float **table)
+{
+    mk_qlora *q = ctx;
+    if (i >= q->src->n_tensors || n != q->src->tensors[i].numel)
+        return mk_error(MK_ERR_USAGE, "qlora: tensor %zu: %llu elements asked", i, (unsigned long long)n);
+    if (!q->t[i].codes) {
+        float *tmp = mk_malloc((n ? n : 1) * sizeof *tmp);
+        mk_status s = tmp ? hold(q, i, tmp, n) : MK_ERR_NOMEM;
+        free(tmp);
+        MK_TRY(s);
+    }
+    *codes = q->t[i].codes, *absmax = q->t[i].absmax, *table = mk_bnb4_decode[MK_BNB_NF4];
+    return MK_OK;
+}
+
 mk_status mk_qlora_new(mk_source *src, mk_qlora **out)
 {
     *out = NULL;

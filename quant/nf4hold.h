@@ -22,6 +22,9 @@ mk_status mk_qlora_new(mk_source *src, mk_qlora **out);
  * first call for a tensor reads it from the source (through dst) and quantizes it.
  * ctx: the holder. The signature of mk_nn_held's fill. */
 mk_status mk_nf4_hold_fill(void *ctx, size_t i, float *dst, uint64_t n);
+/* Tensor i's NF4 form (quantized first if it was not yet): packed codes, absmax per block,
+ * the 16 NF4 values (bnb.h); borrowed while q lives. The signature of mk_nn_held's nf4. */
+mk_status mk_nf4_hold_codes(void *ctx, size_t i, uint64_t n, const uint8_t **codes, const float **absmax, const float **table);
 void mk_qlora_free(mk_qlora *q);
 /* Bytes NF4 holds for a tensor of n elements: codes ceil(n/2), absmax 4 ceil(n/64). */
 uint64_t mk_qlora_bytes(uint64_t n);

@@ -1,11 +1,14 @@
-/* cu_train.h - full finetuning of a causal language model on a CUDA device through the kernels
- * of mk_cuda.h: the CPU trainer's weight buffer (nn/backward.h: f32, tensor order, its tensor
- * table) copied into one contiguous device buffer holding weights, gradients and AdamW's two
- * moments, a forward + backward pass over a micro-batch that accumulates the same gradient as
- * mk_nn_train_pass, global-norm clipping and an AdamW step per tensor (weight decay on
- * matrices only), all on the device.
- * Families: llama and mistral (sliding window) without biases or q/k norms, no LoRA, no
- * quantized base; anything else is refused naming what is missing.
+/* cu_train.h - finetuning of a causal language model on a CUDA device through the kernels
+ * of mk_cuda.h: the CPU trainer's trained tensors (nn/backward.h: f32, tensor order, its tensor
+ * table; the adapters under LoRA) copied into one contiguous device buffer holding weights,
+ * gradients and AdamW's two moments, a forward + backward pass over a micro-batch that
+ * accumulates the same gradient as mk_nn_train_pass, global-norm clipping and an AdamW step
+ * per tensor (weight decay on matrices only), all on the device.
+ * Families: llama, mistral (sliding window), qwen2 (q/k/v biases), qwen3 (q/k norms); full
+ * finetuning or LoRA (mk_nn_train_lora: the base frozen on the device in f32, no gradients or
+ * moments for it) or QLoRA (a held base, mk_nn_train_open_held with mk_nn_held.nf4: its
+ * projections kept on the device as NF4 codes and decoded a layer at a time into a scratch);
+ * train_lora.c. Anything else is refused naming what is missing.
  * Activations: every layer's kept on the device, or with checkpointing only each layer's
  * input and its forward run again before its backward. Attention keeps its probabilities
  * [heads, T, T] per sequence (simple kernels, not a fused one).
@@ -18,20 +21,39 @@
 
 typedef struct mk_cu_train mk_cu_train;
 
-/* Device bytes a run needs: 4 f32 buffers of the numel trained values (weights, gradients,
- * two moments) plus one micro-batch's activations and scratch (nseq sequences of T tokens). */
+/* Device bytes a full finetune of llama needs: 4 f32 buffers of the numel trained values
+ * (weights, gradients, two moments) plus one micro-batch's activations and scratch (nseq
+ * sequences of T tokens). A run's whole figure: mk_cu_train_need. */
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 /* The same with bf16 mixed precision (the CPU trainer set to bf16, mk_nn_train_set_bf16; finetune
  * --dtype bf16): a bf16 copy of the weights (2 bytes per parameter more), the norms' and
  * attention's outputs and SiLU * up kept bf16 (half their bytes), the products' bf16 scratch. */
 uint64_t mk_cu_train_bytes16(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing);
 
+/* Device bytes a run of t needs: mk_cu_train_bytes of its trained tensors (the adapters
+ * under LoRA) plus the frozen base (NF4 codes and one layer's decoded projections with a
+ * held base), LoRA's kept x A^T, biases' and q/k norms' activations (train_lora.c). */
+uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
+
+/* A run as `estimate` knows it (the config and the options, no opened model), for
+ * mk_cu_train_bytes_of: the same figure as mk_cu_train_need for the model it describes. */
+typedef struct mk_cu_train_req {
+    uint64_t params;   /* the model's elements (all its tensors) */
+    long lora_r;       /* 0: full finetuning */
+    unsigned targets;  /* LoRA: the adapted roles (1 << MK_ROLE_Q ...) */
+    bool qlora;        /* the layers' projections held as NF4 */
+    bool qk_norm;      /* q/k norms per head (qwen3) */
+    size_t nseq, T;    /* the micro-batch */
+    bool checkpointing;
+} mk_cu_train_req;
+uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r);
+
 /* Bytes kept free beyond mk_cu_train_bytes: cuBLAS's workspace and the runtime's own. */
 #define MK_CU_TRAIN_RESERVE ((uint64_t)64 << 20)
 
-/* Copy t's weights (t holds a full finetune) to the device, sized for micro-batches of up to
- * nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
- * naming both figures) when mk_cu_train_bytes + MK_CU_TRAIN_RESERVE exceeds the device's free
+/* Copy t's weights (the frozen base too under LoRA, as NF4 codes where t holds it so) to the
+ * device, sized for micro-batches of up to nseq x T tokens; the moments start at 0. Refused without a usable device, and (MK_ERR_NOMEM,
+ * naming both figures) when mk_cu_train_need + MK_CU_TRAIN_RESERVE exceeds the device's free
  * memory. */
 mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing, mk_cu_train **out);
 void mk_cu_train_close(mk_cu_train *g);

@@ -108,6 +108,9 @@ extern "C" mk_status mk_cu_sync(void)
     return s;
 }
 
+/* a launch's error kept for mk_cu_sync, for the kernels of kernels_lora.cu (mk_cuda_lora.h) */
+extern "C" void mk_cu_launched(const char *name) { LAUNCHED(name); }
+
 /* ---- embedding ---- */
 __global__ static void k_embed_fwd(size_t n, const int32_t *tok, size_t H, const float *emb, float *x)
 {

@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mk_cuda.h"
+#include "train_ext.h"
 #include "mem.h"
 #include "mk_cuda16.h"
 
-/* the roles a layer needs (weights only: biases and q/k norms are refused) */
+/* the roles a layer needs (biases, q/k norms, LoRA and a held base: train_ext.h) */
 static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K,  MK_ROLE_V,   MK_ROLE_O,
                                       MK_ROLE_MLP_NORM,  MK_ROLE_GATE, MK_ROLE_UP, MK_ROLE_DOWN};
 #define N_ROLES (sizeof layer_roles / sizeof layer_roles[0])
@@ -43,6 +45,9 @@ struct mk_cu_train {
     float *hwt;
     double *hnll;
     long rope_T;                  /* the tables' length (0: none yet) */
+    mk_cu_ext *x;                 /* LoRA, QLoRA, biases, q/k norms (train_ext.h) */
+    const float *base;            /* what the offsets index: w, or the frozen base under LoRA */
+    float *gbase;                 /* its gradients: gr, or NULL (frozen) */
     /* bf16 mixed precision (mk_nn_train_bf16 of the CPU trainer): the products read w16, the
      * weights rounded (kept by AdamW's bf16 copy), and bf16 activations; see the bf16 section */
     bool bf16;
@@ -50,8 +55,9 @@ struct mk_cu_train {
 };
 #define W16(g, l, i) ((g)->w16 + (g)->off[l][i])
 
-#define W(g, l, i) ((g)->w + (g)->off[l][i])
-#define G(g, l, i) ((g)->gr + (g)->off[l][i])
+#define W(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base + (g)->off[l][i] : mk_cu_ext_weight((g)->x, l, layer_roles[i]))
+#define G(g, l, i) ((g)->gbase && (g)->off[l][i] >= 0 ? (g)->gbase + (g)->off[l][i] : NULL)
+#define GB(g, o) ((g)->gbase ? (g)->gbase + (o) : NULL)
 enum { R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_MLP_NORM, R_GATE, R_UP, R_DOWN };
 
 static const char *arch_of(const mk_model_config *c)
@@ -61,20 +67,13 @@ static const char *arch_of(const mk_model_config *c)
 
 static mk_status check_model(mk_nn_train *t, const mk_model_config *c, mk_cu_train *g)
 {
-    if (mk_nn_train_lora_scale(t) != 0)
-        return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer does full finetuning only (no --lora or --qlora)");
     for (size_t l = 0; l < g->L; l++) {
         for (size_t i = 0; i < N_ROLES; i++) {
             g->off[l][i] = mk_nn_train_offset(t, (long)l, layer_roles[i], false);
-            if (g->off[l][i] < 0)
+            if (g->off[l][i] < 0 && mk_nn_train_src_index(t, (long)l, layer_roles[i]) < 0) /* held: decoded per layer */
                 return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer needs the %s weight of layer %zu (%s has none)",
                                 mk_role_name(layer_roles[i]), l, arch_of(c));
-            if (mk_nn_train_offset(t, (long)l, layer_roles[i], true) >= 0)
-                return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer has no biases yet: layer %zu of this %s has a %s bias", l,
-                                arch_of(c), mk_role_name(layer_roles[i]));
         }
-        if (mk_nn_train_offset(t, (long)l, MK_ROLE_Q_NORM, false) >= 0 || mk_nn_train_offset(t, (long)l, MK_ROLE_K_NORM, false) >= 0)
-            return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer has no q/k norms yet (this %s has them)", arch_of(c));
     }
     g->emb = mk_nn_train_offset(t, -1, MK_ROLE_TOK_EMBED, false);
     g->fnorm = mk_nn_train_offset(t, -1, MK_ROLE_FINAL_NORM, false);
@@ -251,8 +250,11 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->hnll = mk_malloc(N * sizeof *g->hnll);
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
+    if (s == MK_OK && g->bf16 && mk_cu_ext_bytes(t, nseq, T, checkpointing) > 0)
+        s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path trains llama and mistral in full; --lora, --qlora, "
+                                         "qwen2's biases and qwen3's q/k norms run in f32 (--dtype f32)");
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
-    uint64_t need = (g->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes)(c, g->numel, nseq, T, checkpointing), fb = 0, tb = 0;
+    uint64_t need = mk_cu_train_need(t, nseq, T, checkpointing), fb = 0, tb = 0;
     bool capped = false;
     if (s == MK_OK && card_memory(&fb, &tb, &capped) && need + MK_CU_TRAIN_RESERVE > fb)
         s = mk_error(MK_ERR_NOMEM, "training needs %.2f GiB of GPU memory, the device has %.2f GiB free of %.2f GiB%s",
@@ -281,6 +283,8 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
         g->tgt = (int32_t *)(void *)b, b += N;
         for (size_t i = 0; i < nacts; i++) acts_at(g, N, &b, &g->a[i]);
     }
+    if (s == MK_OK) s = mk_cu_ext_open(t, nseq, T, checkpointing, g->w, g->gr, &g->x);
+    if (s == MK_OK) g->base = mk_cu_ext_base(g->x), g->gbase = mk_cu_ext_frozen(g->x) ? NULL : g->gr;
     if (s == MK_OK && g->bf16) s = open16(g, N, nacts);
     if (s != MK_OK) {
         mk_cu_train_close(g);
@@ -295,6 +299,7 @@ void mk_cu_train_close(mk_cu_train *g)
     if (!g) return;
     mk_cu_free(g->buf);
     mk_cu_free(g->arena);
+    mk_cu_ext_close(g->x);
     mk_cu_free(g->w16), mk_cu_free(g->arena16);
     free(g->off), free(g->tab), free(g->a), free(g->htgt), free(g->hwt), free(g->hnll);
     free(g);
@@ -307,10 +312,15 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
         return;
     }
     size_t N = nseq * T, H = g->H;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_rmsnorm(a->h1, xin, W(g, l, R_ATTN_NORM), N, H, g->eps, NULL);
     mk_cu_linear(a->h1, N, H, W(g, l, R_Q), g->q, 0.0f, a->q);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_Q, a->h1, N, a->q);
     mk_cu_linear(a->h1, N, H, W(g, l, R_K), g->kv, 0.0f, a->k);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_K, a->h1, N, a->k);
     mk_cu_linear(a->h1, N, H, W(g, l, R_V), g->kv, 0.0f, a->v);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_V, a->h1, N, a->v);
+    mk_cu_ext_qk(g->x, l, a->q, a->k, N);
     long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
     for (size_t s = 0; s < nseq; s++) {
         mk_cu_rope(a->q + s * T * g->q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
@@ -319,12 +329,16 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
                         a->att + s * T * g->q, a->p + s * g->nh * T * T);
     }
     mk_cu_linear(a->att, N, g->q, W(g, l, R_O), H, 0.0f, a->xmid);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_O, a->att, N, a->xmid);
     mk_cu_add(a->xmid, xin, N * H);
     mk_cu_rmsnorm(a->h2, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps, NULL);
     mk_cu_linear(a->h2, N, H, W(g, l, R_GATE), g->F, 0.0f, a->g);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_GATE, a->h2, N, a->g);
     mk_cu_linear(a->h2, N, H, W(g, l, R_UP), g->F, 0.0f, a->u);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_UP, a->h2, N, a->u);
     mk_cu_swiglu(a->g, a->u, a->a, N * g->F);
     mk_cu_linear(a->a, N, g->F, W(g, l, R_DOWN), H, 0.0f, xout);
+    mk_cu_ext_proj(g->x, l, MK_ROLE_DOWN, a->a, N, xout);
     mk_cu_add(xout, a->xmid, N * H);
 }
 
@@ -336,16 +350,21 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
         return;
     }
     size_t N = nseq * T, H = g->H, F = g->F;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_zero(g->da, N * F * sizeof(float));
     mk_cu_linear_bwd(a->a, N, F, W(g, l, R_DOWN), H, dx, g->da, G(g, l, R_DOWN));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_DOWN, a->a, N, dx, g->da);
     mk_cu_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
     mk_cu_zero(g->dh, N * H * sizeof(float));
     mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_GATE), F, g->dg, g->dh, G(g, l, R_GATE));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_GATE, a->h2, N, g->dg, g->dh);
     mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_UP), F, g->du, g->dh, G(g, l, R_UP));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_UP, a->h2, N, g->du, g->dh);
     mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
 
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
     mk_cu_linear_bwd(a->att, N, g->q, W(g, l, R_O), H, dx, g->datt, G(g, l, R_O));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_O, a->att, N, dx, g->datt);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
     for (size_t s = 0; s < nseq; s++) {
@@ -355,10 +374,14 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
         mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
         mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
     }
+    mk_cu_ext_qk_bwd(g->x, l, g->dq, g->dk, N);
     mk_cu_zero(g->dh, N * H * sizeof(float));
     mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_Q), g->q, g->dq, g->dh, G(g, l, R_Q));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_Q, a->h1, N, g->dq, g->dh);
     mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_K), g->kv, g->dk, g->dh, G(g, l, R_K));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_K, a->h1, N, g->dk, g->dh);
     mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_V), g->kv, g->dv, g->dh, G(g, l, R_V));
+    mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_V, a->h1, N, g->dv, g->dh);
     mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
 }
 
@@ -401,13 +424,13 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
     MK_TRY(mk_cu_put(g->tok, tok, N * sizeof *tok));
     MK_TRY(mk_cu_put(g->tgt, g->htgt, N * sizeof *g->htgt));
     MK_TRY(mk_cu_put(g->wt, g->hwt, N * sizeof *g->hwt));
-    mk_cu_embed_fwd(g->tok, N, H, g->w + g->emb, g->xs);
+    mk_cu_embed_fwd(g->tok, N, H, g->base + g->emb, g->xs);
     for (size_t l = 0; l < L; l++) layer_forward(g, l, g->xs + l * N * H, nseq, T, &g->a[g->ckpt ? 0 : l], g->xs + (l + 1) * N * H);
     if (g->bf16) {
         head16(g, N, false);
     } else {
-        mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->w + g->fnorm, N, H, g->eps, NULL);
-        mk_cu_linear(g->hf, N, H, g->w + g->head, g->V, 0.0f, g->logits);
+        mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->base + g->fnorm, N, H, g->eps, NULL);
+        mk_cu_linear(g->hf, N, H, g->base + g->head, g->V, 0.0f, g->logits);
     }
     mk_cu_xent(g->logits, N, g->V, g->tgt, g->wt, scale, g->nll);
     MK_TRY(mk_cu_sync());
@@ -419,15 +442,15 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
     if (!backward) return MK_OK;
     mk_cu_zero(g->dh, N * H * sizeof(float));
     if (g->bf16) head16(g, N, true);
-    else mk_cu_linear_bwd(g->hf, N, H, g->w + g->head, g->V, g->logits, g->dh, g->gr + g->head);
+    else mk_cu_linear_bwd(g->hf, N, H, g->base + g->head, g->V, g->logits, g->dh, GB(g, g->head));
     mk_cu_zero(g->dx, N * H * sizeof(float));
-    mk_cu_rmsnorm_bwd(g->xs + L * N * H, g->w + g->fnorm, g->dh, N, H, g->eps, g->dx, g->gr + g->fnorm, g->rstd);
+    mk_cu_rmsnorm_bwd(g->xs + L * N * H, g->base + g->fnorm, g->dh, N, H, g->eps, g->dx, GB(g, g->fnorm), g->rstd);
     for (size_t l = L; l-- > 0;) {
         acts *a = &g->a[g->ckpt ? 0 : l];
         if (g->ckpt) layer_forward(g, l, g->xs + l * N * H, nseq, T, a, g->hf); /* hf is free now */
         layer_backward(g, l, g->xs + l * N * H, nseq, T, a, g->dx);
     }
-    mk_cu_embed_bwd(g->tok, N, H, g->dx, g->gr + g->emb);
+    if (g->gbase) mk_cu_embed_bwd(g->tok, N, H, g->dx, g->gbase + g->emb);
     return mk_cu_sync();
 }
 

@@ -39,11 +39,31 @@ typedef struct mk_cu_tmodel {
     mk_model_config cfg;
     bool has_cfg;
     mk_nn_train *t;
+    void *hold;                 /* a holder of the frozen base (QLoRA), freed with hold_free */
+    void (*hold_free)(void *);
 } mk_cu_tmodel;
 bool mk_cu_tmodel_synth(const char *mk_bin, const char *dir, const char *args, char *err, size_t cap);
 mk_status mk_cu_tmodel_open(const char *dir, mk_cu_tmodel *m);
 void mk_cu_tmodel_close(mk_cu_tmodel *m);
 
 int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
+
+/* The checks of mk_cu_run_model on a model opened by the caller (t as it wants it: LoRA, a
+ * held base): one step's gradients, the norm, 10 steps' losses and the trained tensors after
+ * them (within wtol; 0: tol->grad); and finetune's loop on the model in dir, each run opened
+ * by `open`, stopped and resumed. */
+int mk_cu_check_model(mk_cu_tmodel *m, const char *name, bool checkpointing, double wtol, const mk_cu_tol *tol,
+                      mk_cu_report report);
+int mk_cu_check_loop(const char *dir, const char *tmpdir, mk_status (*open)(const char *dir, mk_cu_tmodel *m),
+                     const mk_cu_tol *tol, mk_cu_report report);
+/* cases.c's helpers: n uniform floats in [lo, hi) from seed (malloc'd); a device copy of
+ * host bytes; the worst |got - want| over max |want| (detail: where, as the checks print it). */
+float *mk_cu_rnd(size_t n, uint64_t seed, float lo, float hi);
+void *mk_cu_dput(const void *h, size_t bytes);
+double mk_cu_worst_err(const float *got, const float *want, size_t n, const char *prec, double tol, char *detail, size_t cap);
+
+/* LoRA and QLoRA on the device (nn/cuda/train_lora.c), and qwen2's biases and qwen3's q/k
+ * norms, against the CPU trainer; the kernels of mk_cuda_lora.h (tests/cuda/cases_lora.c). */
+int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
 
 #endif

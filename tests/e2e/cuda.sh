@@ -1,6 +1,6 @@
 #!/bin/sh
 # The CUDA path (docs/cuda.md). `finetune --device cuda` is a one-line usage error naming
-# `make CUDA=1` in a build without CUDA; in a CUDA build (MK_CUDA_BUILD=1) it trains on the
+# `make CUDA=1` in a build without CUDA; in a CUDA build (MK_CUDA_BUILD=1) it trains (full, --lora, --qlora) on the
 # GPU, or without one fails with one line saying there is no device. `make test` builds
 # build/test-cuda when nvcc is found and runs it here: the kernels and the trainer on the GPU
 # against the CPU, or one "skip - cuda: no CUDA device ..." line. The CPU emulation of the same
@@ -14,18 +14,24 @@ ARGS="--steps 3 --lr 3e-3 --batch 2 --seq 16 --seed 5"
 
 t_fail "--device tpu is refused" 2 "--device: 'tpu' is not cpu or cuda" "$MK" finetune base/ train.txt out0/ $ARGS --device tpu
 if [ "${MK_CUDA_BUILD:-}" = 1 ]; then
-    t_fail "--device cuda --lora is refused" 2 "--device cuda: full finetuning only" \
-        "$MK" finetune base/ train.txt out1/ $ARGS --device cuda --lora 2
-    "$MK" finetune base/ train.txt out2/ $ARGS --device cuda -q 2>err.txt
-    rc=$?
-    if [ $rc -eq 1 ] && grep -q "no CUDA device" err.txt && [ "$(grep -c . err.txt)" -eq 1 ]; then
-        ok "--device cuda without a GPU: one line, exit 1 ($(cat err.txt))"
-        [ ! -e out2 ] && ok "... and no output" || notok "no output without a GPU" "out2/ exists"
-    elif [ $rc -eq 0 ] && [ -s out2/train_log.jsonl ] && [ "$(grep -c . out2/train_log.jsonl)" -eq 3 ]; then
-        ok "--device cuda trains 3 steps on the GPU"
-    else
-        notok "--device cuda" "exit $rc: $(head -c 400 err.txt)"
-    fi
+    # full finetuning, LoRA and QLoRA: on a GPU 3 steps (an adapter folder under LoRA), without
+    # one a single line, exit 1, no output
+    for mode in full lora qlora; do
+        case $mode in full) X="" ;; lora) X="--lora 2" ;; *) X="--lora 2 --qlora" ;; esac
+        "$MK" finetune base/ train.txt "out-$mode/" $ARGS $X --device cuda -q 2>err.txt
+        rc=$?
+        if [ $rc -eq 1 ] && grep -q "no CUDA device" err.txt && [ "$(grep -c . err.txt)" -eq 1 ]; then
+            ok "--device cuda ($mode) without a GPU: one line, exit 1 ($(cat err.txt))"
+            [ ! -e "out-$mode" ] && ok "... and no output" || notok "no output without a GPU" "out-$mode/ exists"
+        elif [ $rc -eq 0 ] && [ -s "out-$mode/train_log.jsonl" ] && [ "$(grep -c . "out-$mode/train_log.jsonl")" -eq 3 ] &&
+            { [ $mode = full ] || [ -s "out-$mode/adapter_config.json" ]; }; then
+            ok "--device cuda ($mode) trains 3 steps on the GPU"
+        else
+            notok "--device cuda ($mode)" "exit $rc: $(head -c 400 err.txt)"
+        fi
+    done
+    t_fail "--device cuda --dtype bf16 --lora is refused" 2 "--dtype bf16 on the device: full finetuning only" \
+        "$MK" finetune base/ train.txt out5/ $ARGS --device cuda --dtype bf16 --lora 2
     "$MK" finetune base/ train.txt out3/ $ARGS --device cuda --dtype bf16 -q 2>err3.txt
     rc3=$?
     if [ $rc3 -eq 1 ] && grep -q "no CUDA device" err3.txt; then

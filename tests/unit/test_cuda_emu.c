@@ -46,6 +46,14 @@ MK_TEST(cuda_emulated_trainer_matches_cpu_trainer)
     mk_threads_set(0);
 }
 
+/* LoRA, QLoRA, qwen2's biases and qwen3's q/k norms (tests/cuda/cases_lora.c) */
+MK_TEST(cuda_emulated_lora_qlora_qwen_match_cpu_trainer)
+{
+    mk_threads_set(1);
+    CHECK_EQ_INT(mk_cu_run_lora(getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c", mk_test_tmpdir(), &EMU_TOL, report), 0);
+    mk_threads_set(0);
+}
+
 /* The trainer's device memory: what mk_cu_train_bytes says (the figure a run is refused by)
  * against what it allocates (the emulation counts its "device" bytes), and the refusal when
  * the device has less free. */

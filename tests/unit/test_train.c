@@ -276,7 +276,7 @@ static bool tmodel_open_q(const char *dir, tmodel *m, bool qlora)
     mk_status s = mk_model_open(dir, &m->src);
     if (s == MK_OK) s = mk_model_config_of_source(m->src, &m->cfg);
     if (s == MK_OK && qlora) s = mk_qlora_new(m->src, &m->q);
-    mk_nn_held held = {m->q, mk_nf4_hold_fill};
+    mk_nn_held held = {m->q, mk_nf4_hold_fill, mk_nf4_hold_codes};
     if (s == MK_OK) s = qlora ? mk_nn_train_open_held(m->src, &m->cfg, &held, &m->t) : mk_nn_train_open(m->src, &m->cfg, &m->t);
     if (s != MK_OK) mk_test_fail(__FILE__, __LINE__, "%s: %s", dir, mk_errmsg());
     return s == MK_OK;
@@ -710,7 +710,7 @@ static float *lora_grads(const char *dir, bool qlora, const int32_t *tok, const 
     CHECK_OK(mk_qsource_open(raw, &src, &qi));
     CHECK_OK(mk_model_config_of_source(src, &cfg));
     if (qlora) CHECK_OK(mk_qlora_new(src, &q));
-    held = (mk_nn_held){q, mk_nf4_hold_fill};
+    held = (mk_nn_held){q, mk_nf4_hold_fill, mk_nf4_hold_codes};
     CHECK_OK(qlora ? mk_nn_train_open_held(src, &cfg, &held, &t) : mk_nn_train_open(src, &cfg, &t));
     mk_nn_lora lo = {4, 8.0, false, ~0u, 7};
     double wnll = 0;
