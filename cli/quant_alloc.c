@@ -53,6 +53,9 @@ static const char *error_definition(const char *sensitivity)
     if (!strcmp(sensitivity, "kld"))
         return "predicted KL divergence (nats per token): the weight's squared quantization error times the KL its group causes in "
                "the probe format per unit of the group's squared error";
+    if (!strcmp(sensitivity, "fisher"))
+        return "predicted KL divergence (nats per token): sum over the weight's elements of half the expected Fisher diagonal per token "
+               "(from one backward pass per window of --sensitivity-text) times the squared quantization error";
     if (!strcmp(sensitivity, "imatrix"))
         return "sum over the weight's rows and columns of the column's importance (mean squared input activation, from the imatrix) "
                "times the squared quantization error: the expected squared error of the layer's output per token";
@@ -265,7 +268,7 @@ static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arc
     mk_status s = pdir ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: kld: probing with %s\n", c[probe].name);
     if (s == MK_OK) s = write_out(src, idx, arch, a, cm, c, nc, t, choice, in, pdir, true);
-    if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)a->ctx, (size_t)a->chunks, cm);
+    if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)(a->ctx ? a->ctx : 128), (size_t)(a->chunks ? a->chunks : 2), cm);
     (void)mk_rm_rf(dir);
     free(pdir);
     free(dir);
@@ -277,17 +280,19 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc = 0;
     MK_TRY(mk_alloc_cands_parse(a->formats, c, &nc));
-    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix");
-    if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx)
-        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix or kld", a->sensitivity);
+    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
+    if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx && !fis)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix, fisher or kld", a->sensitivity);
     if (imx != (a->imatrix != NULL))
         return mk_error(MK_ERR_USAGE, imx ? "--sensitivity imatrix weighs the error by an importance matrix: give --imatrix FILE"
                                           : "--imatrix is for --sensitivity imatrix");
-    if (kld && !a->text) return mk_error(MK_ERR_USAGE, "--sensitivity kld runs the model on a text: give --sensitivity-text FILE");
-    if (!kld && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity kld");
-    if (kld && (a->ctx < 8 || a->ctx > 65536 || a->chunks < 1 || a->chunks > 4096))
+    if ((kld || fis) && !a->text)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s runs the model on a text: give --sensitivity-text FILE", a->sensitivity);
+    if (!kld && !fis && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity fisher or kld");
+    long ctx = a->ctx ? a->ctx : fis ? 512 : 128, chunks = a->chunks ? a->chunks : fis ? 16 : 2; /* 0: the sensitivity's default */
+    if ((kld || fis) && (ctx < 8 || ctx > 65536 || chunks < 1 || chunks > 4096))
         return mk_error(MK_ERR_USAGE, "--sensitivity-ctx %ld / --sensitivity-chunks %ld: expected 8..65536 tokens and 1..4096 windows",
-                        a->ctx, a->chunks);
+                        ctx, chunks);
     if (!(a->target_bpw > 0) || a->target_bpw > 64) return mk_error(MK_ERR_USAGE, "--target-bpw %g: expected a number in (0, 64]", a->target_bpw);
     mk_source *src = NULL;
     mk_qinfo qi;
@@ -309,10 +314,19 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     if (s == MK_OK && imx && !imp) s = MK_ERR_NOMEM;
     if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, &arch, &im, imp);
     double t0 = mk_now();
-    if (s == MK_OK) {
+    float *fisher = NULL; /* --sensitivity fisher: F/2 of every trained parameter (one f32 each) */
+    const float **fw = s == MK_OK && fis ? mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *fw) : NULL;
+    if (s == MK_OK && fis && !fw) s = MK_ERR_NOMEM;
+    if (s == MK_OK && fis) s = mk_cli_alloc_fisher(src, a->text, (size_t)ctx, (size_t)chunks, cm, &fisher, fw);
+    if (s == MK_OK && fis) {
+        s = mk_alloc_measure_elem(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, fw, &t);
+        free(fisher), fisher = NULL;
+    } else if (s == MK_OK) {
         s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, imp, &t);
         if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
     }
+    free(fisher);
+    free(fw);
     size_t *choice = s == MK_OK ? mk_calloc(t.n, sizeof *choice) : NULL;
     if (s == MK_OK && !choice) s = MK_ERR_NOMEM;
     if (s == MK_OK && kld) s = kld_sensitivity(src, idx, &arch, a, cm, c, nc, &t, choice, in);
