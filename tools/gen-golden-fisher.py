@@ -38,15 +38,10 @@ BASE = ["--arch", "llama", "--hidden", "32", "--layers", "2", "--heads", "4", "-
 CASES = {"llama": [], "llama_tied": ["--tie"]}
 
 
-def _forward_tool():
-    """tools/gen-golden-forward.py as a module, for its xxh128."""
-    spec = importlib.util.spec_from_file_location("gen_golden_forward", os.path.join(ROOT, "tools", "gen-golden-forward.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-xxh128 = _forward_tool().xxh128
+_spec = importlib.util.spec_from_file_location("gen_golden_forward", os.path.join(ROOT, "tools", "gen-golden-forward.py"))
+_fwd = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fwd)
+xxh128 = _fwd.xxh128  # the same digest the other goldens record
 
 
 def fisher(path, tokens, targets):
@@ -82,12 +77,10 @@ def main():
                                        "params": sorted(k[7:] for k in out)}
             print(f"{name}: {len(out)} parameters, largest Fisher {max(float(v.max()) for v in out.values()):.4g}")
     save_file(tensors, os.path.join(GOLD, "fisher.safetensors"))
-    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "safetensors", "numpy"]}
-    manifest["python"] = platform.python_version()
+    manifest.update(versions={p: md.version(p) for p in ["torch", "transformers", "safetensors", "numpy"]},
+                    python=platform.python_version())
     with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-
+        f.write(json.dumps(manifest, indent=2) + "\n")
 
 if __name__ == "__main__":
     sys.exit(main())

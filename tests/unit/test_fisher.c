@@ -63,6 +63,15 @@ static bool synth(const char *dir, const char *args)
     return system(cmd) == 0;
 }
 
+/* A synth model named `name` in the test folder, opened for training. */
+static bool tm_synth(const char *name, const char *args, tm *m)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/%s", mk_test_tmpdir(), name);
+    CHECK(synth(dir, args));
+    return tm_open(dir, m);
+}
+
 static void *gold_get(mk_source *g, const char *name, size_t *n)
 {
     long i = mk_source_find(g, name);
@@ -208,12 +217,10 @@ static void tensor_sums(tm *m, const float *F, const float *E, double *worst_rel
 
 MK_TEST(fisher_drawn_labels_estimate_the_expected_fisher)
 {
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s/fisher-mc", mk_test_tmpdir());
-    CHECK(synth(dir, "--arch llama --hidden 16 --layers 1 --heads 2 --kv-heads 1 --intermediate 32 --vocab 12 --dtype float32 "
-                     "--std 0.5 --max-position 16 --seed 4"));
     tm m;
-    if (!tm_open(dir, &m)) return;
+    if (!tm_synth("fisher-mc", "--arch llama --hidden 16 --layers 1 --heads 2 --kv-heads 1 --intermediate 32 --vocab 12 "
+                               "--dtype float32 --std 0.5 --max-position 16 --seed 4", &m))
+        return;
     size_t T = 3; /* two positions: their cross term vanishes only in expectation */
     int32_t row[3] = {1, 7, 4};
     int32_t *tok = malloc(MC_ROWS * T * sizeof *tok), *fixed = malloc(MC_ROWS * T * sizeof *fixed);
@@ -237,12 +244,10 @@ MK_TEST(fisher_drawn_labels_estimate_the_expected_fisher)
 
 MK_TEST(fisher_same_bytes_at_any_thread_count)
 {
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s/fisher-det", mk_test_tmpdir());
-    CHECK(synth(dir, "--arch qwen3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 300 --dtype float32 "
-                     "--std 0.1 --seed 3"));
     tm m;
-    if (!tm_open(dir, &m)) return;
+    if (!tm_synth("fisher-det", "--arch qwen3 --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 96 --vocab 300 "
+                                "--dtype float32 --std 0.1 --seed 3", &m))
+        return;
     size_t W = 3, T = 70;
     int32_t *tok = malloc(W * T * sizeof *tok);
     for (size_t i = 0; i < W * T; i++) tok[i] = (int32_t)((i * 7919) % 300);
