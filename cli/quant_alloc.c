@@ -276,6 +276,31 @@ static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arc
     return s;
 }
 
+/* The measuring pass with the sensitivity's weights: none (weight, kld: kld_sensitivity
+ * rescales afterwards), the imatrix's per column, or half the Fisher diagonal per element
+ * (computed first on the text: ctx x chunks). */
+static mk_status measure_table(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_cli_alloc_opts *a, const mk_common *cm,
+                               const mk_alloc_cand *c, size_t nc, size_t ctx, size_t chunks, mk_alloc_table *t)
+{
+    bool imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
+    mk_imatrix im = {0};
+    size_t n = src->n_tensors ? src->n_tensors : 1;
+    const float **wt = imx || fis ? mk_calloc(n, sizeof *wt) : NULL; /* per tensor: importances, or F/2 */
+    float *fisher = NULL; /* F/2 of every trained parameter (one f32 each) */
+    mk_status s = (imx || fis) && !wt ? MK_ERR_NOMEM : MK_OK;
+    if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, arch, &im, wt);
+    if (s == MK_OK && fis) s = mk_cli_alloc_fisher(src, a->text, ctx, chunks, cm, &fisher, wt);
+    if (s == MK_OK && fis) s = mk_alloc_measure_elem(src, idx, arch, src->tensors, src->n_tensors, c, nc, a->skip, wt, t);
+    if (s == MK_OK && !fis) {
+        s = mk_alloc_measure(src, idx, arch, src->tensors, src->n_tensors, c, nc, a->skip, wt, t);
+        if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
+    }
+    free(fisher);
+    free(wt);
+    mk_imatrix_free(&im);
+    return s;
+}
+
 mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, const char *in, const char *out)
 {
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
@@ -310,24 +335,8 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     if (s == MK_OK && !idx) s = MK_ERR_NOMEM;
     for (size_t i = 0; idx && i < src->n_tensors; i++) idx[i] = i;
     mk_alloc_table t = {0};
-    mk_imatrix im = {0};
-    const float **imp = s == MK_OK && imx ? mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *imp) : NULL;
-    if (s == MK_OK && imx && !imp) s = MK_ERR_NOMEM;
-    if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, &arch, &im, imp);
     double t0 = mk_now(), c0 = (double)clock() / CLOCKS_PER_SEC; /* clock(): the CPU time of every thread */
-    float *fisher = NULL; /* --sensitivity fisher: F/2 of every trained parameter (one f32 each) */
-    const float **fw = s == MK_OK && fis ? mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *fw) : NULL;
-    if (s == MK_OK && fis && !fw) s = MK_ERR_NOMEM;
-    if (s == MK_OK && fis) s = mk_cli_alloc_fisher(src, a->text, (size_t)ctx, (size_t)chunks, cm, &fisher, fw);
-    if (s == MK_OK && fis) {
-        s = mk_alloc_measure_elem(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, fw, &t);
-        free(fisher), fisher = NULL;
-    } else if (s == MK_OK) {
-        s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, imp, &t);
-        if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
-    }
-    free(fisher);
-    free(fw);
+    if (s == MK_OK) s = measure_table(src, idx, &arch, a, cm, c, nc, (size_t)ctx, (size_t)chunks, &t);
     size_t *choice = s == MK_OK ? mk_calloc(t.n, sizeof *choice) : NULL;
     if (s == MK_OK && !choice) s = MK_ERR_NOMEM;
     if (s == MK_OK && kld) s = kld_sensitivity(src, idx, &arch, a, cm, c, nc, &t, choice, in);
@@ -354,8 +363,6 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     }
     if (s == MK_OK && !a->dry_run) s = write_out(src, idx, &arch, a, cm, c, nc, &t, choice, in, out, false);
     free(choice);
-    free(imp);
-    mk_imatrix_free(&im);
     mk_alloc_table_free(&t);
     free(idx);
     mk_arch_free(&arch);

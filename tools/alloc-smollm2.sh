@@ -6,6 +6,7 @@
 # GPL-3). MK_ALLOC_TEXTS="GPL-3 Apache-2.0" evaluates on both.
 # Usage: tools/alloc-smollm2.sh [BUDGETS [SENSITIVITIES]]   (default: "4.5 5 6" "weight imatrix fisher")
 # SENSITIVITIES may also name kld, or a single format (nvfp4, mxfp4: that format alone).
+# MK_ALLOC_TEXT_ARGS: more options for fisher and kld (say "--sensitivity-chunks 4").
 # Prints one line per model; takes some minutes per model on two cores.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,7 @@ for b in $budgets; do
         case $s in
         weight) extra="" ;;
         imatrix) extra="--sensitivity imatrix --imatrix $w/im.gguf" ;;
-        fisher | kld) extra="--sensitivity $s --sensitivity-text $g" ;;
+        fisher | kld) extra="--sensitivity $s --sensitivity-text $g ${MK_ALLOC_TEXT_ARGS:-}" ;;
         *) extra="" ;;
         esac
         rm -rf "$w/q"
