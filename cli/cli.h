@@ -211,9 +211,9 @@ mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const
 typedef struct mk_cli_alloc_opts {
     double target_bpw;
     const char *formats;     /* --formats; NULL: the default candidates */
-    const char *sensitivity; /* "weight", "imatrix" or "kld" */
-    const char *text;        /* kld: the text the model runs on */
-    long ctx, chunks;        /* kld: window length and windows */
+    const char *sensitivity; /* "weight", "imatrix", "fisher" or "kld" */
+    const char *text;        /* fisher, kld: the text the model runs on */
+    long ctx, chunks;        /* fisher, kld: window length and windows (0: 512 x 16 for fisher, 128 x 2 for kld) */
     const char *skip;
     uint64_t shard_size, chunk;
     bool force, dry_run;
@@ -238,6 +238,13 @@ mk_status mk_cli_quant_config_files(mk_source *src, struct mk_output *o, char *q
 struct mk_alloc_table;
 mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, struct mk_alloc_table *t, size_t probe, const char *text,
                            size_t ctx, size_t chunks, const mk_common *cm);
+
+/* --sensitivity fisher (cli/quant_kld.c): half the expected Fisher diagonal per token of src's
+ * weights on `chunks` windows of `ctx` tokens of `text` (*F: allocated, one f32 per trained
+ * parameter); wt[i] (per tensor of src, zeroed by the caller) points at tensor i's. */
+#define MK_CLI_FISHER_SEED 0x5eed
+mk_status mk_cli_alloc_fisher(mk_source *src, const char *text, size_t ctx, size_t chunks, const mk_common *cm, float **F,
+                              const float **wt);
 
 /* Perplexity and KL divergence (eval, merge --eval-text, quantize --eval-text). */
 #define MK_CLI_EVAL_MAX_REFS 8

@@ -433,7 +433,7 @@ static mk_status gguf_main(quant_cli *o, const char *in, const char *out)
 
 static int quantize_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .sens_ctx = 128, .sens_chunks = 2, .finalize = finalize, .argc = argc, .argv = argv};
+    quant_cli o = {.shard_size = 5000000000ull, .eval = {NULL, 512, 0, 0}, .sens_ctx = 0, .sens_chunks = 0, .finalize = finalize, .argc = argc, .argv = argv};
     mk_opt opts[48] = {{"format", 'F', MK_OPT_STR, &o.format, "FORMAT", "the format (see below and --list-formats)", NULL}};
     size_t n = 1 + setting_opts(&o, opts + 1, 16);
     const mk_opt rest[] = {
@@ -447,10 +447,10 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
         {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
-        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix) or kld (the squared error times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
-        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld: the text the model runs on", NULL},
-        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld: window length in tokens", "128"},
-        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld: windows", "2"},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix), fisher (the predicted KL divergence: the squared error of each element times half its expected Fisher information per token, from one backward pass per window of --sensitivity-text) or kld (the squared error times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
+        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity fisher or kld: the text the model runs on", NULL},
+        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity fisher or kld: window length in tokens (default: 512 for fisher, 128 for kld)", NULL},
+        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity fisher or kld: windows, at most (default: 16 for fisher, 2 for kld)", NULL},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},

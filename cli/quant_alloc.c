@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The objective and bits of every candidate used alone (-1 bits: it cannot quantize some
  * weight), for comparison with the allocation. */
@@ -53,6 +54,9 @@ static const char *error_definition(const char *sensitivity)
     if (!strcmp(sensitivity, "kld"))
         return "predicted KL divergence (nats per token): the weight's squared quantization error times the KL its group causes in "
                "the probe format per unit of the group's squared error";
+    if (!strcmp(sensitivity, "fisher"))
+        return "predicted KL divergence (nats per token): sum over the weight's elements of half the expected Fisher diagonal per token "
+               "(from one backward pass per window of --sensitivity-text) times the squared quantization error";
     if (!strcmp(sensitivity, "imatrix"))
         return "sum over the weight's rows and columns of the column's importance (mean squared input activation, from the imatrix) "
                "times the squared quantization error: the expected squared error of the layer's output per token";
@@ -89,7 +93,7 @@ static mk_status load_imatrix(const char *path, mk_source *src, const mk_arch *a
 
 /* The allocation as JSON: self-describing (every weight's options too, for plots). */
 static void alloc_json(mk_buf *j, const mk_cli_alloc_opts *a, const mk_alloc_cand *c, size_t nc, const mk_alloc_table *t,
-                       const mk_tensor_info *in, const size_t *choice, double secs)
+                       const mk_tensor_info *in, const size_t *choice, double secs, double cpu)
 {
     double bq, ba;
     mk_alloc_bpw(t, choice, &bq, &ba);
@@ -97,9 +101,9 @@ static void alloc_json(mk_buf *j, const mk_cli_alloc_opts *a, const mk_alloc_can
                      "\"bpw_model\": %.6f, \"bpw_definition\": \"stored bits of the quantizable weights (codes, scales, zero "
                      "points, shapes) over their elements; bpw_model: every stored tensor over every parameter\", ",
                   a->target_bpw, bq, ba);
-    mk_buf_printf(j, "\"sensitivity\": \"%s\", \"error_definition\": \"%s\", \"objective\": %.9g, \"seconds\": %.3f, \"formats\": [",
+    mk_buf_printf(j, "\"sensitivity\": \"%s\", \"error_definition\": \"%s\", \"objective\": %.9g, \"seconds\": %.3f, \"cpu_seconds\": %.3f, \"formats\": [",
                   a->sensitivity, error_definition(a->sensitivity),
-                  total_err(t, choice), secs);
+                  total_err(t, choice), secs, cpu);
     for (size_t k = 0; k < nc; k++) {
         double bpw, err;
         single_format(t, k, &bpw, &err);
@@ -307,10 +311,35 @@ static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arc
     mk_status s = pdir ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: kld: probing with %s\n", c[probe].name);
     if (s == MK_OK) s = write_out(src, idx, arch, a, cm, c, nc, t, choice, in, pdir, true);
-    if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)a->ctx, (size_t)a->chunks, cm);
+    if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)(a->ctx ? a->ctx : 128), (size_t)(a->chunks ? a->chunks : 2), cm);
     (void)mk_rm_rf(dir);
     free(pdir);
     free(dir);
+    return s;
+}
+
+/* The measuring pass with the sensitivity's weights: none (weight, kld: kld_sensitivity
+ * rescales afterwards), the imatrix's per column, or half the Fisher diagonal per element
+ * (computed first on the text: ctx x chunks). */
+static mk_status measure_table(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_cli_alloc_opts *a, const mk_common *cm,
+                               const mk_alloc_cand *c, size_t nc, size_t ctx, size_t chunks, mk_alloc_table *t)
+{
+    bool imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
+    mk_imatrix im = {0};
+    size_t n = src->n_tensors ? src->n_tensors : 1;
+    const float **wt = imx || fis ? mk_calloc(n, sizeof *wt) : NULL; /* per tensor: importances, or F/2 */
+    float *fisher = NULL; /* F/2 of every trained parameter (one f32 each) */
+    mk_status s = (imx || fis) && !wt ? MK_ERR_NOMEM : MK_OK;
+    if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, arch, &im, wt);
+    if (s == MK_OK && fis) s = mk_cli_alloc_fisher(src, a->text, ctx, chunks, cm, &fisher, wt);
+    if (s == MK_OK && fis) s = mk_alloc_measure_elem(src, idx, arch, src->tensors, src->n_tensors, c, nc, a->skip, wt, t);
+    if (s == MK_OK && !fis) {
+        s = mk_alloc_measure(src, idx, arch, src->tensors, src->n_tensors, c, nc, a->skip, wt, t);
+        if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
+    }
+    free(fisher);
+    free(wt);
+    mk_imatrix_free(&im);
     return s;
 }
 
@@ -319,17 +348,19 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc = 0;
     MK_TRY(mk_alloc_cands_parse(a->formats, c, &nc));
-    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix");
-    if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx)
-        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix or kld", a->sensitivity);
+    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
+    if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx && !fis)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix, fisher or kld", a->sensitivity);
     if (imx != (a->imatrix != NULL))
         return mk_error(MK_ERR_USAGE, imx ? "--sensitivity imatrix weighs the error by an importance matrix: give --imatrix FILE"
                                           : "--imatrix is for --sensitivity imatrix");
-    if (kld && !a->text) return mk_error(MK_ERR_USAGE, "--sensitivity kld runs the model on a text: give --sensitivity-text FILE");
-    if (!kld && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity kld");
-    if (kld && (a->ctx < 8 || a->ctx > 65536 || a->chunks < 1 || a->chunks > 4096))
+    if ((kld || fis) && !a->text)
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s runs the model on a text: give --sensitivity-text FILE", a->sensitivity);
+    if (!kld && !fis && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity fisher or kld");
+    long ctx = a->ctx ? a->ctx : fis ? 512 : 128, chunks = a->chunks ? a->chunks : fis ? 16 : 2; /* 0: the sensitivity's default */
+    if ((kld || fis) && (ctx < 8 || ctx > 65536 || chunks < 1 || chunks > 4096))
         return mk_error(MK_ERR_USAGE, "--sensitivity-ctx %ld / --sensitivity-chunks %ld: expected 8..65536 tokens and 1..4096 windows",
-                        a->ctx, a->chunks);
+                        ctx, chunks);
     if (!(a->target_bpw > 0) || a->target_bpw > 64) return mk_error(MK_ERR_USAGE, "--target-bpw %g: expected a number in (0, 64]", a->target_bpw);
     mk_source *src = NULL;
     mk_qinfo qi;
@@ -346,15 +377,8 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     if (s == MK_OK && !idx) s = MK_ERR_NOMEM;
     for (size_t i = 0; idx && i < src->n_tensors; i++) idx[i] = i;
     mk_alloc_table t = {0};
-    mk_imatrix im = {0};
-    const float **imp = s == MK_OK && imx ? mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *imp) : NULL;
-    if (s == MK_OK && imx && !imp) s = MK_ERR_NOMEM;
-    if (s == MK_OK && imx) s = load_imatrix(a->imatrix, src, &arch, &im, imp);
-    double t0 = mk_now();
-    if (s == MK_OK) {
-        s = mk_alloc_measure(src, idx, &arch, src->tensors, src->n_tensors, c, nc, a->skip, imp, &t);
-        if (s != MK_OK && imx) s = mk_error_prefix(s, "%s", a->imatrix);
-    }
+    double t0 = mk_now(), c0 = (double)clock() / CLOCKS_PER_SEC; /* clock(): the CPU time of every thread */
+    if (s == MK_OK) s = measure_table(src, idx, &arch, a, cm, c, nc, (size_t)ctx, (size_t)chunks, &t);
     size_t *choice = s == MK_OK ? mk_calloc(t.n, sizeof *choice) : NULL;
     if (s == MK_OK && !choice) s = MK_ERR_NOMEM;
     if (s == MK_OK && kld) s = kld_sensitivity(src, idx, &arch, a, cm, c, nc, &t, choice, in);
@@ -365,24 +389,22 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
         s = mk_alloc_solve(&pr, a->target_bpw * numel, choice);
         if (s != MK_OK) s = mk_error_prefix(s, "--target-bpw %g", a->target_bpw);
     }
-    double secs = mk_now() - t0, solve_secs = mk_now() - t1;
+    double secs = mk_now() - t0, solve_secs = mk_now() - t1, cpu = (double)clock() / CLOCKS_PER_SEC - c0;
     if (s == MK_OK) {
         mk_buf b = {0};
         if (cm->json) {
-            alloc_json(&b, a, c, nc, &t, src->tensors, choice, secs);
+            alloc_json(&b, a, c, nc, &t, src->tensors, choice, secs, cpu);
             if (!b.failed) fputs(b.data, stdout);
         } else if (!cm->quiet) {
             alloc_table(&b, false, c, &t, src->tensors, choice);
             alloc_summary(&b, a, c, nc, &t, choice);
-            mk_buf_printf(&b, "measured and allocated in %.2f s (the allocation itself %.3f s)\n", secs, solve_secs);
+            mk_buf_printf(&b, "measured and allocated in %.2f s, %.2f s of CPU (the allocation itself %.3f s)\n", secs, cpu, solve_secs);
             if (!b.failed) fputs(b.data, stderr);
         }
         mk_buf_free(&b);
     }
     if (s == MK_OK && !a->dry_run) s = write_out(src, idx, &arch, a, cm, c, nc, &t, choice, in, out, false);
     free(choice);
-    free(imp);
-    mk_imatrix_free(&im);
     mk_alloc_table_free(&t);
     free(idx);
     mk_arch_free(&arch);

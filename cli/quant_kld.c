@@ -8,13 +8,22 @@
  * error times the sensitivity: predicted KL, additive over weights.
  * The original and the probed model read the same source through a view that presents
  * every weight of the table in f32 and switches the group's to the probe's values.
+ *
+ * `quantize --target-bpw B --sensitivity fisher`: the second-order (Fisher) approximation of
+ * the same KL instead, KL(p || p_q) ~ 1/2 sum_i F_ii dw_i^2, with F the expected Fisher
+ * diagonal per token (train/fisher.h) on windows of a text, computed once by one forward and
+ * one backward pass per window (labels drawn from the model); each weight's predicted error
+ * in a format is then sum over its elements of F/2 (x - q)^2 (quant/alloc.h,
+ * mk_alloc_measure_elem): additive over weights and formats by construction.
  */
 #include "cli.h"
 
+#include "../nn/backward.h"
 #include "../nn/nn.h"
 #include "../nn/tokenizer.h"
 #include "../quant/alloc.h"
 #include "../quant/qsource.h"
+#include "../train/fisher.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -267,4 +276,51 @@ mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, mk_alloc_table
     if (sw) sw_close(sw);
     mk_source_close(d);
     return s;
+}
+
+/* ---- --sensitivity fisher ------------------------------------------------------------------ */
+
+mk_status mk_cli_alloc_fisher(mk_source *src, const char *text, size_t ctx, size_t chunks, const mk_common *cm, float **F_out,
+                              const float **wt)
+{
+    *F_out = NULL;
+    mk_model_config cfg;
+    mk_tokenizer *tk = NULL;
+    mk_nn_train *tr = NULL;
+    int32_t *ids = NULL, bos = -1;
+    size_t n = 0, windows = 0;
+    float *F = NULL;
+    double t0 = mk_now();
+    mk_status s = mk_model_config_of_source(src, &cfg);
+    if (s != MK_OK) return s;
+    s = mk_nn_train_check(src, &cfg);
+    if (s == MK_OK) s = mk_cli_open_tokenizer(src, src->path, &tk);
+    if (s == MK_OK) s = mk_cli_tokenize_file(tk, text, &ids, &n, &bos);
+    mk_tokenizer_free(tk);
+    if (s == MK_OK) {
+        windows = n / ctx < chunks ? n / ctx : chunks;
+        if (!windows) s = mk_error(MK_ERR_USAGE, "%s: %zu tokens, fewer than one window of %zu (--sensitivity-ctx)", text, n, ctx);
+    }
+    for (size_t w = 0; s == MK_OK && bos >= 0 && w < windows; w++) ids[w * ctx] = bos;
+    if (s == MK_OK) s = mk_nn_train_open(src, &cfg, &tr);
+    uint64_t numel = tr ? mk_nn_train_numel(tr) : 0;
+    if (s == MK_OK && !(F = mk_malloc((size_t)(numel ? numel : 1) * sizeof *F))) s = MK_ERR_NOMEM;
+    if (s == MK_OK) s = mk_fisher_diag(tr, ids, NULL, windows, ctx, MK_CLI_FISHER_SEED, F, NULL, NULL);
+    for (uint64_t i = 0; s == MK_OK && i < numel; i++) F[i] *= 0.5f; /* KL ~ 1/2 sum F dw^2 */
+    for (size_t p = 0; s == MK_OK && p < mk_nn_train_n_params(tr); p++) {
+        const mk_nn_param *pp = mk_nn_train_param(tr, p);
+        wt[pp->src_index] = F + pp->off;
+    }
+    mk_nn_train_close(tr);
+    free(ids);
+    mk_model_config_free(&cfg);
+    if (s != MK_OK) {
+        free(F);
+        return s;
+    }
+    if (!cm->quiet)
+        fprintf(stderr, "mergekit-c: fisher: %zu window(s) of %zu tokens of %s, labels drawn from the model, in %.1f s\n", windows, ctx,
+                text, mk_now() - t0);
+    *F_out = F;
+    return MK_OK;
 }

@@ -60,6 +60,7 @@ struct mk_nn_train {
      * (LoRA; a tied head's in headb), and the adapters rounded at each pass into lwb */
     bool bf16;
     float *wb, *headb, *lwb;
+    const int32_t *tgt; /* mk_nn_train_pass_targets: the targets of the pass (NULL: the next tokens) */
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
@@ -531,7 +532,7 @@ static void head_pass(mk_nn_train *t, const float *hf, const int32_t *tok, const
         for (size_t i = 0; i < n; i++) {
             size_t row = r0 + i, j = row % T;
             bool last = j + 1 == T;
-            tgt[i] = last ? 0 : tok[row + 1];
+            tgt[i] = last ? 0 : t->tgt ? t->tgt[row + 1] : tok[row + 1];
             wt[i] = last ? 0.0f : w[row + 1];
         }
         lin(hf + r0 * H, n, H, mhead(t), NULL, V, g->logit);
@@ -666,6 +667,18 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
 done:
     mk_nn_rope_free(&rope);
     free(a);
+    return s;
+}
+
+mk_status mk_nn_train_pass_targets(mk_nn_train *t, const int32_t *tok, const int32_t *tgt, const float *w, size_t nseq, size_t T,
+                                   float scale, bool checkpointing, bool backward, double *wnll, float *logits)
+{
+    for (size_t i = 0; i < nseq * T; i++)
+        if (tgt[i] < 0 || (size_t)tgt[i] >= t->V)
+            return mk_error(MK_ERR_USAGE, "target id %d is outside the model's vocabulary of %zu", tgt[i], t->V);
+    t->tgt = tgt;
+    mk_status s = mk_nn_train_pass(t, tok, w, nseq, T, scale, checkpointing, backward, wnll, logits);
+    t->tgt = NULL;
     return s;
 }
 

@@ -114,8 +114,11 @@ float mk_nn_train_lora_scale(const mk_nn_train *t);
  * backward = false: the forward and the loss only. */
 mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, size_t nseq, size_t T, float scale,
                            bool checkpointing, bool backward, double *wnll, float *logits);
-
-
+/* The same with other targets than the next tokens: position j of a row predicts tgt[row * T
+ * + j + 1] (tgt[nseq * T], each id in the vocabulary; a row's first entry is unused). For the
+ * expected Fisher, whose labels are drawn from the model's own distribution. */
+mk_status mk_nn_train_pass_targets(mk_nn_train *t, const int32_t *tok, const int32_t *tgt, const float *w, size_t nseq, size_t T,
+                                   float scale, bool checkpointing, bool backward, double *wnll, float *logits);
 
 /* A source over the current weights (f32, borrowed from the buffer, the trained tensors with
  * the names and shapes of the input; auxiliary files read from the input): for eval/ and

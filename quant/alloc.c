@@ -522,6 +522,7 @@ typedef struct werr_job {
     size_t di;
     const float *x, *imp;
     uint64_t cols, rows, step;
+    uint64_t rs; /* imp's row stride: 0 (an importance per column), cols (one per element) */
     double *part; /* [blocks] */
 } werr_job;
 
@@ -545,7 +546,7 @@ static mk_status werr_block(void *ctx, uint64_t b, void *tls)
         double row = 0;
         for (uint64_t c = 0; c < j->cols; c++) {
             double e = (double)a[c] - (double)q[c];
-            row += (double)j->imp[c] * e * e;
+            row += (double)j->imp[(r0 + r) * j->rs + c] * e * e;
         }
         sum += row;
     }
@@ -553,10 +554,10 @@ static mk_status werr_block(void *ctx, uint64_t b, void *tls)
     return MK_OK;
 }
 
-/* sum over the rows of weight i of imp[c] (x - q)^2, q decoded from plan p's stored bytes
- * in cap; x: the values the consumer encoded. */
+/* sum over the rows of weight i of imp[c] (x - q)^2 (per_elem: imp[r][c]), q decoded from
+ * plan p's stored bytes in cap; x: the values the consumer encoded. */
 static mk_status weighted_error(const mk_qplan *p, const capture *cap, const char *config, size_t i, const float *x, const float *imp,
-                                double *out)
+                                bool per_elem, double *out)
 {
     const mk_qtensor *q = &p->t[i];
     const mk_tensor_info *w = &p->in[i];
@@ -578,7 +579,7 @@ static mk_status weighted_error(const mk_qplan *p, const capture *cap, const cha
     if (st == MK_OK && (!qi.quantized || di < 0 || d->tensors[di].dtype != MK_F32 || d->tensors[di].numel != w->numel))
         st = mk_error(MK_ERR_MISMATCH, "%s: its stored tensors do not decode to the weight", w->name);
     uint64_t cols = (uint64_t)w->shape[w->ndim - 1], rows = cols ? w->numel / cols : 0;
-    werr_job j = {d, st == MK_OK ? (size_t)di : 0, x, imp, cols, rows, CAP_CHUNK / cols ? CAP_CHUNK / cols : 1, NULL};
+    werr_job j = {d, st == MK_OK ? (size_t)di : 0, x, imp, cols, rows, CAP_CHUNK / cols ? CAP_CHUNK / cols : 1, per_elem ? cols : 0, NULL};
     uint64_t nb = (rows + j.step - 1) / j.step;
     j.part = st == MK_OK ? mk_calloc(nb ? nb : 1, sizeof *j.part) : NULL;
     if (st == MK_OK && !j.part) st = MK_ERR_NOMEM;
@@ -599,6 +600,7 @@ static mk_status weighted_error(const mk_qplan *p, const capture *cap, const cha
 struct tap {
     const mk_alloc_table *t;
     const float *const *imp;  /* per logical tensor */
+    bool per_elem;            /* imp holds one weight per element, not per column */
     const mk_qplan *plans;
     const size_t *pk;         /* plan -> candidate */
     size_t np;
@@ -647,7 +649,7 @@ static mk_status tap_end(tap *a, size_t m)
     size_t i = a->t->w[m];
     for (size_t j = 0; a->x && j < a->np; j++) {
         if (!a->plans[j].t[i].quantized) continue;
-        MK_TRY(weighted_error(&a->plans[j], &a->cap[j], a->config[j], i, a->x, a->imp[i], &a->werr[m * a->t->k + a->pk[j]]));
+        MK_TRY(weighted_error(&a->plans[j], &a->cap[j], a->config[j], i, a->x, a->imp[i], a->per_elem, &a->werr[m * a->t->k + a->pk[j]]));
     }
     tap_drop(a);
     return MK_OK;
@@ -693,8 +695,23 @@ void mk_alloc_table_free(mk_alloc_table *t)
     memset(t, 0, sizeof *t);
 }
 
+static mk_status measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n, const mk_alloc_cand *c,
+                         size_t nc, const char *skip, const float *const *imp, bool per_elem, mk_alloc_table *t);
+
 mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
                            const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *imp, mk_alloc_table *t)
+{
+    return measure(src, idx, arch, in, n, c, nc, skip, imp, false, t);
+}
+
+mk_status mk_alloc_measure_elem(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
+                                const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *wt, mk_alloc_table *t)
+{
+    return measure(src, idx, arch, in, n, c, nc, skip, wt, true, t);
+}
+
+static mk_status measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n, const mk_alloc_cand *c,
+                         size_t nc, const char *skip, const float *const *imp, bool per_elem, mk_alloc_table *t)
 {
     memset(t, 0, sizeof *t);
     mk_qplan plans[MK_ALLOC_MAX_CANDS];
@@ -751,6 +768,7 @@ mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arc
     mk_sink caps[MK_ALLOC_MAX_CANDS];
     size_t made = 0;
     if (s == MK_OK && imp) s = tap_make(&tp, t, imp, plans, pk, np);
+    tp.per_elem = per_elem;
     for (size_t j = 0; j < np; j++) caps[j] = imp ? (mk_sink){.ops = &cap_ops, .impl = &tp.cap[j]} : null;
     for (; s == MK_OK && made < np; made++) s = mk_quant_consumer(&cons[made], &caps[made], &plans[made], true, false);
     mk_consumer mc = {0};
@@ -785,7 +803,7 @@ mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arc
         }
         for (size_t k = 0; k < nc; k++) t->err[m * nc + k] = imp ? tp.werr[m * nc + k] : t->se2[m * nc + k];
         if (imp) { /* the mean importance */
-            uint64_t cols = (uint64_t)in[i].shape[in[i].ndim - 1];
+            uint64_t cols = per_elem ? in[i].numel : (uint64_t)in[i].shape[in[i].ndim - 1];
             double sum = 0;
             for (uint64_t col = 0; col < cols; col++) sum += imp[i][col];
             t->sens[m] = cols ? sum / (double)cols : 0;

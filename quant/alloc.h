@@ -78,6 +78,12 @@ typedef struct mk_alloc_table {
  * left out), q decoded from the candidate's own stored bytes; sens = the mean importance. */
 mk_status mk_alloc_measure(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
                            const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *imp, mk_alloc_table *t);
+/* The same with a weight per element: wt[i] (NULL: none; every quantizable weight must have
+ * one) holds numel weights in the tensor's row-major order, and err is the sum over the
+ * elements of wt (x - q)^2 (a Fisher diagonal times the squared error: 2 x the predicted KL);
+ * sens = the mean weight. */
+mk_status mk_alloc_measure_elem(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_tensor_info *in, size_t n,
+                                const mk_alloc_cand *c, size_t nc, const char *skip, const float *const *wt, mk_alloc_table *t);
 void mk_alloc_table_free(mk_alloc_table *t);
 /* Bits per weight of choice[] over the quantizable weights, and over the whole model. */
 void mk_alloc_bpw(const mk_alloc_table *t, const size_t *choice, double *bpw_q, double *bpw_all);

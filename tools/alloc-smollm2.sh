@@ -1,27 +1,55 @@
 #!/bin/sh
-# quantize --target-bpw on SmolLM2-135M (tools/get-smollm2.sh) against the best single format
-# at the same budget: the allocation's objective (--sensitivity weight, kld and imatrix) and
-# the KL divergence to the original that `eval` measures on two Debian texts (GPL-3, the text
-# kld probes and the imatrix is gathered on, and Apache-2.0, which neither sees).
-# Usage: tools/alloc-smollm2.sh [BUDGET [SINGLE-FORMAT]]   (default: 4.51 nvfp4)
-# Prints one line per model and text; takes some minutes on two cores.
+# quantize --target-bpw on SmolLM2-135M (tools/get-smollm2.sh) with each --sensitivity at each
+# budget: the formats chosen, the bits per weight, the objective, the measuring pass's wall and
+# CPU time, and the KL divergence to the original and the perplexity that `eval` measures on
+# Apache-2.0 (a Debian text that neither the imatrix nor fisher nor kld sees; they run on
+# GPL-3). MK_ALLOC_TEXTS="GPL-3 Apache-2.0" evaluates on both.
+# Usage: tools/alloc-smollm2.sh [BUDGETS [SENSITIVITIES]]   (default: "4.5 5 6" "weight imatrix fisher")
+# SENSITIVITIES may also name kld, or a single format (nvfp4, mxfp4: that format alone).
+# MK_ALLOC_TEXT_ARGS: more options for fisher and kld (say "--sensitivity-chunks 4").
+# Prints one line per model; takes some minutes per model on two cores.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-mk=$root/mergekit-c
+mk=${MK_BIN:-$root/mergekit-c}
 sm=${MK_SMOLLM2:-$root/.models/smollm2}
-b=${1:-4.51}
-single=${2:-nvfp4}
+budgets=${1:-4.5 5 6}
+sens=${2:-weight imatrix fisher}
+jobs=${MK_ALLOC_JOBS:-2}
 [ -f "$sm/model.safetensors" ] || { echo "alloc-smollm2: $sm is absent (run tools/get-smollm2.sh)" >&2; exit 1; }
 g=/usr/share/common-licenses/GPL-3
-a=/usr/share/common-licenses/Apache-2.0
+texts=${MK_ALLOC_TEXTS:-Apache-2.0}
 w=$(mktemp -d)
 trap 'rm -rf "$w"' EXIT
-"$mk" quantize "$sm" "$w/$single" --format "$single" -q
-"$mk" quantize "$sm" "$w/weight" --target-bpw "$b" --json -q >"$w/weight.json"
-"$mk" quantize "$sm" "$w/kld" --target-bpw "$b" --sensitivity kld --sensitivity-text "$g" --json -q >"$w/kld.json"
-"$mk" imatrix "$sm" --text "$g" -o "$w/im.gguf" -q
-"$mk" quantize "$sm" "$w/imatrix" --target-bpw "$b" --sensitivity imatrix --imatrix "$w/im.gguf" --json -q >"$w/imatrix.json"
-for s in weight kld imatrix; do
-    head -n 1 "$w/$s.json" | sed -n "s/.*\"bpw_quantizable\": \([0-9.]*\).*\"objective\": \([0-9.e+-]*\).*\"format\": \"$single\", \"alone_bpw\": \([0-9.]*\), \"alone_objective\": \([0-9.e+-]*\).*/--sensitivity $s: $b target, \1 achieved; objective \2, $single alone (\3 bpw) \4/p"
+field() { sed -n "1s/.*\"$1\": \([0-9.e+-]*\).*/\1/p" "$2"; }
+for s in $sens; do
+    if [ "$s" = imatrix ] && [ ! -f "$w/im.gguf" ]; then "$mk" imatrix "$sm" --text "$g" -o "$w/im.gguf" -q -j "$jobs"; fi
 done
-for m in "$single" weight kld imatrix; do sh "$root/tools/eval-kl.sh" "$w/$m" "$sm" "$g" "$a"; done
+for b in $budgets; do
+    for s in $sens; do
+        case $s in
+        weight) extra="" ;;
+        imatrix) extra="--sensitivity imatrix --imatrix $w/im.gguf" ;;
+        fisher | kld) extra="--sensitivity $s --sensitivity-text $g ${MK_ALLOC_TEXT_ARGS:-}" ;;
+        *) extra="" ;;
+        esac
+        rm -rf "$w/q"
+        case $s in
+        weight | imatrix | fisher | kld)
+            # shellcheck disable=SC2086
+            "$mk" quantize "$sm" "$w/q" --target-bpw "$b" $extra --json -q -j "$jobs" >"$w/a.json"
+            fm=$(sed 1d "$w/a.json" | grep -o '"numel": [0-9]*, "format": "[^"]*"' | sed 's/.*"format": "//; s/"$//' | sort | uniq -c | sort -rn |
+                awk '{ printf "%s%s %s", (NR > 1 ? ", " : ""), $1, $2 }')
+            desc="budget $b, --sensitivity $s: $(field bpw_quantizable "$w/a.json") bpw; $fm; objective $(field objective "$w/a.json"); measured in $(field seconds "$w/a.json") s, $(field cpu_seconds "$w/a.json") s CPU" ;;
+        *)
+            "$mk" quantize "$sm" "$w/q" --format "$s" -q -j "$jobs"
+            desc="$s alone" ;;
+        esac
+        for t in $texts; do
+            "$mk" eval "$w/q" --text "/usr/share/common-licenses/$t" --ref "$sm" --ctx 512 --chunks 4 --json -q -j "$jobs" >"$w/ev.json"
+            kl=$(sed -n 's/.*"kl_mean": \([0-9.e+-]*\), "kl_stderr": \([0-9.e+-]*\).*/\1 +- \2/p' "$w/ev.json" | head -n 1)
+            ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$w/ev.json" | head -n 1)
+            desc="$desc; on $t: KL $kl, PPL $ppl"
+        done
+        echo "$desc"
+    done
+done

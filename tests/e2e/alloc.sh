@@ -4,7 +4,7 @@
 # allocation no worse than any single format that fits the budget (on its own objective),
 # one JSON document, the written checkpoint (one config group per format, its targets the
 # modules, read back by dequantize and inspect), the model card's table, determinism, usage
-# errors; --sensitivity kld and imatrix (another allocation, determinism, the refusals of a
+# errors; --sensitivity fisher, kld and imatrix (another allocation, determinism, the refusals of a
 # missing or mismatched imatrix). compressed-tensors' own reading of the output: tools/compat-alloc.sh (make compat).
 . "$MK_ROOT/tests/e2e/lib.sh"
 JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
@@ -62,6 +62,37 @@ if "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.t
 else
     notok "--sensitivity kld" "$(tail -n 2 k.err)"
 fi
+# fisher: each element's squared error weighted by half its expected Fisher information per
+# token (one backward pass per window of the text): another allocation than weight's, the same
+# bytes at one thread and small chunks
+if "$MK" quantize m o --target-bpw 5 --sensitivity fisher --sensitivity-text text.txt --sensitivity-ctx 64 --sensitivity-chunks 3 \
+    --dry-run --json >f.json 2>f.err && grep -q "fisher: 3 window(s) of 64 tokens of text.txt, labels drawn from the model" f.err &&
+    grep -q '"sensitivity": "fisher"' f.json; then
+    got=$(num bpw_quantizable f.json)
+    "$MK" quantize m o --target-bpw 5 --dry-run --json >w5f.json 2>/dev/null
+    sed 1d f.json | grep -o '"numel": [0-9]*, "format": "[^"]*"' >f.f
+    sed 1d w5f.json | grep -o '"numel": [0-9]*, "format": "[^"]*"' >wf.f
+    nd=$(cmp -l f.f wf.f 2>/dev/null | wc -l)
+    ns=$(sed 1d f.json | grep -o '"sensitivity": [0-9.e+-]*' | sort -u | wc -l)
+    if [ "$nd" -gt 0 ] && [ "$ns" -ge 50 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then
+        ok "--sensitivity fisher: $got bits per weight, $ns distinct mean Fisher values, another allocation than weight's"
+    else
+        notok "--sensitivity fisher" "$got bits per weight, $ns Fisher values, differs from weight's: $nd"
+    fi
+    "$MK" quantize m o --target-bpw 5 --sensitivity fisher --sensitivity-text text.txt --sensitivity-ctx 64 --sensitivity-chunks 3 \
+        --dry-run --json -j 1 --chunk 4096 >f2.json 2>/dev/null
+    sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' f.json >f.n
+    sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' f2.json >f2.n
+    t_same "--sensitivity fisher: the same allocation with one thread and small chunks" f.n f2.n
+else
+    notok "--sensitivity fisher" "$(tail -n 2 f.err)"
+fi
+t_fail "fisher needs a text" 2 "--sensitivity fisher runs the model on a text: give --sensitivity-text FILE" \
+    "$MK" quantize m q3 --target-bpw 5 --sensitivity fisher
+t_fail "fisher: a window longer than the text" 2 "text\.txt: [0-9]+ tokens, fewer than one window of 4096" \
+    "$MK" quantize m q3 --target-bpw 5 --sensitivity fisher --sensitivity-text text.txt --sensitivity-ctx 4096
+t_fail "--sensitivity-text without a text sensitivity" 2 "--sensitivity-text is for --sensitivity fisher or kld" \
+    "$MK" quantize m q3 --target-bpw 5 --sensitivity-text text.txt
 # imatrix: each weight's error per input column weighted by the column's mean squared
 # activation (an imatrix of the model on the text); the allocation then differs from weight's
 if "$MK" imatrix m -t text.txt -o im.gguf -c 64 -q &&
@@ -78,8 +109,8 @@ if "$MK" imatrix m -t text.txt -o im.gguf -c 64 -q &&
         notok "--sensitivity imatrix" "$got bits per weight, $ns importances, differs from weight's: $nd"
     fi
     "$MK" quantize m o --target-bpw 5 --sensitivity imatrix --imatrix im.gguf --dry-run --json -j 1 --chunk 4096 >i2.json 2>/dev/null
-    sed 's/"seconds": [0-9.]*//' i.json >i.n
-    sed 's/"seconds": [0-9.]*//' i2.json >i2.n
+    sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' i.json >i.n
+    sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' i2.json >i2.n
     t_same "--sensitivity imatrix: the same allocation with one thread and small chunks" i.n i2.n
 else
     notok "--sensitivity imatrix" "$(tail -n 2 i.err)"
