@@ -20,7 +20,9 @@
 #      smaller model), BENCH_THREADS (all cores), BENCH_RUNS (3), BENCH_MK (the build timed:
 #      ./mergekit-c), BENCH_BEFORE, MERGEKIT_VENV
 #      (.venv-tools or /work/main/.venv-tools), BENCH_MERGEKIT=0 to skip mergekit,
-#      BENCH_METHODS to choose (default: the streaming methods above).
+#      BENCH_METHODS to choose (default: the streaming methods above), BENCH_WARM=0 to skip
+#      the sizing run before the timed ones (the output is taken to be the base's size, as
+#      it is for every recipe here; for the slow singular-vector methods on a loaded machine).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 MK=${BENCH_MK:-$root/mergekit-c}
@@ -113,8 +115,12 @@ printf '%-16s %7s %7s %6s %7s %7s %6s%s  %10s %8s %8s\n' method "time s" "floor 
 for m in $METHODS; do
     models=$(recipe "$m")
     # a first run sizes the output (and warms the page cache like the runs after it)
-    merge "$MK" "mk-$m" "$m" >/dev/null
-    out=$(du -cb "out-mk-$m"/*.safetensors 2>/dev/null | tail -n 1 | cut -f1)
+    if [ "${BENCH_WARM:-1}" = 0 ]; then
+        out=$(du -cb base/*.safetensors | tail -n 1 | cut -f1)
+    else
+        merge "$MK" "mk-$m" "$m" >/dev/null
+        out=$(du -cb "out-mk-$m"/*.safetensors 2>/dev/null | tail -n 1 | cut -f1)
+    fi
     [ -n "$out" ] || { echo "$m: no output" >&2; continue; }
     set -- $(floor "$models" "$out")
     f0=$1 fc0=$2

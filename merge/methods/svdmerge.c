@@ -5,7 +5,7 @@
  *            matrix T_k = x_k - base keeps its top r = int(min(m, n) * sv_reduction) singular
  *            triplets (sv_reduction defaults to 1/N); the N r left and right singular vectors,
  *            side by side, are each replaced by their orthogonal polar factor (Procrustes,
- *            through an SVD), and M = polar(U) diag(s) polar(V^T).
+ *            core's mk_polar), and M = polar(U) diag(s) polar(V^T).
  *   iso_c    Iso-C (Marczak et al., ICML 2025, arXiv 2502.04959; code: danielm1405/iso-merging):
  *            the SVD of sum_k T_k with every singular value replaced by their mean.
  *   iso_cts  Iso-CTS (same paper and code): the top c singular vectors of sum_k T_k (c from

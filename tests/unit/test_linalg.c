@@ -7,6 +7,7 @@
 #include "../../core/mk_rng.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* LAPACK float32 on matrices of these sizes: 1e-5 absolute covers its rounding with margin
  * (seen: about 1e-6). */
@@ -79,6 +80,48 @@ MK_TEST(linalg_polar_is_orthonormal_and_closest)
                 dp += a * a, dq += b * b;
             }
         CHECK_MSG(dp < dq, "polar factor at distance %g, a permuted one at %g", sqrt(dp), sqrt(dq));
+    }
+}
+
+/* U Vh from the thin SVD: mk_polar's definition, written out */
+static void polar_by_svd(const float *x, uint64_t m, uint64_t n, float *out)
+{
+    uint64_t kf = m < n ? m : n;
+    float *u = malloc(m * kf * sizeof *u), *s = malloc(kf * sizeof *s), *vh = malloc(kf * n * sizeof *vh);
+    CHECK(mk_svd_thin(x, m, n, u, s, vh, "t") == MK_OK);
+    mk_gemm(false, false, m, n, kf, 1.0f, u, kf, vh, n, 0.0f, out, n);
+    free(u), free(s), free(vh);
+}
+
+/* A long side at least twice the short one takes the Gram-matrix route when x is well
+ * conditioned: the same factor as the SVD's within LINALG_TOL; a badly conditioned x (one
+ * column, or row, almost a copy of another) takes the SVD: the same bytes as U Vh. */
+MK_TEST(linalg_polar_gram_route_matches_the_svd)
+{
+    const uint64_t shapes[2][2] = {{300, 60}, {50, 170}};
+    for (int sh = 0; sh < 2; sh++) {
+        uint64_t m = shapes[sh][0], n = shapes[sh][1], at = 0;
+        float *x = malloc(m * n * sizeof *x), *p = malloc(m * n * sizeof *p), *r = malloc(m * n * sizeof *r);
+        fill(x, m * n, 7 + (uint64_t)sh);
+        CHECK(mk_polar(x, m, n, p, "t") == MK_OK);
+        polar_by_svd(x, m, n, r);
+        double w = worst(p, r, m * n, &at);
+        CHECK_MSG(w < LINALG_TOL, "[%llu, %llu]: Gram polar vs the SVD's: %g at [%llu]", (unsigned long long)m,
+                  (unsigned long long)n, w, (unsigned long long)at);
+        CHECK_MSG(w > 0, "[%llu, %llu]: the Gram route did not run (same bytes as the SVD's)", (unsigned long long)m,
+                  (unsigned long long)n);
+        /* column (row) 1 := column (row) 0 + 1e-4 noise: condition number far above 100 */
+        for (uint64_t i = 0; i < (m >= n ? m : n); i++) {
+            uint64_t a = m >= n ? i * n : i, b = m >= n ? i * n + 1 : n + i;
+            x[b] = x[a] + 1e-4f * x[b];
+        }
+        CHECK(mk_polar(x, m, n, p, "t") == MK_OK);
+        polar_by_svd(x, m, n, r);
+        CHECK_MSG(memcmp(p, r, m * n * sizeof *p) == 0, "[%llu, %llu]: a badly conditioned matrix did not take the SVD",
+                  (unsigned long long)m, (unsigned long long)n);
+        x[5] = NAN;
+        CHECK_ERR(mk_polar(x, m, n, p, "tensor z"), MK_ERR_NUMERIC, "tensor z");
+        free(x), free(p), free(r);
     }
 }
 
