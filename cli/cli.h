@@ -211,9 +211,9 @@ mk_status mk_cli_quant_report(const struct mk_qplan *p, mk_consumer *cons, const
 typedef struct mk_cli_alloc_opts {
     double target_bpw;
     const char *formats;     /* --formats; NULL: the default candidates */
-    const char *sensitivity; /* "weight", "imatrix", "fisher" or "kld" */
-    const char *text;        /* fisher, kld: the text the model runs on */
-    long ctx, chunks;        /* fisher, kld: window length and windows (0: 512 x 16 for fisher, 128 x 2 for kld) */
+    const char *sensitivity; /* "weight", "imatrix", "fisher" (the user's kld too) or "kld-probe" */
+    const char *text;        /* fisher, kld-probe: the text the model runs on */
+    long ctx, chunks;        /* fisher, kld-probe: window length and windows (0: 512 x 16 for fisher, 128 x 2 for kld-probe) */
     const char *skip;
     uint64_t shard_size, chunk;
     bool force, dry_run;

@@ -388,7 +388,9 @@ static const char *setting_given(const quant_cli *o)
 static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
 {
     char *end = NULL;
-    mk_cli_alloc_opts a = {0,        o->formats,         o->sensitivity ? o->sensitivity : "weight",
+    /* kld is the predicted KL divergence, which the Fisher gives: fisher is its other name */
+    const char *sens = !o->sensitivity ? "weight" : !strcmp(o->sensitivity, "kld") ? "fisher" : o->sensitivity;
+    mk_cli_alloc_opts a = {0,        o->formats,         sens,
                            o->sens_text, o->sens_ctx,  o->sens_chunks,
                            o->skip,  o->shard_size,      o->chunk,
                            o->force, o->dry_run,         o->imatrix,
@@ -403,8 +405,8 @@ static mk_status alloc_main(quant_cli *o, const char *in, const char *out)
     if (o->include || o->compute_dtype || o->parts.parts)
         return mk_error(MK_ERR_USAGE, "--target-bpw takes none of --include, --compute-dtype, --parts");
     MK_TRY(mk_cli_parts_resolve(&o->parts, o->dry_run, !o->finalize && !o->dry_run));
-    if ((o->parts.p.n || o->finalize) && (o->report || o->eval.text || (o->sensitivity && !strcmp(o->sensitivity, "kld"))))
-        return mk_error(MK_ERR_USAGE, "--target-bpw with --part or finalize takes none of --report, --eval-text, --sensitivity kld");
+    if ((o->parts.p.n || o->finalize) && (o->report || o->eval.text || (o->sensitivity && !strcmp(o->sensitivity, "kld-probe"))))
+        return mk_error(MK_ERR_USAGE, "--target-bpw with --part or finalize takes none of --report, --eval-text, --sensitivity kld-probe");
     a.part = o->parts.p, a.finalize = o->finalize, a.argc = o->argc, a.argv = o->argv;
     if (o->eval.text && o->dry_run) return mk_error(MK_ERR_USAGE, "--eval-text scores the output; not with --dry-run");
     if (o->report && o->dry_run) return mk_error(MK_ERR_USAGE, "--report describes a whole run; not with --dry-run");
@@ -447,10 +449,10 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"list-formats", 0, MK_OPT_FLAG, &o.list_formats, NULL, "list the formats: bits per weight, layouts, who loads them (--json too)", NULL},
         {"target-bpw", 0, MK_OPT_STR, &o.target_bpw, "B", "mixed precision instead of --format: a format per weight (from --formats) minimising the total predicted error within B bits per weight of the quantizable weights", NULL},
         {"formats", 0, MK_OPT_STR, &o.formats, "LIST", "--target-bpw's candidates: compressed-tensors formats, NAME[:setting=value...], and keep (the weight as stored)", mk_alloc_default_formats},
-        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix), fisher (the predicted KL divergence: the squared error of each element times half its expected Fisher information per token, from one backward pass per window of --sensitivity-text) or kld (the squared error times the KL divergence per unit of it its layer's attention or MLP causes, measured on --sensitivity-text)", "weight"},
-        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity fisher or kld: the text the model runs on", NULL},
-        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity fisher or kld: window length in tokens (default: 512 for fisher, 128 for kld)", NULL},
-        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity fisher or kld: windows, at most (default: 16 for fisher, 2 for kld)", NULL},
+        {"sensitivity", 0, MK_OPT_STR, &o.sensitivity, "KIND", "--target-bpw's error measure: weight (each weight's squared quantization error), imatrix (that error per input column weighted by the column's mean squared activation from --imatrix), kld or its other name fisher (the predicted KL divergence from the original: the squared error of each element times half its expected Fisher information per token, from one backward pass per window of --sensitivity-text) or kld-probe (the squared error times the KL divergence per unit of it that its layer's attention or MLP causes in a probe format, measured on --sensitivity-text)", "weight"},
+        {"sensitivity-text", 0, MK_OPT_STR, &o.sens_text, "FILE", "--sensitivity kld (fisher) or kld-probe: the text the model runs on", NULL},
+        {"sensitivity-ctx", 0, MK_OPT_INT, &o.sens_ctx, "N", "--sensitivity kld (fisher) or kld-probe: window length in tokens (default: 512 for kld, 128 for kld-probe)", NULL},
+        {"sensitivity-chunks", 0, MK_OPT_INT, &o.sens_chunks, "N", "--sensitivity kld (fisher) or kld-probe: windows, at most (default: 16 for kld, 2 for kld-probe)", NULL},
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},

@@ -51,7 +51,7 @@ static double total_err(const mk_alloc_table *t, const size_t *choice)
 
 static const char *error_definition(const char *sensitivity)
 {
-    if (!strcmp(sensitivity, "kld"))
+    if (!strcmp(sensitivity, "kld-probe"))
         return "predicted KL divergence (nats per token): the weight's squared quantization error times the KL its group causes in "
                "the probe format per unit of the group's squared error";
     if (!strcmp(sensitivity, "fisher"))
@@ -284,7 +284,7 @@ static mk_status write_out(mk_source *src, const size_t *idx, const mk_arch *arc
     return s;
 }
 
-/* --sensitivity kld: the cheapest format that quantizes every weight is the probe; the
+/* --sensitivity kld-probe: the cheapest format that quantizes every weight is the probe; the
  * whole model written in it to a scratch folder; then the KL of each group (quant_kld.c). */
 static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arch *arch, const mk_cli_alloc_opts *a, const mk_common *cm,
                                  const mk_alloc_cand *c, size_t nc, mk_alloc_table *t, size_t *choice, const char *in)
@@ -297,7 +297,7 @@ static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arc
         if (!c[k].keep && bpw >= 0 && (probe == SIZE_MAX || bpw < best)) probe = k, best = bpw;
     }
     if (probe == SIZE_MAX)
-        return mk_error(MK_ERR_USAGE, "--sensitivity kld probes with a format that quantizes every weight; --formats has none");
+        return mk_error(MK_ERR_USAGE, "--sensitivity kld-probe probes with a format that quantizes every weight; --formats has none");
     for (size_t m = 0; m < t->n; m++) choice[m] = probe;
     const char *tmp = getenv("TMPDIR");
     char *dir = mk_asprintf("%s/mergekit-c-kld-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -309,7 +309,7 @@ static mk_status kld_sensitivity(mk_source *src, const size_t *idx, const mk_arc
     }
     char *pdir = mk_asprintf("%s/probe", dir);
     mk_status s = pdir ? MK_OK : MK_ERR_NOMEM;
-    if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: kld: probing with %s\n", c[probe].name);
+    if (s == MK_OK && !cm->quiet) fprintf(stderr, "mergekit-c: kld-probe: probing with %s\n", c[probe].name);
     if (s == MK_OK) s = write_out(src, idx, arch, a, cm, c, nc, t, choice, in, pdir, true);
     if (s == MK_OK) s = mk_cli_alloc_kld(src, pdir, t, probe, a->text, (size_t)(a->ctx ? a->ctx : 128), (size_t)(a->chunks ? a->chunks : 2), cm);
     (void)mk_rm_rf(dir);
@@ -348,15 +348,15 @@ mk_status mk_cli_quant_alloc(const mk_cli_alloc_opts *a, const mk_common *cm, co
     mk_alloc_cand c[MK_ALLOC_MAX_CANDS];
     size_t nc = 0;
     MK_TRY(mk_alloc_cands_parse(a->formats, c, &nc));
-    bool kld = !strcmp(a->sensitivity, "kld"), imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
+    bool kld = !strcmp(a->sensitivity, "kld-probe"), imx = !strcmp(a->sensitivity, "imatrix"), fis = !strcmp(a->sensitivity, "fisher");
     if (strcmp(a->sensitivity, "weight") != 0 && !kld && !imx && !fis)
-        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix, fisher or kld", a->sensitivity);
+        return mk_error(MK_ERR_USAGE, "--sensitivity %s: expected weight, imatrix, kld (also named fisher) or kld-probe", a->sensitivity);
     if (imx != (a->imatrix != NULL))
         return mk_error(MK_ERR_USAGE, imx ? "--sensitivity imatrix weighs the error by an importance matrix: give --imatrix FILE"
                                           : "--imatrix is for --sensitivity imatrix");
     if ((kld || fis) && !a->text)
         return mk_error(MK_ERR_USAGE, "--sensitivity %s runs the model on a text: give --sensitivity-text FILE", a->sensitivity);
-    if (!kld && !fis && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity fisher or kld");
+    if (!kld && !fis && a->text) return mk_error(MK_ERR_USAGE, "--sensitivity-text is for --sensitivity kld (fisher) or kld-probe");
     long ctx = a->ctx ? a->ctx : fis ? 512 : 128, chunks = a->chunks ? a->chunks : fis ? 16 : 2; /* 0: the sensitivity's default */
     if ((kld || fis) && (ctx < 8 || ctx > 65536 || chunks < 1 || chunks > 4096))
         return mk_error(MK_ERR_USAGE, "--sensitivity-ctx %ld / --sensitivity-chunks %ld: expected 8..65536 tokens and 1..4096 windows",

@@ -1,4 +1,4 @@
-/* quant_kld.c - `quantize --target-bpw B --sensitivity kld`: how much each group of weights
+/* quant_kld.c - `quantize --target-bpw B --sensitivity kld-probe`: how much each group of weights
  * (the Linear modules of one parent: a layer's self_attn, a layer's mlp) moves the output
  * distribution when quantized. The model runs on a few windows of a text; for each group its
  * weights are replaced by their probe-format values (read, dequantized, from a probe
@@ -239,7 +239,7 @@ static mk_status probe_groups(kl_run *r, mk_source *src, sw_impl *m, mk_nn_model
         }
         MK_TRY(s);
         (*ngroups)++;
-        mk_info("kld: %.*s: KL %.6g", (int)group_key(na), na, kl);
+        mk_info("kld-probe: %.*s: KL %.6g", (int)group_key(na), na, kl);
     }
     for (size_t b = 0; b < t->n; b++)
         for (size_t k = 0; k < t->k; k++) t->err[b * t->k + k] = t->sens[b] * t->se2[b * t->k + k];
@@ -268,7 +268,7 @@ mk_status mk_cli_alloc_kld(mk_source *src, const char *probe_dir, mk_alloc_table
     size_t ngroups = 0;
     if (s == MK_OK) s = probe_groups(&r, src, sw->impl, nn_sw, t, probe, &ngroups);
     if (s == MK_OK && !cm->quiet)
-        fprintf(stderr, "mergekit-c: kld: %zu groups of weights probed on %zu window(s) of %zu tokens of %s\n", ngroups, r.windows, ctx, text);
+        fprintf(stderr, "mergekit-c: kld-probe: %zu groups of weights probed on %zu window(s) of %zu tokens of %s\n", ngroups, r.windows, ctx, text);
     free(r.tok), free(r.hidden), free(r.logits), free(r.ref_lp);
     mk_nn_close(nn_sw);
     mk_nn_close(nn_ref);

@@ -2,11 +2,11 @@
 # quantize --target-bpw on SmolLM2-135M (tools/get-smollm2.sh) with each --sensitivity at each
 # budget: the formats chosen, the bits per weight, the objective, the measuring pass's wall and
 # CPU time, and the KL divergence to the original and the perplexity that `eval` measures on
-# Apache-2.0 (a Debian text that neither the imatrix nor fisher nor kld sees; they run on
+# Apache-2.0 (a Debian text that neither the imatrix nor fisher nor kld-probe sees; they run on
 # GPL-3). MK_ALLOC_TEXTS="GPL-3 Apache-2.0" evaluates on both.
 # Usage: tools/alloc-smollm2.sh [BUDGETS [SENSITIVITIES]]   (default: "4.5 5 6" "weight imatrix fisher")
-# SENSITIVITIES may also name kld, or a single format (nvfp4, mxfp4: that format alone).
-# MK_ALLOC_TEXT_ARGS: more options for fisher and kld (say "--sensitivity-chunks 4").
+# SENSITIVITIES may also name kld (fisher's other name), kld-probe, or a single format (nvfp4, mxfp4: that format alone).
+# MK_ALLOC_TEXT_ARGS: more options for fisher and kld-probe (say "--sensitivity-chunks 4").
 # Prints one line per model; takes some minutes per model on two cores.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,12 +29,12 @@ for b in $budgets; do
         case $s in
         weight) extra="" ;;
         imatrix) extra="--sensitivity imatrix --imatrix $w/im.gguf" ;;
-        fisher | kld) extra="--sensitivity $s --sensitivity-text $g ${MK_ALLOC_TEXT_ARGS:-}" ;;
+        fisher | kld | kld-probe) extra="--sensitivity $s --sensitivity-text $g ${MK_ALLOC_TEXT_ARGS:-}" ;;
         *) extra="" ;;
         esac
         rm -rf "$w/q"
         case $s in
-        weight | imatrix | fisher | kld)
+        weight | imatrix | fisher | kld | kld-probe)
             # shellcheck disable=SC2086
             "$mk" quantize "$sm" "$w/q" --target-bpw "$b" $extra --json -q -j "$jobs" >"$w/a.json"
             fm=$(sed 1d "$w/a.json" | grep -o '"numel": [0-9]*, "format": "[^"]*"' | sed 's/.*"format": "//; s/"$//' | sort | uniq -c | sort -rn |

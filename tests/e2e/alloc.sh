@@ -4,7 +4,7 @@
 # allocation no worse than any single format that fits the budget (on its own objective),
 # one JSON document, the written checkpoint (one config group per format, its targets the
 # modules, read back by dequantize and inspect), the model card's table, determinism, usage
-# errors; --sensitivity fisher, kld and imatrix (another allocation, determinism, the refusals of a
+# errors; --sensitivity fisher (also named kld), kld-probe and imatrix (another allocation, determinism, the refusals of a
 # missing or mismatched imatrix). compressed-tensors' own reading of the output: tools/compat-alloc.sh (make compat).
 . "$MK_ROOT/tests/e2e/lib.sh"
 JC=${MK_JSONCHECK:-$ROOT/build/jsoncheck}
@@ -51,16 +51,16 @@ t_ok "the same again with one thread and small chunks" "$MK" quantize m q2 --tar
 t_same "deterministic" q/model.safetensors q2/model.safetensors
 t_same "deterministic config" q/config.json q2/config.json
 
-# kld: each layer's attention and MLP probed on a text; the weights' sensitivities then differ
+# kld-probe: each layer's attention and MLP probed on a text; the weights' sensitivities then differ
 awk 'BEGIN { for (i = 0; i < 600; i++) printf "tok%d ", 3 + (i * 37) % 200; print "" }' >text.txt
-if "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.txt --sensitivity-ctx 64 --dry-run --json >k.json 2>k.err &&
-    grep -q "kld: 16 groups of weights probed on 2 window(s) of 64 tokens" k.err && grep -q '"sensitivity": "kld"' k.json; then
+if "$MK" quantize m o --target-bpw 5 --sensitivity kld-probe --sensitivity-text text.txt --sensitivity-ctx 64 --dry-run --json >k.json 2>k.err &&
+    grep -q "kld-probe: 16 groups of weights probed on 2 window(s) of 64 tokens" k.err && grep -q '"sensitivity": "kld-probe"' k.json; then
     ns=$(sed 1d k.json | grep -o '"sensitivity": [0-9.e+-]*' | sort -u | wc -l)
     got=$(num bpw_quantizable k.json)
-    if [ "$ns" -ge 8 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then ok "--sensitivity kld: $ns distinct sensitivities, $got bits per weight"
-    else notok "--sensitivity kld" "$ns distinct sensitivities, $got bits per weight"; fi
+    if [ "$ns" -ge 8 ] && awk -v g="$got" 'BEGIN { exit !(g <= 5 && 5 - g <= 0.02) }'; then ok "--sensitivity kld-probe: $ns distinct sensitivities, $got bits per weight"
+    else notok "--sensitivity kld-probe" "$ns distinct sensitivities, $got bits per weight"; fi
 else
-    notok "--sensitivity kld" "$(tail -n 2 k.err)"
+    notok "--sensitivity kld-probe" "$(tail -n 2 k.err)"
 fi
 # fisher: each element's squared error weighted by half its expected Fisher information per
 # token (one backward pass per window of the text): another allocation than weight's, the same
@@ -84,6 +84,11 @@ if "$MK" quantize m o --target-bpw 5 --sensitivity fisher --sensitivity-text tex
     sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' f.json >f.n
     sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' f2.json >f2.n
     t_same "--sensitivity fisher: the same allocation with one thread and small chunks" f.n f2.n
+    # kld is the same predicted KL divergence under its other name
+    "$MK" quantize m o --target-bpw 5 --sensitivity kld --sensitivity-text text.txt --sensitivity-ctx 64 --sensitivity-chunks 3 \
+        --dry-run --json >f3.json 2>/dev/null
+    sed 's/"seconds": [0-9.]*, "cpu_seconds": [0-9.]*//' f3.json >f3.n
+    t_same "--sensitivity kld is fisher's allocation" f.n f3.n
 else
     notok "--sensitivity fisher" "$(tail -n 2 f.err)"
 fi
@@ -91,7 +96,7 @@ t_fail "fisher needs a text" 2 "--sensitivity fisher runs the model on a text: g
     "$MK" quantize m q3 --target-bpw 5 --sensitivity fisher
 t_fail "fisher: a window longer than the text" 2 "text\.txt: [0-9]+ tokens, fewer than one window of 4096" \
     "$MK" quantize m q3 --target-bpw 5 --sensitivity fisher --sensitivity-text text.txt --sensitivity-ctx 4096
-t_fail "--sensitivity-text without a text sensitivity" 2 "--sensitivity-text is for --sensitivity fisher or kld" \
+t_fail "--sensitivity-text without a text sensitivity" 2 "--sensitivity-text is for --sensitivity kld \(fisher\) or kld-probe" \
     "$MK" quantize m q3 --target-bpw 5 --sensitivity-text text.txt
 # imatrix: each weight's error per input column weighted by the column's mean squared
 # activation (an imatrix of the model on the text); the allocation then differs from weight's
@@ -131,6 +136,7 @@ t_fail "imatrix: not a GGUF file" 1 "text\.txt: not a GGUF file" "$MK" quantize 
 t_fail "imatrix needs --imatrix" 2 "give --imatrix FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity imatrix
 t_fail "--imatrix needs --sensitivity imatrix" 2 "--imatrix is for --sensitivity imatrix" "$MK" quantize m q3 --target-bpw 5 --imatrix im.gguf
 t_fail "kld needs a text" 2 "give --sensitivity-text FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity kld
+t_fail "kld-probe needs a text" 2 "give --sensitivity-text FILE" "$MK" quantize m q3 --target-bpw 5 --sensitivity kld-probe
 t_fail "budget below the cheapest" 2 "--target-bpw 2: the budget is below the cheapest choice: at least 4\.[0-9]+ bits per weight" \
     "$MK" quantize m q3 --target-bpw 2
 t_fail "--format with --target-bpw" 2 "not with --format" "$MK" quantize m q3 --target-bpw 5 --format int4

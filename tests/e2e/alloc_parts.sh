@@ -28,7 +28,7 @@ for i in 3 1 2; do "$MK" quantize m p $O --part $i/3 -q 2>p.err || bad="$bad $i"
 d=$(same q c) && ok "--chunk 4096 -j 1: the same allocation and bytes" || notok "--chunk 4096 -j 1" "$d differs"
 "$MK" quantize m x $O --part 1/2 -q
 t_fail "a part with another budget" 1 "another plan|other plan|plan" "$MK" quantize m x --target-bpw 5 --out-shard-size 300K --part 2/2 -q
-t_fail "--part with --sensitivity kld" 2 "sensitivity kld" "$MK" quantize m y $O --part 1/2 --sensitivity kld --sensitivity-text m/config.json
+t_fail "--part with --sensitivity kld-probe" 2 "sensitivity kld-probe" "$MK" quantize m y $O --part 1/2 --sensitivity kld-probe --sensitivity-text m/config.json
 t_fail "--parts with --target-bpw" 2 "--parts" "$MK" quantize m y $O --parts 2 --dry-run
 t_fail "--part with --eval-text" 2 "eval-text" "$MK" quantize m y $O --part 1/2 --eval-text m/config.json
 t_absent "nothing written by the refusals" y y.tmp
