@@ -36,7 +36,8 @@ uint64_t mk_cu_train_bytes16(const mk_model_config *c, uint64_t numel, size_t ns
 uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
 
 /* A run as `estimate` knows it (the config and the options, no opened model), for
- * mk_cu_train_bytes_of: the same figure as mk_cu_train_need for the model it describes. */
+ * mk_cu_train_bytes_of (nn/cuda/mem.c, in every build): the same figure as mk_cu_train_need
+ * for the model it describes. */
 typedef struct mk_cu_train_req {
     uint64_t params;   /* the model's elements (all its tensors) */
     long lora_r;       /* 0: full finetuning */
@@ -45,6 +46,7 @@ typedef struct mk_cu_train_req {
     bool qk_norm;      /* q/k norms per head (qwen3) */
     size_t nseq, T;    /* the micro-batch */
     bool checkpointing;
+    bool bf16;         /* --dtype bf16 (the trainer set to bf16) */
 } mk_cu_train_req;
 uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r);
 

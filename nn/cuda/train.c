@@ -52,8 +52,9 @@ struct mk_cu_train {
      * weights rounded (kept by AdamW's bf16 copy), and bf16 activations; see the bf16 section */
     bool bf16;
     uint16_t *w16, *arena16, *hf16, *dy16, *c16;
+    const uint16_t *base16; /* what the offsets index in bf16: w16, or the frozen base's bf16 copy under LoRA */
 };
-#define W16(g, l, i) ((g)->w16 + (g)->off[l][i])
+#define W16(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base16 + (g)->off[l][i] : mk_cu_ext_weight16((g)->x, l, layer_roles[i]))
 
 #define W(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base + (g)->off[l][i] : mk_cu_ext_weight((g)->x, l, layer_roles[i]))
 #define G(g, l, i) ((g)->gbase && (g)->off[l][i] >= 0 ? (g)->gbase + (g)->off[l][i] : NULL)
@@ -118,16 +119,32 @@ static mk_status open16(mk_cu_train *g, size_t N, size_t nacts)
     g->dy16 = b, b += dy;
     g->c16 = b;
     mk_cu_to16(g->w, g->w16, g->numel);
+    mk_cu_ext_set16(g->x, g->w16);
+    g->base16 = mk_cu_ext_base16(g->x);
+    /* under LoRA the f32 base holds only the tensors read in f32 (train_ext.h) */
+    for (size_t l = 0; l < g->L; l++) {
+        g->off[l][R_ATTN_NORM] = mk_cu_ext_f32_off(g->x, g->off[l][R_ATTN_NORM]);
+        g->off[l][R_MLP_NORM] = mk_cu_ext_f32_off(g->x, g->off[l][R_MLP_NORM]);
+    }
+    g->emb = mk_cu_ext_f32_off(g->x, g->emb), g->fnorm = mk_cu_ext_f32_off(g->x, g->fnorm);
     return MK_OK;
+}
+
+/* a projection's forward and backward in bf16, with its bias and LoRA adapter (train_ext.h) */
+static void proj16(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, float *y)
+{
+    mk_cu_ext_proj16(g->x, l, layer_roles[r], x, N, W16(g, l, r), y, g->dy16);
 }
 
 static void layer_forward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, acts *a, float *xout)
 {
     size_t N = nseq * T, H = g->H;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_rmsnorm16(a->h1b, xin, W(g, l, R_ATTN_NORM), N, H, g->eps);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_Q), g->q, a->q);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_K), g->kv, a->k);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_V), g->kv, a->v);
+    proj16(g, l, R_Q, a->h1b, N, a->q);
+    proj16(g, l, R_K, a->h1b, N, a->k);
+    proj16(g, l, R_V, a->h1b, N, a->v);
+    mk_cu_ext_qk(g->x, l, a->q, a->k, N);
     long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
     for (size_t s = 0; s < nseq; s++) {
         float *q = a->q + s * T * g->q, *k = a->k + s * T * g->kv;
@@ -138,50 +155,53 @@ static void layer_forward16(mk_cu_train *g, size_t l, const float *xin, size_t n
         mk_cu_attention16(q, k, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window, a->attb + s * T * g->q,
                           a->p + s * g->nh * T * T);
     }
-    mk_cu_linear16(a->attb, N, g->q, W16(g, l, R_O), H, a->xmid);
+    proj16(g, l, R_O, a->attb, N, a->xmid);
     mk_cu_add(a->xmid, xin, N * H);
     mk_cu_rmsnorm16(a->h2b, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps);
-    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_GATE), g->F, a->g);
-    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_UP), g->F, a->u);
+    proj16(g, l, R_GATE, a->h2b, N, a->g);
+    proj16(g, l, R_UP, a->h2b, N, a->u);
     mk_cu_swiglu16(a->g, a->u, a->ab, N * g->F);
-    mk_cu_linear16(a->ab, N, g->F, W16(g, l, R_DOWN), H, xout);
+    proj16(g, l, R_DOWN, a->ab, N, xout);
     mk_cu_add(xout, a->xmid, N * H);
 }
 
-/* one projection's backward: its output gradient dy (rounded f32, n columns) into dy16, then the products */
-static void proj16_bwd(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, size_t in, size_t out, const float *dy,
-                       float *dx, bool dx_bf16)
+/* one projection's backward: its output gradient dy (rounded) into dy16, then the products */
+static void proj16_bwd(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, const float *dy, float *dx, bool dx_bf16)
 {
-    mk_cu_to16(dy, g->dy16, N * out);
-    mk_cu_linear16_bwd(x, N, in, W16(g, l, r), out, g->dy16, dx, dx_bf16, G(g, l, r), g->c16);
+    mk_cu_ext_proj16_bwd(g->x, l, layer_roles[r], x, N, W16(g, l, r), dy, dx, dx_bf16, G(g, l, r), g->dy16, g->c16);
 }
 
 static void layer_backward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, const acts *a, float *dx)
 {
     size_t N = nseq * T, H = g->H, F = g->F;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_zero(g->da, N * F * sizeof(float));
-    proj16_bwd(g, l, R_DOWN, a->ab, N, F, H, dx, g->da, true); /* a is a bf16 tensor: its gradient sums in bf16 */
+    proj16_bwd(g, l, R_DOWN, a->ab, N, dx, g->da, true); /* a is a bf16 tensor: its gradient sums in bf16 */
     mk_cu_swiglu16_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
     mk_cu_zero(g->dh, N * H * sizeof(float));
-    proj16_bwd(g, l, R_GATE, a->h2b, N, H, F, g->dg, g->dh, false);
-    proj16_bwd(g, l, R_UP, a->h2b, N, H, F, g->du, g->dh, false);
+    proj16_bwd(g, l, R_GATE, a->h2b, N, g->dg, g->dh, false);
+    proj16_bwd(g, l, R_UP, a->h2b, N, g->du, g->dh, false);
     mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
 
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
-    proj16_bwd(g, l, R_O, a->attb, N, g->q, H, dx, g->datt, true);
+    proj16_bwd(g, l, R_O, a->attb, N, dx, g->datt, true);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * g->q, ok = s * T * g->kv;
         mk_cu_attention16_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
                               g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
-        mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
-        mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
+        /* onto a bf16 q (k); f32 where a per-head norm sits between the projection and RoPE */
+        if (mk_cu_ext_has_norm(g->x, l, 0)) mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
+        else mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
+        if (mk_cu_ext_has_norm(g->x, l, 1)) mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
+        else mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
     }
+    mk_cu_ext_qk_bwd(g->x, l, g->dq, g->dk, N);
     mk_cu_zero(g->dh, N * H * sizeof(float));
-    proj16_bwd(g, l, R_Q, a->h1b, N, H, g->q, g->dq, g->dh, false);
-    proj16_bwd(g, l, R_K, a->h1b, N, H, g->kv, g->dk, g->dh, false);
-    proj16_bwd(g, l, R_V, a->h1b, N, H, g->kv, g->dv, g->dh, false);
+    proj16_bwd(g, l, R_Q, a->h1b, N, g->dq, g->dh, false);
+    proj16_bwd(g, l, R_K, a->h1b, N, g->dk, g->dh, false);
+    proj16_bwd(g, l, R_V, a->h1b, N, g->dv, g->dh, false);
     mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
 }
 
@@ -195,15 +215,15 @@ static void head16(mk_cu_train *g, size_t N, bool backward)
 {
     size_t H = g->H, V = g->V;
     if (!backward) {
-        mk_cu_rmsnorm16(g->hf16, g->xs + g->L * N * H, g->w + g->fnorm, N, H, g->eps);
-        mk_cu_linear16(g->hf16, N, H, g->w16 + g->head, V, g->logits);
+        mk_cu_rmsnorm16(g->hf16, g->xs + g->L * N * H, g->base + g->fnorm, N, H, g->eps);
+        mk_cu_linear16(g->hf16, N, H, g->base16 + g->head, V, g->logits);
         return;
     }
     mk_cu_to16(g->logits, g->dy16, N * V);
     for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS16) {
         size_t n = N - r0 < HEAD_ROWS16 ? N - r0 : HEAD_ROWS16;
-        mk_cu_linear16_bwd(g->hf16 + r0 * H, n, H, g->w16 + g->head, V, g->dy16 + r0 * V, g->dh + r0 * H, false, g->gr + g->head,
-                           g->c16);
+        mk_cu_linear16_bwd(g->hf16 + r0 * H, n, H, g->base16 + g->head, V, g->dy16 + r0 * V, g->dh + r0 * H, false,
+                           GB(g, g->head), g->c16);
     }
 }
 
@@ -250,9 +270,6 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->hnll = mk_malloc(N * sizeof *g->hnll);
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
-    if (s == MK_OK && g->bf16 && mk_cu_ext_bytes(t, nseq, T, checkpointing) > 0)
-        s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path trains llama and mistral in full; --lora, --qlora, "
-                                         "qwen2's biases and qwen3's q/k norms run in f32 (--dtype f32)");
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = mk_cu_train_need(t, nseq, T, checkpointing), fb = 0, tb = 0;
     bool capped = false;

@@ -62,7 +62,7 @@ MK_TEST(cuda_emulated_lora_memory_estimate)
             /* the config-level figure (estimate's) is the same */
             uint64_t params = 0;
             for (size_t i = 0; i < m.src->n_tensors; i++) params += m.src->tensors[i].numel;
-            mk_cu_train_req req = {params, mode ? lo.r : 0, lo.targets, mode == 2, true, 3, 24, ck};
+            mk_cu_train_req req = {params, mode ? lo.r : 0, lo.targets, mode == 2, true, 3, 24, ck, false};
             uint64_t of = mk_cu_train_bytes_of(&m.cfg, &req);
             CHECK_MSG(of == est, "mode %d checkpointing %d: mk_cu_train_bytes_of %llu, mk_cu_train_need %llu", mode, ck,
                       (unsigned long long)of, (unsigned long long)est);

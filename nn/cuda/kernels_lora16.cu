@@ -1,0 +1,126 @@
+/* kernels_lora16.cu - mk_cuda_lora16.h on a CUDA device: the bodies of bodies_lora16.h in
+ * __global__ kernels (flat: MK_CU_FLAT threads a block; row: one block of MK_CU_NT threads per
+ * row, a barrier per tree level), launched on the default stream as kernels.cu's; a launch's
+ * error is kept by mk_cu_launched for mk_cu_sync. */
+#include <cuda_runtime.h>
+
+/* the C headers, read as C++ */
+#define _Noreturn [[noreturn]]
+extern "C" {
+#include "mk_cuda_lora.h"
+#include "mk_cuda_lora16.h"
+}
+#undef _Noreturn
+
+#include "bodies_lora16.h"
+
+static unsigned blocks(size_t n) { return (unsigned)((n + MK_CU_FLAT - 1) / MK_CU_FLAT); }
+
+#define FLAT_IDX                                                                                                                 \
+    size_t i = (size_t)blockIdx.x * MK_CU_FLAT + threadIdx.x;                                                                    \
+    if (i >= n) return
+
+/* the trees over sh[0, MK_CU_NT) and, with two, sh[MK_CU_NT, 2 MK_CU_NT); barriers before and after */
+__device__ static void trees(double *sh, bool two)
+{
+    __syncthreads();
+    for (unsigned stride = MK_CU_NT / 2; stride > 0; stride /= 2) {
+        mk_cu_tree_add(sh, threadIdx.x, stride);
+        if (two) mk_cu_tree_add(sh + MK_CU_NT, threadIdx.x, stride);
+        __syncthreads();
+    }
+}
+
+__global__ static void k_bias16_add(size_t n, float *y, const uint16_t *b, size_t out)
+{
+    FLAT_IDX;
+    mk_cu_bias16_add_body(i, y, b, out);
+}
+__global__ static void k_bias16_bwd(size_t n, const uint16_t *dy, size_t T, float *db)
+{
+    FLAT_IDX;
+    mk_cu_bias16_bwd_body(i, dy, T, n, db);
+}
+__global__ static void k_lora16_add(size_t n, float *y, const uint16_t *t, float s)
+{
+    FLAT_IDX;
+    mk_cu_lora16_add_body(i, y, t, s);
+}
+__global__ static void k_scale16(size_t n, uint16_t *y, float s)
+{
+    FLAT_IDX;
+    mk_cu_scale16_body(i, y, s);
+}
+__global__ static void k_nf4_16(size_t n, const uint8_t *codes, const float *absmax, const float *table, size_t block,
+                                uint16_t *out)
+{
+    FLAT_IDX;
+    mk_cu_nf4_16_body(i, codes, absmax, table, block, out);
+}
+__global__ static void k_rmsb(const float *x, const float *w, size_t d, float eps, float *out)
+{
+    __shared__ double sh[MK_CU_NT];
+    mk_cu_rms_part(blockIdx.x, threadIdx.x, x, d, sh);
+    trees(sh, false);
+    mk_cu_rmsb_fin(blockIdx.x, threadIdx.x, x, w, d, eps, sh[0], out);
+}
+__global__ static void k_rmsb_bwd(const float *x, const float *w, const float *dy, size_t d, float eps, float *dx, float *rstd)
+{
+    __shared__ double sh[2 * MK_CU_NT];
+    mk_cu_rmsb_bwd_part(blockIdx.x, threadIdx.x, x, w, dy, d, sh);
+    trees(sh, true);
+    mk_cu_rmsb_bwd_fin(blockIdx.x, threadIdx.x, x, w, dy, d, eps, sh[0], sh[MK_CU_NT], dx, rstd);
+}
+__global__ static void k_rmsb_dw(size_t n, const float *x, const float *dy, const float *rstd, size_t T, float *dw)
+{
+    FLAT_IDX;
+    mk_cu_rmsb_dw_body(i, x, dy, rstd, T, n, dw);
+}
+
+extern "C" void mk_cu_bias16_add(float *y, const uint16_t *b, size_t T, size_t out)
+{
+    if (!T || !out) return;
+    k_bias16_add<<<blocks(T * out), MK_CU_FLAT>>>(T * out, y, b, out);
+    mk_cu_launched("bias (bf16)");
+}
+extern "C" void mk_cu_bias16_bwd(const uint16_t *dy, size_t T, size_t out, float *db)
+{
+    if (!out) return;
+    k_bias16_bwd<<<blocks(out), MK_CU_FLAT>>>(out, dy, T, db);
+    mk_cu_launched("bias backward (bf16)");
+}
+extern "C" void mk_cu_lora16_add(float *y, const uint16_t *t, float s, size_t n)
+{
+    if (!n) return;
+    k_lora16_add<<<blocks(n), MK_CU_FLAT>>>(n, y, t, s);
+    mk_cu_launched("LoRA sum (bf16)");
+}
+extern "C" void mk_cu_scale16(uint16_t *y16, float s, size_t n)
+{
+    if (!n) return;
+    k_scale16<<<blocks(n), MK_CU_FLAT>>>(n, y16, s);
+    mk_cu_launched("LoRA output gradient (bf16)");
+}
+extern "C" void mk_cu_nf4_decode16(const uint8_t *codes, const float *absmax, const float *table, size_t block, size_t n,
+                                   uint16_t *out)
+{
+    if (!n) return;
+    k_nf4_16<<<blocks(n), MK_CU_FLAT>>>(n, codes, absmax, table, block, out);
+    mk_cu_launched("NF4 decode (bf16)");
+}
+extern "C" void mk_cu_rmsnorm_b(float *out, const float *x, const float *w, size_t T, size_t d, float eps)
+{
+    if (!T) return;
+    k_rmsb<<<(unsigned)T, MK_CU_NT>>>(x, w, d, eps, out);
+    mk_cu_launched("q/k norm forward (bf16)");
+}
+extern "C" void mk_cu_rmsnorm_b_bwd(const float *x, const float *w, const float *dy, size_t T, size_t d, float eps, float *dx,
+                                    float *dw, float *rstd)
+{
+    if (!T) return;
+    k_rmsb_bwd<<<(unsigned)T, MK_CU_NT>>>(x, w, dy, d, eps, dx, rstd);
+    mk_cu_launched("q/k norm backward (bf16)");
+    if (!dw) return;
+    k_rmsb_dw<<<blocks(d), MK_CU_FLAT>>>(d, x, dy, rstd, T, dw);
+    mk_cu_launched("q/k norm weight gradient (bf16)");
+}
