@@ -596,7 +596,7 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora; bf16: full llama, mistral; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora, in f32 or bf16; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),
