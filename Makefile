@@ -137,7 +137,7 @@ NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unu
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
 CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o
 CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o
-CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora16.o $(BUILD)/nn/cuda/train_lora16.o
+CUDA_OBJ += $(BUILD)/nn/cuda/train_lora16.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 # linked into the program with CUDA=1
@@ -187,13 +187,8 @@ $(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(BUILD)/nn/cuda/kernels_lora.o: nn/cuda/kernels_lora.cu nn/cuda/bodies_lora.h nn/cuda/bodies.h nn/cuda/mk_cuda_lora.h nn/cuda/mk_cuda.h
-	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  NVCC $<")
-	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
-
-$(BUILD)/nn/cuda/kernels_lora16.o: nn/cuda/kernels_lora16.cu nn/cuda/bodies_lora16.h nn/cuda/bodies.h nn/cuda/mk_cuda_lora16.h \
-                                  nn/cuda/mk_cuda_lora.h nn/cuda/mk_cuda.h
+$(BUILD)/nn/cuda/kernels_lora.o: nn/cuda/kernels_lora.cu nn/cuda/bodies_lora.h nn/cuda/bodies.h nn/cuda/mk_cuda_lora.h nn/cuda/mk_cuda.h \
+                                nn/cuda/kernels_lora16.cuh nn/cuda/bodies_lora16.h nn/cuda/mk_cuda_lora16.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@

@@ -8,7 +8,8 @@
  * finetuning or LoRA (mk_nn_train_lora: the base frozen on the device in f32, no gradients or
  * moments for it) or QLoRA (a held base, mk_nn_train_open_held with mk_nn_held.nf4: its
  * projections kept on the device as NF4 codes and decoded a layer at a time into a scratch);
- * train_lora.c. Anything else is refused naming what is missing.
+ * train_lora.c. Each also in bf16 mixed precision (the CPU trainer set to bf16: the base frozen
+ * in bf16 under LoRA, train_lora16.c). Anything else is refused naming what is missing.
  * Activations: every layer's kept on the device, or with checkpointing only each layer's
  * input and its forward run again before its backward. Attention keeps its probabilities
  * [heads, T, T] per sequence (simple kernels, not a fused one).

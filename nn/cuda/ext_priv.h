@@ -60,8 +60,7 @@ size_t mk_cu_ext_role_k(mk_role r);
  * (after the f32 arena: the frozen base in bf16, its f32-read tensors into fz) */
 void mk_cu_ext16_plan(mk_nn_train *t, uint64_t N, plan *p);
 mk_status mk_cu_ext16_init(mk_cu_ext *x);
-/* bf16: the held layer l decoded; q/k norms and their backward (train_ext.h's, in bf16) */
-void mk_cu_ext16_layer(mk_cu_ext *x, size_t l);
+/* bf16: q/k norms and their backward (train_ext.h's, in bf16) */
 void mk_cu_ext16_qk(mk_cu_ext *x, size_t l, float *q, float *k, size_t N);
 void mk_cu_ext16_qk_bwd(mk_cu_ext *x, size_t l, float *dq, float *dk, size_t N);
 

@@ -8,6 +8,7 @@
 #include "ext_priv.h"
 #include "mem.h"
 #include "mk_cuda_lora.h"
+#include "mk_cuda_lora16.h"
 
 /* a projection's [out, in] (mem.c) */
 static void dims(const mk_model_config *c, size_t k, uint64_t *in, uint64_t *out) { mk_cu_proj_dims(c, proj_roles[k], in, out); }
@@ -207,13 +208,10 @@ const float *mk_cu_ext_weight(const mk_cu_ext *x, size_t l, mk_role r)
 void mk_cu_ext_layer(mk_cu_ext *x, size_t l)
 {
     if (!x->held || x->cur == (long)l) return;
-    if (x->bf16) {
-        mk_cu_ext16_layer(x, l);
-        return;
-    }
     for (size_t k = 0; k < NP; k++) {
         const held_t *h = &x->hl[l][k];
-        if (h->codes) mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
+        if (h->codes && x->bf16) mk_cu_nf4_decode16(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr16 + x->scr_off[k]);
+        else if (h->codes) mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
     }
     x->cur = (long)l;
 }

@@ -131,15 +131,6 @@ const uint16_t *mk_cu_ext_weight16(const mk_cu_ext *x, size_t l, mk_role r)
 }
 bool mk_cu_ext_has_norm(const mk_cu_ext *x, size_t l, int which) { return x->qn[l][which] >= 0; }
 
-void mk_cu_ext16_layer(mk_cu_ext *x, size_t l)
-{
-    for (size_t k = 0; k < NP; k++) {
-        const held_t *h = &x->hl[l][k];
-        if (h->codes) mk_cu_nf4_decode16(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr16 + x->scr_off[k]);
-    }
-    x->cur = (long)l;
-}
-
 /* x A^T of layer l's role k (bf16): its slot in the kept activations */
 static uint16_t *xa16_of(const mk_cu_ext *x, size_t l, size_t k)
 {

@@ -140,6 +140,8 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
         {"bf16 llama, LoRA r 4 on every projection", "llama", 4, false, false, true, ALL_PROJ, true},
         {"bf16 llama, QLoRA r 4 on q and v, checkpointing", "llama", 4, true, true, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_V),
          true},
+        {"bf16 llama tied, LoRA r 2 on q and down", "llama --tie", 2, false, false, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_DOWN),
+         true},
         {"bf16 qwen2 (q/k/v biases), full finetuning", "qwen2", 0, false, false, false, 0, true},
         {"bf16 qwen2, LoRA r 3 on every projection", "qwen2", 3, false, false, false, ALL_PROJ, true},
         {"bf16 qwen3 (q/k norms), full finetuning, checkpointing", "qwen3", 0, false, true, false, 0, true},
@@ -147,7 +149,7 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char dir[1024], args[256], err[1200] = "", pre[200];
-        snprintf(dir, sizeof dir, "%s/cuda-lora-%s", tmpdir, cases[i].arch);
+        snprintf(dir, sizeof dir, "%s/cuda-lora-%zu", tmpdir, i);
         snprintf(args, sizeof args,
                  "--kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 --vocab 64 --std 0.2 "
                  "--max-position 64 --seed 23 --arch %s",

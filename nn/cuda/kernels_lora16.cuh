@@ -1,24 +1,9 @@
-/* kernels_lora16.cu - mk_cuda_lora16.h on a CUDA device: the bodies of bodies_lora16.h in
- * __global__ kernels (flat: MK_CU_FLAT threads a block; row: one block of MK_CU_NT threads per
- * row, a barrier per tree level), launched on the default stream as kernels.cu's; a launch's
+/* kernels_lora16.cuh - mk_cuda_lora16.h on a CUDA device, included at the end of kernels_lora.cu
+ * (its includes, the C headers among them, block counts and FLAT_IDX): the bodies of
+ * bodies_lora16.h in __global__ kernels (flat: MK_CU_FLAT threads a block; row: one block of
+ * MK_CU_NT threads per row, a barrier per tree level), launched on the default stream; a launch's
  * error is kept by mk_cu_launched for mk_cu_sync. */
-#include <cuda_runtime.h>
-
-/* the C headers, read as C++ */
-#define _Noreturn [[noreturn]]
-extern "C" {
-#include "mk_cuda_lora.h"
-#include "mk_cuda_lora16.h"
-}
-#undef _Noreturn
-
 #include "bodies_lora16.h"
-
-static unsigned blocks(size_t n) { return (unsigned)((n + MK_CU_FLAT - 1) / MK_CU_FLAT); }
-
-#define FLAT_IDX                                                                                                                 \
-    size_t i = (size_t)blockIdx.x * MK_CU_FLAT + threadIdx.x;                                                                    \
-    if (i >= n) return
 
 /* the trees over sh[0, MK_CU_NT) and, with two, sh[MK_CU_NT, 2 MK_CU_NT); barriers before and after */
 __device__ static void trees(double *sh, bool two)
