@@ -46,28 +46,8 @@ MK_HD void mk_cu_rmsb_fin(size_t row, unsigned tid, const float *x, const float 
     float inv = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
     for (size_t i = tid; i < d; i += MK_CU_NT) out[row * d + i] = w[i] * mk_cu_bfr(r[i] * inv);
 }
-/* backward, per row: sh[tid] = this thread's sum of x^2, sh[MK_CU_NT + tid] of bf16(dy w) x */
-MK_HD void mk_cu_rmsb_bwd_part(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, double *sh)
-{
-    const float *r = x + row * d, *g = dy + row * d;
-    double s = 0, dot = 0;
-    for (size_t i = tid; i < d; i += MK_CU_NT) {
-        s += (double)r[i] * r[i];
-        dot += (double)mk_cu_bfr(g[i] * w[i]) * r[i];
-    }
-    sh[tid] = s;
-    sh[MK_CU_NT + tid] = dot;
-}
-/* dx = bf16(bf16(dy w) rstd - x (dot rstd^3 / d)) (written); rstd kept for the dw kernel */
-MK_HD void mk_cu_rmsb_bwd_fin(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, float eps,
-                              double ss, double dot, float *dx, float *rstd)
-{
-    const float *r = x + row * d, *g = dy + row * d;
-    float inv = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
-    if (tid == 0) rstd[row] = inv;
-    float c = (float)(dot * (double)inv * inv * inv / (double)d);
-    for (size_t i = tid; i < d; i += MK_CU_NT) dx[row * d + i] = mk_cu_bfr(mk_cu_bfr(g[i] * w[i]) * inv - r[i] * c);
-}
+/* backward, per row: mk_cu_rms_bwd_part_any and mk_cu_rms_bwd_fin_any (bodies.h) with bf set
+ * (dx = bf16(bf16(dy w) rstd - x (dot rstd^3 / d)), written), then: */
 /* dw[i] += sum_t dy[t, i] bf16(x[t, i] rstd[t]); one thread per column */
 MK_HD void mk_cu_rmsb_dw_body(size_t i, const float *x, const float *dy, const float *rstd, size_t T, size_t d, float *dw)
 {

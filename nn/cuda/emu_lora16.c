@@ -17,7 +17,10 @@ static void tree_add(double *sh)
 }
 
 void mk_cu_bias16_add(float *y, const uint16_t *b, size_t T, size_t out) { EACH(T * out, mk_cu_bias16_add_body(i_, y, b, out)); }
-void mk_cu_bias16_bwd(const uint16_t *dy, size_t T, size_t out, float *db) { EACH(out, mk_cu_bias16_bwd_body(i_, dy, T, out, db)); }
+void mk_cu_bias16_bwd(const uint16_t *dy, size_t T, size_t out, float *db)
+{
+    EACH(out, mk_cu_bias16_bwd_body(i_, dy, T, out, db));
+}
 void mk_cu_lora16_add(float *y, const uint16_t *t, float s, size_t n) { EACH(n, mk_cu_lora16_add_body(i_, y, t, s)); }
 void mk_cu_scale16(uint16_t *y16, float s, size_t n) { EACH(n, mk_cu_scale16_body(i_, y16, s)); }
 void mk_cu_nf4_decode16(const uint8_t *codes, const float *absmax, const float *table, size_t block, size_t n, uint16_t *out)
@@ -39,11 +42,11 @@ void mk_cu_rmsnorm_b_bwd(const float *x, const float *w, const float *dy, size_t
                          float *rstd)
 {
     for (size_t row = 0; row < T; row++) {
-        THREADS(mk_cu_rmsb_bwd_part(row, tid, x, w, dy, d, shl));
+        THREADS(mk_cu_rms_bwd_part_any(row, tid, x, w, dy, d, shl, 1));
         tree_add(shl);
         tree_add(shl + MK_CU_NT);
         double ss = shl[0], dot = shl[MK_CU_NT];
-        THREADS(mk_cu_rmsb_bwd_fin(row, tid, x, w, dy, d, eps, ss, dot, dx, rstd));
+        THREADS(mk_cu_rms_bwd_fin_any(row, tid, x, w, dy, d, eps, ss, dot, dx, rstd, 1));
     }
     if (dw) EACH(d, mk_cu_rmsb_dw_body(i_, x, dy, rstd, T, d, dw));
 }

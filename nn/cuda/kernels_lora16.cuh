@@ -5,6 +5,14 @@
  * error is kept by mk_cu_launched for mk_cu_sync. */
 #include "bodies_lora16.h"
 
+/* a flat kernel: one thread per element i < n, the body `call` */
+#define FLAT_KERNEL(name, params, call)                                                                                          \
+    __global__ static void name params                                                                                           \
+    {                                                                                                                            \
+        FLAT_IDX;                                                                                                                \
+        call;                                                                                                                    \
+    }
+
 /* the trees over sh[0, MK_CU_NT) and, with two, sh[MK_CU_NT, 2 MK_CU_NT); barriers before and after */
 __device__ static void trees(double *sh, bool two)
 {
@@ -16,32 +24,12 @@ __device__ static void trees(double *sh, bool two)
     }
 }
 
-__global__ static void k_bias16_add(size_t n, float *y, const uint16_t *b, size_t out)
-{
-    FLAT_IDX;
-    mk_cu_bias16_add_body(i, y, b, out);
-}
-__global__ static void k_bias16_bwd(size_t n, const uint16_t *dy, size_t T, float *db)
-{
-    FLAT_IDX;
-    mk_cu_bias16_bwd_body(i, dy, T, n, db);
-}
-__global__ static void k_lora16_add(size_t n, float *y, const uint16_t *t, float s)
-{
-    FLAT_IDX;
-    mk_cu_lora16_add_body(i, y, t, s);
-}
-__global__ static void k_scale16(size_t n, uint16_t *y, float s)
-{
-    FLAT_IDX;
-    mk_cu_scale16_body(i, y, s);
-}
-__global__ static void k_nf4_16(size_t n, const uint8_t *codes, const float *absmax, const float *table, size_t block,
-                                uint16_t *out)
-{
-    FLAT_IDX;
-    mk_cu_nf4_16_body(i, codes, absmax, table, block, out);
-}
+FLAT_KERNEL(k_bias16_add, (size_t n, float *y, const uint16_t *b, size_t out), mk_cu_bias16_add_body(i, y, b, out))
+FLAT_KERNEL(k_bias16_bwd, (size_t n, const uint16_t *dy, size_t T, float *db), mk_cu_bias16_bwd_body(i, dy, T, n, db))
+FLAT_KERNEL(k_lora16_add, (size_t n, float *y, const uint16_t *t, float s), mk_cu_lora16_add_body(i, y, t, s))
+FLAT_KERNEL(k_scale16, (size_t n, uint16_t *y, float s), mk_cu_scale16_body(i, y, s))
+FLAT_KERNEL(k_nf4_16, (size_t n, const uint8_t *codes, const float *absmax, const float *table, size_t block,
+            uint16_t *out), mk_cu_nf4_16_body(i, codes, absmax, table, block, out))
 __global__ static void k_rmsb(const float *x, const float *w, size_t d, float eps, float *out)
 {
     __shared__ double sh[MK_CU_NT];
@@ -52,46 +40,38 @@ __global__ static void k_rmsb(const float *x, const float *w, size_t d, float ep
 __global__ static void k_rmsb_bwd(const float *x, const float *w, const float *dy, size_t d, float eps, float *dx, float *rstd)
 {
     __shared__ double sh[2 * MK_CU_NT];
-    mk_cu_rmsb_bwd_part(blockIdx.x, threadIdx.x, x, w, dy, d, sh);
+    mk_cu_rms_bwd_part_any(blockIdx.x, threadIdx.x, x, w, dy, d, sh, 1);
     trees(sh, true);
-    mk_cu_rmsb_bwd_fin(blockIdx.x, threadIdx.x, x, w, dy, d, eps, sh[0], sh[MK_CU_NT], dx, rstd);
+    mk_cu_rms_bwd_fin_any(blockIdx.x, threadIdx.x, x, w, dy, d, eps, sh[0], sh[MK_CU_NT], dx, rstd, 1);
 }
-__global__ static void k_rmsb_dw(size_t n, const float *x, const float *dy, const float *rstd, size_t T, float *dw)
-{
-    FLAT_IDX;
-    mk_cu_rmsb_dw_body(i, x, dy, rstd, T, n, dw);
-}
+FLAT_KERNEL(k_rmsb_dw, (size_t n, const float *x, const float *dy, const float *rstd, size_t T, float *dw),
+            mk_cu_rmsb_dw_body(i, x, dy, rstd, T, n, dw))
+
+/* launch a flat kernel over n threads (none when n is 0), its error kept under name */
+#define FLAT16(kernel, n, name, ...)                                                                                             \
+    do {                                                                                                                         \
+        if (!(n)) return;                                                                                                        \
+        kernel<<<blocks(n), MK_CU_FLAT>>>((n), __VA_ARGS__);                                                                     \
+        mk_cu_launched(name);                                                                                                    \
+    } while (0)
 
 extern "C" void mk_cu_bias16_add(float *y, const uint16_t *b, size_t T, size_t out)
 {
-    if (!T || !out) return;
-    k_bias16_add<<<blocks(T * out), MK_CU_FLAT>>>(T * out, y, b, out);
-    mk_cu_launched("bias (bf16)");
+    FLAT16(k_bias16_add, T * out, "bias (bf16)", y, b, out);
 }
 extern "C" void mk_cu_bias16_bwd(const uint16_t *dy, size_t T, size_t out, float *db)
 {
-    if (!out) return;
-    k_bias16_bwd<<<blocks(out), MK_CU_FLAT>>>(out, dy, T, db);
-    mk_cu_launched("bias backward (bf16)");
+    FLAT16(k_bias16_bwd, out, "bias backward (bf16)", dy, T, db);
 }
 extern "C" void mk_cu_lora16_add(float *y, const uint16_t *t, float s, size_t n)
 {
-    if (!n) return;
-    k_lora16_add<<<blocks(n), MK_CU_FLAT>>>(n, y, t, s);
-    mk_cu_launched("LoRA sum (bf16)");
+    FLAT16(k_lora16_add, n, "LoRA sum (bf16)", y, t, s);
 }
-extern "C" void mk_cu_scale16(uint16_t *y16, float s, size_t n)
-{
-    if (!n) return;
-    k_scale16<<<blocks(n), MK_CU_FLAT>>>(n, y16, s);
-    mk_cu_launched("LoRA output gradient (bf16)");
-}
+extern "C" void mk_cu_scale16(uint16_t *y16, float s, size_t n) { FLAT16(k_scale16, n, "LoRA output gradient (bf16)", y16, s); }
 extern "C" void mk_cu_nf4_decode16(const uint8_t *codes, const float *absmax, const float *table, size_t block, size_t n,
                                    uint16_t *out)
 {
-    if (!n) return;
-    k_nf4_16<<<blocks(n), MK_CU_FLAT>>>(n, codes, absmax, table, block, out);
-    mk_cu_launched("NF4 decode (bf16)");
+    FLAT16(k_nf4_16, n, "NF4 decode (bf16)", codes, absmax, table, block, out);
 }
 extern "C" void mk_cu_rmsnorm_b(float *out, const float *x, const float *w, size_t T, size_t d, float eps)
 {
@@ -105,7 +85,5 @@ extern "C" void mk_cu_rmsnorm_b_bwd(const float *x, const float *w, const float 
     if (!T) return;
     k_rmsb_bwd<<<(unsigned)T, MK_CU_NT>>>(x, w, dy, d, eps, dx, rstd);
     mk_cu_launched("q/k norm backward (bf16)");
-    if (!dw) return;
-    k_rmsb_dw<<<blocks(d), MK_CU_FLAT>>>(d, x, dy, rstd, T, dw);
-    mk_cu_launched("q/k norm weight gradient (bf16)");
+    if (dw) FLAT16(k_rmsb_dw, d, "q/k norm weight gradient (bf16)", x, dy, rstd, T, dw);
 }

@@ -210,8 +210,9 @@ void mk_cu_ext_layer(mk_cu_ext *x, size_t l)
     if (!x->held || x->cur == (long)l) return;
     for (size_t k = 0; k < NP; k++) {
         const held_t *h = &x->hl[l][k];
-        if (h->codes && x->bf16) mk_cu_nf4_decode16(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr16 + x->scr_off[k]);
-        else if (h->codes) mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
+        if (!h->codes) continue;
+        if (x->bf16) mk_cu_nf4_decode16(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr16 + x->scr_off[k]);
+        else mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
     }
     x->cur = (long)l;
 }

@@ -100,8 +100,8 @@ mk_status mk_cu_ext16_init(mk_cu_ext *x)
 {
     const plan *p = &x->p;
     if (p->nad && p->r > x->H)
-        return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path takes a LoRA rank up to the hidden size %zu (--lora %zu)",
-                        x->H, p->r);
+        return mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path takes a LoRA rank up to the hidden size %zu "
+                                             "(--lora %zu)", x->H, p->r);
     uint64_t n16 = p->fz16 + p->scr16 + p->xa16 + p->lxa16 + p->lc16;
     if (n16) MK_TRY(mk_cu_alloc((void **)&x->arena16, n16 * sizeof(uint16_t)));
     uint16_t *b = x->arena16;
@@ -113,7 +113,8 @@ mk_status mk_cu_ext16_init(mk_cu_ext *x)
     if (p->fz16) {
         MK_TRY(put_frozen16(x));
         x->base16 = x->fz16;
-        for (size_t l = 0; l < x->L; l++) x->qn[l][0] = mk_cu_ext_f32_off(x, x->qn[l][0]), x->qn[l][1] = mk_cu_ext_f32_off(x, x->qn[l][1]);
+        for (size_t l = 0; l < x->L; l++)
+            for (int i = 0; i < 2; i++) x->qn[l][i] = mk_cu_ext_f32_off(x, x->qn[l][i]);
     }
     return MK_OK;
 }
