@@ -50,7 +50,7 @@ FLAT_KERNEL(k_rmsb_dw, (size_t n, const float *x, const float *dy, const float *
 /* launch a flat kernel over n threads (none when n is 0), its error kept under name */
 #define FLAT16(kernel, n, name, ...)                                                                                             \
     do {                                                                                                                         \
-        if (!(n)) return;                                                                                                        \
+        if ((n) == 0) return;                                                                                                    \
         kernel<<<blocks(n), MK_CU_FLAT>>>((n), __VA_ARGS__);                                                                     \
         mk_cu_launched(name);                                                                                                    \
     } while (0)
