@@ -174,7 +174,7 @@ quantize mergekit-yaml: mergekit-c
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
 CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/emu16.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o
-CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_flash.o $(BUILD)/nn/cuda/train_attn.o
+CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_flash.o $(BUILD)/nn/cuda/train_attn.o $(BUILD)/tests/cuda/cases_attn.o
 
 ifeq ($(CUDA),1)
 all: $(BUILD)/test-cuda
@@ -196,7 +196,8 @@ $(BUILD)/nn/cuda/kernels_flash.o: nn/cuda/kernels_flash.cu nn/cuda/bodies_flash.
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(BUILD)/tests/cuda/cases_lora.o $(CUDA_OBJ) $(LIBA)
+$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(BUILD)/tests/cuda/cases_lora.o \
+                   $(BUILD)/tests/cuda/cases_attn.o $(CUDA_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
 

@@ -97,38 +97,11 @@ MK_TEST(cuda_flash_drops_the_t_by_t_buffer)
     mk_cu_tmodel_close(&m);
 }
 
-/* The simple attention still trains as the CPU does: chosen by MK_CUDA_ATTENTION=simple (f32
- * and bf16), and the fallback past the fused kernel's head_dim (160 here). */
+/* The simple attention still trains as the CPU does (tests/cuda/cases_attn.c) */
 MK_TEST(cuda_simple_attention_trains_as_the_cpu)
 {
-    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
-    static const struct {
-        const char *name, *args;
-        bool bf16, simple;
-    } cases[] = {
-        {"llama, MK_CUDA_ATTENTION=simple", "--hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 64", false, true},
-        {"bf16 llama, MK_CUDA_ATTENTION=simple", "--hidden 32 --layers 2 --heads 4 --kv-heads 2 --intermediate 64", true, true},
-        {"llama, head_dim 160 (the simple attention)", "--hidden 320 --layers 1 --heads 2 --kv-heads 1 --intermediate 64", false,
-         false},
-    };
     mk_threads_set(1);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char dir[1024], args[256], err[1200] = "";
-        snprintf(dir, sizeof dir, "%s/cuda-simple-%zu", mk_test_tmpdir(), i);
-        snprintf(args, sizeof args, "%s --vocab 64 --std 0.2 --max-position 64 --seed 21", cases[i].args);
-        mk_cu_tmodel m = {0};
-        CHECK_MSG(mk_cu_tmodel_synth(bin, dir, args, err, sizeof err), "%s", err);
-        CHECK_OK(mk_cu_tmodel_open(dir, &m));
-        if (m.t && cases[i].bf16) CHECK_OK(mk_nn_train_set_bf16(m.t));
-        if (cases[i].simple) setenv("MK_CUDA_ATTENTION", "simple", 1);
-        mk_cu_tol tol = EMU_TOL;
-        if (cases[i].bf16) tol.grad = tol.b16_grad, tol.loss = tol.b16_loss;
-        if (m.t) {
-            CHECK_MSG(mk_cu_attn_flash(&m.cfg) == false, "%s: the simple attention", cases[i].name);
-            CHECK_EQ_INT(mk_cu_check_model(&m, cases[i].name, false, 0, &tol, report), 0);
-        }
-        unsetenv("MK_CUDA_ATTENTION");
-        mk_cu_tmodel_close(&m);
-    }
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    CHECK_EQ_INT(mk_cu_run_attn_paths(bin, mk_test_tmpdir(), &EMU_TOL, report), 0);
     mk_threads_set(0);
 }
