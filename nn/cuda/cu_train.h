@@ -11,8 +11,10 @@
  * train_lora.c. Each also in bf16 mixed precision (the CPU trainer set to bf16: the base frozen
  * in bf16 under LoRA, train_lora16.c). Anything else is refused naming what is missing.
  * Activations: every layer's kept on the device, or with checkpointing only each layer's
- * input and its forward run again before its backward. Attention keeps its probabilities
- * [heads, T, T] per sequence (simple kernels, not a fused one).
+ * input and its forward run again before its backward. Attention is the fused kernel
+ * (mk_cuda_flash.h: two floats per row kept, [2, heads, T] per sequence), or the simple one
+ * that keeps its probabilities [heads, T, T] (MK_CUDA_ATTENTION=simple, or head_dim over 128;
+ * train_attn.h).
  * Must not: open files or print (the caller does), or know the optimizer's schedule.
  */
 #ifndef MK_NN_CUDA_TRAIN_H

@@ -69,4 +69,8 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
  * run by mk_cu_run_lora, beside the bf16 trainer's checks there). */
 int mk_cu_run_lora16_kernels(const mk_cu_tol *tol, mk_cu_report report);
 
+/* The trainer's simple attention (MK_CUDA_ATTENTION=simple, and past the fused kernel's
+ * head_dim) against the CPU trainer (tests/cuda/cases_attn.c). */
+int mk_cu_run_attn_paths(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
+
 #endif

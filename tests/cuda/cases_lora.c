@@ -110,15 +110,15 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
     outer = rep, failed = 0, prefix = "";
     kernel_cases(tol);
     mk_cu_run_lora16_kernels(tol, report);
-    /* bf16 mixed precision: the CPU trainer set to bf16 is the reference (tol's b16_*). One
-     * step's gradients are the CPU's bytes (emulated, measured); later steps can differ where a
-     * product's f32 sum (another BLAS's order) lands on the other side of a bf16 rounding
-     * boundary: one gradient element moves by a bf16 ulp of its micro-batch part, and AdamW,
-     * dividing each element by its own RMS, turns that into a full-size update of a small
-     * adapter element, so under LoRA the trajectories drift apart after a few steps (measured
-     * emulated: the first difference at step 4, losses within 4.7e-4 and adapters within 7.8e-3
-     * of the largest after 10). Allowed there: 10 x b16_loss for the losses, as the trained
-     * tensors get 10 x the gradients' tolerance. */
+    /* bf16 mixed precision: the CPU trainer set to bf16 is the reference (tol's b16_*).
+     * Emulated with the fused attention (the default) every check measures 0, the CPU's bytes.
+     * A sum that lands on the other side of a bf16 rounding boundary (the simple attention's
+     * order, MK_CUDA_ATTENTION=simple, or another BLAS's) moves one gradient element by a bf16
+     * ulp of its micro-batch part, and AdamW, dividing each element by its own RMS, makes that a
+     * full-size update of a small adapter element: under LoRA the trajectories then drift apart
+     * (emulated with the simple attention: from step 4, losses within 4.7e-4 and adapters within
+     * 7.8e-3 of the largest after 10). Allowed there: 10 x b16_loss for the losses, as the
+     * trained tensors get 10 x the gradients' tolerance. */
     mk_cu_tol t16 = *tol, t16l;
     char name16[64];
     snprintf(name16, sizeof name16, "%s, bf16", tol->name);
