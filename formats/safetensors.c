@@ -3,6 +3,7 @@
 
 #include "sniff.h"
 #include "modeldir.h"
+#include "output_hash.h"
 
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
@@ -10,7 +11,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -680,12 +680,6 @@ typedef struct st_shard {
     bool foreign;         /* another part's (mk_st_sink_split.own) */
     char hash[33];
     mk_buf header;
-    /* hashed as written (see the hasher below): the shard's tensors in file order, how many
-     * of them are hashed, the running XXH3-128; all guarded by st_sink.hmu */
-    size_t *order;
-    size_t n_hashed;
-    mk_hasher *h;
-    bool hashed;          /* h's digest is in hash */
 } st_shard;
 
 typedef struct st_sink {
@@ -703,17 +697,7 @@ typedef struct st_sink {
     int journal_fd;
     char *journal_path;
     char *stem;           /* shard file stem, "model" by default */
-    /* the hasher thread: each shard's XXH3-128 over the prefix of it whose tensors are done
-     * (every byte written), advanced as tensor_done marks them, so the hash is ready when a
-     * shard's last tensor lands and nothing is read back after the fsync */
-    size_t *forder;       /* [n] tensor indices by shard, then file offset (st_shard.order points in) */
-    bool *ready;          /* [n] tensor_done was called */
-    pthread_mutex_t hmu;
-    pthread_cond_t hcv;   /* a tensor became ready, a shard was hashed, an error, or stop */
-    pthread_t hth;
-    bool hstarted, hstop;
-    mk_status herr;       /* the hasher's first error, with its message */
-    char hmsg[1024];
+    mk_whash *wh;         /* hashes each shard as it is written (tensors are its pieces) */
 } st_sink;
 
 static int cmp_by_size_desc(const void *a, const void *b, void *ctx)
@@ -790,144 +774,26 @@ static mk_status prealloc(int fd, uint64_t size, const char *path)
     return MK_OK;
 }
 
-/* ---- hashing each shard as it is written ------------------------------------------------- */
-
-#define HASH_WIN (4u << 20) /* bytes read back from the page cache at a time */
-
-static int cmp_by_offset(const void *a, const void *b, void *ctx)
-{
-    const st_sink *w = ctx;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    if (w->shard_of[x] != w->shard_of[y]) return w->shard_of[x] < w->shard_of[y] ? -1 : 1;
-    if (w->offset[x] != w->offset[y]) return w->offset[x] < w->offset[y] ? -1 : 1;
-    return x < y ? -1 : x > y;
-}
-
-static bool hash_stopping(st_sink *w) { return __atomic_load_n(&w->hstop, __ATOMIC_RELAXED); }
-
-/* Hash every tensor that continues a shard's hashed prefix and is done; a shard whose last
- * tensor is hashed gets its digest. Called with hmu held, dropped while reading. True if
- * anything moved. */
-static bool hash_step(st_sink *w, void *buf)
-{
-    bool moved = false;
-    for (size_t sh = 0; sh < w->n_shards && w->herr == MK_OK && !hash_stopping(w); sh++) {
-        st_shard *S = &w->shards[sh];
-        if (!S->h || S->hashed) continue;
-        while (S->n_hashed < S->n_tensors && w->ready[S->order[S->n_hashed]] && w->herr == MK_OK) {
-            size_t i = S->order[S->n_hashed];
-            uint64_t off = w->offset[i], left = w->t[i].nbytes;
-            mk_status st = MK_OK;
-            pthread_mutex_unlock(&w->hmu);
-            while (left && st == MK_OK && !hash_stopping(w)) {
-                size_t len = left < HASH_WIN ? (size_t)left : HASH_WIN;
-                st = mk_hasher_update_fd(S->h, S->fd, S->path, off, len, buf, HASH_WIN);
-                off += len;
-                left -= len;
-            }
-            const char *m = st != MK_OK ? mk_errmsg() : NULL;
-            pthread_mutex_lock(&w->hmu);
-            if (m) {
-                snprintf(w->hmsg, sizeof w->hmsg, "%s", m);
-                w->herr = st;
-            }
-            if (st != MK_OK || left) break; /* failed, or stopped */
-            S->n_hashed++;
-            moved = true;
-        }
-        if (S->n_hashed == S->n_tensors && w->herr == MK_OK && !hash_stopping(w)) {
-            mk_hash128_hex(mk_hasher_digest(S->h), S->hash);
-            S->hashed = moved = true;
-        }
-    }
-    return moved;
-}
-
-static void *hash_main(void *p)
-{
-    st_sink *w = p;
-    void *buf = malloc(HASH_WIN);
-    pthread_mutex_lock(&w->hmu);
-    if (!buf) {
-        snprintf(w->hmsg, sizeof w->hmsg, "out of memory for the output hashing buffer");
-        w->herr = MK_ERR_NOMEM;
-    }
-    while (w->herr == MK_OK && !hash_stopping(w)) {
-        if (hash_step(w, buf)) {
-            pthread_cond_broadcast(&w->hcv);
-            continue;
-        }
-        bool left = false;
-        for (size_t sh = 0; sh < w->n_shards; sh++) left |= w->shards[sh].h && !w->shards[sh].hashed;
-        if (!left) break;
-        pthread_cond_wait(&w->hcv, &w->hmu);
-    }
-    pthread_cond_broadcast(&w->hcv);
-    pthread_mutex_unlock(&w->hmu);
-    free(buf);
-    return NULL;
-}
-
-/* Start hashing the shards to be written (their headers are): file order, each header, the
- * thread. */
+/* Hash the shards to be written as their tensors finish (output_hash.h): each file's header
+ * now, its tensors from the page cache as they are done. */
 static mk_status hash_start(st_sink *w)
 {
-    w->forder = mk_calloc(w->n ? w->n : 1, sizeof *w->forder);
-    w->ready = mk_calloc(w->n ? w->n : 1, sizeof *w->ready);
-    if (!w->forder || !w->ready) return MK_ERR_NOMEM;
-    for (size_t i = 0; i < w->n; i++) w->forder[i] = i;
-    qsort_r(w->forder, w->n, sizeof *w->forder, cmp_by_offset, w);
-    bool any = false;
-    for (size_t sh = 0, at = 0; sh < w->n_shards; sh++) {
+    uint64_t *len = mk_calloc(w->n ? w->n : 1, sizeof *len);
+    if (!len) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < w->n; i++) len[i] = w->t[i].nbytes;
+    mk_status s = mk_whash_new(w->n, w->shard_of, w->offset, len, w->n_shards, &w->wh);
+    free(len);
+    for (size_t sh = 0; sh < w->n_shards && s == MK_OK; sh++) {
         st_shard *S = &w->shards[sh];
-        S->order = w->forder + at;
-        at += S->n_tensors;
         if (S->fd < 0) continue;
-        if (!(S->h = mk_hasher_new())) return MK_ERR_NOMEM;
-        unsigned char len8[8];
-        for (int b = 0; b < 8; b++) len8[b] = (unsigned char)((uint64_t)S->header.len >> (8 * b));
-        mk_hasher_update(S->h, len8, 8);
-        mk_hasher_update(S->h, S->header.data, S->header.len);
-        any = true;
+        unsigned char *head = mk_malloc(8 + S->header.len);
+        if (!head) return MK_ERR_NOMEM;
+        for (int b = 0; b < 8; b++) head[b] = (unsigned char)((uint64_t)S->header.len >> (8 * b));
+        memcpy(head + 8, S->header.data, S->header.len);
+        s = mk_whash_file(w->wh, sh, S->fd, S->path, head, 8 + S->header.len);
+        free(head);
     }
-    if (!any) return MK_OK;
-    if (pthread_create(&w->hth, NULL, hash_main, w) != 0) return mk_error(MK_ERR_NOMEM, "cannot start the output hashing thread");
-    w->hstarted = true;
-    return MK_OK;
-}
-
-/* Every byte of tensor i is written: the hasher may read it. */
-static void hash_ready(st_sink *w, size_t i)
-{
-    pthread_mutex_lock(&w->hmu);
-    w->ready[i] = true;
-    pthread_cond_broadcast(&w->hcv);
-    pthread_mutex_unlock(&w->hmu);
-}
-
-/* Shard S's hash (all its tensors are ready), or the hasher's error. */
-static mk_status hash_wait(st_sink *w, st_shard *S)
-{
-    pthread_mutex_lock(&w->hmu);
-    while (!S->hashed && w->herr == MK_OK && w->hstarted) pthread_cond_wait(&w->hcv, &w->hmu);
-    bool ok = S->hashed;
-    mk_status st = w->herr;
-    pthread_mutex_unlock(&w->hmu);
-    if (ok) return MK_OK;
-    if (st == MK_OK) MK_BUG("a shard finished with no hasher");
-    return mk_error(st, "%s", w->hmsg);
-}
-
-static void hash_stop(st_sink *w)
-{
-    if (w->hstarted) {
-        pthread_mutex_lock(&w->hmu);
-        __atomic_store_n(&w->hstop, true, __ATOMIC_RELAXED);
-        pthread_cond_broadcast(&w->hcv);
-        pthread_mutex_unlock(&w->hmu);
-        pthread_join(w->hth, NULL);
-        w->hstarted = false;
-    }
+    return s == MK_OK ? mk_whash_start(w->wh) : s;
 }
 
 void mk_st_layout_free(mk_st_layout *L)
@@ -1118,7 +984,7 @@ static mk_status sink_write(mk_sink *k, size_t i, uint64_t off, const void *data
 static mk_status finish_shard(st_sink *w, st_shard *S)
 {
     if (fsync(S->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync failed: %s", S->path, strerror(errno));
-    MK_TRY(hash_wait(w, S)); /* the hasher reads through S->fd */
+    MK_TRY(mk_whash_wait(w->wh, (size_t)(S - w->shards), S->hash)); /* it reads through S->fd */
     if (close(S->fd) != 0) {
         S->fd = -1;
         return mk_error(MK_ERR_IO, "%s: close failed: %s", S->path, strerror(errno));
@@ -1138,7 +1004,7 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     /* start writing this tensor back now, so the disk works while we compute the next one
      * and the final fsync has little left to wait for (advisory: fsync reports errors) */
     if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
-    hash_ready(w, i);
+    mk_whash_ready(w->wh, i);
     mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;
@@ -1243,11 +1109,8 @@ static void sink_close(mk_sink *k)
     if (!k) return;
     st_sink *w = k->impl;
     if (w) {
-        hash_stop(w);
-        pthread_mutex_destroy(&w->hmu);
-        pthread_cond_destroy(&w->hcv);
+        mk_whash_free(w->wh); /* before the files it reads are closed */
         for (size_t sh = 0; sh < w->n_shards; sh++) {
-            mk_hasher_free(w->shards[sh].h);
             if (w->shards[sh].fd >= 0) close(w->shards[sh].fd);
             free(w->shards[sh].name);
             free(w->shards[sh].path);
@@ -1261,8 +1124,6 @@ static void sink_close(mk_sink *k)
         free(w->t);
         free(w->shard_of);
         free(w->offset);
-        free(w->forder);
-        free(w->ready);
         free(w);
     }
     for (size_t i = 0; i < k->n_out_files; i++) free(k->out_files[i].name);
@@ -1300,8 +1161,6 @@ mk_status mk_safetensors_sink_stem(const char *dir, const char *stem, const mk_s
     }
     w->opts = *opts;
     w->journal_fd = -1;
-    pthread_mutex_init(&w->hmu, NULL);
-    pthread_cond_init(&w->hcv, NULL);
     k->ops = &st_sink_ops;
     k->impl = w;
     k->dir = mk_strdup(dir);

@@ -17,11 +17,7 @@
 
 static mk_tensor_info hti(const char *name, mk_dtype dt, int64_t numel)
 {
-    mk_tensor_info t = {0};
-    t.name = (char *)name;
-    t.dtype = dt;
-    t.ndim = 1;
-    t.shape[0] = numel;
+    mk_tensor_info t = {.name = (char *)name, .dtype = dt, .ndim = 1, .shape = {numel}};
     mk_tensor_info_finish(&t);
     return t;
 }
