@@ -130,7 +130,7 @@ def cosine(step, warmup, total):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def run_case(path, tokens, weights, st, sw, bf16=False):
+def run_case(path, tokens, weights, st, sw, bf16=False, final=False):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
@@ -165,7 +165,7 @@ def run_case(path, tokens, weights, st, sw, bf16=False):
         sched.step()
         opt.zero_grad(set_to_none=True)
     out["losses"] = np.array(losses, dtype=np.float32)
-    if bf16:
+    if bf16 or final:
         for n, p in model.named_parameters():
             out["final." + n] = p.detach().numpy().astype(np.float32).copy()
     return out
