@@ -136,7 +136,7 @@ LIBA := $(BUILD)/libmergekit.a
 NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fno-strict-aliasing \
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
 CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o
-CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o
+CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/nn/cuda/train_gemma.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 # linked into the program with CUDA=1
@@ -172,7 +172,7 @@ quantize mergekit-yaml: mergekit-c
 
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
 CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/emu16.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
-CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o
+CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o $(BUILD)/nn/cuda/train_gemma.o
 
 ifeq ($(CUDA),1)
 all: $(BUILD)/test-cuda
