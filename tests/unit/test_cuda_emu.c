@@ -120,3 +120,39 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
     mk_threads_set(0);
     mk_cu_tmodel_close(&m);
 }
+
+/* gemma on the device: the estimate counts the (1 + w) buffer (what the trainer allocates), and
+ * bf16 is refused in one line naming the family (its bf16 path is llama's). */
+MK_TEST(cuda_emulated_gemma_memory_and_bf16_refusal)
+{
+    const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
+    char dir[1024], err[1200] = "";
+    snprintf(dir, sizeof dir, "%s/cuda-gemma-mem", mk_test_tmpdir());
+    mk_cu_tmodel m = {0};
+    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, "--arch gemma --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 "
+                                           "--vocab 80", err, sizeof err),
+              "%s", err);
+    CHECK_OK(mk_cu_tmodel_open(dir, &m));
+    if (!m.t) {
+        mk_cu_tmodel_close(&m);
+        return;
+    }
+    mk_threads_set(1);
+    int32_t tok[2 * 16];
+    float w[2 * 16];
+    for (size_t i = 0; i < 2 * 16; i++) tok[i] = (int32_t)(i * 7 % 80), w[i] = 1;
+    uint64_t est = mk_cu_train_bytes(&m.cfg, mk_nn_train_numel(m.t), 2, 16, false), peak = 0;
+    mk_cu_emu_memory(0, NULL);
+    mk_cu_train *g = NULL;
+    double wnll = 0;
+    CHECK_OK(mk_cu_train_open(m.t, 2, 16, false, &g));
+    if (g) CHECK_OK(mk_cu_train_pass(g, tok, w, 2, 16, 0.01f, true, &wnll));
+    mk_cu_train_close(g);
+    mk_cu_emu_memory(0, &peak);
+    CHECK_MSG(peak == est, "gemma: the trainer holds %llu bytes at most, the estimate is %llu", (unsigned long long)peak,
+              (unsigned long long)est);
+    CHECK_OK(mk_nn_train_set_bf16(m.t));
+    CHECK_ERR(mk_cu_train_open(m.t, 2, 16, false, &g), MK_ERR_UNSUPPORTED, "gemma (GeGLU, (1 + w) norms) runs in f32 on the device");
+    mk_threads_set(0);
+    mk_cu_tmodel_close(&m);
+}
