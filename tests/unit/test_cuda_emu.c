@@ -2,7 +2,7 @@
  * on the CPU (nn/cuda/emu.c) against the CPU kernels they must match (tests/cuda/cases.c):
  * the same comparisons `make test-cuda` runs on a device, here with the emulation's
  * tolerances; and the CUDA trainer (nn/cuda/train.c) on the emulated kernels against the CPU
- * trainer on a tiny llama. No GPU or nvcc is needed. */
+ * trainer on tiny llama, mistral and gemma models. No GPU or nvcc is needed. */
 #include "harness.h"
 
 #include <stdlib.h>
