@@ -16,16 +16,12 @@ a tiny Gemma and STEPS AdamW steps:
   qlora_gemma.*                     the same on a bitsandbytes NF4 base (hidden 64)
 and in debug_state_bf16.safetensors the gemma case under torch.autocast("cpu", bfloat16).
 """
-import importlib.metadata as md
 import importlib.util
-import json
 import os
-import platform
 import sys
 import tempfile
 
 import numpy as np
-from safetensors.numpy import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLD = os.path.join(ROOT, "tests", "golden", "train", "gemma")
@@ -81,13 +77,7 @@ def main():
         manifest["bf16"] = {"autocast": "torch.autocast('cpu', dtype=torch.bfloat16) around the forward", "cases": [name],
                             "lora": [], "cpu_bf16": "avx512_bf16" in open("/proc/cpuinfo").read()}
         print(f"{name} bf16: loss {out['loss'][0]:.6f}, losses {out['losses'][0]:.4f} .. {out['losses'][-1]:.4f}")
-    save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
-    save_file(bt, os.path.join(GOLD, "debug_state_bf16.safetensors"))
-    manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "bitsandbytes", "safetensors", "numpy"]}
-    manifest["python"] = platform.python_version()
-    with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+    g.write_goldens(GOLD, tensors, bt, manifest)
 
 
 if __name__ == "__main__":
