@@ -730,31 +730,34 @@ static float *grads_of(tmodel *m, const int32_t *tok, const float *w, size_t B, 
 
 MK_TEST(train_checkpointing_and_threads_same_bytes)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/train-det", mk_test_tmpdir());
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --arch qwen3 --hidden 64 --layers 3 --heads 4 --kv-heads 2 "
-                              "--intermediate 96 --vocab 300 --dtype float32 --std 0.1 --seed 3", bin(), dir);
-    CHECK(system(cmd) == 0);
-    tmodel m;
-    if (!tmodel_open(dir, &m)) return;
-    size_t B = 3, T = 70; /* more rows than one block of every kernel */
-    int32_t *tok = malloc(B * T * sizeof *tok);
-    float *w = malloc(B * T * sizeof *w);
-    for (size_t i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 7919) % 300), w[i] = i % 5 ? 1.0f : 0.1f;
-    int saved = mk_threads_get();
-    float *a = grads_of(&m, tok, w, B, T, false, 1), *b = grads_of(&m, tok, w, B, T, true, 1);
-    float *c = grads_of(&m, tok, w, B, T, true, 2), *d = grads_of(&m, tok, w, B, T, false, 3);
-    mk_threads_set(saved);
-    size_t n = mk_nn_train_numel(m.t);
-    CHECK_MSG(memcmp(a, b, n * 4) == 0, "--checkpointing changed the gradients");
-    CHECK_MSG(memcmp(a, c, n * 4) == 0, "2 threads with checkpointing changed the gradients");
-    CHECK_MSG(memcmp(a, d, n * 4) == 0, "3 threads changed the gradients");
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += fabs(a[i]);
-    CHECK_MSG(s > 0, "the gradients are all zero");
-    free(a), free(b), free(c), free(d), free(tok), free(w);
-    tmodel_close(&m);
+    static const char *const archs[] = {"qwen3", "gemma"};
+    for (size_t k = 0; k < sizeof archs / sizeof archs[0]; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/train-det-%s", mk_test_tmpdir(), archs[k]);
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "'%s' synth '%s' -q -f --arch %s --hidden 64 --layers 3 --heads 4 --kv-heads 2 "
+                                  "--intermediate 96 --vocab 300 --dtype float32 --std 0.1 --seed 3", bin(), dir, archs[k]);
+        CHECK(system(cmd) == 0);
+        tmodel m;
+        if (!tmodel_open(dir, &m)) return;
+        size_t B = 3, T = 70; /* more rows than one block of every kernel */
+        int32_t *tok = malloc(B * T * sizeof *tok);
+        float *w = malloc(B * T * sizeof *w);
+        for (size_t i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 7919) % 300), w[i] = i % 5 ? 1.0f : 0.1f;
+        int saved = mk_threads_get();
+        float *a = grads_of(&m, tok, w, B, T, false, 1), *b = grads_of(&m, tok, w, B, T, true, 1);
+        float *c = grads_of(&m, tok, w, B, T, true, 2), *d = grads_of(&m, tok, w, B, T, false, 3);
+        mk_threads_set(saved);
+        size_t n = mk_nn_train_numel(m.t);
+        CHECK_MSG(memcmp(a, b, n * 4) == 0, "%s: --checkpointing changed the gradients", archs[k]);
+        CHECK_MSG(memcmp(a, c, n * 4) == 0, "%s: 2 threads with checkpointing changed the gradients", archs[k]);
+        CHECK_MSG(memcmp(a, d, n * 4) == 0, "%s: 3 threads changed the gradients", archs[k]);
+        double s = 0;
+        for (size_t i = 0; i < n; i++) s += fabs(a[i]);
+        CHECK_MSG(s > 0, "%s: the gradients are all zero", archs[k]);
+        free(a), free(b), free(c), free(d), free(tok), free(w);
+        tmodel_close(&m);
+    }
 }
 
 /* One LoRA pass's adapter gradients on model `dir` (read dequantized when quantized); with
