@@ -10,8 +10,10 @@
  * projections kept on the device as NF4 codes and decoded a layer at a time into a scratch);
  * train_lora.c. Anything else is refused naming what is missing.
  * Activations: every layer's kept on the device, or with checkpointing only each layer's
- * input and its forward run again before its backward. Attention keeps its probabilities
- * [heads, T, T] per sequence (simple kernels, not a fused one).
+ * input and its forward run again before its backward. Attention is the fused kernel
+ * (mk_cuda_flash.h: two floats per row kept, [2, heads, T] per sequence), or the simple one
+ * that keeps its probabilities [heads, T, T] (MK_CUDA_ATTENTION=simple, or head_dim over 128;
+ * train_attn.h).
  * Must not: open files or print (the caller does), or know the optimizer's schedule.
  */
 #ifndef MK_NN_CUDA_TRAIN_H

@@ -1,8 +1,22 @@
 /* mem.c - see mem.h and cu_train.h (mk_cu_train_bytes, mk_cu_train_bytes16). */
 #include "mem.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "cu_train.h"
 #include "mk_cuda.h"
+#include "mk_cuda_flash.h"
+
+bool mk_cu_attn_flash(const mk_model_config *c)
+{
+    const char *e = getenv("MK_CUDA_ATTENTION");
+    return (!e || strcmp(e, "simple") != 0) && mk_cu_flash_fits((size_t)c->head_dim);
+}
+uint64_t mk_cu_att_floats(const mk_model_config *c, uint64_t nseq, uint64_t T)
+{
+    return nseq * (uint64_t)c->heads * T * (mk_cu_attn_flash(c) ? 2 : T);
+}
 
 #include <string.h>
 
@@ -11,15 +25,16 @@ uint64_t mk_cu_acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, 
 {
     uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
     uint64_t F = (uint64_t)c->intermediate;
-    return N * (3 * H + 2 * q + 2 * kv + 3 * F) + nseq * (uint64_t)c->heads * T * T;
+    return N * (3 * H + 2 * q + 2 * kv + 3 * F) + mk_cu_att_floats(c, nseq, T);
 }
 uint64_t mk_cu_rest_floats(const mk_model_config *c, uint64_t N, uint64_t T)
 {
     uint64_t H = (uint64_t)c->hidden, hd = (uint64_t)c->head_dim, q = (uint64_t)c->heads * hd, kv = (uint64_t)c->kv_heads * hd;
     uint64_t F = (uint64_t)c->intermediate, V = (uint64_t)c->vocab, L = (uint64_t)c->layers;
-    /* xs (L + 1 rows of N x H), hf, dh, dx; logits; dq, datt, dk, dv; da, dg, du; ds; rstd, wt;
-     * tok, tgt (as floats); nll (2 each); rope tables */
-    return (L + 4) * N * H + N * V + 2 * N * q + 2 * N * kv + 3 * N * F + (uint64_t)c->heads * T * T + 6 * N + T * hd;
+    /* xs (L + 1 rows of N x H), hf, dh, dx; logits; dq, datt, dk, dv; da, dg, du; ds (attention's
+     * scratch, one sequence's mk_cu_att_floats: fused, D [nh, T] in it; simple, dS [nh, T, T]); rstd, wt; tok, tgt (as floats); nll (2
+     * each); rope tables */
+    return (L + 4) * N * H + N * V + 2 * N * q + 2 * N * kv + 3 * N * F + mk_cu_att_floats(c, 1, T) + 6 * N + T * hd;
 }
 
 uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq, size_t T, bool checkpointing)

@@ -8,6 +8,12 @@
 
 #include "../../model/config.h"
 
+/* whether the trainer's attention is the fused kernel (mk_cuda_flash.h): the default, unless
+ * the environment's MK_CUDA_ATTENTION is "simple" or head_dim is past MK_CU_FLASH_HD_MAX */
+bool mk_cu_attn_flash(const mk_model_config *c);
+/* the floats attention keeps for nseq sequences of T tokens: each row's maximum and 1 / sum
+ * [2, heads, T] (fused) or the probabilities [heads, T, T] (simple) */
+uint64_t mk_cu_att_floats(const mk_model_config *c, uint64_t nseq, uint64_t T);
 /* f32 floats of one layer's kept activations (N = nseq x T rows), and of the rest of a pass */
 uint64_t mk_cu_acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T);
 uint64_t mk_cu_rest_floats(const mk_model_config *c, uint64_t N, uint64_t T);

@@ -10,6 +10,7 @@
 #include "train_ext.h"
 #include "mem.h"
 #include "mk_cuda16.h"
+#include "train_attn.h"
 #include "train_gemma.h"
 
 /* the roles a layer needs (biases, q/k norms, LoRA and a held base: train_ext.h) */
@@ -28,7 +29,7 @@ struct mk_cu_train {
     float eps, scale;
     const mk_model_config *cfg;
     size_t nseq_cap, T_cap, n_tab;
-    bool ckpt;
+    bool ckpt, flash; /* flash: the fused attention (train_attn.h) */
     uint64_t numel;
     mk_nn_param *tab; /* the tensor table (offsets into each of the four buffers) */
     int64_t (*off)[N_ROLES]; /* [L]: each role's offset */
@@ -94,8 +95,16 @@ static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
     size_t f = g->bf16 ? 0 : 1; /* bf16: h1, att, h2 and a are in the bf16 arena (acts16_at) */
     TAKE(h1, f * N * g->H), TAKE(q, N * g->q), TAKE(k, N * g->kv), TAKE(v, N * g->kv), TAKE(att, f * N * g->q);
     TAKE(xmid, N * g->H), TAKE(h2, f * N * g->H), TAKE(g, N * g->F), TAKE(u, N * g->F), TAKE(a, f * N * g->F);
-    TAKE(p, g->nseq_cap * g->nh * g->T_cap * g->T_cap);
+    TAKE(p, mk_cu_att_floats(g->cfg, g->nseq_cap, g->T_cap));
 #undef TAKE
+}
+
+/* layer l's attention over sequences of T tokens (train_attn.h) */
+static mk_cu_tattn tattn(const mk_cu_train *g, size_t l, size_t T)
+{
+    mk_cu_tattn a = {T, g->nh, g->nkv, g->hd, g->scale, 0, g->flash, g->bf16};
+    a.window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    return a;
 }
 
 /* ---- bf16 mixed precision: the layer as nn/backward.c computes it with t->bf16 ----
@@ -132,15 +141,14 @@ static void layer_forward16(mk_cu_train *g, size_t l, const float *xin, size_t n
     mk_cu_linear16(a->h1b, N, H, W16(g, l, R_Q), g->q, a->q);
     mk_cu_linear16(a->h1b, N, H, W16(g, l, R_K), g->kv, a->k);
     mk_cu_linear16(a->h1b, N, H, W16(g, l, R_V), g->kv, a->v);
-    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         float *q = a->q + s * T * g->q, *k = a->k + s * T * g->kv;
         mk_cu_rope(q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_rope(k, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_round(q, T * g->q);
         mk_cu_round(k, T * g->kv);
-        mk_cu_attention16(q, k, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window, a->attb + s * T * g->q,
-                          a->p + s * g->nh * T * T);
+        mk_cu_tattn_fwd(&at, s, q, k, a->v + s * T * g->kv, a->attb + s * T * g->q, a->p);
     }
     mk_cu_linear16(a->attb, N, g->q, W16(g, l, R_O), H, a->xmid);
     mk_cu_add(a->xmid, xin, N * H);
@@ -175,10 +183,10 @@ static void layer_backward16(mk_cu_train *g, size_t l, const float *xin, size_t 
     proj16_bwd(g, l, R_O, a->attb, N, g->q, H, dx, g->datt, true);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_attention16_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
-                              g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
         mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
         mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
     }
@@ -244,6 +252,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->nseq_cap = nseq, g->T_cap = T, g->ckpt = checkpointing;
     g->numel = mk_nn_train_numel(t);
     g->bf16 = mk_nn_train_bf16(t);
+    g->flash = mk_cu_attn_flash(c);
     g->n_tab = mk_nn_train_n_params(t);
     size_t N = nseq * T;
     g->off = mk_calloc(g->L ? g->L : 1, sizeof *g->off);
@@ -254,6 +263,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->hnll = mk_malloc(N * sizeof *g->hnll);
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
+    if (s == MK_OK) s = mk_cu_tattn_check();
     if (s == MK_OK) s = mk_cu_gemma_open(c, 2 * g->L + 1, g->H, g->bf16, &g->gm);
     if (s == MK_OK && g->bf16 && mk_cu_ext_bytes(t, nseq, T, checkpointing) > 0)
         s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path trains llama and mistral in full; --lora, --qlora, "
@@ -281,7 +291,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
 #define TAKE(f, n) (g->f = b, b += (n))
         TAKE(xs, (g->L + 1) * N * g->H), TAKE(hf, N * g->H), TAKE(dh, N * g->H), TAKE(dx, N * g->H), TAKE(logits, N * g->V);
         TAKE(dq, N * g->q), TAKE(datt, N * g->q), TAKE(dk, N * g->kv), TAKE(dv, N * g->kv);
-        TAKE(da, N * g->F), TAKE(dg, N * g->F), TAKE(du, N * g->F), TAKE(ds, g->nh * T * T), TAKE(rstd, N), TAKE(wt, N);
+        TAKE(da, N * g->F), TAKE(dg, N * g->F), TAKE(du, N * g->F), TAKE(ds, mk_cu_att_floats(c, 1, T)), TAKE(rstd, N), TAKE(wt, N);
         TAKE(cosd, T * g->hd / 2), TAKE(sind, T * g->hd / 2);
 #undef TAKE
         g->tok = (int32_t *)(void *)b, b += N;
@@ -327,12 +337,11 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
     mk_cu_linear(a->h1, N, H, W(g, l, R_V), g->kv, 0.0f, a->v);
     mk_cu_ext_proj(g->x, l, MK_ROLE_V, a->h1, N, a->v);
     mk_cu_ext_qk(g->x, l, a->q, a->k, N);
-    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         mk_cu_rope(a->q + s * T * g->q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_rope(a->k + s * T * g->kv, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
-        mk_cu_attention(a->q + s * T * g->q, a->k + s * T * g->kv, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window,
-                        a->att + s * T * g->q, a->p + s * g->nh * T * T);
+        mk_cu_tattn_fwd(&at, s, a->q + s * T * g->q, a->k + s * T * g->kv, a->v + s * T * g->kv, a->att + s * T * g->q, a->p);
     }
     mk_cu_linear(a->att, N, g->q, W(g, l, R_O), H, 0.0f, a->xmid);
     mk_cu_ext_proj(g->x, l, MK_ROLE_O, a->att, N, a->xmid);
@@ -373,10 +382,10 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_O, a->att, N, dx, g->datt);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
-                            g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
         mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
         mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
     }

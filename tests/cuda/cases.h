@@ -66,4 +66,8 @@ double mk_cu_worst_err(const float *got, const float *want, size_t n, const char
  * norms, against the CPU trainer; the kernels of mk_cuda_lora.h (tests/cuda/cases_lora.c). */
 int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
 
+/* The trainer's simple attention (MK_CUDA_ATTENTION=simple, and past the fused kernel's
+ * head_dim) against the CPU trainer (tests/cuda/cases_attn.c). */
+int mk_cu_run_attn_paths(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
+
 #endif
