@@ -139,6 +139,7 @@ CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cud
 CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o
 CUDA_OBJ += $(BUILD)/nn/cuda/kernels_flash.o $(BUILD)/nn/cuda/train_attn.o
 CUDA_OBJ += $(BUILD)/nn/cuda/train_lora16.o
+CUDA_OBJ += $(BUILD)/nn/cuda/train_gemma.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 # linked into the program with CUDA=1
@@ -177,6 +178,7 @@ CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/emu16.o $(BUILD)/nn/cuda
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_flash.o $(BUILD)/nn/cuda/train_attn.o $(BUILD)/tests/cuda/cases_attn.o
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora16.o $(BUILD)/nn/cuda/train_lora16.o $(BUILD)/tests/cuda/cases_lora16.o
+CUDA_EMU_OBJ += $(BUILD)/nn/cuda/train_gemma.o
 
 ifeq ($(CUDA),1)
 all: $(BUILD)/test-cuda

@@ -604,7 +604,7 @@ int mk_cmd_finetune(int argc, char **argv)
     };
     const mk_cmd_spec spec = {
         "finetune", "MODEL DATA OUT [options]",
-        "Full finetuning on the CPU (llama, mistral, qwen2, qwen3), or with --device cuda on a GPU: heal a merge\n"
+        "Full finetuning on the CPU (llama, mistral, qwen2, qwen3, gemma), or with --device cuda on a GPU: heal a merge\n"
         "by continued pretraining on a text, or supervised finetuning on {\"prompt\", \"response\"} lines.",
         "DATA: a text file (one document), or JSONL (.jsonl) with {\"text\": ...} or {\"prompt\": ..., \"response\": ...}\n"
         "per line, tokenized with the model's tokenizer and packed into rows of --seq tokens. The loss is the\n"

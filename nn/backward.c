@@ -1,5 +1,6 @@
 /* backward.c - see backward.h. Follows transformers' LlamaDecoderLayer (MistralDecoderLayer,
- * Qwen2DecoderLayer, Qwen3DecoderLayer: q/k norms per head before RoPE) and its autograd. */
+ * Qwen2DecoderLayer, Qwen3DecoderLayer: q/k norms per head before RoPE; GemmaDecoderLayer:
+ * GeGLU, (1 + w) norms, embeddings times sqrt(hidden)) and its autograd. */
 #include "backward.h"
 
 #include "nn_int.h"
@@ -61,6 +62,10 @@ struct mk_nn_train {
     bool bf16;
     float *wb, *headb, *lwb;
     const int32_t *tgt; /* mk_nn_train_pass_targets: the targets of the pass (NULL: the next tokens) */
+    /* gemma: the norms scale by (1 + w) (w1p: scratch of H floats for it), the MLP is GeGLU,
+     * the embeddings are multiplied by emb_scale (1 otherwise) */
+    bool one_plus, geglu;
+    float emb_scale, *w1p;
 };
 
 /* One layer's saved activations, N = nseq * T rows. */
@@ -79,23 +84,28 @@ typedef struct grads {
 
 static bool supported(const char *name)
 {
-    return !strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2") || !strcmp(name, "qwen3");
+    return !strcmp(name, "llama") || !strcmp(name, "mistral") || !strcmp(name, "qwen2") || !strcmp(name, "qwen3") ||
+           !strcmp(name, "gemma");
 }
 
 mk_status mk_nn_train_check(const mk_source *src, const mk_model_config *cfg)
 {
     const mk_arch_def *d = cfg->arch.def;
     if (d && !supported(d->name))
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for %s yet (%s); it trains llama, mistral, qwen2 "
-                                            "and qwen3", src->path, d->name,
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for %s yet (%s); it trains llama, mistral, qwen2, "
+                                            "qwen3 and gemma", src->path, d->name,
                         d->norm == MK_NORM_LAYER ? "LayerNorm"
-                        : d->norm == MK_NORM_RMS_1P ? "the (1 + w) RMSNorm and scaled embeddings"
+                        : !strcmp(d->name, "gemma2") ? "soft-capping and sandwich norms"
                         : !d->rotary ? "learned positions"
                         : !d->gated_mlp ? "a plain MLP"
                                         : "fused qkv and gate_up projections");
     if (cfg->attn_softcap > 0 || cfg->final_softcap > 0)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune has no backward pass for soft-capped attention or logits", src->path);
-    if (d && cfg->act != MK_ACT_SILU)
+    bool gemma = d && !strcmp(d->name, "gemma");
+    if (gemma && cfg->act != MK_ACT_GELU_TANH)
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune's gemma MLP backward is GeGLU with gelu_pytorch_tanh; this model's "
+                                            "activation is %s", src->path, cfg->act_name[0] ? cfg->act_name : "another");
+    if (d && !gemma && cfg->act != MK_ACT_SILU)
         return mk_error(MK_ERR_UNSUPPORTED, "%s: finetune's MLP backward is SwiGLU; this model's activation is %s", src->path,
                         cfg->act_name[0] ? cfg->act_name : "another");
     return MK_OK;
@@ -181,6 +191,8 @@ static mk_status train_open(mk_source *src, const mk_model_config *cfg, const mk
     t->q = t->nh * t->hd, t->kv = t->nkv * t->hd;
     t->eps = (float)cfg->norm_eps;
     t->scale = (float)cfg->query_scale;
+    t->one_plus = m->def->norm == MK_NORM_RMS_1P, t->geglu = cfg->act == MK_ACT_GELU_TANH;
+    t->emb_scale = m->def->embed_scale ? (float)sqrt((double)t->H) : 1.0f; /* as nn/forward.c */
     /* the trained tensors: those bound, in source order */
     long *slot_of = mk_malloc((src->n_tensors ? src->n_tensors : 1) * sizeof *slot_of);
     t->p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *t->p);
@@ -208,7 +220,8 @@ static mk_status train_open(mk_source *src, const mk_model_config *cfg, const mk
     }
     t->wt = mk_malloc(t->numel * sizeof(float));
     t->gr = mk_calloc(t->numel, sizeof(float));
-    s = t->wt && t->gr ? MK_OK : MK_ERR_NOMEM;
+    t->w1p = mk_malloc((t->H ? t->H : 1) * sizeof(float));
+    s = t->wt && t->gr && t->w1p ? MK_OK : MK_ERR_NOMEM;
     for (size_t i = 0; i < t->np && s == MK_OK; i++) s = mk_nn_read(m, t->p[i].src_index, 0, t->p[i].numel, t->wt + t->p[i].off);
     if (s == MK_OK) {
 #define AT(buf, idx) ((idx) >= 0 && slot_of[idx] >= 0 ? (buf) + t->p[slot_of[idx]].off : NULL) /* held: bound later */
@@ -240,7 +253,7 @@ void mk_nn_train_close(mk_nn_train *t)
     free(t->p), free(t->wt), free(t->gr), free(t->lw), free(t->lg), free(t->arena), free(t->lscr);
     for (size_t i = 0; i < t->nlp; i++) free((char *)t->lp[i].name);
     free(t->la), free(t->lb), free(t->dla), free(t->dlb), free(t->lp), free(t->lwt), free(t->lgr);
-    free(t->wb), free(t->headb), free(t->lwb);
+    free(t->wb), free(t->headb), free(t->lwb), free(t->w1p);
     free(t);
 }
 
@@ -412,6 +425,39 @@ static void head_norm(const mk_nn_train *t, float *out, const float *x, const fl
     else mk_nn_rmsnorm(out, x, w, rows, t->hd, t->eps, false);
 }
 
+/* The hidden-size RMSNorm of the layers and the final one: w, or (1 + w) for gemma. */
+static void norm_fwd(const mk_nn_train *t, float *out, const float *x, const float *w, size_t N)
+{
+    mk_nn_rmsnorm(out, x, w, N, t->H, t->eps, t->one_plus);
+}
+
+/* Its backward: d(1 + w) = dw, so the kernel runs with the factor (1 + w) and the same dw. */
+static void norm_bwd(mk_nn_train *t, const float *x, const float *w, const float *dy, size_t N, float *dx, float *dw, float *rstd)
+{
+    if (t->one_plus) {
+        for (size_t i = 0; i < t->H; i++) t->w1p[i] = 1.0f + w[i];
+        w = t->w1p;
+    }
+    mk_nn_rmsnorm_bwd(x, w, dy, N, t->H, t->eps, dx, dw, rstd);
+}
+
+/* The gated MLP's activation (SwiGLU, or GeGLU for gemma) and its backward. */
+static void mlp_act(const mk_nn_train *t, const float *g, const float *u, float *a, size_t n)
+{
+    if (t->geglu && t->bf16) mk_nn_geglu_bf16(g, u, a, n);
+    else if (t->geglu) mk_nn_act_gated(MK_ACT_GELU_TANH, g, u, a, n);
+    else if (t->bf16) mk_nn_swiglu_bf16(g, u, a, n);
+    else mk_nn_act_gated(MK_ACT_SILU, g, u, a, n);
+}
+
+static void mlp_act_bwd(const mk_nn_train *t, const float *g, const float *u, const float *da, size_t n, float *dg, float *du)
+{
+    if (t->geglu && t->bf16) mk_nn_geglu_bwd_bf16(g, u, da, n, dg, du);
+    else if (t->geglu) mk_nn_geglu_bwd(g, u, da, n, dg, du);
+    else if (t->bf16) mk_nn_swiglu_bwd_bf16(g, u, da, n, dg, du);
+    else mk_nn_swiglu_bwd(g, u, da, n, dg, du);
+}
+
 /* In bf16 the norms' outputs (f32) are rounded where a product reads them (autocast's cast),
  * and RoPE's f32 output where attention's products do; the rest as in f32. */
 static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size_t nseq, size_t T, const mk_nn_rope_tab *rope,
@@ -420,7 +466,7 @@ static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size
     const lw *w = &t->lw[l];
     size_t N = nseq * T, H = t->H;
     float *tmp = g->lys;
-    mk_nn_rmsnorm(a->h1, xin, w->w[MK_ROLE_ATTN_NORM][0], N, H, t->eps, false);
+    norm_fwd(t, a->h1, xin, w->w[MK_ROLE_ATTN_NORM][0], N);
     if (t->bf16) mk_nn_round_bf16(a->h1, N * H);
     proj(t, l, MK_ROLE_Q, a->h1, N, H, t->q, a->qpre, a->xa[MK_ROLE_Q], tmp);
     proj(t, l, MK_ROLE_K, a->h1, N, H, t->kv, a->kpre, a->xa[MK_ROLE_K], tmp);
@@ -445,12 +491,11 @@ static void layer_forward(const mk_nn_train *t, size_t l, const float *xin, size
     }
     proj(t, l, MK_ROLE_O, a->att, N, t->q, H, a->xmid, a->xa[MK_ROLE_O], tmp);
     mk_nn_add(a->xmid, xin, N * H);
-    mk_nn_rmsnorm(a->h2, a->xmid, w->w[MK_ROLE_MLP_NORM][0], N, H, t->eps, false);
+    norm_fwd(t, a->h2, a->xmid, w->w[MK_ROLE_MLP_NORM][0], N);
     if (t->bf16) mk_nn_round_bf16(a->h2, N * H);
     proj(t, l, MK_ROLE_GATE, a->h2, N, H, t->F, a->g, a->xa[MK_ROLE_GATE], tmp);
     proj(t, l, MK_ROLE_UP, a->h2, N, H, t->F, a->u, a->xa[MK_ROLE_UP], tmp);
-    if (t->bf16) mk_nn_swiglu_bf16(a->g, a->u, a->a, N * t->F);
-    else mk_nn_act_gated(MK_ACT_SILU, a->g, a->u, a->a, N * t->F);
+    mlp_act(t, a->g, a->u, a->a, N * t->F);
     proj(t, l, MK_ROLE_DOWN, a->a, N, t->F, H, xout, a->xa[MK_ROLE_DOWN], tmp);
     mk_nn_add(xout, a->xmid, N * H);
 }
@@ -479,12 +524,11 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
     }
     memset(g->da, 0, N * F * sizeof(float));
     proj_bwd(t, l, MK_ROLE_DOWN, a->a, N, F, H, dy, g->da, a->xa[MK_ROLE_DOWN], g);
-    if (t->bf16) mk_nn_swiglu_bwd_bf16(a->g, a->u, g->da, N * F, g->dg, g->du);
-    else mk_nn_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    mlp_act_bwd(t, a->g, a->u, g->da, N * F, g->dg, g->du);
     memset(g->dh, 0, N * H * sizeof(float));
     proj_bwd(t, l, MK_ROLE_GATE, a->h2, N, H, F, g->dg, g->dh, a->xa[MK_ROLE_GATE], g);
     proj_bwd(t, l, MK_ROLE_UP, a->h2, N, H, F, g->du, g->dh, a->xa[MK_ROLE_UP], g);
-    mk_nn_rmsnorm_bwd(a->xmid, w->w[MK_ROLE_MLP_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_MLP_NORM][0], g->rstd);
+    norm_bwd(t, a->xmid, w->w[MK_ROLE_MLP_NORM][0], g->dh, N, dx, d->w[MK_ROLE_MLP_NORM][0], g->rstd);
 
     if (t->bf16)
         for (size_t i = 0; i < N * H; i++) g->dyb[i] = mk_dtype_round(MK_BF16, dx[i]);
@@ -516,7 +560,7 @@ static void layer_backward(mk_nn_train *t, size_t l, const float *xin, size_t ns
     proj_bwd(t, l, MK_ROLE_Q, a->h1, N, H, t->q, dq, g->dh, a->xa[MK_ROLE_Q], g);
     proj_bwd(t, l, MK_ROLE_K, a->h1, N, H, t->kv, dk, g->dh, a->xa[MK_ROLE_K], g);
     proj_bwd(t, l, MK_ROLE_V, a->h1, N, H, t->kv, g->dv, g->dh, a->xa[MK_ROLE_V], g);
-    mk_nn_rmsnorm_bwd(xin, w->w[MK_ROLE_ATTN_NORM][0], g->dh, N, H, t->eps, dx, d->w[MK_ROLE_ATTN_NORM][0], g->rstd);
+    norm_bwd(t, xin, w->w[MK_ROLE_ATTN_NORM][0], g->dh, N, dx, d->w[MK_ROLE_ATTN_NORM][0], g->rstd);
 }
 
 /* Logits, loss and their gradient in blocks of HEAD_ROWS rows: dhf += dlogits W, dW += ... */
@@ -645,24 +689,28 @@ mk_status mk_nn_train_pass(mk_nn_train *t, const int32_t *tok, const float *w, s
     for (size_t i = 0; i < nacts; i++) acts_at(t, N, nseq, T, &base, &a[i]);
     bf16_refresh(t);
     for (size_t i = 0; i < N; i++) memcpy(xs + i * H, t->emb + (size_t)tok[i] * H, H * sizeof(float));
+    if (t->emb_scale != 1.0f)
+        for (size_t i = 0; i < N * H; i++) xs[i] *= t->emb_scale;
     for (size_t l = 0; l < L && s == MK_OK; l++)
         if ((s = held_load(t, l)) == MK_OK)
             layer_forward(t, l, xs + l * N * H, nseq, T, &rope, &a[nacts > 1 ? l : 0], &g, xs + (l + 1) * N * H);
     if (s != MK_OK) goto done;
-    mk_nn_rmsnorm(hf, xs + L * N * H, t->fnorm, N, H, t->eps, false);
+    norm_fwd(t, hf, xs + L * N * H, t->fnorm, N);
     if (t->bf16) mk_nn_round_bf16(hf, N * H);
     float *dh = g.dh;
     if (backward) memset(dh, 0, N * H * sizeof(float));
     head_pass(t, hf, tok, w, nseq, T, scale, backward, &g, dh, wnll, logits);
     if (!backward) goto done;
     memset(dx, 0, N * H * sizeof(float));
-    mk_nn_rmsnorm_bwd(xs + L * N * H, t->fnorm, dh, N, H, t->eps, dx, t->dfnorm, g.rstd);
+    norm_bwd(t, xs + L * N * H, t->fnorm, dh, N, dx, t->dfnorm, g.rstd);
     for (size_t l = L; l-- > 0 && s == MK_OK;) {
         acts *al = &a[nacts > 1 ? l : 0];
         if ((s = held_load(t, l)) != MK_OK) break;
         if (checkpointing) layer_forward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, hf); /* hf is free now */
         layer_backward(t, l, xs + l * N * H, nseq, T, &rope, al, &g, dx);
     }
+    if (s == MK_OK && t->demb && t->emb_scale != 1.0f)
+        for (size_t i = 0; i < N * H; i++) dx[i] *= t->emb_scale;
     if (s == MK_OK && t->demb) mk_nn_embed_bwd(tok, N, H, dx, t->demb);
 done:
     mk_nn_rope_free(&rope);

@@ -2,8 +2,8 @@
  * in one f32 buffer (in the source's tensor order), a gradient buffer of the same layout, and
  * one forward + backward pass over a micro-batch that accumulates the gradient of
  * sum_t weight_t * scale * NLL_t. The families: llama, mistral (sliding window), qwen2 (q/k/v
- * biases), qwen3 (q/k norms); anything else is refused naming the architecture and what is
- * missing. Kernels: ops.h and ops_bwd.h. With LoRA (mk_nn_train_lora) only adapters on the
+ * biases), qwen3 (q/k norms), gemma (GeGLU, (1 + w) norms, embeddings times sqrt(hidden));
+ * anything else is refused naming the architecture and what is missing. Kernels: ops.h and ops_bwd.h. With LoRA (mk_nn_train_lora) only adapters on the
  * projections train, the base frozen.
  *
  * Activations: the pass keeps what the backward pass needs; with checkpointing it keeps only

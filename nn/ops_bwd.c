@@ -464,14 +464,41 @@ void mk_nn_layernorm_bwd(const float *x, const float *w, const float *dy, size_t
     }
 }
 
-void mk_nn_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+/* gelu_tanh(x) in *act and its derivative (returned). */
+static inline float gelu_tanh_d(float x, float *act)
 {
     const float k = 0.7978845608028654f, c = 0.044715f;
+    float t = tanhf(k * (x + c * x * x * x));
+    *act = 0.5f * x * (1.0f + t);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+}
+
+void mk_nn_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
     MK_OMP("omp parallel for schedule(static) if (n > 65536)")
     for (size_t i = 0; i < n; i++) {
-        float x = gate[i], t = tanhf(k * (x + c * x * x * x));
-        float act = 0.5f * x * (1.0f + t), da = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * k * (1.0f + 3.0f * c * x * x);
+        float act, da = gelu_tanh_d(gate[i], &act);
         dup[i] = dout[i] * act;
         dgate[i] = dout[i] * up[i] * da;
+    }
+}
+
+void mk_nn_geglu_bf16(const float *gate, const float *up, float *out, size_t n)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float act;
+        (void)gelu_tanh_d(gate[i], &act);
+        out[i] = bf(bf(act) * up[i]);
+    }
+}
+
+void mk_nn_geglu_bwd_bf16(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
+{
+    MK_OMP("omp parallel for schedule(static) if (n > 65536)")
+    for (size_t i = 0; i < n; i++) {
+        float act, da = gelu_tanh_d(gate[i], &act);
+        dup[i] = bf(dout[i] * bf(act));
+        dgate[i] = bf(bf(dout[i] * up[i]) * da);
     }
 }

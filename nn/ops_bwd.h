@@ -117,5 +117,9 @@ void mk_nn_layernorm_bwd(const float *x, const float *w, const float *dy, size_t
 /* out = gelu_tanh(gate) * up is mk_nn_act_gated(MK_ACT_GELU_TANH, ...); its backward:
  * dup = dout gelu_tanh(gate), dgate = dout up gelu_tanh'(gate). */
 void mk_nn_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
+/* In bf16 (gemma under autocast), as the SwiGLU pair: out = bf16(bf16(gelu_tanh(gate)) * up);
+ * dup = bf16(dout * bf16(gelu_tanh(gate))), dgate = bf16(gelu_tanh'(gate) * bf16(dout * up)). */
+void mk_nn_geglu_bf16(const float *gate, const float *up, float *out, size_t n);
+void mk_nn_geglu_bwd_bf16(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup);
 
 #endif

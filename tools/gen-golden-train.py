@@ -130,7 +130,7 @@ def cosine(step, warmup, total):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def run_case(path, tokens, weights, st, sw, bf16=False):
+def run_case(path, tokens, weights, st, sw, bf16=False, final=False):
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
@@ -165,7 +165,7 @@ def run_case(path, tokens, weights, st, sw, bf16=False):
         sched.step()
         opt.zero_grad(set_to_none=True)
     out["losses"] = np.array(losses, dtype=np.float32)
-    if bf16:
+    if bf16 or final:
         for n, p in model.named_parameters():
             out["final." + n] = p.detach().numpy().astype(np.float32).copy()
     return out
@@ -262,11 +262,16 @@ def main():
             for k, v in out.items():
                 bt[f"{name}.{k}"] = v
             print(f"{name} bf16: loss {out['loss'][0]:.6f}")
-    save_file(bt, os.path.join(GOLD, "debug_state_bf16.safetensors"))
-    save_file(tensors, os.path.join(GOLD, "debug_state.safetensors"))
+    write_goldens(GOLD, tensors, bt, manifest)
+
+
+def write_goldens(gold, tensors, bt, manifest):
+    """debug_state.safetensors, debug_state_bf16.safetensors and MANIFEST.json (with the tool versions) in gold."""
+    save_file(bt, os.path.join(gold, "debug_state_bf16.safetensors"))
+    save_file(tensors, os.path.join(gold, "debug_state.safetensors"))
     manifest["versions"] = {p: md.version(p) for p in ["torch", "transformers", "peft", "bitsandbytes", "safetensors", "numpy"]}
     manifest["python"] = platform.python_version()
-    with open(os.path.join(GOLD, "MANIFEST.json"), "w") as f:
+    with open(os.path.join(gold, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
 

@@ -18,6 +18,8 @@ uint64_t mk_cu_att_floats(const mk_model_config *c, uint64_t nseq, uint64_t T)
     return nseq * (uint64_t)c->heads * T * (mk_cu_attn_flash(c) ? 2 : T);
 }
 
+#include <string.h>
+
 /* floats of one layer's activations, and of the rest of a pass */
 uint64_t mk_cu_acts_floats(const mk_model_config *c, uint64_t N, uint64_t nseq, uint64_t T)
 {
@@ -40,6 +42,7 @@ uint64_t mk_cu_train_bytes(const mk_model_config *c, uint64_t numel, size_t nseq
     uint64_t N = (uint64_t)nseq * T, L = (uint64_t)c->layers;
     uint64_t floats = 4 * numel + mk_cu_acts_floats(c, N, nseq, T) * (checkpointing ? 1 : L) + mk_cu_rest_floats(c, N, T) +
                       2 * MK_CU_NORM_PARTS_MAX;
+    if (c->arch.def && strcmp(c->arch.def->name, "gemma") == 0) floats += (2 * L + 1) * (uint64_t)c->hidden; /* (1 + w) */
     return floats * sizeof(float);
 }
 

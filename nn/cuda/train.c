@@ -11,6 +11,7 @@
 #include "mem.h"
 #include "mk_cuda16.h"
 #include "train_attn.h"
+#include "train_gemma.h"
 
 /* the roles a layer needs (biases, q/k norms, LoRA and a held base: train_ext.h) */
 static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K,  MK_ROLE_V,   MK_ROLE_O,
@@ -54,6 +55,7 @@ struct mk_cu_train {
     bool bf16;
     uint16_t *w16, *arena16, *hf16, *dy16, *c16;
     const uint16_t *base16; /* what the offsets index in bf16: w16, or the frozen base's bf16 copy under LoRA */
+    mk_cu_gemma *gm; /* gemma's (1 + w) norms, GeGLU and scaled embeddings (train_gemma.h), or NULL */
 };
 #define W16(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base16 + (g)->off[l][i] : mk_cu_ext_weight16((g)->x, l, layer_roles[i]))
 
@@ -61,6 +63,8 @@ struct mk_cu_train {
 #define G(g, l, i) ((g)->gbase && (g)->off[l][i] >= 0 ? (g)->gbase + (g)->off[l][i] : NULL)
 #define GB(g, o) ((g)->gbase ? (g)->gbase + (o) : NULL)
 enum { R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_MLP_NORM, R_GATE, R_UP, R_DOWN };
+/* the factor layer l's norm (i: R_ATTN_NORM or R_MLP_NORM) scales by: w, or gemma's 1 + w */
+#define NW(g, l, i) mk_cu_gemma_norm((g)->gm, 2 * (l) + ((i) == R_MLP_NORM), W(g, l, i))
 
 static const char *arch_of(const mk_model_config *c)
 {
@@ -280,6 +284,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
     if (s == MK_OK) s = mk_cu_tattn_check();
+    if (s == MK_OK) s = mk_cu_gemma_open(c, 2 * g->L + 1, g->H, g->bf16, &g->gm);
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = mk_cu_train_need(t, nseq, T, checkpointing), fb = 0, tb = 0;
     bool capped = false;
@@ -328,6 +333,7 @@ void mk_cu_train_close(mk_cu_train *g)
     mk_cu_free(g->arena);
     mk_cu_ext_close(g->x);
     mk_cu_free(g->w16), mk_cu_free(g->arena16);
+    mk_cu_gemma_close(g->gm);
     free(g->off), free(g->tab), free(g->a), free(g->htgt), free(g->hwt), free(g->hnll);
     free(g);
 }
@@ -340,7 +346,7 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
     }
     size_t N = nseq * T, H = g->H;
     mk_cu_ext_layer(g->x, l);
-    mk_cu_rmsnorm(a->h1, xin, W(g, l, R_ATTN_NORM), N, H, g->eps, NULL);
+    mk_cu_rmsnorm(a->h1, xin, NW(g, l, R_ATTN_NORM), N, H, g->eps, NULL);
     mk_cu_linear(a->h1, N, H, W(g, l, R_Q), g->q, 0.0f, a->q);
     mk_cu_ext_proj(g->x, l, MK_ROLE_Q, a->h1, N, a->q);
     mk_cu_linear(a->h1, N, H, W(g, l, R_K), g->kv, 0.0f, a->k);
@@ -357,12 +363,12 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
     mk_cu_linear(a->att, N, g->q, W(g, l, R_O), H, 0.0f, a->xmid);
     mk_cu_ext_proj(g->x, l, MK_ROLE_O, a->att, N, a->xmid);
     mk_cu_add(a->xmid, xin, N * H);
-    mk_cu_rmsnorm(a->h2, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps, NULL);
+    mk_cu_rmsnorm(a->h2, a->xmid, NW(g, l, R_MLP_NORM), N, H, g->eps, NULL);
     mk_cu_linear(a->h2, N, H, W(g, l, R_GATE), g->F, 0.0f, a->g);
     mk_cu_ext_proj(g->x, l, MK_ROLE_GATE, a->h2, N, a->g);
     mk_cu_linear(a->h2, N, H, W(g, l, R_UP), g->F, 0.0f, a->u);
     mk_cu_ext_proj(g->x, l, MK_ROLE_UP, a->h2, N, a->u);
-    mk_cu_swiglu(a->g, a->u, a->a, N * g->F);
+    mk_cu_gemma_act(g->gm, a->g, a->u, a->a, N * g->F);
     mk_cu_linear(a->a, N, g->F, W(g, l, R_DOWN), H, 0.0f, xout);
     mk_cu_ext_proj(g->x, l, MK_ROLE_DOWN, a->a, N, xout);
     mk_cu_add(xout, a->xmid, N * H);
@@ -380,13 +386,13 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
     mk_cu_zero(g->da, N * F * sizeof(float));
     mk_cu_linear_bwd(a->a, N, F, W(g, l, R_DOWN), H, dx, g->da, G(g, l, R_DOWN));
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_DOWN, a->a, N, dx, g->da);
-    mk_cu_swiglu_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
+    mk_cu_gemma_act_bwd(g->gm, a->g, a->u, g->da, N * F, g->dg, g->du);
     mk_cu_zero(g->dh, N * H * sizeof(float));
     mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_GATE), F, g->dg, g->dh, G(g, l, R_GATE));
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_GATE, a->h2, N, g->dg, g->dh);
     mk_cu_linear_bwd(a->h2, N, H, W(g, l, R_UP), F, g->du, g->dh, G(g, l, R_UP));
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_UP, a->h2, N, g->du, g->dh);
-    mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
+    mk_cu_rmsnorm_bwd(a->xmid, NW(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
 
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
     mk_cu_linear_bwd(a->att, N, g->q, W(g, l, R_O), H, dx, g->datt, G(g, l, R_O));
@@ -408,7 +414,7 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_K, a->h1, N, g->dk, g->dh);
     mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_V), g->kv, g->dv, g->dh, G(g, l, R_V));
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_V, a->h1, N, g->dv, g->dh);
-    mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
+    mk_cu_rmsnorm_bwd(xin, NW(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
 }
 
 /* the rotary tables for T positions (the CPU's, copied) */
@@ -447,15 +453,22 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
         g->hwt[i] = last ? 0.0f : w[i + 1];
     }
     MK_TRY(rope_tables(g, T));
+    for (size_t l = 0; g->gm && l < L; l++) { /* gemma: the norms' 1 + w from this step's weights */
+        MK_TRY(mk_cu_gemma_norm_set(g->gm, 2 * l, W(g, l, R_ATTN_NORM)));
+        MK_TRY(mk_cu_gemma_norm_set(g->gm, 2 * l + 1, W(g, l, R_MLP_NORM)));
+    }
+    MK_TRY(mk_cu_gemma_norm_set(g->gm, 2 * L, g->base + g->fnorm));
+    const float *fnorm = mk_cu_gemma_norm(g->gm, 2 * L, g->base + g->fnorm);
     MK_TRY(mk_cu_put(g->tok, tok, N * sizeof *tok));
     MK_TRY(mk_cu_put(g->tgt, g->htgt, N * sizeof *g->htgt));
     MK_TRY(mk_cu_put(g->wt, g->hwt, N * sizeof *g->hwt));
     mk_cu_embed_fwd(g->tok, N, H, g->base + g->emb, g->xs);
+    mk_cu_gemma_embed(g->gm, g->xs, N * H);
     for (size_t l = 0; l < L; l++) layer_forward(g, l, g->xs + l * N * H, nseq, T, &g->a[g->ckpt ? 0 : l], g->xs + (l + 1) * N * H);
     if (g->bf16) {
         head16(g, N, false);
     } else {
-        mk_cu_rmsnorm(g->hf, g->xs + L * N * H, g->base + g->fnorm, N, H, g->eps, NULL);
+        mk_cu_rmsnorm(g->hf, g->xs + L * N * H, fnorm, N, H, g->eps, NULL);
         mk_cu_linear(g->hf, N, H, g->base + g->head, g->V, 0.0f, g->logits);
     }
     mk_cu_xent(g->logits, N, g->V, g->tgt, g->wt, scale, g->nll);
@@ -470,12 +483,13 @@ mk_status mk_cu_train_pass(mk_cu_train *g, const int32_t *tok, const float *w, s
     if (g->bf16) head16(g, N, true);
     else mk_cu_linear_bwd(g->hf, N, H, g->base + g->head, g->V, g->logits, g->dh, GB(g, g->head));
     mk_cu_zero(g->dx, N * H * sizeof(float));
-    mk_cu_rmsnorm_bwd(g->xs + L * N * H, g->base + g->fnorm, g->dh, N, H, g->eps, g->dx, GB(g, g->fnorm), g->rstd);
+    mk_cu_rmsnorm_bwd(g->xs + L * N * H, fnorm, g->dh, N, H, g->eps, g->dx, GB(g, g->fnorm), g->rstd);
     for (size_t l = L; l-- > 0;) {
         acts *a = &g->a[g->ckpt ? 0 : l];
         if (g->ckpt) layer_forward(g, l, g->xs + l * N * H, nseq, T, a, g->hf); /* hf is free now */
         layer_backward(g, l, g->xs + l * N * H, nseq, T, a, g->dx);
     }
+    if (g->gbase) mk_cu_gemma_embed(g->gm, g->dx, N * H); /* the embedding scale's gradient */
     if (g->gbase) mk_cu_embed_bwd(g->tok, N, H, g->dx, g->gbase + g->emb);
     return mk_cu_sync();
 }

@@ -521,7 +521,8 @@ int mk_cu_run_model(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol
         int window; /* sliding_window written into config.json (0: none) */
     } cases[] = {{"llama", "--arch llama", false, 0},
                  {"llama tied, checkpointing", "--arch llama --tie", true, 0},
-                 {"mistral, sliding window 5", "--arch mistral", false, 5}};
+                 {"mistral, sliding window 5", "--arch mistral", false, 5},
+                 {"gemma (GeGLU, (1 + w) norms, scaled embeddings, tied), checkpointing", "--arch gemma", true, 0}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char dir[1024], args[256], err[1200] = "";
         snprintf(dir, sizeof dir, "%s/cuda-model-%zu", tmpdir, i);

@@ -1,6 +1,6 @@
 /* cases_lora.c - see cases.h (mk_cu_run_lora): the kernels of nn/cuda/mk_cuda_lora.h against
  * the CPU's, and the CUDA trainer with LoRA, QLoRA (NF4 base), qwen2's biases and qwen3's
- * q/k norms against the CPU trainer on tiny models. */
+ * q/k norms (and gemma's LoRA and QLoRA) against the CPU trainer on tiny models. */
 #include "cases.h"
 
 #include <math.h>
@@ -146,6 +146,8 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
         {"bf16 qwen2, LoRA r 3 on every projection", "qwen2", 3, false, false, false, ALL_PROJ, true},
         {"bf16 qwen3 (q/k norms), full finetuning, checkpointing", "qwen3", 0, false, true, false, 0, true},
         {"bf16 qwen3, QLoRA r 4 on every projection", "qwen3", 4, true, false, true, ALL_PROJ, true},
+        {"gemma, LoRA r 4 on every projection", "gemma", 4, false, false, false, ALL_PROJ, false},
+        {"gemma, QLoRA r 2 on every projection, checkpointing", "gemma", 2, true, true, false, ALL_PROJ, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char dir[1024], args[256], err[1200] = "", pre[200];

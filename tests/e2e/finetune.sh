@@ -97,9 +97,9 @@ t_fail "--seq longer than the context" 2 "--seq 256 is longer than the model's c
     "$MK" finetune base/ train.txt bad4/ --steps 1 --seq 256
 t_fail "over --max-memory" 1 "needs about .*over --max-memory" "$MK" finetune base/ train.txt bad5/ --steps 1 --seq 32 \
     --max-memory 100K -q
-"$MK" synth gem/ --arch gemma --hidden 32 --layers 1 --heads 2 --intermediate 64 --vocab 128 -q
-t_fail "an architecture without a backward pass" 1 "no backward pass for gemma" "$MK" finetune gem/ train.txt bad6/ --steps 1 \
-    --seq 16
+"$MK" synth gem2/ --arch gemma2 --hidden 32 --layers 1 --heads 2 --intermediate 64 --vocab 128 -q
+t_fail "an architecture without a backward pass" 1 "no backward pass for gemma2 yet .soft-capping and sandwich norms" \
+    "$MK" finetune gem2/ train.txt bad6/ --steps 1 --seq 16
 t_fail "an unknown schedule" 2 "--schedule: 'step'" "$MK" finetune base/ train.txt bad7/ --schedule step
 t_absent "nothing written by the failures" bad1 bad2 bad3 bad4 bad5 bad6 bad7 bad1.tmp bad1.checkpoint bad6.checkpoint
 
@@ -140,6 +140,21 @@ elif [ -x /usr/bin/time ]; then
 else
     echo "skip - memory estimate against peak RSS: /usr/bin/time is absent"
 fi
+
+# gemma (GeGLU, (1 + w) norms, scaled embeddings, tied head): full, bf16, LoRA merged by `lora apply`, QLoRA
+"$MK" synth gem/ --arch gemma --hidden 64 --layers 2 --heads 4 --kv-heads 1 --intermediate 128 --vocab 128 --dtype float32 \
+    --std 0.1 --max-position 128 --seed 3 -q
+for c in "gf" "gb --dtype bf16" "gl --lora 4 --lora-alpha 8" "gq --lora 4 --lora-alpha 8 --qlora"; do
+    set -- $c
+    d=$1
+    shift
+    "$MK" finetune gem/ train.txt "$d/" $ARGS "$@" -q
+    first=$(sed -n '1s/.*"loss": \([0-9.e+-]*\).*/\1/p' "$d/train_log.jsonl")
+    last=$(sed -n '8s/.*"loss": \([0-9.e+-]*\).*/\1/p' "$d/train_log.jsonl")
+    awk "BEGIN { exit !($last < $first) }" 2>/dev/null && ok "gemma finetune $* lowers the loss ($first -> $last)" ||
+        notok "gemma finetune $*" "loss '$first' -> '$last'"
+done
+t_ok "gemma: lora apply merges the adapter" "$MK" lora apply gem/ gl/ gl-merged/ -q
 
 # LoRA: an adapter folder that `lora apply` merges; the same bytes at -j1 and -j2
 t_ok "--lora 4 trains an adapter" "$MK" finetune base/ train.txt lora1/ $ARGS --lora 4 --lora-alpha 8 -j1

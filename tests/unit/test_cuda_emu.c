@@ -2,10 +2,11 @@
  * on the CPU (nn/cuda/emu.c) against the CPU kernels they must match (tests/cuda/cases.c):
  * the same comparisons `make test-cuda` runs on a device, here with the emulation's
  * tolerances; and the CUDA trainer (nn/cuda/train.c) on the emulated kernels against the CPU
- * trainer on a tiny llama. No GPU or nvcc is needed. */
+ * trainer on tiny llama, mistral and gemma models. No GPU or nvcc is needed. */
 #include "harness.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "../../core/mk_thread.h"
 #include "../../formats/model.h"
@@ -57,22 +58,41 @@ MK_TEST(cuda_emulated_lora_qlora_qwen_match_cpu_trainer)
 /* The trainer's device memory: what mk_cu_train_bytes says (the figure a run is refused by)
  * against what it allocates (the emulation counts its "device" bytes), and the refusal when
  * the device has less free. */
-MK_TEST(cuda_emulated_trainer_memory_estimate)
+/* The most "device" bytes the trainer holds over an open, one pass of nseq x T and a close. */
+static uint64_t emu_peak(mk_nn_train *t, size_t nseq, size_t T, bool ck, const int32_t *tok, const float *w)
+{
+    uint64_t peak = 0;
+    mk_cu_emu_memory(0, NULL);
+    mk_cu_train *g = NULL;
+    double wnll = 0;
+    CHECK_OK(mk_cu_train_open(t, nseq, T, ck, &g));
+    if (g) CHECK_OK(mk_cu_train_pass(g, tok, w, nseq, T, 0.01f, true, &wnll));
+    mk_cu_train_close(g);
+    mk_cu_emu_memory(0, &peak);
+    return peak;
+}
+
+/* A synthetic model (synth args) in the tmpdir's folder `name`, opened for training; false
+ * (closed, a failure reported) when it could not be. */
+static bool emu_model(const char *name, const char *args, mk_cu_tmodel *m)
 {
     const char *bin = getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c";
     char dir[1024], err[1200] = "";
-    snprintf(dir, sizeof dir, "%s/cuda-mem", mk_test_tmpdir());
-    mk_cu_tmodel m = {0};
-    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, "--hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80", err,
-                                 sizeof err),
-              "%s", err);
-    CHECK_OK(mk_cu_tmodel_open(dir, &m));
+    snprintf(dir, sizeof dir, "%s/%s", mk_test_tmpdir(), name);
+    memset(m, 0, sizeof *m);
+    CHECK_MSG(mk_cu_tmodel_synth(bin, dir, args, err, sizeof err), "%s", err);
+    CHECK_OK(mk_cu_tmodel_open(dir, m));
+    if (m->t) return true;
+    mk_cu_tmodel_close(m);
+    return false;
+}
+
+MK_TEST(cuda_emulated_trainer_memory_estimate)
+{
+    mk_cu_tmodel m;
+    if (!emu_model("cuda-mem", "--hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80", &m)) return;
     mk_nn_train *t = m.t;
     mk_model_config cfg = m.cfg;
-    if (!t) {
-        mk_cu_tmodel_close(&m);
-        return;
-    }
     mk_threads_set(1);
     int32_t tok[3 * 24];
     float w[3 * 24];
@@ -80,14 +100,9 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
     for (int k = 0; k < 4; k++) { /* f32, then bf16 (mk_cu_train_bytes16); each without and with checkpointing */
         bool ck = k & 1, bf = k >= 2;
         if (k == 2) CHECK_OK(mk_nn_train_set_bf16(t));
-        uint64_t est = (bf ? mk_cu_train_bytes16 : mk_cu_train_bytes)(&cfg, mk_nn_train_numel(t), 3, 24, ck), peak = 0;
-        mk_cu_emu_memory(0, NULL);
+        uint64_t est = (bf ? mk_cu_train_bytes16 : mk_cu_train_bytes)(&cfg, mk_nn_train_numel(t), 3, 24, ck);
+        uint64_t peak = emu_peak(t, 3, 24, ck, tok, w);
         mk_cu_train *g = NULL;
-        double wnll = 0;
-        CHECK_OK(mk_cu_train_open(t, 3, 24, ck, &g));
-        if (g) CHECK_OK(mk_cu_train_pass(g, tok, w, 3, 24, 0.01f, true, &wnll));
-        mk_cu_train_close(g);
-        mk_cu_emu_memory(0, &peak);
         if (getenv("MK_CU_VERBOSE")) printf("bf16 %d checkpointing %d: peak %llu estimate %llu\n", bf, ck, (unsigned long long)peak, (unsigned long long)est);
         /* estimate's and finetune's figure (train/mem.h) is this plus the reserve */
         mk_train_mem_req rq = {0, 0, false, bf, ck, 3, 24, NULL, false};
@@ -117,6 +132,27 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
         unsetenv("MK_CUDA_MEMORY");
         mk_cu_emu_memory(0, NULL);
     }
+    mk_threads_set(0);
+    mk_cu_tmodel_close(&m);
+}
+
+/* gemma on the device: the estimate counts the (1 + w) buffer (what the trainer allocates), and
+ * bf16 is refused in one line naming the family (its bf16 path is llama's). */
+MK_TEST(cuda_emulated_gemma_memory_and_bf16_refusal)
+{
+    mk_cu_tmodel m;
+    if (!emu_model("cuda-gemma-mem", "--arch gemma --hidden 48 --layers 3 --heads 6 --kv-heads 2 --intermediate 96 --vocab 80", &m))
+        return;
+    mk_threads_set(1);
+    int32_t tok[2 * 16];
+    float w[2 * 16];
+    for (size_t i = 0; i < 2 * 16; i++) tok[i] = (int32_t)(i * 7 % 80), w[i] = 1;
+    uint64_t est = mk_cu_train_bytes(&m.cfg, mk_nn_train_numel(m.t), 2, 16, false), peak = emu_peak(m.t, 2, 16, false, tok, w);
+    mk_cu_train *g = NULL;
+    CHECK_MSG(peak == est, "gemma: the trainer holds %llu bytes at most, the estimate is %llu", (unsigned long long)peak,
+              (unsigned long long)est);
+    CHECK_OK(mk_nn_train_set_bf16(m.t));
+    CHECK_ERR(mk_cu_train_open(m.t, 2, 16, false, &g), MK_ERR_UNSUPPORTED, "gemma (GeGLU, (1 + w) norms) runs in f32 on the device");
     mk_threads_set(0);
     mk_cu_tmodel_close(&m);
 }
