@@ -147,14 +147,21 @@ static void q5_1(const float *x, uint8_t *b)
         (s_ & lt_) | ((hi) & ~lt_);                                                      \
     })
 
-/* the first of 32 values of largest magnitude amax (0 when amax is 0) */
-static float first_of_magnitude(const float *x, float amax)
-{
-    if (amax == 0) return 0;
-    for (int j = 0; j < 32; j++)
-        if (fabsf(x[j]) == amax) return x[j];
-    return 0;
-}
+/* the first of the 32 values v[0..3] (x) of largest magnitude amax (0 when amax is 0):
+ * the lowest index whose magnitude equals amax, found without branches */
+#define v_first_of_magnitude(x, v, amax)                                                 \
+    ({                                                                                   \
+        const mk_vi io_ = {0, 1, 2, 3, 4, 5, 6, 7};                                      \
+        mk_vf am_ = mk_vf_set1(amax);                                                    \
+        mk_vi at_ = mk_vi_set1(32);                                                      \
+        for (int k_ = 3; k_ >= 0; k_--) {                                                \
+            mk_vi eq_ = mk_vf_abs((v)[k_]) == am_;                                       \
+            at_ = (eq_ & (io_ + 8 * k_)) | (~eq_ & at_);                                 \
+        }                                                                                \
+        int j_ = at_[0];                                                                 \
+        for (int l_ = 1; l_ < MK_VL; l_++) j_ = at_[l_] < j_ ? at_[l_] : j_;             \
+        (amax) == 0 || j_ == 32 ? 0.0f : (x)[j_];                                        \
+    })
 
 /* codes q[0..3] of values 0-7, 8-15, 16-23, 24-31 as nibble pairs (j | j + 16 << 4) into qs */
 #define v_pack4(qs, q)                                                                   \
@@ -194,7 +201,7 @@ MK_QKERNEL static void rows_qx_0(const float *x, uint64_t nb, uint8_t *b, bool f
         mk_vf v[4];
         mk_vi q[4];
         LOAD4(v, x);
-        float d = first_of_magnitude(x, v_absmax4(v)) / (five ? -16.0f : -8.0f), id = d != 0 ? 1.0f / d : 0.0f;
+        float amax = v_absmax4(v), d = v_first_of_magnitude(x, v, amax) / (five ? -16.0f : -8.0f), id = d != 0 ? 1.0f / d : 0.0f;
         for (int k = 0; k < 4; k++) q[k] = v_int8_min(v_trunc(v[k] * id + (five ? 16.5f : 8.5f)), five ? 31 : 15);
         put_h(b, d);
         if (five) v_pack_qh(b + 2, q);
