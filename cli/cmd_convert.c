@@ -273,28 +273,32 @@ static void *tbuf_get(void *ctx)
     return t;
 }
 
+/* Values [e0, e0 + n) of tensor i as f32: f32 bytes lent by the source where it can (*out
+ * points at them), else read straight into dst (f32) or converted there from raw. */
+static mk_status read_f32(mk_source *src, size_t i, uint64_t e0, uint64_t n, float *dst, void *raw, const float **out)
+{
+    const mk_tensor_info *t = &src->tensors[i];
+    *out = dst;
+    if (t->dtype != MK_F32) return mk_source_read_f32(src, i, e0, n, dst, raw);
+    if (e0 > t->numel || n > t->numel - e0) MK_BUG("read past the end of a tensor");
+    const void *lent = src->ops->borrow ? src->ops->borrow(src, i, e0 * 4, n * 4) : NULL;
+    if (lent && (uintptr_t)lent % sizeof(float) == 0) *out = lent;
+    else if (lent) memcpy(dst, lent, (size_t)n * 4);
+    else MK_TRY(src->ops->read(src, i, e0 * 4, n * 4, dst)); /* little-endian f32: the values */
+    return MK_OK;
+}
+
 /* Rows [r0, r0 + nr) of q in GGUF order, as f32: in t->f, or lent by the source */
 static mk_status read_rows(pipeline *pp, const plan *q, uint64_t r0, uint64_t nr, tbuf *t, const float **out)
 {
-    mk_source *src = pp->src;
-    const mk_tensor_info *ti = &src->tensors[q->src];
+    if (!q->heads) return read_f32(pp->src, q->src, r0 * q->cols, nr * q->cols, t->f, t->raw, out);
+    for (uint64_t r = 0; r < nr; r++) {
+        const float *row;
+        float *at = t->f + r * q->cols;
+        MK_TRY(read_f32(pp->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols, at, t->raw, &row));
+        if (row != at) memcpy(at, row, (size_t)q->cols * sizeof *at);
+    }
     *out = t->f;
-    if (q->heads) {
-        for (uint64_t r = 0; r < nr; r++)
-            MK_TRY(mk_source_read_f32(src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
-                                      t->f + r * q->cols, t->raw));
-        return MK_OK;
-    }
-    uint64_t n = nr * q->cols;
-    if (ti->dtype != MK_F32) return mk_source_read_f32(src, q->src, r0 * q->cols, n, t->f, t->raw);
-    if (r0 * q->cols > ti->numel || n > ti->numel - r0 * q->cols) MK_BUG("read past the end of a tensor");
-    const void *lent = src->ops->borrow ? src->ops->borrow(src, q->src, r0 * q->cols * 4, n * 4) : NULL;
-    if (lent && (uintptr_t)lent % sizeof(float) == 0) {
-        *out = lent;
-        return MK_OK;
-    }
-    if (lent) memcpy(t->f, lent, (size_t)n * 4);
-    else MK_TRY(src->ops->read(src, q->src, r0 * q->cols * 4, n * 4, t->f)); /* little-endian f32: the values */
     return MK_OK;
 }
 
