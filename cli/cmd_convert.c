@@ -226,6 +226,8 @@ typedef struct pipeline {
     uint64_t fvals;     /* values of each thread's buffers: a chunk of any tensor */
     tbuf *tb;           /* [nt] per thread (mk_thread_index) */
     int nt;
+    char (*hex)[33];    /* or NULL: each tensor's XXH3-128 as written, by plan row */
+    mk_hasher *h;       /* the tensor being hashed */
 } pipeline;
 
 static uint64_t rows_per_chunk(const pipeline *pp, const plan *q)
@@ -315,6 +317,15 @@ static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
                 continue;
             }
             MK_TRY(mk_gguf_w_at(pp->w, e->p, e->row0 * row_bytes(&pp->p[e->p]), s->buf + e->off, e->bytes));
+            if (pp->hex) { /* a tensor's pieces come in order */
+                if (!e->row0 && !pp->h && !(pp->h = mk_hasher_new())) return MK_ERR_NOMEM;
+                mk_hasher_update(pp->h, s->buf + e->off, e->bytes);
+                if (e->row0 + e->rows == pp->p[e->p].rows) {
+                    mk_hash128_hex(mk_hasher_digest(pp->h), pp->hex[e->p]);
+                    mk_hasher_free(pp->h);
+                    pp->h = NULL;
+                }
+            }
             mk_testpoint(); /* a part's region half written */
         }
         return MK_OK;
@@ -336,10 +347,13 @@ static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
 }
 
 /* The plan rows todo[0..n) written in order: streamed, or, into a part's shared file
- * (w->random), each put in its place. prog: one tick per tensor written. */
-static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, const size_t *todo, size_t n, mk_progress *prog)
+ * (w->random), each put in its place, and then, where hex is not NULL, its bytes' XXH3-128
+ * in hex[plan row]. prog: one tick per tensor written. */
+static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, const size_t *todo, size_t n, mk_progress *prog,
+                               char (*hex)[33])
 {
-    pipeline pp = {w, src, p, todo, n, 0, 0, {{.n = 0}}, 0, false, STEP_BYTES, CHUNK_VALUES, CHUNK_VALUES, NULL, mk_threads_get()};
+    pipeline pp = {.w = w, .src = src, .p = p, .todo = todo, .ntodo = n, .cap = STEP_BYTES, .chunk_values = CHUNK_VALUES,
+                   .fvals = CHUNK_VALUES, .nt = mk_threads_get(), .hex = w->random ? hex : NULL};
     for (size_t i = 0; i < n; i++) { /* a step holds at least a chunk of any tensor */
         const plan *q = &p[todo[i]];
         uint64_t cb = (q->rows < rows_per_chunk(&pp, q) ? q->rows : rows_per_chunk(&pp, q)) * row_bytes(q);
@@ -368,6 +382,7 @@ static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, cons
         free(pp.tb[i].raw);
     }
     free(pp.tb);
+    mk_hasher_free(pp.h);
     free(pp.st[0].buf);
     free(pp.st[1].buf);
     return s;
@@ -513,7 +528,7 @@ mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
 /* --part, --parts, --dry-run and finalize of one GGUF file (below) */
 typedef struct split_state split_state;
 static mk_status split_begin(conv *v, const char *out, bool force, const mk_cli_gguf_split *x, split_state **st, bool *finished);
-static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st);
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st, char (*hex)[33]);
 static void split_free(split_state *st);
 static uint32_t split_owner(const split_state *st, size_t i);
 
@@ -524,15 +539,17 @@ static mk_status convert_part(mk_common *c, conv *v, const char *out, bool force
     bool finished = false;
     mk_status s = split_begin(v, out, force, x, &st, &finished);
     size_t *todo = mk_calloc(v->np ? v->np : 1, sizeof *todo), n = 0;
-    if (s == MK_OK && !todo) s = MK_ERR_NOMEM;
+    char (*hex)[33] = mk_calloc(v->np ? v->np : 1, sizeof *hex);
+    if (s == MK_OK && (!todo || !hex)) s = MK_ERR_NOMEM;
     for (size_t i = 0; s == MK_OK && !finished && i < v->np; i++)
         if (split_owner(st, i) == x->parts->p.i - 1) todo[n++] = i;
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
-    if (s == MK_OK && !finished) s = write_tensors(&v->w, v->src, v->p, todo, n, &prog);
+    if (s == MK_OK && !finished) s = write_tensors(&v->w, v->src, v->p, todo, n, &prog, hex);
     mk_progress_end(&prog);
     free(todo);
-    if (s == MK_OK && !finished) s = split_end(v, out, x, st);
+    if (s == MK_OK && !finished) s = split_end(v, out, x, st, hex);
+    free(hex);
     split_free(st);
     return s;
 }
@@ -546,7 +563,7 @@ static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
     size_t *todo = mk_calloc(v->np ? v->np : 1, sizeof *todo);
     mk_status s = todo ? mk_gguf_w_begin(&v->w, out, force) : MK_ERR_NOMEM;
     for (size_t i = 0; s == MK_OK && i < v->np; i++) todo[i] = i;
-    if (s == MK_OK) s = write_tensors(&v->w, v->src, v->p, todo, v->np, &prog);
+    if (s == MK_OK) s = write_tensors(&v->w, v->src, v->p, todo, v->np, &prog, NULL);
     mk_progress_end(&prog);
     free(todo);
     if (s == MK_OK) s = mk_gguf_w_commit(&v->w);
@@ -855,22 +872,24 @@ static mk_status hash_region(const mk_rfile *rf, uint64_t off, uint64_t len, uns
     return s;
 }
 
-/* The part's bytes durable, then its record: each of its tensors' size and XXH3-128. */
-static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st)
+/* The part's bytes durable, then its record: each of its tensors' size and XXH3-128 (hex[i]
+ * where the writer hashed them, else read back). */
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st, char (*hex)[33])
 {
     mk_part p = x->parts->p;
     enum { CAP = 1 << 22 };
     mk_out_file *reg = mk_calloc(v->np ? v->np : 1, sizeof *reg);
-    unsigned char *buf = mk_malloc(CAP);
+    unsigned char *buf = hex ? NULL : mk_malloc(CAP);
     size_t nr = 0;
-    mk_status s = reg && buf ? mk_gguf_w_sync(&v->w) : MK_ERR_NOMEM;
+    mk_status s = reg && (hex || buf) ? mk_gguf_w_sync(&v->w) : MK_ERR_NOMEM;
     mk_rfile rf;
-    bool open = s == MK_OK && (s = mk_rfile_open(&rf, st->path)) == MK_OK;
+    bool open = s == MK_OK && !hex && (s = mk_rfile_open(&rf, st->path)) == MK_OK;
     for (size_t i = 0; s == MK_OK && i < v->np; i++) {
         if (st->part_of[i] != p.i - 1) continue;
         reg[nr].name = st->names[i];
         reg[nr].size = st->size[i];
-        s = hash_region(&rf, v->w.data0 + v->w.offs[i], st->size[i], buf, CAP, reg[nr++].hash);
+        if (hex) memcpy(reg[nr++].hash, hex[i], sizeof hex[i]);
+        else s = hash_region(&rf, v->w.data0 + v->w.offs[i], st->size[i], buf, CAP, reg[nr++].hash);
     }
     if (open) mk_rfile_close(&rf);
     if (s == MK_OK) s = mk_parts_record(st->tmp, p, st->key, reg, nr, NULL, 0);
@@ -1059,7 +1078,7 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t s
 
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)
 {
-    if (g->x) return split_end(&g->v, out, g->x, g->st);
+    if (g->x) return split_end(&g->v, out, g->x, g->st, NULL);
     MK_TRY(mk_gguf_w_commit(&g->v.w));
     report(c, &g->v, out, secs);
     return MK_OK;
