@@ -189,7 +189,8 @@ static void vocab_size(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_confi
 #define CHUNK_VALUES (1u << 16)
 #define STEP_CHUNKS 128
 #define STEP_PIECES 64
-#define STEP_BYTES ((size_t)8 << 20)
+#define STEP_BYTES ((size_t)2 << 20)
+#define STEP_BYTES_1 ((size_t)1 << 20) /* on one thread */
 
 typedef struct piece {
     size_t p;            /* row of the plan */
@@ -304,32 +305,36 @@ static mk_status read_rows(pipeline *pp, const plan *q, uint64_t r0, uint64_t nr
     return MK_OK;
 }
 
-/* Chunk 0 writes the step before; chunk c >= 1 encodes its rows of the current step. */
+/* Step s's bytes into the file, in order. */
+static mk_status write_step(pipeline *pp, const step *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const piece *e = &s->pc[i];
+        if (!pp->w->random) {
+            MK_TRY(mk_gguf_w_data(pp->w, s->buf + e->off, e->bytes));
+            continue;
+        }
+        MK_TRY(mk_gguf_w_at(pp->w, e->p, e->row0 * row_bytes(&pp->p[e->p]), s->buf + e->off, e->bytes));
+        if (pp->hex) { /* a tensor's pieces come in order */
+            if (!e->row0 && !pp->h && !(pp->h = mk_hasher_new())) return MK_ERR_NOMEM;
+            mk_hasher_update(pp->h, s->buf + e->off, e->bytes);
+            if (e->row0 + e->rows == pp->p[e->p].rows) {
+                mk_hash128_hex(mk_hasher_digest(pp->h), pp->hex[e->p]);
+                mk_hasher_free(pp->h);
+                pp->h = NULL;
+            }
+        }
+        mk_testpoint(); /* a part's region half written */
+    }
+    return MK_OK;
+}
+
+/* Chunk 0 writes the step before (when one is pending); chunk c >= 1 encodes its rows of
+ * the current step. */
 static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
 {
     pipeline *pp = ctx;
-    if (c == 0) {
-        const step *s = &pp->st[!pp->cur];
-        for (size_t i = 0; pp->pending && i < s->n; i++) {
-            const piece *e = &s->pc[i];
-            if (!pp->w->random) {
-                MK_TRY(mk_gguf_w_data(pp->w, s->buf + e->off, e->bytes));
-                continue;
-            }
-            MK_TRY(mk_gguf_w_at(pp->w, e->p, e->row0 * row_bytes(&pp->p[e->p]), s->buf + e->off, e->bytes));
-            if (pp->hex) { /* a tensor's pieces come in order */
-                if (!e->row0 && !pp->h && !(pp->h = mk_hasher_new())) return MK_ERR_NOMEM;
-                mk_hasher_update(pp->h, s->buf + e->off, e->bytes);
-                if (e->row0 + e->rows == pp->p[e->p].rows) {
-                    mk_hash128_hex(mk_hasher_digest(pp->h), pp->hex[e->p]);
-                    mk_hasher_free(pp->h);
-                    pp->h = NULL;
-                }
-            }
-            mk_testpoint(); /* a part's region half written */
-        }
-        return MK_OK;
-    }
+    if (c == 0) return pp->pending ? write_step(pp, &pp->st[!pp->cur]) : MK_OK;
     const step *s = &pp->st[pp->cur];
     size_t i = 0;
     while (i + 1 < s->n && s->pc[i + 1].c0 <= c) i++;
@@ -352,8 +357,10 @@ static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
 static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, const size_t *todo, size_t n, mk_progress *prog,
                                char (*hex)[33])
 {
-    pipeline pp = {.w = w, .src = src, .p = p, .todo = todo, .ntodo = n, .cap = STEP_BYTES, .chunk_values = CHUNK_VALUES,
-                   .fvals = CHUNK_VALUES, .nt = mk_threads_get(), .hex = w->random ? hex : NULL};
+    pipeline pp = {.w = w, .src = src, .p = p, .todo = todo, .ntodo = n, .chunk_values = CHUNK_VALUES, .fvals = CHUNK_VALUES,
+                   .nt = mk_threads_get(), .hex = w->random ? hex : NULL};
+    bool overlap = pp.nt > 1; /* one thread: each step written once encoded, from one buffer */
+    pp.cap = overlap ? STEP_BYTES : STEP_BYTES_1;
     for (size_t i = 0; i < n; i++) { /* a step holds at least a chunk of any tensor */
         const plan *q = &p[todo[i]];
         uint64_t cb = (q->rows < rows_per_chunk(&pp, q) ? q->rows : rows_per_chunk(&pp, q)) * row_bytes(q);
@@ -363,18 +370,20 @@ static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, cons
     if (pp.nt < 1) pp.nt = 1;
     pp.tb = mk_calloc((size_t)pp.nt, sizeof *pp.tb);
     pp.st[0].buf = mk_malloc(pp.cap);
-    pp.st[1].buf = mk_malloc(pp.cap);
-    mk_status s = pp.tb && pp.st[0].buf && pp.st[1].buf ? MK_OK : MK_ERR_NOMEM;
+    pp.st[1].buf = overlap ? mk_malloc(pp.cap) : NULL;
+    mk_status s = pp.tb && pp.st[0].buf && (pp.st[1].buf || !overlap) ? MK_OK : MK_ERR_NOMEM;
     size_t ticked = 0;
     while (s == MK_OK && (pp.k < n || pp.pending)) {
-        step_fill(&pp, &pp.st[pp.cur]);
-        s = mk_parallel_chunks(pp.st[pp.cur].chunks + 1, step_chunk, &pp, tbuf_get, NULL);
-        /* the tensors whose last bytes are written */
-        const step *d = &pp.st[!pp.cur];
-        for (size_t i = 0; s == MK_OK && pp.pending && i < d->n; i++)
-            if (d->pc[i].row0 + d->pc[i].rows == p[d->pc[i].p].rows)
-                mk_progress_cb(prog, ++ticked, n, 0, 0, src->tensors[p[d->pc[i].p].src].name);
-        pp.pending = pp.st[pp.cur].n > 0;
+        step *cur = &pp.st[pp.cur];
+        step_fill(&pp, cur);
+        s = mk_parallel_chunks(cur->chunks + 1, step_chunk, &pp, tbuf_get, NULL);
+        const step *done = pp.pending ? &pp.st[!pp.cur] : NULL; /* written in the loop */
+        if (s == MK_OK && !overlap) s = write_step(&pp, done = cur);
+        for (size_t i = 0; s == MK_OK && done && i < done->n; i++) /* the tensors whose last bytes are written */
+            if (done->pc[i].row0 + done->pc[i].rows == p[done->pc[i].p].rows)
+                mk_progress_cb(prog, ++ticked, n, 0, 0, src->tensors[p[done->pc[i].p].src].name);
+        if (!overlap) continue;
+        pp.pending = cur->n > 0;
         pp.cur = !pp.cur;
     }
     for (int i = 0; pp.tb && i < pp.nt; i++) {
