@@ -250,11 +250,10 @@ static void step_fill(pipeline *pp, step *s)
     size_t off = 0;
     while (pp->k < pp->ntodo && s->n < STEP_PIECES && s->chunks < STEP_CHUNKS) {
         const plan *q = &pp->p[pp->todo[pp->k]];
-        uint64_t rpc = rows_per_chunk(pp, q), rb = row_bytes(q), cb = rpc * rb;
-        uint64_t fit = (pp->cap - off) / cb, left = STEP_CHUNKS - s->chunks;
-        if (fit > left) fit = left;
-        if (!fit) break; /* (an empty step fits a chunk of any tensor: cap) */
-        uint64_t take = q->rows - pp->row < fit * rpc ? q->rows - pp->row : fit * rpc;
+        uint64_t rpc = rows_per_chunk(pp, q), rb = row_bytes(q), room = (pp->cap - off) / rb; /* rows that fit */
+        uint64_t take = q->rows - pp->row < (STEP_CHUNKS - s->chunks) * rpc ? q->rows - pp->row : (STEP_CHUNKS - s->chunks) * rpc;
+        if (take > room) take = room / rpc * rpc; /* whole chunks */
+        if (!take) break; /* (an empty step holds a whole chunk of any tensor: cap, so steps move on) */
         s->pc[s->n++] = (piece){pp->todo[pp->k], pp->row, take, s->chunks + 1, off, (size_t)(take * rb)};
         s->chunks += (take + rpc - 1) / rpc;
         off += (size_t)(take * rb);
@@ -361,9 +360,9 @@ static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, cons
                    .nt = mk_threads_get(), .hex = w->random ? hex : NULL};
     bool overlap = pp.nt > 1; /* one thread: each step written once encoded, from one buffer */
     pp.cap = overlap ? STEP_BYTES : STEP_BYTES_1;
-    for (size_t i = 0; i < n; i++) { /* a step holds at least a chunk of any tensor */
+    for (size_t i = 0; i < n; i++) { /* a step holds at least a whole chunk of any tensor */
         const plan *q = &p[todo[i]];
-        uint64_t cb = (q->rows < rows_per_chunk(&pp, q) ? q->rows : rows_per_chunk(&pp, q)) * row_bytes(q);
+        uint64_t cb = rows_per_chunk(&pp, q) * row_bytes(q);
         if (cb > pp.cap) pp.cap = (size_t)cb;
         if (q->cols > pp.fvals) pp.fvals = q->cols;
     }
