@@ -19,6 +19,7 @@
 #include "../formats/gguf_write.h"
 #include "../formats/safetensors.h"
 #include "../core/mk_parallel.h"
+#include "../core/mk_thread.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 #include "../quant/ggml.h"
@@ -178,84 +179,221 @@ static void vocab_size(mk_gguf_w *w, const mk_gguf_arch *a, const mk_model_confi
 #undef KEY
 }
 
-/* One tensor: windows of chunks of rows, each chunk read as f32 (rows in GGUF order) and
- * encoded by a thread into its place in the window, then the window streamed in order. */
-typedef struct job {
+/* The tensors' data in steps: a step is up to STEP_CHUNKS chunks of rows (pieces of one or
+ * more tensors, in file order, at most STEP_BYTES encoded), each chunk read (f32 sources
+ * straight into the encoder's buffer, or encoded from the source's own bytes where it lends
+ * them) and encoded by one of the pool's threads into its place in one of two buffers, while
+ * the thread that takes chunk 0 of the same loop writes the step before it. The bytes and
+ * their order are those of one thread at a time; each thread keeps its buffers for the whole
+ * file. */
+#define CHUNK_VALUES (1u << 16)
+#define STEP_CHUNKS 128
+#define STEP_PIECES 64
+#define STEP_BYTES ((size_t)2 << 20)
+#define STEP_BYTES_1 ((size_t)1 << 20) /* on one thread */
+
+typedef struct piece {
+    size_t p;            /* row of the plan */
+    uint64_t row0, rows; /* its rows in GGUF order */
+    uint64_t c0;         /* its first chunk in the step (chunk 0 writes the step before) */
+    size_t off, bytes;   /* its encoded bytes in the step's buffer */
+} piece;
+
+typedef struct step {
+    piece pc[STEP_PIECES];
+    size_t n;
+    uint64_t chunks; /* encoding chunks */
+    unsigned char *buf;
+} step;
+
+typedef struct tbuf {
+    float *f;   /* rows as f32 */
+    void *raw;  /* the source's bytes when it cannot lend them and they are not f32 */
+} tbuf;
+
+typedef struct pipeline {
+    mk_gguf_w *w;
     mk_source *src;
-    const plan *q;
-    uint64_t row0, rows_per_chunk; /* the window's first row; rows a chunk */
-    unsigned char *enc;            /* the window's encoded bytes */
-    size_t scratch_bytes;
-} job;
+    const plan *p;
+    const size_t *todo; /* the plan rows to write, in order */
+    size_t ntodo;
+    size_t k;           /* next: todo[k] from row `row` */
+    uint64_t row;
+    step st[2];
+    int cur;            /* the step being encoded; st[!cur] is written in the same loop */
+    bool pending;       /* st[!cur] holds a step to write */
+    size_t cap;         /* bytes of each step buffer */
+    uint64_t chunk_values;
+    uint64_t fvals;     /* values of each thread's buffers: a chunk of any tensor */
+    tbuf *tb;           /* [nt] per thread (mk_thread_index) */
+    int nt;
+    char (*hex)[33];    /* or NULL: each tensor's XXH3-128 as written, by plan row */
+    mk_hasher *h;       /* the tensor being hashed */
+} pipeline;
 
-typedef struct tls {
-    float *buf;
-    void *scratch;
-} tls;
-
-static void *tls_new(void *ctx)
+static uint64_t rows_per_chunk(const pipeline *pp, const plan *q)
 {
-    job *j = ctx;
-    tls *t = mk_calloc(1, sizeof *t);
-    if (t && (!(t->buf = mk_malloc((size_t)(j->rows_per_chunk * j->q->cols) * sizeof *t->buf)) ||
-              !(t->scratch = mk_malloc(j->scratch_bytes)))) {
-        free(t->buf);
-        free(t);
-        t = NULL;
+    return pp->chunk_values / q->cols ? pp->chunk_values / q->cols : 1;
+}
+
+static uint64_t row_bytes(const plan *q)
+{
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    return q->cols / ty->block * ty->bytes;
+}
+
+/* The next step's pieces, from where the last one ended. */
+static void step_fill(pipeline *pp, step *s)
+{
+    s->n = 0;
+    s->chunks = 0;
+    size_t off = 0;
+    while (pp->k < pp->ntodo && s->n < STEP_PIECES && s->chunks < STEP_CHUNKS) {
+        const plan *q = &pp->p[pp->todo[pp->k]];
+        uint64_t rpc = rows_per_chunk(pp, q), rb = row_bytes(q), room = (pp->cap - off) / rb; /* rows that fit */
+        uint64_t take = q->rows - pp->row < (STEP_CHUNKS - s->chunks) * rpc ? q->rows - pp->row : (STEP_CHUNKS - s->chunks) * rpc;
+        if (take > room) take = room / rpc * rpc; /* whole chunks */
+        if (!take) break; /* (an empty step holds a whole chunk of any tensor: cap, so steps move on) */
+        s->pc[s->n++] = (piece){pp->todo[pp->k], pp->row, take, s->chunks + 1, off, (size_t)(take * rb)};
+        s->chunks += (take + rpc - 1) / rpc;
+        off += (size_t)(take * rb);
+        if ((pp->row += take) == q->rows) pp->k++, pp->row = 0;
     }
+}
+
+static void *tbuf_get(void *ctx)
+{
+    pipeline *pp = ctx;
+    int i = mk_thread_index();
+    if (i < 0 || i >= pp->nt) {
+        mk_error(MK_ERR_NOMEM, "convert: thread %d outside the pool of %d", i, pp->nt);
+        return NULL;
+    }
+    tbuf *t = &pp->tb[i];
+    if (!t->f && !(t->f = mk_malloc((size_t)pp->fvals * sizeof *t->f))) return NULL;
+    if (!t->raw && !(t->raw = mk_malloc((size_t)pp->fvals * 8))) return NULL;
     return t;
 }
 
-static void tls_free(void *p)
+/* Values [e0, e0 + n) of tensor i as f32: f32 bytes lent by the source where it can (*out
+ * points at them), else read straight into dst (f32) or converted there from raw. */
+static mk_status read_f32(mk_source *src, size_t i, uint64_t e0, uint64_t n, float *dst, void *raw, const float **out)
 {
-    tls *t = p;
-    if (!t) return;
-    free(t->buf);
-    free(t->scratch);
-    free(t);
+    const mk_tensor_info *t = &src->tensors[i];
+    *out = dst;
+    if (t->dtype != MK_F32) return mk_source_read_f32(src, i, e0, n, dst, raw);
+    if (e0 > t->numel || n > t->numel - e0) MK_BUG("read past the end of a tensor");
+    const void *lent = src->ops->borrow ? src->ops->borrow(src, i, e0 * 4, n * 4) : NULL;
+    if (lent && (uintptr_t)lent % sizeof(float) == 0) *out = lent;
+    else if (lent) memcpy(dst, lent, (size_t)n * 4);
+    else MK_TRY(src->ops->read(src, i, e0 * 4, n * 4, dst)); /* little-endian f32: the values */
+    return MK_OK;
 }
 
-static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
+/* Rows [r0, r0 + nr) of q in GGUF order, as f32: in t->f, or lent by the source */
+static mk_status read_rows(pipeline *pp, const plan *q, uint64_t r0, uint64_t nr, tbuf *t, const float **out)
 {
-    job *j = ctx;
-    tls *t = tp;
-    const plan *q = j->q;
+    if (!q->heads) return read_f32(pp->src, q->src, r0 * q->cols, nr * q->cols, t->f, t->raw, out);
+    for (uint64_t r = 0; r < nr; r++) {
+        const float *row;
+        float *at = t->f + r * q->cols;
+        MK_TRY(read_f32(pp->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols, at, t->raw, &row));
+        if (row != at) memcpy(at, row, (size_t)q->cols * sizeof *at);
+    }
+    *out = t->f;
+    return MK_OK;
+}
+
+/* Step s's bytes into the file, in order. */
+static mk_status write_step(pipeline *pp, const step *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const piece *e = &s->pc[i];
+        if (!pp->w->random) {
+            MK_TRY(mk_gguf_w_data(pp->w, s->buf + e->off, e->bytes));
+            continue;
+        }
+        MK_TRY(mk_gguf_w_at(pp->w, e->p, e->row0 * row_bytes(&pp->p[e->p]), s->buf + e->off, e->bytes));
+        if (pp->hex) { /* a tensor's pieces come in order */
+            if (!e->row0 && !pp->h && !(pp->h = mk_hasher_new())) return MK_ERR_NOMEM;
+            mk_hasher_update(pp->h, s->buf + e->off, e->bytes);
+            if (e->row0 + e->rows == pp->p[e->p].rows) {
+                mk_hash128_hex(mk_hasher_digest(pp->h), pp->hex[e->p]);
+                mk_hasher_free(pp->h);
+                pp->h = NULL;
+            }
+        }
+        mk_testpoint(); /* a part's region half written */
+    }
+    return MK_OK;
+}
+
+/* Chunk 0 writes the step before (when one is pending); chunk c >= 1 encodes its rows of
+ * the current step. */
+static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
+{
+    pipeline *pp = ctx;
+    if (c == 0) return pp->pending ? write_step(pp, &pp->st[!pp->cur]) : MK_OK;
+    const step *s = &pp->st[pp->cur];
+    size_t i = 0;
+    while (i + 1 < s->n && s->pc[i + 1].c0 <= c) i++;
+    const piece *e = &s->pc[i];
+    const plan *q = &pp->p[e->p];
     const mk_ggml_type *ty = mk_ggml_type_of(q->type);
-    uint64_t r0 = j->row0 + c * j->rows_per_chunk, nr = q->rows - r0 < j->rows_per_chunk ? q->rows - r0 : j->rows_per_chunk;
-    uint64_t row_bytes = q->cols / ty->block * ty->bytes;
-    if (q->heads)
-        for (uint64_t r = 0; r < nr; r++)
-            MK_TRY(mk_source_read_f32(j->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
-                                      t->buf + r * q->cols, t->scratch));
-    else MK_TRY(mk_source_read_f32(j->src, q->src, r0 * q->cols, nr * q->cols, t->buf, t->scratch));
-    void *dst = j->enc + c * j->rows_per_chunk * row_bytes;
-    if (q->qw ? !mk_ggml_kquant_encode_w(q->type, t->buf, nr, q->cols, q->qw, dst) : !mk_ggml_encode(q->type, t->buf, nr * q->cols / ty->block, dst))
+    uint64_t rpc = rows_per_chunk(pp, q), k = c - e->c0, r0 = e->row0 + k * rpc;
+    uint64_t nr = e->row0 + e->rows - r0 < rpc ? e->row0 + e->rows - r0 : rpc;
+    const float *x;
+    MK_TRY(read_rows(pp, q, r0, nr, tp, &x));
+    void *dst = s->buf + e->off + k * rpc * row_bytes(q);
+    if (q->qw ? !mk_ggml_kquant_encode_w(q->type, x, nr, q->cols, q->qw, dst) : !mk_ggml_encode(q->type, x, nr * q->cols / ty->block, dst))
         MK_BUG("ggml type without an encoder");
     return MK_OK;
 }
 
-#define CHUNK_VALUES (1u << 18)
-#define WINDOW_CHUNKS 32
-
-/* Tensor ti (plan row q): streamed in order, or, into a part's shared file (w->random), put in
- * its place. */
-static mk_status write_tensor(mk_gguf_w *w, mk_source *src, const plan *q, uint64_t ti, unsigned char *enc)
+/* The plan rows todo[0..n) written in order: streamed, or, into a part's shared file
+ * (w->random), each put in its place, and then, where hex is not NULL, its bytes' XXH3-128
+ * in hex[plan row]. prog: one tick per tensor written. */
+static mk_status write_tensors(mk_gguf_w *w, mk_source *src, const plan *p, const size_t *todo, size_t n, mk_progress *prog,
+                               char (*hex)[33])
 {
-    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
-    job j = {src, q, 0, CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, enc, 0};
-    j.scratch_bytes = (size_t)(j.rows_per_chunk * q->cols) * 8;
-    uint64_t row_bytes = q->cols / ty->block * ty->bytes, window = j.rows_per_chunk * WINDOW_CHUNKS;
-    for (j.row0 = 0; j.row0 < q->rows; j.row0 += window) {
-        uint64_t nr = q->rows - j.row0 < window ? q->rows - j.row0 : window;
-        MK_TRY(mk_parallel_chunks((nr + j.rows_per_chunk - 1) / j.rows_per_chunk, encode_chunk, &j, tls_new, tls_free));
-        if (!w->random) {
-            MK_TRY(mk_gguf_w_data(w, enc, (size_t)(nr * row_bytes)));
-            continue;
-        }
-        MK_TRY(mk_gguf_w_at(w, ti, j.row0 * row_bytes, enc, (size_t)(nr * row_bytes)));
-        mk_testpoint(); /* a part's region half written */
+    pipeline pp = {.w = w, .src = src, .p = p, .todo = todo, .ntodo = n, .chunk_values = CHUNK_VALUES, .fvals = CHUNK_VALUES,
+                   .nt = mk_threads_get(), .hex = w->random ? hex : NULL};
+    bool overlap = pp.nt > 1; /* one thread: each step written once encoded, from one buffer */
+    pp.cap = overlap ? STEP_BYTES : STEP_BYTES_1;
+    for (size_t i = 0; i < n; i++) { /* a step holds at least a whole chunk of any tensor */
+        const plan *q = &p[todo[i]];
+        uint64_t cb = rows_per_chunk(&pp, q) * row_bytes(q);
+        if (cb > pp.cap) pp.cap = (size_t)cb;
+        if (q->cols > pp.fvals) pp.fvals = q->cols;
     }
-    return MK_OK;
+    if (pp.nt < 1) pp.nt = 1;
+    pp.tb = mk_calloc((size_t)pp.nt, sizeof *pp.tb);
+    pp.st[0].buf = mk_malloc(pp.cap);
+    pp.st[1].buf = overlap ? mk_malloc(pp.cap) : NULL;
+    mk_status s = pp.tb && pp.st[0].buf && (pp.st[1].buf || !overlap) ? MK_OK : MK_ERR_NOMEM;
+    size_t ticked = 0;
+    while (s == MK_OK && (pp.k < n || pp.pending)) {
+        step *cur = &pp.st[pp.cur];
+        step_fill(&pp, cur);
+        s = mk_parallel_chunks(cur->chunks + 1, step_chunk, &pp, tbuf_get, NULL);
+        const step *done = pp.pending ? &pp.st[!pp.cur] : NULL; /* written in the loop */
+        if (s == MK_OK && !overlap) s = write_step(&pp, done = cur);
+        for (size_t i = 0; s == MK_OK && done && i < done->n; i++) /* the tensors whose last bytes are written */
+            if (done->pc[i].row0 + done->pc[i].rows == p[done->pc[i].p].rows)
+                mk_progress_cb(prog, ++ticked, n, 0, 0, src->tensors[p[done->pc[i].p].src].name);
+        if (!overlap) continue;
+        pp.pending = cur->n > 0;
+        pp.cur = !pp.cur;
+    }
+    for (int i = 0; pp.tb && i < pp.nt; i++) {
+        free(pp.tb[i].f);
+        free(pp.tb[i].raw);
+    }
+    free(pp.tb);
+    mk_hasher_free(pp.h);
+    free(pp.st[0].buf);
+    free(pp.st[1].buf);
+    return s;
 }
 
 typedef struct conv {
@@ -268,7 +406,6 @@ typedef struct conv {
     char *name;
     mk_gguf_w w;
     bool vocab;
-    unsigned char *enc; /* the largest window of encoded bytes */
     const char *imatrix_path;
     mk_imatrix im;
     const mk_cli_bpw_opts *bpw; /* --target-bpw, or NULL */
@@ -354,17 +491,12 @@ static mk_status prepare(conv *v, const char *in, const char *name)
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
     vocab_size(&v->w, v->a, cfg, v->vocab);
     mk_gguf_w_u32(&v->w, "general.quantization_version", 2);
-    uint64_t window = 1;
     for (size_t i = 0; i < v->np; i++) {
         const plan *q = &v->p[i];
         uint64_t ne[4] = {q->cols, q->rows, 1, 1};
         MK_TRY(mk_gguf_w_tensor(&v->w, q->name, (uint32_t)v->src->tensors[q->src].ndim, ne, q->type));
-        const mk_ggml_type *ty = mk_ggml_type_of(q->type);
-        uint64_t rpc = CHUNK_VALUES / q->cols ? CHUNK_VALUES / q->cols : 1, rows = rpc * WINDOW_CHUNKS;
-        if (rows > q->rows) rows = q->rows;
-        if (rows * (q->cols / ty->block * ty->bytes) > window) window = rows * (q->cols / ty->block * ty->bytes);
     }
-    return (v->enc = mk_malloc((size_t)window)) ? MK_OK : MK_ERR_NOMEM;
+    return MK_OK;
 }
 
 static void report(const mk_common *c, const conv *v, const char *out, double secs)
@@ -404,7 +536,7 @@ mk_status mk_cli_gguf_type_check(const char *opt, const char *type_s)
 /* --part, --parts, --dry-run and finalize of one GGUF file (below) */
 typedef struct split_state split_state;
 static mk_status split_begin(conv *v, const char *out, bool force, const mk_cli_gguf_split *x, split_state **st, bool *finished);
-static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st);
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st, char (*hex)[33]);
 static void split_free(split_state *st);
 static uint32_t split_owner(const split_state *st, size_t i);
 
@@ -414,15 +546,18 @@ static mk_status convert_part(mk_common *c, conv *v, const char *out, bool force
     split_state *st = NULL;
     bool finished = false;
     mk_status s = split_begin(v, out, force, x, &st, &finished);
+    size_t *todo = mk_calloc(v->np ? v->np : 1, sizeof *todo), n = 0;
+    char (*hex)[33] = mk_calloc(v->np ? v->np : 1, sizeof *hex);
+    if (s == MK_OK && (!todo || !hex)) s = MK_ERR_NOMEM;
+    for (size_t i = 0; s == MK_OK && !finished && i < v->np; i++)
+        if (split_owner(st, i) == x->parts->p.i - 1) todo[n++] = i;
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
-    for (size_t i = 0; s == MK_OK && !finished && i < v->np; i++) {
-        if (split_owner(st, i) != x->parts->p.i - 1) continue;
-        s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc);
-        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
-    }
+    if (s == MK_OK && !finished) s = write_tensors(&v->w, v->src, v->p, todo, n, &prog, hex);
     mk_progress_end(&prog);
-    if (s == MK_OK && !finished) s = split_end(v, out, x, st);
+    free(todo);
+    if (s == MK_OK && !finished) s = split_end(v, out, x, st, hex);
+    free(hex);
     split_free(st);
     return s;
 }
@@ -433,12 +568,12 @@ static mk_status write_whole(mk_common *c, conv *v, const char *out, bool force)
     mk_progress prog;
     mk_progress_init(&prog, "convert", c);
     double t0 = mk_now();
-    mk_status s = mk_gguf_w_begin(&v->w, out, force);
-    for (size_t i = 0; s == MK_OK && i < v->np; i++) {
-        s = write_tensor(&v->w, v->src, &v->p[i], i, v->enc);
-        mk_progress_cb(&prog, i + 1, v->np, 0, 0, v->src->tensors[v->p[i].src].name);
-    }
+    size_t *todo = mk_calloc(v->np ? v->np : 1, sizeof *todo);
+    mk_status s = todo ? mk_gguf_w_begin(&v->w, out, force) : MK_ERR_NOMEM;
+    for (size_t i = 0; s == MK_OK && i < v->np; i++) todo[i] = i;
+    if (s == MK_OK) s = write_tensors(&v->w, v->src, v->p, todo, v->np, &prog, NULL);
     mk_progress_end(&prog);
+    free(todo);
     if (s == MK_OK) s = mk_gguf_w_commit(&v->w);
     if (s == MK_OK) report(c, v, out, mk_now() - t0);
     return s;
@@ -464,7 +599,6 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
     mk_status s = prepare(&v, in, name);
     if (s == MK_OK) s = split ? convert_part(c, &v, out, force, x) : write_whole(c, &v, out, force);
     mk_gguf_w_free(&v.w);
-    free(v.enc);
     free(v.name);
     free(v.p);
     free(v.bres.json);
@@ -746,22 +880,24 @@ static mk_status hash_region(const mk_rfile *rf, uint64_t off, uint64_t len, uns
     return s;
 }
 
-/* The part's bytes durable, then its record: each of its tensors' size and XXH3-128. */
-static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st)
+/* The part's bytes durable, then its record: each of its tensors' size and XXH3-128 (hex[i]
+ * where the writer hashed them, else read back). */
+static mk_status split_end(conv *v, const char *out, const mk_cli_gguf_split *x, split_state *st, char (*hex)[33])
 {
     mk_part p = x->parts->p;
     enum { CAP = 1 << 22 };
     mk_out_file *reg = mk_calloc(v->np ? v->np : 1, sizeof *reg);
-    unsigned char *buf = mk_malloc(CAP);
+    unsigned char *buf = hex ? NULL : mk_malloc(CAP);
     size_t nr = 0;
-    mk_status s = reg && buf ? mk_gguf_w_sync(&v->w) : MK_ERR_NOMEM;
+    mk_status s = reg && (hex || buf) ? mk_gguf_w_sync(&v->w) : MK_ERR_NOMEM;
     mk_rfile rf;
-    bool open = s == MK_OK && (s = mk_rfile_open(&rf, st->path)) == MK_OK;
+    bool open = s == MK_OK && !hex && (s = mk_rfile_open(&rf, st->path)) == MK_OK;
     for (size_t i = 0; s == MK_OK && i < v->np; i++) {
         if (st->part_of[i] != p.i - 1) continue;
         reg[nr].name = st->names[i];
         reg[nr].size = st->size[i];
-        s = hash_region(&rf, v->w.data0 + v->w.offs[i], st->size[i], buf, CAP, reg[nr++].hash);
+        if (hex) memcpy(reg[nr++].hash, hex[i], sizeof hex[i]);
+        else s = hash_region(&rf, v->w.data0 + v->w.offs[i], st->size[i], buf, CAP, reg[nr++].hash);
     }
     if (open) mk_rfile_close(&rf);
     if (s == MK_OK) s = mk_parts_record(st->tmp, p, st->key, reg, nr, NULL, 0);
@@ -950,7 +1086,7 @@ mk_status mk_cli_gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t s
 
 mk_status mk_cli_gguf_out_commit(mk_cli_gguf_out *g, const mk_common *c, const char *out, double secs)
 {
-    if (g->x) return split_end(&g->v, out, g->x, g->st);
+    if (g->x) return split_end(&g->v, out, g->x, g->st, NULL);
     MK_TRY(mk_gguf_w_commit(&g->v.w));
     report(c, &g->v, out, secs);
     return MK_OK;
@@ -960,7 +1096,6 @@ void mk_cli_gguf_out_free(mk_cli_gguf_out *g)
 {
     if (!g) return;
     mk_gguf_w_free(&g->v.w);
-    free(g->v.enc);
     free(g->v.name);
     free(g->v.p);
     mk_model_config_free(&g->v.cfg);

@@ -120,7 +120,18 @@ static void q5_1(const float *x, uint8_t *b)
  * scalar encoders above (mk_ggml_encode_ref), which tests/unit/test_ggml_encode.c checks on
  * zeros, -0, subnormals, huge values, infinities and NaN. */
 
-/* the largest magnitude of 32 values, NaN ignored (as fmaxf and the scalar `<` do), 0 at least */
+/* each lane: a lane-wise max or min over all 8 lanes, by halves (the same value in any
+ * order where no lane is NaN and zeros have one sign, as for magnitudes) */
+#define v_all_lanes(a, op)                                                               \
+    ({                                                                                   \
+        __typeof__(a) t_ = (a);                                                          \
+        t_ = op(t_, __builtin_shufflevector(t_, t_, 4, 5, 6, 7, 0, 1, 2, 3));            \
+        t_ = op(t_, __builtin_shufflevector(t_, t_, 2, 3, 0, 1, 6, 7, 4, 5));            \
+        op(t_, __builtin_shufflevector(t_, t_, 1, 0, 3, 2, 5, 4, 7, 6));                 \
+    })
+#define v_maxf_(a, b) mk_vf_sel((a) > (b), (a), (b))
+/* the largest magnitude of 32 values, NaN ignored (as fmaxf and the scalar `<` do), 0 at
+ * least, in every lane */
 #define v_absmax4(v)                                                                     \
     ({                                                                                   \
         mk_vf m_ = mk_vf_set1(0.0f);                                                     \
@@ -128,7 +139,7 @@ static void q5_1(const float *x, uint8_t *b)
             mk_vf a_ = mk_vf_abs((v)[k_]);                                               \
             m_ = mk_vf_sel(a_ > m_, a_, m_);                                             \
         }                                                                                \
-        mk_vf_hmax(m_);                                                                  \
+        v_all_lanes(m_, v_maxf_);                                                        \
     })
 /* the truncating conversion of each lane, as a cast of a float to an integer compiles */
 #define v_trunc(y) __builtin_convertvector((y), mk_vi)
@@ -176,14 +187,34 @@ static float first_of_magnitude(const float *x, float amax)
 #define LOAD4(v, x)                                                                      \
     for (int k = 0; k < 4; k++) (v)[k] = mk_vf_load((x) + 8 * k)
 
+/* The scales of up to 8 blocks, one lane each, divided together (each lane the scalar
+ * code's division): ds = m / div, ids = 1 / ds where ds is not 0 (else 0). */
+#define v_scales(m, div, ds, ids)                                                        \
+    do {                                                                                 \
+        mk_vf d_ = mk_vf_load(m) / mk_vf_set1(div), nz_ = (mk_vf)(d_ != mk_vf_set1(0.0f)); \
+        mk_vf_store((ds), d_);                                                           \
+        mk_vf_store((ids), mk_vf_sel(nz_, mk_vf_set1(1.0f) / mk_vf_sel(nz_, d_, mk_vf_set1(1.0f)), mk_vf_set1(0.0f))); \
+    } while (0)
+
+/* Blocks in groups of 8: each block's largest magnitude, the 8 scales divided in one
+ * vector, then the codes. */
 MK_QKERNEL static void rows_q8_0(const float *x, uint64_t nb, uint8_t *b)
 {
-    for (uint64_t i = 0; i < nb; i++, x += 32, b += 34) {
-        mk_vf v[4];
-        LOAD4(v, x);
-        float d = v_absmax4(v) / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        put_h(b, d);
-        for (int k = 0; k < 4; k++) mk_vu_store_u8(b + 2 + 8 * k, v_round_away(v[k] * id));
+    for (uint64_t i = 0; i < nb; i += 8) {
+        unsigned g = nb - i < 8 ? (unsigned)(nb - i) : 8;
+        float m[8] = {0}, ds[8], ids[8];
+        for (unsigned j = 0; j < g; j++) {
+            mk_vf v[4];
+            LOAD4(v, x + 32 * j);
+            m[j] = v_absmax4(v)[0];
+        }
+        v_scales(m, 127.0f, ds, ids);
+        for (unsigned j = 0; j < g; j++, x += 32, b += 34) {
+            mk_vf v[4];
+            LOAD4(v, x);
+            put_h(b, ds[j]);
+            for (int k = 0; k < 4; k++) mk_vu_store_u8(b + 2 + 8 * k, v_round_away(v[k] * ids[j]));
+        }
     }
 }
 
@@ -194,7 +225,7 @@ MK_QKERNEL static void rows_qx_0(const float *x, uint64_t nb, uint8_t *b, bool f
         mk_vf v[4];
         mk_vi q[4];
         LOAD4(v, x);
-        float d = first_of_magnitude(x, v_absmax4(v)) / (five ? -16.0f : -8.0f), id = d != 0 ? 1.0f / d : 0.0f;
+        float d = first_of_magnitude(x, v_absmax4(v)[0]) / (five ? -16.0f : -8.0f), id = d != 0 ? 1.0f / d : 0.0f;
         for (int k = 0; k < 4; k++) q[k] = v_int8_min(v_trunc(v[k] * id + (five ? 16.5f : 8.5f)), five ? 31 : 15);
         put_h(b, d);
         if (five) v_pack_qh(b + 2, q);
