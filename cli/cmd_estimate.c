@@ -441,7 +441,7 @@ int mk_cmd_estimate(int argc, char **argv)
         tr.gpu_mem = o.gpu_mem;
         if (o.gpu_mem && !tr.m.gpu)
             s = mk_error(MK_ERR_USAGE, "--gpu-memory: the GPU figure needs a MODEL with tensors, --batch and --seq, at --dtype "
-                                       "float32 or bfloat16");
+                                       "float32 or bfloat16 (gemma: float32; the device trains gemma in f32 only)");
         if (s != MK_OK) (void)0;
         else if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched, &tr);
         else print_text(&out, &o, path, &m, &r, dlabel, &f, lora, &tr);

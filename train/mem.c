@@ -58,6 +58,8 @@ void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_m
     if (r->bf16) /* full: a rounded copy of every weight; LoRA: of the adapters (and of a tied head) */
         m->bf16_copy = r->lora_r ? 4 * PL + (c->tied ? 4 * (uint64_t)c->vocab * H : 0) : 4 * params;
     m->total = m->weights + m->adapters + m->bf16_copy + m->grads + m->moments + m->act;
+    /* the device's bf16 path has no GeGLU or (1 + w) norm kernels: finetune --device cuda refuses gemma in bf16 */
+    if (r->bf16 && c->arch.def && strcmp(c->arch.def->name, "gemma") == 0) return;
     mk_cu_train_req g = {params, r->lora_r, r->targets, r->qlora, r->qk_norm, r->batch, r->seq, r->checkpointing, r->bf16};
     m->gpu = mk_cu_train_bytes_of(c, &g) + MK_CU_TRAIN_RESERVE;
     g.checkpointing = !r->checkpointing;

@@ -64,6 +64,13 @@ has "  a GPU line for QLoRA" '^mergekit-c finetune --device cuda --qlora --dtype
 has "  that fits" '^  GPU +[0-9.]+ MB   fits a 80\.0 GB card$'
 t_fail "--gpu-memory without --batch" 2 "--gpu-memory: the GPU figure" \
     "$MK" estimate m/ --lora-rank 4 --gpu-memory 80G
+# gemma trains on the device in f32 only: a GPU line in f32, none in bf16, and --gpu-memory says so
+"$MK" synth gm --arch gemma --hidden 64 --layers 2 --heads 4 --vocab 300 >/dev/null 2>&1 || notok "synth gemma" "failed"
+t_ok "gemma in f32 has a GPU line" "$MK" estimate gm/ --batch 2 --seq 64 --dtype float32
+has "  the GPU line" '^  GPU +[0-9.]+ MB'
+t_ok "gemma in bf16 has none" "$MK" estimate gm/ --batch 2 --seq 64 --dtype bfloat16
+if grep -q '^  GPU ' "$T/.out"; then notok "  no GPU line for gemma in bf16" "$(grep '^  GPU ' "$T/.out")"; else ok "  no GPU line for gemma in bf16"; fi
+t_fail "gemma in bf16 with --gpu-memory" 2 "gemma: float32" "$MK" estimate gm/ --batch 2 --seq 64 --dtype bfloat16 --gpu-memory 80G
 
 t_fail "bad dtype" 2 "--dtype: 'float8x'" "$MK" estimate --params 7B --dtype float8x
 # every format of the quantization table is a --dtype, at its bits per code
