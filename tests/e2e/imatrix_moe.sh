@@ -1,0 +1,54 @@
+#!/bin/sh
+# `convert --imatrix` on mixtures of experts: the Mixtral (8 fused experts) and the Qwen2-MoE (4
+# per-expert tensors and a shared expert) of tools/make-moe-models.sh convert, with importance
+# matrices in llama-imatrix's GGUF layout (one row and one count per expert; an expert with
+# count 0), under q4_k, q5_k, q6_k, q3_k, q2_k, iq4_nl and q4_0, to exactly the tensors (types and
+# bytes; tolerance: none) llama.cpp's llama_model_quantize makes of the same f32 GGUF with the same
+# importances (tests/golden/gguf/moe-imatrix.txt, tools/gen-golden-gguf-moe.py; f32 lines: the
+# stacked experts, checked there against numpy). An expert quantized with another expert's row
+# fails: a file with experts 0 and 1 of one tensor exchanged gives llama.cpp's bytes for that and
+# not the others. Mismatched matrices are one line naming the file and the entry, exit 1.
+. "$MK_ROOT/tests/e2e/lib.sh"
+G=$ROOT/tests/golden/gguf
+# "TYPE XXH3" per tensor (Q/K rows as inspect reads them back: Hugging Face order)
+types_hashes() {
+    "$MK" inspect "$1" --hashes --json | sed -n -e 's/.*"name": "[^"]*@\([A-Z0-9_]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' \
+        -e '/"name": "[^"@]*",/s/.*"dtype": "\([A-Z0-9]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' | tr 'A-Z' 'a-z'
+}
+# same MODEL LABEL FILE: every tensor of FILE as the golden lines "MODEL LABEL ..."
+same() {
+    types_hashes "$3" | sed "s/^/$1 $2 /" | sort >got.txt
+    grep "^$1 $2 " "$G/moe-imatrix.txt" | sort >want.txt
+    if [ -s want.txt ] && cmp -s got.txt want.txt; then
+        ok "$1 $2: every tensor llama.cpp's ($(wc -l <want.txt) tensors)"
+    else
+        notok "$1 $2: tensors as llama.cpp" "$(diff got.txt want.txt | head -n 4 | tr '\n' ' ')"
+    fi
+}
+
+"$ROOT/tools/make-moe-models.sh" "$MK" . || notok "the models" "tools/make-moe-models.sh failed"
+for m in mx q2; do
+    t_ok "$m: convert f32" "$MK" convert $m $m-f32.gguf --type f32 -q
+    same $m f32 $m-f32.gguf
+    for t in q4_k q5_k q6_k q3_k q2_k iq4_nl q4_0; do
+        t_ok "$m $t: convert --imatrix" "$MK" convert $m $m-$t.gguf --type $t --imatrix "$G/moe-$m.imatrix.gguf" -q
+        same $m $t $m-$t.gguf
+    done
+    "$MK" convert $m p-$m.gguf --type q4_k -q
+    n=$(types_hashes p-$m.gguf | sort | comm -13 - "$(types_hashes $m-q4_k.gguf | sort >w.txt; echo w.txt)" | wc -l)
+    [ "$n" -ge 6 ] && ok "$m: the importances change $n tensors" || notok "$m: the importances matter" "only $n tensors differ"
+done
+
+# each expert its own row: experts 0 and 1 of blk.0.ffn_down_exps exchanged
+t_ok "swapped experts: convert" "$MK" convert mx swap.gguf --type q4_k --imatrix "$G/moe-mx.swap.gguf" -q
+same mx q4_k-swap swap.gguf
+
+# mismatched matrices: one line naming the file and the entry, nothing written
+t_fail "4 experts' importances for 8" 1 "moe-bad-nmat.gguf: tensor blk\.0\.ffn_up_exps\.weight: 4 x 256 importances for 8 experts of 256 columns" \
+    "$MK" convert mx x.gguf --type q4_k --imatrix "$G/moe-bad-nmat.gguf"
+t_fail "rows of 128 for 256 columns" 1 "moe-bad-width.gguf: tensor blk\.0\.ffn_up_exps\.weight: 8 x 128 importances for 8 experts of 256 columns" \
+    "$MK" convert mx x.gguf --type q4_k --imatrix "$G/moe-bad-width.gguf"
+t_fail "the Qwen2-MoE's matrix for the Mixtral" 1 "moe-q2.imatrix.gguf: tensor blk\.0\.ffn_(gate|up|down)_exps\.weight: 4 x 256 importances for 8 experts" \
+    "$MK" convert mx x.gguf --type q4_k --imatrix "$G/moe-q2.imatrix.gguf"
+t_fail "--target-bpw with experts" 1 "--target-bpw does not allocate expert tensors" "$MK" convert mx x.gguf --target-bpw 4.5
+t_absent "nothing written on errors" x.gguf x.gguf.tmp
