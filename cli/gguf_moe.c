@@ -96,6 +96,30 @@ mk_status mk_cli_gguf_parts(const mk_model_config *cfg, const mk_gguf_arch *a, c
     return MK_OK;
 }
 
+mk_status mk_cli_imatrix_for(const mk_imatrix *im, const char *file, const char *model, const mk_model_config *cfg, const mk_gguf_arch *a,
+                             const mk_tensor_info *t, const char *noun, const float **imp)
+{
+    mk_cli_gguf_part pt[2];
+    size_t n;
+    char qk;
+    *imp = NULL;
+    if (t->ndim != 2) return MK_OK;
+    MK_TRY(mk_cli_gguf_parts(cfg, a, t, model, pt, &n, &qk));
+    const mk_imatrix_entry *e = n ? mk_imatrix_find(im, pt[0].name) : NULL;
+    if (!e) return MK_OK;
+    if (!mk_imatrix_fits(im, e, pt[0].nmat, pt[0].cols)) {
+        if (pt[0].nmat == 1)
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, a %s of %llu columns", file, e->name,
+                            (unsigned long long)e->nmat, (unsigned long long)e->cols, t->name, noun, (unsigned long long)pt[0].cols);
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, expert %ld of %llu of %llu columns", file, e->name,
+                        (unsigned long long)e->nmat, (unsigned long long)e->cols, t->name, pt[0].expert, (unsigned long long)pt[0].nmat,
+                        (unsigned long long)pt[0].cols);
+    }
+    MK_TRY(mk_imatrix_lookup(im, file, pt[0].name, pt[0].nmat, pt[0].cols, imp));
+    if (*imp && pt[0].expert > 0) *imp += (uint64_t)pt[0].expert * pt[0].cols;
+    return MK_OK;
+}
+
 bool mk_cli_gguf_is_router(const char *gguf_name)
 {
     return strstr(gguf_name, "ffn_gate_inp.weight") != NULL;

@@ -17,6 +17,7 @@
 
 #include "../formats/gguf.h"
 #include "../formats/gguf_write.h"
+#include "../formats/imatrix.h"
 #include "../model/config.h"
 #include "../model/gguf_names.h"
 
@@ -40,6 +41,16 @@ const mk_gguf_arch *mk_cli_gguf_write_arch(const char *model_type);
  * [cfg->n_experts, ...] and an expert index below cfg->n_experts, else MK_ERR_FORMAT. */
 mk_status mk_cli_gguf_parts(const mk_model_config *cfg, const mk_gguf_arch *a, const mk_tensor_info *t, const char *path,
                             mk_cli_gguf_part out[2], size_t *n, char *role_qk);
+/* The importances an imatrix file (read from `file`) has for source tensor t of a model, a
+ * matrix quantized on its own (quantize --method search, --sensitivity imatrix): the row of
+ * its llama.cpp name, and for one expert of a per-expert checkpoint (Qwen2-MoE's
+ * mlp.experts.E.*, Mixtral's block_sparse_moe.experts.E.*) expert E's row of ffn_*_exps, as
+ * llama-quantize gives that expert's slice. *imp NULL (MK_OK) when the file has none, or t is
+ * not 2-D (fused 3-D experts are not quantized there). An entry of other matrices or widths:
+ * MK_ERR_FORMAT naming file, entry and t (`noun`: what the message calls t); model names the
+ * model in errors of its own. */
+mk_status mk_cli_imatrix_for(const mk_imatrix *im, const char *file, const char *model, const mk_model_config *cfg, const mk_gguf_arch *a,
+                             const mk_tensor_info *t, const char *noun, const float **imp);
 /* True for llama.cpp's expert-routing matrices (ffn_gate_inp): llama-quantize keeps them
  * as they are (F32 from convert_hf_to_gguf.py). */
 bool mk_cli_gguf_is_router(const char *gguf_name);

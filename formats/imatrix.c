@@ -254,13 +254,17 @@ const mk_imatrix_entry *mk_imatrix_find(const mk_imatrix *m, const char *name)
     return NULL;
 }
 
+bool mk_imatrix_fits(const mk_imatrix *m, const mk_imatrix_entry *e, uint64_t nmat, uint64_t cols)
+{
+    return m->legacy ? e->nmat == 1 && nmat && e->cols / nmat == cols && e->cols % nmat == 0 : e->nmat == nmat && e->cols == cols;
+}
+
 mk_status mk_imatrix_lookup(const mk_imatrix *m, const char *file, const char *name, uint64_t nmat, uint64_t cols, const float **imp)
 {
     const mk_imatrix_entry *e = mk_imatrix_find(m, name);
     *imp = NULL;
     if (!e) return MK_OK;
-    bool fits = m->legacy ? e->nmat == 1 && nmat && e->cols / nmat == cols && e->cols % nmat == 0 : e->nmat == nmat && e->cols == cols;
-    if (!fits) {
+    if (!mk_imatrix_fits(m, e, nmat, cols)) {
         char want[64];
         if (nmat == 1) snprintf(want, sizeof want, "a matrix of %llu columns", (unsigned long long)cols);
         else snprintf(want, sizeof want, "%llu experts of %llu columns", (unsigned long long)nmat, (unsigned long long)cols);

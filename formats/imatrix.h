@@ -95,6 +95,8 @@ const mk_imatrix_entry *mk_imatrix_find(const mk_imatrix *m, const char *name);
  * values), else MK_ERR_FORMAT naming `file`, the entry and both shapes (llama-quantize
  * refuses a size other than cols * nmat too). An expert that saw no token (count 0) has
  * importance 1 in every column, as llama-quantize gives it. */
+/* whether entry e of m holds nmat matrices of cols (as mk_imatrix_lookup takes them) */
+bool mk_imatrix_fits(const mk_imatrix *m, const mk_imatrix_entry *e, uint64_t nmat, uint64_t cols);
 mk_status mk_imatrix_lookup(const mk_imatrix *m, const char *file, const char *name, uint64_t nmat, uint64_t cols, const float **imp);
 void mk_imatrix_free(mk_imatrix *m);
 

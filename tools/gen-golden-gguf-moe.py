@@ -14,7 +14,8 @@ shared expert):
   - tests/golden/gguf/moe-M.imatrix.gguf: an importance matrix in llama-imatrix's GGUF layout (written
     with gguf-py) for every matrix llama.cpp quantizes: NAME.in_sum2 [cols, nmat] and NAME.counts
     [1, nmat], nmat the experts of ffn_*_exps; each expert's sums drawn with its own scale and
-    pattern, its own token count, and one expert of each model with count 0 (importance 1);
+    pattern, its own token count, and one expert of each model with count 0 (importance 1); the
+    routers (ffn_gate_inp, ffn_gate_inp_shexp: llama.cpp leaves them unquantized) too;
   - for T in TYPES: llama_model_quantize(f32, T's llama_ftype, imatrix: in_sum2 / count per expert,
     1 where the count is 0, as llama-quantize's load_imatrix gives them), not --pure: llama.cpp
     chooses every tensor's type; the lines "M T TYPE XXH3" of tests/golden/gguf/moe-imatrix.txt
@@ -22,6 +23,9 @@ shared expert):
     Hugging Face order, as `mergekit-c inspect --hashes` reads them).
   - moe-mx.swap.gguf: the mx matrix with only blk.0.ffn_down_exps.weight, its experts 0 and 1
     exchanged; llama.cpp's q4_k of it: the "mx q4_k-swap" lines.
+  - moe-q2.row2.gguf: the q2 matrix with every expert's row (and count) of blk.0.ffn_gate_exps.weight
+    that of expert 2: `quantize --method search` and `--sensitivity imatrix` must treat layer 0's
+    mlp.experts.2.gate_proj as with moe-q2.imatrix.gguf, and its other experts not.
   - moe-bad-nmat.gguf (blk.0.ffn_up_exps.weight with 4 matrices) and moe-bad-width.gguf (8 matrices of
     128 columns): llama-quantize refuses both for mx (checked here), as convert must.
 Versions: tests/golden/gguf/VERSIONS.
@@ -145,7 +149,7 @@ def main():
             entries = {}
             for t in gguf.GGUFReader(f32).tensors:
                 dims = [int(x) for x in t.shape]
-                if len(dims) < 2 or dims[1] == 1 or "_norm" in t.name or "ffn_gate_inp.weight" in t.name or t.name == "token_embd.weight":
+                if len(dims) < 2 or "_norm" in t.name or t.name == "token_embd.weight":
                     continue
                 cols, nmat = dims[0], dims[2] if len(dims) > 2 else 1
                 counts = rng.integers(200, 4000, nmat).astype(np.float64)
@@ -162,7 +166,10 @@ def main():
                 if quantize(f32, dst, ft, imp) != 0:
                     raise SystemExit(f"llama_model_quantize {model} {label} failed")
                 lines += hashes(dst, model, label)
-            if model != "mx":
+            if model != "mx":  # quantize --method search / --sensitivity imatrix: each expert its row
+                name = "blk.0.ffn_gate_exps.weight"
+                sums, counts = entries[name]
+                write_imatrix(os.path.join(OUT, "moe-q2.row2.gguf"), {**entries, name: (sums[[2] * len(counts)], counts[[2] * len(counts)])})
                 continue
             name = "blk.0.ffn_down_exps.weight"
             sums, counts = entries[name]

@@ -43,6 +43,33 @@ done
 t_ok "swapped experts: convert" "$MK" convert mx swap.gguf --type q4_k --imatrix "$G/moe-mx.swap.gguf" -q
 same mx q4_k-swap swap.gguf
 
+# quantize --method search and --sensitivity imatrix take each expert's row for the Qwen2-MoE's
+# per-expert weights: with moe-q2.row2.gguf (every row of blk.0.ffn_gate_exps that of expert 2)
+# layer 0's experts.2.gate_proj is as with the whole file, experts 0, 1 and 3 are not
+# expert_lines FILE LABEL: "LABEL E HASH" of layer 0's experts' gate_proj tensors (search) or
+# their per-format predicted errors (allocation JSON)
+expert_hashes() {
+    "$MK" inspect "$1" --hashes --json | sed -n 's/.*"model\.layers\.0\.mlp\.experts\.\([0-9]\)\.gate_proj\.weight_packed".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' | sort
+}
+expert_errors() {
+    tr '\n' ' ' <"$1" | grep -o '"model\.layers\.0\.mlp\.experts\.[0-9]\.gate_proj\.weight"[^]]*]' |
+        sed 's/"model\.layers\.0\.mlp\.experts\.\([0-9]\)\.gate_proj\.weight".*"options": \(.*\)/\1 \2/' | sort
+}
+# same_row WHAT A B: lines of A and B (per expert) equal for expert 2 only
+same_row() {
+    eq=$(join "$2" "$3" | awk '{ n = NF / 2; s = 1; for (i = 2; i <= n + 0.5; i++) if ($i != $(i + int(n))) s = 0; if (s) printf "%s ", $1 }')
+    [ "$(wc -l <"$2")" -eq 4 ] && [ "$eq" = "2 " ] && ok "$1: layer 0's experts.2.gate_proj as with the whole file, the other experts not" ||
+        notok "$1: expert 2 takes row 2" "experts equal to the whole file's: '$eq' ($(wc -l <"$2") experts)"
+}
+for f in imatrix row2; do
+    t_ok "quantize --method search ($f)" "$MK" quantize q2 s-$f --format int4 --method search --imatrix "$G/moe-q2.$f.gguf" -q
+    expert_hashes s-$f >s-$f.txt
+    "$MK" quantize q2 a-$f --target-bpw 5 --sensitivity imatrix --imatrix "$G/moe-q2.$f.gguf" --dry-run --json -q >a-$f.json 2>/dev/null
+    expert_errors a-$f.json >a-$f.txt
+done
+same_row "quantize --method search" s-imatrix.txt s-row2.txt
+same_row "--sensitivity imatrix's predicted errors" a-imatrix.txt a-row2.txt
+
 # mismatched matrices: one line naming the file and the entry, nothing written
 t_fail "4 experts' importances for 8" 1 "moe-bad-nmat.gguf: tensor blk\.0\.ffn_up_exps\.weight: 4 x 256 importances for 8 experts of 256 columns" \
     "$MK" convert mx x.gguf --type q4_k --imatrix "$G/moe-bad-nmat.gguf"
