@@ -21,6 +21,8 @@ shared expert):
     chooses every tensor's type; the lines "M T TYPE XXH3" of tests/golden/gguf/moe-imatrix.txt
     (sorted; XXH3-128 of the tensor's bytes, attn_q / attn_k rows of the llama architecture back in
     Hugging Face order, as `mergekit-c inspect --hashes` reads them).
+  - pm f32: tests/golden/moe/legacy_mixtral (Mixtral's per-expert block_sparse_moe.experts.E.w1 / w3 /
+    w2) converted to f32, its stacking checked the same way;
   - moe-mx.swap.gguf: the mx matrix with only blk.0.ffn_down_exps.weight, its experts 0 and 1
     exchanged; llama.cpp's q4_k of it: the "mx q4_k-swap" lines.
   - moe-q2.row2.gguf: the q2 matrix with every expert's row (and count) of blk.0.ffn_gate_exps.weight
@@ -42,7 +44,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden", "gguf")
 TYPES = {"q4_k": 15, "q5_k": 17, "q6_k": 18, "q3_k": 12, "q2_k": 10, "iq4_nl": 25, "q4_0": 2}
-HEADS = {"attn_q": 4, "attn_k": 2}
+HEADS = {"mx": {"attn_q": 4, "attn_k": 2}, "pm": {"attn_q": 2, "attn_k": 2}}  # llama-architecture models' heads
 
 
 def quantize(src, dst, ftype, imatrix):
@@ -70,8 +72,8 @@ def hashes(path, model, label):
     for t in gguf.GGUFReader(path).tensors:
         data = bytes(t.data.tobytes())
         role = t.name.split(".")[-2] if t.name.startswith("blk.") else ""
-        if model == "mx" and role in HEADS:  # llama's permute undone, as inspect reads it
-            heads = HEADS[role]
+        if role in HEADS.get(model, {}):  # llama's permute undone, as inspect reads it
+            heads = HEADS[model][role]
             rows = np.frombuffer(data, np.uint8).reshape(int(t.shape[1]), -1)
             data = rows.reshape(heads, rows.shape[0] // heads // 2, 2, -1).swapaxes(1, 2).tobytes()
         out.append(f"{model} {label} {t.tensor_type.name.lower()} {xxhash.xxh3_128_hexdigest(data)}")
@@ -81,11 +83,11 @@ def hashes(path, model, label):
 def check_stacking(folder, f32):
     """ffn_*_exps of our f32 GGUF against numpy's stacking of the Hugging Face tensors"""
     import gguf
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file
     hf = {}
     for f in sorted(os.listdir(folder)):
-        if f.endswith(".safetensors"):
-            hf.update(load_file(os.path.join(folder, f)))
+        if f.endswith(".safetensors"):  # bf16 too: widened to f32 exactly, as convert --type f32 does
+            hf.update({k: v.float().numpy() for k, v in load_file(os.path.join(folder, f)).items()})
     n = 0
     for t in gguf.GGUFReader(f32).tensors:
         if "_exps" not in t.name:
@@ -97,6 +99,11 @@ def check_stacking(folder, f32):
             gu, down = hf[f"{pre}.gate_up_proj"], hf[f"{pre}.down_proj"]
             f = gu.shape[1] // 2
             want = {"ffn_gate_exps": gu[:, :f], "ffn_up_exps": gu[:, f:], "ffn_down_exps": down}[kind]
+        elif f"model.layers.{layer}.block_sparse_moe.experts.0.w1.weight" in hf:  # Mixtral's checkpoints
+            pre = f"model.layers.{layer}.block_sparse_moe.experts"
+            proj = {"ffn_gate_exps": "w1", "ffn_up_exps": "w3", "ffn_down_exps": "w2"}[kind]
+            E = len([k for k in hf if k.startswith(pre + ".") and k.endswith(f".{proj}.weight")])
+            want = np.stack([hf[f"{pre}.{e}.{proj}.weight"] for e in range(E)])
         else:
             proj = {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}[kind]
             E = len([k for k in hf if k.startswith(pre + ".") and k.endswith(f".{proj}.weight")])
@@ -189,6 +196,12 @@ def main():
                     rc = 1
                 if rc == 0:
                     raise SystemExit(f"llama.cpp took moe-bad-{kind}.gguf")
+        # Mixtral's per-expert checkpoint layout (block_sparse_moe.experts.E.w1 / w3 / w2)
+        pm = os.path.join(HERE, "..", "tests", "golden", "moe", "legacy_mixtral")
+        f32 = os.path.join(tmp, "pm.f32.gguf")
+        subprocess.run([mk, "convert", pm, f32, "--type", "f32", "-q"], check=True)
+        print(f"pm: {check_stacking(pm, f32)} stacked expert tensors equal numpy's", file=sys.stderr)
+        lines += hashes(f32, "pm", "f32")
     with open(os.path.join(OUT, "moe-imatrix.txt"), "w") as f:
         f.write(f"# convert --imatrix on tools/make-moe-models.sh's models as llama_model_quantize makes them (llama-cpp-python "
                 f"{importlib.metadata.version('llama-cpp-python')}); tools/gen-golden-gguf-moe.py\n")

@@ -35,9 +35,21 @@ for m in mx q2; do
         same $m $t $m-$t.gguf
     done
     "$MK" convert $m p-$m.gguf --type q4_k -q
-    n=$(types_hashes p-$m.gguf | sort | comm -13 - "$(types_hashes $m-q4_k.gguf | sort >w.txt; echo w.txt)" | wc -l)
+    types_hashes p-$m.gguf | sort >w.txt
+    n=$(types_hashes $m-q4_k.gguf | sort | comm -23 - w.txt | wc -l)
     [ "$n" -ge 6 ] && ok "$m: the importances change $n tensors" || notok "$m: the importances matter" "only $n tensors differ"
 done
+
+# Mixtral's per-expert checkpoint layout (block_sparse_moe.experts.E.w1 / w3 / w2), bf16
+t_ok "pm: convert f32" "$MK" convert "$ROOT/tests/golden/moe/legacy_mixtral" pm.gguf --type f32 -q
+same pm f32 pm.gguf
+
+# a legacy .dat of the Mixtral (`mergekit-c imatrix -o x.dat`: one row of 8 x 256 values an expert tensor)
+awk 'BEGIN { x = 7; for (i = 0; i < 600; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "tok%d ", 3 + (x % 290) } print "" }' >text.txt
+"$MK" imatrix mx --text text.txt -o mx.dat --ctx 64 --chunks 2 -q
+t_ok "a legacy .dat's expert rows" "$MK" convert mx dat.gguf --type q4_k --imatrix mx.dat -q
+n=$(types_hashes dat.gguf | sort | comm -23 - w.txt | wc -l)
+[ "$n" -ge 6 ] && ok "... weigh the experts ($n tensors not the unweighted ones)" || notok "a legacy .dat weighs" "only $n tensors differ"
 
 # each expert its own row: experts 0 and 1 of blk.0.ffn_down_exps exchanged
 t_ok "swapped experts: convert" "$MK" convert mx swap.gguf --type q4_k --imatrix "$G/moe-mx.swap.gguf" -q
