@@ -7,7 +7,7 @@ tools/make-moe-models.sh.
     MK_VENV=... $MK_VENV/bin/python tools/gen-golden-gguf-moe.py      (mergekit-c built)
 
 For each model M (mx: a Mixtral with 8 fused experts; q2: a Qwen2-MoE with 4 per-expert tensors and a
-shared expert):
+shared expert; d8: a dense Llama of 8 layers, for llama-quantize's imatrix rules on the first eighth):
   - the f32 GGUF `convert M --type f32` writes is checked here against numpy's stacking of the Hugging
     Face tensors (ffn_*_exps = the experts' matrices in expert order; fused gate_up split in halves);
     generation stops on a difference;
@@ -44,7 +44,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "golden", "gguf")
 TYPES = {"q4_k": 15, "q5_k": 17, "q6_k": 18, "q3_k": 12, "q2_k": 10, "iq4_nl": 25, "q4_0": 2}
-HEADS = {"mx": {"attn_q": 4, "attn_k": 2}, "pm": {"attn_q": 2, "attn_k": 2}}  # llama-architecture models' heads
+HEADS = {"mx": {"attn_q": 4, "attn_k": 2}, "pm": {"attn_q": 2, "attn_k": 2}, "d8": {"attn_q": 4, "attn_k": 1}}  # llama-architecture models' heads
 
 
 def quantize(src, dst, ftype, imatrix):
@@ -148,7 +148,7 @@ def main():
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([os.path.join(HERE, "make-moe-models.sh"), mk, tmp], check=True)
-        for model, zero in (("mx", "blk.0.ffn_up_exps.weight"), ("q2", "blk.1.ffn_gate_exps.weight")):
+        for model, zero in (("mx", "blk.0.ffn_up_exps.weight"), ("q2", "blk.1.ffn_gate_exps.weight"), ("d8", "blk.7.ffn_up.weight")):
             f32 = os.path.join(tmp, model + ".f32.gguf")
             subprocess.run([mk, "convert", os.path.join(tmp, model), f32, "--type", "f32", "-q"], check=True)
             print(f"{model}: {check_stacking(os.path.join(tmp, model), f32)} stacked expert tensors equal numpy's", file=sys.stderr)
@@ -173,10 +173,11 @@ def main():
                 if quantize(f32, dst, ft, imp) != 0:
                     raise SystemExit(f"llama_model_quantize {model} {label} failed")
                 lines += hashes(dst, model, label)
-            if model != "mx":  # quantize --method search / --sensitivity imatrix: each expert its row
+            if model == "q2":  # quantize --method search / --sensitivity imatrix: each expert its row
                 name = "blk.0.ffn_gate_exps.weight"
                 sums, counts = entries[name]
                 write_imatrix(os.path.join(OUT, "moe-q2.row2.gguf"), {**entries, name: (sums[[2] * len(counts)], counts[[2] * len(counts)])})
+            if model != "mx":
                 continue
             name = "blk.0.ffn_down_exps.weight"
             sums, counts = entries[name]

@@ -5,7 +5,9 @@
 #           down_proj), hidden 256, expert width 256, 2 layers, 4 heads over 2 key-value heads;
 #   DIR/q2  a Qwen2-MoE (4 experts as mlp.experts.E.{gate,up,down}_proj, and a shared expert
 #           with its gate), the same sizes;
-# both made by `mergekit-c moe` from `mergekit-c synth` models (random gates).
+# both made by `mergekit-c moe` from `mergekit-c synth` models (random gates); and
+#   DIR/d8  a dense Llama of 8 layers, hidden 256 (llama-quantize's rules for the first eighth of the
+#           layers with an importance matrix: q4_0's ffn_down in Q4_1, iq4_nl's not promoted).
 set -eu
 mk=$1
 d=$2
@@ -24,6 +26,7 @@ for i in 1 2 3 4; do
     printf '  - source_model: qe%s/\n    positive_prompts: ["tok%s"]\n' "$i" "$i" >>q2.yaml
 done
 printf 'shared_experts:\n  - source_model: q2base/\n    positive_prompts: ["tok1"]\n' >>q2.yaml
+"$mk" synth d8/ --hidden 256 --layers 8 --heads 4 --kv-heads 1 --intermediate 256 --vocab 300 --dtype float32 --seed 8 -q
 "$mk" moe mx.yaml mx/ --seed 3 -q
 "$mk" moe q2.yaml q2/ --seed 4 -q
 rm -rf base q2base e[1-8] qe[1-4] mx.yaml q2.yaml

@@ -27,7 +27,7 @@ same() {
 }
 
 "$ROOT/tools/make-moe-models.sh" "$MK" . || notok "the models" "tools/make-moe-models.sh failed"
-for m in mx q2; do
+for m in mx q2 d8; do
     t_ok "$m: convert f32" "$MK" convert $m $m-f32.gguf --type f32 -q
     same $m f32 $m-f32.gguf
     for t in q4_k q5_k q6_k q3_k q2_k iq4_nl q4_0; do
