@@ -458,7 +458,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
-        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "an importance matrix (GGUF or legacy .dat, from mergekit-c imatrix or llama-imatrix): --method search weighs each column's error by it instead of the data-free proxy; --target-bpw uses it with --sensitivity imatrix", NULL},
+        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "an importance matrix (GGUF or legacy .dat, from mergekit-c imatrix or llama-imatrix; a mixture of experts' per-expert weight takes its expert's row of ffn_*_exps): --method search weighs each column's error by it instead of the data-free proxy; --target-bpw uses it with --sensitivity imatrix", NULL},
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
