@@ -10,20 +10,11 @@
 # not the others. Mismatched matrices are one line naming the file and the entry, exit 1.
 . "$MK_ROOT/tests/e2e/lib.sh"
 G=$ROOT/tests/golden/gguf
-# "TYPE XXH3" per tensor (Q/K rows as inspect reads them back: Hugging Face order)
-types_hashes() {
-    "$MK" inspect "$1" --hashes --json | sed -n -e 's/.*"name": "[^"]*@\([A-Z0-9_]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' \
-        -e '/"name": "[^"@]*",/s/.*"dtype": "\([A-Z0-9]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' | tr 'A-Z' 'a-z'
-}
 # same MODEL LABEL FILE: every tensor of FILE as the golden lines "MODEL LABEL ..."
 same() {
-    types_hashes "$3" | sed "s/^/$1 $2 /" | sort >got.txt
+    gguf_types_hashes "$3" | sed "s/^/$1 $2 /" | sort >got.txt
     grep "^$1 $2 " "$G/moe-imatrix.txt" | sort >want.txt
-    if [ -s want.txt ] && cmp -s got.txt want.txt; then
-        ok "$1 $2: every tensor llama.cpp's ($(wc -l <want.txt) tensors)"
-    else
-        notok "$1 $2: tensors as llama.cpp" "$(diff got.txt want.txt | head -n 4 | tr '\n' ' ')"
-    fi
+    t_lines "$1 $2: every tensor's type and bytes llama.cpp's" got.txt want.txt
 }
 
 "$ROOT/tools/make-moe-models.sh" "$MK" . || notok "the models" "tools/make-moe-models.sh failed"
@@ -35,8 +26,8 @@ for m in mx q2 d8; do
         same $m $t $m-$t.gguf
     done
     "$MK" convert $m p-$m.gguf --type q4_k -q
-    types_hashes p-$m.gguf | sort >w.txt
-    n=$(types_hashes $m-q4_k.gguf | sort | comm -23 - w.txt | wc -l)
+    gguf_types_hashes p-$m.gguf | sort >w.txt
+    n=$(gguf_types_hashes $m-q4_k.gguf | sort | comm -23 - w.txt | wc -l)
     [ "$n" -ge 6 ] && ok "$m: the importances change $n tensors" || notok "$m: the importances matter" "only $n tensors differ"
 done
 
@@ -48,7 +39,7 @@ same pm f32 pm.gguf
 awk 'BEGIN { x = 7; for (i = 0; i < 600; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "tok%d ", 3 + (x % 290) } print "" }' >text.txt
 "$MK" imatrix mx --text text.txt -o mx.dat --ctx 64 --chunks 2 -q
 t_ok "a legacy .dat's expert rows" "$MK" convert mx dat.gguf --type q4_k --imatrix mx.dat -q
-n=$(types_hashes dat.gguf | sort | comm -23 - w.txt | wc -l)
+n=$(gguf_types_hashes dat.gguf | sort | comm -23 - w.txt | wc -l)
 [ "$n" -ge 6 ] && ok "... weigh the experts ($n tensors not the unweighted ones)" || notok "a legacy .dat weighs" "only $n tensors differ"
 
 # each expert its own row: experts 0 and 1 of blk.0.ffn_down_exps exchanged
