@@ -7,7 +7,9 @@
 # importances (tests/golden/gguf/moe-imatrix.txt, tools/gen-golden-gguf-moe.py; f32 lines: the
 # stacked experts, checked there against numpy). An expert quantized with another expert's row
 # fails: a file with experts 0 and 1 of one tensor exchanged gives llama.cpp's bytes for that and
-# not the others. Mismatched matrices are one line naming the file and the entry, exit 1.
+# not the others; the same for quantize --method search and --sensitivity imatrix on the
+# Qwen2-MoE's per-expert weights (expert 2 takes row 2), and convert by parts. Mismatched
+# matrices are one line naming the file and the entry, exit 1.
 . "$MK_ROOT/tests/e2e/lib.sh"
 G=$ROOT/tests/golden/gguf
 # same MODEL LABEL FILE: every tensor of FILE as the golden lines "MODEL LABEL ..."
@@ -26,10 +28,14 @@ for m in mx q2 d8; do
         same $m $t $m-$t.gguf
     done
     "$MK" convert $m p-$m.gguf --type q4_k -q
-    gguf_types_hashes p-$m.gguf | sort >w.txt
-    n=$(gguf_types_hashes $m-q4_k.gguf | sort | comm -23 - w.txt | wc -l)
+    gguf_types_hashes p-$m.gguf | sort >w-$m.txt
+    n=$(gguf_types_hashes $m-q4_k.gguf | sort | comm -23 - w-$m.txt | wc -l)
     [ "$n" -ge 6 ] && ok "$m: the importances change $n tensors" || notok "$m: the importances matter" "only $n tensors differ"
 done
+
+# the stacked experts written by parts (--part I/N, then finalize) are the whole file's
+"$MK" convert mx parts.gguf --type q4_k --part 2/2 -q && "$MK" convert mx parts.gguf --type q4_k --part 1/2 -q && "$MK" finalize parts.gguf -q
+t_same "mx q4_k by two parts" parts.gguf p-mx.gguf
 
 # Mixtral's per-expert checkpoint layout (block_sparse_moe.experts.E.w1 / w3 / w2), bf16
 t_ok "pm: convert f32" "$MK" convert "$ROOT/tests/golden/moe/legacy_mixtral" pm.gguf --type f32 -q
@@ -39,7 +45,7 @@ same pm f32 pm.gguf
 awk 'BEGIN { x = 7; for (i = 0; i < 600; i++) { x = (x * 1103515245 + 12345) % 2147483648; printf "tok%d ", 3 + (x % 290) } print "" }' >text.txt
 "$MK" imatrix mx --text text.txt -o mx.dat --ctx 64 --chunks 2 -q
 t_ok "a legacy .dat's expert rows" "$MK" convert mx dat.gguf --type q4_k --imatrix mx.dat -q
-n=$(gguf_types_hashes dat.gguf | sort | comm -23 - w.txt | wc -l)
+n=$(gguf_types_hashes dat.gguf | sort | comm -23 - w-mx.txt | wc -l)
 [ "$n" -ge 6 ] && ok "... weigh the experts ($n tensors not the unweighted ones)" || notok "a legacy .dat weighs" "only $n tensors differ"
 
 # each expert its own row: experts 0 and 1 of blk.0.ffn_down_exps exchanged
@@ -82,3 +88,7 @@ t_fail "the Qwen2-MoE's matrix for the Mixtral" 1 "moe-q2.imatrix.gguf: tensor b
     "$MK" convert mx x.gguf --type q4_k --imatrix "$G/moe-q2.imatrix.gguf"
 t_fail "--target-bpw with experts" 1 "--target-bpw does not allocate expert tensors" "$MK" convert mx x.gguf --target-bpw 4.5
 t_absent "nothing written on errors" x.gguf x.gguf.tmp
+t_fail "quantize: the Mixtral's 8 experts for the Qwen2-MoE's 4" 1 \
+    "moe-mx.imatrix.gguf: tensor blk\.0\.ffn_(gate|up|down)_exps\.weight: 8 x 256 importances for model\.layers\.0\.mlp\.experts\.0\..*, expert 0 of 4 of 256 columns" \
+    "$MK" quantize q2 xq --format int4 --method search --imatrix "$G/moe-mx.imatrix.gguf"
+t_absent "nothing written by quantize" xq xq.tmp
