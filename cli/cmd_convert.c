@@ -289,17 +289,18 @@ static void tls_free(void *p)
     free(t);
 }
 
-/* Rows r0 .. r0 + nr of a stacked expert tensor, one expert's run at a time: read, and
- * encoded with that expert's importances (llama-quantize: chunks never cross an expert). */
-static mk_status encode_experts(job *j, tls *t, uint64_t r0, uint64_t nr, unsigned char *dst, uint64_t row_bytes)
+/* Rows r0 .. r0 + nr of a stacked expert tensor q into dst, one expert's run at a time: read
+ * (buf: room for nr rows, scratch: for mk_source_read_f32) and encoded with that expert's
+ * importances (llama-quantize: chunks never cross an expert). */
+static mk_status encode_experts(mk_source *src, const plan *q, uint64_t r0, uint64_t nr, float *buf, void *scratch, unsigned char *dst)
 {
-    const plan *q = j->q;
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes;
     for (uint64_t r = r0; r < r0 + nr;) {
         uint64_t e = r / q->erows, er = r % q->erows, k = q->erows - er < r0 + nr - r ? q->erows - er : r0 + nr - r;
-        MK_TRY(mk_source_read_f32(j->src, q->esrc[e], e * q->estride + (q->row0 + er) * q->cols, k * q->cols, t->buf, t->scratch));
-        const mk_ggml_type *ty = mk_ggml_type_of(q->type);
-        if (q->qw ? !mk_ggml_kquant_encode_w(q->type, t->buf, k, q->cols, q->qw + e * q->cols, dst)
-                  : !mk_ggml_encode(q->type, t->buf, k * q->cols / ty->block, dst))
+        MK_TRY(mk_source_read_f32(src, q->esrc[e], e * q->estride + (q->row0 + er) * q->cols, k * q->cols, buf, scratch));
+        if (q->qw ? !mk_ggml_kquant_encode_w(q->type, buf, k, q->cols, q->qw + e * q->cols, dst)
+                  : !mk_ggml_encode(q->type, buf, k * q->cols / ty->block, dst))
             MK_BUG("ggml type without an encoder");
         dst += k * row_bytes;
         r += k;
@@ -315,7 +316,7 @@ static mk_status encode_chunk(void *ctx, uint64_t c, void *tp)
     const mk_ggml_type *ty = mk_ggml_type_of(q->type);
     uint64_t r0 = j->row0 + c * j->rows_per_chunk, nr = q->rows - r0 < j->rows_per_chunk ? q->rows - r0 : j->rows_per_chunk;
     uint64_t row_bytes = q->cols / ty->block * ty->bytes;
-    if (q->experts) return encode_experts(j, t, r0, nr, j->enc + c * j->rows_per_chunk * row_bytes, row_bytes);
+    if (q->experts) return encode_experts(j->src, q, r0, nr, t->buf, t->scratch, j->enc + c * j->rows_per_chunk * row_bytes);
     if (q->heads)
         for (uint64_t r = 0; r < nr; r++)
             MK_TRY(mk_source_read_f32(j->src, q->src, mk_gguf_permute_src_row(r0 + r, q->rows, q->heads) * q->cols, q->cols,
