@@ -27,6 +27,7 @@
 #include "../quant/ggml_kquant.h"
 #include "../quant/ggml_mix.h"
 #include "../quant/alloc_gguf.h"
+#include "gguf_moe.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -65,6 +66,11 @@ typedef struct plan {
     uint64_t heads;  /* Q/K: rows are permuted in groups of rows / heads; else 0 */
     const float *qw; /* --imatrix: the importance of each column (borrowed), or NULL */
     const float *imp; /* the imatrix's importances for it, whatever its type */
+    /* ffn_*_exps (gguf_moe.h): `experts` matrices of erows rows stacked (rows = experts * erows),
+     * expert e's row r at value (e * estride + (row0 + r) * cols) of source tensor esrc[e];
+     * imp / qw then hold experts rows of cols. experts 0 otherwise. */
+    uint64_t experts, erows, estride, row0;
+    size_t *esrc;
 } plan;
 
 static bool ends_with(const char *s, const char *suffix)
@@ -85,27 +91,91 @@ static char *model_name(const char *path)
     return b;
 }
 
-static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, uint32_t ftype,
-                              plan **out, size_t *n_out)
+static void plan_free(plan *p, size_t n)
 {
-    plan *p = mk_calloc(src->n_tensors ? src->n_tensors : 1, sizeof *p);
+    for (size_t i = 0; p && i < n; i++) free(p[i].esrc);
+    free(p);
+}
+
+/* Expert weight t (parts pt[0..np)) into its stacked ffn_*_exps row of p (made at its first
+ * expert, in place of the tensor's position). */
+static mk_status plan_expert(const mk_source *src, size_t i, const mk_cli_gguf_part *pt, size_t np, plan *p, size_t *n)
+{
+    for (size_t k = 0; k < np; k++) {
+        plan *q = NULL;
+        for (size_t j = 0; j < *n && !q; j++)
+            if (!strcmp(p[j].name, pt[k].name)) q = &p[j];
+        if (!q) {
+            q = &p[(*n)++];
+            memcpy(q->name, pt[k].name, sizeof q->name);
+            q->src = i;
+            q->experts = pt[k].nmat, q->erows = pt[k].rows, q->cols = pt[k].cols, q->rows = q->experts * q->erows;
+            q->estride = pt[k].estride, q->row0 = pt[k].row0;
+            if (!(q->esrc = mk_malloc(q->experts * sizeof *q->esrc))) return MK_ERR_NOMEM;
+            for (uint64_t e = 0; e < q->experts; e++) q->esrc[e] = SIZE_MAX;
+        } else if (q->erows != pt[k].rows || q->cols != pt[k].cols) {
+            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: [%llu, %llu], but the other experts of %s are [%llu, %llu]", src->path,
+                            src->tensors[i].name, (unsigned long long)pt[k].rows, (unsigned long long)pt[k].cols, q->name,
+                            (unsigned long long)q->erows, (unsigned long long)q->cols);
+        }
+        for (uint64_t e = 0; e < q->experts; e++) {
+            if (pt[k].expert >= 0 && (uint64_t)pt[k].expert != e) continue;
+            if (q->esrc[e] != SIZE_MAX)
+                return mk_error(MK_ERR_FORMAT, "%s: tensor %s: expert %llu of %s given twice", src->path, src->tensors[i].name,
+                                (unsigned long long)e, q->name);
+            q->esrc[e] = i;
+        }
+    }
+    return MK_OK;
+}
+
+/* every expert of every ffn_*_exps there */
+static mk_status plan_experts_check(const mk_source *src, const plan *p, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        for (uint64_t e = 0; e < p[j].experts; e++)
+            if (p[j].esrc[e] == SIZE_MAX)
+                return mk_error(MK_ERR_FORMAT, "%s: %s: expert %llu of %llu has no tensor", src->path, p[j].name, (unsigned long long)e,
+                                (unsigned long long)p[j].experts);
+    return MK_OK;
+}
+
+static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const mk_model_config *cfg, uint32_t want, uint32_t ftype,
+                              bool imatrix, plan **out, size_t *n_out)
+{
+    plan *p = mk_calloc(src->n_tensors ? 2 * src->n_tensors : 1, sizeof *p);
     if (!p) return MK_ERR_NOMEM;
     size_t n = 0;
     mk_status s = MK_OK;
     bool has_output = false;
     for (size_t i = 0; i < src->n_tensors; i++) has_output |= strcmp(src->tensors[i].name, "lm_head.weight") == 0;
     bool small = want == MK_GGML_Q4_0 || want == MK_GGML_Q4_1 || want == MK_GGML_Q5_0 || want == MK_GGML_Q5_1;
-    bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0;
+    bool ternary = want == MK_GGML_TQ1_0 || want == MK_GGML_TQ2_0, plain = small || want == MK_GGML_Q8_0;
     uint32_t base;
     bool mix = mk_ggml_mix_base(ftype, &base);
     mk_ggml_mix_model mm = {(int)cfg->layers, cfg->kv_heads > 0 ? (int)(cfg->heads / cfg->kv_heads) : 0, !has_output,
-                            cfg->layers == 80 && ((strcmp(a->name, "llama") == 0 && cfg->heads != cfg->kv_heads) || strcmp(a->name, "qwen2") == 0)};
+                            cfg->layers == 80 && ((strcmp(a->name, "llama") == 0 && cfg->heads != cfg->kv_heads) || strcmp(a->name, "qwen2") == 0),
+                            (int)cfg->n_experts, imatrix};
+    bool moe = cfg->n_experts > 0;
     for (size_t i = 0; i < src->n_tensors; i++) {
         const mk_tensor_info *t = &src->tensors[i];
         if (ends_with(t->name, "rotary_emb.inv_freq")) continue; /* not a weight */
         char qk = 0;
         plan *q = &p[n];
-        if (!mk_gguf_name(a, t->name, q->name, sizeof q->name, &qk)) {
+        mk_cli_gguf_part pt[2];
+        size_t np = 0;
+        if (moe && (s = mk_cli_gguf_parts(cfg, a, t, src->path, pt, &np, &qk)) != MK_OK) break;
+        if (np && pt[0].nmat > 1) { /* typed when its first expert comes */
+            size_t n0 = n;
+            if ((s = plan_expert(src, i, pt, np, p, &n)) != MK_OK) break;
+            for (; n0 < n; n0++) {
+                p[n0].type = mix ? mk_ggml_mix_type(ftype, &mm, p[n0].name, p[n0].cols) : plain ? mk_ggml_plain_type(want, &mm, p[n0].name) : want;
+                if (p[n0].cols % mk_ggml_type_of(p[n0].type)->block) p[n0].type = MK_GGML_F16;
+            }
+            continue;
+        }
+        if (np) memcpy(q->name, pt[0].name, sizeof q->name);
+        if (!np && !mk_gguf_name(a, t->name, q->name, sizeof q->name, &qk)) {
             s = mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s has no llama.cpp name for architecture %s", src->path, t->name, a->name);
             break;
         }
@@ -123,7 +193,10 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
                   : mix                                               ? mk_ggml_mix_type(ftype, &mm, q->name, q->cols)
                   : small && out_like                                 ? (q->cols % 256 ? MK_GGML_Q8_0 : MK_GGML_Q6_K)
                   : ternary && embd_or_out                            ? MK_GGML_F16
+                  : plain                                             ? mk_ggml_plain_type(want, &mm, q->name)
                                                                       : want;
+        /* llama-quantize leaves the routers as converted, and a [1, hidden] gate (ggml: one dimension) */
+        if (mk_cli_gguf_is_router(q->name) || (moe && q->rows == 1 && mk_ggml_type_of(q->type)->block > 1)) q->type = MK_GGML_F32;
         if (q->cols % mk_ggml_type_of(q->type)->block) q->type = MK_GGML_F16;
         if (qk) {
             q->heads = (uint64_t)(qk == 'q' ? cfg->heads : cfg->kv_heads);
@@ -135,8 +208,9 @@ static mk_status plan_tensors(const mk_source *src, const mk_gguf_arch *a, const
         }
         n++;
     }
+    if (s == MK_OK) s = plan_experts_check(src, p, n);
     if (s != MK_OK) {
-        free(p);
+        plan_free(p, n);
         return s;
     }
     *out = p;
@@ -290,6 +364,25 @@ static mk_status read_f32(mk_source *src, size_t i, uint64_t e0, uint64_t n, flo
     return MK_OK;
 }
 
+/* Rows r0 .. r0 + nr of a stacked expert tensor q into dst, one expert's run at a time: read
+ * (buf: room for nr rows, scratch: for mk_source_read_f32) and encoded with that expert's
+ * importances (llama-quantize: chunks never cross an expert). */
+static mk_status encode_experts(mk_source *src, const plan *q, uint64_t r0, uint64_t nr, float *buf, void *scratch, unsigned char *dst)
+{
+    const mk_ggml_type *ty = mk_ggml_type_of(q->type);
+    uint64_t row_bytes = q->cols / ty->block * ty->bytes;
+    for (uint64_t r = r0; r < r0 + nr;) {
+        uint64_t e = r / q->erows, er = r % q->erows, k = q->erows - er < r0 + nr - r ? q->erows - er : r0 + nr - r;
+        MK_TRY(mk_source_read_f32(src, q->esrc[e], e * q->estride + (q->row0 + er) * q->cols, k * q->cols, buf, scratch));
+        if (q->qw ? !mk_ggml_kquant_encode_w(q->type, buf, k, q->cols, q->qw + e * q->cols, dst)
+                  : !mk_ggml_encode(q->type, buf, k * q->cols / ty->block, dst))
+            MK_BUG("ggml type without an encoder");
+        dst += k * row_bytes;
+        r += k;
+    }
+    return MK_OK;
+}
+
 /* Rows [r0, r0 + nr) of q in GGUF order, as f32: in t->f, or lent by the source */
 static mk_status read_rows(pipeline *pp, const plan *q, uint64_t r0, uint64_t nr, tbuf *t, const float **out)
 {
@@ -342,9 +435,10 @@ static mk_status step_chunk(void *ctx, uint64_t c, void *tp)
     const mk_ggml_type *ty = mk_ggml_type_of(q->type);
     uint64_t rpc = rows_per_chunk(pp, q), k = c - e->c0, r0 = e->row0 + k * rpc;
     uint64_t nr = e->row0 + e->rows - r0 < rpc ? e->row0 + e->rows - r0 : rpc;
+    void *dst = s->buf + e->off + k * rpc * row_bytes(q);
+    if (q->experts) return encode_experts(pp->src, q, r0, nr, ((tbuf *)tp)->f, ((tbuf *)tp)->raw, dst);
     const float *x;
     MK_TRY(read_rows(pp, q, r0, nr, tp, &x));
-    void *dst = s->buf + e->off + k * rpc * row_bytes(q);
     if (q->qw ? !mk_ggml_kquant_encode_w(q->type, x, nr, q->cols, q->qw, dst) : !mk_ggml_encode(q->type, x, nr * q->cols / ty->block, dst))
         MK_BUG("ggml type without an encoder");
     return MK_OK;
@@ -423,13 +517,8 @@ static mk_status attach_imatrix(conv *v)
     size_t used = 0;
     for (size_t i = 0; i < v->np; i++) {
         plan *q = &v->p[i];
-        const mk_imatrix_entry *e = mk_imatrix_find(&v->im, q->name);
-        if (!e) continue;
-        if (e->nmat != 1 || e->cols != q->cols)
-            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for a matrix of %llu columns", f, q->name,
-                            (unsigned long long)e->nmat, (unsigned long long)e->cols, (unsigned long long)q->cols);
-        used++;
-        q->imp = e->imp; /* q->qw once the types are known (prepare) */
+        MK_TRY(mk_imatrix_lookup(&v->im, f, q->name, q->experts ? q->experts : 1, q->cols, &q->imp));
+        used += q->imp != NULL; /* q->qw once the types are known (prepare) */
     }
     if (!used)
         return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a tensor of this model", f, v->im.n, v->im.n ? v->im.e[0].name : "-");
@@ -470,8 +559,8 @@ static mk_status prepare(conv *v, const char *in, const char *name)
 {
     MK_TRY(mk_model_config_of_source(v->src, &v->cfg));
     const mk_model_config *cfg = &v->cfg;
-    if (!(v->a = mk_gguf_arch_for_model_type(cfg->arch.model_type)))
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2 and qwen3 have)", in,
+    if (!(v->a = mk_cli_gguf_write_arch(cfg->arch.model_type)))
+        return mk_error(MK_ERR_UNSUPPORTED, "%s: model_type '%s' has no GGUF tensor names here (llama, mistral, qwen2, qwen3, mixtral and qwen2_moe have)", in,
                         cfg->arch.model_type ? cfg->arch.model_type : "(none)");
     /* linear RoPE scaling has metadata keys; the others need more (Llama 3: a rope_freqs
      * tensor of per-frequency factors; YaRN: its own keys) than convert writes yet */
@@ -480,21 +569,23 @@ static mk_status prepare(conv *v, const char *in, const char *name)
                         mk_rope_type_name(cfg->rope.type));
     /* --target-bpw: planned as the q4_k_m mix (the output matrix's type, f32 norms), then allocated */
     uint32_t ftype = v->bpw ? MK_FTYPE_Q4_K_M : types[v->ti].ftype;
-    MK_TRY(plan_tensors(v->src, v->a, cfg, v->bpw ? MK_GGML_Q4_K : types[v->ti].type, ftype, &v->p, &v->np));
+    if (cfg->n_experts > 0 && v->bpw) return mk_error(MK_ERR_UNSUPPORTED, "%s: --target-bpw does not allocate expert tensors yet", in);
+    MK_TRY(plan_tensors(v->src, v->a, cfg, v->bpw ? MK_GGML_Q4_K : types[v->ti].type, ftype, v->imatrix_path != NULL, &v->p, &v->np));
     if (v->imatrix_path) MK_TRY(attach_imatrix(v));
     if (v->bpw) MK_TRY(allocate(v, &ftype));
     for (size_t i = 0; i < v->np; i++) /* the weighted quantizers take every type convert writes but these */
         v->p[i].qw = v->p[i].imp && mk_alloc_gguf_weighted(v->p[i].type) ? v->p[i].imp : NULL;
     if (!(v->name = name ? mk_strdup(name) : model_name(in))) return MK_ERR_NOMEM;
     metadata(&v->w, v->a, cfg, v->name, ftype);
+    mk_cli_gguf_moe_metadata(&v->w, v->a, cfg);
     if (v->bpw) mk_cli_convert_alloc_metadata(&v->w, v->bpw, &v->bres);
     MK_TRY(mk_gguf_w_tokenizer(&v->w, v->src, cfg->vocab, &v->vocab));
     vocab_size(&v->w, v->a, cfg, v->vocab);
     mk_gguf_w_u32(&v->w, "general.quantization_version", 2);
     for (size_t i = 0; i < v->np; i++) {
         const plan *q = &v->p[i];
-        uint64_t ne[4] = {q->cols, q->rows, 1, 1};
-        MK_TRY(mk_gguf_w_tensor(&v->w, q->name, (uint32_t)v->src->tensors[q->src].ndim, ne, q->type));
+        uint64_t ne[4] = {q->cols, q->experts ? q->erows : q->rows, q->experts ? q->experts : 1, 1};
+        MK_TRY(mk_gguf_w_tensor(&v->w, q->name, q->experts ? 3 : (uint32_t)v->src->tensors[q->src].ndim, ne, q->type));
     }
     return MK_OK;
 }
@@ -600,7 +691,7 @@ static mk_status convert_run(mk_common *c, const char *in, const char *out, cons
     if (s == MK_OK) s = split ? convert_part(c, &v, out, force, x) : write_whole(c, &v, out, force);
     mk_gguf_w_free(&v.w);
     free(v.name);
-    free(v.p);
+    plan_free(v.p, v.np);
     free(v.bres.json);
     mk_imatrix_free(&v.im);
     mk_model_config_free(&v.cfg);
@@ -648,6 +739,9 @@ static int convert_main(int argc, char **argv, const mk_parts_manifest *finalize
         "promoted in some layers, and q4_0 / q5_0 / q5_1 / q8_0 for rows that are not whole 256-value\n"
         "blocks; the bytes are llama.cpp's. --imatrix FILE (llama-imatrix's GGUF or .dat) quantizes the 4-, 5-bit,\n"
         "k-quant and iq4_nl matrices with llama-quantize --imatrix's weighted searches (the same bytes).\n"
+        "Mixtral (as 'llama') and Qwen2-MoE ('qwen2moe'): each layer's experts stacked into ffn_*_exps\n"
+        "[experts, rows, columns], routers f32, expert_count keys; with --imatrix each expert's slice takes\n"
+        "its own row of the entry (one per expert, as llama-quantize); 8 experts: llama-quantize's rules.\n"
         "--target-bpw B [--types LIST] [--sensitivity weight|imatrix] measures every candidate type on every\n"
         "matrix (its encode and decode round trip; with --imatrix the weighted quantizer) and chooses a type\n"
         "per matrix minimising the total squared error (imatrix: weighted by the importances) within B bits\n"
@@ -868,13 +962,7 @@ static mk_status split_begin(conv *v, const char *out, bool force, const mk_cli_
 static mk_status hash_region(const mk_rfile *rf, uint64_t off, uint64_t len, unsigned char *buf, size_t cap, char hex[33])
 {
     mk_hasher *h = mk_hasher_new();
-    if (!h) return MK_ERR_NOMEM;
-    mk_status s = MK_OK;
-    for (uint64_t k = 0; k < len && s == MK_OK; k += cap) {
-        size_t n = len - k < cap ? (size_t)(len - k) : cap;
-        s = mk_rfile_read(rf, off + k, buf, n);
-        if (s == MK_OK) mk_hasher_update(h, buf, n);
-    }
+    mk_status s = h ? mk_hasher_update_fd(h, rf->fd, rf->path, off, len, buf, cap) : MK_ERR_NOMEM;
     if (s == MK_OK) mk_hash128_hex(mk_hasher_digest(h), hex);
     mk_hasher_free(h);
     return s;
@@ -1057,6 +1145,8 @@ static mk_status gguf_out_open(mk_cli_gguf_out **gp, mk_source *like, uint64_t s
     if (ends_with(name, ".gguf")) name[strlen(name) - 5] = 0;
     mk_status s = prepare(&g->v, like->path, name);
     free(name);
+    for (size_t k = 0; s == MK_OK && k < g->v.np; k++) /* merged values come per source tensor: not stacked yet */
+        if (g->v.p[k].experts) s = mk_error(MK_ERR_UNSUPPORTED, "%s: a mixture of experts (%s) is not merged straight to GGUF yet; merge to a folder, then convert it", out, g->v.p[k].name);
     long *row = s == MK_OK ? mk_calloc(n ? n : 1, sizeof *row) : NULL; /* per tensor of the view */
     if (s == MK_OK && !row) s = MK_ERR_NOMEM;
     for (size_t k = 0; s == MK_OK && k < n; k++) row[k] = -1;

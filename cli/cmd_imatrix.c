@@ -20,6 +20,7 @@
 #include "../nn/nn.h"
 #include "../nn/tokenizer.h"
 #include "../quant/qsource.h"
+#include "gguf_moe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,61 +134,19 @@ static void outs_free(outs *o)
     free(o->m);
 }
 
-/* llama.cpp's names of the mixture-of-experts tensors (llama-arch.cpp: LLM_TENSOR_FFN_*) */
-static const char *moe_suffix(mk_role r)
-{
-    switch (r) {
-    case MK_ROLE_ROUTER: return "ffn_gate_inp";
-    case MK_ROLE_EXPERT_GATE: return "ffn_gate_exps";
-    case MK_ROLE_EXPERT_UP: return "ffn_up_exps";
-    case MK_ROLE_EXPERT_DOWN: case MK_ROLE_EXPERTS_DOWN: return "ffn_down_exps";
-    case MK_ROLE_SHARED_GATE: return "ffn_gate_shexp";
-    case MK_ROLE_SHARED_UP: return "ffn_up_shexp";
-    case MK_ROLE_SHARED_DOWN: return "ffn_down_shexp";
-    case MK_ROLE_SHARED_ROUTER: return "ffn_gate_inp_shexp";
-    default: return NULL;
-    }
-}
-
-/* The llama.cpp tensor names for a model_type: the dense families' table, and for the
- * mixture-of-experts ones that of the family their attention and dense layers follow. */
-static const mk_gguf_arch *names_for(const char *model_type)
-{
-    static const char *const moe[][2] = {{"mixtral", "llama"}, {"qwen2_moe", "qwen2"}, {"qwen3_moe", "qwen3"}};
-    const mk_gguf_arch *a = mk_gguf_arch_for_model_type(model_type);
-    for (size_t i = 0; !a && model_type && i < sizeof moe / sizeof moe[0]; i++)
-        if (!strcmp(model_type, moe[i][0])) a = mk_gguf_arch_for_model_type(moe[i][1]);
-    return a;
-}
-
 /* Source tensor i's statistics into the output matrices under its llama.cpp name(s). */
 static mk_status gather(const mk_source *src, const mk_model_config *cfg, const mk_gguf_arch *arch, const acc *a, size_t i, outs *o)
 {
     const char *hf = src->tensors[i].name;
-    mk_tensor_role r = mk_arch_role(&cfg->arch, hf);
-    uint64_t cols = a->cols[i], E = cfg->n_experts > 0 ? (uint64_t)cfg->n_experts : 1;
-    char nm[2][MK_GGUF_MAX_NAME], qk = 0;
-    size_t nn = 1;
-    uint64_t nmat = 1, slot = 0;
-    const char *sfx = moe_suffix(r.role);
-    if (r.role == MK_ROLE_EXPERTS_GATE_UP) { /* llama.cpp's converter splits it; both halves take the same input */
-        snprintf(nm[0], sizeof nm[0], "blk.%ld.ffn_gate_exps.weight", r.layer);
-        snprintf(nm[1], sizeof nm[1], "blk.%ld.ffn_up_exps.weight", r.layer);
-        nn = 2;
-        nmat = E;
-    } else if (sfx) {
-        snprintf(nm[0], sizeof nm[0], "blk.%ld.%s.weight", r.layer, sfx);
-        if (r.role == MK_ROLE_EXPERT_GATE || r.role == MK_ROLE_EXPERT_UP || r.role == MK_ROLE_EXPERT_DOWN || r.role == MK_ROLE_EXPERTS_DOWN) nmat = E;
-        if (r.expert >= 0) slot = (uint64_t)r.expert;
-    } else if (r.role == MK_ROLE_LM_HEAD) {
-        snprintf(nm[0], sizeof nm[0], "output.weight");
-    } else if (!mk_gguf_name(arch, hf, nm[0], sizeof nm[0], &qk)) {
-        return mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s has no llama.cpp name", src->path, hf);
-    }
-    if (slot >= nmat) return mk_error(MK_ERR_FORMAT, "%s: tensor %s: expert %llu of %llu", src->path, hf, (unsigned long long)slot, (unsigned long long)nmat);
+    mk_cli_gguf_part pt[2];
+    size_t nn;
+    char qk;
+    MK_TRY(mk_cli_gguf_parts(cfg, arch, &src->tensors[i], src->path, pt, &nn, &qk));
+    if (!nn) return mk_error(MK_ERR_UNSUPPORTED, "%s: tensor %s has no llama.cpp name", src->path, hf);
+    uint64_t cols = a->cols[i], nmat = pt[0].nmat, slot = pt[0].expert >= 0 ? (uint64_t)pt[0].expert : 0;
     for (size_t k = 0; k < nn; k++) {
-        outm *m = out_get(o, nm[k], cols, nmat);
-        if (!m) return mk_error(MK_ERR_NOMEM, "%s: %s: out of memory, or experts of different widths", src->path, nm[k]);
+        outm *m = out_get(o, pt[k].name, cols, nmat);
+        if (!m) return mk_error(MK_ERR_NOMEM, "%s: %s: out of memory, or experts of different widths", src->path, pt[k].name);
         if (a->slots[i] > 1) { /* fused: every expert */
             for (uint64_t c = 0; c < cols * nmat; c++) m->sum2[c] += a->sum2[i][c];
             for (uint64_t j = 0; j < nmat; j++) m->count[j] += a->count[i][j];
@@ -284,7 +243,7 @@ static mk_status run(const mk_common *c, const opts *op)
     if (s == MK_OK && (s = mk_qsource_open(raw, &src, &qi)) != MK_OK) mk_source_close(raw);
     if (s == MK_OK) has_cfg = (s = mk_model_config_of_source(src, &cfg)) == MK_OK;
     const mk_gguf_arch *arch = NULL;
-    if (s == MK_OK && !(arch = names_for(cfg.arch.model_type)))
+    if (s == MK_OK && !(arch = mk_cli_gguf_names_for(cfg.arch.model_type)))
         s = mk_error(MK_ERR_UNSUPPORTED,
                      "%s: model_type '%s' has no llama.cpp tensor names here (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe and qwen3_moe have)",
                      model, cfg.arch.model_type ? cfg.arch.model_type : "(none)");

@@ -14,6 +14,7 @@
 #include "../core/mk_io.h"
 #include "../formats/gguf.h"
 #include "../formats/imatrix.h"
+#include "gguf_moe.h"
 #include "../formats/output.h"
 #include "../model/gguf_names.h"
 #include "../quant/qsource.h"
@@ -124,27 +125,28 @@ static mk_status split_plan(quant_cli *o, mk_source *src, const mk_qplan *plan, 
 }
 
 /* --imatrix FILE: each quantized weight the file has importances for (under its llama.cpp name,
- * as `mergekit-c imatrix` and llama-imatrix write them) gets them; the others keep the
- * data-free weighting, with a warning. The file must cover at least one weight, with one
- * importance per column. */
-static mk_status attach_imatrix(const char *f, const char *model_type, mk_qplan *p, mk_imatrix *im)
+ * as `mergekit-c imatrix` and llama-imatrix write them; an expert's weight its row of
+ * ffn_*_exps, gguf_moe.h) gets them; the others keep the data-free weighting, with a warning.
+ * The file must cover at least one weight, with one importance per column. */
+static mk_status attach_imatrix(const char *f, mk_source *src, const char *model_type, mk_qplan *p, mk_imatrix *im)
 {
-    const mk_gguf_arch *ga = mk_gguf_arch_for_model_type(model_type);
+    const mk_gguf_arch *ga = mk_cli_gguf_names_for(model_type);
     if (!ga)
-        return mk_error(MK_ERR_UNSUPPORTED, "--imatrix %s: model_type '%s' has no llama.cpp tensor names here (llama, mistral, qwen2 and qwen3 have)", f,
+        return mk_error(MK_ERR_UNSUPPORTED,
+                        "--imatrix %s: model_type '%s' has no llama.cpp tensor names here (llama, mistral, qwen2, qwen3, mixtral, qwen2_moe and qwen3_moe have)", f,
                         model_type ? model_type : "(none)");
     MK_TRY(mk_imatrix_read(f, im));
+    mk_model_config cfg;
+    MK_TRY(mk_model_config_of_source(src, &cfg));
     size_t used = 0;
-    for (size_t i = 0; i < p->n; i++) {
-        char name[MK_GGUF_MAX_NAME], qk;
-        const mk_imatrix_entry *e = p->t[i].quantized && mk_gguf_name(ga, p->in[i].name, name, sizeof name, &qk) ? mk_imatrix_find(im, name) : NULL;
-        if (!e) continue;
-        if (e->nmat != 1 || e->cols != p->t[i].cols)
-            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, a weight of %llu columns", f, name,
-                            (unsigned long long)e->nmat, (unsigned long long)e->cols, p->in[i].name, (unsigned long long)p->t[i].cols);
-        p->t[i].imp = e->imp;
-        used++;
+    mk_status s = MK_OK;
+    for (size_t i = 0; s == MK_OK && i < p->n; i++) {
+        const float *imp = NULL;
+        if (p->t[i].quantized) s = mk_cli_imatrix_for(im, f, src->path, &cfg, ga, &p->in[i], "weight", &imp);
+        if (imp) p->t[i].imp = imp, used++;
     }
+    mk_model_config_free(&cfg);
+    MK_TRY(s);
     if (!used)
         return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a weight this run quantizes", f, im->n,
                         im->n ? im->e[0].name : "-");
@@ -170,7 +172,7 @@ static mk_status search_proxy(mk_source *src, mk_qplan *p, mk_search_imps *m)
 static mk_status search_weights(const char *imatrix, const char *model_type, mk_source *src, mk_qplan *p, mk_imatrix *im,
                                 mk_search_imps *pimp)
 {
-    if (imatrix) MK_TRY(attach_imatrix(imatrix, model_type, p, im));
+    if (imatrix) MK_TRY(attach_imatrix(imatrix, src, model_type, p, im));
     return search_proxy(src, p, pimp);
 }
 
@@ -456,7 +458,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         {"eval-text", 0, MK_OPT_STR, &o.eval.text, "FILE", "at the end, perplexity of OUT on FILE and its KL divergence to IN (see 'eval --help')", NULL},
         {"eval-ctx", 0, MK_OPT_INT, &o.eval.ctx, "N", "window length of --eval-text, in tokens", "512"},
         {"eval-chunks", 0, MK_OPT_INT, &o.eval.chunks, "N", "windows --eval-text scores", "all"},
-        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "an importance matrix (GGUF or legacy .dat, from mergekit-c imatrix or llama-imatrix): --method search weighs each column's error by it instead of the data-free proxy; --target-bpw uses it with --sensitivity imatrix", NULL},
+        {"imatrix", 0, MK_OPT_STR, &o.imatrix, "FILE", "an importance matrix (GGUF or legacy .dat, from mergekit-c imatrix or llama-imatrix; a mixture of experts' per-expert weight takes its expert's row of ffn_*_exps): --method search weighs each column's error by it instead of the data-free proxy; --target-bpw uses it with --sensitivity imatrix", NULL},
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "at the end, an HTML page of the error and bits per weight per tensor and layer (see 'report --help')", NULL},
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),

@@ -16,6 +16,7 @@
 #include "../model/gguf_names.h"
 #include "../quant/alloc.h"
 #include "../quant/qsource.h"
+#include "gguf_moe.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -64,27 +65,25 @@ static const char *error_definition(const char *sensitivity)
 }
 
 /* --sensitivity imatrix: per tensor of src the importances of its columns (NULL: none),
- * found under the tensor's llama.cpp name; each must have one per column. */
+ * found under the tensor's llama.cpp name (an expert's: its row of ffn_*_exps, gguf_moe.h);
+ * each must have one per column. */
 static mk_status load_imatrix(const char *path, mk_source *src, const mk_arch *arch, mk_imatrix *im, const float **imp)
 {
-    const mk_gguf_arch *ga = mk_gguf_arch_for_model_type(arch->model_type);
+    const mk_gguf_arch *ga = mk_cli_gguf_names_for(arch->model_type);
     if (!ga)
         return mk_error(MK_ERR_UNSUPPORTED, "--imatrix %s: model_type '%s' has no llama.cpp tensor names here, so the file's cannot be matched",
                         path, arch->model_type ? arch->model_type : "(none)");
     MK_TRY(mk_imatrix_read(path, im));
+    mk_model_config cfg;
+    MK_TRY(mk_model_config_of_source(src, &cfg));
     size_t used = 0;
-    for (size_t i = 0; i < src->n_tensors; i++) {
-        const mk_tensor_info *t = &src->tensors[i];
-        char g[MK_GGUF_MAX_NAME], qk = 0;
-        if (t->ndim != 2 || !mk_gguf_name(ga, t->name, g, sizeof g, &qk)) continue;
-        const mk_imatrix_entry *e = mk_imatrix_find(im, g);
-        if (!e) continue;
-        if (e->nmat != 1 || e->cols != (uint64_t)t->shape[1])
-            return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances for %s, a matrix of %lld columns", path, g,
-                            (unsigned long long)e->nmat, (unsigned long long)e->cols, t->name, (long long)t->shape[1]);
-        imp[i] = e->imp;
-        used++;
+    mk_status s = MK_OK;
+    for (size_t i = 0; s == MK_OK && i < src->n_tensors; i++) {
+        s = mk_cli_imatrix_for(im, path, src->path, &cfg, ga, &src->tensors[i], "matrix", &imp[i]);
+        used += imp[i] != NULL;
     }
+    mk_model_config_free(&cfg);
+    MK_TRY(s);
     if (!used)
         return mk_error(MK_ERR_FORMAT, "%s: none of its %zu matrices (the first: %s) is a tensor of this model", path, im->n,
                         im->n ? im->e[0].name : "-");

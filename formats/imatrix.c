@@ -254,6 +254,27 @@ const mk_imatrix_entry *mk_imatrix_find(const mk_imatrix *m, const char *name)
     return NULL;
 }
 
+bool mk_imatrix_fits(const mk_imatrix *m, const mk_imatrix_entry *e, uint64_t nmat, uint64_t cols)
+{
+    return m->legacy ? e->nmat == 1 && nmat && e->cols / nmat == cols && e->cols % nmat == 0 : e->nmat == nmat && e->cols == cols;
+}
+
+mk_status mk_imatrix_lookup(const mk_imatrix *m, const char *file, const char *name, uint64_t nmat, uint64_t cols, const float **imp)
+{
+    const mk_imatrix_entry *e = mk_imatrix_find(m, name);
+    *imp = NULL;
+    if (!e) return MK_OK;
+    if (!mk_imatrix_fits(m, e, nmat, cols)) {
+        char want[64];
+        if (nmat == 1) snprintf(want, sizeof want, "a matrix of %llu columns", (unsigned long long)cols);
+        else snprintf(want, sizeof want, "%llu experts of %llu columns", (unsigned long long)nmat, (unsigned long long)cols);
+        return mk_error(MK_ERR_FORMAT, "%s: tensor %s: %llu x %llu importances%s for %s", file, name, (unsigned long long)e->nmat,
+                        (unsigned long long)e->cols, m->legacy ? " (a legacy entry: one row)" : "", want);
+    }
+    *imp = e->imp;
+    return MK_OK;
+}
+
 void mk_imatrix_free(mk_imatrix *m)
 {
     for (size_t i = 0; i < m->n; i++) {

@@ -87,6 +87,17 @@ mk_status mk_imatrix_stats(const mk_imatrix *m, uint32_t chunk_size, mk_imatrix_
 void mk_imatrix_stats_free(mk_imatrix_stat *st, size_t n);
 /* the entry for matrix name, or NULL */
 const mk_imatrix_entry *mk_imatrix_find(const mk_imatrix *m, const char *name);
+/* The importances for the GGUF tensor `name` of `nmat` matrices (its experts; 1 for a plain
+ * matrix) of `cols` columns each, as llama-quantize takes them: *imp = [nmat * cols], the
+ * rows of matrix (expert) e quantized with imp + e * cols; *imp = NULL (and MK_OK) when the
+ * file has no entry of that name. The entry must hold exactly nmat matrices of cols (a GGUF
+ * file: one .counts value per expert; a legacy entry, which records no split: nmat * cols
+ * values), else MK_ERR_FORMAT naming `file`, the entry and both shapes (llama-quantize
+ * refuses a size other than cols * nmat too). An expert that saw no token (count 0) has
+ * importance 1 in every column, as llama-quantize gives it. */
+/* whether entry e of m holds nmat matrices of cols (as mk_imatrix_lookup takes them) */
+bool mk_imatrix_fits(const mk_imatrix *m, const mk_imatrix_entry *e, uint64_t nmat, uint64_t cols);
+mk_status mk_imatrix_lookup(const mk_imatrix *m, const char *file, const char *name, uint64_t nmat, uint64_t cols, const float **imp);
 void mk_imatrix_free(mk_imatrix *m);
 
 #endif

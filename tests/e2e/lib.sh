@@ -82,3 +82,15 @@ alloc_budget() {
         notok "$1: beats single candidates" "objective '$_obj'; better alone: $_worse"
     fi
 }
+
+# gguf_types_hashes FILE: "TYPE XXH3" per tensor of a GGUF file (Q/K rows as inspect reads them
+# back: Hugging Face order)
+gguf_types_hashes() {
+    "$MK" inspect "$1" --hashes --json | sed -n -e 's/.*"name": "[^"]*@\([A-Z0-9_]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' \
+        -e '/"name": "[^"@]*",/s/.*"dtype": "\([A-Z0-9]*\)".*"xxh3": "\([0-9a-f]*\)".*/\1 \2/p' | tr 'A-Z' 'a-z'
+}
+
+# t_lines NAME GOT WANT: two sorted line files equal, WANT not empty (else the first differences)
+t_lines() {
+    if [ -s "$3" ] && cmp -s "$2" "$3"; then ok "$1 ($(wc -l <"$3") lines)"; else notok "$1" "$(diff "$2" "$3" | head -n 4 | tr '\n' ' ')"; fi
+}

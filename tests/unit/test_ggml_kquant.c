@@ -173,7 +173,7 @@ MK_TEST(ggml_mix_golden)
         if (line[0] == '#') continue;
         if (sscanf(line, "model %15s layers %d gqa %d tied %d", a, &layers, &gqa, &tied) == 4 && nm < 4) {
             snprintf(models[nm].name, sizeof models[nm].name, "%s", a);
-            models[nm++].m = (mk_ggml_mix_model){layers, gqa, tied != 0, false};
+            models[nm++].m = (mk_ggml_mix_model){layers, gqa, tied != 0, false, 0, false};
             continue;
         }
         if (sscanf(line, "%15s %15s %95s %llu %15s", a, mix, tname, &cols, type) != 5) {

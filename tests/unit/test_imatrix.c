@@ -307,3 +307,38 @@ MK_TEST(imatrix_legacy_round_trip)
     mk_imatrix_free(&a), mk_imatrix_free(&b), mk_imatrix_free(&c), mk_imatrix_free(&d);
     unlink(g1), unlink(d1), unlink(g2), unlink(d2);
 }
+
+/* mk_imatrix_lookup: a GGUF entry fits a tensor of exactly its matrices and columns (expert e's
+ * row at e * cols); a legacy entry (no split) one of nmat * cols values; otherwise one error
+ * naming the file, the entry and both shapes; an absent entry is NULL without error. */
+MK_TEST(imatrix_lookup)
+{
+    float s2[8] = {6, 3, 0, 9, 5, 5, 5, 5}, c2[2] = {3, 0}, s1[4] = {1, 2, 3, 4}, c1[1] = {1};
+    tdef t[] = {{"blk.0.ffn_up_exps.weight.in_sum2", 4, 2, s2}, {"blk.0.ffn_up_exps.weight.counts", 1, 2, c2},
+                {"blk.0.attn_q.weight.in_sum2", 4, 1, s1}, {"blk.0.attn_q.weight.counts", 1, 1, c1}};
+    mk_imatrix m;
+    const float *imp = (const float *)1;
+    CHECK(parse("imatrix", t, 4, &m) == MK_OK);
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.0.ffn_up_exps.weight", 2, 4, &imp) == MK_OK && imp);
+    CHECK(imp[0] == 2 && imp[3] == 3 && imp[4] == 1 && imp[7] == 1); /* expert 1 saw no token: 1 */
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.0.attn_q.weight", 1, 4, &imp) == MK_OK && imp && imp[3] == 4);
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.1.attn_q.weight", 1, 4, &imp) == MK_OK && !imp);
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.0.ffn_up_exps.weight", 4, 2, &imp) == MK_ERR_FORMAT &&
+          strstr(mk_errmsg(), "im.gguf: tensor blk.0.ffn_up_exps.weight: 2 x 4 importances for 4 experts of 2 columns"));
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.0.ffn_up_exps.weight", 1, 8, &imp) == MK_ERR_FORMAT &&
+          strstr(mk_errmsg(), "2 x 4 importances for a matrix of 8 columns"));
+    CHECK(mk_imatrix_lookup(&m, "im.gguf", "blk.0.attn_q.weight", 2, 2, &imp) == MK_ERR_FORMAT);
+    mk_imatrix_free(&m);
+
+    unsigned char buf[256];
+    const char *names[1] = {"blk.0.ffn_down_exps.weight"};
+    int32_t ncall[1] = {2}, nval[1] = {6};
+    float v[6] = {2, 4, 6, 8, 10, 12};
+    CHECK(mk_imatrix_parse(buf, legacy(buf, 1, names, ncall, nval, v, 0, 0, ""), "im.dat", &m) == MK_OK);
+    CHECK(mk_imatrix_lookup(&m, "im.dat", names[0], 3, 2, &imp) == MK_OK && imp && imp[0] == 1 && imp[5] == 6); /* 3 experts of 2 */
+    CHECK(mk_imatrix_lookup(&m, "im.dat", names[0], 1, 6, &imp) == MK_OK && imp);
+    CHECK(mk_imatrix_lookup(&m, "im.dat", names[0], 4, 2, &imp) == MK_ERR_FORMAT &&
+          strstr(mk_errmsg(), "im.dat: tensor blk.0.ffn_down_exps.weight: 1 x 6 importances (a legacy entry: one row) for 4 experts of 2 columns"));
+    CHECK(mk_imatrix_lookup(&m, "im.dat", names[0], 0, 2, &imp) == MK_ERR_FORMAT);
+    mk_imatrix_free(&m);
+}
