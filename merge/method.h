@@ -67,7 +67,15 @@ typedef struct mk_chunk {
     uint64_t row0, nrows;
     const float *const *in;  /* in[k][0..n): input k's values for these elements */
     float *out;              /* [n] the kernel's result (for emitting passes) */
+    struct mk_chunk_tmp *tmp; /* the thread's scratch for this pass (kernel.h mk_chunk_scratch) */
 } mk_chunk;
+
+/* Scratch memory of one thread for one pass: grown on demand, reused by every chunk the
+ * thread computes, freed when the pass ends, so kernels need not allocate per chunk. */
+typedef struct mk_chunk_tmp {
+    void *p;
+    size_t cap;
+} mk_chunk_tmp;
 
 typedef struct mk_merge_job mk_merge_job;
 typedef mk_status (*mk_chunk_fn)(const mk_merge_job *job, const mk_chunk *ch, void *user);

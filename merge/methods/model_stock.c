@@ -100,7 +100,7 @@ static inline MK_HOT void stock_out(const mk_dtype dt, const stock_state *st, co
     MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t * RD(acc[i] / cnt)) + RD(omt * w0[i]));
 }
 
-static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     stock_state *st = user;
     const mk_dtype dt = job->compute_dtype;

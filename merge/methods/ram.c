@@ -31,7 +31,7 @@ typedef struct ram_state {
     mk_partials part;    /* ramplus: [K shared counts, K unique counts] */
 } ram_state;
 
-static mk_status ram_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status ram_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ram_state *st = user;
     const mk_dtype dt = job->compute_dtype;

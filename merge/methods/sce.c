@@ -104,7 +104,7 @@ static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
-static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
                            sce_scratch *w, uint64_t *seen)
 {
     const mk_dtype dt = job->compute_dtype;
@@ -146,7 +146,7 @@ static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chun
     return MK_OK;
 }
 
-static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     sce_state *st = user;
     sce_scratch w;

@@ -1,6 +1,8 @@
 /* select.c - see select.h */
 #include "select.h"
 
+#include "kernel.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,7 +138,7 @@ static bool counts_from_windows(const mk_select *s, mk_sel_query *q, uint32_t bi
     return true;
 }
 
-mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
+MK_KCLONE mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
     if (s->phase == MK_SEL_HI) {
         /* a per-thread histogram that is all zeros between calls: counts go in, then the
@@ -273,7 +275,7 @@ bool mk_sel_next(mk_select *s)
     return false;
 }
 
-void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
+MK_KCLONE void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
                   uint64_t *seen_io)
 {
     if (q->pos == 0 || q->all) {
