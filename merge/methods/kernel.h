@@ -139,7 +139,7 @@ static inline double mk_lanes_total(const double *l)
 }
 
 /* sum of x[i]^2 */
-static inline double mk_sum_sq(const float *x, uint64_t n)
+static inline MK_HOT double mk_sum_sq(const float *x, uint64_t n)
 {
     double l[MK_LANES] = {0};
     uint64_t i = 0;
@@ -149,7 +149,7 @@ static inline double mk_sum_sq(const float *x, uint64_t n)
 }
 
 /* sum of |x[i]|, and of |x[i]| where keep[i] */
-static inline void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t n, double *all, double *kept)
+static inline MK_HOT void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t n, double *all, double *kept)
 {
     double a[MK_LANES] = {0}, k[MK_LANES] = {0};
     uint64_t i = 0;

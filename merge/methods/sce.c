@@ -151,9 +151,10 @@ MK_KCLONE static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch
     sce_state *st = user;
     sce_scratch w;
     const size_t B = SCE_BLOCK;
-    void *mem = malloc(st->K * B * sizeof(float) + 2 * B * sizeof(double) + 3 * B * sizeof(float) +
-                       (size_t)ch->n * sizeof(uint32_t) + B);
-    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const size_t sz = st->K * B * sizeof(float) + 2 * B * sizeof(double) + 3 * B * sizeof(float) +
+                      (size_t)ch->n * sizeof(uint32_t) + B;
+    void *mem = mk_chunk_scratch(ch, &sz, 1);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     w.mean = mem;
     w.var = w.mean + B;
     w.T = (float *)(w.var + B);
@@ -173,7 +174,6 @@ MK_KCLONE static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch
         r = mk_sel_count(&st->sel, 0, ch->index, w.keys, ch->n);
     }
     if (r == MK_OK && st->phase == 1) mk_chunk_bits_stored(&st->kept, ch->index);
-    free(mem);
     return r;
 }
 

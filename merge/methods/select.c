@@ -290,13 +290,31 @@ MK_KCLONE void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_
         flags[i] = (desc ? k > cut : k < cut) || (eq_in && k == cut);
     }
     if (q->take == 0 || q->take >= q->equal) return;
-    /* branch-free: equal keys can be common (bf16 values), and unpredictable */
-    const uint64_t before = q->eq_before[chunk], take = q->take;
-    uint64_t seen = *seen_io;
+    /* the keys equal to the cut that are before it: the first `rem` of them in this piece
+     * (in index order), so those at indices below p, the index after the rem-th one */
+    const uint64_t before = q->eq_before[chunk] + *seen_io, take = q->take;
+    uint64_t rem = take > before ? take - before : 0, p = 0, seen = 0;
+    enum { STEP = 256 };
+    for (uint64_t i0 = 0; i0 < n && rem;) {
+        const uint64_t m = n - i0 < STEP ? n - i0 : STEP;
+        uint64_t c = 0;
+        for (uint64_t i = 0; i < m; i++) c += keys[i0 + i] == cut;
+        if (c < rem) {
+            rem -= c;
+            i0 += m;
+            p = i0;
+            continue;
+        }
+        for (uint64_t i = i0;; i++)
+            if (keys[i] == cut && !--rem) {
+                p = i + 1;
+                break;
+            }
+    }
     for (uint64_t i = 0; i < n; i++) {
         const bool eq = keys[i] == cut;
-        flags[i] = eq ? before + seen < take : flags[i];
+        flags[i] = eq ? i < p : flags[i];
         seen += eq;
     }
-    *seen_io = seen;
+    *seen_io += seen;
 }

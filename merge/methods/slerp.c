@@ -474,12 +474,12 @@ MK_KCLONE static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch,
     ms_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
-    float *mem = malloc((2 * st->K + 2) * NU_BLOCK * sizeof *mem);
-    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const size_t sz = (2 * st->K + 2) * NU_BLOCK * sizeof(float);
+    float *mem = mk_chunk_scratch(ch, &sz, 1);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     float *T = mem, *u = T + st->K * NU_BLOCK, *m = u + st->K * NU_BLOCK, *a = m + NU_BLOCK;
     for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK)
         MK_DT_DISPATCH(dt, ms_block, st, ch, e0, ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK, row, T, u, m, a);
-    free(mem);
     return MK_OK;
 }
 
