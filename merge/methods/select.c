@@ -105,7 +105,8 @@ static uint32_t find_bin(const uint64_t *hist, uint64_t r, bool desc, uint64_t *
 /* HI pass: for each cut query on stream st, the chunk's counts of the MK_SEL_WIN bins
  * around the bin where this chunk's own cut would fall (same rank fraction). Only useful
  * when the bin is the whole key (no low bits), else recorded as absent. */
-static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t *h, uint64_t n, bool whole_keys)
+static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t *h, uint64_t n, bool whole_keys,
+                         uint32_t hmin, uint32_t hmax)
 {
     for (size_t qi = 0; qi < s->n_queries; qi++) {
         mk_sel_query *q = &s->q[qi];
@@ -114,9 +115,10 @@ static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t
         if (!whole_keys || !n) continue;
         uint64_t r = (uint64_t)((double)q->pos / (double)s->n * (double)n), cum = 0;
         if (r >= n) r = n - 1;
+        /* the bins outside [hmin, hmax] are empty: the scan starts at the chunk's first key */
         uint32_t b = 0;
-        for (uint32_t i = 0; i < MK_SEL_BINS; i++) {
-            b = q->desc ? MK_SEL_BINS - 1 - i : i;
+        for (uint32_t i = 0; i <= hmax - hmin; i++) {
+            b = q->desc ? hmax - i : hmin + i;
             cum += h[b];
             if (cum > r) break;
         }
@@ -146,18 +148,32 @@ MK_KCLONE mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const 
          * a call costs O(n), not O(bins) */
         static _Thread_local uint32_t *h;
         if (!h && !(h = calloc(MK_SEL_BINS, sizeof *h))) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
-        uint32_t lo_or = 0;
+        uint32_t lo_or = 0, kmin = UINT32_MAX, kmax = 0;
         for (uint64_t i = 0; i < n; i++) {
             h[keys[i] >> 16]++;
             lo_or |= keys[i];
         }
-        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0);
-        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
         for (uint64_t i = 0; i < n; i++) {
-            uint32_t b = keys[i] >> 16;
-            if (!h[b]) continue;
-            __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
-            h[b] = 0;
+            kmin = keys[i] < kmin ? keys[i] : kmin;
+            kmax = keys[i] > kmax ? keys[i] : kmax;
+        }
+        const uint32_t hmin = n ? kmin >> 16 : 0, hmax = n ? kmax >> 16 : 0;
+        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0, hmin, hmax);
+        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
+        if (hmax - hmin < n) {
+            /* fewer bins between the extremes than keys: add them in bin order */
+            for (uint32_t b = hmin; b <= hmax; b++) {
+                if (!h[b]) continue;
+                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+                h[b] = 0;
+            }
+        } else {
+            for (uint64_t i = 0; i < n; i++) {
+                uint32_t b = keys[i] >> 16;
+                if (!h[b]) continue;
+                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+                h[b] = 0;
+            }
         }
         __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
         return MK_OK;

@@ -148,6 +148,30 @@ static const uint32_t *radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, ui
     return idx;
 }
 
+/* The same order for keys whose low 16 bits are all zero (bf16 values) and n <= 65536:
+ * v[j] = key | j, sorted by its top 16 bits in two 8-bit passes that move one word per
+ * element (each pass stable, and the index in the low bits). Returns the sorted array. */
+static const uint32_t *radix_sort_packed(uint32_t *v, uint32_t *t, uint64_t n)
+{
+    uint32_t cnt[2][257];
+    memset(cnt, 0, sizeof cnt);
+    for (uint64_t i = 0; i < n; i++) {
+        cnt[0][((v[i] >> 16) & 0xff) + 1]++;
+        cnt[1][(v[i] >> 24) + 1]++;
+    }
+    for (int d = 0; d < 2; d++) {
+        const int shift = 16 + 8 * d;
+        uint32_t *c = cnt[d];
+        if (!n || c[((v[0] >> shift) & 0xff) + 1] == n) continue;
+        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
+        for (uint64_t i = 0; i < n; i++) t[c[(v[i] >> shift) & 0xff]++] = v[i];
+        uint32_t *x = v;
+        v = t;
+        t = x;
+    }
+    return v;
+}
+
 /* Scratch for one chunk's della rows. */
 typedef struct della_buf {
     uint32_t *key, *idx, *tk, *ti;
@@ -174,7 +198,20 @@ static void della_rank_probs(const gta_model *m, uint64_t n, float *pr)
 static void della_row_keep(const gta_model *m, const float *delta, const float *u, uint64_t n, della_buf *b,
                            uint8_t *kp)
 {
-    MK_SIMD for (uint64_t j = 0; j < n; j++) b->key[j] = mk_key_abs(delta[j]);
+    uint32_t lo = 0;
+    MK_SIMD for (uint64_t j = 0; j < n; j++) {
+        b->key[j] = mk_key_abs(delta[j]);
+        lo |= b->key[j];
+    }
+    if ((lo & 0xffffu) == 0 && n <= 65536) {
+        MK_SIMD for (uint64_t j = 0; j < n; j++) b->key[j] |= (uint32_t)j;
+        const uint32_t *v = radix_sort_packed(b->key, b->tk, n);
+        for (uint64_t r = 0; r < n; r++) {
+            uint32_t j = v[r] & 0xffffu;
+            kp[j] = u[j] < m->pr[r];
+        }
+        return;
+    }
     const uint32_t *idx = radix_sort(b->key, b->idx, b->tk, b->ti, n);
     for (uint64_t r = 0; r < n; r++) {
         uint32_t j = idx[r];
