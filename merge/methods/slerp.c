@@ -399,7 +399,19 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
         else memcpy(t, x, (size_t)n * sizeof *t);
     }
     if (st->phase == 0) {
-        for (size_t k = 0; k < K; k++) {
+        /* two sums side by side (each still in element order): two dependency chains */
+        size_t k = 0;
+        for (; k + 2 <= K; k += 2) {
+            const float *t = T + k * NU_BLOCK, *t1 = t + NU_BLOCK;
+            double acc = row[k], acc1 = row[k + 1];
+            for (uint64_t i = 0; i < n; i++) {
+                acc += (double)t[i] * t[i];
+                acc1 += (double)t1[i] * t1[i];
+            }
+            row[k] = acc;
+            row[k + 1] = acc1;
+        }
+        for (; k < K; k++) {
             const float *t = T + k * NU_BLOCK;
             double acc = row[k];
             for (uint64_t i = 0; i < n; i++) acc += (double)t[i] * t[i];
@@ -434,7 +446,18 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
     const float mn = st->mean_norm;
     MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(m[i] / mn);
     if (st->phase == 2) {
-        for (size_t k = 0; k < K; k++) {
+        size_t k = 0;
+        for (; k + 2 <= K; k += 2) {
+            const float *uk = u + k * NU_BLOCK, *u1 = uk + NU_BLOCK;
+            double acc = row[k], acc1 = row[k + 1];
+            for (uint64_t i = 0; i < n; i++) {
+                acc += (double)RD(uk[i] * m[i]);
+                acc1 += (double)RD(u1[i] * m[i]);
+            }
+            row[k] = acc;
+            row[k + 1] = acc1;
+        }
+        for (; k < K; k++) {
             const float *uk = u + k * NU_BLOCK;
             double acc = row[k];
             for (uint64_t i = 0; i < n; i++) acc += (double)RD(uk[i] * m[i]);
