@@ -68,7 +68,7 @@ static mk_status importance(const mk_merge_job *job, const fusion_state *st, con
     return MK_OK;
 }
 
-MK_KCLONE static mk_status fusion_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+static mk_status fusion_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     fusion_state *st = user;
     const mk_dtype dt = job->compute_dtype;

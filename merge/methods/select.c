@@ -140,7 +140,7 @@ static bool counts_from_windows(const mk_select *s, mk_sel_query *q, uint32_t bi
     return true;
 }
 
-MK_KCLONE mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
+mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
     if (s->phase == MK_SEL_HI) {
         /* a per-thread histogram that is all zeros between calls: counts go in, then the
