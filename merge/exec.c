@@ -181,7 +181,7 @@ static void pass_tls_free(void *p)
     free(t->buf);
     free(t->scratch);
     free(t->in);
-    free(t->tmp.p);
+    mk_chunk_tmp_free(&t->tmp);
     free(t);
 }
 

@@ -192,14 +192,8 @@ static inline void *mk_chunk_scratch(const mk_chunk *ch, const size_t *sz, size_
 {
     size_t total = 64;
     for (size_t i = 0; i < n; i++) total += mk_tmp_round(sz[i]);
-    mk_chunk_tmp *t = ch->tmp;
-    if (total > t->cap) {
-        free(t->p);
-        t->cap = 0;
-        if (!(t->p = aligned_alloc(64, mk_tmp_round(total)))) return NULL;
-        t->cap = mk_tmp_round(total);
-    }
-    return t->p;
+    /* mapped pages are aligned to more than 64 bytes */
+    return mk_chunk_tmp_grow(ch->tmp, total) ? ch->tmp->p : NULL;
 }
 
 /* Up to this many inputs per tensor (stack arrays in kernels). */

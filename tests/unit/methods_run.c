@@ -45,7 +45,7 @@ static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bo
         if (s == MK_OK && emit) memcpy(ex->out + e0, outbuf, (size_t)n * sizeof(float));
     }
     for (size_t k = 0; k < r->n_in; k++) free(bufs[k]);
-    free(tmp.p);
+    mk_chunk_tmp_free(&tmp);
     free(outbuf);
     return s;
 }
