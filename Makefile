@@ -234,7 +234,8 @@ test: all $(BUILD)/test-unit $(REPLAY_BIN) $(BUILD)/jsoncheck $(BUILD)/hubstub $
 	 MK_JSONCHECK=$(CURDIR)/$(BUILD)/jsoncheck MK_HUBSTUB=$(CURDIR)/$(BUILD)/hubstub sh tests/run.sh
 
 # Sanitizers, the no-OpenMP build and the baseline-kernel build each get their own build
-# folder and binary. MK_NO_CLONES (quant/qvec.h): the quant fast paths are built once, for
+# folder and binary. MK_NO_CLONES (quant/qvec.h, merge/methods/kernel.h): the quant fast paths
+# and the merge chunk kernels are built once, for
 # the baseline (SSE2 on x86-64), instead of also for AVX2 and picked at start; on an AVX2
 # machine this is the only way the suite runs the SSE2 builds against the references.
 check:

@@ -171,6 +171,7 @@ typedef struct pass_tls {
     float *buf;
     void *scratch;
     const float **in;
+    mk_chunk_tmp tmp;
 } pass_tls;
 
 static void pass_tls_free(void *p)
@@ -180,6 +181,7 @@ static void pass_tls_free(void *p)
     free(t->buf);
     free(t->scratch);
     free(t->in);
+    mk_chunk_tmp_free(&t->tmp);
     free(t);
 }
 
@@ -210,7 +212,7 @@ static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
     const uint64_t rpc = ex->rows_per_chunk, cols = job->cols, max_elems = pc->max_elems;
     const size_t nin = job->n_in;
     uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
-    mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, t->in, t->buf + nin * max_elems};
+    mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, t->in, t->buf + nin * max_elems, &t->tmp};
     mk_status st = MK_OK;
     for (size_t k = 0; k < nin && st == MK_OK; k++) {
         float *dst = t->buf + k * max_elems;

@@ -18,6 +18,8 @@
 #include "../core/mk_dtype.h"
 #include "../core/mk_rng.h"
 
+#include <sys/mman.h>
+
 #define MK_MAX_PARAMS 8
 
 typedef enum mk_param_scope {
@@ -67,7 +69,38 @@ typedef struct mk_chunk {
     uint64_t row0, nrows;
     const float *const *in;  /* in[k][0..n): input k's values for these elements */
     float *out;              /* [n] the kernel's result (for emitting passes) */
+    struct mk_chunk_tmp *tmp; /* the thread's scratch for this pass (kernel.h mk_chunk_scratch) */
 } mk_chunk;
+
+/* Scratch memory of one thread for one pass: grown on demand, reused by every chunk the
+ * thread computes, freed when the pass ends, so kernels need not allocate per chunk. Mapped
+ * pages of its own, not the heap: freed blocks of this size would raise malloc's mapping
+ * threshold and stay in the heap (a larger peak resident size). */
+typedef struct mk_chunk_tmp {
+    void *p;
+    size_t cap;
+} mk_chunk_tmp;
+
+/* Room for `bytes` (its old contents are not kept); false when memory is short. */
+static inline bool mk_chunk_tmp_grow(mk_chunk_tmp *t, size_t bytes)
+{
+    if (bytes <= t->cap) return true;
+    if (t->p) munmap(t->p, t->cap);
+    t->p = NULL;
+    t->cap = 0;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    t->p = p;
+    t->cap = bytes;
+    return true;
+}
+
+static inline void mk_chunk_tmp_free(mk_chunk_tmp *t)
+{
+    if (t->p) munmap(t->p, t->cap);
+    t->p = NULL;
+    t->cap = 0;
+}
 
 typedef struct mk_merge_job mk_merge_job;
 typedef mk_status (*mk_chunk_fn)(const mk_merge_job *job, const mk_chunk *ch, void *user);

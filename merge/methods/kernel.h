@@ -32,6 +32,17 @@
 #pragma clang diagnostic ignored "-Wpass-failed"
 #endif
 
+/* A chunk kernel built twice, for the baseline x86-64 and for AVX2, the copy chosen when
+ * the program starts (GCC's target_clones; the build runs with -ffp-contract=off and AVX2
+ * alone has no FMA, so both copies make the same operations in the same order: wider
+ * vectors, the same bits). MK_NO_CLONES builds the baseline alone (`make check` tests it),
+ * and clang builds only the baseline, as for quant/qvec.h. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#define MK_KCLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define MK_KCLONE
+#endif
+
 /* Run f(dt, ...) with dt a compile-time constant for the common compute dtypes, so RD()
  * inlines to nothing (float32) or a few integer operations (bf16) and loops vectorise.
  * f must be `static inline MK_HOT` and take the dtype as its first argument. */
@@ -128,7 +139,7 @@ static inline double mk_lanes_total(const double *l)
 }
 
 /* sum of x[i]^2 */
-static inline double mk_sum_sq(const float *x, uint64_t n)
+static inline MK_HOT double mk_sum_sq(const float *x, uint64_t n)
 {
     double l[MK_LANES] = {0};
     uint64_t i = 0;
@@ -138,7 +149,7 @@ static inline double mk_sum_sq(const float *x, uint64_t n)
 }
 
 /* sum of |x[i]|, and of |x[i]| where keep[i] */
-static inline void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t n, double *all, double *kept)
+static inline MK_HOT void mk_sum_abs_kept(const float *x, const uint8_t *keep, uint64_t n, double *all, double *kept)
 {
     double a[MK_LANES] = {0}, k[MK_LANES] = {0};
     uint64_t i = 0;
@@ -169,6 +180,20 @@ static inline void mk_uniforms(mk_rng key, uint64_t stream, uint64_t e0, uint64_
     mk_rng_blocks(key, stream, b0, (size_t)nb, words);
     const uint32_t *w = words + (e0 - 4 * b0);
     MK_SIMD for (uint64_t i = 0; i < n; i++) u[i] = (float)(w[i] >> 8) * 0x1p-24f;
+}
+
+/* Sizes of the pieces carved from a chunk's scratch are rounded up to 64 bytes. */
+static inline size_t mk_tmp_round(size_t b) { return (b + 63) & ~(size_t)63; }
+
+/* The thread's scratch for this chunk, with room for n pieces of sz[i] bytes each (carve
+ * them in order, each at a multiple of 64 bytes: mk_tmp_round); its contents are not kept
+ * from one chunk to the next. NULL when memory is short. */
+static inline void *mk_chunk_scratch(const mk_chunk *ch, const size_t *sz, size_t n)
+{
+    size_t total = 64;
+    for (size_t i = 0; i < n; i++) total += mk_tmp_round(sz[i]);
+    /* mapped pages are aligned to more than 64 bytes */
+    return mk_chunk_tmp_grow(ch->tmp, total) ? ch->tmp->p : NULL;
 }
 
 /* Up to this many inputs per tensor (stack arrays in kernels). */

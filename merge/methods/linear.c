@@ -50,7 +50,7 @@ static inline MK_HOT void linear_finish(const mk_dtype dt, float *out, uint64_t 
     }
 }
 
-static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status linear_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     const linear_state *st = user;
     const mk_dtype dt = job->compute_dtype;

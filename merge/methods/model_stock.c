@@ -77,7 +77,7 @@ static double stock_dot_any(mk_dtype dt, const float *a, const float *b, uint64_
 }
 
 /* The per-model sums of squares and pair dot products of one vector. */
-static void stock_sums(mk_dtype dt, const stock_state *st, const float *o, uint64_t n, double *sq, double *dots)
+MK_KCLONE static void stock_sums(mk_dtype dt, const stock_state *st, const float *o, uint64_t n, double *sq, double *dots)
 {
     for (size_t k = 0; k < st->N; k++) sq[k] = mk_sum_sq(o + k * n, n);
     size_t p = 0;
@@ -100,13 +100,14 @@ static inline MK_HOT void stock_out(const mk_dtype dt, const stock_state *st, co
     MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t * RD(acc[i] / cnt)) + RD(omt * w0[i]));
 }
 
-static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     stock_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     const uint64_t cols = job->cols;
-    float *o = malloc((size_t)((st->N + 1) * ch->n) * sizeof *o + 4);
-    if (!o) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const size_t sz = (size_t)((st->N + 1) * ch->n) * sizeof(float) + 4;
+    float *o = mk_chunk_scratch(ch, &sz, 1);
+    if (!o) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     if (st->filter_wise) {
         for (uint64_t r = 0; r < ch->nrows; r++) {
             double sq[MS_MAXN], dots[MS_MAXN * (MS_MAXN - 1) / 2];
@@ -122,7 +123,6 @@ static mk_status stock_chunk(const mk_merge_job *job, const mk_chunk *ch, void *
     } else {
         MK_DT_DISPATCH(dt, stock_out, st, ch, 0, ch->n, st->t, o);
     }
-    free(o);
     return MK_OK;
 }
 

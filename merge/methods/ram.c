@@ -31,12 +31,44 @@ typedef struct ram_state {
     mk_partials part;    /* ramplus: [K shared counts, K unique counts] */
 } ram_state;
 
-static mk_status ram_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+/* ram's output for elements [e0, e0 + n) of a chunk, every step a loop over them (so it
+ * vectorises): each element gets the operations of ram_chunk's loop in the same order.
+ * A model whose change does not count adds +0 instead of nothing: the sum starts at +0 and
+ * adds nonzero values, so it is never -0, and x + 0 == x. cnt, acc: n floats each. */
+#define RAM_BLOCK 512
+static inline MK_HOT void ram_block(const mk_dtype dt, const ram_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                    float *cnt, float *acc)
+{
+    const float *b = ch->in[st->ib] + e0, eps = st->eps;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) cnt[i] = acc[i] = 0.0f;
+    for (size_t k = 0; k < st->K; k++) {
+        const float *x = ch->in[st->in[k]] + e0;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) cnt[i] += fabsf(RD(x[i] - b[i])) > eps ? 1.0f : 0.0f;
+    }
+    for (size_t k = 0; k < st->K; k++) {
+        const float *x = ch->in[st->in[k]] + e0;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            const float tv = RD(x[i] - b[i]), c = cnt[i], cdiv = c == 0.0f ? 1.0f : c;
+            const float v = c == 1.0f ? tv : RD(tv / cdiv);
+            acc[i] += fabsf(tv) > eps ? v : 0.0f;
+        }
+    }
+    float *out = ch->out + e0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(b[i] + RD(acc[i]));
+}
+
+MK_KCLONE static mk_status ram_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ram_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     const float *b = ch->in[st->ib];
     double *row = st->phase == 0 ? mk_partials_row(&st->part, ch->index) : NULL;
+    if (!st->plus && st->phase == 1) {
+        float cnt[RAM_BLOCK], acc[RAM_BLOCK];
+        for (uint64_t e0 = 0; e0 < ch->n; e0 += RAM_BLOCK)
+            MK_DT_DISPATCH(dt, ram_block, st, ch, e0, ch->n - e0 < RAM_BLOCK ? ch->n - e0 : RAM_BLOCK, cnt, acc);
+        return MK_OK;
+    }
     for (uint64_t i = 0; i < ch->n; i++) {
         float tv[MK_KMAX];
         bool nz[MK_KMAX];

@@ -104,7 +104,7 @@ static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
-static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
                            sce_scratch *w, uint64_t *seen)
 {
     const mk_dtype dt = job->compute_dtype;
@@ -146,14 +146,15 @@ static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chun
     return MK_OK;
 }
 
-static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     sce_state *st = user;
     sce_scratch w;
     const size_t B = SCE_BLOCK;
-    void *mem = malloc(st->K * B * sizeof(float) + 2 * B * sizeof(double) + 3 * B * sizeof(float) +
-                       (size_t)ch->n * sizeof(uint32_t) + B);
-    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const size_t sz = st->K * B * sizeof(float) + 2 * B * sizeof(double) + 3 * B * sizeof(float) +
+                      (size_t)ch->n * sizeof(uint32_t) + B;
+    void *mem = mk_chunk_scratch(ch, &sz, 1);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     w.mean = mem;
     w.var = w.mean + B;
     w.T = (float *)(w.var + B);
@@ -173,7 +174,6 @@ static mk_status sce_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
         r = mk_sel_count(&st->sel, 0, ch->index, w.keys, ch->n);
     }
     if (r == MK_OK && st->phase == 1) mk_chunk_bits_stored(&st->kept, ch->index);
-    free(mem);
     return r;
 }
 

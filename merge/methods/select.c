@@ -1,6 +1,8 @@
 /* select.c - see select.h */
 #include "select.h"
 
+#include "kernel.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,7 +105,8 @@ static uint32_t find_bin(const uint64_t *hist, uint64_t r, bool desc, uint64_t *
 /* HI pass: for each cut query on stream st, the chunk's counts of the MK_SEL_WIN bins
  * around the bin where this chunk's own cut would fall (same rank fraction). Only useful
  * when the bin is the whole key (no low bits), else recorded as absent. */
-static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t *h, uint64_t n, bool whole_keys)
+static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t *h, uint64_t n, bool whole_keys,
+                         uint32_t hmin, uint32_t hmax)
 {
     for (size_t qi = 0; qi < s->n_queries; qi++) {
         mk_sel_query *q = &s->q[qi];
@@ -112,9 +115,10 @@ static void keep_windows(mk_select *s, size_t st, uint64_t chunk, const uint32_t
         if (!whole_keys || !n) continue;
         uint64_t r = (uint64_t)((double)q->pos / (double)s->n * (double)n), cum = 0;
         if (r >= n) r = n - 1;
+        /* the bins outside [hmin, hmax] are empty: the scan starts at the chunk's first key */
         uint32_t b = 0;
-        for (uint32_t i = 0; i < MK_SEL_BINS; i++) {
-            b = q->desc ? MK_SEL_BINS - 1 - i : i;
+        for (uint32_t i = 0; i <= hmax - hmin; i++) {
+            b = q->desc ? hmax - i : hmin + i;
             cum += h[b];
             if (cum > r) break;
         }
@@ -144,18 +148,32 @@ mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *
          * a call costs O(n), not O(bins) */
         static _Thread_local uint32_t *h;
         if (!h && !(h = calloc(MK_SEL_BINS, sizeof *h))) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
-        uint32_t lo_or = 0;
+        uint32_t lo_or = 0, kmin = UINT32_MAX, kmax = 0;
         for (uint64_t i = 0; i < n; i++) {
             h[keys[i] >> 16]++;
             lo_or |= keys[i];
         }
-        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0);
-        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
         for (uint64_t i = 0; i < n; i++) {
-            uint32_t b = keys[i] >> 16;
-            if (!h[b]) continue;
-            __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
-            h[b] = 0;
+            kmin = keys[i] < kmin ? keys[i] : kmin;
+            kmax = keys[i] > kmax ? keys[i] : kmax;
+        }
+        const uint32_t hmin = n ? kmin >> 16 : 0, hmax = n ? kmax >> 16 : 0;
+        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0, hmin, hmax);
+        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
+        if (hmax - hmin < n) {
+            /* fewer bins between the extremes than keys: add them in bin order */
+            for (uint32_t b = hmin; b <= hmax; b++) {
+                if (!h[b]) continue;
+                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+                h[b] = 0;
+            }
+        } else {
+            for (uint64_t i = 0; i < n; i++) {
+                uint32_t b = keys[i] >> 16;
+                if (!h[b]) continue;
+                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+                h[b] = 0;
+            }
         }
         __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
         return MK_OK;
@@ -273,7 +291,7 @@ bool mk_sel_next(mk_select *s)
     return false;
 }
 
-void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
+MK_KCLONE void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, uint64_t n, uint8_t *flags,
                   uint64_t *seen_io)
 {
     if (q->pos == 0 || q->all) {
@@ -288,13 +306,31 @@ void mk_sel_flags(const mk_sel_query *q, uint64_t chunk, const uint32_t *keys, u
         flags[i] = (desc ? k > cut : k < cut) || (eq_in && k == cut);
     }
     if (q->take == 0 || q->take >= q->equal) return;
-    /* branch-free: equal keys can be common (bf16 values), and unpredictable */
-    const uint64_t before = q->eq_before[chunk], take = q->take;
-    uint64_t seen = *seen_io;
+    /* the keys equal to the cut that are before it: the first `rem` of them in this piece
+     * (in index order), so those at indices below p, the index after the rem-th one */
+    const uint64_t before = q->eq_before[chunk] + *seen_io, take = q->take;
+    uint64_t rem = take > before ? take - before : 0, p = 0, seen = 0;
+    enum { STEP = 256 };
+    for (uint64_t i0 = 0; i0 < n && rem;) {
+        const uint64_t m = n - i0 < STEP ? n - i0 : STEP;
+        uint64_t c = 0;
+        for (uint64_t i = 0; i < m; i++) c += keys[i0 + i] == cut;
+        if (c < rem) {
+            rem -= c;
+            i0 += m;
+            p = i0;
+            continue;
+        }
+        for (uint64_t i = i0;; i++)
+            if (keys[i] == cut && !--rem) {
+                p = i + 1;
+                break;
+            }
+    }
     for (uint64_t i = 0; i < n; i++) {
         const bool eq = keys[i] == cut;
-        flags[i] = eq ? before + seen < take : flags[i];
+        flags[i] = eq ? i < p : flags[i];
         seen += eq;
     }
-    *seen_io = seen;
+    *seen_io += seen;
 }

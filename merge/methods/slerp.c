@@ -39,7 +39,7 @@ static inline MK_HOT void slerp_emit(const mk_dtype dt, const float *a, const fl
     MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(ca * a[i] + cb * b[i]);
 }
 
-static mk_status slerp_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status slerp_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     slerp_state *st = user;
     const float *a = ch->in[st->ia], *b = ch->in[st->ib];
@@ -234,7 +234,7 @@ static inline MK_HOT void nu_whole(const mk_dtype dt, const nu_state *st, const 
     }
 }
 
-static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     nu_state *st = user;
     const mk_dtype dt = job->compute_dtype;
@@ -399,7 +399,19 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
         else memcpy(t, x, (size_t)n * sizeof *t);
     }
     if (st->phase == 0) {
-        for (size_t k = 0; k < K; k++) {
+        /* two sums side by side (each still in element order): two dependency chains */
+        size_t k = 0;
+        for (; k + 2 <= K; k += 2) {
+            const float *t = T + k * NU_BLOCK, *t1 = t + NU_BLOCK;
+            double acc = row[k], acc1 = row[k + 1];
+            for (uint64_t i = 0; i < n; i++) {
+                acc += (double)t[i] * t[i];
+                acc1 += (double)t1[i] * t1[i];
+            }
+            row[k] = acc;
+            row[k + 1] = acc1;
+        }
+        for (; k < K; k++) {
             const float *t = T + k * NU_BLOCK;
             double acc = row[k];
             for (uint64_t i = 0; i < n; i++) acc += (double)t[i] * t[i];
@@ -434,7 +446,18 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
     const float mn = st->mean_norm;
     MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(m[i] / mn);
     if (st->phase == 2) {
-        for (size_t k = 0; k < K; k++) {
+        size_t k = 0;
+        for (; k + 2 <= K; k += 2) {
+            const float *uk = u + k * NU_BLOCK, *u1 = uk + NU_BLOCK;
+            double acc = row[k], acc1 = row[k + 1];
+            for (uint64_t i = 0; i < n; i++) {
+                acc += (double)RD(uk[i] * m[i]);
+                acc1 += (double)RD(u1[i] * m[i]);
+            }
+            row[k] = acc;
+            row[k + 1] = acc1;
+        }
+        for (; k < K; k++) {
             const float *uk = u + k * NU_BLOCK;
             double acc = row[k];
             for (uint64_t i = 0; i < n; i++) acc += (double)RD(uk[i] * m[i]);
@@ -469,17 +492,17 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
     if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
 }
 
-static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ms_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
-    float *mem = malloc((2 * st->K + 2) * NU_BLOCK * sizeof *mem);
-    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory");
+    const size_t sz = (2 * st->K + 2) * NU_BLOCK * sizeof(float);
+    float *mem = mk_chunk_scratch(ch, &sz, 1);
+    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     float *T = mem, *u = T + st->K * NU_BLOCK, *m = u + st->K * NU_BLOCK, *a = m + NU_BLOCK;
     for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK)
         MK_DT_DISPATCH(dt, ms_block, st, ch, e0, ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK, row, T, u, m, a);
-    free(mem);
     return MK_OK;
 }
 
@@ -613,100 +636,138 @@ typedef struct ka_state {
 
 #define KA_NONE UINT32_MAX
 
-static inline MK_HOT float ka_unit(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, size_t i, uint64_t e)
+/* Elements are worked on in blocks of KA_BLOCK, every step a loop over the block (so it
+ * vectorises); each element gets exactly the operations it would get alone, and the sums
+ * take the elements in index order. */
+#define KA_BLOCK 256
+
+/* U[v][0..n) = valid input v's unit vector at elements e0.. of the chunk */
+static inline MK_HOT void ka_units(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   float *U)
 {
-    return st->norm[i] == 0.0f ? 0.0f : RD(ch->in[i][e] / st->norm[i]);
+    for (size_t v = 0; v < st->nv; v++) {
+        const size_t i = st->valid[v];
+        const float *x = ch->in[i] + e0, nr = st->norm[i];
+        float *u = U + v * KA_BLOCK;
+        if (nr == 0.0f) MK_SIMD for (uint64_t e = 0; e < n; e++) u[e] = 0.0f;
+        else MK_SIMD for (uint64_t e = 0; e < n; e++) u[e] = RD(x[e] / nr);
+    }
 }
 
 /* The initial mean before normalisation: sum of alpha_v * u_v, rounded at each step. */
-static inline MK_HOT float ka_init_sum(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
+static inline MK_HOT void ka_init_sum(const mk_dtype dt, const ka_state *st, const float *U, uint64_t n, float *m)
 {
-    float mean = 0;
-    for (size_t v = 0; v < st->nv; v++) mean = RD(mean + RD(st->na[v] * ka_unit(dt, st, ch, st->valid[v], e)));
-    return mean;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = 0;
+    for (size_t v = 0; v < st->nv; v++) {
+        const float *u = U + v * KA_BLOCK, a = st->na[v];
+        MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(m[e] + RD(a * u[e]));
+    }
 }
 
-/* The initial mean of element e (phase 1's norm known). */
-static inline MK_HOT float ka_mean0(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e)
-{
-    return st->first_unit ? ka_unit(dt, st, ch, st->valid[0], e) : RD(ka_init_sum(dt, st, ch, e) / st->mean_norm);
-}
-
-/* Iteration j's tangent at element e (its dots known). */
-static inline MK_HOT float ka_tan(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e, size_t j, float mean)
+/* Iteration j's tangent t at the mean m (its dots known). */
+static inline MK_HOT void ka_tan(const mk_dtype dt, const ka_state *st, const float *U, uint64_t n, size_t j,
+                                 const float *m, float *t)
 {
     const ka_iter *it = &st->it[j];
-    float tan = 0;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) t[e] = 0;
     for (size_t v = 0; v < st->nv; v++) {
         if (it->skip[v]) continue;
-        float u = ka_unit(dt, st, ch, st->valid[v], e);
-        tan = RD(tan + RD(it->coef[v] * RD(u - RD(it->dot[v] * mean))));
+        const float *u = U + v * KA_BLOCK, c = it->coef[v], d = it->dot[v];
+        MK_SIMD for (uint64_t e = 0; e < n; e++) t[e] = RD(t[e] + RD(c * RD(u[e] - RD(d * m[e]))));
     }
-    return tan;
 }
 
-/* Iteration j's unnormalised new mean (its tangent norm known). */
-static inline MK_HOT float ka_new(const mk_dtype dt, const ka_state *st, size_t j, float mean, float tan)
+/* Iteration j's unnormalised new mean, into t (its tangent norm known). */
+static inline MK_HOT void ka_new(const mk_dtype dt, const ka_state *st, uint64_t n, size_t j, const float *m, float *t)
 {
     const ka_iter *it = &st->it[j];
-    return RD(RD(it->cos_tn * mean) + RD(it->sin_tn * RD(tan / it->tn)));
+    const float c = it->cos_tn, s = it->sin_tn, tn = it->tn;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) t[e] = RD(RD(c * m[e]) + RD(s * RD(t[e] / tn)));
 }
 
-/* phases 0 and 1 over a chunk */
-static inline MK_HOT void ka_sums(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row)
+static inline double ka_sumsq(double acc, const float *x, uint64_t n)
 {
-    for (uint64_t e = 0; e < ch->n; e++) {
-        if (st->phase == 0) {
-            for (size_t i = 0; i < st->N; i++) row[i] += (double)ch->in[i][e] * ch->in[i][e];
-        } else {
-            float m = ka_init_sum(dt, st, ch, e);
-            row[0] += (double)m * m;
-        }
+    for (uint64_t e = 0; e < n; e++) acc += (double)x[e] * x[e];
+    return acc;
+}
+
+/* phases 0 to 5 over one block of n elements from e0; kept: the chunk's kept means, or NULL.
+ * U: [nv][KA_BLOCK], m, t: [KA_BLOCK]. */
+static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   double *row, float *kept, float *U, float *m, float *t)
+{
+    if (st->phase == 0) {
+        for (size_t i = 0; i < st->N; i++) row[i] = ka_sumsq(row[i], ch->in[i] + e0, n);
+        return;
     }
-}
-
-/* phases 2 to 5 over a chunk; kept: its kept means, or NULL */
-static inline MK_HOT void ka_elems(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, double *row, float *kept)
-{
+    ka_units(dt, st, ch, e0, n, U);
+    if (st->phase == 1) {
+        ka_init_sum(dt, st, U, n, m);
+        row[0] = ka_sumsq(row[0], m, n);
+        return;
+    }
+    /* the mean after st->iters iterations: from the one kept, or replayed from the start */
     const uint32_t from = kept ? st->kiter[ch->index] : KA_NONE;
-    for (uint64_t e = 0; e < ch->n; e++) {
-        /* the mean after st->iters iterations: from the one kept, or replayed from the start */
-        float m = from != KA_NONE ? kept[e] : ka_mean0(dt, st, ch, e);
-        for (size_t j = from != KA_NONE ? from : 0; j < st->iters; j++) {
-            const ka_iter *it = &st->it[j];
-            float mn = ka_new(dt, st, j, m, ka_tan(dt, st, ch, e, j, m));
-            m = it->renorm ? RD(mn / it->un) : mn;
+    if (from != KA_NONE) {
+        memcpy(m, kept + e0, (size_t)n * sizeof *m);
+    } else if (st->first_unit) {
+        memcpy(m, U, (size_t)n * sizeof *m);
+    } else {
+        ka_init_sum(dt, st, U, n, m);
+        const float mn = st->mean_norm;
+        MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(m[e] / mn);
+    }
+    for (size_t j = from != KA_NONE ? from : 0; j < st->iters; j++) {
+        const ka_iter *it = &st->it[j];
+        ka_tan(dt, st, U, n, j, m, t);
+        ka_new(dt, st, n, j, m, t);
+        if (it->renorm) {
+            const float un = it->un;
+            MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(t[e] / un);
+        } else {
+            memcpy(m, t, (size_t)n * sizeof *m);
         }
-        if (kept) kept[e] = m;
-        float x;
-        switch (st->phase) {
-        case 2:
-            for (size_t v = 0; v < st->nv; v++) row[v] += (double)m * ka_unit(dt, st, ch, st->valid[v], e);
-            break;
-        case 3:
-            x = ka_tan(dt, st, ch, e, st->iters, m);
-            row[0] += (double)x * x;
-            break;
-        case 4:
-            x = ka_new(dt, st, st->iters, m, ka_tan(dt, st, ch, e, st->iters, m));
-            row[0] += (double)x * x;
-            break;
-        default: ch->out[e] = RD(st->scale * m);
+    }
+    if (kept) memcpy(kept + e0, m, (size_t)n * sizeof *m);
+    switch (st->phase) {
+    case 2:
+        for (size_t v = 0; v < st->nv; v++) {
+            const float *u = U + v * KA_BLOCK;
+            double acc = row[v];
+            for (uint64_t e = 0; e < n; e++) acc += (double)m[e] * u[e];
+            row[v] = acc;
         }
+        break;
+    case 3:
+        ka_tan(dt, st, U, n, st->iters, m, t);
+        row[0] = ka_sumsq(row[0], t, n);
+        break;
+    case 4:
+        ka_tan(dt, st, U, n, st->iters, m, t);
+        ka_new(dt, st, n, st->iters, m, t);
+        row[0] = ka_sumsq(row[0], t, n);
+        break;
+    default: {
+        float *out = ch->out + e0;
+        const float sc = st->scale;
+        MK_SIMD for (uint64_t e = 0; e < n; e++) out[e] = RD(sc * m[e]);
+    }
     }
 }
 
-static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     ka_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
-    if (st->phase < 2) {
-        MK_DT_DISPATCH(dt, ka_sums, st, ch, row);
-        return MK_OK;
-    }
-    float *kept = ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
-    MK_DT_DISPATCH(dt, ka_elems, st, ch, row, kept);
+    float *kept = st->phase >= 2 && ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
+    const size_t sz[] = {(st->nv ? st->nv : 1) * KA_BLOCK * sizeof(float), KA_BLOCK * sizeof(float),
+                         KA_BLOCK * sizeof(float)};
+    float *U = mk_chunk_scratch(ch, sz, 3);
+    if (!U) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
+    float *m = (float *)((char *)U + mk_tmp_round(sz[0])), *t = (float *)((char *)m + mk_tmp_round(sz[1]));
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += KA_BLOCK)
+        MK_DT_DISPATCH(dt, ka_block, st, ch, e0, ch->n - e0 < KA_BLOCK ? ch->n - e0 : KA_BLOCK, row, kept, U, m, t);
     if (kept) st->kiter[ch->index] = (uint32_t)st->iters;
     return MK_OK;
 }

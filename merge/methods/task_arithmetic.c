@@ -69,6 +69,7 @@ typedef struct gta_model {
     size_t q0, q1;      /* selection queries (top-k: q0; band: [q0 cut, q1 cut)) */
     float p;            /* keep probability (random), in the work dtype */
     float dm, eps;      /* della: density - epsilon as f32, epsilon as f32 */
+    float *pr;          /* della: [cols] keep probability by rank within a row */
     mk_dtype wd;        /* dtype of the random / della masking work */
     bool rescale;       /* L1 rescale applies to this model */
     float factor;       /* rescale factor (1 = none), in the work dtype */
@@ -111,70 +112,110 @@ static mk_status gta_check(const mk_merge_job *job, gta_def d)
 
 /* ---- DELLA: ranks of |delta| within each row -------------------------------------------- */
 
-/* Stable LSD radix sort of (key, index) pairs by key: equal keys stay in index order. A
- * digit that every key shares (the low 16 bits of bf16 values) leaves the order as it is:
- * its pass is skipped. */
-static void radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, uint32_t *ti, uint64_t n)
+/* Stable LSD radix sort of the indices 0..n-1 by key: equal keys stay in index order.
+ * The four digits' histograms are counted in one scan; a digit that every key shares (the
+ * low 16 bits of bf16 values) leaves the order as it is: its pass is skipped. The passes
+ * move between (key, idx) and (tk, ti); returns the array holding the sorted indices. */
+static const uint32_t *radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, uint32_t *ti, uint64_t n)
 {
-    for (int shift = 0; shift < 32; shift += 8) {
-        uint64_t cnt[257] = {0};
-        for (uint64_t i = 0; i < n; i++) cnt[((key[i] >> shift) & 0xff) + 1]++;
-        if (n && cnt[((key[0] >> shift) & 0xff) + 1] == n) continue;
-        for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t d = cnt[(key[i] >> shift) & 0xff]++;
-            tk[d] = key[i];
-            ti[d] = idx[i];
-        }
-        memcpy(key, tk, (size_t)n * sizeof *key);
-        memcpy(idx, ti, (size_t)n * sizeof *idx);
+    uint32_t cnt[4][257];
+    memset(cnt, 0, sizeof cnt);
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t k = key[i];
+        idx[i] = (uint32_t)i;
+        cnt[0][(k & 0xff) + 1]++;
+        cnt[1][((k >> 8) & 0xff) + 1]++;
+        cnt[2][((k >> 16) & 0xff) + 1]++;
+        cnt[3][(k >> 24) + 1]++;
     }
+    for (int d = 0; d < 4; d++) {
+        const int shift = 8 * d;
+        uint32_t *c = cnt[d];
+        if (!n || c[((key[0] >> shift) & 0xff) + 1] == n) continue;
+        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t dst = c[(key[i] >> shift) & 0xff]++;
+            tk[dst] = key[i];
+            ti[dst] = idx[i];
+        }
+        uint32_t *t = key;
+        key = tk;
+        tk = t;
+        t = idx;
+        idx = ti;
+        ti = t;
+    }
+    return idx;
+}
+
+/* The same order for keys whose low 16 bits are all zero (bf16 values) and n <= 65536:
+ * v[j] = key | j, sorted by its top 16 bits in two 8-bit passes that move one word per
+ * element (each pass stable, and the index in the low bits). Returns the sorted array. */
+static const uint32_t *radix_sort_packed(uint32_t *v, uint32_t *t, uint64_t n)
+{
+    uint32_t cnt[2][257];
+    memset(cnt, 0, sizeof cnt);
+    for (uint64_t i = 0; i < n; i++) {
+        cnt[0][((v[i] >> 16) & 0xff) + 1]++;
+        cnt[1][(v[i] >> 24) + 1]++;
+    }
+    for (int d = 0; d < 2; d++) {
+        const int shift = 16 + 8 * d;
+        uint32_t *c = cnt[d];
+        if (!n || c[((v[0] >> shift) & 0xff) + 1] == n) continue;
+        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
+        for (uint64_t i = 0; i < n; i++) t[c[(v[i] >> shift) & 0xff]++] = v[i];
+        uint32_t *x = v;
+        v = t;
+        t = x;
+    }
+    return v;
 }
 
 /* Scratch for one chunk's della rows. */
 typedef struct della_buf {
     uint32_t *key, *idx, *tk, *ti;
-    float *p; /* [cols] keep probability by column */
 } della_buf;
 
-static mk_status della_buf_init(della_buf *b, uint64_t cols)
-{
-    b->key = malloc((size_t)cols * 4);
-    b->idx = malloc((size_t)cols * 4);
-    b->tk = malloc((size_t)cols * 4);
-    b->ti = malloc((size_t)cols * 4);
-    b->p = malloc((size_t)cols * 4);
-    if (b->key && b->idx && b->tk && b->ti && b->p) return MK_OK;
-    return mk_error(MK_ERR_NOMEM, "out of memory for della ranks");
-}
-
-static void della_buf_free(della_buf *b)
-{
-    free(b->key);
-    free(b->idx);
-    free(b->tk);
-    free(b->ti);
-    free(b->p);
-}
-
-/* Keep probabilities of one row of model m (sparsify.py della_magprune): rank r (1..n,
- * ascending |delta|) -> (r - 1)/(n - 1) -> density - eps + 2 eps * that, each step in the
- * work dtype. */
-static void della_row_probs(const gta_model *m, const float *delta, uint64_t n, della_buf *b)
+/* Keep probabilities by rank of one model's rows of n elements (sparsify.py
+ * della_magprune): rank r (1..n, ascending |delta|) -> (r - 1)/(n - 1) -> density - eps +
+ * 2 eps * that, each step in the work dtype. They depend on the rank alone: computed once
+ * per tensor. */
+static void della_rank_probs(const gta_model *m, uint64_t n, float *pr)
 {
     const mk_dtype dt = m->wd;
-    for (uint64_t j = 0; j < n; j++) {
-        b->key[j] = mk_key_abs(delta[j]);
-        b->idx[j] = (uint32_t)j;
-    }
-    radix_sort(b->key, b->idx, b->tk, b->ti, n);
     float rmin = RD(RD(0.0f) + 1.0f), rmax = RD(RD((float)(n - 1)) + 1.0f);
     float span = RD(rmax - rmin);
     for (uint64_t r = 0; r < n; r++) {
         float rank = RD(RD((float)r) + 1.0f);
         float rn = RD(RD(rank - rmin) / span);
         rn = rn < 0 ? 0 : rn > 1 ? 1 : rn;
-        b->p[b->idx[r]] = RD(m->dm + RD(RD(rn * 2.0f) * m->eps));
+        pr[r] = RD(m->dm + RD(RD(rn * 2.0f) * m->eps));
+    }
+}
+
+/* Keep flags of one row of model m: u[j] < the probability of element j's rank. */
+static void della_row_keep(const gta_model *m, const float *delta, const float *u, uint64_t n, della_buf *b,
+                           uint8_t *kp)
+{
+    uint32_t lo = 0;
+    MK_SIMD for (uint64_t j = 0; j < n; j++) {
+        b->key[j] = mk_key_abs(delta[j]);
+        lo |= b->key[j];
+    }
+    if ((lo & 0xffffu) == 0 && n <= 65536) {
+        MK_SIMD for (uint64_t j = 0; j < n; j++) b->key[j] |= (uint32_t)j;
+        const uint32_t *v = radix_sort_packed(b->key, b->tk, n);
+        for (uint64_t r = 0; r < n; r++) {
+            uint32_t j = v[r] & 0xffffu;
+            kp[j] = u[j] < m->pr[r];
+        }
+        return;
+    }
+    const uint32_t *idx = radix_sort(b->key, b->idx, b->tk, b->ti, n);
+    for (uint64_t r = 0; r < n; r++) {
+        uint32_t j = idx[r];
+        kp[j] = u[j] < m->pr[r];
     }
 }
 
@@ -183,20 +224,36 @@ static void della_row_probs(const gta_model *m, const float *delta, uint64_t n, 
 typedef struct chunk_ctx {
     float *u;          /* [n] uniforms (random masks) */
     uint32_t *words;   /* [n + 8] random words */
-    float *delta;      /* [K][n] deltas in the compute dtype */
+    float *delta;      /* [K + 2][n] deltas in the compute dtype, then two rows of scratch */
     uint32_t *keys;    /* [n] */
     uint8_t *keep;     /* [K + 1][n] */
     della_buf db;
 } chunk_ctx;
 
-static void ctx_free(chunk_ctx *c)
+/* Carve a chunk's buffers out of the pass's per-thread scratch (no allocation per chunk). */
+static mk_status ctx_init(chunk_ctx *c, const mk_chunk *ch, size_t K, uint64_t cols, bool della, bool random)
 {
-    free(c->u);
-    free(c->words);
-    free(c->delta);
-    free(c->keys);
-    free(c->keep);
-    della_buf_free(&c->db);
+    const size_t n = (size_t)ch->n, nd = della ? (size_t)cols : 0, nr = random ? n + 8 : 0;
+    size_t sz[] = {(K + 2) * n * sizeof(float), n * sizeof(uint32_t), nr * sizeof(float), nr * sizeof(uint32_t),
+                   4 * nd * sizeof(uint32_t), (K + 1) * n};
+    uint8_t *p = mk_chunk_scratch(ch, sz, sizeof sz / sizeof *sz);
+    if (!p) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
+    memset(c, 0, sizeof *c);
+    c->delta = (float *)p;
+    p += mk_tmp_round(sz[0]);
+    c->keys = (uint32_t *)p;
+    p += mk_tmp_round(sz[1]);
+    c->u = (float *)p;
+    p += mk_tmp_round(sz[2]);
+    c->words = (uint32_t *)p;
+    p += mk_tmp_round(sz[3]);
+    c->db.key = (uint32_t *)p;
+    c->db.idx = c->db.key + nd;
+    c->db.tk = c->db.idx + nd;
+    c->db.ti = c->db.tk + nd;
+    p += mk_tmp_round(sz[4]);
+    c->keep = p;
+    return MK_OK;
 }
 
 /* flags[i] = whether element i (key |d[i]|) is before the cut of q. keys: n scratch words. */
@@ -208,7 +265,7 @@ static void sel_flags(const mk_sel_query *q, uint64_t chunk, const float *d, uin
 }
 
 /* keep[k][i] for every model of this chunk. */
-static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_chunk *ch, chunk_ctx *c)
+MK_KCLONE static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_chunk *ch, chunk_ctx *c)
 {
     const uint64_t n = ch->n;
     for (size_t k = 0; k < st->K; k++) {
@@ -237,10 +294,8 @@ static mk_status compute_keep(const mk_merge_job *job, gta_state *st, const mk_c
         case MK_KEEP_DELLA: {
             mk_uniforms(job->rng, m->in, ch->elem0, n, c->u, c->words);
             const uint64_t cols = job->cols;
-            for (uint64_t r = 0; r < ch->nrows; r++) {
-                della_row_probs(m, dk + r * cols, cols, &c->db);
-                for (uint64_t j = 0; j < cols; j++) kp[r * cols + j] = c->u[r * cols + j] < c->db.p[j];
-            }
+            for (uint64_t r = 0; r < ch->nrows; r++)
+                della_row_keep(m, dk + r * cols, c->u + r * cols, cols, &c->db, kp + r * cols);
             break;
         }
         }
@@ -308,33 +363,21 @@ static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const
     }
 }
 
-static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+MK_KCLONE static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     gta_state *st = user;
     const mk_dtype dt = job->compute_dtype;
     const uint64_t n = ch->n;
     const size_t K = st->K;
     const float *b = ch->in[st->ib];
-    chunk_ctx c = {0};
-    c.delta = malloc((size_t)((K + 2) * n) * sizeof *c.delta + 4);
-    c.keep = malloc((size_t)((K + 1) * n) + 1); /* [K][n], and n spare for a band's low cut */
-    c.keys = malloc((size_t)n * sizeof *c.keys + 1);
-    mk_status r = c.delta && c.keep && c.keys ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory");
     bool della = false, random = false;
     for (size_t k = 0; k < K; k++) {
         della |= st->mdl[k].keep == MK_KEEP_DELLA;
         random |= st->mdl[k].keep == MK_KEEP_DELLA || st->mdl[k].keep == MK_KEEP_RANDOM;
     }
-    if (r == MK_OK && della && st->phase > 0) r = della_buf_init(&c.db, job->cols);
-    if (r == MK_OK && random && st->phase > 0) {
-        c.u = malloc((size_t)n * sizeof *c.u + 4);
-        c.words = malloc((size_t)(n + 8) * sizeof *c.words);
-        if (!c.u || !c.words) r = mk_error(MK_ERR_NOMEM, "out of memory");
-    }
-    if (r != MK_OK) {
-        ctx_free(&c);
-        return r;
-    }
+    chunk_ctx c = {0};
+    MK_TRY(ctx_init(&c, ch, K, job->cols, della && st->phase > 0, random && st->phase > 0));
+    mk_status r = MK_OK;
     for (size_t k = 0; k < K; k++) MK_DT_DISPATCH(dt, gta_deltas, c.delta + k * n, ch->in[st->mdl[k].in], b, n);
     if (st->phase == 0) {
         /* selection: magnitude keys of the models that need them */
@@ -344,7 +387,6 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
             MK_SIMD for (uint64_t i = 0; i < n; i++) c.keys[i] = mk_key_abs(dk[i]);
             r = mk_sel_count(&st->sel, k, ch->index, c.keys, n);
         }
-        ctx_free(&c);
         return r;
     }
     if (st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index)) {
@@ -365,11 +407,9 @@ static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch, void *us
             const uint8_t *kp = c.keep + k * n;
             mk_sum_abs_kept(dk, kp, n, &row[2 * k], &row[2 * k + 1]);
         }
-        ctx_free(&c);
         return MK_OK;
     }
     MK_DT_DISPATCH(dt, gta_emit, st, b, c.delta, c.keep, n, ch->out, c.delta + K * n, c.delta + (K + 1) * n);
-    ctx_free(&c);
     return MK_OK;
 }
 
@@ -390,6 +430,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
     const uint64_t N = job->numel;
     size_t nq = 0;
     float wsum = 0;
+    mk_status r = MK_OK;
     for (size_t k = 0; k < st.K; k++) {
         gta_model *m = &st.mdl[k];
         m->in = mk_job_nonbase(job, k);
@@ -444,14 +485,15 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
             /* (density - epsilon) + tensor: the Python number is cast to the work dtype */
             m->dm = mk_dtype_round(m->wd, (float)(den - job->m[m->in][P_EXTRA]));
             m->eps = (float)job->m[m->in][P_EXTRA];
+            if (job->cols >= 2 && (m->pr = malloc((size_t)job->cols * sizeof *m->pr))) della_rank_probs(m, job->cols, m->pr);
+            else if (job->cols >= 2) r = mk_error(MK_ERR_NOMEM, "out of memory for della ranks");
             break;
         case SP_NONE: break;
         }
     }
     st.wsum = RD(wsum);
     if (fabsf(st.wsum) < 1e-8f) st.wsum = 1;
-    mk_status r = MK_OK;
-    if (nq) {
+    if (r == MK_OK && nq) {
         r = mk_sel_init(&st.sel, N, job->n_chunks, st.K, nq);
         for (size_t k = 0; k < st.K && r == MK_OK; k++) {
             gta_model *m = &st.mdl[k];
@@ -510,6 +552,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
     }
     if (nq) mk_sel_free(&st.sel);
     mk_chunk_bits_free(&st.kept);
+    for (size_t k = 0; k < st.K; k++) free(st.mdl[k].pr);
     return r;
 }
 

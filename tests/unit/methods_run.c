@@ -29,6 +29,7 @@ static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bo
     float *outbuf = malloc((size_t)(ex->rpc * r->cols) * sizeof(float) + 4);
     mk_status s = outbuf ? MK_OK : MK_ERR_NOMEM;
     for (size_t k = 0; k < r->n_in; k++) bufs[k] = malloc((size_t)(ex->rpc * r->cols) * sizeof(float) + 4);
+    mk_chunk_tmp tmp = {0};
     for (uint64_t i = 0; i < job->n_chunks && s == MK_OK; i++) {
         uint64_t c = chunk_at(r, i, job->n_chunks);
         uint64_t row0 = c * ex->rpc, nrows = r->rows - row0 < ex->rpc ? r->rows - row0 : ex->rpc;
@@ -39,11 +40,12 @@ static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bo
             mk_dtype_round_f32(job->compute_dtype, bufs[k], (size_t)n);
             in[k] = bufs[k];
         }
-        mk_chunk ch = {c, e0, n, row0, nrows, in, outbuf};
+        mk_chunk ch = {c, e0, n, row0, nrows, in, outbuf, &tmp};
         s = fn(job, &ch, user);
         if (s == MK_OK && emit) memcpy(ex->out + e0, outbuf, (size_t)n * sizeof(float));
     }
     for (size_t k = 0; k < r->n_in; k++) free(bufs[k]);
+    mk_chunk_tmp_free(&tmp);
     free(outbuf);
     return s;
 }
