@@ -104,7 +104,7 @@ void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scal
     for (size_t i = 0; i < n; i++) out[i] = mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale);
 }
 
-void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
+void mk_ct_pack_row_ref(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
 {
     const unsigned per = 32 / bits;
     const uint32_t off = 1u << (bits - 1), mask = (1u << bits) - 1u;
@@ -114,6 +114,35 @@ void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
             v |= ((uint32_t)((int32_t)q[w * per + k] + (int32_t)off) & mask) << (k * bits);
         words[w] = v;
     }
+}
+
+/* Codes in [-2^(bits-1), 2^(bits-1)): the low `bits` bits of a code with the top one
+ * flipped are the code plus the offset. 4 bits: 8 codes of a 64-bit load become one word
+ * by merging neighbouring nibbles, then bytes, then halves (4 words a step in a vector);
+ * 8 bits: a 32-bit load with every top bit flipped. The tail is the reference's. */
+MK_QKERNEL
+void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
+{
+    size_t i = 0, w = 0;
+    if (bits == 4) {
+        for (; i + 32 <= n; i += 32, w += 4) {
+            mk_vu64 v;
+            memcpy(&v, q + i, 32);
+            v = (v & 0x0f0f0f0f0f0f0f0full) ^ 0x0808080808080808ull;
+            v = (v | (v >> 4)) & 0x00ff00ff00ff00ffull;
+            v = (v | (v >> 8)) & 0x0000ffff0000ffffull;
+            v = (v | (v >> 16)) & 0x00000000ffffffffull;
+            for (int k = 0; k < 4; k++) words[w + k] = (uint32_t)v[k];
+        }
+    } else if (bits == 8) {
+        for (; i + 32 <= n; i += 32, w += 8) {
+            mk_vu v;
+            memcpy(&v, q + i, 32);
+            v ^= 0x80808080u;
+            memcpy(words + w, &v, 32);
+        }
+    }
+    if (i < n) mk_ct_pack_row_ref(bits, q + i, n - i, words + w);
 }
 
 void mk_ct_unpack_row(unsigned bits, const uint32_t *words, size_t n, int8_t *q)

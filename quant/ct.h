@@ -50,6 +50,7 @@ void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scal
  * i * bits of the row's words, stored as q + 2^(bits-1); words[ceil(n * bits / 32)],
  * padding bits zero. bits must divide 32. */
 void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words);
+void mk_ct_pack_row_ref(unsigned bits, const int8_t *q, size_t n, uint32_t *words);
 void mk_ct_unpack_row(unsigned bits, const uint32_t *words, size_t n, int8_t *q);
 /* Zero points packed along rows (pack_to_int32 with packed_dim=0): `nr` <= 32/bits rows
  * of `ng` zero points each (zp[r * ng + g]) -> one row of ng words. */

@@ -164,6 +164,29 @@ MK_TEST(quant_ct_int_fast_matches_reference)
                 }
 }
 
+/* The packing fast path gives the reference's words for every length (tails, padding) and
+ * every byte value a code can hold. */
+MK_TEST(quant_ct_pack_fast_matches_reference)
+{
+    static const size_t sizes[] = {1, 7, 8, 31, 32, 33, 64, 100, 128, 1029};
+    uint32_t rng = 12345;
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            size_t n = sizes[si], nw = (n * bits + 31) / 32;
+            int8_t *q = malloc(n);
+            uint32_t *wr = malloc(nw * 4), *wf = malloc(nw * 4);
+            for (size_t i = 0; i < n; i++) {
+                rng = rng * 1664525u + 1013904223u;
+                q[i] = (int8_t)(bits == 8 ? (int)(rng >> 24) - 128 : (int)(rng >> 28) - 8);
+            }
+            mk_ct_pack_row_ref(bits, q, n, wr);
+            mk_ct_pack_row(bits, q, n, wf);
+            for (size_t w = 0; w < nw; w++)
+                CHECK_MSG(wr[w] == wf[w], "pack %u bits n %zu: word %zu is %08x, reference %08x", bits, n, w, wf[w], wr[w]);
+            free(q), free(wr), free(wf);
+        }
+}
+
 /* Every bf16 (and f16) input through the FP8 fast path and the reference: the vector
  * rounding must agree with the scalar encoder on all 65536 patterns, and decode alike. */
 MK_TEST(quant_fp8_fast_matches_reference_exhaustive)
