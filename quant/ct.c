@@ -24,8 +24,7 @@ float mk_ct_eps(mk_dtype t)
 
 /* ---- integers ------------------------------------------------------------------------- */
 
-MK_QKERNEL
-void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+MK_VINLINE void int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
 {
     const mk_dtype t = a->wdtype;
     /* min(min(x), 0), max(max(x), 0): zero stays representable */
@@ -61,6 +60,12 @@ void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scal
     *zp = z;
 }
 
+MK_QKERNEL
+void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+{
+    int_qparams(a, x, n, scale, zp);
+}
+
 void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q)
 {
     const mk_dtype t = a->wdtype;
@@ -73,18 +78,19 @@ void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float sca
     }
 }
 
-MK_QKERNEL
-void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
+/* The codes of one group; bf and asym are the weight's (constants where the caller makes
+ * them so, and the loop is built without their tests). */
+MK_VINLINE void int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err, bool bf,
+                          bool asym)
 {
     mk_qacc acc;
     mk_qacc_init(&acc);
     size_t i = 0;
     if (a->wdtype == MK_BF16 || a->wdtype == MK_F32) {
-        const bool bf = a->wdtype == MK_BF16;
-        const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(a->asym ? (float)zp : 0.0f);
+        const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(asym ? (float)zp : 0.0f);
         const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, a->asym);
+            mk_vf xv = mk_vf_load(x + i), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, asym);
             mk_vu_store_u8((uint8_t *)q + i, (mk_vu)__builtin_convertvector(s, mk_vi));
             if (err) {
                 mk_vf d = (s - vz) * vs; /* (q - zp) is an exact small integer */
@@ -94,9 +100,33 @@ void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, 
     }
     if (i < n) {
         mk_ct_int_codes_ref(a, x + i, n - i, scale, zp, q + i);
-        for (; err && i < n; i++) mk_qacc_add1(&acc, x[i], mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale));
+        for (; err && i < n; i++) mk_qacc_add1(&acc, x[i], mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (asym ? zp : 0)) * scale));
     }
     if (err) mk_qacc_flush(&acc, err);
+}
+
+MK_QKERNEL
+void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
+{
+    int_codes(a, x, n, scale, zp, q, err, a->wdtype == MK_BF16, a->asym);
+}
+
+MK_VINLINE void int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err, bool bf, bool asym)
+{
+    for (size_t g = 0, k = 0; g + group <= cols; g += group, k++) {
+        int_qparams(a, x + g, group, &scales[k], &zps[k]);
+        int_codes(a, x + g, group, scales[k], zps[k], q + g, err, bf, asym);
+    }
+}
+
+MK_QKERNEL
+void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err)
+{
+    const bool bf = a->wdtype == MK_BF16;
+    if (bf && !a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false);
+    else if (bf) int_row(a, x, cols, group, scales, zps, q, err, true, true);
+    else int_row(a, x, cols, group, scales, zps, q, err, false, a->asym);
 }
 
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out)

@@ -43,6 +43,10 @@ void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scal
 void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_int_dequant. */
 void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err);
+/* A row of cols values in groups of `group` (which divides cols): mk_ct_int_qparams then
+ * mk_ct_int_codes of each group, scales[g] and zps[g] its parameters, the same bytes and
+ * error sums. */
+void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 

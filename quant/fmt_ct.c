@@ -263,15 +263,16 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
     if (!words || !codes || !scales || !zps || !sbytes) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
-        for (size_t g = 0; g < G; g++) {
-            const float *xg = x + r * cols + g * group;
-            float sc;
-            int32_t z;
-            if (p->o.method == MK_QM_SEARCH) mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, &sc, &z);
-            else mk_ct_int_qparams(&a, xg, group, &sc, &z);
-            mk_ct_int_codes(&a, xg, group, sc, z, codes + g * group, &e);
-            scales[r * G + g] = sc;
-            zps[r * G + g] = z;
+        if (p->o.method != MK_QM_SEARCH) {
+            mk_ct_int_row(&a, x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
+        } else {
+            for (size_t g = 0; g < G; g++) {
+                const float *xg = x + r * cols + g * group;
+                float *sc = &scales[r * G + g];
+                int32_t *z = &zps[r * G + g];
+                mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, sc, z);
+                mk_ct_int_codes(&a, xg, group, *sc, *z, codes + g * group, &e);
+            }
         }
         mk_ct_pack_row(a.bits, codes, cols, words + r * W);
     }

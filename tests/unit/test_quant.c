@@ -164,6 +164,43 @@ MK_TEST(quant_ct_int_fast_matches_reference)
                 }
 }
 
+/* The row kernel is the group kernels one group after another: the same codes, scales,
+ * zero points and error sums (exactly: the same additions in the same order). */
+MK_TEST(quant_ct_int_row_matches_groups)
+{
+    static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
+    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}};
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (int asym = 0; asym < 2; asym++)
+            for (size_t d = 0; d < 3; d++)
+                for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+                    const size_t cols = shapes[si][0], group = shapes[si][1], G = cols / group;
+                    mk_ct_int a = {bits, asym != 0, dts[d]};
+                    float *x = gaussian(700 + si, cols, 0.02, 0.01, 8, dts[d]);
+                    if (asym) /* a group that is all positive */
+                        for (size_t i = 0; i < group; i++) x[i] = fabsf(x[i]);
+                    int8_t *qg = malloc(cols), *qr = malloc(cols);
+                    float sg[128], sr[128];
+                    int32_t zg[128], zr[128];
+                    mk_qerr eg = {0, 0, 0}, er = {0, 0, 0};
+                    for (size_t g = 0; g < G; g++) {
+                        mk_ct_int_qparams(&a, x + g * group, group, &sg[g], &zg[g]);
+                        mk_ct_int_codes(&a, x + g * group, group, sg[g], zg[g], qg + g * group, &eg);
+                    }
+                    mk_ct_int_row(&a, x, cols, group, sr, zr, qr, &er);
+                    char what[80];
+                    snprintf(what, sizeof what, "row int%u %s %s cols %zu group %zu", bits, asym ? "asym" : "sym", mk_dtype_name(dts[d]),
+                             cols, group);
+                    first_diff(what, qr, qg, cols);
+                    for (size_t g = 0; g < G; g++)
+                        CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
+                                  sg[g], zg[g]);
+                    CHECK_MSG(er.sx2 == eg.sx2 && er.se2 == eg.se2 && er.maxe == eg.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g",
+                              what, er.sx2, er.se2, er.maxe, eg.sx2, eg.se2, eg.maxe);
+                    free(x), free(qg), free(qr);
+                }
+}
+
 /* The packing fast path gives the reference's words for every length (tails, padding) and
  * every byte value a code can hold. */
 MK_TEST(quant_ct_pack_fast_matches_reference)
