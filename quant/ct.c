@@ -24,21 +24,24 @@ float mk_ct_eps(mk_dtype t)
 
 /* ---- integers ------------------------------------------------------------------------- */
 
-MK_VINLINE void int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+/* The kernels below read element i of x as mk_vf_loadx / mk_loadx1 do: f32 values, or (xb)
+ * bf16 bit patterns widened where they are loaded (the same values, so the same bytes). */
+MK_VINLINE void int_qparams(const mk_ct_int *a, const void *x, size_t n, float *scale, int32_t *zp, bool xb)
 {
     const mk_dtype t = a->wdtype;
     /* min(min(x), 0), max(max(x), 0): zero stays representable */
     mk_vf vmn = mk_vf_set1(0.0f), vmx = vmn;
     size_t i8 = n / 8 * 8;
     for (size_t i = 0; i < i8; i += 8) {
-        mk_vf v = mk_vf_load(x + i);
+        mk_vf v = mk_vf_loadx(x, i, xb);
         vmn = mk_vf_min(vmn, v);
         vmx = mk_vf_max(vmx, v);
     }
     float mn = mk_vf_hmin(vmn), mx = mk_vf_hmax(vmx);
     for (size_t i = i8; i < n; i++) {
-        mn = x[i] < mn ? x[i] : mn;
-        mx = x[i] > mx ? x[i] : mx;
+        float v = mk_loadx1(x, i, xb);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
     }
     const float range = mk_ct_round(t, (float)((1 << a->bits) - 1)); /* bit_range.to(dtype) */
     const float qmin = (float)mk_ct_qmin(a), qmax = (float)mk_ct_qmax(a);
@@ -63,7 +66,7 @@ MK_VINLINE void int_qparams(const mk_ct_int *a, const float *x, size_t n, float 
 MK_QKERNEL
 void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
 {
-    int_qparams(a, x, n, scale, zp);
+    int_qparams(a, x, n, scale, zp, false);
 }
 
 void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q)
@@ -79,9 +82,9 @@ void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float sca
 }
 
 /* The codes of one group; bf and asym are the weight's (constants where the caller makes
- * them so, and the loop is built without their tests). */
-MK_VINLINE void int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err, bool bf,
-                          bool asym)
+ * them so, and the loop is built without their tests). xb implies bf. */
+MK_VINLINE void int_codes(const mk_ct_int *a, const void *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err, bool bf,
+                          bool asym, bool xb)
 {
     mk_qacc acc;
     mk_qacc_init(&acc);
@@ -90,7 +93,7 @@ MK_VINLINE void int_codes(const mk_ct_int *a, const float *x, size_t n, float sc
         const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(asym ? (float)zp : 0.0f);
         const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, asym);
+            mk_vf xv = mk_vf_loadx(x, i, xb), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, asym);
             mk_vu_store_u8((uint8_t *)q + i, (mk_vu)__builtin_convertvector(s, mk_vi));
             if (err) {
                 mk_vf d = (s - vz) * vs; /* (q - zp) is an exact small integer */
@@ -99,8 +102,15 @@ MK_VINLINE void int_codes(const mk_ct_int *a, const float *x, size_t n, float sc
         }
     }
     if (i < n) {
-        mk_ct_int_codes_ref(a, x + i, n - i, scale, zp, q + i);
-        for (; err && i < n; i++) mk_qacc_add1(&acc, x[i], mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (asym ? zp : 0)) * scale));
+        float tail[8];
+        const float *xt = (const float *)x + i;
+        if (xb) { /* bf16 weights take the vector loop: fewer than 8 are left */
+            for (size_t k = i; k < n; k++) tail[k - i] = mk_loadx1(x, k, true);
+            xt = tail;
+        }
+        mk_ct_int_codes_ref(a, xt, n - i, scale, zp, q + i);
+        for (size_t k = i; err && k < n; k++)
+            mk_qacc_add1(&acc, xt[k - i], mk_ct_round(a->wdtype, (float)((int32_t)q[k] - (asym ? zp : 0)) * scale));
     }
     if (err) mk_qacc_flush(&acc, err);
 }
@@ -108,15 +118,24 @@ MK_VINLINE void int_codes(const mk_ct_int *a, const float *x, size_t n, float sc
 MK_QKERNEL
 void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
 {
-    int_codes(a, x, n, scale, zp, q, err, a->wdtype == MK_BF16, a->asym);
+    int_codes(a, x, n, scale, zp, q, err, a->wdtype == MK_BF16, a->asym, false);
 }
 
-MK_VINLINE void int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
-                        mk_qerr *err, bool bf, bool asym)
+MK_VINLINE void int_row(const mk_ct_int *a, const void *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err, bool bf, bool asym, bool xb)
 {
+    const size_t es = xb ? 2 : 4;
+    float buf[256];
     for (size_t g = 0, k = 0; g + group <= cols; g += group, k++) {
-        int_qparams(a, x + g, group, &scales[k], &zps[k]);
-        int_codes(a, x + g, group, scales[k], zps[k], q + g, err, bf, asym);
+        const void *xg = (const char *)x + g * es;
+        if (xb && group <= 256 && group % 8 == 0) { /* widened once, read twice from L1 */
+            for (size_t i = 0; i < group; i += 8) mk_vf_store(buf + i, mk_vf_load_bf16((const uint16_t *)xg + i));
+            int_qparams(a, buf, group, &scales[k], &zps[k], false);
+            int_codes(a, buf, group, scales[k], zps[k], q + g, err, bf, asym, false);
+            continue;
+        }
+        int_qparams(a, xg, group, &scales[k], &zps[k], xb);
+        int_codes(a, xg, group, scales[k], zps[k], q + g, err, bf, asym, xb);
     }
 }
 
@@ -124,9 +143,17 @@ MK_QKERNEL
 void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err)
 {
     const bool bf = a->wdtype == MK_BF16;
-    if (bf && !a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false);
-    else if (bf) int_row(a, x, cols, group, scales, zps, q, err, true, true);
-    else int_row(a, x, cols, group, scales, zps, q, err, false, a->asym);
+    if (bf && !a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false, false);
+    else if (bf) int_row(a, x, cols, group, scales, zps, q, err, true, true, false);
+    else int_row(a, x, cols, group, scales, zps, q, err, false, a->asym, false);
+}
+
+MK_QKERNEL
+void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err)
+{
+    if (!a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false, true);
+    else int_row(a, x, cols, group, scales, zps, q, err, true, true, true);
 }
 
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out)

@@ -47,6 +47,10 @@ void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, 
  * mk_ct_int_codes of each group, scales[g] and zps[g] its parameters, the same bytes and
  * error sums. */
 void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err);
+/* The same from the bf16 bit patterns of a weight whose wdtype is BF16 (converted as they
+ * are loaded). */
+void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 

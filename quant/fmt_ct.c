@@ -247,7 +247,8 @@ static uint64_t int_align(const mk_qplan *p, size_t i)
     return p->o.asym ? (32 / p->o.fmt->bits) * p->t[i].cols : 1;
 }
 
-static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight */
+static mk_status int_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -263,11 +264,13 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
     if (!words || !codes || !scales || !zps || !sbytes) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
-        if (p->o.method != MK_QM_SEARCH) {
-            mk_ct_int_row(&a, x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
+        if (xb) {
+            mk_ct_int_row_bf16(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
+        } else if (p->o.method != MK_QM_SEARCH) {
+            mk_ct_int_row(&a, (const float *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
         } else {
             for (size_t g = 0; g < G; g++) {
-                const float *xg = x + r * cols + g * group;
+                const float *xg = (const float *)x + r * cols + g * group;
                 float *sc = &scales[r * G + g];
                 int32_t *z = &zps[r * G + g];
                 mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, sc, z);
@@ -289,6 +292,23 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
         MK_TRY(mk_qc_put(q, qt->out0 + 3, (uint64_t)(r0 / per) * G * 4, zw, wr * G * 4));
     }
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+{
+    return int_rows_x(q, i, e0, x, n, false);
+}
+
+static mk_status int_rows_bf16(mk_qcons *q, size_t i, uint64_t e0, const uint16_t *x, size_t n)
+{
+    return int_rows_x(q, i, e0, x, n, true);
+}
+
+/* The scale search reads f32 values. */
+static bool int_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return p->o.method != MK_QM_SEARCH;
 }
 
 static mk_status int_end(mk_qcons *q, size_t i)
@@ -448,6 +468,8 @@ const mk_qfamily mk_qfam_ct_int = {
     .config_json = int_config,
     .align = int_align,
     .rows = int_rows,
+    .rows_bf16 = int_rows_bf16,
+    .bf16_ok = int_bf16_ok,
     .end = int_end,
     .read_config = read_config,
     .recognise = int_recognise,

@@ -22,6 +22,7 @@
 #define QSTREAM_HOLD (128ull << 20) /* the largest tensor (as f32) a prepass keeps for the main pass */
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
+static mk_status rows_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
 
 /* One pass over source tensor si (numel elements in rows of `cols`), calling fn per chunk. */
 typedef struct qpass_tls {
@@ -81,6 +82,7 @@ typedef struct qpass {
     void *ctx;
     float *hold;  /* the whole tensor as f32, or NULL: chunks are read into it, or read from it */
     bool held;    /* hold is filled: nothing to read */
+    bool raw;     /* chunks go to the consumer's rows_raw as the source's bytes */
     qbufs *bufs;
 } qpass;
 
@@ -117,6 +119,19 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
     uint64_t e0 = c * q->rpc * q->cols;
     uint64_t n = (q->rows - c * q->rpc < q->rpc ? q->rows - c * q->rpc : q->rpc) * q->cols;
     if (q->held) return q->fn(q->ctx, q->i, e0, q->hold + e0, n);
+    if (q->raw) {
+        mk_consumer *cons = q->ctx;
+        mk_source *src = q->src;
+        const void *p = src->ops->borrow ? src->ops->borrow(src, q->si, e0 * q->es, n * q->es) : NULL;
+        mk_status st = MK_OK;
+        if (!p) {
+            st = src->ops->read(src, q->si, e0 * q->es, n * q->es, t->scratch);
+            p = t->scratch;
+        }
+        if (st == MK_OK) st = cons->ops->rows_raw(cons, q->i, e0, p, src->tensors[q->si].dtype, n);
+        if (src->ops->release) src->ops->release(src, q->si, e0 * q->es, n * q->es);
+        return st;
+    }
     float *v = q->hold ? q->hold + e0 : t->buf;
     mk_status st = mk_source_read_f32(q->src, q->si, e0, n, v, t->scratch);
     if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, v, n);
@@ -130,7 +145,11 @@ static mk_status pass_held(qbufs *b, mk_source *src, size_t si, size_t i, uint64
     const mk_tensor_info *t = &src->tensors[si];
     const uint64_t rows = cols ? t->numel / cols : 0;
     qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx,
-               hold, held, b};
+               hold, held, false, b};
+    if (fn == rows_fn && !hold) {
+        mk_consumer *c = ctx;
+        q.raw = c->ops->takes_raw && c->ops->rows_raw && c->ops->takes_raw(c, i, t->dtype);
+    }
     return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_done);
 }
 

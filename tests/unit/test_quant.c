@@ -169,7 +169,7 @@ MK_TEST(quant_ct_int_fast_matches_reference)
 MK_TEST(quant_ct_int_row_matches_groups)
 {
     static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
-    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}};
+    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}};
     for (unsigned bits = 4; bits <= 8; bits += 4)
         for (int asym = 0; asym < 2; asym++)
             for (size_t d = 0; d < 3; d++)
@@ -188,7 +188,7 @@ MK_TEST(quant_ct_int_row_matches_groups)
                         mk_ct_int_codes(&a, x + g * group, group, sg[g], zg[g], qg + g * group, &eg);
                     }
                     mk_ct_int_row(&a, x, cols, group, sr, zr, qr, &er);
-                    char what[80];
+                    char what[100];
                     snprintf(what, sizeof what, "row int%u %s %s cols %zu group %zu", bits, asym ? "asym" : "sym", mk_dtype_name(dts[d]),
                              cols, group);
                     first_diff(what, qr, qg, cols);
@@ -197,6 +197,20 @@ MK_TEST(quant_ct_int_row_matches_groups)
                                   sg[g], zg[g]);
                     CHECK_MSG(er.sx2 == eg.sx2 && er.se2 == eg.se2 && er.maxe == eg.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g",
                               what, er.sx2, er.se2, er.maxe, eg.sx2, eg.se2, eg.maxe);
+                    if (dts[d] == MK_BF16) { /* and from the bf16 bit patterns: widened in L1 (groups <= 256), or as loaded */
+                        uint16_t *xb = malloc(cols * 2);
+                        for (size_t k = 0; k < cols; k++) xb[k] = mk_f32_to_bf16(x[k]);
+                        mk_qerr eb = {0, 0, 0};
+                        mk_ct_int_row_bf16(&a, xb, cols, group, sr, zr, qr, &eb);
+                        strcat(what, " from bf16");
+                        first_diff(what, qr, qg, cols);
+                        for (size_t g = 0; g < G; g++)
+                            CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
+                                      sg[g], zg[g]);
+                        CHECK_MSG(eb.sx2 == eg.sx2 && eb.se2 == eg.se2 && eb.maxe == eg.maxe,
+                                  "%s: error sums %.17g %.17g %g, want %.17g %.17g %g", what, eb.sx2, eb.se2, eb.maxe, eg.sx2, eg.se2, eg.maxe);
+                        free(xb);
+                    }
                     free(x), free(qg), free(qr);
                 }
 }
