@@ -222,18 +222,23 @@ void mk_ct_pack_zp(unsigned bits, const int32_t *zp, size_t nr, size_t ng, uint3
 
 /* ---- FP8 ----------------------------------------------------------------------------------- */
 
-MK_QKERNEL
-float mk_ct_absmax(const float *x, size_t n)
+MK_VINLINE float absmax_x(const void *x, size_t n, bool xb)
 {
     mk_vf m0 = mk_vf_set1(0.0f), m1 = m0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_load(x + i)));
-        m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_load(x + i + 8)));
+        m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_loadx(x, i, xb)));
+        m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_loadx(x, i + 8, xb)));
     }
     float am = mk_vf_hmax(mk_vf_max(m0, m1));
-    for (; i < n; i++) am = fabsf(x[i]) > am ? fabsf(x[i]) : am;
+    for (; i < n; i++) am = fabsf(mk_loadx1(x, i, xb)) > am ? fabsf(mk_loadx1(x, i, xb)) : am;
     return am;
+}
+
+MK_QKERNEL
+float mk_ct_absmax(const float *x, size_t n)
+{
+    return absmax_x(x, n, false);
 }
 
 float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax)
@@ -294,8 +299,7 @@ MK_VINLINE void fp8_round8(const fp8_k *k, const mk_vf *v, mk_vf *r, mk_vu *code
     *code = (sub & cs) | (~sub & cn) | sign;
 }
 
-MK_QKERNEL
-void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+MK_VINLINE void fp8_quantize(const mk_ct_fp8 *a, const void *x, size_t n, float scale, uint8_t *q, mk_qerr *err, bool xb)
 {
     mk_qacc acc;
     mk_qacc_init(&acc);
@@ -306,7 +310,7 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
         fp8_k k;
         fp8_k_init(&k, a->e5m2);
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = xv / vs, r;
+            mk_vf xv = mk_vf_loadx(x, i, xb), s = xv / vs, r;
             if (t == MK_BF16) s = mk_vf_round_bf16(s);
             else if (t == MK_F16) s = mk_vf_round_f16(s);
             s = mk_vf_min(mk_vf_max(s + zero, lo), hi); /* + 0: the zero point; -0 becomes +0 */
@@ -322,13 +326,33 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
         }
     }
     if (i < n) {
-        mk_ct_fp8_quantize_ref(a, x + i, n - i, scale, q + i);
-        for (; err && i < n; i++) {
-            float v = a->e5m2 ? mk_e5m2_to_f32(q[i]) : mk_e4m3_to_f32(q[i]);
-            mk_qacc_add1(&acc, x[i], mk_ct_round(t, v * scale));
+        float tail[8];
+        const float *xt = (const float *)x + i;
+        if (xb) { /* bf16 weights take the vector loop: fewer than 8 are left */
+            for (size_t k = i; k < n; k++) tail[k - i] = mk_loadx1(x, k, true);
+            xt = tail;
+        }
+        mk_ct_fp8_quantize_ref(a, xt, n - i, scale, q + i);
+        for (size_t k = i; err && k < n; k++) {
+            float v = a->e5m2 ? mk_e5m2_to_f32(q[k]) : mk_e4m3_to_f32(q[k]);
+            mk_qacc_add1(&acc, xt[k - i], mk_ct_round(t, v * scale));
         }
     }
     if (err) mk_qacc_flush(&acc, err);
+}
+
+MK_QKERNEL
+void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+{
+    fp8_quantize(a, x, n, scale, q, err, false);
+}
+
+MK_QKERNEL
+float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err)
+{
+    float sc = mk_ct_fp8_scale(a, absmax_x(x, n, true));
+    fp8_quantize(a, x, n, sc, q, err, true);
+    return sc;
 }
 
 void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out)

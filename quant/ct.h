@@ -86,6 +86,9 @@ float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax);
 void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_fp8_dequant. */
 void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
+/* A row of a BF16 weight from its bf16 bit patterns (widened as they are loaded): codes as
+ * mk_ct_fp8_quantize with mk_ct_fp8_scale(mk_ct_absmax(row)), which it returns. */
+float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err);
 /* dt(f8 value * scale). */
 void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out);
 

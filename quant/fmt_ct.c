@@ -524,7 +524,8 @@ static mk_status fp8_begin(mk_qcons *q, size_t i, void **state)
     return *state ? MK_OK : MK_ERR_NOMEM;
 }
 
-static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb: per row scales) the bf16 bit patterns of a bf16 weight */
+static mk_status fp8_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -538,7 +539,11 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
     if (!cq || !scales || !sbytes) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
+        if (xb) {
+            scales[r] = mk_ct_fp8_row_bf16(&a, (const uint16_t *)x + r * cols, cols, cq + r * cols, &e);
+            continue;
+        }
+        const float *xr = (const float *)x + r * cols;
         float sc = s ? s->scale : mk_ct_fp8_scale(&a, mk_ct_absmax(xr, cols));
         scales[r] = sc;
         mk_ct_fp8_quantize(&a, xr, cols, sc, cq + r * cols, &e);
@@ -549,6 +554,23 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
         MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / cols * es, sbytes, rows * es));
     }
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+{
+    return fp8_rows_x(q, i, e0, x, n, false);
+}
+
+static mk_status fp8_rows_bf16(mk_qcons *q, size_t i, uint64_t e0, const uint16_t *x, size_t n)
+{
+    return fp8_rows_x(q, i, e0, x, n, true);
+}
+
+/* --per-tensor scales come from the prepass, which reads f32 values. */
+static bool fp8_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return !p->o.per_tensor;
 }
 
 static mk_status fp8_end(mk_qcons *q, size_t i)
@@ -677,6 +699,8 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .begin = fp8_begin,
     .state_free = free,
     .rows = fp8_rows,
+    .rows_bf16 = fp8_rows_bf16,
+    .bf16_ok = fp8_bf16_ok,
     .end = fp8_end,
     .wants_prepass = fp8_wants_prepass,
     .observe = tensor_observe,

@@ -215,6 +215,32 @@ MK_TEST(quant_ct_int_row_matches_groups)
                 }
 }
 
+/* FP8 rows from bf16 bit patterns: the scale, codes and error sums of the f32 path. */
+MK_TEST(quant_fp8_row_bf16_matches_f32)
+{
+    static const size_t sizes[] = {1, 7, 8, 33, 1029, 4096};
+    for (int e5 = 0; e5 < 2; e5++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            const size_t n = sizes[si];
+            mk_ct_fp8 a = {e5 != 0, MK_BF16};
+            float *x = gaussian(900 + si, n, 0.02, 0.01, 8, MK_BF16);
+            uint16_t *xb = malloc(n * 2);
+            for (size_t k = 0; k < n; k++) xb[k] = mk_f32_to_bf16(x[k]);
+            uint8_t *qf = malloc(n), *qb = malloc(n);
+            mk_qerr ef = {0, 0, 0}, eb = {0, 0, 0};
+            float sf = mk_ct_fp8_scale(&a, mk_ct_absmax(x, n));
+            mk_ct_fp8_quantize(&a, x, n, sf, qf, &ef);
+            float sb = mk_ct_fp8_row_bf16(&a, xb, n, qb, &eb);
+            char what[64];
+            snprintf(what, sizeof what, "fp8 %s row of %zu from bf16", e5 ? "e5m2" : "e4m3", n);
+            CHECK_MSG(sb == sf, "%s: scale %g, want %g", what, sb, sf);
+            first_diff(what, qb, qf, n);
+            CHECK_MSG(eb.sx2 == ef.sx2 && eb.se2 == ef.se2 && eb.maxe == ef.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g", what,
+                      eb.sx2, eb.se2, eb.maxe, ef.sx2, ef.se2, ef.maxe);
+            free(x), free(xb), free(qf), free(qb);
+        }
+}
+
 /* The packing fast path gives the reference's words for every length (tails, padding) and
  * every byte value a code can hold. */
 MK_TEST(quant_ct_pack_fast_matches_reference)
