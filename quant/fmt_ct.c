@@ -294,16 +294,6 @@ static mk_status int_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, s
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
 }
 
-static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
-{
-    return int_rows_x(q, i, e0, x, n, false);
-}
-
-static mk_status int_rows_bf16(mk_qcons *q, size_t i, uint64_t e0, const uint16_t *x, size_t n)
-{
-    return int_rows_x(q, i, e0, x, n, true);
-}
-
 /* The scale search reads f32 values. */
 static bool int_bf16_ok(const mk_qplan *p, size_t i)
 {
@@ -467,8 +457,7 @@ const mk_qfamily mk_qfam_ct_int = {
     .stored = int_layout,
     .config_json = int_config,
     .align = int_align,
-    .rows = int_rows,
-    .rows_bf16 = int_rows_bf16,
+    .rows_x = int_rows_x,
     .bf16_ok = int_bf16_ok,
     .end = int_end,
     .read_config = read_config,
@@ -554,16 +543,6 @@ static mk_status fp8_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, s
         MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / cols * es, sbytes, rows * es));
     }
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
-}
-
-static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
-{
-    return fp8_rows_x(q, i, e0, x, n, false);
-}
-
-static mk_status fp8_rows_bf16(mk_qcons *q, size_t i, uint64_t e0, const uint16_t *x, size_t n)
-{
-    return fp8_rows_x(q, i, e0, x, n, true);
 }
 
 /* --per-tensor scales come from the prepass, which reads f32 values. */
@@ -698,8 +677,7 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .config_json = fp8_config,
     .begin = fp8_begin,
     .state_free = free,
-    .rows = fp8_rows,
-    .rows_bf16 = fp8_rows_bf16,
+    .rows_x = fp8_rows_x,
     .bf16_ok = fp8_bf16_ok,
     .end = fp8_end,
     .wants_prepass = fp8_wants_prepass,

@@ -266,7 +266,7 @@ static mk_status q_rows(mk_consumer *c, size_t i, uint64_t elem0, const float *v
     if (!q->p->t[i].quantized) return rows_keep(q, i, elem0, v, n);
     const float *x;
     MK_TRY(prepare(q, i, elem0, v, n, &x));
-    return q->fam->rows(q, i, elem0, x, n);
+    return q->fam->rows ? q->fam->rows(q, i, elem0, x, n) : q->fam->rows_x(q, i, elem0, x, n, false);
 }
 
 /* Chunks of a quantized BF16 weight read as they are stored go to the family's bf16 rows. */
@@ -274,7 +274,7 @@ static bool q_takes_raw(mk_consumer *c, size_t i, mk_dtype src)
 {
     mk_qcons *q = c->impl;
     const mk_qplan *p = q->p;
-    return src == MK_BF16 && q->values_exact && p->t[i].quantized && p->in[i].dtype == MK_BF16 && q->fam->rows_bf16 &&
+    return src == MK_BF16 && q->values_exact && p->t[i].quantized && p->in[i].dtype == MK_BF16 && q->fam->rows_x &&
            (!q->fam->bf16_ok || q->fam->bf16_ok(p, i)) && !(q->fam->wants_prepass && q->fam->wants_prepass(p, i));
 }
 
@@ -283,7 +283,7 @@ static mk_status q_rows_raw(mk_consumer *c, size_t i, uint64_t elem0, const void
     mk_qcons *q = c->impl;
     if (src != MK_BF16) MK_BUG("raw rows of a dtype the consumer did not take");
     MK_TRY(check_finite_bf16(q, &q->p->in[i], elem0, data, (size_t)n64));
-    return q->fam->rows_bf16(q, i, elem0, data, (size_t)n64);
+    return q->fam->rows_x(q, i, elem0, data, (size_t)n64, true);
 }
 
 static mk_status q_raw(mk_consumer *c, size_t i, uint64_t off, const void *data, uint64_t len)
