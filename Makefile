@@ -137,6 +137,8 @@ NVCCFLAGS := -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wno-unu
              $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror)
 CUDA_OBJ := $(BUILD)/nn/cuda/kernels.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o
 CUDA_OBJ += $(BUILD)/nn/cuda/kernels_lora.o $(BUILD)/nn/cuda/train_lora.o
+CUDA_OBJ += $(BUILD)/nn/cuda/kernels_flash.o $(BUILD)/nn/cuda/train_attn.o
+CUDA_OBJ += $(BUILD)/nn/cuda/train_lora16.o
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 CUDA_TEST := $(if $(NVCC),$(BUILD)/test-cuda)
 # linked into the program with CUDA=1
@@ -173,24 +175,32 @@ quantize mergekit-yaml: mergekit-c
 # the unit tests run the CUDA kernels' bodies on the CPU (nn/cuda/emu.c; docs/cuda.md)
 CUDA_EMU_OBJ := $(BUILD)/nn/cuda/emu.o $(BUILD)/nn/cuda/emu16.o $(BUILD)/nn/cuda/common.o $(BUILD)/nn/cuda/common16.o $(BUILD)/nn/cuda/train.o $(BUILD)/tests/cuda/cases.o
 CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora.o $(BUILD)/nn/cuda/train_lora.o $(BUILD)/tests/cuda/cases_lora.o
+CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_flash.o $(BUILD)/nn/cuda/train_attn.o $(BUILD)/tests/cuda/cases_attn.o
+CUDA_EMU_OBJ += $(BUILD)/nn/cuda/emu_lora16.o $(BUILD)/nn/cuda/train_lora16.o $(BUILD)/tests/cuda/cases_lora16.o
 
 ifeq ($(CUDA),1)
 all: $(BUILD)/test-cuda
 endif
 
 $(BUILD)/nn/cuda/kernels.o: nn/cuda/kernels.cu nn/cuda/bodies.h nn/cuda/launch.h nn/cuda/mk_cuda.h nn/cuda/kernels16.cuh \
-                           nn/cuda/bodies16.h nn/cuda/mk_cuda16.h nn/cuda/bodies_norm.h nn/cuda/mk_cuda_norm.h \
-                           nn/cuda/bodies_flash.h nn/cuda/mk_cuda_flash.h
+                           nn/cuda/bodies16.h nn/cuda/mk_cuda16.h nn/cuda/bodies_norm.h nn/cuda/mk_cuda_norm.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(BUILD)/nn/cuda/kernels_lora.o: nn/cuda/kernels_lora.cu nn/cuda/bodies_lora.h nn/cuda/bodies.h nn/cuda/mk_cuda_lora.h nn/cuda/mk_cuda.h
+$(BUILD)/nn/cuda/kernels_lora.o: nn/cuda/kernels_lora.cu nn/cuda/bodies_lora.h nn/cuda/bodies.h nn/cuda/mk_cuda_lora.h nn/cuda/mk_cuda.h \
+                                nn/cuda/kernels_lora16.cuh nn/cuda/bodies_lora16.h nn/cuda/mk_cuda_lora16.h
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
-$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(BUILD)/tests/cuda/cases_lora.o $(CUDA_OBJ) $(LIBA)
+$(BUILD)/nn/cuda/kernels_flash.o: nn/cuda/kernels_flash.cu nn/cuda/bodies_flash.h nn/cuda/bodies.h nn/cuda/mk_cuda_flash.h nn/cuda/mk_cuda_lora.h
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(BUILD)/test-cuda: $(BUILD)/tests/cuda/test_cuda.o $(BUILD)/tests/cuda/cases.o $(BUILD)/tests/cuda/cases_lora.o \
+                   $(BUILD)/tests/cuda/cases_attn.o $(BUILD)/tests/cuda/cases_lora16.o $(CUDA_OBJ) $(LIBA)
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) $(CUDA_LIBS)
 

@@ -192,7 +192,7 @@ static void trainer_of(const est_opts *o, const est_model *m, const mk_est_reque
     bool lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA;
     if (!lora || mk_train_lora_targets(o->targets, &targets) == MK_OK) {
         mk_train_mem_req q = {lora ? o->rank : 0, targets, r->train == MK_TRAIN_QLORA, d == MK_BF16, false, r->batch, r->seq,
-                              mk_qlora_bytes};
+                              mk_qlora_bytes, mk_train_qk_norm(m->src, &cfg)};
         mk_train_mem_of(&cfg, m->params, &q, &tr->m);
         q.checkpointing = true;
         mk_train_mem_of(&cfg, m->params, &q, &tr->ckpt);
@@ -213,7 +213,7 @@ static void print_trainer_json(mk_buf *out, const est_trainer *tr)
                   (unsigned long long)t->bf16_copy, (unsigned long long)t->grads, (unsigned long long)t->moments,
                   (unsigned long long)t->act, (unsigned long long)tr->ckpt.act, (unsigned long long)t->total,
                   (unsigned long long)tr->ckpt.total);
-    /* finetune --device cuda: full finetuning only */
+    /* finetune --device cuda (full, LoRA or QLoRA) */
     if (t->gpu)
         mk_buf_printf(out, ", \"gpu_bytes\": %llu, \"gpu_checkpointing_bytes\": %llu", (unsigned long long)t->gpu,
                       (unsigned long long)tr->ckpt.gpu);
@@ -243,9 +243,19 @@ static void print_trainer_text(mk_buf *out, const mk_est_request *r, const est_t
     row(out, "total with --checkpointing", (double)tr->ckpt.total, NULL);
     if (!t->gpu) return;
     char a[32];
-    mk_buf_printf(out, "\nmergekit-c finetune --device cuda --dtype %s (GPU memory: weights, gradients and moments in f32%s,\n"
-                       "activations, scratch and %s kept free; what it checks against the card before it starts)\n",
-                  tr->bf16 ? "bf16" : "f32", tr->bf16 ? ", a bf16 copy of the weights" : "",
+    bool lora = r->train == MK_TRAIN_LORA || r->train == MK_TRAIN_QLORA, q = r->train == MK_TRAIN_QLORA;
+    const char *what = !lora      ? (tr->bf16 ? "weights, gradients and moments in f32, a bf16 copy of the weights"
+                                              : "weights, gradients and moments in f32")
+                       : q        ? (tr->bf16 ? "the projections as NF4 codes (a layer decoded to bf16 at a time), the rest of "
+                                                "the base in bf16"
+                                              : "the projections as NF4 codes (a layer decoded at a time), the rest of the base "
+                                                "in f32")
+                       : tr->bf16 ? "the frozen base in bf16 (its embedding and norms also in f32)"
+                                  : "the frozen base in f32";
+    mk_buf_printf(out, "\nmergekit-c finetune --device cuda%s --dtype %s (GPU memory, what it checks against the card before it "
+                       "starts:\n%s%s; activations, scratch and %s kept free)\n",
+                  !lora ? "" : q ? " --qlora" : " --lora", tr->bf16 ? "bf16" : "f32", what,
+                  lora ? "; the adapters' weights, gradients and moments in f32" : "",
                   mk_est_fmt_bytes((double)MK_CU_TRAIN_RESERVE, a));
     char fit[96] = "", fitc[96] = "";
     if (tr->gpu_mem) {
@@ -385,7 +395,7 @@ int mk_cmd_estimate(int argc, char **argv)
         {"batch", 0, MK_OPT_U64, &o.batch, "B", "batch size: adds the KV cache (serving) and activations (training)", NULL},
         {"seq", 0, MK_OPT_U64, &o.seq, "S", "sequence length, with --batch", NULL},
         {"adapters", 0, MK_OPT_U64, &o.adapters, "N", "compare serving N finetunes as full copies vs one base + N LoRA adapters", NULL},
-        {"gpu-memory", 0, MK_OPT_SIZE, &o.gpu_mem, "SIZE", "a card's memory (80GiB): whether finetune --device cuda fits in it (full finetuning of MODEL, with --batch and --seq)", NULL},
+        {"gpu-memory", 0, MK_OPT_SIZE, &o.gpu_mem, "SIZE", "a card's memory (80GiB): whether finetune --device cuda fits in it (--train full, lora or qlora of MODEL, with --batch and --seq)", NULL},
         {"params", 0, MK_OPT_STR, &o.params, "N", "parameter count instead of MODEL's (7B, 13e9, 175000000000)", NULL},
         {"matrix", 0, MK_OPT_STR, &o.matrix, "OUTxIN", "a model of one [OUT, IN] matrix (per-matrix LoRA arithmetic)", NULL},
         MK_COMMON_OPTS(o.c),
@@ -407,9 +417,10 @@ int mk_cmd_estimate(int argc, char **argv)
         "For a MODEL with tensors that `finetune` trains, --batch and --seq, and --dtype float32 or bfloat16,\n"
         "a last block gives what `mergekit-c finetune --dtype f32|bf16` itself allocates (f32 master\n"
         "weights, gradients and AdamW moments; bf16: plus the rounded copies its products read): the figure\n"
-        "finetune prints before it starts, less the data and the program. For full finetuning it adds the GPU\n"
-        "memory of `finetune --device cuda` (the check it makes against the card before it starts), and\n"
-        "with --gpu-memory whether that fits a card of that size, with and without --checkpointing.",
+        "finetune prints before it starts, less the data and the program. It adds the GPU memory of\n"
+        "`finetune --device cuda` (full, --lora or --qlora as --train says, f32 or bf16: the check it makes\n"
+        "against the card before it starts), and with --gpu-memory whether that fits a card of that size,\n"
+        "with and without --checkpointing.",
         opts, 0, 1, 0x1};
     char *pos[1];
     size_t npos;
@@ -429,8 +440,8 @@ int mk_cmd_estimate(int argc, char **argv)
         trainer_of(&o, &m, &r, &tr);
         tr.gpu_mem = o.gpu_mem;
         if (o.gpu_mem && !tr.m.gpu)
-            s = mk_error(MK_ERR_USAGE, "--gpu-memory: the GPU figure is for full finetuning (--train full) of a MODEL with tensors, "
-                                       "with --batch and --seq, at --dtype float32 or bfloat16");
+            s = mk_error(MK_ERR_USAGE, "--gpu-memory: the GPU figure needs a MODEL with tensors, --batch and --seq, at --dtype "
+                                       "float32 or bfloat16");
         if (s != MK_OK) (void)0;
         else if (o.c.json) print_json(&out, &o, path, &m, &r, dlabel, &f, lora, matched, &tr);
         else print_text(&out, &o, path, &m, &r, dlabel, &f, lora, &tr);

@@ -339,8 +339,6 @@ static mk_status check_opts(ft *f, mk_sched *sched)
     mk_dtype cd = mk_dtype_from_user(f->dtype);
     if (cd != MK_F32 && cd != MK_BF16) return mk_error(MK_ERR_USAGE, "--dtype: '%s' is not f32 or bf16", f->dtype);
     f->bf16 = cd == MK_BF16;
-    if (f->bf16 && f->dev && f->lora_r)
-        return mk_error(MK_ERR_USAGE, "--dtype bf16 on the device: full finetuning only (--device cuda --lora/--qlora run in f32)");
     if (strcmp(f->out_dtype, "input") != 0 && mk_dtype_from_user(f->out_dtype) != MK_F32 &&
         mk_dtype_from_user(f->out_dtype) != MK_BF16 && mk_dtype_from_user(f->out_dtype) != MK_F16)
         return mk_error(MK_ERR_USAGE, "--out-dtype: '%s' is not input, float32, bfloat16 or float16", f->out_dtype);
@@ -371,7 +369,8 @@ static mk_status memory_check(ft *f, mk_source *src, const mk_train_data *d)
 {
     uint64_t P = 0;
     for (size_t i = 0; i < src->n_tensors; i++) P += src->tensors[i].numel;
-    mk_train_mem_req req = {f->lora_r, f->targets, f->qlora, f->bf16, f->ckpt, (size_t)f->batch, (size_t)f->seq, mk_qlora_bytes};
+    mk_train_mem_req req = {f->lora_r, f->targets, f->qlora, f->bf16, f->ckpt, (size_t)f->batch, (size_t)f->seq, mk_qlora_bytes,
+                            mk_train_qk_norm(src, f->cfg)};
     mk_train_mem mm;
     mk_train_mem_of(f->cfg, P, &req, &mm);
     uint64_t data = (uint64_t)d->n_rows * d->seq * 8;
@@ -597,7 +596,7 @@ int mk_cmd_finetune(int argc, char **argv)
          NULL},
         {"rslora", 0, MK_OPT_FLAG, &f.rslora, NULL, "rank-stabilised LoRA: scale alpha / sqrt(R)", NULL},
         {"device", 0, MK_OPT_STR, &f.device, "D",
-         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora; bf16: full llama, mistral; docs/cuda.md)", "cpu"},
+         "cpu, or cuda: the steps on a GPU (make CUDA=1; full, --lora, --qlora, in f32 or bf16; docs/cuda.md)", "cpu"},
         {"force", 'f', MK_OPT_FLAG, &f.force, NULL, "replace OUT if it exists (only once the new output is complete)", NULL},
         MK_COMMON_OPTS(f.c),
         MK_HUB_OPTS(f.c),

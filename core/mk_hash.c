@@ -84,6 +84,19 @@ void mk_hasher_free(mk_hasher *h)
     free(h);
 }
 
+mk_status mk_hasher_update_fd(mk_hasher *h, int fd, const char *path, uint64_t off, uint64_t len, void *buf, size_t cap)
+{
+    mk_rfile f = {.fd = fd, .size = off + len, .path = (char *)path, .remote = NULL};
+    while (len) {
+        size_t n = len < cap ? (size_t)len : cap;
+        MK_TRY(mk_rfile_read(&f, off, buf, n));
+        mk_hasher_update(h, buf, n);
+        off += n;
+        len -= n;
+    }
+    return MK_OK;
+}
+
 /* Feed a whole file to fn in 8 MiB windows (one buffer, pread). */
 static mk_status file_windows(const char *path, void (*fn)(void *ctx, const void *data, size_t len), void *ctx)
 {

@@ -34,6 +34,9 @@ mk_hasher *mk_hasher_new(void);
 void mk_hasher_update(mk_hasher *h, const void *data, size_t len);
 mk_hash128 mk_hasher_digest(const mk_hasher *h);
 void mk_hasher_free(mk_hasher *h);
+/* Feed bytes [off, off+len) of the open file fd (named path in errors) to h, read with pread
+ * through buf (cap bytes, the caller's). */
+mk_status mk_hasher_update_fd(mk_hasher *h, int fd, const char *path, uint64_t off, uint64_t len, void *buf, size_t cap);
 
 /* SHA-256 (FIPS 180-4): the name of a Git LFS object, and of its blob in the Hugging Face
  * cache. Lowercase hex, as sha256sum prints it. */

@@ -115,6 +115,9 @@ void mk_mkz_index_free(mk_mkz_index *ix);
 size_t mk_mkz_rans_bound(size_t n);
 size_t mk_mkz_rans_encode(const unsigned char *src, size_t n, unsigned char *dst, size_t cap);
 mk_status mk_mkz_rans_decode(const unsigned char *src, size_t len, unsigned char *dst, size_t n);
+/* The same for a bf16 exponent plane, each decoded exponent put together with sm[i] (sign
+ * << 7 | mantissa) into the element's two bytes out[2i..2i+1]. */
+mk_status mk_mkz_rans_decode_fields(const unsigned char *src, size_t len, const unsigned char *sm, unsigned char *out, size_t n);
 
 /* True when `path` is a regular file that starts with the container magic. */
 bool mk_mkz_probe(const char *path);

@@ -251,7 +251,8 @@ mk_status mkz_walk_all(mkz_walker *w, mk_status (*open_file)(void *ctx, uint32_t
 #define MKZ_RANS_HEAD_MIN (1 + 32 + 4 * MKZ_RANS_LANES) /* precision, symbol bitmap, states */
 #define MKZ_RANS_HEAD_MAX (MKZ_RANS_HEAD_MIN + 2 * 256) /* ... and a frequency per symbol */
 
-/* The decoder's table: slot -> (frequency - 1) << 20 | (slot - cumulative frequency) << 8 | symbol. */
+/* The decoder's table: slot -> frequency << 20 | (slot - cumulative frequency) << 8 | symbol
+ * (a plane of one symbol, frequency 2^12, has none). */
 typedef struct mkz_rans_table {
     uint32_t e[1u << MKZ_RANS_PREC];
 } mkz_rans_table;
@@ -269,6 +270,10 @@ size_t mkz_rans_encode(const uint8_t *src, size_t n, const uint32_t hist[256], u
 /* Decode exactly n bytes from src[cs] into dst, every field checked; on failure
  * MK_ERR_FORMAT and *why says what is wrong (nothing is reported through mk_error). */
 mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n, mkz_rans_table *t, const char **why);
+/* mkz_rans_decode of a bf16 exponent plane, put together with its sign+mantissa plane sm[n]
+ * as it is decoded: out[2n] gets what mkz_fields_merge(sm, exponents, n, out) would. */
+mk_status mkz_rans_decode_fields(const uint8_t *src, size_t cs, const uint8_t *sm, uint8_t *out, size_t n, mkz_rans_table *t,
+                                 const char **why);
 
 /* ---- the writer core (mkz_write.c) ------------------------------------------------------- */
 

@@ -253,7 +253,7 @@ size_t mkz_rans_encode(const uint8_t *src, size_t n, const uint32_t hist[256], u
 static inline uint8_t dec1(const uint32_t *te, uint32_t *xs, const uint8_t **pp)
 {
     uint32_t v = *xs, e = te[v & MASK];
-    v = ((e >> 20) + 1) * (v >> PREC) + (e >> 8 & MASK);
+    v = (e >> 20) * (v >> PREC) + (e >> 8 & MASK);
     uint32_t need = v < L_LOW, m = 0u - need;
     v = (v & ~m) | ((v << 16 | rd16(*pp)) & m);
     *pp += 2 * need;
@@ -261,23 +261,58 @@ static inline uint8_t dec1(const uint32_t *te, uint32_t *xs, const uint8_t **pp)
     return (uint8_t)e;
 }
 
-/* Full rounds of LANES symbols while at least `slack` bytes are left: how many symbols. */
-static size_t dec_rounds_scalar(const uint32_t *te, uint32_t *x, const uint8_t **pp, const uint8_t *end, uint8_t *dst, size_t n)
+/* Symbol i of a bf16 exponent plane with its sign+mantissa byte sm: the element's two bytes
+ * (mkz_fields_merge's). */
+static inline void put_field(uint8_t *out, size_t i, uint8_t sm, uint8_t ex)
+{
+    out[2 * i] = (uint8_t)((sm & 0x7f) | (ex << 7 & 0x80));
+    out[2 * i + 1] = (uint8_t)((sm & 0x80) | ex >> 1);
+}
+
+/* Full rounds of LANES symbols while at least 2 * LANES + 16 bytes are left: how many symbols.
+ * sm NULL: symbol i to dst[i]; else the plane is a bf16 exponent plane and element i (its
+ * two bytes, with sign and mantissa from sm[i]) goes to dst[2i..2i+1]. */
+static size_t dec_rounds_scalar(const uint32_t *te, uint32_t *x, const uint8_t **pp, const uint8_t *end, const uint8_t *sm,
+                                uint8_t *dst, size_t n)
 {
     size_t i = 0;
-    while (i + LANES <= n && end - *pp >= 2 * LANES + 16) {
-        for (int l = 0; l < LANES; l++) dst[i + (size_t)l] = dec1(te, &x[l], pp);
+    /* local copies of the states and the word pointer: stores to dst cannot alias them */
+    uint8_t c[LANES];
+    uint32_t xl[LANES];
+    const uint8_t *p = *pp;
+    memcpy(xl, x, sizeof xl);
+    while (i + LANES <= n && end - p >= 2 * LANES + 16) {
+        for (int l = 0; l < LANES; l++) c[l] = dec1(te, &xl[l], &p);
+        if (sm)
+            mkz_fields_merge(sm + i, c, LANES, dst + 2 * i);
+        else
+            memcpy(dst + i, c, LANES);
         i += LANES;
     }
+    memcpy(x, xl, sizeof xl);
+    *pp = p;
     return i;
 }
 
 #ifdef MKZ_RANS_AVX2
-/* dec_rounds_scalar, 8 lanes per AVX2 instruction: the same states, words and order. */
-__attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2(const uint32_t *te, uint32_t *x, const uint8_t **pp,
-                                                                      const uint8_t *end, uint8_t *dst, size_t n)
+/* 16 bf16 elements from their sign+mantissa and exponent bytes (put_field's bytes) */
+__attribute__((target("avx2"), always_inline)) static inline __m256i fields16(__m128i sm, __m128i ex)
 {
-    const __m256i mask = _mm256_set1_epi32((int)MASK), lo8 = _mm256_set1_epi32(0xff), one = _mm256_set1_epi32(1);
+    const __m256i m7f = _mm256_set1_epi16(0x7f), m8000 = _mm256_set1_epi16((short)0x8000);
+    __m256i s = _mm256_cvtepu8_epi16(sm), e = _mm256_cvtepu8_epi16(ex);
+    return _mm256_or_si256(_mm256_or_si256(_mm256_and_si256(s, m7f), _mm256_slli_epi16(e, 7)),
+                           _mm256_and_si256(_mm256_slli_epi16(s, 8), m8000));
+}
+
+/* dec_rounds_scalar, 8 lanes per AVX2 instruction: the same states, words and order. The
+ * four lookups of a round are gathers, which bound its speed: everything else is kept off
+ * them (the bf16 elements are put together from the round's symbols in registers, not in a
+ * second pass). */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline size_t
+dec_rounds_avx2_body(const uint32_t *te, uint32_t *x, const uint8_t **pp, const uint8_t *end, const uint8_t *sm, uint8_t *dst,
+                     size_t n)
+{
+    const __m256i mask = _mm256_set1_epi32((int)MASK), lo8 = _mm256_set1_epi32(0xff);
     const __m256i lim = _mm256_set1_epi32((int)L_LOW), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i v[NV];
     for (int g = 0; g < NV; g++) v[g] = _mm256_loadu_si256((const __m256i *)(const void *)(x + 8 * g));
@@ -290,7 +325,7 @@ __attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2(const uint3
         for (int g = 0; g < NV; g++) {
             __m256i e = _mm256_i32gather_epi32((const int *)te, _mm256_and_si256(v[g], mask), 4);
             sy[g] = _mm256_and_si256(e, lo8);
-            __m256i f = _mm256_add_epi32(_mm256_srli_epi32(e, 20), one);
+            __m256i f = _mm256_srli_epi32(e, 20);
             __m256i b = _mm256_and_si256(_mm256_srli_epi32(e, 8), mask);
             y[g] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(v[g], PREC)), b);
             need[g] = _mm256_cmpgt_epi32(lim, y[g]);
@@ -307,7 +342,15 @@ __attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2(const uint3
         for (int g = 0; g < NV; g += 4) {
             __m256i a = _mm256_packus_epi32(sy[g], sy[g + 1]), b = _mm256_packus_epi32(sy[g + 2], sy[g + 3]);
             __m256i c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(a, b), order);
-            _mm256_storeu_si256((__m256i *)(void *)(dst + i + 8 * (size_t)g), c);
+            if (sm) {
+                __m256i s = _mm256_loadu_si256((const __m256i *)(const void *)(sm + i + 8 * (size_t)g));
+                uint8_t *o = dst + 2 * (i + 8 * (size_t)g);
+                _mm256_storeu_si256((__m256i *)(void *)o, fields16(_mm256_castsi256_si128(s), _mm256_castsi256_si128(c)));
+                _mm256_storeu_si256((__m256i *)(void *)(o + 32),
+                                    fields16(_mm256_extracti128_si256(s, 1), _mm256_extracti128_si256(c, 1)));
+            } else {
+                _mm256_storeu_si256((__m256i *)(void *)(dst + i + 8 * (size_t)g), c);
+            }
         }
         i += LANES;
     }
@@ -316,10 +359,25 @@ __attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2(const uint3
     return i;
 }
 
+__attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2(const uint32_t *te, uint32_t *x, const uint8_t **pp,
+                                                                      const uint8_t *end, uint8_t *dst, size_t n)
+{
+    return dec_rounds_avx2_body(te, x, pp, end, NULL, dst, n);
+}
+
+__attribute__((target("avx2,popcnt"))) static size_t dec_rounds_avx2_fields(const uint32_t *te, uint32_t *x, const uint8_t **pp,
+                                                                             const uint8_t *end, const uint8_t *sm,
+                                                                             uint8_t *dst, size_t n)
+{
+    return dec_rounds_avx2_body(te, x, pp, end, sm, dst, n);
+}
 #endif
 
-static const char *build_table(const uint8_t *src, size_t cs, uint32_t *te, const uint8_t **after)
+/* The decoding table of the plane at src (mkz_rans_table), or *only: the one symbol of a
+ * plane that has one (its states never change and it takes no words). */
+static const char *build_table(const uint8_t *src, size_t cs, uint32_t *te, int *only, const uint8_t **after)
 {
+    *only = -1;
     if (cs < 1 + 32) return "shorter than its header";
     if (src[0] != PREC) return "a precision other than 12 bits";
     const uint8_t *bm = src + 1, *p = src + 1 + 32, *end = src + cs;
@@ -330,7 +388,9 @@ static const char *build_table(const uint8_t *src, size_t cs, uint32_t *te, cons
         uint32_t f = rd16(p) + 1u;
         p += 2;
         if (f > (1u << PREC) - cum) return "its frequencies add up to more than 2^12";
-        for (uint32_t k = 0; k < f; k++) te[cum + k] = (f - 1) << 20 | k << 8 | s;
+        if (f == 1u << PREC) *only = (int)s; /* takes the whole table: entries of f << 20 would overflow */
+        else
+            for (uint32_t k = 0; k < f; k++) te[cum + k] = f << 20 | k << 8 | s;
         cum += f;
     }
     if (cum != 1u << PREC) return "its frequencies do not add up to 2^12";
@@ -338,10 +398,12 @@ static const char *build_table(const uint8_t *src, size_t cs, uint32_t *te, cons
     return NULL;
 }
 
-mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n, mkz_rans_table *t, const char **why)
+static mk_status decode(const uint8_t *src, size_t cs, const uint8_t *sm, uint8_t *dst, size_t n, mkz_rans_table *t,
+                        const char **why)
 {
     const uint8_t *p = NULL, *end = src + cs;
-    if ((*why = build_table(src, cs, t->e, &p))) return MK_ERR_FORMAT;
+    int only;
+    if ((*why = build_table(src, cs, t->e, &only, &p))) return MK_ERR_FORMAT;
     if ((size_t)(end - p) < 4 * LANES) return *why = "its states are cut short", MK_ERR_FORMAT;
     uint32_t x[LANES];
     for (int l = 0; l < LANES; l++) {
@@ -351,16 +413,22 @@ mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n,
     p += 4 * LANES;
     if ((size_t)(end - p) % 2) return *why = "an odd number of word bytes", MK_ERR_FORMAT;
     size_t i;
+    if (only >= 0) {
+        for (i = 0; i < n; i++)
+            if (sm) put_field(dst, i, sm[i], (uint8_t)only);
+            else dst[i] = (uint8_t)only;
+    } else
 #ifdef MKZ_RANS_AVX2
     if (have_avx2())
-        i = dec_rounds_avx2(t->e, x, &p, end, dst, n);
+        i = sm ? dec_rounds_avx2_fields(t->e, x, &p, end, sm, dst, n) : dec_rounds_avx2(t->e, x, &p, end, dst, n);
     else
 #endif
-        i = dec_rounds_scalar(t->e, x, &p, end, dst, n);
+        i = dec_rounds_scalar(t->e, x, &p, end, sm, dst, n);
     for (; i < n; i++) { /* the rest, each word checked */
         uint32_t *xs = &x[i % LANES], v = *xs, e = t->e[v & MASK];
-        dst[i] = (uint8_t)e;
-        v = ((e >> 20) + 1) * (v >> PREC) + (e >> 8 & MASK);
+        if (sm) put_field(dst, i, sm[i], (uint8_t)e);
+        else dst[i] = (uint8_t)e;
+        v = (e >> 20) * (v >> PREC) + (e >> 8 & MASK);
         if (v < L_LOW) {
             if (end - p < 2) return *why = "its words end before its symbols", MK_ERR_FORMAT;
             v = v << 16 | rd16(p);
@@ -374,6 +442,17 @@ mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n,
     return MK_OK;
 }
 
+mk_status mkz_rans_decode(const uint8_t *src, size_t cs, uint8_t *dst, size_t n, mkz_rans_table *t, const char **why)
+{
+    return decode(src, cs, NULL, dst, n, t, why);
+}
+
+mk_status mkz_rans_decode_fields(const uint8_t *src, size_t cs, const uint8_t *sm, uint8_t *out, size_t n, mkz_rans_table *t,
+                                 const char **why)
+{
+    return decode(src, cs, sm, out, n, t, why);
+}
+
 /* ---- the public entry points (mkz.h) ---------------------------------------------------------- */
 
 size_t mk_mkz_rans_bound(size_t n) { return mkz_rans_bound(n); }
@@ -385,12 +464,22 @@ size_t mk_mkz_rans_encode(const unsigned char *src, size_t n, unsigned char *dst
     return mkz_rans_encode(src, n, hist, dst, cap);
 }
 
-mk_status mk_mkz_rans_decode(const unsigned char *src, size_t len, unsigned char *dst, size_t n)
+static mk_status public_decode(const unsigned char *src, size_t len, const unsigned char *sm, unsigned char *dst, size_t n)
 {
     mkz_rans_table *t = mk_malloc(sizeof *t);
     if (!t) return MK_ERR_NOMEM;
     const char *why = NULL;
-    mk_status s = mkz_rans_decode(src, len, dst, n, t, &why);
+    mk_status s = decode(src, len, sm, dst, n, t, &why);
     free(t);
     return s == MK_OK ? MK_OK : mk_error(s, "rANS plane damaged: %s", why);
+}
+
+mk_status mk_mkz_rans_decode(const unsigned char *src, size_t len, unsigned char *dst, size_t n)
+{
+    return public_decode(src, len, NULL, dst, n);
+}
+
+mk_status mk_mkz_rans_decode_fields(const unsigned char *src, size_t len, const unsigned char *sm, unsigned char *out, size_t n)
+{
+    return public_decode(src, len, sm, out, n);
 }

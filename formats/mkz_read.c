@@ -412,15 +412,18 @@ static mk_status base_ready(mkz_in *in, const mk_mkz_index *ix, uint32_t k)
 /* ---- block decoding ------------------------------------------------------------------------- */
 
 /* Plane p of block j (cs stored bytes at src): one zstd frame of exactly pr bytes, or one
- * rANS plane (codec 2) of exactly pr symbols, into dst. */
+ * rANS plane (codec 2) of exactly pr symbols, into dst. sm (a rANS bf16 exponent plane only):
+ * its sign+mantissa plane, and dst gets the elements (mkz_rans_decode_fields). */
 static mk_status plane_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint32_t j, unsigned p, mkz_dctx *c,
-                              const uint8_t *src, uint32_t cs, uint64_t pr, uint8_t *dst)
+                              const uint8_t *src, uint32_t cs, uint64_t pr, const uint8_t *sm, uint8_t *dst)
 {
     char lab[400];
     if (ix->blocks[ix->streams[k].first_block + j].method[p] == MKZ_METHOD_RANS) {
         if (!c->rt && !(c->rt = mk_malloc(sizeof *c->rt))) return MK_ERR_NOMEM;
         const char *why = NULL;
-        if (mkz_rans_decode(src, cs, dst, (size_t)pr, c->rt, &why) != MK_OK)
+        mk_status st = sm ? mkz_rans_decode_fields(src, cs, sm, dst, (size_t)pr, c->rt, &why)
+                          : mkz_rans_decode(src, cs, dst, (size_t)pr, c->rt, &why);
+        if (st != MK_OK)
             return mkz_damaged(in->what, "%s: block %u plane %u: the rANS plane is damaged (%s)",
                                mkz_stream_label(ix, k, lab, sizeof lab), j, p, why);
         return MK_OK;
@@ -463,6 +466,8 @@ mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint3
     const uint8_t *pl[MKZ_MAX_PLANES];
     if (S->n_planes > 1) MK_TRY(mkz_grow(&c->planes, &c->planes_cap, (size_t)(pr * S->n_planes)));
     uint64_t at = 0;
+    /* bf16 fields whose exponent plane is rANS: the elements are put together as it decodes */
+    bool fused = S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2 && B->method[1] == MKZ_METHOD_RANS;
     for (unsigned p = 0; p < S->n_planes; p++) {
         const uint8_t *src = pay + at;
         uint32_t cs = B->plane_csize[p];
@@ -471,12 +476,13 @@ mk_status mkz_block_decode(mkz_in *in, const mk_mkz_index *ix, uint32_t k, uint3
             pl[p] = src;
             continue;
         }
-        uint8_t *dst = S->n_planes == 1 ? out : c->planes + p * pr;
-        MK_TRY(plane_decode(in, ix, k, j, p, c, src, cs, pr, dst));
+        bool whole = S->n_planes == 1 || (fused && p == 1);
+        uint8_t *dst = whole ? out : c->planes + p * pr;
+        MK_TRY(plane_decode(in, ix, k, j, p, c, src, cs, pr, fused && p == 1 ? pl[0] : NULL, dst));
         pl[p] = dst;
     }
     if (S->layout == MKZ_LAYOUT_FIELDS && S->n_planes == 2) {
-        mkz_fields_merge(pl[0], pl[1], (size_t)n, out);
+        if (!fused) mkz_fields_merge(pl[0], pl[1], (size_t)n, out);
     } else if (S->n_planes > 1) {
         if (S->layout == MKZ_LAYOUT_FIELDS) { /* f32: the top two planes back to bytes, in the buffer */
             unsigned a = S->n_planes - 2, b = S->n_planes - 1;
@@ -518,7 +524,8 @@ mk_status mkz_walker_init(mkz_walker *w, mkz_in *in, mk_mkz_index *ix, bool comp
     w->ix = ix;
     w->compute = compute;
     int nthr = mk_threads_get();
-    w->nb = (size_t)(nthr < 2 ? 4 : 2 * nthr);
+    /* one thread: each block is hashed (and written) while it is still in the cache */
+    w->nb = (size_t)(nthr < 2 ? 1 : 2 * nthr);
     w->buf = mk_calloc(w->nb, sizeof *w->buf);
     w->cap = mk_calloc(w->nb, sizeof *w->cap);
     w->ents = mk_calloc(w->nb, sizeof *w->ents);
@@ -599,6 +606,18 @@ static size_t next_batch(mkz_walker *w, const uint32_t *list, size_t n, size_t *
     return m;
 }
 
+/* Feed data to hashers a and b (NULL: none) alike, in pieces that stay in the cache between
+ * the two: one read of a block from memory, not two. */
+static void hash_both(mk_hasher *a, mk_hasher *b, const uint8_t *data, size_t len)
+{
+    const size_t piece = 64u << 10;
+    for (size_t off = 0; off < len; off += piece) {
+        size_t n = len - off < piece ? len - off : piece;
+        mk_hasher_update(a, data + off, n);
+        if (b) mk_hasher_update(b, data + off, n);
+    }
+}
+
 /* Decode streams list[n] in order, batches of blocks in parallel; check (or compute) each
  * stream's hash; feed every byte in order to the file hasher fh and to fn (both optional). */
 static mk_status walk_streams(mkz_walker *w, const uint32_t *list, size_t n, mk_hasher *fh, mkz_walk_fn fn, void *ctx)
@@ -624,8 +643,7 @@ static mk_status walk_streams(mkz_walker *w, const uint32_t *list, size_t n, mk_
             if (s != MK_OK) break;
             uint32_t k = list[w->ents[q].si];
             size_t len = (size_t)mkz_blk_raw(&ix->streams[k], w->ents[q].j);
-            mk_hasher_update(sh, w->buf[q], len);
-            if (fh) mk_hasher_update(fh, w->buf[q], len);
+            hash_both(sh, fh, w->buf[q], len);
             if (fn) s = fn(ctx, w->buf[q], len);
         }
         if (s == MK_OK && mk_interrupted()) s = mk_error(MK_ERR_IO, "interrupted");

@@ -3,6 +3,7 @@
 
 #include "sniff.h"
 #include "modeldir.h"
+#include "output_hash.h"
 
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
@@ -696,6 +697,7 @@ typedef struct st_sink {
     int journal_fd;
     char *journal_path;
     char *stem;           /* shard file stem, "model" by default */
+    mk_whash *wh;         /* hashes each shard as it is written (tensors are its pieces) */
 } st_sink;
 
 static int cmp_by_size_desc(const void *a, const void *b, void *ctx)
@@ -770,6 +772,28 @@ static mk_status prealloc(int fd, uint64_t size, const char *path)
     if (ftruncate(fd, (off_t)size) != 0)
         return mk_error(MK_ERR_IO, "%s: cannot set size: %s", path, strerror(errno));
     return MK_OK;
+}
+
+/* Hash the shards to be written as their tensors finish (output_hash.h): each file's header
+ * now, its tensors from the page cache as they are done. */
+static mk_status hash_start(st_sink *w)
+{
+    uint64_t *len = mk_calloc(w->n ? w->n : 1, sizeof *len);
+    if (!len) return MK_ERR_NOMEM;
+    for (size_t i = 0; i < w->n; i++) len[i] = w->t[i].nbytes;
+    mk_status s = mk_whash_new(w->n, w->shard_of, w->offset, len, w->n_shards, &w->wh);
+    free(len);
+    for (size_t sh = 0; sh < w->n_shards && s == MK_OK; sh++) {
+        st_shard *S = &w->shards[sh];
+        if (S->fd < 0) continue;
+        unsigned char *head = mk_malloc(8 + S->header.len);
+        if (!head) return MK_ERR_NOMEM;
+        for (int b = 0; b < 8; b++) head[b] = (unsigned char)((uint64_t)S->header.len >> (8 * b));
+        memcpy(head + 8, S->header.data, S->header.len);
+        s = mk_whash_file(w->wh, sh, S->fd, S->path, head, 8 + S->header.len);
+        free(head);
+    }
+    return s == MK_OK ? mk_whash_start(w->wh) : s;
 }
 
 void mk_st_layout_free(mk_st_layout *L)
@@ -939,7 +963,7 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
             MK_TRY(js);
         }
     }
-    return MK_OK;
+    return hash_start(w);
 }
 
 static bool sink_is_done(mk_sink *k, size_t i)
@@ -960,14 +984,12 @@ static mk_status sink_write(mk_sink *k, size_t i, uint64_t off, const void *data
 static mk_status finish_shard(st_sink *w, st_shard *S)
 {
     if (fsync(S->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync failed: %s", S->path, strerror(errno));
+    MK_TRY(mk_whash_wait(w->wh, (size_t)(S - w->shards), S->hash)); /* it reads through S->fd */
     if (close(S->fd) != 0) {
         S->fd = -1;
         return mk_error(MK_ERR_IO, "%s: close failed: %s", S->path, strerror(errno));
     }
     S->fd = -1;
-    mk_hash128 h;
-    MK_TRY(mk_hash_file(S->path, &h));
-    mk_hash128_hex(h, S->hash);
     S->done = true;
     MK_TRY(journal_append(w, S));
     mk_testpoint(); /* between shards */
@@ -982,6 +1004,7 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     /* start writing this tensor back now, so the disk works while we compute the next one
      * and the final fsync has little left to wait for (advisory: fsync reports errors) */
     if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
+    mk_whash_ready(w->wh, i);
     mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;
@@ -1086,6 +1109,7 @@ static void sink_close(mk_sink *k)
     if (!k) return;
     st_sink *w = k->impl;
     if (w) {
+        mk_whash_free(w->wh); /* before the files it reads are closed */
         for (size_t sh = 0; sh < w->n_shards; sh++) {
             if (w->shards[sh].fd >= 0) close(w->shards[sh].fd);
             free(w->shards[sh].name);

@@ -9,6 +9,10 @@
 #    cuda, eager attention) with the same model, batch and sequence, in f32 and with bf16
 #    autocast, when the tools venv's torch sees the GPU. The median over the steps after the
 #    first.
+#    The attention is the fused kernel (MK_CUDA_ATTENTION=flash, nn/cuda/mk_cuda_flash.h); the
+#    same run with the simple attention (MK_CUDA_ATTENTION=simple, the [heads, T, T]
+#    probabilities) is the in-run baseline of the fused kernel's speed-up, unless
+#    BENCH_CUDA_SIMPLE=0.
 # 2. Peak GPU memory (nvidia-smi, sampled every 100 ms) against the estimate finetune prints.
 # Env: BENCH_DIR (default ./bench-work), BENCH_CUDA_STEPS (5), BENCH_CUDA_BATCH (1),
 #      BENCH_CUDA_SEQ (1024), BENCH_CUDA_HIDDEN (2048), BENCH_CUDA_LAYERS (16), BENCH_CUDA_PEAK_TFLOPS.
@@ -48,17 +52,25 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 else
     smi=
 fi
-"$mk" finetune m1b/ words.txt out/ --device cuda --steps "$steps" --batch "$batch" --seq "$seq" --lr 1e-5 --force 2>run.err || {
+MK_CUDA_ATTENTION=flash "$mk" finetune m1b/ words.txt out/ --device cuda --steps "$steps" --batch "$batch" --seq "$seq" \
+    --lr 1e-5 --force 2>run.err || {
     cat run.err
     [ -n "$smi" ] && kill "$smi"
     exit 1
 }
 [ -n "$smi" ] && kill "$smi"
-ours=$(sed -n '2,$s/.*"tokens_per_s": \([0-9.]*\).*/\1/p' out/train_log.jsonl | tr '\n' ' ' | median)
+tps() { sed -n '2,$s/.*"tokens_per_s": \([0-9.]*\).*/\1/p' "$1/train_log.jsonl" | tr '\n' ' ' | median; }
+ours=$(tps out)
 mfu() { awk -v t="$1" -v p="$params" -v peak="$peak" 'BEGIN { printf "%.2f %%", 600 * p * t / (peak * 1e12) }'; }
 echo "finetune --device cuda, ${params:-?} parameters, $batch x $seq tokens per step, median of steps 2..$steps"
 printf '%-28s %10s %8s\n' "" tokens/s MFU
 printf '%-28s %10.0f %8s\n' "mergekit-c (f32)" "$ours" "$(mfu "$ours")"
+if [ "${BENCH_CUDA_SIMPLE:-1}" != 0 ] &&
+    MK_CUDA_ATTENTION=simple "$mk" finetune m1b/ words.txt out-simple/ --device cuda --steps "$steps" --batch "$batch" \
+        --seq "$seq" --lr 1e-5 --force 2>run-simple.err; then
+    simple=$(tps out-simple)
+    printf '%-28s %10.0f %8s  (fused / simple %s)\n' "  simple attention (f32)" "$simple" "$(mfu "$simple")" "$(div "$ours" "$simple")"
+fi
 if "$py" -c 'import torch, transformers, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for dt in float32 bfloat16; do
         theirs=$("$py" "$root/tools/bench-train.py" m1b/ "$batch" "$seq" "$steps" 1 cuda "$dt" 2>/dev/null | median)

@@ -16,7 +16,10 @@
 # MB/s per core = input bytes / (user + sys CPU seconds) of the one-thread run; the wall
 # figure includes the disk. Env: MK (the binary; default the checkout's), MKZ_BENCH_QUICK=1
 # (small models: a smoke run), MKZ_BENCH_OUT (folder for the containers, e.g. /dev/shm to
-# keep the disk out of the wall times; default WORKDIR).
+# keep the disk out of the wall times; default WORKDIR), MKZ_BENCH_REPS (runs of each mkz
+# pack, verify and unpack; the median is shown; default 1), MKZ_BENCH_BEFORE (another
+# mergekit-c build: its pack, verify and unpack in the same rounds, alternating with MK's, in
+# a row of its own; each build unpacks its own container).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 MK=${MK:-$root/mergekit-c}
@@ -46,6 +49,10 @@ folder() { echo "$W/$1-$(echo "$2" | tr -d ' -')"; }
     "$MK" synth "$(folder fp8 "$SHAPE")" $SHAPE --dtype float8_e4m3fn --std 4 -q -f
 
 . "$root/tools/lib-bench-mkz.sh"
+REPS=${MKZ_BENCH_REPS:-1}
+BEFORE=${MKZ_BENCH_BEFORE:-}
+[ -z "$BEFORE" ] || [ -x "$BEFORE" ] || { echo "bench-mkz: MKZ_BENCH_BEFORE=$BEFORE is not an executable" >&2; exit 1; }
+med() { echo "$@" | tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "| model | tool | ratio | compress MB/s/core | compress MB/s wall | decompress MB/s/core | decompress MB/s wall | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -56,22 +63,36 @@ for m in bf16 f32 fp8; do
     cat "$f" >/dev/null # warm the page cache: every tool reads from memory
 
     z="$OUT/$m.mkz"
-    run "pack $m" "$MK" pack "$f" "$z" -j 1 -f -q
-    c_cpu=$T_CPU c_wall=$T_WALL c_rss=$T_RSS
+    # pack, verify, unpack: MKZ_BENCH_REPS rounds, each build in turn; lists of CPU and wall seconds
+    for b in now before; do eval "L_${b}_c= L_${b}_cw= L_${b}_v= L_${b}_vw= L_${b}_uw= rss_$b=0"; done
+    r=0
+    while [ $r -lt "$REPS" ]; do
+        r=$((r + 1))
+        for b in now ${BEFORE:+before}; do
+            bin=$MK zb=$z
+            [ $b = before ] && bin=$BEFORE zb="$OUT/$m.before.mkz"
+            run "pack $m ($b)" "$bin" pack "$f" "$zb" -j 1 -f -q
+            eval "L_${b}_c=\"\$L_${b}_c $T_CPU\" L_${b}_cw=\"\$L_${b}_cw $T_WALL\" rss_$b=\$((rss_$b > $T_RSS ? rss_$b : $T_RSS))"
+            run "verify $m ($b)" "$bin" verify "$zb" -j 1 -q
+            eval "L_${b}_v=\"\$L_${b}_v $T_CPU\" L_${b}_vw=\"\$L_${b}_vw $T_WALL\" rss_$b=\$((rss_$b > $T_RSS ? rss_$b : $T_RSS))"
+            rm -rf "$OUT/$m.back"
+            run "unpack $m ($b)" "$bin" unpack "$zb" "$OUT/$m.back" -j 1 -q
+            cmp -s "$f" "$OUT/$m.back/model.safetensors" || { echo "bench-mkz: $m: unpack ($b) is not byte-identical" >&2; exit 1; }
+            eval "L_${b}_uw=\"\$L_${b}_uw $T_WALL\""
+            rm -rf "$OUT/$m.back"
+        done
+    done
+    c_cpu=$(med $L_now_c) c_wall=$(med $L_now_cw) v_cpu=$(med $L_now_v) v_wall=$(med $L_now_vw) u_wall=$(med $L_now_uw)
     stored=$(size "$z")
-    run "verify $m" "$MK" verify "$z" -j 1 -q
-    v_cpu=$T_CPU v_wall=$T_WALL v_rss=$T_RSS
-    rm -rf "$OUT/$m.back"
-    run "unpack $m" "$MK" unpack "$z" "$OUT/$m.back" -j 1 -q
-    cmp -s "$f" "$OUT/$m.back/model.safetensors" || { echo "bench-mkz: $m: unpack is not byte-identical" >&2; exit 1; }
-    u_wall=$T_WALL
-    rm -rf "$OUT/$m.back"
     run "pack $m -j$NPROC" "$MK" pack "$f" "$OUT/$m-par.mkz" -j "$NPROC" -f -q
     p_wall=$T_WALL
     cmp -s "$z" "$OUT/$m-par.mkz" || { echo "bench-mkz: $m: pack differs between 1 and $NPROC threads" >&2; exit 1; }
     rm -f "$OUT/$m-par.mkz"
-    rss=$(echo "$c_rss $v_rss" | awk '{ printf "%.0f", ($1 > $2 ? $1 : $2) / 1024 }')
-    echo "| $m $(echo $raw | awk '{printf "%.2f GB", $1/1e9}') | mkz level 1 | $(ratio $raw $stored) | $(mbs $raw $c_cpu) | $(mbs $raw $c_wall) | $(mbs $raw $v_cpu) | $(mbs $raw $v_wall) | $rss |"
+    echo "| $m $(echo $raw | awk '{printf "%.2f GB", $1/1e9}') | mkz level 1 | $(ratio $raw $stored) | $(mbs $raw $c_cpu) | $(mbs $raw $c_wall) | $(mbs $raw $v_cpu) | $(mbs $raw $v_wall) | $((rss_now / 1024)) |"
+    if [ -n "$BEFORE" ]; then
+        echo "| | mkz level 1, before ($BEFORE) | $(ratio $raw "$(size "$OUT/$m.before.mkz")") | $(mbs $raw "$(med $L_before_c)") | $(mbs $raw "$(med $L_before_cw)") | $(mbs $raw "$(med $L_before_v)") | $(mbs $raw "$(med $L_before_vw)") | $((rss_before / 1024)) |"
+        rm -f "$OUT/$m.before.mkz"
+    fi
 
     run "zstd -1 $m" sh -c "zstd -1 -T1 -q -c '$f' >'$OUT/$m.zst'"
     zc_cpu=$T_CPU zc_wall=$T_WALL
@@ -100,6 +121,7 @@ for m in bf16 f32 fp8; do
             echo "| | ZipNN: not installed in $VENV (tools/setup-venv.sh) | | | | | | |"
         fi
     fi
+    [ -z "$BEFORE" ] || echo "|  | (mkz before: unpack -j1 $(mbs $raw "$(med $L_before_uw)") MB/s wall with the disk) | | | | | | |"
     echo "|  | (mkz: unpack -j1 $(mbs $raw $u_wall) MB/s wall with the disk; pack -j$NPROC $(mbs $raw $p_wall) MB/s wall, same bytes) | | | | | | |"
 done
 rm -f "$W/.time" "$W/.out" "$W/.err"

@@ -58,9 +58,15 @@ void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_m
     if (r->bf16) /* full: a rounded copy of every weight; LoRA: of the adapters (and of a tied head) */
         m->bf16_copy = r->lora_r ? 4 * PL + (c->tied ? 4 * (uint64_t)c->vocab * H : 0) : 4 * params;
     m->total = m->weights + m->adapters + m->bf16_copy + m->grads + m->moments + m->act;
-    if (!r->lora_r && !r->qlora) {
-        uint64_t (*gpu)(const mk_model_config *, uint64_t, size_t, size_t, bool) = r->bf16 ? mk_cu_train_bytes16 : mk_cu_train_bytes;
-        m->gpu = gpu(c, params, r->batch, r->seq, r->checkpointing) + MK_CU_TRAIN_RESERVE;
-        m->gpu_other = gpu(c, params, r->batch, r->seq, !r->checkpointing) + MK_CU_TRAIN_RESERVE;
-    }
+    mk_cu_train_req g = {params, r->lora_r, r->targets, r->qlora, r->qk_norm, r->batch, r->seq, r->checkpointing, r->bf16};
+    m->gpu = mk_cu_train_bytes_of(c, &g) + MK_CU_TRAIN_RESERVE;
+    g.checkpointing = !r->checkpointing;
+    m->gpu_other = mk_cu_train_bytes_of(c, &g) + MK_CU_TRAIN_RESERVE;
+}
+
+bool mk_train_qk_norm(const mk_source *src, const mk_model_config *c)
+{
+    for (size_t i = 0; i < src->n_tensors; i++)
+        if (mk_arch_role(&c->arch, src->tensors[i].name).role == MK_ROLE_Q_NORM) return true;
+    return false;
 }

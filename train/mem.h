@@ -11,6 +11,7 @@
 #ifndef MK_TRAIN_MEM_H
 #define MK_TRAIN_MEM_H
 
+#include "../core/mk_tensor.h"
 #include "../model/config.h"
 
 typedef struct mk_train_mem_req {
@@ -21,6 +22,7 @@ typedef struct mk_train_mem_req {
     /* QLoRA: bytes the holder keeps for n values of a projection (quant/nf4hold.h's
      * mk_qlora_bytes; train/ does not reach quant/) */
     uint64_t (*held_bytes)(uint64_t n);
+    bool qk_norm; /* the layers normalise q and k per head (qwen3; mk_train_qk_norm): the GPU figure's */
 } mk_train_mem_req;
 
 typedef struct mk_train_mem {
@@ -28,15 +30,18 @@ typedef struct mk_train_mem {
     uint64_t act, act_other; /* activations as asked, and with the other --checkpointing */
     uint64_t trainable;      /* values that train */
     uint64_t total;          /* the sum of all but act_other */
-    /* finetune --device cuda (full finetuning only; 0 otherwise): the GPU memory the CUDA trainer
-     * allocates plus the reserve it keeps free (nn/cuda/cu_train.h: mk_cu_train_bytes, or
-     * mk_cu_train_bytes16 in bf16, + MK_CU_TRAIN_RESERVE), what it checks against the card's free
-     * memory before it starts; as asked, and with the other --checkpointing */
+    /* finetune --device cuda (full, --lora or --qlora; f32 or bf16): the GPU memory the CUDA
+     * trainer allocates plus the reserve it keeps free (nn/cuda/cu_train.h: mk_cu_train_bytes_of
+     * + MK_CU_TRAIN_RESERVE), what it checks against the card's free memory before it starts; as
+     * asked, and with the other --checkpointing */
     uint64_t gpu, gpu_other;
 } mk_train_mem;
 
 /* params: the model's parameter count (its tensors' elements). */
 void mk_train_mem_of(const mk_model_config *c, uint64_t params, const mk_train_mem_req *r, mk_train_mem *m);
+
+/* Whether the model's layers have qwen3's per-head q/k norms (a tensor of role q_norm). */
+bool mk_train_qk_norm(const mk_source *src, const mk_model_config *c);
 
 /* --lora-targets: q_proj ... down_proj (or q, k, v, o, gate, up, down), comma-separated, or
  * all-linear, to role bits (1 << MK_ROLE_Q ...). */

@@ -71,27 +71,42 @@ MK_HD void mk_cu_rms_fin(size_t row, unsigned tid, const float *x, const float *
     if (tid == 0 && rstd) rstd[row] = inv;
     for (size_t i = tid; i < d; i += MK_CU_NT) out[row * d + i] = w[i] * (r[i] * inv);
 }
-/* backward, per row: sh[tid] = this thread's sum of x^2, sh[MK_CU_NT + tid] of w dy x */
-MK_HD void mk_cu_rms_bwd_part(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, double *sh)
+/* backward, per row: sh[tid] = this thread's sum of x^2, sh[MK_CU_NT + tid] of w dy x (bf: of
+ * bf16(dy w) x, the gradient of a rounded normalised x: mk_nn_rmsnorm_bwd_bf16) */
+MK_HD float mk_cu_bfr(float x);
+MK_HD void mk_cu_rms_bwd_part_any(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d,
+                                  double *sh, int bf)
 {
     const float *r = x + row * d, *g = dy + row * d;
     double s = 0, dot = 0;
     for (size_t i = tid; i < d; i += MK_CU_NT) {
         s += (double)r[i] * r[i];
-        dot += (double)w[i] * g[i] * r[i];
+        dot += bf ? (double)mk_cu_bfr(g[i] * w[i]) * r[i] : (double)w[i] * g[i] * r[i];
     }
     sh[tid] = s;
     sh[MK_CU_NT + tid] = dot;
 }
-/* dx += w dy rstd - x (dot rstd^3 / d); rstd kept for the dw kernel */
-MK_HD void mk_cu_rms_bwd_fin(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, float eps,
-                             double ss, double dot, float *dx, float *rstd)
+MK_HD void mk_cu_rms_bwd_part(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, double *sh)
+{
+    mk_cu_rms_bwd_part_any(row, tid, x, w, dy, d, sh, 0);
+}
+/* dx += w dy rstd - x (dot rstd^3 / d) (bf: dx = bf16(bf16(dy w) rstd - x (...)), written);
+ * rstd kept for the dw kernel */
+MK_HD void mk_cu_rms_bwd_fin_any(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, float eps,
+                                 double ss, double dot, float *dx, float *rstd, int bf)
 {
     const float *r = x + row * d, *g = dy + row * d;
     float inv = (float)(1.0 / sqrt(ss / (double)d + (double)eps));
     if (tid == 0) rstd[row] = inv;
     float c = (float)(dot * (double)inv * inv * inv / (double)d);
-    for (size_t i = tid; i < d; i += MK_CU_NT) dx[row * d + i] += w[i] * g[i] * inv - r[i] * c;
+    for (size_t i = tid; i < d; i += MK_CU_NT)
+        if (bf) dx[row * d + i] = mk_cu_bfr(mk_cu_bfr(g[i] * w[i]) * inv - r[i] * c);
+        else dx[row * d + i] += w[i] * g[i] * inv - r[i] * c;
+}
+MK_HD void mk_cu_rms_bwd_fin(size_t row, unsigned tid, const float *x, const float *w, const float *dy, size_t d, float eps,
+                             double ss, double dot, float *dx, float *rstd)
+{
+    mk_cu_rms_bwd_fin_any(row, tid, x, w, dy, d, eps, ss, dot, dx, rstd, 0);
 }
 /* dw[i] += sum_t dy[t, i] x[t, i] rstd[t]; one thread per column */
 MK_HD void mk_cu_rms_dw_body(size_t i, const float *x, const float *dy, const float *rstd, size_t T, size_t d, float *dw)

@@ -8,10 +8,13 @@
  * finetuning or LoRA (mk_nn_train_lora: the base frozen on the device in f32, no gradients or
  * moments for it) or QLoRA (a held base, mk_nn_train_open_held with mk_nn_held.nf4: its
  * projections kept on the device as NF4 codes and decoded a layer at a time into a scratch);
- * train_lora.c. Anything else is refused naming what is missing.
+ * train_lora.c. Each also in bf16 mixed precision (the CPU trainer set to bf16: the base frozen
+ * in bf16 under LoRA, train_lora16.c). Anything else is refused naming what is missing.
  * Activations: every layer's kept on the device, or with checkpointing only each layer's
- * input and its forward run again before its backward. Attention keeps its probabilities
- * [heads, T, T] per sequence (simple kernels, not a fused one).
+ * input and its forward run again before its backward. Attention is the fused kernel
+ * (mk_cuda_flash.h: two floats per row kept, [2, heads, T] per sequence), or the simple one
+ * that keeps its probabilities [heads, T, T] (MK_CUDA_ATTENTION=simple, or head_dim over 128;
+ * train_attn.h).
  * Must not: open files or print (the caller does), or know the optimizer's schedule.
  */
 #ifndef MK_NN_CUDA_TRAIN_H
@@ -36,7 +39,8 @@ uint64_t mk_cu_train_bytes16(const mk_model_config *c, uint64_t numel, size_t ns
 uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing);
 
 /* A run as `estimate` knows it (the config and the options, no opened model), for
- * mk_cu_train_bytes_of: the same figure as mk_cu_train_need for the model it describes. */
+ * mk_cu_train_bytes_of (nn/cuda/mem.c, in every build): the same figure as mk_cu_train_need
+ * for the model it describes. */
 typedef struct mk_cu_train_req {
     uint64_t params;   /* the model's elements (all its tensors) */
     long lora_r;       /* 0: full finetuning */
@@ -45,6 +49,7 @@ typedef struct mk_cu_train_req {
     bool qk_norm;      /* q/k norms per head (qwen3) */
     size_t nseq, T;    /* the micro-batch */
     bool checkpointing;
+    bool bf16;         /* --dtype bf16 (the trainer set to bf16) */
 } mk_cu_train_req;
 uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r);
 

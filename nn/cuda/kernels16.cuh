@@ -1,16 +1,14 @@
-/* kernels16.cuh - mk_cuda16.h, mk_cuda_norm.h and mk_cuda_flash.h on the device, included at the
- * end of kernels.cu (its error keeping, launch helpers and cuBLAS handle): each body of
- * bodies16.h, bodies_norm.h and bodies_flash.h in a __global__ kernel, the bf16 products
+/* kernels16.cuh - mk_cuda16.h and mk_cuda_norm.h on the device, included at the end of
+ * kernels.cu (its error keeping, launch helpers and cuBLAS handle): each body of bodies16.h
+ * and bodies_norm.h in a __global__ kernel, the bf16 products
  * through cublasGemmEx with bf16 operands and f32 sums. */
 extern "C" {
 #include "mk_cuda16.h"
-#include "mk_cuda_flash.h"
 #include "mk_cuda_norm.h"
 }
 #include <cuda_bf16.h>
 
 #include "bodies16.h"
-#include "bodies_flash.h"
 #include "bodies_norm.h"
 
 enum { E_ROUND, E_TO16, E_ADD16, E_ADD16_SUM };
@@ -225,89 +223,4 @@ extern "C" void mk_cu_geglu(const float *gate, const float *up, float *out, size
 extern "C" void mk_cu_geglu_bwd(const float *gate, const float *up, const float *dout, size_t n, float *dgate, float *dup)
 {
     gated(G_GEGLU_BWD, n, gate, up, dout, NULL, NULL, dgate, dup, "geglu backward");
-}
-
-/* ---- fused attention (mk_cuda_flash.h) ---- */
-
-__global__ static void k_fa_fwd(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
-                                float scale, long window, float *out, float *lse)
-{
-    __shared__ double sh[MK_CU_NT];
-    __shared__ float pt[MK_CU_NT], acc[MK_CU_NT];
-    size_t row = blockIdx.x, i = row % T;
-    unsigned tid = threadIdx.x;
-    float m = -INFINITY;
-    double l = 0;
-    acc[tid] = 0;
-    for (size_t t0 = mk_cu_fa_t0(i, window); t0 <= i; t0 += MK_CU_NT) {
-        mk_cu_fa_score(row, tid, t0, q, k, T, nh, nkv, hd, scale, window, pt, sh);
-        tree(sh, true);
-        float tm = (float)sh[0], mn = tm > m ? tm : m;
-        __syncthreads();
-        mk_cu_fa_exp(tid, mn, pt, sh);
-        tree(sh, false);
-        double ts = sh[0];
-        float alpha = expf(m - mn);
-        l = l * alpha + ts;
-        mk_cu_fa_acc(row, tid, t0, T, nh, nkv, hd, pt, v, alpha, acc);
-        m = mn;
-        __syncthreads();
-    }
-    mk_cu_fa_out(row, tid, T, nh, hd, acc, m, l, out, lse);
-}
-__global__ static void k_fa_d(const float *out, const float *dout, size_t T, size_t nh, size_t hd, float *dsum)
-{
-    __shared__ double sh[MK_CU_NT];
-    mk_cu_fa_d_part(blockIdx.x, threadIdx.x, out, dout, T, nh, hd, sh);
-    tree(sh, false);
-    if (threadIdx.x == 0) dsum[blockIdx.x] = (float)sh[0];
-}
-__global__ static void k_fa_dq(const float *q, const float *k, const float *v, const float *dout, const float *lse,
-                               const float *dsum, size_t T, size_t nh, size_t nkv, size_t hd, float scale, long window, float *dq)
-{
-    __shared__ float pt[MK_CU_NT], acc[MK_CU_NT];
-    size_t row = blockIdx.x, h = row / T, i = row % T;
-    unsigned tid = threadIdx.x;
-    acc[tid] = 0;
-    for (size_t t0 = mk_cu_fa_t0(i, window); t0 <= i; t0 += MK_CU_NT) {
-        mk_cu_fa_dq_part(row, tid, t0, q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, pt);
-        __syncthreads();
-        mk_cu_fa_dq_acc(row, tid, t0, k, T, nh, nkv, hd, pt, acc);
-        __syncthreads();
-    }
-    if (tid < hd) dq[i * nh * hd + h * hd + tid] = acc[tid];
-}
-__global__ static void k_fa_dkv(const float *q, const float *k, const float *v, const float *dout, const float *lse,
-                                const float *dsum, size_t T, size_t nh, size_t nkv, size_t hd, float scale, long window, float *dk,
-                                float *dv)
-{
-    __shared__ float pt[MK_CU_NT], dt[MK_CU_NT], acck[MK_CU_NT], accv[MK_CU_NT];
-    size_t krow = blockIdx.x, j = krow / nkv, kvh = krow % nkv, group = nh / nkv;
-    unsigned tid = threadIdx.x;
-    acck[tid] = accv[tid] = 0;
-    for (size_t h = kvh * group; h < (kvh + 1) * group; h++)
-        for (size_t t0 = j / MK_CU_NT * MK_CU_NT; t0 < mk_cu_fa_q_end(j, T, window); t0 += MK_CU_NT) {
-            mk_cu_fa_dkv_part(krow, tid, h, t0, q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, pt, dt);
-            __syncthreads();
-            mk_cu_fa_dkv_acc(tid, h, t0, q, dout, T, nh, hd, pt, dt, acck, accv);
-            __syncthreads();
-        }
-    if (tid < hd) dk[krow * hd + tid] += acck[tid], dv[krow * hd + tid] += accv[tid];
-}
-extern "C" void mk_cu_flash_attention(const float *q, const float *k, const float *v, size_t T, size_t nh, size_t nkv, size_t hd,
-                                      float scale, long window, float *out, float *lse)
-{
-    k_fa_fwd<<<(unsigned)(nh * T), MK_CU_NT>>>(q, k, v, T, nh, nkv, hd, scale, window, out, lse);
-    LAUNCHED("fused attention");
-}
-extern "C" void mk_cu_flash_attention_bwd(const float *q, const float *k, const float *v, const float *out, const float *lse,
-                                          const float *dout, size_t T, size_t nh, size_t nkv, size_t hd, float scale, long window,
-                                          float *dq, float *dk, float *dv, float *dsum)
-{
-    k_fa_d<<<(unsigned)(nh * T), MK_CU_NT>>>(out, dout, T, nh, hd, dsum);
-    LAUNCHED("fused attention backward D");
-    k_fa_dq<<<(unsigned)(nh * T), MK_CU_NT>>>(q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, dq);
-    LAUNCHED("fused attention backward dq");
-    k_fa_dkv<<<(unsigned)(T * nkv), MK_CU_NT>>>(q, k, v, dout, lse, dsum, T, nh, nkv, hd, scale, window, dk, dv);
-    LAUNCHED("fused attention backward dk dv");
 }

@@ -1,12 +1,14 @@
 /* kernels_lora.cu - mk_cuda_lora.h on a CUDA device: the bodies of bodies_lora.h in
  * __global__ kernels (flat: MK_CU_FLAT threads a block), launched on the default stream as
- * kernels.cu's; a launch's error is kept by mk_cu_launched for mk_cu_sync. */
+ * kernels.cu's; a launch's error is kept by mk_cu_launched for mk_cu_sync. The bf16 kernels
+ * (mk_cuda_lora16.h) are kernels_lora16.cuh, included at the end. */
 #include <cuda_runtime.h>
 
 /* the C headers, read as C++ */
 #define _Noreturn [[noreturn]]
 extern "C" {
 #include "mk_cuda_lora.h"
+#include "mk_cuda_lora16.h"
 }
 #undef _Noreturn
 
@@ -53,3 +55,5 @@ extern "C" void mk_cu_nf4_decode(const uint8_t *codes, const float *absmax, cons
     k_nf4<<<blocks(n), MK_CU_FLAT>>>(n, codes, absmax, table, block, out);
     mk_cu_launched("NF4 decode");
 }
+
+#include "kernels_lora16.cuh"

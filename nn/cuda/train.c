@@ -10,6 +10,7 @@
 #include "train_ext.h"
 #include "mem.h"
 #include "mk_cuda16.h"
+#include "train_attn.h"
 
 /* the roles a layer needs (biases, q/k norms, LoRA and a held base: train_ext.h) */
 static const mk_role layer_roles[] = {MK_ROLE_ATTN_NORM, MK_ROLE_Q,    MK_ROLE_K,  MK_ROLE_V,   MK_ROLE_O,
@@ -27,7 +28,7 @@ struct mk_cu_train {
     float eps, scale;
     const mk_model_config *cfg;
     size_t nseq_cap, T_cap, n_tab;
-    bool ckpt;
+    bool ckpt, flash; /* flash: the fused attention (train_attn.h) */
     uint64_t numel;
     mk_nn_param *tab; /* the tensor table (offsets into each of the four buffers) */
     int64_t (*off)[N_ROLES]; /* [L]: each role's offset */
@@ -52,8 +53,9 @@ struct mk_cu_train {
      * weights rounded (kept by AdamW's bf16 copy), and bf16 activations; see the bf16 section */
     bool bf16;
     uint16_t *w16, *arena16, *hf16, *dy16, *c16;
+    const uint16_t *base16; /* what the offsets index in bf16: w16, or the frozen base's bf16 copy under LoRA */
 };
-#define W16(g, l, i) ((g)->w16 + (g)->off[l][i])
+#define W16(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base16 + (g)->off[l][i] : mk_cu_ext_weight16((g)->x, l, layer_roles[i]))
 
 #define W(g, l, i) ((g)->off[l][i] >= 0 ? (g)->base + (g)->off[l][i] : mk_cu_ext_weight((g)->x, l, layer_roles[i]))
 #define G(g, l, i) ((g)->gbase && (g)->off[l][i] >= 0 ? (g)->gbase + (g)->off[l][i] : NULL)
@@ -90,8 +92,16 @@ static void acts_at(const mk_cu_train *g, size_t N, float **b, acts *a)
     size_t f = g->bf16 ? 0 : 1; /* bf16: h1, att, h2 and a are in the bf16 arena (acts16_at) */
     TAKE(h1, f * N * g->H), TAKE(q, N * g->q), TAKE(k, N * g->kv), TAKE(v, N * g->kv), TAKE(att, f * N * g->q);
     TAKE(xmid, N * g->H), TAKE(h2, f * N * g->H), TAKE(g, N * g->F), TAKE(u, N * g->F), TAKE(a, f * N * g->F);
-    TAKE(p, g->nseq_cap * g->nh * g->T_cap * g->T_cap);
+    TAKE(p, mk_cu_att_floats(g->cfg, g->nseq_cap, g->T_cap));
 #undef TAKE
+}
+
+/* layer l's attention over sequences of T tokens (train_attn.h) */
+static mk_cu_tattn tattn(const mk_cu_train *g, size_t l, size_t T)
+{
+    mk_cu_tattn a = {T, g->nh, g->nkv, g->hd, g->scale, 0, g->flash, g->bf16};
+    a.window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    return a;
 }
 
 /* ---- bf16 mixed precision: the layer as nn/backward.c computes it with t->bf16 ----
@@ -118,70 +128,88 @@ static mk_status open16(mk_cu_train *g, size_t N, size_t nacts)
     g->dy16 = b, b += dy;
     g->c16 = b;
     mk_cu_to16(g->w, g->w16, g->numel);
+    mk_cu_ext_set16(g->x, g->w16);
+    g->base16 = mk_cu_ext_base16(g->x);
+    /* under LoRA the f32 base holds only the tensors read in f32 (train_ext.h) */
+    for (size_t l = 0; l < g->L; l++) {
+        g->off[l][R_ATTN_NORM] = mk_cu_ext_f32_off(g->x, g->off[l][R_ATTN_NORM]);
+        g->off[l][R_MLP_NORM] = mk_cu_ext_f32_off(g->x, g->off[l][R_MLP_NORM]);
+    }
+    g->emb = mk_cu_ext_f32_off(g->x, g->emb), g->fnorm = mk_cu_ext_f32_off(g->x, g->fnorm);
     return MK_OK;
+}
+
+/* a projection's forward and backward in bf16, with its bias and LoRA adapter (train_ext.h) */
+static void proj16(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, float *y)
+{
+    mk_cu_ext_proj16(g->x, l, layer_roles[r], x, N, W16(g, l, r), y, g->dy16);
 }
 
 static void layer_forward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, acts *a, float *xout)
 {
     size_t N = nseq * T, H = g->H;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_rmsnorm16(a->h1b, xin, W(g, l, R_ATTN_NORM), N, H, g->eps);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_Q), g->q, a->q);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_K), g->kv, a->k);
-    mk_cu_linear16(a->h1b, N, H, W16(g, l, R_V), g->kv, a->v);
-    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    proj16(g, l, R_Q, a->h1b, N, a->q);
+    proj16(g, l, R_K, a->h1b, N, a->k);
+    proj16(g, l, R_V, a->h1b, N, a->v);
+    mk_cu_ext_qk(g->x, l, a->q, a->k, N);
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         float *q = a->q + s * T * g->q, *k = a->k + s * T * g->kv;
         mk_cu_rope(q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_rope(k, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_round(q, T * g->q);
         mk_cu_round(k, T * g->kv);
-        mk_cu_attention16(q, k, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window, a->attb + s * T * g->q,
-                          a->p + s * g->nh * T * T);
+        mk_cu_tattn_fwd(&at, s, q, k, a->v + s * T * g->kv, a->attb + s * T * g->q, a->p);
     }
-    mk_cu_linear16(a->attb, N, g->q, W16(g, l, R_O), H, a->xmid);
+    proj16(g, l, R_O, a->attb, N, a->xmid);
     mk_cu_add(a->xmid, xin, N * H);
     mk_cu_rmsnorm16(a->h2b, a->xmid, W(g, l, R_MLP_NORM), N, H, g->eps);
-    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_GATE), g->F, a->g);
-    mk_cu_linear16(a->h2b, N, H, W16(g, l, R_UP), g->F, a->u);
+    proj16(g, l, R_GATE, a->h2b, N, a->g);
+    proj16(g, l, R_UP, a->h2b, N, a->u);
     mk_cu_swiglu16(a->g, a->u, a->ab, N * g->F);
-    mk_cu_linear16(a->ab, N, g->F, W16(g, l, R_DOWN), H, xout);
+    proj16(g, l, R_DOWN, a->ab, N, xout);
     mk_cu_add(xout, a->xmid, N * H);
 }
 
-/* one projection's backward: its output gradient dy (rounded f32, n columns) into dy16, then the products */
-static void proj16_bwd(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, size_t in, size_t out, const float *dy,
-                       float *dx, bool dx_bf16)
+/* one projection's backward: its output gradient dy (rounded) into dy16, then the products */
+static void proj16_bwd(mk_cu_train *g, size_t l, int r, const uint16_t *x, size_t N, const float *dy, float *dx, bool dx_bf16)
 {
-    mk_cu_to16(dy, g->dy16, N * out);
-    mk_cu_linear16_bwd(x, N, in, W16(g, l, r), out, g->dy16, dx, dx_bf16, G(g, l, r), g->c16);
+    mk_cu_ext_proj16_bwd(g->x, l, layer_roles[r], x, N, W16(g, l, r), dy, dx, dx_bf16, G(g, l, r), g->dy16, g->c16);
 }
 
 static void layer_backward16(mk_cu_train *g, size_t l, const float *xin, size_t nseq, size_t T, const acts *a, float *dx)
 {
     size_t N = nseq * T, H = g->H, F = g->F;
+    mk_cu_ext_layer(g->x, l);
     mk_cu_zero(g->da, N * F * sizeof(float));
-    proj16_bwd(g, l, R_DOWN, a->ab, N, F, H, dx, g->da, true); /* a is a bf16 tensor: its gradient sums in bf16 */
+    proj16_bwd(g, l, R_DOWN, a->ab, N, dx, g->da, true); /* a is a bf16 tensor: its gradient sums in bf16 */
     mk_cu_swiglu16_bwd(a->g, a->u, g->da, N * F, g->dg, g->du);
     mk_cu_zero(g->dh, N * H * sizeof(float));
-    proj16_bwd(g, l, R_GATE, a->h2b, N, H, F, g->dg, g->dh, false);
-    proj16_bwd(g, l, R_UP, a->h2b, N, H, F, g->du, g->dh, false);
+    proj16_bwd(g, l, R_GATE, a->h2b, N, g->dg, g->dh, false);
+    proj16_bwd(g, l, R_UP, a->h2b, N, g->du, g->dh, false);
     mk_cu_rmsnorm_bwd(a->xmid, W(g, l, R_MLP_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_MLP_NORM), g->rstd);
 
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
-    proj16_bwd(g, l, R_O, a->attb, N, g->q, H, dx, g->datt, true);
+    proj16_bwd(g, l, R_O, a->attb, N, dx, g->datt, true);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_attention16_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
-                              g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
-        mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
-        mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
+        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        /* onto a bf16 q (k); f32 where a per-head norm sits between the projection and RoPE */
+        if (mk_cu_ext_has_norm(g->x, l, 0)) mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
+        else mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
+        if (mk_cu_ext_has_norm(g->x, l, 1)) mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
+        else mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
     }
+    mk_cu_ext_qk_bwd(g->x, l, g->dq, g->dk, N);
     mk_cu_zero(g->dh, N * H * sizeof(float));
-    proj16_bwd(g, l, R_Q, a->h1b, N, H, g->q, g->dq, g->dh, false);
-    proj16_bwd(g, l, R_K, a->h1b, N, H, g->kv, g->dk, g->dh, false);
-    proj16_bwd(g, l, R_V, a->h1b, N, H, g->kv, g->dv, g->dh, false);
+    proj16_bwd(g, l, R_Q, a->h1b, N, g->dq, g->dh, false);
+    proj16_bwd(g, l, R_K, a->h1b, N, g->dk, g->dh, false);
+    proj16_bwd(g, l, R_V, a->h1b, N, g->dv, g->dh, false);
     mk_cu_rmsnorm_bwd(xin, W(g, l, R_ATTN_NORM), g->dh, N, H, g->eps, dx, G(g, l, R_ATTN_NORM), g->rstd);
 }
 
@@ -195,15 +223,15 @@ static void head16(mk_cu_train *g, size_t N, bool backward)
 {
     size_t H = g->H, V = g->V;
     if (!backward) {
-        mk_cu_rmsnorm16(g->hf16, g->xs + g->L * N * H, g->w + g->fnorm, N, H, g->eps);
-        mk_cu_linear16(g->hf16, N, H, g->w16 + g->head, V, g->logits);
+        mk_cu_rmsnorm16(g->hf16, g->xs + g->L * N * H, g->base + g->fnorm, N, H, g->eps);
+        mk_cu_linear16(g->hf16, N, H, g->base16 + g->head, V, g->logits);
         return;
     }
     mk_cu_to16(g->logits, g->dy16, N * V);
     for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS16) {
         size_t n = N - r0 < HEAD_ROWS16 ? N - r0 : HEAD_ROWS16;
-        mk_cu_linear16_bwd(g->hf16 + r0 * H, n, H, g->w16 + g->head, V, g->dy16 + r0 * V, g->dh + r0 * H, false, g->gr + g->head,
-                           g->c16);
+        mk_cu_linear16_bwd(g->hf16 + r0 * H, n, H, g->base16 + g->head, V, g->dy16 + r0 * V, g->dh + r0 * H, false,
+                           GB(g, g->head), g->c16);
     }
 }
 
@@ -240,6 +268,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->nseq_cap = nseq, g->T_cap = T, g->ckpt = checkpointing;
     g->numel = mk_nn_train_numel(t);
     g->bf16 = mk_nn_train_bf16(t);
+    g->flash = mk_cu_attn_flash(c);
     g->n_tab = mk_nn_train_n_params(t);
     size_t N = nseq * T;
     g->off = mk_calloc(g->L ? g->L : 1, sizeof *g->off);
@@ -250,9 +279,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
     g->hnll = mk_malloc(N * sizeof *g->hnll);
     mk_status s = g->off && g->tab && g->a && g->htgt && g->hwt && g->hnll ? MK_OK : MK_ERR_NOMEM;
     if (s == MK_OK) s = check_model(t, c, g);
-    if (s == MK_OK && g->bf16 && mk_cu_ext_bytes(t, nseq, T, checkpointing) > 0)
-        s = mk_error(MK_ERR_UNSUPPORTED, "the CUDA trainer's bf16 path trains llama and mistral in full; --lora, --qlora, "
-                                         "qwen2's biases and qwen3's q/k norms run in f32 (--dtype f32)");
+    if (s == MK_OK) s = mk_cu_tattn_check();
     for (size_t i = 0; s == MK_OK && i < g->n_tab; i++) g->tab[i] = *mk_nn_train_param(t, i);
     uint64_t need = mk_cu_train_need(t, nseq, T, checkpointing), fb = 0, tb = 0;
     bool capped = false;
@@ -276,7 +303,7 @@ mk_status mk_cu_train_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpoin
 #define TAKE(f, n) (g->f = b, b += (n))
         TAKE(xs, (g->L + 1) * N * g->H), TAKE(hf, N * g->H), TAKE(dh, N * g->H), TAKE(dx, N * g->H), TAKE(logits, N * g->V);
         TAKE(dq, N * g->q), TAKE(datt, N * g->q), TAKE(dk, N * g->kv), TAKE(dv, N * g->kv);
-        TAKE(da, N * g->F), TAKE(dg, N * g->F), TAKE(du, N * g->F), TAKE(ds, g->nh * T * T), TAKE(rstd, N), TAKE(wt, N);
+        TAKE(da, N * g->F), TAKE(dg, N * g->F), TAKE(du, N * g->F), TAKE(ds, mk_cu_att_floats(c, 1, T)), TAKE(rstd, N), TAKE(wt, N);
         TAKE(cosd, T * g->hd / 2), TAKE(sind, T * g->hd / 2);
 #undef TAKE
         g->tok = (int32_t *)(void *)b, b += N;
@@ -321,12 +348,11 @@ static void layer_forward(mk_cu_train *g, size_t l, const float *xin, size_t nse
     mk_cu_linear(a->h1, N, H, W(g, l, R_V), g->kv, 0.0f, a->v);
     mk_cu_ext_proj(g->x, l, MK_ROLE_V, a->h1, N, a->v);
     mk_cu_ext_qk(g->x, l, a->q, a->k, N);
-    long window = mk_model_config_sliding(g->cfg, (long)l) ? g->cfg->sliding_window : 0;
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         mk_cu_rope(a->q + s * T * g->q, T, g->nh, g->hd, g->half, g->cosd, g->sind, false);
         mk_cu_rope(a->k + s * T * g->kv, T, g->nkv, g->hd, g->half, g->cosd, g->sind, false);
-        mk_cu_attention(a->q + s * T * g->q, a->k + s * T * g->kv, a->v + s * T * g->kv, T, g->nh, g->nkv, g->hd, g->scale, window,
-                        a->att + s * T * g->q, a->p + s * g->nh * T * T);
+        mk_cu_tattn_fwd(&at, s, a->q + s * T * g->q, a->k + s * T * g->kv, a->v + s * T * g->kv, a->att + s * T * g->q, a->p);
     }
     mk_cu_linear(a->att, N, g->q, W(g, l, R_O), H, 0.0f, a->xmid);
     mk_cu_ext_proj(g->x, l, MK_ROLE_O, a->att, N, a->xmid);
@@ -367,10 +393,10 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_O, a->att, N, dx, g->datt);
     mk_cu_zero(g->dk, N * g->kv * sizeof(float));
     mk_cu_zero(g->dv, N * g->kv * sizeof(float));
+    mk_cu_tattn at = tattn(g, l, T);
     for (size_t s = 0; s < nseq; s++) {
         size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_attention_bwd(a->q + oq, a->k + ok, a->v + ok, a->p + s * g->nh * T * T, g->datt + oq, T, g->nh, g->nkv, g->hd,
-                            g->scale, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
         mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
         mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
     }

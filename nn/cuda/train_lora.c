@@ -5,58 +5,13 @@
 #include <string.h>
 
 #include "cu_train.h"
+#include "ext_priv.h"
+#include "mem.h"
 #include "mk_cuda_lora.h"
+#include "mk_cuda_lora16.h"
 
-static const mk_role proj_roles[] = {MK_ROLE_Q, MK_ROLE_K, MK_ROLE_V, MK_ROLE_O, MK_ROLE_GATE, MK_ROLE_UP, MK_ROLE_DOWN};
-#define NP (sizeof proj_roles / sizeof proj_roles[0])
-
-typedef struct held_t {
-    const uint8_t *codes; /* device */
-    const float *absmax;  /* device */
-    uint64_t n;
-} held_t;
-
-/* The device memory of an extension, in one f32 arena and one byte buffer (the NF4 codes). */
-typedef struct plan {
-    uint64_t frozen, absmax, table, scratch, xa, lxa, qk, dqp, rstd; /* floats */
-    uint64_t codes;                                                  /* bytes */
-    size_t r, nad, nslots;
-} plan;
-
-struct mk_cu_ext {
-    mk_nn_train *t;
-    plan p;
-    size_t L, H, q, kv, F, nh, nkv, hd, N_cap;
-    bool ckpt, lora, held;
-    float eps, ls;
-    const float *base; /* the offsets' buffer: the frozen base, or the trained weights */
-    float *gbase;      /* its gradients (NULL: frozen) */
-    float *w, *gr;     /* the trained tensors (the adapters under LoRA) */
-    float *arena, *fz, *scr, *xa, *lxa, *qpre, *kpre, *dqp, *rstd;
-    uint8_t *codes;
-    const float *table;
-    uint64_t scr_off[NP];
-    held_t (*hl)[NP];    /* [L] */
-    long (*ad)[NP];      /* [L]: the parameter index of the adapter's A (B follows), or -1 */
-    int64_t (*bias)[NP]; /* [L]: the bias's offset, or -1 */
-    int64_t (*qn)[2];    /* [L]: q_norm's and k_norm's offsets, or -1 */
-    int xslot[NP];       /* the adapted roles' place in a slot of x A^T (-1: not adapted) */
-    long cur;            /* the layer in the scratch (-1: none) */
-};
-
-static void dims(const mk_model_config *c, size_t k, uint64_t *in, uint64_t *out)
-{
-    uint64_t H = (uint64_t)c->hidden, q = (uint64_t)c->heads * (uint64_t)c->head_dim;
-    uint64_t kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim, F = (uint64_t)c->intermediate;
-    switch (proj_roles[k]) {
-    case MK_ROLE_Q: *in = H, *out = q; break;
-    case MK_ROLE_K:
-    case MK_ROLE_V: *in = H, *out = kv; break;
-    case MK_ROLE_O: *in = q, *out = H; break;
-    case MK_ROLE_DOWN: *in = F, *out = H; break;
-    default: *in = H, *out = F; break;
-    }
-}
+/* a projection's [out, in] (mem.c) */
+static void dims(const mk_model_config *c, size_t k, uint64_t *in, uint64_t *out) { mk_cu_proj_dims(c, proj_roles[k], in, out); }
 
 static bool is_held(mk_nn_train *t, long l, size_t k)
 {
@@ -75,8 +30,6 @@ static long adapter_of(mk_nn_train *t, long l, size_t k)
     return -1;
 }
 
-static uint64_t nblocks(uint64_t n) { return (n + MK_NN_HELD_BLOCK - 1) / MK_NN_HELD_BLOCK; }
-
 static void plan_of(mk_nn_train *t, size_t nseq, size_t T, bool ckpt, plan *p)
 {
     const mk_model_config *c = mk_nn_train_config(t);
@@ -91,7 +44,7 @@ static void plan_of(mk_nn_train *t, size_t nseq, size_t T, bool ckpt, plan *p)
             uint64_t in, out;
             dims(c, k, &in, &out);
             if (is_held(t, (long)l, k)) {
-                p->codes += (in * out + 1) / 2, p->absmax += nblocks(in * out), p->table = 16;
+                p->codes += (in * out + 1) / 2, p->absmax += mk_cu_nf4_blocks(in * out), p->table = 16;
                 if (l == 0) p->scratch += in * out;
             }
             long a = adapter_of(t, (long)l, k);
@@ -102,6 +55,7 @@ static void plan_of(mk_nn_train *t, size_t nseq, size_t T, bool ckpt, plan *p)
     }
     if (p->nad) p->xa = p->nslots * p->nad * N * p->r, p->lxa = N * p->r;
     if (norms) p->qk = p->nslots * N * (q + kv), p->dqp = N * q, p->rstd = N * (uint64_t)c->heads;
+    if (mk_nn_train_bf16(t)) mk_cu_ext16_plan(t, N, p);
 }
 
 static uint64_t plan_floats(const plan *p)
@@ -109,32 +63,11 @@ static uint64_t plan_floats(const plan *p)
     return p->frozen + p->absmax + p->table + p->scratch + p->xa + p->lxa + p->qk + p->dqp + p->rstd;
 }
 
-uint64_t mk_cu_train_bytes_of(const mk_model_config *c, const mk_cu_train_req *r)
-{
-    uint64_t N = (uint64_t)r->nseq * r->T, L = (uint64_t)c->layers, slots = r->checkpointing ? 1 : L;
-    uint64_t q = (uint64_t)c->heads * (uint64_t)c->head_dim, kv = (uint64_t)c->kv_heads * (uint64_t)c->head_dim;
-    uint64_t trained = r->params, floats = 0, codes = 0, rr = r->lora_r > 0 ? (uint64_t)r->lora_r : 0;
-    if (rr) {
-        uint64_t adapters = 0, nad = 0, held = 0, absmax = 0;
-        for (size_t k = 0; k < NP; k++) {
-            uint64_t in, out;
-            dims(c, k, &in, &out);
-            if (r->targets & (1u << proj_roles[k])) adapters += rr * (in + out), nad++;
-            if (r->qlora) held += in * out, codes += L * ((in * out + 1) / 2), absmax += L * nblocks(in * out);
-        }
-        trained = L * adapters;
-        floats += r->params - L * held + (r->qlora ? 16 + absmax + held : 0); /* frozen f32, NF4 scales, table, scratch */
-        floats += nad ? slots * nad * N * rr + N * rr : 0;                        /* x A^T kept, its gradient */
-    }
-    if (r->qk_norm) floats += slots * N * (q + kv) + N * q + N * (uint64_t)c->heads;
-    return mk_cu_train_bytes(c, trained, r->nseq, r->T, r->checkpointing) + 4 * floats + codes;
-}
-
 uint64_t mk_cu_ext_bytes(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
 {
     plan p;
     plan_of(t, nseq, T, checkpointing, &p);
-    return 4 * plan_floats(&p) + p.codes;
+    return 4 * plan_floats(&p) + p.codes + 2 * (p.fz16 + p.scr16 + p.xa16 + p.lxa16 + p.lc16);
 }
 
 uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpointing)
@@ -147,8 +80,8 @@ uint64_t mk_cu_train_need(mk_nn_train *t, size_t nseq, size_t T, bool checkpoint
 void mk_cu_ext_close(mk_cu_ext *x)
 {
     if (!x) return;
-    mk_cu_free(x->arena), mk_cu_free(x->codes);
-    free(x->hl), free(x->ad), free(x->bias), free(x->qn);
+    mk_cu_free(x->arena), mk_cu_free(x->codes), mk_cu_free(x->arena16);
+    free(x->hl), free(x->ad), free(x->bias), free(x->qn), free(x->side_from), free(x->side_to);
     free(x);
 }
 
@@ -164,7 +97,7 @@ static mk_status put_held(mk_cu_ext *x, float **fb)
             if (!is_held(x->t, (long)l, k)) continue;
             uint64_t in, out;
             dims(c, k, &in, &out);
-            uint64_t n = in * out, nb = nblocks(n);
+            uint64_t n = in * out, nb = mk_cu_nf4_blocks(n);
             const uint8_t *codes;
             const float *absmax, *table;
             MK_TRY(h->nf4(h->ctx, (size_t)mk_nn_train_src_index(x->t, (long)l, proj_roles[k]), n, &codes, &absmax, &table));
@@ -190,8 +123,8 @@ static mk_status ext_init(mk_cu_ext *x)
     if (x->p.frozen) {
         uint64_t n;
         const float *fz = mk_nn_train_frozen(t, &n);
-        MK_TRY(mk_cu_put(fb, fz, n * sizeof(float)));
-        x->fz = fb, fb += n;
+        if (!x->bf16) MK_TRY(mk_cu_put(fb, fz, n * sizeof(float))); /* bf16: its f32-read tensors (train_lora16.c) */
+        x->fz = fb, fb += x->p.frozen;
     }
     x->base = x->lora ? x->fz : x->w, x->gbase = x->lora ? NULL : x->gr;
     if (x->held) MK_TRY(put_held(x, &fb));
@@ -236,6 +169,7 @@ mk_status mk_cu_ext_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointi
     x->L = (size_t)c->layers, x->H = (size_t)c->hidden, x->nh = (size_t)c->heads, x->nkv = (size_t)c->kv_heads;
     x->hd = (size_t)c->head_dim, x->q = x->nh * x->hd, x->kv = x->nkv * x->hd, x->F = (size_t)c->intermediate;
     x->eps = (float)c->norm_eps, x->ls = mk_nn_train_lora_scale(t), x->lora = x->ls != 0, x->held = mk_nn_train_held(t) != NULL;
+    x->bf16 = mk_nn_train_bf16(t);
     x->N_cap = nseq * T;
     plan_of(t, nseq, T, checkpointing, &x->p);
     size_t L1 = x->L ? x->L : 1;
@@ -246,6 +180,7 @@ mk_status mk_cu_ext_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointi
     if (s == MK_OK && nf) s = mk_cu_alloc((void **)&x->arena, nf * sizeof(float));
     if (s == MK_OK && x->p.codes) s = mk_cu_alloc((void **)&x->codes, x->p.codes);
     if (s == MK_OK) s = ext_init(x);
+    if (s == MK_OK && x->bf16) s = mk_cu_ext16_init(x);
     if (s != MK_OK) {
         mk_cu_ext_close(x);
         return s;
@@ -257,7 +192,7 @@ mk_status mk_cu_ext_open(mk_nn_train *t, size_t nseq, size_t T, bool checkpointi
 const float *mk_cu_ext_base(const mk_cu_ext *x) { return x->base; }
 bool mk_cu_ext_frozen(const mk_cu_ext *x) { return x->gbase == NULL; }
 
-static size_t role_k(mk_role r)
+size_t mk_cu_ext_role_k(mk_role r)
 {
     size_t k = 0;
     while (k < NP && proj_roles[k] != r) k++;
@@ -267,7 +202,7 @@ static size_t role_k(mk_role r)
 const float *mk_cu_ext_weight(const mk_cu_ext *x, size_t l, mk_role r)
 {
     (void)l;
-    return x->scr + x->scr_off[role_k(r)];
+    return x->scr + x->scr_off[mk_cu_ext_role_k(r)];
 }
 
 void mk_cu_ext_layer(mk_cu_ext *x, size_t l)
@@ -275,7 +210,9 @@ void mk_cu_ext_layer(mk_cu_ext *x, size_t l)
     if (!x->held || x->cur == (long)l) return;
     for (size_t k = 0; k < NP; k++) {
         const held_t *h = &x->hl[l][k];
-        if (h->codes) mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
+        if (!h->codes) continue;
+        if (x->bf16) mk_cu_nf4_decode16(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr16 + x->scr_off[k]);
+        else mk_cu_nf4_decode(h->codes, h->absmax, x->table, MK_NN_HELD_BLOCK, h->n, x->scr + x->scr_off[k]);
     }
     x->cur = (long)l;
 }
@@ -289,7 +226,7 @@ static float *xa_of(const mk_cu_ext *x, size_t l, size_t k)
 
 void mk_cu_ext_proj(mk_cu_ext *x, size_t l, mk_role r, const float *in, size_t N, float *y)
 {
-    size_t k = role_k(r);
+    size_t k = mk_cu_ext_role_k(r);
     uint64_t ni, no;
     dims(mk_nn_train_config(x->t), k, &ni, &no);
     if (x->bias[l][k] >= 0) mk_cu_bias_add(y, x->base + x->bias[l][k], N, no);
@@ -304,7 +241,7 @@ void mk_cu_ext_proj(mk_cu_ext *x, size_t l, mk_role r, const float *in, size_t N
 
 void mk_cu_ext_proj_bwd(mk_cu_ext *x, size_t l, mk_role r, const float *in, size_t N, const float *dy, float *dx)
 {
-    size_t k = role_k(r);
+    size_t k = mk_cu_ext_role_k(r);
     uint64_t ni, no;
     dims(mk_nn_train_config(x->t), k, &ni, &no);
     if (x->bias[l][k] >= 0 && x->gbase) mk_cu_bias_bwd(dy, N, no, x->gbase + x->bias[l][k]);
@@ -328,6 +265,10 @@ static void norm_fwd(const mk_cu_ext *x, float *y, float *keep, const float *w, 
 
 void mk_cu_ext_qk(mk_cu_ext *x, size_t l, float *q, float *k, size_t N)
 {
+    if (x->bf16) {
+        mk_cu_ext16_qk(x, l, q, k, N);
+        return;
+    }
     size_t slot = x->ckpt ? 0 : l;
     if (x->qn[l][0] >= 0) norm_fwd(x, q, x->qpre + slot * x->N_cap * x->q, x->base + x->qn[l][0], N * x->nh);
     if (x->qn[l][1] >= 0) norm_fwd(x, k, x->kpre + slot * x->N_cap * x->kv, x->base + x->qn[l][1], N * x->nkv);
@@ -344,6 +285,10 @@ static void norm_bwd(const mk_cu_ext *x, const float *keep, int64_t off, float *
 
 void mk_cu_ext_qk_bwd(mk_cu_ext *x, size_t l, float *dq, float *dk, size_t N)
 {
+    if (x->bf16) {
+        mk_cu_ext16_qk_bwd(x, l, dq, dk, N);
+        return;
+    }
     size_t slot = x->ckpt ? 0 : l;
     if (x->qn[l][0] >= 0) norm_bwd(x, x->qpre + slot * x->N_cap * x->q, x->qn[l][0], dq, N * x->nh);
     if (x->qn[l][1] >= 0) norm_bwd(x, x->kpre + slot * x->N_cap * x->kv, x->qn[l][1], dk, N * x->nkv);

@@ -795,46 +795,78 @@ static void layernorm_case(ctx *c, size_t T, size_t d, bool bias)
     free(x), free(w), free(b), free(dy), free(dx), free(dw), free(db), free(out), free(st);
 }
 
-/* the fused attention against mk_cu_attention and mk_cu_attention_bwd on the same device */
-static void flash_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window)
+/* The fused attention (mk_cuda_flash.h) against the CPU's mk_nn_attention_train and
+ * mk_nn_attention_bwd (bf: their _bf16 forms on rounded inputs). ramp: key j scaled by
+ * (0.2 + j / 8) and the queries and keys positive, so every tile of keys raises each row's
+ * maximum and the online softmax must rescale what it has summed (a missing or wrong rescale
+ * moves the output by far more than the tolerance). */
+static void flash_case(ctx *c, size_t T, size_t nh, size_t nkv, size_t hd, long window, bool bf, bool ramp)
 {
     size_t qn = T * nh * hd, kn = T * nkv * hd, pn = nh * T * T;
-    float scale = 3.0f / sqrtf((float)hd);
-    float *q = rnd(qn, 190 + T, -1, 1), *k = rnd(kn, 191 + T, -1, 1), *v = rnd(kn, 192 + T, -1, 1), *dout = rnd(qn, 193 + T, -1, 1);
-    float *dk0 = rnd(kn, 194, -1, 1), *dv0 = rnd(kn, 195, -1, 1);
+    float scale = (ramp ? 0.3f : 3.0f) / sqrtf((float)hd);
+    uint64_t sd = 190 + T + hd;
+    float *q = rnd(qn, sd, ramp ? 0.0f : -1.0f, 1), *k = rnd(kn, sd + 1, ramp ? 0.0f : -1.0f, 1), *v = rnd(kn, sd + 2, -1, 1);
+    float *dout = rnd(qn, sd + 3, -1, 1), *dk = rnd(kn, sd + 4, -1, 1), *dv = rnd(kn, sd + 5, -1, 1);
+    for (size_t j = 0; ramp && j < T; j++)
+        for (size_t e = 0; e < nkv * hd; e++) k[j * nkv * hd + e] *= 0.2f + (float)j / 8;
+    if (bf) mk_nn_round_bf16(q, qn), mk_nn_round_bf16(k, kn), mk_nn_round_bf16(v, kn), mk_nn_round_bf16(dout, qn);
     float *qd = dput(q, qn * 4), *kd = dput(k, kn * 4), *vd = dput(v, kn * 4), *dod = dput(dout, qn * 4);
-    float *dk1 = dput(dk0, kn * 4), *dv1 = dput(dv0, kn * 4), *dk2 = dput(dk0, kn * 4), *dv2 = dput(dv0, kn * 4);
-    float *o1 = dnew(qn * 4), *o2 = dnew(qn * 4), *pd = dnew(pn * 4), *dsd = dnew(pn * 4), *lse = dnew(nh * T * 4);
-    float *dsum = dnew(nh * T * 4), *dq1 = dnew(qn * 4), *dq2 = dnew(qn * 4);
-    float *want = malloc(qn * 4);
-    char what[160];
-    mk_cu_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o1, pd);
-    mk_cu_attention_bwd(qd, kd, vd, pd, dod, T, nh, nkv, hd, scale, dq1, dk1, dv1, dsd);
-    mk_cu_flash_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, o2, lse);
-    mk_cu_flash_attention_bwd(qd, kd, vd, o2, lse, dod, T, nh, nkv, hd, scale, window, dq2, dk2, dv2, dsum);
-    static const char *const nm[4] = {"forward", "backward dq", "backward dk", "backward dv"};
-    float *a[4] = {o2, dq2, dk2, dv2}, *b[4] = {o1, dq1, dk1, dv1};
-    for (int i = 0; i < 4; i++) {
-        size_t n = i < 2 ? qn : kn;
-        mk_status s = mk_cu_sync();
-        if (s == MK_OK) s = mk_cu_get(want, b[i], n * 4);
-        snprintf(what, sizeof what, "fused attention %s T %zu heads %zu/%zu window %ld (mk_cu_attention%s)", nm[i], T, nh, nkv,
-                 window, i ? "_bwd" : "");
-        if (s == MK_OK) cmp(c, what, a[i], want, n, c->tol->attn);
-        else check(c, false, what, mk_errmsg());
+    float *dkd = dput(dk, kn * 4), *dvd = dput(dv, kn * 4), *od = dnew(qn * 4), *st = dnew(2 * nh * T * 4);
+    float *dsum = dnew(nh * T * 4), *dqd = dnew(qn * 4);
+    uint16_t *o16 = dnew(qn * 2);
+    float *out = malloc(qn * 4), *p = malloc(pn * 4), *dq = malloc(qn * 4);
+    size_t ns = bf ? mk_nn_attention_bf16_scratch(T, hd) : mk_nn_attention_bwd_scratch(T);
+    float *scr = malloc((ns > pn ? ns : pn) * 4);
+    char what[192], shape[112];
+    snprintf(shape, sizeof shape, "T %zu heads %zu/%zu head_dim %zu window %ld%s", T, nh, nkv, hd, window,
+             ramp ? ", rising scores" : "");
+    double tol = bf ? c->tol->b16 : c->tol->attn;
+    if (bf) {
+        mk_cu_flash_attention16(qd, kd, vd, T, nh, nkv, hd, scale, window, o16, st);
+        mk_nn_attention_train_bf16(q, k, v, T, nh, nkv, hd, scale, window, out, p, scr);
+        snprintf(what, sizeof what, "bf16 fused attention forward %s (mk_nn_attention_train_bf16)", shape);
+        cmp16(c, what, o16, out, qn, tol);
+        mk_cu_flash_attention16_bwd(qd, kd, vd, st, dod, T, nh, nkv, hd, scale, window, dqd, dkd, dvd, dsum);
+        mk_nn_attention_bwd_bf16(q, k, v, p, dout, T, nh, nkv, hd, scale, dq, dk, dv, scr);
+    } else {
+        mk_cu_flash_attention(qd, kd, vd, T, nh, nkv, hd, scale, window, od, st);
+        mk_nn_attention_train(q, k, v, T, nh, nkv, hd, scale, window, out, p);
+        snprintf(what, sizeof what, "fused attention forward %s (mk_nn_attention_train)", shape);
+        cmp(c, what, od, out, qn, tol);
+        mk_cu_flash_attention_bwd(qd, kd, vd, st, dod, T, nh, nkv, hd, scale, window, dqd, dkd, dvd, dsum);
+        mk_nn_attention_bwd(q, k, v, p, dout, T, nh, nkv, hd, scale, dq, dk, dv, scr);
     }
-    mk_cu_free(qd), mk_cu_free(kd), mk_cu_free(vd), mk_cu_free(dod), mk_cu_free(dk1), mk_cu_free(dv1), mk_cu_free(dk2);
-    mk_cu_free(dv2), mk_cu_free(o1), mk_cu_free(o2), mk_cu_free(pd), mk_cu_free(dsd), mk_cu_free(lse), mk_cu_free(dsum);
-    mk_cu_free(dq1), mk_cu_free(dq2);
-    free(q), free(k), free(v), free(dout), free(dk0), free(dv0), free(want);
+    static const char *const nm[3] = {"dq", "dk", "dv"};
+    const float *gd[3] = {dqd, dkd, dvd}, *gw[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "%sfused attention backward %s %s (mk_nn_attention_bwd%s)", bf ? "bf16 " : "", nm[i], shape,
+                 bf ? "_bf16" : "");
+        cmp(c, what, gd[i], gw[i], i ? kn : qn, tol);
+    }
+    mk_cu_free(qd), mk_cu_free(kd), mk_cu_free(vd), mk_cu_free(dod), mk_cu_free(dkd), mk_cu_free(dvd), mk_cu_free(od);
+    mk_cu_free(st), mk_cu_free(dsum), mk_cu_free(dqd), mk_cu_free(o16);
+    free(q), free(k), free(v), free(dout), free(dk), free(dv), free(out), free(p), free(dq), free(scr);
+}
+
+static void run_flash(ctx *c)
+{
+    /* T past whole tiles of 16, grouped-query ratios 1, 2, 4, head_dim 64, 80, 128 */
+    flash_case(c, 17, 4, 4, 16, 0, false, false);
+    flash_case(c, 40, 6, 3, 8, 5, false, false);   /* a window of 5 */
+    flash_case(c, 37, 8, 2, 64, 0, false, false);
+    flash_case(c, 21, 2, 1, 80, 0, false, false);
+    flash_case(c, 19, 4, 1, 128, 7, false, false);
+    flash_case(c, 150, 2, 1, 8, 40, false, false); /* a window over several tiles: the first ones skipped */
+    flash_case(c, 70, 2, 2, 32, 0, false, true);   /* the online softmax's rescale */
+    flash_case(c, 37, 8, 2, 64, 0, true, false);
+    flash_case(c, 40, 6, 3, 8, 5, true, false);
+    flash_case(c, 50, 4, 1, 80, 20, true, false);
+    flash_case(c, 70, 2, 2, 32, 0, true, true);
 }
 
 static void run_cases16(ctx *c)
 {
-    flash_case(c, 17, 4, 2, 16, 0);
-    flash_case(c, 40, 6, 2, 8, 5);
-    flash_case(c, 300, 2, 1, 8, 0);   /* two tiles of keys */
-    flash_case(c, 600, 2, 2, 8, 300); /* a window over three tiles: the first skipped */
+    run_flash(c);
     layernorm_case(c, 5, 64, true);
     layernorm_case(c, 3, 1000, false);
     gated_case(c, "geglu", "mk_nn_act_gated gelu_tanh", mk_cu_geglu, gelu_gated, mk_cu_geglu_bwd, mk_nn_geglu_bwd, "mk_nn_geglu_bwd",

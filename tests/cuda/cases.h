@@ -65,5 +65,12 @@ double mk_cu_worst_err(const float *got, const float *want, size_t n, const char
 /* LoRA and QLoRA on the device (nn/cuda/train_lora.c), and qwen2's biases and qwen3's q/k
  * norms, against the CPU trainer; the kernels of mk_cuda_lora.h (tests/cuda/cases_lora.c). */
 int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
+/* The bf16 kernels of nn/cuda/mk_cuda_lora16.h against the CPU's (tests/cuda/cases_lora16.c;
+ * run by mk_cu_run_lora, beside the bf16 trainer's checks there). */
+int mk_cu_run_lora16_kernels(const mk_cu_tol *tol, mk_cu_report report);
+
+/* The trainer's simple attention (MK_CUDA_ATTENTION=simple, and past the fused kernel's
+ * head_dim) against the CPU trainer (tests/cuda/cases_attn.c). */
+int mk_cu_run_attn_paths(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol, mk_cu_report report);
 
 #endif

@@ -76,6 +76,7 @@ static struct {
     long rank; /* 0: full finetuning */
     bool qlora;
     unsigned targets;
+    bool bf16; /* mixed precision (mk_nn_train_set_bf16, after LoRA) */
 } opt;
 
 static void hold_free(void *q) { mk_qlora_free(q); }
@@ -96,6 +97,7 @@ static mk_status open_model(const char *dir, mk_cu_tmodel *m)
     }
     mk_nn_lora lo = {opt.rank, 16.0, false, opt.targets, 5};
     if (s == MK_OK && opt.rank) s = mk_nn_train_lora(m->t, &lo);
+    if (s == MK_OK && opt.bf16) s = mk_nn_train_set_bf16(m->t);
     return s;
 }
 
@@ -107,27 +109,53 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
 {
     outer = rep, failed = 0, prefix = "";
     kernel_cases(tol);
+    mk_cu_run_lora16_kernels(tol, report);
+    /* bf16 mixed precision: the CPU trainer set to bf16 is the reference (tol's b16_*).
+     * Emulated with the fused attention (the default) every check measures 0, the CPU's bytes.
+     * A sum that lands on the other side of a bf16 rounding boundary (the simple attention's
+     * order, MK_CUDA_ATTENTION=simple, or another BLAS's) moves one gradient element by a bf16
+     * ulp of its micro-batch part, and AdamW, dividing each element by its own RMS, makes that a
+     * full-size update of a small adapter element: under LoRA the trajectories then drift apart
+     * (emulated with the simple attention: from step 4, losses within 4.7e-4 and adapters within
+     * 7.8e-3 of the largest after 10). Allowed there: 10 x b16_loss for the losses, as the
+     * trained tensors get 10 x the gradients' tolerance. */
+    mk_cu_tol t16 = *tol, t16l;
+    char name16[64];
+    snprintf(name16, sizeof name16, "%s, bf16", tol->name);
+    t16.name = name16, t16.grad = tol->b16_grad, t16.loss = tol->b16_loss;
+    t16l = t16, t16l.loss = 10 * tol->b16_loss;
     static const struct {
         const char *name, *arch;
         long rank;
         bool qlora, ckpt, loop;
         unsigned targets;
+        bool bf16;
     } cases[] = {
-        {"qwen2 (q/k/v biases), full finetuning", "qwen2", 0, false, false, false, 0},
-        {"qwen3 (q/k norms), full finetuning, checkpointing", "qwen3", 0, false, true, false, 0},
-        {"llama, LoRA r 4 on every projection", "llama", 4, false, false, true, ALL_PROJ},
-        {"llama, QLoRA r 4 on q and v, checkpointing", "llama", 4, true, true, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_V)},
-        {"qwen2, LoRA r 3 on every projection", "qwen2", 3, false, false, false, ALL_PROJ},
-        {"qwen3, QLoRA r 4 on every projection", "qwen3", 4, true, false, true, ALL_PROJ},
+        {"qwen2 (q/k/v biases), full finetuning", "qwen2", 0, false, false, false, 0, false},
+        {"qwen3 (q/k norms), full finetuning, checkpointing", "qwen3", 0, false, true, false, 0, false},
+        {"llama, LoRA r 4 on every projection", "llama", 4, false, false, true, ALL_PROJ, false},
+        {"llama, QLoRA r 4 on q and v, checkpointing", "llama", 4, true, true, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_V), false},
+        {"qwen2, LoRA r 3 on every projection", "qwen2", 3, false, false, false, ALL_PROJ, false},
+        {"qwen3, QLoRA r 4 on every projection", "qwen3", 4, true, false, true, ALL_PROJ, false},
+        {"bf16 llama, LoRA r 4 on every projection", "llama", 4, false, false, true, ALL_PROJ, true},
+        {"bf16 llama, QLoRA r 4 on q and v, checkpointing", "llama", 4, true, true, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_V),
+         true},
+        {"bf16 llama tied, LoRA r 2 on q and down", "llama --tie", 2, false, false, false, (1u << MK_ROLE_Q) | (1u << MK_ROLE_DOWN),
+         true},
+        {"bf16 qwen2 (q/k/v biases), full finetuning", "qwen2", 0, false, false, false, 0, true},
+        {"bf16 qwen2, LoRA r 3 on every projection", "qwen2", 3, false, false, false, ALL_PROJ, true},
+        {"bf16 qwen3 (q/k norms), full finetuning, checkpointing", "qwen3", 0, false, true, false, 0, true},
+        {"bf16 qwen3, QLoRA r 4 on every projection", "qwen3", 4, true, false, true, ALL_PROJ, true},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char dir[1024], args[256], err[1200] = "", pre[200];
-        snprintf(dir, sizeof dir, "%s/cuda-lora-%s", tmpdir, cases[i].arch);
+        snprintf(dir, sizeof dir, "%s/cuda-lora-%zu", tmpdir, i);
         snprintf(args, sizeof args,
                  "--kv-heads 2 --hidden 32 --layers 2 --heads 4 --intermediate 64 --vocab 64 --std 0.2 "
                  "--max-position 64 --seed 23 --arch %s",
                  cases[i].arch);
-        opt.rank = cases[i].rank, opt.qlora = cases[i].qlora, opt.targets = cases[i].targets;
+        opt.rank = cases[i].rank, opt.qlora = cases[i].qlora, opt.targets = cases[i].targets, opt.bf16 = cases[i].bf16;
+        const mk_cu_tol *ct = !cases[i].bf16 ? tol : cases[i].rank ? &t16l : &t16;
         snprintf(pre, sizeof pre, "%s: ", cases[i].name);
         mk_cu_tmodel m = {0};
         if (!mk_cu_tmodel_synth(mk_bin, dir, args, err, sizeof err) || open_model(dir, &m) != MK_OK) {
@@ -140,13 +168,14 @@ int mk_cu_run_lora(const char *mk_bin, const char *tmpdir, const mk_cu_tol *tol,
          * 1e-3 in emulation, measured) into a full-size update: LoRA's A (its first step, from
          * B = 0, is all of that kind) and qwen2's small biases. 10 x the gradients' tolerance
          * (emulated: worst measured 1.8e-5, LoRA's A; 8.7e-6, a qwen2 bias). */
-        mk_cu_check_model(&m, cases[i].name, cases[i].ckpt, 10 * tol->grad, tol, report);
+        mk_cu_check_model(&m, cases[i].name, cases[i].ckpt, 10 * ct->grad, ct, report);
         mk_cu_tmodel_close(&m);
         if (cases[i].loop) {
             prefix = pre;
-            mk_cu_check_loop(dir, tmpdir, open_model, tol, report);
+            mk_cu_check_loop(dir, tmpdir, open_model, ct, report);
             prefix = "";
         }
     }
+    opt.bf16 = false;
     return failed;
 }

@@ -43,6 +43,7 @@ int main(void)
     } else {
         mk_cu_run_model(getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c", tmp, &DEVICE_F32, report);
         mk_cu_run_lora(getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c", tmp, &DEVICE_F32, report);
+        mk_cu_run_attn_paths(getenv("MK_BIN") ? getenv("MK_BIN") : "./mergekit-c", tmp, &DEVICE_F32, report);
         char cmd[64];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);

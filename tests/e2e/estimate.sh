@@ -52,10 +52,18 @@ has "  the GPU line fits an 80 GiB card" '^  GPU +[0-9.]+ MB   fits a 85\.9 GB c
 has "  with --checkpointing too" '^  GPU with --checkpointing +[0-9.]+ MB   fits$'
 t_ok "... bf16 on a 10 MB card, --json" "$MK" estimate m/ --batch 2 --seq 64 --dtype bfloat16 --gpu-memory 10M --json
 has "  does not fit" '"gpu_bytes": [0-9]+, "gpu_checkpointing_bytes": [0-9]+, "gpu_memory_bytes": 10000000, "gpu_fits": false, "gpu_fits_checkpointing": false'
-t_ok "... LoRA has no GPU figure" "$MK" estimate m/ --lora-rank 4 --batch 2 --seq 64 --json
-has "  null" '"gpu_bytes": null, "gpu_checkpointing_bytes": null'
-t_fail "--gpu-memory with LoRA" 2 "--gpu-memory: the GPU figure is for full finetuning" \
-    "$MK" estimate m/ --lora-rank 4 --batch 2 --seq 64 --gpu-memory 80G
+gpu_of() { grep -o '"gpu_bytes": [0-9]*' | awk '{print $2}'; }
+full=$("$MK" estimate m/ --batch 2 --seq 64 --dtype float32 --json 2>/dev/null | gpu_of)
+t_ok "... LoRA (f32) on a card, --json" "$MK" estimate m/ --lora-rank 4 --batch 2 --seq 64 --dtype float32 --gpu-memory 80G --json
+has "  fits" '"gpu_bytes": [0-9]+, "gpu_checkpointing_bytes": [0-9]+, "gpu_memory_bytes": 80000000000, "gpu_fits": true'
+lora=$(gpu_of <"$T/.out")
+[ -n "$lora" ] && [ -n "$full" ] && [ "$lora" -lt "$full" ] && ok "  LoRA's GPU figure ($lora) is below full finetuning's ($full)" ||
+    notok "LoRA's GPU figure below full finetuning's" "lora '$lora', full '$full'"
+t_ok "... QLoRA in bf16" "$MK" estimate m/ --train qlora --lora-rank 4 --batch 2 --seq 64 --dtype bfloat16 --gpu-memory 80G
+has "  a GPU line for QLoRA" '^mergekit-c finetune --device cuda --qlora --dtype bf16 '
+has "  that fits" '^  GPU +[0-9.]+ MB   fits a 80\.0 GB card$'
+t_fail "--gpu-memory without --batch" 2 "--gpu-memory: the GPU figure" \
+    "$MK" estimate m/ --lora-rank 4 --gpu-memory 80G
 
 t_fail "bad dtype" 2 "--dtype: 'float8x'" "$MK" estimate --params 7B --dtype float8x
 # every format of the quantization table is a --dtype, at its bits per code

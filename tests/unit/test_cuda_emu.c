@@ -90,7 +90,7 @@ MK_TEST(cuda_emulated_trainer_memory_estimate)
         mk_cu_emu_memory(0, &peak);
         if (getenv("MK_CU_VERBOSE")) printf("bf16 %d checkpointing %d: peak %llu estimate %llu\n", bf, ck, (unsigned long long)peak, (unsigned long long)est);
         /* estimate's and finetune's figure (train/mem.h) is this plus the reserve */
-        mk_train_mem_req rq = {0, 0, false, bf, ck, 3, 24, NULL};
+        mk_train_mem_req rq = {0, 0, false, bf, ck, 3, 24, NULL, false};
         mk_train_mem tm;
         mk_train_mem_of(&cfg, mk_nn_train_numel(t), &rq, &tm);
         CHECK_MSG(tm.gpu == est + MK_CU_TRAIN_RESERVE, "bf16 %d checkpointing %d: mk_train_mem_of's GPU %llu, the trainer's %llu + the reserve",

@@ -43,6 +43,18 @@ static size_t roundtrip(const unsigned char *src, size_t n)
         for (size_t i = 0; i < n; i++)
             if (dec[i] != src[i] && !bad++) first = i;
         CHECK_MSG(bad == 0, "n %zu: %zu symbols differ, first at %zu", n, bad, first);
+        /* as a bf16 exponent plane, put together with a sign+mantissa plane as it decodes */
+        unsigned char *sm = malloc(n), *el = malloc(2 * n);
+        for (size_t i = 0; i < n; i++) sm[i] = (unsigned char)rnd();
+        CHECK_OK(mk_mkz_rans_decode_fields(enc, c, sm, el, n));
+        bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            unsigned want = (sm[i] & 0x7fu) | (unsigned)src[i] << 7 | (sm[i] & 0x80u) << 8;
+            if ((el[2 * i] | (unsigned)el[2 * i + 1] << 8) != want && !bad++) first = i;
+        }
+        CHECK_MSG(bad == 0, "n %zu: %zu bf16 elements differ, first at %zu", n, bad, first);
+        free(sm);
+        free(el);
     }
     free(enc);
     free(dec);
@@ -113,6 +125,9 @@ MK_TEST(mkz_rans_hostile_input)
         unsigned char *t = malloc(len ? len : 1);
         memcpy(t, enc, len);
         accepted += mk_mkz_rans_decode(t, len, dec, n) == MK_OK;
+        unsigned char *el = malloc(2 * n);
+        accepted += mk_mkz_rans_decode_fields(t, len, p, el, n) == MK_OK;
+        free(el);
         free(t);
     }
     CHECK_MSG(accepted == 0, "%zu truncated encodings accepted", accepted);

@@ -1,0 +1,134 @@
+/* test_st_hash.c - the safetensors sink hashes each shard as it is written (a thread that
+ * follows the written prefix in file order): the hashes it records are the XXH3-128 of the
+ * whole files (mk_hash_file, which xxhsum -H2 agrees with), whatever the order of the
+ * writes, the output order against the file order (mixed element sizes), the shard count,
+ * tensors larger than its read window and the write-behind wrapper in front; a sink closed
+ * before commit stops its hasher. */
+#include "harness.h"
+
+#include "../../core/mk_hash.h"
+#include "../../core/mk_io.h"
+#include "../../formats/output.h"
+#include "../../formats/safetensors.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static mk_tensor_info hti(const char *name, mk_dtype dt, int64_t numel)
+{
+    mk_tensor_info t = {.name = (char *)name, .dtype = dt, .ndim = 1, .shape = {numel}};
+    mk_tensor_info_finish(&t);
+    return t;
+}
+
+static unsigned char hbyte(size_t i, uint64_t b) { return (unsigned char)((i + 1) * 131 + b * 7 + (b >> 9)); }
+
+typedef struct hpiece {
+    mk_sink *k;
+    size_t i;
+    uint64_t len, piece;
+    int first; /* pieces first, first + 2, ..., last to first */
+    mk_status st;
+} hpiece;
+
+static void *hwrite(void *p)
+{
+    hpiece *j = p;
+    unsigned char *buf = malloc((size_t)j->piece);
+    uint64_t np = (j->len + j->piece - 1) / j->piece;
+    for (uint64_t q = np; q-- > 0 && j->st == MK_OK;) {
+        if ((int)(q % 2) != j->first) continue;
+        uint64_t off = q * j->piece, n = j->len - off < j->piece ? j->len - off : j->piece;
+        for (uint64_t b = 0; b < n; b++) buf[b] = hbyte(j->i, off + b);
+        j->st = j->k->ops->write(j->k, j->i, off, buf, n);
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Write the tensors into dir (shard_size as --shard-size; wb: the write-behind sink in front),
+ * each in pieces from two threads, last piece first; commit; every recorded hash checked
+ * against the file's. */
+static void write_and_check(const char *dir, const mk_tensor_info *t, size_t n, uint64_t shard_size, bool wb,
+                            size_t want_files)
+{
+    mk_st_sink_opts o = {shard_size, NULL, false};
+    mk_sink *k = NULL;
+    CHECK_OK(mk_mkdir_p(dir));
+    CHECK_OK(mk_safetensors_sink(dir, &o, &k));
+    if (!k) return;
+    if (wb) CHECK_OK(mk_output_write_behind(&k));
+    CHECK_OK(k->ops->begin(k, t, n));
+    for (size_t i = 0; i < n; i++) {
+        pthread_t th[2];
+        hpiece j[2];
+        for (int h = 0; h < 2; h++) {
+            j[h] = (hpiece){k, i, t[i].nbytes, 300000, h, MK_OK};
+            pthread_create(&th[h], NULL, hwrite, &j[h]);
+        }
+        for (int h = 0; h < 2; h++) {
+            pthread_join(th[h], NULL);
+            CHECK_OK(j[h].st);
+        }
+        CHECK_OK(k->ops->tensor_done(k, i));
+    }
+    CHECK_OK(k->ops->commit(k));
+    size_t shards = 0;
+    for (size_t f = 0; f < k->n_out_files; f++) {
+        const mk_out_file *of = &k->out_files[f];
+        char *p = mk_path_join(dir, of->name);
+        mk_hash128 h;
+        char hex[33] = "";
+        CHECK_OK(mk_hash_file(p, &h));
+        mk_hash128_hex(h, hex);
+        CHECK_MSG(strcmp(hex, of->hash) == 0, "%s: recorded XXH3-128 %s, the file's is %s", of->name, of->hash, hex);
+        shards += strstr(of->name, ".index.json") == NULL;
+        free(p);
+    }
+    CHECK_EQ_INT(shards, want_files);
+    mk_sink_close(k);
+}
+
+MK_TEST(st_sink_hashes_as_written)
+{
+    /* output order mixes element sizes, so the file order (largest element first) differs;
+     * w.big spans two of the hasher's 4 MiB windows */
+    mk_tensor_info t[] = {hti("a.u8", MK_U8, 1001),        hti("b.f32", MK_F32, 70000),  hti("c.bf16", MK_BF16, 333),
+                          hti("d.empty", MK_F32, 0),       hti("e.i64", MK_I64, 5),      hti("w.big", MK_U8, 5u << 20),
+                          hti("f.f16", MK_F16, 250001),    hti("g.f32", MK_F32, 3)};
+    size_t n = sizeof t / sizeof *t;
+    const char *tmp = mk_test_tmpdir();
+    struct {
+        const char *name;
+        uint64_t shard;
+        bool wb;
+        size_t files;
+    } cases[] = {{"h1", 0, false, 1}, {"h1wb", 0, true, 1}, {"hsh", 600000, false, 3}, {"hshwb", 600000, true, 3}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *dir = mk_path_join(tmp, cases[c].name);
+        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, cases[c].files);
+        free(dir);
+    }
+    /* no tensors: the header-only file */
+    char *dir = mk_path_join(tmp, "h0");
+    write_and_check(dir, t, 0, 0, false, 1);
+    free(dir);
+}
+
+MK_TEST(st_sink_hasher_stops_on_close)
+{
+    mk_tensor_info t[] = {hti("a", MK_F32, 1000), hti("b", MK_F32, 1000)};
+    char *dir = mk_path_join(mk_test_tmpdir(), "habort");
+    mk_st_sink_opts o = {0, NULL, false};
+    mk_sink *k = NULL;
+    CHECK_OK(mk_mkdir_p(dir));
+    CHECK_OK(mk_safetensors_sink(dir, &o, &k));
+    if (!k) return;
+    CHECK_OK(k->ops->begin(k, t, 2));
+    float v[1000] = {1};
+    CHECK_OK(k->ops->write(k, 0, 0, v, sizeof v));
+    CHECK_OK(k->ops->tensor_done(k, 0));
+    mk_sink_close(k); /* the shard is unfinished: its hasher waits on b, and must be stopped */
+    free(dir);
+}
