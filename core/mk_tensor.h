@@ -169,6 +169,11 @@ typedef struct mk_consumer_ops {
     bool (*wants_prepass)(mk_consumer *c, size_t i);
     mk_status (*observe)(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n);
     mk_status (*observe_end)(mk_consumer *c, size_t i);
+    /* Optional: whether tensor i (without a prepass) may have its chunks passed as the
+     * source's raw bytes of dtype src through rows_raw instead of as f32 through rows (a
+     * consumer that converts them in its own loops); both may be NULL. */
+    bool (*takes_raw)(mk_consumer *c, size_t i, mk_dtype src);
+    mk_status (*rows_raw)(mk_consumer *c, size_t i, uint64_t elem0, const void *data, mk_dtype src, uint64_t n);
 } mk_consumer_ops;
 
 struct mk_consumer {

@@ -24,22 +24,24 @@ float mk_ct_eps(mk_dtype t)
 
 /* ---- integers ------------------------------------------------------------------------- */
 
-MK_QKERNEL
-void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+/* The kernels below read element i of x as mk_vf_loadx / mk_loadx1 do: f32 values, or (xb)
+ * bf16 bit patterns widened where they are loaded (the same values, so the same bytes). */
+MK_VINLINE void int_qparams(const mk_ct_int *a, const void *x, size_t n, float *scale, int32_t *zp, bool xb)
 {
     const mk_dtype t = a->wdtype;
     /* min(min(x), 0), max(max(x), 0): zero stays representable */
     mk_vf vmn = mk_vf_set1(0.0f), vmx = vmn;
     size_t i8 = n / 8 * 8;
     for (size_t i = 0; i < i8; i += 8) {
-        mk_vf v = mk_vf_load(x + i);
+        mk_vf v = mk_vf_loadx(x, i, xb);
         vmn = mk_vf_min(vmn, v);
         vmx = mk_vf_max(vmx, v);
     }
     float mn = mk_vf_hmin(vmn), mx = mk_vf_hmax(vmx);
     for (size_t i = i8; i < n; i++) {
-        mn = x[i] < mn ? x[i] : mn;
-        mx = x[i] > mx ? x[i] : mx;
+        float v = mk_loadx1(x, i, xb);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
     }
     const float range = mk_ct_round(t, (float)((1 << a->bits) - 1)); /* bit_range.to(dtype) */
     const float qmin = (float)mk_ct_qmin(a), qmax = (float)mk_ct_qmax(a);
@@ -61,6 +63,12 @@ void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scal
     *zp = z;
 }
 
+MK_QKERNEL
+void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scale, int32_t *zp)
+{
+    int_qparams(a, x, n, scale, zp, false);
+}
+
 void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q)
 {
     const mk_dtype t = a->wdtype;
@@ -73,18 +81,19 @@ void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float sca
     }
 }
 
-MK_QKERNEL
-void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
+/* The codes of one group; bf and asym are the weight's (constants where the caller makes
+ * them so, and the loop is built without their tests). xb implies bf. */
+MK_VINLINE void int_codes(const mk_ct_int *a, const void *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err, bool bf,
+                          bool asym, bool xb)
 {
     mk_qacc acc;
     mk_qacc_init(&acc);
     size_t i = 0;
     if (a->wdtype == MK_BF16 || a->wdtype == MK_F32) {
-        const bool bf = a->wdtype == MK_BF16;
-        const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(a->asym ? (float)zp : 0.0f);
+        const mk_vf vs = mk_vf_set1(scale), vz = mk_vf_set1(asym ? (float)zp : 0.0f);
         const mk_vf lo = mk_vf_set1((float)mk_ct_qmin(a)), hi = mk_vf_set1((float)mk_ct_qmax(a));
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, a->asym);
+            mk_vf xv = mk_vf_loadx(x, i, xb), s = mk_ct_vcode(xv, vs, vz, lo, hi, bf, asym);
             mk_vu_store_u8((uint8_t *)q + i, (mk_vu)__builtin_convertvector(s, mk_vi));
             if (err) {
                 mk_vf d = (s - vz) * vs; /* (q - zp) is an exact small integer */
@@ -93,10 +102,58 @@ void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, 
         }
     }
     if (i < n) {
-        mk_ct_int_codes_ref(a, x + i, n - i, scale, zp, q + i);
-        for (; err && i < n; i++) mk_qacc_add1(&acc, x[i], mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale));
+        float tail[8];
+        const float *xt = (const float *)x + i;
+        if (xb) { /* bf16 weights take the vector loop: fewer than 8 are left */
+            for (size_t k = i; k < n; k++) tail[k - i] = mk_loadx1(x, k, true);
+            xt = tail;
+        }
+        mk_ct_int_codes_ref(a, xt, n - i, scale, zp, q + i);
+        for (size_t k = i; err && k < n; k++)
+            mk_qacc_add1(&acc, xt[k - i], mk_ct_round(a->wdtype, (float)((int32_t)q[k] - (asym ? zp : 0)) * scale));
     }
     if (err) mk_qacc_flush(&acc, err);
+}
+
+MK_QKERNEL
+void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err)
+{
+    int_codes(a, x, n, scale, zp, q, err, a->wdtype == MK_BF16, a->asym, false);
+}
+
+MK_VINLINE void int_row(const mk_ct_int *a, const void *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err, bool bf, bool asym, bool xb)
+{
+    const size_t es = xb ? 2 : 4;
+    float buf[256];
+    for (size_t g = 0, k = 0; g + group <= cols; g += group, k++) {
+        const void *xg = (const char *)x + g * es;
+        if (xb && group <= 256 && group % 8 == 0) { /* widened once, read twice from L1 */
+            for (size_t i = 0; i < group; i += 8) mk_vf_store(buf + i, mk_vf_load_bf16((const uint16_t *)xg + i));
+            int_qparams(a, buf, group, &scales[k], &zps[k], false);
+            int_codes(a, buf, group, scales[k], zps[k], q + g, err, bf, asym, false);
+            continue;
+        }
+        int_qparams(a, xg, group, &scales[k], &zps[k], xb);
+        int_codes(a, xg, group, scales[k], zps[k], q + g, err, bf, asym, xb);
+    }
+}
+
+MK_QKERNEL
+void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err)
+{
+    const bool bf = a->wdtype == MK_BF16;
+    if (bf && !a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false, false);
+    else if (bf) int_row(a, x, cols, group, scales, zps, q, err, true, true, false);
+    else int_row(a, x, cols, group, scales, zps, q, err, false, a->asym, false);
+}
+
+MK_QKERNEL
+void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err)
+{
+    if (!a->asym) int_row(a, x, cols, group, scales, zps, q, err, true, false, true);
+    else int_row(a, x, cols, group, scales, zps, q, err, true, true, true);
 }
 
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out)
@@ -104,7 +161,7 @@ void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scal
     for (size_t i = 0; i < n; i++) out[i] = mk_ct_round(a->wdtype, (float)((int32_t)q[i] - (a->asym ? zp : 0)) * scale);
 }
 
-void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
+void mk_ct_pack_row_ref(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
 {
     const unsigned per = 32 / bits;
     const uint32_t off = 1u << (bits - 1), mask = (1u << bits) - 1u;
@@ -114,6 +171,35 @@ void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
             v |= ((uint32_t)((int32_t)q[w * per + k] + (int32_t)off) & mask) << (k * bits);
         words[w] = v;
     }
+}
+
+/* Codes in [-2^(bits-1), 2^(bits-1)): the low `bits` bits of a code with the top one
+ * flipped are the code plus the offset. 4 bits: 8 codes of a 64-bit load become one word
+ * by merging neighbouring nibbles, then bytes, then halves (4 words a step in a vector);
+ * 8 bits: a 32-bit load with every top bit flipped. The tail is the reference's. */
+MK_QKERNEL
+void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words)
+{
+    size_t i = 0, w = 0;
+    if (bits == 4) {
+        for (; i + 32 <= n; i += 32, w += 4) {
+            mk_vu64 v;
+            memcpy(&v, q + i, 32);
+            v = (v & 0x0f0f0f0f0f0f0f0full) ^ 0x0808080808080808ull;
+            v = (v | (v >> 4)) & 0x00ff00ff00ff00ffull;
+            v = (v | (v >> 8)) & 0x0000ffff0000ffffull;
+            v = (v | (v >> 16)) & 0x00000000ffffffffull;
+            for (int k = 0; k < 4; k++) words[w + k] = (uint32_t)v[k];
+        }
+    } else if (bits == 8) {
+        for (; i + 32 <= n; i += 32, w += 8) {
+            mk_vu v;
+            memcpy(&v, q + i, 32);
+            v ^= 0x80808080u;
+            memcpy(words + w, &v, 32);
+        }
+    }
+    if (i < n) mk_ct_pack_row_ref(bits, q + i, n - i, words + w);
 }
 
 void mk_ct_unpack_row(unsigned bits, const uint32_t *words, size_t n, int8_t *q)
@@ -136,18 +222,23 @@ void mk_ct_pack_zp(unsigned bits, const int32_t *zp, size_t nr, size_t ng, uint3
 
 /* ---- FP8 ----------------------------------------------------------------------------------- */
 
-MK_QKERNEL
-float mk_ct_absmax(const float *x, size_t n)
+MK_VINLINE float absmax_x(const void *x, size_t n, bool xb)
 {
     mk_vf m0 = mk_vf_set1(0.0f), m1 = m0;
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_load(x + i)));
-        m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_load(x + i + 8)));
+        m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_loadx(x, i, xb)));
+        m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_loadx(x, i + 8, xb)));
     }
     float am = mk_vf_hmax(mk_vf_max(m0, m1));
-    for (; i < n; i++) am = fabsf(x[i]) > am ? fabsf(x[i]) : am;
+    for (; i < n; i++) am = fabsf(mk_loadx1(x, i, xb)) > am ? fabsf(mk_loadx1(x, i, xb)) : am;
     return am;
+}
+
+MK_QKERNEL
+float mk_ct_absmax(const float *x, size_t n)
+{
+    return absmax_x(x, n, false);
 }
 
 float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax)
@@ -208,8 +299,7 @@ MK_VINLINE void fp8_round8(const fp8_k *k, const mk_vf *v, mk_vf *r, mk_vu *code
     *code = (sub & cs) | (~sub & cn) | sign;
 }
 
-MK_QKERNEL
-void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+MK_VINLINE void fp8_quantize(const mk_ct_fp8 *a, const void *x, size_t n, float scale, uint8_t *q, mk_qerr *err, bool xb)
 {
     mk_qacc acc;
     mk_qacc_init(&acc);
@@ -220,7 +310,7 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
         fp8_k k;
         fp8_k_init(&k, a->e5m2);
         for (; i + 8 <= n; i += 8) {
-            mk_vf xv = mk_vf_load(x + i), s = xv / vs, r;
+            mk_vf xv = mk_vf_loadx(x, i, xb), s = xv / vs, r;
             if (t == MK_BF16) s = mk_vf_round_bf16(s);
             else if (t == MK_F16) s = mk_vf_round_f16(s);
             s = mk_vf_min(mk_vf_max(s + zero, lo), hi); /* + 0: the zero point; -0 becomes +0 */
@@ -236,13 +326,33 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
         }
     }
     if (i < n) {
-        mk_ct_fp8_quantize_ref(a, x + i, n - i, scale, q + i);
-        for (; err && i < n; i++) {
-            float v = a->e5m2 ? mk_e5m2_to_f32(q[i]) : mk_e4m3_to_f32(q[i]);
-            mk_qacc_add1(&acc, x[i], mk_ct_round(t, v * scale));
+        float tail[8];
+        const float *xt = (const float *)x + i;
+        if (xb) { /* bf16 weights take the vector loop: fewer than 8 are left */
+            for (size_t k = i; k < n; k++) tail[k - i] = mk_loadx1(x, k, true);
+            xt = tail;
+        }
+        mk_ct_fp8_quantize_ref(a, xt, n - i, scale, q + i);
+        for (size_t k = i; err && k < n; k++) {
+            float v = a->e5m2 ? mk_e5m2_to_f32(q[k]) : mk_e4m3_to_f32(q[k]);
+            mk_qacc_add1(&acc, xt[k - i], mk_ct_round(t, v * scale));
         }
     }
     if (err) mk_qacc_flush(&acc, err);
+}
+
+MK_QKERNEL
+void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+{
+    fp8_quantize(a, x, n, scale, q, err, false);
+}
+
+MK_QKERNEL
+float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err)
+{
+    float sc = mk_ct_fp8_scale(a, absmax_x(x, n, true));
+    fp8_quantize(a, x, n, sc, q, err, true);
+    return sc;
 }
 
 void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out)

@@ -43,6 +43,14 @@ void mk_ct_int_qparams(const mk_ct_int *a, const float *x, size_t n, float *scal
 void mk_ct_int_codes_ref(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_int_dequant. */
 void mk_ct_int_codes(const mk_ct_int *a, const float *x, size_t n, float scale, int32_t zp, int8_t *q, mk_qerr *err);
+/* A row of cols values in groups of `group` (which divides cols): mk_ct_int_qparams then
+ * mk_ct_int_codes of each group, scales[g] and zps[g] its parameters, the same bytes and
+ * error sums. */
+void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q, mk_qerr *err);
+/* The same from the bf16 bit patterns of a weight whose wdtype is BF16 (converted as they
+ * are loaded). */
+void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
+                        mk_qerr *err);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 
@@ -50,6 +58,7 @@ void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scal
  * i * bits of the row's words, stored as q + 2^(bits-1); words[ceil(n * bits / 32)],
  * padding bits zero. bits must divide 32. */
 void mk_ct_pack_row(unsigned bits, const int8_t *q, size_t n, uint32_t *words);
+void mk_ct_pack_row_ref(unsigned bits, const int8_t *q, size_t n, uint32_t *words);
 void mk_ct_unpack_row(unsigned bits, const uint32_t *words, size_t n, int8_t *q);
 /* Zero points packed along rows (pack_to_int32 with packed_dim=0): `nr` <= 32/bits rows
  * of `ng` zero points each (zp[r * ng + g]) -> one row of ng words. */
@@ -77,6 +86,9 @@ float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax);
 void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_fp8_dequant. */
 void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
+/* A row of a BF16 weight from its bf16 bit patterns (widened as they are loaded): codes as
+ * mk_ct_fp8_quantize with mk_ct_fp8_scale(mk_ct_absmax(row)), which it returns. */
+float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err);
 /* dt(f8 value * scale). */
 void mk_ct_fp8_dequant(const mk_ct_fp8 *a, const uint8_t *q, size_t n, float scale, float *out);
 

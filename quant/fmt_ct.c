@@ -247,7 +247,8 @@ static uint64_t int_align(const mk_qplan *p, size_t i)
     return p->o.asym ? (32 / p->o.fmt->bits) * p->t[i].cols : 1;
 }
 
-static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight */
+static mk_status int_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -263,15 +264,18 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
     if (!words || !codes || !scales || !zps || !sbytes) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
-        for (size_t g = 0; g < G; g++) {
-            const float *xg = x + r * cols + g * group;
-            float sc;
-            int32_t z;
-            if (p->o.method == MK_QM_SEARCH) mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, &sc, &z);
-            else mk_ct_int_qparams(&a, xg, group, &sc, &z);
-            mk_ct_int_codes(&a, xg, group, sc, z, codes + g * group, &e);
-            scales[r * G + g] = sc;
-            zps[r * G + g] = z;
+        if (xb) {
+            mk_ct_int_row_bf16(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
+        } else if (p->o.method != MK_QM_SEARCH) {
+            mk_ct_int_row(&a, (const float *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
+        } else {
+            for (size_t g = 0; g < G; g++) {
+                const float *xg = (const float *)x + r * cols + g * group;
+                float *sc = &scales[r * G + g];
+                int32_t *z = &zps[r * G + g];
+                mk_search_int_qparams(&a, xg, qt->imp ? qt->imp + g * group : NULL, group, sc, z);
+                mk_ct_int_codes(&a, xg, group, *sc, *z, codes + g * group, &e);
+            }
         }
         mk_ct_pack_row(a.bits, codes, cols, words + r * W);
     }
@@ -288,6 +292,13 @@ static mk_status int_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
         MK_TRY(mk_qc_put(q, qt->out0 + 3, (uint64_t)(r0 / per) * G * 4, zw, wr * G * 4));
     }
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+/* The scale search reads f32 values. */
+static bool int_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return p->o.method != MK_QM_SEARCH;
 }
 
 static mk_status int_end(mk_qcons *q, size_t i)
@@ -446,7 +457,8 @@ const mk_qfamily mk_qfam_ct_int = {
     .stored = int_layout,
     .config_json = int_config,
     .align = int_align,
-    .rows = int_rows,
+    .rows_x = int_rows_x,
+    .bf16_ok = int_bf16_ok,
     .end = int_end,
     .read_config = read_config,
     .recognise = int_recognise,
@@ -501,7 +513,8 @@ static mk_status fp8_begin(mk_qcons *q, size_t i, void **state)
     return *state ? MK_OK : MK_ERR_NOMEM;
 }
 
-static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb: per row scales) the bf16 bit patterns of a bf16 weight */
+static mk_status fp8_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -515,7 +528,11 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
     if (!cq || !scales || !sbytes) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
+        if (xb) {
+            scales[r] = mk_ct_fp8_row_bf16(&a, (const uint16_t *)x + r * cols, cols, cq + r * cols, &e);
+            continue;
+        }
+        const float *xr = (const float *)x + r * cols;
         float sc = s ? s->scale : mk_ct_fp8_scale(&a, mk_ct_absmax(xr, cols));
         scales[r] = sc;
         mk_ct_fp8_quantize(&a, xr, cols, sc, cq + r * cols, &e);
@@ -526,6 +543,13 @@ static mk_status fp8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, si
         MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / cols * es, sbytes, rows * es));
     }
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+/* --per-tensor scales come from the prepass, which reads f32 values. */
+static bool fp8_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return !p->o.per_tensor;
 }
 
 static mk_status fp8_end(mk_qcons *q, size_t i)
@@ -653,7 +677,8 @@ const mk_qfamily mk_qfam_ct_fp8 = {
     .config_json = fp8_config,
     .begin = fp8_begin,
     .state_free = free,
-    .rows = fp8_rows,
+    .rows_x = fp8_rows_x,
+    .bf16_ok = fp8_bf16_ok,
     .end = fp8_end,
     .wants_prepass = fp8_wants_prepass,
     .observe = tensor_observe,

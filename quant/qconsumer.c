@@ -144,6 +144,30 @@ static mk_status check_finite(const mk_tensor_info *t, uint64_t e0, const float 
     return MK_OK;
 }
 
+/* check_finite of bf16 bit patterns; the scan of an f32 copy names the first bad one. */
+MK_QKERNEL
+static mk_status check_finite_bf16(mk_qcons *q, const mk_tensor_info *t, uint64_t e0, const uint16_t *x, size_t n)
+{
+    typedef uint16_t vh __attribute__((vector_size(32)));
+    vh bad = {0};
+    const vh em = {0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80,
+                   0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80, 0x7f80};
+    size_t n16 = n / 16 * 16;
+    for (size_t i = 0; i < n16; i += 16) {
+        vh v;
+        memcpy(&v, x + i, sizeof v);
+        bad |= (vh)((v & em) == em);
+    }
+    bool any = false;
+    for (int l = 0; l < 16; l++) any |= bad[l] != 0;
+    for (size_t i = n16; i < n && !any; i++) any = (x[i] & 0x7f80) == 0x7f80;
+    if (!any) return MK_OK;
+    float *f = mk_qc_scratch(q, MK_QSCR_ROUND, n * sizeof *f);
+    if (!f) return MK_ERR_NOMEM;
+    mk_dtype_info(MK_BF16)->to_f32(x, f, n);
+    return check_finite(t, e0, f, n);
+}
+
 /* A finite value that overflows dtype t (e.g. 70000 into F16) is an error naming it. */
 static mk_status check_overflow(const mk_qcons *q, const char *name, mk_dtype t, uint64_t e0, const float *v, size_t n)
 {
@@ -242,7 +266,24 @@ static mk_status q_rows(mk_consumer *c, size_t i, uint64_t elem0, const float *v
     if (!q->p->t[i].quantized) return rows_keep(q, i, elem0, v, n);
     const float *x;
     MK_TRY(prepare(q, i, elem0, v, n, &x));
-    return q->fam->rows(q, i, elem0, x, n);
+    return q->fam->rows ? q->fam->rows(q, i, elem0, x, n) : q->fam->rows_x(q, i, elem0, x, n, false);
+}
+
+/* Chunks of a quantized BF16 weight read as they are stored go to the family's bf16 rows. */
+static bool q_takes_raw(mk_consumer *c, size_t i, mk_dtype src)
+{
+    mk_qcons *q = c->impl;
+    const mk_qplan *p = q->p;
+    return src == MK_BF16 && q->values_exact && p->t[i].quantized && p->in[i].dtype == MK_BF16 && q->fam->rows_x &&
+           (!q->fam->bf16_ok || q->fam->bf16_ok(p, i)) && !(q->fam->wants_prepass && q->fam->wants_prepass(p, i));
+}
+
+static mk_status q_rows_raw(mk_consumer *c, size_t i, uint64_t elem0, const void *data, mk_dtype src, uint64_t n64)
+{
+    mk_qcons *q = c->impl;
+    if (src != MK_BF16) MK_BUG("raw rows of a dtype the consumer did not take");
+    MK_TRY(check_finite_bf16(q, &q->p->in[i], elem0, data, (size_t)n64));
+    return q->fam->rows_x(q, i, elem0, data, (size_t)n64, true);
 }
 
 static mk_status q_raw(mk_consumer *c, size_t i, uint64_t off, const void *data, uint64_t len)
@@ -333,6 +374,8 @@ static const mk_consumer_ops q_ops = {
     .wants_prepass = q_wants_prepass,
     .observe = q_observe,
     .observe_end = q_observe_end,
+    .takes_raw = q_takes_raw,
+    .rows_raw = q_rows_raw,
 };
 
 mk_status mk_quant_consumer(mk_consumer *c, mk_sink *sink, const mk_qplan *p, bool values_exact, bool allow_overflow)

@@ -73,6 +73,11 @@ struct mk_qfamily {
     /* One chunk of whole rows [e0, e0 + n): write its bytes at their final offsets and
      * record its error sums (mk_qc_add_rec). Runs on several threads for disjoint chunks. */
     mk_status (*rows)(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n);
+    /* Instead of rows (which is then NULL): rows of f32 values, or (bf16) of the bf16 bit
+     * patterns of a BF16 weight, widened in the kernels' loops (the same bytes and sums);
+     * bf16_ok (NULL: always) says whether weight i may take bf16. Checked finite either way. */
+    mk_status (*rows_x)(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool bf16);
+    bool (*bf16_ok)(const mk_qplan *p, size_t i);
     /* What needs the whole tensor (maps, shapes, blobs); NULL when nothing does. */
     mk_status (*end)(mk_qcons *q, size_t i);
     /* Optional prepass: whether weight i wants it, each chunk, and its end. */

@@ -12,6 +12,7 @@
 
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
+#include "../core/mk_thread.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,55 @@
 #define QSTREAM_HOLD (128ull << 20) /* the largest tensor (as f32) a prepass keeps for the main pass */
 
 typedef mk_status (*chunk_fn)(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
+static mk_status rows_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n);
+
+/* One pass over source tensor si (numel elements in rows of `cols`), calling fn per chunk. */
+typedef struct qpass_tls {
+    float *buf;
+    void *scratch;
+    size_t cap, scap; /* elements buf holds, bytes scratch holds */
+} qpass_tls;
+
+/* The buffers of one run, kept from tensor to tensor (fresh ones would be fresh pages,
+ * faulted in and zeroed for every tensor): per thread of the pool a chunk as f32 and its
+ * raw bytes, and the prepass's hold. */
+typedef struct qbufs {
+    qpass_tls *t; /* [nt], by mk_thread_index() */
+    int nt;
+    float *hold;
+    size_t hold_cap;
+} qbufs;
+
+static mk_status qbufs_init(qbufs *b)
+{
+    memset(b, 0, sizeof *b);
+    b->nt = mk_threads_get();
+    b->t = calloc((size_t)(b->nt > 0 ? b->nt : 1), sizeof *b->t);
+    return b->t ? MK_OK : mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
+}
+
+static void qbufs_free(qbufs *b)
+{
+    for (int k = 0; b->t && k < b->nt; k++) {
+        free(b->t[k].buf);
+        free(b->t[k].scratch);
+    }
+    free(b->t);
+    free(b->hold);
+    memset(b, 0, sizeof *b);
+}
+
+/* A buffer of n f32 values for the prepass to keep, or NULL (then it is read twice). */
+static float *qbufs_hold(qbufs *b, uint64_t n)
+{
+    if (n > QSTREAM_HOLD / sizeof(float)) return NULL;
+    if (b->hold_cap < n) {
+        free(b->hold);
+        b->hold = malloc((size_t)n * sizeof(float));
+        b->hold_cap = b->hold ? (size_t)n : 0;
+    }
+    return b->hold;
+}
 
 /* One pass over source tensor si (numel elements in rows of `cols`), calling fn per chunk. */
 typedef struct qpass {
@@ -32,32 +82,30 @@ typedef struct qpass {
     void *ctx;
     float *hold;  /* the whole tensor as f32, or NULL: chunks are read into it, or read from it */
     bool held;    /* hold is filled: nothing to read */
+    bool raw;     /* chunks go to the consumer's rows_raw as the source's bytes */
+    qbufs *bufs;
 } qpass;
 
-typedef struct qpass_tls {
-    float *buf;
-    void *scratch;
-} qpass_tls;
-
-static void qpass_tls_free(void *p)
-{
-    qpass_tls *t = p;
-    if (!t) return;
-    free(t->buf);
-    free(t->scratch);
-    free(t);
-}
+static void qpass_tls_done(void *p) { (void)p; }
 
 static void *qpass_tls_new(void *ctx)
 {
     const qpass *q = ctx;
-    qpass_tls *t = calloc(1, sizeof *t);
-    if (t) {
-        t->buf = malloc((size_t)(q->max_elems * sizeof(float)) + 1);
-        t->scratch = malloc((size_t)(q->max_elems * (q->es > 4 ? q->es : 4)) + 1);
+    int k = mk_thread_index();
+    if (k < 0 || k >= q->bufs->nt) MK_BUG("more worker threads than when the stream began");
+    qpass_tls *t = &q->bufs->t[k];
+    const size_t need = (size_t)q->max_elems, sneed = (size_t)(q->max_elems * (q->es > 4 ? q->es : 4)) + 1;
+    if (t->cap < need) {
+        free(t->buf);
+        t->buf = malloc(need * sizeof(float) + 1);
+        t->cap = t->buf ? need : 0;
     }
-    if (!t || !t->buf || !t->scratch) {
-        qpass_tls_free(t);
+    if (t->scap < sneed) {
+        free(t->scratch);
+        t->scratch = malloc(sneed);
+        t->scap = t->scratch ? sneed : 0;
+    }
+    if (t->cap < need || t->scap < sneed) {
         mk_error(MK_ERR_NOMEM, "out of memory for chunk buffers");
         return NULL;
     }
@@ -71,6 +119,19 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
     uint64_t e0 = c * q->rpc * q->cols;
     uint64_t n = (q->rows - c * q->rpc < q->rpc ? q->rows - c * q->rpc : q->rpc) * q->cols;
     if (q->held) return q->fn(q->ctx, q->i, e0, q->hold + e0, n);
+    if (q->raw) {
+        mk_consumer *cons = q->ctx;
+        mk_source *src = q->src;
+        const void *p = src->ops->borrow ? src->ops->borrow(src, q->si, e0 * q->es, n * q->es) : NULL;
+        mk_status st = MK_OK;
+        if (!p) {
+            st = src->ops->read(src, q->si, e0 * q->es, n * q->es, t->scratch);
+            p = t->scratch;
+        }
+        if (st == MK_OK) st = cons->ops->rows_raw(cons, q->i, e0, p, src->tensors[q->si].dtype, n);
+        if (src->ops->release) src->ops->release(src, q->si, e0 * q->es, n * q->es);
+        return st;
+    }
     float *v = q->hold ? q->hold + e0 : t->buf;
     mk_status st = mk_source_read_f32(q->src, q->si, e0, n, v, t->scratch);
     if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, v, n);
@@ -78,30 +139,55 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
     return st;
 }
 
-static mk_status pass_held(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx,
+static mk_status pass_held(qbufs *b, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx,
                            float *hold, bool held)
 {
     const mk_tensor_info *t = &src->tensors[si];
     const uint64_t rows = cols ? t->numel / cols : 0;
     qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx,
-               hold, held};
-    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_free);
+               hold, held, false, b};
+    if (fn == rows_fn && !hold) {
+        mk_consumer *c = ctx;
+        q.raw = c->ops->takes_raw && c->ops->rows_raw && c->ops->takes_raw(c, i, t->dtype);
+    }
+    return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_done);
 }
 
-static mk_status pass(mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
+static mk_status pass(qbufs *b, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
 {
-    return pass_held(src, si, i, cols, rpc, fn, ctx, NULL, false);
+    return pass_held(b, src, si, i, cols, rpc, fn, ctx, NULL, false);
 }
 
+/* A tensor passed through as raw bytes, in slices of QSTREAM_RAW bytes on the pool's
+ * threads (each slice read into the thread's kept buffer unless the source lends it). */
+#define QSTREAM_RAW (1u << 20)
 typedef struct raw_ctx {
+    qpass q; /* for the buffers: max_elems = QSTREAM_RAW / 4, es = 4 */
     mk_consumer *c;
-    size_t i;
+    uint64_t total;
 } raw_ctx;
 
-static mk_status raw_slice(void *ctx, uint64_t off, const void *data, uint64_t len)
+static mk_status raw_chunk(void *ctx, uint64_t k, void *tlsp)
 {
-    raw_ctx *r = ctx;
-    return r->c->ops->raw(r->c, r->i, off, data, len);
+    const raw_ctx *r = ctx;
+    qpass_tls *t = tlsp;
+    mk_source *src = r->q.src;
+    const uint64_t off = k * QSTREAM_RAW, len = r->total - off < QSTREAM_RAW ? r->total - off : QSTREAM_RAW;
+    const void *p = src->ops->borrow ? src->ops->borrow(src, r->q.si, off, len) : NULL;
+    mk_status st = MK_OK;
+    if (!p) {
+        st = src->ops->read(src, r->q.si, off, len, t->scratch);
+        p = t->scratch;
+    }
+    if (st == MK_OK) st = r->c->ops->raw(r->c, r->q.i, off, p, len);
+    if (src->ops->release) src->ops->release(src, r->q.si, off, len);
+    return st;
+}
+
+static mk_status copy_raw(qbufs *b, mk_source *src, size_t si, size_t i, mk_consumer *c)
+{
+    raw_ctx r = {{.src = src, .si = si, .i = i, .max_elems = QSTREAM_RAW / 4, .es = 4, .bufs = b}, c, src->tensors[si].nbytes};
+    return mk_parallel_chunks((r.total + QSTREAM_RAW - 1) / QSTREAM_RAW, raw_chunk, &r, qpass_tls_new, qpass_tls_done);
 }
 
 static mk_status rows_fn(void *ctx, size_t i, uint64_t e0, const float *v, uint64_t n)
@@ -116,48 +202,53 @@ static mk_status observe_fn(void *ctx, size_t i, uint64_t e0, const float *v, ui
     return c->ops->observe(c, i, e0, v, n);
 }
 
+/* Tensor i of the stream: begin, its passes, end. */
+static mk_status stream_one(qbufs *b, mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, size_t i,
+                            mk_consumer *c, uint64_t chunk)
+{
+    const mk_tensor_info *t = &logical[i];
+    const size_t si = src_idx[i];
+    const mk_tensor_info *in = &src->tensors[si];
+    if (in->numel != t->numel) MK_BUG("stream: source and logical tensors differ in size");
+    if (c->ops->is_done && c->ops->is_done(c, i)) return MK_OK;
+    MK_TRY(c->ops->begin(c, i, t));
+    if (src->ops->prefetch) src->ops->prefetch(src, si, 0, in->nbytes);
+    if (src->ops->prefetch && i + 1 < n) src->ops->prefetch(src, src_idx[i + 1], 0, src->tensors[src_idx[i + 1]].nbytes);
+    if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
+        MK_TRY(copy_raw(b, src, si, i, c));
+    } else if (t->numel) {
+        uint64_t cols = mk_tensor_cols(t);
+        uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
+        float *hold = NULL;
+        if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
+            hold = qbufs_hold(b, t->numel);
+            MK_TRY(pass_held(b, src, si, i, cols, rpc, observe_fn, c, hold, false));
+            MK_TRY(c->ops->observe_end(c, i));
+        }
+        MK_TRY(pass_held(b, src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL));
+    }
+    /* again as a whole: for a mapped source, the kernel's fault-around maps pages next
+     * to each one read, some in chunks already released, which would stay resident */
+    if (src->ops->release) src->ops->release(src, si, 0, in->nbytes);
+    return c->ops->end(c, i);
+}
+
 mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, mk_consumer *c,
                          const mk_qstream_opts *o)
 {
     const uint64_t chunk = o->chunk_elems ? o->chunk_elems : QSTREAM_CHUNK;
     uint64_t total = 0, done = 0;
     for (size_t i = 0; i < n; i++) total += logical[i].nbytes;
-    for (size_t i = 0; i < n; i++) {
-        const mk_tensor_info *t = &logical[i];
-        const size_t si = src_idx[i];
-        const mk_tensor_info *in = &src->tensors[si];
-        if (in->numel != t->numel) MK_BUG("stream: source and logical tensors differ in size");
-        if (!(c->ops->is_done && c->ops->is_done(c, i))) {
-            MK_TRY(c->ops->begin(c, i, t));
-            if (src->ops->prefetch) src->ops->prefetch(src, si, 0, in->nbytes);
-            if (src->ops->prefetch && i + 1 < n) src->ops->prefetch(src, src_idx[i + 1], 0, src->tensors[src_idx[i + 1]].nbytes);
-            if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
-                raw_ctx rc = {c, i};
-                MK_TRY(mk_source_copy_raw(src, si, raw_slice, &rc));
-            } else if (t->numel) {
-                uint64_t cols = mk_tensor_cols(t);
-                uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
-                float *hold = NULL;
-                if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
-                    if (t->numel <= QSTREAM_HOLD / sizeof(float)) hold = malloc((size_t)t->numel * sizeof(float));
-                    mk_status st = pass_held(src, si, i, cols, rpc, observe_fn, c, hold, false);
-                    if (st == MK_OK) st = c->ops->observe_end(c, i);
-                    if (st != MK_OK) free(hold);
-                    MK_TRY(st);
-                }
-                mk_status st = pass_held(src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL);
-                free(hold);
-                MK_TRY(st);
-            }
-            /* again as a whole: for a mapped source, the kernel's fault-around maps pages next
-             * to each one read, some in chunks already released, which would stay resident */
-            if (src->ops->release) src->ops->release(src, si, 0, in->nbytes);
-            MK_TRY(c->ops->end(c, i));
-        }
-        done += t->nbytes;
-        if (o->progress) o->progress(o->progress_ctx, i + 1, n, done, total, t->name);
+    qbufs b;
+    MK_TRY(qbufs_init(&b));
+    mk_status st = MK_OK;
+    for (size_t i = 0; i < n && st == MK_OK; i++) {
+        st = stream_one(&b, src, src_idx, logical, n, i, c, chunk);
+        done += logical[i].nbytes;
+        if (st == MK_OK && o->progress) o->progress(o->progress_ctx, i + 1, n, done, total, logical[i].name);
     }
-    return MK_OK;
+    qbufs_free(&b);
+    return st;
 }
 
 /* ---- offsets before the layout ------------------------------------------------------------------ */
@@ -178,17 +269,23 @@ mk_status mk_qstream_offsets(mk_source *src, const size_t *src_idx, mk_qplan *p,
 {
     const uint64_t chunk = chunk_elems ? chunk_elems : QSTREAM_CHUNK;
     const mk_qfamily *f = p->o.fam;
-    for (size_t i = 0; i < p->n; i++) {
+    qbufs b;
+    MK_TRY(qbufs_init(&b));
+    mk_status s = MK_OK;
+    for (size_t i = 0; i < p->n && s == MK_OK; i++) {
         if (!mk_qplan_wants_offset(p, i)) continue;
         const mk_qtensor *q = &p->t[i];
         offset_ctx a = {p, mk_malloc((size_t)f->offset_scratch(p, i) * sizeof(float))};
-        if (!a.scratch) return MK_ERR_NOMEM;
+        if (!a.scratch) {
+            s = MK_ERR_NOMEM;
+            break;
+        }
         uint64_t rpc = mk_rows_per_chunk(q->cols, f->align ? f->align(p, i) : 1, chunk);
-        mk_status s = pass(src, src_idx[i], i, q->cols, rpc, offset_fn, &a);
+        s = pass(&b, src, src_idx[i], i, q->cols, rpc, offset_fn, &a);
         if (src->ops->release) src->ops->release(src, src_idx[i], 0, src->tensors[src_idx[i]].nbytes);
         if (s == MK_OK) mk_qplan_set_offset(p, i, f->offset_end(p, i, a.scratch));
         free(a.scratch);
-        MK_TRY(s);
     }
-    return MK_OK;
+    qbufs_free(&b);
+    return s;
 }

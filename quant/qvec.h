@@ -13,6 +13,8 @@
 
 #include "qerr.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -62,6 +64,26 @@ typedef uint16_t mk_vu16 __attribute__((vector_size(32)));
         int32_t mk_i1_ = (x);                                                            \
         (mk_vi){mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_, mk_i1_};          \
     })
+/* 8 bf16 values (their bit patterns) at p as f32: each is the top half of its f32. */
+#define mk_vf_load_bf16(p)                                                               \
+    ({                                                                                   \
+        typedef uint16_t mk_vh8_ __attribute__((vector_size(16)));                       \
+        mk_vh8_ mk_lh_;                                                                  \
+        memcpy(&mk_lh_, (p), sizeof mk_lh_);                                             \
+        (mk_vf)(__builtin_convertvector(mk_lh_, mk_vu) << 16);                           \
+    })
+/* Element i of x, f32 values or (xb) bf16 bit patterns, as a vector of 8 from i or one. */
+#define mk_vf_loadx(x, i, xb) ((xb) ? mk_vf_load_bf16((const uint16_t *)(x) + (i)) : mk_vf_load((const float *)(x) + (i)))
+static inline float mk_loadx1(const void *x, size_t i, bool xb)
+{
+    if (!xb) return ((const float *)x)[i];
+    uint16_t h;
+    memcpy(&h, (const uint16_t *)x + i, 2);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 /* Lane-wise select: m is all-ones or all-zeros per lane (a comparison). */
 #define mk_vf_sel(m, a, b) ((mk_vf)(((mk_vi)(m) & (mk_vi)(a)) | (~(mk_vi)(m) & (mk_vi)(b))))
 #define mk_vf_abs(a) ((mk_vf)((mk_vi)(a) & 0x7fffffff))

@@ -21,12 +21,13 @@
 #
 # Env: BENCH_QUANT_SHAPE ("H L I V": hidden, layers, intermediate, vocab; e.g. "1024 12 2816
 # 4096" for a ~330 MB quick run), BENCH_QUANT_FORMATS (names from the list below),
-# BENCH_QUANT_JOBS (thread counts, default "1 $(nproc)"), BENCH_QUANT_LLAMA=0 / BENCH_QUANT_TABLE=0 / BENCH_QUANT_KERNELS=0 to skip part 2 / 1 / 3, BENCH_REPS, MK_VENV (llama-cpp-python; part 2 is
+# BENCH_QUANT_JOBS (thread counts, default "1 $(nproc)"), BENCH_QUANT_BIN (the mergekit-c to time, e.g. an
+# older build for a before / after comparison; default the one at the root), BENCH_QUANT_LLAMA=0 / BENCH_QUANT_TABLE=0 / BENCH_QUANT_KERNELS=0 to skip part 2 / 1 / 3, BENCH_REPS, MK_VENV (llama-cpp-python; part 2 is
 # skipped with a line when absent).
 # Usage: tools/bench-quant.sh [WORKDIR]   (default: $BENCH_DIR, else bench-work/ at the root)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
-mk=$root/mergekit-c
+mk=${BENCH_QUANT_BIN:-$root/mergekit-c}
 work=${1:-${BENCH_DIR:-$root/bench-work}}
 reps=${BENCH_REPS:-3}
 shape=${BENCH_QUANT_SHAPE:-2048 16 5504 32000}

@@ -119,6 +119,12 @@ mkbad() { # $1: the bf16 value at element 70, as two octal-escaped bytes
 mkbad '\300\177'
 t_fail "NaN names the tensor and the first bad element" 1 "tensor x.weight: NaN at element 70 \(row 1, column 6\)" "$MK" quantize bad qbad --format nf4
 t_absent "nothing left after the error" qbad qbad.tmp
+# int4 and int8 (compressed-tensors) read bf16 weights as stored and check the bit patterns
+t_fail "NaN in the bf16 path of int4" 1 "tensor x.weight: NaN at element 70 \(row 1, column 6\)" "$MK" quantize bad qbad --format int4 --group-size 32
+t_absent "nothing left after the error" qbad qbad.tmp
+mkbad '\200\377'
+t_fail "-Inf in the bf16 path of int8" 1 "tensor x.weight: -Inf at element 70 \(row 1, column 6\)" "$MK" quantize bad qbad --format int8 --target compressed-tensors
+t_absent "nothing left after the error" qbad qbad.tmp
 mkbad '\211\107'
 t_fail "int8 refuses values beyond float16" 1 "tensor x.weight: value 70144 at element 70 overflows float16" "$MK" quantize bad qbad --format int8
 t_absent "nothing left after the error" qbad qbad.tmp

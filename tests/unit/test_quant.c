@@ -164,6 +164,106 @@ MK_TEST(quant_ct_int_fast_matches_reference)
                 }
 }
 
+/* The row kernel is the group kernels one group after another: the same codes, scales,
+ * zero points and error sums (exactly: the same additions in the same order). */
+MK_TEST(quant_ct_int_row_matches_groups)
+{
+    static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
+    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}};
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (int asym = 0; asym < 2; asym++)
+            for (size_t d = 0; d < 3; d++)
+                for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+                    const size_t cols = shapes[si][0], group = shapes[si][1], G = cols / group;
+                    mk_ct_int a = {bits, asym != 0, dts[d]};
+                    float *x = gaussian(700 + si, cols, 0.02, 0.01, 8, dts[d]);
+                    if (asym) /* a group that is all positive */
+                        for (size_t i = 0; i < group; i++) x[i] = fabsf(x[i]);
+                    int8_t *qg = malloc(cols), *qr = malloc(cols);
+                    float sg[128], sr[128];
+                    int32_t zg[128], zr[128];
+                    mk_qerr eg = {0, 0, 0}, er = {0, 0, 0};
+                    for (size_t g = 0; g < G; g++) {
+                        mk_ct_int_qparams(&a, x + g * group, group, &sg[g], &zg[g]);
+                        mk_ct_int_codes(&a, x + g * group, group, sg[g], zg[g], qg + g * group, &eg);
+                    }
+                    mk_ct_int_row(&a, x, cols, group, sr, zr, qr, &er);
+                    char what[100];
+                    snprintf(what, sizeof what, "row int%u %s %s cols %zu group %zu", bits, asym ? "asym" : "sym", mk_dtype_name(dts[d]),
+                             cols, group);
+                    first_diff(what, qr, qg, cols);
+                    for (size_t g = 0; g < G; g++)
+                        CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
+                                  sg[g], zg[g]);
+                    CHECK_MSG(er.sx2 == eg.sx2 && er.se2 == eg.se2 && er.maxe == eg.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g",
+                              what, er.sx2, er.se2, er.maxe, eg.sx2, eg.se2, eg.maxe);
+                    if (dts[d] == MK_BF16) { /* and from the bf16 bit patterns: widened in L1 (groups <= 256), or as loaded */
+                        uint16_t *xb = malloc(cols * 2);
+                        for (size_t k = 0; k < cols; k++) xb[k] = mk_f32_to_bf16(x[k]);
+                        mk_qerr eb = {0, 0, 0};
+                        mk_ct_int_row_bf16(&a, xb, cols, group, sr, zr, qr, &eb);
+                        strcat(what, " from bf16");
+                        first_diff(what, qr, qg, cols);
+                        for (size_t g = 0; g < G; g++)
+                            CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
+                                      sg[g], zg[g]);
+                        CHECK_MSG(eb.sx2 == eg.sx2 && eb.se2 == eg.se2 && eb.maxe == eg.maxe,
+                                  "%s: error sums %.17g %.17g %g, want %.17g %.17g %g", what, eb.sx2, eb.se2, eb.maxe, eg.sx2, eg.se2, eg.maxe);
+                        free(xb);
+                    }
+                    free(x), free(qg), free(qr);
+                }
+}
+
+/* FP8 rows from bf16 bit patterns: the scale, codes and error sums of the f32 path. */
+MK_TEST(quant_fp8_row_bf16_matches_f32)
+{
+    static const size_t sizes[] = {1, 7, 8, 33, 1029, 4096};
+    for (int e5 = 0; e5 < 2; e5++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            const size_t n = sizes[si];
+            mk_ct_fp8 a = {e5 != 0, MK_BF16};
+            float *x = gaussian(900 + si, n, 0.02, 0.01, 8, MK_BF16);
+            uint16_t *xb = malloc(n * 2);
+            for (size_t k = 0; k < n; k++) xb[k] = mk_f32_to_bf16(x[k]);
+            uint8_t *qf = malloc(n), *qb = malloc(n);
+            mk_qerr ef = {0, 0, 0}, eb = {0, 0, 0};
+            float sf = mk_ct_fp8_scale(&a, mk_ct_absmax(x, n));
+            mk_ct_fp8_quantize(&a, x, n, sf, qf, &ef);
+            float sb = mk_ct_fp8_row_bf16(&a, xb, n, qb, &eb);
+            char what[64];
+            snprintf(what, sizeof what, "fp8 %s row of %zu from bf16", e5 ? "e5m2" : "e4m3", n);
+            CHECK_MSG(sb == sf, "%s: scale %g, want %g", what, sb, sf);
+            first_diff(what, qb, qf, n);
+            CHECK_MSG(eb.sx2 == ef.sx2 && eb.se2 == ef.se2 && eb.maxe == ef.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g", what,
+                      eb.sx2, eb.se2, eb.maxe, ef.sx2, ef.se2, ef.maxe);
+            free(x), free(xb), free(qf), free(qb);
+        }
+}
+
+/* The packing fast path gives the reference's words for every length (tails, padding) and
+ * every byte value a code can hold. */
+MK_TEST(quant_ct_pack_fast_matches_reference)
+{
+    static const size_t sizes[] = {1, 7, 8, 31, 32, 33, 64, 100, 128, 1029};
+    uint32_t rng = 12345;
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            size_t n = sizes[si], nw = (n * bits + 31) / 32;
+            int8_t *q = malloc(n);
+            uint32_t *wr = malloc(nw * 4), *wf = malloc(nw * 4);
+            for (size_t i = 0; i < n; i++) {
+                rng = rng * 1664525u + 1013904223u;
+                q[i] = (int8_t)(bits == 8 ? (int)(rng >> 24) - 128 : (int)(rng >> 28) - 8);
+            }
+            mk_ct_pack_row_ref(bits, q, n, wr);
+            mk_ct_pack_row(bits, q, n, wf);
+            for (size_t w = 0; w < nw; w++)
+                CHECK_MSG(wr[w] == wf[w], "pack %u bits n %zu: word %zu is %08x, reference %08x", bits, n, w, wf[w], wr[w]);
+            free(q), free(wr), free(wf);
+        }
+}
+
 /* Every bf16 (and f16) input through the FP8 fast path and the reference: the vector
  * rounding must agree with the scalar encoder on all 65536 patterns, and decode alike. */
 MK_TEST(quant_fp8_fast_matches_reference_exhaustive)
