@@ -108,6 +108,28 @@ static mk_cu_tattn tattn(const mk_cu_train *g, size_t l, size_t T)
     return a;
 }
 
+/* RoPE's backward on one sequence's dq (which 0) or dk (1): in bf16 onto a bf16 q (k), in f32
+ * where a per-head norm sits between the projection and RoPE, and always in f32 training */
+static void rope_bwd(const mk_cu_train *g, size_t l, int which, float *d, size_t T, size_t heads)
+{
+    if (g->bf16 && !mk_cu_ext_has_norm(g->x, l, which)) mk_cu_rope16_bwd(d, T, heads, g->hd, g->half, g->cosd, g->sind);
+    else mk_cu_rope(d, T, heads, g->hd, g->half, g->cosd, g->sind, true);
+}
+
+/* Attention's backward over every sequence, from datt to dq, dk, dv (RoPE's backward applied) */
+static void attn_bwd(mk_cu_train *g, size_t l, size_t nseq, size_t T, const acts *a)
+{
+    mk_cu_zero(g->dk, nseq * T * g->kv * sizeof(float));
+    mk_cu_zero(g->dv, nseq * T * g->kv * sizeof(float));
+    mk_cu_tattn at = tattn(g, l, T);
+    for (size_t s = 0; s < nseq; s++) {
+        size_t oq = s * T * g->q, ok = s * T * g->kv;
+        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
+        rope_bwd(g, l, 0, g->dq + oq, T, g->nh);
+        rope_bwd(g, l, 1, g->dk + ok, T, g->nkv);
+    }
+}
+
 /* ---- bf16 mixed precision: the layer as nn/backward.c computes it with t->bf16 ----
  * The weights' bf16 copy w16 (what the CPU's wb holds) is made here and after each AdamW step;
  * the norms' and attention's outputs and SiLU * up are stored bf16 (only products read them);
@@ -197,18 +219,7 @@ static void layer_backward16(mk_cu_train *g, size_t l, const float *xin, size_t 
 
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
     proj16_bwd(g, l, R_O, a->attb, N, dx, g->datt, true);
-    mk_cu_zero(g->dk, N * g->kv * sizeof(float));
-    mk_cu_zero(g->dv, N * g->kv * sizeof(float));
-    mk_cu_tattn at = tattn(g, l, T);
-    for (size_t s = 0; s < nseq; s++) {
-        size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
-        /* onto a bf16 q (k); f32 where a per-head norm sits between the projection and RoPE */
-        if (mk_cu_ext_has_norm(g->x, l, 0)) mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
-        else mk_cu_rope16_bwd(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind);
-        if (mk_cu_ext_has_norm(g->x, l, 1)) mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
-        else mk_cu_rope16_bwd(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind);
-    }
+    attn_bwd(g, l, nseq, T, a);
     mk_cu_ext_qk_bwd(g->x, l, g->dq, g->dk, N);
     mk_cu_zero(g->dh, N * H * sizeof(float));
     proj16_bwd(g, l, R_Q, a->h1b, N, g->dq, g->dh, false);
@@ -397,15 +408,7 @@ static void layer_backward(mk_cu_train *g, size_t l, const float *xin, size_t ns
     mk_cu_zero(g->datt, N * g->q * sizeof(float));
     mk_cu_linear_bwd(a->att, N, g->q, W(g, l, R_O), H, dx, g->datt, G(g, l, R_O));
     mk_cu_ext_proj_bwd(g->x, l, MK_ROLE_O, a->att, N, dx, g->datt);
-    mk_cu_zero(g->dk, N * g->kv * sizeof(float));
-    mk_cu_zero(g->dv, N * g->kv * sizeof(float));
-    mk_cu_tattn at = tattn(g, l, T);
-    for (size_t s = 0; s < nseq; s++) {
-        size_t oq = s * T * g->q, ok = s * T * g->kv;
-        mk_cu_tattn_bwd(&at, s, a->q + oq, a->k + ok, a->v + ok, a->p, g->datt + oq, g->dq + oq, g->dk + ok, g->dv + ok, g->ds);
-        mk_cu_rope(g->dq + oq, T, g->nh, g->hd, g->half, g->cosd, g->sind, true);
-        mk_cu_rope(g->dk + ok, T, g->nkv, g->hd, g->half, g->cosd, g->sind, true);
-    }
+    attn_bwd(g, l, nseq, T, a);
     mk_cu_ext_qk_bwd(g->x, l, g->dq, g->dk, N);
     mk_cu_zero(g->dh, N * H * sizeof(float));
     mk_cu_linear_bwd(a->h1, N, H, W(g, l, R_Q), g->q, g->dq, g->dh, G(g, l, R_Q));
