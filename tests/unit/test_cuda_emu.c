@@ -20,13 +20,15 @@
  * in double instead of in order (1e-6 of the largest output); attention sums its scores in
  * double where the CPU's BLAS uses float (1e-5); products go through BLAS in another order. */
 /* Through a 2-layer model the differences add up to 1e-6 of the largest gradient of a tensor
- * (1e-5 allowed) and less in the loss. bf16 (mk_cuda16.h): the rounded outputs absorb those
+ * (1e-5 allowed); the loss after 10 AdamW steps (about 7) moves by up to 1.3e-6, a few f32
+ * ulps, with the BLAS kernels OpenBLAS picks for the CPU (its AVX-512 ones on this machine),
+ * so 4e-6 is allowed. bf16 (mk_cuda16.h): the rounded outputs absorb those
  * differences (measured: 0, the CPU's bytes, in every kernel and the whole bf16 trainer); a
  * sum on the other side of a rounding boundary (another BLAS's order) moves one element by a
  * bf16 ulp, allowed up to half the largest output's ulp (2^-8) in a kernel, and through the
  * model 4e-3 of a tensor's largest gradient and 1e-4 of the loss. A rounding point left out
  * of the attention backward moves the gradients by 1.4e-2 and the loss by 3e-4. */
-static const mk_cu_tol EMU_TOL = {"emulated f32", 0.0, 1e-6, 1e-5, 1e-5, 1e-5, 1e-6, 0x1p-8, 4e-3, 1e-4};
+static const mk_cu_tol EMU_TOL = {"emulated f32", 0.0, 1e-6, 1e-5, 1e-5, 1e-5, 4e-6, 0x1p-8, 4e-3, 1e-4};
 
 static void report(bool ok, const char *what, const char *detail)
 {

@@ -17,7 +17,7 @@
 #include "../cuda/cases.h"
 
 /* test_cuda_emu.c's tolerances (the emulation against the CPU) */
-static const mk_cu_tol EMU_TOL = {"emulated f32", 0.0, 1e-6, 1e-5, 1e-5, 1e-5, 1e-6, 0x1p-8, 4e-3, 1e-4};
+static const mk_cu_tol EMU_TOL = {"emulated f32", 0.0, 1e-6, 1e-5, 1e-5, 1e-5, 4e-6, 0x1p-8, 4e-3, 1e-4};
 
 static void report(bool ok, const char *what, const char *detail)
 {
