@@ -166,20 +166,49 @@ static void bf16_to(const void *s, float *d, size_t n)
         o[i] = (uint32_t)h << 16;
     }
 }
-/* Branch-free round-to-nearest-even with NaN kept quiet, so the loop vectorizes; the same
+/* Branch-free round-to-nearest-even with NaN kept quiet, so the loops vectorize; the same
  * bits as mk_f32_to_bf16. */
+static inline uint32_t bf16_code(uint32_t u)
+{
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x40u;
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
 static void bf16_from(const float *s, void *d, size_t n)
 {
     const uint32_t *in = (const uint32_t *)s;
     uint16_t *out = d;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = in[i];
-        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        uint32_t nan = (u >> 16) | 0x40u;
-        uint32_t is_nan = (u & 0x7fffffffu) > 0x7f800000u;
-        uint16_t r = (uint16_t)(is_nan ? nan : rounded);
+        uint16_t r = (uint16_t)bf16_code(in[i]);
         memcpy(out + i, &r, 2);
     }
+}
+/* bf16_from, and whether some finite value became Inf (all-ones exponent from a finite
+ * input: one OR per value, in the same vectorized loop). */
+static bool bf16_from_flag(const float *s, void *d, size_t n)
+{
+    const uint32_t *in = (const uint32_t *)s;
+    uint16_t *out = d;
+    uint32_t over = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = in[i], c = bf16_code(u);
+        over |= ((c & 0x7f80u) == 0x7f80u) & ((u & 0x7f800000u) != 0x7f800000u);
+        uint16_t r = (uint16_t)c;
+        memcpy(out + i, &r, 2);
+    }
+    return over != 0;
+}
+/* f16_from with the same flag. */
+static bool f16_from_flag(const float *s, void *d, size_t n)
+{
+    const uint32_t *in = (const uint32_t *)s;
+    uint32_t over = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = mk_f32_to_f16(s[i]);
+        over |= ((h & 0x7c00u) == 0x7c00u) & ((in[i] & 0x7f800000u) != 0x7f800000u);
+        STOREU(uint16_t, d, i, h);
+    }
+    return over != 0;
 }
 static void e4m3_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_e4m3_to_f32(((const uint8_t *)s)[i]); }
 static void e4m3_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) ((uint8_t *)d)[i] = mk_f32_to_e4m3(s[i]); }
@@ -303,6 +332,20 @@ size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *f
         }
     }
     return count;
+}
+
+size_t mk_dtype_from_f32_checked(mk_dtype t, const float *src, void *dst, size_t n, size_t *first)
+{
+    bool maybe;
+    if (t == MK_BF16) maybe = bf16_from_flag(src, dst, n);
+    else if (t == MK_F16) maybe = f16_from_flag(src, dst, n);
+    else {
+        size_t count = mk_dtype_count_overflow(t, src, n, first);
+        MK_DTYPES[t].from_f32(src, dst, n);
+        return count;
+    }
+    /* rare: the flag says some value overflowed; count them and find the first exactly */
+    return maybe ? mk_dtype_count_overflow(t, src, n, first) : 0;
 }
 
 size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first)
