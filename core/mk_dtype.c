@@ -146,6 +146,15 @@ float mk_e5m2_to_f32(uint8_t v)
 
 /* ---- row converters ----------------------------------------------------------------- */
 
+/* The bf16 loops, which every merge runs over all its inputs and its output, are also built
+ * for AVX2 and picked when the program starts (GCC's target_clones, as quant/qvec.h and
+ * merge/methods/kernel.h do; integer operations only, so the same bits). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#define DT_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define DT_CLONE
+#endif
+
 #define LOADU(T, p, i) ({ T v_; memcpy(&v_, (const char *)(p) + (size_t)(i) * sizeof(T), sizeof(T)); v_; })
 #define STOREU(T, p, i, v) do { T v_ = (v); memcpy((char *)(p) + (size_t)(i) * sizeof(T), &v_, sizeof(T)); } while (0)
 
@@ -155,7 +164,7 @@ static void f32_to(const void *s, float *d, size_t n) { memcpy(d, s, n * 4); }
 static void f32_from(const float *s, void *d, size_t n) { memcpy(d, s, n * 4); }
 static void f16_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_f16_to_f32(LOADU(uint16_t, s, i)); }
 static void f16_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) STOREU(uint16_t, d, i, mk_f32_to_f16(s[i])); }
-static void bf16_to(const void *s, float *d, size_t n)
+DT_CLONE static void bf16_to(const void *s, float *d, size_t n)
 {
     /* little-endian: the bf16 bits are the top half of the f32 (vectorizes: load, widen, shift) */
     const uint16_t *p = s;
@@ -174,7 +183,7 @@ static inline uint32_t bf16_code(uint32_t u)
     uint32_t nan = (u >> 16) | 0x40u;
     return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
 }
-static void bf16_from(const float *s, void *d, size_t n)
+DT_CLONE static void bf16_from(const float *s, void *d, size_t n)
 {
     const uint32_t *in = (const uint32_t *)s;
     uint16_t *out = d;
@@ -185,7 +194,7 @@ static void bf16_from(const float *s, void *d, size_t n)
 }
 /* bf16_from, and whether some finite value became Inf (all-ones exponent from a finite
  * input: one OR per value, in the same vectorized loop). */
-static bool bf16_from_flag(const float *s, void *d, size_t n)
+DT_CLONE static bool bf16_from_flag(const float *s, void *d, size_t n)
 {
     const uint32_t *in = (const uint32_t *)s;
     uint16_t *out = d;

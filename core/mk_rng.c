@@ -75,48 +75,56 @@ __attribute__((target("avx2"), always_inline)) static inline void store_blocks8(
     _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(u2, u3, 0x31));
 }
 
+/* One Philox round on the four words of eight blocks. */
+__attribute__((target("avx2"), always_inline)) static inline void round8(__m256i c[4], __m256i m0, __m256i m1, __m256i k0,
+                                                                          __m256i k1)
+{
+    __m256i lo0, hi0, lo1, hi1;
+    mul_hilo(c[0], m0, &lo0, &hi0);
+    mul_hilo(c[2], m1, &lo1, &hi1);
+    c[0] = _mm256_xor_si256(_mm256_xor_si256(hi1, c[1]), k0);
+    c[1] = lo1;
+    c[2] = _mm256_xor_si256(_mm256_xor_si256(hi0, c[3]), k1);
+    c[3] = lo0;
+}
+
+/* Counters counter0 + b .. counter0 + b + 7 (64-bit, carried) as low and high words. */
+__attribute__((target("avx2"), always_inline)) static inline void counters8(uint64_t c, __m256i *lo, __m256i *hi)
+{
+    uint32_t l[8], h[8];
+    for (int i = 0; i < 8; i++, c++) {
+        l[i] = (uint32_t)c;
+        h[i] = (uint32_t)(c >> 32);
+    }
+    *lo = _mm256_loadu_si256((const __m256i *)(const void *)l);
+    *hi = _mm256_loadu_si256((const __m256i *)(const void *)h);
+}
+
 /* Blocks counter0 .. counter0 + 16 * (n / 16) - 1, the same rounds as mk_rng_blocks_ref: one
  * block per 32-bit lane, two independent groups of eight per iteration (a round's multiply
- * waits on the previous round's: two chains keep the multiplier busy). Returns the number
- * of blocks done. */
+ * waits on the previous round's: two chains keep the multiplier busy), all in registers.
+ * Returns the number of blocks done. */
 __attribute__((target("avx2"))) static size_t blocks_avx2(mk_rng key, uint64_t stream, uint64_t counter0, size_t n,
                                                           uint32_t *out)
 {
-    enum { G = 2 };
     const __m256i m0 = _mm256_set1_epi32((int)PHILOX_M0), m1 = _mm256_set1_epi32((int)PHILOX_M1);
     const __m256i c2i = _mm256_set1_epi32((int)(uint32_t)stream), c3i = _mm256_set1_epi32((int)(uint32_t)(stream >> 32));
-    __m256i k0[10], k1[10];
-    uint32_t kk0 = key.k0, kk1 = key.k1;
-    for (int r = 0; r < 10; r++, kk0 += PHILOX_W0, kk1 += PHILOX_W1) {
-        k0[r] = _mm256_set1_epi32((int)kk0);
-        k1[r] = _mm256_set1_epi32((int)kk1);
-    }
     size_t b = 0;
-    for (; b + 8 * G <= n; b += 8 * G) {
-        uint32_t lo[8 * G], hi[8 * G];
-        for (int l = 0; l < 8 * G; l++) {
-            uint64_t counter = counter0 + b + (uint64_t)l;
-            lo[l] = (uint32_t)counter;
-            hi[l] = (uint32_t)(counter >> 32);
+    for (; b + 16 <= n; b += 16) {
+        __m256i x[4], y[4];
+        counters8(counter0 + b, &x[0], &x[1]);
+        counters8(counter0 + b + 8, &y[0], &y[1]);
+        x[2] = y[2] = c2i;
+        x[3] = y[3] = c3i;
+        uint32_t k0 = key.k0, k1 = key.k1;
+#pragma GCC unroll 10
+        for (int r = 0; r < 10; r++, k0 += PHILOX_W0, k1 += PHILOX_W1) {
+            __m256i vk0 = _mm256_set1_epi32((int)k0), vk1 = _mm256_set1_epi32((int)k1);
+            round8(x, m0, m1, vk0, vk1);
+            round8(y, m0, m1, vk0, vk1);
         }
-        __m256i c[G][4];
-        for (int g = 0; g < G; g++) {
-            c[g][0] = _mm256_loadu_si256((const __m256i *)(const void *)(lo + 8 * g));
-            c[g][1] = _mm256_loadu_si256((const __m256i *)(const void *)(hi + 8 * g));
-            c[g][2] = c2i;
-            c[g][3] = c3i;
-        }
-        for (int r = 0; r < 10; r++)
-            for (int g = 0; g < G; g++) {
-                __m256i lo0, hi0, lo1, hi1;
-                mul_hilo(c[g][0], m0, &lo0, &hi0);
-                mul_hilo(c[g][2], m1, &lo1, &hi1);
-                c[g][0] = _mm256_xor_si256(_mm256_xor_si256(hi1, c[g][1]), k0[r]);
-                c[g][1] = lo1;
-                c[g][2] = _mm256_xor_si256(_mm256_xor_si256(hi0, c[g][3]), k1[r]);
-                c[g][3] = lo0;
-            }
-        for (int g = 0; g < G; g++) store_blocks8(c[g], out + 4 * (b + 8 * (size_t)g));
+        store_blocks8(x, out + 4 * b);
+        store_blocks8(y, out + 4 * (b + 8));
     }
     return b;
 }
