@@ -357,6 +357,52 @@ size_t mk_dtype_from_f32_checked(mk_dtype t, const float *src, void *dst, size_t
     return maybe ? mk_dtype_count_overflow(t, src, n, first) : 0;
 }
 
+/* bf16_to where the raw values fill dst's upper half: 16 values per step, loaded (into
+ * registers) before any of their 64 bytes are stored; 4 * (i + 16) <= 2 * n + 2 * (i + 16)
+ * while i + 16 <= n, so no store reaches a value not yet loaded. */
+DT_CLONE static void bf16_to_inplace(float *dst, size_t n)
+{
+    const unsigned char *src = (const unsigned char *)dst + 2 * n;
+    size_t i = 0;
+    typedef uint16_t vh8 __attribute__((vector_size(16)));
+    typedef uint32_t vw8 __attribute__((vector_size(32)));
+    for (; i + 16 <= n; i += 16) {
+        vh8 h0, h1;
+        memcpy(&h0, src + 2 * i, sizeof h0);
+        memcpy(&h1, src + 2 * i + 16, sizeof h1);
+        vw8 w0 = __builtin_convertvector(h0, vw8) << 16, w1 = __builtin_convertvector(h1, vw8) << 16;
+        memcpy(dst + i, &w0, sizeof w0);
+        memcpy(dst + i + 8, &w1, sizeof w1);
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t o = (uint32_t)h << 16;
+        memcpy(dst + i, &o, 4);
+    }
+}
+
+void mk_dtype_to_f32_inplace(mk_dtype t, float *dst, size_t n)
+{
+    unsigned es = MK_DTYPES[t].size;
+    if (t == MK_F32 || es > 4) return;
+    if (t == MK_BF16) {
+        bf16_to_inplace(dst, n);
+        return;
+    }
+    /* block i + 1's raw bytes start past block i's f32 values: with raw offset n * (4 - es),
+     * 4 * (i + B) <= n * (4 - es) + (i + B) * es whenever i + B <= n. Each block is copied out
+     * (256 elements: at most 1 KiB, in L1) before its values are written. */
+    enum { B = 256 };
+    unsigned char raw[B * 4];
+    const unsigned char *src = (const unsigned char *)dst + n * (4 - es);
+    for (size_t i = 0; i < n; i += B) {
+        size_t m = n - i < B ? n - i : B;
+        memcpy(raw, src + i * es, m * es);
+        MK_DTYPES[t].to_f32(raw, dst + i, m);
+    }
+}
+
 size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first)
 {
     const unsigned char *p = src;

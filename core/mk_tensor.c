@@ -103,6 +103,12 @@ mk_status mk_source_read_f32(mk_source *s, size_t i, uint64_t elem0, uint64_t n,
     if (elem0 > t->numel || n > t->numel - elem0) MK_BUG("read past the end of a tensor");
     uint64_t off = elem0 * es, len = n * es;
     const void *p = s->ops->borrow ? s->ops->borrow(s, i, off, len) : NULL;
+    if (!p && es <= 4) {
+        /* read into dst's last len bytes and widen there: no pass through scratch */
+        MK_TRY(s->ops->read(s, i, off, len, (char *)dst + (n * 4 - len)));
+        mk_dtype_to_f32_inplace(t->dtype, dst, (size_t)n);
+        return MK_OK;
+    }
     if (!p) {
         MK_TRY(s->ops->read(s, i, off, len, scratch));
         p = scratch;

@@ -216,3 +216,37 @@ MK_TEST(dtype_from_f32_checked_matches_two_passes)
                 }
             }
 }
+
+/* mk_dtype_to_f32_inplace (a read into the destination's tail, widened there) gives to_f32's
+ * bits from a separate buffer, for every dtype of 4 bytes or fewer and every length up to
+ * 600 (the 16-value steps, the 256-value blocks and their tails). Exact: compared as bits
+ * (NaN included); the first differing element is named. */
+MK_TEST(dtype_to_f32_inplace_matches_to_f32)
+{
+    enum { N = 600 };
+    static float dst[N], want[N];
+    static unsigned char raw[4 * N];
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        raw[i] = (unsigned char)(x >> 24);
+    }
+    int fails = 0;
+    for (int t = 0; t < MK_DTYPE_COUNT && fails < 5; t++) {
+        unsigned es = mk_dtype_size((mk_dtype)t);
+        if (es > 4) continue;
+        for (size_t n = 0; n <= N && fails < 5; n += n < 40 ? 1 : 37) {
+            mk_dtype_info((mk_dtype)t)->to_f32(raw, want, n);
+            memset(dst, 0x77, sizeof dst);
+            memcpy((unsigned char *)dst + (4 - es) * n, raw, es * n);
+            mk_dtype_to_f32_inplace((mk_dtype)t, dst, n);
+            if (memcmp(dst, want, 4 * n) != 0) {
+                size_t i = 0;
+                while (memcmp(dst + i, want + i, 4) == 0) i++;
+                fails++;
+                mk_test_fail(__FILE__, __LINE__, "%s n %zu: element %zu is %g, want %g", mk_dtype_name((mk_dtype)t), n, i,
+                             (double)dst[i], (double)want[i]);
+            }
+        }
+    }
+}
