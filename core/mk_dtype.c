@@ -146,6 +146,15 @@ float mk_e5m2_to_f32(uint8_t v)
 
 /* ---- row converters ----------------------------------------------------------------- */
 
+/* The bf16 loops, which every merge runs over all its inputs and its output, are also built
+ * for AVX2 and picked when the program starts (GCC's target_clones, as quant/qvec.h and
+ * merge/methods/kernel.h do; integer operations only, so the same bits). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#define DT_CLONE __attribute__((target_clones("avx2", "default")))
+#else
+#define DT_CLONE
+#endif
+
 #define LOADU(T, p, i) ({ T v_; memcpy(&v_, (const char *)(p) + (size_t)(i) * sizeof(T), sizeof(T)); v_; })
 #define STOREU(T, p, i, v) do { T v_ = (v); memcpy((char *)(p) + (size_t)(i) * sizeof(T), &v_, sizeof(T)); } while (0)
 
@@ -155,7 +164,7 @@ static void f32_to(const void *s, float *d, size_t n) { memcpy(d, s, n * 4); }
 static void f32_from(const float *s, void *d, size_t n) { memcpy(d, s, n * 4); }
 static void f16_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_f16_to_f32(LOADU(uint16_t, s, i)); }
 static void f16_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) STOREU(uint16_t, d, i, mk_f32_to_f16(s[i])); }
-static void bf16_to(const void *s, float *d, size_t n)
+DT_CLONE static void bf16_to(const void *s, float *d, size_t n)
 {
     /* little-endian: the bf16 bits are the top half of the f32 (vectorizes: load, widen, shift) */
     const uint16_t *p = s;
@@ -166,20 +175,49 @@ static void bf16_to(const void *s, float *d, size_t n)
         o[i] = (uint32_t)h << 16;
     }
 }
-/* Branch-free round-to-nearest-even with NaN kept quiet, so the loop vectorizes; the same
+/* Branch-free round-to-nearest-even with NaN kept quiet, so the loops vectorize; the same
  * bits as mk_f32_to_bf16. */
-static void bf16_from(const float *s, void *d, size_t n)
+static inline uint32_t bf16_code(uint32_t u)
+{
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x40u;
+    return (u & 0x7fffffffu) > 0x7f800000u ? nan : rounded;
+}
+DT_CLONE static void bf16_from(const float *s, void *d, size_t n)
 {
     const uint32_t *in = (const uint32_t *)s;
     uint16_t *out = d;
     for (size_t i = 0; i < n; i++) {
-        uint32_t u = in[i];
-        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        uint32_t nan = (u >> 16) | 0x40u;
-        uint32_t is_nan = (u & 0x7fffffffu) > 0x7f800000u;
-        uint16_t r = (uint16_t)(is_nan ? nan : rounded);
+        uint16_t r = (uint16_t)bf16_code(in[i]);
         memcpy(out + i, &r, 2);
     }
+}
+/* bf16_from, and whether some finite value became Inf (all-ones exponent from a finite
+ * input: one OR per value, in the same vectorized loop). */
+DT_CLONE static bool bf16_from_flag(const float *s, void *d, size_t n)
+{
+    const uint32_t *in = (const uint32_t *)s;
+    uint16_t *out = d;
+    uint32_t over = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = in[i], c = bf16_code(u);
+        over |= ((c & 0x7f80u) == 0x7f80u) & ((u & 0x7f800000u) != 0x7f800000u);
+        uint16_t r = (uint16_t)c;
+        memcpy(out + i, &r, 2);
+    }
+    return over != 0;
+}
+/* f16_from with the same flag. */
+static bool f16_from_flag(const float *s, void *d, size_t n)
+{
+    const uint32_t *in = (const uint32_t *)s;
+    uint32_t over = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h = mk_f32_to_f16(s[i]);
+        over |= ((h & 0x7c00u) == 0x7c00u) & ((in[i] & 0x7f800000u) != 0x7f800000u);
+        STOREU(uint16_t, d, i, h);
+    }
+    return over != 0;
 }
 static void e4m3_to(const void *s, float *d, size_t n) { for (size_t i = 0; i < n; i++) d[i] = mk_e4m3_to_f32(((const uint8_t *)s)[i]); }
 static void e4m3_from(const float *s, void *d, size_t n) { for (size_t i = 0; i < n; i++) ((uint8_t *)d)[i] = mk_f32_to_e4m3(s[i]); }
@@ -303,6 +341,66 @@ size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *f
         }
     }
     return count;
+}
+
+size_t mk_dtype_from_f32_checked(mk_dtype t, const float *src, void *dst, size_t n, size_t *first)
+{
+    bool maybe;
+    if (t == MK_BF16) maybe = bf16_from_flag(src, dst, n);
+    else if (t == MK_F16) maybe = f16_from_flag(src, dst, n);
+    else {
+        size_t count = mk_dtype_count_overflow(t, src, n, first);
+        MK_DTYPES[t].from_f32(src, dst, n);
+        return count;
+    }
+    /* rare: the flag says some value overflowed; count them and find the first exactly */
+    return maybe ? mk_dtype_count_overflow(t, src, n, first) : 0;
+}
+
+/* bf16_to where the raw values fill dst's upper half: 16 values per step, loaded (into
+ * registers) before any of their 64 bytes are stored; 4 * (i + 16) <= 2 * n + 2 * (i + 16)
+ * while i + 16 <= n, so no store reaches a value not yet loaded. */
+DT_CLONE static void bf16_to_inplace(float *dst, size_t n)
+{
+    const unsigned char *src = (const unsigned char *)dst + 2 * n;
+    size_t i = 0;
+    typedef uint16_t vh8 __attribute__((vector_size(16)));
+    typedef uint32_t vw8 __attribute__((vector_size(32)));
+    for (; i + 16 <= n; i += 16) {
+        vh8 h0, h1;
+        memcpy(&h0, src + 2 * i, sizeof h0);
+        memcpy(&h1, src + 2 * i + 16, sizeof h1);
+        vw8 w0 = __builtin_convertvector(h0, vw8) << 16, w1 = __builtin_convertvector(h1, vw8) << 16;
+        memcpy(dst + i, &w0, sizeof w0);
+        memcpy(dst + i + 8, &w1, sizeof w1);
+    }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, src + 2 * i, 2);
+        uint32_t o = (uint32_t)h << 16;
+        memcpy(dst + i, &o, 4);
+    }
+}
+
+void mk_dtype_to_f32_inplace(mk_dtype t, float *dst, size_t n)
+{
+    unsigned es = MK_DTYPES[t].size;
+    if (t == MK_F32 || es > 4) return;
+    if (t == MK_BF16) {
+        bf16_to_inplace(dst, n);
+        return;
+    }
+    /* block i + 1's raw bytes start past block i's f32 values: with raw offset n * (4 - es),
+     * 4 * (i + B) <= n * (4 - es) + (i + B) * es whenever i + B <= n. Each block is copied out
+     * (256 elements: at most 1 KiB, in L1) before its values are written. */
+    enum { B = 256 };
+    unsigned char raw[B * 4];
+    const unsigned char *src = (const unsigned char *)dst + n * (4 - es);
+    for (size_t i = 0; i < n; i += B) {
+        size_t m = n - i < B ? n - i : B;
+        memcpy(raw, src + i * es, m * es);
+        MK_DTYPES[t].to_f32(raw, dst + i, m);
+    }
 }
 
 size_t mk_dtype_count_nonfinite(mk_dtype t, const void *src, size_t n, size_t *first)

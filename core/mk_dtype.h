@@ -94,6 +94,14 @@ void mk_dtype_round_f32(mk_dtype t, float *v, size_t n);
 /* Count of values in src (f32) that are finite but become non-finite in dtype `t`;
  * *first receives the index of the first one. Used to refuse overflowing narrowing. */
 size_t mk_dtype_count_overflow(mk_dtype t, const float *src, size_t n, size_t *first);
+/* from_f32 of n values into dst, returning mk_dtype_count_overflow's count (and *first);
+ * for BF16 and F16 the overflow test rides on the conversion, one pass over src. */
+size_t mk_dtype_from_f32_checked(mk_dtype t, const float *src, void *dst, size_t n, size_t *first);
+
+/* dst[0, n) as f32 from n raw elements of dtype t (of 4 bytes or fewer) that fill dst's last
+ * n * size(t) bytes: a read straight into the destination, converted there (no second
+ * buffer). Wider dtypes are not supported (they do not fit). */
+void mk_dtype_to_f32_inplace(mk_dtype t, float *dst, size_t n);
 
 /* Count of NaN/Inf values among n raw elements of dtype t (0 for integer dtypes);
  * *first receives the index of the first one. */

@@ -24,6 +24,9 @@ void mk_rng_block(mk_rng key, uint64_t stream, uint64_t counter, uint32_t out[4]
 /* Blocks counter0 .. counter0 + n - 1 of `stream`: out[4 * b + j] = word j of block
  * counter0 + b, the same values as mk_rng_block, computed several blocks at a time. */
 void mk_rng_blocks(mk_rng key, uint64_t stream, uint64_t counter0, size_t n, uint32_t *out);
+/* The same blocks by the portable loop (what mk_rng_blocks uses where the CPU lacks AVX2,
+ * and in MK_NO_CLONES builds); tests hold the AVX2 path to it bit for bit. */
+void mk_rng_blocks_ref(mk_rng key, uint64_t stream, uint64_t counter0, size_t n, uint32_t *out);
 /* Uniform in [0, 1) with 24 random bits, for element `index` of `stream`. */
 float mk_rng_uniform(mk_rng key, uint64_t stream, uint64_t index);
 /* 32 random bits for element `index` of `stream`. */

@@ -2,6 +2,7 @@
 #include "mk_tensor.h"
 #include "mk_hash.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +103,12 @@ mk_status mk_source_read_f32(mk_source *s, size_t i, uint64_t elem0, uint64_t n,
     if (elem0 > t->numel || n > t->numel - elem0) MK_BUG("read past the end of a tensor");
     uint64_t off = elem0 * es, len = n * es;
     const void *p = s->ops->borrow ? s->ops->borrow(s, i, off, len) : NULL;
+    if (!p && es <= 4) {
+        /* read into dst's last len bytes and widen there: no pass through scratch */
+        MK_TRY(s->ops->read(s, i, off, len, (char *)dst + (n * 4 - len)));
+        mk_dtype_to_f32_inplace(t->dtype, dst, (size_t)n);
+        return MK_OK;
+    }
     if (!p) {
         MK_TRY(s->ops->read(s, i, off, len, scratch));
         p = scratch;
@@ -148,12 +155,44 @@ mk_status mk_sink_finish(mk_sink *k)
 
 /* ---- the plain consumer ---------------------------------------------------------------- */
 
+/* A spare conversion buffer; rows() takes one, converts into it, writes it and gives it back,
+ * so a merge allocates about one per thread in all (any thread may call rows). */
+typedef struct plain_buf {
+    struct plain_buf *next;
+    size_t cap;                              /* bytes of data */
+    unsigned char data[];                    /* 16-byte aligned (after two 8-byte fields) */
+} plain_buf;
+
 typedef struct plain_consumer {
     mk_sink *sink;
     const mk_tensor_info *out;
     size_t n;
     bool allow_overflow;
+    pthread_mutex_t mu; /* guards spare */
+    plain_buf *spare;
 } plain_consumer;
+
+/* A buffer of at least `bytes`, or NULL (out of memory). */
+static plain_buf *plain_take(plain_consumer *p, size_t bytes)
+{
+    pthread_mutex_lock(&p->mu);
+    plain_buf *b = p->spare;
+    if (b) p->spare = b->next;
+    pthread_mutex_unlock(&p->mu);
+    if (b && b->cap >= bytes) return b;
+    free(b);
+    if (!(b = mk_malloc(sizeof *b + bytes))) return NULL;
+    b->cap = bytes;
+    return b;
+}
+
+static void plain_give(plain_consumer *p, plain_buf *b)
+{
+    pthread_mutex_lock(&p->mu);
+    b->next = p->spare;
+    p->spare = b;
+    pthread_mutex_unlock(&p->mu);
+}
 
 static uint64_t plain_align(mk_consumer *c, const mk_tensor_info *t)
 {
@@ -177,27 +216,26 @@ static mk_status plain_begin(mk_consumer *c, size_t i, const mk_tensor_info *t)
     return MK_OK;
 }
 
+/* Converts and checks for overflow in one pass (mk_dtype_from_f32_checked), then writes. */
 static mk_status plain_rows(mk_consumer *c, size_t i, uint64_t elem0, const float *v, uint64_t n)
 {
     plain_consumer *p = c->impl;
     const mk_tensor_info *t = &p->out[i];
-    if (!p->allow_overflow) {
-        size_t first = 0;
-        size_t bad = mk_dtype_count_overflow(t->dtype, v, (size_t)n, &first);
-        if (bad)
-            return mk_error(MK_ERR_NUMERIC,
-                            "tensor %s: %zu value(s) overflow %s (first at element %llu: %g); "
-                            "pass --allow-crimes to write them as Inf",
-                            t->name, bad, mk_dtype_name(t->dtype), (unsigned long long)(elem0 + first),
-                            (double)v[first]);
-    }
     unsigned es = mk_dtype_size(t->dtype);
     if (t->dtype == MK_F32) return p->sink->ops->write(p->sink, i, elem0 * 4, v, n * 4);
-    void *buf = mk_malloc((size_t)(n * es));
-    if (!buf) return MK_ERR_NOMEM;
-    mk_dtype_info(t->dtype)->from_f32(v, buf, (size_t)n);
-    mk_status s = p->sink->ops->write(p->sink, i, elem0 * es, buf, n * es);
-    free(buf);
+    plain_buf *b = plain_take(p, (size_t)(n * es));
+    if (!b) return MK_ERR_NOMEM;
+    size_t first = 0, bad = 0;
+    if (p->allow_overflow) mk_dtype_info(t->dtype)->from_f32(v, b->data, (size_t)n);
+    else bad = mk_dtype_from_f32_checked(t->dtype, v, b->data, (size_t)n, &first);
+    mk_status s;
+    if (bad)
+        s = mk_error(MK_ERR_NUMERIC,
+                     "tensor %s: %zu value(s) overflow %s (first at element %llu: %g); "
+                     "pass --allow-crimes to write them as Inf",
+                     t->name, bad, mk_dtype_name(t->dtype), (unsigned long long)(elem0 + first), (double)v[first]);
+    else s = p->sink->ops->write(p->sink, i, elem0 * es, b->data, n * es);
+    plain_give(p, b);
     return s;
 }
 
@@ -221,6 +259,13 @@ static bool plain_is_done(mk_consumer *c, size_t i)
 
 static void plain_close(mk_consumer *c)
 {
+    plain_consumer *p = c->impl;
+    while (p && p->spare) {
+        plain_buf *b = p->spare;
+        p->spare = b->next;
+        free(b);
+    }
+    if (p) pthread_mutex_destroy(&p->mu);
     free(c->impl);
     c->impl = NULL;
 }
@@ -244,6 +289,7 @@ mk_status mk_consumer_plain(mk_consumer *c, mk_sink *sink, const mk_tensor_info 
     p->out = out;
     p->n = n;
     p->allow_overflow = allow_overflow;
+    pthread_mutex_init(&p->mu, NULL);
     c->ops = &plain_ops;
     c->impl = p;
     return MK_OK;

@@ -26,11 +26,14 @@ typedef struct exec_state {
 static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float *v, uint64_t n)
 {
     if (k >= 64) return;
-    /* a vectorizable count of all-ones exponents first; the index only when there are some */
+    /* a vectorizable OR of "all-ones exponent" first (32-bit lanes, no widening to a 64-bit
+     * count); the count and the index only when there are some */
     const uint32_t *bits = (const uint32_t *)v;
+    uint32_t any = 0;
+    for (uint64_t i = 0; i < n; i++) any |= (bits[i] & 0x7f800000u) == 0x7f800000u;
+    if (!any) return;
     uint64_t cnt = 0, first = 0;
     for (uint64_t i = 0; i < n; i++) cnt += (bits[i] & 0x7f800000u) == 0x7f800000u;
-    if (!cnt) return;
     for (uint64_t i = 0; i < n; i++)
         if (!isfinite(v[i])) {
             first = elem0 + i;

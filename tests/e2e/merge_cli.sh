@@ -140,3 +140,19 @@ printf 'merge_method: linear\nmodels:\n  - model: big/\n    parameters:\n      w
 t_fail "fp16 overflow names the tensor" 1 "tensor [a-z_.0-9]+: [0-9]+ value\(s\) overflow F16 \(first at element [0-9]+: " "$MK" r_over.yaml o17/
 t_absent "no output after overflow" o17 o17.tmp
 t_ok "--allow-crimes writes Inf instead" "$MK" r_over.yaml o17/ --allow-crimes -q
+# bf16: two finite f32 values past bf16's largest + half an ulp (0x7f7f9000, 3.39701e38) placed
+# in the first tensor at elements 25 and 1000; the count, the first one and its value are named
+"$MK" synth bigb/ --hidden 64 --layers 1 --heads 8 --kv-heads 4 --intermediate 176 --vocab 100 --dtype float32 -q
+hl=$(od -An -t u8 -N8 bigb/model.safetensors | tr -d ' ')
+for e in 25 1000; do printf '\000\220\177\177' | dd of=bigb/model.safetensors bs=1 seek=$((8 + hl + 4 * e)) conv=notrunc status=none; done
+printf 'merge_method: linear\nmodels:\n  - model: bigb/\n    parameters:\n      weight: 1\nout_dtype: bfloat16\n' >r_overb.yaml
+for j in 1 2; do
+    t_fail "bf16 overflow at -j $j: count, first element, value" 1 \
+        "^mergekit-c: error: tensor model\.embed_tokens\.weight: 2 value\(s\) overflow BF16 \(first at element 25: 3\.39701e\+38\); pass --allow-crimes to write them as Inf$" \
+        "$MK" r_overb.yaml o17b/ -j $j
+done
+t_absent "no output after bf16 overflow" o17b o17b.tmp
+t_ok "bf16 --allow-crimes" "$MK" r_overb.yaml o17b/ --allow-crimes -q
+hb=$(od -An -t u8 -N8 o17b/model.safetensors | tr -d ' ')
+inf=$(od -An -t x2 -j $((8 + hb + 2 * 25)) -N2 o17b/model.safetensors | tr -d ' ')
+[ "$inf" = 7f80 ] && ok "bf16 --allow-crimes: +Inf at element 25" || notok "bf16 --allow-crimes: +Inf at element 25" "got $inf"

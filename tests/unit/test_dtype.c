@@ -153,3 +153,100 @@ MK_TEST(dtype_overflow_detection)
         }
     }
 }
+
+/* mk_dtype_from_f32_checked writes from_f32's bytes and returns mk_dtype_count_overflow's
+ * count and first index, for every float dtype: random bit patterns (NaN and Inf among them)
+ * mixed with values at and around each overflow boundary, at every length up to 70 (the
+ * vector loops' tails) and with one overflow placed at each position. Exact: any byte or
+ * count that differs fails, named by dtype, length and place. */
+MK_TEST(dtype_from_f32_checked_matches_two_passes)
+{
+    enum { N = 70 };
+    const mk_dtype ts[] = {MK_BF16, MK_F16, MK_F8_E4M3, MK_F8_E5M2, MK_F32, MK_F64, MK_I8};
+    /* near the boundaries: bf16 2^128 - 2^119, f16 65520, e4m3 464, e5m2 61440 */
+    const uint32_t edge[] = {0x7f7f7fffu, 0x7f7f8000u, 0x7f7f8001u, 0x7f7fffffu, 0x477fefffu, 0x477ff000u,
+                             0x477ff001u, 0x43e80000u, 0x43e80001u, 0x476fffffu, 0x47700000u, 0x7f800000u,
+                             0x7fc00001u, 0xff800000u, 0x00000001u, 0x80000000u};
+    const size_t ne = sizeof edge / sizeof edge[0];
+    float v[N];
+    unsigned char got[8 * N], want[8 * N];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int fails = 0;
+    for (int round = 0; round < 400 && fails < 5; round++) {
+        for (size_t i = 0; i < N; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            uint32_t u = (uint32_t)(x >> 32);
+            if (round % 4 == 0) u = edge[(x >> 8) % ne] ^ (uint32_t)(x & 1) << 31; /* all edges, either sign */
+            else if (round % 4 == 1) u = (u & 0x8000ffffu) | 0x47000000u;          /* |x| in [32768, 65536) */
+            else if (round % 4 == 2) u &= 0xbfffffffu;                              /* |x| < 2, no overflow */
+            memcpy(&v[i], &u, 4);
+        }
+        if (round % 4 == 2) v[round % N] = -1e30f; /* one overflow (not for the 8-bit and 16-bit formats alone) */
+        for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++) {
+            size_t n = (size_t)round % (N + 1), es = mk_dtype_size(ts[k]);
+            size_t f1 = 12345, f2 = 12345;
+            memset(got, 0x5a, sizeof got);
+            memset(want, 0x5a, sizeof want);
+            size_t c1 = mk_dtype_from_f32_checked(ts[k], v, got, n, &f1);
+            size_t c2 = mk_dtype_count_overflow(ts[k], v, n, &f2);
+            mk_dtype_info(ts[k])->from_f32(v, want, n);
+            size_t at = 0;
+            while (at < n * es && got[at] == want[at]) at++;
+            if (c1 != c2 || (c2 && f1 != f2) || memcmp(got, want, sizeof got) != 0) {
+                fails++;
+                mk_test_fail(__FILE__, __LINE__, "%s round %d n %zu: count %zu first %zu, want %zu first %zu; byte %zu "
+                             "is %02x, want %02x", mk_dtype_name(ts[k]), round, n, c1, f1, c2, f2, at,
+                             at < sizeof got ? got[at] : 0, at < sizeof got ? want[at] : 0);
+            }
+        }
+    }
+    /* one overflow at each place of each length, among values that fit */
+    const mk_dtype one[] = {MK_BF16, MK_F16, MK_F8_E4M3, MK_F8_E5M2};
+    const float big[] = {-3.3962e38f, 65520.0f, 465.0f, -61440.0f};
+    for (size_t k = 0; k < 4; k++)
+        for (size_t n = 1; n <= N && fails < 5; n++)
+            for (size_t at = 0; at < n; at++) {
+                for (size_t i = 0; i < n; i++) v[i] = (float)i * 0.37f - 3.0f;
+                v[at] = big[k];
+                size_t first = 12345, c = mk_dtype_from_f32_checked(one[k], v, got, n, &first);
+                if (c != 1 || first != at) {
+                    fails++;
+                    mk_test_fail(__FILE__, __LINE__, "%s n %zu overflow at %zu: count %zu first %zu, want 1 first %zu",
+                                 mk_dtype_name(one[k]), n, at, c, first, at);
+                }
+            }
+}
+
+/* mk_dtype_to_f32_inplace (a read into the destination's tail, widened there) gives to_f32's
+ * bits from a separate buffer, for every dtype of 4 bytes or fewer and every length up to
+ * 600 (the 16-value steps, the 256-value blocks and their tails). Exact: compared as bits
+ * (NaN included); the first differing element is named. */
+MK_TEST(dtype_to_f32_inplace_matches_to_f32)
+{
+    enum { N = 600 };
+    static float dst[N], want[N];
+    static unsigned char raw[4 * N];
+    uint64_t x = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < sizeof raw; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        raw[i] = (unsigned char)(x >> 24);
+    }
+    int fails = 0;
+    for (int t = 0; t < MK_DTYPE_COUNT && fails < 5; t++) {
+        unsigned es = mk_dtype_size((mk_dtype)t);
+        if (es > 4) continue;
+        for (size_t n = 0; n <= N && fails < 5; n += n < 40 ? 1 : 37) {
+            mk_dtype_info((mk_dtype)t)->to_f32(raw, want, n);
+            memset(dst, 0x77, sizeof dst);
+            memcpy((unsigned char *)dst + (4 - es) * n, raw, es * n);
+            mk_dtype_to_f32_inplace((mk_dtype)t, dst, n);
+            if (memcmp(dst, want, 4 * n) != 0) {
+                size_t i = 0;
+                while (memcmp(dst + i, want + i, 4) == 0) i++;
+                fails++;
+                mk_test_fail(__FILE__, __LINE__, "%s n %zu: element %zu is %g, want %g", mk_dtype_name((mk_dtype)t), n, i,
+                             (double)dst[i], (double)want[i]);
+            }
+        }
+    }
+}
