@@ -130,24 +130,31 @@ static inline void put_nibble(uint8_t *packed, size_t j, unsigned code)
     else packed[j / 2] = (uint8_t)(code << 4);
 }
 
-void mk_bnb4_quantize_ref(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed)
+/* The reference rules over f32 values or (xb) the bf16 bit patterns of a bf16 weight. */
+static void bnb4_ref_x(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t n, float *absmax, uint8_t *packed)
 {
     float b[15];
     bnb4_bounds(t, b);
     for (size_t b0 = 0, bi = 0; b0 < n; b0 += block, bi++) {
         size_t len = n - b0 < block ? n - b0 : block;
         float am = 0.0f;
-        for (size_t i = 0; i < len; i++) am = fabsf(x[b0 + i]) > am ? fabsf(x[b0 + i]) : am;
+        for (size_t i = 0; i < len; i++) am = fabsf(mk_loadx1(x, b0 + i, xb)) > am ? fabsf(mk_loadx1(x, b0 + i, xb)) : am;
         float d = am < MK_BNB_ABSMAX_FLOOR ? MK_BNB_ABSMAX_FLOOR : am;
         bool full = len == block;
         absmax[bi] = full ? am : d;    /* the partial last block stores the clamped value */
         float inv = 1.0f / d;
         for (size_t i = 0; i < len; i++) {
-            float s = full ? x[b0 + i] * inv : x[b0 + i] / d;
+            float v = mk_loadx1(x, b0 + i, xb);
+            float s = full ? v * inv : v / d;
             put_nibble(packed, b0 + i, code_order[t][bucket(b, 15, clamp1(s))]);
         }
     }
     if (n & 1) put_nibble(packed, n, code_order[t][bucket(b, 15, 0.0f)]); /* torch pads with 0.0 */
+}
+
+void mk_bnb4_quantize_ref(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed)
+{
+    bnb4_ref_x(t, block, x, false, n, absmax, packed);
 }
 
 /* Count of the 15 midpoints below each lane of s: the compare masks (-1 / 0) summed in
@@ -205,45 +212,41 @@ static void tables4_build(void)
         }
 }
 
-/* Full blocks with 8-lane vectors: absmax, scale, count the midpoints below, pack; the
- * error sums decode the packed bytes through the pair table. */
+/* Full blocks [0, nfull) with 8-lane vectors (any x86-64 or other target): absmax, scale,
+ * count the midpoints below, pack; the error sums decode the packed bytes through the pair
+ * table. x: f32 values, or (xb) bf16 bit patterns widened in the loads. block % 16 == 0. */
 MK_QKERNEL
-void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed,
-                      const float *dec_absmax, mk_qerr *err)
+static void bnb4_full_vec(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t nfull, float *absmax, uint8_t *packed,
+                          const float *dec_absmax, mk_qerr *err)
 {
-    pthread_once(&tables4_once, tables4_build);
     const bnb4_tables *tb = &tables4[t];
     float b[15];
     bnb4_bounds(t, b);
     mk_vf vb[15];
     for (int k = 0; k < 15; k++) vb[k] = mk_vf_set1(b[k]);
-    size_t full_end = block % 16 == 0 ? n / block * block : 0; /* lane groups never straddle blocks */
-    size_t bi = 0;
     mk_qacc acc;
     mk_qacc_init(&acc);
-    for (size_t b0 = 0; b0 < full_end; b0 += block, bi++) {
-        const float *xb = x + b0;
+    for (size_t b0 = 0, bi = 0; b0 < nfull; b0 += block, bi++) {
         mk_vf m0 = mk_vf_set1(0.0f), m1 = m0;
-        for (size_t i = 0; i < block; i += 16) {
-            m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_load(xb + i)));
-            m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_load(xb + i + 8)));
+        for (size_t i = b0; i < b0 + block; i += 16) {
+            m0 = mk_vf_max(m0, mk_vf_abs(mk_vf_loadx(x, i, xb)));
+            m1 = mk_vf_max(m1, mk_vf_abs(mk_vf_loadx(x, i + 8, xb)));
         }
         float am = mk_vf_hmax(mk_vf_max(m0, m1));
         absmax[bi] = am;
         const mk_vf inv = mk_vf_set1(1.0f / (am < MK_BNB_ABSMAX_FLOOR ? MK_BNB_ABSMAX_FLOOR : am));
         const mk_vf dec = mk_vf_set1(dec_absmax ? dec_absmax[bi] : am);
-        uint8_t *pb = packed + b0 / 2;
-        for (size_t i = 0; i < block; i += 16) {
+        for (size_t i = b0; i < b0 + block; i += 16) {
             /* no clamp to [-1, 1] as in the reference: every midpoint is inside, so the
              * count of midpoints below is the same */
-            mk_vf x0 = mk_vf_load(xb + i), x1 = mk_vf_load(xb + i + 8);
+            mk_vf x0 = mk_vf_loadx(x, i, xb), x1 = mk_vf_loadx(x, i + 8, xb);
             const mk_vf s0 = x0 * inv, s1 = x1 * inv;
             uint32_t w[2] = {encode8(vb, &s0), encode8(vb, &s1)};
             for (int h = 0; h < 2; h++) {
                 if (t != MK_BNB_NF4) /* NF4 codes are the counts */
                     w[h] = (uint32_t)tb->code_byte[w[h] & 255] | (uint32_t)tb->code_byte[(w[h] >> 8) & 255] << 8 |
                            (uint32_t)tb->code_byte[(w[h] >> 16) & 255] << 16 | (uint32_t)tb->code_byte[w[h] >> 24] << 24;
-                memcpy(pb + i / 2 + 4 * h, &w[h], 4);
+                memcpy(packed + i / 2 + 4 * h, &w[h], 4);
             }
             if (err) {
                 mk_vf v[2];
@@ -261,18 +264,178 @@ void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, 
         }
         if (err) mk_qacc_flush(&acc, err);
     }
-    if (full_end < n) {
-        mk_bnb4_quantize_ref(t, block, x + full_end, n - full_end, absmax + bi, packed + full_end / 2);
-        if (err) {
-            for (size_t i = full_end; i < n; i++) {
-                size_t blk = i / block;
-                uint8_t byte = packed[i / 2];
-                float v = mk_bnb4_decode[t][(i & 1) ? (byte & 15) : (byte >> 4)];
-                mk_qacc_add1(&acc, x[i], v * (dec_absmax ? dec_absmax[blk] : absmax[blk]));
-            }
-            mk_qacc_flush(&acc, err);
-        }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(MK_NO_CLONES)
+#define BNB4_AVX2 1
+#include <immintrin.h>
+
+/* The AVX2 path's constants: per-level midpoint tables of a 4-step binary search (level 2:
+ * b[3], b[11]; level 3: b[1 + 4j]; level 4: b[2j]; level 1 is b[7] alone), the decoded
+ * value of each count (sorted order, halves 0-7 and 8-15), and count -> code bytes. */
+typedef struct bnb4_avx2_k {
+    float lv2[8], lv3[8], lv4[8], mid7, dec_lo[8], dec_hi[8];
+    uint8_t order[32]; /* code_order twice (one copy per 128-bit lane) */
+} bnb4_avx2_k;
+
+static void bnb4_avx2_consts(mk_bnb4_type t, bnb4_avx2_k *k)
+{
+    float b[15];
+    bnb4_bounds(t, b);
+    memset(k, 0, sizeof *k);
+    for (int j = 0; j < 8; j++) {
+        k->lv2[j] = b[3 + 8 * (j & 1)];
+        k->lv3[j] = b[1 + 4 * (j & 3)];
+        k->lv4[j] = b[2 * j];
+        k->dec_lo[j] = mk_bnb4_decode[t][code_order[t][j]];
+        k->dec_hi[j] = mk_bnb4_decode[t][code_order[t][8 + j]];
     }
+    k->mid7 = b[7];
+    for (int j = 0; j < 32; j++) k->order[j] = code_order[t][j & 15];
+}
+
+/* The number of midpoints strictly below each lane of s, by binary search over the sorted
+ * midpoints: the same count as 15 compares, since they are sorted (FP4's two equal ones
+ * included: a count of those below is a lower bound search either way). */
+__attribute__((target("avx2"), always_inline)) static inline __m256i bnb4_count_avx2(const __m256 s, const __m256 m7, const __m256 l2,
+                                                                                   const __m256 l3, const __m256 l4)
+{
+    __m256i j = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cmp_ps(m7, s, _CMP_LT_OQ)), 31);
+    __m256i m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_permutevar8x32_ps(l2, j), s, _CMP_LT_OQ));
+    j = _mm256_sub_epi32(_mm256_add_epi32(j, j), m);
+    m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_permutevar8x32_ps(l3, j), s, _CMP_LT_OQ));
+    j = _mm256_sub_epi32(_mm256_add_epi32(j, j), m);
+    m = _mm256_castps_si256(_mm256_cmp_ps(_mm256_permutevar8x32_ps(l4, j), s, _CMP_LT_OQ));
+    return _mm256_sub_epi32(_mm256_add_epi32(j, j), m);
+}
+
+/* 8 values from element i: f32, or bf16 bit patterns widened. */
+__attribute__((target("avx2"), always_inline)) static inline __m256 bnb4_load_avx2(const void *x, size_t i, bool xb)
+{
+    if (!xb) return _mm256_loadu_ps((const float *)x + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)x + i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* Max |x| over a block: on the bf16 bits as integers (the order of finite magnitudes). */
+__attribute__((target("avx2"), always_inline)) static inline float bnb4_absmax_avx2(const void *x, size_t b0, unsigned block, bool xb)
+{
+    if (xb) {
+        const uint16_t *h = (const uint16_t *)x + b0;
+        const __m256i mag = _mm256_set1_epi16(0x7fff);
+        __m256i m = _mm256_setzero_si256();
+        for (size_t i = 0; i < block; i += 16)
+            m = _mm256_max_epu16(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(h + i)), mag));
+        __m128i r = _mm_max_epu16(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+        r = _mm_max_epu16(r, _mm_srli_si128(r, 8));
+        r = _mm_max_epu16(r, _mm_srli_si128(r, 4));
+        r = _mm_max_epu16(r, _mm_srli_si128(r, 2));
+        uint32_t u = (uint32_t)_mm_extract_epi16(r, 0) << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 m0 = _mm256_setzero_ps(), m1 = m0;
+    for (size_t i = b0; i < b0 + block; i += 16) {
+        m0 = _mm256_max_ps(m0, _mm256_and_ps(_mm256_loadu_ps((const float *)x + i), mag));
+        m1 = _mm256_max_ps(m1, _mm256_and_ps(_mm256_loadu_ps((const float *)x + i + 8), mag));
+    }
+    mk_vf m = (mk_vf)_mm256_max_ps(m0, m1);
+    return mk_vf_hmax(m);
+}
+
+/* 32 counts (c[0]: values 0-7, ...) to 16 bytes, first value of each pair in the high
+ * nibble, FP4's counts mapped to codes. */
+__attribute__((target("avx2"), always_inline)) static inline __m128i bnb4_pack_avx2(const __m256i c[4], bool map, __m256i order)
+{
+    /* bytes per 128-bit lane: lane 0 values 0-3 of each c, lane 1 values 4-7 */
+    __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    if (map) b = _mm256_shuffle_epi8(order, b);
+    __m256i w = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0110)); /* 16 * first + second */
+    __m256i r = _mm256_packus_epi16(w, w);
+    return _mm_unpacklo_epi16(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+}
+
+/* Full blocks [0, nfull) with AVX2 (block % 32 == 0): the same bytes and sums as
+ * bnb4_full_vec; the codes by binary search, the error sums from the counts decoded with
+ * two permutes. */
+__attribute__((target("avx2"))) static void bnb4_full_avx2(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t nfull,
+                                                           float *absmax, uint8_t *packed, const float *dec_absmax, mk_qerr *err)
+{
+    bnb4_avx2_k k;
+    bnb4_avx2_consts(t, &k);
+    const __m256 m7 = _mm256_set1_ps(k.mid7), l2 = _mm256_loadu_ps(k.lv2), l3 = _mm256_loadu_ps(k.lv3), l4 = _mm256_loadu_ps(k.lv4);
+    const __m256 dlo = _mm256_loadu_ps(k.dec_lo), dhi = _mm256_loadu_ps(k.dec_hi);
+    const __m256i order = _mm256_loadu_si256((const __m256i *)(const void *)k.order);
+    const bool map = t != MK_BNB_NF4; /* NF4 codes are the counts */
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    for (size_t b0 = 0, bi = 0; b0 < nfull; b0 += block, bi++) {
+        float am = bnb4_absmax_avx2(x, b0, block, xb);
+        absmax[bi] = am;
+        const __m256 inv = _mm256_set1_ps(1.0f / (am < MK_BNB_ABSMAX_FLOOR ? MK_BNB_ABSMAX_FLOOR : am));
+        const __m256 dec = _mm256_set1_ps(dec_absmax ? dec_absmax[bi] : am);
+        for (size_t i = b0; i < b0 + block; i += 32) {
+            __m256 xv[4];
+            __m256i c[4];
+            for (int h = 0; h < 4; h++) {
+                xv[h] = bnb4_load_avx2(x, i + 8 * (size_t)h, xb);
+                c[h] = bnb4_count_avx2(_mm256_mul_ps(xv[h], inv), m7, l2, l3, l4);
+            }
+            _mm_storeu_si128((__m128i *)(void *)(packed + i / 2), bnb4_pack_avx2(c, map, order));
+            if (!err) continue;
+            for (int h = 0; h < 4; h++) { /* bit 3 of the count, moved to the sign, picks the half */
+                __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(dlo, c[h]), _mm256_permutevar8x32_ps(dhi, c[h]),
+                                            _mm256_castsi256_ps(_mm256_slli_epi32(c[h], 28)));
+                mk_qacc_add(&acc, (mk_vf)xv[h], (mk_vf)_mm256_mul_ps(v, dec));
+            }
+        }
+        if (err) mk_qacc_flush(&acc, err);
+    }
+}
+
+static bool have_avx2(void)
+{
+    static int cached = -1; /* a benign race: every thread computes the same value */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") != 0;
+    }
+    return cached;
+}
+#endif
+
+void mk_bnb4_quantize_x(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t n, float *absmax, uint8_t *packed,
+                        const float *dec_absmax, mk_qerr *err)
+{
+    pthread_once(&tables4_once, tables4_build);
+    size_t full_end = block % 16 == 0 ? n / block * block : 0; /* lane groups never straddle blocks */
+    size_t bi = full_end / block;
+#ifdef BNB4_AVX2
+    if (block % 32 == 0 && have_avx2()) bnb4_full_avx2(t, block, x, xb, full_end, absmax, packed, dec_absmax, err);
+    else
+#endif
+        bnb4_full_vec(t, block, x, xb, full_end, absmax, packed, dec_absmax, err);
+    if (full_end == n) return;
+    bnb4_ref_x(t, block, xb ? (const void *)((const uint16_t *)x + full_end) : (const void *)((const float *)x + full_end), xb,
+               n - full_end, absmax + bi, packed + full_end / 2);
+    if (!err) return;
+    mk_qacc acc;
+    mk_qacc_init(&acc);
+    for (size_t i = full_end; i < n; i++) {
+        size_t blk = i / block;
+        uint8_t byte = packed[i / 2];
+        float v = mk_bnb4_decode[t][(i & 1) ? (byte & 15) : (byte >> 4)];
+        mk_qacc_add1(&acc, mk_loadx1(x, i, xb), v * (dec_absmax ? dec_absmax[blk] : absmax[blk]));
+    }
+    mk_qacc_flush(&acc, err);
+}
+
+void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed,
+                      const float *dec_absmax, mk_qerr *err)
+{
+    mk_bnb4_quantize_x(t, block, x, false, n, absmax, packed, dec_absmax, err);
 }
 
 void mk_bnb4_absmax(unsigned block, const float *x, size_t n, float *absmax)

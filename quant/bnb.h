@@ -18,6 +18,7 @@
 
 #include "qerr.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,10 @@ void mk_bnb4_quantize_ref(mk_bnb4_type t, unsigned block, const float *x, size_t
  * when dec_absmax is NULL. */
 void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed,
                       const float *dec_absmax, mk_qerr *err);
+/* The same with x as f32 values or (xb) the bf16 bit patterns of a bf16 weight, widened
+ * in the loads: the same bytes and sums as the f32 values. */
+void mk_bnb4_quantize_x(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t n, float *absmax, uint8_t *packed,
+                        const float *dec_absmax, mk_qerr *err);
 
 /* The absmax values mk_bnb4_quantize stores for the same input: max |x| per block, the
  * partial last block clamped to MK_BNB_ABSMAX_FLOOR. */

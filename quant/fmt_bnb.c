@@ -240,7 +240,8 @@ static void b4_block_sums(b4_state *s, unsigned B, mk_bnb4_type ty, uint64_t e0,
     }
 }
 
-static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb: single quant) the bf16 bit patterns of a bf16 weight */
+static mk_status b4_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -254,7 +255,7 @@ static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     if (!packed || !am) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     bool sums = s && !s->dq_ready; /* double quant inside a merge */
-    mk_bnb4_quantize(ty, B, x, n, am, packed, s && s->dq_ready ? s->dq_absmax + b0 : NULL, sums ? NULL : &e);
+    mk_bnb4_quantize_x(ty, B, x, xb, n, am, packed, s && s->dq_ready ? s->dq_absmax + b0 : NULL, sums ? NULL : &e);
     MK_TRY(mk_qc_put(q, qt->out0, e0 / 2, packed, (n + 1) / 2));
     if (!s) MK_TRY(mk_qc_put(q, qt->out0 + 1, b0 * 4, am, nb * 4));
     else memcpy(s->absmax + b0, am, nb * sizeof *am);
@@ -263,8 +264,15 @@ static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     float *v = mk_qc_scratch(q, MK_QSCR_XH, n * sizeof *v);
     if (!v) return MK_ERR_NOMEM;
     double sx2;
-    b4_block_sums(s, B, ty, e0, x, n, packed, am, v, &sx2);
+    b4_block_sums(s, B, ty, e0, x, n, packed, am, v, &sx2); /* f32: bf16_ok keeps bf16 from double quant */
     return mk_qc_add_rec(q, i, e0, sx2, 0, 0);
+}
+
+/* Double quant reads f32 values (the prepass, the per-block sums). */
+static bool b4_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return !p->o.double_quant;
 }
 
 /* Nested quantization of the block absmax (once the whole array is known). */
@@ -510,7 +518,8 @@ const mk_qfamily mk_qfam_bnb4 = {
     .align = b4_align,
     .begin = b4_begin,
     .state_free = b4_state_free,
-    .rows = b4_rows,
+    .rows_x = b4_rows_x,
+    .bf16_ok = b4_bf16_ok,
     .end = b4_end,
     .wants_prepass = b4_wants_prepass,
     .observe = b4_observe,
