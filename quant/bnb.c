@@ -341,8 +341,10 @@ __attribute__((target("avx2"), always_inline)) static inline float bnb4_absmax_a
         m0 = _mm256_max_ps(m0, _mm256_and_ps(_mm256_loadu_ps((const float *)x + i), mag));
         m1 = _mm256_max_ps(m1, _mm256_and_ps(_mm256_loadu_ps((const float *)x + i + 8), mag));
     }
-    mk_vf m = (mk_vf)_mm256_max_ps(m0, m1);
-    return mk_vf_hmax(m);
+    __m128 r = _mm_max_ps(_mm256_castps256_ps128(m0), _mm256_extractf128_ps(m0, 1));
+    r = _mm_max_ps(r, _mm_max_ps(_mm256_castps256_ps128(m1), _mm256_extractf128_ps(m1, 1)));
+    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    return _mm_cvtss_f32(_mm_max_ss(r, _mm_movehdup_ps(r)));
 }
 
 /* 32 counts (c[0]: values 0-7, ...) to 16 bytes, first value of each pair in the high
@@ -357,42 +359,75 @@ __attribute__((target("avx2"), always_inline)) static inline __m128i bnb4_pack_a
     return _mm_unpacklo_epi16(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
 
+/* mk_qacc_flush's two sums, the same additions in the same order ((l0 + l1) + (l2 + l3)) +
+ * ((l4 + l5) + (l6 + l7)) in f32, then to double, both at once: tot += {sum x2, sum e2}. */
+__attribute__((target("avx2"), always_inline)) static inline __m128d bnb4_flush_avx2(__m128d tot, __m256 x2, __m256 e2)
+{
+    __m256 h = _mm256_hadd_ps(x2, e2); /* lane 0: x0+x1, x2+x3, e0+e1, e2+e3; lane 1: 4-7 */
+    h = _mm256_hadd_ps(h, h);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    return _mm_add_pd(tot, _mm_cvtps_pd(s));
+}
+
 /* Full blocks [0, nfull) with AVX2 (block % 32 == 0): the same bytes and sums as
  * bnb4_full_vec; the codes by binary search, the error sums from the counts decoded with
- * two permutes. */
-__attribute__((target("avx2"))) static void bnb4_full_avx2(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t nfull,
-                                                           float *absmax, uint8_t *packed, const float *dec_absmax, mk_qerr *err)
+ * two permutes of the code values times the decoding absmax (the same products), flushed
+ * per block as there; the max error (exact in any order) once at the end. */
+__attribute__((target("avx2"), always_inline)) static inline void bnb4_full_avx2_body(mk_bnb4_type t, unsigned block, const void *x,
+                                                                                      bool xb, size_t nfull, float *absmax,
+                                                                                      uint8_t *packed, const float *dec_absmax,
+                                                                                      mk_qerr *err)
 {
     bnb4_avx2_k k;
     bnb4_avx2_consts(t, &k);
     const __m256 m7 = _mm256_set1_ps(k.mid7), l2 = _mm256_loadu_ps(k.lv2), l3 = _mm256_loadu_ps(k.lv3), l4 = _mm256_loadu_ps(k.lv4);
     const __m256 dlo = _mm256_loadu_ps(k.dec_lo), dhi = _mm256_loadu_ps(k.dec_hi);
     const __m256i order = _mm256_loadu_si256((const __m256i *)(const void *)k.order);
+    const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const bool map = t != MK_BNB_NF4; /* NF4 codes are the counts */
-    mk_qacc acc;
-    mk_qacc_init(&acc);
+    __m128d tot = err ? _mm_set_pd(err->se2, err->sx2) : _mm_setzero_pd();
+    __m256 emax = _mm256_setzero_ps();
     for (size_t b0 = 0, bi = 0; b0 < nfull; b0 += block, bi++) {
         float am = bnb4_absmax_avx2(x, b0, block, xb);
         absmax[bi] = am;
         const __m256 inv = _mm256_set1_ps(1.0f / (am < MK_BNB_ABSMAX_FLOOR ? MK_BNB_ABSMAX_FLOOR : am));
         const __m256 dec = _mm256_set1_ps(dec_absmax ? dec_absmax[bi] : am);
+        const __m256 vlo = _mm256_mul_ps(dlo, dec), vhi = _mm256_mul_ps(dhi, dec);
+        __m256 x2 = _mm256_setzero_ps(), e2 = x2;
         for (size_t i = b0; i < b0 + block; i += 32) {
-            __m256 xv[4];
             __m256i c[4];
+#pragma GCC unroll 4
             for (int h = 0; h < 4; h++) {
-                xv[h] = bnb4_load_avx2(x, i + 8 * (size_t)h, xb);
-                c[h] = bnb4_count_avx2(_mm256_mul_ps(xv[h], inv), m7, l2, l3, l4);
+                const __m256 xv = bnb4_load_avx2(x, i + 8 * (size_t)h, xb);
+                c[h] = bnb4_count_avx2(_mm256_mul_ps(xv, inv), m7, l2, l3, l4);
+                if (!err) continue;
+                /* bit 3 of the count, moved to the sign, picks the half */
+                __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(vlo, c[h]), _mm256_permutevar8x32_ps(vhi, c[h]),
+                                            _mm256_castsi256_ps(_mm256_slli_epi32(c[h], 28)));
+                __m256 d = _mm256_sub_ps(xv, v);
+                x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+                e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
+                emax = _mm256_max_ps(emax, _mm256_and_ps(d, mag));
             }
             _mm_storeu_si128((__m128i *)(void *)(packed + i / 2), bnb4_pack_avx2(c, map, order));
-            if (!err) continue;
-            for (int h = 0; h < 4; h++) { /* bit 3 of the count, moved to the sign, picks the half */
-                __m256 v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(dlo, c[h]), _mm256_permutevar8x32_ps(dhi, c[h]),
-                                            _mm256_castsi256_ps(_mm256_slli_epi32(c[h], 28)));
-                mk_qacc_add(&acc, (mk_vf)xv[h], (mk_vf)_mm256_mul_ps(v, dec));
-            }
         }
-        if (err) mk_qacc_flush(&acc, err);
+        if (err) tot = bnb4_flush_avx2(tot, x2, e2);
     }
+    if (!err) return;
+    _mm_storel_pd(&err->sx2, tot);
+    _mm_storeh_pd(&err->se2, tot);
+    float m = mk_vf_hmax((mk_vf)emax);
+    if (m > err->maxe) err->maxe = m;
+}
+
+/* The body built once per input type, with and without the sums (no tests in its loops). */
+__attribute__((target("avx2"))) static void bnb4_full_avx2(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t nfull,
+                                                           float *absmax, uint8_t *packed, const float *dec_absmax, mk_qerr *err)
+{
+    if (xb && err) bnb4_full_avx2_body(t, block, x, true, nfull, absmax, packed, dec_absmax, err);
+    else if (xb) bnb4_full_avx2_body(t, block, x, true, nfull, absmax, packed, dec_absmax, NULL);
+    else if (err) bnb4_full_avx2_body(t, block, x, false, nfull, absmax, packed, dec_absmax, err);
+    else bnb4_full_avx2_body(t, block, x, false, nfull, absmax, packed, dec_absmax, NULL);
 }
 
 static bool have_avx2(void)
