@@ -584,42 +584,64 @@ void mk_bnb_int8_quantize_ref(const float *x, size_t rows, size_t cols, int8_t *
     }
 }
 
-MK_QKERNEL
-void mk_bnb_int8_quantize(const float *x, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err)
+/* The f16 value of a bf16 value (finite, below 65520) as f32: bf16's 8 significant bits
+ * fit f16's 11 in its normal range, so only |x| < 2^-14 rounds (to f16's subnormal step
+ * 2^-24), by adding and removing 0.5 as mk_vf_round_f16 does there: the same values. */
+#define vf_round_f16_of_bf16(x)                                                          \
+    ({                                                                                   \
+        const mk_vf rb_x_ = (x), rb_a_ = mk_vf_abs(rb_x_);                                \
+        const mk_vf rb_s_ = (mk_vf)((mk_vu)((rb_a_ + mk_vf_set1(0.5f)) - mk_vf_set1(0.5f)) | ((mk_vu)rb_x_ & 0x80000000u)); \
+        mk_vf_sel(rb_a_ < mk_vf_set1(0x1p-14f), rb_s_, rb_x_);                           \
+    })
+#define vf_round_f16x(x, xb) ((xb) ? vf_round_f16_of_bf16(x) : mk_vf_round_f16(x))
+
+/* One row of cols values at x (f32, or xb: bf16 bit patterns, widened in the loads). The
+ * absmax of the f16 values is the f16 value of the absmax (rounding is monotonic and odd). */
+MK_VINLINE void int8_row(const void *x, bool xb, size_t cols, int8_t *qr, float *scb, mk_qacc *acc, mk_qerr *err)
 {
     const float inv127 = (float)7.874015718698502e-3;
+    size_t c8 = cols / 8 * 8;
+    mk_vf vm = mk_vf_set1(0.0f);
+    for (size_t c = 0; c < c8; c += 8) vm = mk_vf_max(vm, mk_vf_abs(mk_vf_loadx(x, c, xb)));
+    float am = f16_value(mk_vf_hmax(vm));
+    for (size_t c = c8; c < cols; c++) am = fabsf(f16_value(mk_loadx1(x, c, xb))) > am ? fabsf(f16_value(mk_loadx1(x, c, xb))) : am;
+    *scb = am;
+    if (am == 0.0f) {
+        memset(qr, 0, cols);
+        for (size_t c = 0; err && c < cols; c++) mk_qacc_add1(acc, mk_loadx1(x, c, xb), 0.0f);
+        if (err) mk_qacc_flush(acc, err);
+        return;
+    }
+    const float mul = (1.0f / am) * 127.0f; /* as the reference */
+    const mk_vf vmul = mk_vf_set1(mul), vs = mk_vf_set1(am), vi = mk_vf_set1(inv127);
+    for (size_t c = 0; c < c8; c += 8) {
+        mk_vf xv = mk_vf_loadx(x, c, xb);
+        mk_vf rq = mk_vf_rint_small(vf_round_f16x(xv, xb) * vmul);
+        mk_vu_store_u8((uint8_t *)qr + c, (mk_vu)__builtin_convertvector(rq, mk_vi));
+        if (err) mk_qacc_add(acc, xv, (rq * vs) * vi);
+    }
+    for (size_t c = c8; c < cols; c++) {
+        float xc = mk_loadx1(x, c, xb), rq = mk_rint_small(f16_value(xc) * mul);
+        qr[c] = (int8_t)rq;
+        if (err) mk_qacc_add1(acc, xc, (rq * am) * inv127);
+    }
+    if (err) mk_qacc_flush(acc, err);
+}
+
+MK_QKERNEL
+void mk_bnb_int8_quantize_x(const void *x, bool xb, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err)
+{
     mk_qacc acc;
     mk_qacc_init(&acc);
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        int8_t *qr = q + r * cols;
-        size_t c8 = cols / 8 * 8;
-        mk_vf vm = mk_vf_set1(0.0f);
-        for (size_t c = 0; c < c8; c += 8) vm = mk_vf_max(vm, mk_vf_abs(mk_vf_round_f16(mk_vf_load(xr + c))));
-        float am = mk_vf_hmax(vm);
-        for (size_t c = c8; c < cols; c++) am = fabsf(f16_value(xr[c])) > am ? fabsf(f16_value(xr[c])) : am;
-        scb[r] = am;
-        if (am == 0.0f) {
-            memset(qr, 0, cols);
-            for (size_t c = 0; err && c < cols; c++) mk_qacc_add1(&acc, xr[c], 0.0f);
-            if (err) mk_qacc_flush(&acc, err);
-            continue;
-        }
-        const float mul = (1.0f / am) * 127.0f; /* as the reference */
-        const mk_vf vmul = mk_vf_set1(mul), vs = mk_vf_set1(am), vi = mk_vf_set1(inv127);
-        for (size_t c = 0; c < c8; c += 8) {
-            mk_vf xv = mk_vf_load(xr + c);
-            mk_vf rq = mk_vf_rint_small(mk_vf_round_f16(xv) * vmul);
-            mk_vu_store_u8((uint8_t *)qr + c, (mk_vu)__builtin_convertvector(rq, mk_vi));
-            if (err) mk_qacc_add(&acc, xv, (rq * vs) * vi);
-        }
-        for (size_t c = c8; c < cols; c++) {
-            float rq = mk_rint_small(f16_value(xr[c]) * mul);
-            qr[c] = (int8_t)rq;
-            if (err) mk_qacc_add1(&acc, xr[c], (rq * am) * inv127);
-        }
-        if (err) mk_qacc_flush(&acc, err);
+    for (size_t r = 0; r < rows; r++) { /* the row loop built once per input type */
+        if (xb) int8_row((const uint16_t *)x + r * cols, true, cols, q + r * cols, scb + r, &acc, err);
+        else int8_row((const float *)x + r * cols, false, cols, q + r * cols, scb + r, &acc, err);
     }
+}
+
+void mk_bnb_int8_quantize(const float *x, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err)
+{
+    mk_bnb_int8_quantize_x(x, false, rows, cols, q, scb, err);
 }
 
 void mk_bnb_int8_dequant(const int8_t *q, const float *scb, size_t rows, size_t cols, float *out)

@@ -83,6 +83,8 @@ void mk_bnb_nested_dequant(const uint8_t *q, const float *nested_absmax, float o
 void mk_bnb_int8_quantize_ref(const float *x, size_t rows, size_t cols, int8_t *q, float *scb);
 /* The same bytes; with err (else NULL), also adds the error sums of mk_bnb_int8_dequant. */
 void mk_bnb_int8_quantize(const float *x, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err);
+/* The same with x as f32 values or (xb) bf16 bit patterns, widened in the loads. */
+void mk_bnb_int8_quantize_x(const void *x, bool xb, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err);
 /* Dequant as bnb's int8_vectorwise_dequant: (q * SCB) * f32(1/127). */
 void mk_bnb_int8_dequant(const int8_t *q, const float *scb, size_t rows, size_t cols, float *out);
 

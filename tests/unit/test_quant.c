@@ -240,6 +240,44 @@ MK_TEST(quant_int8_fast_matches_reference)
         }
 }
 
+/* LLM.int8 on bf16 bit patterns read as stored against the same values as f32 and the
+ * reference: every bf16 value below f16's overflow (65520) in order, so that rows of f16
+ * subnormals (which round) and of normals (which do not) both occur, after a zero row.
+ * The same codes, SCB and error sums (exactly). */
+MK_TEST(quant_int8_bf16_matches_f32)
+{
+    static const size_t colss[] = {7, 64, 1000, 4099};
+    uint16_t *h = malloc(2 * 65536 + 2 * 4099 * 2);
+    float *f = malloc(4 * (65536 + 2 * 4099));
+    for (size_t ci = 0; ci < sizeof colss / sizeof *colss; ci++) {
+        const size_t cols = colss[ci];
+        size_t n = 0;
+        for (; n < cols; n++) h[n] = (uint16_t)(n & 1 ? 0x8000 : 0); /* +-0 */
+        for (uint32_t u = 0; u < 65536; u++)
+            if ((u & 0x7fff) < 0x4780) h[n++] = (uint16_t)u;
+        n = n / cols * cols;
+        const size_t rows = n / cols;
+        for (size_t i = 0; i < n; i++) f[i] = mk_bf16_to_f32(h[i]);
+        int8_t *qb = malloc(n), *qf = malloc(n), *qr = malloc(n);
+        float *sb = malloc(rows * 4), *sf = malloc(rows * 4), *sr = malloc(rows * 4);
+        mk_qerr eb = {0, 0, 0}, ef = {0, 0, 0};
+        mk_bnb_int8_quantize_x(h, true, rows, cols, qb, sb, &eb);
+        mk_bnb_int8_quantize(f, rows, cols, qf, sf, &ef);
+        mk_bnb_int8_quantize_ref(f, rows, cols, qr, sr);
+        char what[64];
+        snprintf(what, sizeof what, "int8 bf16 [%zu, %zu]", rows, cols);
+        first_diff(what, qb, qr, n);
+        first_diff(what, qf, qr, n);
+        CHECK_MSG(memcmp(sb, sr, rows * 4) == 0 && memcmp(sf, sr, rows * 4) == 0, "%s: SCB differs", what);
+        CHECK_MSG(eb.sx2 == ef.sx2 && eb.se2 == ef.se2 && eb.maxe == ef.maxe,
+                  "%s: sums bf16 %.17g %.17g %.9g, f32 %.17g %.17g %.9g (exact)", what, eb.sx2, eb.se2, (double)eb.maxe, ef.sx2,
+                  ef.se2, (double)ef.maxe);
+        free(qb), free(qf), free(qr), free(sb), free(sf), free(sr);
+    }
+    free(h);
+    free(f);
+}
+
 MK_TEST(quant_ct_int_fast_matches_reference)
 {
     static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
