@@ -18,6 +18,7 @@
 
 #include "qerr.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,10 @@ void mk_bnb4_quantize_ref(mk_bnb4_type t, unsigned block, const float *x, size_t
  * when dec_absmax is NULL. */
 void mk_bnb4_quantize(mk_bnb4_type t, unsigned block, const float *x, size_t n, float *absmax, uint8_t *packed,
                       const float *dec_absmax, mk_qerr *err);
+/* The same with x as f32 values or (xb) the bf16 bit patterns of a bf16 weight, widened
+ * in the loads: the same bytes and sums as the f32 values. */
+void mk_bnb4_quantize_x(mk_bnb4_type t, unsigned block, const void *x, bool xb, size_t n, float *absmax, uint8_t *packed,
+                        const float *dec_absmax, mk_qerr *err);
 
 /* The absmax values mk_bnb4_quantize stores for the same input: max |x| per block, the
  * partial last block clamped to MK_BNB_ABSMAX_FLOOR. */
@@ -78,6 +83,8 @@ void mk_bnb_nested_dequant(const uint8_t *q, const float *nested_absmax, float o
 void mk_bnb_int8_quantize_ref(const float *x, size_t rows, size_t cols, int8_t *q, float *scb);
 /* The same bytes; with err (else NULL), also adds the error sums of mk_bnb_int8_dequant. */
 void mk_bnb_int8_quantize(const float *x, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err);
+/* The same with x as f32 values or (xb) bf16 bit patterns, widened in the loads. */
+void mk_bnb_int8_quantize_x(const void *x, bool xb, size_t rows, size_t cols, int8_t *q, float *scb, mk_qerr *err);
 /* Dequant as bnb's int8_vectorwise_dequant: (q * SCB) * f32(1/127). */
 void mk_bnb_int8_dequant(const int8_t *q, const float *scb, size_t rows, size_t cols, float *out);
 

@@ -240,7 +240,8 @@ static void b4_block_sums(b4_state *s, unsigned B, mk_bnb4_type ty, uint64_t e0,
     }
 }
 
-static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb: single quant) the bf16 bit patterns of a bf16 weight */
+static mk_status b4_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -254,7 +255,7 @@ static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     if (!packed || !am) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     bool sums = s && !s->dq_ready; /* double quant inside a merge */
-    mk_bnb4_quantize(ty, B, x, n, am, packed, s && s->dq_ready ? s->dq_absmax + b0 : NULL, sums ? NULL : &e);
+    mk_bnb4_quantize_x(ty, B, x, xb, n, am, packed, s && s->dq_ready ? s->dq_absmax + b0 : NULL, sums ? NULL : &e);
     MK_TRY(mk_qc_put(q, qt->out0, e0 / 2, packed, (n + 1) / 2));
     if (!s) MK_TRY(mk_qc_put(q, qt->out0 + 1, b0 * 4, am, nb * 4));
     else memcpy(s->absmax + b0, am, nb * sizeof *am);
@@ -263,8 +264,15 @@ static mk_status b4_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     float *v = mk_qc_scratch(q, MK_QSCR_XH, n * sizeof *v);
     if (!v) return MK_ERR_NOMEM;
     double sx2;
-    b4_block_sums(s, B, ty, e0, x, n, packed, am, v, &sx2);
+    b4_block_sums(s, B, ty, e0, x, n, packed, am, v, &sx2); /* f32: bf16_ok keeps bf16 from double quant */
     return mk_qc_add_rec(q, i, e0, sx2, 0, 0);
+}
+
+/* Double quant reads f32 values (the prepass, the per-block sums). */
+static bool b4_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return !p->o.double_quant;
 }
 
 /* Nested quantization of the block absmax (once the whole array is known). */
@@ -510,7 +518,8 @@ const mk_qfamily mk_qfam_bnb4 = {
     .align = b4_align,
     .begin = b4_begin,
     .state_free = b4_state_free,
-    .rows = b4_rows,
+    .rows_x = b4_rows_x,
+    .bf16_ok = b4_bf16_ok,
     .end = b4_end,
     .wants_prepass = b4_wants_prepass,
     .observe = b4_observe,
@@ -539,20 +548,38 @@ static mk_status b8_layout(mk_qplan *p, size_t i, const char *mod)
 
 static void b8_config(const mk_qplan *p, mk_buf *b) { config_json(p, b, false); }
 
-static mk_status b8_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* The first of n values that rounds to Inf in f16 (|x| >= 65520; a bf16 value: >= 65536,
+ * bits 0x4780), or n: a pass without early exit (it vectorizes), then the search. */
+static size_t f16_overflow_at(const void *x, bool xb, size_t n)
+{
+    const uint16_t *h = x;
+    const float *f = x;
+    unsigned any = 0;
+    if (xb)
+        for (size_t j = 0; j < n; j++) any |= (h[j] & 0x7fffu) >= 0x4780u;
+    else
+        for (size_t j = 0; j < n; j++) any |= fabsf(f[j]) >= 65520.0f;
+    for (size_t j = 0; any && j < n; j++)
+        if (xb ? (h[j] & 0x7fffu) >= 0x4780u : fabsf(f[j]) >= 65520.0f) return j;
+    return n;
+}
+
+/* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight */
+static mk_status b8_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
     const size_t cols = (size_t)qt->cols, rows = n / cols;
-    for (size_t j = 0; j < n; j++)
-        if (fabsf(x[j]) >= 65520.0f) /* rounds to Inf in f16 */
-            return mk_error(MK_ERR_NUMERIC, "tensor %s: value %g at element %llu overflows float16, which LLM.int8 quantizes from",
-                            p->in[i].name, (double)x[j], (unsigned long long)(e0 + j));
+    size_t j = f16_overflow_at(x, xb, n);
+    if (j < n)
+        return mk_error(MK_ERR_NUMERIC, "tensor %s: value %g at element %llu overflows float16, which LLM.int8 quantizes from",
+                        p->in[i].name, xb ? (double)mk_bf16_to_f32(((const uint16_t *)x)[j]) : (double)((const float *)x)[j],
+                        (unsigned long long)(e0 + j));
     int8_t *cq = mk_qc_scratch(q, MK_QSCR_CODES, n);
     float *scb = mk_qc_scratch(q, MK_QSCR_SCALES, rows * sizeof *scb);
     if (!cq || !scb) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
-    mk_bnb_int8_quantize(x, rows, cols, cq, scb, &e);
+    mk_bnb_int8_quantize_x(x, xb, rows, cols, cq, scb, &e);
     MK_TRY(mk_qc_put(q, qt->out0, e0, cq, n));
     MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / cols * 4, scb, rows * 4));
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
@@ -633,7 +660,7 @@ const mk_qfamily mk_qfam_bnb8 = {
     .describe = b8_describe,
     .stored = b8_layout,
     .config_json = b8_config,
-    .rows = b8_rows,
+    .rows_x = b8_rows_x,
     .end = b8_end,
     .recognise = b8_recognise,
     .parse = b8_parse,
