@@ -4,9 +4,12 @@
  * writes it with a single pwrite and marks it done in the sink below (in output order, as
  * the sink requires), while the caller computes the next tensor. Larger tensors are written
  * through as they come. At most WB_INFLIGHT bytes wait to be written: a caller faster than
- * the disk waits for it. Written buffers are kept (up to WB_INFLIGHT bytes) and cleared for
- * the next tensors: fresh ones would be fresh pages, faulted in and zeroed each time. add_file, commit and finish first wait for every queued tensor; an
- * error of the writing thread is returned by the next call, with its message.
+ * the disk waits for it. Written buffers are kept (up to WB_INFLIGHT bytes) for the next
+ * tensors: fresh ones would be fresh pages, faulted in and zeroed each time. A kept buffer is
+ * not cleared: each gathered piece's range is noted, and at tensor_done only the bytes no
+ * piece covered are zeroed (a tensor is usually covered whole, so nothing is). add_file,
+ * commit and finish first wait for every queued tensor; an error of the writing thread is
+ * returned by the next call, with its message.
  * commit reports (mk_info, -v) how many tensors and bytes went through a gathering buffer.
  * Not used by merges: measured slower there (README, Speed of the merge methods).
  * Must not: change what is written (the same bytes at the same offsets, the same
@@ -23,6 +26,16 @@
 #define WB_INFLIGHT (64ull << 20)
 #define WB_POOL 16
 
+/* Bytes [off, off + len) of a gathering buffer were written. */
+typedef struct wb_span {
+    uint64_t off, len;
+} wb_span;
+
+typedef struct wb_spans {
+    wb_span *s;
+    size_t n, cap;
+} wb_spans;
+
 typedef struct wb_job {
     size_t i;
     unsigned char *buf; /* NULL: written through already (or nothing to write) */
@@ -37,6 +50,7 @@ typedef struct wb_sink {
     bool *done0;            /* [n] the inner sink's is_done when declared (resume) */
     unsigned char **buf;    /* [n] gathering buffers; NULL until the first piece */
     size_t *cap;            /* [n] their sizes */
+    wb_spans *spans;        /* [n] the pieces gathered in buf[i] so far */
     unsigned char *pool[WB_POOL]; /* written buffers, for reuse */
     size_t pool_cap[WB_POOL], n_pool;
     uint64_t pool_bytes;
@@ -52,8 +66,8 @@ typedef struct wb_sink {
     pthread_t th;
 } wb_sink;
 
-/* A buffer of at least `len` bytes, all zero: a kept one when one is large enough. Called
- * with the lock held. */
+/* A buffer of at least `len` bytes, not cleared (wb_fill_gaps zeroes what no piece wrote): a
+ * kept one when one is large enough. Called with the lock held. */
 static unsigned char *wb_take(wb_sink *w, size_t len, size_t *cap)
 {
     size_t best = WB_POOL;
@@ -61,7 +75,7 @@ static unsigned char *wb_take(wb_sink *w, size_t len, size_t *cap)
         if (w->pool_cap[k] >= len && (best == WB_POOL || w->pool_cap[k] < w->pool_cap[best])) best = k;
     if (best == WB_POOL) {
         *cap = len;
-        return mk_calloc(1, len);
+        return mk_malloc(len ? len : 1);
     }
     unsigned char *b = w->pool[best];
     *cap = w->pool_cap[best];
@@ -69,8 +83,47 @@ static unsigned char *wb_take(wb_sink *w, size_t len, size_t *cap)
     w->n_pool--;
     w->pool[best] = w->pool[w->n_pool];
     w->pool_cap[best] = w->pool_cap[w->n_pool];
-    memset(b, 0, len);
     return b;
+}
+
+/* Note that piece [off, off + len) was gathered: joined to the last one when it continues it
+ * (chunks in order, at one thread), else a new span. Called with the lock held. */
+static mk_status wb_note(wb_spans *sp, uint64_t off, uint64_t len)
+{
+    if (!len) return MK_OK;
+    if (sp->n && sp->s[sp->n - 1].off + sp->s[sp->n - 1].len == off) {
+        sp->s[sp->n - 1].len += len;
+        return MK_OK;
+    }
+    if (sp->n == sp->cap) {
+        size_t nc = sp->cap ? sp->cap * 2 : 64;
+        wb_span *s = mk_realloc_array(sp->s, nc, sizeof *s);
+        if (!s) return MK_ERR_NOMEM;
+        sp->s = s;
+        sp->cap = nc;
+    }
+    sp->s[sp->n++] = (wb_span){off, len};
+    return MK_OK;
+}
+
+static int cmp_span(const void *a, const void *b)
+{
+    const wb_span *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Zero the bytes of b[0, len) that no gathered piece covered (pieces may overlap): the
+ * bytes a cleared buffer would have held there. Leaves sp empty for the next tensor. */
+static void wb_fill_gaps(unsigned char *b, uint64_t len, wb_spans *sp)
+{
+    qsort(sp->s, sp->n, sizeof *sp->s, cmp_span);
+    uint64_t at = 0;
+    for (size_t k = 0; k < sp->n; k++) {
+        if (sp->s[k].off > at) memset(b + at, 0, (size_t)(sp->s[k].off - at));
+        if (sp->s[k].off + sp->s[k].len > at) at = sp->s[k].off + sp->s[k].len;
+    }
+    if (len > at) memset(b + at, 0, (size_t)(len - at));
+    sp->n = 0;
 }
 
 /* Keep a written buffer for reuse, within WB_POOL buffers and WB_INFLIGHT bytes. Called with
@@ -151,7 +204,8 @@ static mk_status wb_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
     w->done0 = mk_calloc(n ? n : 1, sizeof *w->done0);
     w->buf = mk_calloc(n ? n : 1, sizeof *w->buf);
     w->cap = mk_calloc(n ? n : 1, sizeof *w->cap);
-    if (!w->nbytes || !w->done0 || !w->buf || !w->cap) return MK_ERR_NOMEM;
+    w->spans = mk_calloc(n ? n : 1, sizeof *w->spans);
+    if (!w->nbytes || !w->done0 || !w->buf || !w->cap || !w->spans) return MK_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
         w->nbytes[i] = t[i].nbytes;
         w->done0[i] = w->inner->ops->is_done && w->inner->ops->is_done(w->inner, i);
@@ -180,6 +234,7 @@ static mk_status wb_write(mk_sink *k, size_t i, uint64_t off, const void *data, 
         b = w->buf[i] = wb_take(w, (size_t)w->nbytes[i], &w->cap[i]);
         if (!b) st = MK_ERR_NOMEM;
     }
+    if (st == MK_OK && b) st = wb_note(&w->spans[i], off, len);
     pthread_mutex_unlock(&w->mu);
     MK_TRY(st);
     if (!b) return w->inner->ops->write(w->inner, i, off, data, len);
@@ -197,6 +252,7 @@ static mk_status wb_tensor_done(mk_sink *k, size_t i)
     j->buf = w->buf[i];
     j->cap = w->cap[i];
     w->buf[i] = NULL;
+    if (j->buf) wb_fill_gaps(j->buf, w->nbytes[i], &w->spans[i]); /* every piece is in: ours alone */
     uint64_t add = j->buf ? w->nbytes[i] : 0;
     while (w->inflight && w->inflight + add > WB_INFLIGHT && w->err == MK_OK) pthread_cond_wait(&w->cv, &w->mu);
     mk_status st = wb_err(w);
@@ -252,12 +308,14 @@ static void wb_close(mk_sink *k)
         pthread_join(w->th, NULL);
     }
     for (size_t i = 0; w->buf && i < w->n; i++) free(w->buf[i]);
+    for (size_t i = 0; w->spans && i < w->n; i++) free(w->spans[i].s);
     for (size_t p = 0; p < w->n_pool; p++) free(w->pool[p]);
     mk_sink_close(w->inner);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     free(w->buf);
     free(w->cap);
+    free(w->spans);
     free(w->done0);
     free(w->nbytes);
     free(w);

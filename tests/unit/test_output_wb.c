@@ -168,3 +168,32 @@ MK_TEST(output_write_behind_error_and_resume)
     CHECK_ERR(k->ops->write(k, 2, 0, b, 30), MK_ERR_IO, "no space left (tensor 1)");
     mk_sink_close(k); /* joins the thread, frees what is left */
 }
+
+/* A reused buffer is not cleared up front: the bytes no piece wrote are zeroed at tensor_done
+ * (gaps before, between and after overlapping pieces), as a cleared buffer would have them. */
+MK_TEST(output_write_behind_zeroes_unwritten_bytes)
+{
+    const int64_t sizes[] = {1000, 900};
+    logsink m = {.fail_write = -1};
+    mk_sink *k = wb_open(&m, sizes, 2);
+    unsigned char ff[1000];
+    memset(ff, 0xff, sizeof ff);
+    CHECK_OK(k->ops->write(k, 0, 0, ff, 1000));
+    CHECK_OK(k->ops->tensor_done(k, 0));
+    CHECK_OK(k->ops->add_file(k, "config.json", "{}", 2)); /* written: its buffer is kept for tensor 1 */
+    unsigned char a[100];
+    memset(a, 7, sizeof a);
+    CHECK_OK(k->ops->write(k, 1, 500, a, 100));
+    CHECK_OK(k->ops->write(k, 1, 100, a, 100));
+    CHECK_OK(k->ops->write(k, 1, 150, a, 100)); /* overlaps the one before */
+    CHECK_OK(k->ops->tensor_done(k, 1));
+    CHECK_OK(k->ops->commit(k));
+    long bad = -1;
+    for (int b = 0; b < 900 && bad < 0; b++) {
+        unsigned char want = (b >= 100 && b < 250) || (b >= 500 && b < 600) ? 7 : 0;
+        if (m.data[1][b] != want) bad = b;
+    }
+    CHECK_MSG(bad < 0, "tensor 1: byte %ld is %d, want %d", bad, bad < 0 ? 0 : m.data[1][bad],
+              (bad >= 100 && bad < 250) || (bad >= 500 && bad < 600) ? 7 : 0);
+    mk_sink_close(k);
+}
