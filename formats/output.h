@@ -97,5 +97,8 @@ void mk_output_close(mk_output *o);
  * thread of its own while the caller computes the next; add_file, commit and finish wait
  * for it. The same bytes and tensor_done order as *k alone. */
 mk_status mk_output_write_behind(mk_sink **k);
+/* For tests: the gathering limit and the backlog limit of the sinks made after it (64 MiB
+ * each; 0 restores that). */
+void mk_output_write_behind_limits(uint64_t cap, uint64_t inflight);
 
 #endif

@@ -1,8 +1,9 @@
 /* output_hash.h - hashing output files as they are written. A writer declares its files as
  * pieces (byte ranges, finished in any order: a sink's tensors) and, for each file, the bytes
  * before them (a header); a thread hashes each file's prefix of finished pieces in file order,
- * reading them back through the writer's descriptor (from the page cache, just written), so a
- * file's XXH3-128 (the whole file's, as xxhsum -H2 prints it) is ready when its last piece is.
+ * mapping them through the writer's descriptor (from the page cache, just written; read when a
+ * window cannot be mapped), so a file's XXH3-128 (the whole file's, as xxhsum -H2 prints it)
+ * is ready when its last piece is.
  * Must not: know about any file format, or read a piece before the writer says it is done.
  */
 #ifndef MK_OUTPUT_HASH_H

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 typedef struct logsink {
     size_t n;
@@ -167,4 +168,94 @@ MK_TEST(output_write_behind_error_and_resume)
     CHECK(!m.committed);
     CHECK_ERR(k->ops->write(k, 2, 0, b, 30), MK_ERR_IO, "no space left (tensor 1)");
     mk_sink_close(k); /* joins the thread, frees what is left */
+}
+
+/* A reused buffer is not cleared up front: the bytes no piece wrote are zeroed at tensor_done
+ * (gaps before, between and after overlapping pieces), as a cleared buffer would have them. */
+MK_TEST(output_write_behind_zeroes_unwritten_bytes)
+{
+    const int64_t sizes[] = {1000, 900};
+    logsink m = {.fail_write = -1};
+    mk_sink *k = wb_open(&m, sizes, 2);
+    unsigned char ff[1000];
+    memset(ff, 0xff, sizeof ff);
+    CHECK_OK(k->ops->write(k, 0, 0, ff, 1000));
+    CHECK_OK(k->ops->tensor_done(k, 0));
+    CHECK_OK(k->ops->add_file(k, "config.json", "{}", 2)); /* written: its buffer is kept for tensor 1 */
+    unsigned char a[100];
+    memset(a, 7, sizeof a);
+    CHECK_OK(k->ops->write(k, 1, 500, a, 100));
+    CHECK_OK(k->ops->write(k, 1, 100, a, 100));
+    CHECK_OK(k->ops->write(k, 1, 150, a, 100)); /* overlaps the one before */
+    CHECK_OK(k->ops->tensor_done(k, 1));
+    CHECK_OK(k->ops->commit(k));
+    long bad = -1;
+    for (int b = 0; b < 900 && bad < 0; b++) {
+        unsigned char want = (b >= 100 && b < 250) || (b >= 500 && b < 600) ? 7 : 0;
+        if (m.data[1][b] != want) bad = b;
+    }
+    CHECK_MSG(bad < 0, "tensor 1: byte %ld is %d, want %d", bad, bad < 0 ? 0 : m.data[1][bad],
+              (bad >= 100 && bad < 250) || (bad >= 500 && bad < 600) ? 7 : 0);
+    mk_sink_close(k);
+}
+
+/* A writer behind: a tensor that would take the queued bytes past the backlog limit is
+ * written through as its pieces come (not gathered), all of it, with the same bytes and the
+ * same tensor_done order; one that fits beside the queue is gathered. Limits of 1500 and
+ * 2000 bytes stand for 64 MiB each; the first write blocks until the test lets it go. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+} gate;
+static gate g_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
+static mk_status gated_write(mk_sink *k, size_t i, uint64_t off, const void *d, uint64_t len)
+{
+    pthread_mutex_lock(&g_gate.mu);
+    while (i == 0 && !g_gate.open) pthread_cond_wait(&g_gate.cv, &g_gate.mu);
+    pthread_mutex_unlock(&g_gate.mu);
+    return ls_write(k, i, off, d, len);
+}
+static const mk_sink_ops gated_ops = {ls_begin, ls_is_done, gated_write, ls_done, ls_add_file, ls_commit, ls_close, NULL};
+
+MK_TEST(output_write_behind_backlog_goes_through)
+{
+    const int64_t sizes[] = {1000, 1000, 400};
+    logsink m = {.fail_write = -1};
+    mk_output_write_behind_limits(2000, 1500);
+    mk_sink *inner = calloc(1, sizeof *inner);
+    *inner = (mk_sink){&gated_ops, NULL, 0, NULL, &m};
+    mk_sink *k = inner;
+    CHECK_OK(mk_output_write_behind(&k));
+    mk_output_write_behind_limits(0, 0);
+    mk_tensor_info t[3];
+    for (size_t i = 0; i < 3; i++) t[i] = wb_ti("t", sizes[i]);
+    CHECK_OK(k->ops->begin(k, t, 3));
+    unsigned char buf[250];
+    for (size_t i = 0; i < 3; i++) {
+        for (uint64_t off = 0; off < (uint64_t)sizes[i]; off += 250) {
+            for (int b = 0; b < 250; b++) buf[b] = pattern(i, off + (uint64_t)b);
+            CHECK_OK(k->ops->write(k, i, off, buf, 250 < sizes[i] - (int64_t)off ? 250 : (uint64_t)sizes[i] - off));
+            if (i == 1 && off == 0) { /* the queue empties: tensor 1's other pieces still go through */
+                pthread_mutex_lock(&g_gate.mu);
+                g_gate.open = true;
+                pthread_cond_broadcast(&g_gate.cv);
+                pthread_mutex_unlock(&g_gate.mu);
+                for (int w = 0; w < 10000 && !__atomic_load_n(&m.n_done, __ATOMIC_ACQUIRE); w++) usleep(1000);
+                CHECK_EQ_INT(__atomic_load_n(&m.n_done, __ATOMIC_ACQUIRE), 1);
+            }
+        }
+        CHECK_OK(k->ops->tensor_done(k, i)); /* tensor 0 waits behind the gate until tensor 1 began */
+    }
+    CHECK_OK(k->ops->commit(k));
+    CHECK_EQ_INT(m.writes[0], 1); /* gathered */
+    CHECK_EQ_INT(m.writes[1], 4); /* 1000 queued + 1000 > 1500: its 4 pieces went through */
+    CHECK_EQ_INT(m.writes[2], 1); /* gathered */
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_EQ_INT(m.order[i], i);
+        uint64_t bad = 0;
+        for (uint64_t b = 0; b < (uint64_t)sizes[i]; b++) bad += m.data[i][b] != pattern(i, b);
+        CHECK_MSG(bad == 0, "tensor %zu: %llu bytes differ from those written", i, (unsigned long long)bad);
+    }
+    mk_sink_close(k);
 }
