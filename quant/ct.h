@@ -51,6 +51,13 @@ void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group
  * are loaded). */
 void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
                         mk_qerr *err);
+/* The same row packed (mk_ct_pack_row into words[cols * bits / 32]) in one pass, bf16 weights:
+ * the scales, zero points, words and error sums of mk_ct_int_row_bf16 then mk_ct_pack_row
+ * (the _ref), which it is where no vector pass fits (codes: cols bytes of scratch for that). */
+void mk_ct_int_row_bf16_packed(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                               uint32_t *words, int8_t *codes, mk_qerr *err);
+void mk_ct_int_row_bf16_packed_ref(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                   uint32_t *words, int8_t *codes, mk_qerr *err);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 

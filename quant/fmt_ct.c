@@ -265,8 +265,11 @@ static mk_status int_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, s
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
         if (xb) {
-            mk_ct_int_row_bf16(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
-        } else if (p->o.method != MK_QM_SEARCH) {
+            mk_ct_int_row_bf16_packed(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, words + r * W, codes,
+                                      &e);
+            continue;
+        }
+        if (p->o.method != MK_QM_SEARCH) {
             mk_ct_int_row(&a, (const float *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
         } else {
             for (size_t g = 0; g < G; g++) {

@@ -164,12 +164,38 @@ MK_TEST(quant_ct_int_fast_matches_reference)
                 }
 }
 
+/* The one-pass packed row (the vector pass where it fits) against the codes of the group
+ * kernels packed by the reference: the same words, scales, zero points and error sums. */
+static void packed_matches(const mk_ct_int *a, const uint16_t *xb, size_t cols, size_t group, const int8_t *qg, const float *sg,
+                           const int32_t *zg, const mk_qerr *eg, const char *what)
+{
+    const size_t G = cols / group, W = (cols * a->bits + 31) / 32;
+    uint32_t *wr = calloc(W, 4), *wf = calloc(W, 4);
+    int8_t *codes = malloc(cols);
+    float sp[128];
+    int32_t zp[128];
+    mk_qerr ep = {0, 0, 0};
+    mk_ct_pack_row_ref(a->bits, qg, cols, wr);
+    mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, &ep);
+    size_t bad = W;
+    for (size_t w = 0; w < W && bad == W; w++)
+        if (wf[w] != wr[w]) bad = w;
+    CHECK_MSG(bad == W, "%s packed: word %zu is %08x, want %08x", what, bad, bad < W ? wf[bad] : 0, bad < W ? wr[bad] : 0);
+    for (size_t g = 0; g < G; g++)
+        CHECK_MSG(sp[g] == sg[g] && zp[g] == zg[g], "%s packed: group %zu scale %g zp %d, want %g %d", what, g, sp[g], zp[g], sg[g], zg[g]);
+    CHECK_MSG(ep.sx2 == eg->sx2 && ep.se2 == eg->se2 && ep.maxe == eg->maxe, "%s packed: error sums %.17g %.17g %g, want %.17g %.17g %g",
+              what, ep.sx2, ep.se2, ep.maxe, eg->sx2, eg->se2, eg->maxe);
+    mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, NULL); /* without the sums: the same words */
+    CHECK_MSG(!memcmp(wf, wr, W * 4), "%s packed without error sums: other words", what);
+    free(wr), free(wf), free(codes);
+}
+
 /* The row kernel is the group kernels one group after another: the same codes, scales,
  * zero points and error sums (exactly: the same additions in the same order). */
 MK_TEST(quant_ct_int_row_matches_groups)
 {
     static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
-    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}};
+    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}, {2048, 64}, {4096, 4096}, {1376, 32}};
     for (unsigned bits = 4; bits <= 8; bits += 4)
         for (int asym = 0; asym < 2; asym++)
             for (size_t d = 0; d < 3; d++)
@@ -204,6 +230,7 @@ MK_TEST(quant_ct_int_row_matches_groups)
                         mk_ct_int_row_bf16(&a, xb, cols, group, sr, zr, qr, &eb);
                         strcat(what, " from bf16");
                         first_diff(what, qr, qg, cols);
+                        packed_matches(&a, xb, cols, group, qg, sg, zg, &eg, what);
                         for (size_t g = 0; g < G; g++)
                             CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
                                       sg[g], zg[g]);
