@@ -307,19 +307,46 @@ typedef struct ct_acc {
     __m256 x2, e2, m;
 } ct_acc;
 
+/* mk_qacc_flush: each sum added in the same tree ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)),
+ * both at once. */
+CT_AVX2_INLINE void acc_flush(const ct_acc *acc, mk_qerr *e)
+{
+    __m256 h = _mm256_hadd_ps(acc->x2, acc->e2); /* x01 x23 e01 e23 | x45 x67 e45 e67 */
+    h = _mm256_hadd_ps(h, h);                    /* x0123 e0123 . . | x4567 e4567 . . */
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    e->sx2 += (double)_mm_cvtss_f32(t);
+    e->se2 += (double)_mm_cvtss_f32(_mm_movehdup_ps(t));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(acc->m), _mm256_extractf128_ps(acc->m, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float mx = _mm_cvtss_f32(m);
+    if (mx > e->maxe) e->maxe = mx;
+}
+
+/* The constants of a group: scale, zero point, code range, and (int4) the 16 decoded values
+ * indexed by code & 15 (t0: codes 0..7, t1: -8..-1), as the vector below computes them. */
+typedef struct ct_k {
+    __m256 vs, vz, lo, hi, t0, t1;
+} ct_k;
+
+CT_AVX2_INLINE __m256 dequant8(const ct_k *k, __m256 c, bool asym)
+{
+    return rne_bf16(_mm256_mul_ps(asym ? _mm256_sub_ps(c, k->vz) : c, k->vs));
+}
+
 /* 8 codes of a bf16 weight (mk_ct_vcode), as the bit patterns of code + MK_RINT_MAGIC: the
- * low byte is the code, two's complement; with acc, the error sums of mk_qacc_add. */
-CT_AVX2_INLINE __m256i codes8(const uint16_t *x, __m256 vs, __m256 vz, __m256 lo, __m256 hi, bool asym, ct_acc *acc,
-                               bool want_err)
+ * low byte is the code, two's complement; with want_err, the error sums of mk_qacc_add,
+ * the decoded values looked up in t0, t1 when lut (one two-table permute with AVX-512VL). */
+CT_AVX2_INLINE __m256i codes8(const uint16_t *x, const ct_k *k, bool asym, ct_acc *acc, bool want_err, bool lut)
 {
     const __m256 magic = _mm256_set1_ps(MK_RINT_MAGIC);
     __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)x)), 16));
-    __m256 s = rne_bf16(_mm256_div_ps(xv, vs));
-    if (asym) s = rne_bf16(_mm256_add_ps(s, vz));
-    __m256 r = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(s, lo), hi), magic);
+    __m256 s = rne_bf16(_mm256_div_ps(xv, k->vs));
+    if (asym) s = rne_bf16(_mm256_add_ps(s, k->vz));
+    __m256 r = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(s, k->lo), k->hi), magic);
     if (want_err) {
-        __m256 c = _mm256_sub_ps(r, magic);
-        __m256 d = rne_bf16(_mm256_mul_ps(asym ? _mm256_sub_ps(c, vz) : c, vs)), e = _mm256_sub_ps(xv, d);
+        __m256 d = lut ? (__m256)__builtin_shuffle((mk_vf)k->t0, (mk_vf)k->t1, (mk_vi)r) : dequant8(k, _mm256_sub_ps(r, magic), asym);
+        __m256 e = _mm256_sub_ps(xv, d);
         acc->x2 = _mm256_add_ps(acc->x2, _mm256_mul_ps(xv, xv));
         acc->e2 = _mm256_add_ps(acc->e2, _mm256_mul_ps(e, e));
         acc->m = _mm256_max_ps(acc->m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), e));
@@ -346,45 +373,70 @@ CT_AVX2_INLINE void pack32(unsigned bits, const __m256i c[4], uint8_t *out)
     _mm_storeu_si128((__m128i *)out, _mm_xor_si128(_mm256_castsi256_si128(w), _mm_set1_epi8((char)0x88)));
 }
 
-/* One group of n % 32 == 0 values: scale, zero point, packed codes at out, error sums. */
+/* One group of n % 32 == 0 values: scale, zero point, packed codes at out, error sums.
+ * bits, asym and want_err are constants (one loop each). */
 CT_AVX2_INLINE void group_packed(const mk_ct_int *a, const uint16_t *x, size_t n, float *scale, int32_t *zp, uint8_t *out, mk_qerr *err,
-                                 bool asym, bool want_err)
+                                 unsigned bits, bool asym, bool want_err, bool lut)
 {
     float mn, mx;
     minmax_bf16(x, n, asym, &mn, &mx);
     int_scale(a, mn < 0.0f ? mn : 0.0f, mx > 0.0f ? mx : 0.0f, scale, zp);
-    const __m256 vs = _mm256_set1_ps(*scale), vz = _mm256_set1_ps(asym ? (float)*zp : 0.0f);
-    const __m256 lo = _mm256_set1_ps((float)mk_ct_qmin(a)), hi = _mm256_set1_ps((float)mk_ct_qmax(a));
+    ct_k k = {_mm256_set1_ps(*scale), _mm256_set1_ps(asym ? (float)*zp : 0.0f), _mm256_set1_ps((float)mk_ct_qmin(a)),
+              _mm256_set1_ps((float)mk_ct_qmax(a)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    if (lut) {
+        k.t0 = dequant8(&k, _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), asym);
+        k.t1 = dequant8(&k, _mm256_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1), asym);
+    }
     ct_acc acc = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (size_t i = 0; i < n; i += 32) {
-        __m256i c[4];
-        for (int k = 0; k < 4; k++) c[k] = codes8(x + i + 8 * k, vs, vz, lo, hi, asym, &acc, want_err);
-        pack32(a->bits, c, out + i * a->bits / 8);
+        __m256i c[4] = {codes8(x + i, &k, asym, &acc, want_err, lut), codes8(x + i + 8, &k, asym, &acc, want_err, lut),
+                        codes8(x + i + 16, &k, asym, &acc, want_err, lut), codes8(x + i + 24, &k, asym, &acc, want_err, lut)};
+        pack32(bits, c, out + i * bits / 8);
     }
-    if (want_err) {
-        mk_qacc q = {(mk_vf)acc.x2, (mk_vf)acc.e2, (mk_vf)acc.m};
-        mk_qacc_flush(&q, err);
-    }
+    if (want_err) acc_flush(&acc, err);
 }
 
+CT_AVX2_INLINE void row_packed(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                uint32_t *words, mk_qerr *err, unsigned bits, bool asym, bool want_err, bool lut)
+{
+    for (size_t g = 0, k = 0; g < cols; g += group, k++)
+        group_packed(a, x + g, group, &scales[k], &zps[k], (uint8_t *)words + g * bits / 8, err, bits, asym, want_err, lut && bits == 4);
+}
+
+CT_AVX2_INLINE void row_packed_any(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                    uint32_t *words, mk_qerr *err, bool lut)
+{
+    if (!err) { /* rare: the sums are the report's */
+        if (a->bits == 4) row_packed(a, x, cols, group, scales, zps, words, err, 4, a->asym, false, lut);
+        else row_packed(a, x, cols, group, scales, zps, words, err, 8, a->asym, false, lut);
+    } else if (a->bits == 4 && !a->asym) row_packed(a, x, cols, group, scales, zps, words, err, 4, false, true, lut);
+    else if (a->bits == 4) row_packed(a, x, cols, group, scales, zps, words, err, 4, true, true, lut);
+    else if (!a->asym) row_packed(a, x, cols, group, scales, zps, words, err, 8, false, true, lut);
+    else row_packed(a, x, cols, group, scales, zps, words, err, 8, true, true, lut);
+}
+
+/* The same instructions; AVX-512VL only adds registers (32: no spills) and encodings. */
 CT_AVX2 static void row_packed_avx2(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
                                     uint32_t *words, mk_qerr *err)
 {
-    for (size_t g = 0, k = 0; g < cols; g += group, k++) {
-        uint8_t *out = (uint8_t *)words + g * a->bits / 8;
-        if (a->asym && err) group_packed(a, x + g, group, &scales[k], &zps[k], out, err, true, true);
-        else if (a->asym) group_packed(a, x + g, group, &scales[k], &zps[k], out, err, true, false);
-        else if (err) group_packed(a, x + g, group, &scales[k], &zps[k], out, err, false, true);
-        else group_packed(a, x + g, group, &scales[k], &zps[k], out, err, false, false);
-    }
+    row_packed_any(a, x, cols, group, scales, zps, words, err, false);
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"))) static void
+row_packed_avx512(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, uint32_t *words,
+                  mk_qerr *err)
+{
+    row_packed_any(a, x, cols, group, scales, zps, words, err, true);
 }
 
-static bool have_avx2(void)
+/* 2: AVX-512VL, 1: AVX2, 0: neither */
+static int simd_level(void)
 {
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2");
+        cached = __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") ? 2
+                 : __builtin_cpu_supports("avx2")                                                                                ? 1
+                                                                                                                                 : 0;
     }
     return cached;
 }
@@ -396,8 +448,9 @@ void mk_ct_int_row_bf16_packed(const mk_ct_int *a, const uint16_t *x, size_t col
                                uint32_t *words, int8_t *codes, mk_qerr *err)
 {
 #ifdef CT_AVX2
-    if ((a->bits == 4 || a->bits == 8) && a->wdtype == MK_BF16 && group && group % 32 == 0 && cols % group == 0 && have_avx2()) {
-        row_packed_avx2(a, x, cols, group, scales, zps, words, err);
+    if ((a->bits == 4 || a->bits == 8) && a->wdtype == MK_BF16 && group && group % 32 == 0 && cols % group == 0 && simd_level()) {
+        if (simd_level() == 2) row_packed_avx512(a, x, cols, group, scales, zps, words, err);
+        else row_packed_avx2(a, x, cols, group, scales, zps, words, err);
         return;
     }
 #endif
