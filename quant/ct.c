@@ -3,6 +3,7 @@
 #include "ct.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 float mk_ct_round(mk_dtype t, float x)
 {
@@ -228,6 +229,13 @@ void mk_ct_pack_zp(unsigned bits, const int32_t *zp, size_t nr, size_t ng, uint3
 
 /* ---- a bf16 row, quantized and packed in one pass --------------------------------------- */
 
+static _Atomic int simd_cap = 2;
+
+int mk_ct_simd_cap(int level)
+{
+    return atomic_exchange(&simd_cap, level);
+}
+
 void mk_ct_int_row_bf16_packed_ref(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
                                    uint32_t *words, int8_t *codes, mk_qerr *err)
 {
@@ -428,7 +436,7 @@ row_packed_avx512(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t gro
     row_packed_any(a, x, cols, group, scales, zps, words, err, true);
 }
 
-/* 2: AVX-512VL, 1: AVX2, 0: neither */
+/* 2: AVX-512VL, 1: AVX2, 0: neither; at most simd_cap */
 static int simd_level(void)
 {
     static int cached = -1;
@@ -438,7 +446,7 @@ static int simd_level(void)
                  : __builtin_cpu_supports("avx2")                                                                                ? 1
                                                                                                                                  : 0;
     }
-    return cached;
+    return cached < simd_cap ? cached : simd_cap;
 }
 #endif
 

@@ -58,6 +58,9 @@ void mk_ct_int_row_bf16_packed(const mk_ct_int *a, const uint16_t *x, size_t col
                                uint32_t *words, int8_t *codes, mk_qerr *err);
 void mk_ct_int_row_bf16_packed_ref(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
                                    uint32_t *words, int8_t *codes, mk_qerr *err);
+/* Tests: the widest pass mk_ct_int_row_bf16_packed may take (2: AVX-512VL, 1: AVX2, 0: the
+ * reference); returns the cap before. */
+int mk_ct_simd_cap(int level);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 

@@ -174,19 +174,27 @@ static void packed_matches(const mk_ct_int *a, const uint16_t *xb, size_t cols, 
     int8_t *codes = malloc(cols);
     float sp[128];
     int32_t zp[128];
-    mk_qerr ep = {0, 0, 0};
     mk_ct_pack_row_ref(a->bits, qg, cols, wr);
-    mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, &ep);
-    size_t bad = W;
-    for (size_t w = 0; w < W && bad == W; w++)
-        if (wf[w] != wr[w]) bad = w;
-    CHECK_MSG(bad == W, "%s packed: word %zu is %08x, want %08x", what, bad, bad < W ? wf[bad] : 0, bad < W ? wr[bad] : 0);
-    for (size_t g = 0; g < G; g++)
-        CHECK_MSG(sp[g] == sg[g] && zp[g] == zg[g], "%s packed: group %zu scale %g zp %d, want %g %d", what, g, sp[g], zp[g], sg[g], zg[g]);
-    CHECK_MSG(ep.sx2 == eg->sx2 && ep.se2 == eg->se2 && ep.maxe == eg->maxe, "%s packed: error sums %.17g %.17g %g, want %.17g %.17g %g",
-              what, ep.sx2, ep.se2, ep.maxe, eg->sx2, eg->se2, eg->maxe);
-    mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, NULL); /* without the sums: the same words */
-    CHECK_MSG(!memcmp(wf, wr, W * 4), "%s packed without error sums: other words", what);
+    for (int level = 2; level >= 0; level--) { /* AVX-512VL, AVX2, reference (where the CPU has them) */
+        int cap = mk_ct_simd_cap(level);
+        mk_qerr ep = {0, 0, 0};
+        memset(wf, 0, W * 4);
+        mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, &ep);
+        size_t bad = W;
+        for (size_t w = 0; w < W && bad == W; w++)
+            if (wf[w] != wr[w]) bad = w;
+        CHECK_MSG(bad == W, "%s packed (level %d): word %zu is %08x, want %08x", what, level, bad, bad < W ? wf[bad] : 0,
+                  bad < W ? wr[bad] : 0);
+        for (size_t g = 0; g < G; g++)
+            CHECK_MSG(sp[g] == sg[g] && zp[g] == zg[g], "%s packed (level %d): group %zu scale %g zp %d, want %g %d", what, level, g, sp[g],
+                      zp[g], sg[g], zg[g]);
+        CHECK_MSG(ep.sx2 == eg->sx2 && ep.se2 == eg->se2 && ep.maxe == eg->maxe,
+                  "%s packed (level %d): error sums %.17g %.17g %g, want %.17g %.17g %g", what, level, ep.sx2, ep.se2, ep.maxe, eg->sx2,
+                  eg->se2, eg->maxe);
+        mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, NULL); /* without the sums: the same words */
+        CHECK_MSG(!memcmp(wf, wr, W * 4), "%s packed (level %d) without error sums: other words", what, level);
+        mk_ct_simd_cap(cap);
+    }
     free(wr), free(wf), free(codes);
 }
 
@@ -240,6 +248,52 @@ MK_TEST(quant_ct_int_row_matches_groups)
                     }
                     free(x), free(qg), free(qr);
                 }
+}
+
+/* The packed row on values that test the bit-pattern min/max and the rounding: groups of
+ * zeros and -0, all negative, all positive, subnormal, near the largest bf16, one outlier,
+ * constant; against the group kernels packed by the reference. */
+MK_TEST(quant_ct_int_row_packed_edges)
+{
+    enum { COLS = 1024, GROUP = 64 };
+    static float x[COLS];
+    static uint16_t xb[COLS];
+    static int8_t q[COLS];
+    const float big = 0x1.fep62f, tiny = 0x1p-133f; /* big: the squared error stays finite */
+    for (size_t i = 0; i < COLS; i++) {
+        size_t g = i / GROUP, k = i % GROUP;
+        float v = (float)((int)(k * 37 % 23) - 11) * 0.01f;
+        switch (g) {
+        case 0: v = 0.0f; break;
+        case 1: v = k % 2 ? -0.0f : 0.0f; break;
+        case 2: v = -fabsf(v) - 0.001f; break;
+        case 3: v = fabsf(v) + 0.5f; break;
+        case 4: v *= 0x1p-130f; break;
+        case 5: v = k % 3 ? tiny : -tiny; break;
+        case 6: v = k == 5 ? big : k == 9 ? -big : v * 0x1p55f; break;
+        case 7: v = k == 17 ? 100.0f : v; break;
+        case 8: v = 0.0371f; break;
+        case 9: v = -0.0371f; break;
+        case 10: v = k < 32 ? -0.0f : 3.0f; break;
+        default: break;
+        }
+        xb[i] = mk_f32_to_bf16(v);
+        x[i] = mk_bf16_to_f32(xb[i]);
+    }
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (int asym = 0; asym < 2; asym++) {
+            mk_ct_int a = {bits, asym != 0, MK_BF16};
+            float sg[COLS / GROUP];
+            int32_t zg[COLS / GROUP];
+            mk_qerr eg = {0, 0, 0};
+            for (size_t g = 0; g < COLS / GROUP; g++) {
+                mk_ct_int_qparams(&a, x + g * GROUP, GROUP, &sg[g], &zg[g]);
+                mk_ct_int_codes(&a, x + g * GROUP, GROUP, sg[g], zg[g], q + g * GROUP, &eg);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "edges int%u %s", bits, asym ? "asym" : "sym");
+            packed_matches(&a, xb, COLS, GROUP, q, sg, zg, &eg, what);
+        }
 }
 
 /* FP8 rows from bf16 bit patterns: the scale, codes and error sums of the f32 path. */
