@@ -593,6 +593,18 @@ void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scal
 }
 
 MK_QKERNEL
+void mk_ct_fp8_quantize_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+{
+    fp8_quantize(a, x, n, scale, q, err, true);
+}
+
+MK_QKERNEL
+float mk_ct_absmax_bf16(const uint16_t *x, size_t n)
+{
+    return absmax_x(x, n, true);
+}
+
+MK_QKERNEL
 float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err)
 {
     float sc = mk_ct_fp8_scale(a, absmax_x(x, n, true));

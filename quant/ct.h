@@ -96,6 +96,10 @@ float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax);
 void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_fp8_dequant. */
 void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
+/* mk_ct_absmax and mk_ct_fp8_quantize of a BF16 weight's bf16 bit patterns (widened as they
+ * are loaded). */
+float mk_ct_absmax_bf16(const uint16_t *x, size_t n);
+void mk_ct_fp8_quantize_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
 /* A row of a BF16 weight from its bf16 bit patterns (widened as they are loaded): codes as
  * mk_ct_fp8_quantize with mk_ct_fp8_scale(mk_ct_absmax(row)), which it returns. */
 float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err);

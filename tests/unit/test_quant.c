@@ -12,6 +12,7 @@
 #include "../../formats/safetensors.h"
 #include "../../quant/bnb.h"
 #include "../../quant/ct.h"
+#include "../../quant/mx.h"
 #include "../../quant/qformat.h"
 #include "../../quant/search.h"
 
@@ -294,6 +295,34 @@ MK_TEST(quant_ct_int_row_packed_edges)
             snprintf(what, sizeof what, "edges int%u %s", bits, asym ? "asym" : "sym");
             packed_matches(&a, xb, COLS, GROUP, q, sg, zg, &eg, what);
         }
+}
+
+/* MX groups from bf16 bit patterns (mxfp4, mxfp8): the absmax, exponent, codes and error
+ * sums of the f32 path, exactly; groups of 32 and odd sizes (the scalar tails). */
+MK_TEST(quant_mx_bf16_matches_f32)
+{
+    static const size_t sizes[] = {32, 7, 33, 1029};
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (int big = 0; big < 2; big++) {
+                const size_t n = sizes[si];
+                float *x = gaussian(950 + si, n, big ? 3e37 : 0.02, 0.01, 8, MK_BF16);
+                uint16_t *xb = malloc(n * 2);
+                for (size_t k = 0; k < n; k++) xb[k] = mk_f32_to_bf16(x[k]);
+                uint8_t *qf = malloc(n), *qb = malloc(n);
+                float af = mk_ct_absmax(x, n), ab = mk_ct_absmax_bf16(xb, n);
+                uint8_t e = mk_mx_scale_exp(MK_BF16, bits, af);
+                mk_qerr ef = {0, 0, 0}, eb = {0, 0, 0};
+                mk_mx_quantize(MK_BF16, bits, x, n, e, qf, &ef);
+                mk_mx_quantize_bf16(bits, xb, n, e, qb, &eb);
+                char what[64];
+                snprintf(what, sizeof what, "mx%u of %zu%s from bf16 (exponent %u)", bits, n, big ? " large" : "", e);
+                CHECK_MSG(ab == af, "%s: absmax %g, want %g", what, ab, af);
+                first_diff(what, qb, qf, n);
+                CHECK_MSG(eb.sx2 == ef.sx2 && eb.se2 == ef.se2 && eb.maxe == ef.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g",
+                          what, eb.sx2, eb.se2, eb.maxe, ef.sx2, ef.se2, ef.maxe);
+                free(x), free(xb), free(qf), free(qb);
+            }
 }
 
 /* FP8 rows from bf16 bit patterns: the scale, codes and error sums of the f32 path. */
