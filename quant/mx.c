@@ -165,7 +165,24 @@ void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, flo
     for (size_t i = 0; i < n; i++) out[i] = mk_round_bf16((bits == 8 ? mk_e4m3_to_f32(codes[i]) : mk_e2m1_value(codes[i])) * dsc);
 }
 
-void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes)
+void mk_fp4_pack_ref(const uint8_t *codes, size_t n, uint8_t *bytes)
 {
     for (size_t i = 0; i + 1 < n; i += 2) bytes[i / 2] = (uint8_t)(codes[i] | (codes[i + 1] << 4));
+}
+
+/* 32 codes a step as 16 little-endian pairs: low | high << 4, narrowed to bytes. Each step
+ * reads its codes before it writes, and writes below what later steps read: in place works. */
+MK_QKERNEL
+void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes)
+{
+    typedef uint16_t vh16 __attribute__((vector_size(32)));
+    typedef uint8_t vb16 __attribute__((vector_size(16)));
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        vh16 v;
+        memcpy(&v, codes + i, 32);
+        vb16 b = __builtin_convertvector((v & 0xff) | ((v >> 8) << 4), vb16);
+        memcpy(bytes + i / 2, &b, 16);
+    }
+    mk_fp4_pack_ref(codes + i, n - i, bytes + i / 2);
 }

@@ -70,5 +70,6 @@ static inline uint8_t mk_mx_stored_exp(uint8_t e) { return e == 255 ? 127 : e; }
 
 /* Two E2M1 codes per byte, the first in the low nibble (pack_fp4_to_uint8); n even. */
 void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes);
+void mk_fp4_pack_ref(const uint8_t *codes, size_t n, uint8_t *bytes);
 
 #endif

@@ -297,6 +297,26 @@ MK_TEST(quant_ct_int_row_packed_edges)
         }
 }
 
+/* The vector FP4 packing against the reference, on every byte value, apart and in place. */
+MK_TEST(quant_fp4_pack_matches_reference)
+{
+    static const size_t sizes[] = {2, 31, 32, 64, 1030, 4096};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const size_t n = sizes[si];
+        uint8_t *c = malloc(n), *r = calloc(n, 1), *f = calloc(n, 1);
+        for (size_t i = 0; i < n; i++) c[i] = (uint8_t)(i * 97 + si * 13 + (i >> 5));
+        mk_fp4_pack_ref(c, n, r);
+        mk_fp4_pack(c, n, f);
+        char what[48];
+        snprintf(what, sizeof what, "fp4 pack of %zu", n);
+        first_diff(what, f, r, n / 2);
+        mk_fp4_pack(c, n, c); /* in place */
+        strcat(what, " in place");
+        first_diff(what, c, r, n / 2);
+        free(c), free(r), free(f);
+    }
+}
+
 /* MX groups from bf16 bit patterns (mxfp4, mxfp8): the absmax, exponent, codes and error
  * sums of the f32 path, exactly; groups of 32 and odd sizes (the scalar tails). */
 MK_TEST(quant_mx_bf16_matches_f32)
