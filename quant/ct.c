@@ -3,6 +3,7 @@
 #include "ct.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 float mk_ct_round(mk_dtype t, float x)
 {
@@ -24,25 +25,10 @@ float mk_ct_eps(mk_dtype t)
 
 /* ---- integers ------------------------------------------------------------------------- */
 
-/* The kernels below read element i of x as mk_vf_loadx / mk_loadx1 do: f32 values, or (xb)
- * bf16 bit patterns widened where they are loaded (the same values, so the same bytes). */
-MK_VINLINE void int_qparams(const mk_ct_int *a, const void *x, size_t n, float *scale, int32_t *zp, bool xb)
+/* calculate_qparams from min(min(x), 0) = mn and max(max(x), 0) = mx. */
+static void int_scale(const mk_ct_int *a, float mn, float mx, float *scale, int32_t *zp)
 {
     const mk_dtype t = a->wdtype;
-    /* min(min(x), 0), max(max(x), 0): zero stays representable */
-    mk_vf vmn = mk_vf_set1(0.0f), vmx = vmn;
-    size_t i8 = n / 8 * 8;
-    for (size_t i = 0; i < i8; i += 8) {
-        mk_vf v = mk_vf_loadx(x, i, xb);
-        vmn = mk_vf_min(vmn, v);
-        vmx = mk_vf_max(vmx, v);
-    }
-    float mn = mk_vf_hmin(vmn), mx = mk_vf_hmax(vmx);
-    for (size_t i = i8; i < n; i++) {
-        float v = mk_loadx1(x, i, xb);
-        mn = v < mn ? v : mn;
-        mx = v > mx ? v : mx;
-    }
     const float range = mk_ct_round(t, (float)((1 << a->bits) - 1)); /* bit_range.to(dtype) */
     const float qmin = (float)mk_ct_qmin(a), qmax = (float)mk_ct_qmax(a);
     float s;
@@ -61,6 +47,27 @@ MK_VINLINE void int_qparams(const mk_ct_int *a, const void *x, size_t n, float *
     if (s == 0.0f) s = mk_ct_eps(t);
     *scale = s;
     *zp = z;
+}
+
+/* The kernels below read element i of x as mk_vf_loadx / mk_loadx1 do: f32 values, or (xb)
+ * bf16 bit patterns widened where they are loaded (the same values, so the same bytes). */
+MK_VINLINE void int_qparams(const mk_ct_int *a, const void *x, size_t n, float *scale, int32_t *zp, bool xb)
+{
+    /* min(min(x), 0), max(max(x), 0): zero stays representable */
+    mk_vf vmn = mk_vf_set1(0.0f), vmx = vmn;
+    size_t i8 = n / 8 * 8;
+    for (size_t i = 0; i < i8; i += 8) {
+        mk_vf v = mk_vf_loadx(x, i, xb);
+        vmn = mk_vf_min(vmn, v);
+        vmx = mk_vf_max(vmx, v);
+    }
+    float mn = mk_vf_hmin(vmn), mx = mk_vf_hmax(vmx);
+    for (size_t i = i8; i < n; i++) {
+        float v = mk_loadx1(x, i, xb);
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    int_scale(a, mn, mx, scale, zp);
 }
 
 MK_QKERNEL
@@ -220,6 +227,244 @@ void mk_ct_pack_zp(unsigned bits, const int32_t *zp, size_t nr, size_t ng, uint3
     }
 }
 
+/* ---- a bf16 row, quantized and packed in one pass --------------------------------------- */
+
+static _Atomic int simd_cap = 2;
+
+int mk_ct_simd_cap(int level)
+{
+    return atomic_exchange(&simd_cap, level);
+}
+
+void mk_ct_int_row_bf16_packed_ref(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                   uint32_t *words, int8_t *codes, mk_qerr *err)
+{
+    mk_ct_int_row_bf16(a, x, cols, group, scales, zps, codes, err);
+    mk_ct_pack_row(a->bits, codes, cols, words);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#include <immintrin.h>
+
+#define CT_AVX2 __attribute__((target("avx2")))
+#define CT_AVX2_INLINE static inline __attribute__((target("avx2"), always_inline))
+
+/* max (min) of 16 signed 16-bit lanes */
+CT_AVX2_INLINE int hmax_i16(__m256i v)
+{
+    __m128i m = _mm_max_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epi16(m, _mm_srli_si128(m, 2));
+    return (int16_t)_mm_extract_epi16(m, 0);
+}
+CT_AVX2_INLINE int hmin_i16(__m256i v)
+{
+    __m128i m = _mm_min_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_min_epi16(m, _mm_srli_si128(m, 8));
+    m = _mm_min_epi16(m, _mm_srli_si128(m, 4));
+    m = _mm_min_epi16(m, _mm_srli_si128(m, 2));
+    return (int16_t)_mm_extract_epi16(m, 0);
+}
+
+/* A bf16 bit pattern as the f32 it is. */
+static inline float bf16_bits_f32(int b)
+{
+    uint32_t u = (uint32_t)(b & 0xffff) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* min(min(x), 0) and max(max(x), 0) of n bf16 values (n % 16 == 0), on their bit patterns,
+ * 16 a step: |x| orders as (b & 0x7fff) for the symmetric scale, which needs only
+ * max(|x|) (given as mn = -max, mx = max); x orders as the signed key b ^ (b < 0 ? 0x7fff
+ * : 0), its own inverse. Finite values (the caller checked). Starting from key 0 (+0) keeps
+ * zero in the range; a -0 that wins is +0 to int_scale. */
+CT_AVX2_INLINE void minmax_bf16(const uint16_t *x, size_t n, bool asym, float *mn, float *mx)
+{
+    const __m256i m7 = _mm256_set1_epi16(0x7fff);
+    __m256i lo = _mm256_setzero_si256(), hi = lo;
+    if (!asym) {
+        for (size_t i = 0; i < n; i += 16) hi = _mm256_max_epi16(hi, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), m7));
+        *mx = bf16_bits_f32(hmax_i16(hi));
+        *mn = -*mx;
+        return;
+    }
+    for (size_t i = 0; i < n; i += 16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(x + i));
+        v = _mm256_xor_si256(v, _mm256_and_si256(_mm256_srai_epi16(v, 15), m7));
+        lo = _mm256_min_epi16(lo, v);
+        hi = _mm256_max_epi16(hi, v);
+    }
+    int l = hmin_i16(lo), h = hmax_i16(hi);
+    l ^= l < 0 ? 0x7fff : 0;
+    *mn = bf16_bits_f32(l);
+    *mx = bf16_bits_f32(h);
+}
+
+/* f32 -> nearest bf16 (ties to even), as f32; finite input: mk_vf_round_bf16. */
+CT_AVX2_INLINE __m256 rne_bf16(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+typedef struct ct_acc {
+    __m256 x2, e2, m;
+} ct_acc;
+
+/* mk_qacc_flush: each sum added in the same tree ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)),
+ * both at once. */
+CT_AVX2_INLINE void acc_flush(const ct_acc *acc, mk_qerr *e)
+{
+    __m256 h = _mm256_hadd_ps(acc->x2, acc->e2); /* x01 x23 e01 e23 | x45 x67 e45 e67 */
+    h = _mm256_hadd_ps(h, h);                    /* x0123 e0123 . . | x4567 e4567 . . */
+    __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    e->sx2 += (double)_mm_cvtss_f32(t);
+    e->se2 += (double)_mm_cvtss_f32(_mm_movehdup_ps(t));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(acc->m), _mm256_extractf128_ps(acc->m, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    float mx = _mm_cvtss_f32(m);
+    if (mx > e->maxe) e->maxe = mx;
+}
+
+/* The constants of a group: scale, zero point, code range, and (int4) the 16 decoded values
+ * indexed by code & 15 (t0: codes 0..7, t1: -8..-1), as the vector below computes them. */
+typedef struct ct_k {
+    __m256 vs, vz, lo, hi, t0, t1;
+} ct_k;
+
+CT_AVX2_INLINE __m256 dequant8(const ct_k *k, __m256 c, bool asym)
+{
+    return rne_bf16(_mm256_mul_ps(asym ? _mm256_sub_ps(c, k->vz) : c, k->vs));
+}
+
+/* 8 codes of a bf16 weight (mk_ct_vcode), as the bit patterns of code + MK_RINT_MAGIC: the
+ * low byte is the code, two's complement; with want_err, the error sums of mk_qacc_add,
+ * the decoded values looked up in t0, t1 when lut (one two-table permute with AVX-512VL). */
+CT_AVX2_INLINE __m256i codes8(const uint16_t *x, const ct_k *k, bool asym, ct_acc *acc, bool want_err, bool lut)
+{
+    const __m256 magic = _mm256_set1_ps(MK_RINT_MAGIC);
+    __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)x)), 16));
+    __m256 s = rne_bf16(_mm256_div_ps(xv, k->vs));
+    if (asym) s = rne_bf16(_mm256_add_ps(s, k->vz));
+    __m256 r = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(s, k->lo), k->hi), magic);
+    if (want_err) {
+        __m256 d = lut ? (__m256)__builtin_shuffle((mk_vf)k->t0, (mk_vf)k->t1, (mk_vi)r) : dequant8(k, _mm256_sub_ps(r, magic), asym);
+        __m256 e = _mm256_sub_ps(xv, d);
+        acc->x2 = _mm256_add_ps(acc->x2, _mm256_mul_ps(xv, xv));
+        acc->e2 = _mm256_add_ps(acc->e2, _mm256_mul_ps(e, e));
+        acc->m = _mm256_max_ps(acc->m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), e));
+    }
+    return _mm256_castps_si256(r);
+}
+
+/* Packed words of 32 codes (4 vectors from codes8), the layout of mk_ct_pack_row: code + 8
+ * in nibbles (4 bits) or code + 128 in bytes (8 bits), element order. The saturating packs
+ * interleave 128-bit lanes; the dword permutation puts them back. */
+CT_AVX2_INLINE void pack32(unsigned bits, const __m256i c[4], uint8_t *out)
+{
+    const __m256i mask = _mm256_set1_epi32(bits == 4 ? 0x0f : 0xff);
+    __m256i p01 = _mm256_packus_epi32(_mm256_and_si256(c[0], mask), _mm256_and_si256(c[1], mask));
+    __m256i p23 = _mm256_packus_epi32(_mm256_and_si256(c[2], mask), _mm256_and_si256(c[3], mask));
+    __m256i b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (bits == 8) {
+        _mm256_storeu_si256((__m256i *)out, _mm256_xor_si256(b, _mm256_set1_epi8((char)0x80)));
+        return;
+    }
+    /* byte pairs (lo, hi) -> lo | hi << 4 in the low byte of each 16-bit lane */
+    __m256i w = _mm256_and_si256(_mm256_or_si256(b, _mm256_srli_epi16(b, 4)), _mm256_set1_epi16(0x00ff));
+    w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+    _mm_storeu_si128((__m128i *)out, _mm_xor_si128(_mm256_castsi256_si128(w), _mm_set1_epi8((char)0x88)));
+}
+
+/* One group of n % 32 == 0 values: scale, zero point, packed codes at out, error sums.
+ * bits, asym and want_err are constants (one loop each). */
+CT_AVX2_INLINE void group_packed(const mk_ct_int *a, const uint16_t *x, size_t n, float *scale, int32_t *zp, uint8_t *out, mk_qerr *err,
+                                 unsigned bits, bool asym, bool want_err, bool lut)
+{
+    float mn, mx;
+    minmax_bf16(x, n, asym, &mn, &mx);
+    int_scale(a, mn < 0.0f ? mn : 0.0f, mx > 0.0f ? mx : 0.0f, scale, zp);
+    ct_k k = {_mm256_set1_ps(*scale), _mm256_set1_ps(asym ? (float)*zp : 0.0f), _mm256_set1_ps((float)mk_ct_qmin(a)),
+              _mm256_set1_ps((float)mk_ct_qmax(a)), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    if (lut) {
+        k.t0 = dequant8(&k, _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7), asym);
+        k.t1 = dequant8(&k, _mm256_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1), asym);
+    }
+    ct_acc acc = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (size_t i = 0; i < n; i += 32) {
+        __m256i c[4] = {codes8(x + i, &k, asym, &acc, want_err, lut), codes8(x + i + 8, &k, asym, &acc, want_err, lut),
+                        codes8(x + i + 16, &k, asym, &acc, want_err, lut), codes8(x + i + 24, &k, asym, &acc, want_err, lut)};
+        pack32(bits, c, out + i * bits / 8);
+    }
+    if (want_err) acc_flush(&acc, err);
+}
+
+CT_AVX2_INLINE void row_packed(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                uint32_t *words, mk_qerr *err, unsigned bits, bool asym, bool want_err, bool lut)
+{
+    for (size_t g = 0, k = 0; g < cols; g += group, k++)
+        group_packed(a, x + g, group, &scales[k], &zps[k], (uint8_t *)words + g * bits / 8, err, bits, asym, want_err, lut && bits == 4);
+}
+
+CT_AVX2_INLINE void row_packed_any(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                    uint32_t *words, mk_qerr *err, bool lut)
+{
+    if (!err) { /* rare: the sums are the report's */
+        if (a->bits == 4) row_packed(a, x, cols, group, scales, zps, words, err, 4, a->asym, false, lut);
+        else row_packed(a, x, cols, group, scales, zps, words, err, 8, a->asym, false, lut);
+    } else if (a->bits == 4 && !a->asym) row_packed(a, x, cols, group, scales, zps, words, err, 4, false, true, lut);
+    else if (a->bits == 4) row_packed(a, x, cols, group, scales, zps, words, err, 4, true, true, lut);
+    else if (!a->asym) row_packed(a, x, cols, group, scales, zps, words, err, 8, false, true, lut);
+    else row_packed(a, x, cols, group, scales, zps, words, err, 8, true, true, lut);
+}
+
+/* The same instructions; AVX-512VL only adds registers (32: no spills) and encodings. */
+CT_AVX2 static void row_packed_avx2(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                    uint32_t *words, mk_qerr *err)
+{
+    row_packed_any(a, x, cols, group, scales, zps, words, err, false);
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"))) static void
+row_packed_avx512(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, uint32_t *words,
+                  mk_qerr *err)
+{
+    row_packed_any(a, x, cols, group, scales, zps, words, err, true);
+}
+
+/* 2: AVX-512VL, 1: AVX2, 0: neither; at most simd_cap */
+static int simd_level(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") ? 2
+                 : __builtin_cpu_supports("avx2")                                                                                ? 1
+                                                                                                                                 : 0;
+    }
+    return cached < simd_cap ? cached : simd_cap;
+}
+#endif
+
+/* The AVX2 pass takes groups of a multiple of 32 values (whole words and vectors); others go
+ * through the codes. */
+void mk_ct_int_row_bf16_packed(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                               uint32_t *words, int8_t *codes, mk_qerr *err)
+{
+#ifdef CT_AVX2
+    if ((a->bits == 4 || a->bits == 8) && a->wdtype == MK_BF16 && group && group % 32 == 0 && cols % group == 0 && simd_level()) {
+        if (simd_level() == 2) row_packed_avx512(a, x, cols, group, scales, zps, words, err);
+        else row_packed_avx2(a, x, cols, group, scales, zps, words, err);
+        return;
+    }
+#endif
+    mk_ct_int_row_bf16_packed_ref(a, x, cols, group, scales, zps, words, codes, err);
+}
+
 /* ---- FP8 ----------------------------------------------------------------------------------- */
 
 MK_VINLINE float absmax_x(const void *x, size_t n, bool xb)
@@ -345,6 +590,18 @@ MK_QKERNEL
 void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
 {
     fp8_quantize(a, x, n, scale, q, err, false);
+}
+
+MK_QKERNEL
+void mk_ct_fp8_quantize_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, float scale, uint8_t *q, mk_qerr *err)
+{
+    fp8_quantize(a, x, n, scale, q, err, true);
+}
+
+MK_QKERNEL
+float mk_ct_absmax_bf16(const uint16_t *x, size_t n)
+{
+    return absmax_x(x, n, true);
 }
 
 MK_QKERNEL

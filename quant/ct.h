@@ -51,6 +51,16 @@ void mk_ct_int_row(const mk_ct_int *a, const float *x, size_t cols, size_t group
  * are loaded). */
 void mk_ct_int_row_bf16(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps, int8_t *q,
                         mk_qerr *err);
+/* The same row packed (mk_ct_pack_row into words[cols * bits / 32]) in one pass, bf16 weights:
+ * the scales, zero points, words and error sums of mk_ct_int_row_bf16 then mk_ct_pack_row
+ * (the _ref), which it is where no vector pass fits (codes: cols bytes of scratch for that). */
+void mk_ct_int_row_bf16_packed(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                               uint32_t *words, int8_t *codes, mk_qerr *err);
+void mk_ct_int_row_bf16_packed_ref(const mk_ct_int *a, const uint16_t *x, size_t cols, size_t group, float *scales, int32_t *zps,
+                                   uint32_t *words, int8_t *codes, mk_qerr *err);
+/* Tests: the widest pass mk_ct_int_row_bf16_packed may take (2: AVX-512VL, 1: AVX2, 0: the
+ * reference); returns the cap before. */
+int mk_ct_simd_cap(int level);
 /* Decompressed values: dt((q - zp) * scale). */
 void mk_ct_int_dequant(const mk_ct_int *a, const int8_t *q, size_t n, float scale, int32_t zp, float *out);
 
@@ -86,6 +96,10 @@ float mk_ct_fp8_scale(const mk_ct_fp8 *a, float absmax);
 void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q);
 /* The same codes; with err (else NULL), also adds the error sums of mk_ct_fp8_dequant. */
 void mk_ct_fp8_quantize(const mk_ct_fp8 *a, const float *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
+/* mk_ct_absmax and mk_ct_fp8_quantize of a BF16 weight's bf16 bit patterns (widened as they
+ * are loaded). */
+float mk_ct_absmax_bf16(const uint16_t *x, size_t n);
+void mk_ct_fp8_quantize_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, float scale, uint8_t *q, mk_qerr *err);
 /* A row of a BF16 weight from its bf16 bit patterns (widened as they are loaded): codes as
  * mk_ct_fp8_quantize with mk_ct_fp8_scale(mk_ct_absmax(row)), which it returns. */
 float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err);

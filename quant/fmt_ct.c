@@ -265,8 +265,11 @@ static mk_status int_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, s
     mk_qerr e = {0, 0, 0};
     for (size_t r = 0; r < rows; r++) {
         if (xb) {
-            mk_ct_int_row_bf16(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
-        } else if (p->o.method != MK_QM_SEARCH) {
+            mk_ct_int_row_bf16_packed(&a, (const uint16_t *)x + r * cols, cols, group, scales + r * G, zps + r * G, words + r * W, codes,
+                                      &e);
+            continue;
+        }
+        if (p->o.method != MK_QM_SEARCH) {
             mk_ct_int_row(&a, (const float *)x + r * cols, cols, group, scales + r * G, zps + r * G, codes, &e);
         } else {
             for (size_t g = 0; g < G; g++) {
@@ -780,7 +783,8 @@ static mk_status mx_observe_end(mk_qcons *q, size_t i)
     return MK_OK;
 }
 
-static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, size_t n)
+/* x: f32 values, or (xb: mxfp4, mxfp8) the bf16 bit patterns of a bf16 weight */
+static mk_status mx_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, size_t n, bool xb)
 {
     const mk_qplan *p = mk_qc_plan(q);
     const mk_qtensor *qt = &p->t[i];
@@ -793,14 +797,16 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     if (!codes || !scales) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
     for (size_t g = 0; g < G; g++) {
-        const float *xg = x + g * group;
-        float am = mk_ct_absmax(xg, group);
+        const float *xg = (const float *)x + g * group;
+        const uint16_t *xbg = (const uint16_t *)x + g * group;
+        float am = xb ? mk_ct_absmax_bf16(xbg, group) : mk_ct_absmax(xg, group);
         if (k == MX_NV) {
             scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->scale, am);
             mk_nvfp4_quantize(xg, group, s->scale, scales[g], codes + g * group, &e);
         } else {
             uint8_t ex = mk_mx_scale_exp(qt->wdtype, bits, am);
-            mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
+            if (xb) mk_mx_quantize_bf16(bits, xbg, group, ex, codes + g * group, &e);
+            else mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
             scales[g] = mk_mx_stored_exp(ex);
         }
     }
@@ -812,6 +818,13 @@ static mk_status mx_rows(mk_qcons *q, size_t i, uint64_t e0, const float *x, siz
     }
     MK_TRY(mk_qc_put(q, qt->out0 + 1, e0 / group, scales, G));
     return mk_qc_add_rec(q, i, e0, e.sx2, e.se2, e.maxe);
+}
+
+/* nvfp4's kernel reads f32 values (its prepass holds them anyway). */
+static bool mx_bf16_ok(const mk_qplan *p, size_t i)
+{
+    (void)i;
+    return mx_kind(p->o.fmt) != MX_NV;
 }
 
 static mk_status mx_end(mk_qcons *q, size_t i)
@@ -929,7 +942,7 @@ static mk_status mx_decode(mk_source *in, const mk_qdec *d, uint64_t e0, size_t 
         .card = ct_card, .main_suffix = suffix, .settings = 0, .resolve = mx_resolve,      \
         .describe = mx_describe, .select = mx_select, .kept_note = mx_kept_note,           \
         .stored = mx_layout, .config_json = mx_config, .begin = mx_begin,                  \
-        .state_free = free, .rows = mx_rows, .end = mx_end,                                \
+        .state_free = free, .rows_x = mx_rows_x, .bf16_ok = mx_bf16_ok, .end = mx_end,     \
         .wants_prepass = mx_wants_prepass, .observe = tensor_observe,                          \
         .observe_end = mx_observe_end, .read_config = read_config,                         \
         .recognise = recognise_fn, .parse = mx_parse, .info = mx_info, .decode = mx_decode, \

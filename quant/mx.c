@@ -109,8 +109,8 @@ static float mx_scale(mk_dtype wdt, uint8_t e)
 /* wdt(q) for the values the MX division gives (already clamped, so finite and small) */
 static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk_round_bf16(q) : wdt == MK_F32 ? q : mk_ct_round(wdt, q); }
 
-MK_QKERNEL
-void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
+/* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight, widened as they are loaded */
+MK_VINLINE void mx_quantize(mk_dtype wdt, unsigned bits, const void *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err, bool xb)
 {
     const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)mk_mx_stored_exp(e) - 127));
     mk_qacc acc;
@@ -118,16 +118,18 @@ void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8
     if (bits == 8) {
         /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
         const mk_ct_fp8 a = {false, wdt};
-        mk_ct_fp8_quantize(&a, x, n, sc, codes, wdt == MK_BF16 && e != 255 ? err : NULL);
-        if (!err || (wdt == MK_BF16 && e != 255)) return;
-        for (size_t i = 0; i < n; i++) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e4m3_to_f32(codes[i]) * dsc));
+        mk_qerr *e8 = wdt == MK_BF16 && e != 255 ? err : NULL;
+        if (xb) mk_ct_fp8_quantize_bf16(&a, x, n, sc, codes, e8);
+        else mk_ct_fp8_quantize(&a, x, n, sc, codes, e8);
+        if (!err || e8) return;
+        for (size_t i = 0; i < n; i++) mk_qacc_add1(&acc, mk_loadx1(x, i, xb), mk_round_bf16(mk_e4m3_to_f32(codes[i]) * dsc));
         mk_qacc_flush(&acc, err);
         return;
     }
     size_t i = 0;
     const mk_vf vs = mk_vf_set1(sc), vd = mk_vf_set1(dsc), hi = mk_vf_set1(6.0f), lo = -hi;
     for (; i + 8 <= n; i += 8) {
-        mk_vf xv = mk_vf_load(x + i), q = mk_vf_min(mk_vf_max(xv / vs, lo), hi), v;
+        mk_vf xv = mk_vf_loadx(x, i, xb), q = mk_vf_min(mk_vf_max(xv / vs, lo), hi), v;
         if (wdt == MK_BF16) q = mk_vf_round_bf16(q);
         else if (wdt == MK_F16) q = mk_vf_round_f16(q);
         mk_vu c;
@@ -136,12 +138,25 @@ void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8
         if (err) mk_qacc_add(&acc, xv, mk_vf_round_bf16(v * vd));
     }
     for (; i < n; i++) {
-        float q = x[i] / sc;
+        const float xi = mk_loadx1(x, i, xb);
+        float q = xi / sc;
         q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q; /* clamping first: wdt's overflow is clamped too */
         codes[i] = mk_e2m1_code(mx_round(wdt, q));
-        if (err) mk_qacc_add1(&acc, x[i], mk_round_bf16(mk_e2m1_value(codes[i]) * dsc));
+        if (err) mk_qacc_add1(&acc, xi, mk_round_bf16(mk_e2m1_value(codes[i]) * dsc));
     }
     if (err) mk_qacc_flush(&acc, err);
+}
+
+MK_QKERNEL
+void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
+{
+    mx_quantize(wdt, bits, x, n, e, codes, err, false);
+}
+
+MK_QKERNEL
+void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
+{
+    mx_quantize(MK_BF16, bits, x, n, e, codes, err, true);
 }
 
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out)
@@ -150,7 +165,24 @@ void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, flo
     for (size_t i = 0; i < n; i++) out[i] = mk_round_bf16((bits == 8 ? mk_e4m3_to_f32(codes[i]) : mk_e2m1_value(codes[i])) * dsc);
 }
 
-void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes)
+void mk_fp4_pack_ref(const uint8_t *codes, size_t n, uint8_t *bytes)
 {
     for (size_t i = 0; i + 1 < n; i += 2) bytes[i / 2] = (uint8_t)(codes[i] | (codes[i + 1] << 4));
+}
+
+/* 32 codes a step as 16 little-endian pairs: low | high << 4, narrowed to bytes. Each step
+ * reads its codes before it writes, and writes below what later steps read: in place works. */
+MK_QKERNEL
+void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes)
+{
+    typedef uint16_t vh16 __attribute__((vector_size(32)));
+    typedef uint8_t vb16 __attribute__((vector_size(16)));
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        vh16 v;
+        memcpy(&v, codes + i, 32);
+        vb16 b = __builtin_convertvector((v & 0xff) | ((v >> 8) << 4), vb16);
+        memcpy(bytes + i / 2, &b, 16);
+    }
+    mk_fp4_pack_ref(codes + i, n - i, bytes + i / 2);
 }

@@ -60,6 +60,8 @@ void mk_nvfp4_dequant(const uint8_t *codes, size_t n, float gs, uint8_t s8, floa
 uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax);
 /* Codes (E2M1 one per byte, or E4M3 bytes) of n values with exponent e. */
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
+/* The same for a bf16 weight from its bf16 bit patterns (widened as they are loaded). */
+void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out);
 /* The exponent stored for e: e = 255 is a scale of 2^128, inf in bf16 and f32 (a group max of
  * 1.75 * 2^127 or more), which makes every code 0; the library stores int32(log2(inf)) + 127,
@@ -68,5 +70,6 @@ static inline uint8_t mk_mx_stored_exp(uint8_t e) { return e == 255 ? 127 : e; }
 
 /* Two E2M1 codes per byte, the first in the low nibble (pack_fp4_to_uint8); n even. */
 void mk_fp4_pack(const uint8_t *codes, size_t n, uint8_t *bytes);
+void mk_fp4_pack_ref(const uint8_t *codes, size_t n, uint8_t *bytes);
 
 #endif

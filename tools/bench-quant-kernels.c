@@ -47,6 +47,16 @@ static void k_int4(size_t n)
         mk_ct_int_codes(&a, x + g, 128, s, z, (int8_t *)out + g, &e);
     }
 }
+static uint16_t xb[N];
+static uint32_t words[N / 8];
+static void k_int4_packed(size_t n) /* a bf16 weight's rows of 2048, quantized and packed in one pass */
+{
+    mk_qerr e = {0, 0, 0};
+    mk_ct_int a = {4, false, MK_BF16};
+    int32_t z[16];
+    for (size_t r = 0; r < n; r += 2048)
+        mk_ct_int_row_bf16_packed(&a, xb + r, 2048, 128, aux, z, words + r / 8, (int8_t *)out, &e);
+}
 static void k_int4_search(size_t n)
 {
     mk_qerr e = {0, 0, 0};
@@ -68,9 +78,12 @@ static void k_fp8(size_t n)
 int main(void)
 {
     srand(1);
-    for (size_t i = 0; i < N; i++) x[i] = mk_bf16_to_f32(mk_f32_to_bf16(((float)rand() / (float)RAND_MAX - 0.5f) * 0.08f));
+    for (size_t i = 0; i < N; i++) {
+        xb[i] = mk_f32_to_bf16(((float)rand() / (float)RAND_MAX - 0.5f) * 0.08f);
+        x[i] = mk_bf16_to_f32(xb[i]);
+    }
     struct { const char *name; kern f; size_t reps; } k[] = {
-        {"nf4", k_nf4, 64}, {"int8", k_int8, 64}, {"int4", k_int4, 64}, {"int4-search", k_int4_search, 4}, {"fp8", k_fp8, 64}};
+        {"nf4", k_nf4, 64}, {"int8", k_int8, 64}, {"int4", k_int4, 64}, {"int4-bf16-row", k_int4_packed, 64}, {"int4-search", k_int4_search, 4}, {"fp8", k_fp8, 64}};
     for (size_t i = 0; i < sizeof k / sizeof *k; i++) {
         double best = 0;
         for (int run = 0; run < 5; run++) {

@@ -12,6 +12,7 @@
 #include "../../formats/safetensors.h"
 #include "../../quant/bnb.h"
 #include "../../quant/ct.h"
+#include "../../quant/mx.h"
 #include "../../quant/qformat.h"
 #include "../../quant/search.h"
 
@@ -164,12 +165,46 @@ MK_TEST(quant_ct_int_fast_matches_reference)
                 }
 }
 
+/* The one-pass packed row (the vector pass where it fits) against the codes of the group
+ * kernels packed by the reference: the same words, scales, zero points and error sums. */
+static void packed_matches(const mk_ct_int *a, const uint16_t *xb, size_t cols, size_t group, const int8_t *qg, const float *sg,
+                           const int32_t *zg, const mk_qerr *eg, const char *what)
+{
+    const size_t G = cols / group, W = (cols * a->bits + 31) / 32;
+    uint32_t *wr = calloc(W, 4), *wf = calloc(W, 4);
+    int8_t *codes = malloc(cols);
+    float sp[128];
+    int32_t zp[128];
+    mk_ct_pack_row_ref(a->bits, qg, cols, wr);
+    for (int level = 2; level >= 0; level--) { /* AVX-512VL, AVX2, reference (where the CPU has them) */
+        int cap = mk_ct_simd_cap(level);
+        mk_qerr ep = {0, 0, 0};
+        memset(wf, 0, W * 4);
+        mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, &ep);
+        size_t bad = W;
+        for (size_t w = 0; w < W && bad == W; w++)
+            if (wf[w] != wr[w]) bad = w;
+        CHECK_MSG(bad == W, "%s packed (level %d): word %zu is %08x, want %08x", what, level, bad, bad < W ? wf[bad] : 0,
+                  bad < W ? wr[bad] : 0);
+        for (size_t g = 0; g < G; g++)
+            CHECK_MSG(sp[g] == sg[g] && zp[g] == zg[g], "%s packed (level %d): group %zu scale %g zp %d, want %g %d", what, level, g, sp[g],
+                      zp[g], sg[g], zg[g]);
+        CHECK_MSG(ep.sx2 == eg->sx2 && ep.se2 == eg->se2 && ep.maxe == eg->maxe,
+                  "%s packed (level %d): error sums %.17g %.17g %g, want %.17g %.17g %g", what, level, ep.sx2, ep.se2, ep.maxe, eg->sx2,
+                  eg->se2, eg->maxe);
+        mk_ct_int_row_bf16_packed(a, xb, cols, group, sp, zp, wf, codes, NULL); /* without the sums: the same words */
+        CHECK_MSG(!memcmp(wf, wr, W * 4), "%s packed (level %d) without error sums: other words", what, level);
+        mk_ct_simd_cap(cap);
+    }
+    free(wr), free(wf), free(codes);
+}
+
 /* The row kernel is the group kernels one group after another: the same codes, scales,
  * zero points and error sums (exactly: the same additions in the same order). */
 MK_TEST(quant_ct_int_row_matches_groups)
 {
     static const mk_dtype dts[] = {MK_BF16, MK_F16, MK_F32};
-    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}};
+    static const size_t shapes[][2] = {{256, 128}, {96, 32}, {1029, 1029}, {36, 12}, {1024, 512}, {2048, 64}, {4096, 4096}, {1376, 32}};
     for (unsigned bits = 4; bits <= 8; bits += 4)
         for (int asym = 0; asym < 2; asym++)
             for (size_t d = 0; d < 3; d++)
@@ -204,6 +239,7 @@ MK_TEST(quant_ct_int_row_matches_groups)
                         mk_ct_int_row_bf16(&a, xb, cols, group, sr, zr, qr, &eb);
                         strcat(what, " from bf16");
                         first_diff(what, qr, qg, cols);
+                        packed_matches(&a, xb, cols, group, qg, sg, zg, &eg, what);
                         for (size_t g = 0; g < G; g++)
                             CHECK_MSG(sr[g] == sg[g] && zr[g] == zg[g], "%s: group %zu scale %g zp %d, want %g %d", what, g, sr[g], zr[g],
                                       sg[g], zg[g]);
@@ -213,6 +249,100 @@ MK_TEST(quant_ct_int_row_matches_groups)
                     }
                     free(x), free(qg), free(qr);
                 }
+}
+
+/* The packed row on values that test the bit-pattern min/max and the rounding: groups of
+ * zeros and -0, all negative, all positive, subnormal, near the largest bf16, one outlier,
+ * constant; against the group kernels packed by the reference. */
+MK_TEST(quant_ct_int_row_packed_edges)
+{
+    enum { COLS = 1024, GROUP = 64 };
+    static float x[COLS];
+    static uint16_t xb[COLS];
+    static int8_t q[COLS];
+    const float big = 0x1.fep62f, tiny = 0x1p-133f; /* big: the squared error stays finite */
+    for (size_t i = 0; i < COLS; i++) {
+        size_t g = i / GROUP, k = i % GROUP;
+        float v = (float)((int)(k * 37 % 23) - 11) * 0.01f;
+        switch (g) {
+        case 0: v = 0.0f; break;
+        case 1: v = k % 2 ? -0.0f : 0.0f; break;
+        case 2: v = -fabsf(v) - 0.001f; break;
+        case 3: v = fabsf(v) + 0.5f; break;
+        case 4: v *= 0x1p-130f; break;
+        case 5: v = k % 3 ? tiny : -tiny; break;
+        case 6: v = k == 5 ? big : k == 9 ? -big : v * 0x1p55f; break;
+        case 7: v = k == 17 ? 100.0f : v; break;
+        case 8: v = 0.0371f; break;
+        case 9: v = -0.0371f; break;
+        case 10: v = k < 32 ? -0.0f : 3.0f; break;
+        default: break;
+        }
+        xb[i] = mk_f32_to_bf16(v);
+        x[i] = mk_bf16_to_f32(xb[i]);
+    }
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (int asym = 0; asym < 2; asym++) {
+            mk_ct_int a = {bits, asym != 0, MK_BF16};
+            float sg[COLS / GROUP];
+            int32_t zg[COLS / GROUP];
+            mk_qerr eg = {0, 0, 0};
+            for (size_t g = 0; g < COLS / GROUP; g++) {
+                mk_ct_int_qparams(&a, x + g * GROUP, GROUP, &sg[g], &zg[g]);
+                mk_ct_int_codes(&a, x + g * GROUP, GROUP, sg[g], zg[g], q + g * GROUP, &eg);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "edges int%u %s", bits, asym ? "asym" : "sym");
+            packed_matches(&a, xb, COLS, GROUP, q, sg, zg, &eg, what);
+        }
+}
+
+/* The vector FP4 packing against the reference, on every byte value, apart and in place. */
+MK_TEST(quant_fp4_pack_matches_reference)
+{
+    static const size_t sizes[] = {2, 31, 32, 64, 1030, 4096};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        const size_t n = sizes[si];
+        uint8_t *c = malloc(n), *r = calloc(n, 1), *f = calloc(n, 1);
+        for (size_t i = 0; i < n; i++) c[i] = (uint8_t)(i * 97 + si * 13 + (i >> 5));
+        mk_fp4_pack_ref(c, n, r);
+        mk_fp4_pack(c, n, f);
+        char what[48];
+        snprintf(what, sizeof what, "fp4 pack of %zu", n);
+        first_diff(what, f, r, n / 2);
+        mk_fp4_pack(c, n, c); /* in place */
+        strcat(what, " in place");
+        first_diff(what, c, r, n / 2);
+        free(c), free(r), free(f);
+    }
+}
+
+/* MX groups from bf16 bit patterns (mxfp4, mxfp8): the absmax, exponent, codes and error
+ * sums of the f32 path, exactly; groups of 32 and odd sizes (the scalar tails). */
+MK_TEST(quant_mx_bf16_matches_f32)
+{
+    static const size_t sizes[] = {32, 7, 33, 1029};
+    for (unsigned bits = 4; bits <= 8; bits += 4)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+            for (int big = 0; big < 2; big++) {
+                const size_t n = sizes[si];
+                float *x = gaussian(950 + si, n, big ? 3e37 : 0.02, 0.01, 8, MK_BF16);
+                uint16_t *xb = malloc(n * 2);
+                for (size_t k = 0; k < n; k++) xb[k] = mk_f32_to_bf16(x[k]);
+                uint8_t *qf = malloc(n), *qb = malloc(n);
+                float af = mk_ct_absmax(x, n), ab = mk_ct_absmax_bf16(xb, n);
+                uint8_t e = mk_mx_scale_exp(MK_BF16, bits, af);
+                mk_qerr ef = {0, 0, 0}, eb = {0, 0, 0};
+                mk_mx_quantize(MK_BF16, bits, x, n, e, qf, &ef);
+                mk_mx_quantize_bf16(bits, xb, n, e, qb, &eb);
+                char what[64];
+                snprintf(what, sizeof what, "mx%u of %zu%s from bf16 (exponent %u)", bits, n, big ? " large" : "", e);
+                CHECK_MSG(ab == af, "%s: absmax %g, want %g", what, ab, af);
+                first_diff(what, qb, qf, n);
+                CHECK_MSG(eb.sx2 == ef.sx2 && eb.se2 == ef.se2 && eb.maxe == ef.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g",
+                          what, eb.sx2, eb.se2, eb.maxe, ef.sx2, ef.se2, ef.maxe);
+                free(x), free(xb), free(qf), free(qb);
+            }
 }
 
 /* FP8 rows from bf16 bit patterns: the scale, codes and error sums of the f32 path. */
