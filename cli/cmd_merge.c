@@ -117,8 +117,9 @@ static mk_status check_out_path(merge_run *m)
 /* The input hashing (merge_hash.h): on a thread beside the merge, or now. */
 static mk_status hash_start(mk_merge_hash *h, merge_run *m, bool now)
 {
+    /* a part hashes its share of the files, not those it merges from: nothing to keep pace with */
     *h = (mk_merge_hash){.src = m->src, .n_src = m->n_refs, .part = m->o->parts.p,
-                         .recorded = m->o->finalize ? &m->w.inputs : NULL, .ih = &m->ih};
+                         .recorded = m->o->finalize ? &m->w.inputs : NULL, .ih = &m->ih, .unpaced = m->o->parts.p.n > 0};
     return now ? mk_merge_hash_now(h) : mk_merge_hash_start(h);
 }
 
@@ -624,7 +625,7 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, mk_m
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
                        m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL};
-    if (hj->started) { /* the input hashing keeps pace with the reads */
+    if (hj->started && !m->o->parts.p.n) { /* the input hashing keeps pace with the reads */
         eo.reading = mk_merge_hash_pace;
         eo.reading_ctx = hj;
     }

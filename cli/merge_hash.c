@@ -103,7 +103,7 @@ static void *hash_thread(void *arg)
 mk_status mk_merge_hash_start(mk_merge_hash *h)
 {
     h->started = false;
-    __atomic_store_n(&h->ppm, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->ppm, h->unpaced ? 1000000u : 0, __ATOMIC_RELEASE);
     if (pthread_create(&h->thread, NULL, hash_thread, h) == 0) {
         h->started = true;
         return MK_OK;

@@ -30,6 +30,7 @@ typedef struct mk_merge_hash {
     mk_part part;                    /* part.n: this process is part part.i of a split output */
     const mk_parts_inputs *recorded; /* finalize: the hashes the parts recorded; else NULL */
     mk_input_hashes *ih;             /* filled by mk_merge_hash_join */
+    bool unpaced;                    /* hash at full speed, not paced by mk_merge_hash_pace */
     uint32_t ppm;                    /* how far the merge reads (mk_hash_pace) */
     mk_status status;
     char msg[1024];
