@@ -5,6 +5,7 @@
  * --check re-runs the recorded merge into a temporary folder and compares file hashes.
  */
 #include "cli.h"
+#include "merge_hash.h"
 
 #include "../core/mk_hash.h"
 #include "../core/mk_hubfetch.h"
@@ -50,15 +51,6 @@ typedef struct merge_opts {
     char **argv;
 } merge_opts;
 
-typedef struct input_hashes {
-    size_t n;
-    mk_out_file *files; /* name = full path */
-    size_t *model_of;   /* model index per file */
-    char (*sha256)[65]; /* a file still being fetched from the Hub: its sha256 there
-                           (core/mk_hubfetch.h), recorded instead of hashing the file;
-                           "" for the others */
-} input_hashes;
-
 typedef struct merge_run {
     const mk_recipe *r;
     const char *out;
@@ -70,7 +62,7 @@ typedef struct merge_run {
     const mk_model_ref *refs[1024];
     size_t n_refs;
     mk_plan plan;
-    input_hashes ih;
+    mk_input_hashes ih;
     mk_output w;             /* OUT (or the --check scratch folder) and its side files */
     mk_qopts qo;             /* with --quantize */
     mk_qplan qplan;
@@ -81,6 +73,7 @@ typedef struct merge_run {
     mk_parts_manifest man;   /* --part: what this part records in OUT.tmp */
     mk_tokmerge tok;         /* tokenizer_source set: the merged vocabulary (tokmerge.h) */
 } merge_run;
+
 
 /* ---- inputs ---------------------------------------------------------------------------- */
 
@@ -121,102 +114,13 @@ static mk_status check_out_path(merge_run *m)
     return mk_cli_check_output(m->out, ins, n);
 }
 
-/* A split output shares the input hashing out: part I hashes the input files the byte-balanced
- * split gives it (mk_parts_split over the files' sizes); finalize takes the hashes from the
- * parts' records. share[n] gets 1 for the files this process hashes. */
-static mk_status hash_share(merge_run *m, size_t n, unsigned char *share)
+/* The input hashing (merge_hash.h): on a thread beside the merge, or now. */
+static mk_status hash_start(mk_merge_hash *h, merge_run *m, bool now)
 {
-    memset(share, 1, n ? n : 1);
-    mk_part p = m->o->parts.p;
-    if (!p.n) return MK_OK;
-    uint64_t *size = mk_calloc(n ? n : 1, sizeof *size);
-    uint32_t *part_of = mk_calloc(n ? n : 1, sizeof *part_of);
-    if (!size || !part_of) {
-        free(size);
-        free(part_of);
-        return MK_ERR_NOMEM;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < m->n_refs; i++)
-        for (size_t f = 0; f < m->src[i]->n_files; f++, k++) {
-            struct stat st;
-            size[k] = stat(m->src[i]->files[f], &st) == 0 ? (uint64_t)st.st_size : 0;
-        }
-    mk_parts_split(size, n, p.n, part_of);
-    for (k = 0; k < n; k++) share[k] = part_of[k] == p.i - 1;
-    free(size);
-    free(part_of);
-    return MK_OK;
-}
-
-static mk_status hash_inputs(merge_run *m)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_refs; i++) n += m->src[i]->n_files;
-    m->ih.files = mk_calloc(n ? n : 1, sizeof *m->ih.files);
-    m->ih.model_of = mk_calloc(n ? n : 1, sizeof *m->ih.model_of);
-    m->ih.sha256 = mk_calloc(n ? n : 1, sizeof *m->ih.sha256);
-    unsigned char *share = mk_calloc(n ? n : 1, 1);
-    mk_status s = m->ih.files && m->ih.model_of && m->ih.sha256 && share ? hash_share(m, n, share) : MK_ERR_NOMEM;
-    size_t k = 0;
-    for (size_t i = 0; i < m->n_refs && s == MK_OK; i++) {
-        for (size_t f = 0; f < m->src[i]->n_files && s == MK_OK; f++, k++) {
-            if (!share[k]) continue;
-            mk_out_file *of = &m->ih.files[m->ih.n];
-            const char *rec = m->o->finalize ? mk_parts_inputs_find(&m->w.inputs, m->src[i]->files[f]) : NULL;
-            mk_hash128 h;
-            /* hashing a file fetched in part would fetch all of it: its sha256 on the Hub stands for it */
-            bool remote = mk_hub_remote_sha256(m->src[i]->files[f], m->ih.sha256[m->ih.n]);
-            if (!remote && rec) {
-                memcpy(of->hash, rec, 33);
-            } else if (!remote) {
-                mk_info("hashing %s", m->src[i]->files[f]);
-                s = mk_hash_file(m->src[i]->files[f], &h);
-                if (s != MK_OK) break;
-                mk_hash128_hex(h, of->hash);
-            }
-            of->name = mk_strdup(m->src[i]->files[f]);
-            if (!of->name) s = MK_ERR_NOMEM;
-            else m->ih.model_of[m->ih.n++] = i;
-        }
-    }
-    free(share);
-    return s;
-}
-
-/* Input hashing runs beside the merge: both read the same pages, so the inputs are read
- * from disk once and the hash costs no extra wall time. */
-typedef struct hash_job {
-    merge_run *m;
-    mk_status status;
-    char msg[1024];
-    pthread_t thread;
-    bool started;
-} hash_job;
-
-static void *hash_thread(void *arg)
-{
-    hash_job *h = arg;
-    h->status = hash_inputs(h->m);
-    if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
-    return NULL;
-}
-
-static mk_status hash_start(hash_job *h, merge_run *m)
-{
-    memset(h, 0, sizeof *h);
-    h->m = m;
-    if (pthread_create(&h->thread, NULL, hash_thread, h) != 0) return hash_inputs(m); /* fall back: inline */
-    h->started = true;
-    return MK_OK;
-}
-
-static mk_status hash_join(hash_job *h)
-{
-    if (!h->started) return MK_OK;
-    pthread_join(h->thread, NULL);
-    h->started = false;
-    return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
+    /* a part hashes its share of the files, not those it merges from: nothing to keep pace with */
+    *h = (mk_merge_hash){.src = m->src, .n_src = m->n_refs, .part = m->o->parts.p,
+                         .recorded = m->o->finalize ? &m->w.inputs : NULL, .ih = &m->ih, .unpaced = m->o->parts.p.n > 0};
+    return now ? mk_merge_hash_now(h) : mk_merge_hash_start(h);
 }
 
 /* ---- outputs --------------------------------------------------------------------------- */
@@ -571,7 +475,8 @@ static mk_status resume_complete(merge_run *m);
 /* --check: the inputs must be the ones recorded in OUT's provenance. */
 static mk_status check_inputs(merge_run *m, const mk_json *expect)
 {
-    MK_TRY(hash_inputs(m));
+    mk_merge_hash hj;
+    MK_TRY(hash_start(&hj, m, true));
     uint32_t ins = mk_json_get(expect, 0, "inputs");
     for (uint32_t c = ins ? mk_json_at(expect, ins)->first : 0; c; c = mk_json_at(expect, c)->next) {
         uint32_t f = mk_json_get(expect, c, "file"), h = mk_json_get(expect, c, "xxh128");
@@ -714,17 +619,21 @@ static mk_status write_side_files(merge_run *m, bool check, mk_buf *prov)
 
 /* The tensors: the executor into `cons` (when s, the status so far, is MK_OK), beside the input
  * hashing started in hj, which is joined. */
-static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, hash_job *hj, mk_status s, mk_exec_stats *es)
+static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, mk_merge_hash *hj, mk_status s, mk_exec_stats *es)
 {
     mk_progress prog;
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache};
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL};
+    if (hj->started && !m->o->parts.p.n) { /* the input hashing keeps pace with the reads */
+        eo.reading = mk_merge_hash_pace;
+        eo.reading_ctx = hj;
+    }
     double t0 = mk_now();
     if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
     mk_progress_end(&prog);
     mk_info("computed and wrote %zu tensor(s) in %.2f s", es->computed, mk_now() - t0);
-    mk_status hs = hash_join(hj);
+    mk_status hs = mk_merge_hash_join(hj);
     return s == MK_OK ? hs : s;
 }
 
@@ -759,8 +668,8 @@ static mk_status run_part(merge_run *m)
         if (!m->o->c.quiet) fprintf(stderr, "mergekit-c: part %u/%u of %s is already complete; nothing to do\n", p.i, p.n, m->out);
         return MK_OK;
     }
-    hash_job hj = {0};
-    if (s == MK_OK) s = hash_start(&hj, m); /* this part's share of the input hashes */
+    mk_merge_hash hj = {0};
+    if (s == MK_OK) s = hash_start(&hj, m, false); /* this part's share of the input hashes */
     double t0 = mk_now();
     mk_exec_stats es = {0};
     s = compute(m, &cons, "merge", &hj, s, &es);
@@ -825,10 +734,10 @@ static mk_status run_merge(merge_run *m, const mk_json *expect)
     }
     if (m->o->parts.p.n) return run_part(m);
     if (expect) MK_TRY(check_inputs(m, expect));
-    hash_job hj = {0};
+    mk_merge_hash hj = {0};
     mk_consumer cons = {0};
     mk_status s = open_output(m, expect, &cons);
-    if (s == MK_OK && !expect) s = hash_start(&hj, m);
+    if (s == MK_OK && !expect) s = hash_start(&hj, m, false);
     mk_testpoint(); /* shards created, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};
@@ -868,10 +777,7 @@ static void merge_run_free(merge_run *m)
     mk_parts_manifest_free(&m->man);
     for (size_t i = 0; i < m->n_refs; i++) mk_source_close(m->src ? m->src[i] : NULL);
     free(m->src);
-    for (size_t i = 0; i < m->ih.n; i++) free(m->ih.files[i].name);
-    free(m->ih.files);
-    free(m->ih.model_of);
-    free(m->ih.sha256);
+    mk_input_hashes_free(&m->ih);
     mk_output_close(&m->w);
 }
 
@@ -1109,7 +1015,7 @@ static mk_status run_merge_gguf(merge_run *m)
     mk_testpoint(); /* header written, nothing computed */
     double t0 = mk_now();
     mk_exec_stats es = {0};
-    hash_job hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
+    mk_merge_hash hj = {0}; /* no provenance record in a GGUF file: nothing hashed */
     if (!x.finished) s = compute(m, &cons, "merge", &hj, s, &es);
     if (s == MK_OK && !x.finished) s = mk_cli_gguf_out_commit(g, &m->o->c, out, mk_now() - t0);
     mk_cli_gguf_out_free(g);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <xxhash.h>
 
 uint64_t mk_hash64(const void *data, size_t len) { return XXH3_64bits(data, len); }
@@ -124,6 +125,72 @@ mk_status mk_hash_file(const char *path, mk_hash128 *out)
     mk_status s = file_windows(path, xxh_window, h);
     if (s == MK_OK) *out = mk_hasher_digest(h);
     mk_hasher_free(h);
+    return s;
+}
+
+/* Bytes [0, allowed) of the files' total may be read now (pace: see mk_hash_files). */
+static uint64_t pace_allowed(const mk_hash_pace *pace, uint64_t total)
+{
+    if (!pace) return UINT64_MAX;
+    uint32_t ppm = __atomic_load_n(pace->ppm, __ATOMIC_ACQUIRE);
+    if (ppm >= 1000000u) return UINT64_MAX;
+    return (uint64_t)((double)total * ppm / 1e6) + pace->ahead;
+}
+
+/* The next window of the file least far through (by fraction of its size), or false when all
+ * are done. */
+static bool next_window(const mk_rfile *f, const uint64_t *done, size_t n, size_t *pick)
+{
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (done[i] >= f[i].size) continue;
+        /* done[i] / size[i] < done[*pick] / size[*pick], without division */
+        if (!any || (double)done[i] * (double)f[*pick].size < (double)done[*pick] * (double)f[i].size) *pick = i;
+        any = true;
+    }
+    return any;
+}
+
+static mk_status hash_files_open(const char *const *paths, size_t n, mk_rfile *f, mk_hasher **h, uint64_t *total)
+{
+    for (size_t i = 0; i < n; i++) {
+        MK_TRY(mk_rfile_open(&f[i], paths[i]));
+        if (!(h[i] = mk_hasher_new())) return MK_ERR_NOMEM;
+        *total += f[i].size;
+    }
+    return MK_OK;
+}
+
+mk_status mk_hash_files(const char *const *paths, size_t n, mk_hash128 *out, const mk_hash_pace *pace)
+{
+    const size_t win = 8u << 20;
+    mk_rfile *f = mk_calloc(n ? n : 1, sizeof *f);
+    mk_hasher **h = mk_calloc(n ? n : 1, sizeof *h);
+    uint64_t *done = mk_calloc(n ? n : 1, sizeof *done), total = 0, got = 0;
+    void *buf = mk_malloc(win);
+    for (size_t i = 0; f && i < n; i++) f[i].fd = -1;
+    mk_status s = f && h && done && buf ? hash_files_open(paths, n, f, h, &total) : MK_ERR_NOMEM;
+    size_t i = 0;
+    while (s == MK_OK && next_window(f, done, n, &i)) {
+        size_t len = f[i].size - done[i] < win ? (size_t)(f[i].size - done[i]) : win;
+        while (got + len > pace_allowed(pace, total)) {
+            struct timespec ts = {0, 2000000}; /* 2 ms: the merge moves on a tensor at a time */
+            nanosleep(&ts, NULL);
+        }
+        s = mk_rfile_read(&f[i], done[i], buf, len);
+        if (s == MK_OK) mk_hasher_update(h[i], buf, len);
+        done[i] += len;
+        got += len;
+    }
+    for (size_t k = 0; k < n && s == MK_OK; k++) out[k] = mk_hasher_digest(h[k]);
+    for (size_t k = 0; f && h && k < n; k++) {
+        if (f[k].fd >= 0) mk_rfile_close(&f[k]);
+        mk_hasher_free(h[k]);
+    }
+    free(f);
+    free(h);
+    free(done);
+    free(buf);
     return s;
 }
 

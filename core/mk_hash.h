@@ -28,6 +28,18 @@ uint32_t mk_crc32(uint32_t crc, const void *data, size_t len);
 /* XXH3-128 of a whole file, read through a mapping in windows that are dropped behind. */
 mk_status mk_hash_file(const char *path, mk_hash128 *out);
 
+/* The same hash of n files, read together: each 8 MiB window goes to the file least far
+ * through, so every file is read at the same pace, as a merge reads its models' tensors side
+ * by side. With `pace` (may be NULL), the reading stays at most `ahead` bytes past *pace
+ * parts per million of the files' total bytes, which another thread raises as it reads the
+ * same files (atomically; 1000000 lets it finish): both then read pages that are still in
+ * the page cache, and the disk serves them once. */
+typedef struct mk_hash_pace {
+    const uint32_t *ppm;
+    uint64_t ahead;
+} mk_hash_pace;
+mk_status mk_hash_files(const char *const *paths, size_t n, mk_hash128 *out, const mk_hash_pace *pace);
+
 /* Streaming XXH3-128 (opaque state; malloc'd). */
 typedef struct mk_hasher mk_hasher;
 mk_hasher *mk_hasher_new(void);

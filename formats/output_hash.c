@@ -3,6 +3,7 @@
 
 #include "../core/mk_hash.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ struct mk_whash {
     uint32_t *file_of;
     uint64_t *off, *len;
     bool *ready;
+    size_t *wb, wb_n, wb_done; /* pieces whose writeback is to start, in ready order */
     size_t *order;         /* piece indices by file, then offset */
     wh_file *f;
     pthread_mutex_t mu;    /* guards ready, the files' progress, err, msg */
@@ -62,9 +64,10 @@ mk_status mk_whash_new(size_t n, const uint32_t *file_of, const uint64_t *off, c
     h->len = mk_calloc(m, sizeof *h->len);
     h->ready = mk_calloc(m, sizeof *h->ready);
     h->order = mk_calloc(m, sizeof *h->order);
+    h->wb = mk_calloc(m, sizeof *h->wb);
     h->f = mk_calloc(n_files ? n_files : 1, sizeof *h->f);
     *out = h;
-    if (!h->file_of || !h->off || !h->len || !h->ready || !h->order || !h->f) return MK_ERR_NOMEM;
+    if (!h->file_of || !h->off || !h->len || !h->ready || !h->order || !h->wb || !h->f) return MK_ERR_NOMEM;
     memcpy(h->file_of, file_of, n * sizeof *file_of);
     memcpy(h->off, off, n * sizeof *off);
     memcpy(h->len, len, n * sizeof *len);
@@ -149,6 +152,21 @@ static bool step(mk_whash *h, void *buf)
     return moved;
 }
 
+/* Start the writeback of the pieces queued by mk_whash_ready (advisory: the writer's fsync
+ * reports errors). Called with mu held, dropped around each call. */
+static void start_writeback(mk_whash *h)
+{
+    while (h->wb_done < h->wb_n && !stopping(h)) {
+        size_t i = h->wb[h->wb_done++];
+        const wh_file *F = &h->f[h->file_of[i]];
+        if (F->hashed) continue; /* the writer may have closed it: only this thread sets hashed */
+        int fd = F->fd;
+        pthread_mutex_unlock(&h->mu);
+        if (h->len[i]) sync_file_range(fd, (off_t)h->off[i], (off_t)h->len[i], SYNC_FILE_RANGE_WRITE);
+        pthread_mutex_lock(&h->mu);
+    }
+}
+
 static void *whash_main(void *p)
 {
     mk_whash *h = p;
@@ -159,6 +177,7 @@ static void *whash_main(void *p)
         h->err = MK_ERR_NOMEM;
     }
     while (h->err == MK_OK && !stopping(h)) {
+        start_writeback(h);
         if (step(h, buf)) {
             pthread_cond_broadcast(&h->cv);
             continue;
@@ -166,7 +185,7 @@ static void *whash_main(void *p)
         bool left = false;
         for (size_t f = 0; f < h->n_files; f++) left |= h->f[f].h && !h->f[f].hashed;
         if (!left) break;
-        pthread_cond_wait(&h->cv, &h->mu);
+        if (h->wb_done == h->wb_n) pthread_cond_wait(&h->cv, &h->mu);
     }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
@@ -184,12 +203,17 @@ mk_status mk_whash_start(mk_whash *h)
     return MK_OK;
 }
 
-void mk_whash_ready(mk_whash *h, size_t i)
+bool mk_whash_ready(mk_whash *h, size_t i)
 {
     pthread_mutex_lock(&h->mu);
+    const wh_file *F = &h->f[h->file_of[i]];
+    /* the thread runs until every hashed file is; a failed one leaves the writer's fsync to write */
+    bool queued = h->started && F->h && !F->hashed && !h->ready[i] && h->err == MK_OK && !stopping(h);
     h->ready[i] = true;
+    if (queued) h->wb[h->wb_n++] = i;
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
+    return queued;
 }
 
 mk_status mk_whash_wait(mk_whash *h, size_t f, char hex[33])
@@ -224,6 +248,7 @@ void mk_whash_free(mk_whash *h)
     free(h->len);
     free(h->ready);
     free(h->order);
+    free(h->wb);
     free(h->f);
     free(h);
 }

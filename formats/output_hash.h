@@ -3,7 +3,8 @@
  * before them (a header); a thread hashes each file's prefix of finished pieces in file order,
  * mapping them through the writer's descriptor (from the page cache, just written; read when a
  * window cannot be mapped), so a file's XXH3-128 (the whole file's, as xxhsum -H2 prints it)
- * is ready when its last piece is.
+ * is ready when its last piece is. The same thread starts each finished piece's writeback to
+ * the disk (mk_whash_ready).
  * Must not: know about any file format, or read a piece before the writer says it is done.
  */
 #ifndef MK_OUTPUT_HASH_H
@@ -22,8 +23,11 @@ mk_status mk_whash_new(size_t n, const uint32_t *file_of, const uint64_t *off, c
 mk_status mk_whash_file(mk_whash *h, size_t f, int fd, const char *path, const void *head, size_t head_len);
 /* Start the thread (when some file was declared). */
 mk_status mk_whash_start(mk_whash *h);
-/* Every byte of piece i is written. */
-void mk_whash_ready(mk_whash *h, size_t i);
+/* Every byte of piece i is written. True when the thread also starts the piece's writeback
+ * (sync_file_range SYNC_FILE_RANGE_WRITE, before hashing it), so the writer, often a thread
+ * that computes, never waits on the disk's queue for it; false when its file is not hashed
+ * (the writer starts the writeback itself, if it wants it started). */
+bool mk_whash_ready(mk_whash *h, size_t i);
 /* File f's hash, once all its pieces are ready and hashed, or the hashing error. */
 mk_status mk_whash_wait(mk_whash *h, size_t f, char hex[33]);
 /* Stop the thread (an unfinished file is abandoned) and free everything. NULL is fine. */

@@ -1003,8 +1003,8 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     if (S->done) return MK_OK;
     /* start writing this tensor back now, so the disk works while we compute the next one
      * and the final fsync has little left to wait for (advisory: fsync reports errors) */
-    if (w->t[i].nbytes) sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
-    mk_whash_ready(w->wh, i);
+    if (!mk_whash_ready(w->wh, i) && w->t[i].nbytes)
+        sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
     mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
     return MK_OK;

@@ -316,6 +316,7 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
             mk_source *src = input_source(&ex, k);
             if (src->ops->prefetch) src->ops->prefetch(src, pt->in[k].tensor, 0, src->tensors[pt->in[k].tensor].nbytes);
         }
+        if (o->reading) o->reading(o->reading_ctx, st.bytes_computed + pt->out.nbytes, todo_bytes);
         mk_status s = c->ops->begin(c, i, &pt->out);
         if (s == MK_OK) {
             mk_dtype sd = input_source(&ex, 0)->tensors[pt->in[0].tensor].dtype;

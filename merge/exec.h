@@ -39,6 +39,11 @@ typedef struct mk_exec_opts {
     void *progress_ctx;
     mk_nonfinite on_nonfinite;
     uint64_t keep_bytes; /* what methods may keep between passes (MK_EXEC_KEEP_DEFAULT); 0 = none */
+    /* Called from the calling thread before each output tensor is computed, with the output
+     * bytes up to the end of that tensor and in all (of those computed now): how far the
+     * inputs are about to be read, for a reader of the same files to keep pace. May be NULL. */
+    void (*reading)(void *ctx, uint64_t bytes_through, uint64_t bytes_total);
+    void *reading_ctx;
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

@@ -8,6 +8,13 @@
 t_ok "merge, 12 shards" "$MK" "$ROOT/recipes/linear.yaml" sh/ -q --out-shard-size 20000
 t_ok "merge, one file" "$MK" "$ROOT/recipes/linear.yaml" one/ -q
 t_ok "--check re-derives the shard hashes" "$MK" "$ROOT/recipes/linear.yaml" sh/ --check -q
+# the input hashes, made beside the merge from all of a model's shards at once and paced by it:
+# what --check hashes again, unpaced, before it merges
+printf 'merge_method: linear\nmodels:\n  - model: sh/\n    parameters: {weight: 0.5}\n  - model: base/\n    parameters: {weight: 0.5}\n' >shin.yaml
+t_ok "merge from the sharded output" "$MK" shin.yaml shin/ -q -j 2
+n=$(grep -c '"file": "sh/model-' shin/mergekit-c.json) want=$(ls sh/*.safetensors | wc -l)
+[ "$n" -eq "$want" ] && [ "$n" -gt 3 ] && ok "every input shard's hash recorded" || notok "every input shard's hash recorded" "$n of $want"
+t_ok "--check re-derives the input shards' hashes" "$MK" shin.yaml shin/ --check -q
 if command -v xxhsum >/dev/null 2>&1; then
     for d in sh one; do
         bad=$(sed -n 's/.*"name": "\([^"]*\)", "size": [0-9]*, "xxh128": "\([0-9a-f]*\)".*/\2 \1/p' "$d/mergekit-c.json" |

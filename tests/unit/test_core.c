@@ -143,6 +143,65 @@ MK_TEST(hash_formats)
     free(p);
 }
 
+typedef struct paced_hash {
+    const char *path;
+    mk_hash_pace pace;
+    mk_hash128 out;
+    mk_status st;
+    int finished; /* atomic */
+} paced_hash;
+
+static void *paced_hash_main(void *arg)
+{
+    paced_hash *ph = arg;
+    ph->st = mk_hash_files(&ph->path, 1, &ph->out, &ph->pace);
+    __atomic_store_n(&ph->finished, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* mk_hash_files: each file's digest is mk_hash_file's whatever the others (windows taken in
+ * turn); paced, it reads no further than the pace allows and finishes once let go. */
+MK_TEST(hash_files_together_and_paced)
+{
+    const size_t big = (20u << 20) + 5; /* two whole 8 MiB windows and a part */
+    unsigned char *data = malloc(big);
+    CHECK(data != NULL);
+    if (!data) return;
+    for (size_t i = 0; i < big; i++) data[i] = (unsigned char)(i * 2654435761u >> 13);
+    char *paths[3] = {mk_path_join(mk_test_tmpdir(), "hf-empty"), mk_path_join(mk_test_tmpdir(), "hf-big"),
+                      mk_path_join(mk_test_tmpdir(), "hf-small")};
+    CHECK_OK(mk_write_file_atomic(paths[0], "", 0));
+    CHECK_OK(mk_write_file_atomic(paths[1], data, big));
+    CHECK_OK(mk_write_file_atomic(paths[2], "abc", 3));
+    mk_hash128 got[3], want;
+    CHECK_OK(mk_hash_files((const char *const *)paths, 3, got, NULL));
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(mk_hash_file(paths[k], &want));
+        CHECK_MSG(mk_hash128_eq(got[k], want), "file %d: mk_hash_files differs from mk_hash_file", k);
+    }
+    /* paced: 0 ppm + 8 MiB ahead lets one window through; half the file + 8 MiB lets two */
+    uint32_t ppm = 0;
+    paced_hash ph = {paths[1], {&ppm, 8u << 20}, {0, 0}, MK_OK, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, paced_hash_main, &ph) == 0);
+    struct timespec ts = {0, 150000000};
+    nanosleep(&ts, NULL);
+    CHECK_MSG(!__atomic_load_n(&ph.finished, __ATOMIC_ACQUIRE), "finished at 0 ppm: read past the pace");
+    __atomic_store_n(&ppm, 500000u, __ATOMIC_RELEASE);
+    nanosleep(&ts, NULL);
+    CHECK_MSG(!__atomic_load_n(&ph.finished, __ATOMIC_ACQUIRE), "finished at half: read past the pace");
+    __atomic_store_n(&ppm, 1000000u, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    CHECK_OK(ph.st);
+    CHECK(mk_hash128_eq(ph.out, got[1]));
+    char *missing = mk_path_join(mk_test_tmpdir(), "hf-missing");
+    const char *two[2] = {paths[2], missing};
+    CHECK_ERR(mk_hash_files(two, 2, got, NULL), MK_ERR_IO, "hf-missing");
+    free(missing);
+    for (int k = 0; k < 3; k++) free(paths[k]);
+    free(data);
+}
+
 MK_TEST(sha256_vectors)
 {
     /* FIPS 180-2 appendix B: "abc", the two-block message and a million 'a'; and the empty one */

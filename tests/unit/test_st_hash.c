@@ -3,17 +3,20 @@
  * whole files (mk_hash_file, which xxhsum -H2 agrees with), whatever the order of the
  * writes, the output order against the file order (mixed element sizes), the shard count,
  * tensors larger than its read window and the write-behind wrapper in front; a sink closed
- * before commit stops its hasher. */
+ * before commit stops its hasher; the hasher starts the writeback of what it will hash. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
 #include "../../core/mk_io.h"
 #include "../../formats/output.h"
+#include "../../formats/output_hash.h"
 #include "../../formats/safetensors.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static mk_tensor_info hti(const char *name, mk_dtype dt, int64_t numel)
 {
@@ -131,4 +134,37 @@ MK_TEST(st_sink_hasher_stops_on_close)
     CHECK_OK(k->ops->tensor_done(k, 0));
     mk_sink_close(k); /* the shard is unfinished: its hasher waits on b, and must be stopped */
     free(dir);
+}
+
+/* mk_whash_ready: the hashing thread takes over a finished piece's writeback when its file is
+ * hashed (true, once per piece), not otherwise (false: the writer starts it); the file's hash
+ * is still the whole file's. */
+MK_TEST(whash_takes_over_writeback)
+{
+    char *path = mk_path_join(mk_test_tmpdir(), "wb.bin");
+    unsigned char data[3000];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = hbyte(i, i);
+    CHECK_OK(mk_write_file_atomic(path, data, sizeof data));
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    CHECK(fd >= 0);
+    /* file 0: head [0, 1000), pieces [1000, 2000) and [2000, 3000); file 1 (piece 2): not hashed */
+    uint32_t file_of[3] = {0, 0, 1};
+    uint64_t off[3] = {1000, 2000, 0}, len[3] = {1000, 1000, 10};
+    mk_whash *h = NULL;
+    CHECK_OK(mk_whash_new(3, file_of, off, len, 2, &h));
+    CHECK_OK(mk_whash_file(h, 0, fd, path, data, 1000));
+    CHECK_OK(mk_whash_start(h));
+    CHECK_MSG(mk_whash_ready(h, 1), "piece 1 of a hashed file: the thread should start its writeback");
+    CHECK_MSG(!mk_whash_ready(h, 1), "piece 1 again: queued twice");
+    CHECK_MSG(!mk_whash_ready(h, 2), "a piece of a file not hashed: the writer starts its writeback");
+    CHECK_MSG(mk_whash_ready(h, 0), "piece 0 of a hashed file: the thread should start its writeback");
+    char hex[33], want[33];
+    mk_hash128 fh;
+    CHECK_OK(mk_whash_wait(h, 0, hex));
+    CHECK_OK(mk_hash_file(path, &fh));
+    mk_hash128_hex(fh, want);
+    CHECK_STR(hex, want);
+    mk_whash_free(h);
+    close(fd);
+    free(path);
 }

@@ -1,0 +1,144 @@
+/* merge_hash.c - see merge_hash.h */
+#include "merge_hash.h"
+
+#include "../core/mk_hash.h"
+#include "../core/mk_hubfetch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* How far the hashing may read past the inputs of the tensor the merge computes
+ * (mk_hash_pace.ahead): a few windows, far less than any page cache. */
+#define HASH_AHEAD (32u << 20)
+
+/* A split output shares the input hashing out: part I hashes the input files the byte-balanced
+ * split gives it (mk_parts_split over the files' sizes); finalize takes the hashes from the
+ * parts' records. share[n] gets 1 for the files this process hashes. */
+static mk_status hash_share(const mk_merge_hash *h, size_t n, unsigned char *share)
+{
+    memset(share, 1, n ? n : 1);
+    mk_part p = h->part;
+    if (!p.n) return MK_OK;
+    uint64_t *size = mk_calloc(n ? n : 1, sizeof *size);
+    uint32_t *part_of = mk_calloc(n ? n : 1, sizeof *part_of);
+    if (!size || !part_of) {
+        free(size);
+        free(part_of);
+        return MK_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < h->n_src; i++)
+        for (size_t f = 0; f < h->src[i]->n_files; f++, k++) {
+            struct stat st;
+            size[k] = stat(h->src[i]->files[f], &st) == 0 ? (uint64_t)st.st_size : 0;
+        }
+    mk_parts_split(size, n, p.n, part_of);
+    for (k = 0; k < n; k++) share[k] = part_of[k] == p.i - 1;
+    free(size);
+    free(part_of);
+    return MK_OK;
+}
+
+/* The input files this process records (its share) into h->ih; those to hash now (not
+ * recorded by the parts, not on the Hub) are listed in todo[] (indices into h->ih). */
+static mk_status hash_list(mk_merge_hash *h, const unsigned char *share, size_t *todo, size_t *n_todo)
+{
+    mk_input_hashes *ih = h->ih;
+    size_t k = 0;
+    for (size_t i = 0; i < h->n_src; i++) {
+        for (size_t f = 0; f < h->src[i]->n_files; f++, k++) {
+            if (!share[k]) continue;
+            mk_out_file *of = &ih->files[ih->n];
+            const char *rec = h->recorded ? mk_parts_inputs_find(h->recorded, h->src[i]->files[f]) : NULL;
+            /* hashing a file fetched in part would fetch all of it: its sha256 on the Hub stands for it */
+            bool remote = mk_hub_remote_sha256(h->src[i]->files[f], ih->sha256[ih->n]);
+            if (!remote && rec) memcpy(of->hash, rec, 33);
+            else if (!remote) todo[(*n_todo)++] = ih->n;
+            if (!(of->name = mk_strdup(h->src[i]->files[f]))) return MK_ERR_NOMEM;
+            ih->model_of[ih->n++] = i;
+        }
+    }
+    return MK_OK;
+}
+
+static mk_status hash_inputs(mk_merge_hash *h)
+{
+    mk_input_hashes *ih = h->ih;
+    size_t n = 0, n_todo = 0;
+    for (size_t i = 0; i < h->n_src; i++) n += h->src[i]->n_files;
+    ih->files = mk_calloc(n ? n : 1, sizeof *ih->files);
+    ih->model_of = mk_calloc(n ? n : 1, sizeof *ih->model_of);
+    ih->sha256 = mk_calloc(n ? n : 1, sizeof *ih->sha256);
+    unsigned char *share = mk_calloc(n ? n : 1, 1);
+    size_t *todo = mk_calloc(n ? n : 1, sizeof *todo);
+    const char **paths = mk_calloc(n ? n : 1, sizeof *paths);
+    mk_hash128 *d = mk_calloc(n ? n : 1, sizeof *d);
+    mk_status s = ih->files && ih->model_of && ih->sha256 && share && todo && paths && d ? hash_share(h, n, share)
+                                                                                       : MK_ERR_NOMEM;
+    if (s == MK_OK) s = hash_list(h, share, todo, &n_todo);
+    for (size_t t = 0; t < n_todo && s == MK_OK; t++) {
+        paths[t] = ih->files[todo[t]].name;
+        mk_info("hashing %s", paths[t]);
+    }
+    mk_hash_pace pace = {&h->ppm, HASH_AHEAD};
+    if (s == MK_OK) s = mk_hash_files(paths, n_todo, d, &pace);
+    for (size_t t = 0; t < n_todo && s == MK_OK; t++) mk_hash128_hex(d[t], ih->files[todo[t]].hash);
+    free(share);
+    free(todo);
+    free(paths);
+    free(d);
+    return s;
+}
+
+static void *hash_thread(void *arg)
+{
+    mk_merge_hash *h = arg;
+    h->status = hash_inputs(h);
+    if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
+    return NULL;
+}
+
+mk_status mk_merge_hash_start(mk_merge_hash *h)
+{
+    h->started = false;
+    __atomic_store_n(&h->ppm, h->unpaced ? 1000000u : 0, __ATOMIC_RELEASE);
+    if (pthread_create(&h->thread, NULL, hash_thread, h) == 0) {
+        h->started = true;
+        return MK_OK;
+    }
+    return mk_merge_hash_now(h); /* fall back: inline */
+}
+
+mk_status mk_merge_hash_now(mk_merge_hash *h)
+{
+    __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
+    return hash_inputs(h);
+}
+
+void mk_merge_hash_pace(void *ctx, uint64_t through, uint64_t total)
+{
+    mk_merge_hash *h = ctx;
+    uint32_t ppm = total ? (uint32_t)((double)through / (double)total * 1e6) : 1000000u;
+    __atomic_store_n(&h->ppm, ppm, __ATOMIC_RELEASE);
+}
+
+mk_status mk_merge_hash_join(mk_merge_hash *h)
+{
+    if (!h->started) return MK_OK;
+    __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE); /* the merge is over: finish */
+    pthread_join(h->thread, NULL);
+    h->started = false;
+    return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
+}
+
+void mk_input_hashes_free(mk_input_hashes *ih)
+{
+    if (!ih) return;
+    for (size_t i = 0; ih->files && i < ih->n; i++) free(ih->files[i].name);
+    free(ih->files);
+    free(ih->model_of);
+    free(ih->sha256);
+    memset(ih, 0, sizeof *ih);
+}
