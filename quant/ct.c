@@ -585,7 +585,32 @@ __attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"))) static void f
 {
     fp8_bf16_all(x, n, scale, e5m2, q, acc, want_err);
 }
+
+/* max |x| of n % 16 == 0 bf16 values, on their bit patterns (minmax_bf16) */
+CT_AVX2 static float absmax_bf16_avx2(const uint16_t *x, size_t n)
+{
+    float mn, mx;
+    minmax_bf16(x, n, false, &mn, &mx);
+    return mx;
+}
 #endif
+
+/* mk_ct_absmax of bf16 values: the finite ones (the caller checked) order as their bit
+ * patterns without the sign, 16 a step with AVX2. */
+static float absmax_bf16(const uint16_t *x, size_t n)
+{
+    size_t i = 0;
+    float am = 0.0f;
+#ifdef CT_AVX2
+    if (simd_level() > 0) {
+        i = n / 16 * 16;
+        am = absmax_bf16_avx2(x, i);
+    }
+#endif
+    if (i == 0) return absmax_x(x, n, true);
+    for (; i < n; i++) am = fabsf(mk_loadx1(x, i, true)) > am ? fabsf(mk_loadx1(x, i, true)) : am;
+    return am;
+}
 
 /* The AVX2 pass over the first n / 8 * 8 values of a BF16 weight's bf16 row, into acc (the
  * portable loop's accumulators, lane for lane); returns how many it took (0: no AVX2). */
@@ -707,7 +732,7 @@ float mk_ct_absmax_bf16(const uint16_t *x, size_t n)
 MK_QKERNEL
 float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err)
 {
-    float sc = mk_ct_fp8_scale(a, absmax_x(x, n, true));
+    float sc = mk_ct_fp8_scale(a, absmax_bf16(x, n));
     fp8_quantize(a, x, n, sc, q, err, true);
     return sc;
 }
