@@ -518,7 +518,7 @@ CT_AVX2_INLINE __m256i fp8_code8(const uint16_t *x, __m256 vs, bool e5m2, ct_acc
 {
     const int mbits = e5m2 ? 2 : 3, bias = e5m2 ? 15 : 7, shift = 23 - mbits;
     const __m256 hi = _mm256_set1_ps(e5m2 ? 57344.0f : 448.0f);
-    const __m256 magic = _mm256_set1_ps(e5m2 ? 0x1p9f : 0x1p14f); /* 2^(23 + 1 - bias - mbits) */
+    const __m256 magic = _mm256_set1_ps(e5m2 ? 0x1p7f : 0x1p14f); /* 2^(23 + 1 - bias - mbits) */
     const __m256 min_normal = _mm256_set1_ps(e5m2 ? 0x1p-14f : 0x1p-6f);
     __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)x)), 16));
     __m256 s = _mm256_add_ps(rne_bf16(_mm256_div_ps(xv, vs)), _mm256_setzero_ps()); /* -0 becomes +0 */
