@@ -546,8 +546,9 @@ CT_AVX2_INLINE __m256i fp8_code8(const uint16_t *x, __m256 vs, bool e5m2, ct_acc
 
 /* n % 8 == 0 values; 32 codes a store (the packs interleave the 128-bit halves, the
  * permute puts them back in order). */
-CT_AVX2_INLINE void fp8_bf16_any(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc, bool want_err)
+CT_AVX2_INLINE void fp8_bf16_any(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc_out, bool want_err)
 {
+    ct_acc l = *acc_out, *acc = &l; /* in registers: q may alias it */
     const __m256 vs = _mm256_set1_ps(scale);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     size_t i = 0;
@@ -562,6 +563,7 @@ CT_AVX2_INLINE void fp8_bf16_any(const uint16_t *x, size_t n, float scale, bool 
         __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
         _mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
     }
+    *acc_out = l;
 }
 
 CT_AVX2_INLINE void fp8_bf16_all(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc, bool want_err)
