@@ -507,6 +507,132 @@ void mk_ct_fp8_quantize_ref(const mk_ct_fp8 *a, const float *x, size_t n, float 
     for (size_t i = 0; i < n; i++) q[i] = fp8_encode(a, mk_ct_round(a->wdtype, x[i] / scale));
 }
 
+#ifdef CT_AVX2
+/* FP8 codes of a BF16 weight's bf16 values with AVX2, 8 a step in the order of the portable
+ * loop below (so the same error sums): x / scale rounded to bf16, + 0, clamped, then rounded
+ * to FP8 on the bit pattern, the constants as immediates. Normal range: the f32 mantissa
+ * rounded to mbits bits (ties to even; a carry moves to the exponent), re-biased. Subnormal
+ * range: adding 2^(23 + emin - mbits) rounds |v| to the subnormal step, and the sum's low
+ * bits are the code. */
+CT_AVX2_INLINE __m256i fp8_code8(const uint16_t *x, __m256 vs, bool e5m2, ct_acc *acc, bool want_err)
+{
+    const int mbits = e5m2 ? 2 : 3, bias = e5m2 ? 15 : 7, shift = 23 - mbits;
+    const __m256 hi = _mm256_set1_ps(e5m2 ? 57344.0f : 448.0f);
+    const __m256 magic = _mm256_set1_ps(e5m2 ? 0x1p7f : 0x1p14f); /* 2^(23 + 1 - bias - mbits) */
+    const __m256 min_normal = _mm256_set1_ps(e5m2 ? 0x1p-14f : 0x1p-6f);
+    __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)x)), 16));
+    __m256 s = _mm256_add_ps(rne_bf16(_mm256_div_ps(xv, vs)), _mm256_setzero_ps()); /* -0 becomes +0 */
+    s = _mm256_min_ps(_mm256_max_ps(s, _mm256_xor_ps(hi, _mm256_set1_ps(-0.0f))), hi);
+    __m256i u = _mm256_castps_si256(s), sgn = _mm256_andnot_si256(_mm256_set1_epi32(0x7fffffff), u);
+    __m256i a = _mm256_xor_si256(u, sgn);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(a, shift), _mm256_set1_epi32(1));
+    __m256i an = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32((1 << (shift - 1)) - 1)), odd);
+    an = _mm256_and_si256(an, _mm256_set1_epi32(-(1 << shift)));
+    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(an, shift), _mm256_set1_epi32((127 - bias) << mbits));
+    __m256 af = _mm256_castsi256_ps(a), sm = _mm256_add_ps(af, magic);
+    __m256i cs = _mm256_sub_epi32(_mm256_castps_si256(sm), _mm256_castps_si256(magic));
+    __m256 sub = _mm256_cmp_ps(af, min_normal, _CMP_LT_OQ);
+    __m256i code = _mm256_or_si256(_mm256_blendv_epi8(cn, cs, _mm256_castps_si256(sub)), _mm256_srli_epi32(sgn, 24));
+    if (want_err) {
+        __m256 r = _mm256_blendv_ps(_mm256_castsi256_ps(an), _mm256_sub_ps(sm, magic), sub);
+        r = _mm256_or_ps(r, _mm256_castsi256_ps(sgn));
+        __m256 e = _mm256_sub_ps(xv, rne_bf16(_mm256_mul_ps(r, vs)));
+        acc->x2 = _mm256_add_ps(acc->x2, _mm256_mul_ps(xv, xv));
+        acc->e2 = _mm256_add_ps(acc->e2, _mm256_mul_ps(e, e));
+        acc->m = _mm256_max_ps(acc->m, _mm256_andnot_ps(_mm256_set1_ps(-0.0f), e));
+    }
+    return code;
+}
+
+/* n % 8 == 0 values; 32 codes a store (the packs interleave the 128-bit halves, the
+ * permute puts them back in order). */
+CT_AVX2_INLINE void fp8_bf16_any(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc_out, bool want_err)
+{
+    ct_acc l = *acc_out, *acc = &l; /* in registers: q may alias it */
+    const __m256 vs = _mm256_set1_ps(scale);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i c0 = fp8_code8(x + i, vs, e5m2, acc, want_err), c1 = fp8_code8(x + i + 8, vs, e5m2, acc, want_err);
+        __m256i c2 = fp8_code8(x + i + 16, vs, e5m2, acc, want_err), c3 = fp8_code8(x + i + 24, vs, e5m2, acc, want_err);
+        __m256i b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1), _mm256_packus_epi32(c2, c3));
+        _mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b, order));
+    }
+    for (; i < n; i += 8) {
+        __m256i c = fp8_code8(x + i, vs, e5m2, acc, want_err);
+        __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packus_epi16(w, w));
+    }
+    *acc_out = l;
+}
+
+CT_AVX2_INLINE void fp8_bf16_all(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc, bool want_err)
+{
+    if (e5m2) {
+        if (want_err) fp8_bf16_any(x, n, scale, true, q, acc, true);
+        else fp8_bf16_any(x, n, scale, true, q, acc, false);
+    } else {
+        if (want_err) fp8_bf16_any(x, n, scale, false, q, acc, true);
+        else fp8_bf16_any(x, n, scale, false, q, acc, false);
+    }
+}
+
+/* The same instructions; AVX-512VL only adds registers and encodings. */
+CT_AVX2 static void fp8_bf16_avx2(const uint16_t *x, size_t n, float scale, bool e5m2, uint8_t *q, ct_acc *acc, bool want_err)
+{
+    fp8_bf16_all(x, n, scale, e5m2, q, acc, want_err);
+}
+__attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq"))) static void fp8_bf16_avx512(const uint16_t *x, size_t n, float scale, bool e5m2,
+                                                                                              uint8_t *q, ct_acc *acc, bool want_err)
+{
+    fp8_bf16_all(x, n, scale, e5m2, q, acc, want_err);
+}
+
+/* max |x| of n % 16 == 0 bf16 values, on their bit patterns (minmax_bf16) */
+CT_AVX2 static float absmax_bf16_avx2(const uint16_t *x, size_t n)
+{
+    float mn, mx;
+    minmax_bf16(x, n, false, &mn, &mx);
+    return mx;
+}
+#endif
+
+/* mk_ct_absmax of bf16 values: the finite ones (the caller checked) order as their bit
+ * patterns without the sign, 16 a step with AVX2. */
+static float absmax_bf16(const uint16_t *x, size_t n)
+{
+    size_t i = 0;
+    float am = 0.0f;
+#ifdef CT_AVX2
+    if (simd_level() > 0) {
+        i = n / 16 * 16;
+        am = absmax_bf16_avx2(x, i);
+    }
+#endif
+    if (i == 0) return absmax_x(x, n, true);
+    for (; i < n; i++) am = fabsf(mk_loadx1(x, i, true)) > am ? fabsf(mk_loadx1(x, i, true)) : am;
+    return am;
+}
+
+/* The AVX2 pass over the first n / 8 * 8 values of a BF16 weight's bf16 row, into acc (the
+ * portable loop's accumulators, lane for lane); returns how many it took (0: no AVX2). */
+static size_t fp8_bf16_simd(const mk_ct_fp8 *a, const uint16_t *x, size_t n, float scale, uint8_t *q, mk_qacc *acc, bool want_err)
+{
+#ifdef CT_AVX2
+    int lvl = simd_level();
+    if (lvl == 0) return 0;
+    ct_acc c = {(__m256)acc->x2, (__m256)acc->e2, (__m256)acc->m};
+    size_t n8 = n / 8 * 8;
+    if (lvl == 2) fp8_bf16_avx512(x, n8, scale, a->e5m2, q, &c, want_err);
+    else fp8_bf16_avx2(x, n8, scale, a->e5m2, q, &c, want_err);
+    acc->x2 = (mk_vf)c.x2, acc->e2 = (mk_vf)c.e2, acc->m = (mk_vf)c.m;
+    return n8;
+#else
+    (void)a, (void)x, (void)n, (void)scale, (void)q, (void)acc, (void)want_err;
+    return 0;
+#endif
+}
+
 /* FP8 round-to-nearest-even of 8 lanes already clamped to [-max, max] (and without -0),
  * branch-free: r is the rounded value, the return value the codes. Normal range: round
  * the f32 mantissa to `mbits` bits on the bit pattern (a carry moves to the exponent, as
@@ -550,7 +676,8 @@ MK_VINLINE void fp8_quantize(const mk_ct_fp8 *a, const void *x, size_t n, float 
     mk_qacc_init(&acc);
     size_t i = 0;
     const mk_dtype t = a->wdtype;
-    if (t == MK_BF16 || t == MK_F16 || t == MK_F32) {
+    if (xb && t == MK_BF16) i = fp8_bf16_simd(a, x, n, scale, q, &acc, err != NULL);
+    if (i == 0 && (t == MK_BF16 || t == MK_F16 || t == MK_F32)) {
         const mk_vf vs = mk_vf_set1(scale), hi = mk_vf_set1(mk_ct_fp8_max(a)), lo = -hi, zero = mk_vf_set1(0.0f);
         fp8_k k;
         fp8_k_init(&k, a->e5m2);
@@ -607,7 +734,7 @@ float mk_ct_absmax_bf16(const uint16_t *x, size_t n)
 MK_QKERNEL
 float mk_ct_fp8_row_bf16(const mk_ct_fp8 *a, const uint16_t *x, size_t n, uint8_t *q, mk_qerr *err)
 {
-    float sc = mk_ct_fp8_scale(a, absmax_x(x, n, true));
+    float sc = mk_ct_fp8_scale(a, absmax_bf16(x, n));
     fp8_quantize(a, x, n, sc, q, err, true);
     return sc;
 }

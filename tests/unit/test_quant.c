@@ -371,6 +371,74 @@ MK_TEST(quant_fp8_row_bf16_matches_f32)
         }
 }
 
+/* One bf16 row through mk_ct_fp8_quantize_bf16 at each SIMD level: the reference's codes,
+ * and (with and without the sums) the error sums of level 0 exactly (the same report). */
+static void fp8_bf16_levels(const mk_ct_fp8 *a, const uint16_t *xb, const float *x, size_t n, float s, const char *what)
+{
+    uint8_t *qr = malloc(n), *qf = malloc(n);
+    mk_qerr e0 = {0, 0, 0};
+    mk_ct_fp8_quantize_ref(a, x, n, s, qr);
+    for (int level = 0; level <= 2; level++) { /* portable, AVX2, AVX-512VL (where the CPU has them) */
+        int cap = mk_ct_simd_cap(level);
+        mk_qerr e = {0, 0, 0};
+        memset(qf, 0xaa, n);
+        mk_ct_fp8_quantize_bf16(a, xb, n, s, qf, &e);
+        char w[96];
+        snprintf(w, sizeof w, "%s, scale %a, n %zu, level %d", what, (double)s, n, level);
+        first_diff(w, qf, qr, n);
+        if (level == 0) e0 = e;
+        CHECK_MSG(e.sx2 == e0.sx2 && e.se2 == e0.se2 && e.maxe == e0.maxe, "%s: error sums %.17g %.17g %g, want %.17g %.17g %g (exact)", w,
+                  e.sx2, e.se2, e.maxe, e0.sx2, e0.se2, e0.maxe);
+        memset(qf, 0xaa, n);
+        mk_ct_fp8_quantize_bf16(a, xb, n, s, qf, NULL);
+        first_diff(w, qf, qr, n);
+        mk_ct_simd_cap(cap);
+    }
+    free(qr), free(qf);
+}
+
+/* The bf16 FP8 vector paths on every finite bf16 pattern below 2^50 (ties, the subnormal
+ * FP8 range, +-0, saturation) at scales of each kind, and on lengths that leave tails. */
+MK_TEST(quant_fp8_bf16_simd_matches_reference)
+{
+    static const float scales[] = {1.0f, 0x1p-12f, 0x1p9f, 0x1.5p-7f, 0x1.fep-3f, 0x1.24p-9f, 3.0f, 0x1p-20f};
+    uint16_t *xb = malloc(65536 * 2);
+    float *x = malloc(65536 * 4);
+    size_t n = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        float v = mk_bf16_to_f32((uint16_t)b);
+        if (fabsf(v) < 0x1p50f) xb[n] = (uint16_t)b, x[n++] = v; /* finite sums of x^2 */
+    }
+    for (int e5 = 0; e5 < 2; e5++) {
+        mk_ct_fp8 a = {e5 != 0, MK_BF16};
+        const char *what = e5 ? "fp8 e5m2 from bf16" : "fp8 e4m3 from bf16";
+        for (size_t k = 0; k < sizeof scales / sizeof *scales; k++) fp8_bf16_levels(&a, xb, x, n, scales[k], what);
+        /* weights as a model has them, where the error sums see every rounding; lengths that
+         * leave tails after the 32- and 8-value steps */
+        static const size_t lens[] = {1, 7, 8, 9, 31, 32, 40, 63, 97, 1029, 4096};
+        for (size_t k = 0; k < sizeof lens / sizeof *lens; k++) {
+            float *g = gaussian(1700 + k, lens[k], 0.02, 0.01, 8, MK_BF16);
+            uint16_t *gb = malloc(lens[k] * 2);
+            for (size_t i = 0; i < lens[k]; i++) gb[i] = mk_f32_to_bf16(g[i]);
+            fp8_bf16_levels(&a, gb, g, lens[k], mk_ct_fp8_scale(&a, mk_ct_absmax(g, lens[k])), what);
+            fp8_bf16_levels(&a, gb, g, lens[k], 0x1.8p-9f, what);
+            free(g), free(gb);
+        }
+        /* the row entry: the absmax on the bit patterns is the f32 one */
+        for (size_t len = 1; len <= 70; len += 23) {
+            uint8_t q[70];
+            mk_qerr e = {0, 0, 0};
+            for (int level = 0; level <= 2; level++) {
+                int cap = mk_ct_simd_cap(level);
+                float sr = mk_ct_fp8_row_bf16(&a, xb + 32000 + len, len, q, &e), sf = mk_ct_fp8_scale(&a, mk_ct_absmax(x + 32000 + len, len));
+                CHECK_MSG(sr == sf, "%s row of %zu (level %d): scale %a, want %a", what, len, level, (double)sr, (double)sf);
+                mk_ct_simd_cap(cap);
+            }
+        }
+    }
+    free(xb), free(x);
+}
+
 /* The packing fast path gives the reference's words for every length (tails, padding) and
  * every byte value a code can hold. */
 MK_TEST(quant_ct_pack_fast_matches_reference)
