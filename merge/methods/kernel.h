@@ -299,7 +299,17 @@ static inline void mk_bits_pack(const uint8_t *flags, uint64_t n, uint8_t *bits)
 
 static inline void mk_bits_unpack(const uint8_t *bits, uint64_t n, uint8_t *flags)
 {
-    MK_SIMD for (uint64_t i = 0; i < n; i++) flags[i] = (bits[i >> 3] >> (i & 7)) & 1;
+    uint64_t j = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* eight flags a step: byte t of the copies of bits[j] keeps bit t, and adding 0x7f
+     * moves "nonzero" into that byte's top bit (no byte carries into the next) */
+    for (; 8 * j + 8 <= n; j++) {
+        uint64_t x = ((uint64_t)bits[j] * 0x0101010101010101ull) & 0x8040201008040201ull;
+        x = ((x + 0x7f7f7f7f7f7f7f7full) >> 7) & 0x0101010101010101ull;
+        memcpy(flags + 8 * j, &x, 8);
+    }
+#endif
+    for (uint64_t i = 8 * j; i < n; i++) flags[i] = (bits[i >> 3] >> (i & 7)) & 1;
 }
 
 #endif

@@ -308,30 +308,60 @@ static inline MK_HOT void gta_deltas(const mk_dtype dt, float *d, const float *x
     MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD(x[i] - b[i]);
 }
 
+/* The magnitude keys of the deltas x - b (as gta_deltas rounds them), without storing them. */
+static inline MK_HOT void gta_keys(const mk_dtype dt, uint32_t *keys, const float *x, const float *b, uint64_t n)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD(x[i] - b[i]));
+}
+
+/* One model's weighted kept deltas: d[i] is overwritten with them and they are added
+ * into acc (first: acc starts from +0, as a zeroed sum would, so -0 never reaches it). */
+static inline MK_HOT void gta_weigh(const mk_dtype dt, float *d, const uint8_t *kp, uint64_t n, float f, float w,
+                                    float *acc, bool first)
+{
+    /* rescaled in the work dtype (the compute dtype, or float32 for fp16 random masks),
+     * then cast to the compute dtype: one rounding to dt either way */
+    if (f != 1.0f && first) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = 0.0f + (d[i] = RD(RD((kp[i] ? d[i] : 0.0f) * f) * w));
+    } else if (f != 1.0f) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] += (d[i] = RD(RD((kp[i] ? d[i] : 0.0f) * f) * w));
+    } else if (first) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = 0.0f + (d[i] = RD((kp[i] ? d[i] : 0.0f) * w));
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] += (d[i] = RD((kp[i] ? d[i] : 0.0f) * w));
+    }
+}
+
+/* The agreeing deltas of one model and their weights, into out and div (first: from +0). */
+static inline MK_HOT void gta_agree(const float *d, const float *acc, float w, uint64_t n, float *out, float *div,
+                                    bool first)
+{
+    /* sign(d) == (acc >= 0 ? +1 : -1): d times that sign is positive (never for zeros or
+     * NaN); branch-free so it vectorises */
+    if (first) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            const bool agree = d[i] * (acc[i] >= 0.0f ? 1.0f : -1.0f) > 0.0f;
+            out[i] = 0.0f + (agree ? d[i] : 0.0f);
+            div[i] = 0.0f + (agree ? w : 0.0f);
+        }
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            const bool agree = d[i] * (acc[i] >= 0.0f ? 1.0f : -1.0f) > 0.0f;
+            out[i] += agree ? d[i] : 0.0f;
+            div[i] += agree ? w : 0.0f;
+        }
+    }
+}
+
 /* The merged output of one chunk from the deltas and keep flags; delta is overwritten
- * with the weighted deltas, acc and div are scratch of n floats. */
+ * with the weighted deltas, acc and div are scratch of n floats (none is read before
+ * it is written, so nothing is zeroed first). */
 static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const float *b, float *delta,
                                    const uint8_t *keep, uint64_t n, float *out, float *acc, float *div)
 {
     const size_t K = st->K;
-    for (size_t k = 0; k < K; k++) {
-        const gta_model *m = &st->mdl[k];
-        float *d = delta + k * n;
-        const uint8_t *kp = keep + k * n;
-        const float w = m->w, f = m->factor;
-        if (f != 1.0f) {
-            /* rescaled in the work dtype (the compute dtype, or float32 for fp16 random
-             * masks), then cast to the compute dtype: one rounding to dt either way */
-            MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD(RD((kp[i] ? d[i] : 0.0f) * f) * w);
-        } else {
-            MK_SIMD for (uint64_t i = 0; i < n; i++) d[i] = RD((kp[i] ? d[i] : 0.0f) * w);
-        }
-    }
-    memset(acc, 0, (size_t)n * sizeof *acc);
-    for (size_t k = 0; k < K; k++) {
-        const float *d = delta + k * n;
-        MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] += d[i];
-    }
+    for (size_t k = 0; k < K; k++)
+        gta_weigh(dt, delta + k * n, keep + k * n, n, st->mdl[k].factor, st->mdl[k].w, acc, k == 0);
     const float lambda = st->lambda;
     const bool norm = st->normalize;
     if (!st->d.consensus) {
@@ -341,20 +371,7 @@ static inline MK_HOT void gta_emit(const mk_dtype dt, const gta_state *st, const
     }
     /* majority sign by sum (ties to +); zero deltas never agree */
     MK_SIMD for (uint64_t i = 0; i < n; i++) acc[i] = RD(acc[i]);
-    memset(out, 0, (size_t)n * sizeof *out);
-    memset(div, 0, (size_t)n * sizeof *div);
-    for (size_t k = 0; k < K; k++) {
-        const float *d = delta + k * n;
-        const float w = st->mdl[k].w;
-        MK_SIMD for (uint64_t i = 0; i < n; i++) {
-            /* sign(d) == (acc >= 0 ? +1 : -1): d times that sign is positive (never for
-             * zeros or NaN); branch-free so it vectorises */
-            const float di = d[i], sgn = acc[i] >= 0.0f ? 1.0f : -1.0f;
-            const bool agree = di * sgn > 0.0f;
-            out[i] += agree ? di : 0.0f;
-            div[i] += agree ? w : 0.0f;
-        }
-    }
+    for (size_t k = 0; k < K; k++) gta_agree(delta + k * n, acc, st->mdl[k].w, n, out, div, k == 0);
     /* without normalize the divisor is 1 and x / 1 == x; with lambda 1, x * 1 == x */
     MK_SIMD for (uint64_t i = 0; i < n; i++) {
         float dv = RD(div[i]);
@@ -378,17 +395,16 @@ MK_KCLONE static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch
     chunk_ctx c = {0};
     MK_TRY(ctx_init(&c, ch, K, job->cols, della && st->phase > 0, random && st->phase > 0));
     mk_status r = MK_OK;
-    for (size_t k = 0; k < K; k++) MK_DT_DISPATCH(dt, gta_deltas, c.delta + k * n, ch->in[st->mdl[k].in], b, n);
     if (st->phase == 0) {
-        /* selection: magnitude keys of the models that need them */
+        /* selection: magnitude keys of the models that need them, straight from the inputs */
         for (size_t k = 0; k < K && r == MK_OK; k++) {
             if (st->mdl[k].keep != MK_KEEP_TOPK && st->mdl[k].keep != MK_KEEP_BAND) continue;
-            const float *dk = c.delta + k * n;
-            MK_SIMD for (uint64_t i = 0; i < n; i++) c.keys[i] = mk_key_abs(dk[i]);
+            MK_DT_DISPATCH(dt, gta_keys, c.keys, ch->in[st->mdl[k].in], b, n);
             r = mk_sel_count(&st->sel, k, ch->index, c.keys, n);
         }
         return r;
     }
+    for (size_t k = 0; k < K; k++) MK_DT_DISPATCH(dt, gta_deltas, c.delta + k * n, ch->in[st->mdl[k].in], b, n);
     if (st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index)) {
         for (size_t k = 0; k < K; k++) mk_bits_unpack(mk_chunk_bits_at(&st->kept, ch->index, k), n, c.keep + k * n);
     } else {

@@ -303,3 +303,19 @@ MK_TEST(bits_pack_round_trip)
         CHECK_MSG(n == 0 || memcmp(f, g, (size_t)n) == 0, "%llu flags do not come back", (unsigned long long)n);
     }
 }
+
+/* every byte value unpacks to its eight bits, in the eight-at-a-time body and the tail */
+MK_TEST(bits_unpack_every_byte)
+{
+    enum { NB = 257 };
+    uint8_t bits[NB], g[8 * NB];
+    for (int j = 0; j < NB; j++) bits[j] = (uint8_t)(j == 256 ? 0xa5 : j);
+    for (uint64_t n = 8 * NB - 13; n <= 8 * NB; n++) {
+        memset(g, 0xee, sizeof g);
+        mk_bits_unpack(bits, n, g);
+        uint64_t bad = 0;
+        for (uint64_t i = 0; i < n; i++) bad += g[i] != ((bits[i / 8] >> (i % 8)) & 1);
+        CHECK_MSG(bad == 0, "n %llu: %llu flags wrong", (unsigned long long)n, (unsigned long long)bad);
+        CHECK_MSG(n == 8 * NB || g[n] == 0xee, "n %llu: wrote past the end", (unsigned long long)n);
+    }
+}
