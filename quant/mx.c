@@ -205,6 +205,52 @@ MX_AVX2 static void mx4_avx2(bool rb, const void *x, size_t n, float sc, float d
     }
     if (err) mk_qacc_flush(&acc, err);
 }
+
+/* mxfp8's E4M3 codes of a bf16 weight with error sums decoded in bf16 (the case where
+ * mk_ct_fp8_quantize_bf16 sums them itself: e != 255), the same values in the same lanes and
+ * order as that kernel, with x / sc as x * (1 / sc) (exact, as above). Normal range: the f32
+ * mantissa rounded to 3 bits on the bit pattern, ties to even (a carry moves into the
+ * exponent); below 2^-6, adding and removing 2^14 rounds |q| to the subnormal step 2^-9. */
+MX_AVX2 static void mx8_avx2(const uint16_t *x, size_t n, float sc, uint8_t *codes, mk_qerr *err)
+{
+    const __m256 inv = _mm256_set1_ps(1.0f / sc), vs = _mm256_set1_ps(sc), hi = _mm256_set1_ps(448.0f), lo = _mm256_set1_ps(-448.0f);
+    const __m256 zero = _mm256_setzero_ps(), magic = _mm256_set1_ps(0x1p14f), sub_scale = _mm256_set1_ps(0x1p9f), min_normal = _mm256_set1_ps(0x1p-6f);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), half = _mm256_set1_epi32((1 << 19) - 1), one = _mm256_set1_epi32(1);
+    const __m256i keep = _mm256_set1_epi32(~((1 << 20) - 1)), rebias = _mm256_set1_epi32((127 - 7) << 3), sbit = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1, -1, -1);
+    __m256 x2 = zero, e2 = zero, m = zero;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
+        /* + 0: the zero point, which makes -0 +0; the clamp as mk_vf_max / mk_vf_min */
+        const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(mx_rne_bf16(_mm256_mul_ps(xv, inv)), zero), lo), hi);
+        const __m256i u = _mm256_castps_si256(q), a = _mm256_and_si256(u, absm);
+        const __m256i an = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, half), _mm256_and_si256(_mm256_srli_epi32(a, 20), one)), keep);
+        const __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(an, 20), rebias);
+        const __m256 as = _mm256_sub_ps(_mm256_add_ps(_mm256_castsi256_ps(a), magic), magic);
+        const __m256i cs = _mm256_cvttps_epi32(_mm256_mul_ps(as, sub_scale));
+        const __m256i sub = _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(a), min_normal, _CMP_LT_OQ));
+        const __m256i c = _mm256_or_si256(_mm256_blendv_epi8(cn, cs, sub), _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80)));
+        const __m256i b = _mm256_shuffle_epi8(c, pick);
+        _mm_storel_epi64((__m128i *)(codes + i), _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+        if (!err) continue;
+        const __m256 r = _mm256_castsi256_ps(_mm256_or_si256(_mm256_blendv_epi8(an, _mm256_castps_si256(as), sub), _mm256_and_si256(u, sbit)));
+        const __m256 d = _mm256_sub_ps(xv, mx_rne_bf16(_mm256_mul_ps(r, vs)));
+        x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+        e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
+        m = _mm256_max_ps(m, _mm256_and_ps(d, _mm256_castsi256_ps(absm)));
+    }
+    mk_qacc acc = {(mk_vf)x2, (mk_vf)e2, (mk_vf)m};
+    if (i < n) { /* fewer than 8 left: the reference, as mk_ct_fp8_quantize_bf16 does */
+        const mk_ct_fp8 a = {false, MK_BF16};
+        float t[8];
+        for (size_t k = i; k < n; k++) t[k - i] = mk_loadx1(x, k, true);
+        mk_ct_fp8_quantize_ref(&a, t, n - i, sc, codes + i);
+        for (size_t k = i; err && k < n; k++) mk_qacc_add1(&acc, t[k - i], mk_round_bf16(mk_e4m3_to_f32(codes[k]) * sc));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
 #endif
 
 /* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight, widened as they are loaded */
@@ -217,6 +263,12 @@ MK_VINLINE void mx_quantize(mk_dtype wdt, unsigned bits, const void *x, size_t n
         /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
         const mk_ct_fp8 a = {false, wdt};
         mk_qerr *e8 = wdt == MK_BF16 && e != 255 ? err : NULL;
+#ifdef MX_HAVE_AVX2
+        if (xb && (e8 || !err) && mx_avx2()) {
+            mx8_avx2(x, n, sc, codes, e8);
+            return;
+        }
+#endif
         if (xb) mk_ct_fp8_quantize_bf16(&a, x, n, sc, codes, e8);
         else mk_ct_fp8_quantize(&a, x, n, sc, codes, e8);
         if (!err || e8) return;
