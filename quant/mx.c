@@ -154,6 +154,22 @@ static inline MX_AVX2 __attribute__((always_inline)) __m256 mx_rne_bf16(__m256 x
     return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
 }
 
+/* The error sums of 8 lanes into err, as mk_qacc_flush adds them: each sum in the tree
+ * ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), both sums at once. */
+static inline MX_AVX2 __attribute__((always_inline)) void mx_flush(__m256 x2, __m256 e2, __m256 m, mk_qerr *err)
+{
+    __m256 h = _mm256_hadd_ps(x2, e2); /* x01 x23 e01 e23 | x45 x67 e45 e67 */
+    h = _mm256_hadd_ps(h, h);          /* x0123 e0123 . . | x4567 e4567 . . */
+    const __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    err->sx2 += (double)_mm_cvtss_f32(t);
+    err->se2 += (double)_mm_cvtss_f32(_mm_movehdup_ps(t));
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_movehdup_ps(q));
+    const float mx = _mm_cvtss_f32(q);
+    if (mx > err->maxe) err->maxe = mx;
+}
+
 /* mx_quantize's E2M1 codes and error sums (rb: q rounded to bf16), the same operations on the
  * same lanes in the same order, with two changes that give the same values: x / sc is
  * x * (1 / sc), exact because sc is a power of two in [2^-127, 2^127] (a subnormal 1 / sc is
@@ -194,6 +210,10 @@ MX_AVX2 static void mx4_avx2(bool rb, const void *x, size_t n, float sc, float d
         x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
         e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
         m = _mm256_max_ps(m, _mm256_and_ps(d, absm));
+    }
+    if (i == n) { /* no tail: the usual group of 32 */
+        if (err) mx_flush(x2, e2, m, err);
+        return;
     }
     mk_qacc acc = {(mk_vf)x2, (mk_vf)e2, (mk_vf)m};
     for (; i < n; i++) {
@@ -241,10 +261,14 @@ MX_AVX2 static void mx8_avx2(const uint16_t *x, size_t n, float sc, uint8_t *cod
         e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
         m = _mm256_max_ps(m, _mm256_and_ps(d, _mm256_castsi256_ps(absm)));
     }
+    if (i == n) {
+        if (err) mx_flush(x2, e2, m, err);
+        return;
+    }
     mk_qacc acc = {(mk_vf)x2, (mk_vf)e2, (mk_vf)m};
-    if (i < n) { /* fewer than 8 left: the reference, as mk_ct_fp8_quantize_bf16 does */
+    { /* fewer than 8 left: the reference, as mk_ct_fp8_quantize_bf16 does */
         const mk_ct_fp8 a = {false, MK_BF16};
-        float t[8];
+        float t[8] = {0};
         for (size_t k = i; k < n; k++) t[k - i] = mk_loadx1(x, k, true);
         mk_ct_fp8_quantize_ref(&a, t, n - i, sc, codes + i);
         for (size_t k = i; err && k < n; k++) mk_qacc_add1(&acc, t[k - i], mk_round_bf16(mk_e4m3_to_f32(codes[k]) * sc));
