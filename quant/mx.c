@@ -4,6 +4,7 @@
 #include "qvec.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
@@ -99,26 +100,199 @@ uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax)
     return (uint8_t)e;
 }
 
+/* 2^(e - 127) in f32, exactly ldexpf(1, e - 127): 2^-127 (e = 0) is the subnormal with
+ * mantissa bit 22, 2^128 (e = 255) overflows to inf. Every one is exact in bf16 too. */
+static inline float mx_pow2(uint8_t e)
+{
+    uint32_t u = e == 0 ? 0x00400000u : (uint32_t)e << 23;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* wdt(2^(e - 127)) (never 0: mk_mx_scale_exp stored 127 for what f16 makes 0) */
 static float mx_scale(mk_dtype wdt, uint8_t e)
 {
-    float s = ldexpf(1.0f, (int)e - 127);
-    return wdt == MK_F16 && s > 65504.0f ? INFINITY : mk_ct_round(wdt, s);
+    float s = mx_pow2(e);
+    if (wdt != MK_F16) return s; /* a power of two, exact in bf16 and f32 */
+    return s > 65504.0f ? INFINITY : mk_ct_round(wdt, s);
 }
 
 /* wdt(q) for the values the MX division gives (already clamped, so finite and small) */
 static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk_round_bf16(q) : wdt == MK_F32 ? q : mk_ct_round(wdt, q); }
 
+/* ---- an AVX2 path for the E2M1 codes of bf16 and f32 weights ----------------------------- */
+
+static _Atomic int mx_cap = 1;
+
+int mk_mx_simd_cap(int level)
+{
+    return atomic_exchange(&mx_cap, level);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#define MX_HAVE_AVX2 1
+#include <immintrin.h>
+
+#define MX_AVX2 __attribute__((target("avx2")))
+
+static bool mx_avx2(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") != 0;
+    }
+    return cached && atomic_load(&mx_cap) > 0;
+}
+
+/* f32 -> nearest bf16 (ties to even), as f32; finite input: mk_vf_round_bf16. */
+static inline MX_AVX2 __attribute__((always_inline)) __m256 mx_rne_bf16(__m256 x)
+{
+    __m256i u = _mm256_castps_si256(x);
+    __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1)));
+    return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+/* The error sums of 8 lanes into err, as mk_qacc_flush adds them: each sum in the tree
+ * ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)), both sums at once. */
+static inline MX_AVX2 __attribute__((always_inline)) void mx_flush(__m256 x2, __m256 e2, __m256 m, mk_qerr *err)
+{
+    __m256 h = _mm256_hadd_ps(x2, e2); /* x01 x23 e01 e23 | x45 x67 e45 e67 */
+    h = _mm256_hadd_ps(h, h);          /* x0123 e0123 . . | x4567 e4567 . . */
+    const __m128 t = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    err->sx2 += (double)_mm_cvtss_f32(t);
+    err->se2 += (double)_mm_cvtss_f32(_mm_movehdup_ps(t));
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_movehdup_ps(q));
+    const float mx = _mm_cvtss_f32(q);
+    if (mx > err->maxe) err->maxe = mx;
+}
+
+/* mx_quantize's E2M1 codes and error sums (rb: q rounded to bf16), the same operations on the
+ * same lanes in the same order, with two changes that give the same values: x / sc is
+ * x * (1 / sc), exact because sc is a power of two in [2^-127, 2^127] (a subnormal 1 / sc is
+ * exact too) or inf (1 / sc = 0 gives the signed zero x / inf gives); the decoded magnitude is
+ * the table entry of the code's index (a permute) instead of the sum of the comparisons. */
+MX_AVX2 static void mx4_avx2(bool rb, const void *x, size_t n, float sc, float dsc, uint8_t *codes, mk_qerr *err, bool xb)
+{
+    const __m256 inv = _mm256_set1_ps(1.0f / sc), vd = _mm256_set1_ps(dsc), hi = _mm256_set1_ps(6.0f), lo = _mm256_set1_ps(-6.0f);
+    const __m256 zero = _mm256_setzero_ps(), tab = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i sign = _mm256_set1_epi32((int)0x80000000u), eight = _mm256_set1_epi32(8);
+    /* byte 0 of each 32-bit lane to the low 4 bytes of its 128-bit half */
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1, -1, -1);
+    __m256 x2 = zero, e2 = zero, m = zero;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = xb ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + i))), 16))
+                             : _mm256_loadu_ps((const float *)x + i);
+        __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);
+        if (rb) q = mx_rne_bf16(q);
+        const __m256 a = _mm256_and_ps(q, absm);
+        /* mk_e2m1_code's thresholds; a true comparison is -1, so the sum counts downwards */
+        __m256i s = _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.25f), _CMP_GT_OQ)),
+                                     _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.75f), _CMP_GE_OQ)));
+        s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.25f), _CMP_GT_OQ)),
+                                                 _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.75f), _CMP_GE_OQ))));
+        s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(2.5f), _CMP_GT_OQ)),
+                                                 _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(3.5f), _CMP_GE_OQ))));
+        s = _mm256_add_epi32(s, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(5.0f), _CMP_GT_OQ)));
+        const __m256i idx = _mm256_sub_epi32(_mm256_setzero_si256(), s);
+        const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(q, zero, _CMP_LT_OQ));
+        const __m256i b = _mm256_shuffle_epi8(_mm256_or_si256(idx, _mm256_and_si256(neg, eight)), pick);
+        _mm_storel_epi64((__m128i *)(codes + i), _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+        if (!err) continue;
+        const __m256 v = _mm256_xor_ps(_mm256_permutevar8x32_ps(tab, idx), _mm256_castsi256_ps(_mm256_and_si256(neg, sign)));
+        const __m256 d = _mm256_sub_ps(xv, mx_rne_bf16(_mm256_mul_ps(v, vd)));
+        x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+        e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
+        m = _mm256_max_ps(m, _mm256_and_ps(d, absm));
+    }
+    if (i == n) { /* no tail: the usual group of 32 */
+        if (err) mx_flush(x2, e2, m, err);
+        return;
+    }
+    mk_qacc acc = {(mk_vf)x2, (mk_vf)e2, (mk_vf)m};
+    for (; i < n; i++) {
+        const float xi = mk_loadx1(x, i, xb);
+        float q = xi / sc;
+        q = q > 6.0f ? 6.0f : q < -6.0f ? -6.0f : q;
+        codes[i] = mk_e2m1_code(rb ? mk_round_bf16(q) : q);
+        if (err) mk_qacc_add1(&acc, xi, mk_round_bf16(mk_e2m1_value(codes[i]) * dsc));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+
+/* mxfp8's E4M3 codes of a bf16 weight with error sums decoded in bf16 (the case where
+ * mk_ct_fp8_quantize_bf16 sums them itself: e != 255), the same values in the same lanes and
+ * order as that kernel, with x / sc as x * (1 / sc) (exact, as above). Normal range: the f32
+ * mantissa rounded to 3 bits on the bit pattern, ties to even (a carry moves into the
+ * exponent); below 2^-6, adding and removing 2^14 rounds |q| to the subnormal step 2^-9. */
+MX_AVX2 static void mx8_avx2(const uint16_t *x, size_t n, float sc, uint8_t *codes, mk_qerr *err)
+{
+    const __m256 inv = _mm256_set1_ps(1.0f / sc), vs = _mm256_set1_ps(sc), hi = _mm256_set1_ps(448.0f), lo = _mm256_set1_ps(-448.0f);
+    const __m256 zero = _mm256_setzero_ps(), magic = _mm256_set1_ps(0x1p14f), sub_scale = _mm256_set1_ps(0x1p9f), min_normal = _mm256_set1_ps(0x1p-6f);
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), half = _mm256_set1_epi32((1 << 19) - 1), one = _mm256_set1_epi32(1);
+    const __m256i keep = _mm256_set1_epi32(~((1 << 20) - 1)), rebias = _mm256_set1_epi32((127 - 7) << 3), sbit = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1, -1, -1);
+    __m256 x2 = zero, e2 = zero, m = zero;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 xv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(x + i))), 16));
+        /* + 0: the zero point, which makes -0 +0; the clamp as mk_vf_max / mk_vf_min */
+        const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(mx_rne_bf16(_mm256_mul_ps(xv, inv)), zero), lo), hi);
+        const __m256i u = _mm256_castps_si256(q), a = _mm256_and_si256(u, absm);
+        const __m256i an = _mm256_and_si256(_mm256_add_epi32(_mm256_add_epi32(a, half), _mm256_and_si256(_mm256_srli_epi32(a, 20), one)), keep);
+        const __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(an, 20), rebias);
+        const __m256 as = _mm256_sub_ps(_mm256_add_ps(_mm256_castsi256_ps(a), magic), magic);
+        const __m256i cs = _mm256_cvttps_epi32(_mm256_mul_ps(as, sub_scale));
+        const __m256i sub = _mm256_castps_si256(_mm256_cmp_ps(_mm256_castsi256_ps(a), min_normal, _CMP_LT_OQ));
+        const __m256i c = _mm256_or_si256(_mm256_blendv_epi8(cn, cs, sub), _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80)));
+        const __m256i b = _mm256_shuffle_epi8(c, pick);
+        _mm_storel_epi64((__m128i *)(codes + i), _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+        if (!err) continue;
+        const __m256 r = _mm256_castsi256_ps(_mm256_or_si256(_mm256_blendv_epi8(an, _mm256_castps_si256(as), sub), _mm256_and_si256(u, sbit)));
+        const __m256 d = _mm256_sub_ps(xv, mx_rne_bf16(_mm256_mul_ps(r, vs)));
+        x2 = _mm256_add_ps(x2, _mm256_mul_ps(xv, xv));
+        e2 = _mm256_add_ps(e2, _mm256_mul_ps(d, d));
+        m = _mm256_max_ps(m, _mm256_and_ps(d, _mm256_castsi256_ps(absm)));
+    }
+    if (i == n) {
+        if (err) mx_flush(x2, e2, m, err);
+        return;
+    }
+    mk_qacc acc = {(mk_vf)x2, (mk_vf)e2, (mk_vf)m};
+    { /* fewer than 8 left: the reference, as mk_ct_fp8_quantize_bf16 does */
+        const mk_ct_fp8 a = {false, MK_BF16};
+        float t[8] = {0};
+        for (size_t k = i; k < n; k++) t[k - i] = mk_loadx1(x, k, true);
+        mk_ct_fp8_quantize_ref(&a, t, n - i, sc, codes + i);
+        for (size_t k = i; err && k < n; k++) mk_qacc_add1(&acc, t[k - i], mk_round_bf16(mk_e4m3_to_f32(codes[k]) * sc));
+    }
+    if (err) mk_qacc_flush(&acc, err);
+}
+#endif
+
 /* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight, widened as they are loaded */
 MK_VINLINE void mx_quantize(mk_dtype wdt, unsigned bits, const void *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err, bool xb)
 {
-    const float sc = mx_scale(wdt, e), dsc = mk_round_bf16(ldexpf(1.0f, (int)mk_mx_stored_exp(e) - 127));
+    const float sc = mx_scale(wdt, e), dsc = mx_pow2(mk_mx_stored_exp(e)); /* exact in bf16 */
     mk_qacc acc;
     mk_qacc_init(&acc);
     if (bits == 8) {
         /* compressed-tensors' FP8 rule with this scale; its error sums decode in wdt, ours in bf16 */
         const mk_ct_fp8 a = {false, wdt};
         mk_qerr *e8 = wdt == MK_BF16 && e != 255 ? err : NULL;
+#ifdef MX_HAVE_AVX2
+        if (xb && (e8 || !err) && mx_avx2()) {
+            mx8_avx2(x, n, sc, codes, e8);
+            return;
+        }
+#endif
         if (xb) mk_ct_fp8_quantize_bf16(&a, x, n, sc, codes, e8);
         else mk_ct_fp8_quantize(&a, x, n, sc, codes, e8);
         if (!err || e8) return;
@@ -126,6 +300,12 @@ MK_VINLINE void mx_quantize(mk_dtype wdt, unsigned bits, const void *x, size_t n
         mk_qacc_flush(&acc, err);
         return;
     }
+#ifdef MX_HAVE_AVX2
+    if (wdt != MK_F16 && mx_avx2()) {
+        mx4_avx2(wdt == MK_BF16, x, n, sc, dsc, codes, err, xb);
+        return;
+    }
+#endif
     size_t i = 0;
     const mk_vf vs = mk_vf_set1(sc), vd = mk_vf_set1(dsc), hi = mk_vf_set1(6.0f), lo = -hi;
     for (; i + 8 <= n; i += 8) {
