@@ -6,6 +6,7 @@
  * round trip of every row of the format table in every layout.
  */
 #include "harness.h"
+#include "quant_check.h"
 
 #include "../../core/mk_io.h"
 #include "../../core/mk_rng.h"
@@ -35,41 +36,6 @@ static float *gaussian(uint64_t seed, size_t n, double std, double outlier_share
         else if (dt == MK_F16) x[i] = mk_f16_to_f32(mk_f32_to_f16(x[i]));
     }
     return x;
-}
-
-/* Sums from decoded values, the slow way, to check a kernel's mk_qerr. */
-static void ref_err(const float *x, const float *xh, size_t n, mk_qerr *e)
-{
-    memset(e, 0, sizeof *e);
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)x[i] - xh[i];
-        e->sx2 += (double)x[i] * x[i];
-        e->se2 += d * d;
-        float ad = fabsf(x[i] - xh[i]);
-        e->maxe = ad > e->maxe ? ad : e->maxe;
-    }
-}
-
-/* Tolerance of the kernels' error sums: f32 partial sums of at most 4096 terms. */
-#define SUM_RTOL 1e-5
-
-static void check_err(const char *what, const mk_qerr *got, const mk_qerr *want)
-{
-    CHECK_MSG(fabs(got->sx2 - want->sx2) <= SUM_RTOL * want->sx2 + 1e-30, "%s: sum x^2 %.9g, want %.9g (rtol %g)", what,
-              got->sx2, want->sx2, SUM_RTOL);
-    CHECK_MSG(fabs(got->se2 - want->se2) <= SUM_RTOL * want->se2 + 1e-30, "%s: sum e^2 %.9g, want %.9g (rtol %g)", what,
-              got->se2, want->se2, SUM_RTOL);
-    CHECK_MSG(got->maxe == want->maxe, "%s: max |e| %.9g, want %.9g (exact)", what, (double)got->maxe, (double)want->maxe);
-}
-
-static void first_diff(const char *what, const void *a, const void *b, size_t n)
-{
-    const unsigned char *x = a, *y = b;
-    for (size_t i = 0; i < n; i++)
-        if (x[i] != y[i]) {
-            mk_test_fail(__FILE__, __LINE__, "%s: byte %zu: fast 0x%02x, reference 0x%02x", what, i, x[i], y[i]);
-            return;
-        }
 }
 
 MK_TEST(quant_bnb4_fast_matches_reference)

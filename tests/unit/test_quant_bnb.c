@@ -5,6 +5,7 @@
  * LLM.int8). test_quant.c holds the random-shape comparisons and the consumer's tests.
  */
 #include "harness.h"
+#include "quant_check.h"
 
 #include "../../core/mk_dtype.h"
 #include "../../core/mk_rng.h"
@@ -26,41 +27,6 @@ static float *normals(uint64_t seed, size_t n, double std, double outlier_share,
     for (size_t i = 0; i < n; i++)
         if (mk_rng_uniform(k, 1, i) < outlier_share) x[i] *= (float)outlier;
     return x;
-}
-
-/* Error sums of decoded values, the slow way (double), against a kernel's mk_qerr. */
-static void ref_err(const float *x, const float *xh, size_t n, mk_qerr *e)
-{
-    memset(e, 0, sizeof *e);
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)x[i] - xh[i];
-        e->sx2 += (double)x[i] * x[i];
-        e->se2 += d * d;
-        float ad = fabsf(x[i] - xh[i]);
-        e->maxe = ad > e->maxe ? ad : e->maxe;
-    }
-}
-
-/* Tolerance of the kernels' error sums: f32 partial sums of at most 4096 terms. */
-#define SUM_RTOL 1e-5
-
-static void check_err(const char *what, const mk_qerr *got, const mk_qerr *want)
-{
-    CHECK_MSG(fabs(got->sx2 - want->sx2) <= SUM_RTOL * want->sx2 + 1e-30, "%s: sum x^2 %.9g, want %.9g (rtol %g)", what,
-              got->sx2, want->sx2, SUM_RTOL);
-    CHECK_MSG(fabs(got->se2 - want->se2) <= SUM_RTOL * want->se2 + 1e-30, "%s: sum e^2 %.9g, want %.9g (rtol %g)", what,
-              got->se2, want->se2, SUM_RTOL);
-    CHECK_MSG(got->maxe == want->maxe, "%s: max |e| %.9g, want %.9g (exact)", what, (double)got->maxe, (double)want->maxe);
-}
-
-static void first_diff(const char *what, const void *a, const void *b, size_t n)
-{
-    const unsigned char *x = a, *y = b;
-    for (size_t i = 0; i < n; i++)
-        if (x[i] != y[i]) {
-            mk_test_fail(__FILE__, __LINE__, "%s: byte %zu: fast 0x%02x, reference 0x%02x", what, i, x[i], y[i]);
-            return;
-        }
 }
 
 /* The 15 midpoints of a 4-bit type in ascending order, as bnb.h defines them: of the code
