@@ -22,7 +22,10 @@
 #      (.venv-tools or /work/main/.venv-tools), BENCH_MERGEKIT=0 to skip mergekit,
 #      BENCH_METHODS to choose (default: the streaming methods above), BENCH_WARM=0 to skip
 #      the sizing run before the timed ones (the output is taken to be the base's size, as
-#      it is for every recipe here; for the slow singular-vector methods on a loaded machine).
+#      it is for every recipe here; for the slow singular-vector methods on a loaded machine),
+#      BENCH_COLD=1 to drop the page cache (root; else each input file's pages) before every
+#      merge and every floor, so both read the inputs from the disk, as make bench and
+#      make bench-large measure (default: the page cache as the runs leave it, the inputs cached).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 MK=${BENCH_MK:-$root/mergekit-c}
@@ -31,6 +34,8 @@ L=${BENCH_LAYERS:-12}
 J=${BENCH_THREADS:-$(nproc)}
 R=${BENCH_RUNS:-3}
 BEFORE=${BENCH_BEFORE:-}
+COLD=${BENCH_COLD:-0}
+. "$root/tools/lib-bench.sh"
 METHODS=${BENCH_METHODS:-"task_arithmetic linear ties dare_ties dare_linear della breadcrumbs sce model_stock slerp nuslerp multislerp karcher arcee_fusion ram"}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 VENV=${MERGEKIT_VENV:-}
@@ -93,6 +98,8 @@ run() {
 floor() { # MODELS OUTBYTES -> "seconds cpu_seconds"
     sync
     _f=$(for m in $1; do printf '%s ' "$m"/*.safetensors; done)
+    # shellcheck disable=SC2086
+    [ "$COLD" = 0 ] || cold $_f
     /usr/bin/time -f '%e %U %S' -o floor.time sh -c "cat $_f >/dev/null && dd if=/dev/zero of=floor.out bs=16M count=$((($2 + 16777215) / 16777216)) conv=fsync status=none"
     rm -f floor.out
     awk '{printf "%.3f %.3f", $1, $2 + $3}' floor.time
@@ -104,11 +111,13 @@ maxof() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }
 # one merge: BINARY LABEL METHOD -> "seconds peak_kb" (output left in out-LABEL)
 merge() {
     rm -rf "out-$2" "out-$2.tmp"
+    # shellcheck disable=SC2046
+    [ "$COLD" = 0 ] || cold $(for _m in base ft1 ft2; do printf '%s ' "$_m"/*.safetensors; done)
     run "$2" "$1" "$3.yaml" "out-$2" -q -j "$J"
 }
 
 bytes=$(stat -c %s base/model.safetensors)
-printf '%s\n' "model: $(awk "BEGIN {printf \"%.2f\", $bytes / 1e9}") GB bf16 ($shape), threads $J, $(nproc) cores, $(uname -m), load $(cut -d' ' -f1-3 /proc/loadavg), median of $R"
+printf '%s\n' "model: $(awk "BEGIN {printf \"%.2f\", $bytes / 1e9}") GB bf16 ($shape), threads $J, $(nproc) cores, $(uname -m), load $(cut -d' ' -f1-3 /proc/loadavg), median of $R, page cache $([ "$COLD" = 0 ] && echo warm || echo 'cold (inputs read from the disk)')"
 hdr_before=""
 [ -z "$BEFORE" ] || hdr_before=$(printf ' %7s %7s %6s %5s' "before" "cpu s" "MB" "same")
 printf '%-16s %7s %7s %6s %7s %7s %6s%s  %10s %8s %8s\n' method "time s" "floor s" ratio "cpu s" "fl cpu" "MB" "$hdr_before" "mergekit s" "MB" speedup

@@ -8,7 +8,9 @@
 #    median of the I/O floor measured between them (run and floor alternate), CPU time,
 #    quantized values per second per core, peak resident memory (/usr/bin/time).
 #    The I/O floor: reading the model's shards (cat > /dev/null) plus writing as many bytes
-#    as the output has (dd, fsync), with the page cache as the run finds it (the input cached).
+#    as the output has (dd, fsync), with the page cache as the run finds it (the input cached);
+#    with BENCH_COLD=1 the page cache is dropped before every run and every floor (both read
+#    the model from the disk, as make bench measures).
 # 2. Against llama.cpp's llama-quantize (llama-cpp-python's llama_model_quantize, the code of
 #    the llama-quantize tool; timed in-process, its nthread = ours) on the same weights: the
 #    model converted once to a GGUF file (`mergekit-c convert --type $BENCH_QUANT_GGUF_TYPE`,
@@ -30,6 +32,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 mk=${BENCH_QUANT_BIN:-$root/mergekit-c}
 work=${1:-${BENCH_DIR:-$root/bench-work}}
 reps=${BENCH_REPS:-3}
+cold=${BENCH_COLD:-0}
 shape=${BENCH_QUANT_SHAPE:-2048 16 5504 32000}
 # shellcheck disable=SC2086
 set -- $shape
@@ -45,7 +48,7 @@ if [ ! -f "$model/config.json" ]; then
 fi
 cores=$(nproc)
 in_bytes=$(cat "$model"/*.safetensors | wc -c)
-echo "model: $model, $(echo "$in_bytes" | awk '{printf "%.2f GB", $1 / 1e9}'), $cores cores, medians of $reps"
+echo "model: $model, $(echo "$in_bytes" | awk '{printf "%.2f GB", $1 / 1e9}'), $cores cores, medians of $reps, page cache $([ "$cold" = 0 ] && echo warm || echo 'cold (the model read from the disk)')"
 
 # name: the row's label; the arguments after it: quantize's
 formats="nf4:--format,nf4 fp4:--format,fp4 int8:--format,int8 int8-ct:--format,int8,--target,compressed-tensors
@@ -55,6 +58,7 @@ int4-search:--format,int4,--method,search"
 want=${BENCH_QUANT_FORMATS:-}
 
 floor() { # seconds to read the model and write $1 bytes durably
+    [ "$cold" = 0 ] || cold "$model"/*.safetensors
     t0=$(now)
     cat "$model"/*.safetensors >/dev/null
     dd if=/dev/zero of="$work/floor.bin" bs=8M count=$((($1 + 8388607) / 8388608)) conv=fsync status=none
@@ -72,6 +76,7 @@ bench_one() { # NAME THREADS ARGS...
     r=0
     while [ $r -lt "$reps" ]; do
         rm -rf "$out"
+        [ "$cold" = 0 ] || cold "$model"/*.safetensors
         t0=$(now)
         /usr/bin/time -f "%U %S %M" -o "$work/time.txt" "$mk" quantize "$model" "$out" "$@" -j "$j" -q --json >"$work/report.json"
         t1=$(now)

@@ -12,7 +12,9 @@
 #
 # Env: BENCH_DIR (work folder, default ./bench-work; needs ~25 GB free for both sizes),
 #      BENCH_SIZES ("1.5G 6G" by default; e.g. "1.5G" for a quick run), BENCH_REPS,
-#      BENCH_MERGEKIT=0 to skip the timing of mergekit itself (tools venv).
+#      BENCH_MERGEKIT=0 to skip the timing of mergekit itself (tools venv),
+#      BENCH_COLD=0 to time the per-method (bench-methods.sh) and per-format (bench-quant.sh)
+#      tables with the inputs in the page cache instead of cold (default 1: cold, as above).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 sh "$root/tools/install-deps.sh" --tools
@@ -83,5 +85,6 @@ for s in "$root"/tools/bench-*.sh; do
     # the 7B scale is its own target (make bench-large): ~42 GB of disk
     [ "$(basename "$s")" != bench-large.sh ] || continue
     echo "== $(basename "$s")"
-    BENCH_DIR=$dir sh "$s"
+    # the per-method and per-format tables from a cold page cache too, as the table above
+    BENCH_DIR=$dir BENCH_COLD=${BENCH_COLD:-1} sh "$s"
 done
