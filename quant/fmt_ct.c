@@ -796,19 +796,15 @@ static mk_status mx_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, si
     uint8_t *scales = mk_qc_scratch(q, MK_QSCR_SCALES, G);
     if (!codes || !scales) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
-    for (size_t g = 0; g < G; g++) {
+    if (k == MX_NV) mk_nvfp4_quantize_groups(qt->wdtype, x, G, group, s->scale, scales, codes, &e);
+    for (size_t g = 0; k != MX_NV && g < G; g++) {
         const float *xg = (const float *)x + g * group;
         const uint16_t *xbg = (const uint16_t *)x + g * group;
         float am = xb ? mk_ct_absmax_bf16(xbg, group) : mk_ct_absmax(xg, group);
-        if (k == MX_NV) {
-            scales[g] = mk_nvfp4_group_scale(qt->wdtype, s->scale, am);
-            mk_nvfp4_quantize(xg, group, s->scale, scales[g], codes + g * group, &e);
-        } else {
-            uint8_t ex = mk_mx_scale_exp(qt->wdtype, bits, am);
-            if (xb) mk_mx_quantize_bf16(bits, xbg, group, ex, codes + g * group, &e);
-            else mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
-            scales[g] = mk_mx_stored_exp(ex);
-        }
+        uint8_t ex = mk_mx_scale_exp(qt->wdtype, bits, am);
+        if (xb) mk_mx_quantize_bf16(bits, xbg, group, ex, codes + g * group, &e);
+        else mk_mx_quantize(qt->wdtype, bits, xg, group, ex, codes + g * group, &e);
+        scales[g] = mk_mx_stored_exp(ex);
     }
     if (k == MX_FP8) {
         MK_TRY(mk_qc_put(q, qt->out0, e0, codes, n));

@@ -71,6 +71,16 @@ void mk_nvfp4_quantize(const float *x, size_t n, float gs, uint8_t s8, uint8_t *
     if (err) mk_qacc_flush(&acc, err);
 }
 
+/* The reference for a run of groups: each group's absmax, scale and codes, one at a time. */
+static void nv_groups_ref(mk_dtype wdt, const float *x, size_t ng, size_t group, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err)
+{
+    for (size_t g = 0; g < ng; g++) {
+        const float *xg = x + g * group;
+        scales[g] = mk_nvfp4_group_scale(wdt, gs, mk_ct_absmax(xg, group));
+        mk_nvfp4_quantize(xg, group, gs, scales[g], codes + g * group, err);
+    }
+}
+
 void mk_nvfp4_dequant(const uint8_t *codes, size_t n, float gs, uint8_t s8, float *out)
 {
     const float eff = mk_e4m3_to_f32(s8) / gs;
@@ -170,6 +180,23 @@ static inline MX_AVX2 __attribute__((always_inline)) void mx_flush(__m256 x2, __
     if (mx > err->maxe) err->maxe = mx;
 }
 
+/* mk_e2m1_code of 8 lanes of q (clamped to [-6, 6]): the magnitude's index 0..7, and in neg
+ * the lanes with q < 0 (-1). */
+static inline MX_AVX2 __attribute__((always_inline)) __m256i mx_e2m1_idx(__m256 q, __m256i *neg)
+{
+    const __m256 a = _mm256_and_ps(q, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+    /* mk_e2m1_code's thresholds; a true comparison is -1, so the sum counts downwards */
+    __m256i s = _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.25f), _CMP_GT_OQ)),
+                                 _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.75f), _CMP_GE_OQ)));
+    s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.25f), _CMP_GT_OQ)),
+                                             _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.75f), _CMP_GE_OQ))));
+    s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(2.5f), _CMP_GT_OQ)),
+                                             _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(3.5f), _CMP_GE_OQ))));
+    s = _mm256_add_epi32(s, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(5.0f), _CMP_GT_OQ)));
+    *neg = _mm256_castps_si256(_mm256_cmp_ps(q, _mm256_setzero_ps(), _CMP_LT_OQ));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), s);
+}
+
 /* mx_quantize's E2M1 codes and error sums (rb: q rounded to bf16), the same operations on the
  * same lanes in the same order, with two changes that give the same values: x / sc is
  * x * (1 / sc), exact because sc is a power of two in [2^-127, 2^127] (a subnormal 1 / sc is
@@ -191,17 +218,8 @@ MX_AVX2 static void mx4_avx2(bool rb, const void *x, size_t n, float sc, float d
                              : _mm256_loadu_ps((const float *)x + i);
         __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(xv, inv), lo), hi);
         if (rb) q = mx_rne_bf16(q);
-        const __m256 a = _mm256_and_ps(q, absm);
-        /* mk_e2m1_code's thresholds; a true comparison is -1, so the sum counts downwards */
-        __m256i s = _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.25f), _CMP_GT_OQ)),
-                                     _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(0.75f), _CMP_GE_OQ)));
-        s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.25f), _CMP_GT_OQ)),
-                                                 _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(1.75f), _CMP_GE_OQ))));
-        s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(2.5f), _CMP_GT_OQ)),
-                                                 _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(3.5f), _CMP_GE_OQ))));
-        s = _mm256_add_epi32(s, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(5.0f), _CMP_GT_OQ)));
-        const __m256i idx = _mm256_sub_epi32(_mm256_setzero_si256(), s);
-        const __m256i neg = _mm256_castps_si256(_mm256_cmp_ps(q, zero, _CMP_LT_OQ));
+        __m256i neg;
+        const __m256i idx = mx_e2m1_idx(q, &neg);
         const __m256i b = _mm256_shuffle_epi8(_mm256_or_si256(idx, _mm256_and_si256(neg, eight)), pick);
         _mm_storel_epi64((__m128i *)(codes + i), _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
         if (!err) continue;
@@ -275,6 +293,153 @@ MX_AVX2 static void mx8_avx2(const uint16_t *x, size_t n, float sc, uint8_t *cod
     }
     if (err) mk_qacc_flush(&acc, err);
 }
+
+/* mk_f32_to_e4m3(s) for s in [0, 448] (a group scale after its clamp): from 2^-6 up, the f32
+ * mantissa rounded to 3 bits on the bit pattern, ties to even (a carry moves into the
+ * exponent); below, adding and removing 2^14, whose ulp is E4M3's subnormal step 2^-9, rounds
+ * to that step, ties to even (f32 subnormals to 0). */
+static inline uint8_t nv_e4m3(float s)
+{
+    if (s < 0x1p-6f) return (uint8_t)(((s + 0x1p14f) - 0x1p14f) * 0x1p9f);
+    uint32_t a;
+    memcpy(&a, &s, 4);
+    return (uint8_t)(((a + 0x7ffffu + ((a >> 20) & 1u)) >> 20) - ((127 - 7) << 3));
+}
+
+/* mk_nvfp4_group_scale with nv_e4m3; am finite, so s is in [0, 448] after the clamp. */
+static inline uint8_t nv_scale(mk_dtype wdt, float gs, float am)
+{
+    float s = gs * mx_round(wdt, am / 6.0f);
+    if (s > 448.0f) s = 448.0f;
+    const uint8_t c = nv_e4m3(s);
+    return c == 0 ? 0x20 /* 0.125 */ : c;
+}
+
+/* Per scale code c (0..126; 0x7f is NaN, above the clamp): eff = e4m3(c) / gs, as
+ * mk_nvfp4_quantize divides, and the 8 decoded magnitudes bf16(e2m1[k] * eff). A negative
+ * code decodes to minus its magnitude's: bf16 rounding is symmetric in the sign. */
+typedef struct nv_tabs {
+    float eff[128];
+    float dec[128][8];
+} nv_tabs;
+
+static void nv_tabs_init(nv_tabs *t, float gs)
+{
+    for (unsigned c = 0; c < 127; c++) {
+        t->eff[c] = mk_e4m3_to_f32((uint8_t)c) / gs;
+        for (int k = 0; k < 8; k++) t->dec[c][k] = mk_round_bf16(e2m1[k] * t->eff[c]);
+    }
+}
+
+/* The scale codes of 8 groups of 16 at x, as nv_scale gives them (wdt bf16 or f32; f16 per
+ * lane with nv_scale): the absmax of each group by a max tree over lanes (exact in any
+ * order), then the same division, rounding, product, clamp and E4M3 rounding in 8 lanes. */
+static inline MX_AVX2 __attribute__((always_inline)) __m256i nv_scales8(const float *x, mk_dtype wdt, float gs)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 a[8];
+    for (int j = 0; j < 8; j++) a[j] = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + 16 * j), absm), _mm256_and_ps(_mm256_loadu_ps(x + 16 * j + 8), absm));
+    __m256 t[4], u[2];
+    for (int j = 0; j < 4; j++) t[j] = _mm256_max_ps(_mm256_unpacklo_ps(a[2 * j], a[2 * j + 1]), _mm256_unpackhi_ps(a[2 * j], a[2 * j + 1]));
+    for (int j = 0; j < 2; j++) /* each half: the maxima of its 4 groups' halves */
+        u[j] = _mm256_max_ps(_mm256_shuffle_ps(t[2 * j], t[2 * j + 1], 0x44), _mm256_shuffle_ps(t[2 * j], t[2 * j + 1], 0xee));
+    const __m256 am = _mm256_max_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
+    __m256 r = _mm256_div_ps(am, _mm256_set1_ps(6.0f));
+    if (wdt == MK_BF16) {
+        r = mx_rne_bf16(r);
+    } else if (wdt != MK_F32) {
+        float l[8];
+        uint8_t c[8];
+        _mm256_storeu_ps(l, am);
+        for (int j = 0; j < 8; j++) c[j] = nv_scale(wdt, gs, l[j]);
+        return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)c));
+    }
+    const __m256 s = _mm256_min_ps(_mm256_mul_ps(_mm256_set1_ps(gs), r), _mm256_set1_ps(448.0f));
+    const __m256i u32 = _mm256_castps_si256(s);
+    const __m256i cn = _mm256_sub_epi32(
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u32, _mm256_set1_epi32(0x7ffff)), _mm256_and_si256(_mm256_srli_epi32(u32, 20), _mm256_set1_epi32(1))), 20),
+        _mm256_set1_epi32((127 - 7) << 3));
+    const __m256 magic = _mm256_set1_ps(0x1p14f);
+    const __m256i cs = _mm256_cvttps_epi32(_mm256_mul_ps(_mm256_sub_ps(_mm256_add_ps(s, magic), magic), _mm256_set1_ps(0x1p9f)));
+    const __m256i c = _mm256_blendv_epi8(cn, cs, _mm256_castps_si256(_mm256_cmp_ps(s, _mm256_set1_ps(0x1p-6f), _CMP_LT_OQ)));
+    return _mm256_or_si256(c, _mm256_and_si256(_mm256_cmpeq_epi32(c, _mm256_setzero_si256()), _mm256_set1_epi32(0x20)));
+}
+
+/* The codes (32-bit lanes) of 8 values xv at eff = ve, mk_nvfp4_quantize's vector step: the
+ * same division, clamp and thresholds; with want, d = x - bf16(value * eff) from dec. */
+static inline MX_AVX2 __attribute__((always_inline)) __m256i nv_codes8(__m256 xv, __m256 ve, __m256 dec, __m256 *d, bool want)
+{
+    const __m256 q = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(xv, ve), _mm256_set1_ps(-6.0f)), _mm256_set1_ps(6.0f));
+    __m256i neg;
+    const __m256i idx = mx_e2m1_idx(q, &neg);
+    if (want) *d = _mm256_sub_ps(xv, _mm256_xor_ps(_mm256_permutevar8x32_ps(dec, idx), _mm256_castsi256_ps(_mm256_slli_epi32(neg, 31))));
+    return _mm256_or_si256(idx, _mm256_and_si256(neg, _mm256_set1_epi32(8)));
+}
+
+/* Error sums of the groups: lane j of x2 holds (0 + x_j^2) + x_(j+8)^2 (mk_qacc), e2 the
+ * same for the errors; acc {sx2, se2} in double, m the largest |error| per lane. */
+typedef struct nv_acc {
+    __m128d s;
+    __m256 m;
+} nv_acc;
+
+/* One group of 16 at x with scale code s8: its codes to out, its error terms into a. */
+static inline MX_AVX2 __attribute__((always_inline)) void nv_group(const float *x, unsigned s8, const nv_tabs *t, uint8_t *out, nv_acc *a, bool want)
+{
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), ve = _mm256_set1_ps(t->eff[s8]);
+    const __m256 dec = want ? _mm256_loadu_ps(t->dec[s8]) : ve;
+    __m256 d0 = ve, d1 = ve;
+    const __m256i c0 = nv_codes8(x0, ve, dec, &d0, want), c1 = nv_codes8(x1, ve, dec, &d1, want);
+    /* 32-bit lanes to bytes: packs interleaves the 128-bit halves, the permute undoes it */
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(c0, c1), 0xd8);
+    _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+    if (!want) return;
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 x2 = _mm256_add_ps(_mm256_mul_ps(x0, x0), _mm256_mul_ps(x1, x1));
+    const __m256 e2 = _mm256_add_ps(_mm256_mul_ps(d0, d0), _mm256_mul_ps(d1, d1));
+    a->m = _mm256_max_ps(a->m, _mm256_max_ps(_mm256_and_ps(d0, absm), _mm256_and_ps(d1, absm)));
+    __m256 h = _mm256_hadd_ps(x2, e2); /* mx_flush's tree: ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)) */
+    h = _mm256_hadd_ps(h, h);
+    a->s = _mm_add_pd(a->s, _mm_cvtps_pd(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1))));
+}
+
+/* nv_groups_ref for groups of 16, two 8-lane steps each as mk_nvfp4_quantize takes them: the
+ * scales of 8 groups at a time, then their codes; each group's error sums added to err in
+ * group order; the largest error is the same in any order. */
+static inline MX_AVX2 __attribute__((always_inline)) void nv16_run(mk_dtype wdt, const float *x, size_t ng, float gs, uint8_t *scales, uint8_t *codes,
+                                                                  mk_qerr *err, const nv_tabs *t, bool want)
+{
+    nv_acc a = {_mm_set_pd(want ? err->se2 : 0, want ? err->sx2 : 0), _mm256_setzero_ps()};
+    size_t g = 0;
+    for (; g + 8 <= ng; g += 8) {
+        uint32_t s[8];
+        const __m256i c = nv_scales8(x + g * 16, wdt, gs);
+        _mm256_storeu_si256((__m256i *)s, c);
+        const __m256i p = _mm256_packs_epi32(c, c), b = _mm256_packus_epi16(p, p); /* bytes 0..3 of each half */
+        _mm_storel_epi64((__m128i *)(scales + g), _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+        for (int j = 0; j < 8; j++) nv_group(x + (g + j) * 16, s[j], t, codes + (g + j) * 16, &a, want);
+    }
+    for (; g < ng; g++) {
+        const float *xg = x + g * 16;
+        scales[g] = nv_scale(wdt, gs, mk_ct_absmax(xg, 16));
+        nv_group(xg, scales[g], t, codes + g * 16, &a, want);
+    }
+    if (!want) return;
+    err->sx2 = _mm_cvtsd_f64(a.s);
+    err->se2 = _mm_cvtsd_f64(_mm_unpackhi_pd(a.s, a.s));
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(a.m), _mm256_extractf128_ps(a.m, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_max_ss(q, _mm_movehdup_ps(q));
+    if (_mm_cvtss_f32(q) > err->maxe) err->maxe = _mm_cvtss_f32(q);
+}
+
+MX_AVX2 static void nv16_avx2(mk_dtype wdt, const float *x, size_t ng, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err)
+{
+    nv_tabs t;
+    nv_tabs_init(&t, gs);
+    if (err) nv16_run(wdt, x, ng, gs, scales, codes, err, &t, true);
+    else nv16_run(wdt, x, ng, gs, scales, codes, err, &t, false);
+}
 #endif
 
 /* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight, widened as they are loaded */
@@ -337,6 +502,17 @@ MK_QKERNEL
 void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err)
 {
     mx_quantize(MK_BF16, bits, x, n, e, codes, err, true);
+}
+
+void mk_nvfp4_quantize_groups(mk_dtype wdt, const float *x, size_t ng, size_t group, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err)
+{
+#ifdef MX_HAVE_AVX2
+    if (group == 16 && mx_avx2()) {
+        nv16_avx2(wdt, x, ng, gs, scales, codes, err);
+        return;
+    }
+#endif
+    nv_groups_ref(wdt, x, ng, group, gs, scales, codes, err);
 }
 
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out)

@@ -52,6 +52,10 @@ uint8_t mk_nvfp4_group_scale(mk_dtype wdt, float gs, float absmax);
 /* Codes (one per byte, 0..15) of n values with group scale code s8; with err (else NULL),
  * the error sums of the decoding. */
 void mk_nvfp4_quantize(const float *x, size_t n, float gs, uint8_t s8, uint8_t *codes, mk_qerr *err);
+/* ng groups of `group` values at x: each group's scale code (scales[g], from its absmax) and
+ * codes (one per byte), as mk_nvfp4_group_scale and mk_nvfp4_quantize give them group after
+ * group, error sums included; groups of 16 take an AVX2 path where mk_mx_simd_cap allows. */
+void mk_nvfp4_quantize_groups(mk_dtype wdt, const float *x, size_t ng, size_t group, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err);
 /* Decoded values of n codes. */
 void mk_nvfp4_dequant(const uint8_t *codes, size_t n, float gs, uint8_t s8, float *out);
 
@@ -62,7 +66,7 @@ uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax);
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
 /* The same for a bf16 weight from its bf16 bit patterns (widened as they are loaded). */
 void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
-/* The most the MX kernels may use: 1 the AVX2 path for E2M1 codes where the CPU has it, 0
+/* The most the MX and NVFP4 kernels may use: 1 the AVX2 paths where the CPU has it, 0
  * the portable one (tests compare the two); returns the previous cap. */
 int mk_mx_simd_cap(int level);
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out);

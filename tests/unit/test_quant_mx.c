@@ -117,3 +117,129 @@ MK_TEST(quant_mx_avx2_ties_and_edges)
         for (size_t gs = 1; gs <= 41; gs += 4) compare(what, MK_BF16, 4, x, xb, n, gs), compare(what, MK_BF16, 8, x, xb, n, gs);
     }
 }
+
+/* ---- nvfp4: mk_nvfp4_quantize_groups' AVX2 path (cap 1) against the reference (cap 0), the
+ * group after group mk_nvfp4_group_scale + mk_nvfp4_quantize loop that it replaces: scale
+ * codes, codes and error sums bit for bit (tolerance 0: the same lanes in the same order),
+ * added onto sums already there, and the codes again without sums. */
+static void nv_compare(const char *what, mk_dtype wdt, const float *x, size_t ng, float gs)
+{
+    const size_t n = ng * 16;
+    uint8_t *c[3], *s[3];
+    mk_qerr r[2] = {{0.5, 0.25, 0.125f}, {0.5, 0.25, 0.125f}};
+    for (int k = 0; k < 3; k++) c[k] = malloc(n + 1), s[k] = malloc(ng + 1);
+    for (int cap = 1; cap >= 0; cap--) {
+        int old = mk_mx_simd_cap(cap);
+        mk_nvfp4_quantize_groups(wdt, x, ng, 16, gs, s[cap], c[cap], &r[cap]);
+        if (cap) mk_nvfp4_quantize_groups(wdt, x, ng, 16, gs, s[2], c[2], NULL);
+        mk_mx_simd_cap(old);
+    }
+    char w[160];
+    snprintf(w, sizeof w, "%s (%s, gs %a, %zu groups)", what, mk_dtype_name(wdt), (double)gs, ng);
+    for (size_t g = 0; g < ng; g++)
+        if (s[1][g] != s[0][g] || s[2][g] != s[0][g]) {
+            CHECK_MSG(0, "%s: scale of group %zu (absmax %a): avx2 0x%02x (0x%02x without sums), reference 0x%02x", w, g,
+                      (double)mk_ct_absmax(x + g * 16, 16), s[1][g], s[2][g], s[0][g]);
+            break;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (c[1][i] != c[0][i] || c[2][i] != c[0][i]) {
+            CHECK_MSG(0, "%s: code %zu of x = %a (scale 0x%02x): avx2 %u (%u without sums), reference %u", w, i, (double)x[i], s[0][i / 16],
+                      c[1][i], c[2][i], c[0][i]);
+            break;
+        }
+    CHECK_MSG(r[1].sx2 == r[0].sx2 && r[1].se2 == r[0].se2 && r[1].maxe == r[0].maxe, "%s: error sums %.17g %.17g %a, want %.17g %.17g %a", w,
+              r[1].sx2, r[1].se2, (double)r[1].maxe, r[0].sx2, r[0].se2, (double)r[0].maxe);
+    for (int k = 0; k < 3; k++) free(c[k]), free(s[k]);
+}
+
+/* Global scales as the pipeline makes them, from tensor maxima spanning bf16's range. */
+static const float nv_tensor_max[] = {0x1.fep127f, 65504.0f, 2688.0f, 6.0f, 1.0f, 0.02f, 1e-20f, 0x1p-126f};
+
+/* Every finite bf16 value as the weights: in pattern order (neighbours share a group) and
+ * shuffled (each group mixes magnitudes, so every code occurs); bf16 and f32 rules. */
+MK_TEST(quant_nvfp4_avx2_every_bf16)
+{
+    const size_t n = 65536 - 2 * 128;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    size_t k = 0;
+    for (uint32_t b = 0; b < 65536; b++)
+        if ((b & 0x7f80) != 0x7f80) x[k++] = mk_bf16_to_f32((uint16_t)b);
+    CHECK_EQ_INT((long)k, (long)n);
+    memcpy(y, x, n * sizeof *x);
+    uint64_t st = 12345;
+    for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates with an LCG */
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        size_t j = (size_t)((st >> 33) % (i + 1));
+        float t = y[i];
+        y[i] = y[j], y[j] = t;
+    }
+    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++)
+        for (int w = 0; w < 2; w++) {
+            const mk_dtype wdt = w ? MK_F32 : MK_BF16;
+            const float gs = mk_nvfp4_global_scale(wdt, nv_tensor_max[t]);
+            nv_compare("every bf16", wdt, x, n / 16, gs);
+            nv_compare("every bf16 shuffled", wdt, y, n / 16, gs);
+        }
+    nv_compare("every bf16 shuffled", MK_BF16, y, n / 16, 3.0f);
+    free(x), free(y);
+}
+
+/* Every positive finite bf16 value as a group's absmax (the rest of the group 0, -0 or a
+ * third of it), so the scales take every E4M3 rounding the bf16 rule can reach; and f32
+ * maxima at random bit patterns for the f32 rule. */
+MK_TEST(quant_nvfp4_avx2_every_scale)
+{
+    const size_t ng = 0x7f80;
+    float *x = calloc(ng * 16, sizeof *x);
+    for (size_t g = 0; g < ng; g++) {
+        x[g * 16 + g % 16] = mk_bf16_to_f32((uint16_t)g);
+        x[g * 16 + (g + 5) % 16] = -0.0f;
+        x[g * 16 + (g + 9) % 16] = -mk_bf16_to_f32(mk_f32_to_bf16(mk_bf16_to_f32((uint16_t)g) / 3.0f));
+    }
+    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) nv_compare("every absmax", MK_BF16, x, ng, mk_nvfp4_global_scale(MK_BF16, nv_tensor_max[t]));
+    uint64_t st = 99;
+    for (size_t g = 0; g < ng; g++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t u = (uint32_t)(st >> 32) % 0x7f800000u;
+        memcpy(&x[g * 16 + g % 16], &u, 4);
+    }
+    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) nv_compare("random f32 absmax", MK_F32, x, ng, mk_nvfp4_global_scale(MK_F32, nv_tensor_max[t]));
+    free(x);
+}
+
+/* Groups whose absmax 6p (gs 1: scale p, a power of two, so eff = p) puts the others exactly
+ * on mk_e2m1_code's thresholds (ties) and one f32 ulp either side: p from E4M3's smallest
+ * subnormal to 448 and past it (1024: the scale clamps, the codes saturate); other global
+ * scales too (ties then fall where the division puts them); zeros, -0, f32 subnormals;
+ * group counts 1..41 (8-group blocks and the tails after them). */
+MK_TEST(quant_nvfp4_avx2_ties_and_edges)
+{
+    static const float th[] = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f, 2.5f, 3.0f, 3.5f, 4.0f, 5.0f, 6.0f};
+    static const float pw[] = {0x1p-9f, 0x1p-7f, 0x1p-6f, 0.125f, 1.0f, 2.0f, 256.0f, 448.0f, 1024.0f};
+    static const float gss[] = {1.0f, 0.5f, 0x1p-10f, 3.0f, 0.1f, 2688.0f / 1.7f};
+    enum { NG = 6 * (sizeof pw / sizeof *pw) + 3 };
+    float x[NG * 16];
+    size_t k = 0;
+    for (size_t p = 0; p < sizeof pw / sizeof *pw; p++) /* 90 values after the absmax of each group of 15: 6 groups */
+        for (size_t t = 0; t < sizeof th / sizeof *th; t++)
+            for (int sg = 0; sg < 2; sg++)
+                for (int u = -1; u <= 1; u++) {
+                    if (k % 16 == 0) x[k++] = 6.0f * pw[p];
+                    const float v = (sg ? -th[t] : th[t]) * pw[p];
+                    x[k++] = u == 0 ? v : nextafterf(v, u > 0 ? INFINITY : -INFINITY);
+                }
+    for (int i = 0; i < 16; i++) x[k++] = 0.0f;
+    for (int i = 0; i < 16; i++) x[k++] = i % 2 ? -0.0f : 0.0f;
+    for (int i = 0; i < 16; i++) x[k++] = ldexpf(i % 2 ? -1.0f : 1.0f, -149 + i);
+    CHECK_EQ_INT((long)k, (long)(NG * 16));
+    for (size_t g = 0; g < sizeof gss / sizeof *gss; g++)
+        for (size_t ng = 0; ng <= 41 && ng <= NG; ng++) {
+            nv_compare("thresholds", MK_F32, x, ng, gss[g]);
+            nv_compare("thresholds, from the end", MK_F32, x + (NG - ng) * 16, ng, gss[g]);
+        }
+    for (size_t i = 0; i < NG * 16; i++) x[i] = mk_bf16_to_f32(mk_f32_to_bf16(x[i]));
+    for (size_t g = 0; g < sizeof gss / sizeof *gss; g++) nv_compare("thresholds in bf16", MK_BF16, x, NG, gss[g]);
+    for (size_t i = 0; i < NG * 16; i++) x[i] = mk_f16_to_f32(mk_f32_to_f16(x[i] > 65504.0f ? 65504.0f : x[i]));
+    for (size_t g = 0; g < sizeof gss / sizeof *gss; g++) nv_compare("thresholds in f16", MK_F16, x, NG, gss[g]);
+}
