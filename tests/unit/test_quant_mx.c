@@ -197,14 +197,31 @@ MK_TEST(quant_nvfp4_avx2_every_scale)
         x[g * 16 + (g + 5) % 16] = -0.0f;
         x[g * 16 + (g + 9) % 16] = -mk_bf16_to_f32(mk_f32_to_bf16(mk_bf16_to_f32((uint16_t)g) / 3.0f));
     }
-    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) nv_compare("every absmax", MK_BF16, x, ng, mk_nvfp4_global_scale(MK_BF16, nv_tensor_max[t]));
+    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) {
+        const float gs = mk_nvfp4_global_scale(MK_BF16, nv_tensor_max[t]);
+        nv_compare("every absmax", MK_BF16, x, ng, gs);
+        for (size_t g = 0; g < ng; g += 7) /* 7 at a time: the scalar path that follows the 8-group blocks */
+            nv_compare("every absmax, 7 groups", MK_BF16, x + g * 16, ng - g < 7 ? ng - g : 7, gs);
+    }
+    /* f16 weights: the f16 maxima, and the f16 rounding of the scale lane by lane */
+    for (size_t g = 0; g < ng; g++)
+        for (int i = 0; i < 16; i++) x[g * 16 + i] = mk_f16_to_f32(mk_f32_to_f16(fminf(fmaxf(x[g * 16 + i], -65504.0f), 65504.0f)));
+    for (size_t t = 1; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) {
+        const float gs = mk_nvfp4_global_scale(MK_F16, nv_tensor_max[t]);
+        nv_compare("every absmax in f16", MK_F16, x, ng, gs);
+        for (size_t g = 0; g < ng; g += 7) nv_compare("every absmax in f16, 7 groups", MK_F16, x + g * 16, ng - g < 7 ? ng - g : 7, gs);
+    }
     uint64_t st = 99;
     for (size_t g = 0; g < ng; g++) {
         st = st * 6364136223846793005ull + 1442695040888963407ull;
         uint32_t u = (uint32_t)(st >> 32) % 0x7f800000u;
         memcpy(&x[g * 16 + g % 16], &u, 4);
     }
-    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) nv_compare("random f32 absmax", MK_F32, x, ng, mk_nvfp4_global_scale(MK_F32, nv_tensor_max[t]));
+    for (size_t t = 0; t < sizeof nv_tensor_max / sizeof *nv_tensor_max; t++) {
+        const float gs = mk_nvfp4_global_scale(MK_F32, nv_tensor_max[t]);
+        nv_compare("random f32 absmax", MK_F32, x, ng, gs);
+        for (size_t g = 0; g < ng; g += 7) nv_compare("random f32 absmax, 7 groups", MK_F32, x + g * 16, ng - g < 7 ? ng - g : 7, gs);
+    }
     free(x);
 }
 
@@ -242,4 +259,27 @@ MK_TEST(quant_nvfp4_avx2_ties_and_edges)
     for (size_t g = 0; g < sizeof gss / sizeof *gss; g++) nv_compare("thresholds in bf16", MK_BF16, x, NG, gss[g]);
     for (size_t i = 0; i < NG * 16; i++) x[i] = mk_f16_to_f32(mk_f32_to_f16(x[i] > 65504.0f ? 65504.0f : x[i]));
     for (size_t g = 0; g < sizeof gss / sizeof *gss; g++) nv_compare("thresholds in f16", MK_F16, x, NG, gss[g]);
+}
+
+/* Random f32 weights (full mantissas, so a sum taken in another order differs) and the same
+ * rounded to bf16, with rows of 1..41 groups and the global scale of their maximum. */
+MK_TEST(quant_nvfp4_avx2_random)
+{
+    enum { NG = 2000 };
+    float *x = malloc(NG * 16 * sizeof *x);
+    uint64_t st = 7;
+    for (size_t i = 0; i < NG * 16; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        /* uniform in (-1, 1), times 2^(-8..7) per group of 16 */
+        x[i] = ldexpf((float)((int32_t)(st >> 32)) * 0x1p-31f, (int)((i / 16) % 16) - 8);
+    }
+    for (int w = 0; w < 2; w++) {
+        const mk_dtype wdt = w ? MK_BF16 : MK_F32;
+        if (w)
+            for (size_t i = 0; i < NG * 16; i++) x[i] = mk_bf16_to_f32(mk_f32_to_bf16(x[i]));
+        const float gs = mk_nvfp4_global_scale(wdt, mk_ct_absmax(x, NG * 16));
+        nv_compare("random", wdt, x, NG, gs);
+        for (size_t ng = 1, g = 0; ng <= 41 && g + ng <= NG; g += ng, ng++) nv_compare("random rows", wdt, x + g * 16, ng, gs);
+    }
+    free(x);
 }
