@@ -133,7 +133,7 @@ static inline float mx_round(mk_dtype wdt, float q) { return wdt == MK_BF16 ? mk
 
 /* ---- an AVX2 path for the E2M1 codes of bf16 and f32 weights ----------------------------- */
 
-static _Atomic int mx_cap = 1;
+static _Atomic int mx_cap = 2;
 
 int mk_mx_simd_cap(int level)
 {
@@ -440,6 +440,83 @@ MX_AVX2 static void nv16_avx2(mk_dtype wdt, const float *x, size_t ng, float gs,
     if (err) nv16_run(wdt, x, ng, gs, scales, codes, err, &t, true);
     else nv16_run(wdt, x, ng, gs, scales, codes, err, &t, false);
 }
+
+/* ---- nvfp4 with AVX-512: a group of 16 is one 16-lane vector -------------------------------- */
+#define MX_AVX512 __attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512dq")))
+
+static bool mx_avx512(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq");
+    }
+    return cached && atomic_load(&mx_cap) > 1;
+}
+
+/* One group of 16 at x with scale code s8, as nv_group: the same division; the clamped |q|
+ * rounded to E2M1 as mk_e2m1_code's thresholds do (ties to the even code), on the bits: from
+ * 1 up the f32 mantissa rounded to 1 bit, ties to even (a carry moves into the exponent),
+ * giving the index 2 + 2 * exponent + mantissa bit; below 1 the index is 2|q| rounded to
+ * the nearest integer, ties to even (0.25 -> 0, 0.75 -> 2). */
+static inline MX_AVX512 __attribute__((always_inline)) void nv_group512(const float *x, unsigned s8, const nv_tabs *t, uint8_t *out, __m512 *m, __m128d *acc,
+                                                                       bool want)
+{
+    const __m512 xv = _mm512_loadu_ps(x), q = _mm512_div_ps(xv, _mm512_set1_ps(t->eff[s8]));
+    const __m512 a = _mm512_min_ps(_mm512_abs_ps(q), _mm512_set1_ps(6.0f));
+    const __m512i u = _mm512_castps_si512(a);
+    /* (bits + 2^21 - 1 + mantissa bit 22) >> 22 is 2 * biased exponent + mantissa bit, 254 at 1 */
+    const __m512i in = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32((1 << 21) - 1 - (252 << 22))), _mm512_and_si512(_mm512_srli_epi32(u, 22), _mm512_set1_epi32(1))),
+        22);
+    const __m512i is = _mm512_cvt_roundps_epi32(_mm512_add_ps(a, a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i idx = _mm512_mask_blend_epi32(_mm512_cmp_ps_mask(a, _mm512_set1_ps(1.0f), _CMP_LT_OQ), in, is);
+    const __mmask16 neg = _mm512_cmp_ps_mask(q, _mm512_setzero_ps(), _CMP_LT_OQ); /* not -0: mk_e2m1_code's q < 0 */
+    _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(_mm512_mask_or_epi32(idx, neg, idx, _mm512_set1_epi32(8))));
+    if (!want) return;
+    /* decoded: dec[idx] (idx < 8 reads the low 8 lanes), negated where neg */
+    const __m512i v = _mm512_castps_si512(_mm512_permutexvar_ps(idx, _mm512_castps256_ps512(_mm256_loadu_ps(t->dec[s8]))));
+    const __m512 d = _mm512_sub_ps(xv, _mm512_castsi512_ps(_mm512_mask_xor_epi32(v, neg, v, _mm512_set1_epi32((int)0x80000000u))));
+    *m = _mm512_max_ps(*m, _mm512_abs_ps(d));
+    const __m512 xx = _mm512_mul_ps(xv, xv), dd = _mm512_mul_ps(d, d);
+    /* mk_qacc's lanes: (0 + x_j^2) + x_(j+8)^2; then mx_flush's tree */
+    const __m256 x2 = _mm256_add_ps(_mm512_castps512_ps256(xx), _mm512_extractf32x8_ps(xx, 1));
+    const __m256 e2 = _mm256_add_ps(_mm512_castps512_ps256(dd), _mm512_extractf32x8_ps(dd, 1));
+    __m256 h = _mm256_hadd_ps(x2, e2);
+    h = _mm256_hadd_ps(h, h);
+    *acc = _mm_add_pd(*acc, _mm_cvtps_pd(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1))));
+}
+
+static inline MX_AVX512 __attribute__((always_inline)) void nv16_run512(mk_dtype wdt, const float *x, size_t ng, float gs, uint8_t *scales, uint8_t *codes,
+                                                                       mk_qerr *err, const nv_tabs *t, bool want)
+{
+    __m128d acc = _mm_set_pd(want ? err->se2 : 0, want ? err->sx2 : 0); /* sx2, se2 */
+    __m512 m = _mm512_setzero_ps();
+    size_t g = 0;
+    for (; g + 8 <= ng; g += 8) {
+        const __m256i c = nv_scales8(x + g * 16, wdt, gs);
+        _mm_storel_epi64((__m128i *)(scales + g), _mm256_cvtepi32_epi8(c));
+        for (int j = 0; j < 8; j++) nv_group512(x + (g + j) * 16, scales[g + j], t, codes + (g + j) * 16, &m, &acc, want);
+    }
+    for (; g < ng; g++) {
+        scales[g] = nv_scale(wdt, gs, mk_ct_absmax(x + g * 16, 16));
+        nv_group512(x + g * 16, scales[g], t, codes + g * 16, &m, &acc, want);
+    }
+    if (!want) return;
+    err->sx2 = _mm_cvtsd_f64(acc);
+    err->se2 = _mm_cvtsd_f64(_mm_unpackhi_pd(acc, acc));
+    const float mx = _mm512_reduce_max_ps(m);
+    if (mx > err->maxe) err->maxe = mx;
+}
+
+MX_AVX512 static void nv16_avx512(mk_dtype wdt, const float *x, size_t ng, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err)
+{
+    nv_tabs t;
+    nv_tabs_init(&t, gs);
+    if (err) nv16_run512(wdt, x, ng, gs, scales, codes, err, &t, true);
+    else nv16_run512(wdt, x, ng, gs, scales, codes, err, &t, false);
+}
 #endif
 
 /* x: f32 values, or (xb) the bf16 bit patterns of a bf16 weight, widened as they are loaded */
@@ -507,6 +584,10 @@ void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, 
 void mk_nvfp4_quantize_groups(mk_dtype wdt, const float *x, size_t ng, size_t group, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err)
 {
 #ifdef MX_HAVE_AVX2
+    if (group == 16 && mx_avx512()) {
+        nv16_avx512(wdt, x, ng, gs, scales, codes, err);
+        return;
+    }
     if (group == 16 && mx_avx2()) {
         nv16_avx2(wdt, x, ng, gs, scales, codes, err);
         return;

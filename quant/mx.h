@@ -66,8 +66,9 @@ uint8_t mk_mx_scale_exp(mk_dtype wdt, unsigned bits, float absmax);
 void mk_mx_quantize(mk_dtype wdt, unsigned bits, const float *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
 /* The same for a bf16 weight from its bf16 bit patterns (widened as they are loaded). */
 void mk_mx_quantize_bf16(unsigned bits, const uint16_t *x, size_t n, uint8_t e, uint8_t *codes, mk_qerr *err);
-/* The most the MX and NVFP4 kernels may use: 1 the AVX2 paths where the CPU has it, 0
- * the portable one (tests compare the two); returns the previous cap. */
+/* The most the MX and NVFP4 kernels may use: 2 (the default) NVFP4's AVX-512 path where
+ * the CPU has it, 1 the AVX2 paths where it has that, 0 the portable one (tests compare
+ * them); returns the previous cap. */
 int mk_mx_simd_cap(int level);
 void mk_mx_dequant(unsigned bits, const uint8_t *codes, size_t n, uint8_t e, float *out);
 /* The exponent stored for e: e = 255 is a scale of 2^128, inf in bf16 and f32 (a group max of

@@ -3,7 +3,8 @@
  * (x / wdt(2^(e - 127)), clamped, rounded to wdt, mk_e2m1_code or mk_ct_fp8_quantize_ref): every finite bf16 value at scale exponents from 0 (a subnormal
  * scale) to 255 (inf), thresholds and one f32 ulp either side of them, +-0, subnormals,
  * saturation, and group sizes around the 8-lane steps. Codes must match exactly, error sums
- * bit for bit (tolerance 0: they are added in the same lanes in the same order).
+ * bit for bit (tolerance 0: they are added in the same lanes in the same order). Then
+ * NVFP4's AVX-512 and AVX2 paths against its group by group reference (below).
  */
 #include "harness.h"
 
@@ -118,38 +119,46 @@ MK_TEST(quant_mx_avx2_ties_and_edges)
     }
 }
 
-/* ---- nvfp4: mk_nvfp4_quantize_groups' AVX2 path (cap 1) against the reference (cap 0), the
- * group after group mk_nvfp4_group_scale + mk_nvfp4_quantize loop that it replaces: scale
- * codes, codes and error sums bit for bit (tolerance 0: the same lanes in the same order),
- * added onto sums already there, and the codes again without sums. */
+/* ---- nvfp4: mk_nvfp4_quantize_groups' AVX-512 (cap 2) and AVX2 (cap 1) paths against the
+ * reference (cap 0), the group after group mk_nvfp4_group_scale + mk_nvfp4_quantize loop that
+ * they replace: scale codes, codes and error sums bit for bit (tolerance 0: the same lanes in
+ * the same order), added onto sums already there, and the codes again without sums. On a
+ * CPU without AVX-512 (or AVX2) a cap above what it has runs the path below it. */
+static void nv_run(int cap, mk_dtype wdt, const float *x, size_t ng, float gs, uint8_t *s, uint8_t *c, mk_qerr *r)
+{
+    int old = mk_mx_simd_cap(cap);
+    mk_nvfp4_quantize_groups(wdt, x, ng, 16, gs, s, c, r);
+    mk_mx_simd_cap(old);
+}
+
 static void nv_compare(const char *what, mk_dtype wdt, const float *x, size_t ng, float gs)
 {
     const size_t n = ng * 16;
     uint8_t *c[3], *s[3];
-    mk_qerr r[2] = {{0.5, 0.25, 0.125f}, {0.5, 0.25, 0.125f}};
     for (int k = 0; k < 3; k++) c[k] = malloc(n + 1), s[k] = malloc(ng + 1);
-    for (int cap = 1; cap >= 0; cap--) {
-        int old = mk_mx_simd_cap(cap);
-        mk_nvfp4_quantize_groups(wdt, x, ng, 16, gs, s[cap], c[cap], &r[cap]);
-        if (cap) mk_nvfp4_quantize_groups(wdt, x, ng, 16, gs, s[2], c[2], NULL);
-        mk_mx_simd_cap(old);
+    mk_qerr r0 = {0.5, 0.25, 0.125f};
+    nv_run(0, wdt, x, ng, gs, s[0], c[0], &r0);
+    for (int cap = 2; cap >= 1; cap--) {
+        mk_qerr r1 = {0.5, 0.25, 0.125f};
+        nv_run(cap, wdt, x, ng, gs, s[1], c[1], &r1);
+        nv_run(cap, wdt, x, ng, gs, s[2], c[2], NULL);
+        char w[160];
+        snprintf(w, sizeof w, "%s (%s, gs %a, %zu groups, cap %d)", what, mk_dtype_name(wdt), (double)gs, ng, cap);
+        for (size_t g = 0; g < ng; g++)
+            if (s[1][g] != s[0][g] || s[2][g] != s[0][g]) {
+                CHECK_MSG(0, "%s: scale of group %zu (absmax %a): fast 0x%02x (0x%02x without sums), reference 0x%02x", w, g,
+                          (double)mk_ct_absmax(x + g * 16, 16), s[1][g], s[2][g], s[0][g]);
+                break;
+            }
+        for (size_t i = 0; i < n; i++)
+            if (c[1][i] != c[0][i] || c[2][i] != c[0][i]) {
+                CHECK_MSG(0, "%s: code %zu of x = %a (scale 0x%02x): fast %u (%u without sums), reference %u", w, i, (double)x[i], s[0][i / 16],
+                          c[1][i], c[2][i], c[0][i]);
+                break;
+            }
+        CHECK_MSG(r1.sx2 == r0.sx2 && r1.se2 == r0.se2 && r1.maxe == r0.maxe, "%s: error sums %.17g %.17g %a, want %.17g %.17g %a", w, r1.sx2,
+                  r1.se2, (double)r1.maxe, r0.sx2, r0.se2, (double)r0.maxe);
     }
-    char w[160];
-    snprintf(w, sizeof w, "%s (%s, gs %a, %zu groups)", what, mk_dtype_name(wdt), (double)gs, ng);
-    for (size_t g = 0; g < ng; g++)
-        if (s[1][g] != s[0][g] || s[2][g] != s[0][g]) {
-            CHECK_MSG(0, "%s: scale of group %zu (absmax %a): avx2 0x%02x (0x%02x without sums), reference 0x%02x", w, g,
-                      (double)mk_ct_absmax(x + g * 16, 16), s[1][g], s[2][g], s[0][g]);
-            break;
-        }
-    for (size_t i = 0; i < n; i++)
-        if (c[1][i] != c[0][i] || c[2][i] != c[0][i]) {
-            CHECK_MSG(0, "%s: code %zu of x = %a (scale 0x%02x): avx2 %u (%u without sums), reference %u", w, i, (double)x[i], s[0][i / 16],
-                      c[1][i], c[2][i], c[0][i]);
-            break;
-        }
-    CHECK_MSG(r[1].sx2 == r[0].sx2 && r[1].se2 == r[0].se2 && r[1].maxe == r[0].maxe, "%s: error sums %.17g %.17g %a, want %.17g %.17g %a", w,
-              r[1].sx2, r[1].se2, (double)r[1].maxe, r[0].sx2, r[0].se2, (double)r[0].maxe);
     for (int k = 0; k < 3; k++) free(c[k]), free(s[k]);
 }
 
@@ -158,7 +167,7 @@ static const float nv_tensor_max[] = {0x1.fep127f, 65504.0f, 2688.0f, 6.0f, 1.0f
 
 /* Every finite bf16 value as the weights: in pattern order (neighbours share a group) and
  * shuffled (each group mixes magnitudes, so every code occurs); bf16 and f32 rules. */
-MK_TEST(quant_nvfp4_avx2_every_bf16)
+MK_TEST(quant_nvfp4_simd_every_bf16)
 {
     const size_t n = 65536 - 2 * 128;
     float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
@@ -188,7 +197,7 @@ MK_TEST(quant_nvfp4_avx2_every_bf16)
 /* Every positive finite bf16 value as a group's absmax (the rest of the group 0, -0 or a
  * third of it), so the scales take every E4M3 rounding the bf16 rule can reach; and f32
  * maxima at random bit patterns for the f32 rule. */
-MK_TEST(quant_nvfp4_avx2_every_scale)
+MK_TEST(quant_nvfp4_simd_every_scale)
 {
     const size_t ng = 0x7f80;
     float *x = calloc(ng * 16, sizeof *x);
@@ -230,7 +239,7 @@ MK_TEST(quant_nvfp4_avx2_every_scale)
  * subnormal to 448 and past it (1024: the scale clamps, the codes saturate); other global
  * scales too (ties then fall where the division puts them); zeros, -0, f32 subnormals;
  * group counts 1..41 (8-group blocks and the tails after them). */
-MK_TEST(quant_nvfp4_avx2_ties_and_edges)
+MK_TEST(quant_nvfp4_simd_ties_and_edges)
 {
     static const float th[] = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f, 1.25f, 1.5f, 1.75f, 2.0f, 2.5f, 3.0f, 3.5f, 4.0f, 5.0f, 6.0f};
     static const float pw[] = {0x1p-9f, 0x1p-7f, 0x1p-6f, 0.125f, 1.0f, 2.0f, 256.0f, 448.0f, 1024.0f};
@@ -263,7 +272,7 @@ MK_TEST(quant_nvfp4_avx2_ties_and_edges)
 
 /* Random f32 weights (full mantissas, so a sum taken in another order differs) and the same
  * rounded to bf16, with rows of 1..41 groups and the global scale of their maximum. */
-MK_TEST(quant_nvfp4_avx2_random)
+MK_TEST(quant_nvfp4_simd_random)
 {
     enum { NG = 2000 };
     float *x = malloc(NG * 16 * sizeof *x);
