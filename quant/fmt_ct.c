@@ -796,7 +796,7 @@ static mk_status mx_rows_x(mk_qcons *q, size_t i, uint64_t e0, const void *x, si
     uint8_t *scales = mk_qc_scratch(q, MK_QSCR_SCALES, G);
     if (!codes || !scales) return MK_ERR_NOMEM;
     mk_qerr e = {0, 0, 0};
-    if (k == MX_NV) mk_nvfp4_quantize_groups(qt->wdtype, x, G, group, s->scale, scales, codes, &e);
+    if (k == MX_NV) mk_nvfp4_quantize_groups(qt->wdtype, x, G, group, s->scale, scales, codes, &e); /* f32 (mx_bf16_ok) */
     for (size_t g = 0; k != MX_NV && g < G; g++) {
         const float *xg = (const float *)x + g * group;
         const uint16_t *xbg = (const uint16_t *)x + g * group;

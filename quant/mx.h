@@ -54,7 +54,8 @@ uint8_t mk_nvfp4_group_scale(mk_dtype wdt, float gs, float absmax);
 void mk_nvfp4_quantize(const float *x, size_t n, float gs, uint8_t s8, uint8_t *codes, mk_qerr *err);
 /* ng groups of `group` values at x: each group's scale code (scales[g], from its absmax) and
  * codes (one per byte), as mk_nvfp4_group_scale and mk_nvfp4_quantize give them group after
- * group, error sums included; groups of 16 take an AVX2 path where mk_mx_simd_cap allows. */
+ * group, error sums included; groups of 16 take an AVX-512 or AVX2 path where the CPU has
+ * it and mk_mx_simd_cap allows. */
 void mk_nvfp4_quantize_groups(mk_dtype wdt, const float *x, size_t ng, size_t group, float gs, uint8_t *scales, uint8_t *codes, mk_qerr *err);
 /* Decoded values of n codes. */
 void mk_nvfp4_dequant(const uint8_t *codes, size_t n, float gs, uint8_t s8, float *out);
