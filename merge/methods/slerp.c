@@ -33,6 +33,15 @@ static inline MK_HOT void sp_sums(double *acc, size_t nk, const double *q, size_
 {
     double a0 = acc[0], a1 = nk > 1 ? acc[1] : 0, a2 = nk > 2 ? acc[2] : 0, a3 = nk > 3 ? acc[3] : 0;
     const double *q0 = q, *q1 = q + stride, *q2 = q + 2 * stride, *q3 = q + 3 * stride;
+    if (nk <= 2) { /* two models, the common case: half the loads and adds */
+        for (uint64_t i = 0; i < n; i++) {
+            a0 += q0[i];
+            a1 += q1[i];
+        }
+        acc[0] = a0;
+        if (nk > 1) acc[1] = a1;
+        return;
+    }
     for (uint64_t i = 0; i < n; i++) {
         a0 += q0[i];
         a1 += q1[i];
@@ -276,7 +285,7 @@ static inline MK_HOT void nu_whole(const mk_dtype dt, const nu_state *st, const 
     }
 }
 
-MK_KCLONE static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+static inline MK_HOT mk_status nu_chunk_any(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     nu_state *st = user;
     const mk_dtype dt = job->compute_dtype;
@@ -329,6 +338,19 @@ MK_KCLONE static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch,
         }
     }
     return MK_OK;
+}
+
+SP_CLONE_BF16 static mk_status nu_chunk_bf16(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return nu_chunk_any(job, ch, user);
+}
+MK_KCLONE static mk_status nu_chunk_other(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return nu_chunk_any(job, ch, user);
+}
+static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return job->compute_dtype == MK_BF16 ? nu_chunk_bf16(job, ch, user) : nu_chunk_other(job, ch, user);
 }
 
 static mk_status nuslerp_run(const mk_merge_job *job)
