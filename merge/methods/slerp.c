@@ -11,6 +11,56 @@
  * everything else is rounded to the compute dtype where PyTorch would (kernel.h). */
 #include "kernel.h"
 
+/* The bf16 instantiations of the nuslerp, multislerp and karcher kernels are built three
+ * times where GCC's function clones work: the portable one, AVX2 and x86-64-v4 (AVX-512),
+ * chosen when the program starts. Every copy makes the same IEEE operations in the same
+ * order (-ffp-contract=off, no FMA), so the same bits. AVX-512 halves the vector
+ * instructions of the bf16 rounding steps (a masked AND keeps NaN), which dominate these
+ * kernels in bf16 (multislerp, kernel alone: 11.5 -> 9.0 ns per element); in float32 it was
+ * slower (5.5 -> 6.3 ns), so the other dtypes keep MK_KCLONE's two copies. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(MK_NO_CLONES)
+#define SP_CLONE_BF16 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define SP_CLONE_BF16
+#endif
+
+/* Sums side by side: q[j * stride + i] is term i of sum j (j < SP_W); acc[j] += every term
+ * in element order, for j < nk. Each sum is its own dependency chain, running beside the
+ * others, so up to SP_W sums cost about the latency of one (a double add's latency bounds
+ * these loops). Sums nk.. are computed from whatever their rows hold and dropped. */
+#define SP_W 4
+static inline MK_HOT void sp_sums(double *acc, size_t nk, const double *q, size_t stride, uint64_t n)
+{
+    double a0 = acc[0], a1 = nk > 1 ? acc[1] : 0, a2 = nk > 2 ? acc[2] : 0, a3 = nk > 3 ? acc[3] : 0;
+    const double *q0 = q, *q1 = q + stride, *q2 = q + 2 * stride, *q3 = q + 3 * stride;
+    if (nk <= 2) { /* two models, the common case: half the loads and adds */
+        for (uint64_t i = 0; i < n; i++) {
+            a0 += q0[i];
+            a1 += q1[i];
+        }
+        acc[0] = a0;
+        if (nk > 1) acc[1] = a1;
+        return;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        a0 += q0[i];
+        a1 += q1[i];
+        a2 += q2[i];
+        a3 += q3[i];
+    }
+    acc[0] = a0;
+    if (nk > 1) acc[1] = a1;
+    if (nk > 2) acc[2] = a2;
+    if (nk > 3) acc[3] = a3;
+}
+
+/* acc + q[0] + q[1] + ..., in that order: the chain alone, its terms computed before. */
+static inline double sp_sum1(double acc, const double *q, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) acc += q[i];
+    return acc;
+}
+
 /* ======================================================================================
  * slerp
  * ====================================================================================== */
@@ -234,7 +284,7 @@ static inline MK_HOT void nu_whole(const mk_dtype dt, const nu_state *st, const 
     }
 }
 
-MK_KCLONE static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+static inline MK_HOT mk_status nu_chunk_any(const mk_merge_job *job, const mk_chunk *ch, void *user)
 {
     nu_state *st = user;
     const mk_dtype dt = job->compute_dtype;
@@ -287,6 +337,19 @@ MK_KCLONE static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch,
         }
     }
     return MK_OK;
+}
+
+SP_CLONE_BF16 static mk_status nu_chunk_bf16(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return nu_chunk_any(job, ch, user);
+}
+MK_KCLONE static mk_status nu_chunk_other(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return nu_chunk_any(job, ch, user);
+}
+static mk_status nu_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    return job->compute_dtype == MK_BF16 ? nu_chunk_bf16(job, ch, user) : nu_chunk_other(job, ch, user);
 }
 
 static mk_status nuslerp_run(const mk_merge_job *job)
@@ -384,103 +447,100 @@ typedef struct ms_state {
     mk_partials part;
 } ms_state;
 
-/* One block of n elements from e0, every step a loop over the block (vectorised); the sums
- * are added element by element in order, each element gets the same operations as alone.
- * T, u: [K][NU_BLOCK]; m, a: [NU_BLOCK]. */
-static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
-                                   double *row, float *T, float *u, float *m, float *a)
+/* One block of n elements from e0, every step a loop over the block (vectorised); each
+ * element gets the same operations as alone, and each sum takes its terms in element order:
+ * the terms are computed first (vectorised), then added by sp_sums / sp_sum1, so the
+ * dependency chain of the adds carries nothing else.
+ * u: [K][MS_BLOCK]; m, a: [MS_BLOCK]; q: [SP_W][MS_BLOCK] doubles, then [MS_BLOCK] for a
+ * single sum. The rows of q that a block's last group leaves unused hold earlier terms
+ * (products of floats: never a denormal double) or the zeros of ms_chunk. */
+#define MS_BLOCK 512u
+static inline MK_HOT void ms_delta(const mk_dtype dt, const float *x, const float *b, uint64_t n, float *t)
 {
+    if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = RD(x[i] - b[i]);
+    else memcpy(t, x, (size_t)n * sizeof *t);
+}
+
+/* phase 0: the squared norms of the task vectors, SP_W at a time */
+static inline MK_HOT void ms_norms(const mk_dtype dt, const ms_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   double *row, float *t, double *q)
+{
+    const float *b = st->ib >= 0 ? ch->in[st->ib] + e0 : NULL;
+    for (size_t g = 0; g < st->K; g += SP_W) {
+        const size_t nk = st->K - g < SP_W ? st->K - g : SP_W;
+        for (size_t j = 0; j < nk; j++) {
+            ms_delta(dt, ch->in[st->idx[g + j]] + e0, b, n, t);
+            double *qj = q + j * MS_BLOCK;
+            MK_SIMD for (uint64_t i = 0; i < n; i++) qj[i] = (double)t[i] * t[i];
+        }
+        sp_sums(row + g, nk, q, MS_BLOCK, n);
+    }
+}
+
+static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
+                                   double *row, float *u, float *m, float *a, double *q)
+{
+    double *q1 = q + SP_W * MS_BLOCK;
     const size_t K = st->K;
     const float *b = st->ib >= 0 ? ch->in[st->ib] + e0 : NULL;
-    for (size_t k = 0; k < K; k++) {
-        const float *x = ch->in[st->idx[k]] + e0;
-        float *t = T + k * NU_BLOCK;
-        if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = RD(x[i] - b[i]);
-        else memcpy(t, x, (size_t)n * sizeof *t);
-    }
     if (st->phase == 0) {
-        /* two sums side by side (each still in element order): two dependency chains */
-        size_t k = 0;
-        for (; k + 2 <= K; k += 2) {
-            const float *t = T + k * NU_BLOCK, *t1 = t + NU_BLOCK;
-            double acc = row[k], acc1 = row[k + 1];
-            for (uint64_t i = 0; i < n; i++) {
-                acc += (double)t[i] * t[i];
-                acc1 += (double)t1[i] * t1[i];
-            }
-            row[k] = acc;
-            row[k + 1] = acc1;
-        }
-        for (; k < K; k++) {
-            const float *t = T + k * NU_BLOCK;
-            double acc = row[k];
-            for (uint64_t i = 0; i < n; i++) acc += (double)t[i] * t[i];
-            row[k] = acc;
-        }
+        ms_norms(dt, st, ch, e0, n, row, m, q);
         return;
     }
     float *out = ch->out + e0;
     if (st->fallback) { /* two antipodal inputs: the weighted sum */
-        const float *t0 = T, *t1 = T + NU_BLOCK, w0 = st->w[0], w1 = st->w[1];
+        float *t0 = u, *t1 = u + MS_BLOCK;
+        const float w0 = st->w[0], w1 = st->w[1];
+        ms_delta(dt, ch->in[st->idx[0]] + e0, b, n, t0);
+        ms_delta(dt, ch->in[st->idx[1]] + e0, b, n, t1);
         MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(RD(t0[i] * w0) + RD(t1[i] * w1));
         if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
         return;
     }
     MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
     for (size_t k = 0; k < K; k++) {
-        const float *t = T + k * NU_BLOCK;
-        float *uk = u + k * NU_BLOCK;
+        float *uk = u + k * MS_BLOCK;
         const float den = st->den[k], w = st->w[k];
+        ms_delta(dt, ch->in[st->idx[k]] + e0, b, n, uk);
         MK_SIMD for (uint64_t i = 0; i < n; i++) {
-            uk[i] = RD(t[i] / den);
+            uk[i] = RD(uk[i] / den);
             a[i] += RD(uk[i] * w);
         }
     }
-    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(a[i]);
     if (st->phase == 1) {
-        double acc = row[0];
-        for (uint64_t i = 0; i < n; i++) acc += (double)m[i] * m[i];
-        row[0] = acc;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
+            const float mi = RD(a[i]);
+            q1[i] = (double)mi * mi;
+        }
+        row[0] = sp_sum1(row[0], q1, n);
         return;
     }
     const float mn = st->mean_norm;
-    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(m[i] / mn);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) m[i] = RD(RD(a[i]) / mn);
     if (st->phase == 2) {
-        size_t k = 0;
-        for (; k + 2 <= K; k += 2) {
-            const float *uk = u + k * NU_BLOCK, *u1 = uk + NU_BLOCK;
-            double acc = row[k], acc1 = row[k + 1];
-            for (uint64_t i = 0; i < n; i++) {
-                acc += (double)RD(uk[i] * m[i]);
-                acc1 += (double)RD(u1[i] * m[i]);
+        for (size_t g = 0; g < K; g += SP_W) {
+            const size_t nk = K - g < SP_W ? K - g : SP_W;
+            for (size_t j = 0; j < nk; j++) {
+                const float *uk = u + (g + j) * MS_BLOCK;
+                double *qj = q + j * MS_BLOCK;
+                MK_SIMD for (uint64_t i = 0; i < n; i++) qj[i] = (double)RD(uk[i] * m[i]);
             }
-            row[k] = acc;
-            row[k + 1] = acc1;
-        }
-        for (; k < K; k++) {
-            const float *uk = u + k * NU_BLOCK;
-            double acc = row[k];
-            for (uint64_t i = 0; i < n; i++) acc += (double)RD(uk[i] * m[i]);
-            row[k] = acc;
+            sp_sums(row + g, nk, q, MS_BLOCK, n);
         }
         return;
     }
     MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] = 0;
     for (size_t k = 0; k < K; k++) {
-        const float *uk = u + k * NU_BLOCK;
+        const float *uk = u + k * MS_BLOCK;
         const float dk = st->dots[k], w = st->w[k];
-        MK_SIMD for (uint64_t i = 0; i < n; i++) {
-            float tan = RD(uk[i] - RD(dk * m[i]));
-            a[i] += RD(tan * w);
-        }
+        MK_SIMD for (uint64_t i = 0; i < n; i++) a[i] += RD(RD(uk[i] - RD(dk * m[i])) * w);
     }
     if (st->phase == 3) {
-        double acc = row[0];
-        for (uint64_t i = 0; i < n; i++) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) {
             const float tr = RD(a[i]);
-            acc += (double)tr * tr;
+            q1[i] = (double)tr * tr;
         }
-        row[0] = acc;
+        row[0] = sp_sum1(row[0], q1, n);
         return;
     }
     const float ct = st->cos_tn, so = st->sin_over, an = st->avg_norm;
@@ -492,18 +552,30 @@ static inline MK_HOT void ms_block(const mk_dtype dt, const ms_state *st, const 
     if (b) MK_SIMD for (uint64_t i = 0; i < n; i++) out[i] = RD(out[i] + b[i]);
 }
 
-MK_KCLONE static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+static inline MK_HOT mk_status ms_chunk_dt(const mk_dtype dt, ms_state *st, const mk_chunk *ch)
 {
-    ms_state *st = user;
-    const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 4 ? mk_partials_row(&st->part, ch->index) : NULL;
-    const size_t sz = (2 * st->K + 2) * NU_BLOCK * sizeof(float);
-    float *mem = mk_chunk_scratch(ch, &sz, 1);
-    if (!mem) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
-    float *T = mem, *u = T + st->K * NU_BLOCK, *m = u + st->K * NU_BLOCK, *a = m + NU_BLOCK;
-    for (uint64_t e0 = 0; e0 < ch->n; e0 += NU_BLOCK)
-        MK_DT_DISPATCH(dt, ms_block, st, ch, e0, ch->n - e0 < NU_BLOCK ? ch->n - e0 : NU_BLOCK, row, T, u, m, a);
+    const size_t sz[] = {st->K * MS_BLOCK * sizeof(float), 2 * MS_BLOCK * sizeof(float),
+                         (SP_W + 1) * MS_BLOCK * sizeof(double)};
+    float *u = mk_chunk_scratch(ch, sz, 3);
+    if (!u) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
+    float *m = (float *)((char *)u + mk_tmp_round(sz[0])), *a = m + MS_BLOCK;
+    double *q = (double *)((char *)m + mk_tmp_round(sz[1]));
+    memset(q, 0, SP_W * MS_BLOCK * sizeof *q); /* the scratch's old bits may be anything */
+    for (uint64_t e0 = 0; e0 < ch->n; e0 += MS_BLOCK)
+        ms_block(dt, st, ch, e0, ch->n - e0 < MS_BLOCK ? ch->n - e0 : MS_BLOCK, row, u, m, a, q);
     return MK_OK;
+}
+
+SP_CLONE_BF16 static mk_status ms_chunk_bf16(ms_state *st, const mk_chunk *ch) { return ms_chunk_dt(MK_BF16, st, ch); }
+MK_KCLONE static mk_status ms_chunk_f32(ms_state *st, const mk_chunk *ch) { return ms_chunk_dt(MK_F32, st, ch); }
+
+static mk_status ms_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    const mk_dtype dt = job->compute_dtype;
+    if (dt == MK_BF16) return ms_chunk_bf16(user, ch);
+    if (dt == MK_F32) return ms_chunk_f32(user, ch);
+    return ms_chunk_dt(dt, user, ch); /* float16 and the rest: rounding calls, not vectorised */
 }
 
 static mk_status ms_pass(const mk_merge_job *job, ms_state *st, int phase, double *sum)
@@ -685,33 +757,56 @@ static inline MK_HOT void ka_new(const mk_dtype dt, const ka_state *st, uint64_t
     MK_SIMD for (uint64_t e = 0; e < n; e++) t[e] = RD(RD(c * m[e]) + RD(s * RD(t[e] / tn)));
 }
 
-static inline double ka_sumsq(double acc, const float *x, uint64_t n)
+/* acc + the squares of x[0..n), in order; q1: [n] room for the terms */
+static inline MK_HOT double ka_sumsq(double acc, const float *x, uint64_t n, double *q1)
 {
-    for (uint64_t e = 0; e < n; e++) acc += (double)x[e] * x[e];
-    return acc;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) q1[e] = (double)x[e] * x[e];
+    return sp_sum1(acc, q1, n);
+}
+
+/* row[g..] += sum over e of x_j[e] * y_j[e] for the nk <= SP_W pairs j of a group, side by
+ * side; y NULL: the squares of x_j. q: [SP_W][KA_BLOCK]. */
+static inline MK_HOT void ka_group(double *row, const float *const *x, const float *const *y, size_t nk, uint64_t n,
+                                   double *q)
+{
+    for (size_t j = 0; j < nk; j++) {
+        const float *xj = x[j], *yj = y ? y[j] : x[j];
+        double *qj = q + j * KA_BLOCK;
+        MK_SIMD for (uint64_t e = 0; e < n; e++) qj[e] = (double)xj[e] * yj[e];
+    }
+    sp_sums(row, nk, q, KA_BLOCK, n);
 }
 
 /* phases 0 to 5 over one block of n elements from e0; kept: the chunk's kept means, or NULL.
- * U: [nv][KA_BLOCK], m, t: [KA_BLOCK]. */
+ * U: [nv][KA_BLOCK], m, t: [KA_BLOCK]; q: [SP_W][KA_BLOCK] then [KA_BLOCK] doubles (the
+ * terms of the sums; rows a group leaves unused hold products of floats or zeros). */
 static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
-                                   double *row, float *kept, float *U, float *m, float *t)
+                                   double *row, float *kept, float *U, float *m, float *t, double *q)
 {
+    double *q1 = q + SP_W * KA_BLOCK;
+    const float *x[SP_W], *y[SP_W];
     if (st->phase == 0) {
-        for (size_t i = 0; i < st->N; i++) row[i] = ka_sumsq(row[i], ch->in[i] + e0, n);
+        for (size_t g = 0; g < st->N; g += SP_W) {
+            const size_t nk = st->N - g < SP_W ? st->N - g : SP_W;
+            for (size_t j = 0; j < nk; j++) x[j] = ch->in[g + j] + e0;
+            ka_group(row + g, x, NULL, nk, n, q);
+        }
         return;
     }
     ka_units(dt, st, ch, e0, n, U);
     if (st->phase == 1) {
         ka_init_sum(dt, st, U, n, m);
-        row[0] = ka_sumsq(row[0], m, n);
+        row[0] = ka_sumsq(row[0], m, n, q1);
         return;
     }
-    /* the mean after st->iters iterations: from the one kept, or replayed from the start */
+    /* the mean after st->iters iterations: from the one kept, or replayed from the start;
+     * read where it lies (kept, U) until an iteration writes it into m */
     const uint32_t from = kept ? st->kiter[ch->index] : KA_NONE;
+    const float *mean = m;
     if (from != KA_NONE) {
-        memcpy(m, kept + e0, (size_t)n * sizeof *m);
+        mean = kept + e0;
     } else if (st->first_unit) {
-        memcpy(m, U, (size_t)n * sizeof *m);
+        mean = U;
     } else {
         ka_init_sum(dt, st, U, n, m);
         const float mn = st->mean_norm;
@@ -719,57 +814,71 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
     }
     for (size_t j = from != KA_NONE ? from : 0; j < st->iters; j++) {
         const ka_iter *it = &st->it[j];
-        ka_tan(dt, st, U, n, j, m, t);
-        ka_new(dt, st, n, j, m, t);
+        ka_tan(dt, st, U, n, j, mean, t);
+        ka_new(dt, st, n, j, mean, t);
         if (it->renorm) {
             const float un = it->un;
             MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(t[e] / un);
         } else {
             memcpy(m, t, (size_t)n * sizeof *m);
         }
+        mean = m;
     }
-    if (kept) memcpy(kept + e0, m, (size_t)n * sizeof *m);
+    if (kept && mean != kept + e0) memcpy(kept + e0, mean, (size_t)n * sizeof *m);
     switch (st->phase) {
     case 2:
-        for (size_t v = 0; v < st->nv; v++) {
-            const float *u = U + v * KA_BLOCK;
-            double acc = row[v];
-            for (uint64_t e = 0; e < n; e++) acc += (double)m[e] * u[e];
-            row[v] = acc;
+        for (size_t g = 0; g < st->nv; g += SP_W) {
+            const size_t nk = st->nv - g < SP_W ? st->nv - g : SP_W;
+            for (size_t j = 0; j < nk; j++) {
+                x[j] = mean;
+                y[j] = U + (g + j) * KA_BLOCK;
+            }
+            ka_group(row + g, x, y, nk, n, q);
         }
         break;
     case 3:
-        ka_tan(dt, st, U, n, st->iters, m, t);
-        row[0] = ka_sumsq(row[0], t, n);
+        ka_tan(dt, st, U, n, st->iters, mean, t);
+        row[0] = ka_sumsq(row[0], t, n, q1);
         break;
     case 4:
-        ka_tan(dt, st, U, n, st->iters, m, t);
-        ka_new(dt, st, n, st->iters, m, t);
-        row[0] = ka_sumsq(row[0], t, n);
+        ka_tan(dt, st, U, n, st->iters, mean, t);
+        ka_new(dt, st, n, st->iters, mean, t);
+        row[0] = ka_sumsq(row[0], t, n, q1);
         break;
     default: {
         float *out = ch->out + e0;
         const float sc = st->scale;
-        MK_SIMD for (uint64_t e = 0; e < n; e++) out[e] = RD(sc * m[e]);
+        MK_SIMD for (uint64_t e = 0; e < n; e++) out[e] = RD(sc * mean[e]);
     }
     }
 }
 
-MK_KCLONE static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+static inline MK_HOT mk_status ka_chunk_dt(const mk_dtype dt, ka_state *st, const mk_chunk *ch)
 {
-    ka_state *st = user;
-    const mk_dtype dt = job->compute_dtype;
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
     float *kept = st->phase >= 2 && ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
     const size_t sz[] = {(st->nv ? st->nv : 1) * KA_BLOCK * sizeof(float), KA_BLOCK * sizeof(float),
-                         KA_BLOCK * sizeof(float)};
-    float *U = mk_chunk_scratch(ch, sz, 3);
+                         KA_BLOCK * sizeof(float), (SP_W + 1) * KA_BLOCK * sizeof(double)};
+    float *U = mk_chunk_scratch(ch, sz, 4);
     if (!U) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     float *m = (float *)((char *)U + mk_tmp_round(sz[0])), *t = (float *)((char *)m + mk_tmp_round(sz[1]));
+    double *q = (double *)((char *)t + mk_tmp_round(sz[2]));
+    memset(q, 0, SP_W * KA_BLOCK * sizeof *q); /* the scratch's old bits may be anything */
     for (uint64_t e0 = 0; e0 < ch->n; e0 += KA_BLOCK)
-        MK_DT_DISPATCH(dt, ka_block, st, ch, e0, ch->n - e0 < KA_BLOCK ? ch->n - e0 : KA_BLOCK, row, kept, U, m, t);
+        ka_block(dt, st, ch, e0, ch->n - e0 < KA_BLOCK ? ch->n - e0 : KA_BLOCK, row, kept, U, m, t, q);
     if (kept) st->kiter[ch->index] = (uint32_t)st->iters;
     return MK_OK;
+}
+
+SP_CLONE_BF16 static mk_status ka_chunk_bf16(ka_state *st, const mk_chunk *ch) { return ka_chunk_dt(MK_BF16, st, ch); }
+MK_KCLONE static mk_status ka_chunk_f32(ka_state *st, const mk_chunk *ch) { return ka_chunk_dt(MK_F32, st, ch); }
+
+static mk_status ka_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
+{
+    const mk_dtype dt = job->compute_dtype;
+    if (dt == MK_BF16) return ka_chunk_bf16(user, ch);
+    if (dt == MK_F32) return ka_chunk_f32(user, ch);
+    return ka_chunk_dt(dt, user, ch);
 }
 
 static mk_status ka_pass(const mk_merge_job *job, ka_state *st, int phase, double *sum)
