@@ -229,6 +229,26 @@ static mk_status count_hi(mk_select *s, size_t st, uint64_t chunk, const uint32_
     return MK_OK;
 }
 
+/* LO pass of one query: the low halves of the keys in bin `hi` into lo_hist; returns how
+ * many there were. The bin holds few of the keys: blocks are first counted (vectorised),
+ * and only blocks with some are walked. */
+MK_KCLONE static uint64_t count_lo(uint64_t *lo_hist, uint32_t hi, const uint32_t *keys, uint64_t n)
+{
+    enum { B = 64 };
+    uint64_t in_bin = 0;
+    for (uint64_t i0 = 0; i0 < n; i0 += B) {
+        const uint64_t m = n - i0 < B ? n - i0 : B;
+        unsigned c = 0;
+#pragma omp simd reduction(+ : c)
+        for (uint64_t i = 0; i < m; i++) c += (keys[i0 + i] >> 16) == hi;
+        if (!c) continue;
+        in_bin += c;
+        for (uint64_t i = i0; i < i0 + m; i++)
+            if ((keys[i] >> 16) == hi) __atomic_fetch_add(&lo_hist[keys[i] & 0xffffu], 1, __ATOMIC_RELAXED);
+    }
+    return in_bin;
+}
+
 mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
     if (s->phase == MK_SEL_HI) return count_hi(s, st, chunk, keys, n);
@@ -236,13 +256,7 @@ mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *
         mk_sel_query *q = &s->q[qi];
         if (q->done || q->stream != st) continue;
         if (s->phase == MK_SEL_LO && !q->need_tie) {
-            uint64_t in_bin = 0;
-            for (uint64_t i = 0; i < n; i++) {
-                if ((keys[i] >> 16) != q->hi) continue;
-                __atomic_fetch_add(&q->lo_hist[keys[i] & 0xffffu], 1, __ATOMIC_RELAXED);
-                in_bin++;
-            }
-            q->bin_chunk[chunk] = in_bin;
+            q->bin_chunk[chunk] = count_lo(q->lo_hist, q->hi, keys, n);
         } else if (s->phase == MK_SEL_TIE && q->need_tie) {
             uint64_t eq = 0;
             for (uint64_t i = 0; i < n; i++) eq += keys[i] == q->key;

@@ -71,6 +71,44 @@ static void check_hi(const char *what, const uint32_t *keys, uint64_t n, uint64_
     mk_sel_free(&s);
 }
 
+/* HI then LO pass of a value query at rank pos: the LO pass's histogram of the low halves
+ * of the keys in the cut's top bin, and its per-chunk counts of them, against counts made
+ * here. */
+static void check_lo(const char *what, const uint32_t *keys, uint64_t n, uint64_t chunk, uint64_t pos)
+{
+    uint64_t nch = (n + chunk - 1) / chunk;
+    mk_select s;
+    CHECK_OK(mk_sel_init(&s, n, nch, 1, 1));
+    mk_sel_query_set(&s, 0, 0, pos, false, true);
+    CHECK(mk_sel_start(&s));
+    for (uint64_t i = 0; i < nch; i++) CHECK_OK(mk_sel_count(&s, 0, i, keys + i * chunk, n - i * chunk < chunk ? n - i * chunk : chunk));
+    if (!mk_sel_next(&s) || s.phase != MK_SEL_LO) {
+        uint32_t lo_or = 0;
+        for (uint64_t i = 0; i < n; i++) lo_or |= keys[i] & 0xffffu;
+        CHECK_MSG(!lo_or, "%s (n %llu): no LO pass", what, (unsigned long long)n);
+        mk_sel_free(&s);
+        return;
+    }
+    for (uint64_t i = nch; i-- > 0;) CHECK_OK(mk_sel_count(&s, 0, i, keys + i * chunk, n - i * chunk < chunk ? n - i * chunk : chunk));
+    const uint32_t hi = s.q[0].hi;
+    uint64_t *want = calloc(MK_SEL_BINS, sizeof *want), bad = 0, first = 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (keys[i] >> 16 == hi) want[keys[i] & 0xffffu]++;
+    for (uint32_t b = 0; b < MK_SEL_BINS; b++)
+        if (s.q[0].lo_hist[b] != want[b] && !bad++) first = b;
+    CHECK_MSG(bad == 0, "%s (n %llu, chunk %llu): LO bin %llu got %llu want %llu", what, (unsigned long long)n,
+              (unsigned long long)chunk, (unsigned long long)first, (unsigned long long)s.q[0].lo_hist[first],
+              (unsigned long long)want[first]);
+    for (uint64_t c = 0; c < nch; c++) {
+        uint64_t e0 = c * chunk, m = n - e0 < chunk ? n - e0 : chunk, in = 0;
+        for (uint64_t i = 0; i < m; i++) in += keys[e0 + i] >> 16 == hi;
+        CHECK_MSG(s.q[0].bin_chunk[c] == in, "%s: chunk %llu has %llu keys in the bin, want %llu", what,
+                  (unsigned long long)c, (unsigned long long)s.q[0].bin_chunk[c], (unsigned long long)in);
+    }
+    free(want);
+    mk_sel_free(&s);
+}
+
 MK_TEST(select_count_hi_matches_plain_count)
 {
     const uint64_t n = 70001;
@@ -95,6 +133,12 @@ MK_TEST(select_count_hi_matches_plain_count)
             check_hi(what, k, sizes[z], 1000, false);
             check_hi(what, k, sizes[z], 4096, true);
             check_hi(what, k, sizes[z], 65536, true);
+            /* keys with low bits: the LO pass too */
+            if (sizes[z] && (kind == 0 || kind == 3 || kind == 4))
+                for (uint64_t pos = 0; pos < sizes[z]; pos += sizes[z] / 3 + 1) {
+                    check_lo(what, k, sizes[z], 1000, pos);
+                    check_lo(what, k, sizes[z], 4097, pos);
+                }
         }
     }
     free(k);
