@@ -276,6 +276,63 @@ static inline MK_HOT void row_emit(const mk_dtype dt, const float *x, const floa
     }
 }
 
+/* Does the row of x or of the base hold a NaN or an Inf? */
+static inline MK_HOT bool row_nonfinite(const float *x, const float *b, uint64_t n)
+{
+    uint32_t top = 0;
+    MK_SIMD for (uint64_t j = 0; j < n; j++) {
+        uint32_t u, v;
+        memcpy(&u, &x[j], 4);
+        memcpy(&v, &b[j], 4);
+        u &= 0x7fffffffu;
+        v &= 0x7fffffffu;
+        top = u > top ? u : top;
+        top = v > top ? v : top;
+    }
+    return top >= 0x7f800000u;
+}
+
+/* A row holding NaN or Inf, the way this file computed it before it was vectorised, each
+ * step a loop of its own with the compute dtype known at run time: NaNs of different
+ * payloads meet there (a NaN input and a NaN sum), and x86 keeps the first operand's; a
+ * compiler may swap the operands of a product it vectorises (clang does), which would
+ * change the NaN, its key and so the quartiles. From finite inputs every NaN is the
+ * default one, and the order does not matter. */
+static void softmax_eps(mk_dtype dt, const float *x, uint64_t n, float *out)
+{
+    float mx = -INFINITY;
+    for (uint64_t j = 0; j < n; j++)
+        if (x[j] > mx) mx = x[j];
+    float s = 0;
+    for (uint64_t j = 0; j < n; j++) {
+        out[j] = expf(x[j] - mx);
+        s += out[j];
+    }
+    float inv = 1.0f / s;
+    const float eps = RD(1e-8f);
+    for (uint64_t j = 0; j < n; j++) out[j] = RD(RD(out[j] * inv) + eps);
+}
+
+/* The row's KL divergence (unless given: have), then its keys or its output; pqt: [3 n]. */
+__attribute__((noinline)) static float row_plain(mk_dtype dt, const fusion_state *st, const float *x, const float *b,
+                                                 uint64_t n, bool have, float klr, uint32_t *keys, float *out, float *pqt)
+{
+    float *p = pqt, *q = pqt + n, *imp = pqt + 2 * n;
+    if (!have) {
+        softmax_eps(dt, x, n, p);
+        softmax_eps(dt, b, n, q);
+        double kl = 0;
+        for (uint64_t j = 0; j < n; j++) kl += (double)RD(p[j] * RD(logf(RD(p[j] / q[j]))));
+        klr = mk_reduced(dt, kl);
+    }
+    for (uint64_t j = 0; j < n; j++) imp[j] = RD(fabsf(RD(x[j] - b[j])) * klr);
+    if (st->phase == 0)
+        for (uint64_t j = 0; j < n; j++) keys[j] = mk_key_f32(imp[j] + 0.0f);
+    else
+        for (uint64_t j = 0; j < n; j++) out[j] = imp[j] >= st->threshold ? b[j] + RD(x[j] - b[j]) : b[j];
+    return klr;
+}
+
 /* The rows of a chunk (whole in it): each row's KL divergence (kept for later passes when
  * there is room), then its keys (keys: [n]) or its output; pqt: [3 cols] scratch. */
 MK_KCLONE static void fusion_rows(const mk_merge_job *job, const fusion_state *st, const mk_chunk *ch, uint32_t *keys,
@@ -286,10 +343,13 @@ MK_KCLONE static void fusion_rows(const mk_merge_job *job, const fusion_state *s
     const bool have = st->stored && st->stored[ch->index];
     for (uint64_t r = 0; r < ch->nrows; r++) {
         const float *x = ch->in[st->ix] + r * cols, *b = ch->in[st->ib] + r * cols;
-        float klr;
-        if (have) {
-            klr = st->klr[ch->row0 + r];
-        } else {
+        float klr = have ? st->klr[ch->row0 + r] : 0;
+        if (row_nonfinite(x, b, cols)) {
+            klr = row_plain(dt, st, x, b, cols, have, klr, keys + r * cols, st->phase ? ch->out + r * cols : NULL, pqt);
+            if (!have && st->klr) st->klr[ch->row0 + r] = klr;
+            continue;
+        }
+        if (!have) {
             MK_DT_DISPATCH(dt, row_kl_into, x, b, cols, pqt, &klr);
             if (st->klr) st->klr[ch->row0 + r] = klr;
         }
