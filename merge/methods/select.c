@@ -140,55 +140,123 @@ static bool counts_from_windows(const mk_select *s, mk_sel_query *q, uint32_t bi
     return true;
 }
 
+/* OR, min and max of n keys (n > 0): one vectorised read before the histogram, whose
+ * range [min >> 16, max >> 16] says which histogram layout to use and which bins to flush. */
+MK_KCLONE static uint32_t key_range(const uint32_t *keys, uint64_t n, uint32_t *kmin, uint32_t *kmax)
+{
+    uint32_t o = 0, lo = UINT32_MAX, hi = 0;
+#pragma omp simd reduction(| : o) reduction(min : lo) reduction(max : hi)
+    for (uint64_t i = 0; i < n; i++) {
+        o |= keys[i];
+        lo = keys[i] < lo ? keys[i] : lo;
+        hi = keys[i] > hi ? keys[i] : hi;
+    }
+    *kmin = lo;
+    *kmax = hi;
+    return o;
+}
+
+/* Counts of keys >> 16 into MK_SEL_SUB interleaved sub-histograms h[j][bin] (key i goes to
+ * sub-histogram i % MK_SEL_SUB), then summed into h[0] over bins [bmin, bmax], the others
+ * left zero. Why: neighbouring keys often share a bin (sorted or clustered data, bf16
+ * magnitudes), and one histogram then waits on each increment's store before the next
+ * load; four independent ones do not. */
+#define MK_SEL_SUB 4
+static void hist_sub(uint32_t *h, const uint32_t *keys, uint64_t n)
+{
+    uint32_t *h1 = h + MK_SEL_BINS, *h2 = h1 + MK_SEL_BINS, *h3 = h2 + MK_SEL_BINS;
+    uint64_t i = 0;
+    for (; i + MK_SEL_SUB <= n; i += MK_SEL_SUB) {
+        h[keys[i] >> 16]++;
+        h1[keys[i + 1] >> 16]++;
+        h2[keys[i + 2] >> 16]++;
+        h3[keys[i + 3] >> 16]++;
+    }
+    for (; i < n; i++) h[keys[i] >> 16]++;
+}
+
+MK_KCLONE static void hist_fold(uint32_t *h, uint32_t bmin, uint32_t bmax)
+{
+    uint32_t *h1 = h + MK_SEL_BINS, *h2 = h1 + MK_SEL_BINS, *h3 = h2 + MK_SEL_BINS;
+#pragma omp simd
+    for (uint32_t b = bmin; b <= bmax; b++) {
+        h[b] += h1[b] + h2[b] + h3[b];
+        h1[b] = h2[b] = h3[b] = 0;
+    }
+}
+
+/* HI pass of one chunk: its histogram of key >> 16 into the shared one, with the windows
+ * and the OR of the low bits. */
+static mk_status count_hi(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
+{
+    /* a per-thread histogram (MK_SEL_SUB sub-histograms) that is all zeros between calls:
+     * counts go in, then the bins these keys touched are added to the shared histogram and
+     * cleared again, so a call costs O(n), not O(bins) */
+    static _Thread_local uint32_t *tls_h;
+    if (!tls_h && !(tls_h = calloc((size_t)MK_SEL_SUB * MK_SEL_BINS, sizeof *tls_h)))
+        return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
+    uint32_t *const h = tls_h;
+    uint32_t kmin = 0, kmax = 0;
+    const uint32_t lo_or = n ? key_range(keys, n, &kmin, &kmax) : 0;
+    const uint32_t hmin = kmin >> 16, hmax = kmax >> 16;
+    /* fewer bins between the extremes than keys: sub-histograms folded over that range,
+     * and the flush walks the range in bin order; else the keys are spread too thinly to
+     * share bins, one histogram, flushed key by key */
+    const bool dense = hmax - hmin < n;
+    if (dense) {
+        hist_sub(h, keys, n);
+        hist_fold(h, hmin, hmax);
+    } else {
+        for (uint64_t i = 0; i < n; i++) h[keys[i] >> 16]++;
+    }
+    keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0, hmin, hmax);
+    uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
+    if (dense) {
+        for (uint32_t b = hmin; b <= hmax; b++) {
+            if (!h[b]) continue;
+            __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+            h[b] = 0;
+        }
+    } else {
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t b = keys[i] >> 16;
+            if (!h[b]) continue;
+            __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
+            h[b] = 0;
+        }
+    }
+    __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
+    return MK_OK;
+}
+
+/* LO pass of one query: the low halves of the keys in bin `hi` into lo_hist; returns how
+ * many there were. The bin holds few of the keys: blocks are first counted (vectorised),
+ * and only blocks with some are walked. */
+MK_KCLONE static uint64_t count_lo(uint64_t *lo_hist, uint32_t hi, const uint32_t *keys, uint64_t n)
+{
+    enum { B = 64 };
+    uint64_t in_bin = 0;
+    for (uint64_t i0 = 0; i0 < n; i0 += B) {
+        const uint64_t m = n - i0 < B ? n - i0 : B;
+        unsigned c = 0;
+#pragma omp simd reduction(+ : c)
+        for (uint64_t i = 0; i < m; i++) c += (keys[i0 + i] >> 16) == hi;
+        if (!c) continue;
+        in_bin += c;
+        for (uint64_t i = i0; i < i0 + m; i++)
+            if ((keys[i] >> 16) == hi) __atomic_fetch_add(&lo_hist[keys[i] & 0xffffu], 1, __ATOMIC_RELAXED);
+    }
+    return in_bin;
+}
+
 mk_status mk_sel_count(mk_select *s, size_t st, uint64_t chunk, const uint32_t *keys, uint64_t n)
 {
-    if (s->phase == MK_SEL_HI) {
-        /* a per-thread histogram that is all zeros between calls: counts go in, then the
-         * bins these keys touched are added to the shared histogram and cleared again, so
-         * a call costs O(n), not O(bins) */
-        static _Thread_local uint32_t *h;
-        if (!h && !(h = calloc(MK_SEL_BINS, sizeof *h))) return mk_error(MK_ERR_NOMEM, "out of memory for a histogram");
-        uint32_t lo_or = 0, kmin = UINT32_MAX, kmax = 0;
-        for (uint64_t i = 0; i < n; i++) {
-            h[keys[i] >> 16]++;
-            lo_or |= keys[i];
-        }
-        for (uint64_t i = 0; i < n; i++) {
-            kmin = keys[i] < kmin ? keys[i] : kmin;
-            kmax = keys[i] > kmax ? keys[i] : kmax;
-        }
-        const uint32_t hmin = n ? kmin >> 16 : 0, hmax = n ? kmax >> 16 : 0;
-        keep_windows(s, st, chunk, h, n, (lo_or & 0xffffu) == 0, hmin, hmax);
-        uint64_t *g = s->hi_hist + st * (size_t)MK_SEL_BINS;
-        if (hmax - hmin < n) {
-            /* fewer bins between the extremes than keys: add them in bin order */
-            for (uint32_t b = hmin; b <= hmax; b++) {
-                if (!h[b]) continue;
-                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
-                h[b] = 0;
-            }
-        } else {
-            for (uint64_t i = 0; i < n; i++) {
-                uint32_t b = keys[i] >> 16;
-                if (!h[b]) continue;
-                __atomic_fetch_add(&g[b], (uint64_t)h[b], __ATOMIC_RELAXED);
-                h[b] = 0;
-            }
-        }
-        __atomic_fetch_or(&s->lo_or[st], lo_or & 0xffffu, __ATOMIC_RELAXED);
-        return MK_OK;
-    }
+    if (s->phase == MK_SEL_HI) return count_hi(s, st, chunk, keys, n);
     for (size_t qi = 0; qi < s->n_queries; qi++) {
         mk_sel_query *q = &s->q[qi];
         if (q->done || q->stream != st) continue;
         if (s->phase == MK_SEL_LO && !q->need_tie) {
-            uint64_t in_bin = 0;
-            for (uint64_t i = 0; i < n; i++) {
-                if ((keys[i] >> 16) != q->hi) continue;
-                __atomic_fetch_add(&q->lo_hist[keys[i] & 0xffffu], 1, __ATOMIC_RELAXED);
-                in_bin++;
-            }
-            q->bin_chunk[chunk] = in_bin;
+            q->bin_chunk[chunk] = count_lo(q->lo_hist, q->hi, keys, n);
         } else if (s->phase == MK_SEL_TIE && q->need_tie) {
             uint64_t eq = 0;
             for (uint64_t i = 0; i < n; i++) eq += keys[i] == q->key;

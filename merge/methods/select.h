@@ -17,7 +17,8 @@
  *        each chunk's own cut (MK_SEL_WIN) counted them
  * Counts are integers added atomically, so the result is the same at any thread count
  * and chunk order. Memory: 512 KiB per stream and per query, plus 276 bytes per chunk and
- * query.
+ * query, plus 1 MiB per thread that counts a HI pass (four sub-histograms, kept zero
+ * between calls, touched only over each chunk's range of bins).
  * Must not: read tensors itself or allocate per element.
  */
 #ifndef MK_SELECT_H
