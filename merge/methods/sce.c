@@ -6,6 +6,7 @@
  * sign of the sum; out = base + sum_k c_k E_k T_k / max(sum_k c_k E_k, 1e-6).
  * No per-model weight. */
 #include "kernel.h"
+#include "sce_kernels.h"
 #include "select.h"
 
 enum { P_INT8_MASK, P_SELECT_TOPK };
@@ -50,50 +51,82 @@ static inline MK_HOT void sce_tvs(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
-/* keys[i]: the variance across models of element i (population variance in double, of the
- * task vectors), rounded to the compute dtype, as an order-preserving key */
-static inline MK_HOT void sce_keys(const mk_dtype dt, const sce_state *st, uint64_t n, sce_scratch *w, uint32_t *keys)
+/* ---- the reference: one loop over the block per step ------------------------------- */
+
+/* The variance keys; dividing by a power of two K and multiplying by 1/K are the same
+ * correctly rounded operation (the same real number), and the multiply is several times
+ * cheaper than a double division. */
+static inline MK_HOT void sce_keys_ref(const mk_dtype dt, size_t K, const float *T, size_t stride, uint64_t n,
+                                       double *scratch, uint32_t *keys)
 {
-    double *mean = w->mean, *var = w->var;
-    const double K = (double)st->K;
+    double *mean = scratch, *var = scratch + stride;
+    const double Kd = (double)K, rK = 1.0 / Kd;
+    const bool pow2 = (K & (K - 1)) == 0;
     MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] = 0;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] += (double)t[i];
     }
-    MK_SIMD for (uint64_t i = 0; i < n; i++) {
-        mean[i] /= K;
-        var[i] = 0;
+    if (pow2) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] *= rK;
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] /= Kd;
     }
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) var[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) var[i] += ((double)t[i] - mean[i]) * ((double)t[i] - mean[i]);
     }
-    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] / K)));
+    if (pow2) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] * rK)));
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] / Kd)));
+    }
 }
 
-/* out = base + sum_k c_k E_k T_k / max(sum_k c_k E_k, 1e-6), E_k: T_k's sign agrees with the
- * sign of the sum (ties to +). m and d start at +0 and never become -0, so adding +0 where a
- * model disagrees is the same as skipping it. */
-static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const float *b, uint64_t n, sce_scratch *w,
-                                  float *out)
+/* Zero the dropped entries of every model's task vector. */
+static void sce_mask(size_t K, float *T, size_t stride, const uint8_t *keep, uint64_t n)
 {
-    float *sum = w->sum, *m = w->m, *d = w->d;
+    for (size_t k = 0; k < K; k++) {
+        float *t = T + k * stride;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = keep[i] ? t[i] : 0.0f;
+    }
+}
+
+static inline MK_HOT void sce_sum_sq_ref(const mk_dtype dt, size_t K, float *T, size_t stride, const uint8_t *keep,
+                                         uint64_t n, double *row)
+{
+    sce_mask(K, T, stride, keep, n);
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
+        double acc = row[k];
+        for (uint64_t i = 0; i < n; i++) acc += (double)RD(t[i] * t[i]);
+        row[k] = acc;
+    }
+}
+
+/* m and d start at +0 and never become -0, so adding +0 where a model disagrees is the same
+ * as skipping it. */
+static inline MK_HOT void sce_out_ref(const mk_dtype dt, size_t K, const float *c, float *T, size_t stride,
+                                      const uint8_t *keep, const float *b, uint64_t n, float *scratch, float *out)
+{
+    float *sum = scratch, *m = scratch + stride, *d = scratch + 2 * stride;
+    sce_mask(K, T, stride, keep, n);
     MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = m[i] = d[i] = 0;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] += t[i];
     }
     /* the sign of the sum (ties to +): t agrees when t times it is positive (never for zeros
      * or NaN), the same test as t > 0 or t < 0 by the sign, without a branch */
     MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = RD(sum[i]) >= 0 ? 1.0f : -1.0f;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
-        const float c = st->c[k];
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
+        const float ck = c[k];
         MK_SIMD for (uint64_t i = 0; i < n; i++) {
             const bool agree = t[i] * sum[i] > 0.0f;
-            m[i] += agree ? RD(t[i] * c) : 0.0f;
-            d[i] += agree ? c : 0.0f;
+            m[i] += agree ? RD(t[i] * ck) : 0.0f;
+            d[i] += agree ? ck : 0.0f;
         }
     }
     const float lo = RD(1e-6f);
@@ -104,15 +137,117 @@ static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
+/* ---- fused: every step of an element in one loop, K a constant ---------------------- */
+
+/* the loops over the models unrolled before the loop over elements is vectorised (GCC at
+ * -O2 leaves them, and then cannot vectorise the outer loop) */
+#define SCE_UNROLL _Pragma("GCC unroll 4")
+
+/* keep ? x : +0.0f (keep 0 or 1) by a bit mask: no branch, and no load made conditional,
+ * either of which stops the vectoriser (and a branch on random flags mispredicts) */
+static inline float sce_keep(float x, uint8_t keep)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u &= 0u - (uint32_t)keep;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline MK_HOT void sce_keys_k(const mk_dtype dt, const size_t K, const float *T, size_t stride, uint64_t n,
+                                     uint32_t *keys)
+{
+    const double Kd = (double)K, rK = 1.0 / Kd;
+    const bool pow2 = (K & (K - 1)) == 0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        double mean = 0, var = 0;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) mean += (double)T[k * stride + i];
+        mean = pow2 ? mean * rK : mean / Kd;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) var += ((double)T[k * stride + i] - mean) * ((double)T[k * stride + i] - mean);
+        var = pow2 ? var * rK : var / Kd;
+        keys[i] = mk_key_abs(RD((float)var));
+    }
+}
+
+/* K chains of additions side by side, each in element order, of the reference's terms */
+static inline MK_HOT void sce_sum_sq_k(const mk_dtype dt, const size_t K, const float *T, size_t stride,
+                                       const uint8_t *keep, uint64_t n, double *row)
+{
+    double acc[MK_SCE_FUSED_K];
+    SCE_UNROLL for (size_t k = 0; k < K; k++) acc[k] = row[k];
+    for (uint64_t i = 0; i < n; i++)
+        SCE_UNROLL for (size_t k = 0; k < K; k++) {
+            const float t = sce_keep(T[k * stride + i], keep[i]);
+            acc[k] += (double)RD(t * t);
+        }
+    SCE_UNROLL for (size_t k = 0; k < K; k++) row[k] = acc[k];
+}
+
+static inline MK_HOT void sce_out_k(const mk_dtype dt, const size_t K, const float *c, const float *T, size_t stride,
+                                    const uint8_t *keep, const float *b, uint64_t n, float *out)
+{
+    const float lo = RD(1e-6f);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        float sum = 0, m = 0, d = 0;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) sum += sce_keep(T[k * stride + i], keep[i]);
+        const float sg = RD(sum) >= 0 ? 1.0f : -1.0f;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) {
+            const float t = sce_keep(T[k * stride + i], keep[i]);
+            const bool agree = t * sg > 0.0f;
+            const float tc = RD(t * c[k]); /* computed either way: no branch around RD's own */
+            m += agree ? tc : 0.0f;
+            d += agree ? c[k] : 0.0f;
+        }
+        float den = RD(d);
+        den = den < lo ? lo : den;
+        out[i] = RD(b[i] + RD(RD(m) / den));
+    }
+}
+
+/* f(dt, K, ...) with K a constant 1 .. MK_SCE_FUSED_K */
+#define SCE_K_DISPATCH(K, f, ...)                                                                                      \
+    do {                                                                                                               \
+        switch (K) {                                                                                                   \
+        case 1: MK_DT_DISPATCH(dt, f, 1, __VA_ARGS__); break;                                                          \
+        case 2: MK_DT_DISPATCH(dt, f, 2, __VA_ARGS__); break;                                                          \
+        case 3: MK_DT_DISPATCH(dt, f, 3, __VA_ARGS__); break;                                                          \
+        default: MK_DT_DISPATCH(dt, f, 4, __VA_ARGS__); break;                                                         \
+        }                                                                                                              \
+    } while (0)
+
+MK_KCLONE void mk_sce_keys(mk_dtype dt, size_t K, const float *T, size_t stride, uint64_t n, double *scratch,
+                           uint32_t *keys, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_keys_ref, K, T, stride, n, scratch, keys);
+    else SCE_K_DISPATCH(K, sce_keys_k, T, stride, n, keys);
+}
+
+MK_KCLONE void mk_sce_sum_sq(mk_dtype dt, size_t K, float *T, size_t stride, const uint8_t *keep, uint64_t n,
+                             double *row, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_sum_sq_ref, K, T, stride, keep, n, row);
+    else SCE_K_DISPATCH(K, sce_sum_sq_k, T, stride, keep, n, row);
+}
+
+MK_KCLONE void mk_sce_out(mk_dtype dt, size_t K, const float *c, float *T, size_t stride, const uint8_t *keep,
+                          const float *b, uint64_t n, float *scratch, float *out, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_out_ref, K, c, T, stride, keep, b, n, scratch, out);
+    else SCE_K_DISPATCH(K, sce_out_k, c, T, stride, keep, b, n, out);
+}
+
+/* ---- passes ----------------------------------------------------------------------------- */
+
 MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
                            sce_scratch *w, uint64_t *seen)
 {
     const mk_dtype dt = job->compute_dtype;
+    const size_t B = SCE_BLOCK;
     MK_DT_DISPATCH(dt, sce_tvs, st, ch, e0, n, w->T);
     uint8_t *kept = mk_chunk_bits_at(&st->kept, ch->index, 0);
     bool have = st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index);
     uint32_t *keys = w->keys + e0;
-    if (st->phase == 0 || (st->select && !have)) MK_DT_DISPATCH(dt, sce_keys, st, n, w, keys);
+    if (st->phase == 0 || (st->select && !have)) mk_sce_keys(dt, st->K, w->T, B, n, w->mean, keys, false);
     if (st->phase == 0) return MK_OK; /* counted once the chunk's keys are all there */
     if (st->none) {
         memset(w->keep, 0, (size_t)n);
@@ -126,23 +261,11 @@ MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, con
         mk_sel_flags(&st->sel.q[0], ch->index, keys, n, w->keep, seen);
         if (st->phase == 1 && kept) mk_bits_pack(w->keep, n, kept + e0 / 8);
     }
-    for (size_t k = 0; k < st->K; k++) {
-        float *t = w->T + k * SCE_BLOCK;
-        const uint8_t *kp = w->keep;
-        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = kp[i] ? t[i] : 0.0f;
-    }
     if (st->phase == 1) {
-        /* sums of squares, each in element order */
-        double *row = mk_partials_row(&st->part, ch->index);
-        for (size_t k = 0; k < st->K; k++) {
-            const float *t = w->T + k * SCE_BLOCK;
-            double acc = row[k];
-            for (uint64_t i = 0; i < n; i++) acc += (double)RD(t[i] * t[i]);
-            row[k] = acc;
-        }
+        mk_sce_sum_sq(dt, st->K, w->T, B, w->keep, n, mk_partials_row(&st->part, ch->index), false);
         return MK_OK;
     }
-    MK_DT_DISPATCH(dt, sce_out, st, ch->in[st->ib] + e0, n, w, ch->out + e0);
+    mk_sce_out(dt, st->K, st->c, w->T, B, w->keep, ch->in[st->ib] + e0, n, w->sum, ch->out + e0, false);
     return MK_OK;
 }
 

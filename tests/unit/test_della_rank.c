@@ -1,7 +1,8 @@
 /* test_della_rank.c - the fast paths of the task-vector family against their references, bit
  * for bit (exact: any differing flag or bit fails, named by its place):
  *   mk_della_row_keep (counting rank of bf16-like keys) = mk_della_row_keep_ref (radix sort),
- *   mk_sum_abs_kept (vector lanes) = the scalar 8-lane loop it replaced.
+ *   mk_sum_abs_kept (vector lanes) = the scalar 8-lane loop it replaced,
+ *   sce's fused block kernels = their step-by-step reference loops.
  * Inputs: rows of 1..100 elements and some long odd ones; bf16-rounded values in narrow
  * and very wide ranges (both the counting rank and its fallback to the sort), zeros, -0,
  * all equal, denormals, Inf and NaN, and f32 values (low key bits set).
@@ -12,6 +13,7 @@
 #include "../../core/mk_rng.h"
 #include "../../merge/methods/della_rank.h"
 #include "../../merge/methods/kernel.h"
+#include "../../merge/methods/sce_kernels.h"
 
 #include <stdlib.h>
 
@@ -113,5 +115,68 @@ MK_TEST(sum_abs_kept_matches_scalar_lanes)
         }
     CHECK_MSG(bad == 0, "%ld runs differ", bad);
     free(x);
+    free(keep);
+}
+
+/* sce's fused block kernels (sce_kernels.h) against the reference loops, for every K they
+ * are built for (and one past: the reference both ways), the f32, bf16 and f16 compute
+ * dtypes, blocks of 0..100 elements and some longer odd ones. */
+MK_TEST(sce_fused_kernels_match_reference)
+{
+    enum { SMAX = 1031, KM = 5 };
+    static const mk_dtype dts[] = {MK_F32, MK_BF16, MK_F16};
+    float *T = malloc(KM * SMAX * sizeof *T), *Tr = malloc(KM * SMAX * sizeof *Tr), *base = malloc(SMAX * sizeof *base);
+    float *scr = malloc(3 * SMAX * sizeof *scr), *o1 = malloc(SMAX * sizeof *o1), *o2 = malloc(SMAX * sizeof *o2);
+    double *dscr = malloc(2 * SMAX * sizeof *dscr);
+    uint32_t *k1 = malloc(SMAX * sizeof *k1), *k2 = malloc(SMAX * sizeof *k2);
+    uint8_t *keep = malloc(SMAX);
+    mk_rng key = mk_rng_key(47, "sce_kernels");
+    long bad = 0;
+    for (size_t di = 0; di < sizeof dts / sizeof *dts; di++)
+        for (size_t K = 1; K <= KM; K++)
+            for (uint64_t n = 0; n <= SMAX - 3; n = n < 100 ? n + 1 : n * 2 + 3) {
+                const mk_dtype dt = dts[di];
+                const size_t stride = (size_t)n + 3;
+                const int kind = (int)((n + K) % KINDS);
+                float c[KM];
+                for (size_t k = 0; k < K; k++) {
+                    c[k] = mk_dtype_round(dt, mk_rng_uniform(key, 500 + k, n));
+                    for (uint64_t i = 0; i < n; i++)
+                        T[k * stride + i] = mk_dtype_round(dt, test_value(kind, key, 600 + 7 * n + k, i) * 0.01f);
+                }
+                for (uint64_t i = 0; i < n; i++) {
+                    base[i] = mk_dtype_round(dt, mk_rng_uniform(key, 99, i) - 0.5f);
+                    keep[i] = mk_rng_uniform(key, 98, i + n) < 0.5f;
+                }
+                const size_t bytes = K * stride * sizeof *T;
+                mk_sce_keys(dt, K, T, stride, n, dscr, k1, true);
+                mk_sce_keys(dt, K, T, stride, n, dscr, k2, false);
+                double r1[KM] = {1.5, 0, 0, 0, 0}, r2[KM] = {1.5, 0, 0, 0, 0};
+                memcpy(Tr, T, bytes);
+                mk_sce_sum_sq(dt, K, Tr, stride, keep, n, r1, true);
+                memcpy(Tr, T, bytes);
+                mk_sce_sum_sq(dt, K, Tr, stride, keep, n, r2, false);
+                memcpy(Tr, T, bytes);
+                mk_sce_out(dt, K, c, Tr, stride, keep, base, n, scr, o1, true);
+                memcpy(Tr, T, bytes);
+                mk_sce_out(dt, K, c, Tr, stride, keep, base, n, scr, o2, false);
+                uint64_t i = 0;
+                while (i < n && k1[i] == k2[i] && memcmp(&o1[i], &o2[i], sizeof *o1) == 0) i++;
+                if ((i < n || memcmp(r1, r2, K * sizeof *r1)) && bad++ < 5)
+                    mk_test_fail(__FILE__, __LINE__,
+                                 "dtype %d K %zu n %llu: element %llu key %08x out %.9g, want %08x %.9g; sums %.17g, want %.17g",
+                                 (int)dt, K, (unsigned long long)n, (unsigned long long)i, i < n ? k2[i] : 0,
+                                 i < n ? o2[i] : 0.0, i < n ? k1[i] : 0, i < n ? o1[i] : 0.0, r2[0], r1[0]);
+            }
+    CHECK_MSG(bad == 0, "%ld blocks differ", bad);
+    free(T);
+    free(Tr);
+    free(base);
+    free(scr);
+    free(o1);
+    free(o2);
+    free(dscr);
+    free(k1);
+    free(k2);
     free(keep);
 }
