@@ -169,17 +169,109 @@ static inline MK_HOT void sce_keys_k(const mk_dtype dt, const size_t K, const fl
     }
 }
 
-/* K chains of additions side by side, each in element order, of the reference's terms */
-static inline MK_HOT void sce_sum_sq_k(const mk_dtype dt, const size_t K, const float *T, size_t stride,
+/* The terms of one model's sum of squares, into t: RD(t * t) of the kept entries, +0 for the
+ * dropped ones (the reference's RD(0 * 0)); *orb, *emin, *emax: the OR of their bits, their
+ * smallest nonzero and largest exponent fields. */
+static inline MK_HOT void sce_squares(const mk_dtype dt, float *t, const uint8_t *keep, uint64_t n, uint32_t *orb,
+                                      uint32_t *emin, uint32_t *emax)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        const float x = sce_keep(t[i], keep[i]);
+        t[i] = RD(x * x);
+    }
+    /* the reductions in 8 lanes by hand (GCC leaves this loop scalar); a zero's exponent
+     * counts as UINT32_MAX for the minimum: zeros are on every grid */
+    typedef uint32_t v8u __attribute__((vector_size(32)));
+    const uint32_t *bits = (const uint32_t *)t; /* -fno-strict-aliasing */
+    v8u vo = {0}, vlo, vhi = {0};
+    memset(&vlo, 0xff, sizeof vlo);
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8u u;
+        memcpy(&u, bits + i, sizeof u);
+        const v8u e = u >> 23, ez = e | (v8u)(u == 0), lt = (v8u)(ez < vlo), gt = (v8u)(e > vhi);
+        vo |= u;
+        vlo = (ez & lt) | (vlo & ~lt);
+        vhi = (e & gt) | (vhi & ~gt);
+    }
+    uint32_t o = 0, lo = UINT32_MAX, hi = 0;
+    for (int j = 0; j < 8; j++) {
+        o |= vo[j];
+        lo = vlo[j] < lo ? vlo[j] : lo;
+        hi = vhi[j] > hi ? vhi[j] : hi;
+    }
+    for (; i < n; i++) {
+        const uint32_t u = bits[i], e = u >> 23, ez = u ? e : UINT32_MAX;
+        o |= u;
+        lo = ez < lo ? ez : lo;
+        hi = e > hi ? e : hi;
+    }
+    *orb = o;
+    *emin = lo;
+    *emax = hi;
+}
+
+/* Whether adding n terms with these statistics to a in any order gives the sum in element
+ * order: when every partial sum is exact. The terms (>= 0) and a are multiples of 2^g (g: the
+ * finest grid among them, from the exponent and the trailing zero bits of each significand),
+ * so every partial sum is one too; below 2^(53 + g) each is a double, and a + the sum is
+ * below that when a and the sum (at most n * 2^(emax - 126)) are each below 2^(52 + g).
+ * bf16 deltas pass (8-bit significands); f32 ones, NaN and Inf take the chain. */
+static bool sce_sum_exact(double a, uint64_t n, uint32_t orb, uint32_t emin, uint32_t emax)
+{
+    if (emax >= 255 || !(a >= 0 && a < INFINITY)) return false; /* NaN, Inf, or a sign bit */
+    if (!orb) return true;                                       /* a + 0 + ... + 0 = a */
+    int g = (emin ? (int)emin : 1) - 150 + __builtin_ctz((orb & 0x7fffffu) | 0x800000u);
+    if (a > 0) {
+        uint64_t ab;
+        memcpy(&ab, &a, 8);
+        const int ea = (int)(ab >> 52);
+        const int ga = (ea ? ea - 1075 : -1074) + __builtin_ctzll((ab & ((1ull << 52) - 1)) | (1ull << 52));
+        g = ga < g ? ga : g;
+        if ((ea ? ea : 1) - 1022 > 52 + g) return false;
+    }
+    const int lg = 64 - __builtin_clzll(n); /* n < 2^lg */
+    return (int)emax - 126 + lg <= 52 + g;
+}
+
+/* sum of v[i] in 8 double lanes (any order: the caller checked it is exact) */
+static inline double sce_sum_any(const float *v, uint64_t n)
+{
+    mk_v4d_ a0 = {0}, a1 = {0};
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        mk_v4f_ f0, f1;
+        memcpy(&f0, v + i, sizeof f0);
+        memcpy(&f1, v + i + 4, sizeof f1);
+        a0 += __builtin_convertvector(f0, mk_v4d_);
+        a1 += __builtin_convertvector(f1, mk_v4d_);
+    }
+    a0 += a1;
+    double s = (a0[0] + a0[1]) + (a0[2] + a0[3]);
+    for (; i < n; i++) s += (double)v[i];
+    return s;
+}
+
+/* The K sums of squares: each model's block at once where that is the sum in element order
+ * (sce_sum_exact), else K chains of additions side by side, each in element order. The
+ * terms overwrite T (phase 1 needs nothing else from it). */
+static inline MK_HOT void sce_sum_sq_k(const mk_dtype dt, const size_t K, float *T, size_t stride,
                                        const uint8_t *keep, uint64_t n, double *row)
 {
+    bool exact = true;
+    SCE_UNROLL for (size_t k = 0; k < K; k++) {
+        uint32_t orb, emin, emax;
+        sce_squares(dt, T + k * stride, keep, n, &orb, &emin, &emax);
+        exact = exact && sce_sum_exact(row[k], n, orb, emin, emax);
+    }
+    if (exact) {
+        SCE_UNROLL for (size_t k = 0; k < K; k++) row[k] += sce_sum_any(T + k * stride, n);
+        return;
+    }
     double acc[MK_SCE_FUSED_K];
     SCE_UNROLL for (size_t k = 0; k < K; k++) acc[k] = row[k];
     for (uint64_t i = 0; i < n; i++)
-        SCE_UNROLL for (size_t k = 0; k < K; k++) {
-            const float t = sce_keep(T[k * stride + i], keep[i]);
-            acc[k] += (double)RD(t * t);
-        }
+        SCE_UNROLL for (size_t k = 0; k < K; k++) acc[k] += (double)T[k * stride + i];
     SCE_UNROLL for (size_t k = 0; k < K; k++) row[k] = acc[k];
 }
 

@@ -21,8 +21,9 @@
 void mk_sce_keys(mk_dtype dt, size_t K, const float *T, size_t stride, uint64_t n, double *scratch, uint32_t *keys,
                  bool ref);
 
-/* row[k] += RD(t * t) over the kept elements (keep[i] 0 or 1) of model k, in element order;
- * the reference zeroes the dropped entries of T first. */
+/* row[k] += RD(t * t) over the kept elements (keep[i] 0 or 1) of model k, in element order
+ * (the fast path adds a block at once where that is the same sum: see sce.c). T is scratch
+ * afterwards: the reference zeroes its dropped entries, the fast path stores the terms. */
 void mk_sce_sum_sq(mk_dtype dt, size_t K, float *T, size_t stride, const uint8_t *keep, uint64_t n, double *row,
                    bool ref);
 
