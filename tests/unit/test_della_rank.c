@@ -91,6 +91,10 @@ static void sum_abs_kept_ref(const float *x, const uint8_t *keep, uint64_t n, do
     *kept = mk_lanes_total(k);
 }
 
+/* The same bits, or both NaN: C leaves a NaN's sign and payload to the compiler, which may
+ * swap the operands of an addition (clang does, in either copy), so NaN bits are not kept. */
+static bool same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0 || (isnan(a) && isnan(b)); }
+
 MK_TEST(sum_abs_kept_matches_scalar_lanes)
 {
     enum { NMAX = 1031 };
@@ -108,7 +112,7 @@ MK_TEST(sum_abs_kept_matches_scalar_lanes)
             double a0, k0, a1, k1;
             sum_abs_kept_ref(x + 1, keep + 1, n, &a0, &k0);
             mk_sum_abs_kept(x + 1, keep + 1, n, &a1, &k1);
-            if (memcmp(&a0, &a1, sizeof a0) || memcmp(&k0, &k1, sizeof k0))
+            if (!same_double(a0, a1) || !same_double(k0, k1))
                 if (bad++ < 5)
                     mk_test_fail(__FILE__, __LINE__, "kind %d n %llu: sums %.17g %.17g, want %.17g %.17g", kind,
                                  (unsigned long long)n, a1, k1, a0, k0);
