@@ -6,6 +6,7 @@
  * sign of the sum; out = base + sum_k c_k E_k T_k / max(sum_k c_k E_k, 1e-6).
  * No per-model weight. */
 #include "kernel.h"
+#include "sce_kernels.h"
 #include "select.h"
 
 enum { P_INT8_MASK, P_SELECT_TOPK };
@@ -50,50 +51,82 @@ static inline MK_HOT void sce_tvs(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
-/* keys[i]: the variance across models of element i (population variance in double, of the
- * task vectors), rounded to the compute dtype, as an order-preserving key */
-static inline MK_HOT void sce_keys(const mk_dtype dt, const sce_state *st, uint64_t n, sce_scratch *w, uint32_t *keys)
+/* ---- the reference: one loop over the block per step ------------------------------- */
+
+/* The variance keys; dividing by a power of two K and multiplying by 1/K are the same
+ * correctly rounded operation (the same real number), and the multiply is several times
+ * cheaper than a double division. */
+static inline MK_HOT void sce_keys_ref(const mk_dtype dt, size_t K, const float *T, size_t stride, uint64_t n,
+                                       double *scratch, uint32_t *keys)
 {
-    double *mean = w->mean, *var = w->var;
-    const double K = (double)st->K;
+    double *mean = scratch, *var = scratch + stride;
+    const double Kd = (double)K, rK = 1.0 / Kd;
+    const bool pow2 = (K & (K - 1)) == 0;
     MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] = 0;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] += (double)t[i];
     }
-    MK_SIMD for (uint64_t i = 0; i < n; i++) {
-        mean[i] /= K;
-        var[i] = 0;
+    if (pow2) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] *= rK;
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) mean[i] /= Kd;
     }
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) var[i] = 0;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) var[i] += ((double)t[i] - mean[i]) * ((double)t[i] - mean[i]);
     }
-    MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] / K)));
+    if (pow2) {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] * rK)));
+    } else {
+        MK_SIMD for (uint64_t i = 0; i < n; i++) keys[i] = mk_key_abs(RD((float)(var[i] / Kd)));
+    }
 }
 
-/* out = base + sum_k c_k E_k T_k / max(sum_k c_k E_k, 1e-6), E_k: T_k's sign agrees with the
- * sign of the sum (ties to +). m and d start at +0 and never become -0, so adding +0 where a
- * model disagrees is the same as skipping it. */
-static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const float *b, uint64_t n, sce_scratch *w,
-                                  float *out)
+/* Zero the dropped entries of every model's task vector. */
+static void sce_mask(size_t K, float *T, size_t stride, const uint8_t *keep, uint64_t n)
 {
-    float *sum = w->sum, *m = w->m, *d = w->d;
+    for (size_t k = 0; k < K; k++) {
+        float *t = T + k * stride;
+        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = keep[i] ? t[i] : 0.0f;
+    }
+}
+
+static inline MK_HOT void sce_sum_sq_ref(const mk_dtype dt, size_t K, float *T, size_t stride, const uint8_t *keep,
+                                         uint64_t n, double *row)
+{
+    sce_mask(K, T, stride, keep, n);
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
+        double acc = row[k];
+        for (uint64_t i = 0; i < n; i++) acc += (double)RD(t[i] * t[i]);
+        row[k] = acc;
+    }
+}
+
+/* m and d start at +0 and never become -0, so adding +0 where a model disagrees is the same
+ * as skipping it. */
+static inline MK_HOT void sce_out_ref(const mk_dtype dt, size_t K, const float *c, float *T, size_t stride,
+                                      const uint8_t *keep, const float *b, uint64_t n, float *scratch, float *out)
+{
+    float *sum = scratch, *m = scratch + stride, *d = scratch + 2 * stride;
+    sce_mask(K, T, stride, keep, n);
     MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = m[i] = d[i] = 0;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
         MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] += t[i];
     }
     /* the sign of the sum (ties to +): t agrees when t times it is positive (never for zeros
      * or NaN), the same test as t > 0 or t < 0 by the sign, without a branch */
     MK_SIMD for (uint64_t i = 0; i < n; i++) sum[i] = RD(sum[i]) >= 0 ? 1.0f : -1.0f;
-    for (size_t k = 0; k < st->K; k++) {
-        const float *t = w->T + k * SCE_BLOCK;
-        const float c = st->c[k];
+    for (size_t k = 0; k < K; k++) {
+        const float *t = T + k * stride;
+        const float ck = c[k];
         MK_SIMD for (uint64_t i = 0; i < n; i++) {
             const bool agree = t[i] * sum[i] > 0.0f;
-            m[i] += agree ? RD(t[i] * c) : 0.0f;
-            d[i] += agree ? c : 0.0f;
+            m[i] += agree ? RD(t[i] * ck) : 0.0f;
+            d[i] += agree ? ck : 0.0f;
         }
     }
     const float lo = RD(1e-6f);
@@ -104,15 +137,209 @@ static inline MK_HOT void sce_out(const mk_dtype dt, const sce_state *st, const 
     }
 }
 
+/* ---- fused: every step of an element in one loop, K a constant ---------------------- */
+
+/* the loops over the models unrolled before the loop over elements is vectorised (GCC at
+ * -O2 leaves them, and then cannot vectorise the outer loop) */
+#define SCE_UNROLL _Pragma("GCC unroll 4")
+
+/* keep ? x : +0.0f (keep 0 or 1) by a bit mask: no branch, and no load made conditional,
+ * either of which stops the vectoriser (and a branch on random flags mispredicts) */
+static inline float sce_keep(float x, uint8_t keep)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u &= 0u - (uint32_t)keep;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline MK_HOT void sce_keys_k(const mk_dtype dt, const size_t K, const float *T, size_t stride, uint64_t n,
+                                     uint32_t *keys)
+{
+    const double Kd = (double)K, rK = 1.0 / Kd;
+    const bool pow2 = (K & (K - 1)) == 0;
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        double mean = 0, var = 0;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) mean += (double)T[k * stride + i];
+        mean = pow2 ? mean * rK : mean / Kd;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) var += ((double)T[k * stride + i] - mean) * ((double)T[k * stride + i] - mean);
+        var = pow2 ? var * rK : var / Kd;
+        keys[i] = mk_key_abs(RD((float)var));
+    }
+}
+
+/* The terms of one model's sum of squares, into t: RD(t * t) of the kept entries, +0 for the
+ * dropped ones (the reference's RD(0 * 0)); *orb, *emin, *emax: the OR of their bits, their
+ * smallest nonzero and largest exponent fields. */
+static inline MK_HOT void sce_squares(const mk_dtype dt, float *t, const uint8_t *keep, uint64_t n, uint32_t *orb,
+                                      uint32_t *emin, uint32_t *emax)
+{
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        const float x = sce_keep(t[i], keep[i]);
+        t[i] = RD(x * x);
+    }
+    /* the reductions in 8 lanes by hand (GCC leaves this loop scalar); a zero's exponent
+     * counts as UINT32_MAX for the minimum: zeros are on every grid */
+    typedef uint32_t v8u __attribute__((vector_size(32)));
+    const uint32_t *bits = (const uint32_t *)t; /* -fno-strict-aliasing */
+    v8u vo = {0}, vlo, vhi = {0};
+    memset(&vlo, 0xff, sizeof vlo);
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8u u;
+        memcpy(&u, bits + i, sizeof u);
+        const v8u e = u >> 23, ez = e | (v8u)(u == 0), lt = (v8u)(ez < vlo), gt = (v8u)(e > vhi);
+        vo |= u;
+        vlo = (ez & lt) | (vlo & ~lt);
+        vhi = (e & gt) | (vhi & ~gt);
+    }
+    uint32_t o = 0, lo = UINT32_MAX, hi = 0;
+    for (int j = 0; j < 8; j++) {
+        o |= vo[j];
+        lo = vlo[j] < lo ? vlo[j] : lo;
+        hi = vhi[j] > hi ? vhi[j] : hi;
+    }
+    for (; i < n; i++) {
+        const uint32_t u = bits[i], e = u >> 23, ez = u ? e : UINT32_MAX;
+        o |= u;
+        lo = ez < lo ? ez : lo;
+        hi = e > hi ? e : hi;
+    }
+    *orb = o;
+    *emin = lo;
+    *emax = hi;
+}
+
+/* Whether adding n terms with these statistics to a in any order gives the sum in element
+ * order: when every partial sum is exact. The terms (>= 0) and a are multiples of 2^g (g: the
+ * finest grid among them, from the exponent and the trailing zero bits of each significand),
+ * so every partial sum is one too; below 2^(53 + g) each is a double, and a + the sum is
+ * below that when a and the sum (at most n * 2^(emax - 126)) are each below 2^(52 + g).
+ * bf16 deltas pass (8-bit significands); f32 ones, NaN and Inf take the chain. */
+static bool sce_sum_exact(double a, uint64_t n, uint32_t orb, uint32_t emin, uint32_t emax)
+{
+    if (emax >= 255 || !(a >= 0 && a < INFINITY)) return false; /* NaN, Inf, or a sign bit */
+    if (!orb) return true;                                       /* a + 0 + ... + 0 = a */
+    int g = (emin ? (int)emin : 1) - 150 + __builtin_ctz((orb & 0x7fffffu) | 0x800000u);
+    if (a > 0) {
+        uint64_t ab;
+        memcpy(&ab, &a, 8);
+        const int ea = (int)(ab >> 52);
+        const int ga = (ea ? ea - 1075 : -1074) + __builtin_ctzll((ab & ((1ull << 52) - 1)) | (1ull << 52));
+        g = ga < g ? ga : g;
+        if ((ea ? ea : 1) - 1022 > 52 + g) return false;
+    }
+    const int lg = 64 - __builtin_clzll(n); /* n < 2^lg */
+    return (int)emax - 126 + lg <= 52 + g;
+}
+
+/* sum of v[i] in 8 double lanes (any order: the caller checked it is exact) */
+static inline double sce_sum_any(const float *v, uint64_t n)
+{
+    mk_v4d_ a0 = {0}, a1 = {0};
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        mk_v4f_ f0, f1;
+        memcpy(&f0, v + i, sizeof f0);
+        memcpy(&f1, v + i + 4, sizeof f1);
+        a0 += __builtin_convertvector(f0, mk_v4d_);
+        a1 += __builtin_convertvector(f1, mk_v4d_);
+    }
+    a0 += a1;
+    double s = (a0[0] + a0[1]) + (a0[2] + a0[3]);
+    for (; i < n; i++) s += (double)v[i];
+    return s;
+}
+
+/* The K sums of squares: each model's block at once where that is the sum in element order
+ * (sce_sum_exact), else K chains of additions side by side, each in element order. The
+ * terms overwrite T (phase 1 needs nothing else from it). */
+static inline MK_HOT void sce_sum_sq_k(const mk_dtype dt, const size_t K, float *T, size_t stride,
+                                       const uint8_t *keep, uint64_t n, double *row)
+{
+    bool exact = true;
+    SCE_UNROLL for (size_t k = 0; k < K; k++) {
+        uint32_t orb, emin, emax;
+        sce_squares(dt, T + k * stride, keep, n, &orb, &emin, &emax);
+        exact = exact && sce_sum_exact(row[k], n, orb, emin, emax);
+    }
+    if (exact) {
+        SCE_UNROLL for (size_t k = 0; k < K; k++) row[k] += sce_sum_any(T + k * stride, n);
+        return;
+    }
+    double acc[MK_SCE_FUSED_K];
+    SCE_UNROLL for (size_t k = 0; k < K; k++) acc[k] = row[k];
+    for (uint64_t i = 0; i < n; i++)
+        SCE_UNROLL for (size_t k = 0; k < K; k++) acc[k] += (double)T[k * stride + i];
+    SCE_UNROLL for (size_t k = 0; k < K; k++) row[k] = acc[k];
+}
+
+static inline MK_HOT void sce_out_k(const mk_dtype dt, const size_t K, const float *c, const float *T, size_t stride,
+                                    const uint8_t *keep, const float *b, uint64_t n, float *out)
+{
+    const float lo = RD(1e-6f);
+    MK_SIMD for (uint64_t i = 0; i < n; i++) {
+        float sum = 0, m = 0, d = 0;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) sum += sce_keep(T[k * stride + i], keep[i]);
+        const float sg = RD(sum) >= 0 ? 1.0f : -1.0f;
+        SCE_UNROLL for (size_t k = 0; k < K; k++) {
+            const float t = sce_keep(T[k * stride + i], keep[i]);
+            const bool agree = t * sg > 0.0f;
+            const float tc = RD(t * c[k]); /* computed either way: no branch around RD's own */
+            m += agree ? tc : 0.0f;
+            d += agree ? c[k] : 0.0f;
+        }
+        float den = RD(d);
+        den = den < lo ? lo : den;
+        out[i] = RD(b[i] + RD(RD(m) / den));
+    }
+}
+
+/* f(dt, K, ...) with K a constant 1 .. MK_SCE_FUSED_K */
+#define SCE_K_DISPATCH(K, f, ...)                                                                                      \
+    do {                                                                                                               \
+        switch (K) {                                                                                                   \
+        case 1: MK_DT_DISPATCH(dt, f, 1, __VA_ARGS__); break;                                                          \
+        case 2: MK_DT_DISPATCH(dt, f, 2, __VA_ARGS__); break;                                                          \
+        case 3: MK_DT_DISPATCH(dt, f, 3, __VA_ARGS__); break;                                                          \
+        default: MK_DT_DISPATCH(dt, f, 4, __VA_ARGS__); break;                                                         \
+        }                                                                                                              \
+    } while (0)
+
+MK_KCLONE void mk_sce_keys(mk_dtype dt, size_t K, const float *T, size_t stride, uint64_t n, double *scratch,
+                           uint32_t *keys, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_keys_ref, K, T, stride, n, scratch, keys);
+    else SCE_K_DISPATCH(K, sce_keys_k, T, stride, n, keys);
+}
+
+MK_KCLONE void mk_sce_sum_sq(mk_dtype dt, size_t K, float *T, size_t stride, const uint8_t *keep, uint64_t n,
+                             double *row, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_sum_sq_ref, K, T, stride, keep, n, row);
+    else SCE_K_DISPATCH(K, sce_sum_sq_k, T, stride, keep, n, row);
+}
+
+MK_KCLONE void mk_sce_out(mk_dtype dt, size_t K, const float *c, float *T, size_t stride, const uint8_t *keep,
+                          const float *b, uint64_t n, float *scratch, float *out, bool ref)
+{
+    if (ref || K > MK_SCE_FUSED_K) MK_DT_DISPATCH(dt, sce_out_ref, K, c, T, stride, keep, b, n, scratch, out);
+    else SCE_K_DISPATCH(K, sce_out_k, c, T, stride, keep, b, n, out);
+}
+
+/* ---- passes ----------------------------------------------------------------------------- */
+
 MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
                            sce_scratch *w, uint64_t *seen)
 {
     const mk_dtype dt = job->compute_dtype;
+    const size_t B = SCE_BLOCK;
     MK_DT_DISPATCH(dt, sce_tvs, st, ch, e0, n, w->T);
     uint8_t *kept = mk_chunk_bits_at(&st->kept, ch->index, 0);
     bool have = st->phase == 2 && mk_chunk_bits_have(&st->kept, ch->index);
     uint32_t *keys = w->keys + e0;
-    if (st->phase == 0 || (st->select && !have)) MK_DT_DISPATCH(dt, sce_keys, st, n, w, keys);
+    if (st->phase == 0 || (st->select && !have)) mk_sce_keys(dt, st->K, w->T, B, n, w->mean, keys, false);
     if (st->phase == 0) return MK_OK; /* counted once the chunk's keys are all there */
     if (st->none) {
         memset(w->keep, 0, (size_t)n);
@@ -126,23 +353,11 @@ MK_KCLONE static mk_status sce_block(const mk_merge_job *job, sce_state *st, con
         mk_sel_flags(&st->sel.q[0], ch->index, keys, n, w->keep, seen);
         if (st->phase == 1 && kept) mk_bits_pack(w->keep, n, kept + e0 / 8);
     }
-    for (size_t k = 0; k < st->K; k++) {
-        float *t = w->T + k * SCE_BLOCK;
-        const uint8_t *kp = w->keep;
-        MK_SIMD for (uint64_t i = 0; i < n; i++) t[i] = kp[i] ? t[i] : 0.0f;
-    }
     if (st->phase == 1) {
-        /* sums of squares, each in element order */
-        double *row = mk_partials_row(&st->part, ch->index);
-        for (size_t k = 0; k < st->K; k++) {
-            const float *t = w->T + k * SCE_BLOCK;
-            double acc = row[k];
-            for (uint64_t i = 0; i < n; i++) acc += (double)RD(t[i] * t[i]);
-            row[k] = acc;
-        }
+        mk_sce_sum_sq(dt, st->K, w->T, B, w->keep, n, mk_partials_row(&st->part, ch->index), false);
         return MK_OK;
     }
-    MK_DT_DISPATCH(dt, sce_out, st, ch->in[st->ib] + e0, n, w, ch->out + e0);
+    mk_sce_out(dt, st->K, st->c, w->T, B, w->keep, ch->in[st->ib] + e0, n, w->sum, ch->out + e0, false);
     return MK_OK;
 }
 

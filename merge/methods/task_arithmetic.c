@@ -27,6 +27,7 @@
  * stream = input index, counter = flat element index: the same bytes at any thread
  * count, but not mergekit's torch masks.
  */
+#include "della_rank.h"
 #include "kernel.h"
 #include "select.h"
 
@@ -112,71 +113,6 @@ static mk_status gta_check(const mk_merge_job *job, gta_def d)
 
 /* ---- DELLA: ranks of |delta| within each row -------------------------------------------- */
 
-/* Stable LSD radix sort of the indices 0..n-1 by key: equal keys stay in index order.
- * The four digits' histograms are counted in one scan; a digit that every key shares (the
- * low 16 bits of bf16 values) leaves the order as it is: its pass is skipped. The passes
- * move between (key, idx) and (tk, ti); returns the array holding the sorted indices. */
-static const uint32_t *radix_sort(uint32_t *key, uint32_t *idx, uint32_t *tk, uint32_t *ti, uint64_t n)
-{
-    uint32_t cnt[4][257];
-    memset(cnt, 0, sizeof cnt);
-    for (uint64_t i = 0; i < n; i++) {
-        uint32_t k = key[i];
-        idx[i] = (uint32_t)i;
-        cnt[0][(k & 0xff) + 1]++;
-        cnt[1][((k >> 8) & 0xff) + 1]++;
-        cnt[2][((k >> 16) & 0xff) + 1]++;
-        cnt[3][(k >> 24) + 1]++;
-    }
-    for (int d = 0; d < 4; d++) {
-        const int shift = 8 * d;
-        uint32_t *c = cnt[d];
-        if (!n || c[((key[0] >> shift) & 0xff) + 1] == n) continue;
-        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
-        for (uint64_t i = 0; i < n; i++) {
-            uint32_t dst = c[(key[i] >> shift) & 0xff]++;
-            tk[dst] = key[i];
-            ti[dst] = idx[i];
-        }
-        uint32_t *t = key;
-        key = tk;
-        tk = t;
-        t = idx;
-        idx = ti;
-        ti = t;
-    }
-    return idx;
-}
-
-/* The same order for keys whose low 16 bits are all zero (bf16 values) and n <= 65536:
- * v[j] = key | j, sorted by its top 16 bits in two 8-bit passes that move one word per
- * element (each pass stable, and the index in the low bits). Returns the sorted array. */
-static const uint32_t *radix_sort_packed(uint32_t *v, uint32_t *t, uint64_t n)
-{
-    uint32_t cnt[2][257];
-    memset(cnt, 0, sizeof cnt);
-    for (uint64_t i = 0; i < n; i++) {
-        cnt[0][((v[i] >> 16) & 0xff) + 1]++;
-        cnt[1][(v[i] >> 24) + 1]++;
-    }
-    for (int d = 0; d < 2; d++) {
-        const int shift = 16 + 8 * d;
-        uint32_t *c = cnt[d];
-        if (!n || c[((v[0] >> shift) & 0xff) + 1] == n) continue;
-        for (int b = 0; b < 256; b++) c[b + 1] += c[b];
-        for (uint64_t i = 0; i < n; i++) t[c[(v[i] >> shift) & 0xff]++] = v[i];
-        uint32_t *x = v;
-        v = t;
-        t = x;
-    }
-    return v;
-}
-
-/* Scratch for one chunk's della rows. */
-typedef struct della_buf {
-    uint32_t *key, *idx, *tk, *ti;
-} della_buf;
-
 /* Keep probabilities by rank of one model's rows of n elements (sparsify.py
  * della_magprune): rank r (1..n, ascending |delta|) -> (r - 1)/(n - 1) -> density - eps +
  * 2 eps * that, each step in the work dtype. They depend on the rank alone: computed once
@@ -194,31 +130,6 @@ static void della_rank_probs(const gta_model *m, uint64_t n, float *pr)
     }
 }
 
-/* Keep flags of one row of model m: u[j] < the probability of element j's rank. */
-static void della_row_keep(const gta_model *m, const float *delta, const float *u, uint64_t n, della_buf *b,
-                           uint8_t *kp)
-{
-    uint32_t lo = 0;
-    MK_SIMD for (uint64_t j = 0; j < n; j++) {
-        b->key[j] = mk_key_abs(delta[j]);
-        lo |= b->key[j];
-    }
-    if ((lo & 0xffffu) == 0 && n <= 65536) {
-        MK_SIMD for (uint64_t j = 0; j < n; j++) b->key[j] |= (uint32_t)j;
-        const uint32_t *v = radix_sort_packed(b->key, b->tk, n);
-        for (uint64_t r = 0; r < n; r++) {
-            uint32_t j = v[r] & 0xffffu;
-            kp[j] = u[j] < m->pr[r];
-        }
-        return;
-    }
-    const uint32_t *idx = radix_sort(b->key, b->idx, b->tk, b->ti, n);
-    for (uint64_t r = 0; r < n; r++) {
-        uint32_t j = idx[r];
-        kp[j] = u[j] < m->pr[r];
-    }
-}
-
 /* ---- the chunk kernel ------------------------------------------------------------------- */
 
 typedef struct chunk_ctx {
@@ -227,7 +138,7 @@ typedef struct chunk_ctx {
     float *delta;      /* [K + 2][n] deltas in the compute dtype, then two rows of scratch */
     uint32_t *keys;    /* [n] */
     uint8_t *keep;     /* [K + 1][n] */
-    della_buf db;
+    mk_della_buf db;
 } chunk_ctx;
 
 /* Carve a chunk's buffers out of the pass's per-thread scratch (no allocation per chunk). */
@@ -235,7 +146,7 @@ static mk_status ctx_init(chunk_ctx *c, const mk_chunk *ch, size_t K, uint64_t c
 {
     const size_t n = (size_t)ch->n, nd = della ? (size_t)cols : 0, nr = random ? n + 8 : 0;
     size_t sz[] = {(K + 2) * n * sizeof(float), n * sizeof(uint32_t), nr * sizeof(float), nr * sizeof(uint32_t),
-                   4 * nd * sizeof(uint32_t), (K + 1) * n};
+                   (nd ? mk_della_buf_words(nd) : 0) * sizeof(uint32_t), (K + 1) * n};
     uint8_t *p = mk_chunk_scratch(ch, sz, sizeof sz / sizeof *sz);
     if (!p) return mk_error(MK_ERR_NOMEM, "out of memory for chunk scratch");
     memset(c, 0, sizeof *c);
@@ -247,10 +158,7 @@ static mk_status ctx_init(chunk_ctx *c, const mk_chunk *ch, size_t K, uint64_t c
     p += mk_tmp_round(sz[2]);
     c->words = (uint32_t *)p;
     p += mk_tmp_round(sz[3]);
-    c->db.key = (uint32_t *)p;
-    c->db.idx = c->db.key + nd;
-    c->db.tk = c->db.idx + nd;
-    c->db.ti = c->db.tk + nd;
+    mk_della_buf_carve(&c->db, (uint32_t *)p, nd);
     p += mk_tmp_round(sz[4]);
     c->keep = p;
     return MK_OK;
@@ -295,7 +203,7 @@ MK_KCLONE static mk_status compute_keep(const mk_merge_job *job, gta_state *st, 
             mk_uniforms(job->rng, m->in, ch->elem0, n, c->u, c->words);
             const uint64_t cols = job->cols;
             for (uint64_t r = 0; r < ch->nrows; r++)
-                della_row_keep(m, dk + r * cols, c->u + r * cols, cols, &c->db, kp + r * cols);
+                mk_della_row_keep(m->pr, dk + r * cols, c->u + r * cols, cols, &c->db, kp + r * cols);
             break;
         }
         }
