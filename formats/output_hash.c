@@ -185,7 +185,9 @@ static void *whash_main(void *p)
         bool left = false;
         for (size_t f = 0; f < h->n_files; f++) left |= h->f[f].h && !h->f[f].hashed;
         if (!left) break;
-        if (h->wb_done == h->wb_n) pthread_cond_wait(&h->cv, &h->mu);
+        /* stop is set under mu, but step and start_writeback drop mu: look again before
+         * waiting, or a stop that came meanwhile is never seen (mk_whash_free would hang) */
+        if (h->wb_done == h->wb_n && !stopping(h)) pthread_cond_wait(&h->cv, &h->mu);
     }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);

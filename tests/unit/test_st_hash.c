@@ -168,3 +168,48 @@ MK_TEST(whash_takes_over_writeback)
     close(fd);
     free(path);
 }
+
+static void *whash_free_thread(void *p)
+{
+    mk_whash_free(p);
+    return NULL;
+}
+
+/* mk_whash_free while the thread is busy (starting a writeback, or hashing a 24 MiB piece
+ * window by window, with its lock dropped): the stop must be seen before the thread waits
+ * again, else the join never returns. Stops at several moments; each free must end within
+ * 10 s (a hang fails the test instead of the suite). */
+MK_TEST(whash_free_stops_a_busy_thread)
+{
+    char *path = mk_path_join(mk_test_tmpdir(), "stop.bin");
+    const size_t head = 4096, n = 24u << 20;
+    unsigned char *data = malloc(n);
+    CHECK(data != NULL);
+    if (!data) return;
+    for (size_t i = 0; i < n; i++) data[i] = hbyte(3, i);
+    CHECK_OK(mk_write_file_atomic(path, data, n));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    uint32_t file_of[1] = {0};
+    uint64_t off[1] = {head}, len[1] = {n - head};
+    for (unsigned t = 0; t < 24 && fd >= 0; t++) {
+        mk_whash *h = NULL;
+        CHECK_OK(mk_whash_new(1, file_of, off, len, 1, &h));
+        if (!h) break;
+        CHECK_OK(mk_whash_file(h, 0, fd, path, data, head));
+        CHECK_OK(mk_whash_start(h));
+        mk_whash_ready(h, 0);
+        usleep(t * 250u); /* 0 to 5.75 ms into the hashing */
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, whash_free_thread, h) == 0);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        int jr = pthread_timedjoin_np(th, NULL, &ts);
+        CHECK_MSG(jr == 0, "stop after %u us: mk_whash_free did not return within 10 s (the thread waits on)", t * 250u);
+        if (jr != 0) break;
+    }
+    if (fd >= 0) close(fd);
+    free(data);
+    free(path);
+}
