@@ -24,8 +24,10 @@
 #      the sizing run before the timed ones (the output is taken to be the base's size, as
 #      it is for every recipe here; for the slow singular-vector methods on a loaded machine),
 #      BENCH_COLD=1 to drop the page cache (root; else each input file's pages) before every
-#      merge and every floor, so both read the inputs from the disk, as make bench and
-#      make bench-large measure (default: the page cache as the runs leave it, the inputs cached).
+#      merge and every floor, so both read the inputs from the disk, as make bench measures;
+#      the floor then reads and writes with O_DIRECT (dd iflag/oflag=direct, 16 MiB blocks): the
+#      device's speed (default: the page cache as the runs leave it, the inputs cached, and
+#      the floor cat + dd through it).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 MK=${BENCH_MK:-$root/mergekit-c}
@@ -100,7 +102,15 @@ floor() { # MODELS OUTBYTES -> "seconds cpu_seconds"
     _f=$(for m in $1; do printf '%s ' "$m"/*.safetensors; done)
     # shellcheck disable=SC2086
     [ "$COLD" = 0 ] || cold $_f
-    /usr/bin/time -f '%e %U %S' -o floor.time sh -c "cat $_f >/dev/null && dd if=/dev/zero of=floor.out bs=16M count=$((($2 + 16777215) / 16777216)) conv=fsync status=none"
+    _n=$((($2 + 16777215) / 16777216))
+    if [ "$COLD" = 0 ]; then
+        /usr/bin/time -f '%e %U %S' -o floor.time sh -c "cat $_f >/dev/null && dd if=/dev/zero of=floor.out bs=16M count=$_n conv=fsync status=none"
+    else
+        # cold: the device's own speed, reads and writes with O_DIRECT (no page cache to fill:
+        # on a VM whose memory the host backs on first touch, cat and dd's page-cache copies
+        # of freshly dropped pages cost more than the disk)
+        /usr/bin/time -f '%e %U %S' -o floor.time sh -c "for f in $_f; do dd if=\$f of=/dev/null bs=16M iflag=direct status=none || exit 1; done && dd if=/dev/zero of=floor.out bs=16M count=$_n oflag=direct conv=fsync status=none"
+    fi
     rm -f floor.out
     awk '{printf "%.3f %.3f", $1, $2 + $3}' floor.time
 }

@@ -10,7 +10,8 @@
 #    The I/O floor: reading the model's shards (cat > /dev/null) plus writing as many bytes
 #    as the output has (dd, fsync), with the page cache as the run finds it (the input cached);
 #    with BENCH_COLD=1 the page cache is dropped before every run and every floor (both read
-#    the model from the disk, as make bench measures).
+#    the model from the disk, as make bench measures), and the floor reads and writes with
+#    O_DIRECT (dd iflag/oflag=direct): the device's own speed.
 # 2. Against llama.cpp's llama-quantize (llama-cpp-python's llama_model_quantize, the code of
 #    the llama-quantize tool; timed in-process, its nthread = ours) on the same weights: the
 #    model converted once to a GGUF file (`mergekit-c convert --type $BENCH_QUANT_GGUF_TYPE`,
@@ -60,8 +61,13 @@ want=${BENCH_QUANT_FORMATS:-}
 floor() { # seconds to read the model and write $1 bytes durably
     [ "$cold" = 0 ] || cold "$model"/*.safetensors
     t0=$(now)
-    cat "$model"/*.safetensors >/dev/null
-    dd if=/dev/zero of="$work/floor.bin" bs=8M count=$((($1 + 8388607) / 8388608)) conv=fsync status=none
+    if [ "$cold" = 0 ]; then
+        cat "$model"/*.safetensors >/dev/null
+        dd if=/dev/zero of="$work/floor.bin" bs=8M count=$((($1 + 8388607) / 8388608)) conv=fsync status=none
+    else # the device's speed: O_DIRECT reads and writes (see bench-methods.sh)
+        for f in "$model"/*.safetensors; do dd if="$f" of=/dev/null bs=16M iflag=direct status=none; done
+        dd if=/dev/zero of="$work/floor.bin" bs=16M count=$((($1 + 16777215) / 16777216)) oflag=direct conv=fsync status=none
+    fi
     t1=$(now)
     rm -f "$work/floor.bin"
     sub "$t1" "$t0"
