@@ -115,7 +115,6 @@ floor() { # MODELS OUTBYTES -> "seconds cpu_seconds"
     awk '{printf "%.3f %.3f", $1, $2 + $3}' floor.time
 }
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxof() { tr ' ' '\n' | grep . | sort -g | tail -n 1; }
 
 # one merge: BINARY LABEL METHOD -> "seconds peak_kb" (output left in out-LABEL)
