@@ -11,6 +11,7 @@
  */
 #include "cli.h"
 
+#include "../core/mk_dstream.h"
 #include "../core/mk_io.h"
 #include "../formats/gguf.h"
 #include "../formats/imatrix.h"
@@ -237,6 +238,11 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
     mk_progress_end(&prog);
+    uint64_t dio = 0, cached = 0;
+    mk_dstream_totals(&dio, &cached);
+    if (s == MK_OK && dio + cached)
+        mk_info("streamed %.1f MiB of tensors read once: %.1f MiB with O_DIRECT, %.1f MiB from the page cache",
+                (double)(dio + cached) / 1048576.0, (double)dio / 1048576.0, (double)cached / 1048576.0);
     if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out, o->imatrix);
     if (s == MK_OK) s = mk_output_seal(&out_o);
     if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);

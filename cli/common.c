@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include "../core/mk_dstream.h"
 #include "../core/mk_hub.h"
 #include "../core/mk_io.h"
 #include "../core/mk_thread.h"
@@ -67,6 +68,12 @@ bool mk_cli_begin(const mk_cmd_spec *spec, int argc, char **argv, char **pos, si
         return false;
     }
     mk_cli_common(c);
+    const char *dio = c->direct_io ? c->direct_io : "auto";
+    if (strcmp(dio, "auto") && strcmp(dio, "always") && strcmp(dio, "off")) {
+        *exit_code = mk_cli_fail(mk_error(MK_ERR_USAGE, "--direct-io: '%s' is not auto, always or off", dio));
+        return false;
+    }
+    mk_dstream_set_mode(!strcmp(dio, "always") ? MK_DIO_ALWAYS : !strcmp(dio, "off") ? MK_DIO_OFF : MK_DIO_AUTO);
     for (size_t i = 0; i < *npos && i < 32; i++) {
         mk_status s = spec->model_pos >> i & 1 ? mk_cli_resolve_model(&pos[i]) : MK_OK;
         if (s != MK_OK) {

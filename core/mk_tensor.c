@@ -1,5 +1,6 @@
 /* mk_tensor.c - see mk_tensor.h */
 #include "mk_tensor.h"
+#include "mk_dstream.h"
 #include "mk_hash.h"
 
 #include <pthread.h>
@@ -114,6 +115,15 @@ mk_status mk_source_read_f32(mk_source *s, size_t i, uint64_t elem0, uint64_t n,
         p = scratch;
     }
     mk_dtype_info(t->dtype)->to_f32(p, dst, (size_t)n);
+    return MK_OK;
+}
+
+mk_status mk_stream_read_f32(mk_dstream *ds, mk_dtype dt, uint64_t elem0, uint64_t n, float *dst)
+{
+    unsigned es = mk_dtype_size(dt);
+    if (es > 4) MK_BUG("streamed tensors have elements of at most 4 bytes");
+    MK_TRY(mk_dstream_read(ds, elem0 * es, (char *)dst + (n * 4 - n * es), (size_t)(n * es)));
+    mk_dtype_to_f32_inplace(dt, dst, (size_t)n);
     return MK_OK;
 }
 

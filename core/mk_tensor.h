@@ -52,6 +52,8 @@ void mk_name_index_free(mk_name_index *ix);
 /* ---- source ------------------------------------------------------------------------ */
 typedef struct mk_source mk_source;
 
+typedef struct mk_dstream mk_dstream; /* core/mk_dstream.h */
+
 typedef struct mk_source_ops {
     /* Copy raw bytes [off, off+len) of tensor i (offsets relative to the tensor). */
     mk_status (*read)(mk_source *s, size_t i, uint64_t off, uint64_t len, void *dst);
@@ -67,6 +69,10 @@ typedef struct mk_source_ops {
     /* Names of auxiliary files, NULL-terminated; owned by the source. */
     const char *const *(*aux_list)(mk_source *s);
     void (*close)(mk_source *s);
+    /* A stream over bytes [0, len) of tensor i, read once around the page cache, `reach` bytes
+     * ahead of its first unread byte at most (core/mk_dstream.h); *out = NULL where the source
+     * or the file has none. May be NULL. */
+    mk_status (*stream)(mk_source *s, size_t i, uint64_t len, uint64_t reach, mk_dstream **out);
 } mk_source_ops;
 
 struct mk_source {
@@ -88,6 +94,9 @@ static inline long mk_source_find(const mk_source *s, const char *name)
 /* Values [elem0, elem0+n) of tensor i as f32. `scratch` must hold n * dtype size bytes
  * when the source cannot lend its bytes. */
 mk_status mk_source_read_f32(mk_source *s, size_t i, uint64_t elem0, uint64_t n, float *dst, void *scratch);
+/* As mk_source_read_f32 for a tensor of dtype dt (1-4 byte elements) read through stream ds
+ * (mk_source_ops.stream), whose range starts at the tensor's first byte. */
+mk_status mk_stream_read_f32(mk_dstream *ds, mk_dtype dt, uint64_t elem0, uint64_t n, float *dst);
 /* A row-major window: rows [row0, row0+nrows), first `ncols` columns of each row of a
  * tensor whose rows have `src_cols` columns (for cutting embeddings to a common size). */
 mk_status mk_source_read_f32_window(mk_source *s, size_t i, uint64_t src_cols, uint64_t row0, uint64_t nrows,

@@ -470,7 +470,7 @@ static void gg_close(mk_source *s)
     mk_source_free_fields(s);
 }
 
-static const mk_source_ops gg_ops = {gg_read, NULL, NULL, gg_prefetch, gg_aux_read, gg_aux_list, gg_close};
+static const mk_source_ops gg_ops = {gg_read, NULL, NULL, gg_prefetch, gg_aux_read, gg_aux_list, gg_close, NULL};
 
 const mk_gguf *mk_gguf_of_source(const mk_source *s)
 {

@@ -201,7 +201,7 @@ static void src_close(mk_source *s)
     mk_source_free_fields(s);
 }
 
-static const mk_source_ops mkz_ops = {src_read, NULL, NULL, NULL, src_aux_read, src_aux_list, src_close};
+static const mk_source_ops mkz_ops = {src_read, NULL, NULL, NULL, src_aux_read, src_aux_list, src_close, NULL};
 
 bool mk_mkz_probe(const char *path)
 {

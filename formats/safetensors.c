@@ -5,6 +5,7 @@
 #include "modeldir.h"
 #include "output_hash.h"
 
+#include "../core/mk_dstream.h"
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
@@ -445,7 +446,15 @@ static void st_close(mk_source *s)
     mk_source_free_fields(s);
 }
 
-static const mk_source_ops st_ops = {st_read, NULL, NULL, st_prefetch, st_aux_read, st_aux_list, st_close};
+static mk_status st_stream(mk_source *s, size_t i, uint64_t len, uint64_t reach, mk_dstream **out)
+{
+    st_source *st = s->impl;
+    const mk_tensor_info *t = &s->tensors[i];
+    if (len > t->nbytes) MK_BUG("stream past the end of a tensor");
+    return mk_dstream_open(&st->files[t->file], t->offset, len, reach, out);
+}
+
+static const mk_source_ops st_ops = {st_read, NULL, NULL, st_prefetch, st_aux_read, st_aux_list, st_close, st_stream};
 
 /* Open a shard and validate its header (read with pread: the 8-byte length, then at most
  * MK_ST_MAX_HEADER bytes, never more than the file holds). */

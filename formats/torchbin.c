@@ -612,7 +612,7 @@ static void tb_close(mk_source *s)
     mk_source_free_fields(s);
 }
 
-static const mk_source_ops tb_ops = {tb_read, NULL, NULL, tb_prefetch, tb_aux_read, tb_aux_list, tb_close};
+static const mk_source_ops tb_ops = {tb_read, NULL, NULL, tb_prefetch, tb_aux_read, tb_aux_list, tb_close, NULL};
 
 #define TB_INDEX "pytorch_model.bin.index.json"
 #define TB_SINGLE "pytorch_model.bin"

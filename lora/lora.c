@@ -203,7 +203,7 @@ static void lora_close(mk_source *s)
 }
 
 static const mk_source_ops lora_ops = {lora_read, lora_borrow, lora_release, lora_prefetch,
-                                       lora_aux_read, lora_aux_list, lora_close};
+                                       lora_aux_read, lora_aux_list, lora_close, NULL};
 
 mk_status mk_lora_source_open(mk_source *base, mk_source *adapter, const mk_lora_target *t, size_t nt,
                               const mk_lora_extra *x, size_t nx, const char *name, mk_source **out)

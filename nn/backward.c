@@ -836,7 +836,7 @@ static const char *const *view_aux_list(mk_source *s)
 
 static void view_close(mk_source *s) { mk_source_free_fields(s); }
 
-static const mk_source_ops view_ops = {view_read, view_borrow, NULL, NULL, view_aux_read, view_aux_list, view_close};
+static const mk_source_ops view_ops = {view_read, view_borrow, NULL, NULL, view_aux_read, view_aux_list, view_close, NULL};
 
 mk_status mk_nn_train_source(mk_nn_train *t, mk_source **out)
 {

@@ -269,6 +269,15 @@ static void qs_prefetch(mk_source *s, size_t i, uint64_t off, uint64_t len)
     if (sl) m->inner->ops->prefetch(m->inner, m->t[i].main, so, sl);
 }
 
+static mk_status qs_stream(mk_source *s, size_t i, uint64_t len, uint64_t reach, mk_dstream **out)
+{
+    qs_impl *m = s->impl;
+    const mk_qdec *q = &m->t[i];
+    *out = NULL;
+    if (q->fam || !m->inner->ops->stream) return MK_OK; /* dequantized: read as before */
+    return m->inner->ops->stream(m->inner, q->main, len, reach, out);
+}
+
 static mk_status qs_aux_read(mk_source *s, const char *name, uint64_t cap, char **data, size_t *len)
 {
     qs_impl *m = s->impl;
@@ -298,7 +307,7 @@ static void qs_close(mk_source *s)
     free(s);
 }
 
-static const mk_source_ops qs_ops = {qs_read, qs_borrow, qs_release, qs_prefetch, qs_aux_read, qs_aux_list, qs_close};
+static const mk_source_ops qs_ops = {qs_read, qs_borrow, qs_release, qs_prefetch, qs_aux_read, qs_aux_list, qs_close, qs_stream};
 
 /* The logical tensors: each plain one as it is, each quantized weight once as F32 under its
  * ".weight" name; s->n_tensors counts the entries made so far (for cleanup). */

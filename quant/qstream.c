@@ -2,14 +2,17 @@
  * chunks of whole rows, in parallel over the chunks of a tensor, with the consumer's prepass
  * when it asks for one; and the pass before the layout that finds the formats' offsets.
  * Per thread one chunk as f32 plus its raw bytes; a source that maps its files is told to
- * release each chunk, and each tensor again when it is done. The next tensor's bytes are
- * asked for (prefetch) while this one is computed. A tensor with a prepass is read once
- * when its f32 values fit QSTREAM_HOLD: the prepass keeps them and the main pass reads
- * them there (the same values, so the same bytes); larger ones are read twice.
+ * release each chunk, and each tensor again when it is done. A tensor with a prepass is read
+ * once when its f32 values fit QSTREAM_HOLD: the prepass keeps them and the main pass reads
+ * them there (the same values, so the same bytes); larger ones are read twice. A tensor read
+ * once is streamed around the page cache where the source can (core/mk_dstream.h: O_DIRECT
+ * for what the cache lacks), its stream opened while the tensor before it is computed; the
+ * others are asked for (prefetch) then, and read through the page cache.
  * The chunks of a pass go to mk_parallel_chunks' sleeping pool (the merge executor's too).
  * Must not: know any consumer or format (it asks the consumer's ops and the family). */
 #include "qformat.h"
 
+#include "../core/mk_dstream.h"
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
 #include "../core/mk_thread.h"
@@ -84,6 +87,7 @@ typedef struct qpass {
     bool held;    /* hold is filled: nothing to read */
     bool raw;     /* chunks go to the consumer's rows_raw as the source's bytes */
     qbufs *bufs;
+    mk_dstream *ds; /* the tensor's stream when this pass is its only read, or NULL */
 } qpass;
 
 static void qpass_tls_done(void *p) { (void)p; }
@@ -125,7 +129,8 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
         const void *p = src->ops->borrow ? src->ops->borrow(src, q->si, e0 * q->es, n * q->es) : NULL;
         mk_status st = MK_OK;
         if (!p) {
-            st = src->ops->read(src, q->si, e0 * q->es, n * q->es, t->scratch);
+            st = q->ds ? mk_dstream_read(q->ds, e0 * q->es, t->scratch, (size_t)(n * q->es))
+                       : src->ops->read(src, q->si, e0 * q->es, n * q->es, t->scratch);
             p = t->scratch;
         }
         if (st == MK_OK) st = cons->ops->rows_raw(cons, q->i, e0, p, src->tensors[q->si].dtype, n);
@@ -133,29 +138,33 @@ static mk_status qpass_chunk(void *ctx, uint64_t c, void *tlsp)
         return st;
     }
     float *v = q->hold ? q->hold + e0 : t->buf;
-    mk_status st = mk_source_read_f32(q->src, q->si, e0, n, v, t->scratch);
+    mk_status st = q->ds ? mk_stream_read_f32(q->ds, q->src->tensors[q->si].dtype, e0, n, v)
+                         : mk_source_read_f32(q->src, q->si, e0, n, v, t->scratch);
     if (st == MK_OK) st = q->fn(q->ctx, q->i, e0, v, n);
     if (q->src->ops->release) q->src->ops->release(q->src, q->si, e0 * q->es, n * q->es);
     return st;
 }
 
+/* ds: the tensor's stream, when this pass is its only read of the source (else NULL: the
+ * bytes are read through the page cache, which keeps them for the next read). */
 static mk_status pass_held(qbufs *b, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx,
-                           float *hold, bool held)
+                           float *hold, bool held, mk_dstream *ds)
 {
     const mk_tensor_info *t = &src->tensors[si];
     const uint64_t rows = cols ? t->numel / cols : 0;
     qpass q = {src, si, i, cols, rpc, rows, rpc * cols < t->numel ? rpc * cols : t->numel, mk_dtype_size(t->dtype), fn, ctx,
-               hold, held, false, b};
+               hold, held, false, b, ds};
     if (fn == rows_fn && !hold) {
         mk_consumer *c = ctx;
         q.raw = c->ops->takes_raw && c->ops->rows_raw && c->ops->takes_raw(c, i, t->dtype);
     }
+    if (!held && !ds && src->ops->prefetch) src->ops->prefetch(src, si, 0, t->nbytes);
     return mk_parallel_chunks((rows + rpc - 1) / rpc, qpass_chunk, &q, held ? NULL : qpass_tls_new, held ? NULL : qpass_tls_done);
 }
 
 static mk_status pass(qbufs *b, mk_source *src, size_t si, size_t i, uint64_t cols, uint64_t rpc, chunk_fn fn, void *ctx)
 {
-    return pass_held(b, src, si, i, cols, rpc, fn, ctx, NULL, false);
+    return pass_held(b, src, si, i, cols, rpc, fn, ctx, NULL, false, NULL);
 }
 
 /* A tensor passed through as raw bytes, in slices of QSTREAM_RAW bytes on the pool's
@@ -173,10 +182,10 @@ static mk_status raw_chunk(void *ctx, uint64_t k, void *tlsp)
     qpass_tls *t = tlsp;
     mk_source *src = r->q.src;
     const uint64_t off = k * QSTREAM_RAW, len = r->total - off < QSTREAM_RAW ? r->total - off : QSTREAM_RAW;
-    const void *p = src->ops->borrow ? src->ops->borrow(src, r->q.si, off, len) : NULL;
+    const void *p = !r->q.ds && src->ops->borrow ? src->ops->borrow(src, r->q.si, off, len) : NULL;
     mk_status st = MK_OK;
     if (!p) {
-        st = src->ops->read(src, r->q.si, off, len, t->scratch);
+        st = r->q.ds ? mk_dstream_read(r->q.ds, off, t->scratch, (size_t)len) : src->ops->read(src, r->q.si, off, len, t->scratch);
         p = t->scratch;
     }
     if (st == MK_OK) st = r->c->ops->raw(r->c, r->q.i, off, p, len);
@@ -184,9 +193,11 @@ static mk_status raw_chunk(void *ctx, uint64_t k, void *tlsp)
     return st;
 }
 
-static mk_status copy_raw(qbufs *b, mk_source *src, size_t si, size_t i, mk_consumer *c)
+static mk_status copy_raw(qbufs *b, mk_source *src, size_t si, size_t i, mk_consumer *c, mk_dstream *ds)
 {
-    raw_ctx r = {{.src = src, .si = si, .i = i, .max_elems = QSTREAM_RAW / 4, .es = 4, .bufs = b}, c, src->tensors[si].nbytes};
+    raw_ctx r = {{.src = src, .si = si, .i = i, .max_elems = QSTREAM_RAW / 4, .es = 4, .bufs = b, .ds = ds}, c,
+                 src->tensors[si].nbytes};
+    if (!ds && src->ops->prefetch) src->ops->prefetch(src, si, 0, r.total);
     return mk_parallel_chunks((r.total + QSTREAM_RAW - 1) / QSTREAM_RAW, raw_chunk, &r, qpass_tls_new, qpass_tls_done);
 }
 
@@ -202,9 +213,34 @@ static mk_status observe_fn(void *ctx, size_t i, uint64_t e0, const float *v, ui
     return c->ops->observe(c, i, e0, v, n);
 }
 
-/* Tensor i of the stream: begin, its passes, end. */
-static mk_status stream_one(qbufs *b, mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t n, size_t i,
-                            mk_consumer *c, uint64_t chunk)
+/* Whether tensor i is read from the source exactly once, each byte by one chunk: copied raw,
+ * or in whole rows by one pass (a prepass that keeps the values for the main pass counts as
+ * that pass; one that cannot keep them means two reads). */
+static bool read_once(mk_consumer *c, size_t i, const mk_tensor_info *t, const mk_tensor_info *in)
+{
+    if (c->ops->is_done && c->ops->is_done(c, i)) return false;
+    if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) return true;
+    uint64_t cols = mk_tensor_cols(t);
+    if (!t->numel || !cols || t->numel % cols || mk_dtype_size(in->dtype) > 4) return false;
+    return !(c->ops->wants_prepass && c->ops->wants_prepass(c, i)) || t->numel <= QSTREAM_HOLD / sizeof(float);
+}
+
+/* A stream over tensor i's source bytes when it is read once (else NULL), opened before the
+ * tensor before it is computed, so its first blocks are read meanwhile. Its ring covers the
+ * chunks in flight on every thread, raw slices or rows (mk_dstream.h). */
+static mk_status open_stream(const qbufs *b, mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t i,
+                             mk_consumer *c, uint64_t chunk, mk_dstream **out)
+{
+    const mk_tensor_info *in = &src->tensors[src_idx[i]];
+    *out = NULL;
+    if (!src->ops->stream || !read_once(c, i, &logical[i], in)) return MK_OK;
+    uint64_t piece = chunk * mk_dtype_size(in->dtype) > QSTREAM_RAW ? chunk * mk_dtype_size(in->dtype) : QSTREAM_RAW;
+    return src->ops->stream(src, src_idx[i], in->nbytes, (uint64_t)b->nt * piece, out);
+}
+
+/* Tensor i of the stream: begin, its passes, end. ds: its stream (open_stream; the caller closes it). */
+static mk_status stream_one(qbufs *b, mk_source *src, const size_t *src_idx, const mk_tensor_info *logical, size_t i,
+                            mk_consumer *c, uint64_t chunk, mk_dstream *ds)
 {
     const mk_tensor_info *t = &logical[i];
     const size_t si = src_idx[i];
@@ -212,20 +248,19 @@ static mk_status stream_one(qbufs *b, mk_source *src, const size_t *src_idx, con
     if (in->numel != t->numel) MK_BUG("stream: source and logical tensors differ in size");
     if (c->ops->is_done && c->ops->is_done(c, i)) return MK_OK;
     MK_TRY(c->ops->begin(c, i, t));
-    if (src->ops->prefetch) src->ops->prefetch(src, si, 0, in->nbytes);
-    if (src->ops->prefetch && i + 1 < n) src->ops->prefetch(src, src_idx[i + 1], 0, src->tensors[src_idx[i + 1]].nbytes);
     if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
-        MK_TRY(copy_raw(b, src, si, i, c));
+        MK_TRY(copy_raw(b, src, si, i, c, ds));
     } else if (t->numel) {
         uint64_t cols = mk_tensor_cols(t);
         uint64_t rpc = mk_rows_per_chunk(cols, c->ops->align ? c->ops->align(c, t) : 1, chunk);
         float *hold = NULL;
         if (c->ops->wants_prepass && c->ops->wants_prepass(c, i)) {
             hold = qbufs_hold(b, t->numel);
-            MK_TRY(pass_held(b, src, si, i, cols, rpc, observe_fn, c, hold, false));
+            MK_TRY(pass_held(b, src, si, i, cols, rpc, observe_fn, c, hold, false, hold ? ds : NULL));
             MK_TRY(c->ops->observe_end(c, i));
+            ds = NULL; /* read by the prepass, or not at all */
         }
-        MK_TRY(pass_held(b, src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL));
+        MK_TRY(pass_held(b, src, si, i, cols, rpc, rows_fn, c, hold, hold != NULL, ds));
     }
     /* again as a whole: for a mapped source, the kernel's fault-around maps pages next
      * to each one read, some in chunks already released, which would stay resident */
@@ -241,12 +276,21 @@ mk_status mk_qstream_run(mk_source *src, const size_t *src_idx, const mk_tensor_
     for (size_t i = 0; i < n; i++) total += logical[i].nbytes;
     qbufs b;
     MK_TRY(qbufs_init(&b));
-    mk_status st = MK_OK;
+    mk_dstream *cur = NULL, *next = NULL;
+    mk_status st = n ? open_stream(&b, src, src_idx, logical, 0, c, chunk, &cur) : MK_OK;
     for (size_t i = 0; i < n && st == MK_OK; i++) {
-        st = stream_one(&b, src, src_idx, logical, n, i, c, chunk);
+        if (i + 1 < n) st = open_stream(&b, src, src_idx, logical, i + 1, c, chunk, &next);
+        /* a tensor not streamed has its bytes asked for now, while the one before is computed */
+        if (st == MK_OK && i + 1 < n && !next && src->ops->prefetch)
+            src->ops->prefetch(src, src_idx[i + 1], 0, src->tensors[src_idx[i + 1]].nbytes);
+        if (st == MK_OK) st = stream_one(&b, src, src_idx, logical, i, c, chunk, cur);
+        mk_dstream_close(cur);
+        cur = next;
+        next = NULL;
         done += logical[i].nbytes;
         if (st == MK_OK && o->progress) o->progress(o->progress_ctx, i + 1, n, done, total, logical[i].name);
     }
+    mk_dstream_close(cur);
     qbufs_free(&b);
     return st;
 }

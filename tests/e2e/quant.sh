@@ -128,3 +128,29 @@ t_absent "nothing left after the error" qbad qbad.tmp
 mkbad '\211\107'
 t_fail "int8 refuses values beyond float16" 1 "tensor x.weight: value 70144 at element 70 overflows float16" "$MK" quantize bad qbad --format int8
 t_absent "nothing left after the error" qbad qbad.tmp
+
+# tensors read once are streamed around the page cache (core/mk_dstream.h): --direct-io always
+# reads every block with O_DIRECT, off through the page cache; the bytes written are the same,
+# for raw copies and rows, with a prepass that keeps the values (fp8, ternary) or none, in bf16
+# and f32, on one and two threads; tensors of several 2 MiB blocks and of less than one
+"$MK" synth dio/ --hidden 1024 --layers 1 --heads 8 --kv-heads 8 --intermediate 2816 --vocab 2048 --dtype bfloat16 --seed 4 -q
+"$MK" synth dio32/ --hidden 328 --layers 1 --heads 8 --kv-heads 4 --intermediate 1000 --vocab 1500 --dtype float32 --seed 5 -q
+for m in dio dio32; do
+    for f in nf4 int8 "int4 --group-size 8" fp8 ternary; do
+        for j in 1 2; do
+            tag="$m $f -j $j"
+            rm -rf qd1 qd2
+            if "$MK" quantize $m qd1 --format $f -j $j -v --direct-io always 2>"$T/.dio" &&
+                "$MK" quantize $m qd2 --format $f -j $j -q --direct-io off &&
+                cmp -s qd1/model.safetensors qd2/model.safetensors; then
+                ok "direct-io always = off: $tag"
+            else
+                notok "direct-io always = off: $tag" "$(tail -n 2 "$T/.dio")"
+            fi
+            grep -q "streamed [0-9.]* MiB of tensors read once: [1-9][0-9.]* MiB with O_DIRECT, 0.0 MiB from the page cache" "$T/.dio" &&
+                ok "always reads with O_DIRECT: $tag" || notok "always reads with O_DIRECT: $tag" "$(grep streamed "$T/.dio")"
+        done
+    done
+done
+t_fail "--direct-io takes auto, always or off" 2 "error: --direct-io: 'yes' is not auto, always or off" "$MK" quantize dio qd3 --format nf4 --direct-io yes
+t_absent "nothing written" qd3 qd3.tmp

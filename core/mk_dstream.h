@@ -1,0 +1,59 @@
+/* mk_dstream.h - one byte range of a file read once, front to back, around the page cache.
+ *
+ * A merge pass or a quantize run that reads a tensor's bytes exactly once gains nothing from
+ * the page cache: filling it costs the kernel a page allocation and a copy per page, evicting
+ * other files' pages, and, on some virtual machines, more than the disk itself. A stream
+ * reads the range in blocks of MK_DSTREAM_BLOCK bytes on a thread of its own, ahead of its
+ * readers, into a ring of aligned buffers: with O_DIRECT where the block's pages are not
+ * cached, with an ordinary read where they all are (a run on a warm cache stays warm), and
+ * with an ordinary read for every later block once O_DIRECT fails for one (a file system or
+ * device with other alignment rules). Readers copy their pieces out; a block's buffer is
+ * reused once every byte of the range in it has been read.
+ *
+ * Every byte of the range must be read exactly once (any number of threads), and each
+ * reader's pieces in increasing order: a block whose bytes are never read would hold its
+ * buffer for ever. The reader of the lowest unread byte can always go on, so readers that take
+ * their pieces in order (mk_parallel_chunks hands out chunks so) never wait on each other for
+ * good; `reach` sizes the ring (reach plus two blocks, at least four) so that the pieces in
+ * flight on every thread are read ahead together: T threads taking pieces of at most C bytes
+ * want a reach of T * C.
+ *
+ * Must not: know tensors or file formats.
+ */
+#ifndef MK_DSTREAM_H
+#define MK_DSTREAM_H
+
+#include "mk_core.h"
+#include "mk_io.h"
+
+#define MK_DSTREAM_BLOCK (2u << 20)
+
+typedef struct mk_dstream mk_dstream;
+
+/* How streams read (merge and quantize --direct-io). */
+typedef enum mk_dio_mode {
+    MK_DIO_AUTO = 0, /* O_DIRECT for blocks not in the page cache, an ordinary read for the others */
+    MK_DIO_ALWAYS,   /* O_DIRECT for every block, cached or not */
+    MK_DIO_OFF,      /* no streams: mk_dstream_open gives NULL, files are read through the page cache */
+} mk_dio_mode;
+void mk_dstream_set_mode(mk_dio_mode m);
+mk_dio_mode mk_dstream_mode(void);
+
+/* A stream over [off, off + len) of f. *out is NULL, and MK_OK returned, where the file is not
+ * one to stream (a file still arriving, a length of 0, a file system without O_DIRECT, or
+ * MK_DIO_OFF): the caller reads it as before. */
+mk_status mk_dstream_open(const mk_rfile *f, uint64_t off, uint64_t len, uint64_t reach, mk_dstream **out);
+/* Copies bytes [pos, pos + n) of the range (pos counted from the range's start) to dst. The
+ * error names the file. Thread-safe. */
+mk_status mk_dstream_read(mk_dstream *s, uint64_t pos, void *dst, size_t n);
+/* Stops the stream's thread and frees it; bytes left unread (a pass that failed) are fine. */
+void mk_dstream_close(mk_dstream *s);
+
+/* Bytes every stream of the process has read so far with O_DIRECT and with an ordinary read. */
+void mk_dstream_totals(uint64_t *direct, uint64_t *cached);
+
+/* Blocks of this stream read so far with O_DIRECT and with an ordinary read (read once the
+ * readers are done). */
+void mk_dstream_counts(const mk_dstream *s, uint64_t *direct, uint64_t *cached);
+
+#endif
