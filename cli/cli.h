@@ -27,15 +27,17 @@ typedef struct mk_common {
     {"threads", 'j', MK_OPT_INT, &(c).threads, "N", "worker threads", "all cores"},                           \
     {"json", 0, MK_OPT_FLAG, &(c).json, NULL, "print a machine-readable summary on stdout", NULL}
 
-/* Commands that read models: Hugging Face ids resolve in the local cache (core/mk_hub.h);
- * tensors read once are streamed around the page cache (core/mk_dstream.h). */
+/* Commands that read models: Hugging Face ids resolve in the local cache (core/mk_hub.h). */
 #define MK_HUB_OPTS(c)                                                                                        \
     {"verify-cache", 0, MK_OPT_FLAG, &(c).verify_cache, NULL,                                                 \
      "models may be Hugging Face ids (org/name[/subfolder][@revision]) read from the local cache "        \
-     "(HF_HUB_CACHE, HF_HOME); this checks the sha256 of every blob they resolve to (reads them whole)", NULL}, \
+     "(HF_HUB_CACHE, HF_HOME); this checks the sha256 of every blob they resolve to (reads them whole)", NULL}
+
+/* Commands that stream tensors read once around the page cache (core/mk_dstream.h). */
+#define MK_DIRECT_IO_OPTS(c)                                                                                  \
     {"direct-io", 0, MK_OPT_STR, &(c).direct_io, "auto|always|off",                                          \
      "tensors read once: auto reads what the page cache lacks with O_DIRECT (the rest as usual), always "  \
-     "reads all of it with O_DIRECT, off reads through the page cache (which then keeps the inputs)", "auto"}
+     "reads all of it with O_DIRECT, off reads through the page cache (which then keeps the model)", "auto"}
 
 /* mergekit-yaml's command line (mergekit 0.1.5, options.py MergeOptions), which merge takes
  * too: the options that change the output behave as mergekit's; those that only steer PyTorch

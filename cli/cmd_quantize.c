@@ -469,6 +469,7 @@ static int quantize_main(int argc, char **argv, const mk_parts_manifest *finaliz
         MK_PART_OPTS(o.parts),
         MK_COMMON_OPTS(o.c),
         MK_HUB_OPTS(o.c),
+        MK_DIRECT_IO_OPTS(o.c),
     };
     memcpy(opts + n, rest, sizeof rest); /* the last entry of opts stays {0} */
     const mk_cmd_spec spec = {"quantize", "IN OUT --format FORMAT | --target-bpw B [options]",
