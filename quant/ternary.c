@@ -4,6 +4,7 @@
 #include "ternary.h"
 
 #include "ct.h"
+#include "qvec.h"
 
 #include <float.h>
 #include <math.h>
@@ -30,7 +31,7 @@ static inline int code_of(float x, float s)
     return v > 1.0f ? 1 : v < -1.0f ? -1 : (int)v;
 }
 
-void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
+void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
                           mk_dtype dt, mk_qerr *e)
 {
     const uint64_t R = mk_ternary_byte_rows(rows);
@@ -52,6 +53,151 @@ void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_
         e->sx2 += sx2;
         e->se2 += se2;
     }
+}
+
+/* ---- fast paths: rows side by side ------------------------------------------------------------
+ * Each row's double sums are one chain added in column order (the reference's order). Four rows
+ * go side by side, one per double lane: 8 columns of 4 rows are loaded as rows, transposed to 8
+ * vectors of 4 (one a column, in column order) and added lane by lane. (double)x * x and
+ * (double)err * err are exact (24-bit significands), so each lane's terms and sums are the
+ * reference's bits; row totals then go into the caller's sums in row order, as there. */
+typedef double tn_vd __attribute__((vector_size(32)));
+typedef float tn_vf4 __attribute__((vector_size(16)));
+typedef uint8_t tn_vb32 __attribute__((vector_size(32)));
+
+#define TN_LO(u) __builtin_convertvector(__builtin_shufflevector((u), (u), 0, 1, 2, 3), tn_vd)
+#define TN_HI(u) __builtin_convertvector(__builtin_shufflevector((u), (u), 4, 5, 6, 7), tn_vd)
+#define TN_SQ(v) ((v) * (v))
+#define TN_ID(v) (v)
+/* acc[j] += F(r[j][c]) for rows j = 0..3 and columns c = 0..7 in that order; r: 4 rows of 8 f32. */
+#define TN_ADD_COLS(acc, r, F)                                                                                         \
+    do {                                                                                                               \
+        const mk_vf t0_ = __builtin_shufflevector((r)[0], (r)[1], 0, 8, 1, 9, 4, 12, 5, 13);                            \
+        const mk_vf t1_ = __builtin_shufflevector((r)[0], (r)[1], 2, 10, 3, 11, 6, 14, 7, 15);                          \
+        const mk_vf t2_ = __builtin_shufflevector((r)[2], (r)[3], 0, 8, 1, 9, 4, 12, 5, 13);                            \
+        const mk_vf t3_ = __builtin_shufflevector((r)[2], (r)[3], 2, 10, 3, 11, 6, 14, 7, 15);                          \
+        const mk_vf c04_ = __builtin_shufflevector(t0_, t2_, 0, 1, 8, 9, 4, 5, 12, 13);                                 \
+        const mk_vf c15_ = __builtin_shufflevector(t0_, t2_, 2, 3, 10, 11, 6, 7, 14, 15);                               \
+        const mk_vf c26_ = __builtin_shufflevector(t1_, t3_, 0, 1, 8, 9, 4, 5, 12, 13);                                 \
+        const mk_vf c37_ = __builtin_shufflevector(t1_, t3_, 2, 3, 10, 11, 6, 7, 14, 15);                               \
+        tn_vd v_;                                                                                                      \
+        v_ = TN_LO(c04_), (acc) += F(v_);                                                                              \
+        v_ = TN_LO(c15_), (acc) += F(v_);                                                                              \
+        v_ = TN_LO(c26_), (acc) += F(v_);                                                                              \
+        v_ = TN_LO(c37_), (acc) += F(v_);                                                                              \
+        v_ = TN_HI(c04_), (acc) += F(v_);                                                                              \
+        v_ = TN_HI(c15_), (acc) += F(v_);                                                                              \
+        v_ = TN_HI(c26_), (acc) += F(v_);                                                                              \
+        v_ = TN_HI(c37_), (acc) += F(v_);                                                                              \
+    } while (0)
+
+/* out[j] = mk_ternary_sum_abs of row j, for 4 * G rows (G a constant after inlining). */
+MK_VINLINE void tn_abs_rows(const float *x, size_t cols, int G, double *out)
+{
+    tn_vd acc[4] = {{0}};
+    size_t c = 0;
+    for (; c + 8 <= cols; c += 8)
+        for (int g = 0; g < G; g++) {
+            mk_vf r[4];
+            for (int j = 0; j < 4; j++) r[j] = mk_vf_abs(mk_vf_load(x + (size_t)(4 * g + j) * cols + c));
+            TN_ADD_COLS(acc[g], r, TN_ID);
+        }
+    for (; c < cols; c++)
+        for (int g = 0; g < G; g++)
+            for (int j = 0; j < 4; j++) acc[g][j] += fabs((double)x[(size_t)(4 * g + j) * cols + c]);
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < 4; j++) out[4 * g + j] = acc[g][j];
+}
+
+MK_QKERNEL void mk_ternary_row_abs(const float *x, size_t nrows, size_t cols, double *out)
+{
+    size_t i = 0;
+    for (; i + 16 <= nrows; i += 16) tn_abs_rows(x + i * cols, cols, 4, out + i);
+    for (; i + 4 <= nrows; i += 4) tn_abs_rows(x + i * cols, cols, 1, out + i);
+    for (; i < nrows; i++) out[i] = mk_ternary_sum_abs(x + i * cols, cols);
+}
+
+void mk_ternary_row_abs_ref(const float *x, size_t nrows, size_t cols, double *out)
+{
+    for (size_t i = 0; i < nrows; i++) out[i] = mk_ternary_sum_abs(x + i * cols, cols);
+}
+
+/* What every row of a pack call shares: the scale and the two nonzero dequantized values. */
+typedef struct tn_pack {
+    float s, dm, dp;
+    uint64_t R, cols;
+} tn_pack;
+
+/* Codes of 8 values of one row ORed into dst, their |errors| returned: q = clamp(rint(x * s),
+ * -1, 1) is 1 above 0.5, -1 below -0.5 and 0 between (rint(+-0.5) = 0, ties to even). */
+#define TN_CODES(k, xv, dst, shift, mx)                                                                                \
+    ({                                                                                                                 \
+        const mk_vf p_ = (xv) * mk_vf_set1((k)->s);                                                                    \
+        const mk_vi gt_ = p_ > mk_vf_set1(0.5f), lt_ = p_ < mk_vf_set1(-0.5f);                                         \
+        const mk_vf dq_ = mk_vf_sel(gt_, mk_vf_set1((k)->dp), mk_vf_sel(lt_, mk_vf_set1((k)->dm), mk_vf_set1(0.0f)));  \
+        const mk_vf er_ = mk_vf_abs((xv) - dq_);                                                                       \
+        const tn_vb32 cb_ = (tn_vb32)(((mk_vi_set1(1) - gt_) + lt_) << (shift));                                       \
+        mk_vu8x8 b_;                                                                                                   \
+        memcpy(&b_, (dst), 8);                                                                                         \
+        b_ |= __builtin_shufflevector(cb_, cb_, 0, 4, 8, 12, 16, 20, 24, 28);                                          \
+        memcpy((dst), &b_, 8);                                                                                         \
+        (mx) = mk_vf_sel(er_ > (mx), er_, (mx));                                                                       \
+        er_;                                                                                                           \
+    })
+
+/* The reference's work on one value, into lane j of the row sums (column tails). */
+MK_VINLINE void tn_pack1(const tn_pack *k, float xv, uint8_t *dst, unsigned shift, tn_vd *sx, tn_vd *se, int j, float *mx)
+{
+    const int q = code_of(xv, k->s);
+    *dst |= (uint8_t)((q + 1) << shift);
+    const float err = fabsf(xv - (q > 0 ? k->dp : q < 0 ? k->dm : 0.0f));
+    (*sx)[j] += (double)xv * xv;
+    (*se)[j] += (double)err * err;
+    if (err > *mx) *mx = err;
+}
+
+/* Rows r .. r + 4 * G - 1 (x: their values) of a pack call; sums as the reference's. */
+MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, const float *x, int G, mk_qerr *e)
+{
+    const size_t cols = (size_t)k->cols;
+    tn_vd sx[2] = {{0}}, se[2] = {{0}};
+    mk_vf mxv = mk_vf_set1(0.0f);
+    uint8_t *dst[8];
+    unsigned shift[8];
+    for (int j = 0; j < 4 * G; j++) {
+        dst[j] = packed + ((r + (uint64_t)j) % k->R) * cols;
+        shift[j] = (unsigned)(2 * ((r + (uint64_t)j) / k->R));
+    }
+    size_t c = 0;
+    for (; c + 8 <= cols; c += 8)
+        for (int g = 0; g < G; g++) {
+            mk_vf xr[4], er[4];
+            for (int j = 0; j < 4; j++) {
+                xr[j] = mk_vf_load(x + (size_t)(4 * g + j) * cols + c);
+                er[j] = TN_CODES(k, xr[j], dst[4 * g + j] + c, shift[4 * g + j], mxv);
+            }
+            TN_ADD_COLS(sx[g], xr, TN_SQ);
+            TN_ADD_COLS(se[g], er, TN_SQ);
+        }
+    float mx = mk_vf_hmax(mxv);
+    for (; c < cols; c++)
+        for (int j = 0; j < 4 * G; j++)
+            tn_pack1(k, x[(size_t)j * cols + c], dst[j] + c, shift[j], &sx[j / 4], &se[j / 4], j % 4, &mx);
+    for (int j = 0; j < 4 * G; j++) {
+        e->sx2 += sx[j / 4][j % 4];
+        e->se2 += se[j / 4][j % 4];
+    }
+    if (mx > e->maxe) e->maxe = mx;
+}
+
+MK_QKERNEL void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x,
+                                     float s, mk_dtype dt, mk_qerr *e)
+{
+    const tn_pack k = {s, mk_ct_round(dt, -1.0f / s), mk_ct_round(dt, 1.0f / s), mk_ternary_byte_rows(rows), cols};
+    size_t i = 0;
+    for (; i + 8 <= nrows; i += 8) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 2, e);
+    for (; i + 4 <= nrows; i += 4) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 1, e);
+    if (i < nrows) mk_ternary_pack_rows_ref(packed, rows, cols, r0 + i, nrows - i, x + i * cols, s, dt, e);
 }
 
 float mk_ternary_value(const uint8_t *packed_row, uint64_t rows, uint64_t r, uint64_t c, float s, mk_dtype dt)
