@@ -65,8 +65,11 @@ typedef double tn_vd __attribute__((vector_size(32)));
 typedef float tn_vf4 __attribute__((vector_size(16)));
 typedef uint8_t tn_vb32 __attribute__((vector_size(32)));
 
-#define TN_LO(u) __builtin_convertvector(__builtin_shufflevector((u), (u), 0, 1, 2, 3), tn_vd)
-#define TN_HI(u) __builtin_convertvector(__builtin_shufflevector((u), (u), 4, 5, 6, 7), tn_vd)
+typedef double tn_vd8 __attribute__((vector_size(64)));
+/* lanes 0-3 and 4-7 as double (all 8 converted at once: GCC makes two vcvtps2pd of it) */
+#define TN_CV(u) __builtin_convertvector((u), tn_vd8)
+#define TN_LO(w) __builtin_shufflevector((w), (w), 0, 1, 2, 3)
+#define TN_HI(w) __builtin_shufflevector((w), (w), 4, 5, 6, 7)
 #define TN_SQ(v) ((v) * (v))
 #define TN_ID(v) (v)
 /* acc[j] += F(r[j][c]) for rows j = 0..3 and columns c = 0..7 in that order; r: 4 rows of 8 f32. */
@@ -76,10 +79,10 @@ typedef uint8_t tn_vb32 __attribute__((vector_size(32)));
         const mk_vf t1_ = __builtin_shufflevector((r)[0], (r)[1], 2, 10, 3, 11, 6, 14, 7, 15);                          \
         const mk_vf t2_ = __builtin_shufflevector((r)[2], (r)[3], 0, 8, 1, 9, 4, 12, 5, 13);                            \
         const mk_vf t3_ = __builtin_shufflevector((r)[2], (r)[3], 2, 10, 3, 11, 6, 14, 7, 15);                          \
-        const mk_vf c04_ = __builtin_shufflevector(t0_, t2_, 0, 1, 8, 9, 4, 5, 12, 13);                                 \
-        const mk_vf c15_ = __builtin_shufflevector(t0_, t2_, 2, 3, 10, 11, 6, 7, 14, 15);                               \
-        const mk_vf c26_ = __builtin_shufflevector(t1_, t3_, 0, 1, 8, 9, 4, 5, 12, 13);                                 \
-        const mk_vf c37_ = __builtin_shufflevector(t1_, t3_, 2, 3, 10, 11, 6, 7, 14, 15);                               \
+        const tn_vd8 c04_ = TN_CV(__builtin_shufflevector(t0_, t2_, 0, 1, 8, 9, 4, 5, 12, 13));                        \
+        const tn_vd8 c15_ = TN_CV(__builtin_shufflevector(t0_, t2_, 2, 3, 10, 11, 6, 7, 14, 15));                      \
+        const tn_vd8 c26_ = TN_CV(__builtin_shufflevector(t1_, t3_, 0, 1, 8, 9, 4, 5, 12, 13));                        \
+        const tn_vd8 c37_ = TN_CV(__builtin_shufflevector(t1_, t3_, 2, 3, 10, 11, 6, 7, 14, 15));                      \
         tn_vd v_;                                                                                                      \
         v_ = TN_LO(c04_), (acc) += F(v_);                                                                              \
         v_ = TN_LO(c15_), (acc) += F(v_);                                                                              \
@@ -97,8 +100,10 @@ MK_VINLINE void tn_abs_rows(const float *x, size_t cols, int G, double *out)
     tn_vd acc[4] = {{0}};
     size_t c = 0;
     for (; c + 8 <= cols; c += 8)
+#pragma GCC unroll 4
         for (int g = 0; g < G; g++) {
             mk_vf r[4];
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) r[j] = mk_vf_abs(mk_vf_load(x + (size_t)(4 * g + j) * cols + c));
             TN_ADD_COLS(acc[g], r, TN_ID);
         }
@@ -170,8 +175,10 @@ MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, cons
     }
     size_t c = 0;
     for (; c + 8 <= cols; c += 8)
+#pragma GCC unroll 2
         for (int g = 0; g < G; g++) {
             mk_vf xr[4], er[4];
+#pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 xr[j] = mk_vf_load(x + (size_t)(4 * g + j) * cols + c);
                 er[j] = TN_CODES(k, xr[j], dst[4 * g + j] + c, shift[4 * g + j], mxv);
