@@ -60,7 +60,9 @@ void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uin
  * go side by side, one per double lane: 8 columns of 4 rows are loaded as rows, transposed to 8
  * vectors of 4 (one a column, in column order) and added lane by lane. (double)x * x and
  * (double)err * err are exact (24-bit significands), so each lane's terms and sums are the
- * reference's bits; row totals then go into the caller's sums in row order, as there. */
+ * reference's bits; row totals then go into the caller's sums in row order, as there. Two
+ * (pack) or four (|x| sums) groups of 4 rows run at once, so that several chains hide the
+ * latency of the additions. */
 typedef double tn_vd __attribute__((vector_size(32)));
 typedef float tn_vf4 __attribute__((vector_size(16)));
 typedef uint8_t tn_vb32 __attribute__((vector_size(32)));
@@ -94,32 +96,36 @@ typedef double tn_vd8 __attribute__((vector_size(64)));
         v_ = TN_HI(c37_), (acc) += F(v_);                                                                              \
     } while (0)
 
-/* out[j] = mk_ternary_sum_abs of row j, for 4 * G rows (G a constant after inlining). */
-MK_VINLINE void tn_abs_rows(const float *x, size_t cols, int G, double *out)
+/* Groups of fewer rows than lanes fill the spare lanes with their last row again and drop
+ * those lanes' sums (in the pack, that row's codes are ORed twice into the same bits). */
+#define TN_ROW(x, cols, j, nr) ((x) + (size_t)((size_t)(j) < (nr) ? (size_t)(j) : (nr) - 1) * (cols))
+
+/* out[j] = mk_ternary_sum_abs of row j, for the nr <= 4 * G rows at x (G a constant after
+ * inlining). */
+MK_VINLINE void tn_abs_rows(const float *x, size_t cols, int G, size_t nr, double *out)
 {
     tn_vd acc[4] = {{0}};
+    const float *xr[16];
+    for (int j = 0; j < 4 * G; j++) xr[j] = TN_ROW(x, cols, j, nr);
     size_t c = 0;
     for (; c + 8 <= cols; c += 8)
 #pragma GCC unroll 4
         for (int g = 0; g < G; g++) {
             mk_vf r[4];
 #pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) r[j] = mk_vf_abs(mk_vf_load(x + (size_t)(4 * g + j) * cols + c));
+            for (int j = 0; j < 4; j++) r[j] = mk_vf_abs(mk_vf_load(xr[4 * g + j] + c));
             TN_ADD_COLS(acc[g], r, TN_ID);
         }
     for (; c < cols; c++)
-        for (int g = 0; g < G; g++)
-            for (int j = 0; j < 4; j++) acc[g][j] += fabs((double)x[(size_t)(4 * g + j) * cols + c]);
-    for (int g = 0; g < G; g++)
-        for (int j = 0; j < 4; j++) out[4 * g + j] = acc[g][j];
+        for (size_t j = 0; j < nr; j++) acc[j / 4][j % 4] += fabs((double)xr[j][c]);
+    for (size_t j = 0; j < nr; j++) out[j] = acc[j / 4][j % 4];
 }
 
 MK_QKERNEL void mk_ternary_row_abs(const float *x, size_t nrows, size_t cols, double *out)
 {
     size_t i = 0;
-    for (; i + 16 <= nrows; i += 16) tn_abs_rows(x + i * cols, cols, 4, out + i);
-    for (; i + 4 <= nrows; i += 4) tn_abs_rows(x + i * cols, cols, 1, out + i);
-    for (; i < nrows; i++) out[i] = mk_ternary_sum_abs(x + i * cols, cols);
+    for (; i + 16 <= nrows; i += 16) tn_abs_rows(x + i * cols, cols, 4, 16, out + i);
+    for (; i < nrows; i += 4) tn_abs_rows(x + i * cols, cols, 1, nrows - i < 4 ? nrows - i : 4, out + i);
 }
 
 void mk_ternary_row_abs_ref(const float *x, size_t nrows, size_t cols, double *out)
@@ -161,36 +167,38 @@ MK_VINLINE void tn_pack1(const tn_pack *k, float xv, uint8_t *dst, unsigned shif
     if (err > *mx) *mx = err;
 }
 
-/* Rows r .. r + 4 * G - 1 (x: their values) of a pack call; sums as the reference's. */
-MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, const float *x, int G, mk_qerr *e)
+/* Rows r .. r + nr - 1 (x: their values; nr <= 4 * G) of a pack call; sums as the reference's. */
+MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, const float *x, int G, size_t nr, mk_qerr *e)
 {
     const size_t cols = (size_t)k->cols;
     tn_vd sx[2] = {{0}}, se[2] = {{0}};
     mk_vf mxv = mk_vf_set1(0.0f);
+    const float *xr[8];
     uint8_t *dst[8];
     unsigned shift[8];
     for (int j = 0; j < 4 * G; j++) {
-        dst[j] = packed + ((r + (uint64_t)j) % k->R) * cols;
-        shift[j] = (unsigned)(2 * ((r + (uint64_t)j) / k->R));
+        const uint64_t rj = r + ((size_t)j < nr ? (uint64_t)j : nr - 1);
+        xr[j] = TN_ROW(x, cols, j, nr);
+        dst[j] = packed + (rj % k->R) * cols;
+        shift[j] = (unsigned)(2 * (rj / k->R));
     }
     size_t c = 0;
     for (; c + 8 <= cols; c += 8)
 #pragma GCC unroll 2
         for (int g = 0; g < G; g++) {
-            mk_vf xr[4], er[4];
+            mk_vf xv[4], er[4];
 #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
-                xr[j] = mk_vf_load(x + (size_t)(4 * g + j) * cols + c);
-                er[j] = TN_CODES(k, xr[j], dst[4 * g + j] + c, shift[4 * g + j], mxv);
+                xv[j] = mk_vf_load(xr[4 * g + j] + c);
+                er[j] = TN_CODES(k, xv[j], dst[4 * g + j] + c, shift[4 * g + j], mxv);
             }
-            TN_ADD_COLS(sx[g], xr, TN_SQ);
+            TN_ADD_COLS(sx[g], xv, TN_SQ);
             TN_ADD_COLS(se[g], er, TN_SQ);
         }
     float mx = mk_vf_hmax(mxv);
     for (; c < cols; c++)
-        for (int j = 0; j < 4 * G; j++)
-            tn_pack1(k, x[(size_t)j * cols + c], dst[j] + c, shift[j], &sx[j / 4], &se[j / 4], j % 4, &mx);
-    for (int j = 0; j < 4 * G; j++) {
+        for (size_t j = 0; j < nr; j++) tn_pack1(k, xr[j][c], dst[j] + c, shift[j], &sx[j / 4], &se[j / 4], (int)(j % 4), &mx);
+    for (size_t j = 0; j < nr; j++) {
         e->sx2 += sx[j / 4][j % 4];
         e->se2 += se[j / 4][j % 4];
     }
@@ -202,9 +210,8 @@ MK_QKERNEL void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t co
 {
     const tn_pack k = {s, mk_ct_round(dt, -1.0f / s), mk_ct_round(dt, 1.0f / s), mk_ternary_byte_rows(rows), cols};
     size_t i = 0;
-    for (; i + 8 <= nrows; i += 8) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 2, e);
-    for (; i + 4 <= nrows; i += 4) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 1, e);
-    if (i < nrows) mk_ternary_pack_rows_ref(packed, rows, cols, r0 + i, nrows - i, x + i * cols, s, dt, e);
+    for (; i + 8 <= nrows; i += 8) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 2, 8, e);
+    for (; i < nrows; i += 4) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 1, nrows - i < 4 ? nrows - i : 4, e);
 }
 
 float mk_ternary_value(const uint8_t *packed_row, uint64_t rows, uint64_t r, uint64_t c, float s, mk_dtype dt)

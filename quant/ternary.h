@@ -38,8 +38,7 @@ void mk_ternary_row_abs_ref(const float *x, size_t nrows, size_t cols, double *o
  * (packed starts zeroed; rows of different calls touch different bits). Adds the error
  * sums against dt(q / s): each row's sx2 and se2 summed in double in column order, then
  * added to e's in row order. The _ref does it a value at a time; the fast version gives the
- * same bytes and the same double bits with rows side by side (rows left over from groups of
- * 4 go to the _ref). */
+ * same bytes and the same double bits with 4 or 8 rows side by side, one per double lane. */
 void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
                           mk_dtype dt, mk_qerr *e);
 void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
