@@ -136,23 +136,29 @@ void mk_ternary_row_abs_ref(const float *x, size_t nrows, size_t cols, double *o
 /* What every row of a pack call shares: the scale and the two nonzero dequantized values. */
 typedef struct tn_pack {
     float s, dm, dp;
+    int32_t dmb, dpb; /* the bits of dm and dp */
     uint64_t R, cols;
 } tn_pack;
 
-/* Codes of 8 values of one row ORed into dst, their |errors| returned: q = clamp(rint(x * s),
- * -1, 1) is 1 above 0.5, -1 below -0.5 and 0 between (rint(+-0.5) = 0, ties to even). */
+/* Codes of 8 values of one row ORed into dst, their |errors| returned, mx (the largest error
+ * so far, as bits) raised. q = clamp(rint(x * s), -1, 1) is 1 above 0.5, -1 below -0.5 and 0
+ * between (rint(+-0.5) = 0, ties to even). No vector comparisons (GCC makes 8 scalar ones of
+ * each in the baseline build): p > 0.5 is the sign of 0.5 - p, p < -0.5 that of p + 0.5 (a
+ * difference of two floats is 0 only when they are equal, and then +0); the errors are >= 0
+ * and not NaN, so their bits order as integers do. */
 #define TN_CODES(k, xv, dst, shift, mx)                                                                                \
     ({                                                                                                                 \
         const mk_vf p_ = (xv) * mk_vf_set1((k)->s);                                                                    \
-        const mk_vi gt_ = p_ > mk_vf_set1(0.5f), lt_ = p_ < mk_vf_set1(-0.5f);                                         \
-        const mk_vf dq_ = mk_vf_sel(gt_, mk_vf_set1((k)->dp), mk_vf_sel(lt_, mk_vf_set1((k)->dm), mk_vf_set1(0.0f)));  \
+        const mk_vi gt_ = (mk_vi)(mk_vf_set1(0.5f) - p_) >> 31, lt_ = (mk_vi)(p_ + mk_vf_set1(0.5f)) >> 31;           \
+        const mk_vf dq_ = (mk_vf)((gt_ & mk_vi_set1((k)->dpb)) | (lt_ & mk_vi_set1((k)->dmb)));                        \
         const mk_vf er_ = mk_vf_abs((xv) - dq_);                                                                       \
         const tn_vb32 cb_ = (tn_vb32)(((mk_vi_set1(1) - gt_) + lt_) << (shift));                                       \
         mk_vu8x8 b_;                                                                                                   \
         memcpy(&b_, (dst), 8);                                                                                         \
         b_ |= __builtin_shufflevector(cb_, cb_, 0, 4, 8, 12, 16, 20, 24, 28);                                          \
         memcpy((dst), &b_, 8);                                                                                         \
-        (mx) = mk_vf_sel(er_ > (mx), er_, (mx));                                                                       \
+        const mk_vi d_ = (mk_vi)er_ - (mx);                                                                            \
+        (mx) += d_ & ~(d_ >> 31);                                                                                      \
         er_;                                                                                                           \
     })
 
@@ -172,7 +178,7 @@ MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, cons
 {
     const size_t cols = (size_t)k->cols;
     tn_vd sx[2] = {{0}}, se[2] = {{0}};
-    mk_vf mxv = mk_vf_set1(0.0f);
+    mk_vi mxv = mk_vi_set1(0);
     const float *xr[8];
     uint8_t *dst[8];
     unsigned shift[8];
@@ -195,7 +201,7 @@ MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, cons
             TN_ADD_COLS(sx[g], xv, TN_SQ);
             TN_ADD_COLS(se[g], er, TN_SQ);
         }
-    float mx = mk_vf_hmax(mxv);
+    float mx = mk_vf_hmax((mk_vf)mxv);
     for (; c < cols; c++)
         for (size_t j = 0; j < nr; j++) tn_pack1(k, xr[j][c], dst[j] + c, shift[j], &sx[j / 4], &se[j / 4], (int)(j % 4), &mx);
     for (size_t j = 0; j < nr; j++) {
@@ -208,7 +214,9 @@ MK_VINLINE void tn_pack_rows(const tn_pack *k, uint8_t *packed, uint64_t r, cons
 MK_QKERNEL void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x,
                                      float s, mk_dtype dt, mk_qerr *e)
 {
-    const tn_pack k = {s, mk_ct_round(dt, -1.0f / s), mk_ct_round(dt, 1.0f / s), mk_ternary_byte_rows(rows), cols};
+    tn_pack k = {s, mk_ct_round(dt, -1.0f / s), mk_ct_round(dt, 1.0f / s), 0, 0, mk_ternary_byte_rows(rows), cols};
+    memcpy(&k.dmb, &k.dm, 4);
+    memcpy(&k.dpb, &k.dp, 4);
     size_t i = 0;
     for (; i + 8 <= nrows; i += 8) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 2, 8, e);
     for (; i < nrows; i += 4) tn_pack_rows(&k, packed, r0 + i, x + i * cols, 1, nrows - i < 4 ? nrows - i : 4, e);
