@@ -32,7 +32,7 @@ static inline int code_of(float x, float s)
 }
 
 void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
-                          mk_dtype dt, mk_qerr *e)
+                              mk_dtype dt, mk_qerr *e)
 {
     const uint64_t R = mk_ternary_byte_rows(rows);
     const float deq[3] = {mk_ct_round(dt, -1.0f / s), 0.0f, mk_ct_round(dt, 1.0f / s)};
@@ -64,7 +64,6 @@ void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uin
  * (pack) or four (|x| sums) groups of 4 rows run at once, so that several chains hide the
  * latency of the additions. */
 typedef double tn_vd __attribute__((vector_size(32)));
-typedef float tn_vf4 __attribute__((vector_size(16)));
 typedef uint8_t tn_vb32 __attribute__((vector_size(32)));
 
 typedef double tn_vd8 __attribute__((vector_size(64)));
@@ -143,9 +142,9 @@ typedef struct tn_pack {
 /* Codes of 8 values of one row ORed into dst, their |errors| returned, mx (the largest error
  * so far, as bits) raised. q = clamp(rint(x * s), -1, 1) is 1 above 0.5, -1 below -0.5 and 0
  * between (rint(+-0.5) = 0, ties to even). No vector comparisons (GCC makes 8 scalar ones of
- * each in the baseline build): p > 0.5 is the sign of 0.5 - p, p < -0.5 that of p + 0.5 (a
- * difference of two floats is 0 only when they are equal, and then +0); the errors are >= 0
- * and not NaN, so their bits order as integers do. */
+ * each in the baseline build): p > 0.5 is the sign of 0.5 - p, p < -0.5 that of p + 0.5
+ * (rounding keeps the sign of a difference, which is +0 only at p = +-0.5); the errors are
+ * >= 0 and not NaN, so their bits order as integers do. */
 #define TN_CODES(k, xv, dst, shift, mx)                                                                                \
     ({                                                                                                                 \
         const mk_vf p_ = (xv) * mk_vf_set1((k)->s);                                                                    \
