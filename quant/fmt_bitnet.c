@@ -96,7 +96,7 @@ static mk_status bn_observe(mk_qcons *q, size_t i, uint64_t e0, const float *x, 
 {
     bn_state *s = mk_qc_state(q, i);
     const uint64_t cols = mk_qc_plan(q)->t[i].cols;
-    for (size_t r = 0; r < n / cols; r++) s->row_abs[e0 / cols + r] = mk_ternary_sum_abs(x + r * cols, (size_t)cols);
+    mk_ternary_row_abs(x, n / cols, (size_t)cols, s->row_abs + e0 / cols);
     return MK_OK;
 }
 

@@ -28,12 +28,21 @@
 float mk_ternary_scale(double sum_abs, uint64_t numel, mk_dtype dt);
 /* sum |x[k]| in double, in element order. */
 double mk_ternary_sum_abs(const float *x, size_t n);
+/* out[i] = mk_ternary_sum_abs(row i) for the nrows rows of cols values at x, the same bits:
+ * the fast version adds 4 rows side by side (one per double lane), each in column order;
+ * the _ref calls mk_ternary_sum_abs row by row. */
+void mk_ternary_row_abs(const float *x, size_t nrows, size_t cols, double *out);
+void mk_ternary_row_abs_ref(const float *x, size_t nrows, size_t cols, double *out);
 /* Encode rows [r0, r0 + nrows) (x: nrows * cols values, finite) with stored scale s into
  * the packed tensor of a [rows, cols] weight: ORs each row's codes into its byte slots
  * (packed starts zeroed; rows of different calls touch different bits). Adds the error
- * sums against dt(q / s). */
+ * sums against dt(q / s): each row's sx2 and se2 summed in double in column order, then
+ * added to e's in row order. The _ref does it a value at a time; the fast version gives the
+ * same bytes and the same double bits with 4 or 8 rows side by side, one per double lane. */
 void mk_ternary_pack_rows(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
                           mk_dtype dt, mk_qerr *e);
+void mk_ternary_pack_rows_ref(uint8_t *packed, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, const float *x, float s,
+                              mk_dtype dt, mk_qerr *e);
 /* The value of element (r, c) of a [rows, cols] weight from its packed bytes, as
  * transformers unpacks it ((code >> 2 * (r / R) & 3) - 1; a stray code 3 is 2) divided by
  * s and rounded to dt. packed_row: byte row r % R (cols bytes). */

@@ -116,3 +116,105 @@ MK_TEST(ternary_scale_edges)
     CHECK(mk_ternary_scale(4.0, 4, MK_BF16) == 1.0f);
     CHECK(mk_ternary_scale(0, 0, MK_F32) == 1.0f / 1e-5f);
 }
+
+/* ---- the fast kernels against their references -----------------------------------------------
+ * mk_ternary_pack_rows and mk_ternary_row_abs against their _ref on random and edge rows: odd
+ * column counts, row counts on either side of the groups of 4 and 8, calls starting at odd
+ * rows, few rows (byte rows shared inside a group), zeros, ties of x * s at +-0.5 and +-1.5,
+ * huge, tiny, subnormal and infinite values, f32, bf16 and f16 dequantized values.
+ * Tolerance: none. The bytes (packed starts from the same random bits, so an overwrite shows),
+ * the double sums and maxe must be the same bits; a failure names the case and the first
+ * difference. */
+
+static uint64_t tn_next(uint64_t *st)
+{
+    *st ^= *st << 13, *st ^= *st >> 7, *st ^= *st << 17;
+    return *st;
+}
+
+static float tn_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* One value of kind `mode` for scale s: 0 spread around the code thresholds, 1 zero, 2 edges,
+ * 3 any finite bit pattern (subnormals included). */
+static float tn_value(uint64_t *st, int mode, float s)
+{
+    uint64_t r = tn_next(st);
+    float u = (float)(r >> 40) / (float)(1u << 24) * 4.0f - 2.0f; /* [-2, 2) */
+    switch (mode) {
+    case 0: return (r & 63) == 0 ? 0.0f : u / s;
+    case 1: return 0.0f;
+    case 2: {
+        static const float edge[] = {0.5f, -0.5f, 1.5f, -1.5f, 0.0f, -0.0f, 3e38f, -3e38f, 1e-38f, -1e-38f, INFINITY, -INFINITY};
+        unsigned k = (unsigned)(r >> 8) % 16;
+        if (k < 6) return edge[k] / s;
+        if (k < 12) return edge[k];
+        if (k < 14) return nextafterf(edge[k - 12] / s, (r >> 32) & 1 ? INFINITY : -INFINITY);
+        return tn_bits((uint32_t)(r >> 16) & 0x807fffffu); /* subnormal */
+    }
+    default: {
+        uint32_t b = (uint32_t)(r >> 20);
+        return (b & 0x7f800000u) == 0x7f800000u ? u : tn_bits(b);
+    }
+    }
+}
+
+static bool tn_same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+static void tn_compare(const char *what, const float *x, uint64_t rows, uint64_t cols, uint64_t r0, size_t nrows, float s, mk_dtype dt,
+                       uint64_t *st)
+{
+    const size_t nb = (size_t)(mk_ternary_byte_rows(rows) * cols);
+    uint8_t *a = malloc(nb + 1), *b = malloc(nb + 1);
+    double *ra = malloc(nrows * sizeof *ra + 1), *rb = malloc(nrows * sizeof *rb + 1);
+    if (!a || !b || !ra || !rb) goto done;
+    for (size_t k = 0; k < nb; k++) a[k] = b[k] = (uint8_t)tn_next(st);
+    mk_qerr ea = {1.25, 3.5, 0.125f}, eb = ea;
+    mk_ternary_pack_rows(a, rows, cols, r0, nrows, x, s, dt, &ea);
+    mk_ternary_pack_rows_ref(b, rows, cols, r0, nrows, x, s, dt, &eb);
+    long d = first_diff(a, b, nb);
+    CHECK_MSG(d < 0, "%s: packed byte %ld is 0x%02x, the reference's 0x%02x", what, d, d >= 0 ? a[d] : 0, d >= 0 ? b[d] : 0);
+    CHECK_MSG(tn_same_double(ea.sx2, eb.sx2), "%s: sx2 %a, the reference's %a", what, ea.sx2, eb.sx2);
+    CHECK_MSG(tn_same_double(ea.se2, eb.se2), "%s: se2 %a, the reference's %a", what, ea.se2, eb.se2);
+    CHECK_MSG(memcmp(&ea.maxe, &eb.maxe, 4) == 0, "%s: maxe %a, the reference's %a", what, (double)ea.maxe, (double)eb.maxe);
+    mk_ternary_row_abs(x, nrows, (size_t)cols, ra);
+    mk_ternary_row_abs_ref(x, nrows, (size_t)cols, rb);
+    for (size_t i = 0; i < nrows; i++)
+        if (!tn_same_double(ra[i], rb[i])) {
+            mk_test_fail(__FILE__, __LINE__, "%s: row %zu |x| sum %a, the reference's %a", what, i, ra[i], rb[i]);
+            break;
+        }
+done:
+    free(a), free(b), free(ra), free(rb);
+}
+
+MK_TEST(ternary_fast_vs_ref)
+{
+    static const uint64_t colsv[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100, 1000, 2051};
+    static const size_t nrowsv[] = {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 24, 37};
+    static const mk_dtype dts[] = {MK_F32, MK_BF16, MK_F16};
+    uint64_t st = 0x9e3779b97f4a7c15u;
+    size_t ncase = 0;
+    float *x = malloc(37 * 2051 * sizeof *x);
+    if (!x) return;
+    for (size_t ci = 0; ci < sizeof colsv / sizeof *colsv; ci++)
+        for (size_t ni = 0; ni < sizeof nrowsv / sizeof *nrowsv; ni++)
+            for (int mode = 0; mode < 4; mode++, ncase++) {
+                const uint64_t cols = colsv[ci], r0 = ncase % 5, rows = r0 + nrowsv[ni] + (ncase % 3) * 3;
+                const size_t nrows = nrowsv[ni], n = (size_t)(nrows * cols);
+                const mk_dtype dt = dts[ncase % 3];
+                float s = mode == 2 ? 4.0f : mode == 1 ? mk_ternary_scale(0, n, dt) : 1.0f / 0.03f;
+                for (size_t k = 0; k < n; k++) x[k] = tn_value(&st, mode, s);
+                if (mode == 0 && nrows > 2) memset(x + cols, 0, (size_t)cols * sizeof *x); /* a zero row */
+                if (mode == 3) s = mk_ternary_scale(mk_ternary_sum_abs(x, n), n, dt);
+                char what[96];
+                snprintf(what, sizeof what, "cols %llu, rows %zu from %llu of %llu, mode %d, %s", (unsigned long long)cols, nrows,
+                         (unsigned long long)r0, (unsigned long long)rows, mode, mk_dtype_name(dt));
+                tn_compare(what, x, rows, cols, r0, nrows, s, dt, &st);
+            }
+    free(x);
+}
