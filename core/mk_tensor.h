@@ -171,8 +171,7 @@ typedef struct mk_consumer_ops {
     /* Optional prepass, between begin and the first rows: a consumer that needs a
      * whole-tensor statistic before its first output (a quantizer's per-tensor scale) says
      * so for tensor i, then sees every value once through observe (several threads,
-     * disjoint ranges, the same chunking as rows) and observe_end; rows then get the
-     * very same values (the quantizer checks them in the prepass only). A driver that can
+     * disjoint ranges, the same chunking as rows) and observe_end. A driver that can
      * read its values twice runs it (mk_qstream_run); one that cannot afford to (the
      * merge executor, whose values are computed) never calls it, and the consumer must
      * then manage without, or refuse such settings up front. All three may be NULL. */

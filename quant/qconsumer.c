@@ -35,7 +35,6 @@ typedef struct qstate {
     qrec *recs;
     size_t nrec, caprec;
     void *fam;                 /* the family's state */
-    bool observed;             /* the prepass saw (and checked) every value of the tensor */
 } qstate;
 
 /* Per-thread scratch buffers, reused across chunks (fresh allocations of this size would
@@ -184,15 +183,13 @@ static mk_status check_overflow(const mk_qcons *q, const char *name, mk_dtype t,
 
 /* Values not read from a source of the tensor's dtype (a merge result) are rounded to it
  * first: quantizing inside a merge gives the bytes of merging, then quantizing. Then the
- * values must be finite. *out = the values to quantize. The rows pass after a prepass gets
- * the values the prepass checked (held), so only rounds them. */
+ * values must be finite. *out = the values to quantize. */
 static mk_status prepare(mk_qcons *q, size_t i, uint64_t e0, const float *v, size_t n, const float **out)
 {
     const mk_tensor_info *t = &q->p->in[i];
-    const bool checked = q->st[i] && q->st[i]->observed;
     *out = v;
     if (!q->values_exact && t->dtype != MK_F32) {
-        if (!checked) MK_TRY(check_overflow(q, t->name, t->dtype, e0, v, n));
+        MK_TRY(check_overflow(q, t->name, t->dtype, e0, v, n));
         float *b = mk_qc_scratch(q, MK_QSCR_ROUND, n * sizeof *b);
         if (!b) return MK_ERR_NOMEM;
         if (t->dtype == MK_BF16) {
@@ -202,7 +199,7 @@ static mk_status prepare(mk_qcons *q, size_t i, uint64_t e0, const float *v, siz
         }
         *out = b;
     }
-    return checked ? MK_OK : check_finite(t, e0, *out, n);
+    return check_finite(t, e0, *out, n);
 }
 
 /* ---- consumer ops ----------------------------------------------------------------------------- */
@@ -362,9 +359,7 @@ static mk_status q_observe(mk_consumer *c, size_t i, uint64_t elem0, const float
 static mk_status q_observe_end(mk_consumer *c, size_t i)
 {
     mk_qcons *q = c->impl;
-    MK_TRY(q->fam->observe_end(q, i));
-    q->st[i]->observed = true;
-    return MK_OK;
+    return q->fam->observe_end(q, i);
 }
 
 static const mk_consumer_ops q_ops = {

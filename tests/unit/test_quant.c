@@ -885,11 +885,6 @@ MK_TEST(quant_consumer_rejects_nan_and_f16_overflow)
     m = run_consumer("int8", x, R, C, 4, true, &st, &s);
     CHECK_ERR(s, MK_ERR_NUMERIC, "overflows float16");
     free_memsink(m);
-    /* a format with a prepass (whose rows pass does not check the values again) */
-    x[2 * C + 5] = NAN;
-    m = run_consumer("ternary", x, R, C, 1, true, &st, &s);
-    CHECK_ERR(s, MK_ERR_NUMERIC, "tensor m.weight: NaN at element 133 (row 2, column 5)");
-    free_memsink(m);
     free(x);
 }
 
