@@ -177,6 +177,18 @@ static mk_status search_weights(const char *imatrix, const char *model_type, mk_
     return search_proxy(src, p, pimp);
 }
 
+/* The end of the tensors' progress line; after a run that went well, with -v, how the
+ * tensors read once came in (core/mk_dstream.h). */
+static void progress_end(mk_progress *prog, mk_status s)
+{
+    uint64_t dio = 0, cached = 0;
+    mk_progress_end(prog);
+    mk_dstream_totals(&dio, &cached);
+    if (s == MK_OK && dio + cached)
+        mk_info("streamed %.1f MiB of tensors read once: %.1f MiB with O_DIRECT, %.1f MiB from the page cache",
+                (double)(dio + cached) / 1048576.0, (double)dio / 1048576.0, (double)cached / 1048576.0);
+}
+
 static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out)
 {
     mk_source *src = NULL;
@@ -237,12 +249,7 @@ static mk_status run(quant_cli *o, mk_qopts *qo, const char *in, const char *out
     mk_progress_init(&prog, "quantize", &o->c);
     mk_qstream_opts qso = {o->chunk, mk_progress_cb, &prog};
     if (s == MK_OK) s = mk_qstream_run(src, idx, src->tensors, src->n_tensors, &cons, &qso);
-    mk_progress_end(&prog);
-    uint64_t dio = 0, cached = 0;
-    mk_dstream_totals(&dio, &cached);
-    if (s == MK_OK && dio + cached)
-        mk_info("streamed %.1f MiB of tensors read once: %.1f MiB with O_DIRECT, %.1f MiB from the page cache",
-                (double)(dio + cached) / 1048576.0, (double)dio / 1048576.0, (double)cached / 1048576.0);
+    progress_end(&prog, s);
     if (s == MK_OK && !o->parts.p.n) s = write_aux(src, &out_o, &plan, in, out, o->imatrix);
     if (s == MK_OK) s = mk_output_seal(&out_o);
     if (s == MK_OK) s = o->parts.p.n ? mk_output_part_done(&out_o, NULL, 0) : mk_output_commit(&out_o);
