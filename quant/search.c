@@ -48,12 +48,13 @@ MK_VINLINE double fit(const float *x, const float *w, size_t n, float inv, float
 }
 
 /* The vector part of fit() for nc candidates side by side: sxl[c], sll[c] (lanes) get what
- * fit()'s own sums get, in the same lanes and order. Constant w_on (w is not NULL) and z_on
- * (some z0 is not 0) specialise the loop. With every z0 0, fit()'s + z0 - z0 only turns a
- * code -0 into +0, which leaves every product +-0 and so every sum as it was (a sum that
- * starts at +0 is never -0), so the z_on = false loop skips them. */
+ * fit()'s own sums get, in the same lanes and order. Constant w_on (w is not NULL), z_on
+ * (some z0 is not 0) and lo_on specialise the loop. With every z0 0, fit()'s + z0 - z0 only
+ * turns a code -0 into +0, which leaves every product +-0 and so every sum as it was (a sum
+ * that starts at +0 is never -0), so the z_on = false loop skips them; lo_on = false skips
+ * the clamp at lo, for callers that know no code falls below it. */
 MK_VINLINE void fit_sweep(const float *x, const float *w, size_t n8, size_t nc, const mk_vf *vinv, const mk_vf *vz, float lo, float hi,
-                          mk_vf *sxl, mk_vf *sll, const bool w_on, const bool z_on)
+                          mk_vf *sxl, mk_vf *sll, const bool w_on, const bool z_on, const bool lo_on)
 {
     const mk_vf vlo = mk_vf_set1(lo), vhi = mk_vf_set1(hi);
     for (size_t i = 0; i < n8; i += 8) {
@@ -61,19 +62,29 @@ MK_VINLINE void fit_sweep(const float *x, const float *w, size_t n8, size_t nc, 
 #pragma GCC unroll 8
         for (size_t c = 0; c < nc; c++) {
             mk_vf l = mk_vf_rint_small(xv * vinv[c]);
-            l = z_on ? mk_vf_min(mk_vf_max(l + vz[c], vlo), vhi) - vz[c] : mk_vf_min(mk_vf_max(l, vlo), vhi);
+            if (z_on) l = mk_vf_min(mk_vf_max(l + vz[c], vlo), vhi) - vz[c];
+            else l = mk_vf_min(lo_on ? mk_vf_max(l, vlo) : l, vhi);
             sxl[c] += wx * l;
             sll[c] += w_on ? wv * l * l : l * l;
         }
     }
 }
 
-/* fit() of nc <= MAX_FITS candidates (inv[c], z0[c]) in one sweep over the group: x and w
- * are loaded once, each candidate keeps its own sums, with the same operations in the same
- * lanes and order as fit(), so e[c] and s[c] are fit()'s bit for bit. */
+/* Whether every code rint(x * inv[c]) of x in [mn, mx] is >= lo, so that clamping at lo
+ * changes none: x * inv and rint are monotonic in x, so the ends decide (NaN: no). */
+static inline bool lo_free(size_t nc, const float *inv, const float *z0, float mn, float mx, float lo)
+{
+    for (size_t c = 0; c < nc; c++)
+        if (z0[c] != 0 || !(mk_rint_small(mn * inv[c]) >= lo) || !(mk_rint_small(mx * inv[c]) >= lo)) return false;
+    return true;
+}
+
+/* fit() of nc <= MAX_FITS candidates (inv[c], z0[c]) in one sweep over the group (every x in
+ * [mn, mx]): x and w are loaded once, each candidate keeps its own sums, with the same
+ * operations in the same lanes and order as fit(), so e[c] and s[c] are fit()'s bit for bit. */
 #define MAX_FITS 7
 MK_VINLINE void fit_many(const float *x, const float *w, size_t n, size_t nc, const float *inv, const float *z0, float lo, float hi,
-                         double sxx, float *s, double *e)
+                         float mn, float mx, double sxx, float *s, double *e)
 {
     mk_vf vinv[MAX_FITS], vz[MAX_FITS], sxl[MAX_FITS], sll[MAX_FITS];
     bool z_on = false;
@@ -84,10 +95,16 @@ MK_VINLINE void fit_many(const float *x, const float *w, size_t n, size_t nc, co
         z_on |= z0[c] != 0;
     }
     const size_t n8 = n / 8 * 8;
-    if (w && z_on) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, true, true);
-    else if (w) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, true, false);
-    else if (z_on) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, false, true);
-    else fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, false, false);
+    if (z_on) {
+        if (w) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, true, true, true);
+        else fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, false, true, true);
+    } else if (lo_free(nc, inv, z0, mn, mx, lo)) {
+        if (w) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, true, false, false);
+        else fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, false, false, false);
+    } else {
+        if (w) fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, true, false, true);
+        else fit_sweep(x, w, n8, nc, vinv, vz, lo, hi, sxl, sll, false, false, true);
+    }
     for (size_t c = 0; c < nc; c++) {
         double xl = 0, ll = 0;
         for (int k = 0; k < MK_VL; k++) {
@@ -189,10 +206,10 @@ int mk_search_use_ref(int on)
 
 /* e[c], s[c]: the fits of the nc candidates (inv[c], z0[c]); the reference or one sweep */
 MK_VINLINE void fits(const float *x, const float *w, size_t n, size_t nc, const float *inv, const float *z0, float lo, float hi,
-                     double sxx, float *s, double *e, bool ref)
+                     float mn, float mx, double sxx, float *s, double *e, bool ref)
 {
     if (!ref) {
-        fit_many(x, w, n, nc, inv, z0, lo, hi, sxx, s, e);
+        fit_many(x, w, n, nc, inv, z0, lo, hi, mn, mx, sxx, s, e);
         return;
     }
     for (size_t c = 0; c < nc; c++) e[c] = fit(x, w, n, inv[c], z0[c], lo, hi, sxx, &s[c]);
@@ -202,8 +219,13 @@ MK_QKERNEL
 void mk_search_fits(const float *x, const float *w, size_t n, size_t nc, const float *inv, const float *z0, float lo, float hi,
                     double sxx, float *s, double *e, bool ref)
 {
+    float mn = 0, mx = 0; /* as the search's, or NaN */
+    for (size_t i = 0; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn != mn || x[i] != x[i] ? NAN : mn;
+        mx = x[i] > mx ? x[i] : mx != mx || x[i] != x[i] ? NAN : mx;
+    }
     for (size_t c0 = 0; c0 < nc; c0 += MAX_FITS)
-        fits(x, w, n, nc - c0 < MAX_FITS ? nc - c0 : MAX_FITS, inv + c0, z0 + c0, lo, hi, sxx, s + c0, e + c0, ref);
+        fits(x, w, n, nc - c0 < MAX_FITS ? nc - c0 : MAX_FITS, inv + c0, z0 + c0, lo, hi, mn, mx, sxx, s + c0, e + c0, ref);
 }
 
 MK_VINLINE void real_errors(const mk_ct_int *a, const float *x, const float *w, size_t n, const float *sc, const int32_t *zp, double *e,
@@ -273,7 +295,7 @@ void mk_search_int_qparams(const mk_ct_int *a, const float *x, const float *imp,
     double best_e = INFINITY, e[N_COARSE];
     float best_s = 0, best_z = 0, inv[N_COARSE], z0[N_COARSE], s[N_COARSE];
     cands(a, coarse, N_COARSE, qrange, span, mn, qmin, qmax, inv, z0);
-    fits(x, imp, n, N_COARSE, inv, z0, qmin, qmax, sxx, s, e, ref);
+    fits(x, imp, n, N_COARSE, inv, z0, qmin, qmax, mn, mx, sxx, s, e, ref);
     int best_k = 0;
     for (size_t c = 0; c < N_COARSE; c++)
         if (s[c] > 0 && e[c] < best_e) {
@@ -284,7 +306,7 @@ void mk_search_int_qparams(const mk_ct_int *a, const float *x, const float *imp,
         }
     const int nb[2] = {best_k - 1, best_k + 1};
     cands(a, nb, 2, qrange, span, mn, qmin, qmax, inv, z0);
-    fits(x, imp, n, 2, inv, z0, qmin, qmax, sxx, s, e, ref);
+    fits(x, imp, n, 2, inv, z0, qmin, qmax, mn, mx, sxx, s, e, ref);
     for (size_t c = 0; c < 2; c++)
         if (s[c] > 0 && e[c] < best_e) {
             best_e = e[c];
