@@ -89,69 +89,71 @@ MK_TEST(search_fits_match_ref)
     CHECK_MSG(bad == 0, "%zu fits differ from the reference", bad);
 }
 
+/* Case ci of N_CASES (weight dtype, int4/int8 sym/asym, length, group kind, importances):
+ * *a, *n and x (rounded to the dtype); returns the importances (or NULL). */
+static const mk_dtype dts[] = {MK_BF16, MK_F32, MK_F16};
+#define N_CASES (3 * 4 * N_LENS * N_KINDS * 3)
+static const float *make_case(size_t ci, mk_ct_int *a, size_t *n, int *k, float *x, float *w, uint64_t *st)
+{
+    const int wk = (int)(ci % 3), form = (int)(ci / 3 / N_KINDS / N_LENS % 4);
+    *k = (int)(ci / 3 % N_KINDS);
+    *n = lens[ci / 3 / N_KINDS % N_LENS];
+    *a = (mk_ct_int){form < 2 ? 4u : 8u, form % 2 != 0, dts[ci / 3 / N_KINDS / N_LENS / 4]};
+    fill(x, *n, *k, st);
+    for (size_t i = 0; i < *n; i++) x[i] = mk_ct_round(a->wdtype, x[i]);
+    return imps(w, *n, wk, st);
+}
+
 MK_TEST(search_real_errors_match_ref)
 {
-    static const mk_dtype dts[] = {MK_BF16, MK_F32, MK_F16};
     uint64_t st = 0x243f6a8885a308d3u;
     float x[256], w[256];
     size_t bad = 0;
-    for (size_t di = 0; di < sizeof dts / sizeof *dts; di++)
-        for (int form = 0; form < 4; form++)
-            for (size_t li = 0; li < N_LENS; li++)
-                for (int k = 0; k < N_KINDS; k++)
-                    for (int wk = 0; wk < 3; wk++) {
-                        const mk_ct_int a = {form < 2 ? 4u : 8u, form % 2 != 0, dts[di]};
-                        const size_t n = lens[li];
-                        fill(x, n, k, &st);
-                        for (size_t i = 0; i < n; i++) x[i] = mk_ct_round(a.wdtype, x[i]);
-                        const float *wp = imps(w, n, wk, &st);
-                        float sc[2];
-                        int32_t zp[2];
-                        mk_ct_int_qparams(&a, x, n, &sc[1], &zp[1]);
-                        sc[0] = mk_ct_round(a.wdtype, sc[1] * (1 + 0.2f * uni(&st)));
-                        zp[0] = a.asym ? zp[1] + (int32_t)(rng_next(&st) % 3) - 1 : 0;
-                        double e0[2], e1[2];
-                        mk_search_real_errors(&a, x, wp, n, sc, zp, e0, true);
-                        mk_search_real_errors(&a, x, wp, n, sc, zp, e1, false);
-                        if (!same_bits(e0, e1, sizeof e0) && bad++ < 5)
-                            mk_test_fail(__FILE__, __LINE__, "dtype %zu form %d n %zu kind %d imp %d: %.17g %.17g, want %.17g %.17g", di, form,
-                                         n, k, wk, e1[0], e1[1], e0[0], e0[1]);
-                    }
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        mk_ct_int a;
+        size_t n;
+        int k;
+        const float *wp = make_case(ci, &a, &n, &k, x, w, &st);
+        float sc[2];
+        int32_t zp[2];
+        mk_ct_int_qparams(&a, x, n, &sc[1], &zp[1]);
+        sc[0] = mk_ct_round(a.wdtype, sc[1] * (1 + 0.2f * uni(&st)));
+        zp[0] = a.asym ? zp[1] + (int32_t)(rng_next(&st) % 3) - 1 : 0;
+        double e0[2], e1[2];
+        mk_search_real_errors(&a, x, wp, n, sc, zp, e0, true);
+        mk_search_real_errors(&a, x, wp, n, sc, zp, e1, false);
+        if (!same_bits(e0, e1, sizeof e0) && bad++ < 5)
+            mk_test_fail(__FILE__, __LINE__, "case %zu (n %zu kind %d): %.17g %.17g, want %.17g %.17g", ci, n, k, e1[0], e1[1], e0[0], e0[1]);
+    }
     CHECK_MSG(bad == 0, "%zu real error pairs differ from the reference", bad);
 }
 
 MK_TEST(search_qparams_match_ref)
 {
-    static const mk_dtype dts[] = {MK_BF16, MK_F32, MK_F16};
     uint64_t st = 0x13198a2e03707344u;
     float x[256], w[256];
     size_t bad = 0, moved = 0;
     /* every case once, then the usual ones (Gaussian-like, outliers, half zeros) 30 times */
     for (int round = 0; round < 31; round++)
-    for (size_t di = 0; di < sizeof dts / sizeof *dts; di++)
-        for (int form = 0; form < 4; form++)
-            for (size_t li = 0; li < N_LENS; li++)
-                for (int k = 0; k < N_KINDS; k++)
-                    for (int wk = 0; wk < 3; wk++) {
-                        const mk_ct_int a = {form < 2 ? 4u : 8u, form % 2 != 0, dts[di]};
-                        const size_t n = lens[li];
-                        if (round > 0 && k != 0 && k != 6 && k != 7) continue;
-                        fill(x, n, k, &st);
-                        for (size_t i = 0; i < n; i++) x[i] = mk_ct_round(a.wdtype, x[i]);
-                        const float *wp = imps(w, n, wk, &st);
-                        float s0, s1, rs;
-                        int32_t z0, z1, rz;
-                        int was = mk_search_use_ref(1);
-                        mk_search_int_qparams(&a, x, wp, n, &s0, &z0);
-                        mk_search_use_ref(0);
-                        mk_search_int_qparams(&a, x, wp, n, &s1, &z1);
-                        mk_search_use_ref(was);
-                        mk_ct_int_qparams(&a, x, n, &rs, &rz);
-                        moved += s0 != rs || z0 != rz;
-                        if ((!same_bits(&s0, &s1, sizeof s0) || z0 != z1) && bad++ < 5)
-                            mk_test_fail(__FILE__, __LINE__, "dtype %zu form %d n %zu kind %d imp %d: scale %.9g zp %d, want %.9g %d", di, form, n,
-                                         k, wk, (double)s1, z1, (double)s0, z0);
-                    }
+        for (size_t ci = 0; ci < N_CASES; ci++) {
+            mk_ct_int a;
+            size_t n;
+            int k;
+            const float *wp = make_case(ci, &a, &n, &k, x, w, &st);
+            if (round > 0 && k != 0 && k != 6 && k != 7) continue;
+            float s0, s1, rs;
+            int32_t z0, z1, rz;
+            int was = mk_search_use_ref(1);
+            mk_search_int_qparams(&a, x, wp, n, &s0, &z0);
+            mk_search_use_ref(0);
+            mk_search_int_qparams(&a, x, wp, n, &s1, &z1);
+            mk_search_use_ref(was);
+            mk_ct_int_qparams(&a, x, n, &rs, &rz);
+            moved += s0 != rs || z0 != rz;
+            if ((!same_bits(&s0, &s1, sizeof s0) || z0 != z1) && bad++ < 5)
+                mk_test_fail(__FILE__, __LINE__, "case %zu (n %zu kind %d): scale %.9g zp %d, want %.9g %d", ci, n, k, (double)s1, z1, (double)s0,
+                             z0);
+        }
     CHECK_MSG(bad == 0, "%zu searches differ from the reference", bad);
     CHECK_MSG(moved > 100, "the search left round-to-nearest on only %zu groups: the cases do not exercise it", moved);
 }
