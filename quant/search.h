@@ -26,4 +26,18 @@
 #define MK_SEARCH_MAX_GROUP 65536
 void mk_search_int_qparams(const mk_ct_int *a, const float *x, const float *imp, size_t n, float *scale, int32_t *zp);
 
+/* Tests: the parts of the search, each with ref (the reference: one pass per candidate) or its
+ * fast path (the candidates side by side in one pass), which must agree bit for bit.
+ * mk_search_fits: the weighted least-squares scale s[c] and error e[c] of the codes
+ * clamp(rint(x * inv[c]) + z0[c], lo, hi) - z0[c], sxx = sum(w x^2) (w NULL: all 1).
+ * mk_search_real_errors: the weighted squared error e[c] of the group as compressed-tensors
+ * codes and decodes it with scale sc[c] and zero point zp[c], c = 0, 1.
+ * mk_search_use_ref: 1 has mk_search_int_qparams take the reference paths; returns the
+ * setting before. */
+void mk_search_fits(const float *x, const float *w, size_t n, size_t nc, const float *inv, const float *z0, float lo, float hi,
+                    double sxx, float *s, double *e, bool ref);
+void mk_search_real_errors(const mk_ct_int *a, const float *x, const float *w, size_t n, const float *sc, const int32_t *zp, double *e,
+                           bool ref);
+int mk_search_use_ref(int on);
+
 #endif

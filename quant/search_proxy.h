@@ -27,5 +27,9 @@ typedef struct mk_search_imps {
  * attention (0: unknown, then o_proj only without grouped-query sharing). */
 mk_status mk_search_proxy(mk_source *src, mk_qplan *p, long head_dim, mk_search_imps *m);
 void mk_search_imps_free(mk_search_imps *m);
+/* out[r] = sum_k (rows[r, k] g_k)^2, summed in double in k order, for the nr rows
+ * ([nr, cols]); ref: one row at a time (the reference), else several side by side (the
+ * same bits). */
+void mk_search_row_energies(const float *rows, size_t nr, const float *g, uint64_t cols, float *out, bool ref);
 
 #endif

@@ -43,7 +43,7 @@ static void m_close(mk_source *s)
     mk_name_index_free(&s->index);
 }
 
-static const mk_source_ops m_ops = {m_read, NULL, NULL, NULL, m_aux, NULL, m_close};
+static const mk_source_ops m_ops = {m_read, NULL, NULL, NULL, m_aux, NULL, m_close, NULL};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
