@@ -476,8 +476,11 @@ static mk_status pp_task(void *ctx, uint64_t c, void *tls)
     pp_inner x = {pthread_self(), mk_thread_index(), 0, 0};
     mk_status st = mk_parallel_chunks(10, pp_inner_task, &x, NULL, NULL);
     if (st != MK_OK || x.bad || x.sum != 55) __atomic_add_fetch(&p->nest_bad, 1, __ATOMIC_RELAXED);
-    volatile uint64_t spin = 0;
-    for (uint64_t i = 0; i < 40000; i++) spin += i;
+    /* a chunk that sleeps, not spins: the caller leaves its core to the woken workers, so they
+     * take chunks even on a machine whose cores are all busy (a spinning caller could finish
+     * all 48 before a worker was scheduled, in every loop) */
+    struct timespec ts = {0, 50 * 1000};
+    nanosleep(&ts, NULL);
     return MK_OK;
 }
 
