@@ -274,7 +274,8 @@ static mk_status qs_stream(mk_source *s, size_t i, uint64_t len, uint64_t reach,
     qs_impl *m = s->impl;
     const mk_qdec *q = &m->t[i];
     *out = NULL;
-    if (q->fam || !m->inner->ops->stream) return MK_OK; /* dequantized: read as before */
+    /* dequantized, or not the stored bytes as they are: read as before */
+    if (q->fam || !m->inner->ops->stream || len > m->inner->tensors[q->main].nbytes) return MK_OK;
     return m->inner->ops->stream(m->inner, q->main, len, reach, out);
 }
 
