@@ -63,10 +63,13 @@ static void qbufs_free(qbufs *b)
     memset(b, 0, sizeof *b);
 }
 
+/* Whether a prepass keeps a tensor of n values for the main pass (else it is read twice). */
+static bool hold_fits(uint64_t n) { return n <= QSTREAM_HOLD / sizeof(float); }
+
 /* A buffer of n f32 values for the prepass to keep, or NULL (then it is read twice). */
 static float *qbufs_hold(qbufs *b, uint64_t n)
 {
-    if (n > QSTREAM_HOLD / sizeof(float)) return NULL;
+    if (!hold_fits(n)) return NULL;
     if (b->hold_cap < n) {
         free(b->hold);
         b->hold = malloc((size_t)n * sizeof(float));
@@ -213,16 +216,22 @@ static mk_status observe_fn(void *ctx, size_t i, uint64_t e0, const float *v, ui
     return c->ops->observe(c, i, e0, v, n);
 }
 
+/* Whether tensor i (logical t, stored as in) goes to the consumer as its bytes, unconverted. */
+static bool copied_raw(mk_consumer *c, size_t i, const mk_tensor_info *t, const mk_tensor_info *in)
+{
+    return c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes;
+}
+
 /* Whether tensor i is read from the source exactly once, each byte by one chunk: copied raw,
  * or in whole rows by one pass (a prepass that keeps the values for the main pass counts as
  * that pass; one that cannot keep them means two reads). */
 static bool read_once(mk_consumer *c, size_t i, const mk_tensor_info *t, const mk_tensor_info *in)
 {
     if (c->ops->is_done && c->ops->is_done(c, i)) return false;
-    if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) return true;
+    if (copied_raw(c, i, t, in)) return true;
     uint64_t cols = mk_tensor_cols(t);
     if (!t->numel || !cols || t->numel % cols || mk_dtype_size(in->dtype) > 4) return false;
-    return !(c->ops->wants_prepass && c->ops->wants_prepass(c, i)) || t->numel <= QSTREAM_HOLD / sizeof(float);
+    return !(c->ops->wants_prepass && c->ops->wants_prepass(c, i)) || hold_fits(t->numel);
 }
 
 /* A stream over tensor i's source bytes when it is read once (else NULL), opened before the
@@ -248,7 +257,7 @@ static mk_status stream_one(qbufs *b, mk_source *src, const size_t *src_idx, con
     if (in->numel != t->numel) MK_BUG("stream: source and logical tensors differ in size");
     if (c->ops->is_done && c->ops->is_done(c, i)) return MK_OK;
     MK_TRY(c->ops->begin(c, i, t));
-    if (c->ops->raw_ok(c, i, t, in->dtype) && in->nbytes == t->nbytes) {
+    if (copied_raw(c, i, t, in)) {
         MK_TRY(copy_raw(b, src, si, i, c, ds));
     } else if (t->numel) {
         uint64_t cols = mk_tensor_cols(t);
