@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DS_ALIGN 4096u /* offsets, lengths and buffers of O_DIRECT reads */
@@ -21,9 +22,40 @@ typedef struct ds_slot {
     int state;
 } ds_slot;
 
+/* Tickets of a tap's streams that finished out of turn, by ticket mod TAP_TICKETS. */
+#define TAP_TICKETS 64
+
+struct mk_dtap {
+    mk_rfile f;
+    dev_t dev;
+    ino_t ino;
+    bool listed;            /* in g_taps: streams of the file feed it */
+    mk_dtap *next;
+    pthread_mutex_t mu;
+    pthread_cond_t turn_cv;
+    mk_hasher *h;
+    uint64_t pos;           /* bytes [0, pos) hashed */
+    uint64_t next_ticket, turn;
+    uint64_t own;           /* bytes read by the tap itself */
+    uint64_t fin[TAP_TICKETS]; /* ticket + 1 of a stream that is done, waiting for its turn */
+    unsigned char *buf;     /* for gaps, TAP_WIN bytes */
+    mk_status err;
+    char msg[512];
+};
+#define TAP_WIN (1u << 20)
+
+static pthread_mutex_t g_tap_mu = PTHREAD_MUTEX_INITIALIZER;
+static mk_dtap *g_taps;
+
 struct mk_dstream {
     const mk_rfile *f;
+    dev_t dev;
+    ino_t ino;
+    mk_dtap *tap;                 /* the file's tap, or NULL */
+    uint64_t ticket;
+    bool keep;                    /* every block has a slot of its own and keeps it */
     int dfd;                      /* the file opened with O_DIRECT */
+    int bfd;                      /* and without, reading no further ahead than asked (or -1) */
     bool direct_ok, uncached;     /* O_DIRECT still works; MK_DIO_ALWAYS */
     uint64_t off, end, a0, nb;    /* the range [off, end); blocks from a0 (aligned down), nb of them */
     const unsigned char *map;     /* [a0, end) mapped, only to ask which pages are cached */
@@ -137,6 +169,180 @@ static int64_t read_at_least(int fd, unsigned char *buf, uint64_t fs, uint64_t w
     return (int64_t)got;
 }
 
+/* ---- taps ------------------------------------------------------------------------------ */
+
+/* Hash [t->pos, upto) read through the page cache, at most `windows` windows of TAP_WIN
+ * (0: all); t->mu held. The first failure stays in t->err and t->msg. */
+static void tap_read_to(mk_dtap *t, uint64_t upto, unsigned windows)
+{
+    if (t->pos < upto && !windows) mk_rfile_willneed(&t->f, t->pos, upto - t->pos); /* that far, no further */
+    for (unsigned w = 0; t->err == MK_OK && t->pos < upto && (!windows || w < windows); w++) {
+        size_t n = upto - t->pos < TAP_WIN ? (size_t)(upto - t->pos) : TAP_WIN;
+        mk_status st = mk_rfile_read(&t->f, t->pos, t->buf, n);
+        if (st != MK_OK) {
+            t->err = st;
+            snprintf(t->msg, sizeof t->msg, "%s", mk_errmsg());
+            return;
+        }
+        mk_hasher_update(t->h, t->buf, n);
+        t->pos += n;
+        t->own += n;
+    }
+}
+
+/* Bytes [fs, fs + n) of the file, read by a stream: hashed where they continue the hash (the
+ * bytes before them read first where none has). */
+static void tap_offer(mk_dtap *t, uint64_t fs, const unsigned char *p, uint64_t n)
+{
+    pthread_mutex_lock(&t->mu);
+    if (fs + n > t->pos) {
+        tap_read_to(t, fs, 0);
+        if (t->err == MK_OK && t->pos >= fs && fs + n > t->pos) {
+            mk_hasher_update(t->h, p + (t->pos - fs), (size_t)(fs + n - t->pos));
+            t->pos = fs + n;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Wait until the stream with this ticket may read (false: it was stopped first). */
+static bool tap_wait_turn(mk_dtap *t, uint64_t ticket, const bool *stop)
+{
+    pthread_mutex_lock(&t->mu);
+    while (t->turn != ticket && !__atomic_load_n(stop, __ATOMIC_ACQUIRE)) pthread_cond_wait(&t->turn_cv, &t->mu);
+    bool go = t->turn == ticket && !__atomic_load_n(stop, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&t->mu);
+    return go;
+}
+
+/* The stream with this ticket has read its last block (or stopped): the next one's turn. */
+static void tap_done(mk_dtap *t, uint64_t ticket)
+{
+    pthread_mutex_lock(&t->mu);
+    t->fin[ticket % TAP_TICKETS] = ticket + 1;
+    while (t->fin[t->turn % TAP_TICKETS] == t->turn + 1) {
+        t->fin[t->turn % TAP_TICKETS] = 0;
+        t->turn++;
+    }
+    pthread_cond_broadcast(&t->turn_cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The stream's file identity, and a ticket of its file's tap where there is one. */
+static void tap_attach(mk_dstream *s)
+{
+    struct stat st;
+    if (fstat(s->f->fd, &st) != 0) return;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    pthread_mutex_lock(&g_tap_mu);
+    mk_dtap *t = g_taps;
+    while (t && !(t->dev == s->dev && t->ino == s->ino)) t = t->next;
+    if (t) {
+        pthread_mutex_lock(&t->mu);
+        if (t->next_ticket - t->turn < TAP_TICKETS) { /* else: read without feeding it */
+            s->tap = t;
+            s->ticket = t->next_ticket++;
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    pthread_mutex_unlock(&g_tap_mu);
+}
+
+bool mk_dstream_same_file(const mk_dstream *a, const mk_dstream *b)
+{
+    return a && b && a->dev == b->dev && a->ino == b->ino;
+}
+
+mk_status mk_dtap_open(const char *path, mk_dtap **out)
+{
+    *out = NULL;
+    mk_dtap *t = calloc(1, sizeof *t);
+    if (!t) return MK_ERR_NOMEM;
+    t->f.fd = -1;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->turn_cv, NULL);
+    mk_status s = mk_rfile_open(&t->f, path);
+    if (s == MK_OK && (!(t->h = mk_hasher_new()) || !(t->buf = malloc(TAP_WIN)))) s = MK_ERR_NOMEM;
+    struct stat st;
+    /* its reads go no further than asked: the kernel's read-ahead would cache the blocks a
+     * stream is about to read with O_DIRECT (tap_read_to asks for what it reads) */
+    if (s == MK_OK && !t->f.remote) posix_fadvise(t->f.fd, 0, 0, POSIX_FADV_RANDOM);
+    if (s == MK_OK && !t->f.remote && fstat(t->f.fd, &st) == 0) {
+        t->dev = st.st_dev;
+        t->ino = st.st_ino;
+        pthread_mutex_lock(&g_tap_mu);
+        mk_dtap *o = g_taps;
+        while (o && !(o->dev == t->dev && o->ino == t->ino)) o = o->next;
+        if (!o) {
+            t->next = g_taps;
+            g_taps = t;
+            t->listed = true;
+        }
+        pthread_mutex_unlock(&g_tap_mu);
+    }
+    if (s != MK_OK) {
+        mk_dtap_close(t);
+        return s;
+    }
+    *out = t;
+    return MK_OK;
+}
+
+uint64_t mk_dtap_size(const mk_dtap *t) { return t->f.size; }
+
+uint64_t mk_dtap_read_bytes(mk_dtap *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t n = t->own;
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+mk_status mk_dtap_fill(mk_dtap *t, uint64_t upto)
+{
+    if (upto > t->f.size) upto = t->f.size;
+    pthread_mutex_lock(&t->mu);
+    if (t->pos < upto) mk_rfile_willneed(&t->f, t->pos, upto - t->pos); /* that far, no further */
+    pthread_mutex_unlock(&t->mu);
+    for (;;) { /* a window at a time: a stream's reader may be waiting to hand a block over */
+        pthread_mutex_lock(&t->mu);
+        tap_read_to(t, upto, 1);
+        bool more = t->err == MK_OK && t->pos < upto;
+        pthread_mutex_unlock(&t->mu);
+        if (!more) break;
+    }
+    return t->err == MK_OK ? MK_OK : mk_error(t->err, "%s", t->msg);
+}
+
+mk_status mk_dtap_finish(mk_dtap *t, mk_hash128 *out)
+{
+    mk_status s = mk_dtap_fill(t, t->f.size);
+    if (s == MK_OK) *out = mk_hasher_digest(t->h);
+    mk_dtap_close(t);
+    return s;
+}
+
+void mk_dtap_close(mk_dtap *t)
+{
+    if (!t) return;
+    if (t->listed) {
+        pthread_mutex_lock(&g_tap_mu);
+        mk_dtap **pp = &g_taps;
+        while (*pp && *pp != t) pp = &(*pp)->next;
+        if (*pp) *pp = t->next;
+        pthread_mutex_unlock(&g_tap_mu);
+    }
+    if (t->f.fd >= 0) mk_rfile_close(&t->f);
+    mk_hasher_free(t->h);
+    free(t->buf);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->turn_cv);
+    free(t);
+}
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
 /* Block j into buf; on failure the message is in s->msg. */
 static mk_status fill(mk_dstream *s, uint64_t j, unsigned char *buf)
 {
@@ -154,7 +360,7 @@ static mk_status fill(mk_dstream *s, uint64_t j, unsigned char *buf)
         else s->direct_ok = false; /* alignment this file system refuses: read it as before */
     }
     if (!done) {
-        r = read_at_least(s->f->fd, buf, fs, need, need);
+        r = read_at_least(s->bfd >= 0 ? s->bfd : s->f->fd, buf, fs, need, need);
         s->n_cached++;
         __atomic_fetch_add(&g_bytes_cached, need, __ATOMIC_RELAXED);
     }
@@ -173,7 +379,8 @@ static mk_status fill(mk_dstream *s, uint64_t j, unsigned char *buf)
 static void *reader(void *arg)
 {
     mk_dstream *s = arg;
-    for (uint64_t j = 0; j < s->nb; j++) {
+    bool go = !s->tap || tap_wait_turn(s->tap, s->ticket, &s->stop);
+    for (uint64_t j = 0; go && j < s->nb; j++) {
         ds_slot *sl = &s->slot[j % s->S];
         pthread_mutex_lock(&s->mu);
         while (!s->stop && sl->state != SLOT_EMPTY) pthread_cond_wait(&s->freed, &s->mu);
@@ -185,7 +392,12 @@ static void *reader(void *arg)
         }
         pthread_mutex_unlock(&s->mu);
         if (stop) break;
-        mk_status st = fill(s, j, s->ring + (size_t)(j % s->S) * DS_B);
+        unsigned char *buf = s->ring + (size_t)(j % s->S) * DS_B;
+        mk_status st = fill(s, j, buf);
+        if (st == MK_OK && s->tap) {
+            uint64_t fs = s->a0 + j * DS_B;
+            tap_offer(s->tap, fs, buf, (fs + DS_B < s->end ? fs + DS_B : s->end) - fs);
+        }
         pthread_mutex_lock(&s->mu);
         if (st != MK_OK) {
             s->err = st;
@@ -197,6 +409,7 @@ static void *reader(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (st != MK_OK) break;
     }
+    if (s->tap) tap_done(s->tap, s->ticket);
     return NULL;
 }
 
@@ -216,13 +429,15 @@ mk_status mk_dstream_read(mk_dstream *s, uint64_t pos, void *dst, size_t n)
         pthread_mutex_unlock(&s->mu);
         if (!ok) return mk_error(s->err, "%s", s->msg);
         memcpy(d, s->ring + (size_t)(j % s->S) * DS_B + in, take);
-        pthread_mutex_lock(&s->mu);
-        sl->used += take;
-        if (sl->used == blk_need(s, j)) {
-            sl->state = SLOT_EMPTY;
-            pthread_cond_broadcast(&s->freed);
+        if (!s->keep) {
+            pthread_mutex_lock(&s->mu);
+            sl->used += take;
+            if (sl->used == blk_need(s, j)) {
+                sl->state = SLOT_EMPTY;
+                pthread_cond_broadcast(&s->freed);
+            }
+            pthread_mutex_unlock(&s->mu);
         }
-        pthread_mutex_unlock(&s->mu);
         d += take;
         p += take;
         n -= take;
@@ -235,16 +450,24 @@ void mk_dstream_close(mk_dstream *s)
     if (!s) return;
     if (s->started) {
         pthread_mutex_lock(&s->mu);
-        s->stop = true;
+        __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&s->freed);
         pthread_mutex_unlock(&s->mu);
+        if (s->tap) { /* a reader waiting for its turn */
+            pthread_mutex_lock(&s->tap->mu);
+            pthread_cond_broadcast(&s->tap->turn_cv);
+            pthread_mutex_unlock(&s->tap->mu);
+        }
         pthread_join(s->th, NULL);
+    } else if (s->tap) {
+        tap_done(s->tap, s->ticket);
     }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->ready);
     pthread_cond_destroy(&s->freed);
     if (s->map) munmap((void *)s->map, s->map_len);
     if (s->dfd >= 0) close(s->dfd);
+    if (s->bfd >= 0) close(s->bfd);
     ring_put(s->ring, s->S * (size_t)DS_B);
     free(s->slot);
     free(s->vec);
@@ -258,6 +481,7 @@ static bool ds_alloc(mk_dstream *s, uint64_t reach)
     s->S = (size_t)((reach + DS_B - 1) / DS_B) + 2;
     if (s->S < 4) s->S = 4;
     if (s->S > s->nb) s->S = (size_t)s->nb;
+    s->keep = s->S == s->nb; /* nothing to reuse: keep every block */
     s->ring = ring_get(s->S * (size_t)DS_B);
     s->slot = calloc(s->S, sizeof *s->slot);
     s->vec = malloc((size_t)(DS_B / s->page) + 2);
@@ -284,6 +508,11 @@ mk_status mk_dstream_open(const mk_rfile *f, uint64_t off, uint64_t len, uint64_
     size_t al = s->page > DS_ALIGN ? s->page : DS_ALIGN; /* mmap's offset is in pages */
     s->f = f;
     s->dfd = dfd;
+    /* A cached block read through the file's own descriptor would start the kernel's
+     * read-ahead past it, into the blocks after it: those would then be cached too, read
+     * through the page cache in turn, and so on to the end. */
+    s->bfd = open(f->path, O_RDONLY | O_CLOEXEC);
+    if (s->bfd >= 0) posix_fadvise(s->bfd, 0, 0, POSIX_FADV_RANDOM);
     s->direct_ok = true;
     s->uncached = g_mode == MK_DIO_ALWAYS;
     s->off = off;
@@ -293,6 +522,7 @@ mk_status mk_dstream_open(const mk_rfile *f, uint64_t off, uint64_t len, uint64_
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->ready, NULL);
     pthread_cond_init(&s->freed, NULL);
+    tap_attach(s);
     if (!ds_alloc(s, reach)) {
         mk_dstream_close(s);
         return mk_error(MK_ERR_NOMEM, "%s: out of memory for read buffers", f->path);

@@ -10,7 +10,8 @@
  * device with other alignment rules). Readers copy their pieces out; a block's buffer is
  * reused once every byte of the range in it has been read.
  *
- * Every byte of the range must be read exactly once (any number of threads), and each
+ * Unless the stream keeps its blocks (below), every byte of the range must be read exactly
+ * once (any number of threads), and each
  * reader's pieces in increasing order: a block whose bytes are never read would hold its
  * buffer for ever. The reader of the lowest unread byte can always go on, so readers that take
  * their pieces in order (mk_parallel_chunks hands out chunks so) never wait on each other for
@@ -24,6 +25,7 @@
 #define MK_DSTREAM_H
 
 #include "mk_core.h"
+#include "mk_hash.h"
 #include "mk_io.h"
 
 #define MK_DSTREAM_BLOCK (2u << 20)
@@ -48,6 +50,36 @@ mk_status mk_dstream_open(const mk_rfile *f, uint64_t off, uint64_t len, uint64_
 mk_status mk_dstream_read(mk_dstream *s, uint64_t pos, void *dst, size_t n);
 /* Stops the stream's thread and frees it; bytes left unread (a pass that failed) are fine. */
 void mk_dstream_close(mk_dstream *s);
+
+/* A stream whose reach covers its whole range (reach >= len, up to 1 GiB) keeps every block:
+ * its bytes may then be read any number of times, in any order, by any thread (a merge
+ * method's passes over a tensor held in memory). */
+
+/* Whether two streams read the same file (the same device and inode). */
+bool mk_dstream_same_file(const mk_dstream *a, const mk_dstream *b);
+
+/* A tap hashes one file in file order (XXH3-128, as mk_hash_file) from the blocks its streams
+ * read, so a file read once around the page cache is not read again to be hashed. While a
+ * tap is open, the streams of its file read one after another, in the order they were opened:
+ * each waits until those opened before it have read their last block (or were closed). So
+ * the streams of one file must be consumed in the order they were opened: a reader waiting
+ * on a later stream while an earlier one's blocks go unread would wait for ever. Bytes that
+ * no stream hands over before a later block of the file arrives (a header, tensors read
+ * through the page cache, tensors not read at all) are read through the page cache by the
+ * tap itself, in the reader of that later block; mk_dtap_fill hashes them meanwhile from
+ * another thread, mk_dtap_finish the rest. One tap per file (a second on the same file is
+ * fed only by fill and finish). Every stream of the file must be closed before its tap. */
+typedef struct mk_dtap mk_dtap;
+mk_status mk_dtap_open(const char *path, mk_dtap **out);
+uint64_t mk_dtap_size(const mk_dtap *t);
+/* Bytes the tap has read itself so far (gaps and fills), not handed over by a stream. */
+uint64_t mk_dtap_read_bytes(mk_dtap *t);
+/* Hash the file through byte `upto` (clamped to its size) where no stream has yet. */
+mk_status mk_dtap_fill(mk_dtap *t, uint64_t upto);
+/* Hash the rest and give the file's hash; the first read error of the tap or its gaps, naming
+ * the file, otherwise. Closes the tap either way. */
+mk_status mk_dtap_finish(mk_dtap *t, mk_hash128 *out);
+void mk_dtap_close(mk_dtap *t);
 
 /* Bytes every stream of the process has read so far with O_DIRECT and with an ordinary read. */
 void mk_dstream_totals(uint64_t *direct, uint64_t *cached);

@@ -148,7 +148,10 @@ void mk_rfile_willneed(const mk_rfile *f, uint64_t off, uint64_t len)
 {
     /* a file being fetched gets the whole range in one request; a failure is reported by the read */
     if (f->remote && len && g_rhooks->ensure(f->remote, off, len) != MK_OK) return;
-    if (f->fd >= 0 && len) posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+    if (f->fd >= 0 && len) {
+        posix_fadvise(f->fd, 0, 0, POSIX_FADV_RANDOM);
+        posix_fadvise(f->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+    }
 }
 
 void mk_rfile_close(mk_rfile *f)

@@ -53,7 +53,10 @@ void mk_rfile_set_hooks(const mk_rfile_hooks *h);
 mk_status mk_rfile_open(mk_rfile *f, const char *path);
 /* Exactly len bytes at off, or an error. */
 mk_status mk_rfile_read(const mk_rfile *f, uint64_t off, void *dst, size_t len);
-/* Start reading [off, off+len) ahead (POSIX_FADV_WILLNEED). */
+/* Start reading [off, off+len) ahead (POSIX_FADV_WILLNEED). From then on the file is read no
+ * further ahead than asked (POSIX_FADV_RANDOM): a reader that asks for what it will read gains
+ * nothing from the kernel's read-ahead past it, which would fill the page cache with the bytes
+ * after it, those a stream is about to read around it (mk_dstream.h). */
 void mk_rfile_willneed(const mk_rfile *f, uint64_t off, uint64_t len);
 void mk_rfile_close(mk_rfile *f);
 

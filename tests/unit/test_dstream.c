@@ -2,10 +2,18 @@
  * back as written, for ranges that start and end off the alignment O_DIRECT needs, read by
  * several threads taking pieces in order; with O_DIRECT for blocks the page cache lacks and an
  * ordinary read for those it holds; a file that ends early is an error naming it; a stream
- * closed with bytes unread stops; streams turned off give none. */
+ * closed with bytes unread stops; streams turned off give none. A stream whose reach covers
+ * its range keeps every block for repeated reads in any order.
+ *
+ * A tap hashes a file from what its streams read: the hash is the file's (mk_hash_file)
+ * whether streams cover it in order, leave gaps (a header, tensors not streamed), overlap at
+ * their aligned ends, or come out of order; a later stream of the file waits for the one
+ * before it, so both hand their blocks over in file order; a stream closed unread gives its
+ * turn away; a file cut short is an error naming it. */
 #include "harness.h"
 
 #include "../../core/mk_dstream.h"
+#include "../../core/mk_hash.h"
 #include "../../core/mk_io.h"
 
 #include <fcntl.h>
@@ -171,5 +179,185 @@ MK_TEST(dstream_names_a_file_that_ends_early)
     mk_dstream_set_mode(MK_DIO_AUTO);
     free(buf);
     mk_rfile_close(&f);
+    free(path);
+}
+
+/* Reads all of stream s ([off, off + len) of the file) front to back in pieces of `piece`
+ * bytes and checks them; false where it could not. */
+static bool read_all(mk_dstream *s, uint64_t off, uint64_t len, size_t piece)
+{
+    unsigned char *buf = malloc(piece);
+    bool ok = buf != NULL;
+    for (uint64_t p = 0; ok && p < len; p += piece) {
+        size_t n = len - p < piece ? (size_t)(len - p) : piece;
+        ok = mk_dstream_read(s, p, buf, n) == MK_OK;
+        for (size_t i = 0; ok && i < n; i++)
+            if (buf[i] != dbyte(off + p + i)) {
+                CHECK_MSG(0, "stream at %llu: byte %llu differs", (unsigned long long)off, (unsigned long long)(p + i));
+                ok = false;
+            }
+    }
+    free(buf);
+    return ok;
+}
+
+/* The tap's hash of a file read by streams over `ranges` (in that order, each read whole
+ * before the next unless `together`: then all are opened first and read in turn), against
+ * the file's own hash. */
+static void tap_case(const char *path, const uint64_t (*ranges)[2], size_t nr, bool together, uint64_t own,
+                     const char *what)
+{
+    mk_hash128 want, got = {0, 0};
+    CHECK_OK(mk_hash_file(path, &want));
+    mk_rfile f;
+    mk_dtap *t = NULL;
+    CHECK_OK(mk_rfile_open(&f, path));
+    CHECK_OK(mk_dtap_open(path, &t));
+    if (!t) return;
+    mk_dstream *s[8] = {NULL};
+    for (size_t r = 0; r < nr && r < 8; r++) {
+        CHECK_OK(mk_dstream_open(&f, ranges[r][0], ranges[r][1], 4 * 65536, &s[r]));
+        CHECK_MSG(s[r] != NULL, "%s: no stream over %s (a file system without O_DIRECT?)", what, path);
+        if (!together && s[r]) {
+            CHECK(read_all(s[r], ranges[r][0], ranges[r][1], 65536 + 5));
+            mk_dstream_close(s[r]);
+            s[r] = NULL;
+        }
+    }
+    for (size_t r = 0; together && r < nr && r < 8; r++) {
+        if (s[r]) CHECK(read_all(s[r], ranges[r][0], ranges[r][1], 4093));
+        mk_dstream_close(s[r]);
+    }
+    /* what the streams did not hand over, the tap read itself: no more */
+    uint64_t read = mk_dtap_read_bytes(t);
+    if (own != UINT64_MAX)
+        CHECK_MSG(read == own, "%s: the tap read %llu bytes itself, not %llu", what, (unsigned long long)read,
+                  (unsigned long long)own);
+    CHECK_OK(mk_dtap_finish(t, &got));
+    CHECK_MSG(mk_hash128_eq(got, want), "%s: the tap's hash %016llx%016llx, the file's %016llx%016llx", what,
+              (unsigned long long)got.hi, (unsigned long long)got.lo, (unsigned long long)want.hi,
+              (unsigned long long)want.lo);
+    mk_rfile_close(&f);
+}
+
+MK_TEST(dtap_hashes_the_file_its_streams_read)
+{
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 5 * B + 7777;
+    char *path = dfile("tap.bin", n);
+    CHECK(path != NULL);
+    if (!path) return;
+    mk_dstream_set_mode(MK_DIO_ALWAYS);
+    /* a header left to the tap, then ranges end to end, off the alignment */
+    const uint64_t in_order[][2] = {{5000, B - 5000 + 13}, {B + 13, 2 * B}, {3 * B + 13, n - 3 * B - 13}};
+    tap_case(path, in_order, 3, false, 4096, "in order"); /* the header up to the first block */
+    /* gaps between the ranges (tensors read through the page cache), and a tail */
+    const uint64_t gaps[][2] = {{100, 4000}, {B + 1, B / 2}, {3 * B + 4097, B}};
+    tap_case(path, gaps, 3, false, UINT64_MAX, "gaps");
+    /* out of file order: the later bytes first, then an earlier range the tap is past */
+    const uint64_t back[][2] = {{3 * B, B}, {10, 2 * B}, {4 * B + 5, n - 4 * B - 5}};
+    tap_case(path, back, 3, false, 3 * B, "out of order"); /* all before the first */
+    /* opened together, read one after another: each waits for the one before it */
+    tap_case(path, in_order, 3, true, 4096, "opened together");
+    tap_case(path, back, 3, true, 3 * B, "opened together, out of order");
+    /* the first longer than its ring: it stops until read, and the second waits its turn
+     * instead of handing over blocks the tap would have to reach by reading the gap itself */
+    const uint64_t long_first[][2] = {{5000, 5 * B - 5000}, {5 * B, n - 5 * B}};
+    tap_case(path, long_first, 2, true, 4096, "a later stream waits for the one before it");
+    /* an ordinary read for blocks the page cache holds feeds it the same */
+    mk_dstream_set_mode(MK_DIO_AUTO);
+    mk_hash128 h;
+    CHECK_OK(mk_hash_file(path, &h)); /* cached now */
+    tap_case(path, in_order, 3, false, 4096, "from the page cache");
+    mk_dstream_set_mode(MK_DIO_AUTO);
+    free(path);
+}
+
+MK_TEST(dtap_turns_pass_when_a_stream_closes_unread)
+{
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 8 * B;
+    char *path = dfile("tap_turn.bin", n);
+    CHECK(path != NULL);
+    if (!path) return;
+    mk_dstream_set_mode(MK_DIO_ALWAYS);
+    mk_hash128 want, got = {0, 0};
+    CHECK_OK(mk_hash_file(path, &want));
+    mk_rfile f;
+    mk_dtap *t = NULL;
+    CHECK_OK(mk_rfile_open(&f, path));
+    CHECK_OK(mk_dtap_open(path, &t));
+    /* the first stream's ring holds a fraction of its range: it stops half read */
+    mk_dstream *a = NULL, *b = NULL, *c = NULL;
+    CHECK_OK(mk_dstream_open(&f, 0, 6 * B, B, &a));
+    CHECK_OK(mk_dstream_open(&f, 6 * B, B, B, &b));
+    CHECK_OK(mk_dstream_open(&f, 7 * B, B, B, &c));
+    if (a) CHECK(read_all(a, 0, B, 4096));
+    mk_dstream_close(a);
+    mk_dstream_close(b); /* never read: its turn goes to c */
+    if (c) CHECK(read_all(c, 7 * B, B, 65536));
+    mk_dstream_close(c);
+    CHECK_OK(mk_dtap_finish(t, &got));
+    CHECK_MSG(mk_hash128_eq(got, want), "streams closed unread: the tap's hash differs from the file's");
+    /* a second tap on the same file is fed by its own reads alone, and agrees */
+    mk_dtap *t1 = NULL, *t2 = NULL;
+    CHECK_OK(mk_dtap_open(path, &t1));
+    CHECK_OK(mk_dtap_open(path, &t2));
+    CHECK_OK(mk_dstream_open(&f, 0, n, 0, &a));
+    if (a) CHECK(read_all(a, 0, n, 1 << 20));
+    mk_dstream_close(a);
+    CHECK_OK(mk_dtap_fill(t2, B + 3));
+    mk_hash128 g1 = {0, 0}, g2 = {0, 0};
+    CHECK_OK(mk_dtap_finish(t1, &g1));
+    CHECK_OK(mk_dtap_finish(t2, &g2));
+    CHECK(mk_hash128_eq(g1, want) && mk_hash128_eq(g2, want));
+    mk_dstream_set_mode(MK_DIO_AUTO);
+    mk_rfile_close(&f);
+    free(path);
+}
+
+MK_TEST(dstream_keeps_a_range_it_holds_whole)
+{
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 3 * B + 999;
+    char *path = dfile("keep.bin", n);
+    CHECK(path != NULL);
+    if (!path) return;
+    mk_dstream_set_mode(MK_DIO_ALWAYS);
+    mk_rfile f;
+    CHECK_OK(mk_rfile_open(&f, path));
+    mk_dstream *s = NULL;
+    const uint64_t off = 333, len = n - 333 - 7;
+    CHECK_OK(mk_dstream_open(&f, off, len, len, &s));
+    unsigned char *buf = malloc(B);
+    /* backwards, then forwards twice: every piece comes back each time */
+    for (int pass = 0; s && buf && pass < 3; pass++)
+        for (uint64_t k = 0; k < 8; k++) {
+            uint64_t p = pass == 0 ? (7 - k) * (len / 8) : k * (len / 8);
+            size_t m = (size_t)(len / 8);
+            CHECK_OK(mk_dstream_read(s, p, buf, m));
+            uint64_t bad = 0;
+            for (size_t i = 0; i < m; i++) bad += buf[i] != dbyte(off + p + i);
+            CHECK_MSG(bad == 0, "kept stream, pass %d, piece %llu: %llu byte(s) differ", pass, (unsigned long long)k,
+                      (unsigned long long)bad);
+        }
+    mk_dstream_close(s);
+    free(buf);
+    mk_dstream_set_mode(MK_DIO_AUTO);
+    mk_rfile_close(&f);
+    free(path);
+}
+
+MK_TEST(dtap_names_a_file_cut_short)
+{
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 4 * B;
+    char *path = dfile("tap_short.bin", n);
+    CHECK(path != NULL);
+    if (!path) return;
+    mk_dtap *t = NULL;
+    CHECK_OK(mk_dtap_open(path, &t));
+    CHECK_OK(mk_dtap_fill(t, B));
+    CHECK(truncate(path, (off_t)(2 * B)) == 0);
+    mk_hash128 h;
+    mk_status st = t ? mk_dtap_finish(t, &h) : MK_OK;
+    CHECK_MSG(st == MK_ERR_IO || st == MK_ERR_FORMAT, "a file cut during hashing: status %d", st);
+    CHECK_MSG(strstr(mk_errmsg(), path) != NULL, "message: %s", mk_errmsg());
     free(path);
 }
