@@ -35,7 +35,7 @@ typedef struct merge_opts {
     uint64_t shard_size;
     bool dry_run, force, resume, check, allow_crimes;
     const char *seed_str, *out_dtype;
-    uint64_t chunk, pass_cache; /* --chunk, --pass-cache */
+    uint64_t chunk, pass_cache, hold; /* --chunk, --pass-cache, --hold */
     const char *quantize;   /* --quantize SPEC, or NULL */
     const char *out_type;   /* --out-type T: the tensor type of an OUT.gguf */
     const char *on_nonfinite;
@@ -365,7 +365,7 @@ static void print_plan(merge_run *m)
     uint32_t *shard_of = mk_calloc(p->n ? p->n : 1, sizeof *shard_of);
     size_t ns = shard_of ? mk_st_assign_shards(p->outs, p->n, m->o->shard_size, shard_of) : 1;
     int threads = mk_threads_get();
-    uint64_t peak = mk_plan_peak_memory(p, threads, m->o->chunk ? m->o->chunk : MK_EXEC_CHUNK_DEFAULT, m->o->pass_cache);
+    uint64_t peak = mk_plan_peak_memory(p, threads, m->o->chunk ? m->o->chunk : MK_EXEC_CHUNK_DEFAULT, m->o->pass_cache, m->o->hold);
     char a[32], b[32];
     if (m->o->c.json) {
         mk_buf j = {0};
@@ -624,7 +624,7 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, mk_m
     mk_progress prog;
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL};
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL, m->o->hold};
     if (hj->started && !m->o->parts.p.n) { /* the input hashing keeps pace with the reads */
         eo.reading = mk_merge_hash_pace;
         eo.reading_ctx = hj;
@@ -633,6 +633,11 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, mk_m
     if (s == MK_OK) s = mk_exec_run(&m->plan, cons, &eo, es);
     mk_progress_end(&prog);
     mk_info("computed and wrote %zu tensor(s) in %.2f s", es->computed, mk_now() - t0);
+    uint64_t dio, cached;
+    mk_dstream_totals(&dio, &cached);
+    if (dio + cached)
+        mk_info("streamed %.1f MiB of inputs: %.1f MiB with O_DIRECT, %.1f MiB from the page cache", (double)(dio + cached) / 1048576.0,
+                (double)dio / 1048576.0, (double)cached / 1048576.0);
     mk_status hs = mk_merge_hash_join(hj);
     return s == MK_OK ? hs : s;
 }
@@ -1026,7 +1031,7 @@ static mk_status run_merge_gguf(merge_run *m)
 
 static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    merge_opts o = {.shard_size = 5000000000ull, .pass_cache = MK_EXEC_KEEP_DEFAULT, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
+    merge_opts o = {.shard_size = 5000000000ull, .pass_cache = MK_EXEC_KEEP_DEFAULT, .hold = MK_EXEC_HOLD_DEFAULT, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
     const mk_opt opts[] = {
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
@@ -1041,6 +1046,8 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
         {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for what methods that make several passes over a tensor keep between passes: masks, selections, means (0: compute them again each pass)", "16M"},
+        {"hold", 0, MK_OPT_SIZE, &o.hold, "SIZE", "memory for the inputs of a tensor a method reads in several passes: read once, around the page cache, and held (twice this at most; 0: read them again each pass)", "64M"},
+        MK_DIRECT_IO_OPTS(o.c),
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),
         {"report", 0, MK_OPT_STR, &o.report, "FILE", "an HTML page of the task vectors: norms, cosines, TIES sign conflicts (see 'report --help')", NULL},

@@ -63,39 +63,90 @@ static mk_status hash_list(mk_merge_hash *h, const unsigned char *share, size_t 
     return MK_OK;
 }
 
-static mk_status hash_inputs(mk_merge_hash *h)
+/* The files to hash: h->ih listed, h->todo the indices of those hashed now. */
+static mk_status hash_prepare(mk_merge_hash *h)
 {
     mk_input_hashes *ih = h->ih;
-    size_t n = 0, n_todo = 0;
+    size_t n = 0;
     for (size_t i = 0; i < h->n_src; i++) n += h->src[i]->n_files;
     ih->files = mk_calloc(n ? n : 1, sizeof *ih->files);
     ih->model_of = mk_calloc(n ? n : 1, sizeof *ih->model_of);
     ih->sha256 = mk_calloc(n ? n : 1, sizeof *ih->sha256);
+    h->todo = mk_calloc(n ? n : 1, sizeof *h->todo);
     unsigned char *share = mk_calloc(n ? n : 1, 1);
-    size_t *todo = mk_calloc(n ? n : 1, sizeof *todo);
-    const char **paths = mk_calloc(n ? n : 1, sizeof *paths);
-    mk_hash128 *d = mk_calloc(n ? n : 1, sizeof *d);
-    mk_status s = ih->files && ih->model_of && ih->sha256 && share && todo && paths && d ? hash_share(h, n, share)
-                                                                                       : MK_ERR_NOMEM;
-    if (s == MK_OK) s = hash_list(h, share, todo, &n_todo);
-    for (size_t t = 0; t < n_todo && s == MK_OK; t++) {
-        paths[t] = ih->files[todo[t]].name;
-        mk_info("hashing %s", paths[t]);
-    }
-    mk_hash_pace pace = {&h->ppm, HASH_AHEAD};
-    if (s == MK_OK) s = mk_hash_files(paths, n_todo, d, &pace);
-    for (size_t t = 0; t < n_todo && s == MK_OK; t++) mk_hash128_hex(d[t], ih->files[todo[t]].hash);
+    mk_status s = ih->files && ih->model_of && ih->sha256 && share && h->todo ? hash_share(h, n, share) : MK_ERR_NOMEM;
+    h->n_todo = 0;
+    if (s == MK_OK) s = hash_list(h, share, h->todo, &h->n_todo);
+    for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) mk_info("hashing %s", ih->files[h->todo[t]].name);
     free(share);
-    free(todo);
+    return s;
+}
+
+/* A tap per file to hash, before the merge opens any stream. */
+static mk_status taps_open(mk_merge_hash *h)
+{
+    if (!(h->taps = mk_calloc(h->n_todo ? h->n_todo : 1, sizeof *h->taps))) return MK_ERR_NOMEM;
+    for (size_t t = 0; t < h->n_todo; t++) MK_TRY(mk_dtap_open(h->ih->files[h->todo[t]].name, &h->taps[t]));
+    return MK_OK;
+}
+
+static void taps_close(mk_merge_hash *h)
+{
+    for (size_t t = 0; h->taps && t < h->n_todo; t++) mk_dtap_close(h->taps[t]);
+    free(h->taps);
+    h->taps = NULL;
+}
+
+/* Fed hashing: what no stream has hashed, read behind the merge (far enough behind that the
+ * streams of the tensors it reads now are past it), then the rest once it is over. The taps
+ * stay open until then, whatever fails: the merge's streams feed them. */
+static mk_status hash_fed(mk_merge_hash *h, mk_hash128 *d)
+{
+    mk_status s = MK_OK;
+    while (__atomic_load_n(&h->ppm, __ATOMIC_ACQUIRE) < 1000000u) {
+        double done = __atomic_load_n(&h->done_ppm, __ATOMIC_ACQUIRE) / 1e6;
+        for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) {
+            uint64_t size = mk_dtap_size(h->taps[t]), upto = (uint64_t)(done * (double)size);
+            uint64_t lag = (32u << 20) + size / 16;
+            if (upto > lag) s = mk_dtap_fill(h->taps[t], upto - lag);
+        }
+        struct timespec ts = {0, 2000000}; /* 2 ms: the merge moves on a tensor at a time */
+        nanosleep(&ts, NULL);
+    }
+    for (size_t t = 0; t < h->n_todo; t++) {
+        mk_status f = s == MK_OK ? mk_dtap_finish(h->taps[t], &d[t]) : MK_OK;
+        if (s != MK_OK) mk_dtap_close(h->taps[t]);
+        h->taps[t] = NULL;
+        if (s == MK_OK) s = f;
+    }
+    return s;
+}
+
+/* Hash the listed files (fed, where taps are open), and record the hashes. */
+static mk_status hash_run(mk_merge_hash *h)
+{
+    mk_input_hashes *ih = h->ih;
+    const char **paths = mk_calloc(h->n_todo ? h->n_todo : 1, sizeof *paths);
+    mk_hash128 *d = mk_calloc(h->n_todo ? h->n_todo : 1, sizeof *d);
+    mk_status s = paths && d ? MK_OK : MK_ERR_NOMEM;
+    for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) paths[t] = ih->files[h->todo[t]].name;
+    mk_hash_pace pace = {&h->ppm, HASH_AHEAD};
+    if (s == MK_OK && h->taps) s = hash_fed(h, d);
+    else if (s == MK_OK) s = mk_hash_files(paths, h->n_todo, d, &pace);
+    for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) mk_hash128_hex(d[t], ih->files[h->todo[t]].hash);
     free(paths);
     free(d);
+    free(h->taps);
+    free(h->todo);
+    h->taps = NULL;
+    h->todo = NULL;
     return s;
 }
 
 static void *hash_thread(void *arg)
 {
     mk_merge_hash *h = arg;
-    h->status = hash_inputs(h);
+    h->status = hash_run(h);
     if (h->status != MK_OK) snprintf(h->msg, sizeof h->msg, "%s", mk_errmsg());
     return NULL;
 }
@@ -104,23 +155,43 @@ mk_status mk_merge_hash_start(mk_merge_hash *h)
 {
     h->started = false;
     __atomic_store_n(&h->ppm, h->unpaced ? 1000000u : 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->done_ppm, 0, __ATOMIC_RELEASE);
+    mk_status s = hash_prepare(h);
+    if (s != MK_OK) {
+        free(h->todo);
+        h->todo = NULL;
+        return s;
+    }
+    /* the merge reads around the page cache: feed the hashing what it reads */
+    if (!h->unpaced && mk_dstream_mode() != MK_DIO_OFF && h->n_todo && taps_open(h) != MK_OK) {
+        mk_error_clear();
+        taps_close(h); /* hash as before */
+    }
     if (pthread_create(&h->thread, NULL, hash_thread, h) == 0) {
         h->started = true;
         return MK_OK;
     }
-    return mk_merge_hash_now(h); /* fall back: inline */
+    taps_close(h);
+    __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
+    return hash_run(h); /* fall back: inline */
 }
 
 mk_status mk_merge_hash_now(mk_merge_hash *h)
 {
     __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
-    return hash_inputs(h);
+    mk_status s = hash_prepare(h);
+    if (s == MK_OK) return hash_run(h);
+    free(h->todo);
+    h->todo = NULL;
+    return s;
 }
 
 void mk_merge_hash_pace(void *ctx, uint64_t through, uint64_t total)
 {
     mk_merge_hash *h = ctx;
     uint32_t ppm = total ? (uint32_t)((double)through / (double)total * 1e6) : 1000000u;
+    if (ppm >= 1000000u) ppm = 999999u; /* 1000000: the merge is over (mk_merge_hash_join) */
+    __atomic_store_n(&h->done_ppm, __atomic_load_n(&h->ppm, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
     __atomic_store_n(&h->ppm, ppm, __ATOMIC_RELEASE);
 }
 

@@ -2,6 +2,9 @@
  * file this process hashes, made on a thread beside the executor and paced by it
  * (mk_hash_files), so the hashing and the merge read the same pages while the page cache holds
  * them and the disk serves each input once, even when the page cache cannot hold a model.
+ * Where the merge reads its inputs around the page cache (streams, core/mk_dstream.h), the
+ * hashing is fed the blocks they read (taps), and reads itself only what they skip, behind
+ * the merge, where the page cache still holds what the merge read through it.
  * A file still being fetched from the Hub records its sha256 there instead; finalize takes the
  * hashes the parts recorded; a part of a split output hashes its byte-balanced share.
  * Must not: print, or keep the merge waiting before its end (mk_merge_hash_join).
@@ -10,6 +13,7 @@
 #define MK_MERGE_HASH_H
 
 #include "../core/mk_core.h"
+#include "../core/mk_dstream.h"
 #include "../core/mk_tensor.h"
 #include "../formats/parts.h"
 
@@ -32,6 +36,11 @@ typedef struct mk_merge_hash {
     mk_input_hashes *ih;             /* filled by mk_merge_hash_join */
     bool unpaced;                    /* hash at full speed, not paced by mk_merge_hash_pace */
     uint32_t ppm;                    /* how far the merge reads (mk_hash_pace) */
+    uint32_t done_ppm;               /* how far it has read (the tensors before the current one) */
+    /* Fed hashing (a paced run whose merge reads around the page cache): one tap per file to
+     * hash (core/mk_dstream.h), fed by the merge's streams, the rest read behind the merge. */
+    mk_dtap **taps;
+    size_t *todo, n_todo;
     mk_status status;
     char msg[1024];
     pthread_t thread;

@@ -1,6 +1,7 @@
 /* exec.c - see exec.h */
 #include "exec.h"
 
+#include "../core/mk_dstream.h"
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
 #include "../core/mk_thread.h"
@@ -20,7 +21,23 @@ typedef struct exec_state {
     const mk_exec_opts *o;
     bool scanned;            /* this tensor's inputs were checked for NaN/Inf */
     uint64_t bad[64], first[64]; /* per input: non-finite count, first element */
+    /* Streams per input (NULL: read through the page cache) of the current tensor and of the
+     * next one to compute (nxt_ti), and how each reads (RD_*). */
+    mk_dstream **cur, **nxt;
+    int cur_mode, nxt_mode;
+    size_t nxt_ti, max_in;
+    unsigned passes;         /* passes begun over the current tensor */
 } exec_state;
+
+enum {
+    RD_CACHE, /* through the page cache, each pass */
+    RD_ONCE,  /* streams read once, by a method's single pass */
+    RD_KEEP,  /* streams that keep every block, for all the passes */
+};
+
+/* A tensor whose streamed inputs total less is read through the page cache: a stream's
+ * thread and mapping cost more than it would save. */
+#define STREAM_MIN (1u << 20)
 
 /* NaN/Inf in input k's values [elem0, elem0+n): counted for the tensor's report. */
 static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float *v, uint64_t n)
@@ -137,11 +154,61 @@ static mk_status read_permuted(const exec_state *ex, size_t k, uint64_t row0, ui
     return MK_OK;
 }
 
+static void close_streams(mk_dstream **ds, size_t n)
+{
+    for (size_t k = 0; ds && k < n; k++) {
+        mk_dstream_close(ds[k]);
+        ds[k] = NULL;
+    }
+}
+
+/* Streams over the inputs of tensor ti that can be read so (ds[k], NULL for the others), and
+ * how they read (*mode; RD_CACHE and no streams where none is worth it). */
+static mk_status open_streams(const exec_state *ex, size_t ti, mk_dstream **ds, int *mode)
+{
+    const mk_plan_tensor *pt = &ex->p->t[ti];
+    const mk_merge_job *job = &pt->job;
+    *mode = RD_CACHE;
+    if (pt->raw || !job->numel || mk_dstream_mode() == MK_DIO_OFF) return MK_OK;
+    uint64_t total = 0, len[64] = {0};
+    for (size_t k = 0; k < job->n_in && k < 64; k++) {
+        const mk_plan_input *pi = &pt->in[k];
+        const mk_source *src = ex->p->models[pi->model].src;
+        mk_dtype dt = src->tensors[pi->tensor].dtype;
+        unsigned es = mk_dtype_size(dt);
+        if (pi->rowmap || pi->src_cols != job->cols || !src->ops->stream || es > 4 || !mk_dtype_info(dt)->is_float)
+            continue;
+        total += len[k] = job->rows * job->cols * es;
+    }
+    bool one = pt->identity || (ex->p->method->one_pass && ex->p->method->one_pass(job));
+    int m = one ? RD_ONCE : total <= ex->o->hold_bytes ? RD_KEEP : RD_CACHE;
+    if (m == RD_CACHE || total < STREAM_MIN) return MK_OK;
+    uint64_t chunk = ex->o->chunk_elems ? ex->o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
+    for (size_t k = 0; k < job->n_in && k < 64; k++) {
+        if (!len[k]) continue;
+        mk_source *src = ex->p->models[pt->in[k].model].src;
+        /* a single pass: every thread's chunk in flight; several: all of it */
+        uint64_t reach = m == RD_KEEP ? len[k] : (uint64_t)mk_threads_get() * 2 * chunk * (len[k] / job->numel);
+        mk_status st = src->ops->stream(src, pt->in[k].tensor, len[k], reach, &ds[k]);
+        if (st != MK_OK) {
+            close_streams(ds, k);
+            return st;
+        }
+        /* one stream per file and tensor: a file's streams read one after another (taps) */
+        for (size_t j = 0; j < k && ds[k]; j++)
+            if (mk_dstream_same_file(ds[j], ds[k])) close_streams(ds + k, 1);
+        if (ds[k]) *mode = m;
+    }
+    return MK_OK;
+}
+
 static mk_status read_input(const exec_state *ex, size_t k, uint64_t row0, uint64_t nrows, float *dst, void *scratch)
 {
     const mk_plan_input *pi = &ex->pt->in[k];
     mk_source *src = input_source(ex, k);
-    if (pi->rowmap) MK_TRY(read_permuted(ex, k, row0, nrows, dst, scratch));
+    mk_dstream *ds = ex->cur_mode != RD_CACHE ? ex->cur[k] : NULL;
+    if (ds) MK_TRY(mk_stream_read_f32(ds, src->tensors[pi->tensor].dtype, row0 * pi->src_cols, nrows * pi->src_cols, dst));
+    else if (pi->rowmap) MK_TRY(read_permuted(ex, k, row0, nrows, dst, scratch));
     else MK_TRY(mk_source_read_f32_window(src, pi->tensor, pi->src_cols, row0, nrows, ex->pt->job.cols, dst, scratch));
     /* inputs are cast to the compute dtype first, as mergekit loads them */
     mk_dtype cd = ex->pt->job.compute_dtype, sd = src->tensors[pi->tensor].dtype;
@@ -154,7 +221,7 @@ static void release_input(const exec_state *ex, size_t k, uint64_t row0, uint64_
 {
     const mk_plan_input *pi = &ex->pt->in[k];
     mk_source *src = input_source(ex, k);
-    if (!src->ops->release || pi->rowmap) return;
+    if (!src->ops->release || pi->rowmap || (ex->cur_mode != RD_CACHE && ex->cur[k])) return;
     unsigned es = mk_dtype_size(src->tensors[pi->tensor].dtype);
     src->ops->release(src, pi->tensor, row0 * pi->src_cols * es, nrows * pi->src_cols * es);
 }
@@ -232,6 +299,8 @@ static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
 static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
 {
     exec_state *ex = job->exec;
+    /* a method said one pass and makes another: its streams are spent, read as before */
+    if (ex->passes++ == 1 && ex->cur_mode == RD_ONCE) close_streams(ex->cur, ex->max_in);
     uint64_t span = ex->rows_per_chunk * job->cols;
     pass_ctx pc = {job, ex, fn, user, emit, span < job->numel ? span : job->numel};
     MK_TRY(mk_parallel_chunks(job->n_chunks, pass_chunk, &pc, pass_tls_new, pass_tls_free));
@@ -272,6 +341,80 @@ static mk_status copy_raw(exec_state *ex)
     return s;
 }
 
+/* Ask for the inputs of tensor ti read through the page cache (those without a stream). */
+static void prefetch_inputs(const exec_state *ex, size_t ti, mk_dstream *const *ds, int mode)
+{
+    const mk_plan_tensor *pt = &ex->p->t[ti];
+    for (size_t k = 0; k < pt->job.n_in; k++) {
+        mk_source *src = ex->p->models[pt->in[k].model].src;
+        if (src->ops->prefetch && !(mode != RD_CACHE && ds[k]))
+            src->ops->prefetch(src, pt->in[k].tensor, 0, src->tensors[pt->in[k].tensor].nbytes);
+    }
+}
+
+/* The streams of tensor i (opened ahead, or now), and those of the next tensor to compute,
+ * opened now so that their first blocks arrive while this one is computed. */
+static mk_status tensor_streams(exec_state *ex, size_t i)
+{
+    const mk_plan *p = ex->p;
+    mk_consumer *c = ex->c;
+    ex->passes = 0;
+    if (ex->nxt_ti == i) {
+        mk_dstream **t = ex->cur;
+        ex->cur = ex->nxt;
+        ex->nxt = t;
+        ex->cur_mode = ex->nxt_mode;
+    } else {
+        close_streams(ex->nxt, ex->max_in);
+        MK_TRY(open_streams(ex, i, ex->cur, &ex->cur_mode));
+    }
+    ex->nxt_mode = RD_CACHE;
+    size_t j = i + 1;
+    while (j < p->n && c->ops->is_done && c->ops->is_done(c, j)) j++;
+    ex->nxt_ti = j;
+    return j < p->n ? open_streams(ex, j, ex->nxt, &ex->nxt_mode) : MK_OK;
+}
+
+/* Tensor i: its job, its inputs read ahead, the method (or a copy), the consumer. */
+static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t bytes_through, uint64_t todo_bytes)
+{
+    const mk_exec_opts *o = ex->o;
+    mk_consumer *c = ex->c;
+    mk_plan_tensor *pt = &ex->p->t[i];
+    ex->ti = i;
+    ex->pt = pt;
+    ex->scanned = false;
+    memset(ex->bad, 0, sizeof ex->bad);
+    memset(ex->first, 0, sizeof ex->first);
+    mk_merge_job job = pt->job;
+    job.pass = job_pass;
+    job.exec = ex;
+    job.rng = mk_rng_key(o->seed, pt->out.name);
+    uint64_t cols = job.cols ? job.cols : 1;
+    uint64_t align = c->ops->align ? c->ops->align(c, &pt->out) : 1;
+    if (!align) align = 1;
+    /* chunks are whole rows whose element count is a multiple of `align` */
+    uint64_t rpc = mk_rows_per_chunk(cols, align, chunk);
+    ex->rows_per_chunk = rpc;
+    job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
+    job.chunk_rows = rpc;
+    job.keep_bytes = o->keep_bytes;
+    bool ahead = ex->nxt_ti == i; /* its inputs were asked for with the tensor before */
+    MK_TRY(tensor_streams(ex, i));
+    if (!ahead) prefetch_inputs(ex, i, ex->cur, ex->cur_mode);
+    if (ex->nxt_ti < ex->p->n) prefetch_inputs(ex, ex->nxt_ti, ex->nxt, ex->nxt_mode);
+    if (o->reading) o->reading(o->reading_ctx, bytes_through, todo_bytes);
+    mk_status s = c->ops->begin(c, i, &pt->out);
+    if (s == MK_OK) {
+        mk_dtype sd = input_source(ex, 0)->tensors[pt->in[0].tensor].dtype;
+        if (pt->raw && c->ops->raw_ok(c, i, &pt->out, sd)) s = copy_raw(ex);
+        else if (pt->identity) s = job_pass(&job, identity_chunk, NULL, true);
+        else s = ex->p->method->run(&job);
+    }
+    close_streams(ex->cur, ex->max_in);
+    return s == MK_OK ? c->ops->end(c, i) : s;
+}
+
 mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec_stats *stats)
 {
     uint64_t chunk = o->chunk_elems ? o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
@@ -290,46 +433,25 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
     ex.p = p;
     ex.c = c;
     ex.o = o;
-    for (size_t i = 0; i < p->n; i++) {
-        mk_plan_tensor *pt = &p->t[i];
-        ex.ti = i;
-        ex.pt = pt;
-        ex.scanned = false;
-        memset(ex.bad, 0, sizeof ex.bad);
-        memset(ex.first, 0, sizeof ex.first);
+    ex.nxt_ti = SIZE_MAX;
+    for (size_t i = 0; i < p->n; i++)
+        if (p->t[i].job.n_in > ex.max_in) ex.max_in = p->t[i].job.n_in;
+    ex.cur = mk_calloc(ex.max_in + 1, sizeof *ex.cur);
+    ex.nxt = mk_calloc(ex.max_in + 1, sizeof *ex.nxt);
+    mk_status s = ex.cur && ex.nxt ? MK_OK : MK_ERR_NOMEM;
+    for (size_t i = 0; i < p->n && s == MK_OK; i++) {
         if (c->ops->is_done && c->ops->is_done(c, i)) continue;
-        mk_merge_job job = pt->job;
-        job.pass = job_pass;
-        job.exec = &ex;
-        job.rng = mk_rng_key(o->seed, pt->out.name);
-        uint64_t cols = job.cols ? job.cols : 1;
-        uint64_t align = c->ops->align ? c->ops->align(c, &pt->out) : 1;
-        if (!align) align = 1;
-        /* chunks are whole rows whose element count is a multiple of `align` */
-        uint64_t rpc = mk_rows_per_chunk(cols, align, chunk);
-        ex.rows_per_chunk = rpc;
-        job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
-        job.chunk_rows = rpc;
-        job.keep_bytes = o->keep_bytes;
-
-        for (size_t k = 0; k < job.n_in; k++) {
-            mk_source *src = input_source(&ex, k);
-            if (src->ops->prefetch) src->ops->prefetch(src, pt->in[k].tensor, 0, src->tensors[pt->in[k].tensor].nbytes);
-        }
-        if (o->reading) o->reading(o->reading_ctx, st.bytes_computed + pt->out.nbytes, todo_bytes);
-        mk_status s = c->ops->begin(c, i, &pt->out);
-        if (s == MK_OK) {
-            mk_dtype sd = input_source(&ex, 0)->tensors[pt->in[0].tensor].dtype;
-            if (pt->raw && c->ops->raw_ok(c, i, &pt->out, sd)) s = copy_raw(&ex);
-            else if (pt->identity) s = job_pass(&job, identity_chunk, NULL, true);
-            else s = p->method->run(&job);
-        }
-        if (s == MK_OK) s = c->ops->end(c, i);
-        if (s != MK_OK) return s;
+        const mk_plan_tensor *pt = &p->t[i];
+        s = exec_tensor(&ex, i, chunk, st.bytes_computed + pt->out.nbytes, todo_bytes);
+        if (s != MK_OK) break;
         st.computed++;
         st.bytes_computed += pt->out.nbytes;
         if (stats) *stats = st;
         if (o->progress) o->progress(o->progress_ctx, st.computed, todo, st.bytes_computed, todo_bytes, pt->out.name);
     }
-    return MK_OK;
+    close_streams(ex.cur, ex.max_in);
+    close_streams(ex.nxt, ex.max_in);
+    free(ex.cur);
+    free(ex.nxt);
+    return s;
 }

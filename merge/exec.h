@@ -1,12 +1,18 @@
 /* exec.h - the streaming executor: runs a plan one output tensor at a time, in row
  * chunks, OpenMP over chunks, handing results to a consumer.
  *
+ * Inputs are read around the page cache where they can be (core/mk_dstream.h, unless
+ * --direct-io off): a tensor the method reads in one pass (mk_method.one_pass) through
+ * streams, a tensor whose inputs fit hold_bytes held in memory for all its passes, the next
+ * tensor's streams opened while one is computed. Other tensors are read through the page
+ * cache, each pass again.
+ *
  * Memory: per thread, one chunk of every input and of the output as f32 (about
  * chunk_elems x 4 x (inputs + 1) bytes), whatever the model size; mapped input pages are
- * dropped from the resident set as soon as a chunk is done. Methods that make several passes
- * over a tensor may keep up to keep_bytes of state between passes (masks, selections, means):
- * not its input values, which are read again each pass (keeping them as f32 measured no
- * faster than reading inputs in the page cache again, for 16 MB more memory). Chunk boundaries depend only
+ * dropped from the resident set as soon as a chunk is done; the streams' rings (a few 2 MiB
+ * blocks per input) and the held inputs (up to 2 x hold_bytes). Methods that make several
+ * passes over a tensor may keep up to keep_bytes of state between passes (masks, selections,
+ * means). Chunk boundaries depend only
  * on the tensor shape and chunk_elems, never on the thread count, so results are the
  * same bytes at any thread count.
  * Must not: know file formats or output layout (the consumer and its sink do).
@@ -26,6 +32,9 @@
  * reads them instead of computing them again; chunks past the cap compute them again. */
 #define MK_EXEC_KEEP_DEFAULT (16u << 20)
 
+/* Input bytes of one tensor held for a method's passes (mk_exec_opts.hold_bytes; merge --hold). */
+#define MK_EXEC_HOLD_DEFAULT (64u << 20)
+
 typedef enum mk_nonfinite {
     MK_NONFINITE_WARN = 0, /* report each input tensor holding NaN/Inf, carry on */
     MK_NONFINITE_ERROR,    /* stop at the first such tensor */
@@ -44,6 +53,10 @@ typedef struct mk_exec_opts {
      * inputs are about to be read, for a reader of the same files to keep pace. May be NULL. */
     void (*reading)(void *ctx, uint64_t bytes_through, uint64_t bytes_total);
     void *reading_ctx;
+    /* Input bytes of one tensor that a method making several passes may hold in memory, read
+     * once around the page cache (core/mk_dstream.h) instead of read again each pass; up to
+     * twice this is held (the next tensor's inputs are read while one is computed). 0: none. */
+    uint64_t hold_bytes;
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

@@ -78,6 +78,12 @@ bool mk_param_known_anywhere(const char *name)
     return false;
 }
 
+bool mk_method_one_pass(const mk_merge_job *job)
+{
+    (void)job;
+    return true;
+}
+
 bool mk_param_ok(const mk_param_def *d, double v)
 {
     if (!isfinite(v)) return false;

@@ -171,7 +171,14 @@ typedef struct mk_method {
     /* Optional: true when the output is exactly input 0 (the executor then copies raw
      * bytes, keeping integer and exotic dtypes exact). */
     bool (*is_identity)(const mk_merge_job *job);
+    /* Optional: true when run makes a single pass over the tensor (the executor then streams
+     * its inputs around the page cache, core/mk_dstream.h). A hint only: a second pass reads
+     * through the page cache. NULL: several passes may be made. */
+    bool (*one_pass)(const mk_merge_job *job);
 } mk_method;
+
+/* mk_method.one_pass of a method whose run always makes a single pass. */
+bool mk_method_one_pass(const mk_merge_job *job);
 
 /* All methods mergekit ships, NULL-terminated. */
 extern const mk_method *const mk_methods[];

@@ -79,7 +79,7 @@ mk_status mk_plan_build(const mk_recipe *r, mk_source *const *sources, size_t n_
 void mk_plan_free(mk_plan *p);
 
 /* Peak memory the executor needs for this plan at `threads` threads (bytes), with up to
- * keep_bytes kept by a method between passes. */
-uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes);
+ * keep_bytes kept by a method between passes and up to hold_bytes of inputs held (exec.h). */
+uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes, uint64_t hold_bytes);
 
 #endif

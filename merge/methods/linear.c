@@ -83,4 +83,5 @@ const mk_method mk_method_linear = {
     .min_inputs = 1,
     .check = linear_check,
     .run = linear_run,
+    .one_pass = mk_method_one_pass,
 };

@@ -39,5 +39,6 @@ const mk_method mk_method_nearswap = {
     .max_inputs = 2,
     .missing = MK_MISSING_BASE_SINGLETON,
     .run = nearswap_run,
+    .one_pass = mk_method_one_pass,
     .is_identity = nearswap_identity,
 };

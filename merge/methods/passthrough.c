@@ -35,5 +35,6 @@ const mk_method mk_method_passthrough = {
     .min_inputs = 1,
     .max_inputs = 1,
     .run = passthrough_run,
+    .one_pass = mk_method_one_pass,
     .is_identity = passthrough_identity,
 };

@@ -339,6 +339,17 @@ MK_KCLONE static mk_status gta_chunk(const mk_merge_job *job, const mk_chunk *ch
 
 static bool gta_identity(const mk_merge_job *job) { return job->n_in == 1 && job->base == 0; }
 
+/* Whether gta_run makes one pass: no selection, and no norms to rescale by. */
+static bool gta_one_pass(const mk_merge_job *job, gta_def d)
+{
+    bool rescale = job->g[P_RESCALE] != 0;
+    for (size_t k = 0; k < mk_job_n_nonbase(job); k++) {
+        double den = job->m[mk_job_nonbase(job, k)][P_DENSITY];
+        if (d.sp != SP_NONE && den < 1 && !(d.sp == SP_RANDOM && !rescale)) return false;
+    }
+    return true;
+}
+
 static mk_status gta_run(const mk_merge_job *job, gta_def d)
 {
     const mk_dtype dt = job->compute_dtype;
@@ -483,6 +494,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
 #define GTA_METHOD(id, sp, cons, summ, prm)                                                                           \
     static mk_status id##_check(const mk_merge_job *job) { return gta_check(job, (gta_def){sp, cons}); }             \
     static mk_status id##_run(const mk_merge_job *job) { return gta_run(job, (gta_def){sp, cons}); }                 \
+    static bool id##_one_pass(const mk_merge_job *job) { return gta_one_pass(job, (gta_def){sp, cons}); }            \
     const mk_method mk_method_##id = {                                                                                \
         .name = #id,                                                                                                  \
         .summary = summ,                                                                                              \
@@ -492,6 +504,7 @@ static mk_status gta_run(const mk_merge_job *job, gta_def d)
         .check = id##_check,                                                                                          \
         .run = id##_run,                                                                                              \
         .is_identity = gta_identity,                                                                                  \
+        .one_pass = id##_one_pass,                                                                                    \
     }
 
 GTA_METHOD(task_arithmetic, SP_NONE, false, "add the weighted task vectors (model - base) to the base", ta_params);
