@@ -624,9 +624,10 @@ static mk_status compute(merge_run *m, mk_consumer *cons, const char *what, mk_m
     mk_progress prog;
     mk_progress_init(&prog, what, &m->o->c);
     mk_exec_opts eo = {m->o->chunk, m->seed, mk_progress_cb, &prog,
-                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL, m->o->hold};
+                       m->o->on_nonfinite && strcmp(m->o->on_nonfinite, "error") == 0 ? MK_NONFINITE_ERROR : MK_NONFINITE_WARN, m->o->pass_cache, NULL, NULL, m->o->hold, NULL};
     if (hj->started && !m->o->parts.p.n) { /* the input hashing keeps pace with the reads */
         eo.reading = mk_merge_hash_pace;
+        eo.read_input = mk_merge_hash_input_read;
         eo.reading_ctx = hj;
     }
     double t0 = mk_now();

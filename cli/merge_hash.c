@@ -55,12 +55,27 @@ static mk_status hash_list(mk_merge_hash *h, const unsigned char *share, size_t 
             /* hashing a file fetched in part would fetch all of it: its sha256 on the Hub stands for it */
             bool remote = mk_hub_remote_sha256(h->src[i]->files[f], ih->sha256[ih->n]);
             if (!remote && rec) memcpy(of->hash, rec, 33);
-            else if (!remote) todo[(*n_todo)++] = ih->n;
+            else if (!remote) {
+                h->tap_of[k] = *n_todo;
+                todo[(*n_todo)++] = ih->n;
+            }
             if (!(of->name = mk_strdup(h->src[i]->files[f]))) return MK_ERR_NOMEM;
             ih->model_of[ih->n++] = i;
         }
     }
     return MK_OK;
+}
+
+static void hash_lists_free(mk_merge_hash *h)
+{
+    free(h->taps);
+    free(h->todo);
+    free(h->tap_of);
+    free(h->upto);
+    h->taps = NULL;
+    h->todo = NULL;
+    h->tap_of = NULL;
+    h->upto = NULL;
 }
 
 /* The files to hash: h->ih listed, h->todo the indices of those hashed now. */
@@ -73,8 +88,12 @@ static mk_status hash_prepare(mk_merge_hash *h)
     ih->model_of = mk_calloc(n ? n : 1, sizeof *ih->model_of);
     ih->sha256 = mk_calloc(n ? n : 1, sizeof *ih->sha256);
     h->todo = mk_calloc(n ? n : 1, sizeof *h->todo);
+    h->tap_of = mk_calloc(n ? n : 1, sizeof *h->tap_of);
+    h->upto = mk_calloc(n ? n : 1, sizeof *h->upto);
     unsigned char *share = mk_calloc(n ? n : 1, 1);
-    mk_status s = ih->files && ih->model_of && ih->sha256 && share && h->todo ? hash_share(h, n, share) : MK_ERR_NOMEM;
+    mk_status s = ih->files && ih->model_of && ih->sha256 && share && h->todo && h->tap_of && h->upto ? hash_share(h, n, share)
+                                                                                                   : MK_ERR_NOMEM;
+    for (size_t k = 0; h->tap_of && k < n; k++) h->tap_of[k] = SIZE_MAX;
     h->n_todo = 0;
     if (s == MK_OK) s = hash_list(h, share, h->todo, &h->n_todo);
     for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) mk_info("hashing %s", ih->files[h->todo[t]].name);
@@ -97,19 +116,16 @@ static void taps_close(mk_merge_hash *h)
     h->taps = NULL;
 }
 
-/* Fed hashing: what no stream has hashed, read behind the merge (far enough behind that the
- * streams of the tensors it reads now are past it), then the rest once it is over. The taps
- * stay open until then, whatever fails: the merge's streams feed them. */
+/* Fed hashing: what no stream has hashed, read behind the merge (each file up to the end of
+ * the last input tensor the merge has read in it: the streams of the tensors it reads now are
+ * past that), then the rest once it is over. The taps stay open until then, whatever fails:
+ * the merge's streams feed them. */
 static mk_status hash_fed(mk_merge_hash *h, mk_hash128 *d)
 {
     mk_status s = MK_OK;
     while (__atomic_load_n(&h->ppm, __ATOMIC_ACQUIRE) < 1000000u) {
-        double done = __atomic_load_n(&h->done_ppm, __ATOMIC_ACQUIRE) / 1e6;
-        for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) {
-            uint64_t size = mk_dtap_size(h->taps[t]), upto = (uint64_t)(done * (double)size);
-            uint64_t lag = (32u << 20) + size / 16;
-            if (upto > lag) s = mk_dtap_fill(h->taps[t], upto - lag);
-        }
+        for (size_t t = 0; t < h->n_todo && s == MK_OK; t++)
+            s = mk_dtap_fill(h->taps[t], __atomic_load_n(&h->upto[t], __ATOMIC_ACQUIRE));
         struct timespec ts = {0, 2000000}; /* 2 ms: the merge moves on a tensor at a time */
         nanosleep(&ts, NULL);
     }
@@ -136,10 +152,7 @@ static mk_status hash_run(mk_merge_hash *h)
     for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) mk_hash128_hex(d[t], ih->files[h->todo[t]].hash);
     free(paths);
     free(d);
-    free(h->taps);
-    free(h->todo);
-    h->taps = NULL;
-    h->todo = NULL;
+    hash_lists_free(h);
     return s;
 }
 
@@ -155,11 +168,9 @@ mk_status mk_merge_hash_start(mk_merge_hash *h)
 {
     h->started = false;
     __atomic_store_n(&h->ppm, h->unpaced ? 1000000u : 0, __ATOMIC_RELEASE);
-    __atomic_store_n(&h->done_ppm, 0, __ATOMIC_RELEASE);
     mk_status s = hash_prepare(h);
     if (s != MK_OK) {
-        free(h->todo);
-        h->todo = NULL;
+        hash_lists_free(h);
         return s;
     }
     /* the merge reads around the page cache: feed the hashing what it reads */
@@ -181,8 +192,7 @@ mk_status mk_merge_hash_now(mk_merge_hash *h)
     __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
     mk_status s = hash_prepare(h);
     if (s == MK_OK) return hash_run(h);
-    free(h->todo);
-    h->todo = NULL;
+    hash_lists_free(h);
     return s;
 }
 
@@ -191,8 +201,20 @@ void mk_merge_hash_pace(void *ctx, uint64_t through, uint64_t total)
     mk_merge_hash *h = ctx;
     uint32_t ppm = total ? (uint32_t)((double)through / (double)total * 1e6) : 1000000u;
     if (ppm >= 1000000u) ppm = 999999u; /* 1000000: the merge is over (mk_merge_hash_join) */
-    __atomic_store_n(&h->done_ppm, __atomic_load_n(&h->ppm, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
     __atomic_store_n(&h->ppm, ppm, __ATOMIC_RELEASE);
+}
+
+void mk_merge_hash_input_read(void *ctx, const mk_source *src, size_t tensor)
+{
+    mk_merge_hash *h = ctx;
+    size_t k = 0, i = 0;
+    for (; i < h->n_src && h->src[i] != src; i++) k += h->src[i]->n_files;
+    if (i == h->n_src || !h->tap_of || !h->upto || tensor >= src->n_tensors) return;
+    const mk_tensor_info *t = &src->tensors[tensor];
+    size_t tt = t->file < src->n_files ? h->tap_of[k + t->file] : SIZE_MAX;
+    uint64_t end = t->offset + t->nbytes;
+    if (tt != SIZE_MAX && end > __atomic_load_n(&h->upto[tt], __ATOMIC_ACQUIRE))
+        __atomic_store_n(&h->upto[tt], end, __ATOMIC_RELEASE);
 }
 
 mk_status mk_merge_hash_join(mk_merge_hash *h)

@@ -36,11 +36,13 @@ typedef struct mk_merge_hash {
     mk_input_hashes *ih;             /* filled by mk_merge_hash_join */
     bool unpaced;                    /* hash at full speed, not paced by mk_merge_hash_pace */
     uint32_t ppm;                    /* how far the merge reads (mk_hash_pace) */
-    uint32_t done_ppm;               /* how far it has read (the tensors before the current one) */
     /* Fed hashing (a paced run whose merge reads around the page cache): one tap per file to
-     * hash (core/mk_dstream.h), fed by the merge's streams, the rest read behind the merge. */
+     * hash (core/mk_dstream.h), fed by the merge's streams, the rest read behind the merge:
+     * each file up to the end of the last input tensor the merge has read in it (upto). */
     mk_dtap **taps;
     size_t *todo, n_todo;
+    size_t *tap_of;                  /* per input file (models' files in order): its tap, or SIZE_MAX */
+    uint64_t *upto;                  /* per tap */
     mk_status status;
     char msg[1024];
     pthread_t thread;
@@ -54,6 +56,8 @@ mk_status mk_merge_hash_now(mk_merge_hash *h);
 /* mk_exec_opts.reading: the merge is about to read the inputs of the output bytes up to
  * `through` of `total`. ctx: the mk_merge_hash. */
 void mk_merge_hash_pace(void *ctx, uint64_t through, uint64_t total);
+/* mk_exec_opts.read_input: the merge has read input tensor `tensor` of src. ctx: the mk_merge_hash. */
+void mk_merge_hash_input_read(void *ctx, const mk_source *src, size_t tensor);
 /* Let the hashing finish unpaced and wait for it; MK_OK when it was never started. */
 mk_status mk_merge_hash_join(mk_merge_hash *h);
 void mk_input_hashes_free(mk_input_hashes *ih);

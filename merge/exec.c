@@ -412,6 +412,8 @@ static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t 
         else s = ex->p->method->run(&job);
     }
     close_streams(ex->cur, ex->max_in);
+    for (size_t k = 0; s == MK_OK && o->read_input && k < job.n_in; k++)
+        o->read_input(o->reading_ctx, input_source(ex, k), pt->in[k].tensor);
     return s == MK_OK ? c->ops->end(c, i) : s;
 }
 

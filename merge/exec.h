@@ -57,6 +57,10 @@ typedef struct mk_exec_opts {
      * once around the page cache (core/mk_dstream.h) instead of read again each pass; up to
      * twice this is held (the next tensor's inputs are read while one is computed). 0: none. */
     uint64_t hold_bytes;
+    /* Called from the calling thread after each output tensor, once per input tensor it read
+     * (its source and index), for a reader of the same files to follow. ctx: reading_ctx. May
+     * be NULL. */
+    void (*read_input)(void *ctx, const mk_source *src, size_t tensor);
 } mk_exec_opts;
 
 /* What a run did: tensors computed now, and tensors the consumer already had (--resume: in

@@ -101,5 +101,21 @@ grep -q "streamed" "$T/.dio" && notok "--hold 0: ties streams nothing" "$(grep s
 same_merge "ties, all held" ties.yaml --hold 1G
 same_merge "a model given twice" twice.yaml -j 2
 same_merge "layers out of file order" stack.yaml -j 2
+# sharded inputs: a tap per shard, each hashed behind the merge's reads in that shard alone,
+# so no shard is read through the page cache ahead of the streams
+"$MK" synth sh1/ --finetune-of base/ --delta 0.01 --seed 14 --out-shard-size 20M -q
+"$MK" synth sh2/ --finetune-of base/ --delta 0.01 --seed 15 --out-shard-size 30M -q
+sed 's/ft1/sh1/; s/ft2/sh2/' lin.yaml >shards.yaml
+same_merge "sharded inputs" shards.yaml -j 2
+grep -q "streamed [0-9.]* MiB of inputs: [1-9][0-9.]* MiB with O_DIRECT, 0.0 MiB from the page cache" "$T/.dio" &&
+    ok "sharded inputs read with O_DIRECT" || notok "sharded inputs read with O_DIRECT" "$(grep streamed "$T/.dio")"
+rm -rf m1
+sync
+for f in base/*.safetensors sh1/*.safetensors sh2/*.safetensors; do # out of the page cache
+    dd if="$f" iflag=nocache count=0 status=none
+done
+"$MK" shards.yaml m1/ -v -j 2 2>"$T/.dio"
+grep -q "streamed [0-9.]* MiB of inputs: [1-9][0-9.]* MiB with O_DIRECT, 0.0 MiB from the page cache" "$T/.dio" &&
+    ok "auto: sharded inputs, none read ahead into the page cache" || notok "auto: sharded inputs, none read ahead into the page cache" "$(grep streamed "$T/.dio")"
 t_fail "--hold takes a size" 2 "--hold" "$MK" lin.yaml m4/ --hold lots
 t_absent "nothing written" m4 m4.tmp
