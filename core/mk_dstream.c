@@ -78,6 +78,7 @@ struct mk_dstream {
  * would be faulted in and zeroed each time). Mapped, not malloc'd: freeing a block this large
  * would raise malloc's mapping threshold and keep later ones in the heap. */
 #define POOL_MAX 4
+#define POOL_RING_MAX (8 * DS_B) /* a larger ring (a tensor held whole) is unmapped */
 static struct {
     pthread_mutex_t mu;
     void *p[POOL_MAX];
@@ -105,6 +106,10 @@ static void *ring_get(size_t len)
 static void ring_put(void *p, size_t len)
 {
     if (!p) return;
+    if (len > POOL_RING_MAX) {
+        munmap(p, len);
+        return;
+    }
     pthread_mutex_lock(&g_pool.mu);
     if (g_pool.n == POOL_MAX) { /* the oldest goes */
         munmap(g_pool.p[0], g_pool.len[0]);
@@ -248,6 +253,8 @@ static void tap_attach(mk_dstream *s)
     }
     pthread_mutex_unlock(&g_tap_mu);
 }
+
+bool mk_dstream_keeps(const mk_dstream *s) { return s && s->keep; }
 
 bool mk_dstream_same_file(const mk_dstream *a, const mk_dstream *b)
 {

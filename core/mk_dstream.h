@@ -55,6 +55,9 @@ void mk_dstream_close(mk_dstream *s);
  * its bytes may then be read any number of times, in any order, by any thread (a merge
  * method's passes over a tensor held in memory). */
 
+/* Whether stream s keeps every block (its reach covered its range). */
+bool mk_dstream_keeps(const mk_dstream *s);
+
 /* Whether two streams read the same file (the same device and inode). */
 bool mk_dstream_same_file(const mk_dstream *a, const mk_dstream *b);
 

@@ -197,6 +197,8 @@ static mk_status open_streams(const exec_state *ex, size_t ti, mk_dstream **ds, 
         /* one stream per file and tensor: a file's streams read one after another (taps) */
         for (size_t j = 0; j < k && ds[k]; j++)
             if (mk_dstream_same_file(ds[j], ds[k])) close_streams(ds + k, 1);
+        /* held for several passes: only if it keeps every block (a stream's reach is capped) */
+        if (m == RD_KEEP && ds[k] && !mk_dstream_keeps(ds[k])) close_streams(ds + k, 1);
         if (ds[k]) *mode = m;
     }
     return MK_OK;
