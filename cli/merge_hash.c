@@ -66,14 +66,17 @@ static mk_status hash_list(mk_merge_hash *h, const unsigned char *share, size_t 
     return MK_OK;
 }
 
-static void hash_lists_free(mk_merge_hash *h)
+/* The lists of hash_prepare; tap_of and upto too with `all` (the merge's mk_merge_hash_input_read
+ * reads them until it is over: they go once the hashing is joined). */
+static void hash_lists_free(mk_merge_hash *h, bool all)
 {
     free(h->taps);
     free(h->todo);
-    free(h->tap_of);
-    free(h->upto);
     h->taps = NULL;
     h->todo = NULL;
+    if (!all) return;
+    free(h->tap_of);
+    free(h->upto);
     h->tap_of = NULL;
     h->upto = NULL;
 }
@@ -152,7 +155,7 @@ static mk_status hash_run(mk_merge_hash *h)
     for (size_t t = 0; t < h->n_todo && s == MK_OK; t++) mk_hash128_hex(d[t], ih->files[h->todo[t]].hash);
     free(paths);
     free(d);
-    hash_lists_free(h);
+    hash_lists_free(h, false);
     return s;
 }
 
@@ -170,7 +173,7 @@ mk_status mk_merge_hash_start(mk_merge_hash *h)
     __atomic_store_n(&h->ppm, h->unpaced ? 1000000u : 0, __ATOMIC_RELEASE);
     mk_status s = hash_prepare(h);
     if (s != MK_OK) {
-        hash_lists_free(h);
+        hash_lists_free(h, true);
         return s;
     }
     /* the merge reads around the page cache: feed the hashing what it reads */
@@ -184,15 +187,17 @@ mk_status mk_merge_hash_start(mk_merge_hash *h)
     }
     taps_close(h);
     __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
-    return hash_run(h); /* fall back: inline */
+    s = hash_run(h); /* fall back: inline */
+    hash_lists_free(h, true);
+    return s;
 }
 
 mk_status mk_merge_hash_now(mk_merge_hash *h)
 {
     __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE);
     mk_status s = hash_prepare(h);
-    if (s == MK_OK) return hash_run(h);
-    hash_lists_free(h);
+    if (s == MK_OK) s = hash_run(h);
+    hash_lists_free(h, true);
     return s;
 }
 
@@ -223,6 +228,7 @@ mk_status mk_merge_hash_join(mk_merge_hash *h)
     __atomic_store_n(&h->ppm, 1000000u, __ATOMIC_RELEASE); /* the merge is over: finish */
     pthread_join(h->thread, NULL);
     h->started = false;
+    hash_lists_free(h, true);
     return h->status == MK_OK ? MK_OK : mk_error(h->status, "%s", h->msg);
 }
 
