@@ -233,6 +233,14 @@ static void tap_done(mk_dtap *t, uint64_t ticket)
     pthread_mutex_unlock(&t->mu);
 }
 
+/* The tap of file (dev, ino), or NULL; g_tap_mu held. */
+static mk_dtap *tap_find(dev_t dev, ino_t ino)
+{
+    mk_dtap *t = g_taps;
+    while (t && !(t->dev == dev && t->ino == ino)) t = t->next;
+    return t;
+}
+
 /* The stream's file identity, and a ticket of its file's tap where there is one. */
 static void tap_attach(mk_dstream *s)
 {
@@ -241,8 +249,7 @@ static void tap_attach(mk_dstream *s)
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     pthread_mutex_lock(&g_tap_mu);
-    mk_dtap *t = g_taps;
-    while (t && !(t->dev == s->dev && t->ino == s->ino)) t = t->next;
+    mk_dtap *t = tap_find(s->dev, s->ino);
     if (t) {
         pthread_mutex_lock(&t->mu);
         if (t->next_ticket - t->turn < TAP_TICKETS) { /* else: read without feeding it */
@@ -272,16 +279,11 @@ mk_status mk_dtap_open(const char *path, mk_dtap **out)
     mk_status s = mk_rfile_open(&t->f, path);
     if (s == MK_OK && (!(t->h = mk_hasher_new()) || !(t->buf = malloc(TAP_WIN)))) s = MK_ERR_NOMEM;
     struct stat st;
-    /* its reads go no further than asked: the kernel's read-ahead would cache the blocks a
-     * stream is about to read with O_DIRECT (tap_read_to asks for what it reads) */
-    if (s == MK_OK && !t->f.remote) posix_fadvise(t->f.fd, 0, 0, POSIX_FADV_RANDOM);
     if (s == MK_OK && !t->f.remote && fstat(t->f.fd, &st) == 0) {
         t->dev = st.st_dev;
         t->ino = st.st_ino;
         pthread_mutex_lock(&g_tap_mu);
-        mk_dtap *o = g_taps;
-        while (o && !(o->dev == t->dev && o->ino == t->ino)) o = o->next;
-        if (!o) {
+        if (!tap_find(t->dev, t->ino)) {
             t->next = g_taps;
             g_taps = t;
             t->listed = true;
