@@ -1047,7 +1047,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
         {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for what methods that make several passes over a tensor keep between passes: masks, selections, means (0: compute them again each pass)", "16M"},
-        {"hold", 0, MK_OPT_SIZE, &o.hold, "SIZE", "memory for the inputs of a tensor a method reads in several passes: read once, around the page cache, and held (twice this at most; 0: read them again each pass)", "64M"},
+        {"hold", 0, MK_OPT_SIZE, &o.hold, "SIZE", "memory for the inputs of a tensor a method reads in several passes: read once, around the page cache, and held, and for the tensors read ahead of it (twice this at most; 0: read them again each pass)", "64M"},
         MK_DIRECT_IO_OPTS(o.c),
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),

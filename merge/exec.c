@@ -12,6 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Tensors whose inputs are read ahead of the one computed: the next one always, more while
+ * what their reading brings into memory fits hold_bytes and none of them is read in one pass,
+ * so that the disk stays busy while a method's last pass over a tensor computes from memory. */
+#define AHEAD_MAX 8
+
+typedef struct ahead_slot {
+    size_t ti;
+    int mode;
+    uint64_t bytes; /* held inputs, rings, or what the page cache is asked for */
+    mk_dstream **ds;
+} ahead_slot;
+
 typedef struct exec_state {
     mk_plan *p;
     mk_consumer *c;
@@ -21,11 +33,14 @@ typedef struct exec_state {
     const mk_exec_opts *o;
     bool scanned;            /* this tensor's inputs were checked for NaN/Inf */
     uint64_t bad[64], first[64]; /* per input: non-finite count, first element */
-    /* Streams per input (NULL: read through the page cache) of the current tensor and of the
-     * next one to compute (nxt_ti), and how each reads (RD_*). */
-    mk_dstream **cur, **nxt;
-    int cur_mode, nxt_mode;
-    size_t nxt_ti, max_in;
+    /* Streams per input (NULL: read through the page cache) of the current tensor, and how
+     * they read (RD_*); the tensors after it whose reading has begun (ahead[0] is the next to
+     * compute), and the memory that reading takes. */
+    mk_dstream **cur;
+    int cur_mode;
+    ahead_slot ahead[AHEAD_MAX];
+    size_t n_ahead, max_in;
+    uint64_t ahead_bytes;
     unsigned passes;         /* passes begun over the current tensor */
 } exec_state;
 
@@ -162,27 +177,55 @@ static void close_streams(mk_dstream **ds, size_t n)
     }
 }
 
+/* How tensor ti's inputs are read (RD_*; RD_CACHE where no stream is worth it), each
+ * input's stream length (len[k], 0 for inputs read through the page cache, k < 64), and the
+ * memory reading it brings in: held inputs, rings, or the bytes the page cache is asked for. */
+static int read_mode(const exec_state *ex, size_t ti, uint64_t *len, uint64_t *mem)
+{
+    const mk_plan_tensor *pt = &ex->p->t[ti];
+    const mk_merge_job *job = &pt->job;
+    uint64_t total = 0, all = 0, reach[64] = {0};
+    memset(len, 0, 64 * sizeof *len);
+    bool one = pt->identity || (ex->p->method->one_pass && ex->p->method->one_pass(job));
+    uint64_t chunk = ex->o->chunk_elems ? ex->o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
+    for (size_t k = 0; k < job->n_in && k < 64; k++) {
+        const mk_plan_input *pi = &pt->in[k];
+        const mk_source *src = ex->p->models[pi->model].src;
+        mk_dtype dt = src->tensors[pi->tensor].dtype;
+        unsigned es = mk_dtype_size(dt);
+        all += src->tensors[pi->tensor].nbytes;
+        if (pt->raw || !job->numel || mk_dstream_mode() == MK_DIO_OFF || pi->rowmap || pi->src_cols != job->cols ||
+            !src->ops->stream || es > 4 || !mk_dtype_info(dt)->is_float)
+            continue;
+        total += len[k] = job->rows * job->cols * es;
+        /* a single pass: every thread's chunk in flight (mk_dstream.h: a ring of reach plus
+         * two blocks, at least four) */
+        reach[k] = (uint64_t)mk_threads_get() * 2 * chunk * es;
+    }
+    int m = one ? RD_ONCE : total <= ex->o->hold_bytes ? RD_KEEP : RD_CACHE;
+    if (m == RD_CACHE || total < STREAM_MIN) {
+        memset(len, 0, 64 * sizeof *len);
+        *mem = all;
+        return RD_CACHE;
+    }
+    *mem = all - total;
+    for (size_t k = 0; k < job->n_in && k < 64; k++) {
+        uint64_t b = MK_DSTREAM_BLOCK, ring = reach[k] + 2 * b > 4 * b ? reach[k] + 2 * b : 4 * b;
+        if (len[k]) *mem += m == RD_KEEP || ring > len[k] ? len[k] : ring;
+    }
+    return m;
+}
+
 /* Streams over the inputs of tensor ti that can be read so (ds[k], NULL for the others), and
  * how they read (*mode; RD_CACHE and no streams where none is worth it). */
 static mk_status open_streams(const exec_state *ex, size_t ti, mk_dstream **ds, int *mode)
 {
     const mk_plan_tensor *pt = &ex->p->t[ti];
     const mk_merge_job *job = &pt->job;
+    uint64_t len[64], mem;
+    int m = read_mode(ex, ti, len, &mem);
     *mode = RD_CACHE;
-    if (pt->raw || !job->numel || mk_dstream_mode() == MK_DIO_OFF) return MK_OK;
-    uint64_t total = 0, len[64] = {0};
-    for (size_t k = 0; k < job->n_in && k < 64; k++) {
-        const mk_plan_input *pi = &pt->in[k];
-        const mk_source *src = ex->p->models[pi->model].src;
-        mk_dtype dt = src->tensors[pi->tensor].dtype;
-        unsigned es = mk_dtype_size(dt);
-        if (pi->rowmap || pi->src_cols != job->cols || !src->ops->stream || es > 4 || !mk_dtype_info(dt)->is_float)
-            continue;
-        total += len[k] = job->rows * job->cols * es;
-    }
-    bool one = pt->identity || (ex->p->method->one_pass && ex->p->method->one_pass(job));
-    int m = one ? RD_ONCE : total <= ex->o->hold_bytes ? RD_KEEP : RD_CACHE;
-    if (m == RD_CACHE || total < STREAM_MIN) return MK_OK;
+    if (m == RD_CACHE) return MK_OK;
     uint64_t chunk = ex->o->chunk_elems ? ex->o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
     for (size_t k = 0; k < job->n_in && k < 64; k++) {
         if (!len[k]) continue;
@@ -354,27 +397,53 @@ static void prefetch_inputs(const exec_state *ex, size_t ti, mk_dstream *const *
     }
 }
 
-/* The streams of tensor i (opened ahead, or now), and those of the next tensor to compute,
- * opened now so that their first blocks arrive while this one is computed. */
+static void close_ahead(exec_state *ex)
+{
+    for (size_t a = 0; a < ex->n_ahead; a++) close_streams(ex->ahead[a].ds, ex->max_in);
+    ex->n_ahead = 0;
+    ex->ahead_bytes = 0;
+}
+
+/* The streams of tensor i (opened ahead, or now), and the reading of the tensors after it:
+ * their streams opened and their other inputs asked for (AHEAD_MAX). Streams of one file are
+ * opened in the order the tensors are computed, the order they read in (mk_dstream.h, taps). */
 static mk_status tensor_streams(exec_state *ex, size_t i)
 {
     const mk_plan *p = ex->p;
     mk_consumer *c = ex->c;
     ex->passes = 0;
-    if (ex->nxt_ti == i) {
+    if (ex->n_ahead && ex->ahead[0].ti == i) {
         mk_dstream **t = ex->cur;
-        ex->cur = ex->nxt;
-        ex->nxt = t;
-        ex->cur_mode = ex->nxt_mode;
+        ex->cur = ex->ahead[0].ds;
+        ex->cur_mode = ex->ahead[0].mode;
+        ex->ahead_bytes -= ex->ahead[0].bytes;
+        memmove(ex->ahead, ex->ahead + 1, (ex->n_ahead - 1) * sizeof *ex->ahead);
+        ex->ahead[--ex->n_ahead].ds = t;
     } else {
-        close_streams(ex->nxt, ex->max_in);
+        close_ahead(ex);
         MK_TRY(open_streams(ex, i, ex->cur, &ex->cur_mode));
+        prefetch_inputs(ex, i, ex->cur, ex->cur_mode);
     }
-    ex->nxt_mode = RD_CACHE;
-    size_t j = i + 1;
-    while (j < p->n && c->ops->is_done && c->ops->is_done(c, j)) j++;
-    ex->nxt_ti = j;
-    return j < p->n ? open_streams(ex, j, ex->nxt, &ex->nxt_mode) : MK_OK;
+    size_t j = ex->n_ahead ? ex->ahead[ex->n_ahead - 1].ti + 1 : i + 1;
+    while (ex->n_ahead < AHEAD_MAX) {
+        while (j < p->n && c->ops->is_done && c->ops->is_done(c, j)) j++;
+        if (j >= p->n) break;
+        uint64_t len[64], mem;
+        /* a tensor read in one pass keeps pace with its stream: no reading further ahead */
+        int m = read_mode(ex, j, len, &mem);
+        if (ex->n_ahead && (m == RD_ONCE || ex->ahead_bytes + mem > ex->o->hold_bytes)) break;
+        ahead_slot *a = &ex->ahead[ex->n_ahead];
+        MK_TRY(open_streams(ex, j, a->ds, &a->mode));
+        a->ti = j;
+        a->bytes = mem;
+        ex->ahead_bytes += mem;
+        ex->n_ahead++;
+        prefetch_inputs(ex, j, a->ds, a->mode);
+        j++;
+    }
+    mk_debug("tensor %s: %zu tensor(s) read ahead, %.1f MiB", p->t[i].out.name, ex->n_ahead,
+             (double)ex->ahead_bytes / 1048576.0);
+    return MK_OK;
 }
 
 /* Tensor i: its job, its inputs read ahead, the method (or a copy), the consumer. */
@@ -401,10 +470,7 @@ static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t 
     job.n_chunks = job.numel ? (job.rows + rpc - 1) / rpc : 0;
     job.chunk_rows = rpc;
     job.keep_bytes = o->keep_bytes;
-    bool ahead = ex->nxt_ti == i; /* its inputs were asked for with the tensor before */
     MK_TRY(tensor_streams(ex, i));
-    if (!ahead) prefetch_inputs(ex, i, ex->cur, ex->cur_mode);
-    if (ex->nxt_ti < ex->p->n) prefetch_inputs(ex, ex->nxt_ti, ex->nxt, ex->nxt_mode);
     if (o->reading) o->reading(o->reading_ctx, bytes_through, todo_bytes);
     mk_status s = c->ops->begin(c, i, &pt->out);
     if (s == MK_OK) {
@@ -437,12 +503,12 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
     ex.p = p;
     ex.c = c;
     ex.o = o;
-    ex.nxt_ti = SIZE_MAX;
     for (size_t i = 0; i < p->n; i++)
         if (p->t[i].job.n_in > ex.max_in) ex.max_in = p->t[i].job.n_in;
     ex.cur = mk_calloc(ex.max_in + 1, sizeof *ex.cur);
-    ex.nxt = mk_calloc(ex.max_in + 1, sizeof *ex.nxt);
-    mk_status s = ex.cur && ex.nxt ? MK_OK : MK_ERR_NOMEM;
+    bool ok = ex.cur != NULL;
+    for (size_t a = 0; a < AHEAD_MAX; a++) ok &= (ex.ahead[a].ds = mk_calloc(ex.max_in + 1, sizeof *ex.ahead[a].ds)) != NULL;
+    mk_status s = ok ? MK_OK : MK_ERR_NOMEM;
     for (size_t i = 0; i < p->n && s == MK_OK; i++) {
         if (c->ops->is_done && c->ops->is_done(c, i)) continue;
         const mk_plan_tensor *pt = &p->t[i];
@@ -454,8 +520,8 @@ mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec
         if (o->progress) o->progress(o->progress_ctx, st.computed, todo, st.bytes_computed, todo_bytes, pt->out.name);
     }
     close_streams(ex.cur, ex.max_in);
-    close_streams(ex.nxt, ex.max_in);
+    close_ahead(&ex);
     free(ex.cur);
-    free(ex.nxt);
+    for (size_t a = 0; a < AHEAD_MAX; a++) free(ex.ahead[a].ds);
     return s;
 }

@@ -3,8 +3,10 @@
  *
  * Inputs are read around the page cache where they can be (core/mk_dstream.h, unless
  * --direct-io off): a tensor the method reads in one pass (mk_method.one_pass) through
- * streams, a tensor whose inputs fit hold_bytes held in memory for all its passes, the next
- * tensor's streams opened while one is computed. Other tensors are read through the page
+ * streams, a tensor whose inputs fit hold_bytes held in memory for all its passes. The next
+ * tensor's streams open while one is computed; where tensors take several passes, those of
+ * the tensors after it too, while their held inputs fit hold_bytes, so that the disk stays
+ * busy during a last pass computed from memory. Other tensors are read through the page
  * cache, each pass again.
  *
  * Memory: per thread, one chunk of every input and of the output as f32 (about
@@ -55,7 +57,8 @@ typedef struct mk_exec_opts {
     void *reading_ctx;
     /* Input bytes of one tensor that a method making several passes may hold in memory, read
      * once around the page cache (core/mk_dstream.h) instead of read again each pass; up to
-     * twice this is held (the next tensor's inputs are read while one is computed). 0: none. */
+     * twice this is held: the tensors after the one computed are read ahead while what their
+     * reading brings into memory fits it (the next tensor always). 0: none. */
     uint64_t hold_bytes;
     /* Called from the calling thread after each output tensor, once per input tensor it read
      * (its source and index), for a reader of the same files to follow. ctx: reading_ctx. May

@@ -815,12 +815,13 @@ void mk_plan_free(mk_plan *p)
 
 /* The streams of tensor t (exec.h): a ring of four blocks per input read in one pass, or the
  * inputs held for several passes (within hold_bytes) and a block per input for alignment. */
-static uint64_t stream_memory(const mk_plan *p, const mk_plan_tensor *t, uint64_t hold_bytes)
+static uint64_t stream_memory(const mk_plan *p, const mk_plan_tensor *t, uint64_t hold_bytes, bool *one_pass)
 {
     uint64_t in = 0, b = MK_DSTREAM_BLOCK;
     for (size_t k = 0; k < t->job.n_in; k++)
         in += t->job.rows * t->job.cols * mk_dtype_size(p->models[t->in[k].model].src->tensors[t->in[k].tensor].dtype);
     bool one = t->identity || (p->method->one_pass && p->method->one_pass(&t->job));
+    *one_pass = one;
     if (one) return t->job.n_in * 4 * b < in + t->job.n_in * b ? t->job.n_in * 4 * b : in + t->job.n_in * b;
     return in <= hold_bytes ? in + t->job.n_in * b : 0;
 }
@@ -828,6 +829,7 @@ static uint64_t stream_memory(const mk_plan *p, const mk_plan_tensor *t, uint64_
 uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes, uint64_t hold_bytes)
 {
     uint64_t per_thread = 0, meta = 0, keep = 0, streams = 0;
+    bool several = false;
     for (size_t i = 0; i < p->n; i++) {
         const mk_plan_tensor *t = &p->t[i];
         uint64_t cols = t->job.cols ? t->job.cols : 1;
@@ -843,12 +845,17 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
         uint64_t in_bytes = t->out.numel * 4;
         if (in_bytes > keep) keep = in_bytes;
         meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
-        uint64_t sm = stream_memory(p, t, hold_bytes);
+        bool one;
+        uint64_t sm = stream_memory(p, t, hold_bytes, &one);
         if (sm > streams) streams = sm;
+        several |= !one;
     }
     for (size_t i = 0; i < p->n_models; i++) meta += p->models[i].src->n_tensors * (sizeof(mk_tensor_info) + 64);
     /* selections: two 512 KiB histograms per input model (select.h) */
     meta += (uint64_t)p->n_models * (1u << 20);
-    /* the streams of two tensors at once: one computed, the next read ahead */
-    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + 2 * streams;
+    /* the streams of the tensor computed and of those read ahead (exec.c): the next one, and
+     * where tensors take several passes more within hold_bytes, eight tensors at most */
+    uint64_t ahead = streams;
+    if (several && hold_bytes > ahead) ahead = hold_bytes < 8 * streams ? hold_bytes : 8 * streams;
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + streams + ahead;
 }

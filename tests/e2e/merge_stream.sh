@@ -99,6 +99,17 @@ done
 same_merge "ties, nothing held" ties.yaml --hold 0
 grep -q "streamed" "$T/.dio" && notok "--hold 0: ties streams nothing" "$(grep streamed "$T/.dio")" || ok "--hold 0: ties streams nothing"
 same_merge "ties, all held" ties.yaml --hold 1G
+# reading ahead: a method of several passes reads further ahead within --hold, one read in a
+# single pass only the next tensor (and a norm after it, read through the page cache)
+rm -rf m1 m2
+"$MK" ties.yaml m1/ -vv -j 2 --hold 1G 2>"$T/.dbg" && "$MK" lin.yaml m2/ -vv -j 2 2>"$T/.dbg2" &&
+    grep -q "tensor model.embed_tokens.weight: [3-8] tensor(s) read ahead" "$T/.dbg" &&
+    grep -q "tensor model.layers.0.self_attn.q_proj.weight: 1 tensor(s) read ahead" "$T/.dbg2" &&
+    ! grep -q "[3-8] tensor(s) read ahead" "$T/.dbg2" &&
+    ok "ties reads tensors ahead within --hold, linear the next" ||
+    notok "ties reads tensors ahead within --hold, linear the next" "$(grep -h "read ahead" "$T/.dbg" "$T/.dbg2" | head -n 4)"
+"$MK" ties.yaml m3/ -vv -j 2 --hold 0 2>"$T/.dbg" && ! grep -q "[2-8] tensor(s) read ahead" "$T/.dbg" &&
+    ok "--hold 0: only the next tensor read ahead" || notok "--hold 0: only the next tensor read ahead" "$(grep "read ahead" "$T/.dbg" | head -n 3)"
 same_merge "a model given twice" twice.yaml -j 2
 same_merge "layers out of file order" stack.yaml -j 2
 # sharded inputs: a tap per shard, each hashed behind the merge's reads in that shard alone,
