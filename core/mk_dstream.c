@@ -62,6 +62,7 @@ struct mk_dstream {
     size_t map_len, page;
     unsigned char *vec;           /* mincore's answer for one block */
     unsigned char *ring;
+    size_t ring_len;              /* the ring's mapped length (a kept ring may be longer) */
     ds_slot *slot;
     size_t S;
     pthread_mutex_t mu;
@@ -75,31 +76,53 @@ struct mk_dstream {
 };
 
 /* Rings of streams closed, kept for the next ones (a run opens one per tensor: fresh pages
- * would be faulted in and zeroed each time). Mapped, not malloc'd: freeing a block this large
- * would raise malloc's mapping threshold and keep later ones in the heap. */
-#define POOL_MAX 4
-#define POOL_RING_MAX (8 * DS_B) /* a larger ring (a tensor held whole) is unmapped */
+ * would be faulted in and zeroed each time, which a merge's held tensors did for every MLP
+ * matrix). A stream takes the smallest kept ring of at least its length and at most twice it,
+ * so rings of tensors of other shapes serve too. At most POOL_BYTES are kept, the oldest going
+ * first; a ring over POOL_RING_MAX (an embedding held whole) is unmapped. Mapped, not
+ * malloc'd: freeing a block this large would raise malloc's mapping threshold and keep later
+ * ones in the heap. */
+#define POOL_MAX 16
+#define POOL_RING_MAX (16 * DS_B)
+#define POOL_BYTES MK_DSTREAM_POOL_BYTES
 static struct {
     pthread_mutex_t mu;
     void *p[POOL_MAX];
     size_t len[POOL_MAX];
-    size_t n;
-} g_pool = {PTHREAD_MUTEX_INITIALIZER, {NULL}, {0}, 0};
+    size_t n, bytes;
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, {NULL}, {0}, 0, 0};
 
-static void *ring_get(size_t len)
+static uint64_t g_rings_mapped;
+
+uint64_t mk_dstream_rings_mapped(void) { return __atomic_load_n(&g_rings_mapped, __ATOMIC_RELAXED); }
+
+static void pool_drop(size_t i)
+{
+    g_pool.bytes -= g_pool.len[i];
+    memmove(g_pool.p + i, g_pool.p + i + 1, (g_pool.n - i - 1) * sizeof *g_pool.p);
+    memmove(g_pool.len + i, g_pool.len + i + 1, (g_pool.n - i - 1) * sizeof *g_pool.len);
+    g_pool.n--;
+}
+
+/* A ring of at least len bytes; *got: its length (for ring_put). */
+static void *ring_get(size_t len, size_t *got)
 {
     void *p = NULL;
     pthread_mutex_lock(&g_pool.mu);
+    size_t best = SIZE_MAX;
     for (size_t i = 0; i < g_pool.n; i++)
-        if (g_pool.len[i] == len) {
-            p = g_pool.p[i];
-            g_pool.p[i] = g_pool.p[g_pool.n - 1];
-            g_pool.len[i] = g_pool.len[--g_pool.n];
-            break;
-        }
+        if (g_pool.len[i] >= len && g_pool.len[i] / 2 <= len && (best == SIZE_MAX || g_pool.len[i] < g_pool.len[best]))
+            best = i;
+    if (best != SIZE_MAX) {
+        p = g_pool.p[best];
+        *got = g_pool.len[best];
+        pool_drop(best);
+    }
     pthread_mutex_unlock(&g_pool.mu);
     if (p) return p;
     p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    __atomic_fetch_add(&g_rings_mapped, 1, __ATOMIC_RELAXED);
+    *got = len;
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -111,14 +134,13 @@ static void ring_put(void *p, size_t len)
         return;
     }
     pthread_mutex_lock(&g_pool.mu);
-    if (g_pool.n == POOL_MAX) { /* the oldest goes */
+    while (g_pool.n && (g_pool.n == POOL_MAX || g_pool.bytes + len > POOL_BYTES)) { /* the oldest go */
         munmap(g_pool.p[0], g_pool.len[0]);
-        memmove(g_pool.p, g_pool.p + 1, (POOL_MAX - 1) * sizeof *g_pool.p);
-        memmove(g_pool.len, g_pool.len + 1, (POOL_MAX - 1) * sizeof *g_pool.len);
-        g_pool.n--;
+        pool_drop(0);
     }
     g_pool.p[g_pool.n] = p;
     g_pool.len[g_pool.n++] = len;
+    g_pool.bytes += len;
     pthread_mutex_unlock(&g_pool.mu);
 }
 
@@ -477,7 +499,7 @@ void mk_dstream_close(mk_dstream *s)
     if (s->map) munmap((void *)s->map, s->map_len);
     if (s->dfd >= 0) close(s->dfd);
     if (s->bfd >= 0) close(s->bfd);
-    ring_put(s->ring, s->S * (size_t)DS_B);
+    ring_put(s->ring, s->ring_len);
     free(s->slot);
     free(s->vec);
     free(s);
@@ -491,7 +513,7 @@ static bool ds_alloc(mk_dstream *s, uint64_t reach)
     if (s->S < 4) s->S = 4;
     if (s->S > s->nb) s->S = (size_t)s->nb;
     s->keep = s->S == s->nb; /* nothing to reuse: keep every block */
-    s->ring = ring_get(s->S * (size_t)DS_B);
+    s->ring = ring_get(s->S * (size_t)DS_B, &s->ring_len);
     s->slot = calloc(s->S, sizeof *s->slot);
     s->vec = malloc((size_t)(DS_B / s->page) + 2);
     if (!s->ring || !s->slot || !s->vec) return false;

@@ -857,5 +857,7 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
      * where tensors take several passes more within hold_bytes, eight tensors at most */
     uint64_t ahead = streams;
     if (several && hold_bytes > ahead) ahead = hold_bytes < 8 * streams ? hold_bytes : 8 * streams;
-    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + streams + ahead;
+    /* and the rings of closed streams kept for the next ones (mk_dstream.h), about a tensor's */
+    uint64_t pool = streams < MK_DSTREAM_POOL_BYTES ? streams : MK_DSTREAM_POOL_BYTES;
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + streams + ahead + pool;
 }

@@ -3,7 +3,8 @@
  * several threads taking pieces in order; with O_DIRECT for blocks the page cache lacks and an
  * ordinary read for those it holds; a file that ends early is an error naming it; a stream
  * closed with bytes unread stops; streams turned off give none. A stream whose reach covers
- * its range keeps every block for repeated reads in any order.
+ * its range keeps every block for repeated reads in any order. A closed stream's ring serves
+ * the next one it fits.
  *
  * A tap hashes a file from what its streams read: the hash is the file's (mk_hash_file)
  * whether streams cover it in order, leave gaps (a header, tensors not streamed), overlap at
@@ -339,6 +340,47 @@ MK_TEST(dstream_keeps_a_range_it_holds_whole)
                       (unsigned long long)bad);
         }
     mk_dstream_close(s);
+    free(buf);
+    mk_dstream_set_mode(MK_DIO_AUTO);
+    mk_rfile_close(&f);
+    free(path);
+}
+
+/* A closed stream's ring serves the next stream that fits it (no fresh pages to fault in and
+ * zero), and its blocks are the new range's, not the old one's; a ring too large to keep is
+ * mapped each time. */
+MK_TEST(dstream_takes_a_kept_ring)
+{
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 20 * B;
+    char *path = dfile("rings.bin", n);
+    CHECK(path != NULL);
+    if (!path) return;
+    mk_dstream_set_mode(MK_DIO_ALWAYS);
+    mk_rfile f;
+    CHECK_OK(mk_rfile_open(&f, path));
+    unsigned char *buf = malloc((size_t)(12 * B));
+    /* 12 blocks held whole, then 10 (a ring of 12 serves), then 11 from another offset, then
+     * 18 blocks twice (over the 16 kept: mapped both times) */
+    const uint64_t off[] = {0, 5 * B + 100, 3 * B, 0, 0}, len[] = {12 * B, 10 * B - 200, 11 * B, 18 * B, 18 * B};
+    uint64_t fresh[5];
+    for (int k = 0; k < 5 && buf; k++) {
+        uint64_t before = mk_dstream_rings_mapped();
+        mk_dstream *s = NULL;
+        CHECK_OK(mk_dstream_open(&f, off[k], len[k], len[k], &s));
+        uint64_t bad = 0;
+        for (uint64_t p = 0; s && p < len[k]; p += 12 * B / 2) {
+            size_t m = (size_t)(len[k] - p < 12 * B / 2 ? len[k] - p : 12 * B / 2);
+            CHECK_OK(mk_dstream_read(s, p, buf, m));
+            for (size_t i = 0; i < m; i++) bad += buf[i] != dbyte(off[k] + p + i);
+        }
+        CHECK_MSG(bad == 0, "stream %d: %llu byte(s) differ from the file's", k, (unsigned long long)bad);
+        mk_dstream_close(s);
+        fresh[k] = mk_dstream_rings_mapped() - before;
+    }
+    CHECK_MSG(fresh[1] == 0 && fresh[2] == 0, "rings mapped for streams that a kept ring fits: %llu and %llu",
+              (unsigned long long)fresh[1], (unsigned long long)fresh[2]);
+    CHECK_MSG(fresh[3] == 1 && fresh[4] == 1, "rings mapped for two streams over the size kept: %llu and %llu",
+              (unsigned long long)fresh[3], (unsigned long long)fresh[4]);
     free(buf);
     mk_dstream_set_mode(MK_DIO_AUTO);
     mk_rfile_close(&f);
