@@ -476,6 +476,25 @@ mk_status mk_dstream_read(mk_dstream *s, uint64_t pos, void *dst, size_t n)
     return MK_OK;
 }
 
+const void *mk_dstream_borrow(mk_dstream *s, uint64_t pos, size_t n)
+{
+    uint64_t p = s->off + pos;
+    if (pos > s->end - s->off || n > s->end - p) MK_BUG("stream read past its range");
+    if (!s->keep) return NULL;
+    /* kept: block j sits in slot j, so the range lies in the ring in file order */
+    uint64_t j0 = (p - s->a0) / DS_B, j1 = n ? (p + n - 1 - s->a0) / DS_B : j0;
+    bool ok = true;
+    pthread_mutex_lock(&s->mu);
+    for (uint64_t j = j0; j <= j1 && ok && n; j++) {
+        ds_slot *sl = &s->slot[j];
+        while (!(sl->state == SLOT_READY && sl->blk == j) && !(s->err != MK_OK && s->err_blk <= j))
+            pthread_cond_wait(&s->ready, &s->mu);
+        ok = sl->state == SLOT_READY && sl->blk == j;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok ? s->ring + (p - s->a0) : NULL;
+}
+
 void mk_dstream_close(mk_dstream *s)
 {
     if (!s) return;

@@ -55,6 +55,12 @@ void mk_dstream_close(mk_dstream *s);
  * its bytes may then be read any number of times, in any order, by any thread (a merge
  * method's passes over a tensor held in memory). */
 
+/* A stream that keeps every block: bytes [pos, pos + n) of its range where they lie in its
+ * buffers, once read (waiting for them), valid until the stream is closed; no copy. NULL for a
+ * stream that does not keep its blocks, or where reading them failed (mk_dstream_read then
+ * returns the error). */
+const void *mk_dstream_borrow(mk_dstream *s, uint64_t pos, size_t n);
+
 /* Whether stream s keeps every block (its reach covered its range). */
 bool mk_dstream_keeps(const mk_dstream *s);
 

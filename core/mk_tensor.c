@@ -122,6 +122,11 @@ mk_status mk_stream_read_f32(mk_dstream *ds, mk_dtype dt, uint64_t elem0, uint64
 {
     unsigned es = mk_dtype_size(dt);
     if (es > 4) MK_BUG("streamed tensors have elements of at most 4 bytes");
+    const void *held = mk_dstream_borrow(ds, elem0 * es, (size_t)(n * es));
+    if (held) { /* a tensor held whole: widened straight from the stream's buffers */
+        mk_dtype_info(dt)->to_f32(held, dst, (size_t)n);
+        return MK_OK;
+    }
     MK_TRY(mk_dstream_read(ds, elem0 * es, (char *)dst + (n * 4 - n * es), (size_t)(n * es)));
     mk_dtype_to_f32_inplace(dt, dst, (size_t)n);
     return MK_OK;

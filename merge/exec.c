@@ -1,6 +1,7 @@
 /* exec.c - see exec.h */
 #include "exec.h"
 
+#include "methods/kernel.h"
 #include "../core/mk_dstream.h"
 #include "../core/mk_io.h"
 #include "../core/mk_parallel.h"
@@ -54,6 +55,15 @@ enum {
  * thread and mapping cost more than it would save. */
 #define STREAM_MIN (1u << 20)
 
+/* Whether any of n floats (as bits) is NaN/Inf: an OR of "all-ones exponent" over 32-bit lanes,
+ * built for AVX2 too (MK_KCLONE): it reads every input element of a tensor's first pass. */
+MK_KCLONE static uint32_t any_nonfinite(const uint32_t *bits, uint64_t n)
+{
+    uint32_t any = 0;
+    for (uint64_t i = 0; i < n; i++) any |= (bits[i] & 0x7f800000u) == 0x7f800000u;
+    return any;
+}
+
 /* NaN/Inf in input k's values [elem0, elem0+n): counted for the tensor's report. */
 static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float *v, uint64_t n)
 {
@@ -61,9 +71,7 @@ static void note_nonfinite(exec_state *ex, size_t k, uint64_t elem0, const float
     /* a vectorizable OR of "all-ones exponent" first (32-bit lanes, no widening to a 64-bit
      * count); the count and the index only when there are some */
     const uint32_t *bits = (const uint32_t *)v;
-    uint32_t any = 0;
-    for (uint64_t i = 0; i < n; i++) any |= (bits[i] & 0x7f800000u) == 0x7f800000u;
-    if (!any) return;
+    if (!any_nonfinite(bits, n)) return;
     uint64_t cnt = 0, first = 0;
     for (uint64_t i = 0; i < n; i++) cnt += (bits[i] & 0x7f800000u) == 0x7f800000u;
     for (uint64_t i = 0; i < n; i++)

@@ -317,7 +317,7 @@ MK_TEST(dtap_turns_pass_when_a_stream_closes_unread)
 
 MK_TEST(dstream_keeps_a_range_it_holds_whole)
 {
-    const uint64_t B = MK_DSTREAM_BLOCK, n = 3 * B + 999;
+    const uint64_t B = MK_DSTREAM_BLOCK, n = 6 * B + 999;
     char *path = dfile("keep.bin", n);
     CHECK(path != NULL);
     if (!path) return;
@@ -339,6 +339,22 @@ MK_TEST(dstream_keeps_a_range_it_holds_whole)
             CHECK_MSG(bad == 0, "kept stream, pass %d, piece %llu: %llu byte(s) differ", pass, (unsigned long long)k,
                       (unsigned long long)bad);
         }
+    /* borrowed in place, across block boundaries: the same bytes, no copy */
+    for (uint64_t k = 0; s && k < 8; k++) {
+        uint64_t p = (7 - k) * (len / 8);
+        const unsigned char *b = mk_dstream_borrow(s, p, (size_t)(len / 8));
+        CHECK_MSG(b != NULL, "a kept stream lends piece %llu", (unsigned long long)k);
+        uint64_t bad = 0;
+        for (size_t i = 0; b && i < (size_t)(len / 8); i++) bad += b[i] != dbyte(off + p + i);
+        CHECK_MSG(bad == 0, "kept stream, borrowed piece %llu: %llu byte(s) differ", (unsigned long long)k,
+                  (unsigned long long)bad);
+    }
+    mk_dstream_close(s);
+    /* a stream that reuses its ring lends nothing */
+    s = NULL;
+    CHECK_OK(mk_dstream_open(&f, off, len, B, &s));
+    CHECK_MSG(s && !mk_dstream_keeps(s) && mk_dstream_borrow(s, 0, 16) == NULL, "a ring stream lends its bytes");
+    for (uint64_t p = 0; s && buf && p < len; p += B) CHECK_OK(mk_dstream_read(s, p, buf, (size_t)(len - p < B ? len - p : B)));
     mk_dstream_close(s);
     free(buf);
     mk_dstream_set_mode(MK_DIO_AUTO);
