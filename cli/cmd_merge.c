@@ -956,6 +956,12 @@ static mk_status check_opts(merge_run *m, merge_opts *o, const char *out)
                      o->check ? "--check" : ".mkz / --compress");
     if (s == MK_OK && o->eval.text && (o->check || o->dry_run))
         s = mk_error(MK_ERR_USAGE, "--eval-text scores a merge's output; not with --check or --dry-run");
+    if (s == MK_OK && o->hold == UINT64_MAX) {
+        /* the parts of a cluster run may share a node: each the fixed default */
+        o->hold = o->parts.p.n ? MK_EXEC_HOLD_DEFAULT : mk_exec_hold_auto();
+        mk_info("--hold: %.0f MiB for the inputs held (%s)", (double)o->hold / 1048576.0,
+                o->parts.p.n ? "a part of a split output" : "1/16 of the memory available, 64M to 1G");
+    }
     return s;
 }
 
@@ -1032,7 +1038,7 @@ static mk_status run_merge_gguf(merge_run *m)
 
 static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
 {
-    merge_opts o = {.shard_size = 5000000000ull, .pass_cache = MK_EXEC_KEEP_DEFAULT, .hold = MK_EXEC_HOLD_DEFAULT, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
+    merge_opts o = {.shard_size = 5000000000ull, .pass_cache = MK_EXEC_KEEP_DEFAULT, .hold = UINT64_MAX, .eval = {NULL, 512, 0, 0}, .finalize = finalize, .argc = argc, .argv = argv};
     const mk_opt opts[] = {
         {"out-shard-size", 0, MK_OPT_SIZE, &o.shard_size, "SIZE", "maximum bytes of tensor data per shard (5e9, 500M, 2G)", "5e9"},
         {"dry-run", 'n', MK_OPT_FLAG, &o.dry_run, NULL, "validate and print the plan (tensors, shards, bytes, peak memory); write nothing", NULL},
@@ -1047,7 +1053,7 @@ static int merge_main(int argc, char **argv, const mk_parts_manifest *finalize)
         {"on-nonfinite", 0, MK_OPT_STR, &o.on_nonfinite, "error|warn", "input tensors holding NaN/Inf: stop, or report and continue", "warn"},
         {"chunk", 0, MK_OPT_U64, &o.chunk, "N", "elements per work chunk", "65536"},
         {"pass-cache", 0, MK_OPT_SIZE, &o.pass_cache, "SIZE", "memory for what methods that make several passes over a tensor keep between passes: masks, selections, means (0: compute them again each pass)", "16M"},
-        {"hold", 0, MK_OPT_SIZE, &o.hold, "SIZE", "memory for the inputs of a tensor a method reads in several passes: read once, around the page cache, and held, and for the tensors read ahead of it (twice this at most; 0: read them again each pass)", "64M"},
+        {"hold", 0, MK_OPT_SIZE, &o.hold, "SIZE", "memory for the inputs of a tensor a method reads in several passes: read once, around the page cache, and held, and for the tensors read ahead of it (twice this at most; 0: read them again each pass)", "1/16 of the memory available, 64M to 1G; 64M with --part"},
         MK_DIRECT_IO_OPTS(o.c),
         {"compress", 0, MK_OPT_OPTSTR, &o.compress, "LEVEL", "write OUT as one .mkz container (also when OUT ends in .mkz); zstd level 1..22", "1"},
         MK_EVAL_OPTS(o.eval, "each input model"),

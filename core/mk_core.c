@@ -360,6 +360,66 @@ double mk_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The first number in file `path` (0 when absent or not a number: "max"). */
+static uint64_t file_number(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f && fscanf(f, "%llu", &v) != 1) v = 0;
+    if (f) fclose(f);
+    return (uint64_t)v;
+}
+
+/* Of this process's memory cgroup and the groups above it, the least room left under a limit
+ * (limit less usage; UINT64_MAX where none is limited). v2: the "0::" line of /proc/self/cgroup,
+ * v1: the line naming the memory controller. */
+static uint64_t cgroup_room(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[1024], rel[1024] = "", *base = NULL, *lim = NULL, *use = NULL;
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c2 = 0;
+        bool v2 = c1 == line + 1 && line[0] == '0' && c1[1] == 0;
+        bool v1 = strstr(c1 + 1, "memory") != NULL;
+        if (!v1 && !(v2 && !base)) continue;
+        snprintf(rel, sizeof rel, "%s", c2 + 1);
+        base = v1 ? "/sys/fs/cgroup/memory" : "/sys/fs/cgroup";
+        lim = v1 ? "memory.limit_in_bytes" : "memory.max";
+        use = v1 ? "memory.usage_in_bytes" : "memory.current";
+        if (v1) break;
+    }
+    if (f) fclose(f);
+    uint64_t room = UINT64_MAX;
+    for (bool more = base != NULL; more;) {
+        char pl[1200], pu[1200];
+        snprintf(pl, sizeof pl, "%s%s/%s", base, rel, lim);
+        snprintf(pu, sizeof pu, "%s%s/%s", base, rel, use);
+        uint64_t l = file_number(pl), u = file_number(pu);
+        if (l && l < (1ull << 60) && (l > u ? l - u : 0) < room) room = l > u ? l - u : 0;
+        char *slash = strrchr(rel, '/');
+        more = slash != NULL && rel[0];
+        if (slash) *slash = 0;
+    }
+    return room;
+}
+
+uint64_t mk_mem_available(void)
+{
+    uint64_t avail = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = (uint64_t)kb * 1024;
+    if (f) fclose(f);
+    uint64_t room = cgroup_room();
+    if (room != UINT64_MAX && (!avail || room < avail)) avail = room;
+    return avail;
+}
+
 static long tp_arm, tp_count;
 
 void mk_testpoint_arm(long n) { tp_arm = n; }

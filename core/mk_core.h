@@ -122,6 +122,11 @@ void mk_buf_free(mk_buf *b);
 /* Monotonic seconds. */
 double mk_now(void);
 
+/* Bytes of memory this process may use now: the kernel's MemAvailable (/proc/meminfo), or less
+ * where a memory cgroup's limit is lower (v2 memory.max, v1 memory.limit_in_bytes, less what
+ * the group uses). 0 where neither is known. */
+uint64_t mk_mem_available(void);
+
 /* Crash-safety test points: the writers call mk_testpoint() at every step where a kill
  * could leave something behind (each tensor done, each shard made durable, each step of the
  * final commit). When armed with n > 0 (the CLI does this from MK_TEST_KILL_AT), the n-th

@@ -493,6 +493,12 @@ static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t 
     return s == MK_OK ? c->ops->end(c, i) : s;
 }
 
+uint64_t mk_exec_hold_auto(void)
+{
+    uint64_t h = mk_mem_available() / 16;
+    return h < MK_EXEC_HOLD_DEFAULT ? MK_EXEC_HOLD_DEFAULT : h > MK_EXEC_HOLD_MAX ? MK_EXEC_HOLD_MAX : h;
+}
+
 mk_status mk_exec_run(mk_plan *p, mk_consumer *c, const mk_exec_opts *o, mk_exec_stats *stats)
 {
     uint64_t chunk = o->chunk_elems ? o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;

@@ -826,10 +826,42 @@ static uint64_t stream_memory(const mk_plan *p, const mk_plan_tensor *t, uint64_
     return in <= hold_bytes ? in + t->job.n_in * b : 0;
 }
 
+/* The most stream memory at once: a tensor's streams and those of the tensors read ahead of
+ * it, as exec.c reads ahead (the next tensor; where tensors take several passes, more while
+ * what their reading brings in fits hold_bytes, eight at most). *largest: one tensor's most. */
+static uint64_t streams_peak(const mk_plan *p, uint64_t hold_bytes, uint64_t *largest)
+{
+    uint64_t *sm = mk_calloc(p->n ? p->n : 1, sizeof *sm), *bud = mk_calloc(p->n ? p->n : 1, sizeof *bud), peak = 0;
+    bool *one = mk_calloc(p->n ? p->n : 1, sizeof *one);
+    *largest = 0;
+    for (size_t i = 0; sm && bud && one && i < p->n; i++) {
+        const mk_plan_tensor *t = &p->t[i];
+        sm[i] = stream_memory(p, t, hold_bytes, &one[i]);
+        /* read through the page cache: what exec.c asks the page cache for */
+        for (size_t k = 0; !sm[i] && k < t->job.n_in; k++)
+            bud[i] += p->models[t->in[k].model].src->tensors[t->in[k].tensor].nbytes;
+        if (sm[i]) bud[i] = sm[i];
+        if (sm[i] > *largest) *largest = sm[i];
+    }
+    for (size_t i = 0; sm && bud && one && i < p->n; i++) {
+        uint64_t w = sm[i], sum = 0;
+        for (size_t j = i + 1, cnt = 0; j < p->n && cnt < 8; j++, cnt++) {
+            if (cnt && (one[j] || sum + bud[j] > hold_bytes)) break;
+            sum += bud[j];
+            w += sm[j];
+        }
+        if (w > peak) peak = w;
+    }
+    if (!sm || !bud || !one) peak = 2 * hold_bytes; /* out of memory here: the bound */
+    free(sm);
+    free(bud);
+    free(one);
+    return peak;
+}
+
 uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems, uint64_t keep_bytes, uint64_t hold_bytes)
 {
     uint64_t per_thread = 0, meta = 0, keep = 0, streams = 0;
-    bool several = false;
     for (size_t i = 0; i < p->n; i++) {
         const mk_plan_tensor *t = &p->t[i];
         uint64_t cols = t->job.cols ? t->job.cols : 1;
@@ -845,19 +877,13 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
         uint64_t in_bytes = t->out.numel * 4;
         if (in_bytes > keep) keep = in_bytes;
         meta += sizeof *t + strlen(t->out.name) + t->job.n_in * (sizeof *t->in + 2 * MK_MAX_PARAMS * 9);
-        bool one;
-        uint64_t sm = stream_memory(p, t, hold_bytes, &one);
-        if (sm > streams) streams = sm;
-        several |= !one;
     }
     for (size_t i = 0; i < p->n_models; i++) meta += p->models[i].src->n_tensors * (sizeof(mk_tensor_info) + 64);
     /* selections: two 512 KiB histograms per input model (select.h) */
     meta += (uint64_t)p->n_models * (1u << 20);
-    /* the streams of the tensor computed and of those read ahead (exec.c): the next one, and
-     * where tensors take several passes more within hold_bytes, eight tensors at most */
-    uint64_t ahead = streams;
-    if (several && hold_bytes > ahead) ahead = hold_bytes < 8 * streams ? hold_bytes : 8 * streams;
-    /* and the rings of closed streams kept for the next ones (mk_dstream.h), about a tensor's */
+    /* the streams of the tensor computed and of those read ahead, and the rings of closed
+     * streams kept for the next ones (mk_dstream.h), about a tensor's */
+    uint64_t window = streams_peak(p, hold_bytes, &streams);
     uint64_t pool = streams < MK_DSTREAM_POOL_BYTES ? streams : MK_DSTREAM_POOL_BYTES;
-    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + streams + ahead + pool;
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + window + pool;
 }

@@ -128,5 +128,20 @@ done
 "$MK" shards.yaml m1/ -v -j 2 2>"$T/.dio"
 grep -q "streamed [0-9.]* MiB of inputs: [1-9][0-9.]* MiB with O_DIRECT, 0.0 MiB from the page cache" "$T/.dio" &&
     ok "auto: sharded inputs, none read ahead into the page cache" || notok "auto: sharded inputs, none read ahead into the page cache" "$(grep streamed "$T/.dio")"
+# the default hold: 1/16 of the memory available (MemAvailable, or less where a memory cgroup's
+# limit leaves less room), 64M to 1G; a part of a split output 64M; a given size as given (no
+# line). In the root cgroup (no limit), the figure is MemAvailable's; in another, at most that.
+"$MK" ties.yaml m5/ -v --dry-run 2>"$T/.h" &&
+    mib=$(sed -n 's/.*--hold: \([0-9]*\) MiB for the inputs held (1\/16 of the memory available, 64M to 1G).*/\1/p' "$T/.h") &&
+    want=$(awk '/^MemAvailable:/ {h = $2 / 1024 / 16; printf "%d", (h < 64 ? 64 : (h > 1024 ? 1024 : h))}' /proc/meminfo) &&
+    lo=$(grep -qE '^(0::/|[0-9]+:[^:]*memory[^:]*:/)$' /proc/self/cgroup && echo 0.8 || echo 0) &&
+    [ -n "$mib" ] && [ "$mib" -ge 64 ] && awk "BEGIN { exit !($mib >= $lo * $want && $mib <= 1.25 * $want) }" &&
+    ok "default --hold: $mib MiB, 1/16 of the memory available (MemAvailable: $want MiB)" ||
+    notok "default --hold" "$(grep -e --hold "$T/.h"), MemAvailable / 16: $want MiB"
+"$MK" ties.yaml m5/ -v --dry-run --part 1/2 2>"$T/.h"
+grep -q -e "--hold: 64 MiB for the inputs held (a part of a split output)" "$T/.h" &&
+    ok "--part: --hold 64M" || notok "--part: --hold 64M" "$(grep -e --hold "$T/.h")"
+"$MK" ties.yaml m5/ -v --dry-run --hold 32M 2>"$T/.h"
+grep -q -e "--hold:" "$T/.h" && notok "--hold 32M: as given" "$(grep -e --hold "$T/.h")" || ok "--hold 32M: as given"
 t_fail "--hold takes a size" 2 "--hold" "$MK" lin.yaml m4/ --hold lots
 t_absent "nothing written" m4 m4.tmp
