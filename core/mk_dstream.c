@@ -77,13 +77,13 @@ struct mk_dstream {
 
 /* Rings of streams closed, kept for the next ones (a run opens one per tensor: fresh pages
  * would be faulted in and zeroed each time, which a merge's held tensors did for every MLP
- * matrix). A stream takes the smallest kept ring of at least its length and at most twice it,
+ * matrix: 0.3 CPU s of a 4.3 s ties merge of a 7B-shaped model, beside smaller rings). A stream takes the smallest kept ring of at least its length and at most twice it,
  * so rings of tensors of other shapes serve too. At most POOL_BYTES are kept, the oldest going
  * first; a ring over POOL_RING_MAX (an embedding held whole) is unmapped. Mapped, not
  * malloc'd: freeing a block this large would raise malloc's mapping threshold and keep later
  * ones in the heap. */
 #define POOL_MAX 16
-#define POOL_RING_MAX (16 * DS_B)
+#define POOL_RING_MAX (128 * DS_B)
 #define POOL_BYTES MK_DSTREAM_POOL_BYTES
 static struct {
     pthread_mutex_t mu;
@@ -124,6 +124,16 @@ static void *ring_get(size_t len, size_t *got)
     __atomic_fetch_add(&g_rings_mapped, 1, __ATOMIC_RELAXED);
     *got = len;
     return p == MAP_FAILED ? NULL : p;
+}
+
+void mk_dstream_rings_drop(void)
+{
+    pthread_mutex_lock(&g_pool.mu);
+    while (g_pool.n) {
+        munmap(g_pool.p[0], g_pool.len[0]);
+        pool_drop(0);
+    }
+    pthread_mutex_unlock(&g_pool.mu);
 }
 
 static void ring_put(void *p, size_t len)

@@ -94,10 +94,11 @@ void mk_dtap_close(mk_dtap *t);
 void mk_dstream_totals(uint64_t *direct, uint64_t *cached);
 
 /* Rings mapped so far by the process's streams: a stream takes the ring of a closed one where
- * one is kept (at least its length and at most twice it; rings of 32 MiB at most, 128 MiB of
- * them kept) and maps a fresh one otherwise. */
+ * one is kept (at least its length and at most twice it; rings of 256 MiB at most, 512 MiB of
+ * them kept) and maps a fresh one otherwise. mk_dstream_rings_drop unmaps the kept ones. */
 uint64_t mk_dstream_rings_mapped(void);
-#define MK_DSTREAM_POOL_BYTES (64ull * MK_DSTREAM_BLOCK)
+void mk_dstream_rings_drop(void);
+#define MK_DSTREAM_POOL_BYTES (256ull * MK_DSTREAM_BLOCK)
 
 /* Blocks of this stream read so far with O_DIRECT and with an ordinary read (read once the
  * readers are done). */
