@@ -77,8 +77,9 @@ struct mk_dstream {
 
 /* Rings of streams closed, kept for the next ones (a run opens one per tensor: fresh pages
  * would be faulted in and zeroed each time, which a merge's held tensors did for every MLP
- * matrix: 0.3 CPU s of a 4.3 s ties merge of a 7B-shaped model, beside smaller rings). A stream takes the smallest kept ring of at least its length and at most twice it,
- * so rings of tensors of other shapes serve too. At most POOL_BYTES are kept, the oldest going
+ * matrix: 0.3 CPU s of a 4.3 s ties merge of a 7B-shaped model). A stream takes the smallest
+ * kept ring of at least its length and at most twice it, so rings of tensors of other shapes
+ * serve too. At most POOL_BYTES are kept, the oldest going
  * first; a ring over POOL_RING_MAX (an embedding held whole) is unmapped. Mapped, not
  * malloc'd: freeing a block this large would raise malloc's mapping threshold and keep later
  * ones in the heap. */
