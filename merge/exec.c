@@ -186,14 +186,16 @@ static void close_streams(mk_dstream **ds, size_t n)
 }
 
 /* How tensor ti's inputs are read (RD_*; RD_CACHE where no stream is worth it), each
- * input's stream length (len[k], 0 for inputs read through the page cache, k < 64), and the
- * memory reading it brings in: held inputs, rings, or the bytes the page cache is asked for. */
-static int read_mode(const exec_state *ex, size_t ti, uint64_t *len, uint64_t *mem)
+ * input's stream length and reach (len[k], reach[k]: 0 for inputs read through the page cache,
+ * k < 64), and the memory reading it brings in: held inputs, rings, or the bytes the page cache
+ * is asked for. */
+static int read_mode(const exec_state *ex, size_t ti, uint64_t *len, uint64_t *reach, uint64_t *mem)
 {
     const mk_plan_tensor *pt = &ex->p->t[ti];
     const mk_merge_job *job = &pt->job;
-    uint64_t total = 0, all = 0, reach[64] = {0};
+    uint64_t total = 0, all = 0;
     memset(len, 0, 64 * sizeof *len);
+    memset(reach, 0, 64 * sizeof *reach);
     bool one = pt->identity || (ex->p->method->one_pass && ex->p->method->one_pass(job));
     uint64_t chunk = ex->o->chunk_elems ? ex->o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
     for (size_t k = 0; k < job->n_in && k < 64; k++) {
@@ -206,18 +208,20 @@ static int read_mode(const exec_state *ex, size_t ti, uint64_t *len, uint64_t *m
             !src->ops->stream || es > 4 || !mk_dtype_info(dt)->is_float)
             continue;
         total += len[k] = job->rows * job->cols * es;
-        /* a single pass: every thread's chunk in flight (mk_dstream.h: a ring of reach plus
-         * two blocks, at least four) */
+        /* a single pass: every thread's chunk in flight; several: all of it */
         reach[k] = (uint64_t)mk_threads_get() * 2 * chunk * es;
     }
     int m = one ? RD_ONCE : total <= ex->o->hold_bytes ? RD_KEEP : RD_CACHE;
     if (m == RD_CACHE || total < STREAM_MIN) {
         memset(len, 0, 64 * sizeof *len);
+        memset(reach, 0, 64 * sizeof *reach);
         *mem = all;
         return RD_CACHE;
     }
     *mem = all - total;
     for (size_t k = 0; k < job->n_in && k < 64; k++) {
+        if (m == RD_KEEP) reach[k] = len[k];
+        /* mk_dstream.h: a ring of reach plus two blocks, at least four, at most the range */
         uint64_t b = MK_DSTREAM_BLOCK, ring = reach[k] + 2 * b > 4 * b ? reach[k] + 2 * b : 4 * b;
         if (len[k]) *mem += m == RD_KEEP || ring > len[k] ? len[k] : ring;
     }
@@ -230,17 +234,14 @@ static mk_status open_streams(const exec_state *ex, size_t ti, mk_dstream **ds, 
 {
     const mk_plan_tensor *pt = &ex->p->t[ti];
     const mk_merge_job *job = &pt->job;
-    uint64_t len[64], mem;
-    int m = read_mode(ex, ti, len, &mem);
+    uint64_t len[64], reach[64], mem;
+    int m = read_mode(ex, ti, len, reach, &mem);
     *mode = RD_CACHE;
     if (m == RD_CACHE) return MK_OK;
-    uint64_t chunk = ex->o->chunk_elems ? ex->o->chunk_elems : MK_EXEC_CHUNK_DEFAULT;
     for (size_t k = 0; k < job->n_in && k < 64; k++) {
         if (!len[k]) continue;
         mk_source *src = ex->p->models[pt->in[k].model].src;
-        /* a single pass: every thread's chunk in flight; several: all of it */
-        uint64_t reach = m == RD_KEEP ? len[k] : (uint64_t)mk_threads_get() * 2 * chunk * (len[k] / job->numel);
-        mk_status st = src->ops->stream(src, pt->in[k].tensor, len[k], reach, &ds[k]);
+        mk_status st = src->ops->stream(src, pt->in[k].tensor, len[k], reach[k], &ds[k]);
         if (st != MK_OK) {
             close_streams(ds, k);
             return st;
@@ -436,9 +437,9 @@ static mk_status tensor_streams(exec_state *ex, size_t i)
     while (ex->n_ahead < AHEAD_MAX) {
         while (j < p->n && c->ops->is_done && c->ops->is_done(c, j)) j++;
         if (j >= p->n) break;
-        uint64_t len[64], mem;
+        uint64_t len[64], reach[64], mem;
         /* a tensor read in one pass keeps pace with its stream: no reading further ahead */
-        int m = read_mode(ex, j, len, &mem);
+        int m = read_mode(ex, j, len, reach, &mem);
         if (ex->n_ahead && (m == RD_ONCE || ex->ahead_bytes + mem > ex->o->hold_bytes)) break;
         ahead_slot *a = &ex->ahead[ex->n_ahead];
         MK_TRY(open_streams(ex, j, a->ds, &a->mode));
