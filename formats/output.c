@@ -2,6 +2,7 @@
 #include "output.h"
 
 #include "../core/mk_hash.h"
+#include "../core/mk_dstream.h"
 #include "mkz.h"
 #include "safetensors.h"
 
@@ -115,7 +116,7 @@ mk_status mk_output_begin(mk_output *o, const char *out, const mk_output_opts *o
     memset(o, 0, sizeof *o);
     o->part_locks[0] = o->part_locks[1] = -1;
     o->container = mk_output_is_container(out, opts);
-    mk_st_sink_opts so = {opts->shard_size, opts->resume_key, opts->resume};
+    mk_st_sink_opts so = {opts->shard_size, opts->resume_key, opts->resume, mk_dstream_mode() != MK_DIO_OFF};
     mk_st_sink_split split = {NULL, NULL, NULL};
     char *journal = NULL;
     mk_status s = MK_OK;

@@ -6,6 +6,7 @@
 #include "output_hash.h"
 
 #include "../core/mk_dstream.h"
+#include "../core/mk_dwrite.h"
 #include "../core/mk_hash.h"
 #include "../core/mk_io.h"
 #include "../core/mk_json.h"
@@ -655,29 +656,6 @@ finish:
 
 /* ---- sink ------------------------------------------------------------------------------ */
 
-size_t mk_st_assign_shards(const mk_tensor_info *t, size_t n, uint64_t shard_size, uint32_t *shard_of)
-{
-    uint64_t cur = 0;
-    size_t ns = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ns == 0 || (shard_size && cur > 0 && cur + t[i].nbytes > shard_size)) {
-            ns++;
-            cur = 0;
-        }
-        shard_of[i] = (uint32_t)(ns - 1);
-        cur += t[i].nbytes;
-    }
-    return ns ? ns : 1; /* a model with no tensors still gets one (empty) file */
-}
-
-static char *shard_name(const char *stem, size_t k, size_t n_shards)
-{
-    if (n_shards == 1) return mk_asprintf("%s.safetensors", stem);
-    return mk_asprintf("%s-%05zu-of-%05zu.safetensors", stem, k + 1, n_shards);
-}
-
-char *mk_st_shard_name(size_t k, size_t n_shards) { return shard_name("model", k, n_shards); }
-
 typedef struct st_shard {
     char *name;
     char *path;
@@ -689,6 +667,9 @@ typedef struct st_shard {
     bool foreign;         /* another part's (mk_st_sink_split.own) */
     char hash[33];
     mk_buf header;
+    mk_dwrite *dw;        /* written around the page cache (mk_st_sink_opts.direct), or NULL */
+    size_t *order;        /* with dw: its tensors in file order, which is the order declared */
+    size_t n_final;       /* with dw: order[0 .. n_final) are done */
 } st_shard;
 
 typedef struct st_sink {
@@ -707,16 +688,8 @@ typedef struct st_sink {
     char *journal_path;
     char *stem;           /* shard file stem, "model" by default */
     mk_whash *wh;         /* hashes each shard as it is written (tensors are its pieces) */
+    bool *tdone;          /* [n] tensor_done seen (shards written with dw) */
 } st_sink;
-
-static int cmp_by_size_desc(const void *a, const void *b, void *ctx)
-{
-    const mk_tensor_info *t = ctx;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    unsigned sx = mk_dtype_size(t[x].dtype), sy = mk_dtype_size(t[y].dtype);
-    if (sx != sy) return sx > sy ? -1 : 1;
-    return x < y ? -1 : x > y; /* stable: keep output order within one element size */
-}
 
 static mk_status journal_load(mk_sink *k)
 {
@@ -794,7 +767,7 @@ static mk_status hash_start(st_sink *w)
     free(len);
     for (size_t sh = 0; sh < w->n_shards && s == MK_OK; sh++) {
         st_shard *S = &w->shards[sh];
-        if (S->fd < 0) continue;
+        if (S->fd < 0 || S->dw) continue; /* not written here, or hashed by its writer */
         unsigned char *head = mk_malloc(8 + S->header.len);
         if (!head) return MK_ERR_NOMEM;
         for (int b = 0; b < 8; b++) head[b] = (unsigned char)((uint64_t)S->header.len >> (8 * b));
@@ -805,85 +778,22 @@ static mk_status hash_start(st_sink *w)
     return s == MK_OK ? mk_whash_start(w->wh) : s;
 }
 
-void mk_st_layout_free(mk_st_layout *L)
+/* Shard sh written around the page cache where its tensors lie in the file in the order they
+ * are declared (so the usual order of writing finishes its windows one after another; a
+ * quantized model's tensors, sorted by element size, do not) and the file system takes
+ * O_DIRECT. */
+static mk_status direct_open(st_sink *w, size_t sh)
 {
-    if (!L) return;
-    for (size_t sh = 0; sh < L->n_shards; sh++) {
-        free(L->names ? L->names[sh] : NULL);
-        if (L->header) mk_buf_free(&L->header[sh]);
+    st_shard *S = &w->shards[sh];
+    if (!w->tdone && !(w->tdone = mk_calloc(w->n ? w->n : 1, sizeof *w->tdone))) return MK_ERR_NOMEM;
+    if (!(S->order = mk_calloc(S->n_tensors ? S->n_tensors : 1, sizeof *S->order))) return MK_ERR_NOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->shard_of[i] != sh) continue;
+        if (m && w->offset[i] < w->offset[S->order[m - 1]]) return MK_OK; /* not in file order */
+        S->order[m++] = i;
     }
-    free(L->names);
-    free(L->header);
-    free(L->size);
-    free(L->n_tensors);
-    free(L->shard_of);
-    free(L->offset);
-    memset(L, 0, sizeof *L);
-}
-
-mk_status mk_st_layout_build(const mk_tensor_info *t, size_t n, uint64_t shard_size, const char *stem, mk_st_layout *L)
-{
-    memset(L, 0, sizeof *L);
-    L->n = n;
-    L->shard_of = mk_calloc(n ? n : 1, sizeof *L->shard_of);
-    L->offset = mk_calloc(n ? n : 1, sizeof *L->offset);
-    size_t *order = mk_calloc(n ? n : 1, sizeof *order);
-    size_t cap = n ? n : 1; /* at most one shard per tensor */
-    L->names = mk_calloc(cap, sizeof *L->names);
-    L->header = mk_calloc(cap, sizeof *L->header);
-    L->size = mk_calloc(cap, sizeof *L->size);
-    L->n_tensors = mk_calloc(cap, sizeof *L->n_tensors);
-    if (!L->shard_of || !L->offset || !order || !L->names || !L->header || !L->size || !L->n_tensors) {
-        free(order);
-        mk_st_layout_free(L);
-        return MK_ERR_NOMEM;
-    }
-    size_t ns = mk_st_assign_shards(t, n, shard_size, L->shard_of);
-    L->n_shards = ns;
-    mk_status s = MK_OK;
-    for (size_t sh = 0; sh < ns && s == MK_OK; sh++) {
-        L->names[sh] = shard_name(stem ? stem : "model", sh, ns);
-        if (!L->names[sh]) {
-            s = MK_ERR_NOMEM;
-            break;
-        }
-        /* tensors of this shard, largest element size first: natural alignment */
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (L->shard_of[i] == sh) order[m++] = i;
-        qsort_r(order, m, sizeof *order, cmp_by_size_desc, (void *)t);
-        L->n_tensors[sh] = m;
-        mk_buf *hb = &L->header[sh];
-        mk_buf_puts(hb, "{\"__metadata__\":{\"format\":\"pt\"}");
-        uint64_t off = 0;
-        for (size_t q = 0; q < m; q++) {
-            const mk_tensor_info *ti = &t[order[q]];
-            mk_buf_puts(hb, ",");
-            mk_buf_json_str(hb, ti->name);
-            mk_buf_printf(hb, ":{\"dtype\":\"%s\",\"shape\":[", mk_dtype_name(ti->dtype));
-            for (int d = 0; d < ti->ndim; d++) mk_buf_printf(hb, "%s%lld", d ? "," : "", (long long)ti->shape[d]);
-            mk_buf_printf(hb, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                          (unsigned long long)(off + ti->nbytes));
-            L->offset[order[q]] = off; /* relative for now */
-            off += ti->nbytes;
-        }
-        mk_buf_puts(hb, "}");
-        while (hb->len % 8) mk_buf_puts(hb, " "); /* data section 8-byte aligned, as the reference pads */
-        if (hb->failed) {
-            s = mk_error(MK_ERR_NOMEM, "out of memory building a safetensors header");
-            break;
-        }
-        if (hb->len > MK_ST_MAX_HEADER) {
-            s = mk_error(MK_ERR_UNSUPPORTED, "%s: header would be %zu bytes, over the safetensors limit", L->names[sh],
-                         hb->len);
-            break;
-        }
-        L->size[sh] = 8 + hb->len + off;
-        for (size_t q = 0; q < m; q++) L->offset[order[q]] += 8 + hb->len;
-    }
-    free(order);
-    if (s != MK_OK) mk_st_layout_free(L);
-    return s;
+    return mk_dwrite_open(S->fd, S->path, S->size, &S->dw);
 }
 
 static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
@@ -953,11 +863,17 @@ static mk_status sink_begin(mk_sink *k, const mk_tensor_info *t, size_t n)
         S->fd = open(S->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (S->fd < 0) return mk_error(MK_ERR_IO, "%s: cannot create: %s", S->path, strerror(errno));
         MK_TRY(prealloc(S->fd, S->size, S->path));
+        if (w->opts.direct) MK_TRY(direct_open(w, sh));
         unsigned char len8[8];
         uint64_t hl = S->header.len;
         for (int b = 0; b < 8; b++) len8[b] = (unsigned char)(hl >> (8 * b));
-        MK_TRY(mk_pwrite_all(S->fd, len8, 8, 0, S->path));
-        MK_TRY(mk_pwrite_all(S->fd, S->header.data, S->header.len, 8, S->path));
+        if (S->dw) {
+            MK_TRY(mk_dwrite_put(S->dw, 0, len8, 8));
+            MK_TRY(mk_dwrite_put(S->dw, 8, S->header.data, S->header.len));
+        } else {
+            MK_TRY(mk_pwrite_all(S->fd, len8, 8, 0, S->path));
+            MK_TRY(mk_pwrite_all(S->fd, S->header.data, S->header.len, 8, S->path));
+        }
     }
     if (w->journal_path) {
         bool fresh = !w->opts.resume || !mk_path_exists(w->journal_path);
@@ -987,13 +903,24 @@ static mk_status sink_write(mk_sink *k, size_t i, uint64_t off, const void *data
     st_shard *S = &w->shards[w->shard_of[i]];
     if (off > w->t[i].nbytes || len > w->t[i].nbytes - off) MK_BUG("write past the end of an output tensor");
     if (S->done) return MK_OK;
+    if (S->dw) return mk_dwrite_put(S->dw, w->offset[i] + off, data, len);
     return mk_pwrite_all(S->fd, data, (size_t)len, w->offset[i] + off, S->path);
 }
 
 static mk_status finish_shard(st_sink *w, st_shard *S)
 {
+    const bool own_hash = S->dw != NULL;
+    if (S->dw) {
+        uint64_t nd, nt;
+        MK_TRY(mk_dwrite_finish(S->dw, S->hash));
+        mk_dwrite_counts(S->dw, &nd, &nt);
+        mk_debug("%s: %llu window(s) written around the page cache, %llu through it", S->name, (unsigned long long)nd,
+                 (unsigned long long)nt);
+        mk_dwrite_close(S->dw);
+        S->dw = NULL;
+    }
     if (fsync(S->fd) != 0) return mk_error(MK_ERR_IO, "%s: fsync failed: %s", S->path, strerror(errno));
-    MK_TRY(mk_whash_wait(w->wh, (size_t)(S - w->shards), S->hash)); /* it reads through S->fd */
+    if (!own_hash) MK_TRY(mk_whash_wait(w->wh, (size_t)(S - w->shards), S->hash)); /* it reads through S->fd */
     if (close(S->fd) != 0) {
         S->fd = -1;
         return mk_error(MK_ERR_IO, "%s: close failed: %s", S->path, strerror(errno));
@@ -1010,9 +937,17 @@ static mk_status sink_tensor_done(mk_sink *k, size_t i)
     st_sink *w = k->impl;
     st_shard *S = &w->shards[w->shard_of[i]];
     if (S->done) return MK_OK;
-    /* start writing this tensor back now, so the disk works while we compute the next one
-     * and the final fsync has little left to wait for (advisory: fsync reports errors) */
-    if (!mk_whash_ready(w->wh, i) && w->t[i].nbytes)
+    if (S->dw) {
+        /* the bytes up to the end of the tensors done in file order are final */
+        w->tdone[i] = true;
+        while (S->n_final < S->n_tensors && w->tdone[S->order[S->n_final]]) S->n_final++;
+        if (S->n_final) {
+            size_t l = S->order[S->n_final - 1];
+            mk_dwrite_final(S->dw, w->offset[l] + w->t[l].nbytes);
+        }
+    } else if (!mk_whash_ready(w->wh, i) && w->t[i].nbytes)
+        /* start writing this tensor back now, so the disk works while we compute the next
+         * one and the final fsync has little left to wait for (advisory: fsync reports errors) */
         sync_file_range(S->fd, (off_t)w->offset[i], (off_t)w->t[i].nbytes, SYNC_FILE_RANGE_WRITE);
     mk_testpoint(); /* mid-shard */
     if (++S->n_done == S->n_tensors) return finish_shard(w, S);
@@ -1026,41 +961,6 @@ static mk_status sink_add_file(mk_sink *k, const char *name, const void *data, s
     mk_status s = mk_write_file_atomic(p, data, len);
     free(p);
     return s;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-mk_status mk_st_index_json(const mk_tensor_info *t, size_t n, const uint32_t *shard_of, const char *const *shard_names,
-                           mk_buf *b)
-{
-    /* model.safetensors.index.json as huggingface_hub writes it (keys sorted, indent 2) */
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++) total += t[i].nbytes;
-    mk_buf_printf(b, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {", (unsigned long long)total);
-    const char **names = mk_calloc(n ? n : 1, sizeof *names);
-    if (!names) return MK_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) names[i] = t[i].name;
-    qsort(names, n, sizeof *names, cmp_str);
-    /* a name -> index lookup keeps this O(n) */
-    mk_name_index nix;
-    mk_status s = mk_name_index_build(&nix, t, n, NULL);
-    if (s != MK_OK) {
-        free(names);
-        mk_name_index_free(&nix);
-        return s;
-    }
-    for (size_t q = 0; q < n; q++) {
-        long i = mk_name_index_find(&nix, names[q]);
-        mk_buf_puts(b, q ? ",\n    " : "\n    ");
-        mk_buf_json_str(b, names[q]);
-        mk_buf_puts(b, ": ");
-        mk_buf_json_str(b, shard_names[shard_of[i]]);
-    }
-    mk_buf_puts(b, "\n  }\n}\n");
-    mk_name_index_free(&nix);
-    free(names);
-    if (b->failed) return mk_error(MK_ERR_NOMEM, "out of memory building the shard index");
-    return MK_OK;
 }
 
 static mk_status sink_commit(mk_sink *k)
@@ -1120,6 +1020,8 @@ static void sink_close(mk_sink *k)
     if (w) {
         mk_whash_free(w->wh); /* before the files it reads are closed */
         for (size_t sh = 0; sh < w->n_shards; sh++) {
+            mk_dwrite_close(w->shards[sh].dw); /* before the file it writes is closed */
+            free(w->shards[sh].order);
             if (w->shards[sh].fd >= 0) close(w->shards[sh].fd);
             free(w->shards[sh].name);
             free(w->shards[sh].path);
@@ -1133,6 +1035,7 @@ static void sink_close(mk_sink *k)
         free(w->t);
         free(w->shard_of);
         free(w->offset);
+        free(w->tdone);
         free(w);
     }
     for (size_t i = 0; i < k->n_out_files; i++) free(k->out_files[i].name);

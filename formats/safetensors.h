@@ -67,6 +67,7 @@ typedef struct mk_st_sink_opts {
     uint64_t shard_size;     /* max bytes of tensor data per shard; 0 = one shard */
     const char *resume_key;  /* identity of the job, for --resume; NULL = no journal */
     bool resume;             /* reuse shards recorded in the journal when the key matches */
+    bool direct;             /* write shards whose tensors lie in the order declared around the page cache (core/mk_dwrite.h) */
 } mk_st_sink_opts;
 
 /* An output written in parts (parts.h). */

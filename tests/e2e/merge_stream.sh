@@ -3,7 +3,8 @@
 # input hashing fed what the streams read (taps). --direct-io always reads every streamed
 # block with O_DIRECT, off reads through the page cache as before: the output files and the
 # recorded input hashes are the same either way, whatever the method, the hold, the thread
-# count, a model given twice, or layers read out of file order.
+# count, a model given twice, or layers read out of file order. The output is written around
+# the page cache too, where its tensors lie in file order.
 . "$MK_ROOT/tests/e2e/lib.sh"
 
 # tensors of 2 to 16 MiB per input: above the size a stream is opened for, and longer than a
@@ -112,6 +113,23 @@ rm -rf m1 m2
     ok "--hold 0: only the next tensor read ahead" || notok "--hold 0: only the next tensor read ahead" "$(grep "read ahead" "$T/.dbg" | head -n 3)"
 same_merge "a model given twice" twice.yaml -j 2
 same_merge "layers out of file order" stack.yaml -j 2
+# the output: written around the page cache (core/mk_dwrite.h) where its tensors lie in file
+# order, as a merge's do: every window of every shard, and the same files and recorded hashes
+# as written through the page cache (--direct-io off); a quantized model's tensors do not lie
+# in file order (sorted by element size), so it is written through the cache, as before
+rm -rf m1 m2
+"$MK" ties.yaml m1/ -vv -j 2 --out-shard-size 20M 2>"$T/.dbg" && "$MK" ties.yaml m2/ -q -j 2 --out-shard-size 20M --direct-io off
+n=$(grep -c "model-0000[1-9]-of-0000[2-9].safetensors: [1-9][0-9]* window(s) written around the page cache, 0 through it" "$T/.dbg")
+same=yes
+for f in m2/*; do cmp -s "$f" "m1/${f#m2/}" || { [ "${f#m2/}" = README.md ] || same="no: $f"; }; done
+[ "$n" -ge 2 ] && [ "$same" = yes ] &&
+    ok "the output written around the page cache, sharded: the same files as through it" ||
+    notok "the output written around the page cache, sharded: the same files as through it" "windows: $n shard(s); same: $same"
+rm -rf q1 q2
+"$MK" quantize ft1 q1/ --format int8 -vv 2>"$T/.dbg" && "$MK" quantize ft1 q2/ --format int8 -q --direct-io off &&
+    ! grep -q "window(s) written" "$T/.dbg" && cmp -s q1/model.safetensors q2/model.safetensors &&
+    ok "a quantized model (not in file order) written through the page cache" ||
+    notok "a quantized model (not in file order) written through the page cache" "$(grep "window(s)" "$T/.dbg" | head -n 2)"
 # sharded inputs: a tap per shard, each hashed behind the merge's reads in that shard alone,
 # so no shard is read through the page cache ahead of the streams
 "$MK" synth sh1/ --finetune-of base/ --delta 0.01 --seed 14 --out-shard-size 20M -q
