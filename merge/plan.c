@@ -1,6 +1,7 @@
 /* plan.c - see plan.h */
 #include "plan.h"
 #include "../core/mk_dstream.h"
+#include "../core/mk_dwrite.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -885,5 +886,9 @@ uint64_t mk_plan_peak_memory(const mk_plan *p, int threads, uint64_t chunk_elems
      * streams kept for the next ones (mk_dstream.h), about a tensor's */
     uint64_t window = streams_peak(p, hold_bytes, &streams);
     uint64_t pool = streams < MK_DSTREAM_POOL_BYTES ? streams : MK_DSTREAM_POOL_BYTES;
-    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + window + pool;
+    /* the output's windows gathering to be written around the page cache (mk_dwrite.h) */
+    const uint64_t wcap = (uint64_t)MK_DWRITE_GATHER * MK_DWRITE_WIN;
+    uint64_t out = p->total_bytes < wcap ? p->total_bytes : wcap;
+    return per_thread * (uint64_t)(threads > 0 ? threads : 1) + meta + (keep < keep_bytes ? keep : keep_bytes) + window +
+           pool + out;
 }
