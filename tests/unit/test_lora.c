@@ -45,7 +45,7 @@ static mk_source *write_open(const char *file, const tdef *d, size_t n)
         mk_tensor_info_finish(&t[i]);
     }
     mk_sink *k = NULL;
-    mk_st_sink_opts so = {0, NULL, false};
+    mk_st_sink_opts so = {.shard_size = 0};
     mk_source *s = NULL;
     if (mk_safetensors_sink(dir, &so, &k) == MK_OK && k->ops->begin(k, t, n) == MK_OK) {
         for (size_t i = 0; i < n; i++) {
@@ -508,7 +508,7 @@ static mk_sink *plan_sink(const char *dir, const mk_lora_plan *p)
 {
     mk_mkdir_p(dir);
     mk_sink *k = NULL;
-    mk_st_sink_opts so = {0, NULL, false};
+    mk_st_sink_opts so = {.shard_size = 0};
     if (mk_safetensors_sink(dir, &so, &k) != MK_OK) return NULL;
     if (k->ops->begin(k, p->out, p->n_out) != MK_OK) {
         mk_sink_close(k);

@@ -128,7 +128,7 @@ static mk_status write_folder(const char *dir, const tmodel *m, uint64_t shard_s
 {
     mk_rm_rf(dir);
     MK_TRY(mk_mkdir_p(dir));
-    mk_st_sink_opts so = {shard_size, NULL, false};
+    mk_st_sink_opts so = {.shard_size = shard_size};
     mk_sink *k = NULL;
     MK_TRY(mk_safetensors_sink(dir, &so, &k));
     mk_status s = write_sink(k, m, 1u << 20, false);
@@ -356,7 +356,7 @@ MK_TEST(mkz_sink_matches_safetensors_sink)
     add_t(&m, "f8", MK_F8_E5M2, 2, 100, 100);
     char *dir = tpath("sk.st"), *z1 = tpath("sk1.mkz"), *z2 = tpath("sk2.mkz"), *back = tpath("sk.back");
     CHECK_OK(write_folder(dir, &m, 2500000)); /* two shards */
-    mk_st_sink_opts so = {2500000, NULL, false};
+    mk_st_sink_opts so = {.shard_size = 2500000};
     mk_sink *st = NULL;
     char *dir2 = tpath("sk.st2");
     mk_rm_rf(dir2);

@@ -898,7 +898,7 @@ static const char *write_model(const char *name, const mk_tensor_info *t, const 
     mk_rm_rf(dir);
     mk_mkdir_p(dir);
     mk_sink *k = NULL;
-    mk_st_sink_opts so = {0, NULL, false};
+    mk_st_sink_opts so = {.shard_size = 0};
     CHECK_OK(mk_safetensors_sink(dir, &so, &k));
     CHECK_OK(k->ops->begin(k, t, n));
     for (size_t i = 0; i < n; i++) {

@@ -186,7 +186,7 @@ static mk_tensor_info ti(const char *name, mk_dtype dt, int64_t rows, int64_t co
 static mk_status write_model(const char *dir, const mk_tensor_info *t, size_t n, uint64_t shard_size)
 {
     mk_sink *k;
-    mk_st_sink_opts o = {shard_size, NULL, false};
+    mk_st_sink_opts o = {.shard_size = shard_size};
     MK_TRY(mk_mkdir_p(dir));
     MK_TRY(mk_safetensors_sink(dir, &o, &k));
     mk_consumer c;

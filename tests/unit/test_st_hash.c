@@ -2,8 +2,10 @@
  * follows the written prefix in file order): the hashes it records are the XXH3-128 of the
  * whole files (mk_hash_file, which xxhsum -H2 agrees with), whatever the order of the
  * writes, the output order against the file order (mixed element sizes), the shard count,
- * tensors larger than its read window and the write-behind wrapper in front; a sink closed
- * before commit stops its hasher; the hasher starts the writeback of what it will hash. */
+ * tensors larger than its read window and the write-behind wrapper in front, also where
+ * shards in file order are written around the page cache (core/mk_dwrite.h, whose own hash
+ * is recorded); a sink closed before commit stops its hasher; the hasher starts the writeback
+ * of what it will hash. */
 #include "harness.h"
 
 #include "../../core/mk_hash.h"
@@ -50,13 +52,13 @@ static void *hwrite(void *p)
     return NULL;
 }
 
-/* Write the tensors into dir (shard_size as --shard-size; wb: the write-behind sink in front),
- * each in pieces from two threads, last piece first; commit; every recorded hash checked
- * against the file's. */
+/* Write the tensors into dir (shard_size as --shard-size; wb: the write-behind sink in front;
+ * direct: shards in file order written around the page cache), each in pieces from two
+ * threads, last piece first; commit; every recorded hash checked against the file's. */
 static void write_and_check(const char *dir, const mk_tensor_info *t, size_t n, uint64_t shard_size, bool wb,
-                            size_t want_files)
+                            bool direct, size_t want_files)
 {
-    mk_st_sink_opts o = {shard_size, NULL, false};
+    mk_st_sink_opts o = {.shard_size = shard_size, .direct = direct};
     mk_sink *k = NULL;
     CHECK_OK(mk_mkdir_p(dir));
     CHECK_OK(mk_safetensors_sink(dir, &o, &k));
@@ -110,20 +112,51 @@ MK_TEST(st_sink_hashes_as_written)
     } cases[] = {{"h1", 0, false, 1}, {"h1wb", 0, true, 1}, {"hsh", 600000, false, 3}, {"hshwb", 600000, true, 3}};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         char *dir = mk_path_join(tmp, cases[c].name);
-        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, cases[c].files);
+        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, false, cases[c].files);
+        free(dir);
+        /* asked to write around the page cache: shards not in file order are not, the others are */
+        dir = mk_path_join(tmp, "hd");
+        char *d2 = mk_asprintf("%s-%zu", dir, c);
+        write_and_check(d2, t, n, cases[c].shard, cases[c].wb, true, cases[c].files);
+        free(d2);
         free(dir);
     }
     /* no tensors: the header-only file */
     char *dir = mk_path_join(tmp, "h0");
-    write_and_check(dir, t, 0, 0, false, 1);
+    write_and_check(dir, t, 0, 0, false, false, 1);
     free(dir);
+    dir = mk_path_join(tmp, "h0d");
+    write_and_check(dir, t, 0, 0, false, true, 1);
+    free(dir);
+}
+
+MK_TEST(st_sink_hashes_shards_written_around_the_page_cache)
+{
+    /* one element size, so file order is output order: every shard written with O_DIRECT in
+     * windows (core/mk_dwrite.h), each tensor's pieces put last first by two threads, tensors
+     * spanning windows and ending inside them */
+    mk_tensor_info t[] = {hti("a", MK_BF16, 3000001), hti("b", MK_BF16, 5),       hti("c", MK_BF16, 0),
+                          hti("d", MK_BF16, 4194304), hti("e", MK_BF16, 1234567), hti("f", MK_BF16, 77)};
+    size_t n = sizeof t / sizeof *t;
+    const char *tmp = mk_test_tmpdir();
+    struct {
+        const char *name;
+        uint64_t shard;
+        bool wb;
+        size_t files;
+    } cases[] = {{"dw1", 0, false, 1}, {"dw1wb", 0, true, 1}, {"dwsh", 7000000, false, 3}, {"dwshwb", 7000000, true, 3}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *dir = mk_path_join(tmp, cases[c].name);
+        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, true, cases[c].files);
+        free(dir);
+    }
 }
 
 MK_TEST(st_sink_hasher_stops_on_close)
 {
     mk_tensor_info t[] = {hti("a", MK_F32, 1000), hti("b", MK_F32, 1000)};
     char *dir = mk_path_join(mk_test_tmpdir(), "habort");
-    mk_st_sink_opts o = {0, NULL, false};
+    mk_st_sink_opts o = {.shard_size = 0};
     mk_sink *k = NULL;
     CHECK_OK(mk_mkdir_p(dir));
     CHECK_OK(mk_safetensors_sink(dir, &o, &k));
