@@ -95,6 +95,24 @@ static void write_and_check(const char *dir, const mk_tensor_info *t, size_t n, 
     mk_sink_close(k);
 }
 
+/* t[n] written four ways into tmp/STEM-CASE: one shard, and `shard` bytes per shard (making
+ * `files` of them), each with and without the write-behind sink in front */
+static void write_four_ways(const char *stem, const mk_tensor_info *t, size_t n, uint64_t shard, size_t files, bool direct)
+{
+    const struct {
+        const char *name;
+        uint64_t shard;
+        bool wb;
+        size_t files;
+    } cases[] = {{"1", 0, false, 1}, {"1wb", 0, true, 1}, {"sh", shard, false, files}, {"shwb", shard, true, files}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        char *dir = mk_asprintf("%s/%s-%s", mk_test_tmpdir(), stem, cases[c].name);
+        CHECK(dir != NULL);
+        if (dir) write_and_check(dir, t, n, cases[c].shard, cases[c].wb, direct, cases[c].files);
+        free(dir);
+    }
+}
+
 MK_TEST(st_sink_hashes_as_written)
 {
     /* output order mixes element sizes, so the file order (largest element first) differs;
@@ -103,29 +121,14 @@ MK_TEST(st_sink_hashes_as_written)
                           hti("d.empty", MK_F32, 0),       hti("e.i64", MK_I64, 5),      hti("w.big", MK_U8, 5u << 20),
                           hti("f.f16", MK_F16, 250001),    hti("g.f32", MK_F32, 3)};
     size_t n = sizeof t / sizeof *t;
-    const char *tmp = mk_test_tmpdir();
-    struct {
-        const char *name;
-        uint64_t shard;
-        bool wb;
-        size_t files;
-    } cases[] = {{"h1", 0, false, 1}, {"h1wb", 0, true, 1}, {"hsh", 600000, false, 3}, {"hshwb", 600000, true, 3}};
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        char *dir = mk_path_join(tmp, cases[c].name);
-        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, false, cases[c].files);
-        free(dir);
-        /* asked to write around the page cache: shards not in file order are not, the others are */
-        dir = mk_path_join(tmp, "hd");
-        char *d2 = mk_asprintf("%s-%zu", dir, c);
-        write_and_check(d2, t, n, cases[c].shard, cases[c].wb, true, cases[c].files);
-        free(d2);
-        free(dir);
-    }
+    write_four_ways("h", t, n, 600000, 3, false);
+    /* asked to write around the page cache: shards not in file order are not, the others are */
+    write_four_ways("hd", t, n, 600000, 3, true);
     /* no tensors: the header-only file */
-    char *dir = mk_path_join(tmp, "h0");
+    char *dir = mk_path_join(mk_test_tmpdir(), "h0");
     write_and_check(dir, t, 0, 0, false, false, 1);
     free(dir);
-    dir = mk_path_join(tmp, "h0d");
+    dir = mk_path_join(mk_test_tmpdir(), "h0d");
     write_and_check(dir, t, 0, 0, false, true, 1);
     free(dir);
 }
@@ -137,19 +140,7 @@ MK_TEST(st_sink_hashes_shards_written_around_the_page_cache)
      * spanning windows and ending inside them */
     mk_tensor_info t[] = {hti("a", MK_BF16, 3000001), hti("b", MK_BF16, 5),       hti("c", MK_BF16, 0),
                           hti("d", MK_BF16, 4194304), hti("e", MK_BF16, 1234567), hti("f", MK_BF16, 77)};
-    size_t n = sizeof t / sizeof *t;
-    const char *tmp = mk_test_tmpdir();
-    struct {
-        const char *name;
-        uint64_t shard;
-        bool wb;
-        size_t files;
-    } cases[] = {{"dw1", 0, false, 1}, {"dw1wb", 0, true, 1}, {"dwsh", 7000000, false, 3}, {"dwshwb", 7000000, true, 3}};
-    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        char *dir = mk_path_join(tmp, cases[c].name);
-        write_and_check(dir, t, n, cases[c].shard, cases[c].wb, true, cases[c].files);
-        free(dir);
-    }
+    write_four_ways("dw", t, sizeof t / sizeof *t, 7000000, 3, true);
 }
 
 MK_TEST(st_sink_hasher_stops_on_close)
