@@ -43,6 +43,7 @@ typedef struct exec_state {
     size_t n_ahead, max_in;
     uint64_t ahead_bytes;
     unsigned passes;         /* passes begun over the current tensor */
+    uint64_t kept_chunks;    /* chunks of those passes computed with no input read (pass_kept) */
 } exec_state;
 
 enum {
@@ -288,6 +289,7 @@ typedef struct pass_ctx {
     void *user;
     bool emit;
     uint64_t max_elems;
+    uint64_t kept; /* chunks below this read no input (pass_kept) */
 } pass_ctx;
 
 /* Per thread: every input's chunk and the output chunk as f32, and a raw-read scratch. */
@@ -336,9 +338,11 @@ static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
     const uint64_t rpc = ex->rows_per_chunk, cols = job->cols, max_elems = pc->max_elems;
     const size_t nin = job->n_in;
     uint64_t row0 = c * rpc, nrows = job->rows - row0 < rpc ? job->rows - row0 : rpc;
-    mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, t->in, t->buf + nin * max_elems, &t->tmp};
+    const bool read = c >= pc->kept;
+    if (!read) __atomic_fetch_add(&ex->kept_chunks, 1, __ATOMIC_RELAXED);
+    mk_chunk ch = {c, row0 * cols, nrows * cols, row0, nrows, read ? t->in : NULL, t->buf + nin * max_elems, &t->tmp};
     mk_status st = MK_OK;
-    for (size_t k = 0; k < nin && st == MK_OK; k++) {
+    for (size_t k = 0; k < nin && st == MK_OK && read; k++) {
         float *dst = t->buf + k * max_elems;
         t->in[k] = dst;
         st = read_input(ex, k, row0, nrows, dst, t->scratch);
@@ -350,19 +354,24 @@ static mk_status pass_chunk(void *ctx, uint64_t c, void *tlsp)
     return st;
 }
 
-static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
+static mk_status job_pass_kept(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit, uint64_t kept)
 {
     exec_state *ex = job->exec;
     /* a method said one pass and makes another: its streams are spent, read as before */
     if (ex->passes++ == 1 && ex->cur_mode == RD_ONCE) close_streams(ex->cur, ex->max_in);
     uint64_t span = ex->rows_per_chunk * job->cols;
-    pass_ctx pc = {job, ex, fn, user, emit, span < job->numel ? span : job->numel};
+    pass_ctx pc = {job, ex, fn, user, emit, span < job->numel ? span : job->numel, ex->scanned ? kept : 0};
     MK_TRY(mk_parallel_chunks(job->n_chunks, pass_chunk, &pc, pass_tls_new, pass_tls_free));
     if (!ex->scanned) {
         ex->scanned = true;
         MK_TRY(report_nonfinite(ex));
     }
     return MK_OK;
+}
+
+static mk_status job_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
+{
+    return job_pass_kept(job, fn, user, emit, 0);
 }
 
 static mk_status identity_chunk(const mk_merge_job *job, const mk_chunk *ch, void *user)
@@ -421,6 +430,7 @@ static mk_status tensor_streams(exec_state *ex, size_t i)
     const mk_plan *p = ex->p;
     mk_consumer *c = ex->c;
     ex->passes = 0;
+    ex->kept_chunks = 0;
     if (ex->n_ahead && ex->ahead[0].ti == i) {
         mk_dstream **t = ex->cur;
         ex->cur = ex->ahead[0].ds;
@@ -468,6 +478,7 @@ static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t 
     memset(ex->first, 0, sizeof ex->first);
     mk_merge_job job = pt->job;
     job.pass = job_pass;
+    job.pass_kept = job_pass_kept;
     job.exec = ex;
     job.rng = mk_rng_key(o->seed, pt->out.name);
     uint64_t cols = job.cols ? job.cols : 1;
@@ -488,6 +499,9 @@ static mk_status exec_tensor(exec_state *ex, size_t i, uint64_t chunk, uint64_t 
         else if (pt->identity) s = job_pass(&job, identity_chunk, NULL, true);
         else s = ex->p->method->run(&job);
     }
+    if (ex->kept_chunks)
+        mk_debug("tensor %s: %u passes, %llu of their chunks computed from what the method kept, no input read",
+                 pt->out.name, ex->passes, (unsigned long long)ex->kept_chunks);
     close_streams(ex->cur, ex->max_in);
     for (size_t k = 0; s == MK_OK && o->read_input && k < job.n_in; k++)
         o->read_input(o->reading_ctx, input_source(ex, k), pt->in[k].tensor);

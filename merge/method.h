@@ -128,6 +128,10 @@ struct mk_merge_job {
     /* Run fn over every chunk, in parallel. With emit, each chunk's out[] goes to the
      * consumer. The first error (lowest chunk) stops the pass. */
     mk_status (*pass)(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit);
+    /* As pass, but chunks below `kept` are computed from what the method kept of them in
+     * earlier passes: their in is NULL and no input is read for them. In a tensor's first
+     * pass every chunk gets its inputs (they are scanned for NaN and Inf then). */
+    mk_status (*pass_kept)(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit, uint64_t kept);
     void *exec; /* the executor's private state */
 };
 

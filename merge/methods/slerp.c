@@ -700,13 +700,16 @@ typedef struct ka_state {
     float scale;
     mk_partials part;
     /* each element's mean after kiter[c] iterations, for chunks c < kn (job keep_bytes), so a
-     * pass takes one step from it instead of replaying every iteration from the inputs */
+     * pass takes one step from it instead of replaying every iteration from the inputs; with
+     * KA_RAW in kiter[c], that iteration's new mean before its renormalisation (phase 4
+     * keeps it, so the emitting pass needs no input for these chunks) */
     float *kv;
     uint32_t *kiter;
     uint64_t kn, kslot;
 } ka_state;
 
 #define KA_NONE UINT32_MAX
+#define KA_RAW (1u << 31)
 
 /* Elements are worked on in blocks of KA_BLOCK, every step a loop over the block (so it
  * vectorises); each element gets exactly the operations it would get alone, and the sums
@@ -793,17 +796,23 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
         }
         return;
     }
-    ka_units(dt, st, ch, e0, n, U);
     if (st->phase == 1) {
+        ka_units(dt, st, ch, e0, n, U);
         ka_init_sum(dt, st, U, n, m);
         row[0] = ka_sumsq(row[0], m, n, q1);
         return;
     }
     /* the mean after st->iters iterations: from the one kept, or replayed from the start;
      * read where it lies (kept, U) until an iteration writes it into m */
-    const uint32_t from = kept ? st->kiter[ch->index] : KA_NONE;
+    const uint32_t kk = kept ? st->kiter[ch->index] : KA_NONE;
+    const uint32_t from = kk == KA_NONE ? KA_NONE : kk & ~KA_RAW;
+    /* the emitting pass needs no unit vector when the mean is kept (no input is read then) */
+    if (st->phase != 5 || from != st->iters) ka_units(dt, st, ch, e0, n, U);
     const float *mean = m;
-    if (from != KA_NONE) {
+    if (from != KA_NONE && (kk & KA_RAW) && st->it[from - 1].renorm) {
+        const float un = st->it[from - 1].un, *k = kept + e0;
+        MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(k[e] / un);
+    } else if (from != KA_NONE) {
         mean = kept + e0;
     } else if (st->first_unit) {
         mean = U;
@@ -844,6 +853,7 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
         ka_tan(dt, st, U, n, st->iters, mean, t);
         ka_new(dt, st, n, st->iters, mean, t);
         row[0] = ka_sumsq(row[0], t, n, q1);
+        if (kept) memcpy(kept + e0, t, (size_t)n * sizeof *t);
         break;
     default: {
         float *out = ch->out + e0;
@@ -866,7 +876,8 @@ static inline MK_HOT mk_status ka_chunk_dt(const mk_dtype dt, ka_state *st, cons
     memset(q, 0, SP_W * KA_BLOCK * sizeof *q); /* the scratch's old bits may be anything */
     for (uint64_t e0 = 0; e0 < ch->n; e0 += KA_BLOCK)
         ka_block(dt, st, ch, e0, ch->n - e0 < KA_BLOCK ? ch->n - e0 : KA_BLOCK, row, kept, U, m, t, q);
-    if (kept) st->kiter[ch->index] = (uint32_t)st->iters;
+    /* phase 4 leaves the next iteration's mean before renormalisation */
+    if (kept) st->kiter[ch->index] = st->phase == 4 ? (uint32_t)(st->iters + 1) | KA_RAW : (uint32_t)st->iters;
     return MK_OK;
 }
 
@@ -885,7 +896,9 @@ static mk_status ka_pass(const mk_merge_job *job, ka_state *st, int phase, doubl
 {
     st->phase = phase;
     if (phase < 5) memset(st->part.v, 0, (size_t)(st->part.n_chunks * st->part.width) * sizeof(double));
-    MK_TRY(job->pass(job, ka_chunk, st, phase == 5));
+    /* every kept chunk holds the final mean by the emitting pass (phases 2 to 4 leave it) */
+    if (phase == 5 && st->kn) MK_TRY(job->pass_kept(job, ka_chunk, st, true, st->kn));
+    else MK_TRY(job->pass(job, ka_chunk, st, phase == 5));
     if (phase < 5) mk_partials_sum(&st->part, sum);
     return MK_OK;
 }
@@ -946,6 +959,7 @@ static mk_status karcher_run(const mk_merge_job *job)
         ka_iter *it = &st.it[j];
         r = ka_pass(job, &st, 2, sum);
         if (r != MK_OK) break;
+        bool all_skip = true;
         for (size_t v = 0; v < st.nv; v++) {
             float d = mk_reduced(dt, sum[v]);
             d = d > 1 ? 1 : d < -1 ? -1 : d;
@@ -953,7 +967,11 @@ static mk_status karcher_run(const mk_merge_job *job)
             it->dot[v] = d;
             it->skip[v] = (double)theta < tol;
             it->coef[v] = RD(st.na[v] * RD(theta / RD(sinf(theta))));
+            all_skip = all_skip && it->skip[v];
         }
+        /* every input skipped (each theta below tol, so tol > 0): the tangent is zero, its
+         * norm 0 is below tol, and the iterations end without the pass that would sum it */
+        if (all_skip) break;
         r = ka_pass(job, &st, 3, sum);
         if (r != MK_OK) break;
         it->tn = (float)sqrt(sum[0]);

@@ -21,4 +21,14 @@ for name in ties dare_ties dare_linear della breadcrumbs_ties sce model_stock nu
     fi
     rm -rf all few some none
 done
+# karcher emits the chunks whose mean it kept without reading their inputs again
+"$MK" "$ROOT/recipes/karcher.yaml" all/ -vv -j2 --chunk 96 --pass-cache 1G 2>all.log &&
+    "$MK" "$ROOT/recipes/karcher.yaml" none/ -vv -j2 --chunk 96 --pass-cache 0 2>none.log || notok "karcher -vv" "$(tail -n 2 all.log none.log)"
+n_t=$(grep -c "^mergekit-c: tensor .*read ahead" all.log) n_k=$(grep -c "chunks computed from what the method kept, no input read" all.log)
+if [ "$n_t" -gt 0 ] && [ "$n_k" = "$n_t" ] && ! grep -q "no input read" none.log && cmp -s all/model.safetensors none/model.safetensors; then
+    ok "karcher: every tensor's kept means emitted without their inputs ($n_k of $n_t), none with --pass-cache 0, same bytes"
+else
+    notok "karcher: every tensor's kept means emitted without their inputs" "$n_k of $n_t tensors; with --pass-cache 0: $(grep -c 'no input read' none.log)"
+fi
+rm -rf all none all.log none.log
 t_fail "--pass-cache takes a size" 2 "pass-cache" "$MK" "$ROOT/recipes/ties.yaml" out/ --pass-cache lots

@@ -8,6 +8,7 @@ typedef struct mt_exec {
     const mt_run *r;
     uint64_t rpc;
     float *out;
+    unsigned passes;
 } mt_exec;
 
 static uint64_t chunk_at(const mt_run *r, uint64_t i, uint64_t n)
@@ -20,9 +21,15 @@ static uint64_t chunk_at(const mt_run *r, uint64_t i, uint64_t n)
     return i;
 }
 
-static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
+/* as the executor: chunks below kept get no input (in NULL) after the tensor's first pass */
+static mk_status mt_pass_kept(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit, uint64_t kept)
 {
     mt_exec *ex = job->exec;
+    if (ex->passes++ == 0) kept = 0;
+    if (ex->r->counts) {
+        ex->r->counts->passes = ex->passes;
+        ex->r->counts->chunks_no_input += kept < job->n_chunks ? kept : job->n_chunks;
+    }
     const mt_run *r = ex->r;
     const float *in[16];
     float *bufs[16];
@@ -40,7 +47,7 @@ static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bo
             mk_dtype_round_f32(job->compute_dtype, bufs[k], (size_t)n);
             in[k] = bufs[k];
         }
-        mk_chunk ch = {c, e0, n, row0, nrows, in, outbuf, &tmp};
+        mk_chunk ch = {c, e0, n, row0, nrows, c < kept ? NULL : in, outbuf, &tmp};
         s = fn(job, &ch, user);
         if (s == MK_OK && emit) memcpy(ex->out + e0, outbuf, (size_t)n * sizeof(float));
     }
@@ -48,6 +55,11 @@ static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bo
     mk_chunk_tmp_free(&tmp);
     free(outbuf);
     return s;
+}
+
+static mk_status mt_pass(const mk_merge_job *job, mk_chunk_fn fn, void *user, bool emit)
+{
+    return mt_pass_kept(job, fn, user, emit, 0);
 }
 
 mk_status mt_run_method(const mt_run *r, float *out)
@@ -84,11 +96,12 @@ mk_status mt_run_method(const mt_run *r, float *out)
     job.m = (const double(*)[MK_MAX_PARAMS])mv;
     job.m_set = (const bool(*)[MK_MAX_PARAMS])ms;
     job.rng = mk_rng_key(r->seed, job.name);
-    mt_exec ex = {r, r->chunk_rows ? r->chunk_rows : 7, out};
+    mt_exec ex = {r, r->chunk_rows ? r->chunk_rows : 7, out, 0};
     job.n_chunks = (r->rows + ex.rpc - 1) / ex.rpc;
     job.chunk_rows = ex.rpc;
     job.keep_bytes = r->keep_bytes == UINT64_MAX ? 0 : r->keep_bytes ? r->keep_bytes : 16u << 20;
     job.pass = mt_pass;
+    job.pass_kept = mt_pass_kept;
     job.exec = &ex;
     if (m->check) MK_TRY(m->check(&job));
     return m->run(&job);

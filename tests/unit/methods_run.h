@@ -25,7 +25,13 @@ typedef struct mt_run {
     uint64_t chunk_rows;     /* 0 = 7 */
     uint64_t keep_bytes;     /* the job's keep_bytes: 0 = 16 MiB (the executor's default), UINT64_MAX = 0 */
     int order;               /* 0 forward, 1 reverse, 2 odd chunks first */
+    struct mt_counts *counts; /* optional: what the run did */
 } mt_run;
+
+typedef struct mt_counts {
+    unsigned passes;         /* passes over the tensor */
+    uint64_t chunks_no_input; /* chunks computed with no input read (pass_kept) */
+} mt_counts;
 
 /* Run it; out has rows * cols values. */
 mk_status mt_run_method(const mt_run *r, float *out);

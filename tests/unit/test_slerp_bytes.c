@@ -139,3 +139,34 @@ MK_TEST(sphere_methods_same_bytes_as_reference)
         for (size_t k = 0; k < c->n_in; k++) free(in[k]);
     }
 }
+
+/* karcher reads no input to emit the chunks whose mean it kept, and makes no pass to sum a
+ * tangent that every input skips (inputs this close give dots of 1 in bf16: no iteration) */
+MK_TEST(karcher_emits_kept_means_without_inputs)
+{
+    const uint64_t rows = 64, cols = 48, n = rows * cols;
+    float *in[3];
+    for (size_t k = 0; k < 3; k++) {
+        in[k] = malloc((size_t)n * sizeof *in[k]);
+        fill(in[k], n, 0, 0, 0.0f);
+        for (uint64_t i = 0; i < n; i += 97) in[k][i] *= 1.0f + 0.001f * (float)k;
+    }
+    const uint64_t keeps[3] = {0, 4096, UINT64_MAX}, want_no_input[3] = {8, 2, 0};
+    uint64_t h0 = 0;
+    for (int v = 0; v < 3; v++) {
+        mt_counts cnt = {0};
+        mt_run r = {.method = "karcher", .name = "t", .rows = rows, .cols = cols, .n_in = 3, .base = -1,
+                    .in = (const float *const *)in, .chunk_rows = 8, .dtype = MK_BF16, .keep_bytes = keeps[v], .counts = &cnt};
+        float *out = malloc((size_t)n * sizeof *out);
+        CHECK(mt_run_method(&r, out) == MK_OK);
+        /* norms, the initial mean's norm, the dots, the output */
+        CHECK_MSG(cnt.passes == 4, "keep %d: %u passes, want 4", v, cnt.passes);
+        CHECK_MSG(cnt.chunks_no_input == want_no_input[v], "keep %d: %llu chunks emitted without input, want %llu", v,
+                  (unsigned long long)cnt.chunks_no_input, (unsigned long long)want_no_input[v]);
+        uint64_t h = fnv(out, n, 0xcbf29ce484222325ull);
+        if (v == 0) h0 = h;
+        CHECK_MSG(h == h0, "keep %d: other bytes than with every mean kept", v);
+        free(out);
+    }
+    for (size_t k = 0; k < 3; k++) free(in[k]);
+}
