@@ -703,7 +703,8 @@ typedef struct ka_state {
      * pass takes one step from it instead of replaying every iteration from the inputs; with
      * KA_RAW in kiter[c], that iteration's new mean before its renormalisation (phase 4
      * keeps it, so the emitting pass needs no input for these chunks) */
-    float *kv;
+    void *kv;            /* float, or bf16 bits (k16) */
+    bool k16;            /* bfloat16 compute: every mean and new mean is a bf16 value, kept in 2 bytes */
     uint32_t *kiter;
     uint64_t kn, kslot;
 } ka_state;
@@ -780,11 +781,33 @@ static inline MK_HOT void ka_group(double *row, const float *const *x, const flo
     sp_sums(row, nk, q, KA_BLOCK, n);
 }
 
+/* Elements e0.. of a chunk's kept values as floats: where they lie, or widened into dst. */
+static inline MK_HOT const float *ka_kept_get(const ka_state *st, const void *kept, uint64_t e0, uint64_t n, float *dst)
+{
+    if (!st->k16) return (const float *)kept + e0;
+    const uint16_t *k = (const uint16_t *)kept + e0;
+    uint32_t *d = (uint32_t *)dst;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) d[e] = (uint32_t)k[e] << 16;
+    return dst;
+}
+
+/* Keep src[0..n) as elements e0.. of the chunk (bf16 values when k16: their top halves). */
+static inline MK_HOT void ka_kept_put(const ka_state *st, void *kept, uint64_t e0, uint64_t n, const float *src)
+{
+    if (!st->k16) {
+        memcpy((float *)kept + e0, src, (size_t)n * sizeof *src);
+        return;
+    }
+    uint16_t *k = (uint16_t *)kept + e0;
+    const uint32_t *s = (const uint32_t *)src;
+    MK_SIMD for (uint64_t e = 0; e < n; e++) k[e] = (uint16_t)(s[e] >> 16);
+}
+
 /* phases 0 to 5 over one block of n elements from e0; kept: the chunk's kept means, or NULL.
  * U: [nv][KA_BLOCK], m, t: [KA_BLOCK]; q: [SP_W][KA_BLOCK] then [KA_BLOCK] doubles (the
  * terms of the sums; rows a group leaves unused hold products of floats or zeros). */
 static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const mk_chunk *ch, uint64_t e0, uint64_t n,
-                                   double *row, float *kept, float *U, float *m, float *t, double *q)
+                                   double *row, void *kept, float *U, float *m, float *t, double *q)
 {
     double *q1 = q + SP_W * KA_BLOCK;
     const float *x[SP_W], *y[SP_W];
@@ -809,11 +832,14 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
     /* the emitting pass needs no unit vector when the mean is kept (no input is read then) */
     if (st->phase != 5 || from != st->iters) ka_units(dt, st, ch, e0, n, U);
     const float *mean = m;
-    if (from != KA_NONE && (kk & KA_RAW) && st->it[from - 1].renorm) {
-        const float un = st->it[from - 1].un, *k = kept + e0;
+    /* what is kept is already the mean after st->iters iterations (no store below) */
+    const bool renorm = from != KA_NONE && (kk & KA_RAW) && st->it[from - 1].renorm;
+    const bool current = from == st->iters && !renorm;
+    if (renorm) {
+        const float un = st->it[from - 1].un, *k = ka_kept_get(st, kept, e0, n, m);
         MK_SIMD for (uint64_t e = 0; e < n; e++) m[e] = RD(k[e] / un);
     } else if (from != KA_NONE) {
-        mean = kept + e0;
+        mean = ka_kept_get(st, kept, e0, n, m);
     } else if (st->first_unit) {
         mean = U;
     } else {
@@ -833,7 +859,7 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
         }
         mean = m;
     }
-    if (kept && mean != kept + e0) memcpy(kept + e0, mean, (size_t)n * sizeof *m);
+    if (kept && !current) ka_kept_put(st, kept, e0, n, mean);
     switch (st->phase) {
     case 2:
         for (size_t g = 0; g < st->nv; g += SP_W) {
@@ -853,7 +879,7 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
         ka_tan(dt, st, U, n, st->iters, mean, t);
         ka_new(dt, st, n, st->iters, mean, t);
         row[0] = ka_sumsq(row[0], t, n, q1);
-        if (kept) memcpy(kept + e0, t, (size_t)n * sizeof *t);
+        if (kept) ka_kept_put(st, kept, e0, n, t);
         break;
     default: {
         float *out = ch->out + e0;
@@ -866,7 +892,8 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
 static inline MK_HOT mk_status ka_chunk_dt(const mk_dtype dt, ka_state *st, const mk_chunk *ch)
 {
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
-    float *kept = st->phase >= 2 && ch->index < st->kn ? st->kv + ch->index * st->kslot : NULL;
+    const size_t es = st->k16 ? 2 : sizeof(float);
+    void *kept = st->phase >= 2 && ch->index < st->kn ? (char *)st->kv + (size_t)(ch->index * st->kslot) * es : NULL;
     const size_t sz[] = {(st->nv ? st->nv : 1) * KA_BLOCK * sizeof(float), KA_BLOCK * sizeof(float),
                          KA_BLOCK * sizeof(float), (SP_W + 1) * KA_BLOCK * sizeof(double)};
     float *U = mk_chunk_scratch(ch, sz, 4);
@@ -946,10 +973,12 @@ static mk_status karcher_run(const mk_merge_job *job)
         }
         /* room for the means, up to the cap (none: every pass replays them) */
         st.kslot = job->chunk_rows * job->cols;
-        if (r == MK_OK && max_iter && st.kslot && job->keep_bytes / sizeof(float) >= st.kslot) {
-            st.kn = job->keep_bytes / sizeof(float) / st.kslot;
+        st.k16 = dt == MK_BF16;
+        const size_t es = st.k16 ? 2 : sizeof(float);
+        if (r == MK_OK && max_iter && st.kslot && job->keep_bytes / es >= st.kslot) {
+            st.kn = job->keep_bytes / es / st.kslot;
             if (st.kn > job->n_chunks) st.kn = job->n_chunks;
-            st.kv = malloc((size_t)(st.kn * st.kslot) * sizeof *st.kv);
+            st.kv = malloc((size_t)(st.kn * st.kslot) * es);
             st.kiter = malloc((size_t)st.kn * sizeof *st.kiter);
             if (!st.kv || !st.kiter) st.kn = 0;
             for (uint64_t c = 0; c < st.kn; c++) st.kiter[c] = KA_NONE;
