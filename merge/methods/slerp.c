@@ -703,8 +703,9 @@ typedef struct ka_state {
      * pass takes one step from it instead of replaying every iteration from the inputs; with
      * KA_RAW in kiter[c], that iteration's new mean before its renormalisation (phase 4
      * keeps it, so the emitting pass needs no input for these chunks) */
-    void *kv;            /* float, or bf16 bits (k16) */
-    bool k16;            /* bfloat16 compute: every mean and new mean is a bf16 value, kept in 2 bytes */
+    void *kv;            /* in kdt */
+    mk_dtype kdt;        /* BF16 when computing in bfloat16 (every mean and new mean is a bf16
+                            value, so 2 bytes keep it exactly), else F32 */
     uint32_t *kiter;
     uint64_t kn, kslot;
 } ka_state;
@@ -782,25 +783,17 @@ static inline MK_HOT void ka_group(double *row, const float *const *x, const flo
 }
 
 /* Elements e0.. of a chunk's kept values as floats: where they lie, or widened into dst. */
-static inline MK_HOT const float *ka_kept_get(const ka_state *st, const void *kept, uint64_t e0, uint64_t n, float *dst)
+static inline const float *ka_kept_get(const ka_state *st, const void *kept, uint64_t e0, uint64_t n, float *dst)
 {
-    if (!st->k16) return (const float *)kept + e0;
-    const uint16_t *k = (const uint16_t *)kept + e0;
-    uint32_t *d = (uint32_t *)dst;
-    MK_SIMD for (uint64_t e = 0; e < n; e++) d[e] = (uint32_t)k[e] << 16;
+    if (st->kdt == MK_F32) return (const float *)kept + e0;
+    mk_dtype_info(st->kdt)->to_f32((const char *)kept + e0 * mk_dtype_size(st->kdt), dst, (size_t)n);
     return dst;
 }
 
-/* Keep src[0..n) as elements e0.. of the chunk (bf16 values when k16: their top halves). */
-static inline MK_HOT void ka_kept_put(const ka_state *st, void *kept, uint64_t e0, uint64_t n, const float *src)
+/* Keep src[0..n) as elements e0.. of the chunk (exactly: they are values of kdt). */
+static inline void ka_kept_put(const ka_state *st, void *kept, uint64_t e0, uint64_t n, const float *src)
 {
-    if (!st->k16) {
-        memcpy((float *)kept + e0, src, (size_t)n * sizeof *src);
-        return;
-    }
-    uint16_t *k = (uint16_t *)kept + e0;
-    const uint32_t *s = (const uint32_t *)src;
-    MK_SIMD for (uint64_t e = 0; e < n; e++) k[e] = (uint16_t)(s[e] >> 16);
+    mk_dtype_info(st->kdt)->from_f32(src, (char *)kept + e0 * mk_dtype_size(st->kdt), (size_t)n);
 }
 
 /* phases 0 to 5 over one block of n elements from e0; kept: the chunk's kept means, or NULL.
@@ -892,7 +885,7 @@ static inline MK_HOT void ka_block(const mk_dtype dt, const ka_state *st, const 
 static inline MK_HOT mk_status ka_chunk_dt(const mk_dtype dt, ka_state *st, const mk_chunk *ch)
 {
     double *row = st->phase < 5 ? mk_partials_row(&st->part, ch->index) : NULL;
-    const size_t es = st->k16 ? 2 : sizeof(float);
+    const size_t es = mk_dtype_size(st->kdt);
     void *kept = st->phase >= 2 && ch->index < st->kn ? (char *)st->kv + (size_t)(ch->index * st->kslot) * es : NULL;
     const size_t sz[] = {(st->nv ? st->nv : 1) * KA_BLOCK * sizeof(float), KA_BLOCK * sizeof(float),
                          KA_BLOCK * sizeof(float), (SP_W + 1) * KA_BLOCK * sizeof(double)};
@@ -973,8 +966,8 @@ static mk_status karcher_run(const mk_merge_job *job)
         }
         /* room for the means, up to the cap (none: every pass replays them) */
         st.kslot = job->chunk_rows * job->cols;
-        st.k16 = dt == MK_BF16;
-        const size_t es = st.k16 ? 2 : sizeof(float);
+        st.kdt = dt == MK_BF16 ? MK_BF16 : MK_F32;
+        const size_t es = mk_dtype_size(st.kdt);
         if (r == MK_OK && max_iter && st.kslot && job->keep_bytes / es >= st.kslot) {
             st.kn = job->keep_bytes / es / st.kslot;
             if (st.kn > job->n_chunks) st.kn = job->n_chunks;
